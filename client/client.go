@@ -1,0 +1,534 @@
+// Package client is the native Go client for Ratatoskr.
+//
+// A Client is one TCP connection to a broker, safe for concurrent use. It
+// runs two goroutines: a writer that sends everything queued in one write
+// whenever the connection is idle (so batching costs no latency at low
+// rates), and a reader that routes acks, responses and deliveries.
+//
+//	c, err := client.Dial(ctx, "127.0.0.1:7070")
+//	ack, err := c.Publish(ctx, "orders", client.Message{Value: []byte("hello")})
+//	sub, err := c.Subscribe(ctx, "orders", func(d *client.Delivery) { ... })
+//
+// Publish waits for the broker's acknowledgement; PublishAsync queues the
+// message and returns, and Flush waits for everything queued before it.
+// The client imports no server package: it speaks only the wire protocol.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Client is a connection to a broker.
+//
+// Lock order: wmu before pmu; smu and mmu are never held with another lock.
+type Client struct {
+	opts  options
+	conn  net.Conn
+	hello wire.HelloOK
+	corr  atomic.Uint32
+
+	// Outgoing side, guarded by wmu.
+	wmu     sync.Mutex
+	open    map[batchKey]*batch // batches being filled
+	last    *batch              // most recently appended-to open batch
+	outq    [][]byte            // frames ready to write, in order
+	outBufs []*[]byte           // pooled buffers behind outq, recycled after writing
+	wake    chan struct{}       // signals the writer; capacity 1
+
+	// In-flight side, guarded by pmu.
+	pmu      sync.Mutex
+	inflight map[uint32]*batch
+	calls    map[uint32]chan response
+	unacked  int64 // bytes reserved by publishes not yet acked
+	space    chan struct{}
+	waiting  int   // goroutines waiting for space
+	asyncErr error // first async publish error since the last Flush
+
+	smu     sync.Mutex
+	subs    map[string][]*Subscription // guarded by smu; copied on change
+	subSnap atomic.Pointer[map[string][]*Subscription]
+	staged  []*Subscription // reader-owned: subscriptions with staged deliveries
+
+	mmu  sync.Mutex
+	meta map[string]int // topic -> partition count
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	err       atomic.Pointer[error] // why the client stopped
+	wg        sync.WaitGroup
+}
+
+type response struct {
+	typ  wire.Type
+	body []byte // a copy
+	err  error
+}
+
+// Dial connects to a broker at addr (host:port) and completes the handshake.
+func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
+	o := defaultOptions()
+	for _, f := range opts {
+		f(&o)
+	}
+	if _, ok := ctx.Deadline(); !ok && o.dialTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.dialTimeout)
+		defer cancel()
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("ratatoskr: dial %s: %w", addr, err)
+	}
+	c := &Client{
+		opts: o, conn: conn, open: map[batchKey]*batch{}, wake: make(chan struct{}, 1),
+		inflight: map[uint32]*batch{}, calls: map[uint32]chan response{}, space: make(chan struct{}),
+		subs: map[string][]*Subscription{}, meta: map[string]int{}, closing: make(chan struct{}),
+	}
+	if err := c.handshake(ctx); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	c.wg.Add(2)
+	go c.readLoop()
+	go c.writeLoop()
+	return c, nil
+}
+
+// handshake sends Hello and reads HelloOK synchronously, before the
+// reader and writer goroutines exist.
+func (c *Client) handshake(ctx context.Context) error {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.conn.SetDeadline(dl)
+		defer func() { _ = c.conn.SetDeadline(time.Time{}) }()
+	}
+	h := wire.Hello{MinVersion: wire.MinVersion, MaxVersion: wire.Version, ClientName: c.opts.name}
+	body := h.Append(nil)
+	if _, err := c.conn.Write(append(wire.AppendHeader(nil, wire.TypeHello, 0, 1, len(body)), body...)); err != nil {
+		return fmt.Errorf("ratatoskr: handshake: %w", err)
+	}
+	var hdr [wire.HeaderSize]byte
+	if _, err := io.ReadFull(c.conn, hdr[:]); err != nil {
+		return fmt.Errorf("ratatoskr: handshake: %w", err)
+	}
+	fh, err := wire.ParseHeader(hdr[:], 1<<20)
+	if err != nil {
+		return fmt.Errorf("%w: handshake: %w", ErrProtocol, err)
+	}
+	resp := make([]byte, fh.Length-wire.HeaderSize)
+	if _, err := io.ReadFull(c.conn, resp); err != nil {
+		return fmt.Errorf("ratatoskr: handshake: %w", err)
+	}
+	switch fh.Type {
+	case wire.TypeHelloOK:
+		c.hello, err = wire.DecodeHelloOK(resp)
+		if err != nil {
+			return fmt.Errorf("%w: handshake: %w", ErrProtocol, err)
+		}
+		c.opts.batchBytes = min(c.opts.batchBytes, int(c.hello.MaxFrameBytes)-wire.HeaderSize-wire.MaxTopicNameLen-64)
+		return nil
+	case wire.TypeError:
+		e, derr := wire.DecodeError(resp)
+		if derr != nil {
+			return fmt.Errorf("%w: handshake: %w", ErrProtocol, derr)
+		}
+		return e
+	}
+	return fmt.Errorf("%w: handshake answered with %s", ErrProtocol, fh.Type)
+}
+
+// MaxMessageBytes is the broker's limit on one message (key, value, headers).
+func (c *Client) MaxMessageBytes() int { return int(c.hello.MaxMessageBytes) }
+
+// Close closes the connection at once. Publishes not yet acknowledged fail
+// with ErrClosed and subscriptions end after their queued deliveries; call
+// Flush first to wait for acknowledgements.
+func (c *Client) Close() error {
+	c.shutdown(ErrClosed)
+	c.wg.Wait()
+	return nil
+}
+
+// Err returns why the client stopped, or nil while it runs.
+func (c *Client) Err() error {
+	if p := c.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// shutdown stops the client with cause, failing everything in flight.
+func (c *Client) shutdown(cause error) {
+	c.closeOnce.Do(func() {
+		c.err.Store(&cause)
+		close(c.closing)
+		_ = c.conn.Close()
+		c.failInflight(cause)
+		if !errors.Is(cause, ErrClosed) {
+			c.report(cause)
+		}
+	})
+}
+
+func (c *Client) failInflight(cause error) {
+	c.wmu.Lock()
+	for k, b := range c.open {
+		delete(c.open, k)
+		c.pmu.Lock()
+		c.unacked -= b.reserved
+		c.pmu.Unlock()
+		b.complete(wire.PublishAck{}, cause)
+	}
+	c.last = nil
+	c.wmu.Unlock()
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	for corr, b := range c.inflight {
+		delete(c.inflight, corr)
+		b.complete(wire.PublishAck{}, cause)
+	}
+	for corr, ch := range c.calls {
+		delete(c.calls, corr)
+		ch <- response{err: cause}
+	}
+	c.unacked = 0
+	c.wakeSpaceWaiters()
+}
+
+func (c *Client) report(err error) {
+	if c.opts.errorHandler != nil {
+		c.opts.errorHandler(err)
+	} else {
+		c.opts.logger.Warn("ratatoskr client", "err", err)
+	}
+}
+
+// stopped returns the error to give a caller once the client has stopped.
+func (c *Client) stopped() error {
+	if err := c.Err(); err != nil {
+		return err
+	}
+	return ErrClosed
+}
+
+func (c *Client) nextCorr() uint32 {
+	for {
+		if id := c.corr.Add(1); id != 0 {
+			return id
+		}
+	}
+}
+
+// signalWriter wakes the writer if it is not already due to run.
+func (c *Client) signalWriter() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// call sends a request frame and waits for its response.
+func (c *Client) call(ctx context.Context, t wire.Type, flags uint8, body []byte) (response, error) {
+	corr := c.nextCorr()
+	ch := make(chan response, 1)
+	c.pmu.Lock()
+	if c.Err() != nil {
+		c.pmu.Unlock()
+		return response{}, c.stopped()
+	}
+	c.calls[corr] = ch
+	c.pmu.Unlock()
+	frame := append(wire.AppendHeader(make([]byte, 0, wire.HeaderSize+len(body)), t, flags, corr, len(body)), body...)
+	c.wmu.Lock()
+	c.outq = append(c.outq, frame)
+	c.outBufs = append(c.outBufs, nil)
+	c.wmu.Unlock()
+	c.signalWriter()
+	select {
+	case r := <-ch:
+		if r.err == nil && r.typ == wire.TypeError {
+			e, err := wire.DecodeError(r.body)
+			if err != nil {
+				return r, fmt.Errorf("%w: %w", ErrProtocol, err)
+			}
+			return r, e
+		}
+		return r, r.err
+	case <-ctx.Done():
+		c.pmu.Lock()
+		delete(c.calls, corr)
+		c.pmu.Unlock()
+		return response{}, ctx.Err()
+	}
+}
+
+// expect checks that a response has the wanted type.
+func expect(r response, t wire.Type) error {
+	if r.typ != t {
+		return fmt.Errorf("%w: expected %s, got %s", ErrProtocol, t, r.typ)
+	}
+	return nil
+}
+
+// Ping measures a round trip to the broker.
+func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
+	start := time.Now()
+	r, err := c.call(ctx, wire.TypePing, 0, nil)
+	if err != nil {
+		return 0, err
+	}
+	return time.Since(start), expect(r, wire.TypePong)
+}
+
+// partitions returns the partition count of a topic, asking the broker
+// (and creating the topic where the broker auto-creates) the first time.
+func (c *Client) partitions(ctx context.Context, topic string) (int, error) {
+	c.mmu.Lock()
+	n, ok := c.meta[topic]
+	c.mmu.Unlock()
+	if ok {
+		return n, nil
+	}
+	info, err := c.describe(ctx, topic, wire.FlagAutoCreate)
+	if err != nil {
+		return 0, err
+	}
+	return len(info.Partitions), nil
+}
+
+// forget drops cached metadata after an error that says it is stale.
+func (c *Client) forget(topic string) {
+	c.mmu.Lock()
+	delete(c.meta, topic)
+	c.mmu.Unlock()
+}
+
+// KeyPartition is the partition a key maps to: FNV-1a (32-bit) of the key,
+// modulo the partition count. It is part of the client's contract: the same
+// key always lands in the same partition while the count stays the same.
+func KeyPartition(key []byte, partitions int) int {
+	h := fnv.New32a()
+	_, _ = h.Write(key)
+	return int(h.Sum32() % uint32(partitions))
+}
+
+// readLoop reads frames and routes them until the connection fails.
+func (c *Client) readLoop() {
+	defer c.wg.Done()
+	defer c.endSubscriptions()
+	buf := make([]byte, 0, 1<<20)
+	maxFrame := c.hello.MaxFrameBytes
+	for {
+		if len(buf) == cap(buf) {
+			buf = growReadBuf(buf, maxFrame)
+		}
+		n, err := c.conn.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		consumed, perr := c.handleFrames(buf, maxFrame)
+		c.flushStaged()
+		if perr != nil {
+			c.shutdown(perr)
+			return
+		}
+		buf = buf[:copy(buf, buf[consumed:])]
+		if err != nil {
+			c.shutdown(fmt.Errorf("%w: %w", ErrConnectionLost, err))
+			return
+		}
+	}
+}
+
+// growReadBuf doubles the read buffer, up to what the largest frame needs.
+func growReadBuf(buf []byte, maxFrame uint32) []byte {
+	n := min(2*cap(buf), int(maxFrame)+wire.HeaderSize)
+	n = max(n, cap(buf)+4096)
+	nb := make([]byte, len(buf), n)
+	copy(nb, buf)
+	return nb
+}
+
+func (c *Client) handleFrames(buf []byte, maxFrame uint32) (int, error) {
+	consumed := 0
+	for {
+		f, n, err := wire.ReadFrame(buf[consumed:], maxFrame)
+		if err != nil {
+			return consumed, fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		if n == 0 {
+			return consumed, nil
+		}
+		consumed += n
+		if err := c.handleFrame(f); err != nil {
+			return consumed, err
+		}
+	}
+}
+
+func (c *Client) handleFrame(f wire.Frame) error {
+	switch f.Type {
+	case wire.TypeDeliver:
+		return c.deliver(f.Body)
+	case wire.TypePublishAck:
+		a, err := wire.DecodePublishAck(f.Body)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		c.acked(f.Corr, a, nil)
+	case wire.TypeError:
+		return c.errorFrame(f)
+	case wire.TypePing:
+		c.wmu.Lock()
+		c.outq = append(c.outq, wire.AppendHeader(nil, wire.TypePong, 0, f.Corr, 0))
+		c.outBufs = append(c.outBufs, nil)
+		c.wmu.Unlock()
+		c.signalWriter()
+	default:
+		c.respond(f.Corr, response{typ: f.Type, body: append([]byte(nil), f.Body...)})
+	}
+	return nil
+}
+
+// errorFrame routes an Error: to the publish or call it answers, or, with
+// correlation id 0, as the reason the broker is closing the connection.
+func (c *Client) errorFrame(f wire.Frame) error {
+	e, err := wire.DecodeError(f.Body)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if f.Corr == 0 {
+		return fmt.Errorf("%w: %w", ErrConnectionLost, e)
+	}
+	if c.acked(f.Corr, wire.PublishAck{}, e) {
+		return nil
+	}
+	c.respond(f.Corr, response{typ: wire.TypeError, body: append([]byte(nil), f.Body...)})
+	return nil
+}
+
+func (c *Client) respond(corr uint32, r response) {
+	c.pmu.Lock()
+	ch, ok := c.calls[corr]
+	delete(c.calls, corr)
+	c.pmu.Unlock()
+	if ok {
+		ch <- r
+	}
+}
+
+// Topic administration.
+
+// TopicConfig is the configuration of a new topic. Zero fields take the
+// broker's defaults.
+type TopicConfig struct {
+	Partitions     int
+	MaxSubscribers int
+}
+
+// TopicSummary is one entry of ListTopics.
+type TopicSummary struct {
+	Name       string
+	Partitions int
+}
+
+// PartitionInfo describes one partition.
+type PartitionInfo struct {
+	ID          int
+	StartOffset int64
+	EndOffset   int64
+	Subscribers int
+}
+
+// TopicInfo describes a topic.
+type TopicInfo struct {
+	Name       string
+	Config     map[string]string
+	Partitions []PartitionInfo
+}
+
+// CreateTopic creates a topic; ErrTopicExists if it exists.
+func (c *Client) CreateTopic(ctx context.Context, name string, cfg TopicConfig) error {
+	if cfg.Partitions < 0 || cfg.MaxSubscribers < 0 {
+		return wire.Errorf(wire.CodeInvalidArgument, "partitions and max subscribers must not be negative")
+	}
+	req := wire.CreateTopic{Name: name, Partitions: uint32(cfg.Partitions)}
+	if cfg.MaxSubscribers > 0 {
+		req.Config = append(req.Config, wire.KV{Key: "max-subscribers", Value: strconv.Itoa(cfg.MaxSubscribers)})
+	}
+	r, err := c.call(ctx, wire.TypeCreateTopic, 0, req.Append(nil))
+	if err != nil {
+		return err
+	}
+	return expect(r, wire.TypeOK)
+}
+
+// DeleteTopic deletes a topic; ErrUnknownTopic if there is none.
+func (c *Client) DeleteTopic(ctx context.Context, name string) error {
+	c.forget(name)
+	r, err := c.call(ctx, wire.TypeDeleteTopic, 0, wire.AppendName(nil, name))
+	if err != nil {
+		return err
+	}
+	return expect(r, wire.TypeOK)
+}
+
+// ListTopics lists the broker's topics, sorted by name.
+func (c *Client) ListTopics(ctx context.Context) ([]TopicSummary, error) {
+	r, err := c.call(ctx, wire.TypeListTopics, 0, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := expect(r, wire.TypeTopicList); err != nil {
+		return nil, err
+	}
+	list, err := wire.DecodeTopicList(r.body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	out := make([]TopicSummary, len(list))
+	for i, t := range list {
+		out[i] = TopicSummary{Name: t.Name, Partitions: int(t.Partitions)}
+	}
+	return out, nil
+}
+
+// DescribeTopic returns a topic's configuration and partitions.
+func (c *Client) DescribeTopic(ctx context.Context, name string) (TopicInfo, error) {
+	return c.describe(ctx, name, 0)
+}
+
+func (c *Client) describe(ctx context.Context, name string, flags uint8) (TopicInfo, error) {
+	r, err := c.call(ctx, wire.TypeDescribeTopic, flags, wire.AppendName(nil, name))
+	if err != nil {
+		return TopicInfo{}, err
+	}
+	if err := expect(r, wire.TypeTopicInfo); err != nil {
+		return TopicInfo{}, err
+	}
+	wi, err := wire.DecodeTopicInfo(r.body)
+	if err != nil {
+		return TopicInfo{}, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	info := TopicInfo{Name: wi.Name, Config: map[string]string{}, Partitions: make([]PartitionInfo, len(wi.Partitions))}
+	for _, kv := range wi.Config {
+		info.Config[kv.Key] = kv.Value
+	}
+	for i, p := range wi.Partitions {
+		info.Partitions[i] = PartitionInfo{ID: int(p.ID), StartOffset: p.StartOffset,
+			EndOffset: p.EndOffset, Subscribers: int(p.Subscribers)}
+	}
+	c.mmu.Lock()
+	c.meta[name] = len(info.Partitions)
+	c.mmu.Unlock()
+	return info, nil
+}

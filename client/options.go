@@ -1,0 +1,90 @@
+package client
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Option configures a Client at Dial.
+type Option func(*options)
+
+type options struct {
+	name            string
+	dialTimeout     time.Duration
+	linger          time.Duration
+	batchBytes      int
+	maxPendingBytes int
+	subPendingBytes int
+	errorHandler    func(error)
+	logger          *slog.Logger
+}
+
+func defaultOptions() options {
+	return options{
+		name:            "ratatoskr-go",
+		dialTimeout:     10 * time.Second,
+		batchBytes:      256 << 10,
+		maxPendingBytes: 32 << 20,
+		subPendingBytes: 64 << 20,
+		logger:          slog.Default(),
+	}
+}
+
+// WithName sets the client name the broker logs for this connection.
+func WithName(name string) Option { return func(o *options) { o.name = name } }
+
+// WithDialTimeout bounds connecting and the handshake when ctx has no
+// deadline of its own. Default 10s.
+func WithDialTimeout(d time.Duration) Option { return func(o *options) { o.dialTimeout = d } }
+
+// WithLinger makes the writer wait up to d for a batch to fill before
+// sending it. The default, 0, sends as soon as the connection is idle and
+// batches only what accumulates while a write is in flight, which costs no
+// latency at low rates and still batches at high ones; a linger trades
+// latency for fewer, larger batches.
+func WithLinger(d time.Duration) Option { return func(o *options) { o.linger = d } }
+
+// WithBatchBytes seals a batch once it holds this many bytes. Default 256 KiB;
+// it is capped by the broker's maximum frame size.
+func WithBatchBytes(n int) Option { return func(o *options) { o.batchBytes = n } }
+
+// WithMaxPendingBytes bounds the bytes of published messages not yet
+// acknowledged. Publish and PublishAsync wait (honouring their context)
+// while the bound is reached, so a fast producer is slowed to the broker's
+// pace instead of growing memory. Default 32 MiB.
+func WithMaxPendingBytes(n int) Option { return func(o *options) { o.maxPendingBytes = n } }
+
+// WithSubscriptionPendingBytes bounds the delivered bytes a subscription
+// holds before its handler has run. Past it, deliveries are dropped and the
+// error handler gets ErrSlowConsumer (the NATS client behaves the same way):
+// blocking instead would stall acks on the shared connection. Default 64 MiB.
+func WithSubscriptionPendingBytes(n int) Option { return func(o *options) { o.subPendingBytes = n } }
+
+// WithErrorHandler receives errors that no call returns: a failed async
+// publish, a subscription dropping deliveries, the connection failing.
+// It runs on the client's internal goroutines and must not block.
+func WithErrorHandler(f func(error)) Option { return func(o *options) { o.errorHandler = f } }
+
+// WithLogger sets the logger for the client's own diagnostics.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// PublishOption adjusts one publish. Options are plain values, so passing
+// them allocates nothing on the publish path.
+type PublishOption struct {
+	partition int32 // partition+1; 0 means not set
+}
+
+// ToPartition sends the message to partition p, overriding the key.
+func ToPartition(p int) PublishOption { return PublishOption{partition: int32(p) + 1} }
+
+// SubscribeOption adjusts a subscription.
+type SubscribeOption func(*subOptions)
+
+type subOptions struct {
+	partition int32
+}
+
+// FromPartition subscribes to one partition instead of all of them.
+func FromPartition(p int) SubscribeOption {
+	return func(o *subOptions) { o.partition = int32(p) }
+}

@@ -1,0 +1,395 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Message is what a producer publishes.
+type Message struct {
+	// Key routes the message: messages with the same key go to the same
+	// partition (see KeyPartition). Nil means no key.
+	Key   []byte
+	Value []byte
+	// Headers are application metadata carried with the message.
+	Headers []Header
+	// Timestamp is the message time; zero means now.
+	Timestamp time.Time
+}
+
+// Header is one application header.
+type Header = wire.RecordHeader
+
+// Ack reports where a published message was stored.
+type Ack struct {
+	Partition int32
+	Offset    int64
+}
+
+// recordOverhead approximates the per-record framing counted against the
+// pending-bytes bound.
+const recordOverhead = 16
+
+type batchKey struct {
+	topic     string
+	partition int32
+}
+
+// batch is a Publish frame being built and, after it is sent, the state of
+// its acknowledgement.
+type batch struct {
+	key      batchKey
+	buf      *[]byte // the frame; nil once handed to the writer
+	bb       wire.BatchBuilder
+	started  time.Time
+	reserved int64 // pending bytes held until the ack
+	count    int
+
+	// Completion, written once by complete.
+	done    chan struct{} // non-nil when a synchronous publisher waits
+	ack     wire.PublishAck
+	err     error
+	flushes []*flushWaiter
+}
+
+type flushWaiter struct {
+	mu        sync.Mutex
+	remaining int
+	done      chan struct{}
+}
+
+func (w *flushWaiter) finishOne() {
+	w.mu.Lock()
+	w.remaining--
+	if w.remaining == 0 {
+		close(w.done)
+	}
+	w.mu.Unlock()
+}
+
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+// complete records the outcome and wakes whoever waits for it.
+func (b *batch) complete(a wire.PublishAck, err error) {
+	b.ack, b.err = a, err
+	if b.done != nil {
+		close(b.done)
+	}
+	for _, w := range b.flushes {
+		w.finishOne()
+	}
+	b.flushes = nil
+}
+
+// Publish sends a message and waits for the broker to acknowledge it,
+// returning its partition and offset. Messages published concurrently share
+// batches, so many goroutines calling Publish still make few frames.
+func (c *Client) Publish(ctx context.Context, topic string, msg Message, opts ...PublishOption) (Ack, error) {
+	b, idx, err := c.enqueue(ctx, topic, &msg, opts, true)
+	if err != nil {
+		return Ack{}, err
+	}
+	c.signalWriter()
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return Ack{}, ctx.Err()
+	}
+	if b.err != nil {
+		return Ack{}, b.err
+	}
+	return Ack{Partition: b.ack.Partition, Offset: b.ack.BaseOffset + int64(idx)}, nil
+}
+
+// PublishAsync queues a message and returns without waiting for the ack.
+// It waits only while the pending-bytes bound is reached (see
+// WithMaxPendingBytes). A failure to store the message is reported by the
+// next Flush and to the error handler. msg's slices may be reused as soon
+// as PublishAsync returns: they are copied into the batch.
+func (c *Client) PublishAsync(ctx context.Context, topic string, msg Message, opts ...PublishOption) error {
+	_, _, err := c.enqueue(ctx, topic, &msg, opts, false)
+	if err == nil {
+		c.signalWriter()
+	}
+	return err
+}
+
+// enqueue appends msg to the open batch for its topic and partition.
+func (c *Client) enqueue(ctx context.Context, topic string, msg *Message, opts []PublishOption, sync bool) (*batch, int, error) {
+	size := wire.MessageSize(msg.Key, msg.Value, msg.Headers)
+	if size > int(c.hello.MaxMessageBytes) {
+		return nil, 0, wire.Errorf(wire.CodeMessageTooLarge,
+			"message of "+strconv.Itoa(size)+" bytes; the broker allows "+strconv.Itoa(int(c.hello.MaxMessageBytes)))
+	}
+	if err := wire.ValidateTopicName(topic); err != nil {
+		return nil, 0, err
+	}
+	part, err := c.choosePartition(ctx, topic, msg.Key, opts)
+	if err != nil {
+		return nil, 0, err
+	}
+	reserve := int64(size + recordOverhead)
+	if err := c.reserve(ctx, reserve); err != nil {
+		return nil, 0, err
+	}
+	ts := msg.Timestamp.UnixNano()
+	if msg.Timestamp.IsZero() {
+		ts = time.Now().UnixNano()
+	}
+	c.wmu.Lock()
+	if c.Err() != nil {
+		c.wmu.Unlock()
+		c.unreserve(reserve)
+		return nil, 0, c.stopped()
+	}
+	b := c.openBatch(batchKey{topic, part})
+	idx := b.count
+	b.bb.Append(ts, msg.Key, msg.Value, msg.Headers)
+	b.count++
+	b.reserved += reserve
+	if sync && b.done == nil {
+		b.done = make(chan struct{})
+	}
+	if b.bb.Size() >= c.opts.batchBytes {
+		c.seal(b)
+	}
+	c.wmu.Unlock()
+	return b, idx, nil
+}
+
+func (c *Client) choosePartition(ctx context.Context, topic string, key []byte, opts []PublishOption) (int32, error) {
+	for _, o := range opts {
+		if o.partition != 0 {
+			return o.partition - 1, nil
+		}
+	}
+	if key == nil {
+		return wire.PartitionAny, nil
+	}
+	n, err := c.partitions(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	return int32(KeyPartition(key, n)), nil
+}
+
+// reserve takes n pending bytes, waiting while the bound is reached. A
+// single message larger than the bound is let through when nothing else is
+// pending, so it cannot wait forever.
+func (c *Client) reserve(ctx context.Context, n int64) error {
+	max := int64(c.opts.maxPendingBytes)
+	c.pmu.Lock()
+	for c.unacked > 0 && c.unacked+n > max {
+		ch := c.space
+		c.waiting++
+		c.pmu.Unlock()
+		c.signalWriter()
+		var err error
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-c.closing:
+			err = c.stopped()
+		}
+		c.pmu.Lock()
+		c.waiting--
+		if err != nil {
+			c.pmu.Unlock()
+			return err
+		}
+	}
+	c.unacked += n
+	c.pmu.Unlock()
+	return nil
+}
+
+func (c *Client) unreserve(n int64) {
+	c.pmu.Lock()
+	c.unacked -= n
+	c.wakeSpaceWaiters()
+	c.pmu.Unlock()
+}
+
+// wakeSpaceWaiters releases goroutines waiting in reserve. Called with pmu.
+func (c *Client) wakeSpaceWaiters() {
+	if c.waiting > 0 {
+		close(c.space)
+		c.space = make(chan struct{})
+	}
+}
+
+// openBatch returns the open batch for k, starting one if needed. wmu held.
+func (c *Client) openBatch(k batchKey) *batch {
+	if c.last != nil && c.last.key == k {
+		return c.last
+	}
+	b := c.open[k]
+	if b == nil {
+		b = &batch{key: k, started: time.Now()}
+		b.buf = framePool.Get().(*[]byte)
+		buf, _ := wire.StartFrame((*b.buf)[:0], wire.TypePublish, 0, 0)
+		buf = wire.AppendBatchPrefix(buf, k.topic, k.partition)
+		b.bb.Start(buf, -1, -1)
+		c.open[k] = b
+	}
+	c.last = b
+	return b
+}
+
+// seal finishes a batch's frame, registers it as in flight and queues it
+// for the writer. wmu held.
+func (c *Client) seal(b *batch) {
+	frame := b.bb.Finish()
+	wire.FinishFrame(frame, 0)
+	corr := c.nextCorr()
+	wire.SetCorr(frame, corr)
+	*b.buf = frame
+	delete(c.open, b.key)
+	if c.last == b {
+		c.last = nil
+	}
+	c.pmu.Lock()
+	c.inflight[corr] = b
+	c.pmu.Unlock()
+	c.outq = append(c.outq, frame)
+	c.outBufs = append(c.outBufs, b.buf)
+	b.buf = nil
+}
+
+// acked completes the publish with correlation id corr; it reports false
+// when no publish has that id (the frame answers a call instead).
+func (c *Client) acked(corr uint32, a wire.PublishAck, err error) bool {
+	c.pmu.Lock()
+	b, ok := c.inflight[corr]
+	if ok {
+		delete(c.inflight, corr)
+		c.unacked -= b.reserved
+		c.wakeSpaceWaiters()
+		if err != nil && b.done == nil && c.asyncErr == nil {
+			c.asyncErr = err
+		}
+	}
+	c.pmu.Unlock()
+	if !ok {
+		return false
+	}
+	if err != nil && errors.Is(err, ErrUnknownPartition) {
+		c.forget(b.key.topic)
+	}
+	b.complete(a, err)
+	if err != nil && b.done == nil {
+		c.report(err)
+	}
+	return true
+}
+
+// Flush sends every message queued before the call and waits until the
+// broker has acknowledged all of them. It returns the first error of an
+// asynchronous publish since the previous Flush, if any.
+func (c *Client) Flush(ctx context.Context) error {
+	w := &flushWaiter{done: make(chan struct{})}
+	c.wmu.Lock()
+	for _, b := range c.open {
+		c.seal(b)
+	}
+	c.pmu.Lock()
+	for _, b := range c.inflight {
+		w.remaining++
+		b.flushes = append(b.flushes, w)
+	}
+	c.pmu.Unlock()
+	c.wmu.Unlock()
+	c.signalWriter()
+	if w.remaining > 0 {
+		select {
+		case <-w.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.closing:
+			return c.stopped()
+		}
+	}
+	c.pmu.Lock()
+	err := c.asyncErr
+	c.asyncErr = nil
+	c.pmu.Unlock()
+	return err
+}
+
+// writeLoop sends queued frames. It takes everything queued each time it
+// runs, so batches grow while a write is in flight and no message waits
+// for a timer when the connection is idle.
+func (c *Client) writeLoop() {
+	defer c.wg.Done()
+	var bufs net.Buffers
+	var recycle []*[]byte
+	for {
+		select {
+		case <-c.wake:
+		case <-c.closing:
+			return
+		}
+		if c.opts.linger > 0 {
+			c.lingerWait()
+		}
+		c.wmu.Lock()
+		for _, b := range c.open {
+			c.seal(b)
+		}
+		bufs = append(bufs[:0], c.outq...)
+		recycle = append(recycle[:0], c.outBufs...)
+		clear(c.outq)
+		c.outq = c.outq[:0]
+		clear(c.outBufs)
+		c.outBufs = c.outBufs[:0]
+		c.wmu.Unlock()
+		if len(bufs) == 0 {
+			continue
+		}
+		if _, err := bufs.WriteTo(c.conn); err != nil {
+			c.shutdown(errors.Join(ErrConnectionLost, err))
+			return
+		}
+		for i, p := range recycle {
+			if p != nil && cap(*p) <= 1<<20 {
+				framePool.Put(p)
+			}
+			recycle[i] = nil
+		}
+	}
+}
+
+// lingerWait sleeps until the oldest open batch is linger old or some batch
+// is full (which queues a frame and signals the writer).
+func (c *Client) lingerWait() {
+	c.wmu.Lock()
+	var oldest time.Time
+	for _, b := range c.open {
+		if oldest.IsZero() || b.started.Before(oldest) {
+			oldest = b.started
+		}
+	}
+	full := len(c.outq) > 0
+	c.wmu.Unlock()
+	if full || oldest.IsZero() {
+		return
+	}
+	d := c.opts.linger - time.Since(oldest)
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.wake:
+	case <-c.closing:
+	}
+}

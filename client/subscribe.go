@@ -1,0 +1,359 @@
+package client
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/bytebufferpool"
+
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Delivery is a message received by a subscription.
+//
+// A handler's *Delivery and the slices in it are valid only until the
+// handler returns: the client reuses them for the next message, which is
+// what keeps delivery free of allocations. Copy what you keep.
+type Delivery struct {
+	Message
+	Topic     string
+	Partition int32
+	Offset    int64
+}
+
+// Clone returns a copy of d that owns its memory.
+func (d *Delivery) Clone() Delivery {
+	out := *d
+	out.Key = cloneBytes(d.Key)
+	out.Value = cloneBytes(d.Value)
+	if d.Headers != nil {
+		out.Headers = make([]Header, len(d.Headers))
+		for i, h := range d.Headers {
+			out.Headers[i] = Header{Key: h.Key, Value: cloneBytes(h.Value)}
+		}
+	}
+	return out
+}
+
+func cloneBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append(make([]byte, 0, len(b)), b...)
+}
+
+// subQueueLen bounds the chunks queued for one subscription; the byte bound
+// (WithSubscriptionPendingBytes) usually binds first.
+const subQueueLen = 4096
+
+// Subscription is a push subscription to a topic, or to one partition.
+// Its handler runs on a goroutine of its own, one delivery at a time, in
+// partition order.
+type Subscription struct {
+	c         *Client
+	topic     string
+	partition int32
+	handler   func(*Delivery)
+
+	queue   chan *bytebufferpool.ByteBuffer
+	pending atomic.Int64 // bytes queued
+	limit   int64
+	dropped atomic.Uint64
+	slow    atomic.Bool
+
+	staged *bytebufferpool.ByteBuffer // reader-owned: deliveries of the current read
+
+	// The reader is the only goroutine that sends on queue, and it closes
+	// queue when it exits; Unsubscribe closes stop instead.
+	stopOnce sync.Once
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+// Topic is the subscribed topic.
+func (s *Subscription) Topic() string { return s.topic }
+
+// Dropped counts messages dropped because the handler fell behind the
+// pending-bytes bound.
+func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
+
+// Done is closed when the subscription has ended and its handler returned.
+func (s *Subscription) Done() <-chan struct{} { return s.done }
+
+// Subscribe delivers every message published to topic from now on to
+// handler. With FromPartition it follows one partition only.
+func (c *Client) Subscribe(ctx context.Context, topic string, handler func(*Delivery), opts ...SubscribeOption) (*Subscription, error) {
+	s := c.newSubscription(topic, opts)
+	s.handler = handler
+	return s, c.startSubscription(ctx, s)
+}
+
+func (c *Client) newSubscription(topic string, opts []SubscribeOption) *Subscription {
+	o := subOptions{partition: wire.PartitionAny}
+	for _, f := range opts {
+		f(&o)
+	}
+	return &Subscription{c: c, topic: topic, partition: o.partition,
+		queue: make(chan *bytebufferpool.ByteBuffer, subQueueLen), limit: int64(c.opts.subPendingBytes),
+		stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// startSubscription registers s, asks the broker when it is the first local
+// subscription of its topic and partition, and starts its goroutine.
+func (c *Client) startSubscription(ctx context.Context, s *Subscription) error {
+	if err := wire.ValidateTopicName(s.topic); err != nil {
+		return err
+	}
+	if c.Err() != nil {
+		return c.stopped()
+	}
+	topic := s.topic
+	first := c.addSub(s)
+	if first {
+		body := (&wire.Subscribe{Topic: topic, Partition: s.partition}).Append(nil)
+		r, err := c.call(ctx, wire.TypeSubscribe, 0, body)
+		if err == nil {
+			err = expect(r, wire.TypeSubscribeOK)
+		}
+		if err != nil {
+			c.removeSub(s)
+			return err
+		}
+	}
+	go s.run()
+	return nil
+}
+
+// SubscribeChan is Subscribe with deliveries sent, as copies, to a channel
+// of the given capacity. The channel is closed when the subscription ends.
+// A consumer that stops reading makes the subscription fall behind and
+// drop, like a slow handler.
+func (c *Client) SubscribeChan(ctx context.Context, topic string, capacity int, opts ...SubscribeOption) (*Subscription, <-chan Delivery, error) {
+	ch := make(chan Delivery, capacity)
+	s := c.newSubscription(topic, opts)
+	s.handler = func(d *Delivery) {
+		select {
+		case ch <- d.Clone():
+		case <-s.stop:
+		case <-c.closing:
+		}
+	}
+	if err := c.startSubscription(ctx, s); err != nil {
+		return nil, nil, err
+	}
+	go func() {
+		<-s.done
+		close(ch)
+	}()
+	return s, ch, nil
+}
+
+// Unsubscribe stops the subscription. Deliveries already queued are
+// discarded; the handler is not called again once Done is closed.
+func (s *Subscription) Unsubscribe(ctx context.Context) error {
+	c := s.c
+	if !c.removeSub(s) {
+		return ErrNotSubscribed
+	}
+	if c.hasSub(s.topic, s.partition) {
+		return nil
+	}
+	body := (&wire.Subscribe{Topic: s.topic, Partition: s.partition}).Append(nil)
+	r, err := c.call(ctx, wire.TypeUnsubscribe, 0, body)
+	if err != nil {
+		return err
+	}
+	return expect(r, wire.TypeOK)
+}
+
+// addSub registers s; it reports whether it is the first local
+// subscription of its topic and partition (so the broker must be asked).
+func (c *Client) addSub(s *Subscription) bool {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	list := c.subs[s.topic]
+	first := !slices.ContainsFunc(list, func(o *Subscription) bool { return o.partition == s.partition })
+	c.setSubs(s.topic, append(slices.Clone(list), s))
+	return first
+}
+
+// removeSub unregisters s and ends it; it reports false if it was gone.
+func (c *Client) removeSub(s *Subscription) bool {
+	c.smu.Lock()
+	list := c.subs[s.topic]
+	i := slices.Index(list, s)
+	if i >= 0 {
+		c.setSubs(s.topic, slices.Delete(slices.Clone(list), i, i+1))
+	}
+	c.smu.Unlock()
+	if i < 0 {
+		return false
+	}
+	s.stopOnce.Do(func() { close(s.stop) })
+	return true
+}
+
+func (c *Client) hasSub(topic string, partition int32) bool {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	return slices.ContainsFunc(c.subs[topic], func(o *Subscription) bool { return o.partition == partition })
+}
+
+// setSubs replaces a topic's list in a copy of the map and publishes the
+// copy, so the reader looks subscriptions up without a lock. smu held.
+func (c *Client) setSubs(topic string, list []*Subscription) {
+	m := maps.Clone(c.subs)
+	if len(list) == 0 {
+		delete(m, topic)
+	} else {
+		m[topic] = list
+	}
+	c.subs = m
+	c.subSnap.Store(&m)
+}
+
+// endSubscriptions runs when the reader exits: it closes every
+// subscription's queue (the reader was its only sender), so each handler
+// goroutine finishes what is queued and exits.
+func (c *Client) endSubscriptions() {
+	c.smu.Lock()
+	all := c.subs
+	c.subs = map[string][]*Subscription{}
+	c.subSnap.Store(&c.subs)
+	c.smu.Unlock()
+	for _, list := range all {
+		for _, s := range list {
+			close(s.queue)
+		}
+	}
+}
+
+// deliver stages a Deliver frame for every local subscription that wants
+// its partition. Staged deliveries are queued once per read (flushStaged),
+// so a subscription's goroutine is woken once per read, not per frame.
+func (c *Client) deliver(body []byte) error {
+	v, err := wire.DecodeBatchView(body)
+	if err != nil {
+		return fmt.Errorf("%w: deliver: %w", ErrProtocol, err)
+	}
+	snap := c.subSnap.Load()
+	if snap == nil {
+		return nil
+	}
+	for _, s := range (*snap)[string(v.Topic)] {
+		if s.partition != wire.PartitionAny && s.partition != v.Partition {
+			continue
+		}
+		if s.staged == nil {
+			s.staged = bytebufferpool.Get()
+			c.staged = append(c.staged, s)
+		}
+		s.staged.B = binary.BigEndian.AppendUint32(s.staged.B, uint32(v.Partition))
+		s.staged.B = append(s.staged.B, v.Batch...)
+	}
+	return nil
+}
+
+// flushStaged queues what deliver staged during one read.
+func (c *Client) flushStaged() {
+	for i, s := range c.staged {
+		s.enqueue(s.staged)
+		s.staged = nil
+		c.staged[i] = nil
+	}
+	c.staged = c.staged[:0]
+}
+
+func (s *Subscription) enqueue(b *bytebufferpool.ByteBuffer) {
+	n := int64(len(b.B))
+	if s.pending.Load()+n > s.limit {
+		s.drop(b)
+		return
+	}
+	s.pending.Add(n)
+	select {
+	case s.queue <- b:
+		if s.slow.Load() && s.pending.Load() < s.limit/2 {
+			s.slow.Store(false)
+		}
+	default:
+		s.pending.Add(-n)
+		s.drop(b)
+	}
+}
+
+func (s *Subscription) drop(b *bytebufferpool.ByteBuffer) {
+	s.dropped.Add(uint64(countRecords(b.B)))
+	bytebufferpool.Put(b)
+	if !s.slow.Swap(true) {
+		s.c.report(fmt.Errorf("%w: subscription to %s is dropping messages; its handler is behind by %d bytes",
+			ErrSlowConsumer, s.topic, s.pending.Load()))
+	}
+}
+
+// countRecords counts the records in a staged chunk.
+func countRecords(chunk []byte) int {
+	n := 0
+	for len(chunk) >= 4 {
+		size := wire.BatchSize(chunk[4:])
+		if size < wire.BatchHeaderSize || 4+size > len(chunk) {
+			break
+		}
+		n += wire.Batch(chunk[4 : 4+size]).Count()
+		chunk = chunk[4+size:]
+	}
+	return n
+}
+
+// run calls the handler for every queued delivery, in order.
+func (s *Subscription) run() {
+	defer close(s.done)
+	d := &Delivery{Topic: s.topic}
+	for {
+		select {
+		case b, ok := <-s.queue:
+			if !ok {
+				return
+			}
+			s.dispatch(d, b.B)
+			s.pending.Add(-int64(len(b.B)))
+			bytebufferpool.Put(b)
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+func (s *Subscription) dispatch(d *Delivery, chunk []byte) {
+	for len(chunk) >= 4 {
+		d.Partition = int32(binary.BigEndian.Uint32(chunk))
+		size := wire.BatchSize(chunk[4:])
+		batch := wire.Batch(chunk[4 : 4+size])
+		chunk = chunk[4+size:]
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+		it := batch.Records()
+		var r wire.Record
+		for it.Next(&r) {
+			d.Offset, d.Key, d.Value = r.Offset, r.Key, r.Value
+			d.Timestamp = time.Unix(0, r.Timestamp)
+			d.Headers = d.Headers[:0]
+			if r.HeaderCount() > 0 {
+				r.Headers(func(k, v []byte) { d.Headers = append(d.Headers, Header{Key: string(k), Value: v}) })
+			}
+			s.handler(d)
+		}
+		if it.Err() != nil {
+			s.c.report(fmt.Errorf("%w: delivered batch of %s: %w", ErrProtocol, s.topic, it.Err()))
+		}
+	}
+}

@@ -1,0 +1,126 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Config configures a broker. Start from DefaultConfig: the zero value is
+// not a working configuration (it would refuse every topic).
+type Config struct {
+	// Addr is the native protocol listener, host:port; port 0 picks one.
+	Addr string
+	// HTTPAddr serves /healthz; empty disables HTTP.
+	HTTPAddr string
+	// DataDir is where the broker keeps its files.
+	DataDir string
+	// Shards is the number of partition-owning shard goroutines.
+	Shards int
+	// EventLoops is the number of network event loops. gnet's own default
+	// is NumCPU, not GOMAXPROCS, so it is always set explicitly.
+	EventLoops int
+	// PinShards locks each shard's thread to a CPU.
+	PinShards bool
+	// MaxTopics bounds the number of topics (the seed's 1000).
+	MaxTopics int
+	// MaxSubscribers bounds the subscriptions per topic (the seed's 10000);
+	// a topic may lower it with the max-subscribers config key.
+	MaxSubscribers int
+	// MaxMessageBytes bounds one record: key, value and headers.
+	MaxMessageBytes int
+	// MaxFrameBytes bounds one frame, and so one publish batch.
+	MaxFrameBytes int
+	// MaxPendingBytes bounds what the broker holds unsent for one
+	// connection. A subscriber past it is a slow consumer: it gets an error
+	// and is disconnected, and nobody else waits for it.
+	MaxPendingBytes int
+	// AutoCreateTopics creates a topic on first publish or subscribe, with
+	// DefaultPartitions partitions, instead of failing with unknown topic.
+	AutoCreateTopics bool
+	// DefaultPartitions is the partition count of auto-created topics and
+	// of creates that do not name one.
+	DefaultPartitions int
+	// MaxPartitions bounds the partition count of one topic.
+	MaxPartitions int
+	// ShutdownTimeout bounds how long Shutdown waits for in-flight frames
+	// to be written before it closes connections anyway.
+	ShutdownTimeout time.Duration
+	// Logger receives the broker's structured logs.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the configuration `ratatoskr serve` starts with.
+func DefaultConfig() Config {
+	n := runtime.GOMAXPROCS(0)
+	return Config{
+		Addr:              "127.0.0.1:7070",
+		HTTPAddr:          "127.0.0.1:8080",
+		DataDir:           "./data",
+		Shards:            n,
+		EventLoops:        n,
+		PinShards:         true,
+		MaxTopics:         1000,
+		MaxSubscribers:    10000,
+		MaxMessageBytes:   wire.DefaultMaxMessageBytes,
+		MaxFrameBytes:     wire.DefaultMaxFrameBytes,
+		MaxPendingBytes:   64 << 20,
+		AutoCreateTopics:  true,
+		DefaultPartitions: 1,
+		MaxPartitions:     1024,
+		ShutdownTimeout:   10 * time.Second,
+	}
+}
+
+// frameOverhead is room for a frame header, a topic name and a batch header
+// around a message of the maximum size.
+const frameOverhead = wire.HeaderSize + 2 + wire.MaxTopicNameLen + 4 + wire.BatchHeaderSize + 64
+
+// Validate checks every field and names the first bad one.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field string, v any, why string) {
+		errs = append(errs, fmt.Errorf("engine: %s = %v: %s", field, v, why))
+	}
+	if c.Addr == "" {
+		bad("Addr", c.Addr, "must be host:port")
+	}
+	if c.Shards < 1 || c.Shards > 1024 {
+		bad("Shards", c.Shards, "must be 1..1024")
+	}
+	if c.EventLoops < 1 || c.EventLoops > 1024 {
+		bad("EventLoops", c.EventLoops, "must be 1..1024")
+	}
+	if c.MaxTopics < 1 {
+		bad("MaxTopics", c.MaxTopics, "must be at least 1")
+	}
+	if c.MaxSubscribers < 1 {
+		bad("MaxSubscribers", c.MaxSubscribers, "must be at least 1")
+	}
+	if c.MaxMessageBytes < 1 || c.MaxMessageBytes > 64<<20 {
+		bad("MaxMessageBytes", c.MaxMessageBytes, "must be 1 B..64 MiB")
+	}
+	if c.MaxFrameBytes < c.MaxMessageBytes+frameOverhead || c.MaxFrameBytes > 256<<20 {
+		bad("MaxFrameBytes", c.MaxFrameBytes, fmt.Sprintf("must be %d (MaxMessageBytes plus overhead) ..256 MiB", c.MaxMessageBytes+frameOverhead))
+	}
+	if c.MaxPendingBytes < c.MaxFrameBytes {
+		bad("MaxPendingBytes", c.MaxPendingBytes, "must be at least MaxFrameBytes")
+	}
+	if c.MaxPartitions < 1 || c.MaxPartitions > 1<<16 {
+		bad("MaxPartitions", c.MaxPartitions, "must be 1..65536")
+	}
+	if c.DefaultPartitions < 1 || c.DefaultPartitions > c.MaxPartitions {
+		bad("DefaultPartitions", c.DefaultPartitions, "must be 1..MaxPartitions")
+	}
+	if c.ShutdownTimeout < 0 {
+		bad("ShutdownTimeout", c.ShutdownTimeout, "must not be negative")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return errors.Join(errs...)
+}

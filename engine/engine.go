@@ -1,0 +1,371 @@
+// Package engine is the broker: the network listener, connection sessions,
+// topic metadata, routing of frames to shards, and the HTTP endpoints.
+//
+// Threads and data flow (see docs/DESIGN.md):
+//
+//	client ─TCP─▶ gnet event loop ─op─▶ shard inbox ─▶ shard ─frames─▶ Outbox ─kick─▶ event loop ─writev─▶ client
+//
+// An event loop decodes frames, answers admin requests itself, and copies
+// each publish once into a pooled buffer that is already the Deliver frame.
+// The partition's shard stamps offsets, queues the ack and fans the same
+// buffer out to every subscriber's outbox; each touched connection's event
+// loop then writes everything queued for it in one writev.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Engine is a running broker.
+type Engine struct {
+	cfg    Config
+	log    *slog.Logger
+	shards []*shard.Shard
+	topics *registry
+
+	gnetEng  gnet.Engine
+	addr     net.Addr
+	booted   chan error
+	stopped  chan error
+	draining atomic.Bool
+	sessions sync.Map // *session -> struct{}
+
+	httpSrv *http.Server
+	httpLn  net.Listener
+
+	connections   atomic.Int64
+	accepted      atomic.Uint64
+	slowConsumers atomic.Uint64
+	errorsByCode  [32]atomic.Uint64
+}
+
+// New validates cfg and returns a broker that is not listening yet.
+func New(cfg Config) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, log: cfg.Logger, booted: make(chan error, 1), stopped: make(chan error, 1)}
+	e.shards = make([]*shard.Shard, cfg.Shards)
+	for i := range e.shards {
+		e.shards[i] = shard.New(shard.Config{ID: i, Shards: cfg.Shards, Pin: cfg.PinShards, Logger: cfg.Logger})
+	}
+	e.topics = newRegistry(&e.cfg, e.shards)
+	return e, nil
+}
+
+// Start starts the shards, the native listener and the HTTP server, and
+// returns once they accept connections.
+func (e *Engine) Start(ctx context.Context) error {
+	if err := os.MkdirAll(e.cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("engine: data directory: %w", err)
+	}
+	for _, s := range e.shards {
+		s.Start()
+	}
+	if err := e.startHTTP(); err != nil {
+		e.stopShards()
+		return err
+	}
+	go func() {
+		err := gnet.Run(&handler{e: e}, "tcp://"+e.cfg.Addr,
+			gnet.WithMulticore(true),
+			gnet.WithNumEventLoop(e.cfg.EventLoops),
+			gnet.WithReuseAddr(true),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithLogger(gnetLogger{e.log}),
+		)
+		select {
+		case e.booted <- err: // failed before OnBoot
+		default:
+		}
+		e.stopped <- err
+	}()
+	select {
+	case err := <-e.booted:
+		if err != nil {
+			e.stopShards()
+			e.stopHTTP(ctx)
+			return fmt.Errorf("engine: listen %s: %w", e.cfg.Addr, err)
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	e.log.Info("ratatoskr listening", "addr", e.addr.String(), "http", e.HTTPAddr(),
+		"shards", len(e.shards), "event_loops", e.cfg.EventLoops)
+	return nil
+}
+
+// Addr is the native protocol address the broker listens on.
+func (e *Engine) Addr() net.Addr { return e.addr }
+
+// HTTPAddr is the HTTP address, or "" when HTTP is disabled.
+func (e *Engine) HTTPAddr() string {
+	if e.httpLn == nil {
+		return ""
+	}
+	return e.httpLn.Addr().String()
+}
+
+// Shutdown stops the broker gracefully: it refuses new connections and
+// publishes, lets the shards finish what they hold, waits (up to the
+// configured timeout or ctx) for queued frames to be written, tells every
+// client it is shutting down, and closes everything.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	if !e.draining.CompareAndSwap(false, true) {
+		return errors.New("engine: already shut down")
+	}
+	if e.cfg.ShutdownTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.cfg.ShutdownTimeout)
+		defer cancel()
+	}
+	e.stopShards()
+	e.waitFlushed(ctx)
+	e.sessions.Range(func(k, _ any) bool {
+		k.(*session).t.(*gnetTransport).goodbye()
+		return true
+	})
+	err := e.gnetEng.Stop(ctx)
+	if err == nil {
+		err = <-e.stopped
+	}
+	e.stopHTTP(ctx)
+	e.log.Info("ratatoskr stopped")
+	return err
+}
+
+func (e *Engine) stopShards() {
+	for _, s := range e.shards {
+		s.Stop()
+	}
+}
+
+// waitFlushed polls until no session has frames queued or unsent.
+func (e *Engine) waitFlushed(ctx context.Context) {
+	for {
+		pending := false
+		e.sessions.Range(func(k, _ any) bool {
+			s := k.(*session)
+			pending = s.out.Queued() > 0 || s.t.(*gnetTransport).unsent.Load() > 0
+			return !pending
+		})
+		if !pending {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// topicFor returns the named topic, creating it with the defaults when it
+// is missing and auto-creation is on.
+func (e *Engine) topicFor(name []byte) (*Topic, error) {
+	if t := e.topics.get(name); t != nil {
+		return t, nil
+	}
+	if !e.cfg.AutoCreateTopics {
+		return nil, wire.Errorf(wire.CodeUnknownTopic,
+			"no topic named "+strconv.Quote(string(name))+" and auto-creation is off")
+	}
+	tc, err := e.topics.parseTopicConfig(0, nil)
+	if err != nil {
+		return nil, err
+	}
+	return e.topics.create(string(name), tc, true)
+}
+
+func (e *Engine) countError(c wire.Code) {
+	if int(c) < len(e.errorsByCode) {
+		e.errorsByCode[c].Add(1)
+	}
+}
+
+// Stats is a snapshot of the broker's counters.
+type Stats struct {
+	Connections   int64
+	Accepted      uint64
+	SlowConsumers uint64
+	Topics        int
+	Batches       uint64
+	Messages      uint64
+	Errors        map[string]uint64
+}
+
+// Stats returns the broker's counters.
+func (e *Engine) Stats() Stats {
+	st := Stats{Connections: e.connections.Load(), Accepted: e.accepted.Load(),
+		SlowConsumers: e.slowConsumers.Load(), Topics: e.topics.count(), Errors: map[string]uint64{}}
+	for _, s := range e.shards {
+		b, m := s.Stats()
+		st.Batches += b
+		st.Messages += m
+	}
+	for c := range e.errorsByCode {
+		if n := e.errorsByCode[c].Load(); n > 0 {
+			st.Errors[wire.Code(c).String()] = n
+		}
+	}
+	return st
+}
+
+// handler adapts gnet's callbacks to sessions.
+type handler struct {
+	gnet.BuiltinEventEngine
+	e *Engine
+}
+
+func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
+	h.e.gnetEng = eng
+	addr, err := listenerAddr(eng)
+	if err == nil {
+		h.e.addr = addr
+	}
+	h.e.booted <- err
+	if err != nil {
+		return gnet.Shutdown
+	}
+	return gnet.None
+}
+
+// listenerAddr finds the bound address (the port, when port 0 was asked).
+func listenerAddr(eng gnet.Engine) (net.Addr, error) {
+	fd, err := eng.Dup()
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, err
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
+	case *unix.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
+	}
+	return nil, fmt.Errorf("unexpected listener address %T", sa)
+}
+
+func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	e := h.e
+	if e.draining.Load() {
+		body := wire.AppendError(nil, wire.CodeShuttingDown, "the broker is shutting down")
+		return append(wire.AppendHeader(nil, wire.TypeError, 0, 0, len(body)), body...), gnet.Close
+	}
+	t := &gnetTransport{c: c, el: c.EventLoop(), remote: c.RemoteAddr().String()}
+	t.s = newSession(e, t)
+	c.SetContext(t)
+	e.sessions.Store(t.s, struct{}{})
+	e.connections.Add(1)
+	e.accepted.Add(1)
+	return nil, gnet.None
+}
+
+func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
+	t := c.Context().(*gnetTransport)
+	buf, _ := c.Peek(-1)
+	n, closeConn := t.s.onData(buf)
+	_, _ = c.Discard(n)
+	t.s.flush()
+	if closeConn {
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
+	t, ok := c.Context().(*gnetTransport)
+	if !ok {
+		return gnet.None
+	}
+	t.s.onClose()
+	t.closed = true
+	h.e.sessions.Delete(t.s)
+	h.e.connections.Add(-1)
+	if err != nil {
+		h.e.log.Debug("connection closed", "remote", t.remote, "err", err)
+	}
+	return gnet.None
+}
+
+// gnetTransport is a session's connection on a gnet event loop.
+type gnetTransport struct {
+	c      gnet.Conn
+	el     gnet.EventLoop
+	s      *session
+	remote string
+	closed bool // set on the loop in OnClose; gnet's Conn is not touched after
+	unsent atomic.Int64
+}
+
+// ScheduleFlush implements shard.Flusher: it queues a flush on the loop.
+func (t *gnetTransport) ScheduleFlush() {
+	if err := t.el.Execute(context.Background(), t); err != nil {
+		// The engine is stopping; gnet closes the connection itself.
+		t.s.e.log.Debug("flush not scheduled", "remote", t.remote, "err", err)
+	}
+}
+
+// Run is the flush task gnet runs on the connection's loop.
+func (t *gnetTransport) Run(context.Context) error {
+	if !t.closed {
+		t.s.flush()
+	}
+	return nil
+}
+
+func (t *gnetTransport) writev(iov [][]byte) error {
+	_, err := t.c.Writev(iov)
+	t.unsent.Store(int64(t.c.OutboundBuffered()))
+	return err
+}
+
+func (t *gnetTransport) backlog() int {
+	n := t.c.OutboundBuffered()
+	t.unsent.Store(int64(n))
+	return n
+}
+
+func (t *gnetTransport) close()             { _ = t.c.Close() }
+func (t *gnetTransport) remoteAddr() string { return t.remote }
+
+// goodbye tells the client the broker is going away; gnet writes it before
+// it closes the connection.
+func (t *gnetTransport) goodbye() {
+	_ = t.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		if !t.closed {
+			sendErrTo(t.s.out, 0, errShuttingDown)
+			t.s.flush()
+		}
+		return nil
+	}))
+}
+
+// gnetLogger routes gnet's logs into slog.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...), "src", "gnet") }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...), "src", "gnet") }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...), "src", "gnet") }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "src", "gnet") }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "src", "gnet") }

@@ -1,0 +1,48 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// startHTTP serves the HTTP endpoints: /healthz answers 200 while the
+// process is alive and serving.
+func (e *Engine) startHTTP() error {
+	if e.cfg.HTTPAddr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", e.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("engine: http listen %s: %w", e.cfg.HTTPAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", e.healthz)
+	e.httpLn = ln
+	e.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := e.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			e.log.Error("http server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+func (e *Engine) stopHTTP(ctx context.Context) {
+	if e.httpSrv != nil {
+		_ = e.httpSrv.Shutdown(ctx)
+	}
+}
+
+func (e *Engine) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if e.draining.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("shutting down\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}

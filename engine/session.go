@@ -1,0 +1,471 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"sync"
+
+	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// transport is the engine's view of a connection: what a session needs to
+// write frames and close. The gnet listener implements it today; a TLS or
+// WebSocket listener would implement it the same way and reuse the session.
+// Every method except ScheduleFlush is called on the transport's own
+// goroutine (for gnet, the connection's event loop).
+type transport interface {
+	// ScheduleFlush gets session.flush called on the transport's goroutine
+	// soon. Safe from any goroutine. It is what the shards kick.
+	shard.Flusher
+	// writev writes frames in order. Whatever the socket does not take at
+	// once, the transport buffers; the slices may be reused on return.
+	writev(iov [][]byte) error
+	// backlog is how many bytes the transport holds unsent.
+	backlog() int
+	// close closes the connection after the frames already written.
+	close()
+	remoteAddr() string
+}
+
+// subscription is one Subscribe a connection made.
+type subscription struct {
+	topic *Topic
+	parts []*shard.Partition
+}
+
+type subKey struct {
+	topic     *Topic
+	partition int32
+}
+
+// session is the protocol state of one connection: handshake, request
+// dispatch, its subscriptions and its outbox. It is transport-agnostic and
+// single-threaded: the transport calls it from one goroutine at a time.
+type session struct {
+	e          *Engine
+	t          transport
+	out        *shard.Outbox
+	handshaken bool
+	closed     bool
+	subs       map[subKey]*subscription
+	scratch    []byte // response encoding buffer, reused
+}
+
+func newSession(e *Engine, t transport) *session {
+	s := &session{e: e, t: t, subs: map[subKey]*subscription{}}
+	s.out = shard.NewOutbox(e.cfg.MaxPendingBytes, len(e.shards), t)
+	return s
+}
+
+// errClose is returned by a handler when the connection must be closed
+// after the error frame it already queued.
+var errClose = errors.New("close connection")
+
+// onData handles every complete frame at the start of buf. It returns how
+// many bytes it consumed and whether the connection must be closed. Frames
+// that alias buf are fully handled (or copied) before it returns.
+func (s *session) onData(buf []byte) (consumed int, closeConn bool) {
+	maxFrame := uint32(s.e.cfg.MaxFrameBytes)
+	for consumed < len(buf) && !s.closed {
+		f, n, err := wire.ReadFrame(buf[consumed:], maxFrame)
+		if err != nil {
+			s.sendErr(0, err)
+			return consumed, true
+		}
+		if n == 0 {
+			break
+		}
+		raw := buf[consumed : consumed+n]
+		consumed += n
+		if err := s.dispatch(f, raw); err != nil {
+			return consumed, true
+		}
+	}
+	return consumed, false
+}
+
+func (s *session) dispatch(f wire.Frame, raw []byte) error {
+	if !s.handshaken {
+		if f.Type != wire.TypeHello {
+			s.sendErr(f.Corr, wire.Errorf(wire.CodeHandshakeRequired, "the first frame must be Hello, got "+f.Type.String()))
+			return errClose
+		}
+		return s.hello(f)
+	}
+	switch f.Type {
+	case wire.TypePublish:
+		return s.publish(f, raw)
+	case wire.TypePing:
+		s.sendFrame(wire.TypePong, f.Corr, nil)
+	case wire.TypePong:
+	case wire.TypeCreateTopic:
+		return s.createTopic(f)
+	case wire.TypeDeleteTopic:
+		return s.deleteTopic(f)
+	case wire.TypeListTopics:
+		return s.listTopics(f)
+	case wire.TypeDescribeTopic:
+		return s.describeTopic(f)
+	case wire.TypeSubscribe:
+		return s.subscribe(f)
+	case wire.TypeUnsubscribe:
+		return s.unsubscribe(f)
+	case wire.TypeHello:
+		s.sendErr(f.Corr, wire.Errorf(wire.CodeMalformed, "second Hello on a connection"))
+		return errClose
+	default:
+		s.sendErr(f.Corr, wire.Errorf(wire.CodeUnknownType, f.Type.String()+" is not a client frame"))
+		return errClose
+	}
+	return nil
+}
+
+// malformed answers a body that does not decode; the stream can no longer
+// be trusted, so the connection closes.
+func (s *session) malformed(corr uint32, err error) error {
+	s.sendErr(corr, err)
+	return errClose
+}
+
+func (s *session) hello(f wire.Frame) error {
+	h, err := wire.DecodeHello(f.Body)
+	if err != nil {
+		return s.malformed(f.Corr, err)
+	}
+	v := min(h.MaxVersion, wire.Version)
+	if v < h.MinVersion || v < wire.MinVersion {
+		s.sendErr(f.Corr, wire.Errorf(wire.CodeUnsupportedVersion,
+			"server speaks "+strconv.Itoa(int(wire.MinVersion))+".."+strconv.Itoa(int(wire.Version))))
+		return errClose
+	}
+	if h.AuthMechanism != "" {
+		s.sendErr(f.Corr, wire.Errorf(wire.CodeAuthFailed, "authentication is not enabled on this broker"))
+		return errClose
+	}
+	s.handshaken = true
+	ok := wire.HelloOK{Version: v, MaxFrameBytes: uint32(s.e.cfg.MaxFrameBytes),
+		MaxMessageBytes: uint32(s.e.cfg.MaxMessageBytes), ServerName: "ratatoskr"}
+	s.sendFrame(wire.TypeHelloOK, f.Corr, ok.Append(s.scratch[:0]))
+	return nil
+}
+
+// publish checks a Publish, copies it once into a pooled buffer that is
+// already the Deliver frame every subscriber gets, and hands it to the
+// partition's shard, which acks it.
+func (s *session) publish(f wire.Frame, raw []byte) error {
+	v, err := wire.DecodeBatchView(f.Body)
+	if err != nil {
+		if wire.CodeOf(err) == wire.CodeCorruptBatch {
+			s.sendErr(f.Corr, err)
+			return nil
+		}
+		return s.malformed(f.Corr, err)
+	}
+	if s.e.draining.Load() {
+		s.sendErr(f.Corr, errShuttingDown)
+		return nil
+	}
+	t, err := s.e.topicFor(v.Topic)
+	if err != nil {
+		s.sendErr(f.Corr, err)
+		return nil
+	}
+	p, err := t.pickPartition(v.Partition)
+	if err != nil {
+		s.sendErr(f.Corr, err)
+		return nil
+	}
+	if _, err := wire.CheckBatch(v.Batch, s.e.cfg.MaxMessageBytes); err != nil {
+		s.sendErr(f.Corr, err)
+		return nil
+	}
+	buf := storage.NewBuf(len(raw))
+	copy(buf.B, raw)
+	wire.SetType(buf.B, wire.TypeDeliver)
+	wire.SetCorr(buf.B, 0)
+	partOff := wire.HeaderSize + v.BatchOffset - 4
+	binary.BigEndian.PutUint32(buf.B[partOff:], uint32(p.ID))
+	if err := p.Publish(s.out, f.Corr, buf, wire.HeaderSize+v.BatchOffset); err != nil {
+		s.sendErr(f.Corr, errShuttingDown)
+	}
+	return nil
+}
+
+var errShuttingDown = wire.Errorf(wire.CodeShuttingDown, "the broker is shutting down")
+
+func (s *session) createTopic(f wire.Frame) error {
+	req, err := wire.DecodeCreateTopic(f.Body)
+	if err != nil {
+		return s.malformed(f.Corr, err)
+	}
+	tc, err := s.e.topics.parseTopicConfig(req.Partitions, req.Config)
+	if err == nil {
+		_, err = s.e.topics.create(req.Name, tc, false)
+	}
+	s.reply(f.Corr, err)
+	return nil
+}
+
+func (s *session) deleteTopic(f wire.Frame) error {
+	name, err := wire.DecodeName(f.Body)
+	if err != nil {
+		return s.malformed(f.Corr, err)
+	}
+	s.reply(f.Corr, s.e.topics.remove(string(name)))
+	return nil
+}
+
+func (s *session) listTopics(f wire.Frame) error {
+	if len(f.Body) != 0 {
+		return s.malformed(f.Corr, wire.Errorf(wire.CodeMalformed, "ListTopics has no body"))
+	}
+	topics := s.e.topics.list()
+	sums := make([]wire.TopicSummary, len(topics))
+	for i, t := range topics {
+		sums[i] = wire.TopicSummary{Name: t.Name, Partitions: uint32(len(t.Parts))}
+	}
+	s.sendFrame(wire.TypeTopicList, f.Corr, wire.AppendTopicList(s.scratch[:0], sums))
+	return nil
+}
+
+func (s *session) describeTopic(f wire.Frame) error {
+	name, err := wire.DecodeName(f.Body)
+	if err != nil {
+		return s.malformed(f.Corr, err)
+	}
+	var t *Topic
+	if f.Flags&wire.FlagAutoCreate != 0 {
+		t, err = s.e.topicFor(name)
+	} else if t = s.e.topics.get(name); t == nil {
+		err = wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(string(name)))
+	}
+	if err != nil {
+		s.sendErr(f.Corr, err)
+		return nil
+	}
+	info := describe(t)
+	s.sendFrame(wire.TypeTopicInfo, f.Corr, info.Append(s.scratch[:0]))
+	return nil
+}
+
+func describe(t *Topic) wire.TopicInfo {
+	info := wire.TopicInfo{Name: t.Name, Config: t.Config.KVs(), Partitions: make([]wire.PartitionInfo, len(t.Parts))}
+	for i, p := range t.Parts {
+		info.Partitions[i] = wire.PartitionInfo{ID: uint32(i), StartOffset: p.EndOffset(),
+			EndOffset: p.EndOffset(), Subscribers: uint32(p.Subscribers())}
+	}
+	return info
+}
+
+func (s *session) subscribe(f wire.Frame) error {
+	name, part, err := wire.DecodeSubscribe(f.Body)
+	if err != nil {
+		return s.malformed(f.Corr, err)
+	}
+	t, err := s.e.topicFor(name)
+	if err == nil {
+		err = s.checkNewSubscription(t, part)
+	}
+	if err != nil {
+		s.sendErr(f.Corr, err)
+		return nil
+	}
+	sub := &subscription{topic: t, parts: t.Parts}
+	if part != wire.PartitionAny {
+		sub.parts = t.Parts[part : part+1]
+	}
+	s.subs[subKey{t, part}] = sub
+	corr, out, n := f.Corr, s.out, uint32(len(t.Parts))
+	j := shard.NewJoin(len(sub.parts), func(err error) {
+		if err != nil {
+			sendErrTo(out, corr, err)
+		} else {
+			out.SendCopy(wire.AppendSubscribeOK(wire.AppendHeader(nil, wire.TypeSubscribeOK, 0, corr, 4), n))
+		}
+		out.Kick()
+	})
+	for _, p := range sub.parts {
+		if p.Subscribe(out, j) != nil {
+			s.sendErr(f.Corr, errShuttingDown)
+			return nil
+		}
+	}
+	return nil
+}
+
+// checkNewSubscription enforces one subscription per partition per
+// connection and the topic's subscriber limit, which it then counts against.
+func (s *session) checkNewSubscription(t *Topic, part int32) error {
+	if part != wire.PartitionAny && (part < 0 || int(part) >= len(t.Parts)) {
+		_, err := t.pickPartition(part)
+		return err
+	}
+	for k := range s.subs {
+		if k.topic == t && (k.partition == part || k.partition == wire.PartitionAny || part == wire.PartitionAny) {
+			return wire.Errorf(wire.CodeAlreadySubscribed, "this connection already subscribes to "+t.Name)
+		}
+	}
+	if int(t.subscriptions.Add(1)) > t.Config.MaxSubscribers {
+		t.subscriptions.Add(-1)
+		return wire.Errorf(wire.CodeTooManySubscribers,
+			"topic "+t.Name+" has its maximum of "+strconv.Itoa(t.Config.MaxSubscribers)+" subscribers")
+	}
+	return nil
+}
+
+func (s *session) unsubscribe(f wire.Frame) error {
+	name, part, err := wire.DecodeSubscribe(f.Body)
+	if err != nil {
+		return s.malformed(f.Corr, err)
+	}
+	var key subKey
+	var sub *subscription
+	for k, v := range s.subs {
+		if k.topic.Name == string(name) && k.partition == part {
+			key, sub = k, v
+		}
+	}
+	if sub == nil {
+		s.sendErr(f.Corr, wire.Errorf(wire.CodeNotSubscribed, "no subscription to "+strconv.Quote(string(name))))
+		return nil
+	}
+	delete(s.subs, key)
+	sub.topic.subscriptions.Add(-1)
+	corr, out := f.Corr, s.out
+	j := shard.NewJoin(len(sub.parts), func(error) {
+		out.SendCopy(wire.AppendHeader(nil, wire.TypeOK, 0, corr, 0))
+		out.Kick()
+	})
+	for _, p := range sub.parts {
+		if p.Unsubscribe(out, j) != nil {
+			s.sendErr(f.Corr, errShuttingDown)
+			return nil
+		}
+	}
+	return nil
+}
+
+// reply sends OK, or the error.
+func (s *session) reply(corr uint32, err error) {
+	if err != nil {
+		s.sendErr(corr, err)
+		return
+	}
+	s.sendFrame(wire.TypeOK, corr, nil)
+}
+
+func (s *session) sendFrame(t wire.Type, corr uint32, body []byte) {
+	frame := wire.AppendHeader(s.scratch[:0], t, 0, corr, len(body))
+	frame = append(frame, body...)
+	s.out.SendCopy(frame)
+	s.scratch = frame[:0]
+}
+
+func (s *session) sendErr(corr uint32, err error) {
+	sendErrTo(s.out, corr, err)
+	s.e.countError(wire.CodeOf(err))
+}
+
+func sendErrTo(out *shard.Outbox, corr uint32, err error) {
+	code, msg := wire.CodeOf(err), err.Error()
+	var we *wire.Error
+	if errors.As(err, &we) {
+		msg = we.Message
+	}
+	if len(msg) > 1024 {
+		msg = msg[:1024]
+	}
+	body := wire.AppendError(nil, code, msg)
+	out.SendCopy(append(wire.AppendHeader(nil, wire.TypeError, 0, corr, len(body)), body...))
+}
+
+// flush writes what the outbox holds. It runs on the transport's goroutine.
+func (s *session) flush() {
+	if s.closed {
+		return
+	}
+	p, slow := s.out.Take()
+	if slow {
+		s.slowConsumer()
+		return
+	}
+	err := s.writePending(p)
+	s.out.Done(p, s.t.backlog())
+	if err != nil {
+		s.t.close()
+	}
+}
+
+// writePending hands the frames to the transport at most MaxIOV slices at a
+// time. When the transport already holds a backlog, the frames are first
+// merged into large blocks, so the backlog grows by a few big pieces rather
+// than one piece per frame (gnet walks its whole backlog list per write).
+func (s *session) writePending(p *shard.Pending) error {
+	iov := p.IOV
+	if len(iov) == 0 {
+		return nil
+	}
+	if s.t.backlog() > 0 {
+		return s.writeMerged(iov)
+	}
+	for len(iov) > 0 {
+		n := min(len(iov), shard.MaxIOV)
+		if err := s.t.writev(iov[:n]); err != nil {
+			return err
+		}
+		iov = iov[n:]
+	}
+	return nil
+}
+
+const mergeBlock = 256 << 10
+
+var mergePool = sync.Pool{New: func() any { b := make([]byte, 0, mergeBlock); return &b }}
+
+func (s *session) writeMerged(iov [][]byte) error {
+	bp := mergePool.Get().(*[]byte)
+	defer mergePool.Put(bp)
+	block := (*bp)[:0]
+	for i, b := range iov {
+		block = append(block, b...)
+		if len(block) >= mergeBlock || i == len(iov)-1 {
+			if err := s.t.writev([][]byte{block}); err != nil {
+				return err
+			}
+			block = block[:0]
+		}
+	}
+	*bp = block[:0]
+	return nil
+}
+
+// slowConsumer disconnects a connection that fell behind its outbound
+// limit, after telling it why (best effort: its socket is full).
+func (s *session) slowConsumer() {
+	s.e.slowConsumers.Add(1)
+	s.e.log.Warn("slow consumer disconnected", "remote", s.t.remoteAddr(), "limit_bytes", s.e.cfg.MaxPendingBytes)
+	body := wire.AppendError(nil, wire.CodeSlowConsumer,
+		"outbound bytes passed the limit of "+strconv.Itoa(s.e.cfg.MaxPendingBytes))
+	_ = s.t.writev([][]byte{append(wire.AppendHeader(nil, wire.TypeError, 0, 0, len(body)), body...)})
+	s.t.close()
+}
+
+// onClose releases the session's state: its queued frames and its
+// subscriptions on every shard.
+func (s *session) onClose() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	s.out.Close()
+	for k, sub := range s.subs {
+		sub.topic.subscriptions.Add(-1)
+		for _, p := range sub.parts {
+			_ = p.Unsubscribe(s.out, nil)
+		}
+		delete(s.subs, k)
+	}
+}

@@ -1,0 +1,246 @@
+package shard
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/ratatoskr-mq/ratatoskr/storage"
+)
+
+// Outbox tuning; not part of any format.
+const (
+	// copyThreshold: frames smaller than this are copied into chunk buffers
+	// instead of referenced, so a burst of small frames becomes a few large
+	// writes (and a few large nodes in the network layer's backlog) rather
+	// than thousands of tiny iovecs.
+	copyThreshold = 4 << 10
+	// chunkSize is the size of the buffers small frames are coalesced into.
+	chunkSize = 64 << 10
+	// MaxIOV is the most slices one writev takes on Linux (UIO_MAXIOV);
+	// the writer must split larger batches.
+	MaxIOV = 1024
+)
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
+
+// Flusher is what an Outbox asks to get its queued frames written: the
+// connection schedules a write pass on its own network thread.
+type Flusher interface {
+	ScheduleFlush()
+}
+
+// Outbox is a connection's queue of outgoing frames. Shards (deliveries,
+// acks) and the connection's own event loop (responses) append to it; the
+// event loop drains it and writes everything it holds in one writev.
+//
+// Why a queue of its own rather than writing to the socket: a shard must
+// never block on a socket or touch a network thread's state, and a
+// connection that many shards feed should see one coalesced write per pass,
+// not one write per frame.
+//
+// The queue is bounded by Limit bytes, counting both what is queued here and
+// what the network layer still holds unsent (reported with SetBacklog). A
+// connection past its limit is a slow consumer: the outbox drops everything,
+// refuses further frames, and asks the flusher to close the connection.
+type Outbox struct {
+	mu        sync.Mutex
+	cur       Pending // being filled; guarded by mu
+	spare     Pending // the loop's previous batch, reused; guarded by mu
+	queued    int     // bytes in cur
+	scheduled bool    // a flush is queued on the loop
+	dead      bool    // closed or slow: frames are dropped
+	slow      bool    // dead because it passed its limit
+
+	limit   int
+	backlog atomic.Int64 // bytes the network layer holds unsent
+	flusher Flusher
+
+	// passMark[s] is the pass number of shard s that last touched this
+	// outbox; written only by shard s, so no synchronisation is needed.
+	passMark []uint64
+}
+
+// NewOutbox returns an outbox bounded by limit bytes that asks f to flush.
+// shards is the number of shards that may write to it.
+func NewOutbox(limit, shards int, f Flusher) *Outbox {
+	return &Outbox{limit: limit, flusher: f, passMark: make([]uint64, shards)}
+}
+
+// Pending is a drained batch of frames: iovecs ready for writev, and what to
+// give back once they are written.
+type Pending struct {
+	IOV    [][]byte
+	refs   []*storage.Buf
+	chunks []*[]byte
+	chunk  *[]byte // the chunk small frames are being copied into
+	open   int     // start of the region of chunk the last iovec covers, -1 if none
+}
+
+// SendRef queues frame, which lies in b, without copying it when it is
+// large; the outbox retains b until the frame is written. It reports false
+// when the outbox is closed or has just become a slow consumer.
+func (o *Outbox) SendRef(b *storage.Buf, frame []byte) bool {
+	o.mu.Lock()
+	ok := o.admit(len(frame))
+	if ok {
+		if len(frame) < copyThreshold {
+			o.cur.appendCopy(frame)
+		} else {
+			b.Retain()
+			o.cur.appendRef(b, frame)
+		}
+	}
+	o.mu.Unlock()
+	return ok
+}
+
+// SendCopy queues a copy of frame (a small control frame such as an ack).
+func (o *Outbox) SendCopy(frame []byte) bool {
+	o.mu.Lock()
+	ok := o.admit(len(frame))
+	if ok {
+		o.cur.appendCopy(frame)
+	}
+	o.mu.Unlock()
+	return ok
+}
+
+// admit accounts for n more bytes, or marks the outbox slow when they would
+// pass the limit. Called with mu held.
+func (o *Outbox) admit(n int) bool {
+	if o.dead {
+		return false
+	}
+	if o.queued+n+int(o.backlog.Load()) > o.limit {
+		o.dead, o.slow = true, true
+		o.cur.release()
+		o.queued = 0
+		return false
+	}
+	o.queued += n
+	return true
+}
+
+// Kick asks the flusher to write what is queued, unless a flush is already
+// scheduled. Shards call it once per touched outbox at the end of a pass.
+func (o *Outbox) Kick() {
+	o.mu.Lock()
+	need := !o.scheduled && (o.queued > 0 || o.slow)
+	o.scheduled = o.scheduled || need
+	o.mu.Unlock()
+	if need {
+		o.flusher.ScheduleFlush()
+	}
+}
+
+// Take hands the queued frames to the writer. It returns the frames and
+// whether the outbox turned slow (the writer then closes the connection).
+// The writer must call Done with the result after writing it and before the
+// next Take.
+func (o *Outbox) Take() (p *Pending, slow bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.scheduled = false
+	o.cur, o.spare = o.spare, o.cur
+	o.queued = 0
+	o.cur.reset()
+	return &o.spare, o.slow
+}
+
+// Done releases what a written Pending held and records the network layer's
+// remaining backlog, which counts against the limit.
+func (o *Outbox) Done(p *Pending, backlog int) {
+	o.backlog.Store(int64(backlog))
+	o.mu.Lock()
+	p.release()
+	o.mu.Unlock()
+}
+
+// Close drops everything queued and refuses further frames. It returns
+// whether the outbox had been marked slow.
+func (o *Outbox) Close() (slow bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.dead = true
+	o.cur.release()
+	o.spare.release()
+	o.queued = 0
+	return o.slow
+}
+
+// Queued reports the bytes waiting to be taken.
+func (o *Outbox) Queued() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.queued
+}
+
+// Bytes reports the total size of the iovecs.
+func (p *Pending) Bytes() int {
+	n := 0
+	for _, b := range p.IOV {
+		n += len(b)
+	}
+	return n
+}
+
+func (p *Pending) reset() {
+	p.IOV = p.IOV[:0]
+	p.open = -1
+}
+
+func (p *Pending) appendRef(b *storage.Buf, frame []byte) {
+	p.IOV = append(p.IOV, frame)
+	p.refs = append(p.refs, b)
+	p.open = -1
+}
+
+func (p *Pending) appendCopy(frame []byte) {
+	if p.chunk == nil || len(*p.chunk)+len(frame) > cap(*p.chunk) {
+		p.newChunk(len(frame))
+	}
+	c := *p.chunk
+	start := len(c)
+	c = append(c, frame...)
+	*p.chunk = c
+	if p.open >= 0 && len(p.IOV) > 0 {
+		p.IOV[len(p.IOV)-1] = c[p.open:len(c):len(c)]
+		return
+	}
+	p.open = start
+	p.IOV = append(p.IOV, c[start:len(c):len(c)])
+}
+
+// newChunk starts a chunk with room for at least n bytes. The previous chunk
+// stays alive in p.chunks until the iovecs pointing into it are written.
+func (p *Pending) newChunk(n int) {
+	var c *[]byte
+	if n <= chunkSize {
+		c = chunkPool.Get().(*[]byte)
+	} else {
+		b := make([]byte, 0, n)
+		c = &b
+	}
+	*c = (*c)[:0]
+	p.chunks = append(p.chunks, c)
+	p.chunk = c
+	p.open = -1
+}
+
+func (p *Pending) release() {
+	for i, b := range p.refs {
+		b.Release()
+		p.refs[i] = nil
+	}
+	p.refs = p.refs[:0]
+	for i, c := range p.chunks {
+		if cap(*c) == chunkSize {
+			chunkPool.Put(c)
+		}
+		p.chunks[i] = nil
+	}
+	p.chunks = p.chunks[:0]
+	p.chunk = nil
+	clear(p.IOV)
+	p.reset()
+}

@@ -1,0 +1,127 @@
+package wire
+
+import (
+	"errors"
+	"strconv"
+)
+
+// Code is the numeric error code carried by an Error frame. Codes are part of
+// the protocol: a code keeps its meaning forever, new codes are only added.
+type Code uint16
+
+// Error codes. Each has a sentinel below for errors.Is.
+const (
+	CodeOK                 Code = 0
+	CodeMalformed          Code = 1  // a frame or body could not be parsed
+	CodeUnknownType        Code = 2  // the frame type is not defined for this direction
+	CodeFrameTooLarge      Code = 3  // the frame is longer than the negotiated maximum
+	CodeUnsupportedVersion Code = 4  // no common protocol version
+	CodeHandshakeRequired  Code = 5  // a frame other than Hello came first
+	CodeMessageTooLarge    Code = 6  // a record is larger than the maximum message size
+	CodeUnknownTopic       Code = 7  // the topic does not exist and will not be created
+	CodeTopicExists        Code = 8  // create of a topic that already exists
+	CodeInvalidArgument    Code = 9  // a name, count or config value is out of range
+	CodeTooManyTopics      Code = 10 // the broker's topic limit is reached
+	CodeTooManySubscribers Code = 11 // the topic's subscriber limit is reached
+	CodeUnknownPartition   Code = 12 // the partition number is out of range
+	CodeSlowConsumer       Code = 13 // the subscriber fell behind its outbound limit
+	CodeCorruptBatch       Code = 14 // the record batch failed its CRC or structure check
+	CodeNotSubscribed      Code = 15 // unsubscribe of something never subscribed
+	CodeAlreadySubscribed  Code = 16 // the connection already subscribes to that partition
+	CodeShuttingDown       Code = 17 // the broker is stopping
+	CodeInternal           Code = 18 // a broker bug; the message says more
+	CodeAuthFailed         Code = 19 // credentials were refused
+)
+
+var codeNames = [...]string{
+	CodeOK:                 "ok",
+	CodeMalformed:          "malformed frame",
+	CodeUnknownType:        "unknown frame type",
+	CodeFrameTooLarge:      "frame too large",
+	CodeUnsupportedVersion: "unsupported protocol version",
+	CodeHandshakeRequired:  "handshake required",
+	CodeMessageTooLarge:    "message too large",
+	CodeUnknownTopic:       "unknown topic",
+	CodeTopicExists:        "topic exists",
+	CodeInvalidArgument:    "invalid argument",
+	CodeTooManyTopics:      "too many topics",
+	CodeTooManySubscribers: "too many subscribers",
+	CodeUnknownPartition:   "unknown partition",
+	CodeSlowConsumer:       "slow consumer",
+	CodeCorruptBatch:       "corrupt batch",
+	CodeNotSubscribed:      "not subscribed",
+	CodeAlreadySubscribed:  "already subscribed",
+	CodeShuttingDown:       "shutting down",
+	CodeInternal:           "internal error",
+	CodeAuthFailed:         "authentication failed",
+}
+
+// String names the code; unknown codes print as "code N" so a newer peer's
+// codes stay readable.
+func (c Code) String() string {
+	if int(c) < len(codeNames) && codeNames[c] != "" {
+		return codeNames[c]
+	}
+	return "code " + strconv.Itoa(int(c))
+}
+
+// Error is a protocol error: what an Error frame carries, and what decoders
+// return for bad input. Two Errors match under errors.Is when their codes are
+// equal, so callers compare against the sentinels whatever the message says.
+type Error struct {
+	Code    Code
+	Message string
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" || e.Message == e.Code.String() {
+		return "ratatoskr: " + e.Code.String()
+	}
+	return "ratatoskr: " + e.Code.String() + ": " + e.Message
+}
+
+// Is reports whether target is an *Error with the same code.
+func (e *Error) Is(target error) bool {
+	var t *Error
+	return errors.As(target, &t) && t.Code == e.Code
+}
+
+// Errorf builds an *Error with a code and a message.
+func Errorf(code Code, msg string) *Error { return &Error{Code: code, Message: msg} }
+
+// CodeOf returns the protocol code of err: its own when it is an *Error,
+// CodeInternal otherwise. Servers use it to turn any error into an Error frame.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}
+
+// Sentinels, one per code, for errors.Is.
+var (
+	ErrMalformed          = &Error{Code: CodeMalformed}
+	ErrUnknownType        = &Error{Code: CodeUnknownType}
+	ErrFrameTooLarge      = &Error{Code: CodeFrameTooLarge}
+	ErrUnsupportedVersion = &Error{Code: CodeUnsupportedVersion}
+	ErrHandshakeRequired  = &Error{Code: CodeHandshakeRequired}
+	ErrMessageTooLarge    = &Error{Code: CodeMessageTooLarge}
+	ErrUnknownTopic       = &Error{Code: CodeUnknownTopic}
+	ErrTopicExists        = &Error{Code: CodeTopicExists}
+	ErrInvalidArgument    = &Error{Code: CodeInvalidArgument}
+	ErrTooManyTopics      = &Error{Code: CodeTooManyTopics}
+	ErrTooManySubscribers = &Error{Code: CodeTooManySubscribers}
+	ErrUnknownPartition   = &Error{Code: CodeUnknownPartition}
+	ErrSlowConsumer       = &Error{Code: CodeSlowConsumer}
+	ErrCorruptBatch       = &Error{Code: CodeCorruptBatch}
+	ErrNotSubscribed      = &Error{Code: CodeNotSubscribed}
+	ErrAlreadySubscribed  = &Error{Code: CodeAlreadySubscribed}
+	ErrShuttingDown       = &Error{Code: CodeShuttingDown}
+	ErrInternal           = &Error{Code: CodeInternal}
+	ErrAuthFailed         = &Error{Code: CodeAuthFailed}
+)
+
+// errShort is returned by decoders for a body that ends early. It is a
+// package-level value so the decode path does not allocate.
+var errShort = &Error{Code: CodeMalformed, Message: "body too short"}

@@ -1,0 +1,163 @@
+package wire
+
+import "encoding/binary"
+
+// Protocol versions this package speaks.
+const (
+	Version    uint16 = 1 // the newest version
+	MinVersion uint16 = 1 // the oldest version still accepted
+)
+
+// HeaderSize is the fixed size of every frame header; part of the format.
+const HeaderSize = 12
+
+// Header field offsets; part of the format.
+const (
+	offLength   = 0
+	offType     = 4
+	offFlags    = 5
+	offReserved = 6
+	offCorr     = 8
+)
+
+// Default limits, announced in HelloOK. A server may configure others.
+const (
+	DefaultMaxFrameBytes   = 4 << 20 // 4 MiB
+	DefaultMaxMessageBytes = 1 << 20 // 1 MiB, as in the seed
+)
+
+// Type identifies a frame. Values are part of the format.
+type Type uint8
+
+// Frame types. "C" marks client-to-server frames, "S" server-to-client.
+const (
+	TypeHello         Type = 0x01 // C: first frame of a connection
+	TypeHelloOK       Type = 0x02 // S: handshake accepted, limits announced
+	TypeError         Type = 0x03 // S: a request failed, or the connection is closing
+	TypePing          Type = 0x04 // C/S: liveness probe
+	TypePong          Type = 0x05 // C/S: answer to Ping
+	TypeOK            Type = 0x06 // S: a request without a result succeeded
+	TypeCreateTopic   Type = 0x10 // C
+	TypeDeleteTopic   Type = 0x11 // C
+	TypeListTopics    Type = 0x12 // C
+	TypeTopicList     Type = 0x13 // S: answer to ListTopics
+	TypeDescribeTopic Type = 0x14 // C; FlagAutoCreate creates a missing topic where allowed
+	TypeTopicInfo     Type = 0x15 // S: answer to DescribeTopic
+	TypePublish       Type = 0x20 // C
+	TypePublishAck    Type = 0x21 // S
+	TypeSubscribe     Type = 0x30 // C
+	TypeSubscribeOK   Type = 0x31 // S
+	TypeUnsubscribe   Type = 0x32 // C
+	TypeDeliver       Type = 0x33 // S
+)
+
+// FlagAutoCreate on DescribeTopic asks the broker to create the topic with
+// its defaults when it is missing and auto-creation is enabled.
+const FlagAutoCreate uint8 = 0x01
+
+var typeNames = map[Type]string{
+	TypeHello: "Hello", TypeHelloOK: "HelloOK", TypeError: "Error", TypePing: "Ping",
+	TypePong: "Pong", TypeOK: "OK", TypeCreateTopic: "CreateTopic",
+	TypeDeleteTopic: "DeleteTopic", TypeListTopics: "ListTopics", TypeTopicList: "TopicList",
+	TypeDescribeTopic: "DescribeTopic", TypeTopicInfo: "TopicInfo", TypePublish: "Publish",
+	TypePublishAck: "PublishAck", TypeSubscribe: "Subscribe", TypeSubscribeOK: "SubscribeOK",
+	TypeUnsubscribe: "Unsubscribe", TypeDeliver: "Deliver",
+}
+
+func (t Type) String() string {
+	if s, ok := typeNames[t]; ok {
+		return s
+	}
+	return "Type(0x" + hex2(uint8(t)) + ")"
+}
+
+func hex2(b uint8) string {
+	const digits = "0123456789abcdef"
+	return string([]byte{digits[b>>4], digits[b&15]})
+}
+
+// Header is a decoded frame header.
+type Header struct {
+	Length uint32 // whole frame, header included
+	Type   Type
+	Flags  uint8
+	Corr   uint32
+}
+
+// Frame is one complete frame found in a buffer. Body aliases the buffer.
+type Frame struct {
+	Header
+	Body []byte
+}
+
+// AppendHeader appends a header for a frame whose body is bodyLen bytes.
+func AppendHeader(dst []byte, t Type, flags uint8, corr uint32, bodyLen int) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(HeaderSize+bodyLen))
+	dst = append(dst, byte(t), flags, 0, 0)
+	return binary.BigEndian.AppendUint32(dst, corr)
+}
+
+// StartFrame appends a header whose length is patched later by FinishFrame,
+// for bodies whose size is not known up front (record batches). It returns
+// the extended slice and the offset of the frame within it.
+func StartFrame(dst []byte, t Type, flags uint8, corr uint32) ([]byte, int) {
+	start := len(dst)
+	return AppendHeader(dst, t, flags, corr, 0), start
+}
+
+// FinishFrame writes the length of the frame that starts at start and runs to
+// the end of buf.
+func FinishFrame(buf []byte, start int) {
+	binary.BigEndian.PutUint32(buf[start+offLength:], uint32(len(buf)-start))
+}
+
+// ParseHeader decodes the header at the start of b, which must hold at least
+// HeaderSize bytes. It checks only what the header alone can tell.
+func ParseHeader(b []byte, maxFrame uint32) (Header, error) {
+	h := Header{
+		Length: binary.BigEndian.Uint32(b[offLength:]),
+		Type:   Type(b[offType]),
+		Flags:  b[offFlags],
+		Corr:   binary.BigEndian.Uint32(b[offCorr:]),
+	}
+	switch {
+	case h.Length < HeaderSize:
+		return h, errBadLength
+	case h.Length > maxFrame:
+		return h, errTooLarge
+	case b[offReserved] != 0 || b[offReserved+1] != 0:
+		return h, errReserved
+	}
+	return h, nil
+}
+
+var (
+	errBadLength = &Error{Code: CodeMalformed, Message: "frame length below header size"}
+	errTooLarge  = &Error{Code: CodeFrameTooLarge, Message: "frame exceeds the maximum frame size"}
+	errReserved  = &Error{Code: CodeMalformed, Message: "reserved header bits set"}
+)
+
+// ReadFrame finds the first frame in buf. It returns the frame and its size
+// when buf holds all of it, n == 0 when more bytes are needed, and an error
+// when the header is invalid (the connection cannot be resynchronised after
+// that and should be closed). It never allocates and never reads past buf.
+func ReadFrame(buf []byte, maxFrame uint32) (f Frame, n int, err error) {
+	if len(buf) < HeaderSize {
+		return f, 0, nil
+	}
+	f.Header, err = ParseHeader(buf, maxFrame)
+	if err != nil {
+		return f, 0, err
+	}
+	if uint64(len(buf)) < uint64(f.Length) {
+		return f, 0, nil
+	}
+	f.Body = buf[HeaderSize:f.Length:f.Length]
+	return f, int(f.Length), nil
+}
+
+// SetType rewrites the type byte of the frame at the start of b.
+func SetType(b []byte, t Type) { b[offType] = byte(t) }
+
+// SetCorr rewrites the correlation id of the frame at the start of b.
+func SetCorr(b []byte, corr uint32) { binary.BigEndian.PutUint32(b[offCorr:], corr) }

@@ -1,0 +1,296 @@
+package wire
+
+// This file holds the bodies of every frame except the record batch. Each
+// body type has Append (encode, append-style) and a Decode function. Decoders
+// of hot-path frames (Publish, Deliver, PublishAck) return views that alias
+// the body; the others copy strings, since they are rare.
+
+// PartitionAny in a Publish lets the broker choose the partition (round robin
+// across batches). In Subscribe and Unsubscribe it means every partition.
+const PartitionAny int32 = -1
+
+// KV is one per-topic configuration entry.
+type KV struct {
+	Key, Value string
+}
+
+func appendKVs(dst []byte, kvs []KV) []byte {
+	dst = appendU16(dst, uint16(len(kvs)))
+	for _, kv := range kvs {
+		dst = AppendStr16(dst, kv.Key)
+		dst = AppendStr16(dst, kv.Value)
+	}
+	return dst
+}
+
+func decodeKVs(d *Decoder) []KV {
+	n := int(d.U16())
+	if n == 0 || n > d.Remaining()/4 {
+		if n != 0 {
+			d.take(-1)
+		}
+		return nil
+	}
+	kvs := make([]KV, n)
+	for i := range kvs {
+		kvs[i] = KV{d.String16(), d.String16()}
+	}
+	return kvs
+}
+
+// Hello opens a connection. The client offers a range of versions; the
+// server picks the highest it shares. Credentials travel here once auth
+// exists; an empty mechanism means none.
+type Hello struct {
+	MinVersion, MaxVersion uint16
+	ClientName             string
+	AuthMechanism          string
+	AuthData               []byte
+}
+
+// Append encodes h.
+func (h *Hello) Append(dst []byte) []byte {
+	dst = appendU16(dst, h.MinVersion)
+	dst = appendU16(dst, h.MaxVersion)
+	dst = AppendStr16(dst, h.ClientName)
+	dst = AppendStr16(dst, h.AuthMechanism)
+	return AppendBytes32(dst, h.AuthData)
+}
+
+// DecodeHello decodes a Hello body.
+func DecodeHello(body []byte) (h Hello, err error) {
+	d := NewDecoder(body)
+	h.MinVersion, h.MaxVersion = d.U16(), d.U16()
+	h.ClientName, h.AuthMechanism = d.String16(), d.String16()
+	h.AuthData = append([]byte(nil), d.Bytes32()...)
+	return h, d.Done()
+}
+
+// HelloOK accepts a connection and announces the limits it must respect.
+type HelloOK struct {
+	Version         uint16
+	MaxFrameBytes   uint32
+	MaxMessageBytes uint32
+	ServerName      string
+}
+
+// Append encodes h.
+func (h *HelloOK) Append(dst []byte) []byte {
+	dst = appendU16(dst, h.Version)
+	dst = appendU32(dst, h.MaxFrameBytes)
+	dst = appendU32(dst, h.MaxMessageBytes)
+	return AppendStr16(dst, h.ServerName)
+}
+
+// DecodeHelloOK decodes a HelloOK body.
+func DecodeHelloOK(body []byte) (h HelloOK, err error) {
+	d := NewDecoder(body)
+	h.Version, h.MaxFrameBytes, h.MaxMessageBytes = d.U16(), d.U32(), d.U32()
+	h.ServerName = d.String16()
+	return h, d.Done()
+}
+
+// AppendError encodes an Error body.
+func AppendError(dst []byte, code Code, msg string) []byte {
+	return AppendStr16(appendU16(dst, uint16(code)), msg)
+}
+
+// DecodeError decodes an Error body into an *Error.
+func DecodeError(body []byte) (*Error, error) {
+	d := NewDecoder(body)
+	e := &Error{Code: Code(d.U16()), Message: d.String16()}
+	return e, d.Done()
+}
+
+// CreateTopic asks for a topic with a partition count and configuration.
+type CreateTopic struct {
+	Name       string
+	Partitions uint32
+	Config     []KV
+}
+
+// Append encodes c.
+func (c *CreateTopic) Append(dst []byte) []byte {
+	dst = AppendStr16(dst, c.Name)
+	dst = appendU32(dst, c.Partitions)
+	return appendKVs(dst, c.Config)
+}
+
+// DecodeCreateTopic decodes a CreateTopic body.
+func DecodeCreateTopic(body []byte) (c CreateTopic, err error) {
+	d := NewDecoder(body)
+	c.Name, c.Partitions = d.String16(), d.U32()
+	c.Config = decodeKVs(&d)
+	return c, d.Done()
+}
+
+// AppendName encodes the body of DeleteTopic and DescribeTopic: one name.
+func AppendName(dst []byte, name string) []byte { return AppendStr16(dst, name) }
+
+// DecodeName decodes a body that is a single Str16 name.
+func DecodeName(body []byte) ([]byte, error) {
+	d := NewDecoder(body)
+	name := d.Str16()
+	return name, d.Done()
+}
+
+// TopicSummary is one entry of a TopicList.
+type TopicSummary struct {
+	Name       string
+	Partitions uint32
+}
+
+// AppendTopicList encodes a TopicList body.
+func AppendTopicList(dst []byte, topics []TopicSummary) []byte {
+	dst = appendU32(dst, uint32(len(topics)))
+	for _, t := range topics {
+		dst = AppendStr16(dst, t.Name)
+		dst = appendU32(dst, t.Partitions)
+	}
+	return dst
+}
+
+// DecodeTopicList decodes a TopicList body.
+func DecodeTopicList(body []byte) ([]TopicSummary, error) {
+	d := NewDecoder(body)
+	n := d.U32()
+	if uint64(n) > uint64(d.Remaining()/6) {
+		return nil, errShort
+	}
+	out := make([]TopicSummary, n)
+	for i := range out {
+		out[i] = TopicSummary{d.String16(), d.U32()}
+	}
+	return out, d.Done()
+}
+
+// PartitionInfo describes one partition in a TopicInfo.
+type PartitionInfo struct {
+	ID          uint32
+	StartOffset int64 // first offset still held
+	EndOffset   int64 // offset the next record will get
+	Subscribers uint32
+}
+
+// TopicInfo answers DescribeTopic.
+type TopicInfo struct {
+	Name       string
+	Config     []KV
+	Partitions []PartitionInfo
+}
+
+// Append encodes t.
+func (t *TopicInfo) Append(dst []byte) []byte {
+	dst = AppendStr16(dst, t.Name)
+	dst = appendKVs(dst, t.Config)
+	dst = appendU32(dst, uint32(len(t.Partitions)))
+	for _, p := range t.Partitions {
+		dst = appendU32(dst, p.ID)
+		dst = appendI64(dst, p.StartOffset)
+		dst = appendI64(dst, p.EndOffset)
+		dst = appendU32(dst, p.Subscribers)
+	}
+	return dst
+}
+
+// DecodeTopicInfo decodes a TopicInfo body.
+func DecodeTopicInfo(body []byte) (t TopicInfo, err error) {
+	d := NewDecoder(body)
+	t.Name = d.String16()
+	t.Config = decodeKVs(&d)
+	n := d.U32()
+	if uint64(n) > uint64(d.Remaining()/24) {
+		return t, errShort
+	}
+	t.Partitions = make([]PartitionInfo, n)
+	for i := range t.Partitions {
+		t.Partitions[i] = PartitionInfo{d.U32(), d.I64(), d.I64(), d.U32()}
+	}
+	return t, d.Done()
+}
+
+// BatchView is the decoded body of a Publish or Deliver frame. It aliases
+// the frame; nothing is copied.
+type BatchView struct {
+	Topic     []byte
+	Partition int32
+	Batch     Batch
+	// BatchOffset is where the batch starts within the body, so a receiver
+	// that copies the frame can find the batch in its copy.
+	BatchOffset int
+}
+
+// AppendBatchPrefix appends the topic and partition that precede the record
+// batch in a Publish or Deliver body. The batch follows (see BatchBuilder).
+func AppendBatchPrefix(dst []byte, topic string, partition int32) []byte {
+	return appendI32(AppendStr16(dst, topic), partition)
+}
+
+// DecodeBatchView decodes a Publish or Deliver body. It checks the batch
+// header but not the records or CRC: see CheckBatch.
+func DecodeBatchView(body []byte) (v BatchView, err error) {
+	d := NewDecoder(body)
+	v.Topic = d.Str16()
+	v.Partition = d.I32()
+	v.BatchOffset = len(body) - d.Remaining()
+	v.Batch = Batch(d.Rest())
+	if err = d.Err(); err != nil {
+		return v, err
+	}
+	return v, checkBatchHeader(v.Batch)
+}
+
+// PublishAck acknowledges a Publish: the records got offsets
+// BaseOffset .. BaseOffset+Count-1 in Partition.
+type PublishAck struct {
+	Partition  int32
+	BaseOffset int64
+	Count      uint32
+}
+
+// PublishAckSize is the size of a whole PublishAck frame.
+const PublishAckSize = HeaderSize + 16
+
+// AppendPublishAck appends a complete PublishAck frame.
+func AppendPublishAck(dst []byte, corr uint32, a PublishAck) []byte {
+	dst = AppendHeader(dst, TypePublishAck, 0, corr, PublishAckSize-HeaderSize)
+	dst = appendI32(dst, a.Partition)
+	dst = appendI64(dst, a.BaseOffset)
+	return appendU32(dst, a.Count)
+}
+
+// DecodePublishAck decodes a PublishAck body.
+func DecodePublishAck(body []byte) (a PublishAck, err error) {
+	d := NewDecoder(body)
+	a.Partition, a.BaseOffset, a.Count = d.I32(), d.I64(), d.U32()
+	return a, d.Done()
+}
+
+// Subscribe asks for push delivery of a topic's partition, or of every
+// partition with PartitionAny, from the live tail.
+type Subscribe struct {
+	Topic     string
+	Partition int32
+}
+
+// Append encodes s.
+func (s *Subscribe) Append(dst []byte) []byte {
+	return appendI32(AppendStr16(dst, s.Topic), s.Partition)
+}
+
+// DecodeSubscribe decodes a Subscribe or Unsubscribe body; the topic aliases body.
+func DecodeSubscribe(body []byte) (topic []byte, partition int32, err error) {
+	d := NewDecoder(body)
+	topic, partition = d.Str16(), d.I32()
+	return topic, partition, d.Done()
+}
+
+// AppendSubscribeOK encodes a SubscribeOK body: the topic's partition count.
+func AppendSubscribeOK(dst []byte, partitions uint32) []byte { return appendU32(dst, partitions) }
+
+// DecodeSubscribeOK decodes a SubscribeOK body.
+func DecodeSubscribeOK(body []byte) (uint32, error) {
+	d := NewDecoder(body)
+	n := d.U32()
+	return n, d.Done()
+}
