@@ -3,10 +3,12 @@ module github.com/ratatoskr-mq/ratatoskr
 go 1.26.0
 
 require (
+	github.com/alecthomas/kong v1.17.0
 	github.com/panjf2000/gnet/v2 v2.9.7
 	github.com/stretchr/testify v1.12.1
 	github.com/valyala/bytebufferpool v1.0.0
 	golang.org/x/sys v0.50.0
+	pgregory.net/rapid v1.3.0
 )
 
 require (

@@ -183,27 +183,31 @@ func (c *Client) shutdown(cause error) {
 
 func (c *Client) failInflight(cause error) {
 	c.wmu.Lock()
+	c.pmu.Lock()
+	failed := make([]*batch, 0, len(c.open)+len(c.inflight))
 	for k, b := range c.open {
 		delete(c.open, k)
-		c.pmu.Lock()
-		c.unacked -= b.reserved
-		c.pmu.Unlock()
-		b.complete(wire.PublishAck{}, cause)
+		failed = append(failed, b)
 	}
 	c.last = nil
-	c.wmu.Unlock()
-	c.pmu.Lock()
-	defer c.pmu.Unlock()
 	for corr, b := range c.inflight {
 		delete(c.inflight, corr)
-		b.complete(wire.PublishAck{}, cause)
+		failed = append(failed, b)
 	}
 	for corr, ch := range c.calls {
 		delete(c.calls, corr)
 		ch <- response{err: cause}
 	}
+	if len(failed) > 0 && c.asyncErr == nil {
+		c.asyncErr = cause
+	}
 	c.unacked = 0
 	c.wakeSpaceWaiters()
+	c.pmu.Unlock()
+	c.wmu.Unlock()
+	for _, b := range failed {
+		b.complete(wire.PublishAck{}, cause)
+	}
 }
 
 func (c *Client) report(err error) {

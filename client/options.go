@@ -24,7 +24,7 @@ func defaultOptions() options {
 		name:            "ratatoskr-go",
 		dialTimeout:     10 * time.Second,
 		batchBytes:      256 << 10,
-		maxPendingBytes: 32 << 20,
+		maxPendingBytes: 8 << 20,
 		subPendingBytes: 64 << 20,
 		logger:          slog.Default(),
 	}
@@ -51,7 +51,9 @@ func WithBatchBytes(n int) Option { return func(o *options) { o.batchBytes = n }
 // WithMaxPendingBytes bounds the bytes of published messages not yet
 // acknowledged. Publish and PublishAsync wait (honouring their context)
 // while the bound is reached, so a fast producer is slowed to the broker's
-// pace instead of growing memory. Default 32 MiB.
+// pace instead of growing memory, and the broker holds acks back while a
+// subscriber falls behind, which makes this the producer's flow-control
+// window. Default 8 MiB.
 func WithMaxPendingBytes(n int) Option { return func(o *options) { o.maxPendingBytes = n } }
 
 // WithSubscriptionPendingBytes bounds the delivered bytes a subscription

@@ -294,25 +294,32 @@ func (c *Client) acked(corr uint32, a wire.PublishAck, err error) bool {
 // broker has acknowledged all of them. It returns the first error of an
 // asynchronous publish since the previous Flush, if any.
 func (c *Client) Flush(ctx context.Context) error {
-	w := &flushWaiter{done: make(chan struct{})}
+	// The waiter starts with one count of its own, released after every
+	// in-flight batch is attached, so acks racing in cannot finish it early.
+	w := &flushWaiter{remaining: 1, done: make(chan struct{})}
 	c.wmu.Lock()
 	for _, b := range c.open {
 		c.seal(b)
 	}
 	c.pmu.Lock()
+	w.mu.Lock()
 	for _, b := range c.inflight {
 		w.remaining++
 		b.flushes = append(b.flushes, w)
 	}
+	w.mu.Unlock()
 	c.pmu.Unlock()
 	c.wmu.Unlock()
 	c.signalWriter()
-	if w.remaining > 0 {
+	w.finishOne()
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.closing:
 		select {
 		case <-w.done:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-c.closing:
+		default:
 			return c.stopped()
 		}
 	}

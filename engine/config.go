@@ -39,6 +39,13 @@ type Config struct {
 	// connection. A subscriber past it is a slow consumer: it gets an error
 	// and is disconnected, and nobody else waits for it.
 	MaxPendingBytes int
+	// MaxAckDelay bounds how long a publish ack is held back while a
+	// subscriber of the partition is past a quarter of its MaxPendingBytes: the
+	// flow control that slows producers to their subscribers' pace.
+	MaxAckDelay time.Duration
+	// SlowConsumerTimeout disconnects a subscriber that stays past a quarter of its
+	// MaxPendingBytes for this long.
+	SlowConsumerTimeout time.Duration
 	// AutoCreateTopics creates a topic on first publish or subscribe, with
 	// DefaultPartitions partitions, instead of failing with unknown topic.
 	AutoCreateTopics bool
@@ -50,6 +57,9 @@ type Config struct {
 	// ShutdownTimeout bounds how long Shutdown waits for in-flight frames
 	// to be written before it closes connections anyway.
 	ShutdownTimeout time.Duration
+	// Pprof serves Go's profiler under /debug/pprof/ on the HTTP address.
+	// Off by default: profiles reveal internals and cost CPU while taken.
+	Pprof bool
 	// Logger receives the broker's structured logs.
 	Logger *slog.Logger
 }
@@ -58,21 +68,23 @@ type Config struct {
 func DefaultConfig() Config {
 	n := runtime.GOMAXPROCS(0)
 	return Config{
-		Addr:              "127.0.0.1:7070",
-		HTTPAddr:          "127.0.0.1:8080",
-		DataDir:           "./data",
-		Shards:            n,
-		EventLoops:        n,
-		PinShards:         true,
-		MaxTopics:         1000,
-		MaxSubscribers:    10000,
-		MaxMessageBytes:   wire.DefaultMaxMessageBytes,
-		MaxFrameBytes:     wire.DefaultMaxFrameBytes,
-		MaxPendingBytes:   64 << 20,
-		AutoCreateTopics:  true,
-		DefaultPartitions: 1,
-		MaxPartitions:     1024,
-		ShutdownTimeout:   10 * time.Second,
+		Addr:                "127.0.0.1:7070",
+		HTTPAddr:            "127.0.0.1:8080",
+		DataDir:             "./data",
+		Shards:              n,
+		EventLoops:          n,
+		PinShards:           true,
+		MaxTopics:           1000,
+		MaxSubscribers:      10000,
+		MaxMessageBytes:     wire.DefaultMaxMessageBytes,
+		MaxFrameBytes:       wire.DefaultMaxFrameBytes,
+		MaxPendingBytes:     64 << 20,
+		MaxAckDelay:         250 * time.Millisecond,
+		SlowConsumerTimeout: 5 * time.Second,
+		AutoCreateTopics:    true,
+		DefaultPartitions:   1,
+		MaxPartitions:       1024,
+		ShutdownTimeout:     10 * time.Second,
 	}
 }
 
@@ -109,6 +121,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPendingBytes < c.MaxFrameBytes {
 		bad("MaxPendingBytes", c.MaxPendingBytes, "must be at least MaxFrameBytes")
+	}
+	if c.MaxAckDelay <= 0 {
+		bad("MaxAckDelay", c.MaxAckDelay, "must be positive")
+	}
+	if c.SlowConsumerTimeout <= 0 {
+		bad("SlowConsumerTimeout", c.SlowConsumerTimeout, "must be positive")
 	}
 	if c.MaxPartitions < 1 || c.MaxPartitions > 1<<16 {
 		bad("MaxPartitions", c.MaxPartitions, "must be 1..65536")

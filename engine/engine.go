@@ -32,6 +32,10 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
+// readBufferCap is the size of each event loop's read buffer: one read
+// syscall takes up to this much from a socket.
+const readBufferCap = 256 << 10
+
 // Engine is a running broker.
 type Engine struct {
 	cfg    Config
@@ -63,7 +67,8 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{cfg: cfg, log: cfg.Logger, booted: make(chan error, 1), stopped: make(chan error, 1)}
 	e.shards = make([]*shard.Shard, cfg.Shards)
 	for i := range e.shards {
-		e.shards[i] = shard.New(shard.Config{ID: i, Shards: cfg.Shards, Pin: cfg.PinShards, Logger: cfg.Logger})
+		e.shards[i] = shard.New(shard.Config{ID: i, Shards: cfg.Shards, Pin: cfg.PinShards, Logger: cfg.Logger,
+			MaxAckDelay: cfg.MaxAckDelay, SlowConsumerTimeout: cfg.SlowConsumerTimeout})
 	}
 	e.topics = newRegistry(&e.cfg, e.shards)
 	return e, nil
@@ -87,6 +92,7 @@ func (e *Engine) Start(ctx context.Context) error {
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(e.cfg.EventLoops),
 			gnet.WithReuseAddr(true),
+			gnet.WithReadBufferCap(readBufferCap),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithLogger(gnetLogger{e.log}),
 		)
@@ -283,9 +289,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 
 func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	t := c.Context().(*gnetTransport)
-	buf, _ := c.Peek(-1)
-	n, closeConn := t.s.onData(buf)
-	_, _ = c.Discard(n)
+	closeConn := t.s.onData(c)
 	t.s.flush()
 	if closeConn {
 		return gnet.Close

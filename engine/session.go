@@ -50,8 +50,11 @@ type session struct {
 	out        *shard.Outbox
 	handshaken bool
 	closed     bool
+	pub        *storage.Buf // a Publish being read, pubN bytes so far
+	pubN       int
 	subs       map[subKey]*subscription
-	scratch    []byte // response encoding buffer, reused
+	scratch    []byte // response bodies are encoded here, reused
+	frameBuf   []byte // and framed here, reused
 }
 
 func newSession(e *Engine, t transport) *session {
@@ -64,30 +67,66 @@ func newSession(e *Engine, t transport) *session {
 // after the error frame it already queued.
 var errClose = errors.New("close connection")
 
-// onData handles every complete frame at the start of buf. It returns how
-// many bytes it consumed and whether the connection must be closed. Frames
-// that alias buf are fully handled (or copied) before it returns.
-func (s *session) onData(buf []byte) (consumed int, closeConn bool) {
-	maxFrame := uint32(s.e.cfg.MaxFrameBytes)
-	for consumed < len(buf) && !s.closed {
-		f, n, err := wire.ReadFrame(buf[consumed:], maxFrame)
-		if err != nil {
-			s.sendErr(0, err)
-			return consumed, true
-		}
-		if n == 0 {
-			break
-		}
-		raw := buf[consumed : consumed+n]
-		consumed += n
-		if err := s.dispatch(f, raw); err != nil {
-			return consumed, true
-		}
-	}
-	return consumed, false
+// inbound is the read side of a connection's buffer, as gnet.Conn offers
+// it: a session takes frames out of it without the transport knowing the
+// protocol. Peek and Read copy when the buffered bytes wrap around.
+type inbound interface {
+	InboundBuffered() int
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+	Read(p []byte) (int, error)
 }
 
-func (s *session) dispatch(f wire.Frame, raw []byte) error {
+// onData handles every complete frame in in. It returns whether the
+// connection must be closed.
+//
+// A Publish is read straight into a pooled buffer of its exact size, even
+// across many reads, so its bytes are copied once from the network buffer
+// and never again; other frames are handled in place once whole.
+func (s *session) onData(in inbound) (closeConn bool) {
+	maxFrame := uint32(s.e.cfg.MaxFrameBytes)
+	for !s.closed {
+		if s.pub != nil {
+			n, _ := in.Read(s.pub.B[s.pubN:])
+			if s.pubN += n; s.pubN < len(s.pub.B) {
+				return false
+			}
+			b := s.pub
+			s.pub, s.pubN = nil, 0
+			if s.publish(b) != nil {
+				return true
+			}
+			continue
+		}
+		if in.InboundBuffered() < wire.HeaderSize {
+			return false
+		}
+		hb, _ := in.Peek(wire.HeaderSize)
+		h, err := wire.ParseHeader(hb, maxFrame)
+		if err != nil {
+			s.sendErr(0, err)
+			return true
+		}
+		if h.Type == wire.TypePublish && s.handshaken {
+			s.pub = storage.NewBuf(int(h.Length))
+			continue
+		}
+		if in.InboundBuffered() < int(h.Length) {
+			return false
+		}
+		raw, _ := in.Peek(int(h.Length))
+		err = s.dispatch(wire.Frame{Header: h, Body: raw[wire.HeaderSize:]})
+		_, _ = in.Discard(int(h.Length))
+		if err != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// dispatch handles one whole frame other than a Publish. f.Body aliases the
+// network buffer and is not kept.
+func (s *session) dispatch(f wire.Frame) error {
 	if !s.handshaken {
 		if f.Type != wire.TypeHello {
 			s.sendErr(f.Corr, wire.Errorf(wire.CodeHandshakeRequired, "the first frame must be Hello, got "+f.Type.String()))
@@ -96,8 +135,6 @@ func (s *session) dispatch(f wire.Frame, raw []byte) error {
 		return s.hello(f)
 	}
 	switch f.Type {
-	case wire.TypePublish:
-		return s.publish(f, raw)
 	case wire.TypePing:
 		s.sendFrame(wire.TypePong, f.Corr, nil)
 	case wire.TypePong:
@@ -152,44 +189,49 @@ func (s *session) hello(f wire.Frame) error {
 	return nil
 }
 
-// publish checks a Publish, copies it once into a pooled buffer that is
-// already the Deliver frame every subscriber gets, and hands it to the
-// partition's shard, which acks it.
-func (s *session) publish(f wire.Frame, raw []byte) error {
-	v, err := wire.DecodeBatchView(f.Body)
-	if err != nil {
-		if wire.CodeOf(err) == wire.CodeCorruptBatch {
-			s.sendErr(f.Corr, err)
+// publish checks a whole Publish frame held in b, rewrites it in place
+// into the Deliver frame every subscriber gets, and hands it to the
+// partition's shard, which acks it. The session owns b on entry.
+func (s *session) publish(b *storage.Buf) error {
+	h, _ := wire.ParseHeader(b.B, uint32(len(b.B)))
+	v, err := wire.DecodeBatchView(b.B[wire.HeaderSize:])
+	if err == nil {
+		err = s.routePublish(h.Corr, b, v)
+		if err == nil {
 			return nil
 		}
-		return s.malformed(f.Corr, err)
 	}
-	if s.e.draining.Load() {
-		s.sendErr(f.Corr, errShuttingDown)
+	b.Release()
+	switch code := wire.CodeOf(err); {
+	case code == wire.CodeMalformed:
+		return s.malformed(h.Corr, err)
+	default:
+		s.sendErr(h.Corr, err)
 		return nil
+	}
+}
+
+func (s *session) routePublish(corr uint32, b *storage.Buf, v wire.BatchView) error {
+	if s.e.draining.Load() {
+		return errShuttingDown
 	}
 	t, err := s.e.topicFor(v.Topic)
 	if err != nil {
-		s.sendErr(f.Corr, err)
-		return nil
+		return err
 	}
 	p, err := t.pickPartition(v.Partition)
 	if err != nil {
-		s.sendErr(f.Corr, err)
-		return nil
+		return err
 	}
 	if _, err := wire.CheckBatch(v.Batch, s.e.cfg.MaxMessageBytes); err != nil {
-		s.sendErr(f.Corr, err)
-		return nil
+		return err
 	}
-	buf := storage.NewBuf(len(raw))
-	copy(buf.B, raw)
-	wire.SetType(buf.B, wire.TypeDeliver)
-	wire.SetCorr(buf.B, 0)
-	partOff := wire.HeaderSize + v.BatchOffset - 4
-	binary.BigEndian.PutUint32(buf.B[partOff:], uint32(p.ID))
-	if err := p.Publish(s.out, f.Corr, buf, wire.HeaderSize+v.BatchOffset); err != nil {
-		s.sendErr(f.Corr, errShuttingDown)
+	wire.SetType(b.B, wire.TypeDeliver)
+	wire.SetCorr(b.B, 0)
+	batchOff := wire.HeaderSize + v.BatchOffset
+	binary.BigEndian.PutUint32(b.B[batchOff-4:], uint32(p.ID))
+	if err := p.Publish(s.out, corr, b, batchOff); err != nil {
+		return errShuttingDown
 	}
 	return nil
 }
@@ -357,11 +399,13 @@ func (s *session) reply(corr uint32, err error) {
 	s.sendFrame(wire.TypeOK, corr, nil)
 }
 
+// sendFrame queues a response. body may be s.scratch, so the frame is
+// assembled in a second buffer.
 func (s *session) sendFrame(t wire.Type, corr uint32, body []byte) {
-	frame := wire.AppendHeader(s.scratch[:0], t, 0, corr, len(body))
+	frame := wire.AppendHeader(s.frameBuf[:0], t, 0, corr, len(body))
 	frame = append(frame, body...)
 	s.out.SendCopy(frame)
-	s.scratch = frame[:0]
+	s.frameBuf, s.scratch = frame[:0], body[:0]
 }
 
 func (s *session) sendErr(corr uint32, err error) {
@@ -461,6 +505,10 @@ func (s *session) onClose() {
 	}
 	s.closed = true
 	s.out.Close()
+	if s.pub != nil {
+		s.pub.Release()
+		s.pub = nil
+	}
 	for k, sub := range s.subs {
 		sub.topic.subscriptions.Add(-1)
 		for _, p := range sub.parts {

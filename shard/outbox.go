@@ -38,10 +38,14 @@ type Flusher interface {
 // connection that many shards feed should see one coalesced write per pass,
 // not one write per frame.
 //
-// The queue is bounded by Limit bytes, counting both what is queued here and
-// what the network layer still holds unsent (reported with SetBacklog). A
-// connection past its limit is a slow consumer: the outbox drops everything,
-// refuses further frames, and asks the flusher to close the connection.
+// The queue is bounded by limit bytes, counting both what is queued here and
+// what the network layer still holds unsent (reported through Done). Past
+// a quarter of the limit the outbox is under pressure: the shards then hold back
+// publish acks (see Shard), which slows producers to the pace of their
+// subscribers. A connection past its limit, or under pressure for longer than
+// the shard's slow-consumer timeout, is a slow consumer: the outbox drops
+// everything, refuses further frames, and asks the flusher to close the
+// connection.
 type Outbox struct {
 	mu        sync.Mutex
 	cur       Pending // being filled; guarded by mu
@@ -51,9 +55,10 @@ type Outbox struct {
 	dead      bool    // closed or slow: frames are dropped
 	slow      bool    // dead because it passed its limit
 
-	limit   int
-	backlog atomic.Int64 // bytes the network layer holds unsent
-	flusher Flusher
+	limit     int
+	backlog   atomic.Int64 // bytes the network layer holds unsent
+	overSince atomic.Int64 // when pressure began (clock ns), 0 when none
+	flusher   Flusher
 
 	// passMark[s] is the pass number of shard s that last touched this
 	// outbox; written only by shard s, so no synchronisation is needed.
@@ -76,22 +81,67 @@ type Pending struct {
 	open   int     // start of the region of chunk the last iovec covers, -1 if none
 }
 
+// SendStatus is what SendRef reports.
+type SendStatus uint8
+
+const (
+	// Sent: the frame is queued.
+	Sent SendStatus = iota
+	// SentUnderPressure: queued, but the outbox is past a quarter of its limit.
+	SentUnderPressure
+	// Refused: the outbox is closed or has just become a slow consumer.
+	Refused
+)
+
 // SendRef queues frame, which lies in b, without copying it when it is
-// large; the outbox retains b until the frame is written. It reports false
-// when the outbox is closed or has just become a slow consumer.
-func (o *Outbox) SendRef(b *storage.Buf, frame []byte) bool {
+// large; the outbox retains b until the frame is written. now is the
+// caller's clock (nanoseconds) used to time pressure.
+func (o *Outbox) SendRef(b *storage.Buf, frame []byte, now int64) SendStatus {
 	o.mu.Lock()
-	ok := o.admit(len(frame))
-	if ok {
-		if len(frame) < copyThreshold {
-			o.cur.appendCopy(frame)
-		} else {
-			b.Retain()
-			o.cur.appendRef(b, frame)
-		}
+	defer o.mu.Unlock()
+	if !o.admit(len(frame)) {
+		return Refused
+	}
+	if len(frame) < copyThreshold {
+		o.cur.appendCopy(frame)
+	} else {
+		b.Retain()
+		o.cur.appendRef(b, frame)
+	}
+	if o.queued+int(o.backlog.Load()) <= o.soft() {
+		return Sent
+	}
+	o.overSince.CompareAndSwap(0, now)
+	return SentUnderPressure
+}
+
+// soft is where pressure begins: a quarter of the limit, which leaves room
+// for a few producers' unacknowledged windows (8 MiB each by default) to
+// land before the hard limit while their acks are held.
+func (o *Outbox) soft() int { return o.limit / 4 }
+
+// Pressure reports whether the outbox is past its soft limit, and since
+// when (caller's clock).
+func (o *Outbox) Pressure() (bool, int64) {
+	o.mu.Lock()
+	over := !o.dead && o.queued+int(o.backlog.Load()) > o.soft()
+	o.mu.Unlock()
+	if !over {
+		return false, 0
+	}
+	return true, o.overSince.Load()
+}
+
+// MarkSlow turns the outbox into a slow consumer: it drops what it holds
+// and its writer closes the connection at the next flush (see Kick).
+func (o *Outbox) MarkSlow() {
+	o.mu.Lock()
+	if !o.dead {
+		o.dead, o.slow = true, true
+		o.cur.release()
+		o.queued = 0
 	}
 	o.mu.Unlock()
-	return ok
 }
 
 // SendCopy queues a copy of frame (a small control frame such as an ack).
@@ -148,11 +198,15 @@ func (o *Outbox) Take() (p *Pending, slow bool) {
 }
 
 // Done releases what a written Pending held and records the network layer's
-// remaining backlog, which counts against the limit.
+// remaining backlog, which counts against the limit. It ends a period of
+// pressure when the outbox has drained below its soft limit.
 func (o *Outbox) Done(p *Pending, backlog int) {
 	o.backlog.Store(int64(backlog))
 	o.mu.Lock()
 	p.release()
+	if o.queued+backlog <= o.soft() {
+		o.overSince.Store(0)
+	}
 	o.mu.Unlock()
 }
 

@@ -19,6 +19,7 @@ type Partition struct {
 	// shard-owned
 	next    int64     // offset the next record gets
 	subs    []*Outbox // push subscribers, in subscription order
+	held    []heldAck // acks held back while a subscriber is under pressure
 	deleted bool
 
 	endOffset atomic.Int64
@@ -132,9 +133,11 @@ func (s *Shard) handle(o *op) bool {
 		o.part.removeSub(o.out)
 		o.join.report(nil)
 	case opDelete:
-		o.part.deleted = true
-		o.part.subs = nil
-		o.part.nsubs.Store(0)
+		p := o.part
+		p.deleted = true
+		p.subs = nil
+		p.nsubs.Store(0)
+		s.releaseAll(p)
 	case opStop:
 		return true
 	}
@@ -181,28 +184,35 @@ func (s *Shard) publish(o *op) {
 	s.batches.Add(1)
 	s.messages.Add(uint64(n))
 
-	var ack [wire.PublishAckSize]byte
-	o.out.SendCopy(wire.AppendPublishAck(ack[:0], o.corr, wire.PublishAck{Partition: p.ID, BaseOffset: base, Count: uint32(n)}))
-	s.touch(o.out)
-	s.fanOut(p, o.buf)
+	pressure := s.fanOut(p, o.buf)
 	o.buf.Release()
+	ack := heldAck{out: o.out, corr: o.corr, base: base, count: uint32(n), at: s.now}
+	if pressure || len(p.held) > 0 {
+		s.hold(p, ack)
+		return
+	}
+	s.sendAck(p, ack)
 }
 
-// fanOut queues the same frame to every subscriber. A subscriber whose
-// outbox refuses it (closed, or just turned slow) is dropped here, so the
-// others never wait for it.
-func (s *Shard) fanOut(p *Partition, buf *storage.Buf) {
+// fanOut queues the same frame to every subscriber and reports whether any
+// of them is under pressure. A subscriber whose outbox refuses the frame
+// (closed, or just turned slow) is dropped here, so the others never wait
+// for it.
+func (s *Shard) fanOut(p *Partition, buf *storage.Buf) (pressure bool) {
 	for i := 0; i < len(p.subs); {
 		sub := p.subs[i]
-		if sub.SendRef(buf, buf.B) {
-			s.touch(sub)
-			i++
+		s.touch(sub) // also lets its writer see it turned slow
+		switch sub.SendRef(buf, buf.B, s.now) {
+		case Refused:
+			p.subs = slices.Delete(p.subs, i, i+1)
+			p.nsubs.Store(int32(len(p.subs)))
 			continue
+		case SentUnderPressure:
+			pressure = true
 		}
-		s.touch(sub) // let its writer see it turned slow
-		p.subs = slices.Delete(p.subs, i, i+1)
-		p.nsubs.Store(int32(len(p.subs)))
+		i++
 	}
+	return pressure
 }
 
 func (s *Shard) subscribe(o *op) {

@@ -40,6 +40,12 @@ type Config struct {
 	// PassSize caps the operations handled per pass before the touched
 	// outboxes are flushed, bounding the latency a burst adds to a write.
 	PassSize int
+	// MaxAckDelay bounds how long a publish ack is held back while a
+	// subscriber of its partition is under pressure (see flow.go).
+	MaxAckDelay time.Duration
+	// SlowConsumerTimeout disconnects a subscriber that stays under
+	// pressure this long.
+	SlowConsumerTimeout time.Duration
 	// Pin locks the shard's thread to one CPU. Refusal is logged and ignored.
 	Pin    bool
 	Logger *slog.Logger
@@ -55,6 +61,12 @@ func (c *Config) fill() {
 	if c.PassSize <= 0 {
 		c.PassSize = 256
 	}
+	if c.MaxAckDelay <= 0 {
+		c.MaxAckDelay = 250 * time.Millisecond
+	}
+	if c.SlowConsumerTimeout <= 0 {
+		c.SlowConsumerTimeout = 5 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -69,7 +81,9 @@ type Shard struct {
 
 	// Owned by the shard goroutine.
 	pass    uint64
+	now     int64 // clock() at the start of the pass
 	touched []*Outbox
+	stalled []*Partition // partitions holding acks
 
 	// Stats, readable from any goroutine.
 	batches  atomic.Uint64
@@ -120,20 +134,33 @@ func (s *Shard) run() {
 	ops := make([]op, s.cfg.PassSize)
 	for {
 		n := s.inbox.PopBatch(ops)
-		if n == 0 {
+		if n == 0 && len(s.stalled) == 0 {
 			s.inbox.Wait(0)
 			continue
 		}
+		if n == 0 {
+			// Held acks: poll at the timer's resolution until they go.
+			s.inbox.Wait(time.Millisecond)
+		}
 		s.pass++
+		s.now = clock()
 		stop := false
 		for i := range ops[:n] {
 			stop = s.handle(&ops[i]) || stop
 			ops[i] = op{}
 		}
+		if len(s.stalled) > 0 {
+			s.releaseHeld()
+		}
 		s.flushTouched()
 		if stop {
 			s.stopped.Store(true)
 			s.drainAfterStop()
+			for _, p := range s.stalled {
+				s.releaseAll(p)
+			}
+			s.stalled = nil
+			s.flushTouched()
 			return
 		}
 	}

@@ -23,6 +23,13 @@ var classPools [numClasses]bytebufferpool.Pool
 
 var bufPool = sync.Pool{New: func() any { return new(Buf) }}
 
+// live counts Bufs handed out and not yet released: one atomic add per
+// batch, which tests use to prove that no path leaks a buffer.
+var live atomic.Int64
+
+// LiveBufs reports how many Bufs are outstanding.
+func LiveBufs() int64 { return live.Load() }
+
 // Buf is a pooled, reference-counted byte buffer holding one frame or batch.
 // NewBuf returns it with one reference; every holder that keeps it past the
 // current call takes another with Retain and gives it back with Release.
@@ -38,6 +45,7 @@ type Buf struct {
 func NewBuf(n int) *Buf {
 	b := bufPool.Get().(*Buf)
 	b.refs.Store(1)
+	live.Add(1)
 	b.class = sizeClass(n)
 	if b.class < 0 {
 		b.bb = nil
@@ -80,6 +88,7 @@ func (b *Buf) Release() {
 	case n < 0:
 		panic("storage: Buf released more times than retained")
 	}
+	live.Add(-1)
 	if b.bb != nil {
 		b.bb.B = b.bb.B[:cap(b.bb.B)]
 		classPools[b.class].Put(b.bb)

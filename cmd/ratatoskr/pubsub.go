@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
+)
+
+type pubCmd struct {
+	serverFlag
+	Topic     string   `arg:"" help:"Topic to publish to."`
+	Messages  []string `arg:"" optional:"" help:"Messages; without any, each line of standard input is one."`
+	Key       string   `help:"Key of every message (routes them to one partition)."`
+	Partition int      `default:"-1" help:"Partition to publish to; -1 lets the key or the broker choose."`
+}
+
+// Run publishes asynchronously (the client batches) and exits only after
+// Flush has seen every message acknowledged.
+func (c *pubCmd) Run(ctx context.Context) error {
+	var asyncErr error
+	var mu sync.Mutex
+	cl, err := c.dial(ctx, client.WithErrorHandler(func(err error) {
+		mu.Lock()
+		if asyncErr == nil {
+			asyncErr = err
+		}
+		mu.Unlock()
+	}))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var opts []client.PublishOption
+	if c.Partition >= 0 {
+		opts = append(opts, client.ToPartition(c.Partition))
+	}
+	var key []byte
+	if c.Key != "" {
+		key = []byte(c.Key)
+	}
+	n := 0
+	publish := func(v []byte) error {
+		n++
+		return cl.PublishAsync(ctx, c.Topic, client.Message{Key: key, Value: v}, opts...)
+	}
+	if len(c.Messages) > 0 {
+		for _, m := range c.Messages {
+			if err := publish([]byte(m)); err != nil {
+				return err
+			}
+		}
+	} else if err := eachLine(os.Stdin, cl.MaxMessageBytes(), publish); err != nil {
+		return err
+	}
+	fctx, cancel := context.WithTimeout(ctx, c.Timeout+time.Duration(n/100_000)*time.Second)
+	defer cancel()
+	if err := cl.Flush(fctx); err != nil {
+		return fmt.Errorf("publishing to %s: %w", c.Topic, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return asyncErr
+}
+
+// eachLine calls fn with every line of r, without its line ending. The
+// slice is reused after fn returns (PublishAsync copies it).
+func eachLine(r io.Reader, maxLine int, fn func([]byte) error) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 1<<20), maxLine+2)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
+		if err := fn(line); err != nil {
+			return err
+		}
+	}
+	if errors.Is(sc.Err(), bufio.ErrTooLong) {
+		return fmt.Errorf("a line of standard input is longer than the broker's %d-byte message limit", maxLine)
+	}
+	return sc.Err()
+}
+
+type subCmd struct {
+	serverFlag
+	Topic     string `arg:"" help:"Topic to subscribe to."`
+	Count     int    `short:"n" default:"0" help:"Exit after this many messages; 0 runs until interrupted."`
+	Partition int    `default:"-1" help:"Partition to follow; -1 follows all."`
+}
+
+// Run prints payloads as they arrive. Output is buffered and flushed every
+// 50 ms or when the count is reached, so a fast stream costs few writes.
+func (c *subCmd) Run(ctx context.Context) error {
+	cl, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	out := &lockedWriter{w: bufio.NewWriterSize(os.Stdout, 256<<10)}
+	done := make(chan struct{})
+	var once sync.Once
+	seen := 0
+	handler := func(d *client.Delivery) {
+		if c.Count > 0 && seen >= c.Count {
+			return
+		}
+		seen++
+		out.line(d.Value)
+		if c.Count > 0 && seen == c.Count {
+			once.Do(func() { close(done) })
+		}
+	}
+	var opts []client.SubscribeOption
+	if c.Partition >= 0 {
+		opts = append(opts, client.FromPartition(c.Partition))
+	}
+	sctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	sub, err := cl.Subscribe(sctx, c.Topic, handler, opts...)
+	cancel()
+	if err != nil {
+		return err
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	defer out.flush()
+	for {
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return nil
+		case <-sub.Done():
+			if err := cl.Err(); err != nil {
+				return err
+			}
+			return nil
+		case <-tick.C:
+			out.flush()
+		}
+	}
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *bufio.Writer
+}
+
+func (l *lockedWriter) line(b []byte) {
+	l.mu.Lock()
+	_, _ = l.w.Write(b)
+	_ = l.w.WriteByte('\n')
+	l.mu.Unlock()
+}
+
+func (l *lockedWriter) flush() {
+	l.mu.Lock()
+	_ = l.w.Flush()
+	l.mu.Unlock()
+}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/engine"
+)
+
+type serveCmd struct {
+	Addr                string        `default:"127.0.0.1:7070" env:"RATATOSKR_ADDR" help:"Native protocol listen address."`
+	HTTPAddr            string        `default:"127.0.0.1:8080" env:"RATATOSKR_HTTP_ADDR" name:"http-addr" help:"HTTP listen address (/healthz); empty disables."`
+	Data                string        `default:"./data" env:"RATATOSKR_DATA" help:"Data directory."`
+	Shards              int           `default:"0" env:"RATATOSKR_SHARDS" help:"Partition-owning shards; 0 means GOMAXPROCS."`
+	EventLoops          int           `default:"0" env:"RATATOSKR_EVENT_LOOPS" help:"Network event loops; 0 means GOMAXPROCS."`
+	PinShards           bool          `default:"true" negatable:"" env:"RATATOSKR_PIN_SHARDS" help:"Pin each shard's thread to a CPU."`
+	MaxTopics           int           `default:"1000" env:"RATATOSKR_MAX_TOPICS" help:"Maximum number of topics."`
+	MaxSubscribers      int           `default:"10000" env:"RATATOSKR_MAX_SUBSCRIBERS" help:"Maximum subscriptions per topic."`
+	MaxMessageBytes     int           `default:"1048576" env:"RATATOSKR_MAX_MESSAGE_BYTES" help:"Maximum size of one message (key, value, headers)."`
+	MaxFrameBytes       int           `default:"4194304" env:"RATATOSKR_MAX_FRAME_BYTES" help:"Maximum size of one frame, and so of one publish batch."`
+	MaxPendingBytes     int           `default:"67108864" env:"RATATOSKR_MAX_PENDING_BYTES" help:"Unsent bytes held for one connection before it is disconnected as a slow consumer."`
+	MaxAckDelay         time.Duration `default:"250ms" env:"RATATOSKR_MAX_ACK_DELAY" help:"Longest a publish ack is held while a subscriber is behind (flow control)."`
+	SlowConsumerTimeout time.Duration `default:"5s" env:"RATATOSKR_SLOW_CONSUMER_TIMEOUT" help:"Disconnect a subscriber that stays behind this long."`
+	AutoCreateTopics    bool          `default:"true" negatable:"" env:"RATATOSKR_AUTO_CREATE_TOPICS" help:"Create unknown topics on first publish or subscribe."`
+	DefaultPartitions   int           `default:"1" env:"RATATOSKR_DEFAULT_PARTITIONS" help:"Partitions of auto-created topics."`
+	ShutdownTimeout     time.Duration `default:"10s" env:"RATATOSKR_SHUTDOWN_TIMEOUT" help:"Time allowed to flush in-flight frames on shutdown."`
+	Pprof               bool          `env:"RATATOSKR_PPROF" help:"Serve Go's profiler under /debug/pprof/ on the HTTP address."`
+	LogLevel            string        `default:"info" env:"RATATOSKR_LOG_LEVEL" enum:"debug,info,warn,error" help:"Log level: debug, info, warn, error."`
+	LogFormat           string        `default:"text" env:"RATATOSKR_LOG_FORMAT" enum:"text,json" help:"Log format: text or json."`
+}
+
+func (s *serveCmd) config() engine.Config {
+	cfg := engine.DefaultConfig()
+	cfg.Addr, cfg.HTTPAddr, cfg.DataDir = s.Addr, s.HTTPAddr, s.Data
+	if s.Shards > 0 {
+		cfg.Shards = s.Shards
+	}
+	if s.EventLoops > 0 {
+		cfg.EventLoops = s.EventLoops
+	}
+	cfg.PinShards = s.PinShards
+	cfg.MaxTopics, cfg.MaxSubscribers = s.MaxTopics, s.MaxSubscribers
+	cfg.MaxMessageBytes, cfg.MaxFrameBytes, cfg.MaxPendingBytes = s.MaxMessageBytes, s.MaxFrameBytes, s.MaxPendingBytes
+	cfg.AutoCreateTopics, cfg.DefaultPartitions = s.AutoCreateTopics, s.DefaultPartitions
+	cfg.ShutdownTimeout = s.ShutdownTimeout
+	cfg.MaxAckDelay, cfg.SlowConsumerTimeout = s.MaxAckDelay, s.SlowConsumerTimeout
+	cfg.Pprof = s.Pprof
+	cfg.Logger = newLogger(s.LogLevel, s.LogFormat)
+	return cfg
+}
+
+func newLogger(level, format string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(strings.ToUpper(level)))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func (s *serveCmd) Run(ctx context.Context) error {
+	cfg := s.config()
+	slog.SetDefault(cfg.Logger)
+	e, err := engine.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := e.Start(ctx); err != nil {
+		return err
+	}
+	cfg.Logger.Debug("runtime", "gomaxprocs", runtime.GOMAXPROCS(0), "go", runtime.Version())
+	<-ctx.Done()
+	cfg.Logger.Info("shutting down", "reason", "signal")
+	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout+5*time.Second)
+	defer cancel()
+	if err := e.Shutdown(stopCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
