@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/loadtest"
+)
+
+type loadtestCmd struct {
+	serverFlag
+	Topic       string        `default:"loadtest" help:"Topic to use; created if missing."`
+	Partitions  int           `default:"1" help:"Partitions of the topic when it is created."`
+	Producers   int           `default:"1" help:"Producer connections; producer i publishes to partition i mod partitions."`
+	Subscribers int           `default:"1" help:"Subscriber connections; each receives every message."`
+	Size        int           `default:"128" help:"Payload bytes (at least 20)."`
+	Rate        int           `default:"0" help:"Messages per second over all producers; 0 publishes as fast as possible."`
+	Duration    time.Duration `default:"10s" help:"Run length, when --count is 0."`
+	Count       int           `default:"0" help:"Messages over all producers; 0 runs for --duration."`
+	BatchBytes  int           `default:"262144" help:"Producer batch size bound."`
+	Linger      time.Duration `default:"0s" help:"Producer linger (0: send whenever the connection is idle)."`
+	Drain       time.Duration `default:"10s" help:"Longest wait for deliveries after publishing ends."`
+	BrokerPID   int           `name:"broker-pid" help:"Broker process to sample for CPU use."`
+	HistFile    string        `name:"hist-file" help:"Write the latency distribution here (HdrHistogram percentile format)."`
+	JSON        bool          `name:"json" help:"Print the result as one JSON object on the last line of standard output."`
+}
+
+// Run prints progress to stderr, then the summary (or JSON) to stdout. A
+// run that lost, duplicated or reordered messages exits non-zero after
+// printing its figures.
+func (c *loadtestCmd) Run(ctx context.Context) error {
+	cfg := loadtest.Config{
+		Server: c.Server, Topic: c.Topic, Partitions: c.Partitions, Producers: c.Producers,
+		Subscribers: c.Subscribers, Size: c.Size, Rate: c.Rate, Duration: c.Duration, Count: c.Count,
+		BatchBytes: c.BatchBytes, Linger: c.Linger, Drain: c.Drain, BrokerPID: c.BrokerPID, HistFile: c.HistFile,
+	}
+	res, err := loadtest.Run(ctx, cfg, os.Stderr)
+	if res != nil {
+		var werr error
+		if c.JSON {
+			werr = loadtest.WriteJSON(os.Stdout, res)
+		} else {
+			werr = loadtest.WriteSummary(os.Stdout, res)
+		}
+		if err == nil {
+			err = werr
+		}
+	}
+	return err
+}

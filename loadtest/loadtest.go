@@ -1,0 +1,125 @@
+// Package loadtest is the load generator behind `ratatoskr loadtest`.
+//
+// It runs producers and subscribers, each on a connection of its own,
+// against a broker, and measures publish and delivery rates and the
+// end-to-end latency from a message's intended send time to its handler
+// call, in an HDR histogram. It verifies what arrives: every subscriber
+// checks each producer's sequence numbers and counts lost, duplicated and
+// reordered messages.
+//
+// On a two-core machine the tool shares the CPU with the broker, so it is
+// written to cost little per message: one payload buffer per producer,
+// rewritten in place; a clock read per message only where latency needs it
+// (one per 64 messages for unpaced producers); no allocation per message.
+//
+// At a fixed rate, sends are scheduled on a timeline and each message is
+// stamped with its intended time, so a stall in the broker or the tool
+// shows up in the latency instead of silently delaying later sends
+// (no coordinated omission). The producer sleeps between sends with
+// nanosleep on a thread whose timer slack is 1 µs; Go's own timers cannot
+// wake in less than about a millisecond here.
+package loadtest
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Payload layout: every message starts with this header, then filler.
+//
+//	0      4        12          20
+//	+------+--------+-----------+---------
+//	| prod | seq    | sent (ns) | filler
+//	+------+--------+-----------+---------
+//
+// prod is the producer index, seq its message number from 0, and sent the
+// intended send time in nanoseconds on the tool's monotonic clock.
+const (
+	offProducer = 0
+	offSeq      = 4
+	offSent     = 12
+	// MinSize is the smallest payload that holds the header.
+	MinSize = 20
+)
+
+// Config describes a run. Zero values take the defaults of DefaultConfig.
+type Config struct {
+	Server      string
+	Topic       string
+	Partitions  int
+	Producers   int
+	Subscribers int
+	Size        int           // payload bytes, at least MinSize
+	Rate        int           // messages per second over all producers; 0 = as fast as possible
+	Duration    time.Duration // run length when Count is 0
+	Count       int           // messages over all producers; 0 = run for Duration
+	BatchBytes  int           // producer batch size bound
+	Linger      time.Duration // producer linger
+	// Drain bounds the wait for deliveries after the producers finish.
+	Drain time.Duration
+	// BrokerPID, when set, is sampled for the broker's CPU use.
+	BrokerPID int
+	// HistFile receives the latency distribution in HdrHistogram's
+	// percentile text format.
+	HistFile string
+}
+
+// DefaultConfig returns the defaults of `ratatoskr loadtest`.
+func DefaultConfig() Config {
+	return Config{
+		Server: "127.0.0.1:7070", Topic: "loadtest", Partitions: 1, Producers: 1,
+		Subscribers: 1, Size: 128, Duration: 10 * time.Second, BatchBytes: 256 << 10,
+		Drain: 10 * time.Second,
+	}
+}
+
+// Validate checks a config and names what is wrong.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(f string, v any, why string) { errs = append(errs, fmt.Errorf("loadtest: %s = %v: %s", f, v, why)) }
+	if c.Producers < 1 {
+		bad("producers", c.Producers, "need at least one producer")
+	}
+	if c.Subscribers < 0 {
+		bad("subscribers", c.Subscribers, "must not be negative")
+	}
+	if c.Size < MinSize {
+		bad("size", c.Size, fmt.Sprintf("must be at least %d bytes (the sequence and timestamp header)", MinSize))
+	}
+	if c.Rate < 0 {
+		bad("rate", c.Rate, "must not be negative")
+	}
+	if c.Count < 0 || (c.Count == 0 && c.Duration <= 0) {
+		bad("count/duration", fmt.Sprint(c.Count, "/", c.Duration), "give a positive count or duration")
+	}
+	if c.Partitions < 1 {
+		bad("partitions", c.Partitions, "need at least one partition")
+	}
+	if c.Drain <= 0 {
+		c.Drain = 10 * time.Second
+	}
+	return errors.Join(errs...)
+}
+
+// putHeader writes a payload header in place.
+func putHeader(p []byte, producer uint32, seq uint64, sent int64) {
+	binary.LittleEndian.PutUint32(p[offProducer:], producer)
+	binary.LittleEndian.PutUint64(p[offSeq:], seq)
+	binary.LittleEndian.PutUint64(p[offSent:], uint64(sent))
+}
+
+func readHeader(p []byte) (producer uint32, seq uint64, sent int64, ok bool) {
+	if len(p) < MinSize {
+		return 0, 0, 0, false
+	}
+	return binary.LittleEndian.Uint32(p[offProducer:]), binary.LittleEndian.Uint64(p[offSeq:]),
+		int64(binary.LittleEndian.Uint64(p[offSent:])), true
+}
+
+// epoch anchors the tool's clock: monotonic nanoseconds shared by every
+// producer and subscriber of the process.
+var epoch = time.Now()
+
+func now() int64 { return int64(time.Since(epoch)) }

@@ -1,0 +1,62 @@
+package loadtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+)
+
+// WriteSummary prints the result as a table for people.
+func WriteSummary(w io.Writer, r *Result) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	rows := [][2]string{
+		{"producers / subscribers / partitions", fmt.Sprintf("%d / %d / %d", r.Producers, r.Subscribers, r.Partitions)},
+		{"payload", fmt.Sprintf("%d B", r.Size)},
+		{"target rate", rateString(r.TargetRate)},
+		{"published", fmt.Sprintf("%d in %.2fs", r.Published, r.PublishSeconds)},
+		{"publish rate", si(r.PublishRate) + " msg/s"},
+		{"deliver rate", si(r.DeliverRate) + " msg/s"},
+		{"throughput", fmt.Sprintf("%.1f MB/s", r.MBPerSec)},
+	}
+	if r.Subscribers > 0 {
+		rows = append(rows,
+			[2]string{"latency p50 / p90 / p99", fmt.Sprintf("%.0f / %.0f / %.0f µs", r.LatencyUS.P50, r.LatencyUS.P90, r.LatencyUS.P99)},
+			[2]string{"latency p99.9 / p99.99 / max", fmt.Sprintf("%.0f / %.0f / %.0f µs", r.LatencyUS.P999, r.LatencyUS.P9999, r.LatencyUS.Max)},
+			[2]string{"lost / duplicated / reordered", fmt.Sprintf("%d / %d / %d", r.Lost, r.Duplicated, r.Reordered)})
+	}
+	rows = append(rows, [2]string{"CPU: tool / broker", fmt.Sprintf("%.2f / %s cores", r.ToolCPU, cpuString(r.BrokerCPU))})
+	if r.MeanBurst > 0 {
+		rows = append(rows, [2]string{"paced sends per wake-up", fmt.Sprintf("%.1f", r.MeanBurst)})
+	}
+	for _, row := range rows {
+		if _, err := fmt.Fprintf(tw, "%s\t%s\n", row[0], row[1]); err != nil {
+			return err
+		}
+	}
+	return tw.Flush()
+}
+
+// WriteJSON prints the result as one JSON line, for scripts.
+func WriteJSON(w io.Writer, r *Result) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+func rateString(r int) string {
+	if r == 0 {
+		return "as fast as possible"
+	}
+	return si(float64(r)) + " msg/s"
+}
+
+func cpuString(c float64) string {
+	if c == 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.2f", c)
+}

@@ -1,0 +1,333 @@
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
+)
+
+// Latency is a latency summary in microseconds.
+type Latency struct {
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P99   float64 `json:"p99"`
+	P999  float64 `json:"p999"`
+	P9999 float64 `json:"p9999"`
+	Max   float64 `json:"max"`
+}
+
+// Result is what a run measured. JSON field names are part of the tool's
+// interface: scripts read them.
+type Result struct {
+	Producers      int     `json:"producers"`
+	Subscribers    int     `json:"subscribers"`
+	Partitions     int     `json:"partitions"`
+	Size           int     `json:"size"`
+	TargetRate     int     `json:"target_rate"`
+	Published      uint64  `json:"published"`
+	Delivered      uint64  `json:"delivered"`
+	PublishSeconds float64 `json:"publish_seconds"`
+	PublishRate    float64 `json:"publish_rate"`
+	DeliverRate    float64 `json:"deliver_rate"`
+	MBPerSec       float64 `json:"mb_per_sec"`
+	LatencyUS      Latency `json:"latency_us"`
+	Lost           uint64  `json:"lost"`
+	Duplicated     uint64  `json:"duplicated"`
+	Reordered      uint64  `json:"reordered"`
+	Malformed      uint64  `json:"malformed"`
+	MeanBurst      float64 `json:"mean_burst,omitempty"`
+	ToolCPU        float64 `json:"tool_cpu"`             // cores used by the tool
+	BrokerCPU      float64 `json:"broker_cpu,omitempty"` // cores used by the broker (with BrokerPID)
+
+	hist *hdrhistogram.Histogram
+}
+
+// ErrVerification is returned when messages were lost, duplicated or
+// reordered: the run's figures stand, but the broker misbehaved.
+var ErrVerification = errors.New("loadtest: delivery verification failed")
+
+// Run performs a load test and returns its result. progress, if not nil,
+// receives one line a second.
+func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	r := &run{cfg: cfg, progress: progress}
+	defer r.close()
+	if err := r.setup(ctx); err != nil {
+		return nil, err
+	}
+	return r.execute(ctx)
+}
+
+type run struct {
+	cfg      Config
+	progress io.Writer
+	prods    []*producer
+	subs     []*subscriber
+	clients  []*client.Client
+}
+
+func (r *run) close() {
+	for _, c := range r.clients {
+		_ = c.Close()
+	}
+}
+
+func (r *run) dial(ctx context.Context, opts ...client.Option) (*client.Client, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(dctx, r.cfg.Server, append([]client.Option{client.WithName("ratatoskr-loadtest")}, opts...)...)
+	if err == nil {
+		r.clients = append(r.clients, c)
+	}
+	return c, err
+}
+
+// setup creates the topic and connects every producer and subscriber.
+func (r *run) setup(ctx context.Context) error {
+	admin, err := r.dial(ctx)
+	if err != nil {
+		return err
+	}
+	err = admin.CreateTopic(ctx, r.cfg.Topic, client.TopicConfig{Partitions: r.cfg.Partitions})
+	if err != nil && !errors.Is(err, client.ErrTopicExists) {
+		return fmt.Errorf("create topic: %w", err)
+	}
+	info, err := admin.DescribeTopic(ctx, r.cfg.Topic)
+	if err != nil {
+		return err
+	}
+	r.cfg.Partitions = len(info.Partitions)
+	for i := range r.cfg.Subscribers {
+		s := newSubscriber(r.cfg.Producers)
+		if s.c, err = r.dial(ctx); err != nil {
+			return err
+		}
+		if s.sub, err = s.c.Subscribe(ctx, r.cfg.Topic, s.handle); err != nil {
+			return fmt.Errorf("subscriber %d: %w", i, err)
+		}
+		r.subs = append(r.subs, s)
+	}
+	opts := []client.Option{client.WithBatchBytes(r.cfg.BatchBytes), client.WithLinger(r.cfg.Linger)}
+	for i := range r.cfg.Producers {
+		p := &producer{id: uint32(i), topic: r.cfg.Topic, partition: i % r.cfg.Partitions, size: r.cfg.Size}
+		if p.c, err = r.dial(ctx, opts...); err != nil {
+			return err
+		}
+		p.count = share(r.cfg.Count, r.cfg.Producers, i)
+		p.rate = float64(r.cfg.Rate) / float64(r.cfg.Producers)
+		r.prods = append(r.prods, p)
+	}
+	return nil
+}
+
+// share is producer i's part of n messages.
+func share(n, parts, i int) int {
+	if n == 0 {
+		return 0
+	}
+	s := n / parts
+	if i < n%parts {
+		s++
+	}
+	return s
+}
+
+func (r *run) execute(ctx context.Context) (*Result, error) {
+	cpu := startCPU(r.cfg.BrokerPID)
+	start := now()
+	deadline := time.Now().Add(r.cfg.Duration)
+	var wg sync.WaitGroup
+	for _, p := range r.prods {
+		p.deadline = deadline
+		wg.Go(func() { p.run(ctx, start) })
+	}
+	prodDone := make(chan struct{})
+	go func() { wg.Wait(); close(prodDone) }()
+	r.report(ctx, start, prodDone)
+	pubEnd := now()
+	var errs []error
+	for _, p := range r.prods {
+		if p.err != nil {
+			errs = append(errs, fmt.Errorf("producer %d: %w", p.id, p.err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	r.drain(ctx)
+	res := r.result(start, pubEnd)
+	res.ToolCPU, res.BrokerCPU = cpu.stop()
+	if r.cfg.HistFile != "" {
+		if err := writeHist(r.cfg.HistFile, res.hist); err != nil {
+			return res, err
+		}
+	}
+	if res.Lost+res.Duplicated+res.Reordered+res.Malformed > 0 {
+		return res, fmt.Errorf("%w: lost %d, duplicated %d, reordered %d, malformed %d",
+			ErrVerification, res.Lost, res.Duplicated, res.Reordered, res.Malformed)
+	}
+	return res, nil
+}
+
+// report prints a progress line a second until the producers are done.
+func (r *run) report(ctx context.Context, start int64, done <-chan struct{}) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var lastPub, lastRecv uint64
+	last := start
+	for {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		t := now()
+		pub, recv := r.sent(), r.received()
+		secs := float64(t-last) / 1e9
+		iv := newHist()
+		for _, s := range r.subs {
+			if h := s.takeInterval(); h != nil {
+				iv.Merge(h)
+			}
+		}
+		if r.progress != nil {
+			_, _ = fmt.Fprintf(r.progress, "%6.1fs  publish %10s msg/s  deliver %10s msg/s  p99 %s\n",
+				float64(t-start)/1e9, si(float64(pub-lastPub)/secs), si(float64(recv-lastRecv)/secs),
+				usString(iv, 99))
+		}
+		lastPub, lastRecv, last = pub, recv, t
+	}
+}
+
+func (r *run) sent() (n uint64) {
+	for _, p := range r.prods {
+		n += p.sent.Load()
+	}
+	return n
+}
+
+func (r *run) received() (n uint64) {
+	for _, s := range r.subs {
+		n += s.received.Load()
+	}
+	return n
+}
+
+// drain waits until every subscriber has every published message, or no
+// subscriber has made progress for the drain timeout.
+func (r *run) drain(ctx context.Context) {
+	want := r.sent()
+	lastProgress, lastTotal := time.Now(), uint64(0)
+	for ctx.Err() == nil {
+		total, complete := uint64(0), true
+		for _, s := range r.subs {
+			u := s.unique.Load()
+			total += s.received.Load()
+			complete = complete && u >= want
+		}
+		if complete {
+			break
+		}
+		if total != lastTotal {
+			lastProgress, lastTotal = time.Now(), total
+		} else if time.Since(lastProgress) > r.cfg.Drain {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Stop the handlers before reading their state.
+	for _, s := range r.subs {
+		ctx2, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.sub.Unsubscribe(ctx2)
+		cancel()
+		<-s.sub.Done()
+	}
+}
+
+func (r *run) result(start, pubEnd int64) *Result {
+	res := &Result{Producers: r.cfg.Producers, Subscribers: r.cfg.Subscribers, Partitions: r.cfg.Partitions,
+		Size: r.cfg.Size, TargetRate: r.cfg.Rate, Published: r.sent(), hist: newHist()}
+	res.PublishSeconds = float64(pubEnd-start) / 1e9
+	res.PublishRate = float64(res.Published) / res.PublishSeconds
+	lastRecv := start
+	var bursts uint64
+	for _, p := range r.prods {
+		bursts += p.bursts.Load()
+	}
+	if bursts > 0 {
+		res.MeanBurst = float64(res.Published) / float64(bursts)
+	}
+	for _, s := range r.subs {
+		res.hist.Merge(s.hist)
+		res.Delivered += s.received.Load()
+		lastRecv = max(lastRecv, s.lastRecv.Load())
+		res.Malformed += s.malformed
+		for i := range s.seqs {
+			t := &s.seqs[i]
+			res.Duplicated += t.dup
+			res.Reordered += t.reord
+		}
+		if u := s.unique.Load(); u < res.Published {
+			res.Lost += res.Published - u
+		}
+	}
+	bytesPer := float64(r.cfg.Size)
+	res.MBPerSec = res.PublishRate * bytesPer / 1e6
+	if len(r.subs) > 0 && lastRecv > start {
+		res.DeliverRate = float64(res.Delivered) / (float64(lastRecv-start) / 1e9)
+		res.MBPerSec = res.DeliverRate * bytesPer / 1e6
+	}
+	if h := res.hist; h.TotalCount() > 0 {
+		res.LatencyUS = Latency{P50: us(h, 50), P90: us(h, 90), P99: us(h, 99), P999: us(h, 99.9),
+			P9999: us(h, 99.99), Max: float64(h.Max()) / 1e3}
+	}
+	return res
+}
+
+func us(h *hdrhistogram.Histogram, q float64) float64 {
+	return float64(h.ValueAtQuantile(q)) / 1e3
+}
+
+func usString(h *hdrhistogram.Histogram, q float64) string {
+	if h.TotalCount() == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f µs", us(h, q))
+}
+
+// si formats a rate with a k/M suffix.
+func si(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case v >= 1e3:
+		return fmt.Sprintf("%.1fk", v/1e3)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+// writeHist writes the histogram in HdrHistogram's percentile text format,
+// values in microseconds.
+func writeHist(path string, h *hdrhistogram.Histogram) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := h.PercentilesPrint(f, 5, 1000); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}

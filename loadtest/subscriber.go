@@ -1,0 +1,116 @@
+package loadtest
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
+)
+
+// Histogram range: 1 µs to 1 minute at 3 significant digits, in ns.
+const (
+	histMin    = 1_000
+	histMax    = int64(time.Minute)
+	histDigits = 3
+)
+
+func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(histMin, histMax, histDigits) }
+
+// subscriber receives every message of the run and checks it.
+type subscriber struct {
+	c   *client.Client
+	sub *client.Subscription
+
+	// Handler-owned state; read by others only after done.
+	hist      *hdrhistogram.Histogram
+	interval  *hdrhistogram.Histogram // since the last progress swap
+	seqs      []seqTracker            // per producer
+	lastSwap  int64
+	malformed uint64
+
+	received atomic.Uint64 // messages handled, duplicates included
+	unique   atomic.Uint64
+	lastRecv atomic.Int64 // clock of the last delivery
+
+	mu      sync.Mutex
+	pending *hdrhistogram.Histogram // interval handed over for progress
+}
+
+func newSubscriber(producers int) *subscriber {
+	return &subscriber{hist: newHist(), interval: newHist(), seqs: make([]seqTracker, producers)}
+}
+
+// handle is the delivery handler: one clock read, one histogram record and
+// a bitmap update per message.
+func (s *subscriber) handle(d *client.Delivery) {
+	t := now()
+	prod, seq, sent, ok := readHeader(d.Value)
+	if !ok || int(prod) >= len(s.seqs) {
+		s.malformed++
+		return
+	}
+	lat := max(t-sent, histMin)
+	_ = s.hist.RecordValue(lat)
+	_ = s.interval.RecordValue(lat)
+	if s.seqs[prod].add(seq) {
+		s.unique.Add(1)
+	}
+	s.received.Add(1)
+	s.lastRecv.Store(t)
+	if t-s.lastSwap >= int64(time.Second) {
+		s.swapInterval(t)
+	}
+}
+
+// swapInterval hands the interval histogram to the progress printer and
+// starts a new one; the handler never waits on the printer.
+func (s *subscriber) swapInterval(t int64) {
+	s.mu.Lock()
+	if s.pending == nil {
+		s.pending, s.interval = s.interval, newHist()
+	} else {
+		s.pending.Merge(s.interval)
+		s.interval.Reset()
+	}
+	s.mu.Unlock()
+	s.lastSwap = t
+}
+
+// takeInterval returns the latest interval histogram, or nil.
+func (s *subscriber) takeInterval() *hdrhistogram.Histogram {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.pending
+	s.pending = nil
+	return h
+}
+
+// seqTracker records which sequence numbers of one producer arrived.
+type seqTracker struct {
+	seen       []uint64 // bitmap
+	max        uint64   // highest seen + 1
+	dup, reord uint64
+}
+
+// add records seq and reports whether it is new.
+func (t *seqTracker) add(seq uint64) bool {
+	w := int(seq >> 6)
+	if w >= len(t.seen) {
+		t.seen = append(t.seen, make([]uint64, w-len(t.seen)+1+len(t.seen))...)
+	}
+	bit := uint64(1) << (seq & 63)
+	if t.seen[w]&bit != 0 {
+		t.dup++
+		return false
+	}
+	t.seen[w] |= bit
+	if seq+1 < t.max {
+		t.reord++
+	} else {
+		t.max = seq + 1
+	}
+	return true
+}
