@@ -33,10 +33,11 @@ import (
 //
 // Lock order: wmu before pmu; smu and mmu are never held with another lock.
 type Client struct {
-	opts  options
-	conn  net.Conn
-	hello wire.HelloOK
-	corr  atomic.Uint32
+	opts     options
+	conn     net.Conn
+	hello    wire.HelloOK
+	maxBatch int // largest record batch a frame may carry
+	corr     atomic.Uint32
 
 	// Outgoing side, guarded by wmu.
 	wmu     sync.Mutex
@@ -136,7 +137,10 @@ func (c *Client) handshake(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("%w: handshake: %w", ErrProtocol, err)
 		}
-		c.opts.batchBytes = min(c.opts.batchBytes, int(c.hello.MaxFrameBytes)-wire.HeaderSize-wire.MaxTopicNameLen-64)
+		// A batch frame holds a header, the topic, the partition and the
+		// batch; maxBatch is the most its batch may take.
+		c.maxBatch = int(c.hello.MaxFrameBytes) - wire.HeaderSize - 2 - wire.MaxTopicNameLen - 4
+		c.opts.batchBytes = max(1, min(c.opts.batchBytes, c.maxBatch))
 		return nil
 	case wire.TypeError:
 		e, derr := wire.DecodeError(resp)
@@ -159,6 +163,10 @@ func (c *Client) Close() error {
 	c.wg.Wait()
 	return nil
 }
+
+// Done is closed when the client stops: after Close, or when the connection
+// fails (Err says why).
+func (c *Client) Done() <-chan struct{} { return c.closing }
 
 // Err returns why the client stopped, or nil while it runs.
 func (c *Client) Err() error {

@@ -15,6 +15,7 @@ type options struct {
 	batchBytes      int
 	maxPendingBytes int
 	subPendingBytes int
+	subStall        time.Duration
 	errorHandler    func(error)
 	logger          *slog.Logger
 }
@@ -26,6 +27,7 @@ func defaultOptions() options {
 		batchBytes:      256 << 10,
 		maxPendingBytes: 8 << 20,
 		subPendingBytes: 64 << 20,
+		subStall:        time.Second,
 		logger:          slog.Default(),
 	}
 }
@@ -57,10 +59,18 @@ func WithBatchBytes(n int) Option { return func(o *options) { o.batchBytes = n }
 func WithMaxPendingBytes(n int) Option { return func(o *options) { o.maxPendingBytes = n } }
 
 // WithSubscriptionPendingBytes bounds the delivered bytes a subscription
-// holds before its handler has run. Past it, deliveries are dropped and the
-// error handler gets ErrSlowConsumer (the NATS client behaves the same way):
-// blocking instead would stall acks on the shared connection. Default 64 MiB.
+// holds before its handler has run. At the bound the client stops reading
+// from the connection (see WithSubscriptionStall), so the broker's flow
+// control slows the producers. Default 64 MiB.
 func WithSubscriptionPendingBytes(n int) Option { return func(o *options) { o.subPendingBytes = n } }
+
+// WithSubscriptionStall bounds how long the client stops reading for a
+// subscription at its pending bound. Past it, the delivery is dropped and
+// the error handler gets ErrSlowConsumer. Waiting without a bound could
+// deadlock a handler that publishes on its own client and waits for the
+// ack, since acks travel on the connection that is not being read; the
+// bound turns that into a reported drop. Default 1s.
+func WithSubscriptionStall(d time.Duration) Option { return func(o *options) { o.subStall = d } }
 
 // WithErrorHandler receives errors that no call returns: a failed async
 // publish, a subscription dropping deliveries, the connection failing.

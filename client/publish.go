@@ -36,6 +36,11 @@ type Ack struct {
 // pending-bytes bound.
 const recordOverhead = 16
 
+// maxRecordFraming bounds what a record adds beyond its message size: the
+// length, attributes, timestamp and offset deltas, key and value lengths
+// and header count, each a varint of at most 10 bytes.
+const maxRecordFraming = 64
+
 type batchKey struct {
 	topic     string
 	partition int32
@@ -149,6 +154,11 @@ func (c *Client) enqueue(ctx context.Context, topic string, msg *Message, opts [
 		return nil, 0, c.stopped()
 	}
 	b := c.openBatch(batchKey{topic, part})
+	if b.count > 0 && b.bb.Size()+size+maxRecordFraming > c.maxBatch {
+		// The record would push the frame past the broker's maximum.
+		c.seal(b)
+		b = c.openBatch(batchKey{topic, part})
+	}
 	idx := b.count
 	b.bb.Append(ts, msg.Key, msg.Value, msg.Headers)
 	b.count++

@@ -62,7 +62,8 @@ type Subscription struct {
 	handler   func(*Delivery)
 
 	queue   chan *bytebufferpool.ByteBuffer
-	pending atomic.Int64 // bytes queued
+	space   chan struct{} // signalled by run after each chunk
+	pending atomic.Int64  // bytes queued
 	limit   int64
 	dropped atomic.Uint64
 	slow    atomic.Bool
@@ -79,8 +80,8 @@ type Subscription struct {
 // Topic is the subscribed topic.
 func (s *Subscription) Topic() string { return s.topic }
 
-// Dropped counts messages dropped because the handler fell behind the
-// pending-bytes bound.
+// Dropped counts messages dropped because the handler stayed behind its
+// pending bound for longer than the stall bound.
 func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
 
 // Done is closed when the subscription has ended and its handler returned.
@@ -88,6 +89,14 @@ func (s *Subscription) Done() <-chan struct{} { return s.done }
 
 // Subscribe delivers every message published to topic from now on to
 // handler. With FromPartition it follows one partition only.
+//
+// The handler runs on the subscription's own goroutine, one message at a
+// time, in partition order. When it falls behind, deliveries queue up to the
+// pending bound (WithSubscriptionPendingBytes); then the client stops
+// reading the connection, and the broker holds back its producers' acks
+// until the subscription catches up: flow control from the handler to the
+// producers. A handler stuck past the stall bound (WithSubscriptionStall)
+// loses deliveries, reported as ErrSlowConsumer.
 func (c *Client) Subscribe(ctx context.Context, topic string, handler func(*Delivery), opts ...SubscribeOption) (*Subscription, error) {
 	s := c.newSubscription(topic, opts)
 	s.handler = handler
@@ -100,8 +109,9 @@ func (c *Client) newSubscription(topic string, opts []SubscribeOption) *Subscrip
 		f(&o)
 	}
 	return &Subscription{c: c, topic: topic, partition: o.partition,
-		queue: make(chan *bytebufferpool.ByteBuffer, subQueueLen), limit: int64(c.opts.subPendingBytes),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		queue: make(chan *bytebufferpool.ByteBuffer, subQueueLen), space: make(chan struct{}, 1),
+		limit: int64(c.opts.subPendingBytes),
+		stop:  make(chan struct{}), done: make(chan struct{})}
 }
 
 // startSubscription registers s, asks the broker when it is the first local
@@ -270,22 +280,47 @@ func (c *Client) flushStaged() {
 	c.staged = c.staged[:0]
 }
 
+// enqueue hands a chunk to the subscription's goroutine. At the pending
+// bound it waits, up to the stall bound, which stops the reader and so
+// pushes back on the broker; past that it drops.
 func (s *Subscription) enqueue(b *bytebufferpool.ByteBuffer) {
 	n := int64(len(b.B))
-	if s.pending.Load()+n > s.limit {
+	if !s.waitForRoom(n) {
 		s.drop(b)
 		return
 	}
 	s.pending.Add(n)
-	select {
-	case s.queue <- b:
-		if s.slow.Load() && s.pending.Load() < s.limit/2 {
-			s.slow.Store(false)
-		}
-	default:
-		s.pending.Add(-n)
-		s.drop(b)
+	s.queue <- b // room checked: the reader is the only sender
+	if s.slow.Load() && s.pending.Load() < s.limit/2 {
+		s.slow.Store(false)
 	}
+}
+
+// room reports whether n more bytes fit. A chunk always fits an empty
+// queue, so one larger than the bound still gets through.
+func (s *Subscription) room(n int64) bool {
+	p := s.pending.Load()
+	return (p == 0 || p+n <= s.limit) && len(s.queue) < cap(s.queue)
+}
+
+func (s *Subscription) waitForRoom(n int64) bool {
+	if s.room(n) {
+		return true
+	}
+	t := time.NewTimer(s.c.opts.subStall)
+	defer t.Stop()
+	for !s.room(n) {
+		select {
+		case <-s.space:
+		case <-t.C:
+			return s.room(n)
+		case <-s.stop:
+			return false
+		case <-s.c.closing:
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Subscription) drop(b *bytebufferpool.ByteBuffer) {
@@ -324,6 +359,10 @@ func (s *Subscription) run() {
 			s.dispatch(d, b.B)
 			s.pending.Add(-int64(len(b.B)))
 			bytebufferpool.Put(b)
+			select {
+			case s.space <- struct{}{}:
+			default:
+			}
 		case <-s.stop:
 			return
 		}

@@ -229,3 +229,30 @@ func helloFrame(minV, maxV uint16) []byte {
 	body := (&wire.Hello{MinVersion: minV, MaxVersion: maxV}).Append(nil)
 	return append(wire.AppendHeader(nil, wire.TypeHello, 0, 1, len(body)), body...)
 }
+
+// TestDeliverIsCleanCopyOfPublish: flags a publisher sets do not reach
+// subscribers, and a publish refused for a corrupt batch creates no topic.
+func TestDeliverIsCleanCopyOfPublish(t *testing.T) {
+	e := startBroker(t, nil)
+	sub := dialRaw(t, e)
+	sub.hello()
+	sub.sendFrame(wire.TypeSubscribe, 2, (&wire.Subscribe{Topic: "clean", Partition: wire.PartitionAny}).Append(nil))
+	require.Equal(t, wire.TypeSubscribeOK, sub.next().Type)
+
+	pub := dialRaw(t, e)
+	pub.hello()
+	frame := publishFrame("clean", 0, 77, "v")
+	frame[5] = 0x80 // flags
+	pub.send(frame)
+	require.Equal(t, wire.TypePublishAck, pub.next().Type)
+	d := sub.next()
+	require.Equal(t, wire.TypeDeliver, d.Type)
+	require.Zero(t, d.Flags)
+	require.Zero(t, d.Corr)
+
+	bad := publishFrame("never-created", 0, 78, "v")
+	bad[len(bad)-1] ^= 1
+	pub.send(bad)
+	require.Equal(t, wire.TypeError, pub.next().Type)
+	require.Nil(t, e.topics.get([]byte("never-created")))
+}

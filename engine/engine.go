@@ -258,7 +258,7 @@ func listenerAddr(eng gnet.Engine) (net.Addr, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }()
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
 		return nil, err

@@ -160,6 +160,12 @@ func (s *session) dispatch(f wire.Frame) error {
 	return nil
 }
 
+// refuse answers a request with an error; the connection stays open.
+func (s *session) refuse(corr uint32, err error) error {
+	s.sendErr(corr, err)
+	return nil
+}
+
 // malformed answers a body that does not decode; the stream can no longer
 // be trusted, so the connection closes.
 func (s *session) malformed(corr uint32, err error) error {
@@ -183,6 +189,7 @@ func (s *session) hello(f wire.Frame) error {
 		return errClose
 	}
 	s.handshaken = true
+	s.e.log.Debug("client connected", "remote", s.t.remoteAddr(), "name", h.ClientName, "version", v)
 	ok := wire.HelloOK{Version: v, MaxFrameBytes: uint32(s.e.cfg.MaxFrameBytes),
 		MaxMessageBytes: uint32(s.e.cfg.MaxMessageBytes), ServerName: "ratatoskr"}
 	s.sendFrame(wire.TypeHelloOK, f.Corr, ok.Append(s.scratch[:0]))
@@ -202,18 +209,20 @@ func (s *session) publish(b *storage.Buf) error {
 		}
 	}
 	b.Release()
-	switch code := wire.CodeOf(err); {
-	case code == wire.CodeMalformed:
+	if wire.CodeOf(err) == wire.CodeMalformed {
 		return s.malformed(h.Corr, err)
-	default:
-		s.sendErr(h.Corr, err)
-		return nil
 	}
+	return s.refuse(h.Corr, err)
 }
 
 func (s *session) routePublish(corr uint32, b *storage.Buf, v wire.BatchView) error {
 	if s.e.draining.Load() {
 		return errShuttingDown
+	}
+	// Check the batch before the topic, so a refused publish never
+	// auto-creates one.
+	if _, err := wire.CheckBatch(v.Batch, s.e.cfg.MaxMessageBytes); err != nil {
+		return err
 	}
 	t, err := s.e.topicFor(v.Topic)
 	if err != nil {
@@ -223,11 +232,7 @@ func (s *session) routePublish(corr uint32, b *storage.Buf, v wire.BatchView) er
 	if err != nil {
 		return err
 	}
-	if _, err := wire.CheckBatch(v.Batch, s.e.cfg.MaxMessageBytes); err != nil {
-		return err
-	}
-	wire.SetType(b.B, wire.TypeDeliver)
-	wire.SetCorr(b.B, 0)
+	wire.SetDeliverHeader(b.B)
 	batchOff := wire.HeaderSize + v.BatchOffset
 	binary.BigEndian.PutUint32(b.B[batchOff-4:], uint32(p.ID))
 	if err := p.Publish(s.out, corr, b, batchOff); err != nil {
@@ -285,8 +290,7 @@ func (s *session) describeTopic(f wire.Frame) error {
 		err = wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(string(name)))
 	}
 	if err != nil {
-		s.sendErr(f.Corr, err)
-		return nil
+		return s.refuse(f.Corr, err)
 	}
 	info := describe(t)
 	s.sendFrame(wire.TypeTopicInfo, f.Corr, info.Append(s.scratch[:0]))
@@ -312,8 +316,7 @@ func (s *session) subscribe(f wire.Frame) error {
 		err = s.checkNewSubscription(t, part)
 	}
 	if err != nil {
-		s.sendErr(f.Corr, err)
-		return nil
+		return s.refuse(f.Corr, err)
 	}
 	sub := &subscription{topic: t, parts: t.Parts}
 	if part != wire.PartitionAny {
@@ -330,9 +333,8 @@ func (s *session) subscribe(f wire.Frame) error {
 		out.Kick()
 	})
 	for _, p := range sub.parts {
-		if p.Subscribe(out, j) != nil {
-			s.sendErr(f.Corr, errShuttingDown)
-			return nil
+		if err := p.Subscribe(out, j); err != nil {
+			return s.refuse(f.Corr, errShuttingDown)
 		}
 	}
 	return nil
@@ -363,16 +365,20 @@ func (s *session) unsubscribe(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	var key subKey
-	var sub *subscription
-	for k, v := range s.subs {
-		if k.topic.Name == string(name) && k.partition == part {
-			key, sub = k, v
+	// Prefer the live topic of that name; a subscription to a deleted
+	// incarnation of it is removed only when no live one matches.
+	key := subKey{s.e.topics.get(name), part}
+	sub := s.subs[key]
+	if sub == nil {
+		for k, v := range s.subs {
+			if k.topic.Name == string(name) && k.partition == part {
+				key, sub = k, v
+				break
+			}
 		}
 	}
 	if sub == nil {
-		s.sendErr(f.Corr, wire.Errorf(wire.CodeNotSubscribed, "no subscription to "+strconv.Quote(string(name))))
-		return nil
+		return s.refuse(f.Corr, wire.Errorf(wire.CodeNotSubscribed, "no subscription to "+strconv.Quote(string(name))))
 	}
 	delete(s.subs, key)
 	sub.topic.subscriptions.Add(-1)
@@ -382,9 +388,8 @@ func (s *session) unsubscribe(f wire.Frame) error {
 		out.Kick()
 	})
 	for _, p := range sub.parts {
-		if p.Unsubscribe(out, j) != nil {
-			s.sendErr(f.Corr, errShuttingDown)
-			return nil
+		if err := p.Unsubscribe(out, j); err != nil {
+			return s.refuse(f.Corr, errShuttingDown)
 		}
 	}
 	return nil
@@ -490,9 +495,12 @@ func (s *session) writeMerged(iov [][]byte) error {
 // limit, after telling it why (best effort: its socket is full).
 func (s *session) slowConsumer() {
 	s.e.slowConsumers.Add(1)
-	s.e.log.Warn("slow consumer disconnected", "remote", s.t.remoteAddr(), "limit_bytes", s.e.cfg.MaxPendingBytes)
-	body := wire.AppendError(nil, wire.CodeSlowConsumer,
-		"outbound bytes passed the limit of "+strconv.Itoa(s.e.cfg.MaxPendingBytes))
+	reason := "outbound bytes passed the limit of " + strconv.Itoa(s.e.cfg.MaxPendingBytes)
+	if s.out.SlowByTimeout() {
+		reason = "stayed behind for longer than the slow-consumer timeout of " + s.e.cfg.SlowConsumerTimeout.String()
+	}
+	s.e.log.Warn("slow consumer disconnected", "remote", s.t.remoteAddr(), "reason", reason)
+	body := wire.AppendError(nil, wire.CodeSlowConsumer, reason)
 	_ = s.t.writev([][]byte{append(wire.AppendHeader(nil, wire.TypeError, 0, 0, len(body)), body...)})
 	s.t.close()
 }

@@ -18,6 +18,10 @@ import (
 //   - an ack is held at most MaxAckDelay, then sent anyway;
 //   - a subscriber under pressure for longer than SlowConsumerTimeout is
 //     disconnected as a slow consumer, like one that passes its hard limit.
+//     The check runs while its partition holds acks, which is whenever the
+//     subscriber is under pressure and its producers keep publishing; a
+//     subscriber that is behind while nobody publishes holds only what it
+//     already has, within the hard limit.
 //
 // nats-server does the same in spirit: it stalls a producer's read loop
 // briefly while a subscriber's pending bytes are high.

@@ -53,7 +53,8 @@ type Outbox struct {
 	queued    int     // bytes in cur
 	scheduled bool    // a flush is queued on the loop
 	dead      bool    // closed or slow: frames are dropped
-	slow      bool    // dead because it passed its limit
+	slow      bool    // dead because it passed its limit or stayed behind
+	byTimeout bool    // slow because it stayed behind, not past the limit
 
 	limit     int
 	backlog   atomic.Int64 // bytes the network layer holds unsent
@@ -85,11 +86,11 @@ type Pending struct {
 type SendStatus uint8
 
 const (
-	// Sent: the frame is queued.
+	// Sent means the frame is queued.
 	Sent SendStatus = iota
-	// SentUnderPressure: queued, but the outbox is past a quarter of its limit.
+	// SentUnderPressure means queued, but the outbox is past a quarter of its limit.
 	SentUnderPressure
-	// Refused: the outbox is closed or has just become a slow consumer.
+	// Refused means the outbox is closed or has just become a slow consumer.
 	Refused
 )
 
@@ -132,12 +133,13 @@ func (o *Outbox) Pressure() (bool, int64) {
 	return true, o.overSince.Load()
 }
 
-// MarkSlow turns the outbox into a slow consumer: it drops what it holds
-// and its writer closes the connection at the next flush (see Kick).
+// MarkSlow turns the outbox into a slow consumer that stayed behind too
+// long: it drops what it holds and its writer closes the connection at the
+// next flush (see Kick).
 func (o *Outbox) MarkSlow() {
 	o.mu.Lock()
 	if !o.dead {
-		o.dead, o.slow = true, true
+		o.dead, o.slow, o.byTimeout = true, true, true
 		o.cur.release()
 		o.queued = 0
 	}
@@ -220,6 +222,14 @@ func (o *Outbox) Close() (slow bool) {
 	o.spare.release()
 	o.queued = 0
 	return o.slow
+}
+
+// SlowByTimeout reports whether the outbox turned slow by staying behind
+// (MarkSlow) rather than by passing its limit.
+func (o *Outbox) SlowByTimeout() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.byTimeout
 }
 
 // Queued reports the bytes waiting to be taken.

@@ -124,6 +124,9 @@ func (p *Partition) Delete() error {
 
 // handle runs one operation; it reports whether the shard must stop.
 func (s *Shard) handle(o *op) bool {
+	if invariants && o.part != nil && o.part.Shard != s {
+		panic("shard: invariant: operation for a partition owned by another shard")
+	}
 	switch o.kind {
 	case opPublish:
 		s.publish(o)
@@ -177,6 +180,9 @@ func (s *Shard) publish(o *op) {
 	}
 	batch := wire.Batch(o.buf.B[o.batchOff:])
 	n := int64(batch.Count())
+	if invariants && (n <= 0 || o.buf.Refs() < 1) {
+		panic("shard: invariant: publish of an empty or released batch")
+	}
 	base := p.next
 	batch.SetBaseOffset(base)
 	p.next += n

@@ -121,10 +121,10 @@ func (s *Shard) Stats() (batches, messages uint64) { return s.batches.Load(), s.
 var pinOnce sync.Once
 
 func (s *Shard) run() {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	defer close(s.done)
 	if s.cfg.Pin {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
 		if cpu, err := pinThread(s.cfg.ID); err != nil {
 			pinOnce.Do(func() { s.cfg.Logger.Warn("shard CPU pinning refused; running unpinned", "err", err) })
 		} else {

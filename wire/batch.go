@@ -115,9 +115,9 @@ func CheckBatch(b []byte, maxMessage int) (int, error) {
 	return n, nil
 }
 
-// CheckBatchHeader verifies what the header alone can tell: the size, the
-// magic and the attributes. Readers of a trusted log use it instead of
-// CheckBatch.
+// checkBatchHeader verifies what the header alone can tell: the size and
+// length field, the magic, the attributes and reserved bytes, and a
+// non-zero record count.
 func checkBatchHeader(b []byte) error {
 	switch {
 	case len(b) < BatchHeaderSize:

@@ -14,7 +14,7 @@ const (
 	CodeOK                 Code = 0
 	CodeMalformed          Code = 1  // a frame or body could not be parsed
 	CodeUnknownType        Code = 2  // the frame type is not defined for this direction
-	CodeFrameTooLarge      Code = 3  // the frame is longer than the negotiated maximum
+	CodeFrameTooLarge      Code = 3  // the frame is longer than the server's maximum (announced in HelloOK)
 	CodeUnsupportedVersion Code = 4  // no common protocol version
 	CodeHandshakeRequired  Code = 5  // a frame other than Hello came first
 	CodeMessageTooLarge    Code = 6  // a record is larger than the maximum message size

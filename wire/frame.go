@@ -156,8 +156,13 @@ func ReadFrame(buf []byte, maxFrame uint32) (f Frame, n int, err error) {
 	return f, int(f.Length), nil
 }
 
-// SetType rewrites the type byte of the frame at the start of b.
-func SetType(b []byte, t Type) { b[offType] = byte(t) }
-
 // SetCorr rewrites the correlation id of the frame at the start of b.
 func SetCorr(b []byte, corr uint32) { binary.BigEndian.PutUint32(b[offCorr:], corr) }
+
+// SetDeliverHeader turns the header of the Publish frame at the start of b
+// into a Deliver header in place: type Deliver, no flags, correlation id 0.
+// The body is the same for both frame types.
+func SetDeliverHeader(b []byte) {
+	b[offType], b[offFlags] = byte(TypeDeliver), 0
+	SetCorr(b, 0)
+}

@@ -167,7 +167,7 @@ func DecodeTopicList(body []byte) ([]TopicSummary, error) {
 // PartitionInfo describes one partition in a TopicInfo.
 type PartitionInfo struct {
 	ID          uint32
-	StartOffset int64 // first offset still held
+	StartOffset int64 // first offset still held; equals EndOffset when none is
 	EndOffset   int64 // offset the next record will get
 	Subscribers uint32
 }

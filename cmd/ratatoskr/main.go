@@ -23,10 +23,11 @@ import (
 // cli is the command tree. kong builds flags, environment lookups and help
 // from these struct tags.
 type cli struct {
-	Serve serveCmd `cmd:"" help:"Run a broker."`
-	Topic topicCmd `cmd:"" help:"Create, list, describe and delete topics."`
-	Pub   pubCmd   `cmd:"" help:"Publish the arguments, or each line of standard input."`
-	Sub   subCmd   `cmd:"" help:"Print each message published to a topic from now on."`
+	Serve    serveCmd    `cmd:"" help:"Run a broker."`
+	Topic    topicCmd    `cmd:"" help:"Create, list, describe and delete topics."`
+	Pub      pubCmd      `cmd:"" help:"Publish the arguments, or each line of standard input."`
+	Sub      subCmd      `cmd:"" help:"Print each message published to a topic from now on."`
+	Loadtest loadtestCmd `cmd:"" help:"Measure a broker's throughput and latency: rates, end-to-end latency, loss."`
 }
 
 // serverFlag is the address flag every client command shares.
@@ -48,14 +49,21 @@ func main() {
 		kong.Description("Ratatoskr: a fast message broker that never loses an acknowledged message."),
 		kong.UsageOnError(),
 	)
+	os.Exit(run(k))
+}
+
+// run executes the chosen command with a context cancelled by SIGINT or
+// SIGTERM and returns the exit status.
+func run(k *kong.Context) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	k.BindTo(ctx, (*context.Context)(nil))
 	if err := k.Run(); err != nil {
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-			os.Exit(130)
+			return 130
 		}
 		fmt.Fprintln(os.Stderr, "ratatoskr:", err)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }

@@ -36,7 +36,7 @@ func (c *pubCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	defer func() { _ = cl.Close() }()
 	var opts []client.PublishOption
 	if c.Partition >= 0 {
 		opts = append(opts, client.ToPartition(c.Partition))
@@ -103,7 +103,7 @@ func (c *subCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	defer func() { _ = cl.Close() }()
 	out := &lockedWriter{w: bufio.NewWriterSize(os.Stdout, 256<<10)}
 	done := make(chan struct{})
 	var once sync.Once

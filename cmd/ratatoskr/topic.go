@@ -29,7 +29,7 @@ func (c *topicCreateCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	defer func() { _ = cl.Close() }()
 	rctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	if err := cl.CreateTopic(rctx, c.Name, client.TopicConfig{Partitions: c.Partitions, MaxSubscribers: c.MaxSubscribers}); err != nil {
@@ -48,7 +48,7 @@ func (c *topicListCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	defer func() { _ = cl.Close() }()
 	rctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	topics, err := cl.ListTopics(rctx)
@@ -56,9 +56,9 @@ func (c *topicListCmd) Run(ctx context.Context) error {
 		return err
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "TOPIC\tPARTITIONS")
+	_, _ = fmt.Fprintln(w, "TOPIC\tPARTITIONS")
 	for _, t := range topics {
-		fmt.Fprintf(w, "%s\t%d\n", t.Name, t.Partitions)
+		_, _ = fmt.Fprintf(w, "%s\t%d\n", t.Name, t.Partitions)
 	}
 	return w.Flush()
 }
@@ -73,7 +73,7 @@ func (c *topicDescribeCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	defer func() { _ = cl.Close() }()
 	rctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	info, err := cl.DescribeTopic(rctx, c.Name)
@@ -90,9 +90,9 @@ func (c *topicDescribeCmd) Run(ctx context.Context) error {
 		fmt.Printf("  %s = %s\n", k, info.Config[k])
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "PARTITION\tSTART\tEND\tSUBSCRIBERS")
+	_, _ = fmt.Fprintln(w, "PARTITION\tSTART\tEND\tSUBSCRIBERS")
 	for _, p := range info.Partitions {
-		fmt.Fprintf(w, "%d\t%d\t%d\t%d\n", p.ID, p.StartOffset, p.EndOffset, p.Subscribers)
+		_, _ = fmt.Fprintf(w, "%d\t%d\t%d\t%d\n", p.ID, p.StartOffset, p.EndOffset, p.Subscribers)
 	}
 	return w.Flush()
 }
@@ -107,7 +107,7 @@ func (c *topicDeleteCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	defer func() { _ = cl.Close() }()
 	rctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	if err := cl.DeleteTopic(rctx, c.Name); err != nil {

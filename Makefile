@@ -1,0 +1,62 @@
+# Ratatoskr: a fast message broker that never loses an acknowledged message.
+#
+#   make run    build and start a broker with the embedded defaults
+#   make test   the full test suite (vet, unit + integration with invariants,
+#               race detector on the concurrent packages, short fuzz runs)
+#   make bench  Go benchmarks, then a load-test matrix against a fresh broker
+#
+# Only Go itself is needed; modules are fetched on first use.
+
+GO        ?= go
+BIN       := bin/ratatoskr
+PKGS      := ./...
+RACE_PKGS := ./ring/... ./shard/... ./engine/... ./client/... ./storage/... ./loadtest/...
+FUZZTIME  ?= 10s
+LINT      := bin/golangci-lint
+LINT_VER  := v2.15.0
+
+.PHONY: all run build deps test vet unit race fuzz-short fuzz bench lint clean
+
+all: build
+
+deps:
+	$(GO) mod download
+
+build: deps
+	$(GO) build -o $(BIN) ./cmd/ratatoskr
+
+run: build
+	./$(BIN) serve
+
+test: deps vet unit race fuzz-short
+
+vet:
+	$(GO) vet -tags invariants $(PKGS)
+
+unit:
+	$(GO) test -tags invariants -count=1 -timeout 8m $(PKGS)
+
+race:
+	$(GO) test -race -tags invariants -count=1 -timeout 8m $(RACE_PKGS)
+
+# Short runs of every fuzz target (a target per invocation, as go test
+# requires); `make fuzz FUZZTIME=5m` runs them longer.
+FUZZ_TARGETS := ./wire:FuzzReadFrame ./wire:FuzzCheckBatch
+fuzz-short fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s $$pkg || exit 1; \
+	done
+
+bench: build
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 $(PKGS)
+
+$(LINT):
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(LINT_VER)
+
+lint: $(LINT)
+	$(LINT) run $(PKGS)
+
+clean:
+	rm -rf bin data

@@ -1,0 +1,149 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/engine"
+	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// drainer is a Flusher that empties its outbox on the spot, standing in for
+// a connection's writer without the syscall.
+type drainer struct {
+	o     *shard.Outbox
+	bytes atomic.Int64
+}
+
+func (d *drainer) ScheduleFlush() {
+	p, _ := d.o.Take()
+	d.bytes.Add(int64(p.Bytes()))
+	d.o.Done(p, 0)
+}
+
+func newDrained(limit int) *drainer {
+	d := &drainer{}
+	d.o = shard.NewOutbox(limit, 1, d)
+	return d
+}
+
+// batchFrame is a Deliver frame of n 128-byte records.
+func batchFrame(n int) ([]byte, int) {
+	frame, start := wire.StartFrame(nil, wire.TypeDeliver, 0, 0)
+	frame = wire.AppendBatchPrefix(frame, "bench", 0)
+	off := len(frame)
+	var bb wire.BatchBuilder
+	bb.Start(frame, -1, -1)
+	v := make([]byte, 128)
+	for i := range n {
+		bb.Append(int64(i), nil, v, nil)
+	}
+	frame = bb.Finish()
+	wire.FinishFrame(frame, start)
+	return frame, off
+}
+
+// benchShard publishes 64-record batches through one shard to subs
+// subscribers; ns/op is per batch, so divide by 64 for per message.
+func benchShard(b *testing.B, subs int) {
+	s := shard.New(shard.Config{Shards: 1})
+	s.Start()
+	defer s.Stop()
+	p := shard.NewPartition("bench", 0, s)
+	prod := newDrained(1 << 30)
+	for range subs {
+		d := newDrained(1 << 30)
+		done := make(chan error, 1)
+		_ = p.Subscribe(d.o, shard.NewJoin(1, func(err error) { done <- err }))
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+	}
+	frame, off := batchFrame(64)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(frame)))
+	b.ResetTimer()
+	for b.Loop() {
+		buf := storage.NewBuf(len(frame))
+		copy(buf.B, frame)
+		if err := p.Publish(prod.o, 1, buf, off); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for p.EndOffset() < int64(b.N)*64 {
+		time.Sleep(10 * time.Microsecond)
+	}
+	b.ReportMetric(float64(b.N)*64/b.Elapsed().Seconds(), "msgs/s")
+}
+
+func BenchmarkShardAppend(b *testing.B) { benchShard(b, 0) }
+
+func BenchmarkFanOut(b *testing.B) {
+	for _, n := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) { benchShard(b, n) })
+	}
+}
+
+// BenchmarkEndToEnd publishes 128-byte messages through an in-process
+// broker to subscribers over loopback; ns/op is per message published.
+func BenchmarkEndToEnd(b *testing.B) {
+	for _, subs := range []int{0, 1, 4} {
+		b.Run(fmt.Sprintf("subscribers=%d", subs), func(b *testing.B) { endToEnd(b, subs) })
+	}
+}
+
+func endToEnd(b *testing.B, subs int) {
+	cfg := engine.DefaultConfig()
+	cfg.Addr, cfg.HTTPAddr, cfg.DataDir = "127.0.0.1:0", "", b.TempDir()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	e, err := engine.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := e.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = e.Shutdown(ctx) }()
+	var got atomic.Int64
+	for range subs {
+		c, err := client.Dial(ctx, e.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = c.Close() }()
+		if _, err := c.Subscribe(ctx, "e2e", func(*client.Delivery) { got.Add(1) }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pub, err := client.Dial(ctx, e.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = pub.Close() }()
+	msg := client.Message{Value: make([]byte, 128), Timestamp: time.Now()}
+	b.ReportAllocs()
+	b.SetBytes(128)
+	b.ResetTimer()
+	for b.Loop() {
+		if err := pub.PublishAsync(ctx, "e2e", msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := pub.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	want := int64(b.N) * int64(subs)
+	for got.Load() < want {
+		time.Sleep(100 * time.Microsecond)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}

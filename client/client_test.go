@@ -1,0 +1,191 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/engine"
+)
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func dialT(t *testing.T, addr string, opts ...client.Option) *client.Client {
+	t.Helper()
+	c, err := client.Dial(ctxT(t), addr, opts...)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// TestKeyPartitionIsStable pins the documented key hash: changing it would
+// move existing keys to other partitions.
+func TestKeyPartitionIsStable(t *testing.T) {
+	require.Equal(t, 2, client.KeyPartition([]byte(""), 7)) // FNV-1a offset basis 2166136261 % 7
+	// Values from an independent FNV-1a implementation.
+	cases := map[string]int{"a": 4, "user-42": 3, "orders/eu": 3}
+	for k, want := range cases {
+		got := client.KeyPartition([]byte(k), 8)
+		require.Equal(t, want, got, "key %q", k)
+	}
+}
+
+func TestSyncPublishersShareBatches(t *testing.T) {
+	c := dialT(t, brokerAddr)
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	offsets := make(chan int64, 800)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 100 {
+				ack, err := c.Publish(ctx, "shared", client.Message{Value: fmt.Appendf(nil, "%d-%d", g, i)})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				offsets <- ack.Offset
+			}
+		})
+	}
+	wg.Wait()
+	close(offsets)
+	seen := map[int64]bool{}
+	for o := range offsets {
+		require.False(t, seen[o], "offset %d given twice", o)
+		seen[o] = true
+	}
+	require.Len(t, seen, 800)
+}
+
+func TestPublishWaitsForWindowAndHonoursContext(t *testing.T) {
+	// A broker that holds acks while a subscriber is behind, and a
+	// subscriber that never drains: the publisher's small window fills.
+	e, err := startEngine(func(c *engine.Config) {
+		c.MaxPendingBytes = 4 << 20
+		c.MaxAckDelay = time.Hour
+		c.SlowConsumerTimeout = time.Hour
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })
+	addr := e.Addr().String()
+	sub := dialT(t, addr, client.WithSubscriptionPendingBytes(1<<20), client.WithSubscriptionStall(time.Hour))
+	block := make(chan struct{})
+	_, err = sub.Subscribe(ctxT(t), "window", func(*client.Delivery) { <-block })
+	require.NoError(t, err)
+	defer close(block)
+
+	pub := dialT(t, addr, client.WithMaxPendingBytes(256<<10))
+	value := make([]byte, 4000)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var err2 error
+	sent := 0
+	for ; sent < 10_000; sent++ {
+		if err2 = pub.PublishAsync(ctx, "window", client.Message{Value: value}); err2 != nil {
+			break
+		}
+	}
+	require.ErrorIs(t, err2, context.DeadlineExceeded, "the publisher waited for window space until its context ended")
+	require.Less(t, sent, 10_000)
+}
+
+func TestCloseFailsPendingAndLaterCalls(t *testing.T) {
+	c, err := client.Dial(ctxT(t), brokerAddr)
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	<-c.Done()
+	_, err = c.Publish(ctxT(t), "x", client.Message{Value: []byte("v")})
+	require.ErrorIs(t, err, client.ErrClosed)
+	require.ErrorIs(t, c.CreateTopic(ctxT(t), "x", client.TopicConfig{}), client.ErrClosed)
+	_, err = c.Subscribe(ctxT(t), "x", func(*client.Delivery) {})
+	require.ErrorIs(t, err, client.ErrClosed)
+	require.NoError(t, c.Close(), "Close twice is harmless")
+}
+
+func TestConnectionLossIsReported(t *testing.T) {
+	e, err := startEngine(nil)
+	require.NoError(t, err)
+	var reported atomic.Value
+	c := dialT(t, e.Addr().String(), client.WithErrorHandler(func(err error) { reported.Store(err) }))
+	sub, err := c.Subscribe(ctxT(t), "t", func(*client.Delivery) {})
+	require.NoError(t, err)
+	require.NoError(t, e.Shutdown(context.Background()))
+	<-c.Done()
+	<-sub.Done()
+	require.ErrorIs(t, c.Err(), client.ErrConnectionLost)
+	require.ErrorIs(t, c.Err(), client.ErrShuttingDown)
+	require.True(t, client.IsRetryable(c.Err()))
+	require.NotNil(t, reported.Load())
+	_, err = c.Publish(ctxT(t), "t", client.Message{Value: []byte("v")})
+	require.ErrorIs(t, err, client.ErrConnectionLost)
+}
+
+func TestDialErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := client.Dial(ctx, "127.0.0.1:1")
+	require.Error(t, err)
+	require.False(t, errors.Is(err, client.ErrProtocol))
+}
+
+func TestLingerBatchesAtLowRate(t *testing.T) {
+	c := dialT(t, brokerAddr, client.WithLinger(20*time.Millisecond))
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	acks := make([]client.Ack, 10)
+	for i := range acks {
+		wg.Go(func() {
+			var err error
+			acks[i], err = c.Publish(ctx, "linger", client.Message{Value: []byte("v")})
+			require.NoError(t, err)
+		})
+		time.Sleep(time.Millisecond)
+	}
+	wg.Wait()
+	info, err := c.DescribeTopic(ctx, "linger")
+	require.NoError(t, err)
+	require.Equal(t, int64(10), info.Partitions[0].EndOffset)
+}
+
+func TestInvalidArguments(t *testing.T) {
+	c := dialT(t, brokerAddr)
+	ctx := ctxT(t)
+	_, err := c.Publish(ctx, "bad topic", client.Message{Value: []byte("v")})
+	require.ErrorIs(t, err, client.ErrInvalidArgument)
+	_, err = c.Subscribe(ctx, "", func(*client.Delivery) {})
+	require.ErrorIs(t, err, client.ErrInvalidArgument)
+	_, err = c.Publish(ctx, "t", client.Message{Value: make([]byte, 2<<20)})
+	require.ErrorIs(t, err, client.ErrMessageTooLarge)
+	require.ErrorIs(t, c.CreateTopic(ctx, "t2", client.TopicConfig{Partitions: -1}), client.ErrInvalidArgument)
+	d, err := c.Ping(ctx)
+	require.NoError(t, err)
+	require.Greater(t, d, time.Duration(0))
+}
+
+// TestBatchesStayUnderTheFrameLimit: with a batch bound as large as the
+// broker's frame limit, records that would cross it start a new batch
+// instead of making a frame the broker refuses.
+func TestBatchesStayUnderTheFrameLimit(t *testing.T) {
+	e, err := startEngine(func(c *engine.Config) { c.MaxMessageBytes = 100 << 10; c.MaxFrameBytes = 256 << 10 })
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })
+	c := dialT(t, e.Addr().String(), client.WithBatchBytes(1<<30), client.WithLinger(50*time.Millisecond))
+	ctx := ctxT(t)
+	value := make([]byte, 90<<10)
+	for range 20 {
+		require.NoError(t, c.PublishAsync(ctx, "big", client.Message{Value: value}))
+	}
+	require.NoError(t, c.Flush(ctx))
+	require.NoError(t, c.Err())
+}
