@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"text/tabwriter"
@@ -17,6 +18,18 @@ type topicCmd struct {
 	Delete   topicDeleteCmd   `cmd:"" help:"Delete a topic."`
 }
 
+// request connects, runs one request under the --timeout, and closes.
+func (s serverFlag) request(ctx context.Context, fn func(context.Context, *client.Client) error) error {
+	cl, err := s.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = cl.Close() }()
+	rctx, cancel := context.WithTimeout(ctx, s.Timeout)
+	defer cancel()
+	return fn(rctx, cl)
+}
+
 type topicCreateCmd struct {
 	serverFlag
 	Name           string `arg:"" help:"Topic name."`
@@ -25,18 +38,14 @@ type topicCreateCmd struct {
 }
 
 func (c *topicCreateCmd) Run(ctx context.Context) error {
-	cl, err := c.dial(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = cl.Close() }()
-	rctx, cancel := context.WithTimeout(ctx, c.Timeout)
-	defer cancel()
-	if err := cl.CreateTopic(rctx, c.Name, client.TopicConfig{Partitions: c.Partitions, MaxSubscribers: c.MaxSubscribers}); err != nil {
-		return err
-	}
-	fmt.Printf("created topic %s\n", c.Name)
-	return nil
+	return c.request(ctx, func(ctx context.Context, cl *client.Client) error {
+		cfg := client.TopicConfig{Partitions: c.Partitions, MaxSubscribers: c.MaxSubscribers}
+		if err := cl.CreateTopic(ctx, c.Name, cfg); err != nil {
+			return err
+		}
+		fmt.Printf("created topic %s\n", c.Name)
+		return nil
+	})
 }
 
 type topicListCmd struct {
@@ -44,23 +53,17 @@ type topicListCmd struct {
 }
 
 func (c *topicListCmd) Run(ctx context.Context) error {
-	cl, err := c.dial(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = cl.Close() }()
-	rctx, cancel := context.WithTimeout(ctx, c.Timeout)
-	defer cancel()
-	topics, err := cl.ListTopics(rctx)
-	if err != nil {
-		return err
-	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	_, _ = fmt.Fprintln(w, "TOPIC\tPARTITIONS")
-	for _, t := range topics {
-		_, _ = fmt.Fprintf(w, "%s\t%d\n", t.Name, t.Partitions)
-	}
-	return w.Flush()
+	return c.request(ctx, func(ctx context.Context, cl *client.Client) error {
+		topics, err := cl.ListTopics(ctx)
+		if err != nil {
+			return err
+		}
+		rows := [][]any{{"TOPIC", "PARTITIONS"}}
+		for _, t := range topics {
+			rows = append(rows, []any{t.Name, t.Partitions})
+		}
+		return printTable(rows)
+	})
 }
 
 type topicDescribeCmd struct {
@@ -69,32 +72,21 @@ type topicDescribeCmd struct {
 }
 
 func (c *topicDescribeCmd) Run(ctx context.Context) error {
-	cl, err := c.dial(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = cl.Close() }()
-	rctx, cancel := context.WithTimeout(ctx, c.Timeout)
-	defer cancel()
-	info, err := cl.DescribeTopic(rctx, c.Name)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("topic %s\n", info.Name)
-	keys := make([]string, 0, len(info.Config))
-	for k := range info.Config {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		fmt.Printf("  %s = %s\n", k, info.Config[k])
-	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	_, _ = fmt.Fprintln(w, "PARTITION\tSTART\tEND\tSUBSCRIBERS")
-	for _, p := range info.Partitions {
-		_, _ = fmt.Fprintf(w, "%d\t%d\t%d\t%d\n", p.ID, p.StartOffset, p.EndOffset, p.Subscribers)
-	}
-	return w.Flush()
+	return c.request(ctx, func(ctx context.Context, cl *client.Client) error {
+		info, err := cl.DescribeTopic(ctx, c.Name)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("topic %s\n", info.Name)
+		for _, k := range slices.Sorted(maps.Keys(info.Config)) {
+			fmt.Printf("  %s = %s\n", k, info.Config[k])
+		}
+		rows := [][]any{{"PARTITION", "START", "END", "SUBSCRIBERS"}}
+		for _, p := range info.Partitions {
+			rows = append(rows, []any{p.ID, p.StartOffset, p.EndOffset, p.Subscribers})
+		}
+		return printTable(rows)
+	})
 }
 
 type topicDeleteCmd struct {
@@ -103,16 +95,28 @@ type topicDeleteCmd struct {
 }
 
 func (c *topicDeleteCmd) Run(ctx context.Context) error {
-	cl, err := c.dial(ctx)
-	if err != nil {
-		return err
+	return c.request(ctx, func(ctx context.Context, cl *client.Client) error {
+		if err := cl.DeleteTopic(ctx, c.Name); err != nil {
+			return err
+		}
+		fmt.Printf("deleted topic %s\n", c.Name)
+		return nil
+	})
+}
+
+// printTable writes rows as aligned columns to standard output.
+func printTable(rows [][]any) error {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	for _, row := range rows {
+		for i, cell := range row {
+			sep := "\t"
+			if i == len(row)-1 {
+				sep = "\n"
+			}
+			if _, err := fmt.Fprint(w, cell, sep); err != nil {
+				return err
+			}
+		}
 	}
-	defer func() { _ = cl.Close() }()
-	rctx, cancel := context.WithTimeout(ctx, c.Timeout)
-	defer cancel()
-	if err := cl.DeleteTopic(rctx, c.Name); err != nil {
-		return err
-	}
-	fmt.Printf("deleted topic %s\n", c.Name)
-	return nil
+	return w.Flush()
 }
