@@ -29,6 +29,9 @@ func (d *drainer) ScheduleFlush() {
 	d.o.Done(p, 0)
 }
 
+func (d *drainer) Owner() any { return d }
+func (d *drainer) FlushNow()  { d.ScheduleFlush() }
+
 func newDrained(limit int) *drainer {
 	d := &drainer{}
 	d.o = shard.NewOutbox(limit, 1, d)
@@ -63,6 +66,7 @@ func benchShard(b *testing.B, subs int) {
 		d := newDrained(1 << 30)
 		done := make(chan error, 1)
 		_ = p.Subscribe(d.o, shard.NewJoin(1, func(err error) { done <- err }))
+		s.RunInline(nil)
 		if err := <-done; err != nil {
 			b.Fatal(err)
 		}
@@ -77,6 +81,7 @@ func benchShard(b *testing.B, subs int) {
 		if err := p.Publish(prod.o, 1, buf, off); err != nil {
 			b.Fatal(err)
 		}
+		s.RunInline(nil)
 	}
 	for p.EndOffset() < int64(b.N)*64 {
 		time.Sleep(10 * time.Microsecond)

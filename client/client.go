@@ -40,21 +40,28 @@ type Client struct {
 	corr     atomic.Uint32
 
 	// Outgoing side, guarded by wmu.
-	wmu     sync.Mutex
-	open    map[batchKey]*batch // batches being filled
-	last    *batch              // most recently appended-to open batch
-	outq    [][]byte            // frames ready to write, in order
-	outBufs []*[]byte           // pooled buffers behind outq, recycled after writing
-	wake    chan struct{}       // signals the writer; capacity 1
+	wmu    sync.Mutex
+	open   map[batchKey]*batch // batches being filled
+	last   *batch              // most recently appended-to open batch
+	outq   []outFrame          // frames ready to write, in order
+	spareq []outFrame          // the writer's previous outq, reused
+	wake   chan struct{}       // signals the writer; capacity 1
+
+	// The writing role: whoever holds it (a publisher on an idle
+	// connection, or the writer goroutine) owns wbufs and recycle.
+	writing   atomic.Bool
+	lastWrite atomic.Int64 // clock() after the last write
+	wbufs     net.Buffers
+	recycle   []*[]byte
 
 	// In-flight side, guarded by pmu.
 	pmu      sync.Mutex
 	inflight map[uint32]*batch
 	calls    map[uint32]chan response
-	unacked  int64 // bytes reserved by publishes not yet acked
+	unacked  atomic.Int64 // bytes reserved by publishes not yet acked
 	space    chan struct{}
-	waiting  int   // goroutines waiting for space
-	asyncErr error // first async publish error since the last Flush
+	waiting  atomic.Int32 // goroutines waiting for space
+	asyncErr error        // first async publish error since the last Flush
 
 	smu     sync.Mutex
 	subs    map[string][]*Subscription // guarded by smu; copied on change
@@ -209,7 +216,7 @@ func (c *Client) failInflight(cause error) {
 	if len(failed) > 0 && c.asyncErr == nil {
 		c.asyncErr = cause
 	}
-	c.unacked = 0
+	c.unacked.Store(0)
 	c.wakeSpaceWaiters()
 	c.pmu.Unlock()
 	c.wmu.Unlock()
@@ -263,10 +270,9 @@ func (c *Client) call(ctx context.Context, t wire.Type, flags uint8, body []byte
 	c.pmu.Unlock()
 	frame := append(wire.AppendHeader(make([]byte, 0, wire.HeaderSize+len(body)), t, flags, corr, len(body)), body...)
 	c.wmu.Lock()
-	c.outq = append(c.outq, frame)
-	c.outBufs = append(c.outBufs, nil)
+	c.outq = append(c.outq, outFrame{frame: frame})
 	c.wmu.Unlock()
-	c.signalWriter()
+	c.kick()
 	select {
 	case r := <-ch:
 		if r.err == nil && r.typ == wire.TypeError {
@@ -401,8 +407,7 @@ func (c *Client) handleFrame(f wire.Frame) error {
 		return c.errorFrame(f)
 	case wire.TypePing:
 		c.wmu.Lock()
-		c.outq = append(c.outq, wire.AppendHeader(nil, wire.TypePong, 0, f.Corr, 0))
-		c.outBufs = append(c.outBufs, nil)
+		c.outq = append(c.outq, outFrame{frame: wire.AppendHeader(nil, wire.TypePong, 0, f.Corr, 0)})
 		c.wmu.Unlock()
 		c.signalWriter()
 	default:

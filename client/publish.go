@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"errors"
-	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -32,6 +31,13 @@ type Ack struct {
 	Offset    int64
 }
 
+// outFrame is a frame waiting for the writer: a control frame, or a sealed
+// batch whose frame the writer finishes.
+type outFrame struct {
+	frame []byte
+	b     *batch
+}
+
 // recordOverhead approximates the per-record framing counted against the
 // pending-bytes bound.
 const recordOverhead = 16
@@ -50,6 +56,7 @@ type batchKey struct {
 // its acknowledgement.
 type batch struct {
 	key      batchKey
+	corr     uint32
 	buf      *[]byte // the frame; nil once handed to the writer
 	bb       wire.BatchBuilder
 	started  time.Time
@@ -100,7 +107,7 @@ func (c *Client) Publish(ctx context.Context, topic string, msg Message, opts ..
 	if err != nil {
 		return Ack{}, err
 	}
-	c.signalWriter()
+	c.kick()
 	select {
 	case <-b.done:
 	case <-ctx.Done():
@@ -120,7 +127,7 @@ func (c *Client) Publish(ctx context.Context, topic string, msg Message, opts ..
 func (c *Client) PublishAsync(ctx context.Context, topic string, msg Message, opts ...PublishOption) error {
 	_, _, err := c.enqueue(ctx, topic, &msg, opts, false)
 	if err == nil {
-		c.signalWriter()
+		c.kick()
 	}
 	return err
 }
@@ -191,45 +198,57 @@ func (c *Client) choosePartition(ctx context.Context, topic string, key []byte, 
 
 // reserve takes n pending bytes, waiting while the bound is reached. A
 // single message larger than the bound is let through when nothing else is
-// pending, so it cannot wait forever.
+// pending, so it cannot wait forever. The fast path is one atomic add.
 func (c *Client) reserve(ctx context.Context, n int64) error {
 	max := int64(c.opts.maxPendingBytes)
-	c.pmu.Lock()
-	for c.unacked > 0 && c.unacked+n > max {
-		ch := c.space
-		c.waiting++
-		c.pmu.Unlock()
-		c.signalWriter()
-		var err error
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-c.closing:
-			err = c.stopped()
+	for {
+		if v := c.unacked.Add(n); v == n || v <= max {
+			return nil
 		}
-		c.pmu.Lock()
-		c.waiting--
-		if err != nil {
-			c.pmu.Unlock()
+		c.unacked.Add(-n)
+		if err := c.waitForSpace(ctx, n, max); err != nil {
 			return err
 		}
 	}
-	c.unacked += n
-	c.pmu.Unlock()
-	return nil
 }
 
-func (c *Client) unreserve(n int64) {
+// waitForSpace blocks until an ack frees pending bytes. Registering as a
+// waiter before re-checking pairs with releasers subtracting before
+// checking for waiters, so a release cannot slip between the two.
+func (c *Client) waitForSpace(ctx context.Context, n, max int64) error {
 	c.pmu.Lock()
-	c.unacked -= n
-	c.wakeSpaceWaiters()
+	ch := c.space
+	c.waiting.Add(1)
+	defer c.waiting.Add(-1)
+	if v := c.unacked.Load(); v == 0 || v+n <= max {
+		c.pmu.Unlock()
+		return nil
+	}
 	c.pmu.Unlock()
+	c.signalWriter()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.closing:
+		return c.stopped()
+	}
+}
+
+// unreserve returns n pending bytes and wakes waiters.
+func (c *Client) unreserve(n int64) {
+	c.unacked.Add(-n)
+	if c.waiting.Load() > 0 {
+		c.pmu.Lock()
+		c.wakeSpaceWaiters()
+		c.pmu.Unlock()
+	}
 }
 
 // wakeSpaceWaiters releases goroutines waiting in reserve. Called with pmu.
 func (c *Client) wakeSpaceWaiters() {
-	if c.waiting > 0 {
+	if c.waiting.Load() > 0 {
 		close(c.space)
 		c.space = make(chan struct{})
 	}
@@ -256,21 +275,27 @@ func (c *Client) openBatch(k batchKey) *batch {
 // seal finishes a batch's frame, registers it as in flight and queues it
 // for the writer. wmu held.
 func (c *Client) seal(b *batch) {
-	frame := b.bb.Finish()
-	wire.FinishFrame(frame, 0)
-	corr := c.nextCorr()
-	wire.SetCorr(frame, corr)
-	*b.buf = frame
+	b.corr = c.nextCorr()
 	delete(c.open, b.key)
 	if c.last == b {
 		c.last = nil
 	}
 	c.pmu.Lock()
-	c.inflight[corr] = b
+	c.inflight[b.corr] = b
 	c.pmu.Unlock()
-	c.outq = append(c.outq, frame)
-	c.outBufs = append(c.outBufs, b.buf)
-	b.buf = nil
+	c.outq = append(c.outq, outFrame{b: b})
+}
+
+// finish completes a sealed batch's frame: its header and CRC. It runs on
+// the writer, outside wmu, so publishers do not wait while a large batch
+// is checksummed; nothing appends to a sealed batch.
+func (b *batch) finish() (frame []byte, buf *[]byte) {
+	frame = b.bb.Finish()
+	wire.FinishFrame(frame, 0)
+	wire.SetCorr(frame, b.corr)
+	*b.buf = frame
+	buf, b.buf = b.buf, nil
+	return frame, buf
 }
 
 // acked completes the publish with correlation id corr; it reports false
@@ -280,7 +305,7 @@ func (c *Client) acked(corr uint32, a wire.PublishAck, err error) bool {
 	b, ok := c.inflight[corr]
 	if ok {
 		delete(c.inflight, corr)
-		c.unacked -= b.reserved
+		c.unacked.Add(-b.reserved)
 		c.wakeSpaceWaiters()
 		if err != nil && b.done == nil && c.asyncErr == nil {
 			c.asyncErr = err
@@ -340,13 +365,96 @@ func (c *Client) Flush(ctx context.Context) error {
 	return err
 }
 
-// writeLoop sends queued frames. It takes everything queued each time it
-// runs, so batches grow while a write is in flight and no message waits
-// for a timer when the connection is idle.
+// idleGap is how long the connection must have had no write for a
+// publisher to write its message itself instead of waking the writer
+// goroutine: at low rates that saves a goroutine hand-off per message, at
+// high rates writes follow each other closely and the writer batches.
+const idleGap = 50 * time.Microsecond
+
+// clientEpoch anchors the client's monotonic clock.
+var clientEpoch = time.Now()
+
+func clock() int64 { return int64(time.Since(clientEpoch)) }
+
+// kick gets queued frames written: by the caller when the connection is
+// idle, else by the writer goroutine.
+func (c *Client) kick() {
+	if c.writing.Load() || len(c.wake) > 0 {
+		// A write is in flight or the writer is already due: it will take
+		// this message with whatever else accumulates.
+		c.signalWriter()
+		return
+	}
+	if c.opts.linger == 0 && clock()-c.lastWrite.Load() > int64(idleGap) && c.writing.CompareAndSwap(false, true) {
+		c.drainWrites()
+		return
+	}
+	c.signalWriter()
+}
+
+// drainWrites writes until nothing is queued, then gives up the writing
+// role. The caller holds it (writing was set). A publisher that queued
+// meanwhile and saw the role taken signalled the writer, which may have
+// found the role still taken; the check after releasing it covers that.
+func (c *Client) drainWrites() {
+	for c.writeQueued() {
+	}
+	c.writing.Store(false)
+	if c.hasQueued() {
+		c.signalWriter()
+	}
+}
+
+func (c *Client) hasQueued() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return len(c.outq) > 0 || len(c.open) > 0
+}
+
+// writeQueued seals the open batches and writes everything queued in one
+// writev. It reports whether there was anything. Only the goroutine holding
+// the writing role calls it.
+func (c *Client) writeQueued() bool {
+	c.wmu.Lock()
+	for _, b := range c.open {
+		c.seal(b)
+	}
+	c.outq, c.spareq = c.spareq[:0], c.outq
+	c.wmu.Unlock()
+	if len(c.spareq) == 0 {
+		return false
+	}
+	c.wbufs, c.recycle = c.wbufs[:0], c.recycle[:0]
+	for i, f := range c.spareq {
+		if f.b != nil {
+			var buf *[]byte
+			f.frame, buf = f.b.finish()
+			c.recycle = append(c.recycle, buf)
+		}
+		c.wbufs = append(c.wbufs, f.frame)
+		c.spareq[i] = outFrame{}
+	}
+	bufs := c.wbufs
+	_, err := bufs.WriteTo(c.conn)
+	c.lastWrite.Store(clock())
+	for i, p := range c.recycle {
+		if cap(*p) <= 1<<20 {
+			framePool.Put(p)
+		}
+		c.recycle[i] = nil
+	}
+	clear(c.wbufs)
+	if err != nil {
+		c.shutdown(errors.Join(ErrConnectionLost, err))
+		return false
+	}
+	return true
+}
+
+// writeLoop writes queued frames whenever it is signalled, so batches grow
+// while a write is in flight and nothing waits for a timer.
 func (c *Client) writeLoop() {
 	defer c.wg.Done()
-	var bufs net.Buffers
-	var recycle []*[]byte
 	for {
 		select {
 		case <-c.wake:
@@ -356,29 +464,8 @@ func (c *Client) writeLoop() {
 		if c.opts.linger > 0 {
 			c.lingerWait()
 		}
-		c.wmu.Lock()
-		for _, b := range c.open {
-			c.seal(b)
-		}
-		bufs = append(bufs[:0], c.outq...)
-		recycle = append(recycle[:0], c.outBufs...)
-		clear(c.outq)
-		c.outq = c.outq[:0]
-		clear(c.outBufs)
-		c.outBufs = c.outBufs[:0]
-		c.wmu.Unlock()
-		if len(bufs) == 0 {
-			continue
-		}
-		if _, err := bufs.WriteTo(c.conn); err != nil {
-			c.shutdown(errors.Join(ErrConnectionLost, err))
-			return
-		}
-		for i, p := range recycle {
-			if p != nil && cap(*p) <= 1<<20 {
-				framePool.Put(p)
-			}
-			recycle[i] = nil
+		if c.writing.CompareAndSwap(false, true) {
+			c.drainWrites()
 		}
 	}
 }

@@ -60,6 +60,7 @@ type Subscription struct {
 	topic     string
 	partition int32
 	handler   func(*Delivery)
+	inline    *Delivery // set for DispatchInline: the reader's reused Delivery
 
 	queue   chan *bytebufferpool.ByteBuffer
 	space   chan struct{} // signalled by run after each chunk
@@ -260,6 +261,11 @@ func (c *Client) deliver(body []byte) error {
 		if s.partition != wire.PartitionAny && s.partition != v.Partition {
 			continue
 		}
+		if s.inline != nil {
+			s.inline.Partition = v.Partition
+			s.dispatchBatch(s.inline, v.Batch)
+			continue
+		}
 		if s.staged == nil {
 			s.staged = bytebufferpool.Get()
 			c.staged = append(c.staged, s)
@@ -369,30 +375,37 @@ func (s *Subscription) run() {
 	}
 }
 
+// dispatch calls the handler for every record of a staged chunk.
 func (s *Subscription) dispatch(d *Delivery, chunk []byte) {
 	for len(chunk) >= 4 {
 		d.Partition = int32(binary.BigEndian.Uint32(chunk))
 		size := wire.BatchSize(chunk[4:])
 		batch := wire.Batch(chunk[4 : 4+size])
 		chunk = chunk[4+size:]
-		select {
-		case <-s.stop:
-			return
-		default:
+		s.dispatchBatch(d, batch)
+	}
+}
+
+// dispatchBatch calls the handler for every record of one batch, unless
+// the subscription has been stopped.
+func (s *Subscription) dispatchBatch(d *Delivery, batch wire.Batch) {
+	select {
+	case <-s.stop:
+		return
+	default:
+	}
+	it := batch.Records()
+	var r wire.Record
+	for it.Next(&r) {
+		d.Offset, d.Key, d.Value = r.Offset, r.Key, r.Value
+		d.Timestamp = time.Unix(0, r.Timestamp)
+		d.Headers = d.Headers[:0]
+		if r.HeaderCount() > 0 {
+			r.Headers(func(k, v []byte) { d.Headers = append(d.Headers, Header{Key: string(k), Value: v}) })
 		}
-		it := batch.Records()
-		var r wire.Record
-		for it.Next(&r) {
-			d.Offset, d.Key, d.Value = r.Offset, r.Key, r.Value
-			d.Timestamp = time.Unix(0, r.Timestamp)
-			d.Headers = d.Headers[:0]
-			if r.HeaderCount() > 0 {
-				r.Headers(func(k, v []byte) { d.Headers = append(d.Headers, Header{Key: string(k), Value: v}) })
-			}
-			s.handler(d)
-		}
-		if it.Err() != nil {
-			s.c.report(fmt.Errorf("%w: delivered batch of %s: %w", ErrProtocol, s.topic, it.Err()))
-		}
+		s.handler(d)
+	}
+	if it.Err() != nil {
+		s.c.report(fmt.Errorf("%w: delivered batch of %s: %w", ErrProtocol, s.topic, it.Err()))
 	}
 }

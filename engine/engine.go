@@ -290,6 +290,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	t := c.Context().(*gnetTransport)
 	closeConn := t.s.onData(c)
+	t.s.runShards(t.el)
 	t.s.flush()
 	if closeConn {
 		return gnet.Close
@@ -327,6 +328,16 @@ func (t *gnetTransport) ScheduleFlush() {
 	if err := t.el.Execute(context.Background(), t); err != nil {
 		// The engine is stopping; gnet closes the connection itself.
 		t.s.e.log.Debug("flush not scheduled", "remote", t.remote, "err", err)
+	}
+}
+
+// Owner implements shard.Flusher: the event loop that writes this connection.
+func (t *gnetTransport) Owner() any { return t.el }
+
+// FlushNow implements shard.Flusher; the caller is on the connection's loop.
+func (t *gnetTransport) FlushNow() {
+	if !t.closed {
+		t.s.flush()
 	}
 }
 

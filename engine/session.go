@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -53,8 +54,9 @@ type session struct {
 	pub        *storage.Buf // a Publish being read, pubN bytes so far
 	pubN       int
 	subs       map[subKey]*subscription
-	scratch    []byte // response bodies are encoded here, reused
-	frameBuf   []byte // and framed here, reused
+	ran        []*shard.Shard // shards given operations by this read, to run inline
+	scratch    []byte         // response bodies are encoded here, reused
+	frameBuf   []byte         // and framed here, reused
 }
 
 func newSession(e *Engine, t transport) *session {
@@ -160,6 +162,24 @@ func (s *session) dispatch(f wire.Frame) error {
 	return nil
 }
 
+// used notes that sh was given an operation during this read.
+func (s *session) used(sh *shard.Shard) {
+	if !slices.Contains(s.ran, sh) {
+		s.ran = append(s.ran, sh)
+	}
+}
+
+// runShards runs every shard this read gave operations to, on the calling
+// event loop, unless another thread is running it already (see
+// shard.RunInline). owner identifies this loop.
+func (s *session) runShards(owner any) {
+	for i, sh := range s.ran {
+		sh.RunInline(owner)
+		s.ran[i] = nil
+	}
+	s.ran = s.ran[:0]
+}
+
 // refuse answers a request with an error; the connection stays open.
 func (s *session) refuse(corr uint32, err error) error {
 	s.sendErr(corr, err)
@@ -235,6 +255,7 @@ func (s *session) routePublish(corr uint32, b *storage.Buf, v wire.BatchView) er
 	wire.SetDeliverHeader(b.B)
 	batchOff := wire.HeaderSize + v.BatchOffset
 	binary.BigEndian.PutUint32(b.B[batchOff-4:], uint32(p.ID))
+	s.used(p.Shard)
 	if err := p.Publish(s.out, corr, b, batchOff); err != nil {
 		return errShuttingDown
 	}
@@ -333,6 +354,7 @@ func (s *session) subscribe(f wire.Frame) error {
 		out.Kick()
 	})
 	for _, p := range sub.parts {
+		s.used(p.Shard)
 		if err := p.Subscribe(out, j); err != nil {
 			return s.refuse(f.Corr, errShuttingDown)
 		}
@@ -388,6 +410,7 @@ func (s *session) unsubscribe(f wire.Frame) error {
 		out.Kick()
 	})
 	for _, p := range sub.parts {
+		s.used(p.Shard)
 		if err := p.Unsubscribe(out, j); err != nil {
 			return s.refuse(f.Corr, errShuttingDown)
 		}
@@ -520,7 +543,7 @@ func (s *session) onClose() {
 	for k, sub := range s.subs {
 		sub.topic.subscriptions.Add(-1)
 		for _, p := range sub.parts {
-			_ = p.Unsubscribe(s.out, nil)
+			p.Forget(s.out)
 		}
 		delete(s.subs, k)
 	}

@@ -160,6 +160,7 @@ func (r *registry) remove(name string) error {
 		if err := p.Delete(); err != nil {
 			return wire.Errorf(wire.CodeShuttingDown, err.Error())
 		}
+		p.Shard.Wake()
 	}
 	return nil
 }

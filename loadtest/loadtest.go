@@ -59,6 +59,12 @@ type Config struct {
 	Linger      time.Duration // producer linger
 	// Drain bounds the wait for deliveries after the producers finish.
 	Drain time.Duration
+	// PaceQuantum is the shortest sleep of a paced producer (see producer.paced).
+	PaceQuantum time.Duration
+	// GoroutineDispatch runs subscriber handlers on the subscription's own
+	// goroutine instead of inline on the connection reader
+	// (client.DispatchInline), adding a hand-off to every read.
+	GoroutineDispatch bool
 	// BrokerPID, when set, is sampled for the broker's CPU use.
 	BrokerPID int
 	// HistFile receives the latency distribution in HdrHistogram's
@@ -71,7 +77,7 @@ func DefaultConfig() Config {
 	return Config{
 		Server: "127.0.0.1:7070", Topic: "loadtest", Partitions: 1, Producers: 1,
 		Subscribers: 1, Size: 128, Duration: 10 * time.Second, BatchBytes: 256 << 10,
-		Drain: 10 * time.Second,
+		Drain: 10 * time.Second, PaceQuantum: 20 * time.Microsecond,
 	}
 }
 

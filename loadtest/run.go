@@ -112,7 +112,11 @@ func (r *run) setup(ctx context.Context) error {
 		if s.c, err = r.dial(ctx); err != nil {
 			return err
 		}
-		if s.sub, err = s.c.Subscribe(ctx, r.cfg.Topic, s.handle); err != nil {
+		var opts []client.SubscribeOption
+		if !r.cfg.GoroutineDispatch {
+			opts = append(opts, client.DispatchInline())
+		}
+		if s.sub, err = s.c.Subscribe(ctx, r.cfg.Topic, s.handle, opts...); err != nil {
 			return fmt.Errorf("subscriber %d: %w", i, err)
 		}
 		r.subs = append(r.subs, s)
@@ -125,6 +129,7 @@ func (r *run) setup(ctx context.Context) error {
 		}
 		p.count = share(r.cfg.Count, r.cfg.Producers, i)
 		p.rate = float64(r.cfg.Rate) / float64(r.cfg.Producers)
+		p.quantum = int64(r.cfg.PaceQuantum)
 		r.prods = append(r.prods, p)
 	}
 	return nil

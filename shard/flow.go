@@ -48,7 +48,7 @@ func (s *Shard) sendAck(p *Partition, a heldAck) {
 
 func (s *Shard) hold(p *Partition, a heldAck) {
 	if len(p.held) == 0 {
-		s.stalled = append(s.stalled, p)
+		s.held = append(s.held, p)
 	}
 	p.held = append(p.held, a)
 }
@@ -57,14 +57,14 @@ func (s *Shard) hold(p *Partition, a heldAck) {
 // the acks of partitions whose subscribers have drained, and acks held past
 // MaxAckDelay, and disconnects subscribers under pressure for too long.
 func (s *Shard) releaseHeld() {
-	kept := s.stalled[:0]
-	for _, p := range s.stalled {
+	kept := s.held[:0]
+	for _, p := range s.held {
 		if s.releasePartition(p) {
 			kept = append(kept, p)
 		}
 	}
-	clear(s.stalled[len(kept):])
-	s.stalled = kept
+	clear(s.held[len(kept):])
+	s.held = kept
 }
 
 // releasePartition reports whether p still holds acks.

@@ -26,7 +26,14 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); ret
 // Flusher is what an Outbox asks to get its queued frames written: the
 // connection schedules a write pass on its own network thread.
 type Flusher interface {
+	// ScheduleFlush gets the outbox written soon on the owner's goroutine.
+	// Safe from any goroutine.
 	ScheduleFlush()
+	// Owner identifies the goroutine (event loop) that writes this
+	// connection, so a shard running inline on it can write at once.
+	Owner() any
+	// FlushNow writes the outbox. Only on the owner's goroutine.
+	FlushNow()
 }
 
 // Outbox is a connection's queue of outgoing frames. Shards (deliveries,
@@ -76,6 +83,7 @@ func NewOutbox(limit, shards int, f Flusher) *Outbox {
 // give back once they are written.
 type Pending struct {
 	IOV    [][]byte
+	size   int // bytes in IOV when taken (writev may trim the slices)
 	refs   []*storage.Buf
 	chunks []*[]byte
 	chunk  *[]byte // the chunk small frames are being copied into
@@ -194,20 +202,28 @@ func (o *Outbox) Take() (p *Pending, slow bool) {
 	defer o.mu.Unlock()
 	o.scheduled = false
 	o.cur, o.spare = o.spare, o.cur
+	o.spare.size = o.queued
 	o.queued = 0
 	o.cur.reset()
 	return &o.spare, o.slow
 }
 
 // Done releases what a written Pending held and records the network layer's
-// remaining backlog, which counts against the limit. It ends a period of
-// pressure when the outbox has drained below its soft limit.
+// remaining backlog, which counts against the limit. Any bytes the socket
+// took count as progress: they restart the slow-consumer clock, so a
+// subscriber that keeps reading, however much slower than its producers
+// (flow control then holds it near the soft limit), is never mistaken for
+// a stuck one. Pressure ends when the outbox drains below the soft limit.
 func (o *Outbox) Done(p *Pending, backlog int) {
-	o.backlog.Store(int64(backlog))
+	before := o.backlog.Swap(int64(backlog))
+	accepted := before + int64(p.size) - int64(backlog)
 	o.mu.Lock()
 	p.release()
-	if o.queued+backlog <= o.soft() {
+	switch {
+	case o.queued+backlog <= o.soft():
 		o.overSince.Store(0)
+	case accepted > 0 && o.overSince.Load() != 0:
+		o.overSince.Store(clock())
 	}
 	o.mu.Unlock()
 }

@@ -45,7 +45,6 @@ const (
 	opSubscribe
 	opUnsubscribe
 	opDelete
-	opStop
 )
 
 // op is one inbox entry. It is a value (no allocation per operation); the
@@ -93,6 +92,11 @@ func (j *Join) report(err *wire.Error) {
 	}
 }
 
+// The operations below only queue work for the partition's shard. The
+// caller then runs the shard (Shard.RunInline), typically once after
+// queueing everything one network read produced, or wakes its goroutine
+// (Shard.Wake).
+
 // Publish hands a publish to the partition's shard. buf holds a whole
 // Deliver frame (the engine rewrote the Publish header) whose batch starts
 // at batchOff and has been checked; the shard takes over the caller's
@@ -116,14 +120,21 @@ func (p *Partition) Unsubscribe(out *Outbox, j *Join) error {
 	return p.Shard.push(op{kind: opUnsubscribe, part: p, out: out, join: j})
 }
 
+// Forget removes out without waiting, for a connection that closed: when
+// the inbox is full it is skipped, and the next fan-out drops the closed
+// outbox instead (a closed outbox refuses frames).
+func (p *Partition) Forget(out *Outbox) {
+	p.Shard.tryPush(op{kind: opUnsubscribe, part: p, out: out})
+}
+
 // Delete retires the partition: its subscribers are dropped and later
 // publishes to it fail with unknown topic.
 func (p *Partition) Delete() error {
 	return p.Shard.push(op{kind: opDelete, part: p})
 }
 
-// handle runs one operation; it reports whether the shard must stop.
-func (s *Shard) handle(o *op) bool {
+// handle runs one operation.
+func (s *Shard) handle(o *op) {
 	if invariants && o.part != nil && o.part.Shard != s {
 		panic("shard: invariant: operation for a partition owned by another shard")
 	}
@@ -141,10 +152,7 @@ func (s *Shard) handle(o *op) bool {
 		p.subs = nil
 		p.nsubs.Store(0)
 		s.releaseAll(p)
-	case opStop:
-		return true
 	}
-	return false
 }
 
 // fail answers an operation that cannot run with err.

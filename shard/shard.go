@@ -73,17 +73,33 @@ func (c *Config) fill() {
 }
 
 // Shard owns partitions and processes operations on them in inbox order.
+//
+// Whoever holds the shard's run token owns its state: the shard's own
+// goroutine, or an event loop that runs the shard inline (RunInline) right
+// after pushing operations into it. Running inline saves the two thread
+// hand-offs of waking the shard goroutine and then the loop again, which at
+// low rates is most of the broker's latency and CPU; the shard goroutine
+// takes over when an inline runner leaves work behind (it runs one pass and
+// returns to its own sockets) and for timers. Either way one thread at a
+// time touches the partitions, so the publish path still takes no locks.
 type Shard struct {
 	cfg     Config
 	inbox   *ring.MPSC[op]
-	stopped atomic.Bool
+	token   atomic.Bool   // held by whoever runs the shard
+	kick    chan struct{} // wakes the shard goroutine; capacity 1
+	pushing atomic.Int32  // pushes in progress, so Stop loses none
+	stalled atomic.Bool   // some partition holds acks: run on a timer
+	stop    atomic.Bool   // Stop was called
+	stopped atomic.Bool   // the goroutine has finished; pushes fail
 	done    chan struct{}
 
-	// Owned by the shard goroutine.
+	// Owned by the token holder.
+	ops     []op
 	pass    uint64
 	now     int64 // clock() at the start of the pass
+	owner   any   // the event loop running the shard inline, or nil
 	touched []*Outbox
-	stalled []*Partition // partitions holding acks
+	held    []*Partition // partitions holding acks
 
 	// Stats, readable from any goroutine.
 	batches  atomic.Uint64
@@ -93,22 +109,21 @@ type Shard struct {
 // New returns a shard that is not running yet; call Start.
 func New(cfg Config) *Shard {
 	cfg.fill()
-	return &Shard{cfg: cfg, inbox: ring.NewMPSC[op](cfg.InboxSize), done: make(chan struct{})}
+	return &Shard{cfg: cfg, inbox: ring.NewMPSC[op](cfg.InboxSize), kick: make(chan struct{}, 1),
+		done: make(chan struct{}), ops: make([]op, cfg.PassSize)}
 }
 
 // ID returns the shard's index.
 func (s *Shard) ID() int { return s.cfg.ID }
 
-// Start runs the shard's loop on its own locked, pinned thread.
+// Start runs the shard's goroutine.
 func (s *Shard) Start() { go s.run() }
 
-// Stop processes what is already queued, then ends the loop and waits for it.
+// Stop processes what is already queued, fails anything that races in, and
+// waits for the shard goroutine to end.
 func (s *Shard) Stop() {
-	if s.stopped.Load() {
-		<-s.done
-		return
-	}
-	_ = s.push(op{kind: opStop})
+	s.stop.Store(true)
+	s.wake()
 	<-s.done
 }
 
@@ -117,6 +132,42 @@ func (s *Shard) InboxLen() int { return s.inbox.Len() }
 
 // Stats reports the batches and messages the shard has appended.
 func (s *Shard) Stats() (batches, messages uint64) { return s.batches.Load(), s.messages.Load() }
+
+func (s *Shard) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// RunInline runs one pass of the shard on the calling goroutine if no one
+// else is running it; owner identifies the caller's event loop, so outboxes
+// of connections on that loop are written at once instead of scheduled.
+// Whatever the pass leaves, the shard goroutine takes over.
+func (s *Shard) RunInline(owner any) {
+	if !s.token.CompareAndSwap(false, true) {
+		return // the holder will see our operations
+	}
+	s.owner = owner
+	s.runPass()
+	s.owner = nil
+	s.release()
+}
+
+// release gives up the run token. An operation pushed while we held it was
+// seen by the pass, or its pusher failed to take the token after we took
+// it; it is then in the inbox now, and the goroutine is woken for it. The
+// goroutine is also woken when acks are held, to time their release.
+func (s *Shard) release() {
+	s.token.Store(false)
+	if s.inbox.Len() > 0 || s.stalled.Load() {
+		s.wake()
+	}
+}
+
+// Wake gets the shard goroutine to run what is queued. Callers that pushed
+// operations and will not run the shard inline call it.
+func (s *Shard) Wake() { s.wake() }
 
 var pinOnce sync.Once
 
@@ -131,53 +182,73 @@ func (s *Shard) run() {
 			s.cfg.Logger.Debug("shard pinned", "shard", s.cfg.ID, "cpu", cpu)
 		}
 	}
-	ops := make([]op, s.cfg.PassSize)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
-		n := s.inbox.PopBatch(ops)
-		if n == 0 && len(s.stalled) == 0 {
-			s.inbox.Wait(0)
-			continue
-		}
-		if n == 0 {
+		if s.stalled.Load() {
 			// Held acks: poll at the timer's resolution until they go.
-			s.inbox.Wait(time.Millisecond)
+			timer.Reset(time.Millisecond)
 		}
-		s.pass++
-		s.now = clock()
-		stop := false
-		for i := range ops[:n] {
-			stop = s.handle(&ops[i]) || stop
-			ops[i] = op{}
+		select {
+		case <-s.kick:
+		case <-timer.C:
 		}
-		if len(s.stalled) > 0 {
-			s.releaseHeld()
+		if !s.token.CompareAndSwap(false, true) {
+			continue // an inline runner holds it and wakes us if it leaves work
 		}
-		s.flushTouched()
-		if stop {
-			s.stopped.Store(true)
-			s.drainAfterStop()
-			for _, p := range s.stalled {
-				s.releaseAll(p)
-			}
-			s.stalled = nil
-			s.flushTouched()
+		for s.runPass() > 0 {
+		}
+		if s.stop.Load() {
+			s.finish()
 			return
 		}
+		s.release()
 	}
 }
 
-// drainAfterStop fails whatever raced into the inbox after the stop op, so
-// no producer waits for an ack that will never come and no buffer leaks.
-func (s *Shard) drainAfterStop() {
-	ops := make([]op, s.cfg.PassSize)
-	for n := s.inbox.PopBatch(ops); n > 0; n = s.inbox.PopBatch(ops) {
-		s.pass++
-		for i := range ops[:n] {
-			s.fail(&ops[i], wire.ErrShuttingDown)
-			ops[i] = op{}
-		}
-		s.flushTouched()
+// runPass handles up to PassSize operations, releases held acks that are
+// due, and flushes every outbox it touched. It returns how many operations
+// it handled. The caller holds the token.
+func (s *Shard) runPass() int {
+	n := s.inbox.PopBatch(s.ops)
+	if n == 0 && len(s.held) == 0 {
+		return 0
 	}
+	s.pass++
+	s.now = clock()
+	for i := range s.ops[:n] {
+		s.handle(&s.ops[i])
+		s.ops[i] = op{}
+	}
+	if len(s.held) > 0 {
+		s.releaseHeld()
+	}
+	s.stalled.Store(len(s.held) > 0)
+	s.flushTouched()
+	return n
+}
+
+// finish ends the shard for Stop: new pushes fail from now on, pushes
+// already past that check are waited for, and what they queued is failed,
+// so no producer waits for an ack that never comes and no buffer leaks.
+// Held acks are sent. The caller holds the token for good.
+func (s *Shard) finish() {
+	s.stopped.Store(true)
+	for s.pushing.Load() > 0 {
+		runtime.Gosched()
+	}
+	s.pass++
+	for n := s.inbox.PopBatch(s.ops); n > 0; n = s.inbox.PopBatch(s.ops) {
+		for i := range s.ops[:n] {
+			s.fail(&s.ops[i], wire.ErrShuttingDown)
+			s.ops[i] = op{}
+		}
+	}
+	for _, p := range s.held {
+		s.releaseAll(p)
+	}
+	s.held = nil
+	s.flushTouched()
 }
 
 // pinThread binds the calling thread to one of the CPUs the process may use,
@@ -202,20 +273,44 @@ func pinThread(id int) (int, error) {
 	return cpu, unix.SchedSetaffinity(0, &set)
 }
 
-// push enqueues an operation, waiting while the inbox is full: that wait is
-// the back-pressure that slows an event loop, and through TCP its producers.
+// push enqueues an operation. When the inbox is full the pusher helps
+// drain it if it can take the run token, and otherwise yields, then
+// sleeps: that wait is the back-pressure that slows an event loop, and
+// through TCP its producers.
 func (s *Shard) push(o op) error {
+	s.pushing.Add(1)
+	defer s.pushing.Add(-1)
+	if s.stopped.Load() {
+		return ErrStopped
+	}
 	for spins := 0; !s.inbox.Push(o); spins++ {
 		if s.stopped.Load() {
 			return ErrStopped
 		}
-		if spins < 64 {
+		switch {
+		case s.token.CompareAndSwap(false, true):
+			s.runPass()
+			s.release()
+		case spins < 64:
 			runtime.Gosched()
-		} else {
+		default:
 			time.Sleep(50 * time.Microsecond)
 		}
 	}
 	return nil
+}
+
+// tryPush enqueues an operation unless the inbox is full. It serves
+// operations that must never wait, such as the unsubscribes of a
+// connection closing on a thread that may hold this shard's token.
+func (s *Shard) tryPush(o op) bool {
+	s.pushing.Add(1)
+	defer s.pushing.Add(-1)
+	if s.stopped.Load() || !s.inbox.Push(o) {
+		return false
+	}
+	s.wake()
+	return true
 }
 
 // touch records that out needs a flush at the end of this pass.
@@ -226,9 +321,16 @@ func (s *Shard) touch(out *Outbox) {
 	}
 }
 
+// flushTouched writes, or gets written, every outbox touched this pass:
+// those on the inline runner's own event loop at once, the others by
+// scheduling a flush on their loop.
 func (s *Shard) flushTouched() {
 	for i, out := range s.touched {
-		out.Kick()
+		if s.owner != nil && out.flusher.Owner() == s.owner {
+			out.flusher.FlushNow()
+		} else {
+			out.Kick()
+		}
 		s.touched[i] = nil
 	}
 	s.touched = s.touched[:0]

@@ -15,6 +15,8 @@ import (
 type kicks struct{ n atomic.Int64 }
 
 func (k *kicks) ScheduleFlush() { k.n.Add(1) }
+func (k *kicks) Owner() any     { return k }
+func (k *kicks) FlushNow()      { k.n.Add(1) }
 
 func startShard(t *testing.T, cfg Config) *Shard {
 	t.Helper()
@@ -79,12 +81,14 @@ func TestPublishStampsOffsetsAcksAndFansOut(t *testing.T) {
 	j := NewJoin(len(subs), func(err error) { done <- err })
 	for _, o := range subs {
 		require.NoError(t, p.Subscribe(o, j))
+		s.Wake()
 	}
 	require.NoError(t, <-done)
 
 	for i, n := range []int{3, 5} {
 		b, off := deliverBuf(t, "t", n)
 		require.NoError(t, p.Publish(prod, uint32(10+i), b, off))
+		s.Wake()
 	}
 	waitQueued(t, prod, 2*wire.PublishAckSize)
 	acks := frames(t, prod)
@@ -116,14 +120,53 @@ func TestPublishStampsOffsetsAcksAndFansOut(t *testing.T) {
 	require.Eventually(t, func() bool { return storage.LiveBufs() == 0 }, time.Second, time.Millisecond)
 }
 
+// TestRunInlineWritesOwnLoopAtOnce: a shard run inline by an event loop
+// writes the outboxes of that loop's connections itself and schedules the
+// others.
+func TestRunInlineWritesOwnLoopAtOnce(t *testing.T) {
+	s := startShard(t, Config{Shards: 1})
+	p := NewPartition("t", 0, s)
+	mine, other := &ownedFlusher{owner: "loop-1"}, &ownedFlusher{owner: "loop-2"}
+	prodOut := NewOutbox(1<<20, 1, mine)
+	subOut := NewOutbox(1<<20, 1, other)
+	mine.o, other.o = prodOut, subOut
+	done := make(chan error, 1)
+	require.NoError(t, p.Subscribe(subOut, NewJoin(1, func(err error) { done <- err })))
+	s.RunInline("loop-1")
+	require.NoError(t, <-done)
+	b, off := deliverBuf(t, "t", 2)
+	require.NoError(t, p.Publish(prodOut, 1, b, off))
+	s.RunInline("loop-1")
+	require.Equal(t, int64(1), mine.now.Load(), "the ack was written inline")
+	require.Zero(t, mine.scheduled.Load())
+	require.Equal(t, int64(1), other.scheduled.Load(), "the other loop's subscriber got a scheduled flush")
+	require.Zero(t, other.now.Load())
+}
+
+type ownedFlusher struct {
+	owner          string
+	o              *Outbox
+	now, scheduled atomic.Int64
+}
+
+func (f *ownedFlusher) ScheduleFlush() { f.scheduled.Add(1) }
+func (f *ownedFlusher) Owner() any     { return f.owner }
+func (f *ownedFlusher) FlushNow() {
+	f.now.Add(1)
+	p, _ := f.o.Take()
+	f.o.Done(p, 0)
+}
+
 func TestDeletedPartitionRefusesPublish(t *testing.T) {
 	s := startShard(t, Config{Shards: 1})
 	p := NewPartition("gone", 0, s)
 	var k kicks
 	prod := NewOutbox(1<<20, 1, &k)
 	require.NoError(t, p.Delete())
+	s.Wake()
 	b, off := deliverBuf(t, "gone", 1)
 	require.NoError(t, p.Publish(prod, 7, b, off))
+	s.Wake()
 	waitQueued(t, prod, 1)
 	fs := frames(t, prod)
 	require.Len(t, fs, 1)
@@ -133,6 +176,7 @@ func TestDeletedPartitionRefusesPublish(t *testing.T) {
 	require.Equal(t, wire.CodeUnknownTopic, e.Code)
 	done := make(chan error, 1)
 	require.NoError(t, p.Subscribe(NewOutbox(1<<20, 1, &k), NewJoin(1, func(err error) { done <- err })))
+	s.Wake()
 	require.ErrorIs(t, <-done, wire.ErrUnknownTopic)
 }
 
@@ -146,10 +190,12 @@ func TestHeldAcksUntilSubscriberDrains(t *testing.T) {
 	sub := NewOutbox(4<<10, 1, &k) // soft limit: 1 KiB
 	done := make(chan error, 1)
 	require.NoError(t, p.Subscribe(sub, NewJoin(1, func(err error) { done <- err })))
+	s.Wake()
 	require.NoError(t, <-done)
 
 	b, off := deliverBuf(t, "t", 200) // about 1.2 KiB: past the soft limit
 	require.NoError(t, p.Publish(prod, 1, b, off))
+	s.Wake()
 	waitQueued(t, sub, 1)
 	time.Sleep(20 * time.Millisecond)
 	require.Zero(t, prod.Queued(), "the ack is held while the subscriber is behind")
@@ -169,10 +215,12 @@ func TestHeldAckBoundsAndSlowTimeout(t *testing.T) {
 	sub := NewOutbox(4<<10, 1, &k)
 	done := make(chan error, 1)
 	require.NoError(t, p.Subscribe(sub, NewJoin(1, func(err error) { done <- err })))
+	s.Wake()
 	require.NoError(t, <-done)
 	b, off := deliverBuf(t, "t", 200)
 	start := time.Now()
 	require.NoError(t, p.Publish(prod, 1, b, off))
+	s.Wake()
 	waitQueued(t, prod, wire.PublishAckSize)
 	require.GreaterOrEqual(t, time.Since(start), 30*time.Millisecond, "held until the max ack delay")
 
@@ -180,6 +228,7 @@ func TestHeldAckBoundsAndSlowTimeout(t *testing.T) {
 	require.Eventually(t, func() bool {
 		b, off := deliverBuf(t, "t", 1)
 		_ = p.Publish(prod, 2, b, off)
+		s.Wake()
 		return p.Subscribers() == 0
 	}, 5*time.Second, 10*time.Millisecond)
 	_, slow := sub.Take()
@@ -221,4 +270,32 @@ func TestOutboxCoalescesSmallAndReferencesLarge(t *testing.T) {
 	require.Equal(t, int32(1), large.Refs())
 	small.Release()
 	large.Release()
+}
+
+// TestBusySubscriberIsNotTimedOut: a subscriber held above its soft limit
+// by flow control, but still reading, is not taken for a stuck one.
+func TestBusySubscriberIsNotTimedOut(t *testing.T) {
+	s := startShard(t, Config{Shards: 1, MaxAckDelay: 5 * time.Millisecond, SlowConsumerTimeout: 100 * time.Millisecond})
+	p := NewPartition("t", 0, s)
+	var k kicks
+	prod := NewOutbox(1<<20, 1, &k)
+	sub := NewOutbox(64<<10, 1, &k) // soft limit: 16 KiB
+	done := make(chan error, 1)
+	require.NoError(t, p.Subscribe(sub, NewJoin(1, func(err error) { done <- err })))
+	s.Wake()
+	require.NoError(t, <-done)
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		b, off := deliverBuf(t, "t", 200)
+		require.NoError(t, p.Publish(prod, 1, b, off))
+		s.Wake()
+		time.Sleep(2 * time.Millisecond)
+		// The writer hands everything to the socket, which takes some
+		// but keeps a backlog above the soft limit.
+		pend, slow := sub.Take()
+		require.False(t, slow)
+		sub.Done(pend, 20<<10)
+	}
+	require.Equal(t, 1, p.Subscribers(), "still subscribed after 5 timeouts of steady progress")
+	frames(t, prod)
 }

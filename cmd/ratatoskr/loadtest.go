@@ -10,20 +10,22 @@ import (
 
 type loadtestCmd struct {
 	serverFlag
-	Topic       string        `default:"loadtest" help:"Topic to use; created if missing."`
-	Partitions  int           `default:"1" help:"Partitions of the topic when it is created."`
-	Producers   int           `default:"1" help:"Producer connections; producer i publishes to partition i mod partitions."`
-	Subscribers int           `default:"1" help:"Subscriber connections; each receives every message."`
-	Size        int           `default:"128" help:"Payload bytes (at least 20)."`
-	Rate        int           `default:"0" help:"Messages per second over all producers; 0 publishes as fast as possible."`
-	Duration    time.Duration `default:"10s" help:"Run length, when --count is 0."`
-	Count       int           `default:"0" help:"Messages over all producers; 0 runs for --duration."`
-	BatchBytes  int           `default:"262144" help:"Producer batch size bound."`
-	Linger      time.Duration `default:"0s" help:"Producer linger (0: send whenever the connection is idle)."`
-	Drain       time.Duration `default:"10s" help:"Longest wait for deliveries after publishing ends."`
-	BrokerPID   int           `name:"broker-pid" help:"Broker process to sample for CPU use."`
-	HistFile    string        `name:"hist-file" help:"Write the latency distribution here (HdrHistogram percentile format)."`
-	JSON        bool          `name:"json" help:"Print the result as one JSON object on the last line of standard output."`
+	Topic             string        `default:"loadtest" help:"Topic to use; created if missing."`
+	Partitions        int           `default:"1" help:"Partitions of the topic when it is created."`
+	Producers         int           `default:"1" help:"Producer connections; producer i publishes to partition i mod partitions."`
+	Subscribers       int           `default:"1" help:"Subscriber connections; each receives every message."`
+	Size              int           `default:"128" help:"Payload bytes (at least 20)."`
+	Rate              int           `default:"0" help:"Messages per second over all producers; 0 publishes as fast as possible."`
+	Duration          time.Duration `default:"10s" help:"Run length, when --count is 0."`
+	Count             int           `default:"0" help:"Messages over all producers; 0 runs for --duration."`
+	BatchBytes        int           `default:"262144" help:"Producer batch size bound."`
+	Linger            time.Duration `default:"0s" help:"Producer linger (0: send whenever the connection is idle)."`
+	Drain             time.Duration `default:"10s" help:"Longest wait for deliveries after publishing ends."`
+	PaceQuantum       time.Duration `default:"20us" help:"Shortest sleep of a paced producer; messages due meanwhile go out as one burst."`
+	GoroutineDispatch bool          `help:"Run handlers on the subscription's goroutine instead of inline on the reader."`
+	BrokerPID         int           `name:"broker-pid" help:"Broker process to sample for CPU use."`
+	HistFile          string        `name:"hist-file" help:"Write the latency distribution here (HdrHistogram percentile format)."`
+	JSON              bool          `name:"json" help:"Print the result as one JSON object on the last line of standard output."`
 }
 
 // Run prints progress to stderr, then the summary (or JSON) to stdout. A
@@ -34,6 +36,7 @@ func (c *loadtestCmd) Run(ctx context.Context) error {
 		Server: c.Server, Topic: c.Topic, Partitions: c.Partitions, Producers: c.Producers,
 		Subscribers: c.Subscribers, Size: c.Size, Rate: c.Rate, Duration: c.Duration, Count: c.Count,
 		BatchBytes: c.BatchBytes, Linger: c.Linger, Drain: c.Drain, BrokerPID: c.BrokerPID, HistFile: c.HistFile,
+		PaceQuantum: c.PaceQuantum, GoroutineDispatch: c.GoroutineDispatch,
 	}
 	res, err := loadtest.Run(ctx, cfg, os.Stderr)
 	if res != nil {
