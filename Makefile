@@ -49,8 +49,12 @@ fuzz-short fuzz:
 		$(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s $$pkg || exit 1; \
 	done
 
+# Go benchmarks of every hot path, then the load-test matrix against a
+# broker it starts (one table; BENCH_DURATION per run).
+BENCH_DURATION ?= 5s
 bench: build
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 $(PKGS)
+	$(GO) run ./bench/matrix -bin $(BIN) -duration $(BENCH_DURATION)
 
 $(LINT):
 	GOBIN=$(CURDIR)/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(LINT_VER)

@@ -51,6 +51,7 @@ type session struct {
 	out        *shard.Outbox
 	handshaken bool
 	closed     bool
+	closing    bool         // a slow consumer being disconnected: nothing more is written
 	pub        *storage.Buf // a Publish being read, pubN bytes so far
 	pubN       int
 	subs       map[subKey]*subscription
@@ -456,7 +457,7 @@ func sendErrTo(out *shard.Outbox, corr uint32, err error) {
 
 // flush writes what the outbox holds. It runs on the transport's goroutine.
 func (s *session) flush() {
-	if s.closed {
+	if s.closed || s.closing {
 		return
 	}
 	p, slow := s.out.Take()
@@ -517,6 +518,7 @@ func (s *session) writeMerged(iov [][]byte) error {
 // slowConsumer disconnects a connection that fell behind its outbound
 // limit, after telling it why (best effort: its socket is full).
 func (s *session) slowConsumer() {
+	s.closing = true
 	s.e.slowConsumers.Add(1)
 	reason := "outbound bytes passed the limit of " + strconv.Itoa(s.e.cfg.MaxPendingBytes)
 	if s.out.SlowByTimeout() {

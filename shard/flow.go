@@ -96,6 +96,9 @@ func (s *Shard) underPressure(p *Partition) bool {
 			p.nsubs.Store(int32(len(p.subs)))
 			continue
 		}
+		if over {
+			sub.Refresh()
+		}
 		pressure = pressure || over
 		i++
 	}

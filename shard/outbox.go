@@ -130,7 +130,8 @@ func (o *Outbox) SendRef(b *storage.Buf, frame []byte, now int64) SendStatus {
 func (o *Outbox) soft() int { return o.limit / 4 }
 
 // Pressure reports whether the outbox is past its soft limit, and since
-// when (caller's clock).
+// when (shard clock). A period of pressure that began without a delivery
+// crossing the limit (the backlog grew as the socket stalled) starts now.
 func (o *Outbox) Pressure() (bool, int64) {
 	o.mu.Lock()
 	over := !o.dead && o.queued+int(o.backlog.Load()) > o.soft()
@@ -138,7 +139,14 @@ func (o *Outbox) Pressure() (bool, int64) {
 	if !over {
 		return false, 0
 	}
-	return true, o.overSince.Load()
+	since := o.overSince.Load()
+	if since == 0 {
+		since = clock()
+		if !o.overSince.CompareAndSwap(0, since) {
+			since = o.overSince.Load()
+		}
+	}
+	return true, since
 }
 
 // MarkSlow turns the outbox into a slow consumer that stayed behind too
@@ -186,6 +194,21 @@ func (o *Outbox) admit(n int) bool {
 func (o *Outbox) Kick() {
 	o.mu.Lock()
 	need := !o.scheduled && (o.queued > 0 || o.slow)
+	o.scheduled = o.scheduled || need
+	o.mu.Unlock()
+	if need {
+		o.flusher.ScheduleFlush()
+	}
+}
+
+// Refresh asks the writer to run even with nothing queued, so that it
+// reports the network layer's current backlog through Done. The network
+// layer drains its backlog on its own as the socket becomes writable, and
+// a shard deciding whether a subscriber is still behind needs that figure
+// fresh rather than as of the last write.
+func (o *Outbox) Refresh() {
+	o.mu.Lock()
+	need := !o.scheduled && !o.dead
 	o.scheduled = o.scheduled || need
 	o.mu.Unlock()
 	if need {

@@ -157,10 +157,12 @@ func (s *Shard) RunInline(owner any) {
 // release gives up the run token. An operation pushed while we held it was
 // seen by the pass, or its pusher failed to take the token after we took
 // it; it is then in the inbox now, and the goroutine is woken for it. The
-// goroutine is also woken when acks are held, to time their release.
+// goroutine is also woken when acks are held, to time their release, and
+// when Stop is waiting for it (its own wake-up may have found the token
+// taken).
 func (s *Shard) release() {
 	s.token.Store(false)
-	if s.inbox.Len() > 0 || s.stalled.Load() {
+	if s.inbox.Len() > 0 || s.stalled.Load() || s.stop.Load() {
 		s.wake()
 	}
 }

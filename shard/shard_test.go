@@ -299,3 +299,46 @@ func TestBusySubscriberIsNotTimedOut(t *testing.T) {
 	require.Equal(t, 1, p.Subscribers(), "still subscribed after 5 timeouts of steady progress")
 	frames(t, prod)
 }
+
+// TestPressureWithoutCrossingStartsNow: an outbox found over its soft limit
+// through its backlog alone is not treated as over since the clock's epoch.
+func TestPressureWithoutCrossingStartsNow(t *testing.T) {
+	var k kicks
+	o := NewOutbox(4000, 1, &k)
+	p, _ := o.Take()
+	o.Done(p, 2000) // the socket holds 2000 bytes: past the 1000-byte soft limit
+	over, since := o.Pressure()
+	require.True(t, over)
+	require.InDelta(t, float64(clock()), float64(since), float64(time.Second))
+}
+
+// TestStopWhileRunningInline: Stop returns even when an event loop holds
+// the run token at the moment the shard goroutine is told to stop.
+func TestStopWhileRunningInline(t *testing.T) {
+	for range 200 {
+		s := New(Config{Shards: 1})
+		s.Start()
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					s.RunInline("loop")
+				}
+			}
+		}()
+		finished := make(chan struct{})
+		go func() { s.Stop(); close(finished) }()
+		select {
+		case <-finished:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Stop hung while another thread ran the shard inline")
+		}
+		close(stop)
+		<-done
+	}
+}

@@ -1,0 +1,174 @@
+// Command matrix runs the load-test matrix behind `make bench`: it starts
+// `ratatoskr serve` on a free loopback port, runs `ratatoskr loadtest` for
+// each scenario against it, and prints one table with the issue targets
+// beside the measured figures and the CPU both sides used.
+//
+//	go run ./bench/matrix -bin bin/ratatoskr [-duration 5s] [-markdown]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+type scenario struct {
+	name   string
+	args   []string
+	target string
+	figure func(r result) string
+}
+
+type result struct {
+	PublishRate float64 `json:"publish_rate"`
+	DeliverRate float64 `json:"deliver_rate"`
+	Lost        uint64  `json:"lost"`
+	ToolCPU     float64 `json:"tool_cpu"`
+	BrokerCPU   float64 `json:"broker_cpu"`
+	LatencyUS   struct {
+		P50, P90, P99, P999 float64
+	} `json:"latency_us"`
+}
+
+func (r *result) UnmarshalJSON(b []byte) error {
+	type plain result
+	var aux struct {
+		plain
+		Lat map[string]float64 `json:"latency_us"`
+	}
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	*r = result(aux.plain)
+	r.LatencyUS.P50, r.LatencyUS.P90 = aux.Lat["p50"], aux.Lat["p90"]
+	r.LatencyUS.P99, r.LatencyUS.P999 = aux.Lat["p99"], aux.Lat["p999"]
+	return nil
+}
+
+func rate(v float64) string { return fmt.Sprintf("%.2fM msg/s", v/1e6) }
+
+func scenarios() []scenario {
+	lat := func(r result) string {
+		l := r.LatencyUS
+		return fmt.Sprintf("%.0f / %.0f / %.0f / %.0f µs", l.P50, l.P90, l.P99, l.P999)
+	}
+	return []scenario{
+		{"publish-only, 1 producer", []string{"--subscribers", "0"}, "≥ 10M msg/s", func(r result) string { return rate(r.PublishRate) }},
+		{"publish-only, 2 producers", []string{"--subscribers", "0", "--producers", "2", "--partitions", "2"}, "≥ 10M msg/s", func(r result) string { return rate(r.PublishRate) }},
+		{"1 → 1 delivered", []string{"--subscribers", "1"}, "≥ 5M msg/s", func(r result) string { return rate(r.DeliverRate) }},
+		{"1 → 4 deliveries", []string{"--subscribers", "4"}, "≥ 10M msg/s", func(r result) string { return rate(r.DeliverRate) }},
+		{"1 → 1 at 10k msg/s, p50/p90/p99/p99.9", []string{"--rate", "10000"}, "p99 ≤ 60 µs", lat},
+		{"1 → 1 at 100k msg/s, p50/p90/p99/p99.9", []string{"--rate", "100000"}, "≤ 50 / - / 100 / 500 µs", lat},
+		{"1 → 1 at 500k msg/s, p50/p90/p99/p99.9", []string{"--rate", "500000"}, "p99 ≤ 300 µs, p99.9 ≤ 1 ms", lat},
+	}
+}
+
+func main() {
+	bin := flag.String("bin", "bin/ratatoskr", "ratatoskr binary")
+	duration := flag.Duration("duration", 5*time.Second, "length of each run")
+	markdown := flag.Bool("markdown", false, "print a Markdown table")
+	flag.Parse()
+	if err := run(*bin, *duration, *markdown); err != nil {
+		fmt.Fprintln(os.Stderr, "matrix:", err)
+		os.Exit(1)
+	}
+}
+
+func run(bin string, duration time.Duration, markdown bool) error {
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "ratatoskr-matrix")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	serve := exec.Command(bin, "serve", "--addr", addr, "--http-addr", "", "--data", dir, "--log-level", "warn")
+	serve.Stderr = os.Stderr
+	if err := serve.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		_ = serve.Process.Signal(os.Interrupt)
+		_ = serve.Wait()
+	}()
+	if err := waitListening(addr); err != nil {
+		return err
+	}
+	var rows [][]string
+	for i, sc := range scenarios() {
+		fmt.Fprintf(os.Stderr, "running %s...\n", sc.name)
+		args := append([]string{"loadtest", "--server", addr, "--duration", duration.String(), "--json",
+			"--topic", "matrix-" + strconv.Itoa(i), "--broker-pid", strconv.Itoa(serve.Process.Pid)}, sc.args...)
+		r, err := loadtest(bin, args)
+		if err != nil {
+			rows = append(rows, []string{sc.name, sc.target, "error: " + err.Error(), "", ""})
+			continue
+		}
+		rows = append(rows, []string{sc.name, sc.target, sc.figure(r), strconv.FormatUint(r.Lost, 10),
+			fmt.Sprintf("%.2f / %.2f", r.ToolCPU, r.BrokerCPU)})
+	}
+	return printTable(rows, markdown)
+}
+
+// loadtest runs one scenario and parses the JSON on its last line.
+func loadtest(bin string, args []string) (result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).Output()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	var r result
+	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &r); jerr != nil {
+		return r, errors.Join(err, jerr)
+	}
+	return r, err
+}
+
+func printTable(rows [][]string, markdown bool) error {
+	head := []string{"scenario (128 B payloads)", "target", "measured", "lost", "CPU tool / broker"}
+	if markdown {
+		fmt.Println("| " + strings.Join(head, " | ") + " |")
+		fmt.Println("|" + strings.Repeat("---|", len(head)))
+		for _, r := range rows {
+			fmt.Println("| " + strings.Join(r, " | ") + " |")
+		}
+		return nil
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	_, _ = fmt.Fprintln(w, strings.Join(head, "\t"))
+	for _, r := range rows {
+		_, _ = fmt.Fprintln(w, strings.Join(r, "\t"))
+	}
+	return w.Flush()
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String(), nil
+}
+
+func waitListening(addr string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			_ = c.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("broker did not listen on %s", addr)
+}
