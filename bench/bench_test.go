@@ -60,7 +60,7 @@ func benchShard(b *testing.B, subs int) {
 	s := shard.New(shard.Config{Shards: 1})
 	s.Start()
 	defer s.Stop()
-	p := shard.NewPartition("bench", 0, s)
+	p := shard.NewPartition("bench", 0, s, storage.NewMemLog(64<<20), shard.SyncPolicy{Mode: shard.SyncNever})
 	prod := newDrained(1 << 30)
 	for range subs {
 		d := newDrained(1 << 30)

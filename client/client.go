@@ -58,7 +58,8 @@ type Client struct {
 	pmu      sync.Mutex
 	inflight map[uint32]*batch
 	calls    map[uint32]chan response
-	unacked  atomic.Int64 // bytes reserved by publishes not yet acked
+	subCalls map[uint32]*Subscription // Subscribe calls in flight
+	unacked  atomic.Int64             // bytes reserved by publishes not yet acked
 	space    chan struct{}
 	waiting  atomic.Int32 // goroutines waiting for space
 	asyncErr error        // first async publish error since the last Flush
@@ -101,7 +102,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	}
 	c := &Client{
 		opts: o, conn: conn, open: map[batchKey]*batch{}, wake: make(chan struct{}, 1),
-		inflight: map[uint32]*batch{}, calls: map[uint32]chan response{}, space: make(chan struct{}),
+		inflight: map[uint32]*batch{}, calls: map[uint32]chan response{}, subCalls: map[uint32]*Subscription{}, space: make(chan struct{}),
 		subs: map[string][]*Subscription{}, meta: map[string]int{}, closing: make(chan struct{}),
 	}
 	if err := c.handshake(ctx); err != nil {
@@ -259,6 +260,12 @@ func (c *Client) signalWriter() {
 
 // call sends a request frame and waits for its response.
 func (c *Client) call(ctx context.Context, t wire.Type, flags uint8, body []byte) (response, error) {
+	return c.callWith(ctx, t, flags, body, nil)
+}
+
+// callWith is call for a Subscribe: sub, when not nil, gets the
+// SubscribeOK on the reader before any of its deliveries are dispatched.
+func (c *Client) callWith(ctx context.Context, t wire.Type, flags uint8, body []byte, sub *Subscription) (response, error) {
 	corr := c.nextCorr()
 	ch := make(chan response, 1)
 	c.pmu.Lock()
@@ -267,6 +274,9 @@ func (c *Client) call(ctx context.Context, t wire.Type, flags uint8, body []byte
 		return response{}, c.stopped()
 	}
 	c.calls[corr] = ch
+	if sub != nil {
+		c.subCalls[corr] = sub
+	}
 	c.pmu.Unlock()
 	frame := append(wire.AppendHeader(make([]byte, 0, wire.HeaderSize+len(body)), t, flags, corr, len(body)), body...)
 	c.wmu.Lock()
@@ -286,6 +296,7 @@ func (c *Client) call(ctx context.Context, t wire.Type, flags uint8, body []byte
 	case <-ctx.Done():
 		c.pmu.Lock()
 		delete(c.calls, corr)
+		delete(c.subCalls, corr)
 		c.pmu.Unlock()
 		return response{}, ctx.Err()
 	}
@@ -437,7 +448,12 @@ func (c *Client) respond(corr uint32, r response) {
 	c.pmu.Lock()
 	ch, ok := c.calls[corr]
 	delete(c.calls, corr)
+	sub := c.subCalls[corr]
+	delete(c.subCalls, corr)
 	c.pmu.Unlock()
+	if sub != nil && r.typ == wire.TypeSubscribeOK {
+		sub.setStarts(r.body)
+	}
 	if ok {
 		ch <- r
 	}
@@ -450,7 +466,19 @@ func (c *Client) respond(corr uint32, r response) {
 type TopicConfig struct {
 	Partitions     int
 	MaxSubscribers int
+	// Storage is "disk" (a durable log) or "memory".
+	Storage string
+	// Fsync is "always" (ack after fsync), "interval=DURATION" or "never".
+	Fsync string
+	// Retention keeps messages this long; zero takes the broker's default.
+	// Use KeepForever to keep them until deleted by size.
+	Retention time.Duration
+	// RetentionBytes bounds each partition's log; zero means no bound.
+	RetentionBytes int64
 }
+
+// KeepForever as TopicConfig.Retention disables retention by age.
+const KeepForever time.Duration = -1
 
 // TopicSummary is one entry of ListTopics.
 type TopicSummary struct {
@@ -461,9 +489,12 @@ type TopicSummary struct {
 // PartitionInfo describes one partition.
 type PartitionInfo struct {
 	ID          int
-	StartOffset int64
-	EndOffset   int64
+	StartOffset int64 // first offset the log holds
+	EndOffset   int64 // offset the next message gets
 	Subscribers int
+	Bytes       int64 // size of the log
+	Segments    int
+	Corrupt     int // ranges found corrupt (reported, not removed)
 }
 
 // TopicInfo describes a topic.
@@ -473,15 +504,36 @@ type TopicInfo struct {
 	Partitions []PartitionInfo
 }
 
+func (cfg TopicConfig) kvs() []wire.KV {
+	var kvs []wire.KV
+	add := func(k, v string) { kvs = append(kvs, wire.KV{Key: k, Value: v}) }
+	if cfg.MaxSubscribers > 0 {
+		add("max-subscribers", strconv.Itoa(cfg.MaxSubscribers))
+	}
+	if cfg.Storage != "" {
+		add("storage", cfg.Storage)
+	}
+	if cfg.Fsync != "" {
+		add("fsync", cfg.Fsync)
+	}
+	switch {
+	case cfg.Retention == KeepForever:
+		add("retention", "0s")
+	case cfg.Retention > 0:
+		add("retention", cfg.Retention.String())
+	}
+	if cfg.RetentionBytes > 0 {
+		add("retention-bytes", strconv.FormatInt(cfg.RetentionBytes, 10))
+	}
+	return kvs
+}
+
 // CreateTopic creates a topic; ErrTopicExists if it exists.
 func (c *Client) CreateTopic(ctx context.Context, name string, cfg TopicConfig) error {
 	if cfg.Partitions < 0 || cfg.MaxSubscribers < 0 {
 		return wire.Errorf(wire.CodeInvalidArgument, "partitions and max subscribers must not be negative")
 	}
-	req := wire.CreateTopic{Name: name, Partitions: uint32(cfg.Partitions)}
-	if cfg.MaxSubscribers > 0 {
-		req.Config = append(req.Config, wire.KV{Key: "max-subscribers", Value: strconv.Itoa(cfg.MaxSubscribers)})
-	}
+	req := wire.CreateTopic{Name: name, Partitions: uint32(cfg.Partitions), Config: cfg.kvs()}
 	r, err := c.call(ctx, wire.TypeCreateTopic, 0, req.Append(nil))
 	if err != nil {
 		return err
@@ -542,7 +594,8 @@ func (c *Client) describe(ctx context.Context, name string, flags uint8) (TopicI
 	}
 	for i, p := range wi.Partitions {
 		info.Partitions[i] = PartitionInfo{ID: int(p.ID), StartOffset: p.StartOffset,
-			EndOffset: p.EndOffset, Subscribers: int(p.Subscribers)}
+			EndOffset: p.EndOffset, Subscribers: int(p.Subscribers), Bytes: p.Bytes,
+			Segments: int(p.Segments), Corrupt: int(p.Corrupt)}
 	}
 	c.mmu.Lock()
 	c.meta[name] = len(info.Partitions)

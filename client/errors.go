@@ -35,6 +35,9 @@ var (
 	ErrAlreadySubscribed  = wire.ErrAlreadySubscribed
 	ErrShuttingDown       = wire.ErrShuttingDown
 	ErrUnsupportedVersion = wire.ErrUnsupportedVersion
+	ErrStorageFull        = wire.ErrStorageFull
+	ErrStorageError       = wire.ErrStorageError
+	ErrOffsetOutOfRange   = wire.ErrOffsetOutOfRange
 )
 
 // IsRetryable reports whether an operation that failed with err may succeed

@@ -2,7 +2,10 @@ package client
 
 import (
 	"log/slog"
+	"strconv"
 	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
 // Option configures a Client at Dial.
@@ -95,6 +98,50 @@ type SubscribeOption func(*subOptions)
 type subOptions struct {
 	partition int32
 	inline    bool
+	start     Position
+}
+
+// StartAt makes a subscription start at a position in the log: it replays
+// what the log holds from there, then follows the live tail with no gap
+// and no duplicate. The default is Latest: only what is published from now
+// on.
+func StartAt(p Position) SubscribeOption {
+	return func(o *subOptions) { o.start = p }
+}
+
+// Position is a place in a partition's log.
+type Position struct {
+	kind  wire.StartKind
+	value int64
+}
+
+// Positions.
+var (
+	// Latest is the live tail: what is published from now on.
+	Latest = Position{kind: wire.StartLatest}
+	// Earliest is the first message the log still holds.
+	Earliest = Position{kind: wire.StartEarliest}
+)
+
+// AtOffset is a position at an offset.
+func AtOffset(offset int64) Position { return Position{kind: wire.StartOffset, value: offset} }
+
+// AtTime is the first message with a timestamp at or after t.
+func AtTime(t time.Time) Position { return Position{kind: wire.StartTime, value: t.UnixNano()} }
+
+func (p Position) wire() wire.Start { return wire.Start{Kind: p.kind, Value: p.value} }
+
+// String describes the position.
+func (p Position) String() string {
+	switch p.kind {
+	case wire.StartEarliest:
+		return "earliest"
+	case wire.StartOffset:
+		return "offset " + strconv.FormatInt(p.value, 10)
+	case wire.StartTime:
+		return time.Unix(0, p.value).UTC().Format(time.RFC3339Nano)
+	}
+	return "latest"
 }
 
 // DispatchInline runs the handler on the connection's reader goroutine as

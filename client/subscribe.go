@@ -61,6 +61,11 @@ type Subscription struct {
 	partition int32
 	handler   func(*Delivery)
 	inline    *Delivery // set for DispatchInline: the reader's reused Delivery
+	start     Position
+	// starts holds, per partition, the offset a replay starts at; records
+	// below it in the first batch are skipped. Written by the reader before
+	// the first delivery, read by whoever dispatches.
+	starts map[int32]int64
 
 	queue   chan *bytebufferpool.ByteBuffer
 	space   chan struct{} // signalled by run after each chunk
@@ -109,10 +114,14 @@ func (c *Client) newSubscription(topic string, opts []SubscribeOption) *Subscrip
 	for _, f := range opts {
 		f(&o)
 	}
-	return &Subscription{c: c, topic: topic, partition: o.partition,
+	s := &Subscription{c: c, topic: topic, partition: o.partition, start: o.start,
 		queue: make(chan *bytebufferpool.ByteBuffer, subQueueLen), space: make(chan struct{}, 1),
 		limit: int64(c.opts.subPendingBytes),
 		stop:  make(chan struct{}), done: make(chan struct{})}
+	if o.inline {
+		s.inline = &Delivery{Topic: topic}
+	}
+	return s
 }
 
 // startSubscription registers s, asks the broker when it is the first local
@@ -127,8 +136,8 @@ func (c *Client) startSubscription(ctx context.Context, s *Subscription) error {
 	topic := s.topic
 	first := c.addSub(s)
 	if first {
-		body := (&wire.Subscribe{Topic: topic, Partition: s.partition}).Append(nil)
-		r, err := c.call(ctx, wire.TypeSubscribe, 0, body)
+		body := (&wire.Subscribe{Topic: topic, Partition: s.partition, Start: s.start.wire()}).Append(nil)
+		r, err := c.callWith(ctx, wire.TypeSubscribe, 0, body, s)
 		if err == nil {
 			err = expect(r, wire.TypeSubscribeOK)
 		}
@@ -136,9 +145,30 @@ func (c *Client) startSubscription(ctx context.Context, s *Subscription) error {
 			c.removeSub(s)
 			return err
 		}
+	} else if s.start != Latest {
+		c.removeSub(s)
+		return fmt.Errorf("%w: this client already subscribes to %s; a second subscription from a start position needs a client of its own",
+			ErrAlreadySubscribed, topic)
 	}
 	go s.run()
 	return nil
+}
+
+// setStarts records where each partition's deliveries start, from the
+// broker's SubscribeOK; the reader calls it before any delivery of the
+// subscription is dispatched.
+func (s *Subscription) setStarts(body []byte) {
+	ok, err := wire.DecodeSubscribeOK(body)
+	if err != nil {
+		return
+	}
+	starts := make(map[int32]int64, len(ok.Starts))
+	for _, st := range ok.Starts {
+		if st.Offset >= 0 {
+			starts[st.Partition] = st.Offset
+		}
+	}
+	s.starts = starts
 }
 
 // SubscribeChan is Subscribe with deliveries sent, as copies, to a channel
@@ -396,7 +426,16 @@ func (s *Subscription) dispatchBatch(d *Delivery, batch wire.Batch) {
 	}
 	it := batch.Records()
 	var r wire.Record
+	skipBelow := int64(-1)
+	if s.starts != nil {
+		if st, ok := s.starts[d.Partition]; ok && batch.BaseOffset() < st {
+			skipBelow = st
+		}
+	}
 	for it.Next(&r) {
+		if r.Offset < skipBelow {
+			continue
+		}
 		d.Offset, d.Key, d.Value = r.Offset, r.Key, r.Value
 		d.Timestamp = time.Unix(0, r.Timestamp)
 		d.Headers = d.Headers[:0]

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -54,6 +55,33 @@ type Config struct {
 	DefaultPartitions int
 	// MaxPartitions bounds the partition count of one topic.
 	MaxPartitions int
+	// DefaultStorage is the storage of topics created without one: "disk"
+	// (a durable log) or "memory" (kept in memory, lost on restart).
+	DefaultStorage string
+	// DefaultFsync is the fsync policy of durable topics created without
+	// one: "always" (ack after fsync, with group commit), "interval=D", or
+	// "never".
+	DefaultFsync string
+	// DefaultRetention is how long topics keep messages unless configured
+	// otherwise (the seed's one hour); 0 keeps them forever.
+	DefaultRetention time.Duration
+	// DefaultRetentionBytes bounds each partition's log; 0 means no bound.
+	DefaultRetentionBytes int64
+	// MemoryTopicBytes bounds each partition of a memory topic.
+	MemoryTopicBytes int64
+	// SegmentBytes is the size at which a partition's active segment rolls.
+	SegmentBytes int64
+	// SegmentAge rolls a segment once it is this old, so age retention
+	// can delete it.
+	SegmentAge time.Duration
+	// CacheBytes sizes the read cache of log blocks shared by all
+	// partitions; 0 disables it.
+	CacheBytes int64
+	// RetentionInterval is how often shards apply retention.
+	RetentionInterval time.Duration
+	// FS is the file system the logs live on; nil means the OS. Tests set
+	// an in-memory or fault-injecting one.
+	FS vfs.FS
 	// ShutdownTimeout bounds how long Shutdown waits for in-flight frames
 	// to be written before it closes connections anyway.
 	ShutdownTimeout time.Duration
@@ -84,6 +112,14 @@ func DefaultConfig() Config {
 		AutoCreateTopics:    true,
 		DefaultPartitions:   1,
 		MaxPartitions:       1024,
+		DefaultStorage:      "disk",
+		DefaultFsync:        "always",
+		DefaultRetention:    time.Hour,
+		MemoryTopicBytes:    64 << 20,
+		SegmentBytes:        128 << 20,
+		SegmentAge:          time.Hour,
+		CacheBytes:          256 << 20,
+		RetentionInterval:   5 * time.Second,
 		ShutdownTimeout:     10 * time.Second,
 	}
 }
@@ -133,6 +169,33 @@ func (c *Config) Validate() error {
 	}
 	if c.DefaultPartitions < 1 || c.DefaultPartitions > c.MaxPartitions {
 		bad("DefaultPartitions", c.DefaultPartitions, "must be 1..MaxPartitions")
+	}
+	if c.DefaultStorage != "disk" && c.DefaultStorage != "memory" {
+		bad("DefaultStorage", c.DefaultStorage, `must be "disk" or "memory"`)
+	}
+	if _, err := ParseFsync(c.DefaultFsync); err != nil {
+		bad("DefaultFsync", c.DefaultFsync, err.Error())
+	}
+	if c.DefaultRetention < 0 || c.DefaultRetentionBytes < 0 {
+		bad("DefaultRetention", c.DefaultRetention, "retention must not be negative")
+	}
+	if c.MemoryTopicBytes < 1<<20 {
+		bad("MemoryTopicBytes", c.MemoryTopicBytes, "must be at least 1 MiB")
+	}
+	if c.SegmentBytes < 1<<20 || c.SegmentBytes > 1<<32-1 {
+		bad("SegmentBytes", c.SegmentBytes, "must be 1 MiB..4 GiB")
+	}
+	if c.SegmentBytes < int64(c.MaxFrameBytes) {
+		bad("SegmentBytes", c.SegmentBytes, "must be at least MaxFrameBytes")
+	}
+	if c.SegmentAge <= 0 || c.RetentionInterval <= 0 {
+		bad("SegmentAge", c.SegmentAge, "segment age and retention interval must be positive")
+	}
+	if c.CacheBytes < 0 {
+		bad("CacheBytes", c.CacheBytes, "must not be negative")
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default()
 	}
 	if c.ShutdownTimeout < 0 {
 		bad("ShutdownTimeout", c.ShutdownTimeout, "must not be negative")

@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -29,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -42,6 +42,7 @@ type Engine struct {
 	log    *slog.Logger
 	shards []*shard.Shard
 	topics *registry
+	cache  *storage.BlockCache
 
 	gnetEng  gnet.Engine
 	addr     net.Addr
@@ -68,23 +69,36 @@ func New(cfg Config) (*Engine, error) {
 	e.shards = make([]*shard.Shard, cfg.Shards)
 	for i := range e.shards {
 		e.shards[i] = shard.New(shard.Config{ID: i, Shards: cfg.Shards, Pin: cfg.PinShards, Logger: cfg.Logger,
-			MaxAckDelay: cfg.MaxAckDelay, SlowConsumerTimeout: cfg.SlowConsumerTimeout})
+			MaxAckDelay: cfg.MaxAckDelay, SlowConsumerTimeout: cfg.SlowConsumerTimeout,
+			RetentionInterval: cfg.RetentionInterval})
 	}
-	e.topics = newRegistry(&e.cfg, e.shards)
+	cache, err := storage.NewBlockCache(cfg.CacheBytes)
+	if err != nil {
+		return nil, fmt.Errorf("engine: read cache: %w", err)
+	}
+	e.cache = cache
+	e.topics = newRegistry(&e.cfg, e.shards, cache)
 	return e, nil
 }
 
 // Start starts the shards, the native listener and the HTTP server, and
 // returns once they accept connections.
 func (e *Engine) Start(ctx context.Context) error {
-	if err := os.MkdirAll(e.cfg.DataDir, 0o755); err != nil {
+	if err := storage.MkdirDurable(e.cfg.FS, e.cfg.DataDir, 1); err != nil {
 		return fmt.Errorf("engine: data directory: %w", err)
 	}
 	for _, s := range e.shards {
 		s.Start()
 	}
+	start := time.Now()
+	if err := e.topics.load(); err != nil {
+		e.stopShards()
+		return fmt.Errorf("engine: recovery: %w", err)
+	}
+	e.log.Info("recovered topics", "topics", e.topics.count(), "took", time.Since(start).Round(time.Millisecond))
 	if err := e.startHTTP(); err != nil {
 		e.stopShards()
+		_ = e.topics.closeAll()
 		return err
 	}
 	go func() {
@@ -106,6 +120,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	case err := <-e.booted:
 		if err != nil {
 			e.stopShards()
+			_ = e.topics.closeAll()
 			e.stopHTTP(ctx)
 			return fmt.Errorf("engine: listen %s: %w", e.cfg.Addr, err)
 		}
@@ -152,6 +167,11 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		err = <-e.stopped
 	}
 	e.stopHTTP(ctx)
+	if cerr := e.topics.closeAll(); cerr != nil {
+		e.log.Error("closing logs", "err", cerr)
+		err = errors.Join(err, cerr)
+	}
+	e.cache.Close()
 	e.log.Info("ratatoskr stopped")
 	return err
 }

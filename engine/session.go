@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
@@ -33,8 +34,9 @@ type transport interface {
 
 // subscription is one Subscribe a connection made.
 type subscription struct {
-	topic *Topic
-	parts []*shard.Partition
+	topic  *Topic
+	parts  []*shard.Partition
+	cancel *atomic.Bool // stops its replays, if any
 }
 
 type subKey struct {
@@ -153,6 +155,8 @@ func (s *session) dispatch(f wire.Frame) error {
 		return s.subscribe(f)
 	case wire.TypeUnsubscribe:
 		return s.unsubscribe(f)
+	case wire.TypeFetch:
+		return s.fetch(f)
 	case wire.TypeHello:
 		s.sendErr(f.Corr, wire.Errorf(wire.CodeMalformed, "second Hello on a connection"))
 		return errClose
@@ -322,14 +326,16 @@ func (s *session) describeTopic(f wire.Frame) error {
 func describe(t *Topic) wire.TopicInfo {
 	info := wire.TopicInfo{Name: t.Name, Config: t.Config.KVs(), Partitions: make([]wire.PartitionInfo, len(t.Parts))}
 	for i, p := range t.Parts {
-		info.Partitions[i] = wire.PartitionInfo{ID: uint32(i), StartOffset: p.EndOffset(),
-			EndOffset: p.EndOffset(), Subscribers: uint32(p.Subscribers())}
+		st := p.Log.Stats()
+		info.Partitions[i] = wire.PartitionInfo{ID: uint32(i), StartOffset: st.Start, EndOffset: st.End,
+			Subscribers: uint32(p.Subscribers()), Bytes: st.Bytes, Segments: uint32(st.Segments),
+			Corrupt: uint32(len(st.Corrupt))}
 	}
 	return info
 }
 
 func (s *session) subscribe(f wire.Frame) error {
-	name, part, err := wire.DecodeSubscribe(f.Body)
+	name, part, start, err := wire.DecodeSubscribe(f.Body)
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
@@ -340,17 +346,25 @@ func (s *session) subscribe(f wire.Frame) error {
 	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	sub := &subscription{topic: t, parts: t.Parts}
+	sub := &subscription{topic: t, parts: t.Parts, cancel: new(atomic.Bool)}
 	if part != wire.PartitionAny {
 		sub.parts = t.Parts[part : part+1]
 	}
+	if start.Kind != wire.StartLatest {
+		return s.subscribeFrom(f.Corr, t, part, sub, start)
+	}
 	s.subs[subKey{t, part}] = sub
-	corr, out, n := f.Corr, s.out, uint32(len(t.Parts))
+	corr, out := f.Corr, s.out
+	ok := wire.SubscribeOK{Partitions: uint32(len(t.Parts))}
+	for _, p := range sub.parts {
+		ok.Starts = append(ok.Starts, wire.PartitionStart{Partition: p.ID, Offset: -1})
+	}
 	j := shard.NewJoin(len(sub.parts), func(err error) {
 		if err != nil {
 			sendErrTo(out, corr, err)
 		} else {
-			out.SendCopy(wire.AppendSubscribeOK(wire.AppendHeader(nil, wire.TypeSubscribeOK, 0, corr, 4), n))
+			body := ok.Append(nil)
+			out.SendCopy(append(wire.AppendHeader(nil, wire.TypeSubscribeOK, 0, corr, len(body)), body...))
 		}
 		out.Kick()
 	})
@@ -360,6 +374,46 @@ func (s *session) subscribe(f wire.Frame) error {
 			return s.refuse(f.Corr, errShuttingDown)
 		}
 	}
+	return nil
+}
+
+// subscribeFrom starts a subscription that replays each partition's log
+// from start and then follows the live tail. It answers with the offset
+// each partition starts at; records below it in the first delivered batch
+// are for the client to skip.
+func (s *session) subscribeFrom(corr uint32, t *Topic, part int32, sub *subscription, start wire.Start) error {
+	ok := wire.SubscribeOK{Partitions: uint32(len(t.Parts))}
+	for _, p := range sub.parts {
+		off, err := resolveStart(p, start)
+		if err != nil {
+			t.subscriptions.Add(-1)
+			return s.refuse(corr, err)
+		}
+		ok.Starts = append(ok.Starts, wire.PartitionStart{Partition: p.ID, Offset: off})
+	}
+	s.subs[subKey{t, part}] = sub
+	s.sendFrame(wire.TypeSubscribeOK, corr, ok.Append(s.scratch[:0]))
+	for i, p := range sub.parts {
+		go s.e.replay(s.out, p, ok.Starts[i].Offset, sub.cancel)
+	}
+	return nil
+}
+
+// fetch answers a pull Fetch on a reader goroutine.
+func (s *session) fetch(f wire.Frame) error {
+	req, err := wire.DecodeFetch(f.Body)
+	if err != nil {
+		return s.malformed(f.Corr, err)
+	}
+	t := s.e.topics.get([]byte(req.Topic))
+	if t == nil {
+		return s.refuse(f.Corr, wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(req.Topic)))
+	}
+	p, err := t.partition(req.Partition)
+	if err != nil {
+		return s.refuse(f.Corr, err)
+	}
+	go s.e.fetch(s.out, f.Corr, p, req)
 	return nil
 }
 
@@ -384,7 +438,7 @@ func (s *session) checkNewSubscription(t *Topic, part int32) error {
 }
 
 func (s *session) unsubscribe(f wire.Frame) error {
-	name, part, err := wire.DecodeSubscribe(f.Body)
+	name, part, _, err := wire.DecodeSubscribe(f.Body)
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
@@ -404,6 +458,7 @@ func (s *session) unsubscribe(f wire.Frame) error {
 		return s.refuse(f.Corr, wire.Errorf(wire.CodeNotSubscribed, "no subscription to "+strconv.Quote(string(name))))
 	}
 	delete(s.subs, key)
+	sub.cancel.Store(true)
 	sub.topic.subscriptions.Add(-1)
 	corr, out := f.Corr, s.out
 	j := shard.NewJoin(len(sub.parts), func(error) {
@@ -543,6 +598,7 @@ func (s *session) onClose() {
 		s.pub = nil
 	}
 	for k, sub := range s.subs {
+		sub.cancel.Store(true)
 		sub.topic.subscriptions.Add(-1)
 		for _, p := range sub.parts {
 			p.Forget(s.out)

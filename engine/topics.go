@@ -1,31 +1,69 @@
 package engine
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
 	"hash/fnv"
+	"io/fs"
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
 // Topic config keys accepted by CreateTopic.
 const (
 	ConfigMaxSubscribers = "max-subscribers"
+	ConfigStorage        = "storage"         // disk | memory
+	ConfigFsync          = "fsync"           // always | interval=DURATION | never
+	ConfigRetention      = "retention"       // a duration; 0 keeps forever
+	ConfigRetentionBytes = "retention-bytes" // bytes per partition; 0 means no bound
 )
 
 // TopicConfig is a topic's per-topic settings.
 type TopicConfig struct {
 	Partitions     int
 	MaxSubscribers int
+	Storage        string // "disk" or "memory"
+	Fsync          shard.SyncPolicy
+	Retention      time.Duration
+	RetentionBytes int64
 }
 
 // KVs renders the config as the protocol's key/value list.
 func (tc TopicConfig) KVs() []wire.KV {
-	return []wire.KV{{Key: ConfigMaxSubscribers, Value: strconv.Itoa(tc.MaxSubscribers)}}
+	return []wire.KV{
+		{Key: ConfigMaxSubscribers, Value: strconv.Itoa(tc.MaxSubscribers)},
+		{Key: ConfigStorage, Value: tc.Storage},
+		{Key: ConfigFsync, Value: tc.Fsync.String()},
+		{Key: ConfigRetention, Value: tc.Retention.String()},
+		{Key: ConfigRetentionBytes, Value: strconv.FormatInt(tc.RetentionBytes, 10)},
+	}
+}
+
+// ParseFsync parses an fsync policy: always, never, or interval=DURATION.
+func ParseFsync(s string) (shard.SyncPolicy, error) {
+	switch {
+	case s == "always":
+		return shard.SyncPolicy{Mode: shard.SyncAlways}, nil
+	case s == "never":
+		return shard.SyncPolicy{Mode: shard.SyncNever}, nil
+	case strings.HasPrefix(s, "interval="):
+		d, err := time.ParseDuration(strings.TrimPrefix(s, "interval="))
+		if err != nil || d < time.Millisecond {
+			return shard.SyncPolicy{}, errors.New("interval must be a duration of at least 1ms, such as interval=100ms")
+		}
+		return shard.SyncPolicy{Mode: shard.SyncInterval, Interval: d}, nil
+	}
+	return shard.SyncPolicy{}, errors.New(`must be "always", "never" or "interval=DURATION"`)
 }
 
 // Topic is a topic's metadata and its partitions. The fields are immutable
@@ -45,6 +83,10 @@ func (t *Topic) pickPartition(p int32) (*shard.Partition, error) {
 	if p == wire.PartitionAny {
 		return t.Parts[int(t.rr.Add(1)-1)%len(t.Parts)], nil
 	}
+	return t.partition(p)
+}
+
+func (t *Topic) partition(p int32) (*shard.Partition, error) {
 	if p < 0 || int(p) >= len(t.Parts) {
 		return nil, wire.Errorf(wire.CodeUnknownPartition,
 			"partition "+strconv.Itoa(int(p))+" of topic "+t.Name+" with "+strconv.Itoa(len(t.Parts))+" partitions")
@@ -53,16 +95,18 @@ func (t *Topic) pickPartition(p int32) (*shard.Partition, error) {
 }
 
 // registry holds the topics. Lookups, on every publish, read an immutable
-// snapshot map with one atomic load; changes copy the map under mu.
+// snapshot map with one atomic load; changes copy the map under mu and
+// are written to the metadata file before they take effect.
 type registry struct {
 	mu     sync.Mutex
 	snap   atomic.Pointer[map[string]*Topic]
 	shards []*shard.Shard
 	cfg    *Config
+	cache  *storage.BlockCache
 }
 
-func newRegistry(cfg *Config, shards []*shard.Shard) *registry {
-	r := &registry{cfg: cfg, shards: shards}
+func newRegistry(cfg *Config, shards []*shard.Shard, cache *storage.BlockCache) *registry {
+	r := &registry{cfg: cfg, shards: shards, cache: cache}
 	m := map[string]*Topic{}
 	r.snap.Store(&m)
 	return r
@@ -71,50 +115,84 @@ func newRegistry(cfg *Config, shards []*shard.Shard) *registry {
 func (r *registry) get(name []byte) *Topic { return (*r.snap.Load())[string(name)] }
 
 func (r *registry) list() []*Topic {
-	m := *r.snap.Load()
-	out := slices.Collect(maps.Values(m))
-	slices.SortFunc(out, func(a, b *Topic) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	out := slices.Collect(maps.Values(*r.snap.Load()))
+	slices.SortFunc(out, func(a, b *Topic) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
 func (r *registry) count() int { return len(*r.snap.Load()) }
 
+// defaults is the config of a topic created without any settings.
+func (r *registry) defaults() TopicConfig {
+	fsync, _ := ParseFsync(r.cfg.DefaultFsync)
+	return TopicConfig{Partitions: r.cfg.DefaultPartitions, MaxSubscribers: r.cfg.MaxSubscribers,
+		Storage: r.cfg.DefaultStorage, Fsync: fsync, Retention: r.cfg.DefaultRetention,
+		RetentionBytes: r.cfg.DefaultRetentionBytes}
+}
+
 // parseTopicConfig turns a create request into a TopicConfig, filling
 // defaults and rejecting unknown keys and values out of range.
 func (r *registry) parseTopicConfig(partitions uint32, kvs []wire.KV) (TopicConfig, error) {
-	tc := TopicConfig{Partitions: int(partitions), MaxSubscribers: r.cfg.MaxSubscribers}
-	if tc.Partitions == 0 {
-		tc.Partitions = r.cfg.DefaultPartitions
+	tc := r.defaults()
+	if partitions > 0 {
+		tc.Partitions = int(partitions)
 	}
 	if tc.Partitions > r.cfg.MaxPartitions {
-		return tc, wire.Errorf(wire.CodeInvalidArgument,
-			"partitions "+strconv.Itoa(tc.Partitions)+" above the broker's maximum "+strconv.Itoa(r.cfg.MaxPartitions))
+		return tc, invalid("partitions " + strconv.Itoa(tc.Partitions) + " above the broker's maximum " + strconv.Itoa(r.cfg.MaxPartitions))
 	}
 	for _, kv := range kvs {
-		switch kv.Key {
-		case ConfigMaxSubscribers:
-			n, err := strconv.Atoi(kv.Value)
-			if err != nil || n < 1 || n > r.cfg.MaxSubscribers {
-				return tc, wire.Errorf(wire.CodeInvalidArgument,
-					ConfigMaxSubscribers+" must be 1.."+strconv.Itoa(r.cfg.MaxSubscribers)+", got "+strconv.Quote(kv.Value))
-			}
-			tc.MaxSubscribers = n
-		default:
-			return tc, wire.Errorf(wire.CodeInvalidArgument, "unknown topic config key "+strconv.Quote(kv.Key))
+		if err := r.applyKV(&tc, kv); err != nil {
+			return tc, err
 		}
+	}
+	if tc.Storage == "memory" {
+		tc.Fsync = shard.SyncPolicy{Mode: shard.SyncNever}
 	}
 	return tc, nil
 }
 
-// create adds a topic. With existOK it returns an existing topic of that name
+func invalid(msg string) error { return wire.Errorf(wire.CodeInvalidArgument, msg) }
+
+func (r *registry) applyKV(tc *TopicConfig, kv wire.KV) error {
+	bad := func(why string) error { return invalid(kv.Key + " " + why + ", got " + strconv.Quote(kv.Value)) }
+	switch kv.Key {
+	case ConfigMaxSubscribers:
+		n, err := strconv.Atoi(kv.Value)
+		if err != nil || n < 1 || n > r.cfg.MaxSubscribers {
+			return bad("must be 1.." + strconv.Itoa(r.cfg.MaxSubscribers))
+		}
+		tc.MaxSubscribers = n
+	case ConfigStorage:
+		if kv.Value != "disk" && kv.Value != "memory" {
+			return bad(`must be "disk" or "memory"`)
+		}
+		tc.Storage = kv.Value
+	case ConfigFsync:
+		p, err := ParseFsync(kv.Value)
+		if err != nil {
+			return bad(err.Error())
+		}
+		tc.Fsync = p
+	case ConfigRetention:
+		d, err := time.ParseDuration(kv.Value)
+		if err != nil || d < 0 {
+			return bad("must be a duration such as 1h or 0 (keep forever)")
+		}
+		tc.Retention = d
+	case ConfigRetentionBytes:
+		n, err := strconv.ParseInt(kv.Value, 10, 64)
+		if err != nil || n < 0 {
+			return bad("must be a number of bytes, 0 for no bound")
+		}
+		tc.RetentionBytes = n
+	default:
+		return invalid("unknown topic config key " + strconv.Quote(kv.Key))
+	}
+	return nil
+}
+
+// create adds a topic, opening its partitions' logs, and records it in the
+// metadata file. With existOK it returns an existing topic of that name
 // instead of failing (auto-creation racing with another creator).
 func (r *registry) create(name string, tc TopicConfig, existOK bool) (*Topic, error) {
 	if err := wire.ValidateTopicName(name); err != nil {
@@ -132,19 +210,81 @@ func (r *registry) create(name string, tc TopicConfig, existOK bool) (*Topic, er
 	if len(old) >= r.cfg.MaxTopics {
 		return nil, wire.Errorf(wire.CodeTooManyTopics, "the broker holds its maximum of "+strconv.Itoa(r.cfg.MaxTopics)+" topics")
 	}
-	t := &Topic{Name: name, Config: tc, Parts: make([]*shard.Partition, tc.Partitions)}
-	base := topicHash(name)
-	for i := range t.Parts {
-		s := r.shards[(base+uint32(i))%uint32(len(r.shards))]
-		t.Parts[i] = shard.NewPartition(name, int32(i), s)
+	t, err := r.open(name, tc)
+	if err != nil {
+		return nil, wire.Errorf(storage.Code(err), "create topic "+name+": "+err.Error())
 	}
 	m := maps.Clone(old)
 	m[name] = t
+	if err := r.persist(m); err != nil {
+		r.drop(t)
+		return nil, wire.Errorf(storage.Code(err), "record topic "+name+": "+err.Error())
+	}
 	r.snap.Store(&m)
+	r.adopt(t)
 	return t, nil
 }
 
-// remove deletes a topic and retires its partitions on their shards.
+// open builds a topic and opens (recovering) its partitions' logs.
+func (r *registry) open(name string, tc TopicConfig) (*Topic, error) {
+	t := &Topic{Name: name, Config: tc, Parts: make([]*shard.Partition, tc.Partitions)}
+	base := topicHash(name)
+	for i := range t.Parts {
+		l, err := r.openLog(name, i, tc)
+		if err != nil {
+			r.drop(t)
+			return nil, err
+		}
+		s := r.shards[(base+uint32(i))%uint32(len(r.shards))]
+		t.Parts[i] = shard.NewPartition(name, int32(i), s, l, tc.Fsync)
+		t.Parts[i].SetRetention(tc.Retention, tc.RetentionBytes)
+	}
+	return t, nil
+}
+
+func (r *registry) openLog(topic string, partition int, tc TopicConfig) (storage.Log, error) {
+	if tc.Storage == "memory" {
+		return storage.NewMemLog(r.cfg.MemoryTopicBytes), nil
+	}
+	l, rec, err := storage.OpenDiskLog(storage.DiskConfig{
+		FS: r.cfg.FS, Dir: partitionDir(r.cfg.DataDir, topic, partition), SegmentBytes: r.cfg.SegmentBytes,
+		SegmentAge: r.cfg.SegmentAge, Cache: r.cache, Logger: r.cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !rec.Clean || len(rec.Corrupt) > 0 || rec.Truncated > 0 {
+		r.cfg.Logger.Info("recovered partition", "topic", topic, "partition", partition, "clean", rec.Clean,
+			"segments", rec.Segments, "scanned", rec.Scanned, "truncated_bytes", rec.Truncated, "corrupt", fmt.Sprint(rec.Corrupt))
+	}
+	return l, nil
+}
+
+func partitionDir(dataDir, topic string, partition int) string {
+	return dataDir + "/topics/" + topic + "/" + strconv.Itoa(partition)
+}
+
+// adopt registers a topic's partitions with their shards (retention).
+func (r *registry) adopt(t *Topic) {
+	for _, p := range t.Parts {
+		if p.Adopt() == nil {
+			p.Shard.Wake()
+		}
+	}
+}
+
+// drop closes the logs of a topic that never became visible.
+func (r *registry) drop(t *Topic) {
+	for _, p := range t.Parts {
+		if p != nil {
+			_ = p.Log.Drop()
+		}
+	}
+	_ = r.cfg.FS.RemoveAll(r.cfg.DataDir + "/topics/" + t.Name)
+}
+
+// remove deletes a topic: it is forgotten by the metadata file first, then
+// each partition's shard drops its log and data.
 func (r *registry) remove(name string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -155,9 +295,19 @@ func (r *registry) remove(name string) error {
 	}
 	m := maps.Clone(old)
 	delete(m, name)
+	if err := r.persist(m); err != nil {
+		return wire.Errorf(storage.Code(err), "record deletion of "+name+": "+err.Error())
+	}
 	r.snap.Store(&m)
+	var pending atomic.Int32
+	pending.Store(int32(len(t.Parts)))
+	dir := r.cfg.DataDir + "/topics/" + name
 	for _, p := range t.Parts {
-		if err := p.Delete(); err != nil {
+		if err := p.Delete(func() {
+			if pending.Add(-1) == 0 {
+				_ = r.cfg.FS.RemoveAll(dir)
+			}
+		}); err != nil {
 			return wire.Errorf(wire.CodeShuttingDown, err.Error())
 		}
 		p.Shard.Wake()
@@ -172,4 +322,124 @@ func topicHash(name string) uint32 {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(name))
 	return h.Sum32()
+}
+
+// The metadata file records every topic and its config, so they survive a
+// restart. It is replaced atomically (write, fsync, rename, fsync the
+// directory) on every create and delete.
+const metaFile = "topics.json"
+
+type metaTopic struct {
+	Name           string `json:"name"`
+	Partitions     int    `json:"partitions"`
+	MaxSubscribers int    `json:"max_subscribers"`
+	Storage        string `json:"storage"`
+	Fsync          string `json:"fsync"`
+	Retention      string `json:"retention"`
+	RetentionBytes int64  `json:"retention_bytes"`
+}
+
+type metaFileV1 struct {
+	Version int         `json:"version"`
+	Topics  []metaTopic `json:"topics"`
+}
+
+func (r *registry) persist(m map[string]*Topic) error {
+	meta := metaFileV1{Version: 1}
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		tc := m[name].Config
+		meta.Topics = append(meta.Topics, metaTopic{Name: name, Partitions: tc.Partitions,
+			MaxSubscribers: tc.MaxSubscribers, Storage: tc.Storage, Fsync: tc.Fsync.String(),
+			Retention: tc.Retention.String(), RetentionBytes: tc.RetentionBytes})
+	}
+	b, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return err
+	}
+	return storage.WriteFileAtomic(r.cfg.FS, r.cfg.DataDir+"/"+metaFile, b, true)
+}
+
+// load opens every topic recorded in the metadata file, recovering its
+// logs, and removes directories of topics that are not recorded (a delete
+// that was interrupted).
+func (r *registry) load() error {
+	if err := storage.MkdirDurable(r.cfg.FS, r.cfg.DataDir+"/topics", 2); err != nil {
+		return err
+	}
+	b, err := storage.ReadFile(r.cfg.FS, r.cfg.DataDir+"/"+metaFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var meta metaFileV1
+	if err := json.Unmarshal(b, &meta); err != nil {
+		return fmt.Errorf("engine: %s: %w", metaFile, err)
+	}
+	if meta.Version != 1 {
+		return fmt.Errorf("engine: %s has version %d; this broker reads version 1", metaFile, meta.Version)
+	}
+	m := map[string]*Topic{}
+	for _, mt := range meta.Topics {
+		tc, err := mt.config()
+		if err != nil {
+			return fmt.Errorf("engine: topic %s in %s: %w", mt.Name, metaFile, err)
+		}
+		t, err := r.open(mt.Name, tc)
+		if err != nil {
+			return fmt.Errorf("engine: open topic %s: %w", mt.Name, err)
+		}
+		m[mt.Name] = t
+	}
+	r.snap.Store(&m)
+	for _, t := range m {
+		r.adopt(t)
+	}
+	return r.removeStrays(m)
+}
+
+func (mt metaTopic) config() (TopicConfig, error) {
+	fsync, err := ParseFsync(mt.Fsync)
+	if err != nil {
+		return TopicConfig{}, err
+	}
+	ret, err := time.ParseDuration(mt.Retention)
+	if err != nil {
+		return TopicConfig{}, err
+	}
+	if mt.Partitions < 1 || (mt.Storage != "disk" && mt.Storage != "memory") {
+		return TopicConfig{}, errors.New("bad partitions or storage")
+	}
+	return TopicConfig{Partitions: mt.Partitions, MaxSubscribers: mt.MaxSubscribers, Storage: mt.Storage,
+		Fsync: fsync, Retention: ret, RetentionBytes: mt.RetentionBytes}, nil
+}
+
+func (r *registry) removeStrays(m map[string]*Topic) error {
+	entries, err := r.cfg.FS.ReadDir(r.cfg.DataDir + "/topics")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if _, ok := m[e.Name()]; !ok {
+			r.cfg.Logger.Info("removing data of a topic that is no longer recorded", "topic", e.Name())
+			if err := r.cfg.FS.RemoveAll(r.cfg.DataDir + "/topics/" + e.Name()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// closeAll closes every topic's logs after the shards have stopped.
+func (r *registry) closeAll() error {
+	var errs []error
+	for _, t := range r.list() {
+		for _, p := range t.Parts {
+			if err := p.Log.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close %s/%d: %w", t.Name, p.ID, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -1,7 +1,11 @@
 package shard
 
 import (
+	"slices"
+	"sync"
 	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/storage"
 
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -26,13 +30,17 @@ import (
 // nats-server does the same in spirit: it stalls a producer's read loop
 // briefly while a subscriber's pending bytes are high.
 
-// heldAck is a publish ack waiting for its partition's subscribers.
+// heldAck is a publish waiting to be acked: for its partition's
+// subscribers to drain, and for SyncAlways also for its fsync, until which
+// buf (the batch, not yet delivered) is held too.
 type heldAck struct {
 	out   *Outbox
 	corr  uint32
 	base  int64
 	count uint32
-	at    int64 // shard clock when the batch was appended
+	end   int64        // offset after the batch
+	buf   *storage.Buf // not yet delivered (waiting for its fsync)
+	at    int64        // shard clock when it was appended, then delivered
 }
 
 // epoch anchors the shard clock: monotonic nanoseconds, never 0.
@@ -53,9 +61,10 @@ func (s *Shard) hold(p *Partition, a heldAck) {
 	p.held = append(p.held, a)
 }
 
-// releaseHeld runs after every pass and on the flow-control tick: it sends
-// the acks of partitions whose subscribers have drained, and acks held past
-// MaxAckDelay, and disconnects subscribers under pressure for too long.
+// releaseHeld runs after every pass that has held acks and on the
+// flow-control tick: it delivers batches whose fsync completed, sends the
+// acks that no longer need to wait, and disconnects subscribers under
+// pressure for too long.
 func (s *Shard) releaseHeld() {
 	kept := s.held[:0]
 	for _, p := range s.held {
@@ -67,23 +76,39 @@ func (s *Shard) releaseHeld() {
 	s.held = kept
 }
 
-// releasePartition reports whether p still holds acks.
+// releasePartition reports whether p still holds acks. Deliveries and acks
+// leave in offset order.
 func (s *Shard) releasePartition(p *Partition) bool {
-	if !s.underPressure(p) {
-		s.releaseAll(p)
-		return false
+	for i := range p.held {
+		a := &p.held[i]
+		if a.buf == nil {
+			continue
+		}
+		if a.end > p.durable {
+			break
+		}
+		s.makeVisible(p, a.end)
+		s.fanOut(p, a.buf)
+		a.buf.Release()
+		a.buf, a.at = nil, s.now
 	}
+	pressure := s.underPressure(p)
 	n := 0
-	for n < len(p.held) && s.now-p.held[n].at >= int64(s.cfg.MaxAckDelay) {
-		s.sendAck(p, p.held[n])
-		n++
+	for ; n < len(p.held); n++ {
+		a := p.held[n]
+		if a.buf != nil || pressure && s.now-a.at < int64(s.cfg.MaxAckDelay) {
+			break
+		}
+		s.sendAck(p, a)
 	}
+	clear(p.held[:n])
 	p.held = append(p.held[:0], p.held[n:]...)
 	return len(p.held) > 0
 }
 
-// underPressure reports whether any subscriber of p is past a quarter of its limit,
-// disconnecting those that have been for longer than the timeout.
+// underPressure reports whether any subscriber of p is past a quarter of
+// its limit, disconnecting those that have made no progress for longer
+// than the timeout, and asks the others' writers for a fresh backlog.
 func (s *Shard) underPressure(p *Partition) bool {
 	pressure := false
 	for i := 0; i < len(p.subs); {
@@ -105,10 +130,157 @@ func (s *Shard) underPressure(p *Partition) bool {
 	return pressure
 }
 
+// releaseAll sends every held ack at once (shutdown). Deliveries still
+// waiting for their fsync fail instead: they are not known to be durable.
 func (s *Shard) releaseAll(p *Partition) {
 	for _, a := range p.held {
+		if a.buf != nil {
+			s.sendError(a.out, a.corr, wire.ErrShuttingDown)
+			a.buf.Release()
+			continue
+		}
 		s.sendAck(p, a)
 	}
 	clear(p.held)
 	p.held = p.held[:0]
+}
+
+// failHeld answers every held publish with err (a failed fsync, a deleted
+// topic): none of them may be acked.
+func (s *Shard) failHeld(p *Partition, err *wire.Error) {
+	for _, a := range p.held {
+		if a.buf != nil {
+			a.buf.Release()
+			s.sendError(a.out, a.corr, err)
+			continue
+		}
+		s.sendAck(p, a) // durable and delivered already; only pressure held it
+	}
+	clear(p.held)
+	p.held = p.held[:0]
+}
+
+// requestSync asks the syncer to make p durable up to its end. One request
+// is outstanding per partition: batches appended while an fsync runs wait
+// for the next one, which then covers them all (group commit).
+func (s *Shard) requestSync(p *Partition) {
+	if !p.syncing {
+		p.syncing = true
+		s.syncer.request(p)
+	}
+}
+
+// synced handles the syncer's report that p is durable up to end.
+func (s *Shard) synced(p *Partition, end int64, err error) {
+	p.syncing = false
+	if p.deleted {
+		return
+	}
+	if err != nil {
+		p.failed = err
+		s.failHeld(p, storageError(p, err))
+		return
+	}
+	p.durable = max(p.durable, end)
+	if p.next > p.durable {
+		s.requestSync(p)
+	}
+	if len(p.held) > 0 && !slices.Contains(s.held, p) {
+		s.held = append(s.held, p)
+	}
+}
+
+// syncer runs a shard's fsyncs on a goroutine of its own, so a publish
+// path never waits for the disk: it reports each completion to the shard
+// as an operation, and runs the shard inline to deliver and ack at once.
+// It also syncs SyncInterval partitions on their interval.
+type syncer struct {
+	s       *Shard
+	mu      sync.Mutex
+	queue   []*Partition
+	signal  chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	lastRun map[*Partition]time.Time // SyncInterval partitions, syncer-owned
+}
+
+func newSyncer(s *Shard) *syncer {
+	return &syncer{s: s, signal: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		lastRun: map[*Partition]time.Time{}}
+}
+
+func (y *syncer) request(p *Partition) {
+	y.mu.Lock()
+	y.queue = append(y.queue, p)
+	y.mu.Unlock()
+	select {
+	case y.signal <- struct{}{}:
+	default:
+	}
+}
+
+// intervalTick is how often the syncer looks for SyncInterval partitions due.
+const intervalTick = 10 * time.Millisecond
+
+func (y *syncer) run() {
+	defer close(y.done)
+	tick := time.NewTicker(intervalTick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-y.signal:
+			y.syncRequested()
+		case now := <-tick.C:
+			y.syncIntervals(now)
+		case <-y.stop:
+			y.syncRequested()
+			return
+		}
+	}
+}
+
+func (y *syncer) syncRequested() {
+	y.mu.Lock()
+	todo := y.queue
+	y.queue = nil
+	y.mu.Unlock()
+	if len(todo) == 0 {
+		return
+	}
+	for _, p := range todo {
+		end, err := p.Log.Sync()
+		_ = y.s.push(op{kind: opSynced, part: p, n: end, err: err})
+	}
+	y.s.RunInline(nil)
+}
+
+// syncIntervals syncs the SyncInterval partitions whose interval passed.
+// The partition list is read under the shard's adopt list; interval
+// partitions register through track.
+func (y *syncer) syncIntervals(now time.Time) {
+	y.mu.Lock()
+	var due []*Partition
+	for p, last := range y.lastRun {
+		if now.Sub(last) >= p.Sync.Interval {
+			due = append(due, p)
+			y.lastRun[p] = now
+		}
+	}
+	y.mu.Unlock()
+	for _, p := range due {
+		if _, err := p.Log.Sync(); err != nil {
+			y.s.cfg.Logger.Error("interval fsync failed", "topic", p.Topic, "partition", p.ID, "err", err)
+		}
+	}
+}
+
+// track registers or forgets a SyncInterval partition.
+func (y *syncer) track(p *Partition, on bool) {
+	y.mu.Lock()
+	defer y.mu.Unlock()
+	if on {
+		y.lastRun[p] = time.Now()
+	} else {
+		delete(y.lastRun, p)
+	}
 }

@@ -263,6 +263,14 @@ func (o *Outbox) Close() (slow bool) {
 	return o.slow
 }
 
+// Closed reports whether the outbox refuses frames (its connection closed
+// or turned slow).
+func (o *Outbox) Closed() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.dead
+}
+
 // SlowByTimeout reports whether the outbox turned slow by staying behind
 // (MarkSlow) rather than by passing its limit.
 func (o *Outbox) SlowByTimeout() bool {

@@ -2,36 +2,91 @@ package shard
 
 import (
 	"slices"
+	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
+// SyncMode says when a partition's appends are made durable.
+type SyncMode uint8
+
+// Sync modes; see SyncPolicy.
+const (
+	// SyncAlways: a publish is acked, and delivered, only once it is on
+	// disk. Batches that arrive while an fsync runs share the next one.
+	SyncAlways SyncMode = iota
+	// SyncInterval: the log is synced every Interval; acks do not wait.
+	SyncInterval
+	// SyncNever: the operating system decides when data reaches the disk.
+	SyncNever
+)
+
+// SyncPolicy is a partition's durability policy.
+type SyncPolicy struct {
+	Mode     SyncMode
+	Interval time.Duration // for SyncInterval
+}
+
+// String renders the policy as the topic config value it came from.
+func (p SyncPolicy) String() string {
+	switch p.Mode {
+	case SyncAlways:
+		return "always"
+	case SyncInterval:
+		return "interval=" + p.Interval.String()
+	}
+	return "never"
+}
+
 // Partition is one partition of a topic. The engine holds pointers to route
-// operations; only the owning shard's goroutine reads or writes the fields
-// marked "shard-owned". The atomic fields are published for readers anywhere.
+// operations; only the holder of the owning shard's run token reads or
+// writes the fields marked "shard-owned". The atomic fields are published
+// for readers anywhere.
 type Partition struct {
 	Topic string
 	ID    int32
 	Shard *Shard
+	Log   storage.Log
+	Sync  SyncPolicy
 
 	// shard-owned
-	next    int64     // offset the next record gets
-	subs    []*Outbox // push subscribers, in subscription order
-	held    []heldAck // acks held back while a subscriber is under pressure
+	next    int64                      // offset the next record gets
+	visible int64                      // end offset readers and subscribers have been given
+	durable int64                      // end offset known to be on disk (SyncAlways)
+	syncing bool                       // a sync request is with the syncer
+	subs    []*Outbox                  // push subscribers, in subscription order
+	held    []heldAck                  // acks (and, for SyncAlways, deliveries) waiting
+	waiters []func(end int64, ok bool) // long polls waiting for data past visible
 	deleted bool
+	failed  error // a sync failed: the partition refuses publishes
 
 	endOffset atomic.Int64
 	nsubs     atomic.Int32
+	// Retention, changeable at run time: nanoseconds and bytes, 0 = none.
+	retention      atomic.Int64
+	retentionBytes atomic.Int64
 }
 
-// NewPartition returns a partition owned by s, starting at offset 0.
-func NewPartition(topic string, id int32, s *Shard) *Partition {
-	return &Partition{Topic: topic, ID: id, Shard: s}
+// NewPartition returns a partition owned by s whose log is l; offsets
+// continue from the log's end, all of which is durable and visible.
+func NewPartition(topic string, id int32, s *Shard, l storage.Log, sync SyncPolicy) *Partition {
+	_, end := l.Bounds()
+	p := &Partition{Topic: topic, ID: id, Shard: s, Log: l, Sync: sync, next: end, visible: end, durable: end}
+	p.endOffset.Store(end)
+	return p
 }
 
-// EndOffset is the offset the next record will get.
+// SetRetention changes how long and how much the partition keeps; the
+// shard applies it at its next retention tick.
+func (p *Partition) SetRetention(age time.Duration, bytes int64) {
+	p.retention.Store(int64(age))
+	p.retentionBytes.Store(bytes)
+}
+
+// EndOffset is the visible end: the offset the next delivered record gets.
 func (p *Partition) EndOffset() int64 { return p.endOffset.Load() }
 
 // Subscribers is the number of push subscribers.
@@ -45,6 +100,10 @@ const (
 	opSubscribe
 	opUnsubscribe
 	opDelete
+	opAdopt
+	opSynced
+	opWait
+	opCatchUp
 )
 
 // op is one inbox entry. It is a value (no allocation per operation); the
@@ -57,6 +116,9 @@ type op struct {
 	out      *Outbox
 	buf      *storage.Buf
 	join     *Join
+	n        int64 // opSynced: synced end; opWait, opCatchUp: offset
+	err      error
+	fn       func(end int64, ok bool) // opWait, opCatchUp, opDelete
 }
 
 // Join completes a request that spans several partitions (subscribe to every
@@ -100,8 +162,9 @@ func (j *Join) report(err *wire.Error) {
 // Publish hands a publish to the partition's shard. buf holds a whole
 // Deliver frame (the engine rewrote the Publish header) whose batch starts
 // at batchOff and has been checked; the shard takes over the caller's
-// reference. The shard stamps the offsets, acks on out with corr, and fans
-// the frame out to every subscriber.
+// reference. The shard stamps the offsets, appends to the log, and acks on
+// out with corr and fans the frame out to every subscriber once the
+// partition's sync policy allows.
 func (p *Partition) Publish(out *Outbox, corr uint32, buf *storage.Buf, batchOff int) error {
 	err := p.Shard.push(op{kind: opPublish, part: p, out: out, corr: corr, buf: buf, batchOff: int32(batchOff)})
 	if err != nil {
@@ -113,6 +176,24 @@ func (p *Partition) Publish(out *Outbox, corr uint32, buf *storage.Buf, batchOff
 // Subscribe adds out as a push subscriber from the live tail and reports to j.
 func (p *Partition) Subscribe(out *Outbox, j *Join) error {
 	return p.Shard.push(op{kind: opSubscribe, part: p, out: out, join: j})
+}
+
+// CatchUp makes out a push subscriber if it has read everything below
+// offset and offset is the partition's visible end; fn then gets (end,
+// true). Otherwise fn gets the visible end and false, and the caller reads
+// up to it and asks again. fn runs on the shard and must not block. This is
+// how a subscriber replaying the log switches to the live tail with no gap
+// and no duplicate: deliveries happen in the same pass that makes a batch
+// visible.
+func (p *Partition) CatchUp(out *Outbox, offset int64, fn func(end int64, joined bool)) error {
+	return p.Shard.push(op{kind: opCatchUp, part: p, out: out, n: offset, fn: fn})
+}
+
+// WaitFor calls fn once the partition has visible data past offset, or at
+// once when it already has or the partition is deleted (ok false). fn runs
+// on the shard and must not block. A long-polling fetch uses it.
+func (p *Partition) WaitFor(offset int64, fn func(end int64, ok bool)) error {
+	return p.Shard.push(op{kind: opWait, part: p, n: offset, fn: fn})
 }
 
 // Unsubscribe removes out and reports to j, which may be nil.
@@ -127,10 +208,21 @@ func (p *Partition) Forget(out *Outbox) {
 	p.Shard.tryPush(op{kind: opUnsubscribe, part: p, out: out})
 }
 
-// Delete retires the partition: its subscribers are dropped and later
-// publishes to it fail with unknown topic.
-func (p *Partition) Delete() error {
-	return p.Shard.push(op{kind: opDelete, part: p})
+// Adopt registers the partition with its shard for retention ticks.
+func (p *Partition) Adopt() error {
+	return p.Shard.push(op{kind: opAdopt, part: p})
+}
+
+// Delete retires the partition: its subscribers are dropped, waiting
+// publishes fail, its log and its data are removed (Log.Drop), and later
+// publishes fail with unknown topic. done, if not nil, runs on the shard
+// after that.
+func (p *Partition) Delete(done func()) error {
+	var fn func(int64, bool)
+	if done != nil {
+		fn = func(int64, bool) { done() }
+	}
+	return p.Shard.push(op{kind: opDelete, part: p, fn: fn})
 }
 
 // handle runs one operation.
@@ -147,11 +239,18 @@ func (s *Shard) handle(o *op) {
 		o.part.removeSub(o.out)
 		o.join.report(nil)
 	case opDelete:
-		p := o.part
-		p.deleted = true
-		p.subs = nil
-		p.nsubs.Store(0)
-		s.releaseAll(p)
+		s.deletePartition(o.part, o.fn)
+	case opAdopt:
+		s.parts = append(s.parts, o.part)
+		if o.part.Sync.Mode == SyncInterval {
+			s.syncer.track(o.part, true)
+		}
+	case opSynced:
+		s.synced(o.part, o.n, o.err)
+	case opWait:
+		s.wait(o.part, o.n, o.fn)
+	case opCatchUp:
+		s.catchUp(o.part, o.out, o.n, o.fn)
 	}
 }
 
@@ -163,14 +262,18 @@ func (s *Shard) fail(o *op, err *wire.Error) {
 		o.buf.Release()
 	case opSubscribe, opUnsubscribe:
 		o.join.report(err)
+	case opWait, opCatchUp, opDelete:
+		if o.fn != nil {
+			o.fn(-1, false)
+		}
 	}
 }
 
 func (s *Shard) sendError(out *Outbox, corr uint32, err *wire.Error) {
-	var buf [128]byte
+	var buf [256]byte
 	msg := err.Message
-	if len(msg) > 100 {
-		msg = msg[:100]
+	if len(msg) > 200 {
+		msg = msg[:200]
 	}
 	body := wire.AppendError(buf[wire.HeaderSize:wire.HeaderSize], err.Code, msg)
 	wire.AppendHeader(buf[:0], wire.TypeError, 0, corr, len(body))
@@ -182,8 +285,12 @@ var errDeleted = &wire.Error{Code: wire.CodeUnknownTopic, Message: "topic was de
 
 func (s *Shard) publish(o *op) {
 	p := o.part
-	if p.deleted {
+	switch {
+	case p.deleted:
 		s.fail(o, errDeleted)
+		return
+	case p.failed != nil:
+		s.fail(o, storageError(p, p.failed))
 		return
 	}
 	batch := wire.Batch(o.buf.B[o.batchOff:])
@@ -193,19 +300,45 @@ func (s *Shard) publish(o *op) {
 	}
 	base := p.next
 	batch.SetBaseOffset(base)
-	p.next += n
-	p.endOffset.Store(p.next)
-	s.batches.Add(1)
-	s.messages.Add(uint64(n))
-
-	pressure := s.fanOut(p, o.buf)
-	o.buf.Release()
-	ack := heldAck{out: o.out, corr: o.corr, base: base, count: uint32(n), at: s.now}
-	if pressure || len(p.held) > 0 {
-		s.hold(p, ack)
+	if err := p.Log.Append(o.buf, batch); err != nil {
+		s.fail(o, storageError(p, err))
 		return
 	}
-	s.sendAck(p, ack)
+	p.next += n
+	s.batches.Add(1)
+	s.messages.Add(uint64(n))
+	a := heldAck{out: o.out, corr: o.corr, base: base, count: uint32(n), end: p.next, at: s.now}
+	if p.Sync.Mode == SyncAlways {
+		// Delivered and acked once synced; the hold keeps the reference.
+		a.buf = o.buf
+		s.hold(p, a)
+		s.requestSync(p)
+		return
+	}
+	s.makeVisible(p, p.next)
+	pressure := s.fanOut(p, o.buf)
+	o.buf.Release()
+	if pressure || len(p.held) > 0 {
+		s.hold(p, a)
+		return
+	}
+	s.sendAck(p, a)
+}
+
+func storageError(p *Partition, err error) *wire.Error {
+	return wire.Errorf(storage.Code(err), "partition "+strconv.Itoa(int(p.ID))+" of "+p.Topic+": "+err.Error())
+}
+
+// makeVisible publishes end to readers and wakes long polls.
+func (s *Shard) makeVisible(p *Partition, end int64) {
+	p.visible = end
+	p.Log.SetVisible(end)
+	p.endOffset.Store(end)
+	for i, fn := range p.waiters {
+		fn(end, true)
+		p.waiters[i] = nil
+	}
+	p.waiters = p.waiters[:0]
 }
 
 // fanOut queues the same frame to every subscriber and reports whether any
@@ -237,9 +370,15 @@ func (s *Shard) subscribe(o *op) {
 	case slices.Contains(p.subs, o.out):
 		o.join.report(wire.ErrAlreadySubscribed)
 	default:
-		p.subs = append(p.subs, o.out)
-		p.nsubs.Store(int32(len(p.subs)))
+		p.addSub(o.out)
 		o.join.report(nil)
+	}
+}
+
+func (p *Partition) addSub(out *Outbox) {
+	if !slices.Contains(p.subs, out) {
+		p.subs = append(p.subs, out)
+		p.nsubs.Store(int32(len(p.subs)))
 	}
 }
 
@@ -247,5 +386,66 @@ func (p *Partition) removeSub(out *Outbox) {
 	if i := slices.Index(p.subs, out); i >= 0 {
 		p.subs = slices.Delete(p.subs, i, i+1)
 		p.nsubs.Store(int32(len(p.subs)))
+	}
+}
+
+func (s *Shard) catchUp(p *Partition, out *Outbox, offset int64, fn func(int64, bool)) {
+	if p.deleted {
+		fn(-1, false)
+		return
+	}
+	if offset >= p.visible {
+		p.addSub(out)
+		fn(p.visible, true)
+		return
+	}
+	fn(p.visible, false)
+}
+
+func (s *Shard) wait(p *Partition, offset int64, fn func(int64, bool)) {
+	switch {
+	case p.deleted:
+		fn(-1, false)
+	case p.visible > offset:
+		fn(p.visible, true)
+	default:
+		p.waiters = append(p.waiters, fn)
+	}
+}
+
+func (s *Shard) deletePartition(p *Partition, done func(int64, bool)) {
+	p.deleted = true
+	p.subs = nil
+	p.nsubs.Store(0)
+	s.failHeld(p, errDeleted)
+	for _, fn := range p.waiters {
+		fn(-1, false)
+	}
+	p.waiters = nil
+	if i := slices.Index(s.parts, p); i >= 0 {
+		s.parts = slices.Delete(s.parts, i, i+1)
+	}
+	s.syncer.track(p, false)
+	if err := p.Log.Drop(); err != nil {
+		s.cfg.Logger.Warn("removing a deleted partition's log", "topic", p.Topic, "partition", p.ID, "err", err)
+	}
+	if done != nil {
+		done(0, true)
+	}
+}
+
+// retain applies each partition's retention; the shard goroutine calls it
+// on its retention tick.
+func (s *Shard) retain(now time.Time) {
+	for _, p := range s.parts {
+		age, bytes := time.Duration(p.retention.Load()), p.retentionBytes.Load()
+		if age <= 0 && bytes <= 0 {
+			continue
+		}
+		if n, err := p.Log.Retain(now, age, bytes); err != nil {
+			s.cfg.Logger.Warn("retention", "topic", p.Topic, "partition", p.ID, "err", err)
+		} else if n > 0 {
+			s.cfg.Logger.Debug("retention removed segments", "topic", p.Topic, "partition", p.ID, "segments", n)
+		}
 	}
 }

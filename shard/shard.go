@@ -46,6 +46,9 @@ type Config struct {
 	// SlowConsumerTimeout disconnects a subscriber that stays under
 	// pressure this long.
 	SlowConsumerTimeout time.Duration
+	// RetentionInterval is how often the shard applies its partitions'
+	// retention. Default 5s.
+	RetentionInterval time.Duration
 	// Pin locks the shard's thread to one CPU. Refusal is logged and ignored.
 	Pin    bool
 	Logger *slog.Logger
@@ -66,6 +69,9 @@ func (c *Config) fill() {
 	}
 	if c.SlowConsumerTimeout <= 0 {
 		c.SlowConsumerTimeout = 5 * time.Second
+	}
+	if c.RetentionInterval <= 0 {
+		c.RetentionInterval = 5 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -100,6 +106,9 @@ type Shard struct {
 	owner   any   // the event loop running the shard inline, or nil
 	touched []*Outbox
 	held    []*Partition // partitions holding acks
+	parts   []*Partition // adopted partitions, for retention
+
+	syncer *syncer
 
 	// Stats, readable from any goroutine.
 	batches  atomic.Uint64
@@ -109,15 +118,20 @@ type Shard struct {
 // New returns a shard that is not running yet; call Start.
 func New(cfg Config) *Shard {
 	cfg.fill()
-	return &Shard{cfg: cfg, inbox: ring.NewMPSC[op](cfg.InboxSize), kick: make(chan struct{}, 1),
+	s := &Shard{cfg: cfg, inbox: ring.NewMPSC[op](cfg.InboxSize), kick: make(chan struct{}, 1),
 		done: make(chan struct{}), ops: make([]op, cfg.PassSize)}
+	s.syncer = newSyncer(s)
+	return s
 }
 
 // ID returns the shard's index.
 func (s *Shard) ID() int { return s.cfg.ID }
 
-// Start runs the shard's goroutine.
-func (s *Shard) Start() { go s.run() }
+// Start runs the shard's goroutine and its syncer.
+func (s *Shard) Start() {
+	go s.run()
+	go s.syncer.run()
+}
 
 // Stop processes what is already queued, fails anything that races in, and
 // waits for the shard goroutine to end.
@@ -125,6 +139,8 @@ func (s *Shard) Stop() {
 	s.stop.Store(true)
 	s.wake()
 	<-s.done
+	close(s.syncer.stop)
+	<-s.syncer.done
 }
 
 // InboxLen reports how many operations are waiting, for metrics.
@@ -186,11 +202,14 @@ func (s *Shard) run() {
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	nextRetain := time.Now().Add(s.cfg.RetentionInterval)
 	for {
+		wait := time.Until(nextRetain)
 		if s.stalled.Load() {
 			// Held acks: poll at the timer's resolution until they go.
-			timer.Reset(time.Millisecond)
+			wait = min(wait, time.Millisecond)
 		}
+		timer.Reset(max(wait, 0))
 		select {
 		case <-s.kick:
 		case <-timer.C:
@@ -199,6 +218,10 @@ func (s *Shard) run() {
 			continue // an inline runner holds it and wakes us if it leaves work
 		}
 		for s.runPass() > 0 {
+		}
+		if now := time.Now(); !now.Before(nextRetain) {
+			s.retain(now)
+			nextRetain = now.Add(s.cfg.RetentionInterval)
 		}
 		if s.stop.Load() {
 			s.finish()

@@ -73,7 +73,7 @@ func waitQueued(t *testing.T, o *Outbox, min int) {
 
 func TestPublishStampsOffsetsAcksAndFansOut(t *testing.T) {
 	s := startShard(t, Config{Shards: 1})
-	p := NewPartition("t", 0, s)
+	p := memPartition("t", s)
 	var k kicks
 	prod := NewOutbox(1<<20, 1, &k)
 	subs := []*Outbox{NewOutbox(1<<20, 1, &k), NewOutbox(1<<20, 1, &k)}
@@ -117,7 +117,12 @@ func TestPublishStampsOffsetsAcksAndFansOut(t *testing.T) {
 	require.Equal(t, int64(8), p.EndOffset())
 	require.Equal(t, 2, p.Subscribers())
 	require.Positive(t, k.n.Load(), "touched outboxes were kicked")
-	require.Eventually(t, func() bool { return storage.LiveBufs() == 0 }, time.Second, time.Millisecond)
+	var read []int64
+	require.NoError(t, p.Log.Read(0, 1<<20, func(b wire.Batch) bool { read = append(read, b.BaseOffset()); return true }))
+	require.Equal(t, []int64{0, 3}, read, "the memory log holds both batches")
+	require.NoError(t, p.Log.Close())
+	require.Eventually(t, func() bool { return storage.LiveBufs() == 0 }, time.Second, time.Millisecond,
+		"the log's references were the last")
 }
 
 // TestRunInlineWritesOwnLoopAtOnce: a shard run inline by an event loop
@@ -125,7 +130,7 @@ func TestPublishStampsOffsetsAcksAndFansOut(t *testing.T) {
 // others.
 func TestRunInlineWritesOwnLoopAtOnce(t *testing.T) {
 	s := startShard(t, Config{Shards: 1})
-	p := NewPartition("t", 0, s)
+	p := memPartition("t", s)
 	mine, other := &ownedFlusher{owner: "loop-1"}, &ownedFlusher{owner: "loop-2"}
 	prodOut := NewOutbox(1<<20, 1, mine)
 	subOut := NewOutbox(1<<20, 1, other)
@@ -159,10 +164,10 @@ func (f *ownedFlusher) FlushNow() {
 
 func TestDeletedPartitionRefusesPublish(t *testing.T) {
 	s := startShard(t, Config{Shards: 1})
-	p := NewPartition("gone", 0, s)
+	p := memPartition("gone", s)
 	var k kicks
 	prod := NewOutbox(1<<20, 1, &k)
-	require.NoError(t, p.Delete())
+	require.NoError(t, p.Delete(nil))
 	s.Wake()
 	b, off := deliverBuf(t, "gone", 1)
 	require.NoError(t, p.Publish(prod, 7, b, off))
@@ -184,7 +189,7 @@ func TestDeletedPartitionRefusesPublish(t *testing.T) {
 // past its soft limit, and released when it drains.
 func TestHeldAcksUntilSubscriberDrains(t *testing.T) {
 	s := startShard(t, Config{Shards: 1, MaxAckDelay: time.Hour, SlowConsumerTimeout: time.Hour})
-	p := NewPartition("t", 0, s)
+	p := memPartition("t", s)
 	var k kicks
 	prod := NewOutbox(1<<20, 1, &k)
 	sub := NewOutbox(4<<10, 1, &k) // soft limit: 1 KiB
@@ -209,7 +214,7 @@ func TestHeldAcksUntilSubscriberDrains(t *testing.T) {
 // after the slow-consumer timeout.
 func TestHeldAckBoundsAndSlowTimeout(t *testing.T) {
 	s := startShard(t, Config{Shards: 1, MaxAckDelay: 30 * time.Millisecond, SlowConsumerTimeout: 200 * time.Millisecond})
-	p := NewPartition("t", 0, s)
+	p := memPartition("t", s)
 	var k kicks
 	prod := NewOutbox(1<<20, 1, &k)
 	sub := NewOutbox(4<<10, 1, &k)
@@ -276,7 +281,7 @@ func TestOutboxCoalescesSmallAndReferencesLarge(t *testing.T) {
 // by flow control, but still reading, is not taken for a stuck one.
 func TestBusySubscriberIsNotTimedOut(t *testing.T) {
 	s := startShard(t, Config{Shards: 1, MaxAckDelay: 5 * time.Millisecond, SlowConsumerTimeout: 100 * time.Millisecond})
-	p := NewPartition("t", 0, s)
+	p := memPartition("t", s)
 	var k kicks
 	prod := NewOutbox(1<<20, 1, &k)
 	sub := NewOutbox(64<<10, 1, &k) // soft limit: 16 KiB
@@ -341,4 +346,10 @@ func TestStopWhileRunningInline(t *testing.T) {
 		close(stop)
 		<-done
 	}
+}
+
+// memPartition is a partition of a non-durable topic: a memory log, acks
+// as soon as subscribers allow.
+func memPartition(topic string, s *Shard) *Partition {
+	return NewPartition(topic, 0, s, storage.NewMemLog(64<<20), SyncPolicy{Mode: SyncNever})
 }

@@ -31,6 +31,9 @@ const (
 	CodeShuttingDown       Code = 17 // the broker is stopping
 	CodeInternal           Code = 18 // a broker bug; the message says more
 	CodeAuthFailed         Code = 19 // credentials were refused
+	CodeStorageFull        Code = 20 // the broker's disk is full; the publish was not stored
+	CodeStorageError       Code = 21 // the broker could not store the publish (I/O error)
+	CodeOffsetOutOfRange   Code = 22 // a fetch below the log's start offset
 )
 
 var codeNames = [...]string{
@@ -54,6 +57,9 @@ var codeNames = [...]string{
 	CodeShuttingDown:       "shutting down",
 	CodeInternal:           "internal error",
 	CodeAuthFailed:         "authentication failed",
+	CodeStorageFull:        "storage full",
+	CodeStorageError:       "storage error",
+	CodeOffsetOutOfRange:   "offset out of range",
 }
 
 // String names the code; unknown codes print as "code N" so a newer peer's
@@ -120,6 +126,9 @@ var (
 	ErrShuttingDown       = &Error{Code: CodeShuttingDown}
 	ErrInternal           = &Error{Code: CodeInternal}
 	ErrAuthFailed         = &Error{Code: CodeAuthFailed}
+	ErrStorageFull        = &Error{Code: CodeStorageFull}
+	ErrStorageError       = &Error{Code: CodeStorageError}
+	ErrOffsetOutOfRange   = &Error{Code: CodeOffsetOutOfRange}
 )
 
 // errShort is returned by decoders for a body that ends early. It is a

@@ -49,6 +49,8 @@ const (
 	TypeSubscribeOK   Type = 0x31 // S
 	TypeUnsubscribe   Type = 0x32 // C
 	TypeDeliver       Type = 0x33 // S
+	TypeFetch         Type = 0x40 // C: pull batches of a partition from a position
+	TypeFetchResult   Type = 0x41 // S: answer to Fetch
 )
 
 // FlagAutoCreate on DescribeTopic asks the broker to create the topic with
@@ -61,7 +63,7 @@ var typeNames = map[Type]string{
 	TypeDeleteTopic: "DeleteTopic", TypeListTopics: "ListTopics", TypeTopicList: "TopicList",
 	TypeDescribeTopic: "DescribeTopic", TypeTopicInfo: "TopicInfo", TypePublish: "Publish",
 	TypePublishAck: "PublishAck", TypeSubscribe: "Subscribe", TypeSubscribeOK: "SubscribeOK",
-	TypeUnsubscribe: "Unsubscribe", TypeDeliver: "Deliver",
+	TypeUnsubscribe: "Unsubscribe", TypeDeliver: "Deliver", TypeFetch: "Fetch", TypeFetchResult: "FetchResult",
 }
 
 func (t Type) String() string {

@@ -14,7 +14,8 @@ func seedStream(t testing.TB) []byte {
 	}
 	add(TypeHello, (&Hello{MinVersion: 1, MaxVersion: 1, ClientName: "fuzz"}).Append(nil))
 	add(TypeCreateTopic, (&CreateTopic{Name: "t", Partitions: 2, Config: []KV{{"a", "b"}}}).Append(nil))
-	add(TypeSubscribe, (&Subscribe{Topic: "t", Partition: -1}).Append(nil))
+	add(TypeSubscribe, (&Subscribe{Topic: "t", Partition: -1, Start: Start{Kind: StartOffset, Value: 7}}).Append(nil))
+	add(TypeFetch, (&Fetch{Topic: "t", Start: Start{Kind: StartEarliest}, MaxBytes: 1 << 20, MaxWaitMs: 100}).Append(nil))
 	pub := AppendBatchPrefix(nil, "t", 0)
 	pub = buildBatch(t, pub, []testRecord{{ts: 1, key: []byte("k"), value: []byte("v"),
 		headers: []RecordHeader{{"h", []byte("x")}}}, {ts: 2, value: []byte("w")}})
@@ -66,9 +67,13 @@ func decodeBody(f Frame) {
 	case TypePublishAck:
 		_, _ = DecodePublishAck(f.Body)
 	case TypeSubscribe, TypeUnsubscribe:
-		_, _, _ = DecodeSubscribe(f.Body)
+		_, _, _, _ = DecodeSubscribe(f.Body)
 	case TypeSubscribeOK:
 		_, _ = DecodeSubscribeOK(f.Body)
+	case TypeFetch:
+		_, _ = DecodeFetch(f.Body)
+	case TypeFetchResult:
+		_, _, _ = DecodeFetchResult(f.Body)
 	}
 }
 

@@ -170,7 +170,13 @@ type PartitionInfo struct {
 	StartOffset int64 // first offset still held; equals EndOffset when none is
 	EndOffset   int64 // offset the next record will get
 	Subscribers uint32
+	Bytes       int64 // size of the log
+	Segments    uint32
+	Corrupt     uint32 // offset ranges found corrupt (kept and reported, not removed)
 }
+
+// partitionInfoSize is the encoded size of a PartitionInfo.
+const partitionInfoSize = 4 + 8 + 8 + 4 + 8 + 4 + 4
 
 // TopicInfo answers DescribeTopic.
 type TopicInfo struct {
@@ -189,6 +195,9 @@ func (t *TopicInfo) Append(dst []byte) []byte {
 		dst = appendI64(dst, p.StartOffset)
 		dst = appendI64(dst, p.EndOffset)
 		dst = appendU32(dst, p.Subscribers)
+		dst = appendI64(dst, p.Bytes)
+		dst = appendU32(dst, p.Segments)
+		dst = appendU32(dst, p.Corrupt)
 	}
 	return dst
 }
@@ -199,12 +208,12 @@ func DecodeTopicInfo(body []byte) (t TopicInfo, err error) {
 	t.Name = d.String16()
 	t.Config = decodeKVs(&d)
 	n := d.U32()
-	if uint64(n) > uint64(d.Remaining()/24) {
+	if uint64(n) > uint64(d.Remaining()/partitionInfoSize) {
 		return t, errShort
 	}
 	t.Partitions = make([]PartitionInfo, n)
 	for i := range t.Partitions {
-		t.Partitions[i] = PartitionInfo{d.U32(), d.I64(), d.I64(), d.U32()}
+		t.Partitions[i] = PartitionInfo{d.U32(), d.I64(), d.I64(), d.U32(), d.I64(), d.U32(), d.U32()}
 	}
 	return t, d.Done()
 }
@@ -266,31 +275,165 @@ func DecodePublishAck(body []byte) (a PublishAck, err error) {
 	return a, d.Done()
 }
 
+// StartKind says where a subscription or fetch starts.
+type StartKind uint8
+
+// Start kinds; values are part of the format.
+const (
+	StartLatest   StartKind = 0 // the live tail: only what is published from now on
+	StartEarliest StartKind = 1 // the first offset the log still holds
+	StartOffset   StartKind = 2 // Value is an offset
+	StartTime     StartKind = 3 // Value is a timestamp, Unix nanoseconds
+)
+
+// Start is a position in a partition's log.
+type Start struct {
+	Kind  StartKind
+	Value int64
+}
+
+func appendStart(dst []byte, s Start) []byte { return appendI64(append(dst, byte(s.Kind)), s.Value) }
+
+func decodeStart(d *Decoder) Start {
+	s := Start{Kind: StartKind(d.U8()), Value: d.I64()}
+	if s.Kind > StartTime && d.err == nil {
+		d.err = errStartKind
+	}
+	return s
+}
+
+var errStartKind = &Error{Code: CodeMalformed, Message: "unknown start kind"}
+
 // Subscribe asks for push delivery of a topic's partition, or of every
-// partition with PartitionAny, from the live tail.
+// partition with PartitionAny, from a start position; deliveries replay
+// the log from there and then follow the live tail. Unsubscribe has the
+// same body; its start is ignored.
 type Subscribe struct {
 	Topic     string
 	Partition int32
+	Start     Start
 }
 
 // Append encodes s.
 func (s *Subscribe) Append(dst []byte) []byte {
-	return appendI32(AppendStr16(dst, s.Topic), s.Partition)
+	return appendStart(appendI32(AppendStr16(dst, s.Topic), s.Partition), s.Start)
 }
 
 // DecodeSubscribe decodes a Subscribe or Unsubscribe body; the topic aliases body.
-func DecodeSubscribe(body []byte) (topic []byte, partition int32, err error) {
+func DecodeSubscribe(body []byte) (topic []byte, partition int32, start Start, err error) {
 	d := NewDecoder(body)
 	topic, partition = d.Str16(), d.I32()
-	return topic, partition, d.Done()
+	start = decodeStart(&d)
+	return topic, partition, start, d.Done()
 }
 
-// AppendSubscribeOK encodes a SubscribeOK body: the topic's partition count.
-func AppendSubscribeOK(dst []byte, partitions uint32) []byte { return appendU32(dst, partitions) }
+// Fetch asks for the batches of one partition from a start position: at
+// most MaxBytes (at least one batch when any is available), waiting up to
+// MaxWaitMs for data when there is none yet (a long poll).
+type Fetch struct {
+	Topic     string
+	Partition int32
+	Start     Start
+	MaxBytes  uint32
+	MaxWaitMs uint32
+}
+
+// Append encodes f.
+func (f *Fetch) Append(dst []byte) []byte {
+	dst = appendStart(appendI32(AppendStr16(dst, f.Topic), f.Partition), f.Start)
+	return appendU32(appendU32(dst, f.MaxBytes), f.MaxWaitMs)
+}
+
+// DecodeFetch decodes a Fetch body.
+func DecodeFetch(body []byte) (f Fetch, err error) {
+	d := NewDecoder(body)
+	f.Topic, f.Partition = d.String16(), d.I32()
+	f.Start = decodeStart(&d)
+	f.MaxBytes, f.MaxWaitMs = d.U32(), d.U32()
+	return f, d.Done()
+}
+
+// FetchResultHeader precedes the batches of a FetchResult: the partition,
+// the log's first offset and visible end, and the offset the fetch
+// resolved its start to. The batches follow back to back (each carries
+// its length); the first may begin before Offset, and the reader skips
+// records below it.
+type FetchResultHeader struct {
+	Partition   int32
+	StartOffset int64
+	EndOffset   int64
+	Offset      int64
+}
+
+// FetchResultHeaderSize is the encoded size of FetchResultHeader.
+const FetchResultHeaderSize = 28
+
+// AppendFetchResultHeader appends the fixed part of a FetchResult body.
+func AppendFetchResultHeader(dst []byte, h FetchResultHeader) []byte {
+	dst = appendI32(dst, h.Partition)
+	dst = appendI64(dst, h.StartOffset)
+	dst = appendI64(dst, h.EndOffset)
+	return appendI64(dst, h.Offset)
+}
+
+// DecodeFetchResult splits a FetchResult body into its header and batches,
+// checking each batch's header (not its CRC).
+func DecodeFetchResult(body []byte) (h FetchResultHeader, batches []Batch, err error) {
+	d := NewDecoder(body)
+	h = FetchResultHeader{Partition: d.I32(), StartOffset: d.I64(), EndOffset: d.I64(), Offset: d.I64()}
+	rest := d.Rest()
+	if err := d.Err(); err != nil {
+		return h, nil, err
+	}
+	for len(rest) > 0 {
+		n := BatchSize(rest)
+		if n < BatchHeaderSize || n > len(rest) {
+			return h, nil, errBatchShort
+		}
+		if err := checkBatchHeader(rest[:n]); err != nil {
+			return h, nil, err
+		}
+		batches = append(batches, Batch(rest[:n:n]))
+		rest = rest[n:]
+	}
+	return h, batches, nil
+}
+
+// SubscribeOK answers a Subscribe: the topic's partition count and, for
+// each subscribed partition, the offset its deliveries start at (records
+// below it in the first delivered batch are to be skipped).
+type SubscribeOK struct {
+	Partitions uint32
+	Starts     []PartitionStart
+}
+
+// PartitionStart is where a subscription starts in one partition.
+type PartitionStart struct {
+	Partition int32
+	Offset    int64
+}
+
+// Append encodes s.
+func (s *SubscribeOK) Append(dst []byte) []byte {
+	dst = appendU32(dst, s.Partitions)
+	dst = appendU32(dst, uint32(len(s.Starts)))
+	for _, st := range s.Starts {
+		dst = appendI64(appendI32(dst, st.Partition), st.Offset)
+	}
+	return dst
+}
 
 // DecodeSubscribeOK decodes a SubscribeOK body.
-func DecodeSubscribeOK(body []byte) (uint32, error) {
+func DecodeSubscribeOK(body []byte) (s SubscribeOK, err error) {
 	d := NewDecoder(body)
+	s.Partitions = d.U32()
 	n := d.U32()
-	return n, d.Done()
+	if uint64(n) > uint64(d.Remaining()/12) {
+		return s, errShort
+	}
+	s.Starts = make([]PartitionStart, n)
+	for i := range s.Starts {
+		s.Starts[i] = PartitionStart{Partition: d.I32(), Offset: d.I64()}
+	}
+	return s, d.Done()
 }

@@ -214,7 +214,7 @@ func TestMessagesRoundTrip(t *testing.T) {
 	require.Equal(t, list, gotList)
 
 	ti := TopicInfo{Name: "a", Config: []KV{{"k", "v"}},
-		Partitions: []PartitionInfo{{0, 1, 2, 3}, {1, 0, 9, 0}}}
+		Partitions: []PartitionInfo{{0, 1, 2, 3, 4, 5, 6}, {1, 0, 9, 0, 0, 1, 0}}}
 	gotTI, err := DecodeTopicInfo(ti.Append(nil))
 	require.NoError(t, err)
 	require.Equal(t, ti, gotTI)
@@ -228,15 +228,36 @@ func TestMessagesRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, ack, gotAck)
 
-	s := Subscribe{Topic: "x", Partition: PartitionAny}
-	topic, p, err := DecodeSubscribe(s.Append(nil))
+	s := Subscribe{Topic: "x", Partition: PartitionAny, Start: Start{Kind: StartTime, Value: 1234}}
+	topic, p, start, err := DecodeSubscribe(s.Append(nil))
 	require.NoError(t, err)
 	require.Equal(t, "x", string(topic))
 	require.Equal(t, PartitionAny, p)
+	require.Equal(t, s.Start, start)
+	_, _, _, err = DecodeSubscribe((&Subscribe{Topic: "x", Start: Start{Kind: 9}}).Append(nil))
+	require.ErrorIs(t, err, ErrMalformed)
 
-	n, err := DecodeSubscribeOK(AppendSubscribeOK(nil, 5))
+	fr := Fetch{Topic: "f", Partition: 3, Start: Start{Kind: StartOffset, Value: 99}, MaxBytes: 4096, MaxWaitMs: 50}
+	gotFetch, err := DecodeFetch(fr.Append(nil))
 	require.NoError(t, err)
-	require.Equal(t, uint32(5), n)
+	require.Equal(t, fr, gotFetch)
+
+	b1 := buildBatch(t, nil, []testRecord{{ts: 1, value: []byte("a")}})
+	b2 := buildBatch(t, nil, []testRecord{{ts: 2, value: []byte("b")}, {ts: 3, value: []byte("c")}})
+	hdr := FetchResultHeader{Partition: 3, StartOffset: 5, EndOffset: 8, Offset: 6}
+	body := append(append(AppendFetchResultHeader(nil, hdr), b1...), b2...)
+	gotHdr, batches, err := DecodeFetchResult(body)
+	require.NoError(t, err)
+	require.Equal(t, hdr, gotHdr)
+	require.Len(t, batches, 2)
+	require.Equal(t, 2, batches[1].Count())
+	_, _, err = DecodeFetchResult(body[:len(body)-1])
+	require.Error(t, err)
+
+	sok := SubscribeOK{Partitions: 5, Starts: []PartitionStart{{0, 10}, {3, 0}}}
+	gotSok, err := DecodeSubscribeOK(sok.Append(nil))
+	require.NoError(t, err)
+	require.Equal(t, sok, gotSok)
 }
 
 func TestDecodersRejectShortAndTrailing(t *testing.T) {
@@ -247,6 +268,7 @@ func TestDecodersRejectShortAndTrailing(t *testing.T) {
 		"list":       AppendTopicList(nil, []TopicSummary{{"a", 1}}),
 		"info":       (&TopicInfo{Name: "a", Partitions: []PartitionInfo{{}}}).Append(nil),
 		"subscribe":  (&Subscribe{Topic: "t"}).Append(nil),
+		"fetch":      (&Fetch{Topic: "t", MaxBytes: 1}).Append(nil),
 		"publishack": AppendPublishAck(nil, 0, PublishAck{})[HeaderSize:],
 	}
 	decode := map[string]func([]byte) error{
@@ -255,7 +277,8 @@ func TestDecodersRejectShortAndTrailing(t *testing.T) {
 		"create":     func(b []byte) error { _, err := DecodeCreateTopic(b); return err },
 		"list":       func(b []byte) error { _, err := DecodeTopicList(b); return err },
 		"info":       func(b []byte) error { _, err := DecodeTopicInfo(b); return err },
-		"subscribe":  func(b []byte) error { _, _, err := DecodeSubscribe(b); return err },
+		"subscribe":  func(b []byte) error { _, _, _, err := DecodeSubscribe(b); return err },
+		"fetch":      func(b []byte) error { _, err := DecodeFetch(b); return err },
 		"publishack": func(b []byte) error { _, err := DecodePublishAck(b); return err },
 	}
 	for name, body := range bodies {

@@ -1,0 +1,186 @@
+package engine
+
+import (
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Reads from the log (pull fetches and the replay part of a subscription)
+// run on goroutines of their own: a read may wait for the disk, and it must
+// stall neither an event loop nor a shard. Logs are safe to read
+// concurrently with appends; readers see only visible (for fsync=always
+// topics: durable) batches.
+
+// resolveStart turns a start position into an offset of p's log.
+func resolveStart(p *shard.Partition, st wire.Start) (int64, error) {
+	start, end := p.Log.Bounds()
+	switch st.Kind {
+	case wire.StartEarliest:
+		return start, nil
+	case wire.StartLatest:
+		return end, nil
+	case wire.StartTime:
+		return p.Log.OffsetForTime(st.Value)
+	}
+	if st.Value < start || st.Value > end {
+		return 0, wire.Errorf(wire.CodeOffsetOutOfRange, "offset "+strconv.FormatInt(st.Value, 10)+
+			" is outside "+strconv.FormatInt(start, 10)+".."+strconv.FormatInt(end, 10))
+	}
+	return st.Value, nil
+}
+
+// fetch answers a Fetch: the batches from the start position, up to max
+// bytes, waiting up to the request's max wait when there are none yet.
+func (e *Engine) fetch(out *shard.Outbox, corr uint32, p *shard.Partition, req wire.Fetch) {
+	offset, err := resolveStart(p, req.Start)
+	if err != nil {
+		e.replyLater(out, corr, err)
+		return
+	}
+	maxBytes := int(min(req.MaxBytes, uint32(e.cfg.MaxFrameBytes-frameOverhead-wire.FetchResultHeaderSize)))
+	body, err := e.readFetch(p, offset, maxBytes)
+	if err == nil && len(body) == wire.FetchResultHeaderSize && req.MaxWaitMs > 0 {
+		e.waitFor(p, offset, time.Duration(req.MaxWaitMs)*time.Millisecond)
+		body, err = e.readFetch(p, offset, maxBytes)
+	}
+	if err != nil {
+		e.replyLater(out, corr, err)
+		return
+	}
+	frame := append(wire.AppendHeader(make([]byte, 0, wire.HeaderSize+len(body)), wire.TypeFetchResult, 0, corr, len(body)), body...)
+	out.SendCopy(frame)
+	out.Kick()
+}
+
+// readFetch builds a FetchResult body from offset.
+func (e *Engine) readFetch(p *shard.Partition, offset int64, maxBytes int) ([]byte, error) {
+	start, end := p.Log.Bounds()
+	body := wire.AppendFetchResultHeader(nil, wire.FetchResultHeader{Partition: p.ID, StartOffset: start,
+		EndOffset: end, Offset: offset})
+	err := p.Log.Read(offset, max(maxBytes, 1), func(b wire.Batch) bool {
+		body = append(body, b...)
+		return true
+	})
+	if errors.Is(err, storage.ErrOffsetOutOfRange) {
+		return nil, wire.Errorf(wire.CodeOffsetOutOfRange, "offset "+strconv.FormatInt(offset, 10)+
+			" is below the log's start "+strconv.FormatInt(start, 10))
+	}
+	if err != nil {
+		return nil, wire.Errorf(wire.CodeStorageError, err.Error())
+	}
+	return body, nil
+}
+
+// waitFor blocks until p has visible data past offset or d passes.
+func (e *Engine) waitFor(p *shard.Partition, offset int64, d time.Duration) {
+	ch := make(chan struct{}, 1)
+	if p.WaitFor(offset, func(int64, bool) { ch <- struct{}{} }) != nil {
+		return
+	}
+	p.Shard.Wake()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	}
+}
+
+// replyLater queues an error answer from a reader goroutine.
+func (e *Engine) replyLater(out *shard.Outbox, corr uint32, err error) {
+	sendErrTo(out, corr, err)
+	out.Kick()
+	e.countError(wire.CodeOf(err))
+}
+
+// replayChunk bounds how much one replay read takes before it checks the
+// subscriber's outbox and hands what it read to the writer.
+const replayChunk = 1 << 20
+
+// replay delivers p's log from offset to a subscriber, then makes it a
+// live subscriber with no gap and no duplicate (shard.CatchUp): it reads to
+// the visible end, asks to join there, and if more became visible meanwhile
+// reads on and asks again. It pauses while the subscriber's outbox is under
+// pressure, so a replay goes at the subscriber's pace. cancel stops it
+// (unsubscribe, connection closed).
+func (e *Engine) replay(out *shard.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) {
+	prefix := wire.AppendBatchPrefix(nil, p.Topic, p.ID)
+	joined := make(chan int64, 1)
+	for !cancel.Load() {
+		next, err := e.replayTo(out, p, prefix, offset, cancel)
+		if err != nil {
+			e.log.Warn("replay stopped", "topic", p.Topic, "partition", p.ID, "at", offset, "err", err)
+			return
+		}
+		offset = next
+		var ok bool
+		if p.CatchUp(out, offset, func(end int64, j bool) {
+			ok = j
+			joined <- end
+		}) != nil {
+			return
+		}
+		p.Shard.Wake()
+		if end := <-joined; end < 0 || ok {
+			if cancel.Load() && ok {
+				_ = p.Unsubscribe(out, nil)
+				p.Shard.Wake()
+			}
+			return
+		}
+	}
+}
+
+// replayTo sends every visible batch from offset and returns the offset
+// after the last one.
+func (e *Engine) replayTo(out *shard.Outbox, p *shard.Partition, prefix []byte, offset int64, cancel *atomic.Bool) (int64, error) {
+	for !cancel.Load() {
+		if !e.waitForRoom(out, cancel) {
+			return offset, nil
+		}
+		n := 0
+		err := p.Log.Read(offset, replayChunk, func(b wire.Batch) bool {
+			sendDelivery(out, prefix, b)
+			offset = b.BaseOffset() + int64(b.Count())
+			n++
+			return true
+		})
+		out.Kick()
+		if err != nil || n == 0 {
+			return offset, err
+		}
+	}
+	return offset, nil
+}
+
+// sendDelivery queues one Deliver frame for a batch read from the log.
+func sendDelivery(out *shard.Outbox, prefix []byte, b wire.Batch) {
+	n := wire.HeaderSize + len(prefix) + len(b)
+	buf := storage.NewBuf(n)
+	wire.AppendHeader(buf.B[:0], wire.TypeDeliver, 0, 0, len(prefix)+len(b))
+	copy(buf.B[wire.HeaderSize:], prefix)
+	copy(buf.B[wire.HeaderSize+len(prefix):], b)
+	out.SendRef(buf, buf.B, 0)
+	buf.Release()
+}
+
+// waitForRoom waits while the outbox is under pressure; false when the
+// replay should stop (cancelled, or the subscriber was disconnected).
+func (e *Engine) waitForRoom(out *shard.Outbox, cancel *atomic.Bool) bool {
+	for {
+		if cancel.Load() || out.Closed() {
+			return false
+		}
+		if over, _ := out.Pressure(); !over {
+			return true
+		}
+		out.Refresh()
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -1,0 +1,537 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// DiskConfig configures a partition's disk log. Zero fields take defaults.
+type DiskConfig struct {
+	FS  vfs.FS
+	Dir string // the partition's directory
+	// SegmentBytes rolls the active segment when a batch would take it
+	// past this size. Default 128 MiB; positions are 32-bit, so at most 4 GiB.
+	SegmentBytes int64
+	// SegmentAge rolls the active segment once it is this old, so
+	// retention by age can delete data. Default 1 hour.
+	SegmentAge time.Duration
+	// IndexInterval is the distance in bytes between index entries.
+	// Default 4 KiB.
+	IndexInterval int64
+	// Cache, if not nil, serves reads of whole blocks of immutable data.
+	Cache  *BlockCache
+	Logger *slog.Logger
+}
+
+func (c *DiskConfig) fill() {
+	if c.SegmentBytes <= 0 {
+		c.SegmentBytes = 128 << 20
+	}
+	c.SegmentBytes = min(c.SegmentBytes, 1<<32-1)
+	if c.SegmentAge <= 0 {
+		c.SegmentAge = time.Hour
+	}
+	if c.IndexInterval <= 0 {
+		c.IndexInterval = 4 << 10
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// maxIndexEntries sizes a segment's index so it never grows while readers
+// use it; a segment whose index fills up is rolled early.
+func (c *DiskConfig) maxIndexEntries() int {
+	return int(c.SegmentBytes/c.IndexInterval) + 1024
+}
+
+// DiskLog is a partition's log on disk: a directory of segment files of
+// record batches exactly as the shard stamped them, each with a sparse
+// index. See segment.go for the layout.
+type DiskLog struct {
+	cfg DiskConfig
+	id  uint64 // distinguishes this log's blocks in the shared cache
+
+	segs    atomic.Pointer[[]*segment] // ordered by base; replaced, never modified
+	start   atomic.Int64
+	visible atomic.Int64
+	written atomic.Int64 // end offset of what was written (Sync makes it durable)
+	failed  atomic.Bool
+	bytes   atomic.Int64
+
+	// Append side, owned by the partition's shard.
+	active *segment
+
+	mu       sync.Mutex // guards dirty flags, dirSync, corrupt, closing
+	dirSync  bool       // directory entries changed since the last sync
+	corrupt  []Range
+	isClosed bool
+}
+
+var logIDs atomic.Uint64
+
+// Recovery describes what opening a disk log found.
+type Recovery struct {
+	Segments  int
+	Scanned   int   // segments read through (the rest trusted their index)
+	Truncated int64 // bytes of torn tail cut off
+	Corrupt   []Range
+	Clean     bool // the previous run shut down cleanly
+}
+
+// OpenDiskLog opens (creating if needed) and recovers a partition's log.
+// After a clean shutdown it trusts every segment's index; otherwise it
+// scans the last segment (and any segment whose index does not match it),
+// verifies CRCs, cuts a torn tail at the last whole batch, and reports
+// corruption in the middle of a log without removing it.
+func OpenDiskLog(cfg DiskConfig) (*DiskLog, Recovery, error) {
+	cfg.fill()
+	var rec Recovery
+	// The partition directory and its topic directory: durable before any
+	// data in them is acknowledged.
+	if err := MkdirDurable(cfg.FS, cfg.Dir, 2); err != nil {
+		return nil, rec, err
+	}
+	l := &DiskLog{cfg: cfg, id: logIDs.Add(1)}
+	clean := cfg.Dir + "/" + cleanMarker
+	if _, err := cfg.FS.Stat(clean); err == nil {
+		rec.Clean = true
+		if err := cfg.FS.Remove(clean); err != nil {
+			return nil, rec, err
+		}
+		if err := cfg.FS.SyncDir(cfg.Dir); err != nil {
+			return nil, rec, err
+		}
+	}
+	segs, err := l.openSegments(&rec)
+	if err != nil {
+		for _, s := range segs {
+			_ = s.file.Close()
+		}
+		return nil, rec, err
+	}
+	if len(segs) == 0 {
+		s, err := l.createSegment(0)
+		if err != nil {
+			return nil, rec, err
+		}
+		segs = append(segs, s)
+	}
+	l.segs.Store(&segs)
+	l.active = segs[len(segs)-1]
+	l.start.Store(segs[0].base)
+	end := l.active.next.Load()
+	l.written.Store(end)
+	l.visible.Store(end)
+	for _, s := range segs {
+		l.bytes.Add(s.size.Load())
+	}
+	l.corrupt = append(l.corrupt, rec.Corrupt...)
+	rec.Segments = len(segs)
+	return l, rec, nil
+}
+
+// openSegments opens every segment file in order and recovers each.
+func (l *DiskLog) openSegments(rec *Recovery) ([]*segment, error) {
+	entries, err := l.cfg.FS.ReadDir(l.cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	var segs []*segment
+	for _, e := range entries {
+		base, ok := parseSegmentName(e.Name())
+		if !ok {
+			continue
+		}
+		path := l.cfg.Dir + "/" + e.Name()
+		f, err := l.cfg.FS.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return segs, err
+		}
+		segs = append(segs, newSegment(base, path, f, l.cfg.maxIndexEntries()))
+	}
+	for i, s := range segs {
+		last := i == len(segs)-1
+		if err := l.recoverSegment(s, last, rec); err != nil {
+			return segs, fmt.Errorf("storage: recover %s: %w", s.path, err)
+		}
+		if i > 0 && segs[i-1].next.Load() != s.base {
+			rec.Corrupt = append(rec.Corrupt, Range{segs[i-1].next.Load(), s.base})
+		}
+	}
+	return segs, nil
+}
+
+// recoverSegment trusts the segment's index when it matches (and the
+// segment is not the last one of an unclean shutdown), else scans it.
+func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
+	st, err := s.file.Stat()
+	if err != nil {
+		return err
+	}
+	if !last || rec.Clean {
+		if err := s.loadIndex(l.cfg.FS, st.Size()); err == nil {
+			next, err := s.lastBatchEnd()
+			if err == nil {
+				s.next.Store(next)
+				return nil
+			}
+		}
+	}
+	rec.Scanned++
+	cut, corrupt, err := scanSegment(s, st.Size(), l.cfg.IndexInterval)
+	rec.Corrupt = append(rec.Corrupt, corrupt...)
+	if err != nil {
+		return err
+	}
+	if cut < st.Size() {
+		rec.Truncated += st.Size() - cut
+		l.cfg.Logger.Warn("storage: cut torn tail", "segment", s.path, "at", cut, "bytes", st.Size()-cut)
+		if err := s.file.Truncate(cut); err != nil {
+			return err
+		}
+		if err := s.file.Sync(); err != nil {
+			return err
+		}
+	}
+	for _, r := range corrupt {
+		l.cfg.Logger.Error("storage: corrupt batches kept in place", "segment", s.path, "offsets", r.String())
+	}
+	return nil
+}
+
+// scanSegment reads a segment batch by batch, verifying each CRC and
+// rebuilding the index. It returns where whole batches end (anything after
+// is a torn tail) and the offset ranges of corrupt batches followed by
+// good ones (corruption, not a tear).
+func scanSegment(s *segment, size int64, interval int64) (int64, []Range, error) {
+	var corrupt []Range
+	s.nidx.Store(0)
+	s.lastIdx = -1 << 62
+	pos, next := int64(0), s.base
+	buf := make([]byte, 64<<10)
+	for pos < size {
+		batch, err := readBatchAt(s.file, pos, size, &buf)
+		if err != nil {
+			return 0, corrupt, err
+		}
+		if batch != nil && validBatch(batch, next) {
+			b := wire.Batch(batch)
+			s.addIndex(b.BaseOffset(), pos, b.MaxTimestamp(), interval)
+			s.maxTS.Store(max(s.maxTS.Load(), b.MaxTimestamp()))
+			next = b.BaseOffset() + int64(b.Count())
+			pos += int64(len(batch))
+			continue
+		}
+		// A bad batch: corruption if a good one follows, else a torn tail.
+		found, err := findNextBatch(s.file, pos+1, size, next, &buf)
+		if err != nil {
+			return 0, corrupt, err
+		}
+		if found < 0 {
+			break
+		}
+		after, _ := readBatchAt(s.file, found, size, &buf)
+		following := wire.Batch(after).BaseOffset()
+		corrupt = append(corrupt, Range{next, following})
+		pos, next = found, following
+		s.lastIdx = -1 << 62 // index the batch after the damage, so reads can skip to it
+	}
+	s.size.Store(pos)
+	s.next.Store(next)
+	return pos, corrupt, nil
+}
+
+// findNextBatch looks for the first whole, valid batch at or after from
+// whose base offset is beyond next: the batches after a damaged one, when
+// its length field may be damaged too. It returns -1 when there is none,
+// which makes the damage a torn tail. It checks a CRC only where the magic
+// byte and the length fit, so it costs little on the rare path it serves.
+func findNextBatch(f vfs.File, from, size, next int64, buf *[]byte) (int64, error) {
+	const window = 1 << 20
+	chunk := make([]byte, min(window+wire.BatchHeaderSize, max(size-from, 0)))
+	for base := from; base < size-wire.BatchHeaderSize; base += window {
+		n, err := f.ReadAt(chunk[:min(int64(len(chunk)), size-base)], base)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return -1, err
+		}
+		for i := 0; i+wire.BatchHeaderSize <= n && int64(i) < window; i++ {
+			h := chunk[i : i+wire.BatchHeaderSize]
+			if h[12] != wire.BatchMagic || h[13] != 0 || h[14] != 0 || h[15] != 0 {
+				continue
+			}
+			pos := base + int64(i)
+			b, err := readBatchAt(f, pos, size, buf)
+			if err != nil {
+				return -1, err
+			}
+			if b != nil && validBatch(b, -1) && wire.Batch(b).BaseOffset() > next {
+				return pos, nil
+			}
+		}
+	}
+	return -1, nil
+}
+
+// readBatchAt reads the batch at pos into *buf (grown as needed). It
+// returns nil without error when the bytes at pos cannot be a batch that
+// fits before size.
+func readBatchAt(f vfs.File, pos, size int64, buf *[]byte) ([]byte, error) {
+	if size-pos < wire.BatchHeaderSize {
+		return nil, nil
+	}
+	hdr := (*buf)[:wire.BatchHeaderSize]
+	if _, err := f.ReadAt(hdr, pos); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	n := int64(wire.BatchSize(hdr))
+	if n < wire.BatchHeaderSize || pos+n > size {
+		return nil, nil
+	}
+	if int64(cap(*buf)) < n {
+		*buf = make([]byte, n)
+	}
+	b := (*buf)[:n]
+	if _, err := f.ReadAt(b, pos); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return b, nil
+}
+
+// validBatch checks a batch's structure and CRC, and its base offset when
+// want is not negative.
+func validBatch(b []byte, want int64) bool {
+	if _, err := wire.CheckBatch(b, 1<<30); err != nil {
+		return false
+	}
+	return want < 0 || wire.Batch(b).BaseOffset() == want
+}
+
+func (l *DiskLog) createSegment(base int64) (*segment, error) {
+	path := l.cfg.Dir + "/" + segmentName(base, logSuffix)
+	f, err := l.cfg.FS.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.dirSync = true
+	l.mu.Unlock()
+	return newSegment(base, path, f, l.cfg.maxIndexEntries()), nil
+}
+
+// Append writes a batch at the end of the active segment, rolling to a new
+// segment first when the batch would not fit, the segment is old, or its
+// index is full. A failed write is cut back off the file, so the log stays
+// whole and later appends may succeed (a disk that was full may not be).
+func (l *DiskLog) Append(_ *Buf, batch wire.Batch) error {
+	if l.failed.Load() {
+		return ErrFailed
+	}
+	s := l.active
+	size := int64(len(batch))
+	pos := s.size.Load()
+	if pos > 0 && (pos+size > l.cfg.SegmentBytes || time.Since(s.created) > l.cfg.SegmentAge || s.indexFull()) {
+		if err := l.roll(); err != nil {
+			return err
+		}
+		s, pos = l.active, 0
+	}
+	n, err := s.file.WriteAt(batch, pos)
+	if err == nil && n < len(batch) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		if terr := s.file.Truncate(pos); terr != nil {
+			l.failed.Store(true)
+			l.cfg.Logger.Error("storage: cannot cut a failed write; log read-only until restart", "segment", s.path, "err", terr)
+		}
+		return err
+	}
+	l.mu.Lock()
+	s.dirty = true
+	l.mu.Unlock()
+	s.addIndex(batch.BaseOffset(), pos, batch.MaxTimestamp(), l.cfg.IndexInterval)
+	s.maxTS.Store(max(s.maxTS.Load(), batch.MaxTimestamp()))
+	s.size.Store(pos + size)
+	end := batch.BaseOffset() + int64(batch.Count())
+	s.next.Store(end)
+	l.bytes.Add(size)
+	l.written.Store(end)
+	return nil
+}
+
+func (s *segment) indexFull() bool { return int(s.nidx.Load()) >= len(s.index) }
+
+// roll seals the active segment (its index written) and starts the next.
+func (l *DiskLog) roll() error {
+	old := l.active
+	if err := old.writeIndex(l.cfg.FS, false); err != nil {
+		return err
+	}
+	s, err := l.createSegment(old.next.Load())
+	if err != nil {
+		return err
+	}
+	segs := append(slices.Clone(*l.segs.Load()), s)
+	l.segs.Store(&segs)
+	l.active = s
+	return nil
+}
+
+// Sync makes every segment written since the last sync durable, and the
+// directory when segments were added or removed. It runs concurrently with
+// Append: what was written before it started is covered.
+func (l *DiskLog) Sync() (int64, error) {
+	end := l.written.Load()
+	l.mu.Lock()
+	if l.isClosed {
+		l.mu.Unlock()
+		return 0, ErrClosed
+	}
+	var todo []*segment
+	for _, s := range *l.segs.Load() {
+		if s.dirty && s.acquire() {
+			s.dirty = false
+			todo = append(todo, s)
+		}
+	}
+	dir := l.dirSync
+	l.dirSync = false
+	l.mu.Unlock()
+	var err error
+	for _, s := range todo {
+		if err == nil {
+			err = s.file.Sync()
+		}
+		s.release()
+	}
+	if err == nil && dir {
+		err = l.cfg.FS.SyncDir(l.cfg.Dir)
+	}
+	if err != nil {
+		// Whether the data reached the disk is unknown; acking it later
+		// would risk losing an acknowledged message.
+		l.failed.Store(true)
+		l.cfg.Logger.Error("storage: fsync failed; log read-only until restart", "dir", l.cfg.Dir, "err", err)
+		return 0, err
+	}
+	return end, nil
+}
+
+// SetVisible publishes end to readers.
+func (l *DiskLog) SetVisible(end int64) { l.visible.Store(end) }
+
+// Bounds returns the first offset held and the visible end.
+func (l *DiskLog) Bounds() (int64, int64) { return l.start.Load(), l.visible.Load() }
+
+// Failed reports whether the log stopped accepting writes.
+func (l *DiskLog) Failed() bool { return l.failed.Load() }
+
+// Stats describes the log.
+func (l *DiskLog) Stats() LogStats {
+	l.mu.Lock()
+	corrupt := slices.Clone(l.corrupt)
+	l.mu.Unlock()
+	return LogStats{Start: l.start.Load(), End: l.visible.Load(), Bytes: l.bytes.Load(),
+		Segments: len(*l.segs.Load()), Corrupt: corrupt}
+}
+
+// Close writes the active segment's index, syncs everything and leaves the
+// clean marker, so the next open trusts the indexes instead of scanning.
+// A failed log closes without the marker.
+func (l *DiskLog) Close() error {
+	var err error
+	if !l.failed.Load() {
+		if err = l.active.writeIndex(l.cfg.FS, true); err == nil {
+			_, err = l.Sync()
+		}
+		if err == nil {
+			err = WriteFileAtomic(l.cfg.FS, l.cfg.Dir+"/"+cleanMarker, nil, true)
+		}
+	}
+	l.mu.Lock()
+	l.isClosed = true
+	l.mu.Unlock()
+	for _, s := range *l.segs.Load() {
+		s.removed.Store(true)
+		s.release()
+	}
+	return err
+}
+
+// Drop closes the log's files without making anything durable and
+// removes its directory.
+func (l *DiskLog) Drop() error {
+	l.mu.Lock()
+	l.isClosed = true
+	l.mu.Unlock()
+	for _, s := range *l.segs.Load() {
+		s.removed.Store(true)
+		s.release()
+	}
+	return l.cfg.FS.RemoveAll(l.cfg.Dir)
+}
+
+// Retain deletes sealed segments whose newest record is older than maxAge,
+// and the oldest sealed segments while the log is larger than maxBytes.
+func (l *DiskLog) Retain(now time.Time, maxAge time.Duration, maxBytes int64) (int, error) {
+	segs := *l.segs.Load()
+	total := l.bytes.Load()
+	drop := 0
+	for _, s := range segs[:len(segs)-1] {
+		old := maxAge > 0 && s.maxTS.Load() < now.Add(-maxAge).UnixNano()
+		big := maxBytes > 0 && total > maxBytes
+		if !old && !big {
+			break
+		}
+		total -= s.size.Load()
+		drop++
+	}
+	if drop == 0 {
+		return 0, nil
+	}
+	keep := slices.Clone(segs[drop:])
+	l.segs.Store(&keep)
+	l.start.Store(keep[0].base)
+	var err error
+	for _, s := range segs[:drop] {
+		l.bytes.Add(-s.size.Load())
+		s.removed.Store(true)
+		if rerr := l.cfg.FS.Remove(s.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
+			err = rerr
+		}
+		if rerr := l.cfg.FS.Remove(s.path[:len(s.path)-len(logSuffix)] + indexSuffix); rerr != nil &&
+			!errors.Is(rerr, fs.ErrNotExist) && err == nil {
+			err = rerr
+		}
+		s.release()
+	}
+	l.mu.Lock()
+	l.dirSync = true
+	l.mu.Unlock()
+	return drop, err
+}
+
+// recordCorrupt notes a corrupt batch found by a read.
+func (l *DiskLog) recordCorrupt(r Range) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !slices.Contains(l.corrupt, r) {
+		l.corrupt = append(l.corrupt, r)
+		l.cfg.Logger.Error("storage: corrupt batch found by a read", "dir", l.cfg.Dir, "offsets", r.String())
+	}
+}

@@ -1,0 +1,422 @@
+package storage
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// makeBatch builds a stamped batch of n records at base, with record i's
+// value "v<base+i>" and timestamps ts, ts+1, ...
+func makeBatch(base int64, n int, ts int64) wire.Batch {
+	var bb wire.BatchBuilder
+	bb.Start(nil, -1, -1)
+	for i := range n {
+		bb.Append(ts+int64(i), nil, fmt.Appendf(nil, "v%d", base+int64(i)), nil)
+	}
+	b := wire.Batch(bb.Finish())
+	b.SetBaseOffset(base)
+	return b
+}
+
+func openLog(t testing.TB, fsys vfs.FS, mutate func(*DiskConfig)) (*DiskLog, Recovery) {
+	t.Helper()
+	cfg := DiskConfig{FS: fsys, Dir: "t/0", SegmentBytes: 4096, IndexInterval: 256, Logger: quiet}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	l, rec, err := OpenDiskLog(cfg)
+	require.NoError(t, err)
+	return l, rec
+}
+
+// appendN appends batches of 1..7 records until the log has n offsets and
+// makes them visible; it returns the end offset.
+func appendN(t testing.TB, l *DiskLog, n int64, ts int64) int64 {
+	t.Helper()
+	_, end := l.Bounds()
+	for i := 0; end < n; i++ {
+		c := min(int64(1+i%7), n-end)
+		require.NoError(t, l.Append(nil, makeBatch(end, int(c), ts)))
+		end += c
+	}
+	l.SetVisible(end)
+	return end
+}
+
+// readAll returns the values of every visible record from offset.
+func readAll(t testing.TB, l Log, from int64) []string {
+	t.Helper()
+	var vals []string
+	for {
+		before := len(vals)
+		err := l.Read(from, 1000, func(b wire.Batch) bool {
+			it := b.Records()
+			var r wire.Record
+			for it.Next(&r) {
+				if r.Offset >= from {
+					vals = append(vals, string(r.Value))
+					from = r.Offset + 1
+				}
+			}
+			return true
+		})
+		require.NoError(t, err)
+		if len(vals) == before {
+			return vals
+		}
+	}
+}
+
+func expected(from, to int64) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, fmt.Sprintf("v%d", i))
+	}
+	return out
+}
+
+func TestAppendReadAcrossSegments(t *testing.T) {
+	fsys := vfs.NewMem()
+	l, _ := openLog(t, fsys, nil)
+	end := appendN(t, l, 2000, 1)
+	require.Greater(t, l.Stats().Segments, 5, "4 KiB segments roll")
+	require.Equal(t, expected(0, end), readAll(t, l, 0))
+	require.Equal(t, expected(1234, end), readAll(t, l, 1234), "a read from the middle starts at the batch holding the offset")
+	start, e := l.Bounds()
+	require.Equal(t, int64(0), start)
+	require.Equal(t, end, e)
+
+	// Only visible batches are read.
+	require.NoError(t, l.Append(nil, makeBatch(end, 3, 1)))
+	require.Equal(t, expected(0, end), readAll(t, l, 0))
+	l.SetVisible(end + 3)
+	require.Equal(t, expected(0, end+3), readAll(t, l, 0))
+	require.NoError(t, l.Close())
+}
+
+func TestCleanReopenTrustsIndexes(t *testing.T) {
+	fsys := vfs.NewMem()
+	l, _ := openLog(t, fsys, nil)
+	end := appendN(t, l, 3000, 1)
+	require.NoError(t, l.Close())
+	l2, rec := openLog(t, fsys, nil)
+	require.True(t, rec.Clean)
+	require.Zero(t, rec.Scanned, "a clean shutdown needs no scan")
+	_, e := l2.Bounds()
+	require.Equal(t, end, e)
+	require.Equal(t, expected(0, end), readAll(t, l2, 0))
+	// Appends continue at the end.
+	require.NoError(t, l2.Append(nil, makeBatch(end, 2, 1)))
+	l2.SetVisible(end + 2)
+	require.Equal(t, expected(end-5, end+2), readAll(t, l2, end-5))
+}
+
+// TestCrashKeepsSyncedAndCutsTornTail appends, syncs, appends more without
+// syncing, crashes with torn tails kept, and reopens: everything synced is
+// there, the torn tail is cut at a whole batch, and the log is appendable.
+func TestCrashKeepsSyncedAndCutsTornTail(t *testing.T) {
+	for seed := range uint64(30) {
+		fsys := vfs.NewMem()
+		l, _ := openLog(t, fsys, nil)
+		synced := appendN(t, l, 700, 1)
+		got, err := l.Sync()
+		require.NoError(t, err)
+		require.Equal(t, synced, got)
+		appendN(t, l, 900, 1)
+		crashed := fsys.CrashWith(rand.New(rand.NewPCG(seed, 1)))
+
+		l2, rec := openLog(t, crashed, nil)
+		require.False(t, rec.Clean)
+		_, end := l2.Bounds()
+		require.GreaterOrEqual(t, end, synced, "seed %d: synced data lost", seed)
+		require.Equal(t, expected(0, end), readAll(t, l2, 0), "seed %d", seed)
+		require.Empty(t, rec.Corrupt, "seed %d: a torn tail is not corruption", seed)
+		require.NoError(t, l2.Append(nil, makeBatch(end, 1, 1)))
+	}
+}
+
+func TestTornTailIsTruncatedAndReported(t *testing.T) {
+	fsys := vfs.NewMem()
+	l, _ := openLog(t, fsys, func(c *DiskConfig) { c.SegmentBytes = 1 << 20 })
+	end := appendN(t, l, 100, 1)
+	_, err := l.Sync()
+	require.NoError(t, err)
+	seg := l.active.path
+	size := l.active.size.Load()
+	// Cut the file in the middle of its last batch, as a crash can.
+	f, err := fsys.OpenFile(seg, os.O_RDWR, 0)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(size-5))
+	require.NoError(t, f.Sync())
+	require.NoError(t, f.Close())
+	crashed := fsys.Crash()
+
+	l2, rec := openLog(t, crashed, func(c *DiskConfig) { c.SegmentBytes = 1 << 20 })
+	require.Positive(t, rec.Truncated)
+	_, e := l2.Bounds()
+	require.Less(t, e, end)
+	require.Equal(t, expected(0, e), readAll(t, l2, 0))
+}
+
+// TestFlippedBitMidLogIsReported: corruption in the middle of the log is
+// detected and reported, not cut away, and the batches after it stay
+// readable — in the last segment (found by the recovery scan) and in a
+// sealed one (found by the read).
+func TestFlippedBitMidLogIsReported(t *testing.T) {
+	for _, where := range []string{"last segment", "sealed segment"} {
+		t.Run(where, func(t *testing.T) {
+			fsys := vfs.NewMem()
+			segBytes := int64(1 << 20)
+			if where == "sealed segment" {
+				segBytes = 4096
+			}
+			l, _ := openLog(t, fsys, func(c *DiskConfig) { c.SegmentBytes = segBytes })
+			end := appendN(t, l, 300, 1)
+			target := (*l.segs.Load())[0]
+			require.NoError(t, l.Close())
+
+			// Flip a bit in a record value of a batch near the middle.
+			f, err := fsys.OpenFile(target.path, os.O_RDWR, 0)
+			require.NoError(t, err)
+			st, _ := f.Stat()
+			pos := st.Size() / 2
+			b := make([]byte, 1)
+			_, err = f.ReadAt(b, pos)
+			require.NoError(t, err)
+			b[0] ^= 0x04
+			_, err = f.WriteAt(b, pos)
+			require.NoError(t, err)
+			require.NoError(t, f.Sync())
+			require.NoError(t, f.Close())
+			if where == "last segment" {
+				require.NoError(t, fsys.Remove("t/0/"+cleanMarker)) // force the recovery scan
+			}
+
+			l2, rec := openLog(t, fsys, func(c *DiskConfig) { c.SegmentBytes = segBytes })
+			vals := readAll(t, l2, 0)
+			st2 := l2.Stats()
+			require.Len(t, st2.Corrupt, 1, "the corruption is reported")
+			bad := st2.Corrupt[0]
+			require.Equal(t, end, st2.End, "nothing after the corruption was cut")
+			want := append(expected(0, bad.From), expected(bad.To, end)...)
+			require.Equal(t, want, vals, "every batch but the corrupt one reads")
+			if where == "last segment" {
+				require.Equal(t, st2.Corrupt, rec.Corrupt, "found by the recovery scan")
+			}
+		})
+	}
+}
+
+func TestIndexRebuiltWhenMissingOrWrong(t *testing.T) {
+	fsys := vfs.NewMem()
+	l, _ := openLog(t, fsys, nil)
+	end := appendN(t, l, 1500, 1)
+	segs := *l.segs.Load()
+	require.NoError(t, l.Close())
+	idx0 := segs[0].path[:len(segs[0].path)-len(logSuffix)] + indexSuffix
+	idx1 := segs[1].path[:len(segs[1].path)-len(logSuffix)] + indexSuffix
+	require.NoError(t, fsys.Remove(idx0))
+	f, err := fsys.OpenFile(idx1, os.O_RDWR, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte{0xff}, 0)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	l2, rec := openLog(t, fsys, nil)
+	require.Equal(t, 2, rec.Scanned, "the two segments with a bad index were scanned")
+	require.Equal(t, expected(0, end), readAll(t, l2, 0))
+	require.Equal(t, expected(700, end), readAll(t, l2, 700))
+}
+
+func TestRetentionByAgeAndBytes(t *testing.T) {
+	fsys := vfs.NewMem()
+	l, _ := openLog(t, fsys, nil)
+	now := time.Unix(10_000, 0)
+	old := now.Add(-2 * time.Hour).UnixNano()
+	oldEnd := appendN(t, l, 1000, old)
+	end := appendN(t, l, 2000, now.UnixNano())
+	segsBefore := l.Stats().Segments
+
+	n, err := l.Retain(now, time.Hour, 0)
+	require.NoError(t, err)
+	require.Positive(t, n)
+	start, _ := l.Bounds()
+	require.LessOrEqual(t, start, oldEnd, "only segments wholly older than an hour go")
+	require.Positive(t, start)
+	_, err = l.Retain(now, time.Hour, 0)
+	require.NoError(t, err)
+	require.Equal(t, expected(start, end), readAll(t, l, start))
+	err = l.Read(0, 100, func(wire.Batch) bool { return true })
+	require.ErrorIs(t, err, ErrOffsetOutOfRange)
+
+	_, err = l.Retain(now, 0, 8192)
+	require.NoError(t, err)
+	st := l.Stats()
+	require.LessOrEqual(t, st.Bytes, int64(8192+4096), "about the byte bound is left, the active segment included")
+	require.Less(t, st.Segments, segsBefore)
+	require.Equal(t, expected(st.Start, end), readAll(t, l, st.Start))
+	// Deleted segment files are gone.
+	entries, err := fsys.ReadDir("t/0")
+	require.NoError(t, err)
+	logs := 0
+	for _, e := range entries {
+		if _, ok := parseSegmentName(e.Name()); ok {
+			logs++
+		}
+	}
+	require.Equal(t, st.Segments, logs)
+}
+
+func TestOffsetForTime(t *testing.T) {
+	l, _ := openLog(t, vfs.NewMem(), nil)
+	for i := range int64(100) {
+		require.NoError(t, l.Append(nil, makeBatch(i*10, 10, 1000*i)))
+	}
+	l.SetVisible(1000)
+	off, err := l.OffsetForTime(50_000)
+	require.NoError(t, err)
+	require.Equal(t, int64(500), off)
+	off, err = l.OffsetForTime(0)
+	require.NoError(t, err)
+	require.Equal(t, int64(0), off)
+	off, err = l.OffsetForTime(1 << 62)
+	require.NoError(t, err)
+	require.Equal(t, int64(1000), off, "after the last message: the end")
+}
+
+// TestDiskFullFailsTheAppendAndRecovers: a write that fails (disk full, a
+// short write) is cut back off, the error surfaces as the storage-full
+// code, and appends succeed again once space returns.
+func TestDiskFullFailsTheAppendAndRecovers(t *testing.T) {
+	efs := vfs.NewErrors(vfs.NewMem())
+	l, _ := openLog(t, efs, func(c *DiskConfig) { c.SegmentBytes = 1 << 20 })
+	end := appendN(t, l, 50, 1)
+	efs.InjectWrite(nil, syscall.ENOSPC, 0)
+	err := l.Append(nil, makeBatch(end, 5, 1))
+	require.ErrorIs(t, err, syscall.ENOSPC)
+	require.Equal(t, wire.CodeStorageFull, Code(err))
+	efs.Clear()
+	efs.ShortWrite(nil, 10, 0)
+	err = l.Append(nil, makeBatch(end, 5, 1))
+	require.ErrorIs(t, err, io.ErrShortWrite)
+	require.Equal(t, wire.CodeStorageError, Code(err))
+	efs.Clear()
+	require.NoError(t, l.Append(nil, makeBatch(end, 5, 1)))
+	l.SetVisible(end + 5)
+	require.Equal(t, expected(0, end+5), readAll(t, l, 0), "the failed writes left nothing behind")
+}
+
+func TestFailedSyncFailsTheLog(t *testing.T) {
+	efs := vfs.NewErrors(vfs.NewMem())
+	l, _ := openLog(t, efs, nil)
+	end := appendN(t, l, 20, 1)
+	efs.InjectSync(nil, syscall.EIO, 0)
+	_, err := l.Sync()
+	require.ErrorIs(t, err, syscall.EIO)
+	require.ErrorIs(t, l.Append(nil, makeBatch(end, 1, 1)), ErrFailed)
+	require.Equal(t, expected(0, end), readAll(t, l, 0), "a failed log stays readable")
+}
+
+// TestCrashAtManyCutPoints runs a producer that acks a batch only after
+// Sync, crashes the file system at many points (keeping random torn
+// tails), and checks after each recovery that every acked batch is there
+// exactly once, in order.
+func TestCrashAtManyCutPoints(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	for round := range 60 {
+		fsys := vfs.NewMem()
+		var acked int64
+		steps := 1 + rng.IntN(40)
+		for step := 0; step < steps; step++ {
+			l, _ := openLog(t, fsys, nil)
+			_, end := l.Bounds()
+			require.GreaterOrEqual(t, end, acked, "round %d: an acked batch was lost", round)
+			require.Equal(t, expected(0, end), readAll(t, l, 0), "round %d", round)
+			for range rng.IntN(30) {
+				require.NoError(t, l.Append(nil, makeBatch(end, 1+rng.IntN(5), 1)))
+				end = l.active.next.Load()
+				l.SetVisible(end)
+				if rng.IntN(3) == 0 {
+					synced, err := l.Sync()
+					require.NoError(t, err)
+					acked = synced
+				}
+			}
+			fsys = fsys.CrashWith(rng)
+		}
+	}
+}
+
+func TestMemLogBoundsAndReads(t *testing.T) {
+	m := NewMemLog(2000)
+	for i := range int64(100) {
+		b := makeBatch(i*3, 3, i)
+		buf := NewBuf(len(b))
+		copy(buf.B, b)
+		require.NoError(t, m.Append(buf, wire.Batch(buf.B)))
+		buf.Release()
+	}
+	st := m.Stats()
+	require.LessOrEqual(t, st.Bytes, int64(2000))
+	require.Equal(t, int64(300), st.End)
+	require.Positive(t, st.Start)
+	require.Equal(t, expected(st.Start, 300), readAll(t, m, st.Start))
+	err := m.Read(0, 10, func(wire.Batch) bool { return true })
+	require.ErrorIs(t, err, ErrOffsetOutOfRange)
+	off, err := m.OffsetForTime(95)
+	require.NoError(t, err)
+	require.Equal(t, int64(279), off, "batch 93 holds timestamps 93..95")
+	n, err := m.Retain(time.Unix(0, 97), 1, 0)
+	require.NoError(t, err)
+	require.Positive(t, n)
+	require.NoError(t, m.Close())
+	require.Zero(t, LiveBufs(), "the memory log released every batch")
+}
+
+// TestDamagedLengthMidLogIsNotCut: a damaged length field (outside the CRC)
+// in the last segment does not make the recovery cut the good batches that
+// follow.
+func TestDamagedLengthMidLogIsNotCut(t *testing.T) {
+	fsys := vfs.NewMem()
+	l, _ := openLog(t, fsys, func(c *DiskConfig) { c.SegmentBytes = 1 << 20 })
+	end := appendN(t, l, 300, 1)
+	path := l.active.path
+	require.NoError(t, l.Close())
+	require.NoError(t, fsys.Remove("t/0/"+cleanMarker))
+
+	// Find a batch near the middle and damage its length field.
+	f, err := fsys.OpenFile(path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	st, _ := f.Stat()
+	hdr := make([]byte, wire.BatchHeaderSize)
+	pos := int64(0)
+	for pos < st.Size()/2 {
+		_, err := f.ReadAt(hdr, pos)
+		require.NoError(t, err)
+		pos += int64(wire.BatchSize(hdr))
+	}
+	_, err = f.WriteAt([]byte{0x7f}, pos+9)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	l2, rec := openLog(t, fsys, func(c *DiskConfig) { c.SegmentBytes = 1 << 20 })
+	require.Zero(t, rec.Truncated, "nothing was cut")
+	require.Len(t, rec.Corrupt, 1)
+	_, e := l2.Bounds()
+	require.Equal(t, end, e)
+	bad := rec.Corrupt[0]
+	require.Equal(t, append(expected(0, bad.From), expected(bad.To, end)...), readAll(t, l2, 0))
+}

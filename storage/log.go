@@ -1,0 +1,86 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Log is one partition's log of record batches, in offset order. The
+// shard that owns the partition calls Append, Retain and SetVisible; Sync
+// may run on another goroutine (the shard's syncer); Read, Bounds and the
+// other accessors are safe from any goroutine, concurrently with appends.
+type Log interface {
+	// Append adds a batch whose base offset is already stamped and equals
+	// the log's end offset. b holds the batch's bytes; a memory log keeps a
+	// reference, a disk log copies them to its segment file.
+	Append(b *Buf, batch wire.Batch) error
+	// Sync makes everything appended so far durable. It returns the end
+	// offset it made durable.
+	Sync() (int64, error)
+	// SetVisible lets readers see batches below end. Durable topics
+	// publish an offset only once it is synced, so no reader sees a
+	// message that a crash could take back.
+	SetVisible(end int64)
+	// Bounds returns the first offset held and the visible end offset.
+	Bounds() (start, end int64)
+	// Read calls fn with each visible batch, in order, starting with the
+	// one that contains offset, until about maxBytes were passed (at least
+	// one batch) or fn returns false. The batch slice is valid only during
+	// the call. It returns ErrOffsetOutOfRange below the start.
+	Read(offset int64, maxBytes int, fn func(batch wire.Batch) bool) error
+	// OffsetForTime returns the first offset of the first batch whose max
+	// timestamp is at or after ts (Unix nanoseconds), or the end offset.
+	OffsetForTime(ts int64) (int64, error)
+	// Retain deletes whole segments (or batches, in memory) that are older
+	// than maxAge or beyond maxBytes from the end. Zero disables a bound.
+	// The active segment is never deleted.
+	Retain(now time.Time, maxAge time.Duration, maxBytes int64) (removed int, err error)
+	// Stats reports the log's size and shape.
+	Stats() LogStats
+	// Close releases files and buffers; a disk log first makes everything
+	// durable and leaves its clean marker.
+	Close() error
+	// Drop closes the log and deletes its data (the topic was deleted).
+	Drop() error
+}
+
+// LogStats describes a log for the admin API and metrics.
+type LogStats struct {
+	Start, End int64
+	Bytes      int64
+	Segments   int
+	Corrupt    []Range // ranges found corrupt, reported not hidden
+}
+
+// Range is a half-open range of offsets [From, To).
+type Range struct{ From, To int64 }
+
+func (r Range) String() string { return fmt.Sprintf("[%d, %d)", r.From, r.To) }
+
+// Errors of the storage layer. Publish errors map to wire codes with Code.
+var (
+	// ErrOffsetOutOfRange: a read below the log's start.
+	ErrOffsetOutOfRange = errors.New("storage: offset out of range")
+	// ErrCorrupt: a batch failed its CRC where it was read.
+	ErrCorrupt = errors.New("storage: corrupt batch")
+	// ErrFailed: the log stopped accepting writes after an error it could
+	// not undo (a failed fsync, a failed truncate of a partial write); it
+	// stays readable, and a restart recovers it.
+	ErrFailed = errors.New("storage: log failed; restart to recover")
+	// ErrClosed: the log was closed.
+	ErrClosed = errors.New("storage: log closed")
+)
+
+// Code maps a storage error to the protocol code a producer gets.
+func Code(err error) wire.Code {
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return wire.CodeStorageFull
+	default:
+		return wire.CodeStorageError
+	}
+}

@@ -1,0 +1,219 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"unsafe"
+
+	"github.com/dgraph-io/ristretto/v2"
+
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// blockSize is the unit of the read cache: reads of immutable segment data
+// go through whole blocks, so many consumers replaying the same range read
+// the disk once.
+const blockSize = 64 << 10
+
+// BlockCache caches blocks of segment files, shared by every log of a
+// broker. ristretto admits and evicts by frequency and is safe for
+// concurrent use; its Set is asynchronous and may drop, which is fine on
+// the read path (the next read goes to the file).
+type BlockCache struct {
+	c *ristretto.Cache[string, []byte]
+}
+
+// NewBlockCache returns a cache holding about maxBytes of blocks; 0 or
+// less disables caching (a nil cache is valid and caches nothing).
+func NewBlockCache(maxBytes int64) (*BlockCache, error) {
+	if maxBytes <= 0 {
+		return nil, nil
+	}
+	c, err := ristretto.NewCache(&ristretto.Config[string, []byte]{
+		NumCounters: max(maxBytes/blockSize*10, 1000),
+		MaxCost:     maxBytes,
+		BufferItems: 64,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &BlockCache{c: c}, nil
+}
+
+// Close releases the cache.
+func (c *BlockCache) Close() {
+	if c != nil {
+		c.c.Close()
+	}
+}
+
+// blockKey names a block: the log, the segment's base, the block index.
+// The string views a stack array; ristretto hashes keys and keeps only the
+// hashes, so the view does not outlive the call.
+func blockKey(buf *[24]byte, log uint64, base int64, block int64) string {
+	binary.LittleEndian.PutUint64(buf[0:], log)
+	binary.LittleEndian.PutUint64(buf[8:], uint64(base))
+	binary.LittleEndian.PutUint64(buf[16:], uint64(block))
+	return unsafe.String(&buf[0], len(buf))
+}
+
+// readRange copies [pos, pos+len(dst)) of a segment into dst, through the
+// cache for blocks that are complete and immutable (below limit).
+func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64) error {
+	c := l.cfg.Cache
+	for len(dst) > 0 {
+		block := pos / blockSize
+		bstart := block * blockSize
+		if c == nil || bstart+blockSize > limit {
+			_, err := s.file.ReadAt(dst, pos)
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		var kb [24]byte
+		key := blockKey(&kb, l.id, s.base, block)
+		data, ok := c.c.Get(key)
+		if !ok {
+			data = make([]byte, blockSize)
+			if _, err := s.file.ReadAt(data, bstart); err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			c.c.Set(key, data, blockSize)
+		}
+		n := copy(dst, data[pos-bstart:])
+		dst, pos = dst[n:], pos+int64(n)
+	}
+	return nil
+}
+
+// Read calls fn with each visible batch from the one containing offset.
+func (l *DiskLog) Read(offset int64, maxBytes int, fn func(wire.Batch) bool) error {
+	var buf []byte
+	for sent := 0; ; {
+		visible := l.visible.Load()
+		if offset >= visible {
+			return nil
+		}
+		s, err := l.segmentFor(offset)
+		if err != nil {
+			return err
+		}
+		next, done, err := l.readSegment(s, offset, visible, maxBytes, &sent, &buf, fn)
+		s.release()
+		if err != nil || done || next == offset {
+			return err
+		}
+		offset = next
+	}
+}
+
+// segmentFor returns the segment holding offset, acquired.
+func (l *DiskLog) segmentFor(offset int64) (*segment, error) {
+	for {
+		segs := *l.segs.Load()
+		if offset < segs[0].base {
+			return nil, ErrOffsetOutOfRange
+		}
+		i := len(segs) - 1
+		for i > 0 && segs[i].base > offset {
+			i--
+		}
+		if segs[i].acquire() {
+			return segs[i], nil
+		}
+		// Retention removed it meanwhile; look again.
+	}
+}
+
+// readSegment reads batches of one segment from the one containing offset.
+// It returns the offset after the last batch read, and whether to stop.
+func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, sent *int,
+	buf *[]byte, fn func(wire.Batch) bool) (int64, bool, error) {
+	limit := s.size.Load()
+	pos, expect := s.lookup(offset)
+	next := offset
+	var hdr [wire.BatchHeaderSize]byte
+	for pos < limit {
+		if err := l.readRange(s, pos, hdr[:], limit); err != nil {
+			return next, true, err
+		}
+		size := int64(wire.BatchSize(hdr[:]))
+		b := wire.Batch(hdr[:])
+		if expect >= visible {
+			return next, true, nil
+		}
+		if size < wire.BatchHeaderSize || pos+size > limit || b.BaseOffset() != expect || hdr[12] != wire.BatchMagic {
+			// A damaged header (the length and base offset are outside
+			// the CRC): skip to the next batch the index knows.
+			p, base, ok := s.indexAfter(pos)
+			if !ok {
+				l.recordCorrupt(Range{expect, s.next.Load()})
+				return s.next.Load(), false, nil
+			}
+			l.recordCorrupt(Range{expect, base})
+			pos, expect, next = p, base, max(next, base)
+			continue
+		}
+		count := int64(b.Count())
+		end := expect + count
+		if end <= offset {
+			pos, expect = pos+size, end
+			continue
+		}
+		if int64(cap(*buf)) < size {
+			*buf = make([]byte, size)
+		}
+		batch := wire.Batch((*buf)[:size])
+		if err := l.readRange(s, pos, batch, limit); err != nil {
+			return next, true, err
+		}
+		pos, expect = pos+size, end
+		next = end
+		if batch.CRC() != batch.ComputeCRC() {
+			l.recordCorrupt(Range{batch.BaseOffset(), end})
+			continue
+		}
+		*sent += int(size)
+		if !fn(batch) || *sent >= maxBytes {
+			return next, true, nil
+		}
+	}
+	if s == l.active || next >= visible {
+		return next, true, nil
+	}
+	return max(next, s.next.Load()), false, nil
+}
+
+// OffsetForTime returns the base offset of the first batch whose max
+// timestamp is at or after ts, or the visible end.
+func (l *DiskLog) OffsetForTime(ts int64) (int64, error) {
+	for _, s := range *l.segs.Load() {
+		if s.maxTS.Load() < ts || !s.acquire() {
+			continue
+		}
+		off, found, err := l.scanTime(s, ts)
+		s.release()
+		if err != nil || found {
+			return off, err
+		}
+	}
+	return l.visible.Load(), nil
+}
+
+func (l *DiskLog) scanTime(s *segment, ts int64) (int64, bool, error) {
+	limit := s.size.Load()
+	var hdr [wire.BatchHeaderSize]byte
+	for pos := s.lookupTime(ts); pos < limit; {
+		if err := l.readRange(s, pos, hdr[:], limit); err != nil {
+			return 0, false, err
+		}
+		b := wire.Batch(hdr[:])
+		if b.MaxTimestamp() >= ts {
+			return min(b.BaseOffset(), l.visible.Load()), true, nil
+		}
+		pos += int64(wire.BatchSize(hdr[:]))
+	}
+	return 0, false, nil
+}

@@ -1,0 +1,318 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// On-disk layout of a partition directory; names and formats are part of
+// the storage format.
+//
+//	00000000000000000000.log     record batches, exactly as stamped, back to back
+//	00000000000000000000.index   the segment's sparse index, written when it is sealed
+//	00000000000000004096.log     the next segment, named by its base offset
+//	clean                        present only after a clean shutdown
+//
+// Index file (little-endian), one 16-byte entry per indexed batch, then a
+// 16-byte trailer:
+//
+//	+-----------+-----------+----------------+
+//	| rel u32   | pos u32   | max ts i64     |   rel = batch base offset - segment base
+//	+-----------+-----------+----------------+   pos = byte position of the batch
+//	...                                          max ts = largest timestamp up to it
+//	+-----------+-----------+----------------+
+//	| entries   | crc32c    | segment size   |   trailer: count, CRC of the entries,
+//	+-----------+-----------+----------------+   and the .log size it describes
+//
+// The index serves both offset lookups (rel → pos) and time lookups (the
+// first entry whose running max timestamp reaches a time). An index whose
+// CRC or size does not match its segment is rebuilt by scanning the segment.
+const (
+	logSuffix       = ".log"
+	indexSuffix     = ".index"
+	cleanMarker     = "clean"
+	indexEntrySize  = 16
+	indexTrailerLen = 16
+)
+
+func segmentName(base int64, suffix string) string { return fmt.Sprintf("%020d%s", base, suffix) }
+
+// parseSegmentName returns the base offset of a .log file name.
+func parseSegmentName(name string) (int64, bool) {
+	s, ok := strings.CutSuffix(name, logSuffix)
+	if !ok || len(s) != 20 {
+		return 0, false
+	}
+	base, err := strconv.ParseInt(s, 10, 64)
+	return base, err == nil && base >= 0
+}
+
+type indexEntry struct {
+	rel   uint32
+	pos   uint32
+	maxTS int64
+}
+
+// segment is one .log file. The shard appends to the active segment;
+// readers read any segment concurrently: a segment's bytes below size, its
+// index entries below nidx, are immutable once published.
+type segment struct {
+	base    int64
+	path    string
+	file    vfs.File
+	created time.Time
+
+	size    atomic.Int64 // bytes of whole batches
+	next    atomic.Int64 // offset after the last batch
+	maxTS   atomic.Int64 // largest record timestamp
+	index   []indexEntry // capacity fixed at creation, so readers never see it move
+	nidx    atomic.Int32
+	lastIdx int64 // position of the last indexed batch; shard-owned
+	refs    atomic.Int32
+	removed atomic.Bool
+	closed  atomic.Bool
+	dirty   bool // written since its last sync; guarded by the log's mu
+}
+
+func newSegment(base int64, path string, f vfs.File, maxEntries int) *segment {
+	s := &segment{base: base, path: path, file: f, created: time.Now(), index: make([]indexEntry, maxEntries)}
+	s.next.Store(base)
+	s.lastIdx = -1 << 62
+	s.refs.Store(1) // the log's own reference
+	return s
+}
+
+// acquire takes a reader's reference; false when the segment is gone.
+func (s *segment) acquire() bool {
+	s.refs.Add(1)
+	if s.removed.Load() {
+		s.release()
+		return false
+	}
+	return true
+}
+
+// release drops a reference; the last one closes a removed segment.
+func (s *segment) release() {
+	if s.refs.Add(-1) == 0 && s.closed.CompareAndSwap(false, true) {
+		_ = s.file.Close()
+	}
+}
+
+// addIndex records a batch at pos if it is interval bytes past the last
+// indexed one. A full index records nothing more (Append rolls the
+// segment before that happens).
+func (s *segment) addIndex(base, pos int64, maxTS int64, interval int64) {
+	n := int(s.nidx.Load())
+	if n > 0 && pos-s.lastIdx < interval || n == len(s.index) {
+		return
+	}
+	if n > 0 {
+		maxTS = max(maxTS, s.index[n-1].maxTS)
+	}
+	s.index[n] = indexEntry{rel: uint32(base - s.base), pos: uint32(pos), maxTS: maxTS}
+	s.nidx.Store(int32(n + 1))
+	s.lastIdx = pos
+}
+
+// lookup returns the position and base offset of the last indexed batch at
+// or before offset.
+func (s *segment) lookup(offset int64) (int64, int64) {
+	entries := s.index[:s.nidx.Load()]
+	lo, hi := 0, len(entries)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if s.base+int64(entries[m].rel) <= offset {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo == 0 {
+		return 0, s.base
+	}
+	return int64(entries[lo-1].pos), s.base + int64(entries[lo-1].rel)
+}
+
+// indexAfter returns the first indexed batch after pos.
+func (s *segment) indexAfter(pos int64) (int64, int64, bool) {
+	for _, e := range s.index[:s.nidx.Load()] {
+		if int64(e.pos) > pos {
+			return int64(e.pos), s.base + int64(e.rel), true
+		}
+	}
+	return 0, 0, false
+}
+
+// lookupTime returns the position of the last indexed batch before the
+// first index entry whose running max timestamp reaches ts.
+func (s *segment) lookupTime(ts int64) int64 {
+	entries := s.index[:s.nidx.Load()]
+	for i, e := range entries {
+		if e.maxTS >= ts {
+			if i == 0 {
+				return 0
+			}
+			return int64(entries[i-1].pos)
+		}
+	}
+	if len(entries) == 0 {
+		return 0
+	}
+	return int64(entries[len(entries)-1].pos)
+}
+
+// writeIndex writes the segment's index file (see the format above).
+func (s *segment) writeIndex(fsys vfs.FS, sync bool) error {
+	entries := s.index[:s.nidx.Load()]
+	buf := make([]byte, 0, len(entries)*indexEntrySize+indexTrailerLen)
+	for _, e := range entries {
+		buf = binary.LittleEndian.AppendUint32(buf, e.rel)
+		buf = binary.LittleEndian.AppendUint32(buf, e.pos)
+		buf = binary.LittleEndian.AppendUint64(buf, uint64(e.maxTS))
+	}
+	crc := crc32.Checksum(buf, castagnoli)
+	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(entries)))
+	buf = binary.LittleEndian.AppendUint32(buf, crc)
+	buf = binary.LittleEndian.AppendUint64(buf, uint64(s.size.Load()))
+	return WriteFileAtomic(fsys, strings.TrimSuffix(s.path, logSuffix)+indexSuffix, buf, sync)
+}
+
+var errBadIndex = errors.New("storage: index does not match its segment")
+
+// loadIndex reads a segment's index file and checks it against the
+// segment's size; errBadIndex (or a not-exist error) means rebuild.
+func (s *segment) loadIndex(fsys vfs.FS, fileSize int64) error {
+	b, err := ReadFile(fsys, strings.TrimSuffix(s.path, logSuffix)+indexSuffix)
+	if err != nil {
+		return err
+	}
+	if len(b) < indexTrailerLen || (len(b)-indexTrailerLen)%indexEntrySize != 0 {
+		return errBadIndex
+	}
+	body, tr := b[:len(b)-indexTrailerLen], b[len(b)-indexTrailerLen:]
+	n := int(binary.LittleEndian.Uint32(tr))
+	if n*indexEntrySize != len(body) || n > len(s.index) ||
+		binary.LittleEndian.Uint32(tr[4:]) != crc32.Checksum(body, castagnoli) ||
+		int64(binary.LittleEndian.Uint64(tr[8:])) != fileSize {
+		return errBadIndex
+	}
+	for i := range n {
+		e := body[i*indexEntrySize:]
+		s.index[i] = indexEntry{rel: binary.LittleEndian.Uint32(e), pos: binary.LittleEndian.Uint32(e[4:]),
+			maxTS: int64(binary.LittleEndian.Uint64(e[8:]))}
+	}
+	s.nidx.Store(int32(n))
+	if n > 0 {
+		s.lastIdx = int64(s.index[n-1].pos)
+		s.maxTS.Store(s.index[n-1].maxTS)
+	}
+	s.size.Store(fileSize)
+	return nil
+}
+
+// lastBatchEnd reads the batch at the last index entry and walks to the
+// end of the segment, to learn the next offset without scanning it all.
+func (s *segment) lastBatchEnd() (int64, error) {
+	pos := int64(0)
+	if n := s.nidx.Load(); n > 0 {
+		pos = int64(s.index[n-1].pos)
+	}
+	next := s.base
+	var hdr [wire.BatchHeaderSize]byte
+	for pos < s.size.Load() {
+		if _, err := s.file.ReadAt(hdr[:], pos); err != nil {
+			return 0, err
+		}
+		b := wire.Batch(hdr[:])
+		next = b.BaseOffset() + int64(b.Count())
+		pos += int64(wire.BatchSize(hdr[:]))
+		s.maxTS.Store(max(s.maxTS.Load(), b.MaxTimestamp()))
+	}
+	return next, nil
+}
+
+// WriteFileAtomic replaces name with data: write a temporary file, sync it
+// when asked, rename it over name, and sync the directory.
+func WriteFileAtomic(fsys vfs.FS, name string, data []byte, sync bool) error {
+	tmp := name + ".tmp"
+	f, err := fsys.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err == nil && sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = fsys.Rename(tmp, name)
+	}
+	if err == nil && sync {
+		err = fsys.SyncDir(dirOf(name))
+	}
+	if err != nil {
+		_ = fsys.Remove(tmp)
+	}
+	return err
+}
+
+// ReadFile reads a whole file.
+func ReadFile(fsys vfs.FS, name string) ([]byte, error) {
+	f, err := fsys.OpenFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, st.Size())
+	if _, err := f.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return b, nil
+}
+
+func dirOf(name string) string {
+	switch i := strings.LastIndexByte(name, '/'); {
+	case i > 0:
+		return name[:i]
+	case i == 0:
+		return "/"
+	}
+	return "."
+}
+
+// MkdirDurable creates dir and its parents, and syncs dir and the
+// directories above it up to depth levels, so that the new entries survive
+// a crash (a directory entry is durable only once its parent is synced).
+func MkdirDurable(fsys vfs.FS, dir string, depth int) error {
+	if err := fsys.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for d := dir; depth > 0; depth-- {
+		parent := dirOf(d)
+		if err := fsys.SyncDir(parent); err != nil {
+			return err
+		}
+		if parent == d || parent == "." || parent == "/" {
+			break
+		}
+		d = parent
+	}
+	return nil
+}
