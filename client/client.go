@@ -147,7 +147,7 @@ func (c *Client) handshake(ctx context.Context) error {
 		}
 		// A batch frame holds a header, the topic, the partition and the
 		// batch; maxBatch is the most its batch may take.
-		c.maxBatch = int(c.hello.MaxFrameBytes) - wire.HeaderSize - 2 - wire.MaxTopicNameLen - 4
+		c.maxBatch = int(c.hello.MaxFrameBytes) - wire.HeaderSize - 2 - wire.MaxTopicNameLen - 4 - 64
 		c.opts.batchBytes = max(1, min(c.opts.batchBytes, c.maxBatch))
 		return nil
 	case wire.TypeError:
@@ -357,7 +357,9 @@ func (c *Client) readLoop() {
 	defer c.wg.Done()
 	defer c.endSubscriptions()
 	buf := make([]byte, 0, 1<<20)
-	maxFrame := c.hello.MaxFrameBytes
+	// A response may carry a whole batch plus a header a little larger
+	// than a publish's, so allow some slack over the announced limit.
+	maxFrame := c.hello.MaxFrameBytes + 4096
 	for {
 		if len(buf) == cap(buf) {
 			buf = growReadBuf(buf, maxFrame)

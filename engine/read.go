@@ -63,7 +63,11 @@ func (e *Engine) readFetch(p *shard.Partition, offset int64, maxBytes int) ([]by
 	start, end := p.Log.Bounds()
 	body := wire.AppendFetchResultHeader(nil, wire.FetchResultHeader{Partition: p.ID, StartOffset: start,
 		EndOffset: end, Offset: offset})
+	limit := wire.FetchResultHeaderSize + maxBytes
 	err := p.Log.Read(offset, max(maxBytes, 1), func(b wire.Batch) bool {
+		if len(body) > wire.FetchResultHeaderSize && len(body)+len(b) > limit {
+			return false // the frame would pass the limit; the next fetch gets it
+		}
 		body = append(body, b...)
 		return true
 	})

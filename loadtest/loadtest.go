@@ -61,6 +61,13 @@ type Config struct {
 	Drain time.Duration
 	// PaceQuantum is the shortest sleep of a paced producer (see producer.paced).
 	PaceQuantum time.Duration
+	// Durable makes the topic a disk log with the Fsync policy; otherwise it
+	// is a memory topic.
+	Durable bool
+	Fsync   string
+	// Replay publishes first, then starts the subscribers from the earliest
+	// offset: the delivery rate measures reading the log back.
+	Replay bool
 	// GoroutineDispatch runs subscriber handlers on the subscription's own
 	// goroutine instead of inline on the connection reader
 	// (client.DispatchInline), adding a hand-off to every read.

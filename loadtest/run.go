@@ -44,6 +44,9 @@ type Result struct {
 	Reordered      uint64  `json:"reordered"`
 	Malformed      uint64  `json:"malformed"`
 	MeanBurst      float64 `json:"mean_burst,omitempty"`
+	Durable        bool    `json:"durable"`
+	Fsync          string  `json:"fsync,omitempty"`
+	Replay         bool    `json:"replay"`
 	ToolCPU        float64 `json:"tool_cpu"`             // cores used by the tool
 	BrokerCPU      float64 `json:"broker_cpu,omitempty"` // cores used by the broker (with BrokerPID)
 
@@ -98,7 +101,11 @@ func (r *run) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	err = admin.CreateTopic(ctx, r.cfg.Topic, client.TopicConfig{Partitions: r.cfg.Partitions})
+	tc := client.TopicConfig{Partitions: r.cfg.Partitions, Storage: "memory"}
+	if r.cfg.Durable {
+		tc.Storage, tc.Fsync = "disk", r.cfg.Fsync
+	}
+	err = admin.CreateTopic(ctx, r.cfg.Topic, tc)
 	if err != nil && !errors.Is(err, client.ErrTopicExists) {
 		return fmt.Errorf("create topic: %w", err)
 	}
@@ -107,19 +114,17 @@ func (r *run) setup(ctx context.Context) error {
 		return err
 	}
 	r.cfg.Partitions = len(info.Partitions)
-	for i := range r.cfg.Subscribers {
+	for range r.cfg.Subscribers {
 		s := newSubscriber(r.cfg.Producers)
 		if s.c, err = r.dial(ctx); err != nil {
 			return err
 		}
-		var opts []client.SubscribeOption
-		if !r.cfg.GoroutineDispatch {
-			opts = append(opts, client.DispatchInline())
-		}
-		if s.sub, err = s.c.Subscribe(ctx, r.cfg.Topic, s.handle, opts...); err != nil {
-			return fmt.Errorf("subscriber %d: %w", i, err)
-		}
 		r.subs = append(r.subs, s)
+	}
+	if !r.cfg.Replay {
+		if err := r.subscribe(ctx, client.Latest); err != nil {
+			return err
+		}
 	}
 	opts := []client.Option{client.WithBatchBytes(r.cfg.BatchBytes), client.WithLinger(r.cfg.Linger)}
 	for i := range r.cfg.Producers {
@@ -131,6 +136,21 @@ func (r *run) setup(ctx context.Context) error {
 		p.rate = float64(r.cfg.Rate) / float64(r.cfg.Producers)
 		p.quantum = int64(r.cfg.PaceQuantum)
 		r.prods = append(r.prods, p)
+	}
+	return nil
+}
+
+// subscribe starts every subscriber's subscription at from.
+func (r *run) subscribe(ctx context.Context, from client.Position) error {
+	opts := []client.SubscribeOption{client.StartAt(from)}
+	if !r.cfg.GoroutineDispatch {
+		opts = append(opts, client.DispatchInline())
+	}
+	for i, s := range r.subs {
+		var err error
+		if s.sub, err = s.c.Subscribe(ctx, r.cfg.Topic, s.handle, opts...); err != nil {
+			return fmt.Errorf("subscriber %d: %w", i, err)
+		}
 	}
 	return nil
 }
@@ -169,8 +189,18 @@ func (r *run) execute(ctx context.Context) (*Result, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	deliverStart := start
+	if r.cfg.Replay && len(r.subs) > 0 {
+		deliverStart = now()
+		if err := r.subscribe(ctx, client.Earliest); err != nil {
+			return nil, err
+		}
+	}
 	r.drain(ctx)
 	res := r.result(start, pubEnd)
+	if r.cfg.Replay {
+		res.replayRate(deliverStart, r.subs)
+	}
 	res.ToolCPU, res.BrokerCPU = cpu.stop()
 	if r.cfg.HistFile != "" {
 		if err := writeHist(r.cfg.HistFile, res.hist); err != nil {
@@ -254,6 +284,9 @@ func (r *run) drain(ctx context.Context) {
 	}
 	// Stop the handlers before reading their state.
 	for _, s := range r.subs {
+		if s.sub == nil {
+			continue
+		}
 		ctx2, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = s.sub.Unsubscribe(ctx2)
 		cancel()
@@ -263,7 +296,8 @@ func (r *run) drain(ctx context.Context) {
 
 func (r *run) result(start, pubEnd int64) *Result {
 	res := &Result{Producers: r.cfg.Producers, Subscribers: r.cfg.Subscribers, Partitions: r.cfg.Partitions,
-		Size: r.cfg.Size, TargetRate: r.cfg.Rate, Published: r.sent(), hist: newHist()}
+		Size: r.cfg.Size, TargetRate: r.cfg.Rate, Published: r.sent(), hist: newHist(),
+		Durable: r.cfg.Durable, Fsync: r.cfg.Fsync}
 	res.PublishSeconds = float64(pubEnd-start) / 1e9
 	res.PublishRate = float64(res.Published) / res.PublishSeconds
 	lastRecv := start
@@ -335,4 +369,19 @@ func writeHist(path string, h *hdrhistogram.Histogram) error {
 		return err
 	}
 	return f.Close()
+}
+
+// replayRate recomputes the delivery rate from when the subscribers
+// started replaying. Latencies count from the original send, so they say
+// how old the replayed messages were, not how fast the replay was.
+func (res *Result) replayRate(from int64, subs []*subscriber) {
+	last := from
+	for _, s := range subs {
+		last = max(last, s.lastRecv.Load())
+	}
+	if last > from {
+		res.DeliverRate = float64(res.Delivered) / (float64(last-from) / 1e9)
+		res.MBPerSec = res.DeliverRate * float64(res.Size) / 1e6
+	}
+	res.Replay = true
 }

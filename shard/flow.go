@@ -76,6 +76,21 @@ func (s *Shard) releaseHeld() {
 	s.held = kept
 }
 
+// heldForPressure reports whether some held ack waits only for a
+// subscriber to drain. Those need the shard's timer (MaxAckDelay, the
+// slow-consumer timeout); acks waiting for an fsync are released by the
+// syncer's report.
+func (s *Shard) heldForPressure() bool {
+	for _, p := range s.held {
+		for _, a := range p.held {
+			if a.buf == nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // releasePartition reports whether p still holds acks. Deliveries and acks
 // leave in offset order.
 func (s *Shard) releasePartition(p *Partition) bool {

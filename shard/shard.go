@@ -94,7 +94,7 @@ type Shard struct {
 	token   atomic.Bool   // held by whoever runs the shard
 	kick    chan struct{} // wakes the shard goroutine; capacity 1
 	pushing atomic.Int32  // pushes in progress, so Stop loses none
-	stalled atomic.Bool   // some partition holds acks: run on a timer
+	stalled atomic.Bool   // some ack is held for a subscriber's pressure: run on a timer
 	stop    atomic.Bool   // Stop was called
 	stopped atomic.Bool   // the goroutine has finished; pushes fail
 	done    chan struct{}
@@ -167,7 +167,7 @@ func (s *Shard) RunInline(owner any) {
 	s.owner = owner
 	s.runPass()
 	s.owner = nil
-	s.release()
+	s.release(false)
 }
 
 // release gives up the run token. An operation pushed while we held it was
@@ -176,9 +176,9 @@ func (s *Shard) RunInline(owner any) {
 // goroutine is also woken when acks are held, to time their release, and
 // when Stop is waiting for it (its own wake-up may have found the token
 // taken).
-func (s *Shard) release() {
+func (s *Shard) release(fromGoroutine bool) {
 	s.token.Store(false)
-	if s.inbox.Len() > 0 || s.stalled.Load() || s.stop.Load() {
+	if s.inbox.Len() > 0 || s.stop.Load() || s.stalled.Load() && !fromGoroutine {
 		s.wake()
 	}
 }
@@ -227,7 +227,7 @@ func (s *Shard) run() {
 			s.finish()
 			return
 		}
-		s.release()
+		s.release(true)
 	}
 }
 
@@ -248,7 +248,7 @@ func (s *Shard) runPass() int {
 	if len(s.held) > 0 {
 		s.releaseHeld()
 	}
-	s.stalled.Store(len(s.held) > 0)
+	s.stalled.Store(s.heldForPressure())
 	s.flushTouched()
 	return n
 }
@@ -315,7 +315,7 @@ func (s *Shard) push(o op) error {
 		switch {
 		case s.token.CompareAndSwap(false, true):
 			s.runPass()
-			s.release()
+			s.release(false)
 		case spins < 64:
 			runtime.Gosched()
 		default:

@@ -26,6 +26,9 @@ type loadtestCmd struct {
 	BrokerPID         int           `name:"broker-pid" help:"Broker process to sample for CPU use."`
 	HistFile          string        `name:"hist-file" help:"Write the latency distribution here (HdrHistogram percentile format)."`
 	JSON              bool          `name:"json" help:"Print the result as one JSON object on the last line of standard output."`
+	Durable           bool          `help:"Use a durable (disk) topic; without it the topic is in memory."`
+	Fsync             string        `default:"always" help:"Fsync policy of a durable topic: always, interval=DURATION or never."`
+	Replay            bool          `help:"Publish first, then have the subscribers read it all back from the earliest offset."`
 }
 
 // Run prints progress to stderr, then the summary (or JSON) to stdout. A
@@ -37,6 +40,7 @@ func (c *loadtestCmd) Run(ctx context.Context) error {
 		Subscribers: c.Subscribers, Size: c.Size, Rate: c.Rate, Duration: c.Duration, Count: c.Count,
 		BatchBytes: c.BatchBytes, Linger: c.Linger, Drain: c.Drain, BrokerPID: c.BrokerPID, HistFile: c.HistFile,
 		PaceQuantum: c.PaceQuantum, GoroutineDispatch: c.GoroutineDispatch,
+		Durable: c.Durable, Fsync: c.Fsync, Replay: c.Replay,
 	}
 	res, err := loadtest.Run(ctx, cfg, os.Stderr)
 	if res != nil {

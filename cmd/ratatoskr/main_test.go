@@ -72,7 +72,13 @@ var listenRE = regexp.MustCompile(`msg="ratatoskr listening" addr=(\S+) http=(\S
 // startServer runs serve with args and env, waiting for its listening line.
 func startServer(t *testing.T, env []string, args ...string) *server {
 	t.Helper()
-	all := append([]string{"serve", "--data", t.TempDir()}, args...)
+	return startServerIn(t, t.TempDir(), env, args...)
+}
+
+// startServerIn is startServer on a given data directory.
+func startServerIn(t *testing.T, data string, env []string, args ...string) *server {
+	t.Helper()
+	all := append([]string{"serve", "--data", data}, args...)
 	cmd := exec.Command(binary, all...)
 	cmd.Env = append(os.Environ(), env...)
 	pr, pw := io.Pipe()
@@ -161,7 +167,8 @@ func TestServeHealthAndTopicCommands(t *testing.T) {
 	out, _, code = runCLI(t, nil, "topic", "describe", "orders", "--server", s.addr)
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "max-subscribers = 10000")
-	require.Regexp(t, `(?m)^2\s+0\s+0\s+0$`, out)
+	require.Regexp(t, `(?m)^PARTITION\s+START\s+END\s+BYTES\s+SEGMENTS\s+SUBSCRIBERS\s+CORRUPT$`, out)
+	require.Regexp(t, `(?m)^2\s+0\s+0\s+0\s+1\s+0\s+0$`, out, "partition 2: empty, one segment, no subscribers")
 
 	out, _, code = runCLI(t, nil, "topic", "delete", "orders", "--server", s.addr)
 	require.Equal(t, 0, code)
@@ -212,7 +219,7 @@ func TestPubSubCommands(t *testing.T) {
 	// Wait until the subscription exists before publishing.
 	require.Eventually(t, func() bool {
 		out, _, _ := runCLI(t, nil, "topic", "describe", "stream", "--server", s.addr)
-		return regexp.MustCompile(`(?m)^0\s+\d+\s+\d+\s+1$`).MatchString(out)
+		return regexp.MustCompile(`(?m)^0\s+\d+\s+\d+\s+\d+\s+\d+\s+1\s+0$`).MatchString(out)
 	}, 10*time.Second, 20*time.Millisecond)
 
 	_, errOut, code := runCLI(t, nil, "pub", "stream", "first", "second", "--server", s.addr)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -94,11 +95,33 @@ type subCmd struct {
 	Topic     string `arg:"" help:"Topic to subscribe to."`
 	Count     int    `short:"n" default:"0" help:"Exit after this many messages; 0 runs until interrupted."`
 	Partition int    `default:"-1" help:"Partition to follow; -1 follows all."`
+	From      string `default:"latest" help:"Where to start: latest, earliest, an offset, or an RFC 3339 time."`
+}
+
+// parsePosition reads a --from value.
+func parsePosition(s string) (client.Position, error) {
+	switch s {
+	case "latest", "":
+		return client.Latest, nil
+	case "earliest":
+		return client.Earliest, nil
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= 0 {
+		return client.AtOffset(n), nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return client.AtTime(t), nil
+	}
+	return client.Position{}, fmt.Errorf("--from %q: want latest, earliest, an offset or an RFC 3339 time", s)
 }
 
 // Run prints payloads as they arrive. Output is buffered and flushed every
 // 50 ms or when the count is reached, so a fast stream costs few writes.
 func (c *subCmd) Run(ctx context.Context) error {
+	from, err := parsePosition(c.From)
+	if err != nil {
+		return err
+	}
 	cl, err := c.dial(ctx)
 	if err != nil {
 		return err
@@ -118,7 +141,7 @@ func (c *subCmd) Run(ctx context.Context) error {
 			once.Do(func() { close(done) })
 		}
 	}
-	var opts []client.SubscribeOption
+	opts := []client.SubscribeOption{client.StartAt(from)}
 	if c.Partition >= 0 {
 		opts = append(opts, client.FromPartition(c.Partition))
 	}

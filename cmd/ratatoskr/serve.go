@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,25 +14,32 @@ import (
 )
 
 type serveCmd struct {
-	Addr                string        `default:"127.0.0.1:7070" env:"RATATOSKR_ADDR" help:"Native protocol listen address."`
-	HTTPAddr            string        `default:"127.0.0.1:8080" env:"RATATOSKR_HTTP_ADDR" name:"http-addr" help:"HTTP listen address (/healthz); empty disables."`
-	Data                string        `default:"./data" env:"RATATOSKR_DATA" help:"Data directory."`
-	Shards              int           `default:"0" env:"RATATOSKR_SHARDS" help:"Partition-owning shards; 0 means GOMAXPROCS."`
-	EventLoops          int           `default:"0" env:"RATATOSKR_EVENT_LOOPS" help:"Network event loops; 0 means GOMAXPROCS."`
-	PinShards           bool          `default:"true" negatable:"" env:"RATATOSKR_PIN_SHARDS" help:"Pin each shard's thread to a CPU."`
-	MaxTopics           int           `default:"1000" env:"RATATOSKR_MAX_TOPICS" help:"Maximum number of topics."`
-	MaxSubscribers      int           `default:"10000" env:"RATATOSKR_MAX_SUBSCRIBERS" help:"Maximum subscriptions per topic."`
-	MaxMessageBytes     int           `default:"1048576" env:"RATATOSKR_MAX_MESSAGE_BYTES" help:"Maximum size of one message (key, value, headers)."`
-	MaxFrameBytes       int           `default:"4194304" env:"RATATOSKR_MAX_FRAME_BYTES" help:"Maximum size of one frame, and so of one publish batch."`
-	MaxPendingBytes     int           `default:"67108864" env:"RATATOSKR_MAX_PENDING_BYTES" help:"Unsent bytes held for one connection before it is disconnected as a slow consumer."`
-	MaxAckDelay         time.Duration `default:"250ms" env:"RATATOSKR_MAX_ACK_DELAY" help:"Longest a publish ack is held while a subscriber is behind (flow control)."`
-	SlowConsumerTimeout time.Duration `default:"5s" env:"RATATOSKR_SLOW_CONSUMER_TIMEOUT" help:"Disconnect a subscriber that stays behind this long."`
-	AutoCreateTopics    bool          `default:"true" negatable:"" env:"RATATOSKR_AUTO_CREATE_TOPICS" help:"Create unknown topics on first publish or subscribe."`
-	DefaultPartitions   int           `default:"1" env:"RATATOSKR_DEFAULT_PARTITIONS" help:"Partitions of auto-created topics."`
-	ShutdownTimeout     time.Duration `default:"10s" env:"RATATOSKR_SHUTDOWN_TIMEOUT" help:"Time allowed to flush in-flight frames on shutdown."`
-	Pprof               bool          `env:"RATATOSKR_PPROF" help:"Serve Go's profiler under /debug/pprof/ on the HTTP address."`
-	LogLevel            string        `default:"info" env:"RATATOSKR_LOG_LEVEL" enum:"debug,info,warn,error" help:"Log level: debug, info, warn, error."`
-	LogFormat           string        `default:"text" env:"RATATOSKR_LOG_FORMAT" enum:"text,json" help:"Log format: text or json."`
+	Addr                string         `default:"127.0.0.1:7070" env:"RATATOSKR_ADDR" help:"Native protocol listen address."`
+	HTTPAddr            string         `default:"127.0.0.1:8080" env:"RATATOSKR_HTTP_ADDR" name:"http-addr" help:"HTTP listen address (/healthz); empty disables."`
+	Data                string         `default:"./data" env:"RATATOSKR_DATA" help:"Data directory."`
+	Shards              int            `default:"0" env:"RATATOSKR_SHARDS" help:"Partition-owning shards; 0 means GOMAXPROCS."`
+	EventLoops          int            `default:"0" env:"RATATOSKR_EVENT_LOOPS" help:"Network event loops; 0 means GOMAXPROCS."`
+	PinShards           bool           `default:"true" negatable:"" env:"RATATOSKR_PIN_SHARDS" help:"Pin each shard's thread to a CPU."`
+	MaxTopics           int            `default:"1000" env:"RATATOSKR_MAX_TOPICS" help:"Maximum number of topics."`
+	MaxSubscribers      int            `default:"10000" env:"RATATOSKR_MAX_SUBSCRIBERS" help:"Maximum subscriptions per topic."`
+	MaxMessageBytes     int            `default:"1048576" env:"RATATOSKR_MAX_MESSAGE_BYTES" help:"Maximum size of one message (key, value, headers)."`
+	MaxFrameBytes       int            `default:"4194304" env:"RATATOSKR_MAX_FRAME_BYTES" help:"Maximum size of one frame, and so of one publish batch."`
+	MaxPendingBytes     int            `default:"67108864" env:"RATATOSKR_MAX_PENDING_BYTES" help:"Unsent bytes held for one connection before it is disconnected as a slow consumer."`
+	MaxAckDelay         time.Duration  `default:"250ms" env:"RATATOSKR_MAX_ACK_DELAY" help:"Longest a publish ack is held while a subscriber is behind (flow control)."`
+	SlowConsumerTimeout time.Duration  `default:"5s" env:"RATATOSKR_SLOW_CONSUMER_TIMEOUT" help:"Disconnect a subscriber that stays behind this long."`
+	AutoCreateTopics    bool           `default:"true" negatable:"" env:"RATATOSKR_AUTO_CREATE_TOPICS" help:"Create unknown topics on first publish or subscribe."`
+	DefaultPartitions   int            `default:"1" env:"RATATOSKR_DEFAULT_PARTITIONS" help:"Partitions of auto-created topics."`
+	ShutdownTimeout     time.Duration  `default:"10s" env:"RATATOSKR_SHUTDOWN_TIMEOUT" help:"Time allowed to flush in-flight frames on shutdown."`
+	DefaultStorage      string         `default:"disk" env:"RATATOSKR_DEFAULT_STORAGE" enum:"disk,memory" help:"Storage of topics created without one: disk or memory."`
+	DefaultFsync        string         `default:"always" env:"RATATOSKR_DEFAULT_FSYNC" help:"Fsync policy of durable topics created without one: always, interval=DURATION or never."`
+	Retention           *time.Duration `env:"RATATOSKR_RETENTION" help:"Default retention by age (default 1h, or RATATOSKR_RETENTION_MS milliseconds); 0 keeps forever."`
+	RetentionBytes      int64          `default:"0" env:"RATATOSKR_RETENTION_BYTES" help:"Default retention by size per partition; 0 means no bound."`
+	SegmentBytes        int64          `default:"134217728" env:"RATATOSKR_SEGMENT_BYTES" help:"Size at which a partition's segment file rolls."`
+	CacheBytes          int64          `default:"268435456" env:"RATATOSKR_CACHE_BYTES" help:"Read cache of log blocks shared by all partitions; 0 disables."`
+	MemoryTopicBytes    int64          `default:"67108864" env:"RATATOSKR_MEMORY_TOPIC_BYTES" help:"Bytes kept per partition of a memory topic."`
+	Pprof               bool           `env:"RATATOSKR_PPROF" help:"Serve Go's profiler under /debug/pprof/ on the HTTP address."`
+	LogLevel            string         `default:"info" env:"RATATOSKR_LOG_LEVEL" enum:"debug,info,warn,error" help:"Log level: debug, info, warn, error."`
+	LogFormat           string         `default:"text" env:"RATATOSKR_LOG_FORMAT" enum:"text,json" help:"Log format: text or json."`
 }
 
 func (s *serveCmd) config() engine.Config {
@@ -50,6 +58,10 @@ func (s *serveCmd) config() engine.Config {
 	cfg.ShutdownTimeout = s.ShutdownTimeout
 	cfg.MaxAckDelay, cfg.SlowConsumerTimeout = s.MaxAckDelay, s.SlowConsumerTimeout
 	cfg.Pprof = s.Pprof
+	cfg.DefaultStorage, cfg.DefaultFsync = s.DefaultStorage, s.DefaultFsync
+	cfg.DefaultRetentionBytes, cfg.SegmentBytes = s.RetentionBytes, s.SegmentBytes
+	cfg.CacheBytes, cfg.MemoryTopicBytes = s.CacheBytes, s.MemoryTopicBytes
+	cfg.DefaultRetention = retention(s.Retention)
 	cfg.Logger = newLogger(s.LogLevel, s.LogFormat)
 	return cfg
 }
@@ -83,4 +95,22 @@ func (s *serveCmd) Run(ctx context.Context) error {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// retention is the default retention: the flag (or RATATOSKR_RETENTION),
+// else RATATOSKR_RETENTION_MS in milliseconds as the seed names it, else
+// one hour. A bad RATATOSKR_RETENTION_MS becomes a negative value, which
+// Validate reports.
+func retention(flag *time.Duration) time.Duration {
+	if flag != nil {
+		return *flag
+	}
+	if v, ok := os.LookupEnv("RATATOSKR_RETENTION_MS"); ok {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return -1
+		}
+		return time.Duration(ms) * time.Millisecond
+	}
+	return time.Hour
 }

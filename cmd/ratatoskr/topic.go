@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"text/tabwriter"
+	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
 )
@@ -32,14 +33,23 @@ func (s serverFlag) request(ctx context.Context, fn func(context.Context, *clien
 
 type topicCreateCmd struct {
 	serverFlag
-	Name           string `arg:"" help:"Topic name."`
-	Partitions     int    `default:"0" help:"Partition count; 0 takes the broker's default."`
-	MaxSubscribers int    `default:"0" help:"Maximum subscriptions; 0 takes the broker's limit."`
+	Name           string        `arg:"" help:"Topic name."`
+	Partitions     int           `default:"0" help:"Partition count; 0 takes the broker's default."`
+	MaxSubscribers int           `default:"0" help:"Maximum subscriptions; 0 takes the broker's limit."`
+	Storage        string        `enum:",disk,memory" default:"" help:"disk (a durable log) or memory; default: the broker's."`
+	Fsync          string        `help:"always (ack after fsync), interval=DURATION or never; default: the broker's."`
+	Retention      time.Duration `help:"Keep messages this long; default: the broker's. See --keep-forever."`
+	KeepForever    bool          `help:"No retention by age."`
+	RetentionBytes int64         `help:"Keep at most this many bytes per partition; 0: no bound."`
 }
 
 func (c *topicCreateCmd) Run(ctx context.Context) error {
 	return c.request(ctx, func(ctx context.Context, cl *client.Client) error {
-		cfg := client.TopicConfig{Partitions: c.Partitions, MaxSubscribers: c.MaxSubscribers}
+		cfg := client.TopicConfig{Partitions: c.Partitions, MaxSubscribers: c.MaxSubscribers, Storage: c.Storage,
+			Fsync: c.Fsync, Retention: c.Retention, RetentionBytes: c.RetentionBytes}
+		if c.KeepForever {
+			cfg.Retention = client.KeepForever
+		}
 		if err := cl.CreateTopic(ctx, c.Name, cfg); err != nil {
 			return err
 		}
@@ -81,9 +91,9 @@ func (c *topicDescribeCmd) Run(ctx context.Context) error {
 		for _, k := range slices.Sorted(maps.Keys(info.Config)) {
 			fmt.Printf("  %s = %s\n", k, info.Config[k])
 		}
-		rows := [][]any{{"PARTITION", "START", "END", "SUBSCRIBERS"}}
+		rows := [][]any{{"PARTITION", "START", "END", "BYTES", "SEGMENTS", "SUBSCRIBERS", "CORRUPT"}}
 		for _, p := range info.Partitions {
-			rows = append(rows, []any{p.ID, p.StartOffset, p.EndOffset, p.Subscribers})
+			rows = append(rows, []any{p.ID, p.StartOffset, p.EndOffset, p.Bytes, p.Segments, p.Subscribers, p.Corrupt})
 		}
 		return printTable(rows)
 	})
