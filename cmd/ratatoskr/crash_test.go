@@ -57,7 +57,9 @@ func TestKill9KeepsAcknowledgedMessages(t *testing.T) {
 		time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond)
 		require.NoError(t, s.cmd.Process.Kill())
 		<-done
-		<-s.exited
+		if err := <-s.exited; err == nil {
+			t.Fatal("a broker killed with SIGKILL exited cleanly")
+		}
 		s.exited <- errors.New("killed")
 		acked = ackedNow.Load()
 		require.Positive(t, acked-end, "round %d published something", round)
