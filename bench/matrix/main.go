@@ -69,6 +69,10 @@ func scenarios() []scenario {
 		{"1 → 1 at 10k msg/s, p50/p90/p99/p99.9", []string{"--rate", "10000"}, "p99 ≤ 60 µs", lat},
 		{"1 → 1 at 100k msg/s, p50/p90/p99/p99.9", []string{"--rate", "100000"}, "≤ 50 / - / 100 / 500 µs", lat},
 		{"1 → 1 at 500k msg/s, p50/p90/p99/p99.9", []string{"--rate", "500000"}, "p99 ≤ 300 µs, p99.9 ≤ 1 ms", lat},
+		{"durable, fsync always, publish-only", []string{"--durable", "--subscribers", "0"}, "≥ 1M msg/s", func(r result) string { return rate(r.PublishRate) }},
+		{"durable, fsync never, publish-only", []string{"--durable", "--fsync", "never", "--subscribers", "0"}, "within 20% of memory", func(r result) string { return rate(r.PublishRate) }},
+		{"durable, fsync always, 1 → 1 at 100k msg/s", []string{"--durable", "--rate", "100000"}, "ack p99 ≤ 2 ms", lat},
+		{"replay of 10M messages from disk", []string{"--durable", "--fsync", "never", "--replay", "--count", "10000000"}, "≥ 3M msg/s", func(r result) string { return rate(r.DeliverRate) }},
 	}
 }
 
