@@ -94,12 +94,13 @@ func (s *Shard) heldForPressure() bool {
 // releasePartition reports whether p still holds acks. Deliveries and acks
 // leave in offset order.
 func (s *Shard) releasePartition(p *Partition) bool {
+	limit := p.releasable()
 	for i := range p.held {
 		a := &p.held[i]
 		if a.buf == nil {
 			continue
 		}
-		if a.end > p.durable {
+		if a.end > limit {
 			break
 		}
 		s.makeVisible(p, a.end)
@@ -175,9 +176,19 @@ func (s *Shard) failHeld(p *Partition, err *wire.Error) {
 	p.held = p.held[:0]
 }
 
-// requestSync asks the syncer to make p durable up to its end. One request
-// is outstanding per partition: batches appended while an fsync runs wait
-// for the next one, which then covers them all (group commit).
+// releasable is the end offset up to which p's held batches may be
+// delivered and acked: written, and for SyncAlways also synced.
+func (p *Partition) releasable() int64 {
+	if p.Sync.Mode == SyncAlways {
+		return p.durable
+	}
+	return p.written
+}
+
+// requestSync asks the syncer to write p's staged batches and, for
+// SyncAlways, fsync them. One request is outstanding per partition:
+// batches staged while a write and fsync run wait for the next request,
+// which then covers them all (group commit).
 func (s *Shard) requestSync(p *Partition) {
 	if !p.syncing {
 		p.syncing = true
@@ -185,24 +196,53 @@ func (s *Shard) requestSync(p *Partition) {
 	}
 }
 
-// synced handles the syncer's report that p is durable up to end.
-func (s *Shard) synced(p *Partition, end int64, err error) {
+// synced handles the syncer's report: p is written up to written and
+// durable up to durable. A failed write dropped the batches after written:
+// their publishes fail, their offsets are given out again, and the
+// partition keeps accepting writes. A failed fsync fails every publish it
+// covered, and the partition refuses writes until restart.
+func (s *Shard) synced(p *Partition, written, durable int64, werr, serr error) {
 	p.syncing = false
 	if p.deleted {
 		return
 	}
-	if err != nil {
-		p.failed = err
-		s.failHeld(p, storageError(p, err))
+	switch {
+	case serr != nil:
+		p.failed = serr
+		s.failHeld(p, storageError(p, serr))
 		return
+	case werr != nil:
+		s.failAfter(p, written, storageError(p, werr))
+		p.next = written
+		if st, ok := p.Log.(storage.Staged); ok {
+			st.Resume()
+		}
 	}
-	p.durable = max(p.durable, end)
-	if p.next > p.durable {
+	p.written = max(p.written, written)
+	p.durable = max(p.durable, durable)
+	if p.next > p.written || p.Sync.Mode == SyncAlways && p.next > p.durable {
 		s.requestSync(p)
 	}
 	if len(p.held) > 0 && !slices.Contains(s.held, p) {
 		s.held = append(s.held, p)
 	}
+}
+
+// failAfter fails the held publishes that end after offset (their batches
+// were dropped by a failed write).
+func (s *Shard) failAfter(p *Partition, offset int64, err *wire.Error) {
+	n := len(p.held)
+	for n > 0 && p.held[n-1].end > offset {
+		n--
+	}
+	for _, a := range p.held[n:] {
+		if a.buf != nil {
+			a.buf.Release()
+		}
+		s.sendError(a.out, a.corr, err)
+	}
+	clear(p.held[n:])
+	p.held = p.held[:n]
 }
 
 // syncer runs a shard's fsyncs on a goroutine of its own, so a publish
@@ -263,10 +303,25 @@ func (y *syncer) syncRequested() {
 		return
 	}
 	for _, p := range todo {
-		end, err := p.Log.Sync()
-		_ = y.s.push(op{kind: opSynced, part: p, n: end, err: err})
+		_ = y.s.push(y.writeAndSync(p))
 	}
 	y.s.RunInline(nil)
+}
+
+// writeAndSync writes p's staged batches and, for SyncAlways, fsyncs
+// them, and returns the report for the shard.
+func (y *syncer) writeAndSync(p *Partition) op {
+	o := op{kind: opSynced, part: p}
+	if st, ok := p.Log.(storage.Staged); ok {
+		o.n, o.err = st.WritePending()
+	} else {
+		_, o.n = p.Log.Bounds()
+	}
+	o.n2 = o.n
+	if o.err == nil && p.Sync.Mode == SyncAlways {
+		o.n2, o.err2 = p.Log.Sync()
+	}
+	return o
 }
 
 // syncIntervals syncs the SyncInterval partitions whose interval passed.

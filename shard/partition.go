@@ -55,8 +55,9 @@ type Partition struct {
 	// shard-owned
 	next    int64                      // offset the next record gets
 	visible int64                      // end offset readers and subscribers have been given
+	written int64                      // end offset written to the log's files (staged logs)
 	durable int64                      // end offset known to be on disk (SyncAlways)
-	syncing bool                       // a sync request is with the syncer
+	syncing bool                       // a write/sync request is with the syncer
 	subs    []*Outbox                  // push subscribers, in subscription order
 	held    []heldAck                  // acks (and, for SyncAlways, deliveries) waiting
 	waiters []func(end int64, ok bool) // long polls waiting for data past visible
@@ -74,7 +75,7 @@ type Partition struct {
 // continue from the log's end, all of which is durable and visible.
 func NewPartition(topic string, id int32, s *Shard, l storage.Log, sync SyncPolicy) *Partition {
 	_, end := l.Bounds()
-	p := &Partition{Topic: topic, ID: id, Shard: s, Log: l, Sync: sync, next: end, visible: end, durable: end}
+	p := &Partition{Topic: topic, ID: id, Shard: s, Log: l, Sync: sync, next: end, visible: end, written: end, durable: end}
 	p.endOffset.Store(end)
 	return p
 }
@@ -116,8 +117,10 @@ type op struct {
 	out      *Outbox
 	buf      *storage.Buf
 	join     *Join
-	n        int64 // opSynced: synced end; opWait, opCatchUp: offset
-	err      error
+	n        int64                    // opSynced: written end; opWait, opCatchUp: offset
+	n2       int64                    // opSynced: durable end
+	err      error                    // opSynced: the write failed
+	err2     error                    // opSynced: the fsync failed
 	fn       func(end int64, ok bool) // opWait, opCatchUp, opDelete
 }
 
@@ -246,7 +249,7 @@ func (s *Shard) handle(o *op) {
 			s.syncer.track(o.part, true)
 		}
 	case opSynced:
-		s.synced(o.part, o.n, o.err)
+		s.synced(o.part, o.n, o.n2, o.err, o.err2)
 	case opWait:
 		s.wait(o.part, o.n, o.fn)
 	case opCatchUp:
@@ -300,21 +303,27 @@ func (s *Shard) publish(o *op) {
 	}
 	base := p.next
 	batch.SetBaseOffset(base)
-	if err := p.Log.Append(o.buf, batch); err != nil {
-		s.fail(o, storageError(p, err))
-		return
-	}
-	p.next += n
-	s.batches.Add(1)
-	s.messages.Add(uint64(n))
-	a := heldAck{out: o.out, corr: o.corr, base: base, count: uint32(n), end: p.next, at: s.now}
-	if p.Sync.Mode == SyncAlways {
-		// Delivered and acked once synced; the hold keeps the reference.
+	a := heldAck{out: o.out, corr: o.corr, base: base, count: uint32(n), end: base + n, at: s.now}
+	if st, ok := p.Log.(storage.Staged); ok {
+		// A disk log: the syncer writes (and for SyncAlways fsyncs) it;
+		// it is delivered and acked after that. The hold keeps the reference.
+		if err := st.Stage(o.buf, batch); err != nil {
+			s.fail(o, storageError(p, err))
+			return
+		}
+		p.next += n
+		s.count(n)
 		a.buf = o.buf
 		s.hold(p, a)
 		s.requestSync(p)
 		return
 	}
+	if err := p.Log.Append(o.buf, batch); err != nil {
+		s.fail(o, storageError(p, err))
+		return
+	}
+	p.next += n
+	s.count(n)
 	s.makeVisible(p, p.next)
 	pressure := s.fanOut(p, o.buf)
 	o.buf.Release()
@@ -323,6 +332,11 @@ func (s *Shard) publish(o *op) {
 		return
 	}
 	s.sendAck(p, a)
+}
+
+func (s *Shard) count(n int64) {
+	s.batches.Add(1)
+	s.messages.Add(uint64(n))
 }
 
 func storageError(p *Partition, err error) *wire.Error {

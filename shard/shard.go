@@ -18,12 +18,12 @@ import (
 	"errors"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/ring"
-	"github.com/ratatoskr-mq/ratatoskr/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -262,12 +262,20 @@ func (s *Shard) finish() {
 	for s.pushing.Load() > 0 {
 		runtime.Gosched()
 	}
+	// What was queued before the stop is handled as usual; then every
+	// staged batch is written and synced here, so that what can be acked
+	// is, before the broker closes its connections.
+	for s.runPass() > 0 {
+	}
 	s.pass++
-	for n := s.inbox.PopBatch(s.ops); n > 0; n = s.inbox.PopBatch(s.ops) {
-		for i := range s.ops[:n] {
-			s.fail(&s.ops[i], wire.ErrShuttingDown)
-			s.ops[i] = op{}
+	for _, p := range slices.Clone(s.held) {
+		if !p.deleted {
+			o := s.syncer.writeAndSync(p)
+			s.synced(p, o.n, o.n2, o.err, o.err2)
 		}
+	}
+	if len(s.held) > 0 {
+		s.releaseHeld()
 	}
 	for _, p := range s.held {
 		s.releaseAll(p)

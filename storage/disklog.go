@@ -73,8 +73,17 @@ type DiskLog struct {
 	failed  atomic.Bool
 	bytes   atomic.Int64
 
-	// Append side, owned by the partition's shard.
+	// Write side, owned by the writer (the shard's syncer, or Append).
 	active *segment
+	group  []wire.Batch
+
+	smu    sync.Mutex // guards staged, spare, broken
+	staged []staged
+	spare  []staged
+	broken error // a write failed: Stage refuses until Resume
+
+	segMu sync.Mutex // orders changes to segs: roll (writer) and Retain (shard)
+	wmu   sync.Mutex // one writer at a time: WritePending and Sync
 
 	mu       sync.Mutex // guards dirty flags, dirSync, corrupt, closing
 	dirSync  bool       // directory entries changed since the last sync
@@ -133,6 +142,9 @@ func OpenDiskLog(cfg DiskConfig) (*DiskLog, Recovery, error) {
 	}
 	l.segs.Store(&segs)
 	l.active = segs[len(segs)-1]
+	if err := l.startDirect(l.active); err != nil {
+		return nil, rec, err
+	}
 	l.start.Store(segs[0].base)
 	end := l.active.next.Load()
 	l.written.Store(end)
@@ -333,52 +345,213 @@ func (l *DiskLog) createSegment(base int64) (*segment, error) {
 	return newSegment(base, path, f, l.cfg.maxIndexEntries()), nil
 }
 
-// Append writes a batch at the end of the active segment, rolling to a new
-// segment first when the batch would not fit, the segment is old, or its
-// index is full. A failed write is cut back off the file, so the log stays
-// whole and later appends may succeed (a disk that was full may not be).
-func (l *DiskLog) Append(_ *Buf, batch wire.Batch) error {
+// Append writes a batch at the end of the active segment at once: Stage
+// and WritePending in one call, for callers that write synchronously.
+func (l *DiskLog) Append(b *Buf, batch wire.Batch) error {
+	if err := l.Stage(b, batch); err != nil {
+		return err
+	}
+	_, err := l.WritePending()
+	if err != nil {
+		l.Resume()
+	}
+	return err
+}
+
+// staged is a batch waiting for the writer.
+type staged struct {
+	buf   *Buf
+	batch wire.Batch
+}
+
+// Stage queues a batch, whose base offset is stamped and follows the
+// staged ones, for WritePending; it retains b. Appending this way keeps
+// disk writes off the shard's thread (an event loop, when the shard runs
+// inline): the shard's syncer writes. After a failed write, Stage fails
+// with that write's error until Resume.
+func (l *DiskLog) Stage(b *Buf, batch wire.Batch) error {
 	if l.failed.Load() {
 		return ErrFailed
 	}
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	if l.broken != nil {
+		return l.broken
+	}
+	if b != nil {
+		b.Retain()
+	}
+	l.staged = append(l.staged, staged{b, batch})
+	return nil
+}
+
+// WritePending writes every staged batch, grouped into one write per
+// segment, and returns the end offset written. A failed write (disk full,
+// a short write) is cut back off the file; the batches staged with it and
+// after it are dropped, and Stage fails until Resume, so the caller can
+// fail their publishes and renumber from the returned end. The writer (the
+// shard's syncer) is the only caller.
+func (l *DiskLog) WritePending() (int64, error) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.smu.Lock()
+	orig := l.staged
+	l.staged = l.spare[:0]
+	l.smu.Unlock()
+	todo := orig
+	var err error
+	for len(todo) > 0 && err == nil {
+		var n int
+		n, err = l.writeGroup(todo)
+		todo = todo[n:]
+	}
+	l.releaseStaged(todo)
+	clear(orig)
+	l.smu.Lock()
+	l.spare = orig[:0]
+	l.smu.Unlock()
+	if err != nil {
+		l.smu.Lock()
+		l.broken = err
+		for _, st := range l.staged {
+			st.release()
+		}
+		clear(l.staged)
+		l.staged = l.staged[:0]
+		l.smu.Unlock()
+	}
+	return l.written.Load(), err
+}
+
+// Resume lets Stage accept batches again after a failed write.
+func (l *DiskLog) Resume() {
+	l.smu.Lock()
+	l.broken = nil
+	l.smu.Unlock()
+}
+
+func (st staged) release() {
+	if st.buf != nil {
+		st.buf.Release()
+	}
+}
+
+// releaseStaged releases the buffers of batches that were dropped.
+func (l *DiskLog) releaseStaged(todo []staged) {
+	for i, st := range todo {
+		st.release()
+		todo[i] = staged{}
+	}
+}
+
+// writeGroup writes the longest prefix of todo that fits the active
+// segment (rolling first when the segment is full or old) in one write,
+// releases those batches, and returns how many it wrote.
+func (l *DiskLog) writeGroup(todo []staged) (int, error) {
 	s := l.active
-	size := int64(len(batch))
 	pos := s.size.Load()
-	if pos > 0 && (pos+size > l.cfg.SegmentBytes || time.Since(s.created) > l.cfg.SegmentAge || s.indexFull()) {
+	first := int64(len(todo[0].batch))
+	if pos > 0 && (pos+first > l.cfg.SegmentBytes || time.Since(s.created) > l.cfg.SegmentAge || s.indexFull()) {
 		if err := l.roll(); err != nil {
-			return err
+			return 0, err
 		}
 		s, pos = l.active, 0
 	}
-	n, err := s.file.WriteAt(batch, pos)
-	if err == nil && n < len(batch) {
-		err = io.ErrShortWrite
+	n, size := 0, int64(0)
+	group := l.group[:0]
+	for _, st := range todo {
+		if n > 0 && pos+size+int64(len(st.batch)) > l.cfg.SegmentBytes {
+			break
+		}
+		group = append(group, st.batch)
+		size += int64(len(st.batch))
+		n++
 	}
-	if err != nil {
-		if terr := s.file.Truncate(pos); terr != nil {
+	l.group = group
+	if err := s.writeGroup(group, pos); err != nil {
+		if terr := s.cut(pos); terr != nil {
 			l.failed.Store(true)
 			l.cfg.Logger.Error("storage: cannot cut a failed write; log read-only until restart", "segment", s.path, "err", terr)
 		}
-		return err
+		return 0, err
 	}
 	l.mu.Lock()
 	s.dirty = true
 	l.mu.Unlock()
-	s.addIndex(batch.BaseOffset(), pos, batch.MaxTimestamp(), l.cfg.IndexInterval)
-	s.maxTS.Store(max(s.maxTS.Load(), batch.MaxTimestamp()))
-	s.size.Store(pos + size)
-	end := batch.BaseOffset() + int64(batch.Count())
+	for _, b := range group {
+		s.addIndex(b.BaseOffset(), pos, b.MaxTimestamp(), l.cfg.IndexInterval)
+		s.maxTS.Store(max(s.maxTS.Load(), b.MaxTimestamp()))
+		pos += int64(len(b))
+	}
+	last := group[len(group)-1]
+	end := last.BaseOffset() + int64(last.Count())
+	s.size.Store(pos)
 	s.next.Store(end)
 	l.bytes.Add(size)
 	l.written.Store(end)
-	return nil
+	l.releaseStaged(todo[:n])
+	clear(group)
+	return n, nil
 }
 
 func (s *segment) indexFull() bool { return int(s.nidx.Load()) >= len(s.index) }
 
-// roll seals the active segment (its index written) and starts the next.
+// writeGroup writes batches back to back at pos: in one direct write when
+// the segment has a tail writer, else through the buffered handle.
+func (s *segment) writeGroup(batches []wire.Batch, pos int64) error {
+	if s.tail != nil {
+		return s.tail.write(batches, pos)
+	}
+	for _, b := range batches {
+		n, err := s.file.WriteAt(b, pos)
+		if err == nil && n < len(b) {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			return err
+		}
+		pos += int64(n)
+	}
+	return nil
+}
+
+// cut truncates the segment back to pos after a failed write.
+func (s *segment) cut(pos int64) error {
+	if s.tail != nil {
+		s.tail.reset(pos, s.file)
+	}
+	return s.file.Truncate(pos)
+}
+
+// startDirect opens the segment's direct-I/O append handle.
+func (l *DiskLog) startDirect(s *segment) error {
+	t, err := openDirect(l.cfg.FS, s.path, s.file, s.size.Load())
+	s.tail = t
+	return err
+}
+
+// stopDirect closes the direct handle and truncates the zero padding past
+// the logical end, so a sealed or cleanly closed segment is exactly its
+// batches.
+func (s *segment) stopDirect() error {
+	if s.tail == nil {
+		return nil
+	}
+	err := s.tail.close()
+	s.tail = nil
+	if terr := s.file.Truncate(s.size.Load()); err == nil {
+		err = terr
+	}
+	return err
+}
+
+// roll seals the active segment (its padding cut, its index written) and
+// starts the next.
 func (l *DiskLog) roll() error {
 	old := l.active
+	if err := old.stopDirect(); err != nil {
+		return err
+	}
 	if err := old.writeIndex(l.cfg.FS, false); err != nil {
 		return err
 	}
@@ -386,8 +559,13 @@ func (l *DiskLog) roll() error {
 	if err != nil {
 		return err
 	}
+	if err := l.startDirect(s); err != nil {
+		return err
+	}
+	l.segMu.Lock()
 	segs := append(slices.Clone(*l.segs.Load()), s)
 	l.segs.Store(&segs)
+	l.segMu.Unlock()
 	l.active = s
 	return nil
 }
@@ -396,6 +574,8 @@ func (l *DiskLog) roll() error {
 // directory when segments were added or removed. It runs concurrently with
 // Append: what was written before it started is covered.
 func (l *DiskLog) Sync() (int64, error) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
 	end := l.written.Load()
 	l.mu.Lock()
 	if l.isClosed {
@@ -456,7 +636,11 @@ func (l *DiskLog) Stats() LogStats {
 func (l *DiskLog) Close() error {
 	var err error
 	if !l.failed.Load() {
-		if err = l.active.writeIndex(l.cfg.FS, true); err == nil {
+		err = l.active.stopDirect()
+		if err == nil {
+			err = l.active.writeIndex(l.cfg.FS, true)
+		}
+		if err == nil {
 			_, err = l.Sync()
 		}
 		if err == nil {
@@ -466,6 +650,7 @@ func (l *DiskLog) Close() error {
 	l.mu.Lock()
 	l.isClosed = true
 	l.mu.Unlock()
+	_ = l.active.stopDirect()
 	for _, s := range *l.segs.Load() {
 		s.removed.Store(true)
 		s.release()
@@ -476,9 +661,21 @@ func (l *DiskLog) Close() error {
 // Drop closes the log's files without making anything durable and
 // removes its directory.
 func (l *DiskLog) Drop() error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.smu.Lock()
+	for _, st := range l.staged {
+		st.release()
+	}
+	l.staged = nil
+	l.smu.Unlock()
 	l.mu.Lock()
 	l.isClosed = true
 	l.mu.Unlock()
+	if l.active.tail != nil {
+		_ = l.active.tail.close()
+		l.active.tail = nil
+	}
 	for _, s := range *l.segs.Load() {
 		s.removed.Store(true)
 		s.release()
@@ -489,6 +686,8 @@ func (l *DiskLog) Drop() error {
 // Retain deletes sealed segments whose newest record is older than maxAge,
 // and the oldest sealed segments while the log is larger than maxBytes.
 func (l *DiskLog) Retain(now time.Time, maxAge time.Duration, maxBytes int64) (int, error) {
+	l.segMu.Lock()
+	defer l.segMu.Unlock()
 	segs := *l.segs.Load()
 	total := l.bytes.Load()
 	drop := 0

@@ -420,3 +420,47 @@ func TestDamagedLengthMidLogIsNotCut(t *testing.T) {
 	bad := rec.Corrupt[0]
 	require.Equal(t, append(expected(0, bad.From), expected(bad.To, end)...), readAll(t, l2, 0))
 }
+
+// TestDirectIOOnTheRealFileSystem runs the log on the OS file system, where
+// appends use O_DIRECT with a padded tail block: reads see exactly the
+// batches, a log reopened without a close (as after a crash) cuts the
+// padding, and a clean close leaves no padding at all.
+func TestDirectIOOnTheRealFileSystem(t *testing.T) {
+	dir := t.TempDir()
+	open := func() (*DiskLog, Recovery) {
+		l, rec, err := OpenDiskLog(DiskConfig{FS: vfs.Default(), Dir: dir + "/t/0", SegmentBytes: 64 << 10,
+			IndexInterval: 512, Logger: quiet})
+		require.NoError(t, err)
+		return l, rec
+	}
+	l, _ := open()
+	direct := l.active.tail != nil
+	end := appendN(t, l, 3000, 1)
+	_, err := l.Sync()
+	require.NoError(t, err)
+	require.Equal(t, expected(0, end), readAll(t, l, 0))
+	if direct {
+		st, err := os.Stat(l.active.path)
+		require.NoError(t, err)
+		require.Zero(t, st.Size()%directAlign, "the active segment is written in whole blocks")
+		require.GreaterOrEqual(t, st.Size(), l.active.size.Load())
+	}
+
+	// Reopen without closing: the padding is cut like a torn tail.
+	l2, rec := open()
+	require.False(t, rec.Clean)
+	_, e := l2.Bounds()
+	require.Equal(t, end, e)
+	require.Equal(t, expected(0, end), readAll(t, l2, 0))
+	end = appendN(t, l2, end+500, 1)
+	require.NoError(t, l2.Close())
+
+	l3, rec := open()
+	require.True(t, rec.Clean)
+	st, err := os.Stat(l3.active.path)
+	require.NoError(t, err)
+	require.Equal(t, l3.active.size.Load(), st.Size(), "a clean close leaves no padding")
+	require.Equal(t, expected(0, end), readAll(t, l3, 0))
+	require.NoError(t, l3.Close())
+	t.Logf("direct I/O in use: %v", direct)
+}

@@ -48,6 +48,16 @@ type Log interface {
 	Drop() error
 }
 
+// Staged is a Log whose appends are staged by the shard and written by
+// another goroutine (the shard's syncer), so that a disk write never runs on
+// the shard's thread. See DiskLog.Stage.
+type Staged interface {
+	Log
+	Stage(b *Buf, batch wire.Batch) error
+	WritePending() (end int64, err error)
+	Resume()
+}
+
 // LogStats describes a log for the admin API and metrics.
 type LogStats struct {
 	Start, End int64

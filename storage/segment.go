@@ -70,7 +70,8 @@ type indexEntry struct {
 type segment struct {
 	base    int64
 	path    string
-	file    vfs.File
+	file    vfs.File    // buffered: reads, syncs, truncation
+	tail    *tailWriter // direct-I/O appends of the active segment; nil when sealed or unsupported
 	created time.Time
 
 	size    atomic.Int64 // bytes of whole batches
