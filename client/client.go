@@ -492,7 +492,7 @@ type TopicSummary struct {
 type PartitionInfo struct {
 	ID          int
 	StartOffset int64 // first offset the log holds
-	EndOffset   int64 // offset the next message gets
+	EndOffset   int64 // visible end: the offset after the last message readers can see
 	Subscribers int
 	Bytes       int64 // size of the log
 	Segments    int

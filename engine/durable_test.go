@@ -364,8 +364,20 @@ func TestCorruptionIsReportedAndSkipped(t *testing.T) {
 
 	e2 := startBroker(t, func(c *Config) { c.DataDir = dir; c.SegmentBytes = 4 << 20 })
 	c2 := dial(t, e2)
-	got := values(fetchAll(t, c2, "bits", 0))
+	all := fetchAll(t, c2, "bits", 0)
+	got := values(all)
 	require.Len(t, got, 199, "one message lost to the flipped bit; the rest read")
+	missing := int64(199)
+	for i, d := range all {
+		if d.Offset != int64(i) {
+			missing = int64(i)
+			break
+		}
+	}
+	f, err := c2.Fetch(ctx, "bits", 0, client.AtOffset(missing))
+	require.NoError(t, err)
+	require.NotEmpty(t, f.Messages, "a fetch inside the corrupt range moves past it")
+	require.Equal(t, missing+1, f.Messages[0].Offset)
 	info, err := c2.DescribeTopic(ctx, "bits")
 	require.NoError(t, err)
 	require.Equal(t, 1, info.Partitions[0].Corrupt, "the corrupt range is reported")

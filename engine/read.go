@@ -26,7 +26,11 @@ func resolveStart(p *shard.Partition, st wire.Start) (int64, error) {
 	case wire.StartLatest:
 		return end, nil
 	case wire.StartTime:
-		return p.Log.OffsetForTime(st.Value)
+		off, err := p.Log.OffsetForTime(st.Value)
+		if err != nil {
+			return 0, wire.Errorf(wire.CodeStorageError, "find offset for time: "+err.Error())
+		}
+		return off, nil
 	}
 	if st.Value < start || st.Value > end {
 		return 0, wire.Errorf(wire.CodeOffsetOutOfRange, "offset "+strconv.FormatInt(st.Value, 10)+
@@ -43,7 +47,7 @@ func (e *Engine) fetch(out *shard.Outbox, corr uint32, p *shard.Partition, req w
 		e.replyLater(out, corr, err)
 		return
 	}
-	maxBytes := int(min(req.MaxBytes, uint32(e.cfg.MaxFrameBytes-frameOverhead-wire.FetchResultHeaderSize)))
+	maxBytes := max(1, min(int(req.MaxBytes), e.cfg.MaxFrameBytes-frameOverhead-wire.FetchResultHeaderSize))
 	body, err := e.readFetch(p, offset, maxBytes)
 	if err == nil && len(body) == wire.FetchResultHeaderSize && req.MaxWaitMs > 0 {
 		e.waitFor(p, offset, time.Duration(req.MaxWaitMs)*time.Millisecond)
@@ -58,8 +62,11 @@ func (e *Engine) fetch(out *shard.Outbox, corr uint32, p *shard.Partition, req w
 	out.Kick()
 }
 
-// readFetch builds a FetchResult body from offset.
+// readFetch builds a FetchResult body from offset. An offset inside a
+// range found corrupt resolves to the first offset after it, so a pull
+// consumer moves past the damage instead of asking for it forever.
 func (e *Engine) readFetch(p *shard.Partition, offset int64, maxBytes int) ([]byte, error) {
+	offset = skipCorrupt(p, offset)
 	start, end := p.Log.Bounds()
 	body := wire.AppendFetchResultHeader(nil, wire.FetchResultHeader{Partition: p.ID, StartOffset: start,
 		EndOffset: end, Offset: offset})
@@ -79,6 +86,16 @@ func (e *Engine) readFetch(p *shard.Partition, offset int64, maxBytes int) ([]by
 		return nil, wire.Errorf(wire.CodeStorageError, err.Error())
 	}
 	return body, nil
+}
+
+// skipCorrupt moves offset past any corrupt range it falls in.
+func skipCorrupt(p *shard.Partition, offset int64) int64 {
+	for _, r := range p.Log.Stats().Corrupt {
+		if offset >= r.From && offset < r.To {
+			offset = r.To
+		}
+	}
+	return offset
 }
 
 // waitFor blocks until p has visible data past offset or d passes.
@@ -118,8 +135,15 @@ func (e *Engine) replay(out *shard.Outbox, p *shard.Partition, offset int64, can
 	joined := make(chan int64, 1)
 	for !cancel.Load() {
 		next, err := e.replayTo(out, p, prefix, offset, cancel)
+		if errors.Is(err, storage.ErrOffsetOutOfRange) {
+			// Retention removed what was being replayed: go on from what
+			// the log still holds.
+			offset, _ = p.Log.Bounds()
+			continue
+		}
 		if err != nil {
-			e.log.Warn("replay stopped", "topic", p.Topic, "partition", p.ID, "at", offset, "err", err)
+			e.log.Warn("replay stopped: the subscription gets nothing more from this partition",
+				"topic", p.Topic, "partition", p.ID, "at", offset, "err", err)
 			return
 		}
 		offset = next

@@ -82,8 +82,9 @@ type DiskLog struct {
 	spare  []staged
 	broken error // a write failed: Stage refuses until Resume
 
-	segMu sync.Mutex // orders changes to segs: roll (writer) and Retain (shard)
-	wmu   sync.Mutex // one writer at a time: WritePending and Sync
+	segMu  sync.Mutex  // orders changes to segs: roll (writer) and Retain (shard)
+	wmu    sync.Mutex  // one writer at a time: WritePending and Sync
+	closed atomic.Bool // closed or dropped: reads fail with ErrClosed
 
 	mu       sync.Mutex // guards dirty flags, dirSync, corrupt, closing
 	dirSync  bool       // directory entries changed since the last sync
@@ -650,6 +651,7 @@ func (l *DiskLog) Close() error {
 	l.mu.Lock()
 	l.isClosed = true
 	l.mu.Unlock()
+	l.closed.Store(true)
 	_ = l.active.stopDirect()
 	for _, s := range *l.segs.Load() {
 		s.removed.Store(true)
@@ -672,6 +674,7 @@ func (l *DiskLog) Drop() error {
 	l.mu.Lock()
 	l.isClosed = true
 	l.mu.Unlock()
+	l.closed.Store(true)
 	if l.active.tail != nil {
 		_ = l.active.tail.close()
 		l.active.tail = nil

@@ -112,6 +112,9 @@ func (l *DiskLog) Read(offset int64, maxBytes int, fn func(wire.Batch) bool) err
 // segmentFor returns the segment holding offset, acquired.
 func (l *DiskLog) segmentFor(offset int64) (*segment, error) {
 	for {
+		if l.closed.Load() {
+			return nil, ErrClosed
+		}
 		segs := *l.segs.Load()
 		if offset < segs[0].base {
 			return nil, ErrOffsetOutOfRange

@@ -29,8 +29,9 @@
 // # Publish and Deliver
 //
 // Publish and Deliver have the same body, so the broker turns a publish into
-// the delivery that every subscriber receives by rewriting the type byte, the
-// correlation id, the partition and the batch's base offset in place:
+// the delivery that every subscriber receives by rewriting the type byte,
+// the flags (to 0), the correlation id, the partition and the batch's base
+// offset in place:
 //
 //	+--------+----------------+---------------+--------------------+
 //	| header | topic (str16)  | partition i32 | record batch ...   |

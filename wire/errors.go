@@ -31,9 +31,9 @@ const (
 	CodeShuttingDown       Code = 17 // the broker is stopping
 	CodeInternal           Code = 18 // a broker bug; the message says more
 	CodeAuthFailed         Code = 19 // credentials were refused
-	CodeStorageFull        Code = 20 // the broker's disk is full; the publish was not stored
-	CodeStorageError       Code = 21 // the broker could not store the publish (I/O error)
-	CodeOffsetOutOfRange   Code = 22 // a fetch below the log's start offset
+	CodeStorageFull        Code = 20 // the broker's disk is full: a publish, or a topic create/delete, was not done
+	CodeStorageError       Code = 21 // an I/O error: a publish was not stored or synced, or a read or topic change failed
+	CodeOffsetOutOfRange   Code = 22 // a fetch or subscribe offset outside the log's start and end
 )
 
 var codeNames = [...]string{

@@ -168,7 +168,7 @@ func DecodeTopicList(body []byte) ([]TopicSummary, error) {
 type PartitionInfo struct {
 	ID          uint32
 	StartOffset int64 // first offset still held; equals EndOffset when none is
-	EndOffset   int64 // offset the next record will get
+	EndOffset   int64 // the visible end: the offset after the last record readers can see
 	Subscribers uint32
 	Bytes       int64 // size of the log
 	Segments    uint32
