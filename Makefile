@@ -41,7 +41,7 @@ race:
 
 # Short runs of every fuzz target (a target per invocation, as go test
 # requires); `make fuzz FUZZTIME=5m` runs them longer.
-FUZZ_TARGETS := ./wire:FuzzReadFrame ./wire:FuzzCheckBatch ./storage:FuzzRecover
+FUZZ_TARGETS := ./wire:FuzzReadFrame ./wire:FuzzCheckBatch ./wire:FuzzGroupBodies ./storage:FuzzRecover
 fuzz-short fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

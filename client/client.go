@@ -67,7 +67,8 @@ type Client struct {
 	smu     sync.Mutex
 	subs    map[string][]*Subscription // guarded by smu; copied on change
 	subSnap atomic.Pointer[map[string][]*Subscription]
-	staged  []*Subscription // reader-owned: subscriptions with staged deliveries
+	staged  []*Subscription           // reader-owned: subscriptions with staged deliveries
+	group   atomic.Pointer[groupSink] // set on a group consumer's connection
 
 	mmu  sync.Mutex
 	meta map[string]int // topic -> partition count
@@ -418,6 +419,14 @@ func (c *Client) handleFrame(f wire.Frame) error {
 		c.acked(f.Corr, a, nil)
 	case wire.TypeError:
 		return c.errorFrame(f)
+	case wire.TypeAssignment:
+		if gs := c.group.Load(); gs != nil {
+			gs.stage(evAssignment, f.Body)
+		}
+	case wire.TypeRedeliver:
+		if gs := c.group.Load(); gs != nil {
+			gs.stage(evRedeliver, f.Body)
+		}
 	case wire.TypePing:
 		c.wmu.Lock()
 		c.outq = append(c.outq, outFrame{frame: wire.AppendHeader(nil, wire.TypePong, 0, f.Corr, 0)})
@@ -453,6 +462,13 @@ func (c *Client) respond(corr uint32, r response) {
 	sub := c.subCalls[corr]
 	delete(c.subCalls, corr)
 	c.pmu.Unlock()
+	if !ok && r.typ == wire.TypeError {
+		// The answer to a one-way frame (Ack, Nack) that failed, or to a
+		// call that gave up waiting.
+		if e, err := wire.DecodeError(r.body); err == nil {
+			c.report(e)
+		}
+	}
 	if sub != nil && r.typ == wire.TypeSubscribeOK {
 		sub.setStarts(r.body)
 	}

@@ -268,6 +268,9 @@ func (c *Client) endSubscriptions() {
 	c.subs = map[string][]*Subscription{}
 	c.subSnap.Store(&c.subs)
 	c.smu.Unlock()
+	if gs := c.group.Load(); gs != nil {
+		close(gs.queue)
+	}
 	for _, list := range all {
 		for _, s := range list {
 			close(s.queue)
@@ -282,6 +285,11 @@ func (c *Client) deliver(body []byte) error {
 	v, err := wire.DecodeBatchView(body)
 	if err != nil {
 		return fmt.Errorf("%w: deliver: %w", ErrProtocol, err)
+	}
+	if gs := c.group.Load(); gs != nil && string(v.Topic) == gs.topic {
+		var p [4]byte
+		binary.BigEndian.PutUint32(p[:], uint32(v.Partition))
+		gs.stage(evDeliver, p[:], v.Batch)
 	}
 	snap := c.subSnap.Load()
 	if snap == nil {
@@ -308,6 +316,9 @@ func (c *Client) deliver(body []byte) error {
 
 // flushStaged queues what deliver staged during one read.
 func (c *Client) flushStaged() {
+	if gs := c.group.Load(); gs != nil {
+		gs.flush()
+	}
 	for i, s := range c.staged {
 		s.enqueue(s.staged)
 		s.staged = nil

@@ -42,6 +42,7 @@ type Engine struct {
 	log    *slog.Logger
 	shards []*shard.Shard
 	topics *registry
+	groups *coordinator
 	cache  *storage.BlockCache
 
 	gnetEng  gnet.Engine
@@ -78,6 +79,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.cache = cache
 	e.topics = newRegistry(&e.cfg, e.shards, cache)
+	e.groups = newCoordinator(e)
 	return e, nil
 }
 
@@ -95,9 +97,15 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.stopShards()
 		return fmt.Errorf("engine: recovery: %w", err)
 	}
+	if err := e.groups.load(); err != nil {
+		e.stopShards()
+		_ = e.topics.closeAll()
+		return fmt.Errorf("engine: consumer groups: %w", err)
+	}
 	e.log.Info("recovered topics", "topics", e.topics.count(), "took", time.Since(start).Round(time.Millisecond))
 	if err := e.startHTTP(); err != nil {
 		e.stopShards()
+		e.groups.close()
 		_ = e.topics.closeAll()
 		return err
 	}
@@ -120,6 +128,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	case err := <-e.booted:
 		if err != nil {
 			e.stopShards()
+			e.groups.close()
 			_ = e.topics.closeAll()
 			e.stopHTTP(ctx)
 			return fmt.Errorf("engine: listen %s: %w", e.cfg.Addr, err)
@@ -167,6 +176,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		err = <-e.stopped
 	}
 	e.stopHTTP(ctx)
+	e.groups.close()
 	if cerr := e.topics.closeAll(); cerr != nil {
 		e.log.Error("closing logs", "err", cerr)
 		err = errors.Join(err, cerr)
@@ -200,6 +210,16 @@ func (e *Engine) waitFlushed(ctx context.Context) {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// deleteTopic deletes a topic and forgets its consumer groups.
+func (e *Engine) deleteTopic(name string) error {
+	t := e.topics.get([]byte(name))
+	if err := e.topics.remove(name); err != nil {
+		return err
+	}
+	e.groups.topicRemoved(t)
+	return nil
 }
 
 // topicFor returns the named topic, creating it with the defaults when it

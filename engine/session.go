@@ -57,13 +57,14 @@ type session struct {
 	pub        *storage.Buf // a Publish being read, pubN bytes so far
 	pubN       int
 	subs       map[subKey]*subscription
-	ran        []*shard.Shard // shards given operations by this read, to run inline
-	scratch    []byte         // response bodies are encoded here, reused
-	frameBuf   []byte         // and framed here, reused
+	members    map[string]*member // group memberships, by group name
+	ran        []*shard.Shard     // shards given operations by this read, to run inline
+	scratch    []byte             // response bodies are encoded here, reused
+	frameBuf   []byte             // and framed here, reused
 }
 
 func newSession(e *Engine, t transport) *session {
-	s := &session{e: e, t: t, subs: map[subKey]*subscription{}}
+	s := &session{e: e, t: t, subs: map[subKey]*subscription{}, members: map[string]*member{}}
 	s.out = shard.NewOutbox(e.cfg.MaxPendingBytes, len(e.shards), t)
 	return s
 }
@@ -157,6 +158,24 @@ func (s *session) dispatch(f wire.Frame) error {
 		return s.unsubscribe(f)
 	case wire.TypeFetch:
 		return s.fetch(f)
+	case wire.TypeJoinGroup:
+		return s.joinGroup(f)
+	case wire.TypeHeartbeat:
+		return s.heartbeat(f)
+	case wire.TypeLeaveGroup:
+		return s.leaveGroup(f)
+	case wire.TypeCommit:
+		return s.commit(f)
+	case wire.TypeAck:
+		return s.ack(f)
+	case wire.TypeNack:
+		return s.nack(f)
+	case wire.TypeListGroups:
+		return s.listGroups(f)
+	case wire.TypeDescribeGroup:
+		return s.describeGroup(f)
+	case wire.TypeResetGroup:
+		return s.resetGroup(f)
 	case wire.TypeHello:
 		s.sendErr(f.Corr, wire.Errorf(wire.CodeMalformed, "second Hello on a connection"))
 		return errClose
@@ -287,7 +306,7 @@ func (s *session) deleteTopic(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	s.reply(f.Corr, s.e.topics.remove(string(name)))
+	s.reply(f.Corr, s.e.deleteTopic(string(name)))
 	return nil
 }
 
@@ -427,6 +446,11 @@ func (s *session) checkNewSubscription(t *Topic, part int32) error {
 	for k := range s.subs {
 		if k.topic == t && (k.partition == part || k.partition == wire.PartitionAny || part == wire.PartitionAny) {
 			return wire.Errorf(wire.CodeAlreadySubscribed, "this connection already subscribes to "+t.Name)
+		}
+	}
+	for _, m := range s.members {
+		if m.g.topic == t {
+			return wire.Errorf(wire.CodeAlreadySubscribed, "this connection consumes "+t.Name+" as a member of group "+m.g.name)
 		}
 	}
 	if int(t.subscriptions.Add(1)) > t.Config.MaxSubscribers {
@@ -604,5 +628,9 @@ func (s *session) onClose() {
 			p.Forget(s.out)
 		}
 		delete(s.subs, k)
+	}
+	for name, m := range s.members {
+		s.e.groups.leave(m)
+		delete(s.members, name)
 	}
 }

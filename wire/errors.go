@@ -34,6 +34,10 @@ const (
 	CodeStorageFull        Code = 20 // the broker's disk is full: a publish, or a topic create/delete, was not done
 	CodeStorageError       Code = 21 // an I/O error: a publish was not stored or synced, or a read or topic change failed
 	CodeOffsetOutOfRange   Code = 22 // a fetch or subscribe offset outside the log's start and end
+	CodeStaleGeneration    Code = 23 // a commit or ack from a generation the group has left behind
+	CodeUnknownMember      Code = 24 // the group does not know the member (timed out, or never joined)
+	CodeGroupActive        Code = 25 // the operation needs a group with no members
+	CodeUnknownGroup       Code = 26 // no group of that name
 )
 
 var codeNames = [...]string{
@@ -60,6 +64,10 @@ var codeNames = [...]string{
 	CodeStorageFull:        "storage full",
 	CodeStorageError:       "storage error",
 	CodeOffsetOutOfRange:   "offset out of range",
+	CodeStaleGeneration:    "stale generation",
+	CodeUnknownMember:      "unknown member",
+	CodeGroupActive:        "group has members",
+	CodeUnknownGroup:       "unknown group",
 }
 
 // String names the code; unknown codes print as "code N" so a newer peer's
@@ -129,6 +137,10 @@ var (
 	ErrStorageFull        = &Error{Code: CodeStorageFull}
 	ErrStorageError       = &Error{Code: CodeStorageError}
 	ErrOffsetOutOfRange   = &Error{Code: CodeOffsetOutOfRange}
+	ErrStaleGeneration    = &Error{Code: CodeStaleGeneration}
+	ErrUnknownMember      = &Error{Code: CodeUnknownMember}
+	ErrGroupActive        = &Error{Code: CodeGroupActive}
+	ErrUnknownGroup       = &Error{Code: CodeUnknownGroup}
 )
 
 // errShort is returned by decoders for a body that ends early. It is a

@@ -51,6 +51,20 @@ const (
 	TypeDeliver       Type = 0x33 // S
 	TypeFetch         Type = 0x40 // C: pull batches of a partition from a position
 	TypeFetchResult   Type = 0x41 // S: answer to Fetch
+	TypeJoinGroup     Type = 0x50 // C: join a consumer group
+	TypeJoinResult    Type = 0x51 // S: answer to JoinGroup
+	TypeHeartbeat     Type = 0x52 // C: keep a group membership alive
+	TypeLeaveGroup    Type = 0x53 // C
+	TypeCommit        Type = 0x54 // C: commit offsets (offset ack mode)
+	TypeAck           Type = 0x55 // C: acknowledge messages (message ack mode); answered only on error
+	TypeNack          Type = 0x56 // C: reject a message for redelivery; answered only on error
+	TypeListGroups    Type = 0x57 // C
+	TypeGroupList     Type = 0x58 // S: answer to ListGroups
+	TypeDescribeGroup Type = 0x59 // C
+	TypeGroupInfo     Type = 0x5a // S: answer to DescribeGroup
+	TypeResetGroup    Type = 0x5b // C: move a stopped group's committed offsets
+	TypeAssignment    Type = 0x5c // S: a member's partitions changed (unsolicited)
+	TypeRedeliver     Type = 0x5d // S: a batch again, for the listed offsets only
 )
 
 // FlagAutoCreate on DescribeTopic asks the broker to create the topic with
@@ -64,6 +78,11 @@ var typeNames = map[Type]string{
 	TypeDescribeTopic: "DescribeTopic", TypeTopicInfo: "TopicInfo", TypePublish: "Publish",
 	TypePublishAck: "PublishAck", TypeSubscribe: "Subscribe", TypeSubscribeOK: "SubscribeOK",
 	TypeUnsubscribe: "Unsubscribe", TypeDeliver: "Deliver", TypeFetch: "Fetch", TypeFetchResult: "FetchResult",
+	TypeJoinGroup: "JoinGroup", TypeJoinResult: "JoinResult", TypeHeartbeat: "Heartbeat",
+	TypeLeaveGroup: "LeaveGroup", TypeCommit: "Commit", TypeAck: "Ack", TypeNack: "Nack",
+	TypeListGroups: "ListGroups", TypeGroupList: "GroupList", TypeDescribeGroup: "DescribeGroup",
+	TypeGroupInfo: "GroupInfo", TypeResetGroup: "ResetGroup", TypeAssignment: "Assignment",
+	TypeRedeliver: "Redeliver",
 }
 
 func (t Type) String() string {

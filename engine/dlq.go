@@ -1,0 +1,218 @@
+package engine
+
+import (
+	"encoding/binary"
+	"strconv"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Dead-letter headers: where a message came from and why it ended here.
+const (
+	HeaderOriginalTopic     = "x-original-topic"
+	HeaderOriginalPartition = "x-original-partition"
+	HeaderOriginalOffset    = "x-original-offset"
+	HeaderDeliveryCount     = "x-delivery-count"
+	HeaderLastNackReason    = "x-last-nack-reason"
+)
+
+// deadLetterRetry is how long a message waits before another attempt when
+// writing it to the dead-letter topic failed.
+const deadLetterRetry = time.Second
+
+// deadLetter writes the messages at offs (sorted), each delivered
+// max-deliveries times, to the group's dead-letter topic, and then counts
+// them as acked. The write completes (durably, for a durable topic) before
+// the ack, so a message is never lost between the two topics.
+func (f *msgFeed) deadLetter(offs []int64) {
+	gp := f.gp
+	g := gp.g
+	type letter struct {
+		offset     int64
+		deliveries uint32
+		reason     string
+	}
+	letters := make([]letter, 0, len(offs))
+	gp.mu.Lock()
+	for _, o := range offs {
+		l := letter{offset: o, deliveries: 1}
+		if in := gp.acks.info[o]; in != nil {
+			l.deliveries, l.reason = in.deliveries, in.reason
+		}
+		letters = append(letters, l)
+	}
+	gp.mu.Unlock()
+
+	topic, part := gp.p.Topic, strconv.Itoa(int(gp.p.ID))
+	var bb wire.BatchBuilder
+	buf, _ := wire.StartFrame(nil, wire.TypePublish, 0, 0)
+	buf = wire.AppendBatchPrefix(buf, g.set.dlq, wire.PartitionAny)
+	batchOff := len(buf)
+	bb.Start(buf, -1, -1)
+	var unreadable []int64
+	i := 0
+	for i < len(letters) {
+		found := false
+		err := gp.p.Log.Read(letters[i].offset, 1, func(b wire.Batch) bool {
+			it := b.Records()
+			var r wire.Record
+			for it.Next(&r) && i < len(letters) {
+				if r.Offset != letters[i].offset {
+					continue
+				}
+				found = true
+				l := letters[i]
+				var hs []wire.RecordHeader
+				r.Headers(func(k, v []byte) {
+					hs = append(hs, wire.RecordHeader{Key: string(k), Value: append([]byte(nil), v...)})
+				})
+				hs = append(hs,
+					wire.RecordHeader{Key: HeaderOriginalTopic, Value: []byte(topic)},
+					wire.RecordHeader{Key: HeaderOriginalPartition, Value: []byte(part)},
+					wire.RecordHeader{Key: HeaderOriginalOffset, Value: strconv.AppendInt(nil, l.offset, 10)},
+					wire.RecordHeader{Key: HeaderDeliveryCount, Value: strconv.AppendUint(nil, uint64(l.deliveries), 10)},
+					wire.RecordHeader{Key: HeaderLastNackReason, Value: []byte(l.reason)})
+				bb.Append(r.Timestamp, r.Key, r.Value, hs)
+				i++
+			}
+			return false
+		})
+		if err != nil || !found {
+			f.c.e.log.Error("a message to dead-letter cannot be read; dropping it", "group", g.name,
+				"topic", topic, "partition", gp.p.ID, "offset", letters[i].offset, "err", err)
+			unreadable = append(unreadable, letters[i].offset)
+			i++
+		}
+	}
+	if len(unreadable) > 0 {
+		f.forget(unreadable)
+	}
+	if bb.Count() == 0 {
+		return
+	}
+	frame := bb.Finish()
+	wire.FinishFrame(frame, 0)
+	err := f.c.e.publishInternal(g.set.dlq, frame, batchOff)
+	written := make([]int64, 0, len(letters))
+	for _, l := range letters {
+		if len(unreadable) == 0 || !containsOffset(unreadable, l.offset) {
+			written = append(written, l.offset)
+		}
+	}
+	switch code := wire.CodeOf(err); {
+	case err == nil:
+		f.forget(written)
+		g.deadLettered.Add(uint64(len(written)))
+		f.c.e.log.Debug("dead-lettered", "group", g.name, "topic", topic, "partition", gp.p.ID,
+			"messages", len(written), "dlq", g.set.dlq)
+	case code == wire.CodeMessageTooLarge || code == wire.CodeInvalidArgument || code == wire.CodeTooManyTopics:
+		f.c.e.log.Error("messages cannot be written to the dead-letter topic; dropping them", "group", g.name,
+			"topic", topic, "partition", gp.p.ID, "dlq", g.set.dlq, "messages", len(written), "err", err)
+		f.forget(written)
+	default:
+		f.c.e.log.Warn("writing to the dead-letter topic failed; will retry", "group", g.name,
+			"dlq", g.set.dlq, "messages", len(written), "err", err)
+		gp.mu.Lock()
+		gp.acks.deadLetterFailed(written, nowNS()+int64(deadLetterRetry))
+		gp.mu.Unlock()
+	}
+}
+
+func containsOffset(s []int64, o int64) bool {
+	for _, x := range s {
+		if x == o {
+			return true
+		}
+	}
+	return false
+}
+
+// internalFlusher lets a goroutine of the broker wait for the answer the
+// shard sends to an internal publish.
+type internalFlusher struct{ ch chan struct{} }
+
+func (f *internalFlusher) ScheduleFlush() {
+	select {
+	case f.ch <- struct{}{}:
+	default:
+	}
+}
+func (f *internalFlusher) Owner() any { return f }
+func (f *internalFlusher) FlushNow()  { f.ScheduleFlush() }
+
+// internalPublishTimeout bounds the wait for an internal publish's ack.
+const internalPublishTimeout = 30 * time.Second
+
+// publishInternal publishes a whole Publish frame (partition any, batch at
+// batchOff) from inside the broker and waits for its ack. The topic is
+// created with the defaults when missing, whether or not auto-creation is
+// on: it is the broker's own.
+func (e *Engine) publishInternal(topic string, frame []byte, batchOff int) error {
+	if e.draining.Load() {
+		return errShuttingDown
+	}
+	if _, err := wire.CheckBatch(frame[batchOff:], e.cfg.MaxMessageBytes); err != nil {
+		return err
+	}
+	t := e.topics.get([]byte(topic))
+	if t == nil {
+		tc, err := e.topics.parseTopicConfig(0, nil)
+		if err != nil {
+			return err
+		}
+		if t, err = e.topics.create(topic, tc, true); err != nil {
+			return err
+		}
+	}
+	p, err := t.pickPartition(wire.PartitionAny)
+	if err != nil {
+		return err
+	}
+	buf := storage.NewBuf(len(frame))
+	copy(buf.B, frame)
+	wire.SetDeliverHeader(buf.B)
+	binary.BigEndian.PutUint32(buf.B[batchOff-4:], uint32(p.ID))
+	fl := &internalFlusher{ch: make(chan struct{}, 1)}
+	out := shard.NewOutbox(1<<20, len(e.shards), fl)
+	defer out.Close()
+	const corr = 1
+	if err := p.Publish(out, corr, buf, batchOff); err != nil {
+		return errShuttingDown
+	}
+	p.Shard.Wake()
+	timeout := time.NewTimer(internalPublishTimeout)
+	defer timeout.Stop()
+	for {
+		select {
+		case <-fl.ch:
+		case <-timeout.C:
+			return wire.Errorf(wire.CodeInternal, "no ack for an internal publish to "+topic)
+		}
+		pending, _ := out.Take()
+		var data []byte
+		for _, b := range pending.IOV {
+			data = append(data, b...)
+		}
+		out.Done(pending, 0)
+		for len(data) > 0 {
+			f, n, err := wire.ReadFrame(data, uint32(len(data)))
+			if err != nil || n == 0 {
+				return wire.Errorf(wire.CodeInternal, "bad answer to an internal publish")
+			}
+			data = data[n:]
+			switch f.Type {
+			case wire.TypePublishAck:
+				return nil
+			case wire.TypeError:
+				we, derr := wire.DecodeError(f.Body)
+				if derr != nil {
+					return derr
+				}
+				return we
+			}
+		}
+	}
+}

@@ -1,0 +1,795 @@
+package engine
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Consumer groups (see docs/DESIGN.md, "Consumer groups").
+//
+// The coordinator is not on the publish path: joins, leaves, heartbeats and
+// rebalances take one mutex. A member is a connection's membership; its
+// partitions are fed to its outbox by a feed per partition: in none and
+// offset mode a replay that turns into a live subscription (the same path
+// as Subscribe with a start position), in message mode a reader goroutine
+// that delivers at most max-unacked messages ahead of the acks and
+// redelivers what is not acked in time.
+//
+// Moving a partition from a live member takes two steps, so that the
+// member can commit what it processed: it is first revoked (its feed stops
+// and the member gets an Assignment without it), and given to its new
+// owner only once the member confirms with a Heartbeat of the new
+// generation, or its session timeout passes. A member that leaves, times
+// out or disconnects loses its partitions at once.
+//
+// Lock order: coordinator.mu, then gpart.mu. Acks take only gpart.mu.
+
+// Group defaults and bounds.
+const (
+	defaultSessionTimeout = 10 * time.Second
+	minSessionTimeout     = time.Second
+	maxSessionTimeout     = 5 * time.Minute
+	defaultAckWait        = 30 * time.Second
+	minAckWait            = 10 * time.Millisecond
+	defaultMaxDeliveries  = 5
+	defaultMaxUnacked     = 10000
+	maxBackoffSteps       = 64
+	// maxAckWindow bounds delivered-but-not-floored offsets of a partition
+	// in message mode (the ack bitset), whatever max-unacked says.
+	maxAckWindow = 1 << 22
+	// groupTick is how often sessions and revocations are checked.
+	groupTick = 100 * time.Millisecond
+)
+
+var coordEpoch = time.Now()
+
+// nowNS is the coordinator's monotonic clock, in nanoseconds.
+func nowNS() int64 { return int64(time.Since(coordEpoch)) }
+
+// groupSettings are fixed by the member that joins an empty group.
+type groupSettings struct {
+	mode          wire.AckMode
+	start         wire.Start
+	ackWait       int64 // ns
+	maxDeliveries uint32
+	maxUnacked    int64
+	backoff       []int64 // ns
+	dlq           string
+}
+
+type group struct {
+	name    string
+	topic   *Topic
+	set     groupSettings
+	gen     uint32
+	members map[string]*member
+	parts   []*gpart
+	desired []string // the assignor's last answer, member ids
+	retry   bool     // a partition waits for its previous feed to stop
+
+	deadLettered atomic.Uint64
+}
+
+type member struct {
+	id       string
+	g        *group
+	out      *shard.Outbox
+	timeout  time.Duration
+	seen     atomic.Int64  // nowNS of the last heartbeat, commit or ack
+	gen      atomic.Uint32 // generation of the last Assignment sent to it
+	gone     atomic.Bool
+	revokeBy int64        // nowNS by which pending revocations are forced; 0: none; coordinator.mu
+	unacked  atomic.Int64 // message mode: unacked messages over its partitions
+}
+
+// gpart is a group's view of one partition.
+type gpart struct {
+	g *group
+	p *shard.Partition
+
+	mu            sync.Mutex
+	owner         *member
+	since         uint32  // generation owner got it in
+	revoking      *member // the previous owner, until it confirms the revocation
+	revokingSince uint32
+	committed     int64 // next offset to consume; -1: none
+	start         int64 // where the current owner's deliveries started
+	feed          feed
+	acks          *ackState // message mode
+}
+
+// feed delivers a partition to its owner.
+type feed interface {
+	// stop asks the feed to end; called with gpart.mu held.
+	stop()
+	// stopped reports whether it has ended and will send nothing more.
+	stopped() bool
+}
+
+// coordinator runs the consumer groups of a broker.
+type coordinator struct {
+	e      *Engine
+	mu     sync.Mutex
+	groups map[string]*group
+	store  *offsetStore
+	ids    atomic.Uint64
+	prefix string // for member ids: differs between broker runs
+
+	poke chan struct{}
+	quit chan struct{}
+	done chan struct{}
+}
+
+func newCoordinator(e *Engine) *coordinator {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return &coordinator{e: e, groups: map[string]*group{},
+		store:  newOffsetStore(e.cfg.FS, e.cfg.DataDir, e.log),
+		prefix: hex.EncodeToString(b[:]),
+		poke:   make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+}
+
+// load restores the groups recorded with committed offsets. Groups of
+// topics that no longer exist are forgotten.
+func (c *coordinator) load() error {
+	stored, err := c.store.load()
+	if err != nil {
+		return err
+	}
+	for name, sg := range stored {
+		t := c.e.topics.get([]byte(sg.Topic))
+		if t == nil {
+			c.e.log.Info("forgetting the offsets of a group whose topic is gone", "group", name, "topic", sg.Topic)
+			c.store.remove(name, nil)
+			continue
+		}
+		g := c.newGroup(name, t, groupSettings{})
+		for p, off := range sg.Offsets {
+			if int(p) >= 0 && int(p) < len(g.parts) {
+				g.parts[p].committed = off
+			}
+		}
+		c.groups[name] = g
+	}
+	c.store.start()
+	go c.run()
+	return nil
+}
+
+// close stops the timers and writes the offsets still pending.
+func (c *coordinator) close() {
+	select {
+	case <-c.quit:
+		return
+	default:
+	}
+	close(c.quit)
+	<-c.done
+	c.mu.Lock()
+	for _, g := range c.groups {
+		for _, gp := range g.parts {
+			gp.mu.Lock()
+			if gp.feed != nil {
+				gp.feed.stop()
+			}
+			gp.mu.Unlock()
+		}
+	}
+	c.mu.Unlock()
+	c.store.close()
+}
+
+func (c *coordinator) newGroup(name string, t *Topic, set groupSettings) *group {
+	g := &group{name: name, topic: t, set: set, members: map[string]*member{}}
+	g.parts = make([]*gpart, len(t.Parts))
+	for i, p := range t.Parts {
+		g.parts[i] = &gpart{g: g, p: p, committed: -1}
+	}
+	return g
+}
+
+// settings validates a join's settings and fills in the defaults.
+func (c *coordinator) settings(req *wire.JoinGroup) (groupSettings, time.Duration, error) {
+	timeout := time.Duration(req.SessionTimeoutMs) * time.Millisecond
+	if timeout == 0 {
+		timeout = defaultSessionTimeout
+	}
+	if timeout < minSessionTimeout || timeout > maxSessionTimeout {
+		return groupSettings{}, 0, invalid("session timeout must be " + minSessionTimeout.String() + ".." + maxSessionTimeout.String())
+	}
+	set := groupSettings{mode: req.Mode, start: req.Start, ackWait: int64(req.AckWaitMs) * int64(time.Millisecond),
+		maxDeliveries: req.MaxDeliveries, maxUnacked: int64(req.MaxUnacked), dlq: req.DLQ}
+	if set.ackWait == 0 {
+		set.ackWait = int64(defaultAckWait)
+	}
+	if set.ackWait < int64(minAckWait) {
+		return set, 0, invalid("ack wait must be at least " + minAckWait.String())
+	}
+	if set.maxDeliveries == 0 {
+		set.maxDeliveries = defaultMaxDeliveries
+	}
+	if set.maxUnacked <= 0 {
+		set.maxUnacked = defaultMaxUnacked
+	}
+	if len(req.BackoffMs) > maxBackoffSteps {
+		return set, 0, invalid("at most " + strconv.Itoa(maxBackoffSteps) + " backoff steps")
+	}
+	for _, b := range req.BackoffMs {
+		set.backoff = append(set.backoff, int64(b)*int64(time.Millisecond))
+	}
+	if set.dlq == "" {
+		set.dlq = req.Topic + ".dlq"
+	}
+	if err := wire.ValidateTopicName(set.dlq); err != nil || len(set.dlq) > wire.MaxTopicNameLen {
+		return set, 0, invalid("dead-letter topic " + strconv.Quote(set.dlq) + " is not a valid topic name")
+	}
+	if set.dlq == req.Topic {
+		return set, 0, invalid("the dead-letter topic must differ from the topic")
+	}
+	return set, timeout, nil
+}
+
+// join adds a member for session s and answers it; the member then gets
+// its first Assignment.
+func (c *coordinator) join(s *session, corr uint32, req *wire.JoinGroup, t *Topic) (*member, error) {
+	set, timeout, err := c.settings(req)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := c.groups[req.Group]
+	switch {
+	case g == nil:
+		g = c.newGroup(req.Group, t, set)
+		c.groups[req.Group] = g
+	case g.topic.Name != t.Name:
+		return nil, invalid("group " + strconv.Quote(g.name) + " consumes topic " + strconv.Quote(g.topic.Name))
+	case len(g.members) == 0:
+		g.set = set
+	case g.set.mode != set.mode:
+		return nil, invalid("group " + strconv.Quote(g.name) + " consumes in " + modeName(g.set.mode) +
+			" ack mode; this member asked for " + modeName(set.mode))
+	}
+	id := req.Member
+	if id == "" {
+		id = c.prefix + "-" + strconv.FormatUint(c.ids.Add(1), 10)
+	} else if old := g.members[id]; old != nil {
+		if old.out == s.out {
+			return nil, invalid("this connection is already member " + strconv.Quote(id) + " of group " + g.name)
+		}
+		c.e.log.Info("group member replaced by a new connection", "group", g.name, "member", id)
+		c.removeMember(old)
+	}
+	m := &member{id: id, g: g, out: s.out, timeout: timeout}
+	m.seen.Store(nowNS())
+	g.members[id] = m
+	res := wire.JoinResult{Member: id, SessionTimeoutMs: uint32(timeout / time.Millisecond)}
+	s.sendFrame(wire.TypeJoinResult, corr, res.Append(s.scratch[:0]))
+	c.e.log.Debug("group member joined", "group", g.name, "member", id, "members", len(g.members))
+	c.rebalance(g)
+	return m, nil
+}
+
+func modeName(m wire.AckMode) string {
+	switch m {
+	case wire.AckNone:
+		return "none"
+	case wire.AckOffset:
+		return "offset"
+	case wire.AckMessage:
+		return "message"
+	}
+	return "mode " + strconv.Itoa(int(m))
+}
+
+// leave removes m (LeaveGroup, or its connection closed).
+func (c *coordinator) leave(m *member) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !m.gone.Load() {
+		c.removeMember(m)
+	}
+}
+
+// removeMember takes m's partitions away at once and rebalances; mu held.
+func (c *coordinator) removeMember(m *member) {
+	g := m.g
+	m.gone.Store(true)
+	delete(g.members, m.id)
+	for _, gp := range g.parts {
+		gp.mu.Lock()
+		if gp.owner == m {
+			gp.release()
+		}
+		if gp.revoking == m {
+			gp.revoking = nil
+		}
+		gp.mu.Unlock()
+	}
+	c.rebalance(g)
+	if len(g.members) == 0 && !g.hasOffsets() {
+		delete(c.groups, g.name)
+	}
+}
+
+// release stops the owner's feed and frees the partition; gp.mu held.
+func (gp *gpart) release() {
+	if gp.feed != nil {
+		gp.feed.stop()
+	}
+	if gp.acks != nil {
+		gp.owner.unacked.Add(-int64(gp.acks.unacked))
+	}
+	gp.owner = nil
+}
+
+func (g *group) hasOffsets() bool {
+	for _, gp := range g.parts {
+		if gp.committed >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// pendingStart is a feed to start once the Assignments are queued, so a
+// member never gets a delivery for a partition before it knows it owns it.
+type pendingStart struct {
+	gp *gpart
+	m  *member
+}
+
+// rebalance brings the group towards the assignor's answer; mu held. Free
+// partitions go to their new owner at once; partitions a live member must
+// give up are revoked first (see the top of this file).
+func (c *coordinator) rebalance(g *group) {
+	g.retry = false
+	if len(g.members) == 0 {
+		g.desired = nil
+		return
+	}
+	ids := slices.Sorted(func(yield func(string) bool) {
+		for id := range g.members {
+			if !yield(id) {
+				return
+			}
+		}
+	})
+	prev := g.desired
+	if len(prev) != len(g.parts) {
+		prev = make([]string, len(g.parts))
+	}
+	g.desired = assign(len(g.parts), ids, prev)
+	gen := g.gen + 1
+	changed := map[*member]bool{}
+	var starts []pendingStart
+	now := nowNS()
+	for i, gp := range g.parts {
+		want := g.members[g.desired[i]]
+		gp.mu.Lock()
+		switch {
+		case gp.owner == want:
+		case gp.owner != nil:
+			old := gp.owner
+			gp.revoking, gp.revokingSince = old, gp.since
+			gp.release()
+			changed[old] = true
+			if old.revokeBy == 0 {
+				old.revokeBy = now + int64(old.timeout)
+			}
+		case gp.revoking != nil:
+			// waiting for the previous owner to confirm
+		case gp.feed != nil && !gp.feed.stopped():
+			g.retry = true // its previous feed is still winding down
+		default:
+			c.give(gp, want, gen, now)
+			changed[want] = true
+			starts = append(starts, pendingStart{gp, want})
+		}
+		gp.mu.Unlock()
+	}
+	if len(changed) == 0 {
+		return
+	}
+	g.gen = gen
+	for m := range changed {
+		m.gen.Store(gen)
+		c.sendAssignment(m)
+	}
+	for _, ps := range starts {
+		ps.gp.mu.Lock()
+		if ps.gp.owner == ps.m {
+			ps.gp.feed = c.startFeed(ps.gp, ps.m)
+		}
+		ps.gp.mu.Unlock()
+	}
+}
+
+// give makes m the owner of gp from generation gen and decides where its
+// deliveries start; gp.mu held.
+func (c *coordinator) give(gp *gpart, m *member, gen uint32, now int64) {
+	gp.owner, gp.since, gp.feed = m, gen, nil
+	if gp.g.set.mode == wire.AckMessage {
+		if gp.acks == nil {
+			gp.acks = newAckState(gp.startOffset())
+		} else {
+			gp.acks.takeover(now)
+		}
+		m.unacked.Add(int64(gp.acks.unacked))
+		gp.start = gp.acks.next
+		return
+	}
+	gp.start = gp.startOffset()
+}
+
+// startOffset is where a new owner starts: the committed offset, else the
+// group's start position, within what the log holds.
+func (gp *gpart) startOffset() int64 {
+	lo, hi := gp.p.Log.Bounds()
+	off := gp.committed
+	if off < 0 {
+		var err error
+		if off, err = resolveStart(gp.p, gp.g.set.start); err != nil {
+			off = gp.g.set.start.Value // an offset out of range: clamped below
+		}
+	}
+	return min(max(off, lo), hi)
+}
+
+func (c *coordinator) startFeed(gp *gpart, m *member) feed {
+	if gp.g.set.mode == wire.AckMessage {
+		f := newMsgFeed(c, gp, m)
+		go f.run()
+		return f
+	}
+	f := &offsetFeed{c: c, g: gp.g, p: gp.p, out: m.out, exited: make(chan struct{}), done: make(chan struct{})}
+	go f.run(gp.start)
+	return f
+}
+
+// sendAssignment tells m its partitions; mu held.
+func (c *coordinator) sendAssignment(m *member) {
+	a := wire.Assignment{Group: m.g.name, Generation: m.gen.Load()}
+	for _, gp := range m.g.parts {
+		gp.mu.Lock()
+		if gp.owner == m {
+			a.Partitions = append(a.Partitions, wire.PartitionOffset{Partition: gp.p.ID, Offset: gp.start})
+		}
+		gp.mu.Unlock()
+	}
+	body := a.Append(nil)
+	m.out.SendCopy(append(wire.AppendHeader(nil, wire.TypeAssignment, 0, 0, len(body)), body...))
+	m.out.Kick()
+}
+
+// heartbeat keeps m alive; a heartbeat of m's current generation also
+// confirms that m is done with the partitions it was told to give up.
+func (c *coordinator) heartbeat(m *member, gen uint32) error {
+	if m.gone.Load() {
+		return errGoneMember(m)
+	}
+	m.seen.Store(nowNS())
+	if gen != m.gen.Load() {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m.revokeBy != 0 && !m.gone.Load() {
+		c.finishRevokes(m)
+	}
+	return nil
+}
+
+// finishRevokes frees the partitions m was giving up; mu held.
+func (c *coordinator) finishRevokes(m *member) {
+	m.revokeBy = 0
+	for _, gp := range m.g.parts {
+		gp.mu.Lock()
+		if gp.revoking == m {
+			gp.revoking = nil
+		}
+		gp.mu.Unlock()
+	}
+	c.rebalance(m.g)
+}
+
+func errGoneMember(m *member) error {
+	return wire.Errorf(wire.CodeUnknownMember, "member "+strconv.Quote(m.id)+" is no longer in group "+m.g.name+
+		" (session timeout, or replaced); join again")
+}
+
+// run expires members that stopped heartbeating and revocations that were
+// never confirmed, and retries partitions whose old feed was still
+// stopping.
+func (c *coordinator) run() {
+	defer close(c.done)
+	t := time.NewTicker(groupTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.quit:
+			return
+		case <-t.C:
+		case <-c.poke:
+		}
+		c.tick(nowNS())
+	}
+}
+
+func (c *coordinator) tick(now int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, g := range c.groups {
+		for _, m := range g.members {
+			switch {
+			case now-m.seen.Load() > int64(m.timeout):
+				c.e.log.Info("group member timed out", "group", g.name, "member", m.id, "session_timeout", m.timeout)
+				c.removeMember(m)
+			case m.revokeBy != 0 && now > m.revokeBy:
+				c.e.log.Info("group member did not confirm a revocation in time", "group", g.name, "member", m.id)
+				c.finishRevokes(m)
+			}
+		}
+		if g.retry {
+			c.rebalance(g)
+		}
+	}
+}
+
+// feedStopped runs when a feed ends, so a partition waiting for it moves on.
+func (c *coordinator) feedStopped() {
+	select {
+	case c.poke <- struct{}{}:
+	default:
+	}
+}
+
+// owns checks that m may commit or ack gp in generation gen; gp.mu held.
+func (gp *gpart) owns(m *member, gen uint32) error {
+	if gen > m.gen.Load() {
+		return wire.Errorf(wire.CodeStaleGeneration, "generation "+strconv.FormatUint(uint64(gen), 10)+
+			" was never assigned to member "+m.id)
+	}
+	if (gp.owner == m && gen >= gp.since) || (gp.revoking == m && gen >= gp.revokingSince) {
+		return nil
+	}
+	return wire.Errorf(wire.CodeStaleGeneration, "member "+m.id+" does not own partition "+
+		strconv.Itoa(int(gp.p.ID))+" of group "+gp.g.name+" in generation "+strconv.FormatUint(uint64(gen), 10))
+}
+
+// commit records offsets of m's partitions; done runs once they are
+// durable, or with why they were refused.
+func (c *coordinator) commit(m *member, req *wire.Commit, done func(error)) {
+	if m.gone.Load() {
+		done(errGoneMember(m))
+		return
+	}
+	g := m.g
+	if g.set.mode != wire.AckOffset {
+		done(invalid("group " + g.name + " is in " + modeName(g.set.mode) + " ack mode; commits need offset mode"))
+		return
+	}
+	m.seen.Store(nowNS())
+	for _, po := range req.Offsets {
+		if po.Partition < 0 || int(po.Partition) >= len(g.parts) {
+			done(wire.Errorf(wire.CodeUnknownPartition, "partition "+strconv.Itoa(int(po.Partition))+" of group "+g.name))
+			return
+		}
+		gp := g.parts[po.Partition]
+		_, end := gp.p.Log.Bounds()
+		if po.Offset < 0 || po.Offset > end {
+			done(invalid("offset " + strconv.FormatInt(po.Offset, 10) + " of partition " +
+				strconv.Itoa(int(po.Partition)) + " is past its end " + strconv.FormatInt(end, 10)))
+			return
+		}
+		gp.mu.Lock()
+		err := gp.owns(m, req.Generation)
+		gp.mu.Unlock()
+		if err != nil {
+			done(err)
+			return
+		}
+	}
+	for _, po := range req.Offsets {
+		gp := g.parts[po.Partition]
+		gp.mu.Lock()
+		gp.committed = po.Offset
+		gp.mu.Unlock()
+	}
+	c.store.set(g.name, g.topic.Name, req.Offsets, done)
+}
+
+// ack marks messages of m's partition acked (message mode).
+func (c *coordinator) ack(m *member, req *wire.Ack) error {
+	gp, err := c.msgPartition(m, req.Partition)
+	if err != nil {
+		return err
+	}
+	gp.mu.Lock()
+	if err := gp.owns(m, req.Generation); err != nil {
+		gp.mu.Unlock()
+		return err
+	}
+	a := gp.acks
+	floor, n := a.floor, 0
+	for _, r := range req.Ranges {
+		if r.To > r.From {
+			n += a.ack(r.From, r.To)
+		}
+	}
+	if n > 0 && gp.owner != nil {
+		gp.owner.unacked.Add(-int64(n))
+	}
+	moved := a.floor != floor
+	if moved {
+		gp.committed = a.floor
+	}
+	f, _ := gp.feed.(*msgFeed)
+	newFloor := a.floor
+	gp.mu.Unlock()
+	if moved {
+		c.store.set(gp.g.name, gp.g.topic.Name, []wire.PartitionOffset{{Partition: gp.p.ID, Offset: newFloor}}, nil)
+	}
+	if f != nil && n > 0 {
+		f.wakeUp()
+	}
+	return nil
+}
+
+// nack asks for a message to be redelivered (message mode).
+func (c *coordinator) nack(m *member, req *wire.Nack) error {
+	gp, err := c.msgPartition(m, req.Partition)
+	if err != nil {
+		return err
+	}
+	gp.mu.Lock()
+	if err := gp.owns(m, req.Generation); err != nil {
+		gp.mu.Unlock()
+		return err
+	}
+	gp.acks.nack(req.Offset, int64(req.DelayMs)*int64(time.Millisecond), req.Reason, nowNS(), gp.g.set.backoff)
+	f, _ := gp.feed.(*msgFeed)
+	gp.mu.Unlock()
+	if f != nil {
+		f.wakeUp()
+	}
+	return nil
+}
+
+func (c *coordinator) msgPartition(m *member, p int32) (*gpart, error) {
+	if m.gone.Load() {
+		return nil, errGoneMember(m)
+	}
+	g := m.g
+	if g.set.mode != wire.AckMessage {
+		return nil, invalid("group " + g.name + " is in " + modeName(g.set.mode) + " ack mode; acks need message mode")
+	}
+	if p < 0 || int(p) >= len(g.parts) {
+		return nil, wire.Errorf(wire.CodeUnknownPartition, "partition "+strconv.Itoa(int(p))+" of group "+g.name)
+	}
+	m.seen.Store(nowNS())
+	return g.parts[p], nil
+}
+
+// list summarises every group.
+func (c *coordinator) list() []wire.GroupSummary {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]wire.GroupSummary, 0, len(c.groups))
+	for _, g := range c.groups {
+		out = append(out, wire.GroupSummary{Group: g.name, Topic: g.topic.Name, Members: uint32(len(g.members))})
+	}
+	slices.SortFunc(out, func(a, b wire.GroupSummary) int {
+		if a.Group < b.Group {
+			return -1
+		}
+		if a.Group > b.Group {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// describe reports a group's members, owners, committed offsets and lag.
+func (c *coordinator) describe(name string) (wire.GroupInfo, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := c.groups[name]
+	if g == nil {
+		return wire.GroupInfo{}, wire.Errorf(wire.CodeUnknownGroup, "no group named "+strconv.Quote(name))
+	}
+	info := wire.GroupInfo{Group: g.name, Topic: g.topic.Name, Generation: g.gen, Mode: g.set.mode}
+	for id := range g.members {
+		info.Members = append(info.Members, id)
+	}
+	slices.Sort(info.Members)
+	for _, gp := range g.parts {
+		_, end := gp.p.Log.Bounds()
+		gp.mu.Lock()
+		pi := wire.GroupPartition{Partition: gp.p.ID, Committed: gp.committed, End: end, Lag: -1}
+		if gp.owner != nil {
+			pi.Owner = gp.owner.id
+		}
+		if gp.committed >= 0 {
+			pi.Lag = max(0, end-gp.committed)
+		}
+		if gp.acks != nil {
+			pi.Pending = uint32(gp.acks.unacked)
+		}
+		gp.mu.Unlock()
+		info.Partitions = append(info.Partitions, pi)
+	}
+	return info, nil
+}
+
+// reset moves a group without members to a start position; done runs once
+// the new offsets are durable.
+func (c *coordinator) reset(name string, st wire.Start, done func(error)) {
+	c.mu.Lock()
+	g := c.groups[name]
+	if g == nil {
+		c.mu.Unlock()
+		done(wire.Errorf(wire.CodeUnknownGroup, "no group named "+strconv.Quote(name)))
+		return
+	}
+	if len(g.members) > 0 {
+		c.mu.Unlock()
+		done(wire.Errorf(wire.CodeGroupActive, "group "+name+" has "+strconv.Itoa(len(g.members))+
+			" members; stop them before a reset"))
+		return
+	}
+	offs := make([]wire.PartitionOffset, len(g.parts))
+	for i, gp := range g.parts {
+		off, err := resolveStart(gp.p, st)
+		if err != nil {
+			c.mu.Unlock()
+			done(err)
+			return
+		}
+		offs[i] = wire.PartitionOffset{Partition: gp.p.ID, Offset: off}
+	}
+	for i, gp := range g.parts {
+		gp.mu.Lock()
+		gp.committed, gp.acks = offs[i].Offset, nil
+		gp.mu.Unlock()
+	}
+	c.mu.Unlock()
+	c.store.set(name, g.topic.Name, offs, done)
+}
+
+// topicRemoved forgets the groups of a deleted topic; their members are
+// told, and the connection of each is closed by its client.
+func (c *coordinator) topicRemoved(t *Topic) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, g := range c.groups {
+		if g.topic != t {
+			continue
+		}
+		for _, m := range g.members {
+			m.gone.Store(true)
+			sendErrTo(m.out, 0, wire.Errorf(wire.CodeUnknownTopic, "topic "+t.Name+" of group "+name+" was deleted"))
+			m.out.Kick()
+		}
+		for _, gp := range g.parts {
+			gp.mu.Lock()
+			if gp.feed != nil {
+				gp.feed.stop()
+			}
+			gp.owner, gp.revoking = nil, nil
+			gp.mu.Unlock()
+		}
+		delete(c.groups, name)
+		c.store.remove(name, nil)
+	}
+}

@@ -1,0 +1,215 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
+)
+
+// handled records what every member of a group handled.
+type handled struct {
+	mu  sync.Mutex
+	all map[[2]int64]int // (partition, offset) -> times handled
+	// order: per member and partition, the offsets in the order handled
+	order map[string]map[int32][]int64
+}
+
+func newHandled() *handled {
+	return &handled{all: map[[2]int64]int{}, order: map[string]map[int32][]int64{}}
+}
+
+func (h *handled) add(member string, p int32, off int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.all[[2]int64{int64(p), off}]++
+	if h.order[member] == nil {
+		h.order[member] = map[int32][]int64{}
+	}
+	h.order[member][p] = append(h.order[member][p], off)
+}
+
+func (h *handled) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.all)
+}
+
+// check asserts that every offset below ends[p] was handled, at most
+// maxDup times, and that each member saw each partition in order.
+func (h *handled) check(t *testing.T, ends []int64, maxDup int) {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for p, end := range ends {
+		for o := range end {
+			n := h.all[[2]int64{int64(p), o}]
+			require.NotZero(t, n, "partition %d offset %d was never handled", p, o)
+			require.LessOrEqual(t, n, maxDup, "partition %d offset %d handled %d times", p, o, n)
+		}
+	}
+	for m, parts := range h.order {
+		for p, offs := range parts {
+			require.True(t, slices.IsSorted(offs), "member %s saw partition %d out of order", m, p)
+		}
+	}
+}
+
+func joinGroup(t *testing.T, e *Engine, cfg client.GroupConfig) *client.GroupConsumer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g, err := client.JoinGroup(ctx, e.Addr().String(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = g.Close() })
+	return g
+}
+
+// offsetMember is a group consumer in offset mode that records to h.
+func offsetMember(t *testing.T, e *Engine, group, topic, name string, h *handled) *client.GroupConsumer {
+	return joinGroup(t, e, client.GroupConfig{Group: group, Topic: topic, Mode: client.AckOffset,
+		Start: client.Earliest, AutoCommitInterval: 50 * time.Millisecond,
+		Handler: func(m *client.GroupMessage) error {
+			h.add(name, m.Partition, m.Offset)
+			return nil
+		}})
+}
+
+func waitAssigned(t *testing.T, want []int, gs ...*client.GroupConsumer) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for i, g := range gs {
+			if len(g.Assigned()) != want[i] {
+				return false
+			}
+		}
+		return true
+	}, 15*time.Second, 5*time.Millisecond, "assignments did not settle to %v", want)
+}
+
+func publishN(t *testing.T, c *client.Client, topic string, from, n int) {
+	t.Helper()
+	ctx := testCtx(t)
+	for i := from; i < from+n; i++ {
+		key := []byte("key-" + strconv.Itoa(i%97))
+		require.NoError(t, c.PublishAsync(ctx, topic, client.Message{Key: key, Value: []byte(strconv.Itoa(i))}))
+	}
+	require.NoError(t, c.Flush(ctx))
+}
+
+func topicEnds(t *testing.T, c *client.Client, topic string) []int64 {
+	t.Helper()
+	info, err := c.DescribeTopic(testCtx(t), topic)
+	require.NoError(t, err)
+	ends := make([]int64, len(info.Partitions))
+	for i, p := range info.Partitions {
+		ends[i] = p.EndOffset
+	}
+	return ends
+}
+
+func total(ends []int64) int {
+	n := 0
+	for _, e := range ends {
+		n += int(e)
+	}
+	return n
+}
+
+// TestGroupSteadyStateExactlyOnce: three members share six partitions two
+// each, and every message is handled by exactly one of them.
+func TestGroupSteadyStateExactlyOnce(t *testing.T) {
+	e := startBroker(t, nil)
+	c := dial(t, e)
+	ctx := testCtx(t)
+	require.NoError(t, c.CreateTopic(ctx, "orders", client.TopicConfig{Partitions: 6}))
+	h := newHandled()
+	var gs []*client.GroupConsumer
+	for i := range 3 {
+		gs = append(gs, offsetMember(t, e, "billing", "orders", fmt.Sprint("m", i), h))
+	}
+	waitAssigned(t, []int{2, 2, 2}, gs...)
+	owned := map[int]bool{}
+	for _, g := range gs {
+		for _, p := range g.Assigned() {
+			require.False(t, owned[p], "partition %d has two owners", p)
+			owned[p] = true
+		}
+	}
+	publishN(t, c, "orders", 0, 6000)
+	ends := topicEnds(t, c, "orders")
+	require.Eventually(t, func() bool { return h.count() == total(ends) }, 15*time.Second, 5*time.Millisecond)
+	h.check(t, ends, 1)
+	for m, parts := range h.order {
+		require.Len(t, parts, 2, "member %s handled partitions %v", m, parts)
+	}
+
+	// Commits catch up with what was handled; lag is zero.
+	require.Eventually(t, func() bool {
+		info, err := c.DescribeGroup(ctx, "billing")
+		require.NoError(t, err)
+		return info.Lag() == 0 && len(info.Members) == 3 && info.Partitions[0].Committed >= 0
+	}, 5*time.Second, 10*time.Millisecond)
+	info, err := c.DescribeGroup(ctx, "billing")
+	require.NoError(t, err)
+	require.Equal(t, client.AckOffset, info.Mode)
+	for _, p := range info.Partitions {
+		require.Equal(t, ends[p.Partition], p.Committed)
+		require.NotEmpty(t, p.Owner)
+	}
+	list, err := c.ListGroups(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []client.GroupSummary{{Group: "billing", Topic: "orders", Members: 3}}, list)
+}
+
+// TestGroupRebalanceKeepsOrderAndLosesNothing: members join and leave
+// while messages flow; with graceful moves (commit on revoke) nothing is
+// lost or handled twice, and each member sees each partition in order.
+func TestGroupRebalanceKeepsOrderAndLosesNothing(t *testing.T) {
+	e := startBroker(t, nil)
+	c := dial(t, e)
+	ctx := testCtx(t)
+	require.NoError(t, c.CreateTopic(ctx, "events", client.TopicConfig{Partitions: 6}))
+	h := newHandled()
+	g0 := offsetMember(t, e, "g", "events", "m0", h)
+	waitAssigned(t, []int{6}, g0)
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i += 200 {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			publishN(t, c, "events", i, 200)
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	g1 := offsetMember(t, e, "g", "events", "m1", h)
+	waitAssigned(t, []int{3, 3}, g0, g1)
+	time.Sleep(50 * time.Millisecond)
+	g2 := offsetMember(t, e, "g", "events", "m2", h)
+	waitAssigned(t, []int{2, 2, 2}, g0, g1, g2)
+	time.Sleep(50 * time.Millisecond)
+	require.NoError(t, g0.Close())
+	waitAssigned(t, []int{3, 3}, g1, g2)
+	time.Sleep(50 * time.Millisecond)
+	close(stop)
+	<-done
+
+	ends := topicEnds(t, c, "events")
+	require.Eventually(t, func() bool { return h.count() == total(ends) }, 15*time.Second, 5*time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // any duplicate would arrive now
+	h.check(t, ends, 1)
+}

@@ -1,0 +1,180 @@
+package engine
+
+import (
+	"strconv"
+
+	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Consumer group requests of a session; the coordinator (groups.go) does
+// the work. A membership belongs to the connection that joined: frames
+// naming a member of another connection are refused as unknown member.
+
+func (s *session) joinGroup(f wire.Frame) error {
+	req, err := wire.DecodeJoinGroup(f.Body)
+	if err != nil {
+		return s.malformed(f.Corr, err)
+	}
+	if err := wire.ValidateTopicName(req.Group); err != nil {
+		return s.refuse(f.Corr, invalid("group name "+strconv.Quote(req.Group)+": "+err.Error()))
+	}
+	if s.e.draining.Load() {
+		return s.refuse(f.Corr, errShuttingDown)
+	}
+	if _, ok := s.members[req.Group]; ok {
+		return s.refuse(f.Corr, invalid("this connection is already a member of group "+req.Group))
+	}
+	t, err := s.e.topicFor([]byte(req.Topic))
+	if err != nil {
+		return s.refuse(f.Corr, err)
+	}
+	for k := range s.subs {
+		if k.topic == t {
+			return s.refuse(f.Corr, wire.Errorf(wire.CodeAlreadySubscribed,
+				"this connection subscribes to "+t.Name+"; a group member needs a connection of its own for the topic"))
+		}
+	}
+	for _, m := range s.members {
+		if m.g.topic == t {
+			return s.refuse(f.Corr, wire.Errorf(wire.CodeAlreadySubscribed,
+				"this connection consumes "+t.Name+" as a member of group "+m.g.name))
+		}
+	}
+	m, err := s.e.groups.join(s, f.Corr, &req, t)
+	if err != nil {
+		return s.refuse(f.Corr, err)
+	}
+	s.members[req.Group] = m
+	return nil
+}
+
+// member finds the membership a frame names.
+func (s *session) member(ref wire.MemberRef) (*member, error) {
+	m := s.members[ref.Group]
+	if m == nil || m.id != ref.Member {
+		return nil, wire.Errorf(wire.CodeUnknownMember, "no member "+strconv.Quote(ref.Member)+
+			" of group "+strconv.Quote(ref.Group)+" on this connection")
+	}
+	if m.gone.Load() {
+		delete(s.members, ref.Group)
+		return nil, errGoneMember(m)
+	}
+	return m, nil
+}
+
+func (s *session) heartbeat(f wire.Frame) error {
+	ref, err := wire.DecodeMemberRef(f.Body)
+	if err != nil {
+		return s.malformed(f.Corr, err)
+	}
+	m, err := s.member(ref)
+	if err == nil {
+		err = s.e.groups.heartbeat(m, ref.Generation)
+	}
+	s.reply(f.Corr, err)
+	return nil
+}
+
+func (s *session) leaveGroup(f wire.Frame) error {
+	ref, err := wire.DecodeMemberRef(f.Body)
+	if err != nil {
+		return s.malformed(f.Corr, err)
+	}
+	m, err := s.member(ref)
+	if err == nil {
+		delete(s.members, ref.Group)
+		s.e.groups.leave(m)
+	}
+	s.reply(f.Corr, err)
+	return nil
+}
+
+// later answers a request whose outcome a later goroutine decides.
+func (s *session) later(corr uint32) func(error) {
+	out := s.out
+	return func(err error) { replyTo(out, corr, err) }
+}
+
+// replyTo sends OK or an error from any goroutine.
+func replyTo(out *shard.Outbox, corr uint32, err error) {
+	if err != nil {
+		sendErrTo(out, corr, err)
+	} else {
+		out.SendCopy(wire.AppendHeader(nil, wire.TypeOK, 0, corr, 0))
+	}
+	out.Kick()
+}
+
+func (s *session) commit(f wire.Frame) error {
+	req, err := wire.DecodeCommit(f.Body)
+	if err != nil {
+		return s.malformed(f.Corr, err)
+	}
+	m, err := s.member(req.MemberRef)
+	if err != nil {
+		return s.refuse(f.Corr, err)
+	}
+	s.e.groups.commit(m, &req, s.later(f.Corr))
+	return nil
+}
+
+func (s *session) ack(f wire.Frame) error {
+	req, err := wire.DecodeAck(f.Body)
+	if err != nil {
+		return s.malformed(f.Corr, err)
+	}
+	m, err := s.member(req.MemberRef)
+	if err == nil {
+		err = s.e.groups.ack(m, &req)
+	}
+	if err != nil {
+		return s.refuse(f.Corr, err)
+	}
+	return nil
+}
+
+func (s *session) nack(f wire.Frame) error {
+	req, err := wire.DecodeNack(f.Body)
+	if err != nil {
+		return s.malformed(f.Corr, err)
+	}
+	m, err := s.member(req.MemberRef)
+	if err == nil {
+		err = s.e.groups.nack(m, &req)
+	}
+	if err != nil {
+		return s.refuse(f.Corr, err)
+	}
+	return nil
+}
+
+func (s *session) listGroups(f wire.Frame) error {
+	if len(f.Body) != 0 {
+		return s.malformed(f.Corr, wire.Errorf(wire.CodeMalformed, "ListGroups has no body"))
+	}
+	s.sendFrame(wire.TypeGroupList, f.Corr, wire.AppendGroupList(s.scratch[:0], s.e.groups.list()))
+	return nil
+}
+
+func (s *session) describeGroup(f wire.Frame) error {
+	name, err := wire.DecodeName(f.Body)
+	if err != nil {
+		return s.malformed(f.Corr, err)
+	}
+	info, err := s.e.groups.describe(string(name))
+	if err != nil {
+		return s.refuse(f.Corr, err)
+	}
+	s.sendFrame(wire.TypeGroupInfo, f.Corr, info.Append(s.scratch[:0]))
+	return nil
+}
+
+func (s *session) resetGroup(f wire.Frame) error {
+	req, err := wire.DecodeResetGroup(f.Body)
+	if err != nil {
+		return s.malformed(f.Corr, err)
+	}
+	s.e.groups.reset(req.Group, req.Start, s.later(f.Corr))
+	return nil
+}
