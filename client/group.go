@@ -115,6 +115,11 @@ type GroupConfig struct {
 	DeadLetterTopic string
 	// MemberID asks for a member id; default: the broker picks one.
 	MemberID string
+	// BeforeCommit, if set, runs on the handler's goroutine just before
+	// the consumer commits offsets on its own (auto-commit, revocation,
+	// Close): flush there whatever the handler buffered, so that no
+	// committed message is lost in a buffer.
+	BeforeCommit func()
 }
 
 // GroupMessage is a message delivered to a group consumer.
@@ -492,8 +497,15 @@ func (g *GroupConsumer) callDraining(c *Client, t wire.Type, body []byte) error 
 	}
 }
 
+func (g *GroupConsumer) beforeCommit() {
+	if g.cfg.BeforeCommit != nil {
+		g.cfg.BeforeCommit()
+	}
+}
+
 // autoCommit commits moved positions in the background.
 func (g *GroupConsumer) autoCommit(c *Client) {
+	g.beforeCommit()
 	_, body, offs := g.commitBody(false)
 	if body == nil {
 		return
@@ -519,6 +531,7 @@ func (g *GroupConsumer) autoCommit(c *Client) {
 func (g *GroupConsumer) leave(c *Client) {
 	g.flushAcks(c)
 	if g.cfg.Mode == AckOffset {
+		g.beforeCommit()
 		if _, body, offs := g.commitBody(false); body != nil {
 			if err := g.callDraining(c, wire.TypeCommit, body); err != nil {
 				g.errs(fmt.Errorf("group %s: commit on close: %w", g.cfg.Group, err))
@@ -723,6 +736,9 @@ func (g *GroupConsumer) assignment(c *Client, body []byte) {
 	now := map[int32]int64{}
 	for _, po := range a.Partitions {
 		now[po.Partition] = po.Offset
+	}
+	if g.cfg.Mode == AckOffset {
+		g.beforeCommit()
 	}
 	g.mu.Lock()
 	g.gen = a.Generation
