@@ -456,6 +456,11 @@ func (g *GroupConsumer) heartbeat(c *Client, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), max(timeout, time.Second))
 	defer cancel()
 	_, err := c.call(ctx, wire.TypeHeartbeat, 0, ref.Append(nil))
+	select {
+	case <-g.closing:
+		return // leaving: the membership may be gone already
+	default:
+	}
 	if errors.Is(err, ErrUnknownMember) {
 		// The broker dropped the membership: start over on a new connection.
 		c.shutdown(fmt.Errorf("%w: %w", ErrConnectionLost, err))

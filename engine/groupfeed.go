@@ -114,6 +114,7 @@ func (f *msgFeed) run() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for !f.quit.Load() && !out.Closed() {
+		room := f.m.roomSignal() // taken before the bound is checked, so no wake-up is missed
 		now := nowNS()
 		gp.mu.Lock()
 		if !f.live() {
@@ -159,8 +160,12 @@ func (f *msgFeed) run() {
 			d = time.Hour
 		}
 		timer.Reset(d)
+		if !gated {
+			room = nil
+		}
 		select {
 		case <-f.wake:
+		case <-room:
 		case <-timer.C:
 		}
 		if !timer.Stop() {
@@ -266,7 +271,7 @@ func (f *msgFeed) skipTo(o int64, why string) {
 	}
 	before := gp.acks.unacked
 	lost := gp.acks.skipTo(o)
-	f.m.unacked.Add(int64(gp.acks.unacked - before))
+	f.m.settle(int64(before-gp.acks.unacked), gp.g.set.maxUnacked)
 	gp.committed = gp.acks.floor
 	floor := gp.acks.floor
 	gp.mu.Unlock()
@@ -342,7 +347,7 @@ func (f *msgFeed) forget(offs []int64) {
 		n += gp.acks.ack(o, o+1)
 	}
 	if gp.owner != nil {
-		gp.owner.unacked.Add(-int64(n))
+		gp.owner.settle(int64(n), gp.g.set.maxUnacked)
 	}
 	gp.committed = gp.acks.floor
 	floor := gp.acks.floor

@@ -88,6 +88,39 @@ type member struct {
 	gone     atomic.Bool
 	revokeBy int64        // nowNS by which pending revocations are forced; 0: none; coordinator.mu
 	unacked  atomic.Int64 // message mode: unacked messages over its partitions
+
+	// room is closed (and replaced) whenever unacked falls below the
+	// group's max-unacked, waking every feed of the member that stopped at
+	// the bound: acks of one partition make room for all of them.
+	roomMu sync.Mutex
+	room   chan struct{}
+}
+
+// roomSignal returns the channel closed when the member next gets room.
+func (m *member) roomSignal() <-chan struct{} {
+	m.roomMu.Lock()
+	defer m.roomMu.Unlock()
+	if m.room == nil {
+		m.room = make(chan struct{})
+	}
+	return m.room
+}
+
+// settle takes n acked (or no longer owned) messages off the member's
+// count, and wakes its feeds if that made room.
+func (m *member) settle(n, maxUnacked int64) {
+	if n <= 0 {
+		return
+	}
+	after := m.unacked.Add(-n)
+	if after < maxUnacked && after+n >= maxUnacked {
+		m.roomMu.Lock()
+		if m.room != nil {
+			close(m.room)
+			m.room = nil
+		}
+		m.roomMu.Unlock()
+	}
 }
 
 // gpart is a group's view of one partition.
@@ -327,7 +360,7 @@ func (gp *gpart) release() {
 		gp.feed.stop()
 	}
 	if gp.acks != nil {
-		gp.owner.unacked.Add(-int64(gp.acks.unacked))
+		gp.owner.settle(int64(gp.acks.unacked), gp.g.set.maxUnacked)
 	}
 	gp.owner = nil
 }
@@ -627,7 +660,7 @@ func (c *coordinator) ack(m *member, req *wire.Ack) error {
 		}
 	}
 	if n > 0 && gp.owner != nil {
-		gp.owner.unacked.Add(-int64(n))
+		gp.owner.settle(int64(n), gp.g.set.maxUnacked)
 	}
 	moved := a.floor != floor
 	if moved {

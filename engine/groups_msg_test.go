@@ -462,3 +462,34 @@ func TestGroupAdminErrors(t *testing.T) {
 	_, err = c.DescribeGroup(ctx, "ag")
 	require.ErrorIs(t, err, client.ErrUnknownGroup)
 }
+
+// TestMessageModeBacklogAcrossRebalance: members join while a backlog is
+// being consumed in message mode with a small unacked bound; every
+// message is handled exactly once, and acks on one partition make room for
+// a member's other partitions.
+func TestMessageModeBacklogAcrossRebalance(t *testing.T) {
+	e := startBroker(t, func(c *Config) { c.DefaultFsync = "never" })
+	c := dial(t, e)
+	ctx := testCtx(t)
+	require.NoError(t, c.CreateTopic(ctx, "backlog", client.TopicConfig{Partitions: 6}))
+	for p := range 6 {
+		for i := range 20000 {
+			require.NoError(t, c.PublishAsync(ctx, "backlog", client.Message{Value: []byte(strconv.Itoa(i))}, client.ToPartition(p)))
+		}
+	}
+	require.NoError(t, c.Flush(ctx))
+	ends := topicEnds(t, c, "backlog")
+	h := newHandled()
+	for i := range 3 {
+		name := "m" + strconv.Itoa(i)
+		joinGroup(t, e, client.GroupConfig{Group: "bg", Topic: "backlog", Mode: client.AckMessage,
+			Start: client.Earliest, MaxUnacked: 500,
+			Handler: func(m *client.GroupMessage) error {
+				h.add(name, m.Partition, m.Offset)
+				return nil
+			}})
+	}
+	require.Eventually(t, func() bool { return h.count() == total(ends) }, 20*time.Second, 10*time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
+	h.check(t, ends, 1)
+}

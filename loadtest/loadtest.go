@@ -5,7 +5,8 @@
 // end-to-end latency from a message's intended send time to its handler
 // call, in an HDR histogram. It verifies what arrives: every subscriber
 // checks each producer's sequence numbers and counts lost, duplicated and
-// reordered messages.
+// reordered messages. With a group, the members together must receive
+// every message once: loss and duplicates are counted over their union.
 //
 // On a two-core machine the tool shares the CPU with the broker, so it is
 // written to cost little per message: one payload buffer per producer,
@@ -25,6 +26,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
 )
 
 // Payload layout: every message starts with this header, then filler.
@@ -72,6 +75,12 @@ type Config struct {
 	// goroutine instead of inline on the connection reader
 	// (client.DispatchInline), adding a hand-off to every read.
 	GoroutineDispatch bool
+	// Group makes the subscribers members of one consumer group: each
+	// partition goes to one of them, so together they receive every message
+	// once. Ack is the group's ack mode: "offset" (the default), "message"
+	// or "none".
+	Group string
+	Ack   string
 	// BrokerPID, when set, is sampled for the broker's CPU use.
 	BrokerPID int
 	// HistFile receives the latency distribution in HdrHistogram's
@@ -109,6 +118,17 @@ func (c *Config) Validate() error {
 	}
 	if c.Partitions < 1 {
 		bad("partitions", c.Partitions, "need at least one partition")
+	}
+	if c.Group != "" {
+		if c.Ack == "" {
+			c.Ack = "offset"
+		}
+		if _, err := client.ParseAckMode(c.Ack); err != nil {
+			bad("ack", c.Ack, err.Error())
+		}
+		if c.Subscribers < 1 {
+			bad("subscribers", c.Subscribers, "a group needs at least one member")
+		}
 	}
 	if c.Drain <= 0 {
 		c.Drain = 10 * time.Second

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"sync"
 	"time"
@@ -47,6 +48,8 @@ type Result struct {
 	Durable        bool    `json:"durable"`
 	Fsync          string  `json:"fsync,omitempty"`
 	Replay         bool    `json:"replay"`
+	Group          string  `json:"group,omitempty"`
+	Ack            string  `json:"ack,omitempty"`
 	ToolCPU        float64 `json:"tool_cpu"`             // cores used by the tool
 	BrokerCPU      float64 `json:"broker_cpu,omitempty"` // cores used by the broker (with BrokerPID)
 
@@ -116,8 +119,10 @@ func (r *run) setup(ctx context.Context) error {
 	r.cfg.Partitions = len(info.Partitions)
 	for range r.cfg.Subscribers {
 		s := newSubscriber(r.cfg.Producers)
-		if s.c, err = r.dial(ctx); err != nil {
-			return err
+		if r.cfg.Group == "" {
+			if s.c, err = r.dial(ctx); err != nil {
+				return err
+			}
 		}
 		r.subs = append(r.subs, s)
 	}
@@ -142,6 +147,9 @@ func (r *run) setup(ctx context.Context) error {
 
 // subscribe starts every subscriber's subscription at from.
 func (r *run) subscribe(ctx context.Context, from client.Position) error {
+	if r.cfg.Group != "" {
+		return r.joinGroup(ctx, from)
+	}
 	opts := []client.SubscribeOption{client.StartAt(from)}
 	if !r.cfg.GoroutineDispatch {
 		opts = append(opts, client.DispatchInline())
@@ -150,6 +158,27 @@ func (r *run) subscribe(ctx context.Context, from client.Position) error {
 		var err error
 		if s.sub, err = s.c.Subscribe(ctx, r.cfg.Topic, s.handle, opts...); err != nil {
 			return fmt.Errorf("subscriber %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// joinGroup makes every subscriber a member of the run's group, which
+// starts at from where it has no commits.
+func (r *run) joinGroup(ctx context.Context, from client.Position) error {
+	mode, _ := client.ParseAckMode(r.cfg.Ack)
+	for i, s := range r.subs {
+		cfg := client.GroupConfig{Group: r.cfg.Group, Topic: r.cfg.Topic, Mode: mode, Start: from,
+			Handler: func(m *client.GroupMessage) error {
+				s.handle(&m.Delivery)
+				return nil
+			}}
+		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		var err error
+		s.gc, err = client.JoinGroup(jctx, r.cfg.Server, cfg, client.WithName("ratatoskr-loadtest"))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("group member %d: %w", i, err)
 		}
 	}
 	return nil
@@ -266,11 +295,15 @@ func (r *run) drain(ctx context.Context) {
 	want := r.sent()
 	lastProgress, lastTotal := time.Now(), uint64(0)
 	for ctx.Err() == nil {
-		total, complete := uint64(0), true
+		total, complete, unique := uint64(0), true, uint64(0)
 		for _, s := range r.subs {
 			u := s.unique.Load()
+			unique += u
 			total += s.received.Load()
 			complete = complete && u >= want
+		}
+		if r.cfg.Group != "" {
+			complete = unique >= want // members share the messages
 		}
 		if complete {
 			break
@@ -284,6 +317,9 @@ func (r *run) drain(ctx context.Context) {
 	}
 	// Stop the handlers before reading their state.
 	for _, s := range r.subs {
+		if s.gc != nil {
+			_ = s.gc.Close()
+		}
 		if s.sub == nil {
 			continue
 		}
@@ -318,9 +354,18 @@ func (r *run) result(start, pubEnd int64) *Result {
 			res.Duplicated += t.dup
 			res.Reordered += t.reord
 		}
-		if u := s.unique.Load(); u < res.Published {
+		if u := s.unique.Load(); u < res.Published && r.cfg.Group == "" {
 			res.Lost += res.Published - u
 		}
+	}
+	if r.cfg.Group != "" {
+		union, sum := groupUnion(r.subs, r.cfg.Producers)
+		if union < res.Published {
+			res.Lost = res.Published - union
+		}
+		res.Duplicated += sum - union
+		res.Group = r.cfg.Group
+		res.Ack = r.cfg.Ack
 	}
 	bytesPer := float64(r.cfg.Size)
 	res.MBPerSec = res.PublishRate * bytesPer / 1e6
@@ -333,6 +378,28 @@ func (r *run) result(start, pubEnd int64) *Result {
 			P9999: us(h, 99.99), Max: float64(h.Max()) / 1e3}
 	}
 	return res
+}
+
+// groupUnion counts the distinct messages the members received together,
+// and the sum of what each received once.
+func groupUnion(subs []*subscriber, producers int) (union, sum uint64) {
+	for p := range producers {
+		var or []uint64
+		for _, s := range subs {
+			seen := s.seqs[p].seen
+			if len(or) < len(seen) {
+				or = append(or, make([]uint64, len(seen)-len(or))...)
+			}
+			for i, w := range seen {
+				or[i] |= w
+				sum += uint64(bits.OnesCount64(w))
+			}
+		}
+		for _, w := range or {
+			union += uint64(bits.OnesCount64(w))
+		}
+	}
+	return union, sum
 }
 
 func us(h *hdrhistogram.Histogram, q float64) float64 {

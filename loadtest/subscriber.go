@@ -23,6 +23,7 @@ func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(histMin, histMa
 type subscriber struct {
 	c   *client.Client
 	sub *client.Subscription
+	gc  *client.GroupConsumer
 
 	// Handler-owned state; read by others only after done.
 	hist      *hdrhistogram.Histogram

@@ -73,7 +73,16 @@ func scenarios() []scenario {
 		{"durable, fsync never, publish-only", []string{"--durable", "--fsync", "never", "--subscribers", "0"}, "within 20% of memory", func(r result) string { return rate(r.PublishRate) }},
 		{"durable, fsync always, 1 → 1 at 100k msg/s", []string{"--durable", "--rate", "100000"}, "ack p99 ≤ 2 ms", lat},
 		{"replay of 10M messages from disk", []string{"--durable", "--fsync", "never", "--replay", "--count", "10000000"}, "≥ 3M msg/s", func(r result) string { return rate(r.DeliverRate) }},
+		{"group of 3, 6 partitions, offset commits", groupArgs("offset", 6000000), "≥ 3M msg/s", func(r result) string { return rate(r.DeliverRate) }},
+		{"group of 3, 6 partitions, message acks", groupArgs("message", 3000000), "≥ 1M msg/s", func(r result) string { return rate(r.DeliverRate) }},
 	}
+}
+
+// groupArgs is a consumer-group scenario: six producers fill six
+// partitions of a disk topic, then a group of three reads them back.
+func groupArgs(ack string, count int) []string {
+	return []string{"--durable", "--fsync", "never", "--replay", "--count", strconv.Itoa(count), "--producers", "6",
+		"--partitions", "6", "--subscribers", "3", "--group", "bench-" + ack, "--ack", ack}
 }
 
 func main() {

@@ -29,6 +29,8 @@ type loadtestCmd struct {
 	Durable           bool          `help:"Use a durable (disk) topic; without it the topic is in memory."`
 	Fsync             string        `default:"always" help:"Fsync policy of a durable topic: always, interval=DURATION or never."`
 	Replay            bool          `help:"Publish first, then have the subscribers read it all back from the earliest offset."`
+	Group             string        `help:"Make the subscribers members of this consumer group, sharing the partitions."`
+	Ack               string        `default:"offset" enum:"none,offset,message" help:"Ack mode of the --group: none, offset or message."`
 }
 
 // Run prints progress to stderr, then the summary (or JSON) to stdout. A
@@ -40,7 +42,7 @@ func (c *loadtestCmd) Run(ctx context.Context) error {
 		Subscribers: c.Subscribers, Size: c.Size, Rate: c.Rate, Duration: c.Duration, Count: c.Count,
 		BatchBytes: c.BatchBytes, Linger: c.Linger, Drain: c.Drain, BrokerPID: c.BrokerPID, HistFile: c.HistFile,
 		PaceQuantum: c.PaceQuantum, GoroutineDispatch: c.GoroutineDispatch,
-		Durable: c.Durable, Fsync: c.Fsync, Replay: c.Replay,
+		Durable: c.Durable, Fsync: c.Fsync, Replay: c.Replay, Group: c.Group, Ack: c.Ack,
 	}
 	res, err := loadtest.Run(ctx, cfg, os.Stderr)
 	if res != nil {
