@@ -2,11 +2,14 @@ package engine
 
 import (
 	"fmt"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"pgregory.net/rapid"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
 )
@@ -184,4 +187,57 @@ func TestSubscribeChan(t *testing.T) {
 	require.NoError(t, sub.Unsubscribe(ctx))
 	_, open := <-ch
 	require.False(t, open, "the channel closes when the subscription ends")
+}
+
+// TestSameKeySamePartitionProperty: for any set of keys, every message
+// with a key lands on KeyPartition's partition, whatever the batching,
+// and in publish order within it.
+func TestSameKeySamePartitionProperty(t *testing.T) {
+	e := startBroker(t, func(c *Config) { c.DefaultStorage = "memory" })
+	c := dial(t, e)
+	ctx := testCtx(t)
+	round := 0
+	rapid.Check(t, func(rt *rapid.T) {
+		round++
+		topic := "keys-" + strconv.Itoa(round)
+		parts := rapid.IntRange(1, 16).Draw(rt, "partitions")
+		require.NoError(rt, c.CreateTopic(ctx, topic, client.TopicConfig{Partitions: parts}))
+		keys := rapid.SliceOfN(rapid.SliceOfN(rapid.Byte(), 0, 24), 1, 20).Draw(rt, "keys")
+		n := rapid.IntRange(1, 200).Draw(rt, "messages")
+		type sent struct {
+			key int
+			seq int
+		}
+		var order []sent
+		for i := range n {
+			k := rapid.IntRange(0, len(keys)-1).Draw(rt, "key")
+			order = append(order, sent{k, i})
+			require.NoError(rt, c.PublishAsync(ctx, topic, client.Message{Key: keys[k], Value: []byte(strconv.Itoa(i))}))
+		}
+		require.NoError(rt, c.Flush(ctx))
+		// Read every partition back: each message must be on its key's
+		// partition, and each key's messages in order.
+		got := map[int][]int{} // partition -> seqs in log order
+		for p := range parts {
+			f, err := c.Fetch(ctx, topic, p, client.Earliest, client.MaxBytes(1<<20))
+			require.NoError(rt, err)
+			for _, m := range f.Messages {
+				seq, err := strconv.Atoi(string(m.Value))
+				require.NoError(rt, err)
+				got[p] = append(got[p], seq)
+			}
+		}
+		where := map[int]int{}
+		for p, seqs := range got {
+			for _, s := range seqs {
+				where[s] = p
+			}
+			require.True(rt, slices.IsSorted(seqs), "partition %d out of order", p)
+		}
+		require.Len(rt, where, n)
+		for _, s := range order {
+			require.Equal(rt, client.KeyPartition(keys[s.key], parts), where[s.seq], "message %d", s.seq)
+		}
+		require.NoError(rt, c.DeleteTopic(ctx, topic))
+	})
 }
