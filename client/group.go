@@ -19,23 +19,45 @@ import (
 // AckMode says how a group consumer confirms what it processed.
 type AckMode uint8
 
-// Ack modes.
+// Ack modes. The zero value is AckOffset, the default.
 const (
-	// AckNone is at-most-once: messages are pushed and nothing is
-	// confirmed. A new owner of a partition starts at the group's start
-	// position.
-	AckNone = AckMode(wire.AckNone)
 	// AckOffset is at-least-once, Kafka style: the consumer commits the
 	// offset after the last message it handled (every AutoCommitInterval,
 	// on Commit, when a partition is revoked and on Close), and a new owner
 	// starts there.
-	AckOffset = AckMode(wire.AckOffset)
+	AckOffset AckMode = iota
 	// AckMessage is queue semantics: every message is acked or nacked on
 	// its own. A message not acked within AckWait, or nacked, is delivered
 	// again (to whichever member then owns its partition) until
 	// MaxDeliveries, and then written to the dead-letter topic.
-	AckMessage = AckMode(wire.AckMessage)
+	AckMessage
+	// AckNone is at-most-once: messages are pushed and nothing is
+	// confirmed. A new owner of a partition starts at the group's start
+	// position.
+	AckNone
 )
+
+func (m AckMode) wire() wire.AckMode {
+	switch m {
+	case AckMessage:
+		return wire.AckMessage
+	case AckNone:
+		return wire.AckNone
+	}
+	return wire.AckOffset
+}
+
+func ackModeOf(w wire.AckMode) AckMode {
+	switch w {
+	case wire.AckMessage:
+		return AckMessage
+	case wire.AckNone:
+		return AckNone
+	case wire.AckOffset:
+		return AckOffset
+	}
+	return AckMode(100 + w) // unknown to this client; prints as such
+}
 
 func (m AckMode) String() string {
 	switch m {
@@ -411,7 +433,7 @@ func (g *GroupConsumer) session(ctx context.Context, first bool) (bool, error) {
 func (g *GroupConsumer) join(ctx context.Context, c *Client) (wire.JoinResult, error) {
 	cfg := &g.cfg
 	req := wire.JoinGroup{Group: cfg.Group, Topic: cfg.Topic, Member: g.MemberID(),
-		SessionTimeoutMs: uint32(cfg.SessionTimeout / time.Millisecond), Mode: wire.AckMode(cfg.Mode),
+		SessionTimeoutMs: uint32(cfg.SessionTimeout / time.Millisecond), Mode: cfg.Mode.wire(),
 		Start: cfg.Start.wire(), AckWaitMs: uint32(cfg.AckWait / time.Millisecond),
 		MaxDeliveries: uint32(max(cfg.MaxDeliveries, 0)), MaxUnacked: uint32(max(cfg.MaxUnacked, 0)),
 		DLQ: cfg.DeadLetterTopic}

@@ -79,7 +79,7 @@ func (c *Client) DescribeGroup(ctx context.Context, group string) (GroupInfo, er
 	if err != nil {
 		return GroupInfo{}, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
-	info := GroupInfo{Group: wi.Group, Topic: wi.Topic, Generation: wi.Generation, Mode: AckMode(wi.Mode),
+	info := GroupInfo{Group: wi.Group, Topic: wi.Topic, Generation: wi.Generation, Mode: ackModeOf(wi.Mode),
 		Members: wi.Members, Partitions: make([]GroupPartition, len(wi.Partitions))}
 	for i, p := range wi.Partitions {
 		info.Partitions[i] = GroupPartition{Partition: int(p.Partition), Owner: p.Owner, Committed: p.Committed,

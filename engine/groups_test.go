@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -212,4 +213,59 @@ func TestGroupRebalanceKeepsOrderAndLosesNothing(t *testing.T) {
 	require.Eventually(t, func() bool { return h.count() == total(ends) }, 15*time.Second, 5*time.Millisecond)
 	time.Sleep(100 * time.Millisecond) // any duplicate would arrive now
 	h.check(t, ends, 1)
+}
+
+// TestGroupConsumerRejoinsAfterRestart: when the broker restarts, a group
+// consumer loses its partitions (OnRevoke), reconnects, rejoins, gets them
+// back (OnAssign) and resumes from its commits.
+func TestGroupConsumerRejoinsAfterRestart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	dir := t.TempDir()
+	cfg := func(c *Config) { c.Addr, c.DataDir = addr, dir }
+	e := startBroker(t, cfg)
+	c := dial(t, e)
+	ctx := testCtx(t)
+	require.NoError(t, c.CreateTopic(ctx, "rj", client.TopicConfig{Partitions: 2}))
+	h := newHandled()
+	var mu sync.Mutex
+	var events []string
+	note := func(s string) {
+		mu.Lock()
+		events = append(events, s)
+		mu.Unlock()
+	}
+	g := joinGroup(t, e, client.GroupConfig{Group: "rg", Topic: "rj", Start: client.Earliest,
+		AutoCommitInterval: 20 * time.Millisecond,
+		OnAssign:           func(p []int) { note(fmt.Sprint("assign ", p)) },
+		OnRevoke:           func(p []int) { note(fmt.Sprint("revoke ", p)) },
+		Handler: func(m *client.GroupMessage) error {
+			h.add("m", m.Partition, m.Offset)
+			return nil
+		}})
+	waitAssigned(t, []int{2}, g)
+	publishN(t, c, "rj", 0, 100)
+	require.Eventually(t, func() bool { return h.count() == 100 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool {
+		info, err := c.DescribeGroup(ctx, "rg")
+		return err == nil && info.Lag() == 0 && info.Partitions[0].Committed >= 0 && info.Partitions[1].Committed >= 0
+	}, 5*time.Second, 5*time.Millisecond)
+	_ = c.Close()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, e.Shutdown(sctx))
+
+	e = startBroker(t, cfg)
+	c = dial(t, e)
+	waitAssigned(t, []int{2}, g)
+	publishN(t, c, "rj", 100, 50)
+	ends := topicEnds(t, c, "rj")
+	require.Eventually(t, func() bool { return h.count() == 150 }, 10*time.Second, 5*time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	h.check(t, ends, 1)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{"assign [0 1]", "revoke [0 1]", "assign [0 1]"}, events)
 }
