@@ -202,9 +202,8 @@ func backoffFor(backoff []int64, n uint32) int64 {
 }
 
 // expire moves every delivery whose deadline passed by now to the retries,
-// each message after its backoff, and returns how many messages that was.
-func (a *ackState) expire(now int64, backoff []int64) int {
-	n := 0
+// each message after its backoff.
+func (a *ackState) expire(now int64, backoff []int64) {
 	for len(a.inflight) > 0 && a.inflight[0].deadline <= now {
 		d := a.inflight[0]
 		a.inflight[0] = delivery{}
@@ -225,7 +224,6 @@ func (a *ackState) expire(now int64, backoff []int64) int {
 				return // delivered again since; that delivery has its own deadline
 			}
 			a.schedule(o, now+backoffFor(backoff, cur))
-			n++
 		}
 		if d.offsets == nil {
 			for o := max(d.from, a.floor); o < d.to; o++ {
@@ -240,7 +238,6 @@ func (a *ackState) expire(now int64, backoff []int64) int {
 	if len(a.inflight) == 0 {
 		a.inflight = a.inflight[:0:0]
 	}
-	return n
 }
 
 // due pops the retries due by now. Those delivered maxDeliveries times

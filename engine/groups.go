@@ -516,7 +516,10 @@ func (c *coordinator) heartbeat(m *member, gen uint32) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if m.revokeBy != 0 && !m.gone.Load() {
+	// Check the generation again under the lock: a rebalance may have
+	// revoked more from m (and moved its generation on) while this waited,
+	// and this heartbeat does not confirm that.
+	if m.revokeBy != 0 && !m.gone.Load() && gen == m.gen.Load() {
 		c.finishRevokes(m)
 	}
 	return nil

@@ -1,6 +1,6 @@
 // Command ratatoskr is the Ratatoskr broker and its command-line tools in
-// one binary: `serve` runs a broker; `topic`, `pub` and `sub` talk to one;
-// `loadtest` measures one.
+// one binary: `serve` runs a broker; `topic`, `pub`, `sub` and `group` talk
+// to one; `loadtest` measures one.
 //
 // Every setting can come from a flag or a RATATOSKR_* environment variable;
 // a flag wins over the environment, which wins over the default.
@@ -26,7 +26,8 @@ type cli struct {
 	Serve    serveCmd    `cmd:"" help:"Run a broker."`
 	Topic    topicCmd    `cmd:"" help:"Create, list, describe and delete topics."`
 	Pub      pubCmd      `cmd:"" help:"Publish the arguments, or each line of standard input."`
-	Sub      subCmd      `cmd:"" help:"Print each message published to a topic from now on."`
+	Sub      subCmd      `cmd:"" help:"Print each message published to a topic from now on, or consume as a member of a group (--group)."`
+	Group    groupCmd    `cmd:"" help:"List, describe and reset consumer groups."`
 	Loadtest loadtestCmd `cmd:"" help:"Measure a broker's throughput and latency: rates, end-to-end latency, loss."`
 }
 

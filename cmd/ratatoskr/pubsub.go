@@ -92,14 +92,17 @@ func eachLine(r io.Reader, maxLine int, fn func([]byte) error) error {
 
 type subCmd struct {
 	serverFlag
-	Topic     string `arg:"" help:"Topic to subscribe to."`
-	Count     int    `short:"n" default:"0" help:"Exit after this many messages; 0 runs until interrupted."`
-	Partition int    `default:"-1" help:"Partition to follow; -1 follows all."`
-	From      string `default:"latest" help:"Where to start: latest, earliest, an offset, or an RFC 3339 time."`
+	Topic        string `arg:"" help:"Topic to subscribe to."`
+	Count        int    `short:"n" default:"0" help:"Exit after this many messages; 0 runs until interrupted. A group member commits no message it did not print."`
+	Partition    int    `default:"-1" help:"Partition to follow; -1 follows all. Not with --group, which assigns the partitions."`
+	From         string `default:"latest" help:"Where to start: latest, earliest, an offset, or an RFC 3339 time. With --group: where a partition the group never committed starts."`
+	PrintOffsets bool   `help:"Print each message as '<partition> <offset> <value>'."`
+
+	groupFlags `embed:""`
 }
 
-// parsePosition reads a --from value.
-func parsePosition(s string) (client.Position, error) {
+// parsePosition reads a position flag (--from, --to).
+func parsePosition(flag, s string) (client.Position, error) {
 	switch s {
 	case "latest", "":
 		return client.Latest, nil
@@ -112,22 +115,28 @@ func parsePosition(s string) (client.Position, error) {
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 		return client.AtTime(t), nil
 	}
-	return client.Position{}, fmt.Errorf("--from %q: want latest, earliest, an offset or an RFC 3339 time", s)
+	return client.Position{}, fmt.Errorf("%s %q: want latest, earliest, an offset or an RFC 3339 time", flag, s)
 }
 
 // Run prints payloads as they arrive. Output is buffered and flushed every
 // 50 ms or when the count is reached, so a fast stream costs few writes.
 func (c *subCmd) Run(ctx context.Context) error {
-	from, err := parsePosition(c.From)
+	from, err := parsePosition("--from", c.From)
 	if err != nil {
 		return err
+	}
+	if err := c.check(c.Partition); err != nil {
+		return err
+	}
+	out := newLineWriter(os.Stdout, c.PrintOffsets)
+	if c.Group != "" {
+		return c.runGroup(ctx, from, out)
 	}
 	cl, err := c.dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = cl.Close() }()
-	out := &lockedWriter{w: bufio.NewWriterSize(os.Stdout, 256<<10)}
 	done := make(chan struct{})
 	var once sync.Once
 	seen := 0
@@ -136,7 +145,7 @@ func (c *subCmd) Run(ctx context.Context) error {
 			return
 		}
 		seen++
-		out.line(d.Value)
+		out.record(d.Partition, d.Offset, d.Value)
 		if c.Count > 0 && seen == c.Count {
 			once.Do(func() { close(done) })
 		}
@@ -171,14 +180,31 @@ func (c *subCmd) Run(ctx context.Context) error {
 	}
 }
 
+// lockedWriter is sub's buffered standard output, shared by the handler
+// and the goroutine that flushes it.
 type lockedWriter struct {
-	mu sync.Mutex
-	w  *bufio.Writer
+	mu      sync.Mutex
+	w       *bufio.Writer
+	offsets bool // prefix each value with its partition and offset
+	scratch []byte
 }
 
-func (l *lockedWriter) line(b []byte) {
+func newLineWriter(w io.Writer, offsets bool) *lockedWriter {
+	return &lockedWriter{w: bufio.NewWriterSize(w, 256<<10), offsets: offsets}
+}
+
+// record writes one message's line.
+func (l *lockedWriter) record(partition int32, offset int64, value []byte) {
 	l.mu.Lock()
-	_, _ = l.w.Write(b)
+	if l.offsets {
+		b := strconv.AppendInt(l.scratch[:0], int64(partition), 10)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, offset, 10)
+		b = append(b, ' ')
+		l.scratch = b
+		_, _ = l.w.Write(b)
+	}
+	_, _ = l.w.Write(value)
 	_ = l.w.WriteByte('\n')
 	l.mu.Unlock()
 }
@@ -187,4 +213,17 @@ func (l *lockedWriter) flush() {
 	l.mu.Lock()
 	_ = l.w.Flush()
 	l.mu.Unlock()
+}
+
+// mustFlush flushes before a group member confirms what it printed. On a
+// write error it exits at once: leaving without a commit is safe, while
+// committing what may not have been written would lose it.
+func (l *lockedWriter) mustFlush() {
+	l.mu.Lock()
+	err := l.w.Flush()
+	l.mu.Unlock()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ratatoskr: writing standard output:", err, "(exiting without a commit)")
+		os.Exit(1)
+	}
 }
