@@ -119,3 +119,58 @@ func ExampleClient_CreateTopic() {
 	// <nil>
 	// true
 }
+
+func ExampleJoinGroup() {
+	ctx := context.Background()
+	c, _ := client.Dial(ctx, brokerAddr)
+	defer func() { _ = c.Close() }()
+	_ = c.CreateTopic(ctx, "example-jobs", client.TopicConfig{Partitions: 2})
+	for _, v := range []string{"a", "b", "poison"} {
+		_, _ = c.Publish(ctx, "example-jobs", client.Message{Key: []byte(v), Value: []byte(v)})
+	}
+
+	// Message mode: returning nil acks, an error nacks; after MaxDeliveries
+	// the message goes to "example-jobs.dlq".
+	done := make(chan struct{}, 3)
+	g, err := client.JoinGroup(ctx, brokerAddr, client.GroupConfig{
+		Group: "workers", Topic: "example-jobs", Mode: client.AckMessage, Start: client.Earliest,
+		MaxDeliveries: 2, Backoff: []time.Duration{10 * time.Millisecond},
+		Handler: func(m *client.GroupMessage) error {
+			if string(m.Value) == "poison" {
+				if m.Attempt == 2 {
+					done <- struct{}{}
+				}
+				return errors.New("cannot handle " + string(m.Value))
+			}
+			done <- struct{}{}
+			return nil
+		},
+	})
+	if err != nil {
+		fmt.Println("join:", err)
+		return
+	}
+	defer func() { _ = g.Close() }()
+	for range 3 {
+		<-done
+	}
+	fetched := func() int {
+		f, err := c.Fetch(ctx, "example-jobs.dlq", 0, client.Earliest, client.MaxWait(time.Second))
+		if err != nil {
+			return 0
+		}
+		return len(f.Messages)
+	}
+	for fetched() == 0 {
+		time.Sleep(10 * time.Millisecond) // the dead-letter topic is created on first use
+	}
+	f, _ := c.Fetch(ctx, "example-jobs.dlq", 0, client.Earliest)
+	for _, h := range f.Messages[0].Headers {
+		if h.Key == "x-delivery-count" || h.Key == "x-last-nack-reason" {
+			fmt.Printf("%s: %s\n", h.Key, h.Value)
+		}
+	}
+	// Output:
+	// x-delivery-count: 2
+	// x-last-nack-reason: cannot handle poison
+}
