@@ -269,3 +269,36 @@ func TestGroupConsumerRejoinsAfterRestart(t *testing.T) {
 	defer mu.Unlock()
 	require.Equal(t, []string{"assign [0 1]", "revoke [0 1]", "assign [0 1]"}, events)
 }
+
+// TestAckNoneSharesWithoutCommits: at-most-once members share the
+// partitions and get pushed messages, and nothing is ever committed (a
+// commit is refused), so lag stays unknown.
+func TestAckNoneSharesWithoutCommits(t *testing.T) {
+	e := startBroker(t, nil)
+	c := dial(t, e)
+	ctx := testCtx(t)
+	require.NoError(t, c.CreateTopic(ctx, "fire", client.TopicConfig{Partitions: 4}))
+	h := newHandled()
+	var gs []*client.GroupConsumer
+	for i := range 2 {
+		name := fmt.Sprint("m", i)
+		gs = append(gs, joinGroup(t, e, client.GroupConfig{Group: "ng", Topic: "fire", Mode: client.AckNone,
+			Handler: func(m *client.GroupMessage) error {
+				h.add(name, m.Partition, m.Offset)
+				return nil
+			}}))
+	}
+	waitAssigned(t, []int{2, 2}, gs...)
+	publishN(t, c, "fire", 0, 400)
+	ends := topicEnds(t, c, "fire")
+	require.Eventually(t, func() bool { return h.count() == total(ends) }, 10*time.Second, 5*time.Millisecond)
+	h.check(t, ends, 1)
+	require.ErrorIs(t, gs[0].Commit(ctx), client.ErrInvalidArgument)
+	info, err := c.DescribeGroup(ctx, "ng")
+	require.NoError(t, err)
+	require.Equal(t, client.AckNone, info.Mode)
+	for _, p := range info.Partitions {
+		require.Equal(t, int64(-1), p.Committed)
+		require.Equal(t, int64(-1), p.Lag)
+	}
+}
