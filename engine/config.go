@@ -88,6 +88,14 @@ type Config struct {
 	// Pprof serves Go's profiler under /debug/pprof/ on the HTTP address.
 	// Off by default: profiles reveal internals and cost CPU while taken.
 	Pprof bool
+	// AdminToken is the bearer token the admin API, /metrics and the
+	// dashboard's data require. Empty: the broker makes one at start, keeps
+	// it in DataDir/admin.token and logs the dashboard address with it.
+	AdminToken string
+	// AuditLog is where the built-in audit plugin writes one JSON line per
+	// admin action, topic and group change and connection: a file path,
+	// "stderr", or empty for no audit log.
+	AuditLog string
 	// Logger receives the broker's structured logs.
 	Logger *slog.Logger
 }
