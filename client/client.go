@@ -20,7 +20,9 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -493,6 +495,11 @@ type TopicConfig struct {
 	Retention time.Duration
 	// RetentionBytes bounds each partition's log; zero means no bound.
 	RetentionBytes int64
+	// DeadLetterTopic and MaxDeliveries are the defaults of the topic's
+	// message-mode consumer groups: where messages go after MaxDeliveries
+	// deliveries. Empty and zero take "<topic>.dlq" and the broker's 5.
+	DeadLetterTopic string
+	MaxDeliveries   int
 }
 
 // KeepForever as TopicConfig.Retention disables retention by age.
@@ -543,6 +550,12 @@ func (cfg TopicConfig) kvs() []wire.KV {
 	if cfg.RetentionBytes > 0 {
 		add("retention-bytes", strconv.FormatInt(cfg.RetentionBytes, 10))
 	}
+	if cfg.DeadLetterTopic != "" {
+		add("dead-letter-topic", cfg.DeadLetterTopic)
+	}
+	if cfg.MaxDeliveries > 0 {
+		add("max-deliveries", strconv.Itoa(cfg.MaxDeliveries))
+	}
 	return kvs
 }
 
@@ -589,6 +602,24 @@ func (c *Client) ListTopics(ctx context.Context) ([]TopicSummary, error) {
 	return out, nil
 }
 
+// UpdateTopic changes settings of a topic while it runs: "retention" (a
+// duration, "0s" keeps forever), "retention-bytes", "max-subscribers",
+// "fsync" ("always", "interval=D", "never"; disk topics),
+// "dead-letter-topic" and "max-deliveries". The change is durable and takes
+// effect at once (retention at the broker's next retention pass). It
+// returns the topic's new description.
+func (c *Client) UpdateTopic(ctx context.Context, name string, changes map[string]string) (TopicInfo, error) {
+	req := wire.CreateTopic{Name: name}
+	for _, k := range slices.Sorted(maps.Keys(changes)) {
+		req.Config = append(req.Config, wire.KV{Key: k, Value: changes[k]})
+	}
+	r, err := c.call(ctx, wire.TypeAlterTopic, 0, req.Append(nil))
+	if err != nil {
+		return TopicInfo{}, err
+	}
+	return c.topicInfo(name, r)
+}
+
 // DescribeTopic returns a topic's configuration and partitions.
 func (c *Client) DescribeTopic(ctx context.Context, name string) (TopicInfo, error) {
 	return c.describe(ctx, name, 0)
@@ -599,6 +630,11 @@ func (c *Client) describe(ctx context.Context, name string, flags uint8) (TopicI
 	if err != nil {
 		return TopicInfo{}, err
 	}
+	return c.topicInfo(name, r)
+}
+
+// topicInfo decodes a TopicInfo answer and caches the partition count.
+func (c *Client) topicInfo(name string, r response) (TopicInfo, error) {
 	if err := expect(r, wire.TypeTopicInfo); err != nil {
 		return TopicInfo{}, err
 	}

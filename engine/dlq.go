@@ -47,9 +47,10 @@ func (f *msgFeed) deadLetter(offs []int64) {
 	gp.mu.Unlock()
 
 	topic, part := gp.p.Topic, strconv.Itoa(int(gp.p.ID))
+	dlq := g.deadLetterTopic()
 	var bb wire.BatchBuilder
 	buf, _ := wire.StartFrame(nil, wire.TypePublish, 0, 0)
-	buf = wire.AppendBatchPrefix(buf, g.set.dlq, wire.PartitionAny)
+	buf = wire.AppendBatchPrefix(buf, dlq, wire.PartitionAny)
 	batchOff := len(buf)
 	bb.Start(buf, -1, -1)
 	var unreadable []int64
@@ -95,7 +96,7 @@ func (f *msgFeed) deadLetter(offs []int64) {
 	}
 	frame := bb.Finish()
 	wire.FinishFrame(frame, 0)
-	err := f.c.e.publishInternal(g.set.dlq, frame, batchOff)
+	err := f.c.e.publishInternal(dlq, frame, batchOff)
 	written := make([]int64, 0, len(letters))
 	for _, l := range letters {
 		if len(unreadable) == 0 || !containsOffset(unreadable, l.offset) {
@@ -107,14 +108,14 @@ func (f *msgFeed) deadLetter(offs []int64) {
 		f.forget(written)
 		g.deadLettered.Add(uint64(len(written)))
 		f.c.e.log.Debug("dead-lettered", "group", g.name, "topic", topic, "partition", gp.p.ID,
-			"messages", len(written), "dlq", g.set.dlq)
+			"messages", len(written), "dlq", dlq)
 	case code == wire.CodeMessageTooLarge || code == wire.CodeInvalidArgument || code == wire.CodeTooManyTopics:
 		f.c.e.log.Error("messages cannot be written to the dead-letter topic; dropping them", "group", g.name,
-			"topic", topic, "partition", gp.p.ID, "dlq", g.set.dlq, "messages", len(written), "err", err)
+			"topic", topic, "partition", gp.p.ID, "dlq", dlq, "messages", len(written), "err", err)
 		f.forget(written)
 	default:
 		f.c.e.log.Warn("writing to the dead-letter topic failed; will retry", "group", g.name,
-			"dlq", g.set.dlq, "messages", len(written), "err", err)
+			"dlq", dlq, "messages", len(written), "err", err)
 		gp.mu.Lock()
 		gp.acks.deadLetterFailed(written, nowNS()+int64(deadLetterRetry))
 		gp.mu.Unlock()

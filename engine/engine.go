@@ -212,6 +212,11 @@ func (e *Engine) waitFlushed(ctx context.Context) {
 	}
 }
 
+// updateTopic changes a topic's runtime config.
+func (e *Engine) updateTopic(name string, kvs []wire.KV) (*Topic, error) {
+	return e.topics.update(name, kvs)
+}
+
 // deleteTopic deletes a topic and forgets its consumer groups.
 func (e *Engine) deleteTopic(name string) error {
 	t := e.topics.get([]byte(name))

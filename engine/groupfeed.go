@@ -122,7 +122,7 @@ func (f *msgFeed) run() {
 			return
 		}
 		gp.acks.expire(now, set.backoff)
-		dead = gp.acks.due(now, set.maxDeliveries, dead[:0], redo)
+		dead = gp.acks.due(now, gp.g.maxDeliveries(), dead[:0], redo)
 		gp.mu.Unlock()
 		if len(dead) > 0 {
 			f.deadLetter(dead)

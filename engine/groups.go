@@ -58,11 +58,11 @@ func nowNS() int64 { return int64(time.Since(coordEpoch)) }
 type groupSettings struct {
 	mode          wire.AckMode
 	start         wire.Start
-	ackWait       int64 // ns
-	maxDeliveries uint32
+	ackWait       int64  // ns
+	maxDeliveries uint32 // 0: the topic's, else the default
 	maxUnacked    int64
 	backoff       []int64 // ns
-	dlq           string
+	dlq           string  // empty: the topic's, else "<topic>.dlq"
 }
 
 type group struct {
@@ -246,9 +246,6 @@ func (c *coordinator) settings(req *wire.JoinGroup) (groupSettings, time.Duratio
 	if set.ackWait < int64(minAckWait) {
 		return set, 0, invalid("ack wait must be at least " + minAckWait.String())
 	}
-	if set.maxDeliveries == 0 {
-		set.maxDeliveries = defaultMaxDeliveries
-	}
 	if set.maxUnacked <= 0 {
 		set.maxUnacked = defaultMaxUnacked
 	}
@@ -258,16 +255,35 @@ func (c *coordinator) settings(req *wire.JoinGroup) (groupSettings, time.Duratio
 	for _, b := range req.BackoffMs {
 		set.backoff = append(set.backoff, int64(b)*int64(time.Millisecond))
 	}
-	if set.dlq == "" {
-		set.dlq = req.Topic + ".dlq"
-	}
-	if err := wire.ValidateTopicName(set.dlq); err != nil || len(set.dlq) > wire.MaxTopicNameLen {
+	if set.dlq != "" && wire.ValidateTopicName(set.dlq) != nil {
 		return set, 0, invalid("dead-letter topic " + strconv.Quote(set.dlq) + " is not a valid topic name")
 	}
 	if set.dlq == req.Topic {
 		return set, 0, invalid("the dead-letter topic must differ from the topic")
 	}
 	return set, timeout, nil
+}
+
+// maxDeliveries is the group's, else its topic's, else the default.
+func (g *group) maxDeliveries() uint32 {
+	if g.set.maxDeliveries > 0 {
+		return g.set.maxDeliveries
+	}
+	if n := g.topic.Config().MaxDeliveries; n > 0 {
+		return uint32(n)
+	}
+	return defaultMaxDeliveries
+}
+
+// deadLetterTopic is the group's, else its topic's, else "<topic>.dlq".
+func (g *group) deadLetterTopic() string {
+	if g.set.dlq != "" {
+		return g.set.dlq
+	}
+	if d := g.topic.Config().DeadLetterTopic; d != "" {
+		return d
+	}
+	return g.topic.Name + ".dlq"
 }
 
 // join adds a member for session s and answers it; the member then gets

@@ -152,6 +152,8 @@ func (s *session) dispatch(f wire.Frame) error {
 		return s.listTopics(f)
 	case wire.TypeDescribeTopic:
 		return s.describeTopic(f)
+	case wire.TypeAlterTopic:
+		return s.alterTopic(f)
 	case wire.TypeSubscribe:
 		return s.subscribe(f)
 	case wire.TypeUnsubscribe:
@@ -310,6 +312,25 @@ func (s *session) deleteTopic(f wire.Frame) error {
 	return nil
 }
 
+// alterTopic changes a topic's runtime config and answers with its new
+// description.
+func (s *session) alterTopic(f wire.Frame) error {
+	req, err := wire.DecodeCreateTopic(f.Body)
+	if err != nil {
+		return s.malformed(f.Corr, err)
+	}
+	if req.Partitions != 0 {
+		return s.refuse(f.Corr, invalid("the partition count of a topic cannot be changed"))
+	}
+	t, err := s.e.updateTopic(req.Name, req.Config)
+	if err != nil {
+		return s.refuse(f.Corr, err)
+	}
+	info := describe(t)
+	s.sendFrame(wire.TypeTopicInfo, f.Corr, info.Append(s.scratch[:0]))
+	return nil
+}
+
 func (s *session) listTopics(f wire.Frame) error {
 	if len(f.Body) != 0 {
 		return s.malformed(f.Corr, wire.Errorf(wire.CodeMalformed, "ListTopics has no body"))
@@ -343,7 +364,7 @@ func (s *session) describeTopic(f wire.Frame) error {
 }
 
 func describe(t *Topic) wire.TopicInfo {
-	info := wire.TopicInfo{Name: t.Name, Config: t.Config.KVs(), Partitions: make([]wire.PartitionInfo, len(t.Parts))}
+	info := wire.TopicInfo{Name: t.Name, Config: t.Config().KVs(), Partitions: make([]wire.PartitionInfo, len(t.Parts))}
 	for i, p := range t.Parts {
 		st := p.Log.Stats()
 		info.Partitions[i] = wire.PartitionInfo{ID: uint32(i), StartOffset: st.Start, EndOffset: st.End,
@@ -453,10 +474,10 @@ func (s *session) checkNewSubscription(t *Topic, part int32) error {
 			return wire.Errorf(wire.CodeAlreadySubscribed, "this connection consumes "+t.Name+" as a member of group "+m.g.name)
 		}
 	}
-	if int(t.subscriptions.Add(1)) > t.Config.MaxSubscribers {
+	if maxSubs := t.Config().MaxSubscribers; int(t.subscriptions.Add(1)) > maxSubs {
 		t.subscriptions.Add(-1)
 		return wire.Errorf(wire.CodeTooManySubscribers,
-			"topic "+t.Name+" has its maximum of "+strconv.Itoa(t.Config.MaxSubscribers)+" subscribers")
+			"topic "+t.Name+" has its maximum of "+strconv.Itoa(maxSubs)+" subscribers")
 	}
 	return nil
 }

@@ -19,23 +19,28 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
-// Topic config keys accepted by CreateTopic.
+// Topic config keys accepted by CreateTopic. All but storage can also be
+// changed at run time (AlterTopic, PATCH /api/v1/topics/NAME).
 const (
-	ConfigMaxSubscribers = "max-subscribers"
-	ConfigStorage        = "storage"         // disk | memory
-	ConfigFsync          = "fsync"           // always | interval=DURATION | never
-	ConfigRetention      = "retention"       // a duration; 0 keeps forever
-	ConfigRetentionBytes = "retention-bytes" // bytes per partition; 0 means no bound
+	ConfigMaxSubscribers  = "max-subscribers"
+	ConfigStorage         = "storage"           // disk | memory; fixed at creation
+	ConfigFsync           = "fsync"             // always | interval=DURATION | never
+	ConfigRetention       = "retention"         // a duration; 0 keeps forever
+	ConfigRetentionBytes  = "retention-bytes"   // bytes per partition; 0 means no bound
+	ConfigDeadLetterTopic = "dead-letter-topic" // message-mode groups' DLQ; empty: "<topic>.dlq"
+	ConfigMaxDeliveries   = "max-deliveries"    // message-mode deliveries before the DLQ; default 5
 )
 
 // TopicConfig is a topic's per-topic settings.
 type TopicConfig struct {
-	Partitions     int
-	MaxSubscribers int
-	Storage        string // "disk" or "memory"
-	Fsync          shard.SyncPolicy
-	Retention      time.Duration
-	RetentionBytes int64
+	Partitions      int
+	MaxSubscribers  int
+	Storage         string // "disk" or "memory"
+	Fsync           shard.SyncPolicy
+	Retention       time.Duration
+	RetentionBytes  int64
+	DeadLetterTopic string // empty: "<topic>.dlq"
+	MaxDeliveries   int    // 0: the broker's default
 }
 
 // KVs renders the config as the protocol's key/value list.
@@ -46,6 +51,8 @@ func (tc TopicConfig) KVs() []wire.KV {
 		{Key: ConfigFsync, Value: tc.Fsync.String()},
 		{Key: ConfigRetention, Value: tc.Retention.String()},
 		{Key: ConfigRetentionBytes, Value: strconv.FormatInt(tc.RetentionBytes, 10)},
+		{Key: ConfigDeadLetterTopic, Value: tc.DeadLetterTopic},
+		{Key: ConfigMaxDeliveries, Value: strconv.Itoa(tc.MaxDeliveries)},
 	}
 }
 
@@ -66,16 +73,19 @@ func ParseFsync(s string) (shard.SyncPolicy, error) {
 	return shard.SyncPolicy{}, errors.New(`must be "always", "never" or "interval=DURATION"`)
 }
 
-// Topic is a topic's metadata and its partitions. The fields are immutable
-// after creation except the atomic counters.
+// Topic is a topic's metadata and its partitions. Name and Parts are
+// immutable after creation; the config is replaced whole when it changes.
 type Topic struct {
-	Name   string
-	Config TopicConfig
-	Parts  []*shard.Partition
+	Name  string
+	Parts []*shard.Partition
 
+	cfg           atomic.Pointer[TopicConfig]
 	subscriptions atomic.Int32 // connection-level subscriptions, against MaxSubscribers
 	rr            atomic.Uint32
 }
+
+// Config is the topic's current config.
+func (t *Topic) Config() TopicConfig { return *t.cfg.Load() }
 
 // pickPartition resolves PartitionAny to a partition, round robin across
 // batches, and checks an explicit one.
@@ -185,6 +195,17 @@ func (r *registry) applyKV(tc *TopicConfig, kv wire.KV) error {
 			return bad("must be a number of bytes, 0 for no bound")
 		}
 		tc.RetentionBytes = n
+	case ConfigDeadLetterTopic:
+		if kv.Value != "" && wire.ValidateTopicName(kv.Value) != nil {
+			return bad("must be a valid topic name, or empty for <topic>.dlq")
+		}
+		tc.DeadLetterTopic = kv.Value
+	case ConfigMaxDeliveries:
+		n, err := strconv.Atoi(kv.Value)
+		if err != nil || n < 0 || n > 1<<20 {
+			return bad("must be 1..1048576, or 0 for the default")
+		}
+		tc.MaxDeliveries = n
 	default:
 		return invalid("unknown topic config key " + strconv.Quote(kv.Key))
 	}
@@ -197,6 +218,9 @@ func (r *registry) applyKV(tc *TopicConfig, kv wire.KV) error {
 func (r *registry) create(name string, tc TopicConfig, existOK bool) (*Topic, error) {
 	if err := wire.ValidateTopicName(name); err != nil {
 		return nil, err
+	}
+	if tc.DeadLetterTopic == name {
+		return nil, invalid("a topic cannot be its own dead-letter topic")
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -227,7 +251,8 @@ func (r *registry) create(name string, tc TopicConfig, existOK bool) (*Topic, er
 
 // open builds a topic and opens (recovering) its partitions' logs.
 func (r *registry) open(name string, tc TopicConfig) (*Topic, error) {
-	t := &Topic{Name: name, Config: tc, Parts: make([]*shard.Partition, tc.Partitions)}
+	t := &Topic{Name: name, Parts: make([]*shard.Partition, tc.Partitions)}
+	t.cfg.Store(&tc)
 	base := topicHash(name)
 	for i := range t.Parts {
 		l, err := r.openLog(name, i, tc)
@@ -283,6 +308,53 @@ func (r *registry) drop(t *Topic) {
 	_ = r.cfg.FS.RemoveAll(r.cfg.DataDir + "/topics/" + t.Name)
 }
 
+// update changes a topic's runtime-changeable config (every key but
+// storage): the new config is recorded in the metadata file first, then
+// applied to the partitions.
+func (r *registry) update(name string, kvs []wire.KV) (*Topic, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := *r.snap.Load()
+	t, ok := m[name]
+	if !ok {
+		return nil, wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(name))
+	}
+	old := t.Config()
+	tc := old
+	for _, kv := range kvs {
+		if kv.Key == ConfigStorage {
+			if kv.Value != old.Storage {
+				return nil, invalid("storage cannot be changed after a topic is created")
+			}
+			continue
+		}
+		if err := r.applyKV(&tc, kv); err != nil {
+			return nil, err
+		}
+	}
+	if tc.Storage == "memory" && tc.Fsync != old.Fsync {
+		return nil, invalid("fsync does not apply to a memory topic")
+	}
+	if tc.DeadLetterTopic == name {
+		return nil, invalid("a topic cannot be its own dead-letter topic")
+	}
+	t.cfg.Store(&tc)
+	if err := r.persist(m); err != nil {
+		t.cfg.Store(&old)
+		return nil, wire.Errorf(storage.Code(err), "record config of "+name+": "+err.Error())
+	}
+	for _, p := range t.Parts {
+		p.SetRetention(tc.Retention, tc.RetentionBytes)
+		if tc.Fsync != old.Fsync {
+			if err := p.SetSync(tc.Fsync); err != nil {
+				return t, wire.Errorf(wire.CodeShuttingDown, err.Error())
+			}
+			p.Shard.Wake()
+		}
+	}
+	return t, nil
+}
+
 // remove deletes a topic: it is forgotten by the metadata file first, then
 // each partition's shard drops its log and data.
 func (r *registry) remove(name string) error {
@@ -330,13 +402,15 @@ func topicHash(name string) uint32 {
 const metaFile = "topics.json"
 
 type metaTopic struct {
-	Name           string `json:"name"`
-	Partitions     int    `json:"partitions"`
-	MaxSubscribers int    `json:"max_subscribers"`
-	Storage        string `json:"storage"`
-	Fsync          string `json:"fsync"`
-	Retention      string `json:"retention"`
-	RetentionBytes int64  `json:"retention_bytes"`
+	Name            string `json:"name"`
+	Partitions      int    `json:"partitions"`
+	MaxSubscribers  int    `json:"max_subscribers"`
+	Storage         string `json:"storage"`
+	Fsync           string `json:"fsync"`
+	Retention       string `json:"retention"`
+	RetentionBytes  int64  `json:"retention_bytes"`
+	DeadLetterTopic string `json:"dead_letter_topic,omitempty"`
+	MaxDeliveries   int    `json:"max_deliveries,omitempty"`
 }
 
 type metaFileV1 struct {
@@ -347,10 +421,11 @@ type metaFileV1 struct {
 func (r *registry) persist(m map[string]*Topic) error {
 	meta := metaFileV1{Version: 1}
 	for _, name := range slices.Sorted(maps.Keys(m)) {
-		tc := m[name].Config
+		tc := m[name].Config()
 		meta.Topics = append(meta.Topics, metaTopic{Name: name, Partitions: tc.Partitions,
 			MaxSubscribers: tc.MaxSubscribers, Storage: tc.Storage, Fsync: tc.Fsync.String(),
-			Retention: tc.Retention.String(), RetentionBytes: tc.RetentionBytes})
+			Retention: tc.Retention.String(), RetentionBytes: tc.RetentionBytes,
+			DeadLetterTopic: tc.DeadLetterTopic, MaxDeliveries: tc.MaxDeliveries})
 	}
 	b, err := json.MarshalIndent(meta, "", "  ")
 	if err != nil {
@@ -412,7 +487,8 @@ func (mt metaTopic) config() (TopicConfig, error) {
 		return TopicConfig{}, errors.New("bad partitions or storage")
 	}
 	return TopicConfig{Partitions: mt.Partitions, MaxSubscribers: mt.MaxSubscribers, Storage: mt.Storage,
-		Fsync: fsync, Retention: ret, RetentionBytes: mt.RetentionBytes}, nil
+		Fsync: fsync, Retention: ret, RetentionBytes: mt.RetentionBytes,
+		DeadLetterTopic: mt.DeadLetterTopic, MaxDeliveries: mt.MaxDeliveries}, nil
 }
 
 func (r *registry) removeStrays(m map[string]*Topic) error {

@@ -179,7 +179,7 @@ func (s *Shard) failHeld(p *Partition, err *wire.Error) {
 // releasable is the end offset up to which p's held batches may be
 // delivered and acked: written, and for SyncAlways also synced.
 func (p *Partition) releasable() int64 {
-	if p.Sync.Mode == SyncAlways {
+	if p.sync.Mode == SyncAlways {
 		return p.durable
 	}
 	return p.written
@@ -192,7 +192,7 @@ func (p *Partition) releasable() int64 {
 func (s *Shard) requestSync(p *Partition) {
 	if !p.syncing {
 		p.syncing = true
-		s.syncer.request(p)
+		s.syncer.request(p, p.sync.Mode == SyncAlways)
 	}
 }
 
@@ -220,7 +220,7 @@ func (s *Shard) synced(p *Partition, written, durable int64, werr, serr error) {
 	}
 	p.written = max(p.written, written)
 	p.durable = max(p.durable, durable)
-	if p.next > p.written || p.Sync.Mode == SyncAlways && p.next > p.durable {
+	if p.next > p.written || p.sync.Mode == SyncAlways && p.next > p.durable {
 		s.requestSync(p)
 	}
 	if len(p.held) > 0 && !slices.Contains(s.held, p) {
@@ -252,21 +252,33 @@ func (s *Shard) failAfter(p *Partition, offset int64, err *wire.Error) {
 type syncer struct {
 	s       *Shard
 	mu      sync.Mutex
-	queue   []*Partition
+	queue   []syncRequest
 	signal  chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
-	lastRun map[*Partition]time.Time // SyncInterval partitions, syncer-owned
+	lastRun map[*Partition]intervalSync // SyncInterval partitions; guarded by mu
+}
+
+// syncRequest asks for a partition's staged batches to be written, and
+// fsynced when always is set (the shard's policy when it asked).
+type syncRequest struct {
+	p      *Partition
+	always bool
+}
+
+type intervalSync struct {
+	last  time.Time
+	every time.Duration
 }
 
 func newSyncer(s *Shard) *syncer {
 	return &syncer{s: s, signal: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		lastRun: map[*Partition]time.Time{}}
+		lastRun: map[*Partition]intervalSync{}}
 }
 
-func (y *syncer) request(p *Partition) {
+func (y *syncer) request(p *Partition, always bool) {
 	y.mu.Lock()
-	y.queue = append(y.queue, p)
+	y.queue = append(y.queue, syncRequest{p, always})
 	y.mu.Unlock()
 	select {
 	case y.signal <- struct{}{}:
@@ -302,15 +314,15 @@ func (y *syncer) syncRequested() {
 	if len(todo) == 0 {
 		return
 	}
-	for _, p := range todo {
-		_ = y.s.push(y.writeAndSync(p))
+	for _, r := range todo {
+		_ = y.s.push(y.writeAndSync(r.p, r.always))
 	}
 	y.s.RunInline(nil)
 }
 
 // writeAndSync writes p's staged batches and, for SyncAlways, fsyncs
 // them, and returns the report for the shard.
-func (y *syncer) writeAndSync(p *Partition) op {
+func (y *syncer) writeAndSync(p *Partition, always bool) op {
 	o := op{kind: opSynced, part: p}
 	if st, ok := p.Log.(storage.Staged); ok {
 		o.n, o.err = st.WritePending()
@@ -318,7 +330,7 @@ func (y *syncer) writeAndSync(p *Partition) op {
 		_, o.n = p.Log.Bounds()
 	}
 	o.n2 = o.n
-	if o.err == nil && p.Sync.Mode == SyncAlways {
+	if o.err == nil && always {
 		o.n2, o.err2 = p.Log.Sync()
 	}
 	return o
@@ -330,10 +342,10 @@ func (y *syncer) writeAndSync(p *Partition) op {
 func (y *syncer) syncIntervals(now time.Time) {
 	y.mu.Lock()
 	var due []*Partition
-	for p, last := range y.lastRun {
-		if now.Sub(last) >= p.Sync.Interval {
+	for p, iv := range y.lastRun {
+		if now.Sub(iv.last) >= iv.every {
 			due = append(due, p)
-			y.lastRun[p] = now
+			y.lastRun[p] = intervalSync{last: now, every: iv.every}
 		}
 	}
 	y.mu.Unlock()
@@ -344,12 +356,13 @@ func (y *syncer) syncIntervals(now time.Time) {
 	}
 }
 
-// track registers or forgets a SyncInterval partition.
-func (y *syncer) track(p *Partition, on bool) {
+// track registers a SyncInterval partition to sync every interval, or
+// forgets it (interval 0).
+func (y *syncer) track(p *Partition, every time.Duration) {
 	y.mu.Lock()
 	defer y.mu.Unlock()
-	if on {
-		y.lastRun[p] = time.Now()
+	if every > 0 {
+		y.lastRun[p] = intervalSync{last: time.Now(), every: every}
 	} else {
 		delete(y.lastRun, p)
 	}

@@ -50,9 +50,9 @@ type Partition struct {
 	ID    int32
 	Shard *Shard
 	Log   storage.Log
-	Sync  SyncPolicy
 
 	// shard-owned
+	sync    SyncPolicy                 // changed at run time through SetSync
 	next    int64                      // offset the next record gets
 	visible int64                      // end offset readers and subscribers have been given
 	written int64                      // end offset written to the log's files (staged logs)
@@ -75,7 +75,7 @@ type Partition struct {
 // continue from the log's end, all of which is durable and visible.
 func NewPartition(topic string, id int32, s *Shard, l storage.Log, sync SyncPolicy) *Partition {
 	_, end := l.Bounds()
-	p := &Partition{Topic: topic, ID: id, Shard: s, Log: l, Sync: sync, next: end, visible: end, written: end, durable: end}
+	p := &Partition{Topic: topic, ID: id, Shard: s, Log: l, sync: sync, next: end, visible: end, written: end, durable: end}
 	p.endOffset.Store(end)
 	return p
 }
@@ -85,6 +85,13 @@ func NewPartition(topic string, id int32, s *Shard, l storage.Log, sync SyncPoli
 func (p *Partition) SetRetention(age time.Duration, bytes int64) {
 	p.retention.Store(int64(age))
 	p.retentionBytes.Store(bytes)
+}
+
+// SetSync changes the partition's fsync policy. Publishes appended after
+// the change follow the new policy; acks waiting for an fsync under
+// "always" are released once the new policy allows them.
+func (p *Partition) SetSync(sp SyncPolicy) error {
+	return p.Shard.push(op{kind: opSetSync, part: p, n: int64(sp.Mode), n2: int64(sp.Interval)})
 }
 
 // EndOffset is the visible end: the offset the next delivered record gets.
@@ -105,6 +112,7 @@ const (
 	opSynced
 	opWait
 	opCatchUp
+	opSetSync
 )
 
 // op is one inbox entry. It is a value (no allocation per operation); the
@@ -245,8 +253,8 @@ func (s *Shard) handle(o *op) {
 		s.deletePartition(o.part, o.fn)
 	case opAdopt:
 		s.parts = append(s.parts, o.part)
-		if o.part.Sync.Mode == SyncInterval {
-			s.syncer.track(o.part, true)
+		if o.part.sync.Mode == SyncInterval {
+			s.syncer.track(o.part, o.part.sync.Interval)
 		}
 	case opSynced:
 		s.synced(o.part, o.n, o.n2, o.err, o.err2)
@@ -254,6 +262,27 @@ func (s *Shard) handle(o *op) {
 		s.wait(o.part, o.n, o.fn)
 	case opCatchUp:
 		s.catchUp(o.part, o.out, o.n, o.fn)
+	case opSetSync:
+		s.setSync(o.part, SyncPolicy{Mode: SyncMode(o.n), Interval: time.Duration(o.n2)})
+	}
+}
+
+func (s *Shard) setSync(p *Partition, sp SyncPolicy) {
+	if p.deleted {
+		return
+	}
+	p.sync = sp
+	s.syncer.track(p, 0)
+	if sp.Mode == SyncInterval {
+		s.syncer.track(p, sp.Interval)
+	}
+	if len(p.held) > 0 {
+		if !slices.Contains(s.held, p) {
+			s.held = append(s.held, p)
+		}
+		if p.next > p.written || sp.Mode == SyncAlways && p.next > p.durable {
+			s.requestSync(p)
+		}
 	}
 }
 
@@ -439,7 +468,7 @@ func (s *Shard) deletePartition(p *Partition, done func(int64, bool)) {
 	if i := slices.Index(s.parts, p); i >= 0 {
 		s.parts = slices.Delete(s.parts, i, i+1)
 	}
-	s.syncer.track(p, false)
+	s.syncer.track(p, 0)
 	if err := p.Log.Drop(); err != nil {
 		s.cfg.Logger.Warn("removing a deleted partition's log", "topic", p.Topic, "partition", p.ID, "err", err)
 	}

@@ -270,7 +270,7 @@ func (s *Shard) finish() {
 	s.pass++
 	for _, p := range slices.Clone(s.held) {
 		if !p.deleted {
-			o := s.syncer.writeAndSync(p)
+			o := s.syncer.writeAndSync(p, p.sync.Mode == SyncAlways)
 			s.synced(p, o.n, o.n2, o.err, o.err2)
 		}
 	}

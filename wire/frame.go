@@ -42,7 +42,8 @@ const (
 	TypeListTopics    Type = 0x12 // C
 	TypeTopicList     Type = 0x13 // S: answer to ListTopics
 	TypeDescribeTopic Type = 0x14 // C; FlagAutoCreate creates a missing topic where allowed
-	TypeTopicInfo     Type = 0x15 // S: answer to DescribeTopic
+	TypeTopicInfo     Type = 0x15 // S: answer to DescribeTopic and AlterTopic
+	TypeAlterTopic    Type = 0x16 // C: change a topic's runtime config (CreateTopic body, partitions 0)
 	TypePublish       Type = 0x20 // C
 	TypePublishAck    Type = 0x21 // S
 	TypeSubscribe     Type = 0x30 // C
@@ -75,7 +76,7 @@ var typeNames = map[Type]string{
 	TypeHello: "Hello", TypeHelloOK: "HelloOK", TypeError: "Error", TypePing: "Ping",
 	TypePong: "Pong", TypeOK: "OK", TypeCreateTopic: "CreateTopic",
 	TypeDeleteTopic: "DeleteTopic", TypeListTopics: "ListTopics", TypeTopicList: "TopicList",
-	TypeDescribeTopic: "DescribeTopic", TypeTopicInfo: "TopicInfo", TypePublish: "Publish",
+	TypeDescribeTopic: "DescribeTopic", TypeTopicInfo: "TopicInfo", TypeAlterTopic: "AlterTopic", TypePublish: "Publish",
 	TypePublishAck: "PublishAck", TypeSubscribe: "Subscribe", TypeSubscribeOK: "SubscribeOK",
 	TypeUnsubscribe: "Unsubscribe", TypeDeliver: "Deliver", TypeFetch: "Fetch", TypeFetchResult: "FetchResult",
 	TypeJoinGroup: "JoinGroup", TypeJoinResult: "JoinResult", TypeHeartbeat: "Heartbeat",

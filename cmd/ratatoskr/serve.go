@@ -5,15 +5,23 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/ratatoskr-mq/ratatoskr/engine"
 )
 
+// serveCmd runs a broker. Each setting comes from its flag, else its
+// RATATOSKR_* variable, else the --config file (keys are the flag names),
+// else the default; config.go resolves the file and reports the sources.
 type serveCmd struct {
+	Config              string         `env:"RATATOSKR_CONFIG" placeholder:"PATH" help:"TOML file of settings, keyed by flag name; flags and RATATOSKR_* variables override it."`
+	PrintConfig         bool           `help:"Print every setting, its value and where it came from, then exit."`
 	Addr                string         `default:"127.0.0.1:7070" env:"RATATOSKR_ADDR" help:"Native protocol listen address."`
 	HTTPAddr            string         `default:"127.0.0.1:8080" env:"RATATOSKR_HTTP_ADDR" name:"http-addr" help:"HTTP listen address (/healthz); empty disables."`
 	Data                string         `default:"./data" env:"RATATOSKR_DATA" help:"Data directory."`
@@ -38,6 +46,8 @@ type serveCmd struct {
 	CacheBytes          int64          `default:"268435456" env:"RATATOSKR_CACHE_BYTES" help:"Read cache of log blocks shared by all partitions; 0 disables."`
 	MemoryTopicBytes    int64          `default:"67108864" env:"RATATOSKR_MEMORY_TOPIC_BYTES" help:"Bytes kept per partition of a memory topic."`
 	Pprof               bool           `env:"RATATOSKR_PPROF" help:"Serve Go's profiler under /debug/pprof/ on the HTTP address."`
+	AdminToken          string         `env:"RATATOSKR_ADMIN_TOKEN" secret:"" help:"Bearer token for the admin API, /metrics and the dashboard; empty: the broker generates one and stores it in <data>/admin.token."`
+	AuditLog            string         `env:"RATATOSKR_AUDIT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for the audit log; empty: off."`
 	LogLevel            string         `default:"info" env:"RATATOSKR_LOG_LEVEL" enum:"debug,info,warn,error" help:"Log level: debug, info, warn, error."`
 	LogFormat           string         `default:"text" env:"RATATOSKR_LOG_FORMAT" enum:"text,json" help:"Log format: text or json."`
 }
@@ -45,10 +55,12 @@ type serveCmd struct {
 func (s *serveCmd) config() engine.Config {
 	cfg := engine.DefaultConfig()
 	cfg.Addr, cfg.HTTPAddr, cfg.DataDir = s.Addr, s.HTTPAddr, s.Data
-	if s.Shards > 0 {
+	// 0 means GOMAXPROCS, which DefaultConfig holds; a negative count is
+	// passed on for Validate to reject.
+	if s.Shards != 0 {
 		cfg.Shards = s.Shards
 	}
-	if s.EventLoops > 0 {
+	if s.EventLoops != 0 {
 		cfg.EventLoops = s.EventLoops
 	}
 	cfg.PinShards = s.PinShards
@@ -61,7 +73,10 @@ func (s *serveCmd) config() engine.Config {
 	cfg.DefaultStorage, cfg.DefaultFsync = s.DefaultStorage, s.DefaultFsync
 	cfg.DefaultRetentionBytes, cfg.SegmentBytes = s.RetentionBytes, s.SegmentBytes
 	cfg.CacheBytes, cfg.MemoryTopicBytes = s.CacheBytes, s.MemoryTopicBytes
-	cfg.DefaultRetention = retention(s.Retention)
+	if s.Retention != nil {
+		cfg.DefaultRetention = *s.Retention
+	}
+	cfg.AdminToken, cfg.AuditLog = s.AdminToken, s.AuditLog
 	cfg.Logger = newLogger(s.LogLevel, s.LogFormat)
 	return cfg
 }
@@ -76,8 +91,24 @@ func newLogger(level, format string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-func (s *serveCmd) Run(ctx context.Context) error {
+func (s *serveCmd) Run(ctx context.Context, k *kong.Context) error {
+	set, err := s.resolve(k)
+	if err != nil {
+		return err
+	}
 	cfg := s.config()
+	if s.PrintConfig {
+		if err := set.print(os.Stdout, s.note); err != nil {
+			return err
+		}
+	}
+	check := cfg // Validate fills in FS and Logger; engine.New does it again.
+	if err := check.Validate(); err != nil {
+		return set.explain(cfg, err)
+	}
+	if s.PrintConfig {
+		return nil
+	}
 	slog.SetDefault(cfg.Logger)
 	e, err := engine.New(cfg)
 	if err != nil {
@@ -97,20 +128,37 @@ func (s *serveCmd) Run(ctx context.Context) error {
 	return nil
 }
 
-// retention is the default retention: the flag (or RATATOSKR_RETENTION),
-// else RATATOSKR_RETENTION_MS in milliseconds as the seed names it, else
-// one hour. A bad RATATOSKR_RETENTION_MS becomes a negative value, which
-// Validate reports.
-func retention(flag *time.Duration) time.Duration {
-	if flag != nil {
-		return *flag
+// retentionMS applies RATATOSKR_RETENTION_MS, the seed's name for the
+// default retention in milliseconds, when --retention came from nowhere
+// else; it ranks with the other variables, above the file.
+func (s *serveCmd) retentionMS() (string, error) {
+	const env = "RATATOSKR_RETENTION_MS"
+	v, ok := os.LookupEnv(env)
+	if !ok {
+		return "", nil
 	}
-	if v, ok := os.LookupEnv("RATATOSKR_RETENTION_MS"); ok {
-		ms, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return -1
-		}
-		return time.Duration(ms) * time.Millisecond
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return "", fmt.Errorf("%s=%q: not a whole number of milliseconds", env, v)
 	}
-	return time.Hour
+	d := time.Duration(ms) * time.Millisecond
+	s.Retention = &d
+	return env, nil
+}
+
+// note explains a value whose meaning is not plain, for --print-config.
+func (s *serveCmd) note(name string) string {
+	switch {
+	case name == "shards" && s.Shards == 0, name == "event-loops" && s.EventLoops == 0:
+		return fmt.Sprintf("(GOMAXPROCS: %d)", runtime.GOMAXPROCS(0))
+	case name == "http-addr" && s.HTTPAddr == "":
+		return "(HTTP off)"
+	case name == "admin-token" && s.AdminToken == "":
+		return "(generated into " + filepath.Join(s.Data, "admin.token") + ")"
+	case name == "audit-log" && s.AuditLog == "":
+		return "(off)"
+	case name == "config" && s.Config == "":
+		return "(no file)"
+	}
+	return ""
 }

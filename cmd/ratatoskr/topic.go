@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -16,6 +18,7 @@ type topicCmd struct {
 	Create   topicCreateCmd   `cmd:"" help:"Create a topic."`
 	List     topicListCmd     `cmd:"" help:"List topics."`
 	Describe topicDescribeCmd `cmd:"" help:"Show a topic's configuration and partitions."`
+	Update   topicUpdateCmd   `cmd:"" help:"Change a topic's configuration at run time."`
 	Delete   topicDeleteCmd   `cmd:"" help:"Delete a topic."`
 }
 
@@ -33,20 +36,23 @@ func (s serverFlag) request(ctx context.Context, fn func(context.Context, *clien
 
 type topicCreateCmd struct {
 	serverFlag
-	Name           string        `arg:"" help:"Topic name."`
-	Partitions     int           `default:"0" help:"Partition count; 0 takes the broker's default."`
-	MaxSubscribers int           `default:"0" help:"Maximum subscriptions; 0 takes the broker's limit."`
-	Storage        string        `enum:",disk,memory" default:"" help:"disk (a durable log) or memory; default: the broker's."`
-	Fsync          string        `help:"always (ack after fsync), interval=DURATION or never; default: the broker's."`
-	Retention      time.Duration `help:"Keep messages this long; default: the broker's. See --keep-forever."`
-	KeepForever    bool          `help:"No retention by age."`
-	RetentionBytes int64         `help:"Keep at most this many bytes per partition; 0: no bound."`
+	Name            string        `arg:"" help:"Topic name."`
+	Partitions      int           `default:"0" help:"Partition count; 0 takes the broker's default."`
+	MaxSubscribers  int           `default:"0" help:"Maximum subscriptions; 0 takes the broker's limit."`
+	Storage         string        `enum:",disk,memory" default:"" help:"disk (a durable log) or memory; default: the broker's."`
+	Fsync           string        `help:"always (ack after fsync), interval=DURATION or never; default: the broker's."`
+	Retention       time.Duration `help:"Keep messages this long; default: the broker's. See --keep-forever."`
+	KeepForever     bool          `help:"No retention by age."`
+	RetentionBytes  int64         `help:"Keep at most this many bytes per partition; 0: no bound."`
+	DeadLetterTopic string        `help:"Where message-mode groups send a message after --max-deliveries; default: <topic>.dlq."`
+	MaxDeliveries   int           `help:"Deliveries of a message to a message-mode group before the dead-letter topic; 0: the default (5)."`
 }
 
 func (c *topicCreateCmd) Run(ctx context.Context) error {
 	return c.request(ctx, func(ctx context.Context, cl *client.Client) error {
 		cfg := client.TopicConfig{Partitions: c.Partitions, MaxSubscribers: c.MaxSubscribers, Storage: c.Storage,
-			Fsync: c.Fsync, Retention: c.Retention, RetentionBytes: c.RetentionBytes}
+			Fsync: c.Fsync, Retention: c.Retention, RetentionBytes: c.RetentionBytes,
+			DeadLetterTopic: c.DeadLetterTopic, MaxDeliveries: c.MaxDeliveries}
 		if c.KeepForever {
 			cfg.Retention = client.KeepForever
 		}
@@ -96,6 +102,61 @@ func (c *topicDescribeCmd) Run(ctx context.Context) error {
 			rows = append(rows, []any{p.ID, p.StartOffset, p.EndOffset, p.Bytes, p.Segments, p.Subscribers, p.Corrupt})
 		}
 		return printTable(rows)
+	})
+}
+
+// topicUpdateCmd changes only the settings given; storage and the
+// partition count are fixed at creation.
+type topicUpdateCmd struct {
+	serverFlag
+	Name            string         `arg:"" help:"Topic name."`
+	MaxSubscribers  *int           `help:"Maximum subscriptions; 0 takes the broker's limit."`
+	Fsync           *string        `help:"always, interval=DURATION or never (disk topics)."`
+	Retention       *time.Duration `help:"Keep messages this long; 0 keeps them forever."`
+	RetentionBytes  *int64         `help:"Keep at most this many bytes per partition; 0: no bound."`
+	DeadLetterTopic *string        `help:"Dead-letter topic of message-mode groups; \"\" restores <topic>.dlq."`
+	MaxDeliveries   *int           `help:"Deliveries before the dead-letter topic; 0: the default (5)."`
+}
+
+func (c *topicUpdateCmd) changes() map[string]string {
+	ch := map[string]string{}
+	if c.MaxSubscribers != nil {
+		ch["max-subscribers"] = strconv.Itoa(*c.MaxSubscribers)
+	}
+	if c.Fsync != nil {
+		ch["fsync"] = *c.Fsync
+	}
+	if c.Retention != nil {
+		ch["retention"] = c.Retention.String()
+	}
+	if c.RetentionBytes != nil {
+		ch["retention-bytes"] = strconv.FormatInt(*c.RetentionBytes, 10)
+	}
+	if c.DeadLetterTopic != nil {
+		ch["dead-letter-topic"] = *c.DeadLetterTopic
+	}
+	if c.MaxDeliveries != nil {
+		ch["max-deliveries"] = strconv.Itoa(*c.MaxDeliveries)
+	}
+	return ch
+}
+
+func (c *topicUpdateCmd) Run(ctx context.Context) error {
+	ch := c.changes()
+	if len(ch) == 0 {
+		return errors.New("nothing to change: give at least one of --max-subscribers, --fsync, --retention, " +
+			"--retention-bytes, --dead-letter-topic, --max-deliveries")
+	}
+	return c.request(ctx, func(ctx context.Context, cl *client.Client) error {
+		info, err := cl.UpdateTopic(ctx, c.Name, ch)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("updated topic %s\n", info.Name)
+		for _, k := range slices.Sorted(maps.Keys(info.Config)) {
+			fmt.Printf("  %s = %s\n", k, info.Config[k])
+		}
+		return nil
 	})
 }
 
