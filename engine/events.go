@@ -1,0 +1,53 @@
+package engine
+
+import "time"
+
+// EventKind names what happened in a telemetry Event.
+type EventKind string
+
+// The events a plugin sees. Batch events come from the shards, one per
+// stored publish batch; the rest from the engine.
+const (
+	EventTopicCreated      EventKind = "topic.created"
+	EventTopicUpdated      EventKind = "topic.updated"
+	EventTopicDeleted      EventKind = "topic.deleted"
+	EventBatchPublished    EventKind = "batch.published"
+	EventSubscriberJoined  EventKind = "subscriber.joined"
+	EventSubscriberLeft    EventKind = "subscriber.left"
+	EventSubscriberFailed  EventKind = "subscriber.failed" // disconnected as a slow consumer, or a failed replay
+	EventMessageDeadLetter EventKind = "message.dead_lettered"
+	EventGroupChanged      EventKind = "group.changed" // joined, left, rebalanced, reset
+	EventConnAccepted      EventKind = "connection.accepted"
+	EventConnRefused       EventKind = "connection.refused"
+	EventConnClosed        EventKind = "connection.closed"
+	EventAdminAction       EventKind = "admin.action" // a request to the admin API that changes state
+	EventAuth              EventKind = "auth"         // an admin-token check that failed, or a login
+)
+
+// Event is one telemetry event. Only the fields that apply to its Kind are
+// set.
+type Event struct {
+	Time time.Time
+	Kind EventKind
+
+	Topic     string
+	Partition int   // -1 when not about one partition
+	Offset    int64 // first offset of a batch, or of a dead-lettered message
+	Count     int   // messages in a batch, or dead-lettered
+	Bytes     int64 // payload bytes of a batch
+	Group     string
+
+	Remote string // the peer's address
+	Actor  string // who acted: "admin-token", "client", "broker"
+	Action string // for admin, group and auth events: what was asked, e.g. "PATCH /api/v1/topics/orders"
+	Target string // what it was done to, e.g. "topic/orders"
+	Err    error  // nil when it succeeded
+}
+
+// Outcome is "ok", or the error's text.
+func (ev Event) Outcome() string {
+	if ev.Err == nil {
+		return "ok"
+	}
+	return ev.Err.Error()
+}
