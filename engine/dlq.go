@@ -160,11 +160,8 @@ func (e *Engine) publishInternal(topic string, frame []byte, batchOff int) error
 	}
 	t := e.topics.get([]byte(topic))
 	if t == nil {
-		tc, err := e.topics.parseTopicConfig(0, nil)
-		if err != nil {
-			return err
-		}
-		if t, err = e.topics.create(topic, tc, true); err != nil {
+		var err error
+		if t, err = e.createTopic(topic, 0, nil, true); err != nil {
 			return err
 		}
 	}

@@ -212,6 +212,17 @@ func (e *Engine) waitFlushed(ctx context.Context) {
 	}
 }
 
+// createTopic creates a topic from a partition count (0: the default) and
+// config keys (the rest take the broker's defaults). With existOK it
+// returns an existing topic of that name instead of failing.
+func (e *Engine) createTopic(name string, partitions uint32, kvs []wire.KV, existOK bool) (*Topic, error) {
+	tc, err := e.topics.parseTopicConfig(partitions, kvs)
+	if err != nil {
+		return nil, err
+	}
+	return e.topics.create(name, tc, existOK)
+}
+
 // updateTopic changes a topic's runtime config.
 func (e *Engine) updateTopic(name string, kvs []wire.KV) (*Topic, error) {
 	return e.topics.update(name, kvs)
@@ -237,11 +248,7 @@ func (e *Engine) topicFor(name []byte) (*Topic, error) {
 		return nil, wire.Errorf(wire.CodeUnknownTopic,
 			"no topic named "+strconv.Quote(string(name))+" and auto-creation is off")
 	}
-	tc, err := e.topics.parseTopicConfig(0, nil)
-	if err != nil {
-		return nil, err
-	}
-	return e.topics.create(string(name), tc, true)
+	return e.createTopic(string(name), 0, nil, true)
 }
 
 func (e *Engine) countError(c wire.Code) {

@@ -295,10 +295,7 @@ func (s *session) createTopic(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	tc, err := s.e.topics.parseTopicConfig(req.Partitions, req.Config)
-	if err == nil {
-		_, err = s.e.topics.create(req.Name, tc, false)
-	}
+	_, err = s.e.createTopic(req.Name, req.Partitions, req.Config, false)
 	s.reply(f.Corr, err)
 	return nil
 }
