@@ -224,7 +224,7 @@ func setFromFile(f *kong.Flag, v any) error {
 	} else if err := setValue(target, v); err != nil {
 		return err
 	}
-	if enum := f.EnumSlice(); len(enum) > 0 && !slices.Contains(enum, fmt.Sprint(v)) {
+	if enum := f.EnumSlice(); f.Enum != "" && !slices.Contains(enum, fmt.Sprint(v)) {
 		return fmt.Errorf("must be one of %s, not %q", strings.Join(enum, ", "), fmt.Sprint(v))
 	}
 	return nil
@@ -385,7 +385,7 @@ func editDistance(a, b string) int {
 // they are long enough to keep the rest secret.
 func (set settings) print(w io.Writer, note func(name string) string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SETTING\tVALUE\tSOURCE")
+	_, _ = fmt.Fprintln(tw, "SETTING\tVALUE\tSOURCE") // errors surface at Flush
 	for _, st := range set {
 		if st.flag.Name == "print-config" {
 			continue
@@ -394,7 +394,7 @@ func (set settings) print(w io.Writer, note func(name string) string) error {
 		if n := note(st.flag.Name); n != "" {
 			v += " " + n
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", st.flag.Name, v, st.src)
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\n", st.flag.Name, v, st.src)
 	}
 	return tw.Flush()
 }

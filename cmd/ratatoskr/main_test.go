@@ -106,6 +106,7 @@ func startServerIn(t *testing.T, data string, env []string, args ...string) *ser
 	case m := <-found:
 		s.addr, s.httpAddr = m[1], strings.Trim(m[2], `"`)
 	case err := <-s.exited:
+		s.exited <- err // for the cleanup
 		t.Fatalf("serve exited: %v\n%s", err, logs)
 	case <-time.After(10 * time.Second):
 		t.Fatalf("serve did not report listening\n%s", logs)
@@ -130,8 +131,20 @@ func (s *server) stop(t *testing.T) error {
 // runCLI runs a command and returns its stdout, stderr and exit code.
 func runCLI(t *testing.T, stdin io.Reader, args ...string) (string, string, int) {
 	t.Helper()
+	return runCLIWith(t, stdin, nil, args...)
+}
+
+// runCLIEnv is runCLI with variables added to the environment.
+func runCLIEnv(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	return runCLIWith(t, nil, env, args...)
+}
+
+func runCLIWith(t *testing.T, stdin io.Reader, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Stdin = stdin
+	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -1,0 +1,132 @@
+package engine
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
+)
+
+// TestRuntimeRetentionChange: a topic created with no bound keeps
+// everything until its retention is changed at run time; then the oldest
+// segments go without a restart, and the new config survives one.
+func TestRuntimeRetentionChange(t *testing.T) {
+	e := startBroker(t, func(c *Config) {
+		c.SegmentBytes, c.MaxFrameBytes, c.MaxMessageBytes = 1<<20, 1<<20, 64<<10
+		c.RetentionInterval = 20 * time.Millisecond
+	})
+	ctx := testCtx(t)
+	c := dial(t, e)
+	require.NoError(t, c.CreateTopic(ctx, "ret", client.TopicConfig{Retention: client.KeepForever}))
+	value := make([]byte, 10_000)
+	for range 800 { // ~8 MB: eight segments
+		require.NoError(t, c.PublishAsync(ctx, "ret", client.Message{Value: value}))
+	}
+	require.NoError(t, c.Flush(ctx))
+	time.Sleep(100 * time.Millisecond) // five retention passes
+	info, err := c.DescribeTopic(ctx, "ret")
+	require.NoError(t, err)
+	require.Equal(t, int64(0), info.Partitions[0].StartOffset, "no bound: nothing deleted")
+
+	info, err = c.UpdateTopic(ctx, "ret", map[string]string{"retention-bytes": "2097152", "max-deliveries": "3",
+		"dead-letter-topic": "ret-dead", "max-subscribers": "7"})
+	require.NoError(t, err)
+	require.Equal(t, "2097152", info.Config["retention-bytes"])
+	require.Equal(t, "ret-dead", info.Config["dead-letter-topic"])
+	require.Eventually(t, func() bool {
+		info, err := c.DescribeTopic(ctx, "ret")
+		return err == nil && info.Partitions[0].Bytes <= 3<<20 && info.Partitions[0].StartOffset > 0
+	}, 5*time.Second, 20*time.Millisecond, "the new bound applies without a restart")
+
+	e2 := restart(t, e, nil)
+	after, err := dial(t, e2).DescribeTopic(ctx, "ret")
+	require.NoError(t, err)
+	require.Equal(t, info.Config, after.Config, "the change survives a restart")
+	require.Equal(t, "7", after.Config["max-subscribers"])
+	require.Equal(t, "3", after.Config["max-deliveries"])
+}
+
+// TestRuntimeFsyncChange: a topic switched to fsync=always acks only
+// durable messages from then on, and back.
+func TestRuntimeFsyncChange(t *testing.T) {
+	e := startBroker(t, nil)
+	ctx := testCtx(t)
+	c := dial(t, e)
+	require.NoError(t, c.CreateTopic(ctx, "f", client.TopicConfig{Fsync: "never"}))
+	for _, policy := range []string{"always", "interval=5ms", "never", "always"} {
+		info, err := c.UpdateTopic(ctx, "f", map[string]string{"fsync": policy})
+		require.NoError(t, err)
+		require.Equal(t, policy, info.Config["fsync"])
+		for range 20 {
+			_, err := c.Publish(ctx, "f", client.Message{Value: []byte("x")})
+			require.NoError(t, err)
+		}
+	}
+	got, err := c.DescribeTopic(ctx, "f")
+	require.NoError(t, err)
+	require.Equal(t, int64(80), got.Partitions[0].EndOffset)
+	require.Equal(t, int64(80), int64(len(fetchAll(t, c, "f", 0))))
+}
+
+func TestRuntimeConfigErrors(t *testing.T) {
+	e := startBroker(t, nil)
+	ctx := testCtx(t)
+	c := dial(t, e)
+	require.NoError(t, c.CreateTopic(ctx, "t", client.TopicConfig{}))
+	require.NoError(t, c.CreateTopic(ctx, "mem", client.TopicConfig{Storage: "memory"}))
+	for _, tc := range []struct {
+		topic   string
+		changes map[string]string
+		want    string
+	}{
+		{"nope", map[string]string{"retention": "1h"}, "no topic named"},
+		{"t", map[string]string{"storage": "memory"}, "storage cannot be changed"},
+		{"t", map[string]string{"colour": "blue"}, `unknown topic config key "colour"`},
+		{"t", map[string]string{"retention": "soon"}, "retention"},
+		{"t", map[string]string{"fsync": "sometimes"}, "fsync"},
+		{"t", map[string]string{"max-deliveries": "-1"}, "max-deliveries"},
+		{"t", map[string]string{"dead-letter-topic": "t"}, "own dead-letter topic"},
+		{"t", map[string]string{"dead-letter-topic": "bad name!"}, "dead-letter-topic"},
+		{"mem", map[string]string{"fsync": "always"}, "memory topic"},
+	} {
+		_, err := c.UpdateTopic(ctx, tc.topic, tc.changes)
+		require.ErrorContains(t, err, tc.want, "%s %v", tc.topic, tc.changes)
+	}
+	// Nothing changed, and storage given unchanged is accepted.
+	info, err := c.UpdateTopic(ctx, "t", map[string]string{"storage": "disk"})
+	require.NoError(t, err)
+	require.Equal(t, "", info.Config["dead-letter-topic"])
+	require.NotEqual(t, "0s", info.Config["retention"])
+}
+
+// TestTopicDeadLetterSettings: a message-mode group that sets no
+// max-deliveries or dead-letter topic takes the topic's, as they are when
+// the message runs out of attempts.
+func TestTopicDeadLetterSettings(t *testing.T) {
+	e := startBroker(t, nil)
+	c := dial(t, e)
+	ctx := testCtx(t)
+	require.NoError(t, c.CreateTopic(ctx, "jobs", client.TopicConfig{MaxDeliveries: 9}))
+	_, err := c.UpdateTopic(ctx, "jobs", map[string]string{"max-deliveries": "2", "dead-letter-topic": "graveyard"})
+	require.NoError(t, err)
+	_, err = c.Publish(ctx, "jobs", client.Message{Value: []byte("poison")})
+	require.NoError(t, err)
+
+	seen := newAttempts()
+	joinGroup(t, e, client.GroupConfig{Group: "w", Topic: "jobs", Mode: client.AckMessage, Start: client.Earliest,
+		Handler: func(m *client.GroupMessage) error {
+			seen.add(string(m.Value), m.Attempt)
+			return errors.New("no")
+		}})
+	require.Eventually(t, func() bool {
+		info, err := c.DescribeTopic(ctx, "graveyard")
+		return err == nil && info.Partitions[0].EndOffset == 1
+	}, 10*time.Second, 5*time.Millisecond, "the topic's dead-letter topic got the message")
+	_, n := seen.get("poison")
+	require.Equal(t, []uint32{1, 2}, n, "the topic's max-deliveries, as changed at run time")
+	_, err = c.DescribeTopic(ctx, "jobs.dlq")
+	require.ErrorIs(t, err, client.ErrUnknownTopic, "the default dead-letter topic is not used")
+}
