@@ -61,10 +61,12 @@ type session struct {
 	ran        []*shard.Shard     // shards given operations by this read, to run inline
 	scratch    []byte             // response bodies are encoded here, reused
 	frameBuf   []byte             // and framed here, reused
+	by         origin             // the client, for telemetry events
 }
 
 func newSession(e *Engine, t transport) *session {
-	s := &session{e: e, t: t, subs: map[subKey]*subscription{}, members: map[string]*member{}}
+	s := &session{e: e, t: t, subs: map[subKey]*subscription{}, members: map[string]*member{},
+		by: origin{actor: "client", remote: t.remoteAddr()}}
 	s.out = shard.NewOutbox(e.cfg.MaxPendingBytes, len(e.shards), t)
 	return s
 }
@@ -270,7 +272,7 @@ func (s *session) routePublish(corr uint32, b *storage.Buf, v wire.BatchView) er
 	if _, err := wire.CheckBatch(v.Batch, s.e.cfg.MaxMessageBytes); err != nil {
 		return err
 	}
-	t, err := s.e.topicFor(v.Topic)
+	t, err := s.e.topicFor(v.Topic, s.by)
 	if err != nil {
 		return err
 	}
@@ -295,7 +297,7 @@ func (s *session) createTopic(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	_, err = s.e.createTopic(req.Name, req.Partitions, req.Config, false)
+	_, err = s.e.createTopicBy(s.by, req.Name, req.Partitions, req.Config, false)
 	s.reply(f.Corr, err)
 	return nil
 }
@@ -305,7 +307,7 @@ func (s *session) deleteTopic(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	s.reply(f.Corr, s.e.deleteTopic(string(name)))
+	s.reply(f.Corr, s.e.deleteTopicBy(s.by, string(name)))
 	return nil
 }
 
@@ -319,7 +321,7 @@ func (s *session) alterTopic(f wire.Frame) error {
 	if req.Partitions != 0 {
 		return s.refuse(f.Corr, invalid("the partition count of a topic cannot be changed"))
 	}
-	t, err := s.e.updateTopic(req.Name, req.Config)
+	t, err := s.e.updateTopicBy(s.by, req.Name, req.Config)
 	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
@@ -348,7 +350,7 @@ func (s *session) describeTopic(f wire.Frame) error {
 	}
 	var t *Topic
 	if f.Flags&wire.FlagAutoCreate != 0 {
-		t, err = s.e.topicFor(name)
+		t, err = s.e.topicFor(name, s.by)
 	} else if t = s.e.topics.get(name); t == nil {
 		err = wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(string(name)))
 	}
@@ -376,7 +378,7 @@ func (s *session) subscribe(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	t, err := s.e.topicFor(name)
+	t, err := s.e.topicFor(name, s.by)
 	if err == nil {
 		err = s.checkNewSubscription(t, part)
 	}
