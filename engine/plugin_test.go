@@ -95,7 +95,7 @@ func aboutTopic(name string) func(Event) bool {
 // panicker panics on every event.
 type panicker struct{}
 
-func (panicker) Name() string      { return "panicker" }
+func (panicker) Name() string       { return "panicker" }
 func (panicker) Handle(Event) error { panic("plugin bug") }
 
 // blocker blocks on every event until release is closed.
