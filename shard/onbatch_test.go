@@ -45,13 +45,15 @@ func TestOnBatchOncePerVisibleBatch(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			var rec batchRecorder
 			s := startShard(t, Config{Shards: 1, OnBatch: rec.hook})
-			p := memPartition("t", s)
+			var p *Partition
 			if kind == "disk" {
 				l, _, err := storage.OpenDiskLog(storage.DiskConfig{FS: vfs.NewMem(), Dir: "t/0"})
 				require.NoError(t, err)
-				t.Cleanup(func() { _ = l.Close() })
 				p = NewPartition("t", 0, s, l, SyncPolicy{Mode: SyncAlways})
+			} else {
+				p = memPartition("t", s)
 			}
+			t.Cleanup(func() { _ = p.Log.Close() }) // releases the batches it holds
 			var k kicks
 			prod := NewOutbox(1<<20, 1, &k)
 			var sizes []int
