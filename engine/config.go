@@ -3,7 +3,10 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -208,8 +211,29 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		bad("ShutdownTimeout", c.ShutdownTimeout, "must not be negative")
 	}
+	if c.AuditLog != "" && c.AuditLog != AuditStderr {
+		if err := checkAuditDir(c.AuditLog); err != nil {
+			bad("AuditLog", c.AuditLog, err.Error())
+		}
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return errors.Join(errs...)
+}
+
+// checkAuditDir checks that the audit log's directory exists, so a typo
+// fails at start rather than at the first line.
+func checkAuditDir(path string) error {
+	dir := filepath.Dir(path)
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("directory %s does not exist", dir)
+	case err != nil:
+		return err
+	case !st.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	return nil
 }

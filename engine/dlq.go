@@ -109,10 +109,12 @@ func (f *msgFeed) deadLetter(offs []int64) {
 		g.deadLettered.Add(uint64(len(written)))
 		f.c.e.log.Debug("dead-lettered", "group", g.name, "topic", topic, "partition", gp.p.ID,
 			"messages", len(written), "dlq", dlq)
+		f.emitDeadLettered(dlq, written, nil)
 	case code == wire.CodeMessageTooLarge || code == wire.CodeInvalidArgument || code == wire.CodeTooManyTopics:
 		f.c.e.log.Error("messages cannot be written to the dead-letter topic; dropping them", "group", g.name,
 			"topic", topic, "partition", gp.p.ID, "dlq", dlq, "messages", len(written), "err", err)
 		f.forget(written)
+		f.emitDeadLettered(dlq, written, err)
 	default:
 		f.c.e.log.Warn("writing to the dead-letter topic failed; will retry", "group", g.name,
 			"dlq", dlq, "messages", len(written), "err", err)
@@ -120,6 +122,17 @@ func (f *msgFeed) deadLetter(offs []int64) {
 		gp.acks.deadLetterFailed(written, nowNS()+int64(deadLetterRetry))
 		gp.mu.Unlock()
 	}
+}
+
+// emitDeadLettered emits EventMessageDeadLetter for messages written to
+// the dead-letter topic dlq, or dropped because they could not be (err).
+// Offset is the first of them.
+func (f *msgFeed) emitDeadLettered(dlq string, offs []int64, err error) {
+	if !f.c.e.observed() || len(offs) == 0 {
+		return
+	}
+	f.c.e.emit(Event{Kind: EventMessageDeadLetter, Topic: f.gp.p.Topic, Partition: int(f.gp.p.ID), Offset: offs[0],
+		Count: len(offs), Group: f.gp.g.name, Actor: "broker", Action: "dead-letter", Target: "topic/" + dlq, Err: err})
 }
 
 func containsOffset(s []int64, o int64) bool {
@@ -161,7 +174,7 @@ func (e *Engine) publishInternal(topic string, frame []byte, batchOff int) error
 	t := e.topics.get([]byte(topic))
 	if t == nil {
 		var err error
-		if t, err = e.createTopic(topic, 0, nil, true); err != nil {
+		if t, err = e.createTopicBy(byBroker, topic, 0, nil, true); err != nil {
 			return err
 		}
 	}

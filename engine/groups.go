@@ -80,6 +80,7 @@ type group struct {
 
 type member struct {
 	id       string
+	remote   string // the member's connection, for telemetry events
 	g        *group
 	out      *shard.Outbox
 	timeout  time.Duration
@@ -316,14 +317,16 @@ func (c *coordinator) join(s *session, corr uint32, req *wire.JoinGroup, t *Topi
 			return nil, invalid("this connection is already member " + strconv.Quote(id) + " of group " + g.name)
 		}
 		c.e.log.Info("group member replaced by a new connection", "group", g.name, "member", id)
+		c.emitGroup(g, old, len(g.members)-1, "replace", origin{actor: "client", remote: s.by.remote}, nil)
 		c.removeMember(old)
 	}
-	m := &member{id: id, g: g, out: s.out, timeout: timeout}
+	m := &member{id: id, remote: s.by.remote, g: g, out: s.out, timeout: timeout}
 	m.seen.Store(nowNS())
 	g.members[id] = m
 	res := wire.JoinResult{Member: id, SessionTimeoutMs: uint32(timeout / time.Millisecond)}
 	s.sendFrame(wire.TypeJoinResult, corr, res.Append(s.scratch[:0]))
 	c.e.log.Debug("group member joined", "group", g.name, "member", id, "members", len(g.members))
+	c.emitGroup(g, m, len(g.members), "join", s.by, nil)
 	c.rebalance(g)
 	return m, nil
 }
@@ -345,8 +348,23 @@ func (c *coordinator) leave(m *member) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !m.gone.Load() {
+		c.emitGroup(m.g, m, len(m.g.members)-1, "leave", origin{actor: "client", remote: m.remote}, nil)
 		c.removeMember(m)
 	}
+}
+
+// emitGroup emits EventGroupChanged about g, and m when not nil, with the
+// number of members after the change as its Count.
+func (c *coordinator) emitGroup(g *group, m *member, members int, action string, by origin, err error) {
+	if !c.e.observed() {
+		return
+	}
+	target := "group/" + g.name
+	if m != nil {
+		target += "/member/" + m.id
+	}
+	c.e.emit(Event{Kind: EventGroupChanged, Topic: g.topic.Name, Partition: -1, Group: g.name, Count: members,
+		Actor: by.actor, Remote: by.remote, Action: action, Target: target, Err: err})
 }
 
 // removeMember takes m's partitions away at once and rebalances; mu held.
@@ -450,6 +468,7 @@ func (c *coordinator) rebalance(g *group) {
 		return
 	}
 	g.gen = gen
+	c.emitGroup(g, nil, len(g.members), "rebalance", byBroker, nil)
 	for m := range changed {
 		m.gen.Store(gen)
 		c.sendAssignment(m)
@@ -585,6 +604,7 @@ func (c *coordinator) tick(now int64) {
 			switch {
 			case now-m.seen.Load() > int64(m.timeout):
 				c.e.log.Info("group member timed out", "group", g.name, "member", m.id, "session_timeout", m.timeout)
+				c.emitGroup(g, m, len(g.members)-1, "expire", byBroker, nil)
 				c.removeMember(m)
 			case m.revokeBy != 0 && now > m.revokeBy:
 				c.e.log.Info("group member did not confirm a revocation in time", "group", g.name, "member", m.id)
@@ -785,14 +805,30 @@ func (c *coordinator) describe(name string) (wire.GroupInfo, error) {
 }
 
 // reset moves a group without members to a start position; done runs once
-// the new offsets are durable.
+// the new offsets are durable. Its event names no actor: callers that know
+// one use resetBy.
+//
+//nolint:unused // kept for the admin API, merged from another branch
 func (c *coordinator) reset(name string, st wire.Start, done func(error)) {
+	c.resetBy(origin{}, name, st, done)
+}
+
+// resetBy is reset on behalf of by; it emits EventGroupChanged with the
+// outcome, for a group that exists.
+func (c *coordinator) resetBy(by origin, name string, st wire.Start, done func(error)) {
 	c.mu.Lock()
 	g := c.groups[name]
 	if g == nil {
 		c.mu.Unlock()
 		done(wire.Errorf(wire.CodeUnknownGroup, "no group named "+strconv.Quote(name)))
 		return
+	}
+	if c.e.observed() {
+		inner := done
+		done = func(err error) {
+			c.emitGroup(g, nil, 0, "reset", by, err) // a reset needs a group without members
+			inner(err)
+		}
 	}
 	if len(g.members) > 0 {
 		c.mu.Unlock()
@@ -843,5 +879,6 @@ func (c *coordinator) topicRemoved(t *Topic) {
 		}
 		delete(c.groups, name)
 		c.store.remove(name, nil)
+		c.emitGroup(g, nil, 0, "delete", byBroker, nil)
 	}
 }

@@ -144,6 +144,10 @@ func (e *Engine) replay(out *shard.Outbox, p *shard.Partition, offset int64, can
 		if err != nil {
 			e.log.Warn("replay stopped: the subscription gets nothing more from this partition",
 				"topic", p.Topic, "partition", p.ID, "at", offset, "err", err)
+			if e.observed() {
+				e.emit(Event{Kind: EventSubscriberFailed, Topic: p.Topic, Partition: int(p.ID), Offset: offset,
+					Actor: "broker", Action: "replay", Target: "topic/" + p.Topic, Err: err})
+			}
 			return
 		}
 		offset = next

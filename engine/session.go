@@ -61,10 +61,12 @@ type session struct {
 	ran        []*shard.Shard     // shards given operations by this read, to run inline
 	scratch    []byte             // response bodies are encoded here, reused
 	frameBuf   []byte             // and framed here, reused
+	by         origin             // the client, for telemetry events
 }
 
 func newSession(e *Engine, t transport) *session {
-	s := &session{e: e, t: t, subs: map[subKey]*subscription{}, members: map[string]*member{}}
+	s := &session{e: e, t: t, subs: map[subKey]*subscription{}, members: map[string]*member{},
+		by: origin{actor: "client", remote: t.remoteAddr()}}
 	s.out = shard.NewOutbox(e.cfg.MaxPendingBytes, len(e.shards), t)
 	return s
 }
@@ -111,6 +113,9 @@ func (s *session) onData(in inbound) (closeConn bool) {
 		h, err := wire.ParseHeader(hb, maxFrame)
 		if err != nil {
 			s.sendErr(0, err)
+			if !s.handshaken {
+				s.refused(err)
+			}
 			return true
 		}
 		if h.Type == wire.TypePublish && s.handshaken {
@@ -135,7 +140,9 @@ func (s *session) onData(in inbound) (closeConn bool) {
 func (s *session) dispatch(f wire.Frame) error {
 	if !s.handshaken {
 		if f.Type != wire.TypeHello {
-			s.sendErr(f.Corr, wire.Errorf(wire.CodeHandshakeRequired, "the first frame must be Hello, got "+f.Type.String()))
+			err := wire.Errorf(wire.CodeHandshakeRequired, "the first frame must be Hello, got "+f.Type.String())
+			s.sendErr(f.Corr, err)
+			s.refused(err)
 			return errClose
 		}
 		return s.hello(f)
@@ -222,16 +229,23 @@ func (s *session) malformed(corr uint32, err error) error {
 func (s *session) hello(f wire.Frame) error {
 	h, err := wire.DecodeHello(f.Body)
 	if err != nil {
+		s.refused(err)
 		return s.malformed(f.Corr, err)
 	}
 	v := min(h.MaxVersion, wire.Version)
 	if v < h.MinVersion || v < wire.MinVersion {
-		s.sendErr(f.Corr, wire.Errorf(wire.CodeUnsupportedVersion,
-			"server speaks "+strconv.Itoa(int(wire.MinVersion))+".."+strconv.Itoa(int(wire.Version))))
+		err := wire.Errorf(wire.CodeUnsupportedVersion,
+			"server speaks "+strconv.Itoa(int(wire.MinVersion))+".."+strconv.Itoa(int(wire.Version)))
+		s.sendErr(f.Corr, err)
+		s.refused(err)
 		return errClose
 	}
 	if h.AuthMechanism != "" {
-		s.sendErr(f.Corr, wire.Errorf(wire.CodeAuthFailed, "authentication is not enabled on this broker"))
+		err := wire.Errorf(wire.CodeAuthFailed, "authentication is not enabled on this broker")
+		s.sendErr(f.Corr, err)
+		s.e.emit(Event{Kind: EventAuth, Partition: -1, Actor: s.by.actor, Remote: s.by.remote,
+			Action: "hello " + h.AuthMechanism, Target: "broker", Err: err})
+		s.refused(err)
 		return errClose
 	}
 	s.handshaken = true
@@ -270,7 +284,7 @@ func (s *session) routePublish(corr uint32, b *storage.Buf, v wire.BatchView) er
 	if _, err := wire.CheckBatch(v.Batch, s.e.cfg.MaxMessageBytes); err != nil {
 		return err
 	}
-	t, err := s.e.topicFor(v.Topic)
+	t, err := s.e.topicFor(v.Topic, s.by)
 	if err != nil {
 		return err
 	}
@@ -295,7 +309,7 @@ func (s *session) createTopic(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	_, err = s.e.createTopic(req.Name, req.Partitions, req.Config, false)
+	_, err = s.e.createTopicBy(s.by, req.Name, req.Partitions, req.Config, false)
 	s.reply(f.Corr, err)
 	return nil
 }
@@ -305,7 +319,7 @@ func (s *session) deleteTopic(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	s.reply(f.Corr, s.e.deleteTopic(string(name)))
+	s.reply(f.Corr, s.e.deleteTopicBy(s.by, string(name)))
 	return nil
 }
 
@@ -319,7 +333,7 @@ func (s *session) alterTopic(f wire.Frame) error {
 	if req.Partitions != 0 {
 		return s.refuse(f.Corr, invalid("the partition count of a topic cannot be changed"))
 	}
-	t, err := s.e.updateTopic(req.Name, req.Config)
+	t, err := s.e.updateTopicBy(s.by, req.Name, req.Config)
 	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
@@ -348,7 +362,7 @@ func (s *session) describeTopic(f wire.Frame) error {
 	}
 	var t *Topic
 	if f.Flags&wire.FlagAutoCreate != 0 {
-		t, err = s.e.topicFor(name)
+		t, err = s.e.topicFor(name, s.by)
 	} else if t = s.e.topics.get(name); t == nil {
 		err = wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(string(name)))
 	}
@@ -376,7 +390,7 @@ func (s *session) subscribe(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	t, err := s.e.topicFor(name)
+	t, err := s.e.topicFor(name, s.by)
 	if err == nil {
 		err = s.checkNewSubscription(t, part)
 	}
@@ -402,6 +416,7 @@ func (s *session) subscribe(f wire.Frame) error {
 		} else {
 			body := ok.Append(nil)
 			out.SendCopy(append(wire.AppendHeader(nil, wire.TypeSubscribeOK, 0, corr, len(body)), body...))
+			s.emitSub(EventSubscriberJoined, t, part, "subscribe", nil)
 		}
 		out.Kick()
 	})
@@ -430,6 +445,7 @@ func (s *session) subscribeFrom(corr uint32, t *Topic, part int32, sub *subscrip
 	}
 	s.subs[subKey{t, part}] = sub
 	s.sendFrame(wire.TypeSubscribeOK, corr, ok.Append(s.scratch[:0]))
+	s.emitSub(EventSubscriberJoined, t, part, "subscribe", nil)
 	for i, p := range sub.parts {
 		go s.e.replay(s.out, p, ok.Starts[i].Offset, sub.cancel)
 	}
@@ -502,6 +518,7 @@ func (s *session) unsubscribe(f wire.Frame) error {
 	delete(s.subs, key)
 	sub.cancel.Store(true)
 	sub.topic.subscriptions.Add(-1)
+	s.emitSub(EventSubscriberLeft, sub.topic, key.partition, "unsubscribe", nil)
 	corr, out := f.Corr, s.out
 	j := shard.NewJoin(len(sub.parts), func(error) {
 		out.SendCopy(wire.AppendHeader(nil, wire.TypeOK, 0, corr, 0))
@@ -622,9 +639,33 @@ func (s *session) slowConsumer() {
 		reason = "stayed behind for longer than the slow-consumer timeout of " + s.e.cfg.SlowConsumerTimeout.String()
 	}
 	s.e.log.Warn("slow consumer disconnected", "remote", s.t.remoteAddr(), "reason", reason)
+	for k := range s.subs {
+		s.emitSub(EventSubscriberFailed, k.topic, k.partition, "slow-consumer", errors.New(reason))
+	}
 	body := wire.AppendError(nil, wire.CodeSlowConsumer, reason)
 	_ = s.t.writev([][]byte{append(wire.AppendHeader(nil, wire.TypeError, 0, 0, len(body)), body...)})
 	s.t.close()
+}
+
+// emitSub emits a subscriber event about this session's subscription to
+// part of t. It may run on a shard goroutine: it reads only what never
+// changes.
+func (s *session) emitSub(kind EventKind, t *Topic, part int32, action string, err error) {
+	if !s.e.observed() {
+		return
+	}
+	p := -1
+	if part != wire.PartitionAny {
+		p = int(part)
+	}
+	s.e.emit(Event{Kind: kind, Topic: t.Name, Partition: p, Actor: s.by.actor, Remote: s.by.remote,
+		Action: action, Target: "topic/" + t.Name, Err: err})
+}
+
+// refused reports a connection turned away at its handshake.
+func (s *session) refused(err error) {
+	s.e.emit(Event{Kind: EventConnRefused, Partition: -1, Actor: s.by.actor, Remote: s.by.remote,
+		Action: "handshake", Err: err})
 }
 
 // onClose releases the session's state: its queued frames and its
@@ -646,6 +687,9 @@ func (s *session) onClose() {
 			p.Forget(s.out)
 		}
 		delete(s.subs, k)
+		if !s.closing { // a slow consumer's subscriptions were reported failed
+			s.emitSub(EventSubscriberLeft, k.topic, k.partition, "disconnect", nil)
+		}
 	}
 	for name, m := range s.members {
 		s.e.groups.leave(m)

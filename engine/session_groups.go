@@ -25,7 +25,7 @@ func (s *session) joinGroup(f wire.Frame) error {
 	if _, ok := s.members[req.Group]; ok {
 		return s.refuse(f.Corr, invalid("this connection is already a member of group "+req.Group))
 	}
-	t, err := s.e.topicFor([]byte(req.Topic))
+	t, err := s.e.topicFor([]byte(req.Topic), s.by)
 	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
@@ -175,6 +175,6 @@ func (s *session) resetGroup(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	s.e.groups.reset(req.Group, req.Start, s.later(f.Corr))
+	s.e.groups.resetBy(s.by, req.Group, req.Start, s.later(f.Corr))
 	return nil
 }

@@ -214,39 +214,40 @@ func (r *registry) applyKV(tc *TopicConfig, kv wire.KV) error {
 
 // create adds a topic, opening its partitions' logs, and records it in the
 // metadata file. With existOK it returns an existing topic of that name
-// instead of failing (auto-creation racing with another creator).
-func (r *registry) create(name string, tc TopicConfig, existOK bool) (*Topic, error) {
+// instead of failing (auto-creation racing with another creator); created
+// tells the two apart.
+func (r *registry) create(name string, tc TopicConfig, existOK bool) (t *Topic, created bool, err error) {
 	if err := wire.ValidateTopicName(name); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if tc.DeadLetterTopic == name {
-		return nil, invalid("a topic cannot be its own dead-letter topic")
+		return nil, false, invalid("a topic cannot be its own dead-letter topic")
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := *r.snap.Load()
 	if t, ok := old[name]; ok {
 		if existOK {
-			return t, nil
+			return t, false, nil
 		}
-		return nil, wire.Errorf(wire.CodeTopicExists, "topic "+name+" exists")
+		return nil, false, wire.Errorf(wire.CodeTopicExists, "topic "+name+" exists")
 	}
 	if len(old) >= r.cfg.MaxTopics {
-		return nil, wire.Errorf(wire.CodeTooManyTopics, "the broker holds its maximum of "+strconv.Itoa(r.cfg.MaxTopics)+" topics")
+		return nil, false, wire.Errorf(wire.CodeTooManyTopics, "the broker holds its maximum of "+strconv.Itoa(r.cfg.MaxTopics)+" topics")
 	}
-	t, err := r.open(name, tc)
+	t, err = r.open(name, tc)
 	if err != nil {
-		return nil, wire.Errorf(storage.Code(err), "create topic "+name+": "+err.Error())
+		return nil, false, wire.Errorf(storage.Code(err), "create topic "+name+": "+err.Error())
 	}
 	m := maps.Clone(old)
 	m[name] = t
 	if err := r.persist(m); err != nil {
 		r.drop(t)
-		return nil, wire.Errorf(storage.Code(err), "record topic "+name+": "+err.Error())
+		return nil, false, wire.Errorf(storage.Code(err), "record topic "+name+": "+err.Error())
 	}
 	r.snap.Store(&m)
 	r.adopt(t)
-	return t, nil
+	return t, true, nil
 }
 
 // open builds a topic and opens (recovering) its partitions' logs.

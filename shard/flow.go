@@ -38,6 +38,7 @@ type heldAck struct {
 	corr  uint32
 	base  int64
 	count uint32
+	bytes uint32       // size of the batch, for Config.OnBatch
 	end   int64        // offset after the batch
 	buf   *storage.Buf // not yet delivered (waiting for its fsync)
 	at    int64        // shard clock when it was appended, then delivered
@@ -104,6 +105,7 @@ func (s *Shard) releasePartition(p *Partition) bool {
 			break
 		}
 		s.makeVisible(p, a.end)
+		s.batchVisible(p, a)
 		s.fanOut(p, a.buf)
 		a.buf.Release()
 		a.buf, a.at = nil, s.now

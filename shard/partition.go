@@ -332,7 +332,7 @@ func (s *Shard) publish(o *op) {
 	}
 	base := p.next
 	batch.SetBaseOffset(base)
-	a := heldAck{out: o.out, corr: o.corr, base: base, count: uint32(n), end: base + n, at: s.now}
+	a := heldAck{out: o.out, corr: o.corr, base: base, count: uint32(n), bytes: uint32(len(batch)), end: base + n, at: s.now}
 	if st, ok := p.Log.(storage.Staged); ok {
 		// A disk log: the syncer writes (and for SyncAlways fsyncs) it;
 		// it is delivered and acked after that. The hold keeps the reference.
@@ -354,6 +354,7 @@ func (s *Shard) publish(o *op) {
 	p.next += n
 	s.count(n)
 	s.makeVisible(p, p.next)
+	s.batchVisible(p, &a)
 	pressure := s.fanOut(p, o.buf)
 	o.buf.Release()
 	if pressure || len(p.held) > 0 {
@@ -370,6 +371,14 @@ func (s *Shard) count(n int64) {
 
 func storageError(p *Partition, err error) *wire.Error {
 	return wire.Errorf(storage.Code(err), "partition "+strconv.Itoa(int(p.ID))+" of "+p.Topic+": "+err.Error())
+}
+
+// batchVisible reports a batch that makeVisible just published to the
+// OnBatch hook, if there is one.
+func (s *Shard) batchVisible(p *Partition, a *heldAck) {
+	if s.cfg.OnBatch != nil {
+		s.cfg.OnBatch(p, a.base, int(a.count), int(a.bytes))
+	}
 }
 
 // makeVisible publishes end to readers and wakes long polls.

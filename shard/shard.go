@@ -52,6 +52,12 @@ type Config struct {
 	// Pin locks the shard's thread to one CPU. Refusal is logged and ignored.
 	Pin    bool
 	Logger *slog.Logger
+	// OnBatch, when set, is called on the shard's thread once per stored
+	// publish batch, right after the batch became visible to readers and
+	// subscribers: its partition, first offset, message count and size in
+	// bytes. It runs on the hot path and must return at once; nil costs one
+	// check per batch.
+	OnBatch func(p *Partition, base int64, count int, bytes int)
 }
 
 func (c *Config) fill() {
