@@ -41,6 +41,7 @@ type heldAck struct {
 	end   int64        // offset after the batch
 	buf   *storage.Buf // not yet delivered (waiting for its fsync)
 	at    int64        // shard clock when it was appended, then delivered
+	recv  int64        // shard clock when the publish was pushed (ack latency)
 }
 
 // epoch anchors the shard clock: monotonic nanoseconds, never 0.
@@ -49,6 +50,7 @@ var epoch = time.Now()
 func clock() int64 { return int64(time.Since(epoch)) + 1 }
 
 func (s *Shard) sendAck(p *Partition, a heldAck) {
+	s.observeAck(&a)
 	var buf [wire.PublishAckSize]byte
 	a.out.SendCopy(wire.AppendPublishAck(buf[:0], a.corr, wire.PublishAck{Partition: p.ID, BaseOffset: a.base, Count: a.count}))
 	s.touch(a.out)
@@ -104,7 +106,7 @@ func (s *Shard) releasePartition(p *Partition) bool {
 			break
 		}
 		s.makeVisible(p, a.end)
-		s.fanOut(p, a.buf)
+		s.fanOut(p, a.buf, int64(a.count))
 		a.buf.Release()
 		a.buf, a.at = nil, s.now
 	}
@@ -331,7 +333,7 @@ func (y *syncer) writeAndSync(p *Partition, always bool) op {
 	}
 	o.n2 = o.n
 	if o.err == nil && always {
-		o.n2, o.err2 = p.Log.Sync()
+		o.n2, o.err2 = y.s.timedSync(p.Log.Sync)
 	}
 	return o
 }
@@ -350,7 +352,7 @@ func (y *syncer) syncIntervals(now time.Time) {
 	}
 	y.mu.Unlock()
 	for _, p := range due {
-		if _, err := p.Log.Sync(); err != nil {
+		if _, err := y.s.timedSync(p.Log.Sync); err != nil {
 			y.s.cfg.Logger.Error("interval fsync failed", "topic", p.Topic, "partition", p.ID, "err", err)
 		}
 	}

@@ -52,6 +52,9 @@ type Config struct {
 	// Pin locks the shard's thread to one CPU. Refusal is logged and ignored.
 	Pin    bool
 	Logger *slog.Logger
+	// Observer, if not nil, receives per-batch and per-fsync measurements
+	// for the broker's histograms (see observe.go).
+	Observer Observer
 }
 
 func (c *Config) fill() {
@@ -113,6 +116,7 @@ type Shard struct {
 	// Stats, readable from any goroutine.
 	batches  atomic.Uint64
 	messages atomic.Uint64
+	busy     atomic.Int64 // nanoseconds spent in passes
 }
 
 // New returns a shard that is not running yet; call Start.
@@ -250,6 +254,7 @@ func (s *Shard) runPass() int {
 	}
 	s.stalled.Store(s.heldForPressure())
 	s.flushTouched()
+	s.busy.Add(clock() - s.now)
 	return n
 }
 
