@@ -99,6 +99,12 @@ type Config struct {
 	// admin action, topic and group change and connection: a file path,
 	// "stderr", or empty for no audit log.
 	AuditLog string
+	// HistoryInterval is how often the metrics history (GET
+	// /api/v1/metrics/history, and the rates of /api/v1/health) takes a
+	// sample.
+	HistoryInterval time.Duration
+	// HistoryRetention is how much metrics history is kept.
+	HistoryRetention time.Duration
 	// Logger receives the broker's structured logs.
 	Logger *slog.Logger
 }
@@ -132,6 +138,8 @@ func DefaultConfig() Config {
 		CacheBytes:          256 << 20,
 		RetentionInterval:   5 * time.Second,
 		ShutdownTimeout:     10 * time.Second,
+		HistoryInterval:     5 * time.Second,
+		HistoryRetention:    time.Hour,
 	}
 }
 
@@ -215,6 +223,12 @@ func (c *Config) Validate() error {
 		if err := checkAuditDir(c.AuditLog); err != nil {
 			bad("AuditLog", c.AuditLog, err.Error())
 		}
+	}
+	if c.HistoryInterval <= 0 {
+		bad("HistoryInterval", c.HistoryInterval, "must be positive")
+	}
+	if c.HistoryRetention < c.HistoryInterval {
+		bad("HistoryRetention", c.HistoryRetention, "must be at least HistoryInterval")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
@@ -61,6 +62,13 @@ type Engine struct {
 	accepted      atomic.Uint64
 	slowConsumers atomic.Uint64
 	errorsByCode  [32]atomic.Uint64
+
+	// Observability (metrics.go, health.go, history.go).
+	metricSet *metrics.Set
+	startedAt time.Time
+	notReady  atomic.Pointer[string] // why Start has not finished; nil once it has
+	disk      diskProbe
+	history   *history
 }
 
 // New validates cfg and returns a broker that is not listening yet. Its
@@ -70,7 +78,10 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, booted: make(chan error, 1), stopped: make(chan error, 1)}
+	e := &Engine{cfg: cfg, log: cfg.Logger, booted: make(chan error, 1), stopped: make(chan error, 1),
+		metricSet: metrics.NewSet()}
+	e.setNotReady("not started")
+	e.history = newHistory(e, cfg.HistoryInterval, cfg.HistoryRetention)
 	if err := e.startPlugins(opts); err != nil {
 		return nil, err
 	}
@@ -78,7 +89,8 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	for i := range e.shards {
 		e.shards[i] = shard.New(shard.Config{ID: i, Shards: cfg.Shards, Pin: cfg.PinShards, Logger: cfg.Logger,
 			MaxAckDelay: cfg.MaxAckDelay, SlowConsumerTimeout: cfg.SlowConsumerTimeout,
-			RetentionInterval: cfg.RetentionInterval, OnBatch: e.batchHook()})
+			RetentionInterval: cfg.RetentionInterval, OnBatch: e.batchHook(),
+			Observer: newShardMetrics(e.metricSet, i)})
 	}
 	cache, err := storage.NewBlockCache(cfg.CacheBytes)
 	if err != nil {
@@ -91,9 +103,10 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	return e, nil
 }
 
-// Start starts the shards, the native listener and the HTTP server, and
-// returns once they accept connections. When it fails, the plugins are
-// stopped too.
+// Start starts the HTTP server, recovers the topics and groups, and starts
+// the shards and the native listener; it returns once they accept
+// connections. HTTP comes first so that /readyz can say that recovery
+// runs. When it fails, the plugins are stopped too.
 func (e *Engine) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
@@ -103,26 +116,28 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	if err := storage.MkdirDurable(e.cfg.FS, e.cfg.DataDir, 1); err != nil {
 		return fmt.Errorf("engine: data directory: %w", err)
 	}
+	e.startedAt = time.Now()
+	e.setNotReady("recovering topics and consumer groups")
+	if err := e.startHTTP(); err != nil {
+		return err
+	}
 	for _, s := range e.shards {
 		s.Start()
 	}
 	start := time.Now()
 	if err := e.topics.load(); err != nil {
 		e.stopShards()
+		e.stopHTTP(ctx)
 		return fmt.Errorf("engine: recovery: %w", err)
 	}
 	if err := e.groups.load(); err != nil {
 		e.stopShards()
+		e.stopHTTP(ctx)
 		_ = e.topics.closeAll()
 		return fmt.Errorf("engine: consumer groups: %w", err)
 	}
 	e.log.Info("recovered topics", "topics", e.topics.count(), "took", time.Since(start).Round(time.Millisecond))
-	if err := e.startHTTP(); err != nil {
-		e.stopShards()
-		e.groups.close()
-		_ = e.topics.closeAll()
-		return err
-	}
+	e.setNotReady("starting the native listener")
 	go func() {
 		err := gnet.Run(&handler{e: e}, "tcp://"+e.cfg.Addr,
 			gnet.WithMulticore(true),
@@ -150,6 +165,8 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	e.setNotReady("")
+	e.history.start()
 	e.log.Info("ratatoskr listening", "addr", e.addr.String(), "http", e.HTTPAddr(),
 		"shards", len(e.shards), "event_loops", e.cfg.EventLoops)
 	return nil
@@ -179,6 +196,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, e.cfg.ShutdownTimeout)
 		defer cancel()
 	}
+	e.history.close()
 	e.stopShards()
 	e.waitFlushed(ctx)
 	e.sessions.Range(func(k, _ any) bool {

@@ -11,7 +11,8 @@ import (
 )
 
 // startHTTP serves the HTTP endpoints: /healthz answers 200 while the
-// process is alive and serving.
+// process is alive and serving; /readyz, /metrics, /api/v1/health and
+// /api/v1/metrics/history are in health.go, metrics.go and history.go.
 func (e *Engine) startHTTP() error {
 	if e.cfg.HTTPAddr == "" {
 		return nil
@@ -22,6 +23,10 @@ func (e *Engine) startHTTP() error {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", e.healthz)
+	mux.HandleFunc("GET /readyz", e.readyz)
+	mux.HandleFunc("GET /metrics", e.metricsHandler)
+	mux.HandleFunc("GET /api/v1/health", e.apiHealth)
+	mux.HandleFunc("GET /api/v1/metrics/history", e.apiHistory)
 	if e.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -42,6 +42,7 @@ type heldAck struct {
 	end   int64        // offset after the batch
 	buf   *storage.Buf // not yet delivered (waiting for its fsync)
 	at    int64        // shard clock when it was appended, then delivered
+	recv  int64        // shard clock when the publish was pushed (ack latency)
 }
 
 // epoch anchors the shard clock: monotonic nanoseconds, never 0.
@@ -50,6 +51,7 @@ var epoch = time.Now()
 func clock() int64 { return int64(time.Since(epoch)) + 1 }
 
 func (s *Shard) sendAck(p *Partition, a heldAck) {
+	s.observeAck(&a)
 	var buf [wire.PublishAckSize]byte
 	a.out.SendCopy(wire.AppendPublishAck(buf[:0], a.corr, wire.PublishAck{Partition: p.ID, BaseOffset: a.base, Count: a.count}))
 	s.touch(a.out)
@@ -106,7 +108,7 @@ func (s *Shard) releasePartition(p *Partition) bool {
 		}
 		s.makeVisible(p, a.end)
 		s.batchVisible(p, a)
-		s.fanOut(p, a.buf)
+		s.fanOut(p, a.buf, int64(a.count))
 		a.buf.Release()
 		a.buf, a.at = nil, s.now
 	}
@@ -333,7 +335,7 @@ func (y *syncer) writeAndSync(p *Partition, always bool) op {
 	}
 	o.n2 = o.n
 	if o.err == nil && always {
-		o.n2, o.err2 = p.Log.Sync()
+		o.n2, o.err2 = y.s.timedSync(p.Log.Sync)
 	}
 	return o
 }
@@ -352,7 +354,7 @@ func (y *syncer) syncIntervals(now time.Time) {
 	}
 	y.mu.Unlock()
 	for _, p := range due {
-		if _, err := p.Log.Sync(); err != nil {
+		if _, err := y.s.timedSync(p.Log.Sync); err != nil {
 			y.s.cfg.Logger.Error("interval fsync failed", "topic", p.Topic, "partition", p.ID, "err", err)
 		}
 	}

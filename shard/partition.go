@@ -66,6 +66,7 @@ type Partition struct {
 
 	endOffset atomic.Int64
 	nsubs     atomic.Int32
+	traffic   traffic // for metrics; written per batch
 	// Retention, changeable at run time: nanoseconds and bytes, 0 = none.
 	retention      atomic.Int64
 	retentionBytes atomic.Int64
@@ -121,6 +122,7 @@ type op struct {
 	kind     opKind
 	corr     uint32
 	batchOff int32 // where the batch starts in buf.B
+	at       int64 // opPublish: clock() when pushed, for the ack latency
 	part     *Partition
 	out      *Outbox
 	buf      *storage.Buf
@@ -177,7 +179,7 @@ func (j *Join) report(err *wire.Error) {
 // out with corr and fans the frame out to every subscriber once the
 // partition's sync policy allows.
 func (p *Partition) Publish(out *Outbox, corr uint32, buf *storage.Buf, batchOff int) error {
-	err := p.Shard.push(op{kind: opPublish, part: p, out: out, corr: corr, buf: buf, batchOff: int32(batchOff)})
+	err := p.Shard.push(op{kind: opPublish, part: p, out: out, corr: corr, buf: buf, batchOff: int32(batchOff), at: clock()})
 	if err != nil {
 		buf.Release()
 	}
@@ -332,7 +334,8 @@ func (s *Shard) publish(o *op) {
 	}
 	base := p.next
 	batch.SetBaseOffset(base)
-	a := heldAck{out: o.out, corr: o.corr, base: base, count: uint32(n), bytes: uint32(len(batch)), end: base + n, at: s.now}
+	a := heldAck{out: o.out, corr: o.corr, base: base, count: uint32(n), bytes: uint32(len(batch)), end: base + n,
+		at: s.now, recv: o.at}
 	if st, ok := p.Log.(storage.Staged); ok {
 		// A disk log: the syncer writes (and for SyncAlways fsyncs) it;
 		// it is delivered and acked after that. The hold keeps the reference.
@@ -342,6 +345,7 @@ func (s *Shard) publish(o *op) {
 		}
 		p.next += n
 		s.count(n)
+		s.countPublished(p, n, len(batch))
 		a.buf = o.buf
 		s.hold(p, a)
 		s.requestSync(p)
@@ -353,9 +357,10 @@ func (s *Shard) publish(o *op) {
 	}
 	p.next += n
 	s.count(n)
+	s.countPublished(p, n, len(batch))
 	s.makeVisible(p, p.next)
 	s.batchVisible(p, &a)
-	pressure := s.fanOut(p, o.buf)
+	pressure := s.fanOut(p, o.buf, n)
 	o.buf.Release()
 	if pressure || len(p.held) > 0 {
 		s.hold(p, a)
@@ -393,11 +398,11 @@ func (s *Shard) makeVisible(p *Partition, end int64) {
 	p.waiters = p.waiters[:0]
 }
 
-// fanOut queues the same frame to every subscriber and reports whether any
-// of them is under pressure. A subscriber whose outbox refuses the frame
-// (closed, or just turned slow) is dropped here, so the others never wait
-// for it.
-func (s *Shard) fanOut(p *Partition, buf *storage.Buf) (pressure bool) {
+// fanOut queues the same frame, of n messages, to every subscriber and
+// reports whether any of them is under pressure. A subscriber whose outbox
+// refuses the frame (closed, or just turned slow) is dropped here, so the
+// others never wait for it.
+func (s *Shard) fanOut(p *Partition, buf *storage.Buf, n int64) (pressure bool) {
 	for i := 0; i < len(p.subs); {
 		sub := p.subs[i]
 		s.touch(sub) // also lets its writer see it turned slow
@@ -411,6 +416,7 @@ func (s *Shard) fanOut(p *Partition, buf *storage.Buf) (pressure bool) {
 		}
 		i++
 	}
+	p.countDelivered(n, len(buf.B), len(p.subs)) // the refused are gone
 	return pressure
 }
 

@@ -58,6 +58,9 @@ type Config struct {
 	// bytes. It runs on the hot path and must return at once; nil costs one
 	// check per batch.
 	OnBatch func(p *Partition, base int64, count int, bytes int)
+	// Observer, if not nil, receives per-batch and per-fsync measurements
+	// for the broker's histograms (see observe.go).
+	Observer Observer
 }
 
 func (c *Config) fill() {
@@ -119,6 +122,7 @@ type Shard struct {
 	// Stats, readable from any goroutine.
 	batches  atomic.Uint64
 	messages atomic.Uint64
+	busy     atomic.Int64 // nanoseconds spent in passes
 }
 
 // New returns a shard that is not running yet; call Start.
@@ -256,6 +260,7 @@ func (s *Shard) runPass() int {
 	}
 	s.stalled.Store(s.heldForPressure())
 	s.flushTouched()
+	s.busy.Add(clock() - s.now)
 	return n
 }
 

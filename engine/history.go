@@ -1,0 +1,199 @@
+package engine
+
+import (
+	"net/http"
+	"runtime"
+	"sync"
+	"time"
+)
+
+// The metrics history: a collector goroutine samples the broker's counters
+// every Config.HistoryInterval and keeps Config.HistoryRetention of them in
+// a ring (the seed's collector: every 5 s for an hour), so the dashboard
+// can draw the recent past without a Prometheus server. Each sample
+// carries the rates since the one before it.
+
+// HistorySample is one sample of the metrics history. Counts are
+// cumulative over the topics that exist when it is taken; rates are per
+// second since the previous sample (0 in the first), and never negative
+// (a deleted topic takes its counts away).
+type HistorySample struct {
+	Time              time.Time              `json:"time"`
+	PublishedMessages uint64                 `json:"published_messages"`
+	PublishedBytes    uint64                 `json:"published_bytes"`
+	DeliveredMessages uint64                 `json:"delivered_messages"`
+	DeliveredBytes    uint64                 `json:"delivered_bytes"`
+	Connections       int64                  `json:"connections"`
+	Subscribers       int64                  `json:"subscribers"`
+	Errors            uint64                 `json:"errors"`
+	MemoryBytes       uint64                 `json:"memory_bytes"`
+	Goroutines        int                    `json:"goroutines"`
+	Topics            map[string]TopicSample `json:"topics"`
+
+	MessageRate       float64 `json:"message_rate"`        // published messages/s
+	ByteRate          float64 `json:"byte_rate"`           // published bytes/s
+	DeliveredRate     float64 `json:"delivered_rate"`      // delivered messages/s
+	DeliveredByteRate float64 `json:"delivered_byte_rate"` // delivered bytes/s
+	ErrorRate         float64 `json:"error_rate"`          // errors/s
+	IntervalSeconds   float64 `json:"interval_seconds"`    // since the previous sample
+}
+
+// TopicSample is one topic in a HistorySample.
+type TopicSample struct {
+	PublishedMessages uint64  `json:"published_messages"`
+	MessageRate       float64 `json:"message_rate"`
+}
+
+// HistoryReport is the body of GET /api/v1/metrics/history.
+type HistoryReport struct {
+	IntervalSeconds float64         `json:"interval_seconds"`
+	Samples         []HistorySample `json:"samples"`
+}
+
+// history is the ring of samples and the goroutine that fills it.
+type history struct {
+	e        *Engine
+	interval time.Duration
+
+	mu      sync.Mutex
+	ring    []HistorySample
+	next    int // where the next sample goes
+	n       int // samples held
+	started bool
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+func newHistory(e *Engine, interval, retention time.Duration) *history {
+	size := max(int(retention/interval), 1)
+	return &history{e: e, interval: interval, ring: make([]HistorySample, size),
+		stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// start takes a first sample and runs the collector.
+func (h *history) start() {
+	h.mu.Lock()
+	h.started = true
+	h.mu.Unlock()
+	h.add(h.e.sample())
+	go h.run()
+}
+
+// close stops the collector and waits for it; safe if it never started.
+func (h *history) close() {
+	h.mu.Lock()
+	started := h.started
+	h.started = false
+	h.mu.Unlock()
+	if started {
+		close(h.stop)
+		<-h.done
+	}
+}
+
+func (h *history) run() {
+	defer close(h.done)
+	tick := time.NewTicker(h.interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			h.add(h.e.sample())
+		case <-h.stop:
+			return
+		}
+	}
+}
+
+// add stores s with its rates against the newest sample held.
+func (h *history) add(s HistorySample) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.n > 0 {
+		s.withRates(&h.ring[(h.next+len(h.ring)-1)%len(h.ring)])
+	}
+	h.ring[h.next] = s
+	h.next = (h.next + 1) % len(h.ring)
+	h.n = min(h.n+1, len(h.ring))
+}
+
+// samples returns the samples held, oldest first.
+func (h *history) samples() []HistorySample {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]HistorySample, 0, h.n)
+	for i := range h.n {
+		out = append(out, h.ring[(h.next-h.n+i+len(h.ring))%len(h.ring)])
+	}
+	return out
+}
+
+// latest returns the newest sample, and false when there is none.
+func (h *history) latest() (HistorySample, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.n == 0 {
+		return HistorySample{}, false
+	}
+	return h.ring[(h.next+len(h.ring)-1)%len(h.ring)], true
+}
+
+// withRates fills s's rates from the counts of prev, taken before it.
+func (s *HistorySample) withRates(prev *HistorySample) {
+	dt := s.Time.Sub(prev.Time).Seconds()
+	if dt <= 0 {
+		return
+	}
+	rate := func(cur, old uint64) float64 {
+		if cur < old {
+			return 0
+		}
+		return float64(cur-old) / dt
+	}
+	s.IntervalSeconds = dt
+	s.MessageRate = rate(s.PublishedMessages, prev.PublishedMessages)
+	s.ByteRate = rate(s.PublishedBytes, prev.PublishedBytes)
+	s.DeliveredRate = rate(s.DeliveredMessages, prev.DeliveredMessages)
+	s.DeliveredByteRate = rate(s.DeliveredBytes, prev.DeliveredBytes)
+	s.ErrorRate = rate(s.Errors, prev.Errors)
+	for name, t := range s.Topics {
+		t.MessageRate = rate(t.PublishedMessages, prev.Topics[name].PublishedMessages)
+		s.Topics[name] = t
+	}
+}
+
+// sample reads the broker's counters.
+func (e *Engine) sample() HistorySample {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	s := HistorySample{Time: time.Now(), Connections: e.connections.Load(), MemoryBytes: ms.HeapAlloc,
+		Goroutines: runtime.NumGoroutine(), Topics: map[string]TopicSample{}}
+	for c := range e.errorsByCode {
+		s.Errors += e.errorsByCode[c].Load()
+	}
+	for _, t := range e.topics.list() {
+		var ts TopicSample
+		for _, p := range t.Parts {
+			c := p.Counters()
+			ts.PublishedMessages += c.PublishedMessages
+			s.PublishedBytes += c.PublishedBytes
+			s.DeliveredMessages += c.DeliveredMessages
+			s.DeliveredBytes += c.DeliveredBytes
+		}
+		s.PublishedMessages += ts.PublishedMessages
+		s.Subscribers += int64(t.subscriptions.Load())
+		s.Topics[t.Name] = ts
+	}
+	return s
+}
+
+// History returns the metrics history, oldest sample first.
+func (e *Engine) History() HistoryReport {
+	return HistoryReport{IntervalSeconds: e.cfg.HistoryInterval.Seconds(), Samples: e.history.samples()}
+}
+
+// apiHistory serves GET /api/v1/metrics/history.
+func (e *Engine) apiHistory(w http.ResponseWriter, _ *http.Request) {
+	writeObsJSON(w, e.History())
+}

@@ -1,0 +1,185 @@
+package engine
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Metrics (docs/METRICS.md lists them all).
+//
+// Nothing is recorded per message. Counters live where they are bumped,
+// once per batch: the shards' and partitions' atomics, the engine's
+// connection and error counters. A scrape reads them and writes the text
+// format itself. The histograms are per shard, in the engine's own
+// metrics.Set (several engines share a test process, so nothing goes in
+// the library's global set), fed by the shard's Observer once per batch,
+// ack and fsync; per shard so that shards never share a histogram's mutex.
+
+// Histogram buckets.
+var (
+	// batchBuckets are messages per publish batch: 1 to 65536.
+	batchBuckets = metrics.ExponentialBuckets(1, 2, 17)
+	// latencyBuckets are seconds: 25µs to about 1.6s.
+	latencyBuckets = metrics.ExponentialBuckets(25e-6, 2, 17)
+)
+
+// shardMetrics is a shard's histograms and its shard.Observer.
+type shardMetrics struct {
+	batch, ack, fsync *metrics.PrometheusHistogram
+}
+
+func newShardMetrics(set *metrics.Set, id int) *shardMetrics {
+	l := `{shard="` + strconv.Itoa(id) + `"}`
+	return &shardMetrics{
+		batch: set.NewPrometheusHistogramExt("ratatoskr_publish_batch_messages"+l, batchBuckets),
+		ack:   set.NewPrometheusHistogramExt("ratatoskr_publish_ack_seconds"+l, latencyBuckets),
+		fsync: set.NewPrometheusHistogramExt("ratatoskr_fsync_seconds"+l, latencyBuckets),
+	}
+}
+
+// PublishBatch implements shard.Observer.
+func (m *shardMetrics) PublishBatch(n int) { m.batch.Update(float64(n)) }
+
+// Acked implements shard.Observer.
+func (m *shardMetrics) Acked(d time.Duration) { m.ack.Update(d.Seconds()) }
+
+// Fsynced implements shard.Observer.
+func (m *shardMetrics) Fsynced(d time.Duration) { m.fsync.Update(d.Seconds()) }
+
+// metricsHandler serves GET /metrics in the Prometheus text format.
+func (e *Engine) metricsHandler(w http.ResponseWriter, _ *http.Request) {
+	var b bytes.Buffer
+	e.writeMetrics(&b)
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	_, _ = w.Write(b.Bytes())
+}
+
+// writeMetrics writes every metric. Each family's lines are written
+// together, as the text format requires.
+func (e *Engine) writeMetrics(w io.Writer) {
+	e.metricSet.WritePrometheus(w)
+	e.writeBrokerMetrics(w)
+	e.writeShardMetrics(w)
+	e.writePartitionMetrics(w)
+	if e.isReady() { // groups are loaded
+		e.writeGroupMetrics(w)
+	}
+	metrics.WriteProcessMetrics(w)
+}
+
+func (e *Engine) writeBrokerMetrics(w io.Writer) {
+	st := e.Stats()
+	ready := uint64(0)
+	if len(e.notReadyReasons(false)) == 0 {
+		ready = 1
+	}
+	metrics.WriteGaugeUint64(w, "ratatoskr_ready", ready)
+	metrics.WriteGaugeFloat64(w, "ratatoskr_uptime_seconds", e.uptime().Seconds())
+	metrics.WriteGaugeUint64(w, "ratatoskr_connections", uint64(max(st.Connections, 0)))
+	metrics.WriteCounterUint64(w, "ratatoskr_connections_accepted_total", st.Accepted)
+	metrics.WriteCounterUint64(w, "ratatoskr_slow_consumer_disconnects_total", st.SlowConsumers)
+	metrics.WriteGaugeUint64(w, "ratatoskr_topics", uint64(st.Topics))
+	for c := range e.errorsByCode {
+		if n := e.errorsByCode[c].Load(); n > 0 {
+			metrics.WriteCounterUint64(w, `ratatoskr_errors_total{code=`+label(errCodeName(c))+`}`, n)
+		}
+	}
+}
+
+func (e *Engine) writeShardMetrics(w io.Writer) {
+	family := func(name string, value func(s *shard.Shard) string) {
+		for _, s := range e.shards {
+			writeLine(w, name+`{shard="`+strconv.Itoa(s.ID())+`"}`, value(s))
+		}
+	}
+	family("ratatoskr_shard_inbox_depth", func(s *shard.Shard) string { return strconv.Itoa(s.InboxLen()) })
+	family("ratatoskr_shard_inbox_capacity", func(s *shard.Shard) string { return strconv.Itoa(s.InboxCap()) })
+	family("ratatoskr_shard_busy_seconds_total", func(s *shard.Shard) string {
+		return strconv.FormatFloat(s.BusyTime().Seconds(), 'g', -1, 64)
+	})
+	family("ratatoskr_shard_published_batches_total", func(s *shard.Shard) string {
+		b, _ := s.Stats()
+		return strconv.FormatUint(b, 10)
+	})
+}
+
+// partitionSample is what a scrape reads of one partition.
+type partitionSample struct {
+	labels string // {topic="…",partition="…"}
+	c      shard.Counters
+	subs   int
+	log    storage.LogStats
+}
+
+func (e *Engine) writePartitionMetrics(w io.Writer) {
+	var ps []partitionSample
+	for _, t := range e.topics.list() {
+		for _, p := range t.Parts {
+			ps = append(ps, partitionSample{labels: `{topic=` + label(t.Name) + `,partition="` + strconv.Itoa(int(p.ID)) + `"}`,
+				c: p.Counters(), subs: p.Subscribers(), log: p.Log.Stats()})
+		}
+	}
+	family := func(name string, value func(p *partitionSample) uint64) {
+		for i := range ps {
+			writeLine(w, name+ps[i].labels, strconv.FormatUint(value(&ps[i]), 10))
+		}
+	}
+	family("ratatoskr_published_messages_total", func(p *partitionSample) uint64 { return p.c.PublishedMessages })
+	family("ratatoskr_published_bytes_total", func(p *partitionSample) uint64 { return p.c.PublishedBytes })
+	family("ratatoskr_delivered_messages_total", func(p *partitionSample) uint64 { return p.c.DeliveredMessages })
+	family("ratatoskr_delivered_bytes_total", func(p *partitionSample) uint64 { return p.c.DeliveredBytes })
+	family("ratatoskr_subscribers", func(p *partitionSample) uint64 { return uint64(p.subs) })
+	family("ratatoskr_partition_end_offset", func(p *partitionSample) uint64 { return uint64(max(p.log.End, 0)) })
+	family("ratatoskr_storage_bytes", func(p *partitionSample) uint64 { return uint64(max(p.log.Bytes, 0)) })
+	family("ratatoskr_storage_segments", func(p *partitionSample) uint64 { return uint64(max(p.log.Segments, 0)) })
+}
+
+// writeGroupMetrics writes each group's members and, per partition with a
+// committed offset, its lag.
+func (e *Engine) writeGroupMetrics(w io.Writer) {
+	var members, lag []string
+	for _, g := range e.groups.list() {
+		gl := `group=` + label(g.Group) + `,topic=` + label(g.Topic)
+		members = append(members, `ratatoskr_consumer_group_members{`+gl+`} `+strconv.Itoa(int(g.Members)))
+		info, err := e.groups.describe(g.Group)
+		if err != nil {
+			continue // removed since list
+		}
+		for _, p := range info.Partitions {
+			if p.Lag >= 0 {
+				lag = append(lag, `ratatoskr_consumer_lag_messages{`+gl+`,partition="`+
+					strconv.Itoa(int(p.Partition))+`"} `+strconv.FormatInt(p.Lag, 10))
+			}
+		}
+	}
+	for _, l := range append(members, lag...) {
+		_, _ = io.WriteString(w, l+"\n")
+	}
+}
+
+// errCodeName is a wire error code as a label value: "unknown_topic".
+func errCodeName(c int) string {
+	return strings.ReplaceAll(wire.Code(c).String(), " ", "_")
+}
+
+func writeLine(w io.Writer, series, value string) {
+	_, _ = io.WriteString(w, series+" "+value+"\n")
+}
+
+// label quotes a label value for the text format.
+func label(v string) string {
+	if !strings.ContainsAny(v, "\\\"\n") {
+		return `"` + v + `"`
+	}
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(v) + `"`
+}

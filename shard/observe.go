@@ -1,0 +1,88 @@
+package shard
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Measurements for metrics. Nothing here runs per message: the counters
+// are bumped once per batch by the token holder (atomics, so a scrape can
+// read them from any goroutine), and the Observer is called once per batch,
+// per ack and per fsync.
+
+// Observer receives a shard's measurements for histograms. Its methods run
+// on the shard's token holder (PublishBatch, Acked) or on its syncer
+// (Fsynced), and must be quick and must not block.
+type Observer interface {
+	// PublishBatch reports a publish batch of messages appended to a log.
+	PublishBatch(messages int)
+	// Acked reports a publish acked, d after it was handed to the shard.
+	// With fsync=always that includes the write and the fsync.
+	Acked(d time.Duration)
+	// Fsynced reports one fsync of a partition's log and how long it took.
+	Fsynced(d time.Duration)
+}
+
+// Counters is a partition's cumulative traffic since it was opened.
+type Counters struct {
+	PublishedMessages uint64 // records appended
+	PublishedBytes    uint64 // record-batch bytes appended
+	DeliveredMessages uint64 // records pushed to live subscribers, once per subscriber
+	DeliveredBytes    uint64 // Deliver-frame bytes pushed to live subscribers
+}
+
+// traffic holds a partition's Counters as atomics.
+type traffic struct {
+	pubMsgs, pubBytes, delMsgs, delBytes atomic.Uint64
+}
+
+// Counters reports the partition's traffic. Deliveries count live
+// fan-out only, not replays from the log.
+func (p *Partition) Counters() Counters {
+	return Counters{PublishedMessages: p.traffic.pubMsgs.Load(), PublishedBytes: p.traffic.pubBytes.Load(),
+		DeliveredMessages: p.traffic.delMsgs.Load(), DeliveredBytes: p.traffic.delBytes.Load()}
+}
+
+// InboxCap is the inbox ring's capacity, against which InboxLen is judged.
+func (s *Shard) InboxCap() int { return s.cfg.InboxSize }
+
+// BusyTime is how long the shard has spent running passes (on its own
+// goroutine or inline on an event loop) since it started; its rate is the
+// shard's busy ratio.
+func (s *Shard) BusyTime() time.Duration { return time.Duration(s.busy.Load()) }
+
+// countPublished records an appended batch.
+func (s *Shard) countPublished(p *Partition, n int64, bytes int) {
+	p.traffic.pubMsgs.Add(uint64(n))
+	p.traffic.pubBytes.Add(uint64(bytes))
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.PublishBatch(int(n))
+	}
+}
+
+// countDelivered records a batch of n messages in a frame of bytes fanned
+// out to reached subscribers.
+func (p *Partition) countDelivered(n int64, bytes, reached int) {
+	if reached > 0 {
+		p.traffic.delMsgs.Add(uint64(n) * uint64(reached))
+		p.traffic.delBytes.Add(uint64(bytes) * uint64(reached))
+	}
+}
+
+// observeAck records the latency of an ack about to be sent.
+func (s *Shard) observeAck(a *heldAck) {
+	if s.cfg.Observer != nil && a.recv > 0 {
+		s.cfg.Observer.Acked(time.Duration(clock() - a.recv))
+	}
+}
+
+// timedSync runs sync and reports its duration to the observer.
+func (s *Shard) timedSync(sync func() (int64, error)) (int64, error) {
+	if s.cfg.Observer == nil {
+		return sync()
+	}
+	start := time.Now()
+	n, err := sync()
+	s.cfg.Observer.Fsynced(time.Since(start))
+	return n, err
+}
