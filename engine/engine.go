@@ -54,6 +54,7 @@ type Engine struct {
 
 	httpSrv *http.Server
 	httpLn  net.Listener
+	token   string // the admin API's bearer token, resolved before HTTP starts
 
 	connections   atomic.Int64
 	accepted      atomic.Uint64
@@ -342,6 +343,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	t := c.Context().(*gnetTransport)
 	closeConn := t.s.onData(c)
+	t.s.noteCounts()
 	t.s.runShards(t.el)
 	t.s.flush()
 	if closeConn {

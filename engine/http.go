@@ -11,7 +11,8 @@ import (
 )
 
 // startHTTP serves the HTTP endpoints: /healthz answers 200 while the
-// process is alive and serving.
+// process is alive and serving; /api/v1/ is the admin API, behind the
+// admin token; / is the dashboard.
 func (e *Engine) startHTTP() error {
 	if e.cfg.HTTPAddr == "" {
 		return nil
@@ -20,8 +21,14 @@ func (e *Engine) startHTTP() error {
 	if err != nil {
 		return fmt.Errorf("engine: http listen %s: %w", e.cfg.HTTPAddr, err)
 	}
+	if e.token, err = e.adminToken(); err != nil {
+		_ = ln.Close()
+		return err
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", e.healthz)
+	e.registerAdmin(mux)
+	registerDashboard(mux)
 	if e.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -35,6 +42,7 @@ func (e *Engine) startHTTP() error {
 			e.log.Error("http server stopped", "err", err)
 		}
 	}()
+	e.log.Info("dashboard", "url", "http://"+ln.Addr().String()+"/#token="+e.token)
 	return nil
 }
 
