@@ -794,9 +794,9 @@ func (c *coordinator) reset(name string, st wire.Start, done func(error)) {
 		done(wire.Errorf(wire.CodeUnknownGroup, "no group named "+strconv.Quote(name)))
 		return
 	}
-	if len(g.members) > 0 {
+	if n := len(g.members); n > 0 {
 		c.mu.Unlock()
-		done(wire.Errorf(wire.CodeGroupActive, "group "+name+" has "+strconv.Itoa(len(g.members))+
+		done(wire.Errorf(wire.CodeGroupActive, "group "+name+" has "+strconv.Itoa(n)+
 			" members; stop them before a reset"))
 		return
 	}
