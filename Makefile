@@ -15,7 +15,7 @@ FUZZTIME  ?= 10s
 LINT      := bin/golangci-lint
 LINT_VER  := v2.15.0
 
-.PHONY: all run build deps test vet unit race fuzz-short fuzz bench lint clean
+.PHONY: all run build deps chromium test vet unit race fuzz-short fuzz bench lint clean
 
 all: build
 
@@ -28,7 +28,15 @@ build: deps
 run: build
 	./$(BIN) serve
 
-test: deps vet unit race fuzz-short
+test: deps vet chromium unit race fuzz-short
+
+# The dashboard test drives headless Chromium; install Debian's package
+# when it is missing (as root, or through sudo when there is one).
+chromium:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+		else echo "chromium is missing: install Debian's chromium package as root" >&2; exit 1; fi; \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }
 
 vet:
 	$(GO) vet -tags invariants $(PKGS)

@@ -55,6 +55,7 @@ type Engine struct {
 
 	httpSrv *http.Server
 	httpLn  net.Listener
+	token   string // the admin API's bearer token, resolved before HTTP starts
 
 	plugins plugins
 
@@ -255,16 +256,6 @@ type origin struct{ actor, remote string }
 // byBroker is the origin of changes the broker makes on its own.
 var byBroker = origin{actor: "broker"}
 
-// createTopic creates a topic from a partition count (0: the default) and
-// config keys (the rest take the broker's defaults). With existOK it
-// returns an existing topic of that name instead of failing. Its event
-// names no actor: callers that know one use createTopicBy.
-//
-//nolint:unused // kept for the admin API, merged from another branch
-func (e *Engine) createTopic(name string, partitions uint32, kvs []wire.KV, existOK bool) (*Topic, error) {
-	return e.createTopicBy(origin{}, name, partitions, kvs, existOK)
-}
-
 // createTopicBy is createTopic on behalf of by. A topic actually created
 // emits EventTopicCreated; so does a failed explicit create (existOK
 // false), with its error.
@@ -281,27 +272,11 @@ func (e *Engine) createTopicBy(by origin, name string, partitions uint32, kvs []
 	return t, err
 }
 
-// updateTopic changes a topic's runtime config. Its event names no actor:
-// callers that know one use updateTopicBy.
-//
-//nolint:unused // kept for the admin API, merged from another branch
-func (e *Engine) updateTopic(name string, kvs []wire.KV) (*Topic, error) {
-	return e.updateTopicBy(origin{}, name, kvs)
-}
-
 // updateTopicBy is updateTopic on behalf of by; it emits EventTopicUpdated.
 func (e *Engine) updateTopicBy(by origin, name string, kvs []wire.KV) (*Topic, error) {
 	t, err := e.topics.update(name, kvs)
 	e.emitTopic(EventTopicUpdated, by, name, "update", err)
 	return t, err
-}
-
-// deleteTopic deletes a topic and forgets its consumer groups. Its event
-// names no actor: callers that know one use deleteTopicBy.
-//
-//nolint:unused // kept for the admin API, merged from another branch
-func (e *Engine) deleteTopic(name string) error {
-	return e.deleteTopicBy(origin{}, name)
 }
 
 // deleteTopicBy is deleteTopic on behalf of by; it emits EventTopicDeleted.
@@ -433,6 +408,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	t := c.Context().(*gnetTransport)
 	closeConn := t.s.onData(c)
+	t.s.noteCounts()
 	t.s.runShards(t.el)
 	t.s.flush()
 	if closeConn {

@@ -804,15 +804,6 @@ func (c *coordinator) describe(name string) (wire.GroupInfo, error) {
 	return info, nil
 }
 
-// reset moves a group without members to a start position; done runs once
-// the new offsets are durable. Its event names no actor: callers that know
-// one use resetBy.
-//
-//nolint:unused // kept for the admin API, merged from another branch
-func (c *coordinator) reset(name string, st wire.Start, done func(error)) {
-	c.resetBy(origin{}, name, st, done)
-}
-
 // resetBy is reset on behalf of by; it emits EventGroupChanged with the
 // outcome, for a group that exists.
 func (c *coordinator) resetBy(by origin, name string, st wire.Start, done func(error)) {
@@ -830,9 +821,9 @@ func (c *coordinator) resetBy(by origin, name string, st wire.Start, done func(e
 			inner(err)
 		}
 	}
-	if len(g.members) > 0 {
+	if n := len(g.members); n > 0 {
 		c.mu.Unlock()
-		done(wire.Errorf(wire.CodeGroupActive, "group "+name+" has "+strconv.Itoa(len(g.members))+
+		done(wire.Errorf(wire.CodeGroupActive, "group "+name+" has "+strconv.Itoa(n)+
 			" members; stop them before a reset"))
 		return
 	}

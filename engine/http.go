@@ -11,8 +11,11 @@ import (
 )
 
 // startHTTP serves the HTTP endpoints: /healthz answers 200 while the
-// process is alive and serving; /readyz, /metrics, /api/v1/health and
-// /api/v1/metrics/history are in health.go, metrics.go and history.go.
+// process is alive and serving; /readyz says whether it is ready for
+// traffic (health.go). Everything else but the dashboard's static files
+// needs the admin token: /metrics (metrics.go), /api/v1/health
+// (health.go), /api/v1/metrics/history (history.go) and the admin API
+// (admin.go).
 func (e *Engine) startHTTP() error {
 	if e.cfg.HTTPAddr == "" {
 		return nil
@@ -21,12 +24,18 @@ func (e *Engine) startHTTP() error {
 	if err != nil {
 		return fmt.Errorf("engine: http listen %s: %w", e.cfg.HTTPAddr, err)
 	}
+	if e.token, err = e.adminToken(); err != nil {
+		_ = ln.Close()
+		return err
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", e.healthz)
 	mux.HandleFunc("GET /readyz", e.readyz)
-	mux.HandleFunc("GET /metrics", e.metricsHandler)
-	mux.HandleFunc("GET /api/v1/health", e.apiHealth)
-	mux.HandleFunc("GET /api/v1/metrics/history", e.apiHistory)
+	mux.Handle("GET /metrics", e.requireToken(http.HandlerFunc(e.metricsHandler)))
+	mux.Handle("GET /api/v1/health", e.requireToken(http.HandlerFunc(e.apiHealth)))
+	mux.Handle("GET /api/v1/metrics/history", e.requireToken(http.HandlerFunc(e.apiHistory)))
+	e.registerAdmin(mux)
+	registerDashboard(mux)
 	if e.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -40,6 +49,7 @@ func (e *Engine) startHTTP() error {
 			e.log.Error("http server stopped", "err", err)
 		}
 	}()
+	e.log.Info("dashboard", "url", "http://"+ln.Addr().String()+"/#token="+e.token)
 	return nil
 }
 

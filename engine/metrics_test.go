@@ -29,6 +29,7 @@ func httpGet(t *testing.T, e *Engine, path string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(testCtx(t), http.MethodGet, "http://"+e.HTTPAddr()+path, nil)
 	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+e.token)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer func() { _ = resp.Body.Close() }()

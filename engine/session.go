@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
@@ -62,11 +63,13 @@ type session struct {
 	scratch    []byte             // response bodies are encoded here, reused
 	frameBuf   []byte             // and framed here, reused
 	by         origin             // the client, for telemetry events
+	info       sessionInfo        // what the admin API shows of it
 }
 
 func newSession(e *Engine, t transport) *session {
 	s := &session{e: e, t: t, subs: map[subKey]*subscription{}, members: map[string]*member{},
 		by: origin{actor: "client", remote: t.remoteAddr()}}
+	s.info.since = time.Now()
 	s.out = shard.NewOutbox(e.cfg.MaxPendingBytes, len(e.shards), t)
 	return s
 }
@@ -249,6 +252,7 @@ func (s *session) hello(f wire.Frame) error {
 		return errClose
 	}
 	s.handshaken = true
+	s.info.name.Store(&h.ClientName)
 	s.e.log.Debug("client connected", "remote", s.t.remoteAddr(), "name", h.ClientName, "version", v)
 	ok := wire.HelloOK{Version: v, MaxFrameBytes: uint32(s.e.cfg.MaxFrameBytes),
 		MaxMessageBytes: uint32(s.e.cfg.MaxMessageBytes), ServerName: "ratatoskr"}

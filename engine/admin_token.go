@@ -1,0 +1,100 @@
+package engine
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/storage"
+)
+
+// tokenFile is where a generated admin token is kept, under DataDir, so
+// the dashboard address stays valid across restarts.
+const tokenFile = "admin.token"
+
+// adminToken returns the configured token, else the one kept in
+// DataDir/admin.token, else a new random one written there (mode 0600,
+// fsynced with its directory).
+func (e *Engine) adminToken() (string, error) {
+	if e.cfg.AdminToken != "" {
+		return e.cfg.AdminToken, nil
+	}
+	path := e.cfg.DataDir + "/" + tokenFile
+	b, err := storage.ReadFile(e.cfg.FS, path)
+	if err == nil {
+		if tok := strings.TrimSpace(string(b)); tok != "" {
+			return tok, nil
+		}
+		return "", fmt.Errorf("engine: %s is empty; delete it to generate a new token", path)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("engine: read admin token: %w", err)
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("engine: generate admin token: %w", err)
+	}
+	tok := hex.EncodeToString(raw[:])
+	if err := writeTokenFile(e, path, tok); err != nil {
+		return "", fmt.Errorf("engine: write admin token: %w", err)
+	}
+	return tok, nil
+}
+
+// writeTokenFile creates path readable by its owner only and makes it
+// durable, so a token shown in the log is never lost to a crash.
+func writeTokenFile(e *Engine, path, tok string) error {
+	f, err := e.cfg.FS.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write([]byte(tok + "\n"))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = e.cfg.FS.SyncDir(e.cfg.DataDir)
+	}
+	if err != nil {
+		_ = e.cfg.FS.Remove(path)
+	}
+	return err
+}
+
+// Authentication failures. Both answer 401 with WWW-Authenticate: Bearer,
+// so a client cannot tell a stale token from a missing header by status.
+var (
+	errNoToken    = errors.New("missing bearer token: send Authorization: Bearer <admin token>")
+	errWrongToken = errors.New("the bearer token is not the admin token")
+)
+
+// requireToken lets a request through only with the admin token in its
+// Authorization header, compared in constant time. A refusal is a JSON
+// error and an EventAuth.
+func (e *Engine) requireToken(next http.Handler) http.Handler {
+	want := []byte(e.token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := errNoToken
+		if got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && got != "" {
+			if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) == 1 {
+				next.ServeHTTP(w, r)
+				return
+			}
+			err = errWrongToken
+		}
+		e.emit(Event{Time: time.Now(), Kind: EventAuth, Partition: -1, Remote: r.RemoteAddr,
+			Action: r.Method + " " + r.URL.Path, Err: err})
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ratatoskr"`)
+		writeError(w, http.StatusUnauthorized, "unauthorized", err.Error())
+	})
+}

@@ -1,0 +1,171 @@
+package engine
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
+)
+
+// findChromium returns the path of a Chromium or Chrome binary. The
+// dashboard test needs one and fails without it: `make test` installs
+// Debian's chromium package.
+func findChromium(t *testing.T) string {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("no chromium binary found: install Debian's chromium package " +
+		"(apt-get install chromium, or `make chromium`; `make test` does it)")
+	return ""
+}
+
+// browser starts headless Chromium for the test. The browser's process is
+// killed when the test ends, and the test checks that none of its
+// processes is left: the test process becomes their subreaper, so
+// Chromium's helpers are its children once the browser exits, and are
+// reaped here rather than left as zombies.
+func browser(t *testing.T) context.Context {
+	path := findChromium(t)
+	require.NoError(t, unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
+	profile := t.TempDir()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.NoSandbox, // the tests may run as root
+		chromedp.Headless,
+		chromedp.DisableGPU,
+		chromedp.UserDataDir(profile),
+		chromedp.WindowSize(1366, 768),
+	)
+	ctx, cancelTimeout := context.WithTimeout(context.Background(), 90*time.Second)
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	require.NoError(t, chromedp.Do(bctx), "start chromium at %s", path)
+	t.Cleanup(func() {
+		_ = chromedp.Cancel(bctx)
+		cancelBrowser()
+		cancelAlloc() // kills the process if still running, and waits for it
+		cancelTimeout()
+		require.Empty(t, reapChildren(10*time.Second), "chromium processes left after the test")
+	})
+	return bctx
+}
+
+// reapChildren waits up to d for the test process's children (Chromium's
+// helpers, adopted as their subreaper) to exit, reaps them, and returns
+// those still running, after killing them.
+func reapChildren(d time.Duration) []int {
+	deadline := time.Now().Add(d)
+	for {
+		kids := children()
+		for _, pid := range kids {
+			var ws unix.WaitStatus
+			_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		}
+		if kids = children(); len(kids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			for _, pid := range kids {
+				_ = unix.Kill(pid, unix.SIGKILL)
+				var ws unix.WaitStatus
+				_, _ = unix.Wait4(pid, &ws, 0, nil)
+			}
+			return kids
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// children lists the PIDs whose parent is this process.
+func children() []int {
+	var pids []int
+	self := strconv.Itoa(os.Getpid())
+	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range dirs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces, so split after ")".
+		fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(fields) > 1 && fields[1] == self {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestDashboard drives the dashboard in headless Chromium: a topic created
+// through the API appears, with a message rate that is not zero and moves
+// while a producer publishes.
+func TestDashboard(t *testing.T) {
+	e := startBroker(t, nil)
+	a := newAdmin(t, e)
+	a.json("POST", "/api/v1/topics", `{"name":"clicks","partitions":2,"config":{"fsync":"never"}}`, 201, nil)
+
+	c := dial(t, e)
+	pctx, stopPublishing := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; pctx.Err() == nil; i++ {
+			_, _ = c.Publish(pctx, "clicks", client.Message{Value: []byte("click " + strconv.Itoa(i))})
+			time.Sleep(time.Millisecond) // a few hundred a second, not a CPU's worth
+		}
+	}()
+	defer wg.Wait()
+	defer stopPublishing()
+
+	ctx := browser(t)
+	base := "http://" + e.HTTPAddr() + "/"
+	row := `tr[data-topic="clicks"]`
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(base+"#token="+e.token),
+		chromedp.WaitVisible(chromedp.CSS(row)),
+		chromedp.WaitVisible(chromedp.CSS(`#partitions tr[data-partition="1"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#shards tbody tr[data-shard]`)),
+	))
+	url, err := chromedp.Run(ctx, chromedp.Location())
+	require.NoError(t, err)
+	require.NotContains(t, url, e.token, "the token is taken out of the address bar")
+
+	// The page replaces its rows on every poll; read the current one.
+	readRate := chromedp.Evaluate[string](`(document.querySelector('` + row + ` .rate') || {dataset: {}}).dataset.rate || ""`)
+	var rates []float64
+	for len(rates) < 2 {
+		require.NoError(t, ctx.Err(), "no moving rate shown; rates read: %v", rates)
+		v, err := chromedp.Run(ctx, readRate)
+		require.NoError(t, err)
+		if r, err := strconv.ParseFloat(v, 64); err == nil && r > 0 && (len(rates) == 0 || r != rates[len(rates)-1]) {
+			rates = append(rates, r)
+		}
+		time.Sleep(300 * time.Millisecond) // between reads of the page, which refreshes every 1.5s
+	}
+	text, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(row+" .rate")))
+	require.NoError(t, err)
+	require.NotEqual(t, "0.0", text)
+	require.NotEqual(t, "…", text)
+
+	// A refused token brings the login form back.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate("about:blank"),
+		chromedp.Navigate(base+"#token=wrong"),
+		chromedp.WaitVisible(chromedp.ID("login")),
+		chromedp.WaitNotVisible(chromedp.ID("main")),
+	))
+}
