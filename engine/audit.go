@@ -43,14 +43,19 @@ type auditLine struct {
 	Group     string `json:"group,omitempty"`
 	Partition *int   `json:"partition,omitempty"`
 	Count     int    `json:"count,omitempty"`
+	Offset    *int64 `json:"offset,omitempty"` // the event log's batch and dead-letter lines
+	Bytes     int64  `json:"bytes,omitempty"`
 }
 
 // auditTime is RFC 3339 with milliseconds; times are written in UTC.
 const auditTime = "2006-01-02T15:04:05.000Z07:00"
 
-// auditLog is the audit-log plugin. Its methods run on its plugin
-// goroutine only.
+// auditLog is the audit-log plugin, and with all set the event-log plugin
+// (Config.EventLog), which writes every event in the same format. Its
+// methods run on its plugin goroutine only.
 type auditLog struct {
+	name string
+	all  bool
 	path string
 	f    *os.File // nil when writing to stderr
 	out  io.Writer
@@ -61,7 +66,7 @@ type auditLog struct {
 // openAuditLog opens path for appending (creating it with mode 0600), or
 // uses stderr for AuditStderr.
 func openAuditLog(path string) (*auditLog, error) {
-	a := &auditLog{path: path, out: os.Stderr}
+	a := &auditLog{name: "audit-log", path: path, out: os.Stderr}
 	if path != AuditStderr {
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
@@ -76,11 +81,14 @@ func openAuditLog(path string) (*auditLog, error) {
 }
 
 // Name implements Plugin.
-func (a *auditLog) Name() string { return "audit-log" }
+func (a *auditLog) Name() string { return a.name }
 
 // Accepts implements EventFilter: the audit log records changes, access
 // and connections, not traffic.
 func (a *auditLog) Accepts(k EventKind) bool {
+	if a.all {
+		return true
+	}
 	switch k {
 	case EventAdminAction, EventAuth, EventTopicCreated, EventTopicUpdated, EventTopicDeleted,
 		EventGroupChanged, EventConnAccepted, EventConnRefused, EventConnClosed:
@@ -94,9 +102,14 @@ func (a *auditLog) Handle(ev Event) error {
 	if !a.Accepts(ev.Kind) {
 		return nil // a kind added after this plugin was written
 	}
-	if err := a.enc.Encode(auditRecord(ev)); err != nil {
+	l := auditRecord(ev)
+	if a.all && (ev.Kind == EventBatchPublished || ev.Kind == EventMessageDeadLetter) {
+		off := ev.Offset
+		l.Offset, l.Bytes = &off, ev.Bytes
+	}
+	if err := a.enc.Encode(l); err != nil {
 		a.w.Reset(a.out) // drop the broken buffer; later lines try again
-		return fmt.Errorf("audit log %s: %w", a.path, err)
+		return fmt.Errorf("%s %s: %w", a.name, a.path, err)
 	}
 	return nil
 }
@@ -123,7 +136,7 @@ func auditRecord(ev Event) auditLine {
 func (a *auditLog) Flush() error {
 	if err := a.w.Flush(); err != nil {
 		a.w.Reset(a.out)
-		return fmt.Errorf("audit log %s: %w", a.path, err)
+		return fmt.Errorf("%s %s: %w", a.name, a.path, err)
 	}
 	return nil
 }
@@ -135,10 +148,10 @@ func (a *auditLog) Close() error {
 		return err
 	}
 	if serr := a.f.Sync(); serr != nil && err == nil {
-		err = fmt.Errorf("audit log %s: %w", a.path, serr)
+		err = fmt.Errorf("%s %s: %w", a.name, a.path, serr)
 	}
 	if cerr := a.f.Close(); cerr != nil && err == nil {
-		err = fmt.Errorf("audit log %s: %w", a.path, cerr)
+		err = fmt.Errorf("%s %s: %w", a.name, a.path, cerr)
 	}
 	return err
 }

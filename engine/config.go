@@ -99,6 +99,10 @@ type Config struct {
 	// admin action, topic and group change and connection: a file path,
 	// "stderr", or empty for no audit log.
 	AuditLog string
+	// EventLog is where the built-in event-log plugin writes one JSON line
+	// per telemetry event of every kind, traffic included (a line per
+	// stored publish batch): a file path, or "stderr"; empty: off.
+	EventLog string
 	// HistoryInterval is how often the metrics history (GET
 	// /api/v1/metrics/history, and the rates of /api/v1/health) takes a
 	// sample.
@@ -222,6 +226,11 @@ func (c *Config) Validate() error {
 	if c.AuditLog != "" && c.AuditLog != AuditStderr {
 		if err := checkAuditDir(c.AuditLog); err != nil {
 			bad("AuditLog", c.AuditLog, err.Error())
+		}
+	}
+	if c.EventLog != "" && c.EventLog != AuditStderr {
+		if err := checkAuditDir(c.EventLog); err != nil {
+			bad("EventLog", c.EventLog, err.Error())
 		}
 	}
 	if c.HistoryInterval <= 0 {

@@ -71,6 +71,7 @@ func (e *Engine) writeMetrics(w io.Writer) {
 	e.writeBrokerMetrics(w)
 	e.writeShardMetrics(w)
 	e.writePartitionMetrics(w)
+	e.writePluginMetrics(w)
 	if e.isReady() { // groups are loaded
 		e.writeGroupMetrics(w)
 	}
@@ -142,6 +143,29 @@ func (e *Engine) writePartitionMetrics(w io.Writer) {
 	family("ratatoskr_partition_end_offset", func(p *partitionSample) uint64 { return uint64(max(p.log.End, 0)) })
 	family("ratatoskr_storage_bytes", func(p *partitionSample) uint64 { return uint64(max(p.log.Bytes, 0)) })
 	family("ratatoskr_storage_segments", func(p *partitionSample) uint64 { return uint64(max(p.log.Segments, 0)) })
+	family("ratatoskr_storage_corrupt_ranges", func(p *partitionSample) uint64 { return uint64(len(p.log.Corrupt)) })
+	family("ratatoskr_storage_corrupt_messages", func(p *partitionSample) uint64 {
+		var n int64
+		for _, r := range p.log.Corrupt {
+			n += r.To - r.From
+		}
+		return uint64(max(n, 0))
+	})
+}
+
+// writePluginMetrics writes each plugin's event counters and queue length.
+func (e *Engine) writePluginMetrics(w io.Writer) {
+	stats := e.PluginStats()
+	family := func(name string, value func(ps *PluginStats) uint64) {
+		for i := range stats {
+			writeLine(w, name+`{plugin=`+label(stats[i].Name)+`}`, strconv.FormatUint(value(&stats[i]), 10))
+		}
+	}
+	family("ratatoskr_plugin_events_delivered_total", func(ps *PluginStats) uint64 { return ps.Delivered })
+	family("ratatoskr_plugin_events_dropped_total", func(ps *PluginStats) uint64 { return ps.Dropped })
+	family("ratatoskr_plugin_panics_total", func(ps *PluginStats) uint64 { return ps.Panics })
+	family("ratatoskr_plugin_errors_total", func(ps *PluginStats) uint64 { return ps.Errors })
+	family("ratatoskr_plugin_queue_length", func(ps *PluginStats) uint64 { return uint64(max(ps.Queued, 0)) })
 }
 
 // writeGroupMetrics writes each group's members and, per partition with a

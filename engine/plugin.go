@@ -156,6 +156,14 @@ func (e *Engine) startPlugins(opts []Option) error {
 	if slices.Contains(o.plugins, nil) {
 		return errors.New("engine: WithPlugin(nil)")
 	}
+	if e.cfg.EventLog != "" {
+		l, err := openAuditLog(e.cfg.EventLog)
+		if err != nil {
+			return err
+		}
+		l.name, l.all = "event-log", true
+		o.plugins = append(o.plugins, l)
+	}
 	if e.cfg.AuditLog != "" {
 		a, err := openAuditLog(e.cfg.AuditLog)
 		if err != nil {

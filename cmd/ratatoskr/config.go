@@ -456,7 +456,7 @@ var engineFlags = map[string]string{
 	"DefaultRetentionBytes": "retention-bytes", "MemoryTopicBytes": "memory-topic-bytes",
 	"SegmentBytes": "segment-bytes", "CacheBytes": "cache-bytes",
 	"ShutdownTimeout": "shutdown-timeout", "Pprof": "pprof",
-	"AdminToken": "admin-token", "AuditLog": "audit-log",
+	"AdminToken": "admin-token", "AuditLog": "audit-log", "EventLog": "event-log",
 }
 
 // fieldNames rewrites engine field names in Validate's reasons as flag

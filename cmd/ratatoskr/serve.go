@@ -48,6 +48,7 @@ type serveCmd struct {
 	Pprof               bool           `env:"RATATOSKR_PPROF" help:"Serve Go's profiler under /debug/pprof/ on the HTTP address."`
 	AdminToken          string         `env:"RATATOSKR_ADMIN_TOKEN" secret:"" help:"Bearer token for the admin API, /metrics and the dashboard; empty: the broker generates one and stores it in <data>/admin.token."`
 	AuditLog            string         `env:"RATATOSKR_AUDIT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for the audit log; empty: off."`
+	EventLog            string         `env:"RATATOSKR_EVENT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for a JSON line per telemetry event, a line per stored publish batch included; empty: off."`
 	LogLevel            string         `default:"info" env:"RATATOSKR_LOG_LEVEL" enum:"debug,info,warn,error" help:"Log level: debug, info, warn, error."`
 	LogFormat           string         `default:"text" env:"RATATOSKR_LOG_FORMAT" enum:"text,json" help:"Log format: text or json."`
 }
@@ -76,7 +77,7 @@ func (s *serveCmd) config() engine.Config {
 	if s.Retention != nil {
 		cfg.DefaultRetention = *s.Retention
 	}
-	cfg.AdminToken, cfg.AuditLog = s.AdminToken, s.AuditLog
+	cfg.AdminToken, cfg.AuditLog, cfg.EventLog = s.AdminToken, s.AuditLog, s.EventLog
 	cfg.Logger = newLogger(s.LogLevel, s.LogFormat)
 	return cfg
 }
@@ -155,7 +156,7 @@ func (s *serveCmd) note(name string) string {
 		return "(HTTP off)"
 	case name == "admin-token" && s.AdminToken == "":
 		return "(generated into " + filepath.Join(s.Data, "admin.token") + ")"
-	case name == "audit-log" && s.AuditLog == "":
+	case name == "audit-log" && s.AuditLog == "", name == "event-log" && s.EventLog == "":
 		return "(off)"
 	case name == "config" && s.Config == "":
 		return "(no file)"

@@ -1,0 +1,151 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
+)
+
+// TestAuditLogRecordsAdminAPIChange: a PATCH through the admin API is
+// recorded twice: as the admin action, with the token as actor and the
+// caller's address, and as the topic change it caused, with the same
+// origin; a refused token is an auth line.
+func TestAuditLogRecordsAdminAPIChange(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	e := startBroker(t, func(c *Config) { c.AuditLog = path })
+	a := newAdmin(t, e)
+	a.json("POST", "/api/v1/topics", `{"name":"orders","partitions":2}`, 201, nil)
+	a.json("PATCH", "/api/v1/topics/orders", `{"retention":"2h"}`, 200, nil)
+	a.fails("PATCH", "/api/v1/topics/orders", `{"retention":"soon"}`, 400, "invalid_argument", "retention")
+	wrong := a
+	wrong.token = "nope"
+	wrong.fails("DELETE", "/api/v1/topics/orders", "", 401, "unauthorized", "not the admin token")
+
+	var recs []map[string]any
+	require.Eventually(t, func() bool {
+		recs = auditRecords(t, path)
+		return findAudit(recs, string(EventAuth), "") != nil
+	}, 10*time.Second, 10*time.Millisecond)
+	var actions, changes []map[string]any
+	for _, r := range recs {
+		switch {
+		case r["kind"] == string(EventAdminAction) && r["target"] == "topic/orders":
+			actions = append(actions, r)
+		case r["kind"] == string(EventTopicUpdated):
+			changes = append(changes, r)
+		}
+	}
+	require.Len(t, actions, 3, "create, the change and the refused change")
+	patch := actions[1]
+	require.Equal(t, "PATCH /api/v1/topics/orders", patch["action"])
+	require.Equal(t, "admin-token", patch["actor"])
+	require.Equal(t, "ok", patch["outcome"])
+	require.True(t, strings.HasPrefix(patch["remote"].(string), "127.0.0.1:"), "%v", patch["remote"])
+	require.Contains(t, actions[2]["outcome"], "retention")
+	require.Len(t, changes, 2)
+	require.Equal(t, "admin-token", changes[0]["actor"], "the topic change names the API as its origin")
+	require.Equal(t, patch["remote"], changes[0]["remote"])
+
+	var auth map[string]any
+	for _, r := range recs {
+		if r["kind"] == string(EventAuth) {
+			auth = r
+		}
+	}
+	require.Equal(t, "DELETE /api/v1/topics/orders", auth["action"])
+	require.Contains(t, auth["outcome"], "not the admin token")
+}
+
+// TestEventLogWritesTraffic: the event log has every kind, a line per
+// stored batch with its offset, count and bytes.
+func TestEventLogWritesTraffic(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.log")
+	e := startBroker(t, func(c *Config) { c.EventLog = path })
+	ctx := testCtx(t)
+	c := dial(t, e)
+	require.NoError(t, c.CreateTopic(ctx, "t", client.TopicConfig{}))
+	for i := range 3 {
+		_, err := c.Publish(ctx, "t", client.Message{Value: fmt.Appendf(nil, "v%d", i)})
+		require.NoError(t, err)
+	}
+	var batches []map[string]any
+	require.Eventually(t, func() bool {
+		batches = batches[:0]
+		for _, r := range auditRecords(t, path) {
+			if r["kind"] == string(EventBatchPublished) {
+				batches = append(batches, r)
+			}
+		}
+		return len(batches) == 3
+	}, 10*time.Second, 10*time.Millisecond)
+	for i, b := range batches {
+		require.Equal(t, "t", b["topic"])
+		require.EqualValues(t, 0, b["partition"])
+		require.EqualValues(t, i, b["offset"])
+		require.EqualValues(t, 1, b["count"])
+		require.Greater(t, b["bytes"], float64(0))
+	}
+	require.NotNil(t, findAudit(auditRecords(t, path), string(EventTopicCreated), "topic/t"))
+}
+
+// TestCorruptRangesInMetricsAndAPI: a corrupt range found by a read (a
+// sealed segment is checked as it is read) is in the admin API's partition
+// view and in the metrics.
+func TestCorruptRangesInMetricsAndAPI(t *testing.T) {
+	small := func(c *Config) { c.SegmentBytes = 4 << 20 }
+	e := startBroker(t, small)
+	ctx := testCtx(t)
+	c := dial(t, e)
+	for i := range 200 {
+		_, err := c.Publish(ctx, "bits", client.Message{Value: fmt.Appendf(nil, "value-%d", i)})
+		require.NoError(t, err)
+	}
+	dir := e.cfg.DataDir
+	require.NoError(t, e.Shutdown(context.Background()))
+	seg := dir + "/topics/bits/0/00000000000000000000.log"
+	b, err := os.ReadFile(seg)
+	require.NoError(t, err)
+	at := len(b) / 2
+	for b[at] < 'a' || b[at] > 'z' {
+		at++
+	}
+	b[at] ^= 0x20
+	require.NoError(t, os.WriteFile(seg, b, 0o644))
+
+	e2 := startBroker(t, func(c *Config) { small(c); c.DataDir = dir })
+	require.Len(t, fetchAll(t, dial(t, e2), "bits", 0), 199)
+	var parts struct {
+		Partitions []struct {
+			Corrupt []struct{ From, To int64 } `json:"corrupt"`
+		} `json:"partitions"`
+	}
+	newAdmin(t, e2).json("GET", "/api/v1/topics/bits/partitions", "", 200, &parts)
+	require.Len(t, parts.Partitions[0].Corrupt, 1)
+	r := parts.Partitions[0].Corrupt[0]
+	require.Equal(t, int64(1), r.To-r.From, "one message lost to the flipped bit")
+	m := scrape(t, e2)
+	require.Equal(t, 1.0, m[`ratatoskr_storage_corrupt_ranges{topic="bits",partition="0"}`])
+	require.Equal(t, 1.0, m[`ratatoskr_storage_corrupt_messages{topic="bits",partition="0"}`])
+}
+
+// TestPluginMetrics: a plugin's panics and deliveries are in the metrics.
+func TestPluginMetrics(t *testing.T) {
+	e := startBrokerWith(t, func(c *Config) { c.HTTPAddr = "127.0.0.1:0" }, WithPlugin(panicker{}))
+	pubSub(t, e, "orders", 10)
+	require.Eventually(t, func() bool {
+		m := scrape(t, e)
+		return m[`ratatoskr_plugin_panics_total{plugin="panicker"}`] >= 10 &&
+			m[`ratatoskr_plugin_events_delivered_total{plugin="panicker"}`] >= 10
+	}, 5*time.Second, 10*time.Millisecond)
+	m := scrape(t, e)
+	require.Contains(t, m, `ratatoskr_plugin_events_dropped_total{plugin="panicker"}`)
+	require.Contains(t, m, `ratatoskr_plugin_queue_length{plugin="panicker"}`)
+}
