@@ -57,6 +57,10 @@ func (e *Engine) whenReady(h http.HandlerFunc) http.HandlerFunc {
 			writeError(w, http.StatusServiceUnavailable, "not_ready", "the broker is not ready: "+*why)
 			return
 		}
+		if e.draining.Load() {
+			writeError(w, http.StatusServiceUnavailable, "shutting_down", "the broker is shutting down")
+			return
+		}
 		h(w, r)
 	}
 }
@@ -158,7 +162,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 func (e *Engine) audit(r *http.Request, target string, err error) {
 	by := adminOrigin(r)
 	e.emit(Event{Time: time.Now(), Kind: EventAdminAction, Partition: -1, Actor: by.actor,
-		Remote: by.remote, Action: r.Method + " " + r.URL.Path, Target: target, Err: err})
+		Remote: by.remote, Action: clip(r.Method+" "+r.URL.Path, maxEventAction), Target: target, Err: err})
 }
 
 // adminOrigin is who made an admin request, for the events it causes.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/storage"
@@ -78,6 +79,49 @@ var (
 	errWrongToken = errors.New("the bearer token is not the admin token")
 )
 
+// maxEventAction bounds the request line an event carries: a refused
+// request's path is the caller's to choose, up to the header limit.
+const maxEventAction = 256
+
+// clip cuts s to at most n bytes, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// authLimit bounds the auth events a second: without a token anyone who
+// reaches the HTTP port could otherwise fill the audit log.
+const authLimit = 20
+
+// eventLimiter lets through at most authLimit events a second and counts
+// the rest; the next event let through carries that count.
+type eventLimiter struct {
+	mu         sync.Mutex
+	second     int64
+	n          int
+	suppressed int
+}
+
+// allow reports whether an event at now may be emitted and, if so, how
+// many were suppressed before it (counting itself).
+func (l *eventLimiter) allow(now time.Time) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s := now.Unix(); s != l.second {
+		l.second, l.n = s, 0
+	}
+	if l.n >= authLimit {
+		l.suppressed++
+		return 0, false
+	}
+	l.n++
+	count := l.suppressed + 1
+	l.suppressed = 0
+	return count, true
+}
+
 // requireToken lets a request through only with the admin token in its
 // Authorization header, compared in constant time. A refusal is a JSON
 // error and an EventAuth.
@@ -92,8 +136,10 @@ func (e *Engine) requireToken(next http.Handler) http.Handler {
 			}
 			err = errWrongToken
 		}
-		e.emit(Event{Time: time.Now(), Kind: EventAuth, Partition: -1, Remote: r.RemoteAddr,
-			Action: r.Method + " " + r.URL.Path, Err: err})
+		if n, ok := e.authEvents.allow(time.Now()); ok {
+			e.emit(Event{Time: time.Now(), Kind: EventAuth, Partition: -1, Remote: r.RemoteAddr,
+				Action: clip(r.Method+" "+r.URL.Path, maxEventAction), Count: n, Err: err})
+		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ratatoskr"`)
 		writeError(w, http.StatusUnauthorized, "unauthorized", err.Error())
 	})

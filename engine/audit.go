@@ -111,6 +111,11 @@ func (a *auditLog) Handle(ev Event) error {
 		a.w.Reset(a.out) // drop the broken buffer; later lines try again
 		return fmt.Errorf("%s %s: %w", a.name, a.path, err)
 	}
+	if a.f == nil {
+		// stderr is shared with the logger and the other log plugin: a
+		// line goes out whole, in one write.
+		return a.Flush()
+	}
 	return nil
 }
 

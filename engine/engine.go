@@ -64,6 +64,8 @@ type Engine struct {
 	slowConsumers atomic.Uint64
 	errorsByCode  [32]atomic.Uint64
 
+	authEvents eventLimiter // refused admin-token checks (admin_token.go)
+
 	// Observability (metrics.go, health.go, history.go).
 	metricSet *metrics.Set
 	startedAt time.Time
@@ -164,6 +166,17 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("engine: listen %s: %w", e.cfg.Addr, err)
 		}
 	case <-ctx.Done():
+		// Given up while the listener boots: stop it once it has, and
+		// everything started before it now.
+		go func() {
+			if err := <-e.booted; err == nil {
+				_ = e.gnetEng.Stop(context.Background())
+			}
+		}()
+		e.stopShards()
+		e.groups.close()
+		_ = e.topics.closeAll()
+		e.stopHTTP(context.Background())
 		return ctx.Err()
 	}
 	e.setNotReady("")
@@ -215,7 +228,11 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, cerr)
 	}
 	e.cache.Close()
-	if perr := e.plugins.stop(ctx); perr != nil {
+	// The plugins get their own grace period: the steps above may have used
+	// up ctx, and the audit log's last lines (the closes) matter.
+	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), pluginGrace)
+	defer pcancel()
+	if perr := e.plugins.stop(pctx); perr != nil {
 		e.log.Error("stopping plugins", "err", perr)
 		err = errors.Join(err, perr)
 	}

@@ -294,6 +294,11 @@ func (c *coordinator) join(s *session, corr uint32, req *wire.JoinGroup, t *Topi
 	if err != nil {
 		return nil, err
 	}
+	if set.mode == wire.AckMessage && set.dlq == "" && t.Config().DeadLetterTopic == "" &&
+		wire.ValidateTopicName(t.Name+".dlq") != nil {
+		return nil, invalid("the default dead-letter topic " + strconv.Quote(t.Name+".dlq") +
+			" is not a valid topic name (too long); set the topic's dead-letter-topic or the group's")
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g := c.groups[req.Group]

@@ -185,7 +185,7 @@ func (e *Engine) Health() HealthReport {
 		Connections: e.connections.Load(), MessageRate: last.MessageRate, ErrorRate: last.ErrorRate}
 	for _, t := range e.topics.list() {
 		th := TopicHealth{Name: t.Name, Partitions: len(t.Parts), Subscribers: int64(t.subscriptions.Load()),
-			MessageRate: last.Topics[t.Name].MessageRate}
+			MessageRate: e.history.topicRate(t.Name)}
 		for _, p := range t.Parts {
 			st := p.Log.Stats()
 			th.Messages += st.End - st.Start

@@ -1,8 +1,12 @@
 package engine
 
 import (
+	"cmp"
+	"maps"
 	"net/http"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -28,7 +32,7 @@ type HistorySample struct {
 	Errors            uint64                 `json:"errors"`
 	MemoryBytes       uint64                 `json:"memory_bytes"`
 	Goroutines        int                    `json:"goroutines"`
-	Topics            map[string]TopicSample `json:"topics"`
+	Topics            map[string]TopicSample `json:"topics"` // the historyTopics busiest topics
 
 	MessageRate       float64 `json:"message_rate"`        // published messages/s
 	ByteRate          float64 `json:"byte_rate"`           // published bytes/s
@@ -50,13 +54,20 @@ type HistoryReport struct {
 	Samples         []HistorySample `json:"samples"`
 }
 
+// historyTopics is how many topics each sample keeps, the busiest by
+// message rate: an hour of samples of every topic of a broker at its topic
+// limit would hold tens of megabytes and answer with more.
+const historyTopics = 20
+
 // history is the ring of samples and the goroutine that fills it.
 type history struct {
 	e        *Engine
 	interval time.Duration
 
-	mu      sync.Mutex
-	ring    []HistorySample
+	mu          sync.Mutex
+	topicCounts map[string]uint64  // every topic's count at the newest sample
+	topicRates  map[string]float64 // and its rate then
+	ring        []HistorySample
 	next    int // where the next sample goes
 	n       int // samples held
 	started bool
@@ -106,13 +117,31 @@ func (h *history) run() {
 	}
 }
 
-// add stores s with its rates against the newest sample held.
+// add stores s with its rates against the newest sample held, keeping
+// the busiest topics of it.
 func (h *history) add(s HistorySample) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	rates := make(map[string]float64, len(s.Topics))
 	if h.n > 0 {
-		s.withRates(&h.ring[(h.next+len(h.ring)-1)%len(h.ring)])
+		prev := &h.ring[(h.next+len(h.ring)-1)%len(h.ring)]
+		s.withRates(prev)
+		for name, t := range s.Topics {
+			// A topic new since the previous sample starts from 0; one
+			// deleted and made again may count less: no negative rate.
+			if old := h.topicCounts[name]; t.PublishedMessages >= old && s.IntervalSeconds > 0 {
+				t.MessageRate = float64(t.PublishedMessages-old) / s.IntervalSeconds
+				s.Topics[name] = t
+			}
+		}
 	}
+	h.topicCounts = make(map[string]uint64, len(s.Topics))
+	for name, t := range s.Topics {
+		h.topicCounts[name] = t.PublishedMessages
+		rates[name] = t.MessageRate
+	}
+	h.topicRates = rates
+	s.Topics = busiest(s.Topics, historyTopics)
 	h.ring[h.next] = s
 	h.next = (h.next + 1) % len(h.ring)
 	h.n = min(h.n+1, len(h.ring))
@@ -125,6 +154,32 @@ func (h *history) samples() []HistorySample {
 	out := make([]HistorySample, 0, h.n)
 	for i := range h.n {
 		out = append(out, h.ring[(h.next-h.n+i+len(h.ring))%len(h.ring)])
+	}
+	return out
+}
+
+// topicRate is a topic's message rate at the newest sample.
+func (h *history) topicRate(name string) float64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.topicRates[name]
+}
+
+// busiest keeps the n topics of ts with the highest rates (ties: by name).
+func busiest(ts map[string]TopicSample, n int) map[string]TopicSample {
+	if len(ts) <= n {
+		return ts
+	}
+	names := slices.Collect(maps.Keys(ts))
+	slices.SortFunc(names, func(a, b string) int {
+		if c := cmp.Compare(ts[b].MessageRate, ts[a].MessageRate); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	out := make(map[string]TopicSample, n)
+	for _, name := range names[:n] {
+		out[name] = ts[name]
 	}
 	return out
 }
@@ -157,10 +212,6 @@ func (s *HistorySample) withRates(prev *HistorySample) {
 	s.DeliveredRate = rate(s.DeliveredMessages, prev.DeliveredMessages)
 	s.DeliveredByteRate = rate(s.DeliveredBytes, prev.DeliveredBytes)
 	s.ErrorRate = rate(s.Errors, prev.Errors)
-	for name, t := range s.Topics {
-		t.MessageRate = rate(t.PublishedMessages, prev.Topics[name].PublishedMessages)
-		s.Topics[name] = t
-	}
 }
 
 // sample reads the broker's counters.

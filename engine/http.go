@@ -37,10 +37,10 @@ func (e *Engine) startHTTP() error {
 	e.registerAdmin(mux)
 	registerDashboard(mux)
 	if e.cfg.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.Handle("/debug/pprof/", e.requireToken(http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/profile", e.requireToken(http.HandlerFunc(pprof.Profile)))
+		mux.Handle("/debug/pprof/trace", e.requireToken(http.HandlerFunc(pprof.Trace)))
+		mux.Handle("/debug/pprof/symbol", e.requireToken(http.HandlerFunc(pprof.Symbol)))
 	}
 	e.httpLn = ln
 	e.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

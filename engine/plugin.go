@@ -143,6 +143,10 @@ func (ps *plugins) start(list []Plugin, queueSize int, warn func(msg string, arg
 	}
 }
 
+// pluginGrace is how long Shutdown waits for the plugins to drain their
+// queues, flush and close, after everything else has stopped.
+const pluginGrace = 3 * time.Second
+
 // startPlugins applies New's options and starts the plugins, the audit
 // log last.
 func (e *Engine) startPlugins(opts []Option) error {

@@ -339,11 +339,10 @@ func (r *registry) update(name string, kvs []wire.KV) (*Topic, error) {
 	if tc.DeadLetterTopic == name {
 		return nil, invalid("a topic cannot be its own dead-letter topic")
 	}
-	t.cfg.Store(&tc)
-	if err := r.persist(m); err != nil {
-		t.cfg.Store(&old)
+	if err := r.persistWith(m, name, &tc); err != nil {
 		return nil, wire.Errorf(storage.Code(err), "record config of "+name+": "+err.Error())
 	}
+	t.cfg.Store(&tc)
 	for _, p := range t.Parts {
 		p.SetRetention(tc.Retention, tc.RetentionBytes)
 		if tc.Fsync != old.Fsync {
@@ -419,11 +418,18 @@ type metaFileV1 struct {
 	Topics  []metaTopic `json:"topics"`
 }
 
-func (r *registry) persist(m map[string]*Topic) error {
+func (r *registry) persist(m map[string]*Topic) error { return r.persistWith(m, "", nil) }
+
+// persistWith is persist with topic name's config replaced by next: an
+// update is recorded before anyone sees it.
+func (r *registry) persistWith(m map[string]*Topic, name string, next *TopicConfig) error {
 	meta := metaFileV1{Version: 1}
-	for _, name := range slices.Sorted(maps.Keys(m)) {
-		tc := m[name].Config()
-		meta.Topics = append(meta.Topics, metaTopic{Name: name, Partitions: tc.Partitions,
+	for _, n := range slices.Sorted(maps.Keys(m)) {
+		tc := m[n].Config()
+		if n == name {
+			tc = *next
+		}
+		meta.Topics = append(meta.Topics, metaTopic{Name: n, Partitions: tc.Partitions,
 			MaxSubscribers: tc.MaxSubscribers, Storage: tc.Storage, Fsync: tc.Fsync.String(),
 			Retention: tc.Retention.String(), RetentionBytes: tc.RetentionBytes,
 			DeadLetterTopic: tc.DeadLetterTopic, MaxDeliveries: tc.MaxDeliveries})

@@ -333,7 +333,9 @@ func (y *syncer) writeAndSync(p *Partition, always bool) op {
 	} else {
 		_, o.n = p.Log.Bounds()
 	}
-	o.n2 = o.n
+	// Durable only as far as this request synced: a request made under
+	// never or interval may cover batches staged after a switch to always,
+	// which must not be acked until an fsync covers them.
 	if o.err == nil && always {
 		o.n2, o.err2 = y.s.timedSync(p.Log.Sync)
 	}

@@ -104,6 +104,7 @@ func (s *serveCmd) resolve(k *kong.Context) (settings, error) {
 		if err := file.checkKeys(flags); err != nil {
 			return nil, err
 		}
+		file.warnIfSecretExposed(os.Stderr)
 	}
 	set := make(settings, 0, len(flags))
 	for _, f := range flags {
@@ -163,6 +164,18 @@ func readConfigFile(path string) (*configFile, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &configFile{path: path, values: values, lines: keyLines(string(data))}, nil
+}
+
+// warnIfSecretExposed warns when the file holds the admin token and
+// others than its owner may read it.
+func (c *configFile) warnIfSecretExposed(w io.Writer) {
+	if _, ok := c.values["admin-token"]; !ok {
+		return
+	}
+	if fi, err := os.Stat(c.path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		_, _ = fmt.Fprintf(w, "warning: %s holds admin-token and is readable by others (mode %04o); chmod 600 it\n",
+			c.path, fi.Mode().Perm())
+	}
 }
 
 // source is where key's value is.

@@ -55,6 +55,17 @@ admin-token     = "0123456789abcdef-secret"
 	require.Regexp(t, `(?m)^retention\s+1m30s\s+env RATATOSKR_RETENTION_MS$`, out)
 }
 
+func TestConfigFileTokenPermissions(t *testing.T) {
+	file := writeFile(t, "r.toml", "admin-token = \"0123456789abcdef-secret\"\n")
+	_, errOut, code := printConfig(t, nil, "--config", file)
+	require.Equal(t, 0, code)
+	require.NotContains(t, errOut, "warning", "0600 is private")
+	require.NoError(t, os.Chmod(file, 0o644))
+	_, errOut, code = printConfig(t, nil, "--config", file)
+	require.Equal(t, 0, code)
+	require.Contains(t, errOut, "holds admin-token and is readable by others (mode 0644)")
+}
+
 // TestConfigFileErrors: every bad setting stops startup with a message
 // that names it and says where it came from.
 func TestConfigFileErrors(t *testing.T) {

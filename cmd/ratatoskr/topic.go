@@ -110,7 +110,7 @@ func (c *topicDescribeCmd) Run(ctx context.Context) error {
 type topicUpdateCmd struct {
 	serverFlag
 	Name            string         `arg:"" help:"Topic name."`
-	MaxSubscribers  *int           `help:"Maximum subscriptions; 0 takes the broker's limit."`
+	MaxSubscribers  *int           `help:"Maximum subscriptions, 1 up to the broker's --max-subscribers."`
 	Fsync           *string        `help:"always, interval=DURATION or never (disk topics)."`
 	Retention       *time.Duration `help:"Keep messages this long; 0 keeps them forever."`
 	RetentionBytes  *int64         `help:"Keep at most this many bytes per partition; 0: no bound."`

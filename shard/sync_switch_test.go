@@ -1,0 +1,69 @@
+package shard
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// gatedLog holds each write of staged batches until the test opens its
+// gate, and counts fsyncs.
+type gatedLog struct {
+	storage.Staged
+	gate   chan struct{}
+	syncs  atomic.Int64
+	inside atomic.Bool
+}
+
+func (g *gatedLog) WritePending() (int64, error) {
+	g.inside.Store(true)
+	<-g.gate
+	return g.Staged.WritePending()
+}
+
+func (g *gatedLog) Sync() (int64, error) {
+	g.syncs.Add(1)
+	return g.Staged.Sync()
+}
+
+// TestSwitchToAlwaysWaitsForFsync: a publish staged after a switch to
+// fsync=always, while a write requested under fsync=never is still
+// running, is acked only after an fsync covers it.
+func TestSwitchToAlwaysWaitsForFsync(t *testing.T) {
+	s := startShard(t, Config{Shards: 1})
+	l, _, err := storage.OpenDiskLog(storage.DiskConfig{FS: vfs.NewMem(), Dir: "t/0"})
+	require.NoError(t, err)
+	g := &gatedLog{Staged: l, gate: make(chan struct{})}
+	p := NewPartition("t", 0, s, g, SyncPolicy{Mode: SyncNever})
+	require.NoError(t, p.Adopt())
+	t.Cleanup(func() { _ = p.Log.Close() })
+	var k kicks
+	prod := NewOutbox(1<<20, 1, &k)
+	b, off := deliverBuf(t, "t", 3)
+	require.NoError(t, p.Publish(prod, 1, b, off))
+	s.Wake()
+	require.Eventually(t, g.inside.Load, 5*time.Second, time.Millisecond, "the never-mode write is running")
+
+	require.NoError(t, p.SetSync(SyncPolicy{Mode: SyncAlways}))
+	b2, off2 := deliverBuf(t, "t", 5)
+	require.NoError(t, p.Publish(prod, 2, b2, off2)) // staged behind the running write
+	s.Wake()
+	close(g.gate)
+
+	acked := map[uint32]bool{}
+	require.Eventually(t, func() bool {
+		for _, f := range frames(t, prod) {
+			if f.Type == wire.TypePublishAck {
+				acked[f.Corr] = true
+			}
+		}
+		return acked[2]
+	}, 5*time.Second, time.Millisecond)
+	require.Positive(t, g.syncs.Load(), "publish 2 was acked only after an fsync")
+}
