@@ -49,7 +49,8 @@ race:
 
 # Short runs of every fuzz target (a target per invocation, as go test
 # requires); `make fuzz FUZZTIME=5m` runs them longer.
-FUZZ_TARGETS := ./wire:FuzzReadFrame ./wire:FuzzCheckBatch ./wire:FuzzGroupBodies ./storage:FuzzRecover
+FUZZ_TARGETS := ./wire:FuzzReadFrame ./wire:FuzzCheckBatch ./wire:FuzzGroupBodies ./storage:FuzzRecover \
+                ./engine:FuzzTopicConfigJSON
 fuzz-short fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
