@@ -162,7 +162,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 func (e *Engine) audit(r *http.Request, target string, err error) {
 	by := adminOrigin(r)
 	e.emit(Event{Time: time.Now(), Kind: EventAdminAction, Partition: -1, Actor: by.actor,
-		Remote: by.remote, Action: clip(r.Method+" "+r.URL.Path, maxEventAction), Target: target, Err: err})
+		Remote: by.remote, Action: clip(r.Method + " " + r.URL.Path), Target: target, Err: err})
 }
 
 // adminOrigin is who made an admin request, for the events it causes.

@@ -83,12 +83,12 @@ var (
 // request's path is the caller's to choose, up to the header limit.
 const maxEventAction = 256
 
-// clip cuts s to at most n bytes, marking the cut.
-func clip(s string, n int) string {
-	if len(s) <= n {
+// clip cuts s to maxEventAction bytes, marking the cut.
+func clip(s string) string {
+	if len(s) <= maxEventAction {
 		return s
 	}
-	return s[:n] + "…"
+	return s[:maxEventAction] + "…"
 }
 
 // authLimit bounds the auth events a second: without a token anyone who
@@ -138,7 +138,7 @@ func (e *Engine) requireToken(next http.Handler) http.Handler {
 		}
 		if n, ok := e.authEvents.allow(time.Now()); ok {
 			e.emit(Event{Time: time.Now(), Kind: EventAuth, Partition: -1, Remote: r.RemoteAddr,
-				Action: clip(r.Method+" "+r.URL.Path, maxEventAction), Count: n, Err: err})
+				Action: clip(r.Method + " " + r.URL.Path), Count: n, Err: err})
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ratatoskr"`)
 		writeError(w, http.StatusUnauthorized, "unauthorized", err.Error())

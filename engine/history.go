@@ -68,9 +68,9 @@ type history struct {
 	topicCounts map[string]uint64  // every topic's count at the newest sample
 	topicRates  map[string]float64 // and its rate then
 	ring        []HistorySample
-	next    int // where the next sample goes
-	n       int // samples held
-	started bool
+	next        int // where the next sample goes
+	n           int // samples held
+	started     bool
 
 	stop chan struct{}
 	done chan struct{}
