@@ -67,3 +67,46 @@ func TestSwitchToAlwaysWaitsForFsync(t *testing.T) {
 	}, 5*time.Second, time.Millisecond)
 	require.Positive(t, g.syncs.Load(), "publish 2 was acked only after an fsync")
 }
+
+// countingLog counts fsyncs.
+type countingLog struct {
+	storage.Staged
+	syncs atomic.Int64
+}
+
+func (c *countingLog) Sync() (int64, error) {
+	c.syncs.Add(1)
+	return c.Staged.Sync()
+}
+
+// TestIntervalSyncRunsAndStops: a partition with fsync=interval is synced
+// on its interval, also when it got the policy at run time, and no more
+// once it leaves it.
+func TestIntervalSyncRunsAndStops(t *testing.T) {
+	s := startShard(t, Config{Shards: 1})
+	l, _, err := storage.OpenDiskLog(storage.DiskConfig{FS: vfs.NewMem(), Dir: "t/0"})
+	require.NoError(t, err)
+	c := &countingLog{Staged: l}
+	p := NewPartition("t", 0, s, c, SyncPolicy{Mode: SyncNever})
+	require.NoError(t, p.Adopt())
+	t.Cleanup(func() { _ = p.Log.Close() })
+	var k kicks
+	prod := NewOutbox(1<<20, 1, &k)
+	b, off := deliverBuf(t, "t", 3)
+	require.NoError(t, p.Publish(prod, 1, b, off))
+	s.Wake()
+	time.Sleep(50 * time.Millisecond)
+	require.Zero(t, c.syncs.Load(), "never: no fsync")
+
+	require.NoError(t, p.SetSync(SyncPolicy{Mode: SyncInterval, Interval: 20 * time.Millisecond}))
+	s.Wake()
+	require.Eventually(t, func() bool { return c.syncs.Load() >= 3 }, 5*time.Second, time.Millisecond,
+		"synced on its interval")
+
+	require.NoError(t, p.SetSync(SyncPolicy{Mode: SyncNever}))
+	s.Wake()
+	time.Sleep(50 * time.Millisecond) // a tick already due may still run
+	n := c.syncs.Load()
+	time.Sleep(100 * time.Millisecond)
+	require.Equal(t, n, c.syncs.Load(), "no interval fsync after leaving the policy")
+}
