@@ -169,16 +169,35 @@ func (s *Shard) wake() {
 // RunInline runs one pass of the shard on the calling goroutine if no one
 // else is running it; owner identifies the caller's event loop, so outboxes
 // of connections on that loop are written at once instead of scheduled.
-// Whatever the pass leaves, the shard goroutine takes over.
+// Operations that arrive during the pass get up to inlineRetries more
+// passes here; whatever is left then, the shard goroutine takes over.
 func (s *Shard) RunInline(owner any) {
-	if !s.token.CompareAndSwap(false, true) {
-		return // the holder will see our operations
+	for range inlineRetries + 1 {
+		if !s.token.CompareAndSwap(false, true) {
+			return // the holder will see our operations
+		}
+		s.owner = owner
+		s.runPass()
+		s.owner = nil
+		s.token.Store(false)
+		if s.inbox.Len() == 0 {
+			break
+		}
 	}
-	s.owner = owner
-	s.runPass()
-	s.owner = nil
-	s.release(false)
+	// As release, without the token: it is no longer ours.
+	if s.inbox.Len() > 0 || s.stop.Load() || s.stalled.Load() {
+		s.wake()
+	}
 }
+
+// inlineRetries is how many more passes an inline runner makes for work
+// that arrived while it ran (typically a syncer's report racing with an
+// event loop's publish) before it leaves the rest to the shard goroutine.
+// Waking the goroutine costs a thread wake-up; when the shard is pinned to
+// a CPU that the load tool keeps busy, that wake-up waited milliseconds,
+// the p99 of durable 1→1 at 100k msg/s (1.5-2.4 ms unpinned, 9-14 ms
+// pinned, before this).
+const inlineRetries = 3
 
 // release gives up the run token. An operation pushed while we held it was
 // seen by the pass, or its pusher failed to take the token after we took
