@@ -83,6 +83,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // JSON for programs; the dashboard inserts text, never HTML
 	_ = enc.Encode(v)
 }
 

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -247,12 +246,5 @@ func (e *Engine) resources() ResourcesHealth {
 // apiHealth serves GET /api/v1/health: 200 with the report whatever the
 // status, so a dashboard can show why.
 func (e *Engine) apiHealth(w http.ResponseWriter, _ *http.Request) {
-	writeObsJSON(w, e.Health())
-}
-
-func writeObsJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	if err := json.NewEncoder(w).Encode(v); err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-	}
+	writeJSON(w, http.StatusOK, e.Health())
 }

@@ -246,5 +246,5 @@ func (e *Engine) History() HistoryReport {
 
 // apiHistory serves GET /api/v1/metrics/history.
 func (e *Engine) apiHistory(w http.ResponseWriter, _ *http.Request) {
-	writeObsJSON(w, e.History())
+	writeJSON(w, http.StatusOK, e.History())
 }
