@@ -1,10 +1,18 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -132,4 +140,57 @@ func TestTopicUpdateCommand(t *testing.T) {
 	_, errOut, code = runCLI(t, nil, "topic", "update", "nope", "--retention", "1h", "--server", s.addr)
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "unknown topic")
+}
+
+// TestJSONLogs: --log-format json writes one JSON object per line, and
+// --log-level filters by level.
+func TestJSONLogs(t *testing.T) {
+	lines := func(level string) []map[string]any {
+		t.Helper()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		httpAddr := ln.Addr().String()
+		require.NoError(t, ln.Close())
+		cmd := exec.Command(binary, "serve", "--data", t.TempDir(), "--addr", "127.0.0.1:0", "--http-addr", httpAddr,
+			"--log-format", "json", "--log-level", level)
+		var stderr syncBuffer
+		cmd.Stderr = &stderr
+		require.NoError(t, cmd.Start())
+		require.Eventually(t, func() bool {
+			resp, err := http.Get("http://" + httpAddr + "/readyz")
+			if err != nil {
+				return false
+			}
+			_ = resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		}, 10*time.Second, 10*time.Millisecond, "serve became ready")
+		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+		require.NoError(t, cmd.Wait())
+		var out []map[string]any
+		sc := bufio.NewScanner(strings.NewReader(stderr.String()))
+		for sc.Scan() {
+			var m map[string]any
+			require.NoError(t, json.Unmarshal(sc.Bytes(), &m), "not JSON: %q", sc.Text())
+			out = append(out, m)
+		}
+		return out
+	}
+	debug := lines("debug")
+	var listening map[string]any
+	sawDebug := false
+	for _, m := range debug {
+		sawDebug = sawDebug || m["level"] == "DEBUG"
+		if m["msg"] == "ratatoskr listening" {
+			listening = m
+		}
+	}
+	require.True(t, sawDebug, "debug lines at --log-level debug")
+	require.NotNil(t, listening)
+	require.Equal(t, "INFO", listening["level"])
+	require.Contains(t, listening, "addr")
+	require.Contains(t, listening, "time")
+
+	for _, m := range lines("warn") {
+		require.Contains(t, []any{"WARN", "ERROR"}, m["level"], "only warnings and errors at --log-level warn: %v", m)
+	}
 }
