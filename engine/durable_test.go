@@ -340,18 +340,22 @@ func TestCrashSnapshotsKeepAckedMessages(t *testing.T) {
 	require.Positive(t, snaps[len(snaps)-1].acked[0])
 }
 
-func TestCorruptionIsReportedAndSkipped(t *testing.T) {
-	e := startBroker(t, func(c *Config) { c.SegmentBytes = 4 << 20 })
-	ctx := testCtx(t)
+// corruptOneRecord publishes 200 messages to topic "bits" on a broker
+// with 4 MiB segments, stops it, flips a bit inside a record in the middle
+// of the first segment, and returns the config change that starts a broker
+// on that data.
+func corruptOneRecord(t *testing.T) func(*Config) {
+	t.Helper()
+	small := func(c *Config) { c.SegmentBytes = 4 << 20 }
+	e := startBroker(t, small)
 	c := dial(t, e)
 	for i := range 200 {
-		_, err := c.Publish(ctx, "bits", client.Message{Value: fmt.Appendf(nil, "value-%d", i)})
+		_, err := c.Publish(testCtx(t), "bits", client.Message{Value: fmt.Appendf(nil, "value-%d", i)})
 		require.NoError(t, err)
 	}
 	dir := e.cfg.DataDir
 	require.NoError(t, e.Shutdown(context.Background()))
 
-	// Flip a bit in the middle of the first segment, inside a record.
 	seg := dir + "/topics/bits/0/00000000000000000000.log"
 	b, err := os.ReadFile(seg)
 	require.NoError(t, err)
@@ -361,8 +365,13 @@ func TestCorruptionIsReportedAndSkipped(t *testing.T) {
 	}
 	b[at] ^= 0x20
 	require.NoError(t, os.WriteFile(seg, b, 0o644))
+	return func(c *Config) { small(c); c.DataDir = dir }
+}
 
-	e2 := startBroker(t, func(c *Config) { c.DataDir = dir; c.SegmentBytes = 4 << 20 })
+func TestCorruptionIsReportedAndSkipped(t *testing.T) {
+	ctx := testCtx(t)
+	reopen := corruptOneRecord(t)
+	e2 := startBroker(t, reopen)
 	c2 := dial(t, e2)
 	all := fetchAll(t, c2, "bits", 0)
 	got := values(all)

@@ -12,8 +12,15 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/client"
 )
 
-// startBroker runs a broker on 127.0.0.1 port 0 for the test's lifetime.
+// startBroker runs a broker on 127.0.0.1 port 0 (native protocol and
+// HTTP) for the test's lifetime.
 func startBroker(t testing.TB, mutate func(*Config)) *Engine {
+	t.Helper()
+	return startBrokerWith(t, mutate)
+}
+
+// startBrokerWith is startBroker with New's options.
+func startBrokerWith(t testing.TB, mutate func(*Config), opts ...Option) *Engine {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
@@ -24,17 +31,20 @@ func startBroker(t testing.TB, mutate func(*Config)) *Engine {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	e, err := New(cfg)
+	e, err := New(cfg, opts...)
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, e.Start(ctx))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = e.Shutdown(ctx)
-	})
+	t.Cleanup(func() { shutdown(t, e) })
 	return e
+}
+
+// shutdown stops e; a second call (after a test did it itself) is harmless.
+func shutdown(t testing.TB, e *Engine) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = e.Shutdown(ctx)
 }
 
 // dial connects a client that is closed when the test ends.

@@ -2,12 +2,9 @@ package engine
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,34 +19,6 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
-
-// startBrokerWith is startBroker with New's options.
-func startBrokerWith(t testing.TB, mutate func(*Config), opts ...Option) *Engine {
-	t.Helper()
-	cfg := DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.HTTPAddr = ""
-	cfg.DataDir = t.TempDir()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.ShutdownTimeout = 5 * time.Second
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	e, err := New(cfg, opts...)
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	require.NoError(t, e.Start(ctx))
-	t.Cleanup(func() { shutdown(t, e) })
-	return e
-}
-
-// shutdown stops e; a second call (after a test did it itself) is harmless.
-func shutdown(t testing.TB, e *Engine) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = e.Shutdown(ctx)
-}
 
 // recorder is a plugin that keeps every event.
 type recorder struct {

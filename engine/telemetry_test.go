@@ -1,11 +1,9 @@
 package engine
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -102,27 +100,8 @@ func TestEventLogWritesTraffic(t *testing.T) {
 // sealed segment is checked as it is read) is in the admin API's partition
 // view and in the metrics.
 func TestCorruptRangesInMetricsAndAPI(t *testing.T) {
-	small := func(c *Config) { c.SegmentBytes = 4 << 20 }
-	e := startBroker(t, small)
-	ctx := testCtx(t)
-	c := dial(t, e)
-	for i := range 200 {
-		_, err := c.Publish(ctx, "bits", client.Message{Value: fmt.Appendf(nil, "value-%d", i)})
-		require.NoError(t, err)
-	}
-	dir := e.cfg.DataDir
-	require.NoError(t, e.Shutdown(context.Background()))
-	seg := dir + "/topics/bits/0/00000000000000000000.log"
-	b, err := os.ReadFile(seg)
-	require.NoError(t, err)
-	at := len(b) / 2
-	for b[at] < 'a' || b[at] > 'z' {
-		at++
-	}
-	b[at] ^= 0x20
-	require.NoError(t, os.WriteFile(seg, b, 0o644))
-
-	e2 := startBroker(t, func(c *Config) { small(c); c.DataDir = dir })
+	reopen := corruptOneRecord(t)
+	e2 := startBroker(t, reopen)
 	require.Len(t, fetchAll(t, dial(t, e2), "bits", 0), 199)
 	var parts struct {
 		Partitions []struct {

@@ -12,12 +12,22 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
-// gatedLog holds each write of staged batches until the test opens its
-// gate, and counts fsyncs.
-type gatedLog struct {
+// countingLog counts fsyncs.
+type countingLog struct {
 	storage.Staged
+	syncs atomic.Int64
+}
+
+func (c *countingLog) Sync() (int64, error) {
+	c.syncs.Add(1)
+	return c.Staged.Sync()
+}
+
+// gatedLog also holds each write of staged batches until the test opens
+// its gate.
+type gatedLog struct {
+	countingLog
 	gate   chan struct{}
-	syncs  atomic.Int64
 	inside atomic.Bool
 }
 
@@ -27,11 +37,6 @@ func (g *gatedLog) WritePending() (int64, error) {
 	return g.Staged.WritePending()
 }
 
-func (g *gatedLog) Sync() (int64, error) {
-	g.syncs.Add(1)
-	return g.Staged.Sync()
-}
-
 // TestSwitchToAlwaysWaitsForFsync: a publish staged after a switch to
 // fsync=always, while a write requested under fsync=never is still
 // running, is acked only after an fsync covers it.
@@ -39,7 +44,7 @@ func TestSwitchToAlwaysWaitsForFsync(t *testing.T) {
 	s := startShard(t, Config{Shards: 1})
 	l, _, err := storage.OpenDiskLog(storage.DiskConfig{FS: vfs.NewMem(), Dir: "t/0"})
 	require.NoError(t, err)
-	g := &gatedLog{Staged: l, gate: make(chan struct{})}
+	g := &gatedLog{countingLog: countingLog{Staged: l}, gate: make(chan struct{})}
 	p := NewPartition("t", 0, s, g, SyncPolicy{Mode: SyncNever})
 	require.NoError(t, p.Adopt())
 	t.Cleanup(func() { _ = p.Log.Close() })
@@ -66,17 +71,6 @@ func TestSwitchToAlwaysWaitsForFsync(t *testing.T) {
 		return acked[2]
 	}, 5*time.Second, time.Millisecond)
 	require.Positive(t, g.syncs.Load(), "publish 2 was acked only after an fsync")
-}
-
-// countingLog counts fsyncs.
-type countingLog struct {
-	storage.Staged
-	syncs atomic.Int64
-}
-
-func (c *countingLog) Sync() (int64, error) {
-	c.syncs.Add(1)
-	return c.Staged.Sync()
 }
 
 // TestIntervalSyncRunsAndStops: a partition with fsync=interval is synced
