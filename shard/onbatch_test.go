@@ -51,7 +51,7 @@ func TestOnBatchOncePerVisibleBatch(t *testing.T) {
 				require.NoError(t, err)
 				p = NewPartition("t", 0, s, l, SyncPolicy{Mode: SyncAlways})
 			} else {
-				p = memPartition("t", s)
+				p = memPartition(t, "t", s)
 			}
 			t.Cleanup(func() { _ = p.Log.Close() }) // releases the batches it holds
 			var k kicks

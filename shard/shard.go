@@ -98,15 +98,16 @@ func (c *Config) fill() {
 // returns to its own sockets) and for timers. Either way one thread at a
 // time touches the partitions, so the publish path still takes no locks.
 type Shard struct {
-	cfg     Config
-	inbox   *ring.MPSC[op]
-	token   atomic.Bool   // held by whoever runs the shard
-	kick    chan struct{} // wakes the shard goroutine; capacity 1
-	pushing atomic.Int32  // pushes in progress, so Stop loses none
-	stalled atomic.Bool   // some ack is held for a subscriber's pressure: run on a timer
-	stop    atomic.Bool   // Stop was called
-	stopped atomic.Bool   // the goroutine has finished; pushes fail
-	done    chan struct{}
+	cfg      Config
+	inbox    *ring.MPSC[op]
+	token    atomic.Bool   // held by whoever runs the shard
+	kick     chan struct{} // wakes the shard goroutine; capacity 1
+	pushing  atomic.Int32  // pushes in progress, so Stop loses none
+	stalled  atomic.Bool   // some ack is held for a subscriber's pressure: run on a timer
+	stop     atomic.Bool   // Stop was called
+	stopOnce sync.Once
+	stopped  atomic.Bool // the goroutine has finished; pushes fail
+	done     chan struct{}
 
 	// Owned by the token holder.
 	ops     []op
@@ -144,13 +145,15 @@ func (s *Shard) Start() {
 }
 
 // Stop processes what is already queued, fails anything that races in, and
-// waits for the shard goroutine to end.
+// waits for the shard goroutine to end. Later calls return at once.
 func (s *Shard) Stop() {
-	s.stop.Store(true)
-	s.wake()
-	<-s.done
-	close(s.syncer.stop)
-	<-s.syncer.done
+	s.stopOnce.Do(func() {
+		s.stop.Store(true)
+		s.wake()
+		<-s.done
+		close(s.syncer.stop)
+		<-s.syncer.done
+	})
 }
 
 // InboxLen reports how many operations are waiting, for metrics.

@@ -73,7 +73,7 @@ func waitQueued(t *testing.T, o *Outbox, min int) {
 
 func TestPublishStampsOffsetsAcksAndFansOut(t *testing.T) {
 	s := startShard(t, Config{Shards: 1})
-	p := memPartition("t", s)
+	p := memPartition(t, "t", s)
 	var k kicks
 	prod := NewOutbox(1<<20, 1, &k)
 	subs := []*Outbox{NewOutbox(1<<20, 1, &k), NewOutbox(1<<20, 1, &k)}
@@ -130,7 +130,7 @@ func TestPublishStampsOffsetsAcksAndFansOut(t *testing.T) {
 // others.
 func TestRunInlineWritesOwnLoopAtOnce(t *testing.T) {
 	s := startShard(t, Config{Shards: 1})
-	p := memPartition("t", s)
+	p := memPartition(t, "t", s)
 	mine, other := &ownedFlusher{owner: "loop-1"}, &ownedFlusher{owner: "loop-2"}
 	prodOut := NewOutbox(1<<20, 1, mine)
 	subOut := NewOutbox(1<<20, 1, other)
@@ -164,7 +164,7 @@ func (f *ownedFlusher) FlushNow() {
 
 func TestDeletedPartitionRefusesPublish(t *testing.T) {
 	s := startShard(t, Config{Shards: 1})
-	p := memPartition("gone", s)
+	p := memPartition(t, "gone", s)
 	var k kicks
 	prod := NewOutbox(1<<20, 1, &k)
 	require.NoError(t, p.Delete(nil))
@@ -189,7 +189,7 @@ func TestDeletedPartitionRefusesPublish(t *testing.T) {
 // past its soft limit, and released when it drains.
 func TestHeldAcksUntilSubscriberDrains(t *testing.T) {
 	s := startShard(t, Config{Shards: 1, MaxAckDelay: time.Hour, SlowConsumerTimeout: time.Hour})
-	p := memPartition("t", s)
+	p := memPartition(t, "t", s)
 	var k kicks
 	prod := NewOutbox(1<<20, 1, &k)
 	sub := NewOutbox(4<<10, 1, &k) // soft limit: 1 KiB
@@ -214,7 +214,7 @@ func TestHeldAcksUntilSubscriberDrains(t *testing.T) {
 // after the slow-consumer timeout.
 func TestHeldAckBoundsAndSlowTimeout(t *testing.T) {
 	s := startShard(t, Config{Shards: 1, MaxAckDelay: 30 * time.Millisecond, SlowConsumerTimeout: 200 * time.Millisecond})
-	p := memPartition("t", s)
+	p := memPartition(t, "t", s)
 	var k kicks
 	prod := NewOutbox(1<<20, 1, &k)
 	sub := NewOutbox(4<<10, 1, &k)
@@ -281,7 +281,7 @@ func TestOutboxCoalescesSmallAndReferencesLarge(t *testing.T) {
 // by flow control, but still reading, is not taken for a stuck one.
 func TestBusySubscriberIsNotTimedOut(t *testing.T) {
 	s := startShard(t, Config{Shards: 1, MaxAckDelay: 5 * time.Millisecond, SlowConsumerTimeout: 100 * time.Millisecond})
-	p := memPartition("t", s)
+	p := memPartition(t, "t", s)
 	var k kicks
 	prod := NewOutbox(1<<20, 1, &k)
 	sub := NewOutbox(64<<10, 1, &k) // soft limit: 16 KiB
@@ -349,7 +349,14 @@ func TestStopWhileRunningInline(t *testing.T) {
 }
 
 // memPartition is a partition of a non-durable topic: a memory log, acks
-// as soon as subscribers allow.
-func memPartition(topic string, s *Shard) *Partition {
-	return NewPartition(topic, 0, s, storage.NewMemLog(64<<20), SyncPolicy{Mode: SyncNever})
+// as soon as subscribers allow. When the test ends the shard stops and the
+// log is closed, so the buffers it holds are released before the next
+// test counts live buffers.
+func memPartition(t *testing.T, topic string, s *Shard) *Partition {
+	p := NewPartition(topic, 0, s, storage.NewMemLog(64<<20), SyncPolicy{Mode: SyncNever})
+	t.Cleanup(func() {
+		s.Stop()
+		_ = p.Log.Close()
+	})
+	return p
 }
