@@ -464,3 +464,33 @@ func TestDirectIOOnTheRealFileSystem(t *testing.T) {
 	require.NoError(t, l3.Close())
 	t.Logf("direct I/O in use: %v", direct)
 }
+
+// TestReplayReadsEachBlockOnce: one Read through a cache that admits
+// nothing (as a full cache may refuse a cold block) reads each 64 KiB
+// block from the file once, not once per batch.
+func TestReplayReadsEachBlockOnce(t *testing.T) {
+	efs := vfs.NewErrors(vfs.NewMem())
+	cache, err := NewBlockCache(1) // smaller than a block: admits nothing
+	require.NoError(t, err)
+	t.Cleanup(cache.Close)
+	l, _ := openLog(t, efs, func(c *DiskConfig) { c.SegmentBytes = 1 << 20; c.Cache = cache })
+	t.Cleanup(func() { _ = l.Close() })
+	end := appendN(t, l, 20_000, 1)
+	_, err = l.WritePending()
+	require.NoError(t, err)
+	size := l.active.size.Load()
+	require.Greater(t, size, int64(4*blockSize), "several whole blocks")
+
+	before := efs.Count(vfs.OpRead)
+	var got int64
+	require.NoError(t, l.Read(0, 1<<30, func(b wire.Batch) bool {
+		require.Equal(t, got, b.BaseOffset())
+		got += int64(b.Count())
+		return true
+	}))
+	require.Equal(t, end, got)
+	reads := efs.Count(vfs.OpRead) - before
+	blocks := int(size/blockSize) + 1
+	require.LessOrEqual(t, reads, blocks,
+		"%d reads for %d blocks: each block, the unfinished last one included, is read once", reads, blocks)
+}

@@ -58,29 +58,102 @@ func blockKey(buf *[24]byte, log uint64, base int64, block int64) string {
 	return unsafe.String(&buf[0], len(buf))
 }
 
-// readRange copies [pos, pos+len(dst)) of a segment into dst, through the
-// cache for blocks that are complete and immutable (below limit).
-func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64) error {
+// lastBlocks are the two blocks a read used last. A reader walks a block
+// batch by batch (a header, then the batch, then the next header), and a
+// batch that starts in one block and ends in the next needs both; the
+// cache's Set is asynchronous and may not admit a block at all (a full
+// cache keeps what it judges hotter), and the unfinished last block of a
+// segment is never cached. Without these, each of those reads would go to
+// the file again. Data below a segment's size never changes, so a block
+// read once serves the rest of the Read call.
+type lastBlocks struct {
+	b    [2]heldBlock
+	next int // the entry the next block replaces
+}
+
+type heldBlock struct {
+	seg   *segment
+	block int64
+	data  []byte // the block's bytes from its start, up to the limit when read
+	own   []byte // a buffer for blocks the cache does not hold
+}
+
+// find returns the held block of s that has the byte at pos, or nil.
+func (l *lastBlocks) find(s *segment, block, pos int64) *heldBlock {
+	for i := range l.b {
+		h := &l.b[i]
+		if h.seg == s && h.block == block && pos < block*blockSize+int64(len(h.data)) {
+			return h
+		}
+	}
+	return nil
+}
+
+// slot is the entry a newly read block goes into: the older one.
+func (l *lastBlocks) slot() *heldBlock {
+	h := &l.b[l.next]
+	l.next ^= 1
+	return h
+}
+
+// readRange copies [pos, pos+len(dst)) of a segment into dst, a block at a
+// time: whole blocks (complete and immutable, below limit) through the
+// cache, the unfinished last block from the file. last keeps the blocks
+// used last for the next calls; with a nil last and no cache it reads dst
+// directly.
+func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last *lastBlocks) error {
 	c := l.cfg.Cache
 	for len(dst) > 0 {
 		block := pos / blockSize
 		bstart := block * blockSize
-		if c == nil || bstart+blockSize > limit {
+		whole := bstart+blockSize <= limit
+		var data []byte
+		var held *heldBlock
+		if last != nil {
+			held = last.find(s, block, pos)
+		}
+		switch {
+		case held != nil:
+			data = held.data
+		case whole && c != nil:
+			var kb [24]byte
+			key := blockKey(&kb, l.id, s.base, block)
+			var ok bool
+			if data, ok = c.c.Get(key); !ok {
+				data = make([]byte, blockSize)
+				if _, err := s.file.ReadAt(data, bstart); err != nil && !errors.Is(err, io.EOF) {
+					return err
+				}
+				c.c.Set(key, data, blockSize)
+			}
+			if last != nil {
+				h := last.slot()
+				h.seg, h.block, h.data = s, block, data
+			}
+		case last != nil && pos < limit:
+			// Not cached: the unfinished block up to limit, or any block
+			// without a cache, into an entry's own buffer.
+			h := last.slot()
+			if cap(h.own) < blockSize {
+				h.own = make([]byte, blockSize)
+			}
+			data = h.own[:min(blockSize, limit-bstart)]
+			h.seg, h.block, h.data = nil, 0, nil // invalid until read
+			if _, err := s.file.ReadAt(data, bstart); err != nil {
+				if errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
+				return err
+			}
+			h.seg, h.block, h.data = s, block, data
+		default:
+			// No cache and no reader state, or a range that runs past
+			// limit (a damaged header's claim): straight from the file.
 			_, err := s.file.ReadAt(dst, pos)
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
 			return err
-		}
-		var kb [24]byte
-		key := blockKey(&kb, l.id, s.base, block)
-		data, ok := c.c.Get(key)
-		if !ok {
-			data = make([]byte, blockSize)
-			if _, err := s.file.ReadAt(data, bstart); err != nil && !errors.Is(err, io.EOF) {
-				return err
-			}
-			c.c.Set(key, data, blockSize)
 		}
 		n := copy(dst, data[pos-bstart:])
 		dst, pos = dst[n:], pos+int64(n)
@@ -91,6 +164,7 @@ func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64) erro
 // Read calls fn with each visible batch from the one containing offset.
 func (l *DiskLog) Read(offset int64, maxBytes int, fn func(wire.Batch) bool) error {
 	var buf []byte
+	var last lastBlocks
 	for sent := 0; ; {
 		visible := l.visible.Load()
 		if offset >= visible {
@@ -100,7 +174,7 @@ func (l *DiskLog) Read(offset int64, maxBytes int, fn func(wire.Batch) bool) err
 		if err != nil {
 			return err
 		}
-		next, done, err := l.readSegment(s, offset, visible, maxBytes, &sent, &buf, fn)
+		next, done, err := l.readSegment(s, offset, visible, maxBytes, &sent, &buf, &last, fn)
 		s.release()
 		if err != nil || done || next == offset {
 			return err
@@ -133,13 +207,13 @@ func (l *DiskLog) segmentFor(offset int64) (*segment, error) {
 // readSegment reads batches of one segment from the one containing offset.
 // It returns the offset after the last batch read, and whether to stop.
 func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, sent *int,
-	buf *[]byte, fn func(wire.Batch) bool) (int64, bool, error) {
+	buf *[]byte, last *lastBlocks, fn func(wire.Batch) bool) (int64, bool, error) {
 	limit := s.size.Load()
 	pos, expect := s.lookup(offset)
 	next := offset
 	var hdr [wire.BatchHeaderSize]byte
 	for pos < limit {
-		if err := l.readRange(s, pos, hdr[:], limit); err != nil {
+		if err := l.readRange(s, pos, hdr[:], limit, last); err != nil {
 			return next, true, err
 		}
 		size := int64(wire.BatchSize(hdr[:]))
@@ -169,7 +243,7 @@ func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, s
 			*buf = make([]byte, size)
 		}
 		batch := wire.Batch((*buf)[:size])
-		if err := l.readRange(s, pos, batch, limit); err != nil {
+		if err := l.readRange(s, pos, batch, limit, last); err != nil {
 			return next, true, err
 		}
 		pos, expect = pos+size, end
@@ -208,8 +282,9 @@ func (l *DiskLog) OffsetForTime(ts int64) (int64, error) {
 func (l *DiskLog) scanTime(s *segment, ts int64) (int64, bool, error) {
 	limit := s.size.Load()
 	var hdr [wire.BatchHeaderSize]byte
+	var last lastBlocks
 	for pos := s.lookupTime(ts); pos < limit; {
-		if err := l.readRange(s, pos, hdr[:], limit); err != nil {
+		if err := l.readRange(s, pos, hdr[:], limit, &last); err != nil {
 			return 0, false, err
 		}
 		b := wire.Batch(hdr[:])
