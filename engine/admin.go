@@ -128,9 +128,9 @@ func httpStatus(c wire.Code) int {
 }
 
 // decodeBody reads a JSON body of at most maxAdminBody bytes into v,
-// refusing unknown fields and trailing data. It answers the request itself
-// when the body is bad and returns false.
-func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+// refusing unknown fields and trailing data. When the body is bad it
+// answers the request itself and returns why, for the audit.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminBody))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
@@ -144,7 +144,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 		}
 	}
 	if err == nil {
-		return true
+		return nil
 	}
 	var tooBig *http.MaxBytesError
 	switch {
@@ -156,7 +156,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	default:
 		writeError(w, http.StatusBadRequest, "invalid_json", "bad request body: "+err.Error())
 	}
-	return false
+	return err
 }
 
 // audit emits the admin-action event of a state-changing request.
@@ -295,7 +295,8 @@ type createTopicRequest struct {
 
 func (e *Engine) apiCreateTopic(w http.ResponseWriter, r *http.Request) {
 	var req createTopicRequest
-	if !decodeBody(w, r, &req) {
+	if err := decodeBody(w, r, &req); err != nil {
+		e.audit(r, "topics", err)
 		return
 	}
 	t, err := e.createFromRequest(adminOrigin(r), req)
@@ -329,7 +330,8 @@ func (e *Engine) createFromRequest(by origin, req createTopicRequest) (*Topic, e
 func (e *Engine) apiUpdateTopic(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	var changes map[string]json.RawMessage
-	if !decodeBody(w, r, &changes) {
+	if err := decodeBody(w, r, &changes); err != nil {
+		e.audit(r, "topic/"+name, err)
 		return
 	}
 	kvs, err := configKVs(changes)
@@ -502,7 +504,8 @@ func (req resetRequest) start() (wire.Start, error) {
 func (e *Engine) apiResetGroup(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	var req resetRequest
-	if !decodeBody(w, r, &req) {
+	if err := decodeBody(w, r, &req); err != nil {
+		e.audit(r, "group/"+name, err)
 		return
 	}
 	st, err := req.start()

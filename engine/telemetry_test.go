@@ -25,6 +25,7 @@ func TestAuditLogRecordsAdminAPIChange(t *testing.T) {
 	a.json("POST", "/api/v1/topics", `{"name":"orders","partitions":2}`, 201, nil)
 	a.json("PATCH", "/api/v1/topics/orders", `{"retention":"2h"}`, 200, nil)
 	a.fails("PATCH", "/api/v1/topics/orders", `{"retention":"soon"}`, 400, "invalid_argument", "retention")
+	a.fails("PATCH", "/api/v1/topics/orders", `{"retention":`, 400, "invalid_json", "bad request body")
 	wrong := a
 	wrong.token = "nope"
 	wrong.fails("DELETE", "/api/v1/topics/orders", "", 401, "unauthorized", "not the admin token")
@@ -43,7 +44,8 @@ func TestAuditLogRecordsAdminAPIChange(t *testing.T) {
 			changes = append(changes, r)
 		}
 	}
-	require.Len(t, actions, 3, "create, the change and the refused change")
+	require.Len(t, actions, 4, "create, the change and the two refused changes")
+	require.Contains(t, actions[3]["outcome"], "unexpected EOF", "a body that is not JSON is audited too")
 	patch := actions[1]
 	require.Equal(t, "PATCH /api/v1/topics/orders", patch["action"])
 	require.Equal(t, "admin-token", patch["actor"])
