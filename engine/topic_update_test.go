@@ -2,6 +2,9 @@ package engine
 
 import (
 	"errors"
+	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,4 +132,66 @@ func TestTopicDeadLetterSettings(t *testing.T) {
 	require.Equal(t, []uint32{1, 2}, n, "the topic's max-deliveries, as changed at run time")
 	_, err = c.DescribeTopic(ctx, "jobs.dlq")
 	require.ErrorIs(t, err, client.ErrUnknownTopic, "the default dead-letter topic is not used")
+}
+
+// TestConfigChangesUnderLoad: config changes through the admin API while
+// producers publish and a subscriber follows: every publish is acked and
+// delivered once, in order, and the race detector finds nothing.
+func TestConfigChangesUnderLoad(t *testing.T) {
+	e := startBroker(t, func(c *Config) { c.RetentionInterval = 5 * time.Millisecond })
+	ctx := testCtx(t)
+	c := dial(t, e)
+	require.NoError(t, c.CreateTopic(ctx, "hot", client.TopicConfig{Partitions: 2, Fsync: "never"}))
+	got := make(chan string, 10_000)
+	_, err := dial(t, e).Subscribe(ctx, "hot", func(d *client.Delivery) { got <- string(d.Value) },
+		client.StartAt(client.Earliest))
+	require.NoError(t, err)
+
+	stop := make(chan struct{})
+	changed := make(chan int)
+	go func() {
+		url := "http://" + e.HTTPAddr() + "/api/v1/topics/hot"
+		policies := []string{"always", "interval=2ms", "never"}
+		n := 0
+		for ; ; n++ {
+			select {
+			case <-stop:
+				changed <- n
+				return
+			default:
+			}
+			body := fmt.Sprintf(`{"fsync":%q,"retention":"%dh","max-subscribers":%d,"max-deliveries":%d}`,
+				policies[n%3], 1+n%5, 100+n, 1+n%9)
+			// Not the admin helper: it calls FailNow, which this
+			// goroutine must not.
+			req, _ := http.NewRequest("PATCH", url, strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+e.token)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Errorf("PATCH %s: %v", body, err)
+				continue
+			}
+			_ = res.Body.Close()
+			if res.StatusCode != http.StatusOK {
+				t.Errorf("PATCH %s: %s", body, res.Status)
+			}
+		}
+	}()
+	const msgs = 3000
+	for i := range msgs {
+		_, err := c.Publish(ctx, "hot", client.Message{Key: []byte{byte(i % 2)}, Value: fmt.Appendf(nil, "%d", i)})
+		require.NoError(t, err)
+	}
+	close(stop)
+	require.Positive(t, <-changed, "some changes ran during the publishes")
+	seen := map[string]bool{}
+	for len(seen) < msgs {
+		select {
+		case v := <-got:
+			require.False(t, seen[v], "delivered twice: %s", v)
+			seen[v] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("delivered %d of %d", len(seen), msgs)
+		}
+	}
 }
