@@ -331,13 +331,13 @@ func (y *syncer) run() {
 
 func (y *syncer) syncRequested() {
 	y.mu.Lock()
-	todo := y.queue
+	reqs := y.queue
 	y.queue = nil
 	y.mu.Unlock()
-	if len(todo) == 0 {
+	if len(reqs) == 0 {
 		return
 	}
-	for _, r := range todo {
+	for _, r := range reqs {
 		_ = y.s.push(y.writeAndSync(r.p, r.always))
 	}
 	y.s.RunInline(nil)

@@ -399,14 +399,14 @@ func (l *DiskLog) WritePending() (int64, error) {
 	orig := l.staged
 	l.staged = l.spare[:0]
 	l.smu.Unlock()
-	todo := orig
+	rest := orig
 	var err error
-	for len(todo) > 0 && err == nil {
+	for len(rest) > 0 && err == nil {
 		var n int
-		n, err = l.writeGroup(todo)
-		todo = todo[n:]
+		n, err = l.writeGroup(rest)
+		rest = rest[n:]
 	}
-	l.releaseStaged(todo)
+	l.releaseStaged(rest)
 	clear(orig)
 	l.smu.Lock()
 	l.spare = orig[:0]
@@ -438,20 +438,20 @@ func (st staged) release() {
 }
 
 // releaseStaged releases the buffers of batches that were dropped.
-func (l *DiskLog) releaseStaged(todo []staged) {
-	for i, st := range todo {
+func (l *DiskLog) releaseStaged(rest []staged) {
+	for i, st := range rest {
 		st.release()
-		todo[i] = staged{}
+		rest[i] = staged{}
 	}
 }
 
-// writeGroup writes the longest prefix of todo that fits the active
+// writeGroup writes the longest prefix of rest that fits the active
 // segment (rolling first when the segment is full or old) in one write,
 // releases those batches, and returns how many it wrote.
-func (l *DiskLog) writeGroup(todo []staged) (int, error) {
+func (l *DiskLog) writeGroup(rest []staged) (int, error) {
 	s := l.active
 	pos := s.size.Load()
-	first := int64(len(todo[0].batch))
+	first := int64(len(rest[0].batch))
 	if pos > 0 && (pos+first > l.cfg.SegmentBytes || time.Since(s.created) > l.cfg.SegmentAge || s.indexFull()) {
 		if err := l.roll(); err != nil {
 			return 0, err
@@ -460,7 +460,7 @@ func (l *DiskLog) writeGroup(todo []staged) (int, error) {
 	}
 	n, size := 0, int64(0)
 	group := l.group[:0]
-	for _, st := range todo {
+	for _, st := range rest {
 		if n > 0 && pos+size+int64(len(st.batch)) > l.cfg.SegmentBytes {
 			break
 		}
@@ -490,7 +490,7 @@ func (l *DiskLog) writeGroup(todo []staged) (int, error) {
 	s.next.Store(end)
 	l.bytes.Add(size)
 	l.written.Store(end)
-	l.releaseStaged(todo[:n])
+	l.releaseStaged(rest[:n])
 	clear(group)
 	return n, nil
 }
@@ -583,18 +583,18 @@ func (l *DiskLog) Sync() (int64, error) {
 		l.mu.Unlock()
 		return 0, ErrClosed
 	}
-	var todo []*segment
+	var rest []*segment
 	for _, s := range *l.segs.Load() {
 		if s.dirty && s.acquire() {
 			s.dirty = false
-			todo = append(todo, s)
+			rest = append(rest, s)
 		}
 	}
 	dir := l.dirSync
 	l.dirSync = false
 	l.mu.Unlock()
 	var err error
-	for _, s := range todo {
+	for _, s := range rest {
 		if err == nil {
 			err = s.file.Sync()
 		}
