@@ -687,13 +687,8 @@ func (c *coordinator) commit(m *member, req *wire.Commit, done func(error)) {
 
 // ack marks messages of m's partition acked (message mode).
 func (c *coordinator) ack(m *member, req *wire.Ack) error {
-	gp, err := c.msgPartition(m, req.Partition)
+	gp, err := c.ownedMsgPartition(m, req.Partition, req.Generation)
 	if err != nil {
-		return err
-	}
-	gp.mu.Lock()
-	if err := gp.owns(m, req.Generation); err != nil {
-		gp.mu.Unlock()
 		return err
 	}
 	a := gp.acks
@@ -724,13 +719,8 @@ func (c *coordinator) ack(m *member, req *wire.Ack) error {
 
 // nack asks for a message to be redelivered (message mode).
 func (c *coordinator) nack(m *member, req *wire.Nack) error {
-	gp, err := c.msgPartition(m, req.Partition)
+	gp, err := c.ownedMsgPartition(m, req.Partition, req.Generation)
 	if err != nil {
-		return err
-	}
-	gp.mu.Lock()
-	if err := gp.owns(m, req.Generation); err != nil {
-		gp.mu.Unlock()
 		return err
 	}
 	gp.acks.nack(req.Offset, int64(req.DelayMs)*int64(time.Millisecond), req.Reason, nowNS(), gp.g.set.backoff)
@@ -755,6 +745,21 @@ func (c *coordinator) msgPartition(m *member, p int32) (*gpart, error) {
 	}
 	m.seen.Store(nowNS())
 	return g.parts[p], nil
+}
+
+// ownedMsgPartition is msgPartition for a member that must own it in
+// generation gen; it returns with the partition's lock held.
+func (c *coordinator) ownedMsgPartition(m *member, p int32, gen uint32) (*gpart, error) {
+	gp, err := c.msgPartition(m, p)
+	if err != nil {
+		return nil, err
+	}
+	gp.mu.Lock()
+	if err := gp.owns(m, gen); err != nil {
+		gp.mu.Unlock()
+		return nil, err
+	}
+	return gp, nil
 }
 
 // list summarises every group.

@@ -37,15 +37,20 @@ func (g *gatedLog) WritePending() (int64, error) {
 	return g.Staged.WritePending()
 }
 
-// TestSwitchToAlwaysWaitsForFsync: a publish staged after a switch to
-// fsync=always, while a write requested under fsync=never is still
-// running, is acked only after an fsync covers it.
-func TestSwitchToAlwaysWaitsForFsync(t *testing.T) {
-	s := startShard(t, Config{Shards: 1})
+// memDiskLog is a disk log on an in-memory file system.
+func memDiskLog(t *testing.T) storage.Staged {
+	t.Helper()
 	l, _, err := storage.OpenDiskLog(storage.DiskConfig{FS: vfs.NewMem(), Dir: "t/0"})
 	require.NoError(t, err)
-	g := &gatedLog{countingLog: countingLog{Staged: l}, gate: make(chan struct{})}
-	p := NewPartition("t", 0, s, g, SyncPolicy{Mode: SyncNever})
+	return l
+}
+
+// publishOne adopts a partition of topic "t" with fsync=never on log and
+// publishes one batch (correlation 1) to it; it returns the partition and
+// the producer's outbox.
+func publishOne(t *testing.T, s *Shard, log storage.Log) (*Partition, *Outbox) {
+	t.Helper()
+	p := NewPartition("t", 0, s, log, SyncPolicy{Mode: SyncNever})
 	require.NoError(t, p.Adopt())
 	t.Cleanup(func() { _ = p.Log.Close() })
 	var k kicks
@@ -53,6 +58,16 @@ func TestSwitchToAlwaysWaitsForFsync(t *testing.T) {
 	b, off := deliverBuf(t, "t", 3)
 	require.NoError(t, p.Publish(prod, 1, b, off))
 	s.Wake()
+	return p, prod
+}
+
+// TestSwitchToAlwaysWaitsForFsync: a publish staged after a switch to
+// fsync=always, while a write requested under fsync=never is still
+// running, is acked only after an fsync covers it.
+func TestSwitchToAlwaysWaitsForFsync(t *testing.T) {
+	s := startShard(t, Config{Shards: 1})
+	g := &gatedLog{countingLog: countingLog{Staged: memDiskLog(t)}, gate: make(chan struct{})}
+	p, prod := publishOne(t, s, g)
 	require.Eventually(t, g.inside.Load, 5*time.Second, time.Millisecond, "the never-mode write is running")
 
 	require.NoError(t, p.SetSync(SyncPolicy{Mode: SyncAlways}))
@@ -78,17 +93,8 @@ func TestSwitchToAlwaysWaitsForFsync(t *testing.T) {
 // once it leaves it.
 func TestIntervalSyncRunsAndStops(t *testing.T) {
 	s := startShard(t, Config{Shards: 1})
-	l, _, err := storage.OpenDiskLog(storage.DiskConfig{FS: vfs.NewMem(), Dir: "t/0"})
-	require.NoError(t, err)
-	c := &countingLog{Staged: l}
-	p := NewPartition("t", 0, s, c, SyncPolicy{Mode: SyncNever})
-	require.NoError(t, p.Adopt())
-	t.Cleanup(func() { _ = p.Log.Close() })
-	var k kicks
-	prod := NewOutbox(1<<20, 1, &k)
-	b, off := deliverBuf(t, "t", 3)
-	require.NoError(t, p.Publish(prod, 1, b, off))
-	s.Wake()
+	c := &countingLog{Staged: memDiskLog(t)}
+	p, _ := publishOne(t, s, c)
 	time.Sleep(50 * time.Millisecond)
 	require.Zero(t, c.syncs.Load(), "never: no fsync")
 
