@@ -62,6 +62,8 @@ type Engine struct {
 	connections   atomic.Int64
 	accepted      atomic.Uint64
 	slowConsumers atomic.Uint64
+	directWrites  atomic.Uint64 // deliveries written by another loop's thread (FlushDirect)
+	directShort   atomic.Uint64 // direct writes the socket did not take whole
 	errorsByCode  [32]atomic.Uint64
 
 	authEvents eventLimiter // refused admin-token checks (admin_token.go)
@@ -340,16 +342,22 @@ type Stats struct {
 	Connections   int64
 	Accepted      uint64
 	SlowConsumers uint64
-	Topics        int
-	Batches       uint64
-	Messages      uint64
-	Errors        map[string]uint64
+	// DirectWrites counts outbox flushes written straight to the socket by
+	// the thread that produced them (a shard inline on another event
+	// loop), and DirectShort those of them the socket did not take whole.
+	DirectWrites uint64
+	DirectShort  uint64
+	Topics       int
+	Batches      uint64
+	Messages     uint64
+	Errors       map[string]uint64
 }
 
 // Stats returns the broker's counters.
 func (e *Engine) Stats() Stats {
 	st := Stats{Connections: e.connections.Load(), Accepted: e.accepted.Load(),
-		SlowConsumers: e.slowConsumers.Load(), Topics: e.topics.count(), Errors: map[string]uint64{}}
+		SlowConsumers: e.slowConsumers.Load(), DirectWrites: e.directWrites.Load(), DirectShort: e.directShort.Load(),
+		Topics: e.topics.count(), Errors: map[string]uint64{}}
 	for _, s := range e.shards {
 		b, m := s.Stats()
 		st.Batches += b
@@ -412,7 +420,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		body := wire.AppendError(nil, wire.CodeShuttingDown, "the broker is shutting down")
 		return append(wire.AppendHeader(nil, wire.TypeError, 0, 0, len(body)), body...), gnet.Close
 	}
-	t := &gnetTransport{c: c, el: c.EventLoop(), remote: c.RemoteAddr().String()}
+	t := &gnetTransport{c: c, el: c.EventLoop(), fd: c.Fd(), remote: c.RemoteAddr().String()}
 	t.s = newSession(e, t)
 	c.SetContext(t)
 	e.sessions.Store(t.s, struct{}{})
@@ -427,7 +435,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	closeConn := t.s.onData(c)
 	t.s.noteCounts()
 	t.s.runShards(t.el)
-	t.s.flush()
+	t.flush()
 	if closeConn {
 		return gnet.Close
 	}
@@ -439,6 +447,12 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 	if !ok {
 		return gnet.None
 	}
+	// gnet closes the socket after OnClose returns; a direct write from
+	// another loop that is under way finishes first, and none starts after.
+	t.wmu.Lock()
+	t.wclosed = true
+	t.carry = nil
+	t.wmu.Unlock()
 	t.s.onClose()
 	t.closed = true
 	h.e.sessions.Delete(t.s)
@@ -451,13 +465,111 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 }
 
 // gnetTransport is a session's connection on a gnet event loop.
+//
+// The loop writes the connection through gnet (which buffers what the
+// socket does not take), but a shard running inline on another loop may
+// write it directly with writev on the socket (FlushDirect) instead of
+// waking this loop's thread. wmu makes the two take turns, and a direct
+// write happens only while gnet holds nothing unsent for the connection,
+// so gnet never writes the socket on its own meanwhile and bytes never
+// overtake each other. What a direct write leaves over goes to carry,
+// which the loop writes through gnet before anything else.
 type gnetTransport struct {
 	c      gnet.Conn
 	el     gnet.EventLoop
+	fd     int
 	s      *session
 	remote string
 	closed bool // set on the loop in OnClose; gnet's Conn is not touched after
+	// unsent is what gnet holds unsent plus carry, as of the last write;
+	// written under wmu.
 	unsent atomic.Int64
+
+	wmu     sync.Mutex
+	carry   []byte // guarded by wmu
+	werr    error  // a direct write failed; guarded by wmu
+	wclosed bool   // OnClose ran; guarded by wmu
+}
+
+// directMax is the most a direct write takes: a few deliveries of a lightly
+// loaded topic. Larger batches mean the publishing loop is busy, and their
+// loops write them in parallel with it.
+const directMax = 32 << 10
+
+// flush writes what the session has queued; on the loop.
+func (t *gnetTransport) flush() {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if t.werr != nil {
+		t.s.e.log.Debug("direct write failed", "remote", t.remote, "err", t.werr)
+		_ = t.c.Close()
+		return
+	}
+	if len(t.carry) > 0 {
+		_, err := t.c.Writev([][]byte{t.carry})
+		t.carry = nil
+		t.unsent.Store(int64(t.c.OutboundBuffered()))
+		if err != nil {
+			_ = t.c.Close()
+			return
+		}
+	}
+	t.s.flush()
+}
+
+// FlushDirect implements shard.DirectFlusher: it writes the session's
+// queued frames from the calling goroutine, if this loop is not writing,
+// gnet holds nothing unsent, and they are few (TakeDirect).
+func (t *gnetTransport) FlushDirect() bool {
+	if !t.wmu.TryLock() {
+		return false
+	}
+	defer t.wmu.Unlock()
+	if t.wclosed || t.werr != nil || t.unsent.Load() != 0 {
+		return false
+	}
+	p := t.s.out.TakeDirect(directMax)
+	if p == nil {
+		return false
+	}
+	t.carry, t.werr = writevFD(t.fd, p.IOV, t.carry[:0])
+	t.unsent.Store(int64(len(t.carry)))
+	t.s.out.Done(p, len(t.carry))
+	t.s.e.directWrites.Add(1)
+	if len(t.carry) > 0 || t.werr != nil {
+		t.s.e.directShort.Add(1)
+		t.ScheduleFlush()
+	}
+	return true
+}
+
+// writevFD writes iov to a non-blocking socket and returns a copy of what
+// it did not take, appended to rest.
+func writevFD(fd int, iov [][]byte, rest []byte) ([]byte, error) {
+	for len(iov) > 0 {
+		n, err := unix.Writev(fd, iov[:min(len(iov), shard.MaxIOV)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil {
+			return rest[:0], err
+		}
+		for n > 0 { // n is at most what iov holds
+			if n < len(iov[0]) {
+				iov[0] = iov[0][n:]
+				break
+			}
+			n -= len(iov[0])
+			iov = iov[1:]
+		}
+	}
+	for _, b := range iov {
+		rest = append(rest, b...)
+	}
+	return rest, nil
 }
 
 // ScheduleFlush implements shard.Flusher: it queues a flush on the loop.
@@ -474,14 +586,14 @@ func (t *gnetTransport) Owner() any { return t.el }
 // FlushNow implements shard.Flusher; the caller is on the connection's loop.
 func (t *gnetTransport) FlushNow() {
 	if !t.closed {
-		t.s.flush()
+		t.flush()
 	}
 }
 
 // Run is the flush task gnet runs on the connection's loop.
 func (t *gnetTransport) Run(context.Context) error {
 	if !t.closed {
-		t.s.flush()
+		t.flush()
 	}
 	return nil
 }
@@ -507,7 +619,7 @@ func (t *gnetTransport) goodbye() {
 	_ = t.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		if !t.closed {
 			sendErrTo(t.s.out, 0, errShuttingDown)
-			t.s.flush()
+			t.flush()
 		}
 		return nil
 	}))

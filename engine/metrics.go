@@ -89,6 +89,8 @@ func (e *Engine) writeBrokerMetrics(w io.Writer) {
 	metrics.WriteGaugeUint64(w, "ratatoskr_connections", uint64(max(st.Connections, 0)))
 	metrics.WriteCounterUint64(w, "ratatoskr_connections_accepted_total", st.Accepted)
 	metrics.WriteCounterUint64(w, "ratatoskr_slow_consumer_disconnects_total", st.SlowConsumers)
+	metrics.WriteCounterUint64(w, "ratatoskr_direct_writes_total", st.DirectWrites)
+	metrics.WriteCounterUint64(w, "ratatoskr_direct_writes_short_total", st.DirectShort)
 	metrics.WriteGaugeUint64(w, "ratatoskr_topics", uint64(st.Topics))
 	for c := range e.errorsByCode {
 		if n := e.errorsByCode[c].Load(); n > 0 {

@@ -36,6 +36,21 @@ type Flusher interface {
 	FlushNow()
 }
 
+// DirectFlusher is a Flusher whose connection may also be written by a
+// goroutine other than its owner while the owner has nothing of its own in
+// flight. A shard running inline on one event loop uses it to write a
+// delivery to a subscriber on another loop at once, which saves waking that
+// loop's thread: on an idle machine the wake-up is most of a delivery's
+// latency.
+type DirectFlusher interface {
+	Flusher
+	// FlushDirect writes the outbox from the calling goroutine if the
+	// connection can take it now (see Outbox.TakeDirect), and reports
+	// whether it did; if not, nothing was taken and the caller kicks the
+	// owner as usual. Safe from any goroutine.
+	FlushDirect() bool
+}
+
 // Outbox is a connection's queue of outgoing frames. Shards (deliveries,
 // acks) and the connection's own event loop (responses) append to it; the
 // event loop drains it and writes everything it holds in one writev.
@@ -229,6 +244,26 @@ func (o *Outbox) Take() (p *Pending, slow bool) {
 	o.queued = 0
 	o.cur.reset()
 	return &o.spare, o.slow
+}
+
+// TakeDirect is Take for a writer that is not the connection's owner: it
+// takes the queued frames only when there are some, no more than max bytes
+// (a larger batch is left to the owner's thread, so that heavy fan-out is
+// written in parallel rather than all by the publishing thread), and the
+// outbox is not dead. Otherwise it returns nil and takes nothing. The caller
+// must hold the connection's write lock and call Done as after Take.
+func (o *Outbox) TakeDirect(max int) *Pending {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.dead || o.queued == 0 || o.queued > max {
+		return nil
+	}
+	o.scheduled = false
+	o.cur, o.spare = o.spare, o.cur
+	o.spare.size = o.queued
+	o.queued = 0
+	o.cur.reset()
+	return &o.spare
 }
 
 // Done releases what a written Pending held and records the network layer's

@@ -114,6 +114,7 @@ type Shard struct {
 	pass    uint64
 	now     int64 // clock() at the start of the pass
 	owner   any   // the event loop running the shard inline, or nil
+	inline  bool  // an event loop or the syncer runs the shard, not its goroutine
 	touched []*Outbox
 	held    []*Partition // partitions holding acks
 	parts   []*Partition // adopted partitions, for retention
@@ -179,9 +180,9 @@ func (s *Shard) RunInline(owner any) {
 		if !s.token.CompareAndSwap(false, true) {
 			return // the holder will see our operations
 		}
-		s.owner = owner
+		s.owner, s.inline = owner, true
 		s.runPass()
-		s.owner = nil
+		s.owner, s.inline = nil, false
 		s.token.Store(false)
 		if s.inbox.Len() == 0 {
 			break
@@ -379,6 +380,12 @@ func (s *Shard) tryPush(o op) bool {
 	return true
 }
 
+// flushDirect asks out's connection to write it from this thread.
+func (s *Shard) flushDirect(out *Outbox) bool {
+	d, ok := out.flusher.(DirectFlusher)
+	return ok && d.FlushDirect()
+}
+
 // touch records that out needs a flush at the end of this pass.
 func (s *Shard) touch(out *Outbox) {
 	if out.passMark[s.cfg.ID] != s.pass {
@@ -388,13 +395,19 @@ func (s *Shard) touch(out *Outbox) {
 }
 
 // flushTouched writes, or gets written, every outbox touched this pass:
-// those on the inline runner's own event loop at once, the others by
-// scheduling a flush on their loop.
+// those on the inline runner's own event loop at once; the others, when an
+// event loop or the syncer runs the shard inline, directly if their
+// connection can take it now, and otherwise by scheduling a flush on their
+// loop. The shard goroutine never
+// writes a socket itself: it runs when the shard is busy, and a busy shard's
+// writes belong on the network threads.
 func (s *Shard) flushTouched() {
 	for i, out := range s.touched {
-		if s.owner != nil && out.flusher.Owner() == s.owner {
+		switch {
+		case s.owner != nil && out.flusher.Owner() == s.owner:
 			out.flusher.FlushNow()
-		} else {
+		case s.inline && s.flushDirect(out):
+		default:
 			out.Kick()
 		}
 		s.touched[i] = nil
