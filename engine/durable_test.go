@@ -105,6 +105,9 @@ func TestTopicsAndMessagesSurviveRestart(t *testing.T) {
 		_, err := os.Stat(e2.cfg.DataDir + "/topics/durable")
 		return os.IsNotExist(err)
 	}, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return trashEmpty(t, e2) }, 5*time.Second, 10*time.Millisecond,
+		"the reclaimer deleted the segments")
+	require.Positive(t, scrape(t, e2)["ratatoskr_storage_reclaimed_bytes_total"])
 	e3 := restart(t, e2, nil)
 	list, err = dial(t, e3).ListTopics(ctx)
 	require.NoError(t, err)
@@ -415,4 +418,13 @@ func TestRetentionDeletesOldSegments(t *testing.T) {
 	f, err := c.Fetch(ctx, "ret", 0, client.Earliest)
 	require.NoError(t, err)
 	require.NotEmpty(t, f.Messages)
+	require.Eventually(t, func() bool { return trashEmpty(t, e) }, 5*time.Second, 10*time.Millisecond,
+		"the reclaimer deleted the segments retention dropped")
+}
+
+// trashEmpty reports whether the reclaimer has nothing left to delete.
+func trashEmpty(t *testing.T, e *Engine) bool {
+	entries, err := os.ReadDir(e.cfg.DataDir + "/" + trashDir)
+	require.NoError(t, err)
+	return len(entries) == 0 && e.reclaim.Idle()
 }

@@ -45,6 +45,9 @@ type Engine struct {
 	topics *registry
 	groups *coordinator
 	cache  *storage.BlockCache
+	// reclaim deletes the data of deleted topics and segments in the
+	// background (storage.Reclaimer); from Start on.
+	reclaim *storage.Reclaimer
 
 	gnetEng  gnet.Engine
 	addr     net.Addr
@@ -121,6 +124,16 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	if err := storage.MkdirDurable(e.cfg.FS, e.cfg.DataDir, 1); err != nil {
 		return fmt.Errorf("engine: data directory: %w", err)
 	}
+	rc, err := storage.NewReclaimer(e.cfg.FS, e.cfg.DataDir+"/"+trashDir, e.log)
+	if err != nil {
+		return fmt.Errorf("engine: data directory: %w", err)
+	}
+	e.reclaim, e.topics.trash = rc, rc
+	defer func() {
+		if err != nil {
+			rc.Close()
+		}
+	}()
 	e.startedAt = time.Now()
 	e.setNotReady("recovering topics and consumer groups")
 	if err := e.startHTTP(); err != nil {
@@ -230,6 +243,9 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, cerr)
 	}
 	e.cache.Close()
+	if e.reclaim != nil {
+		e.reclaim.Close()
+	}
 	// The plugins get their own grace period: the steps above may have used
 	// up ctx, and the audit log's last lines (the closes) matter.
 	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), pluginGrace)

@@ -92,6 +92,9 @@ func (e *Engine) writeBrokerMetrics(w io.Writer) {
 	metrics.WriteCounterUint64(w, "ratatoskr_direct_writes_total", st.DirectWrites)
 	metrics.WriteCounterUint64(w, "ratatoskr_direct_writes_short_total", st.DirectShort)
 	metrics.WriteGaugeUint64(w, "ratatoskr_topics", uint64(st.Topics))
+	if e.reclaim != nil {
+		metrics.WriteCounterUint64(w, "ratatoskr_storage_reclaimed_bytes_total", uint64(e.reclaim.Freed()))
+	}
 	for c := range e.errorsByCode {
 		if n := e.errorsByCode[c].Load(); n > 0 {
 			metrics.WriteCounterUint64(w, `ratatoskr_errors_total{code=`+label(errCodeName(c))+`}`, n)

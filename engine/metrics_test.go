@@ -134,6 +134,7 @@ func TestMetricsMoveUnderLoad(t *testing.T) {
 	require.InDelta(t, 1, after["ratatoskr_topics"], 0)
 	require.InDelta(t, 1, after["ratatoskr_ready"], 0)
 	require.InDelta(t, 1, delta("ratatoskr_errors_total", `code="unknown_topic"`), 0)
+	require.Positive(t, delta("ratatoskr_direct_writes_total"), "the publisher's loop wrote deliveries itself")
 	require.Contains(t, after, "go_goroutines", "Go runtime metrics")
 }
 

@@ -113,6 +113,7 @@ type registry struct {
 	shards []*shard.Shard
 	cfg    *Config
 	cache  *storage.BlockCache
+	trash  *storage.Reclaimer // set by Engine.Start before load
 }
 
 func newRegistry(cfg *Config, shards []*shard.Shard, cache *storage.BlockCache) *registry {
@@ -274,7 +275,7 @@ func (r *registry) openLog(topic string, partition int, tc TopicConfig) (storage
 	}
 	l, rec, err := storage.OpenDiskLog(storage.DiskConfig{
 		FS: r.cfg.FS, Dir: partitionDir(r.cfg.DataDir, topic, partition), SegmentBytes: r.cfg.SegmentBytes,
-		SegmentAge: r.cfg.SegmentAge, Cache: r.cache, Logger: r.cfg.Logger,
+		SegmentAge: r.cfg.SegmentAge, Cache: r.cache, Reclaim: r.trash, Logger: r.cfg.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -285,6 +286,19 @@ func (r *registry) openLog(topic string, partition int, tc TopicConfig) (storage
 	}
 	return l, nil
 }
+
+// removeTree deletes a directory nothing has open: through the reclaimer
+// once there is one, since it may hold gigabytes.
+func (r *registry) removeTree(dir string) error {
+	if r.trash != nil {
+		return r.trash.Remove(dir)
+	}
+	return r.cfg.FS.RemoveAll(dir)
+}
+
+// trashDir, under the data directory, holds what the reclaimer has yet to
+// delete.
+const trashDir = "trash"
 
 func partitionDir(dataDir, topic string, partition int) string {
 	return dataDir + "/topics/" + topic + "/" + strconv.Itoa(partition)
@@ -506,7 +520,7 @@ func (r *registry) removeStrays(m map[string]*Topic) error {
 	for _, e := range entries {
 		if _, ok := m[e.Name()]; !ok {
 			r.cfg.Logger.Info("removing data of a topic that is no longer recorded", "topic", e.Name())
-			if err := r.cfg.FS.RemoveAll(r.cfg.DataDir + "/topics/" + e.Name()); err != nil {
+			if err := r.removeTree(r.cfg.DataDir + "/topics/" + e.Name()); err != nil {
 				return err
 			}
 		}

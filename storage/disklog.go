@@ -33,8 +33,12 @@ type DiskConfig struct {
 	// Default 4 KiB.
 	IndexInterval int64
 	// Cache, if not nil, serves reads of whole blocks of immutable data.
-	Cache  *BlockCache
-	Logger *slog.Logger
+	Cache *BlockCache
+	// Reclaim, if not nil, deletes the segments that retention or Drop
+	// remove, in the background and a chunk at a time (see Reclaimer);
+	// without it they are unlinked at once.
+	Reclaim *Reclaimer
+	Logger  *slog.Logger
 }
 
 func (c *DiskConfig) fill() {
@@ -679,11 +683,40 @@ func (l *DiskLog) Drop() error {
 		_ = l.active.tail.close()
 		l.active.tail = nil
 	}
+	var err error
 	for _, s := range *l.segs.Load() {
 		s.removed.Store(true)
+		err = errors.Join(err, l.deleteSegment(s))
 		s.release()
 	}
-	return l.cfg.FS.RemoveAll(l.cfg.Dir)
+	return errors.Join(err, l.cfg.FS.RemoveAll(l.cfg.Dir))
+}
+
+// deleteSegment removes a segment's files: the index at once (it is small
+// and read only at open), the log through the reclaimer when there is one,
+// once the segment's last reader lets go of it (see segment.release).
+// Called before the log's own reference is released.
+func (l *DiskLog) deleteSegment(s *segment) error {
+	var err error
+	if rerr := l.cfg.FS.Remove(s.path[:len(s.path)-len(logSuffix)] + indexSuffix); rerr != nil &&
+		!errors.Is(rerr, fs.ErrNotExist) {
+		err = rerr
+	}
+	if rc := l.cfg.Reclaim; rc != nil {
+		name, terr := rc.Trash(s.path)
+		if terr == nil {
+			from := l.cfg.Dir
+			s.onClosed = func() { rc.Reclaim(name, from) }
+			return err
+		}
+		if !errors.Is(terr, fs.ErrNotExist) {
+			l.cfg.Logger.Warn("moving a deleted segment to the reclaimer; unlinking it", "path", s.path, "err", terr)
+		}
+	}
+	if rerr := l.cfg.FS.Remove(s.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
+		err = rerr
+	}
+	return err
 }
 
 // Retain deletes sealed segments whose newest record is older than maxAge,
@@ -713,11 +746,7 @@ func (l *DiskLog) Retain(now time.Time, maxAge time.Duration, maxBytes int64) (i
 	for _, s := range segs[:drop] {
 		l.bytes.Add(-s.size.Load())
 		s.removed.Store(true)
-		if rerr := l.cfg.FS.Remove(s.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
-			err = rerr
-		}
-		if rerr := l.cfg.FS.Remove(s.path[:len(s.path)-len(logSuffix)] + indexSuffix); rerr != nil &&
-			!errors.Is(rerr, fs.ErrNotExist) && err == nil {
+		if rerr := l.deleteSegment(s); err == nil {
 			err = rerr
 		}
 		s.release()

@@ -494,3 +494,60 @@ func TestReplayReadsEachBlockOnce(t *testing.T) {
 	require.LessOrEqual(t, reads, blocks,
 		"%d reads for %d blocks: each block, the unfinished last one included, is read once", reads, blocks)
 }
+
+// TestRetentionThroughReclaimer: retention moves a deleted segment to the
+// reclaimer at once, a reader still inside it reads it whole (its later
+// blocks from the file after the move), and the file is reclaimed only
+// after that reader lets go.
+func TestRetentionThroughReclaimer(t *testing.T) {
+	fsys := vfs.NewMem()
+	rc := newTestReclaimer(t, fsys, 4096) // many steps, were it shrunk too early
+	l, _ := openLog(t, fsys, func(c *DiskConfig) { c.Reclaim = rc; c.SegmentBytes = 512 << 10 })
+	now := time.Unix(10_000, 0)
+	oldEnd := appendN(t, l, 40_000, now.Add(-2*time.Hour).UnixNano())
+	end := appendN(t, l, 50_000, now.UnixNano())
+	segs := *l.segs.Load()
+	require.Greater(t, len(segs), 2)
+	first := segs[0].path
+	firstEnd := segs[1].base
+	require.Greater(t, segs[0].size.Load(), int64(3*blockSize), "the reader needs several blocks of it")
+
+	inside, resume, done := make(chan struct{}), make(chan struct{}), make(chan []string)
+	go func() {
+		var vals []string
+		_ = l.Read(0, 1<<30, func(b wire.Batch) bool {
+			if vals == nil {
+				close(inside)
+				<-resume
+			}
+			it := b.Records()
+			var r wire.Record
+			for it.Next(&r) {
+				vals = append(vals, string(r.Value))
+			}
+			return int64(len(vals)) < firstEnd
+		})
+		done <- vals
+	}()
+	<-inside
+	n, err := l.Retain(now, time.Hour, 0)
+	require.NoError(t, err)
+	require.Positive(t, n)
+	require.False(t, exists(fsys, first), "the segment left the partition at once")
+	time.Sleep(50 * time.Millisecond) // a reclaimer that did not wait would shrink it now
+	trash, err := fsys.ReadDir("data/trash")
+	require.NoError(t, err)
+	require.NotEmpty(t, trash, "held by the reader, so not reclaimed yet")
+	close(resume)
+	vals := <-done
+	require.Equal(t, expected(0, firstEnd), vals, "the reader read the deleted segment whole")
+
+	waitIdle(t, rc)
+	trash, err = fsys.ReadDir("data/trash")
+	require.NoError(t, err)
+	require.Empty(t, trash)
+	start := l.Stats().Start
+	require.LessOrEqual(t, start, oldEnd)
+	require.Equal(t, expected(start, end), readAll(t, l, start))
+	require.NoError(t, l.Close())
+}

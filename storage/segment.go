@@ -84,6 +84,10 @@ type segment struct {
 	removed atomic.Bool
 	closed  atomic.Bool
 	dirty   bool // written since its last sync; guarded by the log's mu
+	// onClosed, set before the log releases its own reference to a
+	// deleted segment, runs once the last reference is gone and the file
+	// closed: the reclaimer may then shrink the file.
+	onClosed func()
 }
 
 func newSegment(base int64, path string, f vfs.File, maxEntries int) *segment {
@@ -108,6 +112,9 @@ func (s *segment) acquire() bool {
 func (s *segment) release() {
 	if s.refs.Add(-1) == 0 && s.closed.CompareAndSwap(false, true) {
 		_ = s.file.Close()
+		if s.onClosed != nil {
+			s.onClosed()
+		}
 	}
 }
 
