@@ -95,28 +95,30 @@ func measure(addr string, rate int, duration time.Duration) error {
 func read(c net.Conn, n int, h *hdrhistogram.Histogram, done chan struct{}) {
 	defer close(done)
 	buf := make([]byte, 64<<10)
-	var pending []byte
+	have := 0 // bytes of a partial message at the start of buf
 	for got := 0; got < n; {
-		m, err := c.Read(buf)
+		m, err := c.Read(buf[have:])
 		if err != nil {
 			return
 		}
-		pending = append(pending, buf[:m]...)
+		have += m
 		t := now()
-		for len(pending) >= 128 {
-			_ = h.RecordValue(max(t-int64(binary.LittleEndian.Uint64(pending)), 1000))
-			pending = pending[128:]
+		off := 0
+		for ; have-off >= 128; off += 128 {
+			_ = h.RecordValue(max(t-int64(binary.LittleEndian.Uint64(buf[off:])), 1000))
 			got++
 		}
+		have = copy(buf, buf[off:have])
 	}
 }
 
 // send paces like the load tester: intended send times on a timeline,
-// nanosleep of at least 20 µs between bursts.
+// nanosleep of at least 20 µs between bursts, and each burst written with
+// one write, as the load tester's client writes one frame per burst.
 func send(c net.Conn, n int, rate float64) {
 	runtime.LockOSThread()
 	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1000, 0, 0, 0)
-	msg := make([]byte, 128)
+	burst := make([]byte, 0, 128<<10)
 	interval := 1e9 / rate
 	start := now()
 	for i := 0; i < n; {
@@ -125,9 +127,12 @@ func send(c net.Conn, n int, rate float64) {
 			ts := unix.NsecToTimespec(max(w, 20_000))
 			_ = unix.Nanosleep(&ts, nil)
 		}
-		for t := now(); i < n && start+int64(float64(i)*interval) <= t; i++ {
+		burst = burst[:0]
+		for t := now(); i < n && start+int64(float64(i)*interval) <= t && len(burst) < cap(burst); i++ {
+			msg := burst[len(burst) : len(burst)+128]
 			binary.LittleEndian.PutUint64(msg, uint64(start+int64(float64(i)*interval)))
-			_, _ = c.Write(msg)
+			burst = burst[:len(burst)+128]
 		}
+		_, _ = c.Write(burst)
 	}
 }

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 type scenario struct {
@@ -124,6 +126,15 @@ func run(bin string, duration time.Duration, markdown bool) error {
 		args := append([]string{"loadtest", "--server", addr, "--duration", duration.String(), "--json",
 			"--topic", "matrix-" + strconv.Itoa(i), "--broker-pid", strconv.Itoa(serve.Process.Pid)}, sc.args...)
 		r, err := loadtest(bin, args)
+		// Each row starts from a broker without the previous rows' data,
+		// and from a quiet disk: the durable rows write gigabytes, whose
+		// files, page cache and pending writeback would otherwise still
+		// load the machine while the next rows run.
+		if derr := exec.Command(bin, "topic", "delete", "matrix-"+strconv.Itoa(i), "--server", addr).Run(); derr != nil {
+			fmt.Fprintf(os.Stderr, "deleting topic matrix-%d: %v\n", i, derr)
+		}
+		unix.Sync()
+		waitReclaimed(dir + "/trash")
 		if err != nil {
 			rows = append(rows, []string{sc.name, sc.target, "error: " + err.Error(), "", ""})
 			continue
@@ -163,6 +174,25 @@ func printTable(rows [][]string, markdown bool) error {
 		_, _ = fmt.Fprintln(w, strings.Join(r, "\t"))
 	}
 	return w.Flush()
+}
+
+// waitReclaimed waits (up to two minutes) until the broker's reclaimer has
+// deleted the files of the topic just deleted: it shrinks them in the
+// background at a bounded rate, and the next row should not share the
+// disk with it.
+func waitReclaimed(trash string) {
+	start := time.Now()
+	for time.Since(start) < 2*time.Minute {
+		entries, err := os.ReadDir(trash)
+		if err != nil || len(entries) == 0 {
+			if d := time.Since(start); d > time.Second {
+				fmt.Fprintf(os.Stderr, "  (waited %v for the deleted topic's files)\n", d.Round(time.Second))
+			}
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fmt.Fprintln(os.Stderr, "  the deleted topic's files are still being reclaimed; going on")
 }
 
 func freeAddr() (string, error) {
