@@ -86,7 +86,18 @@ type Config struct {
 	// HistFile receives the latency distribution in HdrHistogram's
 	// percentile text format.
 	HistFile string
+	// LatencyLog receives one line per message the first subscriber
+	// received, in arrival order: the message's intended send time in
+	// nanoseconds since the run started, a tab, and its latency in
+	// nanoseconds. It shows when in a run the slow messages came (a stall,
+	// a warm-up, a GC), which the histogram cannot. The lines are kept in
+	// memory during the run, 16 bytes a message, up to MaxLatencyLog
+	// messages; later ones are counted but not logged.
+	LatencyLog string
 }
+
+// MaxLatencyLog bounds the messages a LatencyLog holds (256 MiB).
+const MaxLatencyLog = 16 << 20
 
 // DefaultConfig returns the defaults of `ratatoskr loadtest`.
 func DefaultConfig() Config {

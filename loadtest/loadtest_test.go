@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +37,7 @@ func TestRunCountsAndVerifies(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Server, cfg.Count, cfg.Producers, cfg.Subscribers, cfg.Partitions = addr, 30_000, 3, 2, 2
 	cfg.HistFile = filepath.Join(t.TempDir(), "latency.hgrm")
+	cfg.LatencyLog = filepath.Join(t.TempDir(), "latency.tsv")
 	var progress bytes.Buffer
 	res, err := Run(context.Background(), cfg, &progress)
 	require.NoError(t, err)
@@ -51,6 +54,22 @@ func TestRunCountsAndVerifies(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(hist), "Value\tPercentile\tTotalCount\t1/(1-Percentile)")
 	require.Contains(t, string(hist), "#[Mean")
+
+	log, err := os.ReadFile(cfg.LatencyLog)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(log)), "\n")
+	require.Len(t, lines, 3+30_000, "three comment lines, then a line per message of the first subscriber")
+	require.Equal(t, "# 30000 messages logged, 0 more received and not logged", lines[1])
+	require.Contains(t, lines[2], "# run started ")
+	for _, l := range lines[3:] {
+		sent, lat, ok := strings.Cut(l, "\t")
+		require.True(t, ok, l)
+		s, err1 := strconv.ParseInt(sent, 10, 64)
+		d, err2 := strconv.ParseInt(lat, 10, 64)
+		require.NoError(t, errors.Join(err1, err2), l)
+		require.GreaterOrEqual(t, s, int64(0), "sent after the run's start")
+		require.Positive(t, d)
+	}
 
 	var line bytes.Buffer
 	require.NoError(t, WriteJSON(&line, res))

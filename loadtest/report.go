@@ -1,10 +1,14 @@
 package loadtest
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"text/tabwriter"
+	"time"
 )
 
 // WriteSummary prints the result as a table for people.
@@ -59,4 +63,31 @@ func cpuString(c float64) string {
 		return "?"
 	}
 	return fmt.Sprintf("%.2f", c)
+}
+
+// writeLatencyLog writes s's per-message log (see Config.LatencyLog);
+// start is the run's start on the tool's clock.
+func writeLatencyLog(name string, s *subscriber, start int64) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	fmt.Fprintf(w, "# ratatoskr loadtest latency log: intended send time since the run's start (ns), latency (ns)\n")
+	fmt.Fprintf(w, "# %d messages logged, %d more received and not logged\n", len(s.trace), s.untraced)
+	at := epoch.Add(time.Duration(start))
+	fmt.Fprintf(w, "# run started %s (unix ns %d)\n", at.UTC().Format(time.RFC3339Nano), at.UnixNano())
+	var line []byte
+	for _, e := range s.trace {
+		line = strconv.AppendInt(line[:0], e[0]-start, 10)
+		line = append(line, '\t')
+		line = strconv.AppendInt(line, e[1], 10)
+		line = append(line, '\n')
+		_, _ = w.Write(line)
+	}
+	if err := w.Flush(); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }

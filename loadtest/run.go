@@ -117,8 +117,11 @@ func (r *run) setup(ctx context.Context) error {
 		return err
 	}
 	r.cfg.Partitions = len(info.Partitions)
-	for range r.cfg.Subscribers {
+	for i := range r.cfg.Subscribers {
 		s := newSubscriber(r.cfg.Producers)
+		if i == 0 && r.cfg.LatencyLog != "" {
+			s.trace = make([][2]int64, 0, r.expectedMessages())
+		}
 		if r.cfg.Group == "" {
 			if s.c, err = r.dial(ctx); err != nil {
 				return err
@@ -184,6 +187,19 @@ func (r *run) joinGroup(ctx context.Context, from client.Position) error {
 	return nil
 }
 
+// expectedMessages is how many messages a subscriber should receive, for
+// sizing the latency log: the count, or the rate over the duration with
+// some slack, or for an unpaced run of unknown length the log's bound.
+func (r *run) expectedMessages() int {
+	switch {
+	case r.cfg.Count > 0:
+		return min(r.cfg.Count, MaxLatencyLog)
+	case r.cfg.Rate > 0:
+		return min(int(float64(r.cfg.Rate)*r.cfg.Duration.Seconds()*1.05)+1024, MaxLatencyLog)
+	}
+	return MaxLatencyLog
+}
+
 // share is producer i's part of n messages.
 func share(n, parts, i int) int {
 	if n == 0 {
@@ -233,6 +249,11 @@ func (r *run) execute(ctx context.Context) (*Result, error) {
 	res.ToolCPU, res.BrokerCPU = cpu.stop()
 	if r.cfg.HistFile != "" {
 		if err := writeHist(r.cfg.HistFile, res.hist); err != nil {
+			return res, err
+		}
+	}
+	if r.cfg.LatencyLog != "" && len(r.subs) > 0 {
+		if err := writeLatencyLog(r.cfg.LatencyLog, r.subs[0], start); err != nil {
 			return res, err
 		}
 	}

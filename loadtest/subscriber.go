@@ -31,6 +31,8 @@ type subscriber struct {
 	seqs      []seqTracker            // per producer
 	lastSwap  int64
 	malformed uint64
+	trace     [][2]int64 // intended send time and latency per message, if logged
+	untraced  uint64     // messages past the trace's capacity
 
 	received atomic.Uint64 // messages handled, duplicates included
 	unique   atomic.Uint64
@@ -54,6 +56,13 @@ func (s *subscriber) handle(d *client.Delivery) {
 		return
 	}
 	lat := max(t-sent, histMin)
+	if s.trace != nil {
+		if len(s.trace) < cap(s.trace) {
+			s.trace = append(s.trace, [2]int64{sent, lat})
+		} else {
+			s.untraced++
+		}
+	}
 	_ = s.hist.RecordValue(lat)
 	_ = s.interval.RecordValue(lat)
 	if s.seqs[prod].add(seq) {

@@ -25,6 +25,7 @@ type loadtestCmd struct {
 	GoroutineDispatch bool          `help:"Run handlers on the subscription's goroutine instead of inline on the reader."`
 	BrokerPID         int           `name:"broker-pid" help:"Broker process to sample for CPU use."`
 	HistFile          string        `name:"hist-file" help:"Write the latency distribution here (HdrHistogram percentile format)."`
+	LatencyLog        string        `name:"latency-log" help:"Write each message's intended send time and latency (ns, tab-separated) here, as the first subscriber received them."`
 	JSON              bool          `name:"json" help:"Print the result as one JSON object on the last line of standard output."`
 	Durable           bool          `help:"Use a durable (disk) topic; without it the topic is in memory."`
 	Fsync             string        `default:"always" help:"Fsync policy of a durable topic: always, interval=DURATION or never."`
@@ -41,6 +42,7 @@ func (c *loadtestCmd) Run(ctx context.Context) error {
 		Server: c.Server, Topic: c.Topic, Partitions: c.Partitions, Producers: c.Producers,
 		Subscribers: c.Subscribers, Size: c.Size, Rate: c.Rate, Duration: c.Duration, Count: c.Count,
 		BatchBytes: c.BatchBytes, Linger: c.Linger, Drain: c.Drain, BrokerPID: c.BrokerPID, HistFile: c.HistFile,
+		LatencyLog:  c.LatencyLog,
 		PaceQuantum: c.PaceQuantum, GoroutineDispatch: c.GoroutineDispatch,
 		Durable: c.Durable, Fsync: c.Fsync, Replay: c.Replay, Group: c.Group, Ack: c.Ack,
 	}
