@@ -73,10 +73,10 @@ func writeLatencyLog(name string, s *subscriber, start int64) error {
 		return err
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
-	fmt.Fprintf(w, "# ratatoskr loadtest latency log: intended send time since the run's start (ns), latency (ns)\n")
-	fmt.Fprintf(w, "# %d messages logged, %d more received and not logged\n", len(s.trace), s.untraced)
+	_, _ = fmt.Fprintf(w, "# ratatoskr loadtest latency log: intended send time since the run's start (ns), latency (ns)\n")
+	_, _ = fmt.Fprintf(w, "# %d messages logged, %d more received and not logged\n", len(s.trace), s.untraced)
 	at := epoch.Add(time.Duration(start))
-	fmt.Fprintf(w, "# run started %s (unix ns %d)\n", at.UTC().Format(time.RFC3339Nano), at.UnixNano())
+	_, _ = fmt.Fprintf(w, "# run started %s (unix ns %d)\n", at.UTC().Format(time.RFC3339Nano), at.UnixNano())
 	var line []byte
 	for _, e := range s.trace {
 		line = strconv.AppendInt(line[:0], e[0]-start, 10)
