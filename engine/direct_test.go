@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -125,4 +127,40 @@ func readInOrder(sub *rawConn, n, size int, start chan struct{}) error {
 		return errors.New("a frame after the last delivery")
 	}
 	return nil
+}
+
+// TestResetSubscribersDoNotHangTheLoop: when a write fails (the peer reset
+// the connection), gnet closes the connection from inside that write,
+// calling OnClose on the loop while the loop's flush holds the
+// connection's write lock. Subscribers resetting their connections while a
+// publisher keeps them busy must leave the loop serving.
+func TestResetSubscribersDoNotHangTheLoop(t *testing.T) {
+	e := startBroker(t, func(c *Config) { c.EventLoops = 1 })
+	ctx := testCtx(t)
+	pub := dial(t, e)
+	require.NoError(t, pub.CreateTopic(ctx, "resets", client.TopicConfig{Partitions: 1, Storage: "memory"}))
+	pctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		val := make([]byte, 1024)
+		for pctx.Err() == nil {
+			_ = pub.PublishAsync(pctx, "resets", client.Message{Value: val})
+		}
+	})
+	for start := time.Now(); time.Since(start) < 2*time.Second; {
+		c, err := net.DialTimeout("tcp", e.Addr().String(), 5*time.Second)
+		require.NoError(t, err)
+		sub := &rawConn{t: t, c: c}
+		sub.hello()
+		sub.sendFrame(wire.TypeSubscribe, 2, (&wire.Subscribe{Topic: "resets", Partition: wire.PartitionAny}).Append(nil))
+		require.Equal(t, wire.TypeSubscribeOK, sub.next().Type)
+		require.NoError(t, c.(*net.TCPConn).SetLinger(0))
+		require.NoError(t, c.Close()) // a reset, with deliveries on the way
+	}
+	stop()
+	wg.Wait()
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := pub.Publish(actx, "resets", client.Message{Value: []byte("alive")})
+	require.NoError(t, err, "the loop still serves")
 }

@@ -465,10 +465,16 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 	}
 	// gnet closes the socket after OnClose returns; a direct write from
 	// another loop that is under way finishes first, and none starts after.
-	t.wmu.Lock()
-	t.wclosed = true
-	t.carry = nil
-	t.wmu.Unlock()
+	// When gnet closes the connection from inside a write of our own flush
+	// (a write error), this loop holds wmu already, so no direct write can
+	// be running, and taking it again would deadlock the loop.
+	if t.flushing {
+		t.wclosed, t.carry = true, nil
+	} else {
+		t.wmu.Lock()
+		t.wclosed, t.carry = true, nil
+		t.wmu.Unlock()
+	}
 	t.s.onClose()
 	t.closed = true
 	h.e.sessions.Delete(t.s)
@@ -505,6 +511,9 @@ type gnetTransport struct {
 	carry   []byte // guarded by wmu
 	werr    error  // a direct write failed; guarded by wmu
 	wclosed bool   // OnClose ran; guarded by wmu
+	// flushing is set while flush holds wmu; read and written on the loop
+	// only (see OnClose).
+	flushing bool
 }
 
 // directMax is the most a direct write takes: a few deliveries of a lightly
@@ -515,7 +524,11 @@ const directMax = 32 << 10
 // flush writes what the session has queued; on the loop.
 func (t *gnetTransport) flush() {
 	t.wmu.Lock()
-	defer t.wmu.Unlock()
+	t.flushing = true
+	defer func() {
+		t.flushing = false
+		t.wmu.Unlock()
+	}()
 	if t.werr != nil {
 		t.s.e.log.Debug("direct write failed", "remote", t.remote, "err", t.werr)
 		_ = t.c.Close()
