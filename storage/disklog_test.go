@@ -551,3 +551,56 @@ func TestRetentionThroughReclaimer(t *testing.T) {
 	require.Equal(t, expected(start, end), readAll(t, l, start))
 	require.NoError(t, l.Close())
 }
+
+// TestCrashWithSegmentInTrash: retention moved a segment to the trash
+// (a reader held it), the trash directory was synced by other work but
+// the partition's directory was not, and the machine crashed. Under the
+// crash model the segment may then exist under both names, one file; the
+// next reclaimer must not shrink it, or recovery would find the
+// partition's copy cut short.
+func TestCrashWithSegmentInTrash(t *testing.T) {
+	mem := vfs.NewMem()
+	rc := newTestReclaimer(t, mem, 1024)
+	l, _ := openLog(t, mem, func(c *DiskConfig) { c.Reclaim = rc })
+	now := time.Unix(10_000, 0)
+	end := appendN(t, l, 2000, now.UnixNano())
+	_, err := l.Sync()
+	require.NoError(t, err)
+
+	inside, resume := make(chan struct{}), make(chan struct{})
+	go func() {
+		first := true
+		_ = l.Read(0, 1<<20, func(wire.Batch) bool {
+			if first {
+				first = false
+				close(inside)
+				<-resume
+			}
+			return false
+		})
+	}()
+	<-inside
+	segs := *l.segs.Load()
+	n, err := l.Retain(now, 0, l.Stats().Bytes-segs[0].size.Load()) // just the held segment
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	writeFile(t, mem, "data/other", 10)
+	require.NoError(t, rc.Remove("data/other"))
+	waitIdle(t, rc) // synced the trash directory
+	after := mem.Crash()
+	close(resume)
+	rc.Close()
+	trash, err := after.ReadDir("data/trash")
+	require.NoError(t, err)
+	require.NotEmpty(t, trash, "the segment's move is durable in the trash")
+	_, err = after.Stat("t/0/00000000000000000000.log")
+	require.NoError(t, err, "and so is its old name: one file under both")
+
+	rc2 := newTestReclaimer(t, after, 1024)
+	waitIdle(t, rc2)
+	l2, rec := openLog(t, after, func(c *DiskConfig) { c.Reclaim = rc2 })
+	require.Empty(t, rec.Corrupt)
+	start, _ := l2.Bounds()
+	require.Equal(t, expected(start, end), readAll(t, l2, start))
+	require.NoError(t, l2.Close())
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"sync"
@@ -31,8 +32,13 @@ import (
 // (Trash), which is instant and leaves open descriptors working: a reader
 // of a segment that retention deleted keeps reading it. Its owner calls
 // Reclaim once nothing has the file open any more; only then is it
-// truncated. Whatever is left in the directory at start (a crash, a
-// shutdown mid-way) is reclaimed then.
+// truncated, and only once the directory it left and the reclaimer's own
+// are synced, so that no crash can bring the old name back over the
+// shrunk file. Whatever is left in the directory at start (a crash, a
+// shutdown mid-way) is unlinked then, without shrinking: after a crash it
+// cannot be known that its old name is gone for good (under the strict
+// crash model of package vfs, a rename synced in one directory only may
+// leave the file under both names, and recovery may be using the other).
 type Reclaimer struct {
 	fs    vfs.FS
 	dir   string
@@ -52,8 +58,9 @@ type Reclaimer struct {
 }
 
 type reclaimItem struct {
-	path string // in the reclaimer's directory
-	from string // the directory it was renamed out of, or ""
+	path   string // in the reclaimer's directory
+	from   string // the directory it was renamed out of, or ""
+	shrink bool   // a chunk at a time; false for what was found at start
 }
 
 // Reclaimer tuning: at most reclaimChunk bytes freed per journal commit,
@@ -92,10 +99,11 @@ func newReclaimer(fsys vfs.FS, dir string, logger *slog.Logger, chunk int64, pau
 // Trash renames path (a file or a directory tree) into the reclaimer's
 // directory and returns its new name, which the caller passes to Reclaim
 // once nothing has it open. A path that does not exist is an error
-// matching fs.ErrNotExist.
+// matching fs.ErrNotExist. The name is unique (a clock, a counter and a
+// random part), since a rename replaces what it lands on.
 func (r *Reclaimer) Trash(path string) (string, error) {
 	name := r.dir + "/" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" +
-		strconv.FormatUint(r.seq.Add(1), 10) + "-" + baseOf(path)
+		strconv.FormatUint(r.seq.Add(1), 10) + "-" + strconv.FormatUint(rand.Uint64(), 36) + "-" + baseOf(path)
 	if err := r.fs.Rename(path, name); err != nil {
 		return "", err
 	}
@@ -108,7 +116,7 @@ func (r *Reclaimer) Trash(path string) (string, error) {
 // with a truncated file behind it.
 func (r *Reclaimer) Reclaim(trashed, from string) {
 	r.mu.Lock()
-	r.queue = append(r.queue, reclaimItem{path: trashed, from: from})
+	r.queue = append(r.queue, reclaimItem{path: trashed, from: from, shrink: true})
 	r.mu.Unlock()
 	select {
 	case r.wake <- struct{}{}:
@@ -118,13 +126,16 @@ func (r *Reclaimer) Reclaim(trashed, from string) {
 
 // Remove is Trash and Reclaim at once, for a file or tree nothing has
 // open. A path that does not exist is not an error, as with os.RemoveAll.
+// If it cannot be moved (a full disk may refuse the trash a new entry), it
+// is removed at once instead.
 func (r *Reclaimer) Remove(path string) error {
 	name, err := r.Trash(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return err
+		r.log.Warn("moving to the reclaimer failed; removing at once", "path", path, "err", err)
+		return r.fs.RemoveAll(path)
 	}
 	r.Reclaim(name, dirOf(path))
 	return nil
@@ -166,23 +177,30 @@ func (r *Reclaimer) run() {
 		r.queue = r.queue[1:]
 		r.busy = true
 		r.mu.Unlock()
+		shrink := it.shrink
 		if it.from != "" {
-			// An error here (the directory is gone too) leaves nothing to
-			// bring the name back.
-			_ = r.fs.SyncDir(it.from)
+			// A directory that is gone went with its topic, whose removal
+			// from the topics file came first: nothing will read the name
+			// again even if a crash brings it back.
+			if err := r.fs.SyncDir(it.from); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				r.log.Warn("reclaiming disk space: unlinking without shrinking", "path", it.path, "err", err)
+				shrink = false
+			}
 		}
 		if err := r.fs.SyncDir(r.dir); err != nil {
-			r.log.Warn("reclaiming disk space", "path", it.path, "err", err)
+			r.log.Warn("reclaiming disk space: unlinking without shrinking", "path", it.path, "err", err)
+			shrink = false
 		}
-		if !r.removeTree(it.path) {
+		if !r.removeTree(it.path, shrink) {
 			return
 		}
 	}
 }
 
-// removeTree deletes path and, for a directory, everything under it. It
-// returns false when the reclaimer is stopping.
-func (r *Reclaimer) removeTree(path string) bool {
+// removeTree deletes path and, for a directory, everything under it,
+// shrinking large files first if shrink. It returns false when the
+// reclaimer is stopping.
+func (r *Reclaimer) removeTree(path string, shrink bool) bool {
 	st, err := r.fs.Stat(path)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -197,51 +215,65 @@ func (r *Reclaimer) removeTree(path string) bool {
 			return true
 		}
 		for _, e := range entries {
-			if !r.removeTree(path + "/" + e.Name()) {
+			if !r.removeTree(path+"/"+e.Name(), shrink) {
 				return false
 			}
 		}
-	} else if !r.shrink(path, st.Size()) {
-		return false
+	}
+	left := int64(0)
+	if !st.IsDir() {
+		left = st.Size()
+		if shrink {
+			var ok bool
+			if left, ok = r.shrink(path, left); !ok {
+				return false
+			}
+		}
 	}
 	if err := r.fs.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		r.log.Warn("reclaiming disk space", "path", path, "err", err)
+		return true
 	}
+	r.freed.Add(left)
 	return true
 }
 
-// shrink truncates a file of size bytes to nothing, a chunk per step with
-// an fsync after each. It returns false when the reclaimer is stopping.
-func (r *Reclaimer) shrink(path string, size int64) bool {
+// shrink truncates a file of size bytes a chunk per step, with an fsync
+// after each, down to at most one chunk, which the unlink frees. It
+// returns what is left and false when the reclaimer is stopping; on an
+// error it leaves the rest to the unlink.
+func (r *Reclaimer) shrink(path string, size int64) (int64, bool) {
 	if size <= r.chunk {
-		r.freed.Add(size)
-		return true
+		return size, true
 	}
 	f, err := r.fs.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		r.log.Warn("reclaiming disk space", "path", path, "err", err)
-		return true
+		return size, true
 	}
 	defer func() { _ = f.Close() }()
-	for size > 0 {
+	t := time.NewTimer(r.pause)
+	defer t.Stop()
+	for size > r.chunk {
 		select {
 		case <-r.stop:
-			return false
-		case <-time.After(r.pause):
+			return size, false
+		case <-t.C:
 		}
-		next := max(size-r.chunk, 0)
+		next := size - r.chunk
 		if err := f.Truncate(next); err != nil {
 			r.log.Warn("reclaiming disk space", "path", path, "err", err)
-			return true
+			return size, true
 		}
 		if err := f.Sync(); err != nil {
 			r.log.Warn("reclaiming disk space", "path", path, "err", err)
-			return true
+			return next, true
 		}
 		r.freed.Add(size - next)
 		size = next
+		t.Reset(r.pause)
 	}
-	return true
+	return size, true
 }
 
 func baseOf(path string) string {

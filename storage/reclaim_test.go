@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -92,8 +93,8 @@ func TestReclaimerShrinksAChunkAtATime(t *testing.T) {
 	require.NoError(t, r.Remove("data/topics/a"))
 	require.False(t, exists(fsys, "data/topics/a"), "the tree leaves its place at once")
 	waitIdle(t, r)
-	require.Equal(t, []string{"truncate 2097252", "sync", "truncate 1048676", "sync", "truncate 100", "sync",
-		"truncate 0", "sync"}, fsys.steps)
+	require.Equal(t, []string{"truncate 2097252", "sync", "truncate 1048676", "sync", "truncate 100", "sync"},
+		fsys.steps, "down to one chunk or less, which the unlink frees")
 	entries, err := fsys.ReadDir("data/trash")
 	require.NoError(t, err)
 	require.Empty(t, entries)
@@ -143,4 +144,49 @@ func TestReclaimerResumesAfterRestart(t *testing.T) {
 	entries, err = fsys.ReadDir("data/trash")
 	require.NoError(t, err)
 	require.Empty(t, entries)
+}
+
+// TestReclaimerUnlinksLeftoversWhole: what a crash left in the trash may
+// still have its old name in a partition (see NewReclaimer), so it is
+// unlinked, never shrunk.
+func TestReclaimerUnlinksLeftoversWhole(t *testing.T) {
+	fsys := &stepFS{FS: vfs.NewMem()}
+	require.NoError(t, fsys.MkdirAll("data/trash", 0o755))
+	writeFile(t, fsys, "data/trash/old-seg.log", 3<<20)
+	fsys.steps = nil
+	r := newTestReclaimer(t, fsys, 1<<20)
+	waitIdle(t, r)
+	require.False(t, exists(fsys, "data/trash/old-seg.log"))
+	require.Empty(t, fsys.steps, "not shrunk")
+	require.Equal(t, int64(3<<20), r.Freed())
+}
+
+// TestReclaimerDoesNotShrinkWhenTheOriginWontSync: if the directory a file
+// left cannot be synced, its old name might come back after a crash, so
+// the file is unlinked whole instead of shrunk.
+func TestReclaimerDoesNotShrinkWhenTheOriginWontSync(t *testing.T) {
+	efs := vfs.NewErrors(vfs.NewMem())
+	require.NoError(t, efs.MkdirAll("data/p", 0o755))
+	writeFile(t, efs, "data/p/seg.log", 3<<20)
+	efs.InjectSync(func(name string) bool { return name == "data/p" }, syscall.EIO, 0)
+	r := newTestReclaimer(t, efs, 1<<20)
+	require.NoError(t, r.Remove("data/p/seg.log"))
+	waitIdle(t, r)
+	require.False(t, exists(efs, "data/p/seg.log"))
+	entries, err := efs.ReadDir("data/trash")
+	require.NoError(t, err)
+	require.Empty(t, entries)
+	require.Zero(t, efs.Count(vfs.OpTruncate), "not shrunk")
+}
+
+// TestReclaimerRemoveFallsBack: a tree that cannot be moved to the trash
+// (a full disk refusing the new entry) is removed at once.
+func TestReclaimerRemoveFallsBack(t *testing.T) {
+	efs := vfs.NewErrors(vfs.NewMem())
+	require.NoError(t, efs.MkdirAll("data/topics/a/0", 0o755))
+	writeFile(t, efs, "data/topics/a/0/seg.log", 1000)
+	r := newTestReclaimer(t, efs, 1<<20)
+	efs.Inject(vfs.OpRename, nil, syscall.ENOSPC, 0)
+	require.NoError(t, r.Remove("data/topics/a"))
+	require.False(t, exists(efs, "data/topics/a"))
 }
