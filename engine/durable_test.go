@@ -428,3 +428,27 @@ func trashEmpty(t *testing.T, e *Engine) bool {
 	require.NoError(t, err)
 	return len(entries) == 0 && e.reclaim.Idle()
 }
+
+// TestDeleteThenRecreateKeepsTheNewTopic deletes a durable topic and at
+// once creates one of the same name, many times: the new topic must never
+// open the old one's segments, nor lose its own to the old one's late
+// drop.
+func TestDeleteThenRecreateKeepsTheNewTopic(t *testing.T) {
+	e := startBroker(t, nil)
+	ctx := testCtx(t)
+	c := dial(t, e)
+	for round := range 30 {
+		require.NoError(t, c.CreateTopic(ctx, "again", client.TopicConfig{Partitions: 2, Storage: "disk"}))
+		for i := range 20 {
+			_, err := c.Publish(ctx, "again", client.Message{Value: fmt.Appendf(nil, "r%d-%d", round, i)},
+				client.ToPartition(i%2))
+			require.NoError(t, err)
+		}
+		var want []string
+		for i := 0; i < 20; i += 2 {
+			want = append(want, fmt.Sprintf("r%d-%d", round, i))
+		}
+		require.Equal(t, want, values(fetchAll(t, c, "again", 0)), "round %d", round)
+		require.NoError(t, c.DeleteTopic(ctx, "again"))
+	}
+}

@@ -388,18 +388,32 @@ func (r *registry) remove(name string) error {
 	var pending atomic.Int32
 	pending.Store(int32(len(t.Parts)))
 	dir := r.cfg.DataDir + "/topics/" + name
+	dropped := make(chan struct{})
 	for _, p := range t.Parts {
 		if err := p.Delete(func() {
 			if pending.Add(-1) == 0 {
 				_ = r.cfg.FS.RemoveAll(dir)
+				close(dropped)
 			}
 		}); err != nil {
 			return wire.Errorf(wire.CodeShuttingDown, err.Error())
 		}
 		p.Shard.Wake()
 	}
+	// Until the shards have dropped the logs, the topic's directory is
+	// theirs: a topic created again under this name meanwhile would open
+	// the old segments, and then lose its own to the late drop. So the
+	// registry stays locked until then (the shards take no registry lock).
+	select {
+	case <-dropped:
+	case <-time.After(deleteWait):
+		r.cfg.Logger.Warn("topic delete: the shards have not dropped its partitions yet", "topic", name, "waited", deleteWait)
+	}
 	return nil
 }
+
+// deleteWait bounds how long a topic delete waits for its shards.
+const deleteWait = 30 * time.Second
 
 // topicHash spreads a topic's partitions over the shards starting at a
 // point that depends on its name, so single-partition topics do not all
