@@ -523,6 +523,9 @@ const directMax = 32 << 10
 
 // flush writes what the session has queued; on the loop.
 func (t *gnetTransport) flush() {
+	if t.closed { // OnClose ran, maybe within this very OnTraffic
+		return
+	}
 	t.wmu.Lock()
 	t.flushing = true
 	defer func() {
@@ -613,17 +616,11 @@ func (t *gnetTransport) ScheduleFlush() {
 func (t *gnetTransport) Owner() any { return t.el }
 
 // FlushNow implements shard.Flusher; the caller is on the connection's loop.
-func (t *gnetTransport) FlushNow() {
-	if !t.closed {
-		t.flush()
-	}
-}
+func (t *gnetTransport) FlushNow() { t.flush() }
 
 // Run is the flush task gnet runs on the connection's loop.
 func (t *gnetTransport) Run(context.Context) error {
-	if !t.closed {
-		t.flush()
-	}
+	t.flush()
 	return nil
 }
 
