@@ -189,3 +189,46 @@ func TestBatchesStayUnderTheFrameLimit(t *testing.T) {
 	require.NoError(t, c.Flush(ctx))
 	require.NoError(t, c.Err())
 }
+
+// TestPublishBatchAsync: bursts arrive whole and in order, with or without
+// a linger; a burst with a message too large is refused before any of it
+// is queued.
+func TestPublishBatchAsync(t *testing.T) {
+	for _, linger := range []time.Duration{0, time.Millisecond} {
+		t.Run(fmt.Sprint("linger=", linger), func(t *testing.T) {
+			ctx := ctxT(t)
+			c := dialT(t, brokerAddr, client.WithLinger(linger))
+			topic := fmt.Sprintf("bursts-%d-%d", linger, time.Now().UnixNano())
+			require.NoError(t, c.CreateTopic(ctx, topic, client.TopicConfig{Partitions: 1}))
+			var want []string
+			for b := range 20 {
+				burst := make([]client.Message, b%7+1)
+				for i := range burst {
+					v := fmt.Sprintf("b%d-%d", b, i)
+					burst[i] = client.Message{Value: []byte(v)}
+					want = append(want, v)
+				}
+				require.NoError(t, c.PublishBatchAsync(ctx, topic, burst))
+			}
+			require.NoError(t, c.Flush(ctx))
+
+			huge := make([]byte, 2<<20)
+			err := c.PublishBatchAsync(ctx, topic, []client.Message{{Value: []byte("ok")}, {Value: huge}})
+			require.ErrorIs(t, err, client.ErrMessageTooLarge)
+			require.NoError(t, c.Flush(ctx))
+
+			var got []string
+			for off := int64(0); ; {
+				f, err := c.Fetch(ctx, topic, 0, client.AtOffset(off))
+				require.NoError(t, err)
+				for _, m := range f.Messages {
+					got = append(got, string(m.Value))
+				}
+				if off = f.Next; off >= f.End {
+					break
+				}
+			}
+			require.Equal(t, want, got, "every burst whole and in order, nothing of the refused one")
+		})
+	}
+}

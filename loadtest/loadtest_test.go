@@ -99,6 +99,21 @@ func TestPacedRunHoldsTheRate(t *testing.T) {
 	require.Contains(t, progress.String(), "publish", "a progress line a second")
 }
 
+// TestPacedBurstsArriveWhole: at a high rate each wake-up sends a burst
+// (more than the 256 messages of one PublishBatchAsync call when the
+// producer fell behind), and every message arrives once, in order.
+func TestPacedBurstsArriveWhole(t *testing.T) {
+	addr := startBroker(t)
+	cfg := DefaultConfig()
+	cfg.Server, cfg.Rate, cfg.Count, cfg.PaceQuantum = addr, 400_000, 80_000, 2*time.Millisecond
+	res, err := Run(context.Background(), cfg, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, uint64(80_000), res.Published)
+	require.Equal(t, uint64(80_000), res.Delivered)
+	require.Zero(t, res.Lost+res.Duplicated+res.Reordered+res.Malformed)
+	require.Greater(t, res.MeanBurst, 256.0, "2 ms sleeps at 400k msg/s: bursts of about 800")
+}
+
 func TestValidate(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Size, cfg.Producers, cfg.Count, cfg.Duration = 10, 0, 0, 0
