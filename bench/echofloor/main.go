@@ -113,8 +113,9 @@ func read(c net.Conn, n int, h *hdrhistogram.Histogram, done chan struct{}) {
 }
 
 // send paces like the load tester: intended send times on a timeline,
-// nanosleep of at least 20 µs between bursts, and each burst written with
-// one write, as the load tester's client writes one frame per burst.
+// nanosleep of at least 20 µs between bursts (even when behind), and each
+// burst written with one write, as the load tester's producer writes one
+// frame per burst.
 func send(c net.Conn, n int, rate float64) {
 	runtime.LockOSThread()
 	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1000, 0, 0, 0)
@@ -123,10 +124,8 @@ func send(c net.Conn, n int, rate float64) {
 	start := now()
 	for i := 0; i < n; {
 		due := start + int64(float64(i)*interval)
-		if w := due - now(); w > 0 {
-			ts := unix.NsecToTimespec(max(w, 20_000))
-			_ = unix.Nanosleep(&ts, nil)
-		}
+		ts := unix.NsecToTimespec(max(due-now(), 20_000))
+		_ = unix.Nanosleep(&ts, nil)
 		burst = burst[:0]
 		for t := now(); i < n && start+int64(float64(i)*interval) <= t && len(burst) < cap(burst); i++ {
 			msg := burst[len(burst) : len(burst)+128]
