@@ -155,12 +155,14 @@ func (c *Client) PublishBatchAsync(ctx context.Context, topic string, msgs []Mes
 		return err
 	}
 	for i := range msgs {
-		if err := c.checkSize(&msgs[i]); err != nil {
+		if _, err := c.checkSize(&msgs[i]); err != nil {
 			return fmt.Errorf("message %d: %w", i, err)
 		}
 	}
 	for i := range msgs {
-		if _, _, err := c.enqueue(ctx, topic, &msgs[i], opts, false); err != nil {
+		m := &msgs[i]
+		size := wire.MessageSize(m.Key, m.Value, m.Headers)
+		if _, _, err := c.enqueueChecked(ctx, topic, m, size, opts, false); err != nil {
 			if i > 0 {
 				c.writeNow()
 			}
@@ -173,14 +175,15 @@ func (c *Client) PublishBatchAsync(ctx context.Context, topic string, msgs []Mes
 	return nil
 }
 
-// checkSize refuses a message larger than the broker accepts.
-func (c *Client) checkSize(msg *Message) error {
+// checkSize returns msg's record size, refusing a message larger than the
+// broker accepts.
+func (c *Client) checkSize(msg *Message) (int, error) {
 	size := wire.MessageSize(msg.Key, msg.Value, msg.Headers)
 	if size > int(c.hello.MaxMessageBytes) {
-		return wire.Errorf(wire.CodeMessageTooLarge,
+		return 0, wire.Errorf(wire.CodeMessageTooLarge,
 			"message of "+strconv.Itoa(size)+" bytes; the broker allows "+strconv.Itoa(int(c.hello.MaxMessageBytes)))
 	}
-	return nil
+	return size, nil
 }
 
 // writeNow writes what is queued from the caller when no write is in
@@ -195,13 +198,19 @@ func (c *Client) writeNow() {
 
 // enqueue appends msg to the open batch for its topic and partition.
 func (c *Client) enqueue(ctx context.Context, topic string, msg *Message, opts []PublishOption, sync bool) (*batch, int, error) {
-	if err := c.checkSize(msg); err != nil {
+	size, err := c.checkSize(msg)
+	if err != nil {
 		return nil, 0, err
 	}
-	size := wire.MessageSize(msg.Key, msg.Value, msg.Headers)
 	if err := wire.ValidateTopicName(topic); err != nil {
 		return nil, 0, err
 	}
+	return c.enqueueChecked(ctx, topic, msg, size, opts, sync)
+}
+
+// enqueueChecked is enqueue for a message whose topic name and size
+// (given) were checked already.
+func (c *Client) enqueueChecked(ctx context.Context, topic string, msg *Message, size int, opts []PublishOption, sync bool) (*batch, int, error) {
 	part, err := c.choosePartition(ctx, topic, msg.Key, opts)
 	if err != nil {
 		return nil, 0, err

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	pathpkg "path"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -103,7 +104,7 @@ func newReclaimer(fsys vfs.FS, dir string, logger *slog.Logger, chunk int64, pau
 // random part), since a rename replaces what it lands on.
 func (r *Reclaimer) Trash(path string) (string, error) {
 	name := r.dir + "/" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" +
-		strconv.FormatUint(r.seq.Add(1), 10) + "-" + strconv.FormatUint(rand.Uint64(), 36) + "-" + baseOf(path)
+		strconv.FormatUint(r.seq.Add(1), 10) + "-" + strconv.FormatUint(rand.Uint64(), 36) + "-" + pathpkg.Base(path)
 	if err := r.fs.Rename(path, name); err != nil {
 		return "", err
 	}
@@ -274,13 +275,4 @@ func (r *Reclaimer) shrink(path string, size int64) (int64, bool) {
 		t.Reset(r.pause)
 	}
 	return size, true
-}
-
-func baseOf(path string) string {
-	for i := len(path) - 1; i >= 0; i-- {
-		if path[i] == '/' {
-			return path[i+1:]
-		}
-	}
-	return path
 }
