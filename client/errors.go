@@ -38,11 +38,33 @@ var (
 	ErrStorageFull        = wire.ErrStorageFull
 	ErrStorageError       = wire.ErrStorageError
 	ErrOffsetOutOfRange   = wire.ErrOffsetOutOfRange
+	// ErrOutcomeUnknown: a publish was not acknowledged, but it may be in
+	// the log (its fsync failed); republishing it may write a duplicate.
+	ErrOutcomeUnknown = wire.ErrOutcomeUnknown
+	// ErrLimitExceeded: a broker limit refused the request (connections,
+	// waiting fetches, inbound memory, topic auto-creation rate); retry
+	// after a pause.
+	ErrLimitExceeded = wire.ErrLimitExceeded
+	// ErrPartitionOffline: the partition cannot be read or written until
+	// an operator repairs it.
+	ErrPartitionOffline = wire.ErrPartitionOffline
 )
 
 // IsRetryable reports whether an operation that failed with err may succeed
-// if repeated, on this or a new connection: the broker was stopping or the
-// connection broke, as opposed to a request that is wrong in itself.
+// if repeated, on this or a new connection: the broker was stopping, a
+// broker limit refused it for now, or the connection broke, as opposed to
+// a request that is wrong in itself. For a publish, see also
+// MayHaveBeenStored: a retry of such a publish can write a duplicate.
 func IsRetryable(err error) bool {
-	return errors.Is(err, ErrConnectionLost) || errors.Is(err, ErrShuttingDown)
+	return errors.Is(err, ErrConnectionLost) || errors.Is(err, ErrShuttingDown) ||
+		errors.Is(err, ErrLimitExceeded) || errors.Is(err, ErrOutcomeUnknown)
+}
+
+// MayHaveBeenStored reports whether a publish that failed with err may be
+// in the log anyway: its fsync failed after it was written (the broker
+// says so with ErrOutcomeUnknown), or the connection was lost before its
+// answer came. Republishing it may then write a duplicate. Any other
+// error means the publish was not stored.
+func MayHaveBeenStored(err error) bool {
+	return errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrConnectionLost)
 }

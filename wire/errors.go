@@ -38,6 +38,18 @@ const (
 	CodeUnknownMember      Code = 24 // the group does not know the member (timed out, or never joined)
 	CodeGroupActive        Code = 25 // the operation needs a group with no members
 	CodeUnknownGroup       Code = 26 // no group of that name
+	// CodeOutcomeUnknown: a publish was not acknowledged and may or may not
+	// be in the log: its fsync failed after its bytes were written, so it
+	// can reappear after a restart. Retrying it can duplicate it.
+	CodeOutcomeUnknown Code = 27
+	// CodeLimitExceeded: a broker limit refused the request: connections,
+	// unfinished handshakes, waiting fetches, inbound memory, or the rate
+	// of topic auto-creation. Nothing was done; retry after a pause.
+	CodeLimitExceeded Code = 28
+	// CodePartitionOffline: the partition could not be opened or read; it
+	// serves neither reads nor writes until an operator repairs it and the
+	// broker restarts. Other partitions are unaffected.
+	CodePartitionOffline Code = 29
 )
 
 var codeNames = [...]string{
@@ -68,6 +80,9 @@ var codeNames = [...]string{
 	CodeUnknownMember:      "unknown member",
 	CodeGroupActive:        "group has members",
 	CodeUnknownGroup:       "unknown group",
+	CodeOutcomeUnknown:     "outcome unknown",
+	CodeLimitExceeded:      "limit exceeded",
+	CodePartitionOffline:   "partition offline",
 }
 
 // String names the code; unknown codes print as "code N" so a newer peer's
@@ -141,6 +156,9 @@ var (
 	ErrUnknownMember      = &Error{Code: CodeUnknownMember}
 	ErrGroupActive        = &Error{Code: CodeGroupActive}
 	ErrUnknownGroup       = &Error{Code: CodeUnknownGroup}
+	ErrOutcomeUnknown     = &Error{Code: CodeOutcomeUnknown}
+	ErrLimitExceeded      = &Error{Code: CodeLimitExceeded}
+	ErrPartitionOffline   = &Error{Code: CodePartitionOffline}
 )
 
 // errShort is returned by decoders for a body that ends early. It is a
