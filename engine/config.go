@@ -30,6 +30,14 @@ type Config struct {
 	EventLoops int
 	// PinShards locks each shard's thread to a CPU.
 	PinShards bool
+	// MaxConnections bounds the native protocol's open connections; one
+	// more is answered with LIMIT_EXCEEDED and closed. The default is half
+	// of what the file-descriptor limit leaves after a reserve (limits.go).
+	MaxConnections int
+	// MaxOpenFiles bounds the segment files the partitions hold open at
+	// once; idle ones are closed, least recently used first, and reopened
+	// when needed. The default is the other half of the descriptors.
+	MaxOpenFiles int
 	// MaxTopics bounds the number of topics (the seed's 1000).
 	MaxTopics int
 	// MaxSubscribers bounds the subscriptions per topic (the seed's 10000);
@@ -123,6 +131,8 @@ func DefaultConfig() Config {
 		Shards:              n,
 		EventLoops:          n,
 		PinShards:           true,
+		MaxConnections:      fdShare(),
+		MaxOpenFiles:        fdShare(),
 		MaxTopics:           1000,
 		MaxSubscribers:      10000,
 		MaxMessageBytes:     wire.DefaultMaxMessageBytes,
@@ -165,6 +175,12 @@ func (c *Config) Validate() error {
 	}
 	if c.EventLoops < 1 || c.EventLoops > 1024 {
 		bad("EventLoops", c.EventLoops, "must be 1..1024")
+	}
+	if c.MaxConnections < 1 {
+		bad("MaxConnections", c.MaxConnections, "must be at least 1")
+	}
+	if c.MaxOpenFiles < 16 {
+		bad("MaxOpenFiles", c.MaxOpenFiles, "must be at least 16")
 	}
 	if c.MaxTopics < 1 {
 		bad("MaxTopics", c.MaxTopics, "must be at least 1")

@@ -55,6 +55,9 @@ type Engine struct {
 	stopped  chan error
 	draining atomic.Bool
 	sessions sync.Map // *session -> struct{}
+	// listenerErr says why the native listener stopped serving while the
+	// broker was not shutting down; nil while it serves.
+	listenerErr atomic.Pointer[string]
 
 	httpSrv *http.Server
 	httpLn  net.Listener
@@ -169,6 +172,14 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		case e.booted <- err: // failed before OnBoot
 		default:
 		}
+		if !e.draining.Load() {
+			why := "the native listener stopped"
+			if err != nil {
+				why += ": " + err.Error()
+			}
+			e.listenerErr.Store(&why)
+			e.log.Error("native listener stopped; the broker no longer accepts connections", "err", err)
+		}
 		e.stopped <- err
 	}()
 	select {
@@ -199,6 +210,14 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	e.log.Info("ratatoskr listening", "addr", e.addr.String(), "http", e.HTTPAddr(),
 		"shards", len(e.shards), "event_loops", e.cfg.EventLoops)
 	return nil
+}
+
+// listenerProblem says why the native listener is not serving, or "".
+func (e *Engine) listenerProblem() string {
+	if why := e.listenerErr.Load(); why != nil {
+		return *why
+	}
+	return ""
 }
 
 // Addr is the native protocol address the broker listens on.

@@ -75,6 +75,7 @@ type DiskLog struct {
 	visible atomic.Int64
 	written atomic.Int64 // end offset of what was written (Sync makes it durable)
 	failed  atomic.Bool
+	failErr atomic.Pointer[string] // why failed was set
 	bytes   atomic.Int64
 
 	// Write side, owned by the writer (the shard's syncer, or Append).
@@ -475,7 +476,7 @@ func (l *DiskLog) writeGroup(rest []staged) (int, error) {
 	l.group = group
 	if err := s.writeGroup(group, pos); err != nil {
 		if terr := s.cut(pos); terr != nil {
-			l.failed.Store(true)
+			l.fail("a failed write could not be cut off the segment: " + terr.Error())
 			l.cfg.Logger.Error("storage: cannot cut a failed write; log read-only until restart", "segment", s.path, "err", terr)
 		}
 		return 0, err
@@ -610,7 +611,7 @@ func (l *DiskLog) Sync() (int64, error) {
 	if err != nil {
 		// Whether the data reached the disk is unknown; acking it later
 		// would risk losing an acknowledged message.
-		l.failed.Store(true)
+		l.fail("fsync failed: " + err.Error())
 		l.cfg.Logger.Error("storage: fsync failed; log read-only until restart", "dir", l.cfg.Dir, "err", err)
 		return 0, err
 	}
@@ -626,13 +627,23 @@ func (l *DiskLog) Bounds() (int64, int64) { return l.start.Load(), l.visible.Loa
 // Failed reports whether the log stopped accepting writes.
 func (l *DiskLog) Failed() bool { return l.failed.Load() }
 
+// fail stops the log accepting writes until restart, for why.
+func (l *DiskLog) fail(why string) {
+	l.failErr.CompareAndSwap(nil, &why)
+	l.failed.Store(true)
+}
+
 // Stats describes the log.
 func (l *DiskLog) Stats() LogStats {
 	l.mu.Lock()
 	corrupt := slices.Clone(l.corrupt)
 	l.mu.Unlock()
-	return LogStats{Start: l.start.Load(), End: l.visible.Load(), Bytes: l.bytes.Load(),
+	st := LogStats{Start: l.start.Load(), End: l.visible.Load(), Bytes: l.bytes.Load(),
 		Segments: len(*l.segs.Load()), Corrupt: corrupt}
+	if why := l.failErr.Load(); why != nil {
+		st.ReadOnly = *why
+	}
+	return st
 }
 
 // Close writes the active segment's index, syncs everything and leaves the

@@ -64,6 +64,13 @@ type LogStats struct {
 	Bytes      int64
 	Segments   int
 	Corrupt    []Range // ranges found corrupt, reported not hidden
+	// ReadOnly says why the log refuses writes until restart (a failed
+	// fsync, a failed write it could not cut off); "" while it accepts
+	// them.
+	ReadOnly string
+	// ReadErrors counts reads that failed with an I/O error (not
+	// corruption, which Corrupt reports).
+	ReadErrors uint64
 }
 
 // Range is a half-open range of offsets [From, To).

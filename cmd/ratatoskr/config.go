@@ -460,6 +460,7 @@ func shortDuration(d time.Duration) string {
 var engineFlags = map[string]string{
 	"Addr": "addr", "HTTPAddr": "http-addr", "DataDir": "data",
 	"Shards": "shards", "EventLoops": "event-loops", "PinShards": "pin-shards",
+	"MaxConnections": "max-connections", "MaxOpenFiles": "max-open-files",
 	"MaxTopics": "max-topics", "MaxSubscribers": "max-subscribers",
 	"MaxMessageBytes": "max-message-bytes", "MaxFrameBytes": "max-frame-bytes",
 	"MaxPendingBytes": "max-pending-bytes", "MaxAckDelay": "max-ack-delay",

@@ -28,6 +28,8 @@ type serveCmd struct {
 	Shards              int            `default:"0" env:"RATATOSKR_SHARDS" help:"Partition-owning shards; 0 means GOMAXPROCS."`
 	EventLoops          int            `default:"0" env:"RATATOSKR_EVENT_LOOPS" help:"Network event loops; 0 means GOMAXPROCS."`
 	PinShards           bool           `default:"true" negatable:"" env:"RATATOSKR_PIN_SHARDS" help:"Pin each shard's thread to a CPU."`
+	MaxConnections      int            `default:"0" env:"RATATOSKR_MAX_CONNECTIONS" help:"Most native protocol connections open at once; 0 means half of what the open-file limit leaves after a reserve."`
+	MaxOpenFiles        int            `default:"0" env:"RATATOSKR_MAX_OPEN_FILES" help:"Most partition segment files held open at once (idle ones are closed and reopened); 0 means the other half of the open-file limit."`
 	MaxTopics           int            `default:"1000" env:"RATATOSKR_MAX_TOPICS" help:"Maximum number of topics."`
 	MaxSubscribers      int            `default:"10000" env:"RATATOSKR_MAX_SUBSCRIBERS" help:"Maximum subscriptions per topic."`
 	MaxMessageBytes     int            `default:"1048576" env:"RATATOSKR_MAX_MESSAGE_BYTES" help:"Maximum size of one message (key, value, headers)."`
@@ -65,6 +67,13 @@ func (s *serveCmd) config() engine.Config {
 		cfg.EventLoops = s.EventLoops
 	}
 	cfg.PinShards = s.PinShards
+	// 0 means the share of the open-file limit that DefaultConfig holds.
+	if s.MaxConnections != 0 {
+		cfg.MaxConnections = s.MaxConnections
+	}
+	if s.MaxOpenFiles != 0 {
+		cfg.MaxOpenFiles = s.MaxOpenFiles
+	}
 	cfg.MaxTopics, cfg.MaxSubscribers = s.MaxTopics, s.MaxSubscribers
 	cfg.MaxMessageBytes, cfg.MaxFrameBytes, cfg.MaxPendingBytes = s.MaxMessageBytes, s.MaxFrameBytes, s.MaxPendingBytes
 	cfg.AutoCreateTopics, cfg.DefaultPartitions = s.AutoCreateTopics, s.DefaultPartitions
@@ -152,6 +161,8 @@ func (s *serveCmd) note(name string) string {
 	switch {
 	case name == "shards" && s.Shards == 0, name == "event-loops" && s.EventLoops == 0:
 		return fmt.Sprintf("(GOMAXPROCS: %d)", runtime.GOMAXPROCS(0))
+	case name == "max-connections" && s.MaxConnections == 0, name == "max-open-files" && s.MaxOpenFiles == 0:
+		return fmt.Sprintf("(from the open-file limit %d: %d)", engine.FDLimit(), engine.DefaultConfig().MaxConnections)
 	case name == "http-addr" && s.HTTPAddr == "":
 		return "(HTTP off)"
 	case name == "admin-token" && s.AdminToken == "":
