@@ -34,6 +34,15 @@ type Config struct {
 	// more is answered with LIMIT_EXCEEDED and closed. The default is half
 	// of what the file-descriptor limit leaves after a reserve (limits.go).
 	MaxConnections int
+	// MaxHandshakesPerAddr bounds, per source address, the connections
+	// that have not finished their handshake: one more is refused with
+	// LIMIT_EXCEEDED. A client's handshake takes a round trip, so honest
+	// clients hold few at once; a flood of bare connections from one host
+	// is held to this many.
+	MaxHandshakesPerAddr int
+	// HandshakeTimeout closes a connection that has not sent a whole Hello
+	// this long after it was accepted.
+	HandshakeTimeout time.Duration
 	// MaxOpenFiles bounds the segment files the partitions hold open at
 	// once; idle ones are closed, least recently used first, and reopened
 	// when needed. The default is the other half of the descriptors.
@@ -125,35 +134,37 @@ type Config struct {
 func DefaultConfig() Config {
 	n := runtime.GOMAXPROCS(0)
 	return Config{
-		Addr:                "127.0.0.1:7070",
-		HTTPAddr:            "127.0.0.1:8080",
-		DataDir:             "./data",
-		Shards:              n,
-		EventLoops:          n,
-		PinShards:           true,
-		MaxConnections:      fdShare(),
-		MaxOpenFiles:        fdShare(),
-		MaxTopics:           1000,
-		MaxSubscribers:      10000,
-		MaxMessageBytes:     wire.DefaultMaxMessageBytes,
-		MaxFrameBytes:       wire.DefaultMaxFrameBytes,
-		MaxPendingBytes:     64 << 20,
-		MaxAckDelay:         250 * time.Millisecond,
-		SlowConsumerTimeout: 5 * time.Second,
-		AutoCreateTopics:    true,
-		DefaultPartitions:   1,
-		MaxPartitions:       1024,
-		DefaultStorage:      "disk",
-		DefaultFsync:        "always",
-		DefaultRetention:    time.Hour,
-		MemoryTopicBytes:    64 << 20,
-		SegmentBytes:        128 << 20,
-		SegmentAge:          time.Hour,
-		CacheBytes:          256 << 20,
-		RetentionInterval:   5 * time.Second,
-		ShutdownTimeout:     10 * time.Second,
-		HistoryInterval:     5 * time.Second,
-		HistoryRetention:    time.Hour,
+		Addr:                 "127.0.0.1:7070",
+		HTTPAddr:             "127.0.0.1:8080",
+		DataDir:              "./data",
+		Shards:               n,
+		EventLoops:           n,
+		PinShards:            true,
+		MaxConnections:       fdShare(),
+		MaxOpenFiles:         fdShare(),
+		MaxHandshakesPerAddr: 256,
+		HandshakeTimeout:     10 * time.Second,
+		MaxTopics:            1000,
+		MaxSubscribers:       10000,
+		MaxMessageBytes:      wire.DefaultMaxMessageBytes,
+		MaxFrameBytes:        wire.DefaultMaxFrameBytes,
+		MaxPendingBytes:      64 << 20,
+		MaxAckDelay:          250 * time.Millisecond,
+		SlowConsumerTimeout:  5 * time.Second,
+		AutoCreateTopics:     true,
+		DefaultPartitions:    1,
+		MaxPartitions:        1024,
+		DefaultStorage:       "disk",
+		DefaultFsync:         "always",
+		DefaultRetention:     time.Hour,
+		MemoryTopicBytes:     64 << 20,
+		SegmentBytes:         128 << 20,
+		SegmentAge:           time.Hour,
+		CacheBytes:           256 << 20,
+		RetentionInterval:    5 * time.Second,
+		ShutdownTimeout:      10 * time.Second,
+		HistoryInterval:      5 * time.Second,
+		HistoryRetention:     time.Hour,
 	}
 }
 
@@ -178,6 +189,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConnections < 1 {
 		bad("MaxConnections", c.MaxConnections, "must be at least 1")
+	}
+	if c.MaxHandshakesPerAddr < 1 {
+		bad("MaxHandshakesPerAddr", c.MaxHandshakesPerAddr, "must be at least 1")
+	}
+	if c.HandshakeTimeout <= 0 {
+		bad("HandshakeTimeout", c.HandshakeTimeout, "must be positive")
 	}
 	if c.MaxOpenFiles < 16 {
 		bad("MaxOpenFiles", c.MaxOpenFiles, "must be at least 16")

@@ -49,10 +49,9 @@ type Engine struct {
 	// background (storage.Reclaimer); from Start on.
 	reclaim *storage.Reclaimer
 
-	gnetEng  gnet.Engine
+	lis      *listener // the native listener and its event loops (listener.go)
 	addr     net.Addr
-	booted   chan error
-	stopped  chan error
+	fatal    chan error // the broker cannot go on serving (Fatal)
 	draining atomic.Bool
 	sessions sync.Map // *session -> struct{}
 	// listenerErr says why the native listener stopped serving while the
@@ -89,8 +88,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, booted: make(chan error, 1), stopped: make(chan error, 1),
-		metricSet: metrics.NewSet()}
+	e := &Engine{cfg: cfg, log: cfg.Logger, fatal: make(chan error, 1), metricSet: metrics.NewSet()}
 	e.setNotReady("not started")
 	e.history = newHistory(e, cfg.HistoryInterval, cfg.HistoryRetention)
 	if err := e.startPlugins(opts); err != nil {
@@ -159,51 +157,12 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	}
 	e.log.Info("recovered topics", "topics", e.topics.count(), "took", time.Since(start).Round(time.Millisecond))
 	e.setNotReady("starting the native listener")
-	go func() {
-		err := gnet.Run(&handler{e: e}, "tcp://"+e.cfg.Addr,
-			gnet.WithMulticore(true),
-			gnet.WithNumEventLoop(e.cfg.EventLoops),
-			gnet.WithReuseAddr(true),
-			gnet.WithReadBufferCap(readBufferCap),
-			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
-			gnet.WithLogger(gnetLogger{e.log}),
-		)
-		select {
-		case e.booted <- err: // failed before OnBoot
-		default:
-		}
-		if !e.draining.Load() {
-			why := "the native listener stopped"
-			if err != nil {
-				why += ": " + err.Error()
-			}
-			e.listenerErr.Store(&why)
-			e.log.Error("native listener stopped; the broker no longer accepts connections", "err", err)
-		}
-		e.stopped <- err
-	}()
-	select {
-	case err := <-e.booted:
-		if err != nil {
-			e.stopShards()
-			e.groups.close()
-			_ = e.topics.closeAll()
-			e.stopHTTP(ctx)
-			return fmt.Errorf("engine: listen %s: %w", e.cfg.Addr, err)
-		}
-	case <-ctx.Done():
-		// Given up while the listener boots: stop it once it has, and
-		// everything started before it now.
-		go func() {
-			if err := <-e.booted; err == nil {
-				_ = e.gnetEng.Stop(context.Background())
-			}
-		}()
+	if err := e.startListener(); err != nil {
 		e.stopShards()
 		e.groups.close()
 		_ = e.topics.closeAll()
-		e.stopHTTP(context.Background())
-		return ctx.Err()
+		e.stopHTTP(ctx)
+		return fmt.Errorf("engine: listen %s: %w", e.cfg.Addr, err)
 	}
 	e.setNotReady("")
 	e.history.start()
@@ -247,13 +206,11 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	e.history.close()
 	e.stopShards()
 	e.waitFlushed(ctx)
-	e.sessions.Range(func(k, _ any) bool {
-		k.(*session).t.(*gnetTransport).goodbye()
-		return true
-	})
-	err := e.gnetEng.Stop(ctx)
-	if err == nil {
-		err = <-e.stopped
+	var err error
+	if e.lis != nil {
+		e.lis.stop()
+		e.sayGoodbye(ctx)
+		err = e.lis.stopLoops()
 	}
 	e.stopHTTP(ctx)
 	e.groups.close()
@@ -275,6 +232,30 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	}
 	e.log.Info("ratatoskr stopped")
 	return err
+}
+
+// Fatal delivers an error when the broker can no longer serve (its
+// native listener failed for good). Whoever runs the broker should then
+// shut it down and exit non-zero, so that a supervisor restarts it.
+func (e *Engine) Fatal() <-chan error { return e.fatal }
+
+// sayGoodbye tells every client that the broker is going away and waits
+// (up to ctx) until each loop has written it.
+func (e *Engine) sayGoodbye(ctx context.Context) {
+	var wg sync.WaitGroup
+	e.sessions.Range(func(k, _ any) bool {
+		wg.Add(1)
+		if !k.(*session).t.(*gnetTransport).goodbye(wg.Done) {
+			wg.Done()
+		}
+		return true
+	})
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 func (e *Engine) stopShards() {
@@ -412,42 +393,13 @@ type handler struct {
 	e *Engine
 }
 
-func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
-	h.e.gnetEng = eng
-	addr, err := listenerAddr(eng)
-	if err == nil {
-		h.e.addr = addr
-	}
-	h.e.booted <- err
-	if err != nil {
-		return gnet.Shutdown
-	}
-	return gnet.None
-}
-
-// listenerAddr finds the bound address (the port, when port 0 was asked).
-func listenerAddr(eng gnet.Engine) (net.Addr, error) {
-	fd, err := eng.Dup()
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = unix.Close(fd) }()
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		return nil, err
-	}
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
-	case *unix.SockaddrInet6:
-		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
-	}
-	return nil, fmt.Errorf("unexpected listener address %T", sa)
-}
-
 func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	e := h.e
+	acc, _ := c.Context().(*accepted)
 	if e.draining.Load() {
+		if acc != nil {
+			e.lis.pending.give(acc.addr)
+		}
 		if e.observed() {
 			e.emit(Event{Kind: EventConnRefused, Partition: -1, Actor: "client", Remote: c.RemoteAddr().String(),
 				Action: "connect", Err: errShuttingDown})
@@ -456,6 +408,9 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return append(wire.AppendHeader(nil, wire.TypeError, 0, 0, len(body)), body...), gnet.Close
 	}
 	t := &gnetTransport{c: c, el: c.EventLoop(), fd: c.Fd(), remote: c.RemoteAddr().String()}
+	if acc != nil {
+		t.hsAddr = acc.addr
+	}
 	t.s = newSession(e, t)
 	c.SetContext(t)
 	e.sessions.Store(t.s, struct{}{})
@@ -494,6 +449,7 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 		t.wclosed, t.carry = true, nil
 		t.wmu.Unlock()
 	}
+	t.handshakeDone()
 	t.s.onClose()
 	t.closed = true
 	h.e.sessions.Delete(t.s)
@@ -533,6 +489,12 @@ type gnetTransport struct {
 	// flushing is set while flush holds wmu; read and written on the loop
 	// only (see OnClose).
 	flushing bool
+	// hsAddr is the source address counted against MaxHandshakesPerAddr
+	// until the handshake ends (handshakeDone); on the loop.
+	hsAddr string
+	// handshook is set when the handshake ended (Hello or close), so the
+	// handshake timeout skips the connection without visiting its loop.
+	handshook atomic.Bool
 }
 
 // directMax is the most a direct write takes: a few deliveries of a lightly
@@ -659,16 +621,21 @@ func (t *gnetTransport) close()             { _ = t.c.Close() }
 func (t *gnetTransport) remoteAddr() string { return t.remote }
 
 // goodbye tells the client the broker is going away; gnet writes it before
-// it closes the connection.
-func (t *gnetTransport) goodbye() {
-	_ = t.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+// it closes the connection. done runs on the loop once it has; goodbye
+// reports false (and done never runs) when the loop is gone.
+func (t *gnetTransport) goodbye(done func()) bool {
+	return t.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		if !t.closed {
 			sendErrTo(t.s.out, 0, errShuttingDown)
 			t.flush()
 		}
+		done()
 		return nil
-	}))
+	})) == nil
 }
+
+// handshaken implements transport.
+func (t *gnetTransport) handshaken() { t.handshakeDone() }
 
 // gnetLogger routes gnet's logs into slog.
 type gnetLogger struct{ l *slog.Logger }

@@ -69,6 +69,9 @@ func (e *Engine) metricsHandler(w http.ResponseWriter, _ *http.Request) {
 func (e *Engine) writeMetrics(w io.Writer) {
 	e.metricSet.WritePrometheus(w)
 	e.writeBrokerMetrics(w)
+	if e.lis != nil {
+		e.lis.writeMetrics(w)
+	}
 	e.writeShardMetrics(w)
 	e.writePartitionMetrics(w)
 	e.writePluginMetrics(w)

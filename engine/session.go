@@ -31,6 +31,9 @@ type transport interface {
 	// close closes the connection after the frames already written.
 	close()
 	remoteAddr() string
+	// handshaken tells the transport that the client's Hello succeeded,
+	// which ends the handshake timeout and admission accounting.
+	handshaken()
 }
 
 // subscription is one Subscribe a connection made.
@@ -252,6 +255,7 @@ func (s *session) hello(f wire.Frame) error {
 		return errClose
 	}
 	s.handshaken = true
+	s.t.handshaken()
 	s.info.name.Store(&h.ClientName)
 	s.e.log.Debug("client connected", "remote", s.t.remoteAddr(), "name", h.ClientName, "version", v)
 	ok := wire.HelloOK{Version: v, MaxFrameBytes: uint32(s.e.cfg.MaxFrameBytes),

@@ -461,6 +461,7 @@ var engineFlags = map[string]string{
 	"Addr": "addr", "HTTPAddr": "http-addr", "DataDir": "data",
 	"Shards": "shards", "EventLoops": "event-loops", "PinShards": "pin-shards",
 	"MaxConnections": "max-connections", "MaxOpenFiles": "max-open-files",
+	"MaxHandshakesPerAddr": "max-handshakes-per-address", "HandshakeTimeout": "handshake-timeout",
 	"MaxTopics": "max-topics", "MaxSubscribers": "max-subscribers",
 	"MaxMessageBytes": "max-message-bytes", "MaxFrameBytes": "max-frame-bytes",
 	"MaxPendingBytes": "max-pending-bytes", "MaxAckDelay": "max-ack-delay",

@@ -78,8 +78,16 @@ func startServer(t *testing.T, env []string, args ...string) *server {
 // startServerIn is startServer on a given data directory.
 func startServerIn(t *testing.T, data string, env []string, args ...string) *server {
 	t.Helper()
-	all := append([]string{"serve", "--data", data}, args...)
-	cmd := exec.Command(binary, all...)
+	return startServerVia(t, nil, data, env, args...)
+}
+
+// startServerVia is startServerIn run through a wrapper command, such as
+// a shell that lowers a limit first; the binary and its arguments follow
+// the wrapper's own.
+func startServerVia(t *testing.T, wrapper []string, data string, env []string, args ...string) *server {
+	t.Helper()
+	argv := append(append(append([]string{}, wrapper...), binary, "serve", "--data", data), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	pr, pw := io.Pipe()
 	logs := &syncBuffer{}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -20,39 +21,41 @@ import (
 // RATATOSKR_* variable, else the --config file (keys are the flag names),
 // else the default; config.go resolves the file and reports the sources.
 type serveCmd struct {
-	Config              string         `env:"RATATOSKR_CONFIG" placeholder:"PATH" help:"TOML file of settings, keyed by flag name; flags and RATATOSKR_* variables override it."`
-	PrintConfig         bool           `help:"Print every setting, its value and where it came from, then exit."`
-	Addr                string         `default:"127.0.0.1:7070" env:"RATATOSKR_ADDR" help:"Native protocol listen address."`
-	HTTPAddr            string         `default:"127.0.0.1:8080" env:"RATATOSKR_HTTP_ADDR" name:"http-addr" help:"HTTP listen address (/healthz); empty disables."`
-	Data                string         `default:"./data" env:"RATATOSKR_DATA" help:"Data directory."`
-	Shards              int            `default:"0" env:"RATATOSKR_SHARDS" help:"Partition-owning shards; 0 means GOMAXPROCS."`
-	EventLoops          int            `default:"0" env:"RATATOSKR_EVENT_LOOPS" help:"Network event loops; 0 means GOMAXPROCS."`
-	PinShards           bool           `default:"true" negatable:"" env:"RATATOSKR_PIN_SHARDS" help:"Pin each shard's thread to a CPU."`
-	MaxConnections      int            `default:"0" env:"RATATOSKR_MAX_CONNECTIONS" help:"Most native protocol connections open at once; 0 means half of what the open-file limit leaves after a reserve."`
-	MaxOpenFiles        int            `default:"0" env:"RATATOSKR_MAX_OPEN_FILES" help:"Most partition segment files held open at once (idle ones are closed and reopened); 0 means the other half of the open-file limit."`
-	MaxTopics           int            `default:"1000" env:"RATATOSKR_MAX_TOPICS" help:"Maximum number of topics."`
-	MaxSubscribers      int            `default:"10000" env:"RATATOSKR_MAX_SUBSCRIBERS" help:"Maximum subscriptions per topic."`
-	MaxMessageBytes     int            `default:"1048576" env:"RATATOSKR_MAX_MESSAGE_BYTES" help:"Maximum size of one message (key, value, headers)."`
-	MaxFrameBytes       int            `default:"4194304" env:"RATATOSKR_MAX_FRAME_BYTES" help:"Maximum size of one frame, and so of one publish batch."`
-	MaxPendingBytes     int            `default:"67108864" env:"RATATOSKR_MAX_PENDING_BYTES" help:"Unsent bytes held for one connection before it is disconnected as a slow consumer."`
-	MaxAckDelay         time.Duration  `default:"250ms" env:"RATATOSKR_MAX_ACK_DELAY" help:"Longest a publish ack is held while a subscriber is behind (flow control)."`
-	SlowConsumerTimeout time.Duration  `default:"5s" env:"RATATOSKR_SLOW_CONSUMER_TIMEOUT" help:"Disconnect a subscriber that stays behind this long."`
-	AutoCreateTopics    bool           `default:"true" negatable:"" env:"RATATOSKR_AUTO_CREATE_TOPICS" help:"Create unknown topics on first publish or subscribe."`
-	DefaultPartitions   int            `default:"1" env:"RATATOSKR_DEFAULT_PARTITIONS" help:"Partitions of auto-created topics."`
-	ShutdownTimeout     time.Duration  `default:"10s" env:"RATATOSKR_SHUTDOWN_TIMEOUT" help:"Time allowed to flush in-flight frames on shutdown."`
-	DefaultStorage      string         `default:"disk" env:"RATATOSKR_DEFAULT_STORAGE" enum:"disk,memory" help:"Storage of topics created without one: disk or memory."`
-	DefaultFsync        string         `default:"always" env:"RATATOSKR_DEFAULT_FSYNC" help:"Fsync policy of durable topics created without one: always, interval=DURATION or never."`
-	Retention           *time.Duration `env:"RATATOSKR_RETENTION" help:"Default retention by age (default 1h, or RATATOSKR_RETENTION_MS milliseconds); 0 keeps forever."`
-	RetentionBytes      int64          `default:"0" env:"RATATOSKR_RETENTION_BYTES" help:"Default retention by size per partition; 0 means no bound."`
-	SegmentBytes        int64          `default:"134217728" env:"RATATOSKR_SEGMENT_BYTES" help:"Size at which a partition's segment file rolls."`
-	CacheBytes          int64          `default:"268435456" env:"RATATOSKR_CACHE_BYTES" help:"Read cache of log blocks shared by all partitions; 0 disables."`
-	MemoryTopicBytes    int64          `default:"67108864" env:"RATATOSKR_MEMORY_TOPIC_BYTES" help:"Bytes kept per partition of a memory topic."`
-	Pprof               bool           `env:"RATATOSKR_PPROF" help:"Serve Go's profiler under /debug/pprof/ on the HTTP address (with the admin token)."`
-	AdminToken          string         `env:"RATATOSKR_ADMIN_TOKEN" secret:"" help:"Bearer token for the admin API, /metrics and the dashboard; empty: the broker generates one and stores it in <data>/admin.token."`
-	AuditLog            string         `env:"RATATOSKR_AUDIT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for the audit log; empty: off."`
-	EventLog            string         `env:"RATATOSKR_EVENT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for a JSON line per telemetry event, a line per stored publish batch included; empty: off."`
-	LogLevel            string         `default:"info" env:"RATATOSKR_LOG_LEVEL" enum:"debug,info,warn,error" help:"Log level: debug, info, warn, error."`
-	LogFormat           string         `default:"text" env:"RATATOSKR_LOG_FORMAT" enum:"text,json" help:"Log format: text or json."`
+	Config                  string         `env:"RATATOSKR_CONFIG" placeholder:"PATH" help:"TOML file of settings, keyed by flag name; flags and RATATOSKR_* variables override it."`
+	PrintConfig             bool           `help:"Print every setting, its value and where it came from, then exit."`
+	Addr                    string         `default:"127.0.0.1:7070" env:"RATATOSKR_ADDR" help:"Native protocol listen address."`
+	HTTPAddr                string         `default:"127.0.0.1:8080" env:"RATATOSKR_HTTP_ADDR" name:"http-addr" help:"HTTP listen address (/healthz); empty disables."`
+	Data                    string         `default:"./data" env:"RATATOSKR_DATA" help:"Data directory."`
+	Shards                  int            `default:"0" env:"RATATOSKR_SHARDS" help:"Partition-owning shards; 0 means GOMAXPROCS."`
+	EventLoops              int            `default:"0" env:"RATATOSKR_EVENT_LOOPS" help:"Network event loops; 0 means GOMAXPROCS."`
+	PinShards               bool           `default:"true" negatable:"" env:"RATATOSKR_PIN_SHARDS" help:"Pin each shard's thread to a CPU."`
+	MaxConnections          int            `default:"0" env:"RATATOSKR_MAX_CONNECTIONS" help:"Most native protocol connections open at once; 0 means half of what the open-file limit leaves after a reserve."`
+	MaxHandshakesPerAddress int            `default:"256" env:"RATATOSKR_MAX_HANDSHAKES_PER_ADDRESS" help:"Connections from one address that may be waiting to finish their handshake at once; more are refused."`
+	HandshakeTimeout        time.Duration  `default:"10s" env:"RATATOSKR_HANDSHAKE_TIMEOUT" help:"Close a connection that has not sent a whole Hello this long after it was accepted."`
+	MaxOpenFiles            int            `default:"0" env:"RATATOSKR_MAX_OPEN_FILES" help:"Most partition segment files held open at once (idle ones are closed and reopened); 0 means the other half of the open-file limit."`
+	MaxTopics               int            `default:"1000" env:"RATATOSKR_MAX_TOPICS" help:"Maximum number of topics."`
+	MaxSubscribers          int            `default:"10000" env:"RATATOSKR_MAX_SUBSCRIBERS" help:"Maximum subscriptions per topic."`
+	MaxMessageBytes         int            `default:"1048576" env:"RATATOSKR_MAX_MESSAGE_BYTES" help:"Maximum size of one message (key, value, headers)."`
+	MaxFrameBytes           int            `default:"4194304" env:"RATATOSKR_MAX_FRAME_BYTES" help:"Maximum size of one frame, and so of one publish batch."`
+	MaxPendingBytes         int            `default:"67108864" env:"RATATOSKR_MAX_PENDING_BYTES" help:"Unsent bytes held for one connection before it is disconnected as a slow consumer."`
+	MaxAckDelay             time.Duration  `default:"250ms" env:"RATATOSKR_MAX_ACK_DELAY" help:"Longest a publish ack is held while a subscriber is behind (flow control)."`
+	SlowConsumerTimeout     time.Duration  `default:"5s" env:"RATATOSKR_SLOW_CONSUMER_TIMEOUT" help:"Disconnect a subscriber that stays behind this long."`
+	AutoCreateTopics        bool           `default:"true" negatable:"" env:"RATATOSKR_AUTO_CREATE_TOPICS" help:"Create unknown topics on first publish or subscribe."`
+	DefaultPartitions       int            `default:"1" env:"RATATOSKR_DEFAULT_PARTITIONS" help:"Partitions of auto-created topics."`
+	ShutdownTimeout         time.Duration  `default:"10s" env:"RATATOSKR_SHUTDOWN_TIMEOUT" help:"Time allowed to flush in-flight frames on shutdown."`
+	DefaultStorage          string         `default:"disk" env:"RATATOSKR_DEFAULT_STORAGE" enum:"disk,memory" help:"Storage of topics created without one: disk or memory."`
+	DefaultFsync            string         `default:"always" env:"RATATOSKR_DEFAULT_FSYNC" help:"Fsync policy of durable topics created without one: always, interval=DURATION or never."`
+	Retention               *time.Duration `env:"RATATOSKR_RETENTION" help:"Default retention by age (default 1h, or RATATOSKR_RETENTION_MS milliseconds); 0 keeps forever."`
+	RetentionBytes          int64          `default:"0" env:"RATATOSKR_RETENTION_BYTES" help:"Default retention by size per partition; 0 means no bound."`
+	SegmentBytes            int64          `default:"134217728" env:"RATATOSKR_SEGMENT_BYTES" help:"Size at which a partition's segment file rolls."`
+	CacheBytes              int64          `default:"268435456" env:"RATATOSKR_CACHE_BYTES" help:"Read cache of log blocks shared by all partitions; 0 disables."`
+	MemoryTopicBytes        int64          `default:"67108864" env:"RATATOSKR_MEMORY_TOPIC_BYTES" help:"Bytes kept per partition of a memory topic."`
+	Pprof                   bool           `env:"RATATOSKR_PPROF" help:"Serve Go's profiler under /debug/pprof/ on the HTTP address (with the admin token)."`
+	AdminToken              string         `env:"RATATOSKR_ADMIN_TOKEN" secret:"" help:"Bearer token for the admin API, /metrics and the dashboard; empty: the broker generates one and stores it in <data>/admin.token."`
+	AuditLog                string         `env:"RATATOSKR_AUDIT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for the audit log; empty: off."`
+	EventLog                string         `env:"RATATOSKR_EVENT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for a JSON line per telemetry event, a line per stored publish batch included; empty: off."`
+	LogLevel                string         `default:"info" env:"RATATOSKR_LOG_LEVEL" enum:"debug,info,warn,error" help:"Log level: debug, info, warn, error."`
+	LogFormat               string         `default:"text" env:"RATATOSKR_LOG_FORMAT" enum:"text,json" help:"Log format: text or json."`
 }
 
 func (s *serveCmd) config() engine.Config {
@@ -71,6 +74,7 @@ func (s *serveCmd) config() engine.Config {
 	if s.MaxConnections != 0 {
 		cfg.MaxConnections = s.MaxConnections
 	}
+	cfg.MaxHandshakesPerAddr, cfg.HandshakeTimeout = s.MaxHandshakesPerAddress, s.HandshakeTimeout
 	if s.MaxOpenFiles != 0 {
 		cfg.MaxOpenFiles = s.MaxOpenFiles
 	}
@@ -128,14 +132,21 @@ func (s *serveCmd) Run(ctx context.Context, k *kong.Context) error {
 		return err
 	}
 	cfg.Logger.Debug("runtime", "gomaxprocs", runtime.GOMAXPROCS(0), "go", runtime.Version())
-	<-ctx.Done()
-	cfg.Logger.Info("shutting down", "reason", "signal")
+	var fatal error
+	select {
+	case <-ctx.Done():
+		cfg.Logger.Info("shutting down", "reason", "signal")
+	case fatal = <-e.Fatal():
+		// A broker that can no longer accept connections exits non-zero,
+		// so that its supervisor starts a fresh one.
+		cfg.Logger.Error("shutting down", "reason", fatal)
+	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout+5*time.Second)
 	defer cancel()
 	if err := e.Shutdown(stopCtx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+		return errors.Join(fatal, fmt.Errorf("shutdown: %w", err))
 	}
-	return nil
+	return fatal
 }
 
 // retentionMS applies RATATOSKR_RETENTION_MS, the seed's name for the

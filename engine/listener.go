@@ -1,0 +1,408 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// The native listener: the broker accepts connections itself and hands
+// each to a gnet event loop (gnet.Client.EnrollContext), instead of letting
+// gnet accept them. gnet's acceptor treats any accept(2) error other than
+// EAGAIN, EINTR and a reset as fatal: with the descriptors exhausted
+// (EMFILE) its main reactor exits, every connection is dropped and the port
+// stays dead while the process lives. Here, as in net/http, an error that
+// passes (EMFILE, ENFILE, ENOBUFS, ENOMEM, ECONNABORTED) is waited out with
+// a backoff and the loop goes on; any other error is fatal for the broker
+// (Engine.Fatal), so that a supervisor restarts it rather than leaving a
+// process that accepts nothing.
+//
+// Admission happens here too, before a connection costs an event loop
+// anything: at most MaxConnections at once, and at most
+// MaxHandshakesPerAddr connections per source address that have not
+// finished their handshake. A refused connection gets Error(LIMIT_EXCEEDED)
+// with corr 0 and is closed. A connection that sends no complete Hello
+// within HandshakeTimeout is closed (handshakes, below).
+type listener struct {
+	e       *Engine
+	ln      net.Listener
+	cli     *gnet.Client
+	closing atomic.Bool
+	done    chan struct{} // closed when the accept loop has returned
+
+	pending pendingHandshakes
+	hs      handshakeDeadlines
+
+	acceptErrors    atomic.Uint64 // accepts or registrations that failed for want of descriptors
+	lastWarn        atomic.Int64  // when outOfFDs last logged (Unix ns)
+	refusedMax      atomic.Uint64 // refused at MaxConnections
+	refusedPerAddr  atomic.Uint64 // refused at MaxHandshakesPerAddr
+	handshakeClosed atomic.Uint64 // closed at HandshakeTimeout
+}
+
+// startListener binds the native address, starts the event loops and the
+// accept loop.
+func (e *Engine) startListener() error {
+	ln, err := net.Listen("tcp", e.cfg.Addr)
+	if err != nil {
+		return err
+	}
+	cli, err := gnet.NewClient(&handler{e: e},
+		gnet.WithMulticore(true),
+		gnet.WithNumEventLoop(e.cfg.EventLoops),
+		gnet.WithReadBufferCap(readBufferCap),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithLogger(gnetLogger{e.log}),
+	)
+	if err == nil {
+		err = cli.Start()
+	}
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	l := &listener{e: e, ln: ln, cli: cli, done: make(chan struct{})}
+	l.pending.counts = map[string]int{}
+	l.hs.init(e.cfg.HandshakeTimeout, l.expire)
+	e.lis, e.addr = l, ln.Addr()
+	go l.acceptLoop()
+	return nil
+}
+
+// stop closes the listening socket and waits for the accept loop; the
+// connections stay (stopLoops closes them).
+func (l *listener) stop() {
+	if l.closing.CompareAndSwap(false, true) {
+		_ = l.ln.Close()
+		l.hs.stop()
+	}
+	<-l.done
+}
+
+// stopLoops stops the event loops, closing every connection.
+func (l *listener) stopLoops() error { return l.cli.Stop() }
+
+// Accept backoff: as net/http's, from 5 ms doubling to 1 s.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
+func (l *listener) acceptLoop() {
+	defer close(l.done)
+	var delay time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err == nil {
+			delay = 0
+			l.admit(c)
+			continue
+		}
+		if l.closing.Load() {
+			return
+		}
+		if !acceptErrorPasses(err) {
+			l.e.listenerFailed(err)
+			return
+		}
+		delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
+		l.outOfFDs(err)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-l.hs.quit:
+			t.Stop()
+			return
+		}
+	}
+}
+
+// outOfFDs counts an accept or registration that failed for want of
+// descriptors (or memory) and says so in the log, at most every 10 s.
+func (l *listener) outOfFDs(err error) {
+	l.acceptErrors.Add(1)
+	now := time.Now().UnixNano()
+	last := l.lastWarn.Load()
+	if now-last < int64(10*time.Second) || !l.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	l.e.log.Warn("accept failed: out of file descriptors or memory; refusing connections until some close",
+		"err", err, "connections", l.e.connections.Load(), "fd_limit", FDLimit(), "failures", l.acceptErrors.Load())
+}
+
+// fdOf returns a connection's descriptor, or -1.
+func fdOf(c net.Conn) int {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	_ = rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
+
+// acceptErrorPasses reports whether an accept error is one that goes away
+// by itself: descriptors or memory exhausted for now, or a connection
+// that was reset while it waited in the queue.
+func acceptErrorPasses(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EINTR, syscall.EAGAIN, syscall.EPROTO, syscall.EPERM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// listenerFailed records that the native listener is gone for good and
+// tells whoever runs the broker (Engine.Fatal).
+func (e *Engine) listenerFailed(err error) {
+	why := "the native listener failed: " + err.Error()
+	e.listenerErr.Store(&why)
+	e.log.Error("native listener failed; the broker accepts no connections and should be restarted", "err", err)
+	select {
+	case e.fatal <- errors.New("engine: " + why):
+	default:
+	}
+}
+
+// admit hands an accepted connection to an event loop, or refuses it.
+func (l *listener) admit(c net.Conn) {
+	e := l.e
+	addr := hostOf(c.RemoteAddr())
+	if n := e.connections.Load(); n >= int64(e.cfg.MaxConnections) {
+		l.refusedMax.Add(1)
+		refuseConn(c, "the broker has its maximum of "+strconv.Itoa(e.cfg.MaxConnections)+" connections")
+		return
+	}
+	if !l.pending.take(addr, e.cfg.MaxHandshakesPerAddr) {
+		l.refusedPerAddr.Add(1)
+		refuseConn(c, strconv.Itoa(e.cfg.MaxHandshakesPerAddr)+" connections from "+addr+
+			" have not finished their handshake yet")
+		return
+	}
+	// gnet duplicates the descriptor (and closes ours), so a connection
+	// whose descriptor is the last one free cannot be registered: it is
+	// told so instead of being dropped without a word.
+	if fd := fdOf(c); fd >= FDLimit()-1 {
+		l.pending.give(addr)
+		l.outOfFDs(syscall.EMFILE)
+		refuseConn(c, "the broker is out of file descriptors")
+		return
+	}
+	gc, err := l.cli.EnrollContext(c, &accepted{addr: addr})
+	if err != nil {
+		l.pending.give(addr)
+		if acceptErrorPasses(err) {
+			l.outOfFDs(err)
+		} else {
+			e.log.Debug("connection not registered", "remote", c.RemoteAddr().String(), "err", err)
+		}
+		return
+	}
+	// EnrollContext returns once OnOpen has run on the loop, which
+	// replaced the context with the transport (or refused the connection).
+	if t, ok := gc.Context().(*gnetTransport); ok {
+		l.hs.add(t)
+	}
+}
+
+// accepted is a connection's gnet context from accept to OnOpen.
+type accepted struct{ addr string }
+
+// refuseConn tells a connection why it is refused and closes it. The
+// socket is new and its send buffer empty, so the write does not block;
+// the deadline only guards against the impossible.
+func refuseConn(c net.Conn, why string) {
+	body := wire.AppendError(nil, wire.CodeLimitExceeded, why)
+	_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	_, _ = c.Write(append(wire.AppendHeader(nil, wire.TypeError, 0, 0, len(body)), body...))
+	_ = c.Close()
+}
+
+func hostOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
+
+// pendingHandshakes counts, per source address, the connections that have
+// not finished their handshake.
+type pendingHandshakes struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+// take counts one more for addr, unless addr has max already.
+func (p *pendingHandshakes) take(addr string, max int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.counts[addr] >= max {
+		return false
+	}
+	p.counts[addr]++
+	return true
+}
+
+// give counts one less for addr: its connection finished its handshake or
+// closed before.
+func (p *pendingHandshakes) give(addr string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := p.counts[addr]; n > 1 {
+		p.counts[addr] = n - 1
+	} else {
+		delete(p.counts, addr)
+	}
+}
+
+// handshakeDone ends t's handshake accounting, once: on its Hello, or on
+// its close before one. On the connection's loop.
+func (t *gnetTransport) handshakeDone() {
+	if t.hsAddr == "" {
+		return
+	}
+	if l := t.s.e.lis; l != nil {
+		l.pending.give(t.hsAddr)
+	}
+	t.hsAddr = ""
+	t.handshook.Store(true)
+}
+
+// handshakeDeadlines closes connections that have not finished their
+// handshake in time. Every connection gets the same timeout, so deadlines
+// arrive in accept order and a FIFO is a priority queue; one goroutine
+// waits for the oldest.
+type handshakeDeadlines struct {
+	timeout time.Duration
+	expire  func(*gnetTransport)
+	mu      sync.Mutex
+	queue   []hsEntry
+	kick    chan struct{}
+	quit    chan struct{}
+	checked atomic.Uint64 // connections whose deadline passed or was not needed, for tests
+}
+
+type hsEntry struct {
+	t        *gnetTransport
+	deadline time.Time
+}
+
+func (h *handshakeDeadlines) init(timeout time.Duration, expire func(*gnetTransport)) {
+	h.timeout, h.expire = timeout, expire
+	h.kick, h.quit = make(chan struct{}, 1), make(chan struct{})
+	go h.run()
+}
+
+func (h *handshakeDeadlines) stop() { close(h.quit) }
+
+func (h *handshakeDeadlines) add(t *gnetTransport) {
+	if t.handshook.Load() {
+		h.checked.Add(1) // nothing to wait for
+		return
+	}
+	h.mu.Lock()
+	h.queue = append(h.queue, hsEntry{t, time.Now().Add(h.timeout)})
+	first := len(h.queue) == 1
+	h.mu.Unlock()
+	if first {
+		select {
+		case h.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (h *handshakeDeadlines) run() {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		wait := h.expired(time.Now())
+		if wait <= 0 {
+			wait = time.Hour
+		}
+		timer.Reset(wait)
+		select {
+		case <-h.kick:
+		case <-timer.C:
+		case <-h.quit:
+			return
+		}
+	}
+}
+
+// expired handles every entry whose deadline passed and returns how long
+// until the next one (0: none queued).
+func (h *handshakeDeadlines) expired(now time.Time) time.Duration {
+	h.mu.Lock()
+	n := 0
+	for n < len(h.queue) && !h.queue[n].deadline.After(now) {
+		n++
+	}
+	due := make([]*gnetTransport, n)
+	for i := range due {
+		due[i] = h.queue[i].t
+	}
+	clear(h.queue[:n])
+	h.queue = h.queue[n:]
+	var next time.Duration
+	if len(h.queue) > 0 {
+		next = h.queue[0].deadline.Sub(now)
+	}
+	if len(h.queue) == 0 {
+		h.queue = nil // let the backing array go
+	}
+	h.mu.Unlock()
+	for _, t := range due {
+		if !t.handshook.Load() {
+			h.expire(t)
+		}
+		h.checked.Add(1)
+	}
+	return next
+}
+
+// expire closes t if it still has not finished its handshake.
+func (l *listener) expire(t *gnetTransport) {
+	_ = t.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		if t.closed || t.s.handshaken || t.s.closed {
+			return nil
+		}
+		l.handshakeClosed.Add(1)
+		err := wire.Errorf(wire.CodeHandshakeRequired,
+			"no Hello within the handshake timeout of "+l.e.cfg.HandshakeTimeout.String())
+		t.s.sendErr(0, err)
+		t.s.refused(err)
+		t.flush()
+		_ = t.c.Close()
+		return nil
+	}))
+}
+
+// writeMetrics writes the listener's counters (docs/METRICS.md).
+func (l *listener) writeMetrics(w io.Writer) {
+	metrics.WriteCounterUint64(w, `ratatoskr_connections_refused_total{reason="max_connections"}`, l.refusedMax.Load())
+	metrics.WriteCounterUint64(w, `ratatoskr_connections_refused_total{reason="handshakes_per_address"}`, l.refusedPerAddr.Load())
+	metrics.WriteCounterUint64(w, "ratatoskr_handshake_timeouts_total", l.handshakeClosed.Load())
+	metrics.WriteCounterUint64(w, "ratatoskr_accept_errors_total", l.acceptErrors.Load())
+}
