@@ -70,6 +70,11 @@ type Config struct {
 	// AutoCreateTopics creates a topic on first publish or subscribe, with
 	// DefaultPartitions partitions, instead of failing with unknown topic.
 	AutoCreateTopics bool
+	// AutoCreateRate bounds topic auto-creation, in topics a second (in
+	// bursts of as many); past it a publish or subscribe to a missing
+	// topic is refused with LIMIT_EXCEEDED. Explicit creates are not
+	// limited.
+	AutoCreateRate float64
 	// DefaultPartitions is the partition count of auto-created topics and
 	// of creates that do not name one.
 	DefaultPartitions int
@@ -152,6 +157,7 @@ func DefaultConfig() Config {
 		MaxAckDelay:          250 * time.Millisecond,
 		SlowConsumerTimeout:  5 * time.Second,
 		AutoCreateTopics:     true,
+		AutoCreateRate:       100,
 		DefaultPartitions:    1,
 		MaxPartitions:        1024,
 		DefaultStorage:       "disk",
@@ -219,6 +225,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SlowConsumerTimeout <= 0 {
 		bad("SlowConsumerTimeout", c.SlowConsumerTimeout, "must be positive")
+	}
+	if !(c.AutoCreateRate > 0) {
+		bad("AutoCreateRate", c.AutoCreateRate, "must be positive")
 	}
 	if c.MaxPartitions < 1 || c.MaxPartitions > 1<<16 {
 		bad("MaxPartitions", c.MaxPartitions, "must be 1..65536")

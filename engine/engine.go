@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +63,12 @@ type Engine struct {
 
 	plugins plugins
 
+	// diskWork runs topic creations, deletions and config changes off
+	// the event loops (offloop.go); autoCreates limits auto-creation.
+	diskWork    *diskWorker
+	diskStarted bool
+	autoCreates *tokenBucket
+
 	connections   atomic.Int64
 	accepted      atomic.Uint64
 	slowConsumers atomic.Uint64
@@ -88,7 +93,8 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, fatal: make(chan error, 1), metricSet: metrics.NewSet()}
+	e := &Engine{cfg: cfg, log: cfg.Logger, fatal: make(chan error, 1), metricSet: metrics.NewSet(),
+		diskWork: newDiskWorker(), autoCreates: newTokenBucket(cfg.AutoCreateRate)}
 	e.setNotReady("not started")
 	e.history = newHistory(e, cfg.HistoryInterval, cfg.HistoryRetention)
 	if err := e.startPlugins(opts); err != nil {
@@ -157,7 +163,10 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	}
 	e.log.Info("recovered topics", "topics", e.topics.count(), "took", time.Since(start).Round(time.Millisecond))
 	e.setNotReady("starting the native listener")
+	e.diskWork.start()
+	e.diskStarted = true
 	if err := e.startListener(); err != nil {
+		e.diskWork.close(true)
 		e.stopShards()
 		e.groups.close()
 		_ = e.topics.closeAll()
@@ -212,6 +221,9 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		e.sayGoodbye(ctx)
 		err = e.lis.stopLoops()
 	}
+	// After the loops: a parked connection's answer finds its loop gone
+	// and is run here, releasing what it held.
+	e.diskWork.close(e.diskStarted)
 	e.stopHTTP(ctx)
 	e.groups.close()
 	if cerr := e.topics.closeAll(); cerr != nil {
@@ -334,19 +346,6 @@ func (e *Engine) emitTopic(kind EventKind, by origin, name, action string, err e
 		Action: action, Target: "topic/" + name, Err: err})
 }
 
-// topicFor returns the named topic, creating it with the defaults on
-// behalf of by when it is missing and auto-creation is on.
-func (e *Engine) topicFor(name []byte, by origin) (*Topic, error) {
-	if t := e.topics.get(name); t != nil {
-		return t, nil
-	}
-	if !e.cfg.AutoCreateTopics {
-		return nil, wire.Errorf(wire.CodeUnknownTopic,
-			"no topic named "+strconv.Quote(string(name))+" and auto-creation is off")
-	}
-	return e.createTopicBy(by, string(name), 0, nil, true)
-}
-
 func (e *Engine) countError(c wire.Code) {
 	if int(c) < len(e.errorsByCode) {
 		e.errorsByCode[c].Add(1)
@@ -409,7 +408,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	t := &gnetTransport{c: c, el: c.EventLoop(), fd: c.Fd(), remote: c.RemoteAddr().String()}
 	if acc != nil {
-		t.hsAddr = acc.addr
+		t.hsAddr, acc.t = acc.addr, t
 	}
 	t.s = newSession(e, t)
 	c.SetContext(t)
@@ -636,6 +635,26 @@ func (t *gnetTransport) goodbye(done func()) bool {
 
 // handshaken implements transport.
 func (t *gnetTransport) handshaken() { t.handshakeDone() }
+
+// onLoop implements transport: fn, then the rest of a read's work.
+func (t *gnetTransport) onLoop(fn func() bool) bool {
+	return t.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		closeConn := fn()
+		if t.closed {
+			return nil
+		}
+		if !closeConn {
+			closeConn = t.s.onData(t.c)
+		}
+		t.s.noteCounts()
+		t.s.runShards(t.el)
+		t.flush()
+		if closeConn {
+			_ = t.c.Close()
+		}
+		return nil
+	})) == nil
+}
 
 // gnetLogger routes gnet's logs into slog.
 type gnetLogger struct{ l *slog.Logger }

@@ -205,7 +205,8 @@ func (l *listener) admit(c net.Conn) {
 		refuseConn(c, "the broker is out of file descriptors")
 		return
 	}
-	gc, err := l.cli.EnrollContext(c, &accepted{addr: addr})
+	acc := &accepted{addr: addr}
+	gc, err := l.cli.EnrollContext(c, acc)
 	if err != nil {
 		l.pending.give(addr)
 		if acceptErrorPasses(err) {
@@ -215,15 +216,20 @@ func (l *listener) admit(c net.Conn) {
 		}
 		return
 	}
-	// EnrollContext returns once OnOpen has run on the loop, which
-	// replaced the context with the transport (or refused the connection).
-	if t, ok := gc.Context().(*gnetTransport); ok {
-		l.hs.add(t)
+	_ = gc // the loop owns it now; it may even be closed and reused already
+	// EnrollContext returns once OnOpen has run on the loop, which left
+	// the connection's transport in acc (or refused the connection).
+	if acc.t != nil {
+		l.hs.add(acc.t)
 	}
 }
 
-// accepted is a connection's gnet context from accept to OnOpen.
-type accepted struct{ addr string }
+// accepted is a connection's gnet context from accept to OnOpen, and how
+// OnOpen hands the accept loop the transport it made.
+type accepted struct {
+	addr string
+	t    *gnetTransport
+}
 
 // refuseConn tells a connection why it is refused and closes it. The
 // socket is new and its send buffer empty, so the write does not block;

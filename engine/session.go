@@ -34,6 +34,11 @@ type transport interface {
 	// handshaken tells the transport that the client's Hello succeeded,
 	// which ends the handshake timeout and admission accounting.
 	handshaken()
+	// onLoop runs fn on the transport's goroutine, then goes on reading
+	// the frames already received, as after a read (fn reports whether to
+	// close the connection). Safe from any goroutine; false when the
+	// transport's goroutine is gone (shutdown) and fn will not run.
+	onLoop(fn func() (closeConn bool)) bool
 }
 
 // subscription is one Subscribe a connection made.
@@ -57,6 +62,7 @@ type session struct {
 	out        *shard.Outbox
 	handshaken bool
 	closed     bool
+	parked     bool         // waiting for work off the loop (offLoop): no frames are taken
 	closing    bool         // a slow consumer being disconnected: nothing more is written
 	pub        *storage.Buf // a Publish being read, pubN bytes so far
 	pubN       int
@@ -99,7 +105,7 @@ type inbound interface {
 // and never again; other frames are handled in place once whole.
 func (s *session) onData(in inbound) (closeConn bool) {
 	maxFrame := uint32(s.e.cfg.MaxFrameBytes)
-	for !s.closed {
+	for !s.closed && !s.parked {
 		if s.pub != nil {
 			n, _ := in.Read(s.pub.B[s.pubN:])
 			if s.pubN += n; s.pubN < len(s.pub.B) {
@@ -271,30 +277,57 @@ func (s *session) publish(b *storage.Buf) error {
 	h, _ := wire.ParseHeader(b.B, uint32(len(b.B)))
 	v, err := wire.DecodeBatchView(b.B[wire.HeaderSize:])
 	if err == nil {
-		err = s.routePublish(h.Corr, b, v)
-		if err == nil {
-			return nil
+		err = s.checkPublish(v)
+	}
+	if err == nil {
+		t := s.e.topics.get(v.Topic)
+		if t == nil {
+			return s.publishNew(h.Corr, b, v)
 		}
+		err = s.routePublish(h.Corr, b, v, t)
 	}
-	b.Release()
-	if wire.CodeOf(err) == wire.CodeMalformed {
-		return s.malformed(h.Corr, err)
+	if err != nil {
+		return s.publishFailed(h.Corr, b, err)
 	}
-	return s.refuse(h.Corr, err)
+	return nil
 }
 
-func (s *session) routePublish(corr uint32, b *storage.Buf, v wire.BatchView) error {
+// checkPublish checks what a publish can be refused for before its topic
+// is looked up, so that a refused publish never auto-creates one.
+func (s *session) checkPublish(v wire.BatchView) error {
 	if s.e.draining.Load() {
 		return errShuttingDown
 	}
-	// Check the batch before the topic, so a refused publish never
-	// auto-creates one.
-	if _, err := wire.CheckBatch(v.Batch, s.e.cfg.MaxMessageBytes); err != nil {
-		return err
+	_, err := wire.CheckBatch(v.Batch, s.e.cfg.MaxMessageBytes)
+	return err
+}
+
+// publishNew publishes to a topic that does not exist yet: once it has
+// been auto-created off the loop, or refused.
+func (s *session) publishNew(corr uint32, b *storage.Buf, v wire.BatchView) error {
+	return s.withTopic(v.Topic, func(t *Topic, err error) error {
+		if err == nil {
+			err = s.routePublish(corr, b, v, t)
+		}
+		if err != nil {
+			return s.publishFailed(corr, b, err)
+		}
+		return nil
+	})
+}
+
+// publishFailed answers a publish that was refused, releasing its batch.
+func (s *session) publishFailed(corr uint32, b *storage.Buf, err error) error {
+	b.Release()
+	if wire.CodeOf(err) == wire.CodeMalformed {
+		return s.malformed(corr, err)
 	}
-	t, err := s.e.topicFor(v.Topic, s.by)
-	if err != nil {
-		return err
+	return s.refuse(corr, err)
+}
+
+func (s *session) routePublish(corr uint32, b *storage.Buf, v wire.BatchView, t *Topic) error {
+	if s.e.draining.Load() {
+		return errShuttingDown
 	}
 	p, err := t.pickPartition(v.Partition)
 	if err != nil {
@@ -317,8 +350,11 @@ func (s *session) createTopic(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	_, err = s.e.createTopicBy(s.by, req.Name, req.Partitions, req.Config, false)
-	s.reply(f.Corr, err)
+	corr, by := f.Corr, s.by
+	s.offLoop(func() func() error {
+		_, err := s.e.createTopicBy(by, req.Name, req.Partitions, req.Config, false)
+		return func() error { s.reply(corr, err); return nil }
+	})
 	return nil
 }
 
@@ -327,7 +363,11 @@ func (s *session) deleteTopic(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	s.reply(f.Corr, s.e.deleteTopicBy(s.by, string(name)))
+	corr, by, n := f.Corr, s.by, string(name)
+	s.offLoop(func() func() error {
+		err := s.e.deleteTopicBy(by, n)
+		return func() error { s.reply(corr, err); return nil }
+	})
 	return nil
 }
 
@@ -341,13 +381,24 @@ func (s *session) alterTopic(f wire.Frame) error {
 	if req.Partitions != 0 {
 		return s.refuse(f.Corr, invalid("the partition count of a topic cannot be changed"))
 	}
-	t, err := s.e.updateTopicBy(s.by, req.Name, req.Config)
-	if err != nil {
-		return s.refuse(f.Corr, err)
-	}
-	info := describe(t)
-	s.sendFrame(wire.TypeTopicInfo, f.Corr, info.Append(s.scratch[:0]))
+	corr, by := f.Corr, s.by
+	s.offLoop(func() func() error {
+		t, err := s.e.updateTopicBy(by, req.Name, req.Config)
+		return func() error {
+			if err != nil {
+				return s.refuse(corr, err)
+			}
+			s.sendTopicInfo(corr, t)
+			return nil
+		}
+	})
 	return nil
+}
+
+// sendTopicInfo answers with t's description.
+func (s *session) sendTopicInfo(corr uint32, t *Topic) {
+	info := describe(t)
+	s.sendFrame(wire.TypeTopicInfo, corr, info.Append(s.scratch[:0]))
 }
 
 func (s *session) listTopics(f wire.Frame) error {
@@ -368,18 +419,22 @@ func (s *session) describeTopic(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	var t *Topic
+	corr := f.Corr
+	answer := func(t *Topic, err error) error {
+		if err != nil {
+			return s.refuse(corr, err)
+		}
+		s.sendTopicInfo(corr, t)
+		return nil
+	}
 	if f.Flags&wire.FlagAutoCreate != 0 {
-		t, err = s.e.topicFor(name, s.by)
-	} else if t = s.e.topics.get(name); t == nil {
-		err = wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(string(name)))
+		return s.withTopic(name, answer)
 	}
-	if err != nil {
-		return s.refuse(f.Corr, err)
+	t := s.e.topics.get(name)
+	if t == nil {
+		return answer(nil, wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(string(name))))
 	}
-	info := describe(t)
-	s.sendFrame(wire.TypeTopicInfo, f.Corr, info.Append(s.scratch[:0]))
-	return nil
+	return answer(t, nil)
 }
 
 func describe(t *Topic) wire.TopicInfo {
@@ -398,22 +453,29 @@ func (s *session) subscribe(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	t, err := s.e.topicFor(name, s.by)
-	if err == nil {
-		err = s.checkNewSubscription(t, part)
-	}
-	if err != nil {
-		return s.refuse(f.Corr, err)
-	}
+	corr := f.Corr
+	return s.withTopic(name, func(t *Topic, err error) error {
+		if err == nil {
+			err = s.checkNewSubscription(t, part)
+		}
+		if err != nil {
+			return s.refuse(corr, err)
+		}
+		return s.subscribeTo(corr, t, part, start)
+	})
+}
+
+// subscribeTo subscribes to part of t (or every partition) from start.
+func (s *session) subscribeTo(corr uint32, t *Topic, part int32, start wire.Start) error {
 	sub := &subscription{topic: t, parts: t.Parts, cancel: new(atomic.Bool)}
 	if part != wire.PartitionAny {
 		sub.parts = t.Parts[part : part+1]
 	}
 	if start.Kind != wire.StartLatest {
-		return s.subscribeFrom(f.Corr, t, part, sub, start)
+		return s.subscribeFrom(corr, t, part, sub, start)
 	}
 	s.subs[subKey{t, part}] = sub
-	corr, out := f.Corr, s.out
+	out := s.out
 	ok := wire.SubscribeOK{Partitions: uint32(len(t.Parts))}
 	for _, p := range sub.parts {
 		ok.Starts = append(ok.Starts, wire.PartitionStart{Partition: p.ID, Offset: -1})
@@ -431,7 +493,7 @@ func (s *session) subscribe(f wire.Frame) error {
 	for _, p := range sub.parts {
 		s.used(p.Shard)
 		if err := p.Subscribe(out, j); err != nil {
-			return s.refuse(f.Corr, errShuttingDown)
+			return s.refuse(corr, errShuttingDown)
 		}
 	}
 	return nil
@@ -560,6 +622,9 @@ func (s *session) sendFrame(t wire.Type, corr uint32, body []byte) {
 }
 
 func (s *session) sendErr(corr uint32, err error) {
+	if s.closed {
+		return
+	}
 	sendErrTo(s.out, corr, err)
 	s.e.countError(wire.CodeOf(err))
 }

@@ -25,25 +25,35 @@ func (s *session) joinGroup(f wire.Frame) error {
 	if _, ok := s.members[req.Group]; ok {
 		return s.refuse(f.Corr, invalid("this connection is already a member of group "+req.Group))
 	}
-	t, err := s.e.topicFor([]byte(req.Topic), s.by)
-	if err != nil {
-		return s.refuse(f.Corr, err)
+	corr := f.Corr
+	return s.withTopic([]byte(req.Topic), func(t *Topic, err error) error {
+		if err != nil {
+			return s.refuse(corr, err)
+		}
+		return s.joinTopic(corr, &req, t)
+	})
+}
+
+// joinGroup's second half, once the group's topic is known.
+func (s *session) joinTopic(corr uint32, req *wire.JoinGroup, t *Topic) error {
+	if _, ok := s.members[req.Group]; ok { // a join that raced with this one while the topic was created
+		return s.refuse(corr, invalid("this connection is already a member of group "+req.Group))
 	}
 	for k := range s.subs {
 		if k.topic == t {
-			return s.refuse(f.Corr, wire.Errorf(wire.CodeAlreadySubscribed,
+			return s.refuse(corr, wire.Errorf(wire.CodeAlreadySubscribed,
 				"this connection subscribes to "+t.Name+"; a group member needs a connection of its own for the topic"))
 		}
 	}
 	for _, m := range s.members {
 		if m.g.topic == t {
-			return s.refuse(f.Corr, wire.Errorf(wire.CodeAlreadySubscribed,
+			return s.refuse(corr, wire.Errorf(wire.CodeAlreadySubscribed,
 				"this connection consumes "+t.Name+" as a member of group "+m.g.name))
 		}
 	}
-	m, err := s.e.groups.join(s, f.Corr, &req, t)
+	m, err := s.e.groups.join(s, corr, req, t)
 	if err != nil {
-		return s.refuse(f.Corr, err)
+		return s.refuse(corr, err)
 	}
 	s.members[req.Group] = m
 	return nil

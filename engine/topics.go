@@ -387,29 +387,43 @@ func (r *registry) remove(name string) error {
 	r.snap.Store(&m)
 	var pending atomic.Int32
 	pending.Store(int32(len(t.Parts)))
-	dir := r.cfg.DataDir + "/topics/" + name
-	dropped := make(chan struct{})
+	retired := make(chan struct{})
 	for _, p := range t.Parts {
 		if err := p.Delete(func() {
 			if pending.Add(-1) == 0 {
-				_ = r.cfg.FS.RemoveAll(dir)
-				close(dropped)
+				close(retired)
 			}
 		}); err != nil {
 			return wire.Errorf(wire.CodeShuttingDown, err.Error())
 		}
 		p.Shard.Wake()
 	}
-	// Until the shards have dropped the logs, the topic's directory is
-	// theirs: a topic created again under this name meanwhile would open
-	// the old segments, and then lose its own to the late drop. So the
-	// registry stays locked until then (the shards take no registry lock).
+	// Until its partitions are retired and their logs dropped, the topic's
+	// directory is theirs: a topic created again under this name meanwhile
+	// would open the old segments, and then lose its own to the late drop.
+	// So the registry stays locked until then (the shards take no registry
+	// lock). This runs off the event loops (offloop.go, the admin API).
 	select {
-	case <-dropped:
+	case <-retired:
+		r.dropLogs(t)
 	case <-time.After(deleteWait):
-		r.cfg.Logger.Warn("topic delete: the shards have not dropped its partitions yet", "topic", name, "waited", deleteWait)
+		r.cfg.Logger.Warn("topic delete: the shards have not retired its partitions yet", "topic", name, "waited", deleteWait)
+		go func() {
+			<-retired
+			r.dropLogs(t)
+		}()
 	}
 	return nil
+}
+
+// dropLogs removes a deleted topic's logs and directory.
+func (r *registry) dropLogs(t *Topic) {
+	for _, p := range t.Parts {
+		if err := p.Log.Drop(); err != nil {
+			r.cfg.Logger.Warn("removing a deleted partition's log", "topic", t.Name, "partition", p.ID, "err", err)
+		}
+	}
+	_ = r.cfg.FS.RemoveAll(r.cfg.DataDir + "/topics/" + t.Name)
 }
 
 // deleteWait bounds how long a topic delete waits for its shards.

@@ -227,9 +227,9 @@ func (p *Partition) Adopt() error {
 }
 
 // Delete retires the partition: its subscribers are dropped, waiting
-// publishes fail, its log and its data are removed (Log.Drop), and later
-// publishes fail with unknown topic. done, if not nil, runs on the shard
-// after that.
+// publishes fail, and later publishes fail with unknown topic. done, if not
+// nil, runs on the shard after that; the caller then removes the log and
+// its data (Log.Drop), off the shard, since that is disk work.
 func (p *Partition) Delete(done func()) error {
 	var fn func(int64, bool)
 	if done != nil {
@@ -484,9 +484,6 @@ func (s *Shard) deletePartition(p *Partition, done func(int64, bool)) {
 		s.parts = slices.Delete(s.parts, i, i+1)
 	}
 	s.syncer.track(p, 0)
-	if err := p.Log.Drop(); err != nil {
-		s.cfg.Logger.Warn("removing a deleted partition's log", "topic", p.Topic, "partition", p.ID, "err", err)
-	}
 	if done != nil {
 		done(0, true)
 	}

@@ -41,6 +41,7 @@ type serveCmd struct {
 	MaxAckDelay             time.Duration  `default:"250ms" env:"RATATOSKR_MAX_ACK_DELAY" help:"Longest a publish ack is held while a subscriber is behind (flow control)."`
 	SlowConsumerTimeout     time.Duration  `default:"5s" env:"RATATOSKR_SLOW_CONSUMER_TIMEOUT" help:"Disconnect a subscriber that stays behind this long."`
 	AutoCreateTopics        bool           `default:"true" negatable:"" env:"RATATOSKR_AUTO_CREATE_TOPICS" help:"Create unknown topics on first publish or subscribe."`
+	AutoCreateRate          float64        `default:"100" env:"RATATOSKR_AUTO_CREATE_RATE" help:"Topics auto-created per second at most (in bursts of as many); past it a publish or subscribe to a missing topic is refused with LIMIT_EXCEEDED."`
 	DefaultPartitions       int            `default:"1" env:"RATATOSKR_DEFAULT_PARTITIONS" help:"Partitions of auto-created topics."`
 	ShutdownTimeout         time.Duration  `default:"10s" env:"RATATOSKR_SHUTDOWN_TIMEOUT" help:"Time allowed to flush in-flight frames on shutdown."`
 	DefaultStorage          string         `default:"disk" env:"RATATOSKR_DEFAULT_STORAGE" enum:"disk,memory" help:"Storage of topics created without one: disk or memory."`
@@ -81,6 +82,7 @@ func (s *serveCmd) config() engine.Config {
 	cfg.MaxTopics, cfg.MaxSubscribers = s.MaxTopics, s.MaxSubscribers
 	cfg.MaxMessageBytes, cfg.MaxFrameBytes, cfg.MaxPendingBytes = s.MaxMessageBytes, s.MaxFrameBytes, s.MaxPendingBytes
 	cfg.AutoCreateTopics, cfg.DefaultPartitions = s.AutoCreateTopics, s.DefaultPartitions
+	cfg.AutoCreateRate = s.AutoCreateRate
 	cfg.ShutdownTimeout = s.ShutdownTimeout
 	cfg.MaxAckDelay, cfg.SlowConsumerTimeout = s.MaxAckDelay, s.SlowConsumerTimeout
 	cfg.Pprof = s.Pprof
