@@ -60,6 +60,13 @@ type Config struct {
 	// connection. A subscriber past it is a slow consumer: it gets an error
 	// and is disconnected, and nobody else waits for it.
 	MaxPendingBytes int
+	// MaxInflightBytes bounds the inbound bytes the broker holds for all
+	// connections together: what read buffers and half-read frames hold,
+	// and each publish until its shard answers it. Past three quarters of
+	// it connections take no new publish until it falls to half; past it
+	// the connections holding the most unprocessed bytes are cut
+	// (inflight.go).
+	MaxInflightBytes int64
 	// MaxAckDelay bounds how long a publish ack is held back while a
 	// subscriber of the partition is past a quarter of its MaxPendingBytes: the
 	// flow control that slows producers to their subscribers' pace.
@@ -154,6 +161,7 @@ func DefaultConfig() Config {
 		MaxMessageBytes:      wire.DefaultMaxMessageBytes,
 		MaxFrameBytes:        wire.DefaultMaxFrameBytes,
 		MaxPendingBytes:      64 << 20,
+		MaxInflightBytes:     1 << 30,
 		MaxAckDelay:          250 * time.Millisecond,
 		SlowConsumerTimeout:  5 * time.Second,
 		AutoCreateTopics:     true,
@@ -219,6 +227,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPendingBytes < c.MaxFrameBytes {
 		bad("MaxPendingBytes", c.MaxPendingBytes, "must be at least MaxFrameBytes")
+	}
+	if c.MaxInflightBytes < 4*int64(c.MaxFrameBytes) {
+		bad("MaxInflightBytes", c.MaxInflightBytes, "must be at least 4 times MaxFrameBytes")
 	}
 	if c.MaxAckDelay <= 0 {
 		bad("MaxAckDelay", c.MaxAckDelay, "must be positive")

@@ -68,6 +68,7 @@ type Engine struct {
 	diskWork    *diskWorker
 	diskStarted bool
 	autoCreates *tokenBucket
+	mem         *memGuard // the inbound memory bound (inflight.go)
 
 	connections   atomic.Int64
 	accepted      atomic.Uint64
@@ -95,6 +96,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, fatal: make(chan error, 1), metricSet: metrics.NewSet(),
 		diskWork: newDiskWorker(), autoCreates: newTokenBucket(cfg.AutoCreateRate)}
+	e.mem = newMemGuard(e, cfg.MaxInflightBytes)
 	e.setNotReady("not started")
 	e.history = newHistory(e, cfg.HistoryInterval, cfg.HistoryRetention)
 	if err := e.startPlugins(opts); err != nil {
@@ -165,8 +167,10 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	e.setNotReady("starting the native listener")
 	e.diskWork.start()
 	e.diskStarted = true
+	e.mem.start()
 	if err := e.startListener(); err != nil {
 		e.diskWork.close(true)
+		e.mem.stop()
 		e.stopShards()
 		e.groups.close()
 		_ = e.topics.closeAll()
@@ -224,6 +228,9 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	// After the loops: a parked connection's answer finds its loop gone
 	// and is run here, releasing what it held.
 	e.diskWork.close(e.diskStarted)
+	if e.diskStarted {
+		e.mem.stop()
+	}
 	e.stopHTTP(ctx)
 	e.groups.close()
 	if cerr := e.topics.closeAll(); cerr != nil {
@@ -422,6 +429,9 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	t := c.Context().(*gnetTransport)
 	closeConn := t.s.onData(c)
+	if !closeConn {
+		t.s.noteInbound(c.InboundBuffered())
+	}
 	t.s.noteCounts()
 	t.s.runShards(t.el)
 	t.flush()
@@ -645,6 +655,9 @@ func (t *gnetTransport) onLoop(fn func() bool) bool {
 		}
 		if !closeConn {
 			closeConn = t.s.onData(t.c)
+		}
+		if !closeConn {
+			t.s.noteInbound(t.c.InboundBuffered())
 		}
 		t.s.noteCounts()
 		t.s.runShards(t.el)

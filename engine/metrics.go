@@ -72,6 +72,7 @@ func (e *Engine) writeMetrics(w io.Writer) {
 	if e.lis != nil {
 		e.lis.writeMetrics(w)
 	}
+	e.mem.writeMetrics(w)
 	e.writeShardMetrics(w)
 	e.writePartitionMetrics(w)
 	e.writePluginMetrics(w)

@@ -62,17 +62,24 @@ type session struct {
 	out        *shard.Outbox
 	handshaken bool
 	closed     bool
-	parked     bool         // waiting for work off the loop (offLoop): no frames are taken
-	closing    bool         // a slow consumer being disconnected: nothing more is written
-	pub        *storage.Buf // a Publish being read, pubN bytes so far
-	pubN       int
-	subs       map[subKey]*subscription
-	members    map[string]*member // group memberships, by group name
-	ran        []*shard.Shard     // shards given operations by this read, to run inline
-	scratch    []byte             // response bodies are encoded here, reused
-	frameBuf   []byte             // and framed here, reused
-	by         origin             // the client, for telemetry events
-	info       sessionInfo        // what the admin API shows of it
+	parked     bool  // waiting for work off the loop (offLoop) or for memory: no frames are taken
+	memPaused  bool  // parked until the inbound total falls (inflight.go)
+	held       int64 // inbound bytes counted for this connection's read side (noteInbound)
+	// unprocessed is held, for the memory guard; cut is set once the
+	// guard chose to cut this connection.
+	unprocessed atomic.Int64
+	cut         atomic.Bool
+	cutBytes    atomic.Int64 // unprocessed when it was cut
+	closing     bool         // a slow consumer being disconnected: nothing more is written
+	pub         *storage.Buf // a Publish being read, pubN bytes so far
+	pubN        int
+	subs        map[subKey]*subscription
+	members     map[string]*member // group memberships, by group name
+	ran         []*shard.Shard     // shards given operations by this read, to run inline
+	scratch     []byte             // response bodies are encoded here, reused
+	frameBuf    []byte             // and framed here, reused
+	by          origin             // the client, for telemetry events
+	info        sessionInfo        // what the admin API shows of it
 }
 
 func newSession(e *Engine, t transport) *session {
@@ -80,6 +87,7 @@ func newSession(e *Engine, t transport) *session {
 		by: origin{actor: "client", remote: t.remoteAddr()}}
 	s.info.since = time.Now()
 	s.out = shard.NewOutbox(e.cfg.MaxPendingBytes, len(e.shards), t)
+	s.out.Inflight = e.mem.inflight
 	return s
 }
 
@@ -131,6 +139,15 @@ func (s *session) onData(in inbound) (closeConn bool) {
 			return true
 		}
 		if h.Type == wire.TypePublish && s.handshaken {
+			// Memory as the bytes arrive: the buffer comes once half the
+			// frame is here; until then its bytes wait where they are.
+			if have := in.InboundBuffered(); have < int(h.Length) && have < int(h.Length)/2 {
+				return false
+			}
+			if s.e.mem.inflight.Load() > s.e.mem.pauseAt {
+				s.e.mem.pause(s)
+				return false
+			}
 			s.pub = storage.NewBuf(int(h.Length))
 			continue
 		}
@@ -337,7 +354,10 @@ func (s *session) routePublish(corr uint32, b *storage.Buf, v wire.BatchView, t 
 	batchOff := wire.HeaderSize + v.BatchOffset
 	binary.BigEndian.PutUint32(b.B[batchOff-4:], uint32(p.ID))
 	s.used(p.Shard)
+	n := int64(len(b.B) - batchOff)
+	s.e.mem.inflight.Add(n) // until the shard answers it
 	if err := p.Publish(s.out, corr, b, batchOff); err != nil {
+		s.e.mem.inflight.Done(n)
 		return errShuttingDown
 	}
 	return nil
@@ -752,6 +772,11 @@ func (s *session) onClose() {
 	if s.pub != nil {
 		s.pub.Release()
 		s.pub = nil
+	}
+	s.e.mem.unpause(s)
+	s.noteInbound(0)
+	if s.cut.Load() {
+		s.e.mem.cutting.Add(-s.cutBytes.Load())
 	}
 	for k, sub := range s.subs {
 		sub.cancel.Store(true)

@@ -51,6 +51,7 @@ var epoch = time.Now()
 func clock() int64 { return int64(time.Since(epoch)) + 1 }
 
 func (s *Shard) sendAck(p *Partition, a heldAck) {
+	answered(a.out, int(a.bytes))
 	s.observeAck(&a)
 	var buf [wire.PublishAckSize]byte
 	a.out.SendCopy(wire.AppendPublishAck(buf[:0], a.corr, wire.PublishAck{Partition: p.ID, BaseOffset: a.base, Count: a.count}))
@@ -155,6 +156,7 @@ func (s *Shard) underPressure(p *Partition) bool {
 func (s *Shard) releaseAll(p *Partition) {
 	for _, a := range p.held {
 		if a.buf != nil {
+			answered(a.out, int(a.bytes))
 			s.sendError(a.out, a.corr, wire.ErrShuttingDown)
 			a.buf.Release()
 			continue
@@ -171,6 +173,7 @@ func (s *Shard) failHeld(p *Partition, err *wire.Error) {
 	for _, a := range p.held {
 		if a.buf != nil {
 			a.buf.Release()
+			answered(a.out, int(a.bytes))
 			s.sendError(a.out, a.corr, err)
 			continue
 		}
@@ -243,6 +246,7 @@ func (s *Shard) failAfter(p *Partition, offset int64, err *wire.Error) {
 		if a.buf != nil {
 			a.buf.Release()
 		}
+		answered(a.out, int(a.bytes))
 		s.sendError(a.out, a.corr, err)
 	}
 	clear(p.held[n:])

@@ -86,6 +86,11 @@ type Outbox struct {
 	// passMark[s] is the pass number of shard s that last touched this
 	// outbox; written only by shard s, so no synchronisation is needed.
 	passMark []uint64
+
+	// Inflight, when set, counts the bytes of this connection's publishes
+	// until the shard answers them (see Inflight). Set before the first
+	// publish, never changed.
+	Inflight *Inflight
 }
 
 // NewOutbox returns an outbox bounded by limit bytes that asks f to flush.

@@ -292,6 +292,7 @@ func (s *Shard) setSync(p *Partition, sp SyncPolicy) {
 func (s *Shard) fail(o *op, err *wire.Error) {
 	switch o.kind {
 	case opPublish:
+		answered(o.out, len(o.buf.B)-int(o.batchOff))
 		s.sendError(o.out, o.corr, err)
 		o.buf.Release()
 	case opSubscribe, opUnsubscribe:

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -119,4 +121,60 @@ func requireReady(t *testing.T, s *server) {
 		_ = resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, 30*time.Second, 20*time.Millisecond)
+}
+
+// rss is a process's resident set size in bytes.
+func rss(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			require.NoError(t, err)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// Clients that send the larger part of big publishes and stop make the
+// broker hold that memory; once they go, it goes back to the operating
+// system within a minute.
+func TestMemoryReturnsAfterPartialFrames(t *testing.T) {
+	s := startServer(t, nil, "--addr", "127.0.0.1:0", "--http-addr", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	c0, err := client.Dial(ctx, s.addr)
+	require.NoError(t, err)
+	defer func() { _ = c0.Close() }()
+	publishOK(t, ctx, c0)
+	pid := s.cmd.Process.Pid
+	before := rss(t, pid)
+
+	const conns, claim, sent = 100, 4 << 20, 3 << 20
+	attackers := make([]net.Conn, 0, conns)
+	for range conns {
+		c, err := net.DialTimeout("tcp", s.addr, 10*time.Second)
+		require.NoError(t, err)
+		attackers = append(attackers, c)
+		hello := (&wire.Hello{MinVersion: 1, MaxVersion: 1}).Append(nil)
+		frame := append(wire.AppendHeader(nil, wire.TypeHello, 0, 1, len(hello)), hello...)
+		frame = append(frame, wire.AppendHeader(nil, wire.TypePublish, 0, 2, claim-wire.HeaderSize)...)
+		frame = append(frame, make([]byte, sent-wire.HeaderSize)...)
+		_ = c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		_, err = c.Write(frame)
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return rss(t, pid) > before+conns*sent/2 }, 30*time.Second, 10*time.Millisecond,
+		"the broker holds what was sent")
+	peak := rss(t, pid)
+	for _, c := range attackers {
+		_ = c.Close()
+	}
+	require.Eventually(t, func() bool { return rss(t, pid) <= 2*before }, 60*time.Second, 100*time.Millisecond,
+		"RSS went from %d to %d and stayed above twice that", before, peak)
+	publishOK(t, ctx, c0)
+	t.Logf("RSS: %d MB before, %d MB at the peak, %d MB after", before>>20, peak>>20, rss(t, pid)>>20)
 }

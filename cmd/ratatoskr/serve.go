@@ -38,6 +38,7 @@ type serveCmd struct {
 	MaxMessageBytes         int            `default:"1048576" env:"RATATOSKR_MAX_MESSAGE_BYTES" help:"Maximum size of one message (key, value, headers)."`
 	MaxFrameBytes           int            `default:"4194304" env:"RATATOSKR_MAX_FRAME_BYTES" help:"Maximum size of one frame, and so of one publish batch."`
 	MaxPendingBytes         int            `default:"67108864" env:"RATATOSKR_MAX_PENDING_BYTES" help:"Unsent bytes held for one connection before it is disconnected as a slow consumer."`
+	MaxInflightBytes        int64          `default:"1073741824" env:"RATATOSKR_MAX_INFLIGHT_BYTES" help:"Inbound bytes held for all connections together (half-read frames, and publishes until answered); past 3/4 of it publishes wait, past it the biggest holders are cut."`
 	MaxAckDelay             time.Duration  `default:"250ms" env:"RATATOSKR_MAX_ACK_DELAY" help:"Longest a publish ack is held while a subscriber is behind (flow control)."`
 	SlowConsumerTimeout     time.Duration  `default:"5s" env:"RATATOSKR_SLOW_CONSUMER_TIMEOUT" help:"Disconnect a subscriber that stays behind this long."`
 	AutoCreateTopics        bool           `default:"true" negatable:"" env:"RATATOSKR_AUTO_CREATE_TOPICS" help:"Create unknown topics on first publish or subscribe."`
@@ -83,6 +84,7 @@ func (s *serveCmd) config() engine.Config {
 	cfg.MaxMessageBytes, cfg.MaxFrameBytes, cfg.MaxPendingBytes = s.MaxMessageBytes, s.MaxFrameBytes, s.MaxPendingBytes
 	cfg.AutoCreateTopics, cfg.DefaultPartitions = s.AutoCreateTopics, s.DefaultPartitions
 	cfg.AutoCreateRate = s.AutoCreateRate
+	cfg.MaxInflightBytes = s.MaxInflightBytes
 	cfg.ShutdownTimeout = s.ShutdownTimeout
 	cfg.MaxAckDelay, cfg.SlowConsumerTimeout = s.MaxAckDelay, s.SlowConsumerTimeout
 	cfg.Pprof = s.Pprof

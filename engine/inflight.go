@@ -1,0 +1,252 @@
+package engine
+
+import (
+	"cmp"
+	"io"
+	"runtime/debug"
+	"runtime/metrics"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	vm "github.com/VictoriaMetrics/metrics"
+
+	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Inbound memory. A frame takes memory as its bytes arrive, never by the
+// length its header claims: a Publish is read into a buffer of its size
+// only once half of it is here (until then its bytes wait in the
+// transport's read buffer), so a header costs what was sent. Everything a
+// connection has sent and the broker holds counts against one broker-wide
+// bound, MaxInflightBytes (shard.Inflight): bytes in read buffers and
+// half-read frames, and each publish from the moment it is handed to its
+// shard until the shard answers it (written, fsynced, acked).
+//
+//   - When the publishes the shards hold pass three quarters of the
+//     bound, connections take no new Publish: each parks at the frame's
+//     header until that falls to half the bound, as the shards answer what
+//     they hold (the disk catching up). A producer is slowed, not failed;
+//     TCP carries the back-pressure. Bytes on the read side do not pause
+//     anyone, so clients that trickle half frames in cannot stall the
+//     producers; they are what the next rule is for.
+//   - Past the bound itself, counting both sides (a parked connection's
+//     read buffer still grows while its client sends), the connections
+//     holding the most unprocessed bytes are cut (Error LIMIT_EXCEEDED,
+//     corr 0) until the total is back under it. Half-read frames are what
+//     an attack holds; a producer waiting for the disk holds its bytes in
+//     the shards instead, at most its unacknowledged window on the read
+//     side, and is picked last.
+//
+// After a spike the memory goes back to the operating system: the guard
+// returns the heap's free pages once the total has fallen well below its
+// peak (debug.FreeOSMemory), instead of waiting for the runtime's slow
+// background scavenger.
+
+// memGuard resumes paused connections, cuts the biggest holders when the
+// bound is passed, and hands freed memory back to the OS.
+type memGuard struct {
+	e        *Engine
+	inflight *shard.Inflight // publishes handed to shards, until answered
+	read     atomic.Int64    // read buffers and half-read frames
+	cutting  atomic.Int64    // what the connections being cut hold, until they close
+	peak     atomic.Int64    // the highest total since memory was last released
+	pauseAt  int64
+	bound    int64
+	kick     chan struct{}
+	quit     chan struct{}
+	done     chan struct{}
+
+	mu     sync.Mutex
+	paused []*session
+
+	cuts     atomic.Uint64 // connections cut at the bound
+	pauses   atomic.Uint64 // times a connection paused for memory
+	released atomic.Uint64 // FreeOSMemory calls
+}
+
+// memCheckEvery is how often the guard looks at the heap.
+const memCheckEvery = 5 * time.Second
+
+func newMemGuard(e *Engine, bound int64) *memGuard {
+	g := &memGuard{e: e, bound: bound, pauseAt: bound / 4 * 3, kick: make(chan struct{}, 1),
+		quit: make(chan struct{}), done: make(chan struct{})}
+	g.inflight = shard.NewInflight(bound/2, g.wake)
+	return g
+}
+
+func (g *memGuard) start() { go g.run() }
+
+func (g *memGuard) stop() {
+	close(g.quit)
+	<-g.done
+}
+
+// wake asks the guard to look again: the total fell, or passed the bound.
+func (g *memGuard) wake() {
+	select {
+	case g.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (g *memGuard) run() {
+	defer close(g.done)
+	tick := time.NewTicker(memCheckEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-g.kick:
+			g.resume()
+			g.cut()
+		case <-tick.C:
+			g.resume() // a wake-up lost to a race costs at most a tick
+			g.release()
+		case <-g.quit:
+			return
+		}
+	}
+}
+
+// total is every inbound byte the broker holds.
+func (g *memGuard) total() int64 { return g.read.Load() + g.inflight.Load() }
+
+// pause parks s until the total falls; on s's loop, at a Publish header.
+func (g *memGuard) pause(s *session) {
+	s.parked, s.memPaused = true, true
+	g.pauses.Add(1)
+	g.inflight.Pause()
+	g.mu.Lock()
+	g.paused = append(g.paused, s)
+	g.mu.Unlock()
+	if g.inflight.Load() <= g.bound/2 { // it fell before we were counted
+		g.wake()
+	}
+}
+
+// unpause ends s's pause; on s's loop.
+func (g *memGuard) unpause(s *session) {
+	if s.memPaused {
+		s.memPaused, s.parked = false, false
+		g.inflight.Unpause()
+	}
+}
+
+// resume lets the paused connections go on once the total is low enough.
+func (g *memGuard) resume() {
+	if g.inflight.Load() > g.bound/2 {
+		return
+	}
+	g.mu.Lock()
+	paused := g.paused
+	g.paused = nil
+	g.mu.Unlock()
+	for _, s := range paused {
+		s.t.onLoop(func() bool {
+			g.unpause(s)
+			return false
+		})
+	}
+}
+
+// cut closes the connections holding the most unprocessed bytes until
+// the total is back under the bound.
+func (g *memGuard) cut() {
+	over := g.total() - g.cutting.Load() - g.bound
+	if over <= 0 {
+		return
+	}
+	var holders []*session
+	g.e.sessions.Range(func(k, _ any) bool {
+		if s := k.(*session); s.unprocessed.Load() > 0 && !s.cut.Load() {
+			holders = append(holders, s)
+		}
+		return true
+	})
+	slices.SortFunc(holders, func(a, b *session) int { return cmp.Compare(b.unprocessed.Load(), a.unprocessed.Load()) })
+	for _, s := range holders {
+		if over <= 0 {
+			break
+		}
+		n := s.unprocessed.Load()
+		over -= n
+		s.cutBytes.Store(n)
+		g.cutting.Add(n)
+		s.cut.Store(true)
+		g.cuts.Add(1)
+		g.e.log.Warn("connection cut: the broker's inbound memory bound is reached and it held the most unprocessed bytes",
+			"remote", s.by.remote, "bytes", s.unprocessed.Load(), "bound", g.bound)
+		s.t.onLoop(func() bool {
+			if s.closed {
+				return false
+			}
+			s.sendErr(0, wire.Errorf(wire.CodeLimitExceeded, "the broker's inbound memory bound of "+
+				strconv.FormatInt(g.bound, 10)+" bytes is reached and this connection held the most unprocessed bytes"))
+			return true
+		})
+	}
+}
+
+// release hands free heap back to the OS once the inbound total has
+// fallen to an eighth of a peak of at least 64 MiB, or when much of the
+// heap is free.
+func (g *memGuard) release() {
+	cur, peak := g.total(), g.peak.Load()
+	spike := peak >= 64<<20 && cur <= peak/8
+	if !spike && heapFree() < 256<<20 {
+		return
+	}
+	// Buffers released to the pools are freed by the second collection
+	// (sync.Pool's victim cache); FreeOSMemory collects and scavenges.
+	debug.FreeOSMemory()
+	debug.FreeOSMemory()
+	g.released.Add(1)
+	g.peak.Store(cur)
+}
+
+// heapFree is the heap's free memory not yet returned to the OS.
+func heapFree() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
+
+// noteInbound counts what the connection's read side holds now: bytes
+// the transport buffers and a half-read publish. On the loop, after each
+// read.
+func (s *session) noteInbound(buffered int) {
+	held := int64(buffered)
+	if s.pub != nil {
+		held += int64(len(s.pub.B))
+	}
+	d := held - s.held
+	if d == 0 {
+		return
+	}
+	s.held = held
+	s.unprocessed.Store(held)
+	g := s.e.mem
+	total := g.read.Add(d) + g.inflight.Load()
+	if total > g.peak.Load() {
+		g.peak.Store(total) // a racy maximum is enough to see a spike
+	}
+	if total > g.bound {
+		g.wake()
+	}
+}
+
+// writeMetrics writes the inbound memory figures (docs/METRICS.md).
+func (g *memGuard) writeMetrics(w io.Writer) {
+	vm.WriteGaugeUint64(w, "ratatoskr_inbound_read_bytes", uint64(max(g.read.Load(), 0)))
+	vm.WriteGaugeUint64(w, "ratatoskr_inbound_publish_bytes", uint64(max(g.inflight.Load(), 0)))
+	vm.WriteGaugeUint64(w, "ratatoskr_inbound_inflight_bound_bytes", uint64(g.bound))
+	vm.WriteCounterUint64(w, "ratatoskr_inbound_pauses_total", g.pauses.Load())
+	vm.WriteCounterUint64(w, "ratatoskr_inbound_cuts_total", g.cuts.Load())
+	vm.WriteCounterUint64(w, "ratatoskr_memory_released_total", g.released.Load())
+}

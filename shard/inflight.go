@@ -1,0 +1,49 @@
+package shard
+
+import "sync/atomic"
+
+// Inflight counts the bytes of inbound frames the broker holds and has not
+// finished with, across every connection: the engine adds what sits in
+// its read buffers and half-read frames, and the bytes of each publish it
+// hands to a shard; the shard takes a publish's bytes off when it answers
+// it (ack or error). The engine bounds the total (--max-inflight-bytes):
+// past a share of its bound connections stop taking publishes, and Wake
+// tells it when the total has fallen back (see engine/inflight.go).
+type Inflight struct {
+	bytes  atomic.Int64
+	resume int64        // below this a paused connection may go on
+	paused atomic.Int32 // connections waiting for the total to fall
+	wake   func()
+}
+
+// NewInflight returns a counter that calls wake when the total falls to
+// resume or below while connections are paused. wake must not block.
+func NewInflight(resume int64, wake func()) *Inflight {
+	return &Inflight{resume: resume, wake: wake}
+}
+
+// Add counts n more bytes (or fewer, for n < 0) and returns the total.
+func (f *Inflight) Add(n int64) int64 { return f.bytes.Add(n) }
+
+// Load returns the total.
+func (f *Inflight) Load() int64 { return f.bytes.Load() }
+
+// Done takes n bytes off; it wakes the paused connections once there is
+// room again.
+func (f *Inflight) Done(n int64) {
+	if f.bytes.Add(-n) <= f.resume && f.paused.Load() > 0 {
+		f.wake()
+	}
+}
+
+// Pause and Unpause count the connections waiting for room.
+func (f *Inflight) Pause()   { f.paused.Add(1) }
+func (f *Inflight) Unpause() { f.paused.Add(-1) }
+
+// answered takes a publish's batch off its connection's inflight count:
+// the shard has acked it or refused it.
+func answered(out *Outbox, batchBytes int) {
+	if f := out.Inflight; f != nil {
+		f.Done(int64(batchBytes))
+	}
+}
