@@ -92,7 +92,9 @@ func commitWait(t *testing.T, s *offsetStore, group string, offs ...wire.Partiti
 	}
 }
 
-func po(p int32, off int64) wire.PartitionOffset { return wire.PartitionOffset{Partition: p, Offset: off} }
+func po(p int32, off int64) wire.PartitionOffset {
+	return wire.PartitionOffset{Partition: p, Offset: off}
+}
 
 // TestOffsetCommitWritesOnlyItsGroup: with a thousand groups stored, a
 // commit of one group writes that group's record and nothing else.
