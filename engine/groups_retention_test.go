@@ -111,7 +111,11 @@ func TestGroupRetentionRemovesIdleGroups(t *testing.T) {
 	clock.set(t0.Add(3 * day))
 	leaveGroup(t, e, committedMember(t, e, c, "recent", "t"), "recent")
 	clock.set(t0.Add(5 * day))
-	leaveGroup(t, e, committedMember(t, e, c, "back", "t"), "back") // a member came back, nothing to commit
+	// A member comes back and leaves without committing (mode none).
+	back := joinGroup(t, e, client.GroupConfig{Group: "back", Topic: "t", Mode: client.AckNone,
+		Handler: func(*client.GroupMessage) error { return nil }})
+	waitAssigned(t, []int{1}, back)
+	leaveGroup(t, e, back, "back")
 
 	e.groups.expireIdle(t0.Add(7*day + time.Hour))
 	require.Equal(t, []string{"back", "busy", "recent"}, groupNames(t, c))
