@@ -118,3 +118,30 @@ func benchPerGroupFiles(b *testing.B, dirty int) {
 	b.ReportMetric(float64(bytes)/float64(b.N), "B-written/op")
 	b.ReportMetric(float64(syncs)/float64(b.N), "syncs/op")
 }
+
+// BenchmarkOffsetSnapshot is the compaction of the offsets log holding
+// benchGroups groups: every group's record written as a new log, which
+// happens once the log is compactFactor times its live state.
+func BenchmarkOffsetSnapshot(b *testing.B) {
+	fsys := newCountFS(vfs.Default())
+	s := newOffsetStore(fsys, b.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if _, err := s.load(); err != nil {
+		b.Fatal(err)
+	}
+	defer s.close()
+	for i := range benchGroups {
+		s.set(benchGroupName(i), "orders", []wire.PartitionOffset{{Partition: 0, Offset: 1}}, nil)
+	}
+	fsys.reset()
+	for b.Loop() {
+		s.mu.Lock()
+		buf := s.encode(true)
+		s.mu.Unlock()
+		if err := s.writeSnapshot(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	_, bytes, syncs := fsys.snapshot()
+	b.ReportMetric(float64(bytes)/float64(b.N), "B-written/op")
+	b.ReportMetric(float64(syncs)/float64(b.N), "syncs/op")
+}
