@@ -300,7 +300,7 @@ func (s *offsetStore) run() {
 			s.linger()
 		case <-retry.C:
 		case <-s.quit:
-			s.flush()
+			_ = s.flush() // logged, and answered to its waiters
 			s.closeLog()
 			return
 		}
