@@ -143,9 +143,14 @@ func newOffsetStore(fsys vfs.FS, dataDir string, log *slog.Logger) *offsetStore 
 // load reads the log, converts a groups.json of the previous format, and
 // returns a copy of every group. A log that was repaired or converted is
 // rewritten before load returns, and groups.json removed after that.
-func (s *offsetStore) load() (map[string]*storedGroup, error) {
+func (s *offsetStore) load() (_ map[string]*storedGroup, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() {
+		if err != nil {
+			s.closeLog() // the broker does not start: nothing more is written
+		}
+	}()
 	b, err := storage.ReadFile(s.fsys, s.path)
 	exists := err == nil
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
