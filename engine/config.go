@@ -111,6 +111,11 @@ type Config struct {
 	CacheBytes int64
 	// RetentionInterval is how often shards apply retention.
 	RetentionInterval time.Duration
+	// GroupRetention is how long a consumer group with no members and no
+	// commit (nor ack-floor move) is kept, with its committed offsets,
+	// before it is removed; 0 keeps groups forever. Without it every group
+	// ever named stays in memory and on disk.
+	GroupRetention time.Duration
 	// FS is the file system the logs live on; nil means the OS. Tests set
 	// an in-memory or fault-injecting one.
 	FS vfs.FS
@@ -176,6 +181,7 @@ func DefaultConfig() Config {
 		SegmentAge:           time.Hour,
 		CacheBytes:           256 << 20,
 		RetentionInterval:    5 * time.Second,
+		GroupRetention:       7 * 24 * time.Hour,
 		ShutdownTimeout:      10 * time.Second,
 		HistoryInterval:      5 * time.Second,
 		HistoryRetention:     time.Hour,
@@ -266,6 +272,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SegmentAge <= 0 || c.RetentionInterval <= 0 {
 		bad("SegmentAge", c.SegmentAge, "segment age and retention interval must be positive")
+	}
+	if c.GroupRetention < 0 || (c.GroupRetention > 0 && c.GroupRetention < groupRetentionPass) {
+		bad("GroupRetention", c.GroupRetention, "must be 0 (keep groups forever) or at least "+groupRetentionPass.String())
 	}
 	if c.CacheBytes < 0 {
 		bad("CacheBytes", c.CacheBytes, "must not be negative")

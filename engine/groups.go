@@ -30,7 +30,12 @@ import (
 // generation, or its session timeout passes. A member that leaves, times
 // out or disconnects loses its partitions at once.
 //
-// Lock order: coordinator.mu, then gpart.mu. Acks take only gpart.mu.
+// A group without members is kept while it has committed offsets, until
+// it has been idle (no member, commit or ack-floor move) for the group
+// retention; a pass every groupRetentionPass removes the idle ones.
+//
+// Lock order: coordinator.mu, then gpart.mu; coordinator.mu, then
+// offsetStore.mu. Acks take only gpart.mu.
 
 // Group defaults and bounds.
 const (
@@ -47,6 +52,9 @@ const (
 	maxAckWindow = 1 << 22
 	// groupTick is how often sessions and revocations are checked.
 	groupTick = 100 * time.Millisecond
+	// groupRetentionPass is how often idle groups are looked for: group
+	// retention is counted in days, and a pass reads every group.
+	groupRetentionPass = time.Minute
 )
 
 var coordEpoch = time.Now()
@@ -388,8 +396,13 @@ func (c *coordinator) removeMember(m *member) {
 		gp.mu.Unlock()
 	}
 	c.rebalance(g)
-	if len(g.members) == 0 && !g.hasOffsets() {
+	switch {
+	case len(g.members) > 0:
+	case !g.hasOffsets():
 		delete(c.groups, g.name)
+	default:
+		// Idle from now: retention counts from the last member leaving.
+		c.store.touch(g.name, c.store.clock())
 	}
 }
 
@@ -590,6 +603,7 @@ func (c *coordinator) run() {
 	defer close(c.done)
 	t := time.NewTicker(groupTick)
 	defer t.Stop()
+	nextPass := time.Now().Add(groupRetentionPass)
 	for {
 		select {
 		case <-c.quit:
@@ -598,7 +612,60 @@ func (c *coordinator) run() {
 		case <-c.poke:
 		}
 		c.tick(nowNS())
+		if now := time.Now(); !now.Before(nextPass) {
+			c.expireIdle(now)
+			nextPass = now.Add(groupRetentionPass)
+		}
 	}
+}
+
+// expireIdle removes the groups that have had no member and no activity
+// for the group retention as of now (wall clock, as the stored activity
+// is). A group with members is active: its stored activity is refreshed
+// once it is a quarter of the retention old, so that after a crash the
+// group counts from about when it was last seen.
+func (c *coordinator) expireIdle(now time.Time) {
+	keep := c.e.cfg.GroupRetention
+	if keep <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, g := range c.groups {
+		active, stored := c.store.activeAt(name)
+		switch {
+		case !stored:
+		case len(g.members) > 0:
+			if now.Sub(active) > keep/4 {
+				c.store.touch(name, now)
+			}
+		case now.Sub(active) >= keep && g.feedsStopped():
+			c.expireGroup(g, now.Sub(active))
+		}
+	}
+}
+
+// expireGroup forgets an idle group and its offsets; mu held.
+func (c *coordinator) expireGroup(g *group, idle time.Duration) {
+	delete(c.groups, g.name)
+	c.store.remove(g.name, nil)
+	c.e.log.Info("consumer group removed: no members and no commits for the group retention", "group", g.name,
+		"topic", g.topic.Name, "idle", idle.Round(time.Second), "group_retention", c.e.cfg.GroupRetention)
+	c.emitGroup(g, nil, 0, "retention", byBroker, nil)
+}
+
+// feedsStopped reports whether no feed of g is still winding down, so
+// nothing can move its offsets any more.
+func (g *group) feedsStopped() bool {
+	for _, gp := range g.parts {
+		gp.mu.Lock()
+		f := gp.feed
+		gp.mu.Unlock()
+		if f != nil && !f.stopped() {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *coordinator) tick(now int64) {
@@ -852,8 +919,10 @@ func (c *coordinator) resetBy(by origin, name string, st wire.Start, done func(e
 		gp.committed, gp.acks = offs[i].Offset, nil
 		gp.mu.Unlock()
 	}
-	c.mu.Unlock()
+	// Under mu, so a retention pass cannot remove the group between the
+	// two and leave its offsets stored for a group that is gone.
 	c.store.set(name, g.topic.Name, offs, done)
+	c.mu.Unlock()
 }
 
 // topicRemoved forgets the groups of a deleted topic; their members are

@@ -470,7 +470,7 @@ var engineFlags = map[string]string{
 	"DefaultPartitions": "default-partitions", "DefaultStorage": "default-storage",
 	"DefaultFsync": "default-fsync", "DefaultRetention": "retention",
 	"DefaultRetentionBytes": "retention-bytes", "MemoryTopicBytes": "memory-topic-bytes",
-	"SegmentBytes": "segment-bytes", "CacheBytes": "cache-bytes",
+	"SegmentBytes": "segment-bytes", "CacheBytes": "cache-bytes", "GroupRetention": "group-retention",
 	"ShutdownTimeout": "shutdown-timeout", "Pprof": "pprof",
 	"AdminToken": "admin-token", "AuditLog": "audit-log", "EventLog": "event-log",
 }

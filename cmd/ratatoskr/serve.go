@@ -52,6 +52,7 @@ type serveCmd struct {
 	SegmentBytes            int64          `default:"134217728" env:"RATATOSKR_SEGMENT_BYTES" help:"Size at which a partition's segment file rolls."`
 	CacheBytes              int64          `default:"268435456" env:"RATATOSKR_CACHE_BYTES" help:"Read cache of log blocks shared by all partitions; 0 disables."`
 	MemoryTopicBytes        int64          `default:"67108864" env:"RATATOSKR_MEMORY_TOPIC_BYTES" help:"Bytes kept per partition of a memory topic."`
+	GroupRetention          time.Duration  `default:"168h" env:"RATATOSKR_GROUP_RETENTION" help:"Remove a consumer group, and its committed offsets, once it has had no members and no commits for this long; 0 keeps groups forever."`
 	Pprof                   bool           `env:"RATATOSKR_PPROF" help:"Serve Go's profiler under /debug/pprof/ on the HTTP address (with the admin token)."`
 	AdminToken              string         `env:"RATATOSKR_ADMIN_TOKEN" secret:"" help:"Bearer token for the admin API, /metrics and the dashboard; empty: the broker generates one and stores it in <data>/admin.token."`
 	AuditLog                string         `env:"RATATOSKR_AUDIT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for the audit log; empty: off."`
@@ -91,6 +92,7 @@ func (s *serveCmd) config() engine.Config {
 	cfg.DefaultStorage, cfg.DefaultFsync = s.DefaultStorage, s.DefaultFsync
 	cfg.DefaultRetentionBytes, cfg.SegmentBytes = s.RetentionBytes, s.SegmentBytes
 	cfg.CacheBytes, cfg.MemoryTopicBytes = s.CacheBytes, s.MemoryTopicBytes
+	cfg.GroupRetention = s.GroupRetention
 	if s.Retention != nil {
 		cfg.DefaultRetention = *s.Retention
 	}
