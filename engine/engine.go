@@ -64,6 +64,7 @@ type Engine struct {
 	token   string // the admin API's bearer token, resolved before HTTP starts
 
 	plugins plugins
+	fetches fetcher // the reader pool of pull fetches (fetch.go)
 
 	connections   atomic.Int64
 	accepted      atomic.Uint64
@@ -255,6 +256,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	if err == nil {
 		err = <-e.stopped
 	}
+	e.fetches.stop() // the connections are closed: their fetches have ended
 	e.stopHTTP(ctx)
 	e.groups.close()
 	if cerr := e.topics.closeAll(); cerr != nil {
