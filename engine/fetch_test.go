@@ -123,15 +123,24 @@ func TestLongPollIsAnsweredByData(t *testing.T) {
 	require.Eventually(t, func() bool { return e.fetches.waiting.Load() == 0 }, 30*time.Second, time.Millisecond)
 }
 
-// TestLongPollWaitIsCapped: a wait longer than MaxFetchWait is cut to it:
-// the fetch is answered (empty) although it asked for 49 days, and a wait
-// that ran out leaves nothing registered with the partition.
-func TestLongPollWaitIsCapped(t *testing.T) {
+// TestLongPollTimeoutsLeaveNoWaiter: waits that run out on an idle
+// partition (the asked wait, then one cut to MaxFetchWait although it
+// asked for 49 days) are answered, empty, and leave nothing registered
+// with the partition.
+func TestLongPollTimeoutsLeaveNoWaiter(t *testing.T) {
 	e := startBroker(t, func(c *Config) { c.MaxFetchWait = 20 * time.Millisecond })
 	p := idleTopic(t, e, "quiet")
 	r := dialRaw(t, e)
 	r.hello()
+	short := (&wire.Fetch{Topic: "quiet", Start: wire.Start{Kind: wire.StartLatest}, MaxWaitMs: 10}).Append(nil)
 	for corr := uint32(1); corr <= 5; corr++ {
+		r.sendFrame(wire.TypeFetch, corr, short)
+		require.Empty(t, r.expectFetchResult(corr))
+	}
+	require.Eventually(t, func() bool { return p.Waiters() == 0 }, 30*time.Second, time.Millisecond,
+		"timed-out waits are withdrawn from an idle partition")
+
+	for corr := uint32(6); corr <= 10; corr++ {
 		r.send(longPoll("quiet", corr))
 		f, err := r.read(30 * time.Second)
 		require.NoError(t, err, "the wait was cut to the cap and answered")
@@ -141,8 +150,7 @@ func TestLongPollWaitIsCapped(t *testing.T) {
 		require.NoError(t, err)
 		require.Empty(t, batches)
 	}
-	require.Eventually(t, func() bool { return p.Waiters() == 0 }, 30*time.Second, time.Millisecond,
-		"timed-out waits are withdrawn from an idle partition")
+	require.Eventually(t, func() bool { return p.Waiters() == 0 }, 30*time.Second, time.Millisecond)
 	require.Zero(t, e.fetches.waiting.Load())
 }
 

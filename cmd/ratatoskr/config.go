@@ -465,6 +465,7 @@ var engineFlags = map[string]string{
 	"MaxMessageBytes": "max-message-bytes", "MaxFrameBytes": "max-frame-bytes",
 	"MaxPendingBytes": "max-pending-bytes", "MaxAckDelay": "max-ack-delay",
 	"SlowConsumerTimeout": "slow-consumer-timeout", "AutoCreateTopics": "auto-create-topics",
+	"MaxFetchesPerConn": "max-fetches-per-connection", "MaxFetchWait": "max-fetch-wait",
 	"DefaultPartitions": "default-partitions", "DefaultStorage": "default-storage",
 	"DefaultFsync": "default-fsync", "DefaultRetention": "retention",
 	"DefaultRetentionBytes": "retention-bytes", "MemoryTopicBytes": "memory-topic-bytes",
