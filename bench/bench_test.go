@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -151,4 +153,77 @@ func endToEnd(b *testing.B, subs int) {
 		time.Sleep(100 * time.Microsecond)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkFetch pulls from a partition that has data, over loopback
+// through an in-process broker: ns/op is one Fetch round trip. "serial" is
+// one client waiting for each answer; "parallel" is 8 clients at once,
+// which is what the broker's reader goroutines have to keep up with.
+func BenchmarkFetch(b *testing.B) {
+	b.Run("serial", func(b *testing.B) { fetchBench(b, 1) })
+	b.Run("parallel", func(b *testing.B) { fetchBench(b, 8) })
+}
+
+func fetchBench(b *testing.B, clients int) {
+	cfg := engine.DefaultConfig()
+	cfg.Addr, cfg.HTTPAddr, cfg.DataDir = "127.0.0.1:0", "", b.TempDir()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	e, err := engine.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := e.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = e.Shutdown(ctx) }()
+	cs := make(chan *client.Client, clients)
+	for range clients {
+		c, err := client.Dial(ctx, e.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = c.Close() }()
+		cs <- c
+	}
+	c := <-cs
+	cs <- c
+	const msgs = 1000
+	for range msgs / 100 {
+		for range 100 {
+			if err := c.PublishAsync(ctx, "pull", client.Message{Value: make([]byte, 128)}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := c.Flush(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	for range clients {
+		c := <-cs
+		wg.Go(func() {
+			for i := n.Add(1); i <= int64(b.N); i = n.Add(1) {
+				if _, err := c.Fetch(ctx, "pull", 0, client.AtOffset(i%msgs), client.MaxBytes(4096)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// CPU time (broker and clients, user and system) is steadier than
+	// ns/op on a shared machine, where waits for a CPU dominate latency.
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+}
+
+// cpuTime is the process's user plus system CPU time in nanoseconds.
+func cpuTime() int64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }

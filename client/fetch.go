@@ -18,7 +18,9 @@ func MaxBytes(n int) FetchOption {
 }
 
 // MaxWait makes a fetch that finds nothing wait up to d for messages to
-// arrive (a long poll). Default 0: answer at once.
+// arrive (a long poll). Default 0: answer at once. The broker cuts a longer
+// wait to its own bound (--max-fetch-wait, 30 s by default), answering
+// sooner with no messages.
 func MaxWait(d time.Duration) FetchOption {
 	return func(f *wire.Fetch) { f.MaxWaitMs = uint32(d.Milliseconds()) }
 }
@@ -35,7 +37,9 @@ type Fetched struct {
 
 // Fetch pulls messages of one partition from a position: the pull side of
 // the durable log, for consumers that keep their own offsets. It returns
-// ErrOffsetOutOfRange when the offset is no longer (or not yet) held.
+// ErrOffsetOutOfRange when the offset is no longer (or not yet) held, and
+// ErrLimitExceeded when this client already has the broker's maximum of
+// fetches outstanding (--max-fetches-per-connection, 256 by default).
 func (c *Client) Fetch(ctx context.Context, topic string, partition int, from Position, opts ...FetchOption) (Fetched, error) {
 	req := wire.Fetch{Topic: topic, Partition: int32(partition), Start: from.wire(), MaxBytes: 1 << 20}
 	for _, o := range opts {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -74,6 +75,15 @@ type Config struct {
 	// SlowConsumerTimeout disconnects a subscriber that stays past a quarter of its
 	// MaxPendingBytes for this long.
 	SlowConsumerTimeout time.Duration
+	// MaxFetchesPerConn bounds the Fetches one connection has outstanding
+	// (being read or waiting for data); one more is answered with
+	// LIMIT_EXCEEDED. It is what keeps a client that pipelines long polls
+	// from filling the broker's memory with waiting fetches.
+	MaxFetchesPerConn int
+	// MaxFetchWait caps a Fetch's max_wait_ms; a longer wait is cut to it.
+	// A client may ask for 49 days, and a wait the broker has promised is
+	// state it must keep.
+	MaxFetchWait time.Duration
 	// AutoCreateTopics creates a topic on first publish or subscribe, with
 	// DefaultPartitions partitions, instead of failing with unknown topic.
 	AutoCreateTopics bool
@@ -169,6 +179,8 @@ func DefaultConfig() Config {
 		MaxInflightBytes:     1 << 30,
 		MaxAckDelay:          250 * time.Millisecond,
 		SlowConsumerTimeout:  5 * time.Second,
+		MaxFetchesPerConn:    256,
+		MaxFetchWait:         30 * time.Second,
 		AutoCreateTopics:     true,
 		AutoCreateRate:       100,
 		DefaultPartitions:    1,
@@ -245,6 +257,12 @@ func (c *Config) Validate() error {
 	}
 	if !(c.AutoCreateRate > 0) {
 		bad("AutoCreateRate", c.AutoCreateRate, "must be positive")
+	}
+	if c.MaxFetchesPerConn < 1 || c.MaxFetchesPerConn > 1<<20 {
+		bad("MaxFetchesPerConn", c.MaxFetchesPerConn, "must be 1..1048576")
+	}
+	if c.MaxFetchWait < time.Millisecond || c.MaxFetchWait > math.MaxUint32*time.Millisecond {
+		bad("MaxFetchWait", c.MaxFetchWait, "must be 1ms..1193h (the protocol's max_wait_ms)")
 	}
 	if c.MaxPartitions < 1 || c.MaxPartitions > 1<<16 {
 		bad("MaxPartitions", c.MaxPartitions, "must be 1..65536")

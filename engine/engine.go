@@ -62,6 +62,7 @@ type Engine struct {
 	token   string // the admin API's bearer token, resolved before HTTP starts
 
 	plugins plugins
+	fetches fetcher // the reader pool of pull fetches (fetch.go)
 
 	// diskWork runs topic creations, deletions and config changes off
 	// the event loops (offloop.go); autoCreates limits auto-creation.
@@ -231,6 +232,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	if e.diskStarted {
 		e.mem.stop()
 	}
+	e.fetches.stop() // the connections are closed: their fetches have ended
 	e.stopHTTP(ctx)
 	e.groups.close()
 	if cerr := e.topics.closeAll(); cerr != nil {

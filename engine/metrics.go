@@ -96,6 +96,8 @@ func (e *Engine) writeBrokerMetrics(w io.Writer) {
 	metrics.WriteCounterUint64(w, "ratatoskr_direct_writes_total", st.DirectWrites)
 	metrics.WriteCounterUint64(w, "ratatoskr_direct_writes_short_total", st.DirectShort)
 	metrics.WriteGaugeUint64(w, "ratatoskr_topics", uint64(st.Topics))
+	metrics.WriteGaugeUint64(w, "ratatoskr_fetches_waiting", uint64(max(e.fetches.waiting.Load(), 0)))
+	metrics.WriteCounterUint64(w, "ratatoskr_fetches_refused_total", e.fetches.refused.Load())
 	if e.reclaim != nil {
 		metrics.WriteCounterUint64(w, "ratatoskr_storage_reclaimed_bytes_total", uint64(e.reclaim.Freed()))
 	}

@@ -11,11 +11,12 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
-// Reads from the log (pull fetches and the replay part of a subscription)
-// run on goroutines of their own: a read may wait for the disk, and it must
-// stall neither an event loop nor a shard. Logs are safe to read
-// concurrently with appends; readers see only visible (for fsync=always
-// topics: durable) batches.
+// Reads from the log never run on an event loop or a shard: a read may
+// wait for the disk, and it must stall neither. Pull fetches run on the
+// reader pool (fetch.go); the replay part of a subscription runs on a
+// goroutine of its own, for as long as the replay lasts. Logs are safe to
+// read concurrently with appends; readers see only visible (for
+// fsync=always topics: durable) batches.
 
 // resolveStart turns a start position into an offset of p's log.
 func resolveStart(p *shard.Partition, st wire.Start) (int64, error) {
@@ -39,40 +40,20 @@ func resolveStart(p *shard.Partition, st wire.Start) (int64, error) {
 	return st.Value, nil
 }
 
-// fetch answers a Fetch: the batches from the start position, up to max
-// bytes, waiting up to the request's max wait when there are none yet.
-func (e *Engine) fetch(out *shard.Outbox, corr uint32, p *shard.Partition, req wire.Fetch) {
-	offset, err := resolveStart(p, req.Start)
-	if err != nil {
-		e.replyLater(out, corr, err)
-		return
-	}
-	maxBytes := max(1, min(int(req.MaxBytes), e.cfg.MaxFrameBytes-frameOverhead-wire.FetchResultHeaderSize))
-	body, err := e.readFetch(p, offset, maxBytes)
-	if err == nil && len(body) == wire.FetchResultHeaderSize && req.MaxWaitMs > 0 {
-		e.waitFor(p, offset, time.Duration(req.MaxWaitMs)*time.Millisecond)
-		body, err = e.readFetch(p, offset, maxBytes)
-	}
-	if err != nil {
-		e.replyLater(out, corr, err)
-		return
-	}
-	frame := append(wire.AppendHeader(make([]byte, 0, wire.HeaderSize+len(body)), wire.TypeFetchResult, 0, corr, len(body)), body...)
-	out.SendCopy(frame)
-	out.Kick()
-}
-
-// readFetch builds a FetchResult body from offset. An offset inside a
-// range found corrupt resolves to the first offset after it, so a pull
-// consumer moves past the damage instead of asking for it forever.
+// readFetch builds a FetchResult frame from offset, with room left for
+// the frame header (the caller knows the corr), so the body is not copied
+// into a frame. An offset inside a range found corrupt resolves to the
+// first offset after it, so a pull consumer moves past the damage instead
+// of asking for it forever.
 func (e *Engine) readFetch(p *shard.Partition, offset int64, maxBytes int) ([]byte, error) {
 	offset = skipCorrupt(p, offset)
 	start, end := p.Log.Bounds()
-	body := wire.AppendFetchResultHeader(nil, wire.FetchResultHeader{Partition: p.ID, StartOffset: start,
-		EndOffset: end, Offset: offset})
-	limit := wire.FetchResultHeaderSize + maxBytes
+	const empty = wire.HeaderSize + wire.FetchResultHeaderSize
+	body := wire.AppendFetchResultHeader(make([]byte, wire.HeaderSize, empty), wire.FetchResultHeader{
+		Partition: p.ID, StartOffset: start, EndOffset: end, Offset: offset})
+	limit := empty + maxBytes
 	err := p.Log.Read(offset, max(maxBytes, 1), func(b wire.Batch) bool {
-		if len(body) > wire.FetchResultHeaderSize && len(body)+len(b) > limit {
+		if len(body) > empty && len(body)+len(b) > limit {
 			return false // the frame would pass the limit; the next fetch gets it
 		}
 		body = append(body, b...)
@@ -96,21 +77,6 @@ func skipCorrupt(p *shard.Partition, offset int64) int64 {
 		}
 	}
 	return offset
-}
-
-// waitFor blocks until p has visible data past offset or d passes.
-func (e *Engine) waitFor(p *shard.Partition, offset int64, d time.Duration) {
-	ch := make(chan struct{}, 1)
-	if p.WaitFor(offset, func(int64, bool) { ch <- struct{}{} }) != nil {
-		return
-	}
-	p.Shard.Wake()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ch:
-	case <-t.C:
-	}
 }
 
 // replyLater queues an error answer from a reader goroutine.

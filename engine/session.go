@@ -75,6 +75,7 @@ type session struct {
 	pubN        int
 	subs        map[subKey]*subscription
 	members     map[string]*member // group memberships, by group name
+	fetches     connFetches        // outstanding fetches (fetch.go)
 	ran         []*shard.Shard     // shards given operations by this read, to run inline
 	scratch     []byte             // response bodies are encoded here, reused
 	frameBuf    []byte             // and framed here, reused
@@ -542,7 +543,7 @@ func (s *session) subscribeFrom(corr uint32, t *Topic, part int32, sub *subscrip
 	return nil
 }
 
-// fetch answers a pull Fetch on a reader goroutine.
+// fetch answers a pull Fetch on the reader pool.
 func (s *session) fetch(f wire.Frame) error {
 	req, err := wire.DecodeFetch(f.Body)
 	if err != nil {
@@ -556,7 +557,9 @@ func (s *session) fetch(f wire.Frame) error {
 	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	go s.e.fetch(s.out, f.Corr, p, req)
+	if err := s.e.startFetch(&s.fetches, s.out, f.Corr, p, req); err != nil {
+		return s.refuse(f.Corr, err)
+	}
 	return nil
 }
 
@@ -761,14 +764,15 @@ func (s *session) refused(err error) {
 		Action: "handshake", Err: err})
 }
 
-// onClose releases the session's state: its queued frames and its
-// subscriptions on every shard.
+// onClose releases the session's state: its queued frames, its waiting
+// fetches and its subscriptions on every shard.
 func (s *session) onClose() {
 	if s.closed {
 		return
 	}
 	s.closed = true
 	s.out.Close()
+	s.fetches.close()
 	if s.pub != nil {
 		s.pub.Release()
 		s.pub = nil

@@ -52,20 +52,21 @@ type Partition struct {
 	Log   storage.Log
 
 	// shard-owned
-	sync    SyncPolicy                 // changed at run time through SetSync
-	next    int64                      // offset the next record gets
-	visible int64                      // end offset readers and subscribers have been given
-	written int64                      // end offset written to the log's files (staged logs)
-	durable int64                      // end offset known to be on disk (SyncAlways)
-	syncing bool                       // a write/sync request is with the syncer
-	subs    []*Outbox                  // push subscribers, in subscription order
-	held    []heldAck                  // acks (and, for SyncAlways, deliveries) waiting
-	waiters []func(end int64, ok bool) // long polls waiting for data past visible
+	sync    SyncPolicy // changed at run time through SetSync
+	next    int64      // offset the next record gets
+	visible int64      // end offset readers and subscribers have been given
+	written int64      // end offset written to the log's files (staged logs)
+	durable int64      // end offset known to be on disk (SyncAlways)
+	syncing bool       // a write/sync request is with the syncer
+	subs    []*Outbox  // push subscribers, in subscription order
+	held    []heldAck  // acks (and, for SyncAlways, deliveries) waiting
+	waiters []*Waiter  // long polls waiting for data past visible
 	deleted bool
 	failed  error // a sync failed: the partition refuses publishes
 
 	endOffset atomic.Int64
 	nsubs     atomic.Int32
+	nwaiters  atomic.Int32
 	traffic   traffic // for metrics; written per batch
 	// Retention, changeable at run time: nanoseconds and bytes, 0 = none.
 	retention      atomic.Int64
@@ -101,6 +102,9 @@ func (p *Partition) EndOffset() int64 { return p.endOffset.Load() }
 // Subscribers is the number of push subscribers.
 func (p *Partition) Subscribers() int { return int(p.nsubs.Load()) }
 
+// Waiters is the number of long polls registered with the partition.
+func (p *Partition) Waiters() int { return int(p.nwaiters.Load()) }
+
 // opKind enumerates what a shard can be asked to do.
 type opKind uint8
 
@@ -112,6 +116,7 @@ const (
 	opAdopt
 	opSynced
 	opWait
+	opUnwait
 	opCatchUp
 	opSetSync
 )
@@ -127,11 +132,12 @@ type op struct {
 	out      *Outbox
 	buf      *storage.Buf
 	join     *Join
+	waiter   *Waiter                  // opWait, opUnwait
 	n        int64                    // opSynced: written end; opWait, opCatchUp: offset
 	n2       int64                    // opSynced: durable end
 	err      error                    // opSynced: the write failed
 	err2     error                    // opSynced: the fsync failed
-	fn       func(end int64, ok bool) // opWait, opCatchUp, opDelete
+	fn       func(end int64, ok bool) // opCatchUp, opDelete
 }
 
 // Join completes a request that spans several partitions (subscribe to every
@@ -202,11 +208,50 @@ func (p *Partition) CatchUp(out *Outbox, offset int64, fn func(end int64, joined
 	return p.Shard.push(op{kind: opCatchUp, part: p, out: out, n: offset, fn: fn})
 }
 
+// Waker is told that a Waiter's wait is over.
+type Waker interface {
+	// Woken runs on the shard when data became visible past the waiter's
+	// offset (ok, with the visible end) or the partition was deleted (ok
+	// false, end -1). It runs for every waiter in the pass that makes data
+	// visible, so it must only queue work: no reads, no blocking.
+	Woken(end int64, ok bool)
+}
+
+// Waiter is one long poll registered with a partition: a few words and no
+// goroutine, so that a million waiting fetches cost a million small records
+// rather than a million stacks. The caller keeps it (typically inside its
+// own record) and must not register it again while it is registered.
+type Waiter struct {
+	Waker Waker
+	slot  int // shard-owned: index in p.waiters plus one; 0 when not registered
+}
+
+// Wait registers w to be woken once the partition has visible data past
+// offset; it is woken at once when the partition already has, or is
+// deleted. A woken waiter is no longer registered.
+func (p *Partition) Wait(w *Waiter, offset int64) error {
+	return p.Shard.push(op{kind: opWait, part: p, n: offset, waiter: w})
+}
+
+// Unwait withdraws w, for a wait that timed out or whose connection
+// closed; nothing happens if it was woken meanwhile. Without it a waiter
+// would stay until data arrives, which on an idle partition is never.
+func (p *Partition) Unwait(w *Waiter) error {
+	return p.Shard.push(op{kind: opUnwait, part: p, waiter: w})
+}
+
+// funcWaker adapts a function to Waker.
+type funcWaker func(end int64, ok bool)
+
+func (f funcWaker) Woken(end int64, ok bool) { f(end, ok) }
+
 // WaitFor calls fn once the partition has visible data past offset, or at
 // once when it already has or the partition is deleted (ok false). fn runs
-// on the shard and must not block. A long-polling fetch uses it.
+// on the shard and must not block. It cannot be withdrawn: it suits a
+// reader that will wait again anyway (a group's message feed); a request
+// that may give up uses Wait and Unwait.
 func (p *Partition) WaitFor(offset int64, fn func(end int64, ok bool)) error {
-	return p.Shard.push(op{kind: opWait, part: p, n: offset, fn: fn})
+	return p.Wait(&Waiter{Waker: funcWaker(fn)}, offset)
 }
 
 // Unsubscribe removes out and reports to j, which may be nil.
@@ -261,7 +306,9 @@ func (s *Shard) handle(o *op) {
 	case opSynced:
 		s.synced(o.part, o.n, o.n2, o.err, o.err2)
 	case opWait:
-		s.wait(o.part, o.n, o.fn)
+		s.wait(o.part, o.n, o.waiter)
+	case opUnwait:
+		o.part.unwait(o.waiter)
 	case opCatchUp:
 		s.catchUp(o.part, o.out, o.n, o.fn)
 	case opSetSync:
@@ -297,7 +344,9 @@ func (s *Shard) fail(o *op, err *wire.Error) {
 		o.buf.Release()
 	case opSubscribe, opUnsubscribe:
 		o.join.report(err)
-	case opWait, opCatchUp, opDelete:
+	case opWait:
+		o.waiter.Waker.Woken(-1, false)
+	case opCatchUp, opDelete:
 		if o.fn != nil {
 			o.fn(-1, false)
 		}
@@ -392,11 +441,9 @@ func (s *Shard) makeVisible(p *Partition, end int64) {
 	p.visible = end
 	p.Log.SetVisible(end)
 	p.endOffset.Store(end)
-	for i, fn := range p.waiters {
-		fn(end, true)
-		p.waiters[i] = nil
+	if len(p.waiters) > 0 {
+		p.wakeAll(end, true)
 	}
-	p.waiters = p.waiters[:0]
 }
 
 // fanOut queues the same frame, of n messages, to every subscriber and
@@ -461,14 +508,61 @@ func (s *Shard) catchUp(p *Partition, out *Outbox, offset int64, fn func(int64, 
 	fn(p.visible, false)
 }
 
-func (s *Shard) wait(p *Partition, offset int64, fn func(int64, bool)) {
+func (s *Shard) wait(p *Partition, offset int64, w *Waiter) {
+	if invariants && w.slot != 0 {
+		panic("shard: invariant: a waiter registered twice")
+	}
 	switch {
 	case p.deleted:
-		fn(-1, false)
+		w.Waker.Woken(-1, false)
 	case p.visible > offset:
-		fn(p.visible, true)
+		w.Waker.Woken(p.visible, true)
 	default:
-		p.waiters = append(p.waiters, fn)
+		p.waiters = append(p.waiters, w)
+		w.slot = len(p.waiters)
+		p.nwaiters.Store(int32(len(p.waiters)))
+	}
+}
+
+// unwait removes w in O(1): the last waiter takes its place.
+func (p *Partition) unwait(w *Waiter) {
+	i := w.slot - 1
+	if i < 0 {
+		return // woken meanwhile
+	}
+	if invariants && p.waiters[i] != w {
+		panic("shard: invariant: a waiter's slot names another waiter")
+	}
+	last := len(p.waiters) - 1
+	p.waiters[i] = p.waiters[last]
+	p.waiters[i].slot = i + 1
+	p.waiters[last] = nil
+	p.waiters = p.waiters[:last]
+	w.slot = 0
+	p.nwaiters.Store(int32(last))
+	if last == 0 {
+		p.shrinkWaiters()
+	}
+}
+
+// wakeAll tells every waiter its wait is over; each only queues work.
+func (p *Partition) wakeAll(end int64, ok bool) {
+	ws := p.waiters
+	p.waiters = ws[:0]
+	p.nwaiters.Store(0)
+	for i, w := range ws {
+		ws[i] = nil
+		w.slot = 0
+		w.Waker.Woken(end, ok)
+	}
+	p.shrinkWaiters()
+}
+
+// shrinkWaiters lets go of a large empty waiter list, so that a burst of
+// long polls does not pin its array for the partition's lifetime.
+func (p *Partition) shrinkWaiters() {
+	if cap(p.waiters) > 64 {
+		p.waiters = nil
 	}
 }
 
@@ -477,10 +571,7 @@ func (s *Shard) deletePartition(p *Partition, done func(int64, bool)) {
 	p.subs = nil
 	p.nsubs.Store(0)
 	s.failHeld(p, errDeleted)
-	for _, fn := range p.waiters {
-		fn(-1, false)
-	}
-	p.waiters = nil
+	p.wakeAll(-1, false)
 	if i := slices.Index(s.parts, p); i >= 0 {
 		s.parts = slices.Delete(s.parts, i, i+1)
 	}

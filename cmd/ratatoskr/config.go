@@ -467,6 +467,7 @@ var engineFlags = map[string]string{
 	"MaxPendingBytes": "max-pending-bytes", "MaxAckDelay": "max-ack-delay",
 	"SlowConsumerTimeout": "slow-consumer-timeout", "AutoCreateTopics": "auto-create-topics",
 	"AutoCreateRate":    "auto-create-rate",
+	"MaxFetchesPerConn": "max-fetches-per-connection", "MaxFetchWait": "max-fetch-wait",
 	"DefaultPartitions": "default-partitions", "DefaultStorage": "default-storage",
 	"DefaultFsync": "default-fsync", "DefaultRetention": "retention",
 	"DefaultRetentionBytes": "retention-bytes", "MemoryTopicBytes": "memory-topic-bytes",

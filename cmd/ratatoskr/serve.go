@@ -41,6 +41,8 @@ type serveCmd struct {
 	MaxInflightBytes        int64          `default:"1073741824" env:"RATATOSKR_MAX_INFLIGHT_BYTES" help:"Inbound bytes held for all connections together (half-read frames, and publishes until answered); past 3/4 of it publishes wait, past it the biggest holders are cut."`
 	MaxAckDelay             time.Duration  `default:"250ms" env:"RATATOSKR_MAX_ACK_DELAY" help:"Longest a publish ack is held while a subscriber is behind (flow control)."`
 	SlowConsumerTimeout     time.Duration  `default:"5s" env:"RATATOSKR_SLOW_CONSUMER_TIMEOUT" help:"Disconnect a subscriber that stays behind this long."`
+	MaxFetches              int            `default:"256" env:"RATATOSKR_MAX_FETCHES_PER_CONNECTION" name:"max-fetches-per-connection" help:"Most Fetches one connection may have outstanding (being read or waiting for data); one more gets LIMIT_EXCEEDED."`
+	MaxFetchWait            time.Duration  `default:"30s" env:"RATATOSKR_MAX_FETCH_WAIT" help:"Longest a Fetch waits for data; a longer max_wait_ms is cut to it."`
 	AutoCreateTopics        bool           `default:"true" negatable:"" env:"RATATOSKR_AUTO_CREATE_TOPICS" help:"Create unknown topics on first publish or subscribe."`
 	AutoCreateRate          float64        `default:"100" env:"RATATOSKR_AUTO_CREATE_RATE" help:"Topics auto-created per second at most (in bursts of as many); past it a publish or subscribe to a missing topic is refused with LIMIT_EXCEEDED."`
 	DefaultPartitions       int            `default:"1" env:"RATATOSKR_DEFAULT_PARTITIONS" help:"Partitions of auto-created topics."`
@@ -88,6 +90,7 @@ func (s *serveCmd) config() engine.Config {
 	cfg.MaxInflightBytes = s.MaxInflightBytes
 	cfg.ShutdownTimeout = s.ShutdownTimeout
 	cfg.MaxAckDelay, cfg.SlowConsumerTimeout = s.MaxAckDelay, s.SlowConsumerTimeout
+	cfg.MaxFetchesPerConn, cfg.MaxFetchWait = s.MaxFetches, s.MaxFetchWait
 	cfg.Pprof = s.Pprof
 	cfg.DefaultStorage, cfg.DefaultFsync = s.DefaultStorage, s.DefaultFsync
 	cfg.DefaultRetentionBytes, cfg.SegmentBytes = s.RetentionBytes, s.SegmentBytes
