@@ -221,7 +221,7 @@ func TestConcurrentPublishers(t *testing.T) {
 	_, err := sc.Subscribe(ctx, "multi", func(*client.Delivery) { got.Add(1) })
 	require.NoError(t, err)
 	var wg sync.WaitGroup
-	const producers, each = 4, 5000
+	const producers, each = 4, 1000 // synchronous publishes, each waiting for an fsync
 	for p := range producers {
 		c := dial(t, e)
 		wg.Go(func() {
@@ -235,6 +235,6 @@ func TestConcurrentPublishers(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	require.Eventually(t, func() bool { return got.Load() == producers*each }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return got.Load() == producers*each }, 30*time.Second, 5*time.Millisecond)
 	require.Equal(t, uint64(producers*each), e.Stats().Messages)
 }

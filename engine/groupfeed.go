@@ -68,13 +68,18 @@ type msgFeed struct {
 	gp   *gpart
 	m    *member
 	quit atomic.Bool
-	wait atomic.Bool // a WaitFor for new data is registered
+	wait atomic.Bool // waiter is registered with the partition
+	// waiter wakes the feed when new data is visible; withdrawn when the
+	// feed stops, so a stopped feed on an idle partition leaves nothing.
+	waiter shard.Waiter
 	wake chan struct{}
 	done chan struct{}
 }
 
 func newMsgFeed(c *coordinator, gp *gpart, m *member) *msgFeed {
-	return &msgFeed{c: c, gp: gp, m: m, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	f := &msgFeed{c: c, gp: gp, m: m, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	f.waiter.Waker = f
+	return f
 }
 
 func (f *msgFeed) stop() {
@@ -103,6 +108,11 @@ func (f *msgFeed) live() bool { return !f.quit.Load() && f.gp.owner == f.m }
 
 func (f *msgFeed) run() {
 	defer func() {
+		if f.wait.Load() {
+			if f.gp.p.Unwait(&f.waiter) == nil {
+				f.gp.p.Shard.Wake()
+			}
+		}
 		close(f.done)
 		f.c.feedStopped()
 	}()
@@ -177,6 +187,16 @@ func (f *msgFeed) run() {
 	}
 }
 
+// Woken implements shard.Waker: new data, or the partition was deleted.
+// On the shard: it only flags and wakes.
+func (f *msgFeed) Woken(_ int64, ok bool) {
+	f.wait.Store(false)
+	if !ok {
+		f.quit.Store(true)
+	}
+	f.wakeUp()
+}
+
 // waitForData asks the shard to wake the feed once the partition has data
 // past next.
 func (f *msgFeed) waitForData(next int64) {
@@ -184,14 +204,7 @@ func (f *msgFeed) waitForData(next int64) {
 		return
 	}
 	p := f.gp.p
-	err := p.WaitFor(next, func(_ int64, ok bool) {
-		f.wait.Store(false)
-		if !ok {
-			f.quit.Store(true) // the partition was deleted
-		}
-		f.wakeUp()
-	})
-	if err != nil {
+	if err := p.Wait(&f.waiter, next); err != nil {
 		f.quit.Store(true)
 		return
 	}

@@ -493,3 +493,23 @@ func TestMessageModeBacklogAcrossRebalance(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	h.check(t, ends, 1)
 }
+
+// A message-mode feed waiting for data on an idle partition withdraws its
+// wait when it stops: members that come and go leave nothing behind.
+func TestStoppedFeedsLeaveNoWaiters(t *testing.T) {
+	e := startBroker(t, nil)
+	c := dial(t, e)
+	ctx := testCtx(t)
+	require.NoError(t, c.CreateTopic(ctx, "idle", client.TopicConfig{Partitions: 1}))
+	p := e.topics.get([]byte("idle")).Parts[0]
+	for range 5 {
+		m := joinRaw(t, e, wire.JoinGroup{Group: "comers", Topic: "idle", Mode: wire.AckMessage, AckWaitMs: 60_000,
+			Start: wire.Start{Kind: wire.StartEarliest}})
+		m.assignment()
+		require.Eventually(t, func() bool { return p.Waiters() == 1 }, 30*time.Second, time.Millisecond,
+			"the feed waits for data")
+		require.NoError(t, m.c.Close())
+		require.Eventually(t, func() bool { return p.Waiters() == 0 }, 30*time.Second, time.Millisecond,
+			"the stopped feed withdrew its wait")
+	}
+}

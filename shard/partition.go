@@ -240,20 +240,6 @@ func (p *Partition) Unwait(w *Waiter) error {
 	return p.Shard.push(op{kind: opUnwait, part: p, waiter: w})
 }
 
-// funcWaker adapts a function to Waker.
-type funcWaker func(end int64, ok bool)
-
-func (f funcWaker) Woken(end int64, ok bool) { f(end, ok) }
-
-// WaitFor calls fn once the partition has visible data past offset, or at
-// once when it already has or the partition is deleted (ok false). fn runs
-// on the shard and must not block. It cannot be withdrawn: it suits a
-// reader that will wait again anyway (a group's message feed); a request
-// that may give up uses Wait and Unwait.
-func (p *Partition) WaitFor(offset int64, fn func(end int64, ok bool)) error {
-	return p.Wait(&Waiter{Waker: funcWaker(fn)}, offset)
-}
-
 // Unsubscribe removes out and reports to j, which may be nil.
 func (p *Partition) Unsubscribe(out *Outbox, j *Join) error {
 	return p.Shard.push(op{kind: opUnsubscribe, part: p, out: out, join: j})
