@@ -57,8 +57,8 @@ func (c *DiskConfig) fill() {
 	}
 }
 
-// maxIndexEntries sizes a segment's index so it never grows while readers
-// use it; a segment whose index fills up is rolled early.
+// maxIndexEntries sizes a new segment's index so it never grows while
+// readers use it; a segment whose index fills up is rolled early.
 func (c *DiskConfig) maxIndexEntries() int {
 	return int(c.SegmentBytes/c.IndexInterval) + 1024
 }
@@ -180,7 +180,7 @@ func (l *DiskLog) openSegments(rec *Recovery) ([]*segment, error) {
 		if err != nil {
 			return segs, err
 		}
-		segs = append(segs, newSegment(base, path, f, l.cfg.maxIndexEntries()))
+		segs = append(segs, newSegment(base, path, f, 0))
 	}
 	for i, s := range segs {
 		last := i == len(segs)-1
@@ -201,8 +201,12 @@ func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
 	if err != nil {
 		return err
 	}
+	grow := 0 // a sealed segment's index never grows
+	if last {
+		grow = l.cfg.maxIndexEntries()
+	}
 	if !last || rec.Clean {
-		if err := s.loadIndex(l.cfg.FS, st.Size()); err == nil {
+		if err := s.loadIndex(l.cfg.FS, st.Size(), grow); err == nil {
 			next, err := s.lastBatchEnd()
 			if err == nil {
 				s.next.Store(next)
@@ -211,6 +215,7 @@ func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
 		}
 	}
 	rec.Scanned++
+	s.index = make([]indexEntry, max(grow, scanIndexEntries(st.Size(), l.cfg.IndexInterval)))
 	cut, corrupt, err := scanSegment(s, st.Size(), l.cfg.IndexInterval)
 	rec.Corrupt = append(rec.Corrupt, corrupt...)
 	if err != nil {
@@ -229,7 +234,20 @@ func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
 	for _, r := range corrupt {
 		l.cfg.Logger.Error("storage: corrupt batches kept in place", "segment", s.path, "offsets", r.String())
 	}
+	if !last {
+		// Rebuilt once: without it every later start would scan it again.
+		if err := s.writeIndex(l.cfg.FS, false); err != nil {
+			l.cfg.Logger.Warn("storage: cannot write a rebuilt index", "segment", s.path, "err", err)
+		}
+	}
 	return nil
+}
+
+// scanIndexEntries sizes the index a scan rebuilds for a segment of size
+// bytes: one entry per interval, and a few for the batches that follow
+// damage, which are indexed wherever they are.
+func scanIndexEntries(size, interval int64) int {
+	return int(size/interval) + 64
 }
 
 // scanSegment reads a segment batch by batch, verifying each CRC and

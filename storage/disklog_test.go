@@ -239,6 +239,12 @@ func TestIndexRebuiltWhenMissingOrWrong(t *testing.T) {
 	require.Equal(t, 2, rec.Scanned, "the two segments with a bad index were scanned")
 	require.Equal(t, expected(0, end), readAll(t, l2, 0))
 	require.Equal(t, expected(700, end), readAll(t, l2, 700))
+	require.NoError(t, l2.Close())
+
+	l3, rec := openLog(t, fsys, nil)
+	require.Zero(t, rec.Scanned, "the rebuilt indexes were written: one scan, not one per start")
+	require.Equal(t, expected(0, end), readAll(t, l3, 0))
+	require.NoError(t, l3.Close())
 }
 
 func TestRetentionByAgeAndBytes(t *testing.T) {
@@ -603,4 +609,42 @@ func TestCrashWithSegmentInTrash(t *testing.T) {
 	start, _ := l2.Bounds()
 	require.Equal(t, expected(start, end), readAll(t, l2, start))
 	require.NoError(t, l2.Close())
+}
+
+// TestSmallerSegmentBytesTrustsOldIndexes: lowering SegmentBytes leaves the
+// old segments with more index entries than a new segment would get; a
+// clean reopen still trusts their indexes (no scan), reads everything,
+// and rolls new segments at the new size.
+func TestSmallerSegmentBytesTrustsOldIndexes(t *testing.T) {
+	fsys := vfs.NewMem()
+	// Every batch indexed: the old segments hold more entries than a new
+	// segment's index would get under the new size (1024 + 1024).
+	big := func(c *DiskConfig) { c.SegmentBytes = 256 << 10; c.IndexInterval = 1 }
+	l, _ := openLog(t, fsys, big)
+	end := appendN(t, l, 40_000, 1)
+	require.Greater(t, l.Stats().Segments, 3)
+	require.Greater(t, int((*l.segs.Load())[0].nidx.Load()), 2048)
+	require.NoError(t, l.Close())
+
+	small := func(c *DiskConfig) { c.SegmentBytes = 1024; c.IndexInterval = 1 }
+	l2, rec := openLog(t, fsys, small)
+	require.True(t, rec.Clean)
+	require.Zero(t, rec.Scanned, "indexes are judged against their own segments, not the new SegmentBytes")
+	require.Equal(t, expected(0, end), readAll(t, l2, 0))
+	require.Equal(t, expected(25_000, end), readAll(t, l2, 25_000))
+
+	before := l2.Stats().Segments
+	end = appendN(t, l2, end+2000, 1)
+	segs := *l2.segs.Load()
+	require.Greater(t, len(segs), before+2, "new segments roll at the new size")
+	for _, s := range segs[before : len(segs)-1] {
+		require.LessOrEqual(t, s.size.Load(), int64(1024))
+	}
+	require.Equal(t, expected(0, end), readAll(t, l2, 0))
+	require.NoError(t, l2.Close())
+
+	l3, rec := openLog(t, fsys, small)
+	require.Zero(t, rec.Scanned)
+	require.Equal(t, expected(0, end), readAll(t, l3, 0))
+	require.NoError(t, l3.Close())
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -77,7 +78,7 @@ type segment struct {
 	size    atomic.Int64 // bytes of whole batches
 	next    atomic.Int64 // offset after the last batch
 	maxTS   atomic.Int64 // largest record timestamp
-	index   []indexEntry // capacity fixed at creation, so readers never see it move
+	index   []indexEntry // length fixed before readers see it, so it never moves under them
 	nidx    atomic.Int32
 	lastIdx int64 // position of the last indexed batch; shard-owned
 	refs    atomic.Int32
@@ -90,6 +91,9 @@ type segment struct {
 	onClosed func()
 }
 
+// newSegment returns a segment whose index holds maxEntries entries; an
+// existing segment passes 0 and gets its index from loadIndex or a scan,
+// sized by what the segment holds rather than by the current config.
 func newSegment(base int64, path string, f vfs.File, maxEntries int) *segment {
 	s := &segment{base: base, path: path, file: f, created: time.Now(), index: make([]indexEntry, maxEntries)}
 	s.next.Store(base)
@@ -200,8 +204,13 @@ func (s *segment) writeIndex(fsys vfs.FS, sync bool) error {
 var errBadIndex = errors.New("storage: index does not match its segment")
 
 // loadIndex reads a segment's index file and checks it against the
-// segment's size; errBadIndex (or a not-exist error) means rebuild.
-func (s *segment) loadIndex(fsys vfs.FS, fileSize int64) error {
+// segment's size; errBadIndex (or a not-exist error) means rebuild. The
+// index is judged against its own segment, not the current config: a
+// segment written under a larger --segment-bytes has more entries than the
+// config would give a new one, and is still trusted. The index gets room
+// for at least minEntries (the active segment keeps growing), else exactly
+// what the file holds.
+func (s *segment) loadIndex(fsys vfs.FS, fileSize int64, minEntries int) error {
 	b, err := ReadFile(fsys, strings.TrimSuffix(s.path, logSuffix)+indexSuffix)
 	if err != nil {
 		return err
@@ -211,11 +220,12 @@ func (s *segment) loadIndex(fsys vfs.FS, fileSize int64) error {
 	}
 	body, tr := b[:len(b)-indexTrailerLen], b[len(b)-indexTrailerLen:]
 	n := int(binary.LittleEndian.Uint32(tr))
-	if n*indexEntrySize != len(body) || n > len(s.index) ||
+	if n*indexEntrySize != len(body) || n > math.MaxInt32 ||
 		binary.LittleEndian.Uint32(tr[4:]) != crc32.Checksum(body, castagnoli) ||
 		int64(binary.LittleEndian.Uint64(tr[8:])) != fileSize {
 		return errBadIndex
 	}
+	s.index = make([]indexEntry, max(n, minEntries))
 	for i := range n {
 		e := body[i*indexEntrySize:]
 		s.index[i] = indexEntry{rel: binary.LittleEndian.Uint32(e), pos: binary.LittleEndian.Uint32(e[4:]),
