@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -647,4 +648,88 @@ func TestSmallerSegmentBytesTrustsOldIndexes(t *testing.T) {
 	require.Zero(t, rec.Scanned)
 	require.Equal(t, expected(0, end), readAll(t, l3, 0))
 	require.NoError(t, l3.Close())
+}
+
+// batchAt describes a batch found by walking a segment file's headers.
+type batchAt struct {
+	pos, size, base int64
+	count           int
+}
+
+// segmentBatches walks the batch headers of a segment file.
+func segmentBatches(t *testing.T, fsys vfs.FS, path string) []batchAt {
+	t.Helper()
+	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
+	require.NoError(t, err)
+	defer func() { _ = f.Close() }()
+	st, err := f.Stat()
+	require.NoError(t, err)
+	var out []batchAt
+	hdr := make([]byte, wire.BatchHeaderSize)
+	for pos := int64(0); pos < st.Size(); {
+		_, err := f.ReadAt(hdr, pos)
+		require.NoError(t, err)
+		b := wire.Batch(hdr)
+		size := int64(wire.BatchSize(hdr))
+		out = append(out, batchAt{pos: pos, size: size, base: b.BaseOffset(), count: b.Count()})
+		pos += size
+	}
+	return out
+}
+
+// TestDamagedLengthCostsOnlyItsBatch: a damaged length field (outside the
+// CRC) in one batch of a segment loses that batch only, whether reads meet
+// it in a segment whose index was trusted (a clean open: no scan) or the
+// recovery scan does (an unclean open), and wherever the damaged length
+// points: past the segment's end, into the middle of the next batch, onto
+// the start of a later batch, or inside the batch itself.
+func TestDamagedLengthCostsOnlyItsBatch(t *testing.T) {
+	damage := map[string]func(bs []batchAt, i int) uint32{
+		"past the end":       func([]batchAt, int) uint32 { return 1 << 30 },
+		"into the next":      func(bs []batchAt, i int) uint32 { return uint32(bs[i].size + bs[i+1].size/2 - 12) },
+		"onto a later batch": func(bs []batchAt, i int) uint32 { return uint32(bs[i].size + bs[i+1].size - 12) },
+		"inside itself":      func(bs []batchAt, i int) uint32 { return uint32(bs[i].size - 12 - 7) },
+	}
+	for name, length := range damage {
+		for _, clean := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/clean=%v", name, clean), func(t *testing.T) {
+				fsys := vfs.NewMem()
+				cfg := func(c *DiskConfig) { c.SegmentBytes = 1 << 20 }
+				l, _ := openLog(t, fsys, cfg)
+				end := appendN(t, l, 3000, 1)
+				path := l.active.path
+				require.NoError(t, l.Close())
+
+				bs := segmentBatches(t, fsys, path)
+				i := len(bs) / 2
+				bad := Range{bs[i].base, bs[i].base + int64(bs[i].count)}
+				f, err := fsys.OpenFile(path, os.O_RDWR, 0)
+				require.NoError(t, err)
+				field := binary.BigEndian.AppendUint32(nil, length(bs, i))
+				_, err = f.WriteAt(field, bs[i].pos+8)
+				require.NoError(t, err)
+				require.NoError(t, f.Close())
+				if !clean {
+					require.NoError(t, fsys.Remove("t/0/"+cleanMarker))
+				}
+
+				l2, rec := openLog(t, fsys, cfg)
+				require.Zero(t, rec.Truncated, "nothing was cut")
+				if clean {
+					require.Zero(t, rec.Scanned, "the index was trusted: reads meet the damage")
+				} else {
+					require.Equal(t, []Range{bad}, rec.Corrupt, "the recovery scan found the damage")
+				}
+				_, e := l2.Bounds()
+				require.Equal(t, end, e)
+				want := append(expected(0, bad.From), expected(bad.To, end)...)
+				require.Equal(t, want, readAll(t, l2, 0), "every batch but the damaged one reads")
+				require.Equal(t, expected(bad.To, end), readAll(t, l2, bad.From), "a read from inside the damage starts after it")
+				require.Equal(t, expected(bad.To, end), readAll(t, l2, bad.To))
+				require.Equal(t, append(expected(bad.From-3, bad.From), expected(bad.To, end)...), readAll(t, l2, bad.From-3))
+				require.Equal(t, []Range{bad}, l2.Stats().Corrupt, "only the damaged batch is reported")
+				require.NoError(t, l2.Close())
+			})
+		}
+	}
 }

@@ -206,6 +206,10 @@ func (l *DiskLog) segmentFor(offset int64) (*segment, error) {
 
 // readSegment reads batches of one segment from the one containing offset.
 // It returns the offset after the last batch read, and whether to stop.
+// Every batch it walks, even one before offset, passes its header checks
+// and its CRC before its length is used to find the next: a batch that
+// does not is skipped by resynchronising on the next good batch (resync),
+// so damage costs that one batch, not the good ones after it.
 func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, sent *int,
 	buf *[]byte, last *lastBlocks, fn func(wire.Batch) bool) (int64, bool, error) {
 	limit := s.size.Load()
@@ -213,45 +217,42 @@ func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, s
 	next := offset
 	var hdr [wire.BatchHeaderSize]byte
 	for pos < limit {
+		if expect >= visible {
+			return next, true, nil
+		}
 		if err := l.readRange(s, pos, hdr[:], limit, last); err != nil {
 			return next, true, err
 		}
 		size := int64(wire.BatchSize(hdr[:]))
-		b := wire.Batch(hdr[:])
-		if expect >= visible {
-			return next, true, nil
-		}
-		if size < wire.BatchHeaderSize || pos+size > limit || b.BaseOffset() != expect || hdr[12] != wire.BatchMagic {
-			// A damaged header (the length and base offset are outside
-			// the CRC): skip to the next batch the index knows.
-			p, base, ok := s.indexAfter(pos)
-			if !ok {
-				l.recordCorrupt(Range{expect, s.next.Load()})
-				return s.next.Load(), false, nil
+		var batch wire.Batch
+		ok := plausibleHeader(hdr[:], size, limit-pos, expect)
+		if ok {
+			if int64(cap(*buf)) < size {
+				*buf = make([]byte, size)
 			}
-			l.recordCorrupt(Range{expect, base})
+			batch = wire.Batch((*buf)[:size])
+			if err := l.readRange(s, pos, batch, limit, last); err != nil {
+				return next, true, err
+			}
+			ok = batch.CRC() == batch.ComputeCRC()
+		}
+		if !ok {
+			p, base, err := l.skipDamaged(s, pos, limit, expect)
+			if err != nil {
+				return next, true, err
+			}
+			if p < 0 {
+				return max(next, s.next.Load()), false, nil
+			}
 			pos, expect, next = p, base, max(next, base)
 			continue
 		}
-		count := int64(b.Count())
-		end := expect + count
-		if end <= offset {
-			pos, expect = pos+size, end
-			continue
-		}
-		if int64(cap(*buf)) < size {
-			*buf = make([]byte, size)
-		}
-		batch := wire.Batch((*buf)[:size])
-		if err := l.readRange(s, pos, batch, limit, last); err != nil {
-			return next, true, err
-		}
+		end := expect + int64(batch.Count())
 		pos, expect = pos+size, end
-		next = end
-		if batch.CRC() != batch.ComputeCRC() {
-			l.recordCorrupt(Range{batch.BaseOffset(), end})
+		if end <= offset {
 			continue
 		}
+		next = end
 		*sent += int(size)
 		if !fn(batch) || *sent >= maxBytes {
 			return next, true, nil
@@ -261,6 +262,53 @@ func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, s
 		return next, true, nil
 	}
 	return max(next, s.next.Load()), false, nil
+}
+
+// plausibleHeader checks the parts of a batch header the CRC does not
+// cover: the length fits what is left of the segment (room bytes), the
+// base offset is the one expected, the magic and attribute bytes are
+// right.
+func plausibleHeader(hdr []byte, size, room, expect int64) bool {
+	return size >= wire.BatchHeaderSize && size <= room && wire.Batch(hdr).BaseOffset() == expect &&
+		hdr[12] == wire.BatchMagic && hdr[13] == 0 && hdr[14] == 0 && hdr[15] == 0
+}
+
+// skipTo is where reads resume after a damaged batch; limit is the
+// segment size the search covered, since in the active segment a later
+// search may find a batch written since.
+type skipTo struct{ pos, base, limit int64 }
+
+// skipDamaged finds the good batch after a damaged one at pos that should
+// have held offset expect (see resync), records the offsets lost as
+// corrupt, and returns the good batch's position and base offset, or -1
+// when none follows in the segment. The answer is remembered, so readers
+// that meet the same damage do not search again.
+func (l *DiskLog) skipDamaged(s *segment, pos, limit, expect int64) (int64, int64, error) {
+	l.mu.Lock()
+	sk, ok := s.skips[pos]
+	l.mu.Unlock()
+	if !ok || sk.pos < 0 && sk.limit != limit {
+		var buf []byte
+		p, base, err := resync(s.file, pos, limit, expect, &buf)
+		if err != nil {
+			return -1, 0, err
+		}
+		sk = skipTo{p, base, limit}
+		l.mu.Lock()
+		if s.skips == nil {
+			s.skips = map[int64]skipTo{}
+		}
+		s.skips[pos] = sk
+		l.mu.Unlock()
+	}
+	end := sk.base
+	if sk.pos < 0 {
+		end = s.next.Load()
+	}
+	if expect < end {
+		l.recordCorrupt(Range{expect, end})
+	}
+	return sk.pos, sk.base, nil
 }
 
 // OffsetForTime returns the base offset of the first batch whose max

@@ -85,6 +85,9 @@ type segment struct {
 	removed atomic.Bool
 	closed  atomic.Bool
 	dirty   bool // written since its last sync; guarded by the log's mu
+	// skips remembers where reads resume after damaged batches, by the
+	// damaged batch's position; guarded by the log's mu.
+	skips map[int64]skipTo
 	// onClosed, set before the log releases its own reference to a
 	// deleted segment, runs once the last reference is gone and the file
 	// closed: the reclaimer may then shrink the file.
