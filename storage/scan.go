@@ -163,4 +163,3 @@ func validBatch(b []byte, want int64) bool {
 	}
 	return want < 0 || wire.Batch(b).BaseOffset() == want
 }
-
