@@ -78,6 +78,8 @@ type DiskLog struct {
 	failErr atomic.Pointer[string] // why failed was set
 	bytes   atomic.Int64
 
+	readErrors atomic.Uint64 // reads that failed with an I/O error
+
 	// Write side, owned by the writer (the shard's syncer, or Append).
 	active *segment
 	group  []wire.Batch
@@ -550,7 +552,7 @@ func (l *DiskLog) Stats() LogStats {
 	corrupt := slices.Clone(l.corrupt)
 	l.mu.Unlock()
 	st := LogStats{Start: l.start.Load(), End: l.visible.Load(), Bytes: l.bytes.Load(),
-		Segments: len(*l.segs.Load()), Corrupt: corrupt}
+		Segments: len(*l.segs.Load()), Corrupt: corrupt, ReadErrors: l.readErrors.Load()}
 	if why := l.failErr.Load(); why != nil {
 		st.ReadOnly = *why
 	}

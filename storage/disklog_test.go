@@ -733,3 +733,27 @@ func TestDamagedLengthCostsOnlyItsBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestReadErrorsAreCounted: a read that fails with an I/O error is
+// counted, so the health report can say the partition cannot be read; a
+// read below the start is not an I/O error, and neither is damage.
+func TestReadErrorsAreCounted(t *testing.T) {
+	efs := vfs.NewErrors(vfs.NewMem())
+	l, _ := openLog(t, efs, nil)
+	end := appendN(t, l, 1000, 1)
+	efs.Inject(vfs.OpRead, nil, syscall.EIO, 0)
+	err := l.Read(0, 1<<20, func(wire.Batch) bool { return true })
+	require.ErrorIs(t, err, syscall.EIO)
+	_, err = l.OffsetForTime(1)
+	require.ErrorIs(t, err, syscall.EIO)
+	require.Equal(t, uint64(2), l.Stats().ReadErrors)
+	efs.Clear()
+	require.Equal(t, expected(0, end), readAll(t, l, 0))
+	n, err := l.Retain(time.Now(), 0, 8192)
+	require.NoError(t, err)
+	require.Positive(t, n)
+	require.ErrorIs(t, l.Read(0, 1<<20, func(wire.Batch) bool { return true }), ErrOffsetOutOfRange)
+	require.Equal(t, uint64(2), l.Stats().ReadErrors)
+	require.Zero(t, NewMemLog(1<<20).Stats().ReadErrors)
+	require.NoError(t, l.Close())
+}

@@ -163,6 +163,23 @@ func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last
 
 // Read calls fn with each visible batch from the one containing offset.
 func (l *DiskLog) Read(offset int64, maxBytes int, fn func(wire.Batch) bool) error {
+	err := l.read(offset, maxBytes, fn)
+	l.countReadError(err)
+	return err
+}
+
+// countReadError counts a read that failed for want of the disk (an I/O
+// error, a file that cannot be opened or is shorter than the log says),
+// so the health report can say a partition cannot be read; a read below
+// the start or of a closed log is the caller's, and damage is reported as
+// corrupt ranges instead.
+func (l *DiskLog) countReadError(err error) {
+	if err != nil && !errors.Is(err, ErrOffsetOutOfRange) && !errors.Is(err, ErrClosed) {
+		l.readErrors.Add(1)
+	}
+}
+
+func (l *DiskLog) read(offset int64, maxBytes int, fn func(wire.Batch) bool) error {
 	var buf []byte
 	var last lastBlocks
 	for sent := 0; ; {
@@ -320,6 +337,7 @@ func (l *DiskLog) OffsetForTime(ts int64) (int64, error) {
 		}
 		off, found, err := l.scanTime(s, ts)
 		s.release()
+		l.countReadError(err)
 		if err != nil || found {
 			return off, err
 		}
