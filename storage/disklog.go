@@ -203,6 +203,7 @@ func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
 	if err != nil {
 		return err
 	}
+	tighten(l.cfg.FS, s.path, st.Mode(), l.cfg.Logger)
 	grow := 0 // a sealed segment's index never grows
 	if last {
 		grow = l.cfg.maxIndexEntries()
@@ -254,7 +255,7 @@ func scanIndexEntries(size, interval int64) int {
 
 func (l *DiskLog) createSegment(base int64) (*segment, error) {
 	path := l.cfg.Dir + "/" + segmentName(base, logSuffix)
-	f, err := l.cfg.FS.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := l.cfg.FS.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, filePerm)
 	if err != nil {
 		return nil, err
 	}

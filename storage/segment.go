@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
+	"log/slog"
 	"math"
 	"os"
 	"strconv"
@@ -264,11 +266,37 @@ func (s *segment) lastBatchEnd() (int64, error) {
 	return next, nil
 }
 
+// Permissions of everything the broker creates under its data directory:
+// messages, offsets and the admin token are nobody else's to read.
+const (
+	filePerm fs.FileMode = 0o600
+	dirPerm  fs.FileMode = 0o700
+)
+
+// tighten clears the group and other permission bits of name, whose
+// current mode is mode, if it has any: a data directory from an older
+// version has 0644 files and 0755 directories. It is best effort, and
+// says so in the log when it fails: a data directory that is a mount
+// point may belong to another user, and refusing to start over it would
+// be worse than leaving it as the operator made it.
+func tighten(fsys vfs.FS, name string, mode fs.FileMode, log *slog.Logger) {
+	if mode.Perm()&0o077 == 0 {
+		return
+	}
+	if err := fsys.Chmod(name, mode.Perm()&0o700); err != nil {
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("storage: cannot restrict permissions to the owner", "path", name, "mode", mode.Perm().String(), "err", err)
+	}
+}
+
 // WriteFileAtomic replaces name with data: write a temporary file, sync it
-// when asked, rename it over name, and sync the directory.
+// when asked, rename it over name, and sync the directory. The file is
+// readable by the owner only, whatever the file it replaces was.
 func WriteFileAtomic(fsys vfs.FS, name string, data []byte, sync bool) error {
 	tmp := name + ".tmp"
-	f, err := fsys.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := fsys.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, filePerm)
 	if err != nil {
 		return err
 	}
@@ -290,7 +318,9 @@ func WriteFileAtomic(fsys vfs.FS, name string, data []byte, sync bool) error {
 	return err
 }
 
-// ReadFile reads a whole file.
+// ReadFile reads a whole file of the broker's (an index, topics.json,
+// groups.json, the admin token) and, since they are the broker's alone,
+// restricts the file to its owner if it is looser (see tighten).
 func ReadFile(fsys vfs.FS, name string) ([]byte, error) {
 	f, err := fsys.OpenFile(name, os.O_RDONLY, 0)
 	if err != nil {
@@ -301,6 +331,7 @@ func ReadFile(fsys vfs.FS, name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	tighten(fsys, name, st.Mode(), nil)
 	b := make([]byte, st.Size())
 	if _, err := f.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
@@ -321,11 +352,16 @@ func dirOf(name string) string {
 // MkdirDurable creates dir and its parents, and syncs dir and the
 // directories above it up to depth levels, so that the new entries survive
 // a crash (a directory entry is durable only once its parent is synced).
+// dir and the depth-1 directories above it, the ones it makes durable, are
+// restricted to the owner (see tighten).
 func MkdirDurable(fsys vfs.FS, dir string, depth int) error {
-	if err := fsys.MkdirAll(dir, 0o755); err != nil {
+	if err := fsys.MkdirAll(dir, dirPerm); err != nil {
 		return err
 	}
 	for d := dir; depth > 0; depth-- {
+		if st, err := fsys.Stat(d); err == nil {
+			tighten(fsys, d, st.Mode(), nil)
+		}
 		parent := dirOf(d)
 		if err := fsys.SyncDir(parent); err != nil {
 			return err

@@ -285,6 +285,20 @@ func (m *MemFS) Stat(name string) (fs.FileInfo, error) {
 	return n.info(baseName(name)), nil
 }
 
+// Chmod sets the permission bits of the file or directory name. Like
+// every metadata change but the entries of a directory, it is outside the
+// crash model: a crash keeps it.
+func (m *MemFS) Chmod(name string, mode fs.FileMode) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, err := m.lookup(name)
+	if err != nil {
+		return pathErr("chmod", name, err)
+	}
+	n.mode = n.mode&^fs.ModePerm | mode&fs.ModePerm
+	return nil
+}
+
 // SyncDir makes the current entries of the directory name durable. Given
 // a regular file it syncs the file's data instead, as fsync would.
 func (m *MemFS) SyncDir(name string) error {
