@@ -8,6 +8,7 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 
+	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -96,12 +97,51 @@ func (l *lastBlocks) slot() *heldBlock {
 	return h
 }
 
+// fileUse is a read's hold on the read handle of the segment it reads,
+// taken on first use, so that a read the block cache serves opens
+// nothing, and given back when the read leaves the segment.
+type fileUse struct {
+	s *segment
+	f vfs.File
+}
+
+// file returns s's read handle, opened if the file cache had closed it.
+func (u *fileUse) file(s *segment) (vfs.File, error) {
+	if u.s == s {
+		return u.f, nil
+	}
+	u.done()
+	f, _, err := s.files.acquire(false)
+	if err != nil {
+		return nil, err
+	}
+	u.s, u.f = s, f
+	return f, nil
+}
+
+// done gives the handle back.
+func (u *fileUse) done() {
+	if u.s != nil {
+		u.s.files.release()
+		u.s, u.f = nil, nil
+	}
+}
+
+// readAt is ReadAt on s's read handle.
+func (u *fileUse) readAt(s *segment, b []byte, pos int64) (int, error) {
+	f, err := u.file(s)
+	if err != nil {
+		return 0, err
+	}
+	return f.ReadAt(b, pos)
+}
+
 // readRange copies [pos, pos+len(dst)) of a segment into dst, a block at a
 // time: whole blocks (complete and immutable, below limit) through the
 // cache, the unfinished last block from the file. last keeps the blocks
 // used last for the next calls; with a nil last and no cache it reads dst
-// directly.
-func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last *lastBlocks) error {
+// directly. The file is read through use.
+func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last *lastBlocks, use *fileUse) error {
 	c := l.cfg.Cache
 	for len(dst) > 0 {
 		block := pos / blockSize
@@ -121,7 +161,7 @@ func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last
 			var ok bool
 			if data, ok = c.c.Get(key); !ok {
 				data = make([]byte, blockSize)
-				if _, err := s.file.ReadAt(data, bstart); err != nil && !errors.Is(err, io.EOF) {
+				if _, err := use.readAt(s, data, bstart); err != nil && !errors.Is(err, io.EOF) {
 					return err
 				}
 				c.c.Set(key, data, blockSize)
@@ -139,7 +179,7 @@ func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last
 			}
 			data = h.own[:min(blockSize, limit-bstart)]
 			h.seg, h.block, h.data = nil, 0, nil // invalid until read
-			if _, err := s.file.ReadAt(data, bstart); err != nil {
+			if _, err := use.readAt(s, data, bstart); err != nil {
 				if errors.Is(err, io.EOF) {
 					err = io.ErrUnexpectedEOF
 				}
@@ -149,7 +189,7 @@ func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last
 		default:
 			// No cache and no reader state, or a range that runs past
 			// limit (a damaged header's claim): straight from the file.
-			_, err := s.file.ReadAt(dst, pos)
+			_, err := use.readAt(s, dst, pos)
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
@@ -232,12 +272,14 @@ func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, s
 	limit := s.size.Load()
 	pos, expect := s.lookup(offset)
 	next := offset
+	var use fileUse
+	defer use.done()
 	var hdr [wire.BatchHeaderSize]byte
 	for pos < limit {
 		if expect >= visible {
 			return next, true, nil
 		}
-		if err := l.readRange(s, pos, hdr[:], limit, last); err != nil {
+		if err := l.readRange(s, pos, hdr[:], limit, last, &use); err != nil {
 			return next, true, err
 		}
 		size := int64(wire.BatchSize(hdr[:]))
@@ -248,13 +290,13 @@ func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, s
 				*buf = make([]byte, size)
 			}
 			batch = wire.Batch((*buf)[:size])
-			if err := l.readRange(s, pos, batch, limit, last); err != nil {
+			if err := l.readRange(s, pos, batch, limit, last, &use); err != nil {
 				return next, true, err
 			}
 			ok = batch.CRC() == batch.ComputeCRC()
 		}
 		if !ok {
-			p, base, err := l.skipDamaged(s, pos, limit, expect)
+			p, base, err := l.skipDamaged(s, pos, limit, expect, &use)
 			if err != nil {
 				return next, true, err
 			}
@@ -300,13 +342,17 @@ type skipTo struct{ pos, base, limit int64 }
 // corrupt, and returns the good batch's position and base offset, or -1
 // when none follows in the segment. The answer is remembered, so readers
 // that meet the same damage do not search again.
-func (l *DiskLog) skipDamaged(s *segment, pos, limit, expect int64) (int64, int64, error) {
+func (l *DiskLog) skipDamaged(s *segment, pos, limit, expect int64, use *fileUse) (int64, int64, error) {
 	l.mu.Lock()
 	sk, ok := s.skips[pos]
 	l.mu.Unlock()
 	if !ok || sk.pos < 0 && sk.limit != limit {
+		f, err := use.file(s)
+		if err != nil {
+			return -1, 0, err
+		}
 		var buf []byte
-		p, base, err := resync(s.file, pos, limit, expect, &buf)
+		p, base, err := resync(f, pos, limit, expect, &buf)
 		if err != nil {
 			return -1, 0, err
 		}
@@ -349,8 +395,10 @@ func (l *DiskLog) scanTime(s *segment, ts int64) (int64, bool, error) {
 	limit := s.size.Load()
 	var hdr [wire.BatchHeaderSize]byte
 	var last lastBlocks
+	var use fileUse
+	defer use.done()
 	for pos := s.lookupTime(ts); pos < limit; {
-		if err := l.readRange(s, pos, hdr[:], limit, &last); err != nil {
+		if err := l.readRange(s, pos, hdr[:], limit, &last, &use); err != nil {
 			return 0, false, err
 		}
 		b := wire.Batch(hdr[:])

@@ -73,9 +73,14 @@ type indexEntry struct {
 type segment struct {
 	base    int64
 	path    string
-	file    vfs.File    // buffered: reads, syncs, truncation
+	files   *segFiles   // its open files, through the log's FileCache
 	tail    *tailWriter // direct-I/O appends of the active segment; nil when sealed or unsupported
 	created time.Time
+
+	// The writer's hold on the files while it has writes no fsync has
+	// covered (see segment.pin); guarded by the log's wmu.
+	pinned   bool
+	wrd, wwr vfs.File
 
 	size    atomic.Int64 // bytes of whole batches
 	next    atomic.Int64 // offset after the last batch
@@ -86,7 +91,6 @@ type segment struct {
 	refs    atomic.Int32
 	removed atomic.Bool
 	closed  atomic.Bool
-	dirty   bool // written since its last sync; guarded by the log's mu
 	// skips remembers where reads resume after damaged batches, by the
 	// damaged batch's position; guarded by the log's mu.
 	skips map[int64]skipTo
@@ -99,8 +103,8 @@ type segment struct {
 // newSegment returns a segment whose index holds maxEntries entries; an
 // existing segment passes 0 and gets its index from loadIndex or a scan,
 // sized by what the segment holds rather than by the current config.
-func newSegment(base int64, path string, f vfs.File, maxEntries int) *segment {
-	s := &segment{base: base, path: path, file: f, created: time.Now(), index: make([]indexEntry, maxEntries)}
+func newSegment(base int64, path string, maxEntries int) *segment {
+	s := &segment{base: base, path: path, created: time.Now(), index: make([]indexEntry, maxEntries)}
 	s.next.Store(base)
 	s.lastIdx = -1 << 62
 	s.refs.Store(1) // the log's own reference
@@ -117,10 +121,11 @@ func (s *segment) acquire() bool {
 	return true
 }
 
-// release drops a reference; the last one closes a removed segment.
+// release drops a reference; the last one closes a removed segment's
+// files.
 func (s *segment) release() {
 	if s.refs.Add(-1) == 0 && s.closed.CompareAndSwap(false, true) {
-		_ = s.file.Close()
+		s.files.remove()
 		if s.onClosed != nil {
 			s.onClosed()
 		}
@@ -247,7 +252,7 @@ func (s *segment) loadIndex(fsys vfs.FS, fileSize int64, minEntries int) error {
 
 // lastBatchEnd reads the batch at the last index entry and walks to the
 // end of the segment, to learn the next offset without scanning it all.
-func (s *segment) lastBatchEnd() (int64, error) {
+func (s *segment) lastBatchEnd(f vfs.File) (int64, error) {
 	pos := int64(0)
 	if n := s.nidx.Load(); n > 0 {
 		pos = int64(s.index[n-1].pos)
@@ -255,7 +260,7 @@ func (s *segment) lastBatchEnd() (int64, error) {
 	next := s.base
 	var hdr [wire.BatchHeaderSize]byte
 	for pos < s.size.Load() {
-		if _, err := s.file.ReadAt(hdr[:], pos); err != nil {
+		if _, err := f.ReadAt(hdr[:], pos); err != nil {
 			return 0, err
 		}
 		b := wire.Batch(hdr[:])
