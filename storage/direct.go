@@ -103,4 +103,3 @@ func (w *tailWriter) reset(pos int64, read vfs.File) {
 		_, _ = read.ReadAt(w.buf[:w.head], pos-int64(w.head))
 	}
 }
-

@@ -320,4 +320,3 @@ func TestDirectHandleIsEvictedAndReopened(t *testing.T) {
 	closeLogs(t, logs[1:])
 	require.Empty(t, unsyncedSegmentCloses(fsys))
 }
-
