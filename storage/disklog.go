@@ -76,12 +76,13 @@ func (c *DiskConfig) maxIndexEntries() int {
 //
 // Lock order: wmu, then segMu, then smu or mu; the FileCache's lock (and
 // a segment's opener lock before it) is taken last, under any of them,
-// and never held while one of them is taken. The cache runs a log's
-// flushSegment with no lock held, and it only tries wmu (TryLock), so a
-// writer that makes the cache sync another log's segment cannot deadlock
-// with that log's writer. Readers take none of these on the way: they use
-// the atomics and the segments' reference counts, and mu only to record
-// corruption.
+// and never held while one of them is taken. The cache calls a log's
+// flushSegment holding none of its own locks, but perhaps from another
+// log's writer, which holds that log's wmu; flushSegment only tries wmu
+// (TryLock) and gives up when it is taken, so two writers that each make
+// the cache sync the other's segment cannot deadlock. Readers take none
+// of the log's locks on the way: they use the atomics and the segments'
+// reference counts, and mu only to record corruption.
 type DiskLog struct {
 	cfg DiskConfig
 	id  uint64 // distinguishes this log's blocks in the shared cache

@@ -127,13 +127,15 @@ func (u *fileUse) done() {
 	}
 }
 
-// readAt is ReadAt on s's read handle.
-func (u *fileUse) readAt(s *segment, b []byte, pos int64) (int, error) {
+// readAt is ReadAt on s's read handle, without the count: the callers
+// need all of b, and ReadAt fails when it reads less.
+func (u *fileUse) readAt(s *segment, b []byte, pos int64) error {
 	f, err := u.file(s)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	return f.ReadAt(b, pos)
+	_, err = f.ReadAt(b, pos)
+	return err
 }
 
 // readRange copies [pos, pos+len(dst)) of a segment into dst, a block at a
@@ -161,7 +163,7 @@ func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last
 			var ok bool
 			if data, ok = c.c.Get(key); !ok {
 				data = make([]byte, blockSize)
-				if _, err := use.readAt(s, data, bstart); err != nil && !errors.Is(err, io.EOF) {
+				if err := use.readAt(s, data, bstart); err != nil && !errors.Is(err, io.EOF) {
 					return err
 				}
 				c.c.Set(key, data, blockSize)
@@ -179,7 +181,7 @@ func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last
 			}
 			data = h.own[:min(blockSize, limit-bstart)]
 			h.seg, h.block, h.data = nil, 0, nil // invalid until read
-			if _, err := use.readAt(s, data, bstart); err != nil {
+			if err := use.readAt(s, data, bstart); err != nil {
 				if errors.Is(err, io.EOF) {
 					err = io.ErrUnexpectedEOF
 				}
@@ -189,7 +191,7 @@ func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last
 		default:
 			// No cache and no reader state, or a range that runs past
 			// limit (a damaged header's claim): straight from the file.
-			_, err := use.readAt(s, dst, pos)
+			err := use.readAt(s, dst, pos)
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}

@@ -167,16 +167,6 @@ func (s *segment) lookup(offset int64) (int64, int64) {
 	return int64(entries[lo-1].pos), s.base + int64(entries[lo-1].rel)
 }
 
-// indexAfter returns the first indexed batch after pos.
-func (s *segment) indexAfter(pos int64) (int64, int64, bool) {
-	for _, e := range s.index[:s.nidx.Load()] {
-		if int64(e.pos) > pos {
-			return int64(e.pos), s.base + int64(e.rel), true
-		}
-	}
-	return 0, 0, false
-}
-
 // lookupTime returns the position of the last indexed batch before the
 // first index entry whose running max timestamp reaches ts.
 func (s *segment) lookupTime(ts int64) int64 {
