@@ -48,15 +48,33 @@ race:
 	$(GO) test -race -tags invariants -count=1 -timeout 8m $(RACE_PKGS)
 
 # Short runs of every fuzz target (a target per invocation, as go test
-# requires); `make fuzz FUZZTIME=5m` runs them longer.
+# requires); `make fuzz FUZZTIME=5m` runs them longer. The fuzzer minimizes
+# each new input it finds interesting before it goes on; bounded by time
+# (it was 5s), a short run spent nearly all of its time minimizing
+# (FuzzRecover ran 12 inputs in 10 s), so it is bounded by a count. Each
+# target's executions are printed, so one that barely runs shows. A run
+# that fails with "context deadline exceeded" and writes no failing input
+# is the fuzz coordinator's own race at the -fuzztime deadline under load
+# (golang/go#75804), not a finding.
+FUZZMINIMIZE ?= 100x
 FUZZ_TARGETS := ./wire:FuzzReadFrame ./wire:FuzzCheckBatch ./wire:FuzzGroupBodies ./storage:FuzzRecover \
                 ./engine:FuzzTopicConfigJSON
 fuzz-short fuzz:
-	@for t in $(FUZZ_TARGETS); do \
+	@summary=""; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
-		$(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s $$pkg || exit 1; \
-	done
+		out=$$($(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) \
+			-fuzzminimizetime=$(FUZZMINIMIZE) $$pkg 2>&1); rc=$$?; \
+		printf '%s\n' "$$out"; \
+		execs=$$(printf '%s\n' "$$out" | sed -n 's/.*execs: \([0-9]*\).*/\1/p' | tail -n 1); \
+		summary="$$summary$$(printf '\n  %-22s %10s executions' $$name $${execs:-0})"; \
+		if [ $$rc -ne 0 ]; then \
+			if printf '%s\n' "$$out" | grep -q 'context deadline exceeded' && \
+				! printf '%s\n' "$$out" | grep -q 'Failing input written'; then \
+				echo "fuzz $$name: the coordinator's deadline race (golang/go#75804), no failing input; not a finding"; \
+			else exit 1; fi; \
+		fi; \
+	done; echo "fuzz executions in $(FUZZTIME) each:$$summary"
 
 # Go benchmarks of every hot path, then the load-test matrix against a
 # broker it starts (one table; BENCH_DURATION per run).

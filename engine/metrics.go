@@ -101,6 +101,12 @@ func (e *Engine) writeBrokerMetrics(w io.Writer) {
 	if e.reclaim != nil {
 		metrics.WriteCounterUint64(w, "ratatoskr_storage_reclaimed_bytes_total", uint64(e.reclaim.Freed()))
 	}
+	fc := e.topics.files.Stats()
+	metrics.WriteGaugeUint64(w, "ratatoskr_storage_open_files", uint64(fc.Open))
+	metrics.WriteGaugeUint64(w, "ratatoskr_storage_open_files_limit", uint64(fc.Capacity))
+	metrics.WriteCounterUint64(w, "ratatoskr_storage_file_opens_total", fc.Opens)
+	metrics.WriteCounterUint64(w, "ratatoskr_storage_file_evictions_total", fc.Evictions)
+	metrics.WriteCounterUint64(w, "ratatoskr_storage_file_eviction_syncs_total", fc.EvictionSyncs)
 	for c := range e.errorsByCode {
 		if n := e.errorsByCode[c].Load(); n > 0 {
 			metrics.WriteCounterUint64(w, `ratatoskr_errors_total{code=`+label(errCodeName(c))+`}`, n)

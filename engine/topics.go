@@ -113,11 +113,12 @@ type registry struct {
 	shards []*shard.Shard
 	cfg    *Config
 	cache  *storage.BlockCache
+	files  *storage.FileCache // every partition's segment files, within MaxOpenFiles
 	trash  *storage.Reclaimer // set by Engine.Start before load
 }
 
 func newRegistry(cfg *Config, shards []*shard.Shard, cache *storage.BlockCache) *registry {
-	r := &registry{cfg: cfg, shards: shards, cache: cache}
+	r := &registry{cfg: cfg, shards: shards, cache: cache, files: storage.NewFileCache(cfg.MaxOpenFiles)}
 	m := map[string]*Topic{}
 	r.snap.Store(&m)
 	return r
@@ -275,7 +276,7 @@ func (r *registry) openLog(topic string, partition int, tc TopicConfig) (storage
 	}
 	l, rec, err := storage.OpenDiskLog(storage.DiskConfig{
 		FS: r.cfg.FS, Dir: partitionDir(r.cfg.DataDir, topic, partition), SegmentBytes: r.cfg.SegmentBytes,
-		SegmentAge: r.cfg.SegmentAge, Cache: r.cache, Reclaim: r.trash, Logger: r.cfg.Logger,
+		SegmentAge: r.cfg.SegmentAge, Cache: r.cache, Reclaim: r.trash, Files: r.files, Logger: r.cfg.Logger,
 	})
 	if err != nil {
 		return nil, err

@@ -3,8 +3,6 @@ package storage
 import (
 	"errors"
 	"io"
-	"os"
-	"syscall"
 	"unsafe"
 
 	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
@@ -27,30 +25,22 @@ import (
 // refuses O_DIRECT (tmpfs), the segment falls back to buffered writes.
 const directAlign = 4096
 
-// tailWriter writes a segment's appends with direct I/O.
+// tailWriter writes a segment's appends with direct I/O, through a
+// handle opened with O_DIRECT that the segment's FileCache entry holds
+// (and may close while idle: the partial block stays here).
 type tailWriter struct {
-	f    vfs.File // opened with O_DIRECT
-	buf  []byte   // aligned; buf[:head] is the partial last block
+	buf  []byte // aligned; buf[:head] is the partial last block
 	head int
 }
 
-// openDirect opens a direct-I/O write handle for a segment whose logical
-// size is size, loading its partial last block. It returns nil when the
-// file system does not support direct I/O.
-func openDirect(fsys vfs.FS, path string, read vfs.File, size int64) (*tailWriter, error) {
-	f, err := fsys.OpenFile(path, os.O_WRONLY|syscall.O_DIRECT, 0)
-	if errors.Is(err, syscall.EINVAL) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	w := &tailWriter{f: f}
+// newTailWriter returns the tail writer of a segment whose logical size
+// is size, loading its partial last block through read.
+func newTailWriter(read vfs.File, size int64) (*tailWriter, error) {
+	w := &tailWriter{}
 	w.grow(directAlign)
 	w.head = int(size % directAlign)
 	if w.head > 0 {
 		if _, err := read.ReadAt(w.buf[:w.head], size-int64(w.head)); err != nil && !errors.Is(err, io.EOF) {
-			_ = f.Close()
 			return nil, err
 		}
 	}
@@ -78,8 +68,8 @@ func alignUp(n int) int { return (n + directAlign - 1) &^ (directAlign - 1) }
 
 // write appends batches at logical position pos (the segment's size): the
 // partial block and the batches, padded to whole blocks, in one direct
-// write.
-func (w *tailWriter) write(batches []wire.Batch, pos int64) error {
+// write through f.
+func (w *tailWriter) write(f vfs.File, batches []wire.Batch, pos int64) error {
 	total := 0
 	for _, b := range batches {
 		total += len(b)
@@ -92,7 +82,7 @@ func (w *tailWriter) write(batches []wire.Batch, pos int64) error {
 		at += copy(w.buf[at:], b)
 	}
 	clear(w.buf[end:n])
-	written, err := w.f.WriteAt(w.buf[:n], pos-int64(w.head))
+	written, err := f.WriteAt(w.buf[:n], pos-int64(w.head))
 	if err == nil && written < n {
 		err = io.ErrShortWrite
 	}
@@ -113,5 +103,3 @@ func (w *tailWriter) reset(pos int64, read vfs.File) {
 		_, _ = read.ReadAt(w.buf[:w.head], pos-int64(w.head))
 	}
 }
-
-func (w *tailWriter) close() error { return w.f.Close() }

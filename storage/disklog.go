@@ -38,7 +38,11 @@ type DiskConfig struct {
 	// remove, in the background and a chunk at a time (see Reclaimer);
 	// without it they are unlinked at once.
 	Reclaim *Reclaimer
-	Logger  *slog.Logger
+	// Files, shared by every log of a broker, keeps their segment files
+	// open within a budget of descriptors (see FileCache). Nil gives the
+	// log an unbounded cache of its own.
+	Files  *FileCache
+	Logger *slog.Logger
 }
 
 func (c *DiskConfig) fill() {
@@ -55,10 +59,13 @@ func (c *DiskConfig) fill() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Files == nil {
+		c.Files = NewFileCache(0)
+	}
 }
 
-// maxIndexEntries sizes a segment's index so it never grows while readers
-// use it; a segment whose index fills up is rolled early.
+// maxIndexEntries sizes a new segment's index so it never grows while
+// readers use it; a segment whose index fills up is rolled early.
 func (c *DiskConfig) maxIndexEntries() int {
 	return int(c.SegmentBytes/c.IndexInterval) + 1024
 }
@@ -66,6 +73,16 @@ func (c *DiskConfig) maxIndexEntries() int {
 // DiskLog is a partition's log on disk: a directory of segment files of
 // record batches exactly as the shard stamped them, each with a sparse
 // index. See segment.go for the layout.
+//
+// Lock order: wmu, then segMu, then smu or mu; the FileCache's lock (and
+// a segment's opener lock before it) is taken last, under any of them,
+// and never held while one of them is taken. The cache calls a log's
+// flushSegment holding none of its own locks, but perhaps from another
+// log's writer, which holds that log's wmu; flushSegment only tries wmu
+// (TryLock) and gives up when it is taken, so two writers that each make
+// the cache sync the other's segment cannot deadlock. Readers take none
+// of the log's locks on the way: they use the atomics and the segments'
+// reference counts, and mu only to record corruption.
 type DiskLog struct {
 	cfg DiskConfig
 	id  uint64 // distinguishes this log's blocks in the shared cache
@@ -78,6 +95,8 @@ type DiskLog struct {
 	failErr atomic.Pointer[string] // why failed was set
 	bytes   atomic.Int64
 
+	readErrors atomic.Uint64 // reads that failed with an I/O error
+
 	// Write side, owned by the writer (the shard's syncer, or Append).
 	active *segment
 	group  []wire.Batch
@@ -88,10 +107,10 @@ type DiskLog struct {
 	broken error // a write failed: Stage refuses until Resume
 
 	segMu  sync.Mutex  // orders changes to segs: roll (writer) and Retain (shard)
-	wmu    sync.Mutex  // one writer at a time: WritePending and Sync
+	wmu    sync.Mutex  // one writer at a time: WritePending, Sync, sealing, flushSegment
 	closed atomic.Bool // closed or dropped: reads fail with ErrClosed
 
-	mu       sync.Mutex // guards dirty flags, dirSync, corrupt, closing
+	mu       sync.Mutex // guards dirSync, corrupt, segments' skips, closing
 	dirSync  bool       // directory entries changed since the last sync
 	corrupt  []Range
 	isClosed bool
@@ -135,7 +154,7 @@ func OpenDiskLog(cfg DiskConfig) (*DiskLog, Recovery, error) {
 	segs, err := l.openSegments(&rec)
 	if err != nil {
 		for _, s := range segs {
-			_ = s.file.Close()
+			s.files.remove()
 		}
 		return nil, rec, err
 	}
@@ -149,6 +168,9 @@ func OpenDiskLog(cfg DiskConfig) (*DiskLog, Recovery, error) {
 	l.segs.Store(&segs)
 	l.active = segs[len(segs)-1]
 	if err := l.startDirect(l.active); err != nil {
+		for _, s := range segs {
+			s.files.remove()
+		}
 		return nil, rec, err
 	}
 	l.start.Store(segs[0].base)
@@ -163,24 +185,24 @@ func OpenDiskLog(cfg DiskConfig) (*DiskLog, Recovery, error) {
 	return l, rec, nil
 }
 
-// openSegments opens every segment file in order and recovers each.
+// openSegments recovers every segment file in order. Each is opened for
+// its recovery only, through the file cache, so that opening thousands of
+// partitions stays within the descriptor budget.
 func (l *DiskLog) openSegments(rec *Recovery) ([]*segment, error) {
 	entries, err := l.cfg.FS.ReadDir(l.cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
-	var segs []*segment
+	var names []string
 	for _, e := range entries {
-		base, ok := parseSegmentName(e.Name())
-		if !ok {
-			continue
+		if _, ok := parseSegmentName(e.Name()); ok {
+			names = append(names, e.Name())
 		}
-		path := l.cfg.Dir + "/" + e.Name()
-		f, err := l.cfg.FS.OpenFile(path, os.O_RDWR, 0)
-		if err != nil {
-			return segs, err
-		}
-		segs = append(segs, newSegment(base, path, f, l.cfg.maxIndexEntries()))
+	}
+	segs := make([]*segment, 0, len(names))
+	for i, name := range names {
+		base, _ := parseSegmentName(name)
+		segs = append(segs, l.newSegment(base, l.cfg.Dir+"/"+name, nil, 0, i == len(names)-1))
 	}
 	for i, s := range segs {
 		last := i == len(segs)-1
@@ -197,13 +219,23 @@ func (l *DiskLog) openSegments(rec *Recovery) ([]*segment, error) {
 // recoverSegment trusts the segment's index when it matches (and the
 // segment is not the last one of an unclean shutdown), else scans it.
 func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
-	st, err := s.file.Stat()
+	f, _, err := s.files.acquire(false)
 	if err != nil {
 		return err
 	}
+	defer s.files.release()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	tighten(l.cfg.FS, s.path, st.Mode(), l.cfg.Logger)
+	grow := 0 // a sealed segment's index never grows
+	if last {
+		grow = l.cfg.maxIndexEntries()
+	}
 	if !last || rec.Clean {
-		if err := s.loadIndex(l.cfg.FS, st.Size()); err == nil {
-			next, err := s.lastBatchEnd()
+		if err := s.loadIndex(l.cfg.FS, st.Size(), grow); err == nil {
+			next, err := s.lastBatchEnd(f)
 			if err == nil {
 				s.next.Store(next)
 				return nil
@@ -211,7 +243,8 @@ func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
 		}
 	}
 	rec.Scanned++
-	cut, corrupt, err := scanSegment(s, st.Size(), l.cfg.IndexInterval)
+	s.index = make([]indexEntry, max(grow, scanIndexEntries(st.Size(), l.cfg.IndexInterval)))
+	cut, corrupt, err := scanSegment(s, f, st.Size(), l.cfg.IndexInterval)
 	rec.Corrupt = append(rec.Corrupt, corrupt...)
 	if err != nil {
 		return err
@@ -219,136 +252,51 @@ func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
 	if cut < st.Size() {
 		rec.Truncated += st.Size() - cut
 		l.cfg.Logger.Warn("storage: cut torn tail", "segment", s.path, "at", cut, "bytes", st.Size()-cut)
-		if err := s.file.Truncate(cut); err != nil {
+		if err := f.Truncate(cut); err != nil {
 			return err
 		}
-		if err := s.file.Sync(); err != nil {
+		if err := f.Sync(); err != nil {
 			return err
 		}
 	}
 	for _, r := range corrupt {
 		l.cfg.Logger.Error("storage: corrupt batches kept in place", "segment", s.path, "offsets", r.String())
 	}
+	if !last {
+		// Rebuilt once: without it every later start would scan it again.
+		if err := s.writeIndex(l.cfg.FS, false); err != nil {
+			l.cfg.Logger.Warn("storage: cannot write a rebuilt index", "segment", s.path, "err", err)
+		}
+	}
 	return nil
 }
 
-// scanSegment reads a segment batch by batch, verifying each CRC and
-// rebuilding the index. It returns where whole batches end (anything after
-// is a torn tail) and the offset ranges of corrupt batches followed by
-// good ones (corruption, not a tear).
-func scanSegment(s *segment, size int64, interval int64) (int64, []Range, error) {
-	var corrupt []Range
-	s.nidx.Store(0)
-	s.lastIdx = -1 << 62
-	pos, next := int64(0), s.base
-	buf := make([]byte, 64<<10)
-	for pos < size {
-		batch, err := readBatchAt(s.file, pos, size, &buf)
-		if err != nil {
-			return 0, corrupt, err
-		}
-		if batch != nil && validBatch(batch, next) {
-			b := wire.Batch(batch)
-			s.addIndex(b.BaseOffset(), pos, b.MaxTimestamp(), interval)
-			s.maxTS.Store(max(s.maxTS.Load(), b.MaxTimestamp()))
-			next = b.BaseOffset() + int64(b.Count())
-			pos += int64(len(batch))
-			continue
-		}
-		// A bad batch: corruption if a good one follows, else a torn tail.
-		found, err := findNextBatch(s.file, pos+1, size, next, &buf)
-		if err != nil {
-			return 0, corrupt, err
-		}
-		if found < 0 {
-			break
-		}
-		after, _ := readBatchAt(s.file, found, size, &buf)
-		following := wire.Batch(after).BaseOffset()
-		corrupt = append(corrupt, Range{next, following})
-		pos, next = found, following
-		s.lastIdx = -1 << 62 // index the batch after the damage, so reads can skip to it
-	}
-	s.size.Store(pos)
-	s.next.Store(next)
-	return pos, corrupt, nil
-}
-
-// findNextBatch looks for the first whole, valid batch at or after from
-// whose base offset is beyond next: the batches after a damaged one, when
-// its length field may be damaged too. It returns -1 when there is none,
-// which makes the damage a torn tail. It checks a CRC only where the magic
-// byte and the length fit, so it costs little on the rare path it serves.
-func findNextBatch(f vfs.File, from, size, next int64, buf *[]byte) (int64, error) {
-	const window = 1 << 20
-	chunk := make([]byte, min(window+wire.BatchHeaderSize, max(size-from, 0)))
-	for base := from; base < size-wire.BatchHeaderSize; base += window {
-		n, err := f.ReadAt(chunk[:min(int64(len(chunk)), size-base)], base)
-		if err != nil && !errors.Is(err, io.EOF) {
-			return -1, err
-		}
-		for i := 0; i+wire.BatchHeaderSize <= n && int64(i) < window; i++ {
-			h := chunk[i : i+wire.BatchHeaderSize]
-			if h[12] != wire.BatchMagic || h[13] != 0 || h[14] != 0 || h[15] != 0 {
-				continue
-			}
-			pos := base + int64(i)
-			b, err := readBatchAt(f, pos, size, buf)
-			if err != nil {
-				return -1, err
-			}
-			if b != nil && validBatch(b, -1) && wire.Batch(b).BaseOffset() > next {
-				return pos, nil
-			}
-		}
-	}
-	return -1, nil
-}
-
-// readBatchAt reads the batch at pos into *buf (grown as needed). It
-// returns nil without error when the bytes at pos cannot be a batch that
-// fits before size.
-func readBatchAt(f vfs.File, pos, size int64, buf *[]byte) ([]byte, error) {
-	if size-pos < wire.BatchHeaderSize {
-		return nil, nil
-	}
-	hdr := (*buf)[:wire.BatchHeaderSize]
-	if _, err := f.ReadAt(hdr, pos); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	n := int64(wire.BatchSize(hdr))
-	if n < wire.BatchHeaderSize || pos+n > size {
-		return nil, nil
-	}
-	if int64(cap(*buf)) < n {
-		*buf = make([]byte, n)
-	}
-	b := (*buf)[:n]
-	if _, err := f.ReadAt(b, pos); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	return b, nil
-}
-
-// validBatch checks a batch's structure and CRC, and its base offset when
-// want is not negative.
-func validBatch(b []byte, want int64) bool {
-	if _, err := wire.CheckBatch(b, 1<<30); err != nil {
-		return false
-	}
-	return want < 0 || wire.Batch(b).BaseOffset() == want
+// scanIndexEntries sizes the index a scan rebuilds for a segment of size
+// bytes: one entry per interval, and a few for the batches that follow
+// damage, which are indexed wherever they are.
+func scanIndexEntries(size, interval int64) int {
+	return int(size/interval) + 64
 }
 
 func (l *DiskLog) createSegment(base int64) (*segment, error) {
 	path := l.cfg.Dir + "/" + segmentName(base, logSuffix)
-	f, err := l.cfg.FS.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := l.cfg.FS.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, filePerm)
 	if err != nil {
 		return nil, err
 	}
 	l.mu.Lock()
 	l.dirSync = true
 	l.mu.Unlock()
-	return newSegment(base, path, f, l.cfg.maxIndexEntries()), nil
+	return l.newSegment(base, path, f, l.cfg.maxIndexEntries(), true), nil
+}
+
+// newSegment returns a segment of this log whose files go through the
+// file cache; f, if not nil, is its read handle, already open, and direct
+// asks for a direct-I/O handle for appends.
+func (l *DiskLog) newSegment(base int64, path string, f vfs.File, maxEntries int, direct bool) *segment {
+	s := newSegment(base, path, maxEntries)
+	s.files = l.cfg.Files.add(l.cfg.FS, path, f, direct, func() bool { return l.flushSegment(s) })
+	return s
 }
 
 // Append writes a batch at the end of the active segment at once: Stage
@@ -474,6 +422,9 @@ func (l *DiskLog) writeGroup(rest []staged) (int, error) {
 		n++
 	}
 	l.group = group
+	if err := s.pin(); err != nil {
+		return 0, err // nothing was written
+	}
 	if err := s.writeGroup(group, pos); err != nil {
 		if terr := s.cut(pos); terr != nil {
 			l.fail("a failed write could not be cut off the segment: " + terr.Error())
@@ -481,9 +432,6 @@ func (l *DiskLog) writeGroup(rest []staged) (int, error) {
 		}
 		return 0, err
 	}
-	l.mu.Lock()
-	s.dirty = true
-	l.mu.Unlock()
 	for _, b := range group {
 		s.addIndex(b.BaseOffset(), pos, b.MaxTimestamp(), l.cfg.IndexInterval)
 		s.maxTS.Store(max(s.maxTS.Load(), b.MaxTimestamp()))
@@ -502,14 +450,43 @@ func (l *DiskLog) writeGroup(rest []staged) (int, error) {
 
 func (s *segment) indexFull() bool { return int(s.nidx.Load()) >= len(s.index) }
 
+// pin makes sure the writer holds the segment's files open and pinned (see
+// FileCache) before it writes: after the first write since a sync it
+// costs nothing, and before it one trip to the cache, which opens the
+// files only if they were closed while idle. The writer owns s.pinned, wrd
+// and wwr; whoever unpins (a sync, sealing, an eviction's flush) holds
+// wmu too.
+func (s *segment) pin() error {
+	if s.pinned {
+		return nil
+	}
+	rd, wr, err := s.files.pin()
+	if err != nil {
+		return err
+	}
+	s.wrd, s.wwr, s.pinned = rd, wr, true
+	return nil
+}
+
+// unpin ends the pin once an fsync covered the writes; the cache may then
+// close the files. It returns the files to close (see FileCache.settle).
+func (s *segment) unpin() []vfs.File {
+	if !s.pinned {
+		return nil
+	}
+	s.wrd, s.wwr, s.pinned = nil, nil, false
+	return s.files.unpin()
+}
+
 // writeGroup writes batches back to back at pos: in one direct write when
-// the segment has a tail writer, else through the buffered handle.
+// the segment has a tail writer, else through the buffered handle. The
+// segment is pinned.
 func (s *segment) writeGroup(batches []wire.Batch, pos int64) error {
-	if s.tail != nil {
-		return s.tail.write(batches, pos)
+	if s.tail != nil && s.wwr != nil {
+		return s.tail.write(s.wwr, batches, pos)
 	}
 	for _, b := range batches {
-		n, err := s.file.WriteAt(b, pos)
+		n, err := s.wrd.WriteAt(b, pos)
 		if err == nil && n < len(b) {
 			err = io.ErrShortWrite
 		}
@@ -521,41 +498,65 @@ func (s *segment) writeGroup(batches []wire.Batch, pos int64) error {
 	return nil
 }
 
-// cut truncates the segment back to pos after a failed write.
+// cut truncates the pinned segment back to pos after a failed write.
 func (s *segment) cut(pos int64) error {
 	if s.tail != nil {
-		s.tail.reset(pos, s.file)
+		s.tail.reset(pos, s.wrd)
 	}
-	return s.file.Truncate(pos)
+	return s.wrd.Truncate(pos)
 }
 
-// startDirect opens the segment's direct-I/O append handle.
+// startDirect sets up the segment's direct-I/O appends: it opens the
+// direct handle once to learn whether the file system allows O_DIRECT
+// (tmpfs does not), and loads the partial last block into the tail writer,
+// which keeps it from then on, so the handle can be closed while idle and
+// reopened without rereading it.
 func (l *DiskLog) startDirect(s *segment) error {
-	t, err := openDirect(l.cfg.FS, s.path, s.file, s.size.Load())
-	s.tail = t
-	return err
-}
-
-// stopDirect closes the direct handle and truncates the zero padding past
-// the logical end, so a sealed or cleanly closed segment is exactly its
-// batches.
-func (s *segment) stopDirect() error {
-	if s.tail == nil {
+	rd, wr, err := s.files.acquire(true)
+	if err != nil {
+		return err
+	}
+	defer s.files.release()
+	if wr == nil {
 		return nil
 	}
-	err := s.tail.close()
-	s.tail = nil
-	if terr := s.file.Truncate(s.size.Load()); err == nil {
-		err = terr
-	}
+	s.tail, err = newTailWriter(rd, s.size.Load())
 	return err
+}
+
+// seal makes the segment exactly its batches and durable: it truncates
+// the direct writes' zero padding, fsyncs the segment, and closes its
+// direct handle. Sealed segments are therefore never pinned, whatever the
+// topic's fsync mode: a log synced late or never keeps at most its active
+// segment's files open for its unsynced writes. A failed fsync fails the
+// log, as in Sync. The caller holds wmu.
+func (l *DiskLog) seal(s *segment) error {
+	if err := s.pin(); err != nil {
+		return err
+	}
+	var err error
+	if s.tail != nil {
+		err = s.wrd.Truncate(s.size.Load())
+	}
+	if err == nil {
+		if err = s.wrd.Sync(); err != nil {
+			l.failSync(err)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	s.tail = nil
+	s.files.dropWriter()
+	l.cfg.Files.settle(s.unpin())
+	return nil
 }
 
 // roll seals the active segment (its padding cut, its index written) and
 // starts the next.
 func (l *DiskLog) roll() error {
 	old := l.active
-	if err := old.stopDirect(); err != nil {
+	if err := l.seal(old); err != nil {
 		return err
 	}
 	if err := old.writeIndex(l.cfg.FS, false); err != nil {
@@ -566,6 +567,7 @@ func (l *DiskLog) roll() error {
 		return err
 	}
 	if err := l.startDirect(s); err != nil {
+		s.files.remove()
 		return err
 	}
 	l.segMu.Lock()
@@ -577,45 +579,71 @@ func (l *DiskLog) roll() error {
 }
 
 // Sync makes every segment written since the last sync durable, and the
-// directory when segments were added or removed. It runs concurrently with
-// Append: what was written before it started is covered.
+// directory when segments were added or removed. It runs between writes
+// (both hold wmu): what was written before it started is covered.
 func (l *DiskLog) Sync() (int64, error) {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	end := l.written.Load()
 	l.mu.Lock()
-	if l.isClosed {
-		l.mu.Unlock()
-		return 0, ErrClosed
-	}
-	var rest []*segment
-	for _, s := range *l.segs.Load() {
-		if s.dirty && s.acquire() {
-			s.dirty = false
-			rest = append(rest, s)
-		}
-	}
+	closed := l.isClosed
 	dir := l.dirSync
 	l.dirSync = false
 	l.mu.Unlock()
+	if closed {
+		return 0, ErrClosed
+	}
 	var err error
-	for _, s := range rest {
-		if err == nil {
-			err = s.file.Sync()
+	for _, s := range *l.segs.Load() {
+		if err == nil && s.pinned {
+			if err = s.wrd.Sync(); err == nil {
+				l.cfg.Files.settle(s.unpin())
+			}
 		}
-		s.release()
 	}
 	if err == nil && dir {
 		err = l.cfg.FS.SyncDir(l.cfg.Dir)
 	}
 	if err != nil {
-		// Whether the data reached the disk is unknown; acking it later
-		// would risk losing an acknowledged message.
-		l.fail("fsync failed: " + err.Error())
-		l.cfg.Logger.Error("storage: fsync failed; log read-only until restart", "dir", l.cfg.Dir, "err", err)
+		l.failSync(err)
 		return 0, err
 	}
 	return end, nil
+}
+
+// failSync fails the log after a failed fsync: whether the data reached
+// the disk is unknown, and acking it later would risk losing an
+// acknowledged message. The pinned files stay open.
+func (l *DiskLog) failSync(err error) {
+	l.fail("fsync failed: " + err.Error())
+	l.cfg.Logger.Error("storage: fsync failed; log read-only until restart", "dir", l.cfg.Dir, "err", err)
+}
+
+// flushSegment syncs a pinned segment on the file cache's behalf, so the
+// cache can close its files: the cache is over budget and nothing else is
+// idle. It gives up (false) when the writer is busy, since the writer
+// will need the files again at once, and when the log has failed. It
+// syncs through the pinned read handle, which was open when the writes
+// were made.
+func (l *DiskLog) flushSegment(s *segment) bool {
+	if !l.wmu.TryLock() {
+		return false
+	}
+	defer l.wmu.Unlock()
+	if !s.pinned {
+		// Pinned by a failed attempt to pin, or unpinned meanwhile.
+		closeFiles(s.files.unpin())
+		return true
+	}
+	if l.failed.Load() || l.closed.Load() {
+		return false
+	}
+	if err := s.wrd.Sync(); err != nil {
+		l.failSync(err)
+		return false
+	}
+	closeFiles(s.unpin())
+	return true
 }
 
 // SetVisible publishes end to readers.
@@ -639,7 +667,7 @@ func (l *DiskLog) Stats() LogStats {
 	corrupt := slices.Clone(l.corrupt)
 	l.mu.Unlock()
 	st := LogStats{Start: l.start.Load(), End: l.visible.Load(), Bytes: l.bytes.Load(),
-		Segments: len(*l.segs.Load()), Corrupt: corrupt}
+		Segments: len(*l.segs.Load()), Corrupt: corrupt, ReadErrors: l.readErrors.Load()}
 	if why := l.failErr.Load(); why != nil {
 		st.ReadOnly = *why
 	}
@@ -652,10 +680,12 @@ func (l *DiskLog) Stats() LogStats {
 func (l *DiskLog) Close() error {
 	var err error
 	if !l.failed.Load() {
-		err = l.active.stopDirect()
+		l.wmu.Lock()
+		err = l.seal(l.active)
 		if err == nil {
 			err = l.active.writeIndex(l.cfg.FS, true)
 		}
+		l.wmu.Unlock()
 		if err == nil {
 			_, err = l.Sync()
 		}
@@ -667,7 +697,6 @@ func (l *DiskLog) Close() error {
 	l.isClosed = true
 	l.mu.Unlock()
 	l.closed.Store(true)
-	_ = l.active.stopDirect()
 	for _, s := range *l.segs.Load() {
 		s.removed.Store(true)
 		s.release()
@@ -690,10 +719,6 @@ func (l *DiskLog) Drop() error {
 	l.isClosed = true
 	l.mu.Unlock()
 	l.closed.Store(true)
-	if l.active.tail != nil {
-		_ = l.active.tail.close()
-		l.active.tail = nil
-	}
 	var err error
 	for _, s := range *l.segs.Load() {
 		s.removed.Store(true)
@@ -716,6 +741,7 @@ func (l *DiskLog) deleteSegment(s *segment) error {
 	if rc := l.cfg.Reclaim; rc != nil {
 		name, terr := rc.Trash(s.path)
 		if terr == nil {
+			s.files.rename(name)
 			from := l.cfg.Dir
 			s.onClosed = func() { rc.Reclaim(name, from) }
 			return err

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -239,6 +240,12 @@ func TestIndexRebuiltWhenMissingOrWrong(t *testing.T) {
 	require.Equal(t, 2, rec.Scanned, "the two segments with a bad index were scanned")
 	require.Equal(t, expected(0, end), readAll(t, l2, 0))
 	require.Equal(t, expected(700, end), readAll(t, l2, 700))
+	require.NoError(t, l2.Close())
+
+	l3, rec := openLog(t, fsys, nil)
+	require.Zero(t, rec.Scanned, "the rebuilt indexes were written: one scan, not one per start")
+	require.Equal(t, expected(0, end), readAll(t, l3, 0))
+	require.NoError(t, l3.Close())
 }
 
 func TestRetentionByAgeAndBytes(t *testing.T) {
@@ -603,4 +610,150 @@ func TestCrashWithSegmentInTrash(t *testing.T) {
 	start, _ := l2.Bounds()
 	require.Equal(t, expected(start, end), readAll(t, l2, start))
 	require.NoError(t, l2.Close())
+}
+
+// TestSmallerSegmentBytesTrustsOldIndexes: lowering SegmentBytes leaves the
+// old segments with more index entries than a new segment would get; a
+// clean reopen still trusts their indexes (no scan), reads everything,
+// and rolls new segments at the new size.
+func TestSmallerSegmentBytesTrustsOldIndexes(t *testing.T) {
+	fsys := vfs.NewMem()
+	// Every batch indexed: the old segments hold more entries than a new
+	// segment's index would get under the new size (1024 + 1024).
+	big := func(c *DiskConfig) { c.SegmentBytes = 256 << 10; c.IndexInterval = 1 }
+	l, _ := openLog(t, fsys, big)
+	end := appendN(t, l, 40_000, 1)
+	require.Greater(t, l.Stats().Segments, 3)
+	require.Greater(t, int((*l.segs.Load())[0].nidx.Load()), 2048)
+	require.NoError(t, l.Close())
+
+	small := func(c *DiskConfig) { c.SegmentBytes = 1024; c.IndexInterval = 1 }
+	l2, rec := openLog(t, fsys, small)
+	require.True(t, rec.Clean)
+	require.Zero(t, rec.Scanned, "indexes are judged against their own segments, not the new SegmentBytes")
+	require.Equal(t, expected(0, end), readAll(t, l2, 0))
+	require.Equal(t, expected(25_000, end), readAll(t, l2, 25_000))
+
+	before := l2.Stats().Segments
+	end = appendN(t, l2, end+2000, 1)
+	segs := *l2.segs.Load()
+	require.Greater(t, len(segs), before+2, "new segments roll at the new size")
+	for _, s := range segs[before : len(segs)-1] {
+		require.LessOrEqual(t, s.size.Load(), int64(1024))
+	}
+	require.Equal(t, expected(0, end), readAll(t, l2, 0))
+	require.NoError(t, l2.Close())
+
+	l3, rec := openLog(t, fsys, small)
+	require.Zero(t, rec.Scanned)
+	require.Equal(t, expected(0, end), readAll(t, l3, 0))
+	require.NoError(t, l3.Close())
+}
+
+// batchAt describes a batch found by walking a segment file's headers.
+type batchAt struct {
+	pos, size, base int64
+	count           int
+}
+
+// segmentBatches walks the batch headers of a segment file.
+func segmentBatches(t *testing.T, fsys vfs.FS, path string) []batchAt {
+	t.Helper()
+	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
+	require.NoError(t, err)
+	defer func() { _ = f.Close() }()
+	st, err := f.Stat()
+	require.NoError(t, err)
+	var out []batchAt
+	hdr := make([]byte, wire.BatchHeaderSize)
+	for pos := int64(0); pos < st.Size(); {
+		_, err := f.ReadAt(hdr, pos)
+		require.NoError(t, err)
+		b := wire.Batch(hdr)
+		size := int64(wire.BatchSize(hdr))
+		out = append(out, batchAt{pos: pos, size: size, base: b.BaseOffset(), count: b.Count()})
+		pos += size
+	}
+	return out
+}
+
+// TestDamagedLengthCostsOnlyItsBatch: a damaged length field (outside the
+// CRC) in one batch of a segment loses that batch only, whether reads meet
+// it in a segment whose index was trusted (a clean open: no scan) or the
+// recovery scan does (an unclean open), and wherever the damaged length
+// points: past the segment's end, into the middle of the next batch, onto
+// the start of a later batch, or inside the batch itself.
+func TestDamagedLengthCostsOnlyItsBatch(t *testing.T) {
+	damage := map[string]func(bs []batchAt, i int) uint32{
+		"past the end":       func([]batchAt, int) uint32 { return 1 << 30 },
+		"into the next":      func(bs []batchAt, i int) uint32 { return uint32(bs[i].size + bs[i+1].size/2 - 12) },
+		"onto a later batch": func(bs []batchAt, i int) uint32 { return uint32(bs[i].size + bs[i+1].size - 12) },
+		"inside itself":      func(bs []batchAt, i int) uint32 { return uint32(bs[i].size - 12 - 7) },
+	}
+	for name, length := range damage {
+		for _, clean := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/clean=%v", name, clean), func(t *testing.T) {
+				fsys := vfs.NewMem()
+				cfg := func(c *DiskConfig) { c.SegmentBytes = 1 << 20 }
+				l, _ := openLog(t, fsys, cfg)
+				end := appendN(t, l, 3000, 1)
+				path := l.active.path
+				require.NoError(t, l.Close())
+
+				bs := segmentBatches(t, fsys, path)
+				i := len(bs) / 2
+				bad := Range{bs[i].base, bs[i].base + int64(bs[i].count)}
+				f, err := fsys.OpenFile(path, os.O_RDWR, 0)
+				require.NoError(t, err)
+				field := binary.BigEndian.AppendUint32(nil, length(bs, i))
+				_, err = f.WriteAt(field, bs[i].pos+8)
+				require.NoError(t, err)
+				require.NoError(t, f.Close())
+				if !clean {
+					require.NoError(t, fsys.Remove("t/0/"+cleanMarker))
+				}
+
+				l2, rec := openLog(t, fsys, cfg)
+				require.Zero(t, rec.Truncated, "nothing was cut")
+				if clean {
+					require.Zero(t, rec.Scanned, "the index was trusted: reads meet the damage")
+				} else {
+					require.Equal(t, []Range{bad}, rec.Corrupt, "the recovery scan found the damage")
+				}
+				_, e := l2.Bounds()
+				require.Equal(t, end, e)
+				want := append(expected(0, bad.From), expected(bad.To, end)...)
+				require.Equal(t, want, readAll(t, l2, 0), "every batch but the damaged one reads")
+				require.Equal(t, expected(bad.To, end), readAll(t, l2, bad.From), "a read from inside the damage starts after it")
+				require.Equal(t, expected(bad.To, end), readAll(t, l2, bad.To))
+				require.Equal(t, append(expected(bad.From-3, bad.From), expected(bad.To, end)...), readAll(t, l2, bad.From-3))
+				require.Equal(t, []Range{bad}, l2.Stats().Corrupt, "only the damaged batch is reported")
+				require.NoError(t, l2.Close())
+			})
+		}
+	}
+}
+
+// TestReadErrorsAreCounted: a read that fails with an I/O error is
+// counted, so the health report can say the partition cannot be read; a
+// read below the start is not an I/O error, and neither is damage.
+func TestReadErrorsAreCounted(t *testing.T) {
+	efs := vfs.NewErrors(vfs.NewMem())
+	l, _ := openLog(t, efs, nil)
+	end := appendN(t, l, 1000, 1)
+	efs.Inject(vfs.OpRead, nil, syscall.EIO, 0)
+	err := l.Read(0, 1<<20, func(wire.Batch) bool { return true })
+	require.ErrorIs(t, err, syscall.EIO)
+	_, err = l.OffsetForTime(1)
+	require.ErrorIs(t, err, syscall.EIO)
+	require.Equal(t, uint64(2), l.Stats().ReadErrors)
+	efs.Clear()
+	require.Equal(t, expected(0, end), readAll(t, l, 0))
+	n, err := l.Retain(time.Now(), 0, 8192)
+	require.NoError(t, err)
+	require.Positive(t, n)
+	require.ErrorIs(t, l.Read(0, 1<<20, func(wire.Batch) bool { return true }), ErrOffsetOutOfRange)
+	require.Equal(t, uint64(2), l.Stats().ReadErrors)
+	require.Zero(t, NewMemLog(1<<20).Stats().ReadErrors)
+	require.NoError(t, l.Close())
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 
+	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -96,12 +97,53 @@ func (l *lastBlocks) slot() *heldBlock {
 	return h
 }
 
+// fileUse is a read's hold on the read handle of the segment it reads,
+// taken on first use, so that a read the block cache serves opens
+// nothing, and given back when the read leaves the segment.
+type fileUse struct {
+	s *segment
+	f vfs.File
+}
+
+// file returns s's read handle, opened if the file cache had closed it.
+func (u *fileUse) file(s *segment) (vfs.File, error) {
+	if u.s == s {
+		return u.f, nil
+	}
+	u.done()
+	f, _, err := s.files.acquire(false)
+	if err != nil {
+		return nil, err
+	}
+	u.s, u.f = s, f
+	return f, nil
+}
+
+// done gives the handle back.
+func (u *fileUse) done() {
+	if u.s != nil {
+		u.s.files.release()
+		u.s, u.f = nil, nil
+	}
+}
+
+// readAt is ReadAt on s's read handle, without the count: the callers
+// need all of b, and ReadAt fails when it reads less.
+func (u *fileUse) readAt(s *segment, b []byte, pos int64) error {
+	f, err := u.file(s)
+	if err != nil {
+		return err
+	}
+	_, err = f.ReadAt(b, pos)
+	return err
+}
+
 // readRange copies [pos, pos+len(dst)) of a segment into dst, a block at a
 // time: whole blocks (complete and immutable, below limit) through the
 // cache, the unfinished last block from the file. last keeps the blocks
 // used last for the next calls; with a nil last and no cache it reads dst
-// directly.
-func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last *lastBlocks) error {
+// directly. The file is read through use.
+func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last *lastBlocks, use *fileUse) error {
 	c := l.cfg.Cache
 	for len(dst) > 0 {
 		block := pos / blockSize
@@ -121,7 +163,7 @@ func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last
 			var ok bool
 			if data, ok = c.c.Get(key); !ok {
 				data = make([]byte, blockSize)
-				if _, err := s.file.ReadAt(data, bstart); err != nil && !errors.Is(err, io.EOF) {
+				if err := use.readAt(s, data, bstart); err != nil && !errors.Is(err, io.EOF) {
 					return err
 				}
 				c.c.Set(key, data, blockSize)
@@ -139,7 +181,7 @@ func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last
 			}
 			data = h.own[:min(blockSize, limit-bstart)]
 			h.seg, h.block, h.data = nil, 0, nil // invalid until read
-			if _, err := s.file.ReadAt(data, bstart); err != nil {
+			if err := use.readAt(s, data, bstart); err != nil {
 				if errors.Is(err, io.EOF) {
 					err = io.ErrUnexpectedEOF
 				}
@@ -149,7 +191,7 @@ func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last
 		default:
 			// No cache and no reader state, or a range that runs past
 			// limit (a damaged header's claim): straight from the file.
-			_, err := s.file.ReadAt(dst, pos)
+			err := use.readAt(s, dst, pos)
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
@@ -163,6 +205,23 @@ func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last
 
 // Read calls fn with each visible batch from the one containing offset.
 func (l *DiskLog) Read(offset int64, maxBytes int, fn func(wire.Batch) bool) error {
+	err := l.read(offset, maxBytes, fn)
+	l.countReadError(err)
+	return err
+}
+
+// countReadError counts a read that failed for want of the disk (an I/O
+// error, a file that cannot be opened or is shorter than the log says),
+// so the health report can say a partition cannot be read; a read below
+// the start or of a closed log is the caller's, and damage is reported as
+// corrupt ranges instead.
+func (l *DiskLog) countReadError(err error) {
+	if err != nil && !errors.Is(err, ErrOffsetOutOfRange) && !errors.Is(err, ErrClosed) {
+		l.readErrors.Add(1)
+	}
+}
+
+func (l *DiskLog) read(offset int64, maxBytes int, fn func(wire.Batch) bool) error {
 	var buf []byte
 	var last lastBlocks
 	for sent := 0; ; {
@@ -206,52 +265,55 @@ func (l *DiskLog) segmentFor(offset int64) (*segment, error) {
 
 // readSegment reads batches of one segment from the one containing offset.
 // It returns the offset after the last batch read, and whether to stop.
+// Every batch it walks, even one before offset, passes its header checks
+// and its CRC before its length is used to find the next: a batch that
+// does not is skipped by resynchronising on the next good batch (resync),
+// so damage costs that one batch, not the good ones after it.
 func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, sent *int,
 	buf *[]byte, last *lastBlocks, fn func(wire.Batch) bool) (int64, bool, error) {
 	limit := s.size.Load()
 	pos, expect := s.lookup(offset)
 	next := offset
+	var use fileUse
+	defer use.done()
 	var hdr [wire.BatchHeaderSize]byte
 	for pos < limit {
-		if err := l.readRange(s, pos, hdr[:], limit, last); err != nil {
-			return next, true, err
-		}
-		size := int64(wire.BatchSize(hdr[:]))
-		b := wire.Batch(hdr[:])
 		if expect >= visible {
 			return next, true, nil
 		}
-		if size < wire.BatchHeaderSize || pos+size > limit || b.BaseOffset() != expect || hdr[12] != wire.BatchMagic {
-			// A damaged header (the length and base offset are outside
-			// the CRC): skip to the next batch the index knows.
-			p, base, ok := s.indexAfter(pos)
-			if !ok {
-				l.recordCorrupt(Range{expect, s.next.Load()})
-				return s.next.Load(), false, nil
+		if err := l.readRange(s, pos, hdr[:], limit, last, &use); err != nil {
+			return next, true, err
+		}
+		size := int64(wire.BatchSize(hdr[:]))
+		var batch wire.Batch
+		ok := plausibleHeader(hdr[:], size, limit-pos, expect)
+		if ok {
+			if int64(cap(*buf)) < size {
+				*buf = make([]byte, size)
 			}
-			l.recordCorrupt(Range{expect, base})
+			batch = wire.Batch((*buf)[:size])
+			if err := l.readRange(s, pos, batch, limit, last, &use); err != nil {
+				return next, true, err
+			}
+			ok = batch.CRC() == batch.ComputeCRC()
+		}
+		if !ok {
+			p, base, err := l.skipDamaged(s, pos, limit, expect, &use)
+			if err != nil {
+				return next, true, err
+			}
+			if p < 0 {
+				return max(next, s.next.Load()), false, nil
+			}
 			pos, expect, next = p, base, max(next, base)
 			continue
 		}
-		count := int64(b.Count())
-		end := expect + count
-		if end <= offset {
-			pos, expect = pos+size, end
-			continue
-		}
-		if int64(cap(*buf)) < size {
-			*buf = make([]byte, size)
-		}
-		batch := wire.Batch((*buf)[:size])
-		if err := l.readRange(s, pos, batch, limit, last); err != nil {
-			return next, true, err
-		}
+		end := expect + int64(batch.Count())
 		pos, expect = pos+size, end
-		next = end
-		if batch.CRC() != batch.ComputeCRC() {
-			l.recordCorrupt(Range{batch.BaseOffset(), end})
+		if end <= offset {
 			continue
 		}
+		next = end
 		*sent += int(size)
 		if !fn(batch) || *sent >= maxBytes {
 			return next, true, nil
@@ -263,6 +325,57 @@ func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, s
 	return max(next, s.next.Load()), false, nil
 }
 
+// plausibleHeader checks the parts of a batch header the CRC does not
+// cover: the length fits what is left of the segment (room bytes), the
+// base offset is the one expected, the magic and attribute bytes are
+// right.
+func plausibleHeader(hdr []byte, size, room, expect int64) bool {
+	return size >= wire.BatchHeaderSize && size <= room && wire.Batch(hdr).BaseOffset() == expect &&
+		hdr[12] == wire.BatchMagic && hdr[13] == 0 && hdr[14] == 0 && hdr[15] == 0
+}
+
+// skipTo is where reads resume after a damaged batch; limit is the
+// segment size the search covered, since in the active segment a later
+// search may find a batch written since.
+type skipTo struct{ pos, base, limit int64 }
+
+// skipDamaged finds the good batch after a damaged one at pos that should
+// have held offset expect (see resync), records the offsets lost as
+// corrupt, and returns the good batch's position and base offset, or -1
+// when none follows in the segment. The answer is remembered, so readers
+// that meet the same damage do not search again.
+func (l *DiskLog) skipDamaged(s *segment, pos, limit, expect int64, use *fileUse) (int64, int64, error) {
+	l.mu.Lock()
+	sk, ok := s.skips[pos]
+	l.mu.Unlock()
+	if !ok || sk.pos < 0 && sk.limit != limit {
+		f, err := use.file(s)
+		if err != nil {
+			return -1, 0, err
+		}
+		var buf []byte
+		p, base, err := resync(f, pos, limit, expect, &buf)
+		if err != nil {
+			return -1, 0, err
+		}
+		sk = skipTo{p, base, limit}
+		l.mu.Lock()
+		if s.skips == nil {
+			s.skips = map[int64]skipTo{}
+		}
+		s.skips[pos] = sk
+		l.mu.Unlock()
+	}
+	end := sk.base
+	if sk.pos < 0 {
+		end = s.next.Load()
+	}
+	if expect < end {
+		l.recordCorrupt(Range{expect, end})
+	}
+	return sk.pos, sk.base, nil
+}
+
 // OffsetForTime returns the base offset of the first batch whose max
 // timestamp is at or after ts, or the visible end.
 func (l *DiskLog) OffsetForTime(ts int64) (int64, error) {
@@ -272,6 +385,7 @@ func (l *DiskLog) OffsetForTime(ts int64) (int64, error) {
 		}
 		off, found, err := l.scanTime(s, ts)
 		s.release()
+		l.countReadError(err)
 		if err != nil || found {
 			return off, err
 		}
@@ -283,8 +397,10 @@ func (l *DiskLog) scanTime(s *segment, ts int64) (int64, bool, error) {
 	limit := s.size.Load()
 	var hdr [wire.BatchHeaderSize]byte
 	var last lastBlocks
+	var use fileUse
+	defer use.done()
 	for pos := s.lookupTime(ts); pos < limit; {
-		if err := l.readRange(s, pos, hdr[:], limit, &last); err != nil {
+		if err := l.readRange(s, pos, hdr[:], limit, &last, &use); err != nil {
 			return 0, false, err
 		}
 		b := wire.Batch(hdr[:])

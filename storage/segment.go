@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
+	"log/slog"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -70,28 +73,38 @@ type indexEntry struct {
 type segment struct {
 	base    int64
 	path    string
-	file    vfs.File    // buffered: reads, syncs, truncation
+	files   *segFiles   // its open files, through the log's FileCache
 	tail    *tailWriter // direct-I/O appends of the active segment; nil when sealed or unsupported
 	created time.Time
+
+	// The writer's hold on the files while it has writes no fsync has
+	// covered (see segment.pin); guarded by the log's wmu.
+	pinned   bool
+	wrd, wwr vfs.File
 
 	size    atomic.Int64 // bytes of whole batches
 	next    atomic.Int64 // offset after the last batch
 	maxTS   atomic.Int64 // largest record timestamp
-	index   []indexEntry // capacity fixed at creation, so readers never see it move
+	index   []indexEntry // length fixed before readers see it, so it never moves under them
 	nidx    atomic.Int32
 	lastIdx int64 // position of the last indexed batch; shard-owned
 	refs    atomic.Int32
 	removed atomic.Bool
 	closed  atomic.Bool
-	dirty   bool // written since its last sync; guarded by the log's mu
+	// skips remembers where reads resume after damaged batches, by the
+	// damaged batch's position; guarded by the log's mu.
+	skips map[int64]skipTo
 	// onClosed, set before the log releases its own reference to a
 	// deleted segment, runs once the last reference is gone and the file
 	// closed: the reclaimer may then shrink the file.
 	onClosed func()
 }
 
-func newSegment(base int64, path string, f vfs.File, maxEntries int) *segment {
-	s := &segment{base: base, path: path, file: f, created: time.Now(), index: make([]indexEntry, maxEntries)}
+// newSegment returns a segment whose index holds maxEntries entries; an
+// existing segment passes 0 and gets its index from loadIndex or a scan,
+// sized by what the segment holds rather than by the current config.
+func newSegment(base int64, path string, maxEntries int) *segment {
+	s := &segment{base: base, path: path, created: time.Now(), index: make([]indexEntry, maxEntries)}
 	s.next.Store(base)
 	s.lastIdx = -1 << 62
 	s.refs.Store(1) // the log's own reference
@@ -108,10 +121,11 @@ func (s *segment) acquire() bool {
 	return true
 }
 
-// release drops a reference; the last one closes a removed segment.
+// release drops a reference; the last one closes a removed segment's
+// files.
 func (s *segment) release() {
 	if s.refs.Add(-1) == 0 && s.closed.CompareAndSwap(false, true) {
-		_ = s.file.Close()
+		s.files.remove()
 		if s.onClosed != nil {
 			s.onClosed()
 		}
@@ -153,16 +167,6 @@ func (s *segment) lookup(offset int64) (int64, int64) {
 	return int64(entries[lo-1].pos), s.base + int64(entries[lo-1].rel)
 }
 
-// indexAfter returns the first indexed batch after pos.
-func (s *segment) indexAfter(pos int64) (int64, int64, bool) {
-	for _, e := range s.index[:s.nidx.Load()] {
-		if int64(e.pos) > pos {
-			return int64(e.pos), s.base + int64(e.rel), true
-		}
-	}
-	return 0, 0, false
-}
-
 // lookupTime returns the position of the last indexed batch before the
 // first index entry whose running max timestamp reaches ts.
 func (s *segment) lookupTime(ts int64) int64 {
@@ -200,8 +204,13 @@ func (s *segment) writeIndex(fsys vfs.FS, sync bool) error {
 var errBadIndex = errors.New("storage: index does not match its segment")
 
 // loadIndex reads a segment's index file and checks it against the
-// segment's size; errBadIndex (or a not-exist error) means rebuild.
-func (s *segment) loadIndex(fsys vfs.FS, fileSize int64) error {
+// segment's size; errBadIndex (or a not-exist error) means rebuild. The
+// index is judged against its own segment, not the current config: a
+// segment written under a larger --segment-bytes has more entries than the
+// config would give a new one, and is still trusted. The index gets room
+// for at least minEntries (the active segment keeps growing), else exactly
+// what the file holds.
+func (s *segment) loadIndex(fsys vfs.FS, fileSize int64, minEntries int) error {
 	b, err := ReadFile(fsys, strings.TrimSuffix(s.path, logSuffix)+indexSuffix)
 	if err != nil {
 		return err
@@ -211,11 +220,12 @@ func (s *segment) loadIndex(fsys vfs.FS, fileSize int64) error {
 	}
 	body, tr := b[:len(b)-indexTrailerLen], b[len(b)-indexTrailerLen:]
 	n := int(binary.LittleEndian.Uint32(tr))
-	if n*indexEntrySize != len(body) || n > len(s.index) ||
+	if n*indexEntrySize != len(body) || n > math.MaxInt32 ||
 		binary.LittleEndian.Uint32(tr[4:]) != crc32.Checksum(body, castagnoli) ||
 		int64(binary.LittleEndian.Uint64(tr[8:])) != fileSize {
 		return errBadIndex
 	}
+	s.index = make([]indexEntry, max(n, minEntries))
 	for i := range n {
 		e := body[i*indexEntrySize:]
 		s.index[i] = indexEntry{rel: binary.LittleEndian.Uint32(e), pos: binary.LittleEndian.Uint32(e[4:]),
@@ -232,7 +242,7 @@ func (s *segment) loadIndex(fsys vfs.FS, fileSize int64) error {
 
 // lastBatchEnd reads the batch at the last index entry and walks to the
 // end of the segment, to learn the next offset without scanning it all.
-func (s *segment) lastBatchEnd() (int64, error) {
+func (s *segment) lastBatchEnd(f vfs.File) (int64, error) {
 	pos := int64(0)
 	if n := s.nidx.Load(); n > 0 {
 		pos = int64(s.index[n-1].pos)
@@ -240,7 +250,7 @@ func (s *segment) lastBatchEnd() (int64, error) {
 	next := s.base
 	var hdr [wire.BatchHeaderSize]byte
 	for pos < s.size.Load() {
-		if _, err := s.file.ReadAt(hdr[:], pos); err != nil {
+		if _, err := f.ReadAt(hdr[:], pos); err != nil {
 			return 0, err
 		}
 		b := wire.Batch(hdr[:])
@@ -251,11 +261,37 @@ func (s *segment) lastBatchEnd() (int64, error) {
 	return next, nil
 }
 
+// Permissions of everything the broker creates under its data directory:
+// messages, offsets and the admin token are nobody else's to read.
+const (
+	filePerm fs.FileMode = 0o600
+	dirPerm  fs.FileMode = 0o700
+)
+
+// tighten clears the group and other permission bits of name, whose
+// current mode is mode, if it has any: a data directory from an older
+// version has 0644 files and 0755 directories. It is best effort, and
+// says so in the log when it fails: a data directory that is a mount
+// point may belong to another user, and refusing to start over it would
+// be worse than leaving it as the operator made it.
+func tighten(fsys vfs.FS, name string, mode fs.FileMode, log *slog.Logger) {
+	if mode.Perm()&0o077 == 0 {
+		return
+	}
+	if err := fsys.Chmod(name, mode.Perm()&0o700); err != nil {
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("storage: cannot restrict permissions to the owner", "path", name, "mode", mode.Perm().String(), "err", err)
+	}
+}
+
 // WriteFileAtomic replaces name with data: write a temporary file, sync it
-// when asked, rename it over name, and sync the directory.
+// when asked, rename it over name, and sync the directory. The file is
+// readable by the owner only, whatever the file it replaces was.
 func WriteFileAtomic(fsys vfs.FS, name string, data []byte, sync bool) error {
 	tmp := name + ".tmp"
-	f, err := fsys.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := fsys.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, filePerm)
 	if err != nil {
 		return err
 	}
@@ -277,7 +313,9 @@ func WriteFileAtomic(fsys vfs.FS, name string, data []byte, sync bool) error {
 	return err
 }
 
-// ReadFile reads a whole file.
+// ReadFile reads a whole file of the broker's (an index, topics.json,
+// groups.json, the admin token) and, since they are the broker's alone,
+// restricts the file to its owner if it is looser (see tighten).
 func ReadFile(fsys vfs.FS, name string) ([]byte, error) {
 	f, err := fsys.OpenFile(name, os.O_RDONLY, 0)
 	if err != nil {
@@ -288,6 +326,7 @@ func ReadFile(fsys vfs.FS, name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	tighten(fsys, name, st.Mode(), nil)
 	b := make([]byte, st.Size())
 	if _, err := f.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
@@ -308,11 +347,16 @@ func dirOf(name string) string {
 // MkdirDurable creates dir and its parents, and syncs dir and the
 // directories above it up to depth levels, so that the new entries survive
 // a crash (a directory entry is durable only once its parent is synced).
+// dir and the depth-1 directories above it, the ones it makes durable, are
+// restricted to the owner (see tighten).
 func MkdirDurable(fsys vfs.FS, dir string, depth int) error {
-	if err := fsys.MkdirAll(dir, 0o755); err != nil {
+	if err := fsys.MkdirAll(dir, dirPerm); err != nil {
 		return err
 	}
 	for d := dir; depth > 0; depth-- {
+		if st, err := fsys.Stat(d); err == nil {
+			tighten(fsys, d, st.Mode(), nil)
+		}
 		parent := dirOf(d)
 		if err := fsys.SyncDir(parent); err != nil {
 			return err

@@ -11,8 +11,8 @@ import (
 // Op is a set of kinds of operation, for the rules of an ErrorFS.
 type Op uint
 
-// The kinds of operation an ErrorFS can fail. Stat, ReadDir, Seek, Name
-// and Close always pass through.
+// The kinds of operation an ErrorFS can fail. Stat, ReadDir, Chmod, Seek,
+// Name and Close always pass through.
 const (
 	OpRead     Op = 1 << iota // File.ReadAt
 	OpWrite                   // File.Write and File.WriteAt
@@ -241,6 +241,9 @@ func (e *ErrorFS) ReadDir(name string) ([]fs.DirEntry, error) { return e.inner.R
 
 // Stat is the inner Stat.
 func (e *ErrorFS) Stat(name string) (fs.FileInfo, error) { return e.inner.Stat(name) }
+
+// Chmod is the inner Chmod.
+func (e *ErrorFS) Chmod(name string, mode fs.FileMode) error { return e.inner.Chmod(name, mode) }
 
 // SyncDir is the inner SyncDir, subject to OpSync rules.
 func (e *ErrorFS) SyncDir(name string) error {

@@ -26,6 +26,30 @@ import (
 type MemFS struct {
 	mu   sync.Mutex
 	root *inode
+
+	open           int      // files open now
+	unsyncedCloses []string // see UnsyncedCloses
+}
+
+// OpenFiles reports how many files are open: what a descriptor budget
+// would count.
+func (m *MemFS) OpenFiles() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.open
+}
+
+// UnsyncedCloses lists, by the names they were opened with, the files
+// closed while holding a write (or truncation) made through them that no
+// Sync of the file, through any descriptor, had covered. A program that
+// cares about a file has none of its name here: after a failed writeback
+// Linux may report the error only to the descriptors open when it
+// happened, so it must sync before it closes the descriptor it wrote
+// through (or through another one already open at the time).
+func (m *MemFS) UnsyncedCloses() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.unsyncedCloses)
 }
 
 var _ FS = (*MemFS)(nil)
@@ -92,14 +116,15 @@ func pathErr(op, name string, err error) error {
 func (m *MemFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n, err := m.open(name, flag, perm)
+	n, err := m.openInode(name, flag, perm)
 	if err != nil {
 		return nil, pathErr("open", name, err)
 	}
+	m.open++
 	return &memFile{fs: m, ino: n, name: name, flag: flag}, nil
 }
 
-func (m *MemFS) open(name string, flag int, perm fs.FileMode) (*inode, error) {
+func (m *MemFS) openInode(name string, flag int, perm fs.FileMode) (*inode, error) {
 	dir, base, err := m.walk(name)
 	if err != nil {
 		return nil, err
@@ -283,6 +308,20 @@ func (m *MemFS) Stat(name string) (fs.FileInfo, error) {
 		return nil, pathErr("stat", name, err)
 	}
 	return n.info(baseName(name)), nil
+}
+
+// Chmod sets the permission bits of the file or directory name. Like
+// every metadata change but the entries of a directory, it is outside the
+// crash model: a crash keeps it.
+func (m *MemFS) Chmod(name string, mode fs.FileMode) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, err := m.lookup(name)
+	if err != nil {
+		return pathErr("chmod", name, err)
+	}
+	n.mode = n.mode&^fs.ModePerm | mode&fs.ModePerm
+	return nil
 }
 
 // SyncDir makes the current entries of the directory name durable. Given

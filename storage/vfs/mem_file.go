@@ -17,6 +17,16 @@ type memFile struct {
 	flag   int
 	off    int64
 	closed bool
+	// wrote is set by a write or truncation through this file, with the
+	// inode's sync count at the time: a close before the count moves is
+	// an unsynced close.
+	wrote   bool
+	wroteAt uint64
+}
+
+// modified records a write or truncation through f.
+func (f *memFile) modified() {
+	f.wrote, f.wroteAt = true, f.ino.syncs
 }
 
 var (
@@ -86,6 +96,7 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 func (f *memFile) write(p []byte, off int64) {
 	if len(p) > 0 {
 		f.ino.writeAt(p, off)
+		f.modified()
 	}
 }
 
@@ -136,6 +147,10 @@ func (f *memFile) Close() error {
 		return err
 	}
 	f.closed = true
+	f.fs.open--
+	if f.wrote && f.wroteAt == f.ino.syncs {
+		f.fs.unsyncedCloses = append(f.fs.unsyncedCloses, f.name)
+	}
 	return nil
 }
 
@@ -161,6 +176,7 @@ func (f *memFile) Truncate(size int64) error {
 		return pathErr("truncate", f.name, syscall.EINVAL)
 	}
 	f.ino.resize(int(size))
+	f.modified()
 	return nil
 }
 

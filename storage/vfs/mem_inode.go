@@ -18,6 +18,7 @@ type inode struct {
 	data   []byte
 	synced []byte
 	clean  int
+	syncs  uint64 // Syncs so far, for MemFS.UnsyncedCloses
 
 	// Directories: the current and the durable entries.
 	kids       map[string]*inode
@@ -73,6 +74,7 @@ func (n *inode) writeAt(p []byte, off int64) {
 func (n *inode) sync() {
 	n.synced = append(n.synced[:n.clean], n.data[n.clean:]...)
 	n.clean = len(n.data)
+	n.syncs++
 }
 
 // syncDir makes the current entries durable.

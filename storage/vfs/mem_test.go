@@ -281,3 +281,31 @@ func TestMemAppendAndWriteOnly(t *testing.T) {
 	require.NoError(t, f.Close())
 	require.Equal(t, "abcd", contents(t, m, "f"))
 }
+
+// TestMemCountsOpenFilesAndUnsyncedCloses: OpenFiles counts what is open,
+// and UnsyncedCloses names a file closed while a write or truncation made
+// through it was not yet covered by a Sync through any descriptor.
+func TestMemCountsOpenFilesAndUnsyncedCloses(t *testing.T) {
+	m := NewMem()
+	a, err := m.OpenFile("a", os.O_RDWR|os.O_CREATE, 0o600)
+	require.NoError(t, err)
+	b, err := m.OpenFile("a", os.O_RDWR, 0)
+	require.NoError(t, err)
+	r, err := m.OpenFile("a", os.O_RDONLY, 0)
+	require.NoError(t, err)
+	require.Equal(t, 3, m.OpenFiles())
+
+	_, err = a.Write([]byte("x"))
+	require.NoError(t, err)
+	require.NoError(t, b.Sync()) // another descriptor's sync covers a's write
+	require.NoError(t, a.Close())
+	require.NoError(t, r.Close()) // wrote nothing
+	require.Empty(t, m.UnsyncedCloses())
+
+	require.NoError(t, b.Truncate(0))
+	require.NoError(t, b.Close())
+	require.Equal(t, []string{"a"}, m.UnsyncedCloses())
+	require.Zero(t, m.OpenFiles())
+	require.Error(t, b.Close())
+	require.Zero(t, m.OpenFiles(), "a second close counts nothing")
+}

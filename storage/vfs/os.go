@@ -41,6 +41,10 @@ func (osFS) ReadDir(name string) ([]fs.DirEntry, error) {
 
 func (osFS) Stat(name string) (fs.FileInfo, error) { return os.Stat(filepath.FromSlash(name)) }
 
+func (osFS) Chmod(name string, mode fs.FileMode) error {
+	return os.Chmod(filepath.FromSlash(name), mode)
+}
+
 // SyncDir opens the directory and fsyncs it.
 func (osFS) SyncDir(name string) error {
 	d, err := os.Open(filepath.FromSlash(name))

@@ -84,6 +84,8 @@ type FS interface {
 	// SyncDir makes the directory's entries (creations, renames, removals)
 	// durable, as fsync on the directory does.
 	SyncDir(name string) error
+	// Chmod sets the permission bits of a file or directory.
+	Chmod(name string, mode fs.FileMode) error
 }
 
 // File is an open file. Writes go through WriteAt or Write (at the

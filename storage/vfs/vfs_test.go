@@ -47,6 +47,7 @@ var conformance = map[string]func(t *testing.T, fsys FS, dir string){
 	"Sync":              testSync,
 	"ConcurrentReadAt":  testConcurrentReadWrite,
 	"RenameDirectories": testRenameDirectories,
+	"Chmod":             testChmod,
 }
 
 func TestConformance(t *testing.T) {
@@ -430,4 +431,23 @@ func TestDefaultSyncIsFdatasync(t *testing.T) {
 	require.NoError(t, f.Close())
 	var pe *fs.PathError
 	require.True(t, errors.As(f.Sync(), &pe))
+}
+
+func testChmod(t *testing.T, fsys FS, dir string) {
+	name := path.Join(dir, "f")
+	create(t, fsys, name, "x")
+	require.NoError(t, fsys.Chmod(name, 0o600))
+	st, err := fsys.Stat(name)
+	require.NoError(t, err)
+	require.Equal(t, fs.FileMode(0o600), st.Mode().Perm())
+	require.True(t, st.Mode().IsRegular())
+
+	sub := path.Join(dir, "d")
+	require.NoError(t, fsys.MkdirAll(sub, 0o755))
+	require.NoError(t, fsys.Chmod(sub, 0o700))
+	st, err = fsys.Stat(sub)
+	require.NoError(t, err)
+	require.Equal(t, fs.FileMode(0o700), st.Mode().Perm())
+	require.True(t, st.IsDir())
+	require.ErrorIs(t, fsys.Chmod(path.Join(dir, "missing"), 0o600), fs.ErrNotExist)
 }
