@@ -53,6 +53,7 @@ type session struct {
 	t          transport
 	out        *shard.Outbox
 	handshaken bool
+	version    uint16 // the protocol version picked at Hello: how TopicInfo is encoded
 	closed     bool
 	closing    bool         // a slow consumer being disconnected: nothing more is written
 	pub        *storage.Buf // a Publish being read, pubN bytes so far
@@ -251,7 +252,7 @@ func (s *session) hello(f wire.Frame) error {
 		s.refused(err)
 		return errClose
 	}
-	s.handshaken = true
+	s.handshaken, s.version = true, v
 	s.info.name.Store(&h.ClientName)
 	s.e.log.Debug("client connected", "remote", s.t.remoteAddr(), "name", h.ClientName, "version", v)
 	ok := wire.HelloOK{Version: v, MaxFrameBytes: uint32(s.e.cfg.MaxFrameBytes),
@@ -342,7 +343,7 @@ func (s *session) alterTopic(f wire.Frame) error {
 		return s.refuse(f.Corr, err)
 	}
 	info := describe(t)
-	s.sendFrame(wire.TypeTopicInfo, f.Corr, info.Append(s.scratch[:0]))
+	s.sendFrame(wire.TypeTopicInfo, f.Corr, info.Append(s.scratch[:0], s.version))
 	return nil
 }
 
@@ -374,17 +375,19 @@ func (s *session) describeTopic(f wire.Frame) error {
 		return s.refuse(f.Corr, err)
 	}
 	info := describe(t)
-	s.sendFrame(wire.TypeTopicInfo, f.Corr, info.Append(s.scratch[:0]))
+	s.sendFrame(wire.TypeTopicInfo, f.Corr, info.Append(s.scratch[:0], s.version))
 	return nil
 }
 
+// describe is t's TopicInfo; the session encodes it for its version.
 func describe(t *Topic) wire.TopicInfo {
 	info := wire.TopicInfo{Name: t.Name, Config: t.Config().KVs(), Partitions: make([]wire.PartitionInfo, len(t.Parts))}
 	for i, p := range t.Parts {
 		st := p.Log.Stats()
+		state, why := partitionState(&st)
 		info.Partitions[i] = wire.PartitionInfo{ID: uint32(i), StartOffset: st.Start, EndOffset: st.End,
 			Subscribers: uint32(p.Subscribers()), Bytes: st.Bytes, Segments: uint32(st.Segments),
-			Corrupt: uint32(len(st.Corrupt))}
+			Corrupt: uint32(len(st.Corrupt)), State: state, Reason: why}
 	}
 	return info
 }
@@ -401,7 +404,9 @@ func (s *session) subscribe(f wire.Frame) error {
 	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	sub := &subscription{topic: t, parts: t.Parts, cancel: new(atomic.Bool)}
+	// Every partition means every partition that is not offline: those
+	// hold nothing and take nothing until a restart.
+	sub := &subscription{topic: t, parts: t.online, cancel: new(atomic.Bool)}
 	if part != wire.PartitionAny {
 		sub.parts = t.Parts[part : part+1]
 	}
@@ -475,11 +480,19 @@ func (s *session) fetch(f wire.Frame) error {
 }
 
 // checkNewSubscription enforces one subscription per partition per
-// connection and the topic's subscriber limit, which it then counts against.
+// connection and the topic's subscriber limit, which it then counts
+// against. An offline partition cannot be subscribed to.
 func (s *session) checkNewSubscription(t *Topic, part int32) error {
-	if part != wire.PartitionAny && (part < 0 || int(part) >= len(t.Parts)) {
-		_, err := t.pickPartition(part)
-		return err
+	if part != wire.PartitionAny {
+		p, err := t.pickPartition(part)
+		if err == nil {
+			err = checkOnline(p)
+		}
+		if err != nil {
+			return err
+		}
+	} else if len(t.online) == 0 {
+		return t.allOffline()
 	}
 	for k := range s.subs {
 		if k.topic == t && (k.partition == part || k.partition == wire.PartitionAny || part == wire.PartitionAny) {

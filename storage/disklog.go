@@ -104,6 +104,10 @@ type Recovery struct {
 	Segments  int
 	Scanned   int   // segments read through (the rest trusted their index)
 	Truncated int64 // bytes of torn tail cut off
+	// Padding counts zero bytes cut after the last whole batch: the direct
+	// writer's padding of a segment that was not closed cleanly. They held
+	// no data, so every crash cuts some and nothing is worth a warning.
+	Padding int64
 	Corrupt   []Range
 	Clean     bool // the previous run shut down cleanly
 }
@@ -217,8 +221,17 @@ func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
 		return err
 	}
 	if cut < st.Size() {
-		rec.Truncated += st.Size() - cut
-		l.cfg.Logger.Warn("storage: cut torn tail", "segment", s.path, "at", cut, "bytes", st.Size()-cut)
+		zeros, err := allZero(s.file, cut, st.Size())
+		if err != nil {
+			return err
+		}
+		if zeros {
+			rec.Padding += st.Size() - cut
+			l.cfg.Logger.Debug("storage: cut zero padding", "segment", s.path, "at", cut, "bytes", st.Size()-cut)
+		} else {
+			rec.Truncated += st.Size() - cut
+			l.cfg.Logger.Warn("storage: cut torn tail", "segment", s.path, "at", cut, "bytes", st.Size()-cut)
+		}
 		if err := s.file.Truncate(cut); err != nil {
 			return err
 		}
@@ -230,6 +243,27 @@ func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
 		l.cfg.Logger.Error("storage: corrupt batches kept in place", "segment", s.path, "offsets", r.String())
 	}
 	return nil
+}
+
+// allZero reports whether f holds only zero bytes in [from, to).
+func allZero(f vfs.File, from, to int64) (bool, error) {
+	buf := make([]byte, min(to-from, 64<<10))
+	for pos := from; pos < to; {
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), to-pos)], pos)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return false, err
+		}
+		for _, b := range buf[:n] {
+			if b != 0 {
+				return false, nil
+			}
+		}
+		if n == 0 {
+			return true, nil
+		}
+		pos += int64(n)
+	}
+	return true, nil
 }
 
 // scanSegment reads a segment batch by batch, verifying each CRC and
