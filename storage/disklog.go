@@ -108,8 +108,8 @@ type Recovery struct {
 	// writer's padding of a segment that was not closed cleanly. They held
 	// no data, so every crash cuts some and nothing is worth a warning.
 	Padding int64
-	Corrupt   []Range
-	Clean     bool // the previous run shut down cleanly
+	Corrupt []Range
+	Clean   bool // the previous run shut down cleanly
 }
 
 // OpenDiskLog opens (creating if needed) and recovers a partition's log.
