@@ -104,12 +104,12 @@ type Recovery struct {
 	Segments  int
 	Scanned   int   // segments read through (the rest trusted their index)
 	Truncated int64 // bytes of torn tail cut off
+	Corrupt   []Range
+	Clean     bool // the previous run shut down cleanly
 	// Padding counts zero bytes cut after the last whole batch: the direct
 	// writer's padding of a segment that was not closed cleanly. They held
 	// no data, so every crash cuts some and nothing is worth a warning.
 	Padding int64
-	Corrupt []Range
-	Clean   bool // the previous run shut down cleanly
 }
 
 // OpenDiskLog opens (creating if needed) and recovers a partition's log.
