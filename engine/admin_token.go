@@ -51,7 +51,7 @@ func (e *Engine) adminToken() (tok, from string, err error) {
 	if err := writeTokenFile(e, path, tok); err != nil {
 		return "", "", fmt.Errorf("engine: write admin token: %w", err)
 	}
-	return tok, path + " (generated)", nil
+	return tok, path, nil
 }
 
 // writeTokenFile creates path readable by its owner only and makes it

@@ -380,7 +380,7 @@ func TestDashboardLogHidesToken(t *testing.T) {
 	dash := logs.lines("msg=dashboard")
 	require.Len(t, dash, 1)
 	require.Contains(t, dash[0], "url=http://"+e.HTTPAddr()+"/ ")
-	require.Contains(t, dash[0], AdminTokenPath(e.cfg.DataDir)+" (generated)")
+	require.Contains(t, dash[0], "token_from="+AdminTokenPath(e.cfg.DataDir)+" ")
 	require.Len(t, e.token, 64)
 	require.Empty(t, logs.lines(e.token), "the token is in no log line")
 
