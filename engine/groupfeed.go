@@ -180,10 +180,13 @@ func (f *msgFeed) run() {
 // waitForData asks the shard to wake the feed once the partition has data
 // past next.
 func (f *msgFeed) waitForData(next int64) {
+	p := f.gp.p
+	if offlineReason(p) != "" {
+		return // no data comes until a restart; the feed waits for its stop
+	}
 	if f.wait.Swap(true) {
 		return
 	}
-	p := f.gp.p
 	err := p.WaitFor(next, func(_ int64, ok bool) {
 		f.wait.Store(false)
 		if !ok {

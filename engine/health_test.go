@@ -149,6 +149,18 @@ func TestOfflinePartitionAtStart(t *testing.T) {
 	gi, err := c2.DescribeGroup(ctx, "g")
 	require.NoError(t, err)
 	require.Equal(t, int64(10), gi.Partitions[1].Committed, "the offline partition's commit survives")
+	var acked sync.Map
+	gm := joinGroup(t, e2, client.GroupConfig{Group: "gm", Topic: "t", Mode: client.AckMessage, Start: client.Earliest,
+		Handler: func(m *client.GroupMessage) error {
+			acked.Store([2]int64{int64(m.Partition), m.Offset}, true)
+			return nil
+		}})
+	require.Eventually(t, func() bool {
+		n := 0
+		acked.Range(func(any, any) bool { n++; return true })
+		return n == 50
+	}, 15*time.Second, 5*time.Millisecond, "message mode serves the other partitions")
+	require.NoError(t, gm.Close())
 
 	checkOfflineReports(t, e2)
 

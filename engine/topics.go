@@ -285,6 +285,7 @@ func (r *registry) build(name string, tc TopicConfig, sum *loadSummary) (*Topic,
 	t := &Topic{Name: name, Parts: make([]*shard.Partition, tc.Partitions)}
 	t.cfg.Store(&tc)
 	base := topicHash(name)
+	offline := 0
 	for i := range t.Parts {
 		l, err := r.openLog(name, i, tc, sum)
 		if err != nil && sum == nil {
@@ -296,14 +297,15 @@ func (r *registry) build(name string, tc TopicConfig, sum *loadSummary) (*Topic,
 				"and a restart after a repair brings it back", "topic", name, "partition", i,
 				"path", partitionDir(r.cfg.DataDir, name, i), "err", err)
 			l = storage.NewOfflineLog(err)
-			sum.offline++
+			offline++
 		}
 		s := r.shards[(base+uint32(i))%uint32(len(r.shards))]
 		t.Parts[i] = shard.NewPartition(name, int32(i), s, l, tc.Fsync)
 		t.Parts[i].SetRetention(tc.Retention, tc.RetentionBytes)
 	}
 	t.online = t.Parts
-	if sum != nil && sum.offline > 0 {
+	if offline > 0 {
+		sum.offline += offline
 		t.online = slices.DeleteFunc(slices.Clone(t.Parts), func(p *shard.Partition) bool { return offlineReason(p) != "" })
 	}
 	return t, nil
