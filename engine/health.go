@@ -106,6 +106,15 @@ func (e *Engine) readyz(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte(strings.Join(reasons, "; ") + "\n"))
 		return
 	}
+	if problems := e.partitionProblems(); len(problems) > 0 {
+		_, _ = w.Write([]byte("degraded: " + strings.Join(capProblems(problems), "; ") + "\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// partitionProblems lists the problems of every partition (appendProblems).
+func (e *Engine) partitionProblems() []string {
 	var problems []string
 	for _, t := range e.topics.list() {
 		for _, p := range t.Parts {
@@ -113,11 +122,7 @@ func (e *Engine) readyz(w http.ResponseWriter, _ *http.Request) {
 			problems = appendProblems(problems, t.Name, p.ID, &st)
 		}
 	}
-	if len(problems) > 0 {
-		_, _ = w.Write([]byte("degraded: " + strings.Join(capProblems(problems), "; ") + "\n"))
-		return
-	}
-	_, _ = w.Write([]byte("ready\n"))
+	return problems
 }
 
 // appendProblems appends what is wrong with partition id of topic, whose

@@ -24,7 +24,7 @@ func (e *Engine) startHTTP() error {
 	if err != nil {
 		return fmt.Errorf("engine: http listen %s: %w", e.cfg.HTTPAddr, err)
 	}
-	tokenFrom := ""
+	var tokenFrom string
 	if e.token, tokenFrom, err = e.adminToken(); err != nil {
 		_ = ln.Close()
 		return err
