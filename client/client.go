@@ -148,6 +148,10 @@ func (c *Client) handshake(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("%w: handshake: %w", ErrProtocol, err)
 		}
+		if v := c.hello.Version; v < wire.MinVersion || v > wire.Version {
+			return fmt.Errorf("%w: handshake: the broker picked version %d, not one of %d..%d",
+				ErrProtocol, v, wire.MinVersion, wire.Version)
+		}
 		// A batch frame holds a header, the topic, the partition and the
 		// batch; maxBatch is the most its batch may take.
 		c.maxBatch = int(c.hello.MaxFrameBytes) - wire.HeaderSize - 2 - wire.MaxTopicNameLen - 4 - 64
@@ -520,7 +524,27 @@ type PartitionInfo struct {
 	Bytes       int64 // size of the log
 	Segments    int
 	Corrupt     int // ranges found corrupt (reported, not removed)
+	// State says whether the partition serves; Reason why it does not. A
+	// broker that speaks only protocol version 1 reports no state: every
+	// partition then reads as online.
+	State  PartitionState
+	Reason string
 }
+
+// PartitionState says whether a partition takes publishes and serves reads.
+type PartitionState = wire.PartitionState
+
+// Partition states, as DescribeTopic reports them.
+const (
+	// PartitionOnline: it serves.
+	PartitionOnline = wire.PartitionOnline
+	// PartitionReadOnly: it refuses publishes until the broker restarts (a
+	// failed fsync or write); what it holds stays readable.
+	PartitionReadOnly = wire.PartitionReadOnly
+	// PartitionOffline: its log could not be opened; it serves nothing
+	// until the broker restarts with the log repaired.
+	PartitionOffline = wire.PartitionOffline
+)
 
 // TopicInfo describes a topic.
 type TopicInfo struct {
@@ -638,7 +662,7 @@ func (c *Client) topicInfo(name string, r response) (TopicInfo, error) {
 	if err := expect(r, wire.TypeTopicInfo); err != nil {
 		return TopicInfo{}, err
 	}
-	wi, err := wire.DecodeTopicInfo(r.body)
+	wi, err := wire.DecodeTopicInfo(r.body, c.hello.Version)
 	if err != nil {
 		return TopicInfo{}, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
@@ -649,7 +673,7 @@ func (c *Client) topicInfo(name string, r response) (TopicInfo, error) {
 	for i, p := range wi.Partitions {
 		info.Partitions[i] = PartitionInfo{ID: int(p.ID), StartOffset: p.StartOffset,
 			EndOffset: p.EndOffset, Subscribers: int(p.Subscribers), Bytes: p.Bytes,
-			Segments: int(p.Segments), Corrupt: int(p.Corrupt)}
+			Segments: int(p.Segments), Corrupt: int(p.Corrupt), State: p.State, Reason: p.Reason}
 	}
 	c.mmu.Lock()
 	c.meta[name] = len(info.Partitions)

@@ -61,9 +61,9 @@ func IsRetryable(err error) bool {
 }
 
 // MayHaveBeenStored reports whether a publish that failed with err may be
-// in the log anyway: its fsync failed after it was written (the broker
-// says so with ErrOutcomeUnknown), or the connection was lost before its
-// answer came. Republishing it may then write a duplicate. Any other
+// in the log anyway: its fsync failed after it was written, or its failed
+// write could not be cut off the file (the broker says so with
+// ErrOutcomeUnknown), or the connection was lost before its answer came. Republishing it may then write a duplicate. Any other
 // error means the publish was not stored.
 func MayHaveBeenStored(err error) bool {
 	return errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrConnectionLost)

@@ -119,7 +119,7 @@ func httpStatus(c wire.Code) int {
 		return http.StatusConflict
 	case wire.CodeTooManyTopics, wire.CodeTooManySubscribers:
 		return http.StatusTooManyRequests
-	case wire.CodeShuttingDown:
+	case wire.CodeShuttingDown, wire.CodePartitionOffline:
 		return http.StatusServiceUnavailable
 	case wire.CodeStorageFull:
 		return http.StatusInsufficientStorage
@@ -206,6 +206,9 @@ type partitionJSON struct {
 	Segments    int         `json:"segments"`
 	Subscribers int         `json:"subscribers"`
 	Corrupt     []rangeJSON `json:"corrupt"`
+	State       string      `json:"state"`            // online, read-only or offline
+	Reason      string      `json:"reason,omitempty"` // why it is not online
+	ReadErrors  uint64      `json:"read_errors"`      // reads that failed with an I/O error
 }
 
 // topicTotals sums a topic's partitions.
@@ -214,6 +217,8 @@ type topicTotals struct {
 	EndOffsets  int64 `json:"end_offsets"` // the sum of end offsets; its rate is the publish rate
 	Bytes       int64 `json:"bytes"`
 	Subscribers int   `json:"subscribers"`
+	ReadOnly    int   `json:"read_only_partitions"`
+	Offline     int   `json:"offline_partitions"`
 }
 
 // topicJSON describes a topic; Parts is left out of the list.
@@ -229,9 +234,11 @@ func partitionsJSON(t *Topic) []partitionJSON {
 	out := make([]partitionJSON, len(t.Parts))
 	for i, p := range t.Parts {
 		st := p.Log.Stats()
+		state, why := partitionState(&st)
 		pj := partitionJSON{ID: p.ID, Shard: p.Shard.ID(), StartOffset: st.Start, EndOffset: st.End,
 			Messages: st.End - st.Start, Bytes: st.Bytes, Segments: st.Segments,
-			Subscribers: p.Subscribers(), Corrupt: make([]rangeJSON, len(st.Corrupt))}
+			Subscribers: p.Subscribers(), Corrupt: make([]rangeJSON, len(st.Corrupt)),
+			State: state.String(), Reason: why, ReadErrors: st.ReadErrors}
 		for j, c := range st.Corrupt {
 			pj.Corrupt[j] = rangeJSON{From: c.From, To: c.To}
 		}
@@ -248,6 +255,12 @@ func describeJSON(t *Topic, withParts bool) topicJSON {
 		tj.Totals.EndOffsets += p.EndOffset
 		tj.Totals.Bytes += p.Bytes
 		tj.Totals.Subscribers += p.Subscribers
+		switch p.State {
+		case wire.PartitionReadOnly.String():
+			tj.Totals.ReadOnly++
+		case wire.PartitionOffline.String():
+			tj.Totals.Offline++
+		}
 	}
 	if withParts {
 		tj.Parts = parts

@@ -20,37 +20,42 @@ import (
 // the dashboard address stays valid across restarts.
 const tokenFile = "admin.token"
 
+// AdminTokenPath is where a broker with data directory dataDir keeps the
+// admin token it generated, for tools that print the dashboard's address.
+func AdminTokenPath(dataDir string) string { return dataDir + "/" + tokenFile }
+
 // adminToken returns the configured token, else the one kept in
 // DataDir/admin.token, else a new random one written there (mode 0600,
-// fsynced with its directory).
-func (e *Engine) adminToken() (string, error) {
+// fsynced with its directory); and where it came from, for the log, which
+// never shows the token itself.
+func (e *Engine) adminToken() (tok, from string, err error) {
 	if e.cfg.AdminToken != "" {
-		return e.cfg.AdminToken, nil
+		return e.cfg.AdminToken, "the configuration (--admin-token, RATATOSKR_ADMIN_TOKEN or the config file)", nil
 	}
-	path := e.cfg.DataDir + "/" + tokenFile
+	path := AdminTokenPath(e.cfg.DataDir)
 	b, err := storage.ReadFile(e.cfg.FS, path)
 	if err == nil {
 		if tok := strings.TrimSpace(string(b)); tok != "" {
-			return tok, nil
+			return tok, path, nil
 		}
-		return "", fmt.Errorf("engine: %s is empty; delete it to generate a new token", path)
+		return "", "", fmt.Errorf("engine: %s is empty; delete it to generate a new token", path)
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("engine: read admin token: %w", err)
+		return "", "", fmt.Errorf("engine: read admin token: %w", err)
 	}
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
-		return "", fmt.Errorf("engine: generate admin token: %w", err)
+		return "", "", fmt.Errorf("engine: generate admin token: %w", err)
 	}
-	tok := hex.EncodeToString(raw[:])
+	tok = hex.EncodeToString(raw[:])
 	if err := writeTokenFile(e, path, tok); err != nil {
-		return "", fmt.Errorf("engine: write admin token: %w", err)
+		return "", "", fmt.Errorf("engine: write admin token: %w", err)
 	}
-	return tok, nil
+	return tok, path, nil
 }
 
 // writeTokenFile creates path readable by its owner only and makes it
-// durable, so a token shown in the log is never lost to a crash.
+// durable, so a token handed out (dashboard-url) is never lost to a crash.
 func writeTokenFile(e *Engine, path, tok string) error {
 	f, err := e.cfg.FS.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {

@@ -258,6 +258,7 @@ func TestDiskFullFailsPublishesAndKeepsReads(t *testing.T) {
 	efs.InjectWrite(func(name string) bool { return len(name) > 4 && name[len(name)-4:] == ".log" }, syscall.ENOSPC, 0)
 	_, err := c.Publish(ctx, "full", client.Message{Value: []byte("x")})
 	require.ErrorIs(t, err, client.ErrStorageFull)
+	require.False(t, client.MayHaveBeenStored(err))
 	require.Equal(t, seq("", 20), values(fetchAll(t, c, "full", 0)), "reads keep working")
 	efs.Clear()
 	ack, err := c.Publish(ctx, "full", client.Message{Value: []byte("20")})
@@ -265,7 +266,11 @@ func TestDiskFullFailsPublishesAndKeepsReads(t *testing.T) {
 	require.Equal(t, int64(20), ack.Offset, "the failed publish took no offset")
 }
 
-func TestFailedFsyncFailsPublishes(t *testing.T) {
+// TestFailedFsyncOutcomeUnknown: a publish written but whose fsync failed
+// is answered OUTCOME_UNKNOWN, since it can be in the log after a restart
+// (a producer that republishes it writes it twice); later publishes get
+// STORAGE_ERROR (not stored) until the restart.
+func TestFailedFsyncOutcomeUnknown(t *testing.T) {
 	efs := vfs.NewErrors(vfs.NewMem())
 	e := startBroker(t, func(c *Config) { c.FS, c.DataDir = efs, "data" })
 	ctx := testCtx(t)
@@ -274,11 +279,60 @@ func TestFailedFsyncFailsPublishes(t *testing.T) {
 	require.NoError(t, err)
 	efs.InjectSync(nil, syscall.EIO, 0)
 	_, err = c.Publish(ctx, "eio", client.Message{Value: []byte("1")})
-	require.ErrorIs(t, err, client.ErrStorageError, "an unsynced publish is never acked")
+	require.ErrorIs(t, err, client.ErrOutcomeUnknown, "an unsynced publish is never acked, and may be stored")
+	require.True(t, client.MayHaveBeenStored(err))
 	efs.Clear()
 	_, err = c.Publish(ctx, "eio", client.Message{Value: []byte("2")})
 	require.ErrorIs(t, err, client.ErrStorageError, "the partition refuses writes until restart")
+	require.False(t, client.MayHaveBeenStored(err))
+	require.Contains(t, err.Error(), "read-only until the broker restarts: fsync failed: ")
 	require.Equal(t, []string{"0"}, values(fetchAll(t, c, "eio", 0)))
+
+	e2 := restart(t, e, nil)
+	require.Equal(t, []string{"0", "1"}, values(fetchAll(t, dial(t, e2), "eio", 0)),
+		"the publish whose outcome was unknown is there after the restart")
+}
+
+// TestFailedWriteIsNotStored: a publish whose write failed and was cut off
+// the file is answered STORAGE_FULL or STORAGE_ERROR: it is not stored, so
+// a retry cannot duplicate it, and the partition goes on.
+func TestFailedWriteIsNotStored(t *testing.T) {
+	efs := vfs.NewErrors(vfs.NewMem())
+	e := startBroker(t, func(c *Config) { c.FS, c.DataDir = efs, "data" })
+	ctx := testCtx(t)
+	c := dial(t, e)
+	for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EIO} {
+		efs.InjectWrite(inPartition("w", 0), errno, 0)
+		_, err := c.Publish(ctx, "w", client.Message{Value: []byte("lost")})
+		require.ErrorIs(t, err, map[syscall.Errno]error{syscall.ENOSPC: client.ErrStorageFull, syscall.EIO: client.ErrStorageError}[errno])
+		require.False(t, client.MayHaveBeenStored(err), "%v", err)
+		efs.Clear()
+	}
+	_, err := c.Publish(ctx, "w", client.Message{Value: []byte("kept")})
+	require.NoError(t, err)
+	e2 := restart(t, e, nil)
+	require.Equal(t, []string{"kept"}, values(fetchAll(t, dial(t, e2), "w", 0)))
+}
+
+// TestFailedCutIsOutcomeUnknown: a failed write that cannot be cut off the
+// file may leave the batch whole on disk, where recovery finds it: its
+// publish is OUTCOME_UNKNOWN, and the partition turns read-only.
+func TestFailedCutIsOutcomeUnknown(t *testing.T) {
+	efs := vfs.NewErrors(vfs.NewMem())
+	e := startBroker(t, func(c *Config) { c.FS, c.DataDir = efs, "data" })
+	ctx := testCtx(t)
+	c := dial(t, e)
+	_, err := c.Publish(ctx, "cut", client.Message{Value: []byte("0")})
+	require.NoError(t, err)
+	efs.ShortWrite(inPartition("cut", 0), 1<<20, 0)
+	efs.Inject(vfs.OpTruncate, inPartition("cut", 0), syscall.EIO, 0)
+	_, err = c.Publish(ctx, "cut", client.Message{Value: []byte("1")})
+	require.ErrorIs(t, err, client.ErrOutcomeUnknown)
+	require.True(t, client.MayHaveBeenStored(err))
+	efs.Clear()
+	_, err = c.Publish(ctx, "cut", client.Message{Value: []byte("2")})
+	require.ErrorIs(t, err, client.ErrStorageError)
+	require.Contains(t, err.Error(), "read-only until the broker restarts: a failed write could not be cut off")
 }
 
 // TestCrashSnapshotsKeepAckedMessages publishes with acks (fsync=always)

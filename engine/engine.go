@@ -152,7 +152,6 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	for _, s := range e.shards {
 		s.Start()
 	}
-	start := time.Now()
 	if err := e.topics.load(); err != nil {
 		e.stopShards()
 		e.stopHTTP(ctx)
@@ -164,7 +163,6 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		_ = e.topics.closeAll()
 		return fmt.Errorf("engine: consumer groups: %w", err)
 	}
-	e.log.Info("recovered topics", "topics", e.topics.count(), "took", time.Since(start).Round(time.Millisecond))
 	e.setNotReady("starting the native listener")
 	e.diskWork.start()
 	e.diskStarted = true

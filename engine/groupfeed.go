@@ -72,8 +72,8 @@ type msgFeed struct {
 	// waiter wakes the feed when new data is visible; withdrawn when the
 	// feed stops, so a stopped feed on an idle partition leaves nothing.
 	waiter shard.Waiter
-	wake chan struct{}
-	done chan struct{}
+	wake   chan struct{}
+	done   chan struct{}
 }
 
 func newMsgFeed(c *coordinator, gp *gpart, m *member) *msgFeed {
@@ -200,10 +200,13 @@ func (f *msgFeed) Woken(_ int64, ok bool) {
 // waitForData asks the shard to wake the feed once the partition has data
 // past next.
 func (f *msgFeed) waitForData(next int64) {
+	p := f.gp.p
+	if offlineReason(p) != "" {
+		return // no data comes until a restart; the feed waits for its stop
+	}
 	if f.wait.Swap(true) {
 		return
 	}
-	p := f.gp.p
 	if err := p.Wait(&f.waiter, next); err != nil {
 		f.quit.Store(true)
 		return

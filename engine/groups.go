@@ -518,8 +518,13 @@ func (c *coordinator) give(gp *gpart, m *member, gen uint32, now int64) {
 }
 
 // startOffset is where a new owner starts: the committed offset, else the
-// group's start position, within what the log holds.
+// group's start position, within what the log holds. An offline partition
+// holds nothing to judge by, and its committed offset must survive until a
+// restart brings it back, so it starts there.
 func (gp *gpart) startOffset() int64 {
+	if offlineReason(gp.p) != "" {
+		return max(gp.committed, 0)
+	}
 	lo, hi := gp.p.Log.Bounds()
 	off := gp.committed
 	if off < 0 {
@@ -730,6 +735,11 @@ func (c *coordinator) commit(m *member, req *wire.Commit, done func(error)) {
 		}
 		gp := g.parts[po.Partition]
 		_, end := gp.p.Log.Bounds()
+		if offlineReason(gp.p) != "" {
+			gp.mu.Lock()
+			end = max(gp.committed, 0) // what its owner was assigned; it can have read nothing since
+			gp.mu.Unlock()
+		}
 		if po.Offset < 0 || po.Offset > end {
 			done(invalid("offset " + strconv.FormatInt(po.Offset, 10) + " of partition " +
 				strconv.Itoa(int(po.Partition)) + " is past its end " + strconv.FormatInt(end, 10)))

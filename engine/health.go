@@ -6,18 +6,24 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
 // Health: /healthz says the process is alive; /readyz says whether it
-// should get traffic: recovery is done and the native listener is up, the
-// data directory is writable, and the broker is not draining.
+// should get traffic: recovery is done and the native listener is up (and
+// has not stopped since), the data directory is writable, and the broker
+// is not draining. A broker that serves with some partitions in trouble
+// (offline, read-only, corruption found, reads failing) is still ready,
+// since every other partition serves, but says "degraded" and why.
 // /api/v1/health is the dashboard's fuller report.
 
 // diskProbeTTL is how long a disk probe's answer is reused, so that
@@ -80,6 +86,9 @@ func (e *Engine) notReadyReasons(probe bool) []string {
 	if r := e.notReady.Load(); r != nil {
 		return []string{*r}
 	}
+	if why := e.listenerProblem(); why != "" {
+		return []string{"native listener down: " + why}
+	}
 	if probe {
 		if err := e.disk.check(e.cfg.FS, e.cfg.DataDir); err != nil {
 			return []string{"data directory not writable: " + err.Error()}
@@ -88,7 +97,8 @@ func (e *Engine) notReadyReasons(probe bool) []string {
 	return nil
 }
 
-// readyz answers 200 "ready", or 503 with the reasons.
+// readyz answers 200 "ready", 200 "degraded: " and the partitions'
+// problems, or 503 with the reasons the broker should get no traffic.
 func (e *Engine) readyz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if reasons := e.notReadyReasons(true); len(reasons) > 0 {
@@ -96,7 +106,54 @@ func (e *Engine) readyz(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte(strings.Join(reasons, "; ") + "\n"))
 		return
 	}
+	if problems := e.partitionProblems(); len(problems) > 0 {
+		_, _ = w.Write([]byte("degraded: " + strings.Join(capProblems(problems), "; ") + "\n"))
+		return
+	}
 	_, _ = w.Write([]byte("ready\n"))
+}
+
+// partitionProblems lists the problems of every partition (appendProblems).
+func (e *Engine) partitionProblems() []string {
+	var problems []string
+	for _, t := range e.topics.list() {
+		for _, p := range t.Parts {
+			st := p.Log.Stats()
+			problems = appendProblems(problems, t.Name, p.ID, &st)
+		}
+	}
+	return problems
+}
+
+// appendProblems appends what is wrong with partition id of topic, whose
+// log reported st: offline, read-only, corruption found (at recovery or by
+// a read), reads that failed.
+func appendProblems(out []string, topic string, id int32, st *storage.LogStats) []string {
+	name := "partition " + topic + "/" + strconv.Itoa(int(id))
+	if state, why := partitionState(st); state != wire.PartitionOnline {
+		out = append(out, name+" "+state.String()+": "+why)
+	}
+	if n := len(st.Corrupt); n > 0 {
+		out = append(out, fmt.Sprintf("%s: %d corrupt range(s) found, the first %s", name, n, st.Corrupt[0]))
+	}
+	if st.ReadErrors > 0 {
+		out = append(out, fmt.Sprintf("%s: %d read(s) failed with I/O errors", name, st.ReadErrors))
+	}
+	return out
+}
+
+// maxListedProblems bounds the partition problems a report lists: a disk
+// gone bad can affect thousands of partitions, and a probe's answer or the
+// dashboard's list should stay readable. The rest are counted.
+const maxListedProblems = 20
+
+func capProblems(problems []string) []string {
+	if len(problems) <= maxListedProblems {
+		return problems
+	}
+	more := len(problems) - maxListedProblems
+	return append(problems[:maxListedProblems:maxListedProblems],
+		fmt.Sprintf("and %d more partition problem(s)", more))
 }
 
 func (e *Engine) uptime() time.Duration {
@@ -108,9 +165,11 @@ func (e *Engine) uptime() time.Duration {
 
 // Health statuses.
 const (
-	HealthHealthy   = "healthy"
-	HealthDegraded  = "degraded"  // serving, with a problem worth a look
-	HealthUnhealthy = "unhealthy" // not ready: recovering, disk not writable, draining
+	HealthHealthy  = "healthy"
+	HealthDegraded = "degraded" // serving, with a problem worth a look
+	// HealthUnhealthy: not ready: recovering, the native listener down,
+	// the disk not writable, draining.
+	HealthUnhealthy = "unhealthy"
 )
 
 // HealthReport is the body of GET /api/v1/health.
@@ -136,7 +195,8 @@ type BrokerHealth struct {
 }
 
 // TopicHealth is one topic in a HealthReport: its subscriptions, the
-// messages and bytes it holds, and its publish rate.
+// messages and bytes it holds, its publish rate, and its partitions that
+// are not online or had storage trouble.
 type TopicHealth struct {
 	Name        string  `json:"name"`
 	Partitions  int     `json:"partitions"`
@@ -144,6 +204,20 @@ type TopicHealth struct {
 	Messages    int64   `json:"messages"`
 	Bytes       int64   `json:"bytes"`
 	MessageRate float64 `json:"message_rate"`
+	ReadOnly    int     `json:"read_only_partitions"`
+	Offline     int     `json:"offline_partitions"`
+	// Problems lists the partitions that are not online, or where
+	// corruption was found or reads failed; the others are online and well.
+	Problems []PartitionHealth `json:"partition_problems"`
+}
+
+// PartitionHealth is a partition with a problem, in a TopicHealth.
+type PartitionHealth struct {
+	Partition     int32  `json:"partition"`
+	State         string `json:"state"`            // online, read-only or offline
+	Reason        string `json:"reason,omitempty"` // why it is not online
+	CorruptRanges int    `json:"corrupt_ranges"`
+	ReadErrors    uint64 `json:"read_errors"`
 }
 
 // ClusterHealth describes the cluster; a broker runs standalone for now.
@@ -182,13 +256,16 @@ func (e *Engine) Health() HealthReport {
 	last, _ := e.history.latest()
 	h.Broker = BrokerHealth{Alive: !e.draining.Load(), TopicCount: e.topics.count(),
 		Connections: e.connections.Load(), MessageRate: last.MessageRate, ErrorRate: last.ErrorRate}
+	var problems []string
 	for _, t := range e.topics.list() {
 		th := TopicHealth{Name: t.Name, Partitions: len(t.Parts), Subscribers: int64(t.subscriptions.Load()),
-			MessageRate: e.history.topicRate(t.Name)}
+			MessageRate: e.history.topicRate(t.Name), Problems: []PartitionHealth{}}
 		for _, p := range t.Parts {
 			st := p.Log.Stats()
 			th.Messages += st.End - st.Start
 			th.Bytes += st.Bytes
+			th.note(p.ID, &st)
+			problems = appendProblems(problems, t.Name, p.ID, &st)
 		}
 		h.Broker.TotalSubscribers += th.Subscribers
 		h.Topics = append(h.Topics, th)
@@ -198,7 +275,7 @@ func (e *Engine) Health() HealthReport {
 		h.Status, h.Reasons = HealthUnhealthy, reasons
 		return h
 	}
-	h.Reasons = e.degradedReasons(&h)
+	h.Reasons = e.degradedReasons(&h, capProblems(problems))
 	h.Status = HealthHealthy
 	if len(h.Reasons) > 0 {
 		h.Status = HealthDegraded
@@ -206,9 +283,25 @@ func (e *Engine) Health() HealthReport {
 	return h
 }
 
-// degradedReasons lists what is wrong with a broker that is serving.
-func (e *Engine) degradedReasons(h *HealthReport) []string {
-	reasons := []string{}
+// note counts partition id's state and lists it when it has a problem.
+func (th *TopicHealth) note(id int32, st *storage.LogStats) {
+	state, why := partitionState(st)
+	switch state {
+	case wire.PartitionReadOnly:
+		th.ReadOnly++
+	case wire.PartitionOffline:
+		th.Offline++
+	}
+	if state != wire.PartitionOnline || len(st.Corrupt) > 0 || st.ReadErrors > 0 {
+		th.Problems = append(th.Problems, PartitionHealth{Partition: id, State: state.String(), Reason: why,
+			CorruptRanges: len(st.Corrupt), ReadErrors: st.ReadErrors})
+	}
+}
+
+// degradedReasons lists what is wrong with a broker that is serving: the
+// partitions' problems, then the broker's.
+func (e *Engine) degradedReasons(h *HealthReport, partitions []string) []string {
+	reasons := append([]string{}, partitions...)
 	for i, s := range e.shards {
 		if float64(s.InboxLen()) > degradedInboxRatio*float64(s.InboxCap()) {
 			reasons = append(reasons, fmt.Sprintf("shard %d inbox is %d of %d full", i, s.InboxLen(), s.InboxCap()))

@@ -24,7 +24,8 @@ func (e *Engine) startHTTP() error {
 	if err != nil {
 		return fmt.Errorf("engine: http listen %s: %w", e.cfg.HTTPAddr, err)
 	}
-	if e.token, err = e.adminToken(); err != nil {
+	var tokenFrom string
+	if e.token, tokenFrom, err = e.adminToken(); err != nil {
 		_ = ln.Close()
 		return err
 	}
@@ -49,8 +50,22 @@ func (e *Engine) startHTTP() error {
 			e.log.Error("http server stopped", "err", err)
 		}
 	}()
-	e.log.Info("dashboard", "url", "http://"+ln.Addr().String()+"/#token="+e.token)
+	// A log line travels to log stores and terminals others read; the token
+	// does not. `ratatoskr dashboard-url` prints the address with it.
+	e.log.Info("dashboard", "url", DashboardURL(ln.Addr().String(), ""), "token_from", tokenFrom,
+		"with_token", "ratatoskr dashboard-url")
 	return nil
+}
+
+// DashboardURL is the dashboard's address on an HTTP listener at addr
+// (host:port), with the admin token in the fragment when token is not
+// empty: the dashboard reads it from there, and a browser never sends a
+// fragment to the server.
+func DashboardURL(addr, token string) string {
+	if token == "" {
+		return "http://" + addr + "/"
+	}
+	return "http://" + addr + "/#token=" + token
 }
 
 func (e *Engine) stopHTTP(ctx context.Context) {

@@ -168,6 +168,25 @@ func (e *Engine) writePartitionMetrics(w io.Writer) {
 		}
 		return uint64(max(n, 0))
 	})
+	family("ratatoskr_storage_read_errors_total", func(p *partitionSample) uint64 { return p.log.ReadErrors })
+	family("ratatoskr_partition_state", func(p *partitionSample) uint64 {
+		state, _ := partitionState(&p.log)
+		return uint64(state)
+	})
+	writeStateCounts(w, ps)
+}
+
+// writeStateCounts writes how many partitions are read-only and offline,
+// the two numbers worth an alert.
+func writeStateCounts(w io.Writer, ps []partitionSample) {
+	var counts [3]uint64
+	for i := range ps {
+		if state, _ := partitionState(&ps[i].log); int(state) < len(counts) {
+			counts[state]++
+		}
+	}
+	metrics.WriteGaugeUint64(w, "ratatoskr_partitions_read_only", counts[wire.PartitionReadOnly])
+	metrics.WriteGaugeUint64(w, "ratatoskr_partitions_offline", counts[wire.PartitionOffline])
 }
 
 // writePluginMetrics writes each plugin's event counters and queue length.

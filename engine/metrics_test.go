@@ -306,7 +306,9 @@ func TestAPIHealth(t *testing.T) {
 	var topics []map[string]any
 	require.NoError(t, json.Unmarshal(raw["topics"], &topics))
 	require.Len(t, topics, 1)
-	require.ElementsMatch(t, []string{"name", "partitions", "subscribers", "messages", "bytes", "message_rate"}, keys(topics[0]))
+	require.ElementsMatch(t, []string{"name", "partitions", "subscribers", "messages", "bytes", "message_rate",
+		"read_only_partitions", "offline_partitions", "partition_problems"}, keys(topics[0]))
+	require.Equal(t, []any{}, topics[0]["partition_problems"])
 
 	h := getHealth(t, e)
 	require.Equal(t, HealthHealthy, h.Status, h.Reasons)
@@ -316,7 +318,7 @@ func TestAPIHealth(t *testing.T) {
 	require.EqualValues(t, 1, h.Broker.TotalSubscribers)
 	require.EqualValues(t, 2, h.Broker.Connections)
 	require.Equal(t, TopicHealth{Name: "orders", Partitions: 3, Subscribers: 1, Messages: 50,
-		Bytes: h.Topics[0].Bytes, MessageRate: h.Topics[0].MessageRate}, h.Topics[0])
+		Bytes: h.Topics[0].Bytes, MessageRate: h.Topics[0].MessageRate, Problems: []PartitionHealth{}}, h.Topics[0])
 	require.Positive(t, h.Topics[0].Bytes)
 	require.Equal(t, ClusterHealth{Mode: "standalone", Nodes: 1}, h.Cluster)
 	r := h.Resources

@@ -18,8 +18,12 @@ import (
 // read concurrently with appends; readers see only visible (for
 // fsync=always topics: durable) batches.
 
-// resolveStart turns a start position into an offset of p's log.
+// resolveStart turns a start position into an offset of p's log; an
+// offline partition has none (PARTITION_OFFLINE).
 func resolveStart(p *shard.Partition, st wire.Start) (int64, error) {
+	if err := checkOnline(p); err != nil {
+		return 0, err
+	}
 	start, end := p.Log.Bounds()
 	switch st.Kind {
 	case wire.StartEarliest:
@@ -97,6 +101,12 @@ const replayChunk = 1 << 20
 // pressure, so a replay goes at the subscriber's pace. cancel stops it
 // (unsubscribe, connection closed).
 func (e *Engine) replay(out *shard.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) {
+	if err := checkOnline(p); err != nil {
+		// A group member's feed of an offline partition: it holds nothing
+		// and the broker logged why at start.
+		e.replayFailed(p, offset, err)
+		return
+	}
 	prefix := wire.AppendBatchPrefix(nil, p.Topic, p.ID)
 	joined := make(chan int64, 1)
 	for !cancel.Load() {
@@ -110,10 +120,7 @@ func (e *Engine) replay(out *shard.Outbox, p *shard.Partition, offset int64, can
 		if err != nil {
 			e.log.Warn("replay stopped: the subscription gets nothing more from this partition",
 				"topic", p.Topic, "partition", p.ID, "at", offset, "err", err)
-			if e.observed() {
-				e.emit(Event{Kind: EventSubscriberFailed, Topic: p.Topic, Partition: int(p.ID), Offset: offset,
-					Actor: "broker", Action: "replay", Target: "topic/" + p.Topic, Err: err})
-			}
+			e.replayFailed(p, offset, err)
 			return
 		}
 		offset = next
@@ -132,6 +139,14 @@ func (e *Engine) replay(out *shard.Outbox, p *shard.Partition, offset int64, can
 			}
 			return
 		}
+	}
+}
+
+// replayFailed reports a replay that ends for err to the plugins.
+func (e *Engine) replayFailed(p *shard.Partition, offset int64, err error) {
+	if e.observed() {
+		e.emit(Event{Kind: EventSubscriberFailed, Topic: p.Topic, Partition: int(p.ID), Offset: offset,
+			Actor: "broker", Action: "replay", Target: "topic/" + p.Topic, Err: err})
 	}
 }
 

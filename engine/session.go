@@ -61,6 +61,7 @@ type session struct {
 	t          transport
 	out        *shard.Outbox
 	handshaken bool
+	version    uint16 // the protocol version picked at Hello: how TopicInfo is encoded
 	closed     bool
 	parked     bool  // waiting for work off the loop (offLoop) or for memory: no frames are taken
 	memPaused  bool  // parked until the inbound total falls (inflight.go)
@@ -278,7 +279,7 @@ func (s *session) hello(f wire.Frame) error {
 		s.refused(err)
 		return errClose
 	}
-	s.handshaken = true
+	s.handshaken, s.version = true, v
 	s.t.handshaken()
 	s.info.name.Store(&h.ClientName)
 	s.e.log.Debug("client connected", "remote", s.t.remoteAddr(), "name", h.ClientName, "version", v)
@@ -419,7 +420,7 @@ func (s *session) alterTopic(f wire.Frame) error {
 // sendTopicInfo answers with t's description.
 func (s *session) sendTopicInfo(corr uint32, t *Topic) {
 	info := describe(t)
-	s.sendFrame(wire.TypeTopicInfo, corr, info.Append(s.scratch[:0]))
+	s.sendFrame(wire.TypeTopicInfo, corr, info.Append(s.scratch[:0], s.version))
 }
 
 func (s *session) listTopics(f wire.Frame) error {
@@ -458,13 +459,15 @@ func (s *session) describeTopic(f wire.Frame) error {
 	return answer(t, nil)
 }
 
+// describe is t's TopicInfo; the session encodes it for its version.
 func describe(t *Topic) wire.TopicInfo {
 	info := wire.TopicInfo{Name: t.Name, Config: t.Config().KVs(), Partitions: make([]wire.PartitionInfo, len(t.Parts))}
 	for i, p := range t.Parts {
 		st := p.Log.Stats()
+		state, why := partitionState(&st)
 		info.Partitions[i] = wire.PartitionInfo{ID: uint32(i), StartOffset: st.Start, EndOffset: st.End,
 			Subscribers: uint32(p.Subscribers()), Bytes: st.Bytes, Segments: uint32(st.Segments),
-			Corrupt: uint32(len(st.Corrupt))}
+			Corrupt: uint32(len(st.Corrupt)), State: state, Reason: why}
 	}
 	return info
 }
@@ -488,7 +491,9 @@ func (s *session) subscribe(f wire.Frame) error {
 
 // subscribeTo subscribes to part of t (or every partition) from start.
 func (s *session) subscribeTo(corr uint32, t *Topic, part int32, start wire.Start) error {
-	sub := &subscription{topic: t, parts: t.Parts, cancel: new(atomic.Bool)}
+	// Every partition means every partition that is not offline: those
+	// hold nothing and take nothing until a restart.
+	sub := &subscription{topic: t, parts: t.online, cancel: new(atomic.Bool)}
 	if part != wire.PartitionAny {
 		sub.parts = t.Parts[part : part+1]
 	}
@@ -564,11 +569,19 @@ func (s *session) fetch(f wire.Frame) error {
 }
 
 // checkNewSubscription enforces one subscription per partition per
-// connection and the topic's subscriber limit, which it then counts against.
+// connection and the topic's subscriber limit, which it then counts
+// against. An offline partition cannot be subscribed to.
 func (s *session) checkNewSubscription(t *Topic, part int32) error {
-	if part != wire.PartitionAny && (part < 0 || int(part) >= len(t.Parts)) {
-		_, err := t.pickPartition(part)
-		return err
+	if part != wire.PartitionAny {
+		p, err := t.pickPartition(part)
+		if err == nil {
+			err = checkOnline(p)
+		}
+		if err != nil {
+			return err
+		}
+	} else if len(t.online) == 0 {
+		return t.allOffline()
 	}
 	for k := range s.subs {
 		if k.topic == t && (k.partition == part || k.partition == wire.PartitionAny || part == wire.PartitionAny) {

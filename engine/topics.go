@@ -1,11 +1,13 @@
 package engine
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
@@ -73,11 +75,18 @@ func ParseFsync(s string) (shard.SyncPolicy, error) {
 	return shard.SyncPolicy{}, errors.New(`must be "always", "never" or "interval=DURATION"`)
 }
 
-// Topic is a topic's metadata and its partitions. Name and Parts are
-// immutable after creation; the config is replaced whole when it changes.
+// Topic is a topic's metadata and its partitions. Name, Parts and online
+// are immutable after creation; the config is replaced whole when it
+// changes.
 type Topic struct {
 	Name  string
 	Parts []*shard.Partition
+	// online are the partitions whose log opened (Parts itself when all
+	// did): the broker's round robin and a subscription to every
+	// partition cover these, so an offline partition does not fail every
+	// n-th publish. A partition goes offline only at load, so this never
+	// changes.
+	online []*shard.Partition
 
 	cfg           atomic.Pointer[TopicConfig]
 	subscriptions atomic.Int32 // connection-level subscriptions, against MaxSubscribers
@@ -87,13 +96,23 @@ type Topic struct {
 // Config is the topic's current config.
 func (t *Topic) Config() TopicConfig { return *t.cfg.Load() }
 
-// pickPartition resolves PartitionAny to a partition, round robin across
-// batches, and checks an explicit one.
+// pickPartition resolves PartitionAny to a partition that is not offline,
+// round robin across batches, and checks an explicit one.
 func (t *Topic) pickPartition(p int32) (*shard.Partition, error) {
 	if p == wire.PartitionAny {
-		return t.Parts[int(t.rr.Add(1)-1)%len(t.Parts)], nil
+		if len(t.online) == 0 {
+			return nil, t.allOffline()
+		}
+		return t.online[int(t.rr.Add(1)-1)%len(t.online)], nil
 	}
 	return t.partition(p)
+}
+
+// allOffline is the error of a request for any partition of a topic
+// whose partitions are all offline.
+func (t *Topic) allOffline() error {
+	return wire.Errorf(wire.CodePartitionOffline, "every partition of topic "+t.Name+" is offline: "+
+		offlineReason(t.Parts[0]))
 }
 
 func (t *Topic) partition(p int32) (*shard.Partition, error) {
@@ -252,25 +271,52 @@ func (r *registry) create(name string, tc TopicConfig, existOK bool) (t *Topic, 
 	return t, true, nil
 }
 
-// open builds a topic and opens (recovering) its partitions' logs.
+// open builds a topic and opens (recovering) its partitions' logs; a log
+// that cannot be opened fails it (a create).
 func (r *registry) open(name string, tc TopicConfig) (*Topic, error) {
+	return r.build(name, tc, nil)
+}
+
+// build builds a topic and opens its partitions' logs. With sum (at
+// load), a log that cannot be opened leaves its partition offline
+// (storage.OfflineLog) instead of failing the topic, so one bad directory
+// keeps no other partition from serving; what recovery found is added to
+// sum.
+func (r *registry) build(name string, tc TopicConfig, sum *loadSummary) (*Topic, error) {
 	t := &Topic{Name: name, Parts: make([]*shard.Partition, tc.Partitions)}
 	t.cfg.Store(&tc)
 	base := topicHash(name)
+	offline := 0
 	for i := range t.Parts {
-		l, err := r.openLog(name, i, tc)
-		if err != nil {
+		l, err := r.openLog(name, i, tc, sum)
+		if err != nil && sum == nil {
 			r.drop(t)
 			return nil, err
+		}
+		if err != nil {
+			r.cfg.Logger.Error("partition offline: its log cannot be opened; the other partitions serve, "+
+				"and a restart after a repair brings it back", "topic", name, "partition", i,
+				"path", partitionDir(r.cfg.DataDir, name, i), "err", err)
+			l = storage.NewOfflineLog(err)
+			offline++
 		}
 		s := r.shards[(base+uint32(i))%uint32(len(r.shards))]
 		t.Parts[i] = shard.NewPartition(name, int32(i), s, l, tc.Fsync)
 		t.Parts[i].SetRetention(tc.Retention, tc.RetentionBytes)
 	}
+	t.online = t.Parts
+	if offline > 0 {
+		sum.offline += offline
+		t.online = slices.DeleteFunc(slices.Clone(t.Parts), func(p *shard.Partition) bool { return offlineReason(p) != "" })
+	}
 	return t, nil
 }
 
-func (r *registry) openLog(topic string, partition int, tc TopicConfig) (storage.Log, error) {
+// openLog opens a partition's log. Recovery is logged per partition at
+// Debug, and at Warn or Error when it cut a torn tail or found corruption:
+// after a crash every partition is recovered, and a line each would bury
+// the ones that matter. load logs the totals.
+func (r *registry) openLog(topic string, partition int, tc TopicConfig, sum *loadSummary) (storage.Log, error) {
 	if tc.Storage == "memory" {
 		return storage.NewMemLog(r.cfg.MemoryTopicBytes), nil
 	}
@@ -281,11 +327,36 @@ func (r *registry) openLog(topic string, partition int, tc TopicConfig) (storage
 	if err != nil {
 		return nil, err
 	}
-	if !rec.Clean || len(rec.Corrupt) > 0 || rec.Truncated > 0 {
-		r.cfg.Logger.Info("recovered partition", "topic", topic, "partition", partition, "clean", rec.Clean,
-			"segments", rec.Segments, "scanned", rec.Scanned, "truncated_bytes", rec.Truncated, "corrupt", fmt.Sprint(rec.Corrupt))
+	sum.add(rec)
+	level := slog.LevelDebug
+	switch {
+	case len(rec.Corrupt) > 0:
+		level = slog.LevelError
+	case rec.Truncated > 0:
+		level = slog.LevelWarn
 	}
+	r.cfg.Logger.Log(context.Background(), level, "recovered partition", "topic", topic, "partition", partition,
+		"clean", rec.Clean, "segments", rec.Segments, "scanned", rec.Scanned, "truncated_bytes", rec.Truncated,
+		"padding_bytes", rec.Padding, "corrupt", fmt.Sprint(rec.Corrupt))
 	return l, nil
+}
+
+// loadSummary adds up what load found, for its one line at Info.
+type loadSummary struct {
+	topics, partitions, segments, scanned, corrupt, offline int
+	truncated                                               int64
+}
+
+// add counts one opened partition's recovery; a nil summary (a create)
+// counts nothing.
+func (sum *loadSummary) add(rec storage.Recovery) {
+	if sum == nil {
+		return
+	}
+	sum.segments += rec.Segments
+	sum.scanned += rec.Scanned
+	sum.truncated += rec.Truncated
+	sum.corrupt += len(rec.Corrupt)
 }
 
 // removeTree deletes a directory nothing has open: through the reclaimer
@@ -488,11 +559,13 @@ func (r *registry) persistWith(m map[string]*Topic, name string, next *TopicConf
 // logs, and removes directories of topics that are not recorded (a delete
 // that was interrupted).
 func (r *registry) load() error {
+	start := time.Now()
 	if err := storage.MkdirDurable(r.cfg.FS, r.cfg.DataDir+"/topics", 2); err != nil {
 		return err
 	}
 	b, err := storage.ReadFile(r.cfg.FS, r.cfg.DataDir+"/"+metaFile)
 	if errors.Is(err, fs.ErrNotExist) {
+		r.logLoaded(&loadSummary{}, time.Since(start))
 		return nil
 	}
 	if err != nil {
@@ -506,22 +579,42 @@ func (r *registry) load() error {
 		return fmt.Errorf("engine: %s has version %d; this broker reads version 1", metaFile, meta.Version)
 	}
 	m := map[string]*Topic{}
+	var sum loadSummary
 	for _, mt := range meta.Topics {
 		tc, err := mt.config()
 		if err != nil {
 			return fmt.Errorf("engine: topic %s in %s: %w", mt.Name, metaFile, err)
 		}
-		t, err := r.open(mt.Name, tc)
+		t, err := r.build(mt.Name, tc, &sum)
 		if err != nil {
 			return fmt.Errorf("engine: open topic %s: %w", mt.Name, err)
 		}
 		m[mt.Name] = t
+		sum.topics++
+		sum.partitions += len(t.Parts)
 	}
 	r.snap.Store(&m)
 	for _, t := range m {
 		r.adopt(t)
 	}
-	return r.removeStrays(m)
+	if err := r.removeStrays(m); err != nil {
+		return err
+	}
+	r.logLoaded(&sum, time.Since(start))
+	return nil
+}
+
+// logLoaded logs what load found in one line: at Info, or at Warn when a
+// partition is offline or corruption was found.
+func (r *registry) logLoaded(sum *loadSummary, took time.Duration) {
+	level := slog.LevelInfo
+	if sum.offline > 0 || sum.corrupt > 0 {
+		level = slog.LevelWarn
+	}
+	r.cfg.Logger.Log(context.Background(), level, "recovered topics", "topics", sum.topics,
+		"partitions", sum.partitions, "segments", sum.segments, "scanned", sum.scanned,
+		"truncated_bytes", sum.truncated, "corrupt_ranges", sum.corrupt, "offline_partitions", sum.offline,
+		"took", took.Round(time.Millisecond))
 }
 
 func (mt metaTopic) config() (TopicConfig, error) {

@@ -206,8 +206,11 @@ func (s *Shard) requestSync(p *Partition) {
 // synced handles the syncer's report: p is written up to written and
 // durable up to durable. A failed write dropped the batches after written:
 // their publishes fail, their offsets are given out again, and the
-// partition keeps accepting writes. A failed fsync fails every publish it
-// covered, and the partition refuses writes until restart.
+// partition keeps accepting writes, unless the failed write could not be
+// cut off. A failed fsync fails every publish it covered, and the
+// partition refuses writes until restart. A publish that was written but
+// not made durable gets OUTCOME_UNKNOWN (it may be in the log after a
+// restart); one that was never written, STORAGE_ERROR or STORAGE_FULL.
 func (s *Shard) synced(p *Partition, written, durable int64, werr, serr error) {
 	p.syncing = false
 	if p.deleted {
@@ -215,11 +218,11 @@ func (s *Shard) synced(p *Partition, written, durable int64, werr, serr error) {
 	}
 	switch {
 	case serr != nil:
-		p.failed = serr
-		s.failHeld(p, storageError(p, serr))
+		p.turnReadOnly()
+		s.failUnsynced(p, written, outcomeUnknown(p, serr), p.failed)
 		return
 	case werr != nil:
-		s.failAfter(p, written, storageError(p, werr))
+		s.failAfter(p, written, writeFailure(p, werr))
 		p.next = written
 		if st, ok := p.Log.(storage.Staged); ok {
 			st.Resume()
@@ -233,6 +236,40 @@ func (s *Shard) synced(p *Partition, written, durable int64, werr, serr error) {
 	if len(p.held) > 0 && !slices.Contains(s.held, p) {
 		s.held = append(s.held, p)
 	}
+}
+
+// writeFailure is the answer to the publishes a failed write dropped:
+// STORAGE_FULL or STORAGE_ERROR when the write was cut off the file (they
+// are not stored). When the cut failed too, the log turned read-only and
+// their bytes may still be in the file, where recovery would find them:
+// OUTCOME_UNKNOWN, and the partition refuses later publishes.
+func writeFailure(p *Partition, werr error) *wire.Error {
+	if p.Log.Stats().ReadOnly == "" {
+		return storageError(p, werr)
+	}
+	p.turnReadOnly()
+	return outcomeUnknown(p, werr)
+}
+
+// failUnsynced fails every held publish after a failed fsync: those
+// written (ending at or before written) with unknown, the ones staged
+// after the write with never (the read-only log will not write them).
+// Acks held only by flow control are sent: they were durable already.
+func (s *Shard) failUnsynced(p *Partition, written int64, unknown, never *wire.Error) {
+	for _, a := range p.held {
+		switch {
+		case a.buf == nil:
+			s.sendAck(p, a)
+		case a.end <= written:
+			a.buf.Release()
+			s.sendError(a.out, a.corr, unknown)
+		default:
+			a.buf.Release()
+			s.sendError(a.out, a.corr, never)
+		}
+	}
+	clear(p.held)
+	p.held = p.held[:0]
 }
 
 // failAfter fails the held publishes that end after offset (their batches

@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"errors"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -62,7 +63,7 @@ type Partition struct {
 	held    []heldAck  // acks (and, for SyncAlways, deliveries) waiting
 	waiters []*Waiter  // long polls waiting for data past visible
 	deleted bool
-	failed  error // a sync failed: the partition refuses publishes
+	failed  *wire.Error // the log turned read-only: the answer to every later publish
 
 	endOffset atomic.Int64
 	nsubs     atomic.Int32
@@ -360,7 +361,7 @@ func (s *Shard) publish(o *op) {
 		s.fail(o, errDeleted)
 		return
 	case p.failed != nil:
-		s.fail(o, storageError(p, p.failed))
+		s.fail(o, p.failed)
 		return
 	}
 	batch := wire.Batch(o.buf.B[o.batchOff:])
@@ -376,7 +377,7 @@ func (s *Shard) publish(o *op) {
 		// A disk log: the syncer writes (and for SyncAlways fsyncs) it;
 		// it is delivered and acked after that. The hold keeps the reference.
 		if err := st.Stage(o.buf, batch); err != nil {
-			s.fail(o, storageError(p, err))
+			s.fail(o, refusal(p, err))
 			return
 		}
 		p.next += n
@@ -412,6 +413,41 @@ func (s *Shard) count(n int64) {
 
 func storageError(p *Partition, err error) *wire.Error {
 	return wire.Errorf(storage.Code(err), "partition "+strconv.Itoa(int(p.ID))+" of "+p.Topic+": "+err.Error())
+}
+
+// refusal is the answer to a publish whose Stage failed. A log that turned
+// read-only behind the shard's back (an interval fsync failed) makes the
+// partition refuse every later publish with the reason, as a failed fsync
+// of its own would.
+func refusal(p *Partition, err error) *wire.Error {
+	if errors.Is(err, storage.ErrFailed) {
+		p.turnReadOnly()
+		return p.failed
+	}
+	return storageError(p, err)
+}
+
+// turnReadOnly makes p refuse every later publish with STORAGE_ERROR and
+// the reason its log gave: nothing it refuses is stored. Error path only
+// (Stats takes the log's lock).
+func (p *Partition) turnReadOnly() {
+	if p.failed != nil {
+		return
+	}
+	why := p.Log.Stats().ReadOnly
+	if why == "" {
+		why = "the log refuses writes"
+	}
+	p.failed = wire.Errorf(wire.CodeStorageError, "partition "+strconv.Itoa(int(p.ID))+" of "+p.Topic+
+		" is read-only until the broker restarts: "+why)
+}
+
+// outcomeUnknown is the answer to a publish that was written but not made
+// durable (its fsync failed, or its failed write could not be cut off): it
+// may be in the log after a restart, so a retry may duplicate it.
+func outcomeUnknown(p *Partition, err error) *wire.Error {
+	return wire.Errorf(wire.CodeOutcomeUnknown, "partition "+strconv.Itoa(int(p.ID))+" of "+p.Topic+
+		": not acknowledged, but may be stored: "+err.Error())
 }
 
 // batchVisible reports a batch that makeVisible just published to the

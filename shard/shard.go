@@ -303,7 +303,9 @@ func (s *Shard) finish() {
 	}
 	s.pass++
 	for _, p := range slices.Clone(s.held) {
-		if !p.deleted {
+		// A read-only partition's staged batches were answered as never
+		// stored; writing them now would make that untrue.
+		if !p.deleted && p.failed == nil {
 			o := s.syncer.writeAndSync(p, p.sync.Mode == SyncAlways)
 			s.synced(p, o.n, o.n2, o.err, o.err2)
 		}

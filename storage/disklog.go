@@ -125,6 +125,10 @@ type Recovery struct {
 	Truncated int64 // bytes of torn tail cut off
 	Corrupt   []Range
 	Clean     bool // the previous run shut down cleanly
+	// Padding counts zero bytes cut after the last whole batch: the direct
+	// writer's padding of a segment that was not closed cleanly. They held
+	// no data, so every crash cuts some and nothing is worth a warning.
+	Padding int64
 }
 
 // OpenDiskLog opens (creating if needed) and recovers a partition's log.
@@ -250,8 +254,17 @@ func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
 		return err
 	}
 	if cut < st.Size() {
-		rec.Truncated += st.Size() - cut
-		l.cfg.Logger.Warn("storage: cut torn tail", "segment", s.path, "at", cut, "bytes", st.Size()-cut)
+		zeros, err := allZero(f, cut, st.Size())
+		if err != nil {
+			return err
+		}
+		if zeros {
+			rec.Padding += st.Size() - cut
+			l.cfg.Logger.Debug("storage: cut zero padding", "segment", s.path, "at", cut, "bytes", st.Size()-cut)
+		} else {
+			rec.Truncated += st.Size() - cut
+			l.cfg.Logger.Warn("storage: cut torn tail", "segment", s.path, "at", cut, "bytes", st.Size()-cut)
+		}
 		if err := f.Truncate(cut); err != nil {
 			return err
 		}
@@ -276,6 +289,27 @@ func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
 // damage, which are indexed wherever they are.
 func scanIndexEntries(size, interval int64) int {
 	return int(size/interval) + 64
+}
+
+// allZero reports whether f holds only zero bytes in [from, to).
+func allZero(f vfs.File, from, to int64) (bool, error) {
+	buf := make([]byte, min(to-from, 64<<10))
+	for pos := from; pos < to; {
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), to-pos)], pos)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return false, err
+		}
+		for _, b := range buf[:n] {
+			if b != 0 {
+				return false, nil
+			}
+		}
+		if n == 0 {
+			return true, nil
+		}
+		pos += int64(n)
+	}
+	return true, nil
 }
 
 func (l *DiskLog) createSegment(base int64) (*segment, error) {

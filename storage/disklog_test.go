@@ -757,3 +757,18 @@ func TestReadErrorsAreCounted(t *testing.T) {
 	require.Zero(t, NewMemLog(1<<20).Stats().ReadErrors)
 	require.NoError(t, l.Close())
 }
+
+// TestCrashCutsPaddingQuietly: after a crash the direct writer's zero
+// padding is cut like a torn tail, but it held no data: it is counted
+// apart and nothing is reported as truncated.
+func TestCrashCutsPaddingQuietly(t *testing.T) {
+	fsys := vfs.NewMem()
+	l, _ := openLog(t, fsys, nil)
+	end := appendN(t, l, 10, 1)
+	_, err := l.Sync()
+	require.NoError(t, err)
+	l2, rec := openLog(t, fsys.Crash(), nil)
+	require.Zero(t, rec.Truncated, "zero padding is not a torn tail")
+	require.Positive(t, rec.Padding)
+	require.Equal(t, expected(0, end), readAll(t, l2, 0))
+}

@@ -71,6 +71,9 @@ type LogStats struct {
 	// ReadErrors counts reads that failed with an I/O error (not
 	// corruption, which Corrupt reports).
 	ReadErrors uint64
+	// Offline says why the log could not be opened (OfflineLog); "" for a
+	// log that serves.
+	Offline string
 }
 
 // Range is a half-open range of offsets [From, To).
@@ -90,11 +93,16 @@ var (
 	ErrFailed = errors.New("storage: log failed; restart to recover")
 	// ErrClosed: the log was closed.
 	ErrClosed = errors.New("storage: log closed")
+	// ErrOffline: the partition's log could not be opened at start; it
+	// serves nothing until a restart opens it (OfflineLog).
+	ErrOffline = errors.New("storage: partition offline")
 )
 
 // Code maps a storage error to the protocol code a producer gets.
 func Code(err error) wire.Code {
 	switch {
+	case errors.Is(err, ErrOffline):
+		return wire.CodePartitionOffline
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		return wire.CodeStorageFull
 	default:

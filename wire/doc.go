@@ -1,4 +1,5 @@
-// Package wire defines Ratatoskr's binary protocol, version 1: the frame
+// Package wire defines Ratatoskr's binary protocol, versions 1 and 2 (2
+// adds each partition's state to TopicInfo; nothing else differs): the frame
 // header, the bodies of every request and response, and the record batch that
 // travels unchanged from a producer, through the log, to every subscriber.
 //

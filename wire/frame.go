@@ -2,9 +2,12 @@ package wire
 
 import "encoding/binary"
 
-// Protocol versions this package speaks.
+// Protocol versions this package speaks. A connection uses the version
+// the broker picked in HelloOK; the only difference between them is the
+// TopicInfo layout (version 2 adds each partition's state), and a version
+// 1 peer still gets exactly the version 1 bytes.
 const (
-	Version    uint16 = 1 // the newest version
+	Version    uint16 = 2 // the newest version
 	MinVersion uint16 = 1 // the oldest version still accepted
 )
 

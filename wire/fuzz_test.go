@@ -53,7 +53,8 @@ func decodeBody(f Frame) {
 	case TypeTopicList:
 		_, _ = DecodeTopicList(f.Body)
 	case TypeTopicInfo:
-		_, _ = DecodeTopicInfo(f.Body)
+		_, _ = DecodeTopicInfo(f.Body, 1)
+		_, _ = DecodeTopicInfo(f.Body, 2)
 	case TypePublish, TypeDeliver:
 		if v, err := DecodeBatchView(f.Body); err == nil {
 			if _, err := CheckBatch(v.Batch, 1<<16); err == nil {

@@ -1,5 +1,7 @@
 package wire
 
+import "strconv"
+
 // This file holds the bodies of every frame except the record batch. Each
 // body type has Append (encode, append-style) and a Decode function. Decoders
 // of hot-path frames (Publish, Deliver, PublishAck) return views that alias
@@ -164,7 +166,37 @@ func DecodeTopicList(body []byte) ([]TopicSummary, error) {
 	return out, d.Done()
 }
 
-// PartitionInfo describes one partition in a TopicInfo.
+// PartitionState says whether a partition serves, in a version 2
+// TopicInfo. Values are part of the format; a decoder keeps values it does
+// not know, so a newer broker's states reach the application.
+type PartitionState uint8
+
+// Partition states.
+const (
+	// PartitionOnline: the partition takes publishes and serves reads.
+	PartitionOnline PartitionState = 0
+	// PartitionReadOnly: the partition refuses publishes until the broker
+	// restarts (a failed fsync, or a failed write it could not cut off);
+	// what it holds stays readable.
+	PartitionReadOnly PartitionState = 1
+	// PartitionOffline: the partition's log could not be opened at start;
+	// it serves neither publishes nor reads until a restart opens it.
+	PartitionOffline PartitionState = 2
+)
+
+var stateNames = [...]string{PartitionOnline: "online", PartitionReadOnly: "read-only", PartitionOffline: "offline"}
+
+// String names the state; an unknown one prints as "state N".
+func (s PartitionState) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "state " + strconv.Itoa(int(s))
+}
+
+// PartitionInfo describes one partition in a TopicInfo. State and Reason
+// travel only in version 2; a version 1 TopicInfo decodes them as online
+// and "".
 type PartitionInfo struct {
 	ID          uint32
 	StartOffset int64 // first offset still held; equals EndOffset when none is
@@ -173,47 +205,71 @@ type PartitionInfo struct {
 	Bytes       int64 // size of the log
 	Segments    uint32
 	Corrupt     uint32 // offset ranges found corrupt (kept and reported, not removed)
+	State       PartitionState
+	Reason      string // why the partition is not online; "" when it is
 }
 
-// partitionInfoSize is the encoded size of a PartitionInfo.
+// partitionInfoSize is the encoded size of a version 1 PartitionInfo, and
+// the least a version 2 one takes (plus the state byte and the reason's
+// length).
 const partitionInfoSize = 4 + 8 + 8 + 4 + 8 + 4 + 4
 
-// TopicInfo answers DescribeTopic.
+// TopicInfo answers DescribeTopic and AlterTopic.
 type TopicInfo struct {
 	Name       string
 	Config     []KV
 	Partitions []PartitionInfo
 }
 
-// Append encodes t.
-func (t *TopicInfo) Append(dst []byte) []byte {
+// Append encodes t in the layout of protocol version v: version 1 has no
+// partition state, so an older peer's strict decoder never meets bytes it
+// does not expect.
+func (t *TopicInfo) Append(dst []byte, v uint16) []byte {
 	dst = AppendStr16(dst, t.Name)
 	dst = appendKVs(dst, t.Config)
 	dst = appendU32(dst, uint32(len(t.Partitions)))
-	for _, p := range t.Partitions {
-		dst = appendU32(dst, p.ID)
-		dst = appendI64(dst, p.StartOffset)
-		dst = appendI64(dst, p.EndOffset)
-		dst = appendU32(dst, p.Subscribers)
-		dst = appendI64(dst, p.Bytes)
-		dst = appendU32(dst, p.Segments)
-		dst = appendU32(dst, p.Corrupt)
+	for i := range t.Partitions {
+		dst = t.Partitions[i].append(dst, v)
 	}
 	return dst
 }
 
-// DecodeTopicInfo decodes a TopicInfo body.
-func DecodeTopicInfo(body []byte) (t TopicInfo, err error) {
+func (p *PartitionInfo) append(dst []byte, v uint16) []byte {
+	dst = appendU32(dst, p.ID)
+	dst = appendI64(dst, p.StartOffset)
+	dst = appendI64(dst, p.EndOffset)
+	dst = appendU32(dst, p.Subscribers)
+	dst = appendI64(dst, p.Bytes)
+	dst = appendU32(dst, p.Segments)
+	dst = appendU32(dst, p.Corrupt)
+	if v >= 2 {
+		dst = append(dst, byte(p.State))
+		dst = AppendStr16(dst, p.Reason)
+	}
+	return dst
+}
+
+// DecodeTopicInfo decodes a TopicInfo body in the layout of protocol
+// version v.
+func DecodeTopicInfo(body []byte, v uint16) (t TopicInfo, err error) {
 	d := NewDecoder(body)
 	t.Name = d.String16()
 	t.Config = decodeKVs(&d)
 	n := d.U32()
-	if uint64(n) > uint64(d.Remaining()/partitionInfoSize) {
+	size := partitionInfoSize
+	if v >= 2 {
+		size += 3
+	}
+	if uint64(n) > uint64(d.Remaining()/size) {
 		return t, errShort
 	}
 	t.Partitions = make([]PartitionInfo, n)
 	for i := range t.Partitions {
-		t.Partitions[i] = PartitionInfo{d.U32(), d.I64(), d.I64(), d.U32(), d.I64(), d.U32(), d.U32()}
+		p := PartitionInfo{d.U32(), d.I64(), d.I64(), d.U32(), d.I64(), d.U32(), d.U32(), PartitionOnline, ""}
+		if v >= 2 {
+			p.State, p.Reason = PartitionState(d.U8()), d.String16()
+		}
+		t.Partitions[i] = p
 	}
 	return t, d.Done()
 }

@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"testing"
@@ -214,8 +215,12 @@ func TestMessagesRoundTrip(t *testing.T) {
 	require.Equal(t, list, gotList)
 
 	ti := TopicInfo{Name: "a", Config: []KV{{"k", "v"}},
-		Partitions: []PartitionInfo{{0, 1, 2, 3, 4, 5, 6}, {1, 0, 9, 0, 0, 1, 0}}}
-	gotTI, err := DecodeTopicInfo(ti.Append(nil))
+		Partitions: []PartitionInfo{{0, 1, 2, 3, 4, 5, 6, PartitionOnline, ""}, {1, 0, 9, 0, 0, 1, 0, PartitionOnline, ""}}}
+	gotTI, err := DecodeTopicInfo(ti.Append(nil, 1), 1)
+	require.NoError(t, err)
+	require.Equal(t, ti, gotTI)
+	ti.Partitions[1].State, ti.Partitions[1].Reason = PartitionOffline, "open: permission denied"
+	gotTI, err = DecodeTopicInfo(ti.Append(nil, 2), 2)
 	require.NoError(t, err)
 	require.Equal(t, ti, gotTI)
 
@@ -266,7 +271,8 @@ func TestDecodersRejectShortAndTrailing(t *testing.T) {
 		"hello ok":   (&HelloOK{ServerName: "x"}).Append(nil),
 		"create":     (&CreateTopic{Name: "t", Config: []KV{{"a", "b"}}}).Append(nil),
 		"list":       AppendTopicList(nil, []TopicSummary{{"a", 1}}),
-		"info":       (&TopicInfo{Name: "a", Partitions: []PartitionInfo{{}}}).Append(nil),
+		"info":       (&TopicInfo{Name: "a", Partitions: []PartitionInfo{{}}}).Append(nil, 1),
+		"info v2":    (&TopicInfo{Name: "a", Partitions: []PartitionInfo{{Reason: "r"}}}).Append(nil, 2),
 		"subscribe":  (&Subscribe{Topic: "t"}).Append(nil),
 		"fetch":      (&Fetch{Topic: "t", MaxBytes: 1}).Append(nil),
 		"publishack": AppendPublishAck(nil, 0, PublishAck{})[HeaderSize:],
@@ -276,7 +282,8 @@ func TestDecodersRejectShortAndTrailing(t *testing.T) {
 		"hello ok":   func(b []byte) error { _, err := DecodeHelloOK(b); return err },
 		"create":     func(b []byte) error { _, err := DecodeCreateTopic(b); return err },
 		"list":       func(b []byte) error { _, err := DecodeTopicList(b); return err },
-		"info":       func(b []byte) error { _, err := DecodeTopicInfo(b); return err },
+		"info":       func(b []byte) error { _, err := DecodeTopicInfo(b, 1); return err },
+		"info v2":    func(b []byte) error { _, err := DecodeTopicInfo(b, 2); return err },
 		"subscribe":  func(b []byte) error { _, _, _, err := DecodeSubscribe(b); return err },
 		"fetch":      func(b []byte) error { _, err := DecodeFetch(b); return err },
 		"publishack": func(b []byte) error { _, err := DecodePublishAck(b); return err },
@@ -307,4 +314,28 @@ func TestValidateTopicName(t *testing.T) {
 	for _, bad := range []string{"", ".", "..", "a/b", "a b", "ü", string(bytes.Repeat([]byte("x"), 250))} {
 		require.ErrorIs(t, ValidateTopicName(bad), ErrInvalidArgument, bad)
 	}
+}
+
+// TestTopicInfoVersions: a version 1 TopicInfo is byte for byte what it
+// was before version 2 existed (an older client decodes it strictly), and
+// version 2 adds a state byte and a reason after each partition.
+func TestTopicInfoVersions(t *testing.T) {
+	ti := TopicInfo{Name: "t", Config: []KV{{"storage", "disk"}},
+		Partitions: []PartitionInfo{{ID: 1, StartOffset: 2, EndOffset: 3, Subscribers: 4, Bytes: 5, Segments: 6,
+			Corrupt: 7, State: PartitionReadOnly, Reason: "fsync"}}}
+	v1 := "0001" + "74" + // name "t"
+		"0001" + "0007" + "73746f72616765" + "0004" + "6469736b" + // one kv: storage = disk
+		"00000001" + // one partition
+		"00000001" + "0000000000000002" + "0000000000000003" + "00000004" + "0000000000000005" + "00000006" + "00000007"
+	require.Equal(t, v1, hex.EncodeToString(ti.Append(nil, 1)))
+	v2 := v1 + "01" + "0005" + "6673796e63" // state read-only, reason "fsync"
+	require.Equal(t, v2, hex.EncodeToString(ti.Append(nil, 2)))
+
+	_, err := DecodeTopicInfo(ti.Append(nil, 2), 1)
+	require.ErrorIs(t, err, ErrMalformed, "a version 1 decoder refuses the version 2 layout")
+	got, err := DecodeTopicInfo(ti.Append(nil, 1), 1)
+	require.NoError(t, err)
+	require.Equal(t, PartitionOnline, got.Partitions[0].State, "version 1 carries no state")
+	require.Equal(t, "read-only", PartitionReadOnly.String())
+	require.Equal(t, "state 9", PartitionState(9).String())
 }

@@ -29,6 +29,8 @@ type cli struct {
 	Sub      subCmd      `cmd:"" help:"Print each message published to a topic from now on, or consume as a member of a group (--group)."`
 	Group    groupCmd    `cmd:"" help:"List, describe and reset consumer groups."`
 	Loadtest loadtestCmd `cmd:"" help:"Measure a broker's throughput and latency: rates, end-to-end latency, loss."`
+
+	DashboardURL dashboardURLCmd `cmd:"" name:"dashboard-url" help:"Print the dashboard's address with the admin token, which the broker does not log."`
 }
 
 // serverFlag is the address flag every client command shares.

@@ -188,8 +188,8 @@ func TestServeHealthAndTopicCommands(t *testing.T) {
 	out, _, code = runCLI(t, nil, "topic", "describe", "orders", "--server", s.addr)
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "max-subscribers = 10000")
-	require.Regexp(t, `(?m)^PARTITION\s+START\s+END\s+BYTES\s+SEGMENTS\s+SUBSCRIBERS\s+CORRUPT$`, out)
-	require.Regexp(t, `(?m)^2\s+0\s+0\s+0\s+1\s+0\s+0$`, out, "partition 2: empty, one segment, no subscribers")
+	require.Regexp(t, `(?m)^PARTITION\s+START\s+END\s+BYTES\s+SEGMENTS\s+SUBSCRIBERS\s+CORRUPT\s+STATE$`, out)
+	require.Regexp(t, `(?m)^2\s+0\s+0\s+0\s+1\s+0\s+0\s+online$`, out, "partition 2: empty, one segment, no subscribers, online")
 
 	out, _, code = runCLI(t, nil, "topic", "delete", "orders", "--server", s.addr)
 	require.Equal(t, 0, code)
@@ -240,7 +240,7 @@ func TestPubSubCommands(t *testing.T) {
 	// Wait until the subscription exists before publishing.
 	require.Eventually(t, func() bool {
 		out, _, _ := runCLI(t, nil, "topic", "describe", "stream", "--server", s.addr)
-		return regexp.MustCompile(`(?m)^0\s+\d+\s+\d+\s+\d+\s+\d+\s+1\s+0$`).MatchString(out)
+		return regexp.MustCompile(`(?m)^0\s+\d+\s+\d+\s+\d+\s+\d+\s+1\s+0\s+online$`).MatchString(out)
 	}, 10*time.Second, 20*time.Millisecond)
 
 	_, errOut, code := runCLI(t, nil, "pub", "stream", "first", "second", "--server", s.addr)

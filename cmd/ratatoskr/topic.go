@@ -97,11 +97,21 @@ func (c *topicDescribeCmd) Run(ctx context.Context) error {
 		for _, k := range slices.Sorted(maps.Keys(info.Config)) {
 			fmt.Printf("  %s = %s\n", k, info.Config[k])
 		}
-		rows := [][]any{{"PARTITION", "START", "END", "BYTES", "SEGMENTS", "SUBSCRIBERS", "CORRUPT"}}
+		rows := [][]any{{"PARTITION", "START", "END", "BYTES", "SEGMENTS", "SUBSCRIBERS", "CORRUPT", "STATE"}}
+		var why []string
 		for _, p := range info.Partitions {
-			rows = append(rows, []any{p.ID, p.StartOffset, p.EndOffset, p.Bytes, p.Segments, p.Subscribers, p.Corrupt})
+			rows = append(rows, []any{p.ID, p.StartOffset, p.EndOffset, p.Bytes, p.Segments, p.Subscribers, p.Corrupt, p.State})
+			if p.Reason != "" {
+				why = append(why, fmt.Sprintf("partition %d is %s: %s", p.ID, p.State, p.Reason))
+			}
 		}
-		return printTable(rows)
+		if err := printTable(rows); err != nil {
+			return err
+		}
+		for _, w := range why {
+			fmt.Println(w)
+		}
+		return nil
 	})
 }
 
