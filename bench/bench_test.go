@@ -99,15 +99,9 @@ func BenchmarkFanOut(b *testing.B) {
 	}
 }
 
-// BenchmarkEndToEnd publishes 128-byte messages through an in-process
-// broker to subscribers over loopback; ns/op is per message published.
-func BenchmarkEndToEnd(b *testing.B) {
-	for _, subs := range []int{0, 1, 4} {
-		b.Run(fmt.Sprintf("subscribers=%d", subs), func(b *testing.B) { endToEnd(b, subs) })
-	}
-}
-
-func endToEnd(b *testing.B, subs int) {
+// startEngine runs a broker with the defaults on 127.0.0.1 port 0 (no
+// HTTP) until the benchmark ends.
+func startEngine(b *testing.B) *engine.Engine {
 	cfg := engine.DefaultConfig()
 	cfg.Addr, cfg.HTTPAddr, cfg.DataDir = "127.0.0.1:0", "", b.TempDir()
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -119,7 +113,21 @@ func endToEnd(b *testing.B, subs int) {
 	if err := e.Start(ctx); err != nil {
 		b.Fatal(err)
 	}
-	defer func() { _ = e.Shutdown(ctx) }()
+	b.Cleanup(func() { _ = e.Shutdown(ctx) })
+	return e
+}
+
+// BenchmarkEndToEnd publishes 128-byte messages through an in-process
+// broker to subscribers over loopback; ns/op is per message published.
+func BenchmarkEndToEnd(b *testing.B) {
+	for _, subs := range []int{0, 1, 4} {
+		b.Run(fmt.Sprintf("subscribers=%d", subs), func(b *testing.B) { endToEnd(b, subs) })
+	}
+}
+
+func endToEnd(b *testing.B, subs int) {
+	e := startEngine(b)
+	ctx := context.Background()
 	var got atomic.Int64
 	for range subs {
 		c, err := client.Dial(ctx, e.Addr().String())
@@ -165,18 +173,8 @@ func BenchmarkFetch(b *testing.B) {
 }
 
 func fetchBench(b *testing.B, clients int) {
-	cfg := engine.DefaultConfig()
-	cfg.Addr, cfg.HTTPAddr, cfg.DataDir = "127.0.0.1:0", "", b.TempDir()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, err := engine.New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
+	e := startEngine(b)
 	ctx := context.Background()
-	if err := e.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = e.Shutdown(ctx) }()
 	cs := make(chan *client.Client, clients)
 	for range clients {
 		c, err := client.Dial(ctx, e.Addr().String())
