@@ -189,7 +189,7 @@ func TestTruncatedFrameThenDisconnect(t *testing.T) {
 	frame := publishFrame("t", 0, 1, "hello")
 	r.send(frame[:len(frame)-3])
 	require.NoError(t, r.c.Close())
-	require.Eventually(t, func() bool { return e.Stats().Connections == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return e.Stats().Connections == 0 }, 30*time.Second, 10*time.Millisecond)
 	c := dial(t, e)
 	_, err := c.Publish(testCtx(t), "t", client.Message{Value: []byte("x")})
 	require.NoError(t, err)

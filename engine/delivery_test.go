@@ -136,7 +136,7 @@ func TestKilledSubscribersProperty(t *testing.T) {
 			_ = s.raw.c.Close()
 		}
 	})
-	require.Eventually(t, func() bool { return e.Stats().Connections == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return e.Stats().Connections == 1 }, 30*time.Second, 10*time.Millisecond)
 }
 
 // TestSlowConsumerIsDisconnected: a subscriber that stops reading is
@@ -185,7 +185,7 @@ func TestSlowConsumerIsDisconnected(t *testing.T) {
 			require.Equal(t, wire.CodeSlowConsumer, werr.Code)
 		}
 	}
-	require.Eventually(t, func() bool { return storage.LiveBufs() == 0 }, 5*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return storage.LiveBufs() == 0 }, 30*time.Second, 10*time.Millisecond,
 		"buffers held for the slow consumer are released")
 }
 

@@ -105,7 +105,7 @@ func TestTopicsAndMessagesSurviveRestart(t *testing.T) {
 		_, err := os.Stat(e2.cfg.DataDir + "/topics/durable")
 		return os.IsNotExist(err)
 	}, 5*time.Second, 10*time.Millisecond)
-	require.Eventually(t, func() bool { return trashEmpty(t, e2) }, 5*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return trashEmpty(t, e2) }, 30*time.Second, 10*time.Millisecond,
 		"the reclaimer deleted the segments")
 	require.Positive(t, scrape(t, e2)["ratatoskr_storage_reclaimed_bytes_total"])
 	e3 := restart(t, e2, nil)
@@ -472,7 +472,7 @@ func TestRetentionDeletesOldSegments(t *testing.T) {
 	f, err := c.Fetch(ctx, "ret", 0, client.Earliest)
 	require.NoError(t, err)
 	require.NotEmpty(t, f.Messages)
-	require.Eventually(t, func() bool { return trashEmpty(t, e) }, 5*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return trashEmpty(t, e) }, 30*time.Second, 10*time.Millisecond,
 		"the reclaimer deleted the segments retention dropped")
 }
 

@@ -105,7 +105,7 @@ func TestMessageModeDeadLetter(t *testing.T) {
 
 	_, n := seen.get("poison")
 	require.Equal(t, []uint32{1, 2, 3}, n, "delivered max-deliveries times, then dead-lettered")
-	require.Eventually(t, func() bool { return seen.distinct() == 101 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return seen.distinct() == 101 }, 30*time.Second, 5*time.Millisecond)
 	require.Eventually(t, func() bool {
 		info, err := c.DescribeGroup(ctx, "workers")
 		require.NoError(t, err)
@@ -386,7 +386,7 @@ func TestCommittedOffsetsSurviveRestart(t *testing.T) {
 	ends := topicEnds(t, c, "dur")
 	h := newHandled()
 	g := offsetMember(t, e, "dg", "dur", "first", h)
-	require.Eventually(t, func() bool { return h.count() == 300 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return h.count() == 300 }, 30*time.Second, 5*time.Millisecond)
 	require.NoError(t, g.Close())
 	require.NoError(t, c.Close())
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -405,7 +405,7 @@ func TestCommittedOffsetsSurviveRestart(t *testing.T) {
 	publishN(t, c, "dur", 300, 30)
 	h2 := newHandled()
 	offsetMember(t, e, "dg", "dur", "second", h2)
-	require.Eventually(t, func() bool { return h2.count() == 30 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return h2.count() == 30 }, 30*time.Second, 5*time.Millisecond)
 	time.Sleep(100 * time.Millisecond)
 	h2.mu.Lock()
 	defer h2.mu.Unlock()
@@ -444,7 +444,7 @@ func TestGroupAdminErrors(t *testing.T) {
 		Handler: func(*client.GroupMessage) error { return nil }})
 	require.Error(t, err)
 
-	require.Eventually(t, func() bool { return h.count() == 50 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return h.count() == 50 }, 30*time.Second, 5*time.Millisecond)
 	require.NoError(t, g.Close())
 	require.NoError(t, c.ResetGroup(ctx, "ag", client.Earliest))
 	info, err := c.DescribeGroup(ctx, "ag")

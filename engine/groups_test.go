@@ -146,7 +146,7 @@ func TestGroupSteadyStateExactlyOnce(t *testing.T) {
 	}
 	publishN(t, c, "orders", 0, 6000)
 	ends := topicEnds(t, c, "orders")
-	require.Eventually(t, func() bool { return h.count() == total(ends) }, 15*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return h.count() == total(ends) }, 30*time.Second, 5*time.Millisecond)
 	h.check(t, ends, 1)
 	for m, parts := range h.order {
 		require.Len(t, parts, 2, "member %s handled partitions %v", m, parts)
@@ -210,7 +210,7 @@ func TestGroupRebalanceKeepsOrderAndLosesNothing(t *testing.T) {
 	<-done
 
 	ends := topicEnds(t, c, "events")
-	require.Eventually(t, func() bool { return h.count() == total(ends) }, 15*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return h.count() == total(ends) }, 30*time.Second, 5*time.Millisecond)
 	time.Sleep(100 * time.Millisecond) // any duplicate would arrive now
 	h.check(t, ends, 1)
 }
@@ -247,7 +247,7 @@ func TestGroupConsumerRejoinsAfterRestart(t *testing.T) {
 		}})
 	waitAssigned(t, []int{2}, g)
 	publishN(t, c, "rj", 0, 100)
-	require.Eventually(t, func() bool { return h.count() == 100 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return h.count() == 100 }, 30*time.Second, 5*time.Millisecond)
 	require.Eventually(t, func() bool {
 		info, err := c.DescribeGroup(ctx, "rg")
 		return err == nil && info.Lag() == 0 && info.Partitions[0].Committed >= 0 && info.Partitions[1].Committed >= 0
@@ -262,7 +262,7 @@ func TestGroupConsumerRejoinsAfterRestart(t *testing.T) {
 	waitAssigned(t, []int{2}, g)
 	publishN(t, c, "rj", 100, 50)
 	ends := topicEnds(t, c, "rj")
-	require.Eventually(t, func() bool { return h.count() == 150 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return h.count() == 150 }, 30*time.Second, 5*time.Millisecond)
 	time.Sleep(50 * time.Millisecond)
 	h.check(t, ends, 1)
 	mu.Lock()
@@ -291,7 +291,7 @@ func TestAckNoneSharesWithoutCommits(t *testing.T) {
 	waitAssigned(t, []int{2, 2}, gs...)
 	publishN(t, c, "fire", 0, 400)
 	ends := topicEnds(t, c, "fire")
-	require.Eventually(t, func() bool { return h.count() == total(ends) }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return h.count() == total(ends) }, 30*time.Second, 5*time.Millisecond)
 	h.check(t, ends, 1)
 	require.ErrorIs(t, gs[0].Commit(ctx), client.ErrInvalidArgument)
 	info, err := c.DescribeGroup(ctx, "ng")

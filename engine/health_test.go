@@ -94,7 +94,7 @@ func TestOfflinePartitionAtStart(t *testing.T) {
 	}
 	h := newHandled()
 	g := offsetMember(t, e, "g", "t", "m1", h)
-	require.Eventually(t, func() bool { return h.count() == 30 }, 15*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return h.count() == 30 }, 30*time.Second, 5*time.Millisecond)
 	require.NoError(t, g.Close())
 	require.NoError(t, e.Shutdown(ctx))
 
@@ -144,7 +144,7 @@ func TestOfflinePartitionAtStart(t *testing.T) {
 	// messages, and the offset committed for partition 1 is kept.
 	h2 := newHandled()
 	g2 := offsetMember(t, e2, "g", "t", "m2", h2)
-	require.Eventually(t, func() bool { return h2.count() == 30 }, 15*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return h2.count() == 30 }, 30*time.Second, 5*time.Millisecond)
 	require.NoError(t, g2.Close())
 	gi, err := c2.DescribeGroup(ctx, "g")
 	require.NoError(t, err)

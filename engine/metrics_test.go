@@ -99,7 +99,7 @@ func TestMetricsMoveUnderLoad(t *testing.T) {
 	before := scrape(t, e)
 	const n = 300
 	publishN(t, pub, "orders", 0, n)
-	require.Eventually(t, func() bool { return got.Load() == n }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return got.Load() == n }, 30*time.Second, time.Millisecond)
 	_, err = pub.DescribeTopic(ctx, "no-such-topic")
 	require.Error(t, err)
 	after := scrape(t, e)
@@ -149,7 +149,7 @@ func TestMetricsConsumerLag(t *testing.T) {
 	waitAssigned(t, []int{1}, g)
 
 	publishN(t, c, "orders", 0, 10)
-	require.Eventually(t, func() bool { return handled.Load() == 10 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return handled.Load() == 10 }, 30*time.Second, time.Millisecond)
 	require.NoError(t, g.Commit(ctx))
 	publishN(t, c, "orders", 10, 5) // handled, never committed
 

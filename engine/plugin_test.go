@@ -53,7 +53,7 @@ func (r *recorder) events(keep func(Event) bool) []Event {
 func (r *recorder) waitFor(t *testing.T, what string, keep func(Event) bool) Event {
 	t.Helper()
 	var got []Event
-	require.Eventually(t, func() bool { got = r.events(keep); return len(got) > 0 }, 10*time.Second, 5*time.Millisecond, what)
+	require.Eventually(t, func() bool { got = r.events(keep); return len(got) > 0 }, 30*time.Second, 5*time.Millisecond, what)
 	return got[0]
 }
 

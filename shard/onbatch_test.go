@@ -63,7 +63,7 @@ func TestOnBatchOncePerVisibleBatch(t *testing.T) {
 				require.NoError(t, p.Publish(prod, uint32(i), b, off))
 				s.Wake()
 			}
-			require.Eventually(t, func() bool { return len(rec.records()) == 3 }, 5*time.Second, time.Millisecond)
+			require.Eventually(t, func() bool { return len(rec.records()) == 3 }, 30*time.Second, time.Millisecond)
 			got := rec.records()
 			for i, want := range []struct{ base, count int64 }{{0, 3}, {3, 5}, {8, 1}} {
 				require.Same(t, p, got[i].part)

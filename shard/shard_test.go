@@ -68,7 +68,7 @@ func frames(t *testing.T, o *Outbox) []wire.Frame {
 
 func waitQueued(t *testing.T, o *Outbox, min int) {
 	t.Helper()
-	require.Eventually(t, func() bool { return o.Queued() >= min }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return o.Queued() >= min }, 30*time.Second, time.Millisecond)
 }
 
 func TestPublishStampsOffsetsAcksAndFansOut(t *testing.T) {

@@ -68,7 +68,7 @@ func TestSwitchToAlwaysWaitsForFsync(t *testing.T) {
 	s := startShard(t, Config{Shards: 1})
 	g := &gatedLog{countingLog: countingLog{Staged: memDiskLog(t)}, gate: make(chan struct{})}
 	p, prod := publishOne(t, s, g)
-	require.Eventually(t, g.inside.Load, 5*time.Second, time.Millisecond, "the never-mode write is running")
+	require.Eventually(t, g.inside.Load, 30*time.Second, time.Millisecond, "the never-mode write is running")
 
 	require.NoError(t, p.SetSync(SyncPolicy{Mode: SyncAlways}))
 	b2, off2 := deliverBuf(t, "t", 5)
@@ -100,7 +100,7 @@ func TestIntervalSyncRunsAndStops(t *testing.T) {
 
 	require.NoError(t, p.SetSync(SyncPolicy{Mode: SyncInterval, Interval: 20 * time.Millisecond}))
 	s.Wake()
-	require.Eventually(t, func() bool { return c.syncs.Load() >= 3 }, 5*time.Second, time.Millisecond,
+	require.Eventually(t, func() bool { return c.syncs.Load() >= 3 }, 30*time.Second, time.Millisecond,
 		"synced on its interval")
 
 	require.NoError(t, p.SetSync(SyncPolicy{Mode: SyncNever}))

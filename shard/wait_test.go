@@ -47,13 +47,13 @@ func TestWaitersAreWithdrawnWokenAndDropped(t *testing.T) {
 		require.NoError(t, p.Wait(ws[i], 0))
 	}
 	s.Wake()
-	require.Eventually(t, func() bool { return p.Waiters() == 4 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return p.Waiters() == 4 }, 30*time.Second, time.Millisecond)
 
 	require.NoError(t, p.Unwait(ws[0]))
 	require.NoError(t, p.Unwait(ws[2]))
 	require.NoError(t, p.Unwait(ws[2]))
 	s.Wake()
-	require.Eventually(t, func() bool { return p.Waiters() == 2 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return p.Waiters() == 2 }, 30*time.Second, time.Millisecond)
 
 	var k kicks
 	b, off := deliverBuf(t, "w", 1)
@@ -76,7 +76,7 @@ func TestWaitersAreWithdrawnWokenAndDropped(t *testing.T) {
 	// A delete wakes the rest with ok false, and later waits at once.
 	require.NoError(t, p.Wait(ws[2], 1))
 	s.Wake()
-	require.Eventually(t, func() bool { return p.Waiters() == 1 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return p.Waiters() == 1 }, 30*time.Second, time.Millisecond)
 	require.NoError(t, p.Delete(nil))
 	s.Wake()
 	require.Equal(t, wakeUp{2, -1, false}, log.next(t))

@@ -62,7 +62,7 @@ func writeFile(t *testing.T, fsys vfs.FS, name string, size int) {
 
 func waitIdle(t *testing.T, r *Reclaimer) {
 	t.Helper()
-	require.Eventually(t, r.Idle, 10*time.Second, time.Millisecond)
+	require.Eventually(t, r.Idle, 30*time.Second, time.Millisecond)
 }
 
 func exists(fsys vfs.FS, name string) bool {
@@ -133,7 +133,7 @@ func TestReclaimerResumesAfterRestart(t *testing.T) {
 	r, err := newReclaimer(fsys, "data/trash", nil, 1<<20, 10*time.Millisecond)
 	require.NoError(t, err)
 	require.NoError(t, r.Remove("data/p/seg.log"))
-	require.Eventually(t, func() bool { return r.Freed() > 0 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return r.Freed() > 0 }, 30*time.Second, time.Millisecond)
 	r.Close()
 	entries, err := fsys.ReadDir("data/trash")
 	require.NoError(t, err)
