@@ -287,6 +287,7 @@ func TestFailedFsyncOutcomeUnknown(t *testing.T) {
 	require.False(t, client.MayHaveBeenStored(err))
 	require.Contains(t, err.Error(), "read-only until the broker restarts: fsync failed: ")
 	require.Equal(t, []string{"0"}, values(fetchAll(t, c, "eio", 0)))
+	requireAnswered(t, e)
 
 	e2 := restart(t, e, nil)
 	require.Equal(t, []string{"0", "1"}, values(fetchAll(t, dial(t, e2), "eio", 0)),
@@ -310,6 +311,7 @@ func TestFailedWriteIsNotStored(t *testing.T) {
 	}
 	_, err := c.Publish(ctx, "w", client.Message{Value: []byte("kept")})
 	require.NoError(t, err)
+	requireAnswered(t, e)
 	e2 := restart(t, e, nil)
 	require.Equal(t, []string{"kept"}, values(fetchAll(t, dial(t, e2), "w", 0)))
 }
@@ -333,6 +335,15 @@ func TestFailedCutIsOutcomeUnknown(t *testing.T) {
 	_, err = c.Publish(ctx, "cut", client.Message{Value: []byte("2")})
 	require.ErrorIs(t, err, client.ErrStorageError)
 	require.Contains(t, err.Error(), "read-only until the broker restarts: a failed write could not be cut off")
+	requireAnswered(t, e)
+}
+
+// requireAnswered checks that every publish e took has been answered:
+// none still counts against the inbound memory bound.
+func requireAnswered(t *testing.T, e *Engine) {
+	t.Helper()
+	require.Eventually(t, func() bool { return e.mem.inflight.Load() == 0 }, 30*time.Second, time.Millisecond,
+		"answered publishes no longer count against the inbound bound")
 }
 
 // TestCrashSnapshotsKeepAckedMessages publishes with acks (fsync=always)

@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -218,11 +219,13 @@ func (s *Shard) synced(p *Partition, written, durable int64, werr, serr error) {
 	}
 	switch {
 	case serr != nil:
+		// Written up to written: those may be on disk (unknown); the rest
+		// the read-only log will never write.
 		p.turnReadOnly()
-		s.failUnsynced(p, written, outcomeUnknown(p, serr), p.failed)
+		s.failHeldAfter(p, -1, written, outcomeUnknown(p, serr), p.failed)
 		return
 	case werr != nil:
-		s.failAfter(p, written, writeFailure(p, werr))
+		s.writeFailed(p, written, werr)
 		p.next = written
 		if st, ok := p.Log.(storage.Staged); ok {
 			st.Resume()
@@ -238,53 +241,49 @@ func (s *Shard) synced(p *Partition, written, durable int64, werr, serr error) {
 	}
 }
 
-// writeFailure is the answer to the publishes a failed write dropped:
-// STORAGE_FULL or STORAGE_ERROR when the write was cut off the file (they
-// are not stored). When the cut failed too, the log turned read-only and
-// their bytes may still be in the file, where recovery would find them:
-// OUTCOME_UNKNOWN, and the partition refuses later publishes.
-func writeFailure(p *Partition, werr error) *wire.Error {
-	if p.Log.Stats().ReadOnly == "" {
-		return storageError(p, werr)
+// writeFailed answers the publishes a failed write dropped (every held
+// one past written). Cut off the file, they are not stored: STORAGE_FULL
+// or STORAGE_ERROR. When the cut failed too (storage.UncutError) the log
+// turned read-only, and the batches of that write may still be in the
+// file, where recovery would find them: OUTCOME_UNKNOWN for those, and
+// STORAGE_ERROR for the ones staged after them, which were never written.
+// A log that had failed before writes nothing: STORAGE_ERROR with why.
+func (s *Shard) writeFailed(p *Partition, written int64, werr error) {
+	var uncut *storage.UncutError
+	switch {
+	case errors.As(werr, &uncut):
+		p.turnReadOnly()
+		s.failHeldAfter(p, written, uncut.End, outcomeUnknown(p, werr), p.failed)
+	case errors.Is(werr, storage.ErrFailed):
+		p.turnReadOnly()
+		s.failHeldAfter(p, written, written, nil, p.failed)
+	default:
+		s.failHeldAfter(p, written, written, nil, storageError(p, werr))
 	}
-	p.turnReadOnly()
-	return outcomeUnknown(p, werr)
 }
 
-// failUnsynced fails every held publish after a failed fsync: those
-// written (ending at or before written) with unknown, the ones staged
-// after the write with never (the read-only log will not write them).
-// Acks held only by flow control are sent: they were durable already.
-func (s *Shard) failUnsynced(p *Partition, written int64, unknown, never *wire.Error) {
-	for _, a := range p.held {
-		switch {
-		case a.buf == nil:
-			s.sendAck(p, a)
-		case a.end <= written:
-			a.buf.Release()
-			s.sendError(a.out, a.corr, unknown)
-		default:
-			a.buf.Release()
-			s.sendError(a.out, a.corr, never)
-		}
-	}
-	clear(p.held)
-	p.held = p.held[:0]
-}
-
-// failAfter fails the held publishes that end after offset (their batches
-// were dropped by a failed write).
-func (s *Shard) failAfter(p *Partition, offset int64, err *wire.Error) {
+// failHeldAfter answers every held publish that ends after from: those
+// ending at or before unknownTo with unknown (written, maybe stored), the
+// rest with never (not stored). Acks held only by flow control (already
+// durable and delivered) are sent. The ones ending at or before from stay
+// held.
+func (s *Shard) failHeldAfter(p *Partition, from, unknownTo int64, unknown, never *wire.Error) {
 	n := len(p.held)
-	for n > 0 && p.held[n-1].end > offset {
+	for n > 0 && p.held[n-1].end > from {
 		n--
 	}
 	for _, a := range p.held[n:] {
-		if a.buf != nil {
-			a.buf.Release()
+		if a.buf == nil {
+			s.sendAck(p, a)
+			continue
 		}
+		a.buf.Release()
 		answered(a.out, int(a.bytes))
-		s.sendError(a.out, a.corr, err)
+		if a.end <= unknownTo {
+			s.sendError(a.out, a.corr, unknown)
+		} else {
+			s.sendError(a.out, a.corr, never)
+		}
 	}
 	clear(p.held[n:])
 	p.held = p.held[:n]

@@ -388,6 +388,10 @@ func (l *DiskLog) WritePending() (int64, error) {
 	l.smu.Unlock()
 	rest := orig
 	var err error
+	if l.failed.Load() && len(rest) > 0 {
+		// Staged before the log failed: never written, so not stored.
+		err = l.failedErr()
+	}
 	for len(rest) > 0 && err == nil {
 		var n int
 		n, err = l.writeGroup(rest)
@@ -463,6 +467,8 @@ func (l *DiskLog) writeGroup(rest []staged) (int, error) {
 		if terr := s.cut(pos); terr != nil {
 			l.fail("a failed write could not be cut off the segment: " + terr.Error())
 			l.cfg.Logger.Error("storage: cannot cut a failed write; log read-only until restart", "segment", s.path, "err", terr)
+			last := group[len(group)-1]
+			return 0, &UncutError{Err: err, End: last.BaseOffset() + int64(last.Count())}
 		}
 		return 0, err
 	}
@@ -618,6 +624,12 @@ func (l *DiskLog) roll() error {
 func (l *DiskLog) Sync() (int64, error) {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
+	if l.failed.Load() {
+		// An fsync failed before (maybe the file cache's, on an eviction):
+		// Linux reports a writeback error once per descriptor, so syncing
+		// again would "succeed" over pages it may have dropped.
+		return 0, l.failedErr()
+	}
 	end := l.written.Load()
 	l.mu.Lock()
 	closed := l.isClosed
@@ -689,6 +701,14 @@ func (l *DiskLog) Bounds() (int64, int64) { return l.start.Load(), l.visible.Loa
 // Failed reports whether the log stopped accepting writes.
 func (l *DiskLog) Failed() bool { return l.failed.Load() }
 
+// failedErr is ErrFailed with the reason the log failed.
+func (l *DiskLog) failedErr() error {
+	if why := l.failErr.Load(); why != nil {
+		return fmt.Errorf("%w: %s", ErrFailed, *why)
+	}
+	return ErrFailed
+}
+
 // fail stops the log accepting writes until restart, for why.
 func (l *DiskLog) fail(why string) {
 	l.failErr.CompareAndSwap(nil, &why)
@@ -731,6 +751,13 @@ func (l *DiskLog) Close() error {
 	l.isClosed = true
 	l.mu.Unlock()
 	l.closed.Store(true)
+	// A failed log never writes what was staged after it failed.
+	l.smu.Lock()
+	for _, st := range l.staged {
+		st.release()
+	}
+	l.staged = nil
+	l.smu.Unlock()
 	for _, s := range *l.segs.Load() {
 		s.removed.Store(true)
 		s.release()

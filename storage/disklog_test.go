@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -771,4 +772,55 @@ func TestCrashCutsPaddingQuietly(t *testing.T) {
 	require.Zero(t, rec.Truncated, "zero padding is not a torn tail")
 	require.Positive(t, rec.Padding)
 	require.Equal(t, expected(0, end), readAll(t, l2, 0))
+}
+
+// TestFailedLogWritesAndSyncsNothing: once a write could not be cut off,
+// the log fails: that write's batches may be in the file (UncutError says
+// up to where), and what was staged after is never written, nor does a
+// later Sync report anything durable.
+func TestFailedLogWritesAndSyncsNothing(t *testing.T) {
+	efs := vfs.NewErrors(vfs.NewMem())
+	l, _ := openLog(t, efs, nil)
+	end := appendN(t, l, 10, 1)
+	_, err := l.Sync()
+	require.NoError(t, err)
+	efs.ShortWrite(nil, 5, 0)
+	efs.Inject(vfs.OpTruncate, nil, syscall.EIO, 0)
+	require.NoError(t, l.Stage(nil, makeBatch(end, 3, 1)))
+	written, err := l.WritePending()
+	var uncut *UncutError
+	require.ErrorAs(t, err, &uncut)
+	require.Equal(t, end, written)
+	require.Equal(t, end+3, uncut.End, "the failed write's batches may be in the file")
+	require.True(t, l.Failed())
+	efs.Clear()
+
+	l.Resume()
+	require.ErrorIs(t, l.Stage(nil, makeBatch(end+3, 2, 1)), ErrFailed)
+	_, err = l.Sync()
+	require.ErrorIs(t, err, ErrFailed, "a failed log's Sync reports nothing durable")
+	require.NoError(t, l.Close())
+}
+
+// TestSyncAfterAFailedEvictionSyncFails: the file cache fsyncs a log's
+// unsynced segment to close it; when that fails, the log's own next Sync
+// must fail too. Linux reports a writeback error once per descriptor, so
+// a second fsync would succeed over pages that may be lost (here: the
+// fault is cleared after the first).
+func TestSyncAfterAFailedEvictionSyncFails(t *testing.T) {
+	efs := vfs.NewErrors(vfs.NewMem())
+	files := NewFileCache(2)
+	a, _, err := OpenDiskLog(DiskConfig{FS: efs, Dir: "t/a", Files: files, Logger: quiet})
+	require.NoError(t, err)
+	efs.InjectSync(func(name string) bool { return strings.HasPrefix(name, "t/a/") }, syscall.EIO, 0)
+	appendN(t, a, 50, 1)
+	for _, l := range openLogs(t, efs, files, 6, func() {}) {
+		appendN(t, l, 100, 1)
+		_, _ = l.Sync()
+	}
+	require.True(t, a.Failed(), "the cache's fsync of a's segment failed")
+	efs.Clear()
+	_, err = a.Sync()
+	require.ErrorIs(t, err, ErrFailed)
+	require.NoError(t, a.Close())
 }

@@ -98,6 +98,21 @@ var (
 	ErrOffline = errors.New("storage: partition offline")
 )
 
+// UncutError is a failed write whose bytes could not be cut off the file
+// afterwards: the batches of that write, up to End, may be found by
+// recovery after a restart (their outcome is unknown), while anything
+// staged after them was never written. The log has failed (ErrFailed).
+type UncutError struct {
+	Err error
+	End int64 // the offset after the last batch of the failed write
+}
+
+func (e *UncutError) Error() string {
+	return "storage: a failed write could not be cut off: " + e.Err.Error()
+}
+
+func (e *UncutError) Unwrap() error { return e.Err }
+
 // Code maps a storage error to the protocol code a producer gets.
 func Code(err error) wire.Code {
 	switch {
