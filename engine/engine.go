@@ -504,6 +504,7 @@ type gnetTransport struct {
 	// handshook is set when the handshake ended (Hello or close), so the
 	// handshake timeout skips the connection without visiting its loop.
 	handshook atomic.Bool
+	hsEntry   atomic.Pointer[hsEntry] // its place in the handshake deadlines, cleared when it ends
 }
 
 // directMax is the most a direct write takes: a few deliveries of a lightly

@@ -293,6 +293,9 @@ func (t *gnetTransport) handshakeDone() {
 	}
 	t.hsAddr = ""
 	t.handshook.Store(true)
+	if e := t.hsEntry.Load(); e != nil {
+		e.t.Store(nil)
+	}
 }
 
 // handshakeDeadlines closes connections that have not finished their
@@ -303,14 +306,18 @@ type handshakeDeadlines struct {
 	timeout time.Duration
 	expire  func(*gnetTransport)
 	mu      sync.Mutex
-	queue   []hsEntry
+	queue   []*hsEntry
 	kick    chan struct{}
 	quit    chan struct{}
 	checked atomic.Uint64 // connections whose deadline passed or was not needed, for tests
 }
 
+// hsEntry is a connection waiting for its handshake deadline. Its
+// transport is let go (t cleared) as soon as the handshake ends, so that a
+// connection that said Hello or closed is not kept alive in the queue
+// until its deadline.
 type hsEntry struct {
-	t        *gnetTransport
+	t        atomic.Pointer[gnetTransport]
 	deadline time.Time
 }
 
@@ -327,8 +334,14 @@ func (h *handshakeDeadlines) add(t *gnetTransport) {
 		h.checked.Add(1) // nothing to wait for
 		return
 	}
+	e := &hsEntry{deadline: time.Now().Add(h.timeout)}
+	e.t.Store(t)
+	t.hsEntry.Store(e)
+	if t.handshook.Load() { // it ended meanwhile, maybe before hsEntry was set
+		e.t.Store(nil)
+	}
 	h.mu.Lock()
-	h.queue = append(h.queue, hsEntry{t, time.Now().Add(h.timeout)})
+	h.queue = append(h.queue, e)
 	first := len(h.queue) == 1
 	h.mu.Unlock()
 	if first {
@@ -365,10 +378,13 @@ func (h *handshakeDeadlines) expired(now time.Time) time.Duration {
 	for n < len(h.queue) && !h.queue[n].deadline.After(now) {
 		n++
 	}
-	due := make([]*gnetTransport, n)
-	for i := range due {
-		due[i] = h.queue[i].t
+	due := make([]*gnetTransport, 0, n)
+	for _, e := range h.queue[:n] {
+		if t := e.t.Load(); t != nil {
+			due = append(due, t)
+		}
 	}
+	skipped := n - len(due)
 	clear(h.queue[:n])
 	h.queue = h.queue[n:]
 	var next time.Duration
@@ -383,8 +399,8 @@ func (h *handshakeDeadlines) expired(now time.Time) time.Duration {
 		if !t.handshook.Load() {
 			h.expire(t)
 		}
-		h.checked.Add(1)
 	}
+	h.checked.Add(uint64(len(due) + skipped))
 	return next
 }
 

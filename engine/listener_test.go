@@ -73,7 +73,7 @@ func TestUnfinishedHandshakesAreBoundedPerAddress(t *testing.T) {
 }
 
 func TestHandshakeTimeoutClosesSilentConnections(t *testing.T) {
-	e := startBroker(t, func(c *Config) { c.HandshakeTimeout = 50 * time.Millisecond })
+	e := startBroker(t, func(c *Config) { c.HandshakeTimeout = time.Second })
 	good := dialRaw(t, e)
 	good.hello()
 	// Half a Hello, and nothing more.
@@ -121,4 +121,28 @@ func TestRefusalsLeaveOthersServing(t *testing.T) {
 	_, err := c.Publish(testCtx(t), "still", client.Message{Value: []byte("up")})
 	require.NoError(t, err)
 	require.Equal(t, uint64(10), e.lis.refusedMax.Load())
+}
+
+// A connection that finished its handshake, or closed, is let go by the
+// handshake deadlines at once rather than kept until its deadline.
+func TestHandshakeDeadlinesLetFinishedConnectionsGo(t *testing.T) {
+	e := startBroker(t, nil) // a 10 s timeout: no deadline passes during the test
+	for range 50 {
+		r := dialRaw(t, e)
+		r.hello()
+		require.NoError(t, r.c.Close())
+	}
+	bare := dialRaw(t, e)
+	require.Eventually(t, func() bool {
+		e.lis.hs.mu.Lock()
+		defer e.lis.hs.mu.Unlock()
+		held := 0
+		for _, en := range e.lis.hs.queue {
+			if en.t.Load() != nil {
+				held++
+			}
+		}
+		return held == 1
+	}, 30*time.Second, time.Millisecond, "only the bare connection is held")
+	_ = bare
 }

@@ -784,6 +784,7 @@ func (s *session) onClose() {
 		return
 	}
 	s.closed = true
+	s.scratch, s.frameBuf = nil, nil // what may still point at the session keeps no buffers alive
 	s.out.Close()
 	s.fetches.close()
 	if s.pub != nil {
