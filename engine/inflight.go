@@ -29,17 +29,17 @@ import (
 //   - When the publishes the shards hold pass three quarters of the
 //     bound, connections take no new Publish: each parks at the frame's
 //     header until that falls to half the bound, as the shards answer what
-//     they hold (the disk catching up). A producer is slowed, not failed;
-//     TCP carries the back-pressure. Bytes on the read side do not pause
+//     they hold (the disk catching up). A producer is slowed, not failed:
+//     its acks come later, and what it sends meanwhile waits in the read
+//     buffer (gnet reads a socket whether or not its frames are taken), at
+//     most its unacknowledged window. Bytes on the read side do not pause
 //     anyone, so clients that trickle half frames in cannot stall the
 //     producers; they are what the next rule is for.
-//   - Past the bound itself, counting both sides (a parked connection's
-//     read buffer still grows while its client sends), the connections
-//     holding the most unprocessed bytes are cut (Error LIMIT_EXCEEDED,
-//     corr 0) until the total is back under it. Half-read frames are what
-//     an attack holds; a producer waiting for the disk holds its bytes in
-//     the shards instead, at most its unacknowledged window on the read
-//     side, and is picked last.
+//   - Past the bound itself, counting both sides, the connections holding
+//     the most unprocessed bytes are cut (Error LIMIT_EXCEEDED, corr 0)
+//     until the total is back under it: first those not paused for memory
+//     (half-read frames are what an attack holds), and only then paused
+//     producers, the most holding first.
 //
 // After a spike the memory goes back to the operating system: the guard
 // returns the heap's free pages once the total has fallen well below its
@@ -54,6 +54,7 @@ type memGuard struct {
 	read     atomic.Int64    // read buffers and half-read frames
 	cutting  atomic.Int64    // what the connections being cut hold, until they close
 	peak     atomic.Int64    // the highest total since memory was last released
+	lastFree time.Time       // when release last ran; the guard's goroutine only
 	pauseAt  int64
 	bound    int64
 	kick     chan struct{}
@@ -117,6 +118,7 @@ func (g *memGuard) total() int64 { return g.read.Load() + g.inflight.Load() }
 // pause parks s until the total falls; on s's loop, at a Publish header.
 func (g *memGuard) pause(s *session) {
 	s.parked, s.memPaused = true, true
+	s.pausedA.Store(true)
 	g.pauses.Add(1)
 	g.inflight.Pause()
 	g.mu.Lock()
@@ -131,6 +133,7 @@ func (g *memGuard) pause(s *session) {
 func (g *memGuard) unpause(s *session) {
 	if s.memPaused {
 		s.memPaused, s.parked = false, false
+		s.pausedA.Store(false)
 		g.inflight.Unpause()
 	}
 }
@@ -161,24 +164,21 @@ func (g *memGuard) cut() {
 	}
 	var holders []*session
 	g.e.sessions.Range(func(k, _ any) bool {
-		if s := k.(*session); s.unprocessed.Load() > 0 && !s.cut.Load() {
+		if s := k.(*session); s.unprocessed.Load() > 0 && s.cutState.Load() == 0 {
 			holders = append(holders, s)
 		}
 		return true
 	})
-	slices.SortFunc(holders, func(a, b *session) int { return cmp.Compare(b.unprocessed.Load(), a.unprocessed.Load()) })
-	for _, s := range holders {
-		if over <= 0 {
-			break
-		}
+	for _, s := range pickCuts(holders, over) {
 		n := s.unprocessed.Load()
-		over -= n
 		s.cutBytes.Store(n)
+		if !s.cutState.CompareAndSwap(cutNone, cutCounted) {
+			continue // closed meanwhile
+		}
 		g.cutting.Add(n)
-		s.cut.Store(true)
 		g.cuts.Add(1)
 		g.e.log.Warn("connection cut: the broker's inbound memory bound is reached and it held the most unprocessed bytes",
-			"remote", s.by.remote, "bytes", s.unprocessed.Load(), "bound", g.bound)
+			"remote", s.by.remote, "bytes", n, "bound", g.bound)
 		s.t.onLoop(func() bool {
 			if s.closed {
 				return false
@@ -190,15 +190,52 @@ func (g *memGuard) cut() {
 	}
 }
 
+// pickCuts chooses the connections to cut to take over bytes off the
+// total: those not paused for memory before paused ones, and among each
+// the ones holding the most unprocessed bytes first.
+func pickCuts(holders []*session, over int64) []*session {
+	slices.SortFunc(holders, func(a, b *session) int {
+		if pa, pb := a.pausedA.Load(), b.pausedA.Load(); pa != pb {
+			if pa {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(b.unprocessed.Load(), a.unprocessed.Load())
+	})
+	n := 0
+	for ; n < len(holders) && over > 0; n++ {
+		over -= holders[n].unprocessed.Load()
+	}
+	return holders[:n]
+}
+
+// A session's cutState: whether the guard counted it in cutting, and
+// whether it closed. Whoever moves it from cutNone decides, so the bytes
+// are taken off cutting once, exactly when they were added.
+const (
+	cutNone    int32 = iota
+	cutCounted       // the guard is cutting it and counted its bytes
+	cutClosed        // closed; its bytes (if counted) were taken off
+)
+
+// closedForCut ends the session's part in the cut accounting; on close.
+func (g *memGuard) closedForCut(s *session) {
+	if s.cutState.Swap(cutClosed) == cutCounted {
+		g.cutting.Add(-s.cutBytes.Load())
+	}
+}
+
 // release hands free heap back to the OS once the inbound total has
-// fallen to an eighth of a peak of at least 64 MiB, or when much of the
-// heap is free.
+// fallen to an eighth of a peak of at least 64 MiB, or, at most once a
+// minute, when much of the heap is free (each time is a forced collection).
 func (g *memGuard) release() {
 	cur, peak := g.total(), g.peak.Load()
 	spike := peak >= 64<<20 && cur <= peak/8
-	if !spike && heapFree() < 256<<20 {
+	if !spike && (heapFree() < 256<<20 || time.Since(g.lastFree) < time.Minute) {
 		return
 	}
+	g.lastFree = time.Now()
 	// Buffers released to the pools are freed by the second collection
 	// (sync.Pool's victim cache); FreeOSMemory collects and scavenges.
 	debug.FreeOSMemory()

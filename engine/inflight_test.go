@@ -73,7 +73,7 @@ func TestInflightBoundCutsTheBiggestHolders(t *testing.T) {
 	require.Eventually(t, func() bool { return e.mem.cuts.Load() >= 2 }, 30*time.Second, time.Millisecond)
 	cut := 0
 	for _, r := range hogs {
-		if s := sessionOf(e, r); s != nil && !s.cut.Load() {
+		if s := sessionOf(e, r); s != nil && s.cutState.Load() == cutNone {
 			continue // kept: it stays connected
 		}
 		r.expectErrorThenClose(wire.CodeLimitExceeded)
@@ -185,4 +185,29 @@ func TestPublishesWaitForRoomUnderTheBound(t *testing.T) {
 	}
 	require.Zero(t, e.mem.cuts.Load())
 	require.Eventually(t, func() bool { return e.mem.total() == 0 }, 30*time.Second, time.Millisecond)
+}
+
+// Past the bound, connections paused for memory (producers whose acks
+// wait for the disk) are cut only after the others, even when they hold
+// more: half-read frames are what an attack holds.
+func TestPausedProducersAreCutLast(t *testing.T) {
+	mk := func(name string, bytes int64, paused bool) *session {
+		s := &session{by: origin{remote: name}}
+		s.unprocessed.Store(bytes)
+		s.pausedA.Store(paused)
+		return s
+	}
+	names := func(ss []*session) (out []string) {
+		for _, s := range ss {
+			out = append(out, s.by.remote)
+		}
+		return out
+	}
+	producer := mk("producer", 8<<20, true)
+	small, big := mk("small half frame", 1<<20, false), mk("big half frame", 3<<20, false)
+	holders := []*session{producer, small, big}
+	require.Equal(t, []string{"big half frame"}, names(pickCuts(holders, 2<<20)))
+	require.Equal(t, []string{"big half frame", "small half frame"}, names(pickCuts(holders, 4<<20)))
+	require.Equal(t, []string{"big half frame", "small half frame", "producer"}, names(pickCuts(holders, 5<<20)))
+	require.Empty(t, pickCuts(holders, 0))
 }

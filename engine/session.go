@@ -69,7 +69,8 @@ type session struct {
 	// unprocessed is held, for the memory guard; cut is set once the
 	// guard chose to cut this connection.
 	unprocessed atomic.Int64
-	cut         atomic.Bool
+	pausedA     atomic.Bool  // memPaused, for the guard
+	cutState    atomic.Int32 // cutNone, cutCounted, cutClosed (inflight.go)
 	cutBytes    atomic.Int64 // unprocessed when it was cut
 	closing     bool         // a slow consumer being disconnected: nothing more is written
 	pub         *storage.Buf // a Publish being read, pubN bytes so far
@@ -793,9 +794,7 @@ func (s *session) onClose() {
 	}
 	s.e.mem.unpause(s)
 	s.noteInbound(0)
-	if s.cut.Load() {
-		s.e.mem.cutting.Add(-s.cutBytes.Load())
-	}
+	s.e.mem.closedForCut(s)
 	for k, sub := range s.subs {
 		sub.cancel.Store(true)
 		sub.topic.subscriptions.Add(-1)
