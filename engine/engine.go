@@ -224,8 +224,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		e.sayGoodbye(ctx)
 		err = e.lis.stopLoops()
 	}
-	// After the loops: a parked connection's answer finds its loop gone
-	// and is run here, releasing what it held.
+	// After the loops, whose connections' close ran what was parked.
 	e.diskWork.close(e.diskStarted)
 	if e.diskStarted {
 		e.mem.stop()

@@ -23,9 +23,8 @@ import (
 // bounded by the connection limit.
 type diskWorker struct {
 	mu      sync.Mutex
-	queue   []func()
-	orphans []func() // continuations whose loop was gone (shutdown)
-	closed  bool
+	queue  []func()
+	closed bool
 	kick    chan struct{}
 	done    chan struct{}
 }
@@ -75,17 +74,9 @@ func (w *diskWorker) run() {
 	}
 }
 
-// orphan keeps a continuation that could not be sent to its connection's
-// loop because the loops are stopping; close runs it.
-func (w *diskWorker) orphan(fn func()) {
-	w.mu.Lock()
-	w.orphans = append(w.orphans, fn)
-	w.mu.Unlock()
-}
-
-// close finishes the queued jobs, then runs the orphaned continuations,
-// which release what their requests held. Called after the event loops
-// have stopped; started is whether run was started.
+// close finishes the queued jobs and stops the worker. Called after the
+// event loops have stopped (their connections' close ran what was parked);
+// started is whether run was started.
 func (w *diskWorker) close(started bool) {
 	w.mu.Lock()
 	w.closed = true
@@ -97,13 +88,6 @@ func (w *diskWorker) close(started bool) {
 		}
 		<-w.done
 	}
-	w.mu.Lock()
-	orphans := w.orphans
-	w.orphans = nil
-	w.mu.Unlock()
-	for _, fn := range orphans {
-		fn()
-	}
 }
 
 // offLoop runs work on the disk worker and parks the session until its
@@ -111,7 +95,10 @@ func (w *diskWorker) close(started bool) {
 // loop to answer the request (a non-nil error closes the connection, as a
 // handler's does), after which the session goes on with the frames that
 // arrived meanwhile. then also runs when the connection closed meanwhile,
-// to release what the request held.
+// to release what the request held: whoever takes it from s.pending first
+// runs it (the loop's task, the session's close, or the worker itself
+// once the session has closed), so it runs exactly once even when the
+// loop stops without running its task (shutdown).
 func (s *session) offLoop(work func() (then func() error)) {
 	s.parked = true
 	t := s.t
@@ -121,10 +108,21 @@ func (s *session) offLoop(work func() (then func() error)) {
 			s.parked = false
 			return then() != nil
 		}
-		if !t.onLoop(fn) {
-			s.e.diskWork.orphan(func() { fn() })
+		s.pending.Store(&fn)
+		if s.closedDone.Load() {
+			s.runPending()
+			return
 		}
+		t.onLoop(s.runPending)
 	})
+}
+
+// runPending runs the parked request's answer, if no one has yet.
+func (s *session) runPending() (closeConn bool) {
+	if fn := s.pending.Swap(nil); fn != nil {
+		return (*fn)()
+	}
+	return false
 }
 
 // withTopic calls then with the named topic: at once when it exists, else

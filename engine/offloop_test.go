@@ -168,3 +168,24 @@ func TestAutoCreationIsRateLimited(t *testing.T) {
 	_, err = c.Publish(ctx, "second", client.Message{Value: []byte("2")})
 	require.NoError(t, err)
 }
+
+// A publish parked while its topic is created, when the broker shuts down
+// meanwhile, still gets its buffer released: the worker runs its answer
+// once the connection has closed, though its loop is gone.
+func TestShutdownWhileParkedReleasesItsPublish(t *testing.T) {
+	g := newGateFS("/topics/late")
+	e := startBroker(t, func(c *Config) { c.FS = g })
+	t.Cleanup(g.open)
+	before := storage.LiveBufs()
+	r := dialRaw(t, e)
+	r.hello()
+	r.send(publishFrame("late", -1, 2, "v"))
+	g.waitEntered(t)
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.Shutdown(testCtx(t)) }()
+	require.Eventually(t, func() bool { return e.connections.Load() == 0 }, 30*time.Second, time.Millisecond,
+		"the loops closed the connection")
+	g.open()
+	require.NoError(t, <-stopped)
+	require.Equal(t, before, storage.LiveBufs())
+}

@@ -72,6 +72,10 @@ type session struct {
 	pausedA     atomic.Bool  // memPaused, for the guard
 	cutState    atomic.Int32 // cutNone, cutCounted, cutClosed (inflight.go)
 	cutBytes    atomic.Int64 // unprocessed when it was cut
+	// pending is a parked request's answer (offLoop); closedDone is set
+	// once onClose has finished, after which the worker runs pending itself.
+	pending    atomic.Pointer[func() bool]
+	closedDone atomic.Bool
 	closing     bool         // a slow consumer being disconnected: nothing more is written
 	pub         *storage.Buf // a Publish being read, pubN bytes so far
 	pubN        int
@@ -810,4 +814,9 @@ func (s *session) onClose() {
 		s.e.groups.leave(m)
 		delete(s.members, name)
 	}
+	// A request parked off the loop gets its answer run here, unless its
+	// work is still running: then the worker runs it, seeing closedDone.
+	s.runPending()
+	s.closedDone.Store(true)
+	s.runPending()
 }
