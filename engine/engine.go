@@ -401,6 +401,9 @@ type handler struct {
 func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	e := h.e
 	acc, _ := c.Context().(*accepted)
+	if acc != nil {
+		acc.opened = true
+	}
 	if e.draining.Load() {
 		if acc != nil {
 			e.lis.pending.give(acc.addr)

@@ -44,6 +44,8 @@ type listener struct {
 	pending pendingHandshakes
 	hs      handshakeDeadlines
 
+	enrolling       atomic.Int64  // admitted, not yet registered with a loop (counts against MaxConnections)
+	enrollers       chan struct{} // bounds enrolling to maxEnrolling
 	acceptErrors    atomic.Uint64 // accepts or registrations that failed for want of descriptors
 	lastWarn        atomic.Int64  // when outOfFDs last logged (Unix ns)
 	refusedMax      atomic.Uint64 // refused at MaxConnections
@@ -72,7 +74,7 @@ func (e *Engine) startListener() error {
 		_ = ln.Close()
 		return err
 	}
-	l := &listener{e: e, ln: ln, cli: cli, done: make(chan struct{})}
+	l := &listener{e: e, ln: ln, cli: cli, done: make(chan struct{}), enrollers: make(chan struct{}, maxEnrolling)}
 	l.pending.counts = map[string]int{}
 	l.hs.init(e.cfg.HandshakeTimeout, l.expire)
 	e.lis, e.addr = l, ln.Addr()
@@ -88,6 +90,9 @@ func (l *listener) stop() {
 		l.hs.stop()
 	}
 	<-l.done
+	for range maxEnrolling { // the registrations under way finish
+		l.enrollers <- struct{}{}
+	}
 }
 
 // stopLoops stops the event loops, closing every connection.
@@ -185,7 +190,7 @@ func (e *Engine) listenerFailed(err error) {
 func (l *listener) admit(c net.Conn) {
 	e := l.e
 	addr := hostOf(c.RemoteAddr())
-	if n := e.connections.Load(); n >= int64(e.cfg.MaxConnections) {
+	if n := e.connections.Load() + l.enrolling.Load(); n >= int64(e.cfg.MaxConnections) {
 		l.refusedMax.Add(1)
 		refuseConn(c, "the broker has its maximum of "+strconv.Itoa(e.cfg.MaxConnections)+" connections")
 		return
@@ -205,21 +210,47 @@ func (l *listener) admit(c net.Conn) {
 		refuseConn(c, "the broker is out of file descriptors")
 		return
 	}
+	// Registering waits for the chosen loop to run OnOpen; it runs on a
+	// goroutine of its own, so that a loop that is slow to get to it (a
+	// long inline pass, a full shard inbox) holds up only its own new
+	// connections, not every accept. At most maxEnrolling wait at once.
+	l.enrolling.Add(1)
+	l.enrollers <- struct{}{}
+	go func() {
+		defer func() {
+			<-l.enrollers
+			l.enrolling.Add(-1)
+		}()
+		l.enroll(c, addr)
+	}()
+}
+
+// maxEnrolling bounds the connections being handed to their loops at once.
+const maxEnrolling = 64
+
+// enroll hands an admitted connection to an event loop.
+func (l *listener) enroll(c net.Conn, addr string) {
 	acc := &accepted{addr: addr}
+	remote := c.RemoteAddr().String()
 	gc, err := l.cli.EnrollContext(c, acc)
 	if err != nil {
 		l.pending.give(addr)
 		if acceptErrorPasses(err) {
 			l.outOfFDs(err)
 		} else {
-			e.log.Debug("connection not registered", "remote", c.RemoteAddr().String(), "err", err)
+			l.e.log.Debug("connection not registered", "remote", remote, "err", err)
 		}
 		return
 	}
 	_ = gc // the loop owns it now; it may even be closed and reused already
 	// EnrollContext returns once OnOpen has run on the loop, which left
-	// the connection's transport in acc (or refused the connection).
-	if acc.t != nil {
+	// the connection's transport in acc (or refused the connection); when
+	// gnet could not add the socket to its poller it returns without
+	// OnOpen, and the address's place is given back here.
+	switch {
+	case !acc.opened:
+		l.pending.give(addr)
+	case acc.t != nil:
 		l.hs.add(acc.t)
 	}
 }
@@ -227,8 +258,9 @@ func (l *listener) admit(c net.Conn) {
 // accepted is a connection's gnet context from accept to OnOpen, and how
 // OnOpen hands the accept loop the transport it made.
 type accepted struct {
-	addr string
-	t    *gnetTransport
+	addr   string
+	opened bool // OnOpen ran
+	t      *gnetTransport
 }
 
 // refuseConn tells a connection why it is refused and closes it. The

@@ -474,18 +474,18 @@ func (r *registry) remove(name string) error {
 	// directory is theirs: a topic created again under this name meanwhile
 	// would open the old segments, and then lose its own to the late drop.
 	// So the registry stays locked until then (the shards take no registry
-	// lock). This runs off the event loops (offloop.go, the admin API).
-	select {
-	case <-retired:
-		r.dropLogs(t)
-	case <-time.After(deleteWait):
-		r.cfg.Logger.Warn("topic delete: the shards have not retired its partitions yet", "topic", name, "waited", deleteWait)
-		go func() {
-			<-retired
+	// lock, and always get to their inbox). This runs off the event loops
+	// (offloop.go, the admin API), so the wait holds up no connection.
+	for waited := time.Duration(0); ; waited += deleteWait {
+		select {
+		case <-retired:
 			r.dropLogs(t)
-		}()
+			return nil
+		case <-time.After(deleteWait):
+			r.cfg.Logger.Warn("topic delete: still waiting for the shards to retire its partitions",
+				"topic", name, "waited", waited+deleteWait)
+		}
 	}
-	return nil
 }
 
 // dropLogs removes a deleted topic's logs and directory.
@@ -498,7 +498,7 @@ func (r *registry) dropLogs(t *Topic) {
 	_ = r.cfg.FS.RemoveAll(r.cfg.DataDir + "/topics/" + t.Name)
 }
 
-// deleteWait bounds how long a topic delete waits for its shards.
+// deleteWait is how often a topic delete that waits for its shards says so.
 const deleteWait = 30 * time.Second
 
 // topicHash spreads a topic's partitions over the shards starting at a
