@@ -1,6 +1,10 @@
 package shard
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"golang.org/x/sys/cpu"
+)
 
 // Inflight counts the bytes of inbound frames the broker holds and has not
 // finished with, across every connection: the engine adds what sits in
@@ -10,9 +14,12 @@ import "sync/atomic"
 // past a share of its bound connections stop taking publishes, and Wake
 // tells it when the total has fallen back (see engine/inflight.go).
 type Inflight struct {
-	bytes  atomic.Int64
-	resume int64        // below this a paused connection may go on
+	bytes atomic.Int64 // written by every loop and shard, once per batch
+	_     cpu.CacheLinePad
+	// Read-mostly: Done reads them on every answer, so they keep off the
+	// line bytes bounces on.
 	paused atomic.Int32 // connections waiting for the total to fall
+	resume int64        // below this a paused connection may go on
 	wake   func()
 }
 
