@@ -247,7 +247,7 @@ func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
 		}
 	}
 	rec.Scanned++
-	s.index = make([]indexEntry, max(grow, scanIndexEntries(st.Size(), l.cfg.IndexInterval)))
+	s.resetIndex(max(grow, scanIndexEntries(st.Size(), l.cfg.IndexInterval)))
 	cut, corrupt, err := scanSegment(s, f, st.Size(), l.cfg.IndexInterval)
 	rec.Corrupt = append(rec.Corrupt, corrupt...)
 	if err != nil {
@@ -488,7 +488,7 @@ func (l *DiskLog) writeGroup(rest []staged) (int, error) {
 	return n, nil
 }
 
-func (s *segment) indexFull() bool { return int(s.nidx.Load()) >= len(s.index) }
+func (s *segment) indexFull() bool { return int(s.nidx.Load()) >= s.idxMax }
 
 // pin makes sure the writer holds the segment's files open and pinned (see
 // FileCache) before it writes: after the first write since a sync it

@@ -824,3 +824,21 @@ func TestSyncAfterAFailedEvictionSyncFails(t *testing.T) {
 	require.ErrorIs(t, err, ErrFailed)
 	require.NoError(t, a.Close())
 }
+
+// TestIndexGrowsWithTheSegment: a new segment's index is a few entries,
+// not a full segment's worth (128 MiB of data at 4 KiB is 540 KB of index,
+// which a million idle partitions would multiply), and grows as batches
+// come, with every entry readable at each step.
+func TestIndexGrowsWithTheSegment(t *testing.T) {
+	l, _ := openLog(t, vfs.NewMem(), func(c *DiskConfig) { c.SegmentBytes = 128 << 20; c.IndexInterval = 1 })
+	s := l.active
+	require.LessOrEqual(t, cap(*s.index.Load()), initialIndexEntries, "an empty segment's index is small")
+	require.Equal(t, int(128<<20)+1024, s.idxMax)
+	end := appendN(t, l, 5000, 1)
+	require.Greater(t, int(s.nidx.Load()), initialIndexEntries, "it grew")
+	require.Less(t, cap(*s.index.Load()), 4*int(s.nidx.Load()), "by doubling, not to its maximum")
+	for _, from := range []int64{0, 1, 777, 2500, end - 1} {
+		require.Equal(t, expected(from, end), readAll(t, l, from))
+	}
+	require.NoError(t, l.Close())
+}

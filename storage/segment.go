@@ -85,8 +85,17 @@ type segment struct {
 	size    atomic.Int64 // bytes of whole batches
 	next    atomic.Int64 // offset after the last batch
 	maxTS   atomic.Int64 // largest record timestamp
-	index   []indexEntry // length fixed before readers see it, so it never moves under them
+	// The sparse index: index holds nidx entries, in an array that grows
+	// by doubling up to idxMax as the segment fills, so a new or small
+	// segment costs a few entries rather than a full segment's worth (a
+	// million idle partitions would otherwise take half a terabyte). The
+	// writer publishes a grown array before the count that needs it, so a
+	// reader that loads nidx and then index always gets an array that
+	// holds nidx entries; an array is never written below nidx, and the
+	// old ones stay valid for readers that hold them.
+	index   atomic.Pointer[[]indexEntry]
 	nidx    atomic.Int32
+	idxMax  int // the entries index may reach; set before readers see the segment
 	lastIdx int64 // position of the last indexed batch; shard-owned
 	refs    atomic.Int32
 	removed atomic.Bool
@@ -104,7 +113,8 @@ type segment struct {
 // existing segment passes 0 and gets its index from loadIndex or a scan,
 // sized by what the segment holds rather than by the current config.
 func newSegment(base int64, path string, maxEntries int) *segment {
-	s := &segment{base: base, path: path, created: time.Now(), index: make([]indexEntry, maxEntries)}
+	s := &segment{base: base, path: path, created: time.Now()}
+	s.resetIndex(maxEntries)
 	s.next.Store(base)
 	s.lastIdx = -1 << 62
 	s.refs.Store(1) // the log's own reference
@@ -137,21 +147,46 @@ func (s *segment) release() {
 // segment before that happens).
 func (s *segment) addIndex(base, pos int64, maxTS int64, interval int64) {
 	n := int(s.nidx.Load())
-	if n > 0 && pos-s.lastIdx < interval || n == len(s.index) {
+	if n > 0 && pos-s.lastIdx < interval || n == s.idxMax {
 		return
 	}
+	arr := *s.index.Load()
 	if n > 0 {
-		maxTS = max(maxTS, s.index[n-1].maxTS)
+		maxTS = max(maxTS, arr[n-1].maxTS)
 	}
-	s.index[n] = indexEntry{rel: uint32(base - s.base), pos: uint32(pos), maxTS: maxTS}
+	if n == len(arr) {
+		grown := make([]indexEntry, min(max(2*n, initialIndexEntries), s.idxMax))
+		copy(grown, arr)
+		s.index.Store(&grown)
+		arr = grown
+	}
+	arr[n] = indexEntry{rel: uint32(base - s.base), pos: uint32(pos), maxTS: maxTS}
 	s.nidx.Store(int32(n + 1))
 	s.lastIdx = pos
+}
+
+// initialIndexEntries is the size of a new index array: 4 KiB of entries
+// in a 64 KiB of data, at the default interval.
+const initialIndexEntries = 16
+
+// resetIndex empties the index, which may grow to max entries.
+func (s *segment) resetIndex(max int) {
+	arr := make([]indexEntry, min(initialIndexEntries, max))
+	s.index.Store(&arr)
+	s.nidx.Store(0)
+	s.idxMax = max
+}
+
+// entries returns the published index entries.
+func (s *segment) entries() []indexEntry {
+	n := s.nidx.Load() // first: the array published before it holds n
+	return (*s.index.Load())[:n]
 }
 
 // lookup returns the position and base offset of the last indexed batch at
 // or before offset.
 func (s *segment) lookup(offset int64) (int64, int64) {
-	entries := s.index[:s.nidx.Load()]
+	entries := s.entries()
 	lo, hi := 0, len(entries)
 	for lo < hi {
 		m := (lo + hi) / 2
@@ -170,7 +205,7 @@ func (s *segment) lookup(offset int64) (int64, int64) {
 // lookupTime returns the position of the last indexed batch before the
 // first index entry whose running max timestamp reaches ts.
 func (s *segment) lookupTime(ts int64) int64 {
-	entries := s.index[:s.nidx.Load()]
+	entries := s.entries()
 	for i, e := range entries {
 		if e.maxTS >= ts {
 			if i == 0 {
@@ -187,7 +222,7 @@ func (s *segment) lookupTime(ts int64) int64 {
 
 // writeIndex writes the segment's index file (see the format above).
 func (s *segment) writeIndex(fsys vfs.FS, sync bool) error {
-	entries := s.index[:s.nidx.Load()]
+	entries := s.entries()
 	buf := make([]byte, 0, len(entries)*indexEntrySize+indexTrailerLen)
 	for _, e := range entries {
 		buf = binary.LittleEndian.AppendUint32(buf, e.rel)
@@ -225,16 +260,18 @@ func (s *segment) loadIndex(fsys vfs.FS, fileSize int64, minEntries int) error {
 		int64(binary.LittleEndian.Uint64(tr[8:])) != fileSize {
 		return errBadIndex
 	}
-	s.index = make([]indexEntry, max(n, minEntries))
+	arr := make([]indexEntry, n, n) // an active segment's grows from here as it fills
 	for i := range n {
 		e := body[i*indexEntrySize:]
-		s.index[i] = indexEntry{rel: binary.LittleEndian.Uint32(e), pos: binary.LittleEndian.Uint32(e[4:]),
+		arr[i] = indexEntry{rel: binary.LittleEndian.Uint32(e), pos: binary.LittleEndian.Uint32(e[4:]),
 			maxTS: int64(binary.LittleEndian.Uint64(e[8:]))}
 	}
+	s.index.Store(&arr)
+	s.idxMax = max(n, minEntries)
 	s.nidx.Store(int32(n))
 	if n > 0 {
-		s.lastIdx = int64(s.index[n-1].pos)
-		s.maxTS.Store(s.index[n-1].maxTS)
+		s.lastIdx = int64(arr[n-1].pos)
+		s.maxTS.Store(arr[n-1].maxTS)
 	}
 	s.size.Store(fileSize)
 	return nil
@@ -244,8 +281,8 @@ func (s *segment) loadIndex(fsys vfs.FS, fileSize int64, minEntries int) error {
 // end of the segment, to learn the next offset without scanning it all.
 func (s *segment) lastBatchEnd(f vfs.File) (int64, error) {
 	pos := int64(0)
-	if n := s.nidx.Load(); n > 0 {
-		pos = int64(s.index[n-1].pos)
+	if entries := s.entries(); len(entries) > 0 {
+		pos = int64(entries[len(entries)-1].pos)
 	}
 	next := s.base
 	var hdr [wire.BatchHeaderSize]byte
