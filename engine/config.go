@@ -58,6 +58,11 @@ type Config struct {
 	// SlowConsumerTimeout disconnects a subscriber that stays past a quarter of its
 	// MaxPendingBytes for this long.
 	SlowConsumerTimeout time.Duration
+	// MaxOutboundBytes bounds what the broker holds unsent for all
+	// connections together. When it is passed, the connections furthest
+	// behind (holding the most) are disconnected as slow consumers until
+	// the total is back within it.
+	MaxOutboundBytes int64
 	// AutoCreateTopics creates a topic on first publish or subscribe, with
 	// DefaultPartitions partitions, instead of failing with unknown topic.
 	AutoCreateTopics bool
@@ -140,6 +145,7 @@ func DefaultConfig() Config {
 		MaxPendingBytes:     64 << 20,
 		MaxAckDelay:         250 * time.Millisecond,
 		SlowConsumerTimeout: 5 * time.Second,
+		MaxOutboundBytes:    1 << 30,
 		AutoCreateTopics:    true,
 		DefaultPartitions:   1,
 		MaxPartitions:       1024,
@@ -202,6 +208,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SlowConsumerTimeout <= 0 {
 		bad("SlowConsumerTimeout", c.SlowConsumerTimeout, "must be positive")
+	}
+	if c.MaxOutboundBytes < int64(c.MaxPendingBytes) {
+		bad("MaxOutboundBytes", c.MaxOutboundBytes, "must be at least MaxPendingBytes")
 	}
 	if c.MaxPartitions < 1 || c.MaxPartitions > 1<<16 {
 		bad("MaxPartitions", c.MaxPartitions, "must be 1..65536")

@@ -68,6 +68,7 @@ type Engine struct {
 	connections   atomic.Int64
 	accepted      atomic.Uint64
 	slowConsumers atomic.Uint64
+	outbound      outbound      // the broker-wide outbound bound and cuts by reason (outbound.go)
 	directWrites  atomic.Uint64 // deliveries written by another loop's thread (FlushDirect)
 	directShort   atomic.Uint64 // direct writes the socket did not take whole
 	errorsByCode  [32]atomic.Uint64
@@ -90,7 +91,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, booted: make(chan error, 1), stopped: make(chan error, 1),
-		metricSet: metrics.NewSet()}
+		metricSet: metrics.NewSet(), outbound: newOutbound(&cfg)}
 	e.setNotReady("not started")
 	e.history = newHistory(e, cfg.HistoryInterval, cfg.HistoryRetention)
 	if err := e.startPlugins(opts); err != nil {

@@ -70,7 +70,7 @@ func newSession(e *Engine, t transport) *session {
 	s := &session{e: e, t: t, subs: map[subKey]*subscription{}, members: map[string]*member{},
 		by: origin{actor: "client", remote: t.remoteAddr()}}
 	s.info.since = time.Now()
-	s.out = shard.NewOutbox(e.cfg.MaxPendingBytes, len(e.shards), t)
+	s.out = e.outbound.budget.NewOutbox(e.cfg.MaxPendingBytes, len(e.shards), t)
 	return s
 }
 
@@ -638,10 +638,9 @@ func (s *session) writeMerged(iov [][]byte) error {
 func (s *session) slowConsumer() {
 	s.closing = true
 	s.e.slowConsumers.Add(1)
-	reason := "outbound bytes passed the limit of " + strconv.Itoa(s.e.cfg.MaxPendingBytes)
-	if s.out.SlowByTimeout() {
-		reason = "stayed behind for longer than the slow-consumer timeout of " + s.e.cfg.SlowConsumerTimeout.String()
-	}
+	why := s.out.SlowReason()
+	s.e.outbound.cuts[why].Add(1)
+	reason := s.e.cfg.slowReason(why)
 	s.e.log.Warn("slow consumer disconnected", "remote", s.t.remoteAddr(), "reason", reason)
 	for k := range s.subs {
 		s.emitSub(EventSubscriberFailed, k.topic, k.partition, "slow-consumer", errors.New(reason))

@@ -67,31 +67,46 @@ type DirectFlusher interface {
 // subscribers. A connection past its limit, or under pressure for longer than
 // the shard's slow-consumer timeout, is a slow consumer: the outbox drops
 // everything, refuses further frames, and asks the flusher to close the
-// connection.
+// connection. An outbox made by a Budget also counts against the bound of
+// all connections together, and may be cut for it.
+//
+// An outbox whose network layer has held a backlog without taking any of
+// it for a while is stuck (see Deliver): its reader has stopped. It no
+// longer slows producers, and shards stop kicking it for every delivery.
 type Outbox struct {
 	mu        sync.Mutex
-	cur       Pending // being filled; guarded by mu
-	spare     Pending // the loop's previous batch, reused; guarded by mu
-	queued    int     // bytes in cur
-	scheduled bool    // a flush is queued on the loop
-	dead      bool    // closed or slow: frames are dropped
-	slow      bool    // dead because it passed its limit or stayed behind
-	byTimeout bool    // slow because it stayed behind, not past the limit
+	cur       Pending    // being filled; guarded by mu
+	spare     Pending    // the loop's previous batch, reused; guarded by mu
+	queued    int        // bytes in cur
+	inflight  int        // bytes taken and not yet reported Done
+	scheduled bool       // a flush is queued on the loop
+	dead      bool       // closed or slow: frames are dropped
+	closed    bool       // Close ran
+	why       SlowReason // why it turned slow; NotSlow if it did not
+	// stalledSince is when the network layer last held a backlog and took
+	// none of it since (clock ns); 0 while it holds nothing.
+	stalledSince int64
 
 	limit     int
 	backlog   atomic.Int64 // bytes the network layer holds unsent
 	overSince atomic.Int64 // when pressure began (clock ns), 0 when none
 	flusher   Flusher
 
+	budget  *Budget // nil: no broker-wide bound
+	counted int64   // what this outbox adds to budget; guarded by mu
+
 	// passMark[s] is the pass number of shard s that last touched this
-	// outbox; written only by shard s, so no synchronisation is needed.
+	// outbox, and watched[s] whether shard s watches it (see
+	// Shard.checkWatched); written only by shard s, so no synchronisation
+	// is needed.
 	passMark []uint64
+	watched  []bool
 }
 
 // NewOutbox returns an outbox bounded by limit bytes that asks f to flush.
 // shards is the number of shards that may write to it.
 func NewOutbox(limit, shards int, f Flusher) *Outbox {
-	return &Outbox{limit: limit, flusher: f, passMark: make([]uint64, shards)}
+	return &Outbox{limit: limit, flusher: f, passMark: make([]uint64, shards), watched: make([]bool, shards)}
 }
 
 // Pending is a drained batch of frames: iovecs ready for writev, and what to
@@ -105,7 +120,7 @@ type Pending struct {
 	open   int     // start of the region of chunk the last iovec covers, -1 if none
 }
 
-// SendStatus is what SendRef reports.
+// SendStatus is what SendRef and Deliver report.
 type SendStatus uint8
 
 const (
@@ -113,14 +128,64 @@ const (
 	Sent SendStatus = iota
 	// SentUnderPressure means queued, but the outbox is past a quarter of its limit.
 	SentUnderPressure
+	// SentStuck means queued to an outbox that is stuck (Deliver): it must
+	// not hold acks, and its writer need not be kicked for this frame.
+	SentStuck
 	// Refused means the outbox is closed or has just become a slow consumer.
 	Refused
 )
+
+// SlowReason says why an outbox became a slow consumer.
+type SlowReason uint8
+
+// Slow reasons.
+const (
+	// NotSlow: the outbox is not a slow consumer.
+	NotSlow SlowReason = iota
+	// SlowLimit: a frame would have taken it past its own limit.
+	SlowLimit
+	// SlowTimeout: it stayed under pressure without progress for the
+	// slow-consumer timeout.
+	SlowTimeout
+	// SlowBudget: the outbound bytes of all connections passed their
+	// bound, and it was among the furthest behind.
+	SlowBudget
+	// NumSlowReasons sizes arrays indexed by reason.
+	NumSlowReasons
+)
+
+// String names the reason as a metric label value.
+func (r SlowReason) String() string {
+	switch r {
+	case SlowLimit:
+		return "connection_limit"
+	case SlowTimeout:
+		return "timeout"
+	case SlowBudget:
+		return "broker_limit"
+	}
+	return "none"
+}
 
 // SendRef queues frame, which lies in b, without copying it when it is
 // large; the outbox retains b until the frame is written. now is the
 // caller's clock (nanoseconds) used to time pressure.
 func (o *Outbox) SendRef(b *storage.Buf, frame []byte, now int64) SendStatus {
+	return o.send(b, frame, now, 0)
+}
+
+// Deliver is SendRef for a shard's fan-out: it also reports SentStuck when
+// the network layer has held a backlog for stuckAfter (nanoseconds) without
+// taking a byte of it. A reader that slowly drains its socket takes some
+// bytes every time its writer asks (the shards ask every few milliseconds
+// while it is behind), so only one that has stopped reading is stuck; it
+// then costs its producers nothing, and keeps receiving within its limit
+// until it reads again, passes the limit, or times out.
+func (o *Outbox) Deliver(b *storage.Buf, frame []byte, now, stuckAfter int64) SendStatus {
+	return o.send(b, frame, now, stuckAfter)
+}
+
+func (o *Outbox) send(b *storage.Buf, frame []byte, now, stuckAfter int64) SendStatus {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if !o.admit(len(frame)) {
@@ -132,11 +197,25 @@ func (o *Outbox) SendRef(b *storage.Buf, frame []byte, now int64) SendStatus {
 		b.Retain()
 		o.cur.appendRef(b, frame)
 	}
+	o.settle()
+	stuck := stuckAfter > 0 && o.stuck(now, stuckAfter)
 	if o.queued+int(o.backlog.Load()) <= o.soft() {
+		if stuck {
+			return SentStuck
+		}
 		return Sent
 	}
 	o.overSince.CompareAndSwap(0, now)
+	if stuck {
+		return SentStuck
+	}
 	return SentUnderPressure
+}
+
+// stuck reports whether the network layer has held a backlog without
+// taking any of it for stuckAfter. Called with mu held.
+func (o *Outbox) stuck(now, stuckAfter int64) bool {
+	return !o.dead && o.backlog.Load() > 0 && o.stalledSince != 0 && now-o.stalledSince >= stuckAfter
 }
 
 // soft is where pressure begins: a quarter of the limit, which leaves room
@@ -154,6 +233,10 @@ func (o *Outbox) Pressure() (bool, int64) {
 	if !over {
 		return false, 0
 	}
+	return true, o.pressureSince()
+}
+
+func (o *Outbox) pressureSince() int64 {
 	since := o.overSince.Load()
 	if since == 0 {
 		since = clock()
@@ -161,7 +244,28 @@ func (o *Outbox) Pressure() (bool, int64) {
 			since = o.overSince.Load()
 		}
 	}
-	return true, since
+	return since
+}
+
+// flowState is what a shard needs to know of a subscriber's outbox.
+type flowState struct {
+	over   bool  // past the soft limit
+	stuck  bool  // see Deliver
+	queued bool  // holds frames its writer has not taken
+	since  int64 // when pressure began or the last progress under it, if over
+}
+
+// flow reports o's state as of now for a shard that treats outboxes
+// stalled for stuckAfter as stuck.
+func (o *Outbox) flow(now, stuckAfter int64) flowState {
+	o.mu.Lock()
+	f := flowState{over: !o.dead && o.queued+int(o.backlog.Load()) > o.soft(), stuck: o.stuck(now, stuckAfter),
+		queued: o.queued > 0}
+	o.mu.Unlock()
+	if f.over {
+		f.since = o.pressureSince()
+	}
+	return f
 }
 
 // MarkSlow turns the outbox into a slow consumer that stayed behind too
@@ -169,12 +273,52 @@ func (o *Outbox) Pressure() (bool, int64) {
 // next flush (see Kick).
 func (o *Outbox) MarkSlow() {
 	o.mu.Lock()
-	if !o.dead {
-		o.dead, o.slow, o.byTimeout = true, true, true
-		o.cur.release()
-		o.queued = 0
-	}
+	o.kill(SlowTimeout)
 	o.mu.Unlock()
+}
+
+// cut makes a live outbox a slow consumer for the broker-wide bound and
+// kicks its writer, which closes the connection. It reports whether it did.
+func (o *Outbox) cut() bool {
+	o.mu.Lock()
+	ok := !o.dead
+	o.kill(SlowBudget)
+	o.mu.Unlock()
+	if ok {
+		o.Kick()
+	}
+	return ok
+}
+
+// kill makes the outbox a slow consumer: what it queues is dropped, and
+// what the network layer still holds for it counts as on its way out.
+// Called with mu held.
+func (o *Outbox) kill(why SlowReason) {
+	if o.dead {
+		return
+	}
+	o.dead, o.why = true, why
+	o.cur.release()
+	o.queued = 0
+	o.budget.doom(o.counted)
+	o.settle()
+}
+
+// settle brings the budget's total up to date with what the outbox holds:
+// queued, being written, and unsent in the network layer. Called with mu
+// held.
+func (o *Outbox) settle() {
+	if o.budget == nil {
+		return
+	}
+	n := int64(o.queued+o.inflight) + o.backlog.Load()
+	if o.closed {
+		n = 0
+	}
+	if d := n - o.counted; d != 0 {
+		o.counted = n
+		o.budget.add(d, o.dead)
+	}
 }
 
 // SendCopy queues a copy of frame (a small control frame such as an ack).
@@ -183,6 +327,7 @@ func (o *Outbox) SendCopy(frame []byte) bool {
 	ok := o.admit(len(frame))
 	if ok {
 		o.cur.appendCopy(frame)
+		o.settle()
 	}
 	o.mu.Unlock()
 	return ok
@@ -195,9 +340,7 @@ func (o *Outbox) admit(n int) bool {
 		return false
 	}
 	if o.queued+n+int(o.backlog.Load()) > o.limit {
-		o.dead, o.slow = true, true
-		o.cur.release()
-		o.queued = 0
+		o.kill(SlowLimit)
 		return false
 	}
 	o.queued += n
@@ -208,7 +351,7 @@ func (o *Outbox) admit(n int) bool {
 // scheduled. Shards call it once per touched outbox at the end of a pass.
 func (o *Outbox) Kick() {
 	o.mu.Lock()
-	need := !o.scheduled && (o.queued > 0 || o.slow)
+	need := !o.scheduled && (o.queued > 0 || o.why != NotSlow)
 	o.scheduled = o.scheduled || need
 	o.mu.Unlock()
 	if need {
@@ -239,11 +382,17 @@ func (o *Outbox) Take() (p *Pending, slow bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.scheduled = false
+	o.swap()
+	return &o.spare, o.why != NotSlow
+}
+
+// swap moves the queued frames to spare for the writer. Called with mu held.
+func (o *Outbox) swap() {
 	o.cur, o.spare = o.spare, o.cur
 	o.spare.size = o.queued
+	o.inflight += o.queued
 	o.queued = 0
 	o.cur.reset()
-	return &o.spare, o.slow
 }
 
 // TakeDirect is Take for a writer that is not the connection's owner: it
@@ -259,10 +408,7 @@ func (o *Outbox) TakeDirect(max int) *Pending {
 		return nil
 	}
 	o.scheduled = false
-	o.cur, o.spare = o.spare, o.cur
-	o.spare.size = o.queued
-	o.queued = 0
-	o.cur.reset()
+	o.swap()
 	return &o.spare
 }
 
@@ -273,29 +419,44 @@ func (o *Outbox) TakeDirect(max int) *Pending {
 // (flow control then holds it near the soft limit), is never mistaken for
 // a stuck one. Pressure ends when the outbox drains below the soft limit.
 func (o *Outbox) Done(p *Pending, backlog int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	p.release()
+	if o.closed {
+		return
+	}
 	before := o.backlog.Swap(int64(backlog))
 	accepted := before + int64(p.size) - int64(backlog)
-	o.mu.Lock()
-	p.release()
+	o.inflight = 0
+	switch {
+	case backlog == 0:
+		o.stalledSince = 0
+	case accepted > 0 || o.stalledSince == 0:
+		o.stalledSince = clock()
+	}
 	switch {
 	case o.queued+backlog <= o.soft():
 		o.overSince.Store(0)
 	case accepted > 0 && o.overSince.Load() != 0:
 		o.overSince.Store(clock())
 	}
-	o.mu.Unlock()
+	o.settle()
 }
 
 // Close drops everything queued and refuses further frames. It returns
 // whether the outbox had been marked slow.
 func (o *Outbox) Close() (slow bool) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.dead = true
+	o.kill(NotSlow)
+	o.closed = true
 	o.cur.release()
 	o.spare.release()
-	o.queued = 0
-	return o.slow
+	o.queued, o.inflight = 0, 0
+	o.settle()
+	slow = o.why != NotSlow
+	o.mu.Unlock()
+	o.budget.forget(o)
+	return slow
 }
 
 // Closed reports whether the outbox refuses frames (its connection closed
@@ -306,12 +467,11 @@ func (o *Outbox) Closed() bool {
 	return o.dead
 }
 
-// SlowByTimeout reports whether the outbox turned slow by staying behind
-// (MarkSlow) rather than by passing its limit.
-func (o *Outbox) SlowByTimeout() bool {
+// SlowReason reports why the outbox turned slow, or NotSlow.
+func (o *Outbox) SlowReason() SlowReason {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.byTimeout
+	return o.why
 }
 
 // Queued reports the bytes waiting to be taken.
@@ -319,6 +479,13 @@ func (o *Outbox) Queued() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.queued
+}
+
+// pending reports what the outbox counts against its budget.
+func (o *Outbox) pending() int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.counted
 }
 
 // Bytes reports the total size of the iovecs.

@@ -401,18 +401,26 @@ func (s *Shard) makeVisible(p *Partition, end int64) {
 // fanOut queues the same frame, of n messages, to every subscriber and
 // reports whether any of them is under pressure. A subscriber whose outbox
 // refuses the frame (closed, or just turned slow) is dropped here, so the
-// others never wait for it.
+// others never wait for it; one that is stuck is left to the watch ticks
+// (flow.go) rather than kicked.
 func (s *Shard) fanOut(p *Partition, buf *storage.Buf, n int64) (pressure bool) {
+	stuckAfter := int64(s.cfg.StuckAfter)
 	for i := 0; i < len(p.subs); {
 		sub := p.subs[i]
-		s.touch(sub) // also lets its writer see it turned slow
-		switch sub.SendRef(buf, buf.B, s.now) {
+		switch sub.Deliver(buf, buf.B, s.now, stuckAfter) {
 		case Refused:
+			s.touch(sub) // lets its writer see it turned slow
 			p.subs = slices.Delete(p.subs, i, i+1)
 			p.nsubs.Store(int32(len(p.subs)))
 			continue
+		case SentStuck:
+			s.watchOut(sub)
 		case SentUnderPressure:
 			pressure = true
+			s.watchOut(sub)
+			s.touch(sub)
+		default:
+			s.touch(sub)
 		}
 		i++
 	}

@@ -46,6 +46,12 @@ type Config struct {
 	// SlowConsumerTimeout disconnects a subscriber that stays under
 	// pressure this long.
 	SlowConsumerTimeout time.Duration
+	// StuckAfter is how long a subscriber's network layer may hold a
+	// backlog without taking any of it before the subscriber counts as
+	// stuck: it no longer holds acks, and it is written only on the
+	// shard's watch ticks instead of after every delivery (see flow.go).
+	// Default 250ms.
+	StuckAfter time.Duration
 	// RetentionInterval is how often the shard applies its partitions'
 	// retention. Default 5s.
 	RetentionInterval time.Duration
@@ -61,6 +67,8 @@ type Config struct {
 	// Observer, if not nil, receives per-batch and per-fsync measurements
 	// for the broker's histograms (see observe.go).
 	Observer Observer
+
+	watchEvery time.Duration // how often watched outboxes are checked (flow.go)
 }
 
 func (c *Config) fill() {
@@ -79,6 +87,10 @@ func (c *Config) fill() {
 	if c.SlowConsumerTimeout <= 0 {
 		c.SlowConsumerTimeout = 5 * time.Second
 	}
+	if c.StuckAfter <= 0 {
+		c.StuckAfter = 250 * time.Millisecond
+	}
+	c.watchEvery = min(maxWatchEvery, c.StuckAfter/4)
 	if c.RetentionInterval <= 0 {
 		c.RetentionInterval = 5 * time.Second
 	}
@@ -104,6 +116,7 @@ type Shard struct {
 	kick     chan struct{} // wakes the shard goroutine; capacity 1
 	pushing  atomic.Int32  // pushes in progress, so Stop loses none
 	stalled  atomic.Bool   // some ack is held for a subscriber's pressure: run on a timer
+	watching atomic.Bool   // some outbox is watched: run on a timer (flow.go)
 	stop     atomic.Bool   // Stop was called
 	stopOnce sync.Once
 	stopped  atomic.Bool // the goroutine has finished; pushes fail
@@ -117,6 +130,8 @@ type Shard struct {
 	inline  bool  // an event loop or the syncer runs the shard, not its goroutine
 	touched []*Outbox
 	held    []*Partition // partitions holding acks
+	watch   []*Outbox    // subscribers behind or stuck (flow.go)
+	watched int64        // clock of the last check of watch
 	parts   []*Partition // adopted partitions, for retention
 
 	syncer *syncer
@@ -238,9 +253,12 @@ func (s *Shard) run() {
 	nextRetain := time.Now().Add(s.cfg.RetentionInterval)
 	for {
 		wait := time.Until(nextRetain)
-		if s.stalled.Load() {
+		switch {
+		case s.stalled.Load():
 			// Held acks: poll at the timer's resolution until they go.
 			wait = min(wait, time.Millisecond)
+		case s.watching.Load():
+			wait = min(wait, s.cfg.watchEvery)
 		}
 		timer.Reset(max(wait, 0))
 		select {
@@ -269,7 +287,7 @@ func (s *Shard) run() {
 // it handled. The caller holds the token.
 func (s *Shard) runPass() int {
 	n := s.inbox.PopBatch(s.ops)
-	if n == 0 && len(s.held) == 0 {
+	if n == 0 && len(s.held) == 0 && !s.watchDue(clock()) {
 		return 0
 	}
 	s.pass++
@@ -281,7 +299,11 @@ func (s *Shard) runPass() int {
 	if len(s.held) > 0 {
 		s.releaseHeld()
 	}
+	if s.watchDue(s.now) {
+		s.checkWatched()
+	}
 	s.stalled.Store(s.heldForPressure())
+	s.noteWatching()
 	s.flushTouched()
 	s.busy.Add(clock() - s.now)
 	return n

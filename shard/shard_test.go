@@ -238,7 +238,7 @@ func TestHeldAckBoundsAndSlowTimeout(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond)
 	_, slow := sub.Take()
 	require.True(t, slow)
-	require.True(t, sub.SlowByTimeout())
+	require.Equal(t, SlowTimeout, sub.SlowReason())
 }
 
 func TestOutboxHardLimitMakesSlowConsumer(t *testing.T) {
@@ -254,7 +254,7 @@ func TestOutboxHardLimitMakesSlowConsumer(t *testing.T) {
 	require.Equal(t, int64(1), k.n.Load(), "a slow outbox is kicked so its writer closes it")
 	_, slow := o.Take()
 	require.True(t, slow)
-	require.False(t, o.SlowByTimeout())
+	require.Equal(t, SlowLimit, o.SlowReason())
 }
 
 func TestOutboxCoalescesSmallAndReferencesLarge(t *testing.T) {
