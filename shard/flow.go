@@ -172,6 +172,7 @@ func (s *Shard) underPressure(p *Partition) bool {
 func (s *Shard) watchOut(out *Outbox) {
 	if !out.watched[s.cfg.ID] {
 		out.watched[s.cfg.ID] = true
+		out.watch(1)
 		s.watch = append(s.watch, out)
 	}
 }
@@ -201,6 +202,7 @@ func (s *Shard) checkWatched() {
 			continue
 		}
 		out.watched[s.cfg.ID] = false
+		out.watch(-1)
 	}
 	clear(s.watch[len(kept):])
 	s.watch = kept

@@ -21,8 +21,6 @@ const (
 	MaxIOV = 1024
 )
 
-var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
-
 // Flusher is what an Outbox asks to get its queued frames written: the
 // connection schedules a write pass on its own network thread.
 type Flusher interface {
@@ -73,6 +71,12 @@ type DirectFlusher interface {
 // An outbox whose network layer has held a backlog without taking any of
 // it for a while is stuck (see Deliver): its reader has stopped. It no
 // longer slows producers, and shards stop kicking it for every delivery.
+// While a shard watches it (Shard.checkWatched), it is parked: its
+// deliveries are queued by reference (subscribers that stopped reading
+// share the publishers' buffers instead of a copy each), and its writer
+// takes nothing from it, only reports the backlog, until the network layer
+// takes a byte. Copying what a stopped reader will never read into the
+// network layer's buffers cost the others more than anything else.
 type Outbox struct {
 	mu        sync.Mutex
 	cur       Pending    // being filled; guarded by mu
@@ -86,6 +90,9 @@ type Outbox struct {
 	// stalledSince is when the network layer last held a backlog and took
 	// none of it since (clock ns); 0 while it holds nothing.
 	stalledSince int64
+	parked       bool // a delivery found it stuck; cleared by progress
+	withheld     bool // the last Take left frames queued because it was parked
+	watchers     int  // shards watching it (see Shard.watchOut)
 
 	limit     int
 	backlog   atomic.Int64 // bytes the network layer holds unsent
@@ -107,17 +114,6 @@ type Outbox struct {
 // shards is the number of shards that may write to it.
 func NewOutbox(limit, shards int, f Flusher) *Outbox {
 	return &Outbox{limit: limit, flusher: f, passMark: make([]uint64, shards), watched: make([]bool, shards)}
-}
-
-// Pending is a drained batch of frames: iovecs ready for writev, and what to
-// give back once they are written.
-type Pending struct {
-	IOV    [][]byte
-	size   int // bytes in IOV when taken (writev may trim the slices)
-	refs   []*storage.Buf
-	chunks []*[]byte
-	chunk  *[]byte // the chunk small frames are being copied into
-	open   int     // start of the region of chunk the last iovec covers, -1 if none
 }
 
 // SendStatus is what SendRef and Deliver report.
@@ -191,14 +187,18 @@ func (o *Outbox) send(b *storage.Buf, frame []byte, now, stuckAfter int64) SendS
 	if !o.admit(len(frame)) {
 		return Refused
 	}
-	if len(frame) < copyThreshold {
+	stuck := stuckAfter > 0 && o.stuck(now, stuckAfter)
+	o.parked = o.parked || stuck
+	if o.parked {
+		o.cur.park()
+	}
+	if len(frame) < copyThreshold && !o.parked {
 		o.cur.appendCopy(frame)
 	} else {
 		b.Retain()
 		o.cur.appendRef(b, frame)
 	}
 	o.settle()
-	stuck := stuckAfter > 0 && o.stuck(now, stuckAfter)
 	if o.queued+int(o.backlog.Load()) <= o.soft() {
 		if stuck {
 			return SentStuck
@@ -298,7 +298,7 @@ func (o *Outbox) kill(why SlowReason) {
 		return
 	}
 	o.dead, o.why = true, why
-	o.cur.release()
+	o.cur.releaseSoon()
 	o.queued = 0
 	o.budget.doom(o.counted)
 	o.settle()
@@ -378,16 +378,42 @@ func (o *Outbox) Refresh() {
 // whether the outbox turned slow (the writer then closes the connection).
 // The writer must call Done with the result after writing it and before the
 // next Take.
+//
+// A parked outbox that a shard watches hands over nothing: the network
+// layer is not taking what it already holds. Done then reports the
+// backlog, and when that shows progress, gets the frames written.
 func (o *Outbox) Take() (p *Pending, slow bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.scheduled = false
+	if o.holdsBack() {
+		o.withheld = true
+		o.spare.size = 0
+		return &o.spare, false
+	}
 	o.swap()
 	return &o.spare, o.why != NotSlow
 }
 
+// holdsBack reports whether the writer should leave the queued frames:
+// the outbox is parked, and some shard watches it, so its watch ticks get
+// the frames written once the reader takes bytes again. Without a watcher
+// nothing would ask again, so frames are never held back then. Called with
+// mu held.
+func (o *Outbox) holdsBack() bool {
+	return o.parked && o.watchers > 0 && !o.dead
+}
+
+// watch records that a shard started (+1) or stopped (-1) watching o.
+func (o *Outbox) watch(d int) {
+	o.mu.Lock()
+	o.watchers += d
+	o.mu.Unlock()
+}
+
 // swap moves the queued frames to spare for the writer. Called with mu held.
 func (o *Outbox) swap() {
+	o.cur.join()
 	o.cur, o.spare = o.spare, o.cur
 	o.spare.size = o.queued
 	o.inflight += o.queued
@@ -404,7 +430,7 @@ func (o *Outbox) swap() {
 func (o *Outbox) TakeDirect(max int) *Pending {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.dead || o.queued == 0 || o.queued > max {
+	if o.dead || o.queued == 0 || o.queued > max || o.holdsBack() {
 		return nil
 	}
 	o.scheduled = false
@@ -430,9 +456,9 @@ func (o *Outbox) Done(p *Pending, backlog int) {
 	o.inflight = 0
 	switch {
 	case backlog == 0:
-		o.stalledSince = 0
+		o.stalledSince, o.parked = 0, false
 	case accepted > 0 || o.stalledSince == 0:
-		o.stalledSince = clock()
+		o.stalledSince, o.parked = clock(), false
 	}
 	switch {
 	case o.queued+backlog <= o.soft():
@@ -441,6 +467,20 @@ func (o *Outbox) Done(p *Pending, backlog int) {
 		o.overSince.Store(clock())
 	}
 	o.settle()
+	if o.withheld && !o.parked {
+		o.withheld = false
+		o.rescheduleLocked()
+	}
+}
+
+// rescheduleLocked gets frames a parked Take left behind written, now that
+// the reader takes bytes again. Called with mu held; the flusher's
+// ScheduleFlush only queues a task, so calling it here is safe.
+func (o *Outbox) rescheduleLocked() {
+	if !o.scheduled && o.queued > 0 && !o.dead {
+		o.scheduled = true
+		o.flusher.ScheduleFlush()
+	}
 }
 
 // Close drops everything queued and refuses further frames. It returns
@@ -486,74 +526,4 @@ func (o *Outbox) pending() int64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.counted
-}
-
-// Bytes reports the total size of the iovecs.
-func (p *Pending) Bytes() int {
-	n := 0
-	for _, b := range p.IOV {
-		n += len(b)
-	}
-	return n
-}
-
-func (p *Pending) reset() {
-	p.IOV = p.IOV[:0]
-	p.open = -1
-}
-
-func (p *Pending) appendRef(b *storage.Buf, frame []byte) {
-	p.IOV = append(p.IOV, frame)
-	p.refs = append(p.refs, b)
-	p.open = -1
-}
-
-func (p *Pending) appendCopy(frame []byte) {
-	if p.chunk == nil || len(*p.chunk)+len(frame) > cap(*p.chunk) {
-		p.newChunk(len(frame))
-	}
-	c := *p.chunk
-	start := len(c)
-	c = append(c, frame...)
-	*p.chunk = c
-	if p.open >= 0 && len(p.IOV) > 0 {
-		p.IOV[len(p.IOV)-1] = c[p.open:len(c):len(c)]
-		return
-	}
-	p.open = start
-	p.IOV = append(p.IOV, c[start:len(c):len(c)])
-}
-
-// newChunk starts a chunk with room for at least n bytes. The previous chunk
-// stays alive in p.chunks until the iovecs pointing into it are written.
-func (p *Pending) newChunk(n int) {
-	var c *[]byte
-	if n <= chunkSize {
-		c = chunkPool.Get().(*[]byte)
-	} else {
-		b := make([]byte, 0, n)
-		c = &b
-	}
-	*c = (*c)[:0]
-	p.chunks = append(p.chunks, c)
-	p.chunk = c
-	p.open = -1
-}
-
-func (p *Pending) release() {
-	for i, b := range p.refs {
-		b.Release()
-		p.refs[i] = nil
-	}
-	p.refs = p.refs[:0]
-	for i, c := range p.chunks {
-		if cap(*c) == chunkSize {
-			chunkPool.Put(c)
-		}
-		p.chunks[i] = nil
-	}
-	p.chunks = p.chunks[:0]
-	p.chunk = nil
-	clear(p.IOV)
-	p.reset()
 }
