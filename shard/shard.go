@@ -90,7 +90,7 @@ func (c *Config) fill() {
 	if c.StuckAfter <= 0 {
 		c.StuckAfter = 250 * time.Millisecond
 	}
-	c.watchEvery = min(maxWatchEvery, c.StuckAfter/4)
+	c.watchEvery = max(min(maxWatchEvery, c.StuckAfter/4), time.Millisecond)
 	if c.RetentionInterval <= 0 {
 		c.RetentionInterval = 5 * time.Second
 	}
