@@ -52,6 +52,14 @@ import (
 // resumes reading after being stuck waits for at most one tick.
 const maxWatchEvery = 10 * time.Millisecond
 
+// quietTicks is how many watch ticks a subscriber's socket may take nothing
+// before the shards stop kicking its writer after every delivery (see
+// SentQuiet). Until a stalled subscriber is stuck, each delivery to it
+// would schedule a flush that only copies the frame into a backlog that
+// does not move: 30 subscribers that never read cost a healthy pair a
+// stall of a few hundred milliseconds that way, every time they stopped.
+const quietTicks = 2
+
 // heldAck is a publish waiting to be acked: for its partition's
 // subscribers to drain, and for SyncAlways also for its fsync, until which
 // buf (the batch, not yet delivered) is held too.
@@ -153,9 +161,8 @@ func (s *Shard) releasePartition(p *Partition) bool {
 // backlog.
 func (s *Shard) underPressure(p *Partition) bool {
 	pressure := false
-	stuckAfter := int64(s.cfg.StuckAfter)
 	for _, sub := range p.subs {
-		f := sub.flow(s.now, stuckAfter)
+		f := sub.flow(s.cfg.stall)
 		if !f.over {
 			continue
 		}
@@ -188,15 +195,15 @@ func (s *Shard) watchDue(now int64) bool {
 // queued.
 func (s *Shard) checkWatched() {
 	s.watched = s.now
-	timeout, stuckAfter := int64(s.cfg.SlowConsumerTimeout), int64(s.cfg.StuckAfter)
+	timeout := int64(s.cfg.SlowConsumerTimeout)
 	kept := s.watch[:0]
 	for _, out := range s.watch {
-		f := out.flow(s.now, stuckAfter)
+		f := out.flow(s.cfg.stall)
 		switch {
 		case f.over && s.now-f.since > timeout:
 			out.MarkSlow()
 			s.touch(out)
-		case f.over || f.stuck && f.queued:
+		case f.over || f.quiet && f.queued:
 			out.Refresh()
 			kept = append(kept, out)
 			continue

@@ -69,7 +69,7 @@ type DirectFlusher interface {
 // all connections together, and may be cut for it.
 //
 // An outbox whose network layer has held a backlog without taking any of
-// it for a while is stuck (see Deliver): its reader has stopped. It no
+// it for a while is stuck (see deliver): its reader has stopped. It no
 // longer slows producers, and shards stop kicking it for every delivery.
 // While a shard watches it (Shard.checkWatched), it is parked: its
 // deliveries are queued by reference (subscribers that stopped reading
@@ -88,11 +88,17 @@ type Outbox struct {
 	closed    bool       // Close ran
 	why       SlowReason // why it turned slow; NotSlow if it did not
 	// stalledSince is when the network layer last held a backlog and took
-	// none of it since (clock ns); 0 while it holds nothing.
+	// none of it since, as of doneAt (clock ns); 0 while it holds nothing.
 	stalledSince int64
 	parked       bool // a delivery found it stuck; cleared by progress
 	withheld     bool // the last Take left frames queued because it was parked
 	watchers     int  // shards watching it (see Shard.watchOut)
+	// doneAt is when the writer last reported the backlog (Done): a stall
+	// counts only as long as the writer saw it. A writer that could not
+	// run (its loop busy, the machine loaded) saw nothing, and its reader
+	// must not be taken for stuck on that: on a loaded machine the gap
+	// between two reports reached 340 ms.
+	doneAt int64
 
 	limit     int
 	backlog   atomic.Int64 // bytes the network layer holds unsent
@@ -116,20 +122,29 @@ func NewOutbox(limit, shards int, f Flusher) *Outbox {
 	return &Outbox{limit: limit, flusher: f, passMark: make([]uint64, shards), watched: make([]bool, shards)}
 }
 
-// SendStatus is what SendRef and Deliver report.
+// SendStatus is what SendRef and deliver report: Sent, Refused, or flags.
 type SendStatus uint8
 
 const (
 	// Sent means the frame is queued.
-	Sent SendStatus = iota
-	// SentUnderPressure means queued, but the outbox is past a quarter of its limit.
-	SentUnderPressure
-	// SentStuck means queued to an outbox that is stuck (Deliver): it must
-	// not hold acks, and its writer need not be kicked for this frame.
-	SentStuck
+	Sent SendStatus = 0
+	// SentUnderPressure means queued, but the outbox is past a quarter of
+	// its limit (and, from deliver, not stuck): acks wait for it.
+	SentUnderPressure SendStatus = 1 << iota
+	// SentQuiet means queued, but the network layer has taken nothing for
+	// a while (deliver only): kicking its writer would only copy the frame
+	// into a backlog that does not move, so the shard's watch writes it.
+	SentQuiet
 	// Refused means the outbox is closed or has just become a slow consumer.
 	Refused
 )
+
+// stall holds the thresholds (nanoseconds) by which deliver judges an
+// outbox whose network layer holds a backlog and takes none of it.
+type stall struct {
+	quiet int64 // from then on, SentQuiet
+	stuck int64 // from then on, stuck: parked, and never SentUnderPressure
+}
 
 // SlowReason says why an outbox became a slow consumer.
 type SlowReason uint8
@@ -167,28 +182,32 @@ func (r SlowReason) String() string {
 // large; the outbox retains b until the frame is written. now is the
 // caller's clock (nanoseconds) used to time pressure.
 func (o *Outbox) SendRef(b *storage.Buf, frame []byte, now int64) SendStatus {
-	return o.send(b, frame, now, 0)
+	return o.send(b, frame, now, stall{})
 }
 
-// Deliver is SendRef for a shard's fan-out: it also reports SentStuck when
-// the network layer has held a backlog for stuckAfter (nanoseconds) without
-// taking a byte of it. A reader that slowly drains its socket takes some
-// bytes every time its writer asks (the shards ask every few milliseconds
-// while it is behind), so only one that has stopped reading is stuck; it
-// then costs its producers nothing, and keeps receiving within its limit
-// until it reads again, passes the limit, or times out.
-func (o *Outbox) Deliver(b *storage.Buf, frame []byte, now, stuckAfter int64) SendStatus {
-	return o.send(b, frame, now, stuckAfter)
+// deliver is SendRef for a shard's fan-out, which also judges how long the
+// network layer has held a backlog without taking a byte of it. A reader
+// that drains its socket, however slowly, takes some bytes every time its
+// writer asks (the shards ask every few milliseconds while it is behind),
+// so only one that has stopped reading stays stalled: past th.quiet it is
+// written on the shard's watch ticks rather than after every delivery, and
+// past th.stuck it is stuck: it costs its producers nothing, and keeps
+// receiving within its limit until it reads again, passes the limit, or
+// times out.
+func (o *Outbox) deliver(b *storage.Buf, frame []byte, now int64, th stall) SendStatus {
+	return o.send(b, frame, now, th)
 }
 
-func (o *Outbox) send(b *storage.Buf, frame []byte, now, stuckAfter int64) SendStatus {
+func (o *Outbox) send(b *storage.Buf, frame []byte, now int64, th stall) SendStatus {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if !o.admit(len(frame)) {
 		return Refused
 	}
-	stuck := stuckAfter > 0 && o.stuck(now, stuckAfter)
-	o.parked = o.parked || stuck
+	stalled := o.stalled()
+	quiet := th.quiet > 0 && stalled >= th.quiet
+	stuck := th.stuck > 0 && stalled >= th.stuck
+	o.parked = o.parked || quiet
 	if o.parked {
 		o.cur.park()
 	}
@@ -199,23 +218,27 @@ func (o *Outbox) send(b *storage.Buf, frame []byte, now, stuckAfter int64) SendS
 		o.cur.appendRef(b, frame)
 	}
 	o.settle()
-	if o.queued+int(o.backlog.Load()) <= o.soft() {
-		if stuck {
-			return SentStuck
+	st := Sent
+	if quiet {
+		st |= SentQuiet
+	}
+	if o.queued+int(o.backlog.Load()) > o.soft() {
+		o.overSince.CompareAndSwap(0, now)
+		if !stuck {
+			st |= SentUnderPressure
 		}
-		return Sent
 	}
-	o.overSince.CompareAndSwap(0, now)
-	if stuck {
-		return SentStuck
-	}
-	return SentUnderPressure
+	return st
 }
 
-// stuck reports whether the network layer has held a backlog without
-// taking any of it for stuckAfter. Called with mu held.
-func (o *Outbox) stuck(now, stuckAfter int64) bool {
-	return !o.dead && o.backlog.Load() > 0 && o.stalledSince != 0 && now-o.stalledSince >= stuckAfter
+// stalled reports for how long the writer has seen the network layer hold
+// a backlog without taking any of it, or -1 if it holds none. Called with
+// mu held.
+func (o *Outbox) stalled() int64 {
+	if o.dead || o.backlog.Load() == 0 || o.stalledSince == 0 {
+		return -1
+	}
+	return o.doneAt - o.stalledSince
 }
 
 // soft is where pressure begins: a quarter of the limit, which leaves room
@@ -250,17 +273,18 @@ func (o *Outbox) pressureSince() int64 {
 // flowState is what a shard needs to know of a subscriber's outbox.
 type flowState struct {
 	over   bool  // past the soft limit
-	stuck  bool  // see Deliver
+	quiet  bool  // stalled past th.quiet (see deliver)
+	stuck  bool  // stalled past th.stuck
 	queued bool  // holds frames its writer has not taken
 	since  int64 // when pressure began or the last progress under it, if over
 }
 
-// flow reports o's state as of now for a shard that treats outboxes
-// stalled for stuckAfter as stuck.
-func (o *Outbox) flow(now, stuckAfter int64) flowState {
+// flow reports o's state, judged by th.
+func (o *Outbox) flow(th stall) flowState {
 	o.mu.Lock()
-	f := flowState{over: !o.dead && o.queued+int(o.backlog.Load()) > o.soft(), stuck: o.stuck(now, stuckAfter),
-		queued: o.queued > 0}
+	stalled := o.stalled()
+	f := flowState{over: !o.dead && o.queued+int(o.backlog.Load()) > o.soft(), quiet: stalled >= th.quiet,
+		stuck: stalled >= th.stuck, queued: o.queued > 0}
 	o.mu.Unlock()
 	if f.over {
 		f.since = o.pressureSince()
@@ -454,11 +478,13 @@ func (o *Outbox) Done(p *Pending, backlog int) {
 	before := o.backlog.Swap(int64(backlog))
 	accepted := before + int64(p.size) - int64(backlog)
 	o.inflight = 0
-	switch {
-	case backlog == 0:
+	if backlog == 0 { // the socket took everything: no clock read on this common path
 		o.stalledSince, o.parked = 0, false
-	case accepted > 0 || o.stalledSince == 0:
-		o.stalledSince, o.parked = clock(), false
+	} else {
+		o.doneAt = clock()
+		if accepted > 0 || o.stalledSince == 0 {
+			o.stalledSince, o.parked = o.doneAt, false
+		}
 	}
 	switch {
 	case o.queued+backlog <= o.soft():

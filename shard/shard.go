@@ -47,10 +47,9 @@ type Config struct {
 	// pressure this long.
 	SlowConsumerTimeout time.Duration
 	// StuckAfter is how long a subscriber's network layer may hold a
-	// backlog without taking any of it before the subscriber counts as
-	// stuck: it no longer holds acks, and it is written only on the
-	// shard's watch ticks instead of after every delivery (see flow.go).
-	// Default 250ms.
+	// backlog without taking any of it, as far as its writer saw, before
+	// the subscriber counts as stuck and no longer holds acks (see
+	// flow.go). Default 1s.
 	StuckAfter time.Duration
 	// RetentionInterval is how often the shard applies its partitions'
 	// retention. Default 5s.
@@ -69,6 +68,7 @@ type Config struct {
 	Observer Observer
 
 	watchEvery time.Duration // how often watched outboxes are checked (flow.go)
+	stall      stall         // when a stalled subscriber is quiet, and stuck
 }
 
 func (c *Config) fill() {
@@ -88,9 +88,10 @@ func (c *Config) fill() {
 		c.SlowConsumerTimeout = 5 * time.Second
 	}
 	if c.StuckAfter <= 0 {
-		c.StuckAfter = 250 * time.Millisecond
+		c.StuckAfter = time.Second
 	}
 	c.watchEvery = max(min(maxWatchEvery, c.StuckAfter/4), time.Millisecond)
+	c.stall = stall{quiet: int64(min(quietTicks*c.watchEvery, c.StuckAfter)), stuck: int64(c.StuckAfter)}
 	if c.RetentionInterval <= 0 {
 		c.RetentionInterval = 5 * time.Second
 	}

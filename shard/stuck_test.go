@@ -10,17 +10,30 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
+// stalled judges any stall stuck at once.
+var stalled = stall{quiet: 1, stuck: 1}
+
+// stallFor has o's writer report that the network layer holds 100 bytes
+// and, as far as the writer saw, has taken none of them for d: the reader
+// stopped d ago. The writer's clock is moved rather than waited for.
+func stallFor(o *Outbox, d time.Duration) {
+	pend, _ := o.Take()
+	o.Done(pend, 100)
+	o.mu.Lock()
+	o.stalledSince -= int64(d)
+	o.mu.Unlock()
+}
+
 // stuckSub subscribes an outbox of limit bytes to p whose network layer
-// holds a backlog and takes none of it: a reader that has stopped.
-func stuckSub(t *testing.T, s *Shard, p *Partition, limit int, f Flusher) *Outbox {
+// has held a backlog and taken none of it for d: a reader that stopped.
+func stuckSub(t *testing.T, s *Shard, p *Partition, limit int, f Flusher, d time.Duration) *Outbox {
 	t.Helper()
 	sub := NewOutbox(limit, 1, f)
 	done := make(chan error, 1)
 	require.NoError(t, p.Subscribe(sub, NewJoin(1, func(err error) { done <- err })))
 	s.Wake()
 	require.NoError(t, <-done)
-	pend, _ := sub.Take()
-	sub.Done(pend, 100) // the socket is full: 100 bytes wait in the network layer
+	stallFor(sub, d)
 	return sub
 }
 
@@ -28,11 +41,11 @@ func stuckSub(t *testing.T, s *Shard, p *Partition, limit int, f Flusher) *Outbo
 // socket has taken nothing for StuckAfter does not hold its producer's
 // acks, however long MaxAckDelay is; it keeps what was delivered to it.
 func TestStuckSubscriberHoldsNoAcks(t *testing.T) {
-	s := startShard(t, Config{Shards: 1, MaxAckDelay: time.Hour, SlowConsumerTimeout: time.Hour, StuckAfter: time.Nanosecond})
+	s := startShard(t, Config{Shards: 1, MaxAckDelay: time.Hour, SlowConsumerTimeout: time.Hour})
 	p := memPartition(t, "t", s)
 	var k, subKicks kicks
 	prod := NewOutbox(1<<20, 1, &k)
-	sub := stuckSub(t, s, p, 16<<10, &subKicks) // soft limit: 4 KiB
+	sub := stuckSub(t, s, p, 16<<10, &subKicks, s.cfg.StuckAfter) // soft limit: 4 KiB
 
 	const batches = 5
 	for corr := range uint32(batches) {
@@ -58,7 +71,7 @@ func TestStuckSubscriberCutWithoutHeldAcks(t *testing.T) {
 	p := memPartition(t, "t", s)
 	var k, subKicks kicks
 	prod := NewOutbox(1<<20, 1, &k)
-	sub := stuckSub(t, s, p, 4<<10, &subKicks)
+	sub := stuckSub(t, s, p, 4<<10, &subKicks, 0)
 	b, off := deliverBuf(t, "t", 200)
 	require.NoError(t, p.Publish(prod, 1, b, off))
 	s.Wake()
@@ -75,17 +88,16 @@ func TestStuckSubscriberCutWithoutHeldAcks(t *testing.T) {
 func TestParkedOutboxHoldsBackUntilProgress(t *testing.T) {
 	var k kicks
 	o := NewOutbox(1<<20, 1, &k)
-	pend, _ := o.Take()
-	o.Done(pend, 100)
+	stallFor(o, 1)
 	small, large := storage.NewBuf(100), storage.NewBuf(8<<10)
 	defer small.Release()
 	defer large.Release()
 	small.B[0], large.B[0] = 1, 2
 	now := clock() + 1
-	require.Equal(t, SentStuck, o.Deliver(small, small.B, now, 1))
+	require.Equal(t, SentQuiet, o.deliver(small, small.B, now, stalled))
 	require.Equal(t, int32(2), small.Refs(), "a parked outbox references even small frames")
 	o.watch(1)
-	require.Equal(t, SentStuck, o.Deliver(large, large.B, now, 1))
+	require.Equal(t, SentQuiet, o.deliver(large, large.B, now, stalled))
 	require.True(t, o.SendCopy([]byte{3}))
 
 	pend, slow := o.Take()
@@ -111,12 +123,11 @@ func TestParkedOutboxHoldsBackUntilProgress(t *testing.T) {
 func TestParkedOutboxWithoutWatcherHoldsNothingBack(t *testing.T) {
 	var k kicks
 	o := NewOutbox(1<<20, 1, &k)
-	pend, _ := o.Take()
-	o.Done(pend, 100)
+	stallFor(o, 1)
 	b := storage.NewBuf(100)
 	defer b.Release()
-	require.Equal(t, SentStuck, o.Deliver(b, b.B, clock()+1, 1))
-	pend, _ = o.Take()
+	require.Equal(t, SentQuiet, o.deliver(b, b.B, clock()+1, stalled))
+	pend, _ := o.Take()
 	require.Len(t, pend.IOV, 1)
 	o.Done(pend, 200)
 }
@@ -127,19 +138,15 @@ func TestParkedOutboxManyFrames(t *testing.T) {
 	var k kicks
 	o := NewOutbox(1<<30, 1, &k)
 	o.watch(1)
-	stall := func() {
-		pend, _ := o.Take()
-		o.Done(pend, 100)
-	}
 	const n = 2 * releaseAsideBlocks * blockFrames
 	bufs := make([]*storage.Buf, n)
 	for i := range bufs {
 		bufs[i] = storage.NewBuf(8)
 		bufs[i].B[0] = byte(i)
 	}
-	stall()
+	stallFor(o, 1)
 	for _, b := range bufs {
-		require.Equal(t, SentStuck, o.Deliver(b, b.B, clock()+1, 1))
+		require.Equal(t, SentQuiet, o.deliver(b, b.B, clock()+1, stalled))
 	}
 	pend, _ := o.Take()
 	require.Empty(t, pend.IOV)
@@ -151,9 +158,9 @@ func TestParkedOutboxManyFrames(t *testing.T) {
 	}
 	o.Done(pend, 0)
 
-	stall()
+	stallFor(o, 1)
 	for _, b := range bufs {
-		require.Equal(t, SentStuck, o.Deliver(b, b.B, clock()+1, 1))
+		require.Equal(t, SentQuiet, o.deliver(b, b.B, clock()+1, stalled))
 	}
 	o.MarkSlow()
 	require.Eventually(t, func() bool { return bufs[n-1].Refs() == 1 }, 10*time.Second, time.Millisecond,
@@ -192,4 +199,49 @@ func TestBudgetCutsFurthestBehindFirst(t *testing.T) {
 		o.Close()
 	}
 	require.Zero(t, b.Total())
+}
+
+// TestQuietSubscriberIsWatchedNotKicked: once a subscriber's socket has
+// taken nothing for a couple of watch ticks, deliveries no longer kick its
+// writer (each kick would only copy the frame into a backlog that does not
+// move) and it is parked; the watch tick asks its writer, which gets the
+// frames written as soon as the socket takes bytes, and any progress makes
+// it an ordinary subscriber again. The shard is driven by hand, its clock
+// moved forward rather than waited for.
+func TestQuietSubscriberIsWatchedNotKicked(t *testing.T) {
+	s := New(Config{Shards: 1, StuckAfter: time.Hour})
+	p := NewPartition("t", 0, s, storage.NewMemLog(1<<20), SyncPolicy{Mode: SyncNever})
+	defer func() { _ = p.Log.Close() }()
+	var k kicks
+	sub := NewOutbox(1<<20, 1, &k)
+	defer sub.Close()
+	p.addSub(sub)
+	b, _ := deliverBuf(t, "t", 1)
+	defer b.Release()
+	fan := func(at int64) {
+		s.pass++
+		s.now = at
+		s.touched = s.touched[:0]
+		s.fanOut(p, b, 1)
+	}
+
+	stallFor(sub, 0) // the socket is full and takes nothing
+	fan(clock())
+	require.Equal(t, []*Outbox{sub}, s.touched, "kicked while it may still be draining")
+	stallFor(sub, time.Duration(s.cfg.stall.quiet)) // as seen after a while
+	fan(clock())
+	require.Empty(t, s.touched, "quiet: not kicked")
+	require.Equal(t, []*Outbox{sub}, s.watch)
+
+	s.checkWatched()
+	require.Equal(t, int64(1), k.n.Load(), "the watch tick asks its writer")
+	pend, _ := sub.Take()
+	require.Empty(t, pend.IOV, "parked: nothing is handed to a socket that takes nothing")
+	sub.Done(pend, 50) // the socket took bytes
+	require.Equal(t, int64(2), k.n.Load(), "progress gets the frames written")
+	pend, _ = sub.Take()
+	require.Len(t, pend.IOV, 1, "the frame queued while parked")
+	sub.Done(pend, 50)
+	fan(clock())
+	require.Equal(t, []*Outbox{sub}, s.touched, "progress: kicked again")
 }

@@ -42,6 +42,7 @@ type options struct {
 	size     int
 	duration time.Duration
 	extra    []string // more `serve` arguments
+	logs     string   // directory for each run's latency log, if set
 }
 
 type binary struct{ label, path string }
@@ -70,6 +71,7 @@ func main() {
 	flag.IntVar(&o.size, "size", 128, "payload bytes")
 	flag.DurationVar(&o.duration, "duration", 20*time.Second, "length of each run; past the slow-consumer timeout to show all of it")
 	serveArgs := flag.String("serve-args", "", "more arguments for `ratatoskr serve`, space-separated")
+	flag.StringVar(&o.logs, "latency-logs", "", "write each run's per-message latency log (loadtest --latency-log) into this directory")
 	flag.Parse()
 	for _, b := range strings.Split(*bins, ",") {
 		label, path, ok := strings.Cut(b, "=")
@@ -97,7 +99,7 @@ func run(o options) error {
 		for _, b := range o.bins {
 			for _, slow := range []int{0, o.slow} {
 				fmt.Fprintf(os.Stderr, "run %d: %s with %d stuck subscribers...\n", i+1, b.label, slow)
-				r, err := once(o, b.path, slow)
+				r, err := once(o, b.path, slow, fmt.Sprintf("%s-%d-run%d.log", b.label, slow, i+1))
 				if err != nil {
 					return fmt.Errorf("%s, %d stuck: %w", b.label, slow, err)
 				}
@@ -111,7 +113,7 @@ func run(o options) error {
 
 // once starts a broker, runs the load test with slow stuck subscribers
 // beside it, and stops the broker.
-func once(o options, bin string, slow int) (result, error) {
+func once(o options, bin string, slow int, logName string) (result, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return result{}, err
@@ -157,9 +159,13 @@ func once(o options, bin string, slow int) (result, error) {
 		}
 		stuck = append(stuck, c)
 	}
-	r, err := loadtest(bin, "loadtest", "--server", addr, "--topic", topic, "--json",
+	args = []string{"loadtest", "--server", addr, "--topic", topic, "--json",
 		"--rate", strconv.Itoa(o.rate), "--size", strconv.Itoa(o.size), "--duration", o.duration.String(),
-		"--subscribers", "1", "--broker-pid", strconv.Itoa(serve.Process.Pid))
+		"--subscribers", "1", "--broker-pid", strconv.Itoa(serve.Process.Pid)}
+	if o.logs != "" {
+		args = append(args, "--latency-log", filepath.Join(o.logs, logName))
+	}
+	r, err := loadtest(bin, args...)
 	if err != nil {
 		return r, err
 	}
