@@ -20,29 +20,33 @@ import (
 // fills and the producer waits, so it runs at the pace of its slowest
 // subscriber. That is right for a subscriber that drains its socket, however
 // slowly, and wrong for one that has stopped reading: it would stall every
-// producer of the topic, and through them every other subscriber, until it
-// is disconnected. So:
+// producer of the topic until it is disconnected, and each delivery to it
+// would cost its loop a flush that only copies the frame into a backlog
+// that does not move. So the shard judges how long a subscriber's network
+// layer has held a backlog and taken none of it, as far as its writer saw
+// (Outbox.Done; a writer that could not run saw nothing):
 //
-//   - a subscriber is stuck when the network layer has held a backlog for
-//     it and taken none of it for StuckAfter (250 ms). A stuck subscriber
-//     holds no acks; it keeps receiving, within its limit, and is written
-//     only on the watch ticks below, not after every delivery, so its
-//     deliveries cost the others little. Any byte its socket takes makes it
-//     a draining subscriber again.
+//   - past quietTicks watch ticks (20 ms) it is quiet: deliveries no longer
+//     kick its writer, and it is parked (see Outbox): only the watch below
+//     asks its writer, which hands the frames to the network layer once it
+//     takes bytes again. This changes when bytes reach the network layer,
+//     not flow control.
+//   - past StuckAfter (1 s) it is stuck: it holds no acks. It keeps
+//     receiving, within its limit. Any byte its socket takes makes it a
+//     draining subscriber again.
 //   - an ack is held at most MaxAckDelay, then sent anyway;
 //   - a subscriber under pressure with no progress for SlowConsumerTimeout
 //     is disconnected as a slow consumer, like one that passes its hard
 //     limit.
 //
-// The shard watches every subscriber it found under pressure or stuck:
+// The shard watches every subscriber it found under pressure or quiet:
 // every watchEvery (10 ms, less for a short StuckAfter) it asks their
-// writers for a fresh backlog figure (and so writes what a stuck one
-// queued), disconnects those past the timeout, and forgets those that
-// caught up. The watch runs whether or not acks are held, so a stuck
-// subscriber is disconnected on time even when it holds nobody back. While
-// acks are held, their partition's subscribers under pressure are asked
-// for a fresh figure every millisecond, so that a draining one is released
-// as soon as it drains.
+// writers for a fresh backlog figure, disconnects those past the timeout,
+// and forgets those that caught up. The watch runs whether or not acks are
+// held, so a stuck subscriber is disconnected on time even when it holds
+// nobody back. While acks are held, their partition's subscribers under
+// pressure are asked for a fresh figure every millisecond, so that a
+// draining one is released as soon as it drains.
 //
 // nats-server does the same in spirit: it stalls a producer's read loop
 // briefly while a subscriber's pending bytes are high, and cuts a
@@ -53,11 +57,11 @@ import (
 const maxWatchEvery = 10 * time.Millisecond
 
 // quietTicks is how many watch ticks a subscriber's socket may take nothing
-// before the shards stop kicking its writer after every delivery (see
-// SentQuiet). Until a stalled subscriber is stuck, each delivery to it
-// would schedule a flush that only copies the frame into a backlog that
-// does not move: 30 subscribers that never read cost a healthy pair a
-// stall of a few hundred milliseconds that way, every time they stopped.
+// before the shards stop kicking its writer after every delivery and park
+// it (see SentQuiet). Kicked, each delivery to it would schedule a flush
+// that only copies the frame into a backlog that does not move: copies
+// into fresh memory for 30 subscribers that never read took most of the
+// broker's CPU.
 const quietTicks = 2
 
 // heldAck is a publish waiting to be acked: for its partition's

@@ -69,14 +69,14 @@ type DirectFlusher interface {
 // all connections together, and may be cut for it.
 //
 // An outbox whose network layer has held a backlog without taking any of
-// it for a while is stuck (see deliver): its reader has stopped. It no
-// longer slows producers, and shards stop kicking it for every delivery.
-// While a shard watches it (Shard.checkWatched), it is parked: its
+// it for a few tens of milliseconds is quiet and parked (see deliver): its
 // deliveries are queued by reference (subscribers that stopped reading
-// share the publishers' buffers instead of a copy each), and its writer
-// takes nothing from it, only reports the backlog, until the network layer
-// takes a byte. Copying what a stopped reader will never read into the
-// network layer's buffers cost the others more than anything else.
+// share the publishers' buffers instead of a copy each), and while a shard
+// watches it (Shard.checkWatched) its writer takes nothing from it, only
+// reports the backlog, until the network layer takes a byte. Copying what
+// a stopped reader will never read into the network layer's buffers cost
+// the others more than anything else. Stalled for longer (a second), it is
+// stuck: its reader has stopped, and it no longer slows producers.
 type Outbox struct {
 	mu        sync.Mutex
 	cur       Pending    // being filled; guarded by mu
@@ -90,7 +90,7 @@ type Outbox struct {
 	// stalledSince is when the network layer last held a backlog and took
 	// none of it since, as of doneAt (clock ns); 0 while it holds nothing.
 	stalledSince int64
-	parked       bool // a delivery found it stuck; cleared by progress
+	parked       bool // a delivery found it quiet; cleared by progress
 	withheld     bool // the last Take left frames queued because it was parked
 	watchers     int  // shards watching it (see Shard.watchOut)
 	// doneAt is when the writer last reported the backlog (Done): a stall
@@ -142,8 +142,8 @@ const (
 // stall holds the thresholds (nanoseconds) by which deliver judges an
 // outbox whose network layer holds a backlog and takes none of it.
 type stall struct {
-	quiet int64 // from then on, SentQuiet
-	stuck int64 // from then on, stuck: parked, and never SentUnderPressure
+	quiet int64 // from then on, SentQuiet, and parked
+	stuck int64 // from then on, stuck: never SentUnderPressure
 }
 
 // SlowReason says why an outbox became a slow consumer.
@@ -186,14 +186,14 @@ func (o *Outbox) SendRef(b *storage.Buf, frame []byte, now int64) SendStatus {
 }
 
 // deliver is SendRef for a shard's fan-out, which also judges how long the
-// network layer has held a backlog without taking a byte of it. A reader
-// that drains its socket, however slowly, takes some bytes every time its
-// writer asks (the shards ask every few milliseconds while it is behind),
-// so only one that has stopped reading stays stalled: past th.quiet it is
-// written on the shard's watch ticks rather than after every delivery, and
-// past th.stuck it is stuck: it costs its producers nothing, and keeps
-// receiving within its limit until it reads again, passes the limit, or
-// times out.
+// network layer has held a backlog without taking a byte of it, as far as
+// the writer saw. A reader that drains its socket, however slowly, takes
+// some bytes every time its writer asks (the shards ask every few
+// milliseconds while it is behind), so only one that has stopped reading
+// stays stalled: past th.quiet it is parked and written on the shard's
+// watch ticks rather than after every delivery, and past th.stuck it is
+// stuck: it costs its producers nothing, and keeps receiving within its
+// limit until it reads again, passes the limit, or times out.
 func (o *Outbox) deliver(b *storage.Buf, frame []byte, now int64, th stall) SendStatus {
 	return o.send(b, frame, now, th)
 }
