@@ -194,9 +194,9 @@ func (s *Shard) watchDue(now int64) bool {
 
 // checkWatched disconnects the watched subscribers that made no progress
 // under pressure for the slow-consumer timeout, asks the others' writers
-// for a fresh backlog (which also writes what a stuck one queued), and
-// stops watching those neither under pressure nor stuck with frames
-// queued.
+// for a fresh backlog (which gets a parked one written once its socket
+// takes bytes), and stops watching those neither under pressure nor quiet
+// with frames queued.
 func (s *Shard) checkWatched() {
 	s.watched = s.now
 	timeout := int64(s.cfg.SlowConsumerTimeout)
