@@ -58,6 +58,13 @@ type Config struct {
 	// SlowConsumerTimeout disconnects a subscriber that stays past a quarter of its
 	// MaxPendingBytes for this long.
 	SlowConsumerTimeout time.Duration
+	// StuckConsumerAfter is how long a subscriber's socket may take none of
+	// what the broker holds for it before the subscriber counts as stuck:
+	// flow control then stops holding its producers' acks for it. Shorter
+	// frees producers sooner from a subscriber that stopped reading; too
+	// short takes a reader that merely paused for a stuck one, and its
+	// producers, no longer slowed, soon fill its MaxPendingBytes.
+	StuckConsumerAfter time.Duration
 	// MaxOutboundBytes bounds what the broker holds unsent for all
 	// connections together. When it is passed, the connections furthest
 	// behind (holding the most) are disconnected as slow consumers until
@@ -145,6 +152,7 @@ func DefaultConfig() Config {
 		MaxPendingBytes:     64 << 20,
 		MaxAckDelay:         250 * time.Millisecond,
 		SlowConsumerTimeout: 5 * time.Second,
+		StuckConsumerAfter:  time.Second,
 		MaxOutboundBytes:    1 << 30,
 		AutoCreateTopics:    true,
 		DefaultPartitions:   1,
@@ -208,6 +216,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SlowConsumerTimeout <= 0 {
 		bad("SlowConsumerTimeout", c.SlowConsumerTimeout, "must be positive")
+	}
+	if c.StuckConsumerAfter <= 0 {
+		bad("StuckConsumerAfter", c.StuckConsumerAfter, "must be positive")
 	}
 	if c.MaxOutboundBytes < int64(c.MaxPendingBytes) {
 		bad("MaxOutboundBytes", c.MaxOutboundBytes, "must be at least MaxPendingBytes")

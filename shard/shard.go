@@ -49,7 +49,7 @@ type Config struct {
 	// StuckAfter is how long a subscriber's network layer may hold a
 	// backlog without taking any of it, as far as its writer saw, before
 	// the subscriber counts as stuck and no longer holds acks (see
-	// flow.go). Default 1s.
+	// flow.go; the broker's --stuck-consumer-after). Default 1s.
 	StuckAfter time.Duration
 	// RetentionInterval is how often the shard applies its partitions'
 	// retention. Default 5s.

@@ -37,6 +37,7 @@ type serveCmd struct {
 	MaxPendingBytes     int            `default:"67108864" env:"RATATOSKR_MAX_PENDING_BYTES" help:"Unsent bytes held for one connection before it is disconnected as a slow consumer."`
 	MaxAckDelay         time.Duration  `default:"250ms" env:"RATATOSKR_MAX_ACK_DELAY" help:"Longest a publish ack is held while a subscriber is behind (flow control)."`
 	SlowConsumerTimeout time.Duration  `default:"5s" env:"RATATOSKR_SLOW_CONSUMER_TIMEOUT" help:"Disconnect a subscriber that stays behind this long."`
+	StuckConsumerAfter  time.Duration  `default:"1s" env:"RATATOSKR_STUCK_CONSUMER_AFTER" help:"A subscriber whose socket takes nothing for this long no longer slows its producers (their acks are not held for it)."`
 	MaxOutboundBytes    int64          `default:"1073741824" env:"RATATOSKR_MAX_OUTBOUND_BYTES" help:"Unsent bytes held for all connections together; past it the connections furthest behind are disconnected as slow consumers."`
 	AutoCreateTopics    bool           `default:"true" negatable:"" env:"RATATOSKR_AUTO_CREATE_TOPICS" help:"Create unknown topics on first publish or subscribe."`
 	DefaultPartitions   int            `default:"1" env:"RATATOSKR_DEFAULT_PARTITIONS" help:"Partitions of auto-created topics."`
@@ -80,7 +81,7 @@ func (s *serveCmd) config() engine.Config {
 	cfg.AutoCreateTopics, cfg.DefaultPartitions = s.AutoCreateTopics, s.DefaultPartitions
 	cfg.ShutdownTimeout = s.ShutdownTimeout
 	cfg.MaxAckDelay, cfg.SlowConsumerTimeout = s.MaxAckDelay, s.SlowConsumerTimeout
-	cfg.MaxOutboundBytes = s.MaxOutboundBytes
+	cfg.MaxOutboundBytes, cfg.StuckConsumerAfter = s.MaxOutboundBytes, s.StuckConsumerAfter
 	cfg.Pprof = s.Pprof
 	cfg.DefaultStorage, cfg.DefaultFsync = s.DefaultStorage, s.DefaultFsync
 	cfg.DefaultRetentionBytes, cfg.SegmentBytes = s.RetentionBytes, s.SegmentBytes
