@@ -182,7 +182,7 @@ func (r SlowReason) String() string {
 // large; the outbox retains b until the frame is written. now is the
 // caller's clock (nanoseconds) used to time pressure.
 func (o *Outbox) SendRef(b *storage.Buf, frame []byte, now int64) SendStatus {
-	return o.send(b, frame, now, stall{})
+	return o.deliver(b, frame, now, stall{})
 }
 
 // deliver is SendRef for a shard's fan-out, which also judges how long the
@@ -195,10 +195,6 @@ func (o *Outbox) SendRef(b *storage.Buf, frame []byte, now int64) SendStatus {
 // stuck: it costs its producers nothing, and keeps receiving within its
 // limit until it reads again, passes the limit, or times out.
 func (o *Outbox) deliver(b *storage.Buf, frame []byte, now int64, th stall) SendStatus {
-	return o.send(b, frame, now, th)
-}
-
-func (o *Outbox) send(b *storage.Buf, frame []byte, now int64, th stall) SendStatus {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if !o.admit(len(frame)) {
