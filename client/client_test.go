@@ -75,6 +75,7 @@ func TestPublishWaitsForWindowAndHonoursContext(t *testing.T) {
 		c.MaxPendingBytes = 4 << 20
 		c.MaxAckDelay = time.Hour
 		c.SlowConsumerTimeout = time.Hour
+		c.StuckConsumerAfter = time.Hour // it holds them however long it stays behind
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })

@@ -75,6 +75,18 @@ type Config struct {
 	// SlowConsumerTimeout disconnects a subscriber that stays past a quarter of its
 	// MaxPendingBytes for this long.
 	SlowConsumerTimeout time.Duration
+	// StuckConsumerAfter is how long a subscriber's socket may take none of
+	// what the broker holds for it before the subscriber counts as stuck:
+	// flow control then stops holding its producers' acks for it. Shorter
+	// frees producers sooner from a subscriber that stopped reading; too
+	// short takes a reader that merely paused for a stuck one, and its
+	// producers, no longer slowed, soon fill its MaxPendingBytes.
+	StuckConsumerAfter time.Duration
+	// MaxOutboundBytes bounds what the broker holds unsent for all
+	// connections together. When it is passed, the connections furthest
+	// behind (holding the most) are disconnected as slow consumers until
+	// the total is back within it.
+	MaxOutboundBytes int64
 	// MaxFetchesPerConn bounds the Fetches one connection has outstanding
 	// (being read or waiting for data); one more is answered with
 	// LIMIT_EXCEEDED. It is what keeps a client that pipelines long polls
@@ -179,6 +191,8 @@ func DefaultConfig() Config {
 		MaxInflightBytes:     1 << 30,
 		MaxAckDelay:          250 * time.Millisecond,
 		SlowConsumerTimeout:  5 * time.Second,
+		StuckConsumerAfter:   time.Second,
+		MaxOutboundBytes:     1 << 30,
 		MaxFetchesPerConn:    256,
 		MaxFetchWait:         30 * time.Second,
 		AutoCreateTopics:     true,
@@ -254,6 +268,12 @@ func (c *Config) Validate() error {
 	}
 	if c.SlowConsumerTimeout <= 0 {
 		bad("SlowConsumerTimeout", c.SlowConsumerTimeout, "must be positive")
+	}
+	if c.StuckConsumerAfter <= 0 {
+		bad("StuckConsumerAfter", c.StuckConsumerAfter, "must be positive")
+	}
+	if c.MaxOutboundBytes < int64(c.MaxPendingBytes) {
+		bad("MaxOutboundBytes", c.MaxOutboundBytes, "must be at least MaxPendingBytes")
 	}
 	if !(c.AutoCreateRate > 0) {
 		bad("AutoCreateRate", c.AutoCreateRate, "must be positive")

@@ -74,6 +74,7 @@ type Engine struct {
 	connections   atomic.Int64
 	accepted      atomic.Uint64
 	slowConsumers atomic.Uint64
+	outbound      outbound      // the broker-wide outbound bound and cuts by reason (outbound.go)
 	directWrites  atomic.Uint64 // deliveries written by another loop's thread (FlushDirect)
 	directShort   atomic.Uint64 // direct writes the socket did not take whole
 	errorsByCode  [32]atomic.Uint64
@@ -96,7 +97,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, fatal: make(chan error, 1), metricSet: metrics.NewSet(),
-		diskWork: newDiskWorker(), autoCreates: newTokenBucket(cfg.AutoCreateRate)}
+		diskWork: newDiskWorker(), autoCreates: newTokenBucket(cfg.AutoCreateRate), outbound: newOutbound(&cfg)}
 	e.mem = newMemGuard(e, cfg.MaxInflightBytes)
 	e.setNotReady("not started")
 	e.history = newHistory(e, cfg.HistoryInterval, cfg.HistoryRetention)
@@ -106,7 +107,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	e.shards = make([]*shard.Shard, cfg.Shards)
 	for i := range e.shards {
 		e.shards[i] = shard.New(shard.Config{ID: i, Shards: cfg.Shards, Pin: cfg.PinShards, Logger: cfg.Logger,
-			MaxAckDelay: cfg.MaxAckDelay, SlowConsumerTimeout: cfg.SlowConsumerTimeout,
+			MaxAckDelay: cfg.MaxAckDelay, SlowConsumerTimeout: cfg.SlowConsumerTimeout, StuckAfter: cfg.StuckConsumerAfter,
 			RetentionInterval: cfg.RetentionInterval, OnBatch: e.batchHook(),
 			Observer: newShardMetrics(e.metricSet, i)})
 	}

@@ -73,7 +73,7 @@ func TestInflightBoundCutsTheBiggestHolders(t *testing.T) {
 	require.Eventually(t, func() bool { return e.mem.cuts.Load() >= 2 }, 30*time.Second, time.Millisecond)
 	cut := 0
 	for _, r := range hogs {
-		if s := sessionOf(e, r); s != nil && s.cutState.Load() == cutNone {
+		if s := liveSessionOf(e, r); s != nil && s.cutState.Load() == cutNone {
 			continue // kept: it stays connected
 		}
 		r.expectErrorThenClose(wire.CodeLimitExceeded)
@@ -86,9 +86,9 @@ func TestInflightBoundCutsTheBiggestHolders(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// sessionOf finds the broker's session of a raw connection, or nil once it
-// is gone.
-func sessionOf(e *Engine, r *rawConn) *session {
+// liveSessionOf finds the broker's session of a raw connection, or nil
+// once it is gone.
+func liveSessionOf(e *Engine, r *rawConn) *session {
 	var found *session
 	e.sessions.Range(func(k, _ any) bool {
 		if s := k.(*session); s.by.remote == r.c.LocalAddr().String() {

@@ -92,7 +92,12 @@ func (e *Engine) writeBrokerMetrics(w io.Writer) {
 	metrics.WriteGaugeFloat64(w, "ratatoskr_uptime_seconds", e.uptime().Seconds())
 	metrics.WriteGaugeUint64(w, "ratatoskr_connections", uint64(max(st.Connections, 0)))
 	metrics.WriteCounterUint64(w, "ratatoskr_connections_accepted_total", st.Accepted)
-	metrics.WriteCounterUint64(w, "ratatoskr_slow_consumer_disconnects_total", st.SlowConsumers)
+	for why := shard.SlowLimit; why < shard.NumSlowReasons; why++ {
+		metrics.WriteCounterUint64(w, `ratatoskr_slow_consumer_disconnects_total{reason="`+why.String()+`"}`,
+			e.outbound.cuts[why].Load())
+	}
+	metrics.WriteGaugeUint64(w, "ratatoskr_outbound_bytes", uint64(max(e.outbound.budget.Total(), 0)))
+	metrics.WriteGaugeUint64(w, "ratatoskr_outbound_bytes_limit", uint64(e.outbound.budget.Limit()))
 	metrics.WriteCounterUint64(w, "ratatoskr_direct_writes_total", st.DirectWrites)
 	metrics.WriteCounterUint64(w, "ratatoskr_direct_writes_short_total", st.DirectShort)
 	metrics.WriteGaugeUint64(w, "ratatoskr_topics", uint64(st.Topics))

@@ -76,24 +76,24 @@ type session struct {
 	// once onClose has finished, after which the worker runs pending itself.
 	pending    atomic.Pointer[func() bool]
 	closedDone atomic.Bool
-	closing     bool         // a slow consumer being disconnected: nothing more is written
-	pub         *storage.Buf // a Publish being read, pubN bytes so far
-	pubN        int
-	subs        map[subKey]*subscription
-	members     map[string]*member // group memberships, by group name
-	fetches     connFetches        // outstanding fetches (fetch.go)
-	ran         []*shard.Shard     // shards given operations by this read, to run inline
-	scratch     []byte             // response bodies are encoded here, reused
-	frameBuf    []byte             // and framed here, reused
-	by          origin             // the client, for telemetry events
-	info        sessionInfo        // what the admin API shows of it
+	closing    bool         // a slow consumer being disconnected: nothing more is written
+	pub        *storage.Buf // a Publish being read, pubN bytes so far
+	pubN       int
+	subs       map[subKey]*subscription
+	members    map[string]*member // group memberships, by group name
+	fetches    connFetches        // outstanding fetches (fetch.go)
+	ran        []*shard.Shard     // shards given operations by this read, to run inline
+	scratch    []byte             // response bodies are encoded here, reused
+	frameBuf   []byte             // and framed here, reused
+	by         origin             // the client, for telemetry events
+	info       sessionInfo        // what the admin API shows of it
 }
 
 func newSession(e *Engine, t transport) *session {
 	s := &session{e: e, t: t, subs: map[subKey]*subscription{}, members: map[string]*member{},
 		by: origin{actor: "client", remote: t.remoteAddr()}}
 	s.info.since = time.Now()
-	s.out = shard.NewOutbox(e.cfg.MaxPendingBytes, len(e.shards), t)
+	s.out = e.outbound.budget.NewOutbox(e.cfg.MaxPendingBytes, len(e.shards), t)
 	s.out.Inflight = e.mem.inflight
 	return s
 }
@@ -748,10 +748,9 @@ func (s *session) writeMerged(iov [][]byte) error {
 func (s *session) slowConsumer() {
 	s.closing = true
 	s.e.slowConsumers.Add(1)
-	reason := "outbound bytes passed the limit of " + strconv.Itoa(s.e.cfg.MaxPendingBytes)
-	if s.out.SlowByTimeout() {
-		reason = "stayed behind for longer than the slow-consumer timeout of " + s.e.cfg.SlowConsumerTimeout.String()
-	}
+	why := s.out.SlowReason()
+	s.e.outbound.cuts[why].Add(1)
+	reason := s.e.cfg.slowReason(why)
 	s.e.log.Warn("slow consumer disconnected", "remote", s.t.remoteAddr(), "reason", reason)
 	for k := range s.subs {
 		s.emitSub(EventSubscriberFailed, k.topic, k.partition, "slow-consumer", errors.New(reason))

@@ -12,24 +12,58 @@ import (
 )
 
 // Flow control: how a subscriber that falls behind slows its producers
-// instead of growing memory, within bounds.
+// instead of growing memory, within bounds, and how one that has stopped
+// reading is kept from slowing anyone.
 //
 // When a publish is fanned out to a subscriber whose outbox is past a quarter of its
 // limit, the shard holds the publish's ack back instead of sending it. A
 // producer's unacknowledged window (the client's pending-bytes bound) then
 // fills and the producer waits, so it runs at the pace of its slowest
-// subscriber. The bounds that keep one bad subscriber from stalling everyone:
+// subscriber. That is right for a subscriber that drains its socket, however
+// slowly, and wrong for one that has stopped reading: it would stall every
+// producer of the topic until it is disconnected, and each delivery to it
+// would cost its loop a flush that only copies the frame into a backlog
+// that does not move. So the shard judges how long a subscriber's network
+// layer has held a backlog and taken none of it, as far as its writer saw
+// (Outbox.Done; a writer that could not run saw nothing):
 //
+//   - past quietTicks watch ticks (20 ms) it is quiet: deliveries no longer
+//     kick its writer, and it is parked (see Outbox): only the watch below
+//     asks its writer, which hands the frames to the network layer once it
+//     takes bytes again. This changes when bytes reach the network layer,
+//     not flow control.
+//   - past StuckAfter (1 s) it is stuck: it holds no acks. It keeps
+//     receiving, within its limit. Any byte its socket takes makes it a
+//     draining subscriber again.
 //   - an ack is held at most MaxAckDelay, then sent anyway;
-//   - a subscriber under pressure for longer than SlowConsumerTimeout is
-//     disconnected as a slow consumer, like one that passes its hard limit.
-//     The check runs while its partition holds acks, which is whenever the
-//     subscriber is under pressure and its producers keep publishing; a
-//     subscriber that is behind while nobody publishes holds only what it
-//     already has, within the hard limit.
+//   - a subscriber under pressure with no progress for SlowConsumerTimeout
+//     is disconnected as a slow consumer, like one that passes its hard
+//     limit.
+//
+// The shard watches every subscriber it found under pressure or quiet:
+// every watchEvery (10 ms, less for a short StuckAfter) it asks their
+// writers for a fresh backlog figure, disconnects those past the timeout,
+// and forgets those that caught up. The watch runs whether or not acks are
+// held, so a stuck subscriber is disconnected on time even when it holds
+// nobody back. While acks are held, their partition's subscribers under
+// pressure are asked for a fresh figure every millisecond, so that a
+// draining one is released as soon as it drains.
 //
 // nats-server does the same in spirit: it stalls a producer's read loop
-// briefly while a subscriber's pending bytes are high.
+// briefly while a subscriber's pending bytes are high, and cuts a
+// subscriber whose writes make no progress for a deadline.
+
+// maxWatchEvery bounds the interval of the watch ticks: a subscriber that
+// resumes reading after being stuck waits for at most one tick.
+const maxWatchEvery = 10 * time.Millisecond
+
+// quietTicks is how many watch ticks a subscriber's socket may take nothing
+// before the shards stop kicking its writer after every delivery and park
+// it (see SentQuiet). Kicked, each delivery to it would schedule a flush
+// that only copies the frame into a backlog that does not move: copies
+// into fresh memory for 30 subscribers that never read took most of the
+// broker's CPU.
+const quietTicks = 2
 
 // heldAck is a publish waiting to be acked: for its partition's
 // subscribers to drain, and for SyncAlways also for its fsync, until which
@@ -129,27 +163,76 @@ func (s *Shard) releasePartition(p *Partition) bool {
 }
 
 // underPressure reports whether any subscriber of p is past a quarter of
-// its limit, disconnecting those that have made no progress for longer
-// than the timeout, and asks the others' writers for a fresh backlog.
+// its limit and not stuck, and asks those subscribers' writers for a fresh
+// backlog.
 func (s *Shard) underPressure(p *Partition) bool {
 	pressure := false
-	for i := 0; i < len(p.subs); {
-		sub := p.subs[i]
-		over, since := sub.Pressure()
-		if over && s.now-since > int64(s.cfg.SlowConsumerTimeout) {
-			sub.MarkSlow()
-			s.touch(sub)
-			p.subs = append(p.subs[:i], p.subs[i+1:]...)
-			p.nsubs.Store(int32(len(p.subs)))
+	for _, sub := range p.subs {
+		f := sub.flow(s.cfg.stall)
+		if !f.over {
 			continue
 		}
-		if over {
+		s.watchOut(sub)
+		if !f.stuck {
 			sub.Refresh()
+			pressure = true
 		}
-		pressure = pressure || over
-		i++
 	}
 	return pressure
+}
+
+// watchOut adds out to the outboxes the shard checks on its watch ticks.
+func (s *Shard) watchOut(out *Outbox) {
+	if !out.watched[s.cfg.ID] {
+		out.watched[s.cfg.ID] = true
+		out.watch(1)
+		s.watch = append(s.watch, out)
+	}
+}
+
+func (s *Shard) watchDue(now int64) bool {
+	return len(s.watch) > 0 && now-s.watched >= int64(s.cfg.watchEvery)
+}
+
+// checkWatched disconnects the watched subscribers that made no progress
+// under pressure for the slow-consumer timeout, asks the others' writers
+// for a fresh backlog (which gets a parked one written once its socket
+// takes bytes), and stops watching those neither under pressure nor quiet
+// with frames queued.
+func (s *Shard) checkWatched() {
+	s.watched = s.now
+	timeout := int64(s.cfg.SlowConsumerTimeout)
+	kept := s.watch[:0]
+	for _, out := range s.watch {
+		f := out.flow(s.cfg.stall)
+		switch {
+		case f.over && s.now-f.since > timeout:
+			out.MarkSlow()
+			s.touch(out)
+		case f.over || f.quiet && f.queued:
+			out.Refresh()
+			kept = append(kept, out)
+			continue
+		}
+		out.watched[s.cfg.ID] = false
+		out.watch(-1)
+	}
+	clear(s.watch[len(kept):])
+	s.watch = kept
+}
+
+// noteWatching publishes whether the shard watches outboxes, for its
+// goroutine's timer. An inline runner that starts the watch wakes the
+// goroutine, which may be asleep on a long timer.
+func (s *Shard) noteWatching() {
+	w := len(s.watch) > 0
+	if w == s.watching.Load() {
+		return
+	}
+	s.watching.Store(w)
+	if w && s.inline {
+		s.wake()
+	}
 }
 
 // releaseAll sends every held ack at once (shutdown). Deliveries still

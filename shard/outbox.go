@@ -21,8 +21,6 @@ const (
 	MaxIOV = 1024
 )
 
-var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
-
 // Flusher is what an Outbox asks to get its queued frames written: the
 // connection schedules a write pass on its own network thread.
 type Flusher interface {
@@ -67,25 +65,55 @@ type DirectFlusher interface {
 // subscribers. A connection past its limit, or under pressure for longer than
 // the shard's slow-consumer timeout, is a slow consumer: the outbox drops
 // everything, refuses further frames, and asks the flusher to close the
-// connection.
+// connection. An outbox made by a Budget also counts against the bound of
+// all connections together, and may be cut for it.
+//
+// An outbox whose network layer has held a backlog without taking any of
+// it for a few tens of milliseconds is quiet and parked (see deliver): its
+// deliveries are queued by reference (subscribers that stopped reading
+// share the publishers' buffers instead of a copy each), and while a shard
+// watches it (Shard.checkWatched) its writer takes nothing from it, only
+// reports the backlog, until the network layer takes a byte. Copying what
+// a stopped reader will never read into the network layer's buffers cost
+// the others more than anything else. Stalled for longer (a second), it is
+// stuck: its reader has stopped, and it no longer slows producers.
 type Outbox struct {
 	mu        sync.Mutex
-	cur       Pending // being filled; guarded by mu
-	spare     Pending // the loop's previous batch, reused; guarded by mu
-	queued    int     // bytes in cur
-	scheduled bool    // a flush is queued on the loop
-	dead      bool    // closed or slow: frames are dropped
-	slow      bool    // dead because it passed its limit or stayed behind
-	byTimeout bool    // slow because it stayed behind, not past the limit
+	cur       Pending    // being filled; guarded by mu
+	spare     Pending    // the loop's previous batch, reused; guarded by mu
+	queued    int        // bytes in cur
+	inflight  int        // bytes taken and not yet reported Done
+	scheduled bool       // a flush is queued on the loop
+	dead      bool       // closed or slow: frames are dropped
+	closed    bool       // Close ran
+	why       SlowReason // why it turned slow; NotSlow if it did not
+	// stalledSince is when the network layer last held a backlog and took
+	// none of it since, as of doneAt (clock ns); 0 while it holds nothing.
+	stalledSince int64
+	parked       bool // a delivery found it quiet; cleared by progress
+	withheld     bool // the last Take left frames queued because it was parked
+	watchers     int  // shards watching it (see Shard.watchOut)
+	// doneAt is when the writer last reported the backlog (Done): a stall
+	// counts only as long as the writer saw it. A writer that could not
+	// run (its loop busy, the machine loaded) saw nothing, and its reader
+	// must not be taken for stuck on that: on a loaded machine the gap
+	// between two reports reached 340 ms.
+	doneAt int64
 
 	limit     int
 	backlog   atomic.Int64 // bytes the network layer holds unsent
 	overSince atomic.Int64 // when pressure began (clock ns), 0 when none
 	flusher   Flusher
 
+	budget  *Budget // nil: no broker-wide bound
+	counted int64   // what this outbox adds to budget; guarded by mu
+
 	// passMark[s] is the pass number of shard s that last touched this
-	// outbox; written only by shard s, so no synchronisation is needed.
+	// outbox, and watched[s] whether shard s watches it (see
+	// Shard.checkWatched); written only by shard s, so no synchronisation
+	// is needed.
 	passMark []uint64
+	watched  []bool
 
 	// Inflight, when set, counts the bytes of this connection's publishes
 	// until the shard answers them (see Inflight). Set before the first
@@ -96,52 +124,122 @@ type Outbox struct {
 // NewOutbox returns an outbox bounded by limit bytes that asks f to flush.
 // shards is the number of shards that may write to it.
 func NewOutbox(limit, shards int, f Flusher) *Outbox {
-	return &Outbox{limit: limit, flusher: f, passMark: make([]uint64, shards)}
+	return &Outbox{limit: limit, flusher: f, passMark: make([]uint64, shards), watched: make([]bool, shards)}
 }
 
-// Pending is a drained batch of frames: iovecs ready for writev, and what to
-// give back once they are written.
-type Pending struct {
-	IOV    [][]byte
-	size   int // bytes in IOV when taken (writev may trim the slices)
-	refs   []*storage.Buf
-	chunks []*[]byte
-	chunk  *[]byte // the chunk small frames are being copied into
-	open   int     // start of the region of chunk the last iovec covers, -1 if none
-}
-
-// SendStatus is what SendRef reports.
+// SendStatus is what SendRef and deliver report: Sent, Refused, or flags.
 type SendStatus uint8
 
 const (
 	// Sent means the frame is queued.
-	Sent SendStatus = iota
-	// SentUnderPressure means queued, but the outbox is past a quarter of its limit.
-	SentUnderPressure
+	Sent SendStatus = 0
+	// SentUnderPressure means queued, but the outbox is past a quarter of
+	// its limit (and, from deliver, not stuck): acks wait for it.
+	SentUnderPressure SendStatus = 1 << iota
+	// SentQuiet means queued, but the network layer has taken nothing for
+	// a while (deliver only): kicking its writer would only copy the frame
+	// into a backlog that does not move, so the shard's watch writes it.
+	SentQuiet
 	// Refused means the outbox is closed or has just become a slow consumer.
 	Refused
 )
+
+// stall holds the thresholds (nanoseconds) by which deliver judges an
+// outbox whose network layer holds a backlog and takes none of it.
+type stall struct {
+	quiet int64 // from then on, SentQuiet, and parked
+	stuck int64 // from then on, stuck: never SentUnderPressure
+}
+
+// SlowReason says why an outbox became a slow consumer.
+type SlowReason uint8
+
+// Slow reasons.
+const (
+	// NotSlow: the outbox is not a slow consumer.
+	NotSlow SlowReason = iota
+	// SlowLimit: a frame would have taken it past its own limit.
+	SlowLimit
+	// SlowTimeout: it stayed under pressure without progress for the
+	// slow-consumer timeout.
+	SlowTimeout
+	// SlowBudget: the outbound bytes of all connections passed their
+	// bound, and it was among the furthest behind.
+	SlowBudget
+	// NumSlowReasons sizes arrays indexed by reason.
+	NumSlowReasons
+)
+
+// String names the reason as a metric label value.
+func (r SlowReason) String() string {
+	switch r {
+	case SlowLimit:
+		return "connection_limit"
+	case SlowTimeout:
+		return "timeout"
+	case SlowBudget:
+		return "broker_limit"
+	}
+	return "none"
+}
 
 // SendRef queues frame, which lies in b, without copying it when it is
 // large; the outbox retains b until the frame is written. now is the
 // caller's clock (nanoseconds) used to time pressure.
 func (o *Outbox) SendRef(b *storage.Buf, frame []byte, now int64) SendStatus {
+	return o.deliver(b, frame, now, stall{})
+}
+
+// deliver is SendRef for a shard's fan-out, which also judges how long the
+// network layer has held a backlog without taking a byte of it, as far as
+// the writer saw. A reader that drains its socket, however slowly, takes
+// some bytes every time its writer asks (the shards ask every few
+// milliseconds while it is behind), so only one that has stopped reading
+// stays stalled: past th.quiet it is parked and written on the shard's
+// watch ticks rather than after every delivery, and past th.stuck it is
+// stuck: it costs its producers nothing, and keeps receiving within its
+// limit until it reads again, passes the limit, or times out.
+func (o *Outbox) deliver(b *storage.Buf, frame []byte, now int64, th stall) SendStatus {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if !o.admit(len(frame)) {
 		return Refused
 	}
-	if len(frame) < copyThreshold {
+	stalled := o.stalled()
+	quiet := th.quiet > 0 && stalled >= th.quiet
+	stuck := th.stuck > 0 && stalled >= th.stuck
+	o.parked = o.parked || quiet
+	if o.parked {
+		o.cur.park()
+	}
+	if len(frame) < copyThreshold && !o.parked {
 		o.cur.appendCopy(frame)
 	} else {
 		b.Retain()
 		o.cur.appendRef(b, frame)
 	}
-	if o.queued+int(o.backlog.Load()) <= o.soft() {
-		return Sent
+	o.settle()
+	st := Sent
+	if quiet {
+		st |= SentQuiet
 	}
-	o.overSince.CompareAndSwap(0, now)
-	return SentUnderPressure
+	if o.queued+int(o.backlog.Load()) > o.soft() {
+		o.overSince.CompareAndSwap(0, now)
+		if !stuck {
+			st |= SentUnderPressure
+		}
+	}
+	return st
+}
+
+// stalled reports for how long the writer has seen the network layer hold
+// a backlog without taking any of it, or -1 if it holds none. Called with
+// mu held.
+func (o *Outbox) stalled() int64 {
+	if o.dead || o.backlog.Load() == 0 || o.stalledSince == 0 {
+		return -1
+	}
+	return o.doneAt - o.stalledSince
 }
 
 // soft is where pressure begins: a quarter of the limit, which leaves room
@@ -159,6 +257,10 @@ func (o *Outbox) Pressure() (bool, int64) {
 	if !over {
 		return false, 0
 	}
+	return true, o.pressureSince()
+}
+
+func (o *Outbox) pressureSince() int64 {
 	since := o.overSince.Load()
 	if since == 0 {
 		since = clock()
@@ -166,7 +268,29 @@ func (o *Outbox) Pressure() (bool, int64) {
 			since = o.overSince.Load()
 		}
 	}
-	return true, since
+	return since
+}
+
+// flowState is what a shard needs to know of a subscriber's outbox.
+type flowState struct {
+	over   bool  // past the soft limit
+	quiet  bool  // stalled past th.quiet (see deliver)
+	stuck  bool  // stalled past th.stuck
+	queued bool  // holds frames its writer has not taken
+	since  int64 // when pressure began or the last progress under it, if over
+}
+
+// flow reports o's state, judged by th.
+func (o *Outbox) flow(th stall) flowState {
+	o.mu.Lock()
+	stalled := o.stalled()
+	f := flowState{over: !o.dead && o.queued+int(o.backlog.Load()) > o.soft(), quiet: stalled >= th.quiet,
+		stuck: stalled >= th.stuck, queued: o.queued > 0}
+	o.mu.Unlock()
+	if f.over {
+		f.since = o.pressureSince()
+	}
+	return f
 }
 
 // MarkSlow turns the outbox into a slow consumer that stayed behind too
@@ -174,12 +298,52 @@ func (o *Outbox) Pressure() (bool, int64) {
 // next flush (see Kick).
 func (o *Outbox) MarkSlow() {
 	o.mu.Lock()
-	if !o.dead {
-		o.dead, o.slow, o.byTimeout = true, true, true
-		o.cur.release()
-		o.queued = 0
-	}
+	o.kill(SlowTimeout)
 	o.mu.Unlock()
+}
+
+// cut makes a live outbox a slow consumer for the broker-wide bound and
+// kicks its writer, which closes the connection. It reports whether it did.
+func (o *Outbox) cut() bool {
+	o.mu.Lock()
+	ok := !o.dead
+	o.kill(SlowBudget)
+	o.mu.Unlock()
+	if ok {
+		o.Kick()
+	}
+	return ok
+}
+
+// kill makes the outbox a slow consumer: what it queues is dropped, and
+// what the network layer still holds for it counts as on its way out.
+// Called with mu held.
+func (o *Outbox) kill(why SlowReason) {
+	if o.dead {
+		return
+	}
+	o.dead, o.why = true, why
+	o.cur.releaseSoon()
+	o.queued = 0
+	o.budget.doom(o.counted)
+	o.settle()
+}
+
+// settle brings the budget's total up to date with what the outbox holds:
+// queued, being written, and unsent in the network layer. Called with mu
+// held.
+func (o *Outbox) settle() {
+	if o.budget == nil {
+		return
+	}
+	n := int64(o.queued+o.inflight) + o.backlog.Load()
+	if o.closed {
+		n = 0
+	}
+	if d := n - o.counted; d != 0 {
+		o.counted = n
+		o.budget.add(d, o.dead)
+	}
 }
 
 // SendCopy queues a copy of frame (a small control frame such as an ack).
@@ -188,6 +352,7 @@ func (o *Outbox) SendCopy(frame []byte) bool {
 	ok := o.admit(len(frame))
 	if ok {
 		o.cur.appendCopy(frame)
+		o.settle()
 	}
 	o.mu.Unlock()
 	return ok
@@ -200,9 +365,7 @@ func (o *Outbox) admit(n int) bool {
 		return false
 	}
 	if o.queued+n+int(o.backlog.Load()) > o.limit {
-		o.dead, o.slow = true, true
-		o.cur.release()
-		o.queued = 0
+		o.kill(SlowLimit)
 		return false
 	}
 	o.queued += n
@@ -213,7 +376,7 @@ func (o *Outbox) admit(n int) bool {
 // scheduled. Shards call it once per touched outbox at the end of a pass.
 func (o *Outbox) Kick() {
 	o.mu.Lock()
-	need := !o.scheduled && (o.queued > 0 || o.slow)
+	need := !o.scheduled && (o.queued > 0 || o.why != NotSlow)
 	o.scheduled = o.scheduled || need
 	o.mu.Unlock()
 	if need {
@@ -240,15 +403,47 @@ func (o *Outbox) Refresh() {
 // whether the outbox turned slow (the writer then closes the connection).
 // The writer must call Done with the result after writing it and before the
 // next Take.
+//
+// A parked outbox that a shard watches hands over nothing: the network
+// layer is not taking what it already holds. Done then reports the
+// backlog, and when that shows progress, gets the frames written.
 func (o *Outbox) Take() (p *Pending, slow bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.scheduled = false
+	if o.holdsBack() {
+		o.withheld = true
+		o.spare.size = 0
+		return &o.spare, false
+	}
+	o.swap()
+	return &o.spare, o.why != NotSlow
+}
+
+// holdsBack reports whether the writer should leave the queued frames:
+// the outbox is parked, and some shard watches it, so its watch ticks get
+// the frames written once the reader takes bytes again. Without a watcher
+// nothing would ask again, so frames are never held back then. Called with
+// mu held.
+func (o *Outbox) holdsBack() bool {
+	return o.parked && o.watchers > 0 && !o.dead
+}
+
+// watch records that a shard started (+1) or stopped (-1) watching o.
+func (o *Outbox) watch(d int) {
+	o.mu.Lock()
+	o.watchers += d
+	o.mu.Unlock()
+}
+
+// swap moves the queued frames to spare for the writer. Called with mu held.
+func (o *Outbox) swap() {
+	o.cur.join()
 	o.cur, o.spare = o.spare, o.cur
 	o.spare.size = o.queued
+	o.inflight += o.queued
 	o.queued = 0
 	o.cur.reset()
-	return &o.spare, o.slow
 }
 
 // TakeDirect is Take for a writer that is not the connection's owner: it
@@ -260,14 +455,11 @@ func (o *Outbox) Take() (p *Pending, slow bool) {
 func (o *Outbox) TakeDirect(max int) *Pending {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.dead || o.queued == 0 || o.queued > max {
+	if o.dead || o.queued == 0 || o.queued > max || o.holdsBack() {
 		return nil
 	}
 	o.scheduled = false
-	o.cur, o.spare = o.spare, o.cur
-	o.spare.size = o.queued
-	o.queued = 0
-	o.cur.reset()
+	o.swap()
 	return &o.spare
 }
 
@@ -278,29 +470,60 @@ func (o *Outbox) TakeDirect(max int) *Pending {
 // (flow control then holds it near the soft limit), is never mistaken for
 // a stuck one. Pressure ends when the outbox drains below the soft limit.
 func (o *Outbox) Done(p *Pending, backlog int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	p.release()
+	if o.closed {
+		return
+	}
 	before := o.backlog.Swap(int64(backlog))
 	accepted := before + int64(p.size) - int64(backlog)
-	o.mu.Lock()
-	p.release()
+	o.inflight = 0
+	if backlog == 0 { // the socket took everything: no clock read on this common path
+		o.stalledSince, o.parked = 0, false
+	} else {
+		o.doneAt = clock()
+		if accepted > 0 || o.stalledSince == 0 {
+			o.stalledSince, o.parked = o.doneAt, false
+		}
+	}
 	switch {
 	case o.queued+backlog <= o.soft():
 		o.overSince.Store(0)
 	case accepted > 0 && o.overSince.Load() != 0:
 		o.overSince.Store(clock())
 	}
-	o.mu.Unlock()
+	o.settle()
+	if o.withheld && !o.parked {
+		o.withheld = false
+		o.rescheduleLocked()
+	}
+}
+
+// rescheduleLocked gets frames a parked Take left behind written, now that
+// the reader takes bytes again. Called with mu held; the flusher's
+// ScheduleFlush only queues a task, so calling it here is safe.
+func (o *Outbox) rescheduleLocked() {
+	if !o.scheduled && o.queued > 0 && !o.dead {
+		o.scheduled = true
+		o.flusher.ScheduleFlush()
+	}
 }
 
 // Close drops everything queued and refuses further frames. It returns
 // whether the outbox had been marked slow.
 func (o *Outbox) Close() (slow bool) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.dead = true
+	o.kill(NotSlow)
+	o.closed = true
 	o.cur.release()
 	o.spare.release()
-	o.queued = 0
-	return o.slow
+	o.queued, o.inflight = 0, 0
+	o.settle()
+	slow = o.why != NotSlow
+	o.mu.Unlock()
+	o.budget.forget(o)
+	return slow
 }
 
 // Closed reports whether the outbox refuses frames (its connection closed
@@ -311,12 +534,11 @@ func (o *Outbox) Closed() bool {
 	return o.dead
 }
 
-// SlowByTimeout reports whether the outbox turned slow by staying behind
-// (MarkSlow) rather than by passing its limit.
-func (o *Outbox) SlowByTimeout() bool {
+// SlowReason reports why the outbox turned slow, or NotSlow.
+func (o *Outbox) SlowReason() SlowReason {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.byTimeout
+	return o.why
 }
 
 // Queued reports the bytes waiting to be taken.
@@ -326,72 +548,9 @@ func (o *Outbox) Queued() int {
 	return o.queued
 }
 
-// Bytes reports the total size of the iovecs.
-func (p *Pending) Bytes() int {
-	n := 0
-	for _, b := range p.IOV {
-		n += len(b)
-	}
-	return n
-}
-
-func (p *Pending) reset() {
-	p.IOV = p.IOV[:0]
-	p.open = -1
-}
-
-func (p *Pending) appendRef(b *storage.Buf, frame []byte) {
-	p.IOV = append(p.IOV, frame)
-	p.refs = append(p.refs, b)
-	p.open = -1
-}
-
-func (p *Pending) appendCopy(frame []byte) {
-	if p.chunk == nil || len(*p.chunk)+len(frame) > cap(*p.chunk) {
-		p.newChunk(len(frame))
-	}
-	c := *p.chunk
-	start := len(c)
-	c = append(c, frame...)
-	*p.chunk = c
-	if p.open >= 0 && len(p.IOV) > 0 {
-		p.IOV[len(p.IOV)-1] = c[p.open:len(c):len(c)]
-		return
-	}
-	p.open = start
-	p.IOV = append(p.IOV, c[start:len(c):len(c)])
-}
-
-// newChunk starts a chunk with room for at least n bytes. The previous chunk
-// stays alive in p.chunks until the iovecs pointing into it are written.
-func (p *Pending) newChunk(n int) {
-	var c *[]byte
-	if n <= chunkSize {
-		c = chunkPool.Get().(*[]byte)
-	} else {
-		b := make([]byte, 0, n)
-		c = &b
-	}
-	*c = (*c)[:0]
-	p.chunks = append(p.chunks, c)
-	p.chunk = c
-	p.open = -1
-}
-
-func (p *Pending) release() {
-	for i, b := range p.refs {
-		b.Release()
-		p.refs[i] = nil
-	}
-	p.refs = p.refs[:0]
-	for i, c := range p.chunks {
-		if cap(*c) == chunkSize {
-			chunkPool.Put(c)
-		}
-		p.chunks[i] = nil
-	}
-	p.chunks = p.chunks[:0]
-	p.chunk = nil
-	clear(p.IOV)
-	p.reset()
+// pending reports what the outbox counts against its budget.
+func (o *Outbox) pending() int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.counted
 }

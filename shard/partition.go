@@ -471,19 +471,25 @@ func (s *Shard) makeVisible(p *Partition, end int64) {
 // fanOut queues the same frame, of n messages, to every subscriber and
 // reports whether any of them is under pressure. A subscriber whose outbox
 // refuses the frame (closed, or just turned slow) is dropped here, so the
-// others never wait for it.
+// others never wait for it; one whose socket takes nothing is left to the
+// watch ticks (flow.go) rather than kicked.
 func (s *Shard) fanOut(p *Partition, buf *storage.Buf, n int64) (pressure bool) {
 	for i := 0; i < len(p.subs); {
 		sub := p.subs[i]
-		s.touch(sub) // also lets its writer see it turned slow
-		switch sub.SendRef(buf, buf.B, s.now) {
-		case Refused:
+		st := sub.deliver(buf, buf.B, s.now, s.cfg.stall)
+		if st == Refused {
+			s.touch(sub) // lets its writer see it turned slow
 			p.subs = slices.Delete(p.subs, i, i+1)
 			p.nsubs.Store(int32(len(p.subs)))
 			continue
-		case SentUnderPressure:
-			pressure = true
 		}
+		if st != Sent {
+			s.watchOut(sub)
+		}
+		if st&SentQuiet == 0 {
+			s.touch(sub)
+		}
+		pressure = pressure || st&SentUnderPressure != 0
 		i++
 	}
 	p.countDelivered(n, len(buf.B), len(p.subs)) // the refused are gone

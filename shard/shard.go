@@ -46,6 +46,11 @@ type Config struct {
 	// SlowConsumerTimeout disconnects a subscriber that stays under
 	// pressure this long.
 	SlowConsumerTimeout time.Duration
+	// StuckAfter is how long a subscriber's network layer may hold a
+	// backlog without taking any of it, as far as its writer saw, before
+	// the subscriber counts as stuck and no longer holds acks (see
+	// flow.go; the broker's --stuck-consumer-after). Default 1s.
+	StuckAfter time.Duration
 	// RetentionInterval is how often the shard applies its partitions'
 	// retention. Default 5s.
 	RetentionInterval time.Duration
@@ -61,6 +66,9 @@ type Config struct {
 	// Observer, if not nil, receives per-batch and per-fsync measurements
 	// for the broker's histograms (see observe.go).
 	Observer Observer
+
+	watchEvery time.Duration // how often watched outboxes are checked (flow.go)
+	stall      stall         // when a stalled subscriber is quiet, and stuck
 }
 
 func (c *Config) fill() {
@@ -79,6 +87,11 @@ func (c *Config) fill() {
 	if c.SlowConsumerTimeout <= 0 {
 		c.SlowConsumerTimeout = 5 * time.Second
 	}
+	if c.StuckAfter <= 0 {
+		c.StuckAfter = time.Second
+	}
+	c.watchEvery = max(min(maxWatchEvery, c.StuckAfter/4), time.Millisecond)
+	c.stall = stall{quiet: int64(min(quietTicks*c.watchEvery, c.StuckAfter)), stuck: int64(c.StuckAfter)}
 	if c.RetentionInterval <= 0 {
 		c.RetentionInterval = 5 * time.Second
 	}
@@ -104,6 +117,7 @@ type Shard struct {
 	kick     chan struct{} // wakes the shard goroutine; capacity 1
 	pushing  atomic.Int32  // pushes in progress, so Stop loses none
 	stalled  atomic.Bool   // some ack is held for a subscriber's pressure: run on a timer
+	watching atomic.Bool   // some outbox is watched: run on a timer (flow.go)
 	stop     atomic.Bool   // Stop was called
 	stopOnce sync.Once
 	stopped  atomic.Bool // the goroutine has finished; pushes fail
@@ -117,6 +131,8 @@ type Shard struct {
 	inline  bool  // an event loop or the syncer runs the shard, not its goroutine
 	touched []*Outbox
 	held    []*Partition // partitions holding acks
+	watch   []*Outbox    // subscribers behind or stuck (flow.go)
+	watched int64        // clock of the last check of watch
 	parts   []*Partition // adopted partitions, for retention
 
 	syncer *syncer
@@ -238,9 +254,12 @@ func (s *Shard) run() {
 	nextRetain := time.Now().Add(s.cfg.RetentionInterval)
 	for {
 		wait := time.Until(nextRetain)
-		if s.stalled.Load() {
+		switch {
+		case s.stalled.Load():
 			// Held acks: poll at the timer's resolution until they go.
 			wait = min(wait, time.Millisecond)
+		case s.watching.Load():
+			wait = min(wait, s.cfg.watchEvery)
 		}
 		timer.Reset(max(wait, 0))
 		select {
@@ -269,7 +288,7 @@ func (s *Shard) run() {
 // it handled. The caller holds the token.
 func (s *Shard) runPass() int {
 	n := s.inbox.PopBatch(s.ops)
-	if n == 0 && len(s.held) == 0 {
+	if n == 0 && len(s.held) == 0 && !s.watchDue(clock()) {
 		return 0
 	}
 	s.pass++
@@ -281,7 +300,11 @@ func (s *Shard) runPass() int {
 	if len(s.held) > 0 {
 		s.releaseHeld()
 	}
+	if s.watchDue(s.now) {
+		s.checkWatched()
+	}
 	s.stalled.Store(s.heldForPressure())
+	s.noteWatching()
 	s.flushTouched()
 	s.busy.Add(clock() - s.now)
 	return n

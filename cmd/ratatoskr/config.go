@@ -468,6 +468,7 @@ var engineFlags = map[string]string{
 	"SlowConsumerTimeout": "slow-consumer-timeout", "AutoCreateTopics": "auto-create-topics",
 	"AutoCreateRate":    "auto-create-rate",
 	"MaxFetchesPerConn": "max-fetches-per-connection", "MaxFetchWait": "max-fetch-wait",
+	"MaxOutboundBytes": "max-outbound-bytes", "StuckConsumerAfter": "stuck-consumer-after",
 	"DefaultPartitions": "default-partitions", "DefaultStorage": "default-storage",
 	"DefaultFsync": "default-fsync", "DefaultRetention": "retention",
 	"DefaultRetentionBytes": "retention-bytes", "MemoryTopicBytes": "memory-topic-bytes",

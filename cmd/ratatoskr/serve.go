@@ -41,6 +41,8 @@ type serveCmd struct {
 	MaxInflightBytes        int64          `default:"1073741824" env:"RATATOSKR_MAX_INFLIGHT_BYTES" help:"Inbound bytes held for all connections together (half-read frames, and publishes until answered); past 3/4 of it publishes wait, past it the biggest holders are cut."`
 	MaxAckDelay             time.Duration  `default:"250ms" env:"RATATOSKR_MAX_ACK_DELAY" help:"Longest a publish ack is held while a subscriber is behind (flow control)."`
 	SlowConsumerTimeout     time.Duration  `default:"5s" env:"RATATOSKR_SLOW_CONSUMER_TIMEOUT" help:"Disconnect a subscriber that stays behind this long."`
+	StuckConsumerAfter      time.Duration  `default:"1s" env:"RATATOSKR_STUCK_CONSUMER_AFTER" help:"A subscriber whose socket takes nothing for this long no longer slows its producers (their acks are not held for it)."`
+	MaxOutboundBytes        int64          `default:"1073741824" env:"RATATOSKR_MAX_OUTBOUND_BYTES" help:"Unsent bytes held for all connections together; past it the connections furthest behind are disconnected as slow consumers."`
 	MaxFetches              int            `default:"256" env:"RATATOSKR_MAX_FETCHES_PER_CONNECTION" name:"max-fetches-per-connection" help:"Most Fetches one connection may have outstanding (being read or waiting for data); one more gets LIMIT_EXCEEDED."`
 	MaxFetchWait            time.Duration  `default:"30s" env:"RATATOSKR_MAX_FETCH_WAIT" help:"Longest a Fetch waits for data; a longer max_wait_ms is cut to it."`
 	AutoCreateTopics        bool           `default:"true" negatable:"" env:"RATATOSKR_AUTO_CREATE_TOPICS" help:"Create unknown topics on first publish or subscribe."`
@@ -91,6 +93,7 @@ func (s *serveCmd) config() engine.Config {
 	cfg.ShutdownTimeout = s.ShutdownTimeout
 	cfg.MaxAckDelay, cfg.SlowConsumerTimeout = s.MaxAckDelay, s.SlowConsumerTimeout
 	cfg.MaxFetchesPerConn, cfg.MaxFetchWait = s.MaxFetches, s.MaxFetchWait
+	cfg.MaxOutboundBytes, cfg.StuckConsumerAfter = s.MaxOutboundBytes, s.StuckConsumerAfter
 	cfg.Pprof = s.Pprof
 	cfg.DefaultStorage, cfg.DefaultFsync = s.DefaultStorage, s.DefaultFsync
 	cfg.DefaultRetentionBytes, cfg.SegmentBytes = s.RetentionBytes, s.SegmentBytes

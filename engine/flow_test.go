@@ -1,0 +1,159 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// stuckSubscriber subscribes a raw connection to every partition of topic
+// and then reads nothing, like a client that stopped reading its socket.
+func stuckSubscriber(t *testing.T, e *Engine, topic string) *rawConn {
+	t.Helper()
+	r := dialRaw(t, e)
+	r.hello()
+	r.sendFrame(wire.TypeSubscribe, 2, (&wire.Subscribe{Topic: topic, Partition: wire.PartitionAny}).Append(nil))
+	require.Equal(t, wire.TypeSubscribeOK, r.next().Type)
+	return r
+}
+
+// sessionOf finds the broker's session of a raw connection.
+func sessionOf(t *testing.T, e *Engine, r *rawConn) *session {
+	t.Helper()
+	var found *session
+	e.sessions.Range(func(k, _ any) bool {
+		if s := k.(*session); s.t.remoteAddr() == r.c.LocalAddr().String() {
+			found = s
+		}
+		return found == nil
+	})
+	require.NotNil(t, found, "no session for %s", r.c.LocalAddr())
+	return found
+}
+
+// publishMiB publishes n MiB in 1 KiB messages and waits for every ack.
+func publishMiB(ctx context.Context, t *testing.T, pub *client.Client, topic string, n int) int {
+	t.Helper()
+	value := make([]byte, 1<<10)
+	for range n << 10 {
+		require.NoError(t, pub.PublishAsync(ctx, topic, client.Message{Value: value}))
+	}
+	require.NoError(t, pub.Flush(ctx))
+	return n << 10
+}
+
+// readRecords reads Deliver frames from r until it has n records, checking
+// that their offsets run on from first without a gap.
+func readRecords(t *testing.T, r *rawConn, first int64, n int) {
+	t.Helper()
+	next := first
+	for next < first+int64(n) {
+		f, err := r.read(10 * time.Second)
+		require.NoError(t, err, "after offset %d of %d", next-first, n)
+		if f.Type != wire.TypeDeliver {
+			continue
+		}
+		v, err := wire.DecodeBatchView(f.Body)
+		require.NoError(t, err)
+		require.Equal(t, next, v.Batch.BaseOffset(), "no gap, no duplicate")
+		next += int64(v.Batch.Count())
+	}
+}
+
+// TestStuckSubscriberDoesNotHoldProducer: a subscriber that stops reading
+// stops holding acks once it is stuck, however long the ack delay, so its
+// producer and the other subscribers go on at full speed; it keeps what
+// was published meanwhile (within its limit) and gets all of it, in order,
+// when it reads again.
+func TestStuckSubscriberDoesNotHoldProducer(t *testing.T) {
+	e := startBroker(t, func(c *Config) {
+		c.MaxAckDelay, c.SlowConsumerTimeout = time.Hour, time.Hour
+		c.MaxPendingBytes = 16 << 20 // soft limit: 4 MiB
+	})
+	ctx := testCtx(t)
+	pub := dial(t, e, client.WithMaxPendingBytes(1<<20))
+	require.NoError(t, pub.CreateTopic(ctx, "stuck", client.TopicConfig{Storage: "memory"}))
+	stuck := stuckSubscriber(t, e, "stuck")
+	var healthyGot atomic.Int64
+	healthy := dial(t, e)
+	_, err := healthy.Subscribe(ctx, "stuck", func(*client.Delivery) { healthyGot.Add(1) })
+	require.NoError(t, err)
+
+	// 12 MiB is past the stuck subscriber's soft limit even after the
+	// kernel's socket buffers took their part. Held for the ack delay,
+	// the producer's 1 MiB window would stop it for an hour: the test's
+	// context ends first.
+	msgs := publishMiB(ctx, t, pub, "stuck", 12)
+	over, _ := sessionOf(t, e, stuck).out.Pressure()
+	require.True(t, over, "the stuck subscriber is past its soft limit")
+	require.Eventually(t, func() bool { return healthyGot.Load() == int64(msgs) }, 20*time.Second, time.Millisecond)
+	require.Zero(t, e.Stats().SlowConsumers)
+
+	readRecords(t, stuck, 0, msgs)
+
+	_ = stuck.c.Close()
+	_ = healthy.Close()
+	_ = pub.Close()
+	require.Eventually(t, func() bool { return e.outbound.budget.Total() == 0 }, 10*time.Second, time.Millisecond,
+		"what connections held is given back when they close")
+}
+
+// TestOutboundBoundCutsFurthestBehind: past --max-outbound-bytes, the
+// connection holding the most is disconnected as a slow consumer, and the
+// others stay connected and lose nothing.
+func TestOutboundBoundCutsFurthestBehind(t *testing.T) {
+	e := startBroker(t, func(c *Config) {
+		c.MaxPendingBytes, c.MaxOutboundBytes = 32<<20, 32<<20
+		c.SlowConsumerTimeout = time.Hour
+	})
+	ctx := testCtx(t)
+	pub := dial(t, e)
+	require.NoError(t, pub.CreateTopic(ctx, "bound", client.TopicConfig{Storage: "memory"}))
+	behind := stuckSubscriber(t, e, "bound")
+	behindOut := sessionOf(t, e, behind).out
+	first := publishMiB(ctx, t, pub, "bound", 14)
+	later := stuckSubscriber(t, e, "bound")
+	laterOut := sessionOf(t, e, later).out
+	msgs := 0
+	for e.outbound.cuts[shard.SlowBudget].Load() == 0 {
+		require.Less(t, msgs, 40<<10, "the bound was never enforced")
+		msgs += publishMiB(ctx, t, pub, "bound", 1)
+	}
+
+	require.Equal(t, shard.SlowBudget, behindOut.SlowReason())
+	require.Equal(t, shard.NotSlow, laterOut.SlowReason())
+	readRecords(t, later, int64(first), msgs)
+	for {
+		f, err := behind.read(10 * time.Second)
+		if err != nil {
+			break // closed
+		}
+		if f.Type == wire.TypeError {
+			werr, _ := wire.DecodeError(f.Body)
+			require.Equal(t, wire.CodeSlowConsumer, werr.Code)
+			require.Contains(t, werr.Message, "broker-wide")
+		}
+	}
+	require.Equal(t, uint64(1), e.outbound.cuts[shard.SlowBudget].Load())
+	require.Zero(t, e.outbound.cuts[shard.SlowLimit].Load()+e.outbound.cuts[shard.SlowTimeout].Load())
+	var m bytes.Buffer
+	e.writeMetrics(&m)
+	require.Contains(t, m.String(), `ratatoskr_slow_consumer_disconnects_total{reason="broker_limit"} 1`+"\n")
+	require.Contains(t, m.String(), "ratatoskr_outbound_bytes_limit 33554432\n")
+
+	_ = later.c.Close()
+	_ = pub.Close()
+	require.Eventually(t, func() bool { return e.outbound.budget.Total() == 0 }, 10*time.Second, time.Millisecond)
+	m.Reset()
+	e.writeMetrics(&m)
+	require.True(t, strings.Contains(m.String(), "ratatoskr_outbound_bytes 0\n"))
+}

@@ -1,0 +1,33 @@
+package engine
+
+import (
+	"strconv"
+	"sync/atomic"
+
+	"github.com/ratatoskr-mq/ratatoskr/shard"
+)
+
+// outbound is the broker-wide side of flow control: the bound on what all
+// connections hold unsent together (shard.Budget), and the slow-consumer
+// disconnects by reason, for the metrics.
+type outbound struct {
+	budget *shard.Budget
+	cuts   [shard.NumSlowReasons]atomic.Uint64
+}
+
+func newOutbound(cfg *Config) outbound {
+	return outbound{budget: shard.NewBudget(cfg.MaxOutboundBytes)}
+}
+
+// slowReason explains to a client, and to the log, why it was disconnected
+// as a slow consumer.
+func (c *Config) slowReason(why shard.SlowReason) string {
+	switch why {
+	case shard.SlowTimeout:
+		return "stayed behind for longer than the slow-consumer timeout of " + c.SlowConsumerTimeout.String()
+	case shard.SlowBudget:
+		return "the outbound bytes of all connections passed the broker-wide limit of " +
+			strconv.FormatInt(c.MaxOutboundBytes, 10) + " (max-outbound-bytes), and this connection was among the furthest behind"
+	}
+	return "outbound bytes passed the limit of " + strconv.Itoa(c.MaxPendingBytes)
+}
