@@ -22,11 +22,11 @@ import (
 // order. Its queue holds at most one job per parked connection, so it is
 // bounded by the connection limit.
 type diskWorker struct {
-	mu      sync.Mutex
+	mu     sync.Mutex
 	queue  []func()
 	closed bool
-	kick    chan struct{}
-	done    chan struct{}
+	kick   chan struct{}
+	done   chan struct{}
 }
 
 func newDiskWorker() *diskWorker {

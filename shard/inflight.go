@@ -43,8 +43,10 @@ func (f *Inflight) Done(n int64) {
 	}
 }
 
-// Pause and Unpause count the connections waiting for room.
-func (f *Inflight) Pause()   { f.paused.Add(1) }
+// Pause counts a connection that waits for room.
+func (f *Inflight) Pause() { f.paused.Add(1) }
+
+// Unpause counts a connection that no longer waits.
 func (f *Inflight) Unpause() { f.paused.Add(-1) }
 
 // answered takes a publish's batch off its connection's inflight count:

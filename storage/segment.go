@@ -82,9 +82,9 @@ type segment struct {
 	pinned   bool
 	wrd, wwr vfs.File
 
-	size    atomic.Int64 // bytes of whole batches
-	next    atomic.Int64 // offset after the last batch
-	maxTS   atomic.Int64 // largest record timestamp
+	size  atomic.Int64 // bytes of whole batches
+	next  atomic.Int64 // offset after the last batch
+	maxTS atomic.Int64 // largest record timestamp
 	// The sparse index: index holds nidx entries, in an array that grows
 	// by doubling up to idxMax as the segment fills, so a new or small
 	// segment costs a few entries rather than a full segment's worth (a
@@ -95,7 +95,7 @@ type segment struct {
 	// old ones stay valid for readers that hold them.
 	index   atomic.Pointer[[]indexEntry]
 	nidx    atomic.Int32
-	idxMax  int // the entries index may reach; set before readers see the segment
+	idxMax  int   // the entries index may reach; set before readers see the segment
 	lastIdx int64 // position of the last indexed batch; shard-owned
 	refs    atomic.Int32
 	removed atomic.Bool
@@ -260,7 +260,7 @@ func (s *segment) loadIndex(fsys vfs.FS, fileSize int64, minEntries int) error {
 		int64(binary.LittleEndian.Uint64(tr[8:])) != fileSize {
 		return errBadIndex
 	}
-	arr := make([]indexEntry, n, n) // an active segment's grows from here as it fills
+	arr := make([]indexEntry, n) // an active segment's grows from here as it fills
 	for i := range n {
 		e := body[i*indexEntrySize:]
 		arr[i] = indexEntry{rel: binary.LittleEndian.Uint32(e), pos: binary.LittleEndian.Uint32(e[4:]),
