@@ -40,7 +40,8 @@ import (
 //     close, it syncs the least recently used one through its own
 //     descriptor, on its log's behalf and only when its writer is not
 //     busy, and closes it afterwards (a failed sync fails the log, as a
-//     failed Sync does). A sealed segment is synced when it is sealed.
+//     failed Sync does). A segment sealed while pinned stays pinned, and
+//     keeps its direct handle open, until the same happens to it.
 //   - A deleted segment's files are closed when its last reader lets go,
 //     and never reopened.
 //   - A file that cannot be opened (EMFILE, ENOENT, EACCES) fails the read
@@ -282,23 +283,33 @@ func (h *segFiles) unpin() []vfs.File {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	h.pinned = false
+	var done []vfs.File
+	if !h.direct && h.wr != nil { // sealed while pinned: its direct handle may go now
+		done = append(done, h.wr)
+		h.wr = nil
+		c.addOpen(-1)
+	}
 	if h.list != &c.dirty {
-		return nil
+		return done
 	}
 	c.unlink(h)
 	c.park(h)
-	return c.evictLocked()
+	return append(done, c.evictLocked()...)
 }
 
-// dropWriter closes the direct handle: the segment is sealed, or the log
-// closes.
+// dropWriter gives up the direct handle: the segment is sealed, or the
+// log closes. A pinned segment keeps it open until an fsync covers what
+// it wrote (unpin), like its other handle.
 func (h *segFiles) dropWriter() {
 	c := h.c
 	c.mu.Lock()
-	f := h.wr
-	h.wr, h.direct = nil, false
-	if f != nil {
-		c.addOpen(-1)
+	h.direct = false
+	var f vfs.File
+	if !h.pinned {
+		f, h.wr = h.wr, nil
+		if f != nil {
+			c.addOpen(-1)
+		}
 	}
 	c.mu.Unlock()
 	closeFiles([]vfs.File{f})
