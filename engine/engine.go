@@ -74,6 +74,7 @@ type Engine struct {
 	connections   atomic.Int64
 	accepted      atomic.Uint64
 	slowConsumers atomic.Uint64
+	resumed       atomic.Uint64 // detached subscriptions resumed with a replay
 	outbound      outbound      // the broker-wide outbound bound and cuts by reason (outbound.go)
 	directWrites  atomic.Uint64 // deliveries written by another loop's thread (FlushDirect)
 	directShort   atomic.Uint64 // direct writes the socket did not take whole

@@ -113,7 +113,9 @@ func TestStuckSubscriberDoesNotHoldProducer(t *testing.T) {
 func TestOutboundBoundCutsFurthestBehind(t *testing.T) {
 	e := startBroker(t, func(c *Config) {
 		c.MaxPendingBytes, c.MaxOutboundBytes = 32<<20, 32<<20
-		c.SlowConsumerTimeout = time.Hour
+		// Never stuck: they stand for subscribers that read, too slowly
+		// (a stuck one would be detached and hold nothing more).
+		c.SlowConsumerTimeout, c.StuckConsumerAfter = time.Hour, time.Hour
 	})
 	ctx := testCtx(t)
 	pub := dial(t, e)
@@ -156,4 +158,78 @@ func TestOutboundBoundCutsFurthestBehind(t *testing.T) {
 	m.Reset()
 	e.writeMetrics(&m)
 	require.True(t, strings.Contains(m.String(), "ratatoskr_outbound_bytes 0\n"))
+}
+
+// detachedCount is the live subscriptions the broker's shards detached.
+func detachedCount(e *Engine) uint64 {
+	var n uint64
+	for _, s := range e.shards {
+		n += s.Detached()
+	}
+	return n
+}
+
+// TestStuckSubscriberIsDetachedAndResumes: once a subscriber is stuck, its
+// live subscription is detached: publishes no longer queue anything for
+// it, so it costs them nothing. When it reads again it gets everything,
+// from where it stopped, in order and with no gap, by a replay that joins
+// the live tail again.
+func TestStuckSubscriberIsDetachedAndResumes(t *testing.T) {
+	e := startBroker(t, func(c *Config) {
+		c.StuckConsumerAfter, c.SlowConsumerTimeout = 100*time.Millisecond, time.Hour
+	})
+	ctx := testCtx(t)
+	pub := dial(t, e)
+	require.NoError(t, pub.CreateTopic(ctx, "det", client.TopicConfig{Storage: "memory"}))
+	stuck := stuckSubscriber(t, e, "det")
+	out := sessionOf(t, e, stuck).out
+	msgs := 0
+	for detachedCount(e) == 0 {
+		require.Less(t, msgs, 256<<10, "the stuck subscriber was never detached")
+		msgs += publishMiB(ctx, t, pub, "det", 1)
+	}
+	queued := out.Queued()
+	msgs += publishMiB(ctx, t, pub, "det", 8)
+	require.Equal(t, queued, out.Queued(), "nothing more is queued for a detached subscriber")
+	require.Zero(t, e.resumed.Load())
+
+	readRecords(t, stuck, 0, msgs)
+	require.Positive(t, e.resumed.Load(), "it resumed with a replay")
+	// And it is live again: the next publish reaches it.
+	_, err := pub.Publish(ctx, "det", client.Message{Value: []byte("live")})
+	require.NoError(t, err)
+	readRecords(t, stuck, int64(msgs), 1)
+}
+
+// TestDetachedSubscriberIsCutAtTheTimeout: a detached subscriber that never
+// reads again holds little, so it is cut by how long its socket took
+// nothing (the slow-consumer timeout), not by its limit.
+func TestDetachedSubscriberIsCutAtTheTimeout(t *testing.T) {
+	e := startBroker(t, func(c *Config) {
+		c.StuckConsumerAfter, c.SlowConsumerTimeout = 100*time.Millisecond, 500*time.Millisecond
+		c.MaxPendingBytes = 256 << 20 // soft limit 64 MiB, far from reach
+	})
+	ctx := testCtx(t)
+	pub := dial(t, e)
+	require.NoError(t, pub.CreateTopic(ctx, "cut", client.TopicConfig{Storage: "memory"}))
+	stuck := stuckSubscriber(t, e, "cut")
+	msgs := 0
+	for detachedCount(e) == 0 {
+		require.Less(t, msgs, 256<<10, "the stuck subscriber was never detached")
+		msgs += publishMiB(ctx, t, pub, "cut", 1)
+	}
+	over, _ := sessionOf(t, e, stuck).out.Pressure()
+	require.False(t, over, "under its soft limit: only the timeout can cut it")
+	require.Eventually(t, func() bool { return e.Stats().SlowConsumers == 1 }, 30*time.Second, time.Millisecond)
+	for {
+		f, err := stuck.read(10 * time.Second)
+		if err != nil {
+			break
+		}
+		if f.Type == wire.TypeError {
+			we, err := wire.DecodeError(f.Body)
+			require.NoError(t, err)
+			require.Equal(t, wire.CodeSlowConsumer, we.Code)
+		}
+	}
 }

@@ -96,6 +96,12 @@ func (e *Engine) writeBrokerMetrics(w io.Writer) {
 		metrics.WriteCounterUint64(w, `ratatoskr_slow_consumer_disconnects_total{reason="`+why.String()+`"}`,
 			e.outbound.cuts[why].Load())
 	}
+	var detached uint64
+	for _, s := range e.shards {
+		detached += s.Detached()
+	}
+	metrics.WriteCounterUint64(w, "ratatoskr_subscriptions_detached_total", detached)
+	metrics.WriteCounterUint64(w, "ratatoskr_subscriptions_resumed_total", e.resumed.Load())
 	metrics.WriteGaugeUint64(w, "ratatoskr_outbound_bytes", uint64(max(e.outbound.budget.Total(), 0)))
 	metrics.WriteGaugeUint64(w, "ratatoskr_outbound_bytes_limit", uint64(e.outbound.budget.Limit()))
 	metrics.WriteCounterUint64(w, "ratatoskr_direct_writes_total", st.DirectWrites)

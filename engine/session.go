@@ -505,7 +505,7 @@ func (s *session) subscribeTo(corr uint32, t *Topic, part int32, start wire.Star
 	if start.Kind != wire.StartLatest {
 		return s.subscribeFrom(corr, t, part, sub, start)
 	}
-	s.subs[subKey{t, part}] = sub
+	s.addSub(subKey{t, part}, sub)
 	out := s.out
 	ok := wire.SubscribeOK{Partitions: uint32(len(t.Parts))}
 	for _, p := range sub.parts {
@@ -544,7 +544,7 @@ func (s *session) subscribeFrom(corr uint32, t *Topic, part int32, sub *subscrip
 		}
 		ok.Starts = append(ok.Starts, wire.PartitionStart{Partition: p.ID, Offset: off})
 	}
-	s.subs[subKey{t, part}] = sub
+	s.addSub(subKey{t, part}, sub)
 	s.sendFrame(wire.TypeSubscribeOK, corr, ok.Append(s.scratch[:0]))
 	s.emitSub(EventSubscriberJoined, t, part, "subscribe", nil)
 	for i, p := range sub.parts {
@@ -626,7 +626,7 @@ func (s *session) unsubscribe(f wire.Frame) error {
 	if sub == nil {
 		return s.refuse(f.Corr, wire.Errorf(wire.CodeNotSubscribed, "no subscription to "+strconv.Quote(string(name))))
 	}
-	delete(s.subs, key)
+	s.dropSub(key, sub)
 	sub.cancel.Store(true)
 	sub.topic.subscriptions.Add(-1)
 	s.emitSub(EventSubscriberLeft, sub.topic, key.partition, "unsubscribe", nil)
@@ -697,6 +697,44 @@ func (s *session) flush() {
 	s.out.Done(p, s.t.backlog())
 	if err != nil {
 		s.t.close()
+		return
+	}
+	if d := s.out.TakeResumable(); d != nil {
+		s.resume(d)
+	}
+}
+
+// addSub records a subscription. Its live part may be detached while the
+// connection is stuck: the connection resumes it with a replay (resume).
+func (s *session) addSub(k subKey, sub *subscription) {
+	s.subs[k] = sub
+	for _, p := range sub.parts {
+		s.out.SetDetachable(p, true)
+	}
+}
+
+// dropSub forgets a subscription.
+func (s *session) dropSub(k subKey, sub *subscription) {
+	delete(s.subs, k)
+	for _, p := range sub.parts {
+		s.out.SetDetachable(p, false)
+	}
+}
+
+// resume replays, from where it stopped, each partition whose live
+// subscription was detached while the connection was stuck and is still
+// subscribed; the replay joins the live tail again once it catches up
+// (shard.CatchUp), so the subscriber gets everything, in order, with no
+// gap while the log holds it.
+func (s *session) resume(ds []shard.Detachment) {
+	for _, d := range ds {
+		for _, sub := range s.subs {
+			if !sub.cancel.Load() && slices.Contains(sub.parts, d.P) {
+				s.e.resumed.Add(1)
+				go s.e.replay(s.out, d.P, d.From, sub.cancel)
+				break
+			}
+		}
 	}
 }
 
@@ -804,7 +842,7 @@ func (s *session) onClose() {
 		for _, p := range sub.parts {
 			p.Forget(s.out)
 		}
-		delete(s.subs, k)
+		s.dropSub(k, sub)
 		if !s.closing { // a slow consumer's subscriptions were reported failed
 			s.emitSub(EventSubscriberLeft, k.topic, k.partition, "disconnect", nil)
 		}

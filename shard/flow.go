@@ -144,7 +144,7 @@ func (s *Shard) releasePartition(p *Partition) bool {
 		}
 		s.makeVisible(p, a.end)
 		s.batchVisible(p, a)
-		s.fanOut(p, a.buf, int64(a.count))
+		s.fanOut(p, a.buf, a.base, int64(a.count))
 		a.buf.Release()
 		a.buf, a.at = nil, s.now
 	}
@@ -187,12 +187,17 @@ func (s *Shard) watchOut(out *Outbox) {
 		out.watched[s.cfg.ID] = true
 		out.watch(1)
 		s.watch = append(s.watch, out)
+		s.watchSlow.Store(false) // a new one is checked at the full rate
 	}
 }
 
 func (s *Shard) watchDue(now int64) bool {
-	return len(s.watch) > 0 && now-s.watched >= int64(s.cfg.watchEvery)
+	return len(s.watch) > 0 && now-s.watched >= int64(s.watchInterval())
 }
+
+// stuckRefreshEvery is how often a stuck subscriber's writer is asked for
+// a report.
+const stuckRefreshEvery = 100 * time.Millisecond
 
 // checkWatched disconnects the watched subscribers that made no progress
 // under pressure for the slow-consumer timeout, asks the others' writers
@@ -201,16 +206,31 @@ func (s *Shard) watchDue(now int64) bool {
 // with frames queued.
 func (s *Shard) checkWatched() {
 	s.watched = s.now
+	refreshStuck := s.now-s.stuckRefreshed >= int64(stuckRefreshEvery)
+	if refreshStuck {
+		s.stuckRefreshed = s.now
+	}
+	allStuck := true
 	timeout := int64(s.cfg.SlowConsumerTimeout)
 	kept := s.watch[:0]
 	for _, out := range s.watch {
 		f := out.flow(s.cfg.stall)
 		switch {
-		case f.over && s.now-f.since > timeout:
+		case f.over && s.now-f.since > timeout, f.detached && f.stalled > timeout:
+			// A detached subscriber holds little, so it is cut by how long
+			// its socket took nothing, as NATS's write deadline cuts one.
 			out.MarkSlow()
 			s.touch(out)
-		case f.over || f.quiet && f.queued:
-			out.Refresh()
+		case f.over || f.quiet && f.queued || f.detached:
+			// Each report costs a wake-up of the subscriber's loop: 30
+			// stuck subscribers asked every 10 ms were 3000 wake-ups a
+			// second on the others' CPU. One that is stuck is asked every
+			// stuckRefreshEvery; it resumes that much later when its
+			// reader comes back.
+			if !f.stuck || refreshStuck {
+				out.Refresh()
+			}
+			allStuck = allStuck && (f.stuck || f.detached)
 			kept = append(kept, out)
 			continue
 		}
@@ -219,6 +239,17 @@ func (s *Shard) checkWatched() {
 	}
 	clear(s.watch[len(kept):])
 	s.watch = kept
+	// Watching only stuck subscribers needs no 10 ms tick: a timer wake-up
+	// of the pinned shard goroutine lands on some message's path.
+	s.watchSlow.Store(allStuck && len(kept) > 0)
+}
+
+// watchInterval is how often the watched outboxes are checked now.
+func (s *Shard) watchInterval() time.Duration {
+	if s.watchSlow.Load() {
+		return max(stuckRefreshEvery, s.cfg.watchEvery)
+	}
+	return s.cfg.watchEvery
 }
 
 // noteWatching publishes whether the shard watches outboxes, for its

@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -115,6 +116,11 @@ type Outbox struct {
 	passMark []uint64
 	watched  []bool
 
+	// detachable and detached: see SetDetachable and deliver; guarded
+	// by mu.
+	detachable map[*Partition]bool
+	detached   []Detachment
+
 	// Inflight, when set, counts the bytes of this connection's publishes
 	// until the shard answers them (see Inflight). Set before the first
 	// publish, never changed.
@@ -142,7 +148,49 @@ const (
 	SentQuiet
 	// Refused means the outbox is closed or has just become a slow consumer.
 	Refused
+	// Detached means the frame was not queued: the outbox is stuck, and
+	// its subscription to the partition is detached (see deliver).
+	Detached
 )
+
+// Detachment is a live subscription a stuck outbox was detached from: its
+// connection resumes the partition from From with a replay.
+type Detachment struct {
+	P    *Partition
+	From int64
+}
+
+// SetDetachable says whether the outbox's live subscription to p may be
+// detached when the outbox is stuck: yes for a subscription its
+// connection can resume with a replay, no (the default) otherwise. Turning
+// it off forgets p's detachments.
+func (o *Outbox) SetDetachable(p *Partition, ok bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if ok {
+		if o.detachable == nil {
+			o.detachable = map[*Partition]bool{}
+		}
+		o.detachable[p] = true
+		return
+	}
+	delete(o.detachable, p)
+	o.detached = slices.DeleteFunc(o.detached, func(d Detachment) bool { return d.P == p })
+}
+
+// TakeResumable hands the writer the outbox's detachments once its reader
+// has taken bytes since it was detached (it is no longer parked), for its
+// connection to resume them; nil otherwise.
+func (o *Outbox) TakeResumable() []Detachment {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.detached) == 0 || o.parked || o.dead {
+		return nil
+	}
+	d := o.detached
+	o.detached = nil
+	return d
+}
 
 // stall holds the thresholds (nanoseconds) by which deliver judges an
 // outbox whose network layer holds a backlog and takes none of it.
@@ -187,7 +235,7 @@ func (r SlowReason) String() string {
 // large; the outbox retains b until the frame is written. now is the
 // caller's clock (nanoseconds) used to time pressure.
 func (o *Outbox) SendRef(b *storage.Buf, frame []byte, now int64) SendStatus {
-	return o.deliver(b, frame, now, stall{})
+	return o.deliver(b, frame, now, stall{}, nil, 0)
 }
 
 // deliver is SendRef for a shard's fan-out, which also judges how long the
@@ -199,16 +247,30 @@ func (o *Outbox) SendRef(b *storage.Buf, frame []byte, now int64) SendStatus {
 // watch ticks rather than after every delivery, and past th.stuck it is
 // stuck: it costs its producers nothing, and keeps receiving within its
 // limit until it reads again, passes the limit, or times out.
-func (o *Outbox) deliver(b *storage.Buf, frame []byte, now int64, th stall) SendStatus {
+//
+// A stuck outbox whose subscription to p may be detached (SetDetachable)
+// is not given the frame at all: it is Detached from p at from, the
+// frame's first offset, and its connection resumes from there with a
+// replay once its reader takes bytes again (TakeResumable). From then on
+// it costs p's publishes nothing, where queueing every frame for it cost
+// each publish a lock, a reference and a cache miss per stuck subscriber.
+func (o *Outbox) deliver(b *storage.Buf, frame []byte, now int64, th stall, p *Partition, from int64) SendStatus {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if !o.admit(len(frame)) {
+	if o.dead {
 		return Refused
 	}
 	stalled := o.stalled()
 	quiet := th.quiet > 0 && stalled >= th.quiet
 	stuck := th.stuck > 0 && stalled >= th.stuck
 	o.parked = o.parked || quiet
+	if stuck && p != nil && o.detachable[p] {
+		o.detached = append(o.detached, Detachment{P: p, From: from})
+		return Detached
+	}
+	if !o.admit(len(frame)) {
+		return Refused
+	}
 	if o.parked {
 		o.cur.park()
 	}
@@ -273,11 +335,13 @@ func (o *Outbox) pressureSince() int64 {
 
 // flowState is what a shard needs to know of a subscriber's outbox.
 type flowState struct {
-	over   bool  // past the soft limit
-	quiet  bool  // stalled past th.quiet (see deliver)
-	stuck  bool  // stalled past th.stuck
-	queued bool  // holds frames its writer has not taken
-	since  int64 // when pressure began or the last progress under it, if over
+	over     bool  // past the soft limit
+	quiet    bool  // stalled past th.quiet (see deliver)
+	stuck    bool  // stalled past th.stuck
+	queued   bool  // holds frames its writer has not taken
+	detached bool  // has detachments to resume
+	stalled  int64 // how long its writer saw no progress; -1 while it holds no backlog
+	since    int64 // when pressure began or the last progress under it, if over
 }
 
 // flow reports o's state, judged by th.
@@ -285,7 +349,7 @@ func (o *Outbox) flow(th stall) flowState {
 	o.mu.Lock()
 	stalled := o.stalled()
 	f := flowState{over: !o.dead && o.queued+int(o.backlog.Load()) > o.soft(), quiet: stalled >= th.quiet,
-		stuck: stalled >= th.stuck, queued: o.queued > 0}
+		stuck: stalled >= th.stuck, queued: o.queued > 0, detached: len(o.detached) > 0, stalled: stalled}
 	o.mu.Unlock()
 	if f.over {
 		f.since = o.pressureSince()

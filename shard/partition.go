@@ -397,7 +397,7 @@ func (s *Shard) publish(o *op) {
 	s.countPublished(p, n, len(batch))
 	s.makeVisible(p, p.next)
 	s.batchVisible(p, &a)
-	pressure := s.fanOut(p, o.buf, n)
+	pressure := s.fanOut(p, o.buf, base, n)
 	o.buf.Release()
 	if pressure || len(p.held) > 0 {
 		s.hold(p, a)
@@ -473,12 +473,17 @@ func (s *Shard) makeVisible(p *Partition, end int64) {
 // refuses the frame (closed, or just turned slow) is dropped here, so the
 // others never wait for it; one whose socket takes nothing is left to the
 // watch ticks (flow.go) rather than kicked.
-func (s *Shard) fanOut(p *Partition, buf *storage.Buf, n int64) (pressure bool) {
+func (s *Shard) fanOut(p *Partition, buf *storage.Buf, base, n int64) (pressure bool) {
 	for i := 0; i < len(p.subs); {
 		sub := p.subs[i]
-		st := sub.deliver(buf, buf.B, s.now, s.cfg.stall)
-		if st == Refused {
-			s.touch(sub) // lets its writer see it turned slow
+		st := sub.deliver(buf, buf.B, s.now, s.cfg.stall, p, base)
+		if st == Refused || st == Detached {
+			if st == Detached {
+				s.watchOut(sub) // watched until it resumes or times out
+				s.detached.Add(1)
+			} else {
+				s.touch(sub) // lets its writer see it turned slow
+			}
 			p.subs = slices.Delete(p.subs, i, i+1)
 			p.nsubs.Store(int32(len(p.subs)))
 			continue

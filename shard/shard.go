@@ -124,20 +124,23 @@ type Shard struct {
 	done     chan struct{}
 
 	// Owned by the token holder.
-	ops     []op
-	pass    uint64
-	now     int64 // clock() at the start of the pass
-	owner   any   // the event loop running the shard inline, or nil
-	inline  bool  // an event loop or the syncer runs the shard, not its goroutine
-	touched []*Outbox
-	held    []*Partition // partitions holding acks
-	watch   []*Outbox    // subscribers behind or stuck (flow.go)
-	watched int64        // clock of the last check of watch
-	parts   []*Partition // adopted partitions, for retention
+	ops            []op
+	pass           uint64
+	now            int64 // clock() at the start of the pass
+	owner          any   // the event loop running the shard inline, or nil
+	inline         bool  // an event loop or the syncer runs the shard, not its goroutine
+	touched        []*Outbox
+	held           []*Partition // partitions holding acks
+	watch          []*Outbox    // subscribers behind or stuck (flow.go)
+	watched        int64        // clock of the last check of watch
+	stuckRefreshed int64        // clock when stuck watched outboxes were last asked for a report
+	watchSlow      atomic.Bool  // every watched outbox is stuck: check them less often
+	parts          []*Partition // adopted partitions, for retention
 
 	syncer *syncer
 
 	// Stats, readable from any goroutine.
+	detached atomic.Uint64 // live subscriptions detached from stuck subscribers
 	batches  atomic.Uint64
 	messages atomic.Uint64
 	busy     atomic.Int64 // nanoseconds spent in passes
@@ -175,6 +178,10 @@ func (s *Shard) Stop() {
 
 // InboxLen reports how many operations are waiting, for metrics.
 func (s *Shard) InboxLen() int { return s.inbox.Len() }
+
+// Detached reports how many live subscriptions the shard detached from
+// stuck subscribers (see Outbox.deliver).
+func (s *Shard) Detached() uint64 { return s.detached.Load() }
 
 // Stats reports the batches and messages the shard has appended.
 func (s *Shard) Stats() (batches, messages uint64) { return s.batches.Load(), s.messages.Load() }
@@ -259,7 +266,7 @@ func (s *Shard) run() {
 			// Held acks: poll at the timer's resolution until they go.
 			wait = min(wait, time.Millisecond)
 		case s.watching.Load():
-			wait = min(wait, s.cfg.watchEvery)
+			wait = min(wait, s.watchInterval())
 		}
 		timer.Reset(max(wait, 0))
 		select {

@@ -94,10 +94,10 @@ func TestParkedOutboxHoldsBackUntilProgress(t *testing.T) {
 	defer large.Release()
 	small.B[0], large.B[0] = 1, 2
 	now := clock() + 1
-	require.Equal(t, SentQuiet, o.deliver(small, small.B, now, stalled))
+	require.Equal(t, SentQuiet, o.deliver(small, small.B, now, stalled, nil, 0))
 	require.Equal(t, int32(2), small.Refs(), "a parked outbox references even small frames")
 	o.watch(1)
-	require.Equal(t, SentQuiet, o.deliver(large, large.B, now, stalled))
+	require.Equal(t, SentQuiet, o.deliver(large, large.B, now, stalled, nil, 0))
 	require.True(t, o.SendCopy([]byte{3}))
 
 	pend, slow := o.Take()
@@ -126,7 +126,7 @@ func TestParkedOutboxWithoutWatcherHoldsNothingBack(t *testing.T) {
 	stallFor(o, 1)
 	b := storage.NewBuf(100)
 	defer b.Release()
-	require.Equal(t, SentQuiet, o.deliver(b, b.B, clock()+1, stalled))
+	require.Equal(t, SentQuiet, o.deliver(b, b.B, clock()+1, stalled, nil, 0))
 	pend, _ := o.Take()
 	require.Len(t, pend.IOV, 1)
 	o.Done(pend, 200)
@@ -146,7 +146,7 @@ func TestParkedOutboxManyFrames(t *testing.T) {
 	}
 	stallFor(o, 1)
 	for _, b := range bufs {
-		require.Equal(t, SentQuiet, o.deliver(b, b.B, clock()+1, stalled))
+		require.Equal(t, SentQuiet, o.deliver(b, b.B, clock()+1, stalled, nil, 0))
 	}
 	pend, _ := o.Take()
 	require.Empty(t, pend.IOV)
@@ -160,7 +160,7 @@ func TestParkedOutboxManyFrames(t *testing.T) {
 
 	stallFor(o, 1)
 	for _, b := range bufs {
-		require.Equal(t, SentQuiet, o.deliver(b, b.B, clock()+1, stalled))
+		require.Equal(t, SentQuiet, o.deliver(b, b.B, clock()+1, stalled, nil, 0))
 	}
 	o.MarkSlow()
 	require.Eventually(t, func() bool { return bufs[n-1].Refs() == 1 }, 10*time.Second, time.Millisecond,
@@ -222,7 +222,7 @@ func TestQuietSubscriberIsWatchedNotKicked(t *testing.T) {
 		s.pass++
 		s.now = at
 		s.touched = s.touched[:0]
-		s.fanOut(p, b, 1)
+		s.fanOut(p, b, 0, 1)
 	}
 
 	stallFor(sub, 0) // the socket is full and takes nothing
