@@ -425,6 +425,9 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	c.SetContext(t)
 	e.sessions.Store(t.s, struct{}{})
 	e.connections.Add(1)
+	if acc != nil {
+		acc.release() // counted as a connection now, no longer as enrolling
+	}
 	e.accepted.Add(1)
 	e.emit(Event{Kind: EventConnAccepted, Partition: -1, Actor: "client", Remote: t.remote, Action: "connect"})
 	return nil, gnet.None

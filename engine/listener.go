@@ -51,6 +51,8 @@ type listener struct {
 	refusedMax      atomic.Uint64 // refused at MaxConnections
 	refusedPerAddr  atomic.Uint64 // refused at MaxHandshakesPerAddr
 	handshakeClosed atomic.Uint64 // closed at HandshakeTimeout
+
+	enrolled atomic.Pointer[func()] // tests: runs after a registration, before its goroutine ends
 }
 
 // startListener binds the native address, starts the event loops and the
@@ -214,14 +216,15 @@ func (l *listener) admit(c net.Conn) {
 	// goroutine of its own, so that a loop that is slow to get to it (a
 	// long inline pass, a full shard inbox) holds up only its own new
 	// connections, not every accept. At most maxEnrolling wait at once.
+	acc := &accepted{addr: addr, l: l}
 	l.enrolling.Add(1)
 	l.enrollers <- struct{}{}
 	go func() {
 		defer func() {
 			<-l.enrollers
-			l.enrolling.Add(-1)
+			acc.release()
 		}()
-		l.enroll(c, addr)
+		l.enroll(c, acc)
 	}()
 }
 
@@ -229,8 +232,8 @@ func (l *listener) admit(c net.Conn) {
 const maxEnrolling = 64
 
 // enroll hands an admitted connection to an event loop.
-func (l *listener) enroll(c net.Conn, addr string) {
-	acc := &accepted{addr: addr}
+func (l *listener) enroll(c net.Conn, acc *accepted) {
+	addr := acc.addr
 	remote := c.RemoteAddr().String()
 	gc, err := l.cli.EnrollContext(c, acc)
 	if err != nil {
@@ -253,14 +256,31 @@ func (l *listener) enroll(c net.Conn, addr string) {
 	case acc.t != nil:
 		l.hs.add(acc.t)
 	}
+	if f := l.enrolled.Load(); f != nil {
+		(*f)()
+	}
 }
 
 // accepted is a connection's gnet context from accept to OnOpen, and how
 // OnOpen hands the accept loop the transport it made.
 type accepted struct {
 	addr   string
+	l      *listener
 	opened bool // OnOpen ran
 	t      *gnetTransport
+	// counted is set once the connection no longer counts as enrolling:
+	// when OnOpen counts it as a connection, or when enrolling ends
+	// without OnOpen. A connection is never counted twice, so that one
+	// whose enroll goroutine is slow to finish does not make the limit
+	// refuse others.
+	counted atomic.Bool
+}
+
+// release stops counting the connection as enrolling, once.
+func (a *accepted) release() {
+	if a.counted.CompareAndSwap(false, true) {
+		a.l.enrolling.Add(-1)
+	}
 }
 
 // refuseConn tells a connection why it is refused and closes it. The

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -145,4 +146,32 @@ func TestHandshakeDeadlinesLetFinishedConnectionsGo(t *testing.T) {
 		return held == 1
 	}, 30*time.Second, time.Millisecond, "only the bare connection is held")
 	_ = bare
+}
+
+// A connection counts once against MaxConnections: from OnOpen on it is a
+// connection, no longer one being registered, even while the goroutine
+// that registered it has yet to finish. Counted twice, a burst of
+// connections on a busy machine was refused below the limit.
+func TestRegisteredConnectionCountsOnce(t *testing.T) {
+	e := startBroker(t, func(c *Config) { c.MaxConnections = 2 })
+	hold, release := make(chan struct{}), make(chan struct{})
+	var let sync.Once
+	letGo := func() { let.Do(func() { close(release) }) }
+	t.Cleanup(letGo) // before the broker's own cleanup, which waits for registrations
+	f := func() { hold <- struct{}{}; <-release }
+	e.lis.enrolled.Store(&f)
+	first := dialRaw(t, e)
+	<-hold // registered, its goroutine not yet finished
+	require.Equal(t, int64(1), e.connections.Load()+e.lis.enrolling.Load())
+	second := dialRaw(t, e)
+	select {
+	case <-hold:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the second connection was not registered: %d refused at the limit", e.lis.refusedMax.Load())
+	}
+	letGo()
+	first.hello()
+	second.hello()
+	require.Zero(t, e.lis.refusedMax.Load())
+	dialRaw(t, e).expectRefused()
 }
