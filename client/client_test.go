@@ -71,7 +71,7 @@ func TestSyncPublishersShareBatches(t *testing.T) {
 func TestPublishWaitsForWindowAndHonoursContext(t *testing.T) {
 	// A broker that holds acks while a subscriber is behind, and a
 	// subscriber that never drains: the publisher's small window fills.
-	e, err := startEngine(func(c *engine.Config) {
+	e, err := startEngine(t.TempDir(), func(c *engine.Config) {
 		c.MaxPendingBytes = 4 << 20
 		c.MaxAckDelay = time.Hour
 		c.SlowConsumerTimeout = time.Hour
@@ -115,7 +115,7 @@ func TestCloseFailsPendingAndLaterCalls(t *testing.T) {
 }
 
 func TestConnectionLossIsReported(t *testing.T) {
-	e, err := startEngine(nil)
+	e, err := startEngine(t.TempDir(), nil)
 	require.NoError(t, err)
 	var reported atomic.Value
 	c := dialT(t, e.Addr().String(), client.WithErrorHandler(func(err error) { reported.Store(err) }))
@@ -178,7 +178,7 @@ func TestInvalidArguments(t *testing.T) {
 // broker's frame limit, records that would cross it start a new batch
 // instead of making a frame the broker refuses.
 func TestBatchesStayUnderTheFrameLimit(t *testing.T) {
-	e, err := startEngine(func(c *engine.Config) { c.MaxMessageBytes = 100 << 10; c.MaxFrameBytes = 256 << 10 })
+	e, err := startEngine(t.TempDir(), func(c *engine.Config) { c.MaxMessageBytes = 100 << 10; c.MaxFrameBytes = 256 << 10 })
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })
 	c := dialT(t, e.Addr().String(), client.WithBatchBytes(1<<30), client.WithLinger(50*time.Millisecond))

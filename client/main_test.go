@@ -18,26 +18,36 @@ import (
 var brokerAddr string
 
 func TestMain(m *testing.M) {
-	e, err := startEngine(nil)
+	os.Exit(runWithBroker(m))
+}
+
+// runWithBroker runs the tests against a shared broker, and removes its
+// data directory afterwards.
+func runWithBroker(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "ratatoskr-client-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	e, err := startEngine(dir, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	brokerAddr = e.Addr().String()
 	code := m.Run()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	_ = e.Shutdown(ctx)
-	cancel()
-	os.Exit(code)
+	return code
 }
 
-func startEngine(mutate func(*engine.Config)) (*engine.Engine, error) {
+// startEngine starts a broker with its data in dir (a test's t.TempDir,
+// removed after the test's own cleanups have stopped the broker).
+func startEngine(dir string, mutate func(*engine.Config)) (*engine.Engine, error) {
 	cfg := engine.DefaultConfig()
 	cfg.Addr, cfg.HTTPAddr = "127.0.0.1:0", ""
-	dir, err := os.MkdirTemp("", "ratatoskr-client-test")
-	if err != nil {
-		return nil, err
-	}
 	cfg.DataDir = dir
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	if mutate != nil {
