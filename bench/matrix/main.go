@@ -12,7 +12,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -21,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ratatoskr-mq/ratatoskr/bench/internal/broker"
 )
 
 type scenario struct {
@@ -99,7 +100,7 @@ func main() {
 }
 
 func run(bin string, duration time.Duration, markdown bool) error {
-	addr, err := freeAddr()
+	addr, err := broker.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -117,7 +118,7 @@ func run(bin string, duration time.Duration, markdown bool) error {
 		_ = serve.Process.Signal(os.Interrupt)
 		_ = serve.Wait()
 	}()
-	if err := waitListening(addr); err != nil {
+	if err := broker.WaitListening(addr); err != nil {
 		return err
 	}
 	var rows [][]string
@@ -193,25 +194,4 @@ func waitReclaimed(trash string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	fmt.Fprintln(os.Stderr, "  the deleted topic's files are still being reclaimed; going on")
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String(), nil
-}
-
-func waitListening(addr string) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			_ = c.Close()
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("broker did not listen on %s", addr)
 }

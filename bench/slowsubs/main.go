@@ -32,6 +32,8 @@ import (
 	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/wire"
+
+	"github.com/ratatoskr-mq/ratatoskr/bench/internal/broker"
 )
 
 type options struct {
@@ -114,11 +116,11 @@ func run(o options) error {
 // once starts a broker, runs the load test with slow stuck subscribers
 // beside it, and stops the broker.
 func once(o options, bin string, slow int, logName string) (result, error) {
-	addr, err := freeAddr()
+	addr, err := broker.FreeAddr()
 	if err != nil {
 		return result{}, err
 	}
-	httpAddr, err := freeAddr()
+	httpAddr, err := broker.FreeAddr()
 	if err != nil {
 		return result{}, err
 	}
@@ -139,7 +141,7 @@ func once(o options, bin string, slow int, logName string) (result, error) {
 		_ = serve.Process.Signal(os.Interrupt)
 		_ = serve.Wait()
 	}()
-	if err := waitListening(addr); err != nil {
+	if err := broker.WaitListening(addr); err != nil {
 		return result{}, err
 	}
 	const topic = "slowsubs"
@@ -309,25 +311,4 @@ func median(rs []result) result {
 	out.BrokerCPU = m(func(r result) float64 { return r.BrokerCPU })
 	out.cuts = m(func(r result) float64 { return r.cuts })
 	return out
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String(), nil
-}
-
-func waitListening(addr string) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			_ = c.Close()
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("broker did not listen on %s", addr)
 }
