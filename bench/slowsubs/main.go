@@ -31,9 +31,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/ratatoskr-mq/ratatoskr/wire"
-
 	"github.com/ratatoskr-mq/ratatoskr/bench/internal/broker"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
 type options struct {
