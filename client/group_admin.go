@@ -7,29 +7,27 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
-// GroupSummary is one entry of ListGroups.
-type GroupSummary struct {
-	Group, Topic string
-	Members      int
-}
+// The group admin answers are wire's types, so the client reports every
+// field exactly as the broker sends it and cannot drift from the protocol.
 
-// GroupPartition is the state of one partition of a group.
-type GroupPartition struct {
-	Partition int
-	Owner     string // member id; empty when unassigned
-	Committed int64  // next offset to consume; -1 when nothing is committed
-	End       int64  // the partition's end offset
-	Lag       int64  // End - Committed; -1 when nothing is committed
-	Pending   int    // message mode: delivered and not yet acked
-}
+// GroupSummary is one entry of ListGroups: a group, its topic and how many
+// members it has.
+type GroupSummary = wire.GroupSummary
 
-// GroupInfo describes a consumer group.
+// GroupPartition is the state of one partition of a group: its owner
+// (empty when unassigned), the committed offset (the next to consume; -1
+// when nothing is committed), the partition's end, the lag (End -
+// Committed; -1 when nothing is committed) and, in message mode, how many
+// messages are delivered and not yet acked.
+type GroupPartition = wire.GroupPartition
+
+// GroupInfo describes a consumer group: wire's GroupInfo, whose fields it
+// promotes, with the ack mode as the client's AckMode. Mode shadows the
+// embedded wire.GroupInfo.Mode, which holds the same mode as encoded on the
+// wire.
 type GroupInfo struct {
-	Group, Topic string
-	Generation   uint32
-	Mode         AckMode
-	Members      []string
-	Partitions   []GroupPartition
+	wire.GroupInfo
+	Mode AckMode
 }
 
 // Lag is the group's total lag over the partitions with a committed
@@ -58,11 +56,7 @@ func (c *Client) ListGroups(ctx context.Context) ([]GroupSummary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
-	out := make([]GroupSummary, len(list))
-	for i, g := range list {
-		out[i] = GroupSummary{Group: g.Group, Topic: g.Topic, Members: int(g.Members)}
-	}
-	return out, nil
+	return list, nil
 }
 
 // DescribeGroup returns a group's members, the owner, committed offset and
@@ -79,13 +73,7 @@ func (c *Client) DescribeGroup(ctx context.Context, group string) (GroupInfo, er
 	if err != nil {
 		return GroupInfo{}, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
-	info := GroupInfo{Group: wi.Group, Topic: wi.Topic, Generation: wi.Generation, Mode: ackModeOf(wi.Mode),
-		Members: wi.Members, Partitions: make([]GroupPartition, len(wi.Partitions))}
-	for i, p := range wi.Partitions {
-		info.Partitions[i] = GroupPartition{Partition: int(p.Partition), Owner: p.Owner, Committed: p.Committed,
-			End: p.End, Lag: p.Lag, Pending: int(p.Pending)}
-	}
-	return info, nil
+	return GroupInfo{GroupInfo: wi, Mode: ackModeOf(wi.Mode)}, nil
 }
 
 // ResetGroup moves the committed offsets of every partition of a group to

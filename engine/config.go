@@ -20,7 +20,10 @@ import (
 type Config struct {
 	// Addr is the native protocol listener, host:port; port 0 picks one.
 	Addr string
-	// HTTPAddr serves /healthz; empty disables HTTP.
+	// HTTPAddr serves HTTP (http.go): /healthz and /readyz; the dashboard's
+	// files at /; and, behind the admin token, /metrics, /api/v1/health,
+	// /api/v1/metrics/history, the admin API under /api/v1/ and, with
+	// Pprof, /debug/pprof/. Empty disables HTTP.
 	HTTPAddr string
 	// DataDir is where the broker keeps its files.
 	DataDir string

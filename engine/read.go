@@ -13,10 +13,9 @@ import (
 
 // Reads from the log never run on an event loop or a shard: a read may
 // wait for the disk, and it must stall neither. Pull fetches run on the
-// reader pool (fetch.go); the replay part of a subscription runs on a
-// goroutine of its own, for as long as the replay lasts. Logs are safe to
-// read concurrently with appends; readers see only visible (for
-// fsync=always topics: durable) batches.
+// reader pool (fetch.go); replays run in steps on the replay pool
+// (replays.go). Logs are safe to read concurrently with appends; readers
+// see only visible (for fsync=always topics: durable) batches.
 
 // resolveStart turns a start position into an offset of p's log; an
 // offline partition has none (PARTITION_OFFLINE).
@@ -90,56 +89,122 @@ func (e *Engine) replyLater(out *shard.Outbox, corr uint32, err error) {
 	e.countError(wire.CodeOf(err))
 }
 
-// replayChunk bounds how much one replay read takes before it checks the
-// subscriber's outbox and hands what it read to the writer.
+// replayChunk bounds how much one replay step reads before it hands what
+// it read to the writer and lets the other replays have the worker.
 const replayChunk = 1 << 20
 
-// replay delivers p's log from offset to a subscriber, then makes it a
-// live subscriber with no gap and no duplicate (shard.CatchUp): it reads to
-// the visible end, asks to join there, and if more became visible meanwhile
-// reads on and asks again. It pauses while the subscriber's outbox is under
-// pressure, so a replay goes at the subscriber's pace. cancel stops it
-// (unsubscribe, connection closed).
+// replayJob is a replay of p's log from offset to a subscriber, which
+// then becomes a live subscriber with no gap and no duplicate
+// (shard.CatchUp): it reads to the visible end, asks to join there, and if
+// more became visible meanwhile reads on and asks again. It pauses while
+// the subscriber's outbox is under pressure, so a replay goes at the
+// subscriber's pace. cancel stops it (unsubscribe, connection closed). It
+// runs in steps on the replay pool (replays.go), one worker at a time.
+type replayJob struct {
+	e      *Engine
+	out    *shard.Outbox
+	p      *shard.Partition
+	offset int64
+	cancel *atomic.Bool
+	prefix []byte        // Deliver's topic and partition; nil before the first step
+	joined chan int64    // the shard's answer to CatchUp
+	timer  *time.Timer   // queues the job again after a pause (replayPool.start)
+	done   chan struct{} // closed when the replay ends, if someone waits for it
+	next   *replayJob    // in the pool's queue
+}
+
+func (e *Engine) newReplay(out *shard.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) *replayJob {
+	return &replayJob{e: e, out: out, p: p, offset: offset, cancel: cancel, joined: make(chan int64, 1)}
+}
+
+// startReplay queues a replay on the replay pool and returns at once, so
+// the caller's event loop does not wait for the disk.
+func (e *Engine) startReplay(out *shard.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) {
+	replays.start(e.newReplay(out, p, offset, cancel))
+}
+
+// replay runs a replay on the replay pool and returns when it ends, for a
+// caller that must know (a group feed, before it unsubscribes).
 func (e *Engine) replay(out *shard.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) {
-	if err := checkOnline(p); err != nil {
-		// A group member's feed of an offline partition: it holds nothing
-		// and the broker logged why at start.
-		e.replayFailed(p, offset, err)
-		return
+	j := e.newReplay(out, p, offset, cancel)
+	j.done = make(chan struct{})
+	replays.start(j)
+	<-j.done
+}
+
+// step runs the next part of the replay: it reads up to replayChunk from
+// offset into the subscriber's outbox or, at the visible end, asks to join
+// the live tail there.
+func (j *replayJob) step() replayNext {
+	if j.prefix == nil {
+		if err := checkOnline(j.p); err != nil {
+			// A group member's feed of an offline partition: it holds
+			// nothing and the broker logged why at start.
+			j.e.replayFailed(j.p, j.offset, err)
+			return replayDone
+		}
+		j.prefix = wire.AppendBatchPrefix(nil, j.p.Topic, j.p.ID)
 	}
-	prefix := wire.AppendBatchPrefix(nil, p.Topic, p.ID)
-	joined := make(chan int64, 1)
-	for !cancel.Load() {
-		next, err := e.replayTo(out, p, prefix, offset, cancel)
-		if errors.Is(err, storage.ErrOffsetOutOfRange) {
-			// Retention removed what was being replayed: go on from what
-			// the log still holds.
-			offset, _ = p.Log.Bounds()
-			continue
-		}
-		if err != nil {
-			e.log.Warn("replay stopped: the subscription gets nothing more from this partition",
-				"topic", p.Topic, "partition", p.ID, "at", offset, "err", err)
-			e.replayFailed(p, offset, err)
-			return
-		}
-		offset = next
-		var ok bool
-		if p.CatchUp(out, offset, func(end int64, j bool) {
-			ok = j
-			joined <- end
-		}) != nil {
-			return
-		}
-		p.Shard.Wake()
-		if end := <-joined; end < 0 || ok {
-			if cancel.Load() && ok {
-				_ = p.Unsubscribe(out, nil)
-				p.Shard.Wake()
-			}
-			return
-		}
+	if j.cancel.Load() || j.out.Closed() {
+		return replayDone
 	}
+	if over, _ := j.out.Pressure(); over {
+		j.out.Refresh()
+		return replayPaused
+	}
+	n, err := j.read()
+	switch {
+	case errors.Is(err, storage.ErrOffsetOutOfRange):
+		// Retention removed what was being replayed: go on from what
+		// the log still holds.
+		j.offset, _ = j.p.Log.Bounds()
+		return replayMore
+	case err != nil:
+		j.e.log.Warn("replay stopped: the subscription gets nothing more from this partition",
+			"topic", j.p.Topic, "partition", j.p.ID, "at", j.offset, "err", err)
+		j.e.replayFailed(j.p, j.offset, err)
+		return replayDone
+	case n > 0:
+		return replayMore
+	}
+	return j.join()
+}
+
+// read sends the visible batches from offset, up to replayChunk, and
+// moves offset past them. It returns how many it sent.
+func (j *replayJob) read() (int, error) {
+	n := 0
+	err := j.p.Log.Read(j.offset, replayChunk, func(b wire.Batch) bool {
+		sendDelivery(j.out, j.prefix, b)
+		j.offset = b.BaseOffset() + int64(b.Count())
+		n++
+		return true
+	})
+	j.out.Kick()
+	return n, err
+}
+
+// join asks the shard to make the subscriber live at offset and waits for
+// its answer (one pass). The shard refuses when more became visible
+// meanwhile: then the replay reads on. A join that raced with a cancel is
+// undone, so a cancelled replay never leaves a live subscription behind.
+func (j *replayJob) join() replayNext {
+	var ok bool
+	if j.p.CatchUp(j.out, j.offset, func(end int64, joined bool) {
+		ok = joined
+		j.joined <- end
+	}) != nil {
+		return replayDone
+	}
+	j.p.Shard.Wake()
+	if end := <-j.joined; end >= 0 && !ok {
+		return replayMore
+	}
+	if ok && j.cancel.Load() {
+		_ = j.p.Unsubscribe(j.out, nil)
+		j.p.Shard.Wake()
+	}
+	return replayDone
 }
 
 // replayFailed reports a replay that ends for err to the plugins.
@@ -148,28 +213,6 @@ func (e *Engine) replayFailed(p *shard.Partition, offset int64, err error) {
 		e.emit(Event{Kind: EventSubscriberFailed, Topic: p.Topic, Partition: int(p.ID), Offset: offset,
 			Actor: "broker", Action: "replay", Target: "topic/" + p.Topic, Err: err})
 	}
-}
-
-// replayTo sends every visible batch from offset and returns the offset
-// after the last one.
-func (e *Engine) replayTo(out *shard.Outbox, p *shard.Partition, prefix []byte, offset int64, cancel *atomic.Bool) (int64, error) {
-	for !cancel.Load() {
-		if !e.waitForRoom(out, cancel) {
-			return offset, nil
-		}
-		n := 0
-		err := p.Log.Read(offset, replayChunk, func(b wire.Batch) bool {
-			sendDelivery(out, prefix, b)
-			offset = b.BaseOffset() + int64(b.Count())
-			n++
-			return true
-		})
-		out.Kick()
-		if err != nil || n == 0 {
-			return offset, err
-		}
-	}
-	return offset, nil
 }
 
 // sendDelivery queues one Deliver frame for a batch read from the log.
@@ -181,19 +224,4 @@ func sendDelivery(out *shard.Outbox, prefix []byte, b wire.Batch) {
 	copy(buf.B[wire.HeaderSize+len(prefix):], b)
 	out.SendRef(buf, buf.B, 0)
 	buf.Release()
-}
-
-// waitForRoom waits while the outbox is under pressure; false when the
-// replay should stop (cancelled, or the subscriber was disconnected).
-func (e *Engine) waitForRoom(out *shard.Outbox, cancel *atomic.Bool) bool {
-	for {
-		if cancel.Load() || out.Closed() {
-			return false
-		}
-		if over, _ := out.Pressure(); !over {
-			return true
-		}
-		out.Refresh()
-		time.Sleep(time.Millisecond)
-	}
 }

@@ -548,7 +548,7 @@ func (s *session) subscribeFrom(corr uint32, t *Topic, part int32, sub *subscrip
 	s.sendFrame(wire.TypeSubscribeOK, corr, ok.Append(s.scratch[:0]))
 	s.emitSub(EventSubscriberJoined, t, part, "subscribe", nil)
 	for i, p := range sub.parts {
-		go s.e.replay(s.out, p, ok.Starts[i].Offset, sub.cancel)
+		s.e.startReplay(s.out, p, ok.Starts[i].Offset, sub.cancel)
 	}
 	return nil
 }
@@ -731,7 +731,7 @@ func (s *session) resume(ds []shard.Detachment) {
 		for _, sub := range s.subs {
 			if !sub.cancel.Load() && slices.Contains(sub.parts, d.P) {
 				s.e.resumed.Add(1)
-				go s.e.replay(s.out, d.P, d.From, sub.cancel)
+				s.e.startReplay(s.out, d.P, d.From, sub.cancel)
 				break
 			}
 		}

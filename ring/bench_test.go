@@ -10,7 +10,7 @@ import (
 // (the benchmark goroutine), so ns/op is the cost per item handed over.
 // Items are pointers, like the publish-batch references the broker queues.
 // A producer that finds the queue full yields; a consumer that finds it
-// empty uses Wait (queues) or blocks (channel), as production code does.
+// empty yields too (the ring) or blocks (the channel).
 
 const benchCap = 1024
 
@@ -30,7 +30,7 @@ func runProducers(b *testing.B, n int, push func(count int)) *sync.WaitGroup {
 }
 
 // pushEach pushes count items one at a time.
-func pushEach(q queue[*int], count int) {
+func pushEach(q *MPSC[*int], count int) {
 	for range count {
 		for !q.Push(benchItem) {
 			runtime.Gosched()
@@ -39,7 +39,7 @@ func pushEach(q queue[*int], count int) {
 }
 
 // pushBatches pushes count items in batches of len(batch).
-func pushBatches(q queue[*int], count int, batch []*int) {
+func pushBatches(q *MPSC[*int], count int, batch []*int) {
 	for count > 0 {
 		n := q.PushBatch(batch[:min(len(batch), count)])
 		if n == 0 {
@@ -50,22 +50,22 @@ func pushBatches(q queue[*int], count int, batch []*int) {
 }
 
 // popEach pops total items one at a time.
-func popEach(q queue[*int], total int) {
+func popEach(q *MPSC[*int], total int) {
 	for i := 0; i < total; {
 		if _, ok := q.Pop(); ok {
 			i++
 		} else {
-			q.Wait(0)
+			runtime.Gosched()
 		}
 	}
 }
 
 // popBatches pops total items in batches of up to len(dst).
-func popBatches(q queue[*int], total int, dst []*int) {
+func popBatches(q *MPSC[*int], total int, dst []*int) {
 	for i := 0; i < total; {
 		n := q.PopBatch(dst)
 		if n == 0 {
-			q.Wait(0)
+			runtime.Gosched()
 		}
 		i += n
 	}
@@ -77,25 +77,6 @@ func batchOf(n int) []*int {
 		s[i] = benchItem
 	}
 	return s
-}
-
-func BenchmarkSPSC(b *testing.B) {
-	q := NewSPSC[*int](benchCap)
-	b.ReportAllocs()
-	b.ResetTimer()
-	wg := runProducers(b, 1, func(n int) { pushEach(q, n) })
-	popEach(q, b.N)
-	wg.Wait()
-}
-
-func BenchmarkSPSCBatch64(b *testing.B) {
-	q := NewSPSC[*int](benchCap)
-	batch, dst := batchOf(64), make([]*int, 64)
-	b.ReportAllocs()
-	b.ResetTimer()
-	wg := runProducers(b, 1, func(n int) { pushBatches(q, n, batch) })
-	popBatches(q, b.N, dst)
-	wg.Wait()
 }
 
 func BenchmarkMPSC(b *testing.B) {

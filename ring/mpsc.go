@@ -1,9 +1,6 @@
 package ring
 
-import (
-	"sync/atomic"
-	"time"
-)
+import "sync/atomic"
 
 // slot is one cell of an MPSC ring. seq tells whose turn the cell is:
 // seq == pos means it is free for the producer that claims position pos,
@@ -30,8 +27,6 @@ type MPSC[T any] struct {
 	_     pad
 	head  atomic.Uint64 // next position to read; stored by the consumer after each pop
 	_     pad
-	park  parker
-	_     pad
 }
 
 // NewMPSC returns an empty queue holding at least capacity values. The
@@ -44,7 +39,6 @@ func NewMPSC[T any](capacity int) *MPSC[T] {
 	for i := range q.slots {
 		q.slots[i].seq.Store(uint64(i))
 	}
-	q.park.init()
 	return q
 }
 
@@ -57,7 +51,6 @@ func (q *MPSC[T]) Push(v T) bool {
 		return false
 	}
 	q.publish(pos, v)
-	q.park.notify()
 	return true
 }
 
@@ -65,8 +58,8 @@ func (q *MPSC[T]) Push(v T) bool {
 // how many (it does not fall back to all-or-nothing: a partial push lets an
 // event loop hand over what fits and keep only the rest). All the slots are
 // claimed with one CAS on the tail, so a batch lands contiguously and in
-// order even with other producers pushing concurrently, and the wake-up
-// check is paid once per batch. Safe from any number of goroutines.
+// order even with other producers pushing concurrently. Safe from any
+// number of goroutines.
 func (q *MPSC[T]) PushBatch(vs []T) int {
 	if len(vs) == 0 {
 		return 0
@@ -74,9 +67,6 @@ func (q *MPSC[T]) PushBatch(vs []T) int {
 	pos, n := q.claim(uint64(len(vs)))
 	for i := range n {
 		q.publish(pos+i, vs[i])
-	}
-	if n > 0 {
-		q.park.notify()
 	}
 	return int(n)
 }
@@ -123,33 +113,6 @@ func (q *MPSC[T]) Len() int {
 // watermarks against the real limit rather than the requested one.
 func (q *MPSC[T]) Cap() int {
 	return len(q.slots)
-}
-
-// Wait blocks the consumer until a value can be popped, a Wake arrives, or
-// timeout passes (timeout <= 0 waits without a deadline). It returns true as
-// soon as the oldest slot is published and false otherwise. It spins a
-// bounded number of times, yielding with runtime.Gosched, and then parks,
-// because on the two-core target a consumer that busy-waits steals the
-// core its producers need. It does not allocate. Consumer only.
-func (q *MPSC[T]) Wait(timeout time.Duration) bool {
-	return q.park.wait(q.ready, timeout)
-}
-
-// Wake makes the consumer return from Wait promptly, so a shard can be
-// told to shut down or run its timers even when no messages arrive. If the
-// consumer is not parked, the wake-up is remembered and the next Wait that
-// would block returns false at once instead, so a Wake racing with the
-// consumer's entry into Wait is never lost. Safe from any goroutine.
-func (q *MPSC[T]) Wake() {
-	q.park.wake()
-}
-
-// ready reports whether Pop would succeed: the oldest slot is published.
-// Waiting on this rather than on tail != head keeps the consumer parked,
-// instead of spinning, while a claimed slot is still being written.
-func (q *MPSC[T]) ready() bool {
-	h := q.head.Load()
-	return q.slots[h&q.mask].seq.Load() == h+1
 }
 
 // claim reserves up to want consecutive positions with one CAS on the tail

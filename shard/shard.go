@@ -1,17 +1,39 @@
-// Package shard is the single-threaded owner of a set of partitions.
+// Package shard owns partitions. A broker runs a fixed number of shards;
+// each holds the mutable state of its partitions (next offsets, subscriber
+// lists, held acks) and changes it only by handling operations (publish,
+// subscribe, catch-up, unsubscribe, wait, delete, ...) from its inbox ring,
+// in inbox order. Any goroutine may push into the inbox.
 //
-// A broker runs a fixed number of shards. Each is one goroutine, locked to
-// its OS thread and pinned to a CPU, that drains an inbox ring of operations
-// (publish, subscribe, unsubscribe, delete) and is the only goroutine that
-// ever touches the mutable state of its partitions: next offsets and
-// subscriber lists. That is why the publish path takes no locks.
+// Whoever holds the shard's run token (an atomic flag taken by
+// compare-and-swap) drains the inbox and is the only one touching the
+// partitions' state, which is why the publish path takes no locks. The
+// holder is not always the same goroutine. It is one of:
 //
-// A shard never does network I/O. It stamps offsets into batches, queues
-// acks and deliveries into connection Outboxes, and at the end of each pass
-// over its inbox kicks every outbox it touched once, so each connection gets
-// one coalesced write per pass however many batches were fanned out to it.
+//   - the shard's own goroutine, locked to its OS thread and pinned to a
+//     CPU when configured, woken by a kick channel or by its timer
+//     (retention, held acks, watched outboxes);
+//   - an event loop that pushed operations and runs the shard inline
+//     (RunInline), which saves two thread hand-offs at low rates;
+//   - the shard's syncer, which writes and fsyncs disk logs on a goroutine
+//     of its own, without the token, and then runs the shard inline to
+//     deliver and ack what became durable;
+//   - a goroutine whose push found the inbox full, which runs a pass to
+//     make room.
 //
-//	event loops ──ops──▶ [inbox ring] ──▶ shard goroutine ──frames──▶ Outboxes ──kick──▶ event loops
+// So a pass may do network I/O. The holder queues acks and deliveries into
+// connection Outboxes and, at the end of each pass, flushes every outbox it
+// touched once, so each connection gets one coalesced write per pass
+// however many batches were fanned out to it. An event loop holding the
+// token writes its own connections' outboxes to their sockets at once; an
+// event loop or the syncer holding it writes other connections directly
+// when they allow it (DirectFlusher); every other outbox is kicked, to be
+// written by its own event loop. The shard goroutine never writes a
+// socket. Memory logs are appended by the holder; disk logs only stage
+// batches there, for the syncer to write (except at Stop, when the shard
+// goroutine writes and syncs what is left).
+//
+//	any goroutine ──ops──▶ [inbox ring] ──▶ token holder ──frames──▶ Outboxes
+//	Outboxes ──▶ written by the holder (its own loop's, or direct) or kicked to their event loop
 package shard
 
 import (

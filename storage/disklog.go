@@ -74,15 +74,49 @@ func (c *DiskConfig) maxIndexEntries() int {
 // record batches exactly as the shard stamped them, each with a sparse
 // index. See segment.go for the layout.
 //
-// Lock order: wmu, then segMu, then smu or mu; the FileCache's lock (and
-// a segment's opener lock before it) is taken last, under any of them,
-// and never held while one of them is taken. The cache calls a log's
-// flushSegment holding none of its own locks, but perhaps from another
-// log's writer, which holds that log's wmu; flushSegment only tries wmu
-// (TryLock) and gives up when it is taken, so two writers that each make
-// the cache sync the other's segment cannot deadlock. Readers take none
+// # Locks
+//
+// Four mutexes of its own, each held briefly except wmu:
+//
+//   - wmu: one writer at a time (WritePending and Append, Sync, Close and
+//     Drop, flushSegment). It owns active, group and the segments'
+//     pinned, wrd and wwr, and is the only lock held across disk I/O.
+//   - segMu: orders changes to segs (roll, under wmu; Retain, on the
+//     shard, without wmu).
+//   - smu: staged, spare and broken (Stage on the shard; the writer takes
+//     the batches; Close and Drop release them). It is a leaf.
+//   - mu: dirSync, corrupt, the segments' skips and isClosed. It is a leaf
+//     (recordCorrupt logs under it).
+//
+// The order, each taken only while holding those before it or none:
+//
+//	wmu ─▶ segMu ─▶ mu
+//	 │       └────▶ FileCache (segFiles.omu, then FileCache.mu), Reclaimer.mu
+//	 ├────▶ smu
+//	 ├────▶ mu
+//	 ├────▶ FileCache, Reclaimer.mu
+//	 └────▶ other logs' wmu, by TryLock only (see below)
+//
+// smu and mu are never held together, and nothing takes wmu or segMu
+// while holding mu, smu or a FileCache lock. The FileCache releases its
+// lock before it calls a segment's flush (settle), so flushSegment runs
+// holding no cache lock; but it may run on another log's writer, which
+// holds that log's wmu, or on this log's own writer (from a pin or unpin
+// in Sync or writeGroup). It therefore only tries wmu (TryLock) and gives
+// up when wmu is taken, so two writers that each make the cache sync the
+// other's segment cannot deadlock, and neither can a writer with itself.
+// A segment's last release (segment.release: under segMu in Retain, under
+// wmu in Drop, or on a reader holding nothing) takes only FileCache.mu and
+// Reclaimer.mu.
+//
+// The atomics need no lock to read. segs is replaced, never modified,
+// under segMu; start is stored by Retain under segMu; written, the
+// segments' size, next, maxTS and index, and failed and failErr (fail,
+// failSync) are stored by the writer under wmu; bytes is added to under
+// wmu and subtracted from under segMu; visible is stored by the shard
+// (SetVisible); closed by Close and Drop after isClosed. Readers take none
 // of the log's locks on the way: they use the atomics and the segments'
-// reference counts, and mu only to record corruption.
+// reference counts, and mu only to look up and record corruption.
 type DiskLog struct {
 	cfg DiskConfig
 	id  uint64 // distinguishes this log's blocks in the shared cache

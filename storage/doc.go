@@ -1,11 +1,33 @@
-// Package storage owns the memory that record batches live in, and (as the
-// durable log arrives) the per-partition segment log that keeps them.
+// Package storage owns the memory that record batches live in and the
+// per-partition logs that keep them.
 //
 // A batch is copied out of the network read buffer exactly once, into a Buf:
 // a pooled, reference-counted buffer. From then on the same bytes are
-// stamped with their offsets, kept by the log, and written to every
-// subscriber; each holder retains the Buf while it needs the bytes and
-// releases it after, and the last release returns the memory to a size-class
-// pool. That is what lets the broker fan one batch out to many subscribers
-// without copying it per subscriber and without allocating per message.
+// stamped with their offsets, kept by a memory log or staged for a disk
+// log, and written to every subscriber; each holder retains the Buf while it
+// needs the bytes and releases it after, and the last release returns the
+// memory to a size-class pool. That is what lets the broker fan one batch
+// out to many subscribers without copying it per subscriber and without
+// allocating per message.
+//
+// A partition's log is a [Log]:
+//
+//   - [MemLog], for non-durable topics: the batches' Bufs by reference,
+//     bounded in bytes.
+//   - [DiskLog], for durable topics: a directory of segment files of
+//     batches exactly as stamped, each with a sparse index (segment.go
+//     draws the layout). The shard stages batches ([Staged]) and its
+//     syncer writes them, with direct I/O (direct.go), and fsyncs them;
+//     opening a log recovers it, cutting a torn tail and reporting
+//     corruption in the middle without removing it (scan.go). Reads from
+//     any goroutine go through a shared [BlockCache] of immutable blocks.
+//   - [OfflineLog], for a partition whose log could not be opened: it
+//     refuses everything with the reason.
+//
+// Shared by every log of a broker: a [FileCache] keeps segment files open
+// within a budget of descriptors, and a [Reclaimer] deletes removed
+// segments in the background, a few megabytes at a time, so a large
+// delete does not stall every other fsync. All file access goes through
+// the small file-system interface of package vfs, so tests can run on
+// memory, crash it, and inject errors.
 package storage

@@ -1,0 +1,85 @@
+package engine
+
+import (
+	"io"
+	"log/slog"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/stretchr/testify/require"
+)
+
+// idleFlusher stands in for a connection that is never written.
+type idleFlusher struct{}
+
+func (idleFlusher) ScheduleFlush() {}
+func (idleFlusher) Owner() any     { return nil }
+func (idleFlusher) FlushNow()      {}
+
+// TestReplaysAreBounded starts ten times more replays than the pool has
+// workers. The partition's shard is not running at first, so each replay
+// that reaches its join waits on its worker for the shard: the pool fills
+// and the rest stay queued, holding no goroutine. Half of them are then
+// cancelled, one while it waits for its join; once the shard runs, every
+// replay ends, the cancelled ones leave no live subscription, and the
+// workers go away.
+func TestReplaysAreBounded(t *testing.T) {
+	e := startBroker(t, nil)
+	s := shard.New(shard.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	p := shard.NewPartition("replays", 0, s, storage.NewMemLog(1<<20), shard.SyncPolicy{Mode: shard.SyncNever})
+	const limit, jobs = 4, 40
+	pool := newReplayPool(limit)
+	baseline := runtime.NumGoroutine()
+
+	cancels := make([]atomic.Bool, jobs)
+	done := make([]chan struct{}, jobs)
+	for i := range jobs {
+		j := e.newReplay(shard.NewOutbox(1<<20, 1, idleFlusher{}), p, 0, &cancels[i])
+		j.done = make(chan struct{})
+		done[i] = j.done
+		pool.start(j)
+	}
+	require.Eventually(t, func() bool { return s.InboxLen() == limit }, 30*time.Second, time.Millisecond,
+		"the first %d replays wait for their joins", limit)
+	workers, peak := pool.stats()
+	require.Equal(t, limit, workers)
+	require.Equal(t, limit, peak)
+	require.LessOrEqual(t, runtime.NumGoroutine(), baseline+limit+2, "queued replays hold no goroutine")
+
+	// The queue is first in, first out: replays 0..limit-1 wait for
+	// their joins, the others are queued. Cancel replay 1 and every odd
+	// queued one.
+	cancelled := 0
+	for i := range jobs {
+		if i == 1 || i >= limit && i%2 == 1 {
+			cancels[i].Store(true)
+			cancelled++
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Stop)
+	deadline := time.After(30 * time.Second)
+	for i := range jobs {
+		select {
+		case <-done[i]:
+		case <-deadline:
+			t.Fatalf("replay %d did not end", i)
+		}
+	}
+
+	// A join from here goes through the shard after the unsubscribes the
+	// cancelled replays queued, and counts itself.
+	barrier := make(chan struct{})
+	require.NoError(t, p.CatchUp(shard.NewOutbox(1<<20, 1, idleFlusher{}), 0, func(int64, bool) { close(barrier) }))
+	s.Wake()
+	<-barrier
+	require.Equal(t, jobs-cancelled+1, p.Subscribers(), "live: every replay that was not cancelled, and the barrier")
+	require.Eventually(t, func() bool { w, _ := pool.stats(); return w == 0 }, 30*time.Second, time.Millisecond,
+		"idle workers end")
+	_, peak = pool.stats()
+	require.Equal(t, limit, peak, "never more than the bound")
+}
