@@ -62,7 +62,8 @@ type Engine struct {
 	token   string // the admin API's bearer token, resolved before HTTP starts
 
 	plugins plugins
-	fetches fetcher // the reader pool of pull fetches (fetch.go)
+	fetches fetcher     // the reader pool of pull fetches (fetch.go)
+	replays *replayPool // the workers of replays (replays.go)
 
 	// diskWork runs topic creations, deletions and config changes off
 	// the event loops (offloop.go); autoCreates limits auto-creation.
@@ -98,7 +99,8 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, fatal: make(chan error, 1), metricSet: metrics.NewSet(),
-		diskWork: newDiskWorker(), autoCreates: newTokenBucket(cfg.AutoCreateRate), outbound: newOutbound(&cfg)}
+		diskWork: newDiskWorker(), autoCreates: newTokenBucket(cfg.AutoCreateRate), outbound: newOutbound(&cfg),
+		replays: newReplayPool(replayWorkers())}
 	e.mem = newMemGuard(e, cfg.MaxInflightBytes)
 	e.setNotReady("not started")
 	e.history = newHistory(e, cfg.HistoryInterval, cfg.HistoryRetention)

@@ -120,7 +120,7 @@ func (e *Engine) newReplay(out *shard.Outbox, p *shard.Partition, offset int64, 
 // startReplay queues a replay on the replay pool and returns at once, so
 // the caller's event loop does not wait for the disk.
 func (e *Engine) startReplay(out *shard.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) {
-	replays.start(e.newReplay(out, p, offset, cancel))
+	e.replays.start(e.newReplay(out, p, offset, cancel))
 }
 
 // replay runs a replay on the replay pool and returns when it ends, for a
@@ -128,7 +128,7 @@ func (e *Engine) startReplay(out *shard.Outbox, p *shard.Partition, offset int64
 func (e *Engine) replay(out *shard.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) {
 	j := e.newReplay(out, p, offset, cancel)
 	j.done = make(chan struct{})
-	replays.start(j)
+	e.replays.start(j)
 	<-j.done
 }
 

@@ -20,8 +20,7 @@ import (
 // replayPause (a timer, not a sleeping goroutine), so replays stuck behind
 // slow subscribers keep no worker either.
 //
-// Bound: replaysPerCPU workers per CPU, at least 8, for the process (the
-// goroutines and the concurrent log reads are the process's to spend).
+// Bound: replaysPerCPU workers per CPU, at least 8, per broker.
 // They start as jobs queue and end when the queue is empty, so an idle
 // broker has none. The queue holds each job at most once, and the jobs are
 // bounded by the subscriptions times their partitions. Cancelling a replay
@@ -33,8 +32,8 @@ const replaysPerCPU = 4
 // subscriber's outbox is under pressure before it looks again.
 const replayPause = time.Millisecond
 
-// replays is the process's replay pool.
-var replays = newReplayPool(max(8, replaysPerCPU*runtime.GOMAXPROCS(0)))
+// replayWorkers is the bound on a broker's replay workers.
+func replayWorkers() int { return max(8, replaysPerCPU*runtime.GOMAXPROCS(0)) }
 
 // replayNext is what a replay step asks for next.
 type replayNext int
