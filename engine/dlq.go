@@ -38,10 +38,8 @@ func (f *msgFeed) deadLetter(offs []int64) {
 	letters := make([]letter, 0, len(offs))
 	gp.mu.Lock()
 	for _, o := range offs {
-		l := letter{offset: o, deliveries: 1}
-		if in := gp.acks.info[o]; in != nil {
-			l.deliveries, l.reason = in.deliveries, in.reason
-		}
+		l := letter{offset: o}
+		l.deliveries, l.reason = gp.acks.Details(o)
 		letters = append(letters, l)
 	}
 	gp.mu.Unlock()
@@ -119,7 +117,7 @@ func (f *msgFeed) deadLetter(offs []int64) {
 		f.c.e.log.Warn("writing to the dead-letter topic failed; will retry", "group", g.name,
 			"dlq", dlq, "messages", len(written), "err", err)
 		gp.mu.Lock()
-		gp.acks.deadLetterFailed(written, nowNS()+int64(deadLetterRetry))
+		gp.acks.DeadLetterFailed(written, nowNS()+int64(deadLetterRetry))
 		gp.mu.Unlock()
 	}
 }

@@ -131,8 +131,8 @@ func (f *msgFeed) run() {
 			gp.mu.Unlock()
 			return
 		}
-		gp.acks.expire(now, set.backoff)
-		dead = gp.acks.due(now, gp.g.maxDeliveries(), dead[:0], redo)
+		gp.acks.Expire(now, set.backoff)
+		dead = gp.acks.Due(now, gp.g.maxDeliveries(), dead[:0], redo)
 		gp.mu.Unlock()
 		if len(dead) > 0 {
 			f.deadLetter(dead)
@@ -149,8 +149,8 @@ func (f *msgFeed) run() {
 			out.Refresh()
 		}
 		gp.mu.Lock()
-		wakeAt := gp.acks.nextWake()
-		next := gp.acks.next
+		wakeAt := gp.acks.NextWake()
+		next := gp.acks.Next()
 		gp.mu.Unlock()
 		var d time.Duration
 		switch {
@@ -220,7 +220,7 @@ func (f *msgFeed) waitForData(next int64) {
 func (f *msgFeed) deliverNew(prefix []byte) (atEnd, gated bool) {
 	gp, out, set := f.gp, f.m.out, &f.gp.g.set
 	gp.mu.Lock()
-	next := gp.acks.next
+	next := gp.acks.Next()
 	gp.mu.Unlock()
 	lo, end := gp.p.Log.Bounds()
 	if next >= end {
@@ -242,11 +242,11 @@ func (f *msgFeed) deliverNew(prefix []byte) (atEnd, gated bool) {
 		switch {
 		case !f.live():
 			stop = true
-		case f.m.unacked.Load() >= set.maxUnacked || a.window() >= maxAckWindow:
+		case f.m.unacked.Load() >= set.maxUnacked || a.Window() >= maxAckWindow:
 			gated = true
-		case to > a.next:
-			n := to - a.next
-			a.delivered(a.next, to, nowNS()+set.ackWait)
+		case to > a.Next():
+			n := to - a.Next()
+			a.Delivered(a.Next(), to, nowNS()+set.ackWait)
 			f.m.unacked.Add(n)
 		default:
 			gp.mu.Unlock()
@@ -285,17 +285,17 @@ func (f *msgFeed) skipTo(o int64, why string) {
 		gp.mu.Unlock()
 		return
 	}
-	before := gp.acks.unacked
-	lost := gp.acks.skipTo(o)
-	f.m.settle(int64(before-gp.acks.unacked), gp.g.set.maxUnacked)
-	gp.committed = gp.acks.floor
-	floor := gp.acks.floor
+	before := gp.acks.Unacked()
+	lost := gp.acks.SkipTo(o)
+	f.m.settle(int64(before-gp.acks.Unacked()), gp.g.set.maxUnacked)
+	gp.committed = gp.acks.Floor()
+	floor := gp.acks.Floor()
 	gp.mu.Unlock()
 	if lost > 0 {
 		f.c.e.log.Warn("unacked messages skipped: "+why, "group", gp.g.name, "topic", gp.p.Topic,
 			"partition", gp.p.ID, "messages", lost, "now_from", o)
 	}
-	f.c.store.set(gp.g.name, gp.g.topic.Name, []wire.PartitionOffset{{Partition: gp.p.ID, Offset: floor}}, nil)
+	f.c.store.Set(gp.g.name, gp.g.topic.Name, []wire.PartitionOffset{{Partition: gp.p.ID, Offset: floor}}, nil)
 }
 
 // maxRedeliverOffsets is the most offsets one Redeliver frame lists (the
@@ -342,7 +342,7 @@ func (f *msgFeed) redeliver(attempt uint32, offs []int64) {
 			gp.mu.Unlock()
 			return
 		}
-		gp.acks.redelivered(these, attempt, nowNS()+set.ackWait)
+		gp.acks.Redelivered(these, attempt, nowNS()+set.ackWait)
 		gp.mu.Unlock()
 		out.SendCopy(frame)
 		sent = true
@@ -360,13 +360,13 @@ func (f *msgFeed) forget(offs []int64) {
 	gp.mu.Lock()
 	n := 0
 	for _, o := range offs {
-		n += gp.acks.ack(o, o+1)
+		n += gp.acks.Ack(o, o+1)
 	}
 	if gp.owner != nil {
 		gp.owner.settle(int64(n), gp.g.set.maxUnacked)
 	}
-	gp.committed = gp.acks.floor
-	floor := gp.acks.floor
+	gp.committed = gp.acks.Floor()
+	floor := gp.acks.Floor()
 	gp.mu.Unlock()
-	f.c.store.set(gp.g.name, gp.g.topic.Name, []wire.PartitionOffset{{Partition: gp.p.ID, Offset: floor}}, nil)
+	f.c.store.Set(gp.g.name, gp.g.topic.Name, []wire.PartitionOffset{{Partition: gp.p.ID, Offset: floor}}, nil)
 }

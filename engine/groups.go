@@ -9,6 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/group/ackstate"
+	"github.com/ratatoskr-mq/ratatoskr/group/assign"
+	"github.com/ratatoskr-mq/ratatoskr/group/offsets"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -35,7 +38,7 @@ import (
 // retention; a pass every groupRetentionPass removes the idle ones.
 //
 // Lock order: coordinator.mu, then gpart.mu; coordinator.mu, then
-// offsetStore.mu. Acks take only gpart.mu.
+// offsets.Store's mu. Acks take only gpart.mu.
 
 // Group defaults and bounds.
 const (
@@ -145,7 +148,7 @@ type gpart struct {
 	committed     int64 // next offset to consume; -1: none
 	start         int64 // where the current owner's deliveries started
 	feed          feed
-	acks          *ackState // message mode
+	acks          *ackstate.State // message mode
 }
 
 // feed delivers a partition to its owner.
@@ -161,7 +164,7 @@ type coordinator struct {
 	e      *Engine
 	mu     sync.Mutex
 	groups map[string]*group
-	store  *offsetStore
+	store  *offsets.Store
 	ids    atomic.Uint64
 	prefix string // for member ids: differs between broker runs
 
@@ -174,7 +177,7 @@ func newCoordinator(e *Engine) *coordinator {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return &coordinator{e: e, groups: map[string]*group{},
-		store:  newOffsetStore(e.cfg.FS, e.cfg.DataDir, e.log),
+		store:  offsets.New(e.cfg.FS, e.cfg.DataDir, e.log),
 		prefix: hex.EncodeToString(b[:]),
 		poke:   make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 }
@@ -182,7 +185,7 @@ func newCoordinator(e *Engine) *coordinator {
 // load restores the groups recorded with committed offsets. Groups of
 // topics that no longer exist are forgotten.
 func (c *coordinator) load() error {
-	stored, err := c.store.load()
+	stored, err := c.store.Load()
 	if err != nil {
 		return err
 	}
@@ -190,7 +193,7 @@ func (c *coordinator) load() error {
 		t := c.e.topics.get([]byte(sg.Topic))
 		if t == nil {
 			c.e.log.Info("forgetting the offsets of a group whose topic is gone", "group", name, "topic", sg.Topic)
-			c.store.remove(name, nil)
+			c.store.Remove(name, nil)
 			continue
 		}
 		g := c.newGroup(name, t, groupSettings{})
@@ -201,7 +204,7 @@ func (c *coordinator) load() error {
 		}
 		c.groups[name] = g
 	}
-	c.store.start()
+	c.store.Start()
 	go c.run()
 	return nil
 }
@@ -226,7 +229,7 @@ func (c *coordinator) close() {
 		}
 	}
 	c.mu.Unlock()
-	c.store.close()
+	c.store.Close()
 }
 
 func (c *coordinator) newGroup(name string, t *Topic, set groupSettings) *group {
@@ -402,7 +405,7 @@ func (c *coordinator) removeMember(m *member) {
 		delete(c.groups, g.name)
 	default:
 		// Idle from now: retention counts from the last member leaving.
-		c.store.touch(g.name, c.store.clock())
+		c.store.Touch(g.name, c.store.Clock())
 	}
 }
 
@@ -412,7 +415,7 @@ func (gp *gpart) release() {
 		gp.feed.stop()
 	}
 	if gp.acks != nil {
-		gp.owner.settle(int64(gp.acks.unacked), gp.g.set.maxUnacked)
+		gp.owner.settle(int64(gp.acks.Unacked()), gp.g.set.maxUnacked)
 	}
 	gp.owner = nil
 }
@@ -453,7 +456,7 @@ func (c *coordinator) rebalance(g *group) {
 	if len(prev) != len(g.parts) {
 		prev = make([]string, len(g.parts))
 	}
-	g.desired = assign(len(g.parts), ids, prev)
+	g.desired = assign.Sticky(len(g.parts), ids, prev)
 	gen := g.gen + 1
 	changed := map[*member]bool{}
 	var starts []pendingStart
@@ -506,12 +509,12 @@ func (c *coordinator) give(gp *gpart, m *member, gen uint32, now int64) {
 	gp.owner, gp.since, gp.feed = m, gen, nil
 	if gp.g.set.mode == wire.AckMessage {
 		if gp.acks == nil {
-			gp.acks = newAckState(gp.startOffset())
+			gp.acks = ackstate.New(gp.startOffset())
 		} else {
-			gp.acks.takeover(now)
+			gp.acks.Takeover(now)
 		}
-		m.unacked.Add(int64(gp.acks.unacked))
-		gp.start = gp.acks.next
+		m.unacked.Add(int64(gp.acks.Unacked()))
+		gp.start = gp.acks.Next()
 		return
 	}
 	gp.start = gp.startOffset()
@@ -637,12 +640,12 @@ func (c *coordinator) expireIdle(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for name, g := range c.groups {
-		active, stored := c.store.activeAt(name)
+		active, stored := c.store.ActiveAt(name)
 		switch {
 		case !stored:
 		case len(g.members) > 0:
 			if now.Sub(active) > keep/4 {
-				c.store.touch(name, now)
+				c.store.Touch(name, now)
 			}
 		case now.Sub(active) >= keep && g.feedsStopped():
 			c.expireGroup(g, now.Sub(active))
@@ -653,7 +656,7 @@ func (c *coordinator) expireIdle(now time.Time) {
 // expireGroup forgets an idle group and its offsets; mu held.
 func (c *coordinator) expireGroup(g *group, idle time.Duration) {
 	delete(c.groups, g.name)
-	c.store.remove(g.name, nil)
+	c.store.Remove(g.name, nil)
 	c.e.log.Info("consumer group removed: no members and no commits for the group retention", "group", g.name,
 		"topic", g.topic.Name, "idle", idle.Round(time.Second), "group_retention", c.e.cfg.GroupRetention)
 	c.emitGroup(g, nil, 0, "retention", byBroker, nil)
@@ -759,7 +762,7 @@ func (c *coordinator) commit(m *member, req *wire.Commit, done func(error)) {
 		gp.committed = po.Offset
 		gp.mu.Unlock()
 	}
-	c.store.set(g.name, g.topic.Name, req.Offsets, done)
+	c.store.Set(g.name, g.topic.Name, req.Offsets, done)
 }
 
 // ack marks messages of m's partition acked (message mode).
@@ -769,24 +772,24 @@ func (c *coordinator) ack(m *member, req *wire.Ack) error {
 		return err
 	}
 	a := gp.acks
-	floor, n := a.floor, 0
+	floor, n := a.Floor(), 0
 	for _, r := range req.Ranges {
 		if r.To > r.From {
-			n += a.ack(r.From, r.To)
+			n += a.Ack(r.From, r.To)
 		}
 	}
 	if n > 0 && gp.owner != nil {
 		gp.owner.settle(int64(n), gp.g.set.maxUnacked)
 	}
-	moved := a.floor != floor
+	moved := a.Floor() != floor
 	if moved {
-		gp.committed = a.floor
+		gp.committed = a.Floor()
 	}
 	f, _ := gp.feed.(*msgFeed)
-	newFloor := a.floor
+	newFloor := a.Floor()
 	gp.mu.Unlock()
 	if moved {
-		c.store.set(gp.g.name, gp.g.topic.Name, []wire.PartitionOffset{{Partition: gp.p.ID, Offset: newFloor}}, nil)
+		c.store.Set(gp.g.name, gp.g.topic.Name, []wire.PartitionOffset{{Partition: gp.p.ID, Offset: newFloor}}, nil)
 	}
 	if f != nil && n > 0 {
 		f.wakeUp()
@@ -800,7 +803,7 @@ func (c *coordinator) nack(m *member, req *wire.Nack) error {
 	if err != nil {
 		return err
 	}
-	gp.acks.nack(req.Offset, int64(req.DelayMs)*int64(time.Millisecond), req.Reason, nowNS(), gp.g.set.backoff)
+	gp.acks.Nack(req.Offset, int64(req.DelayMs)*int64(time.Millisecond), req.Reason, nowNS(), gp.g.set.backoff)
 	f, _ := gp.feed.(*msgFeed)
 	gp.mu.Unlock()
 	if f != nil {
@@ -883,7 +886,7 @@ func (c *coordinator) describe(name string) (wire.GroupInfo, error) {
 			pi.Lag = max(0, end-gp.committed)
 		}
 		if gp.acks != nil {
-			pi.Pending = uint32(gp.acks.unacked)
+			pi.Pending = uint32(gp.acks.Unacked())
 		}
 		gp.mu.Unlock()
 		info.Partitions = append(info.Partitions, pi)
@@ -931,7 +934,7 @@ func (c *coordinator) resetBy(by origin, name string, st wire.Start, done func(e
 	}
 	// Under mu, so a retention pass cannot remove the group between the
 	// two and leave its offsets stored for a group that is gone.
-	c.store.set(name, g.topic.Name, offs, done)
+	c.store.Set(name, g.topic.Name, offs, done)
 	c.mu.Unlock()
 }
 
@@ -958,7 +961,7 @@ func (c *coordinator) topicRemoved(t *Topic) {
 			gp.mu.Unlock()
 		}
 		delete(c.groups, name)
-		c.store.remove(name, nil)
+		c.store.Remove(name, nil)
 		c.emitGroup(g, nil, 0, "delete", byBroker, nil)
 	}
 }

@@ -3,17 +3,20 @@ package engine
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/group/offsets"
 )
 
 // lockedBuffer is a log destination safe for the broker's goroutines.
@@ -76,7 +79,7 @@ func groupNames(t *testing.T, c *client.Client) []string {
 func activity(e *Engine, groups ...string) map[string]time.Time {
 	out := map[string]time.Time{}
 	for _, g := range groups {
-		if at, ok := e.groups.store.activeAt(g); ok {
+		if at, ok := e.groups.store.ActiveAt(g); ok {
 			out[g] = at
 		}
 	}
@@ -99,7 +102,7 @@ func TestGroupRetentionRemovesIdleGroups(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	day := 24 * time.Hour
 	clock := newTestClock(t0)
-	e.groups.store.useClock(clock)
+	e.groups.store.SetClock(clock.now)
 	c := dial(t, e)
 	ctx := testCtx(t)
 	require.NoError(t, c.CreateTopic(ctx, "t", client.TopicConfig{Partitions: 1}))
@@ -149,7 +152,7 @@ func TestGroupRetentionRemovesIdleGroups(t *testing.T) {
 	require.Equal(t, []string{"back", "busy"}, groupNames(t, c))
 
 	// A group with a member never expires.
-	e.groups.store.useClock(clock)
+	e.groups.store.SetClock(clock.now)
 	g := joinGroup(t, e, client.GroupConfig{Group: "back", Topic: "t", Mode: client.AckOffset,
 		Handler: func(*client.GroupMessage) error { return nil }})
 	waitAssigned(t, []int{1}, g)
@@ -187,7 +190,7 @@ func TestGroupsConvertedFromGroupsJSON(t *testing.T) {
 	require.NoError(t, c.CreateTopic(testCtx(t), "orders", client.TopicConfig{Partitions: 2}))
 	publishN(t, c, "orders", 0, 100)
 	shutdown(t, e)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, legacyOffsetsFile),
+	require.NoError(t, os.WriteFile(filepath.Join(dir, offsets.LegacyFile),
 		legacyJSON(t, map[string]map[int32]int64{"billing": {0: 10, 1: 20}}, "orders"), 0o644))
 
 	e = startBroker(t, cfg)
@@ -196,9 +199,33 @@ func TestGroupsConvertedFromGroupsJSON(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(10), info.Partitions[0].Committed)
 	require.Equal(t, int64(20), info.Partitions[1].Committed)
-	require.NoFileExists(t, filepath.Join(dir, legacyOffsetsFile))
-	require.FileExists(t, filepath.Join(dir, offsetsLog))
+	require.NoFileExists(t, filepath.Join(dir, offsets.LegacyFile))
+	require.FileExists(t, filepath.Join(dir, offsets.LogFile))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, e.Shutdown(ctx))
+}
+
+// testClock is a settable clock for the offset store's activity stamps.
+type testClock struct{ ms atomic.Int64 }
+
+func newTestClock(t time.Time) *testClock {
+	c := &testClock{}
+	c.set(t)
+	return c
+}
+
+func (c *testClock) now() time.Time  { return time.UnixMilli(c.ms.Load()) }
+func (c *testClock) set(t time.Time) { c.ms.Store(t.UnixMilli()) }
+
+// legacyJSON is a groups.json as the version before the offsets log wrote
+// it.
+func legacyJSON(t *testing.T, groups map[string]map[int32]int64, topic string) []byte {
+	f := map[string]any{"version": 1, "groups": map[string]any{}}
+	for name, offs := range groups {
+		f["groups"].(map[string]any)[name] = map[string]any{"topic": topic, "offsets": offs}
+	}
+	b, err := json.MarshalIndent(f, "", "  ")
+	require.NoError(t, err)
+	return b
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/telemetry"
 )
 
 // Plugins: how an embedder, and the built-in audit log, see what the
@@ -161,15 +162,14 @@ func (e *Engine) startPlugins(opts []Option) error {
 		return errors.New("engine: WithPlugin(nil)")
 	}
 	if e.cfg.EventLog != "" {
-		l, err := openAuditLog(e.cfg.EventLog)
+		l, err := telemetry.OpenEventLog(e.cfg.EventLog)
 		if err != nil {
 			return err
 		}
-		l.name, l.all = "event-log", true
 		o.plugins = append(o.plugins, l)
 	}
 	if e.cfg.AuditLog != "" {
-		a, err := openAuditLog(e.cfg.AuditLog)
+		a, err := telemetry.OpenAuditLog(e.cfg.AuditLog)
 		if err != nil {
 			return err
 		}

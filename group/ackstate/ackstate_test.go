@@ -1,4 +1,4 @@
-package engine
+package ackstate
 
 import (
 	"testing"
@@ -7,21 +7,21 @@ import (
 	"pgregory.net/rapid"
 )
 
-// TestAckStateModel drives an ackState with random deliveries, acks, nacks
+// TestAckStateModel drives a State with random deliveries, acks, nacks
 // and expiries and compares it with a plain map model: the floor is the
 // first unacked offset, unacked counts what is delivered and not acked,
 // and every unacked message is either in flight or waiting for a retry.
 func TestAckStateModel(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		start := rapid.Int64Range(0, 500).Draw(t, "start")
-		a := newAckState(start)
+		a := New(start)
 		acked := map[int64]bool{}
 		now := int64(0)
 		for range rapid.IntRange(1, 200).Draw(t, "steps") {
 			switch rapid.IntRange(0, 4).Draw(t, "op") {
 			case 0: // deliver a batch
 				n := rapid.Int64Range(1, 150).Draw(t, "n")
-				a.delivered(a.next, a.next+n, now+10)
+				a.Delivered(a.next, a.next+n, now+10)
 			case 1: // ack a range
 				if a.next == start {
 					continue
@@ -29,7 +29,7 @@ func TestAckStateModel(t *testing.T) {
 				from := rapid.Int64Range(start, a.next).Draw(t, "from")
 				to := rapid.Int64Range(from, a.next+5).Draw(t, "to")
 				before := a.unacked
-				n := a.ack(from, to)
+				n := a.Ack(from, to)
 				newly := 0
 				for o := from; o < min(to, a.next); o++ {
 					if !acked[o] {
@@ -44,21 +44,21 @@ func TestAckStateModel(t *testing.T) {
 					continue
 				}
 				o := rapid.Int64Range(start, a.next-1).Draw(t, "nack")
-				require.Equal(t, !acked[o], a.nack(o, 0, "r", now, []int64{3}))
+				require.Equal(t, !acked[o], a.Nack(o, 0, "r", now, []int64{3}))
 			case 3: // time passes; expired and due messages are redelivered
 				now += rapid.Int64Range(1, 20).Draw(t, "dt")
-				a.expire(now, nil)
+				a.Expire(now, nil)
 				redo := map[uint32][]int64{}
-				dead := a.due(now, 1000, nil, redo)
+				dead := a.Due(now, 1000, nil, redo)
 				require.Empty(t, dead)
 				for attempt, offs := range redo {
 					for _, o := range offs {
 						require.False(t, acked[o], "redelivery of acked %d", o)
 					}
-					a.redelivered(offs, attempt, now+10)
+					a.Redelivered(offs, attempt, now+10)
 				}
 			case 4: // a new owner takes over
-				a.takeover(now)
+				a.Takeover(now)
 			}
 			// The model's view.
 			floor := start
@@ -68,7 +68,7 @@ func TestAckStateModel(t *testing.T) {
 			require.Equal(t, floor, a.floor)
 			unacked := 0
 			for o := start; o < a.next; o++ {
-				require.Equal(t, acked[o], a.acked(o), "offset %d", o)
+				require.Equal(t, acked[o], a.Acked(o), "offset %d", o)
 				if !acked[o] {
 					unacked++
 				}
@@ -84,14 +84,14 @@ func TestAckStateModel(t *testing.T) {
 		}
 		for range 50 {
 			now += 100
-			a.expire(now, nil)
+			a.Expire(now, nil)
 			redo := map[uint32][]int64{}
-			a.due(now, 1000, nil, redo)
+			a.Due(now, 1000, nil, redo)
 			for attempt, offs := range redo {
 				for _, o := range offs {
 					delete(pending, o)
 				}
-				a.redelivered(offs, attempt, now+10)
+				a.Redelivered(offs, attempt, now+10)
 			}
 		}
 		require.Empty(t, pending, "unacked messages never redelivered")
@@ -99,18 +99,18 @@ func TestAckStateModel(t *testing.T) {
 }
 
 func TestAckStateDeadAfterMaxDeliveries(t *testing.T) {
-	a := newAckState(0)
-	a.delivered(0, 3, 10)
-	a.ack(0, 1)
-	a.ack(2, 3)
+	a := New(0)
+	a.Delivered(0, 3, 10)
+	a.Ack(0, 1)
+	a.Ack(2, 3)
 	require.Equal(t, int64(1), a.floor)
 	now := int64(0)
 	var deliveries []uint32
 	for range 10 {
 		now += 11
-		a.expire(now, nil)
+		a.Expire(now, nil)
 		redo := map[uint32][]int64{}
-		dead := a.due(now, 3, nil, redo)
+		dead := a.Due(now, 3, nil, redo)
 		if len(dead) > 0 {
 			require.Equal(t, []int64{1}, dead)
 			break
@@ -118,28 +118,28 @@ func TestAckStateDeadAfterMaxDeliveries(t *testing.T) {
 		for attempt, offs := range redo {
 			require.Equal(t, []int64{1}, offs)
 			deliveries = append(deliveries, attempt)
-			a.redelivered(offs, attempt, now+10)
+			a.Redelivered(offs, attempt, now+10)
 		}
 	}
 	require.Equal(t, []uint32{2, 3}, deliveries)
 	// A failed dead-letter write retries later; success acks it.
-	a.deadLetterFailed([]int64{1}, now+50)
-	require.Equal(t, now+50, a.nextWake())
-	require.Equal(t, 1, a.ack(1, 2))
+	a.DeadLetterFailed([]int64{1}, now+50)
+	require.Equal(t, now+50, a.NextWake())
+	require.Equal(t, 1, a.Ack(1, 2))
 	require.Equal(t, int64(3), a.floor)
 	require.Zero(t, a.unacked)
 }
 
 func TestAckStateSkipTo(t *testing.T) {
-	a := newAckState(10)
-	a.delivered(10, 200, 5)
-	a.ack(100, 150)
-	require.Equal(t, 90, a.skipTo(100), "offsets 10..99 were unacked")
+	a := New(10)
+	a.Delivered(10, 200, 5)
+	a.Ack(100, 150)
+	require.Equal(t, 90, a.SkipTo(100), "offsets 10..99 were unacked")
 	require.Equal(t, int64(150), a.floor)
-	require.Equal(t, 50, a.skipTo(500))
+	require.Equal(t, 50, a.SkipTo(500))
 	require.Equal(t, int64(500), a.floor)
 	require.Equal(t, int64(500), a.next)
-	a.delivered(500, 510, 5)
+	a.Delivered(500, 510, 5)
 	require.Equal(t, 10, a.unacked)
-	require.Equal(t, 0, a.skipTo(400), "never backwards")
+	require.Equal(t, 0, a.SkipTo(400), "never backwards")
 }

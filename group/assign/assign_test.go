@@ -1,4 +1,4 @@
-package engine
+package assign
 
 import (
 	"fmt"
@@ -79,9 +79,9 @@ func TestAssignProperties(t *testing.T) {
 		owners := append([]string{""}, assignPool...)
 		prev := rapid.SliceOfN(rapid.SampledFrom(owners), n, n).Draw(rt, "prev")
 
-		got := assign(n, members, prev)
+		got := Sticky(n, members, prev)
 		checkAssign(rt, n, members, prev, got)
-		require.Equal(rt, got, assign(n, members, prev), "not deterministic")
+		require.Equal(rt, got, Sticky(n, members, prev), "not deterministic")
 	})
 }
 
@@ -94,7 +94,7 @@ func TestAssignRebalanceSequence(t *testing.T) {
 		members := rapid.SliceOfNDistinct(rapid.SampledFrom(assignPool), 1, len(assignPool), rapid.ID[string]).Draw(rt, "members")
 		slices.Sort(members)
 		prev := make([]string, n)
-		cur := assign(n, members, prev)
+		cur := Sticky(n, members, prev)
 		checkAssign(rt, n, members, prev, cur)
 
 		steps := rapid.IntRange(1, 20).Draw(rt, "steps")
@@ -125,7 +125,7 @@ func assignJoin(rt *rapid.T, n int, members, prev []string) ([]string, []string)
 	id := rapid.SampledFrom(dead).Draw(rt, "joiner")
 	i, _ := slices.BinarySearch(members, id)
 	members = slices.Insert(slices.Clone(members), i, id)
-	cur := assign(n, members, prev)
+	cur := Sticky(n, members, prev)
 	count := checkAssign(rt, n, members, prev, cur)
 	require.Contains(rt, []int{n / len(members), (n + len(members) - 1) / len(members)}, count[id])
 	require.Equal(rt, count[id], assignMoves(prev, cur), "join of %s moved others' partitions", id)
@@ -142,35 +142,35 @@ func assignLeave(rt *rapid.T, n int, members, prev []string) ([]string, []string
 	}
 	i, _ := slices.BinarySearch(members, id)
 	members = slices.Delete(slices.Clone(members), i, i+1)
-	cur := assign(n, members, prev)
+	cur := Sticky(n, members, prev)
 	checkAssign(rt, n, members, prev, cur)
 	require.Equal(rt, had, assignMoves(prev, cur), "leave of %s moved others' partitions", id)
 	return members, cur
 }
 
 func TestAssignExamples(t *testing.T) {
-	got := assign(6, []string{"a", "b", "c"}, make([]string, 6))
+	got := Sticky(6, []string{"a", "b", "c"}, make([]string, 6))
 	require.Equal(t, []string{"a", "b", "c", "a", "b", "c"}, got)
 
 	// d joins: a and b owned the most, so they keep 2 and c drops to 1.
 	// Only c's last partition moves, to d.
-	joined := assign(6, []string{"a", "b", "c", "d"}, got)
+	joined := Sticky(6, []string{"a", "b", "c", "d"}, got)
 	require.Equal(t, []string{"a", "b", "c", "a", "b", "d"}, joined)
 	require.Equal(t, 1, assignMoves(got, joined))
 
 	// c leaves: its one partition goes to d, the only member below 2.
-	left := assign(6, []string{"a", "b", "d"}, joined)
+	left := Sticky(6, []string{"a", "b", "d"}, joined)
 	require.Equal(t, []string{"a", "b", "d", "a", "b", "d"}, left)
 
 	// Everyone is replaced: a fresh fill, fewest first, ties by id.
-	replaced := assign(5, []string{"x", "y"}, []string{"a", "b", "", "c", "a"})
+	replaced := Sticky(5, []string{"x", "y"}, []string{"a", "b", "", "c", "a"})
 	require.Equal(t, []string{"x", "y", "x", "y", "x"}, replaced)
 
 	// Over-quota owners keep their lowest partitions.
-	skewed := assign(4, []string{"a", "b"}, []string{"a", "a", "a", "a"})
+	skewed := Sticky(4, []string{"a", "b"}, []string{"a", "a", "a", "a"})
 	require.Equal(t, []string{"a", "a", "b", "b"}, skewed)
 
-	require.Empty(t, assign(0, []string{"a"}, nil))
+	require.Empty(t, Sticky(0, []string{"a"}, nil))
 }
 
 func TestAssignFreshIsBalancedAndDeterministic(t *testing.T) {
@@ -181,9 +181,9 @@ func TestAssignFreshIsBalancedAndDeterministic(t *testing.T) {
 				members[i] = fmt.Sprintf("m%02d", i)
 			}
 			prev := make([]string, tc.n)
-			got := assign(tc.n, members, prev)
+			got := Sticky(tc.n, members, prev)
 			checkAssign(t, tc.n, members, prev, got)
-			require.Equal(t, got, assign(tc.n, members, prev))
+			require.Equal(t, got, Sticky(tc.n, members, prev))
 		})
 	}
 }
@@ -194,9 +194,9 @@ func BenchmarkAssign(b *testing.B) {
 	for i := range members {
 		members[i] = fmt.Sprintf("m%05d", i)
 	}
-	prev := assign(n, members[:m-1], make([]string, n))
+	prev := Sticky(n, members[:m-1], make([]string, n))
 	b.ReportAllocs()
 	for b.Loop() {
-		assign(n, members, prev)
+		Sticky(n, members, prev)
 	}
 }

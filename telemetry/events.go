@@ -1,4 +1,11 @@
-package engine
+// Package telemetry holds what the broker tells its observers: the events
+// (Event, EventKind) that plugins receive, and the built-in plugins that
+// write them out (the audit log and the event log). engine emits the events
+// and runs the plugins, each on its own goroutine with a bounded queue
+// (engine/plugin.go); engine re-exports Event, EventKind and the kinds as
+// aliases, so a plugin written against engine's names keeps compiling.
+// telemetry imports the standard library only, never engine or gnet.
+package telemetry
 
 import "time"
 

@@ -1,4 +1,4 @@
-package engine
+package offsets
 
 import (
 	"encoding/json"
@@ -33,17 +33,17 @@ func BenchmarkOffsetCommit(b *testing.B) {
 
 func benchOffsetCommit(b *testing.B, dirty int) {
 	fsys := newCountFS(vfs.Default())
-	s := newOffsetStore(fsys, b.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if _, err := s.load(); err != nil {
+	s := New(fsys, b.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if _, err := s.Load(); err != nil {
 		b.Fatal(err)
 	}
-	s.start()
-	defer s.close()
+	s.Start()
+	defer s.Close()
 	commit := func(from, n int, off int64) {
 		var wg sync.WaitGroup
 		wg.Add(n)
 		for i := from; i < from+n; i++ {
-			s.set(benchGroupName(i), "orders", []wire.PartitionOffset{{Partition: 0, Offset: off}}, func(err error) {
+			s.Set(benchGroupName(i), "orders", []wire.PartitionOffset{{Partition: 0, Offset: off}}, func(err error) {
 				if err != nil {
 					b.Error(err)
 				}
@@ -124,13 +124,13 @@ func benchPerGroupFiles(b *testing.B, dirty int) {
 // happens once the log is compactFactor times its live state.
 func BenchmarkOffsetSnapshot(b *testing.B) {
 	fsys := newCountFS(vfs.Default())
-	s := newOffsetStore(fsys, b.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if _, err := s.load(); err != nil {
+	s := New(fsys, b.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if _, err := s.Load(); err != nil {
 		b.Fatal(err)
 	}
-	defer s.close()
+	defer s.Close()
 	for i := range benchGroups {
-		s.set(benchGroupName(i), "orders", []wire.PartitionOffset{{Partition: 0, Offset: 1}}, nil)
+		s.Set(benchGroupName(i), "orders", []wire.PartitionOffset{{Partition: 0, Offset: 1}}, nil)
 	}
 	fsys.reset()
 	for b.Loop() {

@@ -1,4 +1,4 @@
-package engine
+package offsets
 
 import (
 	"bytes"
@@ -34,13 +34,6 @@ func newTestClock(t time.Time) *testClock {
 func (c *testClock) now() time.Time  { return time.UnixMilli(c.ms.Load()) }
 func (c *testClock) set(t time.Time) { c.ms.Store(t.UnixMilli()) }
 
-// useClock makes s stamp activity with c.
-func (s *offsetStore) useClock(c *testClock) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.now = c.now
-}
-
 // storeDir is the data directory of the store tests on a MemFS.
 const storeDir = "d"
 
@@ -55,34 +48,34 @@ func newMemData(t *testing.T) *vfs.MemFS {
 
 // openStore loads and starts a store on fsys; it is closed when the test
 // ends.
-func openStore(t *testing.T, fsys vfs.FS, log *slog.Logger) *offsetStore {
+func openStore(t *testing.T, fsys vfs.FS, log *slog.Logger) *Store {
 	t.Helper()
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := newOffsetStore(fsys, storeDir, log)
-	_, err := s.load()
+	s := New(fsys, storeDir, log)
+	_, err := s.Load()
 	require.NoError(t, err)
-	s.start()
-	t.Cleanup(s.close)
+	s.Start()
+	t.Cleanup(s.Close)
 	return s
 }
 
 // loadStore reads what a store on fsys holds, without starting it.
-func loadStore(t *testing.T, fsys vfs.FS) map[string]*storedGroup {
+func loadStore(t *testing.T, fsys vfs.FS) map[string]*Group {
 	t.Helper()
-	s := newOffsetStore(fsys, storeDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	groups, err := s.load()
+	s := New(fsys, storeDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	groups, err := s.Load()
 	require.NoError(t, err)
-	s.close()
+	s.Close()
 	return groups
 }
 
 // commitWait sets offsets and waits until the store answers.
-func commitWait(t *testing.T, s *offsetStore, group string, offs ...wire.PartitionOffset) error {
+func commitWait(t *testing.T, s *Store, group string, offs ...wire.PartitionOffset) error {
 	t.Helper()
 	done := make(chan error, 1)
-	s.set(group, "orders", offs, func(err error) { done <- err })
+	s.Set(group, "orders", offs, func(err error) { done <- err })
 	select {
 	case err := <-done:
 		return err
@@ -102,19 +95,19 @@ func TestOffsetCommitWritesOnlyItsGroup(t *testing.T) {
 	fsys := newCountFS(newMemData(t))
 	s := openStore(t, fsys, nil)
 	for i := range 1000 {
-		s.set(fmt.Sprintf("group-%04d", i), "orders", []wire.PartitionOffset{po(0, 1), po(1, 1)}, nil)
+		s.Set(fmt.Sprintf("group-%04d", i), "orders", []wire.PartitionOffset{po(0, 1), po(1, 1)}, nil)
 	}
 	require.NoError(t, commitWait(t, s, "group-0000", po(0, 1)))
 	fsys.reset()
 
 	require.NoError(t, commitWait(t, s, "group-0500", po(1, 7)))
 	written, total, syncs := fsys.snapshot()
-	require.Equal(t, map[string]int64{storeDir + "/" + offsetsLog: total}, written, "only the log is written")
+	require.Equal(t, map[string]int64{storeDir + "/" + LogFile: total}, written, "only the log is written")
 	require.Less(t, total, int64(100), "one group's record, not every group's")
 	require.Equal(t, 1, syncs, "one fsync, no directory sync")
 
 	// What was appended is exactly group-0500's record.
-	b, err := storage.ReadFile(fsys, storeDir+"/"+offsetsLog)
+	b, err := storage.ReadFile(fsys, storeDir+"/"+LogFile)
 	require.NoError(t, err)
 	rec, next, ok := readRecord(b, len(b)-int(total))
 	require.True(t, ok)
@@ -129,18 +122,18 @@ func TestOffsetStoreKeepsOffsetsAndActivityAcrossRestart(t *testing.T) {
 	fsys := newMemData(t)
 	clock := newTestClock(time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC))
 	s := openStore(t, fsys, nil)
-	s.useClock(clock)
+	s.SetClock(clock.now)
 	require.NoError(t, commitWait(t, s, "a", po(0, 5), po(3, 9)))
 	clock.set(clock.now().Add(time.Hour))
 	require.NoError(t, commitWait(t, s, "b", po(0, 1)))
 	require.NoError(t, commitWait(t, s, "c", po(0, 2)))
 	done := make(chan error, 1)
-	s.remove("c", func(err error) { done <- err })
+	s.Remove("c", func(err error) { done <- err })
 	require.NoError(t, <-done)
-	s.close()
+	s.Close()
 
 	got := loadStore(t, fsys.Crash())
-	require.Equal(t, map[string]*storedGroup{
+	require.Equal(t, map[string]*Group{
 		"a": {Topic: "orders", Offsets: map[int32]int64{0: 5, 3: 9}, Active: time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC).UnixMilli()},
 		"b": {Topic: "orders", Offsets: map[int32]int64{0: 1}, Active: time.Date(2026, 1, 2, 4, 4, 5, 6e6, time.UTC).UnixMilli()},
 	}, got)
@@ -163,7 +156,7 @@ func TestOffsetStoreCrashKeepsAnsweredCommits(t *testing.T) {
 		}
 		require.NoError(t, commitWait(t, s, g, offs...))
 		answered[g] = round
-		s.set(fmt.Sprint("g", rng.IntN(groups)), "orders", offs[:1], nil) // not waited for
+		s.Set(fmt.Sprint("g", rng.IntN(groups)), "orders", offs[:1], nil) // not waited for
 		if round%50 != 0 {
 			continue
 		}
@@ -175,7 +168,7 @@ func TestOffsetStoreCrashKeepsAnsweredCommits(t *testing.T) {
 			}
 		}
 	}
-	st, err := fsys.Stat(storeDir + "/" + offsetsLog)
+	st, err := fsys.Stat(storeDir + "/" + LogFile)
 	require.NoError(t, err)
 	require.Less(t, st.Size(), int64(compactFactor*groups*parts*12+compactMinBytes), "the log is compacted")
 }
@@ -188,7 +181,7 @@ func TestOffsetStoreFailedWriteFailsWaiters(t *testing.T) {
 	fsys := vfs.NewErrors(mem)
 	s := openStore(t, fsys, nil)
 	require.NoError(t, commitWait(t, s, "a", po(0, 1)))
-	isLog := func(name string) bool { return strings.HasPrefix(name, storeDir+"/"+offsetsLog) }
+	isLog := func(name string) bool { return strings.HasPrefix(name, storeDir+"/"+LogFile) }
 
 	fsys.InjectSync(isLog, syscall.EIO, 0)
 	err := commitWait(t, s, "a", po(0, 2))
@@ -220,7 +213,7 @@ func TestOffsetStoreShortWriteIsReplaced(t *testing.T) {
 	s := openStore(t, fsys, nil)
 	require.NoError(t, commitWait(t, s, "a", po(0, 1)))
 	require.NoError(t, commitWait(t, s, "b", po(0, 1)))
-	fsys.ShortWrite(func(name string) bool { return name == storeDir+"/"+offsetsLog }, 5, 0)
+	fsys.ShortWrite(func(name string) bool { return name == storeDir+"/"+LogFile }, 5, 0)
 	require.Error(t, commitWait(t, s, "a", po(0, 2)))
 	require.NoError(t, commitWait(t, s, "b", po(0, 2)))
 	got := loadStore(t, mem.Crash())
@@ -232,7 +225,7 @@ func TestOffsetStoreShortWriteIsReplaced(t *testing.T) {
 // by good ones are skipped, each reported; the log is then rewritten.
 func TestOffsetLogRecovery(t *testing.T) {
 	rec := func(name string, off int64) []byte {
-		return appendGroupRecord(nil, name, &storedGroup{Topic: "orders", Offsets: map[int32]int64{0: off}, Active: 1})
+		return appendGroupRecord(nil, name, &Group{Topic: "orders", Offsets: map[int32]int64{0: off}, Active: 1})
 	}
 	header := binary.BigEndian.AppendUint32([]byte(offsetsLogMagic), offsetsVersion)
 	for _, tc := range []struct {
@@ -248,12 +241,12 @@ func TestOffsetLogRecovery(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fsys := newMemData(t)
-			require.NoError(t, storage.WriteFileAtomic(fsys, storeDir+"/"+offsetsLog, bytes.Join(append([][]byte{header}, tc.log...), nil), true))
+			require.NoError(t, storage.WriteFileAtomic(fsys, storeDir+"/"+LogFile, bytes.Join(append([][]byte{header}, tc.log...), nil), true))
 			var logs bytes.Buffer
-			s := newOffsetStore(fsys, storeDir, slog.New(slog.NewTextHandler(&logs, nil)))
-			got, err := s.load()
+			s := New(fsys, storeDir, slog.New(slog.NewTextHandler(&logs, nil)))
+			got, err := s.Load()
 			require.NoError(t, err)
-			s.close()
+			s.Close()
 			offsets := map[string]int64{}
 			for name, g := range got {
 				offsets[name] = g.Offsets[0]
@@ -264,9 +257,9 @@ func TestOffsetLogRecovery(t *testing.T) {
 				return
 			}
 			require.Contains(t, logs.String(), tc.says)
-			b, err := storage.ReadFile(fsys.Crash(), storeDir+"/"+offsetsLog)
+			b, err := storage.ReadFile(fsys.Crash(), storeDir+"/"+LogFile)
 			require.NoError(t, err)
-			s = newOffsetStore(fsys, storeDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			s = New(fsys, storeDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			clean, err := s.parseLog(b)
 			require.NoError(t, err)
 			require.True(t, clean, "the repaired log was rewritten durably")
@@ -288,10 +281,10 @@ func TestOffsetLogRefusesOtherFiles(t *testing.T) {
 		{"RGOL\x00\x00\x00\x02", "version 2"},
 	} {
 		fsys := newMemData(t)
-		require.NoError(t, storage.WriteFileAtomic(fsys, storeDir+"/"+offsetsLog, []byte(tc.content), true))
-		_, err := newOffsetStore(fsys, storeDir, slog.Default()).load()
+		require.NoError(t, storage.WriteFileAtomic(fsys, storeDir+"/"+LogFile, []byte(tc.content), true))
+		_, err := New(fsys, storeDir, slog.Default()).Load()
 		require.ErrorContains(t, err, tc.says)
-		require.ErrorContains(t, err, offsetsLog)
+		require.ErrorContains(t, err, LogFile)
 	}
 }
 
@@ -312,23 +305,23 @@ func legacyJSON(t *testing.T, groups map[string]map[int32]int64, topic string) [
 // is redone at the next start.
 func TestOffsetStoreConvertsGroupsJSON(t *testing.T) {
 	mem := newMemData(t)
-	legacy := storeDir + "/" + legacyOffsetsFile
+	legacy := storeDir + "/" + LegacyFile
 	require.NoError(t, storage.WriteFileAtomic(mem, legacy,
 		legacyJSON(t, map[string]map[int32]int64{"billing": {0: 10, 1: 20}, "audit": {0: 3}}, "orders"), true))
 
 	fsys := vfs.NewErrors(mem)
 	fsys.Inject(vfs.OpRemove, func(name string) bool { return name == legacy }, syscall.EIO, 0)
-	_, err := newOffsetStore(fsys, storeDir, slog.New(slog.NewTextHandler(io.Discard, nil))).load()
+	_, err := New(fsys, storeDir, slog.New(slog.NewTextHandler(io.Discard, nil))).Load()
 	require.ErrorContains(t, err, "removing groups.json")
 	mem = mem.Crash()
 
 	clock := newTestClock(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
-	s := newOffsetStore(mem, storeDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	s.useClock(clock)
-	got, err := s.load()
+	s := New(mem, storeDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s.SetClock(clock.now)
+	got, err := s.Load()
 	require.NoError(t, err)
-	s.close()
-	want := map[string]*storedGroup{
+	s.Close()
+	want := map[string]*Group{
 		"billing": {Topic: "orders", Offsets: map[int32]int64{0: 10, 1: 20}, Active: clock.now().UnixMilli()},
 		"audit":   {Topic: "orders", Offsets: map[int32]int64{0: 3}, Active: clock.now().UnixMilli()},
 	}

@@ -1,4 +1,4 @@
-package engine
+package telemetry
 
 import (
 	"bufio"
@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// The audit log is a built-in plugin (Config.AuditLog): one JSON object
-// per line for every admin action, auth event, topic and group change and
-// connection accepted, refused or closed. Each line has
+// The audit log is a built-in plugin (engine.Config.AuditLog): one JSON
+// object per line for every admin action, auth event, topic and group
+// change and connection accepted, refused or closed. Each line has
 //
 //	time     RFC 3339 UTC with milliseconds
 //	kind     the EventKind, e.g. "topic.created"
@@ -26,8 +26,8 @@ import (
 // momentarily empty, so a burst costs few writes and a quiet broker's
 // lines reach the file at once.
 
-// AuditStderr is the Config.AuditLog value that writes the audit log to
-// standard error.
+// AuditStderr is the engine.Config.AuditLog (or EventLog) value that
+// writes the log to standard error.
 const AuditStderr = "stderr"
 
 // auditLine is the JSON form of one audit record.
@@ -50,10 +50,11 @@ type auditLine struct {
 // auditTime is RFC 3339 with milliseconds; times are written in UTC.
 const auditTime = "2006-01-02T15:04:05.000Z07:00"
 
-// auditLog is the audit-log plugin, and with all set the event-log plugin
-// (Config.EventLog), which writes every event in the same format. Its
-// methods run on its plugin goroutine only.
-type auditLog struct {
+// AuditLog is the audit-log plugin, and as opened by OpenEventLog the
+// event-log plugin (engine.Config.EventLog), which writes every event in the same
+// format. It implements engine's Plugin, EventFilter and PluginFlusher and
+// io.Closer; its methods run on its plugin goroutine only.
+type AuditLog struct {
 	name string
 	all  bool
 	path string
@@ -63,10 +64,11 @@ type auditLog struct {
 	enc  *json.Encoder
 }
 
-// openAuditLog opens path for appending (creating it with mode 0600), or
-// uses stderr for AuditStderr.
-func openAuditLog(path string) (*auditLog, error) {
-	a := &auditLog{name: "audit-log", path: path, out: os.Stderr}
+// OpenAuditLog opens path for appending (creating it with mode 0600), or
+// uses stderr for AuditStderr, as the audit log: changes, access and
+// connections.
+func OpenAuditLog(path string) (*AuditLog, error) {
+	a := &AuditLog{name: "audit-log", path: path, out: os.Stderr}
 	if path != AuditStderr {
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
@@ -80,12 +82,23 @@ func openAuditLog(path string) (*auditLog, error) {
 	return a, nil
 }
 
-// Name implements Plugin.
-func (a *auditLog) Name() string { return a.name }
+// OpenEventLog opens path like OpenAuditLog, as the event log: every
+// event, batches and dead-lettered messages with their offsets and bytes.
+func OpenEventLog(path string) (*AuditLog, error) {
+	l, err := OpenAuditLog(path)
+	if err != nil {
+		return nil, err
+	}
+	l.name, l.all = "event-log", true
+	return l, nil
+}
 
-// Accepts implements EventFilter: the audit log records changes, access
+// Name implements engine.Plugin.
+func (a *AuditLog) Name() string { return a.name }
+
+// Accepts implements engine.EventFilter: the audit log records changes, access
 // and connections, not traffic.
-func (a *auditLog) Accepts(k EventKind) bool {
+func (a *AuditLog) Accepts(k EventKind) bool {
 	if a.all {
 		return true
 	}
@@ -97,8 +110,8 @@ func (a *auditLog) Accepts(k EventKind) bool {
 	return false
 }
 
-// Handle implements Plugin: it buffers one line.
-func (a *auditLog) Handle(ev Event) error {
+// Handle implements engine.Plugin: it buffers one line.
+func (a *AuditLog) Handle(ev Event) error {
 	if !a.Accepts(ev.Kind) {
 		return nil // a kind added after this plugin was written
 	}
@@ -137,8 +150,8 @@ func auditRecord(ev Event) auditLine {
 	return l
 }
 
-// Flush implements PluginFlusher: it hands the buffered lines to the file.
-func (a *auditLog) Flush() error {
+// Flush implements engine.PluginFlusher: it hands the buffered lines to the file.
+func (a *AuditLog) Flush() error {
 	if err := a.w.Flush(); err != nil {
 		a.w.Reset(a.out)
 		return fmt.Errorf("%s %s: %w", a.name, a.path, err)
@@ -146,8 +159,9 @@ func (a *auditLog) Flush() error {
 	return nil
 }
 
-// Close flushes, syncs and closes the file (stderr stays open).
-func (a *auditLog) Close() error {
+// Close implements io.Closer: it flushes, syncs and closes the file
+// (stderr stays open).
+func (a *AuditLog) Close() error {
 	err := a.Flush()
 	if a.f == nil {
 		return err

@@ -1,4 +1,4 @@
-package engine
+package offsets
 
 import (
 	"io/fs"

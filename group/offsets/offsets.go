@@ -1,4 +1,10 @@
-package engine
+// Package offsets keeps consumer groups' committed offsets durable, in
+// one append-only log per broker (data/groups.log). It knows nothing of
+// members, feeds or the protocol's sessions: the group coordinator (engine)
+// hands it each group's offsets and activity, and gets a callback once they
+// are synced. It imports storage (its file helpers and vfs) and wire (the
+// str16 encoding and the error codes), never engine or gnet.
+package offsets
 
 import (
 	"encoding/binary"
@@ -47,7 +53,6 @@ import (
 // failure left. Recovery cuts a torn tail and skips damaged records that
 // good ones follow, and then writes a snapshot.
 const (
-	offsetsLog      = "groups.log"
 	offsetsLogMagic = "RGOL"
 	offsetsVersion  = 1
 	logHeaderSize   = 8
@@ -64,10 +69,18 @@ const (
 	compactFactor   = 4
 )
 
-// legacyOffsetsFile is where the previous format kept every group's
-// offsets in one JSON file, rewritten on each commit. It is converted at
-// start and removed.
-const legacyOffsetsFile = "groups.json"
+// LogFile is the name of the log in the data directory.
+const LogFile = "groups.log"
+
+// LegacyFile is where the previous format kept every group's offsets in
+// one JSON file, rewritten on each commit. It is converted at start and
+// removed.
+const LegacyFile = "groups.json"
+
+// ErrClosed answers a change made after Close. It carries
+// wire.CodeShuttingDown and the message of the broker's own
+// shutting-down error, so a client cannot tell them apart.
+var ErrClosed = wire.Errorf(wire.CodeShuttingDown, "the broker is shutting down")
 
 // offsetLinger is how long the store waits to gather offset changes that
 // nobody waits for (a message-mode ack floor moving) into one write.
@@ -82,14 +95,14 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// storedGroup is what the store keeps of a group.
-type storedGroup struct {
-	Topic   string
-	Offsets map[int32]int64
-	Active  int64 // unix ms of the last activity
+// Group is what the store keeps of a group.
+type Group struct {
+	Topic   string          // the topic the group consumes
+	Offsets map[int32]int64 // committed offset per partition
+	Active  int64           // unix ms of the last activity
 }
 
-func (g *storedGroup) clone() *storedGroup {
+func (g *Group) clone() *Group {
 	c := *g
 	c.Offsets = make(map[int32]int64, len(g.Offsets))
 	for p, o := range g.Offsets {
@@ -98,14 +111,15 @@ func (g *storedGroup) clone() *storedGroup {
 	return &c
 }
 
-// offsetStore keeps committed offsets durable. Changes are gathered and
+// Store keeps committed offsets durable. Changes are gathered and
 // written by one goroutine: a commit's callback runs once the write
 // holding it is synced, so a commit that was answered OK survives a crash.
 // Many commits arriving together share one write.
 //
-// Lock order: coordinator.mu, then offsetStore.mu; mu is taken with
-// nothing else held by the store, and callbacks run without it.
-type offsetStore struct {
+// Lock order: the caller's locks (engine's coordinator.mu), then Store.mu;
+// mu is taken with nothing else held by the store, and callbacks run
+// without it.
+type Store struct {
 	fsys vfs.FS
 	dir  string
 	path string
@@ -113,7 +127,7 @@ type offsetStore struct {
 
 	mu      sync.Mutex
 	now     func() time.Time // the clock of activity stamps; tests replace it
-	groups  map[string]*storedGroup
+	groups  map[string]*Group
 	dirty   map[string]struct{} // changed since the last write; absent from groups: removed
 	waiters []func(error)
 	urgent  bool // a waiter is waiting: write without lingering
@@ -134,16 +148,18 @@ type offsetStore struct {
 	done chan struct{}
 }
 
-func newOffsetStore(fsys vfs.FS, dataDir string, log *slog.Logger) *offsetStore {
-	return &offsetStore{fsys: fsys, dir: dataDir, path: dataDir + "/" + offsetsLog, log: log, now: time.Now,
-		groups: map[string]*storedGroup{}, dirty: map[string]struct{}{},
+// New returns the store of the broker whose data directory is dataDir on
+// fsys. It reads nothing until Load.
+func New(fsys vfs.FS, dataDir string, log *slog.Logger) *Store {
+	return &Store{fsys: fsys, dir: dataDir, path: dataDir + "/" + LogFile, log: log, now: time.Now,
+		groups: map[string]*Group{}, dirty: map[string]struct{}{},
 		kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 }
 
-// load reads the log, converts a groups.json of the previous format, and
+// Load reads the log, converts a groups.json of the previous format, and
 // returns a copy of every group. A log that was repaired or converted is
 // rewritten before load returns, and groups.json removed after that.
-func (s *offsetStore) load() (_ map[string]*storedGroup, err error) {
+func (s *Store) Load() (_ map[string]*Group, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer func() {
@@ -154,7 +170,7 @@ func (s *offsetStore) load() (_ map[string]*storedGroup, err error) {
 	b, err := storage.ReadFile(s.fsys, s.path)
 	exists := err == nil
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("engine: %s: %w", offsetsLog, err)
+		return nil, fmt.Errorf("engine: %s: %w", LogFile, err)
 	}
 	clean := true
 	if exists {
@@ -169,7 +185,7 @@ func (s *offsetStore) load() (_ map[string]*storedGroup, err error) {
 	switch {
 	case !clean || legacy:
 		if err := s.writeSnapshot(s.encode(true)); err != nil {
-			return nil, fmt.Errorf("engine: rewriting %s: %w", offsetsLog, err)
+			return nil, fmt.Errorf("engine: rewriting %s: %w", LogFile, err)
 		}
 	case exists:
 		if err := s.openLog(int64(len(b))); err != nil {
@@ -181,7 +197,7 @@ func (s *offsetStore) load() (_ map[string]*storedGroup, err error) {
 			return nil, err
 		}
 	}
-	out := make(map[string]*storedGroup, len(s.groups))
+	out := make(map[string]*Group, len(s.groups))
 	for name, g := range s.groups {
 		out[name] = g.clone()
 	}
@@ -189,17 +205,17 @@ func (s *offsetStore) load() (_ map[string]*storedGroup, err error) {
 }
 
 // openLog opens the log for appending after its size bytes of records.
-func (s *offsetStore) openLog(size int64) error {
+func (s *Store) openLog(size int64) error {
 	f, err := s.fsys.OpenFile(s.path, os.O_RDWR, 0)
 	if err != nil {
-		return fmt.Errorf("engine: %s: %w", offsetsLog, err)
+		return fmt.Errorf("engine: %s: %w", LogFile, err)
 	}
 	s.f, s.size, s.live = f, size, s.snapshotSize()
 	return nil
 }
 
 // snapshotSize is the size a snapshot of the groups would have; mu held.
-func (s *offsetStore) snapshotSize() int64 {
+func (s *Store) snapshotSize() int64 {
 	n := int64(logHeaderSize)
 	for name, g := range s.groups {
 		n += int64(recHeaderSize + 1 + 2 + len(name) + 2 + len(g.Topic) + 8 + 4 + 12*len(g.Offsets))
@@ -207,25 +223,27 @@ func (s *offsetStore) snapshotSize() int64 {
 	return n
 }
 
-func (s *offsetStore) start() {
+// Start starts the writer, after Load. Changes made before it are
+// written by its first pass (or by Close).
+func (s *Store) Start() {
 	s.started = true
 	go s.run()
 }
 
-// set records offsets without waiting for them to be durable; done, if not
+// Set records offsets without waiting for them to be durable; done, if not
 // nil, runs once they are (or with the error that kept them from it).
-func (s *offsetStore) set(group, topic string, offs []wire.PartitionOffset, done func(error)) {
+func (s *Store) Set(group, topic string, offs []wire.PartitionOffset, done func(error)) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		if done != nil {
-			done(errShuttingDown)
+			done(ErrClosed)
 		}
 		return
 	}
 	g := s.groups[group]
 	if g == nil || g.Topic != topic {
-		g = &storedGroup{Topic: topic, Offsets: map[int32]int64{}}
+		g = &Group{Topic: topic, Offsets: map[int32]int64{}}
 		s.groups[group] = g
 	}
 	for _, o := range offs {
@@ -236,8 +254,8 @@ func (s *offsetStore) set(group, topic string, offs []wire.PartitionOffset, done
 	s.mu.Unlock()
 }
 
-// touch moves a stored group's last activity to at, if that is later.
-func (s *offsetStore) touch(group string, at time.Time) {
+// Touch moves a stored group's last activity to at, if that is later.
+func (s *Store) Touch(group string, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if g := s.groups[group]; g != nil && !s.closed && at.UnixMilli() > g.Active {
@@ -246,15 +264,23 @@ func (s *offsetStore) touch(group string, at time.Time) {
 	}
 }
 
-// clock reads the store's clock.
-func (s *offsetStore) clock() time.Time {
+// SetClock replaces the clock that stamps the groups' activity (time.Now
+// by default), for tests of group retention.
+func (s *Store) SetClock(now func() time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.now = now
+}
+
+// Clock reads the store's clock.
+func (s *Store) Clock() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.now()
 }
 
-// activeAt is a stored group's last activity.
-func (s *offsetStore) activeAt(group string) (time.Time, bool) {
+// ActiveAt is a stored group's last activity.
+func (s *Store) ActiveAt(group string) (time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	g := s.groups[group]
@@ -264,13 +290,13 @@ func (s *offsetStore) activeAt(group string) (time.Time, bool) {
 	return time.UnixMilli(g.Active), true
 }
 
-// remove forgets a group.
-func (s *offsetStore) remove(group string, done func(error)) {
+// Remove forgets a group.
+func (s *Store) Remove(group string, done func(error)) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		if done != nil {
-			done(errShuttingDown)
+			done(ErrClosed)
 		}
 		return
 	}
@@ -280,7 +306,7 @@ func (s *offsetStore) remove(group string, done func(error)) {
 }
 
 // changed notes a change of group; mu held.
-func (s *offsetStore) changed(group string, done func(error)) {
+func (s *Store) changed(group string, done func(error)) {
 	s.dirty[group] = struct{}{}
 	if done != nil {
 		s.waiters = append(s.waiters, done)
@@ -294,7 +320,7 @@ func (s *offsetStore) changed(group string, done func(error)) {
 
 // run is the writer. After a failed write it retries, backing off, until
 // a write succeeds.
-func (s *offsetStore) run() {
+func (s *Store) run() {
 	defer close(s.done)
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
@@ -320,7 +346,7 @@ func (s *offsetStore) run() {
 
 // linger waits up to offsetLinger for more changes, unless one of them has
 // a waiter or the store closes.
-func (s *offsetStore) linger() {
+func (s *Store) linger() {
 	t := time.NewTimer(offsetLinger)
 	defer t.Stop()
 	for {
@@ -344,7 +370,7 @@ func (s *offsetStore) linger() {
 // records appended to the log, or a snapshot of every group when there is
 // no log to append to or it has grown compactFactor times its live state.
 // The waiters get its outcome.
-func (s *offsetStore) flush() error {
+func (s *Store) flush() error {
 	s.mu.Lock()
 	if len(s.dirty) == 0 && !s.failed {
 		s.mu.Unlock()
@@ -377,7 +403,7 @@ func (s *offsetStore) flush() error {
 
 // encode returns the records to write, every group's after a header for
 // a snapshot, else the changed groups'; mu held.
-func (s *offsetStore) encode(snapshot bool) []byte {
+func (s *Store) encode(snapshot bool) []byte {
 	b := s.buf[:0]
 	if snapshot {
 		b = append(b, offsetsLogMagic...)
@@ -400,7 +426,7 @@ func (s *offsetStore) encode(snapshot bool) []byte {
 }
 
 // writeSnapshot replaces the log with b and opens it for appending.
-func (s *offsetStore) writeSnapshot(b []byte) error {
+func (s *Store) writeSnapshot(b []byte) error {
 	s.closeLog()
 	if err := storage.WriteFileAtomic(s.fsys, s.path, b, true); err != nil {
 		return err
@@ -418,7 +444,7 @@ func (s *offsetStore) writeSnapshot(b []byte) error {
 // appendLog appends b to the log and syncs it. A failure abandons the
 // log: its tail may hold part of b, and after a failed sync what the file
 // holds is unknown, so the next write replaces it.
-func (s *offsetStore) appendLog(b []byte) error {
+func (s *Store) appendLog(b []byte) error {
 	_, err := s.f.WriteAt(b, s.size)
 	if err == nil {
 		err = s.f.Sync()
@@ -431,15 +457,15 @@ func (s *offsetStore) appendLog(b []byte) error {
 	return nil
 }
 
-func (s *offsetStore) closeLog() {
+func (s *Store) closeLog() {
 	if s.f != nil {
 		_ = s.f.Close()
 		s.f = nil
 	}
 }
 
-// close writes what is pending and stops the writer.
-func (s *offsetStore) close() {
+// Close writes what is pending and stops the writer.
+func (s *Store) Close() {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -457,7 +483,7 @@ func (s *offsetStore) close() {
 }
 
 // appendGroupRecord appends the record of a group's state.
-func appendGroupRecord(b []byte, name string, g *storedGroup) []byte {
+func appendGroupRecord(b []byte, name string, g *Group) []byte {
 	at := len(b)
 	b = binary.BigEndian.AppendUint64(b, 0) // length and CRC, sealed below
 	b = append(b, recGroup)
@@ -492,7 +518,7 @@ func sealRecord(b []byte, at int) []byte {
 // logRecord is a decoded record: a group's state, or its removal (g nil).
 type logRecord struct {
 	name string
-	g    *storedGroup
+	g    *Group
 }
 
 // readRecord decodes the record at b[pos:]. ok is false when no whole,
@@ -518,7 +544,7 @@ func decodeRecord(payload []byte) (logRecord, bool) {
 	kind := d.U8()
 	rec := logRecord{name: d.String16()}
 	if kind == recGroup {
-		rec.g = &storedGroup{Topic: d.String16(), Active: d.I64(), Offsets: map[int32]int64{}}
+		rec.g = &Group{Topic: d.String16(), Active: d.I64(), Offsets: map[int32]int64{}}
 		for n := d.U32(); n > 0 && d.Err() == nil; n-- {
 			p := d.I32()
 			rec.g.Offsets[p] = d.I64()
@@ -533,7 +559,7 @@ func decodeRecord(payload []byte) (logRecord, bool) {
 // reports whether the log was whole: a torn tail is cut, damaged records
 // followed by good ones are skipped (and logged), and either makes load
 // rewrite the log.
-func (s *offsetStore) parseLog(b []byte) (clean bool, err error) {
+func (s *Store) parseLog(b []byte) (clean bool, err error) {
 	if len(b) < logHeaderSize || string(b[:4]) != offsetsLogMagic {
 		return false, fmt.Errorf("engine: %s is not a consumer-group offsets log (bad header); move it away to start without the groups' offsets", s.path)
 	}
@@ -573,7 +599,7 @@ func nextRecord(b []byte, from int) int {
 }
 
 // apply makes a record the group's state; mu held.
-func (s *offsetStore) apply(rec logRecord) {
+func (s *Store) apply(rec logRecord) {
 	if rec.g == nil {
 		delete(s.groups, rec.name)
 		return
@@ -596,21 +622,21 @@ type legacyFile struct {
 // active now; mu held. Its groups replace those of the log: it exists
 // only if the broker that wrote it ran after the log's last write, or a
 // conversion stopped before removing it (and then both agree).
-func (s *offsetStore) readLegacy() (bool, error) {
-	path := s.dir + "/" + legacyOffsetsFile
+func (s *Store) readLegacy() (bool, error) {
+	path := s.dir + "/" + LegacyFile
 	b, err := storage.ReadFile(s.fsys, path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("engine: %s: %w", legacyOffsetsFile, err)
+		return false, fmt.Errorf("engine: %s: %w", LegacyFile, err)
 	}
 	var f legacyFile
 	if err := json.Unmarshal(b, &f); err != nil {
-		return false, fmt.Errorf("engine: %s: %w", legacyOffsetsFile, err)
+		return false, fmt.Errorf("engine: %s: %w", LegacyFile, err)
 	}
 	if f.Version != 1 {
-		return false, fmt.Errorf("engine: %s has version %d; this broker converts version 1", legacyOffsetsFile, f.Version)
+		return false, fmt.Errorf("engine: %s has version %d; this broker converts version 1", LegacyFile, f.Version)
 	}
 	now := s.now().UnixMilli()
 	for name, g := range f.Groups {
@@ -620,7 +646,7 @@ func (s *offsetStore) readLegacy() (bool, error) {
 			s.log.Error("dropping a group whose name or topic is too long to store", "file", path,
 				"group", name[:min(len(name), 64)], "topic", g.Topic[:min(len(g.Topic), 64)])
 		default:
-			s.groups[name] = &storedGroup{Topic: g.Topic, Offsets: g.Offsets, Active: now}
+			s.groups[name] = &Group{Topic: g.Topic, Offsets: g.Offsets, Active: now}
 		}
 	}
 	s.log.Info("converting committed offsets to the offsets log", "from", path, "to", s.path, "groups", len(f.Groups))
@@ -629,13 +655,13 @@ func (s *offsetStore) readLegacy() (bool, error) {
 
 // removeLegacy removes groups.json once the log holding its groups is
 // durable.
-func (s *offsetStore) removeLegacy() error {
-	path := s.dir + "/" + legacyOffsetsFile
+func (s *Store) removeLegacy() error {
+	path := s.dir + "/" + LegacyFile
 	if err := s.fsys.Remove(path); err != nil {
-		return fmt.Errorf("engine: removing %s after converting it: %w", legacyOffsetsFile, err)
+		return fmt.Errorf("engine: removing %s after converting it: %w", LegacyFile, err)
 	}
 	if err := s.fsys.SyncDir(s.dir); err != nil {
-		return fmt.Errorf("engine: removing %s after converting it: %w", legacyOffsetsFile, err)
+		return fmt.Errorf("engine: removing %s after converting it: %w", LegacyFile, err)
 	}
 	return nil
 }

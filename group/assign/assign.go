@@ -1,4 +1,9 @@
-package engine
+// Package assign decides which member of a consumer group owns each
+// partition. It is a pure function of the group's members and the
+// previous owners, with no clock, I/O or broker state, so the group
+// coordinator (engine) calls it under its lock and the tests check it
+// against a brute-force model. It imports the standard library only.
+package assign
 
 import (
 	"cmp"
@@ -6,7 +11,7 @@ import (
 	"slices"
 )
 
-// assign returns, for each of n partitions, the member that owns it.
+// Sticky returns, for each of n partitions, the member that owns it.
 // members is the sorted list of live member ids (non-empty). prev[i] is
 // partition i's previous owner ("" for none); it may name members that are
 // no longer live, and len(prev) == n.
@@ -27,9 +32,9 @@ import (
 //     ties by id.
 //
 // Cost is O(n log m + m log m) time and O(n + m) space.
-func assign(n int, members []string, prev []string) []string {
+func Sticky(n int, members []string, prev []string) []string {
 	if len(members) == 0 || len(prev) != n {
-		panic("engine: assign needs live members and one previous owner per partition")
+		panic("assign: Sticky needs live members and one previous owner per partition")
 	}
 	owner, prevCount := liveOwners(members, prev)
 	quota := assignQuotas(n, prevCount)

@@ -1,4 +1,10 @@
-package engine
+// Package ackstate is the message-mode bookkeeping of one consumer-group
+// partition: which delivered offsets are acked, which are in flight and
+// until when, and which wait for a redelivery or the dead-letter topic.
+// Like etcd raft's tracker it is a pure model: no clock (the caller passes
+// the time in nanoseconds), no locks (the caller holds its partition's),
+// no I/O. It imports the standard library only.
+package ackstate
 
 import (
 	"container/heap"
@@ -6,7 +12,7 @@ import (
 	"slices"
 )
 
-// ackState is the message-mode bookkeeping of one partition of a group:
+// State is the message-mode bookkeeping of one partition of a group:
 // which delivered offsets are acked, which are in flight and until when,
 // and which wait for a redelivery. It belongs to the group's partition,
 // not to a member, so a partition that moves keeps it: the new owner gets
@@ -22,7 +28,7 @@ import (
 // Per-message details (delivery count, last nack reason) exist only for
 // messages delivered more than once, which keeps the common path at a bit
 // per message.
-type ackState struct {
+type State struct {
 	floor   int64 // every offset below is acked (or dead-lettered)
 	next    int64 // the next offset to deliver for the first time
 	base    int64 // offset of bit 0 of words; a multiple of 64
@@ -67,20 +73,42 @@ func (h *retryHeap) Pop() any {
 	return r
 }
 
-func newAckState(start int64) *ackState {
-	return &ackState{floor: start, next: start, base: start &^ 63, info: map[int64]*msgInfo{}}
+// New returns the state of a partition whose messages from start on are
+// not yet delivered.
+func New(start int64) *State {
+	return &State{floor: start, next: start, base: start &^ 63, info: map[int64]*msgInfo{}}
 }
 
-// window is how many offsets are delivered and not yet below the floor.
-func (a *ackState) window() int64 { return a.next - a.floor }
+// Window is how many offsets are delivered and not yet below the floor.
+func (a *State) Window() int64 { return a.next - a.floor }
 
-func (a *ackState) bit(o int64) bool {
+// Floor is the ack floor: every offset below it is acked (or
+// dead-lettered). In message mode it is the group's committed offset.
+func (a *State) Floor() int64 { return a.floor }
+
+// Next is the next offset to deliver for the first time.
+func (a *State) Next() int64 { return a.next }
+
+// Unacked is how many offsets in [Floor, Next) are not acked.
+func (a *State) Unacked() int { return a.unacked }
+
+// Details returns how many times o was delivered and the reason of its
+// last nack: 1 and "" for a message delivered once and never nacked, the
+// only ones the state keeps no details of.
+func (a *State) Details(o int64) (deliveries uint32, reason string) {
+	if in := a.info[o]; in != nil {
+		return in.deliveries, in.reason
+	}
+	return 1, ""
+}
+
+func (a *State) bit(o int64) bool {
 	i := o - a.base
 	return a.words[i>>6]&(1<<(uint64(i)&63)) != 0
 }
 
-// acked reports whether o needs no further delivery.
-func (a *ackState) acked(o int64) bool {
+// Acked reports whether o needs no further delivery.
+func (a *State) Acked(o int64) bool {
 	if o < a.floor {
 		return true
 	}
@@ -90,8 +118,8 @@ func (a *ackState) acked(o int64) bool {
 	return a.bit(o)
 }
 
-// delivered records the first delivery of [from, to), from == next.
-func (a *ackState) delivered(from, to int64, deadline int64) {
+// Delivered records the first delivery of [from, to), from == next.
+func (a *State) Delivered(from, to int64, deadline int64) {
 	if to <= from {
 		return
 	}
@@ -103,16 +131,16 @@ func (a *ackState) delivered(from, to int64, deadline int64) {
 	a.inflight = append(a.inflight, delivery{from: from, to: to, attempt: 1, deadline: deadline})
 }
 
-// redelivered records a redelivery of offsets (their counts were raised
+// Redelivered records a redelivery of offsets (their counts were raised
 // when they came due).
-func (a *ackState) redelivered(offsets []int64, attempt uint32, deadline int64) {
+func (a *State) Redelivered(offsets []int64, attempt uint32, deadline int64) {
 	a.inflight = append(a.inflight, delivery{offsets: offsets, attempt: attempt, deadline: deadline})
 }
 
-// ack marks [from, to) acked and returns how many offsets that newly
+// Ack marks [from, to) acked and returns how many offsets that newly
 // acked. Offsets outside the window are ignored: below the floor they are
 // acked already, and at or past next they were never delivered.
-func (a *ackState) ack(from, to int64) int {
+func (a *State) Ack(from, to int64) int {
 	from, to = max(from, a.floor), min(to, a.next)
 	n := 0
 	for o := from; o < to; o++ {
@@ -134,7 +162,7 @@ func (a *ackState) ack(from, to int64) int {
 }
 
 // advance moves the floor past acked offsets and drops the words below it.
-func (a *ackState) advance() {
+func (a *State) advance() {
 	for a.floor < a.next {
 		i := a.floor - a.base
 		w := a.words[i>>6] >> (uint64(i) & 63) // bits from floor up
@@ -156,7 +184,7 @@ func (a *ackState) advance() {
 	}
 }
 
-func (a *ackState) infoOf(o int64) *msgInfo {
+func (a *State) infoOf(o int64) *msgInfo {
 	in := a.info[o]
 	if in == nil {
 		in = &msgInfo{deliveries: 1}
@@ -166,7 +194,7 @@ func (a *ackState) infoOf(o int64) *msgInfo {
 }
 
 // schedule queues o for redelivery at due, unless it is queued already.
-func (a *ackState) schedule(o int64, due int64) {
+func (a *State) schedule(o int64, due int64) {
 	in := a.infoOf(o)
 	if in.scheduled {
 		return
@@ -175,10 +203,10 @@ func (a *ackState) schedule(o int64, due int64) {
 	heap.Push(&a.retries, retry{due: due, offset: o})
 }
 
-// nack queues a delivered, unacked o for redelivery after delay (when
+// Nack queues a delivered, unacked o for redelivery after delay (when
 // positive) or the backoff for its delivery count. It reports whether o
 // was in flight.
-func (a *ackState) nack(o int64, delay int64, reason string, now int64, backoff []int64) bool {
+func (a *State) Nack(o int64, delay int64, reason string, now int64, backoff []int64) bool {
 	if o < a.floor || o >= a.next || a.bit(o) {
 		return false
 	}
@@ -201,15 +229,15 @@ func backoffFor(backoff []int64, n uint32) int64 {
 	return backoff[min(int(n)-1, len(backoff)-1)]
 }
 
-// expire moves every delivery whose deadline passed by now to the retries,
+// Expire moves every delivery whose deadline passed by now to the retries,
 // each message after its backoff.
-func (a *ackState) expire(now int64, backoff []int64) {
+func (a *State) Expire(now int64, backoff []int64) {
 	for len(a.inflight) > 0 && a.inflight[0].deadline <= now {
 		d := a.inflight[0]
 		a.inflight[0] = delivery{}
 		a.inflight = a.inflight[1:]
 		each := func(o int64) {
-			if a.acked(o) {
+			if a.Acked(o) {
 				return
 			}
 			in := a.info[o]
@@ -240,15 +268,15 @@ func (a *ackState) expire(now int64, backoff []int64) {
 	}
 }
 
-// due pops the retries due by now. Those delivered maxDeliveries times
+// Due pops the retries due by now. Those delivered maxDeliveries times
 // already go to dead (for the dead-letter topic); the others get their
 // delivery count raised and go to redo, grouped by their new count.
 // Both lists come out sorted by offset.
-func (a *ackState) due(now int64, maxDeliveries uint32, dead []int64, redo map[uint32][]int64) []int64 {
+func (a *State) Due(now int64, maxDeliveries uint32, dead []int64, redo map[uint32][]int64) []int64 {
 	for len(a.retries) > 0 && a.retries[0].due <= now {
 		r := heap.Pop(&a.retries).(retry)
 		in := a.info[r.offset]
-		if in == nil || !in.scheduled || a.acked(r.offset) {
+		if in == nil || !in.scheduled || a.Acked(r.offset) {
 			continue
 		}
 		in.scheduled = false
@@ -267,18 +295,18 @@ func (a *ackState) due(now int64, maxDeliveries uint32, dead []int64, redo map[u
 	return dead
 }
 
-// deadLetterFailed puts offsets whose dead-lettering failed back in the
+// DeadLetterFailed puts offsets whose dead-lettering failed back in the
 // retries, to try again at due.
-func (a *ackState) deadLetterFailed(offsets []int64, due int64) {
+func (a *State) DeadLetterFailed(offsets []int64, due int64) {
 	for _, o := range offsets {
-		if in := a.info[o]; in != nil && !a.acked(o) {
+		if in := a.info[o]; in != nil && !a.Acked(o) {
 			heap.Push(&a.retries, retry{due: due, offset: o})
 		}
 	}
 }
 
-// nextWake is when the next deadline or retry falls due, 0 for none.
-func (a *ackState) nextWake() int64 {
+// NextWake is when the next deadline or retry falls due, 0 for none.
+func (a *State) NextWake() int64 {
 	var t int64
 	if len(a.inflight) > 0 {
 		t = a.inflight[0].deadline
@@ -289,10 +317,10 @@ func (a *ackState) nextWake() int64 {
 	return t
 }
 
-// takeover prepares the state for a new owner: the old owner's deliveries
+// Takeover prepares the state for a new owner: the old owner's deliveries
 // no longer count, so every unacked message not already waiting for a retry
 // is due at once.
-func (a *ackState) takeover(now int64) {
+func (a *State) Takeover(now int64) {
 	a.inflight = nil
 	for o := a.floor; o < a.next; o++ {
 		if !a.bit(o) {
@@ -303,19 +331,19 @@ func (a *ackState) takeover(now int64) {
 	}
 }
 
-// skipTo moves the window to start at o when retention removed the
+// SkipTo moves the window to start at o when retention removed the
 // offsets below it: they can no longer be delivered, so they count as
 // acked. It returns how many unacked messages that dropped.
-func (a *ackState) skipTo(o int64) int {
+func (a *State) SkipTo(o int64) int {
 	if o <= a.floor {
 		return 0
 	}
 	if o >= a.next {
 		lost := a.unacked
-		*a = ackState{floor: o, next: o, base: o &^ 63, info: map[int64]*msgInfo{}, retries: a.retries[:0]}
+		*a = State{floor: o, next: o, base: o &^ 63, info: map[int64]*msgInfo{}, retries: a.retries[:0]}
 		return lost
 	}
 	before := a.unacked
-	a.ack(a.floor, o)
+	a.Ack(a.floor, o)
 	return before - a.unacked
 }
