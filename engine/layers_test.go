@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"go/build"
 	"io/fs"
 	"path/filepath"
@@ -43,10 +44,12 @@ func TestPackageLayers(t *testing.T) {
 		if name := d.Name(); path != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "bin" || name == "data") {
 			return filepath.SkipDir
 		}
-		pkg, err := build.Default.ImportDir(path, 0)
-		if err != nil {
-			return nil // no Go files (or only tests)
+		pkg, ierr := build.Default.ImportDir(path, 0)
+		var noGo *build.NoGoError
+		if errors.As(ierr, &noGo) {
+			return nil // a directory of data or of tests only
 		}
+		require.NoError(t, ierr, path)
 		rel, _ := filepath.Rel(root, path)
 		rel = filepath.ToSlash(rel)
 		allowed, ok := allowedFor(rel)
