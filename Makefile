@@ -58,7 +58,7 @@ race:
 # (golang/go#75804), not a finding.
 FUZZMINIMIZE ?= 100x
 FUZZ_TARGETS := ./wire:FuzzReadFrame ./wire:FuzzCheckBatch ./wire:FuzzGroupBodies ./storage:FuzzRecover \
-                ./engine:FuzzTopicConfigJSON
+                ./engine:FuzzTopicConfigJSON ./engine:FuzzSessionDecode
 fuzz-short fuzz:
 	@summary=""; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

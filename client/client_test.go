@@ -151,7 +151,7 @@ func TestLingerBatchesAtLowRate(t *testing.T) {
 			acks[i], err = c.Publish(ctx, "linger", client.Message{Value: []byte("v")})
 			require.NoError(t, err)
 		})
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // a low publish rate, under test: linger batches it
 	}
 	wg.Wait()
 	info, err := c.DescribeTopic(ctx, "linger")

@@ -162,7 +162,7 @@ func ExampleJoinGroup() {
 		return len(f.Messages)
 	}
 	for fetched() == 0 {
-		time.Sleep(10 * time.Millisecond) // the dead-letter topic is created on first use
+		time.Sleep(10 * time.Millisecond) // poll interval: the dead-letter topic is created on first use
 	}
 	f, _ := c.Fetch(ctx, "example-jobs.dlq", 0, client.Earliest)
 	for _, h := range f.Messages[0].Headers {

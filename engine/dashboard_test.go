@@ -85,7 +85,7 @@ func reapChildren(d time.Duration) []int {
 			}
 			return kids
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // poll interval: nothing signals a grandchild's exit
 	}
 }
 

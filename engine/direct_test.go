@@ -97,7 +97,7 @@ func readInOrder(sub *rawConn, n, size int, start chan struct{}) error {
 	next := 0
 	for frames := 0; next < n; frames++ {
 		if frames%8 == 7 {
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(2 * time.Millisecond) // a slow reader, under test: its socket refuses part of direct writes
 		}
 		f, err := sub.read(10 * time.Second)
 		if err != nil {

@@ -174,6 +174,8 @@ func TestSubscribeFromOffsetAndTime(t *testing.T) {
 	var mid time.Time
 	for i := range 50 {
 		if i == 30 {
+			// Real time between the two halves, which the time-based start
+			// under test tells apart by their timestamps.
 			time.Sleep(5 * time.Millisecond)
 			mid = time.Now()
 		}
@@ -216,7 +218,11 @@ func TestFetchAndLongPoll(t *testing.T) {
 
 	// A long poll returns when a message arrives.
 	go func() {
-		time.Sleep(100 * time.Millisecond)
+		// Publish once the Fetch waits at the broker: its wake-up is what
+		// is tested, not an answer to a message already there.
+		for deadline := time.Now().Add(30 * time.Second); e.fetches.waiting.Load() == 0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond) // poll interval
+		}
 		_, _ = c.Publish(ctx, "pull", client.Message{Value: []byte("late")})
 	}()
 	start := time.Now()
@@ -385,7 +391,7 @@ func TestCrashSnapshotsKeepAckedMessages(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	var snaps []snapshot
 	for range 8 {
-		time.Sleep(time.Duration(20+rng.IntN(60)) * time.Millisecond)
+		time.Sleep(time.Duration(20+rng.IntN(60)) * time.Millisecond) // a random crash point, under test: not a wait
 		s := snapshot{acked: [2]int64{acked[0].Load(), acked[1].Load()}}
 		s.fs = fsys.CrashWith(rng)
 		snaps = append(snaps, s)

@@ -106,17 +106,10 @@ func TestMessageModeDeadLetter(t *testing.T) {
 	_, n := seen.get("poison")
 	require.Equal(t, []uint32{1, 2, 3}, n, "delivered max-deliveries times, then dead-lettered")
 	require.Eventually(t, func() bool { return seen.distinct() == 101 }, 30*time.Second, 5*time.Millisecond)
-	require.Eventually(t, func() bool {
-		info, err := c.DescribeGroup(ctx, "workers")
-		require.NoError(t, err)
-		for _, p := range info.Partitions {
-			if p.Pending != 0 || (p.Committed >= 0 && p.Lag != 0) || (p.Committed < 0 && p.End != 0) {
-				return false
-			}
-		}
-		return true
-	}, 5*time.Second, 10*time.Millisecond, "everything acked or dead-lettered")
-	time.Sleep(300 * time.Millisecond)
+	waitAllAcked(t, c, "workers")
+	// Nothing is outstanding, so nothing can be dead-lettered from now on:
+	// the dead-letter topic holds every letter there will be.
+	require.Equal(t, 1, total(topicEnds(t, c, "jobs.dlq")), "one dead letter")
 	select {
 	case d := <-letters:
 		t.Fatalf("a second dead letter: %q", d.Value)
@@ -406,10 +399,10 @@ func TestCommittedOffsetsSurviveRestart(t *testing.T) {
 	h2 := newHandled()
 	offsetMember(t, e, "dg", "dur", "second", h2)
 	require.Eventually(t, func() bool { return h2.count() == 30 }, 30*time.Second, 5*time.Millisecond)
-	time.Sleep(100 * time.Millisecond)
+	marks := settle(t, c, "dur", h2) // anything more it was to get has arrived now
 	h2.mu.Lock()
 	defer h2.mu.Unlock()
-	require.Len(t, h2.all, 30, "only what was published after the commit")
+	require.Len(t, h2.all, 30+len(marks), "only what was published after the commit, and the barrier")
 	for k := range h2.all {
 		require.GreaterOrEqual(t, k[1], ends[k[0]])
 	}
@@ -489,8 +482,9 @@ func TestMessageModeBacklogAcrossRebalance(t *testing.T) {
 				return nil
 			}})
 	}
-	require.Eventually(t, func() bool { return h.count() == total(ends) }, 20*time.Second, 10*time.Millisecond)
-	time.Sleep(100 * time.Millisecond)
+	require.Eventually(t, func() bool { return h.count() == total(ends) }, 30*time.Second, 10*time.Millisecond)
+	// Every delivery acked: no redelivery, hence no duplicate, can follow.
+	waitAllAcked(t, c, "bg")
 	h.check(t, ends, 1)
 }
 

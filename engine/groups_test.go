@@ -116,6 +116,57 @@ func topicEnds(t *testing.T, c *client.Client, topic string) []int64 {
 	return ends
 }
 
+// settle publishes one message to each partition of topic and waits until
+// h has handled them all. A member gets a partition's messages in offset
+// order, so whatever it still owed below them, a duplicate included, has
+// been handled by then: the barrier stands in for waiting "long enough".
+// It returns the barrier's offsets.
+func settle(t *testing.T, c *client.Client, topic string, h *handled) []int64 {
+	t.Helper()
+	ctx := testCtx(t)
+	marks := make([]int64, len(topicEnds(t, c, topic)))
+	for p := range marks {
+		ack, err := c.Publish(ctx, topic, client.Message{Value: []byte("barrier")}, client.ToPartition(p))
+		require.NoError(t, err)
+		marks[p] = ack.Offset
+	}
+	require.Eventually(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for p, off := range marks {
+			if h.all[[2]int64{int64(p), off}] == 0 {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 5*time.Millisecond, "every partition's barrier handled")
+	return marks
+}
+
+// waitAllAcked waits until no partition of a message-mode group has a
+// delivery outstanding and everything is acked or dead-lettered: no
+// message can then be delivered or dead-lettered again.
+func waitAllAcked(t *testing.T, c *client.Client, group string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		info, err := c.DescribeGroup(testCtx(t), group)
+		require.NoError(t, err)
+		for _, p := range info.Partitions {
+			if p.Pending != 0 || (p.Committed >= 0 && p.Lag != 0) || (p.Committed < 0 && p.End != 0) {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 10*time.Millisecond, "everything acked or dead-lettered")
+}
+
+// progress waits until h has handled n more messages: traffic flowed.
+func progress(t *testing.T, h *handled, n int) {
+	t.Helper()
+	from := h.count()
+	require.Eventually(t, func() bool { return h.count() >= from+n }, 30*time.Second, time.Millisecond)
+}
+
 func total(ends []int64) int {
 	n := 0
 	for _, e := range ends {
@@ -193,25 +244,26 @@ func TestGroupRebalanceKeepsOrderAndLosesNothing(t *testing.T) {
 			default:
 			}
 			publishN(t, c, "events", i, 200)
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(2 * time.Millisecond) // paces the producer: a steady flow, not a flood
 		}
 	}()
-	time.Sleep(50 * time.Millisecond)
+	// Between membership changes, messages flow: each assignment handles some.
+	progress(t, h, 200)
 	g1 := offsetMember(t, e, "g", "events", "m1", h)
 	waitAssigned(t, []int{3, 3}, g0, g1)
-	time.Sleep(50 * time.Millisecond)
+	progress(t, h, 200)
 	g2 := offsetMember(t, e, "g", "events", "m2", h)
 	waitAssigned(t, []int{2, 2, 2}, g0, g1, g2)
-	time.Sleep(50 * time.Millisecond)
+	progress(t, h, 200)
 	require.NoError(t, g0.Close())
 	waitAssigned(t, []int{3, 3}, g1, g2)
-	time.Sleep(50 * time.Millisecond)
+	progress(t, h, 200)
 	close(stop)
 	<-done
 
 	ends := topicEnds(t, c, "events")
 	require.Eventually(t, func() bool { return h.count() == total(ends) }, 30*time.Second, 5*time.Millisecond)
-	time.Sleep(100 * time.Millisecond) // any duplicate would arrive now
+	settle(t, c, "events", h) // any duplicate has arrived now
 	h.check(t, ends, 1)
 }
 
@@ -263,7 +315,7 @@ func TestGroupConsumerRejoinsAfterRestart(t *testing.T) {
 	publishN(t, c, "rj", 100, 50)
 	ends := topicEnds(t, c, "rj")
 	require.Eventually(t, func() bool { return h.count() == 150 }, 30*time.Second, 5*time.Millisecond)
-	time.Sleep(50 * time.Millisecond)
+	settle(t, c, "rj", h) // any duplicate has arrived now
 	h.check(t, ends, 1)
 	mu.Lock()
 	defer mu.Unlock()

@@ -258,10 +258,7 @@ func heapFree() uint64 {
 // the transport buffers and a half-read publish. On the loop, after each
 // read.
 func (s *session) noteInbound(buffered int) {
-	held := int64(buffered)
-	if s.pub != nil {
-		held += int64(len(s.pub.B))
-	}
+	held := int64(buffered + s.dec.holding())
 	d := held - s.held
 	if d == 0 {
 		return

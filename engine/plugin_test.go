@@ -218,8 +218,25 @@ func TestPluginSeesDeadLetters(t *testing.T) {
 	require.True(t, strings.HasPrefix(join.Target, "group/workers/member/"), join.Target)
 	rec.waitFor(t, "rebalanced", func(ev Event) bool { return ev.Kind == EventGroupChanged && ev.Action == "rebalance" })
 	rec.waitFor(t, "the DLQ's batch", func(ev Event) bool { return ev.Kind == EventBatchPublished && ev.Topic == "jobs.dlq" })
-	time.Sleep(100 * time.Millisecond) // a second dead letter would show by now
+	// Nothing outstanding: nothing can be dead-lettered from now on, and the
+	// dead-letter topic holds every letter; their events are handled once an
+	// event emitted after them is.
+	waitAllAcked(t, c, "workers")
+	require.Equal(t, 1, total(topicEnds(t, c, "jobs.dlq")), "one dead letter")
+	pluginBarrier(t, e, rec)
 	require.Len(t, rec.events(func(ev Event) bool { return ev.Kind == EventMessageDeadLetter }), 1)
+}
+
+// pluginBarrier opens a connection and waits until rec has handled its
+// connection event: a plugin's queue is first in, first out, so every
+// event emitted before it has been handled too.
+func pluginBarrier(t *testing.T, e *Engine, rec *recorder) {
+	t.Helper()
+	accepted := func(ev Event) bool { return ev.Kind == EventConnAccepted }
+	n := len(rec.events(accepted))
+	dial(t, e)
+	require.Eventually(t, func() bool { return len(rec.events(accepted)) > n }, 30*time.Second, time.Millisecond,
+		"the barrier's connection event")
 }
 
 // TestNoBatchHookWithoutBatchPlugins: the shards get no batch hook unless

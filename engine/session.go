@@ -77,8 +77,7 @@ type session struct {
 	pending    atomic.Pointer[func() bool]
 	closedDone atomic.Bool
 	closing    bool         // a slow consumer being disconnected: nothing more is written
-	pub        *storage.Buf // a Publish being read, pubN bytes so far
-	pubN       int
+	dec        frameDecoder // the read side: frames out of the inbound buffer
 	subs       map[subKey]*subscription
 	members    map[string]*member // group memberships, by group name
 	fetches    connFetches        // outstanding fetches (fetch.go)
@@ -102,70 +101,37 @@ func newSession(e *Engine, t transport) *session {
 // after the error frame it already queued.
 var errClose = errors.New("close connection")
 
-// inbound is the read side of a connection's buffer, as gnet.Conn offers
-// it: a session takes frames out of it without the transport knowing the
-// protocol. Peek and Read copy when the buffered bytes wrap around.
-type inbound interface {
-	InboundBuffered() int
-	Peek(n int) ([]byte, error)
-	Discard(n int) (int, error)
-	Read(p []byte) (int, error)
-}
-
-// onData handles every complete frame in in. It returns whether the
-// connection must be closed.
-//
-// A Publish is read straight into a pooled buffer of its exact size, even
-// across many reads, so its bytes are copied once from the network buffer
-// and never again; other frames are handled in place once whole.
+// onData handles every complete frame in in (decoded by s.dec). It
+// returns whether the connection must be closed.
 func (s *session) onData(in inbound) (closeConn bool) {
 	maxFrame := uint32(s.e.cfg.MaxFrameBytes)
 	for !s.closed && !s.parked {
-		if s.pub != nil {
-			n, _ := in.Read(s.pub.B[s.pubN:])
-			if s.pubN += n; s.pubN < len(s.pub.B) {
-				return false
-			}
-			b := s.pub
-			s.pub, s.pubN = nil, 0
-			if s.publish(b) != nil {
-				return true
-			}
-			continue
-		}
-		if in.InboundBuffered() < wire.HeaderSize {
+		step, f, b, err := s.dec.next(in, maxFrame, s.handshaken)
+		switch step {
+		case needMore:
 			return false
-		}
-		hb, _ := in.Peek(wire.HeaderSize)
-		h, err := wire.ParseHeader(hb, maxFrame)
-		if err != nil {
+		case badHeader:
 			s.sendErr(0, err)
 			if !s.handshaken {
 				s.refused(err)
 			}
 			return true
-		}
-		if h.Type == wire.TypePublish && s.handshaken {
-			// Memory as the bytes arrive: the buffer comes once half the
-			// frame is here; until then its bytes wait where they are.
-			if have := in.InboundBuffered(); have < int(h.Length) && have < int(h.Length)/2 {
-				return false
-			}
+		case publishStarts:
 			if s.e.mem.inflight.Load() > s.e.mem.pauseAt {
 				s.e.mem.pause(s)
 				return false
 			}
-			s.pub = storage.NewBuf(int(h.Length))
-			continue
-		}
-		if in.InboundBuffered() < int(h.Length) {
-			return false
-		}
-		raw, _ := in.Peek(int(h.Length))
-		err = s.dispatch(wire.Frame{Header: h, Body: raw[wire.HeaderSize:]})
-		_, _ = in.Discard(int(h.Length))
-		if err != nil {
-			return true
+			s.dec.startPublish(f.Header)
+		case gotPublish:
+			if s.publish(b) != nil {
+				return true
+			}
+		case gotFrame:
+			err := s.dispatch(f)
+			s.dec.consume(in, f)
+			if err != nil {
+				return true
+			}
 		}
 	}
 	return false
@@ -829,10 +795,7 @@ func (s *session) onClose() {
 	s.scratch, s.frameBuf = nil, nil // what may still point at the session keeps no buffers alive
 	s.out.Close()
 	s.fetches.close()
-	if s.pub != nil {
-		s.pub.Release()
-		s.pub = nil
-	}
+	s.dec.release()
 	s.e.mem.unpause(s)
 	s.noteInbound(0)
 	s.e.mem.closedForCut(s)

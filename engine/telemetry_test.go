@@ -167,7 +167,7 @@ func TestAuthEventsAreBounded(t *testing.T) {
 	}
 	seconds := int(time.Now().Unix()-first) + 1
 	rec.waitFor(t, "an auth event", func(ev Event) bool { return ev.Kind == EventAuth })
-	time.Sleep(50 * time.Millisecond) // the plugin's queue drains
+	pluginBarrier(t, e, rec) // the auth events queued before it have been handled
 	auths := rec.events(func(ev Event) bool { return ev.Kind == EventAuth })
 	counted := 0
 	for _, ev := range auths {

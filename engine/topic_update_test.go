@@ -29,7 +29,10 @@ func TestRuntimeRetentionChange(t *testing.T) {
 		require.NoError(t, c.PublishAsync(ctx, "ret", client.Message{Value: value}))
 	}
 	require.NoError(t, c.Flush(ctx))
-	time.Sleep(100 * time.Millisecond) // five retention passes
+	sh := e.topics.get([]byte("ret")).Parts[0].Shard
+	from := sh.RetentionPasses()
+	require.Eventually(t, func() bool { return sh.RetentionPasses() >= from+5 }, 30*time.Second, 5*time.Millisecond,
+		"five retention passes")
 	info, err := c.DescribeTopic(ctx, "ret")
 	require.NoError(t, err)
 	require.Equal(t, int64(0), info.Partitions[0].StartOffset, "no bound: nothing deleted")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/storage"
@@ -105,6 +106,7 @@ func (s *Shard) hold(p *Partition, a heldAck) {
 // acks that no longer need to wait, and disconnects subscribers under
 // pressure for too long.
 func (s *Shard) releaseHeld() {
+	s.heldChecks.Add(1)
 	kept := s.held[:0]
 	for _, p := range s.held {
 		if s.releasePartition(p) {
@@ -415,6 +417,7 @@ type syncer struct {
 	stop    chan struct{}
 	done    chan struct{}
 	lastRun map[*Partition]intervalSync // SyncInterval partitions; guarded by mu
+	ticking atomic.Bool                 // the interval ticker runs, for tests
 }
 
 // syncRequest asks for a partition's staged batches to be written, and
@@ -467,9 +470,11 @@ func (y *syncer) run() {
 		case need && tick == nil:
 			tick = time.NewTicker(intervalTick)
 			ticks = tick.C
+			y.ticking.Store(true)
 		case !need && tick != nil:
 			tick.Stop()
 			tick, ticks = nil, nil
+			y.ticking.Store(false)
 		}
 		select {
 		case <-y.signal:

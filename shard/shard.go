@@ -166,6 +166,11 @@ type Shard struct {
 	batches  atomic.Uint64
 	messages atomic.Uint64
 	busy     atomic.Int64 // nanoseconds spent in passes
+	// heldChecks and retains count the looks at held acks and the
+	// retention passes, off the publish path: tests wait on them ("it
+	// ran, and did nothing") instead of sleeping.
+	heldChecks atomic.Uint64
+	retains    atomic.Uint64
 }
 
 // New returns a shard that is not running yet; call Start.
@@ -207,6 +212,10 @@ func (s *Shard) Detached() uint64 { return s.detached.Load() }
 
 // Stats reports the batches and messages the shard has appended.
 func (s *Shard) Stats() (batches, messages uint64) { return s.batches.Load(), s.messages.Load() }
+
+// RetentionPasses reports how many times the shard has applied its
+// partitions' retention.
+func (s *Shard) RetentionPasses() uint64 { return s.retains.Load() }
 
 func (s *Shard) wake() {
 	select {
@@ -302,6 +311,7 @@ func (s *Shard) run() {
 		}
 		if now := time.Now(); !now.Before(nextRetain) {
 			s.retain(now)
+			s.retains.Add(1)
 			nextRetain = now.Add(s.cfg.RetentionInterval)
 		}
 		if s.stop.Load() {

@@ -202,7 +202,10 @@ func TestHeldAcksUntilSubscriberDrains(t *testing.T) {
 	require.NoError(t, p.Publish(prod, 1, b, off))
 	s.Wake()
 	waitQueued(t, sub, 1)
-	time.Sleep(20 * time.Millisecond)
+	// The shard polls held acks every millisecond: let it look at them a
+	// few times, each of which could have released the ack and did not.
+	from := s.heldChecks.Load()
+	require.Eventually(t, func() bool { return s.heldChecks.Load() >= from+5 }, 30*time.Second, time.Millisecond)
 	require.Zero(t, prod.Queued(), "the ack is held while the subscriber is behind")
 
 	frames(t, sub) // the subscriber's writer drains it
@@ -294,7 +297,7 @@ func TestBusySubscriberIsNotTimedOut(t *testing.T) {
 		b, off := deliverBuf(t, "t", 200)
 		require.NoError(t, p.Publish(prod, 1, b, off))
 		s.Wake()
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond) // paces the producer in real time, against the real slow-consumer timeout under test
 		// The writer hands everything to the socket, which takes some
 		// but keeps a backlog above the soft limit: it drains a little
 		// even when the writer had nothing new for it.

@@ -94,9 +94,10 @@ func TestSwitchToAlwaysWaitsForFsync(t *testing.T) {
 func TestIntervalSyncRunsAndStops(t *testing.T) {
 	s := startShard(t, Config{Shards: 1})
 	c := &countingLog{Staged: memDiskLog(t)}
-	p, _ := publishOne(t, s, c)
-	time.Sleep(50 * time.Millisecond)
+	p, prod := publishOne(t, s, c)
+	waitQueued(t, prod, wire.PublishAckSize) // handled and acked
 	require.Zero(t, c.syncs.Load(), "never: no fsync")
+	require.False(t, s.syncer.ticking.Load(), "never: no interval ticker")
 
 	require.NoError(t, p.SetSync(SyncPolicy{Mode: SyncInterval, Interval: 20 * time.Millisecond}))
 	s.Wake()
@@ -105,8 +106,19 @@ func TestIntervalSyncRunsAndStops(t *testing.T) {
 
 	require.NoError(t, p.SetSync(SyncPolicy{Mode: SyncNever}))
 	s.Wake()
-	time.Sleep(50 * time.Millisecond) // a tick already due may still run
+	// The syncer stops its ticker on the first pass that finds no interval
+	// partition, after any tick already under way: from then on nothing
+	// can sync on an interval, so the count must stay where it is.
+	require.Eventually(t, func() bool { return !s.syncer.ticking.Load() }, 30*time.Second, time.Millisecond,
+		"the interval ticker stops once no partition uses it")
 	n := c.syncs.Load()
-	time.Sleep(100 * time.Millisecond)
+	p.Shard.syncer.mu.Lock()
+	_, tracked := p.Shard.syncer.lastRun[p]
+	p.Shard.syncer.mu.Unlock()
+	require.False(t, tracked, "no interval fsync after leaving the policy")
+	b, off := deliverBuf(t, "t", 3) // a publish under never: written, not synced
+	require.NoError(t, p.Publish(prod, 2, b, off))
+	s.Wake()
+	waitQueued(t, prod, 2*wire.PublishAckSize)
 	require.Equal(t, n, c.syncs.Load(), "no interval fsync after leaving the policy")
 }

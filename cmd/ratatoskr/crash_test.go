@@ -54,7 +54,7 @@ func TestKill9KeepsAcknowledgedMessages(t *testing.T) {
 				ackedNow.Store(next)
 			}
 		}()
-		time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond)
+		time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond) // a random kill point, under test: not a wait
 		require.NoError(t, s.cmd.Process.Kill())
 		<-done
 		if err := <-s.exited; err == nil {

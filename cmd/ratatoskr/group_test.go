@@ -417,7 +417,7 @@ func TestGroupMemberKilled(t *testing.T) {
 		}
 		return true
 	}, 30*time.Second, 20*time.Millisecond, "every member prints")
-	time.Sleep(time.Duration(200+rand.IntN(500)) * time.Millisecond)
+	time.Sleep(time.Duration(200+rand.IntN(500)) * time.Millisecond) // a random kill point, under test: not a wait
 
 	killed, survivors := members[0], members[1:]
 	require.NoError(t, killed.cmd.Process.Kill())
@@ -436,7 +436,19 @@ func TestGroupMemberKilled(t *testing.T) {
 	t.Logf("partitions moved %v after SIGKILL", moved)
 	require.Less(t, moved, sessionTimeout+time.Second, "rebalance after a killed member")
 
-	time.Sleep(time.Second)
+	// The survivors go on handling live traffic after the rebalance.
+	printedBefore := make([]int, len(survivors))
+	for i, m := range survivors {
+		printedBefore[i] = len(m.snapshot())
+	}
+	require.Eventually(t, func() bool {
+		for i, m := range survivors {
+			if len(m.snapshot()) < printedBefore[i]+10 {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 20*time.Millisecond, "the survivors print after the rebalance")
 	require.NoError(t, stopPublishing())
 	total := published.Load()
 	tinfo, err := c.DescribeTopic(ctx, topic)
@@ -485,7 +497,7 @@ func TestGroupMemberKilled(t *testing.T) {
 			t.Fatalf("%d of %d messages never printed, e.g. %s\ngroup: %+v\nstderr:\n%s\n%s\n%s", n, total, example,
 				describe(), killed.stderr, survivors[0].stderr, survivors[1].stderr)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait on the members' output
 	}
 	for _, m := range survivors {
 		m.stop(t)
