@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"runtime"
 	"strconv"
 	"sync"
@@ -227,6 +228,32 @@ func (r *fetchReq) serve() {
 	r.ended()
 }
 
+// earliestRetries bounds how often a fetch from the earliest offset looks
+// for it again when retention moved it under the read; each retry follows
+// a whole segment's deletion, so more than a few means something else.
+const earliestRetries = 4
+
+// readFrom resolves a fetch's start and reads from there, returning the
+// offset it read from. A fetch from the earliest offset whose start
+// retention removed between finding it and reading it looks again,
+// instead of answering OFFSET_OUT_OF_RANGE for an offset the client never
+// named.
+func (e *Engine) readFrom(p *shard.Partition, st wire.Start, maxBytes int) (int64, []byte, error) {
+	offset, err := resolveStart(p, st)
+	for range earliestRetries {
+		if err != nil {
+			return offset, nil, err
+		}
+		frame, err := e.readFetch(p, offset, maxBytes)
+		if st.Kind != wire.StartEarliest || !errors.Is(err, wire.ErrOffsetOutOfRange) {
+			return offset, frame, err
+		}
+		offset, err = resolveStart(p, st)
+	}
+	return offset, nil, wire.Errorf(wire.CodeOffsetOutOfRange, "the log's start moved under "+
+		strconv.Itoa(earliestRetries)+" reads from the earliest offset")
+}
+
 // first resolves the start and reads; a fetch that finds nothing and may
 // wait starts waiting instead of answering.
 func (r *fetchReq) first() {
@@ -234,12 +261,8 @@ func (r *fetchReq) first() {
 		r.conn.remove(r)
 		return
 	}
-	offset, err := resolveStart(r.p, r.start)
-	var frame []byte
-	if err == nil {
-		r.offset = offset
-		frame, err = r.e.readFetch(r.p, offset, r.maxBytes)
-	}
+	offset, frame, err := r.e.readFrom(r.p, r.start, r.maxBytes)
+	r.offset = offset
 	if err == nil && r.wait > 0 && len(frame) == wire.HeaderSize+wire.FetchResultHeaderSize {
 		r.startWait()
 		return

@@ -2,15 +2,19 @@ package engine
 
 import (
 	"bytes"
+	"io"
+	"log/slog"
 	"math"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -182,4 +186,51 @@ func TestFetchLimitsAreValidated(t *testing.T) {
 	require.ErrorContains(t, err, "MaxFetchWait")
 	cfg.MaxFetchWait = 50 * 24 * time.Hour
 	require.True(t, strings.Contains(cfg.Validate().Error(), "MaxFetchWait"), "past what max_wait_ms can ask")
+}
+
+// retainingLog is a log whose retention runs between a reader's Bounds
+// and its first Read: the earliest offset the reader found is gone when
+// it reads.
+type retainingLog struct {
+	*storage.MemLog
+	once sync.Once
+}
+
+func (l *retainingLog) Read(offset int64, maxBytes int, fn func(wire.Batch) bool) error {
+	l.once.Do(func() { _, _ = l.Retain(time.Time{}, 0, 1) })
+	return l.MemLog.Read(offset, maxBytes, fn)
+}
+
+// A fetch from the earliest offset whose start retention removes under it
+// reads from the new earliest instead of answering OFFSET_OUT_OF_RANGE.
+func TestFetchEarliestFollowsRetention(t *testing.T) {
+	e := startBroker(t, nil)
+	s := shard.New(shard.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	log := &retainingLog{MemLog: storage.NewMemLog(1 << 20)}
+	p := shard.NewPartition("ret", 0, s, log, shard.SyncPolicy{Mode: shard.SyncNever})
+	for i := range 3 {
+		var bb wire.BatchBuilder
+		bb.Start(nil, -1, -1)
+		bb.Append(int64(i), nil, []byte("m"), nil)
+		batch := wire.Batch(bb.Finish())
+		batch.SetBaseOffset(int64(i))
+		buf := storage.NewBuf(len(batch))
+		copy(buf.B, batch)
+		require.NoError(t, log.Append(buf, wire.Batch(buf.B)))
+		buf.Release()
+	}
+	log.SetVisible(3)
+
+	offset, frame, err := e.readFrom(p, wire.Start{Kind: wire.StartEarliest}, 1<<20)
+	require.NoError(t, err)
+	start, _ := log.Bounds()
+	require.Positive(t, start, "retention ran")
+	require.Equal(t, start, offset, "read from the new earliest")
+	h, _, err := wire.DecodeFetchResult(frame[wire.HeaderSize:])
+	require.NoError(t, err)
+	require.Equal(t, start, h.Offset)
+
+	// An offset the client named is still out of range once it is gone.
+	_, _, err = e.readFrom(p, wire.Start{Kind: wire.StartOffset, Value: 0}, 1<<20)
+	require.ErrorIs(t, err, wire.ErrOffsetOutOfRange)
 }

@@ -63,8 +63,9 @@ func (e *Engine) readFetch(p *shard.Partition, offset int64, maxBytes int) ([]by
 		return true
 	})
 	if errors.Is(err, storage.ErrOffsetOutOfRange) {
+		now, _ := p.Log.Bounds() // retention may have moved it since start was read
 		return nil, wire.Errorf(wire.CodeOffsetOutOfRange, "offset "+strconv.FormatInt(offset, 10)+
-			" is below the log's start "+strconv.FormatInt(start, 10))
+			" is below the log's start "+strconv.FormatInt(now, 10))
 	}
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeStorageError, err.Error())
