@@ -240,18 +240,14 @@ const earliestRetries = 4
 // named.
 func (e *Engine) readFrom(p *shard.Partition, st wire.Start, maxBytes int) (int64, []byte, error) {
 	offset, err := resolveStart(p, st)
-	for range earliestRetries {
-		if err != nil {
-			return offset, nil, err
-		}
-		frame, err := e.readFetch(p, offset, maxBytes)
-		if st.Kind != wire.StartEarliest || !errors.Is(err, wire.ErrOffsetOutOfRange) {
-			return offset, frame, err
+	for try := 1; err == nil; try++ {
+		frame, rerr := e.readFetch(p, offset, maxBytes)
+		if st.Kind != wire.StartEarliest || !errors.Is(rerr, wire.ErrOffsetOutOfRange) || try == earliestRetries {
+			return offset, frame, rerr
 		}
 		offset, err = resolveStart(p, st)
 	}
-	return offset, nil, wire.Errorf(wire.CodeOffsetOutOfRange, "the log's start moved under "+
-		strconv.Itoa(earliestRetries)+" reads from the earliest offset")
+	return offset, nil, err
 }
 
 // first resolves the start and reads; a fetch that finds nothing and may
