@@ -669,10 +669,14 @@ func (l *DiskLog) Sync() (int64, error) {
 	}
 	var err error
 	for _, s := range *l.segs.Load() {
-		if err == nil && s.pinned {
+		// The reference keeps the segment's files open while they are
+		// synced: retention may drop it meanwhile (it does not take wmu).
+		// A dropped segment has nothing left to make durable.
+		if err == nil && s.pinned && s.acquire() {
 			if err = s.wrd.Sync(); err == nil {
 				l.cfg.Files.settle(s.unpin())
 			}
+			s.release()
 		}
 	}
 	if err == nil && dir {
@@ -712,6 +716,10 @@ func (l *DiskLog) flushSegment(s *segment) bool {
 	if l.failed.Load() || l.closed.Load() {
 		return false
 	}
+	if !s.acquire() {
+		return true // dropped by retention: its files close with its last reference
+	}
+	defer s.release()
 	if err := s.wrd.Sync(); err != nil {
 		l.failSync(err)
 		return false
