@@ -1,15 +1,23 @@
-// Package engine is the broker: the network listener, connection sessions,
-// topic metadata, routing of frames to shards, and the HTTP endpoints.
+// Package engine is the broker's composition root and, for now, most of
+// what it composes: the native listener and connection sessions, the topic
+// registry, the group coordinator, the HTTP side (admin API, health,
+// metrics, dashboard) and the plugin runners. The pure parts live below
+// it (docs/DESIGN.md, "Package map").
 //
 // Threads and data flow (see docs/DESIGN.md):
 //
-//	client ─TCP─▶ gnet event loop ─op─▶ shard inbox ─▶ shard ─frames─▶ Outbox ─kick─▶ event loop ─writev─▶ client
+//	client ─TCP─▶ gnet event loop ─op─▶ shard inbox ─▶ shard pass ─frames─▶ Outbox ─▶ writev ─▶ client
 //
-// An event loop decodes frames, answers admin requests itself, and copies
-// each publish once into a pooled buffer that is already the Deliver frame.
-// The partition's shard stamps offsets, queues the ack and fans the same
-// buffer out to every subscriber's outbox; each touched connection's event
-// loop then writes everything queued for it in one writev.
+// An event loop decodes frames (decode.go), answers admin requests
+// itself, and copies each publish once into a pooled buffer that is
+// already the Deliver frame. It pushes the publish into its partition's
+// shard inbox and usually runs the shard's pass itself, inline: the shard
+// stamps offsets, queues the ack and fans the same buffer out to every
+// subscriber's Outbox. At the end of the pass the loop writes its own
+// connections' outboxes at once and the others directly when they allow
+// it; what is left is kicked to the connection's own loop, which writes
+// everything queued for it in one writev. Durable topics are written and
+// fsynced by the shard's syncer, which runs the pass that acks them.
 package engine
 
 import (
