@@ -587,9 +587,7 @@ func (e *Engine) apiConnections(w http.ResponseWriter, _ *http.Request) {
 		if n := s.info.name.Load(); n != nil {
 			c.Client = *n
 		}
-		if gt, ok := s.t.(*gnetTransport); ok {
-			c.QueuedBytes += gt.unsent.Load()
-		}
+		c.QueuedBytes += s.t.unsentBytes()
 		out = append(out, c)
 		return true
 	})

@@ -275,7 +275,7 @@ func (e *Engine) sayGoodbye(ctx context.Context) {
 	var wg sync.WaitGroup
 	e.sessions.Range(func(k, _ any) bool {
 		wg.Add(1)
-		if !k.(*session).t.(*gnetTransport).goodbye(wg.Done) {
+		if !k.(*session).t.goodbye(wg.Done) {
 			wg.Done()
 		}
 		return true
@@ -300,7 +300,7 @@ func (e *Engine) waitFlushed(ctx context.Context) {
 		pending := false
 		e.sessions.Range(func(k, _ any) bool {
 			s := k.(*session)
-			pending = s.out.Queued() > 0 || s.t.(*gnetTransport).unsent.Load() > 0
+			pending = s.out.Queued() > 0 || s.t.unsentBytes() > 0
 			return !pending
 		})
 		if !pending {
@@ -644,12 +644,14 @@ func (t *gnetTransport) backlog() int {
 	return n
 }
 
+// unsentBytes implements transport.
+func (t *gnetTransport) unsentBytes() int64 { return t.unsent.Load() }
+
 func (t *gnetTransport) close()             { _ = t.c.Close() }
 func (t *gnetTransport) remoteAddr() string { return t.remote }
 
-// goodbye tells the client the broker is going away; gnet writes it before
-// it closes the connection. done runs on the loop once it has; goodbye
-// reports false (and done never runs) when the loop is gone.
+// goodbye implements transport: gnet writes the goodbye before it closes
+// the connection, and done runs on the loop once it has.
 func (t *gnetTransport) goodbye(done func()) bool {
 	return t.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		if !t.closed {

@@ -39,6 +39,13 @@ type transport interface {
 	// close the connection). Safe from any goroutine; false when the
 	// transport's goroutine is gone (shutdown) and fn will not run.
 	onLoop(fn func() (closeConn bool)) bool
+	// unsentBytes is what backlog last found unsent: safe from any
+	// goroutine, for reports and the shutdown's wait.
+	unsentBytes() int64
+	// goodbye tells the client the broker is going away, written before
+	// the connection closes; done runs once it is. False (and done never
+	// runs) when the transport's goroutine is gone.
+	goodbye(done func()) bool
 }
 
 // subscription is one Subscribe a connection made.
