@@ -19,17 +19,20 @@ type offsetFeed struct {
 	p      *shard.Partition
 	out    *shard.Outbox
 	cancel atomic.Bool
-	exited chan struct{} // the replay goroutine returned
+	exited chan struct{} // the replay ended
 	done   chan struct{} // and the live subscription is gone
 }
 
-func (f *offsetFeed) run(start int64) {
-	defer close(f.exited)
-	f.c.e.replay(f.out, f.p, start, &f.cancel)
+// start queues the feed's replay on the broker's replay pool; exited is
+// closed when it ends. No goroutine waits for it meanwhile.
+func (f *offsetFeed) start(start int64) {
+	j := f.c.e.newReplay(f.out, f.p, start, &f.cancel)
+	j.done = f.exited
+	f.c.e.replays.start(j)
 }
 
 // stop ends the replay, then removes the live subscription it may have
-// become. The removal waits for the replay goroutine, so it cannot be
+// become. The removal waits for the replay to end, so it cannot be
 // overtaken by the replay's own late join.
 func (f *offsetFeed) stop() {
 	if !f.cancel.CompareAndSwap(false, true) {

@@ -546,7 +546,7 @@ func (c *coordinator) startFeed(gp *gpart, m *member) feed {
 		return f
 	}
 	f := &offsetFeed{c: c, g: gp.g, p: gp.p, out: m.out, exited: make(chan struct{}), done: make(chan struct{})}
-	go f.run(gp.start)
+	f.start(gp.start)
 	return f
 }
 

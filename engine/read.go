@@ -124,15 +124,6 @@ func (e *Engine) startReplay(out *shard.Outbox, p *shard.Partition, offset int64
 	e.replays.start(e.newReplay(out, p, offset, cancel))
 }
 
-// replay runs a replay on the replay pool and returns when it ends, for a
-// caller that must know (a group feed, before it unsubscribes).
-func (e *Engine) replay(out *shard.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) {
-	j := e.newReplay(out, p, offset, cancel)
-	j.done = make(chan struct{})
-	e.replays.start(j)
-	<-j.done
-}
-
 // step runs the next part of the replay: it reads up to replayChunk from
 // offset into the subscriber's outbox or, at the visible end, asks to join
 // the live tail there.
