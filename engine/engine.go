@@ -117,7 +117,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	}
 	e.shards = make([]*shard.Shard, cfg.Shards)
 	for i := range e.shards {
-		e.shards[i] = shard.New(shard.Config{ID: i, Shards: cfg.Shards, Pin: cfg.PinShards, Logger: cfg.Logger,
+		e.shards[i] = shard.New(shard.Config{ID: i, Shards: cfg.Shards, Pin: pinner(cfg.PinShards), Logger: cfg.Logger,
 			MaxAckDelay: cfg.MaxAckDelay, SlowConsumerTimeout: cfg.SlowConsumerTimeout, StuckAfter: cfg.StuckConsumerAfter,
 			RetentionInterval: cfg.RetentionInterval, OnBatch: e.batchHook(),
 			Observer: newShardMetrics(e.metricSet, i)})

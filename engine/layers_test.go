@@ -19,7 +19,7 @@ var layers = map[string][]string{
 	"ring":           {},
 	"storage/vfs":    {"golang.org/x/sys"},
 	"storage":        {"wire", "storage/vfs", "github.com/dgraph-io/ristretto", "github.com/valyala/bytebufferpool"},
-	"shard":          {"wire", "ring", "storage", "golang.org/x/sys"},
+	"shard":          {"wire", "ring", "storage"},
 	"group/assign":   {},
 	"group/ackstate": {},
 	"group/offsets":  {"wire", "storage", "storage/vfs"},

@@ -2,8 +2,6 @@ package shard
 
 import (
 	"sync/atomic"
-
-	"golang.org/x/sys/cpu"
 )
 
 // Inflight counts the bytes of inbound frames the broker holds and has not
@@ -13,9 +11,14 @@ import (
 // it (ack or error). The engine bounds the total (--max-inflight-bytes):
 // past a share of its bound connections stop taking publishes, and Wake
 // tells it when the total has fallen back (see engine/inflight.go).
+// cacheLine keeps Inflight's hot counter off the line its read-mostly
+// fields share: 128 bytes, since amd64 fetches lines in adjacent pairs and
+// arm64 cores have 128-byte lines.
+const cacheLine = 128
+
 type Inflight struct {
 	bytes atomic.Int64 // written by every loop and shard, once per batch
-	_     cpu.CacheLinePad
+	_     [cacheLine]byte
 	// Read-mostly: Done reads them on every answer, so they keep off the
 	// line bytes bounces on.
 	paused atomic.Int32 // connections waiting for the total to fall

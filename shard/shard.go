@@ -46,7 +46,6 @@ import (
 	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/ring"
-	"golang.org/x/sys/unix"
 )
 
 // ErrStopped is returned for operations sent to a shard that has stopped.
@@ -76,8 +75,11 @@ type Config struct {
 	// RetentionInterval is how often the shard applies its partitions'
 	// retention. Default 5s.
 	RetentionInterval time.Duration
-	// Pin locks the shard's thread to one CPU. Refusal is logged and ignored.
-	Pin    bool
+	// Pin, when set, binds the shard goroutine's OS thread (locked to it
+	// for the purpose) to a CPU chosen by the shard's ID, and says which:
+	// the driver's business (engine), not the shard's. Refusal is logged
+	// and ignored.
+	Pin    func(id int) (cpu int, err error)
 	Logger *slog.Logger
 	// OnBatch, when set, is called on the shard's thread once per stored
 	// publish batch, right after the batch became visible to readers and
@@ -278,10 +280,10 @@ var pinOnce sync.Once
 
 func (s *Shard) run() {
 	defer close(s.done)
-	if s.cfg.Pin {
+	if s.cfg.Pin != nil {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-		if cpu, err := pinThread(s.cfg.ID); err != nil {
+		if cpu, err := s.cfg.Pin(s.cfg.ID); err != nil {
 			pinOnce.Do(func() { s.cfg.Logger.Warn("shard CPU pinning refused; running unpinned", "err", err) })
 		} else {
 			s.cfg.Logger.Debug("shard pinned", "shard", s.cfg.ID, "cpu", cpu)
@@ -380,28 +382,6 @@ func (s *Shard) finish() {
 	}
 	s.held = nil
 	s.flushTouched()
-}
-
-// pinThread binds the calling thread to one of the CPUs the process may use,
-// chosen by shard index.
-func pinThread(id int) (int, error) {
-	var allowed unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
-		return -1, err
-	}
-	cpus := make([]int, 0, allowed.Count())
-	for c := 0; c < len(allowed)*64 && len(cpus) < allowed.Count(); c++ {
-		if allowed.IsSet(c) {
-			cpus = append(cpus, c)
-		}
-	}
-	if len(cpus) == 0 {
-		return -1, errors.New("no CPU in the affinity mask")
-	}
-	cpu := cpus[id%len(cpus)]
-	var set unix.CPUSet
-	set.Set(cpu)
-	return cpu, unix.SchedSetaffinity(0, &set)
 }
 
 // push enqueues an operation. When the inbox is full the pusher helps
