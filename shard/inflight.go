@@ -4,6 +4,11 @@ import (
 	"sync/atomic"
 )
 
+// cacheLine keeps Inflight's hot counter off the line its read-mostly
+// fields share: 128 bytes, since amd64 fetches lines in adjacent pairs and
+// arm64 cores have 128-byte lines.
+const cacheLine = 128
+
 // Inflight counts the bytes of inbound frames the broker holds and has not
 // finished with, across every connection: the engine adds what sits in
 // its read buffers and half-read frames, and the bytes of each publish it
@@ -11,11 +16,6 @@ import (
 // it (ack or error). The engine bounds the total (--max-inflight-bytes):
 // past a share of its bound connections stop taking publishes, and Wake
 // tells it when the total has fallen back (see engine/inflight.go).
-// cacheLine keeps Inflight's hot counter off the line its read-mostly
-// fields share: 128 bytes, since amd64 fetches lines in adjacent pairs and
-// arm64 cores have 128-byte lines.
-const cacheLine = 128
-
 type Inflight struct {
 	bytes atomic.Int64 // written by every loop and shard, once per batch
 	_     [cacheLine]byte
