@@ -233,12 +233,7 @@ func (s *Store) Start() {
 // Set records offsets without waiting for them to be durable; done, if not
 // nil, runs once they are (or with the error that kept them from it).
 func (s *Store) Set(group, topic string, offs []wire.PartitionOffset, done func(error)) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		if done != nil {
-			done(ErrClosed)
-		}
+	if !s.lockOpen(done) {
 		return
 	}
 	g := s.groups[group]
@@ -290,14 +285,23 @@ func (s *Store) ActiveAt(group string) (time.Time, bool) {
 	return time.UnixMilli(g.Active), true
 }
 
+// lockOpen takes mu unless the store is closed; then it tells done so
+// (when not nil) and returns false without the lock.
+func (s *Store) lockOpen(done func(error)) bool {
+	s.mu.Lock()
+	if !s.closed {
+		return true
+	}
+	s.mu.Unlock()
+	if done != nil {
+		done(ErrClosed)
+	}
+	return false
+}
+
 // Remove forgets a group.
 func (s *Store) Remove(group string, done func(error)) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		if done != nil {
-			done(ErrClosed)
-		}
+	if !s.lockOpen(done) {
 		return
 	}
 	delete(s.groups, group)
