@@ -13,7 +13,9 @@ import (
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
 	"github.com/ratatoskr-mq/ratatoskr/engine"
+	"github.com/ratatoskr-mq/ratatoskr/outbox"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/shard/driver"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -21,7 +23,7 @@ import (
 // drainer is a Flusher that empties its outbox on the spot, standing in for
 // a connection's writer without the syscall.
 type drainer struct {
-	o     *shard.Outbox
+	o     *outbox.Outbox
 	bytes atomic.Int64
 }
 
@@ -36,7 +38,7 @@ func (d *drainer) FlushNow()  { d.ScheduleFlush() }
 
 func newDrained(limit int) *drainer {
 	d := &drainer{}
-	d.o = shard.NewOutbox(limit, 1, d)
+	d.o = outbox.NewOutbox(limit, 1, d)
 	return d
 }
 
@@ -59,10 +61,10 @@ func batchFrame(n int) ([]byte, int) {
 // benchShard publishes 64-record batches through one shard to subs
 // subscribers; ns/op is per batch, so divide by 64 for per message.
 func benchShard(b *testing.B, subs int) {
-	s := shard.New(shard.Config{Shards: 1})
+	s := driver.New(driver.Config{})
 	s.Start()
 	defer s.Stop()
-	p := shard.NewPartition("bench", 0, s, storage.NewMemLog(64<<20), shard.SyncPolicy{Mode: shard.SyncNever})
+	p := shard.NewPartition("bench", 0, s.Shard(), storage.NewMemLog(64<<20), shard.SyncPolicy{Mode: shard.SyncNever})
 	prod := newDrained(1 << 30)
 	for range subs {
 		d := newDrained(1 << 30)

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/outbox"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -185,7 +185,7 @@ func (e *Engine) publishInternal(topic string, frame []byte, batchOff int) error
 	wire.SetDeliverHeader(buf.B)
 	binary.BigEndian.PutUint32(buf.B[batchOff-4:], uint32(p.ID))
 	fl := &internalFlusher{ch: make(chan struct{}, 1)}
-	out := shard.NewOutbox(1<<20, len(e.shards), fl)
+	out := outbox.NewOutbox(1<<20, len(e.shards), fl)
 	defer out.Close()
 	const corr = 1
 	if err := p.Publish(out, corr, buf, batchOff); err != nil {

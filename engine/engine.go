@@ -35,7 +35,9 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/ratatoskr-mq/ratatoskr/outbox"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/shard/driver"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -48,7 +50,7 @@ const readBufferCap = 256 << 10
 type Engine struct {
 	cfg    Config
 	log    *slog.Logger
-	shards []*shard.Shard
+	shards []*driver.Driver
 	topics *registry
 	groups *coordinator
 	cache  *storage.BlockCache
@@ -115,12 +117,14 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	if err := e.startPlugins(opts); err != nil {
 		return nil, err
 	}
-	e.shards = make([]*shard.Shard, cfg.Shards)
+	e.shards = make([]*driver.Driver, cfg.Shards)
+	states := make([]*shard.Shard, cfg.Shards)
 	for i := range e.shards {
-		e.shards[i] = shard.New(shard.Config{ID: i, Shards: cfg.Shards, Pin: pinner(cfg.PinShards), Logger: cfg.Logger,
-			MaxAckDelay: cfg.MaxAckDelay, SlowConsumerTimeout: cfg.SlowConsumerTimeout, StuckAfter: cfg.StuckConsumerAfter,
-			RetentionInterval: cfg.RetentionInterval, OnBatch: e.batchHook(),
-			Observer: newShardMetrics(e.metricSet, i)})
+		e.shards[i] = driver.New(driver.Config{Pin: pinner(cfg.PinShards), Logger: cfg.Logger,
+			RetentionInterval: cfg.RetentionInterval, Shard: shard.Config{ID: i, Shards: cfg.Shards,
+				MaxAckDelay: cfg.MaxAckDelay, SlowConsumerTimeout: cfg.SlowConsumerTimeout, StuckAfter: cfg.StuckConsumerAfter,
+				OnBatch: e.batchHook(), Observer: newShardMetrics(e.metricSet, i)}})
+		states[i] = e.shards[i].Shard()
 	}
 	cache, err := storage.NewBlockCache(cfg.CacheBytes)
 	if err != nil {
@@ -128,7 +132,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 		return nil, fmt.Errorf("engine: read cache: %w", err)
 	}
 	e.cache = cache
-	e.topics = newRegistry(&e.cfg, e.shards, cache)
+	e.topics = newRegistry(&e.cfg, states, cache)
 	e.groups = newCoordinator(e)
 	return e, nil
 }
@@ -557,7 +561,7 @@ func (t *gnetTransport) flush() {
 	t.s.flush()
 }
 
-// FlushDirect implements shard.DirectFlusher: it writes the session's
+// FlushDirect implements outbox.DirectFlusher: it writes the session's
 // queued frames from the calling goroutine, if this loop is not writing,
 // gnet holds nothing unsent, and they are few (TakeDirect).
 func (t *gnetTransport) FlushDirect() bool {
@@ -587,7 +591,7 @@ func (t *gnetTransport) FlushDirect() bool {
 // it did not take, appended to rest.
 func writevFD(fd int, iov [][]byte, rest []byte) ([]byte, error) {
 	for len(iov) > 0 {
-		n, err := unix.Writev(fd, iov[:min(len(iov), shard.MaxIOV)])
+		n, err := unix.Writev(fd, iov[:min(len(iov), outbox.MaxIOV)])
 		if err == unix.EINTR {
 			continue
 		}
@@ -612,7 +616,7 @@ func writevFD(fd int, iov [][]byte, rest []byte) ([]byte, error) {
 	return rest, nil
 }
 
-// ScheduleFlush implements shard.Flusher: it queues a flush on the loop.
+// ScheduleFlush implements outbox.Flusher: it queues a flush on the loop.
 func (t *gnetTransport) ScheduleFlush() {
 	if err := t.el.Execute(context.Background(), t); err != nil {
 		// The engine is stopping; gnet closes the connection itself.
@@ -620,10 +624,10 @@ func (t *gnetTransport) ScheduleFlush() {
 	}
 }
 
-// Owner implements shard.Flusher: the event loop that writes this connection.
+// Owner implements outbox.Flusher: the event loop that writes this connection.
 func (t *gnetTransport) Owner() any { return t.el }
 
-// FlushNow implements shard.Flusher; the caller is on the connection's loop.
+// FlushNow implements outbox.Flusher; the caller is on the connection's loop.
 func (t *gnetTransport) FlushNow() { t.flush() }
 
 // Run is the flush task gnet runs on the connection's loop.

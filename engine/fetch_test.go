@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/shard/driver"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -205,9 +206,9 @@ func (l *retainingLog) Read(offset int64, maxBytes int, fn func(wire.Batch) bool
 // reads from the new earliest instead of answering OFFSET_OUT_OF_RANGE.
 func TestFetchEarliestFollowsRetention(t *testing.T) {
 	e := startBroker(t, nil)
-	s := shard.New(shard.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	d := driver.New(driver.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	log := &retainingLog{MemLog: storage.NewMemLog(1 << 20)}
-	p := shard.NewPartition("ret", 0, s, log, shard.SyncPolicy{Mode: shard.SyncNever})
+	p := shard.NewPartition("ret", 0, d.Shard(), log, shard.SyncPolicy{Mode: shard.SyncNever})
 	for i := range 3 {
 		var bb wire.BatchBuilder
 		bb.Start(nil, -1, -1)

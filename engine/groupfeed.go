@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/outbox"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
@@ -17,7 +18,7 @@ type offsetFeed struct {
 	c      *coordinator
 	g      *group
 	p      *shard.Partition
-	out    *shard.Outbox
+	out    *outbox.Outbox
 	cancel atomic.Bool
 	exited chan struct{} // the replay ended
 	done   chan struct{} // and the live subscription is gone

@@ -12,6 +12,7 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/group/ackstate"
 	"github.com/ratatoskr-mq/ratatoskr/group/assign"
 	"github.com/ratatoskr-mq/ratatoskr/group/offsets"
+	"github.com/ratatoskr-mq/ratatoskr/outbox"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -93,7 +94,7 @@ type member struct {
 	id       string
 	remote   string // the member's connection, for telemetry events
 	g        *group
-	out      *shard.Outbox
+	out      *outbox.Outbox
 	timeout  time.Duration
 	seen     atomic.Int64  // nowNS of the last heartbeat, commit or ack
 	gen      atomic.Uint32 // generation of the last Assignment sent to it

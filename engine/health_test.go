@@ -246,7 +246,7 @@ func (l readErrorLog) Stats() storage.LogStats {
 // addTopicWithLog adds a one-partition topic whose log is l, as load
 // would; no shard ever runs it.
 func addTopicWithLog(e *Engine, name string, l storage.Log) {
-	p := shard.NewPartition(name, 0, e.shards[0], l, shard.SyncPolicy{})
+	p := shard.NewPartition(name, 0, e.shards[0].Shard(), l, shard.SyncPolicy{})
 	t := &Topic{Name: name, Parts: []*shard.Partition{p}}
 	t.online = t.Parts
 	tc := e.topics.defaults()

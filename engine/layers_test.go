@@ -2,9 +2,13 @@ package engine
 
 import (
 	"errors"
+	"go/ast"
 	"go/build"
+	"go/parser"
+	"go/token"
 	"io/fs"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -19,7 +23,9 @@ var layers = map[string][]string{
 	"ring":           {},
 	"storage/vfs":    {"golang.org/x/sys"},
 	"storage":        {"wire", "storage/vfs", "github.com/dgraph-io/ristretto", "github.com/valyala/bytebufferpool"},
-	"shard":          {"wire", "ring", "storage"},
+	"outbox":         {"storage"},
+	"shard":          {"wire", "outbox", "storage"},
+	"shard/driver":   {"wire", "ring", "outbox", "shard", "storage"},
 	"group/assign":   {},
 	"group/ackstate": {},
 	"group/offsets":  {"wire", "storage", "storage/vfs"},
@@ -102,4 +108,40 @@ func importAllowed(imp string, allowed []string) bool {
 		}
 	}
 	return false
+}
+
+// TestShardIsPure: the shard is a state machine (docs/DESIGN.md). Its
+// package imports neither os, net, runtime nor x/sys, starts no
+// goroutine, and of package time uses only the Duration and Time types and
+// the unit constants: the driver hands it the clock (Tick).
+func TestShardIsPure(t *testing.T) {
+	fset := token.NewFileSet()
+	pkg, err := build.Default.ImportDir("../shard", 0)
+	require.NoError(t, err)
+	require.NotEmpty(t, pkg.GoFiles)
+	timeOK := map[string]bool{"Duration": true, "Time": true, "Nanosecond": true, "Microsecond": true,
+		"Millisecond": true, "Second": true, "Minute": true, "Hour": true}
+	for _, name := range pkg.GoFiles {
+		f, err := parser.ParseFile(fset, filepath.Join("../shard", name), nil, 0)
+		require.NoError(t, err)
+		{
+			for _, imp := range f.Imports {
+				path, _ := strconv.Unquote(imp.Path.Value)
+				require.False(t, path == "os" || strings.HasPrefix(path, "os/") || path == "net" ||
+					strings.HasPrefix(path, "net/") || path == "runtime" || strings.HasPrefix(path, "golang.org/x/sys"),
+					"%s imports %s", name, path)
+			}
+			ast.Inspect(f, func(n ast.Node) bool {
+				switch n := n.(type) {
+				case *ast.GoStmt:
+					t.Errorf("%s: the shard starts a goroutine at %s", name, fset.Position(n.Pos()))
+				case *ast.SelectorExpr:
+					if id, ok := n.X.(*ast.Ident); ok && id.Name == "time" && !timeOK[n.Sel.Name] {
+						t.Errorf("%s: the shard uses time.%s at %s", name, n.Sel.Name, fset.Position(n.Pos()))
+					}
+				}
+				return true
+			})
+		}
+	}
 }

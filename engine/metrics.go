@@ -10,7 +10,9 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/ratatoskr-mq/ratatoskr/outbox"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/shard/driver"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -92,7 +94,7 @@ func (e *Engine) writeBrokerMetrics(w io.Writer) {
 	metrics.WriteGaugeFloat64(w, "ratatoskr_uptime_seconds", e.uptime().Seconds())
 	metrics.WriteGaugeUint64(w, "ratatoskr_connections", uint64(max(st.Connections, 0)))
 	metrics.WriteCounterUint64(w, "ratatoskr_connections_accepted_total", st.Accepted)
-	for why := shard.SlowLimit; why < shard.NumSlowReasons; why++ {
+	for why := outbox.SlowLimit; why < outbox.NumSlowReasons; why++ {
 		metrics.WriteCounterUint64(w, `ratatoskr_slow_consumer_disconnects_total{reason="`+why.String()+`"}`,
 			e.outbound.cuts[why].Load())
 	}
@@ -126,17 +128,17 @@ func (e *Engine) writeBrokerMetrics(w io.Writer) {
 }
 
 func (e *Engine) writeShardMetrics(w io.Writer) {
-	family := func(name string, value func(s *shard.Shard) string) {
+	family := func(name string, value func(s *driver.Driver) string) {
 		for _, s := range e.shards {
 			writeLine(w, name+`{shard="`+strconv.Itoa(s.ID())+`"}`, value(s))
 		}
 	}
-	family("ratatoskr_shard_inbox_depth", func(s *shard.Shard) string { return strconv.Itoa(s.InboxLen()) })
-	family("ratatoskr_shard_inbox_capacity", func(s *shard.Shard) string { return strconv.Itoa(s.InboxCap()) })
-	family("ratatoskr_shard_busy_seconds_total", func(s *shard.Shard) string {
+	family("ratatoskr_shard_inbox_depth", func(s *driver.Driver) string { return strconv.Itoa(s.InboxLen()) })
+	family("ratatoskr_shard_inbox_capacity", func(s *driver.Driver) string { return strconv.Itoa(s.InboxCap()) })
+	family("ratatoskr_shard_busy_seconds_total", func(s *driver.Driver) string {
 		return strconv.FormatFloat(s.BusyTime().Seconds(), 'g', -1, 64)
 	})
-	family("ratatoskr_shard_published_batches_total", func(s *shard.Shard) string {
+	family("ratatoskr_shard_published_batches_total", func(s *driver.Driver) string {
 		b, _ := s.Stats()
 		return strconv.FormatUint(b, 10)
 	})

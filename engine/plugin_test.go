@@ -256,7 +256,7 @@ func TestBatchEventAllocatesNothing(t *testing.T) {
 	b := blocker{release: make(chan struct{})}
 	e := startBrokerWith(t, nil, WithPlugin(b), WithPluginQueue(8))
 	t.Cleanup(func() { close(b.release) })
-	p := shard.NewPartition("orders", 3, e.shards[0], storage.NewMemLog(1<<20), shard.SyncPolicy{Mode: shard.SyncNever})
+	p := shard.NewPartition("orders", 3, e.shards[0].Shard(), storage.NewMemLog(1<<20), shard.SyncPolicy{Mode: shard.SyncNever})
 	hook := e.batchHook()
 	allocs := testing.AllocsPerRun(100, func() { hook(p, 10, 5, 500) })
 	require.Zero(t, allocs)

@@ -8,9 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ratatoskr-mq/ratatoskr/shard"
-	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/outbox"
+	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/shard/driver"
+	"github.com/ratatoskr-mq/ratatoskr/storage"
 )
 
 // idleFlusher stands in for a connection that is never written.
@@ -29,8 +32,8 @@ func (idleFlusher) FlushNow()      {}
 // workers go away.
 func TestReplaysAreBounded(t *testing.T) {
 	e := startBroker(t, nil)
-	s := shard.New(shard.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	p := shard.NewPartition("replays", 0, s, storage.NewMemLog(1<<20), shard.SyncPolicy{Mode: shard.SyncNever})
+	d := driver.New(driver.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	p := shard.NewPartition("replays", 0, d.Shard(), storage.NewMemLog(1<<20), shard.SyncPolicy{Mode: shard.SyncNever})
 	const limit, jobs = 4, 40
 	pool := newReplayPool(limit)
 	baseline := runtime.NumGoroutine()
@@ -38,12 +41,12 @@ func TestReplaysAreBounded(t *testing.T) {
 	cancels := make([]atomic.Bool, jobs)
 	done := make([]chan struct{}, jobs)
 	for i := range jobs {
-		j := e.newReplay(shard.NewOutbox(1<<20, 1, idleFlusher{}), p, 0, &cancels[i])
+		j := e.newReplay(outbox.NewOutbox(1<<20, 1, idleFlusher{}), p, 0, &cancels[i])
 		j.done = make(chan struct{})
 		done[i] = j.done
 		pool.start(j)
 	}
-	require.Eventually(t, func() bool { return s.InboxLen() == limit }, 30*time.Second, time.Millisecond,
+	require.Eventually(t, func() bool { return d.InboxLen() == limit }, 30*time.Second, time.Millisecond,
 		"the first %d replays wait for their joins", limit)
 	workers, peak := pool.stats()
 	require.Equal(t, limit, workers)
@@ -60,8 +63,8 @@ func TestReplaysAreBounded(t *testing.T) {
 			cancelled++
 		}
 	}
-	s.Start()
-	t.Cleanup(s.Stop)
+	d.Start()
+	t.Cleanup(d.Stop)
 	deadline := time.After(30 * time.Second)
 	for i := range jobs {
 		select {
@@ -74,8 +77,8 @@ func TestReplaysAreBounded(t *testing.T) {
 	// A join from here goes through the shard after the unsubscribes the
 	// cancelled replays queued, and counts itself.
 	barrier := make(chan struct{})
-	require.NoError(t, p.CatchUp(shard.NewOutbox(1<<20, 1, idleFlusher{}), 0, func(int64, bool) { close(barrier) }))
-	s.Wake()
+	require.NoError(t, p.CatchUp(outbox.NewOutbox(1<<20, 1, idleFlusher{}), 0, func(int64, bool) { close(barrier) }))
+	d.Wake()
 	<-barrier
 	require.Equal(t, jobs-cancelled+1, p.Subscribers(), "live: every replay that was not cancelled, and the barrier")
 	require.Eventually(t, func() bool { w, _ := pool.stats(); return w == 0 }, 30*time.Second, time.Millisecond,

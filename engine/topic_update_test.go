@@ -29,7 +29,7 @@ func TestRuntimeRetentionChange(t *testing.T) {
 		require.NoError(t, c.PublishAsync(ctx, "ret", client.Message{Value: value}))
 	}
 	require.NoError(t, c.Flush(ctx))
-	sh := e.topics.get([]byte("ret")).Parts[0].Shard
+	sh := e.shards[e.topics.get([]byte("ret")).Parts[0].Shard.ID()]
 	from := sh.RetentionPasses()
 	require.Eventually(t, func() bool { return sh.RetentionPasses() >= from+5 }, 30*time.Second, 5*time.Millisecond,
 		"five retention passes")

@@ -3,12 +3,10 @@ package shard
 import (
 	"errors"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/outbox"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
-
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -26,7 +24,7 @@ import (
 // would cost its loop a flush that only copies the frame into a backlog
 // that does not move. So the shard judges how long a subscriber's network
 // layer has held a backlog and taken none of it, as far as its writer saw
-// (Outbox.Done; a writer that could not run saw nothing):
+// (outbox.Outbox.Done; a writer that could not run saw nothing):
 //
 //   - past quietTicks watch ticks (20 ms) it is quiet: deliveries no longer
 //     kick its writer, and it is parked (see Outbox): only the watch below
@@ -70,7 +68,7 @@ const quietTicks = 2
 // subscribers to drain, and for SyncAlways also for its fsync, until which
 // buf (the batch, not yet delivered) is held too.
 type heldAck struct {
-	out   *Outbox
+	out   *outbox.Outbox
 	corr  uint32
 	base  int64
 	count uint32
@@ -78,20 +76,18 @@ type heldAck struct {
 	end   int64        // offset after the batch
 	buf   *storage.Buf // not yet delivered (waiting for its fsync)
 	at    int64        // shard clock when it was appended, then delivered
-	recv  int64        // shard clock when the publish was pushed (ack latency)
+	recv  int64        // driver clock when the publish was pushed (ack latency)
 }
 
-// epoch anchors the shard clock: monotonic nanoseconds, never 0.
-var epoch = time.Now()
-
-func clock() int64 { return int64(time.Since(epoch)) + 1 }
-
+// sendAck answers a publish with its ack; the driver encodes it.
 func (s *Shard) sendAck(p *Partition, a heldAck) {
-	answered(a.out, int(a.bytes))
-	s.observeAck(&a)
-	var buf [wire.PublishAckSize]byte
-	a.out.SendCopy(wire.AppendPublishAck(buf[:0], a.corr, wire.PublishAck{Partition: p.ID, BaseOffset: a.base, Count: a.count}))
-	s.touch(a.out)
+	s.rd.Answers = append(s.rd.Answers, Answer{Out: a.out, Corr: a.corr, Bytes: int(a.bytes), Recv: a.recv,
+		Ack: wire.PublishAck{Partition: p.ID, BaseOffset: a.base, Count: a.count}})
+}
+
+// sendError answers a publish of bytes with err; the driver encodes it.
+func (s *Shard) sendError(out *outbox.Outbox, corr uint32, bytes int, err *wire.Error) {
+	s.rd.Answers = append(s.rd.Answers, Answer{Out: out, Corr: corr, Bytes: bytes, Err: err})
 }
 
 func (s *Shard) hold(p *Partition, a heldAck) {
@@ -170,13 +166,13 @@ func (s *Shard) releasePartition(p *Partition) bool {
 func (s *Shard) underPressure(p *Partition) bool {
 	pressure := false
 	for _, sub := range p.subs {
-		f := sub.flow(s.cfg.stall)
-		if !f.over {
+		f := sub.Flow(s.cfg.stall, s.now)
+		if !f.Over {
 			continue
 		}
 		s.watchOut(sub)
-		if !f.stuck {
-			sub.Refresh()
+		if !f.Stuck {
+			s.rd.Refresh = append(s.rd.Refresh, sub)
 			pressure = true
 		}
 	}
@@ -184,12 +180,10 @@ func (s *Shard) underPressure(p *Partition) bool {
 }
 
 // watchOut adds out to the outboxes the shard checks on its watch ticks.
-func (s *Shard) watchOut(out *Outbox) {
-	if !out.watched[s.cfg.ID] {
-		out.watched[s.cfg.ID] = true
-		out.watch(1)
+func (s *Shard) watchOut(out *outbox.Outbox) {
+	if out.Watch(s.cfg.ID) {
 		s.watch = append(s.watch, out)
-		s.watchSlow.Store(false) // a new one is checked at the full rate
+		s.watchSlow = false // a new one is checked at the full rate
 	}
 }
 
@@ -216,56 +210,41 @@ func (s *Shard) checkWatched() {
 	timeout := int64(s.cfg.SlowConsumerTimeout)
 	kept := s.watch[:0]
 	for _, out := range s.watch {
-		f := out.flow(s.cfg.stall)
+		f := out.Flow(s.cfg.stall, s.now)
 		switch {
-		case f.over && s.now-f.since > timeout, f.detached && f.stalled > timeout:
+		case f.Over && s.now-f.Since > timeout, f.Detached && f.Stalled > timeout:
 			// A detached subscriber holds little, so it is cut by how long
 			// its socket took nothing, as NATS's write deadline cuts one.
 			out.MarkSlow()
 			s.touch(out)
-		case f.over || f.quiet && f.queued || f.detached:
+		case f.Over || f.Quiet && f.Queued || f.Detached:
 			// Each report costs a wake-up of the subscriber's loop: 30
 			// stuck subscribers asked every 10 ms were 3000 wake-ups a
 			// second on the others' CPU. One that is stuck is asked every
 			// stuckRefreshEvery; it resumes that much later when its
 			// reader comes back.
-			if !f.stuck || refreshStuck {
-				out.Refresh()
+			if !f.Stuck || refreshStuck {
+				s.rd.Refresh = append(s.rd.Refresh, out)
 			}
-			allStuck = allStuck && (f.stuck || f.detached)
+			allStuck = allStuck && (f.Stuck || f.Detached)
 			kept = append(kept, out)
 			continue
 		}
-		out.watched[s.cfg.ID] = false
-		out.watch(-1)
+		out.Unwatch(s.cfg.ID)
 	}
 	clear(s.watch[len(kept):])
 	s.watch = kept
 	// Watching only stuck subscribers needs no 10 ms tick: a timer wake-up
 	// of the pinned shard goroutine lands on some message's path.
-	s.watchSlow.Store(allStuck && len(kept) > 0)
+	s.watchSlow = allStuck && len(kept) > 0
 }
 
 // watchInterval is how often the watched outboxes are checked now.
 func (s *Shard) watchInterval() time.Duration {
-	if s.watchSlow.Load() {
+	if s.watchSlow {
 		return max(stuckRefreshEvery, s.cfg.watchEvery)
 	}
 	return s.cfg.watchEvery
-}
-
-// noteWatching publishes whether the shard watches outboxes, for its
-// goroutine's timer. An inline runner that starts the watch wakes the
-// goroutine, which may be asleep on a long timer.
-func (s *Shard) noteWatching() {
-	w := len(s.watch) > 0
-	if w == s.watching.Load() {
-		return
-	}
-	s.watching.Store(w)
-	if w && s.inline {
-		s.wake()
-	}
 }
 
 // releaseAll sends every held ack at once (shutdown). Deliveries still
@@ -273,8 +252,7 @@ func (s *Shard) noteWatching() {
 func (s *Shard) releaseAll(p *Partition) {
 	for _, a := range p.held {
 		if a.buf != nil {
-			answered(a.out, int(a.bytes))
-			s.sendError(a.out, a.corr, wire.ErrShuttingDown)
+			s.sendError(a.out, a.corr, int(a.bytes), wire.ErrShuttingDown)
 			a.buf.Release()
 			continue
 		}
@@ -290,8 +268,7 @@ func (s *Shard) failHeld(p *Partition, err *wire.Error) {
 	for _, a := range p.held {
 		if a.buf != nil {
 			a.buf.Release()
-			answered(a.out, int(a.bytes))
-			s.sendError(a.out, a.corr, err)
+			s.sendError(a.out, a.corr, int(a.bytes), err)
 			continue
 		}
 		s.sendAck(p, a) // durable and delivered already; only pressure held it
@@ -309,18 +286,18 @@ func (p *Partition) releasable() int64 {
 	return p.written
 }
 
-// requestSync asks the syncer to write p's staged batches and, for
+// requestSync asks the driver to write p's staged batches and, for
 // SyncAlways, fsync them. One request is outstanding per partition:
 // batches staged while a write and fsync run wait for the next request,
 // which then covers them all (group commit).
 func (s *Shard) requestSync(p *Partition) {
 	if !p.syncing {
 		p.syncing = true
-		s.syncer.request(p, p.sync.Mode == SyncAlways)
+		s.rd.Syncs = append(s.rd.Syncs, SyncRequest{P: p, Always: p.sync.Mode == SyncAlways})
 	}
 }
 
-// synced handles the syncer's report: p is written up to written and
+// synced handles the driver's report (Synced): p is written up to written and
 // durable up to durable. A failed write dropped the batches after written:
 // their publishes fail, their offsets are given out again, and the
 // partition keeps accepting writes, unless the failed write could not be
@@ -394,164 +371,12 @@ func (s *Shard) failHeldAfter(p *Partition, from, unknownTo int64, unknown, neve
 			continue
 		}
 		a.buf.Release()
-		answered(a.out, int(a.bytes))
 		if a.end <= unknownTo {
-			s.sendError(a.out, a.corr, unknown)
+			s.sendError(a.out, a.corr, int(a.bytes), unknown)
 		} else {
-			s.sendError(a.out, a.corr, never)
+			s.sendError(a.out, a.corr, int(a.bytes), never)
 		}
 	}
 	clear(p.held[n:])
 	p.held = p.held[:n]
-}
-
-// syncer runs a shard's fsyncs on a goroutine of its own, so a publish
-// path never waits for the disk: it reports each completion to the shard
-// as an operation, and runs the shard inline to deliver and ack at once.
-// It also syncs SyncInterval partitions on their interval.
-type syncer struct {
-	s       *Shard
-	mu      sync.Mutex
-	queue   []syncRequest
-	signal  chan struct{}
-	stop    chan struct{}
-	done    chan struct{}
-	lastRun map[*Partition]intervalSync // SyncInterval partitions; guarded by mu
-	ticking atomic.Bool                 // the interval ticker runs, for tests
-}
-
-// syncRequest asks for a partition's staged batches to be written, and
-// fsynced when always is set (the shard's policy when it asked).
-type syncRequest struct {
-	p      *Partition
-	always bool
-}
-
-type intervalSync struct {
-	last  time.Time
-	every time.Duration
-}
-
-func newSyncer(s *Shard) *syncer {
-	return &syncer{s: s, signal: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		lastRun: map[*Partition]intervalSync{}}
-}
-
-func (y *syncer) request(p *Partition, always bool) {
-	y.mu.Lock()
-	y.queue = append(y.queue, syncRequest{p, always})
-	y.mu.Unlock()
-	select {
-	case y.signal <- struct{}{}:
-	default:
-	}
-}
-
-// intervalTick is how often the syncer looks for SyncInterval partitions
-// due. It ticks only while the shard has such partitions: an idle timer
-// wake-up on a two-core machine lands on some message's path, and 100 of
-// them a second per shard showed in the p99.
-const intervalTick = 10 * time.Millisecond
-
-func (y *syncer) run() {
-	defer close(y.done)
-	var tick *time.Ticker
-	var ticks <-chan time.Time
-	defer func() {
-		if tick != nil {
-			tick.Stop()
-		}
-	}()
-	for {
-		y.mu.Lock()
-		need := len(y.lastRun) > 0
-		y.mu.Unlock()
-		switch {
-		case need && tick == nil:
-			tick = time.NewTicker(intervalTick)
-			ticks = tick.C
-			y.ticking.Store(true)
-		case !need && tick != nil:
-			tick.Stop()
-			tick, ticks = nil, nil
-			y.ticking.Store(false)
-		}
-		select {
-		case <-y.signal:
-			y.syncRequested()
-		case now := <-ticks:
-			y.syncIntervals(now)
-		case <-y.stop:
-			y.syncRequested()
-			return
-		}
-	}
-}
-
-func (y *syncer) syncRequested() {
-	y.mu.Lock()
-	reqs := y.queue
-	y.queue = nil
-	y.mu.Unlock()
-	if len(reqs) == 0 {
-		return
-	}
-	for _, r := range reqs {
-		_ = y.s.push(y.writeAndSync(r.p, r.always))
-	}
-	y.s.RunInline(nil)
-}
-
-// writeAndSync writes p's staged batches and, for SyncAlways, fsyncs
-// them, and returns the report for the shard.
-func (y *syncer) writeAndSync(p *Partition, always bool) op {
-	o := op{kind: opSynced, part: p}
-	if st, ok := p.Log.(storage.Staged); ok {
-		o.n, o.err = st.WritePending()
-	} else {
-		_, o.n = p.Log.Bounds()
-	}
-	// Durable only as far as this request synced: a request made under
-	// never or interval may cover batches staged after a switch to always,
-	// which must not be acked until an fsync covers them.
-	if o.err == nil && always {
-		o.n2, o.err2 = y.s.timedSync(p.Log.Sync)
-	}
-	return o
-}
-
-// syncIntervals syncs the SyncInterval partitions whose interval passed.
-// The partition list is read under the shard's adopt list; interval
-// partitions register through track.
-func (y *syncer) syncIntervals(now time.Time) {
-	y.mu.Lock()
-	var due []*Partition
-	for p, iv := range y.lastRun {
-		if now.Sub(iv.last) >= iv.every {
-			due = append(due, p)
-			y.lastRun[p] = intervalSync{last: now, every: iv.every}
-		}
-	}
-	y.mu.Unlock()
-	for _, p := range due {
-		if _, err := y.s.timedSync(p.Log.Sync); err != nil {
-			y.s.cfg.Logger.Error("interval fsync failed", "topic", p.Topic, "partition", p.ID, "err", err)
-		}
-	}
-}
-
-// track registers a SyncInterval partition to sync every interval, or
-// forgets it (interval 0).
-func (y *syncer) track(p *Partition, every time.Duration) {
-	y.mu.Lock()
-	if every > 0 {
-		y.lastRun[p] = intervalSync{last: time.Now(), every: every}
-	} else {
-		delete(y.lastRun, p)
-	}
-	y.mu.Unlock()
-	select { // run starts or stops its ticker
-	case y.signal <- struct{}{}:
-	default:
-	}
 }

@@ -11,8 +11,8 @@ import (
 // per ack and per fsync.
 
 // Observer receives a shard's measurements for histograms. Its methods run
-// on the shard's token holder (PublishBatch, Acked) or on its syncer
-// (Fsynced), and must be quick and must not block.
+// on the shard's token holder (PublishBatch; Acked, from the driver) or on
+// its driver's syncer (Fsynced), and must be quick and must not block.
 type Observer interface {
 	// PublishBatch reports a publish batch of messages appended to a log.
 	PublishBatch(messages int)
@@ -43,14 +43,6 @@ func (p *Partition) Counters() Counters {
 		DeliveredMessages: p.traffic.delMsgs.Load(), DeliveredBytes: p.traffic.delBytes.Load()}
 }
 
-// InboxCap is the inbox ring's capacity, against which InboxLen is judged.
-func (s *Shard) InboxCap() int { return s.cfg.InboxSize }
-
-// BusyTime is how long the shard has spent running passes (on its own
-// goroutine or inline on an event loop) since it started; its rate is the
-// shard's busy ratio.
-func (s *Shard) BusyTime() time.Duration { return time.Duration(s.busy.Load()) }
-
 // countPublished records an appended batch.
 func (s *Shard) countPublished(p *Partition, n int64, bytes int) {
 	p.traffic.pubMsgs.Add(uint64(n))
@@ -67,22 +59,4 @@ func (p *Partition) countDelivered(n int64, bytes, reached int) {
 		p.traffic.delMsgs.Add(uint64(n) * uint64(reached))
 		p.traffic.delBytes.Add(uint64(bytes) * uint64(reached))
 	}
-}
-
-// observeAck records the latency of an ack about to be sent.
-func (s *Shard) observeAck(a *heldAck) {
-	if s.cfg.Observer != nil && a.recv > 0 {
-		s.cfg.Observer.Acked(time.Duration(clock() - a.recv))
-	}
-}
-
-// timedSync runs sync and reports its duration to the observer.
-func (s *Shard) timedSync(sync func() (int64, error)) (int64, error) {
-	if s.cfg.Observer == nil {
-		return sync()
-	}
-	start := time.Now()
-	n, err := sync()
-	s.cfg.Observer.Fsynced(time.Since(start))
-	return n, err
 }

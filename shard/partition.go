@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/outbox"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -53,15 +54,15 @@ type Partition struct {
 	Log   storage.Log
 
 	// shard-owned
-	sync    SyncPolicy // changed at run time through SetSync
-	next    int64      // offset the next record gets
-	visible int64      // end offset readers and subscribers have been given
-	written int64      // end offset written to the log's files (staged logs)
-	durable int64      // end offset known to be on disk (SyncAlways)
-	syncing bool       // a write/sync request is with the syncer
-	subs    []*Outbox  // push subscribers, in subscription order
-	held    []heldAck  // acks (and, for SyncAlways, deliveries) waiting
-	waiters []*Waiter  // long polls waiting for data past visible
+	sync    SyncPolicy       // changed at run time through SetSync
+	next    int64            // offset the next record gets
+	visible int64            // end offset readers and subscribers have been given
+	written int64            // end offset written to the log's files (staged logs)
+	durable int64            // end offset known to be on disk (SyncAlways)
+	syncing bool             // a write/sync request is with the driver
+	subs    []*outbox.Outbox // push subscribers, in subscription order
+	held    []heldAck        // acks (and, for SyncAlways, deliveries) waiting
+	waiters []*Waiter        // long polls waiting for data past visible
 	deleted bool
 	failed  *wire.Error // the log turned read-only: the answer to every later publish
 
@@ -84,7 +85,7 @@ func NewPartition(topic string, id int32, s *Shard, l storage.Log, sync SyncPoli
 }
 
 // SetRetention changes how long and how much the partition keeps; the
-// shard applies it at its next retention tick.
+// shard's driver applies it at its next retention tick.
 func (p *Partition) SetRetention(age time.Duration, bytes int64) {
 	p.retention.Store(int64(age))
 	p.retentionBytes.Store(bytes)
@@ -94,7 +95,7 @@ func (p *Partition) SetRetention(age time.Duration, bytes int64) {
 // the change follow the new policy; acks waiting for an fsync under
 // "always" are released once the new policy allows them.
 func (p *Partition) SetSync(sp SyncPolicy) error {
-	return p.Shard.push(op{kind: opSetSync, part: p, n: int64(sp.Mode), n2: int64(sp.Interval)})
+	return p.Shard.driver.Push(Op{kind: opSetSync, part: p, n: int64(sp.Mode), n2: int64(sp.Interval)})
 }
 
 // EndOffset is the visible end: the offset the next delivered record gets.
@@ -105,6 +106,12 @@ func (p *Partition) Subscribers() int { return int(p.nsubs.Load()) }
 
 // Waiters is the number of long polls registered with the partition.
 func (p *Partition) Waiters() int { return int(p.nwaiters.Load()) }
+
+// Retention reports what SetRetention set: the age and the bytes the
+// partition keeps, 0 for no bound.
+func (p *Partition) Retention() (age time.Duration, bytes int64) {
+	return time.Duration(p.retention.Load()), p.retentionBytes.Load()
+}
 
 // opKind enumerates what a shard can be asked to do.
 type opKind uint8
@@ -122,15 +129,16 @@ const (
 	opSetSync
 )
 
-// op is one inbox entry. It is a value (no allocation per operation); the
-// batch travels as a reference to its Buf.
-type op struct {
+// Op is one operation for a shard, built by a partition's methods and
+// queued by the shard's driver. It is a value (no allocation per
+// operation); a publish's batch travels as a reference to its Buf.
+type Op struct {
 	kind     opKind
 	corr     uint32
 	batchOff int32 // where the batch starts in buf.B
-	at       int64 // opPublish: clock() when pushed, for the ack latency
+	at       int64 // opPublish: the driver's clock when pushed, for the ack latency
 	part     *Partition
-	out      *Outbox
+	out      *outbox.Outbox
 	buf      *storage.Buf
 	join     *Join
 	waiter   *Waiter                  // opWait, opUnwait
@@ -141,13 +149,30 @@ type op struct {
 	fn       func(end int64, ok bool) // opCatchUp, opDelete
 }
 
+// Stamped returns o with its arrival time set, if it is a publish: the
+// driver stamps each operation it queues with its clock, from which the
+// publish's ack latency is measured.
+func (o Op) Stamped(now int64) Op {
+	if o.kind == opPublish {
+		o.at = now
+	}
+	return o
+}
+
+// Synced is the driver's report that p's log is written up to written and
+// durable up to durable, or that the write (werr) or the fsync (serr)
+// failed: the answer to a SyncRequest, handled by Step.
+func Synced(p *Partition, written, durable int64, werr, serr error) Op {
+	return Op{kind: opSynced, part: p, n: written, n2: durable, err: werr, err2: serr}
+}
+
 // Join completes a request that spans several partitions (subscribe to every
 // partition of a topic): each shard reports its part, and whichever reports
-// last calls Done with the first error, on that shard's goroutine.
+// last calls Done with the first error, on that shard's thread.
 type Join struct {
 	remaining atomic.Int32
 	err       atomic.Pointer[wire.Error]
-	// Done runs once, on a shard goroutine: it must only queue frames.
+	// Done runs once, on a shard's thread: it must only queue frames.
 	Done func(err error)
 }
 
@@ -174,10 +199,10 @@ func (j *Join) report(err *wire.Error) {
 	}
 }
 
-// The operations below only queue work for the partition's shard. The
-// caller then runs the shard (Shard.RunInline), typically once after
-// queueing everything one network read produced, or wakes its goroutine
-// (Shard.Wake).
+// The operations below only queue work for the partition's shard, through
+// its driver. The caller then runs the shard (Shard.RunInline), typically
+// once after queueing everything one network read produced, or wakes its
+// driver's goroutine (Shard.Wake).
 
 // Publish hands a publish to the partition's shard. buf holds a whole
 // Deliver frame (the engine rewrote the Publish header) whose batch starts
@@ -185,8 +210,8 @@ func (j *Join) report(err *wire.Error) {
 // reference. The shard stamps the offsets, appends to the log, and acks on
 // out with corr and fans the frame out to every subscriber once the
 // partition's sync policy allows.
-func (p *Partition) Publish(out *Outbox, corr uint32, buf *storage.Buf, batchOff int) error {
-	err := p.Shard.push(op{kind: opPublish, part: p, out: out, corr: corr, buf: buf, batchOff: int32(batchOff), at: clock()})
+func (p *Partition) Publish(out *outbox.Outbox, corr uint32, buf *storage.Buf, batchOff int) error {
+	err := p.Shard.driver.Push(Op{kind: opPublish, part: p, out: out, corr: corr, buf: buf, batchOff: int32(batchOff)})
 	if err != nil {
 		buf.Release()
 	}
@@ -194,8 +219,8 @@ func (p *Partition) Publish(out *Outbox, corr uint32, buf *storage.Buf, batchOff
 }
 
 // Subscribe adds out as a push subscriber from the live tail and reports to j.
-func (p *Partition) Subscribe(out *Outbox, j *Join) error {
-	return p.Shard.push(op{kind: opSubscribe, part: p, out: out, join: j})
+func (p *Partition) Subscribe(out *outbox.Outbox, j *Join) error {
+	return p.Shard.driver.Push(Op{kind: opSubscribe, part: p, out: out, join: j})
 }
 
 // CatchUp makes out a push subscriber if it has read everything below
@@ -205,8 +230,8 @@ func (p *Partition) Subscribe(out *Outbox, j *Join) error {
 // how a subscriber replaying the log switches to the live tail with no gap
 // and no duplicate: deliveries happen in the same pass that makes a batch
 // visible.
-func (p *Partition) CatchUp(out *Outbox, offset int64, fn func(end int64, joined bool)) error {
-	return p.Shard.push(op{kind: opCatchUp, part: p, out: out, n: offset, fn: fn})
+func (p *Partition) CatchUp(out *outbox.Outbox, offset int64, fn func(end int64, joined bool)) error {
+	return p.Shard.driver.Push(Op{kind: opCatchUp, part: p, out: out, n: offset, fn: fn})
 }
 
 // Waker is told that a Waiter's wait is over.
@@ -231,31 +256,31 @@ type Waiter struct {
 // offset; it is woken at once when the partition already has, or is
 // deleted. A woken waiter is no longer registered.
 func (p *Partition) Wait(w *Waiter, offset int64) error {
-	return p.Shard.push(op{kind: opWait, part: p, n: offset, waiter: w})
+	return p.Shard.driver.Push(Op{kind: opWait, part: p, n: offset, waiter: w})
 }
 
 // Unwait withdraws w, for a wait that timed out or whose connection
 // closed; nothing happens if it was woken meanwhile. Without it a waiter
 // would stay until data arrives, which on an idle partition is never.
 func (p *Partition) Unwait(w *Waiter) error {
-	return p.Shard.push(op{kind: opUnwait, part: p, waiter: w})
+	return p.Shard.driver.Push(Op{kind: opUnwait, part: p, waiter: w})
 }
 
 // Unsubscribe removes out and reports to j, which may be nil.
-func (p *Partition) Unsubscribe(out *Outbox, j *Join) error {
-	return p.Shard.push(op{kind: opUnsubscribe, part: p, out: out, join: j})
+func (p *Partition) Unsubscribe(out *outbox.Outbox, j *Join) error {
+	return p.Shard.driver.Push(Op{kind: opUnsubscribe, part: p, out: out, join: j})
 }
 
 // Forget removes out without waiting, for a connection that closed: when
 // the inbox is full it is skipped, and the next fan-out drops the closed
 // outbox instead (a closed outbox refuses frames).
-func (p *Partition) Forget(out *Outbox) {
-	p.Shard.tryPush(op{kind: opUnsubscribe, part: p, out: out})
+func (p *Partition) Forget(out *outbox.Outbox) {
+	p.Shard.driver.TryPush(Op{kind: opUnsubscribe, part: p, out: out})
 }
 
 // Adopt registers the partition with its shard for retention ticks.
 func (p *Partition) Adopt() error {
-	return p.Shard.push(op{kind: opAdopt, part: p})
+	return p.Shard.driver.Push(Op{kind: opAdopt, part: p})
 }
 
 // Delete retires the partition: its subscribers are dropped, waiting
@@ -267,11 +292,11 @@ func (p *Partition) Delete(done func()) error {
 	if done != nil {
 		fn = func(int64, bool) { done() }
 	}
-	return p.Shard.push(op{kind: opDelete, part: p, fn: fn})
+	return p.Shard.driver.Push(Op{kind: opDelete, part: p, fn: fn})
 }
 
 // handle runs one operation.
-func (s *Shard) handle(o *op) {
+func (s *Shard) handle(o *Op) {
 	if invariants && o.part != nil && o.part.Shard != s {
 		panic("shard: invariant: operation for a partition owned by another shard")
 	}
@@ -288,7 +313,7 @@ func (s *Shard) handle(o *op) {
 	case opAdopt:
 		s.parts = append(s.parts, o.part)
 		if o.part.sync.Mode == SyncInterval {
-			s.syncer.track(o.part, o.part.sync.Interval)
+			s.rd.Intervals = append(s.rd.Intervals, IntervalSync{P: o.part, Every: o.part.sync.Interval})
 		}
 	case opSynced:
 		s.synced(o.part, o.n, o.n2, o.err, o.err2)
@@ -308,10 +333,11 @@ func (s *Shard) setSync(p *Partition, sp SyncPolicy) {
 		return
 	}
 	p.sync = sp
-	s.syncer.track(p, 0)
+	every := time.Duration(0)
 	if sp.Mode == SyncInterval {
-		s.syncer.track(p, sp.Interval)
+		every = sp.Interval
 	}
+	s.rd.Intervals = append(s.rd.Intervals, IntervalSync{P: p, Every: every})
 	if len(p.held) > 0 {
 		if !slices.Contains(s.held, p) {
 			s.held = append(s.held, p)
@@ -323,11 +349,10 @@ func (s *Shard) setSync(p *Partition, sp SyncPolicy) {
 }
 
 // fail answers an operation that cannot run with err.
-func (s *Shard) fail(o *op, err *wire.Error) {
+func (s *Shard) fail(o *Op, err *wire.Error) {
 	switch o.kind {
 	case opPublish:
-		answered(o.out, len(o.buf.B)-int(o.batchOff))
-		s.sendError(o.out, o.corr, err)
+		s.sendError(o.out, o.corr, len(o.buf.B)-int(o.batchOff), err)
 		o.buf.Release()
 	case opSubscribe, opUnsubscribe:
 		o.join.report(err)
@@ -340,21 +365,9 @@ func (s *Shard) fail(o *op, err *wire.Error) {
 	}
 }
 
-func (s *Shard) sendError(out *Outbox, corr uint32, err *wire.Error) {
-	var buf [256]byte
-	msg := err.Message
-	if len(msg) > 200 {
-		msg = msg[:200]
-	}
-	body := wire.AppendError(buf[wire.HeaderSize:wire.HeaderSize], err.Code, msg)
-	wire.AppendHeader(buf[:0], wire.TypeError, 0, corr, len(body))
-	out.SendCopy(buf[:wire.HeaderSize+len(body)])
-	s.touch(out)
-}
-
 var errDeleted = &wire.Error{Code: wire.CodeUnknownTopic, Message: "topic was deleted"}
 
-func (s *Shard) publish(o *op) {
+func (s *Shard) publish(o *Op) {
 	p := o.part
 	switch {
 	case p.deleted:
@@ -374,7 +387,7 @@ func (s *Shard) publish(o *op) {
 	a := heldAck{out: o.out, corr: o.corr, base: base, count: uint32(n), bytes: uint32(len(batch)), end: base + n,
 		at: s.now, recv: o.at}
 	if st, ok := p.Log.(storage.Staged); ok {
-		// A disk log: the syncer writes (and for SyncAlways fsyncs) it;
+		// A disk log: the driver writes (and for SyncAlways fsyncs) it;
 		// it is delivered and acked after that. The hold keeps the reference.
 		if err := st.Stage(o.buf, batch); err != nil {
 			s.fail(o, refusal(p, err))
@@ -476,9 +489,9 @@ func (s *Shard) makeVisible(p *Partition, end int64) {
 func (s *Shard) fanOut(p *Partition, buf *storage.Buf, base, n int64) (pressure bool) {
 	for i := 0; i < len(p.subs); {
 		sub := p.subs[i]
-		st := sub.deliver(buf, buf.B, s.now, s.cfg.stall, p, base)
-		if st == Refused || st == Detached {
-			if st == Detached {
+		st := sub.Deliver(buf, buf.B, s.now, s.cfg.stall, p, base)
+		if st == outbox.Refused || st == outbox.Detached {
+			if st == outbox.Detached {
 				s.watchOut(sub) // watched until it resumes or times out
 				s.detached.Add(1)
 			} else {
@@ -488,20 +501,20 @@ func (s *Shard) fanOut(p *Partition, buf *storage.Buf, base, n int64) (pressure 
 			p.nsubs.Store(int32(len(p.subs)))
 			continue
 		}
-		if st != Sent {
+		if st != outbox.Sent {
 			s.watchOut(sub)
 		}
-		if st&SentQuiet == 0 {
+		if st&outbox.SentQuiet == 0 {
 			s.touch(sub)
 		}
-		pressure = pressure || st&SentUnderPressure != 0
+		pressure = pressure || st&outbox.SentUnderPressure != 0
 		i++
 	}
 	p.countDelivered(n, len(buf.B), len(p.subs)) // the refused are gone
 	return pressure
 }
 
-func (s *Shard) subscribe(o *op) {
+func (s *Shard) subscribe(o *Op) {
 	p := o.part
 	switch {
 	case p.deleted:
@@ -514,21 +527,21 @@ func (s *Shard) subscribe(o *op) {
 	}
 }
 
-func (p *Partition) addSub(out *Outbox) {
+func (p *Partition) addSub(out *outbox.Outbox) {
 	if !slices.Contains(p.subs, out) {
 		p.subs = append(p.subs, out)
 		p.nsubs.Store(int32(len(p.subs)))
 	}
 }
 
-func (p *Partition) removeSub(out *Outbox) {
+func (p *Partition) removeSub(out *outbox.Outbox) {
 	if i := slices.Index(p.subs, out); i >= 0 {
 		p.subs = slices.Delete(p.subs, i, i+1)
 		p.nsubs.Store(int32(len(p.subs)))
 	}
 }
 
-func (s *Shard) catchUp(p *Partition, out *Outbox, offset int64, fn func(int64, bool)) {
+func (s *Shard) catchUp(p *Partition, out *outbox.Outbox, offset int64, fn func(int64, bool)) {
 	if p.deleted {
 		fn(-1, false)
 		return
@@ -608,24 +621,8 @@ func (s *Shard) deletePartition(p *Partition, done func(int64, bool)) {
 	if i := slices.Index(s.parts, p); i >= 0 {
 		s.parts = slices.Delete(s.parts, i, i+1)
 	}
-	s.syncer.track(p, 0)
+	s.rd.Intervals = append(s.rd.Intervals, IntervalSync{P: p})
 	if done != nil {
 		done(0, true)
-	}
-}
-
-// retain applies each partition's retention; the shard goroutine calls it
-// on its retention tick.
-func (s *Shard) retain(now time.Time) {
-	for _, p := range s.parts {
-		age, bytes := time.Duration(p.retention.Load()), p.retentionBytes.Load()
-		if age <= 0 && bytes <= 0 {
-			continue
-		}
-		if n, err := p.Log.Retain(now, age, bytes); err != nil {
-			s.cfg.Logger.Warn("retention", "topic", p.Topic, "partition", p.ID, "err", err)
-		} else if n > 0 {
-			s.cfg.Logger.Debug("retention removed segments", "topic", p.Topic, "partition", p.ID, "segments", n)
-		}
 	}
 }

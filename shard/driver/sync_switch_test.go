@@ -1,4 +1,4 @@
-package shard
+package driver
 
 import (
 	"sync/atomic"
@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ratatoskr-mq/ratatoskr/outbox"
+	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
@@ -48,13 +50,13 @@ func memDiskLog(t *testing.T) storage.Staged {
 // publishOne adopts a partition of topic "t" with fsync=never on log and
 // publishes one batch (correlation 1) to it; it returns the partition and
 // the producer's outbox.
-func publishOne(t *testing.T, s *Shard, log storage.Log) (*Partition, *Outbox) {
+func publishOne(t *testing.T, s *Driver, log storage.Log) (*shard.Partition, *outbox.Outbox) {
 	t.Helper()
-	p := NewPartition("t", 0, s, log, SyncPolicy{Mode: SyncNever})
+	p := shard.NewPartition("t", 0, s.Shard(), log, shard.SyncPolicy{Mode: shard.SyncNever})
 	require.NoError(t, p.Adopt())
 	t.Cleanup(func() { _ = p.Log.Close() })
 	var k kicks
-	prod := NewOutbox(1<<20, 1, &k)
+	prod := outbox.NewOutbox(1<<20, 1, &k)
 	b, off := deliverBuf(t, "t", 3)
 	require.NoError(t, p.Publish(prod, 1, b, off))
 	s.Wake()
@@ -65,12 +67,12 @@ func publishOne(t *testing.T, s *Shard, log storage.Log) (*Partition, *Outbox) {
 // fsync=always, while a write requested under fsync=never is still
 // running, is acked only after an fsync covers it.
 func TestSwitchToAlwaysWaitsForFsync(t *testing.T) {
-	s := startShard(t, Config{Shards: 1})
+	s := startShard(t, shard.Config{Shards: 1})
 	g := &gatedLog{countingLog: countingLog{Staged: memDiskLog(t)}, gate: make(chan struct{})}
 	p, prod := publishOne(t, s, g)
 	require.Eventually(t, g.inside.Load, 30*time.Second, time.Millisecond, "the never-mode write is running")
 
-	require.NoError(t, p.SetSync(SyncPolicy{Mode: SyncAlways}))
+	require.NoError(t, p.SetSync(shard.SyncPolicy{Mode: shard.SyncAlways}))
 	b2, off2 := deliverBuf(t, "t", 5)
 	require.NoError(t, p.Publish(prod, 2, b2, off2)) // staged behind the running write
 	s.Wake()
@@ -92,19 +94,19 @@ func TestSwitchToAlwaysWaitsForFsync(t *testing.T) {
 // on its interval, also when it got the policy at run time, and no more
 // once it leaves it.
 func TestIntervalSyncRunsAndStops(t *testing.T) {
-	s := startShard(t, Config{Shards: 1})
+	s := startShard(t, shard.Config{Shards: 1})
 	c := &countingLog{Staged: memDiskLog(t)}
 	p, prod := publishOne(t, s, c)
 	waitQueued(t, prod, wire.PublishAckSize) // handled and acked
 	require.Zero(t, c.syncs.Load(), "never: no fsync")
 	require.False(t, s.syncer.ticking.Load(), "never: no interval ticker")
 
-	require.NoError(t, p.SetSync(SyncPolicy{Mode: SyncInterval, Interval: 20 * time.Millisecond}))
+	require.NoError(t, p.SetSync(shard.SyncPolicy{Mode: shard.SyncInterval, Interval: 20 * time.Millisecond}))
 	s.Wake()
 	require.Eventually(t, func() bool { return c.syncs.Load() >= 3 }, 30*time.Second, time.Millisecond,
 		"synced on its interval")
 
-	require.NoError(t, p.SetSync(SyncPolicy{Mode: SyncNever}))
+	require.NoError(t, p.SetSync(shard.SyncPolicy{Mode: shard.SyncNever}))
 	s.Wake()
 	// The syncer stops its ticker on the first pass that finds no interval
 	// partition, after any tick already under way: from then on nothing
@@ -112,9 +114,9 @@ func TestIntervalSyncRunsAndStops(t *testing.T) {
 	require.Eventually(t, func() bool { return !s.syncer.ticking.Load() }, 30*time.Second, time.Millisecond,
 		"the interval ticker stops once no partition uses it")
 	n := c.syncs.Load()
-	p.Shard.syncer.mu.Lock()
-	_, tracked := p.Shard.syncer.lastRun[p]
-	p.Shard.syncer.mu.Unlock()
+	s.syncer.mu.Lock()
+	_, tracked := s.syncer.lastRun[p]
+	s.syncer.mu.Unlock()
 	require.False(t, tracked, "no interval fsync after leaving the policy")
 	b, off := deliverBuf(t, "t", 3) // a publish under never: written, not synced
 	require.NoError(t, p.Publish(prod, 2, b, off))

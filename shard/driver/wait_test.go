@@ -1,10 +1,13 @@
-package shard
+package driver
 
 import (
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/outbox"
+	"github.com/ratatoskr-mq/ratatoskr/shard"
 )
 
 // wakeLog records each waiter's wake-up.
@@ -38,12 +41,12 @@ func (l wakeLog) next(t *testing.T) wakeUp {
 // once and never woken; the rest are woken, each once, by new data or by a
 // delete; withdrawing a woken waiter is harmless.
 func TestWaitersAreWithdrawnWokenAndDropped(t *testing.T) {
-	s := startShard(t, Config{Shards: 1})
+	s := startShard(t, shard.Config{Shards: 1})
 	p := memPartition(t, "w", s)
 	log := make(wakeLog, 16)
-	ws := make([]*Waiter, 4)
+	ws := make([]*shard.Waiter, 4)
 	for i := range ws {
-		ws[i] = &Waiter{Waker: idWaker{i, log}}
+		ws[i] = &shard.Waiter{Waker: idWaker{i, log}}
 		require.NoError(t, p.Wait(ws[i], 0))
 	}
 	s.Wake()
@@ -57,7 +60,7 @@ func TestWaitersAreWithdrawnWokenAndDropped(t *testing.T) {
 
 	var k kicks
 	b, off := deliverBuf(t, "w", 1)
-	require.NoError(t, p.Publish(NewOutbox(1<<20, 1, &k), 1, b, off))
+	require.NoError(t, p.Publish(outbox.NewOutbox(1<<20, 1, &k), 1, b, off))
 	s.Wake()
 	got := map[int]wakeUp{}
 	for range 2 {

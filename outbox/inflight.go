@@ -1,4 +1,4 @@
-package shard
+package outbox
 
 import (
 	"sync/atomic"
@@ -51,11 +51,3 @@ func (f *Inflight) Pause() { f.paused.Add(1) }
 
 // Unpause counts a connection that no longer waits.
 func (f *Inflight) Unpause() { f.paused.Add(-1) }
-
-// answered takes a publish's batch off its connection's inflight count:
-// the shard has acked it or refused it.
-func answered(out *Outbox, batchBytes int) {
-	if f := out.Inflight; f != nil {
-		f.Done(int64(batchBytes))
-	}
-}

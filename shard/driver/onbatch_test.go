@@ -1,4 +1,4 @@
-package shard
+package driver
 
 import (
 	"sync"
@@ -7,13 +7,15 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ratatoskr-mq/ratatoskr/outbox"
+	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
 )
 
 // batchRecord is one OnBatch call.
 type batchRecord struct {
-	part        *Partition
+	part        *shard.Partition
 	base        int64
 	count       int
 	bytes       int
@@ -25,7 +27,7 @@ type batchRecorder struct {
 	got []batchRecord
 }
 
-func (r *batchRecorder) hook(p *Partition, base int64, count, bytes int) {
+func (r *batchRecorder) hook(p *shard.Partition, base int64, count, bytes int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, batchRecord{p, base, count, bytes, p.EndOffset()})
@@ -44,18 +46,18 @@ func TestOnBatchOncePerVisibleBatch(t *testing.T) {
 	for _, kind := range []string{"memory", "disk"} {
 		t.Run(kind, func(t *testing.T) {
 			var rec batchRecorder
-			s := startShard(t, Config{Shards: 1, OnBatch: rec.hook})
-			var p *Partition
+			s := startShard(t, shard.Config{Shards: 1, OnBatch: rec.hook})
+			var p *shard.Partition
 			if kind == "disk" {
 				l, _, err := storage.OpenDiskLog(storage.DiskConfig{FS: vfs.NewMem(), Dir: "t/0"})
 				require.NoError(t, err)
-				p = NewPartition("t", 0, s, l, SyncPolicy{Mode: SyncAlways})
+				p = shard.NewPartition("t", 0, s.Shard(), l, shard.SyncPolicy{Mode: shard.SyncAlways})
 			} else {
 				p = memPartition(t, "t", s)
 			}
 			t.Cleanup(func() { _ = p.Log.Close() }) // releases the batches it holds
 			var k kicks
-			prod := NewOutbox(1<<20, 1, &k)
+			prod := outbox.NewOutbox(1<<20, 1, &k)
 			var sizes []int
 			for i, n := range []int{3, 5, 1} {
 				b, off := deliverBuf(t, "t", n)

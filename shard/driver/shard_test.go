@@ -1,4 +1,4 @@
-package shard
+package driver
 
 import (
 	"sync/atomic"
@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ratatoskr-mq/ratatoskr/outbox"
+	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -18,9 +20,9 @@ func (k *kicks) ScheduleFlush() { k.n.Add(1) }
 func (k *kicks) Owner() any     { return k }
 func (k *kicks) FlushNow()      { k.n.Add(1) }
 
-func startShard(t *testing.T, cfg Config) *Shard {
+func startShard(t *testing.T, cfg shard.Config) *Driver {
 	t.Helper()
-	s := New(cfg)
+	s := New(Config{Shard: cfg})
 	s.Start()
 	t.Cleanup(s.Stop)
 	return s
@@ -46,7 +48,7 @@ func deliverBuf(t *testing.T, topic string, n int) (*storage.Buf, int) {
 }
 
 // frames takes everything queued in an outbox and decodes it.
-func frames(t *testing.T, o *Outbox) []wire.Frame {
+func frames(t *testing.T, o *outbox.Outbox) []wire.Frame {
 	t.Helper()
 	p, _ := o.Take()
 	var all []byte
@@ -66,19 +68,19 @@ func frames(t *testing.T, o *Outbox) []wire.Frame {
 	return out
 }
 
-func waitQueued(t *testing.T, o *Outbox, min int) {
+func waitQueued(t *testing.T, o *outbox.Outbox, min int) {
 	t.Helper()
 	require.Eventually(t, func() bool { return o.Queued() >= min }, 30*time.Second, time.Millisecond)
 }
 
 func TestPublishStampsOffsetsAcksAndFansOut(t *testing.T) {
-	s := startShard(t, Config{Shards: 1})
+	s := startShard(t, shard.Config{Shards: 1})
 	p := memPartition(t, "t", s)
 	var k kicks
-	prod := NewOutbox(1<<20, 1, &k)
-	subs := []*Outbox{NewOutbox(1<<20, 1, &k), NewOutbox(1<<20, 1, &k)}
+	prod := outbox.NewOutbox(1<<20, 1, &k)
+	subs := []*outbox.Outbox{outbox.NewOutbox(1<<20, 1, &k), outbox.NewOutbox(1<<20, 1, &k)}
 	done := make(chan error, 1)
-	j := NewJoin(len(subs), func(err error) { done <- err })
+	j := shard.NewJoin(len(subs), func(err error) { done <- err })
 	for _, o := range subs {
 		require.NoError(t, p.Subscribe(o, j))
 		s.Wake()
@@ -129,14 +131,14 @@ func TestPublishStampsOffsetsAcksAndFansOut(t *testing.T) {
 // writes the outboxes of that loop's connections itself and schedules the
 // others.
 func TestRunInlineWritesOwnLoopAtOnce(t *testing.T) {
-	s := startShard(t, Config{Shards: 1})
+	s := startShard(t, shard.Config{Shards: 1})
 	p := memPartition(t, "t", s)
 	mine, other := &ownedFlusher{owner: "loop-1"}, &ownedFlusher{owner: "loop-2"}
-	prodOut := NewOutbox(1<<20, 1, mine)
-	subOut := NewOutbox(1<<20, 1, other)
+	prodOut := outbox.NewOutbox(1<<20, 1, mine)
+	subOut := outbox.NewOutbox(1<<20, 1, other)
 	mine.o, other.o = prodOut, subOut
 	done := make(chan error, 1)
-	require.NoError(t, p.Subscribe(subOut, NewJoin(1, func(err error) { done <- err })))
+	require.NoError(t, p.Subscribe(subOut, shard.NewJoin(1, func(err error) { done <- err })))
 	s.RunInline("loop-1")
 	require.NoError(t, <-done)
 	b, off := deliverBuf(t, "t", 2)
@@ -150,7 +152,7 @@ func TestRunInlineWritesOwnLoopAtOnce(t *testing.T) {
 
 type ownedFlusher struct {
 	owner          string
-	o              *Outbox
+	o              *outbox.Outbox
 	now, scheduled atomic.Int64
 }
 
@@ -163,10 +165,10 @@ func (f *ownedFlusher) FlushNow() {
 }
 
 func TestDeletedPartitionRefusesPublish(t *testing.T) {
-	s := startShard(t, Config{Shards: 1})
+	s := startShard(t, shard.Config{Shards: 1})
 	p := memPartition(t, "gone", s)
 	var k kicks
-	prod := NewOutbox(1<<20, 1, &k)
+	prod := outbox.NewOutbox(1<<20, 1, &k)
 	require.NoError(t, p.Delete(nil))
 	s.Wake()
 	b, off := deliverBuf(t, "gone", 1)
@@ -180,7 +182,7 @@ func TestDeletedPartitionRefusesPublish(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, wire.CodeUnknownTopic, e.Code)
 	done := make(chan error, 1)
-	require.NoError(t, p.Subscribe(NewOutbox(1<<20, 1, &k), NewJoin(1, func(err error) { done <- err })))
+	require.NoError(t, p.Subscribe(outbox.NewOutbox(1<<20, 1, &k), shard.NewJoin(1, func(err error) { done <- err })))
 	s.Wake()
 	require.ErrorIs(t, <-done, wire.ErrUnknownTopic)
 }
@@ -188,13 +190,13 @@ func TestDeletedPartitionRefusesPublish(t *testing.T) {
 // TestHeldAcksUntilSubscriberDrains: an ack is held while a subscriber is
 // past its soft limit, and released when it drains.
 func TestHeldAcksUntilSubscriberDrains(t *testing.T) {
-	s := startShard(t, Config{Shards: 1, MaxAckDelay: time.Hour, SlowConsumerTimeout: time.Hour})
+	s := startShard(t, shard.Config{Shards: 1, MaxAckDelay: time.Hour, SlowConsumerTimeout: time.Hour})
 	p := memPartition(t, "t", s)
 	var k kicks
-	prod := NewOutbox(1<<20, 1, &k)
-	sub := NewOutbox(4<<10, 1, &k) // soft limit: 1 KiB
+	prod := outbox.NewOutbox(1<<20, 1, &k)
+	sub := outbox.NewOutbox(4<<10, 1, &k) // soft limit: 1 KiB
 	done := make(chan error, 1)
-	require.NoError(t, p.Subscribe(sub, NewJoin(1, func(err error) { done <- err })))
+	require.NoError(t, p.Subscribe(sub, shard.NewJoin(1, func(err error) { done <- err })))
 	s.Wake()
 	require.NoError(t, <-done)
 
@@ -204,8 +206,8 @@ func TestHeldAcksUntilSubscriberDrains(t *testing.T) {
 	waitQueued(t, sub, 1)
 	// The shard polls held acks every millisecond: let it look at them a
 	// few times, each of which could have released the ack and did not.
-	from := s.heldChecks.Load()
-	require.Eventually(t, func() bool { return s.heldChecks.Load() >= from+5 }, 30*time.Second, time.Millisecond)
+	from := s.Shard().HeldChecks()
+	require.Eventually(t, func() bool { return s.Shard().HeldChecks() >= from+5 }, 30*time.Second, time.Millisecond)
 	require.Zero(t, prod.Queued(), "the ack is held while the subscriber is behind")
 
 	frames(t, sub) // the subscriber's writer drains it
@@ -216,13 +218,13 @@ func TestHeldAcksUntilSubscriberDrains(t *testing.T) {
 // TestHeldAckReleasedAfterMaxDelay and the stuck subscriber is dropped
 // after the slow-consumer timeout.
 func TestHeldAckBoundsAndSlowTimeout(t *testing.T) {
-	s := startShard(t, Config{Shards: 1, MaxAckDelay: 30 * time.Millisecond, SlowConsumerTimeout: 200 * time.Millisecond})
+	s := startShard(t, shard.Config{Shards: 1, MaxAckDelay: 30 * time.Millisecond, SlowConsumerTimeout: 200 * time.Millisecond})
 	p := memPartition(t, "t", s)
 	var k kicks
-	prod := NewOutbox(1<<20, 1, &k)
-	sub := NewOutbox(4<<10, 1, &k)
+	prod := outbox.NewOutbox(1<<20, 1, &k)
+	sub := outbox.NewOutbox(4<<10, 1, &k)
 	done := make(chan error, 1)
-	require.NoError(t, p.Subscribe(sub, NewJoin(1, func(err error) { done <- err })))
+	require.NoError(t, p.Subscribe(sub, shard.NewJoin(1, func(err error) { done <- err })))
 	s.Wake()
 	require.NoError(t, <-done)
 	b, off := deliverBuf(t, "t", 200)
@@ -241,55 +243,19 @@ func TestHeldAckBoundsAndSlowTimeout(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond)
 	_, slow := sub.Take()
 	require.True(t, slow)
-	require.Equal(t, SlowTimeout, sub.SlowReason())
-}
-
-func TestOutboxHardLimitMakesSlowConsumer(t *testing.T) {
-	var k kicks
-	o := NewOutbox(1000, 1, &k)
-	b := storage.NewBuf(600)
-	defer b.Release()
-	require.Equal(t, SentUnderPressure, o.SendRef(b, b.B, 1))
-	require.Equal(t, Refused, o.SendRef(b, b.B, 1), "past the hard limit")
-	require.Equal(t, Refused, o.SendRef(b, b.B, 1), "refused from then on")
-	require.Zero(t, o.Queued(), "what it held was dropped")
-	o.Kick()
-	require.Equal(t, int64(1), k.n.Load(), "a slow outbox is kicked so its writer closes it")
-	_, slow := o.Take()
-	require.True(t, slow)
-	require.Equal(t, SlowLimit, o.SlowReason())
-}
-
-func TestOutboxCoalescesSmallAndReferencesLarge(t *testing.T) {
-	var k kicks
-	o := NewOutbox(1<<20, 1, &k)
-	small := storage.NewBuf(100)
-	large := storage.NewBuf(8 << 10)
-	for range 3 {
-		require.Equal(t, Sent, o.SendRef(small, small.B, 1))
-	}
-	require.Equal(t, Sent, o.SendRef(large, large.B, 1))
-	require.True(t, o.SendCopy([]byte("ack")))
-	p, _ := o.Take()
-	require.Len(t, p.IOV, 3, "small frames share one iovec; the large one is by reference")
-	require.Equal(t, 300, len(p.IOV[0]))
-	require.Equal(t, int32(2), large.Refs(), "referenced, not copied")
-	o.Done(p, 0)
-	require.Equal(t, int32(1), large.Refs())
-	small.Release()
-	large.Release()
+	require.Equal(t, outbox.SlowTimeout, sub.SlowReason())
 }
 
 // TestBusySubscriberIsNotTimedOut: a subscriber held above its soft limit
 // by flow control, but still reading, is not taken for a stuck one.
 func TestBusySubscriberIsNotTimedOut(t *testing.T) {
-	s := startShard(t, Config{Shards: 1, MaxAckDelay: 5 * time.Millisecond, SlowConsumerTimeout: 100 * time.Millisecond})
+	s := startShard(t, shard.Config{Shards: 1, MaxAckDelay: 5 * time.Millisecond, SlowConsumerTimeout: 100 * time.Millisecond})
 	p := memPartition(t, "t", s)
 	var k kicks
-	prod := NewOutbox(1<<20, 1, &k)
-	sub := NewOutbox(64<<10, 1, &k) // soft limit: 16 KiB
+	prod := outbox.NewOutbox(1<<20, 1, &k)
+	sub := outbox.NewOutbox(64<<10, 1, &k) // soft limit: 16 KiB
 	done := make(chan error, 1)
-	require.NoError(t, p.Subscribe(sub, NewJoin(1, func(err error) { done <- err })))
+	require.NoError(t, p.Subscribe(sub, shard.NewJoin(1, func(err error) { done <- err })))
 	s.Wake()
 	require.NoError(t, <-done)
 	deadline := time.Now().Add(500 * time.Millisecond)
@@ -309,23 +275,11 @@ func TestBusySubscriberIsNotTimedOut(t *testing.T) {
 	frames(t, prod)
 }
 
-// TestPressureWithoutCrossingStartsNow: an outbox found over its soft limit
-// through its backlog alone is not treated as over since the clock's epoch.
-func TestPressureWithoutCrossingStartsNow(t *testing.T) {
-	var k kicks
-	o := NewOutbox(4000, 1, &k)
-	p, _ := o.Take()
-	o.Done(p, 2000) // the socket holds 2000 bytes: past the 1000-byte soft limit
-	over, since := o.Pressure()
-	require.True(t, over)
-	require.InDelta(t, float64(clock()), float64(since), float64(time.Second))
-}
-
 // TestStopWhileRunningInline: Stop returns even when an event loop holds
 // the run token at the moment the shard goroutine is told to stop.
 func TestStopWhileRunningInline(t *testing.T) {
 	for range 200 {
-		s := New(Config{Shards: 1})
+		s := New(Config{})
 		s.Start()
 		stop := make(chan struct{})
 		done := make(chan struct{})
@@ -356,8 +310,8 @@ func TestStopWhileRunningInline(t *testing.T) {
 // as soon as subscribers allow. When the test ends the shard stops and the
 // log is closed, so the buffers it holds are released before the next
 // test counts live buffers.
-func memPartition(t *testing.T, topic string, s *Shard) *Partition {
-	p := NewPartition(topic, 0, s, storage.NewMemLog(64<<20), SyncPolicy{Mode: SyncNever})
+func memPartition(t *testing.T, topic string, s *Driver) *shard.Partition {
+	p := shard.NewPartition(topic, 0, s.Shard(), storage.NewMemLog(64<<20), shard.SyncPolicy{Mode: shard.SyncNever})
 	t.Cleanup(func() {
 		s.Stop()
 		_ = p.Log.Close()

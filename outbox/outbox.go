@@ -1,9 +1,10 @@
-package shard
+package outbox
 
 import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 )
@@ -62,7 +63,7 @@ type DirectFlusher interface {
 // The queue is bounded by limit bytes, counting both what is queued here and
 // what the network layer still holds unsent (reported through Done). Past
 // a quarter of the limit the outbox is under pressure: the shards then hold back
-// publish acks (see Shard), which slows producers to the pace of their
+// publish acks (see package shard), which slows producers to the pace of their
 // subscribers. A connection past its limit, or under pressure for longer than
 // the shard's slow-consumer timeout, is a slow consumer: the outbox drops
 // everything, refuses further frames, and asks the flusher to close the
@@ -70,10 +71,10 @@ type DirectFlusher interface {
 // all connections together, and may be cut for it.
 //
 // An outbox whose network layer has held a backlog without taking any of
-// it for a few tens of milliseconds is quiet and parked (see deliver): its
+// it for a few tens of milliseconds is quiet and parked (see Deliver): its
 // deliveries are queued by reference (subscribers that stopped reading
 // share the publishers' buffers instead of a copy each), and while a shard
-// watches it (Shard.checkWatched) its writer takes nothing from it, only
+// watches it (see Watch) its writer takes nothing from it, only
 // reports the backlog, until the network layer takes a byte. Copying what
 // a stopped reader will never read into the network layer's buffers cost
 // the others more than anything else. Stalled for longer (a second), it is
@@ -93,7 +94,7 @@ type Outbox struct {
 	stalledSince int64
 	parked       bool // a delivery found it quiet; cleared by progress
 	withheld     bool // the last Take left frames queued because it was parked
-	watchers     int  // shards watching it (see Shard.watchOut)
+	watchers     int  // shards watching it (see Watch)
 	// doneAt is when the writer last reported the backlog (Done): a stall
 	// counts only as long as the writer saw it. A writer that could not
 	// run (its loop busy, the machine loaded) saw nothing, and its reader
@@ -110,15 +111,14 @@ type Outbox struct {
 	counted int64   // what this outbox adds to budget; guarded by mu
 
 	// passMark[s] is the pass number of shard s that last touched this
-	// outbox, and watched[s] whether shard s watches it (see
-	// Shard.checkWatched); written only by shard s, so no synchronisation
-	// is needed.
+	// outbox, and watched[s] whether shard s watches it (see Mark and
+	// Watch); written only by shard s, so no synchronisation is needed.
 	passMark []uint64
 	watched  []bool
 
-	// detachable and detached: see SetDetachable and deliver; guarded
+	// detachable and detached: see SetDetachable and Deliver; guarded
 	// by mu.
-	detachable map[*Partition]bool
+	detachable map[any]bool
 	detached   []Detachment
 
 	// Inflight, when set, counts the bytes of this connection's publishes
@@ -133,30 +133,31 @@ func NewOutbox(limit, shards int, f Flusher) *Outbox {
 	return &Outbox{limit: limit, flusher: f, passMark: make([]uint64, shards), watched: make([]bool, shards)}
 }
 
-// SendStatus is what SendRef and deliver report: Sent, Refused, or flags.
+// SendStatus is what SendRef and Deliver report: Sent, Refused, or flags.
 type SendStatus uint8
 
 const (
 	// Sent means the frame is queued.
 	Sent SendStatus = 0
 	// SentUnderPressure means queued, but the outbox is past a quarter of
-	// its limit (and, from deliver, not stuck): acks wait for it.
+	// its limit (and, from Deliver, not stuck): acks wait for it.
 	SentUnderPressure SendStatus = 1 << iota
 	// SentQuiet means queued, but the network layer has taken nothing for
-	// a while (deliver only): kicking its writer would only copy the frame
+	// a while (Deliver only): kicking its writer would only copy the frame
 	// into a backlog that does not move, so the shard's watch writes it.
 	SentQuiet
 	// Refused means the outbox is closed or has just become a slow consumer.
 	Refused
 	// Detached means the frame was not queued: the outbox is stuck, and
-	// its subscription to the partition is detached (see deliver).
+	// its subscription to the partition is detached (see Deliver).
 	Detached
 )
 
 // Detachment is a live subscription a stuck outbox was detached from: its
-// connection resumes the partition from From with a replay.
+// connection resumes the partition from From with a replay. P is the
+// partition as the shard named it to Deliver (a *shard.Partition).
 type Detachment struct {
-	P    *Partition
+	P    any
 	From int64
 }
 
@@ -164,12 +165,12 @@ type Detachment struct {
 // detached when the outbox is stuck: yes for a subscription its
 // connection can resume with a replay, no (the default) otherwise. Turning
 // it off forgets p's detachments.
-func (o *Outbox) SetDetachable(p *Partition, ok bool) {
+func (o *Outbox) SetDetachable(p any, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if ok {
 		if o.detachable == nil {
-			o.detachable = map[*Partition]bool{}
+			o.detachable = map[any]bool{}
 		}
 		o.detachable[p] = true
 		return
@@ -192,11 +193,11 @@ func (o *Outbox) TakeResumable() []Detachment {
 	return d
 }
 
-// stall holds the thresholds (nanoseconds) by which deliver judges an
+// Stall holds the thresholds (nanoseconds) by which Deliver judges an
 // outbox whose network layer holds a backlog and takes none of it.
-type stall struct {
-	quiet int64 // from then on, SentQuiet, and parked
-	stuck int64 // from then on, stuck: never SentUnderPressure
+type Stall struct {
+	Quiet int64 // from then on, SentQuiet, and parked
+	Stuck int64 // from then on, stuck: never SentUnderPressure
 }
 
 // SlowReason says why an outbox became a slow consumer.
@@ -235,15 +236,15 @@ func (r SlowReason) String() string {
 // large; the outbox retains b until the frame is written. now is the
 // caller's clock (nanoseconds) used to time pressure.
 func (o *Outbox) SendRef(b *storage.Buf, frame []byte, now int64) SendStatus {
-	return o.deliver(b, frame, now, stall{}, nil, 0)
+	return o.Deliver(b, frame, now, Stall{}, nil, 0)
 }
 
-// deliver is SendRef for a shard's fan-out, which also judges how long the
+// Deliver is SendRef for a shard's fan-out, which also judges how long the
 // network layer has held a backlog without taking a byte of it, as far as
 // the writer saw. A reader that drains its socket, however slowly, takes
 // some bytes every time its writer asks (the shards ask every few
 // milliseconds while it is behind), so only one that has stopped reading
-// stays stalled: past th.quiet it is parked and written on the shard's
+// stays stalled: past th.Quiet it is parked and written on the shard's
 // watch ticks rather than after every delivery, and past th.stuck it is
 // stuck: it costs its producers nothing, and keeps receiving within its
 // limit until it reads again, passes the limit, or times out.
@@ -254,15 +255,15 @@ func (o *Outbox) SendRef(b *storage.Buf, frame []byte, now int64) SendStatus {
 // replay once its reader takes bytes again (TakeResumable). From then on
 // it costs p's publishes nothing, where queueing every frame for it cost
 // each publish a lock, a reference and a cache miss per stuck subscriber.
-func (o *Outbox) deliver(b *storage.Buf, frame []byte, now int64, th stall, p *Partition, from int64) SendStatus {
+func (o *Outbox) Deliver(b *storage.Buf, frame []byte, now int64, th Stall, p any, from int64) SendStatus {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.dead {
 		return Refused
 	}
 	stalled := o.stalled()
-	quiet := th.quiet > 0 && stalled >= th.quiet
-	stuck := th.stuck > 0 && stalled >= th.stuck
+	quiet := th.Quiet > 0 && stalled >= th.Quiet
+	stuck := th.Stuck > 0 && stalled >= th.Stuck
 	o.parked = o.parked || quiet
 	if stuck && p != nil && o.detachable[p] {
 		o.detached = append(o.detached, Detachment{P: p, From: from})
@@ -310,7 +311,7 @@ func (o *Outbox) stalled() int64 {
 func (o *Outbox) soft() int { return o.limit / 4 }
 
 // Pressure reports whether the outbox is past its soft limit, and since
-// when (shard clock). A period of pressure that began without a delivery
+// when (Clock). A period of pressure that began without a delivery
 // crossing the limit (the backlog grew as the socket stalled) starts now.
 func (o *Outbox) Pressure() (bool, int64) {
 	o.mu.Lock()
@@ -319,13 +320,13 @@ func (o *Outbox) Pressure() (bool, int64) {
 	if !over {
 		return false, 0
 	}
-	return true, o.pressureSince()
+	return true, o.pressureSince(Clock())
 }
 
-func (o *Outbox) pressureSince() int64 {
+func (o *Outbox) pressureSince(now int64) int64 {
 	since := o.overSince.Load()
 	if since == 0 {
-		since = clock()
+		since = now
 		if !o.overSince.CompareAndSwap(0, since) {
 			since = o.overSince.Load()
 		}
@@ -333,26 +334,27 @@ func (o *Outbox) pressureSince() int64 {
 	return since
 }
 
-// flowState is what a shard needs to know of a subscriber's outbox.
-type flowState struct {
-	over     bool  // past the soft limit
-	quiet    bool  // stalled past th.quiet (see deliver)
-	stuck    bool  // stalled past th.stuck
-	queued   bool  // holds frames its writer has not taken
-	detached bool  // has detachments to resume
-	stalled  int64 // how long its writer saw no progress; -1 while it holds no backlog
-	since    int64 // when pressure began or the last progress under it, if over
+// Flow is what a shard needs to know of a subscriber's outbox.
+type Flow struct {
+	Over     bool  // past the soft limit
+	Quiet    bool  // stalled past th.Quiet (see Deliver)
+	Stuck    bool  // stalled past th.Stuck
+	Queued   bool  // holds frames its writer has not taken
+	Detached bool  // has detachments to resume
+	Stalled  int64 // how long its writer saw no progress; -1 while it holds no backlog
+	Since    int64 // when pressure began or the last progress under it, if over
 }
 
-// flow reports o's state, judged by th.
-func (o *Outbox) flow(th stall) flowState {
+// Flow reports o's state, judged by th; a period of pressure that began
+// without a delivery crossing the limit starts at now.
+func (o *Outbox) Flow(th Stall, now int64) Flow {
 	o.mu.Lock()
 	stalled := o.stalled()
-	f := flowState{over: !o.dead && o.queued+int(o.backlog.Load()) > o.soft(), quiet: stalled >= th.quiet,
-		stuck: stalled >= th.stuck, queued: o.queued > 0, detached: len(o.detached) > 0, stalled: stalled}
+	f := Flow{Over: !o.dead && o.queued+int(o.backlog.Load()) > o.soft(), Quiet: stalled >= th.Quiet,
+		Stuck: stalled >= th.Stuck, Queued: o.queued > 0, Detached: len(o.detached) > 0, Stalled: stalled}
 	o.mu.Unlock()
-	if f.over {
-		f.since = o.pressureSince()
+	if f.Over {
+		f.Since = o.pressureSince(now)
 	}
 	return f
 }
@@ -493,12 +495,45 @@ func (o *Outbox) holdsBack() bool {
 	return o.parked && o.watchers > 0 && !o.dead
 }
 
-// watch records that a shard started (+1) or stopped (-1) watching o.
-func (o *Outbox) watch(d int) {
+// Watch records that shard started watching o (see the shard's flow
+// control) and reports whether it was new. Only shard itself calls it.
+func (o *Outbox) Watch(shard int) bool {
+	if o.watched[shard] {
+		return false
+	}
+	o.watched[shard] = true
 	o.mu.Lock()
-	o.watchers += d
+	o.watchers++
+	o.mu.Unlock()
+	return true
+}
+
+// Unwatch records that shard stopped watching o. Only shard itself calls
+// it.
+func (o *Outbox) Unwatch(shard int) {
+	if !o.watched[shard] {
+		return
+	}
+	o.watched[shard] = false
+	o.mu.Lock()
+	o.watchers--
 	o.mu.Unlock()
 }
+
+// Mark records that shard touched o in its pass number pass, and reports
+// whether this is the first time in that pass: a shard's driver flushes
+// each touched outbox once per pass. Only shard itself (or its driver,
+// holding its run token) calls it.
+func (o *Outbox) Mark(shard int, pass uint64) bool {
+	if o.passMark[shard] == pass {
+		return false
+	}
+	o.passMark[shard] = pass
+	return true
+}
+
+// Flusher returns what writes the outbox.
+func (o *Outbox) Flusher() Flusher { return o.flusher }
 
 // swap moves the queued frames to spare for the writer. Called with mu held.
 func (o *Outbox) swap() {
@@ -546,7 +581,7 @@ func (o *Outbox) Done(p *Pending, backlog int) {
 	if backlog == 0 { // the socket took everything: no clock read on this common path
 		o.stalledSince, o.parked = 0, false
 	} else {
-		o.doneAt = clock()
+		o.doneAt = Clock()
 		if accepted > 0 || o.stalledSince == 0 {
 			o.stalledSince, o.parked = o.doneAt, false
 		}
@@ -555,7 +590,7 @@ func (o *Outbox) Done(p *Pending, backlog int) {
 	case o.queued+backlog <= o.soft():
 		o.overSince.Store(0)
 	case accepted > 0 && o.overSince.Load() != 0:
-		o.overSince.Store(clock())
+		o.overSince.Store(Clock())
 	}
 	o.settle()
 	if o.withheld && !o.parked {
@@ -617,4 +652,13 @@ func (o *Outbox) pending() int64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.counted
+}
+
+// Backdate moves the start of o's stall back by d, as if its writer had
+// seen the network layer take nothing for d longer: tests of flow control
+// move the writer's clock rather than wait for it.
+func (o *Outbox) Backdate(d time.Duration) {
+	o.mu.Lock()
+	o.stalledSince -= int64(d)
+	o.mu.Unlock()
 }
