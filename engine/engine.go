@@ -35,6 +35,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
@@ -50,7 +51,7 @@ type Engine struct {
 	log    *slog.Logger
 	shards []*shard.Shard
 	topics *registry
-	groups *coordinator
+	groups *coord.Coordinator
 	cache  *storage.BlockCache
 	// reclaim deletes the data of deleted topics and segments in the
 	// background (storage.Reclaimer); from Start on.
@@ -169,7 +170,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		e.stopHTTP(ctx)
 		return fmt.Errorf("engine: recovery: %w", err)
 	}
-	if err := e.groups.load(); err != nil {
+	if err := e.groups.Load(); err != nil {
 		e.stopShards()
 		e.stopHTTP(ctx)
 		_ = e.topics.closeAll()
@@ -183,7 +184,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		e.diskWork.close(true)
 		e.mem.stop()
 		e.stopShards()
-		e.groups.close()
+		e.groups.Close()
 		_ = e.topics.closeAll()
 		e.stopHTTP(ctx)
 		return fmt.Errorf("engine: listen %s: %w", e.cfg.Addr, err)
@@ -243,7 +244,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	}
 	e.fetches.stop() // the connections are closed: their fetches have ended
 	e.stopHTTP(ctx)
-	e.groups.close()
+	e.groups.Close()
 	if cerr := e.topics.closeAll(); cerr != nil {
 		e.log.Error("closing logs", "err", cerr)
 		err = errors.Join(err, cerr)
@@ -352,7 +353,7 @@ func (e *Engine) deleteTopicBy(by origin, name string) error {
 	if err != nil {
 		return err
 	}
-	e.groups.topicRemoved(t)
+	e.groups.TopicRemoved(groupTopic{t})
 	return nil
 }
 
