@@ -417,6 +417,9 @@ func (c *Coordinator) Join(out *shard.Outbox, by Origin, corr uint32, req *wire.
 		c.log.Info("group member replaced by a new connection", "group", g.name, "member", id)
 		c.emitGroup(g, old, len(g.members)-1, "replace", Origin{Actor: "client", Remote: by.Remote}, nil)
 		c.removeMember(old)
+		// Removing the last member of a group without offsets forgets the
+		// group; the member replacing it keeps it.
+		c.groups[g.name] = g
 	}
 	m := &Member{id: id, remote: by.Remote, g: g, out: out, timeout: timeout}
 	m.seen.Store(c.now())

@@ -459,6 +459,29 @@ func TestJoinRefusals(t *testing.T) {
 	require.Empty(t, a.frames(t), "no refused join moved anything")
 }
 
+// TestRejoinReplacesTheMember: a member id joining from another connection
+// replaces the member, which loses its partitions at once. The group
+// stays the coordinator's even when the replaced member was its only one
+// and it has no offsets: it used to be forgotten then, its new member
+// left in a group no timer pass saw, whose partitions never came.
+func TestRejoinReplacesTheMember(t *testing.T) {
+	h := newHarness(t, 1, 0)
+	h.start()
+	a, b := newConn(), newConn()
+	ma, _ := h.joined(a, joinReq(wire.AckOffset))
+	req := joinReq(wire.AckOffset)
+	req.Member = ma.ID()
+	mb := h.join(b, req)
+	require.Equal(t, ma.ID(), mb.ID())
+	requireCode(t, wire.CodeUnknownMember, ma.Err())
+	require.Equal(t, []string{"join", "rebalance", "replace", "join"}, h.b.actions()[:4])
+	require.Equal(t, []wire.GroupSummary{{Group: "g", Topic: "t", Members: 1}}, h.c.List())
+	h.endStopped()
+	fs := b.frames(t)
+	require.Len(t, fs, 2)
+	require.Equal(t, wire.TypeAssignment, fs[1].Type)
+}
+
 // TestCommit: commits are checked against the group's mode, the
 // partition, the log's end and the member's generation; a good one is
 // answered once durable, and Describe shows it with the lag.
