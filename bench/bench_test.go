@@ -21,7 +21,7 @@ import (
 // drainer is a Flusher that empties its outbox on the spot, standing in for
 // a connection's writer without the syscall.
 type drainer struct {
-	o     *shard.Outbox
+	o     *outbox.Outbox
 	bytes atomic.Int64
 }
 
@@ -36,7 +36,7 @@ func (d *drainer) FlushNow()  { d.ScheduleFlush() }
 
 func newDrained(limit int) *drainer {
 	d := &drainer{}
-	d.o = shard.NewOutbox(limit, 1, d)
+	d.o = outbox.NewOutbox(limit, 1, d)
 	return d
 }
 

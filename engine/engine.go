@@ -558,7 +558,7 @@ func (t *gnetTransport) flush() {
 	t.s.flush()
 }
 
-// FlushDirect implements shard.DirectFlusher: it writes the session's
+// FlushDirect implements outbox.DirectFlusher: it writes the session's
 // queued frames from the calling goroutine, if this loop is not writing,
 // gnet holds nothing unsent, and they are few (TakeDirect).
 func (t *gnetTransport) FlushDirect() bool {
@@ -588,7 +588,7 @@ func (t *gnetTransport) FlushDirect() bool {
 // it did not take, appended to rest.
 func writevFD(fd int, iov [][]byte, rest []byte) ([]byte, error) {
 	for len(iov) > 0 {
-		n, err := unix.Writev(fd, iov[:min(len(iov), shard.MaxIOV)])
+		n, err := unix.Writev(fd, iov[:min(len(iov), outbox.MaxIOV)])
 		if err == unix.EINTR {
 			continue
 		}
@@ -613,7 +613,7 @@ func writevFD(fd int, iov [][]byte, rest []byte) ([]byte, error) {
 	return rest, nil
 }
 
-// ScheduleFlush implements shard.Flusher: it queues a flush on the loop.
+// ScheduleFlush implements outbox.Flusher: it queues a flush on the loop.
 func (t *gnetTransport) ScheduleFlush() {
 	if err := t.el.Execute(context.Background(), t); err != nil {
 		// The engine is stopping; gnet closes the connection itself.
@@ -621,10 +621,10 @@ func (t *gnetTransport) ScheduleFlush() {
 	}
 }
 
-// Owner implements shard.Flusher: the event loop that writes this connection.
+// Owner implements outbox.Flusher: the event loop that writes this connection.
 func (t *gnetTransport) Owner() any { return t.el }
 
-// FlushNow implements shard.Flusher; the caller is on the connection's loop.
+// FlushNow implements outbox.Flusher; the caller is on the connection's loop.
 func (t *gnetTransport) FlushNow() { t.flush() }
 
 // Run is the flush task gnet runs on the connection's loop.

@@ -188,7 +188,7 @@ func (c *connFetches) close() {
 type fetchReq struct {
 	e        *Engine
 	conn     *connFetches
-	out      *shard.Outbox
+	out      *outbox.Outbox
 	p        *shard.Partition
 	start    wire.Start
 	corr     uint32
@@ -204,7 +204,7 @@ type fetchReq struct {
 
 // startFetch queues a Fetch for the reader pool, unless the connection
 // already has its maximum outstanding.
-func (e *Engine) startFetch(conn *connFetches, out *shard.Outbox, corr uint32, p *shard.Partition, req wire.Fetch) error {
+func (e *Engine) startFetch(conn *connFetches, out *outbox.Outbox, corr uint32, p *shard.Partition, req wire.Fetch) error {
 	r := &fetchReq{e: e, conn: conn, out: out, p: p, start: req.Start, corr: corr,
 		maxBytes: max(1, min(int(req.MaxBytes), e.cfg.MaxFrameBytes-frameOverhead-wire.FetchResultHeaderSize)),
 		wait:     min(time.Duration(req.MaxWaitMs)*time.Millisecond, e.cfg.MaxFetchWait)}

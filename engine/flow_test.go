@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
-	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -126,13 +125,13 @@ func TestOutboundBoundCutsFurthestBehind(t *testing.T) {
 	later := stuckSubscriber(t, e, "bound")
 	laterOut := sessionOf(t, e, later).out
 	msgs := 0
-	for e.outbound.cuts[shard.SlowBudget].Load() == 0 {
+	for e.outbound.cuts[outbox.SlowBudget].Load() == 0 {
 		require.Less(t, msgs, 40<<10, "the bound was never enforced")
 		msgs += publishMiB(ctx, t, pub, "bound", 1)
 	}
 
-	require.Equal(t, shard.SlowBudget, behindOut.SlowReason())
-	require.Equal(t, shard.NotSlow, laterOut.SlowReason())
+	require.Equal(t, outbox.SlowBudget, behindOut.SlowReason())
+	require.Equal(t, outbox.NotSlow, laterOut.SlowReason())
 	readRecords(t, later, int64(first), msgs)
 	for {
 		f, err := behind.read(10 * time.Second)
@@ -145,8 +144,8 @@ func TestOutboundBoundCutsFurthestBehind(t *testing.T) {
 			require.Contains(t, werr.Message, "broker-wide")
 		}
 	}
-	require.Equal(t, uint64(1), e.outbound.cuts[shard.SlowBudget].Load())
-	require.Zero(t, e.outbound.cuts[shard.SlowLimit].Load()+e.outbound.cuts[shard.SlowTimeout].Load())
+	require.Equal(t, uint64(1), e.outbound.cuts[outbox.SlowBudget].Load())
+	require.Zero(t, e.outbound.cuts[outbox.SlowLimit].Load()+e.outbound.cuts[outbox.SlowTimeout].Load())
 	var m bytes.Buffer
 	e.writeMetrics(&m)
 	require.Contains(t, m.String(), `ratatoskr_slow_consumer_disconnects_total{reason="broker_limit"} 1`+"\n")

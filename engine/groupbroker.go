@@ -71,7 +71,7 @@ func (groupBroker) SkipCorrupt(p *shard.Partition, offset int64) int64 {
 	return skipCorrupt(p, offset)
 }
 
-func (b groupBroker) Replay(out *shard.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool, done chan struct{}) {
+func (b groupBroker) Replay(out *outbox.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool, done chan struct{}) {
 	j := b.e.newReplay(out, p, offset, cancel)
 	j.done = done
 	b.e.replays.start(j)
@@ -127,7 +127,7 @@ func (e *Engine) publishInternal(topic string, frame []byte, batchOff int) error
 	wire.SetDeliverHeader(buf.B)
 	binary.BigEndian.PutUint32(buf.B[batchOff-4:], uint32(p.ID))
 	fl := &internalFlusher{ch: make(chan struct{}, 1)}
-	out := shard.NewOutbox(1<<20, len(e.shards), fl)
+	out := outbox.NewOutbox(1<<20, len(e.shards), fl)
 	defer out.Close()
 	const corr = 1
 	if err := p.Publish(out, corr, buf, batchOff); err != nil {

@@ -13,7 +13,6 @@ import (
 
 	vm "github.com/VictoriaMetrics/metrics"
 
-	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -22,7 +21,7 @@ import (
 // only once half of it is here (until then its bytes wait in the
 // transport's read buffer), so a header costs what was sent. Everything a
 // connection has sent and the broker holds counts against one broker-wide
-// bound, MaxInflightBytes (shard.Inflight): bytes in read buffers and
+// bound, MaxInflightBytes (outbox.Inflight): bytes in read buffers and
 // half-read frames, and each publish from the moment it is handed to its
 // shard until the shard answers it (written, fsynced, acked).
 //
@@ -50,11 +49,11 @@ import (
 // bound is passed, and hands freed memory back to the OS.
 type memGuard struct {
 	e        *Engine
-	inflight *shard.Inflight // publishes handed to shards, until answered
-	read     atomic.Int64    // read buffers and half-read frames
-	cutting  atomic.Int64    // what the connections being cut hold, until they close
-	peak     atomic.Int64    // the highest total since memory was last released
-	lastFree time.Time       // when release last ran; the guard's goroutine only
+	inflight *outbox.Inflight // publishes handed to shards, until answered
+	read     atomic.Int64     // read buffers and half-read frames
+	cutting  atomic.Int64     // what the connections being cut hold, until they close
+	peak     atomic.Int64     // the highest total since memory was last released
+	lastFree time.Time        // when release last ran; the guard's goroutine only
 	pauseAt  int64
 	bound    int64
 	kick     chan struct{}
@@ -75,7 +74,7 @@ const memCheckEvery = 5 * time.Second
 func newMemGuard(e *Engine, bound int64) *memGuard {
 	g := &memGuard{e: e, bound: bound, pauseAt: bound / 4 * 3, kick: make(chan struct{}, 1),
 		quit: make(chan struct{}), done: make(chan struct{})}
-	g.inflight = shard.NewInflight(bound/2, g.wake)
+	g.inflight = outbox.NewInflight(bound/2, g.wake)
 	return g
 }
 

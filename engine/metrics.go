@@ -92,7 +92,7 @@ func (e *Engine) writeBrokerMetrics(w io.Writer) {
 	metrics.WriteGaugeFloat64(w, "ratatoskr_uptime_seconds", e.uptime().Seconds())
 	metrics.WriteGaugeUint64(w, "ratatoskr_connections", uint64(max(st.Connections, 0)))
 	metrics.WriteCounterUint64(w, "ratatoskr_connections_accepted_total", st.Accepted)
-	for why := shard.SlowLimit; why < shard.NumSlowReasons; why++ {
+	for why := outbox.SlowLimit; why < outbox.NumSlowReasons; why++ {
 		metrics.WriteCounterUint64(w, `ratatoskr_slow_consumer_disconnects_total{reason="`+why.String()+`"}`,
 			e.outbound.cuts[why].Load())
 	}

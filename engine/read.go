@@ -84,7 +84,7 @@ func skipCorrupt(p *shard.Partition, offset int64) int64 {
 }
 
 // replyLater queues an error answer from a reader goroutine.
-func (e *Engine) replyLater(out *shard.Outbox, corr uint32, err error) {
+func (e *Engine) replyLater(out *outbox.Outbox, corr uint32, err error) {
 	sendErrTo(out, corr, err)
 	out.Kick()
 	e.countError(wire.CodeOf(err))
@@ -103,7 +103,7 @@ const replayChunk = 1 << 20
 // runs in steps on the replay pool (replays.go), one worker at a time.
 type replayJob struct {
 	e      *Engine
-	out    *shard.Outbox
+	out    *outbox.Outbox
 	p      *shard.Partition
 	offset int64
 	cancel *atomic.Bool
@@ -114,13 +114,13 @@ type replayJob struct {
 	next   *replayJob    // in the pool's queue
 }
 
-func (e *Engine) newReplay(out *shard.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) *replayJob {
+func (e *Engine) newReplay(out *outbox.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) *replayJob {
 	return &replayJob{e: e, out: out, p: p, offset: offset, cancel: cancel, joined: make(chan int64, 1)}
 }
 
 // startReplay queues a replay on the replay pool and returns at once, so
 // the caller's event loop does not wait for the disk.
-func (e *Engine) startReplay(out *shard.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) {
+func (e *Engine) startReplay(out *outbox.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) {
 	e.replays.start(e.newReplay(out, p, offset, cancel))
 }
 
@@ -208,7 +208,7 @@ func (e *Engine) replayFailed(p *shard.Partition, offset int64, err error) {
 }
 
 // sendDelivery queues one Deliver frame for a batch read from the log.
-func sendDelivery(out *shard.Outbox, prefix []byte, b wire.Batch) {
+func sendDelivery(out *outbox.Outbox, prefix []byte, b wire.Batch) {
 	n := wire.HeaderSize + len(prefix) + len(b)
 	buf := storage.NewBuf(n)
 	wire.AppendHeader(buf.B[:0], wire.TypeDeliver, 0, 0, len(prefix)+len(b))

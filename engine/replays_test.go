@@ -8,9 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
-	"github.com/stretchr/testify/require"
 )
 
 // idleFlusher stands in for a connection that is never written.
@@ -38,7 +39,7 @@ func TestReplaysAreBounded(t *testing.T) {
 	cancels := make([]atomic.Bool, jobs)
 	done := make([]chan struct{}, jobs)
 	for i := range jobs {
-		j := e.newReplay(shard.NewOutbox(1<<20, 1, idleFlusher{}), p, 0, &cancels[i])
+		j := e.newReplay(outbox.NewOutbox(1<<20, 1, idleFlusher{}), p, 0, &cancels[i])
 		j.done = make(chan struct{})
 		done[i] = j.done
 		pool.start(j)
@@ -74,7 +75,7 @@ func TestReplaysAreBounded(t *testing.T) {
 	// A join from here goes through the shard after the unsubscribes the
 	// cancelled replays queued, and counts itself.
 	barrier := make(chan struct{})
-	require.NoError(t, p.CatchUp(shard.NewOutbox(1<<20, 1, idleFlusher{}), 0, func(int64, bool) { close(barrier) }))
+	require.NoError(t, p.CatchUp(outbox.NewOutbox(1<<20, 1, idleFlusher{}), 0, func(int64, bool) { close(barrier) }))
 	s.Wake()
 	<-barrier
 	require.Equal(t, jobs-cancelled+1, p.Subscribers(), "live: every replay that was not cancelled, and the barrier")

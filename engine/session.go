@@ -23,7 +23,7 @@ import (
 type transport interface {
 	// ScheduleFlush gets session.flush called on the transport's goroutine
 	// soon. Safe from any goroutine. It is what the shards kick.
-	shard.Flusher
+	outbox.Flusher
 	// writev writes frames in order. Whatever the socket does not take at
 	// once, the transport buffers; the slices may be reused on return.
 	writev(iov [][]byte) error
@@ -67,7 +67,7 @@ type subKey struct {
 type session struct {
 	e          *Engine
 	t          transport
-	out        *shard.Outbox
+	out        *outbox.Outbox
 	handshaken bool
 	version    uint16 // the protocol version picked at Hello: how TopicInfo is encoded
 	closed     bool
@@ -644,7 +644,7 @@ func (s *session) sendErr(corr uint32, err error) {
 	s.e.countError(wire.CodeOf(err))
 }
 
-func sendErrTo(out *shard.Outbox, corr uint32, err error) {
+func sendErrTo(out *outbox.Outbox, corr uint32, err error) {
 	code, msg := wire.CodeOf(err), err.Error()
 	var we *wire.Error
 	if errors.As(err, &we) {
@@ -700,7 +700,7 @@ func (s *session) dropSub(k subKey, sub *subscription) {
 // subscribed; the replay joins the live tail again once it catches up
 // (shard.CatchUp), so the subscriber gets everything, in order, with no
 // gap while the log holds it.
-func (s *session) resume(ds []shard.Detachment) {
+func (s *session) resume(ds []outbox.Detachment) {
 	for _, d := range ds {
 		for _, sub := range s.subs {
 			if !sub.cancel.Load() && slices.Contains(sub.parts, d.P) {
@@ -716,7 +716,7 @@ func (s *session) resume(ds []shard.Detachment) {
 // time. When the transport already holds a backlog, the frames are first
 // merged into large blocks, so the backlog grows by a few big pieces rather
 // than one piece per frame (gnet walks its whole backlog list per write).
-func (s *session) writePending(p *shard.Pending) error {
+func (s *session) writePending(p *outbox.Pending) error {
 	iov := p.IOV
 	if len(iov) == 0 {
 		return nil
@@ -725,7 +725,7 @@ func (s *session) writePending(p *shard.Pending) error {
 		return s.writeMerged(iov)
 	}
 	for len(iov) > 0 {
-		n := min(len(iov), shard.MaxIOV)
+		n := min(len(iov), outbox.MaxIOV)
 		if err := s.t.writev(iov[:n]); err != nil {
 			return err
 		}

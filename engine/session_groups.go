@@ -4,7 +4,6 @@ import (
 	"strconv"
 
 	"github.com/ratatoskr-mq/ratatoskr/group/coord"
-	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -108,7 +107,7 @@ func (s *session) later(corr uint32) func(error) {
 }
 
 // replyTo sends OK or an error from any goroutine.
-func replyTo(out *shard.Outbox, corr uint32, err error) {
+func replyTo(out *outbox.Outbox, corr uint32, err error) {
 	if err != nil {
 		sendErrTo(out, corr, err)
 	} else {

@@ -61,7 +61,7 @@ type Replays interface {
 	// the live fan-out with no gap and no duplicate (shard.CatchUp), as a
 	// Subscribe with a start position does. cancel stops it at its next
 	// step; done is closed when it has ended. It returns at once.
-	Replay(out *shard.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool, done chan struct{})
+	Replay(out *outbox.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool, done chan struct{})
 }
 
 // Publisher writes dead letters.

@@ -6,7 +6,7 @@
 // It sits below the broker and reaches it only through Broker (broker.go):
 // topics, the log questions a subscriber asks too, the replay pool, the
 // internal publish of dead letters, and telemetry events. Members are
-// connections seen as their outbox (shard.Outbox) and remote address, so
+// connections seen as their outbox (outbox.Outbox) and remote address, so
 // the coordinator sends frames without knowing sessions. It imports shard,
 // storage, wire, telemetry and the group leaves; never engine or gnet.
 //
@@ -135,7 +135,7 @@ type Member struct {
 	id       string
 	remote   string // the member's connection, for telemetry events
 	g        *group
-	out      *shard.Outbox
+	out      *outbox.Outbox
 	timeout  time.Duration
 	seen     atomic.Int64  // nowNS of the last heartbeat, commit or ack
 	gen      atomic.Uint32 // generation of the last Assignment sent to it
@@ -382,7 +382,7 @@ func (g *group) deadLetterTopic() string {
 // its JoinGroup (corr) with a JoinResult; the member then gets its first
 // Assignment. by names the connection (Actor "client" and its address).
 // An error is the answer the session should send instead.
-func (c *Coordinator) Join(out *shard.Outbox, by Origin, corr uint32, req *wire.JoinGroup, t Topic) (*Member, error) {
+func (c *Coordinator) Join(out *outbox.Outbox, by Origin, corr uint32, req *wire.JoinGroup, t Topic) (*Member, error) {
 	set, timeout, err := c.settings(req)
 	if err != nil {
 		return nil, err

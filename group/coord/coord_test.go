@@ -96,7 +96,7 @@ func (b *fakeBroker) ResolveStart(p *shard.Partition, st wire.Start) (int64, err
 func (b *fakeBroker) OfflineReason(*shard.Partition) string              { return "" }
 func (b *fakeBroker) SkipCorrupt(_ *shard.Partition, offset int64) int64 { return offset }
 
-func (b *fakeBroker) Replay(*shard.Outbox, *shard.Partition, int64, *atomic.Bool, chan struct{}) {
+func (b *fakeBroker) Replay(*outbox.Outbox, *shard.Partition, int64, *atomic.Bool, chan struct{}) {
 	panic("coord tests use fake feeds")
 }
 
@@ -200,7 +200,7 @@ func (h *harness) advance(d time.Duration) {
 }
 
 // conn is a member's connection: its outbox.
-type conn struct{ out *shard.Outbox }
+type conn struct{ out *outbox.Outbox }
 
 type nopFlusher struct{}
 
@@ -208,7 +208,7 @@ func (nopFlusher) ScheduleFlush() {}
 func (f nopFlusher) Owner() any   { return f }
 func (nopFlusher) FlushNow()      {}
 
-func newConn() *conn { return &conn{out: shard.NewOutbox(1<<20, 1, nopFlusher{})} }
+func newConn() *conn { return &conn{out: outbox.NewOutbox(1<<20, 1, nopFlusher{})} }
 
 // frames takes the frames queued for c since the last call.
 func (c *conn) frames(t *testing.T) []wire.Frame {
@@ -433,7 +433,7 @@ func TestJoinRefusals(t *testing.T) {
 		name  string
 		req   func(*wire.JoinGroup)
 		topic Topic
-		out   *shard.Outbox
+		out   *outbox.Outbox
 		code  wire.Code
 	}{
 		{"session timeout too short", func(r *wire.JoinGroup) { r.SessionTimeoutMs = 999 }, h.topic, nil, wire.CodeInvalidArgument},

@@ -21,7 +21,7 @@ type offsetFeed struct {
 	c      *Coordinator
 	g      *group
 	p      *shard.Partition
-	out    *shard.Outbox
+	out    *outbox.Outbox
 	cancel atomic.Bool
 	exited chan struct{} // the replay ended
 	done   chan struct{} // and the live subscription is gone

@@ -3,7 +3,6 @@ package coord
 import (
 	"errors"
 
-	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -19,7 +18,7 @@ func invalid(msg string) error { return wire.Errorf(wire.CodeInvalidArgument, ms
 const maxErrorMessage = 1024
 
 // sendError queues an Error frame answering corr (0: unsolicited).
-func sendError(out *shard.Outbox, corr uint32, err error) {
+func sendError(out *outbox.Outbox, corr uint32, err error) {
 	code, msg := wire.CodeOf(err), err.Error()
 	var we *wire.Error
 	if errors.As(err, &we) {
@@ -34,7 +33,7 @@ func sendError(out *shard.Outbox, corr uint32, err error) {
 
 // sendDelivery queues one Deliver frame for a batch read from the log;
 // prefix is the batch prefix of its topic and partition.
-func sendDelivery(out *shard.Outbox, prefix []byte, b wire.Batch) {
+func sendDelivery(out *outbox.Outbox, prefix []byte, b wire.Batch) {
 	n := wire.HeaderSize + len(prefix) + len(b)
 	buf := storage.NewBuf(n)
 	wire.AppendHeader(buf.B[:0], wire.TypeDeliver, 0, 0, len(prefix)+len(b))
