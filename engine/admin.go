@@ -467,8 +467,8 @@ func groupToJSON(gi wire.GroupInfo) groupJSON {
 
 func (e *Engine) apiListGroups(w http.ResponseWriter, _ *http.Request) {
 	out := []groupJSON{}
-	for _, s := range e.groups.list() {
-		gi, err := e.groups.describe(s.Group)
+	for _, s := range e.groups.List() {
+		gi, err := e.groups.Describe(s.Group)
 		if err != nil {
 			continue // removed since the list was taken
 		}
@@ -478,7 +478,7 @@ func (e *Engine) apiListGroups(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (e *Engine) apiDescribeGroup(w http.ResponseWriter, r *http.Request) {
-	gi, err := e.groups.describe(r.PathValue("name"))
+	gi, err := e.groups.Describe(r.PathValue("name"))
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -530,7 +530,7 @@ func (e *Engine) apiResetGroup(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	gi, err := e.groups.describe(name)
+	gi, err := e.groups.Describe(name)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -542,7 +542,7 @@ func (e *Engine) apiResetGroup(w http.ResponseWriter, r *http.Request) {
 // durable, or the request is gone.
 func (e *Engine) resetGroupWait(ctx context.Context, by origin, name string, st wire.Start) error {
 	done := make(chan error, 1)
-	e.groups.resetBy(by, name, st, func(err error) { done <- err })
+	e.groups.Reset(by.group(), name, st, func(err error) { done <- err })
 	select {
 	case err := <-done:
 		return err

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -314,8 +315,8 @@ func (c *Config) Validate() error {
 	if c.SegmentAge <= 0 || c.RetentionInterval <= 0 {
 		bad("SegmentAge", c.SegmentAge, "segment age and retention interval must be positive")
 	}
-	if c.GroupRetention < 0 || (c.GroupRetention > 0 && c.GroupRetention < groupRetentionPass) {
-		bad("GroupRetention", c.GroupRetention, "must be 0 (keep groups forever) or at least "+groupRetentionPass.String())
+	if c.GroupRetention < 0 || (c.GroupRetention > 0 && c.GroupRetention < coord.RetentionPass) {
+		bad("GroupRetention", c.GroupRetention, "must be 0 (keep groups forever) or at least "+coord.RetentionPass.String())
 	}
 	if c.CacheBytes < 0 {
 		bad("CacheBytes", c.CacheBytes, "must not be negative")

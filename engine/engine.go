@@ -35,6 +35,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/outbox"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/shard/driver"
@@ -52,7 +53,7 @@ type Engine struct {
 	log    *slog.Logger
 	shards []*driver.Driver
 	topics *registry
-	groups *coordinator
+	groups *coord.Coordinator
 	cache  *storage.BlockCache
 	// reclaim deletes the data of deleted topics and segments in the
 	// background (storage.Reclaimer); from Start on.
@@ -173,7 +174,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		e.stopHTTP(ctx)
 		return fmt.Errorf("engine: recovery: %w", err)
 	}
-	if err := e.groups.load(); err != nil {
+	if err := e.groups.Load(); err != nil {
 		e.stopShards()
 		e.stopHTTP(ctx)
 		_ = e.topics.closeAll()
@@ -187,7 +188,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		e.diskWork.close(true)
 		e.mem.stop()
 		e.stopShards()
-		e.groups.close()
+		e.groups.Close()
 		_ = e.topics.closeAll()
 		e.stopHTTP(ctx)
 		return fmt.Errorf("engine: listen %s: %w", e.cfg.Addr, err)
@@ -247,7 +248,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	}
 	e.fetches.stop() // the connections are closed: their fetches have ended
 	e.stopHTTP(ctx)
-	e.groups.close()
+	e.groups.Close()
 	if cerr := e.topics.closeAll(); cerr != nil {
 		e.log.Error("closing logs", "err", cerr)
 		err = errors.Join(err, cerr)
@@ -356,7 +357,7 @@ func (e *Engine) deleteTopicBy(by origin, name string) error {
 	if err != nil {
 		return err
 	}
-	e.groups.topicRemoved(t)
+	e.groups.TopicRemoved(groupTopic{t})
 	return nil
 }
 

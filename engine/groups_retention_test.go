@@ -56,12 +56,7 @@ func committedMember(t *testing.T, e *Engine, c *client.Client, group, topic str
 func leaveGroup(t *testing.T, e *Engine, g *client.GroupConsumer, group string) {
 	t.Helper()
 	require.NoError(t, g.Close())
-	require.Eventually(t, func() bool {
-		e.groups.mu.Lock()
-		defer e.groups.mu.Unlock()
-		gr := e.groups.groups[group]
-		return gr != nil && len(gr.members) == 0 && gr.feedsStopped()
-	}, 15*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return e.groups.Idle(group) }, 15*time.Second, 5*time.Millisecond)
 }
 
 func groupNames(t *testing.T, c *client.Client) []string {
@@ -79,7 +74,7 @@ func groupNames(t *testing.T, c *client.Client) []string {
 func activity(e *Engine, groups ...string) map[string]time.Time {
 	out := map[string]time.Time{}
 	for _, g := range groups {
-		if at, ok := e.groups.store.ActiveAt(g); ok {
+		if at, ok := e.groups.Store().ActiveAt(g); ok {
 			out[g] = at
 		}
 	}
@@ -102,7 +97,7 @@ func TestGroupRetentionRemovesIdleGroups(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	day := 24 * time.Hour
 	clock := newTestClock(t0)
-	e.groups.store.SetClock(clock.now)
+	e.groups.Store().SetClock(clock.now)
 	c := dial(t, e)
 	ctx := testCtx(t)
 	require.NoError(t, c.CreateTopic(ctx, "t", client.TopicConfig{Partitions: 1}))
@@ -120,7 +115,7 @@ func TestGroupRetentionRemovesIdleGroups(t *testing.T) {
 	waitAssigned(t, []int{1}, back)
 	leaveGroup(t, e, back, "back")
 
-	e.groups.expireIdle(t0.Add(7*day + time.Hour))
+	e.groups.ExpireIdle(t0.Add(7*day + time.Hour))
 	require.Equal(t, []string{"back", "busy", "recent"}, groupNames(t, c))
 	_, err := c.DescribeGroup(ctx, "idle")
 	require.ErrorIs(t, err, client.ErrUnknownGroup)
@@ -148,15 +143,15 @@ func TestGroupRetentionRemovesIdleGroups(t *testing.T) {
 	c = dial(t, e)
 	require.Equal(t, []string{"back", "busy", "recent"}, groupNames(t, c))
 	require.Equal(t, before, utc(activity(e, "idle", "back", "busy", "recent")))
-	e.groups.expireIdle(t0.Add(10*day + time.Hour))
+	e.groups.ExpireIdle(t0.Add(10*day + time.Hour))
 	require.Equal(t, []string{"back", "busy"}, groupNames(t, c))
 
 	// A group with a member never expires.
-	e.groups.store.SetClock(clock.now)
+	e.groups.Store().SetClock(clock.now)
 	g := joinGroup(t, e, client.GroupConfig{Group: "back", Topic: "t", Mode: client.AckOffset,
 		Handler: func(*client.GroupMessage) error { return nil }})
 	waitAssigned(t, []int{1}, g)
-	e.groups.expireIdle(t0.Add(1000 * day))
+	e.groups.ExpireIdle(t0.Add(1000 * day))
 	require.Equal(t, []string{"back"}, groupNames(t, c))
 }
 
@@ -175,7 +170,7 @@ func TestGroupRetentionZeroKeepsGroups(t *testing.T) {
 	require.NoError(t, c.CreateTopic(testCtx(t), "t", client.TopicConfig{Partitions: 1}))
 	publishN(t, c, "t", 0, 1)
 	leaveGroup(t, e, committedMember(t, e, c, "g", "t"), "g")
-	e.groups.expireIdle(time.Now().Add(100 * 365 * 24 * time.Hour))
+	e.groups.ExpireIdle(time.Now().Add(100 * 365 * 24 * time.Hour))
 	require.Equal(t, []string{"g"}, groupNames(t, c))
 }
 

@@ -29,6 +29,7 @@ var layers = map[string][]string{
 	"group/assign":   {},
 	"group/ackstate": {},
 	"group/offsets":  {"wire", "storage", "storage/vfs"},
+	"group/coord":    {"wire", "storage", "outbox", "shard", "telemetry", "group/assign", "group/ackstate", "group/offsets"},
 	"telemetry":      {},
 	"client":         {"wire", "github.com/valyala/bytebufferpool"},
 	"loadtest":       {"client", "wire", "github.com/HdrHistogram/hdrhistogram-go", "golang.org/x/sys"},

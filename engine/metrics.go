@@ -221,10 +221,10 @@ func (e *Engine) writePluginMetrics(w io.Writer) {
 // committed offset, its lag.
 func (e *Engine) writeGroupMetrics(w io.Writer) {
 	var members, lag []string
-	for _, g := range e.groups.list() {
+	for _, g := range e.groups.List() {
 		gl := `group=` + label(g.Group) + `,topic=` + label(g.Topic)
 		members = append(members, `ratatoskr_consumer_group_members{`+gl+`} `+strconv.Itoa(int(g.Members)))
-		info, err := e.groups.describe(g.Group)
+		info, err := e.groups.Describe(g.Group)
 		if err != nil {
 			continue // removed since list
 		}

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/outbox"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
@@ -87,17 +88,17 @@ type session struct {
 	closing    bool         // a slow consumer being disconnected: nothing more is written
 	dec        frameDecoder // the read side: frames out of the inbound buffer
 	subs       map[subKey]*subscription
-	members    map[string]*member // group memberships, by group name
-	fetches    connFetches        // outstanding fetches (fetch.go)
-	ran        []*shard.Shard     // shards given operations by this read, to run inline
-	scratch    []byte             // response bodies are encoded here, reused
-	frameBuf   []byte             // and framed here, reused
-	by         origin             // the client, for telemetry events
-	info       sessionInfo        // what the admin API shows of it
+	members    map[string]*coord.Member // group memberships, by group name
+	fetches    connFetches              // outstanding fetches (fetch.go)
+	ran        []*shard.Shard           // shards given operations by this read, to run inline
+	scratch    []byte                   // response bodies are encoded here, reused
+	frameBuf   []byte                   // and framed here, reused
+	by         origin                   // the client, for telemetry events
+	info       sessionInfo              // what the admin API shows of it
 }
 
 func newSession(e *Engine, t transport) *session {
-	s := &session{e: e, t: t, subs: map[subKey]*subscription{}, members: map[string]*member{},
+	s := &session{e: e, t: t, subs: map[subKey]*subscription{}, members: map[string]*coord.Member{},
 		by: origin{actor: "client", remote: t.remoteAddr()}}
 	s.info.since = time.Now()
 	s.out = e.outbound.budget.NewOutbox(e.cfg.MaxPendingBytes, len(e.shards), t)
@@ -568,8 +569,8 @@ func (s *session) checkNewSubscription(t *Topic, part int32) error {
 		}
 	}
 	for _, m := range s.members {
-		if m.g.topic == t {
-			return wire.Errorf(wire.CodeAlreadySubscribed, "this connection consumes "+t.Name+" as a member of group "+m.g.name)
+		if memberOf(m, t) {
+			return wire.Errorf(wire.CodeAlreadySubscribed, "this connection consumes "+t.Name+" as a member of group "+m.Group())
 		}
 	}
 	if maxSubs := t.Config().MaxSubscribers; int(t.subscriptions.Add(1)) > maxSubs {
@@ -820,7 +821,7 @@ func (s *session) onClose() {
 		}
 	}
 	for name, m := range s.members {
-		s.e.groups.leave(m)
+		s.e.groups.Leave(m)
 		delete(s.members, name)
 	}
 	// A request parked off the loop gets its answer run here, unless its

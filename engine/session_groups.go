@@ -3,12 +3,13 @@ package engine
 import (
 	"strconv"
 
+	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/outbox"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
-// Consumer group requests of a session; the coordinator (groups.go) does
-// the work. A membership belongs to the connection that joined: frames
+// Consumer group requests of a session; the coordinator (package
+// group/coord) does the work. A membership belongs to the connection that joined: frames
 // naming a member of another connection are refused as unknown member.
 
 func (s *session) joinGroup(f wire.Frame) error {
@@ -46,12 +47,12 @@ func (s *session) joinTopic(corr uint32, req *wire.JoinGroup, t *Topic) error {
 		}
 	}
 	for _, m := range s.members {
-		if m.g.topic == t {
+		if memberOf(m, t) {
 			return s.refuse(corr, wire.Errorf(wire.CodeAlreadySubscribed,
-				"this connection consumes "+t.Name+" as a member of group "+m.g.name))
+				"this connection consumes "+t.Name+" as a member of group "+m.Group()))
 		}
 	}
-	m, err := s.e.groups.join(s, corr, req, t)
+	m, err := s.e.groups.Join(s.out, s.by.group(), corr, req, groupTopic{t})
 	if err != nil {
 		return s.refuse(corr, err)
 	}
@@ -60,15 +61,15 @@ func (s *session) joinTopic(corr uint32, req *wire.JoinGroup, t *Topic) error {
 }
 
 // member finds the membership a frame names.
-func (s *session) member(ref wire.MemberRef) (*member, error) {
+func (s *session) member(ref wire.MemberRef) (*coord.Member, error) {
 	m := s.members[ref.Group]
-	if m == nil || m.id != ref.Member {
+	if m == nil || m.ID() != ref.Member {
 		return nil, wire.Errorf(wire.CodeUnknownMember, "no member "+strconv.Quote(ref.Member)+
 			" of group "+strconv.Quote(ref.Group)+" on this connection")
 	}
-	if m.gone.Load() {
+	if err := m.Err(); err != nil {
 		delete(s.members, ref.Group)
-		return nil, errGoneMember(m)
+		return nil, err
 	}
 	return m, nil
 }
@@ -80,7 +81,7 @@ func (s *session) heartbeat(f wire.Frame) error {
 	}
 	m, err := s.member(ref)
 	if err == nil {
-		err = s.e.groups.heartbeat(m, ref.Generation)
+		err = s.e.groups.Heartbeat(m, ref.Generation)
 	}
 	s.reply(f.Corr, err)
 	return nil
@@ -94,7 +95,7 @@ func (s *session) leaveGroup(f wire.Frame) error {
 	m, err := s.member(ref)
 	if err == nil {
 		delete(s.members, ref.Group)
-		s.e.groups.leave(m)
+		s.e.groups.Leave(m)
 	}
 	s.reply(f.Corr, err)
 	return nil
@@ -125,7 +126,7 @@ func (s *session) commit(f wire.Frame) error {
 	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	s.e.groups.commit(m, &req, s.later(f.Corr))
+	s.e.groups.Commit(m, &req, s.later(f.Corr))
 	return nil
 }
 
@@ -136,7 +137,7 @@ func (s *session) ack(f wire.Frame) error {
 	}
 	m, err := s.member(req.MemberRef)
 	if err == nil {
-		err = s.e.groups.ack(m, &req)
+		err = s.e.groups.Ack(m, &req)
 	}
 	if err != nil {
 		return s.refuse(f.Corr, err)
@@ -151,7 +152,7 @@ func (s *session) nack(f wire.Frame) error {
 	}
 	m, err := s.member(req.MemberRef)
 	if err == nil {
-		err = s.e.groups.nack(m, &req)
+		err = s.e.groups.Nack(m, &req)
 	}
 	if err != nil {
 		return s.refuse(f.Corr, err)
@@ -163,7 +164,7 @@ func (s *session) listGroups(f wire.Frame) error {
 	if len(f.Body) != 0 {
 		return s.malformed(f.Corr, wire.Errorf(wire.CodeMalformed, "ListGroups has no body"))
 	}
-	s.sendFrame(wire.TypeGroupList, f.Corr, wire.AppendGroupList(s.scratch[:0], s.e.groups.list()))
+	s.sendFrame(wire.TypeGroupList, f.Corr, wire.AppendGroupList(s.scratch[:0], s.e.groups.List()))
 	return nil
 }
 
@@ -172,7 +173,7 @@ func (s *session) describeGroup(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	info, err := s.e.groups.describe(string(name))
+	info, err := s.e.groups.Describe(string(name))
 	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
@@ -185,6 +186,6 @@ func (s *session) resetGroup(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	s.e.groups.resetBy(s.by, req.Group, req.Start, s.later(f.Corr))
+	s.e.groups.Reset(s.by.group(), req.Group, req.Start, s.later(f.Corr))
 	return nil
 }

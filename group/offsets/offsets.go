@@ -1,6 +1,6 @@
 // Package offsets keeps consumer groups' committed offsets durable, in
 // one append-only log per broker (data/groups.log). It knows nothing of
-// members, feeds or the protocol's sessions: the group coordinator (engine)
+// members, feeds or the protocol's sessions: the group coordinator (group/coord)
 // hands it each group's offsets and activity, and gets a callback once they
 // are synced. It imports storage (its file helpers and vfs) and wire (the
 // str16 encoding and the error codes), never engine or gnet.
@@ -116,7 +116,7 @@ func (g *Group) clone() *Group {
 // holding it is synced, so a commit that was answered OK survives a crash.
 // Many commits arriving together share one write.
 //
-// Lock order: the caller's locks (engine's coordinator.mu), then Store.mu;
+// Lock order: the caller's locks (group/coord's Coordinator.mu), then Store.mu;
 // mu is taken with nothing else held by the store, and callbacks run
 // without it.
 type Store struct {

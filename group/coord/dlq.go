@@ -1,12 +1,10 @@
-package engine
+package coord
 
 import (
-	"encoding/binary"
 	"strconv"
 	"time"
 
-	"github.com/ratatoskr-mq/ratatoskr/outbox"
-	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/telemetry"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -80,7 +78,7 @@ func (f *msgFeed) deadLetter(offs []int64) {
 			return false
 		})
 		if err != nil || !found {
-			f.c.e.log.Error("a message to dead-letter cannot be read; dropping it", "group", g.name,
+			f.c.log.Error("a message to dead-letter cannot be read; dropping it", "group", g.name,
 				"topic", topic, "partition", gp.p.ID, "offset", letters[i].offset, "err", err)
 			unreadable = append(unreadable, letters[i].offset)
 			i++
@@ -94,7 +92,7 @@ func (f *msgFeed) deadLetter(offs []int64) {
 	}
 	frame := bb.Finish()
 	wire.FinishFrame(frame, 0)
-	err := f.c.e.publishInternal(dlq, frame, batchOff)
+	err := f.c.broker.Publish(dlq, frame, batchOff)
 	written := make([]int64, 0, len(letters))
 	for _, l := range letters {
 		if len(unreadable) == 0 || !containsOffset(unreadable, l.offset) {
@@ -105,19 +103,19 @@ func (f *msgFeed) deadLetter(offs []int64) {
 	case err == nil:
 		f.forget(written)
 		g.deadLettered.Add(uint64(len(written)))
-		f.c.e.log.Debug("dead-lettered", "group", g.name, "topic", topic, "partition", gp.p.ID,
+		f.c.log.Debug("dead-lettered", "group", g.name, "topic", topic, "partition", gp.p.ID,
 			"messages", len(written), "dlq", dlq)
 		f.emitDeadLettered(dlq, written, nil)
 	case code == wire.CodeMessageTooLarge || code == wire.CodeInvalidArgument || code == wire.CodeTooManyTopics:
-		f.c.e.log.Error("messages cannot be written to the dead-letter topic; dropping them", "group", g.name,
+		f.c.log.Error("messages cannot be written to the dead-letter topic; dropping them", "group", g.name,
 			"topic", topic, "partition", gp.p.ID, "dlq", dlq, "messages", len(written), "err", err)
 		f.forget(written)
 		f.emitDeadLettered(dlq, written, err)
 	default:
-		f.c.e.log.Warn("writing to the dead-letter topic failed; will retry", "group", g.name,
+		f.c.log.Warn("writing to the dead-letter topic failed; will retry", "group", g.name,
 			"dlq", dlq, "messages", len(written), "err", err)
 		gp.mu.Lock()
-		gp.acks.DeadLetterFailed(written, nowNS()+int64(deadLetterRetry))
+		gp.acks.DeadLetterFailed(written, f.c.now()+int64(deadLetterRetry))
 		gp.mu.Unlock()
 	}
 }
@@ -126,11 +124,12 @@ func (f *msgFeed) deadLetter(offs []int64) {
 // the dead-letter topic dlq, or dropped because they could not be (err).
 // Offset is the first of them.
 func (f *msgFeed) emitDeadLettered(dlq string, offs []int64, err error) {
-	if !f.c.e.observed() || len(offs) == 0 {
+	if !f.c.broker.Observed() || len(offs) == 0 {
 		return
 	}
-	f.c.e.emit(Event{Kind: EventMessageDeadLetter, Topic: f.gp.p.Topic, Partition: int(f.gp.p.ID), Offset: offs[0],
-		Count: len(offs), Group: f.gp.g.name, Actor: "broker", Action: "dead-letter", Target: "topic/" + dlq, Err: err})
+	f.c.broker.Emit(telemetry.Event{Kind: telemetry.EventMessageDeadLetter, Topic: f.gp.p.Topic,
+		Partition: int(f.gp.p.ID), Offset: offs[0], Count: len(offs), Group: f.gp.g.name,
+		Actor: "broker", Action: "dead-letter", Target: "topic/" + dlq, Err: err})
 }
 
 func containsOffset(s []int64, o int64) bool {
@@ -140,88 +139,4 @@ func containsOffset(s []int64, o int64) bool {
 		}
 	}
 	return false
-}
-
-// internalFlusher lets a goroutine of the broker wait for the answer the
-// shard sends to an internal publish.
-type internalFlusher struct{ ch chan struct{} }
-
-func (f *internalFlusher) ScheduleFlush() {
-	select {
-	case f.ch <- struct{}{}:
-	default:
-	}
-}
-func (f *internalFlusher) Owner() any { return f }
-func (f *internalFlusher) FlushNow()  { f.ScheduleFlush() }
-
-// internalPublishTimeout bounds the wait for an internal publish's ack.
-const internalPublishTimeout = 30 * time.Second
-
-// publishInternal publishes a whole Publish frame (partition any, batch at
-// batchOff) from inside the broker and waits for its ack. The topic is
-// created with the defaults when missing, whether or not auto-creation is
-// on: it is the broker's own.
-func (e *Engine) publishInternal(topic string, frame []byte, batchOff int) error {
-	if e.draining.Load() {
-		return errShuttingDown
-	}
-	if _, err := wire.CheckBatch(frame[batchOff:], e.cfg.MaxMessageBytes); err != nil {
-		return err
-	}
-	t := e.topics.get([]byte(topic))
-	if t == nil {
-		var err error
-		if t, err = e.createTopicBy(byBroker, topic, 0, nil, true); err != nil {
-			return err
-		}
-	}
-	p, err := t.pickPartition(wire.PartitionAny)
-	if err != nil {
-		return err
-	}
-	buf := storage.NewBuf(len(frame))
-	copy(buf.B, frame)
-	wire.SetDeliverHeader(buf.B)
-	binary.BigEndian.PutUint32(buf.B[batchOff-4:], uint32(p.ID))
-	fl := &internalFlusher{ch: make(chan struct{}, 1)}
-	out := outbox.NewOutbox(1<<20, len(e.shards), fl)
-	defer out.Close()
-	const corr = 1
-	if err := p.Publish(out, corr, buf, batchOff); err != nil {
-		return errShuttingDown
-	}
-	p.Shard.Wake()
-	timeout := time.NewTimer(internalPublishTimeout)
-	defer timeout.Stop()
-	for {
-		select {
-		case <-fl.ch:
-		case <-timeout.C:
-			return wire.Errorf(wire.CodeInternal, "no ack for an internal publish to "+topic)
-		}
-		pending, _ := out.Take()
-		var data []byte
-		for _, b := range pending.IOV {
-			data = append(data, b...)
-		}
-		out.Done(pending, 0)
-		for len(data) > 0 {
-			f, n, err := wire.ReadFrame(data, uint32(len(data)))
-			if err != nil || n == 0 {
-				return wire.Errorf(wire.CodeInternal, "bad answer to an internal publish")
-			}
-			data = data[n:]
-			switch f.Type {
-			case wire.TypePublishAck:
-				return nil
-			case wire.TypeError:
-				we, derr := wire.DecodeError(f.Body)
-				if derr != nil {
-					return derr
-				}
-				return we
-			}
-		}
-	}
 }

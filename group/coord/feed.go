@@ -1,4 +1,4 @@
-package engine
+package coord
 
 import (
 	"errors"
@@ -11,11 +11,15 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
+// readChunk bounds how much a message-mode feed reads at once, as the
+// broker's replay steps do.
+const readChunk = 1 << 20
+
 // offsetFeed delivers a partition to its owner in none and offset mode:
 // a replay from the start offset that joins the live fan-out once it has
 // caught up, exactly as a Subscribe with a start position.
 type offsetFeed struct {
-	c      *coordinator
+	c      *Coordinator
 	g      *group
 	p      *shard.Partition
 	out    *outbox.Outbox
@@ -27,9 +31,7 @@ type offsetFeed struct {
 // start queues the feed's replay on the broker's replay pool; exited is
 // closed when it ends. No goroutine waits for it meanwhile.
 func (f *offsetFeed) start(start int64) {
-	j := f.c.e.newReplay(f.out, f.p, start, &f.cancel)
-	j.done = f.exited
-	f.c.e.replays.start(j)
+	f.c.broker.Replay(f.out, f.p, start, &f.cancel, f.exited)
 }
 
 // stop ends the replay, then removes the live subscription it may have
@@ -68,9 +70,9 @@ func (f *offsetFeed) stopped() bool {
 // partition's timers: expired ack waits, nack delays and backoffs, and the
 // dead-letter topic.
 type msgFeed struct {
-	c    *coordinator
+	c    *Coordinator
 	gp   *gpart
-	m    *member
+	m    *Member
 	quit atomic.Bool
 	wait atomic.Bool // waiter is registered with the partition
 	// waiter wakes the feed when new data is visible; withdrawn when the
@@ -80,7 +82,7 @@ type msgFeed struct {
 	done   chan struct{}
 }
 
-func newMsgFeed(c *coordinator, gp *gpart, m *member) *msgFeed {
+func newMsgFeed(c *Coordinator, gp *gpart, m *Member) *msgFeed {
 	f := &msgFeed{c: c, gp: gp, m: m, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	f.waiter.Waker = f
 	return f
@@ -129,7 +131,7 @@ func (f *msgFeed) run() {
 	defer timer.Stop()
 	for !f.quit.Load() && !out.Closed() {
 		room := f.m.roomSignal() // taken before the bound is checked, so no wake-up is missed
-		now := nowNS()
+		now := f.c.now()
 		gp.mu.Lock()
 		if !f.live() {
 			gp.mu.Unlock()
@@ -166,7 +168,7 @@ func (f *msgFeed) run() {
 			continue // more to read
 		}
 		if wakeAt > 0 {
-			if w := time.Duration(wakeAt - nowNS()); d == 0 || w < d {
+			if w := time.Duration(wakeAt - f.c.now()); d == 0 || w < d {
 				d = max(w, 0)
 			}
 		}
@@ -205,7 +207,7 @@ func (f *msgFeed) Woken(_ int64, ok bool) {
 // past next.
 func (f *msgFeed) waitForData(next int64) {
 	p := f.gp.p
-	if offlineReason(p) != "" {
+	if f.c.broker.OfflineReason(p) != "" {
 		return // no data comes until a restart; the feed waits for its stop
 	}
 	if f.wait.Swap(true) {
@@ -234,12 +236,12 @@ func (f *msgFeed) deliverNew(prefix []byte) (atEnd, gated bool) {
 		f.skipTo(lo, "retention removed them before they were acked")
 		return false, false
 	}
-	if skip := skipCorrupt(gp.p, next); skip != next {
+	if skip := f.c.broker.SkipCorrupt(gp.p, next); skip != next {
 		f.skipTo(skip, "they are in a range of the log found corrupt")
 		return false, false
 	}
 	sent, stop := 0, false
-	err := gp.p.Log.Read(next, replayChunk, func(b wire.Batch) bool {
+	err := gp.p.Log.Read(next, readChunk, func(b wire.Batch) bool {
 		to := b.BaseOffset() + int64(b.Count())
 		gp.mu.Lock()
 		a := gp.acks
@@ -250,7 +252,7 @@ func (f *msgFeed) deliverNew(prefix []byte) (atEnd, gated bool) {
 			gated = true
 		case to > a.Next():
 			n := to - a.Next()
-			a.Delivered(a.Next(), to, nowNS()+set.ackWait)
+			a.Delivered(a.Next(), to, f.c.now()+set.ackWait)
 			f.m.unacked.Add(n)
 		default:
 			gp.mu.Unlock()
@@ -274,7 +276,7 @@ func (f *msgFeed) deliverNew(prefix []byte) (atEnd, gated bool) {
 		lo, _ = gp.p.Log.Bounds()
 		f.skipTo(lo, "retention removed them before they were acked")
 	case err != nil:
-		f.c.e.log.Warn("group delivery read failed; retrying", "group", gp.g.name, "topic", gp.p.Topic,
+		f.c.log.Warn("group delivery read failed; retrying", "group", gp.g.name, "topic", gp.p.Topic,
 			"partition", gp.p.ID, "offset", next, "err", err)
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -296,10 +298,10 @@ func (f *msgFeed) skipTo(o int64, why string) {
 	floor := gp.acks.Floor()
 	gp.mu.Unlock()
 	if lost > 0 {
-		f.c.e.log.Warn("unacked messages skipped: "+why, "group", gp.g.name, "topic", gp.p.Topic,
+		f.c.log.Warn("unacked messages skipped: "+why, "group", gp.g.name, "topic", gp.p.Topic,
 			"partition", gp.p.ID, "messages", lost, "now_from", o)
 	}
-	f.c.store.Set(gp.g.name, gp.g.topic.Name, []wire.PartitionOffset{{Partition: gp.p.ID, Offset: floor}}, nil)
+	f.c.store.Set(gp.g.name, gp.g.topic.Name(), []wire.PartitionOffset{{Partition: gp.p.ID, Offset: floor}}, nil)
 }
 
 // maxRedeliverOffsets is the most offsets one Redeliver frame lists (the
@@ -334,7 +336,7 @@ func (f *msgFeed) redeliver(attempt uint32, offs []int64) {
 			if offs[0] < lo {
 				f.skipTo(lo, "retention removed them before they were acked")
 			} else {
-				f.c.e.log.Error("a message to redeliver cannot be read; dropping it", "group", gp.g.name,
+				f.c.log.Error("a message to redeliver cannot be read; dropping it", "group", gp.g.name,
 					"topic", topic, "partition", gp.p.ID, "offset", offs[0], "err", err)
 				f.forget([]int64{offs[0]})
 			}
@@ -346,7 +348,7 @@ func (f *msgFeed) redeliver(attempt uint32, offs []int64) {
 			gp.mu.Unlock()
 			return
 		}
-		gp.acks.Redelivered(these, attempt, nowNS()+set.ackWait)
+		gp.acks.Redelivered(these, attempt, f.c.now()+set.ackWait)
 		gp.mu.Unlock()
 		out.SendCopy(frame)
 		sent = true
@@ -372,5 +374,5 @@ func (f *msgFeed) forget(offs []int64) {
 	gp.committed = gp.acks.Floor()
 	floor := gp.acks.Floor()
 	gp.mu.Unlock()
-	f.c.store.Set(gp.g.name, gp.g.topic.Name, []wire.PartitionOffset{{Partition: gp.p.ID, Offset: floor}}, nil)
+	f.c.store.Set(gp.g.name, gp.g.topic.Name(), []wire.PartitionOffset{{Partition: gp.p.ID, Offset: floor}}, nil)
 }

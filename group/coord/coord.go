@@ -1,23 +1,14 @@
-package engine
-
-import (
-	"crypto/rand"
-	"encoding/hex"
-	"slices"
-	"strconv"
-	"sync"
-	"sync/atomic"
-	"time"
-
-	"github.com/ratatoskr-mq/ratatoskr/group/ackstate"
-	"github.com/ratatoskr-mq/ratatoskr/group/assign"
-	"github.com/ratatoskr-mq/ratatoskr/group/offsets"
-	"github.com/ratatoskr-mq/ratatoskr/outbox"
-	"github.com/ratatoskr-mq/ratatoskr/shard"
-	"github.com/ratatoskr-mq/ratatoskr/wire"
-)
-
-// Consumer groups (see docs/DESIGN.md, "Consumer groups").
+// Package coord is the consumer-group coordinator: members, generations,
+// rebalances and revocations, commits, message-mode acks and their
+// redeliveries, dead letters, and the feeds that push each partition to
+// the member that owns it (docs/DESIGN.md, "Consumer groups").
+//
+// It sits below the broker and reaches it only through Broker (broker.go):
+// topics, the log questions a subscriber asks too, the replay pool, the
+// internal publish of dead letters, and telemetry events. Members are
+// connections seen as their outbox (outbox.Outbox) and remote address, so
+// the coordinator sends frames without knowing sessions. It imports shard,
+// storage, wire, telemetry and the group leaves; never engine or gnet.
 //
 // The coordinator is not on the publish path: joins, leaves, heartbeats and
 // rebalances take one mutex. A member is a connection's membership; its
@@ -36,10 +27,34 @@ import (
 //
 // A group without members is kept while it has committed offsets, until
 // it has been idle (no member, commit or ack-floor move) for the group
-// retention; a pass every groupRetentionPass removes the idle ones.
+// retention; a pass every RetentionPass removes the idle ones.
 //
-// Lock order: coordinator.mu, then gpart.mu; coordinator.mu, then
+// Time: session timeouts, ack waits and backoffs read Config.Now, a
+// monotonic clock in nanoseconds, so tests drive them with a logical
+// clock; retention counts in wall-clock time, as the stored activity does.
+//
+// Lock order: Coordinator.mu, then gpart.mu; Coordinator.mu, then
 // offsets.Store's mu. Acks take only gpart.mu.
+package coord
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/group/ackstate"
+	"github.com/ratatoskr-mq/ratatoskr/group/assign"
+	"github.com/ratatoskr-mq/ratatoskr/group/offsets"
+	"github.com/ratatoskr-mq/ratatoskr/outbox"
+	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/telemetry"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
 
 // Group defaults and bounds.
 const (
@@ -56,15 +71,38 @@ const (
 	maxAckWindow = 1 << 22
 	// groupTick is how often sessions and revocations are checked.
 	groupTick = 100 * time.Millisecond
-	// groupRetentionPass is how often idle groups are looked for: group
-	// retention is counted in days, and a pass reads every group.
-	groupRetentionPass = time.Minute
 )
+
+// RetentionPass is how often idle groups are looked for: group retention
+// is counted in days, and a pass reads every group. A retention shorter
+// than a pass could not be kept, so the broker's config refuses it.
+const RetentionPass = time.Minute
 
 var coordEpoch = time.Now()
 
-// nowNS is the coordinator's monotonic clock, in nanoseconds.
+// nowNS is the coordinator's default clock: monotonic, in nanoseconds.
 func nowNS() int64 { return int64(time.Since(coordEpoch)) }
+
+// Config is what a Coordinator is built from.
+type Config struct {
+	Broker Broker
+	// Store keeps the committed offsets; the coordinator starts it in
+	// Load and closes it in Close.
+	Store *offsets.Store
+	Log   *slog.Logger
+	// Retention is how long a group with no member and no activity is
+	// kept; 0 keeps groups forever.
+	Retention time.Duration
+	// Now is the clock of session timeouts, ack waits and backoffs, in
+	// monotonic nanoseconds; nil: the process's monotonic clock.
+	Now func() int64
+}
+
+// Origin is who asked for a change, as telemetry events name it: Actor
+// "client", "admin" or "broker", and the remote address when there is one.
+type Origin struct{ Actor, Remote string }
+
+var byBroker = Origin{Actor: "broker"}
 
 // groupSettings are fixed by the member that joins an empty group.
 type groupSettings struct {
@@ -79,10 +117,10 @@ type groupSettings struct {
 
 type group struct {
 	name    string
-	topic   *Topic
+	topic   Topic
 	set     groupSettings
 	gen     uint32
-	members map[string]*member
+	members map[string]*Member
 	parts   []*gpart
 	desired []string // the assignor's last answer, member ids
 	retry   bool     // a partition waits for its previous feed to stop
@@ -90,7 +128,11 @@ type group struct {
 	deadLettered atomic.Uint64
 }
 
-type member struct {
+// Member is one connection's membership of a group. The session that
+// joined holds it and hands it back with each request; the coordinator
+// may drop it at any time (session timeout, replaced, topic deleted), and
+// Err then says so.
+type Member struct {
 	id       string
 	remote   string // the member's connection, for telemetry events
 	g        *group
@@ -99,7 +141,7 @@ type member struct {
 	seen     atomic.Int64  // nowNS of the last heartbeat, commit or ack
 	gen      atomic.Uint32 // generation of the last Assignment sent to it
 	gone     atomic.Bool
-	revokeBy int64        // nowNS by which pending revocations are forced; 0: none; coordinator.mu
+	revokeBy int64        // nowNS by which pending revocations are forced; 0: none; Coordinator.mu
 	unacked  atomic.Int64 // message mode: unacked messages over its partitions
 
 	// room is closed (and replaced) whenever unacked falls below the
@@ -109,8 +151,25 @@ type member struct {
 	room   chan struct{}
 }
 
+// ID is the member id, the broker's or the one the member asked for.
+func (m *Member) ID() string { return m.id }
+
+// Group is the name of the member's group.
+func (m *Member) Group() string { return m.g.name }
+
+// Topic is the topic the member's group consumes.
+func (m *Member) Topic() Topic { return m.g.topic }
+
+// Err is nil while m is in its group, and UNKNOWN_MEMBER once it is not.
+func (m *Member) Err() error {
+	if m.gone.Load() {
+		return errGoneMember(m)
+	}
+	return nil
+}
+
 // roomSignal returns the channel closed when the member next gets room.
-func (m *member) roomSignal() <-chan struct{} {
+func (m *Member) roomSignal() <-chan struct{} {
 	m.roomMu.Lock()
 	defer m.roomMu.Unlock()
 	if m.room == nil {
@@ -121,7 +180,7 @@ func (m *member) roomSignal() <-chan struct{} {
 
 // settle takes n acked (or no longer owned) messages off the member's
 // count, and wakes its feeds if that made room.
-func (m *member) settle(n, maxUnacked int64) {
+func (m *Member) settle(n, maxUnacked int64) {
 	if n <= 0 {
 		return
 	}
@@ -142,9 +201,9 @@ type gpart struct {
 	p *shard.Partition
 
 	mu            sync.Mutex
-	owner         *member
+	owner         *Member
 	since         uint32  // generation owner got it in
-	revoking      *member // the previous owner, until it confirms the revocation
+	revoking      *Member // the previous owner, until it confirms the revocation
 	revokingSince uint32
 	committed     int64 // next offset to consume; -1: none
 	start         int64 // where the current owner's deliveries started
@@ -160,40 +219,56 @@ type feed interface {
 	stopped() bool
 }
 
-// coordinator runs the consumer groups of a broker.
-type coordinator struct {
-	e      *Engine
+// Coordinator runs the consumer groups of a broker.
+type Coordinator struct {
+	broker    Broker
+	log       *slog.Logger
+	retention time.Duration
+	now       func() int64
+
 	mu     sync.Mutex
 	groups map[string]*group
 	store  *offsets.Store
 	ids    atomic.Uint64
 	prefix string // for member ids: differs between broker runs
 
-	poke chan struct{}
-	quit chan struct{}
-	done chan struct{}
+	// newFeed starts the feed of a partition given to a member: startFeed,
+	// which tests replace to see the coordinator's decisions alone.
+	newFeed func(*gpart, *Member) feed
+
+	running bool // Load started run; set and read by the broker's start and shutdown
+	poke    chan struct{}
+	quit    chan struct{}
+	done    chan struct{}
 }
 
-func newCoordinator(e *Engine) *coordinator {
+// New returns a coordinator with no groups; Load restores them.
+func New(cfg Config) *Coordinator {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	return &coordinator{e: e, groups: map[string]*group{},
-		store:  offsets.New(e.cfg.FS, e.cfg.DataDir, e.log),
-		prefix: hex.EncodeToString(b[:]),
-		poke:   make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	now := cfg.Now
+	if now == nil {
+		now = nowNS
+	}
+	c := &Coordinator{broker: cfg.Broker, log: cfg.Log, retention: cfg.Retention, now: now,
+		groups: map[string]*group{}, store: cfg.Store, prefix: hex.EncodeToString(b[:]),
+		poke: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	c.newFeed = c.startFeed
+	return c
 }
 
-// load restores the groups recorded with committed offsets. Groups of
-// topics that no longer exist are forgotten.
-func (c *coordinator) load() error {
+// Load restores the groups recorded with committed offsets, then starts
+// the offsets store and the timers. Groups of topics that no longer exist
+// are forgotten.
+func (c *Coordinator) Load() error {
 	stored, err := c.store.Load()
 	if err != nil {
 		return err
 	}
 	for name, sg := range stored {
-		t := c.e.topics.get([]byte(sg.Topic))
+		t := c.broker.Topic(sg.Topic)
 		if t == nil {
-			c.e.log.Info("forgetting the offsets of a group whose topic is gone", "group", name, "topic", sg.Topic)
+			c.log.Info("forgetting the offsets of a group whose topic is gone", "group", name, "topic", sg.Topic)
 			c.store.Remove(name, nil)
 			continue
 		}
@@ -206,19 +281,23 @@ func (c *coordinator) load() error {
 		c.groups[name] = g
 	}
 	c.store.Start()
+	c.running = true
 	go c.run()
 	return nil
 }
 
-// close stops the timers and writes the offsets still pending.
-func (c *coordinator) close() {
+// Close stops the timers and the feeds, and writes the offsets still
+// pending.
+func (c *Coordinator) Close() {
 	select {
 	case <-c.quit:
 		return
 	default:
 	}
 	close(c.quit)
-	<-c.done
+	if c.running {
+		<-c.done
+	}
 	c.mu.Lock()
 	for _, g := range c.groups {
 		for _, gp := range g.parts {
@@ -233,17 +312,18 @@ func (c *coordinator) close() {
 	c.store.Close()
 }
 
-func (c *coordinator) newGroup(name string, t *Topic, set groupSettings) *group {
-	g := &group{name: name, topic: t, set: set, members: map[string]*member{}}
-	g.parts = make([]*gpart, len(t.Parts))
-	for i, p := range t.Parts {
+func (c *Coordinator) newGroup(name string, t Topic, set groupSettings) *group {
+	g := &group{name: name, topic: t, set: set, members: map[string]*Member{}}
+	parts := t.Partitions()
+	g.parts = make([]*gpart, len(parts))
+	for i, p := range parts {
 		g.parts[i] = &gpart{g: g, p: p, committed: -1}
 	}
 	return g
 }
 
 // settings validates a join's settings and fills in the defaults.
-func (c *coordinator) settings(req *wire.JoinGroup) (groupSettings, time.Duration, error) {
+func (c *Coordinator) settings(req *wire.JoinGroup) (groupSettings, time.Duration, error) {
 	timeout := time.Duration(req.SessionTimeoutMs) * time.Millisecond
 	if timeout == 0 {
 		timeout = defaultSessionTimeout
@@ -282,7 +362,7 @@ func (g *group) maxDeliveries() uint32 {
 	if g.set.maxDeliveries > 0 {
 		return g.set.maxDeliveries
 	}
-	if n := g.topic.Config().MaxDeliveries; n > 0 {
+	if n := g.topic.MaxDeliveries(); n > 0 {
 		return uint32(n)
 	}
 	return defaultMaxDeliveries
@@ -293,22 +373,24 @@ func (g *group) deadLetterTopic() string {
 	if g.set.dlq != "" {
 		return g.set.dlq
 	}
-	if d := g.topic.Config().DeadLetterTopic; d != "" {
+	if d := g.topic.DeadLetterTopic(); d != "" {
 		return d
 	}
-	return g.topic.Name + ".dlq"
+	return g.topic.Name() + ".dlq"
 }
 
-// join adds a member for session s and answers it; the member then gets
-// its first Assignment.
-func (c *coordinator) join(s *session, corr uint32, req *wire.JoinGroup, t *Topic) (*member, error) {
+// Join adds a member for the connection whose outbox is out, and answers
+// its JoinGroup (corr) with a JoinResult; the member then gets its first
+// Assignment. by names the connection (Actor "client" and its address).
+// An error is the answer the session should send instead.
+func (c *Coordinator) Join(out *outbox.Outbox, by Origin, corr uint32, req *wire.JoinGroup, t Topic) (*Member, error) {
 	set, timeout, err := c.settings(req)
 	if err != nil {
 		return nil, err
 	}
-	if set.mode == wire.AckMessage && set.dlq == "" && t.Config().DeadLetterTopic == "" &&
-		wire.ValidateTopicName(t.Name+".dlq") != nil {
-		return nil, invalid("the default dead-letter topic " + strconv.Quote(t.Name+".dlq") +
+	if set.mode == wire.AckMessage && set.dlq == "" && t.DeadLetterTopic() == "" &&
+		wire.ValidateTopicName(t.Name()+".dlq") != nil {
+		return nil, invalid("the default dead-letter topic " + strconv.Quote(t.Name()+".dlq") +
 			" is not a valid topic name (too long); set the topic's dead-letter-topic or the group's")
 	}
 	c.mu.Lock()
@@ -318,37 +400,43 @@ func (c *coordinator) join(s *session, corr uint32, req *wire.JoinGroup, t *Topi
 	case g == nil:
 		g = c.newGroup(req.Group, t, set)
 		c.groups[req.Group] = g
-	case g.topic.Name != t.Name:
-		return nil, invalid("group " + strconv.Quote(g.name) + " consumes topic " + strconv.Quote(g.topic.Name))
+	case g.topic.Name() != t.Name():
+		return nil, invalid("group " + strconv.Quote(g.name) + " consumes topic " + strconv.Quote(g.topic.Name()))
 	case len(g.members) == 0:
 		g.set = set
 	case g.set.mode != set.mode:
-		return nil, invalid("group " + strconv.Quote(g.name) + " consumes in " + modeName(g.set.mode) +
-			" ack mode; this member asked for " + modeName(set.mode))
+		return nil, invalid("group " + strconv.Quote(g.name) + " consumes in " + ModeName(g.set.mode) +
+			" ack mode; this member asked for " + ModeName(set.mode))
 	}
 	id := req.Member
 	if id == "" {
 		id = c.prefix + "-" + strconv.FormatUint(c.ids.Add(1), 10)
 	} else if old := g.members[id]; old != nil {
-		if old.out == s.out {
+		if old.out == out {
 			return nil, invalid("this connection is already member " + strconv.Quote(id) + " of group " + g.name)
 		}
-		c.e.log.Info("group member replaced by a new connection", "group", g.name, "member", id)
-		c.emitGroup(g, old, len(g.members)-1, "replace", origin{actor: "client", remote: s.by.remote}, nil)
+		c.log.Info("group member replaced by a new connection", "group", g.name, "member", id)
+		c.emitGroup(g, old, len(g.members)-1, "replace", Origin{Actor: "client", Remote: by.Remote}, nil)
 		c.removeMember(old)
+		// Removing the last member of a group without offsets forgets the
+		// group; the member replacing it keeps it.
+		c.groups[g.name] = g
 	}
-	m := &member{id: id, remote: s.by.remote, g: g, out: s.out, timeout: timeout}
-	m.seen.Store(nowNS())
+	m := &Member{id: id, remote: by.Remote, g: g, out: out, timeout: timeout}
+	m.seen.Store(c.now())
 	g.members[id] = m
 	res := wire.JoinResult{Member: id, SessionTimeoutMs: uint32(timeout / time.Millisecond)}
-	s.sendFrame(wire.TypeJoinResult, corr, res.Append(s.scratch[:0]))
-	c.e.log.Debug("group member joined", "group", g.name, "member", id, "members", len(g.members))
-	c.emitGroup(g, m, len(g.members), "join", s.by, nil)
+	body := res.Append(nil)
+	out.SendCopy(append(wire.AppendHeader(nil, wire.TypeJoinResult, 0, corr, len(body)), body...))
+	c.log.Debug("group member joined", "group", g.name, "member", id, "members", len(g.members))
+	c.emitGroup(g, m, len(g.members), "join", by, nil)
 	c.rebalance(g)
 	return m, nil
 }
 
-func modeName(m wire.AckMode) string {
+// ModeName is an ack mode's name as the protocol's docs and the admin API
+// spell it: none, offset, message.
+func ModeName(m wire.AckMode) string {
 	switch m {
 	case wire.AckNone:
 		return "none"
@@ -360,32 +448,32 @@ func modeName(m wire.AckMode) string {
 	return "mode " + strconv.Itoa(int(m))
 }
 
-// leave removes m (LeaveGroup, or its connection closed).
-func (c *coordinator) leave(m *member) {
+// Leave removes m (LeaveGroup, or its connection closed).
+func (c *Coordinator) Leave(m *Member) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !m.gone.Load() {
-		c.emitGroup(m.g, m, len(m.g.members)-1, "leave", origin{actor: "client", remote: m.remote}, nil)
+		c.emitGroup(m.g, m, len(m.g.members)-1, "leave", Origin{Actor: "client", Remote: m.remote}, nil)
 		c.removeMember(m)
 	}
 }
 
 // emitGroup emits EventGroupChanged about g, and m when not nil, with the
 // number of members after the change as its Count.
-func (c *coordinator) emitGroup(g *group, m *member, members int, action string, by origin, err error) {
-	if !c.e.observed() {
+func (c *Coordinator) emitGroup(g *group, m *Member, members int, action string, by Origin, err error) {
+	if !c.broker.Observed() {
 		return
 	}
 	target := "group/" + g.name
 	if m != nil {
 		target += "/member/" + m.id
 	}
-	c.e.emit(Event{Kind: EventGroupChanged, Topic: g.topic.Name, Partition: -1, Group: g.name, Count: members,
-		Actor: by.actor, Remote: by.remote, Action: action, Target: target, Err: err})
+	c.broker.Emit(telemetry.Event{Kind: telemetry.EventGroupChanged, Topic: g.topic.Name(), Partition: -1, Group: g.name,
+		Count: members, Actor: by.Actor, Remote: by.Remote, Action: action, Target: target, Err: err})
 }
 
 // removeMember takes m's partitions away at once and rebalances; mu held.
-func (c *coordinator) removeMember(m *member) {
+func (c *Coordinator) removeMember(m *Member) {
 	g := m.g
 	m.gone.Store(true)
 	delete(g.members, m.id)
@@ -434,13 +522,13 @@ func (g *group) hasOffsets() bool {
 // member never gets a delivery for a partition before it knows it owns it.
 type pendingStart struct {
 	gp *gpart
-	m  *member
+	m  *Member
 }
 
 // rebalance brings the group towards the assignor's answer; mu held. Free
 // partitions go to their new owner at once; partitions a live member must
 // give up are revoked first (see the top of this file).
-func (c *coordinator) rebalance(g *group) {
+func (c *Coordinator) rebalance(g *group) {
 	g.retry = false
 	if len(g.members) == 0 {
 		g.desired = nil
@@ -459,9 +547,9 @@ func (c *coordinator) rebalance(g *group) {
 	}
 	g.desired = assign.Sticky(len(g.parts), ids, prev)
 	gen := g.gen + 1
-	changed := map[*member]bool{}
+	changed := map[*Member]bool{}
 	var starts []pendingStart
-	now := nowNS()
+	now := c.now()
 	for i, gp := range g.parts {
 		want := g.members[g.desired[i]]
 		gp.mu.Lock()
@@ -498,7 +586,7 @@ func (c *coordinator) rebalance(g *group) {
 	for _, ps := range starts {
 		ps.gp.mu.Lock()
 		if ps.gp.owner == ps.m {
-			ps.gp.feed = c.startFeed(ps.gp, ps.m)
+			ps.gp.feed = c.newFeed(ps.gp, ps.m)
 		}
 		ps.gp.mu.Unlock()
 	}
@@ -506,11 +594,11 @@ func (c *coordinator) rebalance(g *group) {
 
 // give makes m the owner of gp from generation gen and decides where its
 // deliveries start; gp.mu held.
-func (c *coordinator) give(gp *gpart, m *member, gen uint32, now int64) {
+func (c *Coordinator) give(gp *gpart, m *Member, gen uint32, now int64) {
 	gp.owner, gp.since, gp.feed = m, gen, nil
 	if gp.g.set.mode == wire.AckMessage {
 		if gp.acks == nil {
-			gp.acks = ackstate.New(gp.startOffset())
+			gp.acks = ackstate.New(c.startOffset(gp))
 		} else {
 			gp.acks.Takeover(now)
 		}
@@ -518,29 +606,29 @@ func (c *coordinator) give(gp *gpart, m *member, gen uint32, now int64) {
 		gp.start = gp.acks.Next()
 		return
 	}
-	gp.start = gp.startOffset()
+	gp.start = c.startOffset(gp)
 }
 
 // startOffset is where a new owner starts: the committed offset, else the
 // group's start position, within what the log holds. An offline partition
 // holds nothing to judge by, and its committed offset must survive until a
 // restart brings it back, so it starts there.
-func (gp *gpart) startOffset() int64 {
-	if offlineReason(gp.p) != "" {
+func (c *Coordinator) startOffset(gp *gpart) int64 {
+	if c.broker.OfflineReason(gp.p) != "" {
 		return max(gp.committed, 0)
 	}
 	lo, hi := gp.p.Log.Bounds()
 	off := gp.committed
 	if off < 0 {
 		var err error
-		if off, err = resolveStart(gp.p, gp.g.set.start); err != nil {
+		if off, err = c.broker.ResolveStart(gp.p, gp.g.set.start); err != nil {
 			off = gp.g.set.start.Value // an offset out of range: clamped below
 		}
 	}
 	return min(max(off, lo), hi)
 }
 
-func (c *coordinator) startFeed(gp *gpart, m *member) feed {
+func (c *Coordinator) startFeed(gp *gpart, m *Member) feed {
 	if gp.g.set.mode == wire.AckMessage {
 		f := newMsgFeed(c, gp, m)
 		go f.run()
@@ -552,7 +640,7 @@ func (c *coordinator) startFeed(gp *gpart, m *member) feed {
 }
 
 // sendAssignment tells m its partitions; mu held.
-func (c *coordinator) sendAssignment(m *member) {
+func (c *Coordinator) sendAssignment(m *Member) {
 	a := wire.Assignment{Group: m.g.name, Generation: m.gen.Load()}
 	for _, gp := range m.g.parts {
 		gp.mu.Lock()
@@ -566,13 +654,13 @@ func (c *coordinator) sendAssignment(m *member) {
 	m.out.Kick()
 }
 
-// heartbeat keeps m alive; a heartbeat of m's current generation also
+// Heartbeat keeps m alive; a heartbeat of m's current generation also
 // confirms that m is done with the partitions it was told to give up.
-func (c *coordinator) heartbeat(m *member, gen uint32) error {
+func (c *Coordinator) Heartbeat(m *Member, gen uint32) error {
 	if m.gone.Load() {
 		return errGoneMember(m)
 	}
-	m.seen.Store(nowNS())
+	m.seen.Store(c.now())
 	if gen != m.gen.Load() {
 		return nil
 	}
@@ -588,7 +676,7 @@ func (c *coordinator) heartbeat(m *member, gen uint32) error {
 }
 
 // finishRevokes frees the partitions m was giving up; mu held.
-func (c *coordinator) finishRevokes(m *member) {
+func (c *Coordinator) finishRevokes(m *Member) {
 	m.revokeBy = 0
 	for _, gp := range m.g.parts {
 		gp.mu.Lock()
@@ -600,7 +688,7 @@ func (c *coordinator) finishRevokes(m *member) {
 	c.rebalance(m.g)
 }
 
-func errGoneMember(m *member) error {
+func errGoneMember(m *Member) error {
 	return wire.Errorf(wire.CodeUnknownMember, "member "+strconv.Quote(m.id)+" is no longer in group "+m.g.name+
 		" (session timeout, or replaced); join again")
 }
@@ -608,11 +696,11 @@ func errGoneMember(m *member) error {
 // run expires members that stopped heartbeating and revocations that were
 // never confirmed, and retries partitions whose old feed was still
 // stopping.
-func (c *coordinator) run() {
+func (c *Coordinator) run() {
 	defer close(c.done)
 	t := time.NewTicker(groupTick)
 	defer t.Stop()
-	nextPass := time.Now().Add(groupRetentionPass)
+	nextPass := time.Now().Add(RetentionPass)
 	for {
 		select {
 		case <-c.quit:
@@ -620,21 +708,21 @@ func (c *coordinator) run() {
 		case <-t.C:
 		case <-c.poke:
 		}
-		c.tick(nowNS())
+		c.tick(c.now())
 		if now := time.Now(); !now.Before(nextPass) {
-			c.expireIdle(now)
-			nextPass = now.Add(groupRetentionPass)
+			c.ExpireIdle(now)
+			nextPass = now.Add(RetentionPass)
 		}
 	}
 }
 
-// expireIdle removes the groups that have had no member and no activity
+// ExpireIdle removes the groups that have had no member and no activity
 // for the group retention as of now (wall clock, as the stored activity
 // is). A group with members is active: its stored activity is refreshed
 // once it is a quarter of the retention old, so that after a crash the
 // group counts from about when it was last seen.
-func (c *coordinator) expireIdle(now time.Time) {
-	keep := c.e.cfg.GroupRetention
+func (c *Coordinator) ExpireIdle(now time.Time) {
+	keep := c.retention
 	if keep <= 0 {
 		return
 	}
@@ -655,13 +743,26 @@ func (c *coordinator) expireIdle(now time.Time) {
 }
 
 // expireGroup forgets an idle group and its offsets; mu held.
-func (c *coordinator) expireGroup(g *group, idle time.Duration) {
+func (c *Coordinator) expireGroup(g *group, idle time.Duration) {
 	delete(c.groups, g.name)
 	c.store.Remove(g.name, nil)
-	c.e.log.Info("consumer group removed: no members and no commits for the group retention", "group", g.name,
-		"topic", g.topic.Name, "idle", idle.Round(time.Second), "group_retention", c.e.cfg.GroupRetention)
+	c.log.Info("consumer group removed: no members and no commits for the group retention", "group", g.name,
+		"topic", g.topic.Name(), "idle", idle.Round(time.Second), "group_retention", c.retention)
 	c.emitGroup(g, nil, 0, "retention", byBroker, nil)
 }
+
+// Idle reports whether group name exists with no member and no feed still
+// winding down, so that a retention pass may remove it once its activity
+// is old enough.
+func (c *Coordinator) Idle(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := c.groups[name]
+	return g != nil && len(g.members) == 0 && g.feedsStopped()
+}
+
+// Store is the offsets store the coordinator was given.
+func (c *Coordinator) Store() *offsets.Store { return c.store }
 
 // feedsStopped reports whether no feed of g is still winding down, so
 // nothing can move its offsets any more.
@@ -677,18 +778,18 @@ func (g *group) feedsStopped() bool {
 	return true
 }
 
-func (c *coordinator) tick(now int64) {
+func (c *Coordinator) tick(now int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, g := range c.groups {
 		for _, m := range g.members {
 			switch {
 			case now-m.seen.Load() > int64(m.timeout):
-				c.e.log.Info("group member timed out", "group", g.name, "member", m.id, "session_timeout", m.timeout)
+				c.log.Info("group member timed out", "group", g.name, "member", m.id, "session_timeout", m.timeout)
 				c.emitGroup(g, m, len(g.members)-1, "expire", byBroker, nil)
 				c.removeMember(m)
 			case m.revokeBy != 0 && now > m.revokeBy:
-				c.e.log.Info("group member did not confirm a revocation in time", "group", g.name, "member", m.id)
+				c.log.Info("group member did not confirm a revocation in time", "group", g.name, "member", m.id)
 				c.finishRevokes(m)
 			}
 		}
@@ -699,7 +800,7 @@ func (c *coordinator) tick(now int64) {
 }
 
 // feedStopped runs when a feed ends, so a partition waiting for it moves on.
-func (c *coordinator) feedStopped() {
+func (c *Coordinator) feedStopped() {
 	select {
 	case c.poke <- struct{}{}:
 	default:
@@ -707,7 +808,7 @@ func (c *coordinator) feedStopped() {
 }
 
 // owns checks that m may commit or ack gp in generation gen; gp.mu held.
-func (gp *gpart) owns(m *member, gen uint32) error {
+func (gp *gpart) owns(m *Member, gen uint32) error {
 	if gen > m.gen.Load() {
 		return wire.Errorf(wire.CodeStaleGeneration, "generation "+strconv.FormatUint(uint64(gen), 10)+
 			" was never assigned to member "+m.id)
@@ -719,19 +820,19 @@ func (gp *gpart) owns(m *member, gen uint32) error {
 		strconv.Itoa(int(gp.p.ID))+" of group "+gp.g.name+" in generation "+strconv.FormatUint(uint64(gen), 10))
 }
 
-// commit records offsets of m's partitions; done runs once they are
+// Commit records offsets of m's partitions; done runs once they are
 // durable, or with why they were refused.
-func (c *coordinator) commit(m *member, req *wire.Commit, done func(error)) {
+func (c *Coordinator) Commit(m *Member, req *wire.Commit, done func(error)) {
 	if m.gone.Load() {
 		done(errGoneMember(m))
 		return
 	}
 	g := m.g
 	if g.set.mode != wire.AckOffset {
-		done(invalid("group " + g.name + " is in " + modeName(g.set.mode) + " ack mode; commits need offset mode"))
+		done(invalid("group " + g.name + " is in " + ModeName(g.set.mode) + " ack mode; commits need offset mode"))
 		return
 	}
-	m.seen.Store(nowNS())
+	m.seen.Store(c.now())
 	for _, po := range req.Offsets {
 		if po.Partition < 0 || int(po.Partition) >= len(g.parts) {
 			done(wire.Errorf(wire.CodeUnknownPartition, "partition "+strconv.Itoa(int(po.Partition))+" of group "+g.name))
@@ -739,7 +840,7 @@ func (c *coordinator) commit(m *member, req *wire.Commit, done func(error)) {
 		}
 		gp := g.parts[po.Partition]
 		_, end := gp.p.Log.Bounds()
-		if offlineReason(gp.p) != "" {
+		if c.broker.OfflineReason(gp.p) != "" {
 			gp.mu.Lock()
 			end = max(gp.committed, 0) // what its owner was assigned; it can have read nothing since
 			gp.mu.Unlock()
@@ -763,11 +864,12 @@ func (c *coordinator) commit(m *member, req *wire.Commit, done func(error)) {
 		gp.committed = po.Offset
 		gp.mu.Unlock()
 	}
-	c.store.Set(g.name, g.topic.Name, req.Offsets, done)
+	c.store.Set(g.name, g.topic.Name(), req.Offsets, done)
 }
 
-// ack marks messages of m's partition acked (message mode).
-func (c *coordinator) ack(m *member, req *wire.Ack) error {
+// Ack marks messages of m's partition acked (message mode). An error is
+// the answer to send; a successful ack has none.
+func (c *Coordinator) Ack(m *Member, req *wire.Ack) error {
 	gp, err := c.ownedMsgPartition(m, req.Partition, req.Generation)
 	if err != nil {
 		return err
@@ -790,7 +892,7 @@ func (c *coordinator) ack(m *member, req *wire.Ack) error {
 	newFloor := a.Floor()
 	gp.mu.Unlock()
 	if moved {
-		c.store.Set(gp.g.name, gp.g.topic.Name, []wire.PartitionOffset{{Partition: gp.p.ID, Offset: newFloor}}, nil)
+		c.store.Set(gp.g.name, gp.g.topic.Name(), []wire.PartitionOffset{{Partition: gp.p.ID, Offset: newFloor}}, nil)
 	}
 	if f != nil && n > 0 {
 		f.wakeUp()
@@ -798,13 +900,14 @@ func (c *coordinator) ack(m *member, req *wire.Ack) error {
 	return nil
 }
 
-// nack asks for a message to be redelivered (message mode).
-func (c *coordinator) nack(m *member, req *wire.Nack) error {
+// Nack asks for a message to be redelivered (message mode). An error is
+// the answer to send; a successful nack has none.
+func (c *Coordinator) Nack(m *Member, req *wire.Nack) error {
 	gp, err := c.ownedMsgPartition(m, req.Partition, req.Generation)
 	if err != nil {
 		return err
 	}
-	gp.acks.Nack(req.Offset, int64(req.DelayMs)*int64(time.Millisecond), req.Reason, nowNS(), gp.g.set.backoff)
+	gp.acks.Nack(req.Offset, int64(req.DelayMs)*int64(time.Millisecond), req.Reason, c.now(), gp.g.set.backoff)
 	f, _ := gp.feed.(*msgFeed)
 	gp.mu.Unlock()
 	if f != nil {
@@ -813,24 +916,24 @@ func (c *coordinator) nack(m *member, req *wire.Nack) error {
 	return nil
 }
 
-func (c *coordinator) msgPartition(m *member, p int32) (*gpart, error) {
+func (c *Coordinator) msgPartition(m *Member, p int32) (*gpart, error) {
 	if m.gone.Load() {
 		return nil, errGoneMember(m)
 	}
 	g := m.g
 	if g.set.mode != wire.AckMessage {
-		return nil, invalid("group " + g.name + " is in " + modeName(g.set.mode) + " ack mode; acks need message mode")
+		return nil, invalid("group " + g.name + " is in " + ModeName(g.set.mode) + " ack mode; acks need message mode")
 	}
 	if p < 0 || int(p) >= len(g.parts) {
 		return nil, wire.Errorf(wire.CodeUnknownPartition, "partition "+strconv.Itoa(int(p))+" of group "+g.name)
 	}
-	m.seen.Store(nowNS())
+	m.seen.Store(c.now())
 	return g.parts[p], nil
 }
 
 // ownedMsgPartition is msgPartition for a member that must own it in
 // generation gen; it returns with the partition's lock held.
-func (c *coordinator) ownedMsgPartition(m *member, p int32, gen uint32) (*gpart, error) {
+func (c *Coordinator) ownedMsgPartition(m *Member, p int32, gen uint32) (*gpart, error) {
 	gp, err := c.msgPartition(m, p)
 	if err != nil {
 		return nil, err
@@ -843,13 +946,13 @@ func (c *coordinator) ownedMsgPartition(m *member, p int32, gen uint32) (*gpart,
 	return gp, nil
 }
 
-// list summarises every group.
-func (c *coordinator) list() []wire.GroupSummary {
+// List summarises every group, by name.
+func (c *Coordinator) List() []wire.GroupSummary {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]wire.GroupSummary, 0, len(c.groups))
 	for _, g := range c.groups {
-		out = append(out, wire.GroupSummary{Group: g.name, Topic: g.topic.Name, Members: uint32(len(g.members))})
+		out = append(out, wire.GroupSummary{Group: g.name, Topic: g.topic.Name(), Members: uint32(len(g.members))})
 	}
 	slices.SortFunc(out, func(a, b wire.GroupSummary) int {
 		if a.Group < b.Group {
@@ -863,15 +966,15 @@ func (c *coordinator) list() []wire.GroupSummary {
 	return out
 }
 
-// describe reports a group's members, owners, committed offsets and lag.
-func (c *coordinator) describe(name string) (wire.GroupInfo, error) {
+// Describe reports a group's members, owners, committed offsets and lag.
+func (c *Coordinator) Describe(name string) (wire.GroupInfo, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g := c.groups[name]
 	if g == nil {
 		return wire.GroupInfo{}, wire.Errorf(wire.CodeUnknownGroup, "no group named "+strconv.Quote(name))
 	}
-	info := wire.GroupInfo{Group: g.name, Topic: g.topic.Name, Generation: g.gen, Mode: g.set.mode}
+	info := wire.GroupInfo{Group: g.name, Topic: g.topic.Name(), Generation: g.gen, Mode: g.set.mode}
 	for id := range g.members {
 		info.Members = append(info.Members, id)
 	}
@@ -895,9 +998,11 @@ func (c *coordinator) describe(name string) (wire.GroupInfo, error) {
 	return info, nil
 }
 
-// resetBy is reset on behalf of by; it emits EventGroupChanged with the
+// Reset moves the committed offsets of a group without members to st in
+// every partition, on behalf of by; done runs once they are durable, or
+// with why they were refused. It emits EventGroupChanged with the
 // outcome, for a group that exists.
-func (c *coordinator) resetBy(by origin, name string, st wire.Start, done func(error)) {
+func (c *Coordinator) Reset(by Origin, name string, st wire.Start, done func(error)) {
 	c.mu.Lock()
 	g := c.groups[name]
 	if g == nil {
@@ -905,7 +1010,7 @@ func (c *coordinator) resetBy(by origin, name string, st wire.Start, done func(e
 		done(wire.Errorf(wire.CodeUnknownGroup, "no group named "+strconv.Quote(name)))
 		return
 	}
-	if c.e.observed() {
+	if c.broker.Observed() {
 		inner := done
 		done = func(err error) {
 			c.emitGroup(g, nil, 0, "reset", by, err) // a reset needs a group without members
@@ -920,7 +1025,7 @@ func (c *coordinator) resetBy(by origin, name string, st wire.Start, done func(e
 	}
 	offs := make([]wire.PartitionOffset, len(g.parts))
 	for i, gp := range g.parts {
-		off, err := resolveStart(gp.p, st)
+		off, err := c.broker.ResolveStart(gp.p, st)
 		if err != nil {
 			c.mu.Unlock()
 			done(err)
@@ -935,13 +1040,13 @@ func (c *coordinator) resetBy(by origin, name string, st wire.Start, done func(e
 	}
 	// Under mu, so a retention pass cannot remove the group between the
 	// two and leave its offsets stored for a group that is gone.
-	c.store.Set(name, g.topic.Name, offs, done)
+	c.store.Set(name, g.topic.Name(), offs, done)
 	c.mu.Unlock()
 }
 
-// topicRemoved forgets the groups of a deleted topic; their members are
+// TopicRemoved forgets the groups of the deleted topic t; their members are
 // told, and the connection of each is closed by its client.
-func (c *coordinator) topicRemoved(t *Topic) {
+func (c *Coordinator) TopicRemoved(t Topic) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for name, g := range c.groups {
@@ -950,7 +1055,7 @@ func (c *coordinator) topicRemoved(t *Topic) {
 		}
 		for _, m := range g.members {
 			m.gone.Store(true)
-			sendErrTo(m.out, 0, wire.Errorf(wire.CodeUnknownTopic, "topic "+t.Name+" of group "+name+" was deleted"))
+			sendError(m.out, 0, wire.Errorf(wire.CodeUnknownTopic, "topic "+t.Name()+" of group "+name+" was deleted"))
 			m.out.Kick()
 		}
 		for _, gp := range g.parts {
