@@ -24,6 +24,7 @@ var layers = map[string][]string{
 	"group/ackstate": {},
 	"group/offsets":  {"wire", "storage", "storage/vfs"},
 	"telemetry":      {},
+	"httpapi":        {"wire", "storage", "storage/vfs", "telemetry", "golang.org/x/sys"},
 	"client":         {"wire", "github.com/valyala/bytebufferpool"},
 	"loadtest":       {"client", "wire", "github.com/HdrHistogram/hdrhistogram-go", "golang.org/x/sys"},
 	"engine":         {"*"},
