@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ratatoskr-mq/ratatoskr/httpapi"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -32,7 +33,7 @@ func FuzzTopicConfigJSON(f *testing.F) {
 		if json.Unmarshal(body, &m) != nil {
 			return
 		}
-		kvs, err := configKVs(m)
+		kvs, err := httpapi.ConfigKVs(m)
 		if err == nil {
 			var tc TopicConfig
 			tc, err = r.parseTopicConfig(0, kvs)

@@ -21,7 +21,7 @@ import (
 type Config struct {
 	// Addr is the native protocol listener, host:port; port 0 picks one.
 	Addr string
-	// HTTPAddr serves HTTP (http.go): /healthz and /readyz; the dashboard's
+	// HTTPAddr serves HTTP (httpapi): /healthz and /readyz; the dashboard's
 	// files at /; and, behind the admin token, /metrics, /api/v1/health,
 	// /api/v1/metrics/history, the admin API under /api/v1/ and, with
 	// Pprof, /debug/pprof/. Empty disables HTTP.

@@ -1,7 +1,7 @@
 // Package engine is the broker's composition root and, for now, most of
 // what it composes: the native listener and connection sessions, the topic
-// registry, the group coordinator, the HTTP side (admin API, health,
-// metrics, dashboard) and the plugin runners. The pure parts live below
+// registry, the group coordinator, the metrics and the plugin runners.
+// The pure parts and the HTTP side (httpapi, wired in http.go) live below
 // it (docs/DESIGN.md, "Package map").
 //
 // Threads and data flow (see docs/DESIGN.md):
@@ -26,7 +26,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +35,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ratatoskr-mq/ratatoskr/group/coord"
+	"github.com/ratatoskr-mq/ratatoskr/httpapi"
 	"github.com/ratatoskr-mq/ratatoskr/outbox"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/shard/driver"
@@ -68,9 +68,7 @@ type Engine struct {
 	// broker was not shutting down; nil while it serves.
 	listenerErr atomic.Pointer[string]
 
-	httpSrv *http.Server
-	httpLn  net.Listener
-	token   string // the admin API's bearer token, resolved before HTTP starts
+	http *httpapi.Server // the HTTP side (http.go)
 
 	plugins plugins
 	fetches fetcher     // the reader pool of pull fetches (fetch.go)
@@ -92,14 +90,12 @@ type Engine struct {
 	directShort   atomic.Uint64 // direct writes the socket did not take whole
 	errorsByCode  [32]atomic.Uint64
 
-	authEvents eventLimiter // refused admin-token checks (admin_token.go)
-
-	// Observability (metrics.go, health.go, history.go).
+	// Observability (metrics.go, ready.go, http.go).
 	metricSet *metrics.Set
 	startedAt time.Time
 	notReady  atomic.Pointer[string] // why Start has not finished; nil once it has
 	disk      diskProbe
-	history   *history
+	history   *httpapi.History
 }
 
 // New validates cfg and returns a broker that is not listening yet. Its
@@ -114,7 +110,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 		replays: newReplayPool(replayWorkers())}
 	e.mem = newMemGuard(e, cfg.MaxInflightBytes)
 	e.setNotReady("not started")
-	e.history = newHistory(e, cfg.HistoryInterval, cfg.HistoryRetention)
+	e.newHTTP()
 	if err := e.startPlugins(opts); err != nil {
 		return nil, err
 	}
@@ -194,7 +190,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("engine: listen %s: %w", e.cfg.Addr, err)
 	}
 	e.setNotReady("")
-	e.history.start()
+	e.history.Start()
 	e.log.Info("ratatoskr listening", "addr", e.addr.String(), "http", e.HTTPAddr(),
 		"shards", len(e.shards), "event_loops", e.cfg.EventLoops)
 	return nil
@@ -213,10 +209,7 @@ func (e *Engine) Addr() net.Addr { return e.addr }
 
 // HTTPAddr is the HTTP address, or "" when HTTP is disabled.
 func (e *Engine) HTTPAddr() string {
-	if e.httpLn == nil {
-		return ""
-	}
-	return e.httpLn.Addr().String()
+	return e.http.Addr()
 }
 
 // Shutdown stops the broker gracefully: it refuses new connections and
@@ -232,7 +225,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, e.cfg.ShutdownTimeout)
 		defer cancel()
 	}
-	e.history.close()
+	e.history.Close()
 	e.stopShards()
 	e.waitFlushed(ctx)
 	var err error

@@ -338,20 +338,6 @@ func TestHealthReportsEachProblem(t *testing.T) {
 	})
 }
 
-// TestPartitionProblemsAreCapped: a disk gone bad can hit thousands of
-// partitions; the reports list a few and count the rest.
-func TestPartitionProblemsAreCapped(t *testing.T) {
-	e := startBroker(t, nil)
-	for i := range maxListedProblems + 5 {
-		addTopicWithLog(e, fmt.Sprintf("flaky%02d", i), readErrorLog{Log: storage.NewMemLog(1 << 20), n: 1})
-	}
-	h := getHealth(t, e)
-	require.Len(t, h.Reasons, maxListedProblems+1)
-	require.Equal(t, "and 5 more partition problem(s)", h.Reasons[maxListedProblems])
-	_, body := httpGet(t, e, "/readyz")
-	require.True(t, strings.HasSuffix(body, "; and 5 more partition problem(s)\n"), body)
-}
-
 // TestRecoveryLogs: a new partition logs nothing above Debug, and a
 // recovery after a crash logs one line at Info for the whole load rather
 // than one per partition.
@@ -393,8 +379,8 @@ func TestDashboardLogHidesToken(t *testing.T) {
 	require.Len(t, dash, 1)
 	require.Contains(t, dash[0], "url=http://"+e.HTTPAddr()+"/ ")
 	require.Contains(t, dash[0], "token_from="+AdminTokenPath(e.cfg.DataDir)+" ")
-	require.Len(t, e.token, 64)
-	require.Empty(t, logs.lines(e.token), "the token is in no log line")
+	require.Len(t, e.http.Token(), 64)
+	require.Empty(t, logs.lines(e.http.Token()), "the token is in no log line")
 
 	const tok = "configured-admin-token-0123456789"
 	logs2 := &logBuffer{}

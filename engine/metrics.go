@@ -1,9 +1,7 @@
 package engine
 
 import (
-	"bytes"
 	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -58,15 +56,7 @@ func (m *shardMetrics) Acked(d time.Duration) { m.ack.Update(d.Seconds()) }
 // Fsynced implements shard.Observer.
 func (m *shardMetrics) Fsynced(d time.Duration) { m.fsync.Update(d.Seconds()) }
 
-// metricsHandler serves GET /metrics in the Prometheus text format.
-func (e *Engine) metricsHandler(w http.ResponseWriter, _ *http.Request) {
-	var b bytes.Buffer
-	e.writeMetrics(&b)
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	_, _ = w.Write(b.Bytes())
-}
-
-// writeMetrics writes every metric. Each family's lines are written
+// writeMetrics writes every metric; httpapi serves them at GET /metrics. Each family's lines are written
 // together, as the text format requires.
 func (e *Engine) writeMetrics(w io.Writer) {
 	e.metricSet.WritePrometheus(w)

@@ -2,8 +2,6 @@ package engine
 
 import (
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -131,68 +129,6 @@ func TestPluginMetrics(t *testing.T) {
 	m := scrape(t, e)
 	require.Contains(t, m, `ratatoskr_plugin_events_dropped_total{plugin="panicker"}`)
 	require.Contains(t, m, `ratatoskr_plugin_queue_length{plugin="panicker"}`)
-}
-
-// TestAuthEventsAreBounded: refused token checks emit at most authLimit
-// events a second, each with a clipped request line; the ones over the
-// limit are counted into the next event.
-func TestAuthEventsAreBounded(t *testing.T) {
-	var l eventLimiter
-	t0 := time.Unix(100, 0)
-	for i := range authLimit {
-		n, ok := l.allow(t0)
-		require.True(t, ok, "event %d", i)
-		require.Equal(t, 1, n)
-	}
-	for range 5 {
-		_, ok := l.allow(t0.Add(500 * time.Millisecond))
-		require.False(t, ok, "over the limit in the same second")
-	}
-	n, ok := l.allow(t0.Add(time.Second))
-	require.True(t, ok)
-	require.Equal(t, 6, n, "this event and the five suppressed")
-
-	require.Equal(t, "GET /x", clip("GET /x"))
-	long := clip("GET /" + strings.Repeat("a", 100_000))
-	require.Len(t, long, maxEventAction+len("…"))
-
-	rec := &recorder{name: "rec"}
-	e := startBrokerWith(t, func(c *Config) { c.HTTPAddr = "127.0.0.1:0" }, WithPlugin(rec))
-	a := newAdmin(t, e)
-	a.token = "wrong"
-	const requests = 5 * authLimit
-	first := time.Now().Unix()
-	for range requests {
-		a.fails("GET", "/api/v1/"+strings.Repeat("x", 2000), "", 401, "unauthorized", "not the admin token")
-	}
-	seconds := int(time.Now().Unix()-first) + 1
-	rec.waitFor(t, "an auth event", func(ev Event) bool { return ev.Kind == EventAuth })
-	pluginBarrier(t, e, rec) // the auth events queued before it have been handled
-	auths := rec.events(func(ev Event) bool { return ev.Kind == EventAuth })
-	counted := 0
-	for _, ev := range auths {
-		require.LessOrEqual(t, len(ev.Action), maxEventAction+len("…"))
-		counted += ev.Count
-	}
-	require.LessOrEqual(t, len(auths), authLimit*seconds, "at most the limit in each second the run spanned")
-	if seconds < 5 {
-		require.Less(t, len(auths), requests, "some refusals were folded")
-	}
-	require.LessOrEqual(t, counted, requests)
-}
-
-// TestAdminRefusesChangesWhileDraining: once shutdown begins, the admin
-// API answers 503 instead of changing state it can no longer apply.
-func TestAdminRefusesChangesWhileDraining(t *testing.T) {
-	e := &Engine{}
-	e.draining.Store(true)
-	called := false
-	h := e.whenReady(func(http.ResponseWriter, *http.Request) { called = true })
-	w := httptest.NewRecorder()
-	h(w, httptest.NewRequest("DELETE", "/api/v1/topics/x", nil))
-	require.False(t, called)
-	require.Equal(t, http.StatusServiceUnavailable, w.Code)
-	require.Contains(t, w.Body.String(), "shutting_down")
 }
 
 // TestLongTopicNameNeedsANamedDeadLetterTopic: a message-mode group of a

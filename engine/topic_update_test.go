@@ -168,7 +168,7 @@ func TestConfigChangesUnderLoad(t *testing.T) {
 			// Not the admin helper: it calls FailNow, which this
 			// goroutine must not.
 			req, _ := http.NewRequest("PATCH", url, strings.NewReader(body))
-			req.Header.Set("Authorization", "Bearer "+e.token)
+			req.Header.Set("Authorization", "Bearer "+e.http.Token())
 			res, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Errorf("PATCH %s: %v", body, err)

@@ -1,4 +1,4 @@
-package engine
+package httpapi
 
 import (
 	"embed"
@@ -18,13 +18,13 @@ var web embed.FS
 func registerDashboard(mux *http.ServeMux) {
 	sub, err := fs.Sub(web, "web")
 	if err != nil {
-		panic("engine: dashboard files missing from the binary: " + err.Error())
+		panic("httpapi: dashboard files missing from the binary: " + err.Error())
 	}
 	h := dashboardHandler(sub)
 	mux.Handle("GET /{$}", h)
 	entries, err := fs.ReadDir(sub, ".")
 	if err != nil {
-		panic("engine: dashboard files missing from the binary: " + err.Error())
+		panic("httpapi: dashboard files missing from the binary: " + err.Error())
 	}
 	for _, ent := range entries {
 		if !ent.IsDir() && ent.Name() != "index.html" {

@@ -1,4 +1,4 @@
-package engine
+package httpapi
 
 import (
 	"crypto/rand"
@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
+	"github.com/ratatoskr-mq/ratatoskr/telemetry"
 )
 
 // tokenFile is where a generated admin token is kept, under DataDir, so
@@ -28,12 +30,12 @@ func AdminTokenPath(dataDir string) string { return dataDir + "/" + tokenFile }
 // DataDir/admin.token, else a new random one written there (mode 0600,
 // fsynced with its directory); and where it came from, for the log, which
 // never shows the token itself.
-func (e *Engine) adminToken() (tok, from string, err error) {
-	if e.cfg.AdminToken != "" {
-		return e.cfg.AdminToken, "the configuration (--admin-token, RATATOSKR_ADMIN_TOKEN or the config file)", nil
+func (s *Server) adminToken() (tok, from string, err error) {
+	if s.cfg.AdminToken != "" {
+		return s.cfg.AdminToken, "the configuration (--admin-token, RATATOSKR_ADMIN_TOKEN or the config file)", nil
 	}
-	path := AdminTokenPath(e.cfg.DataDir)
-	b, err := storage.ReadFile(e.cfg.FS, path)
+	path := AdminTokenPath(s.cfg.DataDir)
+	b, err := storage.ReadFile(s.cfg.FS, path)
 	if err == nil {
 		if tok := strings.TrimSpace(string(b)); tok != "" {
 			return tok, path, nil
@@ -48,7 +50,7 @@ func (e *Engine) adminToken() (tok, from string, err error) {
 		return "", "", fmt.Errorf("engine: generate admin token: %w", err)
 	}
 	tok = hex.EncodeToString(raw[:])
-	if err := writeTokenFile(e, path, tok); err != nil {
+	if err := writeTokenFile(s.cfg.FS, s.cfg.DataDir, path, tok); err != nil {
 		return "", "", fmt.Errorf("engine: write admin token: %w", err)
 	}
 	return tok, path, nil
@@ -56,8 +58,8 @@ func (e *Engine) adminToken() (tok, from string, err error) {
 
 // writeTokenFile creates path readable by its owner only and makes it
 // durable, so a token handed out (dashboard-url) is never lost to a crash.
-func writeTokenFile(e *Engine, path, tok string) error {
-	f, err := e.cfg.FS.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+func writeTokenFile(fsys vfs.FS, dir, path, tok string) error {
+	f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
@@ -69,10 +71,10 @@ func writeTokenFile(e *Engine, path, tok string) error {
 		err = cerr
 	}
 	if err == nil {
-		err = e.cfg.FS.SyncDir(e.cfg.DataDir)
+		err = fsys.SyncDir(dir)
 	}
 	if err != nil {
-		_ = e.cfg.FS.Remove(path)
+		_ = fsys.Remove(path)
 	}
 	return err
 }
@@ -128,10 +130,10 @@ func (l *eventLimiter) allow(now time.Time) (int, bool) {
 }
 
 // requireToken lets a request through only with the admin token in its
-// Authorization header, compared in constant time. A refusal is a JSON
-// error and an EventAuth.
-func (e *Engine) requireToken(next http.Handler) http.Handler {
-	want := []byte(e.token)
+// Authorization header, compared in constant time with token. A refusal
+// is a JSON error and an EventAuth.
+func (s *Server) requireToken(token string, next http.Handler) http.Handler {
+	want := []byte(token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := errNoToken
 		if got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && got != "" {
@@ -141,8 +143,9 @@ func (e *Engine) requireToken(next http.Handler) http.Handler {
 			}
 			err = errWrongToken
 		}
-		if n, ok := e.authEvents.allow(time.Now()); ok {
-			e.emit(Event{Time: time.Now(), Kind: EventAuth, Partition: -1, Remote: r.RemoteAddr,
+		now := s.now()
+		if n, ok := s.authEvents.allow(now); ok {
+			s.b.Emit(telemetry.Event{Time: now, Kind: telemetry.EventAuth, Partition: -1, Remote: r.RemoteAddr,
 				Action: clip(r.Method + " " + r.URL.Path), Count: n, Err: err})
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ratatoskr"`)

@@ -1,7 +1,6 @@
-package engine
+package httpapi
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -9,55 +8,55 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/telemetry"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
 // The admin API: JSON under /api/v1/, behind the admin token (see
 // docs/ADMIN.md). Handlers run on net/http's goroutines, never on an event
-// loop or a shard: they read what is safe from any goroutine (registry
-// snapshots, log stats, atomics) and change state through the same engine
-// paths the protocol uses, so a change is validated and persisted alike.
+// loop or a shard: they read the Broker's views and change state through
+// it, on the paths the protocol uses, so a change is validated and
+// persisted alike.
 
 // maxAdminBody bounds a request body; a larger one gets 413.
 const maxAdminBody = 1 << 20
 
-// registerAdmin adds the admin API to mux, every route behind the token.
-func (e *Engine) registerAdmin(mux *http.ServeMux) {
+// registerAdmin adds the admin API to mux, every route behind auth.
+func (s *Server) registerAdmin(mux *http.ServeMux, auth func(http.HandlerFunc) http.Handler) {
 	routes := []struct {
 		pattern string
 		h       http.HandlerFunc
 	}{
-		{"GET /api/v1/topics", e.apiListTopics},
-		{"POST /api/v1/topics", e.apiCreateTopic},
-		{"GET /api/v1/topics/{name}", e.apiDescribeTopic},
-		{"GET /api/v1/topics/{name}/partitions", e.apiTopicPartitions},
-		{"PATCH /api/v1/topics/{name}", e.apiUpdateTopic},
-		{"DELETE /api/v1/topics/{name}", e.apiDeleteTopic},
-		{"GET /api/v1/groups", e.apiListGroups},
-		{"GET /api/v1/groups/{name}", e.apiDescribeGroup},
-		{"POST /api/v1/groups/{name}/reset", e.apiResetGroup},
-		{"GET /api/v1/connections", e.apiConnections},
-		{"GET /api/v1/shards", e.apiShards},
-		{"/api/v1/", e.apiNotFound},
+		{"GET /api/v1/topics", s.apiListTopics},
+		{"POST /api/v1/topics", s.apiCreateTopic},
+		{"GET /api/v1/topics/{name}", s.apiDescribeTopic},
+		{"GET /api/v1/topics/{name}/partitions", s.apiTopicPartitions},
+		{"PATCH /api/v1/topics/{name}", s.apiUpdateTopic},
+		{"DELETE /api/v1/topics/{name}", s.apiDeleteTopic},
+		{"GET /api/v1/groups", s.apiListGroups},
+		{"GET /api/v1/groups/{name}", s.apiDescribeGroup},
+		{"POST /api/v1/groups/{name}/reset", s.apiResetGroup},
+		{"GET /api/v1/connections", s.apiConnections},
+		{"GET /api/v1/shards", s.apiShards},
+		{"/api/v1/", s.apiNotFound},
 	}
 	for _, rt := range routes {
-		mux.Handle(rt.pattern, e.requireToken(e.whenReady(rt.h)))
+		mux.Handle(rt.pattern, auth(s.whenReady(rt.h)))
 	}
 }
 
 // whenReady answers 503 until Start has finished: the admin API reads
 // topics and groups, which recovery is still filling in.
-func (e *Engine) whenReady(h http.HandlerFunc) http.HandlerFunc {
+func (s *Server) whenReady(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if why := e.notReady.Load(); why != nil {
+		if why := s.b.Starting(); why != "" {
 			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusServiceUnavailable, "not_ready", "the broker is not ready: "+*why)
+			writeError(w, http.StatusServiceUnavailable, "not_ready", "the broker is not ready: "+why)
 			return
 		}
-		if e.draining.Load() {
+		if s.b.Draining() {
 			writeError(w, http.StatusServiceUnavailable, "shutting_down", "the broker is shutting down")
 			return
 		}
@@ -65,7 +64,7 @@ func (e *Engine) whenReady(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-func (e *Engine) apiNotFound(w http.ResponseWriter, r *http.Request) {
+func (s *Server) apiNotFound(w http.ResponseWriter, r *http.Request) {
 	writeError(w, http.StatusNotFound, "not_found", "no admin endpoint "+r.Method+" "+r.URL.Path)
 }
 
@@ -160,34 +159,19 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 // audit emits the admin-action event of a state-changing request.
-func (e *Engine) audit(r *http.Request, target string, err error) {
+func (s *Server) audit(r *http.Request, target string, err error) {
 	by := adminOrigin(r)
-	e.emit(Event{Time: time.Now(), Kind: EventAdminAction, Partition: -1, Actor: by.actor,
-		Remote: by.remote, Action: clip(r.Method + " " + r.URL.Path), Target: target, Err: err})
+	s.b.Emit(telemetry.Event{Time: time.Now(), Kind: telemetry.EventAdminAction, Partition: -1, Actor: by.Actor,
+		Remote: by.Remote, Action: clip(r.Method + " " + r.URL.Path), Target: target, Err: err})
 }
 
 // adminOrigin is who made an admin request, for the events it causes.
-func adminOrigin(r *http.Request) origin {
-	return origin{actor: "admin-token", remote: r.RemoteAddr}
+func adminOrigin(r *http.Request) Origin {
+	return Origin{Actor: "admin-token", Remote: r.RemoteAddr}
 }
 
-// topicConfigJSON is a topic's config as typed JSON. Its keys are the
-// config keys, so a GET's config can be sent back in a PATCH.
-type topicConfigJSON struct {
-	MaxSubscribers  int    `json:"max-subscribers"`
-	Storage         string `json:"storage"`
-	Fsync           string `json:"fsync"`
-	Retention       string `json:"retention"`
-	RetentionBytes  int64  `json:"retention-bytes"`
-	DeadLetterTopic string `json:"dead-letter-topic"`
-	MaxDeliveries   int    `json:"max-deliveries"`
-}
-
-func configJSON(tc TopicConfig) topicConfigJSON {
-	return topicConfigJSON{MaxSubscribers: tc.MaxSubscribers, Storage: tc.Storage, Fsync: tc.Fsync.String(),
-		Retention: tc.Retention.String(), RetentionBytes: tc.RetentionBytes,
-		DeadLetterTopic: tc.DeadLetterTopic, MaxDeliveries: tc.MaxDeliveries}
-}
+// invalid is the error of a request the broker refuses as INVALID_ARGUMENT.
+func invalid(msg string) error { return wire.Errorf(wire.CodeInvalidArgument, msg) }
 
 // rangeJSON is a half-open range of offsets found corrupt.
 type rangeJSON struct {
@@ -225,20 +209,20 @@ type topicTotals struct {
 type topicJSON struct {
 	Name       string          `json:"name"`
 	Partitions int             `json:"partitions"`
-	Config     topicConfigJSON `json:"config"`
+	Config     TopicConfig     `json:"config"`
 	Totals     topicTotals     `json:"totals"`
 	Parts      []partitionJSON `json:"partition_details,omitempty"`
 }
 
 func partitionsJSON(t *Topic) []partitionJSON {
 	out := make([]partitionJSON, len(t.Parts))
-	for i, p := range t.Parts {
-		st := p.Log.Stats()
-		state, why := partitionState(&st)
-		pj := partitionJSON{ID: p.ID, Shard: p.Shard.ID(), StartOffset: st.Start, EndOffset: st.End,
+	for i := range t.Parts {
+		p := &t.Parts[i]
+		st := &p.Log
+		pj := partitionJSON{ID: p.ID, Shard: p.Shard, StartOffset: st.Start, EndOffset: st.End,
 			Messages: st.End - st.Start, Bytes: st.Bytes, Segments: st.Segments,
-			Subscribers: p.Subscribers(), Corrupt: make([]rangeJSON, len(st.Corrupt)),
-			State: state.String(), Reason: why, ReadErrors: st.ReadErrors}
+			Subscribers: p.Subscribers, Corrupt: make([]rangeJSON, len(st.Corrupt)),
+			State: p.State.String(), Reason: p.Reason, ReadErrors: st.ReadErrors}
 		for j, c := range st.Corrupt {
 			pj.Corrupt[j] = rangeJSON{From: c.From, To: c.To}
 		}
@@ -249,7 +233,7 @@ func partitionsJSON(t *Topic) []partitionJSON {
 
 func describeJSON(t *Topic, withParts bool) topicJSON {
 	parts := partitionsJSON(t)
-	tj := topicJSON{Name: t.Name, Partitions: len(t.Parts), Config: configJSON(t.Config())}
+	tj := topicJSON{Name: t.Name, Partitions: len(t.Parts), Config: t.Config}
 	for _, p := range parts {
 		tj.Totals.Messages += p.Messages
 		tj.Totals.EndOffsets += p.EndOffset
@@ -268,33 +252,34 @@ func describeJSON(t *Topic, withParts bool) topicJSON {
 	return tj
 }
 
-func (e *Engine) apiListTopics(w http.ResponseWriter, _ *http.Request) {
-	list := e.topics.list()
+func (s *Server) apiListTopics(w http.ResponseWriter, _ *http.Request) {
+	list := s.b.Topics()
 	out := make([]topicJSON, len(list))
-	for i, t := range list {
-		out[i] = describeJSON(t, false)
+	for i := range list {
+		out[i] = describeJSON(&list[i], false)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"topics": out})
 }
 
 // topicOr404 finds the topic the path names, or answers 404.
-func (e *Engine) topicOr404(w http.ResponseWriter, r *http.Request) *Topic {
+func (s *Server) topicOr404(w http.ResponseWriter, r *http.Request) *Topic {
 	name := r.PathValue("name")
-	t := e.topics.get([]byte(name))
-	if t == nil {
+	t, ok := s.b.Topic(name)
+	if !ok {
 		writeErr(w, wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(name)))
+		return nil
 	}
-	return t
+	return &t
 }
 
-func (e *Engine) apiDescribeTopic(w http.ResponseWriter, r *http.Request) {
-	if t := e.topicOr404(w, r); t != nil {
+func (s *Server) apiDescribeTopic(w http.ResponseWriter, r *http.Request) {
+	if t := s.topicOr404(w, r); t != nil {
 		writeJSON(w, http.StatusOK, describeJSON(t, true))
 	}
 }
 
-func (e *Engine) apiTopicPartitions(w http.ResponseWriter, r *http.Request) {
-	if t := e.topicOr404(w, r); t != nil {
+func (s *Server) apiTopicPartitions(w http.ResponseWriter, r *http.Request) {
+	if t := s.topicOr404(w, r); t != nil {
 		writeJSON(w, http.StatusOK, map[string]any{"topic": t.Name, "partitions": partitionsJSON(t)})
 	}
 }
@@ -306,67 +291,67 @@ type createTopicRequest struct {
 	Config     map[string]json.RawMessage `json:"config"`
 }
 
-func (e *Engine) apiCreateTopic(w http.ResponseWriter, r *http.Request) {
+func (s *Server) apiCreateTopic(w http.ResponseWriter, r *http.Request) {
 	var req createTopicRequest
 	if err := decodeBody(w, r, &req); err != nil {
-		e.audit(r, "topics", err)
+		s.audit(r, "topics", err)
 		return
 	}
-	t, err := e.createFromRequest(adminOrigin(r), req)
-	e.audit(r, "topic/"+req.Name, err)
+	t, err := s.createFromRequest(adminOrigin(r), req)
+	s.audit(r, "topic/"+req.Name, err)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, describeJSON(t, true))
+	writeJSON(w, http.StatusCreated, describeJSON(&t, true))
 }
 
-func (e *Engine) createFromRequest(by origin, req createTopicRequest) (*Topic, error) {
+func (s *Server) createFromRequest(by Origin, req createTopicRequest) (Topic, error) {
 	if req.Name == "" {
-		return nil, invalid(`"name" is required`)
+		return Topic{}, invalid(`"name" is required`)
 	}
 	var parts uint32
 	if req.Partitions != nil {
-		if *req.Partitions < 1 || *req.Partitions > int64(e.cfg.MaxPartitions) {
-			return nil, invalid("partitions must be 1.." + strconv.Itoa(e.cfg.MaxPartitions) +
+		if *req.Partitions < 1 || *req.Partitions > int64(s.cfg.MaxPartitions) {
+			return Topic{}, invalid("partitions must be 1.." + strconv.Itoa(s.cfg.MaxPartitions) +
 				", got " + strconv.FormatInt(*req.Partitions, 10))
 		}
 		parts = uint32(*req.Partitions)
 	}
-	kvs, err := configKVs(req.Config)
+	kvs, err := ConfigKVs(req.Config)
 	if err != nil {
-		return nil, err
+		return Topic{}, err
 	}
-	return e.createTopicBy(by, req.Name, parts, kvs, false)
+	return s.b.CreateTopic(by, req.Name, parts, kvs)
 }
 
-func (e *Engine) apiUpdateTopic(w http.ResponseWriter, r *http.Request) {
+func (s *Server) apiUpdateTopic(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	var changes map[string]json.RawMessage
 	if err := decodeBody(w, r, &changes); err != nil {
-		e.audit(r, "topic/"+name, err)
+		s.audit(r, "topic/"+name, err)
 		return
 	}
-	kvs, err := configKVs(changes)
+	kvs, err := ConfigKVs(changes)
 	if err == nil && len(kvs) == 0 {
 		err = invalid("no config keys to change; send e.g. {\"retention\":\"2h\"}")
 	}
-	var t *Topic
+	var t Topic
 	if err == nil {
-		t, err = e.updateTopicBy(adminOrigin(r), name, kvs)
+		t, err = s.b.UpdateTopic(adminOrigin(r), name, kvs)
 	}
-	e.audit(r, "topic/"+name, err)
+	s.audit(r, "topic/"+name, err)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, describeJSON(t, true))
+	writeJSON(w, http.StatusOK, describeJSON(&t, true))
 }
 
-func (e *Engine) apiDeleteTopic(w http.ResponseWriter, r *http.Request) {
+func (s *Server) apiDeleteTopic(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	err := e.deleteTopicBy(adminOrigin(r), name)
-	e.audit(r, "topic/"+name, err)
+	err := s.b.DeleteTopic(adminOrigin(r), name)
+	s.audit(r, "topic/"+name, err)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -374,12 +359,12 @@ func (e *Engine) apiDeleteTopic(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// configKVs turns JSON config values into the protocol's key/value list.
+// ConfigKVs turns JSON config values into the protocol's key/value list.
 // Keys are the config keys; snake case (max_subscribers) is accepted too.
 // Values are strings, or numbers where a number is natural: a count, a
 // byte size, or a retention in seconds. The keys are sorted so the first
 // error reported does not depend on map order.
-func configKVs(m map[string]json.RawMessage) ([]wire.KV, error) {
+func ConfigKVs(m map[string]json.RawMessage) ([]wire.KV, error) {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -397,6 +382,15 @@ func configKVs(m map[string]json.RawMessage) ([]wire.KV, error) {
 	return kvs, nil
 }
 
+// The topic config keys whose values may be JSON numbers; they are
+// engine's (topics.go), repeated here since httpapi cannot import it.
+const (
+	configRetention      = "retention"
+	configMaxSubscribers = "max-subscribers"
+	configRetentionBytes = "retention-bytes"
+	configMaxDeliveries  = "max-deliveries"
+)
+
 func configValue(key string, raw json.RawMessage) (string, error) {
 	var s string
 	if err := json.Unmarshal(raw, &s); err == nil {
@@ -407,13 +401,13 @@ func configValue(key string, raw json.RawMessage) (string, error) {
 		return "", invalid(key + " must be a string or a number, got " + string(raw))
 	}
 	switch key {
-	case ConfigRetention:
+	case configRetention:
 		secs, err := n.Float64()
 		if err != nil {
 			return "", invalid("retention must be a duration such as \"1h\" or a number of seconds, got " + n.String())
 		}
 		return time.Duration(secs * float64(time.Second)).String(), nil
-	case ConfigMaxSubscribers, ConfigRetentionBytes, ConfigMaxDeliveries:
+	case configMaxSubscribers, configRetentionBytes, configMaxDeliveries:
 		return n.String(), nil
 	}
 	return "", invalid(key + " must be a string, got " + n.String())
@@ -465,10 +459,23 @@ func groupToJSON(gi wire.GroupInfo) groupJSON {
 	return g
 }
 
-func (e *Engine) apiListGroups(w http.ResponseWriter, _ *http.Request) {
+// modeName is a group's ack mode as the API names it.
+func modeName(m wire.AckMode) string {
+	switch m {
+	case wire.AckNone:
+		return "none"
+	case wire.AckOffset:
+		return "offset"
+	case wire.AckMessage:
+		return "message"
+	}
+	return "mode " + strconv.Itoa(int(m))
+}
+
+func (s *Server) apiListGroups(w http.ResponseWriter, _ *http.Request) {
 	out := []groupJSON{}
-	for _, s := range e.groups.List() {
-		gi, err := e.groups.Describe(s.Group)
+	for _, name := range s.b.Groups() {
+		gi, err := s.b.DescribeGroup(name)
 		if err != nil {
 			continue // removed since the list was taken
 		}
@@ -477,8 +484,8 @@ func (e *Engine) apiListGroups(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"groups": out})
 }
 
-func (e *Engine) apiDescribeGroup(w http.ResponseWriter, r *http.Request) {
-	gi, err := e.groups.Describe(r.PathValue("name"))
+func (s *Server) apiDescribeGroup(w http.ResponseWriter, r *http.Request) {
+	gi, err := s.b.DescribeGroup(r.PathValue("name"))
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -514,23 +521,23 @@ func (req resetRequest) start() (wire.Start, error) {
 	return wire.Start{}, invalid(`"to" must be "earliest", "latest", "offset" or "time", got ` + strconv.Quote(req.To))
 }
 
-func (e *Engine) apiResetGroup(w http.ResponseWriter, r *http.Request) {
+func (s *Server) apiResetGroup(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	var req resetRequest
 	if err := decodeBody(w, r, &req); err != nil {
-		e.audit(r, "group/"+name, err)
+		s.audit(r, "group/"+name, err)
 		return
 	}
 	st, err := req.start()
 	if err == nil {
-		err = e.resetGroupWait(r.Context(), adminOrigin(r), name, st)
+		err = s.b.ResetGroup(r.Context(), adminOrigin(r), name, st)
 	}
-	e.audit(r, "group/"+name, err)
+	s.audit(r, "group/"+name, err)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	gi, err := e.groups.Describe(name)
+	gi, err := s.b.DescribeGroup(name)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -538,60 +545,12 @@ func (e *Engine) apiResetGroup(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, groupToJSON(gi))
 }
 
-// resetGroupWait resets a group and waits until its new offsets are
-// durable, or the request is gone.
-func (e *Engine) resetGroupWait(ctx context.Context, by origin, name string, st wire.Start) error {
-	done := make(chan error, 1)
-	e.groups.Reset(by.group(), name, st, func(err error) { done <- err })
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return wire.Errorf(wire.CodeShuttingDown, "the request ended before the reset was durable: "+ctx.Err().Error())
+func (s *Server) apiConnections(w http.ResponseWriter, _ *http.Request) {
+	out := s.b.Connections()
+	if out == nil {
+		out = []Connection{}
 	}
-}
-
-// sessionInfo is what the admin API reads of a session from other
-// goroutines: set on the session's event loop, read with atomics.
-type sessionInfo struct {
-	since  time.Time // immutable
-	name   atomic.Pointer[string]
-	subs   atomic.Int32
-	groups atomic.Int32
-}
-
-// noteCounts publishes the session's subscription and membership counts;
-// its event loop calls it after each read.
-func (s *session) noteCounts() {
-	s.info.subs.Store(int32(len(s.subs)))
-	s.info.groups.Store(int32(len(s.members)))
-}
-
-// connectionJSON is one client connection.
-type connectionJSON struct {
-	Remote        string    `json:"remote"`
-	Client        string    `json:"client"`
-	ConnectedAt   time.Time `json:"connected_at"`
-	Subscriptions int       `json:"subscriptions"`
-	Groups        int       `json:"groups"`
-	QueuedBytes   int64     `json:"queued_bytes"` // in the outbox and unsent in the socket buffer
-}
-
-func (e *Engine) apiConnections(w http.ResponseWriter, _ *http.Request) {
-	out := []connectionJSON{}
-	e.sessions.Range(func(k, _ any) bool {
-		s := k.(*session)
-		c := connectionJSON{Remote: s.t.remoteAddr(), ConnectedAt: s.info.since,
-			Subscriptions: int(s.info.subs.Load()), Groups: int(s.info.groups.Load()),
-			QueuedBytes: int64(s.out.Queued())}
-		if n := s.info.name.Load(); n != nil {
-			c.Client = *n
-		}
-		c.QueuedBytes += s.t.unsentBytes()
-		out = append(out, c)
-		return true
-	})
-	slices.SortFunc(out, func(a, b connectionJSON) int { return a.ConnectedAt.Compare(b.ConnectedAt) })
+	slices.SortFunc(out, func(a, b Connection) int { return a.ConnectedAt.Compare(b.ConnectedAt) })
 	writeJSON(w, http.StatusOK, map[string]any{"connections": out})
 }
 
@@ -604,16 +563,12 @@ type shardJSON struct {
 	Messages   uint64 `json:"messages"`
 }
 
-func (e *Engine) apiShards(w http.ResponseWriter, _ *http.Request) {
-	out := make([]shardJSON, len(e.shards))
-	for i, s := range e.shards {
-		b, m := s.Stats()
-		out[i] = shardJSON{ID: s.ID(), InboxDepth: s.InboxLen(), Batches: b, Messages: m}
-	}
-	for _, t := range e.topics.list() {
-		for _, p := range t.Parts {
-			out[p.Shard.ID()].Partitions++
-		}
+func (s *Server) apiShards(w http.ResponseWriter, _ *http.Request) {
+	shards := s.b.Shards()
+	out := make([]shardJSON, len(shards))
+	for i, sh := range shards {
+		out[i] = shardJSON{ID: sh.ID, InboxDepth: sh.InboxDepth, Partitions: sh.Partitions,
+			Batches: sh.Batches, Messages: sh.Messages}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"shards": out})
 }

@@ -1,20 +1,14 @@
-package engine
+package httpapi
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ratatoskr-mq/ratatoskr/storage"
-	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -26,87 +20,16 @@ import (
 // since every other partition serves, but says "degraded" and why.
 // /api/v1/health is the dashboard's fuller report.
 
-// diskProbeTTL is how long a disk probe's answer is reused, so that
-// frequent readiness checks cost one small write and fsync every so often.
-const diskProbeTTL = 2 * time.Second
-
-// probeFile is the file the disk probe creates and removes in DataDir.
-const probeFile = ".ready-probe"
-
-// diskProbe caches whether the data directory is writable.
-type diskProbe struct {
-	mu  sync.Mutex
-	at  time.Time // of the last probe; zero: never
-	err error
-}
-
-// check returns the cached answer, or probes when it is older than the TTL.
-func (d *diskProbe) check(fsys vfs.FS, dir string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.at.IsZero() || time.Since(d.at) >= diskProbeTTL {
-		d.err = probeDisk(fsys, dir)
-		d.at = time.Now()
-	}
-	return d.err
-}
-
-// probeDisk creates, writes, fsyncs and removes a file in dir.
-func probeDisk(fsys vfs.FS, dir string) error {
-	name := dir + "/" + probeFile
-	f, err := fsys.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write([]byte("ratatoskr readiness probe\n"))
-	if err == nil {
-		err = f.Sync()
-	}
-	return errors.Join(err, f.Close(), fsys.Remove(name))
-}
-
-// setNotReady records why the broker is not ready yet; "" makes it ready.
-func (e *Engine) setNotReady(reason string) {
-	if reason == "" {
-		e.notReady.Store(nil)
-		return
-	}
-	e.notReady.Store(&reason)
-}
-
-// isReady reports whether Start has finished: recovery done, listener up.
-func (e *Engine) isReady() bool { return e.notReady.Load() == nil }
-
-// notReadyReasons lists why the broker should not get traffic; none when
-// it is ready. probe also checks that the data directory is writable.
-func (e *Engine) notReadyReasons(probe bool) []string {
-	if e.draining.Load() {
-		return []string{"shutting down"}
-	}
-	if r := e.notReady.Load(); r != nil {
-		return []string{*r}
-	}
-	if why := e.listenerProblem(); why != "" {
-		return []string{"native listener down: " + why}
-	}
-	if probe {
-		if err := e.disk.check(e.cfg.FS, e.cfg.DataDir); err != nil {
-			return []string{"data directory not writable: " + err.Error()}
-		}
-	}
-	return nil
-}
-
 // readyz answers 200 "ready", 200 "degraded: " and the partitions'
 // problems, or 503 with the reasons the broker should get no traffic.
-func (e *Engine) readyz(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if reasons := e.notReadyReasons(true); len(reasons) > 0 {
+	if reasons := s.b.NotReady(true); len(reasons) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte(strings.Join(reasons, "; ") + "\n"))
 		return
 	}
-	if problems := e.partitionProblems(); len(problems) > 0 {
+	if problems := partitionProblems(s.b.Topics()); len(problems) > 0 {
 		_, _ = w.Write([]byte("degraded: " + strings.Join(capProblems(problems), "; ") + "\n"))
 		return
 	}
@@ -114,24 +37,24 @@ func (e *Engine) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // partitionProblems lists the problems of every partition (appendProblems).
-func (e *Engine) partitionProblems() []string {
+func partitionProblems(topics []Topic) []string {
 	var problems []string
-	for _, t := range e.topics.list() {
-		for _, p := range t.Parts {
-			st := p.Log.Stats()
-			problems = appendProblems(problems, t.Name, p.ID, &st)
+	for _, t := range topics {
+		for i := range t.Parts {
+			problems = appendProblems(problems, t.Name, &t.Parts[i])
 		}
 	}
 	return problems
 }
 
-// appendProblems appends what is wrong with partition id of topic, whose
-// log reported st: offline, read-only, corruption found (at recovery or by
-// a read), reads that failed.
-func appendProblems(out []string, topic string, id int32, st *storage.LogStats) []string {
-	name := "partition " + topic + "/" + strconv.Itoa(int(id))
-	if state, why := partitionState(st); state != wire.PartitionOnline {
-		out = append(out, name+" "+state.String()+": "+why)
+// appendProblems appends what is wrong with partition p of topic: offline,
+// read-only, corruption found (at recovery or by a read), reads that
+// failed.
+func appendProblems(out []string, topic string, p *Partition) []string {
+	name := "partition " + topic + "/" + strconv.Itoa(int(p.ID))
+	st := &p.Log
+	if p.State != wire.PartitionOnline {
+		out = append(out, name+" "+p.State.String()+": "+p.Reason)
 	}
 	if n := len(st.Corrupt); n > 0 {
 		out = append(out, fmt.Sprintf("%s: %d corrupt range(s) found, the first %s", name, n, st.Corrupt[0]))
@@ -154,13 +77,6 @@ func capProblems(problems []string) []string {
 	more := len(problems) - maxListedProblems
 	return append(problems[:maxListedProblems:maxListedProblems],
 		fmt.Sprintf("and %d more partition problem(s)", more))
-}
-
-func (e *Engine) uptime() time.Duration {
-	if e.startedAt.IsZero() {
-		return 0
-	}
-	return time.Since(e.startedAt)
 }
 
 // Health statuses.
@@ -250,32 +166,34 @@ const (
 )
 
 // Health reports the broker's health, as GET /api/v1/health serves it.
-func (e *Engine) Health() HealthReport {
-	h := HealthReport{Reasons: []string{}, UptimeSeconds: e.uptime().Seconds(),
+func (s *Server) Health() HealthReport {
+	h := HealthReport{Reasons: []string{}, UptimeSeconds: s.b.Uptime().Seconds(),
 		Cluster: ClusterHealth{Mode: "standalone", Nodes: 1}, Topics: []TopicHealth{}}
-	last, _ := e.history.latest()
-	h.Broker = BrokerHealth{Alive: !e.draining.Load(), TopicCount: e.topics.count(),
-		Connections: e.connections.Load(), MessageRate: last.MessageRate, ErrorRate: last.ErrorRate}
+	last, _ := s.cfg.History.latest()
+	topics := s.b.Topics()
+	h.Broker = BrokerHealth{Alive: !s.b.Draining(), TopicCount: len(topics),
+		Connections: s.b.ConnectionCount(), MessageRate: last.MessageRate, ErrorRate: last.ErrorRate}
 	var problems []string
-	for _, t := range e.topics.list() {
-		th := TopicHealth{Name: t.Name, Partitions: len(t.Parts), Subscribers: int64(t.subscriptions.Load()),
-			MessageRate: e.history.topicRate(t.Name), Problems: []PartitionHealth{}}
-		for _, p := range t.Parts {
-			st := p.Log.Stats()
-			th.Messages += st.End - st.Start
-			th.Bytes += st.Bytes
-			th.note(p.ID, &st)
-			problems = appendProblems(problems, t.Name, p.ID, &st)
+	for _, t := range topics {
+		th := TopicHealth{Name: t.Name, Partitions: len(t.Parts), Subscribers: t.Subscriptions,
+			MessageRate: s.cfg.History.topicRate(t.Name), Problems: []PartitionHealth{}}
+		for i := range t.Parts {
+			p := &t.Parts[i]
+			th.Messages += p.Log.End - p.Log.Start
+			th.Bytes += p.Log.Bytes
+			th.note(p)
+			problems = appendProblems(problems, t.Name, p)
 		}
 		h.Broker.TotalSubscribers += th.Subscribers
 		h.Topics = append(h.Topics, th)
 	}
-	h.Resources = e.resources()
-	if reasons := e.notReadyReasons(true); len(reasons) > 0 {
+	shards := s.b.Shards()
+	h.Resources = s.resources(shards)
+	if reasons := s.b.NotReady(true); len(reasons) > 0 {
 		h.Status, h.Reasons = HealthUnhealthy, reasons
 		return h
 	}
-	h.Reasons = e.degradedReasons(&h, capProblems(problems))
+	h.Reasons = degradedReasons(&h, shards, capProblems(problems))
 	h.Status = HealthHealthy
 	if len(h.Reasons) > 0 {
 		h.Status = HealthDegraded
@@ -283,28 +201,28 @@ func (e *Engine) Health() HealthReport {
 	return h
 }
 
-// note counts partition id's state and lists it when it has a problem.
-func (th *TopicHealth) note(id int32, st *storage.LogStats) {
-	state, why := partitionState(st)
-	switch state {
+// note counts partition p's state and lists it when it has a problem.
+func (th *TopicHealth) note(p *Partition) {
+	st := &p.Log
+	switch p.State {
 	case wire.PartitionReadOnly:
 		th.ReadOnly++
 	case wire.PartitionOffline:
 		th.Offline++
 	}
-	if state != wire.PartitionOnline || len(st.Corrupt) > 0 || st.ReadErrors > 0 {
-		th.Problems = append(th.Problems, PartitionHealth{Partition: id, State: state.String(), Reason: why,
+	if p.State != wire.PartitionOnline || len(st.Corrupt) > 0 || st.ReadErrors > 0 {
+		th.Problems = append(th.Problems, PartitionHealth{Partition: p.ID, State: p.State.String(), Reason: p.Reason,
 			CorruptRanges: len(st.Corrupt), ReadErrors: st.ReadErrors})
 	}
 }
 
 // degradedReasons lists what is wrong with a broker that is serving: the
 // partitions' problems, then the broker's.
-func (e *Engine) degradedReasons(h *HealthReport, partitions []string) []string {
+func degradedReasons(h *HealthReport, shards []Shard, partitions []string) []string {
 	reasons := append([]string{}, partitions...)
-	for i, s := range e.shards {
-		if float64(s.InboxLen()) > degradedInboxRatio*float64(s.InboxCap()) {
-			reasons = append(reasons, fmt.Sprintf("shard %d inbox is %d of %d full", i, s.InboxLen(), s.InboxCap()))
+	for i, s := range shards {
+		if float64(s.InboxDepth) > degradedInboxRatio*float64(s.InboxCap) {
+			reasons = append(reasons, fmt.Sprintf("shard %d inbox is %d of %d full", i, s.InboxDepth, s.InboxCap))
 		}
 	}
 	if r := h.Broker.ErrorRate; r > degradedErrorRate && r > degradedErrorShare*h.Broker.MessageRate {
@@ -316,16 +234,16 @@ func (e *Engine) degradedReasons(h *HealthReport, partitions []string) []string 
 	return reasons
 }
 
-func (e *Engine) resources() ResourcesHealth {
+func (s *Server) resources(shards []Shard) ResourcesHealth {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	r := ResourcesHealth{MemoryBytes: ms.HeapAlloc, MemorySysBytes: ms.Sys, Goroutines: runtime.NumGoroutine(),
-		GOMAXPROCS: runtime.GOMAXPROCS(0), InboxDepths: make([]int, len(e.shards)), DiskPath: e.cfg.DataDir}
-	for i, s := range e.shards {
-		r.InboxDepths[i] = s.InboxLen()
+		GOMAXPROCS: runtime.GOMAXPROCS(0), InboxDepths: make([]int, len(shards)), DiskPath: s.cfg.DataDir}
+	for i, sh := range shards {
+		r.InboxDepths[i] = sh.InboxDepth
 	}
 	var st unix.Statfs_t
-	if unix.Statfs(e.cfg.DataDir, &st) == nil {
+	if unix.Statfs(s.cfg.DataDir, &st) == nil {
 		bsize := uint64(st.Bsize)
 		r.DiskFreeBytes = st.Bavail * bsize
 		r.DiskUsedBytes = (st.Blocks - st.Bfree) * bsize
@@ -338,6 +256,6 @@ func (e *Engine) resources() ResourcesHealth {
 
 // apiHealth serves GET /api/v1/health: 200 with the report whatever the
 // status, so a dashboard can show why.
-func (e *Engine) apiHealth(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, e.Health())
+func (s *Server) apiHealth(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Health())
 }

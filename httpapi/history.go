@@ -1,10 +1,9 @@
-package engine
+package httpapi
 
 import (
 	"cmp"
 	"maps"
 	"net/http"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -12,10 +11,12 @@ import (
 )
 
 // The metrics history: a collector goroutine samples the broker's counters
-// every Config.HistoryInterval and keeps Config.HistoryRetention of them in
-// a ring (the seed's collector: every 5 s for an hour), so the dashboard
-// can draw the recent past without a Prometheus server. Each sample
-// carries the rates since the one before it.
+// every engine Config.HistoryInterval and keeps Config.HistoryRetention of
+// them in a ring (the seed's collector: every 5 s for an hour), so the
+// dashboard can draw the recent past without a Prometheus server. Each
+// sample carries the rates since the one before it. The sampler is the
+// broker's (engine reads its own counters); the ring and the rates are
+// here.
 
 // HistorySample is one sample of the metrics history. Counts are
 // cumulative over the topics that exist when it is taken; rates are per
@@ -59,9 +60,9 @@ type HistoryReport struct {
 // limit would hold tens of megabytes and answer with more.
 const historyTopics = 20
 
-// history is the ring of samples and the goroutine that fills it.
-type history struct {
-	e        *Engine
+// History is the ring of samples and the goroutine that fills it.
+type History struct {
+	sample   func() HistorySample // reads the broker's counters
 	interval time.Duration
 
 	mu          sync.Mutex
@@ -76,23 +77,25 @@ type history struct {
 	done chan struct{}
 }
 
-func newHistory(e *Engine, interval, retention time.Duration) *history {
+// NewHistory returns a history that keeps retention of samples taken
+// every interval by calling sample, once Start runs it.
+func NewHistory(interval, retention time.Duration, sample func() HistorySample) *History {
 	size := max(int(retention/interval), 1)
-	return &history{e: e, interval: interval, ring: make([]HistorySample, size),
+	return &History{sample: sample, interval: interval, ring: make([]HistorySample, size),
 		stop: make(chan struct{}), done: make(chan struct{})}
 }
 
-// start takes a first sample and runs the collector.
-func (h *history) start() {
+// Start takes a first sample and runs the collector.
+func (h *History) Start() {
 	h.mu.Lock()
 	h.started = true
 	h.mu.Unlock()
-	h.add(h.e.sample())
+	h.add(h.sample())
 	go h.run()
 }
 
-// close stops the collector and waits for it; safe if it never started.
-func (h *history) close() {
+// Close stops the collector and waits for it; safe if it never started.
+func (h *History) Close() {
 	h.mu.Lock()
 	started := h.started
 	h.started = false
@@ -103,14 +106,17 @@ func (h *history) close() {
 	}
 }
 
-func (h *history) run() {
+// Done is closed once a started collector has stopped.
+func (h *History) Done() <-chan struct{} { return h.done }
+
+func (h *History) run() {
 	defer close(h.done)
 	tick := time.NewTicker(h.interval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-tick.C:
-			h.add(h.e.sample())
+			h.add(h.sample())
 		case <-h.stop:
 			return
 		}
@@ -119,7 +125,7 @@ func (h *history) run() {
 
 // add stores s with its rates against the newest sample held, keeping
 // the busiest topics of it.
-func (h *history) add(s HistorySample) {
+func (h *History) add(s HistorySample) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	rates := make(map[string]float64, len(s.Topics))
@@ -148,7 +154,7 @@ func (h *history) add(s HistorySample) {
 }
 
 // samples returns the samples held, oldest first.
-func (h *history) samples() []HistorySample {
+func (h *History) samples() []HistorySample {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := make([]HistorySample, 0, h.n)
@@ -159,7 +165,7 @@ func (h *history) samples() []HistorySample {
 }
 
 // topicRate is a topic's message rate at the newest sample.
-func (h *history) topicRate(name string) float64 {
+func (h *History) topicRate(name string) float64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.topicRates[name]
@@ -185,7 +191,7 @@ func busiest(ts map[string]TopicSample, n int) map[string]TopicSample {
 }
 
 // latest returns the newest sample, and false when there is none.
-func (h *history) latest() (HistorySample, bool) {
+func (h *History) latest() (HistorySample, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.n == 0 {
@@ -214,37 +220,13 @@ func (s *HistorySample) withRates(prev *HistorySample) {
 	s.ErrorRate = rate(s.Errors, prev.Errors)
 }
 
-// sample reads the broker's counters.
-func (e *Engine) sample() HistorySample {
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	s := HistorySample{Time: time.Now(), Connections: e.connections.Load(), MemoryBytes: ms.HeapAlloc,
-		Goroutines: runtime.NumGoroutine(), Topics: map[string]TopicSample{}}
-	for c := range e.errorsByCode {
-		s.Errors += e.errorsByCode[c].Load()
-	}
-	for _, t := range e.topics.list() {
-		var ts TopicSample
-		for _, p := range t.Parts {
-			c := p.Counters()
-			ts.PublishedMessages += c.PublishedMessages
-			s.PublishedBytes += c.PublishedBytes
-			s.DeliveredMessages += c.DeliveredMessages
-			s.DeliveredBytes += c.DeliveredBytes
-		}
-		s.PublishedMessages += ts.PublishedMessages
-		s.Subscribers += int64(t.subscriptions.Load())
-		s.Topics[t.Name] = ts
-	}
-	return s
-}
-
-// History returns the metrics history, oldest sample first.
-func (e *Engine) History() HistoryReport {
-	return HistoryReport{IntervalSeconds: e.cfg.HistoryInterval.Seconds(), Samples: e.history.samples()}
+// Report is the metrics history, oldest sample first, as GET
+// /api/v1/metrics/history serves it.
+func (h *History) Report() HistoryReport {
+	return HistoryReport{IntervalSeconds: h.interval.Seconds(), Samples: h.samples()}
 }
 
 // apiHistory serves GET /api/v1/metrics/history.
-func (e *Engine) apiHistory(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, e.History())
+func (s *Server) apiHistory(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.cfg.History.Report())
 }

@@ -1,0 +1,124 @@
+package httpapi
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/telemetry"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Broker is what the HTTP side needs of the broker, and all it may reach.
+// Every method is called on net/http's goroutines, never on an event loop
+// or a shard, so each must be safe from any goroutine: reads come from
+// snapshots and atomics, and changes take the paths the native protocol
+// takes, so they are validated, persisted and reported alike.
+//
+// Views are plain data, built per call; nothing returned aliases the
+// broker's state.
+type Broker interface {
+	// Starting says why the broker has not finished starting (recovery
+	// runs, the native listener is not up); "" once it has.
+	Starting() string
+	// Draining reports whether the broker is shutting down.
+	Draining() bool
+	// NotReady lists why the broker should get no traffic, none when it
+	// is ready; probe also checks that the data directory is writable.
+	NotReady(probe bool) []string
+	// Uptime is the time since the broker started; 0 before.
+	Uptime() time.Duration
+	// ConnectionCount is the number of open client connections.
+	ConnectionCount() int64
+
+	// Topics lists every topic, by name.
+	Topics() []Topic
+	// Topic finds one topic.
+	Topic(name string) (Topic, bool)
+	// CreateTopic creates a topic; partitions 0 means the broker's
+	// default, and config holds the topic config keys.
+	CreateTopic(by Origin, name string, partitions uint32, config []wire.KV) (Topic, error)
+	// UpdateTopic changes the config keys of changes, keeping the others.
+	UpdateTopic(by Origin, name string, changes []wire.KV) (Topic, error)
+	// DeleteTopic deletes a topic and, in the background, its data.
+	DeleteTopic(by Origin, name string) error
+
+	// Groups lists the consumer groups' names, sorted.
+	Groups() []string
+	// DescribeGroup reports a group's members, owners, offsets and lag.
+	DescribeGroup(name string) (wire.GroupInfo, error)
+	// ResetGroup moves a group without members to st and returns once the
+	// new offsets are durable, or ctx ends.
+	ResetGroup(ctx context.Context, by Origin, name string, st wire.Start) error
+
+	// Connections lists the client connections.
+	Connections() []Connection
+	// Shards lists the shards, by ID.
+	Shards() []Shard
+	// WriteMetrics writes every metric in the Prometheus text format.
+	WriteMetrics(w io.Writer)
+	// Emit hands an event to the plugins (the audit log among them).
+	Emit(ev telemetry.Event)
+}
+
+// Origin is who made a change, for the events it causes.
+type Origin struct {
+	Actor  string // always "admin-token" here
+	Remote string // the peer's address
+}
+
+// Topic is a view of a topic.
+type Topic struct {
+	Name   string
+	Config TopicConfig
+	// Subscriptions counts the connection-level subscriptions (the ones
+	// held against max-subscribers); Partition.Subscribers counts a
+	// partition's subscribers of every kind.
+	Subscriptions int64
+	Parts         []Partition
+}
+
+// Partition is a view of one partition of a topic.
+type Partition struct {
+	ID          int32
+	Shard       int
+	Subscribers int
+	Log         storage.LogStats
+	// State is online, read-only or offline, and Reason why when not
+	// online: the broker decides, from Log, for every report alike.
+	State  wire.PartitionState
+	Reason string
+}
+
+// Shard is a view of one shard.
+type Shard struct {
+	ID         int
+	InboxDepth int
+	InboxCap   int
+	Partitions int
+	Batches    uint64
+	Messages   uint64
+}
+
+// Connection is one client connection, as GET /api/v1/connections lists it.
+type Connection struct {
+	Remote        string    `json:"remote"`
+	Client        string    `json:"client"`
+	ConnectedAt   time.Time `json:"connected_at"`
+	Subscriptions int       `json:"subscriptions"`
+	Groups        int       `json:"groups"`
+	QueuedBytes   int64     `json:"queued_bytes"` // in the outbox and unsent in the socket buffer
+}
+
+// TopicConfig is a topic's config as typed JSON. Its keys are the config
+// keys, so a GET's config can be sent back in a PATCH.
+type TopicConfig struct {
+	MaxSubscribers  int    `json:"max-subscribers"`
+	Storage         string `json:"storage"`
+	Fsync           string `json:"fsync"`
+	Retention       string `json:"retention"`
+	RetentionBytes  int64  `json:"retention-bytes"`
+	DeadLetterTopic string `json:"dead-letter-topic"`
+	MaxDeliveries   int    `json:"max-deliveries"`
+}
