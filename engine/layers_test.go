@@ -24,6 +24,7 @@ var layers = map[string][]string{
 	"group/ackstate": {},
 	"group/offsets":  {"wire", "storage", "storage/vfs"},
 	"telemetry":      {},
+	"sim":            {"wire", "storage", "storage/vfs", "group/assign", "group/ackstate", "group/offsets"},
 	"client":         {"wire", "github.com/valyala/bytebufferpool"},
 	"loadtest":       {"client", "wire", "github.com/HdrHistogram/hdrhistogram-go", "golang.org/x/sys"},
 	"engine":         {"*"},
