@@ -130,7 +130,7 @@ func (a *acksActor) ack(w *World) error {
 	a.held = slices.Delete(a.held, i, i+1)
 	w.Tracef("acks ack [%d,%d): %d newly, floor=%d", from, to, n, a.st.Floor())
 	if n != want {
-		return fmt.Errorf("Ack [%d,%d) acked %d newly, the model %d", from, to, n, want)
+		return fmt.Errorf("ack [%d,%d) acked %d newly, the model %d", from, to, n, want)
 	}
 	return nil
 }
@@ -153,7 +153,7 @@ func (a *acksActor) nack(w *World) error {
 	want := o >= a.st.Floor() && m != nil && !m.done
 	w.Tracef("acks nack %d delay=%d: %v", o, delay, inFlight)
 	if inFlight != want {
-		return fmt.Errorf("Nack of %d reported in flight %v, the model %v", o, inFlight, want)
+		return fmt.Errorf("nack of %d reported in flight %v, the model %v", o, inFlight, want)
 	}
 	return nil
 }
@@ -253,7 +253,7 @@ func (a *acksActor) skipTo(w *World, o int64) error {
 	lost := a.st.SkipTo(o)
 	w.Tracef("acks skip to %d: lost %d", o, lost)
 	if lost != want {
-		return fmt.Errorf("SkipTo(%d) dropped %d unacked messages, the model %d", o, lost, want)
+		return fmt.Errorf("a skip to %d dropped %d unacked messages, the model %d", o, lost, want)
 	}
 	return nil
 }
@@ -319,7 +319,7 @@ func (a *acksActor) Check(*World) error {
 	case floor < next && a.st.Acked(floor):
 		return fmt.Errorf("the floor %d is acked: it should have moved", floor)
 	case unacked != a.st.Unacked():
-		return fmt.Errorf("Unacked %d, the model %d", a.st.Unacked(), unacked)
+		return fmt.Errorf("unacked %d, the model %d", a.st.Unacked(), unacked)
 	case a.st.Window() > acksMaxWindow+acksMaxBatch || a.st.Unacked() > acksMaxUnacked+acksMaxBatch:
 		return fmt.Errorf("window %d, unacked %d: past their bounds", a.st.Window(), a.st.Unacked())
 	case len(a.msgs) > int(a.st.Window()):

@@ -152,11 +152,11 @@ func (p *partSim) publish(w *World) error {
 	w.Tracef("logs p%d stage [%d,%d) nonce=%x: %v", p.id, b.base, b.end(), b.nonce, err)
 	switch {
 	case err == nil && p.m.failed:
-		return fmt.Errorf("Stage accepted a batch after the log failed")
+		return fmt.Errorf("stage: accepted a batch after the log failed")
 	case err == nil:
 		p.m.stage(b)
 	case !p.m.failed:
-		return fmt.Errorf("Stage failed on a log that has not failed: %w", err)
+		return fmt.Errorf("stage: failed on a log that has not failed: %w", err)
 	}
 	return nil
 }
@@ -168,17 +168,17 @@ func (p *partSim) write(w *World) error {
 	p.efs.Clear()
 	w.Tracef("logs p%d write fault=%s: end=%d %v", p.id, fault, end, err)
 	if end < p.m.written || end > p.m.stagedEnd() {
-		return fmt.Errorf("WritePending reports end %d outside [written %d, staged %d]", end, p.m.written, p.m.stagedEnd())
+		return fmt.Errorf("write: reports end %d outside [written %d, staged %d]", end, p.m.written, p.m.stagedEnd())
 	}
 	if err == nil {
 		if want := p.m.writeEnd(); end != want {
-			return fmt.Errorf("WritePending succeeded up to %d, the model wants %d", end, want)
+			return fmt.Errorf("write: succeeded up to %d, the model wants %d", end, want)
 		}
 		p.m.wrote(end)
 		return nil
 	}
 	if fault == "" && !p.m.failed && !errors.Is(err, storage.ErrFailed) {
-		return fmt.Errorf("WritePending failed with no fault injected: %w", err)
+		return fmt.Errorf("write: failed with no fault injected: %w", err)
 	}
 	var uncut *storage.UncutError
 	if errors.As(err, &uncut) {
@@ -226,16 +226,16 @@ func (p *partSim) sync(w *World) error {
 	w.Tracef("logs p%d sync fault=%s: end=%d %v", p.id, fault, end, err)
 	if err != nil {
 		if fault == "" && !p.m.failed && !errors.Is(err, storage.ErrFailed) {
-			return fmt.Errorf("Sync failed with no fault injected: %w", err)
+			return fmt.Errorf("sync: failed with no fault injected: %w", err)
 		}
 		p.m.failed = true
 		return nil
 	}
 	if p.m.failed {
-		return fmt.Errorf("Sync reported end %d durable after the log failed: nothing it covers may be acked", end)
+		return fmt.Errorf("sync: reported end %d durable after the log failed: nothing it covers may be acked", end)
 	}
 	if end != p.m.written {
-		return fmt.Errorf("Sync made %d durable, the log wrote up to %d", end, p.m.written)
+		return fmt.Errorf("sync: made %d durable, the log wrote up to %d", end, p.m.written)
 	}
 	p.log.SetVisible(end)
 	p.m.synced(end, p.log.Stats().Start)
@@ -253,7 +253,7 @@ func (p *partSim) read(w *World) error {
 		err := p.log.Read(from, 1, func(wire.Batch) bool { return true })
 		w.Tracef("logs p%d read %d below start %d: %v", p.id, from, start, err)
 		if !errors.Is(err, storage.ErrOffsetOutOfRange) {
-			return fmt.Errorf("a read at %d below the start %d: %v, want ErrOffsetOutOfRange", from, start, err)
+			return fmt.Errorf("a read at %d below the start %d: %w, want ErrOffsetOutOfRange", from, start, err)
 		}
 		return nil
 	}
@@ -286,7 +286,7 @@ func (p *partSim) retain(w *World) error {
 	start, _ := p.log.Bounds()
 	w.Tracef("logs p%d retain age=%v bytes=%d: removed %d segments, start %d->%d %v", p.id, maxAge, maxBytes, n, before, start, err)
 	if err != nil {
-		return fmt.Errorf("Retain: %w", err)
+		return fmt.Errorf("retain: %w", err)
 	}
 	p.removedSinceSync += n
 	return p.m.retained(start)
@@ -299,7 +299,7 @@ func (p *partSim) restart(w *World, files *storage.FileCache) error {
 	err := p.log.Close()
 	w.Tracef("logs p%d close (failed=%v): %v", p.id, failed, err)
 	if err != nil && !failed {
-		return fmt.Errorf("Close of a log that has not failed: %w", err)
+		return fmt.Errorf("close of a log that has not failed: %w", err)
 	}
 	if err == nil && !failed {
 		p.m.synced(p.m.written, p.log.Stats().Start) // Close syncs

@@ -244,7 +244,7 @@ func (m *logModel) check(b wire.Batch, want simBatch) (int, error) {
 		}
 	}
 	if err := it.Err(); err != nil || n != want.count {
-		return n, fmt.Errorf("batch at %d: %d of %d records decoded: %v", want.base, n, want.count, err)
+		return n, fmt.Errorf("batch at %d: %d of %d records decoded: %w", want.base, n, want.count, err)
 	}
 	return n, nil
 }
