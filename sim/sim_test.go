@@ -72,25 +72,29 @@ func runFor(t *testing.T, d time.Duration) {
 	fmt.Printf("sim: %d seeds, %d steps in %v: %.0f steps/s\n", seeds, steps, el.Round(time.Millisecond), float64(steps)/el.Seconds())
 }
 
-// TestSimDeterministic: the same seed gives the same trace.
+// TestSimDeterministic: the same seed gives the same trace, three runs
+// out of three. Seeds 20 and 27 once traced differently from run to run
+// (MemFS.CrashWith tore files in map order); anything else that reads
+// map order, a goroutine or the wall clock shows here too.
 func TestSimDeterministic(t *testing.T) {
-	const seed, steps = 42, 5000
-	a, err := Run(Config{Seed: seed, Steps: steps})
+	for _, seed := range []uint64{20, 27} {
+		first := runHash(t, seed)
+		for range 2 {
+			if h := runHash(t, seed); h != first {
+				t.Fatalf("seed %d: two runs traced %016x and %016x", seed, first, h)
+			}
+		}
+	}
+	if runHash(t, 20) == runHash(t, 21) {
+		t.Fatal("seeds 20 and 21 traced the same")
+	}
+}
+
+func runHash(t *testing.T, seed uint64) uint64 {
+	t.Helper()
+	res, err := Run(Config{Seed: seed, Steps: *simSteps})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Run(Config{Seed: seed, Steps: steps})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a.Hash != b.Hash {
-		t.Fatalf("seed %d: two runs traced %016x and %016x", seed, a.Hash, b.Hash)
-	}
-	c, err := Run(Config{Seed: seed + 1, Steps: steps})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Hash == a.Hash {
-		t.Fatalf("seeds %d and %d traced the same", seed, seed+1)
-	}
+	return res.Hash
 }
