@@ -4,6 +4,8 @@
 #   make test   the full test suite (vet, unit + integration with invariants,
 #               race detector on the concurrent packages, short fuzz runs)
 #   make bench  Go benchmarks, then a load-test matrix against a fresh broker
+#   make sim    the deterministic simulator on fresh seeds for SIM_TIME;
+#               make sim SEED=<seed> replays one seed, printing every step
 #
 # Only Go itself is needed; modules are fetched on first use.
 
@@ -15,7 +17,7 @@ FUZZTIME  ?= 10s
 LINT      := bin/golangci-lint
 LINT_VER  := v2.15.0
 
-.PHONY: all run build deps chromium test vet unit race fuzz-short fuzz bench lint clean
+.PHONY: all run build deps chromium test vet unit race fuzz-short fuzz bench sim lint clean
 
 all: build
 
@@ -75,6 +77,20 @@ fuzz-short fuzz:
 			else exit 1; fi; \
 		fi; \
 	done; echo "fuzz executions in $(FUZZTIME) each:$$summary"
+
+# The deterministic simulator (sim/, docs/DESIGN.md "Simulation"). make
+# test runs its fixed seeds through unit; this runs fresh random seeds
+# for SIM_TIME and prints the seeds, steps and steps per second, or, with
+# SEED, replays that seed with every step traced. A failure prints the
+# seed to replay. Not in the race run: it is single-threaded by design.
+SIM_TIME  ?= 60s
+SIM_STEPS ?= 20000
+sim:
+ifdef SEED
+	$(GO) test -count=1 -v -run '^TestSim$$' ./sim -sim.seed=$(SEED) -sim.steps=$(SIM_STEPS) -sim.trace
+else
+	$(GO) test -count=1 -v -timeout 0 -run '^TestSim$$' ./sim -sim.duration=$(SIM_TIME) -sim.steps=$(SIM_STEPS)
+endif
 
 # Go benchmarks of every hot path, then the load-test matrix against a
 # broker it starts (one table; BENCH_DURATION per run).

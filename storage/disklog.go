@@ -185,9 +185,16 @@ func OpenDiskLog(cfg DiskConfig) (*DiskLog, Recovery, error) {
 		if err := cfg.FS.Remove(clean); err != nil {
 			return nil, rec, err
 		}
-		if err := cfg.FS.SyncDir(cfg.Dir); err != nil {
-			return nil, rec, err
-		}
+	}
+	// Every open syncs the directory, not only a clean one (whose marker's
+	// removal needs it): a log that failed (a failed fsync of a segment or
+	// of the directory) closes without syncing, so the segments it created
+	// or deleted may not be durable in the directory. Reopened, the log
+	// creates and deletes nothing, so its own Syncs would never sync the
+	// directory, and a crash after it acked messages into such a segment
+	// lost them (the simulator, sim/, found it).
+	if err := cfg.FS.SyncDir(cfg.Dir); err != nil {
+		return nil, rec, err
 	}
 	segs, err := l.openSegments(&rec)
 	if err != nil {

@@ -230,6 +230,20 @@ func (s *Store) Start() {
 	go s.run()
 }
 
+// Flush writes what changed since the last write on the caller's
+// goroutine, runs the waiting callbacks with its outcome, and returns it.
+// It is for a store whose writer was never started: the simulator (sim)
+// drives the store one step at a time, so that which write a commit
+// shares, and what a crash finds, depend on its seed alone and not on
+// the writer goroutine's timers (linger, retry backoff). After Start,
+// the writer is the only one that writes, and Flush panics.
+func (s *Store) Flush() error {
+	if s.started {
+		panic("offsets: Flush on a store whose writer runs")
+	}
+	return s.flush()
+}
+
 // Set records offsets without waiting for them to be durable; done, if not
 // nil, runs once they are (or with the error that kept them from it).
 func (s *Store) Set(group, topic string, offs []wire.PartitionOffset, done func(error)) {

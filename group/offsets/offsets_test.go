@@ -332,3 +332,26 @@ func TestOffsetStoreConvertsGroupsJSON(t *testing.T) {
 	require.ErrorIs(t, err, fs.ErrNotExist, "groups.json is removed durably")
 	require.Equal(t, want, loadStore(t, crashed))
 }
+
+// TestFlushWritesOnTheCallersGoroutine: a store whose writer was never
+// started writes only when Flush is called, answers the waiting commits
+// before Flush returns, and keeps them across a crash.
+func TestFlushWritesOnTheCallersGoroutine(t *testing.T) {
+	fsys := newMemData(t)
+	s := New(fsys, storeDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	_, err := s.Load()
+	require.NoError(t, err)
+	answered := false
+	s.Set("g", "orders", []wire.PartitionOffset{po(0, 7)}, func(err error) {
+		require.NoError(t, err)
+		answered = true
+	})
+	require.False(t, answered, "nothing is written before Flush")
+	require.NoError(t, s.Flush())
+	require.True(t, answered, "the callback ran within Flush")
+	got := loadStore(t, fsys.Crash())
+	require.Equal(t, int64(7), got["g"].Offsets[0])
+	s.Start()
+	defer s.Close()
+	require.Panics(t, func() { _ = s.Flush() }, "a started store has one writer")
+}

@@ -19,6 +19,7 @@ func (m *MemFS) Crash() *MemFS {
 // exceeds its durable size, it also keeps a prefix, of length chosen
 // uniformly with rng from zero to the whole, of the unsynced tail beyond
 // the durable size. Overwrites inside the durable size are still lost.
+// The same state and the same rng give the same crash.
 func (m *MemFS) CrashWith(rng *rand.Rand) *MemFS {
 	return m.crash(rng)
 }
@@ -55,10 +56,13 @@ func (c *crasher) copy(n *inode) *inode {
 	return cp
 }
 
+// copyDir copies a directory's durable entries in name order: the torn
+// tails draw from rng file by file, so the same rng must give the same
+// crash (the simulator replays a seed), which map order would not.
 func (c *crasher) copyDir(n, cp *inode) {
 	cp.kids = make(map[string]*inode, len(n.syncedKids))
-	for name, kid := range n.syncedKids {
-		cp.kids[name] = c.copy(kid)
+	for _, name := range slices.Sorted(maps.Keys(n.syncedKids)) {
+		cp.kids[name] = c.copy(n.syncedKids[name])
 	}
 	cp.syncedKids = maps.Clone(cp.kids)
 }

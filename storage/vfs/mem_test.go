@@ -203,6 +203,32 @@ func TestCrashWithTearsTail(t *testing.T) {
 	require.Greater(t, len(lengths), 5)
 }
 
+// TestCrashWithIsDeterministic: the same state and the same rng give the
+// same crash, however many files have torn tails (the simulator replays
+// a seed; map order once decided which file drew which length).
+func TestCrashWithIsDeterministic(t *testing.T) {
+	m := newCrashFS(t)
+	for i := range 16 {
+		name := "d/f" + string(rune('a'+i))
+		f := write(t, m, name, "synced", true)
+		_, err := f.WriteAt([]byte("0123456789abcdefghijklmnopqrstuvwxyz"), 6)
+		require.NoError(t, err)
+	}
+	require.NoError(t, m.SyncDir("d"))
+	tails := func() string {
+		c := m.CrashWith(rand.New(rand.NewPCG(9, 9)))
+		var all string
+		for i := range 16 {
+			all += contents(t, c, "d/f"+string(rune('a'+i))) + "|"
+		}
+		return all
+	}
+	want := tails()
+	for range 20 {
+		require.Equal(t, want, tails())
+	}
+}
+
 func TestCrashWithKeepsSyncedRange(t *testing.T) {
 	m := newCrashFS(t)
 	f := write(t, m, "d/f", "abcd", true)

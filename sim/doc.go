@@ -1,0 +1,93 @@
+// Package sim is a deterministic simulator of the broker's components,
+// in the manner of FoundationDB's and TigerBeetle's: one goroutine, one
+// seeded random source (a PCG from one uint64), a simulated clock, and a
+// simulated disk, so a seed replays a run exactly, step by step.
+//
+// # World, actors, scheduler
+//
+// A [World] holds what the components share: the random source, the
+// clock (int64 nanoseconds; nothing here reads the wall clock), and the
+// machine's disk, a [vfs.MemFS] that tracks what is durable. Each
+// component is an [Actor] with a model of what it must do:
+//
+//   - logs: storage.DiskLog, three partitions of an fsync=always topic
+//     sharing a small FileCache, each through its own vfs.ErrorFS:
+//     staged publishes, writes (disk full, short writes, cuts that fail),
+//     syncs (failing fsyncs), reads, retention on the simulated clock,
+//     clean restarts.
+//   - assign: a group's membership around group/assign.Sticky: joins,
+//     leaves, heartbeats and session timeouts, generations, and the
+//     two-step hand-over of a moved partition.
+//   - acks: group/ackstate.State as the message-mode feed drives it:
+//     gated first deliveries, acks, nacks, expiries, retries,
+//     dead-lettering after max-deliveries (whose write may fail),
+//     takeovers, retention skipping messages, and drains.
+//   - offsets: group/offsets.Store (data/groups.log) through an ErrorFS:
+//     commits waited for or not, removals, clean restarts. Its writer
+//     goroutine is never started; each change is written by Store.Flush.
+//
+// [Run] is the scheduler. Each step it advances the clock (up to 1 ms,
+// now and then up to 200 ms), then either crashes the machine, which
+// replaces the disk with its durable state (torn tails half of the time)
+// and has every actor recover, or lets one actor, chosen at random, take
+// one action. Then every actor checks its invariants. Each action adds a
+// line to the trace, whose hash identifies the run.
+//
+// # Invariants
+//
+//   - logs: a batch Sync acknowledged survives every crash (the recovered
+//     end is at or past the acked end); offsets are dense from the start;
+//     every record reads back as published, in publish order; retention
+//     only removes from the start (a crash may undo a removal not yet
+//     synced in the directory, never go past it); after a failed fsync,
+//     or a failed write that could not be cut off, the log accepts no
+//     write and no Sync succeeds until it is reopened; a write fails only
+//     when a fault was injected; recovery finds no corruption (the
+//     simulator corrupts nothing); bounds match the model; the open
+//     descriptors stay within the FileCache's budget plus what it may not
+//     close (pinned segments).
+//   - assign: while there are members, every partition is owned by a
+//     live member, the owners are balanced, and once a member confirmed a
+//     generation it holds no partition that generation gave to another:
+//     two members never feed one partition at once; with no members
+//     nobody owns or holds anything.
+//   - acks: Ack, Nack and SkipTo report what the model expects; the floor
+//     is the first offset not acked; a message is delivered for the first
+//     time once, redelivered only while not acked and at most
+//     max-deliveries times in all, and dead-lettered only after exactly
+//     max-deliveries; a drain (the consumer stops, the clock runs until
+//     nothing is pending) ends with every message acked or dead-lettered,
+//     so none is ever forgotten; the window and the unacked count stay
+//     within their gates.
+//   - offsets: after a crash each group is found as at its last answered
+//     change or a later one, never earlier (committed offsets never go
+//     back) and never in a state it was not given; after a clean restart,
+//     exactly as at its last change; the log stays within its compaction
+//     bound.
+//
+// # Replaying
+//
+// A failure names its seed and step. make sim SEED=<seed> runs that seed
+// again with every step of the trace printed; make sim runs fresh seeds
+// for SIM_TIME and reports the steps per second. Both are go test flags
+// of this package (sim_test.go): -sim.seed, -sim.trace, -sim.duration,
+// -sim.steps.
+//
+// # Adding an actor (the shard)
+//
+// A component joins the simulation as one more [NewActor] in [Actors]
+// (or in Config.Actors). It must be driven only from Step and Crash, on
+// the scheduler's goroutine, take its chances from w.Rand and its time
+// from w.Now, and keep its files on w.Mem. The shard, once it is a pure
+// state machine (Step(op), Tick(now), Ready(), Advance(), as etcd raft's
+// RawNode), fits as is: its actor's Step either feeds it an operation (a
+// publish, a subscribe, an ack) or ticks it with w.Now, then does what
+// Ready asks itself, with a storage.DiskLog on w.Mem for the writes and
+// fsyncs (and, where it chooses, a failure injected or a completion held
+// back and delivered at a later step, which is how the simulator
+// reorders I/O), and calls Advance; Check compares what the shard
+// acknowledged and delivered with a model, as the logs actor does for the
+// log (an acked publish survives a crash; deliveries in offset order,
+// with no gap or duplicate); Crash builds a new shard from w.Mem. The
+// logs actor's model (logs_model.go) is written to be shared for that.
+package sim
