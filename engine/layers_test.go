@@ -32,7 +32,7 @@ var layers = map[string][]string{
 	"group/coord":    {"wire", "storage", "outbox", "shard", "telemetry", "group/assign", "group/ackstate", "group/offsets"},
 	"telemetry":      {},
 	"httpapi":        {"wire", "storage", "storage/vfs", "telemetry", "golang.org/x/sys"},
-	"sim":            {"wire", "storage", "storage/vfs", "group/assign", "group/ackstate", "group/offsets"},
+	"sim":            {"wire", "storage", "storage/vfs", "outbox", "shard", "group/assign", "group/ackstate", "group/offsets"},
 	"client":         {"wire", "github.com/valyala/bytebufferpool"},
 	"loadtest":       {"client", "wire", "github.com/HdrHistogram/hdrhistogram-go", "golang.org/x/sys"},
 	"engine":         {"*"},

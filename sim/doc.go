@@ -25,6 +25,15 @@
 //   - offsets: group/offsets.Store (data/groups.log) through an ErrorFS:
 //     commits waited for or not, removals, clean restarts. Its writer
 //     goroutine is never started; each change is written by Store.Flush.
+//   - shard: a shard (package shard) run as its driver runs it, with the
+//     scheduler choosing when: publishes from two producers to two
+//     fsync=always partitions on DiskLogs, subscribes and unsubscribes of
+//     two subscribers with small outboxes (so acks are held for their
+//     pressure and they are cut as slow consumers), passes at the
+//     simulated time (Tick, Step, Ready, Advance), the writes and fsyncs
+//     Ready asks for carried out later, in any order across partitions,
+//     now and then failing, and subscribers' writers draining when they
+//     get to it (see shard.go).
 //
 // [Run] is the scheduler. Each step it advances the clock (up to 1 ms,
 // now and then up to 200 ms), then either crashes the machine, which
@@ -43,7 +52,9 @@
 //     or a failed write that could not be cut off, the log accepts no
 //     write and no Sync succeeds until it is reopened; a write fails only
 //     when a fault was injected; recovery finds no corruption (the
-//     simulator corrupts nothing); bounds match the model; the open
+//     simulator corrupts nothing), except a hole above everything acked
+//     after a crash, which a torn write across a segment roll leaves;
+//     bounds match the model; the open
 //     descriptors stay within the FileCache's budget plus what it may not
 //     close (pinned segments).
 //   - assign: while there are members, every partition is owned by a
@@ -73,21 +84,16 @@
 // of this package (sim_test.go): -sim.seed, -sim.trace, -sim.duration,
 // -sim.steps.
 //
-// # Adding an actor (the shard)
+// # Adding an actor
 //
 // A component joins the simulation as one more [NewActor] in [Actors]
 // (or in Config.Actors). It must be driven only from Step and Crash, on
 // the scheduler's goroutine, take its chances from w.Rand and its time
-// from w.Now, and keep its files on w.Mem. The shard, once it is a pure
-// state machine (Step(op), Tick(now), Ready(), Advance(), as etcd raft's
-// RawNode), fits as is: its actor's Step either feeds it an operation (a
-// publish, a subscribe, an ack) or ticks it with w.Now, then does what
-// Ready asks itself, with a storage.DiskLog on w.Mem for the writes and
-// fsyncs (and, where it chooses, a failure injected or a completion held
-// back and delivered at a later step, which is how the simulator
-// reorders I/O), and calls Advance; Check compares what the shard
-// acknowledged and delivered with a model, as the logs actor does for the
-// log (an acked publish survives a crash; deliveries in offset order,
-// with no gap or duplicate); Crash builds a new shard from w.Mem. The
-// logs actor's model (logs_model.go) is written to be shared for that.
+// from w.Now, and keep its files on w.Mem, registering its FileCache in
+// w.Caches. The shard actor (shard.go) is the example of a state machine
+// driven this way: its Step feeds it an operation or runs a pass, does
+// what Ready asks (holding the writes and fsyncs back for later steps,
+// which is how the simulator reorders I/O), and calls Advance; Check
+// bounds what it holds; Crash builds a new shard from w.Mem and checks
+// what the logs kept.
 package sim

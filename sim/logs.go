@@ -92,8 +92,14 @@ func (a *logsActor) checkFiles(w *World) error {
 	if st.Open > logFiles+pinned {
 		return fmt.Errorf("the file cache holds %d files open, over its budget %d and %d pinned", st.Open, logFiles, pinned)
 	}
-	if open := w.Mem.OpenFiles(); open > st.Open+offsetsFilesOpen {
-		return fmt.Errorf("%d files open on the disk, %d of them the file cache's", open, st.Open)
+	others := 0
+	for name, c := range w.Caches {
+		if name != a.Name() {
+			others += c.Stats().Open
+		}
+	}
+	if open := w.Mem.OpenFiles(); open > st.Open+others+offsetsFilesOpen {
+		return fmt.Errorf("%d files open on the disk, %d of them the file cache's, %d other actors'", open, st.Open, others)
 	}
 	return nil
 }
@@ -117,6 +123,8 @@ type partSim struct {
 	dir string
 	efs *vfs.ErrorFS
 	log *storage.DiskLog
+	// corrupt is what the last open reported corrupt.
+	corrupt []storage.Range
 
 	m logModel
 	// For the descriptor bound: the segments when the log last synced, and
@@ -134,10 +142,7 @@ func (p *partSim) open(w *World, files *storage.FileCache) error {
 	if err != nil {
 		return err
 	}
-	if len(rec.Corrupt) > 0 {
-		return fmt.Errorf("recovery reports corruption %v; the simulator corrupts nothing", rec.Corrupt)
-	}
-	p.log = l
+	p.log, p.corrupt = l, rec.Corrupt
 	p.segsAtSync, p.removedSinceSync = l.Stats().Segments, 0
 	return nil
 }
@@ -307,6 +312,9 @@ func (p *partSim) restart(w *World, files *storage.FileCache) error {
 	if err := p.open(w, files); err != nil {
 		return fmt.Errorf("reopen: %w", err)
 	}
+	if len(p.corrupt) > 0 {
+		return fmt.Errorf("reopen: recovery reports corruption %v; the simulator corrupts nothing", p.corrupt)
+	}
 	if err := p.recovered(w, "reopen"); err != nil {
 		return err
 	}
@@ -321,6 +329,18 @@ func (p *partSim) restart(w *World, files *storage.FileCache) error {
 func (p *partSim) recover(w *World, files *storage.FileCache) error {
 	if err := p.open(w, files); err != nil {
 		return fmt.Errorf("open after a crash: %w", err)
+	}
+	// A hole between segments is reported corrupt. The simulator
+	// corrupts nothing, but a write that spanned a segment roll and was
+	// never made durable may leave the new segment's head on the crashed
+	// disk without the old one's tail. Nothing acked may be in it: every
+	// fsync that would have covered it failed or never ran.
+	for _, r := range p.corrupt {
+		if r.From < p.m.acked {
+			return fmt.Errorf("recovery reports %v corrupt, below %d, which was acked", r, p.m.acked)
+		}
+		w.Tracef("logs p%d recover: a hole at %v (a torn write across a segment roll)", p.id, r)
+		p.m.dropHole(r.From, r.To)
 	}
 	if err := p.recovered(w, "recover"); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/ratatoskr-mq/ratatoskr/storage"
@@ -105,6 +106,12 @@ func (m *logModel) dropFrom(o int64) {
 	m.batches = m.batches[:i]
 	m.next = o
 	m.nstaged = 0
+}
+
+// dropHole forgets the batches in [from, to): recovery found a hole
+// there (see partSim.recover).
+func (m *logModel) dropHole(from, to int64) {
+	m.batches = slices.DeleteFunc(m.batches, func(b simBatch) bool { return b.base >= from && b.end() <= to })
 }
 
 // writeFailed: the write was cut back off the file; what it wrote before

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
 )
 
@@ -32,6 +33,10 @@ type World struct {
 	// Log discards everything: the components log their recoveries, and
 	// the trace says what happened.
 	Log *slog.Logger
+	// Caches are the actors' file caches, by actor name: the files open on
+	// Mem are theirs (and the offsets store's one), which the logs actor
+	// checks.
+	Caches map[string]*storage.FileCache
 
 	trace io.Writer // nil unless the run is traced
 	hash  hash.Hash64
@@ -82,7 +87,7 @@ type Actor interface {
 type NewActor func(w *World) (Actor, error)
 
 // Actors are the components the simulator drives by default.
-var Actors = []NewActor{newLogsActor, newAssignActor, newAcksActor, newOffsetsActor}
+var Actors = []NewActor{newLogsActor, newAssignActor, newAcksActor, newOffsetsActor, newShardActor}
 
 // Config is one run of the simulator.
 type Config struct {
@@ -129,7 +134,7 @@ const (
 // with a *Failure.
 func Run(cfg Config) (Result, error) {
 	w := &World{Seed: cfg.Seed, Rand: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		Now: 1_000_000_000, Mem: vfs.NewMem(), Log: slog.New(slog.DiscardHandler),
+		Now: 1_000_000_000, Mem: vfs.NewMem(), Log: slog.New(slog.DiscardHandler), Caches: map[string]*storage.FileCache{},
 		trace: cfg.Trace, hash: fnv.New64a()}
 	actors, err := newActors(w, cfg.Actors)
 	if err != nil {
