@@ -3,6 +3,7 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 	"time"
 
@@ -71,14 +72,21 @@ type shardActor struct {
 	prods []*outbox.Outbox
 	subs  []*shardSub
 	syncs []shard.SyncRequest // asked for by Ready, not yet carried out
-	corr  uint32              // the last correlation id given out
-	sent  map[uint32]*sentPub // publishes not yet answered
+	// failed is what went wrong in a callback, seen by the pass.
+	failed error
+	corr     uint32              // the last correlation id given out
+	sent     map[uint32]*sentPub // publishes not yet answered
 }
 
-// shardPart is one partition with its model.
+// shardPart is one partition with its model. Deleting its topic and
+// creating it again starts a new generation: a new topic name and
+// directory, so frames of the old one are told apart.
 type shardPart struct {
 	id      int
+	gen     int
+	topic   string
 	dir     string
+	deleted bool // Delete is queued or done; the partition takes no publish
 	efs     *vfs.ErrorFS
 	log     *storage.DiskLog
 	p       *shard.Partition
@@ -100,6 +108,7 @@ type shardBatch struct {
 
 type sentPub struct {
 	part  *shardPart
+	gen   int
 	out   *outbox.Outbox
 	count int
 }
@@ -114,8 +123,9 @@ type shardSub struct {
 func newShardActor(w *World) (Actor, error) {
 	a := &shardActor{sent: map[uint32]*sentPub{}}
 	for i := range shardParts {
-		a.parts = append(a.parts, &shardPart{id: i, dir: fmt.Sprintf("data/topics/%s/%d", shardTopic, i),
-			stored: map[int64]shardBatch{}, maybe: map[uint32]shardBatch{}})
+		p := &shardPart{id: i}
+		p.newGen()
+		a.parts = append(a.parts, p)
 	}
 	for i := range shardSubs {
 		a.subs = append(a.subs, &shardSub{id: i})
@@ -142,6 +152,11 @@ func (a *shardActor) start(w *World, how string) error {
 	for _, sub := range a.subs {
 		sub.reset()
 	}
+	// The broker makes its data and topics directories durable at start
+	// (engine.New, the topic registry); the logs rely on it.
+	if err := storage.MkdirDurable(w.Mem, "data/topics", 2); err != nil {
+		return err
+	}
 	var errs []error
 	for _, p := range a.parts {
 		if err := p.open(w, a, how); err != nil {
@@ -149,6 +164,15 @@ func (a *shardActor) start(w *World, how string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// newGen starts the partition's next generation, empty.
+func (p *shardPart) newGen() {
+	p.gen++
+	p.topic = fmt.Sprintf("%s%d", shardTopic, p.gen)
+	p.dir = fmt.Sprintf("data/topics/%s/%d", p.topic, p.id)
+	p.stored, p.maybe = map[int64]shardBatch{}, map[uint32]shardBatch{}
+	p.durable, p.ackEnd, p.deleted = 0, 0, false
 }
 
 func (sub *shardSub) reset() {
@@ -217,14 +241,14 @@ func (p *shardPart) open(w *World, a *shardActor, how string) error {
 	if next != end {
 		return fmt.Errorf("%s: reading the log ended at %d, its end is %d", how, next, end)
 	}
-	for base := range p.stored {
-		if _, ok := found[base]; !ok && base >= start {
+	for base, sb := range p.stored {
+		if _, ok := found[base]; !ok && base+int64(sb.count) > start {
 			return fmt.Errorf("%s: the batch acked at %d is gone", how, base)
 		}
 	}
 	p.stored, p.maybe = found, map[uint32]shardBatch{}
 	p.durable, p.ackEnd = end, end
-	p.p = shard.NewPartition(shardTopic, int32(p.id), a.s, l, shard.SyncPolicy{Mode: shard.SyncAlways})
+	p.p = shard.NewPartition(p.topic, int32(p.id), a.s, l, shard.SyncPolicy{Mode: shard.SyncAlways})
 	return p.p.Adopt()
 }
 
@@ -236,11 +260,65 @@ func (a *shardActor) Step(w *World) error {
 		return a.pass(w)
 	case r < 75:
 		return a.sync(w)
-	case r < 93:
+	case r < 92:
 		return a.drain(w)
-	default:
+	case r < 97:
 		return a.toggle(w)
+	case r < 99:
+		return a.retain(w)
+	default:
+		return a.deleteTopic(w)
 	}
+}
+
+// retain applies retention at the simulated time, as the driver does on
+// its retention tick: it only removes from the start.
+func (a *shardActor) retain(w *World) error {
+	p := a.parts[w.Rand.IntN(len(a.parts))]
+	maxAge := time.Duration(w.Rand.Int64N(retainMaxAge))
+	maxBytes := int64(0)
+	if w.Rand.IntN(2) == 0 {
+		maxBytes = w.Rand.Int64N(4 * shardSegBytes)
+	}
+	before, _ := p.log.Bounds()
+	n, err := p.log.Retain(w.Time(), maxAge, maxBytes)
+	start, _ := p.log.Bounds()
+	w.Tracef("shard retain p%d age=%v bytes=%d: removed %d, start %d->%d %v", p.id, maxAge, maxBytes, n, before, start, err)
+	if start < before {
+		return fmt.Errorf("partition %d: retention moved the start back from %d to %d", p.id, before, start)
+	}
+	if err != nil && !p.log.Failed() {
+		return fmt.Errorf("partition %d: retention failed with no fault injected: %w", p.id, err)
+	}
+	return nil
+}
+
+// deleteTopic deletes a partition's topic, as the broker does: the shard
+// retires the partition (its waiting publishes fail, its subscribers are
+// dropped), then the log's files go, and the topic is created again,
+// empty, as the next generation.
+func (a *shardActor) deleteTopic(w *World) error {
+	p := a.parts[w.Rand.IntN(len(a.parts))]
+	if p.deleted {
+		return a.pass(w)
+	}
+	p.deleted = true
+	w.Tracef("shard delete %s", p.topic)
+	old := p.p
+	return old.Delete(func() {
+		err := old.Log.Drop()
+		w.Tracef("shard deleted %s: drop %v", p.topic, err)
+		for _, sub := range a.subs {
+			sub.on[p.id], sub.next[p.id] = false, -1
+		}
+		// Its outstanding sync is void: its log is gone, and the shard
+		// ignores reports for a deleted partition.
+		a.syncs = slices.DeleteFunc(a.syncs, func(r shard.SyncRequest) bool { return r.P == old })
+		p.newGen()
+		if err := p.open(w, a, "create"); err != nil {
+			a.failed = errors.Join(a.failed, err)
+		}
+	})
 }
 
 // publish queues a batch of 1 to 5 records from a random producer to a
@@ -250,11 +328,14 @@ func (a *shardActor) publish(w *World) error {
 		return a.pass(w)
 	}
 	p := a.parts[w.Rand.IntN(len(a.parts))]
+	if p.deleted {
+		return a.pass(w)
+	}
 	out := a.prods[w.Rand.IntN(len(a.prods))]
 	n := 1 + w.Rand.IntN(5)
 	a.corr++
-	buf, off := simFrame(p.id, a.corr, n, w)
-	a.sent[a.corr] = &sentPub{part: p, out: out, count: n}
+	buf, off := simFrame(p.topic, p.id, a.corr, n, w)
+	a.sent[a.corr] = &sentPub{part: p, gen: p.gen, out: out, count: n}
 	p.maybe[a.corr] = shardBatch{corr: a.corr, count: n}
 	w.Tracef("shard publish p%d corr=%d n=%d", p.id, a.corr, n)
 	return p.p.Publish(out, a.corr, buf, off)
@@ -262,9 +343,9 @@ func (a *shardActor) publish(w *World) error {
 
 // simFrame builds the Deliver frame the engine would hand the shard: a
 // batch of n records whose producer id is corr.
-func simFrame(part int, corr uint32, n int, w *World) (*storage.Buf, int) {
+func simFrame(topic string, part int, corr uint32, n int, w *World) (*storage.Buf, int) {
 	frame, start := wire.StartFrame(nil, wire.TypeDeliver, 0, 0)
-	frame = wire.AppendBatchPrefix(frame, shardTopic, int32(part))
+	frame = wire.AppendBatchPrefix(frame, topic, int32(part))
 	off := len(frame)
 	var bb wire.BatchBuilder
 	bb.Start(frame, int64(corr), 0)
@@ -283,6 +364,9 @@ func simFrame(part int, corr uint32, n int, w *World) (*storage.Buf, int) {
 func (a *shardActor) toggle(w *World) error {
 	sub := a.subs[w.Rand.IntN(len(a.subs))]
 	p := a.parts[w.Rand.IntN(len(a.parts))]
+	if p.deleted {
+		return a.pass(w)
+	}
 	if sub.on[p.id] {
 		sub.on[p.id], sub.next[p.id] = false, -1
 		w.Tracef("shard unsubscribe s%d p%d", sub.id, p.id)
@@ -295,10 +379,10 @@ func (a *shardActor) toggle(w *World) error {
 		return a.drainSub(w, sub)
 	}
 	w.Tracef("shard subscribe s%d p%d", sub.id, p.id)
-	out := sub.out
+	out, gen := sub.out, p.gen
 	return p.p.Subscribe(out, shard.NewJoin(1, func(err error) {
 		w.Tracef("shard s%d joined p%d: %v", sub.id, p.id, err)
-		if err == nil && sub.out == out {
+		if err == nil && sub.out == out && p.gen == gen {
 			sub.on[p.id], sub.next[p.id] = true, -1
 		}
 	}))
@@ -315,13 +399,20 @@ func (a *shardActor) pass(w *World) error {
 	}
 	rd := a.s.Ready()
 	w.Tracef("shard pass: %d ops, %d answers, %d touched, %d syncs", len(ops), len(rd.Answers), len(rd.Touched), len(rd.Syncs))
-	var err error
+	err := a.failed
+	a.failed = nil
+
 	for _, an := range rd.Answers {
 		if err = a.answered(w, an); err != nil {
 			break
 		}
 	}
 	for _, r := range rd.Syncs {
+		if r.P != a.parts[r.P.ID].p {
+			// Asked for before its topic's delete in the same pass: void,
+			// as the report of a deleted partition is.
+			continue
+		}
 		for _, q := range a.syncs {
 			if q.P == r.P && err == nil {
 				err = fmt.Errorf("a second sync request for partition %d while one is outstanding", r.P.ID)
@@ -344,12 +435,19 @@ func (a *shardActor) answered(w *World, an shard.Answer) error {
 	if an.Out != pub.out {
 		return fmt.Errorf("the answer to publish %d went to another connection", an.Corr)
 	}
+	if pub.gen != p.gen {
+		// Its topic was deleted in the pass that answers it: answered
+		// before the delete, or unknown topic after it; its log is gone.
+		w.Tracef("shard answer corr=%d to deleted %s: %v", an.Corr, p.topic, an.Err)
+		return nil
+	}
 	if an.Err != nil {
 		w.Tracef("shard answer corr=%d: %s", an.Corr, an.Err.Code)
 		switch an.Err.Code {
 		case wire.CodeOutcomeUnknown: // it stays in maybe
 		case wire.CodeStorageError, wire.CodeStorageFull:
 			delete(p.maybe, an.Corr) // not stored
+		case wire.CodeUnknownTopic: // deleted: its log is gone
 		default:
 			return fmt.Errorf("publish %d answered %w", an.Corr, an.Err)
 		}
@@ -388,6 +486,9 @@ func (a *shardActor) sync(w *World) error {
 	r := a.syncs[i]
 	a.syncs = append(a.syncs[:i], a.syncs[i+1:]...)
 	p := a.parts[r.P.ID]
+	if r.P != p.p {
+		return nil // its topic was deleted meanwhile
+	}
 	fault := ""
 	switch f := w.Rand.IntN(1000); {
 	case f < faultOdds/2:
@@ -464,6 +565,9 @@ func (a *shardActor) delivered(sub *shardSub, v wire.BatchView) error {
 		return fmt.Errorf("a delivery from partition %d", id)
 	}
 	p := a.parts[id]
+	if string(v.Topic) != p.topic {
+		return nil // queued before its topic was deleted
+	}
 	base, n, corr := v.Batch.BaseOffset(), v.Batch.Count(), uint32(v.Batch.ProducerID())
 	if sub.next[id] >= 0 && base != sub.next[id] {
 		return fmt.Errorf("a delivery at %d of partition %d where %d was due: a gap or a duplicate", base, id, sub.next[id])

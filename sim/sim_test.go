@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -22,7 +23,26 @@ var (
 	simTrace    = flag.Bool("sim.trace", false, "print every step of the trace")
 	simDuration = flag.Duration("sim.duration", 0, "run fresh random seeds for this long")
 	simSteps    = flag.Int("sim.steps", 20_000, "steps per seed")
+	simActors   = flag.String("sim.actors", "", "only these actors, comma-separated (logs, assign, acks, offsets, shard)")
 )
+
+// actors is the actors -sim.actors names, or nil for all of them.
+func actors(t *testing.T) []NewActor {
+	if *simActors == "" {
+		return nil
+	}
+	byName := map[string]NewActor{"logs": newLogsActor, "assign": newAssignActor, "acks": newAcksActor,
+		"offsets": newOffsetsActor, "shard": newShardActor}
+	var out []NewActor
+	for _, name := range strings.Split(*simActors, ",") {
+		a, ok := byName[name]
+		if !ok {
+			t.Fatalf("-sim.actors: no actor %q", name)
+		}
+		out = append(out, a)
+	}
+	return out
+}
 
 // fixedSeeds are what make test runs: 10 seeds of 20,000 steps.
 var fixedSeeds = []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
@@ -43,7 +63,7 @@ func TestSim(t *testing.T) {
 // runSeed runs one seed and fails the test with its seed and step.
 func runSeed(t *testing.T, seed uint64) Result {
 	t.Helper()
-	cfg := Config{Seed: seed, Steps: *simSteps}
+	cfg := Config{Seed: seed, Steps: *simSteps, Actors: actors(t)}
 	if *simTrace {
 		cfg.Trace = os.Stdout
 	}
@@ -92,7 +112,7 @@ func TestSimDeterministic(t *testing.T) {
 
 func runHash(t *testing.T, seed uint64) uint64 {
 	t.Helper()
-	res, err := Run(Config{Seed: seed, Steps: *simSteps})
+	res, err := Run(Config{Seed: seed, Steps: *simSteps, Actors: actors(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
