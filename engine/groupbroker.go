@@ -38,9 +38,6 @@ func newCoordinator(e *Engine) *coord.Coordinator {
 		Log: e.log, Retention: e.cfg.GroupRetention})
 }
 
-// modeName names an ack mode (none, offset, message), for the admin API.
-func modeName(m wire.AckMode) string { return coord.ModeName(m) }
-
 // groupBroker is the broker as the group coordinator reaches it. A topic
 // is handed over as a topic.Group, as the sessions hand it at a join.
 type groupBroker struct{ e *Engine }

@@ -230,7 +230,7 @@ func writevFD(fd int, iov [][]byte, rest []byte) ([]byte, error) {
 // ScheduleFlush implements outbox.Flusher: it queues a flush on the loop.
 func (t *gnetTransport) ScheduleFlush() {
 	if err := t.el.Execute(context.Background(), t); err != nil {
-		// The engine is stopping; gnet closes the connection itself.
+		// The broker is stopping; gnet closes the connection itself.
 		t.s.srv.log.Debug("flush not scheduled", "remote", t.remote, "err", err)
 	}
 }

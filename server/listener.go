@@ -25,7 +25,7 @@ import (
 // stays dead while the process lives. Here, as in net/http, an error that
 // passes (EMFILE, ENFILE, ENOBUFS, ENOMEM, ECONNABORTED) is waited out with
 // a backoff and the loop goes on; any other error is fatal for the broker
-// (Engine.Fatal), so that a supervisor restarts it rather than leaving a
+// (Server.Fatal, handed on by Engine.Fatal), so that a supervisor restarts it rather than leaving a
 // process that accepts nothing.
 //
 // Admission happens here too, before a connection costs an event loop
@@ -177,7 +177,8 @@ func acceptErrorPasses(err error) bool {
 }
 
 // listenerFailed records that the native listener is gone for good and
-// tells whoever runs the broker (Engine.Fatal).
+// tells whoever runs the broker (Server.Fatal). The error keeps the
+// "engine:" prefix operators know.
 func (srv *Server) listenerFailed(err error) {
 	why := "the native listener failed: " + err.Error()
 	srv.listenerErr.Store(&why)

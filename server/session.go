@@ -18,7 +18,7 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
-// transport is the engine's view of a connection: what a session needs to
+// transport is a session's view of its connection: what a session needs to
 // write frames and close. The gnet listener implements it today; a TLS or
 // WebSocket listener would implement it the same way and reuse the session.
 // Every method except ScheduleFlush is called on the transport's own
