@@ -12,7 +12,7 @@
 GO        ?= go
 BIN       := bin/ratatoskr
 PKGS      := ./...
-RACE_PKGS := ./ring/... ./shard/... ./outbox/... ./engine/... ./client/... ./storage/... ./loadtest/... ./group/... ./telemetry/... ./httpapi/...
+RACE_PKGS := ./ring/... ./shard/... ./outbox/... ./engine/... ./client/... ./storage/... ./loadtest/... ./group/... ./telemetry/... ./httpapi/... ./server/... ./topic/...
 FUZZTIME  ?= 10s
 LINT      := bin/golangci-lint
 LINT_VER  := v2.15.0
@@ -60,7 +60,7 @@ race:
 # (golang/go#75804), not a finding.
 FUZZMINIMIZE ?= 100x
 FUZZ_TARGETS := ./wire:FuzzReadFrame ./wire:FuzzCheckBatch ./wire:FuzzGroupBodies ./storage:FuzzRecover \
-                ./engine:FuzzTopicConfigJSON ./engine:FuzzSessionDecode
+                ./engine:FuzzTopicConfigJSON ./server:FuzzSessionDecode
 fuzz-short fuzz:
 	@summary=""; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

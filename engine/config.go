@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/group/coord"
+	"github.com/ratatoskr-mq/ratatoskr/server"
 	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -183,8 +184,8 @@ func DefaultConfig() Config {
 		Shards:               n,
 		EventLoops:           n,
 		PinShards:            true,
-		MaxConnections:       fdShare(),
-		MaxOpenFiles:         fdShare(),
+		MaxConnections:       server.FDShare(),
+		MaxOpenFiles:         server.FDShare(),
 		MaxHandshakesPerAddr: 256,
 		HandshakeTimeout:     10 * time.Second,
 		MaxTopics:            1000,
@@ -220,7 +221,7 @@ func DefaultConfig() Config {
 
 // frameOverhead is room for a frame header, a topic name and a batch header
 // around a message of the maximum size.
-const frameOverhead = wire.HeaderSize + 2 + wire.MaxTopicNameLen + 4 + wire.BatchHeaderSize + 64
+const frameOverhead = server.FrameOverhead
 
 // Validate checks every field and names the first bad one.
 func (c *Config) Validate() error {
@@ -364,3 +365,7 @@ func checkAuditDir(path string) error {
 	}
 	return nil
 }
+
+// FDLimit is the process's limit on open files, after raising it
+// (server.FDLimit: connections and segment files share it).
+func FDLimit() int { return server.FDLimit() }

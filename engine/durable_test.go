@@ -220,7 +220,7 @@ func TestFetchAndLongPoll(t *testing.T) {
 	go func() {
 		// Publish once the Fetch waits at the broker: its wake-up is what
 		// is tested, not an answer to a message already there.
-		for deadline := time.Now().Add(30 * time.Second); e.fetches.waiting.Load() == 0 && time.Now().Before(deadline); {
+		for deadline := time.Now().Add(30 * time.Second); e.srv.Counters().FetchesWaiting == 0 && time.Now().Before(deadline); {
 			time.Sleep(time.Millisecond) // poll interval
 		}
 		_, _ = c.Publish(ctx, "pull", client.Message{Value: []byte("late")})
@@ -348,7 +348,7 @@ func TestFailedCutIsOutcomeUnknown(t *testing.T) {
 // none still counts against the inbound memory bound.
 func requireAnswered(t *testing.T, e *Engine) {
 	t.Helper()
-	require.Eventually(t, func() bool { return e.mem.inflight.Load() == 0 }, 30*time.Second, time.Millisecond,
+	require.Eventually(t, func() bool { return e.srv.Counters().InboundPublish == 0 }, 30*time.Second, time.Millisecond,
 		"answered publishes no longer count against the inbound bound")
 }
 

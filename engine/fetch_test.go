@@ -2,20 +2,15 @@ package engine
 
 import (
 	"bytes"
-	"io"
-	"log/slog"
 	"math"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratatoskr-mq/ratatoskr/shard"
-	"github.com/ratatoskr-mq/ratatoskr/shard/driver"
-	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -83,8 +78,8 @@ func TestPipelinedLongPollsAreBounded(t *testing.T) {
 	require.Equal(t, wire.TypePong, r.next().Type, "the connection stays usable")
 
 	require.Eventually(t, func() bool { return p.Waiters() == bound }, 30*time.Second, time.Millisecond)
-	require.EqualValues(t, bound, e.fetches.waiting.Load())
-	require.EqualValues(t, sent-bound, e.fetches.refused.Load())
+	require.EqualValues(t, bound, e.srv.Counters().FetchesWaiting)
+	require.EqualValues(t, sent-bound, e.srv.Counters().FetchesRefused)
 	require.LessOrEqual(t, runtime.NumGoroutine(), baseline+16, "waiting fetches hold no goroutines")
 	var m bytes.Buffer
 	e.writeMetrics(&m)
@@ -94,7 +89,7 @@ func TestPipelinedLongPollsAreBounded(t *testing.T) {
 	require.NoError(t, r.c.Close())
 	require.Eventually(t, func() bool {
 		// +1: Eventually runs this function on a goroutine of its own.
-		return p.Waiters() == 0 && e.fetches.waiting.Load() == 0 && runtime.NumGoroutine() <= baseline+1
+		return p.Waiters() == 0 && e.srv.Counters().FetchesWaiting == 0 && runtime.NumGoroutine() <= baseline+1
 	}, 30*time.Second, time.Millisecond, "a closed connection's waits are withdrawn and nothing of them runs")
 }
 
@@ -125,7 +120,7 @@ func TestLongPollIsAnsweredByData(t *testing.T) {
 	}
 	require.Equal(t, map[uint32]bool{10: true, 11: true, 12: true}, got)
 	require.Zero(t, p.Waiters())
-	require.Eventually(t, func() bool { return e.fetches.waiting.Load() == 0 }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return e.srv.Counters().FetchesWaiting == 0 }, 30*time.Second, time.Millisecond)
 }
 
 // TestLongPollTimeoutsLeaveNoWaiter: waits that run out on an idle
@@ -156,7 +151,7 @@ func TestLongPollTimeoutsLeaveNoWaiter(t *testing.T) {
 		require.Empty(t, batches)
 	}
 	require.Eventually(t, func() bool { return p.Waiters() == 0 }, 30*time.Second, time.Millisecond)
-	require.Zero(t, e.fetches.waiting.Load())
+	require.Zero(t, e.srv.Counters().FetchesWaiting)
 }
 
 // TestDeletingATopicAnswersItsLongPolls: a fetch waiting on a topic that is
@@ -187,51 +182,4 @@ func TestFetchLimitsAreValidated(t *testing.T) {
 	require.ErrorContains(t, err, "MaxFetchWait")
 	cfg.MaxFetchWait = 50 * 24 * time.Hour
 	require.True(t, strings.Contains(cfg.Validate().Error(), "MaxFetchWait"), "past what max_wait_ms can ask")
-}
-
-// retainingLog is a log whose retention runs between a reader's Bounds
-// and its first Read: the earliest offset the reader found is gone when
-// it reads.
-type retainingLog struct {
-	*storage.MemLog
-	once sync.Once
-}
-
-func (l *retainingLog) Read(offset int64, maxBytes int, fn func(wire.Batch) bool) error {
-	l.once.Do(func() { _, _ = l.Retain(time.Time{}, 0, 1) })
-	return l.MemLog.Read(offset, maxBytes, fn)
-}
-
-// A fetch from the earliest offset whose start retention removes under it
-// reads from the new earliest instead of answering OFFSET_OUT_OF_RANGE.
-func TestFetchEarliestFollowsRetention(t *testing.T) {
-	e := startBroker(t, nil)
-	d := driver.New(driver.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	log := &retainingLog{MemLog: storage.NewMemLog(1 << 20)}
-	p := shard.NewPartition("ret", 0, d.Shard(), log, shard.SyncPolicy{Mode: shard.SyncNever})
-	for i := range 3 {
-		var bb wire.BatchBuilder
-		bb.Start(nil, -1, -1)
-		bb.Append(int64(i), nil, []byte("m"), nil)
-		batch := wire.Batch(bb.Finish())
-		batch.SetBaseOffset(int64(i))
-		buf := storage.NewBuf(len(batch))
-		copy(buf.B, batch)
-		require.NoError(t, log.Append(buf, wire.Batch(buf.B)))
-		buf.Release()
-	}
-	log.SetVisible(3)
-
-	offset, frame, err := e.readFrom(p, wire.Start{Kind: wire.StartEarliest}, 1<<20)
-	require.NoError(t, err)
-	start, _ := log.Bounds()
-	require.Positive(t, start, "retention ran")
-	require.Equal(t, start, offset, "read from the new earliest")
-	h, _, err := wire.DecodeFetchResult(frame[wire.HeaderSize:])
-	require.NoError(t, err)
-	require.Equal(t, start, h.Offset)
-
-	// An offset the client named is still out of range once it is gone.
-	_, _, err = e.readFrom(p, wire.Start{Kind: wire.StartOffset, Value: 0}, 1<<20)
-	require.ErrorIs(t, err, wire.ErrOffsetOutOfRange)
 }

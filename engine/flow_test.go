@@ -26,18 +26,12 @@ func stuckSubscriber(t *testing.T, e *Engine, topic string) *rawConn {
 	return r
 }
 
-// sessionOf finds the broker's session of a raw connection.
-func sessionOf(t *testing.T, e *Engine, r *rawConn) *session {
+// outboxOf finds the broker's outbox of a raw connection.
+func outboxOf(t *testing.T, e *Engine, r *rawConn) *outbox.Outbox {
 	t.Helper()
-	var found *session
-	e.sessions.Range(func(k, _ any) bool {
-		if s := k.(*session); s.t.remoteAddr() == r.c.LocalAddr().String() {
-			found = s
-		}
-		return found == nil
-	})
-	require.NotNil(t, found, "no session for %s", r.c.LocalAddr())
-	return found
+	out := e.srv.Outbox(r.c.LocalAddr().String())
+	require.NotNil(t, out, "no session for %s", r.c.LocalAddr())
+	return out
 }
 
 // publishMiB publishes n MiB in 1 KiB messages and waits for every ack.
@@ -93,7 +87,7 @@ func TestStuckSubscriberDoesNotHoldProducer(t *testing.T) {
 	// the producer's 1 MiB window would stop it for an hour: the test's
 	// context ends first.
 	msgs := publishMiB(ctx, t, pub, "stuck", 12)
-	over, _ := sessionOf(t, e, stuck).out.Pressure()
+	over, _ := outboxOf(t, e, stuck).Pressure()
 	require.True(t, over, "the stuck subscriber is past its soft limit")
 	require.Eventually(t, func() bool { return healthyGot.Load() == int64(msgs) }, 20*time.Second, time.Millisecond)
 	require.Zero(t, e.Stats().SlowConsumers)
@@ -103,7 +97,7 @@ func TestStuckSubscriberDoesNotHoldProducer(t *testing.T) {
 	_ = stuck.c.Close()
 	_ = healthy.Close()
 	_ = pub.Close()
-	require.Eventually(t, func() bool { return e.outbound.budget.Total() == 0 }, 10*time.Second, time.Millisecond,
+	require.Eventually(t, func() bool { return e.srv.Counters().OutboundBytes == 0 }, 10*time.Second, time.Millisecond,
 		"what connections held is given back when they close")
 }
 
@@ -121,12 +115,12 @@ func TestOutboundBoundCutsFurthestBehind(t *testing.T) {
 	pub := dial(t, e)
 	require.NoError(t, pub.CreateTopic(ctx, "bound", client.TopicConfig{Storage: "memory"}))
 	behind := stuckSubscriber(t, e, "bound")
-	behindOut := sessionOf(t, e, behind).out
+	behindOut := outboxOf(t, e, behind)
 	first := publishMiB(ctx, t, pub, "bound", 14)
 	later := stuckSubscriber(t, e, "bound")
-	laterOut := sessionOf(t, e, later).out
+	laterOut := outboxOf(t, e, later)
 	msgs := 0
-	for e.outbound.cuts[outbox.SlowBudget].Load() == 0 {
+	for e.srv.Counters().SlowCuts[outbox.SlowBudget] == 0 {
 		require.Less(t, msgs, 40<<10, "the bound was never enforced")
 		msgs += publishMiB(ctx, t, pub, "bound", 1)
 	}
@@ -145,8 +139,8 @@ func TestOutboundBoundCutsFurthestBehind(t *testing.T) {
 			require.Contains(t, werr.Message, "broker-wide")
 		}
 	}
-	require.Equal(t, uint64(1), e.outbound.cuts[outbox.SlowBudget].Load())
-	require.Zero(t, e.outbound.cuts[outbox.SlowLimit].Load()+e.outbound.cuts[outbox.SlowTimeout].Load())
+	require.Equal(t, uint64(1), e.srv.Counters().SlowCuts[outbox.SlowBudget])
+	require.Zero(t, e.srv.Counters().SlowCuts[outbox.SlowLimit]+e.srv.Counters().SlowCuts[outbox.SlowTimeout])
 	var m bytes.Buffer
 	e.writeMetrics(&m)
 	require.Contains(t, m.String(), `ratatoskr_slow_consumer_disconnects_total{reason="broker_limit"} 1`+"\n")
@@ -154,7 +148,7 @@ func TestOutboundBoundCutsFurthestBehind(t *testing.T) {
 
 	_ = later.c.Close()
 	_ = pub.Close()
-	require.Eventually(t, func() bool { return e.outbound.budget.Total() == 0 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return e.srv.Counters().OutboundBytes == 0 }, 10*time.Second, time.Millisecond)
 	m.Reset()
 	e.writeMetrics(&m)
 	require.True(t, strings.Contains(m.String(), "ratatoskr_outbound_bytes 0\n"))
@@ -182,7 +176,7 @@ func TestStuckSubscriberIsDetachedAndResumes(t *testing.T) {
 	pub := dial(t, e)
 	require.NoError(t, pub.CreateTopic(ctx, "det", client.TopicConfig{Storage: "memory"}))
 	stuck := stuckSubscriber(t, e, "det")
-	out := sessionOf(t, e, stuck).out
+	out := outboxOf(t, e, stuck)
 	msgs := 0
 	for detachedCount(e) == 0 {
 		require.Less(t, msgs, 256<<10, "the stuck subscriber was never detached")
@@ -191,10 +185,10 @@ func TestStuckSubscriberIsDetachedAndResumes(t *testing.T) {
 	queued := out.Queued()
 	msgs += publishMiB(ctx, t, pub, "det", 8)
 	require.Equal(t, queued, out.Queued(), "nothing more is queued for a detached subscriber")
-	require.Zero(t, e.resumed.Load())
+	require.Zero(t, e.srv.Counters().Resumed)
 
 	readRecords(t, stuck, 0, msgs)
-	require.Positive(t, e.resumed.Load(), "it resumed with a replay")
+	require.Positive(t, e.srv.Counters().Resumed, "it resumed with a replay")
 	// And it is live again: the next publish reaches it.
 	_, err := pub.Publish(ctx, "det", client.Message{Value: []byte("live")})
 	require.NoError(t, err)
@@ -213,7 +207,7 @@ func TestDetachedSubscriberIsCutAtTheTimeout(t *testing.T) {
 	pub := dial(t, e)
 	require.NoError(t, pub.CreateTopic(ctx, "cut", client.TopicConfig{Storage: "memory"}))
 	stuck := stuckSubscriber(t, e, "cut")
-	out := sessionOf(t, e, stuck).out
+	out := outboxOf(t, e, stuck)
 	// Fill its socket until the broker holds a backlog for it, then go on
 	// one message at a time until it is judged stuck and detached: how
 	// fast this machine publishes then decides nothing about how much is

@@ -8,9 +8,11 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/group/offsets"
 	"github.com/ratatoskr-mq/ratatoskr/outbox"
+	"github.com/ratatoskr-mq/ratatoskr/server"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/telemetry"
+	"github.com/ratatoskr-mq/ratatoskr/topic"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -36,46 +38,27 @@ func newCoordinator(e *Engine) *coord.Coordinator {
 		Log: e.log, Retention: e.cfg.GroupRetention})
 }
 
-// modeName names an ack mode (none, offset, message), for the admin API.
-func modeName(m wire.AckMode) string { return coord.ModeName(m) }
-
-// groupTopic is a Topic as the coordinator sees it. It is comparable, so
-// two of the same *Topic are equal.
-type groupTopic struct{ t *Topic }
-
-func (gt groupTopic) Name() string                   { return gt.t.Name }
-func (gt groupTopic) Partitions() []*shard.Partition { return gt.t.Parts }
-func (gt groupTopic) DeadLetterTopic() string        { return gt.t.Config().DeadLetterTopic }
-func (gt groupTopic) MaxDeliveries() int             { return gt.t.Config().MaxDeliveries }
-
-// memberOf reports whether m's group consumes t.
-func memberOf(m *coord.Member, t *Topic) bool { return m.Topic() == coord.Topic(groupTopic{t}) }
-
-// group is how the coordinator names who asked for a change.
-func (by origin) group() coord.Origin { return coord.Origin{Actor: by.actor, Remote: by.remote} }
-
-// groupBroker is the broker as the group coordinator reaches it.
+// groupBroker is the broker as the group coordinator reaches it. A topic
+// is handed over as a topic.Group, as the sessions hand it at a join.
 type groupBroker struct{ e *Engine }
 
 func (b groupBroker) Topic(name string) coord.Topic {
 	if t := b.e.topics.get([]byte(name)); t != nil {
-		return groupTopic{t}
+		return topic.Group{T: t}
 	}
 	return nil
 }
 
 func (groupBroker) ResolveStart(p *shard.Partition, st wire.Start) (int64, error) {
-	return resolveStart(p, st)
+	return server.ResolveStart(p, st)
 }
-func (groupBroker) OfflineReason(p *shard.Partition) string { return offlineReason(p) }
+func (groupBroker) OfflineReason(p *shard.Partition) string { return topic.OfflineReason(p) }
 func (groupBroker) SkipCorrupt(p *shard.Partition, offset int64) int64 {
-	return skipCorrupt(p, offset)
+	return server.SkipCorrupt(p, offset)
 }
 
 func (b groupBroker) Replay(out *outbox.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool, done chan struct{}) {
-	j := b.e.newReplay(out, p, offset, cancel)
-	j.done = done
-	b.e.replays.start(j)
+	b.e.srv.Replay(out, p, offset, cancel, done)
 }
 
 func (b groupBroker) Publish(topic string, frame []byte, batchOff int) error {
@@ -84,6 +67,26 @@ func (b groupBroker) Publish(topic string, frame []byte, batchOff int) error {
 
 func (b groupBroker) Observed() bool          { return b.e.observed() }
 func (b groupBroker) Emit(ev telemetry.Event) { b.e.emit(ev) }
+
+// netBroker is the broker as the network side reaches it (server.Broker).
+type netBroker Engine
+
+var _ server.Broker = (*netBroker)(nil)
+
+func (b *netBroker) CreateTopic(by server.Origin, name string, partitions uint32, kvs []wire.KV, existOK bool) (*Topic, error) {
+	return (*Engine)(b).createTopicBy(by, name, partitions, kvs, existOK)
+}
+
+func (b *netBroker) UpdateTopic(by server.Origin, name string, kvs []wire.KV) (*Topic, error) {
+	return (*Engine)(b).updateTopicBy(by, name, kvs)
+}
+
+func (b *netBroker) DeleteTopic(by server.Origin, name string) error {
+	return (*Engine)(b).deleteTopicBy(by, name)
+}
+
+func (b *netBroker) Observed() bool          { return (*Engine)(b).observed() }
+func (b *netBroker) Emit(ev telemetry.Event) { (*Engine)(b).emit(ev) }
 
 // internalFlusher lets a goroutine of the broker wait for the answer the
 // shard sends to an internal publish.
@@ -106,8 +109,8 @@ const internalPublishTimeout = 30 * time.Second
 // created with the defaults when missing, whether or not auto-creation is
 // on: it is the broker's own.
 func (e *Engine) publishInternal(topic string, frame []byte, batchOff int) error {
-	if e.draining.Load() {
-		return errShuttingDown
+	if e.srv.Draining() {
+		return server.ErrShuttingDown
 	}
 	if _, err := wire.CheckBatch(frame[batchOff:], e.cfg.MaxMessageBytes); err != nil {
 		return err
@@ -119,7 +122,7 @@ func (e *Engine) publishInternal(topic string, frame []byte, batchOff int) error
 			return err
 		}
 	}
-	p, err := t.pickPartition(wire.PartitionAny)
+	p, err := t.PickPartition(wire.PartitionAny)
 	if err != nil {
 		return err
 	}
@@ -132,7 +135,7 @@ func (e *Engine) publishInternal(topic string, frame []byte, batchOff int) error
 	defer out.Close()
 	const corr = 1
 	if err := p.Publish(out, corr, buf, batchOff); err != nil {
-		return errShuttingDown
+		return server.ErrShuttingDown
 	}
 	p.Shard.Wake()
 	timeout := time.NewTimer(internalPublishTimeout)

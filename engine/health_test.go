@@ -18,6 +18,7 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
+	"github.com/ratatoskr-mq/ratatoskr/topic"
 )
 
 // logBuffer collects a broker's log as text lines, every level included.
@@ -225,10 +226,9 @@ func checkOfflineReports(t *testing.T, e *Engine) {
 }
 
 // simulateListenerDown records a stopped native listener as the
-// listener's goroutine does. Health reads it through listenerProblem, whose
-// contract stays while the listener code changes; this is the one line to
-// adapt if the field does.
-func simulateListenerDown(e *Engine, why string) { e.listenerErr.Store(&why) }
+// listener's goroutine does. Health reads it through
+// server.ListenerProblem.
+func simulateListenerDown(e *Engine, why string) { e.srv.SetListenerDown(why) }
 
 // readErrorLog is a log whose reads failed n times, as a disk going bad
 // makes them.
@@ -247,16 +247,14 @@ func (l readErrorLog) Stats() storage.LogStats {
 // would; no shard ever runs it.
 func addTopicWithLog(e *Engine, name string, l storage.Log) {
 	p := shard.NewPartition(name, 0, e.shards[0].Shard(), l, shard.SyncPolicy{})
-	t := &Topic{Name: name, Parts: []*shard.Partition{p}}
-	t.online = t.Parts
 	tc := e.topics.defaults()
 	tc.Partitions = 1
-	t.cfg.Store(&tc)
+	t := topic.New(name, tc, []*shard.Partition{p})
 	e.topics.mu.Lock()
 	defer e.topics.mu.Unlock()
-	m := maps.Clone(*e.topics.snap.Load())
+	m := maps.Clone(e.topics.snap.Snapshot())
 	m[name] = t
-	e.topics.snap.Store(&m)
+	e.topics.snap.Replace(m)
 }
 
 // readyzSays checks /readyz's status and that its body starts with prefix.

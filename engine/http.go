@@ -4,11 +4,11 @@ import (
 	"context"
 	"io"
 	"runtime"
-	"sync/atomic"
 	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/httpapi"
 	"github.com/ratatoskr-mq/ratatoskr/telemetry"
+	"github.com/ratatoskr-mq/ratatoskr/topic"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -87,10 +87,11 @@ func (e *Engine) History() HistoryReport { return e.history.Report() }
 func (e *Engine) sample() HistorySample {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	s := HistorySample{Time: time.Now(), Connections: e.connections.Load(), MemoryBytes: ms.HeapAlloc,
+	nc := e.srv.Counters()
+	s := HistorySample{Time: time.Now(), Connections: nc.Connections, MemoryBytes: ms.HeapAlloc,
 		Goroutines: runtime.NumGoroutine(), Topics: map[string]TopicSample{}}
-	for c := range e.errorsByCode {
-		s.Errors += e.errorsByCode[c].Load()
+	for _, n := range nc.Errors {
+		s.Errors += n
 	}
 	for _, t := range e.topics.list() {
 		var ts TopicSample
@@ -102,7 +103,7 @@ func (e *Engine) sample() HistorySample {
 			s.DeliveredBytes += c.DeliveredBytes
 		}
 		s.PublishedMessages += ts.PublishedMessages
-		s.Subscribers += int64(t.subscriptions.Load())
+		s.Subscribers += int64(t.Subscriptions.Load())
 		s.Topics[t.Name] = ts
 	}
 	return s
@@ -122,10 +123,10 @@ func (b *httpBroker) Starting() string {
 	return ""
 }
 
-func (b *httpBroker) Draining() bool               { return b.draining.Load() }
+func (b *httpBroker) Draining() bool               { return b.srv.Draining() }
 func (b *httpBroker) NotReady(probe bool) []string { return b.e().notReadyReasons(probe) }
 func (b *httpBroker) Uptime() time.Duration        { return b.e().uptime() }
-func (b *httpBroker) ConnectionCount() int64       { return b.connections.Load() }
+func (b *httpBroker) ConnectionCount() int64       { return b.srv.Counters().Connections }
 func (b *httpBroker) WriteMetrics(w io.Writer)     { b.e().writeMetrics(w) }
 func (b *httpBroker) Emit(ev telemetry.Event)      { b.e().emit(ev) }
 
@@ -175,7 +176,7 @@ func (b *httpBroker) DeleteTopic(by httpapi.Origin, name string) error {
 // or the request is gone.
 func (b *httpBroker) ResetGroup(ctx context.Context, by httpapi.Origin, name string, st wire.Start) error {
 	done := make(chan error, 1)
-	b.groups.Reset(fromHTTP(by).group(), name, st, func(err error) { done <- err })
+	b.groups.Reset(fromHTTP(by).Group(), name, st, func(err error) { done <- err })
 	select {
 	case err := <-done:
 		return err
@@ -185,19 +186,12 @@ func (b *httpBroker) ResetGroup(ctx context.Context, by httpapi.Origin, name str
 }
 
 func (b *httpBroker) Connections() []httpapi.Connection {
-	var out []httpapi.Connection
-	b.sessions.Range(func(k, _ any) bool {
-		s := k.(*session)
-		c := httpapi.Connection{Remote: s.t.remoteAddr(), ConnectedAt: s.info.since,
-			Subscriptions: int(s.info.subs.Load()), Groups: int(s.info.groups.Load()),
-			QueuedBytes: int64(s.out.Queued())}
-		if n := s.info.name.Load(); n != nil {
-			c.Client = *n
-		}
-		c.QueuedBytes += s.t.unsentBytes()
-		out = append(out, c)
-		return true
-	})
+	conns := b.srv.Connections()
+	out := make([]httpapi.Connection, len(conns))
+	for i, c := range conns {
+		out[i] = httpapi.Connection{Remote: c.Remote, Client: c.Client, ConnectedAt: c.ConnectedAt,
+			Subscriptions: c.Subscriptions, Groups: c.Groups, QueuedBytes: c.QueuedBytes}
+	}
 	return out
 }
 
@@ -217,7 +211,7 @@ func (b *httpBroker) Shards() []httpapi.Shard {
 }
 
 // fromHTTP is the engine's origin of an admin request.
-func fromHTTP(by httpapi.Origin) origin { return origin{actor: by.Actor, remote: by.Remote} }
+func fromHTTP(by httpapi.Origin) origin { return origin{Actor: by.Actor, Remote: by.Remote} }
 
 func viewOr(t *Topic, err error) (httpapi.Topic, error) {
 	if err != nil {
@@ -229,32 +223,16 @@ func viewOr(t *Topic, err error) (httpapi.Topic, error) {
 // topicView reads t's config and each partition's log stats once.
 func topicView(t *Topic) httpapi.Topic {
 	tc := t.Config()
-	v := httpapi.Topic{Name: t.Name, Subscriptions: int64(t.subscriptions.Load()),
+	v := httpapi.Topic{Name: t.Name, Subscriptions: int64(t.Subscriptions.Load()),
 		Config: httpapi.TopicConfig{MaxSubscribers: tc.MaxSubscribers, Storage: tc.Storage, Fsync: tc.Fsync.String(),
 			Retention: tc.Retention.String(), RetentionBytes: tc.RetentionBytes,
 			DeadLetterTopic: tc.DeadLetterTopic, MaxDeliveries: tc.MaxDeliveries},
 		Parts: make([]httpapi.Partition, len(t.Parts))}
 	for i, p := range t.Parts {
 		st := p.Log.Stats()
-		state, why := partitionState(&st)
+		state, why := topic.PartitionState(&st)
 		v.Parts[i] = httpapi.Partition{ID: p.ID, Shard: p.Shard.ID(), Subscribers: p.Subscribers(), Log: st,
 			State: state, Reason: why}
 	}
 	return v
-}
-
-// sessionInfo is what the admin API reads of a session from other
-// goroutines: set on the session's event loop, read with atomics.
-type sessionInfo struct {
-	since  time.Time // immutable
-	name   atomic.Pointer[string]
-	subs   atomic.Int32
-	groups atomic.Int32
-}
-
-// noteCounts publishes the session's subscription and membership counts;
-// its event loop calls it after each read.
-func (s *session) noteCounts() {
-	s.info.subs.Store(int32(len(s.subs)))
-	s.info.groups.Store(int32(len(s.members)))
 }

@@ -34,7 +34,7 @@ func TestPublishHeadersReserveNothing(t *testing.T) {
 		r.hello()
 		r.send(partialPublish(e.cfg.MaxFrameBytes, sent))
 	}
-	require.Eventually(t, func() bool { return e.mem.read.Load() == conns*sent }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return e.srv.Counters().InboundRead == conns*sent }, 30*time.Second, time.Millisecond)
 	require.Equal(t, before, storage.LiveBufs(), "no buffer for a frame that is not half here")
 }
 
@@ -46,10 +46,10 @@ func TestInflightIsGivenBackOnClose(t *testing.T) {
 	r := dialRaw(t, e)
 	r.hello()
 	r.send(partialPublish(1<<20, 600<<10))
-	require.Eventually(t, func() bool { return e.mem.read.Load() >= 1<<20 }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return e.srv.Counters().InboundRead >= 1<<20 }, 30*time.Second, time.Millisecond)
 	require.Equal(t, before+1, storage.LiveBufs())
 	require.NoError(t, r.c.Close())
-	require.Eventually(t, func() bool { return e.mem.total() == 0 && storage.LiveBufs() == before },
+	require.Eventually(t, func() bool { return inboundTotal(e) == 0 && storage.LiveBufs() == before },
 		30*time.Second, time.Millisecond)
 }
 
@@ -70,33 +70,26 @@ func TestInflightBoundCutsTheBiggestHolders(t *testing.T) {
 		r.send(partialPublish(1<<20, 900<<10))
 		hogs = append(hogs, r)
 	}
-	require.Eventually(t, func() bool { return e.mem.cuts.Load() >= 2 }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return e.srv.Counters().InboundCuts >= 2 }, 30*time.Second, time.Millisecond)
 	cut := 0
 	for _, r := range hogs {
-		if s := liveSessionOf(e, r); s != nil && s.cutState.Load() == cutNone {
+		if e.srv.Kept(r.c.LocalAddr().String()) {
 			continue // kept: it stays connected
 		}
 		r.expectErrorThenClose(wire.CodeLimitExceeded)
 		cut++
 	}
-	require.EqualValues(t, e.mem.cuts.Load(), cut)
+	require.EqualValues(t, e.srv.Counters().InboundCuts, cut)
 	require.Less(t, cut, 6, "only as many as it took to get back under the bound")
-	require.Eventually(t, func() bool { return e.mem.total() <= 4<<20 }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return inboundTotal(e) <= 4<<20 }, 30*time.Second, time.Millisecond)
 	_, err = healthy.Publish(ctx, "ok", client.Message{Value: []byte("after")})
 	require.NoError(t, err)
 }
 
-// liveSessionOf finds the broker's session of a raw connection, or nil
-// once it is gone.
-func liveSessionOf(e *Engine, r *rawConn) *session {
-	var found *session
-	e.sessions.Range(func(k, _ any) bool {
-		if s := k.(*session); s.by.remote == r.c.LocalAddr().String() {
-			found = s
-		}
-		return found == nil
-	})
-	return found
+// inboundTotal is every inbound byte the broker holds.
+func inboundTotal(e *Engine) int64 {
+	c := e.srv.Counters()
+	return c.InboundRead + c.InboundPublish
 }
 
 // syncGateFS holds every fsync of a file under match while armed.
@@ -163,9 +156,9 @@ func TestPublishesWaitForRoomUnderTheBound(t *testing.T) {
 			errs <- c.Flush(ctx)
 		}()
 	}
-	require.Eventually(t, func() bool { return e.mem.pauses.Load() > 0 }, 30*time.Second, time.Millisecond,
+	require.Eventually(t, func() bool { return e.srv.Counters().InboundPauses > 0 }, 30*time.Second, time.Millisecond,
 		"the connections paused")
-	require.LessOrEqual(t, e.mem.total(), int64(8<<20))
+	require.LessOrEqual(t, inboundTotal(e), int64(8<<20))
 	if g.armed.CompareAndSwap(true, false) {
 		close(g.gate)
 	}
@@ -183,31 +176,6 @@ func TestPublishesWaitForRoomUnderTheBound(t *testing.T) {
 			}
 		}
 	}
-	require.Zero(t, e.mem.cuts.Load())
-	require.Eventually(t, func() bool { return e.mem.total() == 0 }, 30*time.Second, time.Millisecond)
-}
-
-// Past the bound, connections paused for memory (producers whose acks
-// wait for the disk) are cut only after the others, even when they hold
-// more: half-read frames are what an attack holds.
-func TestPausedProducersAreCutLast(t *testing.T) {
-	mk := func(name string, bytes int64, paused bool) *session {
-		s := &session{by: origin{remote: name}}
-		s.unprocessed.Store(bytes)
-		s.pausedA.Store(paused)
-		return s
-	}
-	names := func(ss []*session) (out []string) {
-		for _, s := range ss {
-			out = append(out, s.by.remote)
-		}
-		return out
-	}
-	producer := mk("producer", 8<<20, true)
-	small, big := mk("small half frame", 1<<20, false), mk("big half frame", 3<<20, false)
-	holders := []*session{producer, small, big}
-	require.Equal(t, []string{"big half frame"}, names(pickCuts(holders, 2<<20)))
-	require.Equal(t, []string{"big half frame", "small half frame"}, names(pickCuts(holders, 4<<20)))
-	require.Equal(t, []string{"big half frame", "small half frame", "producer"}, names(pickCuts(holders, 5<<20)))
-	require.Empty(t, pickCuts(holders, 0))
+	require.Zero(t, e.srv.Counters().InboundCuts)
+	require.Eventually(t, func() bool { return inboundTotal(e) == 0 }, 30*time.Second, time.Millisecond)
 }

@@ -32,12 +32,15 @@ var layers = map[string][]string{
 	"group/coord":    {"wire", "storage", "outbox", "shard", "telemetry", "group/assign", "group/ackstate", "group/offsets"},
 	"telemetry":      {},
 	"httpapi":        {"wire", "storage", "storage/vfs", "telemetry", "golang.org/x/sys"},
-	"sim":            {"wire", "storage", "storage/vfs", "outbox", "shard", "group/assign", "group/ackstate", "group/offsets"},
-	"client":         {"wire", "github.com/valyala/bytebufferpool"},
-	"loadtest":       {"client", "wire", "github.com/HdrHistogram/hdrhistogram-go", "golang.org/x/sys"},
-	"engine":         {"*"},
-	"cmd/ratatoskr":  {"*"},
-	"bench":          {"*"},
+	"topic":          {"wire", "shard", "storage"},
+	"server": {"wire", "outbox", "shard", "storage", "telemetry", "topic", "group/coord",
+		"github.com/panjf2000/gnet", "github.com/VictoriaMetrics/metrics", "golang.org/x/sys"},
+	"sim":           {"wire", "storage", "storage/vfs", "outbox", "shard", "group/assign", "group/ackstate", "group/offsets"},
+	"client":        {"wire", "github.com/valyala/bytebufferpool"},
+	"loadtest":      {"client", "wire", "github.com/HdrHistogram/hdrhistogram-go", "golang.org/x/sys"},
+	"engine":        {"*"},
+	"cmd/ratatoskr": {"*"},
+	"bench":         {"*"},
 }
 
 const module = "github.com/ratatoskr-mq/ratatoskr/"

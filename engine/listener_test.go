@@ -41,9 +41,9 @@ func TestMaxConnectionsRefusesOneMore(t *testing.T) {
 
 	// A closed connection makes room again.
 	require.NoError(t, conns[0].c.Close())
-	require.Eventually(t, func() bool { return e.connections.Load() == 2 }, 20*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return e.srv.Counters().Connections == 2 }, 20*time.Second, time.Millisecond)
 	dialRaw(t, e).hello()
-	require.Equal(t, uint64(1), e.lis.refusedMax.Load())
+	require.Equal(t, uint64(1), e.srv.Counters().RefusedMax)
 	var b bytes.Buffer
 	e.writeMetrics(&b)
 	require.Contains(t, b.String(), `ratatoskr_connections_refused_total{reason="max_connections"} 1`)
@@ -70,7 +70,7 @@ func TestUnfinishedHandshakesAreBoundedPerAddress(t *testing.T) {
 		f, err := r.read(10 * time.Second)
 		return err == nil && f.Type == wire.TypeHelloOK
 	}, 20*time.Second, 10*time.Millisecond)
-	require.Equal(t, uint64(1), e.lis.refusedPerAddr.Load())
+	require.Equal(t, uint64(1), e.srv.Counters().RefusedPerAddr)
 }
 
 func TestHandshakeTimeoutClosesSilentConnections(t *testing.T) {
@@ -82,11 +82,11 @@ func TestHandshakeTimeoutClosesSilentConnections(t *testing.T) {
 	hello := append(wire.AppendHeader(nil, wire.TypeHello, 0, 1, 20), make([]byte, 8)...)
 	half.send(hello)
 	half.expectErrorThenClose(wire.CodeHandshakeRequired)
-	require.Equal(t, uint64(1), e.lis.handshakeClosed.Load())
+	require.Equal(t, uint64(1), e.srv.Counters().HandshakeTimeouts)
 
 	// Both deadlines have passed; the connection that said Hello in time
 	// was left alone.
-	require.Eventually(t, func() bool { return e.lis.hs.checked.Load() >= 2 }, 20*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return e.srv.Counters().HandshakesChecked >= 2 }, 20*time.Second, time.Millisecond)
 	good.sendFrame(wire.TypePing, 7, nil)
 	f := good.next()
 	require.Equal(t, wire.TypePong, f.Type)
@@ -97,15 +97,15 @@ func TestHandshakeTimeoutClosesSilentConnections(t *testing.T) {
 // reported as fatal, and the broker says so, instead of living on deaf.
 func TestListenerFailureIsFatal(t *testing.T) {
 	e := startBroker(t, nil)
-	require.Empty(t, e.listenerProblem())
-	require.NoError(t, e.lis.ln.Close())
+	require.Empty(t, e.srv.ListenerProblem())
+	require.NoError(t, e.srv.CloseListenerSocket())
 	select {
 	case err := <-e.Fatal():
 		require.ErrorContains(t, err, "native listener failed")
 	case <-time.After(20 * time.Second):
 		t.Fatal("no fatal error after the listener failed")
 	}
-	require.Contains(t, e.listenerProblem(), "native listener failed")
+	require.Contains(t, e.srv.ListenerProblem(), "native listener failed")
 }
 
 // The connections accepted before a burst of refusals keep working.
@@ -115,13 +115,13 @@ func TestRefusalsLeaveOthersServing(t *testing.T) {
 	for range 3 {
 		dialRaw(t, e)
 	}
-	require.Eventually(t, func() bool { return e.connections.Load() == 4 }, 20*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return e.srv.Counters().Connections == 4 }, 20*time.Second, time.Millisecond)
 	for range 10 {
 		dialRaw(t, e).expectRefused()
 	}
 	_, err := c.Publish(testCtx(t), "still", client.Message{Value: []byte("up")})
 	require.NoError(t, err)
-	require.Equal(t, uint64(10), e.lis.refusedMax.Load())
+	require.Equal(t, uint64(10), e.srv.Counters().RefusedMax)
 }
 
 // A connection that finished its handshake, or closed, is let go by the
@@ -135,15 +135,7 @@ func TestHandshakeDeadlinesLetFinishedConnectionsGo(t *testing.T) {
 	}
 	bare := dialRaw(t, e)
 	require.Eventually(t, func() bool {
-		e.lis.hs.mu.Lock()
-		defer e.lis.hs.mu.Unlock()
-		held := 0
-		for _, en := range e.lis.hs.queue {
-			if en.t.Load() != nil {
-				held++
-			}
-		}
-		return held == 1
+		return e.srv.HandshakesHeld() == 1
 	}, 30*time.Second, time.Millisecond, "only the bare connection is held")
 	_ = bare
 }
@@ -159,19 +151,19 @@ func TestRegisteredConnectionCountsOnce(t *testing.T) {
 	letGo := func() { let.Do(func() { close(release) }) }
 	t.Cleanup(letGo) // before the broker's own cleanup, which waits for registrations
 	f := func() { hold <- struct{}{}; <-release }
-	e.lis.enrolled.Store(&f)
+	e.srv.OnEnrolled(f)
 	first := dialRaw(t, e)
 	<-hold // registered, its goroutine not yet finished
-	require.Equal(t, int64(1), e.connections.Load()+e.lis.enrolling.Load())
+	require.Equal(t, int64(1), e.srv.Counters().Connections+e.srv.Counters().Enrolling)
 	second := dialRaw(t, e)
 	select {
 	case <-hold:
 	case <-time.After(30 * time.Second):
-		t.Fatalf("the second connection was not registered: %d refused at the limit", e.lis.refusedMax.Load())
+		t.Fatalf("the second connection was not registered: %d refused at the limit", e.srv.Counters().RefusedMax)
 	}
 	letGo()
 	first.hello()
 	second.hello()
-	require.Zero(t, e.lis.refusedMax.Load())
+	require.Zero(t, e.srv.Counters().RefusedMax)
 	dialRaw(t, e).expectRefused()
 }

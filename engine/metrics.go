@@ -12,6 +12,7 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/shard/driver"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/topic"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -61,10 +62,7 @@ func (m *shardMetrics) Fsynced(d time.Duration) { m.fsync.Update(d.Seconds()) }
 func (e *Engine) writeMetrics(w io.Writer) {
 	e.metricSet.WritePrometheus(w)
 	e.writeBrokerMetrics(w)
-	if e.lis != nil {
-		e.lis.writeMetrics(w)
-	}
-	e.mem.writeMetrics(w)
+	e.srv.WriteMetrics(w)
 	e.writeShardMetrics(w)
 	e.writePartitionMetrics(w)
 	e.writePluginMetrics(w)
@@ -76,6 +74,7 @@ func (e *Engine) writeMetrics(w io.Writer) {
 
 func (e *Engine) writeBrokerMetrics(w io.Writer) {
 	st := e.Stats()
+	c := e.srv.Counters()
 	ready := uint64(0)
 	if len(e.notReadyReasons(false)) == 0 {
 		ready = 1
@@ -86,21 +85,21 @@ func (e *Engine) writeBrokerMetrics(w io.Writer) {
 	metrics.WriteCounterUint64(w, "ratatoskr_connections_accepted_total", st.Accepted)
 	for why := outbox.SlowLimit; why < outbox.NumSlowReasons; why++ {
 		metrics.WriteCounterUint64(w, `ratatoskr_slow_consumer_disconnects_total{reason="`+why.String()+`"}`,
-			e.outbound.cuts[why].Load())
+			c.SlowCuts[why])
 	}
 	var detached uint64
 	for _, s := range e.shards {
 		detached += s.Detached()
 	}
 	metrics.WriteCounterUint64(w, "ratatoskr_subscriptions_detached_total", detached)
-	metrics.WriteCounterUint64(w, "ratatoskr_subscriptions_resumed_total", e.resumed.Load())
-	metrics.WriteGaugeUint64(w, "ratatoskr_outbound_bytes", uint64(max(e.outbound.budget.Total(), 0)))
-	metrics.WriteGaugeUint64(w, "ratatoskr_outbound_bytes_limit", uint64(e.outbound.budget.Limit()))
+	metrics.WriteCounterUint64(w, "ratatoskr_subscriptions_resumed_total", c.Resumed)
+	metrics.WriteGaugeUint64(w, "ratatoskr_outbound_bytes", uint64(max(c.OutboundBytes, 0)))
+	metrics.WriteGaugeUint64(w, "ratatoskr_outbound_bytes_limit", uint64(c.OutboundLimit))
 	metrics.WriteCounterUint64(w, "ratatoskr_direct_writes_total", st.DirectWrites)
 	metrics.WriteCounterUint64(w, "ratatoskr_direct_writes_short_total", st.DirectShort)
 	metrics.WriteGaugeUint64(w, "ratatoskr_topics", uint64(st.Topics))
-	metrics.WriteGaugeUint64(w, "ratatoskr_fetches_waiting", uint64(max(e.fetches.waiting.Load(), 0)))
-	metrics.WriteCounterUint64(w, "ratatoskr_fetches_refused_total", e.fetches.refused.Load())
+	metrics.WriteGaugeUint64(w, "ratatoskr_fetches_waiting", uint64(max(c.FetchesWaiting, 0)))
+	metrics.WriteCounterUint64(w, "ratatoskr_fetches_refused_total", c.FetchesRefused)
 	if e.reclaim != nil {
 		metrics.WriteCounterUint64(w, "ratatoskr_storage_reclaimed_bytes_total", uint64(e.reclaim.Freed()))
 	}
@@ -110,9 +109,9 @@ func (e *Engine) writeBrokerMetrics(w io.Writer) {
 	metrics.WriteCounterUint64(w, "ratatoskr_storage_file_opens_total", fc.Opens)
 	metrics.WriteCounterUint64(w, "ratatoskr_storage_file_evictions_total", fc.Evictions)
 	metrics.WriteCounterUint64(w, "ratatoskr_storage_file_eviction_syncs_total", fc.EvictionSyncs)
-	for c := range e.errorsByCode {
-		if n := e.errorsByCode[c].Load(); n > 0 {
-			metrics.WriteCounterUint64(w, `ratatoskr_errors_total{code=`+label(errCodeName(c))+`}`, n)
+	for code, n := range c.Errors {
+		if n > 0 {
+			metrics.WriteCounterUint64(w, `ratatoskr_errors_total{code=`+label(errCodeName(code))+`}`, n)
 		}
 	}
 }
@@ -173,7 +172,7 @@ func (e *Engine) writePartitionMetrics(w io.Writer) {
 	})
 	family("ratatoskr_storage_read_errors_total", func(p *partitionSample) uint64 { return p.log.ReadErrors })
 	family("ratatoskr_partition_state", func(p *partitionSample) uint64 {
-		state, _ := partitionState(&p.log)
+		state, _ := topic.PartitionState(&p.log)
 		return uint64(state)
 	})
 	writeStateCounts(w, ps)
@@ -184,7 +183,7 @@ func (e *Engine) writePartitionMetrics(w io.Writer) {
 func writeStateCounts(w io.Writer, ps []partitionSample) {
 	var counts [3]uint64
 	for i := range ps {
-		if state, _ := partitionState(&ps[i].log); int(state) < len(counts) {
+		if state, _ := topic.PartitionState(&ps[i].log); int(state) < len(counts) {
 			counts[state]++
 		}
 	}

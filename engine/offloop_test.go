@@ -147,7 +147,7 @@ func TestClosedWhileParkedReleasesItsPublish(t *testing.T) {
 	r.send(publishFrame("gone", -1, 2, "v"))
 	g.waitEntered(t)
 	require.NoError(t, r.c.Close())
-	require.Eventually(t, func() bool { return e.connections.Load() == 0 }, 20*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return e.srv.Counters().Connections == 0 }, 20*time.Second, time.Millisecond)
 	g.open()
 	require.Eventually(t, func() bool { return storage.LiveBufs() == before }, 20*time.Second, time.Millisecond)
 	require.NotNil(t, e.topics.get([]byte("gone")), "the topic is created all the same")
@@ -183,7 +183,7 @@ func TestShutdownWhileParkedReleasesItsPublish(t *testing.T) {
 	g.waitEntered(t)
 	stopped := make(chan error, 1)
 	go func() { stopped <- e.Shutdown(testCtx(t)) }()
-	require.Eventually(t, func() bool { return e.connections.Load() == 0 }, 30*time.Second, time.Millisecond,
+	require.Eventually(t, func() bool { return e.srv.Counters().Connections == 0 }, 30*time.Second, time.Millisecond,
 		"the loops closed the connection")
 	g.open()
 	require.NoError(t, <-stopped)

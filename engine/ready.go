@@ -69,13 +69,13 @@ func (e *Engine) isReady() bool { return e.notReady.Load() == nil }
 // notReadyReasons lists why the broker should not get traffic; none when
 // it is ready. probe also checks that the data directory is writable.
 func (e *Engine) notReadyReasons(probe bool) []string {
-	if e.draining.Load() {
+	if e.srv.Draining() {
 		return []string{"shutting down"}
 	}
 	if r := e.notReady.Load(); r != nil {
 		return []string{*r}
 	}
-	if why := e.listenerProblem(); why != "" {
+	if why := e.srv.ListenerProblem(); why != "" {
 		return []string{"native listener down: " + why}
 	}
 	if probe {

@@ -11,124 +11,47 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/topic"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
-// Topic config keys accepted by CreateTopic. All but storage can also be
-// changed at run time (AlterTopic, PATCH /api/v1/topics/NAME).
-const (
-	ConfigMaxSubscribers  = "max-subscribers"
-	ConfigStorage         = "storage"           // disk | memory; fixed at creation
-	ConfigFsync           = "fsync"             // always | interval=DURATION | never
-	ConfigRetention       = "retention"         // a duration; 0 keeps forever
-	ConfigRetentionBytes  = "retention-bytes"   // bytes per partition; 0 means no bound
-	ConfigDeadLetterTopic = "dead-letter-topic" // message-mode groups' DLQ; empty: "<topic>.dlq"
-	ConfigMaxDeliveries   = "max-deliveries"    // message-mode deliveries before the DLQ; default 5
+// Topic, TopicConfig, the config keys and ParseFsync are package topic's
+// (both the network side and the registry need them); these aliases keep
+// engine's API.
+type (
+	// Topic is a topic's metadata and its partitions (topic.Topic).
+	Topic = topic.Topic
+	// TopicConfig is a topic's per-topic settings (topic.Config).
+	TopicConfig = topic.Config
 )
 
-// TopicConfig is a topic's per-topic settings.
-type TopicConfig struct {
-	Partitions      int
-	MaxSubscribers  int
-	Storage         string // "disk" or "memory"
-	Fsync           shard.SyncPolicy
-	Retention       time.Duration
-	RetentionBytes  int64
-	DeadLetterTopic string // empty: "<topic>.dlq"
-	MaxDeliveries   int    // 0: the broker's default
-}
-
-// KVs renders the config as the protocol's key/value list.
-func (tc TopicConfig) KVs() []wire.KV {
-	return []wire.KV{
-		{Key: ConfigMaxSubscribers, Value: strconv.Itoa(tc.MaxSubscribers)},
-		{Key: ConfigStorage, Value: tc.Storage},
-		{Key: ConfigFsync, Value: tc.Fsync.String()},
-		{Key: ConfigRetention, Value: tc.Retention.String()},
-		{Key: ConfigRetentionBytes, Value: strconv.FormatInt(tc.RetentionBytes, 10)},
-		{Key: ConfigDeadLetterTopic, Value: tc.DeadLetterTopic},
-		{Key: ConfigMaxDeliveries, Value: strconv.Itoa(tc.MaxDeliveries)},
-	}
-}
+// Topic config keys accepted by CreateTopic (topic's).
+const (
+	ConfigMaxSubscribers  = topic.ConfigMaxSubscribers
+	ConfigStorage         = topic.ConfigStorage
+	ConfigFsync           = topic.ConfigFsync
+	ConfigRetention       = topic.ConfigRetention
+	ConfigRetentionBytes  = topic.ConfigRetentionBytes
+	ConfigDeadLetterTopic = topic.ConfigDeadLetterTopic
+	ConfigMaxDeliveries   = topic.ConfigMaxDeliveries
+)
 
 // ParseFsync parses an fsync policy: always, never, or interval=DURATION.
-func ParseFsync(s string) (shard.SyncPolicy, error) {
-	switch {
-	case s == "always":
-		return shard.SyncPolicy{Mode: shard.SyncAlways}, nil
-	case s == "never":
-		return shard.SyncPolicy{Mode: shard.SyncNever}, nil
-	case strings.HasPrefix(s, "interval="):
-		d, err := time.ParseDuration(strings.TrimPrefix(s, "interval="))
-		if err != nil || d < time.Millisecond {
-			return shard.SyncPolicy{}, errors.New("interval must be a duration of at least 1ms, such as interval=100ms")
-		}
-		return shard.SyncPolicy{Mode: shard.SyncInterval, Interval: d}, nil
-	}
-	return shard.SyncPolicy{}, errors.New(`must be "always", "never" or "interval=DURATION"`)
-}
-
-// Topic is a topic's metadata and its partitions. Name, Parts and online
-// are immutable after creation; the config is replaced whole when it
-// changes.
-type Topic struct {
-	Name  string
-	Parts []*shard.Partition
-	// online are the partitions whose log opened (Parts itself when all
-	// did): the broker's round robin and a subscription to every
-	// partition cover these, so an offline partition does not fail every
-	// n-th publish. A partition goes offline only at load, so this never
-	// changes.
-	online []*shard.Partition
-
-	cfg           atomic.Pointer[TopicConfig]
-	subscriptions atomic.Int32 // connection-level subscriptions, against MaxSubscribers
-	rr            atomic.Uint32
-}
-
-// Config is the topic's current config.
-func (t *Topic) Config() TopicConfig { return *t.cfg.Load() }
-
-// pickPartition resolves PartitionAny to a partition that is not offline,
-// round robin across batches, and checks an explicit one.
-func (t *Topic) pickPartition(p int32) (*shard.Partition, error) {
-	if p == wire.PartitionAny {
-		if len(t.online) == 0 {
-			return nil, t.allOffline()
-		}
-		return t.online[int(t.rr.Add(1)-1)%len(t.online)], nil
-	}
-	return t.partition(p)
-}
-
-// allOffline is the error of a request for any partition of a topic
-// whose partitions are all offline.
-func (t *Topic) allOffline() error {
-	return wire.Errorf(wire.CodePartitionOffline, "every partition of topic "+t.Name+" is offline: "+
-		offlineReason(t.Parts[0]))
-}
-
-func (t *Topic) partition(p int32) (*shard.Partition, error) {
-	if p < 0 || int(p) >= len(t.Parts) {
-		return nil, wire.Errorf(wire.CodeUnknownPartition,
-			"partition "+strconv.Itoa(int(p))+" of topic "+t.Name+" with "+strconv.Itoa(len(t.Parts))+" partitions")
-	}
-	return t.Parts[p], nil
-}
+func ParseFsync(s string) (shard.SyncPolicy, error) { return topic.ParseFsync(s) }
 
 // registry holds the topics. Lookups, on every publish, read an immutable
-// snapshot map with one atomic load; changes copy the map under mu and
-// are written to the metadata file before they take effect.
+// snapshot map with one atomic load (topic.Table, which the network side
+// reads too); changes copy the map under mu and are written to the
+// metadata file before they take effect.
 type registry struct {
 	mu     sync.Mutex
-	snap   atomic.Pointer[map[string]*Topic]
+	snap   *topic.Table
 	shards []*shard.Shard
 	cfg    *Config
 	cache  *storage.BlockCache
@@ -137,21 +60,13 @@ type registry struct {
 }
 
 func newRegistry(cfg *Config, shards []*shard.Shard, cache *storage.BlockCache) *registry {
-	r := &registry{cfg: cfg, shards: shards, cache: cache, files: storage.NewFileCache(cfg.MaxOpenFiles)}
-	m := map[string]*Topic{}
-	r.snap.Store(&m)
-	return r
+	return &registry{snap: topic.NewTable(), cfg: cfg, shards: shards, cache: cache,
+		files: storage.NewFileCache(cfg.MaxOpenFiles)}
 }
 
-func (r *registry) get(name []byte) *Topic { return (*r.snap.Load())[string(name)] }
-
-func (r *registry) list() []*Topic {
-	out := slices.Collect(maps.Values(*r.snap.Load()))
-	slices.SortFunc(out, func(a, b *Topic) int { return strings.Compare(a.Name, b.Name) })
-	return out
-}
-
-func (r *registry) count() int { return len(*r.snap.Load()) }
+func (r *registry) get(name []byte) *Topic { return r.snap.Get(name) }
+func (r *registry) list() []*Topic         { return r.snap.List() }
+func (r *registry) count() int             { return r.snap.Count() }
 
 // defaults is the config of a topic created without any settings.
 func (r *registry) defaults() TopicConfig {
@@ -246,7 +161,7 @@ func (r *registry) create(name string, tc TopicConfig, existOK bool) (t *Topic, 
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	old := *r.snap.Load()
+	old := r.snap.Snapshot()
 	if t, ok := old[name]; ok {
 		if existOK {
 			return t, false, nil
@@ -266,7 +181,7 @@ func (r *registry) create(name string, tc TopicConfig, existOK bool) (t *Topic, 
 		r.drop(t)
 		return nil, false, wire.Errorf(storage.Code(err), "record topic "+name+": "+err.Error())
 	}
-	r.snap.Store(&m)
+	r.snap.Replace(m)
 	r.adopt(t)
 	return t, true, nil
 }
@@ -283,14 +198,12 @@ func (r *registry) open(name string, tc TopicConfig) (*Topic, error) {
 // keeps no other partition from serving; what recovery found is added to
 // sum.
 func (r *registry) build(name string, tc TopicConfig, sum *loadSummary) (*Topic, error) {
-	t := &Topic{Name: name, Parts: make([]*shard.Partition, tc.Partitions)}
-	t.cfg.Store(&tc)
+	parts := make([]*shard.Partition, tc.Partitions)
 	base := topicHash(name)
-	offline := 0
-	for i := range t.Parts {
+	for i := range parts {
 		l, err := r.openLog(name, i, tc, sum)
 		if err != nil && sum == nil {
-			r.drop(t)
+			r.dropParts(name, parts)
 			return nil, err
 		}
 		if err != nil {
@@ -298,18 +211,13 @@ func (r *registry) build(name string, tc TopicConfig, sum *loadSummary) (*Topic,
 				"and a restart after a repair brings it back", "topic", name, "partition", i,
 				"path", partitionDir(r.cfg.DataDir, name, i), "err", err)
 			l = storage.NewOfflineLog(err)
-			offline++
+			sum.offline++
 		}
 		s := r.shards[(base+uint32(i))%uint32(len(r.shards))]
-		t.Parts[i] = shard.NewPartition(name, int32(i), s, l, tc.Fsync)
-		t.Parts[i].SetRetention(tc.Retention, tc.RetentionBytes)
+		parts[i] = shard.NewPartition(name, int32(i), s, l, tc.Fsync)
+		parts[i].SetRetention(tc.Retention, tc.RetentionBytes)
 	}
-	t.online = t.Parts
-	if offline > 0 {
-		sum.offline += offline
-		t.online = slices.DeleteFunc(slices.Clone(t.Parts), func(p *shard.Partition) bool { return offlineReason(p) != "" })
-	}
-	return t, nil
+	return topic.New(name, tc, parts), nil
 }
 
 // openLog opens a partition's log. Recovery is logged per partition at
@@ -386,13 +294,17 @@ func (r *registry) adopt(t *Topic) {
 }
 
 // drop closes the logs of a topic that never became visible.
-func (r *registry) drop(t *Topic) {
-	for _, p := range t.Parts {
+func (r *registry) drop(t *Topic) { r.dropParts(t.Name, t.Parts) }
+
+// dropParts closes the logs of a topic's partitions, those opened so far,
+// and removes its directory.
+func (r *registry) dropParts(name string, parts []*shard.Partition) {
+	for _, p := range parts {
 		if p != nil {
 			_ = p.Log.Drop()
 		}
 	}
-	_ = r.cfg.FS.RemoveAll(r.cfg.DataDir + "/topics/" + t.Name)
+	_ = r.cfg.FS.RemoveAll(r.cfg.DataDir + "/topics/" + name)
 }
 
 // update changes a topic's runtime-changeable config (every key but
@@ -401,7 +313,7 @@ func (r *registry) drop(t *Topic) {
 func (r *registry) update(name string, kvs []wire.KV) (*Topic, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	m := *r.snap.Load()
+	m := r.snap.Snapshot()
 	t, ok := m[name]
 	if !ok {
 		return nil, wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(name))
@@ -428,7 +340,7 @@ func (r *registry) update(name string, kvs []wire.KV) (*Topic, error) {
 	if err := r.persistWith(m, name, &tc); err != nil {
 		return nil, wire.Errorf(storage.Code(err), "record config of "+name+": "+err.Error())
 	}
-	t.cfg.Store(&tc)
+	t.SetConfig(&tc)
 	for _, p := range t.Parts {
 		p.SetRetention(tc.Retention, tc.RetentionBytes)
 		if tc.Fsync != old.Fsync {
@@ -446,7 +358,7 @@ func (r *registry) update(name string, kvs []wire.KV) (*Topic, error) {
 func (r *registry) remove(name string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	old := *r.snap.Load()
+	old := r.snap.Snapshot()
 	t, ok := old[name]
 	if !ok {
 		return wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(name))
@@ -456,7 +368,7 @@ func (r *registry) remove(name string) error {
 	if err := r.persist(m); err != nil {
 		return wire.Errorf(storage.Code(err), "record deletion of "+name+": "+err.Error())
 	}
-	r.snap.Store(&m)
+	r.snap.Replace(m)
 	var pending atomic.Int32
 	pending.Store(int32(len(t.Parts)))
 	retired := make(chan struct{})
@@ -593,7 +505,7 @@ func (r *registry) load() error {
 		sum.topics++
 		sum.partitions += len(t.Parts)
 	}
-	r.snap.Store(&m)
+	r.snap.Replace(m)
 	for _, t := range m {
 		r.adopt(t)
 	}

@@ -1,4 +1,4 @@
-package engine
+package server
 
 import (
 	"cmp"
@@ -49,7 +49,7 @@ import (
 // memGuard resumes paused connections, cuts the biggest holders when the
 // bound is passed, and hands freed memory back to the OS.
 type memGuard struct {
-	e        *Engine
+	srv      *Server
 	inflight *outbox.Inflight // publishes handed to shards, until answered
 	read     atomic.Int64     // read buffers and half-read frames
 	cutting  atomic.Int64     // what the connections being cut hold, until they close
@@ -72,8 +72,8 @@ type memGuard struct {
 // memCheckEvery is how often the guard looks at the heap.
 const memCheckEvery = 5 * time.Second
 
-func newMemGuard(e *Engine, bound int64) *memGuard {
-	g := &memGuard{e: e, bound: bound, pauseAt: bound / 4 * 3, kick: make(chan struct{}, 1),
+func newMemGuard(srv *Server, bound int64) *memGuard {
+	g := &memGuard{srv: srv, bound: bound, pauseAt: bound / 4 * 3, kick: make(chan struct{}, 1),
 		quit: make(chan struct{}), done: make(chan struct{})}
 	g.inflight = outbox.NewInflight(bound/2, g.wake)
 	return g
@@ -163,7 +163,7 @@ func (g *memGuard) cut() {
 		return
 	}
 	var holders []*session
-	g.e.sessions.Range(func(k, _ any) bool {
+	g.srv.sessions.Range(func(k, _ any) bool {
 		if s := k.(*session); s.unprocessed.Load() > 0 && s.cutState.Load() == 0 {
 			holders = append(holders, s)
 		}
@@ -177,8 +177,8 @@ func (g *memGuard) cut() {
 		}
 		g.cutting.Add(n)
 		g.cuts.Add(1)
-		g.e.log.Warn("connection cut: the broker's inbound memory bound is reached and it held the most unprocessed bytes",
-			"remote", s.by.remote, "bytes", n, "bound", g.bound)
+		g.srv.log.Warn("connection cut: the broker's inbound memory bound is reached and it held the most unprocessed bytes",
+			"remote", s.by.Remote, "bytes", n, "bound", g.bound)
 		s.t.onLoop(func() bool {
 			if s.closed {
 				return false
@@ -265,7 +265,7 @@ func (s *session) noteInbound(buffered int) {
 	}
 	s.held = held
 	s.unprocessed.Store(held)
-	g := s.e.mem
+	g := s.srv.mem
 	total := g.read.Add(d) + g.inflight.Load()
 	if total > g.peak.Load() {
 		g.peak.Store(total) // a racy maximum is enough to see a spike

@@ -1,4 +1,4 @@
-package engine
+package server
 
 import (
 	"io"
@@ -31,7 +31,7 @@ func (idleFlusher) FlushNow()      {}
 // replay ends, the cancelled ones leave no live subscription, and the
 // workers go away.
 func TestReplaysAreBounded(t *testing.T) {
-	e := startBroker(t, nil)
+	srv := newTestServer(t)
 	d := driver.New(driver.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	p := shard.NewPartition("replays", 0, d.Shard(), storage.NewMemLog(1<<20), shard.SyncPolicy{Mode: shard.SyncNever})
 	const limit, jobs = 4, 40
@@ -41,7 +41,7 @@ func TestReplaysAreBounded(t *testing.T) {
 	cancels := make([]atomic.Bool, jobs)
 	done := make([]chan struct{}, jobs)
 	for i := range jobs {
-		j := e.newReplay(outbox.NewOutbox(1<<20, 1, idleFlusher{}), p, 0, &cancels[i])
+		j := srv.newReplay(outbox.NewOutbox(1<<20, 1, idleFlusher{}), p, 0, &cancels[i])
 		j.done = make(chan struct{})
 		done[i] = j.done
 		pool.start(j)

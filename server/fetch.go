@@ -1,4 +1,4 @@
-package engine
+package server
 
 import (
 	"errors"
@@ -187,7 +187,7 @@ func (c *connFetches) close() {
 
 // fetchReq is one Fetch, from its frame to its answer.
 type fetchReq struct {
-	e        *Engine
+	srv      *Server
 	conn     *connFetches
 	out      *outbox.Outbox
 	p        *shard.Partition
@@ -205,17 +205,17 @@ type fetchReq struct {
 
 // startFetch queues a Fetch for the reader pool, unless the connection
 // already has its maximum outstanding.
-func (e *Engine) startFetch(conn *connFetches, out *outbox.Outbox, corr uint32, p *shard.Partition, req wire.Fetch) error {
-	r := &fetchReq{e: e, conn: conn, out: out, p: p, start: req.Start, corr: corr,
-		maxBytes: max(1, min(int(req.MaxBytes), e.cfg.MaxFrameBytes-frameOverhead-wire.FetchResultHeaderSize)),
-		wait:     min(time.Duration(req.MaxWaitMs)*time.Millisecond, e.cfg.MaxFetchWait)}
+func (srv *Server) startFetch(conn *connFetches, out *outbox.Outbox, corr uint32, p *shard.Partition, req wire.Fetch) error {
+	r := &fetchReq{srv: srv, conn: conn, out: out, p: p, start: req.Start, corr: corr,
+		maxBytes: max(1, min(int(req.MaxBytes), srv.cfg.MaxFrameBytes-FrameOverhead-wire.FetchResultHeaderSize)),
+		wait:     min(time.Duration(req.MaxWaitMs)*time.Millisecond, srv.cfg.MaxFetchWait)}
 	r.w.Waker = r
-	if !conn.add(r, e.cfg.MaxFetchesPerConn) {
-		e.fetches.refused.Add(1)
-		return wire.Errorf(wire.CodeLimitExceeded, "this connection has "+strconv.Itoa(e.cfg.MaxFetchesPerConn)+
+	if !conn.add(r, srv.cfg.MaxFetchesPerConn) {
+		srv.fetches.refused.Add(1)
+		return wire.Errorf(wire.CodeLimitExceeded, "this connection has "+strconv.Itoa(srv.cfg.MaxFetchesPerConn)+
 			" fetches outstanding, the most the broker allows (max-fetches-per-connection)")
 	}
-	e.fetches.submit(r)
+	srv.fetches.submit(r)
 	return nil
 }
 
@@ -239,10 +239,10 @@ const earliestRetries = 4
 // retention removed between finding it and reading it looks again,
 // instead of answering OFFSET_OUT_OF_RANGE for an offset the client never
 // named.
-func (e *Engine) readFrom(p *shard.Partition, st wire.Start, maxBytes int) (int64, []byte, error) {
+func (srv *Server) readFrom(p *shard.Partition, st wire.Start, maxBytes int) (int64, []byte, error) {
 	offset, err := resolveStart(p, st)
 	for try := 1; err == nil; try++ {
-		frame, rerr := e.readFetch(p, offset, maxBytes)
+		frame, rerr := srv.readFetch(p, offset, maxBytes)
 		if st.Kind != wire.StartEarliest || !errors.Is(rerr, wire.ErrOffsetOutOfRange) || try == earliestRetries {
 			return offset, frame, rerr
 		}
@@ -258,7 +258,7 @@ func (r *fetchReq) first() {
 		r.conn.remove(r)
 		return
 	}
-	offset, frame, err := r.e.readFrom(r.p, r.start, r.maxBytes)
+	offset, frame, err := r.srv.readFrom(r.p, r.start, r.maxBytes)
 	r.offset = offset
 	if err == nil && r.wait > 0 && len(frame) == wire.HeaderSize+wire.FetchResultHeaderSize {
 		r.startWait()
@@ -271,7 +271,7 @@ func (r *fetchReq) first() {
 // An ending that comes while it registers is left for it to handle.
 func (r *fetchReq) startWait() {
 	r.state.Store(fetchRegistering)
-	r.e.fetches.waiting.Add(1)
+	r.srv.fetches.waiting.Add(1)
 	r.timer = time.AfterFunc(r.wait, r.timedOut)
 	switch {
 	case r.conn.closed.Load():
@@ -308,7 +308,7 @@ func (r *fetchReq) end(how int32) {
 		}
 		if r.state.CompareAndSwap(st, how) {
 			if st == fetchWaiting {
-				r.e.fetches.q.push(r)
+				r.srv.fetches.q.push(r)
 			}
 			return
 		}
@@ -320,7 +320,7 @@ func (r *fetchReq) end(how int32) {
 // removed it already), and answers as the ending says.
 func (r *fetchReq) ended() {
 	r.timer.Stop()
-	r.e.fetches.waiting.Add(-1)
+	r.srv.fetches.waiting.Add(-1)
 	how := r.state.Load()
 	if how == fetchTimedOut || how == fetchCancelled {
 		if r.p.Unwait(&r.w) == nil {
@@ -333,7 +333,7 @@ func (r *fetchReq) ended() {
 	case fetchDeleted:
 		r.answer(nil, errFetchDeleted)
 	default:
-		r.answer(r.e.readFetch(r.p, r.offset, r.maxBytes))
+		r.answer(r.srv.readFetch(r.p, r.offset, r.maxBytes))
 	}
 }
 
@@ -344,7 +344,7 @@ func (r *fetchReq) ended() {
 func (r *fetchReq) answer(frame []byte, err error) {
 	r.conn.remove(r)
 	if err != nil {
-		r.e.replyLater(r.out, r.corr, err)
+		r.srv.replyLater(r.out, r.corr, err)
 		return
 	}
 	wire.AppendHeader(frame[:0], wire.TypeFetchResult, 0, r.corr, len(frame)-wire.HeaderSize)

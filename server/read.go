@@ -1,4 +1,4 @@
-package engine
+package server
 
 import (
 	"errors"
@@ -9,6 +9,8 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/outbox"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/telemetry"
+	"github.com/ratatoskr-mq/ratatoskr/topic"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -21,7 +23,7 @@ import (
 // resolveStart turns a start position into an offset of p's log; an
 // offline partition has none (PARTITION_OFFLINE).
 func resolveStart(p *shard.Partition, st wire.Start) (int64, error) {
-	if err := checkOnline(p); err != nil {
+	if err := topic.CheckOnline(p); err != nil {
 		return 0, err
 	}
 	start, end := p.Log.Bounds()
@@ -49,7 +51,7 @@ func resolveStart(p *shard.Partition, st wire.Start) (int64, error) {
 // into a frame. An offset inside a range found corrupt resolves to the
 // first offset after it, so a pull consumer moves past the damage instead
 // of asking for it forever.
-func (e *Engine) readFetch(p *shard.Partition, offset int64, maxBytes int) ([]byte, error) {
+func (srv *Server) readFetch(p *shard.Partition, offset int64, maxBytes int) ([]byte, error) {
 	offset = skipCorrupt(p, offset)
 	start, end := p.Log.Bounds()
 	const empty = wire.HeaderSize + wire.FetchResultHeaderSize
@@ -85,10 +87,10 @@ func skipCorrupt(p *shard.Partition, offset int64) int64 {
 }
 
 // replyLater queues an error answer from a reader goroutine.
-func (e *Engine) replyLater(out *outbox.Outbox, corr uint32, err error) {
+func (srv *Server) replyLater(out *outbox.Outbox, corr uint32, err error) {
 	sendErrTo(out, corr, err)
 	out.Kick()
-	e.countError(wire.CodeOf(err))
+	srv.countError(wire.CodeOf(err))
 }
 
 // replayChunk bounds how much one replay step reads before it hands what
@@ -103,7 +105,7 @@ const replayChunk = 1 << 20
 // subscriber's pace. cancel stops it (unsubscribe, connection closed). It
 // runs in steps on the replay pool (replays.go), one worker at a time.
 type replayJob struct {
-	e      *Engine
+	srv    *Server
 	out    *outbox.Outbox
 	p      *shard.Partition
 	offset int64
@@ -115,14 +117,14 @@ type replayJob struct {
 	next   *replayJob    // in the pool's queue
 }
 
-func (e *Engine) newReplay(out *outbox.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) *replayJob {
-	return &replayJob{e: e, out: out, p: p, offset: offset, cancel: cancel, joined: make(chan int64, 1)}
+func (srv *Server) newReplay(out *outbox.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) *replayJob {
+	return &replayJob{srv: srv, out: out, p: p, offset: offset, cancel: cancel, joined: make(chan int64, 1)}
 }
 
 // startReplay queues a replay on the replay pool and returns at once, so
 // the caller's event loop does not wait for the disk.
-func (e *Engine) startReplay(out *outbox.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) {
-	e.replays.start(e.newReplay(out, p, offset, cancel))
+func (srv *Server) startReplay(out *outbox.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) {
+	srv.replays.start(srv.newReplay(out, p, offset, cancel))
 }
 
 // step runs the next part of the replay: it reads up to replayChunk from
@@ -130,10 +132,10 @@ func (e *Engine) startReplay(out *outbox.Outbox, p *shard.Partition, offset int6
 // the live tail there.
 func (j *replayJob) step() replayNext {
 	if j.prefix == nil {
-		if err := checkOnline(j.p); err != nil {
+		if err := topic.CheckOnline(j.p); err != nil {
 			// A group member's feed of an offline partition: it holds
 			// nothing and the broker logged why at start.
-			j.e.replayFailed(j.p, j.offset, err)
+			j.srv.replayFailed(j.p, j.offset, err)
 			return replayDone
 		}
 		j.prefix = wire.AppendBatchPrefix(nil, j.p.Topic, j.p.ID)
@@ -153,9 +155,9 @@ func (j *replayJob) step() replayNext {
 		j.offset, _ = j.p.Log.Bounds()
 		return replayMore
 	case err != nil:
-		j.e.log.Warn("replay stopped: the subscription gets nothing more from this partition",
+		j.srv.log.Warn("replay stopped: the subscription gets nothing more from this partition",
 			"topic", j.p.Topic, "partition", j.p.ID, "at", j.offset, "err", err)
-		j.e.replayFailed(j.p, j.offset, err)
+		j.srv.replayFailed(j.p, j.offset, err)
 		return replayDone
 	case n > 0:
 		return replayMore
@@ -201,9 +203,9 @@ func (j *replayJob) join() replayNext {
 }
 
 // replayFailed reports a replay that ends for err to the plugins.
-func (e *Engine) replayFailed(p *shard.Partition, offset int64, err error) {
-	if e.observed() {
-		e.emit(Event{Kind: EventSubscriberFailed, Topic: p.Topic, Partition: int(p.ID), Offset: offset,
+func (srv *Server) replayFailed(p *shard.Partition, offset int64, err error) {
+	if srv.observed() {
+		srv.emit(telemetry.Event{Kind: telemetry.EventSubscriberFailed, Topic: p.Topic, Partition: int(p.ID), Offset: offset,
 			Actor: "broker", Action: "replay", Target: "topic/" + p.Topic, Err: err})
 	}
 }

@@ -1,11 +1,11 @@
-package engine
+package server
 
 import (
-	"errors"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/topic"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -102,7 +102,7 @@ func (w *diskWorker) close(started bool) {
 func (s *session) offLoop(work func() (then func() error)) {
 	s.parked = true
 	t := s.t
-	s.e.diskWork.submit(func() {
+	s.srv.diskWork.submit(func() {
 		then := work()
 		fn := func() bool {
 			s.parked = false
@@ -128,16 +128,16 @@ func (s *session) runPending() (closeConn bool) {
 // withTopic calls then with the named topic: at once when it exists, else
 // after auto-creating it off the loop (offLoop). When the topic is missing
 // and may not be created, then gets the reason.
-func (s *session) withTopic(name []byte, then func(*Topic, error) error) error {
-	if t := s.e.topics.get(name); t != nil {
+func (s *session) withTopic(name []byte, then func(*topic.Topic, error) error) error {
+	if t := s.srv.topics.Get(name); t != nil {
 		return then(t, nil)
 	}
-	if err := s.e.mayAutoCreate(name); err != nil {
+	if err := s.srv.mayAutoCreate(name); err != nil {
 		return then(nil, err)
 	}
 	n, by := string(name), s.by
 	s.offLoop(func() func() error {
-		t, err := s.e.createTopicBy(by, n, 0, nil, true)
+		t, err := s.srv.b.CreateTopic(by, n, 0, nil, true)
 		return func() error {
 			if s.closed { // gone meanwhile: then only releases what it holds
 				_ = then(nil, errSessionClosed)
@@ -149,20 +149,16 @@ func (s *session) withTopic(name []byte, then func(*Topic, error) error) error {
 	return nil
 }
 
-// errSessionClosed is what a continuation gets when its connection closed
-// while the work ran; nothing is sent.
-var errSessionClosed = errors.New("engine: connection closed")
-
 // mayAutoCreate says why a missing topic may not be created on first use:
 // auto-creation is off, or its rate limit is reached.
-func (e *Engine) mayAutoCreate(name []byte) error {
-	if !e.cfg.AutoCreateTopics {
+func (srv *Server) mayAutoCreate(name []byte) error {
+	if !srv.cfg.AutoCreateTopics {
 		return wire.Errorf(wire.CodeUnknownTopic,
 			"no topic named "+strconv.Quote(string(name))+" and auto-creation is off")
 	}
-	if !e.autoCreates.allow(time.Now()) {
+	if !srv.autoCreates.allow(time.Now()) {
 		return wire.Errorf(wire.CodeLimitExceeded, "no topic named "+strconv.Quote(string(name))+
-			", and topic auto-creation is limited to "+strconv.FormatFloat(e.cfg.AutoCreateRate, 'g', -1, 64)+
+			", and topic auto-creation is limited to "+strconv.FormatFloat(srv.cfg.AutoCreateRate, 'g', -1, 64)+
 			" topics a second; retry later or create it first")
 	}
 	return nil

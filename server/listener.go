@@ -1,4 +1,4 @@
-package engine
+package server
 
 import (
 	"context"
@@ -25,7 +25,7 @@ import (
 // stays dead while the process lives. Here, as in net/http, an error that
 // passes (EMFILE, ENFILE, ENOBUFS, ENOMEM, ECONNABORTED) is waited out with
 // a backoff and the loop goes on; any other error is fatal for the broker
-// (Engine.Fatal), so that a supervisor restarts it rather than leaving a
+// (Server.Fatal, handed on by Engine.Fatal), so that a supervisor restarts it rather than leaving a
 // process that accepts nothing.
 //
 // Admission happens here too, before a connection costs an event loop
@@ -35,7 +35,7 @@ import (
 // with corr 0 and is closed. A connection that sends no complete Hello
 // within HandshakeTimeout is closed (handshakes, below).
 type listener struct {
-	e       *Engine
+	srv     *Server
 	ln      net.Listener
 	cli     *gnet.Client
 	closing atomic.Bool
@@ -57,17 +57,17 @@ type listener struct {
 
 // startListener binds the native address, starts the event loops and the
 // accept loop.
-func (e *Engine) startListener() error {
-	ln, err := net.Listen("tcp", e.cfg.Addr)
+func (srv *Server) startListener() error {
+	ln, err := net.Listen("tcp", srv.cfg.Addr)
 	if err != nil {
 		return err
 	}
-	cli, err := gnet.NewClient(&handler{e: e},
+	cli, err := gnet.NewClient(&handler{srv: srv},
 		gnet.WithMulticore(true),
-		gnet.WithNumEventLoop(e.cfg.EventLoops),
+		gnet.WithNumEventLoop(srv.cfg.EventLoops),
 		gnet.WithReadBufferCap(readBufferCap),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
-		gnet.WithLogger(gnetLogger{e.log}),
+		gnet.WithLogger(gnetLogger{srv.log}),
 	)
 	if err == nil {
 		err = cli.Start()
@@ -76,10 +76,10 @@ func (e *Engine) startListener() error {
 		_ = ln.Close()
 		return err
 	}
-	l := &listener{e: e, ln: ln, cli: cli, done: make(chan struct{}), enrollers: make(chan struct{}, maxEnrolling)}
+	l := &listener{srv: srv, ln: ln, cli: cli, done: make(chan struct{}), enrollers: make(chan struct{}, maxEnrolling)}
 	l.pending.counts = map[string]int{}
-	l.hs.init(e.cfg.HandshakeTimeout, l.expire)
-	e.lis, e.addr = l, ln.Addr()
+	l.hs.init(srv.cfg.HandshakeTimeout, l.expire)
+	srv.lis, srv.addr = l, ln.Addr()
 	go l.acceptLoop()
 	return nil
 }
@@ -120,7 +120,7 @@ func (l *listener) acceptLoop() {
 			return
 		}
 		if !acceptErrorPasses(err) {
-			l.e.listenerFailed(err)
+			l.srv.listenerFailed(err)
 			return
 		}
 		delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
@@ -144,8 +144,8 @@ func (l *listener) outOfFDs(err error) {
 	if now-last < int64(10*time.Second) || !l.lastWarn.CompareAndSwap(last, now) {
 		return
 	}
-	l.e.log.Warn("accept failed: out of file descriptors or memory; refusing connections until some close",
-		"err", err, "connections", l.e.connections.Load(), "fd_limit", FDLimit(), "failures", l.acceptErrors.Load())
+	l.srv.log.Warn("accept failed: out of file descriptors or memory; refusing connections until some close",
+		"err", err, "connections", l.srv.connections.Load(), "fd_limit", FDLimit(), "failures", l.acceptErrors.Load())
 }
 
 // fdOf returns a connection's descriptor, or -1.
@@ -177,29 +177,30 @@ func acceptErrorPasses(err error) bool {
 }
 
 // listenerFailed records that the native listener is gone for good and
-// tells whoever runs the broker (Engine.Fatal).
-func (e *Engine) listenerFailed(err error) {
+// tells whoever runs the broker (Server.Fatal). The error keeps the
+// "engine:" prefix operators know.
+func (srv *Server) listenerFailed(err error) {
 	why := "the native listener failed: " + err.Error()
-	e.listenerErr.Store(&why)
-	e.log.Error("native listener failed; the broker accepts no connections and should be restarted", "err", err)
+	srv.listenerErr.Store(&why)
+	srv.log.Error("native listener failed; the broker accepts no connections and should be restarted", "err", err)
 	select {
-	case e.fatal <- errors.New("engine: " + why):
+	case srv.fatal <- errors.New("engine: " + why):
 	default:
 	}
 }
 
 // admit hands an accepted connection to an event loop, or refuses it.
 func (l *listener) admit(c net.Conn) {
-	e := l.e
+	srv := l.srv
 	addr := hostOf(c.RemoteAddr())
-	if n := e.connections.Load() + l.enrolling.Load(); n >= int64(e.cfg.MaxConnections) {
+	if n := srv.connections.Load() + l.enrolling.Load(); n >= int64(srv.cfg.MaxConnections) {
 		l.refusedMax.Add(1)
-		refuseConn(c, "the broker has its maximum of "+strconv.Itoa(e.cfg.MaxConnections)+" connections")
+		refuseConn(c, "the broker has its maximum of "+strconv.Itoa(srv.cfg.MaxConnections)+" connections")
 		return
 	}
-	if !l.pending.take(addr, e.cfg.MaxHandshakesPerAddr) {
+	if !l.pending.take(addr, srv.cfg.MaxHandshakesPerAddr) {
 		l.refusedPerAddr.Add(1)
-		refuseConn(c, strconv.Itoa(e.cfg.MaxHandshakesPerAddr)+" connections from "+addr+
+		refuseConn(c, strconv.Itoa(srv.cfg.MaxHandshakesPerAddr)+" connections from "+addr+
 			" have not finished their handshake yet")
 		return
 	}
@@ -241,7 +242,7 @@ func (l *listener) enroll(c net.Conn, acc *accepted) {
 		if acceptErrorPasses(err) {
 			l.outOfFDs(err)
 		} else {
-			l.e.log.Debug("connection not registered", "remote", remote, "err", err)
+			l.srv.log.Debug("connection not registered", "remote", remote, "err", err)
 		}
 		return
 	}
@@ -340,7 +341,7 @@ func (t *gnetTransport) handshakeDone() {
 	if t.hsAddr == "" {
 		return
 	}
-	if l := t.s.e.lis; l != nil {
+	if l := t.s.srv.lis; l != nil {
 		l.pending.give(t.hsAddr)
 	}
 	t.hsAddr = ""
@@ -464,7 +465,7 @@ func (l *listener) expire(t *gnetTransport) {
 		}
 		l.handshakeClosed.Add(1)
 		err := wire.Errorf(wire.CodeHandshakeRequired,
-			"no Hello within the handshake timeout of "+l.e.cfg.HandshakeTimeout.String())
+			"no Hello within the handshake timeout of "+l.srv.cfg.HandshakeTimeout.String())
 		t.s.sendErr(0, err)
 		t.s.refused(err)
 		t.flush()

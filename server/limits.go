@@ -1,4 +1,4 @@
-package engine
+package server
 
 import (
 	"sync"
@@ -42,6 +42,6 @@ func raiseFDLimit() int {
 // FDLimit is the process's limit on open files, after raising it.
 func FDLimit() int { return fdLimitOnce() }
 
-// fdShare is half of what the limit leaves after the reserve: the default
+// FDShare is half of what the limit leaves after the reserve: the default
 // of MaxConnections and of MaxOpenFiles.
-func fdShare() int { return max(64, (FDLimit()-fdReserve)/2) }
+func FDShare() int { return max(64, (FDLimit()-fdReserve)/2) }

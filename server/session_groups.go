@@ -1,10 +1,11 @@
-package engine
+package server
 
 import (
 	"strconv"
 
 	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/outbox"
+	"github.com/ratatoskr-mq/ratatoskr/topic"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -20,14 +21,14 @@ func (s *session) joinGroup(f wire.Frame) error {
 	if err := wire.ValidateTopicName(req.Group); err != nil {
 		return s.refuse(f.Corr, invalid("group name "+strconv.Quote(req.Group)+": "+err.Error()))
 	}
-	if s.e.draining.Load() {
-		return s.refuse(f.Corr, errShuttingDown)
+	if s.srv.draining.Load() {
+		return s.refuse(f.Corr, ErrShuttingDown)
 	}
 	if _, ok := s.members[req.Group]; ok {
 		return s.refuse(f.Corr, invalid("this connection is already a member of group "+req.Group))
 	}
 	corr := f.Corr
-	return s.withTopic([]byte(req.Topic), func(t *Topic, err error) error {
+	return s.withTopic([]byte(req.Topic), func(t *topic.Topic, err error) error {
 		if err != nil {
 			return s.refuse(corr, err)
 		}
@@ -36,7 +37,7 @@ func (s *session) joinGroup(f wire.Frame) error {
 }
 
 // joinGroup's second half, once the group's topic is known.
-func (s *session) joinTopic(corr uint32, req *wire.JoinGroup, t *Topic) error {
+func (s *session) joinTopic(corr uint32, req *wire.JoinGroup, t *topic.Topic) error {
 	if _, ok := s.members[req.Group]; ok { // a join that raced with this one while the topic was created
 		return s.refuse(corr, invalid("this connection is already a member of group "+req.Group))
 	}
@@ -52,7 +53,7 @@ func (s *session) joinTopic(corr uint32, req *wire.JoinGroup, t *Topic) error {
 				"this connection consumes "+t.Name+" as a member of group "+m.Group()))
 		}
 	}
-	m, err := s.e.groups.Join(s.out, s.by.group(), corr, req, groupTopic{t})
+	m, err := s.srv.groups.Join(s.out, s.by.Group(), corr, req, topic.Group{T: t})
 	if err != nil {
 		return s.refuse(corr, err)
 	}
@@ -81,7 +82,7 @@ func (s *session) heartbeat(f wire.Frame) error {
 	}
 	m, err := s.member(ref)
 	if err == nil {
-		err = s.e.groups.Heartbeat(m, ref.Generation)
+		err = s.srv.groups.Heartbeat(m, ref.Generation)
 	}
 	s.reply(f.Corr, err)
 	return nil
@@ -95,7 +96,7 @@ func (s *session) leaveGroup(f wire.Frame) error {
 	m, err := s.member(ref)
 	if err == nil {
 		delete(s.members, ref.Group)
-		s.e.groups.Leave(m)
+		s.srv.groups.Leave(m)
 	}
 	s.reply(f.Corr, err)
 	return nil
@@ -126,7 +127,7 @@ func (s *session) commit(f wire.Frame) error {
 	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	s.e.groups.Commit(m, &req, s.later(f.Corr))
+	s.srv.groups.Commit(m, &req, s.later(f.Corr))
 	return nil
 }
 
@@ -137,7 +138,7 @@ func (s *session) ack(f wire.Frame) error {
 	}
 	m, err := s.member(req.MemberRef)
 	if err == nil {
-		err = s.e.groups.Ack(m, &req)
+		err = s.srv.groups.Ack(m, &req)
 	}
 	if err != nil {
 		return s.refuse(f.Corr, err)
@@ -152,7 +153,7 @@ func (s *session) nack(f wire.Frame) error {
 	}
 	m, err := s.member(req.MemberRef)
 	if err == nil {
-		err = s.e.groups.Nack(m, &req)
+		err = s.srv.groups.Nack(m, &req)
 	}
 	if err != nil {
 		return s.refuse(f.Corr, err)
@@ -164,7 +165,7 @@ func (s *session) listGroups(f wire.Frame) error {
 	if len(f.Body) != 0 {
 		return s.malformed(f.Corr, wire.Errorf(wire.CodeMalformed, "ListGroups has no body"))
 	}
-	s.sendFrame(wire.TypeGroupList, f.Corr, wire.AppendGroupList(s.scratch[:0], s.e.groups.List()))
+	s.sendFrame(wire.TypeGroupList, f.Corr, wire.AppendGroupList(s.scratch[:0], s.srv.groups.List()))
 	return nil
 }
 
@@ -173,7 +174,7 @@ func (s *session) describeGroup(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	info, err := s.e.groups.Describe(string(name))
+	info, err := s.srv.groups.Describe(string(name))
 	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
@@ -186,6 +187,11 @@ func (s *session) resetGroup(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	s.e.groups.Reset(s.by.group(), req.Group, req.Start, s.later(f.Corr))
+	s.srv.groups.Reset(s.by.Group(), req.Group, req.Start, s.later(f.Corr))
 	return nil
+}
+
+// memberOf reports whether m's group consumes t.
+func memberOf(m *coord.Member, t *topic.Topic) bool {
+	return m.Topic() == coord.Topic(topic.Group{T: t})
 }

@@ -1,4 +1,4 @@
-package engine
+package server
 
 import (
 	"encoding/binary"
@@ -13,10 +13,12 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/outbox"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/telemetry"
+	"github.com/ratatoskr-mq/ratatoskr/topic"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
-// transport is the engine's view of a connection: what a session needs to
+// transport is a session's view of its connection: what a session needs to
 // write frames and close. The gnet listener implements it today; a TLS or
 // WebSocket listener would implement it the same way and reuse the session.
 // Every method except ScheduleFlush is called on the transport's own
@@ -52,13 +54,13 @@ type transport interface {
 
 // subscription is one Subscribe a connection made.
 type subscription struct {
-	topic  *Topic
+	topic  *topic.Topic
 	parts  []*shard.Partition
 	cancel *atomic.Bool // stops its replays, if any
 }
 
 type subKey struct {
-	topic     *Topic
+	topic     *topic.Topic
 	partition int32
 }
 
@@ -66,7 +68,7 @@ type subKey struct {
 // dispatch, its subscriptions and its outbox. It is transport-agnostic and
 // single-threaded: the transport calls it from one goroutine at a time.
 type session struct {
-	e          *Engine
+	srv        *Server
 	t          transport
 	out        *outbox.Outbox
 	handshaken bool
@@ -93,16 +95,16 @@ type session struct {
 	ran        []*shard.Shard           // shards given operations by this read, to run inline
 	scratch    []byte                   // response bodies are encoded here, reused
 	frameBuf   []byte                   // and framed here, reused
-	by         origin                   // the client, for telemetry events
+	by         Origin                   // the client, for telemetry events
 	info       sessionInfo              // what the admin API shows of it
 }
 
-func newSession(e *Engine, t transport) *session {
-	s := &session{e: e, t: t, subs: map[subKey]*subscription{}, members: map[string]*coord.Member{},
-		by: origin{actor: "client", remote: t.remoteAddr()}}
+func newSession(srv *Server, t transport) *session {
+	s := &session{srv: srv, t: t, subs: map[subKey]*subscription{}, members: map[string]*coord.Member{},
+		by: Origin{Actor: "client", Remote: t.remoteAddr()}}
 	s.info.since = time.Now()
-	s.out = e.outbound.budget.NewOutbox(e.cfg.MaxPendingBytes, len(e.shards), t)
-	s.out.Inflight = e.mem.inflight
+	s.out = srv.outbound.budget.NewOutbox(srv.cfg.MaxPendingBytes, srv.cfg.Shards, t)
+	s.out.Inflight = srv.mem.inflight
 	return s
 }
 
@@ -113,7 +115,7 @@ var errClose = errors.New("close connection")
 // onData handles every complete frame in in (decoded by s.dec). It
 // returns whether the connection must be closed.
 func (s *session) onData(in inbound) (closeConn bool) {
-	maxFrame := uint32(s.e.cfg.MaxFrameBytes)
+	maxFrame := uint32(s.srv.cfg.MaxFrameBytes)
 	for !s.closed && !s.parked {
 		step, f, b, err := s.dec.next(in, maxFrame, s.handshaken)
 		switch step {
@@ -126,8 +128,8 @@ func (s *session) onData(in inbound) (closeConn bool) {
 			}
 			return true
 		case publishStarts:
-			if s.e.mem.inflight.Load() > s.e.mem.pauseAt {
-				s.e.mem.pause(s)
+			if s.srv.mem.inflight.Load() > s.srv.mem.pauseAt {
+				s.srv.mem.pause(s)
 				return false
 			}
 			s.dec.startPublish(f.Header)
@@ -254,7 +256,7 @@ func (s *session) hello(f wire.Frame) error {
 	if h.AuthMechanism != "" {
 		err := wire.Errorf(wire.CodeAuthFailed, "authentication is not enabled on this broker")
 		s.sendErr(f.Corr, err)
-		s.e.emit(Event{Kind: EventAuth, Partition: -1, Actor: s.by.actor, Remote: s.by.remote,
+		s.srv.emit(telemetry.Event{Kind: telemetry.EventAuth, Partition: -1, Actor: s.by.Actor, Remote: s.by.Remote,
 			Action: "hello " + h.AuthMechanism, Target: "broker", Err: err})
 		s.refused(err)
 		return errClose
@@ -262,9 +264,9 @@ func (s *session) hello(f wire.Frame) error {
 	s.handshaken, s.version = true, v
 	s.t.handshaken()
 	s.info.name.Store(&h.ClientName)
-	s.e.log.Debug("client connected", "remote", s.t.remoteAddr(), "name", h.ClientName, "version", v)
-	ok := wire.HelloOK{Version: v, MaxFrameBytes: uint32(s.e.cfg.MaxFrameBytes),
-		MaxMessageBytes: uint32(s.e.cfg.MaxMessageBytes), ServerName: "ratatoskr"}
+	s.srv.log.Debug("client connected", "remote", s.t.remoteAddr(), "name", h.ClientName, "version", v)
+	ok := wire.HelloOK{Version: v, MaxFrameBytes: uint32(s.srv.cfg.MaxFrameBytes),
+		MaxMessageBytes: uint32(s.srv.cfg.MaxMessageBytes), ServerName: "ratatoskr"}
 	s.sendFrame(wire.TypeHelloOK, f.Corr, ok.Append(s.scratch[:0]))
 	return nil
 }
@@ -279,7 +281,7 @@ func (s *session) publish(b *storage.Buf) error {
 		err = s.checkPublish(v)
 	}
 	if err == nil {
-		t := s.e.topics.get(v.Topic)
+		t := s.srv.topics.Get(v.Topic)
 		if t == nil {
 			return s.publishNew(h.Corr, b, v)
 		}
@@ -294,17 +296,17 @@ func (s *session) publish(b *storage.Buf) error {
 // checkPublish checks what a publish can be refused for before its topic
 // is looked up, so that a refused publish never auto-creates one.
 func (s *session) checkPublish(v wire.BatchView) error {
-	if s.e.draining.Load() {
-		return errShuttingDown
+	if s.srv.draining.Load() {
+		return ErrShuttingDown
 	}
-	_, err := wire.CheckBatch(v.Batch, s.e.cfg.MaxMessageBytes)
+	_, err := wire.CheckBatch(v.Batch, s.srv.cfg.MaxMessageBytes)
 	return err
 }
 
 // publishNew publishes to a topic that does not exist yet: once it has
 // been auto-created off the loop, or refused.
 func (s *session) publishNew(corr uint32, b *storage.Buf, v wire.BatchView) error {
-	return s.withTopic(v.Topic, func(t *Topic, err error) error {
+	return s.withTopic(v.Topic, func(t *topic.Topic, err error) error {
 		if err == nil {
 			err = s.routePublish(corr, b, v, t)
 		}
@@ -324,11 +326,11 @@ func (s *session) publishFailed(corr uint32, b *storage.Buf, err error) error {
 	return s.refuse(corr, err)
 }
 
-func (s *session) routePublish(corr uint32, b *storage.Buf, v wire.BatchView, t *Topic) error {
-	if s.e.draining.Load() {
-		return errShuttingDown
+func (s *session) routePublish(corr uint32, b *storage.Buf, v wire.BatchView, t *topic.Topic) error {
+	if s.srv.draining.Load() {
+		return ErrShuttingDown
 	}
-	p, err := t.pickPartition(v.Partition)
+	p, err := t.PickPartition(v.Partition)
 	if err != nil {
 		return err
 	}
@@ -337,15 +339,13 @@ func (s *session) routePublish(corr uint32, b *storage.Buf, v wire.BatchView, t 
 	binary.BigEndian.PutUint32(b.B[batchOff-4:], uint32(p.ID))
 	s.used(p.Shard)
 	n := int64(len(b.B) - batchOff)
-	s.e.mem.inflight.Add(n) // until the shard answers it
+	s.srv.mem.inflight.Add(n) // until the shard answers it
 	if err := p.Publish(s.out, corr, b, batchOff); err != nil {
-		s.e.mem.inflight.Done(n)
-		return errShuttingDown
+		s.srv.mem.inflight.Done(n)
+		return ErrShuttingDown
 	}
 	return nil
 }
-
-var errShuttingDown = wire.Errorf(wire.CodeShuttingDown, "the broker is shutting down")
 
 func (s *session) createTopic(f wire.Frame) error {
 	req, err := wire.DecodeCreateTopic(f.Body)
@@ -354,7 +354,7 @@ func (s *session) createTopic(f wire.Frame) error {
 	}
 	corr, by := f.Corr, s.by
 	s.offLoop(func() func() error {
-		_, err := s.e.createTopicBy(by, req.Name, req.Partitions, req.Config, false)
+		_, err := s.srv.b.CreateTopic(by, req.Name, req.Partitions, req.Config, false)
 		return func() error { s.reply(corr, err); return nil }
 	})
 	return nil
@@ -367,7 +367,7 @@ func (s *session) deleteTopic(f wire.Frame) error {
 	}
 	corr, by, n := f.Corr, s.by, string(name)
 	s.offLoop(func() func() error {
-		err := s.e.deleteTopicBy(by, n)
+		err := s.srv.b.DeleteTopic(by, n)
 		return func() error { s.reply(corr, err); return nil }
 	})
 	return nil
@@ -385,7 +385,7 @@ func (s *session) alterTopic(f wire.Frame) error {
 	}
 	corr, by := f.Corr, s.by
 	s.offLoop(func() func() error {
-		t, err := s.e.updateTopicBy(by, req.Name, req.Config)
+		t, err := s.srv.b.UpdateTopic(by, req.Name, req.Config)
 		return func() error {
 			if err != nil {
 				return s.refuse(corr, err)
@@ -398,8 +398,8 @@ func (s *session) alterTopic(f wire.Frame) error {
 }
 
 // sendTopicInfo answers with t's description.
-func (s *session) sendTopicInfo(corr uint32, t *Topic) {
-	info := describe(t)
+func (s *session) sendTopicInfo(corr uint32, t *topic.Topic) {
+	info := topic.Describe(t)
 	s.sendFrame(wire.TypeTopicInfo, corr, info.Append(s.scratch[:0], s.version))
 }
 
@@ -407,7 +407,7 @@ func (s *session) listTopics(f wire.Frame) error {
 	if len(f.Body) != 0 {
 		return s.malformed(f.Corr, wire.Errorf(wire.CodeMalformed, "ListTopics has no body"))
 	}
-	topics := s.e.topics.list()
+	topics := s.srv.topics.List()
 	sums := make([]wire.TopicSummary, len(topics))
 	for i, t := range topics {
 		sums[i] = wire.TopicSummary{Name: t.Name, Partitions: uint32(len(t.Parts))}
@@ -422,7 +422,7 @@ func (s *session) describeTopic(f wire.Frame) error {
 		return s.malformed(f.Corr, err)
 	}
 	corr := f.Corr
-	answer := func(t *Topic, err error) error {
+	answer := func(t *topic.Topic, err error) error {
 		if err != nil {
 			return s.refuse(corr, err)
 		}
@@ -432,24 +432,11 @@ func (s *session) describeTopic(f wire.Frame) error {
 	if f.Flags&wire.FlagAutoCreate != 0 {
 		return s.withTopic(name, answer)
 	}
-	t := s.e.topics.get(name)
+	t := s.srv.topics.Get(name)
 	if t == nil {
 		return answer(nil, wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(string(name))))
 	}
 	return answer(t, nil)
-}
-
-// describe is t's TopicInfo; the session encodes it for its version.
-func describe(t *Topic) wire.TopicInfo {
-	info := wire.TopicInfo{Name: t.Name, Config: t.Config().KVs(), Partitions: make([]wire.PartitionInfo, len(t.Parts))}
-	for i, p := range t.Parts {
-		st := p.Log.Stats()
-		state, why := partitionState(&st)
-		info.Partitions[i] = wire.PartitionInfo{ID: uint32(i), StartOffset: st.Start, EndOffset: st.End,
-			Subscribers: uint32(p.Subscribers()), Bytes: st.Bytes, Segments: uint32(st.Segments),
-			Corrupt: uint32(len(st.Corrupt)), State: state, Reason: why}
-	}
-	return info
 }
 
 func (s *session) subscribe(f wire.Frame) error {
@@ -458,7 +445,7 @@ func (s *session) subscribe(f wire.Frame) error {
 		return s.malformed(f.Corr, err)
 	}
 	corr := f.Corr
-	return s.withTopic(name, func(t *Topic, err error) error {
+	return s.withTopic(name, func(t *topic.Topic, err error) error {
 		if err == nil {
 			err = s.checkNewSubscription(t, part)
 		}
@@ -470,10 +457,10 @@ func (s *session) subscribe(f wire.Frame) error {
 }
 
 // subscribeTo subscribes to part of t (or every partition) from start.
-func (s *session) subscribeTo(corr uint32, t *Topic, part int32, start wire.Start) error {
+func (s *session) subscribeTo(corr uint32, t *topic.Topic, part int32, start wire.Start) error {
 	// Every partition means every partition that is not offline: those
 	// hold nothing and take nothing until a restart.
-	sub := &subscription{topic: t, parts: t.online, cancel: new(atomic.Bool)}
+	sub := &subscription{topic: t, parts: t.Online, cancel: new(atomic.Bool)}
 	if part != wire.PartitionAny {
 		sub.parts = t.Parts[part : part+1]
 	}
@@ -492,14 +479,14 @@ func (s *session) subscribeTo(corr uint32, t *Topic, part int32, start wire.Star
 		} else {
 			body := ok.Append(nil)
 			out.SendCopy(append(wire.AppendHeader(nil, wire.TypeSubscribeOK, 0, corr, len(body)), body...))
-			s.emitSub(EventSubscriberJoined, t, part, "subscribe", nil)
+			s.emitSub(telemetry.EventSubscriberJoined, t, part, "subscribe", nil)
 		}
 		out.Kick()
 	})
 	for _, p := range sub.parts {
 		s.used(p.Shard)
 		if err := p.Subscribe(out, j); err != nil {
-			return s.refuse(corr, errShuttingDown)
+			return s.refuse(corr, ErrShuttingDown)
 		}
 	}
 	return nil
@@ -509,21 +496,21 @@ func (s *session) subscribeTo(corr uint32, t *Topic, part int32, start wire.Star
 // from start and then follows the live tail. It answers with the offset
 // each partition starts at; records below it in the first delivered batch
 // are for the client to skip.
-func (s *session) subscribeFrom(corr uint32, t *Topic, part int32, sub *subscription, start wire.Start) error {
+func (s *session) subscribeFrom(corr uint32, t *topic.Topic, part int32, sub *subscription, start wire.Start) error {
 	ok := wire.SubscribeOK{Partitions: uint32(len(t.Parts))}
 	for _, p := range sub.parts {
 		off, err := resolveStart(p, start)
 		if err != nil {
-			t.subscriptions.Add(-1)
+			t.Subscriptions.Add(-1)
 			return s.refuse(corr, err)
 		}
 		ok.Starts = append(ok.Starts, wire.PartitionStart{Partition: p.ID, Offset: off})
 	}
 	s.addSub(subKey{t, part}, sub)
 	s.sendFrame(wire.TypeSubscribeOK, corr, ok.Append(s.scratch[:0]))
-	s.emitSub(EventSubscriberJoined, t, part, "subscribe", nil)
+	s.emitSub(telemetry.EventSubscriberJoined, t, part, "subscribe", nil)
 	for i, p := range sub.parts {
-		s.e.startReplay(s.out, p, ok.Starts[i].Offset, sub.cancel)
+		s.srv.startReplay(s.out, p, ok.Starts[i].Offset, sub.cancel)
 	}
 	return nil
 }
@@ -534,15 +521,15 @@ func (s *session) fetch(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	t := s.e.topics.get([]byte(req.Topic))
+	t := s.srv.topics.Get([]byte(req.Topic))
 	if t == nil {
 		return s.refuse(f.Corr, wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(req.Topic)))
 	}
-	p, err := t.partition(req.Partition)
+	p, err := t.Partition(req.Partition)
 	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	if err := s.e.startFetch(&s.fetches, s.out, f.Corr, p, req); err != nil {
+	if err := s.srv.startFetch(&s.fetches, s.out, f.Corr, p, req); err != nil {
 		return s.refuse(f.Corr, err)
 	}
 	return nil
@@ -551,17 +538,17 @@ func (s *session) fetch(f wire.Frame) error {
 // checkNewSubscription enforces one subscription per partition per
 // connection and the topic's subscriber limit, which it then counts
 // against. An offline partition cannot be subscribed to.
-func (s *session) checkNewSubscription(t *Topic, part int32) error {
+func (s *session) checkNewSubscription(t *topic.Topic, part int32) error {
 	if part != wire.PartitionAny {
-		p, err := t.pickPartition(part)
+		p, err := t.PickPartition(part)
 		if err == nil {
-			err = checkOnline(p)
+			err = topic.CheckOnline(p)
 		}
 		if err != nil {
 			return err
 		}
-	} else if len(t.online) == 0 {
-		return t.allOffline()
+	} else if len(t.Online) == 0 {
+		return t.AllOffline()
 	}
 	for k := range s.subs {
 		if k.topic == t && (k.partition == part || k.partition == wire.PartitionAny || part == wire.PartitionAny) {
@@ -573,8 +560,8 @@ func (s *session) checkNewSubscription(t *Topic, part int32) error {
 			return wire.Errorf(wire.CodeAlreadySubscribed, "this connection consumes "+t.Name+" as a member of group "+m.Group())
 		}
 	}
-	if maxSubs := t.Config().MaxSubscribers; int(t.subscriptions.Add(1)) > maxSubs {
-		t.subscriptions.Add(-1)
+	if maxSubs := t.Config().MaxSubscribers; int(t.Subscriptions.Add(1)) > maxSubs {
+		t.Subscriptions.Add(-1)
 		return wire.Errorf(wire.CodeTooManySubscribers,
 			"topic "+t.Name+" has its maximum of "+strconv.Itoa(maxSubs)+" subscribers")
 	}
@@ -588,7 +575,7 @@ func (s *session) unsubscribe(f wire.Frame) error {
 	}
 	// Prefer the live topic of that name; a subscription to a deleted
 	// incarnation of it is removed only when no live one matches.
-	key := subKey{s.e.topics.get(name), part}
+	key := subKey{s.srv.topics.Get(name), part}
 	sub := s.subs[key]
 	if sub == nil {
 		for k, v := range s.subs {
@@ -603,8 +590,8 @@ func (s *session) unsubscribe(f wire.Frame) error {
 	}
 	s.dropSub(key, sub)
 	sub.cancel.Store(true)
-	sub.topic.subscriptions.Add(-1)
-	s.emitSub(EventSubscriberLeft, sub.topic, key.partition, "unsubscribe", nil)
+	sub.topic.Subscriptions.Add(-1)
+	s.emitSub(telemetry.EventSubscriberLeft, sub.topic, key.partition, "unsubscribe", nil)
 	corr, out := f.Corr, s.out
 	j := shard.NewJoin(len(sub.parts), func(error) {
 		out.SendCopy(wire.AppendHeader(nil, wire.TypeOK, 0, corr, 0))
@@ -613,7 +600,7 @@ func (s *session) unsubscribe(f wire.Frame) error {
 	for _, p := range sub.parts {
 		s.used(p.Shard)
 		if err := p.Unsubscribe(out, j); err != nil {
-			return s.refuse(f.Corr, errShuttingDown)
+			return s.refuse(f.Corr, ErrShuttingDown)
 		}
 	}
 	return nil
@@ -642,7 +629,7 @@ func (s *session) sendErr(corr uint32, err error) {
 		return
 	}
 	sendErrTo(s.out, corr, err)
-	s.e.countError(wire.CodeOf(err))
+	s.srv.countError(wire.CodeOf(err))
 }
 
 func sendErrTo(out *outbox.Outbox, corr uint32, err error) {
@@ -706,8 +693,8 @@ func (s *session) resume(ds []outbox.Detachment) {
 		p, _ := d.P.(*shard.Partition) // the shard names its partitions so
 		for _, sub := range s.subs {
 			if !sub.cancel.Load() && slices.Contains(sub.parts, p) {
-				s.e.resumed.Add(1)
-				s.e.startReplay(s.out, p, d.From, sub.cancel)
+				s.srv.resumed.Add(1)
+				s.srv.startReplay(s.out, p, d.From, sub.cancel)
 				break
 			}
 		}
@@ -761,13 +748,13 @@ func (s *session) writeMerged(iov [][]byte) error {
 // limit, after telling it why (best effort: its socket is full).
 func (s *session) slowConsumer() {
 	s.closing = true
-	s.e.slowConsumers.Add(1)
+	s.srv.slowConsumers.Add(1)
 	why := s.out.SlowReason()
-	s.e.outbound.cuts[why].Add(1)
-	reason := s.e.cfg.slowReason(why)
-	s.e.log.Warn("slow consumer disconnected", "remote", s.t.remoteAddr(), "reason", reason)
+	s.srv.outbound.cuts[why].Add(1)
+	reason := s.srv.cfg.slowReason(why)
+	s.srv.log.Warn("slow consumer disconnected", "remote", s.t.remoteAddr(), "reason", reason)
 	for k := range s.subs {
-		s.emitSub(EventSubscriberFailed, k.topic, k.partition, "slow-consumer", errors.New(reason))
+		s.emitSub(telemetry.EventSubscriberFailed, k.topic, k.partition, "slow-consumer", errors.New(reason))
 	}
 	body := wire.AppendError(nil, wire.CodeSlowConsumer, reason)
 	_ = s.t.writev([][]byte{append(wire.AppendHeader(nil, wire.TypeError, 0, 0, len(body)), body...)})
@@ -777,21 +764,21 @@ func (s *session) slowConsumer() {
 // emitSub emits a subscriber event about this session's subscription to
 // part of t. It may run on a shard goroutine: it reads only what never
 // changes.
-func (s *session) emitSub(kind EventKind, t *Topic, part int32, action string, err error) {
-	if !s.e.observed() {
+func (s *session) emitSub(kind telemetry.EventKind, t *topic.Topic, part int32, action string, err error) {
+	if !s.srv.observed() {
 		return
 	}
 	p := -1
 	if part != wire.PartitionAny {
 		p = int(part)
 	}
-	s.e.emit(Event{Kind: kind, Topic: t.Name, Partition: p, Actor: s.by.actor, Remote: s.by.remote,
+	s.srv.emit(telemetry.Event{Kind: kind, Topic: t.Name, Partition: p, Actor: s.by.Actor, Remote: s.by.Remote,
 		Action: action, Target: "topic/" + t.Name, Err: err})
 }
 
 // refused reports a connection turned away at its handshake.
 func (s *session) refused(err error) {
-	s.e.emit(Event{Kind: EventConnRefused, Partition: -1, Actor: s.by.actor, Remote: s.by.remote,
+	s.srv.emit(telemetry.Event{Kind: telemetry.EventConnRefused, Partition: -1, Actor: s.by.Actor, Remote: s.by.Remote,
 		Action: "handshake", Err: err})
 }
 
@@ -806,22 +793,22 @@ func (s *session) onClose() {
 	s.out.Close()
 	s.fetches.close()
 	s.dec.release()
-	s.e.mem.unpause(s)
+	s.srv.mem.unpause(s)
 	s.noteInbound(0)
-	s.e.mem.closedForCut(s)
+	s.srv.mem.closedForCut(s)
 	for k, sub := range s.subs {
 		sub.cancel.Store(true)
-		sub.topic.subscriptions.Add(-1)
+		sub.topic.Subscriptions.Add(-1)
 		for _, p := range sub.parts {
 			p.Forget(s.out)
 		}
 		s.dropSub(k, sub)
 		if !s.closing { // a slow consumer's subscriptions were reported failed
-			s.emitSub(EventSubscriberLeft, k.topic, k.partition, "disconnect", nil)
+			s.emitSub(telemetry.EventSubscriberLeft, k.topic, k.partition, "disconnect", nil)
 		}
 	}
 	for name, m := range s.members {
-		s.e.groups.Leave(m)
+		s.srv.groups.Leave(m)
 		delete(s.members, name)
 	}
 	// A request parked off the loop gets its answer run here, unless its
@@ -829,4 +816,20 @@ func (s *session) onClose() {
 	s.runPending()
 	s.closedDone.Store(true)
 	s.runPending()
+}
+
+// sessionInfo is what the admin API reads of a session from other
+// goroutines: set on the session's event loop, read with atomics.
+type sessionInfo struct {
+	since  time.Time // immutable
+	name   atomic.Pointer[string]
+	subs   atomic.Int32
+	groups atomic.Int32
+}
+
+// noteCounts publishes the session's subscription and membership counts;
+// its event loop calls it after each read.
+func (s *session) noteCounts() {
+	s.info.subs.Store(int32(len(s.subs)))
+	s.info.groups.Store(int32(len(s.members)))
 }
