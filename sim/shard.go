@@ -74,8 +74,8 @@ type shardActor struct {
 	syncs []shard.SyncRequest // asked for by Ready, not yet carried out
 	// failed is what went wrong in a callback, seen by the pass.
 	failed error
-	corr     uint32              // the last correlation id given out
-	sent     map[uint32]*sentPub // publishes not yet answered
+	corr   uint32              // the last correlation id given out
+	sent   map[uint32]*sentPub // publishes not yet answered
 }
 
 // shardPart is one partition with its model. Deleting its topic and
