@@ -7,8 +7,8 @@
 //
 // It sits below both of its users: shards queue deliveries into outboxes
 // (package shard) and their drivers encode acks into them (shard/driver);
-// the network side drains them (engine). Neither imports the other
-// through it. Its clock (Clock) is the one shard drivers hand their
-// shards, since the shards compare their time with the stall times
-// outboxes record.
+// the network side drains them (server). It imports neither: the shards
+// are driven by the network side, so an Outbox there would be a cycle.
+// Its clock (Clock) is the one shard drivers hand their shards, since the
+// shards compare their time with the stall times outboxes record.
 package outbox

@@ -10,12 +10,12 @@ import (
 const cacheLine = 128
 
 // Inflight counts the bytes of inbound frames the broker holds and has not
-// finished with, across every connection: the engine adds what sits in
+// finished with, across every connection: the server adds what sits in
 // its read buffers and half-read frames, and the bytes of each publish it
 // hands to a shard; the shard takes a publish's bytes off when it answers
-// it (ack or error). The engine bounds the total (--max-inflight-bytes):
+// it (ack or error). The server bounds the total (--max-inflight-bytes):
 // past a share of its bound connections stop taking publishes, and Wake
-// tells it when the total has fallen back (see engine/inflight.go).
+// tells it when the total has fallen back (see server/inflight.go).
 type Inflight struct {
 	bytes atomic.Int64 // written by every loop and shard, once per batch
 	_     [cacheLine]byte

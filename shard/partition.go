@@ -43,7 +43,7 @@ func (p SyncPolicy) String() string {
 	return "never"
 }
 
-// Partition is one partition of a topic. The engine holds pointers to route
+// Partition is one partition of a topic. The server holds pointers to route
 // operations; only the holder of the owning shard's run token reads or
 // writes the fields marked "shard-owned". The atomic fields are published
 // for readers anywhere.
@@ -205,7 +205,7 @@ func (j *Join) report(err *wire.Error) {
 // driver's goroutine (Shard.Wake).
 
 // Publish hands a publish to the partition's shard. buf holds a whole
-// Deliver frame (the engine rewrote the Publish header) whose batch starts
+// Deliver frame (the server rewrote the Publish header) whose batch starts
 // at batchOff and has been checked; the shard takes over the caller's
 // reference. The shard stamps the offsets, appends to the log, and acks on
 // out with corr and fans the frame out to every subscriber once the

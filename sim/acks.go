@@ -9,7 +9,7 @@ import (
 )
 
 // The acks actor is one message-mode group partition as engine's feed
-// (engine/groupfeed.go, engine/dlq.go) drives group/ackstate.State: a
+// (group/coord/feed.go, group/coord/dlq.go) drives group/ackstate.State: a
 // partition that grows and loses its head to retention, first deliveries
 // gated by max-unacked and the window, a consumer that acks, nacks or
 // drops what it gets, expiries and retries on the simulated clock,

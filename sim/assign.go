@@ -9,7 +9,7 @@ import (
 )
 
 // The assign actor is a consumer group's membership as the coordinator
-// (engine/groups.go) runs it, around group/assign.Sticky: members join,
+// (group/coord/coord.go) runs it, around group/assign.Sticky: members join,
 // leave, heartbeat and time out on the simulated clock; every change is
 // a generation. A partition moves from a live member in two steps: the
 // old owner holds it (its feed runs, it may commit) until it confirms the
