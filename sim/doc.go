@@ -50,8 +50,9 @@
 //     only removes from the start (a crash may undo a removal not yet
 //     synced in the directory, never go past it); after a failed fsync,
 //     or a failed write that could not be cut off, the log accepts no
-//     write and no Sync succeeds until it is reopened; a write fails only
-//     when a fault was injected; recovery finds no corruption (the
+//     write and no Sync succeeds until it is reopened, and all a reopened
+//     log holds survives every crash (opening synced it); a write fails
+//     only when a fault was injected; recovery finds no corruption (the
 //     simulator corrupts nothing), except a hole above everything acked
 //     after a crash, which a torn write across a segment roll leaves;
 //     bounds match the model; the open

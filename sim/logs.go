@@ -323,10 +323,13 @@ func (p *partSim) restart(w *World, files *storage.FileCache) error {
 	if err := p.recovered(w, "reopen"); err != nil {
 		return err
 	}
-	// Opening syncs the directory: retention's removals are durable now,
-	// though a failed log's unsynced batches are not.
-	start, _ := p.log.Bounds()
-	p.m.dirSynced(start)
+	// Opening syncs the directory and, after an unclean shutdown (a failed
+	// log closes without syncing), every segment: retention's removals and
+	// everything the log recovered are durable now, a failed log's
+	// unsynced batches included. The shard gives out offsets from the
+	// reopened log's end on that promise (shard.NewPartition).
+	start, end := p.log.Bounds()
+	p.m.synced(end, start)
 	return nil
 }
 

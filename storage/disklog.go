@@ -168,8 +168,10 @@ type Recovery struct {
 // OpenDiskLog opens (creating if needed) and recovers a partition's log.
 // After a clean shutdown it trusts every segment's index; otherwise it
 // scans the last segment (and any segment whose index does not match it),
-// verifies CRCs, cuts a torn tail at the last whole batch, and reports
-// corruption in the middle of a log without removing it.
+// verifies CRCs, cuts a torn tail at the last whole batch, reports
+// corruption in the middle of a log without removing it, and fsyncs every
+// segment, so that all it recovered is durable (see recoverSegment); it
+// fails if an fsync does.
 func OpenDiskLog(cfg DiskConfig) (*DiskLog, Recovery, error) {
 	cfg.fill()
 	var rec Recovery
@@ -261,17 +263,44 @@ func (l *DiskLog) openSegments(rec *Recovery) ([]*segment, error) {
 	return segs, nil
 }
 
-// recoverSegment trusts the segment's index when it matches (and the
-// segment is not the last one of an unclean shutdown), else scans it.
+// recoverSegment finds where the segment ends (see recoverExtent) and,
+// after an unclean shutdown or when it cut the segment, fsyncs it.
+//
+// The fsync is what lets the log present everything it recovered as
+// durable (the shard gives out offsets from the log's end; a Sync reports
+// it). An unclean shutdown may have left the segment's pages unwritten:
+// the log failed when an fsync failed and closed without syncing, or the
+// process died between a write and its fsync, while the kernel's page
+// cache (or MemFS) still holds what was written. The reopened log does
+// not know the segment is dirty, so no later Sync would cover it, and a
+// crash would cut or hole data already reported durable (the simulator,
+// sim/, found it). After a clean shutdown, Close synced everything.
 func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
 	f, _, err := s.files.acquire(false)
 	if err != nil {
 		return err
 	}
 	defer s.files.release()
-	st, err := f.Stat()
+	cut, err := l.recoverExtent(s, f, last, rec)
 	if err != nil {
 		return err
+	}
+	if !rec.Clean || cut {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("fsync after an unclean shutdown: %w", err)
+		}
+	}
+	return nil
+}
+
+// recoverExtent finds where the segment ends: it trusts the segment's
+// index when it matches (and the segment is not the last one of an
+// unclean shutdown), else scans it and cuts a torn tail; it reports
+// whether it cut the file.
+func (l *DiskLog) recoverExtent(s *segment, f vfs.File, last bool, rec *Recovery) (bool, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return false, err
 	}
 	tighten(l.cfg.FS, s.path, st.Mode(), l.cfg.Logger)
 	grow := 0 // a sealed segment's index never grows
@@ -283,7 +312,7 @@ func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
 			next, err := s.lastBatchEnd(f)
 			if err == nil {
 				s.next.Store(next)
-				return nil
+				return false, nil
 			}
 		}
 	}
@@ -292,12 +321,13 @@ func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
 	cut, corrupt, err := scanSegment(s, f, st.Size(), l.cfg.IndexInterval)
 	rec.Corrupt = append(rec.Corrupt, corrupt...)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if cut < st.Size() {
+	truncated := cut < st.Size()
+	if truncated {
 		zeros, err := allZero(f, cut, st.Size())
 		if err != nil {
-			return err
+			return false, err
 		}
 		if zeros {
 			rec.Padding += st.Size() - cut
@@ -307,10 +337,7 @@ func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
 			l.cfg.Logger.Warn("storage: cut torn tail", "segment", s.path, "at", cut, "bytes", st.Size()-cut)
 		}
 		if err := f.Truncate(cut); err != nil {
-			return err
-		}
-		if err := f.Sync(); err != nil {
-			return err
+			return false, err
 		}
 	}
 	for _, r := range corrupt {
@@ -322,7 +349,7 @@ func (l *DiskLog) recoverSegment(s *segment, last bool, rec *Recovery) error {
 			l.cfg.Logger.Warn("storage: cannot write a rebuilt index", "segment", s.path, "err", err)
 		}
 	}
-	return nil
+	return truncated, nil
 }
 
 // scanIndexEntries sizes the index a scan rebuilds for a segment of size
