@@ -87,7 +87,7 @@ type Actor interface {
 type NewActor func(w *World) (Actor, error)
 
 // Actors are the components the simulator drives by default.
-var Actors = []NewActor{newLogsActor, newAssignActor, newAcksActor, newOffsetsActor, newShardActor}
+var Actors = []NewActor{newLogsActor, newAssignActor, newAcksActor, newOffsetsActor, newShardActor, newCoordActor}
 
 // Config is one run of the simulator.
 type Config struct {
