@@ -237,14 +237,17 @@ func (a *coordActor) drain(w *World, g *coordGroup, x *coordMember) error {
 	for len(data) > 0 {
 		f, n, err := wire.ReadFrame(data, uint32(len(data)))
 		if err != nil || n <= 0 {
-			return fmt.Errorf("%s %s: a frame that does not decode: %v", g.name, x.id, err)
+			return fmt.Errorf("%s %s: a frame that does not decode (%d bytes): %w", g.name, x.id, n, err)
 		}
 		data = data[n:]
 		switch f.Type {
 		case wire.TypeJoinResult:
 			res, err := wire.DecodeJoinResult(f.Body)
-			if err != nil || res.Member != x.m.ID() || int64(res.SessionTimeoutMs)*int64(time.Millisecond) != coordSession {
-				return fmt.Errorf("%s %s: JoinResult %+v %v", g.name, x.m.ID(), res, err)
+			if err != nil {
+				return fmt.Errorf("%s %s: JoinResult: %w", g.name, x.id, err)
+			}
+			if res.Member != x.m.ID() || int64(res.SessionTimeoutMs)*int64(time.Millisecond) != coordSession {
+				return fmt.Errorf("%s %s: JoinResult %+v", g.name, x.m.ID(), res)
 			}
 		case wire.TypeAssignment:
 			as, err := wire.DecodeAssignment(f.Body)
@@ -494,14 +497,15 @@ func (a *coordActor) commit(w *World, g *coordGroup, x *coordMember) error {
 		return err
 	}
 	w.Tracef("coord %s commit %s gen=%d %v: %v", g.name, x.id, gen, offs, got)
-	switch {
-	case !answered:
+	if !answered {
 		return fmt.Errorf("%s: a commit not answered after the store's write", x.id)
-	case ok != (got == nil):
-		return fmt.Errorf("%s (sent gen %d, holds %v): commit gen %d %v answered %v; the model expected it taken: %v",
-			x.id, x.gen, x.held, gen, offs, got, ok)
-	case got != nil:
-		return nil
+	}
+	if ok != (got == nil) {
+		return fmt.Errorf("%s (sent gen %d, holds %v): commit gen %d %v answered %s; the model expected it taken: %v",
+			x.id, x.gen, x.held, gen, offs, fmt.Sprint(got), ok)
+	}
+	if !ok {
+		return nil // refused, as expected
 	}
 	for _, po := range offs {
 		if prev, ok := g.offs[po.Partition]; ok && po.Offset < prev {
@@ -616,12 +620,13 @@ func (a *coordActor) check(g *coordGroup) error {
 	// A group without members or offsets is kept until its feeds have
 	// ended, and forgotten by the Tick after that.
 	exists := len(g.members) > 0 || len(g.offs) > 0 || !a.feedsEnded(g)
-	if (err == nil) != exists && !(err == nil && g.needTick) {
-		return fmt.Errorf("%s: Describe says %v; the model has %d members, offsets %v, feeds ended %v",
-			g.name, err, len(g.members), g.offs, a.feedsEnded(g))
+	found := err == nil
+	if found != exists && (!found || !g.needTick) {
+		return fmt.Errorf("%s: Describe found it %v (%s); the model has %d members, offsets %v, feeds ended %v",
+			g.name, found, fmt.Sprint(err), len(g.members), g.offs, a.feedsEnded(g))
 	}
-	if err != nil {
-		return nil
+	if !found {
+		return nil // it is gone, as expected
 	}
 	ids := make([]string, 0, len(g.members))
 	byID := map[string]*coordMember{}
@@ -685,7 +690,7 @@ func (a *coordActor) checkSettled(g *coordGroup, count map[string]int) error {
 // answered once written), and no members; the members that were not
 // silent join again with their ids.
 func (a *coordActor) Crash(w *World) error {
-	var back [][]string
+	back := make([][]string, 0, len(a.groups))
 	for _, g := range a.groups {
 		var ids []string
 		for _, x := range g.members {

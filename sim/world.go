@@ -34,7 +34,7 @@ type World struct {
 	// the trace says what happened.
 	Log *slog.Logger
 	// Caches are the actors' file caches, by actor name: the files open on
-	// Mem are theirs (and the offsets store's one), which the logs actor
+	// Mem are theirs (and the two offsets stores' logs), which the logs actor
 	// checks.
 	Caches map[string]*storage.FileCache
 
