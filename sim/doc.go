@@ -34,6 +34,18 @@
 //     Ready asks for carried out later, in any order across partitions,
 //     now and then failing, and subscribers' writers draining when they
 //     get to it (see shard.go).
+//   - coord: group/coord.Coordinator itself, in offset mode, built with
+//     Config.Driven, IDPrefix and NewFeed so that it starts no goroutine,
+//     on a fake broker (partitions on memory logs, no shard) with fake
+//     feeds that end when the seed says: the timer pass (Tick) at the
+//     start of each of its steps, then members of two groups join, leave,
+//     reconnect with their id, go silent and time out, read their
+//     Assignments when they get to it (lazy ones seldom, so revocations
+//     are forced), heartbeat the generation they read or an older one,
+//     commit (Store.Flush after every call runs the callbacks), feeds
+//     end, retention passes (ExpireIdle), the topic is deleted and
+//     created again, and a crash rebuilds the coordinator from w.Mem and
+//     the members rejoin (see coord.go).
 //
 // [Run] is the scheduler. Each step it advances the clock (up to 1 ms,
 // now and then up to 200 ms), then either crashes the machine, which
@@ -76,6 +88,20 @@
 //     back) and never in a state it was not given; after a clean restart,
 //     exactly as at its last change; the log stays within its compaction
 //     bound.
+//   - coord, from the Assignments drained from each member's outbox and
+//     from Describe: a partition is never given while another member holds
+//     it (from its Assignment until it confirms one without it, leaves,
+//     times out, or its revocation is forced after its session timeout),
+//     and starts at the committed offset; each partition's owner is the
+//     member whose last Assignment has it, and a member that left or timed
+//     out owns nothing and is no member; no partition has two feeds that
+//     have not ended; a commit is taken exactly when the member holds each
+//     partition in a generation at or after the one that gave it, and
+//     committed offsets never go back; after a crash each group has
+//     exactly its last committed offsets (every commit was answered once
+//     written); a group with members has every partition owned and
+//     balanced once no revocation, stopping feed or retry is pending; a
+//     group is removed by retention once idle for it, and not before.
 //
 // # Replaying
 //

@@ -103,7 +103,7 @@ func (a *logsActor) checkFiles(w *World) error {
 			others += c.Stats().Open
 		}
 	}
-	if open := w.Mem.OpenFiles(); open > st.Open+others+offsetsFilesOpen {
+	if open := w.Mem.OpenFiles(); open > st.Open+others+offsetsFilesOpen+coordFilesOpen {
 		return fmt.Errorf("%d files open on the disk, %d of them the file cache's, %d other actors'", open, st.Open, others)
 	}
 	return nil

@@ -23,7 +23,7 @@ var (
 	simTrace    = flag.Bool("sim.trace", false, "print every step of the trace")
 	simDuration = flag.Duration("sim.duration", 0, "run fresh random seeds for this long")
 	simSteps    = flag.Int("sim.steps", 20_000, "steps per seed")
-	simActors   = flag.String("sim.actors", "", "only these actors, comma-separated (logs, assign, acks, offsets, shard)")
+	simActors   = flag.String("sim.actors", "", "only these actors, comma-separated (logs, assign, acks, offsets, shard, coord)")
 )
 
 // actors is the actors -sim.actors names, or nil for all of them.
@@ -32,7 +32,7 @@ func actors(t *testing.T) []NewActor {
 		return nil
 	}
 	byName := map[string]NewActor{"logs": newLogsActor, "assign": newAssignActor, "acks": newAcksActor,
-		"offsets": newOffsetsActor, "shard": newShardActor}
+		"offsets": newOffsetsActor, "shard": newShardActor, "coord": newCoordActor}
 	var out []NewActor
 	for _, name := range strings.Split(*simActors, ",") {
 		a, ok := byName[name]

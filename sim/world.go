@@ -34,7 +34,7 @@ type World struct {
 	// the trace says what happened.
 	Log *slog.Logger
 	// Caches are the actors' file caches, by actor name: the files open on
-	// Mem are theirs (and the offsets store's one), which the logs actor
+	// Mem are theirs (and the two offsets stores' logs), which the logs actor
 	// checks.
 	Caches map[string]*storage.FileCache
 
@@ -87,7 +87,7 @@ type Actor interface {
 type NewActor func(w *World) (Actor, error)
 
 // Actors are the components the simulator drives by default.
-var Actors = []NewActor{newLogsActor, newAssignActor, newAcksActor, newOffsetsActor, newShardActor}
+var Actors = []NewActor{newLogsActor, newAssignActor, newAcksActor, newOffsetsActor, newShardActor, newCoordActor}
 
 // Config is one run of the simulator.
 type Config struct {

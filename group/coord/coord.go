@@ -32,6 +32,10 @@
 // Time: session timeouts, ack waits and backoffs read Config.Now, a
 // monotonic clock in nanoseconds, so tests drive them with a logical
 // clock; retention counts in wall-clock time, as the stored activity does.
+// A driver that owns time and goroutines (the simulator) sets
+// Config.Driven, IDPrefix and NewFeed, and runs the timer pass itself with
+// Tick and ExpireIdle: the coordinator then starts no goroutine and reads
+// neither crypto/rand nor any clock but Config.Now and the store's.
 //
 // Lock order: Coordinator.mu, then gpart.mu; Coordinator.mu, then
 // offsets.Store's mu. Acks take only gpart.mu.
@@ -43,6 +47,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,7 +101,44 @@ type Config struct {
 	// Now is the clock of session timeouts, ack waits and backoffs, in
 	// monotonic nanoseconds; nil: the process's monotonic clock.
 	Now func() int64
+
+	// The fields below let a driver that owns time, I/O and goroutines
+	// run the coordinator as a state machine, as the simulator (package
+	// sim) does; the broker leaves them zero.
+
+	// IDPrefix starts the member ids the coordinator makes up ("<prefix>-<n>");
+	// empty: 8 random hex digits, so that ids differ between broker runs.
+	IDPrefix string
+	// NewFeed, if not nil, stands in for the feeds that deliver a
+	// partition to its owner (a replay through the broker in none and
+	// offset mode, a reader goroutine in message mode): it is called when
+	// member m is given partition p, whose deliveries start at offset
+	// start, after m's Assignment is queued, with the coordinator's locks
+	// held, and returns the feed, which the coordinator stops when m loses
+	// p. A partition moves on only once its previous feed has stopped (the
+	// next Tick, or rebalance, sees it). Nil: the real feeds.
+	NewFeed func(m *Member, p *shard.Partition, start int64) Feed
+	// Driven makes the caller the coordinator's only goroutine: Load
+	// starts neither the timer pass (the caller calls Tick, and ExpireIdle
+	// every RetentionPass) nor the offsets store's writer (the caller
+	// writes with Store().Flush, which runs the commits' callbacks).
+	Driven bool
 }
+
+// Feed is a partition's feed as Config.NewFeed makes it.
+type Feed interface {
+	// Stop asks the feed to end; called with the coordinator's locks
+	// held, so it must not call the coordinator.
+	Stop()
+	// Stopped reports whether it has ended and will deliver nothing more.
+	Stopped() bool
+}
+
+// extFeed is a Feed from Config.NewFeed as the coordinator's feed.
+type extFeed struct{ f Feed }
+
+func (e extFeed) stop()         { e.f.Stop() }
+func (e extFeed) stopped() bool { return e.f.Stopped() }
 
 // Origin is who asked for a change, as telemetry events name it: Actor
 // "client", "admin" or "broker", and the remote address when there is one.
@@ -236,6 +278,7 @@ type Coordinator struct {
 	// which tests replace to see the coordinator's decisions alone.
 	newFeed func(*gpart, *Member) feed
 
+	driven  bool // Config.Driven: Load starts no goroutine
 	running bool // Load started run; set and read by the broker's start and shutdown
 	poke    chan struct{}
 	quit    chan struct{}
@@ -244,22 +287,29 @@ type Coordinator struct {
 
 // New returns a coordinator with no groups; Load restores them.
 func New(cfg Config) *Coordinator {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
+	prefix := cfg.IDPrefix
+	if prefix == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		prefix = hex.EncodeToString(b[:])
+	}
 	now := cfg.Now
 	if now == nil {
 		now = nowNS
 	}
 	c := &Coordinator{broker: cfg.Broker, log: cfg.Log, retention: cfg.Retention, now: now,
-		groups: map[string]*group{}, store: cfg.Store, prefix: hex.EncodeToString(b[:]),
+		groups: map[string]*group{}, store: cfg.Store, prefix: prefix, driven: cfg.Driven,
 		poke: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	c.newFeed = c.startFeed
+	if cfg.NewFeed != nil {
+		c.newFeed = func(gp *gpart, m *Member) feed { return extFeed{cfg.NewFeed(m, gp.p, gp.start)} }
+	}
 	return c
 }
 
 // Load restores the groups recorded with committed offsets, then starts
-// the offsets store and the timers. Groups of topics that no longer exist
-// are forgotten.
+// the offsets store and the timers (unless Config.Driven). Groups of
+// topics that no longer exist are forgotten.
 func (c *Coordinator) Load() error {
 	stored, err := c.store.Load()
 	if err != nil {
@@ -279,6 +329,9 @@ func (c *Coordinator) Load() error {
 			}
 		}
 		c.groups[name] = g
+	}
+	if c.driven {
+		return nil
 	}
 	c.store.Start()
 	c.running = true
@@ -491,7 +544,7 @@ func (c *Coordinator) removeMember(m *Member) {
 	switch {
 	case len(g.members) > 0:
 	case !g.hasOffsets():
-		delete(c.groups, g.name)
+		c.forgetIfDone(g)
 	default:
 		// Idle from now: retention counts from the last member leaving.
 		c.store.Touch(g.name, c.store.Clock())
@@ -708,7 +761,7 @@ func (c *Coordinator) run() {
 		case <-t.C:
 		case <-c.poke:
 		}
-		c.tick(c.now())
+		c.Tick(c.now())
 		if now := time.Now(); !now.Before(nextPass) {
 			c.ExpireIdle(now)
 			nextPass = now.Add(RetentionPass)
@@ -778,11 +831,17 @@ func (g *group) feedsStopped() bool {
 	return true
 }
 
-func (c *Coordinator) tick(now int64) {
+// Tick is the timer pass at now (Config.Now's clock): it expires the
+// members whose session timed out, frees the partitions whose revocation
+// was not confirmed in time, and retries the partitions that waited for
+// their previous feed to stop. The coordinator's timer goroutine runs it
+// every 100 ms and whenever a feed stops; a driver of a Config.Driven
+// coordinator calls it itself.
+func (c *Coordinator) Tick(now int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, g := range c.groups {
-		for _, m := range g.members {
+		for _, m := range g.due(now) {
 			switch {
 			case now-m.seen.Load() > int64(m.timeout):
 				c.log.Info("group member timed out", "group", g.name, "member", m.id, "session_timeout", m.timeout)
@@ -796,7 +855,37 @@ func (c *Coordinator) tick(now int64) {
 		if g.retry {
 			c.rebalance(g)
 		}
+		if len(g.members) == 0 && !g.hasOffsets() {
+			c.forgetIfDone(g)
+		}
 	}
+}
+
+// forgetIfDone forgets a group without members or offsets once its feeds
+// have stopped; until then it is kept, so that a member joining meanwhile
+// gets each partition only after its previous feed stopped, as in a group
+// that is kept (the simulator found a new member fed alongside the feeds
+// of the member that left). A stopping feed pokes the timer pass, which
+// calls it again; mu held.
+func (c *Coordinator) forgetIfDone(g *group) {
+	if g.feedsStopped() {
+		delete(c.groups, g.name)
+	}
+}
+
+// due are the members of g whose session or revocation timed out by now,
+// by id: each removal or freeing rebalances, and the assignor's answer
+// depends on the one before, so they go in an order that does not depend
+// on the map's; mu held.
+func (g *group) due(now int64) []*Member {
+	var due []*Member
+	for _, m := range g.members {
+		if now-m.seen.Load() > int64(m.timeout) || (m.revokeBy != 0 && now > m.revokeBy) {
+			due = append(due, m)
+		}
+	}
+	slices.SortFunc(due, func(a, b *Member) int { return strings.Compare(a.id, b.id) })
+	return due
 }
 
 // feedStopped runs when a feed ends, so a partition waiting for it moves on.

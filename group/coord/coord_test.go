@@ -25,7 +25,7 @@ import (
 // memory logs without shards, fake feeds that end when the test says so,
 // and a logical clock that moves only when the test moves it. Nothing
 // runs in the background but the offsets store, whose callbacks the tests
-// wait for; the timers' pass is the test calling tick.
+// wait for; the timers' pass is the test calling Tick.
 
 // fakeTopic is a topic of the fake broker; *fakeTopic is comparable.
 type fakeTopic struct {
@@ -191,13 +191,13 @@ func (h *harness) endStopped() {
 			f.ended = true
 		}
 	}
-	h.c.tick(h.clock.Load())
+	h.c.Tick(h.clock.Load())
 }
 
 // advance moves the logical clock and runs a timer pass.
 func (h *harness) advance(d time.Duration) {
 	h.clock.Add(int64(d))
-	h.c.tick(h.clock.Load())
+	h.c.Tick(h.clock.Load())
 }
 
 // conn is a member's connection: its outbox.
@@ -382,7 +382,7 @@ func TestUnconfirmedRevocationIsForcedAtTheSessionTimeout(t *testing.T) {
 		h.clock.Add(int64(5 * time.Second))
 		require.NoError(t, h.c.Heartbeat(ma, 1)) // alive, but the old generation
 		require.NoError(t, h.c.Heartbeat(mb, 0))
-		h.c.tick(h.clock.Load())
+		h.c.Tick(h.clock.Load())
 		require.Empty(t, b.frames(t), "the revocation waits for the session timeout")
 	}
 	h.advance(1)
@@ -660,4 +660,30 @@ func (h *harness) topic2(t *testing.T) {
 	h.c.Commit(m, &wire.Commit{MemberRef: wire.MemberRef{Group: "h", Member: m.ID(), Generation: 1},
 		Offsets: []wire.PartitionOffset{{Partition: 0, Offset: 2}}}, func(err error) { done <- err })
 	require.NoError(t, <-done)
+}
+
+// TestGroupWithoutOffsetsWaitsForItsFeeds: a group without offsets whose
+// last member left is forgotten only once its feeds have stopped, so a
+// member joining meanwhile gets the partitions after those feeds stopped,
+// not alongside them. It used to be forgotten at once, and the new member
+// given every partition while the feeds of the one that left still ran
+// (found by the simulator, sim/coord.go).
+func TestGroupWithoutOffsetsWaitsForItsFeeds(t *testing.T) {
+	h := newHarness(t, 2, 0)
+	h.start()
+	a, b := newConn(), newConn()
+	ma, _ := h.joined(a, joinReq(wire.AckOffset))
+	h.c.Leave(ma)
+	require.Equal(t, []wire.GroupSummary{{Group: "g", Topic: "t"}}, h.c.List(), "kept while a's feeds stop")
+	mb := h.join(b, joinReq(wire.AckOffset))
+	fs := b.frames(t)
+	require.Len(t, fs, 1, "only the JoinResult: a's feeds are still stopping")
+	h.endStopped()
+	require.Len(t, b.assignment(t).Partitions, 2)
+
+	h.c.Leave(mb)
+	h.c.Tick(h.clock.Load())
+	require.Len(t, h.c.List(), 1, "b's feeds are still stopping")
+	h.endStopped()
+	require.Empty(t, h.c.List(), "forgotten at the pass after its feeds stopped")
 }
