@@ -79,11 +79,18 @@ func (f *flushes) ScheduleFlush() { f.n.Add(1) }
 func (f *flushes) Owner() any     { return f }
 func (f *flushes) FlushNow()      { f.n.Add(1) }
 
+// scriptEpoch is the logical time 0 of a script: fixed, so that what is
+// due when (the first watch check) does not depend on how long the test
+// process has run, and far past the outboxes' own clock (outbox.Clock,
+// which their writers read in Done), so that a time the writer records
+// is always in the script's past.
+const scriptEpoch = int64(1) << 40
+
 type world struct {
 	d      *scriptDriver
 	s      *Shard
 	fs     *vfs.ErrorFS
-	base   int64 // the logical time 0, on the outboxes' clock
+	base   int64 // the logical time 0 (scriptEpoch)
 	parts  map[string]*Partition
 	outs   map[string]*outbox.Outbox
 	names  map[*outbox.Outbox]string
@@ -96,7 +103,7 @@ func newWorld(t *testing.T, d *datadriven.TestData) *world {
 	cfg.MaxAckDelay = optDur(t, d, "max-ack-delay", 0)
 	cfg.StuckAfter = optDur(t, d, "stuck-after", 0)
 	cfg.SlowConsumerTimeout = optDur(t, d, "slow-timeout", 0)
-	w := &world{d: &scriptDriver{}, fs: vfs.NewErrors(vfs.NewMem()), base: outbox.Clock(),
+	w := &world{d: &scriptDriver{}, fs: vfs.NewErrors(vfs.NewMem()), base: scriptEpoch,
 		parts: map[string]*Partition{}, outs: map[string]*outbox.Outbox{}, names: map[*outbox.Outbox]string{}}
 	w.s = New(cfg, w.d)
 	w.d.now = w.base
