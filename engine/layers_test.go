@@ -23,7 +23,7 @@ var layers = map[string][]string{
 	"ring":           {},
 	"storage/vfs":    {"golang.org/x/sys"},
 	"storage":        {"wire", "storage/vfs", "github.com/dgraph-io/ristretto", "github.com/valyala/bytebufferpool"},
-	"outbox":         {"storage"},
+	"outbox":         {"wire", "storage"},
 	"shard":          {"wire", "outbox", "storage"},
 	"shard/driver":   {"wire", "ring", "outbox", "shard", "storage"},
 	"group/assign":   {},

@@ -1,6 +1,8 @@
 package outbox
 
 import (
+	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -8,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
 // kicks counts ScheduleFlush calls; tests drain outboxes themselves.
@@ -193,4 +196,49 @@ func TestPressureWithoutCrossingStartsNow(t *testing.T) {
 	over, since := o.Pressure()
 	require.True(t, over)
 	require.InDelta(t, float64(Clock()), float64(since), float64(time.Second))
+}
+
+// TestSendErrorAndDelivery: the frames every sender queues alike decode
+// as the protocol says, an Error's message cut at MaxErrorMessage.
+func TestSendErrorAndDelivery(t *testing.T) {
+	var k kicks
+	o := NewOutbox(1<<20, 1, &k)
+	defer o.Close()
+	long := strings.Repeat("x", 3000)
+	o.SendError(7, wire.Errorf(wire.CodeStorageError, long))
+	o.SendError(0, errors.New("plain"))
+	var bb wire.BatchBuilder
+	bb.Start(nil, -1, -1)
+	bb.Append(1, nil, []byte("v"), nil)
+	batch := wire.Batch(bb.Finish())
+	prefix := wire.AppendBatchPrefix(nil, "t", 3)
+	o.SendDelivery(prefix, batch)
+
+	pend, _ := o.Take()
+	var all []byte
+	for _, b := range pend.IOV {
+		all = append(all, b...)
+	}
+	o.Done(pend, 0)
+	var frames []wire.Frame
+	for len(all) > 0 {
+		f, n, err := wire.ReadFrame(all, 1<<20)
+		require.NoError(t, err)
+		frames = append(frames, f)
+		all = all[n:]
+	}
+	require.Len(t, frames, 3)
+	e, err := wire.DecodeError(frames[0].Body)
+	require.NoError(t, err)
+	require.Equal(t, uint32(7), frames[0].Corr)
+	require.Equal(t, wire.CodeStorageError, e.Code)
+	require.Equal(t, long[:MaxErrorMessage], e.Message)
+	e, err = wire.DecodeError(frames[1].Body)
+	require.NoError(t, err)
+	require.Equal(t, "plain", e.Message)
+	v, err := wire.DecodeBatchView(frames[2].Body)
+	require.NoError(t, err)
+	require.Equal(t, "t", string(v.Topic))
+	require.Equal(t, int32(3), v.Partition)
+	require.Equal(t, []byte(batch), []byte(v.Batch))
 }

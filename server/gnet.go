@@ -270,7 +270,7 @@ func (t *gnetTransport) remoteAddr() string { return t.remote }
 func (t *gnetTransport) goodbye(done func()) bool {
 	return t.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		if !t.closed {
-			sendErrTo(t.s.out, 0, ErrShuttingDown)
+			t.s.out.SendError(0, ErrShuttingDown)
 			t.flush()
 		}
 		done()

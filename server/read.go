@@ -88,7 +88,7 @@ func skipCorrupt(p *shard.Partition, offset int64) int64 {
 
 // replyLater queues an error answer from a reader goroutine.
 func (srv *Server) replyLater(out *outbox.Outbox, corr uint32, err error) {
-	sendErrTo(out, corr, err)
+	out.SendError(corr, err)
 	out.Kick()
 	srv.countError(wire.CodeOf(err))
 }
@@ -170,7 +170,7 @@ func (j *replayJob) step() replayNext {
 func (j *replayJob) read() (int, error) {
 	n := 0
 	err := j.p.Log.Read(j.offset, replayChunk, func(b wire.Batch) bool {
-		sendDelivery(j.out, j.prefix, b)
+		j.out.SendDelivery(j.prefix, b)
 		j.offset = b.BaseOffset() + int64(b.Count())
 		n++
 		return true
@@ -208,15 +208,4 @@ func (srv *Server) replayFailed(p *shard.Partition, offset int64, err error) {
 		srv.emit(telemetry.Event{Kind: telemetry.EventSubscriberFailed, Topic: p.Topic, Partition: int(p.ID), Offset: offset,
 			Actor: "broker", Action: "replay", Target: "topic/" + p.Topic, Err: err})
 	}
-}
-
-// sendDelivery queues one Deliver frame for a batch read from the log.
-func sendDelivery(out *outbox.Outbox, prefix []byte, b wire.Batch) {
-	n := wire.HeaderSize + len(prefix) + len(b)
-	buf := storage.NewBuf(n)
-	wire.AppendHeader(buf.B[:0], wire.TypeDeliver, 0, 0, len(prefix)+len(b))
-	copy(buf.B[wire.HeaderSize:], prefix)
-	copy(buf.B[wire.HeaderSize+len(prefix):], b)
-	out.SendRef(buf, buf.B, 0)
-	buf.Release()
 }

@@ -475,7 +475,7 @@ func (s *session) subscribeTo(corr uint32, t *topic.Topic, part int32, start wir
 	}
 	j := shard.NewJoin(len(sub.parts), func(err error) {
 		if err != nil {
-			sendErrTo(out, corr, err)
+			out.SendError(corr, err)
 		} else {
 			body := ok.Append(nil)
 			out.SendCopy(append(wire.AppendHeader(nil, wire.TypeSubscribeOK, 0, corr, len(body)), body...))
@@ -628,21 +628,8 @@ func (s *session) sendErr(corr uint32, err error) {
 	if s.closed {
 		return
 	}
-	sendErrTo(s.out, corr, err)
+	s.out.SendError(corr, err)
 	s.srv.countError(wire.CodeOf(err))
-}
-
-func sendErrTo(out *outbox.Outbox, corr uint32, err error) {
-	code, msg := wire.CodeOf(err), err.Error()
-	var we *wire.Error
-	if errors.As(err, &we) {
-		msg = we.Message
-	}
-	if len(msg) > 1024 {
-		msg = msg[:1024]
-	}
-	body := wire.AppendError(nil, code, msg)
-	out.SendCopy(append(wire.AppendHeader(nil, wire.TypeError, 0, corr, len(body)), body...))
 }
 
 // flush writes what the outbox holds. It runs on the transport's goroutine.

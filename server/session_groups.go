@@ -111,7 +111,7 @@ func (s *session) later(corr uint32) func(error) {
 // replyTo sends OK or an error from any goroutine.
 func replyTo(out *outbox.Outbox, corr uint32, err error) {
 	if err != nil {
-		sendErrTo(out, corr, err)
+		out.SendError(corr, err)
 	} else {
 		out.SendCopy(wire.AppendHeader(nil, wire.TypeOK, 0, corr, 0))
 	}

@@ -1144,7 +1144,7 @@ func (c *Coordinator) TopicRemoved(t Topic) {
 		}
 		for _, m := range g.members {
 			m.gone.Store(true)
-			sendError(m.out, 0, wire.Errorf(wire.CodeUnknownTopic, "topic "+t.Name()+" of group "+name+" was deleted"))
+			m.out.SendError(0, wire.Errorf(wire.CodeUnknownTopic, "topic "+t.Name()+" of group "+name+" was deleted"))
 			m.out.Kick()
 		}
 		for _, gp := range g.parts {

@@ -262,7 +262,7 @@ func (f *msgFeed) deliverNew(prefix []byte) (atEnd, gated bool) {
 		if stop || gated {
 			return false
 		}
-		sendDelivery(out, prefix, b)
+		out.SendDelivery(prefix, b)
 		sent++
 		return true
 	})

@@ -322,7 +322,7 @@ func (d *Driver) answer(rd *shard.Ready) {
 			f.Done(int64(a.Bytes))
 		}
 		if a.Err != nil {
-			sendError(a.Out, a.Corr, a.Err)
+			a.Out.SendError(a.Corr, a.Err)
 		} else {
 			if obs != nil && a.Recv > 0 {
 				obs.Acked(time.Duration(now - a.Recv))
@@ -334,17 +334,6 @@ func (d *Driver) answer(rd *shard.Ready) {
 			d.touched = append(d.touched, a.Out)
 		}
 	}
-}
-
-func sendError(out *outbox.Outbox, corr uint32, err *wire.Error) {
-	var buf [256]byte
-	msg := err.Message
-	if len(msg) > 200 {
-		msg = msg[:200]
-	}
-	body := wire.AppendError(buf[wire.HeaderSize:wire.HeaderSize], err.Code, msg)
-	wire.AppendHeader(buf[:0], wire.TypeError, 0, corr, len(body))
-	out.SendCopy(buf[:wire.HeaderSize+len(body)])
 }
 
 // finish ends the shard for Stop: new pushes fail from now on, pushes
