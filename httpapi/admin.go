@@ -441,7 +441,7 @@ type groupJSON struct {
 }
 
 func groupToJSON(gi wire.GroupInfo) groupJSON {
-	g := groupJSON{Name: gi.Group, Topic: gi.Topic, Mode: modeName(gi.Mode), Generation: gi.Generation,
+	g := groupJSON{Name: gi.Group, Topic: gi.Topic, Mode: gi.Mode.String(), Generation: gi.Generation,
 		Members: make([]groupMemberJSON, len(gi.Members)), Partitions: make([]groupPartitionJSON, len(gi.Partitions))}
 	idx := map[string]int{}
 	for i, id := range gi.Members {
@@ -457,19 +457,6 @@ func groupToJSON(gi wire.GroupInfo) groupJSON {
 		g.Lag += max(p.Lag, 0)
 	}
 	return g
-}
-
-// modeName is a group's ack mode as the API names it.
-func modeName(m wire.AckMode) string {
-	switch m {
-	case wire.AckNone:
-		return "none"
-	case wire.AckOffset:
-		return "offset"
-	case wire.AckMessage:
-		return "message"
-	}
-	return "mode " + strconv.Itoa(int(m))
 }
 
 func (s *Server) apiListGroups(w http.ResponseWriter, _ *http.Request) {

@@ -195,7 +195,7 @@ func TestGroupsAPI(t *testing.T) {
 	fails(t, h, testToken, "POST", "/api/v1/groups/workers/reset", `{"to":"middle"}`, 400, "invalid_argument", `"middle"`)
 	fails(t, h, testToken, "POST", "/api/v1/groups/workers/reset", `{"to":"earliest","force":true}`, 400, "invalid_json", `unknown field "force"`)
 	fails(t, h, testToken, "POST", "/api/v1/groups/nosuch/reset", `{"to":"earliest"}`, 404, "unknown_group", "nosuch")
-	require.Equal(t, "mode 9", modeName(9))
+	require.Equal(t, "mode 9", wire.AckMode(9).String())
 }
 
 func TestConnectionsAndShardsAPI(t *testing.T) {

@@ -1,5 +1,7 @@
 package wire
 
+import "strconv"
+
 // Consumer group frames. A member joins with JoinGroup and gets JoinResult;
 // the broker then pushes an Assignment (correlation id 0) whenever the
 // member's partitions change, and delivers its partitions' batches as
@@ -16,6 +18,20 @@ const (
 	AckOffset  AckMode = 1 // at least once: the member commits offsets
 	AckMessage AckMode = 2 // each message is acked or nacked; unacked ones are redelivered
 )
+
+// String names the mode as docs/PROTOCOL.md and the admin API spell it:
+// none, offset, message ("mode N" for a value the format does not know).
+func (m AckMode) String() string {
+	switch m {
+	case AckNone:
+		return "none"
+	case AckOffset:
+		return "offset"
+	case AckMessage:
+		return "message"
+	}
+	return "mode " + strconv.Itoa(int(m))
+}
 
 // JoinGroup asks to join a group consuming a topic. An empty Member asks
 // for a new member id.

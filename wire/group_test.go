@@ -408,3 +408,10 @@ func clearEmpty(v reflect.Value) {
 		v.Set(reflect.Zero(v.Type()))
 	}
 }
+
+func TestAckModeNames(t *testing.T) {
+	require.Equal(t, "none", AckNone.String())
+	require.Equal(t, "offset", AckOffset.String())
+	require.Equal(t, "message", AckMessage.String())
+	require.Equal(t, "mode 9", AckMode(9).String())
+}

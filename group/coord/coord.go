@@ -458,8 +458,8 @@ func (c *Coordinator) Join(out *outbox.Outbox, by Origin, corr uint32, req *wire
 	case len(g.members) == 0:
 		g.set = set
 	case g.set.mode != set.mode:
-		return nil, invalid("group " + strconv.Quote(g.name) + " consumes in " + ModeName(g.set.mode) +
-			" ack mode; this member asked for " + ModeName(set.mode))
+		return nil, invalid("group " + strconv.Quote(g.name) + " consumes in " + g.set.mode.String() +
+			" ack mode; this member asked for " + set.mode.String())
 	}
 	id := req.Member
 	if id == "" {
@@ -485,20 +485,6 @@ func (c *Coordinator) Join(out *outbox.Outbox, by Origin, corr uint32, req *wire
 	c.emitGroup(g, m, len(g.members), "join", by, nil)
 	c.rebalance(g)
 	return m, nil
-}
-
-// ModeName is an ack mode's name as the protocol's docs and the admin API
-// spell it: none, offset, message.
-func ModeName(m wire.AckMode) string {
-	switch m {
-	case wire.AckNone:
-		return "none"
-	case wire.AckOffset:
-		return "offset"
-	case wire.AckMessage:
-		return "message"
-	}
-	return "mode " + strconv.Itoa(int(m))
 }
 
 // Leave removes m (LeaveGroup, or its connection closed).
@@ -918,7 +904,7 @@ func (c *Coordinator) Commit(m *Member, req *wire.Commit, done func(error)) {
 	}
 	g := m.g
 	if g.set.mode != wire.AckOffset {
-		done(invalid("group " + g.name + " is in " + ModeName(g.set.mode) + " ack mode; commits need offset mode"))
+		done(invalid("group " + g.name + " is in " + g.set.mode.String() + " ack mode; commits need offset mode"))
 		return
 	}
 	m.seen.Store(c.now())
@@ -1011,7 +997,7 @@ func (c *Coordinator) msgPartition(m *Member, p int32) (*gpart, error) {
 	}
 	g := m.g
 	if g.set.mode != wire.AckMessage {
-		return nil, invalid("group " + g.name + " is in " + ModeName(g.set.mode) + " ack mode; acks need message mode")
+		return nil, invalid("group " + g.name + " is in " + g.set.mode.String() + " ack mode; acks need message mode")
 	}
 	if p < 0 || int(p) >= len(g.parts) {
 		return nil, wire.Errorf(wire.CodeUnknownPartition, "partition "+strconv.Itoa(int(p))+" of group "+g.name)
