@@ -24,8 +24,12 @@ all: build
 deps:
 	$(GO) mod download
 
+# The version `ratatoskr version` prints: git describe of the tree, or
+# "devel" outside a git checkout.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+
 build: deps
-	$(GO) build -o $(BIN) ./cmd/ratatoskr
+	$(GO) build -ldflags "-X main.buildVersion=$(VERSION)" -o $(BIN) ./cmd/ratatoskr
 
 run: build
 	./$(BIN) serve

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -31,6 +32,9 @@ type cli struct {
 	Loadtest loadtestCmd `cmd:"" help:"Measure a broker's throughput and latency: rates, end-to-end latency, loss."`
 
 	DashboardURL dashboardURLCmd `cmd:"" name:"dashboard-url" help:"Print the dashboard's address with the admin token, which the broker does not log."`
+	Version      versionCmd      `cmd:"" help:"Print the version, commit, Go and protocol versions."`
+
+	ShowVersion kong.VersionFlag `name:"version" help:"Print the version and exit."`
 }
 
 // serverFlag is the address flag every client command shares.
@@ -51,6 +55,7 @@ func main() {
 		kong.Name("ratatoskr"),
 		kong.Description("Ratatoskr: a fast message broker that never loses an acknowledged message."),
 		kong.UsageOnError(),
+		kong.Vars{"version": versionString()},
 	)
 	os.Exit(run(k))
 }
@@ -65,7 +70,8 @@ func run(k *kong.Context) int {
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 			return 130
 		}
-		fmt.Fprintln(os.Stderr, "ratatoskr:", err)
+		// The broker's own errors already say "ratatoskr:"; one is enough.
+		fmt.Fprintln(os.Stderr, "ratatoskr:", strings.TrimPrefix(err.Error(), "ratatoskr: "))
 		return 1
 	}
 	return 0

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -197,6 +198,19 @@ func TestServeHealthAndTopicCommands(t *testing.T) {
 	_, errOut, code = runCLI(t, nil, "topic", "delete", "orders", "--server", s.addr)
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "unknown topic")
+	require.Equal(t, 1, strings.Count(errOut, "ratatoskr:"), "the broker's error is prefixed once, not twice: %q", errOut)
+}
+
+// TestVersion: `ratatoskr version` and `ratatoskr --version` print the
+// same line: the version, the Go version and the protocol versions.
+func TestVersion(t *testing.T) {
+	out, errOut, code := runCLI(t, nil, "version")
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `^ratatoskr \S+.*, go1\.\d+.*, protocol \d+-\d+\n$`, out)
+	require.Contains(t, out, runtime.Version())
+	flagOut, errOut, code := runCLI(t, nil, "--version")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, out, flagOut)
 }
 
 func TestEnvironmentAndFlagPrecedence(t *testing.T) {
