@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -49,15 +50,47 @@ func (s serverFlag) dial(ctx context.Context, opts ...client.Option) (*client.Cl
 	return client.Dial(ctx, s.Server, append([]client.Option{client.WithName("ratatoskr-cli")}, opts...)...)
 }
 
+// Exit statuses, the same for every command (and in --help).
+const (
+	exitOK          = 0   // the command did what it was asked
+	exitFailed      = 1   // it ran and failed: the broker refused, a connection broke, a write failed
+	exitUsage       = 2   // the command line was wrong: nothing was done
+	exitInterrupted = 130 // SIGINT or SIGTERM stopped it
+)
+
+const description = `Ratatoskr: a fast message broker that never loses an acknowledged message.
+
+Exit status: 0 success; 1 the command failed; 2 a usage error (nothing was done); 130 interrupted.`
+
 func main() {
 	var c cli
-	k := kong.Parse(&c,
+	parser, err := kong.New(&c,
 		kong.Name("ratatoskr"),
-		kong.Description("Ratatoskr: a fast message broker that never loses an acknowledged message."),
-		kong.UsageOnError(),
+		kong.Description(description),
 		kong.Vars{"version": versionString()},
 	)
+	if err != nil {
+		panic(err) // the command tree itself is wrong: a bug, caught by every test
+	}
+	k, err := parser.Parse(os.Args[1:])
+	if err != nil {
+		os.Exit(usageError(os.Stderr, err))
+	}
 	os.Exit(run(k))
+}
+
+// usageError prints a command-line error first, in two lines: what was
+// wrong (with kong's suggestion, if it has one) and where the help is.
+func usageError(w io.Writer, err error) int {
+	help := "ratatoskr --help"
+	var pe *kong.ParseError
+	if errors.As(err, &pe) && pe.Context != nil {
+		if path := pe.Context.Command(); path != "" {
+			help = "ratatoskr " + strings.TrimSpace(strings.NewReplacer("<", "", ">", "").Replace(path)) + " --help"
+		}
+	}
+	_, _ = fmt.Fprintf(w, "ratatoskr: %v\nRun %q for usage.\n", err, help)
+	return exitUsage
 }
 
 // run executes the chosen command with a context cancelled by SIGINT or
@@ -68,11 +101,11 @@ func run(k *kong.Context) int {
 	k.BindTo(ctx, (*context.Context)(nil))
 	if err := k.Run(); err != nil {
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-			return 130
+			return exitInterrupted
 		}
 		// The broker's own errors already say "ratatoskr:"; one is enough.
 		fmt.Fprintln(os.Stderr, "ratatoskr:", strings.TrimPrefix(err.Error(), "ratatoskr: "))
-		return 1
+		return exitFailed
 	}
-	return 0
+	return exitOK
 }

@@ -201,6 +201,31 @@ func TestServeHealthAndTopicCommands(t *testing.T) {
 	require.Equal(t, 1, strings.Count(errOut, "ratatoskr:"), "the broker's error is prefixed once, not twice: %q", errOut)
 }
 
+// TestUsageErrors: a wrong command line is answered with the error first
+// (and kong's suggestion), where the help is, and exit status 2; nothing
+// else is printed.
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args      []string
+		err, hint string
+	}{
+		{[]string{"topic", "list", "--serverr", "x"}, `unknown flag --serverr, did you mean "--server"?`, `"ratatoskr topic list --help"`},
+		{[]string{"topc", "list"}, `unexpected argument topc, did you mean "topic"?`, `"ratatoskr --help"`},
+		{[]string{"topic", "describe"}, `expected "<name>"`, `"ratatoskr topic describe --help"`},
+	} {
+		out, errOut, code := runCLI(t, nil, tc.args...)
+		require.Equal(t, 2, code, "%v: %s", tc.args, errOut)
+		require.Empty(t, out)
+		lines := strings.Split(strings.TrimSpace(errOut), "\n")
+		require.Len(t, lines, 2, "%v: %q", tc.args, errOut)
+		require.Equal(t, "ratatoskr: "+tc.err, lines[0])
+		require.Contains(t, lines[1], tc.hint)
+	}
+	out, _, code := runCLI(t, nil, "--help")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "Exit status: 0 success; 1 the command failed; 2 a usage error")
+}
+
 // TestVersion: `ratatoskr version` and `ratatoskr --version` print the
 // same line: the version, the Go version and the protocol versions.
 func TestVersion(t *testing.T) {

@@ -224,6 +224,6 @@ func (l *lockedWriter) mustFlush() {
 	l.mu.Unlock()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ratatoskr: writing standard output:", err, "(exiting without a commit)")
-		os.Exit(1)
+		os.Exit(exitFailed)
 	}
 }
