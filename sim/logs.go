@@ -33,11 +33,6 @@ type logsActor struct {
 }
 
 func newLogsActor(w *World) (Actor, error) {
-	// The broker makes its data and topics directories durable at start
-	// (engine.New, the topic registry); the logs rely on it.
-	if err := storage.MkdirDurable(w.Mem, "data/topics", 2); err != nil {
-		return nil, err
-	}
 	a := &logsActor{}
 	for i := range logParts {
 		a.parts = append(a.parts, &partSim{id: i, dir: fmt.Sprintf("data/topics/t/%d", i), m: logModel{part: i}})

@@ -152,11 +152,6 @@ func (a *shardActor) start(w *World, how string) error {
 	for _, sub := range a.subs {
 		sub.reset()
 	}
-	// The broker makes its data and topics directories durable at start
-	// (engine.New, the topic registry); the logs rely on it.
-	if err := storage.MkdirDurable(w.Mem, "data/topics", 2); err != nil {
-		return err
-	}
 	var errs []error
 	for _, p := range a.parts {
 		if err := p.open(w, a, how); err != nil {

@@ -136,6 +136,12 @@ func Run(cfg Config) (Result, error) {
 	w := &World{Seed: cfg.Seed, Rand: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		Now: 1_000_000_000, Mem: vfs.NewMem(), Log: slog.New(slog.DiscardHandler), Caches: map[string]*storage.FileCache{},
 		trace: cfg.Trace, hash: fnv.New64a()}
+	// The machine's disk starts as a broker leaves it at start: its data
+	// and topics directories durable (engine.New, the topic registry),
+	// which the partitions' logs rely on.
+	if err := storage.MkdirDurable(w.Mem, "data/topics", 2); err != nil {
+		return Result{}, &Failure{Seed: cfg.Seed, Err: err}
+	}
 	actors, err := newActors(w, cfg.Actors)
 	if err != nil {
 		return Result{}, &Failure{Seed: cfg.Seed, Err: err}
