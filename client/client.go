@@ -1,9 +1,13 @@
 // Package client is the native Go client for Ratatoskr.
 //
-// A Client is one TCP connection to a broker, safe for concurrent use. It
+// A Client is a TCP connection to a broker, safe for concurrent use. It
 // runs two goroutines: a writer that sends everything queued in one write
 // whenever the connection is idle (so batching costs no latency at low
-// rates), and a reader that routes acks, responses and deliveries.
+// rates), and a reader that routes acks, responses and deliveries. When
+// the connection is lost the reader dials again (the same broker or
+// another address given to Dial), with backoff and jitter, and carries on:
+// subscriptions resume where they left off, queued publishes are sent on
+// the new connection (see WithReconnect and reconnect.go).
 //
 //	c, err := client.Dial(ctx, "127.0.0.1:7070")
 //	ack, err := c.Publish(ctx, "orders", client.Message{Value: []byte("hello")})
@@ -33,21 +37,30 @@ import (
 
 // Client is a connection to a broker.
 //
-// Lock order: wmu before pmu; smu and mmu are never held with another lock.
+// Lock order: wconn before wmu before pmu; smu and mmu are never held
+// with another lock.
 type Client struct {
-	opts     options
-	conn     net.Conn
-	hello    wire.HelloOK
-	maxBatch int // largest record batch a frame may carry
-	corr     atomic.Uint32
+	opts  options
+	addrs []string // where to dial, in order of preference
+	link  atomic.Pointer[link]
+	corr  atomic.Uint32
+
+	// wconn is held by whoever writes to the connection (the holder of the
+	// writing role), and by the reader while it takes stock of a lost
+	// connection, so that a write is either done or not started.
+	wconn sync.Mutex
 
 	// Outgoing side, guarded by wmu.
-	wmu    sync.Mutex
-	open   map[batchKey]*batch // batches being filled
-	last   *batch              // most recently appended-to open batch
-	outq   []outFrame          // frames ready to write, in order
-	spareq []outFrame          // the writer's previous outq, reused
-	wake   chan struct{}       // signals the writer; capacity 1
+	wmu        sync.Mutex
+	live       bool                // the connection takes writes; false while reconnecting
+	maxBatch   int                 // largest record batch a frame may carry
+	batchBytes int                 // seal a batch at this size
+	open       map[batchKey]*batch // batches being filled
+	last       *batch              // most recently appended-to open batch
+	outq       []outFrame          // frames ready to write, in order
+	spareq     []outFrame          // the writer's previous outq, reused
+	wake       chan struct{}       // signals the writer; capacity 1
+	sealed     uint64              // batches sealed so far: each batch's place in the send order
 
 	// The writing role: whoever holds it (a publisher on an idle
 	// connection, or the writer goroutine) owns wbufs and recycle.
@@ -60,11 +73,14 @@ type Client struct {
 	pmu      sync.Mutex
 	inflight map[uint32]*batch
 	calls    map[uint32]chan response
-	subCalls map[uint32]*Subscription // Subscribe calls in flight
-	unacked  atomic.Int64             // bytes reserved by publishes not yet acked
+	subCalls map[uint32]*subCall // Subscribe calls in flight
+	unacked  atomic.Int64        // bytes reserved by publishes not yet acked
 	space    chan struct{}
 	waiting  atomic.Int32 // goroutines waiting for space
 	asyncErr error        // first async publish error since the last Flush
+	// doneFrames are kept frames whose batches are acked, for the writer
+	// to recycle (see batch.kept).
+	doneFrames []*[]byte
 
 	smu     sync.Mutex
 	subs    map[string][]*Subscription // guarded by smu; copied on change
@@ -79,7 +95,19 @@ type Client struct {
 	closeOnce sync.Once
 	err       atomic.Pointer[error] // why the client stopped
 	wg        sync.WaitGroup
+
+	runID       uint64 // reader-owned: the broker run of the current connection
+	reconnected atomic.Uint64
 }
+
+// link is one connection and what its handshake settled.
+type link struct {
+	net.Conn
+	hello wire.HelloOK
+}
+
+// hello is the current connection's handshake answer.
+func (c *Client) hello() *wire.HelloOK { return &c.link.Load().hello }
 
 type response struct {
 	typ  wire.Type
@@ -87,15 +115,42 @@ type response struct {
 	err  error
 }
 
-// Dial connects to a broker at addr (host:port) and completes the handshake.
+// Dial connects to a broker and completes the handshake. addr is one
+// address (host:port) or several separated by commas; they are tried in
+// order, and WithServers adds more. After a lost connection the client
+// dials them again, from the one that last worked (see WithReconnect).
 func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	o := defaultOptions()
 	for _, f := range opts {
 		f(&o)
 	}
-	if _, ok := ctx.Deadline(); !ok && o.dialTimeout > 0 {
+	addrs := splitAddrs(addr, o.servers)
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("%w: no broker address to dial", ErrInvalidArgument)
+	}
+	c := &Client{
+		opts: o, addrs: addrs, open: map[batchKey]*batch{}, wake: make(chan struct{}, 1),
+		inflight: map[uint32]*batch{}, calls: map[uint32]chan response{}, subCalls: map[uint32]*subCall{}, space: make(chan struct{}),
+		subs: map[string][]*Subscription{}, meta: map[string]int{}, closing: make(chan struct{}),
+	}
+	l, err := c.dialAny(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.attach(l)
+	c.wg.Add(2)
+	go c.readLoop()
+	go c.writeLoop()
+	c.setState(StateConnected, nil)
+	return c, nil
+}
+
+// dialOne connects to addr and completes the handshake, within ctx or,
+// when ctx has no deadline, the dial timeout.
+func (c *Client) dialOne(ctx context.Context, addr string) (*link, error) {
+	if _, ok := ctx.Deadline(); !ok && c.opts.dialTimeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.dialTimeout)
+		ctx, cancel = context.WithTimeout(ctx, c.opts.dialTimeout)
 		defer cancel()
 	}
 	var d net.Dialer
@@ -103,72 +158,74 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ratatoskr: dial %s: %w", addr, err)
 	}
-	c := &Client{
-		opts: o, conn: conn, open: map[batchKey]*batch{}, wake: make(chan struct{}, 1),
-		inflight: map[uint32]*batch{}, calls: map[uint32]chan response{}, subCalls: map[uint32]*Subscription{}, space: make(chan struct{}),
-		subs: map[string][]*Subscription{}, meta: map[string]int{}, closing: make(chan struct{}),
-	}
-	if err := c.handshake(ctx); err != nil {
+	l := &link{Conn: conn}
+	if l.hello, err = c.handshake(ctx, conn); err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
-	c.wg.Add(2)
-	go c.readLoop()
-	go c.writeLoop()
-	return c, nil
+	return l, nil
+}
+
+// attach makes l the connection writes go to and settles the limits its
+// handshake announced. A batch frame holds a header, the topic, the
+// partition and the batch; maxBatch is the most its batch may take.
+func (c *Client) attach(l *link) {
+	c.link.Store(l)
+	c.runID = l.hello.RunID
+	c.wmu.Lock()
+	c.live = true
+	c.maxBatch = int(l.hello.MaxFrameBytes) - wire.HeaderSize - 2 - wire.MaxTopicNameLen - 4 - 64
+	c.batchBytes = max(1, min(c.opts.batchBytes, c.maxBatch))
+	c.wmu.Unlock()
 }
 
 // handshake sends Hello and reads HelloOK synchronously, before the
-// reader and writer goroutines exist.
-func (c *Client) handshake(ctx context.Context) error {
+// connection is handed to the reader and writer.
+func (c *Client) handshake(ctx context.Context, conn net.Conn) (wire.HelloOK, error) {
 	if dl, ok := ctx.Deadline(); ok {
-		_ = c.conn.SetDeadline(dl)
-		defer func() { _ = c.conn.SetDeadline(time.Time{}) }()
+		_ = conn.SetDeadline(dl)
+		defer func() { _ = conn.SetDeadline(time.Time{}) }()
 	}
 	h := wire.Hello{MinVersion: wire.MinVersion, MaxVersion: wire.Version, ClientName: c.opts.name}
 	body := h.Append(nil)
-	if _, err := c.conn.Write(append(wire.AppendHeader(nil, wire.TypeHello, 0, 1, len(body)), body...)); err != nil {
-		return fmt.Errorf("ratatoskr: handshake: %w", err)
+	if _, err := conn.Write(append(wire.AppendHeader(nil, wire.TypeHello, 0, 1, len(body)), body...)); err != nil {
+		return wire.HelloOK{}, fmt.Errorf("ratatoskr: handshake: %w", err)
 	}
 	var hdr [wire.HeaderSize]byte
-	if _, err := io.ReadFull(c.conn, hdr[:]); err != nil {
-		return fmt.Errorf("ratatoskr: handshake: %w", err)
+	if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+		return wire.HelloOK{}, fmt.Errorf("ratatoskr: handshake: %w", err)
 	}
 	fh, err := wire.ParseHeader(hdr[:], 1<<20)
 	if err != nil {
-		return fmt.Errorf("%w: handshake: %w", ErrProtocol, err)
+		return wire.HelloOK{}, fmt.Errorf("%w: handshake: %w", ErrProtocol, err)
 	}
 	resp := make([]byte, fh.Length-wire.HeaderSize)
-	if _, err := io.ReadFull(c.conn, resp); err != nil {
-		return fmt.Errorf("ratatoskr: handshake: %w", err)
+	if _, err := io.ReadFull(conn, resp); err != nil {
+		return wire.HelloOK{}, fmt.Errorf("ratatoskr: handshake: %w", err)
 	}
 	switch fh.Type {
 	case wire.TypeHelloOK:
-		c.hello, err = wire.DecodeHelloOK(resp)
+		hello, err := wire.DecodeHelloOK(resp)
 		if err != nil {
-			return fmt.Errorf("%w: handshake: %w", ErrProtocol, err)
+			return hello, fmt.Errorf("%w: handshake: %w", ErrProtocol, err)
 		}
-		if v := c.hello.Version; v < wire.MinVersion || v > wire.Version {
-			return fmt.Errorf("%w: handshake: the broker picked version %d, not one of %d..%d",
+		if v := hello.Version; v < wire.MinVersion || v > wire.Version {
+			return hello, fmt.Errorf("%w: handshake: the broker picked version %d, not one of %d..%d",
 				ErrProtocol, v, wire.MinVersion, wire.Version)
 		}
-		// A batch frame holds a header, the topic, the partition and the
-		// batch; maxBatch is the most its batch may take.
-		c.maxBatch = int(c.hello.MaxFrameBytes) - wire.HeaderSize - 2 - wire.MaxTopicNameLen - 4 - 64
-		c.opts.batchBytes = max(1, min(c.opts.batchBytes, c.maxBatch))
-		return nil
+		return hello, nil
 	case wire.TypeError:
 		e, derr := wire.DecodeError(resp)
 		if derr != nil {
-			return fmt.Errorf("%w: handshake: %w", ErrProtocol, derr)
+			return wire.HelloOK{}, fmt.Errorf("%w: handshake: %w", ErrProtocol, derr)
 		}
-		return e
+		return wire.HelloOK{}, e
 	}
-	return fmt.Errorf("%w: handshake answered with %s", ErrProtocol, fh.Type)
+	return wire.HelloOK{}, fmt.Errorf("%w: handshake answered with %s", ErrProtocol, fh.Type)
 }
 
 // MaxMessageBytes is the broker's limit on one message (key, value, headers).
-func (c *Client) MaxMessageBytes() int { return int(c.hello.MaxMessageBytes) }
+func (c *Client) MaxMessageBytes() int { return int(c.hello().MaxMessageBytes) }
 
 // Close closes the connection at once. Publishes not yet acknowledged fail
 // with ErrClosed and subscriptions end after their queued deliveries; call
@@ -179,8 +236,8 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Done is closed when the client stops: after Close, or when the connection
-// fails (Err says why).
+// Done is closed when the client stops: after Close, or when a lost
+// connection is not to be redialled or redialling gave up (Err says why).
 func (c *Client) Done() <-chan struct{} { return c.closing }
 
 // Err returns why the client stopped, or nil while it runs.
@@ -196,11 +253,12 @@ func (c *Client) shutdown(cause error) {
 	c.closeOnce.Do(func() {
 		c.err.Store(&cause)
 		close(c.closing)
-		_ = c.conn.Close()
+		_ = c.link.Load().Close()
 		c.failInflight(cause)
 		if !errors.Is(cause, ErrClosed) {
 			c.report(cause)
 		}
+		c.setState(StateClosed, cause)
 	})
 }
 
@@ -217,10 +275,7 @@ func (c *Client) failInflight(cause error) {
 		delete(c.inflight, corr)
 		failed = append(failed, b)
 	}
-	for corr, ch := range c.calls {
-		delete(c.calls, corr)
-		ch <- response{err: cause}
-	}
+	c.failCalls(cause)
 	if len(failed) > 0 && c.asyncErr == nil {
 		c.asyncErr = cause
 	}
@@ -282,7 +337,7 @@ func (c *Client) callWith(ctx context.Context, t wire.Type, flags uint8, body []
 	}
 	c.calls[corr] = ch
 	if sub != nil {
-		c.subCalls[corr] = sub
+		c.subCalls[corr] = &subCall{subs: []*Subscription{sub}}
 	}
 	c.pmu.Unlock()
 	frame := append(wire.AppendHeader(make([]byte, 0, wire.HeaderSize+len(body)), t, flags, corr, len(body)), body...)
@@ -359,30 +414,50 @@ func KeyPartition(key []byte, partitions int) int {
 	return int(h.Sum32() % uint32(partitions))
 }
 
-// readLoop reads frames and routes them until the connection fails.
+// readLoop reads frames and routes them, and when the connection fails
+// dials a new one and carries on, until the client stops.
 func (c *Client) readLoop() {
 	defer c.wg.Done()
 	defer c.endSubscriptions()
 	buf := make([]byte, 0, 1<<20)
+	for {
+		err := c.readConn(c.link.Load(), &buf)
+		if c.Err() != nil {
+			return
+		}
+		if errors.Is(err, ErrProtocol) || !c.opts.reconnect {
+			c.shutdown(err)
+			return
+		}
+		if err = c.reconnect(err); err != nil {
+			c.shutdown(err)
+			return
+		}
+		buf = buf[:0]
+	}
+}
+
+// readConn reads one connection until it fails, and says why.
+func (c *Client) readConn(l *link, bufp *[]byte) error {
+	buf := *bufp
+	defer func() { *bufp = buf }()
 	// A response may carry a whole batch plus a header a little larger
 	// than a publish's, so allow some slack over the announced limit.
-	maxFrame := c.hello.MaxFrameBytes + 4096
+	maxFrame := l.hello.MaxFrameBytes + 4096
 	for {
 		if len(buf) == cap(buf) {
 			buf = growReadBuf(buf, maxFrame)
 		}
-		n, err := c.conn.Read(buf[len(buf):cap(buf)])
+		n, err := l.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		consumed, perr := c.handleFrames(buf, maxFrame)
 		c.flushStaged()
 		if perr != nil {
-			c.shutdown(perr)
-			return
+			return perr
 		}
 		buf = buf[:copy(buf, buf[consumed:])]
 		if err != nil {
-			c.shutdown(fmt.Errorf("%w: %w", ErrConnectionLost, err))
-			return
+			return fmt.Errorf("%w: %w", ErrConnectionLost, err)
 		}
 	}
 }
@@ -465,18 +540,18 @@ func (c *Client) respond(corr uint32, r response) {
 	c.pmu.Lock()
 	ch, ok := c.calls[corr]
 	delete(c.calls, corr)
-	sub := c.subCalls[corr]
+	sc := c.subCalls[corr]
 	delete(c.subCalls, corr)
 	c.pmu.Unlock()
-	if !ok && r.typ == wire.TypeError {
+	if sc != nil {
+		c.subscribed(sc, r)
+	}
+	if !ok && sc == nil && r.typ == wire.TypeError {
 		// The answer to a one-way frame (Ack, Nack) that failed, or to a
 		// call that gave up waiting.
 		if e, err := wire.DecodeError(r.body); err == nil {
 			c.report(e)
 		}
-	}
-	if sub != nil && r.typ == wire.TypeSubscribeOK {
-		sub.setStarts(r.body)
 	}
 	if ok {
 		ch <- r
@@ -662,7 +737,7 @@ func (c *Client) topicInfo(name string, r response) (TopicInfo, error) {
 	if err := expect(r, wire.TypeTopicInfo); err != nil {
 		return TopicInfo{}, err
 	}
-	wi, err := wire.DecodeTopicInfo(r.body, c.hello.Version)
+	wi, err := wire.DecodeTopicInfo(r.body, c.hello().Version)
 	if err != nil {
 		return TopicInfo{}, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}

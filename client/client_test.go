@@ -118,7 +118,7 @@ func TestConnectionLossIsReported(t *testing.T) {
 	e, err := startEngine(t.TempDir(), nil)
 	require.NoError(t, err)
 	var reported atomic.Value
-	c := dialT(t, e.Addr().String(), client.WithErrorHandler(func(err error) { reported.Store(err) }))
+	c := dialT(t, e.Addr().String(), client.WithoutReconnect(), client.WithErrorHandler(func(err error) { reported.Store(err) }))
 	sub, err := c.Subscribe(ctxT(t), "t", func(*client.Delivery) {})
 	require.NoError(t, err)
 	require.NoError(t, e.Shutdown(context.Background()))

@@ -176,6 +176,7 @@ type GroupConsumer struct {
 	cfg  GroupConfig
 	addr string
 	opts []Option
+	o    options // opts applied: reconnection settings and the state handler
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -222,7 +223,11 @@ func JoinGroup(ctx context.Context, addr string, cfg GroupConfig, opts ...Option
 	for _, f := range opts {
 		f(&o)
 	}
-	g := &GroupConsumer{cfg: cfg, addr: addr, opts: opts, closing: make(chan struct{}), done: make(chan struct{}),
+	// Each membership has a connection of its own, which must not
+	// reconnect by itself: membership is bound to the connection, so the
+	// consumer joins again over a new one (run).
+	sessionOpts := append(slices.Clone(opts), WithoutReconnect(), WithStateHandler(nil))
+	g := &GroupConsumer{cfg: cfg, addr: addr, opts: sessionOpts, o: o, closing: make(chan struct{}), done: make(chan struct{}),
 		joined: make(chan error, 1), member: cfg.MemberID, pos: map[int32]int64{}, committed: map[int32]int64{},
 		acks: map[int32][]wire.OffsetRange{}}
 	g.errs = o.errorHandler
@@ -332,15 +337,19 @@ func (g *GroupConsumer) ref() wire.MemberRef {
 }
 
 // run keeps the consumer in its group: it connects, joins, handles what
-// arrives, and after a lost connection does it again, backing off.
+// arrives, and after a lost connection does it again, with the client's
+// reconnection backoff (WithReconnect, WithReconnectAttempts).
 func (g *GroupConsumer) run(ctx context.Context) {
 	defer close(g.done)
 	first := true
-	backoff := 50 * time.Millisecond
+	failures := 0
+	closeErr := ErrClosed
+	defer func() { g.setState(StateClosed, closeErr) }()
 	for {
 		joined, err := g.session(ctx, first)
 		if first {
 			if !joined {
+				closeErr = err
 				g.joined <- err
 				return
 			}
@@ -352,17 +361,34 @@ func (g *GroupConsumer) run(ctx context.Context) {
 		default:
 		}
 		if joined {
-			backoff = 50 * time.Millisecond
+			failures = 0
+			g.setState(StateDisconnected, err)
+		} else {
+			failures++
 		}
+		if !g.o.reconnect || (g.o.reconnectAttempts > 0 && failures >= g.o.reconnectAttempts) {
+			closeErr = fmt.Errorf("group %s: %w: not rejoining: %w", g.cfg.Group, ErrConnectionLost, err)
+			g.errs(closeErr)
+			return
+		}
+		wait := backoff(failures, g.o.reconnectMin, g.o.reconnectMax)
 		if err != nil {
-			g.errs(fmt.Errorf("group %s: %w; rejoining in %s", g.cfg.Group, err, backoff))
+			g.errs(fmt.Errorf("group %s: %w; rejoining in %s", g.cfg.Group, err, wait.Round(time.Millisecond)))
 		}
+		t := time.NewTimer(wait)
 		select {
 		case <-g.closing:
+			t.Stop()
 			return
-		case <-time.After(backoff):
+		case <-t.C:
 		}
-		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// setState tells the state handler, if any.
+func (g *GroupConsumer) setState(s State, err error) {
+	if g.o.stateHandler != nil {
+		g.o.stateHandler(s, err)
 	}
 }
 
@@ -394,7 +420,10 @@ func (g *GroupConsumer) session(ctx context.Context, first bool) (bool, error) {
 	g.mu.Unlock()
 	g.confirmed.Store(0)
 	if first {
+		g.setState(StateConnected, nil)
 		g.joined <- nil
+	} else {
+		g.setState(StateReconnected, nil)
 	}
 	hbStop := make(chan struct{})
 	defer close(hbStop)

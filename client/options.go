@@ -21,6 +21,14 @@ type options struct {
 	subStall        time.Duration
 	errorHandler    func(error)
 	logger          *slog.Logger
+
+	servers           []string
+	reconnect         bool
+	reconnectMin      time.Duration
+	reconnectMax      time.Duration
+	reconnectAttempts int // -1: no limit
+	stateHandler      func(State, error)
+	idempotent        bool
 }
 
 func defaultOptions() options {
@@ -32,6 +40,11 @@ func defaultOptions() options {
 		subPendingBytes: 64 << 20,
 		subStall:        time.Second,
 		logger:          slog.Default(),
+
+		reconnect:         true,
+		reconnectMin:      50 * time.Millisecond,
+		reconnectMax:      5 * time.Second,
+		reconnectAttempts: -1,
 	}
 }
 
@@ -82,6 +95,54 @@ func WithErrorHandler(f func(error)) Option { return func(o *options) { o.errorH
 
 // WithLogger sets the logger for the client's own diagnostics.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithServers adds broker addresses to the ones given to Dial (or
+// JoinGroup). The client connects to the first that answers and, after a
+// lost connection, tries them all again, starting with the one that
+// worked last.
+func WithServers(addrs ...string) Option {
+	return func(o *options) { o.servers = append(o.servers, addrs...) }
+}
+
+// WithReconnect sets the backoff between attempts to reconnect after a
+// lost connection: it doubles from lo up to hi, and each wait is drawn at
+// random from the upper half of the current step, so that the clients of
+// a broker that restarted do not all come back at once. Defaults 50ms and
+// 5s. Reconnecting is on by default; see WithoutReconnect.
+func WithReconnect(lo, hi time.Duration) Option {
+	return func(o *options) {
+		o.reconnect = true
+		o.reconnectMin, o.reconnectMax = max(lo, time.Millisecond), max(hi, lo, time.Millisecond)
+	}
+}
+
+// WithReconnectAttempts gives up reconnecting after n failed attempts in
+// a row; the client then stops (Done, Err). Default: no limit, so a client
+// outlives any broker restart; n <= 0 restores that.
+func WithReconnectAttempts(n int) Option {
+	return func(o *options) {
+		o.reconnectAttempts = n
+		if n <= 0 {
+			o.reconnectAttempts = -1
+		}
+	}
+}
+
+// WithoutReconnect makes a lost connection stop the client, failing what
+// is in flight with ErrConnectionLost, as a client did before it could
+// reconnect.
+func WithoutReconnect() Option { return func(o *options) { o.reconnect = false } }
+
+// WithStateHandler is called as the connection changes state: connected
+// (Dial succeeded), disconnected (with the cause), reconnected, closed
+// (with the cause, ErrClosed after Close). It runs on the client's
+// reader goroutine (connected: on Dial's; closed: on whichever stopped the
+// client), so it must return quickly, and must not call the client and
+// wait for an answer. A GroupConsumer calls it the same way for its
+// membership's connection.
+func WithStateHandler(f func(State, error)) Option {
+	return func(o *options) { o.stateHandler = f }
+}
 
 // PublishOption adjusts one publish. Options are plain values, so passing
 // them allocates nothing on the publish path.

@@ -63,6 +63,17 @@ type batch struct {
 	started  time.Time
 	reserved int64 // pending bytes held until the ack
 	count    int
+	order    uint64 // place in the send order (Client.sealed)
+
+	// written is set once the frame went to a write: from then on the
+	// broker may have it. frame keeps the finished frame (in kept, from
+	// framePool) until the ack when it may be sent again on a new
+	// connection (see Client.resends); otherwise it is recycled after the
+	// write. Both belong to whoever holds the writing role, or to the
+	// reader while it takes stock of a lost connection.
+	written bool
+	frame   []byte
+	kept    *[]byte
 
 	// Completion, written once by complete.
 	done    chan struct{} // non-nil when a synchronous publisher waits
@@ -179,9 +190,9 @@ func (c *Client) PublishBatchAsync(ctx context.Context, topic string, msgs []Mes
 // broker accepts.
 func (c *Client) checkSize(msg *Message) (int, error) {
 	size := wire.MessageSize(msg.Key, msg.Value, msg.Headers)
-	if size > int(c.hello.MaxMessageBytes) {
+	if limit := int(c.hello().MaxMessageBytes); size > limit {
 		return 0, wire.Errorf(wire.CodeMessageTooLarge,
-			"message of "+strconv.Itoa(size)+" bytes; the broker allows "+strconv.Itoa(int(c.hello.MaxMessageBytes)))
+			"message of "+strconv.Itoa(size)+" bytes; the broker allows "+strconv.Itoa(limit))
 	}
 	return size, nil
 }
@@ -242,7 +253,7 @@ func (c *Client) enqueueChecked(ctx context.Context, topic string, msg *Message,
 	if sync && b.done == nil {
 		b.done = make(chan struct{})
 	}
-	if b.bb.Size() >= c.opts.batchBytes {
+	if b.bb.Size() >= c.batchBytes {
 		c.seal(b)
 	}
 	c.wmu.Unlock()
@@ -345,6 +356,8 @@ func (c *Client) openBatch(k batchKey) *batch {
 // for the writer. wmu held.
 func (c *Client) seal(b *batch) {
 	b.corr = c.nextCorr()
+	c.sealed++
+	b.order = c.sealed
 	delete(c.open, b.key)
 	if c.last == b {
 		c.last = nil
@@ -374,6 +387,11 @@ func (c *Client) acked(corr uint32, a wire.PublishAck, err error) bool {
 	b, ok := c.inflight[corr]
 	if ok {
 		delete(c.inflight, corr)
+		if b.kept != nil {
+			// The writer recycles it: it may still be in the writev that
+			// carried this frame.
+			c.doneFrames = append(c.doneFrames, b.kept)
+		}
 		c.unacked.Add(-b.reserved)
 		c.wakeSpaceWaiters()
 		if err != nil && b.done == nil && c.asyncErr == nil {
@@ -482,9 +500,16 @@ func (c *Client) hasQueued() bool {
 
 // writeQueued seals the open batches and writes everything queued in one
 // writev. It reports whether there was anything. Only the goroutine holding
-// the writing role calls it.
+// the writing role calls it. While the client reconnects it writes
+// nothing: what is queued waits for the new connection.
 func (c *Client) writeQueued() bool {
+	c.wconn.Lock()
+	defer c.wconn.Unlock()
 	c.wmu.Lock()
+	if !c.live {
+		c.wmu.Unlock()
+		return false
+	}
 	for _, b := range c.open {
 		c.seal(b)
 	}
@@ -493,31 +518,56 @@ func (c *Client) writeQueued() bool {
 	if len(c.spareq) == 0 {
 		return false
 	}
+	keep := c.resends()
 	c.wbufs, c.recycle = c.wbufs[:0], c.recycle[:0]
+	if keep {
+		c.pmu.Lock()
+		c.recycle, c.doneFrames = append(c.recycle, c.doneFrames...), c.doneFrames[:0]
+		c.pmu.Unlock()
+	}
 	for i, f := range c.spareq {
-		if f.b != nil {
-			var buf *[]byte
-			f.frame, buf = f.b.finish()
-			c.recycle = append(c.recycle, buf)
+		if b := f.b; b != nil {
+			if b.frame == nil {
+				b.frame, b.kept = b.finish()
+			}
+			f.frame, b.written = b.frame, true
+			if !keep {
+				c.recycle = append(c.recycle, b.kept)
+				b.frame, b.kept = nil, nil
+			}
 		}
 		c.wbufs = append(c.wbufs, f.frame)
 		c.spareq[i] = outFrame{}
 	}
+	if keep {
+		// The reader looks at a kept frame when its ack comes, which the
+		// race detector cannot see follows this write: pmu orders them.
+		c.pmu.Lock()
+		c.pmu.Unlock() //nolint:staticcheck // an empty critical section, for ordering
+	}
 	bufs := c.wbufs
-	_, err := bufs.WriteTo(c.conn)
+	l := c.link.Load()
+	_, err := bufs.WriteTo(l)
 	c.lastWrite.Store(clock())
 	for i, p := range c.recycle {
-		if cap(*p) <= 1<<20 {
-			framePool.Put(p)
-		}
+		recycleFrame(p)
 		c.recycle[i] = nil
 	}
 	clear(c.wbufs)
 	if err != nil {
-		c.shutdown(errors.Join(ErrConnectionLost, err))
+		// The reader finds the connection closed and takes it from there:
+		// it reconnects, or stops the client.
+		_ = l.Close()
 		return false
 	}
 	return true
+}
+
+// recycleFrame returns a frame buffer to the pool, unless it grew large.
+func recycleFrame(p *[]byte) {
+	if p != nil && cap(*p) <= 1<<20 {
+		framePool.Put(p)
+	}
 }
 
 // writeLoop writes queued frames whenever it is signalled, so batches grow

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,13 @@ type Delivery struct {
 	Topic     string
 	Partition int32
 	Offset    int64
+	// Missed is set on the first delivery of a partition after the client
+	// reconnected, when messages before this one may never be delivered:
+	// how many (retention removed them, or a memory topic's in-memory log
+	// no longer held them), or -1 when nobody can tell (a memory topic's
+	// broker restarted, or the broker is too old to resume). Zero
+	// otherwise: a resumed subscription normally continues with no gap.
+	Missed int64
 }
 
 // Clone returns a copy of d that owns its memory.
@@ -62,10 +70,18 @@ type Subscription struct {
 	handler   func(*Delivery)
 	inline    *Delivery // set for DispatchInline: the reader's reused Delivery
 	start     Position
-	// starts holds, per partition, the offset a replay starts at; records
-	// below it in the first batch are skipped. Written by the reader before
-	// the first delivery, read by whoever dispatches.
-	starts map[int32]int64
+
+	// Reader-owned, for resuming after a reconnection: next is each
+	// partition's offset after the last record the reader passed on (or
+	// where the broker said the subscription starts); missed is what the
+	// next delivery of a partition reports in Delivery.Missed. confirmed
+	// is set once the broker accepted the subscription; durable when its
+	// topic's offsets survive a broker restart.
+	next      map[int32]int64
+	missed    map[int32]int64
+	confirmed bool
+	durable   bool
+	nmissed   atomic.Int64
 
 	queue   chan *bytebufferpool.ByteBuffer
 	space   chan struct{} // signalled by run after each chunk
@@ -89,6 +105,32 @@ func (s *Subscription) Topic() string { return s.topic }
 // Dropped counts messages dropped because the handler stayed behind its
 // pending bound for longer than the stall bound.
 func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
+
+// Missed counts messages the subscription may never get because of
+// reconnections, where the broker could count them (see Delivery.Missed).
+func (s *Subscription) Missed() int64 { return s.nmissed.Load() }
+
+// noteMissed records that messages of partition p may have been missed:
+// n of them, or -1 for an unknown number. The reader calls it.
+func (s *Subscription) noteMissed(p int32, n int64) {
+	if s.missed == nil {
+		s.missed = map[int32]int64{}
+	}
+	switch m := s.missed[p]; {
+	case m < 0 || n < 0:
+		s.missed[p] = -1
+	default:
+		s.missed[p] = m + n
+	}
+	if n > 0 {
+		s.nmissed.Add(n)
+	}
+	what := "an unknown number of messages"
+	if n > 0 {
+		what = strconv.FormatInt(n, 10) + " messages"
+	}
+	s.c.report(fmt.Errorf("subscription to %s, partition %d: %s may have been missed while the client reconnected", s.topic, p, what))
+}
 
 // Done is closed when the subscription has ended and its handler returned.
 func (s *Subscription) Done() <-chan struct{} { return s.done }
@@ -154,23 +196,6 @@ func (c *Client) startSubscription(ctx context.Context, s *Subscription) error {
 	return nil
 }
 
-// setStarts records where each partition's deliveries start, from the
-// broker's SubscribeOK; the reader calls it before any delivery of the
-// subscription is dispatched.
-func (s *Subscription) setStarts(body []byte) {
-	ok, err := wire.DecodeSubscribeOK(body)
-	if err != nil {
-		return
-	}
-	starts := make(map[int32]int64, len(ok.Starts))
-	for _, st := range ok.Starts {
-		if st.Offset >= 0 {
-			starts[st.Partition] = st.Offset
-		}
-	}
-	s.starts = starts
-}
-
 // SubscribeChan is Subscribe with deliveries sent, as copies, to a channel
 // of the given capacity. The channel is closed when the subscription ends.
 // A consumer that stops reading makes the subscription fall behind and
@@ -220,6 +245,10 @@ func (c *Client) addSub(s *Subscription) bool {
 	defer c.smu.Unlock()
 	list := c.subs[s.topic]
 	first := !slices.ContainsFunc(list, func(o *Subscription) bool { return o.partition == s.partition })
+	// One that shares the broker's subscription of an earlier one is in
+	// place at once; the reader sees it (confirmed) only through smu or
+	// the snapshot published below.
+	s.confirmed = !first
 	c.setSubs(s.topic, append(slices.Clone(list), s))
 	return first
 }
@@ -299,9 +328,13 @@ func (c *Client) deliver(body []byte) error {
 		if s.partition != wire.PartitionAny && s.partition != v.Partition {
 			continue
 		}
+		skip, missed, ok := s.admit(v.Partition, v.Batch)
+		if !ok {
+			continue
+		}
 		if s.inline != nil {
 			s.inline.Partition = v.Partition
-			s.dispatchBatch(s.inline, v.Batch)
+			s.dispatchBatch(s.inline, v.Batch, skip, missed)
 			continue
 		}
 		if s.staged == nil {
@@ -309,9 +342,41 @@ func (c *Client) deliver(body []byte) error {
 			c.staged = append(c.staged, s)
 		}
 		s.staged.B = binary.BigEndian.AppendUint32(s.staged.B, uint32(v.Partition))
+		s.staged.B = binary.BigEndian.AppendUint64(s.staged.B, uint64(skip))
+		s.staged.B = binary.BigEndian.AppendUint64(s.staged.B, uint64(missed))
 		s.staged.B = append(s.staged.B, v.Batch...)
 	}
 	return nil
+}
+
+// chunkEntry is the size of what precedes each staged batch: partition,
+// the offset below which its records are skipped, and Delivery.Missed of
+// its first record.
+const chunkEntry = 4 + 8 + 8
+
+// admit decides what of a delivered batch s passes on, and moves s's
+// resume point past it. A batch wholly below the point is a repeat (a
+// replay that began before it) and is dropped; one that straddles it has
+// the records below skipped. The reader calls it.
+func (s *Subscription) admit(p int32, b wire.Batch) (skip, missed int64, ok bool) {
+	base, end := b.BaseOffset(), b.BaseOffset()+int64(b.Count())
+	skip = -1
+	if next, seen := s.next[p]; seen {
+		if end <= next {
+			return 0, 0, false
+		}
+		if base < next {
+			skip = next
+		}
+	} else if s.next == nil {
+		s.next = map[int32]int64{}
+	}
+	s.next[p] = end
+	if m, ok := s.missed[p]; ok {
+		missed = m
+		delete(s.missed, p)
+	}
+	return skip, missed, true
 }
 
 // flushStaged queues what deliver staged during one read.
@@ -382,13 +447,13 @@ func (s *Subscription) drop(b *bytebufferpool.ByteBuffer) {
 // countRecords counts the records in a staged chunk.
 func countRecords(chunk []byte) int {
 	n := 0
-	for len(chunk) >= 4 {
-		size := wire.BatchSize(chunk[4:])
-		if size < wire.BatchHeaderSize || 4+size > len(chunk) {
+	for len(chunk) >= chunkEntry {
+		size := wire.BatchSize(chunk[chunkEntry:])
+		if size < wire.BatchHeaderSize || chunkEntry+size > len(chunk) {
 			break
 		}
-		n += wire.Batch(chunk[4 : 4+size]).Count()
-		chunk = chunk[4+size:]
+		n += wire.Batch(chunk[chunkEntry : chunkEntry+size]).Count()
+		chunk = chunk[chunkEntry+size:]
 	}
 	return n
 }
@@ -418,18 +483,21 @@ func (s *Subscription) run() {
 
 // dispatch calls the handler for every record of a staged chunk.
 func (s *Subscription) dispatch(d *Delivery, chunk []byte) {
-	for len(chunk) >= 4 {
+	for len(chunk) >= chunkEntry {
 		d.Partition = int32(binary.BigEndian.Uint32(chunk))
-		size := wire.BatchSize(chunk[4:])
-		batch := wire.Batch(chunk[4 : 4+size])
-		chunk = chunk[4+size:]
-		s.dispatchBatch(d, batch)
+		skip := int64(binary.BigEndian.Uint64(chunk[4:]))
+		missed := int64(binary.BigEndian.Uint64(chunk[12:]))
+		size := wire.BatchSize(chunk[chunkEntry:])
+		batch := wire.Batch(chunk[chunkEntry : chunkEntry+size])
+		chunk = chunk[chunkEntry+size:]
+		s.dispatchBatch(d, batch, skip, missed)
 	}
 }
 
-// dispatchBatch calls the handler for every record of one batch, unless
-// the subscription has been stopped.
-func (s *Subscription) dispatchBatch(d *Delivery, batch wire.Batch) {
+// dispatchBatch calls the handler for every record of one batch at or
+// above skipBelow, unless the subscription has been stopped; the first
+// one reports missed.
+func (s *Subscription) dispatchBatch(d *Delivery, batch wire.Batch, skipBelow, missed int64) {
 	select {
 	case <-s.stop:
 		return
@@ -437,16 +505,11 @@ func (s *Subscription) dispatchBatch(d *Delivery, batch wire.Batch) {
 	}
 	it := batch.Records()
 	var r wire.Record
-	skipBelow := int64(-1)
-	if s.starts != nil {
-		if st, ok := s.starts[d.Partition]; ok && batch.BaseOffset() < st {
-			skipBelow = st
-		}
-	}
 	for it.Next(&r) {
 		if r.Offset < skipBelow {
 			continue
 		}
+		d.Missed, missed = missed, 0
 		d.Offset, d.Key, d.Value = r.Offset, r.Key, r.Value
 		d.Timestamp = time.Unix(0, r.Timestamp)
 		d.Headers = d.Headers[:0]

@@ -60,7 +60,7 @@ func fakeBroker(t *testing.T, v uint16, info wire.TopicInfo) string {
 	return ln.Addr().String()
 }
 
-// TestClientDecodesByVersion: the client offers versions 1..2 and reads a
+// TestClientDecodesByVersion: the client offers versions 1..3 and reads a
 // TopicInfo in the layout of the version the broker picked; a version it
 // does not speak is a protocol error.
 func TestClientDecodesByVersion(t *testing.T) {
@@ -85,6 +85,13 @@ func TestClientDecodesByVersion(t *testing.T) {
 	require.Equal(t, "open: input/output error", got.Partitions[0].Reason)
 	require.NoError(t, c.Close())
 
-	_, err = client.Dial(ctx, fakeBroker(t, 3, info))
+	c, err = client.Dial(ctx, fakeBroker(t, 3, info))
+	require.NoError(t, err)
+	got, err = c.DescribeTopic(ctx, "t")
+	require.NoError(t, err)
+	require.Equal(t, client.PartitionOffline, got.Partitions[0].State)
+	require.NoError(t, c.Close())
+
+	_, err = client.Dial(ctx, fakeBroker(t, wire.Version+1, info))
 	require.ErrorIs(t, err, client.ErrProtocol)
 }

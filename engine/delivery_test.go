@@ -192,7 +192,7 @@ func TestSlowConsumerIsDisconnected(t *testing.T) {
 func TestGracefulShutdownFlushes(t *testing.T) {
 	e := startBroker(t, nil)
 	ctx := testCtx(t)
-	pub := dial(t, e)
+	pub := dial(t, e, client.WithoutReconnect())
 	var got atomic.Int64
 	sc := dial(t, e)
 	_, err := sc.Subscribe(ctx, "t", func(*client.Delivery) { got.Add(1) })

@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -126,13 +127,18 @@ type Server struct {
 	directWrites  atomic.Uint64 // deliveries written by another loop's thread (FlushDirect)
 	directShort   atomic.Uint64 // direct writes the socket did not take whole
 	errorsByCode  [32]atomic.Uint64
+
+	// runID tells clients (HelloOK, version 3) which run of the broker
+	// they speak to: a reconnecting client that sees another one knows
+	// that memory topics started again at offset 0.
+	runID uint64
 }
 
 // New returns a server that is not listening yet.
 func New(cfg Config) *Server {
 	srv := &Server{cfg: cfg, b: cfg.Broker, log: cfg.Logger, topics: cfg.Topics, groups: cfg.Groups,
 		fatal: make(chan error, 1), diskWork: newDiskWorker(), autoCreates: newTokenBucket(cfg.AutoCreateRate),
-		outbound: newOutbound(&cfg), replays: newReplayPool(replayWorkers())}
+		outbound: newOutbound(&cfg), replays: newReplayPool(replayWorkers()), runID: rand.Uint64()}
 	srv.mem = newMemGuard(srv, cfg.MaxInflightBytes)
 	return srv
 }

@@ -266,7 +266,7 @@ func (s *session) hello(f wire.Frame) error {
 	s.info.name.Store(&h.ClientName)
 	s.srv.log.Debug("client connected", "remote", s.t.remoteAddr(), "name", h.ClientName, "version", v)
 	ok := wire.HelloOK{Version: v, MaxFrameBytes: uint32(s.srv.cfg.MaxFrameBytes),
-		MaxMessageBytes: uint32(s.srv.cfg.MaxMessageBytes), ServerName: "ratatoskr"}
+		MaxMessageBytes: uint32(s.srv.cfg.MaxMessageBytes), ServerName: "ratatoskr", RunID: s.srv.runID}
 	s.sendFrame(wire.TypeHelloOK, f.Corr, ok.Append(s.scratch[:0]))
 	return nil
 }
@@ -440,32 +440,59 @@ func (s *session) describeTopic(f wire.Frame) error {
 }
 
 func (s *session) subscribe(f wire.Frame) error {
-	name, part, start, err := wire.DecodeSubscribe(f.Body)
+	name, part, start, resume, err := wire.DecodeSubscribeResume(f.Body)
+	if err == nil && len(resume) > 0 && s.version < 3 {
+		err = wire.Errorf(wire.CodeMalformed, "resume offsets need protocol version 3")
+	}
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
 	corr := f.Corr
 	return s.withTopic(name, func(t *topic.Topic, err error) error {
 		if err == nil {
+			err = checkResume(t, part, resume)
+		}
+		if err == nil {
 			err = s.checkNewSubscription(t, part)
 		}
 		if err != nil {
 			return s.refuse(corr, err)
 		}
-		return s.subscribeTo(corr, t, part, start)
+		return s.subscribeTo(corr, t, part, start, resume)
 	})
 }
 
-// subscribeTo subscribes to part of t (or every partition) from start.
-func (s *session) subscribeTo(corr uint32, t *topic.Topic, part int32, start wire.Start) error {
+// checkResume refuses resume offsets for partitions the subscription
+// does not cover, or named twice.
+func checkResume(t *topic.Topic, part int32, resume []wire.PartitionStart) error {
+	seen := make(map[int32]bool, len(resume))
+	for _, r := range resume {
+		if r.Partition < 0 || int(r.Partition) >= len(t.Parts) || (part != wire.PartitionAny && r.Partition != part) {
+			return invalid("resume offset for partition " + strconv.Itoa(int(r.Partition)) + ", which the subscription does not cover")
+		}
+		if seen[r.Partition] {
+			return invalid("two resume offsets for partition " + strconv.Itoa(int(r.Partition)))
+		}
+		seen[r.Partition] = true
+	}
+	return nil
+}
+
+// subscribeTo subscribes to part of t (or every partition) from start,
+// or, for the partitions resume names, from their own offsets.
+func (s *session) subscribeTo(corr uint32, t *topic.Topic, part int32, start wire.Start, resume []wire.PartitionStart) error {
 	// Every partition means every partition that is not offline: those
 	// hold nothing and take nothing until a restart.
 	sub := &subscription{topic: t, parts: t.Online, cancel: new(atomic.Bool)}
 	if part != wire.PartitionAny {
 		sub.parts = t.Parts[part : part+1]
 	}
-	if start.Kind != wire.StartLatest {
-		return s.subscribeFrom(corr, t, part, sub, start)
+	// From version 3 on, a LATEST subscription too answers with the offset
+	// each partition starts at, before any delivery, so that a client can
+	// resume it where it left off: it takes the path of a replay from the
+	// end, which switches to live delivery with no gap.
+	if start.Kind != wire.StartLatest || s.version >= 3 {
+		return s.subscribeFrom(corr, t, part, sub, start, resume)
 	}
 	s.addSub(subKey{t, part}, sub)
 	out := s.out
@@ -477,7 +504,7 @@ func (s *session) subscribeTo(corr uint32, t *topic.Topic, part int32, start wir
 		if err != nil {
 			out.SendError(corr, err)
 		} else {
-			body := ok.Append(nil)
+			body := ok.Append(nil, s.version)
 			out.SendCopy(append(wire.AppendHeader(nil, wire.TypeSubscribeOK, 0, corr, len(body)), body...))
 			s.emitSub(telemetry.EventSubscriberJoined, t, part, "subscribe", nil)
 		}
@@ -493,13 +520,16 @@ func (s *session) subscribeTo(corr uint32, t *topic.Topic, part int32, start wir
 }
 
 // subscribeFrom starts a subscription that replays each partition's log
-// from start and then follows the live tail. It answers with the offset
-// each partition starts at; records below it in the first delivered batch
-// are for the client to skip.
-func (s *session) subscribeFrom(corr uint32, t *topic.Topic, part int32, sub *subscription, start wire.Start) error {
-	ok := wire.SubscribeOK{Partitions: uint32(len(t.Parts))}
+// from start (or its resume offset) and then follows the live tail. It
+// answers with the offset each partition starts at; records below it in
+// the first delivered batch are for the client to skip.
+func (s *session) subscribeFrom(corr uint32, t *topic.Topic, part int32, sub *subscription, start wire.Start, resume []wire.PartitionStart) error {
+	ok := wire.SubscribeOK{Partitions: uint32(len(t.Parts)), Durable: t.Config().Storage == "disk"}
 	for _, p := range sub.parts {
 		off, err := resolveStart(p, start)
+		if r, ok := resumeAt(p, resume); ok {
+			off, err = resolveResume(p, r)
+		}
 		if err != nil {
 			t.Subscriptions.Add(-1)
 			return s.refuse(corr, err)
@@ -507,12 +537,36 @@ func (s *session) subscribeFrom(corr uint32, t *topic.Topic, part int32, sub *su
 		ok.Starts = append(ok.Starts, wire.PartitionStart{Partition: p.ID, Offset: off})
 	}
 	s.addSub(subKey{t, part}, sub)
-	s.sendFrame(wire.TypeSubscribeOK, corr, ok.Append(s.scratch[:0]))
+	s.sendFrame(wire.TypeSubscribeOK, corr, ok.Append(s.scratch[:0], s.version))
 	s.emitSub(telemetry.EventSubscriberJoined, t, part, "subscribe", nil)
 	for i, p := range sub.parts {
 		s.srv.startReplay(s.out, p, ok.Starts[i].Offset, sub.cancel)
 	}
 	return nil
+}
+
+// resumeAt returns p's resume offset, if it has one.
+func resumeAt(p *shard.Partition, resume []wire.PartitionStart) (int64, bool) {
+	for _, r := range resume {
+		if r.Partition == p.ID {
+			return r.Offset, true
+		}
+	}
+	return 0, false
+}
+
+// resolveResume is where a resume offset starts: moved into the log's
+// bounds rather than refused. Below the start, retention took what it
+// named (the client counts the difference as missed); above the end, the
+// log has less than the client saw (a memory topic's log, or a disk one
+// written with fsync never, lost to a restart), and the client gets what
+// comes next.
+func resolveResume(p *shard.Partition, off int64) (int64, error) {
+	if err := topic.CheckOnline(p); err != nil {
+		return 0, err
+	}
+	lo, hi := p.Log.Bounds()
+	return min(max(off, lo), hi), nil
 }
 
 // fetch answers a pull Fetch on the reader pool.

@@ -3,11 +3,14 @@ package wire
 import "encoding/binary"
 
 // Protocol versions this package speaks. A connection uses the version
-// the broker picked in HelloOK; the only difference between them is the
-// TopicInfo layout (version 2 adds each partition's state), and a version
-// 1 peer still gets exactly the version 1 bytes.
+// the broker picked in HelloOK, and a peer of an older version gets
+// exactly that version's bytes. Version 2 adds each partition's state to
+// TopicInfo; version 3 adds what a client needs to resume after a
+// reconnection: the broker's run id in HelloOK, resume offsets in
+// Subscribe, and start offsets (also for LATEST) and the storage kind in
+// SubscribeOK.
 const (
-	Version    uint16 = 2 // the newest version
+	Version    uint16 = 3 // the newest version
 	MinVersion uint16 = 1 // the oldest version still accepted
 )
 

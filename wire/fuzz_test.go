@@ -70,7 +70,8 @@ func decodeBody(f Frame) {
 	case TypeSubscribe, TypeUnsubscribe:
 		_, _, _, _ = DecodeSubscribe(f.Body)
 	case TypeSubscribeOK:
-		_, _ = DecodeSubscribeOK(f.Body)
+		_, _ = DecodeSubscribeOK(f.Body, 3)
+		_, _, _, _, _ = DecodeSubscribeResume(f.Body)
 	case TypeFetch:
 		_, _ = DecodeFetch(f.Body)
 	case TypeFetchResult:

@@ -74,21 +74,33 @@ type HelloOK struct {
 	MaxFrameBytes   uint32
 	MaxMessageBytes uint32
 	ServerName      string
+	// RunID (version 3) is chosen at random each time the broker starts: a
+	// client that reconnects and sees another one knows the broker
+	// restarted, and with it every memory topic's offsets.
+	RunID uint64
 }
 
-// Append encodes h.
+// Append encodes h in its Version's layout.
 func (h *HelloOK) Append(dst []byte) []byte {
 	dst = appendU16(dst, h.Version)
 	dst = appendU32(dst, h.MaxFrameBytes)
 	dst = appendU32(dst, h.MaxMessageBytes)
-	return AppendStr16(dst, h.ServerName)
+	dst = AppendStr16(dst, h.ServerName)
+	if h.Version >= 3 {
+		dst = appendI64(dst, int64(h.RunID))
+	}
+	return dst
 }
 
-// DecodeHelloOK decodes a HelloOK body.
+// DecodeHelloOK decodes a HelloOK body in the layout of the version it
+// names.
 func DecodeHelloOK(body []byte) (h HelloOK, err error) {
 	d := NewDecoder(body)
 	h.Version, h.MaxFrameBytes, h.MaxMessageBytes = d.U16(), d.U32(), d.U32()
 	h.ServerName = d.String16()
+	if h.Version >= 3 {
+		h.RunID = uint64(d.I64())
+	}
 	return h, d.Done()
 }
 
@@ -363,24 +375,55 @@ var errStartKind = &Error{Code: CodeMalformed, Message: "unknown start kind"}
 // Subscribe asks for push delivery of a topic's partition, or of every
 // partition with PartitionAny, from a start position; deliveries replay
 // the log from there and then follow the live tail. Unsubscribe has the
-// same body; its start is ignored.
+// same body without Resume; its start is ignored.
 type Subscribe struct {
 	Topic     string
 	Partition int32
 	Start     Start
+	// Resume (version 3) gives partitions an offset of their own to start
+	// at instead of Start: where a client that lost its connection left
+	// off. It is encoded only when not empty.
+	Resume []PartitionStart
 }
 
 // Append encodes s.
 func (s *Subscribe) Append(dst []byte) []byte {
-	return appendStart(appendI32(AppendStr16(dst, s.Topic), s.Partition), s.Start)
+	dst = appendStart(appendI32(AppendStr16(dst, s.Topic), s.Partition), s.Start)
+	if len(s.Resume) > 0 {
+		dst = appendU32(dst, uint32(len(s.Resume)))
+		for _, r := range s.Resume {
+			dst = appendI64(appendI32(dst, r.Partition), r.Offset)
+		}
+	}
+	return dst
 }
 
-// DecodeSubscribe decodes a Subscribe or Unsubscribe body; the topic aliases body.
+// DecodeSubscribe decodes an Unsubscribe body, or a Subscribe body without
+// resume offsets; the topic aliases body.
 func DecodeSubscribe(body []byte) (topic []byte, partition int32, start Start, err error) {
 	d := NewDecoder(body)
 	topic, partition = d.Str16(), d.I32()
 	start = decodeStart(&d)
 	return topic, partition, start, d.Done()
+}
+
+// DecodeSubscribeResume decodes a Subscribe body that may end with resume
+// offsets (version 3); the topic aliases body.
+func DecodeSubscribeResume(body []byte) (topic []byte, partition int32, start Start, resume []PartitionStart, err error) {
+	d := NewDecoder(body)
+	topic, partition = d.Str16(), d.I32()
+	start = decodeStart(&d)
+	if d.Remaining() > 0 {
+		n := d.U32()
+		if uint64(n) > uint64(d.Remaining()/12) {
+			return topic, partition, start, nil, errShort
+		}
+		resume = make([]PartitionStart, n)
+		for i := range resume {
+			resume[i] = PartitionStart{Partition: d.I32(), Offset: d.I64()}
+		}
+	}
+	return topic, partition, start, resume, d.Done()
 }
 
 // Fetch asks for the batches of one partition from a start position: at
@@ -461,6 +504,9 @@ func DecodeFetchResult(body []byte) (h FetchResultHeader, batches []Batch, err e
 type SubscribeOK struct {
 	Partitions uint32
 	Starts     []PartitionStart
+	// Durable (version 3) says the topic's log is on disk, so its offsets
+	// survive a broker restart; a memory topic's start again at 0.
+	Durable bool
 }
 
 // PartitionStart is where a subscription starts in one partition.
@@ -469,18 +515,25 @@ type PartitionStart struct {
 	Offset    int64
 }
 
-// Append encodes s.
-func (s *SubscribeOK) Append(dst []byte) []byte {
+// Append encodes s in the layout of protocol version v.
+func (s *SubscribeOK) Append(dst []byte, v uint16) []byte {
 	dst = appendU32(dst, s.Partitions)
 	dst = appendU32(dst, uint32(len(s.Starts)))
 	for _, st := range s.Starts {
 		dst = appendI64(appendI32(dst, st.Partition), st.Offset)
 	}
+	if v >= 3 {
+		var durable uint8
+		if s.Durable {
+			durable = 1
+		}
+		dst = append(dst, durable)
+	}
 	return dst
 }
 
-// DecodeSubscribeOK decodes a SubscribeOK body.
-func DecodeSubscribeOK(body []byte) (s SubscribeOK, err error) {
+// DecodeSubscribeOK decodes a SubscribeOK body of protocol version v.
+func DecodeSubscribeOK(body []byte, v uint16) (s SubscribeOK, err error) {
 	d := NewDecoder(body)
 	s.Partitions = d.U32()
 	n := d.U32()
@@ -490,6 +543,9 @@ func DecodeSubscribeOK(body []byte) (s SubscribeOK, err error) {
 	s.Starts = make([]PartitionStart, n)
 	for i := range s.Starts {
 		s.Starts[i] = PartitionStart{Partition: d.I32(), Offset: d.I64()}
+	}
+	if v >= 3 {
+		s.Durable = d.U8() != 0
 	}
 	return s, d.Done()
 }

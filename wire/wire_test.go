@@ -194,6 +194,12 @@ func TestMessagesRoundTrip(t *testing.T) {
 	gotOK, err := DecodeHelloOK(ok.Append(nil))
 	require.NoError(t, err)
 	require.Equal(t, ok, gotOK)
+	ok.Version, ok.RunID = 3, 1<<63|42 // version 3 carries the run id
+	gotOK, err = DecodeHelloOK(ok.Append(nil))
+	require.NoError(t, err)
+	require.Equal(t, ok, gotOK)
+	ok.Version = 2 // and version 2 does not
+	require.Len(t, ok.Append(nil), len((&HelloOK{Version: 3, ServerName: "ratatoskr"}).Append(nil))-8)
 
 	e, err := DecodeError(AppendError(nil, CodeSlowConsumer, "behind by 9 MiB"))
 	require.NoError(t, err)
@@ -241,6 +247,19 @@ func TestMessagesRoundTrip(t *testing.T) {
 	require.Equal(t, s.Start, start)
 	_, _, _, err = DecodeSubscribe((&Subscribe{Topic: "x", Start: Start{Kind: 9}}).Append(nil))
 	require.ErrorIs(t, err, ErrMalformed)
+	// Resume offsets ride at the end; without them the body is version 1's.
+	s.Resume = []PartitionStart{{0, 17}, {2, 1 << 40}}
+	topic, p, start, resume, err := DecodeSubscribeResume(s.Append(nil))
+	require.NoError(t, err)
+	require.Equal(t, "x", string(topic))
+	require.Equal(t, PartitionAny, p)
+	require.Equal(t, s.Start, start)
+	require.Equal(t, s.Resume, resume)
+	_, _, _, err = DecodeSubscribe(s.Append(nil))
+	require.ErrorIs(t, err, ErrMalformed, "an Unsubscribe carries no resume offsets")
+	_, _, _, resume, err = DecodeSubscribeResume((&Subscribe{Topic: "x"}).Append(nil))
+	require.NoError(t, err)
+	require.Empty(t, resume)
 
 	fr := Fetch{Topic: "f", Partition: 3, Start: Start{Kind: StartOffset, Value: 99}, MaxBytes: 4096, MaxWaitMs: 50}
 	gotFetch, err := DecodeFetch(fr.Append(nil))
@@ -260,7 +279,11 @@ func TestMessagesRoundTrip(t *testing.T) {
 	require.Error(t, err)
 
 	sok := SubscribeOK{Partitions: 5, Starts: []PartitionStart{{0, 10}, {3, 0}}}
-	gotSok, err := DecodeSubscribeOK(sok.Append(nil))
+	gotSok, err := DecodeSubscribeOK(sok.Append(nil, 2), 2)
+	require.NoError(t, err)
+	require.Equal(t, sok, gotSok)
+	sok.Durable = true
+	gotSok, err = DecodeSubscribeOK(sok.Append(nil, 3), 3)
 	require.NoError(t, err)
 	require.Equal(t, sok, gotSok)
 }
@@ -274,6 +297,9 @@ func TestDecodersRejectShortAndTrailing(t *testing.T) {
 		"info":       (&TopicInfo{Name: "a", Partitions: []PartitionInfo{{}}}).Append(nil, 1),
 		"info v2":    (&TopicInfo{Name: "a", Partitions: []PartitionInfo{{Reason: "r"}}}).Append(nil, 2),
 		"subscribe":  (&Subscribe{Topic: "t"}).Append(nil),
+		"resume":     (&Subscribe{Topic: "t", Resume: []PartitionStart{{1, 2}}}).Append(nil),
+		"hello ok 3": (&HelloOK{Version: 3, ServerName: "x", RunID: 7}).Append(nil),
+		"sub ok 3":   (&SubscribeOK{Starts: []PartitionStart{{1, 2}}, Durable: true}).Append(nil, 3),
 		"fetch":      (&Fetch{Topic: "t", MaxBytes: 1}).Append(nil),
 		"publishack": AppendPublishAck(nil, 0, PublishAck{})[HeaderSize:],
 	}
@@ -285,6 +311,17 @@ func TestDecodersRejectShortAndTrailing(t *testing.T) {
 		"info":       func(b []byte) error { _, err := DecodeTopicInfo(b, 1); return err },
 		"info v2":    func(b []byte) error { _, err := DecodeTopicInfo(b, 2); return err },
 		"subscribe":  func(b []byte) error { _, _, _, err := DecodeSubscribe(b); return err },
+		"hello ok 3": func(b []byte) error { _, err := DecodeHelloOK(b); return err },
+		"sub ok 3":   func(b []byte) error { _, err := DecodeSubscribeOK(b, 3); return err },
+		"resume": func(b []byte) error {
+			// Cut right before its resume offsets, the body is a valid
+			// plain Subscribe; here that counts as losing them.
+			_, _, _, r, err := DecodeSubscribeResume(b)
+			if err == nil && len(r) == 0 {
+				return errShort
+			}
+			return err
+		},
 		"fetch":      func(b []byte) error { _, err := DecodeFetch(b); return err },
 		"publishack": func(b []byte) error { _, err := DecodePublishAck(b); return err },
 	}
