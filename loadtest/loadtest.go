@@ -49,8 +49,10 @@ const (
 
 // Config describes a run. Zero values take the defaults of DefaultConfig.
 type Config struct {
-	Server      string
-	Topic       string
+	Server string
+	Topic  string
+	// Partitions of the topic; 0 takes an existing topic's count, or one
+	// for a new topic.
 	Partitions  int
 	Producers   int
 	Subscribers int
@@ -64,10 +66,15 @@ type Config struct {
 	Drain time.Duration
 	// PaceQuantum is the shortest sleep of a paced producer (see producer.paced).
 	PaceQuantum time.Duration
-	// Durable makes the topic a disk log with the Fsync policy; otherwise it
-	// is a memory topic.
-	Durable bool
-	Fsync   string
+	// Durable makes the topic a disk log with the Fsync policy ("always"
+	// when empty); otherwise it is a memory topic. When Durable, Fsync or
+	// Partitions is set, an existing topic must have these settings: the
+	// run fails with ErrTopicMismatch otherwise, or with Recreate deletes
+	// the topic and creates it as asked. When none is set, an existing
+	// topic is used as it is, and the result reports what it is.
+	Durable  bool
+	Fsync    string
+	Recreate bool
 	// Replay publishes first, then starts the subscribers from the earliest
 	// offset: the delivery rate measures reading the log back.
 	Replay bool
@@ -102,7 +109,7 @@ const MaxLatencyLog = 16 << 20
 // DefaultConfig returns the defaults of `ratatoskr loadtest`.
 func DefaultConfig() Config {
 	return Config{
-		Server: "127.0.0.1:7070", Topic: "loadtest", Partitions: 1, Producers: 1,
+		Server: "127.0.0.1:7070", Topic: "loadtest", Producers: 1,
 		Subscribers: 1, Size: 128, Duration: 10 * time.Second, BatchBytes: 256 << 10,
 		Drain: 10 * time.Second, PaceQuantum: 20 * time.Microsecond,
 	}
@@ -127,8 +134,11 @@ func (c *Config) Validate() error {
 	if c.Count < 0 || (c.Count == 0 && c.Duration <= 0) {
 		bad("count/duration", fmt.Sprint(c.Count, "/", c.Duration), "give a positive count or duration")
 	}
-	if c.Partitions < 1 {
-		bad("partitions", c.Partitions, "need at least one partition")
+	if c.Partitions < 0 {
+		bad("partitions", c.Partitions, "must not be negative (0 takes the existing topic's count, or 1)")
+	}
+	if c.Fsync != "" && !c.Durable {
+		bad("fsync", c.Fsync, "applies to a durable topic only: add --durable")
 	}
 	if c.Group != "" {
 		if c.Ack == "" {

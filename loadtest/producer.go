@@ -26,7 +26,12 @@ type producer struct {
 	size      int
 	sent      atomic.Uint64 // messages handed to the client
 	bursts    atomic.Uint64 // paced wake-ups that sent something
-	err       error
+	// late is how late each paced message was handed to the client
+	// against its intended send time: the tool's own delay, which the
+	// latency includes. Nil for unpaced producers, whose messages have
+	// no intended time.
+	late *timings
+	err  error
 }
 
 // run publishes until count or the deadline, then waits for every ack.
@@ -104,6 +109,7 @@ func (p *producer) paced(ctx context.Context, start int64, payload []byte, opt c
 		p.bursts.Add(1)
 		for t := now(); p.more(seq); {
 			burst = burst[:0]
+			handed := now()
 			for ; p.more(seq) && len(burst) < len(payloads); seq++ {
 				due := start + int64(float64(seq)*interval)
 				if due > t {
@@ -111,6 +117,7 @@ func (p *producer) paced(ctx context.Context, start int64, payload []byte, opt c
 				}
 				b := payloads[len(burst)]
 				putHeader(b, p.id, seq, due)
+				p.late.record(max(handed-due, 0), handed)
 				burst = append(burst, client.Message{Value: b, Timestamp: epoch.Add(time.Duration(due))})
 			}
 			if len(burst) == 0 {
