@@ -16,9 +16,18 @@
 // At a fixed rate, sends are scheduled on a timeline and each message is
 // stamped with its intended time, so a stall in the broker or the tool
 // shows up in the latency instead of silently delaying later sends
-// (no coordinated omission). The producer sleeps between sends with
-// nanosleep on a thread whose timer slack is 1 µs; Go's own timers cannot
-// wake in less than about a millisecond here.
+// (no coordinated omission). By default the timeline is one burst per
+// millisecond (Config.BurstInterval), each message intended at its
+// burst's start: spacing 100k messages a second evenly, 10 µs apart,
+// makes batches of a few messages whose per-batch cost on a small
+// machine, in the tool and the broker alike, became most of the measured
+// tail (PERFORMANCE.md, issue 13). Each paced producer also measures its
+// own lateness, how late it handed each message to the client against
+// the message's intended time: the tool's share of the latency, reported
+// beside it, so that a starved tool is told from a slow broker. The
+// producer sleeps between sends with nanosleep on a thread whose timer
+// slack is 1 µs; Go's own timers cannot wake in less than about a
+// millisecond here.
 package loadtest
 
 import (
@@ -64,6 +73,14 @@ type Config struct {
 	Linger      time.Duration // producer linger
 	// Drain bounds the wait for deliveries after the producers finish.
 	Drain time.Duration
+	// BurstInterval is the schedule of a paced producer: every interval
+	// it sends the interval's share of the rate as one burst, and each
+	// message of a burst is intended at the burst's start. Zero spreads
+	// the messages evenly, each intended at its own time (start + n/rate).
+	// Even spacing at tens of microseconds makes tiny batches, whose cost
+	// on both sides of the connection, not the broker's latency, then
+	// dominates on a small machine (PERFORMANCE.md, issue 13).
+	BurstInterval time.Duration
 	// PaceQuantum is the shortest sleep of a paced producer (see producer.paced).
 	PaceQuantum time.Duration
 	// Durable makes the topic a disk log with the Fsync policy ("always"
@@ -111,7 +128,7 @@ func DefaultConfig() Config {
 	return Config{
 		Server: "127.0.0.1:7070", Topic: "loadtest", Producers: 1,
 		Subscribers: 1, Size: 128, Duration: 10 * time.Second, BatchBytes: 256 << 10,
-		Drain: 10 * time.Second, PaceQuantum: 20 * time.Microsecond,
+		Drain: 10 * time.Second, BurstInterval: time.Millisecond, PaceQuantum: 20 * time.Microsecond,
 	}
 }
 
@@ -130,6 +147,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Rate < 0 {
 		bad("rate", c.Rate, "must not be negative")
+	}
+	if c.BurstInterval < 0 {
+		bad("burst interval", c.BurstInterval, "must not be negative")
 	}
 	if c.Count < 0 || (c.Count == 0 && c.Duration <= 0) {
 		bad("count/duration", fmt.Sprint(c.Count, "/", c.Duration), "give a positive count or duration")

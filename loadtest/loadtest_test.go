@@ -318,3 +318,40 @@ func TestLatenessCountsFromIntendedTime(t *testing.T) {
 	require.GreaterOrEqual(t, s.lat.all.Max(), p.late.all.Max()*99/100,
 		"latency counts from the intended time, so it holds the lateness")
 }
+
+// TestIntendedTimes: evenly spaced, message n is due at n/rate; with a
+// burst interval, every message of an interval is due at its start.
+func TestIntendedTimes(t *testing.T) {
+	even := &producer{rate: 100_000}
+	bursts := &producer{rate: 100_000, window: int64(time.Millisecond)}
+	slow := &producer{rate: 500, window: int64(time.Millisecond)} // one message per 2 ms: no bursts
+	for _, c := range []struct {
+		p    *producer
+		seq  uint64
+		want time.Duration
+	}{
+		{even, 0, 0}, {even, 1, 10 * time.Microsecond}, {even, 150, 1500 * time.Microsecond},
+		{bursts, 0, 0}, {bursts, 99, 0}, {bursts, 100, time.Millisecond}, {bursts, 250, 2 * time.Millisecond},
+		{slow, 1, 2 * time.Millisecond}, {slow, 3, 6 * time.Millisecond},
+	} {
+		require.Equal(t, int64(c.want)+7, c.p.intended(7, c.seq), "seq %d window %d", c.seq, c.p.window)
+	}
+}
+
+// TestPacedBurstSchedule: with a burst interval each wake-up sends the
+// interval's share of the rate at once.
+func TestPacedBurstSchedule(t *testing.T) {
+	addr := startBroker(t)
+	cfg := DefaultConfig()
+	cfg.Server, cfg.Rate, cfg.Count, cfg.BurstInterval = addr, 20_000, 20_000, 2*time.Millisecond
+	res, err := Run(context.Background(), cfg, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, uint64(20_000), res.Delivered)
+	require.Zero(t, res.Lost+res.Duplicated+res.Reordered+res.Malformed)
+	require.GreaterOrEqual(t, res.MeanBurst, 39.0, "40 messages due every 2 ms; a late wake-up sends more")
+	require.NotNil(t, res.ProducerLatenessUS)
+	require.Equal(t, 2000.0, res.BurstIntervalUS)
+	var table bytes.Buffer
+	require.NoError(t, WriteSummary(&table, res))
+	require.Contains(t, table.String(), "20.0k msg/s in bursts every 2.0ms")
+}

@@ -19,7 +19,7 @@ func WriteSummary(w io.Writer, r *Result) error {
 		{"topic", topicString(r)},
 		{"producers / subscribers / partitions", fmt.Sprintf("%d / %d / %d", r.Producers, r.Subscribers, r.Partitions)},
 		{"payload", fmt.Sprintf("%d B", r.Size)},
-		{"target rate", rateString(r.TargetRate)},
+		{"target rate", rateString(r.TargetRate, r.BurstIntervalUS)},
 		{"published", fmt.Sprintf("%d in %.2fs", r.Published, r.PublishSeconds)},
 		{"publish rate", si(r.PublishRate) + " msg/s"},
 		{"deliver rate", si(r.DeliverRate) + " msg/s"},
@@ -92,11 +92,14 @@ func topicString(r *Result) string {
 	return t.String()
 }
 
-func rateString(r int) string {
-	if r == 0 {
+func rateString(r int, burstUS float64) string {
+	switch {
+	case r == 0:
 		return "as fast as possible"
+	case burstUS > 0:
+		return si(float64(r)) + " msg/s in bursts every " + FormatMicros(burstUS)
 	}
-	return si(float64(r)) + " msg/s"
+	return si(float64(r)) + " msg/s, evenly spaced"
 }
 
 func cpuString(c float64) string {

@@ -28,18 +28,20 @@ type Latency struct {
 // Result is what a run measured. JSON field names are part of the tool's
 // interface: scripts read them.
 type Result struct {
-	Topic          string  `json:"topic"`
-	Producers      int     `json:"producers"`
-	Subscribers    int     `json:"subscribers"`
-	Partitions     int     `json:"partitions"`
-	Size           int     `json:"size"`
-	TargetRate     int     `json:"target_rate"`
-	Published      uint64  `json:"published"`
-	Delivered      uint64  `json:"delivered"`
-	PublishSeconds float64 `json:"publish_seconds"`
-	PublishRate    float64 `json:"publish_rate"`
-	DeliverRate    float64 `json:"deliver_rate"`
-	MBPerSec       float64 `json:"mb_per_sec"`
+	Topic       string `json:"topic"`
+	Producers   int    `json:"producers"`
+	Subscribers int    `json:"subscribers"`
+	Partitions  int    `json:"partitions"`
+	Size        int    `json:"size"`
+	TargetRate  int    `json:"target_rate"`
+	// BurstIntervalUS is the paced schedule's burst interval (Config.BurstInterval).
+	BurstIntervalUS float64 `json:"burst_interval_us,omitempty"`
+	Published       uint64  `json:"published"`
+	Delivered       uint64  `json:"delivered"`
+	PublishSeconds  float64 `json:"publish_seconds"`
+	PublishRate     float64 `json:"publish_rate"`
+	DeliverRate     float64 `json:"deliver_rate"`
+	MBPerSec        float64 `json:"mb_per_sec"`
 	// LatencyUS counts from each message's intended send time, so it
 	// holds any delay of the tool's producer as well as the broker's.
 	LatencyUS Latency `json:"latency_us"`
@@ -146,7 +148,7 @@ func (r *run) setup(ctx context.Context) error {
 		}
 		p.count = share(r.cfg.Count, r.cfg.Producers, i)
 		p.rate = float64(r.cfg.Rate) / float64(r.cfg.Producers)
-		p.quantum = int64(r.cfg.PaceQuantum)
+		p.quantum, p.window = int64(r.cfg.PaceQuantum), int64(r.cfg.BurstInterval)
 		if p.rate > 0 {
 			p.late = newTimings()
 		}
@@ -373,6 +375,9 @@ func (r *run) result(start, pubEnd int64) *Result {
 	res := &Result{Producers: r.cfg.Producers, Subscribers: r.cfg.Subscribers, Partitions: r.cfg.Partitions,
 		Size: r.cfg.Size, TargetRate: r.cfg.Rate, Published: r.sent(), hist: newHist(), late: newHist(),
 		Topic: r.topic.Name, Durable: r.topic.Storage == "disk", Fsync: r.topic.Fsync}
+	if r.cfg.Rate > 0 {
+		res.BurstIntervalUS = float64(r.cfg.BurstInterval) / 1e3
+	}
 	res.PublishSeconds = float64(pubEnd-start) / 1e9
 	res.PublishRate = float64(res.Published) / res.PublishSeconds
 	lastRecv := start

@@ -27,6 +27,7 @@ type loadtestCmd struct {
 	BatchBytes        loadtestSize  `default:"256KiB" help:"Producer batch size bound."`
 	Linger            time.Duration `default:"0s" help:"Producer linger (0: send whenever the connection is idle)."`
 	Drain             time.Duration `default:"10s" help:"Longest wait for deliveries after publishing ends."`
+	BurstInterval     time.Duration `default:"1ms" help:"With --rate: send each interval's share of the rate as one burst at its start, latency counted from there; 0 spaces messages evenly, each counted from its own time."`
 	PaceQuantum       time.Duration `default:"20us" help:"Shortest sleep of a paced producer; messages due meanwhile go out as one burst."`
 	GoroutineDispatch bool          `help:"Run handlers on the subscription's goroutine instead of inline on the reader."`
 	BrokerPID         int           `name:"broker-pid" help:"Broker process to sample for CPU use."`
@@ -49,8 +50,8 @@ func (c *loadtestCmd) Run(ctx context.Context) error {
 		Server: c.Server, Topic: c.Topic, Partitions: c.Partitions, Producers: c.Producers,
 		Subscribers: c.Subscribers, Size: int(c.Size), Rate: c.Rate, Duration: c.Duration, Count: c.Count,
 		BatchBytes: int(c.BatchBytes), Linger: c.Linger, Drain: c.Drain, BrokerPID: c.BrokerPID, HistFile: c.HistFile,
-		LatencyLog:  c.LatencyLog,
-		PaceQuantum: c.PaceQuantum, GoroutineDispatch: c.GoroutineDispatch,
+		LatencyLog:    c.LatencyLog,
+		BurstInterval: c.BurstInterval, PaceQuantum: c.PaceQuantum, GoroutineDispatch: c.GoroutineDispatch,
 		Durable: c.Durable, Fsync: c.Fsync, Recreate: c.Recreate, Replay: c.Replay, Group: c.Group, Ack: c.Ack,
 	}
 	res, err := loadtest.Run(ctx, cfg, os.Stderr)

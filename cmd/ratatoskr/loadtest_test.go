@@ -10,7 +10,7 @@ import (
 
 func TestParseLoadtestSize(t *testing.T) {
 	for in, want := range map[string]loadtestSize{
-		"128": 128, "128B": 128, "4KiB": 4096, "1.5MiB": 3 << 19, "1GiB": 1 << 30, "2kB": 2000, "1MB": 1e6, " 20B ": 20,
+		"128": 128, "128B": 128, "4KiB": 4096, "1.5MiB": 3 << 19, "1GiB": 1 << 30, "2kB": 2000, "1MB": 1e6, "20 B": 20,
 	} {
 		got, err := parseLoadtestSize(in)
 		require.NoError(t, err, in)
