@@ -16,9 +16,18 @@
 // At a fixed rate, sends are scheduled on a timeline and each message is
 // stamped with its intended time, so a stall in the broker or the tool
 // shows up in the latency instead of silently delaying later sends
-// (no coordinated omission). The producer sleeps between sends with
-// nanosleep on a thread whose timer slack is 1 µs; Go's own timers cannot
-// wake in less than about a millisecond here.
+// (no coordinated omission). By default the timeline is one burst per
+// millisecond (Config.BurstInterval), each message intended at its
+// burst's start: spacing 100k messages a second evenly, 10 µs apart,
+// makes batches of a few messages whose per-batch cost on a small
+// machine, in the tool and the broker alike, became most of the measured
+// tail (PERFORMANCE.md, issue 13). Each paced producer also measures its
+// own lateness, how late it handed each message to the client against
+// the message's intended time: the tool's share of the latency, reported
+// beside it, so that a starved tool is told from a slow broker. The
+// producer sleeps between sends with nanosleep on a thread whose timer
+// slack is 1 µs; Go's own timers cannot wake in less than about a
+// millisecond here.
 package loadtest
 
 import (
@@ -49,8 +58,10 @@ const (
 
 // Config describes a run. Zero values take the defaults of DefaultConfig.
 type Config struct {
-	Server      string
-	Topic       string
+	Server string
+	Topic  string
+	// Partitions of the topic; 0 takes an existing topic's count, or one
+	// for a new topic.
 	Partitions  int
 	Producers   int
 	Subscribers int
@@ -62,12 +73,25 @@ type Config struct {
 	Linger      time.Duration // producer linger
 	// Drain bounds the wait for deliveries after the producers finish.
 	Drain time.Duration
+	// BurstInterval is the schedule of a paced producer: every interval
+	// it sends the interval's share of the rate as one burst, and each
+	// message of a burst is intended at the burst's start. Zero spreads
+	// the messages evenly, each intended at its own time (start + n/rate).
+	// Even spacing at tens of microseconds makes tiny batches, whose cost
+	// on both sides of the connection, not the broker's latency, then
+	// dominates on a small machine (PERFORMANCE.md, issue 13).
+	BurstInterval time.Duration
 	// PaceQuantum is the shortest sleep of a paced producer (see producer.paced).
 	PaceQuantum time.Duration
-	// Durable makes the topic a disk log with the Fsync policy; otherwise it
-	// is a memory topic.
-	Durable bool
-	Fsync   string
+	// Durable makes the topic a disk log with the Fsync policy ("always"
+	// when empty); otherwise it is a memory topic. When Durable, Fsync or
+	// Partitions is set, an existing topic must have these settings: the
+	// run fails with ErrTopicMismatch otherwise, or with Recreate deletes
+	// the topic and creates it as asked. When none is set, an existing
+	// topic is used as it is, and the result reports what it is.
+	Durable  bool
+	Fsync    string
+	Recreate bool
 	// Replay publishes first, then starts the subscribers from the earliest
 	// offset: the delivery rate measures reading the log back.
 	Replay bool
@@ -102,9 +126,9 @@ const MaxLatencyLog = 16 << 20
 // DefaultConfig returns the defaults of `ratatoskr loadtest`.
 func DefaultConfig() Config {
 	return Config{
-		Server: "127.0.0.1:7070", Topic: "loadtest", Partitions: 1, Producers: 1,
+		Server: "127.0.0.1:7070", Topic: "loadtest", Producers: 1,
 		Subscribers: 1, Size: 128, Duration: 10 * time.Second, BatchBytes: 256 << 10,
-		Drain: 10 * time.Second, PaceQuantum: 20 * time.Microsecond,
+		Drain: 10 * time.Second, BurstInterval: time.Millisecond, PaceQuantum: 20 * time.Microsecond,
 	}
 }
 
@@ -124,11 +148,17 @@ func (c *Config) Validate() error {
 	if c.Rate < 0 {
 		bad("rate", c.Rate, "must not be negative")
 	}
+	if c.BurstInterval < 0 {
+		bad("burst interval", c.BurstInterval, "must not be negative")
+	}
 	if c.Count < 0 || (c.Count == 0 && c.Duration <= 0) {
 		bad("count/duration", fmt.Sprint(c.Count, "/", c.Duration), "give a positive count or duration")
 	}
-	if c.Partitions < 1 {
-		bad("partitions", c.Partitions, "need at least one partition")
+	if c.Partitions < 0 {
+		bad("partitions", c.Partitions, "must not be negative (0 takes the existing topic's count, or 1)")
+	}
+	if c.Fsync != "" && !c.Durable {
+		bad("fsync", c.Fsync, "applies to a durable topic only: add --durable")
 	}
 	if c.Group != "" {
 		if c.Ack == "" {

@@ -159,3 +159,199 @@ func TestFailsOnUnreachableBroker(t *testing.T) {
 	require.Error(t, err)
 	require.True(t, strings.Contains(err.Error(), "dial"), err.Error())
 }
+
+// TestExistingTopicMustMatch: a run that asks for storage, fsync or
+// partitions refuses a topic that has others, naming each difference, and
+// with Recreate measures a topic made as asked.
+func TestExistingTopicMustMatch(t *testing.T) {
+	addr := startBroker(t)
+	ctx := context.Background()
+	admin, err := client.Dial(ctx, addr)
+	require.NoError(t, err)
+	defer func() { _ = admin.Close() }()
+	require.NoError(t, admin.CreateTopic(ctx, "mem", client.TopicConfig{Partitions: 1, Storage: "memory"}))
+	require.NoError(t, admin.CreateTopic(ctx, "disk", client.TopicConfig{Partitions: 2, Storage: "disk", Fsync: "interval=1s"}))
+
+	run := func(topic string, edit func(*Config)) (*Result, error) {
+		cfg := DefaultConfig()
+		cfg.Server, cfg.Topic, cfg.Count = addr, topic, 2000
+		edit(&cfg)
+		return Run(ctx, cfg, io.Discard)
+	}
+	cases := []struct {
+		topic string
+		edit  func(*Config)
+		diffs []string
+	}{
+		{"mem", func(c *Config) { c.Durable = true }, []string{"storage memory (asked disk)"}},
+		{"mem", func(c *Config) { c.Partitions = 3 }, []string{"partitions 1 (asked 3)"}},
+		{"disk", func(c *Config) { c.Durable = true }, []string{"fsync interval=1s (asked always)"}},
+		{"disk", func(c *Config) { c.Durable, c.Fsync, c.Partitions = true, "never", 4 },
+			[]string{"fsync interval=1s (asked never)", "partitions 2 (asked 4)"}},
+		{"disk", func(c *Config) { c.Partitions = 2 }, []string{"storage disk (asked memory)"}},
+	}
+	for _, tc := range cases {
+		res, err := run(tc.topic, tc.edit)
+		require.ErrorIs(t, err, ErrTopicMismatch, tc.diffs)
+		require.Nil(t, res)
+		for _, d := range tc.diffs {
+			require.Contains(t, err.Error(), d)
+		}
+		require.Contains(t, err.Error(), "--recreate")
+	}
+
+	// The same settings spelled another way are the same topic.
+	res, err := run("disk", func(c *Config) { c.Durable, c.Fsync, c.Partitions = true, "interval=1000ms", 2 })
+	require.NoError(t, err)
+	require.True(t, res.Durable)
+	require.Equal(t, "interval=1s", res.Fsync)
+
+	res, err = run("mem", func(c *Config) { c.Durable, c.Fsync, c.Partitions, c.Recreate = true, "never", 2, true })
+	require.NoError(t, err)
+	require.Equal(t, uint64(2000), res.Delivered)
+	require.True(t, res.Durable)
+	require.Equal(t, "never", res.Fsync)
+	require.Equal(t, 2, res.Partitions)
+	info, err := admin.DescribeTopic(ctx, "mem")
+	require.NoError(t, err)
+	require.Equal(t, "disk", info.Config["storage"])
+	require.Equal(t, "never", info.Config["fsync"])
+	require.Len(t, info.Partitions, 2)
+}
+
+// TestExistingTopicUsedAsItIs: without storage flags the run takes the
+// topic it finds, and reports that topic, not the defaults.
+func TestExistingTopicUsedAsItIs(t *testing.T) {
+	addr := startBroker(t)
+	ctx := context.Background()
+	admin, err := client.Dial(ctx, addr)
+	require.NoError(t, err)
+	defer func() { _ = admin.Close() }()
+	require.NoError(t, admin.CreateTopic(ctx, "d", client.TopicConfig{Partitions: 3, Storage: "disk", Fsync: "never"}))
+	cfg := DefaultConfig()
+	cfg.Server, cfg.Topic, cfg.Count, cfg.Producers = addr, "d", 3000, 3
+	var progress bytes.Buffer
+	res, err := Run(ctx, cfg, &progress)
+	require.NoError(t, err)
+	require.Equal(t, "d", res.Topic)
+	require.True(t, res.Durable)
+	require.Equal(t, "never", res.Fsync)
+	require.Equal(t, 3, res.Partitions)
+	require.Contains(t, progress.String(), "using the existing topic d: disk, fsync never, 3 partitions")
+	var table bytes.Buffer
+	require.NoError(t, WriteSummary(&table, res))
+	require.Contains(t, table.String(), "d: disk, fsync never, 3 partitions")
+
+	cfg.Fsync = "never"
+	require.ErrorContains(t, cfg.Validate(), "applies to a durable topic only")
+}
+
+func TestFormatMicros(t *testing.T) {
+	for in, want := range map[float64]string{
+		0: "0µs", 12.4: "12µs", 850: "850µs", 999.4: "999µs", 999.6: "1.0ms", 3_240: "3.2ms",
+		45_300: "45.3ms", 99_960: "100ms", 250_000: "250ms", 999_600: "1.0s", 1_400_000: "1.4s",
+		120_000_000: "120s",
+	} {
+		require.Equal(t, want, FormatMicros(in), "%v µs", in)
+	}
+}
+
+// TestSummaryUnits: the table gives every latency in the unit that fits,
+// the producer's lateness beside the latency for a paced run, and the
+// JSON keeps plain numbers in microseconds.
+func TestSummaryUnits(t *testing.T) {
+	res := &Result{Topic: "t", Producers: 1, Subscribers: 1, Partitions: 1, Size: 128, TargetRate: 100_000,
+		LatencyUS:          Latency{P50: 85, P90: 130, P99: 3_200, P999: 12_000, P9999: 90_000, Max: 1_400_000},
+		ProducerLatenessUS: &Latency{P50: 21, P90: 40, P99: 850, P999: 2_000, P9999: 3_000, Max: 4_000}}
+	var table bytes.Buffer
+	require.NoError(t, WriteSummary(&table, res))
+	require.Contains(t, table.String(), "85µs / 130µs / 3.2ms\n")
+	require.Contains(t, table.String(), "12.0ms / 90.0ms / 1.4s\n")
+	require.Contains(t, table.String(), "producer lateness p50 / p99 / max")
+	require.Contains(t, table.String(), "21µs / 850µs / 4.0ms\n")
+
+	var line bytes.Buffer
+	require.NoError(t, WriteJSON(&line, res))
+	var m struct {
+		Latency map[string]float64 `json:"latency_us"`
+		Late    map[string]float64 `json:"producer_lateness_us"`
+	}
+	require.NoError(t, json.Unmarshal(line.Bytes(), &m))
+	require.Equal(t, 3_200.0, m.Latency["p99"])
+	require.Equal(t, 850.0, m.Late["p99"])
+
+	res.ProducerLatenessUS = nil // an unpaced run
+	table.Reset()
+	require.NoError(t, WriteSummary(&table, res))
+	require.NotContains(t, table.String(), "lateness")
+	line.Reset()
+	require.NoError(t, WriteJSON(&line, res))
+	require.NotContains(t, line.String(), "lateness")
+}
+
+// TestLatenessCountsFromIntendedTime: a paced producer whose schedule
+// started 50 ms before it did is late by that much for its first
+// messages, and those messages carry their intended time, not the time
+// they went out.
+func TestLatenessCountsFromIntendedTime(t *testing.T) {
+	addr := startBroker(t)
+	ctx := context.Background()
+	c, err := client.Dial(ctx, addr)
+	require.NoError(t, err)
+	defer func() { _ = c.Close() }()
+	require.NoError(t, c.CreateTopic(ctx, "late", client.TopicConfig{Partitions: 1}))
+	s := newSubscriber(1)
+	sub, err := c.Subscribe(ctx, "late", s.handle, client.DispatchInline())
+	require.NoError(t, err)
+
+	p := &producer{c: c, topic: "late", count: 200, rate: 10_000, quantum: int64(20 * time.Microsecond),
+		size: MinSize, late: newTimings()}
+	const behind = 50 * time.Millisecond
+	p.run(ctx, now()-int64(behind))
+	require.NoError(t, p.err)
+	require.Eventually(t, func() bool { return s.received.Load() == 200 }, 20*time.Second, 5*time.Millisecond)
+	require.NoError(t, sub.Unsubscribe(ctx))
+	<-sub.Done()
+
+	require.Equal(t, int64(200), p.late.all.TotalCount())
+	require.GreaterOrEqual(t, p.late.all.Max(), int64(behind)*99/100, "the first message was due 50 ms before the run")
+	require.GreaterOrEqual(t, s.lat.all.Max(), p.late.all.Max()*99/100,
+		"latency counts from the intended time, so it holds the lateness")
+}
+
+// TestIntendedTimes: evenly spaced, message n is due at n/rate; with a
+// burst interval, every message of an interval is due at its start.
+func TestIntendedTimes(t *testing.T) {
+	even := &producer{rate: 100_000}
+	bursts := &producer{rate: 100_000, window: int64(time.Millisecond)}
+	slow := &producer{rate: 500, window: int64(time.Millisecond)} // one message per 2 ms: no bursts
+	for _, c := range []struct {
+		p    *producer
+		seq  uint64
+		want time.Duration
+	}{
+		{even, 0, 0}, {even, 1, 10 * time.Microsecond}, {even, 150, 1500 * time.Microsecond},
+		{bursts, 0, 0}, {bursts, 99, 0}, {bursts, 100, time.Millisecond}, {bursts, 250, 2 * time.Millisecond},
+		{slow, 1, 2 * time.Millisecond}, {slow, 3, 6 * time.Millisecond},
+	} {
+		require.Equal(t, int64(c.want)+7, c.p.intended(7, c.seq), "seq %d window %d", c.seq, c.p.window)
+	}
+}
+
+// TestPacedBurstSchedule: with a burst interval each wake-up sends the
+// interval's share of the rate at once.
+func TestPacedBurstSchedule(t *testing.T) {
+	addr := startBroker(t)
+	cfg := DefaultConfig()
+	cfg.Server, cfg.Rate, cfg.Count, cfg.BurstInterval = addr, 20_000, 20_000, 2*time.Millisecond
+	res, err := Run(context.Background(), cfg, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, uint64(20_000), res.Delivered)
+	require.Zero(t, res.Lost+res.Duplicated+res.Reordered+res.Malformed)
+	require.GreaterOrEqual(t, res.MeanBurst, 39.0, "40 messages due every 2 ms; a late wake-up sends more")
+	require.NotNil(t, res.ProducerLatenessUS)
+	require.Equal(t, 2000.0, res.BurstIntervalUS)
+	var table bytes.Buffer
+	require.NoError(t, WriteSummary(&table, res))
+	require.Contains(t, table.String(), "20.0k msg/s in bursts every 2.0ms")
+}

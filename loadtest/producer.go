@@ -22,11 +22,17 @@ type producer struct {
 	count     int       // messages to send; 0 = until deadline
 	rate      float64   // messages per second; 0 = unpaced
 	quantum   int64     // shortest sleep between paced bursts, ns
+	window    int64     // burst interval of the schedule, ns; 0 = evenly spaced
 	deadline  time.Time // for duration runs
 	size      int
 	sent      atomic.Uint64 // messages handed to the client
 	bursts    atomic.Uint64 // paced wake-ups that sent something
-	err       error
+	// late is how late each paced message was handed to the client
+	// against its intended send time: the tool's own delay, which the
+	// latency includes. Nil for unpaced producers, whose messages have
+	// no intended time.
+	late *timings
+	err  error
 }
 
 // run publishes until count or the deadline, then waits for every ack.
@@ -74,9 +80,19 @@ func (p *producer) unpaced(ctx context.Context, payload []byte, opt client.Publi
 	return nil
 }
 
-// paced sends message seq at start + seq/rate, stamping each with that
-// intended time, and its latency counts from there. It sleeps between
-// bursts with nanosleep on a locked thread whose timer slack is 1 µs, and
+// intended is when the schedule sends message seq: at start + seq/rate,
+// or with a burst window at the start of the window that time falls in.
+func (p *producer) intended(start int64, seq uint64) int64 {
+	at := int64(float64(seq) * 1e9 / p.rate)
+	if p.window > 0 {
+		at -= at % p.window
+	}
+	return start + at
+}
+
+// paced sends message seq at its intended time, stamping each with that
+// time, and its latency counts from there; how late it handed each
+// message to the client goes into p.late. It sleeps between bursts with nanosleep on a locked thread whose timer slack is 1 µs, and
 // always for at least the quantum, even when behind: every wake-up costs
 // the kernel a few microseconds of CPU, which at 100k wake-ups a second
 // would take a core from the broker. Whatever fell due meanwhile goes out
@@ -87,7 +103,6 @@ func (p *producer) paced(ctx context.Context, start int64, payload []byte, opt c
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1000, 0, 0, 0)
-	interval := 1e9 / p.rate
 	payloads := make([][]byte, 256)
 	for i := range payloads {
 		payloads[i] = slices.Clone(payload)
@@ -95,7 +110,7 @@ func (p *producer) paced(ctx context.Context, start int64, payload []byte, opt c
 	burst := make([]client.Message, 0, len(payloads))
 	seq := uint64(0)
 	for p.more(seq) {
-		due := start + int64(float64(seq)*interval)
+		due := p.intended(start, seq)
 		ts := unix.NsecToTimespec(max(due-now(), p.quantum))
 		_ = unix.Nanosleep(&ts, nil)
 		if ctx.Err() != nil {
@@ -104,13 +119,15 @@ func (p *producer) paced(ctx context.Context, start int64, payload []byte, opt c
 		p.bursts.Add(1)
 		for t := now(); p.more(seq); {
 			burst = burst[:0]
+			handed := now()
 			for ; p.more(seq) && len(burst) < len(payloads); seq++ {
-				due := start + int64(float64(seq)*interval)
+				due := p.intended(start, seq)
 				if due > t {
 					break
 				}
 				b := payloads[len(burst)]
 				putHeader(b, p.id, seq, due)
+				p.late.record(max(handed-due, 0), handed)
 				burst = append(burst, client.Message{Value: b, Timestamp: epoch.Add(time.Duration(due))})
 			}
 			if len(burst) == 0 {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -15,19 +16,26 @@ import (
 func WriteSummary(w io.Writer, r *Result) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	rows := [][2]string{
+		{"topic", topicString(r)},
 		{"producers / subscribers / partitions", fmt.Sprintf("%d / %d / %d", r.Producers, r.Subscribers, r.Partitions)},
 		{"payload", fmt.Sprintf("%d B", r.Size)},
-		{"target rate", rateString(r.TargetRate)},
+		{"target rate", rateString(r.TargetRate, r.BurstIntervalUS)},
 		{"published", fmt.Sprintf("%d in %.2fs", r.Published, r.PublishSeconds)},
 		{"publish rate", si(r.PublishRate) + " msg/s"},
 		{"deliver rate", si(r.DeliverRate) + " msg/s"},
 		{"throughput", fmt.Sprintf("%.1f MB/s", r.MBPerSec)},
 	}
 	if r.Subscribers > 0 {
+		l := r.LatencyUS
 		rows = append(rows,
-			[2]string{"latency p50 / p90 / p99", fmt.Sprintf("%.0f / %.0f / %.0f µs", r.LatencyUS.P50, r.LatencyUS.P90, r.LatencyUS.P99)},
-			[2]string{"latency p99.9 / p99.99 / max", fmt.Sprintf("%.0f / %.0f / %.0f µs", r.LatencyUS.P999, r.LatencyUS.P9999, r.LatencyUS.Max)},
-			[2]string{"lost / duplicated / reordered", fmt.Sprintf("%d / %d / %d", r.Lost, r.Duplicated, r.Reordered)})
+			[2]string{"latency p50 / p90 / p99", micros(l.P50, l.P90, l.P99)},
+			[2]string{"latency p99.9 / p99.99 / max", micros(l.P999, l.P9999, l.Max)})
+	}
+	if l := r.ProducerLatenessUS; l != nil {
+		rows = append(rows, [2]string{"producer lateness p50 / p99 / max", micros(l.P50, l.P99, l.Max)})
+	}
+	if r.Subscribers > 0 {
+		rows = append(rows, [2]string{"lost / duplicated / reordered", fmt.Sprintf("%d / %d / %d", r.Lost, r.Duplicated, r.Reordered)})
 	}
 	rows = append(rows, [2]string{"CPU: tool / broker", fmt.Sprintf("%.2f / %s cores", r.ToolCPU, cpuString(r.BrokerCPU))})
 	if r.MeanBurst > 0 {
@@ -51,11 +59,47 @@ func WriteJSON(w io.Writer, r *Result) error {
 	return err
 }
 
-func rateString(r int) string {
-	if r == 0 {
-		return "as fast as possible"
+// FormatMicros formats a duration given in microseconds in the unit that
+// fits it: 850µs, 3.2ms, 250ms, 1.4s. Every latency the tool prints for
+// people goes through it; the JSON keeps plain numbers.
+func FormatMicros(us float64) string {
+	switch {
+	case us < 999.5:
+		return fmt.Sprintf("%.0fµs", us)
+	case us < 99_950:
+		return fmt.Sprintf("%.1fms", us/1e3)
+	case us < 999_500:
+		return fmt.Sprintf("%.0fms", us/1e3)
+	case us < 99_950_000:
+		return fmt.Sprintf("%.1fs", us/1e6)
 	}
-	return si(float64(r)) + " msg/s"
+	return fmt.Sprintf("%.0fs", us/1e6)
+}
+
+func micros(v ...float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = FormatMicros(x)
+	}
+	return strings.Join(s, " / ")
+}
+
+func topicString(r *Result) string {
+	t := TopicShape{Name: r.Topic, Storage: "memory", Fsync: r.Fsync, Partitions: r.Partitions}
+	if r.Durable {
+		t.Storage = "disk"
+	}
+	return t.String()
+}
+
+func rateString(r int, burstUS float64) string {
+	switch {
+	case r == 0:
+		return "as fast as possible"
+	case burstUS > 0:
+		return si(float64(r)) + " msg/s in bursts every " + FormatMicros(burstUS)
+	}
+	return si(float64(r)) + " msg/s, evenly spaced"
 }
 
 func cpuString(c float64) string {

@@ -28,32 +28,42 @@ type Latency struct {
 // Result is what a run measured. JSON field names are part of the tool's
 // interface: scripts read them.
 type Result struct {
-	Producers      int     `json:"producers"`
-	Subscribers    int     `json:"subscribers"`
-	Partitions     int     `json:"partitions"`
-	Size           int     `json:"size"`
-	TargetRate     int     `json:"target_rate"`
-	Published      uint64  `json:"published"`
-	Delivered      uint64  `json:"delivered"`
-	PublishSeconds float64 `json:"publish_seconds"`
-	PublishRate    float64 `json:"publish_rate"`
-	DeliverRate    float64 `json:"deliver_rate"`
-	MBPerSec       float64 `json:"mb_per_sec"`
-	LatencyUS      Latency `json:"latency_us"`
-	Lost           uint64  `json:"lost"`
-	Duplicated     uint64  `json:"duplicated"`
-	Reordered      uint64  `json:"reordered"`
-	Malformed      uint64  `json:"malformed"`
-	MeanBurst      float64 `json:"mean_burst,omitempty"`
-	Durable        bool    `json:"durable"`
-	Fsync          string  `json:"fsync,omitempty"`
-	Replay         bool    `json:"replay"`
-	Group          string  `json:"group,omitempty"`
-	Ack            string  `json:"ack,omitempty"`
-	ToolCPU        float64 `json:"tool_cpu"`             // cores used by the tool
-	BrokerCPU      float64 `json:"broker_cpu,omitempty"` // cores used by the broker (with BrokerPID)
+	Topic       string `json:"topic"`
+	Producers   int    `json:"producers"`
+	Subscribers int    `json:"subscribers"`
+	Partitions  int    `json:"partitions"`
+	Size        int    `json:"size"`
+	TargetRate  int    `json:"target_rate"`
+	// BurstIntervalUS is the paced schedule's burst interval (Config.BurstInterval).
+	BurstIntervalUS float64 `json:"burst_interval_us,omitempty"`
+	Published       uint64  `json:"published"`
+	Delivered       uint64  `json:"delivered"`
+	PublishSeconds  float64 `json:"publish_seconds"`
+	PublishRate     float64 `json:"publish_rate"`
+	DeliverRate     float64 `json:"deliver_rate"`
+	MBPerSec        float64 `json:"mb_per_sec"`
+	// LatencyUS counts from each message's intended send time, so it
+	// holds any delay of the tool's producer as well as the broker's.
+	LatencyUS Latency `json:"latency_us"`
+	// ProducerLatenessUS is how late the paced producers handed each
+	// message to the client against its intended time: the tool's own
+	// share of LatencyUS. Close to LatencyUS means the tool was starved,
+	// not the broker slow. Absent for unpaced runs.
+	ProducerLatenessUS *Latency `json:"producer_lateness_us,omitempty"`
+	Lost               uint64   `json:"lost"`
+	Duplicated         uint64   `json:"duplicated"`
+	Reordered          uint64   `json:"reordered"`
+	Malformed          uint64   `json:"malformed"`
+	MeanBurst          float64  `json:"mean_burst,omitempty"`
+	Durable            bool     `json:"durable"`
+	Fsync              string   `json:"fsync,omitempty"`
+	Replay             bool     `json:"replay"`
+	Group              string   `json:"group,omitempty"`
+	Ack                string   `json:"ack,omitempty"`
+	ToolCPU            float64  `json:"tool_cpu"`             // cores used by the tool
+	BrokerCPU          float64  `json:"broker_cpu,omitempty"` // cores used by the broker (with BrokerPID)
 
-	hist *hdrhistogram.Histogram
+	hist, late *hdrhistogram.Histogram
 }
 
 // ErrVerification is returned when messages were lost, duplicated or
@@ -76,6 +86,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 
 type run struct {
 	cfg      Config
+	topic    TopicShape // as the broker describes it
 	progress io.Writer
 	prods    []*producer
 	subs     []*subscriber
@@ -104,19 +115,14 @@ func (r *run) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tc := client.TopicConfig{Partitions: r.cfg.Partitions, Storage: "memory"}
-	if r.cfg.Durable {
-		tc.Storage, tc.Fsync = "disk", r.cfg.Fsync
-	}
-	err = admin.CreateTopic(ctx, r.cfg.Topic, tc)
-	if err != nil && !errors.Is(err, client.ErrTopicExists) {
-		return fmt.Errorf("create topic: %w", err)
-	}
-	info, err := admin.DescribeTopic(ctx, r.cfg.Topic)
+	topic, existed, err := ensureTopic(ctx, admin, &r.cfg)
 	if err != nil {
 		return err
 	}
-	r.cfg.Partitions = len(info.Partitions)
+	if existed && r.progress != nil {
+		_, _ = fmt.Fprintf(r.progress, "using the existing topic %s\n", topic)
+	}
+	r.topic, r.cfg.Partitions = topic, topic.Partitions
 	for i := range r.cfg.Subscribers {
 		s := newSubscriber(r.cfg.Producers)
 		if i == 0 && r.cfg.LatencyLog != "" {
@@ -142,7 +148,10 @@ func (r *run) setup(ctx context.Context) error {
 		}
 		p.count = share(r.cfg.Count, r.cfg.Producers, i)
 		p.rate = float64(r.cfg.Rate) / float64(r.cfg.Producers)
-		p.quantum = int64(r.cfg.PaceQuantum)
+		p.quantum, p.window = int64(r.cfg.PaceQuantum), int64(r.cfg.BurstInterval)
+		if p.rate > 0 {
+			p.late = newTimings()
+		}
 		r.prods = append(r.prods, p)
 	}
 	return nil
@@ -281,16 +290,27 @@ func (r *run) report(ctx context.Context, start int64, done <-chan struct{}) {
 		t := now()
 		pub, recv := r.sent(), r.received()
 		secs := float64(t-last) / 1e9
-		iv := newHist()
+		lat, late := newHist(), newHist()
 		for _, s := range r.subs {
-			if h := s.takeInterval(); h != nil {
-				iv.Merge(h)
+			if h := s.lat.take(); h != nil {
+				lat.Merge(h)
+			}
+		}
+		for _, p := range r.prods {
+			if p.late == nil {
+				continue
+			}
+			if h := p.late.take(); h != nil {
+				late.Merge(h)
 			}
 		}
 		if r.progress != nil {
-			_, _ = fmt.Fprintf(r.progress, "%6.1fs  publish %10s msg/s  deliver %10s msg/s  p99 %s\n",
-				float64(t-start)/1e9, si(float64(pub-lastPub)/secs), si(float64(recv-lastRecv)/secs),
-				usString(iv, 99))
+			line := fmt.Sprintf("%6.1fs  publish %10s msg/s  deliver %10s msg/s  p99 %s",
+				float64(t-start)/1e9, si(float64(pub-lastPub)/secs), si(float64(recv-lastRecv)/secs), quantile(lat, 99))
+			if r.cfg.Rate > 0 {
+				line += "  producer late p99 " + quantile(late, 99)
+			}
+			_, _ = fmt.Fprintln(r.progress, line)
 		}
 		lastPub, lastRecv, last = pub, recv, t
 	}
@@ -353,20 +373,26 @@ func (r *run) drain(ctx context.Context) {
 
 func (r *run) result(start, pubEnd int64) *Result {
 	res := &Result{Producers: r.cfg.Producers, Subscribers: r.cfg.Subscribers, Partitions: r.cfg.Partitions,
-		Size: r.cfg.Size, TargetRate: r.cfg.Rate, Published: r.sent(), hist: newHist(),
-		Durable: r.cfg.Durable, Fsync: r.cfg.Fsync}
+		Size: r.cfg.Size, TargetRate: r.cfg.Rate, Published: r.sent(), hist: newHist(), late: newHist(),
+		Topic: r.topic.Name, Durable: r.topic.Storage == "disk", Fsync: r.topic.Fsync}
+	if r.cfg.Rate > 0 {
+		res.BurstIntervalUS = float64(r.cfg.BurstInterval) / 1e3
+	}
 	res.PublishSeconds = float64(pubEnd-start) / 1e9
 	res.PublishRate = float64(res.Published) / res.PublishSeconds
 	lastRecv := start
 	var bursts uint64
 	for _, p := range r.prods {
 		bursts += p.bursts.Load()
+		if p.late != nil {
+			res.late.Merge(p.late.all)
+		}
 	}
 	if bursts > 0 {
 		res.MeanBurst = float64(res.Published) / float64(bursts)
 	}
 	for _, s := range r.subs {
-		res.hist.Merge(s.hist)
+		res.hist.Merge(s.lat.all)
 		res.Delivered += s.received.Load()
 		lastRecv = max(lastRecv, s.lastRecv.Load())
 		res.Malformed += s.malformed
@@ -394,9 +420,12 @@ func (r *run) result(start, pubEnd int64) *Result {
 		res.DeliverRate = float64(res.Delivered) / (float64(lastRecv-start) / 1e9)
 		res.MBPerSec = res.DeliverRate * bytesPer / 1e6
 	}
-	if h := res.hist; h.TotalCount() > 0 {
-		res.LatencyUS = Latency{P50: us(h, 50), P90: us(h, 90), P99: us(h, 99), P999: us(h, 99.9),
-			P9999: us(h, 99.99), Max: float64(h.Max()) / 1e3}
+	if res.hist.TotalCount() > 0 {
+		res.LatencyUS = summarize(res.hist)
+	}
+	if res.late.TotalCount() > 0 {
+		l := summarize(res.late)
+		res.ProducerLatenessUS = &l
 	}
 	return res
 }
@@ -423,15 +452,18 @@ func groupUnion(subs []*subscriber, producers int) (union, sum uint64) {
 	return union, sum
 }
 
-func us(h *hdrhistogram.Histogram, q float64) float64 {
-	return float64(h.ValueAtQuantile(q)) / 1e3
+// summarize is a histogram's quantiles in microseconds.
+func summarize(h *hdrhistogram.Histogram) Latency {
+	q := func(p float64) float64 { return float64(h.ValueAtQuantile(p)) / 1e3 }
+	return Latency{P50: q(50), P90: q(90), P99: q(99), P999: q(99.9), P9999: q(99.99), Max: float64(h.Max()) / 1e3}
 }
 
-func usString(h *hdrhistogram.Histogram, q float64) string {
+// quantile is a histogram's quantile q for people, or "-" when empty.
+func quantile(h *hdrhistogram.Histogram, q float64) string {
 	if h.TotalCount() == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.0f µs", us(h, q))
+	return FormatMicros(float64(h.ValueAtQuantile(q)) / 1e3)
 }
 
 // si formats a rate with a k/M suffix.

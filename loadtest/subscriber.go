@@ -1,23 +1,10 @@
 package loadtest
 
 import (
-	"sync"
 	"sync/atomic"
-	"time"
-
-	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
 )
-
-// Histogram range: 1 µs to 1 minute at 3 significant digits, in ns.
-const (
-	histMin    = 1_000
-	histMax    = int64(time.Minute)
-	histDigits = 3
-)
-
-func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(histMin, histMax, histDigits) }
 
 // subscriber receives every message of the run and checks it.
 type subscriber struct {
@@ -26,10 +13,8 @@ type subscriber struct {
 	gc  *client.GroupConsumer
 
 	// Handler-owned state; read by others only after done.
-	hist      *hdrhistogram.Histogram
-	interval  *hdrhistogram.Histogram // since the last progress swap
-	seqs      []seqTracker            // per producer
-	lastSwap  int64
+	lat       *timings // from each message's intended send time to its handler
+	seqs      []seqTracker
 	malformed uint64
 	trace     [][2]int64 // intended send time and latency per message, if logged
 	untraced  uint64     // messages past the trace's capacity
@@ -37,13 +22,10 @@ type subscriber struct {
 	received atomic.Uint64 // messages handled, duplicates included
 	unique   atomic.Uint64
 	lastRecv atomic.Int64 // clock of the last delivery
-
-	mu      sync.Mutex
-	pending *hdrhistogram.Histogram // interval handed over for progress
 }
 
 func newSubscriber(producers int) *subscriber {
-	return &subscriber{hist: newHist(), interval: newHist(), seqs: make([]seqTracker, producers)}
+	return &subscriber{lat: newTimings(), seqs: make([]seqTracker, producers)}
 }
 
 // handle is the delivery handler: one clock read, one histogram record and
@@ -63,39 +45,12 @@ func (s *subscriber) handle(d *client.Delivery) {
 			s.untraced++
 		}
 	}
-	_ = s.hist.RecordValue(lat)
-	_ = s.interval.RecordValue(lat)
+	s.lat.record(lat, t)
 	if s.seqs[prod].add(seq) {
 		s.unique.Add(1)
 	}
 	s.received.Add(1)
 	s.lastRecv.Store(t)
-	if t-s.lastSwap >= int64(time.Second) {
-		s.swapInterval(t)
-	}
-}
-
-// swapInterval hands the interval histogram to the progress printer and
-// starts a new one; the handler never waits on the printer.
-func (s *subscriber) swapInterval(t int64) {
-	s.mu.Lock()
-	if s.pending == nil {
-		s.pending, s.interval = s.interval, newHist()
-	} else {
-		s.pending.Merge(s.interval)
-		s.interval.Reset()
-	}
-	s.mu.Unlock()
-	s.lastSwap = t
-}
-
-// takeInterval returns the latest interval histogram, or nil.
-func (s *subscriber) takeInterval() *hdrhistogram.Histogram {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	h := s.pending
-	s.pending = nil
-	return h
 }
 
 // seqTracker records which sequence numbers of one producer arrived.

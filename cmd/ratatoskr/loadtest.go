@@ -2,8 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"os"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/alecthomas/kong"
 
 	"github.com/ratatoskr-mq/ratatoskr/loadtest"
 )
@@ -11,16 +17,17 @@ import (
 type loadtestCmd struct {
 	serverFlag
 	Topic             string        `default:"loadtest" help:"Topic to use; created if missing."`
-	Partitions        int           `default:"1" help:"Partitions of the topic when it is created."`
+	Partitions        int           `default:"0" help:"Partitions of the topic; 0 takes an existing topic's count, or 1 for a new one."`
 	Producers         int           `default:"1" help:"Producer connections; producer i publishes to partition i mod partitions."`
 	Subscribers       int           `default:"1" help:"Subscriber connections; each receives every message."`
-	Size              int           `default:"128" help:"Payload bytes (at least 20)."`
+	Size              loadtestSize  `default:"128B" help:"Payload size (at least 20B), such as 128B or 4KiB."`
 	Rate              int           `default:"0" help:"Messages per second over all producers; 0 publishes as fast as possible."`
 	Duration          time.Duration `default:"10s" help:"Run length, when --count is 0."`
 	Count             int           `default:"0" help:"Messages over all producers; 0 runs for --duration."`
-	BatchBytes        int           `default:"262144" help:"Producer batch size bound."`
+	BatchBytes        loadtestSize  `default:"256KiB" help:"Producer batch size bound."`
 	Linger            time.Duration `default:"0s" help:"Producer linger (0: send whenever the connection is idle)."`
 	Drain             time.Duration `default:"10s" help:"Longest wait for deliveries after publishing ends."`
+	BurstInterval     time.Duration `default:"1ms" help:"With --rate: send each interval's share of the rate as one burst at its start, latency counted from there; 0 spaces messages evenly, each counted from its own time."`
 	PaceQuantum       time.Duration `default:"20us" help:"Shortest sleep of a paced producer; messages due meanwhile go out as one burst."`
 	GoroutineDispatch bool          `help:"Run handlers on the subscription's goroutine instead of inline on the reader."`
 	BrokerPID         int           `name:"broker-pid" help:"Broker process to sample for CPU use."`
@@ -28,7 +35,8 @@ type loadtestCmd struct {
 	LatencyLog        string        `name:"latency-log" help:"Write each message's intended send time and latency (ns, tab-separated) here, as the first subscriber received them."`
 	JSON              bool          `name:"json" help:"Print the result as one JSON object on the last line of standard output."`
 	Durable           bool          `help:"Use a durable (disk) topic; without it the topic is in memory."`
-	Fsync             string        `default:"always" help:"Fsync policy of a durable topic: always, interval=DURATION or never."`
+	Fsync             string        `help:"Fsync policy of the --durable topic: always (the default), interval=DURATION or never."`
+	Recreate          bool          `help:"Delete and recreate an existing topic whose storage, fsync or partitions differ from what the flags ask; without it such a topic is refused. An existing topic is used as it is when none of --durable, --fsync and --partitions is given."`
 	Replay            bool          `help:"Publish first, then have the subscribers read it all back from the earliest offset."`
 	Group             string        `help:"Make the subscribers members of this consumer group, sharing the partitions."`
 	Ack               string        `default:"offset" enum:"none,offset,message" help:"Ack mode of the --group: none, offset or message."`
@@ -40,11 +48,11 @@ type loadtestCmd struct {
 func (c *loadtestCmd) Run(ctx context.Context) error {
 	cfg := loadtest.Config{
 		Server: c.Server, Topic: c.Topic, Partitions: c.Partitions, Producers: c.Producers,
-		Subscribers: c.Subscribers, Size: c.Size, Rate: c.Rate, Duration: c.Duration, Count: c.Count,
-		BatchBytes: c.BatchBytes, Linger: c.Linger, Drain: c.Drain, BrokerPID: c.BrokerPID, HistFile: c.HistFile,
-		LatencyLog:  c.LatencyLog,
-		PaceQuantum: c.PaceQuantum, GoroutineDispatch: c.GoroutineDispatch,
-		Durable: c.Durable, Fsync: c.Fsync, Replay: c.Replay, Group: c.Group, Ack: c.Ack,
+		Subscribers: c.Subscribers, Size: int(c.Size), Rate: c.Rate, Duration: c.Duration, Count: c.Count,
+		BatchBytes: int(c.BatchBytes), Linger: c.Linger, Drain: c.Drain, BrokerPID: c.BrokerPID, HistFile: c.HistFile,
+		LatencyLog:    c.LatencyLog,
+		BurstInterval: c.BurstInterval, PaceQuantum: c.PaceQuantum, GoroutineDispatch: c.GoroutineDispatch,
+		Durable: c.Durable, Fsync: c.Fsync, Recreate: c.Recreate, Replay: c.Replay, Group: c.Group, Ack: c.Ack,
 	}
 	res, err := loadtest.Run(ctx, cfg, os.Stderr)
 	if res != nil {
@@ -59,4 +67,46 @@ func (c *loadtestCmd) Run(ctx context.Context) error {
 		}
 	}
 	return err
+}
+
+// loadtestSize is a byte count given with a unit: 128B, 4KiB, 1MiB (or a
+// bare number of bytes). It is loadtest's own until the CLI shares one.
+type loadtestSize int
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{ // longest suffixes first, so that "KiB" is not read as "B"
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+	{"kB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1},
+}
+
+// parseLoadtestSize reads a size such as 128B, 4KiB or 1.5MiB.
+func parseLoadtestSize(s string) (loadtestSize, error) {
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range sizeUnits {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || v < 0 || math.IsInf(v, 0) || v*float64(mult) > math.MaxInt32 {
+		return 0, fmt.Errorf("size %q: want a number of bytes with an optional unit, such as 128B, 4KiB or 1MiB (at most 2GiB)", s)
+	}
+	return loadtestSize(v * float64(mult)), nil
+}
+
+// Decode implements kong.MapperValue.
+func (z *loadtestSize) Decode(ctx *kong.DecodeContext) error {
+	var s string
+	if err := ctx.Scan.PopValueInto("size", &s); err != nil {
+		return err
+	}
+	v, err := parseLoadtestSize(s)
+	if err != nil {
+		return err
+	}
+	*z = v
+	return nil
 }
