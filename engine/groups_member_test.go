@@ -102,7 +102,7 @@ func TestJoinGroupRefusals(t *testing.T) {
 	req.SessionTimeoutMs = 300_000
 	id, first := joinedOn(t, r, 30, req)
 	require.Len(t, first.Partitions, 2)
-	refused(wire.CodeInvalidArgument, func(*wire.JoinGroup) {})                        // already a member of jg
+	refused(wire.CodeInvalidArgument, func(*wire.JoinGroup) {})                       // already a member of jg
 	refused(wire.CodeAlreadySubscribed, func(j *wire.JoinGroup) { j.Group = "jg-2" }) // jr has a consumer here
 	sub := (&wire.Subscribe{Topic: "jr", Partition: wire.PartitionAny}).Append(nil)
 	require.Equal(t, wire.CodeAlreadySubscribed, codeOf(t, answer(t, r, wire.TypeSubscribe, 40, sub)))
