@@ -252,6 +252,15 @@ func TestMaxUnackedCountsWholeBatches(t *testing.T) {
 		a := wire.Ack{MemberRef: m.ref(gen), Ranges: []wire.OffsetRange{{From: from, To: to}}}
 		m.sendFrame(wire.TypeAck, corr, a.Append(nil))
 	}
+	// Offsets it cannot act on are ignored, unanswered: the Heartbeat
+	// behind these is the next answer.
+	ack(18, 100, 200) // not delivered
+	ack(19, 5, 2)     // reversed
+	m.sendFrame(wire.TypeNack, 17, (&wire.Nack{MemberRef: m.ref(gen), Offset: 500}).Append(nil))
+	m.sendFrame(wire.TypeHeartbeat, 22, hbBody("wg", m.id, gen))
+	f := m.next()
+	require.Equal(t, uint32(22), f.Corr, "%s before the Heartbeat's answer", errBody(f))
+	require.Equal(t, wire.TypeOK, f.Type)
 	ack(20, 0, 7) // 3 unacked: still at the bound
 	_, err = m.read(300 * time.Millisecond)
 	require.Error(t, err, "nothing while 3 are unacked")

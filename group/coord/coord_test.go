@@ -428,6 +428,34 @@ func TestSilentMemberExpires(t *testing.T) {
 	require.Equal(t, got.Generation, info.Generation)
 }
 
+// TestCommitsAndAcksKeepTheSessionAlive: a Commit, an Ack or a Heartbeat
+// of any generation counts as hearing from the member; silence for the
+// session timeout removes it.
+func TestCommitsAndAcksKeepTheSessionAlive(t *testing.T) {
+	for _, mode := range []wire.AckMode{wire.AckOffset, wire.AckMessage} {
+		t.Run(mode.String(), func(t *testing.T) {
+			h := newHarness(t, 1, 10)
+			h.start()
+			m, a := h.joined(newConn(), joinReq(mode))
+			step := 8 * time.Second // of the default 10 s
+			h.advance(step)
+			if mode == wire.AckOffset {
+				require.NoError(t, h.commit(m, a.Generation, wire.PartitionOffset{Partition: 0, Offset: 1}))
+			} else {
+				require.NoError(t, h.c.Ack(m, &wire.Ack{MemberRef: wire.MemberRef{Group: "g", Member: m.ID(),
+					Generation: a.Generation}, Ranges: []wire.OffsetRange{{From: 0, To: 1}}}))
+			}
+			h.advance(step)
+			require.NoError(t, m.Err())
+			require.NoError(t, h.c.Heartbeat(m, a.Generation+7), "any generation")
+			h.advance(step)
+			require.NoError(t, m.Err())
+			h.advance(step)
+			requireCode(t, wire.CodeUnknownMember, m.Err())
+		})
+	}
+}
+
 // TestJoinRefusals: what a join may not ask for, and the error it gets.
 func TestJoinRefusals(t *testing.T) {
 	h := newHarness(t, 1, 0)
