@@ -239,7 +239,7 @@ func TestMaxUnackedCountsWholeBatches(t *testing.T) {
 	count := func(f wire.Frame) int {
 		v, err := wire.DecodeBatchView(f.Body)
 		require.NoError(t, err)
-		return int(v.Batch.Count())
+		return v.Batch.Count()
 	}
 	require.Equal(t, 10, count(m.nextOf(wire.TypeDeliver)), "the whole batch, past max_unacked")
 	info, err := c.DescribeGroup(ctx, "wg")
@@ -308,7 +308,7 @@ func TestJoinTakesOverALiveMembership(t *testing.T) {
 		require.Equal(t, wire.TypeDeliver, f.Type, errBody(f))
 		v, err := wire.DecodeBatchView(f.Body)
 		require.NoError(t, err)
-		got += int(v.Batch.Count())
+		got += v.Batch.Count()
 	}
 	a.sendFrame(wire.TypeHeartbeat, 50, hbBody("tg", a.id, first.Generation))
 	hb := a.next()

@@ -422,7 +422,7 @@ func (a *coordActor) joinUnknown(w *World, g *coordGroup, id string) error {
 	_, err := a.c.Join(x.out, coord.Origin{Actor: "client", Remote: "sim"}, a.corr, req, a.broker.topic)
 	w.Tracef("coord %s join with unknown id %s: %v", g.name, id, err)
 	if wire.CodeOf(err) != wire.CodeUnknownMember {
-		return fmt.Errorf("%s: a join naming %q, no member's id, answered %v; want UNKNOWN_MEMBER", g.name, id, err)
+		return fmt.Errorf("%s: a join naming %q, no member's id, answered %s; want UNKNOWN_MEMBER", g.name, id, fmt.Sprint(err))
 	}
 	if p, _ := x.out.Take(); len(p.IOV) > 0 {
 		return fmt.Errorf("%s: a refused join naming %q queued frames", g.name, id)
