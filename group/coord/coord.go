@@ -172,7 +172,7 @@ type group struct {
 
 // Member is one connection's membership of a group. The session that
 // joined holds it and hands it back with each request; the coordinator
-// may drop it at any time (session timeout, replaced, topic deleted), and
+// may drop it at any time (session timeout, taken over, topic deleted), and
 // Err then says so.
 type Member struct {
 	id      string
@@ -513,9 +513,9 @@ func (g *group) admits(t Topic, set groupSettings) error {
 // holder is the live member a join naming id takes over from: nil for an
 // empty id (the join gets a new one). Member ids are the coordinator's:
 // an id is valid only while its member is in the group, so an id the
-// coordinator never issued, or whose member has left, timed out, lost its
-// connection or been taken over, or one from before a restart, is
-// UNKNOWN_MEMBER, and the client joins with an empty id instead. g is
+// coordinator never issued, one whose member has left, timed out or lost
+// its connection, or one from before a restart, is UNKNOWN_MEMBER, and the
+// client joins with an empty id instead. g is
 // the group named name, nil when there is none; mu held.
 func holder(g *group, name, id string, out *outbox.Outbox) (*Member, error) {
 	if id == "" {
