@@ -135,7 +135,11 @@ type GroupConfig struct {
 	// DeadLetterTopic receives messages that were delivered MaxDeliveries
 	// times (message mode). Default "<Topic>.dlq".
 	DeadLetterTopic string
-	// MemberID asks for a member id; default: the broker picks one.
+	// MemberID takes over the membership of the group's live member with
+	// this id, an id the broker issued (another consumer's MemberID): that
+	// member loses its partitions to this one. JoinGroup fails with
+	// ErrUnknownMember when the group has no such member. Default: the
+	// broker issues a new id.
 	MemberID string
 	// BeforeCommit, if set, runs on the handler's goroutine just before
 	// the consumer commits offsets on its own (auto-commit, revocation,
@@ -412,6 +416,12 @@ func (g *GroupConsumer) session(ctx context.Context, first bool) (bool, error) {
 		g.backlog = g.backlog[:0]
 	}()
 	res, err := g.join(ctx, c)
+	if errors.Is(err, ErrUnknownMember) && !first {
+		// The id it rejoined with is gone (the broker saw the old
+		// connection close, or restarted): it gets a new one.
+		g.forgetMember(g.MemberID())
+		res, err = g.join(ctx, c)
+	}
 	if err != nil {
 		return false, err
 	}
@@ -513,8 +523,31 @@ func (g *GroupConsumer) heartbeat(c *Client, timeout time.Duration) {
 	default:
 	}
 	if errors.Is(err, ErrUnknownMember) {
-		// The broker dropped the membership: start over on a new connection.
+		// The broker dropped the membership (session timeout, or another
+		// connection took the id over): start over on a new connection,
+		// with a new id so as not to take it back.
+		g.mu.Lock()
+		if g.c == c {
+			g.forgetMemberLocked(ref.Member)
+		}
+		g.mu.Unlock()
 		c.shutdown(fmt.Errorf("%w: %w", ErrConnectionLost, err))
+	}
+}
+
+// forgetMember drops the member id id, so that the next join asks the
+// broker for a new one. A consumer rejoins with its id after a lost
+// connection: the broker accepts it while the old connection's membership
+// lives (taking it over), and refuses it once it has ended.
+func (g *GroupConsumer) forgetMember(id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.forgetMemberLocked(id)
+}
+
+func (g *GroupConsumer) forgetMemberLocked(id string) {
+	if g.member == id {
+		g.member = ""
 	}
 }
 

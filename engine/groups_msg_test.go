@@ -260,6 +260,7 @@ func TestStaleGenerationCommitRejected(t *testing.T) {
 	require.NoError(t, a.commit(a1.Generation, 1, 3))
 
 	b := joinRaw(t, e, join)
+	require.Empty(t, b.assignment().Partitions, "nothing for b until a gives something up")
 	a2 := a.assignment()
 	require.Greater(t, a2.Generation, a1.Generation)
 	require.Len(t, a2.Partitions, 1)

@@ -298,6 +298,7 @@ func TestGroupConsumerRejoinsAfterRestart(t *testing.T) {
 			return nil
 		}})
 	waitAssigned(t, []int{2}, g)
+	id := g.MemberID()
 	publishN(t, c, "rj", 0, 100)
 	require.Eventually(t, func() bool { return h.count() == 100 }, 30*time.Second, 5*time.Millisecond)
 	require.Eventually(t, func() bool {
@@ -311,7 +312,8 @@ func TestGroupConsumerRejoinsAfterRestart(t *testing.T) {
 
 	e = startBroker(t, cfg)
 	c = dial(t, e)
-	waitAssigned(t, []int{2}, g)
+	require.Eventually(t, func() bool { return g.MemberID() != id && len(g.Assigned()) == 2 }, 15*time.Second,
+		5*time.Millisecond, "the restarted broker refused the old id, and issued a new one")
 	publishN(t, c, "rj", 100, 50)
 	ends := topicEnds(t, c, "rj")
 	require.Eventually(t, func() bool { return h.count() == 150 }, 30*time.Second, 5*time.Millisecond)

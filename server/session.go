@@ -609,6 +609,7 @@ func (s *session) checkNewSubscription(t *topic.Topic, part int32) error {
 			return wire.Errorf(wire.CodeAlreadySubscribed, "this connection already subscribes to "+t.Name)
 		}
 	}
+	s.dropEndedMembers()
 	for _, m := range s.members {
 		if memberOf(m, t) {
 			return wire.Errorf(wire.CodeAlreadySubscribed, "this connection consumes "+t.Name+" as a member of group "+m.Group())

@@ -12,6 +12,10 @@ import (
 // Consumer group requests of a session; the coordinator (package
 // group/coord) does the work. A membership belongs to the connection that joined: frames
 // naming a member of another connection are refused as unknown member.
+// The coordinator may end a membership on its own (session timeout, a
+// join from another connection taking the id over, the topic deleted);
+// the session forgets it when a frame names it, or when a join or a
+// subscription checks what the connection consumes.
 
 func (s *session) joinGroup(f wire.Frame) error {
 	req, err := wire.DecodeJoinGroup(f.Body)
@@ -24,6 +28,7 @@ func (s *session) joinGroup(f wire.Frame) error {
 	if s.srv.draining.Load() {
 		return s.refuse(f.Corr, ErrShuttingDown)
 	}
+	s.dropEndedMembers()
 	if _, ok := s.members[req.Group]; ok {
 		return s.refuse(f.Corr, invalid("this connection is already a member of group "+req.Group))
 	}
@@ -38,6 +43,7 @@ func (s *session) joinGroup(f wire.Frame) error {
 
 // joinGroup's second half, once the group's topic is known.
 func (s *session) joinTopic(corr uint32, req *wire.JoinGroup, t *topic.Topic) error {
+	s.dropEndedMembers()
 	if _, ok := s.members[req.Group]; ok { // a join that raced with this one while the topic was created
 		return s.refuse(corr, invalid("this connection is already a member of group "+req.Group))
 	}
@@ -59,6 +65,17 @@ func (s *session) joinTopic(corr uint32, req *wire.JoinGroup, t *topic.Topic) er
 	}
 	s.members[req.Group] = m
 	return nil
+}
+
+// dropEndedMembers forgets the memberships the coordinator has ended, so
+// that they hold back neither a new join of their group nor a Subscribe
+// or join of their topic.
+func (s *session) dropEndedMembers() {
+	for name, m := range s.members {
+		if m.Err() != nil {
+			delete(s.members, name)
+		}
+	}
 }
 
 // member finds the membership a frame names.

@@ -29,14 +29,17 @@ import (
 // topic whose partitions are memory logs without a shard.
 //
 // Members of two groups join, leave, reconnect (a join with their id from
-// a new connection replaces them), go silent until their session times
-// out, read the frames the coordinator queued on their outbox when they
+// a new connection takes their membership over), go silent until their
+// session times out, read the frames the coordinator queued on their outbox when they
 // get to it (a lazy member seldom does, so its revocations are forced),
 // heartbeat with the generation they read or an older one, and commit,
 // forward from where they were assigned, the partitions they read they
-// own, now and then one they do not. The topic is now and then deleted
-// and created again. A crash builds a new coordinator from the disk and
-// the members that were not silent join again with their ids.
+// own, now and then one they do not. Now and then a join names an id
+// that is no member's (one never issued, or one whose member has left):
+// it is refused, and changes nothing. The topic is now and then deleted
+// and created again. A crash builds a new coordinator from the disk; the
+// members that were not silent join again, first with their ids, which
+// the new coordinator refuses, then with new ones.
 //
 // The model reads what the coordinator tells each member: the
 // Assignments drained from its outbox after every call. A member holds a
@@ -81,6 +84,9 @@ type coordGroup struct {
 	// pausedTo is when members may join again after the group stopped, so
 	// that it can idle past its retention.
 	pausedTo int64
+	// departed are ids whose member is gone (left, timed out, its topic
+	// deleted, or a crash): a join naming one is refused.
+	departed []string
 }
 
 type coordMember struct {
@@ -184,6 +190,8 @@ func (a *coordActor) Step(w *World) error {
 		err = a.leave(w, g, x)
 	case r < 180 && x != nil:
 		err = a.reconnect(w, g, x)
+	case r < 185:
+		err = a.joinUnknown(w, g, g.unknownID(w))
 	case r < 200 && x != nil:
 		x.silent = true
 		w.Tracef("coord %s %s goes silent", g.name, x.id)
@@ -353,6 +361,7 @@ func (a *coordActor) tick(w *World) error {
 			case w.Now-x.seen > coordSession:
 				w.Tracef("coord %s %s times out", g.name, x.id)
 				g.remove(w, x)
+				g.depart(x.id)
 				gone = append(gone, x)
 			case x.revokeBy != 0 && w.Now > x.revokeBy:
 				w.Tracef("coord %s %s revocation forced", g.name, x.id)
@@ -402,8 +411,45 @@ func (a *coordActor) join(w *World, g *coordGroup, id string) error {
 	return a.settle(w)
 }
 
+// joinUnknown joins with an id that is no member's: the coordinator
+// refuses it as UNKNOWN_MEMBER, queues nothing, and changes nothing (Check
+// compares the groups with the model after the step).
+func (a *coordActor) joinUnknown(w *World, g *coordGroup, id string) error {
+	x := a.newMember(w, id)
+	a.corr++
+	req := &wire.JoinGroup{Group: g.name, Topic: coordTopicName, Member: id, Mode: wire.AckOffset,
+		Start: wire.Start{Kind: wire.StartEarliest}, SessionTimeoutMs: uint32(coordSession / int64(time.Millisecond))}
+	_, err := a.c.Join(x.out, coord.Origin{Actor: "client", Remote: "sim"}, a.corr, req, a.broker.topic)
+	w.Tracef("coord %s join with unknown id %s: %v", g.name, id, err)
+	if wire.CodeOf(err) != wire.CodeUnknownMember {
+		return fmt.Errorf("%s: a join naming %q, no member's id, answered %s; want UNKNOWN_MEMBER", g.name, id, fmt.Sprint(err))
+	}
+	if p, _ := x.out.Take(); len(p.IOV) > 0 {
+		return fmt.Errorf("%s: a refused join naming %q queued frames", g.name, id)
+	}
+	return a.settle(w)
+}
+
+// unknownID is an id no member of g has: one whose member is gone, or one
+// never issued.
+func (g *coordGroup) unknownID(w *World) string {
+	if len(g.departed) > 0 && w.Rand.IntN(2) == 0 {
+		return g.departed[w.Rand.IntN(len(g.departed))]
+	}
+	return "never-issued"
+}
+
+// depart notes that id's member is gone, keeping the last few.
+func (g *coordGroup) depart(id string) {
+	g.departed = append(g.departed, id)
+	if len(g.departed) > 8 {
+		g.departed = slices.Delete(g.departed, 0, 1)
+	}
+}
+
 func (a *coordActor) leave(w *World, g *coordGroup, x *coordMember) error {
 	g.remove(w, x)
+	g.depart(x.id)
 	a.c.Leave(x.m)
 	w.Tracef("coord %s leave %s", g.name, x.id)
 	if x.m.Err() == nil {
@@ -427,8 +473,8 @@ func (a *coordActor) stop(w *World, g *coordGroup) error {
 	return nil
 }
 
-// reconnect joins again with x's id from a new connection: x is
-// replaced, and loses its partitions at once.
+// reconnect joins again with x's id from a new connection: x's
+// membership is taken over, and it loses its partitions at once.
 func (a *coordActor) reconnect(w *World, g *coordGroup, x *coordMember) error {
 	g.remove(w, x)
 	w.Tracef("coord %s reconnect %s", g.name, x.id)
@@ -594,6 +640,9 @@ func (a *coordActor) deleteTopic(w *World) error {
 				return fmt.Errorf("%s: %s is still a member of a group whose topic was deleted", g.name, x.id)
 			}
 		}
+		for _, x := range g.members {
+			g.depart(x.id)
+		}
 		g.members, g.needTick = nil, false
 		clear(g.offs)
 	}
@@ -688,7 +737,8 @@ func (a *coordActor) checkSettled(g *coordGroup, count map[string]int) error {
 // Crash builds a coordinator from the crashed disk: every group with
 // offsets is found with the offsets last committed (each commit was
 // answered once written), and no members; the members that were not
-// silent join again with their ids.
+// silent join again, with their ids (refused: the new coordinator never
+// issued them), then with new ones.
 func (a *coordActor) Crash(w *World) error {
 	back := make([][]string, 0, len(a.groups))
 	for _, g := range a.groups {
@@ -699,6 +749,9 @@ func (a *coordActor) Crash(w *World) error {
 			}
 		}
 		back = append(back, ids)
+		for _, x := range g.members {
+			g.depart(x.id)
+		}
 		if len(g.members) > 0 {
 			g.activeHi = w.Now // the coordinator may have touched it since
 		}
@@ -713,7 +766,10 @@ func (a *coordActor) Crash(w *World) error {
 	}
 	for i, g := range a.groups {
 		for _, id := range back[i] {
-			if err := a.join(w, g, id); err != nil {
+			if err := a.joinUnknown(w, g, id); err != nil {
+				return err
+			}
+			if err := a.join(w, g, ""); err != nil {
 				return err
 			}
 		}

@@ -172,17 +172,21 @@ type group struct {
 
 // Member is one connection's membership of a group. The session that
 // joined holds it and hands it back with each request; the coordinator
-// may drop it at any time (session timeout, replaced, topic deleted), and
+// may drop it at any time (session timeout, taken over, topic deleted), and
 // Err then says so.
 type Member struct {
-	id       string
-	remote   string // the member's connection, for telemetry events
-	g        *group
-	out      *outbox.Outbox
-	timeout  time.Duration
-	seen     atomic.Int64  // nowNS of the last heartbeat, commit or ack
-	gen      atomic.Uint32 // generation of the last Assignment sent to it
-	gone     atomic.Bool
+	id      string
+	remote  string // the member's connection, for telemetry events
+	g       *group
+	out     *outbox.Outbox
+	timeout time.Duration
+	seen    atomic.Int64  // nowNS of the last heartbeat, commit or ack
+	gen     atomic.Uint32 // generation of the last Assignment sent to it
+	gone    atomic.Bool
+	// takenOver: a join from another connection named its id (takeOver).
+	takenOver atomic.Bool
+	// assigned: it has been sent an Assignment; Coordinator.mu.
+	assigned bool
 	revokeBy int64        // nowNS by which pending revocations are forced; 0: none; Coordinator.mu
 	unacked  atomic.Int64 // message mode: unacked messages over its partitions
 
@@ -449,31 +453,28 @@ func (c *Coordinator) Join(out *outbox.Outbox, by Origin, corr uint32, req *wire
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g := c.groups[req.Group]
+	if g != nil {
+		if err := g.admits(t, set); err != nil {
+			return nil, err
+		}
+	}
+	old, err := holder(g, req.Group, req.Member, out)
+	if err != nil {
+		return nil, err
+	}
 	switch {
 	case g == nil:
 		g = c.newGroup(req.Group, t, set)
 		c.groups[req.Group] = g
-	case g.topic.Name() != t.Name():
-		return nil, invalid("group " + strconv.Quote(g.name) + " consumes topic " + strconv.Quote(g.topic.Name()))
 	case len(g.members) == 0:
 		g.set = set
-	case g.set.mode != set.mode:
-		return nil, invalid("group " + strconv.Quote(g.name) + " consumes in " + g.set.mode.String() +
-			" ack mode; this member asked for " + set.mode.String())
 	}
 	id := req.Member
 	if id == "" {
 		id = c.prefix + "-" + strconv.FormatUint(c.ids.Add(1), 10)
-	} else if old := g.members[id]; old != nil {
-		if old.out == out {
-			return nil, invalid("this connection is already member " + strconv.Quote(id) + " of group " + g.name)
-		}
-		c.log.Info("group member replaced by a new connection", "group", g.name, "member", id)
-		c.emitGroup(g, old, len(g.members)-1, "replace", Origin{Actor: "client", Remote: by.Remote}, nil)
-		c.removeMember(old)
-		// Removing the last member of a group without offsets forgets the
-		// group; the member replacing it keeps it.
-		c.groups[g.name] = g
+	}
+	if old != nil {
+		c.takeOver(g, old, by)
 	}
 	m := &Member{id: id, remote: by.Remote, g: g, out: out, timeout: timeout}
 	m.seen.Store(c.now())
@@ -484,7 +485,80 @@ func (c *Coordinator) Join(out *outbox.Outbox, by Origin, corr uint32, req *wire
 	c.log.Debug("group member joined", "group", g.name, "member", id, "members", len(g.members))
 	c.emitGroup(g, m, len(g.members), "join", by, nil)
 	c.rebalance(g)
+	if !m.assigned {
+		// Nothing to give it yet (more members than partitions, or its
+		// partitions are still being revoked or their feeds stopping): it
+		// is told so, so that every JoinResult is followed by an
+		// Assignment and the member knows its generation.
+		m.gen.Store(g.gen)
+		c.sendAssignment(m)
+	}
 	return m, nil
+}
+
+// admits checks that a join may enter g: a group consumes one topic for
+// as long as it exists, and its members share one ack mode (the member
+// that joins an empty group sets it, with the other settings); mu held.
+func (g *group) admits(t Topic, set groupSettings) error {
+	switch {
+	case g.topic.Name() != t.Name():
+		return invalid("group " + strconv.Quote(g.name) + " consumes topic " + strconv.Quote(g.topic.Name()))
+	case len(g.members) > 0 && g.set.mode != set.mode:
+		return invalid("group " + strconv.Quote(g.name) + " consumes in " + g.set.mode.String() +
+			" ack mode; this member asked for " + set.mode.String())
+	}
+	return nil
+}
+
+// holder is the live member a join naming id takes over from: nil for an
+// empty id (the join gets a new one). Member ids are the coordinator's:
+// an id is valid only while its member is in the group, so an id the
+// coordinator never issued, one whose member has left, timed out or lost
+// its connection, or one from before a restart, is UNKNOWN_MEMBER, and the
+// client joins with an empty id instead. g is
+// the group named name, nil when there is none; mu held.
+func holder(g *group, name, id string, out *outbox.Outbox) (*Member, error) {
+	if id == "" {
+		return nil, nil
+	}
+	var m *Member
+	if g != nil {
+		m = g.members[id]
+	}
+	switch {
+	case m == nil:
+		return nil, wire.Errorf(wire.CodeUnknownMember, "group "+strconv.Quote(name)+" has no member "+
+			strconv.Quote(id)+" (member ids are the broker's, valid while their member is in the group); "+
+			"join with an empty member id")
+	case m.out == out:
+		return nil, invalid("this connection is already member " + strconv.Quote(id) + " of group " + g.name)
+	}
+	return m, nil
+}
+
+// takeOver removes old, a live member whose id a join from another
+// connection names, so that the joining member replaces it; mu held.
+//
+// The newer connection wins, as with Kafka's static membership (a join
+// with a group.instance.id fences the member that held it): a client
+// whose connection broke without the broker noticing (a half-open TCP
+// connection, a NAT or firewall timeout) rejoins at once with the id it
+// was issued and gets its partitions back now, rather than being refused
+// until its old membership's session timeout passes. Only the member, or
+// someone who read the id from DescribeGroup, knows it; the broker has no
+// authentication to hold it against. The old connection's feeds stop at
+// once, and its next group request gets UNKNOWN_MEMBER (the connection
+// itself stays open); its partitions go to the new member once their
+// feeds have stopped, so no partition has two owners.
+func (c *Coordinator) takeOver(g *group, old *Member, by Origin) {
+	c.log.Info("group member taken over by a join from another connection", "group", g.name, "member", old.id,
+		"old_remote", old.remote, "new_remote", by.Remote)
+	c.emitGroup(g, old, len(g.members)-1, "replace", Origin{Actor: "client", Remote: by.Remote}, nil)
+	old.takenOver.Store(true)
+	c.removeMember(old)
+	// Removing the last member of a group without offsets forgets the
+	// group; the member replacing it keeps it.
+	c.groups[g.name] = g
 }
 
 // Leave removes m (LeaveGroup, or its connection closed).
@@ -688,6 +762,7 @@ func (c *Coordinator) sendAssignment(m *Member) {
 		}
 		gp.mu.Unlock()
 	}
+	m.assigned = true
 	body := a.Append(nil)
 	m.out.SendCopy(append(wire.AppendHeader(nil, wire.TypeAssignment, 0, 0, len(body)), body...))
 	m.out.Kick()
@@ -728,8 +803,12 @@ func (c *Coordinator) finishRevokes(m *Member) {
 }
 
 func errGoneMember(m *Member) error {
+	why := " (it left, its session timed out, or its topic was deleted)"
+	if m.takenOver.Load() {
+		why = ": a join from another connection took its id over"
+	}
 	return wire.Errorf(wire.CodeUnknownMember, "member "+strconv.Quote(m.id)+" is no longer in group "+m.g.name+
-		" (session timeout, or replaced); join again")
+		why+"; join again with an empty member id")
 }
 
 // run expires members that stopped heartbeating and revocations that were

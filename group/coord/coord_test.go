@@ -276,6 +276,15 @@ func (h *harness) joined(c *conn, req *wire.JoinGroup) (*Member, wire.Assignment
 	return m, a
 }
 
+// joinedEmpty is join of a member that gets nothing yet: its first
+// Assignment has no partitions. It returns that Assignment's generation.
+func (h *harness) joinedEmpty(c *conn, req *wire.JoinGroup) (*Member, uint32) {
+	h.t.Helper()
+	m, a := h.joined(c, req)
+	require.Empty(h.t, a.Partitions)
+	return m, a.Generation
+}
+
 func requireCode(t *testing.T, code wire.Code, err error) {
 	t.Helper()
 	require.Error(t, err)
@@ -334,10 +343,8 @@ func TestRevokeThenGiveOnConfirmation(t *testing.T) {
 	a, b := newConn(), newConn()
 	ma, first := h.joined(a, joinReq(wire.AckOffset))
 	require.Len(t, first.Partitions, 4)
-	mb := h.join(b, joinReq(wire.AckOffset))
-	fs := b.frames(t)
-	require.Len(t, fs, 1, "only the JoinResult: what b gets is still a's")
-	require.Equal(t, wire.TypeJoinResult, fs[0].Type)
+	mb, gen := h.joinedEmpty(b, joinReq(wire.AckOffset)) // what b gets is still a's
+	require.Equal(t, uint32(2), gen, "the generation that revoked it from a")
 
 	revoked := a.assignment(t)
 	require.Equal(t, uint32(2), revoked.Generation)
@@ -421,6 +428,34 @@ func TestSilentMemberExpires(t *testing.T) {
 	require.Equal(t, got.Generation, info.Generation)
 }
 
+// TestCommitsAndAcksKeepTheSessionAlive: a Commit, an Ack or a Heartbeat
+// of any generation counts as hearing from the member; silence for the
+// session timeout removes it.
+func TestCommitsAndAcksKeepTheSessionAlive(t *testing.T) {
+	for _, mode := range []wire.AckMode{wire.AckOffset, wire.AckMessage} {
+		t.Run(mode.String(), func(t *testing.T) {
+			h := newHarness(t, 1, 10)
+			h.start()
+			m, a := h.joined(newConn(), joinReq(mode))
+			step := 8 * time.Second // of the default 10 s
+			h.advance(step)
+			if mode == wire.AckOffset {
+				require.NoError(t, h.commit(m, a.Generation, wire.PartitionOffset{Partition: 0, Offset: 1}))
+			} else {
+				require.NoError(t, h.c.Ack(m, &wire.Ack{MemberRef: wire.MemberRef{Group: "g", Member: m.ID(),
+					Generation: a.Generation}, Ranges: []wire.OffsetRange{{From: 0, To: 1}}}))
+			}
+			h.advance(step)
+			require.NoError(t, m.Err())
+			require.NoError(t, h.c.Heartbeat(m, a.Generation+7), "any generation")
+			h.advance(step)
+			require.NoError(t, m.Err())
+			h.advance(step)
+			requireCode(t, wire.CodeUnknownMember, m.Err())
+		})
+	}
+}
+
 // TestJoinRefusals: what a join may not ask for, and the error it gets.
 func TestJoinRefusals(t *testing.T) {
 	h := newHarness(t, 1, 0)
@@ -460,27 +495,86 @@ func TestJoinRefusals(t *testing.T) {
 	require.Empty(t, a.frames(t), "no refused join moved anything")
 }
 
-// TestRejoinReplacesTheMember: a member id joining from another connection
-// replaces the member, which loses its partitions at once. The group
-// stays the coordinator's even when the replaced member was its only one
-// and it has no offsets: it used to be forgotten then, its new member
-// left in a group no timer pass saw, whose partitions never came.
-func TestRejoinReplacesTheMember(t *testing.T) {
-	h := newHarness(t, 1, 0)
+// TestJoinTakesOverALiveMember: a join naming the id of a live member of
+// another connection takes the membership over: the old member is gone at
+// once (its next request is UNKNOWN_MEMBER, saying why), the new one gets
+// the partitions once the old feeds stopped, heartbeats, commits, and is
+// the group's member in List and Describe. The group stays the
+// coordinator's even when the replaced member was its only one and it has
+// no offsets: it used to be forgotten then, its new member left in a
+// group no timer pass saw, whose partitions never came.
+func TestJoinTakesOverALiveMember(t *testing.T) {
+	h := newHarness(t, 2, 10)
 	h.start()
 	a, b := newConn(), newConn()
-	ma, _ := h.joined(a, joinReq(wire.AckOffset))
+	ma, first := h.joined(a, joinReq(wire.AckOffset))
+	require.Len(t, first.Partitions, 2)
 	req := joinReq(wire.AckOffset)
 	req.Member = ma.ID()
-	mb := h.join(b, req)
+	mb, gen := h.joinedEmpty(b, req) // a's feeds are still stopping
 	require.Equal(t, ma.ID(), mb.ID())
-	requireCode(t, wire.CodeUnknownMember, ma.Err())
+	require.Equal(t, first.Generation, gen)
+	err := h.c.Heartbeat(ma, first.Generation)
+	requireCode(t, wire.CodeUnknownMember, err)
+	require.ErrorContains(t, err, "another connection took its id over")
+	requireCode(t, wire.CodeUnknownMember, h.commit(ma, first.Generation, wire.PartitionOffset{Partition: 0, Offset: 1}))
 	require.Equal(t, []string{"join", "rebalance", "replace", "join"}, h.b.actions()[:4])
 	require.Equal(t, []wire.GroupSummary{{Group: "g", Topic: "t", Members: 1}}, h.c.List())
+
 	h.endStopped()
-	fs := b.frames(t)
-	require.Len(t, fs, 2)
-	require.Equal(t, wire.TypeAssignment, fs[1].Type)
+	given := b.assignment(t)
+	require.Greater(t, given.Generation, gen)
+	require.Equal(t, []int32{0, 1}, partitions(given))
+	require.NoError(t, h.c.Heartbeat(mb, given.Generation))
+	require.NoError(t, h.commit(mb, given.Generation, wire.PartitionOffset{Partition: 1, Offset: 3}))
+	info, err := h.c.Describe("g")
+	require.NoError(t, err)
+	require.Equal(t, []string{mb.ID()}, info.Members)
+	require.Equal(t, mb.ID(), info.Partitions[0].Owner)
+	require.Equal(t, mb.ID(), info.Partitions[1].Owner)
+	require.Empty(t, a.frames(t), "nothing more for the old connection")
+}
+
+// TestJoinWithAnUnknownMemberID: a join may name only the id of a member
+// in the group now. An id the coordinator never issued, the id of a
+// member that left, one of another group and one from before a restart
+// are UNKNOWN_MEMBER, and the refused join changes nothing: no group is
+// made, no member is moved.
+func TestJoinWithAnUnknownMemberID(t *testing.T) {
+	h := newHarness(t, 2, 10)
+	h.start()
+	a, b := newConn(), newConn()
+	named := func(group, id string) *wire.JoinGroup {
+		req := joinReq(wire.AckOffset)
+		req.Group, req.Member = group, id
+		return req
+	}
+	refused := func(req *wire.JoinGroup) {
+		t.Helper()
+		_, err := h.c.Join(b.out, client, 9, req, h.topic)
+		requireCode(t, wire.CodeUnknownMember, err)
+		require.ErrorContains(t, err, "join with an empty member id")
+		require.Empty(t, b.frames(t))
+	}
+	refused(named("g", "made-up"))
+	require.Empty(t, h.c.List(), "no group made by a refused join")
+
+	ma, _ := h.joined(a, named("g", ""))
+	mc, _ := h.joined(newConn(), named("other", ""))
+	refused(named("g", "made-up"))
+	refused(named("g", mc.ID()))
+	require.NoError(t, h.commit(ma, 1, wire.PartitionOffset{Partition: 0, Offset: 2}))
+	h.c.Leave(ma)
+	refused(named("g", ma.ID()))
+	require.Empty(t, a.frames(t))
+
+	h.c.Close()
+	h.c = h.open()
+	require.NoError(t, h.c.Load())
+	info, err := h.c.Describe("g")
+	require.NoError(t, err, "kept for its offsets")
+	require.Empty(t, info.Members)
+	refused(named("g", ma.ID()))
 }
 
 // TestCommit: commits are checked against the group's mode, the
@@ -675,9 +769,7 @@ func TestGroupWithoutOffsetsWaitsForItsFeeds(t *testing.T) {
 	ma, _ := h.joined(a, joinReq(wire.AckOffset))
 	h.c.Leave(ma)
 	require.Equal(t, []wire.GroupSummary{{Group: "g", Topic: "t"}}, h.c.List(), "kept while a's feeds stop")
-	mb := h.join(b, joinReq(wire.AckOffset))
-	fs := b.frames(t)
-	require.Len(t, fs, 1, "only the JoinResult: a's feeds are still stopping")
+	mb, _ := h.joinedEmpty(b, joinReq(wire.AckOffset)) // a's feeds are still stopping
 	h.endStopped()
 	require.Len(t, b.assignment(t).Partitions, 2)
 
