@@ -7,7 +7,8 @@
 #   make sim    the deterministic simulator on fresh seeds for SIM_TIME;
 #               make sim SEED=<seed> replays one seed, printing every step
 #
-# Only Go itself is needed; modules are fetched on first use.
+# Only Go itself is needed; modules are fetched on first use, and make
+# test installs Debian's chromium and prometheus (promtool) when missing.
 
 GO        ?= go
 BIN       := bin/ratatoskr
@@ -17,7 +18,7 @@ FUZZTIME  ?= 10s
 LINT      := bin/golangci-lint
 LINT_VER  := v2.15.0
 
-.PHONY: all run build deps chromium test vet unit race fuzz-short fuzz bench sim lint clean
+.PHONY: all run build deps chromium promtool test vet unit race fuzz-short fuzz bench sim lint clean
 
 all: build
 
@@ -34,7 +35,7 @@ build: deps
 run: build
 	./$(BIN) serve
 
-test: deps vet chromium unit race fuzz-short
+test: deps vet chromium promtool unit race fuzz-short
 
 # The dashboard test drives headless Chromium; install Debian's package
 # when it is missing (as root, or through sudo when there is one).
@@ -43,6 +44,15 @@ chromium:
 		if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
 		else echo "chromium is missing: install Debian's chromium package as root" >&2; exit 1; fi; \
 		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }
+
+# The metrics test runs promtool on a live broker's /metrics; install
+# Debian's prometheus package, which has it, when it is missing (as
+# chromium above).
+promtool:
+	@command -v promtool >/dev/null || { \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+		else echo "promtool is missing: install Debian's prometheus package as root" >&2; exit 1; fi; \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends prometheus; }
 
 vet:
 	$(GO) vet -tags invariants $(PKGS)

@@ -19,10 +19,10 @@ import (
 func FuzzTopicConfigJSON(f *testing.F) {
 	for _, s := range []string{
 		`{"retention":"2h","fsync":"always"}`,
-		`{"retention":7200,"retention-bytes":1048576,"max-subscribers":5}`,
-		`{"storage":"memory","max_deliveries":3,"dead-letter-topic":"dead"}`,
+		`{"retention":7200,"retention_bytes":1048576,"max_subscribers":5}`,
+		`{"storage":"memory","max_deliveries":3,"dead_letter_topic":"dead"}`,
 		`{"fsync":"interval=10ms","retention":0}`,
-		`{"retention":1e300}`, `{"max-subscribers":-1}`, `{"fsync":null}`, `{"x":{}}`, `[]`, `{`,
+		`{"retention":1e300}`, `{"max_subscribers":-1}`, `{"max-subscribers":5}`, `{"fsync":null}`, `{"x":{}}`, `[]`, `{`,
 	} {
 		f.Add([]byte(s))
 	}

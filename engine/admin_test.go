@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
 	"github.com/ratatoskr-mq/ratatoskr/httpapi"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
 // The admin API's answers as docs/ADMIN.md documents them, decoded here on
@@ -137,7 +139,7 @@ func TestAdminTopics(t *testing.T) {
 	a := newAdmin(t, e)
 
 	var created topicJSON
-	a.json("POST", "/api/v1/topics", `{"name":"orders","partitions":3,"config":{"retention":"30m","max-subscribers":7,"retention_bytes":"1048576"}}`, 201, &created)
+	a.json("POST", "/api/v1/topics", `{"name":"orders","partitions":3,"config":{"retention":"30m","max_subscribers":7,"retention_bytes":"1048576"}}`, 201, &created)
 	require.Equal(t, "orders", created.Name)
 	require.Equal(t, 3, created.Partitions)
 	require.Len(t, created.Parts, 3)
@@ -164,9 +166,14 @@ func TestAdminTopics(t *testing.T) {
 	a.fails("POST", "/api/v1/topics", `{"name":"x","config":{"retention":"soon"}}`, 400, "invalid_argument", "retention must be a duration")
 	a.fails("POST", "/api/v1/topics", `{"name":"x","config":{"fsync":"sometimes"}}`, 400, "invalid_argument", "fsync")
 	a.fails("POST", "/api/v1/topics", `{"name":"x","config":{"fsync":5}}`, 400, "invalid_argument", "fsync must be a string")
-	a.fails("POST", "/api/v1/topics", `{"name":"x","config":{"colour":"blue"}}`, 400, "invalid_argument", `unknown topic config key "colour"`)
-	a.fails("POST", "/api/v1/topics", `{"name":"x","config":{"max-subscribers":true}}`, 400, "invalid_argument", "must be a string or a number")
-	big := `{"name":"x","config":{"dead-letter-topic":"` + strings.Repeat("a", 1<<20) + `"}}`
+	a.fails("POST", "/api/v1/topics", `{"name":"x","config":{"colour":"blue"}}`, 400, "invalid_argument",
+		`unknown topic config key "colour"; the keys are max_subscribers, storage, fsync, retention, retention_bytes, dead_letter_topic, max_deliveries`)
+	a.fails("POST", "/api/v1/topics", `{"name":"x","config":{"max_subscribers":true}}`, 400, "invalid_argument", "max_subscribers must be a string or a number")
+	a.fails("POST", "/api/v1/topics", `{"name":"x","config":{"max_subscribers":0}}`, 400, "invalid_argument",
+		`max_subscribers must be 1..`) // the broker's message, in the admin API's spelling
+	a.fails("POST", "/api/v1/topics", `{"name":"x","config":{"max-subscribers":7}}`, 400, "invalid_argument",
+		`topic config keys are snake_case in the admin API: "max_subscribers", not "max-subscribers"`)
+	big := `{"name":"x","config":{"dead_letter_topic":"` + strings.Repeat("a", 1<<20) + `"}}`
 	a.fails("POST", "/api/v1/topics", big, 413, "body_too_large", "larger than")
 
 	var list struct{ Topics []topicJSON }
@@ -206,7 +213,7 @@ func TestAdminTopics(t *testing.T) {
 	a.fails("GET", "/api/v1/topics/nosuch/partitions", "", 404, "unknown_topic", `"nosuch"`)
 
 	var patched topicJSON
-	a.json("PATCH", "/api/v1/topics/orders", `{"fsync":"interval=50ms","max_subscribers":9,"dead-letter-topic":"orders.failed","max-deliveries":"3"}`, 200, &patched)
+	a.json("PATCH", "/api/v1/topics/orders", `{"fsync":"interval=50ms","max_subscribers":9,"dead_letter_topic":"orders.failed","max_deliveries":"3"}`, 200, &patched)
 	require.Equal(t, "interval=50ms", patched.Config.Fsync)
 	require.Equal(t, 9, patched.Config.MaxSubscribers)
 	require.Equal(t, "orders.failed", patched.Config.DeadLetterTopic)
@@ -216,7 +223,9 @@ func TestAdminTopics(t *testing.T) {
 	a.fails("PATCH", "/api/v1/topics/nosuch", `{"retention":"1h"}`, 404, "unknown_topic", "nosuch")
 	a.fails("PATCH", "/api/v1/topics/orders", `{"storage":"memory"}`, 400, "invalid_argument", "storage cannot be changed")
 	a.fails("PATCH", "/api/v1/topics/orders", `{"retention":"-1h"}`, 400, "invalid_argument", "retention")
-	a.fails("PATCH", "/api/v1/topics/orders", `{"dead-letter-topic":"orders"}`, 400, "invalid_argument", "own dead-letter topic")
+	a.fails("PATCH", "/api/v1/topics/orders", `{"dead_letter_topic":"orders"}`, 400, "invalid_argument", "own dead-letter topic")
+	a.fails("PATCH", "/api/v1/topics/orders", `{"retention_bytes":-1}`, 400, "invalid_argument", "retention_bytes must be a number of bytes")
+	a.fails("PATCH", "/api/v1/topics/orders", `{"dead-letter-topic":"x"}`, 400, "invalid_argument", `"dead_letter_topic", not "dead-letter-topic"`)
 	a.fails("PATCH", "/api/v1/topics/orders", `{}`, 400, "invalid_argument", "no config keys")
 	a.fails("PATCH", "/api/v1/topics/orders", `["retention"]`, 400, "invalid_json", "")
 	a.fails("PATCH", "/api/v1/topics/cache", `{"fsync":"always"}`, 400, "invalid_argument", "memory topic")
@@ -382,4 +391,99 @@ func TestAdminConnectionsAndShards(t *testing.T) {
 	}
 	require.Equal(t, 3, parts)
 	require.Equal(t, uint64(1), msgs)
+}
+
+// snakeKey is the admin API's one key style.
+var snakeKey = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
+
+// checkKeyStyle walks a JSON answer and fails on any object key that is
+// not snake_case. The keys of objects that dataKeyed names by their path
+// are data (topic names), not field names, and are not checked.
+func checkKeyStyle(t *testing.T, where string, v any, path string, dataKeyed func(path string) bool) {
+	t.Helper()
+	switch v := v.(type) {
+	case map[string]any:
+		for k, child := range v {
+			if !dataKeyed(path) {
+				require.Regexp(t, snakeKey, k, "%s: key %q at %s is not snake_case", where, k, path)
+			}
+			checkKeyStyle(t, where, child, path+"."+k, dataKeyed)
+		}
+	case []any:
+		for _, child := range v {
+			checkKeyStyle(t, where, child, path+"[]", dataKeyed)
+		}
+	}
+}
+
+// TestAdminJSONKeyStyle: every key of every admin API answer, errors
+// included, is snake_case (docs/ADMIN.md, "Conventions").
+func TestAdminJSONKeyStyle(t *testing.T) {
+	e := startBroker(t, func(c *Config) { c.HistoryInterval = 10 * time.Millisecond })
+	a := newAdmin(t, e)
+	ctx := testCtx(t)
+	a.json("POST", "/api/v1/topics", `{"name":"orders","partitions":2}`, 201, nil)
+	c := dial(t, e, client.WithName("key-style"))
+	publishN(t, c, "orders", 0, 10)
+	g := joinGroup(t, e, client.GroupConfig{Group: "billing", Topic: "orders", Start: client.Earliest,
+		AutoCommitInterval: -1, Handler: func(*client.GroupMessage) error { return nil }})
+	waitAssigned(t, []int{2}, g)
+	require.NoError(t, g.Commit(ctx))
+	require.Eventually(t, func() bool {
+		var h HistoryReport
+		a.json("GET", "/api/v1/metrics/history", "", 200, &h)
+		return len(h.Samples) >= 2
+	}, 10*time.Second, 10*time.Millisecond)
+
+	historyTopics := func(path string) bool { return path == ".samples[].topics" }
+	none := func(string) bool { return false }
+	for _, r := range []struct{ method, path, body string }{
+		{"GET", "/api/v1/topics", ""},
+		{"GET", "/api/v1/topics/orders", ""},
+		{"GET", "/api/v1/topics/orders/partitions", ""},
+		{"PATCH", "/api/v1/topics/orders", `{"retention_bytes":1048576,"max_deliveries":3}`},
+		{"POST", "/api/v1/topics", `{"name":"more","config":{"dead_letter_topic":"dead","max_subscribers":5}}`},
+		{"GET", "/api/v1/groups", ""},
+		{"GET", "/api/v1/groups/billing", ""},
+		{"GET", "/api/v1/connections", ""},
+		{"GET", "/api/v1/shards", ""},
+		{"GET", "/api/v1/health", ""},
+		{"GET", "/api/v1/metrics/history", ""},
+		{"GET", "/api/v1/topics/nosuch", ""},
+		{"POST", "/api/v1/groups/billing/reset", `{"to":"earliest"}`}, // refused: it has a member
+	} {
+		where := r.method + " " + r.path
+		_, body, h := a.do(r.method, r.path, r.body)
+		require.Equal(t, "application/json", h.Get("Content-Type"), where)
+		var v any
+		require.NoError(t, json.Unmarshal(body, &v), "%s: %s", where, body)
+		dataKeyed := none
+		if r.path == "/api/v1/metrics/history" {
+			dataKeyed = historyTopics
+		}
+		checkKeyStyle(t, where, v, "", dataKeyed)
+	}
+}
+
+// TestAdminConfigKeys: the admin API's config keys are the protocol's
+// (package topic) in snake case, in what it answers and what it takes.
+func TestAdminConfigKeys(t *testing.T) {
+	var protocol, want []string
+	for _, kv := range (TopicConfig{}).KVs() {
+		protocol = append(protocol, kv.Key)
+		want = append(want, strings.ReplaceAll(kv.Key, "-", "_"))
+	}
+	require.Equal(t, want, httpapi.ConfigKeys())
+
+	b, err := json.Marshal(httpapi.TopicConfig{})
+	require.NoError(t, err)
+	var answered map[string]any
+	require.NoError(t, json.Unmarshal(b, &answered))
+	require.ElementsMatch(t, want, keys(answered), "a GET's config keys are the keys a PATCH takes")
+
+	for i, k := range want {
+		kvs, err := httpapi.ConfigKVs(map[string]json.RawMessage{k: json.RawMessage(`"v"`)})
+		require.NoError(t, err, k)
+		require.Equal(t, []wire.KV{{Key: protocol[i], Value: "v"}}, kvs)
+	}
 }

@@ -163,7 +163,7 @@ func TestConfigChangesUnderLoad(t *testing.T) {
 				return
 			default:
 			}
-			body := fmt.Sprintf(`{"fsync":%q,"retention":"%dh","max-subscribers":%d,"max-deliveries":%d}`,
+			body := fmt.Sprintf(`{"fsync":%q,"retention":"%dh","max_subscribers":%d,"max_deliveries":%d}`,
 				policies[n%3], 1+n%5, 100+n, 1+n%9)
 			// Not the admin helper: it calls FailNow, which this
 			// goroutine must not.

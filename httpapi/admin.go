@@ -322,7 +322,8 @@ func (s *Server) createFromRequest(by Origin, req createTopicRequest) (Topic, er
 	if err != nil {
 		return Topic{}, err
 	}
-	return s.b.CreateTopic(by, req.Name, parts, kvs)
+	t, err := s.b.CreateTopic(by, req.Name, parts, kvs)
+	return t, snakeKeyError(err)
 }
 
 func (s *Server) apiUpdateTopic(w http.ResponseWriter, r *http.Request) {
@@ -339,6 +340,7 @@ func (s *Server) apiUpdateTopic(w http.ResponseWriter, r *http.Request) {
 	var t Topic
 	if err == nil {
 		t, err = s.b.UpdateTopic(adminOrigin(r), name, kvs)
+		err = snakeKeyError(err)
 	}
 	s.audit(r, "topic/"+name, err)
 	if err != nil {
@@ -360,10 +362,12 @@ func (s *Server) apiDeleteTopic(w http.ResponseWriter, r *http.Request) {
 }
 
 // ConfigKVs turns JSON config values into the protocol's key/value list.
-// Keys are the config keys; snake case (max_subscribers) is accepted too.
-// Values are strings, or numbers where a number is natural: a count, a
-// byte size, or a retention in seconds. The keys are sorted so the first
-// error reported does not depend on map order.
+// Keys are the config keys in snake case (max_subscribers), as everywhere
+// in the admin API; the protocol's own spelling (max-subscribers) is
+// refused with a message that names the key to use. Values are strings,
+// or numbers where a number is natural: a count, a byte size, or a
+// retention in seconds. The keys are sorted so the first error reported
+// does not depend on map order.
 func ConfigKVs(m map[string]json.RawMessage) ([]wire.KV, error) {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -372,24 +376,70 @@ func ConfigKVs(m map[string]json.RawMessage) ([]wire.KV, error) {
 	slices.Sort(keys)
 	kvs := make([]wire.KV, 0, len(m))
 	for _, k := range keys {
-		key := strings.ReplaceAll(k, "_", "-")
-		v, err := configValue(key, m[k])
+		if err := checkConfigKey(k); err != nil {
+			return nil, err
+		}
+		v, err := configValue(k, m[k])
 		if err != nil {
 			return nil, err
 		}
-		kvs = append(kvs, wire.KV{Key: key, Value: v})
+		kvs = append(kvs, wire.KV{Key: strings.ReplaceAll(k, "_", "-"), Value: v})
 	}
 	return kvs, nil
 }
 
-// The topic config keys whose values may be JSON numbers; they are
-// engine's (topics.go), repeated here since httpapi cannot import it.
+// The topic config keys as the admin API spells them: the protocol's keys
+// (engine's, in package topic) with "_" for "-", repeated here since
+// httpapi cannot import them; engine's tests check the two lists agree.
 const (
-	configRetention      = "retention"
-	configMaxSubscribers = "max-subscribers"
-	configRetentionBytes = "retention-bytes"
-	configMaxDeliveries  = "max-deliveries"
+	configMaxSubscribers  = "max_subscribers"
+	configStorage         = "storage"
+	configFsync           = "fsync"
+	configRetention       = "retention"
+	configRetentionBytes  = "retention_bytes"
+	configDeadLetterTopic = "dead_letter_topic"
+	configMaxDeliveries   = "max_deliveries"
 )
+
+// ConfigKeys lists the topic config keys the admin API takes and answers,
+// in the order TopicConfig has them.
+func ConfigKeys() []string {
+	return []string{configMaxSubscribers, configStorage, configFsync, configRetention,
+		configRetentionBytes, configDeadLetterTopic, configMaxDeliveries}
+}
+
+// checkConfigKey refuses a key that is not a config key, saying which to
+// use when it is one in the protocol's spelling.
+func checkConfigKey(k string) error {
+	keys := ConfigKeys()
+	if slices.Contains(keys, k) {
+		return nil
+	}
+	if snake := strings.ReplaceAll(k, "-", "_"); snake != k && slices.Contains(keys, snake) {
+		return invalid("topic config keys are snake_case in the admin API: " + strconv.Quote(snake) +
+			", not " + strconv.Quote(k))
+	}
+	return invalid("unknown topic config key " + strconv.Quote(k) + "; the keys are " + strings.Join(keys, ", "))
+}
+
+// snakeKeyError spells the config key that begins the message of a
+// refused value ("max-subscribers must be 1..16, got ...", the broker's
+// words for every protocol) as the admin API does. Only the first word is
+// looked at, so a value quoted later is never rewritten.
+func snakeKeyError(err error) error {
+	var we *wire.Error
+	if !errors.As(err, &we) || we.Code != wire.CodeInvalidArgument {
+		return err
+	}
+	first, rest, ok := strings.Cut(we.Message, " ")
+	snake := strings.ReplaceAll(first, "-", "_")
+	if !ok || snake == first || !slices.Contains(ConfigKeys(), snake) {
+		return err
+	}
+	spelled := *we
+	spelled.Message = snake + " " + rest
+	return &spelled
+}
 
 func configValue(key string, raw json.RawMessage) (string, error) {
 	var s string

@@ -3,8 +3,10 @@ package httpapi
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,12 +86,12 @@ func TestTopicsAPI(t *testing.T) {
 	fails(t, h, testToken, "GET", "/api/v1/topics/nosuch/partitions", "", 404, "unknown_topic", `"nosuch"`)
 
 	var created topicJSON
-	okJSON(t, h, "POST", "/api/v1/topics", `{"name":"cache","partitions":2,"config":{"retention":3600,"max_subscribers":7,"retention-bytes":"1048576","storage":"memory"}}`, 201, &created)
+	okJSON(t, h, "POST", "/api/v1/topics", `{"name":"cache","partitions":2,"config":{"retention":3600,"max_subscribers":7,"retention_bytes":"1048576","storage":"memory"}}`, 201, &created)
 	require.Equal(t, "cache", created.Name)
 	require.Len(t, created.Parts, 2)
 	require.Equal(t, []wire.KV{{Key: "max-subscribers", Value: "7"}, {Key: "retention", Value: "1h0m0s"},
 		{Key: "retention-bytes", Value: "1048576"}, {Key: "storage", Value: "memory"}}, b.created["cache"],
-		"snake case accepted, numbers where natural, keys sorted")
+		"snake case keys in the protocol's spelling, numbers where natural, keys sorted")
 	fails(t, h, testToken, "POST", "/api/v1/topics", `{"name":"orders"}`, 409, "topic_exists", "orders")
 	fails(t, h, testToken, "POST", "/api/v1/topics", `{"name":`, 400, "invalid_json", "bad request body")
 	fails(t, h, testToken, "POST", "/api/v1/topics", ``, 400, "invalid_json", "empty")
@@ -99,8 +101,10 @@ func TestTopicsAPI(t *testing.T) {
 	fails(t, h, testToken, "POST", "/api/v1/topics", `{"name":"x","partitions":17}`, 400, "invalid_argument", "partitions must be 1..16, got 17")
 	fails(t, h, testToken, "POST", "/api/v1/topics", `{"name":"x","partitions":0}`, 400, "invalid_argument", "partitions must be 1..16")
 	fails(t, h, testToken, "POST", "/api/v1/topics", `{"name":"x","config":{"fsync":5}}`, 400, "invalid_argument", "fsync must be a string")
-	fails(t, h, testToken, "POST", "/api/v1/topics", `{"name":"x","config":{"max-subscribers":true}}`, 400, "invalid_argument", "must be a string or a number")
-	big := `{"name":"x","config":{"dead-letter-topic":"` + strings.Repeat("a", maxAdminBody) + `"}}`
+	fails(t, h, testToken, "POST", "/api/v1/topics", `{"name":"x","config":{"max_subscribers":true}}`, 400, "invalid_argument", "must be a string or a number")
+	fails(t, h, testToken, "POST", "/api/v1/topics", `{"name":"x","config":{"retention-bytes":1}}`, 400, "invalid_argument",
+		`topic config keys are snake_case in the admin API: "retention_bytes", not "retention-bytes"`)
+	big := `{"name":"x","config":{"dead_letter_topic":"` + strings.Repeat("a", maxAdminBody) + `"}}`
 	fails(t, h, testToken, "POST", "/api/v1/topics", big, 413, "body_too_large", "larger than")
 	require.NotContains(t, b.created, "x", "nothing refused reached the broker")
 
@@ -231,4 +235,41 @@ func TestConfigKVs(t *testing.T) {
 	require.ErrorContains(t, err, "retention must be a duration")
 	_, err = ConfigKVs(map[string]json.RawMessage{"storage": []byte(`1`)})
 	require.ErrorContains(t, err, "storage must be a string, got 1")
+	_, err = ConfigKVs(map[string]json.RawMessage{"max_deliveries": []byte(`[]`)})
+	require.ErrorContains(t, err, "max_deliveries must be a string or a number, got []", "the key as it was sent")
+	_, err = ConfigKVs(map[string]json.RawMessage{"dead-letter-topic": []byte(`"d"`)})
+	require.ErrorContains(t, err, `"dead_letter_topic", not "dead-letter-topic"`)
+	_, err = ConfigKVs(map[string]json.RawMessage{"colour": []byte(`"blue"`)})
+	require.ErrorContains(t, err, `unknown topic config key "colour"; the keys are max_subscribers, storage,`)
+	_, err = ConfigKVs(map[string]json.RawMessage{"Retention": []byte(`"1h"`)})
+	require.ErrorContains(t, err, `unknown topic config key "Retention"`, "keys are case-sensitive")
+}
+
+// TestTopicConfigKeys: a GET's config answers exactly the keys ConfigKVs
+// takes.
+func TestTopicConfigKeys(t *testing.T) {
+	b, err := json.Marshal(TopicConfig{})
+	require.NoError(t, err)
+	var m map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(b, &m))
+	require.ElementsMatch(t, ConfigKeys(), slices.Collect(maps.Keys(m)))
+	kvs, err := ConfigKVs(m)
+	require.NoError(t, err, "a GET's config can be sent back")
+	require.Len(t, kvs, len(ConfigKeys()))
+}
+
+// TestSnakeKeyError: a refused value's message names the key as the
+// admin API spells it; a key-like word later in the message is left alone.
+func TestSnakeKeyError(t *testing.T) {
+	err := snakeKeyError(wire.Errorf(wire.CodeInvalidArgument, `max-deliveries must be 1..1048576, got "max-deliveries"`))
+	require.Equal(t, `max_deliveries must be 1..1048576, got "max-deliveries"`, err.(*wire.Error).Message)
+	for _, e := range []error{
+		wire.Errorf(wire.CodeInvalidArgument, "a topic cannot be its own dead-letter topic"),
+		wire.Errorf(wire.CodeInvalidArgument, "bad-key is refused"),
+		wire.Errorf(wire.CodeTooManyTopics, "max-subscribers is not a key here"),
+		errors.New("max-subscribers plain error"),
+		nil,
+	} {
+		require.Equal(t, e, snakeKeyError(e))
+	}
 }

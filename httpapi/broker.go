@@ -112,13 +112,15 @@ type Connection struct {
 }
 
 // TopicConfig is a topic's config as typed JSON. Its keys are the config
-// keys, so a GET's config can be sent back in a PATCH.
+// keys in the admin API's snake case (max_subscribers for the protocol's
+// max-subscribers), the keys a POST or PATCH takes, so a GET's config can
+// be sent back in a PATCH.
 type TopicConfig struct {
-	MaxSubscribers  int    `json:"max-subscribers"`
+	MaxSubscribers  int    `json:"max_subscribers"`
 	Storage         string `json:"storage"`
 	Fsync           string `json:"fsync"`
 	Retention       string `json:"retention"`
-	RetentionBytes  int64  `json:"retention-bytes"`
-	DeadLetterTopic string `json:"dead-letter-topic"`
-	MaxDeliveries   int    `json:"max-deliveries"`
+	RetentionBytes  int64  `json:"retention_bytes"`
+	DeadLetterTopic string `json:"dead_letter_topic"`
+	MaxDeliveries   int    `json:"max_deliveries"`
 }

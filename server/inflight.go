@@ -11,9 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	vm "github.com/VictoriaMetrics/metrics"
-
 	"github.com/ratatoskr-mq/ratatoskr/outbox"
+	"github.com/ratatoskr-mq/ratatoskr/telemetry/promtext"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -275,12 +274,28 @@ func (s *session) noteInbound(buffered int) {
 	}
 }
 
+// The inbound memory families.
+var (
+	mInboundRead = promtext.NewGauge("ratatoskr_inbound_read_bytes",
+		"Inbound bytes on the read side: read buffers and half-read frames.")
+	mInboundPublish = promtext.NewGauge("ratatoskr_inbound_publish_bytes",
+		"Bytes of publishes handed to the shards and not yet answered.")
+	mInboundBound = promtext.NewGauge("ratatoskr_inbound_inflight_bound_bytes",
+		"The bound on inbound bytes read and not yet answered (--max-inflight-bytes).")
+	mInboundPauses = promtext.NewCounter("ratatoskr_inbound_pauses_total",
+		"Times a connection stopped taking publishes because the shards held three quarters of the inbound bound.")
+	mInboundCuts = promtext.NewCounter("ratatoskr_inbound_cuts_total",
+		"Connections cut with LIMIT_EXCEEDED because the inbound total passed its bound and they held the most.")
+	mReleased = promtext.NewCounter("ratatoskr_memory_released_total",
+		"Times the broker handed freed heap back to the operating system.")
+)
+
 // writeMetrics writes the inbound memory figures (docs/METRICS.md).
 func (g *memGuard) writeMetrics(w io.Writer) {
-	vm.WriteGaugeUint64(w, "ratatoskr_inbound_read_bytes", uint64(max(g.read.Load(), 0)))
-	vm.WriteGaugeUint64(w, "ratatoskr_inbound_publish_bytes", uint64(max(g.inflight.Load(), 0)))
-	vm.WriteGaugeUint64(w, "ratatoskr_inbound_inflight_bound_bytes", uint64(g.bound))
-	vm.WriteCounterUint64(w, "ratatoskr_inbound_pauses_total", g.pauses.Load())
-	vm.WriteCounterUint64(w, "ratatoskr_inbound_cuts_total", g.cuts.Load())
-	vm.WriteCounterUint64(w, "ratatoskr_memory_released_total", g.released.Load())
+	mInboundRead.WriteUint(w, uint64(max(g.read.Load(), 0)))
+	mInboundPublish.WriteUint(w, uint64(max(g.inflight.Load(), 0)))
+	mInboundBound.WriteUint(w, uint64(g.bound))
+	mInboundPauses.WriteUint(w, g.pauses.Load())
+	mInboundCuts.WriteUint(w, g.cuts.Load())
+	mReleased.WriteUint(w, g.released.Load())
 }

@@ -11,9 +11,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/ratatoskr-mq/ratatoskr/telemetry/promtext"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -474,10 +474,21 @@ func (l *listener) expire(t *gnetTransport) {
 	}))
 }
 
+// The listener's families.
+var (
+	mRefused = promtext.NewCounter("ratatoskr_connections_refused_total",
+		"Connections refused with LIMIT_EXCEEDED before the handshake, by reason: max_connections, handshakes_per_address.")
+	mHandshakeTimeouts = promtext.NewCounter("ratatoskr_handshake_timeouts_total",
+		"Connections closed because no whole Hello came within --handshake-timeout.")
+	mAcceptErrors = promtext.NewCounter("ratatoskr_accept_errors_total",
+		"Connections that could not be accepted or registered for want of file descriptors or memory.")
+)
+
 // writeMetrics writes the listener's counters (docs/METRICS.md).
 func (l *listener) writeMetrics(w io.Writer) {
-	metrics.WriteCounterUint64(w, `ratatoskr_connections_refused_total{reason="max_connections"}`, l.refusedMax.Load())
-	metrics.WriteCounterUint64(w, `ratatoskr_connections_refused_total{reason="handshakes_per_address"}`, l.refusedPerAddr.Load())
-	metrics.WriteCounterUint64(w, "ratatoskr_handshake_timeouts_total", l.handshakeClosed.Load())
-	metrics.WriteCounterUint64(w, "ratatoskr_accept_errors_total", l.acceptErrors.Load())
+	mRefused.WriteHeader(w)
+	mRefused.WriteSample(w, `{reason="max_connections"}`, strconv.FormatUint(l.refusedMax.Load(), 10))
+	mRefused.WriteSample(w, `{reason="handshakes_per_address"}`, strconv.FormatUint(l.refusedPerAddr.Load(), 10))
+	mHandshakeTimeouts.WriteUint(w, l.handshakeClosed.Load())
+	mAcceptErrors.WriteUint(w, l.acceptErrors.Load())
 }
