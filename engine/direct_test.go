@@ -103,6 +103,10 @@ func readInOrder(sub *rawConn, n, size int, start chan struct{}) error {
 		if err != nil {
 			return fmt.Errorf("after %d messages: %w", next, err)
 		}
+		if f.Type == wire.TypeError {
+			e, _ := wire.DecodeError(f.Body)
+			return fmt.Errorf("error after %d messages: %v", next, e)
+		}
 		if f.Type != wire.TypeDeliver {
 			return fmt.Errorf("frame type %v after %d messages", f.Type, next)
 		}

@@ -87,8 +87,13 @@ func TestStuckSubscriberDoesNotHoldProducer(t *testing.T) {
 	// the producer's 1 MiB window would stop it for an hour: the test's
 	// context ends first.
 	msgs := publishMiB(ctx, t, pub, "stuck", 12)
+	// Normally the stuck subscriber is past its soft limit now. On a
+	// loaded machine the producer can be slow enough that the subscriber
+	// counts as stuck (a second without progress) before it gets there,
+	// and its later deliveries are detached instead of queued: the
+	// producer must not be held either way, and that is what follows.
 	over, _ := outboxOf(t, e, stuck).Pressure()
-	require.True(t, over, "the stuck subscriber is past its soft limit")
+	t.Logf("stuck subscriber past its soft limit: %v", over)
 	require.Eventually(t, func() bool { return healthyGot.Load() == int64(msgs) }, 20*time.Second, time.Millisecond)
 	require.Zero(t, e.Stats().SlowConsumers)
 
