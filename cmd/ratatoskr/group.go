@@ -16,15 +16,15 @@ import (
 
 // groupFlags are sub's flags for consuming as a member of a group.
 type groupFlags struct {
-	Group          string          `group:"Consumer group" placeholder:"NAME" help:"Consume as a member of this group: the broker shares the topic's partitions among the members and keeps the group's offsets."`
-	Ack            string          `group:"Consumer group" placeholder:"MODE" help:"none (at most once), offset (at least once: commits offsets; the default) or message (each message acked on its own, redelivered until it is)."`
-	CommitInterval time.Duration   `group:"Consumer group" default:"1s" help:"How often --ack offset commits; 0 commits only when partitions move and on exit."`
-	SessionTimeout time.Duration   `group:"Consumer group" default:"10s" help:"The broker gives the member's partitions to the others when it has not heard from it for this long (1s..5m)."`
-	AckWait        time.Duration   `group:"Consumer group" help:"--ack message: redeliver a message not acked within this; 0 takes the default (30s)."`
-	MaxDeliveries  int             `group:"Consumer group" help:"--ack message: deliveries before a message goes to the dead-letter topic; 0 takes the default (5)."`
-	MaxUnacked     int             `group:"Consumer group" help:"--ack message: messages delivered to the member and not yet acked; 0 takes the default (10000)."`
-	Backoff        []time.Duration `group:"Consumer group" sep:"," placeholder:"DURATION" help:"--ack message: delays before the first, second, ... redelivery, comma separated; the last one repeats."`
-	DLQ            string          `group:"Consumer group" name:"dlq" placeholder:"TOPIC" help:"--ack message: the dead-letter topic; default <topic>.dlq."`
+	Group          string     `group:"Consumer group" placeholder:"NAME" help:"Consume as a member of this group: the broker shares the topic's partitions among the members and keeps the group's offsets."`
+	Ack            string     `group:"Consumer group" placeholder:"MODE" help:"none (at most once), offset (at least once: commits offsets; the default) or message (each message acked on its own, redelivered until it is)."`
+	CommitInterval duration   `group:"Consumer group" default:"1s" help:"How often --ack offset commits; 0 commits only when partitions move and on exit."`
+	SessionTimeout duration   `group:"Consumer group" default:"10s" help:"The broker gives the member's partitions to the others when it has not heard from it for this long (1s..5m)."`
+	AckWait        duration   `group:"Consumer group" help:"--ack message: redeliver a message not acked within this; 0 takes the default (30s)."`
+	MaxDeliveries  int        `group:"Consumer group" help:"--ack message: deliveries before a message goes to the dead-letter topic; 0 takes the default (5)."`
+	MaxUnacked     int        `group:"Consumer group" help:"--ack message: messages delivered to the member and not yet acked; 0 takes the default (10000)."`
+	Backoff        []duration `group:"Consumer group" sep:"," placeholder:"DURATION" help:"--ack message: delays before the first, second, ... redelivery, comma separated; the last one repeats."`
+	DLQ            string     `group:"Consumer group" name:"dlq" placeholder:"TOPIC" help:"--ack message: the dead-letter topic; default <topic>.dlq."`
 }
 
 // ackMode is --ack, whose default depends on --group.
@@ -64,8 +64,11 @@ func (f *groupFlags) check(partition int) error {
 
 func (f *groupFlags) config(topic string, from client.Position) client.GroupConfig {
 	cfg := client.GroupConfig{Group: f.Group, Topic: topic, Mode: f.ackMode(), Start: from,
-		SessionTimeout: f.SessionTimeout, AutoCommitInterval: f.CommitInterval, AckWait: f.AckWait,
-		MaxDeliveries: f.MaxDeliveries, MaxUnacked: f.MaxUnacked, Backoff: f.Backoff, DeadLetterTopic: f.DLQ}
+		SessionTimeout: f.SessionTimeout.D(), AutoCommitInterval: f.CommitInterval.D(), AckWait: f.AckWait.D(),
+		MaxDeliveries: f.MaxDeliveries, MaxUnacked: f.MaxUnacked, DeadLetterTopic: f.DLQ}
+	for _, d := range f.Backoff {
+		cfg.Backoff = append(cfg.Backoff, d.D())
+	}
 	if f.CommitInterval == 0 {
 		cfg.AutoCommitInterval = -1
 	}
@@ -91,7 +94,7 @@ func (c *subCmd) runGroup(ctx context.Context, from client.Position, out *locked
 		lim.taken()
 		return nil
 	}
-	jctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	jctx, cancel := context.WithTimeout(ctx, c.Timeout.D())
 	gc, err := client.JoinGroup(jctx, c.Server, cfg, client.WithName("ratatoskr-cli"),
 		client.WithErrorHandler(func(err error) { fmt.Fprintln(os.Stderr, "ratatoskr:", err) }))
 	cancel()
@@ -136,7 +139,7 @@ func (c *subCmd) leave(gc *client.GroupConsumer, lim *countLimit, out *lockedWri
 	}
 	out.mustFlush()
 	if c.ackMode() == client.AckOffset {
-		ctx, cancel := context.WithTimeout(context.Background(), min(c.Timeout, 2*time.Second))
+		ctx, cancel := context.WithTimeout(context.Background(), min(c.Timeout.D(), 2*time.Second))
 		defer cancel()
 		if err := gc.Commit(ctx); err != nil {
 			fmt.Fprintln(os.Stderr, "ratatoskr: commit on exit:", err)

@@ -15,7 +15,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/alecthomas/kong"
 
@@ -40,12 +39,12 @@ type cli struct {
 
 // serverFlag is the address flag every client command shares.
 type serverFlag struct {
-	Server  string        `default:"127.0.0.1:7070" env:"RATATOSKR_SERVER" help:"Broker address, host:port."`
-	Timeout time.Duration `default:"10s" env:"RATATOSKR_TIMEOUT" help:"Time limit for connecting and for each request."`
+	Server  string   `default:"127.0.0.1:7070" env:"RATATOSKR_SERVER" help:"Broker address, host:port."`
+	Timeout duration `default:"10s" env:"RATATOSKR_TIMEOUT" help:"Time limit for connecting and for each request."`
 }
 
 func (s serverFlag) dial(ctx context.Context, opts ...client.Option) (*client.Client, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, s.Timeout.D())
 	defer cancel()
 	return client.Dial(ctx, s.Server, append([]client.Option{client.WithName("ratatoskr-cli")}, opts...)...)
 }

@@ -60,7 +60,7 @@ func (c *pubCmd) Run(ctx context.Context) error {
 	} else if err := eachLine(os.Stdin, cl.MaxMessageBytes(), publish); err != nil {
 		return err
 	}
-	fctx, cancel := context.WithTimeout(ctx, c.Timeout+time.Duration(n/100_000)*time.Second)
+	fctx, cancel := context.WithTimeout(ctx, c.Timeout.D()+time.Duration(n/100_000)*time.Second)
 	defer cancel()
 	if err := cl.Flush(fctx); err != nil {
 		return fmt.Errorf("publishing to %s: %w", c.Topic, err)
@@ -154,7 +154,7 @@ func (c *subCmd) Run(ctx context.Context) error {
 	if c.Partition >= 0 {
 		opts = append(opts, client.FromPartition(c.Partition))
 	}
-	sctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	sctx, cancel := context.WithTimeout(ctx, c.Timeout.D())
 	sub, err := cl.Subscribe(sctx, c.Topic, handler, opts...)
 	cancel()
 	if err != nil {

@@ -29,7 +29,7 @@ func (s serverFlag) request(ctx context.Context, fn func(context.Context, *clien
 		return err
 	}
 	defer func() { _ = cl.Close() }()
-	rctx, cancel := context.WithTimeout(ctx, s.Timeout)
+	rctx, cancel := context.WithTimeout(ctx, s.Timeout.D())
 	defer cancel()
 	return fn(rctx, cl)
 }
