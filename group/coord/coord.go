@@ -68,7 +68,7 @@ const (
 	maxSessionTimeout     = 5 * time.Minute
 	defaultAckWait        = 30 * time.Second
 	minAckWait            = 10 * time.Millisecond
-	defaultMaxDeliveries  = 5
+	defaultMaxDeliveries  = wire.DefaultMaxDeliveries
 	defaultMaxUnacked     = 10000
 	maxBackoffSteps       = 64
 	// maxAckWindow bounds delivered-but-not-floored offsets of a partition
