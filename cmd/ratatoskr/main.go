@@ -66,7 +66,7 @@ func main() {
 	parser, err := kong.New(&c,
 		kong.Name("ratatoskr"),
 		kong.Description(description),
-		kong.Vars{"version": versionString()},
+		kong.Vars{"version": versionString(), "format_help": formatHelp, "output_help": outputHelp},
 	)
 	if err != nil {
 		panic(err) // the command tree itself is wrong: a bug, caught by every test
@@ -81,16 +81,37 @@ func main() {
 // usageError prints a command-line error first, in two lines: what was
 // wrong (with kong's suggestion, if it has one) and where the help is.
 func usageError(w io.Writer, err error) int {
-	help := "ratatoskr --help"
+	help := []string{"ratatoskr"}
 	var pe *kong.ParseError
 	if errors.As(err, &pe) && pe.Context != nil {
-		if path := pe.Context.Command(); path != "" {
-			help = "ratatoskr " + strings.TrimSpace(strings.NewReplacer("<", "", ">", "").Replace(path)) + " --help"
+		for _, p := range pe.Context.Path {
+			if p.Command != nil { // the commands only: "topic create", not its arguments
+				help = append(help, p.Command.Name)
+			}
 		}
 	}
-	_, _ = fmt.Fprintf(w, "ratatoskr: %v\nRun %q for usage.\n", err, help)
+	_, _ = fmt.Fprintf(w, "ratatoskr: %v\nRun %q for usage.\n", err, strings.Join(append(help, "--help"), " "))
 	return exitUsage
 }
+
+// withContext wraps a failure with what was being done, dropping the
+// "ratatoskr: " the client's errors start with so that the prefix is
+// printed once, at the start of the line.
+func withContext(err error, format string, args ...any) *contextError {
+	return &contextError{msg: fmt.Sprintf(format, args...), err: err}
+}
+
+type contextError struct {
+	msg  string
+	err  error
+	tail string // said after the error
+}
+
+func (e *contextError) Error() string {
+	return e.msg + ": " + strings.TrimPrefix(e.err.Error(), "ratatoskr: ") + e.tail
+}
+
+func (e *contextError) Unwrap() error { return e.err }
 
 // run executes the chosen command with a context cancelled by SIGINT or
 // SIGTERM and returns the exit status.
