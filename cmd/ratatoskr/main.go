@@ -33,6 +33,8 @@ type cli struct {
 
 	DashboardURL dashboardURLCmd `cmd:"" name:"dashboard-url" help:"Print the dashboard's address with the admin token, which the broker does not log."`
 	Version      versionCmd      `cmd:"" help:"Print the version, commit, Go and protocol versions."`
+	Completion   completionCmd   `cmd:"" help:"${completion_help}"`
+	Complete     completeCmd     `cmd:"" name:"__complete" hidden:"" passthrough:"" help:"Print the completions of a command line (used by the completion scripts)."`
 
 	ShowVersion kong.VersionFlag `name:"version" help:"Print the version and exit."`
 }
@@ -66,7 +68,8 @@ func main() {
 	parser, err := kong.New(&c,
 		kong.Name("ratatoskr"),
 		kong.Description(description),
-		kong.Vars{"version": versionString(), "format_help": formatHelp, "output_help": outputHelp},
+		kong.Vars{"version": versionString(), "format_help": formatHelp, "output_help": outputHelp,
+			"completion_help": completionHelp},
 	)
 	if err != nil {
 		panic(err) // the command tree itself is wrong: a bug, caught by every test
