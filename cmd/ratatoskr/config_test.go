@@ -126,7 +126,7 @@ func TestTopicUpdateCommand(t *testing.T) {
 		"--max-deliveries", "4", "--dead-letter-topic", "orders-dead", "--server", s.addr)
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "updated topic orders")
-	require.Contains(t, out, "retention = 2h0m0s")
+	require.Contains(t, out, "retention = 2h\n")
 	require.Contains(t, out, "fsync = always")
 	require.Contains(t, out, "max-deliveries = 4")
 	require.Contains(t, out, "dead-letter-topic = orders-dead")
