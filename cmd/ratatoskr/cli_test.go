@@ -148,7 +148,6 @@ func TestSubFormatsAndStarts(t *testing.T) {
 	}
 }
 
-
 // TestTopicEffectiveConfigAndJSON: describe shows each setting as it
 // applies, defaults marked; 0 means the same in create and update; list
 // and describe print JSON.

@@ -441,11 +441,10 @@ func (st setting) value() string {
 		}
 		v = v.Elem()
 	}
-	switch {
-	case v.Kind() == reflect.String && (v.String() == "" || strings.ContainsAny(v.String(), " \t\"")):
+	if v.Kind() == reflect.String && (v.String() == "" || strings.ContainsAny(v.String(), " \t\"")) {
 		return strconv.Quote(v.String())
 	}
-	return fmt.Sprint(v.Interface())
+	return fmt.Sprint(v.Interface()) // sizes and durations print in units
 }
 
 func maskSecret(s string) string {

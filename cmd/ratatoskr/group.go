@@ -462,7 +462,8 @@ func resolvePosition(ctx context.Context, cl *client.Client, topic string, p int
 // printResetTable writes each partition's committed offset before and
 // after (a partition left as it is shows "unchanged").
 func printResetTable(g client.GroupInfo, after func(p int32) (string, bool)) error {
-	rows := [][]any{{"PARTITION", "COMMITTED", "NEW", "END"}}
+	rows := make([][]any, 0, 1+len(g.Partitions))
+	rows = append(rows, []any{"PARTITION", "COMMITTED", "NEW", "END"})
 	for _, p := range g.Partitions {
 		v, ok := after(p.Partition)
 		if !ok {

@@ -10,7 +10,7 @@ import (
 func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{
 		"0": 0, "1048576": 1 << 20, "64MiB": 64 << 20, "64mib": 64 << 20, "1GiB": 1 << 30, "1.5GiB": 3 << 29,
-		"500MB": 500e6, "2kb": 2000, "4KiB": 4096, "1TiB": 1 << 40, "10B": 10, "-5": -5, " 8 MiB ": 8 << 20,
+		"500MB": 500e6, "2kb": 2000, "4KiB": 4096, "1TiB": 1 << 40, "10B": 10, "-5": -5, "8 MiB": 8 << 20,
 	} {
 		got, err := parseSize(in)
 		require.NoError(t, err, in)
