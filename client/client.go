@@ -28,6 +28,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -572,7 +573,8 @@ type TopicConfig struct {
 	// Retention keeps messages this long; zero takes the broker's default.
 	// Use KeepForever to keep them until deleted by size.
 	Retention time.Duration
-	// RetentionBytes bounds each partition's log; zero means no bound.
+	// RetentionBytes bounds each partition's log; zero takes the broker's
+	// default. Use UnboundedBytes for no bound.
 	RetentionBytes int64
 	// DeadLetterTopic and MaxDeliveries are the defaults of the topic's
 	// message-mode consumer groups: where messages go after MaxDeliveries
@@ -583,6 +585,9 @@ type TopicConfig struct {
 
 // KeepForever as TopicConfig.Retention disables retention by age.
 const KeepForever time.Duration = -1
+
+// UnboundedBytes as TopicConfig.RetentionBytes disables retention by size.
+const UnboundedBytes int64 = -1
 
 // TopicSummary is one entry of ListTopics.
 type TopicSummary struct {
@@ -623,9 +628,24 @@ const (
 
 // TopicInfo describes a topic.
 type TopicInfo struct {
-	Name       string
-	Config     map[string]string
+	Name string
+	// Config is the topic's configuration, as the broker stores it.
+	Config map[string]string
+	// Defaults holds, for each key of Config left at the value that stands
+	// for a default (a max-deliveries of 0, an empty dead-letter-topic),
+	// the value it stands for. Empty from a broker that does not report
+	// defaults (wire.FlagDefaults).
+	Defaults   map[string]string
 	Partitions []PartitionInfo
+}
+
+// Effective is the value a setting takes: its default where the topic
+// leaves it to one, else the topic's own.
+func (t TopicInfo) Effective(key string) string {
+	if v, ok := t.Defaults[key]; ok {
+		return v
+	}
+	return t.Config[key]
 }
 
 func (cfg TopicConfig) kvs() []wire.KV {
@@ -646,7 +666,10 @@ func (cfg TopicConfig) kvs() []wire.KV {
 	case cfg.Retention > 0:
 		add("retention", cfg.Retention.String())
 	}
-	if cfg.RetentionBytes > 0 {
+	switch {
+	case cfg.RetentionBytes == UnboundedBytes:
+		add("retention-bytes", "0")
+	case cfg.RetentionBytes > 0:
 		add("retention-bytes", strconv.FormatInt(cfg.RetentionBytes, 10))
 	}
 	if cfg.DeadLetterTopic != "" {
@@ -712,7 +735,7 @@ func (c *Client) UpdateTopic(ctx context.Context, name string, changes map[strin
 	for _, k := range slices.Sorted(maps.Keys(changes)) {
 		req.Config = append(req.Config, wire.KV{Key: k, Value: changes[k]})
 	}
-	r, err := c.call(ctx, wire.TypeAlterTopic, 0, req.Append(nil))
+	r, err := c.call(ctx, wire.TypeAlterTopic, wire.FlagDefaults, req.Append(nil))
 	if err != nil {
 		return TopicInfo{}, err
 	}
@@ -725,7 +748,7 @@ func (c *Client) DescribeTopic(ctx context.Context, name string) (TopicInfo, err
 }
 
 func (c *Client) describe(ctx context.Context, name string, flags uint8) (TopicInfo, error) {
-	r, err := c.call(ctx, wire.TypeDescribeTopic, flags, wire.AppendName(nil, name))
+	r, err := c.call(ctx, wire.TypeDescribeTopic, flags|wire.FlagDefaults, wire.AppendName(nil, name))
 	if err != nil {
 		return TopicInfo{}, err
 	}
@@ -741,9 +764,14 @@ func (c *Client) topicInfo(name string, r response) (TopicInfo, error) {
 	if err != nil {
 		return TopicInfo{}, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
-	info := TopicInfo{Name: wi.Name, Config: map[string]string{}, Partitions: make([]PartitionInfo, len(wi.Partitions))}
+	info := TopicInfo{Name: wi.Name, Config: map[string]string{}, Defaults: map[string]string{},
+		Partitions: make([]PartitionInfo, len(wi.Partitions))}
 	for _, kv := range wi.Config {
-		info.Config[kv.Key] = kv.Value
+		if key, ok := strings.CutPrefix(kv.Key, wire.DefaultPrefix); ok {
+			info.Defaults[key] = kv.Value
+		} else {
+			info.Config[kv.Key] = kv.Value
+		}
 	}
 	for i, p := range wi.Partitions {
 		info.Partitions[i] = PartitionInfo{ID: int(p.ID), StartOffset: p.StartOffset,

@@ -233,3 +233,47 @@ func TestPublishBatchAsync(t *testing.T) {
 		})
 	}
 }
+
+// TestAckHandlerAccountsForEveryMessage: the acked batches cover each
+// message published, asynchronously or not, once, with the offsets the
+// partitions hold.
+func TestAckHandlerAccountsForEveryMessage(t *testing.T) {
+	ctx := ctxT(t)
+	admin := dialT(t, brokerAddr)
+	require.NoError(t, admin.CreateTopic(ctx, "acks", client.TopicConfig{Partitions: 3}))
+	var mu sync.Mutex
+	seen := map[int32]map[int64]bool{}
+	c := dialT(t, brokerAddr, client.WithBatchBytes(1024), client.WithAckHandler(func(a client.BatchAck) {
+		mu.Lock()
+		defer mu.Unlock()
+		if a.Topic != "acks" { // the reader's goroutine: no FailNow here
+			t.Errorf("ack for topic %q", a.Topic)
+		}
+		if seen[a.Partition] == nil {
+			seen[a.Partition] = map[int64]bool{}
+		}
+		for o := a.BaseOffset; o < a.BaseOffset+int64(a.Count); o++ {
+			if seen[a.Partition][o] {
+				t.Errorf("offset %d of %d acked twice", o, a.Partition)
+			}
+			seen[a.Partition][o] = true
+		}
+	}))
+	for i := range 3000 {
+		require.NoError(t, c.PublishAsync(ctx, "acks", client.Message{Value: fmt.Appendf(nil, "m%05d", i)}))
+	}
+	ack, err := c.Publish(ctx, "acks", client.Message{Value: []byte("sync")}, client.ToPartition(1))
+	require.NoError(t, err)
+	require.NoError(t, c.Flush(ctx))
+	info, err := admin.DescribeTopic(ctx, "acks")
+	require.NoError(t, err)
+	mu.Lock()
+	defer mu.Unlock()
+	total := 0
+	for _, p := range info.Partitions {
+		require.Len(t, seen[int32(p.ID)], int(p.EndOffset), "partition %d: every stored offset acked", p.ID)
+		total += len(seen[int32(p.ID)])
+	}
+	require.Equal(t, 3001, total)
+	require.True(t, seen[1][ack.Offset], "the synchronous publish too")
+}

@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -82,6 +84,26 @@ func (c *Client) DescribeGroup(ctx context.Context, group string) (GroupInfo, er
 func (c *Client) ResetGroup(ctx context.Context, group string, to Position) error {
 	req := wire.ResetGroup{Group: group, Start: to.wire()}
 	r, err := c.call(ctx, wire.TypeResetGroup, 0, req.Append(nil))
+	if err != nil {
+		return err
+	}
+	return expect(r, wire.TypeOK)
+}
+
+// ResetGroupPartitions moves the committed offsets of the given partitions
+// only, each to its own position; the others keep theirs. The group must
+// have no members (ErrGroupActive); a partition its topic does not have is
+// ErrUnknownPartition. A broker older than per-partition resets refuses
+// the request as malformed and closes the connection.
+func (c *Client) ResetGroupPartitions(ctx context.Context, group string, to map[int]Position) error {
+	if len(to) == 0 {
+		return wire.Errorf(wire.CodeInvalidArgument, "no partitions to reset")
+	}
+	req := wire.ResetGroup{Group: group, Start: Earliest.wire()}
+	for _, p := range slices.Sorted(maps.Keys(to)) {
+		req.Partitions = append(req.Partitions, wire.PartitionTarget{Partition: int32(p), Start: to[p].wire()})
+	}
+	r, err := c.call(ctx, wire.TypeResetGroup, req.Flags(), req.Append(nil))
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ type options struct {
 	subPendingBytes int
 	subStall        time.Duration
 	errorHandler    func(error)
+	ackHandler      func(BatchAck)
 	logger          *slog.Logger
 
 	servers           []string
@@ -92,6 +93,21 @@ func WithSubscriptionStall(d time.Duration) Option { return func(o *options) { o
 // publish, a subscription dropping deliveries, the connection failing.
 // It runs on the client's internal goroutines and must not block.
 func WithErrorHandler(f func(error)) Option { return func(o *options) { o.errorHandler = f } }
+
+// BatchAck is a batch of published messages the broker acknowledged: its
+// Count messages have offsets BaseOffset to BaseOffset+Count-1 of
+// Partition.
+type BatchAck struct {
+	Topic      string
+	Partition  int32
+	BaseOffset int64
+	Count      int
+}
+
+// WithAckHandler receives every acknowledged batch, synchronous and
+// asynchronous publishes alike: a producer's account of what was stored
+// where. It runs on the client's reader goroutine and must not block.
+func WithAckHandler(f func(BatchAck)) Option { return func(o *options) { o.ackHandler = f } }
 
 // WithLogger sets the logger for the client's own diagnostics.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }

@@ -405,6 +405,9 @@ func (c *Client) acked(corr uint32, a wire.PublishAck, err error) bool {
 	if err != nil && errors.Is(err, ErrUnknownPartition) {
 		c.forget(b.key.topic)
 	}
+	if err == nil && c.opts.ackHandler != nil {
+		c.opts.ackHandler(BatchAck{Topic: b.key.topic, Partition: a.Partition, BaseOffset: a.BaseOffset, Count: b.count})
+	}
 	b.complete(a, err)
 	if err != nil && b.done == nil {
 		c.report(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
 // TestRuntimeRetentionChange: a topic created with no bound keeps
@@ -196,5 +197,67 @@ func TestConfigChangesUnderLoad(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("delivered %d of %d", len(seen), msgs)
 		}
+	}
+}
+
+// TestZeroMeansTheSameInCreateAndUpdate: each setting's 0 (or empty) has
+// one meaning whether a topic is created with it or updated to it, and
+// DescribeTopic reports what a setting left to a default stands for.
+func TestZeroMeansTheSameInCreateAndUpdate(t *testing.T) {
+	e := startBroker(t, func(c *Config) { c.DefaultRetentionBytes = 1 << 30 })
+	ctx := testCtx(t)
+	c := dial(t, e)
+	require.NoError(t, c.CreateTopic(ctx, "zero", client.TopicConfig{Retention: client.KeepForever,
+		RetentionBytes: client.UnboundedBytes}))
+	created, err := c.DescribeTopic(ctx, "zero")
+	require.NoError(t, err)
+	require.NoError(t, c.CreateTopic(ctx, "set", client.TopicConfig{Retention: time.Hour, RetentionBytes: 1 << 20,
+		MaxSubscribers: 3, MaxDeliveries: 9, DeadLetterTopic: "elsewhere"}))
+	updated, err := c.UpdateTopic(ctx, "set", map[string]string{"retention": "0", "retention-bytes": "0",
+		"max-subscribers": "0", "max-deliveries": "0", "dead-letter-topic": ""})
+	require.NoError(t, err)
+	want := map[string]string{"retention": "0s", "retention-bytes": "0",
+		"max-subscribers": fmt.Sprint(e.cfg.MaxSubscribers), "max-deliveries": "0", "dead-letter-topic": ""}
+	for k, v := range want {
+		require.Equal(t, v, created.Config[k], "create: %s", k)
+		require.Equal(t, v, updated.Config[k], "update: %s", k)
+	}
+	require.Equal(t, map[string]string{"max-deliveries": "5", "dead-letter-topic": "zero.dlq"}, created.Defaults)
+	require.Equal(t, map[string]string{"max-deliveries": "5", "dead-letter-topic": "set.dlq"}, updated.Defaults)
+	require.Equal(t, "5", updated.Effective("max-deliveries"))
+	require.Equal(t, "0s", updated.Effective("retention"))
+
+	// A topic that sets its own has no defaults to report.
+	own, err := c.UpdateTopic(ctx, "set", map[string]string{"max-deliveries": "2", "dead-letter-topic": "graves"})
+	require.NoError(t, err)
+	require.Empty(t, own.Defaults)
+	require.Equal(t, "2", own.Effective("max-deliveries"))
+}
+
+// TestDescribeWithoutDefaultsFlag: a client that does not ask for the
+// defaults (any client older than wire.FlagDefaults) gets the seven
+// entries and nothing else.
+func TestDescribeWithoutDefaultsFlag(t *testing.T) {
+	e := startBroker(t, nil)
+	require.NoError(t, dial(t, e).CreateTopic(testCtx(t), "plain", client.TopicConfig{}))
+	r := dialRaw(t, e)
+	r.hello()
+	for _, flags := range []uint8{0, wire.FlagDefaults} {
+		body := wire.AppendName(nil, "plain")
+		r.send(append(wire.AppendHeader(nil, wire.TypeDescribeTopic, flags, 2, len(body)), body...))
+		f := r.next()
+		require.Equal(t, wire.TypeTopicInfo, f.Type)
+		info, err := wire.DecodeTopicInfo(f.Body, 1)
+		require.NoError(t, err)
+		keys := make([]string, len(info.Config))
+		for i, kv := range info.Config {
+			keys[i] = kv.Key
+		}
+		want := []string{"max-subscribers", "storage", "fsync", "retention", "retention-bytes",
+			"dead-letter-topic", "max-deliveries"}
+		if flags != 0 {
+			want = append(want, "default.dead-letter-topic", "default.max-deliveries")
+		}
+		require.Equal(t, want, keys)
 	}
 }

@@ -104,8 +104,11 @@ func (r *registry) applyKV(tc *TopicConfig, kv wire.KV) error {
 	switch kv.Key {
 	case ConfigMaxSubscribers:
 		n, err := strconv.Atoi(kv.Value)
-		if err != nil || n < 1 || n > r.cfg.MaxSubscribers {
-			return bad("must be 1.." + strconv.Itoa(r.cfg.MaxSubscribers))
+		if err != nil || n < 0 || n > r.cfg.MaxSubscribers {
+			return bad("must be 1.." + strconv.Itoa(r.cfg.MaxSubscribers) + ", or 0 for the broker's limit")
+		}
+		if n == 0 { // the same in a create and an update: the broker's limit
+			n = r.cfg.MaxSubscribers
 		}
 		tc.MaxSubscribers = n
 	case ConfigStorage:

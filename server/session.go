@@ -383,23 +383,23 @@ func (s *session) alterTopic(f wire.Frame) error {
 	if req.Partitions != 0 {
 		return s.refuse(f.Corr, invalid("the partition count of a topic cannot be changed"))
 	}
-	corr, by := f.Corr, s.by
+	corr, by, flags := f.Corr, s.by, f.Flags
 	s.offLoop(func() func() error {
 		t, err := s.srv.b.UpdateTopic(by, req.Name, req.Config)
 		return func() error {
 			if err != nil {
 				return s.refuse(corr, err)
 			}
-			s.sendTopicInfo(corr, t)
+			s.sendTopicInfo(corr, flags, t)
 			return nil
 		}
 	})
 	return nil
 }
 
-// sendTopicInfo answers with t's description.
-func (s *session) sendTopicInfo(corr uint32, t *topic.Topic) {
-	info := topic.Describe(t)
+// sendTopicInfo answers with t's description; flags are the request's.
+func (s *session) sendTopicInfo(corr uint32, flags uint8, t *topic.Topic) {
+	info := topic.Describe(t, flags&wire.FlagDefaults != 0)
 	s.sendFrame(wire.TypeTopicInfo, corr, info.Append(s.scratch[:0], s.version))
 }
 
@@ -421,12 +421,12 @@ func (s *session) describeTopic(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	corr := f.Corr
+	corr, flags := f.Corr, f.Flags
 	answer := func(t *topic.Topic, err error) error {
 		if err != nil {
 			return s.refuse(corr, err)
 		}
-		s.sendTopicInfo(corr, t)
+		s.sendTopicInfo(corr, flags, t)
 		return nil
 	}
 	if f.Flags&wire.FlagAutoCreate != 0 {

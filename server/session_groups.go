@@ -199,7 +199,17 @@ func (s *session) describeGroup(f wire.Frame) error {
 	return nil
 }
 
+// resetGroup moves a group's committed offsets: of every partition, or,
+// with FlagResetPartitions, of the listed ones.
 func (s *session) resetGroup(f wire.Frame) error {
+	if f.Flags&wire.FlagResetPartitions != 0 {
+		req, err := wire.DecodeResetPartitions(f.Body)
+		if err != nil {
+			return s.malformed(f.Corr, err)
+		}
+		s.srv.groups.ResetPartitions(s.by.Group(), req.Group, req.Partitions, s.later(f.Corr))
+		return nil
+	}
 	req, err := wire.DecodeResetGroup(f.Body)
 	if err != nil {
 		return s.malformed(f.Corr, err)

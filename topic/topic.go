@@ -57,6 +57,25 @@ func (tc Config) KVs() []wire.KV {
 	}
 }
 
+// Defaults are the "default.<key>" entries of a TopicInfo asked for with
+// wire.FlagDefaults: for each setting of tc left at the value that stands
+// for a default, the value it stands for. A dead-letter topic whose
+// default name would not be valid (the topic's name is too long for the
+// suffix) has no default, and no entry.
+func (tc Config) Defaults(topic string) []wire.KV {
+	var kvs []wire.KV
+	if tc.DeadLetterTopic == "" {
+		if dlq := topic + wire.DeadLetterSuffix; wire.ValidateTopicName(dlq) == nil {
+			kvs = append(kvs, wire.KV{Key: wire.DefaultPrefix + ConfigDeadLetterTopic, Value: dlq})
+		}
+	}
+	if tc.MaxDeliveries == 0 {
+		kvs = append(kvs, wire.KV{Key: wire.DefaultPrefix + ConfigMaxDeliveries,
+			Value: strconv.Itoa(wire.DefaultMaxDeliveries)})
+	}
+	return kvs
+}
+
 // ParseFsync parses an fsync policy: always, never, or interval=DURATION.
 func ParseFsync(s string) (shard.SyncPolicy, error) {
 	switch {
@@ -234,9 +253,16 @@ func CheckOnline(p *shard.Partition) error {
 		" is offline until the broker restarts with its log readable: "+why)
 }
 
-// Describe is t's TopicInfo; the caller encodes it for its version.
-func Describe(t *Topic) wire.TopicInfo {
-	info := wire.TopicInfo{Name: t.Name, Config: t.Config().KVs(), Partitions: make([]wire.PartitionInfo, len(t.Parts))}
+// Describe is t's TopicInfo; the caller encodes it for its version. With
+// defaults, the config also holds what the settings left to a default
+// stand for (wire.FlagDefaults).
+func Describe(t *Topic, defaults bool) wire.TopicInfo {
+	tc := t.Config()
+	kvs := tc.KVs()
+	if defaults {
+		kvs = append(kvs, tc.Defaults(t.Name)...)
+	}
+	info := wire.TopicInfo{Name: t.Name, Config: kvs, Partitions: make([]wire.PartitionInfo, len(t.Parts))}
 	for i, p := range t.Parts {
 		st := p.Log.Stats()
 		state, why := PartitionState(&st)

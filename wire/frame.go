@@ -47,7 +47,7 @@ const (
 	TypeDeleteTopic   Type = 0x11 // C
 	TypeListTopics    Type = 0x12 // C
 	TypeTopicList     Type = 0x13 // S: answer to ListTopics
-	TypeDescribeTopic Type = 0x14 // C; FlagAutoCreate creates a missing topic where allowed
+	TypeDescribeTopic Type = 0x14 // C; FlagAutoCreate creates a missing topic where allowed; FlagDefaults
 	TypeTopicInfo     Type = 0x15 // S: answer to DescribeTopic and AlterTopic
 	TypeAlterTopic    Type = 0x16 // C: change a topic's runtime config (CreateTopic body, partitions 0)
 	TypePublish       Type = 0x20 // C
@@ -77,6 +77,26 @@ const (
 // FlagAutoCreate on DescribeTopic asks the broker to create the topic with
 // its defaults when it is missing and auto-creation is enabled.
 const FlagAutoCreate uint8 = 0x01
+
+// FlagDefaults on DescribeTopic and AlterTopic asks the broker to add to
+// the TopicInfo's config, after its seven entries, a "default.<key>" entry
+// for each setting left at the value that stands for a default (a
+// max-deliveries of 0, an empty dead-letter-topic), holding the value it
+// stands for. A broker that predates it ignores the flag, as it does every
+// flag it does not know.
+const FlagDefaults uint8 = 0x02
+
+// DefaultPrefix starts the config keys FlagDefaults adds.
+const DefaultPrefix = "default."
+
+// DefaultMaxDeliveries is what a max-deliveries of 0 stands for: the
+// deliveries of a message to a message-mode group before it is
+// dead-lettered.
+const DefaultMaxDeliveries = 5
+
+// DeadLetterSuffix names the dead-letter topic of a topic that sets none:
+// "<topic>.dlq".
+const DeadLetterSuffix = ".dlq"
 
 var typeNames = map[Type]string{
 	TypeHello: "Hello", TypeHelloOK: "HelloOK", TypeError: "Error", TypePing: "Ping",

@@ -388,22 +388,82 @@ func DecodeGroupInfo(body []byte) (g GroupInfo, err error) {
 	return g, d.Done()
 }
 
-// ResetGroup moves every committed offset of a group with no members to a
-// start position.
+// ResetGroup moves the committed offsets of a group with no members: of
+// every partition to Start, or, when Partitions is not empty, of the
+// listed partitions only, each to its own start (Start is then ignored;
+// the other partitions keep theirs).
 type ResetGroup struct {
-	Group string
-	Start Start
+	Group      string
+	Start      Start
+	Partitions []PartitionTarget
 }
 
-// Append encodes r.
+// PartitionTarget is one partition's target in a ResetGroup.
+type PartitionTarget struct {
+	Partition int32
+	Start     Start
+}
+
+// partitionTargetSize is the encoded size of a PartitionTarget.
+const partitionTargetSize = 4 + 1 + 8
+
+// FlagResetPartitions on ResetGroup says the body ends with a partition
+// list (ResetGroup.Partitions). An older broker ignores the flag, reads
+// the group and start, and refuses the list as trailing bytes (MALFORMED):
+// it never moves every partition when a few were asked for.
+const FlagResetPartitions uint8 = 0x01
+
+// Flags is the frame flags r is sent with.
+func (r *ResetGroup) Flags() uint8 {
+	if len(r.Partitions) > 0 {
+		return FlagResetPartitions
+	}
+	return 0
+}
+
+// Append encodes r; the partition list, if any, follows the start.
 func (r *ResetGroup) Append(dst []byte) []byte {
-	return appendStart(AppendStr16(dst, r.Group), r.Start)
+	dst = appendStart(AppendStr16(dst, r.Group), r.Start)
+	if len(r.Partitions) == 0 {
+		return dst
+	}
+	dst = appendU32(dst, uint32(len(r.Partitions)))
+	for _, p := range r.Partitions {
+		dst = appendStart(appendU32(dst, uint32(p.Partition)), p.Start)
+	}
+	return dst
 }
 
-// DecodeResetGroup decodes a ResetGroup body.
+// DecodeResetGroup decodes a ResetGroup body sent without
+// FlagResetPartitions.
 func DecodeResetGroup(body []byte) (r ResetGroup, err error) {
 	d := NewDecoder(body)
 	r.Group = d.String16()
 	r.Start = decodeStart(&d)
 	return r, d.Done()
 }
+
+// DecodeResetPartitions decodes a ResetGroup body sent with
+// FlagResetPartitions; its list must not be empty.
+func DecodeResetPartitions(body []byte) (r ResetGroup, err error) {
+	d := NewDecoder(body)
+	r.Group = d.String16()
+	r.Start = decodeStart(&d)
+	n := d.U32()
+	if d.err != nil {
+		return r, d.err
+	}
+	if n == 0 {
+		return r, errEmptyResetList
+	}
+	if uint64(n) > uint64(d.Remaining()/partitionTargetSize) {
+		return r, errShort
+	}
+	r.Partitions = make([]PartitionTarget, n)
+	for i := range r.Partitions {
+		r.Partitions[i] = PartitionTarget{Partition: d.I32(), Start: decodeStart(&d)}
+	}
+	return r, d.Done()
+}
+
+var errEmptyResetList = &Error{Code: CodeMalformed, Message: "ResetGroup partition list is empty"}

@@ -65,6 +65,9 @@ var groupCodecs = map[string]groupCodec{
 	"ResetGroup": {
 		func(b []byte) (any, error) { return DecodeResetGroup(b) },
 		func(v any) []byte { r := v.(ResetGroup); return r.Append(nil) }},
+	"ResetPartitions": {
+		func(b []byte) (any, error) { return DecodeResetPartitions(b) },
+		func(v any) []byte { r := v.(ResetGroup); return r.Append(nil) }},
 }
 
 type groupCase struct {
@@ -160,6 +163,11 @@ func groupCases(t testing.TB) []groupCase {
 		{"reset/earliest", "ResetGroup", ResetGroup{Group: "g", Start: Start{Kind: StartEarliest}}},
 		{"reset/offset", "ResetGroup", ResetGroup{Group: "g", Start: Start{Kind: StartOffset, Value: 7}}},
 		{"reset/time", "ResetGroup", ResetGroup{Group: maxStr, Start: Start{Kind: StartTime, Value: -1}}},
+		{"reset/one partition", "ResetPartitions", ResetGroup{Group: "g", Start: Start{Kind: StartEarliest},
+			Partitions: []PartitionTarget{{Partition: 3, Start: Start{Kind: StartOffset, Value: 100}}}}},
+		{"reset/partitions", "ResetPartitions", ResetGroup{Group: maxStr, Start: Start{Kind: StartEarliest},
+			Partitions: []PartitionTarget{{0, Start{Kind: StartLatest}}, {math.MaxInt32, Start{Kind: StartTime, Value: math.MinInt64}},
+				{-1, Start{Kind: StartOffset, Value: math.MaxInt64}}}}},
 	}
 }
 
@@ -246,6 +254,7 @@ func TestGroupHostileCounts(t *testing.T) {
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 	join := (&JoinGroup{Group: "g", Topic: "t", Mode: AckMessage}).Append(nil)
 	info := (&GroupInfo{Group: "g", Topic: "t"}).Append(nil)
+	reset := (&ResetGroup{Group: "g"}).Append(nil)
 	bodies := []struct {
 		codec string
 		body  []byte
@@ -258,6 +267,8 @@ func TestGroupHostileCounts(t *testing.T) {
 		{"GroupList", cat(u32max, make([]byte, 12))},
 		{"GroupInfo", cat(info[:len(info)-6], u16max, make([]byte, 8))},  // member count
 		{"GroupInfo", cat(info[:len(info)-4], u32max, make([]byte, 60))}, // partition count
+		{"ResetPartitions", cat(reset, u32max, make([]byte, 26))},
+		{"ResetPartitions", cat(reset, make([]byte, 4))}, // an empty list
 	}
 	for _, c := range bodies {
 		_, err := groupCodecs[c.codec].decode(c.body)

@@ -222,10 +222,14 @@ func (c *configFile) apply(st *setting) error {
 	return nil
 }
 
-var durationType = reflect.TypeFor[time.Duration]()
+var (
+	durationType = reflect.TypeFor[duration]()
+	sizeType     = reflect.TypeFor[byteSize]()
+)
 
 // setFromFile sets f to a TOML value, which must have the setting's type:
-// TOML has no durations, so they are strings such as "2h".
+// TOML has no durations, so they are strings such as "2h" or "7d"; a size
+// is an integer of bytes or a string such as "64MiB".
 func setFromFile(f *kong.Flag, v any) error {
 	target := f.Target
 	if target.Kind() == reflect.Pointer { // an optional setting: retention
@@ -248,13 +252,26 @@ func setValue(target reflect.Value, v any) error {
 	case target.Type() == durationType:
 		s, ok := v.(string)
 		if !ok {
-			return wrongType(`a duration string such as "2h" or "250ms"`, v)
+			return wrongType(`a duration string such as "2h", "250ms" or "7d"`, v)
 		}
-		d, err := time.ParseDuration(s)
+		d, err := parseDuration(s)
 		if err != nil {
-			return fmt.Errorf(`%q is not a duration such as "2h" or "250ms"`, s)
+			return fmt.Errorf(`%q is not a duration such as "2h", "250ms" or "7d"`, s)
 		}
 		target.SetInt(int64(d))
+	case target.Type() == sizeType:
+		n, ok := v.(int64)
+		if s, isString := v.(string); isString {
+			b, err := parseSize(s)
+			if err != nil {
+				return fmt.Errorf(`%q is not a size such as 1048576, "64MiB" or "1GiB"`, s)
+			}
+			n, ok = int64(b), true
+		}
+		if !ok {
+			return wrongType(`bytes: an integer, or a string such as "64MiB"`, v)
+		}
+		target.SetInt(n)
 	case target.Kind() == reflect.Bool:
 		b, ok := v.(bool)
 		if !ok {
@@ -424,13 +441,10 @@ func (st setting) value() string {
 		}
 		v = v.Elem()
 	}
-	switch {
-	case v.Type() == durationType:
-		return shortDuration(time.Duration(v.Int()))
-	case v.Kind() == reflect.String && (v.String() == "" || strings.ContainsAny(v.String(), " \t\"")):
+	if v.Kind() == reflect.String && (v.String() == "" || strings.ContainsAny(v.String(), " \t\"")) {
 		return strconv.Quote(v.String())
 	}
-	return fmt.Sprint(v.Interface())
+	return fmt.Sprint(v.Interface()) // sizes and durations print in units
 }
 
 func maskSecret(s string) string {
@@ -441,18 +455,6 @@ func maskSecret(s string) string {
 		return "(set)"
 	}
 	return "****" + s[len(s)-4:]
-}
-
-// shortDuration drops the zero units time.Duration prints: 1h, not 1h0m0s.
-func shortDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = s[:len(s)-2]
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = s[:len(s)-2]
-	}
-	return s
 }
 
 // engineFlags names the serve flag behind each engine.Config field, so an

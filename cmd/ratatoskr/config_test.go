@@ -54,7 +54,7 @@ admin-token     = "0123456789abcdef-secret"
 	row("retention", "2h", "file "+file+":5")
 	row("pin-shards", "true", "file "+file+":6")
 	row("admin-token", "****cret", "file "+file+":7")
-	row("max-message-bytes", "1048576", "default")
+	row("max-message-bytes", "1MiB", "default")
 	require.NotContains(t, out, "0123456789abcdef-secret", "the token is never printed")
 
 	// RATATOSKR_RETENTION_MS, the seed's name, ranks with the variables.
@@ -126,7 +126,7 @@ func TestTopicUpdateCommand(t *testing.T) {
 		"--max-deliveries", "4", "--dead-letter-topic", "orders-dead", "--server", s.addr)
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "updated topic orders")
-	require.Contains(t, out, "retention = 2h0m0s")
+	require.Contains(t, out, "retention = 2h\n")
 	require.Contains(t, out, "fsync = always")
 	require.Contains(t, out, "max-deliveries = 4")
 	require.Contains(t, out, "dead-letter-topic = orders-dead")

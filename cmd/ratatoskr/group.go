@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
 // Consumer groups: `sub --group` makes the CLI a member of a group, and
@@ -16,15 +19,15 @@ import (
 
 // groupFlags are sub's flags for consuming as a member of a group.
 type groupFlags struct {
-	Group          string          `group:"Consumer group" placeholder:"NAME" help:"Consume as a member of this group: the broker shares the topic's partitions among the members and keeps the group's offsets."`
-	Ack            string          `group:"Consumer group" placeholder:"MODE" help:"none (at most once), offset (at least once: commits offsets; the default) or message (each message acked on its own, redelivered until it is)."`
-	CommitInterval time.Duration   `group:"Consumer group" default:"1s" help:"How often --ack offset commits; 0 commits only when partitions move and on exit."`
-	SessionTimeout time.Duration   `group:"Consumer group" default:"10s" help:"The broker gives the member's partitions to the others when it has not heard from it for this long (1s..5m)."`
-	AckWait        time.Duration   `group:"Consumer group" help:"--ack message: redeliver a message not acked within this; 0 takes the default (30s)."`
-	MaxDeliveries  int             `group:"Consumer group" help:"--ack message: deliveries before a message goes to the dead-letter topic; 0 takes the default (5)."`
-	MaxUnacked     int             `group:"Consumer group" help:"--ack message: messages delivered to the member and not yet acked; 0 takes the default (10000)."`
-	Backoff        []time.Duration `group:"Consumer group" sep:"," placeholder:"DURATION" help:"--ack message: delays before the first, second, ... redelivery, comma separated; the last one repeats."`
-	DLQ            string          `group:"Consumer group" name:"dlq" placeholder:"TOPIC" help:"--ack message: the dead-letter topic; default <topic>.dlq."`
+	Group          string     `group:"Consumer group" placeholder:"NAME" help:"Consume as a member of this group: the broker shares the topic's partitions among the members and keeps the group's offsets."`
+	Ack            string     `group:"Consumer group" placeholder:"MODE" help:"none (at most once), offset (at least once: commits offsets; the default) or message (each message acked on its own, redelivered until it is)."`
+	CommitInterval duration   `group:"Consumer group" default:"1s" help:"How often --ack offset commits; 0 commits only when partitions move and on exit."`
+	SessionTimeout duration   `group:"Consumer group" default:"10s" help:"The broker gives the member's partitions to the others when it has not heard from it for this long (1s..5m)."`
+	AckWait        duration   `group:"Consumer group" help:"--ack message: redeliver a message not acked within this; 0 takes the default (30s)."`
+	MaxDeliveries  int        `group:"Consumer group" help:"--ack message: deliveries before a message goes to the dead-letter topic; 0 takes the default (5)."`
+	MaxUnacked     int        `group:"Consumer group" help:"--ack message: messages delivered to the member and not yet acked; 0 takes the default (10000)."`
+	Backoff        []duration `group:"Consumer group" sep:"," placeholder:"DURATION" help:"--ack message: delays before the first, second, ... redelivery, comma separated; the last one repeats."`
+	DLQ            string     `group:"Consumer group" name:"dlq" placeholder:"TOPIC" help:"--ack message: the dead-letter topic; default <topic>.dlq."`
 }
 
 // ackMode is --ack, whose default depends on --group.
@@ -64,8 +67,11 @@ func (f *groupFlags) check(partition int) error {
 
 func (f *groupFlags) config(topic string, from client.Position) client.GroupConfig {
 	cfg := client.GroupConfig{Group: f.Group, Topic: topic, Mode: f.ackMode(), Start: from,
-		SessionTimeout: f.SessionTimeout, AutoCommitInterval: f.CommitInterval, AckWait: f.AckWait,
-		MaxDeliveries: f.MaxDeliveries, MaxUnacked: f.MaxUnacked, Backoff: f.Backoff, DeadLetterTopic: f.DLQ}
+		SessionTimeout: f.SessionTimeout.D(), AutoCommitInterval: f.CommitInterval.D(), AckWait: f.AckWait.D(),
+		MaxDeliveries: f.MaxDeliveries, MaxUnacked: f.MaxUnacked, DeadLetterTopic: f.DLQ}
+	for _, d := range f.Backoff {
+		cfg.Backoff = append(cfg.Backoff, d.D())
+	}
 	if f.CommitInterval == 0 {
 		cfg.AutoCommitInterval = -1
 	}
@@ -84,14 +90,14 @@ func (c *subCmd) runGroup(ctx context.Context, from client.Position, out *locked
 	lim := newCountLimit(c.Count)
 	cfg.Handler = func(m *client.GroupMessage) error {
 		lim.take()
-		out.record(m.Partition, m.Offset, m.Value)
+		out.record(&m.Delivery)
 		if cfg.Mode == client.AckMessage {
 			out.mustFlush()
 		}
 		lim.taken()
 		return nil
 	}
-	jctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	jctx, cancel := context.WithTimeout(ctx, c.Timeout.D())
 	gc, err := client.JoinGroup(jctx, c.Server, cfg, client.WithName("ratatoskr-cli"),
 		client.WithErrorHandler(func(err error) { fmt.Fprintln(os.Stderr, "ratatoskr:", err) }))
 	cancel()
@@ -136,7 +142,7 @@ func (c *subCmd) leave(gc *client.GroupConsumer, lim *countLimit, out *lockedWri
 	}
 	out.mustFlush()
 	if c.ackMode() == client.AckOffset {
-		ctx, cancel := context.WithTimeout(context.Background(), min(c.Timeout, 2*time.Second))
+		ctx, cancel := context.WithTimeout(context.Background(), min(c.Timeout.D(), 2*time.Second))
 		defer cancel()
 		if err := gc.Commit(ctx); err != nil {
 			fmt.Fprintln(os.Stderr, "ratatoskr: commit on exit:", err)
@@ -188,6 +194,7 @@ type groupCmd struct {
 
 type groupListCmd struct {
 	serverFlag
+	outputFlag
 }
 
 func (c *groupListCmd) Run(ctx context.Context) error {
@@ -195,6 +202,13 @@ func (c *groupListCmd) Run(ctx context.Context) error {
 		groups, err := cl.ListGroups(ctx)
 		if err != nil {
 			return err
+		}
+		if c.json() {
+			out := make([]jsonGroupSummary, len(groups))
+			for i, g := range groups {
+				out[i] = jsonGroupSummary{Group: g.Group, Topic: g.Topic, Members: int(g.Members)}
+			}
+			return printJSON(out)
 		}
 		rows := [][]any{{"GROUP", "TOPIC", "MEMBERS"}}
 		for _, g := range groups {
@@ -206,6 +220,7 @@ func (c *groupListCmd) Run(ctx context.Context) error {
 
 type groupDescribeCmd struct {
 	serverFlag
+	outputFlag
 	Name string `arg:"" help:"Group name."`
 }
 
@@ -214,6 +229,9 @@ func (c *groupDescribeCmd) Run(ctx context.Context) error {
 		info, err := cl.DescribeGroup(ctx, c.Name)
 		if err != nil {
 			return err
+		}
+		if c.json() {
+			return printJSON(groupJSON(info))
 		}
 		printGroup(info)
 		return nil
@@ -270,24 +288,188 @@ func offsetOrDash(n int64) any {
 
 type groupResetCmd struct {
 	serverFlag
-	Name string `arg:"" help:"Group name."`
-	To   string `required:"" help:"New position of every partition: earliest, latest, an offset, or an RFC 3339 time."`
+	Name   string    `arg:"" help:"Group name."`
+	To     startFlag `required:"" placeholder:"TARGET" help:"Where the committed offsets go. For every partition: earliest, latest, an offset, -N (N before each partition's end), a duration back from now (1h, 7d) or a time (RFC 3339, or YYYY-MM-DD: midnight local time). For some partitions: PARTITION=POSITION pairs, comma separated (0=100,1=earliest,2=-10); the others keep theirs."`
+	DryRun bool      `help:"Print what each partition's committed offset would become, and change nothing."`
+}
+
+// resetPlan is a parsed --to: one target for every partition, or one per
+// listed partition.
+type resetPlan struct {
+	all   *startSpec
+	parts map[int]startSpec
+}
+
+// parseResetTargets reads --to.
+func parseResetTargets(s string, now time.Time) (resetPlan, error) {
+	if !strings.Contains(s, "=") {
+		st, err := parseStart("--to", s, now)
+		return resetPlan{all: &st}, err
+	}
+	plan := resetPlan{parts: map[int]startSpec{}}
+	for pair := range strings.SplitSeq(s, ",") {
+		ps, pos, _ := strings.Cut(pair, "=")
+		p, err := strconv.Atoi(strings.TrimSpace(ps))
+		if err != nil || p < 0 {
+			return plan, fmt.Errorf("--to %q: %q is not PARTITION=POSITION with a partition number", s, pair)
+		}
+		if _, dup := plan.parts[p]; dup {
+			return plan, fmt.Errorf("--to %q: partition %d is given twice", s, p)
+		}
+		if plan.parts[p], err = parseStart("--to", strings.TrimSpace(pos), now); err != nil {
+			return plan, fmt.Errorf("partition %d: %w", p, err)
+		}
+	}
+	return plan, nil
+}
+
+// Validate runs at parse time: a bad --to is a usage error.
+func (c *groupResetCmd) Validate() error {
+	_, err := parseResetTargets(string(c.To), time.Now())
+	return err
 }
 
 func (c *groupResetCmd) Run(ctx context.Context) error {
-	to, err := parsePosition("--to", c.To)
+	plan, err := parseResetTargets(string(c.To), time.Now())
 	if err != nil {
 		return err
 	}
 	return c.request(ctx, func(ctx context.Context, cl *client.Client) error {
-		err := cl.ResetGroup(ctx, c.Name, to)
-		if errors.Is(err, client.ErrGroupActive) {
-			return fmt.Errorf("group %s has members; stop them first", c.Name)
-		}
+		before, err := cl.DescribeGroup(ctx, c.Name)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("reset group %s to %s\n", c.Name, c.To)
-		return nil
+		if c.DryRun {
+			return c.dryRun(ctx, cl, before, plan)
+		}
+		if err := c.reset(ctx, cl, before, plan); err != nil {
+			return err
+		}
+		after, err := cl.DescribeGroup(ctx, c.Name)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("reset group %s (topic %s)\n", c.Name, before.Topic)
+		return printResetTable(before, func(p int32) (string, bool) {
+			for _, ap := range after.Partitions {
+				if ap.Partition == p {
+					return fmt.Sprint(offsetOrDash(ap.Committed)), true
+				}
+			}
+			return "-", false
+		})
 	})
+}
+
+// reset asks the broker. A single broker-resolved target goes as one
+// whole-group reset; -N and per-partition targets go as a list of offsets
+// and positions.
+func (c *groupResetCmd) reset(ctx context.Context, cl *client.Client, g client.GroupInfo, plan resetPlan) error {
+	var err error
+	if plan.all != nil && plan.all.back == 0 {
+		err = cl.ResetGroup(ctx, c.Name, plan.all.pos)
+	} else {
+		var to map[int]client.Position
+		if to, err = c.positions(ctx, cl, g, plan); err == nil {
+			err = cl.ResetGroupPartitions(ctx, c.Name, to)
+			if errors.Is(err, wire.ErrMalformed) {
+				err = fmt.Errorf("the broker predates per-partition resets (-N or PARTITION=POSITION); nothing was moved: %w", err)
+			}
+		}
+	}
+	if errors.Is(err, client.ErrGroupActive) {
+		return fmt.Errorf("group %s has members; stop them first", c.Name)
+	}
+	return err
+}
+
+// positions turns a plan into a position per partition, resolving -N
+// against each partition's end and start.
+func (c *groupResetCmd) positions(ctx context.Context, cl *client.Client, g client.GroupInfo, plan resetPlan) (map[int]client.Position, error) {
+	targets := plan.parts
+	if plan.all != nil {
+		targets = map[int]startSpec{}
+		for _, p := range g.Partitions {
+			targets[int(p.Partition)] = *plan.all
+		}
+	}
+	var info client.TopicInfo
+	to := make(map[int]client.Position, len(targets))
+	for p, st := range targets {
+		if st.back == 0 {
+			to[p] = st.pos
+			continue
+		}
+		if info.Name == "" {
+			var err error
+			if info, err = cl.DescribeTopic(ctx, g.Topic); err != nil {
+				return nil, err
+			}
+		}
+		if p >= len(info.Partitions) {
+			return nil, fmt.Errorf("topic %s has no partition %d (it has %d)", g.Topic, p, len(info.Partitions))
+		}
+		pi := info.Partitions[p]
+		to[p] = client.AtOffset(max(pi.StartOffset, pi.EndOffset-st.back))
+	}
+	return to, nil
+}
+
+// dryRun prints what a reset would make of each partition's committed
+// offset, resolving each target as the broker would (a Fetch resolves a
+// position the same way), and changes nothing.
+func (c *groupResetCmd) dryRun(ctx context.Context, cl *client.Client, g client.GroupInfo, plan resetPlan) error {
+	to, err := c.positions(ctx, cl, g, plan)
+	if err != nil {
+		return err
+	}
+	resolved := make(map[int32]string, len(to))
+	for p, pos := range to {
+		if p >= len(g.Partitions) {
+			return fmt.Errorf("topic %s has no partition %d (it has %d)", g.Topic, p, len(g.Partitions))
+		}
+		off, err := resolvePosition(ctx, cl, g.Topic, p, pos)
+		if err != nil {
+			return withContext(err, "partition %d", p)
+		}
+		resolved[int32(p)] = strconv.FormatInt(off, 10)
+	}
+	fmt.Printf("dry run: reset group %s (topic %s) to %s would move:\n", c.Name, g.Topic, c.To)
+	if err := printResetTable(g, func(p int32) (string, bool) { v, ok := resolved[p]; return v, ok }); err != nil {
+		return err
+	}
+	if n := len(g.Members); n > 0 {
+		fmt.Printf("the group has %s: the reset itself would be refused until they stop\n", plural(n, "member"))
+	}
+	fmt.Println("nothing was changed")
+	return nil
+}
+
+// resolvePosition is the offset pos stands for in a partition: the first
+// offset a Fetch from it returns, or, when there is nothing to return, the
+// offset the Fetch resolved to.
+func resolvePosition(ctx context.Context, cl *client.Client, topic string, p int, pos client.Position) (int64, error) {
+	f, err := cl.Fetch(ctx, topic, p, pos, client.MaxBytes(1))
+	if err != nil {
+		return 0, err
+	}
+	if len(f.Messages) > 0 {
+		return f.Messages[0].Offset, nil
+	}
+	return f.Next, nil
+}
+
+// printResetTable writes each partition's committed offset before and
+// after (a partition left as it is shows "unchanged").
+func printResetTable(g client.GroupInfo, after func(p int32) (string, bool)) error {
+	rows := make([][]any, 0, 1+len(g.Partitions))
+	rows = append(rows, []any{"PARTITION", "COMMITTED", "NEW", "END"})
+	for _, p := range g.Partitions {
+		v, ok := after(p.Partition)
+		if !ok {
+			v = "unchanged"
+		}
+		rows = append(rows, []any{p.Partition, offsetOrDash(p.Committed), v, p.End})
+	}
+	return printTable(rows)
 }

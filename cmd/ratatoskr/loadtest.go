@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
@@ -69,32 +67,17 @@ func (c *loadtestCmd) Run(ctx context.Context) error {
 	return err
 }
 
-// loadtestSize is a byte count given with a unit: 128B, 4KiB, 1MiB (or a
-// bare number of bytes). It is loadtest's own until the CLI shares one.
+// loadtestSize is a payload or batch size: a byteSize (units.go) of at
+// most 2GiB and not negative.
 type loadtestSize int
-
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{ // longest suffixes first, so that "KiB" is not read as "B"
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
-	{"kB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1},
-}
 
 // parseLoadtestSize reads a size such as 128B, 4KiB or 1.5MiB.
 func parseLoadtestSize(s string) (loadtestSize, error) {
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range sizeUnits {
-		if n, ok := strings.CutSuffix(num, u.suffix); ok {
-			num, mult = strings.TrimSpace(n), u.mult
-			break
-		}
-	}
-	v, err := strconv.ParseFloat(num, 64)
-	if err != nil || v < 0 || math.IsInf(v, 0) || v*float64(mult) > math.MaxInt32 {
+	v, err := parseSize(s)
+	if err != nil || v < 0 || v > math.MaxInt32 {
 		return 0, fmt.Errorf("size %q: want a number of bytes with an optional unit, such as 128B, 4KiB or 1MiB (at most 2GiB)", s)
 	}
-	return loadtestSize(v * float64(mult)), nil
+	return loadtestSize(v), nil
 }
 
 // Decode implements kong.MapperValue.

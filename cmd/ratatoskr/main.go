@@ -15,7 +15,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/alecthomas/kong"
 
@@ -34,18 +33,20 @@ type cli struct {
 
 	DashboardURL dashboardURLCmd `cmd:"" name:"dashboard-url" help:"Print the dashboard's address with the admin token, which the broker does not log."`
 	Version      versionCmd      `cmd:"" help:"Print the version, commit, Go and protocol versions."`
+	Completion   completionCmd   `cmd:"" help:"${completion_help}"`
+	Complete     completeCmd     `cmd:"" name:"__complete" hidden:"" passthrough:"" help:"Print the completions of a command line (used by the completion scripts)."`
 
 	ShowVersion kong.VersionFlag `name:"version" help:"Print the version and exit."`
 }
 
 // serverFlag is the address flag every client command shares.
 type serverFlag struct {
-	Server  string        `default:"127.0.0.1:7070" env:"RATATOSKR_SERVER" help:"Broker address, host:port."`
-	Timeout time.Duration `default:"10s" env:"RATATOSKR_TIMEOUT" help:"Time limit for connecting and for each request."`
+	Server  string   `default:"127.0.0.1:7070" env:"RATATOSKR_SERVER" help:"Broker address, host:port."`
+	Timeout duration `default:"10s" env:"RATATOSKR_TIMEOUT" help:"Time limit for connecting and for each request."`
 }
 
 func (s serverFlag) dial(ctx context.Context, opts ...client.Option) (*client.Client, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, s.Timeout.D())
 	defer cancel()
 	return client.Dial(ctx, s.Server, append([]client.Option{client.WithName("ratatoskr-cli")}, opts...)...)
 }
@@ -67,7 +68,8 @@ func main() {
 	parser, err := kong.New(&c,
 		kong.Name("ratatoskr"),
 		kong.Description(description),
-		kong.Vars{"version": versionString()},
+		kong.Vars{"version": versionString(), "format_help": formatHelp, "output_help": outputHelp,
+			"completion_help": completionHelp},
 	)
 	if err != nil {
 		panic(err) // the command tree itself is wrong: a bug, caught by every test
@@ -82,16 +84,37 @@ func main() {
 // usageError prints a command-line error first, in two lines: what was
 // wrong (with kong's suggestion, if it has one) and where the help is.
 func usageError(w io.Writer, err error) int {
-	help := "ratatoskr --help"
+	help := []string{"ratatoskr"}
 	var pe *kong.ParseError
 	if errors.As(err, &pe) && pe.Context != nil {
-		if path := pe.Context.Command(); path != "" {
-			help = "ratatoskr " + strings.TrimSpace(strings.NewReplacer("<", "", ">", "").Replace(path)) + " --help"
+		for _, p := range pe.Context.Path {
+			if p.Command != nil { // the commands only: "topic create", not its arguments
+				help = append(help, p.Command.Name)
+			}
 		}
 	}
-	_, _ = fmt.Fprintf(w, "ratatoskr: %v\nRun %q for usage.\n", err, help)
+	_, _ = fmt.Fprintf(w, "ratatoskr: %v\nRun %q for usage.\n", err, strings.Join(append(help, "--help"), " "))
 	return exitUsage
 }
+
+// withContext wraps a failure with what was being done, dropping the
+// "ratatoskr: " the client's errors start with so that the prefix is
+// printed once, at the start of the line.
+func withContext(err error, format string, args ...any) *contextError {
+	return &contextError{msg: fmt.Sprintf(format, args...), err: err}
+}
+
+type contextError struct {
+	msg  string
+	err  error
+	tail string // said after the error
+}
+
+func (e *contextError) Error() string {
+	return e.msg + ": " + strings.TrimPrefix(e.err.Error(), "ratatoskr: ") + e.tail
+}
+
+func (e *contextError) Unwrap() error { return e.err }
 
 // run executes the chosen command with a context cancelled by SIGINT or
 // SIGTERM and returns the exit status.

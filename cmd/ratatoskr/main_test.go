@@ -212,6 +212,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"topic", "list", "--serverr", "x"}, `unknown flag --serverr, did you mean "--server"?`, `"ratatoskr topic list --help"`},
 		{[]string{"topc", "list"}, `unexpected argument topc, did you mean "topic"?`, `"ratatoskr --help"`},
 		{[]string{"topic", "describe"}, `expected "<name>"`, `"ratatoskr topic describe --help"`},
+		{[]string{"topic", "create", "x", "--retenton", "1h"}, `unknown flag --retenton, did you mean "--retention"?`,
+			`Run "ratatoskr topic create --help" for usage.`}, // the command, not its arguments
+		{[]string{"sub", "t", "--from", "soon"}, `sub: --from "soon": want latest, earliest, an offset, -N (before the end), ` +
+			`a duration (1h: an hour ago), an RFC 3339 time or a date (YYYY-MM-DD)`, `"ratatoskr sub --help"`},
 	} {
 		out, errOut, code := runCLI(t, nil, tc.args...)
 		require.Equal(t, 2, code, "%v: %s", tc.args, errOut)

@@ -21,48 +21,48 @@ import (
 // RATATOSKR_* variable, else the --config file (keys are the flag names),
 // else the default; config.go resolves the file and reports the sources.
 type serveCmd struct {
-	Config                  string         `env:"RATATOSKR_CONFIG" placeholder:"PATH" help:"TOML file of settings, keyed by flag name; flags and RATATOSKR_* variables override it."`
-	PrintConfig             bool           `help:"Print every setting, its value and where it came from, then exit."`
-	Addr                    string         `default:"127.0.0.1:7070" env:"RATATOSKR_ADDR" help:"Native protocol listen address."`
-	HTTPAddr                string         `default:"127.0.0.1:8080" env:"RATATOSKR_HTTP_ADDR" name:"http-addr" help:"HTTP listen address (/healthz); empty disables."`
-	Data                    string         `default:"./data" env:"RATATOSKR_DATA" help:"Data directory."`
-	Shards                  int            `default:"0" env:"RATATOSKR_SHARDS" help:"Partition-owning shards; 0 means GOMAXPROCS."`
-	EventLoops              int            `default:"0" env:"RATATOSKR_EVENT_LOOPS" help:"Network event loops; 0 means GOMAXPROCS."`
-	PinShards               bool           `default:"true" negatable:"" env:"RATATOSKR_PIN_SHARDS" help:"Pin each shard's thread to a CPU."`
-	MaxConnections          int            `default:"0" env:"RATATOSKR_MAX_CONNECTIONS" help:"Most native protocol connections open at once; 0 means half of what the open-file limit leaves after a reserve."`
-	MaxHandshakesPerAddress int            `default:"256" env:"RATATOSKR_MAX_HANDSHAKES_PER_ADDRESS" help:"Connections from one address that may be waiting to finish their handshake at once; more are refused."`
-	HandshakeTimeout        time.Duration  `default:"10s" env:"RATATOSKR_HANDSHAKE_TIMEOUT" help:"Close a connection that has not sent a whole Hello this long after it was accepted."`
-	MaxOpenFiles            int            `default:"0" env:"RATATOSKR_MAX_OPEN_FILES" help:"Most partition segment files held open at once (idle ones are closed and reopened); 0 means the other half of the open-file limit."`
-	MaxTopics               int            `default:"1000" env:"RATATOSKR_MAX_TOPICS" help:"Maximum number of topics."`
-	MaxSubscribers          int            `default:"10000" env:"RATATOSKR_MAX_SUBSCRIBERS" help:"Maximum subscriptions per topic."`
-	MaxMessageBytes         int            `default:"1048576" env:"RATATOSKR_MAX_MESSAGE_BYTES" help:"Maximum size of one message (key, value, headers)."`
-	MaxFrameBytes           int            `default:"4194304" env:"RATATOSKR_MAX_FRAME_BYTES" help:"Maximum size of one frame, and so of one publish batch."`
-	MaxPendingBytes         int            `default:"67108864" env:"RATATOSKR_MAX_PENDING_BYTES" help:"Unsent bytes held for one connection before it is disconnected as a slow consumer."`
-	MaxInflightBytes        int64          `default:"1073741824" env:"RATATOSKR_MAX_INFLIGHT_BYTES" help:"Inbound bytes held for all connections together (half-read frames, and publishes until answered); past 3/4 of it publishes wait, past it the biggest holders are cut."`
-	MaxAckDelay             time.Duration  `default:"250ms" env:"RATATOSKR_MAX_ACK_DELAY" help:"Longest a publish ack is held while a subscriber is behind (flow control)."`
-	SlowConsumerTimeout     time.Duration  `default:"5s" env:"RATATOSKR_SLOW_CONSUMER_TIMEOUT" help:"Disconnect a subscriber that stays behind this long."`
-	StuckConsumerAfter      time.Duration  `default:"1s" env:"RATATOSKR_STUCK_CONSUMER_AFTER" help:"A subscriber whose socket takes nothing for this long no longer slows its producers (their acks are not held for it)."`
-	MaxOutboundBytes        int64          `default:"1073741824" env:"RATATOSKR_MAX_OUTBOUND_BYTES" help:"Unsent bytes held for all connections together; past it the connections furthest behind are disconnected as slow consumers."`
-	MaxFetches              int            `default:"256" env:"RATATOSKR_MAX_FETCHES_PER_CONNECTION" name:"max-fetches-per-connection" help:"Most Fetches one connection may have outstanding (being read or waiting for data); one more gets LIMIT_EXCEEDED."`
-	MaxFetchWait            time.Duration  `default:"30s" env:"RATATOSKR_MAX_FETCH_WAIT" help:"Longest a Fetch waits for data; a longer max_wait_ms is cut to it."`
-	AutoCreateTopics        bool           `default:"true" negatable:"" env:"RATATOSKR_AUTO_CREATE_TOPICS" help:"Create unknown topics on first publish or subscribe."`
-	AutoCreateRate          float64        `default:"100" env:"RATATOSKR_AUTO_CREATE_RATE" help:"Topics auto-created per second at most (in bursts of as many); past it a publish or subscribe to a missing topic is refused with LIMIT_EXCEEDED."`
-	DefaultPartitions       int            `default:"1" env:"RATATOSKR_DEFAULT_PARTITIONS" help:"Partitions of auto-created topics."`
-	ShutdownTimeout         time.Duration  `default:"10s" env:"RATATOSKR_SHUTDOWN_TIMEOUT" help:"Time allowed to flush in-flight frames on shutdown."`
-	DefaultStorage          string         `default:"disk" env:"RATATOSKR_DEFAULT_STORAGE" enum:"disk,memory" help:"Storage of topics created without one: disk or memory."`
-	DefaultFsync            string         `default:"always" env:"RATATOSKR_DEFAULT_FSYNC" help:"Fsync policy of durable topics created without one: always, interval=DURATION or never."`
-	Retention               *time.Duration `env:"RATATOSKR_RETENTION" help:"Default retention by age (default 1h, or RATATOSKR_RETENTION_MS milliseconds); 0 keeps forever."`
-	RetentionBytes          int64          `default:"0" env:"RATATOSKR_RETENTION_BYTES" help:"Default retention by size per partition; 0 means no bound."`
-	SegmentBytes            int64          `default:"134217728" env:"RATATOSKR_SEGMENT_BYTES" help:"Size at which a partition's segment file rolls."`
-	CacheBytes              int64          `default:"268435456" env:"RATATOSKR_CACHE_BYTES" help:"Read cache of log blocks shared by all partitions; 0 disables."`
-	MemoryTopicBytes        int64          `default:"67108864" env:"RATATOSKR_MEMORY_TOPIC_BYTES" help:"Bytes kept per partition of a memory topic."`
-	GroupRetention          time.Duration  `default:"168h" env:"RATATOSKR_GROUP_RETENTION" help:"Remove a consumer group, and its committed offsets, once it has had no members and no commits for this long; 0 keeps groups forever."`
-	Pprof                   bool           `env:"RATATOSKR_PPROF" help:"Serve Go's profiler under /debug/pprof/ on the HTTP address (with the admin token)."`
-	AdminToken              string         `env:"RATATOSKR_ADMIN_TOKEN" secret:"" help:"Bearer token for the admin API, /metrics and the dashboard; empty: the broker generates one and stores it in <data>/admin.token."`
-	AuditLog                string         `env:"RATATOSKR_AUDIT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for the audit log; empty: off."`
-	EventLog                string         `env:"RATATOSKR_EVENT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for a JSON line per telemetry event, a line per stored publish batch included; empty: off."`
-	LogLevel                string         `default:"info" env:"RATATOSKR_LOG_LEVEL" enum:"debug,info,warn,error" help:"Log level: debug, info, warn, error."`
-	LogFormat               string         `default:"text" env:"RATATOSKR_LOG_FORMAT" enum:"text,json" help:"Log format: text or json."`
+	Config                  string    `env:"RATATOSKR_CONFIG" placeholder:"PATH" help:"TOML file of settings, keyed by flag name; flags and RATATOSKR_* variables override it."`
+	PrintConfig             bool      `help:"Print every setting, its value and where it came from, then exit."`
+	Addr                    string    `default:"127.0.0.1:7070" env:"RATATOSKR_ADDR" help:"Native protocol listen address."`
+	HTTPAddr                string    `default:"127.0.0.1:8080" env:"RATATOSKR_HTTP_ADDR" name:"http-addr" help:"HTTP listen address (/healthz); empty disables."`
+	Data                    string    `default:"./data" env:"RATATOSKR_DATA" help:"Data directory."`
+	Shards                  int       `default:"0" env:"RATATOSKR_SHARDS" help:"Partition-owning shards; 0 means GOMAXPROCS."`
+	EventLoops              int       `default:"0" env:"RATATOSKR_EVENT_LOOPS" help:"Network event loops; 0 means GOMAXPROCS."`
+	PinShards               bool      `default:"true" negatable:"" env:"RATATOSKR_PIN_SHARDS" help:"Pin each shard's thread to a CPU."`
+	MaxConnections          int       `default:"0" env:"RATATOSKR_MAX_CONNECTIONS" help:"Most native protocol connections open at once; 0 means half of what the open-file limit leaves after a reserve."`
+	MaxHandshakesPerAddress int       `default:"256" env:"RATATOSKR_MAX_HANDSHAKES_PER_ADDRESS" help:"Connections from one address that may be waiting to finish their handshake at once; more are refused."`
+	HandshakeTimeout        duration  `default:"10s" env:"RATATOSKR_HANDSHAKE_TIMEOUT" help:"Close a connection that has not sent a whole Hello this long after it was accepted."`
+	MaxOpenFiles            int       `default:"0" env:"RATATOSKR_MAX_OPEN_FILES" help:"Most partition segment files held open at once (idle ones are closed and reopened); 0 means the other half of the open-file limit."`
+	MaxTopics               int       `default:"1000" env:"RATATOSKR_MAX_TOPICS" help:"Maximum number of topics."`
+	MaxSubscribers          int       `default:"10000" env:"RATATOSKR_MAX_SUBSCRIBERS" help:"Maximum subscriptions per topic."`
+	MaxMessageBytes         byteSize  `default:"1MiB" env:"RATATOSKR_MAX_MESSAGE_BYTES" help:"Maximum size of one message (key, value, headers)."`
+	MaxFrameBytes           byteSize  `default:"4MiB" env:"RATATOSKR_MAX_FRAME_BYTES" help:"Maximum size of one frame, and so of one publish batch."`
+	MaxPendingBytes         byteSize  `default:"64MiB" env:"RATATOSKR_MAX_PENDING_BYTES" help:"Unsent bytes held for one connection before it is disconnected as a slow consumer."`
+	MaxInflightBytes        byteSize  `default:"1GiB" env:"RATATOSKR_MAX_INFLIGHT_BYTES" help:"Inbound bytes held for all connections together (half-read frames, and publishes until answered); past 3/4 of it publishes wait, past it the biggest holders are cut."`
+	MaxAckDelay             duration  `default:"250ms" env:"RATATOSKR_MAX_ACK_DELAY" help:"Longest a publish ack is held while a subscriber is behind (flow control)."`
+	SlowConsumerTimeout     duration  `default:"5s" env:"RATATOSKR_SLOW_CONSUMER_TIMEOUT" help:"Disconnect a subscriber that stays behind this long."`
+	StuckConsumerAfter      duration  `default:"1s" env:"RATATOSKR_STUCK_CONSUMER_AFTER" help:"A subscriber whose socket takes nothing for this long no longer slows its producers (their acks are not held for it)."`
+	MaxOutboundBytes        byteSize  `default:"1GiB" env:"RATATOSKR_MAX_OUTBOUND_BYTES" help:"Unsent bytes held for all connections together; past it the connections furthest behind are disconnected as slow consumers."`
+	MaxFetches              int       `default:"256" env:"RATATOSKR_MAX_FETCHES_PER_CONNECTION" name:"max-fetches-per-connection" help:"Most Fetches one connection may have outstanding (being read or waiting for data); one more gets LIMIT_EXCEEDED."`
+	MaxFetchWait            duration  `default:"30s" env:"RATATOSKR_MAX_FETCH_WAIT" help:"Longest a Fetch waits for data; a longer max_wait_ms is cut to it."`
+	AutoCreateTopics        bool      `default:"true" negatable:"" env:"RATATOSKR_AUTO_CREATE_TOPICS" help:"Create unknown topics on first publish or subscribe."`
+	AutoCreateRate          float64   `default:"100" env:"RATATOSKR_AUTO_CREATE_RATE" help:"Topics auto-created per second at most (in bursts of as many); past it a publish or subscribe to a missing topic is refused with LIMIT_EXCEEDED."`
+	DefaultPartitions       int       `default:"1" env:"RATATOSKR_DEFAULT_PARTITIONS" help:"Partitions of auto-created topics."`
+	ShutdownTimeout         duration  `default:"10s" env:"RATATOSKR_SHUTDOWN_TIMEOUT" help:"Time allowed to flush in-flight frames on shutdown."`
+	DefaultStorage          string    `default:"disk" env:"RATATOSKR_DEFAULT_STORAGE" enum:"disk,memory" help:"Storage of topics created without one: disk or memory."`
+	DefaultFsync            string    `default:"always" env:"RATATOSKR_DEFAULT_FSYNC" help:"Fsync policy of durable topics created without one: always, interval=DURATION or never."`
+	Retention               *duration `env:"RATATOSKR_RETENTION" help:"Default retention by age (default 1h, or RATATOSKR_RETENTION_MS milliseconds); 0 keeps forever."`
+	RetentionBytes          byteSize  `default:"0" env:"RATATOSKR_RETENTION_BYTES" help:"Default retention by size per partition; 0 means no bound."`
+	SegmentBytes            byteSize  `default:"128MiB" env:"RATATOSKR_SEGMENT_BYTES" help:"Size at which a partition's segment file rolls."`
+	CacheBytes              byteSize  `default:"256MiB" env:"RATATOSKR_CACHE_BYTES" help:"Read cache of log blocks shared by all partitions; 0 disables."`
+	MemoryTopicBytes        byteSize  `default:"64MiB" env:"RATATOSKR_MEMORY_TOPIC_BYTES" help:"Bytes kept per partition of a memory topic."`
+	GroupRetention          duration  `default:"7d" env:"RATATOSKR_GROUP_RETENTION" help:"Remove a consumer group, and its committed offsets, once it has had no members and no commits for this long; 0 keeps groups forever."`
+	Pprof                   bool      `env:"RATATOSKR_PPROF" help:"Serve Go's profiler under /debug/pprof/ on the HTTP address (with the admin token)."`
+	AdminToken              string    `env:"RATATOSKR_ADMIN_TOKEN" secret:"" help:"Bearer token for the admin API, /metrics and the dashboard; empty: the broker generates one and stores it in <data>/admin.token."`
+	AuditLog                string    `env:"RATATOSKR_AUDIT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for the audit log; empty: off."`
+	EventLog                string    `env:"RATATOSKR_EVENT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for a JSON line per telemetry event, a line per stored publish batch included; empty: off."`
+	LogLevel                string    `default:"info" env:"RATATOSKR_LOG_LEVEL" enum:"debug,info,warn,error" help:"Log level: debug, info, warn, error."`
+	LogFormat               string    `default:"text" env:"RATATOSKR_LOG_FORMAT" enum:"text,json" help:"Log format: text or json."`
 }
 
 func (s *serveCmd) config() engine.Config {
@@ -81,26 +81,27 @@ func (s *serveCmd) config() engine.Config {
 	if s.MaxConnections != 0 {
 		cfg.MaxConnections = s.MaxConnections
 	}
-	cfg.MaxHandshakesPerAddr, cfg.HandshakeTimeout = s.MaxHandshakesPerAddress, s.HandshakeTimeout
+	cfg.MaxHandshakesPerAddr, cfg.HandshakeTimeout = s.MaxHandshakesPerAddress, s.HandshakeTimeout.D()
 	if s.MaxOpenFiles != 0 {
 		cfg.MaxOpenFiles = s.MaxOpenFiles
 	}
 	cfg.MaxTopics, cfg.MaxSubscribers = s.MaxTopics, s.MaxSubscribers
-	cfg.MaxMessageBytes, cfg.MaxFrameBytes, cfg.MaxPendingBytes = s.MaxMessageBytes, s.MaxFrameBytes, s.MaxPendingBytes
+	cfg.MaxMessageBytes, cfg.MaxFrameBytes = int(s.MaxMessageBytes), int(s.MaxFrameBytes)
+	cfg.MaxPendingBytes = int(s.MaxPendingBytes)
 	cfg.AutoCreateTopics, cfg.DefaultPartitions = s.AutoCreateTopics, s.DefaultPartitions
 	cfg.AutoCreateRate = s.AutoCreateRate
-	cfg.MaxInflightBytes = s.MaxInflightBytes
-	cfg.ShutdownTimeout = s.ShutdownTimeout
-	cfg.MaxAckDelay, cfg.SlowConsumerTimeout = s.MaxAckDelay, s.SlowConsumerTimeout
-	cfg.MaxFetchesPerConn, cfg.MaxFetchWait = s.MaxFetches, s.MaxFetchWait
-	cfg.MaxOutboundBytes, cfg.StuckConsumerAfter = s.MaxOutboundBytes, s.StuckConsumerAfter
+	cfg.MaxInflightBytes = int64(s.MaxInflightBytes)
+	cfg.ShutdownTimeout = s.ShutdownTimeout.D()
+	cfg.MaxAckDelay, cfg.SlowConsumerTimeout = s.MaxAckDelay.D(), s.SlowConsumerTimeout.D()
+	cfg.MaxFetchesPerConn, cfg.MaxFetchWait = s.MaxFetches, s.MaxFetchWait.D()
+	cfg.MaxOutboundBytes, cfg.StuckConsumerAfter = int64(s.MaxOutboundBytes), s.StuckConsumerAfter.D()
 	cfg.Pprof = s.Pprof
 	cfg.DefaultStorage, cfg.DefaultFsync = s.DefaultStorage, s.DefaultFsync
-	cfg.DefaultRetentionBytes, cfg.SegmentBytes = s.RetentionBytes, s.SegmentBytes
-	cfg.CacheBytes, cfg.MemoryTopicBytes = s.CacheBytes, s.MemoryTopicBytes
-	cfg.GroupRetention = s.GroupRetention
+	cfg.DefaultRetentionBytes, cfg.SegmentBytes = int64(s.RetentionBytes), int64(s.SegmentBytes)
+	cfg.CacheBytes, cfg.MemoryTopicBytes = int64(s.CacheBytes), int64(s.MemoryTopicBytes)
+	cfg.GroupRetention = s.GroupRetention.D()
 	if s.Retention != nil {
-		cfg.DefaultRetention = *s.Retention
+		cfg.DefaultRetention = s.Retention.D()
 	}
 	cfg.AdminToken, cfg.AuditLog, cfg.EventLog = s.AdminToken, s.AuditLog, s.EventLog
 	cfg.Logger = newLogger(s.LogLevel, s.LogFormat)
@@ -174,7 +175,7 @@ func (s *serveCmd) retentionMS() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s=%q: not a whole number of milliseconds", env, v)
 	}
-	d := time.Duration(ms) * time.Millisecond
+	d := duration(time.Duration(ms) * time.Millisecond)
 	s.Retention = &d
 	return env, nil
 }

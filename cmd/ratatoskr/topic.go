@@ -29,33 +29,69 @@ func (s serverFlag) request(ctx context.Context, fn func(context.Context, *clien
 		return err
 	}
 	defer func() { _ = cl.Close() }()
-	rctx, cancel := context.WithTimeout(ctx, s.Timeout)
+	rctx, cancel := context.WithTimeout(ctx, s.Timeout.D())
 	defer cancel()
 	return fn(rctx, cl)
 }
 
+// A setting's 0 (or empty) means the same in create and update: the
+// broker's limit for --max-subscribers, forever for --retention, no bound
+// for --retention-bytes, the default for --max-deliveries (5) and
+// --dead-letter-topic (<topic>.dlq). A flag not given at create takes the
+// broker's default (serve --retention, --retention-bytes, ...); at update
+// it leaves the setting as it is.
 type topicCreateCmd struct {
 	serverFlag
-	Name            string        `arg:"" help:"Topic name."`
-	Partitions      int           `default:"0" help:"Partition count; 0 takes the broker's default."`
-	MaxSubscribers  int           `default:"0" help:"Maximum subscriptions; 0 takes the broker's limit."`
-	Storage         string        `enum:",disk,memory" default:"" help:"disk (a durable log) or memory; default: the broker's."`
-	Fsync           string        `help:"always (ack after fsync), interval=DURATION or never; default: the broker's."`
-	Retention       time.Duration `help:"Keep messages this long; default: the broker's. See --keep-forever."`
-	KeepForever     bool          `help:"No retention by age."`
-	RetentionBytes  int64         `help:"Keep at most this many bytes per partition; 0: no bound."`
-	DeadLetterTopic string        `help:"Where message-mode groups send a message after --max-deliveries; default: <topic>.dlq."`
-	MaxDeliveries   int           `help:"Deliveries of a message to a message-mode group before the dead-letter topic; 0: the default (5)."`
+	Name            string    `arg:"" help:"Topic name."`
+	Partitions      int       `default:"0" help:"Partition count; 0 takes the broker's default (serve --default-partitions)."`
+	MaxSubscribers  int       `default:"0" help:"Maximum subscriptions, up to the broker's --max-subscribers; 0: the broker's limit."`
+	Storage         string    `enum:",disk,memory" default:"" help:"disk (a durable log) or memory; default: the broker's."`
+	Fsync           string    `help:"always (ack after fsync), interval=DURATION or never; default: the broker's."`
+	Retention       *duration `placeholder:"DURATION" help:"Keep messages this long (90m, 7d); 0 keeps them forever; default: the broker's (serve --retention)."`
+	KeepForever     bool      `help:"The same as --retention 0."`
+	RetentionBytes  *byteSize `placeholder:"SIZE" help:"Keep at most this much per partition (512MiB, 10GiB); 0: no bound; default: the broker's (serve --retention-bytes)."`
+	DeadLetterTopic string    `placeholder:"TOPIC" help:"Where message-mode groups send a message after --max-deliveries; empty: <topic>.dlq."`
+	MaxDeliveries   int       `help:"Deliveries of a message to a message-mode group before the dead-letter topic; 0: the default (5)."`
+}
+
+// config is the create request. The client leaves zeros to the broker,
+// so an explicit 0 retention goes as KeepForever and an explicit 0 size
+// bound as UnboundedBytes: 0 then means what it means in an update.
+func (c *topicCreateCmd) config() (client.TopicConfig, error) {
+	if c.Partitions < 0 || c.MaxSubscribers < 0 || c.MaxDeliveries < 0 {
+		return client.TopicConfig{}, errors.New("--partitions, --max-subscribers and --max-deliveries must not be negative")
+	}
+	cfg := client.TopicConfig{Partitions: c.Partitions, MaxSubscribers: c.MaxSubscribers, Storage: c.Storage,
+		Fsync: c.Fsync, DeadLetterTopic: c.DeadLetterTopic, MaxDeliveries: c.MaxDeliveries}
+	switch {
+	case c.KeepForever && c.Retention != nil && *c.Retention != 0:
+		return cfg, errors.New("--keep-forever and --retention " + c.Retention.String() + " contradict each other")
+	case c.KeepForever || c.Retention != nil && *c.Retention == 0:
+		cfg.Retention = client.KeepForever
+	case c.Retention != nil && *c.Retention < 0:
+		return cfg, errors.New("--retention must not be negative; 0 keeps messages forever")
+	case c.Retention != nil:
+		cfg.Retention = c.Retention.D()
+	}
+	if c.RetentionBytes != nil {
+		switch n := int64(*c.RetentionBytes); {
+		case n < 0:
+			return cfg, errors.New("--retention-bytes must not be negative; 0 means no bound")
+		case n == 0:
+			cfg.RetentionBytes = client.UnboundedBytes
+		default:
+			cfg.RetentionBytes = n
+		}
+	}
+	return cfg, nil
 }
 
 func (c *topicCreateCmd) Run(ctx context.Context) error {
+	cfg, err := c.config()
+	if err != nil {
+		return err
+	}
 	return c.request(ctx, func(ctx context.Context, cl *client.Client) error {
-		cfg := client.TopicConfig{Partitions: c.Partitions, MaxSubscribers: c.MaxSubscribers, Storage: c.Storage,
-			Fsync: c.Fsync, Retention: c.Retention, RetentionBytes: c.RetentionBytes,
-			DeadLetterTopic: c.DeadLetterTopic, MaxDeliveries: c.MaxDeliveries}
-		if c.KeepForever {
-			cfg.Retention = client.KeepForever
-		}
 		if err := cl.CreateTopic(ctx, c.Name, cfg); err != nil {
 			return err
 		}
@@ -64,8 +100,16 @@ func (c *topicCreateCmd) Run(ctx context.Context) error {
 	})
 }
 
+// outputFlag is --output of the commands that can print JSON.
+type outputFlag struct {
+	Output string `short:"o" enum:"text,json" default:"text" help:"text, or json: one JSON document, keys in snake_case."`
+}
+
+func (o outputFlag) json() bool { return o.Output == "json" }
+
 type topicListCmd struct {
 	serverFlag
+	outputFlag
 }
 
 func (c *topicListCmd) Run(ctx context.Context) error {
@@ -73,6 +117,13 @@ func (c *topicListCmd) Run(ctx context.Context) error {
 		topics, err := cl.ListTopics(ctx)
 		if err != nil {
 			return err
+		}
+		if c.json() {
+			out := make([]jsonTopicSummary, len(topics))
+			for i, t := range topics {
+				out[i] = jsonTopicSummary{Name: t.Name, Partitions: t.Partitions}
+			}
+			return printJSON(out)
 		}
 		rows := [][]any{{"TOPIC", "PARTITIONS"}}
 		for _, t := range topics {
@@ -84,6 +135,7 @@ func (c *topicListCmd) Run(ctx context.Context) error {
 
 type topicDescribeCmd struct {
 	serverFlag
+	outputFlag
 	Name string `arg:"" help:"Topic name."`
 }
 
@@ -93,10 +145,11 @@ func (c *topicDescribeCmd) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("topic %s\n", info.Name)
-		for _, k := range slices.Sorted(maps.Keys(info.Config)) {
-			fmt.Printf("  %s = %s\n", k, info.Config[k])
+		if c.json() {
+			return printJSON(topicJSON(info))
 		}
+		fmt.Printf("topic %s\n", info.Name)
+		printTopicConfig(info)
 		rows := [][]any{{"PARTITION", "START", "END", "BYTES", "SEGMENTS", "SUBSCRIBERS", "CORRUPT", "STATE"}}
 		var why []string
 		for _, p := range info.Partitions {
@@ -115,17 +168,49 @@ func (c *topicDescribeCmd) Run(ctx context.Context) error {
 	})
 }
 
+// printTopicConfig writes a topic's settings, one per line, with the
+// values they take: a default is marked, and 0s and 0 say what they mean.
+func printTopicConfig(info client.TopicInfo) {
+	for _, k := range slices.Sorted(maps.Keys(info.Config)) {
+		fmt.Printf("  %s = %s\n", k, settingText(info, k))
+	}
+}
+
+// settingText is one setting's effective value as a person reads it.
+func settingText(info client.TopicInfo, key string) string {
+	v := info.Effective(key)
+	switch key {
+	case "retention":
+		if d, err := time.ParseDuration(v); err == nil {
+			if v = duration(d).String(); d == 0 {
+				v = "0 (forever)"
+			}
+		}
+	case "retention-bytes":
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			if v = byteSize(n).String(); n == 0 {
+				v = "0 (no bound)"
+			}
+		}
+	}
+	if _, ok := info.Defaults[key]; ok {
+		v += " (default)"
+	}
+	return v
+}
+
 // topicUpdateCmd changes only the settings given; storage and the
 // partition count are fixed at creation.
 type topicUpdateCmd struct {
 	serverFlag
-	Name            string         `arg:"" help:"Topic name."`
-	MaxSubscribers  *int           `help:"Maximum subscriptions, 1 up to the broker's --max-subscribers."`
-	Fsync           *string        `help:"always, interval=DURATION or never (disk topics)."`
-	Retention       *time.Duration `help:"Keep messages this long; 0 keeps them forever."`
-	RetentionBytes  *int64         `help:"Keep at most this many bytes per partition; 0: no bound."`
-	DeadLetterTopic *string        `help:"Dead-letter topic of message-mode groups; \"\" restores <topic>.dlq."`
-	MaxDeliveries   *int           `help:"Deliveries before the dead-letter topic; 0: the default (5)."`
+	outputFlag
+	Name            string    `arg:"" help:"Topic name."`
+	MaxSubscribers  *int      `help:"Maximum subscriptions, up to the broker's --max-subscribers; 0: the broker's limit."`
+	Fsync           *string   `help:"always, interval=DURATION or never (disk topics)."`
+	Retention       *duration `placeholder:"DURATION" help:"Keep messages this long (90m, 7d); 0 keeps them forever."`
+	RetentionBytes  *byteSize `placeholder:"SIZE" help:"Keep at most this much per partition (512MiB, 10GiB); 0: no bound."`
+	DeadLetterTopic *string   `placeholder:"TOPIC" help:"Dead-letter topic of message-mode groups; empty (\"\"): <topic>.dlq."`
+	MaxDeliveries   *int      `help:"Deliveries before the dead-letter topic; 0: the default (5)."`
 }
 
 func (c *topicUpdateCmd) changes() map[string]string {
@@ -137,10 +222,10 @@ func (c *topicUpdateCmd) changes() map[string]string {
 		ch["fsync"] = *c.Fsync
 	}
 	if c.Retention != nil {
-		ch["retention"] = c.Retention.String()
+		ch["retention"] = c.Retention.D().String()
 	}
 	if c.RetentionBytes != nil {
-		ch["retention-bytes"] = strconv.FormatInt(*c.RetentionBytes, 10)
+		ch["retention-bytes"] = strconv.FormatInt(int64(*c.RetentionBytes), 10)
 	}
 	if c.DeadLetterTopic != nil {
 		ch["dead-letter-topic"] = *c.DeadLetterTopic
@@ -162,10 +247,11 @@ func (c *topicUpdateCmd) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("updated topic %s\n", info.Name)
-		for _, k := range slices.Sorted(maps.Keys(info.Config)) {
-			fmt.Printf("  %s = %s\n", k, info.Config[k])
+		if c.json() {
+			return printJSON(topicJSON(info))
 		}
+		fmt.Printf("updated topic %s\n", info.Name)
+		printTopicConfig(info)
 		return nil
 	})
 }

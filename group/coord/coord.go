@@ -68,7 +68,7 @@ const (
 	maxSessionTimeout     = 5 * time.Minute
 	defaultAckWait        = 30 * time.Second
 	minAckWait            = 10 * time.Millisecond
-	defaultMaxDeliveries  = 5
+	defaultMaxDeliveries  = wire.DefaultMaxDeliveries
 	defaultMaxUnacked     = 10000
 	maxBackoffSteps       = 64
 	// maxAckWindow bounds delivered-but-not-floored offsets of a partition
@@ -1157,6 +1157,20 @@ func (c *Coordinator) Describe(name string) (wire.GroupInfo, error) {
 // with why they were refused. It emits EventGroupChanged with the
 // outcome, for a group that exists.
 func (c *Coordinator) Reset(by Origin, name string, st wire.Start, done func(error)) {
+	c.reset(by, name, nil, st, done)
+}
+
+// ResetPartitions is Reset of the listed partitions only, each to its own
+// start; the others keep their committed offsets. A partition the topic
+// does not have is UNKNOWN_PARTITION, one listed twice INVALID_ARGUMENT;
+// either way nothing moves.
+func (c *Coordinator) ResetPartitions(by Origin, name string, targets []wire.PartitionTarget, done func(error)) {
+	c.reset(by, name, targets, wire.Start{}, done)
+}
+
+// reset moves the partitions of targets, or all of them to st when
+// targets is empty.
+func (c *Coordinator) reset(by Origin, name string, targets []wire.PartitionTarget, st wire.Start, done func(error)) {
 	c.mu.Lock()
 	g := c.groups[name]
 	if g == nil {
@@ -1177,17 +1191,28 @@ func (c *Coordinator) Reset(by Origin, name string, st wire.Start, done func(err
 			" members; stop them before a reset"))
 		return
 	}
-	offs := make([]wire.PartitionOffset, len(g.parts))
+	starts, err := resetStarts(g, targets, st)
+	if err != nil {
+		c.mu.Unlock()
+		done(err)
+		return
+	}
+	offs := make([]wire.PartitionOffset, 0, len(starts))
+	moved := make([]*gpart, 0, len(starts))
 	for i, gp := range g.parts {
-		off, err := c.broker.ResolveStart(gp.p, st)
+		if starts[i] == nil {
+			continue
+		}
+		off, err := c.broker.ResolveStart(gp.p, *starts[i])
 		if err != nil {
 			c.mu.Unlock()
 			done(err)
 			return
 		}
-		offs[i] = wire.PartitionOffset{Partition: gp.p.ID, Offset: off}
+		offs = append(offs, wire.PartitionOffset{Partition: gp.p.ID, Offset: off})
+		moved = append(moved, gp)
 	}
-	for i, gp := range g.parts {
+	for i, gp := range moved {
 		gp.mu.Lock()
 		gp.committed, gp.acks = offs[i].Offset, nil
 		gp.mu.Unlock()
@@ -1196,6 +1221,30 @@ func (c *Coordinator) Reset(by Origin, name string, st wire.Start, done func(err
 	// two and leave its offsets stored for a group that is gone.
 	c.store.Set(name, g.topic.Name(), offs, done)
 	c.mu.Unlock()
+}
+
+// resetStarts is the start of each of g's partitions a reset moves, by
+// index; nil for one that keeps its offset.
+func resetStarts(g *group, targets []wire.PartitionTarget, st wire.Start) ([]*wire.Start, error) {
+	starts := make([]*wire.Start, len(g.parts))
+	if len(targets) == 0 {
+		for i := range starts {
+			starts[i] = &st
+		}
+		return starts, nil
+	}
+	for i := range targets {
+		p := targets[i].Partition
+		if p < 0 || int(p) >= len(g.parts) {
+			return nil, wire.Errorf(wire.CodeUnknownPartition, "partition "+strconv.Itoa(int(p))+" of topic "+
+				g.topic.Name()+" with "+strconv.Itoa(len(g.parts))+" partitions")
+		}
+		if starts[p] != nil {
+			return nil, invalid("partition " + strconv.Itoa(int(p)) + " is listed twice")
+		}
+		starts[p] = &targets[i].Start
+	}
+	return starts, nil
 }
 
 // TopicRemoved forgets the groups of the deleted topic t; their members are
