@@ -56,7 +56,14 @@ func TestDirectWritesKeepOrderWhenSocketFills(t *testing.T) {
 }
 
 func testDirectWrites(t *testing.T, tc client.TopicConfig) {
-	e := startBroker(t, func(c *Config) { c.EventLoops = 2 })
+	e := startBroker(t, func(c *Config) {
+		c.EventLoops = 2
+		// The subscriber stops reading while most messages are published,
+		// which on a loaded machine can take longer than the stuck and
+		// slow-consumer bounds: it stands for a slow reader, never for a
+		// stuck one, so neither may end its subscription.
+		c.StuckConsumerAfter, c.SlowConsumerTimeout = time.Hour, time.Hour
+	})
 	ctx := testCtx(t)
 	pub := dial(t, e) // the first connection: loop 0
 	require.NoError(t, pub.CreateTopic(ctx, "direct", tc))
@@ -84,7 +91,7 @@ func testDirectWrites(t *testing.T, tc client.TopicConfig) {
 		_, err := pub.Publish(ctx, "direct", client.Message{Value: val})
 		require.NoError(t, err)
 	}
-	require.NoError(t, <-received)
+	require.NoError(t, <-received, "broker counters: %+v", e.srv.Counters())
 	st := e.Stats()
 	require.Positive(t, st.DirectWrites, "no delivery was written by the publisher's loop or the syncer")
 	require.Positive(t, st.DirectShort, "the subscriber's socket never refused part of a direct write")
