@@ -93,6 +93,9 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	for _, f := range opts {
 		f(&o)
 	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
 	if _, ok := ctx.Deadline(); !ok && o.dialTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.dialTimeout)

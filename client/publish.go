@@ -355,11 +355,13 @@ func (c *Client) seal(b *batch) {
 	c.outq = append(c.outq, outFrame{b: b})
 }
 
-// finish completes a sealed batch's frame: its header and CRC. It runs on
-// the writer, outside wmu, so publishers do not wait while a large batch
-// is checksummed; nothing appends to a sealed batch.
-func (b *batch) finish() (frame []byte, buf *[]byte) {
-	frame = b.bb.Finish()
+// finish completes a sealed batch's frame: its records compressed with
+// codec (when that shrinks them, see wire.MinCompressBytes), its header and
+// CRC. It runs on the writer, outside wmu, so publishers do not wait while
+// a large batch is compressed and checksummed; nothing appends to a sealed
+// batch. The frame it returns, compressed, is what is sent.
+func (b *batch) finish(codec wire.Codec) (frame []byte, buf *[]byte) {
+	frame = b.bb.FinishCompressed(codec)
 	wire.FinishFrame(frame, 0)
 	wire.SetCorr(frame, b.corr)
 	*b.buf = frame
@@ -497,7 +499,7 @@ func (c *Client) writeQueued() bool {
 	for i, f := range c.spareq {
 		if f.b != nil {
 			var buf *[]byte
-			f.frame, buf = f.b.finish()
+			f.frame, buf = f.b.finish(c.opts.compression)
 			c.recycle = append(c.recycle, buf)
 		}
 		c.wbufs = append(c.wbufs, f.frame)

@@ -46,7 +46,7 @@ func BenchmarkCheckBatch(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(v.Batch)))
 	for b.Loop() {
-		if _, err := CheckBatch(v.Batch, DefaultMaxMessageBytes); err != nil {
+		if _, err := CheckBatch(v.Batch, DefaultMaxMessageBytes, DefaultMaxFrameBytes); err != nil {
 			b.Fatal(err)
 		}
 	}
