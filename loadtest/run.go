@@ -50,6 +50,8 @@ type Result struct {
 	Replay         bool    `json:"replay"`
 	Group          string  `json:"group,omitempty"`
 	Ack            string  `json:"ack,omitempty"`
+	Compression    string  `json:"compression"`
+	Payload        string  `json:"payload,omitempty"`
 	ToolCPU        float64 `json:"tool_cpu"`             // cores used by the tool
 	BrokerCPU      float64 `json:"broker_cpu,omitempty"` // cores used by the broker (with BrokerPID)
 
@@ -134,9 +136,11 @@ func (r *run) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	opts := []client.Option{client.WithBatchBytes(r.cfg.BatchBytes), client.WithLinger(r.cfg.Linger)}
+	opts := []client.Option{client.WithBatchBytes(r.cfg.BatchBytes), client.WithLinger(r.cfg.Linger),
+		client.WithCompression(r.cfg.Compression)}
 	for i := range r.cfg.Producers {
-		p := &producer{id: uint32(i), topic: r.cfg.Topic, partition: i % r.cfg.Partitions, size: r.cfg.Size}
+		p := &producer{id: uint32(i), topic: r.cfg.Topic, partition: i % r.cfg.Partitions, size: r.cfg.Size,
+			payload: r.cfg.Payload}
 		if p.c, err = r.dial(ctx, opts...); err != nil {
 			return err
 		}
@@ -354,7 +358,7 @@ func (r *run) drain(ctx context.Context) {
 func (r *run) result(start, pubEnd int64) *Result {
 	res := &Result{Producers: r.cfg.Producers, Subscribers: r.cfg.Subscribers, Partitions: r.cfg.Partitions,
 		Size: r.cfg.Size, TargetRate: r.cfg.Rate, Published: r.sent(), hist: newHist(),
-		Durable: r.cfg.Durable, Fsync: r.cfg.Fsync}
+		Durable: r.cfg.Durable, Fsync: r.cfg.Fsync, Compression: r.cfg.Compression.String(), Payload: r.cfg.Payload}
 	res.PublishSeconds = float64(pubEnd-start) / 1e9
 	res.PublishRate = float64(res.Published) / res.PublishSeconds
 	lastRecv := start

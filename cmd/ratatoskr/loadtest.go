@@ -10,6 +10,7 @@ import (
 
 type loadtestCmd struct {
 	serverFlag
+	compressionFlag
 	Topic             string        `default:"loadtest" help:"Topic to use; created if missing."`
 	Partitions        int           `default:"1" help:"Partitions of the topic when it is created."`
 	Producers         int           `default:"1" help:"Producer connections; producer i publishes to partition i mod partitions."`
@@ -32,6 +33,7 @@ type loadtestCmd struct {
 	Replay            bool          `help:"Publish first, then have the subscribers read it all back from the earliest offset."`
 	Group             string        `help:"Make the subscribers members of this consumer group, sharing the partitions."`
 	Ack               string        `default:"offset" enum:"none,offset,message" help:"Ack mode of the --group: none, offset or message."`
+	Payload           string        `default:"letters" enum:"letters,json" help:"Payload filler after the 20-byte header: letters (the same in every message) or json (varied log lines, for measuring --compression)."`
 }
 
 // Run prints progress to stderr, then the summary (or JSON) to stdout. A
@@ -46,6 +48,7 @@ func (c *loadtestCmd) Run(ctx context.Context) error {
 		PaceQuantum: c.PaceQuantum, GoroutineDispatch: c.GoroutineDispatch,
 		Durable: c.Durable, Fsync: c.Fsync, Replay: c.Replay, Group: c.Group, Ack: c.Ack,
 	}
+	cfg.Compression, cfg.Payload = c.codec(), c.Payload
 	res, err := loadtest.Run(ctx, cfg, os.Stderr)
 	if res != nil {
 		var werr error

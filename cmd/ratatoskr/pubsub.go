@@ -16,6 +16,7 @@ import (
 
 type pubCmd struct {
 	serverFlag
+	compressionFlag
 	Topic     string   `arg:"" help:"Topic to publish to."`
 	Messages  []string `arg:"" optional:"" help:"Messages; without any, each line of standard input is one."`
 	Key       string   `help:"Key of every message (routes them to one partition)."`
@@ -27,7 +28,7 @@ type pubCmd struct {
 func (c *pubCmd) Run(ctx context.Context) error {
 	var asyncErr error
 	var mu sync.Mutex
-	cl, err := c.dial(ctx, client.WithErrorHandler(func(err error) {
+	cl, err := c.dial(ctx, client.WithCompression(c.codec()), client.WithErrorHandler(func(err error) {
 		mu.Lock()
 		if asyncErr == nil {
 			asyncErr = err
