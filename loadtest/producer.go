@@ -95,7 +95,7 @@ func (p *producer) paced(ctx context.Context, start int64, payload []byte, opt c
 	for i := range payloads {
 		payloads[i] = slices.Clone(payload)
 		if p.payload == PayloadJSON {
-			fillPayload(payloads[i], p.payload, int(p.id)*payloadRing+i)
+			fillPayload(payloads[i], p.payload, int(p.id)*payloadRing+i) // i < 256 < payloadRing
 		}
 	}
 	burst := make([]client.Message, 0, len(payloads))

@@ -23,10 +23,13 @@ for ((r = 0; r < rounds; r++)); do
 	for scenario in publish paced durable; do
 		for ((i = 0; i < ${#codecs[@]}; i++)); do
 			codec=${codecs[(i + r) % ${#codecs[@]}]}
-			data=$(mktemp -d)
+			data=$(mktemp -d -t ratatoskr-compress.XXXXXX)
 			"$bin" serve --addr "$addr" --http-addr "$http" --data "$data" >"$data.log" 2>&1 &
 			pid=$!
-			for _ in $(seq 100); do [ -s "$data/admin.token" ] && break; sleep 0.1; done
+			for _ in $(seq 100); do # until the broker listens
+				[ -s "$data/admin.token" ] && (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null && break
+				sleep 0.1
+			done
 			args=(--server "$addr" --topic lt --payload json --size "$size" --count "$count"
 				--compression "$codec" --broker-pid "$pid" --json)
 			case $scenario in
