@@ -73,7 +73,8 @@ race:
 # is the fuzz coordinator's own race at the -fuzztime deadline under load
 # (golang/go#75804), not a finding.
 FUZZMINIMIZE ?= 100x
-FUZZ_TARGETS := ./wire:FuzzReadFrame ./wire:FuzzCheckBatch ./wire:FuzzGroupBodies ./storage:FuzzRecover \
+FUZZ_TARGETS := ./wire:FuzzReadFrame ./wire:FuzzCheckBatch ./wire:FuzzDecompress ./wire:FuzzGroupBodies \
+                ./storage:FuzzRecover \
                 ./engine:FuzzTopicConfigJSON ./server:FuzzSessionDecode
 fuzz-short fuzz:
 	@summary=""; for t in $(FUZZ_TARGETS); do \

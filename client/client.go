@@ -125,6 +125,9 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	for _, f := range opts {
 		f(&o)
 	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
 	addrs := splitAddrs(addr, o.servers)
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("%w: no broker address to dial", ErrInvalidArgument)

@@ -60,8 +60,12 @@ func (c *Client) Fetch(ctx context.Context, topic string, partition int, from Po
 		return Fetched{}, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
 	out := Fetched{Next: hdr.Offset, Start: hdr.StartOffset, End: hdr.EndOffset}
+	var dec wire.Decompressor
 	for _, b := range batches {
-		it := b.Records()
+		it, err := dec.Records(b, wire.MaxBatchBytes)
+		if err != nil {
+			return out, fmt.Errorf("%w: fetched batch: %w", ErrProtocol, err)
+		}
 		var rec wire.Record
 		for it.Next(&rec) {
 			if rec.Offset < hdr.Offset {

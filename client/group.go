@@ -202,6 +202,7 @@ type GroupConsumer struct {
 	backlog []*bytebufferpool.ByteBuffer
 	acks    map[int32][]wire.OffsetRange
 	msg     GroupMessage
+	dec     wire.Decompressor // the consumer goroutine's, as msg is
 }
 
 // JoinGroup connects to the broker at addr and joins cfg.Group. It returns
@@ -726,7 +727,11 @@ func (g *GroupConsumer) dispatch(c *Client, p int32, batch wire.Batch, from int6
 	m.Partition, m.Attempt = p, attempt
 	message := g.cfg.Mode == AckMessage
 	var run wire.OffsetRange // acks being gathered: a run of consecutive offsets
-	it := batch.Records()
+	it, err := g.dec.Records(batch, wire.MaxBatchBytes)
+	if err != nil {
+		g.errs(fmt.Errorf("%w: delivered batch of %s: %w", ErrProtocol, g.cfg.Topic, err))
+		return from
+	}
 	var r wire.Record
 	for it.Next(&r) {
 		if only != nil {

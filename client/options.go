@@ -1,6 +1,7 @@
 package client
 
 import (
+	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
@@ -30,6 +31,7 @@ type options struct {
 	reconnectAttempts int // -1: no limit
 	stateHandler      func(State, error)
 	idempotent        bool
+	compression       Codec
 }
 
 func defaultOptions() options {
@@ -158,6 +160,38 @@ func WithoutReconnect() Option { return func(o *options) { o.reconnect = false }
 // membership's connection.
 func WithStateHandler(f func(State, error)) Option {
 	return func(o *options) { o.stateHandler = f }
+}
+
+// Codec is a batch compression codec (see WithCompression).
+type Codec = wire.Codec
+
+// Codecs.
+const (
+	NoCompression = wire.CodecNone
+	LZ4           = wire.CodecLZ4
+	Zstd          = wire.CodecZstd
+	Snappy        = wire.CodecSnappy
+)
+
+// ParseCodec reads a codec name: none, lz4, zstd or snappy.
+func ParseCodec(name string) (Codec, error) { return wire.ParseCodec(name) }
+
+// WithCompression compresses the batches this client publishes with
+// codec. A batch is compressed as it is sent, as a whole (so compression
+// gains with batch size, see WithLinger), and only when that makes it
+// smaller: a batch of records under 512 bytes (wire.MinCompressBytes) is
+// sent as it is. The broker stores and forwards compressed batches as they
+// are, and every consumer decompresses them, whatever its own setting.
+// Zstd compresses text best, LZ4 and Snappy cost the least CPU; see
+// docs/PERFORMANCE.md. Default NoCompression.
+func WithCompression(codec Codec) Option { return func(o *options) { o.compression = codec } }
+
+// validate refuses option values that Dial cannot use.
+func (o *options) validate() error {
+	if !wire.ValidAttributes(byte(o.compression)) {
+		return fmt.Errorf("%w: WithCompression(%s): not a codec", ErrInvalidArgument, o.compression)
+	}
+	return nil
 }
 
 // PublishOption adjusts one publish. Options are plain values, so passing

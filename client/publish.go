@@ -368,11 +368,13 @@ func (c *Client) seal(b *batch) {
 	c.outq = append(c.outq, outFrame{b: b})
 }
 
-// finish completes a sealed batch's frame: its header and CRC. It runs on
-// the writer, outside wmu, so publishers do not wait while a large batch
-// is checksummed; nothing appends to a sealed batch.
-func (b *batch) finish() (frame []byte, buf *[]byte) {
-	frame = b.bb.Finish()
+// finish completes a sealed batch's frame: its records compressed with
+// codec (when that shrinks them, see wire.MinCompressBytes), its header and
+// CRC. It runs on the writer, outside wmu, so publishers do not wait while
+// a large batch is compressed and checksummed; nothing appends to a sealed
+// batch. The frame it returns, compressed, is what is sent.
+func (b *batch) finish(codec wire.Codec) (frame []byte, buf *[]byte) {
+	frame = b.bb.FinishCompressed(codec)
 	wire.FinishFrame(frame, 0)
 	wire.SetCorr(frame, b.corr)
 	*b.buf = frame
@@ -531,7 +533,7 @@ func (c *Client) writeQueued() bool {
 	for i, f := range c.spareq {
 		if b := f.b; b != nil {
 			if b.frame == nil {
-				b.frame, b.kept = b.finish()
+				b.frame, b.kept = b.finish(c.opts.compression)
 			}
 			f.frame, b.written = b.frame, true
 			if !keep {

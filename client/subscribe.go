@@ -91,6 +91,9 @@ type Subscription struct {
 	slow    atomic.Bool
 
 	staged *bytebufferpool.ByteBuffer // reader-owned: deliveries of the current read
+	// dec holds compressed batches' records while the handler runs; only
+	// the dispatching goroutine (the reader when inline, else run) uses it.
+	dec wire.Decompressor
 
 	// The reader is the only goroutine that sends on queue, and it closes
 	// queue when it exits; Unsubscribe closes stop instead.
@@ -503,7 +506,11 @@ func (s *Subscription) dispatchBatch(d *Delivery, batch wire.Batch, skipBelow, m
 		return
 	default:
 	}
-	it := batch.Records()
+	it, err := s.dec.Records(batch, wire.MaxBatchBytes)
+	if err != nil {
+		s.c.report(fmt.Errorf("%w: delivered batch of %s: %w", ErrProtocol, s.topic, err))
+		return
+	}
 	var r wire.Record
 	for it.Next(&r) {
 		if r.Offset < skipBelow {

@@ -112,7 +112,7 @@ func (e *Engine) publishInternal(topic string, frame []byte, batchOff int) error
 	if e.srv.Draining() {
 		return server.ErrShuttingDown
 	}
-	if _, err := wire.CheckBatch(frame[batchOff:], e.cfg.MaxMessageBytes); err != nil {
+	if _, err := wire.CheckBatch(frame[batchOff:], e.cfg.MaxMessageBytes, e.cfg.MaxFrameBytes); err != nil {
 		return err
 	}
 	t := e.topics.get([]byte(topic))

@@ -19,7 +19,7 @@ import (
 // packages (and which outside ones) each package may import. Arrows point
 // down only; a package missing here fails the test until it is placed.
 var layers = map[string][]string{
-	"wire":           {},
+	"wire":           {"github.com/klauspost/compress", "github.com/pierrec/lz4"}, // batch codecs
 	"ring":           {},
 	"storage/vfs":    {"golang.org/x/sys"},
 	"storage":        {"wire", "storage/vfs", "github.com/dgraph-io/ristretto", "github.com/valyala/bytebufferpool"},

@@ -118,6 +118,12 @@ type Config struct {
 	// memory during the run, 16 bytes a message, up to MaxLatencyLog
 	// messages; later ones are counted but not logged.
 	LatencyLog string
+	// Compression is the producers' batch compression (client.WithCompression).
+	Compression client.Codec
+	// Payload is the filler after each payload's header: PayloadLetters
+	// (the default) or PayloadJSON, text-like lines for measuring
+	// compression.
+	Payload string
 }
 
 // MaxLatencyLog bounds the messages a LatencyLog holds (256 MiB).
@@ -170,6 +176,9 @@ func (c *Config) Validate() error {
 		if c.Subscribers < 1 {
 			bad("subscribers", c.Subscribers, "a group needs at least one member")
 		}
+	}
+	if c.Payload != "" && c.Payload != PayloadLetters && c.Payload != PayloadJSON {
+		bad("payload", c.Payload, "must be letters or json")
 	}
 	if c.Drain <= 0 {
 		c.Drain = 10 * time.Second

@@ -355,3 +355,45 @@ func TestPacedBurstSchedule(t *testing.T) {
 	require.NoError(t, WriteSummary(&table, res))
 	require.Contains(t, table.String(), "20.0k msg/s in bursts every 2.0ms")
 }
+
+// TestCompressedJSONRun: producers compress text-like payloads with each
+// codec; every message arrives once, in order, and the log holds the
+// batches compressed (well under the payload bytes).
+func TestCompressedJSONRun(t *testing.T) {
+	addr := startBroker(t)
+	const count, size = 20_000, 200
+	for _, codec := range []client.Codec{client.LZ4, client.Zstd, client.Snappy} {
+		cfg := DefaultConfig()
+		cfg.Server, cfg.Count, cfg.Size, cfg.Topic = addr, count, size, "json-"+codec.String()
+		cfg.Payload, cfg.Compression, cfg.Linger = PayloadJSON, codec, time.Millisecond
+		res, err := Run(context.Background(), cfg, io.Discard)
+		require.NoError(t, err)
+		require.Equal(t, uint64(count), res.Delivered)
+		require.Zero(t, res.Lost+res.Duplicated+res.Reordered+res.Malformed)
+		require.Equal(t, codec.String(), res.Compression)
+		var table bytes.Buffer
+		require.NoError(t, WriteSummary(&table, res))
+		require.Contains(t, table.String(), "200 B json, "+codec.String()+" compressed")
+
+		c, err := client.Dial(context.Background(), addr)
+		require.NoError(t, err)
+		info, err := c.DescribeTopic(context.Background(), cfg.Topic)
+		_ = c.Close()
+		require.NoError(t, err)
+		require.Less(t, info.Partitions[0].Bytes, int64(count*size/2), "%s: the log holds %d bytes", codec, info.Partitions[0].Bytes)
+	}
+}
+
+// TestJSONPayloadsVary: the JSON filler differs between variants and
+// keeps the header's room.
+func TestJSONPayloadsVary(t *testing.T) {
+	a, b := make([]byte, 300), make([]byte, 300)
+	fillPayload(a, PayloadJSON, 1)
+	fillPayload(b, PayloadJSON, 2)
+	require.NotEqual(t, a[MinSize:], b[MinSize:])
+	require.Equal(t, make([]byte, MinSize), a[:MinSize])
+	require.Equal(t, byte('{'), a[MinSize])
+	cfg := DefaultConfig()
+	cfg.Payload = "xml"
+	require.ErrorContains(t, cfg.Validate(), "payload")
+}

@@ -25,6 +25,7 @@ type producer struct {
 	window    int64     // burst interval of the schedule, ns; 0 = evenly spaced
 	deadline  time.Time // for duration runs
 	size      int
+	payload   string        // filler kind, see fillPayload
 	sent      atomic.Uint64 // messages handed to the client
 	bursts    atomic.Uint64 // paced wake-ups that sent something
 	// late is how late each paced message was handed to the client
@@ -38,9 +39,7 @@ type producer struct {
 // run publishes until count or the deadline, then waits for every ack.
 func (p *producer) run(ctx context.Context, start int64) {
 	payload := make([]byte, p.size)
-	for i := MinSize; i < len(payload); i++ {
-		payload[i] = byte('a' + i%26)
-	}
+	fillPayload(payload, p.payload, int(p.id)*payloadRing)
 	opt := client.ToPartition(p.partition)
 	if p.rate > 0 {
 		p.err = p.paced(ctx, start, payload, opt)
@@ -66,12 +65,16 @@ func (p *producer) more(seq uint64) bool {
 func (p *producer) unpaced(ctx context.Context, payload []byte, opt client.PublishOption) error {
 	var ts int64
 	msg := client.Message{Value: payload}
+	ring := p.ring(payload)
 	for seq := uint64(0); p.more(seq); seq++ {
 		if seq&63 == 0 {
 			ts = now()
 			msg.Timestamp = epoch.Add(time.Duration(ts))
 		}
-		putHeader(payload, p.id, seq, ts)
+		if ring != nil {
+			msg.Value = ring[seq%payloadRing]
+		}
+		putHeader(msg.Value, p.id, seq, ts)
 		if err := p.c.PublishAsync(ctx, p.topic, msg, opt); err != nil {
 			return err
 		}
@@ -106,6 +109,9 @@ func (p *producer) paced(ctx context.Context, start int64, payload []byte, opt c
 	payloads := make([][]byte, 256)
 	for i := range payloads {
 		payloads[i] = slices.Clone(payload)
+		if p.payload == PayloadJSON {
+			fillPayload(payloads[i], p.payload, int(p.id)*payloadRing+i) // i < 256 < payloadRing
+		}
 	}
 	burst := make([]client.Message, 0, len(payloads))
 	seq := uint64(0)
@@ -140,4 +146,20 @@ func (p *producer) paced(ctx context.Context, start int64, payload []byte, opt c
 		}
 	}
 	return nil
+}
+
+// ring is the distinct payloads an unpaced producer cycles through for a
+// filler that varies (PayloadJSON), or nil for one that does not, which
+// keeps rewriting the one payload.
+func (p *producer) ring(first []byte) [][]byte {
+	if p.payload != PayloadJSON {
+		return nil
+	}
+	ring := make([][]byte, payloadRing)
+	ring[0] = first
+	for i := 1; i < payloadRing; i++ {
+		ring[i] = make([]byte, len(first))
+		fillPayload(ring[i], p.payload, int(p.id)*payloadRing+i)
+	}
+	return ring
 }

@@ -18,7 +18,7 @@ func WriteSummary(w io.Writer, r *Result) error {
 	rows := [][2]string{
 		{"topic", topicString(r)},
 		{"producers / subscribers / partitions", fmt.Sprintf("%d / %d / %d", r.Producers, r.Subscribers, r.Partitions)},
-		{"payload", fmt.Sprintf("%d B", r.Size)},
+		{"payload", payloadString(r)},
 		{"target rate", rateString(r.TargetRate, r.BurstIntervalUS)},
 		{"published", fmt.Sprintf("%d in %.2fs", r.Published, r.PublishSeconds)},
 		{"publish rate", si(r.PublishRate) + " msg/s"},
@@ -134,4 +134,17 @@ func writeLatencyLog(name string, s *subscriber, start int64) error {
 		return err
 	}
 	return f.Close()
+}
+
+// payloadString is the payload size, with its filler and the producers'
+// compression when they are not the defaults.
+func payloadString(r *Result) string {
+	s := fmt.Sprintf("%d B", r.Size)
+	if r.Payload != "" && r.Payload != PayloadLetters {
+		s += " " + r.Payload
+	}
+	if r.Compression != "" && r.Compression != "none" {
+		s += ", " + r.Compression + " compressed"
+	}
+	return s
 }

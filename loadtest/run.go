@@ -60,6 +60,8 @@ type Result struct {
 	Replay             bool     `json:"replay"`
 	Group              string   `json:"group,omitempty"`
 	Ack                string   `json:"ack,omitempty"`
+	Compression        string   `json:"compression"`
+	Payload            string   `json:"payload,omitempty"`
 	ToolCPU            float64  `json:"tool_cpu"`             // cores used by the tool
 	BrokerCPU          float64  `json:"broker_cpu,omitempty"` // cores used by the broker (with BrokerPID)
 
@@ -140,9 +142,11 @@ func (r *run) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	opts := []client.Option{client.WithBatchBytes(r.cfg.BatchBytes), client.WithLinger(r.cfg.Linger)}
+	opts := []client.Option{client.WithBatchBytes(r.cfg.BatchBytes), client.WithLinger(r.cfg.Linger),
+		client.WithCompression(r.cfg.Compression)}
 	for i := range r.cfg.Producers {
-		p := &producer{id: uint32(i), topic: r.cfg.Topic, partition: i % r.cfg.Partitions, size: r.cfg.Size}
+		p := &producer{id: uint32(i), topic: r.cfg.Topic, partition: i % r.cfg.Partitions, size: r.cfg.Size,
+			payload: r.cfg.Payload}
 		if p.c, err = r.dial(ctx, opts...); err != nil {
 			return err
 		}
@@ -374,7 +378,8 @@ func (r *run) drain(ctx context.Context) {
 func (r *run) result(start, pubEnd int64) *Result {
 	res := &Result{Producers: r.cfg.Producers, Subscribers: r.cfg.Subscribers, Partitions: r.cfg.Partitions,
 		Size: r.cfg.Size, TargetRate: r.cfg.Rate, Published: r.sent(), hist: newHist(), late: newHist(),
-		Topic: r.topic.Name, Durable: r.topic.Storage == "disk", Fsync: r.topic.Fsync}
+		Topic: r.topic.Name, Durable: r.topic.Storage == "disk", Fsync: r.topic.Fsync,
+		Compression: r.cfg.Compression.String(), Payload: r.cfg.Payload}
 	if r.cfg.Rate > 0 {
 		res.BurstIntervalUS = float64(r.cfg.BurstInterval) / 1e3
 	}

@@ -299,7 +299,7 @@ func (s *session) checkPublish(v wire.BatchView) error {
 	if s.srv.draining.Load() {
 		return ErrShuttingDown
 	}
-	_, err := wire.CheckBatch(v.Batch, s.srv.cfg.MaxMessageBytes)
+	_, err := wire.CheckBatch(v.Batch, s.srv.cfg.MaxMessageBytes, s.srv.cfg.MaxFrameBytes)
 	return err
 }
 

@@ -328,10 +328,10 @@ func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, s
 // plausibleHeader checks the parts of a batch header the CRC does not
 // cover: the length fits what is left of the segment (room bytes), the
 // base offset is the one expected, the magic and attribute bytes are
-// right.
+// right (the attributes name a known codec).
 func plausibleHeader(hdr []byte, size, room, expect int64) bool {
 	return size >= wire.BatchHeaderSize && size <= room && wire.Batch(hdr).BaseOffset() == expect &&
-		hdr[12] == wire.BatchMagic && hdr[13] == 0 && hdr[14] == 0 && hdr[15] == 0
+		hdr[12] == wire.BatchMagic && wire.ValidAttributes(hdr[13]) && hdr[14] == 0 && hdr[15] == 0
 }
 
 // skipTo is where reads resume after a damaged batch; limit is the

@@ -111,7 +111,7 @@ func findNextBatch(f vfs.File, from, size, next int64, buf *[]byte) (int64, erro
 		}
 		for i := 0; i+wire.BatchHeaderSize <= n && int64(i) < window; i++ {
 			h := chunk[i : i+wire.BatchHeaderSize]
-			if h[12] != wire.BatchMagic || h[13] != 0 || h[14] != 0 || h[15] != 0 {
+			if h[12] != wire.BatchMagic || !wire.ValidAttributes(h[13]) || h[14] != 0 || h[15] != 0 {
 				continue
 			}
 			pos := base + int64(i)
@@ -155,10 +155,10 @@ func readBatchAt(f vfs.File, pos, size int64, buf *[]byte) ([]byte, error) {
 	return b, nil
 }
 
-// validBatch checks a batch's structure and CRC, and its base offset when
-// want is not negative.
+// validBatch checks a batch's structure and CRC (wire.CheckStoredBatch),
+// and its base offset when want is not negative.
 func validBatch(b []byte, want int64) bool {
-	if _, err := wire.CheckBatch(b, 1<<30); err != nil {
+	if _, err := wire.CheckStoredBatch(b); err != nil {
 		return false
 	}
 	return want < 0 || wire.Batch(b).BaseOffset() == want

@@ -77,7 +77,7 @@ var (
 	errBatchShort   = &Error{Code: CodeCorruptBatch, Message: "batch shorter than its header"}
 	errBatchLength  = &Error{Code: CodeCorruptBatch, Message: "batch length does not match its size"}
 	errBatchMagic   = &Error{Code: CodeCorruptBatch, Message: "unknown batch magic"}
-	errBatchAttrs   = &Error{Code: CodeCorruptBatch, Message: "unsupported batch attributes"}
+	errBatchAttrs   = &Error{Code: CodeCorruptBatch, Message: "unsupported batch attributes (unknown compression codec)"}
 	errBatchCRC     = &Error{Code: CodeCorruptBatch, Message: "batch CRC mismatch"}
 	errBatchEmpty   = &Error{Code: CodeCorruptBatch, Message: "batch has no records"}
 	errBatchCount   = &Error{Code: CodeCorruptBatch, Message: "record count does not match the records"}
@@ -89,8 +89,11 @@ var (
 // CheckBatch verifies a batch completely: length, magic, attributes, CRC, and
 // that its records parse, are numbered 0..count-1, are no larger than
 // maxMessage bytes each (key, value and headers), and fill the batch exactly.
-// It returns the record count. It does not allocate.
-func CheckBatch(b []byte, maxMessage int) (int, error) {
+// A compressed batch's records are decompressed to be checked, and the
+// batch they make, header included, must be no larger than maxBatch bytes.
+// It returns the record count. It does not allocate for a batch without
+// compression, nor, once its pooled buffers have grown, for one with.
+func CheckBatch(b []byte, maxMessage, maxBatch int) (int, error) {
 	if err := checkBatchHeader(b); err != nil {
 		return 0, err
 	}
@@ -98,8 +101,40 @@ func CheckBatch(b []byte, maxMessage int) (int, error) {
 	if batch.CRC() != batch.ComputeCRC() {
 		return 0, errBatchCRC
 	}
-	n := batch.Count()
+	if batch.Codec() != CodecNone {
+		return checkCompressed(batch, maxMessage, maxBatch)
+	}
 	it := batch.Records()
+	return checkRecords(&it, batch.Count(), maxMessage)
+}
+
+// CheckStoredBatch verifies a batch read back from storage, which was
+// checked completely (CheckBatch) before it was stored: the header and CRC,
+// and the records of a batch without compression. A compressed batch's
+// records are not decompressed: its CRC, over the compressed bytes, is
+// what tells a damaged batch, and decompressing every batch would multiply
+// the cost of recovering a log.
+func CheckStoredBatch(b []byte) (int, error) {
+	if err := checkBatchHeader(b); err != nil {
+		return 0, err
+	}
+	batch := Batch(b)
+	if batch.CRC() != batch.ComputeCRC() {
+		return 0, errBatchCRC
+	}
+	if batch.Codec() != CodecNone {
+		if len(b) < BatchHeaderSize+compressedPrefix {
+			return 0, errRecordsLen
+		}
+		return batch.Count(), nil
+	}
+	it := batch.Records()
+	return checkRecords(&it, batch.Count(), math.MaxInt)
+}
+
+// checkRecords walks every record, checking each against maxMessage and
+// their number against n.
+func checkRecords(it *RecordIter, n, maxMessage int) (int, error) {
 	var r Record
 	for it.Next(&r) {
 		if r.size > maxMessage {
@@ -116,8 +151,8 @@ func CheckBatch(b []byte, maxMessage int) (int, error) {
 }
 
 // checkBatchHeader verifies what the header alone can tell: the size and
-// length field, the magic, the attributes and reserved bytes, and a
-// non-zero record count.
+// length field, the magic, the attributes (a known codec) and reserved
+// bytes, and a non-zero record count.
 func checkBatchHeader(b []byte) error {
 	switch {
 	case len(b) < BatchHeaderSize:
@@ -126,7 +161,7 @@ func checkBatchHeader(b []byte) error {
 		return errBatchLength
 	case b[batchOffMagic] != BatchMagic:
 		return errBatchMagic
-	case b[batchOffAttrs] != 0 || b[batchOffReserved] != 0 || b[batchOffReserved+1] != 0:
+	case !ValidAttributes(b[batchOffAttrs]) || b[batchOffReserved] != 0 || b[batchOffReserved+1] != 0:
 		return errBatchAttrs
 	case binary.BigEndian.Uint32(b[batchOffCount:]) == 0:
 		return errBatchEmpty
@@ -178,9 +213,18 @@ type RecordIter struct {
 }
 
 // Records returns an iterator over the batch's records. The batch header must
-// have been checked.
+// have been checked. A compressed batch yields nothing and an error: its
+// records are read through a Decompressor.
 func (b Batch) Records() RecordIter {
-	return RecordIter{rest: b[BatchHeaderSize:], base: b.BaseOffset(), firstTS: b.FirstTimestamp(), n: b.Count()}
+	if b.Codec() != CodecNone {
+		return RecordIter{err: errCompressed}
+	}
+	return recordIter(b, b[BatchHeaderSize:])
+}
+
+// recordIter iterates over records, plain, with b's header fields.
+func recordIter(b Batch, records []byte) RecordIter {
+	return RecordIter{rest: records, base: b.BaseOffset(), firstTS: b.FirstTimestamp(), n: b.Count()}
 }
 
 // Err returns the error that stopped the iteration, if any.

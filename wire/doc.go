@@ -44,7 +44,7 @@
 //	     0    8 base offset        int64, stamped by the broker (0 from producers)
 //	     8    4 batch length       uint32, bytes after this field
 //	    12    1 magic              1
-//	    13    1 attributes         0 (no compression in v1)
+//	    13    1 attributes         bits 0-2: compression codec (0 none, 1 lz4, 2 zstd, 3 snappy)
 //	    14    2 reserved           0
 //	    16    4 CRC32C             Castagnoli, over bytes 20 to the end
 //	    20    4 record count       uint32, at least 1
@@ -56,6 +56,10 @@
 //
 // The CRC does not cover the base offset or the length, so the broker stamps
 // offsets without re-encoding or re-hashing anything.
+//
+// A compressed batch (attributes codec not 0; see compress.go) keeps this
+// header plain and replaces the records with a uint32 records length and
+// the records in the codec's format; the CRC covers them as stored.
 //
 // # Record
 //

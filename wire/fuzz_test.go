@@ -57,7 +57,7 @@ func decodeBody(f Frame) {
 		_, _ = DecodeTopicInfo(f.Body, 2)
 	case TypePublish, TypeDeliver:
 		if v, err := DecodeBatchView(f.Body); err == nil {
-			if _, err := CheckBatch(v.Batch, 1<<16); err == nil {
+			if _, err := CheckBatch(v.Batch, 1<<16, 1<<20); err == nil {
 				it := v.Batch.Records()
 				var r Record
 				for it.Next(&r) {
@@ -127,11 +127,15 @@ func FuzzCheckBatch(f *testing.F) {
 }
 
 func checkFuzzedBatch(t *testing.T, data []byte) {
-	n, err := CheckBatch(data, 1<<16)
+	n, err := CheckBatch(data, 1<<16, 1<<20)
 	if err != nil {
 		return
 	}
-	it := Batch(data).Records()
+	var d Decompressor
+	it, err := d.Records(Batch(data), 1<<20)
+	if err != nil {
+		t.Fatalf("accepted batch does not decompress: %v", err)
+	}
 	var r Record
 	got := 0
 	for it.Next(&r) {
@@ -140,4 +144,53 @@ func checkFuzzedBatch(t *testing.T, data []byte) {
 	if it.Err() != nil || got != n {
 		t.Fatalf("accepted batch of %d iterated %d (err %v)", n, got, it.Err())
 	}
+}
+
+// FuzzDecompress feeds random compressed records to the broker's check of
+// a compressed batch and to the consumers' Decompressor, with the batch
+// header, length and CRC made right so that the fuzzer reaches the codecs:
+// neither may panic or allocate past the bound, and they must agree on
+// which batches are good.
+func FuzzDecompress(f *testing.F) {
+	for i, c := range codecs {
+		b := Batch(buildCompressed(nil, jsonRecords(5+i, uint64(i)), c))
+		f.Add(byte(c), uint16(b.Count()), []byte(b[BatchHeaderSize:]))
+	}
+	f.Add(byte(CodecLZ4), uint16(1), []byte{0, 0, 0, 9, 0x90, 8, 0, 0, 0, 0, 1, 'v', 0})
+	f.Fuzz(func(t *testing.T, codec byte, count uint16, records []byte) {
+		var hdr [BatchHeaderSize]byte
+		hdr[batchOffMagic] = BatchMagic
+		hdr[batchOffAttrs] = codec
+		binary.BigEndian.PutUint32(hdr[batchOffCount:], uint32(count))
+		b := append(hdr[:], records...)
+		binary.BigEndian.PutUint32(b[batchOffLength:], uint32(len(b)-batchLengthBase))
+		b = fixCRC(b)
+		const maxBatch = 1 << 20
+		n, checkErr := CheckBatch(b, 1<<16, maxBatch)
+		if checkBatchHeader(b) != nil {
+			if checkErr == nil {
+				t.Fatal("accepted a batch whose header is bad")
+			}
+			return
+		}
+		var d Decompressor
+		it, err := d.Records(Batch(b), maxBatch)
+		got, tooLarge := 0, false
+		if err == nil {
+			var r Record
+			for it.Next(&r) {
+				got++
+				tooLarge = tooLarge || r.size > 1<<16
+			}
+			err = it.Err()
+		}
+		if cap(d.buf) > maxBatch {
+			t.Fatalf("decompressed into %d bytes, over the %d bound", cap(d.buf), maxBatch)
+		}
+		readable := err == nil && got == int(count) && !tooLarge
+		if (checkErr == nil) != readable {
+			t.Fatalf("CheckBatch says %v (n=%d), the Decompressor read %d of %d records (err %v, too large %v)",
+				checkErr, n, got, count, err, tooLarge)
+		}
+	})
 }

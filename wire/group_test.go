@@ -297,7 +297,7 @@ func TestDecodeRedeliver(t *testing.T) {
 	r, b, err := DecodeRedeliver(f.Body)
 	require.NoError(t, err)
 	require.Equal(t, prefix, r)
-	count, err := CheckBatch(b, 1<<20)
+	count, err := CheckBatch(b, 1<<20, DefaultMaxFrameBytes)
 	require.NoError(t, err)
 	require.Equal(t, 4, count)
 	require.Equal(t, int64(100), b.BaseOffset())
@@ -331,7 +331,7 @@ func TestDecodeRedeliverCorruptBatch(t *testing.T) {
 		"missing":      nil,
 		"short header": good[:BatchHeaderSize-1],
 		"bad magic":    mutate(func(b []byte) { b[batchOffMagic] = 2 }),
-		"attributes":   mutate(func(b []byte) { b[batchOffAttrs] = 1 }),
+		"attributes":   mutate(func(b []byte) { b[batchOffAttrs] = 4 }), // no such codec
 		"reserved":     mutate(func(b []byte) { b[batchOffReserved+1] = 1 }),
 		"zero count":   mutate(func(b []byte) { binary.BigEndian.PutUint32(b[batchOffCount:], 0) }),
 		"length high":  mutate(func(b []byte) { binary.BigEndian.PutUint32(b[batchOffLength:], uint32(len(b))) }),
@@ -345,7 +345,7 @@ func TestDecodeRedeliverCorruptBatch(t *testing.T) {
 	body := append(append([]byte{}, prefix...), mutate(func(b []byte) { b[len(b)-2] ^= 0x40 })...)
 	_, b, err := DecodeRedeliver(body)
 	require.NoError(t, err)
-	_, err = CheckBatch(b, 1<<20)
+	_, err = CheckBatch(b, 1<<20, DefaultMaxFrameBytes)
 	require.ErrorIs(t, err, ErrCorruptBatch)
 }
 

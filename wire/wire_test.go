@@ -36,7 +36,7 @@ func TestBatchRoundTrip(t *testing.T) {
 			headers: []RecordHeader{{"a", []byte("1")}, {"", nil}}},
 	}
 	b := Batch(buildBatch(t, nil, recs))
-	n, err := CheckBatch(b, 1<<20)
+	n, err := CheckBatch(b, 1<<20, DefaultMaxFrameBytes)
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
 	require.Equal(t, int64(7), b.ProducerID())
@@ -46,7 +46,7 @@ func TestBatchRoundTrip(t *testing.T) {
 	require.Equal(t, len(b), BatchSize(b))
 
 	b.SetBaseOffset(100)
-	_, err = CheckBatch(b, 1<<20)
+	_, err = CheckBatch(b, 1<<20, DefaultMaxFrameBytes)
 	require.NoError(t, err, "stamping the base offset must not break the CRC")
 
 	it := b.Records()
@@ -84,7 +84,7 @@ func TestBatchBuilderAfterPrefix(t *testing.T) {
 	require.Equal(t, "orders", string(v.Topic))
 	require.Equal(t, int32(3), v.Partition)
 	require.Equal(t, len(prefix)-HeaderSize, v.BatchOffset)
-	_, err = CheckBatch(v.Batch, 100)
+	_, err = CheckBatch(v.Batch, 100, DefaultMaxFrameBytes)
 	require.NoError(t, err)
 }
 
@@ -98,7 +98,7 @@ func TestCheckBatchRejects(t *testing.T) {
 		"short":       {good[:BatchHeaderSize-1], ErrCorruptBatch},
 		"truncated":   {good[:len(good)-1], ErrCorruptBatch},
 		"bad magic":   {mutate(func(b []byte) []byte { b[batchOffMagic] = 9; return b }), ErrCorruptBatch},
-		"attrs":       {mutate(func(b []byte) []byte { b[batchOffAttrs] = 1; return b }), ErrCorruptBatch},
+		"attrs":       {mutate(func(b []byte) []byte { b[batchOffAttrs] = 0x10; return b }), ErrCorruptBatch},
 		"flipped bit": {mutate(func(b []byte) []byte { b[len(b)-2] ^= 0x10; return b }), ErrCorruptBatch},
 		"zero count": {mutate(func(b []byte) []byte {
 			binary.BigEndian.PutUint32(b[batchOffCount:], 0)
@@ -125,7 +125,7 @@ func TestCheckBatchRejects(t *testing.T) {
 			if name == "too large" {
 				limit = 3
 			}
-			_, err := CheckBatch(c.b, limit)
+			_, err := CheckBatch(c.b, limit, DefaultMaxFrameBytes)
 			require.ErrorIs(t, err, c.want)
 		})
 	}

@@ -14,6 +14,7 @@ import (
 
 type loadtestCmd struct {
 	serverFlag
+	compressionFlag
 	Topic             string        `default:"loadtest" help:"Topic to use; created if missing."`
 	Partitions        int           `default:"0" help:"Partitions of the topic; 0 takes an existing topic's count, or 1 for a new one."`
 	Producers         int           `default:"1" help:"Producer connections; producer i publishes to partition i mod partitions."`
@@ -38,6 +39,7 @@ type loadtestCmd struct {
 	Replay            bool          `help:"Publish first, then have the subscribers read it all back from the earliest offset."`
 	Group             string        `help:"Make the subscribers members of this consumer group, sharing the partitions."`
 	Ack               string        `default:"offset" enum:"none,offset,message" help:"Ack mode of the --group: none, offset or message."`
+	Payload           string        `default:"letters" enum:"letters,json" help:"Payload filler after the 20-byte header: letters (the same in every message) or json (varied log lines, for measuring --compression)."`
 }
 
 // Run prints progress to stderr, then the summary (or JSON) to stdout. A
@@ -52,6 +54,7 @@ func (c *loadtestCmd) Run(ctx context.Context) error {
 		BurstInterval: c.BurstInterval, PaceQuantum: c.PaceQuantum, GoroutineDispatch: c.GoroutineDispatch,
 		Durable: c.Durable, Fsync: c.Fsync, Recreate: c.Recreate, Replay: c.Replay, Group: c.Group, Ack: c.Ack,
 	}
+	cfg.Compression, cfg.Payload = c.codec(), c.Payload
 	res, err := loadtest.Run(ctx, cfg, os.Stderr)
 	if res != nil {
 		var werr error

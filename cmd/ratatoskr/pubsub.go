@@ -21,6 +21,7 @@ import (
 
 type pubCmd struct {
 	serverFlag
+	compressionFlag
 	Topic     string   `arg:"" help:"Topic to publish to."`
 	Messages  []string `arg:"" optional:"" help:"Messages; without any (and without --file), each line of standard input is one."`
 	File      string   `short:"f" placeholder:"PATH" help:"Send the whole file as one message ('-': all of standard input)."`
@@ -57,7 +58,7 @@ func parseHeaders(flags []string) ([]client.Header, error) {
 // acknowledged, also when it stops early.
 func (c *pubCmd) Run(ctx context.Context) error {
 	tally := newPubTally()
-	cl, err := c.dial(ctx, client.WithAckHandler(tally.acked), client.WithErrorHandler(tally.failed))
+	cl, err := c.dial(ctx, client.WithCompression(c.codec()), client.WithAckHandler(tally.acked), client.WithErrorHandler(tally.failed))
 	if err != nil {
 		return err
 	}

@@ -50,11 +50,16 @@ func (f *msgFeed) deadLetter(offs []int64) {
 	batchOff := len(buf)
 	bb.Start(buf, -1, -1)
 	var unreadable []int64
+	var dec wire.Decompressor // the copies are written uncompressed
 	i := 0
 	for i < len(letters) {
 		found := false
-		err := gp.p.Log.Read(letters[i].offset, 1, func(b wire.Batch) bool {
-			it := b.Records()
+		var err error
+		readErr := gp.p.Log.Read(letters[i].offset, 1, func(b wire.Batch) bool {
+			var it wire.RecordIter
+			if it, err = dec.Records(b, wire.MaxBatchBytes); err != nil {
+				return false
+			}
 			var r wire.Record
 			for it.Next(&r) && i < len(letters) {
 				if r.Offset != letters[i].offset {
@@ -77,6 +82,9 @@ func (f *msgFeed) deadLetter(offs []int64) {
 			}
 			return false
 		})
+		if err == nil {
+			err = readErr
+		}
 		if err != nil || !found {
 			f.c.log.Error("a message to dead-letter cannot be read; dropping it", "group", g.name,
 				"topic", topic, "partition", gp.p.ID, "offset", letters[i].offset, "err", err)

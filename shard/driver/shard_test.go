@@ -110,7 +110,7 @@ func TestPublishStampsOffsetsAcksAndFansOut(t *testing.T) {
 		for _, d := range ds {
 			v, err := wire.DecodeBatchView(d.Body)
 			require.NoError(t, err)
-			_, err = wire.CheckBatch(v.Batch, 1<<20)
+			_, err = wire.CheckBatch(v.Batch, 1<<20, wire.DefaultMaxFrameBytes)
 			require.NoError(t, err, "stamping kept the CRC valid")
 			offsets = append(offsets, v.Batch.BaseOffset())
 		}
