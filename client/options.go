@@ -156,8 +156,9 @@ func WithoutReconnect() Option { return func(o *options) { o.reconnect = false }
 // (with the cause, ErrClosed after Close). It runs on the client's
 // reader goroutine (connected: on Dial's; closed: on whichever stopped the
 // client), so it must return quickly, and must not call the client and
-// wait for an answer. A GroupConsumer calls it the same way for its
-// membership's connection.
+// wait for an answer. With a state handler a lost connection is told to
+// it, not to the error handler or the logger. A GroupConsumer calls it
+// the same way for its membership's connection.
 func WithStateHandler(f func(State, error)) Option {
 	return func(o *options) { o.stateHandler = f }
 }

@@ -135,8 +135,11 @@ func backoff(n int, lo, hi time.Duration) time.Duration {
 // to stop instead: closed meanwhile, or attempts used up.
 func (c *Client) reconnect(cause error) error {
 	c.disconnect(cause)
-	c.setState(StateDisconnected, cause)
-	c.report(fmt.Errorf("%w; reconnecting", cause))
+	if c.opts.stateHandler != nil {
+		c.setState(StateDisconnected, cause)
+	} else {
+		c.report(fmt.Errorf("%w; reconnecting", cause))
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {

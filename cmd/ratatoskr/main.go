@@ -41,14 +41,27 @@ type cli struct {
 
 // serverFlag is the address flag every client command shares.
 type serverFlag struct {
-	Server  string   `default:"127.0.0.1:7070" env:"RATATOSKR_SERVER" help:"Broker address, host:port."`
+	Server  string   `default:"127.0.0.1:7070" env:"RATATOSKR_SERVER" help:"Broker address, host:port; several, comma-separated, are tried in turn."`
 	Timeout duration `default:"10s" env:"RATATOSKR_TIMEOUT" help:"Time limit for connecting and for each request."`
 }
 
+// dial connects; after a lost connection the client dials again by
+// itself, and says so on standard error.
 func (s serverFlag) dial(ctx context.Context, opts ...client.Option) (*client.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.Timeout.D())
 	defer cancel()
-	return client.Dial(ctx, s.Server, append([]client.Option{client.WithName("ratatoskr-cli")}, opts...)...)
+	return client.Dial(ctx, s.Server, append([]client.Option{client.WithName("ratatoskr-cli"),
+		client.WithStateHandler(reportState)}, opts...)...)
+}
+
+// reportState tells the user when the connection is lost and back.
+func reportState(st client.State, err error) {
+	switch st {
+	case client.StateDisconnected:
+		fmt.Fprintf(os.Stderr, "ratatoskr: %s; reconnecting\n", strings.TrimPrefix(err.Error(), "ratatoskr: "))
+	case client.StateReconnected:
+		fmt.Fprintln(os.Stderr, "ratatoskr: reconnected")
+	}
 }
 
 // Exit statuses, the same for every command (and in --help).
