@@ -1,6 +1,9 @@
 package shard
 
 import (
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
 	"strconv"
 
 	"github.com/ratatoskr-mq/ratatoskr/wire"
@@ -248,7 +251,7 @@ func (s *Shard) answerDuplicate(p *Partition, o *Op, bytes int, orig producerBat
 // while rebuilding the table from the log (driver.RestoreProducers), in
 // offset order, before the partition is adopted: no pass may run on the
 // partition meanwhile.
-func (p *Partition) RestoreProducer(id int64, seq int32, count int, base int64) {
+func (p *Partition) RestoreProducer(id int64, seq int32, base int64, count int) {
 	if id < 0 || seq < 0 || count <= 0 {
 		return
 	}
@@ -269,4 +272,86 @@ func (p *Partition) Producers() int {
 		return 0
 	}
 	return len(p.producers.m)
+}
+
+// The snapshot of a partition's producer table, written at a clean
+// shutdown so the next start need not scan the log (driver.SaveProducers):
+//
+//	magic "RPS1" | end i64 | n u32 | n × producer | CRC32C u32 (of all before it)
+//	producer: id i64 | k u8 | k × ( seq i32 | count i32 | base i64 )
+//
+// end is the log's end offset the table describes; producers are listed
+// least recently used first, so restoring them in order rebuilds the
+// recency list too.
+const snapshotMagic = "RPS1"
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// AppendProducerSnapshot appends the snapshot of p's producer table as of
+// end, the log's end offset. Only while no pass runs (the shard stopped).
+func (p *Partition) AppendProducerSnapshot(dst []byte, end int64) []byte {
+	start := len(dst)
+	dst = append(dst, snapshotMagic...)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(end))
+	var n uint32
+	nAt := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	if p.producers != nil {
+		for pr := p.producers.tail; pr != nil; pr = pr.prev {
+			n++
+			dst = binary.BigEndian.AppendUint64(dst, uint64(pr.id))
+			dst = append(dst, byte(pr.n))
+			for i := range pr.n {
+				b := pr.at(i)
+				dst = binary.BigEndian.AppendUint32(dst, uint32(b.seq))
+				dst = binary.BigEndian.AppendUint32(dst, uint32(b.count))
+				dst = binary.BigEndian.AppendUint64(dst, uint64(b.base))
+			}
+		}
+	}
+	binary.BigEndian.PutUint32(dst[nAt:], n)
+	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+// errSnapshot is a producer snapshot that does not decode.
+var errSnapshot = errors.New("shard: bad producer snapshot")
+
+// RestoreProducerSnapshot restores p's producer table from a snapshot if
+// it describes the log up to end, and reports whether it did; a snapshot
+// of another end (the log changed after it was written) is not used.
+// Before the partition is adopted, like RestoreProducer.
+func (p *Partition) RestoreProducerSnapshot(data []byte, end int64) (ok bool, err error) {
+	defer func() {
+		if err != nil {
+			p.producers = nil // a partial table would be wrong: the caller scans instead
+		}
+	}()
+	if len(data) < 20 || string(data[:4]) != snapshotMagic ||
+		crc32.Checksum(data[:len(data)-4], castagnoli) != binary.BigEndian.Uint32(data[len(data)-4:]) {
+		return false, errSnapshot
+	}
+	if int64(binary.BigEndian.Uint64(data[4:])) != end {
+		return false, nil
+	}
+	n := binary.BigEndian.Uint32(data[12:])
+	rest := data[16 : len(data)-4]
+	for range n {
+		if len(rest) < 9 {
+			return false, errSnapshot
+		}
+		id, k := int64(binary.BigEndian.Uint64(rest)), int(rest[8])
+		rest = rest[9:]
+		if k > ProducerWindow || len(rest) < 16*k {
+			return false, errSnapshot
+		}
+		for range k {
+			p.RestoreProducer(id, int32(binary.BigEndian.Uint32(rest)), int64(binary.BigEndian.Uint64(rest[8:])),
+				int(int32(binary.BigEndian.Uint32(rest[4:]))))
+			rest = rest[16:]
+		}
+	}
+	if len(rest) != 0 {
+		return false, errSnapshot
+	}
+	return true, nil
 }
