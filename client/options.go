@@ -21,6 +21,7 @@ type options struct {
 	subStall        time.Duration
 	errorHandler    func(error)
 	logger          *slog.Logger
+	idempotent      bool
 }
 
 func defaultOptions() options {
@@ -79,6 +80,18 @@ func WithSubscriptionStall(d time.Duration) Option { return func(o *options) { o
 // publish, a subscription dropping deliveries, the connection failing.
 // It runs on the client's internal goroutines and must not block.
 func WithErrorHandler(f func(error)) Option { return func(o *options) { o.errorHandler = f } }
+
+// WithIdempotence makes the client an idempotent producer: it gets a
+// producer id from the broker and numbers its batches per partition, and
+// the broker stores a batch the client sends again (after a lost
+// connection) only once, answering the retry with the original offsets
+// (see idempotence.go and docs/PROTOCOL.md §5.1). The client then keeps at
+// most ProducerWindow batches in flight per partition, and picks the
+// partition of unkeyed messages itself.
+func WithIdempotence() Option { return func(o *options) { o.idempotent = true } }
+
+// WithoutIdempotence turns idempotence off (see WithIdempotence).
+func WithoutIdempotence() Option { return func(o *options) { o.idempotent = false } }
 
 // WithLogger sets the logger for the client's own diagnostics.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }

@@ -63,6 +63,7 @@ type batch struct {
 	started  time.Time
 	reserved int64 // pending bytes held until the ack
 	count    int
+	idem     bool // numbered by an idempotent client (idempotence.go)
 
 	// Completion, written once by complete.
 	done    chan struct{} // non-nil when a synchronous publisher waits
@@ -212,6 +213,9 @@ func (c *Client) enqueue(ctx context.Context, topic string, msg *Message, opts [
 // (given) were checked already.
 func (c *Client) enqueueChecked(ctx context.Context, topic string, msg *Message, size int, opts []PublishOption, sync bool) (*batch, int, error) {
 	part, err := c.choosePartition(ctx, topic, msg.Key, opts)
+	if err == nil && part == wire.PartitionAny && c.idem != nil {
+		part, err = c.anyPartition(ctx, topic)
+	}
 	if err != nil {
 		return nil, 0, err
 	}
@@ -344,11 +348,20 @@ func (c *Client) openBatch(k batchKey) *batch {
 // seal finishes a batch's frame, registers it as in flight and queues it
 // for the writer. wmu held.
 func (c *Client) seal(b *batch) {
-	b.corr = c.nextCorr()
 	delete(c.open, b.key)
 	if c.last == b {
 		c.last = nil
 	}
+	if c.idem != nil && !c.admit(b) {
+		return // waits for room in its partition's window
+	}
+	c.release(b)
+}
+
+// release registers a sealed batch as in flight and queues it for the
+// writer. wmu held.
+func (c *Client) release(b *batch) {
+	b.corr = c.nextCorr()
 	c.pmu.Lock()
 	c.inflight[b.corr] = b
 	c.pmu.Unlock()
@@ -384,6 +397,9 @@ func (c *Client) acked(corr uint32, a wire.PublishAck, err error) bool {
 	if !ok {
 		return false
 	}
+	if b.idem {
+		c.idemAnswered(b, err)
+	}
 	if err != nil && errors.Is(err, ErrUnknownPartition) {
 		c.forget(b.key.topic)
 	}
@@ -411,6 +427,10 @@ func (c *Client) Flush(ctx context.Context) error {
 		w.remaining++
 		b.flushes = append(b.flushes, w)
 	}
+	c.waitingBatches(func(b *batch) {
+		w.remaining++
+		b.flushes = append(b.flushes, w)
+	})
 	w.mu.Unlock()
 	c.pmu.Unlock()
 	c.wmu.Unlock()
