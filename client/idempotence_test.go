@@ -242,4 +242,3 @@ func TestIdempotentClientRenewsAfterAFailure(t *testing.T) {
 	f.ack(p)
 	require.NoError(t, c.Flush(ctx))
 }
-

@@ -223,6 +223,8 @@ func (s *Shard) dedup(o *Op, p *Partition, batch wire.Batch) (answered bool, pr 
 		s.fail(o, err)
 		return true, nil
 	case seqDuplicate:
+		p.producers.unlink(pr) // a producer that retries is alive
+		p.producers.pushFront(pr)
 		s.duplicates.Add(1)
 		s.answerDuplicate(p, o, len(batch), orig)
 		return true, nil
