@@ -148,6 +148,27 @@ func (c *Client) admit(b *batch) bool {
 	return true
 }
 
+// windowFull reports whether a batch for k would have to wait: the writer
+// then leaves k's open batch open, to grow until an ack makes room,
+// rather than sealing a small batch at every write. wmu held.
+func (c *Client) windowFull(k batchKey) bool {
+	ps := c.idem.parts[k]
+	return c.idem.renewing || ps != nil && (ps.inflight >= ProducerWindow || len(ps.waiting) > 0)
+}
+
+// sealable reports whether the writer has an open batch to seal. wmu held.
+func (c *Client) sealable() bool {
+	if c.idem == nil {
+		return len(c.open) > 0
+	}
+	for k := range c.open {
+		if !c.windowFull(k) {
+			return true
+		}
+	}
+	return false
+}
+
 // number gives b the next sequence of its partition. wmu held.
 func (c *Client) number(ps *partSeq, b *batch) {
 	b.bb.SetProducer(c.idem.id, ps.next)
@@ -183,9 +204,10 @@ func (c *Client) idemAnswered(b *batch, err error) {
 		c.idem.renewing = true
 	}
 	released := c.releaseWaiting(ps)
+	_, open := c.open[b.key]
 	c.wmu.Unlock()
-	if released {
-		c.signalWriter()
+	if released || open {
+		c.signalWriter() // to write what was released, or seal the batch that waited for room
 	}
 	if renew {
 		go c.renewProducerID() // a call: it must not wait on the reader

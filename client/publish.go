@@ -497,7 +497,7 @@ func (c *Client) drainWrites() {
 func (c *Client) hasQueued() bool {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return len(c.outq) > 0 || len(c.open) > 0
+	return len(c.outq) > 0 || c.sealable()
 }
 
 // writeQueued seals the open batches and writes everything queued in one
@@ -506,7 +506,9 @@ func (c *Client) hasQueued() bool {
 func (c *Client) writeQueued() bool {
 	c.wmu.Lock()
 	for _, b := range c.open {
-		c.seal(b)
+		if c.idem == nil || !c.windowFull(b.key) {
+			c.seal(b)
+		}
 	}
 	c.outq, c.spareq = c.spareq[:0], c.outq
 	c.wmu.Unlock()

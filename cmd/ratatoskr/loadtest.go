@@ -20,6 +20,7 @@ type loadtestCmd struct {
 	Count             int           `default:"0" help:"Messages over all producers; 0 runs for --duration."`
 	BatchBytes        int           `default:"262144" help:"Producer batch size bound."`
 	Linger            time.Duration `default:"0s" help:"Producer linger (0: send whenever the connection is idle)."`
+	Idempotence       bool          `help:"Make the producers idempotent (a producer id, batches numbered per partition)."`
 	Drain             time.Duration `default:"10s" help:"Longest wait for deliveries after publishing ends."`
 	PaceQuantum       time.Duration `default:"20us" help:"Shortest sleep of a paced producer; messages due meanwhile go out as one burst."`
 	GoroutineDispatch bool          `help:"Run handlers on the subscription's goroutine instead of inline on the reader."`
@@ -41,7 +42,7 @@ func (c *loadtestCmd) Run(ctx context.Context) error {
 	cfg := loadtest.Config{
 		Server: c.Server, Topic: c.Topic, Partitions: c.Partitions, Producers: c.Producers,
 		Subscribers: c.Subscribers, Size: c.Size, Rate: c.Rate, Duration: c.Duration, Count: c.Count,
-		BatchBytes: c.BatchBytes, Linger: c.Linger, Drain: c.Drain, BrokerPID: c.BrokerPID, HistFile: c.HistFile,
+		BatchBytes: c.BatchBytes, Linger: c.Linger, Idempotence: c.Idempotence, Drain: c.Drain, BrokerPID: c.BrokerPID, HistFile: c.HistFile,
 		LatencyLog:  c.LatencyLog,
 		PaceQuantum: c.PaceQuantum, GoroutineDispatch: c.GoroutineDispatch,
 		Durable: c.Durable, Fsync: c.Fsync, Replay: c.Replay, Group: c.Group, Ack: c.Ack,
