@@ -114,6 +114,9 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		_ = conn.Close()
 		return nil, err
 	}
+	if o.idempotent {
+		c.idem = &idempotence{renewing: true, parts: map[batchKey]*partSeq{}, sticky: map[string]*stickyPart{}}
+	}
 	c.wg.Add(2)
 	go c.readLoop()
 	go c.writeLoop()

@@ -67,8 +67,25 @@ type partSeq struct {
 	waiting  []*batch // sealed, waiting for room in the window, in order
 }
 
+// stickyPart is where a topic's unkeyed messages go: ids[at].
 type stickyPart struct {
-	part, n int32
+	ids    []int32 // every partition's id, in order
+	online []bool  // whether each was online when the client looked
+	at     int
+}
+
+// advance moves to the next partition that was online (or stays, with
+// next false, if the current one was); with none online, anywhere.
+func (s *stickyPart) advance(next bool) {
+	if next {
+		s.at = (s.at + 1) % len(s.ids)
+	}
+	for range s.ids {
+		if s.online[s.at] {
+			return
+		}
+		s.at = (s.at + 1) % len(s.ids)
+	}
 }
 
 // idempotent reports whether the client numbers its batches.
@@ -85,14 +102,18 @@ func (c *Client) ProducerID() int64 {
 	return c.idem.id
 }
 
-// initIdempotence gets the client's first producer id, at Dial.
+// initIdempotence gets the client's first producer id, at Dial: the state
+// is set up before the client's goroutines start (as renewing, so nothing
+// is numbered before the id is in), and the id is asked for once they run.
 func (c *Client) initIdempotence(ctx context.Context) error {
 	id, err := c.newProducerID(ctx)
 	if err != nil {
 		return fmt.Errorf("ratatoskr: idempotent producer: %w (a broker without it answers unknown frame type; "+
 			"WithoutIdempotence turns it off)", err)
 	}
-	c.idem = &idempotence{id: id, parts: map[batchKey]*partSeq{}, sticky: map[string]*stickyPart{}}
+	c.wmu.Lock()
+	c.idem.id, c.idem.renewing = id, false
+	c.wmu.Unlock()
 	return nil
 }
 
@@ -112,28 +133,44 @@ func (c *Client) newProducerID(ctx context.Context) (int64, error) {
 }
 
 // anyPartition picks the partition of an unkeyed message of an idempotent
-// client: the topic's sticky partition, which seal moves on.
+// client: the topic's sticky partition, which admit moves on to the next
+// partition that was online when the client first looked (as the broker's
+// own choice for PartitionAny skips offline ones).
 func (c *Client) anyPartition(ctx context.Context, topic string) (int32, error) {
 	n, err := c.partitions(ctx, topic)
 	if err != nil {
 		return 0, err
 	}
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	s := c.idem.sticky[topic]
-	if s == nil || s.n != int32(n) {
-		s = &stickyPart{part: int32(len(c.idem.sticky) % n), n: int32(n)}
+	c.wmu.Unlock()
+	if s == nil || len(s.online) != n {
+		info, err := c.describe(ctx, topic, wire.FlagAutoCreate)
+		if err != nil {
+			return 0, err
+		}
+		s = &stickyPart{}
+		for _, p := range info.Partitions {
+			s.ids = append(s.ids, int32(p.ID))
+			s.online = append(s.online, p.State == PartitionOnline)
+		}
+		c.wmu.Lock()
+		s.at = len(c.idem.sticky) % len(s.ids)
 		c.idem.sticky[topic] = s
+		c.wmu.Unlock()
+		s.advance(false)
 	}
-	return s.part, nil
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return s.ids[s.at], nil
 }
 
 // admit numbers a sealed batch if its partition's window has room, and
 // reports whether it may be sent; otherwise it waits in the partition's
-// queue until an ack releases it (acked). wmu held.
+// queue until an ack releases it (idemAnswered). wmu held.
 func (c *Client) admit(b *batch) bool {
-	if s := c.idem.sticky[b.key.topic]; s != nil && s.part == b.key.partition {
-		s.part = (s.part + 1) % s.n
+	if s := c.idem.sticky[b.key.topic]; s != nil && s.ids[s.at] == b.key.partition {
+		s.advance(true)
 	}
 	ps := c.idem.parts[b.key]
 	if ps == nil {

@@ -33,6 +33,7 @@ func defaultOptions() options {
 		subPendingBytes: 64 << 20,
 		subStall:        time.Second,
 		logger:          slog.Default(),
+		idempotent:      true,
 	}
 }
 
@@ -81,7 +82,8 @@ func WithSubscriptionStall(d time.Duration) Option { return func(o *options) { o
 // It runs on the client's internal goroutines and must not block.
 func WithErrorHandler(f func(error)) Option { return func(o *options) { o.errorHandler = f } }
 
-// WithIdempotence makes the client an idempotent producer: it gets a
+// WithIdempotence makes the client an idempotent producer (the default;
+// see WithoutIdempotence): it gets a
 // producer id from the broker and numbers its batches per partition, and
 // the broker stores a batch the client sends again (after a lost
 // connection) only once, answering the retry with the original offsets
@@ -90,7 +92,12 @@ func WithErrorHandler(f func(error)) Option { return func(o *options) { o.errorH
 // partition of unkeyed messages itself.
 func WithIdempotence() Option { return func(o *options) { o.idempotent = true } }
 
-// WithoutIdempotence turns idempotence off (see WithIdempotence).
+// WithoutIdempotence turns idempotence off (see WithIdempotence): batches
+// carry no producer id, unkeyed ones go to PartitionAny, and nothing
+// bounds the batches in flight per partition but WithMaxPendingBytes. It
+// is on by default because it cost no publish throughput in the
+// measurement (docs/PERFORMANCE.md, "Idempotent producers"); a broker
+// older than it needs it off.
 func WithoutIdempotence() Option { return func(o *options) { o.idempotent = false } }
 
 // WithLogger sets the logger for the client's own diagnostics.

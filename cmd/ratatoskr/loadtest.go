@@ -20,7 +20,7 @@ type loadtestCmd struct {
 	Count             int           `default:"0" help:"Messages over all producers; 0 runs for --duration."`
 	BatchBytes        int           `default:"262144" help:"Producer batch size bound."`
 	Linger            time.Duration `default:"0s" help:"Producer linger (0: send whenever the connection is idle)."`
-	Idempotence       bool          `help:"Make the producers idempotent (a producer id, batches numbered per partition)."`
+	Idempotence       bool          `default:"true" negatable:"" help:"Make the producers idempotent (a producer id, batches numbered per partition); the client's default."`
 	Drain             time.Duration `default:"10s" help:"Longest wait for deliveries after publishing ends."`
 	PaceQuantum       time.Duration `default:"20us" help:"Shortest sleep of a paced producer; messages due meanwhile go out as one burst."`
 	GoroutineDispatch bool          `help:"Run handlers on the subscription's goroutine instead of inline on the reader."`
