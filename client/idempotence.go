@@ -43,12 +43,12 @@ import (
 // has in flight at most: as many as a partition remembers per producer.
 const ProducerWindow = 5
 
-// ErrDuplicateSequence: an idempotent batch was stored before, longer ago
+// ErrDuplicateSequence means an idempotent batch was stored before, longer ago
 // than the partition remembers, so its offsets are unknown; it was not
 // stored again. MayHaveBeenStored reports it as stored.
 var ErrDuplicateSequence = wire.ErrDuplicateSequence
 
-// ErrOutOfOrderSequence: an idempotent batch did not follow its
+// ErrOutOfOrderSequence means an idempotent batch did not follow its
 // producer's previous one in the partition; it was not stored.
 var ErrOutOfOrderSequence = wire.ErrOutOfOrderSequence
 
@@ -94,7 +94,7 @@ func (c *Client) idempotent() bool { return c.idem != nil }
 // ProducerID returns the producer id the client numbers its batches with,
 // or -1 when it does not (see WithIdempotence).
 func (c *Client) ProducerID() int64 {
-	if c.idem == nil {
+	if !c.idempotent() {
 		return wire.NoProducer
 	}
 	c.wmu.Lock()

@@ -33,7 +33,7 @@ type scanned struct {
 // batch from an offset, across segments, skipping batches without one.
 func TestScanProducers(t *testing.T) {
 	l, _ := openLog(t, vfs.NewMem(), nil)
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	var want []scanned
 	end := int64(0)
 	for i := range 200 {
@@ -87,7 +87,7 @@ func BenchmarkScanProducers(b *testing.B) {
 			cfg := DiskConfig{FS: vfs.Default(), Dir: b.TempDir() + "/t/0", Logger: quiet}
 			l, _, err := OpenDiskLog(cfg)
 			require.NoError(b, err)
-			defer l.Close()
+			defer func() { _ = l.Close() }()
 			val := make([]byte, 100)
 			end := int64(0)
 			for l.Stats().Bytes < 32<<20 {
