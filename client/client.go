@@ -92,6 +92,8 @@ type Client struct {
 	mmu  sync.Mutex
 	meta map[string]int // topic -> partition count
 
+	idem *idempotence // set at Dial when idempotent (idempotence.go); its fields guarded by wmu
+
 	closing   chan struct{}
 	closeOnce sync.Once
 	err       atomic.Pointer[error] // why the client stopped
@@ -142,9 +144,18 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		return nil, err
 	}
 	c.attach(l)
+	if o.idempotent {
+		c.idem = &idempotence{renewing: true, parts: map[batchKey]*partSeq{}, sticky: map[string]*stickyPart{}}
+	}
 	c.wg.Add(2)
 	go c.readLoop()
 	go c.writeLoop()
+	if o.idempotent {
+		if err := c.initIdempotence(ctx); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+	}
 	c.setState(StateConnected, nil)
 	return c, nil
 }
@@ -275,6 +286,7 @@ func (c *Client) failInflight(cause error) {
 		failed = append(failed, b)
 	}
 	c.last = nil
+	failed = c.takeWaiting(failed)
 	for corr, b := range c.inflight {
 		delete(c.inflight, corr)
 		failed = append(failed, b)

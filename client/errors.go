@@ -65,6 +65,10 @@ func IsRetryable(err error) bool {
 // write could not be cut off the file (the broker says so with
 // ErrOutcomeUnknown), or the connection was lost before its answer came. Republishing it may then write a duplicate. Any other
 // error means the publish was not stored.
+//
+// ErrDuplicateSequence (an idempotent batch stored before) is reported as
+// stored too.
 func MayHaveBeenStored(err error) bool {
-	return errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrConnectionLost)
+	return errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrConnectionLost) ||
+		errors.Is(err, ErrDuplicateSequence)
 }

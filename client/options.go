@@ -43,6 +43,7 @@ func defaultOptions() options {
 		subPendingBytes: 64 << 20,
 		subStall:        time.Second,
 		logger:          slog.Default(),
+		idempotent:      true,
 
 		reconnect:         true,
 		reconnectMin:      50 * time.Millisecond,
@@ -110,6 +111,24 @@ type BatchAck struct {
 // asynchronous publishes alike: a producer's account of what was stored
 // where. It runs on the client's reader goroutine and must not block.
 func WithAckHandler(f func(BatchAck)) Option { return func(o *options) { o.ackHandler = f } }
+
+// WithIdempotence makes the client an idempotent producer (the default;
+// see WithoutIdempotence): it gets a
+// producer id from the broker and numbers its batches per partition, and
+// the broker stores a batch the client sends again (after a lost
+// connection) only once, answering the retry with the original offsets
+// (see idempotence.go and docs/PROTOCOL.md §5.1). The client then keeps at
+// most ProducerWindow batches in flight per partition, and picks the
+// partition of unkeyed messages itself.
+func WithIdempotence() Option { return func(o *options) { o.idempotent = true } }
+
+// WithoutIdempotence turns idempotence off (see WithIdempotence): batches
+// carry no producer id, unkeyed ones go to PartitionAny, and nothing
+// bounds the batches in flight per partition but WithMaxPendingBytes. It
+// is on by default because it cost no publish throughput in the
+// measurement (docs/PERFORMANCE.md, "Idempotent producers"); a broker
+// older than it needs it off.
+func WithoutIdempotence() Option { return func(o *options) { o.idempotent = false } }
 
 // WithLogger sets the logger for the client's own diagnostics.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }

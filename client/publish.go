@@ -63,7 +63,7 @@ type batch struct {
 	started  time.Time
 	reserved int64 // pending bytes held until the ack
 	count    int
-	order    uint64 // place in the send order (Client.sealed)
+	order    uint64 // place in the send order (Client.sealed), from release
 
 	// written is set once the frame went to a write: from then on the
 	// broker may have it. frame keeps the finished frame (in kept, from
@@ -74,6 +74,7 @@ type batch struct {
 	written bool
 	frame   []byte
 	kept    *[]byte
+	idem    bool // numbered by an idempotent client (idempotence.go)
 
 	// Completion, written once by complete.
 	done    chan struct{} // non-nil when a synchronous publisher waits
@@ -223,6 +224,9 @@ func (c *Client) enqueue(ctx context.Context, topic string, msg *Message, opts [
 // (given) were checked already.
 func (c *Client) enqueueChecked(ctx context.Context, topic string, msg *Message, size int, opts []PublishOption, sync bool) (*batch, int, error) {
 	part, err := c.choosePartition(ctx, topic, msg.Key, opts)
+	if err == nil && part == wire.PartitionAny && c.idem != nil {
+		part, err = c.anyPartition(ctx, topic)
+	}
 	if err != nil {
 		return nil, 0, err
 	}
@@ -355,13 +359,22 @@ func (c *Client) openBatch(k batchKey) *batch {
 // seal finishes a batch's frame, registers it as in flight and queues it
 // for the writer. wmu held.
 func (c *Client) seal(b *batch) {
-	b.corr = c.nextCorr()
-	c.sealed++
-	b.order = c.sealed
 	delete(c.open, b.key)
 	if c.last == b {
 		c.last = nil
 	}
+	if c.idem != nil && !c.admit(b) {
+		return // waits for room in its partition's window
+	}
+	c.release(b)
+}
+
+// release registers a sealed batch as in flight and queues it for the
+// writer. wmu held.
+func (c *Client) release(b *batch) {
+	b.corr = c.nextCorr()
+	c.sealed++
+	b.order = c.sealed
 	c.pmu.Lock()
 	c.inflight[b.corr] = b
 	c.pmu.Unlock()
@@ -389,7 +402,7 @@ func (c *Client) acked(corr uint32, a wire.PublishAck, err error) bool {
 	b, ok := c.inflight[corr]
 	if ok {
 		delete(c.inflight, corr)
-		if b.kept != nil {
+		if c.resends() && b.kept != nil {
 			// The writer recycles it: it may still be in the writev that
 			// carried this frame.
 			c.doneFrames = append(c.doneFrames, b.kept)
@@ -403,6 +416,9 @@ func (c *Client) acked(corr uint32, a wire.PublishAck, err error) bool {
 	c.pmu.Unlock()
 	if !ok {
 		return false
+	}
+	if b.idem {
+		c.idemAnswered(b, err)
 	}
 	if err != nil && errors.Is(err, ErrUnknownPartition) {
 		c.forget(b.key.topic)
@@ -434,6 +450,10 @@ func (c *Client) Flush(ctx context.Context) error {
 		w.remaining++
 		b.flushes = append(b.flushes, w)
 	}
+	c.waitingBatches(func(b *batch) {
+		w.remaining++
+		b.flushes = append(b.flushes, w)
+	})
 	w.mu.Unlock()
 	c.pmu.Unlock()
 	c.wmu.Unlock()
@@ -500,7 +520,7 @@ func (c *Client) drainWrites() {
 func (c *Client) hasQueued() bool {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return len(c.outq) > 0 || len(c.open) > 0
+	return len(c.outq) > 0 || c.sealable()
 }
 
 // writeQueued seals the open batches and writes everything queued in one
@@ -516,7 +536,9 @@ func (c *Client) writeQueued() bool {
 		return false
 	}
 	for _, b := range c.open {
-		c.seal(b)
+		if c.idem == nil || !c.windowFull(b.key) {
+			c.seal(b)
+		}
 	}
 	c.outq, c.spareq = c.spareq[:0], c.outq
 	c.wmu.Unlock()

@@ -270,9 +270,16 @@ func (c *Client) resume(l *link) {
 		}
 		c.outq = append(q, c.outq...)
 	}
+	renew := c.idem != nil && c.idem.renewing
 	c.wmu.Unlock()
 	c.resubscribe(l.hello.Version, sameRun)
 	c.signalWriter()
+	if renew {
+		// The connection was lost while a new producer id was being asked
+		// for (or before the first came): ask again; the batches that
+		// wait for it go out once it is in.
+		go c.renewProducerID()
+	}
 }
 
 func compareOrder(a, b uint64) int {
@@ -288,7 +295,7 @@ func compareOrder(a, b uint64) int {
 // resends reports whether batches written to a lost connection are sent
 // again on the next one: only when the broker can tell a batch it already
 // has (an idempotent producer), so that sending again writes no duplicate.
-func (c *Client) resends() bool { return c.opts.idempotent }
+func (c *Client) resends() bool { return c.idempotent() }
 
 // subCall is a Subscribe in flight, for the subscriptions it serves: one
 // new subscription, or, after a reconnection, every local subscription of

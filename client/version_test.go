@@ -69,7 +69,7 @@ func TestClientDecodesByVersion(t *testing.T) {
 	info := wire.TopicInfo{Name: "t", Partitions: []wire.PartitionInfo{{ID: 0, EndOffset: 5, Segments: 1,
 		State: wire.PartitionOffline, Reason: "open: input/output error"}}}
 
-	c, err := client.Dial(ctx, fakeBroker(t, 1, info))
+	c, err := client.Dial(ctx, fakeBroker(t, 1, info), client.WithoutIdempotence()) // the fake knows no InitProducer
 	require.NoError(t, err)
 	got, err := c.DescribeTopic(ctx, "t")
 	require.NoError(t, err)
@@ -77,7 +77,7 @@ func TestClientDecodesByVersion(t *testing.T) {
 	require.Equal(t, client.PartitionOnline, got.Partitions[0].State, "a version 1 broker reports no state")
 	require.NoError(t, c.Close())
 
-	c, err = client.Dial(ctx, fakeBroker(t, 2, info))
+	c, err = client.Dial(ctx, fakeBroker(t, 2, info), client.WithoutIdempotence())
 	require.NoError(t, err)
 	got, err = c.DescribeTopic(ctx, "t")
 	require.NoError(t, err)
@@ -85,7 +85,7 @@ func TestClientDecodesByVersion(t *testing.T) {
 	require.Equal(t, "open: input/output error", got.Partitions[0].Reason)
 	require.NoError(t, c.Close())
 
-	c, err = client.Dial(ctx, fakeBroker(t, 3, info))
+	c, err = client.Dial(ctx, fakeBroker(t, 3, info), client.WithoutIdempotence())
 	require.NoError(t, err)
 	got, err = c.DescribeTopic(ctx, "t")
 	require.NoError(t, err)

@@ -87,6 +87,10 @@ type Config struct {
 	// short takes a reader that merely paused for a stuck one, and its
 	// producers, no longer slowed, soon fill its MaxPendingBytes.
 	StuckConsumerAfter time.Duration
+	// MaxProducers bounds the idempotent producers each partition
+	// remembers (their last batches, to answer retries); a new one evicts
+	// the least recently used. 0 = shard.DefaultMaxProducers (1024).
+	MaxProducers int
 	// MaxOutboundBytes bounds what the broker holds unsent for all
 	// connections together. When it is passed, the connections furthest
 	// behind (holding the most) are disconnected as slow consumers until

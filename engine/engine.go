@@ -84,7 +84,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 		e.shards[i] = driver.New(driver.Config{Pin: pinner(cfg.PinShards), Logger: cfg.Logger,
 			RetentionInterval: cfg.RetentionInterval, Shard: shard.Config{ID: i, Shards: cfg.Shards,
 				MaxAckDelay: cfg.MaxAckDelay, SlowConsumerTimeout: cfg.SlowConsumerTimeout, StuckAfter: cfg.StuckConsumerAfter,
-				OnBatch: e.batchHook(), Observer: newShardMetrics(e.metricSet, i)}})
+				OnBatch: e.batchHook(), Observer: newShardMetrics(e.metricSet, i), MaxProducers: cfg.MaxProducers}})
 		states[i] = e.shards[i].Shard()
 	}
 	cache, err := storage.NewBlockCache(cfg.CacheBytes)

@@ -143,7 +143,9 @@ func TestPublishesWaitForRoomUnderTheBound(t *testing.T) {
 	value := make([]byte, 100<<10)
 	errs := make(chan error, producers)
 	for p := range producers {
-		c := dial(t, e, client.WithMaxPendingBytes(5<<19)) // 2.5 MiB
+		// 2.5 MiB of batches in flight each; an idempotent client would
+		// keep at most 5 per partition, under the pause threshold.
+		c := dial(t, e, client.WithMaxPendingBytes(5<<19), client.WithoutIdempotence())
 		go func() {
 			for i := range each {
 				v := append([]byte(nil), value...)

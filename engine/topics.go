@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/shard/driver"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/topic"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
@@ -219,6 +220,7 @@ func (r *registry) build(name string, tc TopicConfig, sum *loadSummary) (*Topic,
 		s := r.shards[(base+uint32(i))%uint32(len(r.shards))]
 		parts[i] = shard.NewPartition(name, int32(i), s, l, tc.Fsync)
 		parts[i].SetRetention(tc.Retention, tc.RetentionBytes)
+		r.restoreProducers(parts[i])
 	}
 	return topic.New(name, tc, parts), nil
 }
@@ -250,6 +252,23 @@ func (r *registry) openLog(topic string, partition int, tc TopicConfig, sum *loa
 		"clean", rec.Clean, "segments", rec.Segments, "scanned", rec.Scanned, "truncated_bytes", rec.Truncated,
 		"padding_bytes", rec.Padding, "corrupt", fmt.Sprint(rec.Corrupt))
 	return l, nil
+}
+
+// restoreProducers rebuilds a partition's idempotent producers from its
+// log (driver.RestoreProducers). A log it cannot read costs only the
+// producers it could not read, which start unknown: it is logged, and the
+// partition serves.
+func (r *registry) restoreProducers(p *shard.Partition) {
+	scanned, err := driver.RestoreProducers(p)
+	if err != nil {
+		r.cfg.Logger.Warn("idempotent producers not fully rebuilt: a retry of theirs may be stored twice",
+			"topic", p.Topic, "partition", p.ID, "err", err)
+		return
+	}
+	if scanned {
+		r.cfg.Logger.Debug("idempotent producers rebuilt from the log", "topic", p.Topic, "partition", p.ID,
+			"producers", p.Producers())
+	}
 }
 
 // loadSummary adds up what load found, for its one line at Info.
@@ -570,6 +589,10 @@ func (r *registry) closeAll() error {
 	var errs []error
 	for _, t := range r.list() {
 		for _, p := range t.Parts {
+			if err := driver.SaveProducers(p); err != nil {
+				r.cfg.Logger.Warn("idempotent producers not saved: the next start rebuilds them from the log",
+					"topic", t.Name, "partition", p.ID, "err", err)
+			}
 			if err := p.Log.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close %s/%d: %w", t.Name, p.ID, err))
 			}

@@ -71,6 +71,9 @@ type Config struct {
 	Count       int           // messages over all producers; 0 = run for Duration
 	BatchBytes  int           // producer batch size bound
 	Linger      time.Duration // producer linger
+	// Idempotence makes the producers idempotent, as the client is by
+	// default; false runs them WithoutIdempotence.
+	Idempotence bool
 	// Drain bounds the wait for deliveries after the producers finish.
 	Drain time.Duration
 	// BurstInterval is the schedule of a paced producer: every interval

@@ -170,6 +170,8 @@ func (s *session) dispatch(f wire.Frame) error {
 		return s.deleteTopic(f)
 	case wire.TypeListTopics:
 		return s.listTopics(f)
+	case wire.TypeInitProducer:
+		return s.initProducer(f)
 	case wire.TypeDescribeTopic:
 		return s.describeTopic(f)
 	case wire.TypeAlterTopic:

@@ -77,6 +77,27 @@ type heldAck struct {
 	buf   *storage.Buf // not yet delivered (waiting for its fsync)
 	at    int64        // shard clock when it was appended, then delivered
 	recv  int64        // driver clock when the publish was pushed (ack latency)
+	// dup: a retried idempotent batch, not stored, answered with its
+	// original's offsets (base, count, end) once the acks before it
+	// leave; buf is nil. It shares its original's fate: acked once the
+	// original is visible, failed with the original's error otherwise.
+	dup bool
+}
+
+// release drops the batch a failed publish held; a retry holds none.
+func (a *heldAck) release() {
+	if a.buf != nil {
+		a.buf.Release()
+	}
+}
+
+// settled reports whether a held publish has nothing left to wait for but
+// flow control: delivered already, or a retry whose original is.
+func (a *heldAck) settled(p *Partition) bool {
+	if a.dup {
+		return a.end <= p.visible
+	}
+	return a.buf == nil
 }
 
 // sendAck answers a publish with its ack; the driver encodes it.
@@ -119,8 +140,8 @@ func (s *Shard) releaseHeld() {
 // syncer's report.
 func (s *Shard) heldForPressure() bool {
 	for _, p := range s.held {
-		for _, a := range p.held {
-			if a.buf == nil {
+		for i := range p.held {
+			if p.held[i].settled(p) {
 				return true
 			}
 		}
@@ -251,9 +272,9 @@ func (s *Shard) watchInterval() time.Duration {
 // waiting for their fsync fail instead: they are not known to be durable.
 func (s *Shard) releaseAll(p *Partition) {
 	for _, a := range p.held {
-		if a.buf != nil {
+		if !a.settled(p) {
 			s.sendError(a.out, a.corr, int(a.bytes), wire.ErrShuttingDown)
-			a.buf.Release()
+			a.release()
 			continue
 		}
 		s.sendAck(p, a)
@@ -266,8 +287,8 @@ func (s *Shard) releaseAll(p *Partition) {
 // topic): none of them may be acked.
 func (s *Shard) failHeld(p *Partition, err *wire.Error) {
 	for _, a := range p.held {
-		if a.buf != nil {
-			a.buf.Release()
+		if !a.settled(p) {
+			a.release()
 			s.sendError(a.out, a.corr, int(a.bytes), err)
 			continue
 		}
@@ -320,6 +341,9 @@ func (s *Shard) synced(p *Partition, written, durable int64, werr, serr error) {
 	case werr != nil:
 		s.writeFailed(p, written, werr)
 		p.next = written
+		if p.producers != nil {
+			p.producers.truncate(written)
+		}
 		if st, ok := p.Log.(storage.Staged); ok {
 			st.Resume()
 		}
@@ -360,23 +384,27 @@ func (s *Shard) writeFailed(p *Partition, written int64, werr error) {
 // rest with never (not stored). Acks held only by flow control (already
 // durable and delivered) are sent. The ones ending at or before from stay
 // held.
+//
+// The held publishes end in increasing offsets, except retries (dup),
+// which end where their originals do; so each is judged by its own end.
 func (s *Shard) failHeldAfter(p *Partition, from, unknownTo int64, unknown, never *wire.Error) {
-	n := len(p.held)
-	for n > 0 && p.held[n-1].end > from {
-		n--
-	}
-	for _, a := range p.held[n:] {
-		if a.buf == nil {
+	kept := p.held[:0]
+	for _, a := range p.held {
+		switch {
+		case a.end <= from:
+			kept = append(kept, a)
+			continue
+		case a.settled(p):
 			s.sendAck(p, a)
 			continue
 		}
-		a.buf.Release()
+		a.release()
 		if a.end <= unknownTo {
 			s.sendError(a.out, a.corr, int(a.bytes), unknown)
 		} else {
 			s.sendError(a.out, a.corr, int(a.bytes), never)
 		}
 	}
-	clear(p.held[n:])
-	p.held = p.held[:n]
+	clear(p.held[len(kept):])
+	p.held = kept
 }

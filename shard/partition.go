@@ -65,6 +65,9 @@ type Partition struct {
 	waiters []*Waiter        // long polls waiting for data past visible
 	deleted bool
 	failed  *wire.Error // the log turned read-only: the answer to every later publish
+	// producers remembers recent idempotent producers' batches
+	// (producers.go); nil until the first idempotent batch.
+	producers *producers
 
 	endOffset atomic.Int64
 	nsubs     atomic.Int32
@@ -382,6 +385,14 @@ func (s *Shard) publish(o *Op) {
 	if invariants && (n <= 0 || o.buf.Refs() < 1) {
 		panic("shard: invariant: publish of an empty or released batch")
 	}
+	var pr *producer
+	idempotent := batch.ProducerID() != wire.NoProducer
+	if idempotent {
+		var answered bool
+		if answered, pr = s.dedup(o, p, batch); answered {
+			return
+		}
+	}
 	base := p.next
 	batch.SetBaseOffset(base)
 	a := heldAck{out: o.out, corr: o.corr, base: base, count: uint32(n), bytes: uint32(len(batch)), end: base + n,
@@ -396,6 +407,9 @@ func (s *Shard) publish(o *Op) {
 		p.next += n
 		s.count(n)
 		s.countPublished(p, n, len(batch))
+		if idempotent {
+			p.producers.record(pr, batch.ProducerID(), producerBatch{seq: batch.ProducerSeq(), count: int32(n), base: base})
+		}
 		a.buf = o.buf
 		s.hold(p, a)
 		s.requestSync(p)
@@ -408,6 +422,9 @@ func (s *Shard) publish(o *Op) {
 	p.next += n
 	s.count(n)
 	s.countPublished(p, n, len(batch))
+	if idempotent {
+		p.producers.record(pr, batch.ProducerID(), producerBatch{seq: batch.ProducerSeq(), count: int32(n), base: base})
+	}
 	s.makeVisible(p, p.next)
 	s.batchVisible(p, &a)
 	pressure := s.fanOut(p, o.buf, base, n)

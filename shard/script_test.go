@@ -23,12 +23,13 @@ import (
 // `go test ./shard -rewrite` writes the answers afresh after a deliberate
 // change.
 //
-//	new [max-ack-delay=D] [stuck-after=D] [slow-timeout=D]
+//	new [max-ack-delay=D] [stuck-after=D] [slow-timeout=D] [max-producers=N]
 //	partition name=P [log=mem|disk] [sync=never|always|interval=D]
 //	outbox name=O [limit=N]            a connection's outbox (a flusher that counts)
 //	subscribe out=O p=P                prints the join's answer
 //	unsubscribe out=O p=P
 //	publish out=O p=P corr=N [n=N]     a batch of n one-byte records
+//	        [producer=N seq=N]          ... numbered by an idempotent producer
 //	delete p=P
 //	set-sync p=P sync=never|always|interval=D
 //	wait p=P offset=N                  a long poll; prints when it is woken
@@ -103,6 +104,7 @@ func newWorld(t *testing.T, d *datadriven.TestData) *world {
 	cfg.MaxAckDelay = optDur(t, d, "max-ack-delay", 0)
 	cfg.StuckAfter = optDur(t, d, "stuck-after", 0)
 	cfg.SlowConsumerTimeout = optDur(t, d, "slow-timeout", 0)
+	cfg.MaxProducers = int(num(t, d, "max-producers", 0))
 	w := &world{d: &scriptDriver{}, fs: vfs.NewErrors(vfs.NewMem()), base: scriptEpoch,
 		parts: map[string]*Partition{}, outs: map[string]*outbox.Outbox{}, names: map[*outbox.Outbox]string{}}
 	w.s = New(cfg, w.d)
@@ -150,7 +152,8 @@ func (w *world) run(t *testing.T, d *datadriven.TestData) string {
 		must(t, d, w.part(t, d).Unsubscribe(w.out(t, d), nil))
 	case "publish":
 		p := w.part(t, d)
-		buf, off := deliverBuf(p.Topic, int(num(t, d, "n", 1)))
+		buf, off := deliverBuf(p.Topic, int(num(t, d, "n", 1)), num(t, d, "producer", wire.NoProducer),
+			int32(num(t, d, "seq", wire.NoProducer)))
 		must(t, d, p.Publish(w.out(t, d), uint32(num(t, d, "corr", 0)), buf, off))
 	case "delete":
 		p := w.part(t, d)
@@ -390,13 +393,14 @@ func optDur(t *testing.T, d *datadriven.TestData, key string, def time.Duration)
 }
 
 // deliverBuf builds a Deliver frame of n records, as the engine would hand
-// it to a shard, and returns it with the batch offset.
-func deliverBuf(topic string, n int) (*storage.Buf, int) {
+// it to a shard, and returns it with the batch offset. producer and seq
+// number the batch (wire.NoProducer: not idempotent).
+func deliverBuf(topic string, n int, producer int64, seq int32) (*storage.Buf, int) {
 	frame, start := wire.StartFrame(nil, wire.TypeDeliver, 0, 0)
 	frame = wire.AppendBatchPrefix(frame, topic, 0)
 	off := len(frame)
 	var bb wire.BatchBuilder
-	bb.Start(frame, -1, -1)
+	bb.Start(frame, producer, seq)
 	for i := range n {
 		bb.Append(int64(i), nil, []byte("v"), nil)
 	}

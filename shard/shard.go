@@ -68,6 +68,10 @@ type Config struct {
 	// Observer, if not nil, receives per-batch and per-fsync measurements
 	// for the broker's histograms (see observe.go).
 	Observer Observer
+	// MaxProducers bounds the idempotent producers each partition
+	// remembers; a new one evicts the least recently used (producers.go).
+	// Default DefaultMaxProducers.
+	MaxProducers int
 
 	watchEvery time.Duration // how often watched outboxes are checked (flow.go)
 	stall      outbox.Stall  // when a stalled subscriber is quiet, and stuck
@@ -129,6 +133,7 @@ type Shard struct {
 	batches    atomic.Uint64
 	messages   atomic.Uint64
 	heldChecks atomic.Uint64 // looks at held acks, for tests: "it ran, and did nothing"
+	duplicates atomic.Uint64 // retried idempotent batches answered without storing them
 }
 
 // New returns a shard's state; d is what runs it.
@@ -158,6 +163,10 @@ func (s *Shard) Detached() uint64 { return s.detached.Load() }
 
 // Stats reports the batches and messages the shard has appended.
 func (s *Shard) Stats() (batches, messages uint64) { return s.batches.Load(), s.messages.Load() }
+
+// Duplicates reports how many retried idempotent batches the shard
+// answered with their original offsets instead of storing them again.
+func (s *Shard) Duplicates() uint64 { return s.duplicates.Load() }
 
 // HeldChecks reports how many times the shard has looked at its held acks.
 func (s *Shard) HeldChecks() uint64 { return s.heldChecks.Load() }

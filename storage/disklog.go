@@ -934,3 +934,15 @@ func (l *DiskLog) recordCorrupt(r Range) {
 		l.cfg.Logger.Error("storage: corrupt batch found by a read", "dir", l.cfg.Dir, "offsets", r.String())
 	}
 }
+
+// WriteSideFile replaces name, a small file of the partition's own beside
+// its segments (the idempotent producers' snapshot), atomically and
+// durably. Segment recovery ignores such files.
+func (l *DiskLog) WriteSideFile(name string, data []byte) error {
+	return WriteFileAtomic(l.cfg.FS, l.cfg.Dir+"/"+name, data, true)
+}
+
+// ReadSideFile reads a file WriteSideFile wrote.
+func (l *DiskLog) ReadSideFile(name string) ([]byte, error) {
+	return ReadFile(l.cfg.FS, l.cfg.Dir+"/"+name)
+}

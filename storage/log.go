@@ -124,3 +124,44 @@ func Code(err error) wire.Code {
 		return wire.CodeStorageError
 	}
 }
+
+// ScanProducers calls fn, in offset order, with the producer id, sequence,
+// base offset and record count of every idempotent batch (producer id not
+// wire.NoProducer) that l holds from offset from to its visible end. It is
+// how a partition's idempotent-producer table is rebuilt at start
+// (driver.RestoreProducers). Corrupt ranges are skipped, as every read
+// skips them.
+func ScanProducers(l Log, from int64, fn func(id int64, seq int32, base int64, count int)) error {
+	start, end := l.Bounds()
+	from = max(from, start)
+	for from < end {
+		next := from
+		err := l.Read(from, 4<<20, func(b wire.Batch) bool {
+			if id := b.ProducerID(); id != wire.NoProducer && b.BaseOffset() >= from {
+				fn(id, b.ProducerSeq(), b.BaseOffset(), b.Count())
+			}
+			next = b.BaseOffset() + int64(b.Count())
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		if next <= from {
+			return nil // nothing more is readable
+		}
+		from = next
+	}
+	return nil
+}
+
+// TailStart returns the first offset of the segment n segments before the
+// active one (0: the active one), or the log's start when it has fewer; a
+// log without segments returns its start.
+func TailStart(l Log, n int) int64 {
+	if d, ok := l.(*DiskLog); ok {
+		segs := *d.segs.Load()
+		return segs[max(len(segs)-1-n, 0)].base
+	}
+	start, _ := l.Bounds()
+	return start
+}

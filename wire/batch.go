@@ -466,3 +466,12 @@ func (b *BatchBuilder) Finish() []byte {
 	b.buf = nil
 	return buf
 }
+
+// SetProducer sets the producer id and sequence of the batch being built,
+// for a producer that numbers a batch only once it is complete. Call it
+// before Finish, which computes the CRC over them.
+func (b *BatchBuilder) SetProducer(producerID int64, seq int32) {
+	h := b.buf[b.start:]
+	binary.BigEndian.PutUint64(h[batchOffProducer:], uint64(producerID))
+	binary.BigEndian.PutUint32(h[batchOffSeq:], uint32(seq))
+}

@@ -50,6 +50,15 @@ const (
 	// serves neither reads nor writes until an operator repairs it and the
 	// broker restarts. Other partitions are unaffected.
 	CodePartitionOffline Code = 29
+	// CodeOutOfOrderSequence: an idempotent producer's batch does not
+	// follow its previous one in the partition (a gap: batches in between
+	// were lost), or its sequence fits nothing the partition remembers.
+	// Nothing was stored.
+	CodeOutOfOrderSequence Code = 30
+	// CodeDuplicateSequence: an idempotent producer's batch is older than
+	// the batches the partition remembers for it: it was stored before,
+	// and its offsets are no longer known. Nothing was stored again.
+	CodeDuplicateSequence Code = 31
 )
 
 var codeNames = [...]string{
@@ -83,6 +92,8 @@ var codeNames = [...]string{
 	CodeOutcomeUnknown:     "outcome unknown",
 	CodeLimitExceeded:      "limit exceeded",
 	CodePartitionOffline:   "partition offline",
+	CodeOutOfOrderSequence: "out-of-order sequence",
+	CodeDuplicateSequence:  "duplicate sequence",
 }
 
 // String names the code; unknown codes print as "code N" so a newer peer's
@@ -159,6 +170,8 @@ var (
 	ErrOutcomeUnknown     = &Error{Code: CodeOutcomeUnknown}
 	ErrLimitExceeded      = &Error{Code: CodeLimitExceeded}
 	ErrPartitionOffline   = &Error{Code: CodePartitionOffline}
+	ErrOutOfOrderSequence = &Error{Code: CodeOutOfOrderSequence}
+	ErrDuplicateSequence  = &Error{Code: CodeDuplicateSequence}
 )
 
 // errShort is returned by decoders for a body that ends early. It is a

@@ -52,6 +52,8 @@ const (
 	TypeAlterTopic    Type = 0x16 // C: change a topic's runtime config (CreateTopic body, partitions 0)
 	TypePublish       Type = 0x20 // C
 	TypePublishAck    Type = 0x21 // S
+	TypeInitProducer  Type = 0x22 // C: ask for a producer id (idempotent publishing)
+	TypeProducerID    Type = 0x23 // S: answer to InitProducer
 	TypeSubscribe     Type = 0x30 // C
 	TypeSubscribeOK   Type = 0x31 // S
 	TypeUnsubscribe   Type = 0x32 // C
@@ -103,7 +105,7 @@ var typeNames = map[Type]string{
 	TypePong: "Pong", TypeOK: "OK", TypeCreateTopic: "CreateTopic",
 	TypeDeleteTopic: "DeleteTopic", TypeListTopics: "ListTopics", TypeTopicList: "TopicList",
 	TypeDescribeTopic: "DescribeTopic", TypeTopicInfo: "TopicInfo", TypeAlterTopic: "AlterTopic", TypePublish: "Publish",
-	TypePublishAck: "PublishAck", TypeSubscribe: "Subscribe", TypeSubscribeOK: "SubscribeOK",
+	TypePublishAck: "PublishAck", TypeInitProducer: "InitProducer", TypeProducerID: "ProducerID", TypeSubscribe: "Subscribe", TypeSubscribeOK: "SubscribeOK",
 	TypeUnsubscribe: "Unsubscribe", TypeDeliver: "Deliver", TypeFetch: "Fetch", TypeFetchResult: "FetchResult",
 	TypeJoinGroup: "JoinGroup", TypeJoinResult: "JoinResult", TypeHeartbeat: "Heartbeat",
 	TypeLeaveGroup: "LeaveGroup", TypeCommit: "Commit", TypeAck: "Ack", TypeNack: "Nack",
