@@ -169,7 +169,7 @@ func TestAdminTopics(t *testing.T) {
 	a.fails("POST", "/api/v1/topics", `{"name":"x","config":{"colour":"blue"}}`, 400, "invalid_argument",
 		`unknown topic config key "colour"; the keys are max_subscribers, storage, fsync, retention, retention_bytes, dead_letter_topic, max_deliveries`)
 	a.fails("POST", "/api/v1/topics", `{"name":"x","config":{"max_subscribers":true}}`, 400, "invalid_argument", "max_subscribers must be a string or a number")
-	a.fails("POST", "/api/v1/topics", `{"name":"x","config":{"max_subscribers":0}}`, 400, "invalid_argument",
+	a.fails("POST", "/api/v1/topics", `{"name":"x","config":{"max_subscribers":-1}}`, 400, "invalid_argument",
 		`max_subscribers must be 1..`) // the broker's message, in the admin API's spelling
 	a.fails("POST", "/api/v1/topics", `{"name":"x","config":{"max-subscribers":7}}`, 400, "invalid_argument",
 		`topic config keys are snake_case in the admin API: "max_subscribers", not "max-subscribers"`)

@@ -335,10 +335,11 @@ func TestGracefulShutdownAndRestart(t *testing.T) {
 	s := startServer(t, nil, "--addr", "127.0.0.1:0", "--http-addr", "")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pub, err := client.Dial(ctx, s.addr)
+	// Without reconnecting, the clients stop with the broker and say why.
+	pub, err := client.Dial(ctx, s.addr, client.WithoutReconnect())
 	require.NoError(t, err)
 	defer func() { _ = pub.Close() }()
-	subc, err := client.Dial(ctx, s.addr)
+	subc, err := client.Dial(ctx, s.addr, client.WithoutReconnect())
 	require.NoError(t, err)
 	defer func() { _ = subc.Close() }()
 	var mu sync.Mutex
@@ -359,7 +360,11 @@ func TestGracefulShutdownAndRestart(t *testing.T) {
 		defer mu.Unlock()
 		return got == msgs
 	}, 30*time.Second, time.Millisecond, "acknowledged messages were delivered before the broker closed")
-	<-subc.Done()
+	select {
+	case <-subc.Done():
+	case <-ctx.Done():
+		t.Fatal("the subscriber's client did not stop with the broker")
+	}
 	require.ErrorIs(t, subc.Err(), client.ErrShuttingDown, "clients are told why")
 	require.Contains(t, s.logs.String(), "ratatoskr stopped")
 
