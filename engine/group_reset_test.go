@@ -73,8 +73,15 @@ func TestResetGroupPartitionsFrames(t *testing.T) {
 	c := dial(t, e)
 	ctx := testCtx(t)
 	require.NoError(t, c.CreateTopic(ctx, "rf", client.TopicConfig{Partitions: 2}))
+	// A group is kept once it has no members only with committed offsets
+	// (PROTOCOL.md §9.11): its member handles a message and commits.
+	_, err := c.Publish(ctx, "rf", client.Message{Value: []byte("x")}, client.ToPartition(0))
+	require.NoError(t, err)
 	h := newHandled()
-	require.NoError(t, offsetMember(t, e, "fg", "rf", "m", h).Close())
+	g := offsetMember(t, e, "fg", "rf", "m", h)
+	require.Eventually(t, func() bool { return h.count() == 1 }, 30*time.Second, 5*time.Millisecond)
+	require.NoError(t, g.Commit(ctx))
+	require.NoError(t, g.Close())
 
 	req := wire.ResetGroup{Group: "fg", Start: wire.Start{Kind: wire.StartEarliest}, Partitions: []wire.PartitionTarget{
 		{Partition: 1, Start: wire.Start{Kind: wire.StartEarliest}}, {Partition: 1, Start: wire.Start{Kind: wire.StartLatest}}}}
