@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
 )
 
 // TestSubFollowsAcrossRestart: `sub` keeps following a durable topic
@@ -25,6 +28,17 @@ func TestSubFollowsAcrossRestart(t *testing.T) {
 	}()
 	_, errOut, code := runCLI(t, nil, "pub", "follow", "m1", "m2", "m3", "--server", addr)
 	require.Zero(t, code, errOut)
+	// sub has subscribed (its first connection is not retried) before the
+	// broker stops.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, addr, client.WithoutReconnect())
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := c.DescribeTopic(ctx, "follow")
+		return err == nil && info.Partitions[0].Subscribers == 1
+	}, 60*time.Second, 5*time.Millisecond)
+	require.NoError(t, c.Close())
 
 	require.NoError(t, s.stop(t))
 	startServerIn(t, data, nil, "--addr", addr, "--http-addr", "")
