@@ -156,9 +156,9 @@ func (c *Client) anyPartition(ctx context.Context, topic string) (int32, error) 
 		}
 		c.wmu.Lock()
 		s.at = len(c.idem.sticky) % len(s.ids)
+		s.advance(false) // before the admits of other publishers can see it
 		c.idem.sticky[topic] = s
 		c.wmu.Unlock()
-		s.advance(false)
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
