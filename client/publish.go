@@ -56,17 +56,17 @@ type batchKey struct {
 // batch is a Publish frame being built and, after it is sent, the state of
 // its acknowledgement.
 type batch struct {
-	key      batchKey
-	corr     uint32
-	buf      *[]byte // the frame; nil once handed to the writer
-	bb       wire.BatchBuilder
-	started  time.Time
+	key     batchKey
+	corr    uint32
+	buf     *[]byte // the frame; nil once handed to the writer
+	bb      wire.BatchBuilder
+	started time.Time
 	// startedAt is started on the client's clock (clock()): it anchors
 	// the timestamps of the batch's records (see stamp).
 	startedAt int64
-	reserved int64 // pending bytes held until the ack
-	count    int
-	order    uint64 // place in the send order (Client.sealed), from release
+	reserved  int64 // pending bytes held until the ack
+	count     int
+	order     uint64 // place in the send order (Client.sealed), from release
 
 	// written is set once the frame went to a write: from then on the
 	// broker may have it. frame keeps the finished frame (in kept, from
