@@ -360,7 +360,7 @@ func (c *Client) callWith(ctx context.Context, t wire.Type, flags uint8, body []
 	c.wmu.Lock()
 	c.outq = append(c.outq, outFrame{frame: frame})
 	c.wmu.Unlock()
-	c.kick()
+	c.kick(clock())
 	select {
 	case r := <-ch:
 		if r.err == nil && r.typ == wire.TypeError {
@@ -419,6 +419,7 @@ func (c *Client) forget(topic string) {
 	c.mmu.Lock()
 	delete(c.meta, topic)
 	c.mmu.Unlock()
+	c.dropSticky(topic, -1)
 }
 
 // KeyPartition is the partition a key maps to: FNV-1a (32-bit) of the key,
@@ -796,5 +797,6 @@ func (c *Client) topicInfo(name string, r response) (TopicInfo, error) {
 	c.mmu.Lock()
 	c.meta[name] = len(info.Partitions)
 	c.mmu.Unlock()
+	c.dropSticky(name, len(info.Partitions))
 	return info, nil
 }

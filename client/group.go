@@ -953,5 +953,5 @@ func (c *Client) sendOneWay(t wire.Type, body []byte) {
 	c.wmu.Lock()
 	c.outq = append(c.outq, outFrame{frame: frame})
 	c.wmu.Unlock()
-	c.kick()
+	c.kick(clock())
 }

@@ -132,37 +132,64 @@ func (c *Client) newProducerID(ctx context.Context) (int64, error) {
 	return id, nil
 }
 
-// anyPartition picks the partition of an unkeyed message of an idempotent
-// client: the topic's sticky partition, which admit moves on to the next
-// partition that was online when the client first looked (as the broker's
-// own choice for PartitionAny skips offline ones).
-func (c *Client) anyPartition(ctx context.Context, topic string) (int32, error) {
-	n, err := c.partitions(ctx, topic)
-	if err != nil {
-		return 0, err
-	}
-	c.wmu.Lock()
+// stickyFor returns the partition for an unkeyed message of an
+// idempotent client to topic: the topic's sticky partition, which admit
+// moves on to the next partition that was online when the client first
+// looked (as the broker's own choice for PartitionAny skips offline
+// ones). ok is false when the client has not looked yet (lookSticky).
+// wmu held.
+func (c *Client) stickyFor(topic string) (part int32, ok bool) {
 	s := c.idem.sticky[topic]
+	if s == nil {
+		return 0, false
+	}
+	return s.ids[s.at], true
+}
+
+// lookSticky sets up topic's sticky partition from the topic's partitions,
+// unless it is there already. A sticky partition stays until the
+// partition count the client knows changes (dropSticky).
+func (c *Client) lookSticky(ctx context.Context, topic string) error {
+	c.wmu.Lock()
+	_, ok := c.stickyFor(topic)
 	c.wmu.Unlock()
-	if s == nil || len(s.online) != n {
-		info, err := c.describe(ctx, topic, wire.FlagAutoCreate)
-		if err != nil {
-			return 0, err
-		}
-		s = &stickyPart{}
-		for _, p := range info.Partitions {
-			s.ids = append(s.ids, int32(p.ID))
-			s.online = append(s.online, p.State == PartitionOnline)
-		}
-		c.wmu.Lock()
-		s.at = len(c.idem.sticky) % len(s.ids)
-		s.advance(false) // before the admits of other publishers can see it
-		c.idem.sticky[topic] = s
-		c.wmu.Unlock()
+	if ok {
+		return nil
+	}
+	info, err := c.describe(ctx, topic, wire.FlagAutoCreate)
+	if err != nil {
+		return err
+	}
+	if len(info.Partitions) == 0 {
+		return fmt.Errorf("%w: topic %s has no partitions", ErrProtocol, topic)
+	}
+	s := &stickyPart{}
+	for _, p := range info.Partitions {
+		s.ids = append(s.ids, int32(p.ID))
+		s.online = append(s.online, p.State == PartitionOnline)
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return s.ids[s.at], nil
+	if c.idem.sticky[topic] == nil {
+		s.at = len(c.idem.sticky) % len(s.ids)
+		s.advance(false)
+		c.idem.sticky[topic] = s
+	}
+	return nil
+}
+
+// dropSticky forgets topic's sticky partition, when its partition count
+// may have changed: the next unkeyed message looks again (lookSticky).
+// It takes wmu.
+func (c *Client) dropSticky(topic string, partitions int) {
+	if c.idem == nil {
+		return
+	}
+	c.wmu.Lock()
+	if s := c.idem.sticky[topic]; s != nil && len(s.ids) != partitions {
+		delete(c.idem.sticky, topic)
+	}
+	c.wmu.Unlock()
 }
 
 // admit numbers a sealed batch if its partition's window has room, and

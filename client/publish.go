@@ -56,14 +56,17 @@ type batchKey struct {
 // batch is a Publish frame being built and, after it is sent, the state of
 // its acknowledgement.
 type batch struct {
-	key      batchKey
-	corr     uint32
-	buf      *[]byte // the frame; nil once handed to the writer
-	bb       wire.BatchBuilder
-	started  time.Time
-	reserved int64 // pending bytes held until the ack
-	count    int
-	order    uint64 // place in the send order (Client.sealed), from release
+	key     batchKey
+	corr    uint32
+	buf     *[]byte // the frame; nil once handed to the writer
+	bb      wire.BatchBuilder
+	started time.Time
+	// startedAt is started on the client's clock (clock()): it anchors
+	// the timestamps of the batch's records (see stamp).
+	startedAt int64
+	reserved  int64 // pending bytes held until the ack
+	count     int
+	order     uint64 // place in the send order (Client.sealed), from release
 
 	// written is set once the frame went to a write: from then on the
 	// broker may have it. frame keeps the finished frame (in kept, from
@@ -100,6 +103,34 @@ func (w *flushWaiter) finishOne() {
 
 var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
+// frameSlack is room left in a new batch's buffer past the sealing size,
+// so that the record that reaches it, unless it is large, fits without
+// the buffer growing (and being copied) on the publish path.
+const frameSlack = 4 << 10
+
+// frameBuf returns an empty frame buffer with room for a whole batch of
+// the client's sealing size: a pooled one when it is large enough.
+// A buffer too small for that would grow by doubling while the batch
+// fills, a copy of everything appended so far each time. wmu held.
+func (c *Client) frameBuf() *[]byte {
+	want := c.batchBytes + frameSlack
+	p := framePool.Get().(*[]byte)
+	if cap(*p) < want {
+		*p = make([]byte, 0, want)
+	}
+	*p = (*p)[:0]
+	return p
+}
+
+// stamp is the timestamp of a record appended now (clock() reading) to
+// b, in Unix nanoseconds: the batch's wall-clock start plus the monotonic
+// time since. It reads the clock once per message where time.Now reads
+// it twice (wall and monotonic), and the wall clock is read again for
+// every batch, so a step of it shows from the next batch on.
+func (b *batch) stamp(now int64) int64 {
+	return b.started.UnixNano() + now - b.startedAt
+}
+
 // complete records the outcome and wakes whoever waits for it.
 func (b *batch) complete(a wire.PublishAck, err error) {
 	b.ack, b.err = a, err
@@ -116,11 +147,12 @@ func (b *batch) complete(a wire.PublishAck, err error) {
 // returning its partition and offset. Messages published concurrently share
 // batches, so many goroutines calling Publish still make few frames.
 func (c *Client) Publish(ctx context.Context, topic string, msg Message, opts ...PublishOption) (Ack, error) {
-	b, idx, err := c.enqueue(ctx, topic, &msg, opts, true)
+	now := clock()
+	b, idx, err := c.enqueue(ctx, topic, &msg, opts, now, true)
 	if err != nil {
 		return Ack{}, err
 	}
-	c.kick()
+	c.kick(now)
 	select {
 	case <-b.done:
 	case <-ctx.Done():
@@ -138,9 +170,10 @@ func (c *Client) Publish(ctx context.Context, topic string, msg Message, opts ..
 // next Flush and to the error handler. msg's slices may be reused as soon
 // as PublishAsync returns: they are copied into the batch.
 func (c *Client) PublishAsync(ctx context.Context, topic string, msg Message, opts ...PublishOption) error {
-	_, _, err := c.enqueue(ctx, topic, &msg, opts, false)
+	now := clock()
+	_, _, err := c.enqueue(ctx, topic, &msg, opts, now, false)
 	if err == nil {
-		c.kick()
+		c.kick(now)
 	}
 	return err
 }
@@ -174,7 +207,7 @@ func (c *Client) PublishBatchAsync(ctx context.Context, topic string, msgs []Mes
 	for i := range msgs {
 		m := &msgs[i]
 		size := wire.MessageSize(m.Key, m.Value, m.Headers)
-		if _, _, err := c.enqueueChecked(ctx, topic, m, size, opts, false); err != nil {
+		if _, _, err := c.enqueueChecked(ctx, topic, m, size, opts, clock(), false); err != nil {
 			if i > 0 {
 				c.writeNow()
 			}
@@ -209,7 +242,7 @@ func (c *Client) writeNow() {
 }
 
 // enqueue appends msg to the open batch for its topic and partition.
-func (c *Client) enqueue(ctx context.Context, topic string, msg *Message, opts []PublishOption, sync bool) (*batch, int, error) {
+func (c *Client) enqueue(ctx context.Context, topic string, msg *Message, opts []PublishOption, now int64, sync bool) (*batch, int, error) {
 	size, err := c.checkSize(msg)
 	if err != nil {
 		return nil, 0, err
@@ -217,16 +250,13 @@ func (c *Client) enqueue(ctx context.Context, topic string, msg *Message, opts [
 	if err := wire.ValidateTopicName(topic); err != nil {
 		return nil, 0, err
 	}
-	return c.enqueueChecked(ctx, topic, msg, size, opts, sync)
+	return c.enqueueChecked(ctx, topic, msg, size, opts, now, sync)
 }
 
 // enqueueChecked is enqueue for a message whose topic name and size
-// (given) were checked already.
-func (c *Client) enqueueChecked(ctx context.Context, topic string, msg *Message, size int, opts []PublishOption, sync bool) (*batch, int, error) {
+// (given) were checked already. now is clock() when it was published.
+func (c *Client) enqueueChecked(ctx context.Context, topic string, msg *Message, size int, opts []PublishOption, now int64, sync bool) (*batch, int, error) {
 	part, err := c.choosePartition(ctx, topic, msg.Key, opts)
-	if err == nil && part == wire.PartitionAny && c.idem != nil {
-		part, err = c.anyPartition(ctx, topic)
-	}
 	if err != nil {
 		return nil, 0, err
 	}
@@ -234,23 +264,53 @@ func (c *Client) enqueueChecked(ctx context.Context, topic string, msg *Message,
 	if err := c.reserve(ctx, reserve); err != nil {
 		return nil, 0, err
 	}
-	ts := msg.Timestamp.UnixNano()
-	if msg.Timestamp.IsZero() {
-		ts = time.Now().UnixNano()
-	}
-	c.wmu.Lock()
-	if c.Err() != nil {
+	for {
+		c.wmu.Lock()
+		if c.Err() != nil {
+			c.wmu.Unlock()
+			c.unreserve(reserve)
+			return nil, 0, c.stopped()
+		}
+		if p, ok := c.placement(topic, part); ok {
+			b, idx := c.appendRecord(batchKey{topic, p}, msg, size, reserve, now, sync)
+			c.wmu.Unlock()
+			return b, idx, nil
+		}
 		c.wmu.Unlock()
-		c.unreserve(reserve)
-		return nil, 0, c.stopped()
+		if err := c.lookSticky(ctx, topic); err != nil {
+			c.unreserve(reserve)
+			return nil, 0, err
+		}
 	}
-	b := c.openBatch(batchKey{topic, part})
+}
+
+// placement is the partition a message for part goes to: part itself,
+// or for PartitionAny on an idempotent client the topic's sticky
+// partition (idempotence.go), which is looked up under the same lock as
+// the append, so an unkeyed message costs no more locking than a keyed
+// one. ok is false when the sticky partition is not known yet. wmu held.
+func (c *Client) placement(topic string, part int32) (int32, bool) {
+	if part != wire.PartitionAny || c.idem == nil {
+		return part, true
+	}
+	return c.stickyFor(topic)
+}
+
+// appendRecord appends msg, of size bytes and holding reserve pending
+// bytes, to k's open batch, and seals the batch once full. It returns the
+// batch and the record's index in it. wmu held.
+func (c *Client) appendRecord(k batchKey, msg *Message, size int, reserve, now int64, sync bool) (*batch, int) {
+	b := c.openBatch(k)
 	if b.count > 0 && b.bb.Size()+size+maxRecordFraming > c.maxBatch {
 		// The record would push the frame past the broker's maximum.
 		c.seal(b)
-		b = c.openBatch(batchKey{topic, part})
+		b = c.openBatch(k)
 	}
 	idx := b.count
+	ts := msg.Timestamp.UnixNano()
+	if msg.Timestamp.IsZero() {
+		ts = b.stamp(now)
+	}
 	b.bb.Append(ts, msg.Key, msg.Value, msg.Headers)
 	b.count++
 	b.reserved += reserve
@@ -260,8 +320,7 @@ func (c *Client) enqueueChecked(ctx context.Context, topic string, msg *Message,
 	if b.bb.Size() >= c.batchBytes {
 		c.seal(b)
 	}
-	c.wmu.Unlock()
-	return b, idx, nil
+	return b, idx
 }
 
 func (c *Client) choosePartition(ctx context.Context, topic string, key []byte, opts []PublishOption) (int32, error) {
@@ -346,7 +405,8 @@ func (c *Client) openBatch(k batchKey) *batch {
 	b := c.open[k]
 	if b == nil {
 		b = &batch{key: k, started: time.Now()}
-		b.buf = framePool.Get().(*[]byte)
+		b.startedAt = int64(b.started.Sub(clientEpoch))
+		b.buf = c.frameBuf()
 		buf, _ := wire.StartFrame((*b.buf)[:0], wire.TypePublish, 0, 0)
 		buf = wire.AppendBatchPrefix(buf, k.topic, k.partition)
 		b.bb.Start(buf, -1, -1)
@@ -489,15 +549,15 @@ var clientEpoch = time.Now()
 func clock() int64 { return int64(time.Since(clientEpoch)) }
 
 // kick gets queued frames written: by the caller when the connection is
-// idle, else by the writer goroutine.
-func (c *Client) kick() {
+// idle, else by the writer goroutine. now is clock() at the publish.
+func (c *Client) kick(now int64) {
 	if c.writing.Load() || len(c.wake) > 0 {
 		// A write is in flight or the writer is already due: it will take
 		// this message with whatever else accumulates.
 		c.signalWriter()
 		return
 	}
-	if c.opts.linger == 0 && clock()-c.lastWrite.Load() > int64(idleGap) && c.writing.CompareAndSwap(false, true) {
+	if c.opts.linger == 0 && now-c.lastWrite.Load() > int64(idleGap) && c.writing.CompareAndSwap(false, true) {
 		c.drainWrites()
 		return
 	}
