@@ -71,8 +71,8 @@ type Config struct {
 	Count       int           // messages over all producers; 0 = run for Duration
 	BatchBytes  int           // producer batch size bound
 	Linger      time.Duration // producer linger
-	// Idempotence makes the producers idempotent, as the client is by
-	// default; false runs them WithoutIdempotence.
+	// Idempotence makes the producers idempotent (WithIdempotence); the
+	// client's default, and false, runs them without.
 	Idempotence bool
 	// Drain bounds the wait for deliveries after the producers finish.
 	Drain time.Duration

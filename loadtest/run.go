@@ -144,8 +144,8 @@ func (r *run) setup(ctx context.Context) error {
 	}
 	opts := []client.Option{client.WithBatchBytes(r.cfg.BatchBytes), client.WithLinger(r.cfg.Linger),
 		client.WithCompression(r.cfg.Compression)}
-	if !r.cfg.Idempotence {
-		opts = append(opts, client.WithoutIdempotence())
+	if r.cfg.Idempotence {
+		opts = append(opts, client.WithIdempotence())
 	}
 	for i := range r.cfg.Producers {
 		p := &producer{id: uint32(i), topic: r.cfg.Topic, partition: i % r.cfg.Partitions, size: r.cfg.Size,

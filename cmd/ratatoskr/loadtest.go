@@ -25,7 +25,7 @@ type loadtestCmd struct {
 	Count             int           `default:"0" help:"Messages over all producers; 0 runs for --duration."`
 	BatchBytes        loadtestSize  `default:"256KiB" help:"Producer batch size bound."`
 	Linger            time.Duration `default:"0s" help:"Producer linger (0: send whenever the connection is idle)."`
-	Idempotence       bool          `default:"true" negatable:"" help:"Make the producers idempotent (a producer id, batches numbered per partition); the client's default."`
+	Idempotence       bool          `negatable:"" help:"Make the producers idempotent (a producer id, batches numbered per partition); off by default, as in the client."`
 	Drain             time.Duration `default:"10s" help:"Longest wait for deliveries after publishing ends."`
 	BurstInterval     time.Duration `default:"1ms" help:"With --rate: send each interval's share of the rate as one burst at its start, latency counted from there; 0 spaces messages evenly, each counted from its own time."`
 	PaceQuantum       time.Duration `default:"20us" help:"Shortest sleep of a paced producer; messages due meanwhile go out as one burst."`

@@ -32,7 +32,7 @@ func TestKill9UnderReconnectingProducer(t *testing.T) {
 	require.NoError(t, admin.Close())
 
 	reconnected := make(chan struct{}, 16)
-	p, err := client.Dial(ctx, addr, client.WithReconnect(10*time.Millisecond, 200*time.Millisecond),
+	p, err := client.Dial(ctx, addr, client.WithIdempotence(), client.WithReconnect(10*time.Millisecond, 200*time.Millisecond),
 		client.WithStateHandler(func(st client.State, _ error) {
 			if st == client.StateReconnected {
 				reconnected <- struct{}{}
