@@ -174,7 +174,9 @@ func WithReconnectAttempts(n int) Option {
 func WithoutReconnect() Option { return func(o *options) { o.reconnect = false } }
 
 // WithStateHandler is called as the connection changes state: connected
-// (Dial succeeded), disconnected (with the cause), reconnected, closed
+// (Dial succeeded), disconnected (with the cause), reconnected (the new
+// connection took over; its resubscriptions are sent, not yet in place),
+// closed
 // (with the cause, ErrClosed after Close). It runs on the client's
 // reader goroutine (connected: on Dial's; closed: on whichever stopped the
 // client), so it must return quickly, and must not call the client and
