@@ -255,10 +255,19 @@ func (c *Client) resume(l *link) {
 	c.attach(l)
 	c.wmu.Lock()
 	if c.resends() {
+		// A batch still queued (sent again after an earlier loss, and lost
+		// with this connection before it was written) goes out from the
+		// queue, not twice.
+		queued := make(map[*batch]bool, len(c.outq))
+		for _, f := range c.outq {
+			if f.b != nil {
+				queued[f.b] = true
+			}
+		}
 		c.pmu.Lock()
 		var again []*batch
 		for _, b := range c.inflight {
-			if b.written && b.frame != nil {
+			if b.written && b.frame != nil && !queued[b] {
 				again = append(again, b)
 			}
 		}
