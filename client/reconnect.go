@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -201,10 +202,7 @@ func (c *Client) disconnect(cause error) {
 	}
 	clear(c.outq[len(q):])
 	c.outq = q
-	queued := make(map[*batch]bool, len(q))
-	for _, f := range q {
-		queued[f.b] = true
-	}
+	queued := c.queuedBatches()
 	c.pmu.Lock()
 	var failed []*batch
 	keep := c.resends()
@@ -258,12 +256,7 @@ func (c *Client) resume(l *link) {
 		// A batch still queued (sent again after an earlier loss, and lost
 		// with this connection before it was written) goes out from the
 		// queue, not twice.
-		queued := make(map[*batch]bool, len(c.outq))
-		for _, f := range c.outq {
-			if f.b != nil {
-				queued[f.b] = true
-			}
-		}
+		queued := c.queuedBatches()
 		c.pmu.Lock()
 		var again []*batch
 		for _, b := range c.inflight {
@@ -272,7 +265,7 @@ func (c *Client) resume(l *link) {
 			}
 		}
 		c.pmu.Unlock()
-		slices.SortFunc(again, func(a, b *batch) int { return compareOrder(a.order, b.order) })
+		slices.SortFunc(again, func(a, b *batch) int { return cmp.Compare(a.order, b.order) })
 		q := make([]outFrame, 0, len(again)+len(c.outq))
 		for _, b := range again {
 			q = append(q, outFrame{b: b})
@@ -291,14 +284,16 @@ func (c *Client) resume(l *link) {
 	}
 }
 
-func compareOrder(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// queuedBatches is the set of batches in outq, waiting for the writer.
+// wmu held.
+func (c *Client) queuedBatches() map[*batch]bool {
+	queued := make(map[*batch]bool, len(c.outq))
+	for _, f := range c.outq {
+		if f.b != nil {
+			queued[f.b] = true
+		}
 	}
-	return 0
+	return queued
 }
 
 // resends reports whether batches written to a lost connection are sent
