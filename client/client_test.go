@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -276,4 +278,133 @@ func TestAckHandlerAccountsForEveryMessage(t *testing.T) {
 	}
 	require.Equal(t, 3001, total)
 	require.True(t, seen[1][ack.Offset], "the synchronous publish too")
+}
+
+// TestPublishBatchAsyncRoutesAsPublishAsync: a burst's messages go where
+// PublishAsync would send each (by key, to a named partition, or for
+// unkeyed messages to the broker's or an idempotent client's choice), in
+// order per partition, and a burst longer than one hold of the client's
+// lock and than half the pending-bytes bound arrives whole.
+func TestPublishBatchAsyncRoutesAsPublishAsync(t *testing.T) {
+	for _, idem := range []bool{false, true} {
+		t.Run(fmt.Sprint("idempotent=", idem), func(t *testing.T) {
+			ctx := ctxT(t)
+			opts := []client.Option{client.WithMaxPendingBytes(64 << 10), client.WithBatchBytes(4 << 10)}
+			if idem {
+				opts = append(opts, client.WithIdempotence())
+			}
+			c := dialT(t, brokerAddr, opts...)
+			topic := fmt.Sprintf("burst-routes-%t-%d", idem, time.Now().UnixNano())
+			const parts = 3
+			require.NoError(t, c.CreateTopic(ctx, topic, client.TopicConfig{Partitions: parts}))
+
+			// 3,000 messages of about 100 bytes: 12 holds of the lock, and
+			// each hold's reservation bounded by 32 KiB.
+			burst := make([]client.Message, 3000)
+			want := map[int32][]string{}
+			var unkeyed []string
+			for i := range burst {
+				v := fmt.Sprintf("m%04d-%s", i, strings.Repeat("x", 90))
+				burst[i].Value = []byte(v)
+				switch i % 3 {
+				case 0:
+					burst[i].Key = fmt.Appendf(nil, "key-%d", i%17)
+					p := int32(client.KeyPartition(burst[i].Key, parts))
+					want[p] = append(want[p], v)
+				case 1:
+					burst[i].Headers = []client.Header{{Key: "i", Value: fmt.Appendf(nil, "%d", i)}}
+					unkeyed = append(unkeyed, v)
+				default:
+					unkeyed = append(unkeyed, v)
+				}
+			}
+			require.NoError(t, c.PublishBatchAsync(ctx, topic, burst))
+			named := []client.Message{{Value: []byte("named-0")}, {Key: []byte("k"), Value: []byte("named-1")}}
+			require.NoError(t, c.PublishBatchAsync(ctx, topic, named, client.ToPartition(2)))
+			require.NoError(t, c.Flush(ctx))
+
+			got := map[int32][]string{}
+			var gotUnkeyed []string
+			for p := range int32(parts) {
+				for _, m := range fetchAllT(t, c, topic, int(p)) {
+					v := string(m.Value)
+					switch {
+					case strings.HasPrefix(v, "named-"):
+						require.Equal(t, int32(2), p, "a named partition wins over the key")
+						got[-1] = append(got[-1], v)
+					case m.Key != nil:
+						got[p] = append(got[p], v)
+					default:
+						gotUnkeyed = append(gotUnkeyed, v)
+					}
+				}
+			}
+			for p := range int32(parts) {
+				require.Equal(t, want[p], got[p], "keyed messages of partition %d, in order", p)
+			}
+			require.Equal(t, []string{"named-0", "named-1"}, got[-1])
+			slices.Sort(gotUnkeyed)
+			require.Equal(t, unkeyed, gotUnkeyed, "every unkeyed message once")
+		})
+	}
+}
+
+// TestPublishBatchAsyncRefusesBeforeQueueing: a bad topic name or a
+// closed client fails the whole call, and nothing of it is sent.
+func TestPublishBatchAsyncRefusesBeforeQueueing(t *testing.T) {
+	ctx := ctxT(t)
+	c := dialT(t, brokerAddr)
+	msgs := []client.Message{{Value: []byte("a")}, {Value: []byte("b")}}
+	require.ErrorIs(t, c.PublishBatchAsync(ctx, "no spaces", msgs), client.ErrInvalidArgument)
+	require.NoError(t, c.PublishBatchAsync(ctx, "burst-refusals", nil), "an empty burst is no error")
+	require.NoError(t, c.Close())
+	require.ErrorIs(t, c.PublishBatchAsync(ctx, "burst-refusals", msgs), client.ErrClosed)
+}
+
+// TestPublishBatchAsyncCountsWhatItQueued: when ctx ends while a burst
+// waits for pending-bytes room, the error says how many of its messages
+// were queued, and those are sent.
+func TestPublishBatchAsyncCountsWhatItQueued(t *testing.T) {
+	f := newFakeBroker(t, 1)
+	c := dialT(t, f.ln.Addr().String(), client.WithMaxPendingBytes(4<<10))
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	// 10 messages of 1 KiB: a hold of the lock reserves at most half the
+	// bound, 2 KiB (one message with its framing), and the broker acks
+	// nothing, so the call waits once the bound is reached.
+	msgs := make([]client.Message, 10)
+	for i := range msgs {
+		msgs[i].Value = make([]byte, 1000)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- c.PublishBatchAsync(ctx, "t", msgs, client.ToPartition(0)) }()
+	p := f.next(t) // what was queued went out before the call waited
+	cancel()
+	err := <-errc
+	require.ErrorIs(t, err, context.Canceled)
+	queued := 0
+	_, scanErr := fmt.Sscanf(err.Error(), "%d of 10 messages queued", &queued)
+	require.NoError(t, scanErr, "error %q", err)
+	require.GreaterOrEqual(t, queued, 1)
+	require.Less(t, queued, 10)
+	sent := p.count
+	for sent < queued {
+		sent += f.next(t).count
+	}
+	require.Equal(t, queued, sent, "the queued messages are sent, and no more")
+	f.none(t)
+}
+
+// fetchAllT reads partition part of topic from the start to the end.
+func fetchAllT(t *testing.T, c *client.Client, topic string, part int) []client.Delivery {
+	t.Helper()
+	var all []client.Delivery
+	for off := int64(0); ; {
+		f, err := c.Fetch(ctxT(t), topic, part, client.AtOffset(off))
+		require.NoError(t, err)
+		all = append(all, f.Messages...)
+		if off = f.Next; off >= f.End {
+			return all
+		}
+	}
 }

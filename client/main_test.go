@@ -18,6 +18,9 @@ import (
 var brokerAddr string
 
 func TestMain(m *testing.M) {
+	if p := os.Getenv(sinkEnv); p != "" {
+		os.Exit(runSink(p))
+	}
 	os.Exit(runWithBroker(m))
 }
 

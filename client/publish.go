@@ -176,18 +176,21 @@ func (c *Client) PublishAsync(ctx context.Context, topic string, msg Message, op
 	return err
 }
 
-// PublishBatchAsync queues msgs, in order, as PublishAsync does, and then
-// writes them from the calling goroutine unless a write is already in
-// flight (or the client lingers, see WithLinger), in which case the writer
-// takes them with what it writes next. It is for a caller that produces
-// messages in bursts: PublishAsync, called once per message, hands the
-// writing to the client's writer goroutine whenever the connection wrote
-// less than 50 µs ago, so that a stream of messages accumulates into
-// batches while that goroutine is scheduled; a burst handed over whole is
-// complete already, and writing it at once saves the hand-off, a thread
-// wake-up that costs tens of microseconds on a small machine. A caller
-// that calls it in a tight loop makes a write per call; bursts should be
-// what accumulated since the last one.
+// PublishBatchAsync queues msgs, in order, as PublishAsync does, in one
+// call: the topic, the sizes and the partition count are checked once, and
+// the messages are encoded under one hold of the client's lock and one
+// reservation of pending bytes per up to burstChunk messages, where
+// PublishAsync takes both per message. It is the entry point for a
+// producer that has many messages at hand: a burst that accumulated since
+// the last call, or a loop that publishes as fast as it can (loadtest
+// does). Messages without a timestamp get the call's time. msgs and their
+// slices may be reused as soon as it returns: they are copied.
+//
+// The burst is written at once by the calling goroutine when the
+// connection is idle (as for PublishAsync; see WithLinger), which saves
+// the hand-off to the client's writer goroutine, a thread wake-up that
+// costs tens of microseconds on a small machine; otherwise the writer
+// takes it with whatever else accumulates.
 //
 // A message that is too large, or a bad topic name, is refused before any
 // message is queued. If ctx ends while waiting for pending-bytes room (see
@@ -197,25 +200,121 @@ func (c *Client) PublishBatchAsync(ctx context.Context, topic string, msgs []Mes
 	if err := wire.ValidateTopicName(topic); err != nil {
 		return err
 	}
-	for i := range msgs {
-		if _, err := c.checkSize(&msgs[i]); err != nil {
-			return fmt.Errorf("message %d: %w", i, err)
-		}
-	}
+	limit := int(c.hello().MaxMessageBytes)
+	keyed, unkeyed := false, false
 	for i := range msgs {
 		m := &msgs[i]
-		size := wire.MessageSize(m.Key, m.Value, m.Headers)
-		if _, _, err := c.enqueueChecked(ctx, topic, m, size, opts, clockUnread, false); err != nil {
-			if i > 0 {
-				c.writeNow()
+		if size := wire.MessageSize(m.Key, m.Value, m.Headers); size > limit {
+			return fmt.Errorf("message %d: %w", i, tooLarge(size, limit))
+		}
+		keyed = keyed || m.Key != nil
+		unkeyed = unkeyed || m.Key == nil
+	}
+	r := burstRoute{part: explicitPartition(opts)}
+	if r.part == wire.PartitionAny && keyed {
+		n, err := c.partitions(ctx, topic)
+		if err != nil {
+			return err
+		}
+		r.partitions = n
+	}
+	r.sticky = r.part == wire.PartitionAny && unkeyed && c.idem != nil
+	for done := 0; done < len(msgs); {
+		n, err := c.appendBurst(ctx, topic, msgs[done:], &r)
+		done += n
+		if err != nil {
+			if done > 0 {
+				c.kick(clockUnread)
 			}
-			return fmt.Errorf("%d of %d messages queued: %w", i, len(msgs), err)
+			return fmt.Errorf("%d of %d messages queued: %w", done, len(msgs), err)
 		}
 	}
 	if len(msgs) > 0 {
-		c.writeNow()
+		c.kick(clockUnread)
 	}
 	return nil
+}
+
+// burstChunk is how many messages PublishBatchAsync appends under one hold
+// of wmu at most, so that the writer, which takes wmu to swap its queue,
+// waits a few microseconds at most.
+const burstChunk = 256
+
+// burstRoute is where a PublishBatchAsync call's messages go: part when
+// the caller named a partition; otherwise a keyed message by its key over
+// partitions, an unkeyed one to PartitionAny or, with sticky, to the
+// topic's sticky partition (an idempotent client).
+type burstRoute struct {
+	part       int32
+	partitions int
+	sticky     bool
+}
+
+// appendBurst appends the first of msgs, up to burstChunk and half the
+// pending-bytes bound (at least one message), reserving their pending
+// bytes at once and holding wmu once. It returns how many it appended;
+// fewer than it took on, with no error, when an idempotent client's
+// sticky partition went away meanwhile (the caller calls again, which
+// looks it up).
+func (c *Client) appendBurst(ctx context.Context, topic string, msgs []Message, r *burstRoute) (int, error) {
+	room := int64(c.opts.maxPendingBytes) / 2
+	var reserve int64
+	n := 0
+	for ; n < len(msgs) && n < burstChunk; n++ {
+		m := &msgs[n]
+		size := int64(wire.MessageSize(m.Key, m.Value, m.Headers) + recordOverhead)
+		if n > 0 && reserve+size > room {
+			break
+		}
+		reserve += size
+	}
+	if r.sticky {
+		if err := c.lookSticky(ctx, topic); err != nil {
+			return 0, err
+		}
+	}
+	if err := c.reserve(ctx, reserve); err != nil {
+		return 0, err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.Err() != nil {
+		c.unreserve(reserve)
+		return 0, c.stopped()
+	}
+	now := int64(clockUnread)
+	for i := range n {
+		m := &msgs[i]
+		p := r.part
+		if p == wire.PartitionAny {
+			if m.Key != nil {
+				p = int32(KeyPartition(m.Key, r.partitions))
+			} else if r.sticky {
+				var ok bool
+				if p, ok = c.stickyFor(topic); !ok {
+					c.unreserve(reserve)
+					return i, nil
+				}
+			}
+		}
+		if now == clockUnread && m.Timestamp.IsZero() {
+			now = clock()
+		}
+		size := wire.MessageSize(m.Key, m.Value, m.Headers)
+		c.appendRecord(batchKey{topic, p}, m, size, int64(size+recordOverhead), now, false)
+		reserve -= int64(size + recordOverhead)
+	}
+	return n, nil
+}
+
+// explicitPartition is the partition opts name, or PartitionAny.
+func explicitPartition(opts []PublishOption) int32 {
+	for _, o := range opts {
+		if o.partition != 0 {
+			return o.partition - 1
+		}
+	}
+	return wire.PartitionAny
 }
 
 // checkSize returns msg's record size, refusing a message larger than the
@@ -223,20 +322,14 @@ func (c *Client) PublishBatchAsync(ctx context.Context, topic string, msgs []Mes
 func (c *Client) checkSize(msg *Message) (int, error) {
 	size := wire.MessageSize(msg.Key, msg.Value, msg.Headers)
 	if limit := int(c.hello().MaxMessageBytes); size > limit {
-		return 0, wire.Errorf(wire.CodeMessageTooLarge,
-			"message of "+strconv.Itoa(size)+" bytes; the broker allows "+strconv.Itoa(limit))
+		return 0, tooLarge(size, limit)
 	}
 	return size, nil
 }
 
-// writeNow writes what is queued from the caller when no write is in
-// flight and the client does not linger; otherwise the writer takes it.
-func (c *Client) writeNow() {
-	if c.opts.linger == 0 && c.writing.CompareAndSwap(false, true) {
-		c.drainWrites()
-		return
-	}
-	c.signalWriter()
+func tooLarge(size, limit int) error {
+	return wire.Errorf(wire.CodeMessageTooLarge,
+		"message of "+strconv.Itoa(size)+" bytes; the broker allows "+strconv.Itoa(limit))
 }
 
 // enqueue appends msg to the open batch for its topic and partition.
@@ -326,13 +419,8 @@ func (c *Client) appendRecord(k batchKey, msg *Message, size int, reserve, now i
 }
 
 func (c *Client) choosePartition(ctx context.Context, topic string, key []byte, opts []PublishOption) (int32, error) {
-	for _, o := range opts {
-		if o.partition != 0 {
-			return o.partition - 1, nil
-		}
-	}
-	if key == nil {
-		return wire.PartitionAny, nil
+	if p := explicitPartition(opts); p != wire.PartitionAny || key == nil {
+		return p, nil
 	}
 	n, err := c.partitions(ctx, topic)
 	if err != nil {

@@ -74,6 +74,10 @@ type Config struct {
 	// Idempotence makes the producers idempotent (WithIdempotence); the
 	// client's default, and false, runs them without.
 	Idempotence bool
+	// PerCall is how many messages an unpaced producer hands the client per
+	// call: PublishBatchAsync with PerCall messages, or with 1
+	// PublishAsync per message. 0 means DefaultPerCall.
+	PerCall int
 	// Drain bounds the wait for deliveries after the producers finish.
 	Drain time.Duration
 	// BurstInterval is the schedule of a paced producer: every interval
@@ -129,6 +133,11 @@ type Config struct {
 	Payload string
 }
 
+// DefaultPerCall is Config.PerCall's default: enough messages per call
+// that the client's per-call costs (a lock, a reservation) amount to
+// little per message, few enough that a call's messages stay in cache.
+const DefaultPerCall = 64
+
 // MaxLatencyLog bounds the messages a LatencyLog holds (256 MiB).
 const MaxLatencyLog = 16 << 20
 
@@ -138,6 +147,7 @@ func DefaultConfig() Config {
 		Server: "127.0.0.1:7070", Topic: "loadtest", Producers: 1,
 		Subscribers: 1, Size: 128, Duration: 10 * time.Second, BatchBytes: 256 << 10,
 		Drain: 10 * time.Second, BurstInterval: time.Millisecond, PaceQuantum: 20 * time.Microsecond,
+		PerCall: DefaultPerCall,
 	}
 }
 
@@ -182,6 +192,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Payload != "" && c.Payload != PayloadLetters && c.Payload != PayloadJSON {
 		bad("payload", c.Payload, "must be letters or json")
+	}
+	if c.PerCall < 0 {
+		bad("messages per call", c.PerCall, "must not be negative (0 takes the default)")
+	}
+	if c.PerCall == 0 {
+		c.PerCall = DefaultPerCall
 	}
 	if c.Drain <= 0 {
 		c.Drain = 10 * time.Second

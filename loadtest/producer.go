@@ -26,6 +26,7 @@ type producer struct {
 	deadline  time.Time // for duration runs
 	size      int
 	payload   string        // filler kind, see fillPayload
+	perCall   int           // unpaced: messages per client call (Config.PerCall)
 	sent      atomic.Uint64 // messages handed to the client
 	bursts    atomic.Uint64 // paced wake-ups that sent something
 	// late is how late each paced message was handed to the client
@@ -59,10 +60,43 @@ func (p *producer) more(seq uint64) bool {
 	return seq&1023 != 0 || time.Now().Before(p.deadline)
 }
 
-// unpaced sends as fast as the client accepts, reading the clock once per
-// 64 messages: the stamp is then at most 63 sends old, far below what the
-// histogram resolves at these rates.
+// unpaced sends as fast as the client accepts, perCall messages per call
+// (PublishBatchAsync; PublishAsync for one), reading the clock once per
+// call, or once per 64 messages with one per call: the stamp is then at
+// most 63 sends old, far below what the histogram resolves at these rates.
 func (p *producer) unpaced(ctx context.Context, payload []byte, opt client.PublishOption) error {
+	if p.perCall <= 1 {
+		return p.unpacedSingle(ctx, payload, opt)
+	}
+	ring := p.ring(payload)
+	if ring == nil {
+		// The messages of a call need payloads of their own.
+		ring = make([][]byte, p.perCall)
+		for i := range ring {
+			ring[i] = slices.Clone(payload)
+		}
+	}
+	burst := make([]client.Message, p.perCall)
+	for seq := uint64(0); p.more(seq); {
+		ts := now()
+		stamp := epoch.Add(time.Duration(ts))
+		n := 0
+		for ; n < len(burst) && p.more(seq); n++ {
+			v := ring[seq%uint64(len(ring))]
+			putHeader(v, p.id, seq, ts)
+			burst[n] = client.Message{Value: v, Timestamp: stamp}
+			seq++
+		}
+		if err := p.c.PublishBatchAsync(ctx, p.topic, burst[:n], opt); err != nil {
+			return err
+		}
+		p.sent.Store(seq)
+	}
+	return nil
+}
+
+// unpacedSingle is unpaced with one PublishAsync per message.
+func (p *producer) unpacedSingle(ctx context.Context, payload []byte, opt client.PublishOption) error {
 	var ts int64
 	msg := client.Message{Value: payload}
 	ring := p.ring(payload)

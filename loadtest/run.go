@@ -149,7 +149,7 @@ func (r *run) setup(ctx context.Context) error {
 	}
 	for i := range r.cfg.Producers {
 		p := &producer{id: uint32(i), topic: r.cfg.Topic, partition: i % r.cfg.Partitions, size: r.cfg.Size,
-			payload: r.cfg.Payload}
+			payload: r.cfg.Payload, perCall: r.cfg.PerCall}
 		if p.c, err = r.dial(ctx, opts...); err != nil {
 			return err
 		}

@@ -26,6 +26,7 @@ type loadtestCmd struct {
 	BatchBytes        loadtestSize  `default:"256KiB" help:"Producer batch size bound."`
 	Linger            time.Duration `default:"0s" help:"Producer linger (0: send whenever the connection is idle)."`
 	Idempotence       bool          `negatable:"" help:"Make the producers idempotent (a producer id, batches numbered per partition); off by default, as in the client."`
+	MessagesPerCall   int           `default:"64" help:"Messages an unpaced producer hands the client per call (PublishBatchAsync); 1 calls PublishAsync for each."`
 	Drain             time.Duration `default:"10s" help:"Longest wait for deliveries after publishing ends."`
 	BurstInterval     time.Duration `default:"1ms" help:"With --rate: send each interval's share of the rate as one burst at its start, latency counted from there; 0 spaces messages evenly, each counted from its own time."`
 	PaceQuantum       time.Duration `default:"20us" help:"Shortest sleep of a paced producer; messages due meanwhile go out as one burst."`
@@ -50,7 +51,7 @@ func (c *loadtestCmd) Run(ctx context.Context) error {
 	cfg := loadtest.Config{
 		Server: c.Server, Topic: c.Topic, Partitions: c.Partitions, Producers: c.Producers,
 		Subscribers: c.Subscribers, Size: int(c.Size), Rate: c.Rate, Duration: c.Duration, Count: c.Count,
-		BatchBytes: int(c.BatchBytes), Linger: c.Linger, Idempotence: c.Idempotence, Drain: c.Drain, BrokerPID: c.BrokerPID, HistFile: c.HistFile,
+		BatchBytes: int(c.BatchBytes), Linger: c.Linger, Idempotence: c.Idempotence, PerCall: c.MessagesPerCall, Drain: c.Drain, BrokerPID: c.BrokerPID, HistFile: c.HistFile,
 		LatencyLog:    c.LatencyLog,
 		BurstInterval: c.BurstInterval, PaceQuantum: c.PaceQuantum, GoroutineDispatch: c.GoroutineDispatch,
 		Durable: c.Durable, Fsync: c.Fsync, Recreate: c.Recreate, Replay: c.Replay, Group: c.Group, Ack: c.Ack,
