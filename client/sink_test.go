@@ -2,11 +2,14 @@ package client_test
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,7 +48,7 @@ func startSink(b *testing.B, partitions int) string {
 		case <-time.After(time.Minute):
 			_ = cmd.Process.Kill()
 			b.Errorf("sink: still running a minute after the benchmark")
-			<-exited
+			b.Logf("sink killed: %v", <-exited)
 		}
 	})
 	if err != nil {
@@ -92,8 +95,11 @@ func serveSink(conn net.Conn, partitions int) error {
 	next := make([]int64, partitions)
 	for {
 		n, err := conn.Read(buf[len(buf):cap(buf)])
-		if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 			return nil // the client closed the connection
+		}
+		if err != nil {
+			return err
 		}
 		buf = buf[:len(buf)+n]
 		out = out[:0]
