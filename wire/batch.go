@@ -133,8 +133,19 @@ func CheckStoredBatch(b []byte) (int, error) {
 }
 
 // checkRecords walks every record, checking each against maxMessage and
-// their number against n.
+// their number against n. A well-formed batch takes the fast walk
+// (validRecords); the records of one that fails it are decoded one by one
+// to say what is wrong.
 func checkRecords(it *RecordIter, n, maxMessage int) (int, error) {
+	if it.err == nil && it.i == 0 && validRecords(it.rest, n, maxMessage) {
+		return n, nil
+	}
+	return checkRecordsSlow(it, n, maxMessage)
+}
+
+// checkRecordsSlow is checkRecords by decoding every record (RecordIter),
+// which names the first problem.
+func checkRecordsSlow(it *RecordIter, n, maxMessage int) (int, error) {
 	var r Record
 	for it.Next(&r) {
 		if r.size > maxMessage {
@@ -148,6 +159,98 @@ func checkRecords(it *RecordIter, n, maxMessage int) (int, error) {
 		return 0, errBatchCount
 	}
 	return n, nil
+}
+
+// validRecords reports whether b is exactly n well-formed records, each
+// within maxMessage: what checkRecordsSlow accepts, found without
+// decoding records into Record values, which costs a broker a third of its
+// time on small messages. It reads every length once, by index.
+func validRecords(b []byte, n, maxMessage int) bool {
+	i := 0
+	for rec := range n {
+		length, j := uvarintAt(b, i)
+		if j < 0 || length > uint64(len(b)-j) {
+			return false
+		}
+		end := j + int(length)
+		body := b[:end]
+		if j >= end || body[j] != 0 { // attributes
+			return false
+		}
+		if _, j = uvarintAt(body, j+1); j < 0 { // timestamp delta
+			return false
+		}
+		off, j := uvarintAt(body, j)
+		if j < 0 || off != uint64(rec) {
+			return false
+		}
+		zkey, j := uvarintAt(body, j)
+		if j < 0 {
+			return false
+		}
+		size := 0
+		if zkey != 1 { // not -1, no key
+			if zkey&1 != 0 || zkey>>1 > uint64(end-j) {
+				return false
+			}
+			size = int(zkey >> 1)
+			j += size
+		}
+		vlen, j := uvarintAt(body, j)
+		if j < 0 || vlen > uint64(end-j) {
+			return false
+		}
+		size += int(vlen)
+		j += int(vlen)
+		hn, j := uvarintAt(body, j)
+		if j < 0 {
+			return false
+		}
+		size += end - j
+		for range hn {
+			if j = skipLenPrefixed(body, j); j < 0 {
+				return false
+			}
+			if j = skipLenPrefixed(body, j); j < 0 {
+				return false
+			}
+		}
+		if j != end || size > maxMessage {
+			return false
+		}
+		i = end
+	}
+	return i == len(b)
+}
+
+// uvarintAt decodes the uvarint at b[i:], returning it and the index after
+// it, or -1 for the index when it is malformed or cut short.
+func uvarintAt(b []byte, i int) (uint64, int) {
+	if i < len(b) && b[i] < 0x80 {
+		return uint64(b[i]), i + 1
+	}
+	return uvarintAtSlow(b, i)
+}
+
+func uvarintAtSlow(b []byte, i int) (uint64, int) {
+	if i < 0 || i >= len(b) {
+		return 0, -1
+	}
+	v, k := binary.Uvarint(b[i:])
+	if k <= 0 {
+		return 0, -1
+	}
+	return v, i + k
+}
+
+// skipLenPrefixed returns the index after the uvarint-prefixed byte string
+// at b[i:], or -1 when it is malformed or runs past b.
+func skipLenPrefixed(b []byte, i int) int {
+	n, j := uvarintAt(b, i)
+	if j < 0 || n > uint64(len(b)-j) {
+		return -1
+	}
+	return j + int(n)
 }
 
 // checkBatchHeader verifies what the header alone can tell: the size and
