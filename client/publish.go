@@ -61,9 +61,11 @@ type batch struct {
 	buf     *[]byte // the frame; nil once handed to the writer
 	bb      wire.BatchBuilder
 	started time.Time
-	// startedAt is started on the client's clock (clock()): it anchors
-	// the timestamps of the batch's records (see stamp).
+	// startedAt is started on the client's clock (clock()), and
+	// stampBase started in Unix nanoseconds less startedAt: together they
+	// anchor the timestamps of the batch's records (see stamp).
 	startedAt int64
+	stampBase int64
 	reserved  int64 // pending bytes held until the ack
 	count     int
 	order     uint64 // place in the send order (Client.sealed), from release
@@ -128,7 +130,7 @@ func (c *Client) frameBuf() *[]byte {
 // it twice (wall and monotonic), and the wall clock is read again for
 // every batch, so a step of it shows from the next batch on.
 func (b *batch) stamp(now int64) int64 {
-	return b.started.UnixNano() + now - b.startedAt
+	return b.stampBase + now
 }
 
 // complete records the outcome and wakes whoever waits for it.
@@ -147,11 +149,12 @@ func (b *batch) complete(a wire.PublishAck, err error) {
 // returning its partition and offset. Messages published concurrently share
 // batches, so many goroutines calling Publish still make few frames.
 func (c *Client) Publish(ctx context.Context, topic string, msg Message, opts ...PublishOption) (Ack, error) {
-	b, idx, err := c.enqueue(ctx, topic, &msg, opts, clockUnread, true)
+	now := publishClock(&msg)
+	b, idx, err := c.enqueue(ctx, topic, &msg, opts, now, true)
 	if err != nil {
 		return Ack{}, err
 	}
-	c.kick(clockUnread)
+	c.kick(now)
 	select {
 	case <-b.done:
 	case <-ctx.Done():
@@ -169,11 +172,24 @@ func (c *Client) Publish(ctx context.Context, topic string, msg Message, opts ..
 // next Flush and to the error handler. msg's slices may be reused as soon
 // as PublishAsync returns: they are copied into the batch.
 func (c *Client) PublishAsync(ctx context.Context, topic string, msg Message, opts ...PublishOption) error {
-	_, _, err := c.enqueue(ctx, topic, &msg, opts, clockUnread, false)
+	now := publishClock(&msg)
+	_, _, err := c.enqueue(ctx, topic, &msg, opts, now, false)
 	if err == nil {
-		c.kick(clockUnread)
+		c.kick(now)
 	}
 	return err
+}
+
+// publishClock is the clock reading a publish of msg takes: one for a
+// message without a timestamp, which its record's stamp and kick share,
+// and none for one with a timestamp (kick reads the clock if it must). A
+// clock read costs 25-50 ns in some VMs, as much as the rest of
+// PublishAsync's own work.
+func publishClock(msg *Message) int64 {
+	if msg.Timestamp.IsZero() {
+		return clock()
+	}
+	return clockUnread
 }
 
 // PublishBatchAsync queues msgs, in order, as PublishAsync does, in one
@@ -496,6 +512,7 @@ func (c *Client) openBatch(k batchKey) *batch {
 	if b == nil {
 		b = &batch{key: k, started: time.Now()}
 		b.startedAt = int64(b.started.Sub(clientEpoch))
+		b.stampBase = b.started.UnixNano() - b.startedAt
 		b.buf = c.frameBuf()
 		buf, _ := wire.StartFrame((*b.buf)[:0], wire.TypePublish, 0, 0)
 		buf = wire.AppendBatchPrefix(buf, k.topic, k.partition)

@@ -77,14 +77,21 @@ func (p *producer) unpaced(ctx context.Context, payload []byte, opt client.Publi
 		}
 	}
 	burst := make([]client.Message, p.perCall)
+	fixed := len(ring) == len(burst) // each message keeps its payload
+	for i := range burst {
+		burst[i].Value = ring[i%len(ring)]
+	}
 	for seq := uint64(0); p.more(seq); {
 		ts := now()
 		stamp := epoch.Add(time.Duration(ts))
 		n := 0
 		for ; n < len(burst) && p.more(seq); n++ {
-			v := ring[seq%uint64(len(ring))]
-			putHeader(v, p.id, seq, ts)
-			burst[n] = client.Message{Value: v, Timestamp: stamp}
+			m := &burst[n]
+			if !fixed {
+				m.Value = ring[seq%uint64(len(ring))]
+			}
+			putHeader(m.Value, p.id, seq, ts)
+			m.Timestamp = stamp
 			seq++
 		}
 		if err := p.c.PublishBatchAsync(ctx, p.topic, burst[:n], opt); err != nil {
