@@ -25,7 +25,7 @@ const sinkEnv = "RATATOSKR_TEST_SINK_PARTITIONS"
 // asked about with partitions partitions, and returns its address. It
 // serves one connection and exits when that closes; the cleanup waits for
 // it.
-func startSink(b *testing.B, partitions int) string {
+func startSink(b testing.TB, partitions int) string {
 	cmd := exec.Command(os.Args[0], "-test.run", "^$")
 	cmd.Env = append(os.Environ(), sinkEnv+"="+strconv.Itoa(partitions))
 	cmd.Stderr = os.Stderr
