@@ -217,8 +217,12 @@ var pinOnce sync.Once
 func (d *Driver) run() {
 	defer close(d.done)
 	if d.cfg.Pin != nil {
+		// Locked and never unlocked: the pinned thread ends with this
+		// goroutine. Unlocked, it went back to the scheduler still bound
+		// to one CPU, and whatever goroutine ran on it next was too (an
+		// engine stopped and started in one process left such threads
+		// behind, and a later test read one CPU as the process's mask).
 		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
 		if cpu, err := d.cfg.Pin(d.s.ID()); err != nil {
 			pinOnce.Do(func() { d.cfg.Logger.Warn("shard CPU pinning refused; running unpinned", "err", err) })
 		} else {
