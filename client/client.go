@@ -143,7 +143,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.attach(l)
+	c.attach(l, nil)
 	if o.idempotent {
 		c.idem = &idempotence{renewing: true, parts: map[batchKey]*partSeq{}, sticky: map[string]*stickyPart{}}
 	}
@@ -184,13 +184,19 @@ func (c *Client) dialOne(ctx context.Context, addr string) (*link, error) {
 // attach makes l the connection writes go to and settles the limits its
 // handshake announced. A batch frame holds a header, the topic, the
 // partition and the batch; maxBatch is the most its batch may take.
-func (c *Client) attach(l *link) {
+// Before the connection takes writes, under the same hold of wmu, queue
+// (if not nil) puts in order what must go out first: once live is set, a
+// writer may write the queue at any moment.
+func (c *Client) attach(l *link, queue func()) {
 	c.link.Store(l)
 	c.runID = l.hello.RunID
 	c.wmu.Lock()
-	c.live = true
 	c.maxBatch = int(l.hello.MaxFrameBytes) - wire.HeaderSize - 2 - wire.MaxTopicNameLen - 4 - 64
 	c.batchBytes = max(1, min(c.opts.batchBytes, c.maxBatch))
+	if queue != nil {
+		queue()
+	}
+	c.live = true
 	c.wmu.Unlock()
 }
 

@@ -250,28 +250,36 @@ func (c *Client) failCalls(cause error) {
 // from where they left off.
 func (c *Client) resume(l *link) {
 	sameRun := l.hello.Version >= 3 && c.runID == l.hello.RunID && c.link.Load().hello.Version >= 3
-	c.attach(l)
-	c.wmu.Lock()
+	var resend func()
 	if c.resends() {
-		// A batch still queued (sent again after an earlier loss, and lost
-		// with this connection before it was written) goes out from the
-		// queue, not twice.
-		queued := c.queuedBatches()
-		c.pmu.Lock()
-		var again []*batch
-		for _, b := range c.inflight {
-			if b.written && b.frame != nil && !queued[b] {
-				again = append(again, b)
+		// The batches written to the lost connection go before what was
+		// queued meanwhile, in the same hold of wmu that lets writes start:
+		// a writer that got in between would send a later batch of a
+		// partition before an earlier one, which the broker refuses
+		// (OUT_OF_ORDER_SEQUENCE) when it lost the earlier one. A batch
+		// still queued (sent again after an earlier loss, and lost with
+		// this connection before it was written) goes out from the queue,
+		// not twice.
+		resend = func() {
+			queued := c.queuedBatches()
+			c.pmu.Lock()
+			var again []*batch
+			for _, b := range c.inflight {
+				if b.written && b.frame != nil && !queued[b] {
+					again = append(again, b)
+				}
 			}
+			c.pmu.Unlock()
+			slices.SortFunc(again, func(a, b *batch) int { return cmp.Compare(a.order, b.order) })
+			q := make([]outFrame, 0, len(again)+len(c.outq))
+			for _, b := range again {
+				q = append(q, outFrame{b: b})
+			}
+			c.outq = append(q, c.outq...)
 		}
-		c.pmu.Unlock()
-		slices.SortFunc(again, func(a, b *batch) int { return cmp.Compare(a.order, b.order) })
-		q := make([]outFrame, 0, len(again)+len(c.outq))
-		for _, b := range again {
-			q = append(q, outFrame{b: b})
-		}
-		c.outq = append(q, c.outq...)
 	}
+	c.attach(l, resend)
+	c.wmu.Lock()
 	renew := c.idem != nil && c.idem.renewing
 	c.wmu.Unlock()
 	c.resubscribe(l.hello.Version, sameRun)
