@@ -2,6 +2,7 @@ package engine
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,6 +109,13 @@ func TestIdempotentProducerDedup(t *testing.T) {
 	}
 	other.mustRefuse(first, wire.CodeDuplicateSequence) // older than the 5 it remembers
 	require.Equal(t, int64(12), endOffset(t, e, "idem"))
+	dups := 0.0
+	for series, v := range scrape(t, e) {
+		if strings.HasPrefix(series, "ratatoskr_shard_duplicate_batches_total{") {
+			dups += v
+		}
+	}
+	require.Equal(t, 2.0, dups, "the two resends of the first batch are counted; refusals are not")
 
 	r.sendFrame(wire.TypeInitProducer, 13, []byte{1})
 	r.expectErrorThenClose(wire.CodeMalformed)

@@ -185,6 +185,8 @@ var (
 	mBusy = promtext.NewCounter("ratatoskr_shard_busy_seconds_total",
 		"Seconds the shard spent processing; its rate is the shard's busy ratio.")
 	mShardBatches = promtext.NewCounter("ratatoskr_shard_published_batches_total", "Publish batches the shard appended.")
+	mDuplicates   = promtext.NewCounter("ratatoskr_shard_duplicate_batches_total",
+		"Idempotent batches sent again (after a lost connection) that the shard answered with their original offsets instead of storing them twice.")
 )
 
 func (e *Engine) writeShardMetrics(w io.Writer) {
@@ -201,6 +203,7 @@ func (e *Engine) writeShardMetrics(w io.Writer) {
 		b, _ := s.Stats()
 		return strconv.FormatUint(b, 10)
 	})
+	family(mDuplicates, func(s *driver.Driver) string { return strconv.FormatUint(s.Shard().Duplicates(), 10) })
 }
 
 // partitionSample is what a scrape reads of one partition.
