@@ -139,7 +139,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		inflight: map[uint32]*batch{}, calls: map[uint32]chan response{}, subCalls: map[uint32]*subCall{}, space: make(chan struct{}),
 		subs: map[string][]*Subscription{}, meta: map[string]int{}, closing: make(chan struct{}),
 	}
-	l, err := c.dialAny(ctx)
+	l, err := c.dialFirst(ctx)
 	if err != nil {
 		return nil, err
 	}

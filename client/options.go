@@ -28,7 +28,8 @@ type options struct {
 	reconnect         bool
 	reconnectMin      time.Duration
 	reconnectMax      time.Duration
-	reconnectAttempts int // -1: no limit
+	reconnectAttempts int  // -1: no limit
+	retryFirst        bool // WithRetryOnFailedConnect
 	stateHandler      func(State, error)
 	idempotent        bool
 	compression       Codec
@@ -167,6 +168,14 @@ func WithReconnectAttempts(n int) Option {
 		}
 	}
 }
+
+// WithRetryOnFailedConnect makes Dial keep trying when no broker answers,
+// with the backoff and attempts of WithReconnect and
+// WithReconnectAttempts, until one does or ctx ends: for a service that
+// may start before its broker. Without it Dial tries each address once.
+// A broker that answers and refuses the handshake (an unsupported
+// version, say) fails Dial at once either way.
+func WithRetryOnFailedConnect() Option { return func(o *options) { o.retryFirst = true } }
 
 // WithoutReconnect makes a lost connection stop the client, failing what
 // is in flight with ErrConnectionLost, as a client did before it could

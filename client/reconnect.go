@@ -112,6 +112,29 @@ func (c *Client) dialAny(ctx context.Context) (*link, error) {
 	return nil, errors.Join(errs...)
 }
 
+// dialFirst makes the client's first connection: one round over the
+// addresses, or with WithRetryOnFailedConnect rounds with the reconnect
+// backoff between them until one works, ctx ends or the attempts are used
+// up.
+func (c *Client) dialFirst(ctx context.Context) (*link, error) {
+	l, err := c.dialAny(ctx)
+	for n := 0; err != nil && c.opts.retryFirst && (c.opts.reconnectAttempts < 0 || n < c.opts.reconnectAttempts); n++ {
+		var we *wire.Error
+		if errors.As(err, &we) && !IsRetryable(we) {
+			return nil, err
+		}
+		t := time.NewTimer(backoff(n, c.opts.reconnectMin, c.opts.reconnectMax))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w; the last attempt: %w", ctx.Err(), err)
+		}
+		l, err = c.dialAny(ctx)
+	}
+	return l, err
+}
+
 // backoff is the wait before redial attempt n (from 0): exponential from
 // the minimum to the maximum, with jitter over its upper half, so that
 // clients that lost the same broker do not come back in step.

@@ -585,3 +585,64 @@ func TestIdempotentProducerThroughRepeatedCuts(t *testing.T) {
 		}
 	}
 }
+
+// TestDialRetriesUntilTheBrokerComes: with WithRetryOnFailedConnect, Dial
+// keeps trying an address where nothing serves yet (here a listener that
+// hangs up at once, so the attempts can be counted) and connects once a
+// broker starts there; without it, and when ctx ends first, Dial fails.
+func TestDialRetriesUntilTheBrokerComes(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	attempts := make(chan struct{}, 1000)
+	hangups := make(chan struct{})
+	go func() {
+		defer close(hangups)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+			attempts <- struct{}{}
+		}
+	}()
+	_, err = client.Dial(ctxT(t), addr, client.WithReconnect(time.Millisecond, 5*time.Millisecond))
+	require.Error(t, err, "without the option one round of attempts")
+	<-attempts
+
+	short, cancel := context.WithTimeout(ctxT(t), 50*time.Millisecond)
+	defer cancel()
+	_, err = client.Dial(short, addr, client.WithRetryOnFailedConnect(), client.WithReconnect(time.Millisecond, 5*time.Millisecond))
+	require.ErrorIs(t, err, context.DeadlineExceeded, "ctx ends the retries")
+	for len(attempts) > 0 {
+		<-attempts
+	}
+
+	type dialed struct {
+		c   *client.Client
+		err error
+	}
+	done := make(chan dialed, 1)
+	go func() {
+		c, err := client.Dial(ctxT(t), addr, client.WithRetryOnFailedConnect(), client.WithReconnect(time.Millisecond, 5*time.Millisecond))
+		done <- dialed{c, err}
+	}()
+	<-attempts
+	<-attempts // it tried twice, and goes on
+	require.NoError(t, ln.Close())
+	<-hangups
+	dir := t.TempDir()
+	e, err := startEngine(dir, func(c *engine.Config) { c.Addr = addr })
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = e.Shutdown(ctx)
+	})
+	d := <-done
+	require.NoError(t, d.err)
+	t.Cleanup(func() { _ = d.c.Close() })
+	_, err = d.c.Publish(ctxT(t), "late-broker", client.Message{Value: []byte("hello")})
+	require.NoError(t, err)
+}
