@@ -49,9 +49,7 @@ func BenchmarkPublishBatchAsync(b *testing.B) {
 	}
 }
 
-// benchPublish publishes b.N messages, one at a time (burst 1, with
-// PublishAsync) or in bursts (PublishBatchAsync), then flushes: the flush
-// is in the time, so what is measured is messages acked, not queued.
+// benchPublish measures publishing into the in-process broker (runPublishes).
 func benchPublish(b *testing.B, idem, keyed bool, burst int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -69,39 +67,7 @@ func benchPublish(b *testing.B, idem, keyed bool, burst int) {
 	if err := c.CreateTopic(ctx, topic, cfg); err != nil {
 		b.Fatal(err)
 	}
-	msgs := benchMessages(burst, keyed)
-	// One message first: the partition count and, when idempotent, the
-	// sticky partition are looked up once, outside the measurement.
-	if err := c.PublishAsync(ctx, topic, msgs[0]); err != nil {
-		b.Fatal(err)
-	}
-	if err := c.Flush(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	b.SetBytes(int64(benchValueSize * burst))
-	var mem0, mem1 runtime.MemStats
-	runtime.ReadMemStats(&mem0)
-	cpu0 := processCPU()
-	start := time.Now()
-	n := 0
-	for b.Loop() {
-		if burst == 1 {
-			err = c.PublishAsync(ctx, topic, msgs[n%len(msgs)])
-		} else {
-			err = c.PublishBatchAsync(ctx, topic, msgs)
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
-		n++
-	}
-	if err := c.Flush(ctx); err != nil {
-		b.Fatal(err)
-	}
-	wall, cpu := time.Since(start), processCPU()-cpu0
-	runtime.ReadMemStats(&mem1)
-	reportPerMessage(b, n*burst, wall, cpu, mem1.Mallocs-mem0.Mallocs)
+	runPublishes(b, ctx, c, topic, benchMessages(burst, keyed), burst)
 }
 
 // benchMessages is a burst of 100-byte messages, keyed or not. Keys (and
@@ -177,9 +143,11 @@ func benchSink(b *testing.B, idem, keyed bool, burst int) {
 	runPublishes(b, ctx, c, "sink", benchMessages(burst, keyed), burst)
 }
 
-// runPublishes publishes b.N messages (burst 1) or bursts to topic, after
-// a first message that looks up the topic's partitions outside the
-// measurement, and reports the cost per message.
+// runPublishes publishes b.N messages (burst 1, with PublishAsync) or
+// bursts (PublishBatchAsync) to topic, then flushes: the flush is in the
+// time, so what is measured is messages acked, not queued. A first
+// message looks up the partition count and, when idempotent, the sticky
+// partition outside the measurement. It reports the cost per message.
 func runPublishes(b *testing.B, ctx context.Context, c *client.Client, topic string, msgs []client.Message, burst int) {
 	if err := c.PublishAsync(ctx, topic, msgs[0]); err != nil {
 		b.Fatal(err)
