@@ -20,6 +20,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -173,12 +174,39 @@ func (c *Client) dialOne(ctx context.Context, addr string) (*link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ratatoskr: dial %s: %w", addr, err)
 	}
+	if c.opts.tls != nil {
+		if conn, err = c.tlsHandshake(ctx, conn, addr); err != nil {
+			return nil, err
+		}
+	}
 	l := &link{Conn: conn}
 	if l.hello, err = c.handshake(ctx, conn); err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
 	return l, nil
+}
+
+// tlsHandshake runs the TLS handshake over conn, within ctx, closing conn
+// when it fails.
+func (c *Client) tlsHandshake(ctx context.Context, conn net.Conn, addr string) (net.Conn, error) {
+	cfg := c.opts.tls.Clone()
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		cfg.ServerName = host
+	}
+	if cfg.MinVersion == 0 {
+		cfg.MinVersion = tls.VersionTLS12
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("ratatoskr: TLS handshake with %s (is it a TLS port?): %w", addr, err)
+	}
+	return tc, nil
 }
 
 // attach makes l the connection writes go to and settles the limits its
@@ -214,6 +242,10 @@ func (c *Client) handshake(ctx context.Context, conn net.Conn) (wire.HelloOK, er
 	}
 	var hdr [wire.HeaderSize]byte
 	if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+		if c.opts.tls == nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+			// A TLS listener hangs up on a Hello it cannot read.
+			return wire.HelloOK{}, fmt.Errorf("ratatoskr: handshake: the connection closed before the broker answered (a TLS port? see WithTLS): %w", err)
+		}
 		return wire.HelloOK{}, fmt.Errorf("ratatoskr: handshake: %w", err)
 	}
 	fh, err := wire.ParseHeader(hdr[:], 1<<20)

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -30,6 +31,7 @@ type options struct {
 	reconnectMax      time.Duration
 	reconnectAttempts int  // -1: no limit
 	retryFirst        bool // WithRetryOnFailedConnect
+	tls               *tls.Config
 	stateHandler      func(State, error)
 	idempotent        bool
 	compression       Codec
@@ -168,6 +170,13 @@ func WithReconnectAttempts(n int) Option {
 		}
 	}
 }
+
+// WithTLS makes the client connect over TLS with cfg (cloned). A cfg
+// without a ServerName verifies the broker's certificate for the host of
+// the address dialled. Give cfg.Certificates for a broker that requires
+// client certificates (mutual TLS). TLS 1.2 is the minimum unless cfg
+// asks for more.
+func WithTLS(cfg *tls.Config) Option { return func(o *options) { o.tls = cfg.Clone() } }
 
 // WithRetryOnFailedConnect makes Dial keep trying when no broker answers,
 // with the backoff and attempts of WithReconnect and

@@ -31,6 +31,7 @@
 package loadtest
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -127,6 +128,9 @@ type Config struct {
 	LatencyLog string
 	// Compression is the producers' batch compression (client.WithCompression).
 	Compression client.Codec
+	// TLS, when set, makes every connection of the run use it
+	// (client.WithTLS).
+	TLS *tls.Config
 	// Payload is the filler after each payload's header: PayloadLetters
 	// (the default) or PayloadJSON, text-like lines for measuring
 	// compression.

@@ -104,7 +104,11 @@ func (r *run) close() {
 func (r *run) dial(ctx context.Context, opts ...client.Option) (*client.Client, error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(dctx, r.cfg.Server, append([]client.Option{client.WithName("ratatoskr-loadtest")}, opts...)...)
+	base := []client.Option{client.WithName("ratatoskr-loadtest")}
+	if r.cfg.TLS != nil {
+		base = append(base, client.WithTLS(r.cfg.TLS))
+	}
+	c, err := client.Dial(dctx, r.cfg.Server, append(base, opts...)...)
 	if err == nil {
 		r.clients = append(r.clients, c)
 	}
@@ -194,7 +198,11 @@ func (r *run) joinGroup(ctx context.Context, from client.Position) error {
 			}}
 		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		var err error
-		s.gc, err = client.JoinGroup(jctx, r.cfg.Server, cfg, client.WithName("ratatoskr-loadtest"))
+		gopts := []client.Option{client.WithName("ratatoskr-loadtest")}
+		if r.cfg.TLS != nil {
+			gopts = append(gopts, client.WithTLS(r.cfg.TLS))
+		}
+		s.gc, err = client.JoinGroup(jctx, r.cfg.Server, cfg, gopts...)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("group member %d: %w", i, err)

@@ -97,9 +97,13 @@ func (c *subCmd) runGroup(ctx context.Context, from client.Position, out *locked
 		lim.taken()
 		return nil
 	}
+	tlsOpts, err := c.options()
+	if err != nil {
+		return err
+	}
 	jctx, cancel := context.WithTimeout(ctx, c.Timeout.D())
-	gc, err := client.JoinGroup(jctx, c.Server, cfg, client.WithName("ratatoskr-cli"),
-		client.WithErrorHandler(func(err error) { fmt.Fprintln(os.Stderr, "ratatoskr:", err) }))
+	gc, err := client.JoinGroup(jctx, c.Server, cfg, append(tlsOpts, client.WithName("ratatoskr-cli"),
+		client.WithErrorHandler(func(err error) { fmt.Fprintln(os.Stderr, "ratatoskr:", err) }))...)
 	cancel()
 	if err != nil {
 		return err

@@ -57,6 +57,11 @@ func (c *loadtestCmd) Run(ctx context.Context) error {
 		Durable: c.Durable, Fsync: c.Fsync, Recreate: c.Recreate, Replay: c.Replay, Group: c.Group, Ack: c.Ack,
 	}
 	cfg.Compression, cfg.Payload = c.codec(), c.Payload
+	tlsCfg, err := c.config()
+	if err != nil {
+		return err
+	}
+	cfg.TLS = tlsCfg
 	res, err := loadtest.Run(ctx, cfg, os.Stderr)
 	if res != nil {
 		var werr error

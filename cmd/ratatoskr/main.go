@@ -8,6 +8,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -33,25 +35,77 @@ type cli struct {
 
 	DashboardURL dashboardURLCmd `cmd:"" name:"dashboard-url" help:"Print the dashboard's address with the admin token, which the broker does not log."`
 	Version      versionCmd      `cmd:"" help:"Print the version, commit, Go and protocol versions."`
+	Cert         certCmd         `cmd:"" help:"Make certificates for trying TLS."`
 	Completion   completionCmd   `cmd:"" help:"${completion_help}"`
 	Complete     completeCmd     `cmd:"" name:"__complete" hidden:"" passthrough:"" help:"Print the completions of a command line (used by the completion scripts)."`
 
 	ShowVersion kong.VersionFlag `name:"version" help:"Print the version and exit."`
 }
 
-// serverFlag is the address flag every client command shares.
+// serverFlag is the address and TLS flags every client command shares.
 type serverFlag struct {
 	Server  string   `default:"127.0.0.1:7070" env:"RATATOSKR_SERVER" help:"Broker address, host:port; several, comma-separated, are tried in turn."`
 	Timeout duration `default:"10s" env:"RATATOSKR_TIMEOUT" help:"Time limit for connecting and for each request."`
+	tlsFlags
+}
+
+// tlsFlags choose TLS for a client command.
+type tlsFlags struct {
+	TLS     bool   `name:"tls" env:"RATATOSKR_TLS" help:"Connect over TLS, trusting the system's certificate authorities (implied by --tls-ca)."`
+	TLSCA   string `name:"tls-ca" env:"RATATOSKR_TLS_CA" type:"existingfile" help:"Connect over TLS, trusting the certificate authority in this PEM file (ratatoskr cert dev writes one)."`
+	TLSCert string `name:"tls-cert" env:"RATATOSKR_TLS_CERT" type:"existingfile" help:"Client certificate (PEM) for a broker that requires one; with --tls-key."`
+	TLSKey  string `name:"tls-key" env:"RATATOSKR_TLS_KEY" type:"existingfile" help:"The client certificate's private key (PEM)."`
+}
+
+// options is the client options the flags ask for: WithTLS, or none.
+func (f tlsFlags) options() ([]client.Option, error) {
+	cfg, err := f.config()
+	if cfg == nil || err != nil {
+		return nil, err
+	}
+	return []client.Option{client.WithTLS(cfg)}, nil
+}
+
+// config is the TLS configuration the flags ask for, or nil for none.
+func (f tlsFlags) config() (*tls.Config, error) {
+	if !f.TLS && f.TLSCA == "" && f.TLSCert == "" && f.TLSKey == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.TLSCA != "" {
+		pem, err := os.ReadFile(f.TLSCA)
+		if err != nil {
+			return nil, usageErrorf("--tls-ca: %v", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, usageErrorf("--tls-ca: no PEM certificate in %s", f.TLSCA)
+		}
+	}
+	if (f.TLSCert == "") != (f.TLSKey == "") {
+		return nil, usageErrorf("--tls-cert and --tls-key go together")
+	}
+	if f.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(f.TLSCert, f.TLSKey)
+		if err != nil {
+			return nil, usageErrorf("--tls-cert/--tls-key: %v", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }
 
 // dial connects; after a lost connection the client dials again by
 // itself, and says so on standard error.
 func (s serverFlag) dial(ctx context.Context, opts ...client.Option) (*client.Client, error) {
+	tlsOpts, err := s.options()
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.Timeout.D())
 	defer cancel()
-	return client.Dial(ctx, s.Server, append([]client.Option{client.WithName("ratatoskr-cli"),
-		client.WithStateHandler(reportState)}, opts...)...)
+	return client.Dial(ctx, s.Server, append(append([]client.Option{client.WithName("ratatoskr-cli"),
+		client.WithStateHandler(reportState)}, tlsOpts...), opts...)...)
 }
 
 // reportState tells the user when the connection is lost and back.
@@ -110,6 +164,16 @@ func usageError(w io.Writer, err error) int {
 	return exitUsage
 }
 
+// flagError is a flag value found wrong once the command runs (a file
+// that holds no certificate, say): a usage error, nothing was done.
+type flagError struct{ msg string }
+
+func (e *flagError) Error() string { return e.msg }
+
+func usageErrorf(format string, args ...any) error {
+	return &flagError{msg: fmt.Sprintf(format, args...)}
+}
+
 // withContext wraps a failure with what was being done, dropping the
 // "ratatoskr: " the client's errors start with so that the prefix is
 // printed once, at the start of the line.
@@ -141,6 +205,10 @@ func run(k *kong.Context) int {
 		}
 		// The broker's own errors already say "ratatoskr:"; one is enough.
 		fmt.Fprintln(os.Stderr, "ratatoskr:", strings.TrimPrefix(err.Error(), "ratatoskr: "))
+		var ue *flagError
+		if errors.As(err, &ue) {
+			return exitUsage
+		}
 		return exitFailed
 	}
 	return exitOK

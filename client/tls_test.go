@@ -1,0 +1,119 @@
+package client_test
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/internal/devcert"
+)
+
+// tlsFront terminates TLS with cfg in front of the shared broker, as a
+// load balancer would (the broker's own TLS listener is issue 14's next
+// step); it returns its address.
+func tlsFront(t *testing.T, cfg *tls.Config) string {
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", brokerAddr)
+			if err != nil {
+				_ = in.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, in, out)
+			mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); _, _ = io.Copy(out, in); _ = out.Close() }()
+			go func() { defer wg.Done(); _, _ = io.Copy(in, out); _ = in.Close() }()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// TestTLSClient: over TLS (and mutual TLS) the client publishes and
+// subscribes as over plain TCP; a certificate of another CA, a missing
+// client certificate, a plaintext client on the TLS port and a TLS client
+// on the plaintext port each fail Dial with a clear error, not a hang.
+func TestTLSClient(t *testing.T) {
+	ctx := ctxT(t)
+	b, err := devcert.Generate()
+	require.NoError(t, err)
+	serverCfg, err := b.ServerTLS(false)
+	require.NoError(t, err)
+	mutualCfg, err := b.ServerTLS(true)
+	require.NoError(t, err)
+	plainTLS, mutualTLS := tlsFront(t, serverCfg), tlsFront(t, mutualCfg)
+	trusting, err := b.ClientTLS(false)
+	require.NoError(t, err)
+	withCert, err := b.ClientTLS(true)
+	require.NoError(t, err)
+
+	for name, tc := range map[string]struct {
+		addr string
+		cfg  *tls.Config
+	}{"tls": {plainTLS, trusting}, "mutual": {mutualTLS, withCert}} {
+		t.Run(name, func(t *testing.T) {
+			c := dialT(t, tc.addr, client.WithTLS(tc.cfg))
+			topic := "tls-" + name
+			got := make(chan string, 1)
+			_, err := c.Subscribe(ctx, topic, func(d *client.Delivery) { got <- string(d.Value) })
+			require.NoError(t, err)
+			_, err = c.Publish(ctx, topic, client.Message{Value: []byte("over " + name)})
+			require.NoError(t, err)
+			require.Equal(t, "over "+name, <-got)
+		})
+	}
+
+	other, err := devcert.Generate()
+	require.NoError(t, err)
+	otherCfg, err := other.ClientTLS(true)
+	require.NoError(t, err)
+	refusals := map[string]struct {
+		addr string
+		opts []client.Option
+		want string
+	}{
+		"another CA":          {plainTLS, []client.Option{client.WithTLS(otherCfg)}, "certificate signed by unknown authority"},
+		"no client cert":      {mutualTLS, []client.Option{client.WithTLS(trusting)}, "certificate"},
+		"plaintext on TLS":    {plainTLS, nil, "handshake"},
+		"TLS on plaintext":    {brokerAddr, []client.Option{client.WithTLS(trusting)}, "TLS handshake"},
+		"wrong name for cert": {plainTLS, []client.Option{client.WithTLS(&tls.Config{RootCAs: trusting.RootCAs, ServerName: "elsewhere.example"})}, "elsewhere.example"},
+	}
+	for name, r := range refusals {
+		t.Run(name, func(t *testing.T) {
+			_, err := client.Dial(ctx, r.addr, append(r.opts, client.WithoutReconnect())...)
+			require.Error(t, err)
+			t.Log(err)
+			require.ErrorContains(t, err, r.want)
+			require.NotErrorIs(t, err, os.ErrDeadlineExceeded, "refused, not timed out")
+			require.NotErrorIs(t, err, context.DeadlineExceeded, "refused, not timed out")
+		})
+	}
+}

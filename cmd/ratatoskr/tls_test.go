@@ -1,0 +1,98 @@
+package main
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// tlsFront terminates TLS with the server certificate in dir in front of
+// addr, as a load balancer would, and returns its address.
+func tlsFront(t *testing.T, dir, addr string) string {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem"))
+	require.NoError(t, err)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", addr)
+			if err != nil {
+				_ = in.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, in, out)
+			mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); _, _ = io.Copy(out, in); _ = out.Close() }()
+			go func() { defer wg.Done(); _, _ = io.Copy(in, out); _ = in.Close() }()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// TestCertDevAndTLSFlags: `cert dev` writes a CA, server and client
+// certificates (keys for the owner only) and will not overwrite them
+// without --force; client commands reach a broker over TLS with --tls-ca
+// (or RATATOSKR_TLS_CA), fail clearly without it, and refuse a
+// certificate without its key as a usage error.
+func TestCertDevAndTLSFlags(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	_, errOut, code := runCLI(t, nil, "cert", "dev", "--dir", dir)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, errOut, "--tls-ca "+filepath.Join(dir, "ca.pem"))
+	for _, f := range []string{"ca-key.pem", "server-key.pem", "client-key.pem"} {
+		st, err := os.Stat(filepath.Join(dir, f))
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), f)
+	}
+	_, errOut, code = runCLI(t, nil, "cert", "dev", "--dir", dir)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "exists; --force replaces it")
+	_, errOut, code = runCLI(t, nil, "cert", "dev", "--dir", dir, "--force", "--host", "broker.example")
+	require.Equal(t, 0, code, errOut)
+
+	s := startServer(t, nil, "--addr", "127.0.0.1:0", "--http-addr", "")
+	front := tlsFront(t, dir, s.addr)
+	ca := filepath.Join(dir, "ca.pem")
+	_, errOut, code = runCLI(t, nil, "pub", "secure", "over", "tls", "--server", front, "--tls-ca", ca)
+	require.Equal(t, 0, code, errOut)
+	out, errOut, code := runCLIEnv(t, []string{"RATATOSKR_TLS_CA=" + ca}, "sub", "secure", "--from", "earliest", "-n", "2", "--server", front)
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "over\ntls\n", out)
+
+	_, errOut, code = runCLI(t, nil, "topic", "list", "--server", front)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "a TLS port?")
+	_, errOut, code = runCLI(t, nil, "topic", "list", "--server", front, "--tls")
+	require.Equal(t, 1, code, "the system's CAs do not know the development CA")
+	require.Contains(t, errOut, "certificate")
+	_, errOut, code = runCLI(t, nil, "topic", "list", "--server", front, "--tls-ca", ca,
+		"--tls-cert", filepath.Join(dir, "client.pem"))
+	require.Equal(t, 2, code, errOut)
+	require.Contains(t, errOut, "--tls-cert and --tls-key go together")
+}
