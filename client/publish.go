@@ -757,7 +757,7 @@ func (c *Client) writeQueued() bool {
 	}
 	bufs := c.wbufs
 	l := c.link.Load()
-	_, err := bufs.WriteTo(l)
+	_, err := bufs.WriteTo(l.Conn) // the connection itself: a TCP connection writes all the frames with one writev
 	c.lastWrite.Store(clock())
 	for i, p := range c.recycle {
 		recycleFrame(p)
