@@ -33,6 +33,7 @@ var layers = map[string][]string{
 		"group/coord", "telemetry"},
 	"telemetry":          {},
 	"telemetry/promtext": {},
+	"internal/devcert":   {},
 	"httpapi":            {"wire", "storage", "storage/vfs", "telemetry", "golang.org/x/sys"},
 	"topic":              {"wire", "shard", "storage"},
 	"server": {"wire", "outbox", "shard", "storage", "telemetry", "telemetry/promtext", "topic", "group/coord",
