@@ -100,8 +100,9 @@ type Config struct {
 	Durable  bool
 	Fsync    string
 	Recreate bool
-	// Replay publishes first, then starts the subscribers from the earliest
-	// offset: the delivery rate measures reading the log back.
+	// Replay publishes first, then starts the subscribers from the run's
+	// first message (by time, so a topic used before is no matter): the
+	// delivery rate measures reading the log back.
 	Replay bool
 	// GoroutineDispatch runs subscriber handlers on the subscription's own
 	// goroutine instead of inline on the connection reader

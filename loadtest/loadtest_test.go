@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -396,4 +397,23 @@ func TestJSONPayloadsVary(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Payload = "xml"
 	require.ErrorContains(t, cfg.Validate(), "payload")
+}
+
+// TestReplayReadsOnlyItsOwnRun: a replay on a topic that holds an earlier
+// run's messages reads back this run's only, each once: durable with plain
+// subscribers and with a group, and in memory.
+func TestReplayReadsOnlyItsOwnRun(t *testing.T) {
+	addr := startBroker(t)
+	for i, group := range []string{"", "replayers", ""} {
+		cfg := DefaultConfig()
+		cfg.Server, cfg.Topic, cfg.Durable, cfg.Replay = addr, fmt.Sprint("replayed-", i), i < 2, true
+		cfg.Count, cfg.Producers, cfg.Partitions, cfg.Subscribers, cfg.Group = 20_000, 2, 2, 2, group
+		for run := range 2 {
+			res, err := Run(context.Background(), cfg, io.Discard)
+			require.NoError(t, err, "run %d", run)
+			require.Equal(t, uint64(20_000), res.Published)
+			require.Zero(t, res.Lost+res.Duplicated+res.Reordered+res.Malformed,
+				"run %d, group %q: %+v", run, group, res)
+		}
+	}
 }

@@ -38,7 +38,7 @@ type loadtestCmd struct {
 	Durable           bool          `help:"Use a durable (disk) topic; without it the topic is in memory."`
 	Fsync             string        `help:"Fsync policy of the --durable topic: always (the default), interval=DURATION or never."`
 	Recreate          bool          `help:"Delete and recreate an existing topic whose storage, fsync or partitions differ from what the flags ask; without it such a topic is refused. An existing topic is used as it is when none of --durable, --fsync and --partitions is given."`
-	Replay            bool          `help:"Publish first, then have the subscribers read it all back from the earliest offset."`
+	Replay            bool          `help:"Publish first, then have the subscribers read it all back, from this run's first message."`
 	Group             string        `help:"Make the subscribers members of this consumer group, sharing the partitions."`
 	Ack               string        `default:"offset" enum:"none,offset,message" help:"Ack mode of the --group: none, offset or message."`
 	Payload           string        `default:"letters" enum:"letters,json" help:"Payload filler after the 20-byte header: letters (the same in every message) or json (varied log lines, for measuring --compression)."`
