@@ -3,10 +3,7 @@ package client_test
 import (
 	"context"
 	"crypto/tls"
-	"io"
-	"net"
 	"os"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -15,46 +12,14 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/internal/devcert"
 )
 
-// tlsFront terminates TLS with cfg in front of the shared broker, as a
-// load balancer would (the broker's own TLS listener is issue 14's next
-// step); it returns its address.
+// tlsFront terminates TLS with cfg in front of the shared broker (the
+// broker's own TLS listener is issue 14's next step); it returns its
+// address.
 func tlsFront(t *testing.T, cfg *tls.Config) string {
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	f, err := devcert.NewFront(cfg, brokerAddr)
 	require.NoError(t, err)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", brokerAddr)
-			if err != nil {
-				_ = in.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, in, out)
-			mu.Unlock()
-			wg.Add(2)
-			go func() { defer wg.Done(); _, _ = io.Copy(out, in); _ = out.Close() }()
-			go func() { defer wg.Done(); _, _ = io.Copy(in, out); _ = in.Close() }()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
+	t.Cleanup(func() { _ = f.Close() })
+	return f.Addr()
 }
 
 // TestTLSClient: over TLS (and mutual TLS) the client publishes and
