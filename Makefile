@@ -75,7 +75,8 @@ race:
 FUZZMINIMIZE ?= 100x
 FUZZ_TARGETS := ./wire:FuzzReadFrame ./wire:FuzzCheckBatch ./wire:FuzzDecompress ./wire:FuzzGroupBodies \
                 ./storage:FuzzRecover \
-                ./engine:FuzzTopicConfigJSON ./server:FuzzSessionDecode
+                ./engine:FuzzTopicConfigJSON ./server:FuzzSessionDecode \
+                ./auth:FuzzScramStep ./auth:FuzzTokenVerify
 fuzz-short fuzz:
 	@summary=""; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/wire"
+	"github.com/xdg-go/scram"
 )
 
 // Client is a connection to a broker.
@@ -229,52 +230,105 @@ func (c *Client) attach(l *link, queue func()) {
 }
 
 // handshake sends Hello and reads HelloOK synchronously, before the
-// connection is handed to the reader and writer.
+// connection is handed to the reader and writer; with credentials it runs
+// the authentication exchange in between.
 func (c *Client) handshake(ctx context.Context, conn net.Conn) (wire.HelloOK, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 		defer func() { _ = conn.SetDeadline(time.Time{}) }()
 	}
 	h := wire.Hello{MinVersion: wire.MinVersion, MaxVersion: wire.Version, ClientName: c.opts.name}
+	var conv *scram.ClientConversation
+	switch {
+	case c.opts.user != "":
+		sc, err := scram.SHA256.NewClient(c.opts.user, c.opts.password, "")
+		if err != nil {
+			return wire.HelloOK{}, fmt.Errorf("ratatoskr: credentials: %w", err)
+		}
+		conv = sc.NewConversation()
+		first, err := conv.Step("")
+		if err != nil {
+			return wire.HelloOK{}, fmt.Errorf("ratatoskr: credentials: %w", err)
+		}
+		h.AuthMechanism, h.AuthData = "SCRAM-SHA-256", []byte(first)
+	case c.opts.token != "":
+		h.AuthMechanism, h.AuthData = "TOKEN", []byte(c.opts.token)
+	case c.opts.external:
+		h.AuthMechanism = "EXTERNAL"
+	}
 	body := h.Append(nil)
 	if _, err := conn.Write(append(wire.AppendHeader(nil, wire.TypeHello, 0, 1, len(body)), body...)); err != nil {
 		return wire.HelloOK{}, fmt.Errorf("ratatoskr: handshake: %w", err)
 	}
+	for {
+		typ, resp, err := c.readHandshakeFrame(conn)
+		if err != nil {
+			return wire.HelloOK{}, err
+		}
+		switch typ {
+		case wire.TypeHelloOK:
+			if conv != nil && !conv.Valid() {
+				return wire.HelloOK{}, fmt.Errorf("%w: handshake: the broker accepted the connection without proving it knows the user's keys", ErrProtocol)
+			}
+			hello, err := wire.DecodeHelloOK(resp)
+			if err != nil {
+				return hello, fmt.Errorf("%w: handshake: %w", ErrProtocol, err)
+			}
+			if v := hello.Version; v < wire.MinVersion || v > wire.Version {
+				return hello, fmt.Errorf("%w: handshake: the broker picked version %d, not one of %d..%d",
+					ErrProtocol, v, wire.MinVersion, wire.Version)
+			}
+			return hello, nil
+		case wire.TypeAuthChallenge:
+			if conv == nil || conv.Done() {
+				return wire.HelloOK{}, fmt.Errorf("%w: handshake: an authentication challenge the client did not ask for", ErrProtocol)
+			}
+			data, err := wire.DecodeAuth(resp)
+			if err != nil {
+				return wire.HelloOK{}, fmt.Errorf("%w: handshake: %w", ErrProtocol, err)
+			}
+			next, err := conv.Step(string(data))
+			if err != nil {
+				return wire.HelloOK{}, fmt.Errorf("%w: handshake: the broker's SCRAM answer is not valid (it does not know the user's keys): %w", ErrProtocol, err)
+			}
+			if conv.Done() {
+				continue // the broker's proof checked out; HelloOK follows
+			}
+			body := wire.AppendAuth(nil, []byte(next))
+			if _, err := conn.Write(append(wire.AppendHeader(nil, wire.TypeAuthContinue, 0, 1, len(body)), body...)); err != nil {
+				return wire.HelloOK{}, fmt.Errorf("ratatoskr: handshake: %w", err)
+			}
+		case wire.TypeError:
+			e, derr := wire.DecodeError(resp)
+			if derr != nil {
+				return wire.HelloOK{}, fmt.Errorf("%w: handshake: %w", ErrProtocol, derr)
+			}
+			return wire.HelloOK{}, e
+		default:
+			return wire.HelloOK{}, fmt.Errorf("%w: handshake answered with %s", ErrProtocol, typ)
+		}
+	}
+}
+
+// readHandshakeFrame reads one whole frame of the handshake.
+func (c *Client) readHandshakeFrame(conn net.Conn) (wire.Type, []byte, error) {
 	var hdr [wire.HeaderSize]byte
 	if _, err := io.ReadFull(conn, hdr[:]); err != nil {
 		if c.opts.tls == nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
 			// A TLS listener hangs up on a Hello it cannot read.
-			return wire.HelloOK{}, fmt.Errorf("ratatoskr: handshake: the connection closed before the broker answered (a TLS port? see WithTLS): %w", err)
+			return 0, nil, fmt.Errorf("ratatoskr: handshake: the connection closed before the broker answered (a TLS port? see WithTLS): %w", err)
 		}
-		return wire.HelloOK{}, fmt.Errorf("ratatoskr: handshake: %w", err)
+		return 0, nil, fmt.Errorf("ratatoskr: handshake: %w", err)
 	}
 	fh, err := wire.ParseHeader(hdr[:], 1<<20)
 	if err != nil {
-		return wire.HelloOK{}, fmt.Errorf("%w: handshake: %w", ErrProtocol, err)
+		return 0, nil, fmt.Errorf("%w: handshake: %w", ErrProtocol, err)
 	}
 	resp := make([]byte, fh.Length-wire.HeaderSize)
 	if _, err := io.ReadFull(conn, resp); err != nil {
-		return wire.HelloOK{}, fmt.Errorf("ratatoskr: handshake: %w", err)
+		return 0, nil, fmt.Errorf("ratatoskr: handshake: %w", err)
 	}
-	switch fh.Type {
-	case wire.TypeHelloOK:
-		hello, err := wire.DecodeHelloOK(resp)
-		if err != nil {
-			return hello, fmt.Errorf("%w: handshake: %w", ErrProtocol, err)
-		}
-		if v := hello.Version; v < wire.MinVersion || v > wire.Version {
-			return hello, fmt.Errorf("%w: handshake: the broker picked version %d, not one of %d..%d",
-				ErrProtocol, v, wire.MinVersion, wire.Version)
-		}
-		return hello, nil
-	case wire.TypeError:
-		e, derr := wire.DecodeError(resp)
-		if derr != nil {
-			return wire.HelloOK{}, fmt.Errorf("%w: handshake: %w", ErrProtocol, derr)
-		}
-		return wire.HelloOK{}, e
-	}
-	return wire.HelloOK{}, fmt.Errorf("%w: handshake answered with %s", ErrProtocol, fh.Type)
+	return fh.Type, resp, nil
 }
 
 // MaxMessageBytes is the broker's limit on one message (key, value, headers).

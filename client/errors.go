@@ -48,6 +48,16 @@ var (
 	// ErrPartitionOffline: the partition cannot be read or written until
 	// an operator repairs it.
 	ErrPartitionOffline = wire.ErrPartitionOffline
+	// ErrAuthFailed: the broker refused the credentials (or wants some:
+	// see WithCredentials, WithToken), or closed the connection because
+	// its user was deleted, disabled or given a new password.
+	ErrAuthFailed = wire.ErrAuthFailed
+	// ErrNotAuthorized: the principal may not do this (its ACLs, role or
+	// tenant); nothing was done and the connection stays.
+	ErrNotAuthorized = wire.ErrNotAuthorized
+	// ErrQuotaExceeded: the tenant's quota refused the request; nothing
+	// was stored.
+	ErrQuotaExceeded = wire.ErrQuotaExceeded
 )
 
 // IsRetryable reports whether an operation that failed with err may succeed

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -174,6 +175,30 @@ type Config struct {
 	HistoryInterval time.Duration
 	// HistoryRetention is how much metrics history is kept.
 	HistoryRetention time.Duration
+	// Auth makes every client authenticate in its handshake
+	// (SCRAM-SHA-256 with a user of DataDir/security.json, a TOKEN: a JWT
+	// of the trusted issuer or the admin token, or EXTERNAL: a verified
+	// client certificate) and checks what it does against its role and
+	// the ACL rules, which deny what they do not allow. Off, every client
+	// is anonymous and may do anything.
+	Auth bool
+	// AllowAnonymous lets a broker with Auth off listen on an address
+	// other than loopback; without it such a broker refuses to start (as
+	// Redis's protected mode does), since anyone who reaches the port
+	// could read and delete every topic.
+	AllowAnonymous bool
+	// JWTIssuer and JWTKeyFile trust the signed tokens of an external
+	// identity provider: its name (the tokens' iss claim) and its public
+	// key (PEM: Ed25519 or RSA, or a certificate). JWTAudience, when set,
+	// must be in the tokens' aud claim.
+	JWTIssuer   string
+	JWTKeyFile  string
+	JWTAudience string
+	// AuthFailureBurst failed authentications from one source address
+	// are allowed, then one per AuthFailureInterval: the rest are refused
+	// before their credentials are checked.
+	AuthFailureBurst    int
+	AuthFailureInterval time.Duration
 	// Logger receives the broker's structured logs.
 	Logger *slog.Logger
 }
@@ -220,6 +245,8 @@ func DefaultConfig() Config {
 		ShutdownTimeout:      10 * time.Second,
 		HistoryInterval:      5 * time.Second,
 		HistoryRetention:     time.Hour,
+		AuthFailureBurst:     10,
+		AuthFailureInterval:  time.Second,
 	}
 }
 
@@ -235,6 +262,20 @@ func (c *Config) Validate() error {
 	}
 	if c.Addr == "" {
 		bad("Addr", c.Addr, "must be host:port")
+	}
+	if !c.Auth && !c.AllowAnonymous && c.Addr != "" && !IsLoopback(c.Addr) {
+		bad("Addr", c.Addr, "is not a loopback address and authentication is off: anyone who reaches it could read, "+
+			"publish and delete every topic; turn authentication on (--auth on) or say that anonymous access is "+
+			"intended (--allow-anonymous)")
+	}
+	if (c.JWTIssuer == "") != (c.JWTKeyFile == "") {
+		bad("JWTIssuer", c.JWTIssuer, "JWTIssuer and JWTKeyFile go together")
+	}
+	if c.AuthFailureBurst < 1 {
+		bad("AuthFailureBurst", c.AuthFailureBurst, "must be at least 1")
+	}
+	if c.AuthFailureInterval <= 0 {
+		bad("AuthFailureInterval", c.AuthFailureInterval, "must be positive")
 	}
 	if c.Shards < 1 || c.Shards > 1024 {
 		bad("Shards", c.Shards, "must be 1..1024")
@@ -368,6 +409,20 @@ func checkAuditDir(path string) error {
 		return fmt.Errorf("%s is not a directory", dir)
 	}
 	return nil
+}
+
+// IsLoopback reports whether addr (host:port) listens on loopback only:
+// localhost or a loopback IP. An empty host listens on every interface.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // FDLimit is the process's limit on open files, after raising it

@@ -27,6 +27,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/ratatoskr-mq/ratatoskr/auth"
 	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/httpapi"
 	"github.com/ratatoskr-mq/ratatoskr/server"
@@ -63,6 +64,12 @@ type Engine struct {
 	notReady  atomic.Pointer[string] // why Start has not finished; nil once it has
 	disk      diskProbe
 	history   *httpapi.History
+
+	// Security (security.go): the users, tenants and rules, and who
+	// checks credentials against them.
+	security     *auth.Store
+	authn        *auth.Authenticator
+	authFailures *auth.FailLimiter
 }
 
 // New validates cfg and returns a broker that is not listening yet. Its
@@ -74,6 +81,9 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, metricSet: metrics.NewSet()}
 	e.setNotReady("not started")
+	if err := e.newAuth(); err != nil {
+		return nil, err
+	}
 	e.newHTTP()
 	if err := e.startPlugins(opts); err != nil {
 		return nil, err
@@ -96,6 +106,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	e.topics = newRegistry(&e.cfg, states, cache)
 	e.groups = newCoordinator(e)
 	e.srv = newServer(e)
+	e.security.OnRevoke(func(user string) { e.srv.RevokeUser(user) })
 	return e, nil
 }
 
@@ -110,7 +121,8 @@ func newServer(e *Engine) *server.Server {
 		MaxPendingBytes: c.MaxPendingBytes, MaxInflightBytes: c.MaxInflightBytes,
 		SlowConsumerTimeout: c.SlowConsumerTimeout, MaxOutboundBytes: c.MaxOutboundBytes,
 		MaxFetchesPerConn: c.MaxFetchesPerConn, MaxFetchWait: c.MaxFetchWait,
-		AutoCreateTopics: c.AutoCreateTopics, AutoCreateRate: c.AutoCreateRate})
+		AutoCreateTopics: c.AutoCreateTopics, AutoCreateRate: c.AutoCreateRate,
+		Auth: e.netAuth(), AuthFailures: e.authFailures})
 }
 
 // Start starts the HTTP server, recovers the topics and groups, and starts

@@ -62,6 +62,7 @@ var AllEventKinds = []EventKind{
 	EventTopicCreated, EventTopicUpdated, EventTopicDeleted, EventBatchPublished,
 	EventSubscriberJoined, EventSubscriberLeft, EventSubscriberFailed, EventMessageDeadLetter,
 	EventGroupChanged, EventConnAccepted, EventConnRefused, EventConnClosed, EventAdminAction, EventAuth,
+	EventAccessDenied, EventSecurityChanged,
 }
 
 // DefaultPluginQueue is how many events wait for one plugin before more

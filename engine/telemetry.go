@@ -32,7 +32,9 @@ const (
 	EventConnRefused       = telemetry.EventConnRefused
 	EventConnClosed        = telemetry.EventConnClosed
 	EventAdminAction       = telemetry.EventAdminAction // a request to the admin API that changes state
-	EventAuth              = telemetry.EventAuth        // an admin-token check that failed, or a login
+	EventAuth              = telemetry.EventAuth        // an authentication that succeeded or failed
+	EventAccessDenied      = telemetry.EventAccessDenied
+	EventSecurityChanged   = telemetry.EventSecurityChanged
 )
 
 // AuditStderr is the Config.AuditLog (or Config.EventLog) value that

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/auth"
+
 	"github.com/ratatoskr-mq/ratatoskr/topic"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -133,6 +135,9 @@ func (s *session) withTopic(name []byte, then func(*topic.Topic, error) error) e
 		return then(t, nil)
 	}
 	if err := s.srv.mayAutoCreate(name); err != nil {
+		return then(nil, err)
+	}
+	if err := s.may(auth.ResTopic, string(name), auth.OpCreate); err != nil {
 		return then(nil, err)
 	}
 	n, by := string(name), s.by

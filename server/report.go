@@ -34,7 +34,7 @@ type Counters struct {
 	FetchesWaiting int64
 	FetchesRefused uint64
 	// Errors counts the error frames sent, by wire.Code.
-	Errors [32]uint64
+	Errors [40]uint64
 	// InboundRead is what read buffers and half-read frames hold;
 	// InboundPublish the publishes the shards hold (inflight.go).
 	InboundRead    int64

@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/auth"
 	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/telemetry"
 	"github.com/ratatoskr-mq/ratatoskr/topic"
@@ -56,7 +57,12 @@ type Broker interface {
 
 // Origin says who asked for a change, for its telemetry event: the actor
 // ("client", "admin-token", "broker") and the peer's address.
-type Origin struct{ Actor, Remote string }
+type Origin struct {
+	Actor, Remote string
+	// Principal and Tenant are the authenticated user and its tenant, when
+	// the broker authenticates clients.
+	Principal, Tenant string
+}
 
 // Group is how the coordinator names who asked for a change.
 func (by Origin) Group() coord.Origin { return coord.Origin{Actor: by.Actor, Remote: by.Remote} }
@@ -90,6 +96,14 @@ type Config struct {
 	MaxFetchWait         time.Duration
 	AutoCreateTopics     bool
 	AutoCreateRate       float64
+
+	// Auth authenticates clients and answers what they may do; nil turns
+	// authentication off: every connection is anonymous and may do
+	// anything.
+	Auth *auth.Authenticator
+	// AuthFailures rate-limits failed authentications per source address;
+	// required with Auth.
+	AuthFailures *auth.FailLimiter
 }
 
 // Server is the network side of a broker.
@@ -126,7 +140,16 @@ type Server struct {
 	outbound      outbound      // the broker-wide outbound bound and cuts by reason (outbound.go)
 	directWrites  atomic.Uint64 // deliveries written by another loop's thread (FlushDirect)
 	directShort   atomic.Uint64 // direct writes the socket did not take whole
-	errorsByCode  [32]atomic.Uint64
+	errorsByCode  [40]atomic.Uint64
+
+	// Authentication (auth.go): outcomes, and the users whose connections
+	// were closed, so a login racing with a revocation does not outlive it.
+	authSuccesses atomic.Uint64
+	authFailures  atomic.Uint64
+	authDenials   atomic.Uint64
+	revokedMu     sync.Mutex
+	revokedAt     map[string]uint64 // guarded by revokedMu
+	revokeSeq     atomic.Uint64
 
 	// runID tells clients (HelloOK, version 3) which run of the broker
 	// they speak to: a reconnecting client that sees another one knows
@@ -137,7 +160,7 @@ type Server struct {
 // New returns a server that is not listening yet.
 func New(cfg Config) *Server {
 	srv := &Server{cfg: cfg, b: cfg.Broker, log: cfg.Logger, topics: cfg.Topics, groups: cfg.Groups,
-		fatal: make(chan error, 1), diskWork: newDiskWorker(), autoCreates: newTokenBucket(cfg.AutoCreateRate),
+		fatal: make(chan error, 1), revokedAt: map[string]uint64{}, diskWork: newDiskWorker(), autoCreates: newTokenBucket(cfg.AutoCreateRate),
 		outbound: newOutbound(&cfg), replays: newReplayPool(replayWorkers()), runID: rand.Uint64()}
 	srv.mem = newMemGuard(srv, cfg.MaxInflightBytes)
 	return srv

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/auth"
+
 	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/outbox"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
@@ -97,6 +99,10 @@ type session struct {
 	frameBuf   []byte                   // and framed here, reused
 	by         Origin                   // the client, for telemetry events
 	info       sessionInfo              // what the admin API shows of it
+	auth       authState                // its principal and what it may do (auth.go)
+	// tlsIdentity is the verified client certificate's identity on a TLS
+	// connection with a client CA: what EXTERNAL authenticates as.
+	tlsIdentity string
 }
 
 func newSession(srv *Server, t transport) *session {
@@ -117,7 +123,11 @@ var errClose = errors.New("close connection")
 func (s *session) onData(in inbound) (closeConn bool) {
 	maxFrame := uint32(s.srv.cfg.MaxFrameBytes)
 	for !s.closed && !s.parked {
-		step, f, b, err := s.dec.next(in, maxFrame, s.handshaken)
+		limit := maxFrame
+		if !s.handshaken && s.authOn() {
+			limit = min(maxFrame, maxAuthFrame)
+		}
+		step, f, b, err := s.dec.next(in, limit, s.handshaken)
 		switch step {
 		case needMore:
 			return false
@@ -152,6 +162,15 @@ func (s *session) onData(in inbound) (closeConn bool) {
 // network buffer and is not kept.
 func (s *session) dispatch(f wire.Frame) error {
 	if !s.handshaken {
+		if s.auth.scram != nil {
+			if f.Type != wire.TypeAuthContinue {
+				err := wire.Errorf(wire.CodeHandshakeRequired, "an authentication exchange is under way: the next frame must be AuthContinue, got "+f.Type.String())
+				s.sendErr(f.Corr, err)
+				s.refused(err)
+				return errClose
+			}
+			return s.authContinue(f)
+		}
 		if f.Type != wire.TypeHello {
 			err := wire.Errorf(wire.CodeHandshakeRequired, "the first frame must be Hello, got "+f.Type.String())
 			s.sendErr(f.Corr, err)
@@ -255,6 +274,9 @@ func (s *session) hello(f wire.Frame) error {
 		s.refused(err)
 		return errClose
 	}
+	if s.authOn() {
+		return s.authenticate(f.Corr, v, &h)
+	}
 	if h.AuthMechanism != "" {
 		err := wire.Errorf(wire.CodeAuthFailed, "authentication is not enabled on this broker")
 		s.sendErr(f.Corr, err)
@@ -263,14 +285,7 @@ func (s *session) hello(f wire.Frame) error {
 		s.refused(err)
 		return errClose
 	}
-	s.handshaken, s.version = true, v
-	s.t.handshaken()
-	s.info.name.Store(&h.ClientName)
-	s.srv.log.Debug("client connected", "remote", s.t.remoteAddr(), "name", h.ClientName, "version", v)
-	ok := wire.HelloOK{Version: v, MaxFrameBytes: uint32(s.srv.cfg.MaxFrameBytes),
-		MaxMessageBytes: uint32(s.srv.cfg.MaxMessageBytes), ServerName: "ratatoskr", RunID: s.srv.runID}
-	s.sendFrame(wire.TypeHelloOK, f.Corr, ok.Append(s.scratch[:0]))
-	return nil
+	return s.accept(f.Corr, v, h.ClientName, nil)
 }
 
 // publish checks a whole Publish frame held in b, rewrites it in place
@@ -281,6 +296,9 @@ func (s *session) publish(b *storage.Buf) error {
 	v, err := wire.DecodeBatchView(b.B[wire.HeaderSize:])
 	if err == nil {
 		err = s.checkPublish(v)
+	}
+	if err == nil {
+		err = s.mayPublish(v.Topic)
 	}
 	if err == nil {
 		t := s.srv.topics.Get(v.Topic)
@@ -354,6 +372,9 @@ func (s *session) createTopic(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
+	if err := s.may(auth.ResTopic, req.Name, auth.OpCreate); err != nil {
+		return s.refuse(f.Corr, err)
+	}
 	corr, by := f.Corr, s.by
 	s.offLoop(func() func() error {
 		_, err := s.srv.b.CreateTopic(by, req.Name, req.Partitions, req.Config, false)
@@ -366,6 +387,9 @@ func (s *session) deleteTopic(f wire.Frame) error {
 	name, err := wire.DecodeName(f.Body)
 	if err != nil {
 		return s.malformed(f.Corr, err)
+	}
+	if err := s.may(auth.ResTopic, string(name), auth.OpDelete); err != nil {
+		return s.refuse(f.Corr, err)
 	}
 	corr, by, n := f.Corr, s.by, string(name)
 	s.offLoop(func() func() error {
@@ -384,6 +408,9 @@ func (s *session) alterTopic(f wire.Frame) error {
 	}
 	if req.Partitions != 0 {
 		return s.refuse(f.Corr, invalid("the partition count of a topic cannot be changed"))
+	}
+	if err := s.may(auth.ResTopic, req.Name, auth.OpAlter); err != nil {
+		return s.refuse(f.Corr, err)
 	}
 	corr, by, flags := f.Corr, s.by, f.Flags
 	s.offLoop(func() func() error {
@@ -410,9 +437,12 @@ func (s *session) listTopics(f wire.Frame) error {
 		return s.malformed(f.Corr, wire.Errorf(wire.CodeMalformed, "ListTopics has no body"))
 	}
 	topics := s.srv.topics.List()
-	sums := make([]wire.TopicSummary, len(topics))
-	for i, t := range topics {
-		sums[i] = wire.TopicSummary{Name: t.Name, Partitions: uint32(len(t.Parts))}
+	sums := make([]wire.TopicSummary, 0, len(topics))
+	for _, t := range topics {
+		if s.auth.principal != nil && !s.srv.cfg.Auth.Store.Authorize(s.auth.principal, auth.ResTopic, t.Name, auth.OpDescribe) {
+			continue // what a principal may not describe, it does not see
+		}
+		sums = append(sums, wire.TopicSummary{Name: t.Name, Partitions: uint32(len(t.Parts))})
 	}
 	s.sendFrame(wire.TypeTopicList, f.Corr, wire.AppendTopicList(s.scratch[:0], sums))
 	return nil
@@ -422,6 +452,9 @@ func (s *session) describeTopic(f wire.Frame) error {
 	name, err := wire.DecodeName(f.Body)
 	if err != nil {
 		return s.malformed(f.Corr, err)
+	}
+	if err := s.may(auth.ResTopic, string(name), auth.OpDescribe); err != nil {
+		return s.refuse(f.Corr, err)
 	}
 	corr, flags := f.Corr, f.Flags
 	answer := func(t *topic.Topic, err error) error {
@@ -448,6 +481,9 @@ func (s *session) subscribe(f wire.Frame) error {
 	}
 	if err != nil {
 		return s.malformed(f.Corr, err)
+	}
+	if err := s.may(auth.ResTopic, string(name), auth.OpSubscribe); err != nil {
+		return s.refuse(f.Corr, err)
 	}
 	corr := f.Corr
 	return s.withTopic(name, func(t *topic.Topic, err error) error {
@@ -576,6 +612,9 @@ func (s *session) fetch(f wire.Frame) error {
 	req, err := wire.DecodeFetch(f.Body)
 	if err != nil {
 		return s.malformed(f.Corr, err)
+	}
+	if err := s.may(auth.ResTopic, req.Topic, auth.OpSubscribe); err != nil {
+		return s.refuse(f.Corr, err)
 	}
 	t := s.srv.topics.Get([]byte(req.Topic))
 	if t == nil {
@@ -833,6 +872,9 @@ func (s *session) onClose() {
 		return
 	}
 	s.closed = true
+	if s.auth.denied != nil {
+		s.reportDenials()
+	}
 	s.scratch, s.frameBuf = nil, nil // what may still point at the session keeps no buffers alive
 	s.out.Close()
 	s.fetches.close()

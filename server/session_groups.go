@@ -1,7 +1,11 @@
 package server
 
 import (
+	"slices"
+
 	"strconv"
+
+	"github.com/ratatoskr-mq/ratatoskr/auth"
 
 	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/outbox"
@@ -27,6 +31,12 @@ func (s *session) joinGroup(f wire.Frame) error {
 	}
 	if s.srv.draining.Load() {
 		return s.refuse(f.Corr, ErrShuttingDown)
+	}
+	if err := s.may(auth.ResGroup, req.Group, auth.OpJoin); err != nil {
+		return s.refuse(f.Corr, err)
+	}
+	if err := s.may(auth.ResTopic, req.Topic, auth.OpSubscribe); err != nil {
+		return s.refuse(f.Corr, err)
 	}
 	s.dropEndedMembers()
 	if _, ok := s.members[req.Group]; ok {
@@ -182,7 +192,13 @@ func (s *session) listGroups(f wire.Frame) error {
 	if len(f.Body) != 0 {
 		return s.malformed(f.Corr, wire.Errorf(wire.CodeMalformed, "ListGroups has no body"))
 	}
-	s.sendFrame(wire.TypeGroupList, f.Corr, wire.AppendGroupList(s.scratch[:0], s.srv.groups.List()))
+	groups := s.srv.groups.List()
+	if p := s.auth.principal; p != nil {
+		groups = slices.DeleteFunc(groups, func(g wire.GroupSummary) bool {
+			return !s.srv.cfg.Auth.Store.Authorize(p, auth.ResGroup, g.Group, auth.OpDescribe)
+		})
+	}
+	s.sendFrame(wire.TypeGroupList, f.Corr, wire.AppendGroupList(s.scratch[:0], groups))
 	return nil
 }
 
@@ -190,6 +206,9 @@ func (s *session) describeGroup(f wire.Frame) error {
 	name, err := wire.DecodeName(f.Body)
 	if err != nil {
 		return s.malformed(f.Corr, err)
+	}
+	if err := s.may(auth.ResGroup, string(name), auth.OpDescribe); err != nil {
+		return s.refuse(f.Corr, err)
 	}
 	info, err := s.srv.groups.Describe(string(name))
 	if err != nil {
@@ -207,12 +226,18 @@ func (s *session) resetGroup(f wire.Frame) error {
 		if err != nil {
 			return s.malformed(f.Corr, err)
 		}
+		if err := s.may(auth.ResGroup, req.Group, auth.OpAlter); err != nil {
+			return s.refuse(f.Corr, err)
+		}
 		s.srv.groups.ResetPartitions(s.by.Group(), req.Group, req.Partitions, s.later(f.Corr))
 		return nil
 	}
 	req, err := wire.DecodeResetGroup(f.Body)
 	if err != nil {
 		return s.malformed(f.Corr, err)
+	}
+	if err := s.may(auth.ResGroup, req.Group, auth.OpAlter); err != nil {
+		return s.refuse(f.Corr, err)
 	}
 	s.srv.groups.Reset(s.by.Group(), req.Group, req.Start, s.later(f.Corr))
 	return nil

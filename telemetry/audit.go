@@ -17,6 +17,7 @@ import (
 //	kind     the EventKind, e.g. "topic.created"
 //	actor    "client", "admin-token", "broker", or "" when the caller did not say
 //	remote   the peer's address, or ""
+//	principal, tenant  who acted, when the broker authenticates clients
 //	action   what was asked, e.g. "create", "PATCH /api/v1/topics/orders"
 //	target   what it was done to, e.g. "topic/orders", "group/g/member/m-1"
 //	outcome  "ok", or the error's text
@@ -36,6 +37,8 @@ type auditLine struct {
 	Kind      string `json:"kind"`
 	Actor     string `json:"actor"`
 	Remote    string `json:"remote"`
+	Principal string `json:"principal,omitempty"`
+	Tenant    string `json:"tenant,omitempty"`
 	Action    string `json:"action"`
 	Target    string `json:"target"`
 	Outcome   string `json:"outcome"`
@@ -104,7 +107,7 @@ func (a *AuditLog) Accepts(k EventKind) bool {
 	}
 	switch k {
 	case EventAdminAction, EventAuth, EventTopicCreated, EventTopicUpdated, EventTopicDeleted,
-		EventGroupChanged, EventConnAccepted, EventConnRefused, EventConnClosed:
+		EventGroupChanged, EventConnAccepted, EventConnRefused, EventConnClosed, EventAccessDenied, EventSecurityChanged:
 		return true
 	}
 	return false
@@ -135,7 +138,7 @@ func (a *AuditLog) Handle(ev Event) error {
 // auditRecord renders ev as an audit line.
 func auditRecord(ev Event) auditLine {
 	l := auditLine{Time: ev.Time.UTC().Format(auditTime), Kind: string(ev.Kind), Actor: ev.Actor,
-		Remote: ev.Remote, Action: ev.Action, Target: ev.Target, Outcome: ev.Outcome(),
+		Remote: ev.Remote, Principal: ev.Principal, Tenant: ev.Tenant, Action: ev.Action, Target: ev.Target, Outcome: ev.Outcome(),
 		Topic: ev.Topic, Group: ev.Group, Count: ev.Count}
 	if ev.Time.IsZero() {
 		l.Time = time.Now().UTC().Format(auditTime)

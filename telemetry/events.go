@@ -27,8 +27,10 @@ const (
 	EventConnAccepted      EventKind = "connection.accepted"
 	EventConnRefused       EventKind = "connection.refused"
 	EventConnClosed        EventKind = "connection.closed"
-	EventAdminAction       EventKind = "admin.action" // a request to the admin API that changes state
-	EventAuth              EventKind = "auth"         // an admin-token check that failed, or a login
+	EventAdminAction       EventKind = "admin.action"     // a request to the admin API that changes state
+	EventAuth              EventKind = "auth"             // an authentication that succeeded or failed (native protocol or HTTP)
+	EventAccessDenied      EventKind = "access.denied"    // an operation the principal's rules or role refused
+	EventSecurityChanged   EventKind = "security.changed" // a user, rule, tenant or quota created, changed or deleted
 )
 
 // Event is one telemetry event. Only the fields that apply to its Kind are
@@ -45,10 +47,14 @@ type Event struct {
 	Group     string
 
 	Remote string // the peer's address
-	Actor  string // who acted: "admin-token", "client", "broker"
-	Action string // for admin, group and auth events: what was asked, e.g. "PATCH /api/v1/topics/orders"
-	Target string // what it was done to, e.g. "topic/orders"
-	Err    error  // nil when it succeeded
+	// Principal and Tenant say who acted when the broker authenticates
+	// clients: the user (or certificate identity) and its tenant.
+	Principal string
+	Tenant    string
+	Actor     string // who acted: "admin-token", "client", "broker"
+	Action    string // for admin, group and auth events: what was asked, e.g. "PATCH /api/v1/topics/orders"
+	Target    string // what it was done to, e.g. "topic/orders"
+	Err       error  // nil when it succeeded
 }
 
 // Outcome is "ok", or the error's text.

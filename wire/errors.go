@@ -59,6 +59,13 @@ const (
 	// the batches the partition remembers for it: it was stored before,
 	// and its offsets are no longer known. Nothing was stored again.
 	CodeDuplicateSequence Code = 31
+	// CodeNotAuthorized: the connection's principal may not do this (an
+	// ACL, its role, or its tenant's bounds). Nothing was done; the
+	// connection stays.
+	CodeNotAuthorized Code = 32
+	// CodeQuotaExceeded: the tenant's quota (topics, partitions, storage
+	// bytes, connections) refused the request. Nothing was stored.
+	CodeQuotaExceeded Code = 33
 )
 
 var codeNames = [...]string{
@@ -94,6 +101,8 @@ var codeNames = [...]string{
 	CodePartitionOffline:   "partition offline",
 	CodeOutOfOrderSequence: "out-of-order sequence",
 	CodeDuplicateSequence:  "duplicate sequence",
+	CodeNotAuthorized:      "not authorized",
+	CodeQuotaExceeded:      "quota exceeded",
 }
 
 // String names the code; unknown codes print as "code N" so a newer peer's
@@ -172,6 +181,8 @@ var (
 	ErrPartitionOffline   = &Error{Code: CodePartitionOffline}
 	ErrOutOfOrderSequence = &Error{Code: CodeOutOfOrderSequence}
 	ErrDuplicateSequence  = &Error{Code: CodeDuplicateSequence}
+	ErrNotAuthorized      = &Error{Code: CodeNotAuthorized}
+	ErrQuotaExceeded      = &Error{Code: CodeQuotaExceeded}
 )
 
 // errShort is returned by decoders for a body that ends early. It is a

@@ -43,6 +43,8 @@ const (
 	TypePing          Type = 0x04 // C/S: liveness probe
 	TypePong          Type = 0x05 // C/S: answer to Ping
 	TypeOK            Type = 0x06 // S: a request without a result succeeded
+	TypeAuthContinue  Type = 0x07 // C: the next message of an authentication exchange Hello started
+	TypeAuthChallenge Type = 0x08 // S: the broker's next message of an authentication exchange
 	TypeCreateTopic   Type = 0x10 // C
 	TypeDeleteTopic   Type = 0x11 // C
 	TypeListTopics    Type = 0x12 // C
@@ -102,7 +104,7 @@ const DeadLetterSuffix = ".dlq"
 
 var typeNames = map[Type]string{
 	TypeHello: "Hello", TypeHelloOK: "HelloOK", TypeError: "Error", TypePing: "Ping",
-	TypePong: "Pong", TypeOK: "OK", TypeCreateTopic: "CreateTopic",
+	TypePong: "Pong", TypeOK: "OK", TypeAuthContinue: "AuthContinue", TypeAuthChallenge: "AuthChallenge", TypeCreateTopic: "CreateTopic",
 	TypeDeleteTopic: "DeleteTopic", TypeListTopics: "ListTopics", TypeTopicList: "TopicList",
 	TypeDescribeTopic: "DescribeTopic", TypeTopicInfo: "TopicInfo", TypeAlterTopic: "AlterTopic", TypePublish: "Publish",
 	TypePublishAck: "PublishAck", TypeInitProducer: "InitProducer", TypeProducerID: "ProducerID", TypeSubscribe: "Subscribe", TypeSubscribeOK: "SubscribeOK",

@@ -41,8 +41,11 @@ func decodeKVs(d *Decoder) []KV {
 }
 
 // Hello opens a connection. The client offers a range of versions; the
-// server picks the highest it shares. Credentials travel here once auth
-// exists; an empty mechanism means none.
+// server picks the highest it shares. AuthMechanism names how the client
+// authenticates (SCRAM-SHA-256, TOKEN, EXTERNAL) and AuthData holds its
+// first message; an empty mechanism means none. A mechanism that needs
+// more round trips continues with AuthChallenge and AuthContinue frames
+// (PROTOCOL.md, "Authentication").
 type Hello struct {
 	MinVersion, MaxVersion uint16
 	ClientName             string
@@ -66,6 +69,18 @@ func DecodeHello(body []byte) (h Hello, err error) {
 	h.ClientName, h.AuthMechanism = d.String16(), d.String16()
 	h.AuthData = append([]byte(nil), d.Bytes32()...)
 	return h, d.Done()
+}
+
+// AppendAuth encodes the body of AuthContinue and AuthChallenge: the
+// mechanism's next message.
+func AppendAuth(dst, data []byte) []byte { return AppendBytes32(dst, data) }
+
+// DecodeAuth decodes an AuthContinue or AuthChallenge body; the data
+// aliases body.
+func DecodeAuth(body []byte) ([]byte, error) {
+	d := NewDecoder(body)
+	data := d.Bytes32()
+	return data, d.Done()
 }
 
 // HelloOK accepts a connection and announces the limits it must respect.
