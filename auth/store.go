@@ -124,6 +124,8 @@ var (
 	ErrTenantExists  = errors.New("the tenant exists")
 	ErrTenantInUse   = errors.New("the tenant has users")
 	ErrForbidden     = errors.New("not authorized")
+	// ErrPersist: the change could not be written; nothing changed.
+	ErrPersist = errors.New("the security file could not be written")
 )
 
 // Store holds the users, tenants and rules, and persists every change
@@ -250,7 +252,7 @@ func (s *Store) change(fn func(sn *snapshot) error) error {
 		return err
 	}
 	if err := storage.WriteFileAtomic(s.fsys, s.path, append(data, '\n'), true); err != nil {
-		return fmt.Errorf("auth: write %s: %w", s.path, err)
+		return fmt.Errorf("%w: %s: %w", ErrPersist, s.path, err)
 	}
 	s.snap.Store(sn)
 	s.gen.Add(1)

@@ -83,9 +83,10 @@ type (
 
 // admin calls a broker's admin API with a token.
 type admin struct {
-	t     *testing.T
-	base  string
-	token string
+	t          *testing.T
+	base       string
+	token      string
+	user, pass string // HTTP Basic instead of the token, when set
 }
 
 func newAdmin(t *testing.T, e *Engine) admin {
@@ -97,7 +98,10 @@ func (a admin) do(method, path, body string) (int, []byte, http.Header) {
 	a.t.Helper()
 	req, err := http.NewRequest(method, a.base+path, strings.NewReader(body))
 	require.NoError(a.t, err)
-	if a.token != "" {
+	switch {
+	case a.user != "":
+		req.SetBasicAuth(a.user, a.pass)
+	case a.token != "":
 		req.Header.Set("Authorization", "Bearer "+a.token)
 	}
 	if body != "" {

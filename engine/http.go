@@ -70,7 +70,7 @@ func (e *Engine) newHTTP() {
 	e.history = httpapi.NewHistory(e.cfg.HistoryInterval, e.cfg.HistoryRetention, e.sample)
 	e.http = httpapi.New(httpapi.Config{Addr: e.cfg.HTTPAddr, AdminToken: e.cfg.AdminToken, FS: e.cfg.FS,
 		DataDir: e.cfg.DataDir, Pprof: e.cfg.Pprof, MaxPartitions: e.cfg.MaxPartitions, History: e.history,
-		Logger: e.log}, (*httpBroker)(e))
+		Logger: e.log, Auth: e.authn, AuthFailures: e.authFailures}, (*httpBroker)(e))
 }
 
 func (e *Engine) startHTTP() error { return e.http.Start() }

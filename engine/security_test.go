@@ -357,3 +357,82 @@ func TestAnonymousBeyondLoopbackNeedsConsent(t *testing.T) {
 		require.NoError(t, cfg.Validate(), a)
 	}
 }
+
+// The security API: a broker admin manages tenants, users and rules; a
+// tenant admin its own tenant's users and rules and nothing else; changes
+// are audited and apply to open connections.
+func TestSecurityAdminAPI(t *testing.T) {
+	rec := &recorder{name: "rec"}
+	e, _ := startSecure(t, nil, WithPlugin(rec))
+	root := newAdmin(t, e)
+	root.json("POST", "/api/v1/tenants", `{"name":"acme","quotas":{"topics":5}}`, 201, nil)
+	root.json("POST", "/api/v1/tenants", `{"name":"globex"}`, 201, nil)
+	root.fails("POST", "/api/v1/tenants", `{"name":"acme"}`, 409, "conflict", "exists")
+	root.fails("POST", "/api/v1/tenants", `{"name":"../etc"}`, 400, "invalid_argument", "tenant name")
+	root.json("POST", "/api/v1/users", `{"name":"ann","password":"ann-password","tenant":"acme","role":"tenant-admin"}`, 201, nil)
+	root.json("POST", "/api/v1/users", `{"name":"gus","password":"gus-password","tenant":"globex"}`, 201, nil)
+	root.fails("POST", "/api/v1/users", `{"name":"x","password":"short"}`, 400, "invalid_argument", "at least 8")
+	root.fails("POST", "/api/v1/users", `{"name":"y","password":"long-enough","tenant":"nosuch"}`, 404, "not_found", "no such tenant")
+
+	ann := admin{t: t, base: root.base, user: "ann", pass: "ann-password"}
+	var users struct {
+		Users []auth.UserView `json:"users"`
+	}
+	ann.json("POST", "/api/v1/users", `{"name":"abe","password":"abe-password"}`, 201, nil)
+	ann.json("GET", "/api/v1/users", "", 200, &users)
+	require.Len(t, users.Users, 2, "ann sees her tenant's users only")
+	for _, u := range users.Users {
+		require.Equal(t, "acme", u.Tenant)
+	}
+	ann.fails("POST", "/api/v1/users", `{"name":"eve","password":"eve-password","tenant":"globex"}`, 403, "forbidden", "not authorized")
+	ann.fails("POST", "/api/v1/users", `{"name":"eve","password":"eve-password","role":"admin"}`, 403, "forbidden", "not authorized")
+	ann.fails("GET", "/api/v1/users/gus", "", 404, "not_found", "no such user")
+	ann.fails("DELETE", "/api/v1/users/gus", "", 404, "not_found", "no such user")
+	ann.fails("POST", "/api/v1/tenants", `{"name":"mine"}`, 403, "forbidden", "not authorized")
+	ann.fails("POST", "/api/v1/acls", `{"principal":"abe","resource":"cluster","name":"*","ops":"admin"}`, 403, "forbidden", "not authorized")
+	ann.fails("GET", "/api/v1/topics", "", 403, "forbidden", "admin role")
+	ann.fails("GET", "/metrics", "", 403, "forbidden", "admin role")
+	var rule auth.Rule
+	ann.json("POST", "/api/v1/acls", `{"principal":"abe","resource":"topic","name":"orders","pattern":"prefix","ops":"publish,subscribe"}`, 201, &rule)
+	require.Equal(t, "acme", rule.Tenant, "a tenant admin's rule is its tenant's")
+	var tenants struct {
+		Tenants []auth.Tenant `json:"tenants"`
+	}
+	ann.json("GET", "/api/v1/tenants", "", 200, &tenants)
+	require.Len(t, tenants.Tenants, 1)
+	require.Equal(t, "acme", tenants.Tenants[0].Name)
+
+	bad := admin{t: t, base: root.base, user: "ann", pass: "wrong-password"}
+	bad.fails("GET", "/api/v1/users", "", 401, "unauthorized", "authentication failed")
+
+	// Disabling a user through the API closes its connection.
+	abe := dial(t, e, client.WithCredentials("abe", "abe-password"), client.WithoutReconnect())
+	ann.json("PATCH", "/api/v1/users/abe", `{"disabled":true}`, 200, nil)
+	<-abe.Done()
+	require.ErrorIs(t, abe.Err(), client.ErrAuthFailed)
+	_, err := tryDial(t, e, client.WithCredentials("abe", "abe-password"))
+	require.ErrorIs(t, err, client.ErrAuthFailed)
+	ann.json("PATCH", "/api/v1/users/abe", `{"disabled":false,"password":"abe-new-password"}`, 200, nil)
+	_, err = tryDial(t, e, client.WithCredentials("abe", "abe-new-password"))
+	require.NoError(t, err)
+
+	ann.json("DELETE", "/api/v1/acls/"+rule.ID, "", 204, nil)
+	root.fails("DELETE", "/api/v1/tenants/acme", "", 409, "conflict", "users")
+
+	ev := rec.waitFor(t, "the audited user add", func(ev Event) bool {
+		return ev.Kind == EventSecurityChanged && ev.Action == "user.add" && ev.Target == "user/abe"
+	})
+	require.Equal(t, "ann", ev.Principal)
+	require.Equal(t, "acme", ev.Tenant)
+	require.NoError(t, ev.Err)
+	rec.waitFor(t, "the refused user add", func(ev Event) bool {
+		return ev.Kind == EventSecurityChanged && ev.Target == "user/eve" && ev.Err != nil
+	})
+
+	info, err := os.Stat(filepath.Join(e.cfg.DataDir, auth.FileName))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+	data, err := os.ReadFile(filepath.Join(e.cfg.DataDir, auth.FileName))
+	require.NoError(t, err)
+	require.NotContains(t, string(data), "abe-new-password")
+}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/auth"
 	"github.com/ratatoskr-mq/ratatoskr/telemetry"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -161,12 +162,20 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 // audit emits the admin-action event of a state-changing request.
 func (s *Server) audit(r *http.Request, target string, err error) {
 	by := adminOrigin(r)
-	s.b.Emit(telemetry.Event{Time: time.Now(), Kind: telemetry.EventAdminAction, Partition: -1, Actor: by.Actor,
-		Remote: by.Remote, Action: clip(r.Method + " " + r.URL.Path), Target: target, Err: err})
+	ev := telemetry.Event{Time: time.Now(), Kind: telemetry.EventAdminAction, Partition: -1, Actor: by.Actor,
+		Remote: by.Remote, Action: clip(r.Method + " " + r.URL.Path), Target: target, Err: err}
+	if p := principalOf(r); p != nil {
+		ev.Principal, ev.Tenant = p.User, p.Tenant
+	}
+	s.b.Emit(ev)
 }
 
-// adminOrigin is who made an admin request, for the events it causes.
+// adminOrigin is who made an admin request, for the events it causes:
+// "admin-token", or "user" for a user's credentials or a JWT.
 func adminOrigin(r *http.Request) Origin {
+	if p := principalOf(r); p != nil && !(p.User == auth.AdminUser && p.Mechanism == auth.MechToken) {
+		return Origin{Actor: "user", Remote: r.RemoteAddr}
+	}
 	return Origin{Actor: "admin-token", Remote: r.RemoteAddr}
 }
 

@@ -64,7 +64,7 @@ type Broker interface {
 
 // Origin is who made a change, for the events it causes.
 type Origin struct {
-	Actor  string // always "admin-token" here
+	Actor  string // "admin-token", or "user" (a user's password or a JWT of the admin role)
 	Remote string // the peer's address
 }
 

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/auth"
 	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
 )
 
@@ -42,6 +43,13 @@ type Config struct {
 	// /api/v1/metrics/history read; nil serves an empty one.
 	History *History
 	Logger  *slog.Logger
+	// Auth checks the credentials of requests besides the admin token:
+	// HTTP Basic (a user's password) and bearer JWTs. nil: the admin
+	// token only.
+	Auth *auth.Authenticator
+	// AuthFailures rate-limits failed credentials per source address,
+	// shared with the native protocol; nil: no limit.
+	AuthFailures *auth.FailLimiter
 }
 
 // Server is the HTTP side of one broker.
@@ -109,13 +117,14 @@ func (s *Server) Start() error {
 // routes builds the handler of every endpoint, with token as the admin token.
 func (s *Server) routes(token string) http.Handler {
 	mux := http.NewServeMux()
-	auth := func(h http.HandlerFunc) http.Handler { return s.requireToken(token, h) }
+	auth := func(h http.HandlerFunc) http.Handler { return s.requireAuth(token, adminOnly, h) }
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", auth(s.metrics))
 	mux.Handle("GET /api/v1/health", auth(s.apiHealth))
 	mux.Handle("GET /api/v1/metrics/history", auth(s.apiHistory))
 	s.registerAdmin(mux, auth)
+	s.registerSecurity(mux, func(h http.HandlerFunc) http.Handler { return s.requireAuth(token, tenantAdmins, h) })
 	registerDashboard(mux)
 	if s.cfg.Pprof {
 		mux.Handle("/debug/pprof/", auth(pprof.Index))

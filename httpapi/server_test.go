@@ -32,12 +32,12 @@ func TestAuth(t *testing.T) {
 	h := handler(t, b)
 	for _, path := range []string{"/api/v1/topics", "/api/v1/groups", "/api/v1/connections", "/api/v1/shards", "/api/v1/nope",
 		"/metrics", "/api/v1/health", "/api/v1/metrics/history"} {
-		fails(t, h, "", "GET", path, "", 401, "unauthorized", "missing bearer token")
+		fails(t, h, "", "GET", path, "", 401, "unauthorized", "missing credentials")
 		_, _, hdr := call(h, "", "GET", path, "")
 		require.Contains(t, hdr.Get("WWW-Authenticate"), "Bearer")
 	}
-	fails(t, h, "", "POST", "/api/v1/topics", `{"name":"x"}`, 401, "unauthorized", "missing bearer token")
-	fails(t, h, "", "DELETE", "/api/v1/topics/x", "", 401, "unauthorized", "missing bearer token")
+	fails(t, h, "", "POST", "/api/v1/topics", `{"name":"x"}`, 401, "unauthorized", "missing credentials")
+	fails(t, h, "", "DELETE", "/api/v1/topics/x", "", 401, "unauthorized", "missing credentials")
 	fails(t, h, "test-tokeN", "GET", "/api/v1/topics", "", 401, "unauthorized", "not the admin token")
 	fails(t, h, "test-tokeN", "PATCH", "/api/v1/topics/x", `{"retention":"1h"}`, 401, "unauthorized", "not the admin token")
 	require.Empty(t, b.created, "refused before the broker is asked")

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/auth"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
 	"github.com/ratatoskr-mq/ratatoskr/telemetry"
@@ -82,7 +84,7 @@ func writeTokenFile(fsys vfs.FS, dir, path, tok string) error {
 // Authentication failures. Both answer 401 with WWW-Authenticate: Bearer,
 // so a client cannot tell a stale token from a missing header by status.
 var (
-	errNoToken    = errors.New("missing bearer token: send Authorization: Bearer <admin token>")
+	errNoToken    = errors.New("missing credentials: send Authorization: Bearer <admin token or JWT>, or Basic <user:password>")
 	errWrongToken = errors.New("the bearer token is not the admin token")
 )
 
@@ -129,21 +131,43 @@ func (l *eventLimiter) allow(now time.Time) (int, bool) {
 	return count, true
 }
 
-// requireToken lets a request through only with the admin token in its
-// Authorization header, compared in constant time with token. A refusal
-// is a JSON error and an EventAuth.
-func (s *Server) requireToken(token string, next http.Handler) http.Handler {
+// Who may call an endpoint: the admin API proper, /metrics and the
+// dashboard's data need a broker admin (the admin token, or a user or
+// token with the admin role); the security API (users, rules, tenants)
+// takes tenant admins too, within their tenant.
+const (
+	adminOnly = iota
+	tenantAdmins
+)
+
+type principalKey struct{}
+
+// principalOf is who a request authenticated as (requireAuth).
+func principalOf(r *http.Request) *auth.Principal {
+	p, _ := r.Context().Value(principalKey{}).(*auth.Principal)
+	return p
+}
+
+// requireAuth lets a request through only with credentials of a principal
+// allowed there: the admin token (compared in constant time), a bearer
+// JWT of the trusted issuer, or a user's password (HTTP Basic). A refusal
+// is a JSON error and an EventAuth; failed credentials count against the
+// source address as on the native protocol.
+func (s *Server) requireAuth(token string, who int, next http.Handler) http.Handler {
 	want := []byte(token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		err := errNoToken
-		if got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && got != "" {
-			if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) == 1 {
-				next.ServeHTTP(w, r)
-				return
-			}
-			err = errWrongToken
-		}
 		now := s.now()
+		p, err := s.authenticate(r, want, now)
+		if err == nil && p.Role != auth.RoleAdmin && (who == adminOnly || p.Role != auth.RoleTenantAdmin) {
+			s.b.Emit(telemetry.Event{Time: now, Kind: telemetry.EventAccessDenied, Partition: -1, Remote: r.RemoteAddr,
+				Principal: p.User, Tenant: p.Tenant, Action: clip(r.Method + " " + r.URL.Path), Err: errForbidden})
+			writeError(w, http.StatusForbidden, "forbidden", errForbidden.Error())
+			return
+		}
+		if err == nil {
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+			return
+		}
 		if n, ok := s.authEvents.allow(now); ok {
 			s.b.Emit(telemetry.Event{Time: now, Kind: telemetry.EventAuth, Partition: -1, Remote: r.RemoteAddr,
 				Action: clip(r.Method + " " + r.URL.Path), Count: n, Err: err})
@@ -151,4 +175,45 @@ func (s *Server) requireToken(token string, next http.Handler) http.Handler {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ratatoskr"`)
 		writeError(w, http.StatusUnauthorized, "unauthorized", err.Error())
 	})
+}
+
+// errForbidden refuses a principal the endpoint is not for.
+var errForbidden = errors.New("this endpoint needs the admin role (or, for users, rules and tenants, a tenant admin)")
+
+// authenticate finds who a request is.
+func (s *Server) authenticate(r *http.Request, adminToken []byte, now time.Time) (*auth.Principal, error) {
+	h := r.Header.Get("Authorization")
+	if s.cfg.AuthFailures != nil {
+		if ok, wait := s.cfg.AuthFailures.Allow(r.RemoteAddr, now); !ok && h != "" {
+			return nil, fmt.Errorf("too many failed authentications from this address; retry in %s", wait.Round(time.Second))
+		}
+	}
+	failed := func(err error) (*auth.Principal, error) {
+		if s.cfg.AuthFailures != nil {
+			s.cfg.AuthFailures.Failed(r.RemoteAddr, now)
+		}
+		return nil, err
+	}
+	if got, ok := strings.CutPrefix(h, "Bearer "); ok && got != "" {
+		got = strings.TrimSpace(got)
+		if subtle.ConstantTimeCompare([]byte(got), adminToken) == 1 {
+			return &auth.Principal{User: auth.AdminUser, Role: auth.RoleAdmin, Mechanism: auth.MechToken}, nil
+		}
+		if s.cfg.Auth != nil && s.cfg.Auth.JWT != nil && strings.Count(got, ".") == 2 {
+			p, err := s.cfg.Auth.Token(got)
+			if err != nil {
+				return failed(err)
+			}
+			return p, nil
+		}
+		return failed(errWrongToken)
+	}
+	if user, pass, ok := r.BasicAuth(); ok && s.cfg.Auth != nil {
+		p, err := s.cfg.Auth.Password(user, pass)
+		if err != nil {
+			return failed(err)
+		}
+		return p, nil
+	}
+	return nil, errNoToken
 }

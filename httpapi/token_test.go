@@ -101,7 +101,7 @@ func TestAuthEventsAreBounded(t *testing.T) {
 		require.ErrorIs(t, ev.Err, errWrongToken)
 	}
 	now = now.Add(time.Second)
-	fails(t, h, "", "GET", "/metrics", "", 401, "unauthorized", "missing bearer token")
+	fails(t, h, "", "GET", "/metrics", "", 401, "unauthorized", "missing credentials")
 	auths = b.eventsOf(telemetry.EventAuth)
 	require.Len(t, auths, authLimit+1)
 	last := auths[authLimit]

@@ -132,6 +132,9 @@ type Config struct {
 	// TLS, when set, makes every connection of the run use it
 	// (client.WithTLS).
 	TLS *tls.Config
+	// User and Password (client.WithCredentials), or Token
+	// (client.WithToken), authenticate every connection of the run.
+	User, Password, Token string
 	// Payload is the filler after each payload's header: PayloadLetters
 	// (the default) or PayloadJSON, text-like lines for measuring
 	// compression.

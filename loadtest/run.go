@@ -101,14 +101,26 @@ func (r *run) close() {
 	}
 }
 
+// baseOptions are the options of every connection of the run: its name,
+// TLS and credentials.
+func (r *run) baseOptions() []client.Option {
+	opts := []client.Option{client.WithName("ratatoskr-loadtest")}
+	if r.cfg.TLS != nil {
+		opts = append(opts, client.WithTLS(r.cfg.TLS))
+	}
+	switch {
+	case r.cfg.User != "":
+		opts = append(opts, client.WithCredentials(r.cfg.User, r.cfg.Password))
+	case r.cfg.Token != "":
+		opts = append(opts, client.WithToken(r.cfg.Token))
+	}
+	return opts
+}
+
 func (r *run) dial(ctx context.Context, opts ...client.Option) (*client.Client, error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	base := []client.Option{client.WithName("ratatoskr-loadtest")}
-	if r.cfg.TLS != nil {
-		base = append(base, client.WithTLS(r.cfg.TLS))
-	}
-	c, err := client.Dial(dctx, r.cfg.Server, append(base, opts...)...)
+	c, err := client.Dial(dctx, r.cfg.Server, append(r.baseOptions(), opts...)...)
 	if err == nil {
 		r.clients = append(r.clients, c)
 	}
@@ -198,11 +210,7 @@ func (r *run) joinGroup(ctx context.Context, from client.Position) error {
 			}}
 		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		var err error
-		gopts := []client.Option{client.WithName("ratatoskr-loadtest")}
-		if r.cfg.TLS != nil {
-			gopts = append(gopts, client.WithTLS(r.cfg.TLS))
-		}
-		s.gc, err = client.JoinGroup(jctx, r.cfg.Server, cfg, gopts...)
+		s.gc, err = client.JoinGroup(jctx, r.cfg.Server, cfg, r.baseOptions()...)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("group member %d: %w", i, err)

@@ -477,6 +477,8 @@ var engineFlags = map[string]string{
 	"SegmentBytes": "segment-bytes", "CacheBytes": "cache-bytes", "GroupRetention": "group-retention",
 	"ShutdownTimeout": "shutdown-timeout", "Pprof": "pprof",
 	"AdminToken": "admin-token", "AuditLog": "audit-log", "EventLog": "event-log",
+	"AllowAnonymous": "allow-anonymous", "JWTIssuer": "jwt-issuer", "JWTKeyFile": "jwt-key",
+	"JWTAudience": "jwt-audience",
 }
 
 // fieldNames rewrites engine field names in Validate's reasons as flag

@@ -97,7 +97,7 @@ func (c *subCmd) runGroup(ctx context.Context, from client.Position, out *locked
 		lim.taken()
 		return nil
 	}
-	tlsOpts, err := c.options()
+	tlsOpts, err := c.clientOptions()
 	if err != nil {
 		return err
 	}

@@ -62,6 +62,10 @@ func (c *loadtestCmd) Run(ctx context.Context) error {
 		return err
 	}
 	cfg.TLS = tlsCfg
+	if _, err := c.credFlags.options(); err != nil {
+		return err
+	}
+	cfg.User, cfg.Password, cfg.Token = c.User, c.Password, c.Token
 	res, err := loadtest.Run(ctx, cfg, os.Stderr)
 	if res != nil {
 		var werr error

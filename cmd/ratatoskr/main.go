@@ -47,6 +47,32 @@ type serverFlag struct {
 	Server  string   `default:"127.0.0.1:7070" env:"RATATOSKR_SERVER" help:"Broker address, host:port; several, comma-separated, are tried in turn."`
 	Timeout duration `default:"10s" env:"RATATOSKR_TIMEOUT" help:"Time limit for connecting and for each request."`
 	tlsFlags
+	credFlags
+}
+
+// credFlags are the credentials of a client command, for a broker with
+// authentication on.
+type credFlags struct {
+	User     string `env:"RATATOSKR_USER" help:"Authenticate as this user (SCRAM-SHA-256), with --password."`
+	Password string `env:"RATATOSKR_PASSWORD" secret:"" help:"The user's password; prefer the RATATOSKR_PASSWORD variable, which other users cannot read in the process list."`
+	Token    string `env:"RATATOSKR_TOKEN" secret:"" help:"Authenticate with a bearer token: a JWT of the issuer the broker trusts, or the admin token."`
+}
+
+// options is the client option the flags ask for, if any.
+func (f credFlags) options() ([]client.Option, error) {
+	switch {
+	case f.User != "" && f.Token != "":
+		return nil, usageErrorf("--user and --token exclude each other")
+	case f.User != "" && f.Password == "":
+		return nil, usageErrorf("--user needs a password: --password or RATATOSKR_PASSWORD")
+	case f.User == "" && f.Password != "":
+		return nil, usageErrorf("--password needs --user")
+	case f.User != "":
+		return []client.Option{client.WithCredentials(f.User, f.Password)}, nil
+	case f.Token != "":
+		return []client.Option{client.WithToken(f.Token)}, nil
+	}
+	return nil, nil
 }
 
 // tlsFlags choose TLS for a client command.
@@ -95,10 +121,20 @@ func (f tlsFlags) config() (*tls.Config, error) {
 	return cfg, nil
 }
 
+// clientOptions are the TLS and credential options the flags ask for.
+func (s serverFlag) clientOptions() ([]client.Option, error) {
+	opts, err := s.tlsFlags.options()
+	if err != nil {
+		return nil, err
+	}
+	creds, err := s.credFlags.options()
+	return append(opts, creds...), err
+}
+
 // dial connects; after a lost connection the client dials again by
 // itself, and says so on standard error.
 func (s serverFlag) dial(ctx context.Context, opts ...client.Option) (*client.Client, error) {
-	tlsOpts, err := s.options()
+	tlsOpts, err := s.clientOptions()
 	if err != nil {
 		return nil, err
 	}

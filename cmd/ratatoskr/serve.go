@@ -59,6 +59,11 @@ type serveCmd struct {
 	GroupRetention          duration  `default:"7d" env:"RATATOSKR_GROUP_RETENTION" help:"Remove a consumer group, and its committed offsets, once it has had no members and no commits for this long; 0 keeps groups forever."`
 	Pprof                   bool      `env:"RATATOSKR_PPROF" help:"Serve Go's profiler under /debug/pprof/ on the HTTP address (with the admin token)."`
 	AdminToken              string    `env:"RATATOSKR_ADMIN_TOKEN" secret:"" help:"Bearer token for the admin API, /metrics and the dashboard; empty: the broker generates one and stores it in <data>/admin.token."`
+	Auth                    string    `default:"off" env:"RATATOSKR_AUTH" enum:"on,off" help:"on: clients authenticate (SCRAM-SHA-256 users, JWTs, the admin token, client certificates) and ACLs decide what they may do; off: every client may do anything."`
+	AllowAnonymous          bool      `env:"RATATOSKR_ALLOW_ANONYMOUS" help:"Let a broker with --auth off listen on a non-loopback address; without it such a broker refuses to start."`
+	JWTIssuer               string    `name:"jwt-issuer" env:"RATATOSKR_JWT_ISSUER" help:"Trust the tokens of this issuer (their iss claim); with --jwt-key."`
+	JWTKey                  string    `name:"jwt-key" env:"RATATOSKR_JWT_KEY" placeholder:"PATH" help:"The token issuer's public key (PEM: Ed25519 or RSA, or a certificate)."`
+	JWTAudience             string    `name:"jwt-audience" env:"RATATOSKR_JWT_AUDIENCE" help:"When set, tokens must name it in their aud claim."`
 	AuditLog                string    `env:"RATATOSKR_AUDIT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for the audit log; empty: off."`
 	EventLog                string    `env:"RATATOSKR_EVENT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for a JSON line per telemetry event, a line per stored publish batch included; empty: off."`
 	LogLevel                string    `default:"info" env:"RATATOSKR_LOG_LEVEL" enum:"debug,info,warn,error" help:"Log level: debug, info, warn, error."`
@@ -104,6 +109,8 @@ func (s *serveCmd) config() engine.Config {
 		cfg.DefaultRetention = s.Retention.D()
 	}
 	cfg.AdminToken, cfg.AuditLog, cfg.EventLog = s.AdminToken, s.AuditLog, s.EventLog
+	cfg.Auth, cfg.AllowAnonymous = s.Auth == "on", s.AllowAnonymous
+	cfg.JWTIssuer, cfg.JWTKeyFile, cfg.JWTAudience = s.JWTIssuer, s.JWTKey, s.JWTAudience
 	cfg.Logger = newLogger(s.LogLevel, s.LogFormat)
 	return cfg
 }
