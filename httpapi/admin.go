@@ -173,7 +173,7 @@ func (s *Server) audit(r *http.Request, target string, err error) {
 // adminOrigin is who made an admin request, for the events it causes:
 // "admin-token", or "user" for a user's credentials or a JWT.
 func adminOrigin(r *http.Request) Origin {
-	if p := principalOf(r); p != nil && !(p.User == auth.AdminUser && p.Mechanism == auth.MechToken) {
+	if p := principalOf(r); p != nil && (p.User != auth.AdminUser || p.Mechanism != auth.MechToken) {
 		return Origin{Actor: "user", Remote: r.RemoteAddr}
 	}
 	return Origin{Actor: "admin-token", Remote: r.RemoteAddr}

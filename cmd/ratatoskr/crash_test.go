@@ -41,6 +41,7 @@ func TestKill9KeepsAcknowledgedMessages(t *testing.T) {
 		var ackedNow atomic.Int64
 		ackedNow.Store(end)
 		done := make(chan struct{})
+		first := make(chan struct{}) // closed once a group was acked
 		go func() {
 			defer close(done)
 			next := end
@@ -54,10 +55,18 @@ func TestKill9KeepsAcknowledgedMessages(t *testing.T) {
 				if c.Flush(ctx) != nil {
 					return
 				}
-				ackedNow.Store(next)
+				if ackedNow.Swap(next) == end {
+					close(first)
+				}
 			}
 		}()
-		time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond) // a random kill point, under test: not a wait
+		// The kill falls at a random moment after the first acked group,
+		// however slowly a loaded machine got there.
+		select {
+		case <-first:
+		case <-done:
+		}
+		time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond) // a random kill point, under test: not a wait
 		require.NoError(t, s.cmd.Process.Kill())
 		<-done
 		if err := <-s.exited; err == nil {

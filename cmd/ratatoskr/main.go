@@ -32,6 +32,9 @@ type cli struct {
 	Sub      subCmd      `cmd:"" help:"Print each message published to a topic from now on, or consume as a member of a group (--group)."`
 	Group    groupCmd    `cmd:"" help:"List, describe and reset consumer groups."`
 	Loadtest loadtestCmd `cmd:"" help:"Measure a broker's throughput and latency: rates, end-to-end latency, loss."`
+	User     userCmd     `cmd:"" help:"Manage users: add, list, delete, passwd, disable, enable (through the HTTP API)."`
+	ACL      aclCmd      `cmd:"" name:"acl" help:"Manage ACL rules: add, list, delete (through the HTTP API)."`
+	Tenant   tenantCmd   `cmd:"" help:"Manage tenants and their quotas (through the HTTP API)."`
 
 	DashboardURL dashboardURLCmd `cmd:"" name:"dashboard-url" help:"Print the dashboard's address with the admin token, which the broker does not log."`
 	Version      versionCmd      `cmd:"" help:"Print the version, commit, Go and protocol versions."`
