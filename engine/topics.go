@@ -136,7 +136,7 @@ func (r *registry) applyKV(tc *TopicConfig, kv wire.KV) error {
 		}
 		tc.RetentionBytes = n
 	case ConfigDeadLetterTopic:
-		if kv.Value != "" && wire.ValidateTopicName(kv.Value) != nil {
+		if kv.Value != "" && wire.ValidateQualifiedName(kv.Value) != nil {
 			return bad("must be a valid topic name, or empty for <topic>.dlq")
 		}
 		tc.DeadLetterTopic = kv.Value
@@ -157,7 +157,7 @@ func (r *registry) applyKV(tc *TopicConfig, kv wire.KV) error {
 // instead of failing (auto-creation racing with another creator); created
 // tells the two apart.
 func (r *registry) create(name string, tc TopicConfig, existOK bool) (t *Topic, created bool, err error) {
-	if err := wire.ValidateTopicName(name); err != nil {
+	if err := wire.ValidateQualifiedName(name); err != nil {
 		return nil, false, err
 	}
 	if tc.DeadLetterTopic == name {

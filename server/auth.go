@@ -46,6 +46,7 @@ type authState struct {
 	decisions map[decisionKey]bool
 	publish   map[string]bool // publish decisions by topic name: the hot path's lookup, without a key to build
 	denied    map[decisionKey]int
+	qualified map[string]string // a tenant's topic names, qualified (tenant.go)
 	// user is the principal's name, for the revocation walk from other
 	// goroutines.
 	user atomic.Pointer[string]

@@ -131,7 +131,7 @@ func (s *session) runPending() (closeConn bool) {
 // after auto-creating it off the loop (offLoop). When the topic is missing
 // and may not be created, then gets the reason.
 func (s *session) withTopic(name []byte, then func(*topic.Topic, error) error) error {
-	if t := s.srv.topics.Get(name); t != nil {
+	if t := s.lookup(name); t != nil {
 		return then(t, nil)
 	}
 	if err := s.srv.mayAutoCreate(name); err != nil {
@@ -140,7 +140,7 @@ func (s *session) withTopic(name []byte, then func(*topic.Topic, error) error) e
 	if err := s.may(auth.ResTopic, string(name), auth.OpCreate); err != nil {
 		return then(nil, err)
 	}
-	n, by := string(name), s.by
+	n, by := s.qualify(string(name)), s.by
 	s.offLoop(func() func() error {
 		t, err := s.srv.b.CreateTopic(by, n, 0, nil, true)
 		return func() error {

@@ -138,7 +138,7 @@ func (j *replayJob) step() replayNext {
 			j.srv.replayFailed(j.p, j.offset, err)
 			return replayDone
 		}
-		j.prefix = wire.AppendBatchPrefix(nil, j.p.Topic, j.p.ID)
+		j.prefix = wire.AppendBatchPrefix(nil, wire.Unqualified(j.p.Topic), j.p.ID) // as its tenant names it
 	}
 	if j.cancel.Load() || j.out.Closed() {
 		return replayDone

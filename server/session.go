@@ -301,7 +301,7 @@ func (s *session) publish(b *storage.Buf) error {
 		err = s.mayPublish(v.Topic)
 	}
 	if err == nil {
-		t := s.srv.topics.Get(v.Topic)
+		t := s.lookup(v.Topic)
 		if t == nil {
 			return s.publishNew(h.Corr, b, v)
 		}
@@ -375,9 +375,9 @@ func (s *session) createTopic(f wire.Frame) error {
 	if err := s.may(auth.ResTopic, req.Name, auth.OpCreate); err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	corr, by := f.Corr, s.by
+	corr, by, name, kvs := f.Corr, s.by, s.qualify(req.Name), s.qualifyConfig(req.Config)
 	s.offLoop(func() func() error {
-		_, err := s.srv.b.CreateTopic(by, req.Name, req.Partitions, req.Config, false)
+		_, err := s.srv.b.CreateTopic(by, name, req.Partitions, kvs, false)
 		return func() error { s.reply(corr, err); return nil }
 	})
 	return nil
@@ -391,7 +391,7 @@ func (s *session) deleteTopic(f wire.Frame) error {
 	if err := s.may(auth.ResTopic, string(name), auth.OpDelete); err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	corr, by, n := f.Corr, s.by, string(name)
+	corr, by, n := f.Corr, s.by, s.qualify(string(name))
 	s.offLoop(func() func() error {
 		err := s.srv.b.DeleteTopic(by, n)
 		return func() error { s.reply(corr, err); return nil }
@@ -412,9 +412,9 @@ func (s *session) alterTopic(f wire.Frame) error {
 	if err := s.may(auth.ResTopic, req.Name, auth.OpAlter); err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	corr, by, flags := f.Corr, s.by, f.Flags
+	corr, by, flags, name, kvs := f.Corr, s.by, f.Flags, s.qualify(req.Name), s.qualifyConfig(req.Config)
 	s.offLoop(func() func() error {
-		t, err := s.srv.b.UpdateTopic(by, req.Name, req.Config)
+		t, err := s.srv.b.UpdateTopic(by, name, kvs)
 		return func() error {
 			if err != nil {
 				return s.refuse(corr, err)
@@ -429,6 +429,7 @@ func (s *session) alterTopic(f wire.Frame) error {
 // sendTopicInfo answers with t's description; flags are the request's.
 func (s *session) sendTopicInfo(corr uint32, flags uint8, t *topic.Topic) {
 	info := topic.Describe(t, flags&wire.FlagDefaults != 0)
+	stripInfo(&info)
 	s.sendFrame(wire.TypeTopicInfo, corr, info.Append(s.scratch[:0], s.version))
 }
 
@@ -439,10 +440,14 @@ func (s *session) listTopics(f wire.Frame) error {
 	topics := s.srv.topics.List()
 	sums := make([]wire.TopicSummary, 0, len(topics))
 	for _, t := range topics {
-		if s.auth.principal != nil && !s.srv.cfg.Auth.Store.Authorize(s.auth.principal, auth.ResTopic, t.Name, auth.OpDescribe) {
+		if !s.mine(t.Name) {
+			continue // another tenant's
+		}
+		name := wire.Unqualified(t.Name)
+		if s.auth.principal != nil && !s.srv.cfg.Auth.Store.Authorize(s.auth.principal, auth.ResTopic, name, auth.OpDescribe) {
 			continue // what a principal may not describe, it does not see
 		}
-		sums = append(sums, wire.TopicSummary{Name: t.Name, Partitions: uint32(len(t.Parts))})
+		sums = append(sums, wire.TopicSummary{Name: name, Partitions: uint32(len(t.Parts))})
 	}
 	s.sendFrame(wire.TypeTopicList, f.Corr, wire.AppendTopicList(s.scratch[:0], sums))
 	return nil
@@ -467,7 +472,7 @@ func (s *session) describeTopic(f wire.Frame) error {
 	if f.Flags&wire.FlagAutoCreate != 0 {
 		return s.withTopic(name, answer)
 	}
-	t := s.srv.topics.Get(name)
+	t := s.lookup(name)
 	if t == nil {
 		return answer(nil, wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(string(name))))
 	}
@@ -616,7 +621,7 @@ func (s *session) fetch(f wire.Frame) error {
 	if err := s.may(auth.ResTopic, req.Topic, auth.OpSubscribe); err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	t := s.srv.topics.Get([]byte(req.Topic))
+	t := s.lookup([]byte(req.Topic))
 	if t == nil {
 		return s.refuse(f.Corr, wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(req.Topic)))
 	}
@@ -671,11 +676,11 @@ func (s *session) unsubscribe(f wire.Frame) error {
 	}
 	// Prefer the live topic of that name; a subscription to a deleted
 	// incarnation of it is removed only when no live one matches.
-	key := subKey{s.srv.topics.Get(name), part}
+	key := subKey{s.lookup(name), part}
 	sub := s.subs[key]
 	if sub == nil {
 		for k, v := range s.subs {
-			if k.topic.Name == string(name) && k.partition == part {
+			if k.topic.Name == s.qualify(string(name)) && k.partition == part {
 				key, sub = k, v
 				break
 			}

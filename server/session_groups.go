@@ -69,7 +69,12 @@ func (s *session) joinTopic(corr uint32, req *wire.JoinGroup, t *topic.Topic) er
 				"this connection consumes "+t.Name+" as a member of group "+m.Group()))
 		}
 	}
-	m, err := s.srv.groups.Join(s.out, s.by.Group(), corr, req, topic.Group{T: t})
+	q := *req
+	q.Group, q.Topic = s.qualify(req.Group), t.Name
+	if q.DLQ != "" {
+		q.DLQ = s.qualify(q.DLQ)
+	}
+	m, err := s.srv.groups.Join(s.out, s.by.Group(), corr, &q, topic.Group{T: t})
 	if err != nil {
 		return s.refuse(corr, err)
 	}
@@ -192,7 +197,10 @@ func (s *session) listGroups(f wire.Frame) error {
 	if len(f.Body) != 0 {
 		return s.malformed(f.Corr, wire.Errorf(wire.CodeMalformed, "ListGroups has no body"))
 	}
-	groups := s.srv.groups.List()
+	groups := slices.DeleteFunc(s.srv.groups.List(), func(g wire.GroupSummary) bool { return !s.mine(g.Group) })
+	for i := range groups {
+		groups[i].Group, groups[i].Topic = wire.Unqualified(groups[i].Group), wire.Unqualified(groups[i].Topic)
+	}
 	if p := s.auth.principal; p != nil {
 		groups = slices.DeleteFunc(groups, func(g wire.GroupSummary) bool {
 			return !s.srv.cfg.Auth.Store.Authorize(p, auth.ResGroup, g.Group, auth.OpDescribe)
@@ -210,10 +218,11 @@ func (s *session) describeGroup(f wire.Frame) error {
 	if err := s.may(auth.ResGroup, string(name), auth.OpDescribe); err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	info, err := s.srv.groups.Describe(string(name))
+	info, err := s.srv.groups.Describe(s.qualify(string(name)))
 	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
+	info.Group, info.Topic = wire.Unqualified(info.Group), wire.Unqualified(info.Topic)
 	s.sendFrame(wire.TypeGroupInfo, f.Corr, info.Append(s.scratch[:0]))
 	return nil
 }
@@ -229,7 +238,7 @@ func (s *session) resetGroup(f wire.Frame) error {
 		if err := s.may(auth.ResGroup, req.Group, auth.OpAlter); err != nil {
 			return s.refuse(f.Corr, err)
 		}
-		s.srv.groups.ResetPartitions(s.by.Group(), req.Group, req.Partitions, s.later(f.Corr))
+		s.srv.groups.ResetPartitions(s.by.Group(), s.qualify(req.Group), req.Partitions, s.later(f.Corr))
 		return nil
 	}
 	req, err := wire.DecodeResetGroup(f.Body)
@@ -239,7 +248,7 @@ func (s *session) resetGroup(f wire.Frame) error {
 	if err := s.may(auth.ResGroup, req.Group, auth.OpAlter); err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	s.srv.groups.Reset(s.by.Group(), req.Group, req.Start, s.later(f.Corr))
+	s.srv.groups.Reset(s.by.Group(), s.qualify(req.Group), req.Start, s.later(f.Corr))
 	return nil
 }
 

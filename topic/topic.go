@@ -65,7 +65,7 @@ func (tc Config) KVs() []wire.KV {
 func (tc Config) Defaults(topic string) []wire.KV {
 	var kvs []wire.KV
 	if tc.DeadLetterTopic == "" {
-		if dlq := topic + wire.DeadLetterSuffix; wire.ValidateTopicName(dlq) == nil {
+		if dlq := topic + wire.DeadLetterSuffix; wire.ValidateQualifiedName(dlq) == nil {
 			kvs = append(kvs, wire.KV{Key: wire.DefaultPrefix + ConfigDeadLetterTopic, Value: dlq})
 		}
 	}
@@ -194,6 +194,9 @@ func NewTable() *Table {
 
 // Get is the topic named name, or nil.
 func (tb *Table) Get(name []byte) *Topic { return (*tb.snap.Load())[string(name)] }
+
+// GetName is Get by a string.
+func (tb *Table) GetName(name string) *Topic { return (*tb.snap.Load())[name] }
 
 // List is every topic, by name.
 func (tb *Table) List() []*Topic {

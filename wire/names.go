@@ -24,3 +24,62 @@ func topicNameChar(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
 		c == '.' || c == '_' || c == '-'
 }
+
+// TenantSep joins a tenant's name and a topic or group name into the name
+// the broker keeps ("acme~orders"). Clients never see it and cannot send
+// it: it is outside the alphabet of names, so no name on the wire reaches
+// another tenant's topic or group, and tenant names (a-z, 0-9, '_', '-')
+// never hold it.
+const TenantSep = '~'
+
+// Qualify is the broker's name for a tenant's topic or group name; a
+// name of no tenant is itself.
+func Qualify(tenant, name string) string {
+	if tenant == "" {
+		return name
+	}
+	return tenant + string(TenantSep) + name
+}
+
+// Unqualified is a broker-side name as its tenant's clients know it.
+func Unqualified(name string) string {
+	for i := 0; i < len(name); i++ {
+		if name[i] == TenantSep {
+			return name[i+1:]
+		}
+	}
+	return name
+}
+
+// TenantOf is the tenant of a broker-side name, "" for none.
+func TenantOf(name string) string {
+	for i := 0; i < len(name); i++ {
+		if name[i] == TenantSep {
+			return name[:i]
+		}
+	}
+	return ""
+}
+
+// ValidateQualifiedName checks a broker-side topic name: a topic name,
+// optionally qualified by a tenant, 249 bytes at most in all (it names a
+// directory).
+func ValidateQualifiedName(name string) error {
+	tenant, rest := TenantOf(name), Unqualified(name)
+	if tenant == "" && len(rest) != len(name) {
+		return errTopicName // "~orders"
+	}
+	if err := ValidateTopicName(rest); err != nil {
+		return err
+	}
+	if len(name) > MaxTopicNameLen {
+		return &Error{Code: CodeInvalidArgument, Message: "the topic name is too long for its tenant: tenant and name together are at most 249 characters"}
+	}
+	for i := 0; i < len(tenant); i++ {
+		c := tenant[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return errTopicName
+		}
+	}
+	return nil
+}

@@ -405,7 +405,7 @@ func (c *Coordinator) settings(req *wire.JoinGroup) (groupSettings, time.Duratio
 	for _, b := range req.BackoffMs {
 		set.backoff = append(set.backoff, int64(b)*int64(time.Millisecond))
 	}
-	if set.dlq != "" && wire.ValidateTopicName(set.dlq) != nil {
+	if set.dlq != "" && wire.ValidateQualifiedName(set.dlq) != nil {
 		return set, 0, invalid("dead-letter topic " + strconv.Quote(set.dlq) + " is not a valid topic name")
 	}
 	if set.dlq == req.Topic {
@@ -446,7 +446,7 @@ func (c *Coordinator) Join(out *outbox.Outbox, by Origin, corr uint32, req *wire
 		return nil, err
 	}
 	if set.mode == wire.AckMessage && set.dlq == "" && t.DeadLetterTopic() == "" &&
-		wire.ValidateTopicName(t.Name()+".dlq") != nil {
+		wire.ValidateQualifiedName(t.Name()+".dlq") != nil {
 		return nil, invalid("the default dead-letter topic " + strconv.Quote(t.Name()+".dlq") +
 			" is not a valid topic name (too long); set the topic's dead-letter-topic or the group's")
 	}
@@ -754,7 +754,7 @@ func (c *Coordinator) startFeed(gp *gpart, m *Member) feed {
 
 // sendAssignment tells m its partitions; mu held.
 func (c *Coordinator) sendAssignment(m *Member) {
-	a := wire.Assignment{Group: m.g.name, Generation: m.gen.Load()}
+	a := wire.Assignment{Group: wire.Unqualified(m.g.name), Generation: m.gen.Load()}
 	for _, gp := range m.g.parts {
 		gp.mu.Lock()
 		if gp.owner == m {

@@ -46,7 +46,7 @@ func (f *msgFeed) deadLetter(offs []int64) {
 	dlq := g.deadLetterTopic()
 	var bb wire.BatchBuilder
 	buf, _ := wire.StartFrame(nil, wire.TypePublish, 0, 0)
-	buf = wire.AppendBatchPrefix(buf, dlq, wire.PartitionAny)
+	buf = wire.AppendBatchPrefix(buf, wire.Unqualified(dlq), wire.PartitionAny) // deliveries name it as its tenant does
 	batchOff := len(buf)
 	bb.Start(buf, -1, -1)
 	var unreadable []int64
@@ -72,7 +72,7 @@ func (f *msgFeed) deadLetter(offs []int64) {
 					hs = append(hs, wire.RecordHeader{Key: string(k), Value: append([]byte(nil), v...)})
 				})
 				hs = append(hs,
-					wire.RecordHeader{Key: HeaderOriginalTopic, Value: []byte(topic)},
+					wire.RecordHeader{Key: HeaderOriginalTopic, Value: []byte(wire.Unqualified(topic))},
 					wire.RecordHeader{Key: HeaderOriginalPartition, Value: []byte(part)},
 					wire.RecordHeader{Key: HeaderOriginalOffset, Value: strconv.AppendInt(nil, l.offset, 10)},
 					wire.RecordHeader{Key: HeaderDeliveryCount, Value: strconv.AppendUint(nil, uint64(l.deliveries), 10)},

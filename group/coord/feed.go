@@ -124,7 +124,7 @@ func (f *msgFeed) run() {
 	}()
 	gp, out := f.gp, f.m.out
 	set := &gp.g.set
-	prefix := wire.AppendBatchPrefix(nil, gp.p.Topic, gp.p.ID)
+	prefix := wire.AppendBatchPrefix(nil, wire.Unqualified(gp.p.Topic), gp.p.ID) // as its tenant names it
 	redo := map[uint32][]int64{}
 	var dead []int64
 	timer := time.NewTimer(time.Hour)
@@ -312,7 +312,7 @@ const maxRedeliverOffsets = 1<<16 - 1
 // one per batch they fall in.
 func (f *msgFeed) redeliver(attempt uint32, offs []int64) {
 	gp, out, set := f.gp, f.m.out, &f.gp.g.set
-	topic := gp.p.Topic
+	topic := wire.Unqualified(gp.p.Topic) // as its tenant names it
 	sent := false
 	for len(offs) > 0 {
 		var frame []byte
