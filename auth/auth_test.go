@@ -278,6 +278,10 @@ func TestJWT(t *testing.T) {
 	a := &Authenticator{Store: s, JWT: v, AdminToken: func() string { return "the-admin-token" }}
 	exp := time.Now().Add(time.Hour).Unix()
 
+	_, err = a.Token(signed(t, jwt.SigningMethodEdDSA, priv, jwt.MapClaims{"iss": "idp", "sub": "erin", "tenant": "acme", "exp": exp}))
+	require.ErrorContains(t, err, "does not exist", "a token's tenant must exist")
+	require.NoError(t, s.AddTenant("acme", Quotas{}))
+
 	p, err := a.Token(signed(t, jwt.SigningMethodEdDSA, priv, jwt.MapClaims{"iss": "idp", "sub": "erin", "tenant": "acme", "exp": exp}))
 	require.NoError(t, err)
 	require.Equal(t, Principal{User: "erin", Tenant: "acme", Role: RoleUser, Mechanism: MechToken}, *p)

@@ -108,6 +108,11 @@ func (a *Authenticator) Token(tok string) (*Principal, error) {
 	if err != nil {
 		return nil, err
 	}
+	if p.Tenant != "" {
+		if _, ok := a.Store.Tenant(p.Tenant); !ok {
+			return nil, fmt.Errorf("the token's tenant %q does not exist on this broker", p.Tenant)
+		}
+	}
 	if u, ok := a.Store.User(p.User); ok && (u.Disabled || u.Tenant != p.Tenant) {
 		// A token cannot speak for a disabled user, nor move one into
 		// another tenant.

@@ -21,11 +21,14 @@ import (
 // partition, every subscriber receives the messages in publish order.
 func TestFIFOPerPartitionProperty(t *testing.T) {
 	e := startBroker(t, nil)
-	ctx := testCtx(t)
 	pub := dial(t, e)
 	subs := []*client.Client{dial(t, e), dial(t, e)}
 	n := 0
 	rapid.Check(t, func(rt *rapid.T) {
+		// A deadline per case, not for the whole run: a hundred cases on a
+		// loaded machine under the race detector took longer than one.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
 		n++
 		topic := fmt.Sprintf("fifo-%d", n)
 		batches := rapid.SliceOfN(rapid.IntRange(1, 50), 1, 20).Draw(rt, "batch sizes")

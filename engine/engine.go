@@ -70,6 +70,8 @@ type Engine struct {
 	security     *auth.Store
 	authn        *auth.Authenticator
 	authFailures *auth.FailLimiter
+	quotaStop    chan struct{} // closed to stop the storage measurements
+	quotaDone    chan struct{}
 }
 
 // New validates cfg and returns a broker that is not listening yet. Its
@@ -104,6 +106,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	}
 	e.cache = cache
 	e.topics = newRegistry(&e.cfg, states, cache)
+	e.topics.quotas = e.tenantQuotas
 	e.groups = newCoordinator(e)
 	e.srv = newServer(e)
 	e.security.OnRevoke(func(user string) { e.srv.RevokeUser(user) })
@@ -176,6 +179,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("engine: listen %s: %w", e.cfg.Addr, err)
 	}
 	e.setNotReady("")
+	e.startQuotaLoop()
 	e.history.Start()
 	e.log.Info("ratatoskr listening", "addr", e.srv.Addr().String(), "http", e.HTTPAddr(),
 		"shards", len(e.shards), "event_loops", e.cfg.EventLoops)
@@ -204,6 +208,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		defer cancel()
 	}
 	e.history.Close()
+	e.stopQuotaLoop()
 	e.stopShards()
 	e.srv.WaitFlushed(ctx)
 	err := e.srv.Stop(ctx)

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/ratatoskr-mq/ratatoskr/outbox"
+	"github.com/ratatoskr-mq/ratatoskr/server"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/shard/driver"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
@@ -71,6 +73,7 @@ func (e *Engine) writeMetrics(w io.Writer) {
 	e.writeBrokerMetrics(w)
 	e.srv.WriteMetrics(w)
 	e.writeShardMetrics(w)
+	e.writeSecurityMetrics(w)
 	e.writePartitionMetrics(w)
 	e.writePluginMetrics(w)
 	if e.isReady() { // groups are loaded
@@ -355,4 +358,53 @@ func writeSeries(w io.Writer, f promtext.Family, samples [][2]string) {
 // errCodeName is a wire error code as a label value: "unknown_topic".
 func errCodeName(c int) string {
 	return strings.ReplaceAll(wire.Code(c).String(), " ", "_")
+}
+
+// The authentication and tenant families.
+var (
+	mAuth = promtext.NewCounter("ratatoskr_auth_total",
+		"Authentications on the native protocol, by outcome (ok, failed) and, for failures, counted against the source address.")
+	mDenied = promtext.NewCounter("ratatoskr_auth_denied_total",
+		"Operations refused with NOT_AUTHORIZED (a principal's rules or role).")
+	mTenantConns    = promtext.NewGauge("ratatoskr_tenant_connections", "A tenant's open connections.")
+	mTenantPubBytes = promtext.NewCounter("ratatoskr_tenant_published_bytes_total",
+		"Record batch bytes a tenant's connections published.")
+	mTenantPubMsgs = promtext.NewCounter("ratatoskr_tenant_published_messages_total",
+		"Messages a tenant's connections published.")
+	mTenantStored = promtext.NewGauge("ratatoskr_tenant_stored_bytes",
+		"Bytes a tenant's partitions hold, as measured every second plus what was published since (its storage quota's measure).")
+	mTenantThrottled = promtext.NewCounter("ratatoskr_tenant_throttled_seconds_total",
+		"Seconds a tenant's connections were held back for being over a publish rate quota.")
+	mTenantRefused = promtext.NewCounter("ratatoskr_tenant_quota_refusals_total",
+		"Requests a tenant's quota refused with QUOTA_EXCEEDED, by quota (connections, storage); topic and partition refusals are in ratatoskr_errors_total.")
+)
+
+func (e *Engine) writeSecurityMetrics(w io.Writer) {
+	ok, failed, denied := e.srv.AuthCounters()
+	mAuth.WriteHeader(w)
+	mAuth.WriteSample(w, `{outcome="ok"}`, strconv.FormatUint(ok, 10))
+	mAuth.WriteSample(w, `{outcome="failed"}`, strconv.FormatUint(failed, 10))
+	mDenied.WriteUint(w, denied)
+	ts := e.srv.Tenants()
+	slices.SortFunc(ts, func(a, b server.TenantCounters) int { return strings.Compare(a.Tenant, b.Tenant) })
+	family := func(f promtext.Family, value func(c *server.TenantCounters) string) {
+		f.WriteHeader(w)
+		for i := range ts {
+			f.WriteSample(w, `{tenant=`+promtext.Label(ts[i].Tenant)+`}`, value(&ts[i]))
+		}
+	}
+	family(mTenantConns, func(c *server.TenantCounters) string { return strconv.FormatInt(max(c.Connections, 0), 10) })
+	family(mTenantPubBytes, func(c *server.TenantCounters) string { return strconv.FormatUint(c.PublishedBytes, 10) })
+	family(mTenantPubMsgs, func(c *server.TenantCounters) string { return strconv.FormatUint(c.PublishedMsgs, 10) })
+	family(mTenantStored, func(c *server.TenantCounters) string { return strconv.FormatInt(max(c.StoredBytes, 0), 10) })
+	family(mTenantThrottled, func(c *server.TenantCounters) string {
+		return strconv.FormatFloat(c.Throttled.Seconds(), 'g', -1, 64)
+	})
+	mTenantRefused.WriteHeader(w)
+	for i := range ts {
+		for _, q := range []string{"connections", "storage"} {
+			mTenantRefused.WriteSample(w, `{tenant=`+promtext.Label(ts[i].Tenant)+`,quota="`+q+`"}`,
+				strconv.FormatUint(ts[i].Refused[q], 10))
+		}
+	}
 }

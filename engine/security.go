@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/auth"
 )
@@ -41,3 +42,51 @@ func (e *Engine) netAuth() *auth.Authenticator {
 
 // Security is the broker's users, tenants and ACL rules.
 func (e *Engine) Security() *auth.Store { return e.security }
+
+// tenantQuotas is a tenant's quotas; none for an unknown tenant.
+func (e *Engine) tenantQuotas(tenant string) auth.Quotas {
+	t, _ := e.security.Tenant(tenant)
+	return t.Quotas
+}
+
+// storageInterval is how often the bytes each tenant stores are measured
+// for its storage quota; between measurements the broker adds what it
+// publishes.
+const storageInterval = time.Second
+
+// startQuotaLoop measures the tenants' storage every storageInterval.
+func (e *Engine) startQuotaLoop() {
+	e.quotaStop, e.quotaDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(e.quotaDone)
+		t := time.NewTicker(storageInterval)
+		defer t.Stop()
+		for {
+			e.measureTenants()
+			select {
+			case <-t.C:
+			case <-e.quotaStop:
+				return
+			}
+		}
+	}()
+}
+
+// measureTenants hands the network side each tenant's stored bytes.
+func (e *Engine) measureTenants() {
+	if len(e.security.Tenants()) == 0 {
+		return
+	}
+	sums := e.topics.tenantStorage()
+	for _, t := range e.security.Tenants() {
+		e.srv.SetTenantStorage(t.Name, sums[t.Name])
+	}
+}
+
+func (e *Engine) stopQuotaLoop() {
+	if e.quotaStop != nil {
+		close(e.quotaStop)
+		<-e.quotaDone
+		e.quotaStop = nil
+	}
+}

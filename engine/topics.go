@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/auth"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/shard/driver"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
@@ -58,6 +59,8 @@ type registry struct {
 	cache  *storage.BlockCache
 	files  *storage.FileCache // every partition's segment files, within MaxOpenFiles
 	trash  *storage.Reclaimer // set by Engine.Start before load
+	// quotas returns a tenant's quotas (security.go); nil: none.
+	quotas func(tenant string) auth.Quotas
 }
 
 func newRegistry(cfg *Config, shards []*shard.Shard, cache *storage.BlockCache) *registry {
@@ -175,6 +178,9 @@ func (r *registry) create(name string, tc TopicConfig, existOK bool) (t *Topic, 
 	if len(old) >= r.cfg.MaxTopics {
 		return nil, false, wire.Errorf(wire.CodeTooManyTopics, "the broker holds its maximum of "+strconv.Itoa(r.cfg.MaxTopics)+" topics")
 	}
+	if err := r.checkTenantQuota(old, name, tc.Partitions); err != nil {
+		return nil, false, err
+	}
 	t, err = r.open(name, tc)
 	if err != nil {
 		return nil, false, wire.Errorf(storage.Code(err), "create topic "+name+": "+err.Error())
@@ -188,6 +194,49 @@ func (r *registry) create(name string, tc TopicConfig, existOK bool) (t *Topic, 
 	r.snap.Replace(m)
 	r.adopt(t)
 	return t, true, nil
+}
+
+// checkTenantQuota refuses a topic that would take its tenant past its
+// topic or partition quota; r.mu held.
+func (r *registry) checkTenantQuota(topics map[string]*Topic, name string, partitions int) error {
+	tn := wire.TenantOf(name)
+	if tn == "" || r.quotas == nil {
+		return nil
+	}
+	q := r.quotas(tn)
+	if q.Topics == 0 && q.Partitions == 0 {
+		return nil
+	}
+	var n, parts int64
+	for other, t := range topics {
+		if wire.TenantOf(other) == tn {
+			n++
+			parts += int64(len(t.Parts))
+		}
+	}
+	if q.Topics > 0 && n+1 > q.Topics {
+		return wire.Errorf(wire.CodeQuotaExceeded, "tenant "+tn+" has its quota of "+strconv.FormatInt(q.Topics, 10)+" topics")
+	}
+	if q.Partitions > 0 && parts+int64(partitions) > q.Partitions {
+		return wire.Errorf(wire.CodeQuotaExceeded, "tenant "+tn+" has "+strconv.FormatInt(parts, 10)+
+			" partitions of its quota of "+strconv.FormatInt(q.Partitions, 10)+"; this topic would add "+strconv.Itoa(partitions))
+	}
+	return nil
+}
+
+// tenantStorage sums the bytes each tenant's partitions hold.
+func (r *registry) tenantStorage() map[string]int64 {
+	out := map[string]int64{}
+	for _, t := range r.list() {
+		tn := wire.TenantOf(t.Name)
+		if tn == "" {
+			continue
+		}
+		for _, p := range t.Parts {
+			out[tn] += p.Log.Stats().Bytes
+		}
+	}
+	return out
 }
 
 // open builds a topic and opens (recovering) its partitions' logs; a log

@@ -168,6 +168,11 @@ func (s *session) accept(corr uint32, v uint16, name string, p *auth.Principal) 
 		if s.srv.revoked(s, u) { // deleted or disabled while the exchange ran
 			return s.authFailed(corr, p.Mechanism, wire.Errorf(wire.CodeAuthFailed, "the user was deleted or disabled"), false)
 		}
+		if err := s.admitTenant(p); err != nil {
+			s.sendErr(corr, err)
+			s.refused(err)
+			return errClose
+		}
 	}
 	s.srv.log.Debug("client connected", "remote", s.t.remoteAddr(), "name", name, "version", v, "principal", p.String())
 	ok := wire.HelloOK{Version: v, MaxFrameBytes: uint32(s.srv.cfg.MaxFrameBytes),
@@ -182,6 +187,7 @@ func (s *session) freshDecisions() {
 		clear(s.auth.decisions)
 		clear(s.auth.publish)
 		s.auth.gen = g
+		s.refreshQuotas()
 	}
 }
 
@@ -295,4 +301,10 @@ func (srv *Server) revoked(s *session, user string) bool {
 	srv.revokedMu.Lock()
 	defer srv.revokedMu.Unlock()
 	return srv.revokedAt[user] > s.auth.seq
+}
+
+// AuthCounters reports the native protocol's authentications that
+// succeeded and failed, and the operations denied.
+func (srv *Server) AuthCounters() (ok, failed, denied uint64) {
+	return srv.authSuccesses.Load(), srv.authFailures.Load(), srv.authDenials.Load()
 }

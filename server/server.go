@@ -150,6 +150,7 @@ type Server struct {
 	revokedMu     sync.Mutex
 	revokedAt     map[string]uint64 // guarded by revokedMu
 	revokeSeq     atomic.Uint64
+	tenants       sync.Map // tenant name -> *tenantState (quota.go)
 
 	// runID tells clients (HelloOK, version 3) which run of the broker
 	// they speak to: a reconnecting client that sees another one knows

@@ -100,6 +100,8 @@ type session struct {
 	by         Origin                   // the client, for telemetry events
 	info       sessionInfo              // what the admin API shows of it
 	auth       authState                // its principal and what it may do (auth.go)
+	quota      quotaState               // its tenant's quotas (quota.go)
+	throttled  bool                     // over its tenant's publish rate: no frames are taken (quota.go)
 	// tlsIdentity is the verified client certificate's identity on a TLS
 	// connection with a client CA: what EXTERNAL authenticates as.
 	tlsIdentity string
@@ -122,7 +124,7 @@ var errClose = errors.New("close connection")
 // returns whether the connection must be closed.
 func (s *session) onData(in inbound) (closeConn bool) {
 	maxFrame := uint32(s.srv.cfg.MaxFrameBytes)
-	for !s.closed && !s.parked {
+	for !s.closed && !s.parked && !s.throttled {
 		limit := maxFrame
 		if !s.handshaken && s.authOn() {
 			limit = min(maxFrame, maxAuthFrame)
@@ -300,6 +302,9 @@ func (s *session) publish(b *storage.Buf) error {
 	if err == nil {
 		err = s.mayPublish(v.Topic)
 	}
+	if err == nil && s.quota.ts != nil {
+		err = s.checkStorage(len(v.Batch))
+	}
 	if err == nil {
 		t := s.lookup(v.Topic)
 		if t == nil {
@@ -363,6 +368,9 @@ func (s *session) routePublish(corr uint32, b *storage.Buf, v wire.BatchView, t 
 	if err := p.Publish(s.out, corr, b, batchOff); err != nil {
 		s.srv.mem.inflight.Done(n)
 		return ErrShuttingDown
+	}
+	if s.quota.ts != nil {
+		s.charge(int(n), v.Batch.Count())
 	}
 	return nil
 }
@@ -877,6 +885,7 @@ func (s *session) onClose() {
 		return
 	}
 	s.closed = true
+	s.releaseTenant()
 	if s.auth.denied != nil {
 		s.reportDenials()
 	}

@@ -76,8 +76,7 @@ func ValidateQualifiedName(name string) error {
 		return &Error{Code: CodeInvalidArgument, Message: "the topic name is too long for its tenant: tenant and name together are at most 249 characters"}
 	}
 	for i := 0; i < len(tenant); i++ {
-		c := tenant[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+		if c := tenant[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' && c != '-' {
 			return errTopicName
 		}
 	}

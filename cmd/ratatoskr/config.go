@@ -478,7 +478,7 @@ var engineFlags = map[string]string{
 	"ShutdownTimeout": "shutdown-timeout", "Pprof": "pprof",
 	"AdminToken": "admin-token", "AuditLog": "audit-log", "EventLog": "event-log",
 	"AllowAnonymous": "allow-anonymous", "JWTIssuer": "jwt-issuer", "JWTKeyFile": "jwt-key",
-	"JWTAudience": "jwt-audience",
+	"JWTAudience": "jwt-audience", "AuthFailureBurst": "auth-failure-burst", "AuthFailureInterval": "auth-failure-interval",
 }
 
 // fieldNames rewrites engine field names in Validate's reasons as flag

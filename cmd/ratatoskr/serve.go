@@ -63,6 +63,8 @@ type serveCmd struct {
 	AllowAnonymous          bool      `env:"RATATOSKR_ALLOW_ANONYMOUS" help:"Let a broker with --auth off listen on a non-loopback address; without it such a broker refuses to start."`
 	JWTIssuer               string    `name:"jwt-issuer" env:"RATATOSKR_JWT_ISSUER" help:"Trust the tokens of this issuer (their iss claim); with --jwt-key."`
 	JWTKey                  string    `name:"jwt-key" env:"RATATOSKR_JWT_KEY" placeholder:"PATH" help:"The token issuer's public key (PEM: Ed25519 or RSA, or a certificate)."`
+	AuthFailureBurst        int       `default:"10" env:"RATATOSKR_AUTH_FAILURE_BURST" help:"Failed authentications one source address may make before it is held to one per --auth-failure-interval."`
+	AuthFailureInterval     duration  `default:"1s" env:"RATATOSKR_AUTH_FAILURE_INTERVAL" help:"How often an address that used up its failures may try again."`
 	JWTAudience             string    `name:"jwt-audience" env:"RATATOSKR_JWT_AUDIENCE" help:"When set, tokens must name it in their aud claim."`
 	AuditLog                string    `env:"RATATOSKR_AUDIT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for the audit log; empty: off."`
 	EventLog                string    `env:"RATATOSKR_EVENT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for a JSON line per telemetry event, a line per stored publish batch included; empty: off."`
@@ -110,6 +112,7 @@ func (s *serveCmd) config() engine.Config {
 	}
 	cfg.AdminToken, cfg.AuditLog, cfg.EventLog = s.AdminToken, s.AuditLog, s.EventLog
 	cfg.Auth, cfg.AllowAnonymous = s.Auth == "on", s.AllowAnonymous
+	cfg.AuthFailureBurst, cfg.AuthFailureInterval = s.AuthFailureBurst, s.AuthFailureInterval.D()
 	cfg.JWTIssuer, cfg.JWTKeyFile, cfg.JWTAudience = s.JWTIssuer, s.JWTKey, s.JWTAudience
 	cfg.Logger = newLogger(s.LogLevel, s.LogFormat)
 	return cfg
