@@ -7,9 +7,11 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -435,4 +437,61 @@ func TestSecurityAdminAPI(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(e.cfg.DataDir, auth.FileName))
 	require.NoError(t, err)
 	require.NotContains(t, string(data), "abe-new-password")
+}
+
+// Ten thousand unauthenticated connections from one address, in waves of
+// two thousand held open at once, silent or with a Hello that carries no
+// credentials: the broker refuses or closes them all, holds no more than
+// its per-address bound of them, and a client from another address logs
+// in and publishes meanwhile.
+func TestUnauthenticatedFlood(t *testing.T) {
+	e, admin := startSecure(t, func(c *Config) { c.MaxHandshakesPerAddr = 64 })
+	require.NoError(t, e.Security().AddUser("alice", "", auth.RoleUser, "alice-password"))
+	_, err := e.Security().AddRule(auth.Rule{Principal: "alice", Resource: auth.ResTopic, Name: "flood", Ops: auth.OpPublish})
+	require.NoError(t, err)
+	ctx := testCtx(t)
+	require.NoError(t, admin.CreateTopic(ctx, "flood", client.TopicConfig{}))
+	hello := (&wire.Hello{MinVersion: 1, MaxVersion: wire.Version}).Append(nil)
+	noCreds := append(wire.AppendHeader(nil, wire.TypeHello, 0, 1, len(hello)), hello...)
+
+	const waves, perWave, workers = 5, 2000, 16
+	for wave := range waves {
+		conns := make(chan net.Conn, perWave)
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d := net.Dialer{Timeout: 30 * time.Second}
+				for i := w; i < perWave; i += workers {
+					c, err := d.Dial("tcp", e.Addr().String())
+					if err != nil {
+						continue // the kernel's backlog overflowed: one fewer in the flood
+					}
+					if i%2 == 1 {
+						_, _ = c.Write(noCreds)
+					}
+					conns <- c
+				}
+			}()
+		}
+		wg.Wait()
+		close(conns)
+		held := int(e.srv.Counters().Connections)
+		require.LessOrEqual(t, held, 64+2, "wave %d: the broker holds at most its per-address bound of them", wave)
+
+		// Another address is not held back: it logs in and publishes.
+		r := rawLoginFrom(t, e, "127.0.0.2", "alice", "alice-password")
+		r.send(publishFrame("flood", 0, 7, "through"))
+		f := r.next()
+		require.Equal(t, wire.TypePublishAck, f.Type, "wave %d", wave)
+		require.NoError(t, r.c.Close())
+		for c := range conns {
+			_ = c.Close()
+		}
+	}
+	require.Positive(t, e.srv.Counters().RefusedPerAddr)
+	f, err := admin.Fetch(ctx, "flood", 0, client.Earliest)
+	require.NoError(t, err)
+	require.EqualValues(t, waves, f.End)
 }

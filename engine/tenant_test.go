@@ -128,12 +128,18 @@ func recv[T any](t *testing.T, ctx context.Context, ch <-chan T) T {
 // rawLogin authenticates a raw connection by SCRAM.
 func rawLogin(t *testing.T, e *Engine, user, pass string) *rawConn {
 	t.Helper()
+	return rawLoginFrom(t, e, "127.0.0.1", user, pass)
+}
+
+// rawLoginFrom is rawLogin from a given source address.
+func rawLoginFrom(t *testing.T, e *Engine, src, user, pass string) *rawConn {
+	t.Helper()
 	sc, err := scram.SHA256.NewClient(user, pass, "")
 	require.NoError(t, err)
 	conv := sc.NewConversation()
 	first, err := conv.Step("")
 	require.NoError(t, err)
-	r := dialRaw(t, e)
+	r := dialRawFrom(t, e, src)
 	r.sendFrame(wire.TypeHello, 1, (&wire.Hello{MinVersion: wire.MinVersion, MaxVersion: wire.Version, ClientName: "raw",
 		AuthMechanism: auth.MechSCRAM, AuthData: []byte(first)}).Append(nil))
 	f := r.next()
