@@ -113,6 +113,7 @@ func children() []int {
 func TestDashboard(t *testing.T) {
 	b := newFake()
 	b.addTopic(fakeTopic("clicks", 2))
+	b.addTopic(fakeTopic("acme~orders", 2))
 	b.shards = []Shard{{ID: 0, InboxCap: 8, Partitions: 2}, {ID: 1, InboxCap: 8}}
 	b.onTopics = func(b *fakeBroker) {
 		t := b.topics["clicks"]
@@ -131,6 +132,12 @@ func TestDashboard(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#partitions tr[data-partition="1"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#shards tbody tr[data-shard]`)),
 	))
+	tenant, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`tr[data-topic="acme~orders"] .tenant`)))
+	require.NoError(t, err)
+	require.Equal(t, "acme", tenant, "a tenant's topic shows its tenant")
+	name, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`tr[data-topic="acme~orders"] .name`)))
+	require.NoError(t, err)
+	require.Equal(t, "orders", name)
 	url, err := chromedp.Run(ctx, chromedp.Location())
 	require.NoError(t, err)
 	require.NotContains(t, url, testToken, "the token is taken out of the address bar")

@@ -112,7 +112,7 @@ function rate(prev, key, end, now) {
 function renderTopics(topics, now) {
   $("#topic-count").textContent = "(" + topics.length + ")";
   const seen = {};
-  fillTable("topics", topics, 9, (t) => {
+  fillTable("topics", topics, 10, (t) => {
     seen[t.name] = true;
     const r = rate(state.prevTopics, t.name, t.totals.end_offsets, now);
     const tr = document.createElement("tr");
@@ -120,7 +120,10 @@ function renderTopics(topics, now) {
     if (t.name === state.selected) tr.classList.add("selected");
     const rc = cell(fmtRate(r), "num rate");
     rc.dataset.rate = r == null ? "" : String(r);
-    tr.append(cell(t.name, "name"), cell(t.partitions, "num partitions"), rc,
+    // A tenant's topics are kept as tenant~name (docs/SECURITY.md).
+    const sep = t.name.indexOf("~");
+    tr.append(cell(sep < 0 ? "—" : t.name.slice(0, sep), "tenant"), cell(sep < 0 ? t.name : t.name.slice(sep + 1), "name"),
+      cell(t.partitions, "num partitions"), rc,
       cell(fmtInt(t.totals.end_offsets), "num end"), cell(fmtInt(t.totals.messages), "num messages"),
       cell(fmtBytes(t.totals.bytes), "num bytes"), cell(t.totals.subscribers, "num subscribers"),
       cell(t.config.retention === "0s" ? "forever" : t.config.retention, "retention"),
