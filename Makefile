@@ -76,7 +76,7 @@ FUZZMINIMIZE ?= 100x
 FUZZ_TARGETS := ./wire:FuzzReadFrame ./wire:FuzzCheckBatch ./wire:FuzzDecompress ./wire:FuzzGroupBodies \
                 ./storage:FuzzRecover \
                 ./engine:FuzzTopicConfigJSON ./server:FuzzSessionDecode \
-                ./auth:FuzzScramStep ./auth:FuzzTokenVerify
+                ./auth:FuzzScramStep ./auth:FuzzTokenVerify ./wire:FuzzAuthBodies
 fuzz-short fuzz:
 	@summary=""; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
