@@ -375,6 +375,10 @@ var (
 		"Bytes a tenant's partitions hold, as measured every second plus what was published since (its storage quota's measure).")
 	mTenantThrottled = promtext.NewCounter("ratatoskr_tenant_throttled_seconds_total",
 		"Seconds a tenant's connections were held back for being over a publish rate quota.")
+	mTenantDelivered = promtext.NewCounter("ratatoskr_tenant_delivered_bytes_total",
+		"Bytes written to a tenant's connections (deliveries and answers).")
+	mTenantDeliveryThrottled = promtext.NewCounter("ratatoskr_tenant_delivery_throttled_seconds_total",
+		"Seconds a tenant's connections' deliveries were held back for being over its delivery rate quota.")
 	mTenantRefused = promtext.NewCounter("ratatoskr_tenant_quota_refusals_total",
 		"Requests a tenant's quota refused with QUOTA_EXCEEDED, by quota (connections, storage); topic and partition refusals are in ratatoskr_errors_total.")
 )
@@ -399,6 +403,10 @@ func (e *Engine) writeSecurityMetrics(w io.Writer) {
 	family(mTenantStored, func(c *server.TenantCounters) string { return strconv.FormatInt(max(c.StoredBytes, 0), 10) })
 	family(mTenantThrottled, func(c *server.TenantCounters) string {
 		return strconv.FormatFloat(c.Throttled.Seconds(), 'g', -1, 64)
+	})
+	family(mTenantDelivered, func(c *server.TenantCounters) string { return strconv.FormatUint(c.DeliveredBytes, 10) })
+	family(mTenantDeliveryThrottled, func(c *server.TenantCounters) string {
+		return strconv.FormatFloat(c.DeliveryThrottled.Seconds(), 'g', -1, 64)
 	})
 	mTenantRefused.WriteHeader(w)
 	for i := range ts {

@@ -128,3 +128,44 @@ func TestPublishRateQuotaThrottles(t *testing.T) {
 	// A lower bound only: a slow machine takes longer, never shorter.
 	require.GreaterOrEqual(t, elapsed, time.Second, "768 KiB at 256 KiB/s after a 256 KiB burst takes 2 s")
 }
+
+// Over its delivery rate a tenant's subscriber is slowed: it gets every
+// message, later, and the broker counts the time it held deliveries back.
+func TestDeliveryRateQuotaThrottles(t *testing.T) {
+	e := quotaTenant(t, auth.Quotas{DeliveryBytesPerSec: 256 << 10})
+	pub, err := acmeDial(t, e)
+	require.NoError(t, err)
+	sub, err := acmeDial(t, e)
+	require.NoError(t, err)
+	ctx := testCtx(t)
+	require.NoError(t, pub.CreateTopic(ctx, "feed", client.TopicConfig{Storage: "memory"}))
+	got := make(chan struct{}, 1024)
+	_, err = sub.Subscribe(ctx, "feed", func(*client.Delivery) { got <- struct{}{} })
+	require.NoError(t, err)
+
+	// Six waves of 128 KiB, each sent once the last has arrived: two fit
+	// the second's burst, and each after waits for the one before it to
+	// be paid for at 256 KiB/s.
+	value := make([]byte, 1024)
+	start := time.Now()
+	for range 6 {
+		for range 128 {
+			require.NoError(t, pub.PublishAsync(ctx, "feed", client.Message{Value: value}))
+		}
+		require.NoError(t, pub.Flush(ctx))
+		for range 128 {
+			recv(t, ctx, got)
+		}
+	}
+	elapsed := time.Since(start)
+	var held time.Duration
+	for _, tc := range e.srv.Tenants() {
+		if tc.Tenant == "acme" {
+			held = tc.DeliveryThrottled
+			require.GreaterOrEqual(t, tc.DeliveredBytes, uint64(768*1024))
+		}
+	}
+	require.Positive(t, held, "the broker held deliveries back")
+	// A lower bound only: a slow machine takes longer, never shorter.
+	require.GreaterOrEqual(t, elapsed, time.Second, "waves 4 to 6 wait for the ones before them")
+}

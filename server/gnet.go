@@ -176,7 +176,7 @@ func (t *gnetTransport) flush() {
 // queued frames from the calling goroutine, if this loop is not writing,
 // gnet holds nothing unsent, and they are few (TakeDirect).
 func (t *gnetTransport) FlushDirect() bool {
-	if !t.wmu.TryLock() {
+	if t.s.quota.noDirect.Load() || !t.wmu.TryLock() {
 		return false
 	}
 	defer t.wmu.Unlock()

@@ -15,8 +15,9 @@ import (
 // plus what it published since; and publish rates, which throttle: a
 // batch over the tenant's rate is stored and acknowledged like any other,
 // and the connection then reads nothing more until the tenant is back
-// within its rate (Kafka's quota throttling). Nothing acknowledged is
-// dropped, and a refused batch stores nothing. Topics and partitions are
+// within its rate (Kafka's quota throttling); and the delivery rate,
+// which holds a connection's flushes back while the tenant is over it.
+// Nothing acknowledged is dropped, and a refused batch stores nothing. Topics and partitions are
 // checked where topics are created (engine).
 //
 // Every check reads atomics of the tenant's state and the session's copy
@@ -25,17 +26,20 @@ import (
 
 // tenantState is what the broker counts per tenant.
 type tenantState struct {
-	name      string
-	conns     atomic.Int64
-	pubBytes  atomic.Uint64
-	pubMsgs   atomic.Uint64
-	stored    atomic.Int64 // bytes held, as last measured plus published since
-	throttled atomic.Int64 // nanoseconds connections were held back
-	refused   [quotaKinds]atomic.Uint64
+	name              string
+	conns             atomic.Int64
+	pubBytes          atomic.Uint64
+	pubMsgs           atomic.Uint64
+	stored            atomic.Int64 // bytes held, as last measured plus published since
+	throttled         atomic.Int64 // nanoseconds connections were held back
+	delivered         atomic.Uint64
+	deliveryThrottled atomic.Int64 // nanoseconds connections' deliveries were held back
+	refused           [quotaKinds]atomic.Uint64
 	// GCRA (the virtual-scheduling form of a token bucket): the time at
 	// which the tenant's rate would be met again, in Unix nanoseconds.
-	bytesTAT atomic.Int64
-	msgsTAT  atomic.Int64
+	bytesTAT   atomic.Int64
+	msgsTAT    atomic.Int64
+	deliverTAT atomic.Int64
 }
 
 // The quotas refusals are counted by.
@@ -69,7 +73,11 @@ type TenantCounters struct {
 	PublishedMsgs  uint64
 	StoredBytes    int64
 	Throttled      time.Duration
-	Refused        map[string]uint64 // by quota
+	DeliveredBytes uint64
+	// DeliveryThrottled is how long deliveries were held back for the
+	// tenant's delivery rate.
+	DeliveryThrottled time.Duration
+	Refused           map[string]uint64 // by quota
 }
 
 // Tenants reports every tenant the broker has seen.
@@ -79,7 +87,8 @@ func (srv *Server) Tenants() []TenantCounters {
 		ts := v.(*tenantState)
 		c := TenantCounters{Tenant: ts.name, Connections: ts.conns.Load(), PublishedBytes: ts.pubBytes.Load(),
 			PublishedMsgs: ts.pubMsgs.Load(), StoredBytes: ts.stored.Load(),
-			Throttled: time.Duration(ts.throttled.Load()), Refused: map[string]uint64{}}
+			Throttled: time.Duration(ts.throttled.Load()), Refused: map[string]uint64{},
+			DeliveredBytes: ts.delivered.Load(), DeliveryThrottled: time.Duration(ts.deliveryThrottled.Load())}
 		for i := range quotaKinds {
 			c.Refused[quotaNames[i]] = ts.refused[i].Load()
 		}
@@ -95,6 +104,13 @@ type quotaState struct {
 	q        auth.Quotas
 	counted  bool        // counted in ts.conns
 	throttle *time.Timer // holds reading back while the tenant is over its rate
+	// held is set while the tenant is over its delivery rate: flushes
+	// wait for release, and noDirect keeps other loops from writing the
+	// connection directly meanwhile (or whenever the tenant has a
+	// delivery quota, since direct writes bypass the count).
+	held     bool
+	release  *time.Timer
+	noDirect atomic.Bool
 }
 
 // admitTenant counts a tenant's connection at login, refusing one over
@@ -123,6 +139,7 @@ func (s *session) refreshQuotas() {
 	}
 	t, _ := s.srv.cfg.Auth.Store.Tenant(s.quota.ts.name)
 	s.quota.q = t.Quotas
+	s.quota.noDirect.Store(t.Quotas.DeliveryBytesPerSec > 0)
 }
 
 // releaseTenant uncounts a closed connection.
@@ -133,6 +150,53 @@ func (s *session) releaseTenant() {
 	}
 	if s.quota.throttle != nil {
 		s.quota.throttle.Stop()
+	}
+	if s.quota.release != nil {
+		s.quota.release.Stop()
+	}
+}
+
+// holdDelivery reports whether a flush must wait for the tenant's
+// delivery rate: while an earlier flush has the tenant over it, the next
+// ones wait until it is back within it (then the loop flushes again). A
+// flush is written whole, so over any period a tenant gets at most its
+// rate's worth, a second's burst and one flush; what waits stays in the
+// outbox, where flow control and the slow-consumer bound (docs/PROTOCOL.md
+// §8) apply as to any reader that is behind.
+func (s *session) holdDelivery() bool {
+	ts := s.quota.ts
+	if ts == nil || s.quota.q.DeliveryBytesPerSec == 0 {
+		return false
+	}
+	wait := ts.deliverTAT.Load() - time.Now().UnixNano() - int64(time.Second)
+	if wait <= 0 {
+		return false
+	}
+	ts.deliveryThrottled.Add(wait)
+	s.quota.held = true
+	s.quota.release = time.AfterFunc(time.Duration(wait), func() {
+		s.t.onLoop(func() bool {
+			s.quota.held = false // the loop's flush follows
+			return false
+		})
+	})
+	return true
+}
+
+// chargeDelivery counts what a flush wrote to a tenant's connection
+// against its delivery rate.
+func (s *session) chargeDelivery(iov [][]byte) {
+	ts := s.quota.ts
+	n := 0
+	for _, b := range iov {
+		n += len(b)
+	}
+	if n == 0 {
+		return
+	}
+	ts.delivered.Add(uint64(n))
+	if rate := s.quota.q.DeliveryBytesPerSec; rate > 0 {
+		gcra(&ts.deliverTAT, time.Now().UnixNano(), int64(n), rate)
 	}
 }
 

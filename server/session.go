@@ -743,7 +743,7 @@ func (s *session) sendErr(corr uint32, err error) {
 
 // flush writes what the outbox holds. It runs on the transport's goroutine.
 func (s *session) flush() {
-	if s.closed || s.closing {
+	if s.closed || s.closing || s.quota.held || s.holdDelivery() {
 		return
 	}
 	p, slow := s.out.Take()
@@ -752,6 +752,9 @@ func (s *session) flush() {
 		return
 	}
 	err := s.writePending(p)
+	if s.quota.ts != nil {
+		s.chargeDelivery(p.IOV)
+	}
 	s.out.Done(p, s.t.backlog())
 	if err != nil {
 		s.t.close()
