@@ -41,6 +41,8 @@ const (
 	ConfigRetentionBytes  = topic.ConfigRetentionBytes
 	ConfigDeadLetterTopic = topic.ConfigDeadLetterTopic
 	ConfigMaxDeliveries   = topic.ConfigMaxDeliveries
+	ConfigEncryption      = topic.ConfigEncryption
+	ActionRotateKey       = topic.ActionRotateKey
 )
 
 // ParseFsync parses an fsync policy: always, never, or interval=DURATION.
@@ -58,11 +60,12 @@ type registry struct {
 	cache  *storage.BlockCache
 	files  *storage.FileCache // every partition's segment files, within MaxOpenFiles
 	trash  *storage.Reclaimer // set by Engine.Start before load
+	keys   map[string]*topicKeys // encrypted topics' data keys (keys.go), guarded by mu
 }
 
 func newRegistry(cfg *Config, shards []*shard.Shard, cache *storage.BlockCache) *registry {
 	return &registry{snap: topic.NewTable(), cfg: cfg, shards: shards, cache: cache,
-		files: storage.NewFileCache(cfg.MaxOpenFiles)}
+		files: storage.NewFileCache(cfg.MaxOpenFiles), keys: map[string]*topicKeys{}}
 }
 
 func (r *registry) get(name []byte) *Topic { return r.snap.Get(name) }
@@ -74,7 +77,7 @@ func (r *registry) defaults() TopicConfig {
 	fsync, _ := ParseFsync(r.cfg.DefaultFsync)
 	return TopicConfig{Partitions: r.cfg.DefaultPartitions, MaxSubscribers: r.cfg.MaxSubscribers,
 		Storage: r.cfg.DefaultStorage, Fsync: fsync, Retention: r.cfg.DefaultRetention,
-		RetentionBytes: r.cfg.DefaultRetentionBytes}
+		RetentionBytes: r.cfg.DefaultRetentionBytes, Encryption: r.cfg.EncryptAtRest}
 }
 
 // parseTopicConfig turns a create request into a TopicConfig, filling
@@ -87,13 +90,27 @@ func (r *registry) parseTopicConfig(partitions uint32, kvs []wire.KV) (TopicConf
 	if tc.Partitions > r.cfg.MaxPartitions {
 		return tc, invalid("partitions " + strconv.Itoa(tc.Partitions) + " above the broker's maximum " + strconv.Itoa(r.cfg.MaxPartitions))
 	}
+	encryption := ""
 	for _, kv := range kvs {
 		if err := r.applyKV(&tc, kv); err != nil {
 			return tc, err
 		}
+		if kv.Key == ConfigEncryption {
+			encryption = kv.Value
+		}
 	}
 	if tc.Storage == "memory" {
 		tc.Fsync = shard.SyncPolicy{Mode: shard.SyncNever}
+		// Nothing of a memory topic is at rest: the broker-wide default
+		// does not apply, and asking for it is a mistake worth saying.
+		if encryption == "on" {
+			return tc, invalid(ConfigEncryption + "=on applies to disk topics: a memory topic keeps nothing at rest")
+		}
+		tc.Encryption = false
+	}
+	if tc.Encryption && r.cfg.MasterKey == nil {
+		return tc, invalid(ConfigEncryption + "=on needs the broker to have a master key " +
+			"(serve --master-key-file or RATATOSKR_MASTER_KEY)")
 	}
 	return tc, nil
 }
@@ -146,6 +163,11 @@ func (r *registry) applyKV(tc *TopicConfig, kv wire.KV) error {
 			return bad("must be 1..1048576, or 0 for the default")
 		}
 		tc.MaxDeliveries = n
+	case ConfigEncryption:
+		if kv.Value != "on" && kv.Value != "off" {
+			return bad(`must be "on" or "off"`)
+		}
+		tc.Encryption = kv.Value == "on"
 	default:
 		return invalid("unknown topic config key " + strconv.Quote(kv.Key))
 	}
@@ -175,14 +197,23 @@ func (r *registry) create(name string, tc TopicConfig, existOK bool) (t *Topic, 
 	if len(old) >= r.cfg.MaxTopics {
 		return nil, false, wire.Errorf(wire.CodeTooManyTopics, "the broker holds its maximum of "+strconv.Itoa(r.cfg.MaxTopics)+" topics")
 	}
+	if tc.Encryption {
+		tk, err := r.newTopicKeys(name)
+		if err != nil {
+			return nil, false, err
+		}
+		r.keys[name] = tk
+	}
 	t, err = r.open(name, tc)
 	if err != nil {
+		delete(r.keys, name)
 		return nil, false, wire.Errorf(storage.Code(err), "create topic "+name+": "+err.Error())
 	}
 	m := maps.Clone(old)
 	m[name] = t
 	if err := r.persist(m); err != nil {
 		r.drop(t)
+		delete(r.keys, name)
 		return nil, false, wire.Errorf(storage.Code(err), "record topic "+name+": "+err.Error())
 	}
 	r.snap.Replace(m)
@@ -235,7 +266,8 @@ func (r *registry) openLog(topic string, partition int, tc TopicConfig, sum *loa
 	}
 	l, rec, err := storage.OpenDiskLog(storage.DiskConfig{
 		FS: r.cfg.FS, Dir: partitionDir(r.cfg.DataDir, topic, partition), SegmentBytes: r.cfg.SegmentBytes,
-		SegmentAge: r.cfg.SegmentAge, Cache: r.cache, Reclaim: r.trash, Files: r.files, Logger: r.cfg.Logger,
+		SegmentAge: r.cfg.SegmentAge, Cache: r.cache, Reclaim: r.trash, Files: r.files, Keys: r.keyring(topic),
+		Logger: r.cfg.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -342,11 +374,25 @@ func (r *registry) update(name string, kvs []wire.KV) (*Topic, error) {
 	}
 	old := t.Config()
 	tc := old
+	rotate := false
 	for _, kv := range kvs {
-		if kv.Key == ConfigStorage {
+		switch kv.Key {
+		case ConfigStorage:
 			if kv.Value != old.Storage {
 				return nil, invalid("storage cannot be changed after a topic is created")
 			}
+			continue
+		case ConfigEncryption:
+			if kv.Value != topic.OnOff(old.Encryption) {
+				return nil, invalid("encryption cannot be changed after a topic is created; " +
+					"an encrypted topic's data key is rotated with " + ActionRotateKey)
+			}
+			continue
+		case ActionRotateKey:
+			if kv.Value != "true" {
+				return nil, invalid(ActionRotateKey + ` takes "true", got ` + strconv.Quote(kv.Value))
+			}
+			rotate = true
 			continue
 		}
 		if err := r.applyKV(&tc, kv); err != nil {
@@ -363,6 +409,11 @@ func (r *registry) update(name string, kvs []wire.KV) (*Topic, error) {
 		return nil, wire.Errorf(storage.Code(err), "record config of "+name+": "+err.Error())
 	}
 	t.SetConfig(&tc)
+	if rotate {
+		if err := r.rotateKey(name, &tc); err != nil {
+			return nil, err
+		}
+	}
 	for _, p := range t.Parts {
 		p.SetRetention(tc.Retention, tc.RetentionBytes)
 		if tc.Fsync != old.Fsync {
@@ -391,6 +442,7 @@ func (r *registry) remove(name string) error {
 		return wire.Errorf(storage.Code(err), "record deletion of "+name+": "+err.Error())
 	}
 	r.snap.Replace(m)
+	delete(r.keys, name)
 	var pending atomic.Int32
 	pending.Store(int32(len(t.Parts)))
 	retired := make(chan struct{})
@@ -459,6 +511,11 @@ type metaTopic struct {
 	RetentionBytes  int64  `json:"retention_bytes"`
 	DeadLetterTopic string `json:"dead_letter_topic,omitempty"`
 	MaxDeliveries   int    `json:"max_deliveries,omitempty"`
+	// An encrypted topic's data keys, wrapped (keys.go), and the one new
+	// batches are sealed with.
+	Encryption bool      `json:"encryption,omitempty"`
+	Keys       []metaKey `json:"keys,omitempty"`
+	CurrentKey uint32    `json:"current_key,omitempty"`
 }
 
 type metaFileV1 struct {
@@ -477,10 +534,14 @@ func (r *registry) persistWith(m map[string]*Topic, name string, next *TopicConf
 		if n == name {
 			tc = *next
 		}
-		meta.Topics = append(meta.Topics, metaTopic{Name: n, Partitions: tc.Partitions,
+		mt := metaTopic{Name: n, Partitions: tc.Partitions,
 			MaxSubscribers: tc.MaxSubscribers, Storage: tc.Storage, Fsync: tc.Fsync.String(),
 			Retention: tc.Retention.String(), RetentionBytes: tc.RetentionBytes,
-			DeadLetterTopic: tc.DeadLetterTopic, MaxDeliveries: tc.MaxDeliveries})
+			DeadLetterTopic: tc.DeadLetterTopic, MaxDeliveries: tc.MaxDeliveries, Encryption: tc.Encryption}
+		if tk := r.keys[n]; tk != nil {
+			mt.Keys, mt.CurrentKey = tk.wrapped, tk.current
+		}
+		meta.Topics = append(meta.Topics, mt)
 	}
 	b, err := json.MarshalIndent(meta, "", "  ")
 	if err != nil {
@@ -518,6 +579,13 @@ func (r *registry) load() error {
 		tc, err := mt.config()
 		if err != nil {
 			return fmt.Errorf("engine: topic %s in %s: %w", mt.Name, metaFile, err)
+		}
+		if tc.Encryption {
+			tk, err := r.unwrapKeys(mt.Name, mt.Keys, mt.CurrentKey)
+			if err != nil {
+				return fmt.Errorf("engine: %w", err)
+			}
+			r.keys[mt.Name] = tk
 		}
 		t, err := r.build(mt.Name, tc, &sum)
 		if err != nil {
@@ -563,9 +631,12 @@ func (mt metaTopic) config() (TopicConfig, error) {
 	if mt.Partitions < 1 || (mt.Storage != "disk" && mt.Storage != "memory") {
 		return TopicConfig{}, errors.New("bad partitions or storage")
 	}
+	if mt.Encryption != (len(mt.Keys) > 0) || mt.Encryption && mt.Storage != "disk" {
+		return TopicConfig{}, errors.New("encryption, keys and storage do not agree")
+	}
 	return TopicConfig{Partitions: mt.Partitions, MaxSubscribers: mt.MaxSubscribers, Storage: mt.Storage,
 		Fsync: fsync, Retention: ret, RetentionBytes: mt.RetentionBytes,
-		DeadLetterTopic: mt.DeadLetterTopic, MaxDeliveries: mt.MaxDeliveries}, nil
+		DeadLetterTopic: mt.DeadLetterTopic, MaxDeliveries: mt.MaxDeliveries, Encryption: mt.Encryption}, nil
 }
 
 func (r *registry) removeStrays(m map[string]*Topic) error {
