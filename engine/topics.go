@@ -58,8 +58,8 @@ type registry struct {
 	shards []*shard.Shard
 	cfg    *Config
 	cache  *storage.BlockCache
-	files  *storage.FileCache // every partition's segment files, within MaxOpenFiles
-	trash  *storage.Reclaimer // set by Engine.Start before load
+	files  *storage.FileCache    // every partition's segment files, within MaxOpenFiles
+	trash  *storage.Reclaimer    // set by Engine.Start before load
 	keys   map[string]*topicKeys // encrypted topics' data keys (keys.go), guarded by mu
 }
 

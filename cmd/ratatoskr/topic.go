@@ -15,11 +15,11 @@ import (
 )
 
 type topicCmd struct {
-	Create   topicCreateCmd   `cmd:"" help:"Create a topic."`
-	List     topicListCmd     `cmd:"" help:"List topics."`
-	Describe topicDescribeCmd `cmd:"" help:"Show a topic's configuration and partitions."`
-	Update   topicUpdateCmd   `cmd:"" help:"Change a topic's configuration at run time."`
-	Delete   topicDeleteCmd   `cmd:"" help:"Delete a topic."`
+	Create    topicCreateCmd    `cmd:"" help:"Create a topic."`
+	List      topicListCmd      `cmd:"" help:"List topics."`
+	Describe  topicDescribeCmd  `cmd:"" help:"Show a topic's configuration and partitions."`
+	Update    topicUpdateCmd    `cmd:"" help:"Change a topic's configuration at run time."`
+	Delete    topicDeleteCmd    `cmd:"" help:"Delete a topic."`
 	RotateKey topicRotateKeyCmd `cmd:"" name:"rotate-key" help:"Give an encrypted topic a new data key: batches written from now on use it; older ones keep theirs and stay readable."`
 }
 
