@@ -22,7 +22,7 @@ import (
 // On-disk layout of a partition directory; names and formats are part of
 // the storage format.
 //
-//	00000000000000000000.log     record batches, exactly as stamped, back to back
+//	00000000000000000000.log     record batches, exactly as stamped (sealed in an encrypted log: seal.go), back to back
 //	00000000000000000000.index   the segment's sparse index, written when it is sealed
 //	00000000000000004096.log     the next segment, named by its base offset
 //	clean                        present only after a clean shutdown
