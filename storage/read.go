@@ -223,8 +223,12 @@ func (l *DiskLog) countReadError(err error) {
 }
 
 func (l *DiskLog) read(offset int64, maxBytes int, fn func(wire.Batch) bool) error {
-	var buf, plain []byte
+	var buf []byte
 	var last lastBlocks
+	var op *plainBuf
+	if l.unseal != nil {
+		op = &plainBuf{} // one allocation per Read, none per batch
+	}
 	for sent := 0; ; {
 		visible := l.visible.Load()
 		if offset >= visible {
@@ -234,7 +238,7 @@ func (l *DiskLog) read(offset int64, maxBytes int, fn func(wire.Batch) bool) err
 		if err != nil {
 			return err
 		}
-		next, done, err := l.readSegment(s, offset, visible, maxBytes, &sent, &buf, &plain, &last, fn)
+		next, done, err := l.readSegment(s, offset, visible, maxBytes, &sent, &buf, op, &last, fn)
 		s.release()
 		if err != nil || done || next == offset {
 			return err
@@ -273,7 +277,7 @@ func (l *DiskLog) segmentFor(offset int64) (*segment, error) {
 // encrypted log a batch is served opened (decrypted into *plain); one that
 // fails authentication is damage like a failed CRC.
 func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, sent *int,
-	buf, plain *[]byte, last *lastBlocks, fn func(wire.Batch) bool) (int64, bool, error) {
+	buf *[]byte, plain *plainBuf, last *lastBlocks, fn func(wire.Batch) bool) (int64, bool, error) {
 	limit := s.size.Load()
 	pos, expect := s.lookup(offset)
 	next := offset
@@ -351,15 +355,22 @@ func plausibleHeader(hdr []byte, size, room, expect int64, sealed bool) bool {
 		hdr[12] == wire.BatchMagic && wire.ValidAttributes(hdr[13]) && hdr[14] == 0 && hdr[15] == 0
 }
 
+// plainBuf is a read's state for opening batches: the buffer they are
+// opened into, and the opener's scratch.
+type plainBuf struct {
+	buf []byte
+	st  openState
+}
+
 // opened is the batch a read of an encrypted log serves for the stored
-// batch b, whose CRC passed: b opened into *plain. It fails with errOpen
+// batch b, whose CRC passed: b opened into plain. It fails with errOpen
 // for a batch in the clear or one that does not authenticate (damage, or
 // tampering that kept the CRC right), and with ErrUnknownKey.
-func (l *DiskLog) opened(b wire.Batch, plain *[]byte) (wire.Batch, error) {
+func (l *DiskLog) opened(b wire.Batch, plain *plainBuf) (wire.Batch, error) {
 	if !isSealed(b) {
 		return nil, errOpen
 	}
-	return l.unseal.open(plain, b)
+	return l.unseal.open(&plain.st, &plain.buf, b)
 }
 
 // skipTo is where reads resume after a damaged batch; limit is the

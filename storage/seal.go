@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"sync"
-	"sync/atomic"
 
 	"github.com/ratatoskr-mq/ratatoskr/storage/crypt"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
@@ -130,6 +129,15 @@ type sealer struct {
 	aead  cipher.AEAD
 	n     uint64
 	buf   []byte // the sealed group, for buffered writes
+	// Scratch for the nonce and associated data: on the stack they would
+	// escape (AEAD is an interface), two allocations per batch.
+	scratch sealScratch
+}
+
+// sealScratch holds a seal's or an open's nonce and associated data.
+type sealScratch struct {
+	nonce [12]byte
+	ad    [sealAADSize]byte
 }
 
 // begin starts a run for segment s when there is none for it and the
@@ -164,11 +172,9 @@ func (w *sealer) put(dst []byte, b wire.Batch) int {
 	binary.BigEndian.PutUint32(p[4:], w.keyID)
 	copy(p[8:], w.salt[:])
 	binary.BigEndian.PutUint64(p[24:], w.n)
-	var nb [12]byte
-	nonce := crypt.Nonce(&nb, w.n)
+	nonce := crypt.Nonce(&w.scratch.nonce, w.n)
 	w.n++
-	var ad [sealAADSize]byte
-	w.aead.Seal(dst[sealedBody:sealedBody], nonce, b[wire.BatchHeaderSize:], sealAAD(&ad, dst))
+	w.aead.Seal(dst[sealedBody:sealedBody], nonce, b[wire.BatchHeaderSize:], sealAAD(&w.scratch.ad, dst))
 	binary.BigEndian.PutUint32(dst[crcOff:], crc32.Checksum(dst[20:], castagnoli))
 	return n
 }
@@ -194,9 +200,17 @@ func (w *sealer) group(batches []wire.Batch) []byte {
 // remembers the subkeys of the runs it met (a few per segment at most),
 // up to maxRuns, then starts over.
 type opener struct {
-	keys  *crypt.Keyring
-	runs  sync.Map // runKey → cipher.AEAD
-	nruns atomic.Int32
+	keys *crypt.Keyring
+	mu   sync.RWMutex
+	runs map[runKey]cipher.AEAD
+}
+
+// openState is one read's: its scratch, and the run it met last (a
+// replay meets the same run batch after batch, and skips the lookup).
+type openState struct {
+	sealScratch
+	last     runKey
+	lastAEAD cipher.AEAD
 }
 
 const maxRuns = 4096
@@ -207,37 +221,45 @@ type runKey struct {
 }
 
 // aead returns the subkey of the run that sealed b.
-func (o *opener) aead(b []byte) (cipher.AEAD, error) {
+func (o *opener) aead(st *openState, b []byte) (cipher.AEAD, error) {
 	var k runKey
 	k.id = sealedKeyID(b)
 	copy(k.salt[:], b[wire.BatchHeaderSize+8:])
-	if a, ok := o.runs.Load(k); ok {
-		return a.(cipher.AEAD), nil
+	if st.lastAEAD != nil && st.last == k {
+		return st.lastAEAD, nil
 	}
-	key, ok := o.keys.Key(k.id)
+	o.mu.RLock()
+	a, ok := o.runs[k]
+	o.mu.RUnlock()
 	if !ok {
-		return nil, fmt.Errorf("%w (key id %d)", ErrUnknownKey, k.id)
+		key, ok := o.keys.Key(k.id)
+		if !ok {
+			return nil, fmt.Errorf("%w (key id %d)", ErrUnknownKey, k.id)
+		}
+		salt := k.salt // a copy: the one passed on escapes, and k is on every read's path
+		var err error
+		if a, err = crypt.RunAEAD(key, salt[:]); err != nil {
+			return nil, err
+		}
+		o.mu.Lock()
+		if o.runs == nil || len(o.runs) >= maxRuns {
+			o.runs = map[runKey]cipher.AEAD{}
+		}
+		o.runs[k] = a
+		o.mu.Unlock()
 	}
-	a, err := crypt.RunAEAD(key, k.salt[:])
-	if err != nil {
-		return nil, err
-	}
-	if o.nruns.Add(1) > maxRuns {
-		o.runs.Clear()
-		o.nruns.Store(1)
-	}
-	o.runs.Store(k, a)
+	st.last, st.lastAEAD = k, a
 	return a, nil
 }
 
 // open decrypts the sealed batch b, whose CRC and header were checked,
 // into the plain batch the producer sent, in *dst (grown as needed). It
 // fails with errOpen when b does not authenticate, and ErrUnknownKey.
-func (o *opener) open(dst *[]byte, b []byte) (wire.Batch, error) {
+func (o *opener) open(st *openState, dst *[]byte, b []byte) (wire.Batch, error) {
 	if b[wire.BatchHeaderSize] != sealVersion {
 		return nil, errOpen
 	}
-	a, err := o.aead(b)
+	a, err := o.aead(st, b)
 	if err != nil {
 		return nil, err
 	}
@@ -246,10 +268,8 @@ func (o *opener) open(dst *[]byte, b []byte) (wire.Batch, error) {
 		*dst = make([]byte, n)
 	}
 	out := (*dst)[:n]
-	var ad [sealAADSize]byte
-	var nb [12]byte
-	nonce := crypt.Nonce(&nb, binary.BigEndian.Uint64(b[wire.BatchHeaderSize+24:]))
-	if _, err := a.Open(out[wire.BatchHeaderSize:wire.BatchHeaderSize], nonce, b[sealedBody:], sealAAD(&ad, b)); err != nil {
+	nonce := crypt.Nonce(&st.nonce, binary.BigEndian.Uint64(b[wire.BatchHeaderSize+24:]))
+	if _, err := a.Open(out[wire.BatchHeaderSize:wire.BatchHeaderSize], nonce, b[sealedBody:], sealAAD(&st.ad, b)); err != nil {
 		return nil, errOpen
 	}
 	copy(out, b[:wire.BatchHeaderSize])

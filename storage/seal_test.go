@@ -339,7 +339,8 @@ func TestSealProperty(t *testing.T) {
 		}
 		o := &opener{keys: kr}
 		var plain []byte
-		got, err := o.open(&plain, sealed)
+		var st openState
+		got, err := o.open(&st, &plain, sealed)
 		if err != nil || !bytes.Equal(got, b) {
 			rt.Fatalf("open: %v, equal %v", err, bytes.Equal(got, b))
 		}
@@ -362,7 +363,7 @@ func TestSealProperty(t *testing.T) {
 			return // a batch in the clear: an encrypted log's reads refuse it (DiskLog.opened)
 		}
 		var p2 []byte
-		if _, err := o.open(&p2, bad); err == nil {
+		if _, err := o.open(&st, &p2, bad); err == nil {
 			rt.Fatalf("byte %d altered (xor %#x, crc fixed %v) and the batch still opened", at, flip, fix)
 		}
 	})
