@@ -225,8 +225,9 @@ func (kr *Keyring) Key(id uint32) ([]byte, bool) {
 
 // IDs returns the ids of the keys held, in no order.
 func (kr *Keyring) IDs() []uint32 {
-	var ids []uint32
-	for id := range *kr.keys.Load() {
+	keys := *kr.keys.Load()
+	ids := make([]uint32, 0, len(keys))
+	for id := range keys {
 		ids = append(ids, id)
 	}
 	return ids
