@@ -169,6 +169,7 @@ func TestEncryptedTopicRefusesToStartWithoutItsKey(t *testing.T) {
 	require.NoError(t, err)
 	var mf metaFileV1
 	require.NoError(t, json.Unmarshal(orig, &mf))
+	require.Equal(t, metaVersionEncrypted, mf.Version, "older brokers refuse a data directory with an encrypted topic")
 	w, err := base64.StdEncoding.DecodeString(mf.Topics[0].Keys[0].Wrapped)
 	require.NoError(t, err)
 	w[20] ^= 1
@@ -215,6 +216,11 @@ func TestEncryptionConfigIsChecked(t *testing.T) {
 	err = c2.CreateTopic(ctx, "y", client.TopicConfig{Encryption: "maybe"})
 	requireCode(t, err, wire.CodeInvalidArgument)
 	require.NoError(t, c2.CreateTopic(ctx, "p", client.TopicConfig{}))
+	var mf metaFileV1
+	b, err := os.ReadFile(e2.cfg.DataDir + "/" + metaFile)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &mf))
+	require.Equal(t, 1, mf.Version, "without an encrypted topic older brokers can still read it")
 	_, err = c2.UpdateTopic(ctx, "p", map[string]string{ConfigEncryption: "on"})
 	require.ErrorContains(t, err, "cannot be changed")
 	_, err = c2.UpdateTopic(ctx, "p", map[string]string{ActionRotateKey: "true"})

@@ -501,6 +501,14 @@ func topicHash(name string) uint32 {
 // directory) on every create and delete.
 const metaFile = "topics.json"
 
+// metaVersionEncrypted is the metadata file's version while it records
+// an encrypted topic; 1 otherwise, so that a data directory without one
+// stays readable by older brokers. An older broker refuses version 2 at
+// start: it would open an encrypted topic as a plain one, take its sealed
+// batches for damage and, after an unclean shutdown, cut them as a torn
+// tail.
+const metaVersionEncrypted = 2
+
 type metaTopic struct {
 	Name            string `json:"name"`
 	Partitions      int    `json:"partitions"`
@@ -542,6 +550,9 @@ func (r *registry) persistWith(m map[string]*Topic, name string, next *TopicConf
 			mt.Keys, mt.CurrentKey = tk.wrapped, tk.current
 		}
 		meta.Topics = append(meta.Topics, mt)
+		if mt.Encryption {
+			meta.Version = metaVersionEncrypted
+		}
 	}
 	b, err := json.MarshalIndent(meta, "", "  ")
 	if err != nil {
@@ -570,8 +581,8 @@ func (r *registry) load() error {
 	if err := json.Unmarshal(b, &meta); err != nil {
 		return fmt.Errorf("engine: %s: %w", metaFile, err)
 	}
-	if meta.Version != 1 {
-		return fmt.Errorf("engine: %s has version %d; this broker reads version 1", metaFile, meta.Version)
+	if meta.Version != 1 && meta.Version != metaVersionEncrypted {
+		return fmt.Errorf("engine: %s has version %d; this broker reads versions 1 and 2", metaFile, meta.Version)
 	}
 	m := map[string]*Topic{}
 	var sum loadSummary
