@@ -74,7 +74,7 @@ race:
 # (golang/go#75804), not a finding.
 FUZZMINIMIZE ?= 100x
 FUZZ_TARGETS := ./wire:FuzzReadFrame ./wire:FuzzCheckBatch ./wire:FuzzDecompress ./wire:FuzzGroupBodies \
-                ./storage:FuzzRecover \
+                ./storage:FuzzRecover ./storage:FuzzRecoverEncrypted \
                 ./engine:FuzzTopicConfigJSON ./server:FuzzSessionDecode \
                 ./auth:FuzzScramStep ./auth:FuzzTokenVerify ./wire:FuzzAuthBodies
 fuzz-short fuzz:

@@ -689,6 +689,10 @@ type TopicConfig struct {
 	// deliveries. Empty and zero take "<topic>.dlq" and the broker's 5.
 	DeadLetterTopic string
 	MaxDeliveries   int
+	// Encryption is "on" (encrypted at rest, under the broker's master
+	// key) or "off" for a disk topic; empty takes the broker's default.
+	// It is fixed at creation.
+	Encryption string
 }
 
 // KeepForever as TopicConfig.Retention disables retention by age.
@@ -785,6 +789,9 @@ func (cfg TopicConfig) kvs() []wire.KV {
 	}
 	if cfg.MaxDeliveries > 0 {
 		add("max-deliveries", strconv.Itoa(cfg.MaxDeliveries))
+	}
+	if cfg.Encryption != "" {
+		add("encryption", cfg.Encryption)
 	}
 	return kvs
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/server"
+	"github.com/ratatoskr-mq/ratatoskr/storage/crypt"
 	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -199,6 +200,16 @@ type Config struct {
 	// before their credentials are checked.
 	AuthFailureBurst    int
 	AuthFailureInterval time.Duration
+	// EncryptAtRest encrypts the disk topics created without an
+	// encryption setting (the topic config key "encryption"). A topic's
+	// encryption is fixed at creation: changing this leaves existing
+	// topics as they are. It needs MasterKey.
+	EncryptAtRest bool
+	// MasterKey wraps the data keys of encrypted topics (crypt.MasterKey
+	// from a key file or the environment; a KMS could implement the
+	// interface). Nil: no encryption at rest, and a data directory with
+	// an encrypted topic refuses to start.
+	MasterKey crypt.KeyProvider
 	// Logger receives the broker's structured logs.
 	Logger *slog.Logger
 }
@@ -342,6 +353,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DefaultStorage != "disk" && c.DefaultStorage != "memory" {
 		bad("DefaultStorage", c.DefaultStorage, `must be "disk" or "memory"`)
+	}
+	if c.EncryptAtRest && c.MasterKey == nil {
+		bad("EncryptAtRest", c.EncryptAtRest, "needs a MasterKey (serve --master-key-file or RATATOSKR_MASTER_KEY)")
 	}
 	if _, err := ParseFsync(c.DefaultFsync); err != nil {
 		bad("DefaultFsync", c.DefaultFsync, err.Error())

@@ -226,7 +226,7 @@ func topicView(t *Topic) httpapi.Topic {
 	v := httpapi.Topic{Name: t.Name, Subscriptions: int64(t.Subscriptions.Load()),
 		Config: httpapi.TopicConfig{MaxSubscribers: tc.MaxSubscribers, Storage: tc.Storage, Fsync: tc.Fsync.String(),
 			Retention: tc.Retention.String(), RetentionBytes: tc.RetentionBytes,
-			DeadLetterTopic: tc.DeadLetterTopic, MaxDeliveries: tc.MaxDeliveries},
+			DeadLetterTopic: tc.DeadLetterTopic, MaxDeliveries: tc.MaxDeliveries, Encryption: topic.OnOff(tc.Encryption)},
 		Parts: make([]httpapi.Partition, len(t.Parts))}
 	for i, p := range t.Parts {
 		st := p.Log.Stats()

@@ -22,7 +22,8 @@ var layers = map[string][]string{
 	"wire":           {"github.com/klauspost/compress", "github.com/pierrec/lz4"}, // batch codecs
 	"ring":           {},
 	"storage/vfs":    {"golang.org/x/sys"},
-	"storage":        {"wire", "storage/vfs", "github.com/dgraph-io/ristretto", "github.com/valyala/bytebufferpool"},
+	"storage/crypt":  {},
+	"storage":        {"wire", "storage/vfs", "storage/crypt", "github.com/dgraph-io/ristretto", "github.com/valyala/bytebufferpool"},
 	"outbox":         {"wire", "storage"},
 	"shard":          {"wire", "outbox", "storage"},
 	"shard/driver":   {"wire", "ring", "outbox", "shard", "storage"},

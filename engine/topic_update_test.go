@@ -254,7 +254,7 @@ func TestDescribeWithoutDefaultsFlag(t *testing.T) {
 			keys[i] = kv.Key
 		}
 		want := []string{"max-subscribers", "storage", "fsync", "retention", "retention-bytes",
-			"dead-letter-topic", "max-deliveries"}
+			"dead-letter-topic", "max-deliveries", "encryption"}
 		if flags != 0 {
 			want = append(want, "default.dead-letter-topic", "default.max-deliveries")
 		}

@@ -42,6 +42,8 @@ const (
 	ConfigRetentionBytes  = topic.ConfigRetentionBytes
 	ConfigDeadLetterTopic = topic.ConfigDeadLetterTopic
 	ConfigMaxDeliveries   = topic.ConfigMaxDeliveries
+	ConfigEncryption      = topic.ConfigEncryption
+	ActionRotateKey       = topic.ActionRotateKey
 )
 
 // ParseFsync parses an fsync policy: always, never, or interval=DURATION.
@@ -57,15 +59,16 @@ type registry struct {
 	shards []*shard.Shard
 	cfg    *Config
 	cache  *storage.BlockCache
-	files  *storage.FileCache // every partition's segment files, within MaxOpenFiles
-	trash  *storage.Reclaimer // set by Engine.Start before load
+	files  *storage.FileCache    // every partition's segment files, within MaxOpenFiles
+	trash  *storage.Reclaimer    // set by Engine.Start before load
+	keys   map[string]*topicKeys // encrypted topics' data keys (keys.go), guarded by mu
 	// quotas returns a tenant's quotas (security.go); nil: none.
 	quotas func(tenant string) auth.Quotas
 }
 
 func newRegistry(cfg *Config, shards []*shard.Shard, cache *storage.BlockCache) *registry {
 	return &registry{snap: topic.NewTable(), cfg: cfg, shards: shards, cache: cache,
-		files: storage.NewFileCache(cfg.MaxOpenFiles)}
+		files: storage.NewFileCache(cfg.MaxOpenFiles), keys: map[string]*topicKeys{}}
 }
 
 func (r *registry) get(name []byte) *Topic { return r.snap.Get(name) }
@@ -77,7 +80,7 @@ func (r *registry) defaults() TopicConfig {
 	fsync, _ := ParseFsync(r.cfg.DefaultFsync)
 	return TopicConfig{Partitions: r.cfg.DefaultPartitions, MaxSubscribers: r.cfg.MaxSubscribers,
 		Storage: r.cfg.DefaultStorage, Fsync: fsync, Retention: r.cfg.DefaultRetention,
-		RetentionBytes: r.cfg.DefaultRetentionBytes}
+		RetentionBytes: r.cfg.DefaultRetentionBytes, Encryption: r.cfg.EncryptAtRest}
 }
 
 // parseTopicConfig turns a create request into a TopicConfig, filling
@@ -90,13 +93,27 @@ func (r *registry) parseTopicConfig(partitions uint32, kvs []wire.KV) (TopicConf
 	if tc.Partitions > r.cfg.MaxPartitions {
 		return tc, invalid("partitions " + strconv.Itoa(tc.Partitions) + " above the broker's maximum " + strconv.Itoa(r.cfg.MaxPartitions))
 	}
+	encryption := ""
 	for _, kv := range kvs {
 		if err := r.applyKV(&tc, kv); err != nil {
 			return tc, err
 		}
+		if kv.Key == ConfigEncryption {
+			encryption = kv.Value
+		}
 	}
 	if tc.Storage == "memory" {
 		tc.Fsync = shard.SyncPolicy{Mode: shard.SyncNever}
+		// Nothing of a memory topic is at rest: the broker-wide default
+		// does not apply, and asking for it is a mistake worth saying.
+		if encryption == "on" {
+			return tc, invalid(ConfigEncryption + "=on applies to disk topics: a memory topic keeps nothing at rest")
+		}
+		tc.Encryption = false
+	}
+	if tc.Encryption && r.cfg.MasterKey == nil {
+		return tc, invalid(ConfigEncryption + "=on needs the broker to have a master key " +
+			"(serve --master-key-file or RATATOSKR_MASTER_KEY)")
 	}
 	return tc, nil
 }
@@ -149,6 +166,11 @@ func (r *registry) applyKV(tc *TopicConfig, kv wire.KV) error {
 			return bad("must be 1..1048576, or 0 for the default")
 		}
 		tc.MaxDeliveries = n
+	case ConfigEncryption:
+		if kv.Value != "on" && kv.Value != "off" {
+			return bad(`must be "on" or "off"`)
+		}
+		tc.Encryption = kv.Value == "on"
 	default:
 		return invalid("unknown topic config key " + strconv.Quote(kv.Key))
 	}
@@ -181,14 +203,23 @@ func (r *registry) create(name string, tc TopicConfig, existOK bool) (t *Topic, 
 	if err := r.checkTenantQuota(old, name, tc.Partitions); err != nil {
 		return nil, false, err
 	}
+	if tc.Encryption {
+		tk, err := r.newTopicKeys(name)
+		if err != nil {
+			return nil, false, err
+		}
+		r.keys[name] = tk
+	}
 	t, err = r.open(name, tc)
 	if err != nil {
+		delete(r.keys, name)
 		return nil, false, wire.Errorf(storage.Code(err), "create topic "+name+": "+err.Error())
 	}
 	m := maps.Clone(old)
 	m[name] = t
 	if err := r.persist(m); err != nil {
 		r.drop(t)
+		delete(r.keys, name)
 		return nil, false, wire.Errorf(storage.Code(err), "record topic "+name+": "+err.Error())
 	}
 	r.snap.Replace(m)
@@ -284,7 +315,8 @@ func (r *registry) openLog(topic string, partition int, tc TopicConfig, sum *loa
 	}
 	l, rec, err := storage.OpenDiskLog(storage.DiskConfig{
 		FS: r.cfg.FS, Dir: partitionDir(r.cfg.DataDir, topic, partition), SegmentBytes: r.cfg.SegmentBytes,
-		SegmentAge: r.cfg.SegmentAge, Cache: r.cache, Reclaim: r.trash, Files: r.files, Logger: r.cfg.Logger,
+		SegmentAge: r.cfg.SegmentAge, Cache: r.cache, Reclaim: r.trash, Files: r.files, Keys: r.keyring(topic),
+		Logger: r.cfg.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -391,11 +423,25 @@ func (r *registry) update(name string, kvs []wire.KV) (*Topic, error) {
 	}
 	old := t.Config()
 	tc := old
+	rotate := false
 	for _, kv := range kvs {
-		if kv.Key == ConfigStorage {
+		switch kv.Key {
+		case ConfigStorage:
 			if kv.Value != old.Storage {
 				return nil, invalid("storage cannot be changed after a topic is created")
 			}
+			continue
+		case ConfigEncryption:
+			if kv.Value != topic.OnOff(old.Encryption) {
+				return nil, invalid("encryption cannot be changed after a topic is created; " +
+					"an encrypted topic's data key is rotated with " + ActionRotateKey)
+			}
+			continue
+		case ActionRotateKey:
+			if kv.Value != "true" {
+				return nil, invalid(ActionRotateKey + ` takes "true", got ` + strconv.Quote(kv.Value))
+			}
+			rotate = true
 			continue
 		}
 		if err := r.applyKV(&tc, kv); err != nil {
@@ -412,6 +458,11 @@ func (r *registry) update(name string, kvs []wire.KV) (*Topic, error) {
 		return nil, wire.Errorf(storage.Code(err), "record config of "+name+": "+err.Error())
 	}
 	t.SetConfig(&tc)
+	if rotate {
+		if err := r.rotateKey(name, &tc); err != nil {
+			return nil, err
+		}
+	}
 	for _, p := range t.Parts {
 		p.SetRetention(tc.Retention, tc.RetentionBytes)
 		if tc.Fsync != old.Fsync {
@@ -440,6 +491,7 @@ func (r *registry) remove(name string) error {
 		return wire.Errorf(storage.Code(err), "record deletion of "+name+": "+err.Error())
 	}
 	r.snap.Replace(m)
+	delete(r.keys, name)
 	var pending atomic.Int32
 	pending.Store(int32(len(t.Parts)))
 	retired := make(chan struct{})
@@ -498,6 +550,14 @@ func topicHash(name string) uint32 {
 // directory) on every create and delete.
 const metaFile = "topics.json"
 
+// metaVersionEncrypted is the metadata file's version while it records
+// an encrypted topic; 1 otherwise, so that a data directory without one
+// stays readable by older brokers. An older broker refuses version 2 at
+// start: it would open an encrypted topic as a plain one, take its sealed
+// batches for damage and, after an unclean shutdown, cut them as a torn
+// tail.
+const metaVersionEncrypted = 2
+
 type metaTopic struct {
 	Name            string `json:"name"`
 	Partitions      int    `json:"partitions"`
@@ -508,6 +568,11 @@ type metaTopic struct {
 	RetentionBytes  int64  `json:"retention_bytes"`
 	DeadLetterTopic string `json:"dead_letter_topic,omitempty"`
 	MaxDeliveries   int    `json:"max_deliveries,omitempty"`
+	// An encrypted topic's data keys, wrapped (keys.go), and the one new
+	// batches are sealed with.
+	Encryption bool      `json:"encryption,omitempty"`
+	Keys       []metaKey `json:"keys,omitempty"`
+	CurrentKey uint32    `json:"current_key,omitempty"`
 }
 
 type metaFileV1 struct {
@@ -526,10 +591,17 @@ func (r *registry) persistWith(m map[string]*Topic, name string, next *TopicConf
 		if n == name {
 			tc = *next
 		}
-		meta.Topics = append(meta.Topics, metaTopic{Name: n, Partitions: tc.Partitions,
+		mt := metaTopic{Name: n, Partitions: tc.Partitions,
 			MaxSubscribers: tc.MaxSubscribers, Storage: tc.Storage, Fsync: tc.Fsync.String(),
 			Retention: tc.Retention.String(), RetentionBytes: tc.RetentionBytes,
-			DeadLetterTopic: tc.DeadLetterTopic, MaxDeliveries: tc.MaxDeliveries})
+			DeadLetterTopic: tc.DeadLetterTopic, MaxDeliveries: tc.MaxDeliveries, Encryption: tc.Encryption}
+		if tk := r.keys[n]; tk != nil {
+			mt.Keys, mt.CurrentKey = tk.wrapped, tk.current
+		}
+		meta.Topics = append(meta.Topics, mt)
+		if mt.Encryption {
+			meta.Version = metaVersionEncrypted
+		}
 	}
 	b, err := json.MarshalIndent(meta, "", "  ")
 	if err != nil {
@@ -558,8 +630,8 @@ func (r *registry) load() error {
 	if err := json.Unmarshal(b, &meta); err != nil {
 		return fmt.Errorf("engine: %s: %w", metaFile, err)
 	}
-	if meta.Version != 1 {
-		return fmt.Errorf("engine: %s has version %d; this broker reads version 1", metaFile, meta.Version)
+	if meta.Version != 1 && meta.Version != metaVersionEncrypted {
+		return fmt.Errorf("engine: %s has version %d; this broker reads versions 1 and 2", metaFile, meta.Version)
 	}
 	m := map[string]*Topic{}
 	var sum loadSummary
@@ -567,6 +639,13 @@ func (r *registry) load() error {
 		tc, err := mt.config()
 		if err != nil {
 			return fmt.Errorf("engine: topic %s in %s: %w", mt.Name, metaFile, err)
+		}
+		if tc.Encryption {
+			tk, err := r.unwrapKeys(mt.Name, mt.Keys, mt.CurrentKey)
+			if err != nil {
+				return fmt.Errorf("engine: %w", err)
+			}
+			r.keys[mt.Name] = tk
 		}
 		t, err := r.build(mt.Name, tc, &sum)
 		if err != nil {
@@ -612,9 +691,12 @@ func (mt metaTopic) config() (TopicConfig, error) {
 	if mt.Partitions < 1 || (mt.Storage != "disk" && mt.Storage != "memory") {
 		return TopicConfig{}, errors.New("bad partitions or storage")
 	}
+	if mt.Encryption != (len(mt.Keys) > 0) || mt.Encryption && mt.Storage != "disk" {
+		return TopicConfig{}, errors.New("encryption, keys and storage do not agree")
+	}
 	return TopicConfig{Partitions: mt.Partitions, MaxSubscribers: mt.MaxSubscribers, Storage: mt.Storage,
 		Fsync: fsync, Retention: ret, RetentionBytes: mt.RetentionBytes,
-		DeadLetterTopic: mt.DeadLetterTopic, MaxDeliveries: mt.MaxDeliveries}, nil
+		DeadLetterTopic: mt.DeadLetterTopic, MaxDeliveries: mt.MaxDeliveries, Encryption: mt.Encryption}, nil
 }
 
 func (r *registry) removeStrays(m map[string]*Topic) error {

@@ -408,13 +408,14 @@ const (
 	configRetentionBytes  = "retention_bytes"
 	configDeadLetterTopic = "dead_letter_topic"
 	configMaxDeliveries   = "max_deliveries"
+	configEncryption      = "encryption"
 )
 
 // ConfigKeys lists the topic config keys the admin API takes and answers,
 // in the order TopicConfig has them.
 func ConfigKeys() []string {
 	return []string{configMaxSubscribers, configStorage, configFsync, configRetention,
-		configRetentionBytes, configDeadLetterTopic, configMaxDeliveries}
+		configRetentionBytes, configDeadLetterTopic, configMaxDeliveries, configEncryption}
 }
 
 // checkConfigKey refuses a key that is not a config key, saying which to

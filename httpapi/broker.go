@@ -123,4 +123,5 @@ type TopicConfig struct {
 	RetentionBytes  int64  `json:"retention_bytes"`
 	DeadLetterTopic string `json:"dead_letter_topic"`
 	MaxDeliveries   int    `json:"max_deliveries"`
+	Encryption      string `json:"encryption"` // on | off
 }

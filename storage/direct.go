@@ -68,18 +68,25 @@ func alignUp(n int) int { return (n + directAlign - 1) &^ (directAlign - 1) }
 
 // write appends batches at logical position pos (the segment's size): the
 // partial block and the batches, padded to whole blocks, in one direct
-// write through f.
-func (w *tailWriter) write(f vfs.File, batches []wire.Batch, pos int64) error {
+// write through f. seal, if not nil, seals each batch on its way into the
+// buffer (no copy more than a plain log's).
+func (w *tailWriter) write(f vfs.File, batches []wire.Batch, pos int64, seal *sealer) error {
 	total := 0
 	for _, b := range batches {
-		total += len(b)
+		total += storedSize(b, seal != nil)
 	}
 	end := w.head + total
 	n := alignUp(end)
 	w.grow(n)
 	at := w.head
-	for _, b := range batches {
-		at += copy(w.buf[at:], b)
+	if seal != nil {
+		for _, b := range batches {
+			at += seal.put(w.buf[at:], b)
+		}
+	} else {
+		for _, b := range batches {
+			at += copy(w.buf[at:], b)
+		}
 	}
 	clear(w.buf[end:n])
 	written, err := f.WriteAt(w.buf[:n], pos-int64(w.head))

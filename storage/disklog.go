@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/storage/crypt"
 	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -41,7 +42,12 @@ type DiskConfig struct {
 	// Files, shared by every log of a broker, keeps their segment files
 	// open within a budget of descriptors (see FileCache). Nil gives the
 	// log an unbounded cache of its own.
-	Files  *FileCache
+	Files *FileCache
+	// Keys, if not nil, encrypts the log at rest: every batch is written
+	// sealed (seal.go) under the keyring's current data key, and read
+	// back through the key that sealed it. Nil writes plain batches, and
+	// refuses to open a log that holds sealed ones.
+	Keys   *crypt.Keyring
 	Logger *slog.Logger
 }
 
@@ -134,6 +140,9 @@ type DiskLog struct {
 	// Write side, owned by the writer (the shard's syncer, or Append).
 	active *segment
 	group  []wire.Batch
+	sealW  *sealer // nil for a plain log
+
+	unseal *opener // reads of an encrypted log; nil for a plain log
 
 	smu    sync.Mutex // guards staged, spare, broken
 	staged []staged
@@ -181,6 +190,10 @@ func OpenDiskLog(cfg DiskConfig) (*DiskLog, Recovery, error) {
 		return nil, rec, err
 	}
 	l := &DiskLog{cfg: cfg, id: logIDs.Add(1)}
+	if cfg.Keys != nil {
+		l.sealW = &sealer{keys: cfg.Keys}
+		l.unseal = &opener{keys: cfg.Keys}
+	}
 	clean := cfg.Dir + "/" + cleanMarker
 	if _, err := cfg.FS.Stat(clean); err == nil {
 		rec.Clean = true
@@ -309,16 +322,19 @@ func (l *DiskLog) recoverExtent(s *segment, f vfs.File, last bool, rec *Recovery
 	}
 	if !last || rec.Clean {
 		if err := s.loadIndex(l.cfg.FS, st.Size(), grow); err == nil {
-			next, err := s.lastBatchEnd(f)
+			next, err := s.lastBatchEnd(f, l.checkKeys)
 			if err == nil {
 				s.next.Store(next)
 				return false, nil
+			}
+			if isKeyError(err) {
+				return false, err
 			}
 		}
 	}
 	rec.Scanned++
 	s.resetIndex(max(grow, scanIndexEntries(st.Size(), l.cfg.IndexInterval)))
-	cut, corrupt, err := scanSegment(s, f, st.Size(), l.cfg.IndexInterval)
+	cut, corrupt, err := scanSegment(s, f, st.Size(), l.cfg.IndexInterval, l.checkKeys)
 	rec.Corrupt = append(rec.Corrupt, corrupt...)
 	if err != nil {
 		return false, err
@@ -510,7 +526,8 @@ func (l *DiskLog) releaseStaged(rest []staged) {
 func (l *DiskLog) writeGroup(rest []staged) (int, error) {
 	s := l.active
 	pos := s.size.Load()
-	first := int64(len(rest[0].batch))
+	sealing := l.sealW != nil
+	first := int64(storedSize(rest[0].batch, sealing))
 	if pos > 0 && (pos+first > l.cfg.SegmentBytes || time.Since(s.created) > l.cfg.SegmentAge || s.indexFull()) {
 		if err := l.roll(); err != nil {
 			return 0, err
@@ -520,18 +537,24 @@ func (l *DiskLog) writeGroup(rest []staged) (int, error) {
 	n, size := 0, int64(0)
 	group := l.group[:0]
 	for _, st := range rest {
-		if n > 0 && pos+size+int64(len(st.batch)) > l.cfg.SegmentBytes {
+		stored := int64(storedSize(st.batch, sealing))
+		if n > 0 && pos+size+stored > l.cfg.SegmentBytes {
 			break
 		}
 		group = append(group, st.batch)
-		size += int64(len(st.batch))
+		size += stored
 		n++
 	}
 	l.group = group
 	if err := s.pin(); err != nil {
 		return 0, err // nothing was written
 	}
-	if err := s.writeGroup(group, pos); err != nil {
+	if sealing {
+		if err := l.sealW.begin(s); err != nil {
+			return 0, err
+		}
+	}
+	if err := s.writeGroup(group, pos, l.sealW); err != nil {
 		if terr := s.cut(pos); terr != nil {
 			l.fail("a failed write could not be cut off the segment: " + terr.Error())
 			l.cfg.Logger.Error("storage: cannot cut a failed write; log read-only until restart", "segment", s.path, "err", terr)
@@ -543,7 +566,7 @@ func (l *DiskLog) writeGroup(rest []staged) (int, error) {
 	for _, b := range group {
 		s.addIndex(b.BaseOffset(), pos, b.MaxTimestamp(), l.cfg.IndexInterval)
 		s.maxTS.Store(max(s.maxTS.Load(), b.MaxTimestamp()))
-		pos += int64(len(b))
+		pos += int64(storedSize(b, sealing))
 	}
 	last := group[len(group)-1]
 	end := last.BaseOffset() + int64(last.Count())
@@ -587,11 +610,19 @@ func (s *segment) unpin() []vfs.File {
 }
 
 // writeGroup writes batches back to back at pos: in one direct write when
-// the segment has a tail writer, else through the buffered handle. The
-// segment is pinned.
-func (s *segment) writeGroup(batches []wire.Batch, pos int64) error {
+// the segment has a tail writer, else through the buffered handle; sealed
+// by seal when it is not nil. The segment is pinned.
+func (s *segment) writeGroup(batches []wire.Batch, pos int64, seal *sealer) error {
 	if s.tail != nil && s.wwr != nil {
-		return s.tail.write(s.wwr, batches, pos)
+		return s.tail.write(s.wwr, batches, pos, seal)
+	}
+	if seal != nil {
+		b := seal.group(batches)
+		n, err := s.wrd.WriteAt(b, pos)
+		if err == nil && n < len(b) {
+			err = io.ErrShortWrite
+		}
+		return err
 	}
 	for _, b := range batches {
 		n, err := s.wrd.WriteAt(b, pos)
@@ -925,13 +956,15 @@ func (l *DiskLog) Retain(now time.Time, maxAge time.Duration, maxBytes int64) (i
 	return drop, err
 }
 
-// recordCorrupt notes a corrupt batch found by a read.
-func (l *DiskLog) recordCorrupt(r Range) {
+// recordCorrupt notes a corrupt batch found by a read, and which check it
+// failed.
+func (l *DiskLog) recordCorrupt(r Range, why string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !slices.Contains(l.corrupt, r) {
 		l.corrupt = append(l.corrupt, r)
-		l.cfg.Logger.Error("storage: corrupt batch found by a read", "dir", l.cfg.Dir, "offsets", r.String())
+		l.cfg.Logger.Error("storage: corrupt batch found by a read", "dir", l.cfg.Dir, "offsets", r.String(),
+			"failed", why)
 	}
 }
 
@@ -945,4 +978,30 @@ func (l *DiskLog) WriteSideFile(name string, data []byte) error {
 // ReadSideFile reads a file WriteSideFile wrote.
 func (l *DiskLog) ReadSideFile(name string) ([]byte, error) {
 	return ReadFile(l.cfg.FS, l.cfg.Dir+"/"+name)
+}
+
+// checkKeys refuses a valid batch (found by recovery) that this log
+// cannot open: a sealed batch in a plain log, or one sealed with a data
+// key the log's keyring does not hold. Either means the topic's keys are
+// not the ones its data needs, which must stop the open with a clear
+// error: taken for damage, the batches would be cut as a torn tail.
+func (l *DiskLog) checkKeys(b []byte) error {
+	if len(b) < wire.BatchHeaderSize || !isSealed(b) {
+		return nil
+	}
+	if l.unseal == nil {
+		return ErrSealedWithoutKeys
+	}
+	if len(b) < sealedBody {
+		return nil // not a whole sealed batch; its checks fail elsewhere
+	}
+	if _, ok := l.cfg.Keys.Key(sealedKeyID(b)); !ok {
+		return fmt.Errorf("%w (key id %d)", ErrUnknownKey, sealedKeyID(b))
+	}
+	return nil
+}
+
+// isKeyError reports whether err is checkKeys'.
+func isKeyError(err error) bool {
+	return errors.Is(err, ErrSealedWithoutKeys) || errors.Is(err, ErrUnknownKey)
 }

@@ -133,47 +133,51 @@ func TestCleanReopenTrustsIndexes(t *testing.T) {
 // syncing, crashes with torn tails kept, and reopens: everything synced is
 // there, the torn tail is cut at a whole batch, and the log is appendable.
 func TestCrashKeepsSyncedAndCutsTornTail(t *testing.T) {
-	for seed := range uint64(30) {
-		fsys := vfs.NewMem()
-		l, _ := openLog(t, fsys, nil)
-		synced := appendN(t, l, 700, 1)
-		got, err := l.Sync()
-		require.NoError(t, err)
-		require.Equal(t, synced, got)
-		appendN(t, l, 900, 1)
-		crashed := fsys.CrashWith(rand.New(rand.NewPCG(seed, 1)))
+	forEachMode(t, func(t *testing.T, m mode) {
+		for seed := range uint64(30) {
+			fsys := vfs.NewMem()
+			l, _ := openLog(t, fsys, m)
+			synced := appendN(t, l, 700, 1)
+			got, err := l.Sync()
+			require.NoError(t, err)
+			require.Equal(t, synced, got)
+			appendN(t, l, 900, 1)
+			crashed := fsys.CrashWith(rand.New(rand.NewPCG(seed, 1)))
 
-		l2, rec := openLog(t, crashed, nil)
-		require.False(t, rec.Clean)
-		_, end := l2.Bounds()
-		require.GreaterOrEqual(t, end, synced, "seed %d: synced data lost", seed)
-		require.Equal(t, expected(0, end), readAll(t, l2, 0), "seed %d", seed)
-		require.Empty(t, rec.Corrupt, "seed %d: a torn tail is not corruption", seed)
-		require.NoError(t, l2.Append(nil, makeBatch(end, 1, 1)))
-	}
+			l2, rec := openLog(t, crashed, m)
+			require.False(t, rec.Clean)
+			_, end := l2.Bounds()
+			require.GreaterOrEqual(t, end, synced, "seed %d: synced data lost", seed)
+			require.Equal(t, expected(0, end), readAll(t, l2, 0), "seed %d", seed)
+			require.Empty(t, rec.Corrupt, "seed %d: a torn tail is not corruption", seed)
+			require.NoError(t, l2.Append(nil, makeBatch(end, 1, 1)))
+		}
+	})
 }
 
 func TestTornTailIsTruncatedAndReported(t *testing.T) {
-	fsys := vfs.NewMem()
-	l, _ := openLog(t, fsys, func(c *DiskConfig) { c.SegmentBytes = 1 << 20 })
-	end := appendN(t, l, 100, 1)
-	_, err := l.Sync()
-	require.NoError(t, err)
-	seg := l.active.path
-	size := l.active.size.Load()
-	// Cut the file in the middle of its last batch, as a crash can.
-	f, err := fsys.OpenFile(seg, os.O_RDWR, 0)
-	require.NoError(t, err)
-	require.NoError(t, f.Truncate(size-5))
-	require.NoError(t, f.Sync())
-	require.NoError(t, f.Close())
-	crashed := fsys.Crash()
+	forEachMode(t, func(t *testing.T, m mode) {
+		fsys := vfs.NewMem()
+		l, _ := openLog(t, fsys, m.and(func(c *DiskConfig) { c.SegmentBytes = 1 << 20 }))
+		end := appendN(t, l, 100, 1)
+		_, err := l.Sync()
+		require.NoError(t, err)
+		seg := l.active.path
+		size := l.active.size.Load()
+		// Cut the file in the middle of its last batch, as a crash can.
+		f, err := fsys.OpenFile(seg, os.O_RDWR, 0)
+		require.NoError(t, err)
+		require.NoError(t, f.Truncate(size-5))
+		require.NoError(t, f.Sync())
+		require.NoError(t, f.Close())
+		crashed := fsys.Crash()
 
-	l2, rec := openLog(t, crashed, func(c *DiskConfig) { c.SegmentBytes = 1 << 20 })
-	require.Positive(t, rec.Truncated)
-	_, e := l2.Bounds()
-	require.Less(t, e, end)
-	require.Equal(t, expected(0, e), readAll(t, l2, 0))
+		l2, rec := openLog(t, crashed, m.and(func(c *DiskConfig) { c.SegmentBytes = 1 << 20 }))
+		require.Positive(t, rec.Truncated)
+		_, e := l2.Bounds()
+		require.Less(t, e, end)
+		require.Equal(t, expected(0, e), readAll(t, l2, 0))
+	})
 }
 
 // TestFlippedBitMidLogIsReported: corruption in the middle of the log is
@@ -181,48 +185,50 @@ func TestTornTailIsTruncatedAndReported(t *testing.T) {
 // readable — in the last segment (found by the recovery scan) and in a
 // sealed one (found by the read).
 func TestFlippedBitMidLogIsReported(t *testing.T) {
-	for _, where := range []string{"last segment", "sealed segment"} {
-		t.Run(where, func(t *testing.T) {
-			fsys := vfs.NewMem()
-			segBytes := int64(1 << 20)
-			if where == "sealed segment" {
-				segBytes = 4096
-			}
-			l, _ := openLog(t, fsys, func(c *DiskConfig) { c.SegmentBytes = segBytes })
-			end := appendN(t, l, 300, 1)
-			target := (*l.segs.Load())[0]
-			require.NoError(t, l.Close())
+	forEachMode(t, func(t *testing.T, m mode) {
+		for _, where := range []string{"last segment", "sealed segment"} {
+			t.Run(where, func(t *testing.T) {
+				fsys := vfs.NewMem()
+				segBytes := int64(1 << 20)
+				if where == "sealed segment" {
+					segBytes = 4096
+				}
+				l, _ := openLog(t, fsys, m.and(func(c *DiskConfig) { c.SegmentBytes = segBytes }))
+				end := appendN(t, l, 300, 1)
+				target := (*l.segs.Load())[0]
+				require.NoError(t, l.Close())
 
-			// Flip a bit in a record value of a batch near the middle.
-			f, err := fsys.OpenFile(target.path, os.O_RDWR, 0)
-			require.NoError(t, err)
-			st, _ := f.Stat()
-			pos := st.Size() / 2
-			b := make([]byte, 1)
-			_, err = f.ReadAt(b, pos)
-			require.NoError(t, err)
-			b[0] ^= 0x04
-			_, err = f.WriteAt(b, pos)
-			require.NoError(t, err)
-			require.NoError(t, f.Sync())
-			require.NoError(t, f.Close())
-			if where == "last segment" {
-				require.NoError(t, fsys.Remove("t/0/"+cleanMarker)) // force the recovery scan
-			}
+				// Flip a bit in a record value of a batch near the middle.
+				f, err := fsys.OpenFile(target.path, os.O_RDWR, 0)
+				require.NoError(t, err)
+				st, _ := f.Stat()
+				pos := st.Size() / 2
+				b := make([]byte, 1)
+				_, err = f.ReadAt(b, pos)
+				require.NoError(t, err)
+				b[0] ^= 0x04
+				_, err = f.WriteAt(b, pos)
+				require.NoError(t, err)
+				require.NoError(t, f.Sync())
+				require.NoError(t, f.Close())
+				if where == "last segment" {
+					require.NoError(t, fsys.Remove("t/0/"+cleanMarker)) // force the recovery scan
+				}
 
-			l2, rec := openLog(t, fsys, func(c *DiskConfig) { c.SegmentBytes = segBytes })
-			vals := readAll(t, l2, 0)
-			st2 := l2.Stats()
-			require.Len(t, st2.Corrupt, 1, "the corruption is reported")
-			bad := st2.Corrupt[0]
-			require.Equal(t, end, st2.End, "nothing after the corruption was cut")
-			want := append(expected(0, bad.From), expected(bad.To, end)...)
-			require.Equal(t, want, vals, "every batch but the corrupt one reads")
-			if where == "last segment" {
-				require.Equal(t, st2.Corrupt, rec.Corrupt, "found by the recovery scan")
-			}
-		})
-	}
+				l2, rec := openLog(t, fsys, m.and(func(c *DiskConfig) { c.SegmentBytes = segBytes }))
+				vals := readAll(t, l2, 0)
+				st2 := l2.Stats()
+				require.Len(t, st2.Corrupt, 1, "the corruption is reported")
+				bad := st2.Corrupt[0]
+				require.Equal(t, end, st2.End, "nothing after the corruption was cut")
+				want := append(expected(0, bad.From), expected(bad.To, end)...)
+				require.Equal(t, want, vals, "every batch but the corrupt one reads")
+				if where == "last segment" {
+					require.Equal(t, st2.Corrupt, rec.Corrupt, "found by the recovery scan")
+				}
+			})
+		}
+	})
 }
 
 func TestIndexRebuiltWhenMissingOrWrong(t *testing.T) {
@@ -346,29 +352,31 @@ func TestFailedSyncFailsTheLog(t *testing.T) {
 // tails), and checks after each recovery that every acked batch is there
 // exactly once, in order.
 func TestCrashAtManyCutPoints(t *testing.T) {
-	rng := rand.New(rand.NewPCG(7, 7))
-	for round := range 60 {
-		fsys := vfs.NewMem()
-		var acked int64
-		steps := 1 + rng.IntN(40)
-		for step := 0; step < steps; step++ {
-			l, _ := openLog(t, fsys, nil)
-			_, end := l.Bounds()
-			require.GreaterOrEqual(t, end, acked, "round %d: an acked batch was lost", round)
-			require.Equal(t, expected(0, end), readAll(t, l, 0), "round %d", round)
-			for range rng.IntN(30) {
-				require.NoError(t, l.Append(nil, makeBatch(end, 1+rng.IntN(5), 1)))
-				end = l.active.next.Load()
-				l.SetVisible(end)
-				if rng.IntN(3) == 0 {
-					synced, err := l.Sync()
-					require.NoError(t, err)
-					acked = synced
+	forEachMode(t, func(t *testing.T, m mode) {
+		rng := rand.New(rand.NewPCG(7, 7))
+		for round := range 60 {
+			fsys := vfs.NewMem()
+			var acked int64
+			steps := 1 + rng.IntN(40)
+			for step := 0; step < steps; step++ {
+				l, _ := openLog(t, fsys, m)
+				_, end := l.Bounds()
+				require.GreaterOrEqual(t, end, acked, "round %d: an acked batch was lost", round)
+				require.Equal(t, expected(0, end), readAll(t, l, 0), "round %d", round)
+				for range rng.IntN(30) {
+					require.NoError(t, l.Append(nil, makeBatch(end, 1+rng.IntN(5), 1)))
+					end = l.active.next.Load()
+					l.SetVisible(end)
+					if rng.IntN(3) == 0 {
+						synced, err := l.Sync()
+						require.NoError(t, err)
+						acked = synced
+					}
 				}
+				fsys = fsys.CrashWith(rng)
 			}
-			fsys = fsys.CrashWith(rng)
 		}
-	}
+	})
 }
 
 func TestMemLogBoundsAndReads(t *testing.T) {
@@ -695,54 +703,56 @@ func segmentBatches(t *testing.T, fsys vfs.FS, path string) []batchAt {
 // points: past the segment's end, into the middle of the next batch, onto
 // the start of a later batch, or inside the batch itself.
 func TestDamagedLengthCostsOnlyItsBatch(t *testing.T) {
-	damage := map[string]func(bs []batchAt, i int) uint32{
-		"past the end":       func([]batchAt, int) uint32 { return 1 << 30 },
-		"into the next":      func(bs []batchAt, i int) uint32 { return uint32(bs[i].size + bs[i+1].size/2 - 12) },
-		"onto a later batch": func(bs []batchAt, i int) uint32 { return uint32(bs[i].size + bs[i+1].size - 12) },
-		"inside itself":      func(bs []batchAt, i int) uint32 { return uint32(bs[i].size - 12 - 7) },
-	}
-	for name, length := range damage {
-		for _, clean := range []bool{true, false} {
-			t.Run(fmt.Sprintf("%s/clean=%v", name, clean), func(t *testing.T) {
-				fsys := vfs.NewMem()
-				cfg := func(c *DiskConfig) { c.SegmentBytes = 1 << 20 }
-				l, _ := openLog(t, fsys, cfg)
-				end := appendN(t, l, 3000, 1)
-				path := l.active.path
-				require.NoError(t, l.Close())
-
-				bs := segmentBatches(t, fsys, path)
-				i := len(bs) / 2
-				bad := Range{bs[i].base, bs[i].base + int64(bs[i].count)}
-				f, err := fsys.OpenFile(path, os.O_RDWR, 0)
-				require.NoError(t, err)
-				field := binary.BigEndian.AppendUint32(nil, length(bs, i))
-				_, err = f.WriteAt(field, bs[i].pos+8)
-				require.NoError(t, err)
-				require.NoError(t, f.Close())
-				if !clean {
-					require.NoError(t, fsys.Remove("t/0/"+cleanMarker))
-				}
-
-				l2, rec := openLog(t, fsys, cfg)
-				require.Zero(t, rec.Truncated, "nothing was cut")
-				if clean {
-					require.Zero(t, rec.Scanned, "the index was trusted: reads meet the damage")
-				} else {
-					require.Equal(t, []Range{bad}, rec.Corrupt, "the recovery scan found the damage")
-				}
-				_, e := l2.Bounds()
-				require.Equal(t, end, e)
-				want := append(expected(0, bad.From), expected(bad.To, end)...)
-				require.Equal(t, want, readAll(t, l2, 0), "every batch but the damaged one reads")
-				require.Equal(t, expected(bad.To, end), readAll(t, l2, bad.From), "a read from inside the damage starts after it")
-				require.Equal(t, expected(bad.To, end), readAll(t, l2, bad.To))
-				require.Equal(t, append(expected(bad.From-3, bad.From), expected(bad.To, end)...), readAll(t, l2, bad.From-3))
-				require.Equal(t, []Range{bad}, l2.Stats().Corrupt, "only the damaged batch is reported")
-				require.NoError(t, l2.Close())
-			})
+	forEachMode(t, func(t *testing.T, m mode) {
+		damage := map[string]func(bs []batchAt, i int) uint32{
+			"past the end":       func([]batchAt, int) uint32 { return 1 << 30 },
+			"into the next":      func(bs []batchAt, i int) uint32 { return uint32(bs[i].size + bs[i+1].size/2 - 12) },
+			"onto a later batch": func(bs []batchAt, i int) uint32 { return uint32(bs[i].size + bs[i+1].size - 12) },
+			"inside itself":      func(bs []batchAt, i int) uint32 { return uint32(bs[i].size - 12 - 7) },
 		}
-	}
+		for name, length := range damage {
+			for _, clean := range []bool{true, false} {
+				t.Run(fmt.Sprintf("%s/clean=%v", name, clean), func(t *testing.T) {
+					fsys := vfs.NewMem()
+					cfg := m.and(func(c *DiskConfig) { c.SegmentBytes = 1 << 20 })
+					l, _ := openLog(t, fsys, cfg)
+					end := appendN(t, l, 3000, 1)
+					path := l.active.path
+					require.NoError(t, l.Close())
+
+					bs := segmentBatches(t, fsys, path)
+					i := len(bs) / 2
+					bad := Range{bs[i].base, bs[i].base + int64(bs[i].count)}
+					f, err := fsys.OpenFile(path, os.O_RDWR, 0)
+					require.NoError(t, err)
+					field := binary.BigEndian.AppendUint32(nil, length(bs, i))
+					_, err = f.WriteAt(field, bs[i].pos+8)
+					require.NoError(t, err)
+					require.NoError(t, f.Close())
+					if !clean {
+						require.NoError(t, fsys.Remove("t/0/"+cleanMarker))
+					}
+
+					l2, rec := openLog(t, fsys, cfg)
+					require.Zero(t, rec.Truncated, "nothing was cut")
+					if clean {
+						require.Zero(t, rec.Scanned, "the index was trusted: reads meet the damage")
+					} else {
+						require.Equal(t, []Range{bad}, rec.Corrupt, "the recovery scan found the damage")
+					}
+					_, e := l2.Bounds()
+					require.Equal(t, end, e)
+					want := append(expected(0, bad.From), expected(bad.To, end)...)
+					require.Equal(t, want, readAll(t, l2, 0), "every batch but the damaged one reads")
+					require.Equal(t, expected(bad.To, end), readAll(t, l2, bad.From), "a read from inside the damage starts after it")
+					require.Equal(t, expected(bad.To, end), readAll(t, l2, bad.To))
+					require.Equal(t, append(expected(bad.From-3, bad.From), expected(bad.To, end)...), readAll(t, l2, bad.From-3))
+					require.Equal(t, []Range{bad}, l2.Stats().Corrupt, "only the damaged batch is reported")
+					require.NoError(t, l2.Close())
+				})
+			}
+		}
+	})
 }
 
 // TestReadErrorsAreCounted: a read that fails with an I/O error is

@@ -21,6 +21,9 @@
 //     opening a log recovers it, cutting a torn tail and reporting
 //     corruption in the middle without removing it (scan.go). Reads from
 //     any goroutine go through a shared [BlockCache] of immutable blocks.
+//     Opened with a keyring (DiskConfig.Keys), the log encrypts at rest:
+//     it writes each batch sealed with AES-256-GCM and opens it on the
+//     way back (seal.go; the keys are package crypt's).
 //   - [OfflineLog], for a partition whose log could not be opened: it
 //     refuses everything with the reason.
 //

@@ -3,6 +3,7 @@ package storage
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"unsafe"
 
@@ -224,6 +225,10 @@ func (l *DiskLog) countReadError(err error) {
 func (l *DiskLog) read(offset int64, maxBytes int, fn func(wire.Batch) bool) error {
 	var buf []byte
 	var last lastBlocks
+	var op *plainBuf
+	if l.unseal != nil {
+		op = &plainBuf{} // one allocation per Read, none per batch
+	}
 	for sent := 0; ; {
 		visible := l.visible.Load()
 		if offset >= visible {
@@ -233,7 +238,7 @@ func (l *DiskLog) read(offset int64, maxBytes int, fn func(wire.Batch) bool) err
 		if err != nil {
 			return err
 		}
-		next, done, err := l.readSegment(s, offset, visible, maxBytes, &sent, &buf, &last, fn)
+		next, done, err := l.readSegment(s, offset, visible, maxBytes, &sent, &buf, op, &last, fn)
 		s.release()
 		if err != nil || done || next == offset {
 			return err
@@ -268,9 +273,11 @@ func (l *DiskLog) segmentFor(offset int64) (*segment, error) {
 // Every batch it walks, even one before offset, passes its header checks
 // and its CRC before its length is used to find the next: a batch that
 // does not is skipped by resynchronising on the next good batch (resync),
-// so damage costs that one batch, not the good ones after it.
+// so damage costs that one batch, not the good ones after it. In an
+// encrypted log a batch is served opened (decrypted into *plain); one that
+// fails authentication is damage like a failed CRC.
 func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, sent *int,
-	buf *[]byte, last *lastBlocks, fn func(wire.Batch) bool) (int64, bool, error) {
+	buf *[]byte, plain *plainBuf, last *lastBlocks, fn func(wire.Batch) bool) (int64, bool, error) {
 	limit := s.size.Load()
 	pos, expect := s.lookup(offset)
 	next := offset
@@ -286,7 +293,8 @@ func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, s
 		}
 		size := int64(wire.BatchSize(hdr[:]))
 		var batch wire.Batch
-		ok := plausibleHeader(hdr[:], size, limit-pos, expect)
+		ok := plausibleHeader(hdr[:], size, limit-pos, expect, l.unseal != nil)
+		why := "CRC or header"
 		if ok {
 			if int64(cap(*buf)) < size {
 				*buf = make([]byte, size)
@@ -297,8 +305,17 @@ func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, s
 			}
 			ok = batch.CRC() == batch.ComputeCRC()
 		}
+		if ok && l.unseal != nil {
+			var err error
+			if batch, err = l.opened(batch, plain); err != nil {
+				if !errors.Is(err, errOpen) {
+					return next, true, fmt.Errorf("storage: %s at offset %d: %w", s.path, expect, err)
+				}
+				ok, why = false, "authentication (GCM tag): altered, or not sealed by this topic's keys"
+			}
+		}
 		if !ok {
-			p, base, err := l.skipDamaged(s, pos, limit, expect, &use)
+			p, base, err := l.skipDamaged(s, pos, limit, expect, why, &use)
 			if err != nil {
 				return next, true, err
 			}
@@ -314,7 +331,7 @@ func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, s
 			continue
 		}
 		next = end
-		*sent += int(size)
+		*sent += len(batch)
 		if !fn(batch) || *sent >= maxBytes {
 			return next, true, nil
 		}
@@ -328,10 +345,32 @@ func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, s
 // plausibleHeader checks the parts of a batch header the CRC does not
 // cover: the length fits what is left of the segment (room bytes), the
 // base offset is the one expected, the magic and attribute bytes are
-// right (the attributes name a known codec).
-func plausibleHeader(hdr []byte, size, room, expect int64) bool {
+// right (the attributes name a known codec). A sealed batch is plausible
+// only in a log that seals (sealed).
+func plausibleHeader(hdr []byte, size, room, expect int64, sealed bool) bool {
+	if sealed && isSealed(hdr) {
+		return wire.Batch(hdr).BaseOffset() == expect && sealedHeaderOK(hdr, size, room)
+	}
 	return size >= wire.BatchHeaderSize && size <= room && wire.Batch(hdr).BaseOffset() == expect &&
 		hdr[12] == wire.BatchMagic && wire.ValidAttributes(hdr[13]) && hdr[14] == 0 && hdr[15] == 0
+}
+
+// plainBuf is a read's state for opening batches: the buffer they are
+// opened into, and the opener's scratch.
+type plainBuf struct {
+	buf []byte
+	st  openState
+}
+
+// opened is the batch a read of an encrypted log serves for the stored
+// batch b, whose CRC passed: b opened into plain. It fails with errOpen
+// for a batch in the clear or one that does not authenticate (damage, or
+// tampering that kept the CRC right), and with ErrUnknownKey.
+func (l *DiskLog) opened(b wire.Batch, plain *plainBuf) (wire.Batch, error) {
+	if !isSealed(b) {
+		return nil, errOpen
+	}
+	return l.unseal.open(&plain.st, &plain.buf, b)
 }
 
 // skipTo is where reads resume after a damaged batch; limit is the
@@ -344,7 +383,7 @@ type skipTo struct{ pos, base, limit int64 }
 // corrupt, and returns the good batch's position and base offset, or -1
 // when none follows in the segment. The answer is remembered, so readers
 // that meet the same damage do not search again.
-func (l *DiskLog) skipDamaged(s *segment, pos, limit, expect int64, use *fileUse) (int64, int64, error) {
+func (l *DiskLog) skipDamaged(s *segment, pos, limit, expect int64, why string, use *fileUse) (int64, int64, error) {
 	l.mu.Lock()
 	sk, ok := s.skips[pos]
 	l.mu.Unlock()
@@ -371,7 +410,7 @@ func (l *DiskLog) skipDamaged(s *segment, pos, limit, expect int64, use *fileUse
 		end = s.next.Load()
 	}
 	if expect < end {
-		l.recordCorrupt(Range{expect, end})
+		l.recordCorrupt(Range{expect, end}, why)
 	}
 	return sk.pos, sk.base, nil
 }

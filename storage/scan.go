@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"fmt"
 	"io"
 
 	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
@@ -20,7 +21,11 @@ import (
 // rebuilding the index. It returns where whole batches end (anything after
 // is a torn tail) and the offset ranges of corrupt batches followed by
 // good ones (corruption, not a tear).
-func scanSegment(s *segment, f vfs.File, size int64, interval int64) (int64, []Range, error) {
+//
+// check, if not nil, vets each valid batch's keys (DiskLog.checkKeys): a
+// batch it refuses fails the scan, so that a log opened without the keys
+// its batches need is not taken for a torn one and cut.
+func scanSegment(s *segment, f vfs.File, size int64, interval int64, check func([]byte) error) (int64, []Range, error) {
 	var corrupt []Range
 	s.nidx.Store(0)
 	s.lastIdx = -1 << 62
@@ -32,6 +37,11 @@ func scanSegment(s *segment, f vfs.File, size int64, interval int64) (int64, []R
 			return 0, corrupt, err
 		}
 		if batch != nil && validBatch(batch, next) {
+			if check != nil {
+				if err := check(batch); err != nil {
+					return 0, corrupt, fmt.Errorf("batch at offset %d: %w", next, err)
+				}
+			}
 			b := wire.Batch(batch)
 			s.addIndex(b.BaseOffset(), pos, b.MaxTimestamp(), interval)
 			s.maxTS.Store(max(s.maxTS.Load(), b.MaxTimestamp()))
@@ -111,7 +121,7 @@ func findNextBatch(f vfs.File, from, size, next int64, buf *[]byte) (int64, erro
 		}
 		for i := 0; i+wire.BatchHeaderSize <= n && int64(i) < window; i++ {
 			h := chunk[i : i+wire.BatchHeaderSize]
-			if h[12] != wire.BatchMagic || !wire.ValidAttributes(h[13]) || h[14] != 0 || h[15] != 0 {
+			if h[12] != wire.BatchMagic || !wire.ValidAttributes(h[13]&^attrSealed) || h[14] != 0 || h[15] != 0 {
 				continue
 			}
 			pos := base + int64(i)
@@ -155,10 +165,10 @@ func readBatchAt(f vfs.File, pos, size int64, buf *[]byte) ([]byte, error) {
 	return b, nil
 }
 
-// validBatch checks a batch's structure and CRC (wire.CheckStoredBatch),
-// and its base offset when want is not negative.
+// validBatch checks a batch's structure and CRC (checkStoredBatch: plain
+// or sealed), and its base offset when want is not negative.
 func validBatch(b []byte, want int64) bool {
-	if _, err := wire.CheckStoredBatch(b); err != nil {
+	if err := checkStoredBatch(b); err != nil {
 		return false
 	}
 	return want < 0 || wire.Batch(b).BaseOffset() == want

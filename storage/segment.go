@@ -22,7 +22,7 @@ import (
 // On-disk layout of a partition directory; names and formats are part of
 // the storage format.
 //
-//	00000000000000000000.log     record batches, exactly as stamped, back to back
+//	00000000000000000000.log     record batches, exactly as stamped (sealed in an encrypted log: seal.go), back to back
 //	00000000000000000000.index   the segment's sparse index, written when it is sealed
 //	00000000000000004096.log     the next segment, named by its base offset
 //	clean                        present only after a clean shutdown
@@ -279,20 +279,28 @@ func (s *segment) loadIndex(fsys vfs.FS, fileSize int64, minEntries int) error {
 
 // lastBatchEnd reads the batch at the last index entry and walks to the
 // end of the segment, to learn the next offset without scanning it all.
-func (s *segment) lastBatchEnd(f vfs.File) (int64, error) {
+// check vets the keys of the batches it walks (DiskLog.checkKeys).
+func (s *segment) lastBatchEnd(f vfs.File, check func([]byte) error) (int64, error) {
 	pos := int64(0)
 	if entries := s.entries(); len(entries) > 0 {
 		pos = int64(entries[len(entries)-1].pos)
 	}
 	next := s.base
-	var hdr [wire.BatchHeaderSize]byte
+	var buf [sealedBody]byte
 	for pos < s.size.Load() {
-		if _, err := f.ReadAt(hdr[:], pos); err != nil {
+		hdr := buf[:min(sealedBody, s.size.Load()-pos)]
+		if len(hdr) < wire.BatchHeaderSize {
+			return 0, io.ErrUnexpectedEOF
+		}
+		if _, err := f.ReadAt(hdr, pos); err != nil {
 			return 0, err
 		}
-		b := wire.Batch(hdr[:])
+		if err := check(hdr); err != nil {
+			return 0, err
+		}
+		b := wire.Batch(hdr)
 		next = b.BaseOffset() + int64(b.Count())
-		pos += int64(wire.BatchSize(hdr[:]))
+		pos += int64(wire.BatchSize(hdr))
 		s.maxTS.Store(max(s.maxTS.Load(), b.MaxTimestamp()))
 	}
 	return next, nil

@@ -30,6 +30,12 @@ const (
 	ConfigRetentionBytes  = "retention-bytes"   // bytes per partition; 0 means no bound
 	ConfigDeadLetterTopic = "dead-letter-topic" // message-mode groups' DLQ; empty: "<topic>.dlq"
 	ConfigMaxDeliveries   = "max-deliveries"    // message-mode deliveries before the DLQ; default 5
+	ConfigEncryption      = "encryption"        // on | off: encryption at rest (disk topics); fixed at creation
+
+	// ActionRotateKey, in an update (AlterTopic), gives an encrypted
+	// topic a new data key for the batches written from then on. It is
+	// an action, not a setting: no config lists it.
+	ActionRotateKey = "rotate-key"
 )
 
 // Config is a topic's per-topic settings.
@@ -42,6 +48,7 @@ type Config struct {
 	RetentionBytes  int64
 	DeadLetterTopic string // empty: "<topic>.dlq"
 	MaxDeliveries   int    // 0: the broker's default
+	Encryption      bool   // encrypted at rest; disk topics only
 }
 
 // KVs renders the config as the protocol's key/value list.
@@ -54,7 +61,16 @@ func (tc Config) KVs() []wire.KV {
 		{Key: ConfigRetentionBytes, Value: strconv.FormatInt(tc.RetentionBytes, 10)},
 		{Key: ConfigDeadLetterTopic, Value: tc.DeadLetterTopic},
 		{Key: ConfigMaxDeliveries, Value: strconv.Itoa(tc.MaxDeliveries)},
+		{Key: ConfigEncryption, Value: OnOff(tc.Encryption)},
 	}
+}
+
+// OnOff spells a switch as config values do.
+func OnOff(on bool) string {
+	if on {
+		return "on"
+	}
+	return "off"
 }
 
 // Defaults are the "default.<key>" entries of a TopicInfo asked for with

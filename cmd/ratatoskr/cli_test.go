@@ -186,7 +186,8 @@ func TestTopicEffectiveConfigAndJSON(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &doc))
 	require.Equal(t, "u", doc.Name)
 	require.Equal(t, map[string]any{"dead_letter_topic": "u.dlq", "fsync": "always", "max_deliveries": float64(5),
-		"max_subscribers": float64(10000), "retention": "0s", "retention_bytes": float64(0), "storage": "disk"}, doc.Config)
+		"max_subscribers": float64(10000), "retention": "0s", "retention_bytes": float64(0), "storage": "disk",
+		"encryption": "off"}, doc.Config)
 	require.Equal(t, []string{"dead_letter_topic", "max_deliveries"}, doc.Defaults)
 	require.Len(t, doc.Partitions, 1)
 	require.Equal(t, "online", doc.Partitions[0].State)

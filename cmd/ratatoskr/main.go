@@ -39,6 +39,7 @@ type cli struct {
 	DashboardURL dashboardURLCmd `cmd:"" name:"dashboard-url" help:"Print the dashboard's address with the admin token, which the broker does not log."`
 	Version      versionCmd      `cmd:"" help:"Print the version, commit, Go and protocol versions."`
 	Cert         certCmd         `cmd:"" help:"Make certificates for trying TLS."`
+	Key          keyCmd          `cmd:"" help:"Make a master key for encryption at rest."`
 	Completion   completionCmd   `cmd:"" help:"${completion_help}"`
 	Complete     completeCmd     `cmd:"" name:"__complete" hidden:"" passthrough:"" help:"Print the completions of a command line (used by the completion scripts)."`
 

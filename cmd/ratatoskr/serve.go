@@ -15,6 +15,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/ratatoskr-mq/ratatoskr/engine"
+	"github.com/ratatoskr-mq/ratatoskr/storage/crypt"
 )
 
 // serveCmd runs a broker. Each setting comes from its flag, else its
@@ -68,6 +69,8 @@ type serveCmd struct {
 	JWTAudience             string    `name:"jwt-audience" env:"RATATOSKR_JWT_AUDIENCE" help:"When set, tokens must name it in their aud claim."`
 	AuditLog                string    `env:"RATATOSKR_AUDIT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for the audit log; empty: off."`
 	EventLog                string    `env:"RATATOSKR_EVENT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for a JSON line per telemetry event, a line per stored publish batch included; empty: off."`
+	EncryptAtRest           string    `default:"off" env:"RATATOSKR_ENCRYPT_AT_REST" enum:"on,off" help:"Encrypt disk topics created without an encryption setting at rest (AES-256-GCM); needs a master key. Existing topics keep theirs."`
+	MasterKeyFile           string    `env:"RATATOSKR_MASTER_KEY_FILE" placeholder:"PATH" help:"Master key that wraps encrypted topics' data keys: 64 hex digits or 32 raw bytes, mode 0600 (ratatoskr key generate). Or RATATOSKR_MASTER_KEY, the 64 hex digits."`
 	LogLevel                string    `default:"info" env:"RATATOSKR_LOG_LEVEL" enum:"debug,info,warn,error" help:"Log level: debug, info, warn, error."`
 	LogFormat               string    `default:"text" env:"RATATOSKR_LOG_FORMAT" enum:"text,json" help:"Log format: text or json."`
 }
@@ -114,8 +117,33 @@ func (s *serveCmd) config() engine.Config {
 	cfg.Auth, cfg.AllowAnonymous = s.Auth == "on", s.AllowAnonymous
 	cfg.AuthFailureBurst, cfg.AuthFailureInterval = s.AuthFailureBurst, s.AuthFailureInterval.D()
 	cfg.JWTIssuer, cfg.JWTKeyFile, cfg.JWTAudience = s.JWTIssuer, s.JWTKey, s.JWTAudience
+	cfg.EncryptAtRest = s.EncryptAtRest == "on"
 	cfg.Logger = newLogger(s.LogLevel, s.LogFormat)
 	return cfg
+}
+
+// masterKeyEnv holds the master key itself, as 64 hex digits: for
+// deployments that inject secrets as variables. It is no flag, so that
+// the key never shows in a process listing.
+const masterKeyEnv = "RATATOSKR_MASTER_KEY"
+
+// masterKey loads the master key from --master-key-file or
+// RATATOSKR_MASTER_KEY; nil when neither is given.
+func (s *serveCmd) masterKey() (crypt.KeyProvider, error) {
+	env, inEnv := os.LookupEnv(masterKeyEnv)
+	switch {
+	case s.MasterKeyFile != "" && inEnv:
+		return nil, errors.New("both --master-key-file and " + masterKeyEnv + " are set: give one")
+	case s.MasterKeyFile != "":
+		return crypt.LoadMasterKeyFile(s.MasterKeyFile)
+	case inEnv:
+		k, err := crypt.ParseMasterKey([]byte(env))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", masterKeyEnv, err)
+		}
+		return k, nil
+	}
+	return nil, nil
 }
 
 func newLogger(level, format string) *slog.Logger {
@@ -134,6 +162,14 @@ func (s *serveCmd) Run(ctx context.Context, k *kong.Context) error {
 		return err
 	}
 	cfg := s.config()
+	mk, err := s.masterKey()
+	if err != nil {
+		return err
+	}
+	if mk != nil {
+		cfg.MasterKey = mk
+		cfg.Logger.Info("master key loaded", "id", mk.ID())
+	}
 	if s.PrintConfig {
 		if err := set.print(os.Stdout, s.note); err != nil {
 			return err

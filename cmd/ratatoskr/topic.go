@@ -15,11 +15,12 @@ import (
 )
 
 type topicCmd struct {
-	Create   topicCreateCmd   `cmd:"" help:"Create a topic."`
-	List     topicListCmd     `cmd:"" help:"List topics."`
-	Describe topicDescribeCmd `cmd:"" help:"Show a topic's configuration and partitions."`
-	Update   topicUpdateCmd   `cmd:"" help:"Change a topic's configuration at run time."`
-	Delete   topicDeleteCmd   `cmd:"" help:"Delete a topic."`
+	Create    topicCreateCmd    `cmd:"" help:"Create a topic."`
+	List      topicListCmd      `cmd:"" help:"List topics."`
+	Describe  topicDescribeCmd  `cmd:"" help:"Show a topic's configuration and partitions."`
+	Update    topicUpdateCmd    `cmd:"" help:"Change a topic's configuration at run time."`
+	Delete    topicDeleteCmd    `cmd:"" help:"Delete a topic."`
+	RotateKey topicRotateKeyCmd `cmd:"" name:"rotate-key" help:"Give an encrypted topic a new data key: batches written from now on use it; older ones keep theirs and stay readable."`
 }
 
 // request connects, runs one request under the --timeout, and closes.
@@ -52,6 +53,7 @@ type topicCreateCmd struct {
 	RetentionBytes  *byteSize `placeholder:"SIZE" help:"Keep at most this much per partition (512MiB, 10GiB); 0: no bound; default: the broker's (serve --retention-bytes)."`
 	DeadLetterTopic string    `placeholder:"TOPIC" help:"Where message-mode groups send a message after --max-deliveries; empty: <topic>.dlq."`
 	MaxDeliveries   int       `help:"Deliveries of a message to a message-mode group before the dead-letter topic; 0: the default (5)."`
+	Encryption      string    `enum:",on,off" default:"" help:"on: encrypt the topic at rest under the broker's master key (disk topics; fixed at creation); default: the broker's (serve --encrypt-at-rest)."`
 }
 
 // config is the create request. The client leaves zeros to the broker,
@@ -62,7 +64,7 @@ func (c *topicCreateCmd) config() (client.TopicConfig, error) {
 		return client.TopicConfig{}, errors.New("--partitions, --max-subscribers and --max-deliveries must not be negative")
 	}
 	cfg := client.TopicConfig{Partitions: c.Partitions, MaxSubscribers: c.MaxSubscribers, Storage: c.Storage,
-		Fsync: c.Fsync, DeadLetterTopic: c.DeadLetterTopic, MaxDeliveries: c.MaxDeliveries}
+		Fsync: c.Fsync, DeadLetterTopic: c.DeadLetterTopic, MaxDeliveries: c.MaxDeliveries, Encryption: c.Encryption}
 	switch {
 	case c.KeepForever && c.Retention != nil && *c.Retention != 0:
 		return cfg, errors.New("--keep-forever and --retention " + c.Retention.String() + " contradict each other")
@@ -267,6 +269,21 @@ func (c *topicDeleteCmd) Run(ctx context.Context) error {
 			return err
 		}
 		fmt.Printf("deleted topic %s\n", c.Name)
+		return nil
+	})
+}
+
+type topicRotateKeyCmd struct {
+	serverFlag
+	Name string `arg:"" help:"Topic name."`
+}
+
+func (c *topicRotateKeyCmd) Run(ctx context.Context) error {
+	return c.request(ctx, func(ctx context.Context, cl *client.Client) error {
+		if _, err := cl.UpdateTopic(ctx, c.Name, map[string]string{"rotate-key": "true"}); err != nil {
+			return err
+		}
+		fmt.Printf("rotated the data key of topic %s\n", c.Name)
 		return nil
 	})
 }
