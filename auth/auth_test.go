@@ -284,6 +284,8 @@ func TestJWT(t *testing.T) {
 
 	p, err := a.Token(signed(t, jwt.SigningMethodEdDSA, priv, jwt.MapClaims{"iss": "idp", "sub": "erin", "tenant": "acme", "exp": exp}))
 	require.NoError(t, err)
+	require.Equal(t, time.Unix(exp, 0), p.Expires)
+	p.Expires = time.Time{}
 	require.Equal(t, Principal{User: "erin", Tenant: "acme", Role: RoleUser, Mechanism: MechToken}, *p)
 
 	p, err = a.Token("the-admin-token")

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/xdg-go/scram"
 )
@@ -18,6 +19,9 @@ type Principal struct {
 	Tenant    string
 	Role      Role
 	Mechanism string // how: SCRAM-SHA-256, TOKEN (JWT or the admin token), EXTERNAL (a client certificate)
+	// Expires is when the credential stops being valid (a JWT's exp);
+	// zero for none. The broker closes a connection when it passes.
+	Expires time.Time
 }
 
 // String names the principal for logs and audit lines.

@@ -123,5 +123,5 @@ func (v *JWTVerifier) Verify(tok string) (*Principal, error) {
 	if err != nil || (role == RoleAdmin && (!v.AllowAdmin || c.Tenant != "")) || (role == RoleTenantAdmin && c.Tenant == "") {
 		return nil, fmt.Errorf("authentication failed: the token's role %q is not one it may carry", c.Role)
 	}
-	return &Principal{User: c.Subject, Tenant: c.Tenant, Role: role, Mechanism: MechToken}, nil
+	return &Principal{User: c.Subject, Tenant: c.Tenant, Role: role, Mechanism: MechToken, Expires: c.ExpiresAt.Time}, nil
 }

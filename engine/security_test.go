@@ -263,6 +263,18 @@ func TestJWTAuthentication(t *testing.T) {
 	_, err = c.Publish(ctx, "events", client.Message{Value: []byte("v")})
 	require.NoError(t, err)
 
+	// A connection ends when its token expires.
+	short, err := tryDial(t, e, client.WithToken(tok(jwt.MapClaims{"iss": "https://idp.example", "sub": "svc",
+		"exp": time.Now().Add(2 * time.Second).Unix()})))
+	require.NoError(t, err)
+	select {
+	case <-short.Done():
+	case <-ctx.Done():
+		t.Fatal("the connection outlived its token")
+	}
+	require.ErrorIs(t, short.Err(), client.ErrAuthFailed)
+	require.ErrorContains(t, short.Err(), "token expired")
+
 	for name, bad := range map[string]string{
 		"expired":      tok(jwt.MapClaims{"iss": "https://idp.example", "sub": "svc", "exp": time.Now().Add(-time.Hour).Unix()}),
 		"wrong issuer": tok(jwt.MapClaims{"iss": "https://evil.example", "sub": "svc", "exp": exp}),

@@ -47,6 +47,7 @@ type authState struct {
 	publish   map[string]bool // publish decisions by topic name: the hot path's lookup, without a key to build
 	denied    map[decisionKey]int
 	qualified map[string]string // a tenant's topic names, qualified (tenant.go)
+	expiry    *time.Timer       // closes the connection when its credential expires
 	// user is the principal's name, for the revocation walk from other
 	// goroutines.
 	user atomic.Pointer[string]
@@ -172,6 +173,9 @@ func (s *session) accept(corr uint32, v uint16, name string, p *auth.Principal) 
 			s.sendErr(corr, err)
 			s.refused(err)
 			return errClose
+		}
+		if !p.Expires.IsZero() {
+			s.expireAt(p.Expires)
 		}
 	}
 	s.srv.log.Debug("client connected", "remote", s.t.remoteAddr(), "name", name, "version", v, "principal", p.String())
@@ -307,4 +311,18 @@ func (srv *Server) revoked(s *session, user string) bool {
 // succeeded and failed, and the operations denied.
 func (srv *Server) AuthCounters() (ok, failed, denied uint64) {
 	return srv.authSuccesses.Load(), srv.authFailures.Load(), srv.authDenials.Load()
+}
+
+// expireAt closes the connection when its credential expires (a JWT's
+// exp): the client must log in again with a fresh one.
+func (s *session) expireAt(at time.Time) {
+	s.auth.expiry = time.AfterFunc(time.Until(at), func() {
+		s.t.onLoop(func() bool {
+			if s.closed {
+				return false
+			}
+			s.sendErr(0, wire.Errorf(wire.CodeAuthFailed, "the connection's token expired; log in again with a new one"))
+			return true
+		})
+	})
 }

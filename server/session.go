@@ -889,6 +889,9 @@ func (s *session) onClose() {
 	}
 	s.closed = true
 	s.releaseTenant()
+	if s.auth.expiry != nil {
+		s.auth.expiry.Stop()
+	}
 	if s.auth.denied != nil {
 		s.reportDenials()
 	}
