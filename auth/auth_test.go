@@ -161,13 +161,17 @@ func TestStoreRefusesBadInput(t *testing.T) {
 func TestRevokeCallbacks(t *testing.T) {
 	s, _ := newStore(t)
 	var got []string
-	s.OnRevoke(func(u string) { got = append(got, u) })
+	changes := 0
+	s.OnRevoke(func(u, tenant string) { got = append(got, tenant+"/"+u) })
+	s.OnChange(func() { changes++ })
 	require.NoError(t, s.AddUser("dave", "", RoleUser, "password1"))
 	require.NoError(t, s.SetPassword("dave", "password2"))
 	require.NoError(t, s.SetDisabled("dave", true))
 	require.NoError(t, s.SetDisabled("dave", false))
 	require.NoError(t, s.DeleteUser("dave"))
-	require.Equal(t, []string{"dave", "dave", "dave"}, got, "password change, disable and delete revoke; enable does not")
+	require.Equal(t, []string{"/dave", "/dave", "/dave"}, got, "password change, disable and delete revoke; enable does not")
+	require.Equal(t, 5, changes)
+	require.Error(t, s.AddUser("admin", "", RoleUser, "password1"), "the admin token's name is reserved")
 }
 
 func TestAuthorizeDenyWinsPrefixAndTenants(t *testing.T) {
@@ -353,19 +357,23 @@ func TestFailLimiter(t *testing.T) {
 	l := NewFailLimiter(3, time.Second)
 	now := time.Unix(1000, 0)
 	for range 3 {
-		ok, _ := l.Allow("10.0.0.1:1234", now)
+		ok, _ := l.Begin("10.0.0.1:1234", now) // three failures at once
 		require.True(t, ok)
-		l.Failed("10.0.0.1:1234", now)
 	}
-	ok, wait := l.Allow("10.0.0.1:5555", now)
-	require.False(t, ok, "the port does not matter")
+	ok, wait := l.Begin("10.0.0.1:5555", now)
+	require.False(t, ok, "the port does not matter, nor that the others are still running")
 	require.Equal(t, time.Second, wait)
-	ok, _ = l.Allow("10.0.0.2:1", now)
+	ok, _ = l.Begin("10.0.0.2:1", now)
 	require.True(t, ok, "another address is not held back")
-	ok, _ = l.Allow("10.0.0.1:1", now.Add(time.Second))
+	l.Succeeded("10.0.0.2:1", now)
+	ok, _ = l.Begin("10.0.0.1:1", now.Add(time.Second))
 	require.True(t, ok, "a failure is forgiven per interval")
-	l.Failed("10.0.0.2:1", now.Add(2*time.Minute))
-	require.Equal(t, 1, l.Len(), "full buckets are forgotten")
+	l.Succeeded("10.0.0.1:1", now.Add(time.Second))
+	ok, _ = l.Begin("10.0.0.1:1", now.Add(time.Second))
+	require.True(t, ok, "a success gives its attempt back")
+	ok, _ = l.Begin("10.0.0.3:1", now.Add(2*time.Minute))
+	require.True(t, ok)
+	require.Equal(t, 1, l.Len(), "full buckets are forgotten: only the new address's is left")
 }
 
 func FuzzScramStep(f *testing.F) {

@@ -22,6 +22,9 @@ type Principal struct {
 	// Expires is when the credential stops being valid (a JWT's exp);
 	// zero for none. The broker closes a connection when it passes.
 	Expires time.Time
+	// AdminToken is set for the admin token's principal, which no user
+	// change revokes.
+	AdminToken bool
 }
 
 // String names the principal for logs and audit lines.
@@ -57,6 +60,9 @@ var ErrBadCredentials = errBadCredentials
 func ValidateUserName(n string) error {
 	if n == "" || len(n) > 128 {
 		return fmt.Errorf("a user name is 1-128 characters")
+	}
+	if n == AdminUser {
+		return fmt.Errorf("the user name %q is the admin token's", AdminUser)
 	}
 	for i := 0; i < len(n); i++ {
 		c := n[i]
@@ -102,7 +108,7 @@ type Authenticator struct {
 func (a *Authenticator) Token(tok string) (*Principal, error) {
 	if a.AdminToken != nil {
 		if at := a.AdminToken(); at != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(at)) == 1 {
-			return &Principal{User: AdminUser, Role: RoleAdmin, Mechanism: MechToken}, nil
+			return &Principal{User: AdminUser, Role: RoleAdmin, Mechanism: MechToken, AdminToken: true}, nil
 		}
 	}
 	if a.JWT == nil || strings.Count(tok, ".") != 2 {

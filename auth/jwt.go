@@ -27,6 +27,11 @@ type JWTVerifier struct {
 	method     string
 }
 
+// JWTLeeway is the clock skew allowed between the issuer and the broker:
+// a token is taken until this long after its exp, and its connection is
+// closed then.
+const JWTLeeway = 30 * time.Second
+
 // maxTokenBytes bounds a token before it is parsed.
 const maxTokenBytes = 8 << 10
 
@@ -97,7 +102,7 @@ func (v *JWTVerifier) Verify(tok string) (*Principal, error) {
 		return nil, fmt.Errorf("authentication failed: the token is longer than %d bytes", maxTokenBytes)
 	}
 	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{v.method}), jwt.WithIssuer(v.Issuer),
-		jwt.WithExpirationRequired(), jwt.WithLeeway(30 * time.Second)}
+		jwt.WithExpirationRequired(), jwt.WithLeeway(JWTLeeway)}
 	if v.Audience != "" {
 		opts = append(opts, jwt.WithAudience(v.Audience))
 	}

@@ -7,9 +7,11 @@ import (
 )
 
 // FailLimiter rate-limits failed authentications per source address: each
-// address has a bucket of Burst failures that refills at one per Every.
-// While it is empty, that address's attempts are refused before their
-// credentials are looked at, so guessing passwords costs the guesser time.
+// address has a bucket of Burst attempts that refills at one per Every;
+// an attempt takes one when it starts and gives it back when it succeeds.
+// While the bucket is empty, that address's attempts are refused before
+// their credentials are looked at, so guessing passwords costs the guesser
+// time, however many it tries at once.
 type FailLimiter struct {
 	Burst int
 	Every time.Duration
@@ -43,24 +45,11 @@ func (l *FailLimiter) refill(b *failBucket, now time.Time) {
 	b.at = now
 }
 
-// Allow reports whether addr may try to authenticate now, and if not, how
-// long until it may.
-func (l *FailLimiter) Allow(addr string, now time.Time) (bool, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.buckets[host(addr)]
-	if b == nil {
-		return true, 0
-	}
-	l.refill(b, now)
-	if b.tokens >= 1 {
-		return true, 0
-	}
-	return false, time.Duration((1 - b.tokens) * float64(l.Every))
-}
-
-// Failed counts a failure from addr.
-func (l *FailLimiter) Failed(addr string, now time.Time) {
+// Begin takes one attempt from addr's budget before its credentials are
+// checked, so that attempts running at once cannot outnumber the budget;
+// it reports whether there was one, and if not, how long until there is.
+// A success gives it back (Succeeded); a failure keeps it spent.
+func (l *FailLimiter) Begin(addr string, now time.Time) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	h := host(addr)
@@ -70,13 +59,34 @@ func (l *FailLimiter) Failed(addr string, now time.Time) {
 		l.buckets[h] = b
 	}
 	l.refill(b, now)
-	b.tokens = max(0, b.tokens-1)
-	if now.Sub(l.swept) > time.Minute { // forget addresses whose buckets are full again
-		l.swept = now
-		for k, b := range l.buckets {
-			if l.refill(b, now); b.tokens >= float64(l.Burst) {
-				delete(l.buckets, k)
-			}
+	if b.tokens < 1 {
+		return false, time.Duration((1 - b.tokens) * float64(l.Every))
+	}
+	b.tokens--
+	l.sweep(now)
+	return true, 0
+}
+
+// Succeeded gives back the attempt Begin took for a login that worked.
+func (l *FailLimiter) Succeeded(addr string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b := l.buckets[host(addr)]; b != nil {
+		l.refill(b, now)
+		b.tokens = min(float64(l.Burst), b.tokens+1)
+	}
+}
+
+// sweep forgets, once a minute, the addresses whose budget is whole
+// again; l.mu held.
+func (l *FailLimiter) sweep(now time.Time) {
+	if now.Sub(l.swept) < time.Minute {
+		return
+	}
+	l.swept = now
+	for k, b := range l.buckets {
+		if l.refill(b, now); b.tokens >= float64(l.Burst) {
+			delete(l.buckets, k)
 		}
 	}
 }

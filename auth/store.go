@@ -141,7 +141,8 @@ type Store struct {
 	gen    atomic.Uint64
 
 	revokeMu sync.Mutex
-	onRevoke []func(user string)
+	onRevoke []func(user, tenant string)
+	onChange []func()
 }
 
 // snapshot is one version of the store's contents, never changed once
@@ -202,26 +203,53 @@ func Open(fsys vfs.FS, dir string) (*Store, error) {
 func (s *Store) Gen() uint64 { return s.gen.Load() }
 
 // OnRevoke registers fn, called (outside the store's lock) with a user's
-// name once it was deleted, disabled or its password changed, so that its
-// live connections can be closed.
-func (s *Store) OnRevoke(fn func(user string)) {
+// name and tenant once it was deleted, disabled or its password changed,
+// so that its live connections can be closed.
+func (s *Store) OnRevoke(fn func(user, tenant string)) {
 	s.revokeMu.Lock()
 	s.onRevoke = append(s.onRevoke, fn)
 	s.revokeMu.Unlock()
 }
 
-func (s *Store) revoked(user string) {
+// OnChange registers fn, called (outside the store's lock) after every
+// change, so that what was decided under the old contents is checked
+// again (the subscriptions of open connections, their tenants' quotas).
+func (s *Store) OnChange(fn func()) {
+	s.revokeMu.Lock()
+	s.onChange = append(s.onChange, fn)
+	s.revokeMu.Unlock()
+}
+
+func (s *Store) revoked(user, tenant string) {
 	s.revokeMu.Lock()
 	fns := slices.Clone(s.onRevoke)
 	s.revokeMu.Unlock()
 	for _, fn := range fns {
-		fn(user)
+		fn(user, tenant)
+	}
+}
+
+func (s *Store) changed() {
+	s.revokeMu.Lock()
+	fns := slices.Clone(s.onChange)
+	s.revokeMu.Unlock()
+	for _, fn := range fns {
+		fn()
 	}
 }
 
 // change applies fn to a copy of the contents, writes it, and publishes
 // it; nothing changes when fn or the write fails.
 func (s *Store) change(fn func(sn *snapshot) error) error {
+	err := s.apply(fn)
+	if err == nil {
+		s.changed()
+	}
+	return err
+}
+
+// apply is change under the store's lock.
+func (s *Store) apply(fn func(sn *snapshot) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.snap.Load()
@@ -335,16 +363,17 @@ func (s *Store) SetPassword(name, password string) error {
 	if err != nil {
 		return err
 	}
+	var tenant string
 	err = s.change(func(sn *snapshot) error {
 		u := sn.users[name]
 		if u == nil {
 			return fmt.Errorf("%w: %s", ErrUnknownUser, name)
 		}
-		u.Scram, u.Changed = creds, time.Now().UTC()
+		u.Scram, u.Changed, tenant = creds, time.Now().UTC(), u.Tenant
 		return nil
 	})
 	if err == nil {
-		s.revoked(name)
+		s.revoked(name, tenant)
 	}
 	return err
 }
@@ -352,32 +381,36 @@ func (s *Store) SetPassword(name, password string) error {
 // SetDisabled disables or enables a user; disabling closes its
 // connections.
 func (s *Store) SetDisabled(name string, disabled bool) error {
+	var tenant string
 	err := s.change(func(sn *snapshot) error {
 		u := sn.users[name]
 		if u == nil {
 			return fmt.Errorf("%w: %s", ErrUnknownUser, name)
 		}
-		u.Disabled, u.Changed = disabled, time.Now().UTC()
+		u.Disabled, u.Changed, tenant = disabled, time.Now().UTC(), u.Tenant
 		return nil
 	})
 	if err == nil && disabled {
-		s.revoked(name)
+		s.revoked(name, tenant)
 	}
 	return err
 }
 
 // DeleteUser deletes a user, and its rules, and closes its connections.
 func (s *Store) DeleteUser(name string) error {
+	var tenant string
 	err := s.change(func(sn *snapshot) error {
-		if sn.users[name] == nil {
+		u := sn.users[name]
+		if u == nil {
 			return fmt.Errorf("%w: %s", ErrUnknownUser, name)
 		}
+		tenant = u.Tenant
 		delete(sn.users, name)
-		sn.rules = slices.DeleteFunc(sn.rules, func(r Rule) bool { return r.Principal == name })
+		sn.rules = slices.DeleteFunc(sn.rules, func(r Rule) bool { return r.Principal == name && r.Tenant == tenant })
 		return nil
 	})
 	if err == nil {
-		s.revoked(name)
+		s.revoked(name, tenant)
 	}
 	return err
 }

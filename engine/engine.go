@@ -109,7 +109,8 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	e.topics.quotas = e.tenantQuotas
 	e.groups = newCoordinator(e)
 	e.srv = newServer(e)
-	e.security.OnRevoke(func(user string) { e.srv.RevokeUser(user) })
+	e.security.OnRevoke(func(user, tenant string) { e.srv.RevokeUser(user, tenant) })
+	e.security.OnChange(e.srv.Recheck)
 	return e, nil
 }
 

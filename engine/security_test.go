@@ -174,6 +174,7 @@ func TestUserDeletedWhilePublishing(t *testing.T) {
 	f, err := admin.Fetch(ctx, "feed", 0, client.Earliest, client.MaxBytes(64<<20))
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, f.End, acked.Load(), "every acknowledged publish is in the log")
+	require.LessOrEqual(t, f.End, acked.Load()+1, "and at most the one in flight besides")
 
 	_, err = tryDial(t, e, client.WithCredentials("bob", "password1"))
 	require.ErrorIs(t, err, client.ErrAuthFailed)
@@ -263,9 +264,10 @@ func TestJWTAuthentication(t *testing.T) {
 	_, err = c.Publish(ctx, "events", client.Message{Value: []byte("v")})
 	require.NoError(t, err)
 
-	// A connection ends when its token expires.
+	// A connection ends when its token expires (the issuer's clock may be
+	// 30 s behind: a token 28 s past its exp is still taken, for 2 s).
 	short, err := tryDial(t, e, client.WithToken(tok(jwt.MapClaims{"iss": "https://idp.example", "sub": "svc",
-		"exp": time.Now().Add(2 * time.Second).Unix()})))
+		"exp": time.Now().Add(-auth.JWTLeeway + 2*time.Second).Unix()})))
 	require.NoError(t, err)
 	select {
 	case <-short.Done():
@@ -489,8 +491,9 @@ func TestUnauthenticatedFlood(t *testing.T) {
 		}
 		wg.Wait()
 		close(conns)
-		held := int(e.srv.Counters().Connections)
-		require.LessOrEqual(t, held, 64+2, "wave %d: the broker holds at most its per-address bound of them", wave)
+		// Refused sockets may still be closing; what stays is bounded.
+		require.Eventually(t, func() bool { return e.srv.Counters().Connections <= 64+2 }, 30*time.Second, 10*time.Millisecond,
+			"wave %d: the broker holds at most its per-address bound of them", wave)
 
 		// Another address is not held back: it logs in and publishes.
 		r := rawLoginFrom(t, e, "127.0.0.2", "alice", "alice-password")

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ratatoskr-mq/ratatoskr/auth"
 	"github.com/ratatoskr-mq/ratatoskr/telemetry"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -173,7 +172,7 @@ func (s *Server) audit(r *http.Request, target string, err error) {
 // adminOrigin is who made an admin request, for the events it causes:
 // "admin-token", or "user" for a user's credentials or a JWT.
 func adminOrigin(r *http.Request) Origin {
-	if p := principalOf(r); p != nil && (p.User != auth.AdminUser || p.Mechanism != auth.MechToken) {
+	if p := principalOf(r); p != nil && !p.AdminToken {
 		return Origin{Actor: "user", Remote: r.RemoteAddr}
 	}
 	return Origin{Actor: "admin-token", Remote: r.RemoteAddr}

@@ -183,21 +183,28 @@ var errForbidden = errors.New("this endpoint needs the admin role (or, for users
 // authenticate finds who a request is.
 func (s *Server) authenticate(r *http.Request, adminToken []byte, now time.Time) (*auth.Principal, error) {
 	h := r.Header.Get("Authorization")
+	if h == "" {
+		return nil, errNoToken
+	}
 	if s.cfg.AuthFailures != nil {
-		if ok, wait := s.cfg.AuthFailures.Allow(r.RemoteAddr, now); !ok && h != "" {
+		if ok, wait := s.cfg.AuthFailures.Begin(r.RemoteAddr, now); !ok {
 			return nil, fmt.Errorf("too many failed authentications from this address; retry in %s", wait.Round(time.Second))
 		}
 	}
-	failed := func(err error) (*auth.Principal, error) {
-		if s.cfg.AuthFailures != nil {
-			s.cfg.AuthFailures.Failed(r.RemoteAddr, now)
-		}
-		return nil, err
+	p, err := s.checkCredentials(r, h, adminToken)
+	if err == nil && s.cfg.AuthFailures != nil {
+		s.cfg.AuthFailures.Succeeded(r.RemoteAddr, now)
 	}
+	return p, err
+}
+
+// checkCredentials checks an Authorization header.
+func (s *Server) checkCredentials(r *http.Request, h string, adminToken []byte) (*auth.Principal, error) {
+	failed := func(err error) (*auth.Principal, error) { return nil, err }
 	if got, ok := strings.CutPrefix(h, "Bearer "); ok && got != "" {
 		got = strings.TrimSpace(got)
 		if subtle.ConstantTimeCompare([]byte(got), adminToken) == 1 {
-			return &auth.Principal{User: auth.AdminUser, Role: auth.RoleAdmin, Mechanism: auth.MechToken}, nil
+			return &auth.Principal{User: auth.AdminUser, Role: auth.RoleAdmin, Mechanism: auth.MechToken, AdminToken: true}, nil
 		}
 		if s.cfg.Auth != nil && s.cfg.Auth.JWT != nil && strings.Count(got, ".") == 2 {
 			p, err := s.cfg.Auth.Token(got)

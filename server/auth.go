@@ -43,14 +43,17 @@ type authState struct {
 	helloName string
 	gen       uint64
 	seq       uint64 // the server's revocation count when the credentials were checked
+	begun     bool   // an attempt was taken from the address's budget (FailLimiter.Begin)
 	decisions map[decisionKey]bool
 	publish   map[string]bool // publish decisions by topic name: the hot path's lookup, without a key to build
 	denied    map[decisionKey]int
 	qualified map[string]string // a tenant's topic names, qualified (tenant.go)
 	expiry    *time.Timer       // closes the connection when its credential expires
-	// user is the principal's name, for the revocation walk from other
-	// goroutines.
-	user atomic.Pointer[string]
+	// user is the principal's tenant-qualified name, for the revocation
+	// walk from other goroutines (nil for the admin token);
+	// hasPrincipal is set once the session has any.
+	user         atomic.Pointer[string]
+	hasPrincipal atomic.Bool
 }
 
 type decisionKey struct {
@@ -66,10 +69,11 @@ func (s *session) authOn() bool { return s.srv.cfg.Auth != nil }
 func (s *session) authenticate(corr uint32, v uint16, h *wire.Hello) error {
 	now := time.Now()
 	s.auth.seq = s.srv.revokeSeq.Load()
-	if ok, wait := s.srv.cfg.AuthFailures.Allow(s.by.Remote, now); !ok {
+	if ok, wait := s.srv.cfg.AuthFailures.Begin(s.by.Remote, now); !ok {
 		return s.authFailed(corr, h.AuthMechanism, wire.Errorf(wire.CodeAuthFailed,
 			"too many failed authentications from this address; retry in "+wait.Round(time.Second).String()), false)
 	}
+	s.auth.begun = true
 	a := s.srv.cfg.Auth
 	var p *auth.Principal
 	var err error
@@ -112,8 +116,7 @@ func (s *session) authenticate(corr uint32, v uint16, h *wire.Hello) error {
 
 // authContinue takes the client's next SCRAM message.
 func (s *session) authContinue(f wire.Frame) error {
-	c := s.auth.scram
-	s.auth.seq = s.srv.revokeSeq.Load()
+	c := s.auth.scram // its keys were read at Hello, with s.auth.seq
 	data, err := wire.DecodeAuth(f.Body)
 	if err != nil {
 		s.refused(err)
@@ -136,9 +139,11 @@ func (s *session) authContinue(f wire.Frame) error {
 // or a mechanism the broker does not know, does not.
 func (s *session) authFailed(corr uint32, mech string, err *wire.Error, counted bool) error {
 	if counted {
-		s.srv.cfg.AuthFailures.Failed(s.by.Remote, time.Now())
 		s.srv.authFailures.Add(1)
+	} else if s.auth.begun {
+		s.srv.cfg.AuthFailures.Succeeded(s.by.Remote, time.Now()) // not a credential's failure: the attempt is given back
 	}
+	s.auth.begun = false
 	s.auth.scram = nil
 	// The code already says "authentication failed".
 	err = wire.Errorf(err.Code, strings.TrimPrefix(err.Message, "authentication failed: "))
@@ -155,18 +160,24 @@ func (s *session) accept(corr uint32, v uint16, name string, p *auth.Principal) 
 	s.handshaken, s.version = true, v
 	s.t.handshaken()
 	s.info.name.Store(&name)
+	if s.auth.begun {
+		s.srv.cfg.AuthFailures.Succeeded(s.by.Remote, time.Now())
+		s.auth.begun = false
+	}
 	if p != nil {
 		s.auth.principal = p
+		s.auth.hasPrincipal.Store(true)
 		s.auth.decisions = map[decisionKey]bool{}
 		s.auth.publish = map[string]bool{}
 		s.auth.gen = s.srv.cfg.Auth.Store.Gen()
-		u := p.User
-		s.auth.user.Store(&u)
+		var u string
+		if !p.AdminToken { // the admin token is no store user's: nothing revokes it
+			u = wire.Qualify(p.Tenant, p.User)
+			s.auth.user.Store(&u)
+		}
 		s.by.Principal, s.by.Tenant = p.User, p.Tenant
 		s.srv.authSuccesses.Add(1)
-		s.srv.emit(telemetry.Event{Kind: telemetry.EventAuth, Partition: -1, Actor: s.by.Actor, Remote: s.by.Remote,
-			Principal: p.User, Tenant: p.Tenant, Action: "login " + p.Mechanism, Target: "broker"})
-		if s.srv.revoked(s, u) { // deleted or disabled while the exchange ran
+		if u != "" && s.srv.revoked(s, u) { // deleted, disabled or re-passworded while the exchange ran
 			return s.authFailed(corr, p.Mechanism, wire.Errorf(wire.CodeAuthFailed, "the user was deleted or disabled"), false)
 		}
 		if err := s.admitTenant(p); err != nil {
@@ -174,6 +185,8 @@ func (s *session) accept(corr uint32, v uint16, name string, p *auth.Principal) 
 			s.refused(err)
 			return errClose
 		}
+		s.srv.emit(telemetry.Event{Kind: telemetry.EventAuth, Partition: -1, Actor: s.by.Actor, Remote: s.by.Remote,
+			Principal: p.User, Tenant: p.Tenant, Action: "login " + p.Mechanism, Target: "broker"})
 		if !p.Expires.IsZero() {
 			s.expireAt(p.Expires)
 		}
@@ -274,22 +287,25 @@ func (s *session) reportDenials() {
 	s.auth.denied = nil
 }
 
-// RevokeUser closes the connections of a user that was deleted, disabled
-// or given a new password: each gets AUTH_FAILED and is closed on its own
-// goroutine. It returns how many were.
-func (srv *Server) RevokeUser(user string) int {
+// RevokeUser closes the connections of a user of a tenant that was
+// deleted, disabled or given a new password (the admin token's never):
+// each gets AUTH_FAILED and is closed on its own goroutine. It returns how
+// many were.
+func (srv *Server) RevokeUser(user, tenant string) int {
+	key := wire.Qualify(tenant, user)
 	srv.revokedMu.Lock()
-	srv.revokedAt[user] = srv.revokeSeq.Add(1)
+	srv.revokedAt[key] = srv.revokeSeq.Add(1)
 	srv.revokedMu.Unlock()
 	n := 0
 	srv.sessions.Range(func(k, _ any) bool {
 		s := k.(*session)
-		if u := s.auth.user.Load(); u != nil && *u == user {
+		if u := s.auth.user.Load(); u != nil && *u == key {
 			n++
 			s.t.onLoop(func() bool {
 				if s.closed {
 					return false
 				}
+				s.quota.held = false
 				s.sendErr(0, wire.Errorf(wire.CodeAuthFailed, "the user "+strconv.Quote(user)+" was deleted, disabled or given a new password"))
 				return true
 			})
@@ -316,13 +332,62 @@ func (srv *Server) AuthCounters() (ok, failed, denied uint64) {
 // expireAt closes the connection when its credential expires (a JWT's
 // exp): the client must log in again with a fresh one.
 func (s *session) expireAt(at time.Time) {
-	s.auth.expiry = time.AfterFunc(time.Until(at), func() {
+	s.auth.expiry = time.AfterFunc(time.Until(at)+auth.JWTLeeway, func() {
 		s.t.onLoop(func() bool {
 			if s.closed {
 				return false
 			}
+			s.quota.held = false // the error goes out whatever the delivery quota holds back
 			s.sendErr(0, wire.Errorf(wire.CodeAuthFailed, "the connection's token expired; log in again with a new one"))
 			return true
 		})
 	})
+}
+
+// Recheck has every authenticated session check again, on its own
+// goroutine, what it holds under the store's old contents: its cached
+// decisions and its tenant's quotas are refreshed, and a connection whose
+// subscription or group membership is no longer allowed gets
+// NOT_AUTHORIZED (corr 0) and is closed: its client reconnects, and its
+// resubscription is refused. The store calls it after every change.
+func (srv *Server) Recheck() {
+	srv.sessions.Range(func(k, _ any) bool {
+		s := k.(*session)
+		if s.auth.user.Load() != nil || s.auth.hasPrincipal.Load() {
+			s.t.onLoop(s.recheck)
+		}
+		return true
+	})
+}
+
+// recheck is Recheck on the session's goroutine.
+func (s *session) recheck() (closeConn bool) {
+	if s.closed || s.auth.principal == nil {
+		return false
+	}
+	s.freshDecisions()
+	for k := range s.subs {
+		if err := s.may(auth.ResTopic, wire.Unqualified(k.topic.Name), auth.OpSubscribe); err != nil {
+			return s.accessRevoked(err)
+		}
+	}
+	for name, m := range s.members {
+		err := s.may(auth.ResGroup, name, auth.OpJoin)
+		if err == nil {
+			err = s.may(auth.ResTopic, wire.Unqualified(m.Topic().Name()), auth.OpSubscribe)
+		}
+		if err != nil {
+			return s.accessRevoked(err)
+		}
+	}
+	return false
+}
+
+// accessRevoked ends a connection that holds what its principal may no
+// longer have; the error goes out before the close, whatever the
+// delivery quota holds back.
+func (s *session) accessRevoked(err error) bool {
+	s.quota.held = false
+	s.sendErr(0, wire.Errorf(wire.CodeNotAuthorized, "access revoked: "+err.Error()))
+	return true
 }

@@ -134,13 +134,17 @@ func (s *session) withTopic(name []byte, then func(*topic.Topic, error) error) e
 	if t := s.lookup(name); t != nil {
 		return then(t, nil)
 	}
+	n, err := s.qualify(string(name))
+	if err != nil {
+		return then(nil, err)
+	}
 	if err := s.srv.mayAutoCreate(name); err != nil {
 		return then(nil, err)
 	}
 	if err := s.may(auth.ResTopic, string(name), auth.OpCreate); err != nil {
 		return then(nil, err)
 	}
-	n, by := s.qualify(string(name)), s.by
+	by := s.by
 	s.offLoop(func() func() error {
 		t, err := s.srv.b.CreateTopic(by, n, 0, nil, true)
 		return func() error {

@@ -110,6 +110,7 @@ type quotaState struct {
 	// delivery quota, since direct writes bypass the count).
 	held     bool
 	release  *time.Timer
+	loaded   bool // q was read at least once
 	noDirect atomic.Bool
 }
 
@@ -138,8 +139,29 @@ func (s *session) refreshQuotas() {
 		return
 	}
 	t, _ := s.srv.cfg.Auth.Store.Tenant(s.quota.ts.name)
-	s.quota.q = t.Quotas
-	s.quota.noDirect.Store(t.Quotas.DeliveryBytesPerSec > 0)
+	old, q := s.quota.q, t.Quotas
+	s.quota.q = q
+	s.quota.noDirect.Store(q.DeliveryBytesPerSec > 0)
+	// A changed rate starts afresh: the debt run up under the old one is
+	// forgiven, and a connection held back for it is let go.
+	ts := s.quota.ts
+	if !s.quota.loaded { // a login: the tenant's state is others' too
+		s.quota.loaded = true
+		return
+	}
+	if q.PublishBytesPerSec != old.PublishBytesPerSec || q.PublishMsgsPerSec != old.PublishMsgsPerSec {
+		ts.bytesTAT.Store(0)
+		ts.msgsTAT.Store(0)
+		if s.throttled && s.quota.throttle != nil && s.quota.throttle.Stop() {
+			s.throttled = false
+		}
+	}
+	if q.DeliveryBytesPerSec != old.DeliveryBytesPerSec {
+		ts.deliverTAT.Store(0)
+		if s.quota.held && s.quota.release != nil && s.quota.release.Stop() {
+			s.quota.held = false
+		}
+	}
 }
 
 // releaseTenant uncounts a closed connection.
@@ -172,6 +194,7 @@ func (s *session) holdDelivery() bool {
 	if wait <= 0 {
 		return false
 	}
+	wait = min(wait, int64(maxThrottle))
 	ts.deliveryThrottled.Add(wait)
 	s.quota.held = true
 	s.quota.release = time.AfterFunc(time.Duration(wait), func() {
@@ -236,9 +259,20 @@ func (s *session) charge(bytes, msgs int) {
 	if delay <= 0 {
 		return
 	}
+	// One hold is short, so that a throttled connection still gets to its
+	// heartbeats between holds; the debt stays and holds it again.
+	delay = min(delay, int64(maxThrottle))
 	ts.throttled.Add(delay)
 	s.throttleFor(time.Duration(delay))
 }
+
+// maxThrottle bounds one hold of a connection's reading, maxDebt the
+// time a tenant can be behind its rate (Kafka bounds its throttle time
+// by its quota window likewise).
+const (
+	maxThrottle = 2 * time.Second
+	maxDebt     = 10 * time.Second
+)
 
 // gcra charges cost against a rate (per second, with a burst of one
 // second's worth) and returns how long the caller must wait for the rate
@@ -251,7 +285,9 @@ func gcra(tat *atomic.Int64, now, cost, rate int64) int64 {
 	step := cost * int64(time.Second) / rate
 	for {
 		old := tat.Load()
-		next := max(old, now) + step
+		// Debt beyond maxDebt is forgiven: one huge batch against a tiny
+		// rate must not stall the tenant for minutes.
+		next := min(max(old, now)+step, now+int64(time.Second+maxDebt))
 		if tat.CompareAndSwap(old, next) {
 			return next - now - int64(time.Second) // a second's burst is free
 		}

@@ -380,10 +380,18 @@ func (s *session) createTopic(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	if err := s.may(auth.ResTopic, req.Name, auth.OpCreate); err != nil {
+	name, err := s.qualify(req.Name)
+	if err == nil {
+		err = s.may(auth.ResTopic, req.Name, auth.OpCreate)
+	}
+	var kvs []wire.KV
+	if err == nil {
+		kvs, err = s.qualifyConfig(req.Config)
+	}
+	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	corr, by, name, kvs := f.Corr, s.by, s.qualify(req.Name), s.qualifyConfig(req.Config)
+	corr, by := f.Corr, s.by
 	s.offLoop(func() func() error {
 		_, err := s.srv.b.CreateTopic(by, name, req.Partitions, kvs, false)
 		return func() error { s.reply(corr, err); return nil }
@@ -396,10 +404,14 @@ func (s *session) deleteTopic(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	if err := s.may(auth.ResTopic, string(name), auth.OpDelete); err != nil {
+	n, err := s.qualify(string(name))
+	if err == nil {
+		err = s.may(auth.ResTopic, string(name), auth.OpDelete)
+	}
+	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	corr, by, n := f.Corr, s.by, s.qualify(string(name))
+	corr, by := f.Corr, s.by
 	s.offLoop(func() func() error {
 		err := s.srv.b.DeleteTopic(by, n)
 		return func() error { s.reply(corr, err); return nil }
@@ -417,10 +429,18 @@ func (s *session) alterTopic(f wire.Frame) error {
 	if req.Partitions != 0 {
 		return s.refuse(f.Corr, invalid("the partition count of a topic cannot be changed"))
 	}
-	if err := s.may(auth.ResTopic, req.Name, auth.OpAlter); err != nil {
+	name, err := s.qualify(req.Name)
+	if err == nil {
+		err = s.may(auth.ResTopic, req.Name, auth.OpAlter)
+	}
+	var kvs []wire.KV
+	if err == nil {
+		kvs, err = s.qualifyConfig(req.Config)
+	}
+	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	corr, by, flags, name, kvs := f.Corr, s.by, f.Flags, s.qualify(req.Name), s.qualifyConfig(req.Config)
+	corr, by, flags := f.Corr, s.by, f.Flags
 	s.offLoop(func() func() error {
 		t, err := s.srv.b.UpdateTopic(by, name, kvs)
 		return func() error {
@@ -688,7 +708,7 @@ func (s *session) unsubscribe(f wire.Frame) error {
 	sub := s.subs[key]
 	if sub == nil {
 		for k, v := range s.subs {
-			if k.topic.Name == s.qualify(string(name)) && k.partition == part {
+			if q, err := s.qualify(string(name)); err == nil && k.topic.Name == q && k.partition == part {
 				key, sub = k, v
 				break
 			}
@@ -736,6 +756,10 @@ func (s *session) sendFrame(t wire.Type, corr uint32, body []byte) {
 func (s *session) sendErr(corr uint32, err error) {
 	if s.closed {
 		return
+	}
+	var we *wire.Error
+	if s.tenant() != "" && errors.As(err, &we) {
+		err = wire.Errorf(we.Code, s.unqualifyText(we.Message))
 	}
 	s.out.SendError(corr, err)
 	s.srv.countError(wire.CodeOf(err))

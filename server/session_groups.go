@@ -70,9 +70,15 @@ func (s *session) joinTopic(corr uint32, req *wire.JoinGroup, t *topic.Topic) er
 		}
 	}
 	q := *req
-	q.Group, q.Topic = s.qualify(req.Group), t.Name
+	q.Group, q.Topic = wire.Qualify(s.tenant(), req.Group), t.Name // the group's name was checked at the join
 	if q.DLQ != "" {
-		q.DLQ = s.qualify(q.DLQ)
+		if err := wire.ValidateTopicName(q.DLQ); err != nil {
+			return s.refuse(corr, invalid("dead-letter topic "+strconv.Quote(q.DLQ)+": "+err.Error()))
+		}
+		if err := s.mayDeadLetter(q.DLQ); err != nil {
+			return s.refuse(corr, err)
+		}
+		q.DLQ = wire.Qualify(s.tenant(), q.DLQ)
 	}
 	m, err := s.srv.groups.Join(s.out, s.by.Group(), corr, &q, topic.Group{T: t})
 	if err != nil {
@@ -215,10 +221,14 @@ func (s *session) describeGroup(f wire.Frame) error {
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	if err := s.may(auth.ResGroup, string(name), auth.OpDescribe); err != nil {
+	q, err := s.qualify(string(name))
+	if err == nil {
+		err = s.may(auth.ResGroup, string(name), auth.OpDescribe)
+	}
+	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	info, err := s.srv.groups.Describe(s.qualify(string(name)))
+	info, err := s.srv.groups.Describe(q)
 	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
@@ -235,20 +245,28 @@ func (s *session) resetGroup(f wire.Frame) error {
 		if err != nil {
 			return s.malformed(f.Corr, err)
 		}
-		if err := s.may(auth.ResGroup, req.Group, auth.OpAlter); err != nil {
+		q, err := s.qualify(req.Group)
+		if err == nil {
+			err = s.may(auth.ResGroup, req.Group, auth.OpAlter)
+		}
+		if err != nil {
 			return s.refuse(f.Corr, err)
 		}
-		s.srv.groups.ResetPartitions(s.by.Group(), s.qualify(req.Group), req.Partitions, s.later(f.Corr))
+		s.srv.groups.ResetPartitions(s.by.Group(), q, req.Partitions, s.later(f.Corr))
 		return nil
 	}
 	req, err := wire.DecodeResetGroup(f.Body)
 	if err != nil {
 		return s.malformed(f.Corr, err)
 	}
-	if err := s.may(auth.ResGroup, req.Group, auth.OpAlter); err != nil {
+	q, err := s.qualify(req.Group)
+	if err == nil {
+		err = s.may(auth.ResGroup, req.Group, auth.OpAlter)
+	}
+	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	s.srv.groups.Reset(s.by.Group(), s.qualify(req.Group), req.Start, s.later(f.Corr))
+	s.srv.groups.Reset(s.by.Group(), q, req.Start, s.later(f.Corr))
 	return nil
 }
 

@@ -1,6 +1,11 @@
 package server
 
 import (
+	"bytes"
+	"strconv"
+	"strings"
+
+	"github.com/ratatoskr-mq/ratatoskr/auth"
 	"github.com/ratatoskr-mq/ratatoskr/topic"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -27,13 +32,24 @@ func (s *session) tenant() string {
 	return ""
 }
 
-// qualify is the broker's name for a name the client sent.
-func (s *session) qualify(name string) string { return wire.Qualify(s.tenant(), name) }
+// qualify is the broker's name for a name the client sent; a name that
+// holds the tenant separator is refused for every session, of a tenant or
+// not, since it would name some tenant's resource.
+func (s *session) qualify(name string) (string, error) {
+	if strings.IndexByte(name, wire.TenantSep) >= 0 {
+		return "", wire.Errorf(wire.CodeInvalidArgument, "name "+strconv.Quote(name)+
+			": names are of a-z, A-Z, 0-9, '.', '_' and '-'")
+	}
+	return wire.Qualify(s.tenant(), name), nil
+}
 
 // lookup finds the topic a client names. For a tenant's session the
 // qualified name is cached, so that the publish path builds no string per
-// batch.
+// batch. A name with the tenant separator names no topic.
 func (s *session) lookup(name []byte) *topic.Topic {
+	if bytes.IndexByte(name, wire.TenantSep) >= 0 {
+		return nil
+	}
 	tn := s.tenant()
 	if tn == "" {
 		return s.srv.topics.Get(name)
@@ -55,21 +71,42 @@ func (s *session) lookup(name []byte) *topic.Topic {
 func (s *session) mine(name string) bool { return wire.TenantOf(name) == s.tenant() }
 
 // qualifyConfig qualifies the topic names a topic config carries (its
-// dead-letter topic).
-func (s *session) qualifyConfig(kvs []wire.KV) []wire.KV {
-	if s.tenant() == "" {
-		return kvs
-	}
+// dead-letter topic), which the principal must be allowed to publish to:
+// the broker writes there on its behalf.
+func (s *session) qualifyConfig(kvs []wire.KV) ([]wire.KV, error) {
 	out := make([]wire.KV, len(kvs))
 	for i, kv := range kvs {
 		if kv.Key == topic.ConfigDeadLetterTopic && kv.Value != "" {
-			if err := wire.ValidateTopicName(kv.Value); err == nil {
-				kv.Value = s.qualify(kv.Value)
+			if err := wire.ValidateTopicName(kv.Value); err != nil {
+				return nil, wire.Errorf(wire.CodeInvalidArgument, "dead-letter-topic "+strconv.Quote(kv.Value)+": "+err.Error())
 			}
+			if err := s.mayDeadLetter(kv.Value); err != nil {
+				return nil, err
+			}
+			kv.Value = wire.Qualify(s.tenant(), kv.Value)
 		}
 		out[i] = kv
 	}
-	return out
+	return out, nil
+}
+
+// mayDeadLetter checks that the principal may have the broker write to a
+// dead-letter topic for it: publish to it, and create it (the broker
+// creates a missing one).
+func (s *session) mayDeadLetter(name string) error {
+	if err := s.may(auth.ResTopic, name, auth.OpPublish); err != nil {
+		return err
+	}
+	return s.may(auth.ResTopic, name, auth.OpCreate)
+}
+
+// unqualifyText takes the session's tenant prefix out of a message meant
+// for its client (errors built from the broker's names).
+func (s *session) unqualifyText(msg string) string {
+	if tn := s.tenant(); tn != "" {
+		return strings.ReplaceAll(msg, tn+string(wire.TenantSep), "")
+	}
+	return msg
 }
 
 // stripInfo names a topic description as the session's tenant does.

@@ -28,7 +28,7 @@ import (
 type adminFlags struct {
 	HTTPAddr   string   `default:"127.0.0.1:8080" env:"RATATOSKR_HTTP_ADDR" name:"http-addr" help:"The broker's HTTP address."`
 	Data       string   `default:"./data" env:"RATATOSKR_DATA" help:"The broker's data directory, for its admin.token when no credentials are given."`
-	AdminToken string   `env:"RATATOSKR_ADMIN_TOKEN" secret:"" help:"The broker's admin token; else --user, else <data>/admin.token."`
+	AdminToken string   `env:"RATATOSKR_ADMIN_TOKEN" secret:"" help:"The broker's admin token; else --token, else --user, else <data>/admin.token."`
 	User       string   `env:"RATATOSKR_USER" help:"Act as this user (HTTP Basic), with RATATOSKR_PASSWORD or --password."`
 	Password   string   `env:"RATATOSKR_PASSWORD" secret:"" help:"The --user's password."`
 	Token      string   `env:"RATATOSKR_TOKEN" secret:"" help:"A JWT of the issuer the broker trusts."`
@@ -65,18 +65,16 @@ func (f *adminFlags) call(ctx context.Context, method, path string, body, out an
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	switch {
+	switch { // in the order the help gives: the admin token, a token, a user, the token file
+	case f.AdminToken != "":
+		req.Header.Set("Authorization", "Bearer "+f.AdminToken)
+	case f.Token != "":
+		req.Header.Set("Authorization", "Bearer "+f.Token)
 	case f.User != "":
 		if f.Password == "" {
 			return usageErrorf("--user needs a password: RATATOSKR_PASSWORD or --password")
 		}
 		req.SetBasicAuth(f.User, f.Password)
-	case f.Token != "" || f.AdminToken != "":
-		tok := f.AdminToken
-		if tok == "" {
-			tok = f.Token
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
 	default:
 		tok, err := readTokenFile(f.Data)
 		if err != nil {

@@ -13,16 +13,14 @@ func TestUserACLAndTenantCommands(t *testing.T) {
 	data := t.TempDir()
 	s := startServerIn(t, data, nil, "--addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--auth", "on")
 	admin := []string{"--http-addr", s.httpAddr, "--data", data}
+	// The developer's own credentials in the environment stay out of it.
+	clean := []string{"RATATOSKR_USER=", "RATATOSKR_PASSWORD=", "RATATOSKR_TOKEN=", "RATATOSKR_ADMIN_TOKEN="}
 	run := func(stdin string, args ...string) (string, string, int) {
 		t.Helper()
-		var in *strings.Reader
-		if stdin != "" {
-			in = strings.NewReader(stdin)
+		if stdin == "" {
+			return runCLIWith(t, nil, clean, args...)
 		}
-		if in == nil {
-			return runCLI(t, nil, args...)
-		}
-		return runCLI(t, in, args...)
+		return runCLIWith(t, strings.NewReader(stdin), clean, args...)
 	}
 	out, errOut, code := run("", append([]string{"tenant", "add", "acme", "--max-topics", "3"}, admin...)...)
 	require.Equal(t, 0, code, errOut)
