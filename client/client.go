@@ -204,9 +204,22 @@ func (c *Client) tlsHandshake(ctx context.Context, conn net.Conn, addr string) (
 	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = conn.Close()
+		if notTLS(err) {
+			return nil, fmt.Errorf("ratatoskr: TLS handshake with %s: the broker's port may be plaintext "+
+				"(it did not answer in TLS: use the broker's --tls-addr port, or connect without TLS): %w", addr, err)
+		}
 		return nil, fmt.Errorf("ratatoskr: TLS handshake with %s (is it a TLS port?): %w", addr, err)
 	}
 	return tc, nil
+}
+
+// notTLS reports whether a failed TLS handshake means the peer does not
+// speak TLS: it answered with something else, or hung up on the
+// ClientHello (a Ratatoskr broker's plaintext port closes a connection
+// that starts with one).
+func notTLS(err error) bool {
+	var rh tls.RecordHeaderError
+	return errors.As(err, &rh) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // attach makes l the connection writes go to and settles the limits its

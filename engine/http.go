@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"runtime"
 	"time"
@@ -70,7 +71,19 @@ func (e *Engine) newHTTP() {
 	e.history = httpapi.NewHistory(e.cfg.HistoryInterval, e.cfg.HistoryRetention, e.sample)
 	e.http = httpapi.New(httpapi.Config{Addr: e.cfg.HTTPAddr, AdminToken: e.cfg.AdminToken, FS: e.cfg.FS,
 		DataDir: e.cfg.DataDir, Pprof: e.cfg.Pprof, MaxPartitions: e.cfg.MaxPartitions, History: e.history,
-		Logger: e.log}, (*httpBroker)(e))
+		Logger: e.log, TLS: e.httpTLS()}, (*httpBroker)(e))
+}
+
+// httpsOn reports whether HTTP is served over TLS: with a certificate,
+// unless HTTPTLS is off.
+func (e *Engine) httpsOn() bool { return e.certs != nil && e.cfg.HTTPTLS && e.cfg.HTTPAddr != "" }
+
+// httpTLS is the HTTPS listener's configuration, or nil for HTTP.
+func (e *Engine) httpTLS() *tls.Config {
+	if !e.httpsOn() {
+		return nil
+	}
+	return e.certs.HTTP()
 }
 
 func (e *Engine) startHTTP() error { return e.http.Start() }

@@ -12,6 +12,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,6 +43,8 @@ type Config struct {
 	// /api/v1/metrics/history read; nil serves an empty one.
 	History *History
 	Logger  *slog.Logger
+	// TLS, when set, serves HTTPS with it instead of HTTP.
+	TLS *tls.Config
 }
 
 // Server is the HTTP side of one broker.
@@ -89,6 +92,10 @@ func (s *Server) Start() error {
 		_ = ln.Close()
 		return err
 	}
+	scheme := "http"
+	if s.cfg.TLS != nil {
+		ln, scheme = tls.NewListener(ln, s.cfg.TLS), "https"
+	}
 	h := s.routes(tok)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	s.mu.Lock()
@@ -101,7 +108,7 @@ func (s *Server) Start() error {
 	}()
 	// A log line travels to log stores and terminals others read; the token
 	// does not. `ratatoskr dashboard-url` prints the address with it.
-	s.cfg.Logger.Info("dashboard", "url", DashboardURL(ln.Addr().String(), ""), "token_from", tokenFrom,
+	s.cfg.Logger.Info("dashboard", "url", DashboardURLScheme(scheme, ln.Addr().String(), ""), "token_from", tokenFrom,
 		"with_token", "ratatoskr dashboard-url")
 	return nil
 }
@@ -166,11 +173,14 @@ func (s *Server) Handler() http.Handler {
 // (host:port), with the admin token in the fragment when token is not
 // empty: the dashboard reads it from there, and a browser never sends a
 // fragment to the server.
-func DashboardURL(addr, token string) string {
+func DashboardURL(addr, token string) string { return DashboardURLScheme("http", addr, token) }
+
+// DashboardURLScheme is DashboardURL with the scheme, http or https.
+func DashboardURLScheme(scheme, addr, token string) string {
 	if token == "" {
-		return "http://" + addr + "/"
+		return scheme + "://" + addr + "/"
 	}
-	return "http://" + addr + "/#token=" + token
+	return scheme + "://" + addr + "/#token=" + token
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"slices"
@@ -97,6 +98,10 @@ type session struct {
 	frameBuf   []byte                   // and framed here, reused
 	by         Origin                   // the client, for telemetry events
 	info       sessionInfo              // what the admin API shows of it
+	// peerCert is the client's verified certificate on a mutual-TLS
+	// connection, nil otherwise (tls.go: tlsIdentity); set before the
+	// first frame.
+	peerCert *x509.Certificate
 }
 
 func newSession(srv *Server, t transport) *session {
@@ -122,6 +127,9 @@ func (s *session) onData(in inbound) (closeConn bool) {
 		case needMore:
 			return false
 		case badHeader:
+			if !s.handshaken && s.tlsOnPlaintext(in) {
+				return true
+			}
 			s.sendErr(0, err)
 			if !s.handshaken {
 				s.refused(err)
