@@ -62,6 +62,11 @@ const (
 // empty (httpapi.DashboardURL).
 func DashboardURL(addr, token string) string { return httpapi.DashboardURL(addr, token) }
 
+// DashboardURLScheme is DashboardURL with the scheme, http or https.
+func DashboardURLScheme(scheme, addr, token string) string {
+	return httpapi.DashboardURLScheme(scheme, addr, token)
+}
+
 // AdminTokenPath is where a broker with data directory dataDir keeps the
 // admin token it generated, for tools that print the dashboard's address.
 func AdminTokenPath(dataDir string) string { return httpapi.AdminTokenPath(dataDir) }
@@ -203,7 +208,7 @@ func (b *httpBroker) Connections() []httpapi.Connection {
 	out := make([]httpapi.Connection, len(conns))
 	for i, c := range conns {
 		out[i] = httpapi.Connection{Remote: c.Remote, Client: c.Client, ConnectedAt: c.ConnectedAt,
-			Subscriptions: c.Subscriptions, Groups: c.Groups, QueuedBytes: c.QueuedBytes}
+			Subscriptions: c.Subscriptions, Groups: c.Groups, QueuedBytes: c.QueuedBytes, Identity: c.Identity}
 	}
 	return out
 }
