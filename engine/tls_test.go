@@ -438,3 +438,43 @@ func TestHTTPSWithTheBrokerCertificate(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 }
+
+// side is the listener a test talks to: the plaintext one, or TLS.
+type side struct {
+	files devFiles
+	tls   bool
+	e     *Engine
+}
+
+func newSide(t *testing.T, overTLS bool) *side {
+	n := &side{tls: overTLS}
+	if overTLS {
+		n.files = writeDevCerts(t)
+	}
+	return n
+}
+
+// start runs the broker, with a TLS listener too when the side is TLS.
+func (n *side) start(t *testing.T, mutate func(*Config)) *Engine {
+	n.e = startBroker(t, func(c *Config) {
+		if n.tls {
+			withTLS(c, n.files, false)
+		}
+		mutate(c)
+	})
+	return n.e
+}
+
+func (n *side) dial(t *testing.T, opts ...client.Option) *client.Client {
+	if n.tls {
+		return dialTLS(t, n.e, clientTLS(t, n.files.bundle, false), opts...)
+	}
+	return dial(t, n.e, opts...)
+}
+
+func (n *side) raw(t *testing.T) *rawConn {
+	if n.tls {
+		return tlsRaw(t, n.e, clientTLS(t, n.files.bundle, false))
+	}
+	return dialRaw(t, n.e)
+}
