@@ -255,6 +255,14 @@ func (c *Client) handshake(ctx context.Context, conn net.Conn) (wire.HelloOK, er
 	}
 	var hdr [wire.HeaderSize]byte
 	if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+		var remote *net.OpError // crypto/tls reports an alert from the peer as a "remote error"
+		if errors.As(err, &remote) && remote.Op == "remote error" {
+			// With TLS 1.3 the broker checks the client's certificate
+			// after the client's side of the handshake is done: its
+			// refusal comes as an alert on the first read.
+			return wire.HelloOK{}, fmt.Errorf("ratatoskr: handshake: the broker refused the TLS connection "+
+				"(a broker with mutual TLS needs a client certificate its CA signed; see WithTLS): %w", err)
+		}
 		if c.opts.tls == nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
 			// A TLS listener hangs up on a Hello it cannot read.
 			return wire.HelloOK{}, fmt.Errorf("ratatoskr: handshake: the connection closed before the broker answered (a TLS port? see WithTLS): %w", err)

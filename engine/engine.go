@@ -176,8 +176,8 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	}
 	e.setNotReady("")
 	e.history.Start()
-	e.log.Info("ratatoskr listening", "addr", addrString(e.srv.Addr()), "tls_addr", addrString(e.srv.TLSAddr()),
-		"mutual_tls", e.certs != nil && e.certs.MutualTLS(), "http", e.HTTPAddr(), "https", e.httpsOn(),
+	e.log.Info("ratatoskr listening", "addr", addrString(e.srv.Addr()), "http", e.HTTPAddr(),
+		"tls_addr", addrString(e.srv.TLSAddr()), "mutual_tls", e.certs != nil && e.certs.MutualTLS(), "https", e.httpsOn(),
 		"shards", len(e.shards), "event_loops", e.cfg.EventLoops)
 	return nil
 }
