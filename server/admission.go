@@ -77,7 +77,8 @@ type hsConn struct {
 	handshook atomic.Bool
 	entry     atomic.Pointer[hsEntry] // its place in the deadlines, cleared when it ends
 	// expire closes the connection if it still has not finished its
-	// handshake; from the deadlines' goroutine.
+	// handshake; from the deadlines' goroutine. Only gnet connections are
+	// in the deadlines: a TLS connection's socket has a read deadline.
 	expire func()
 }
 

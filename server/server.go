@@ -115,6 +115,7 @@ type Server struct {
 	acceptErrors atomic.Uint64
 	lastWarn     atomic.Int64
 	tlsOnPlain   atomic.Uint64
+	tlsPlainWarn atomic.Int64 // when tlsOnPlaintext last logged (Unix ns)
 	fatal        chan error // the listener cannot go on serving (Fatal)
 	draining     atomic.Bool
 	sessions     sync.Map // *session -> struct{}

@@ -148,9 +148,7 @@ func (l *tlsListener) failed(t *tlsTransport, why int, err error) {
 	}
 	l.srv.emit(telemetry.Event{Kind: telemetry.EventConnRefused, Partition: -1, Actor: "client", Remote: t.remote,
 		Action: "tls-handshake", Err: err})
-	now := time.Now().UnixNano()
-	last := l.lastWarn.Load()
-	if now-last < int64(10*time.Second) || !l.lastWarn.CompareAndSwap(last, now) {
+	if !everyTenSeconds(&l.lastWarn) {
 		l.srv.log.Debug("TLS handshake failed", "remote", t.remote, "reason", tlsFailureNames[why], "err", err)
 		return
 	}
@@ -162,12 +160,12 @@ func (l *tlsListener) failed(t *tlsTransport, why int, err error) {
 }
 
 // classifyTLS says why a TLS handshake failed.
-func classifyTLS(err error, expired bool) int {
+func classifyTLS(err error) int {
 	var rh tls.RecordHeaderError
 	var cv *tls.CertificateVerificationError
 	var ne net.Error
 	switch {
-	case expired, errors.As(err, &ne) && ne.Timeout():
+	case errors.As(err, &ne) && ne.Timeout():
 		return tlsTimeout
 	case errors.As(err, &rh):
 		return tlsNotTLS
@@ -252,10 +250,9 @@ func (t *tlsTransport) handshake() bool {
 	err := t.conn.Handshake()
 	l.handshaking.Add(-1)
 	if err != nil || t.closing.Load() {
-		if err == nil {
-			err = ErrShuttingDown
+		if !t.closing.Load() { // not closed by the broker's own shutdown
+			l.failed(t, classifyTLS(err), err)
 		}
-		l.failed(t, classifyTLS(err, false), err)
 		t.hs.done(&srv.adm)
 		_ = t.raw.Close()
 		return false
@@ -811,9 +808,20 @@ func (s *session) tlsOnPlaintext(in inbound) bool {
 		return false
 	}
 	s.srv.tlsOnPlain.Add(1)
-	s.srv.log.Warn("a TLS client connected to the plaintext port (TLS clients use --tls-addr); closed", "remote", s.by.Remote)
+	if everyTenSeconds(&s.srv.tlsPlainWarn) {
+		s.srv.log.Warn("a TLS client connected to the plaintext port (TLS clients use --tls-addr); closed", "remote", s.by.Remote)
+	}
 	s.refused(errTLSOnPlaintext)
 	return true
 }
 
 var errTLSOnPlaintext = errors.New("a TLS handshake on the plaintext port")
+
+// everyTenSeconds reports whether a warning last logged at *last may be
+// logged again, and if so records now: what a client can trigger at will
+// must not flood the log.
+func everyTenSeconds(last *atomic.Int64) bool {
+	now := time.Now().UnixNano()
+	prev := last.Load()
+	return now-prev >= int64(10*time.Second) && last.CompareAndSwap(prev, now)
+}
