@@ -116,7 +116,7 @@ type Server struct {
 	lastWarn     atomic.Int64
 	tlsOnPlain   atomic.Uint64
 	tlsPlainWarn atomic.Int64 // when tlsOnPlaintext last logged (Unix ns)
-	fatal        chan error // the listener cannot go on serving (Fatal)
+	fatal        chan error   // the listener cannot go on serving (Fatal)
 	draining     atomic.Bool
 	sessions     sync.Map // *session -> struct{}
 	// listenerErr says why the native listener stopped serving while the
