@@ -1,6 +1,8 @@
 // Package server is the broker's network side: the native listener (its
-// own accept loop feeding gnet's event loops, admission and handshake
-// limits), the gnet transport, the sessions that speak the protocol over
+// own accept loop feeding gnet's event loops), the TLS listener (tls.go,
+// crypto/tls with goroutines per connection, certificates reloaded from
+// their files: certs.go), the admission and handshake limits both share
+// (admission.go), the gnet transport, the sessions that speak the protocol over
 // a connection (request dispatch, the publish path, subscriptions, group
 // requests, pull fetches and replays), the resumable frame decoder, and
 // the per-connection and broker-wide bounds on what connections make the
@@ -13,7 +15,8 @@
 // transport interface, so a second listener (TLS, WebSocket) can drive
 // the same sessions.
 //
-// Threads: each connection's session runs on its event loop; reads run
+// Threads: each connection's session runs on its event loop (on the TLS
+// listener: under its connection's mutex, tls.go); reads run
 // on the reader pool (fetch.go) and the replay pool (replays.go); work
 // that touches the disk runs on the disk worker (offloop.go); the memory
 // guard (inflight.go) and the handshake deadlines (listener.go) have a
