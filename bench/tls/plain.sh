@@ -1,8 +1,8 @@
 #!/bin/bash
 # plain.sh ROUNDS — plaintext gnet path, old (ccb749f) vs new binary, alternating:
+# publish-only and 1->1, 100-byte payloads, memory topics, fresh broker each run.
 # Binaries: /tmp/rt-new (go build -o /tmp/rt-new ./cmd/ratatoskr), /tmp/rt-old (the same at ccb749f);
 # certificates: /tmp/rt-new cert dev --dir /tmp/tlscerts; peers in /work/peer.
-# publish-only and 1->1, 100-byte payloads, memory topics, fresh broker each run.
 R=$1; D=$(mktemp -d)
 for r in $(seq 1 $R); do
   for label in old new; do

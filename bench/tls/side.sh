@@ -1,8 +1,8 @@
 #!/bin/bash
 # side.sh ROUNDS — TLS side by side: NATS and ratatoskr, publish-only and 1->1, 100-byte payloads,
+# plus ratatoskr's 1->1 p99 at 100k msg/s; same certs (ratatoskr cert dev in /tmp/tlscerts).
 # Binaries: /tmp/rt-new (go build -o /tmp/rt-new ./cmd/ratatoskr), /tmp/rt-old (the same at ccb749f);
 # certificates: /tmp/rt-new cert dev --dir /tmp/tlscerts; peers in /work/peer.
-# plus ratatoskr's 1->1 p99 at 100k msg/s; same certs (ratatoskr cert dev in /tmp/tlscerts).
 R=$1; C=/tmp/tlscerts; D=$(mktemp -d)
 cat > $D/nats.conf <<EOC
 listen: 127.0.0.1:4443
