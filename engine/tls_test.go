@@ -385,7 +385,7 @@ func TestTLSGracefulShutdownAndNoLeaks(t *testing.T) {
 	// A connection still in its TLS handshake, and one that said nothing.
 	half, err := net.Dial("tcp", e.TLSAddr().String())
 	require.NoError(t, err)
-	defer half.Close()
+	defer func() { _ = half.Close() }()
 	shutdown(t, e)
 	_, err = c.Publish(ctx, "g", client.Message{Value: []byte("after")})
 	require.Error(t, err)
@@ -423,19 +423,19 @@ func TestHTTPSWithTheBrokerCertificate(t *testing.T) {
 	t.Cleanup(hc.CloseIdleConnections)
 	resp, err := hc.Get("https://" + e.HTTPAddr() + "/healthz")
 	require.NoError(t, err)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	// Plain HTTP on it fails.
 	resp, err = (&http.Client{Timeout: 10 * time.Second}).Get("http://" + e.HTTPAddr() + "/healthz")
 	if err == nil {
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode)
 	}
 	// --no-http-tls keeps HTTP plaintext.
 	plain := startTLSBroker(t, f, false, func(c *Config) { c.HTTPTLS = false })
 	resp, err = (&http.Client{Timeout: 10 * time.Second}).Get("http://" + plain.HTTPAddr() + "/healthz")
 	require.NoError(t, err)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 }
 

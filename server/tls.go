@@ -747,7 +747,8 @@ type TLSIdentity struct {
 
 // String is the identity as the logs and the admin API show it.
 func (id TLSIdentity) String() string {
-	parts := []string{"CN=" + id.CommonName}
+	parts := make([]string, 0, 1+len(id.URIs)+len(id.DNSNames))
+	parts = append(parts, "CN="+id.CommonName)
 	for _, u := range id.URIs {
 		parts = append(parts, "URI="+u)
 	}
