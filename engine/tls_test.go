@@ -309,32 +309,53 @@ func TestTLSBadFilesAtStartup(t *testing.T) {
 	require.ErrorContains(t, err, "no listener")
 }
 
-func TestTLSHandshakeTimeoutAndPerAddressBound(t *testing.T) {
-	f := writeDevCerts(t)
-	e := startTLSBroker(t, f, false, func(c *Config) {
-		c.MaxHandshakesPerAddr, c.HandshakeTimeout = 3, time.Second
-	})
-	// Three connections that never start TLS, one that finishes TLS but
-	// never says Hello.
-	bare := make([]net.Conn, 3)
-	for i := range bare {
+// bareConns opens n TCP connections to the TLS port that never start TLS.
+func bareConns(t *testing.T, e *Engine, n int) []net.Conn {
+	conns := make([]net.Conn, n)
+	for i := range conns {
 		c, err := net.DialTimeout("tcp", e.TLSAddr().String(), 5*time.Second)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = c.Close() })
-		bare[i] = c
+		conns[i] = c
 	}
-	// The fourth from the same address is refused at once.
-	fourth, err := net.DialTimeout("tcp", e.TLSAddr().String(), 5*time.Second)
-	require.NoError(t, err)
-	_ = fourth.SetReadDeadline(time.Now().Add(30 * time.Second))
-	_, err = fourth.Read(make([]byte, 1))
-	require.ErrorIs(t, err, io.EOF, "refused")
-	_ = fourth.Close()
+	return conns
+}
+
+// expectEOF reads until the broker closes c.
+func expectEOF(t *testing.T, c net.Conn, why string) {
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, err := c.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, why)
+}
+
+func TestTLSUnfinishedHandshakesAreBoundedPerAddress(t *testing.T) {
+	f := writeDevCerts(t)
+	e := startTLSBroker(t, f, false, func(c *Config) { c.MaxHandshakesPerAddr = 3 })
+	bare := bareConns(t, e, 3)
+	// The fourth from the same address is closed at once; those three
+	// stay until their handshake timeout (the default 10 s, far off).
+	fourth := bareConns(t, e, 1)[0]
+	expectEOF(t, fourth, "refused")
 	require.Equal(t, uint64(1), e.srv.Counters().RefusedPerAddr)
-	for _, c := range bare {
-		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
-		_, err := c.Read(make([]byte, 1))
-		require.ErrorIs(t, err, io.EOF, "closed at the handshake timeout")
+	// One that goes away frees its place.
+	require.NoError(t, bare[0].Close())
+	require.Eventually(t, func() bool {
+		c, err := tryDialTLS(e.TLSAddr().String(), clientTLS(t, f.bundle, false))
+		if err != nil {
+			return false
+		}
+		_ = c.Close()
+		return true
+	}, 20*time.Second, 10*time.Millisecond)
+}
+
+func TestTLSHandshakeTimeout(t *testing.T) {
+	f := writeDevCerts(t)
+	e := startTLSBroker(t, f, false, func(c *Config) { c.HandshakeTimeout = time.Second })
+	// Three connections that never start TLS, one that finishes TLS but
+	// never says Hello: each closed at the handshake timeout.
+	for _, c := range bareConns(t, e, 3) {
+		expectEOF(t, c, "closed at the handshake timeout")
 	}
 	silent := tlsRaw(t, e, clientTLS(t, f.bundle, false))
 	silent.expectErrorThenClose(wire.CodeHandshakeRequired)
