@@ -213,10 +213,10 @@ type tlsTransport struct {
 	wq       []*[]byte // chunks of flushed frames not yet handed to the writer; guarded by wmu
 	wqBytes  int       // bytes in wq; guarded by wmu
 	wspare   []*[]byte // the writer's previous list, reused; guarded by wmu
-	writing  int    // bytes in the write under way; guarded by wmu
-	werr     error  // the connection failed to write; guarded by wmu
-	wclose   bool   // close once wq is written; guarded by wmu
-	reported bool   // the last backlog reported to the outbox was not 0; guarded by wmu
+	writing  int       // bytes in the write under way; guarded by wmu
+	werr     error     // the connection failed to write; guarded by wmu
+	wclose   bool      // close once wq is written; guarded by wmu
+	reported bool      // the last backlog reported to the outbox was not 0; guarded by wmu
 	unsent   atomic.Int64
 }
 
