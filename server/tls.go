@@ -182,6 +182,7 @@ func classifyTLS(err error) int {
 type tlsTransport struct {
 	l        *tlsListener
 	raw      net.Conn
+	io       *rawIO // under conn: large reads, and a chunk's records in one write
 	conn     *tls.Conn
 	remote   string
 	accepted time.Time
@@ -248,7 +249,8 @@ func (t *tlsTransport) serve() {
 func (t *tlsTransport) handshake() bool {
 	l, srv := t.l, t.l.srv
 	_ = t.raw.SetDeadline(t.accepted.Add(srv.cfg.HandshakeTimeout))
-	t.conn = tls.Server(&rawReader{Conn: t.raw}, l.cfg)
+	t.io = &rawIO{Conn: t.raw}
+	t.conn = tls.Server(t.io, l.cfg)
 	err := t.conn.Handshake()
 	l.handshaking.Add(-1)
 	if err != nil || t.closing.Load() {
@@ -638,7 +640,11 @@ func (t *tlsTransport) writeChunks(q []*[]byte) error {
 	for i, c := range q {
 		n := len(*c)
 		if err == nil {
+			t.io.batch()
 			_, err = t.conn.Write(*c)
+			if ferr := t.io.flush(); err == nil {
+				err = ferr
+			}
 		}
 		*c = (*c)[:0]
 		chunkPool.Put(c)
@@ -744,21 +750,67 @@ func (b *tlsInbound) putBack() {
 	}
 }
 
-// rawReader reads the socket under crypto/tls in large reads: crypto/tls
-// reads about one record (16 KiB) per read(2), which was a quarter of a
-// TLS producer's broker CPU in system calls. The buffer is pooled and
-// held only while it holds bytes, so an idle connection holds none. Only
-// the connection's reader reads (crypto/tls reads under its own lock).
-type rawReader struct {
+// rawIO is the socket under crypto/tls. It reads in large reads:
+// crypto/tls reads about one record (16 KiB) per read(2), which was a
+// quarter of a TLS producer's broker CPU in system calls. The buffer is
+// pooled and held only while it holds bytes, so an idle connection holds
+// none. Only the connection's reader reads (crypto/tls reads under its own
+// lock). And it writes a chunk's records in one write(2) (batch, then
+// flush), where crypto/tls writes each record as it seals it.
+type rawIO struct {
 	net.Conn
 	buf  *[]byte
 	r, w int
 	err  error // what the read that filled buf returned besides bytes
+
+	// wmu orders every write: records held in a batch go out before any
+	// written after it (a KeyUpdate crypto/tls answers from the reader,
+	// say), as TLS's record sequence requires.
+	wmu      sync.Mutex
+	batching bool    // guarded by wmu
+	out      *[]byte // the batch's records; guarded by wmu
 }
+
+// batch starts holding what crypto/tls writes, until flush.
+func (c *rawIO) batch() {
+	c.wmu.Lock()
+	c.batching = true
+	c.out = outPool.Get().(*[]byte)
+	c.wmu.Unlock()
+}
+
+// flush writes what the batch holds in one write and ends it.
+func (c *rawIO) flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.batching = false
+	var err error
+	if len(*c.out) > 0 {
+		_, err = c.Conn.Write(*c.out)
+	}
+	*c.out = (*c.out)[:0]
+	outPool.Put(c.out)
+	c.out = nil
+	return err
+}
+
+// Write implements net.Conn for crypto/tls.
+func (c *rawIO) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.batching {
+		*c.out = append(*c.out, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+// outPool holds batches of records: a chunk and its records' overhead.
+var outPool = sync.Pool{New: func() any { b := make([]byte, 0, writeChunk+writeChunk/16); return &b }}
 
 var rawPool = sync.Pool{New: func() any { b := make([]byte, readBufferCap); return &b }}
 
-func (c *rawReader) Read(p []byte) (int, error) {
+func (c *rawIO) Read(p []byte) (int, error) {
 	if c.r == c.w {
 		if c.err != nil {
 			err := c.err
