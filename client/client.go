@@ -205,9 +205,22 @@ func (c *Client) tlsHandshake(ctx context.Context, conn net.Conn, addr string) (
 	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = conn.Close()
+		if notTLS(err) {
+			return nil, fmt.Errorf("ratatoskr: TLS handshake with %s: the broker's port may be plaintext "+
+				"(it did not answer in TLS: use the broker's --tls-addr port, or connect without TLS): %w", addr, err)
+		}
 		return nil, fmt.Errorf("ratatoskr: TLS handshake with %s (is it a TLS port?): %w", addr, err)
 	}
 	return tc, nil
+}
+
+// notTLS reports whether a failed TLS handshake means the peer does not
+// speak TLS: it answered with something else, or hung up on the
+// ClientHello (a Ratatoskr broker's plaintext port closes a connection
+// that starts with one).
+func notTLS(err error) bool {
+	var rh tls.RecordHeaderError
+	return errors.As(err, &rh) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // attach makes l the connection writes go to and settles the limits its
@@ -314,6 +327,14 @@ func (c *Client) handshake(ctx context.Context, conn net.Conn) (wire.HelloOK, er
 func (c *Client) readHandshakeFrame(conn net.Conn) (wire.Type, []byte, error) {
 	var hdr [wire.HeaderSize]byte
 	if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+		var remote *net.OpError // crypto/tls reports an alert from the peer as a "remote error"
+		if errors.As(err, &remote) && remote.Op == "remote error" {
+			// With TLS 1.3 the broker checks the client's certificate
+			// after the client's side of the handshake is done: its
+			// refusal comes as an alert on the first read.
+			return 0, nil, fmt.Errorf("ratatoskr: handshake: the broker refused the TLS connection "+
+				"(a broker with mutual TLS needs a client certificate its CA signed; see WithTLS): %w", err)
+		}
 		if c.opts.tls == nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
 			// A TLS listener hangs up on a Hello it cannot read.
 			return 0, nil, fmt.Errorf("ratatoskr: handshake: the connection closed before the broker answered (a TLS port? see WithTLS): %w", err)

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"crypto/tls"
+	"net"
 	"os"
 	"testing"
 
@@ -12,9 +13,9 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/internal/devcert"
 )
 
-// tlsFront terminates TLS with cfg in front of the shared broker (the
-// broker's own TLS listener is issue 14's next step); it returns its
-// address.
+// tlsFront terminates TLS with cfg in front of the shared broker, as a
+// load balancer would (the broker's own TLS listener is tested in
+// package engine); it returns its address.
 func tlsFront(t *testing.T, cfg *tls.Config) string {
 	f, err := devcert.NewFront(cfg, brokerAddr)
 	require.NoError(t, err)
@@ -68,7 +69,8 @@ func TestTLSClient(t *testing.T) {
 		"another CA":          {plainTLS, []client.Option{client.WithTLS(otherCfg)}, "certificate signed by unknown authority"},
 		"no client cert":      {mutualTLS, []client.Option{client.WithTLS(trusting)}, "certificate"},
 		"plaintext on TLS":    {plainTLS, nil, "handshake"},
-		"TLS on plaintext":    {brokerAddr, []client.Option{client.WithTLS(trusting)}, "TLS handshake"},
+		"TLS on plaintext":    {brokerAddr, []client.Option{client.WithTLS(trusting)}, "may be plaintext"},
+		"TLS on a talker":     {plaintextTalker(t), []client.Option{client.WithTLS(trusting)}, "may be plaintext"},
 		"wrong name for cert": {plainTLS, []client.Option{client.WithTLS(&tls.Config{RootCAs: trusting.RootCAs, ServerName: "elsewhere.example"})}, "elsewhere.example"},
 	}
 	for name, r := range refusals {
@@ -81,4 +83,26 @@ func TestTLSClient(t *testing.T) {
 			require.NotErrorIs(t, err, context.DeadlineExceeded, "refused, not timed out")
 		})
 	}
+}
+
+// plaintextTalker listens on a loopback port and answers every connection
+// with a line of plaintext: to a TLS client, a record that does not look
+// like TLS.
+func plaintextTalker(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	t.Cleanup(func() { _ = ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte("HELLO this port speaks plaintext\n"))
+			_ = c.Close()
+		}
+	}()
+	return ln.Addr().String()
 }

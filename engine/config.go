@@ -22,8 +22,22 @@ import (
 // Config configures a broker. Start from DefaultConfig: the zero value is
 // not a working configuration (it would refuse every topic).
 type Config struct {
-	// Addr is the native protocol listener, host:port; port 0 picks one.
+	// Addr is the native protocol's plaintext listener, host:port; port 0
+	// picks one. Empty or "off": no plaintext listener (TLSAddr then).
 	Addr string
+	// TLSAddr is the native protocol's TLS listener, host:port; empty for
+	// none. It needs TLSCertFile and TLSKeyFile.
+	TLSAddr string
+	// TLSCertFile and TLSKeyFile are the broker's certificate chain and
+	// key (PEM), for TLSAddr and, with HTTPTLS, the HTTP listener. They are
+	// reloaded when the files change (server.Certs).
+	TLSCertFile, TLSKeyFile string
+	// TLSClientCAFile makes TLSAddr require client certificates signed by
+	// this CA (PEM): mutual TLS.
+	TLSClientCAFile string
+	// HTTPTLS serves HTTPAddr over HTTPS with TLSCertFile, when one is
+	// given (the default); false keeps HTTP plaintext.
+	HTTPTLS bool
 	// HTTPAddr serves HTTP (httpapi): /healthz and /readyz; the dashboard's
 	// files at /; and, behind the admin token, /metrics, /api/v1/health,
 	// /api/v1/metrics/history, the admin API under /api/v1/ and, with
@@ -219,6 +233,7 @@ func DefaultConfig() Config {
 	n := runtime.GOMAXPROCS(0)
 	return Config{
 		Addr:                 "127.0.0.1:7070",
+		HTTPTLS:              true,
 		HTTPAddr:             "127.0.0.1:8080",
 		DataDir:              "./data",
 		Shards:               n,
@@ -271,8 +286,19 @@ func (c *Config) Validate() error {
 	bad := func(field string, v any, why string) {
 		errs = append(errs, fmt.Errorf("engine: %s = %v: %s", field, v, why))
 	}
-	if c.Addr == "" {
-		bad("Addr", c.Addr, "must be host:port")
+	if c.Addr == "off" {
+		c.Addr = ""
+	}
+	if c.Addr == "" && c.TLSAddr == "" {
+		bad("Addr", c.Addr, "no listener: give Addr, TLSAddr or both")
+	}
+	switch {
+	case c.TLSAddr != "" && (c.TLSCertFile == "" || c.TLSKeyFile == ""):
+		bad("TLSAddr", c.TLSAddr, "needs a certificate and its key (TLSCertFile, TLSKeyFile; --tls-cert, --tls-key)")
+	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
+		bad("TLSCertFile", c.TLSCertFile, "TLSCertFile and TLSKeyFile go together (--tls-cert, --tls-key)")
+	case c.TLSClientCAFile != "" && c.TLSAddr == "":
+		bad("TLSClientCAFile", c.TLSClientCAFile, "client certificates are checked on TLSAddr, which is not set")
 	}
 	if !c.Auth && !c.AllowAnonymous && c.Addr != "" && !IsLoopback(c.Addr) {
 		bad("Addr", c.Addr, "is not a loopback address and authentication is off: anyone who reaches it could read, "+

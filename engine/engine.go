@@ -55,6 +55,9 @@ type Engine struct {
 	srv *server.Server
 
 	http *httpapi.Server // the HTTP side (http.go)
+	// certs is the TLS material, reloaded when its files change; nil
+	// without TLSCertFile.
+	certs *server.Certs
 
 	plugins plugins
 
@@ -82,6 +85,14 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, metricSet: metrics.NewSet()}
+	if cfg.TLSCertFile != "" {
+		certs, err := server.LoadCerts(server.TLSFiles{Cert: cfg.TLSCertFile, Key: cfg.TLSKeyFile,
+			ClientCA: cfg.TLSClientCAFile}, cfg.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("engine: %w", err)
+		}
+		e.certs = certs
+	}
 	e.setNotReady("not started")
 	if err := e.newAuth(); err != nil {
 		return nil, err
@@ -119,7 +130,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 func newServer(e *Engine) *server.Server {
 	c := &e.cfg
 	return server.New(server.Config{Broker: (*netBroker)(e), Topics: e.topics.snap, Groups: e.groups,
-		Shards: c.Shards, Logger: c.Logger, Addr: c.Addr, EventLoops: c.EventLoops,
+		Shards: c.Shards, Logger: c.Logger, Addr: c.Addr, TLSAddr: c.TLSAddr, Certs: e.certs, EventLoops: c.EventLoops,
 		MaxConnections: c.MaxConnections, MaxHandshakesPerAddr: c.MaxHandshakesPerAddr,
 		HandshakeTimeout: c.HandshakeTimeout, MaxMessageBytes: c.MaxMessageBytes, MaxFrameBytes: c.MaxFrameBytes,
 		MaxPendingBytes: c.MaxPendingBytes, MaxInflightBytes: c.MaxInflightBytes,
@@ -182,13 +193,29 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	e.setNotReady("")
 	e.startQuotaLoop()
 	e.history.Start()
-	e.log.Info("ratatoskr listening", "addr", e.srv.Addr().String(), "http", e.HTTPAddr(),
+	e.log.Info("ratatoskr listening", "addr", addrString(e.srv.Addr()), "http", e.HTTPAddr(),
+		"tls_addr", addrString(e.srv.TLSAddr()), "mutual_tls", e.certs != nil && e.certs.MutualTLS(), "https", e.httpsOn(),
 		"shards", len(e.shards), "event_loops", e.cfg.EventLoops)
 	return nil
 }
 
-// Addr is the native protocol address the broker listens on.
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "off"
+	}
+	return a.String()
+}
+
+// Addr is the native protocol's plaintext address; nil without one.
 func (e *Engine) Addr() net.Addr { return e.srv.Addr() }
+
+// TLSAddr is the native protocol's TLS address; nil without one.
+func (e *Engine) TLSAddr() net.Addr { return e.srv.TLSAddr() }
+
+// ReloadCerts loads the TLS files now if they changed, as the next
+// handshake after a second would, and reports whether new ones are in
+// use (false without TLS).
+func (e *Engine) ReloadCerts() bool { return e.certs != nil && e.certs.Reload() }
 
 // HTTPAddr is the HTTP address, or "" when HTTP is disabled.
 func (e *Engine) HTTPAddr() string {

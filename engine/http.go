@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"runtime"
 	"time"
@@ -61,6 +62,11 @@ const (
 // empty (httpapi.DashboardURL).
 func DashboardURL(addr, token string) string { return httpapi.DashboardURL(addr, token) }
 
+// DashboardURLScheme is DashboardURL with the scheme, http or https.
+func DashboardURLScheme(scheme, addr, token string) string {
+	return httpapi.DashboardURLScheme(scheme, addr, token)
+}
+
 // AdminTokenPath is where a broker with data directory dataDir keeps the
 // admin token it generated, for tools that print the dashboard's address.
 func AdminTokenPath(dataDir string) string { return httpapi.AdminTokenPath(dataDir) }
@@ -70,7 +76,19 @@ func (e *Engine) newHTTP() {
 	e.history = httpapi.NewHistory(e.cfg.HistoryInterval, e.cfg.HistoryRetention, e.sample)
 	e.http = httpapi.New(httpapi.Config{Addr: e.cfg.HTTPAddr, AdminToken: e.cfg.AdminToken, FS: e.cfg.FS,
 		DataDir: e.cfg.DataDir, Pprof: e.cfg.Pprof, MaxPartitions: e.cfg.MaxPartitions, History: e.history,
-		Logger: e.log, Auth: e.authn, AuthFailures: e.authFailures}, (*httpBroker)(e))
+		Logger: e.log, TLS: e.httpTLS(), Auth: e.authn, AuthFailures: e.authFailures}, (*httpBroker)(e))
+}
+
+// httpsOn reports whether HTTP is served over TLS: with a certificate,
+// unless HTTPTLS is off.
+func (e *Engine) httpsOn() bool { return e.certs != nil && e.cfg.HTTPTLS && e.cfg.HTTPAddr != "" }
+
+// httpTLS is the HTTPS listener's configuration, or nil for HTTP.
+func (e *Engine) httpTLS() *tls.Config {
+	if !e.httpsOn() {
+		return nil
+	}
+	return e.certs.HTTP()
 }
 
 func (e *Engine) startHTTP() error { return e.http.Start() }
@@ -190,7 +208,7 @@ func (b *httpBroker) Connections() []httpapi.Connection {
 	out := make([]httpapi.Connection, len(conns))
 	for i, c := range conns {
 		out[i] = httpapi.Connection{Remote: c.Remote, Client: c.Client, ConnectedAt: c.ConnectedAt,
-			Subscriptions: c.Subscriptions, Groups: c.Groups, QueuedBytes: c.QueuedBytes}
+			Subscriptions: c.Subscriptions, Groups: c.Groups, QueuedBytes: c.QueuedBytes, Identity: c.Identity}
 	}
 	return out
 }

@@ -55,17 +55,23 @@ func TestInflightIsGivenBackOnClose(t *testing.T) {
 
 // Past the bound, the connections that hold the most unprocessed bytes
 // are cut, and the others go on.
-func TestInflightBoundCutsTheBiggestHolders(t *testing.T) {
-	e := startBroker(t, func(c *Config) {
+func TestInflightBoundCutsTheBiggestHolders(t *testing.T) { inflightCuts(t, false) }
+
+// The same over the TLS listener.
+func TestTLSInflightBoundCutsTheBiggestHolders(t *testing.T) { inflightCuts(t, true) }
+
+func inflightCuts(t *testing.T, overTLS bool) {
+	n := newSide(t, overTLS)
+	e := n.start(t, func(c *Config) {
 		c.MaxMessageBytes, c.MaxFrameBytes, c.MaxInflightBytes = 512<<10, 1<<20, 4<<20
 	})
 	ctx := testCtx(t)
-	healthy := dial(t, e)
+	healthy := n.dial(t)
 	_, err := healthy.Publish(ctx, "ok", client.Message{Value: []byte("before")})
 	require.NoError(t, err)
 	var hogs []*rawConn
 	for range 6 { // 6 × 900 KiB held: past the 4 MiB bound
-		r := dialRaw(t, e)
+		r := n.raw(t)
 		r.hello()
 		r.send(partialPublish(1<<20, 900<<10))
 		hogs = append(hogs, r)
@@ -124,9 +130,15 @@ func (f *syncGateFile) Sync() error {
 // new ones past three quarters of the bound instead of piling them up,
 // and go on once the disk catches up; nothing is lost. Three producers
 // whose windows add up to just under the bound are paused, never cut.
-func TestPublishesWaitForRoomUnderTheBound(t *testing.T) {
+func TestPublishesWaitForRoomUnderTheBound(t *testing.T) { publishesWait(t, false) }
+
+// The same over the TLS listener, whose parked connections stop reading.
+func TestTLSPublishesWaitForRoomUnderTheBound(t *testing.T) { publishesWait(t, true) }
+
+func publishesWait(t *testing.T, overTLS bool) {
 	g := &syncGateFS{FS: vfs.Default(), match: "/topics/held/", gate: make(chan struct{})}
-	e := startBroker(t, func(c *Config) {
+	n := newSide(t, overTLS)
+	e := n.start(t, func(c *Config) {
 		c.FS = g
 		c.MaxMessageBytes, c.MaxFrameBytes, c.MaxInflightBytes = 128<<10, 512<<10, 8<<20
 	})
@@ -136,7 +148,7 @@ func TestPublishesWaitForRoomUnderTheBound(t *testing.T) {
 		}
 	})
 	ctx := testCtx(t)
-	admin := dial(t, e)
+	admin := n.dial(t)
 	require.NoError(t, admin.CreateTopic(ctx, "held", client.TopicConfig{Partitions: 3, Fsync: "always"}))
 	g.armed.Store(true)
 	const producers, each = 3, 40 // 40 × 100 KiB each: more than a window
@@ -145,7 +157,7 @@ func TestPublishesWaitForRoomUnderTheBound(t *testing.T) {
 	for p := range producers {
 		// 2.5 MiB of batches in flight each; an idempotent client would
 		// keep at most 5 per partition, under the pause threshold.
-		c := dial(t, e, client.WithMaxPendingBytes(5<<19), client.WithoutIdempotence())
+		c := n.dial(t, client.WithMaxPendingBytes(5<<19), client.WithoutIdempotence())
 		go func() {
 			for i := range each {
 				v := append([]byte(nil), value...)

@@ -21,7 +21,9 @@ import (
 // commit (for the lag), and an error sent to a client.
 func scrapeBusy(t *testing.T) string {
 	t.Helper()
-	e := startBrokerWith(t, func(c *Config) { c.Shards = 2 }, WithPlugin(&recorder{name: "rec"}))
+	// With a TLS listener too, so that its families are there.
+	files := writeDevCerts(t)
+	e := startBrokerWith(t, func(c *Config) { c.Shards = 2; withTLS(c, files, false); c.HTTPTLS = false }, WithPlugin(&recorder{name: "rec"}))
 	ctx := testCtx(t)
 	c := dial(t, e)
 	require.NoError(t, c.CreateTopic(ctx, "orders", client.TopicConfig{Partitions: 2}))

@@ -109,6 +109,9 @@ type Connection struct {
 	Subscriptions int       `json:"subscriptions"`
 	Groups        int       `json:"groups"`
 	QueuedBytes   int64     `json:"queued_bytes"` // in the outbox and unsent in the socket buffer
+	// Identity is the verified client certificate's subject CN and SANs on
+	// a mutual-TLS connection.
+	Identity string `json:"identity,omitempty"`
 }
 
 // TopicConfig is a topic's config as typed JSON. Its keys are the config

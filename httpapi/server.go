@@ -12,6 +12,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,8 @@ type Config struct {
 	// AuthFailures rate-limits failed credentials per source address,
 	// shared with the native protocol; nil: no limit.
 	AuthFailures *auth.FailLimiter
+	// TLS, when set, serves HTTPS with it instead of HTTP.
+	TLS *tls.Config
 }
 
 // Server is the HTTP side of one broker.
@@ -97,6 +100,10 @@ func (s *Server) Start() error {
 		_ = ln.Close()
 		return err
 	}
+	scheme := "http"
+	if s.cfg.TLS != nil {
+		ln, scheme = tls.NewListener(ln, s.cfg.TLS), "https"
+	}
 	h := s.routes(tok)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	s.mu.Lock()
@@ -109,7 +116,7 @@ func (s *Server) Start() error {
 	}()
 	// A log line travels to log stores and terminals others read; the token
 	// does not. `ratatoskr dashboard-url` prints the address with it.
-	s.cfg.Logger.Info("dashboard", "url", DashboardURL(ln.Addr().String(), ""), "token_from", tokenFrom,
+	s.cfg.Logger.Info("dashboard", "url", DashboardURLScheme(scheme, ln.Addr().String(), ""), "token_from", tokenFrom,
 		"with_token", "ratatoskr dashboard-url")
 	return nil
 }
@@ -175,11 +182,14 @@ func (s *Server) Handler() http.Handler {
 // (host:port), with the admin token in the fragment when token is not
 // empty: the dashboard reads it from there, and a browser never sends a
 // fragment to the server.
-func DashboardURL(addr, token string) string {
+func DashboardURL(addr, token string) string { return DashboardURLScheme("http", addr, token) }
+
+// DashboardURLScheme is DashboardURL with the scheme, http or https.
+func DashboardURLScheme(scheme, addr, token string) string {
 	if token == "" {
-		return "http://" + addr + "/"
+		return scheme + "://" + addr + "/"
 	}
-	return "http://" + addr + "/#token=" + token
+	return scheme + "://" + addr + "/#token=" + token
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

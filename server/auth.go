@@ -77,19 +77,23 @@ func (s *session) authenticate(corr uint32, v uint16, h *wire.Hello) error {
 	a := s.srv.cfg.Auth
 	var p *auth.Principal
 	var err error
+	certName := ""
+	if id, ok := s.tlsIdentity(); ok {
+		certName = id.CommonName
+	}
 	switch h.AuthMechanism {
 	case "":
-		if s.tlsIdentity == "" {
+		if certName == "" {
 			return s.authFailed(corr, "", wire.Errorf(wire.CodeAuthFailed,
 				"authentication required: send credentials in Hello (SCRAM-SHA-256 or TOKEN), or a client certificate over TLS"), true)
 		}
-		p, err = a.External(s.tlsIdentity)
+		p, err = a.External(certName)
 	case auth.MechExternal:
-		if s.tlsIdentity == "" {
+		if certName == "" {
 			return s.authFailed(corr, h.AuthMechanism, wire.Errorf(wire.CodeAuthFailed,
 				"EXTERNAL needs a verified client certificate (a TLS listener with a client CA)"), true)
 		}
-		p, err = a.External(s.tlsIdentity)
+		p, err = a.External(certName)
 	case auth.MechToken:
 		p, err = a.Token(string(h.AuthData))
 	case auth.MechSCRAM:

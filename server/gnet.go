@@ -33,7 +33,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	if srv.draining.Load() {
 		if acc != nil {
-			srv.lis.pending.give(acc.addr)
+			srv.adm.pending.give(acc.addr)
 		}
 		if srv.observed() {
 			srv.emit(telemetry.Event{Kind: telemetry.EventConnRefused, Partition: -1, Actor: "client", Remote: c.RemoteAddr().String(),
@@ -44,8 +44,9 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	t := &gnetTransport{c: c, el: c.EventLoop(), fd: c.Fd(), remote: c.RemoteAddr().String()}
 	if acc != nil {
-		t.hsAddr, acc.t = acc.addr, t
+		t.hs.addr, acc.t = acc.addr, t
 	}
+	t.hs.expire = t.expire
 	t.s = newSession(srv, t)
 	c.SetContext(t)
 	srv.sessions.Store(t.s, struct{}{})
@@ -90,7 +91,7 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 		t.wclosed, t.carry = true, nil
 		t.wmu.Unlock()
 	}
-	t.handshakeDone()
+	t.hs.done(&h.srv.adm)
 	t.s.onClose()
 	t.closed = true
 	h.srv.sessions.Delete(t.s)
@@ -130,13 +131,9 @@ type gnetTransport struct {
 	// flushing is set while flush holds wmu; read and written on the loop
 	// only (see OnClose).
 	flushing bool
-	// hsAddr is the source address counted against MaxHandshakesPerAddr
-	// until the handshake ends (handshakeDone); on the loop.
-	hsAddr string
-	// handshook is set when the handshake ended (Hello or close), so the
-	// handshake timeout skips the connection without visiting its loop.
-	handshook atomic.Bool
-	hsEntry   atomic.Pointer[hsEntry] // its place in the handshake deadlines, cleared when it ends
+	// hs is the connection's handshake accounting (admission.go); on the
+	// loop.
+	hs hsConn
 }
 
 // directMax is the most a direct write takes: a few deliveries of a lightly
@@ -279,7 +276,7 @@ func (t *gnetTransport) goodbye(done func()) bool {
 }
 
 // handshaken implements transport.
-func (t *gnetTransport) handshaken() { t.handshakeDone() }
+func (t *gnetTransport) handshaken() { t.hs.done(&t.s.srv.adm) }
 
 // onLoop implements transport: fn, then the rest of a read's work.
 func (t *gnetTransport) onLoop(fn func() bool) bool {

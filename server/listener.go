@@ -5,8 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strconv"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -35,24 +33,38 @@ import (
 // with corr 0 and is closed. A connection that sends no complete Hello
 // within HandshakeTimeout is closed (handshakes, below).
 type listener struct {
-	srv     *Server
-	ln      net.Listener
-	cli     *gnet.Client
-	closing atomic.Bool
-	done    chan struct{} // closed when the accept loop has returned
+	acceptor
+	cli *gnet.Client
 
-	pending pendingHandshakes
-	hs      handshakeDeadlines
-
-	enrolling       atomic.Int64  // admitted, not yet registered with a loop (counts against MaxConnections)
-	enrollers       chan struct{} // bounds enrolling to maxEnrolling
-	acceptErrors    atomic.Uint64 // accepts or registrations that failed for want of descriptors
-	lastWarn        atomic.Int64  // when outOfFDs last logged (Unix ns)
-	refusedMax      atomic.Uint64 // refused at MaxConnections
-	refusedPerAddr  atomic.Uint64 // refused at MaxHandshakesPerAddr
-	handshakeClosed atomic.Uint64 // closed at HandshakeTimeout
+	enrolling atomic.Int64  // admitted, not yet registered with a loop (counts against MaxConnections)
+	enrollers chan struct{} // bounds enrolling to maxEnrolling
 
 	enrolled atomic.Pointer[func()] // tests: runs after a registration, before its goroutine ends
+}
+
+// acceptor is an accept loop, shared by the plaintext and the TLS
+// listeners: it hands each connection to admit, and waits out the errors
+// that pass with a backoff.
+type acceptor struct {
+	srv     *Server
+	ln      net.Listener
+	name    string // "native" or "TLS", for the logs
+	closing atomic.Bool
+	quit    chan struct{} // closed by close: ends a backoff
+	done    chan struct{} // closed when the accept loop has returned
+}
+
+func newAcceptor(srv *Server, ln net.Listener, name string) acceptor {
+	return acceptor{srv: srv, ln: ln, name: name, quit: make(chan struct{}), done: make(chan struct{})}
+}
+
+// close closes the listening socket and waits for the accept loop.
+func (a *acceptor) close() {
+	if a.closing.CompareAndSwap(false, true) {
+		_ = a.ln.Close()
+		close(a.quit)
+	}
+	<-a.done
 }
 
 // startListener binds the native address, starts the event loops and the
@@ -76,22 +88,15 @@ func (srv *Server) startListener() error {
 		_ = ln.Close()
 		return err
 	}
-	l := &listener{srv: srv, ln: ln, cli: cli, done: make(chan struct{}), enrollers: make(chan struct{}, maxEnrolling)}
-	l.pending.counts = map[string]int{}
-	l.hs.init(srv.cfg.HandshakeTimeout, l.expire)
+	l := &listener{acceptor: newAcceptor(srv, ln, "native"), cli: cli, enrollers: make(chan struct{}, maxEnrolling)}
 	srv.lis, srv.addr = l, ln.Addr()
-	go l.acceptLoop()
 	return nil
 }
 
 // stop closes the listening socket and waits for the accept loop; the
 // connections stay (stopLoops closes them).
 func (l *listener) stop() {
-	if l.closing.CompareAndSwap(false, true) {
-		_ = l.ln.Close()
-		l.hs.stop()
-	}
-	<-l.done
+	l.close()
 	for range maxEnrolling { // the registrations under way finish
 		l.enrollers <- struct{}{}
 	}
@@ -106,29 +111,29 @@ const (
 	acceptBackoffMax = time.Second
 )
 
-func (l *listener) acceptLoop() {
-	defer close(l.done)
+func (a *acceptor) run(admit func(net.Conn)) {
+	defer close(a.done)
 	var delay time.Duration
 	for {
-		c, err := l.ln.Accept()
+		c, err := a.ln.Accept()
 		if err == nil {
 			delay = 0
-			l.admit(c)
+			admit(c)
 			continue
 		}
-		if l.closing.Load() {
+		if a.closing.Load() {
 			return
 		}
 		if !acceptErrorPasses(err) {
-			l.srv.listenerFailed(err)
+			a.srv.listenerFailed(a.name, err)
 			return
 		}
 		delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
-		l.outOfFDs(err)
+		a.srv.outOfFDs(err)
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
-		case <-l.hs.quit:
+		case <-a.quit:
 			t.Stop()
 			return
 		}
@@ -137,15 +142,15 @@ func (l *listener) acceptLoop() {
 
 // outOfFDs counts an accept or registration that failed for want of
 // descriptors (or memory) and says so in the log, at most every 10 s.
-func (l *listener) outOfFDs(err error) {
-	l.acceptErrors.Add(1)
+func (srv *Server) outOfFDs(err error) {
+	srv.acceptErrors.Add(1)
 	now := time.Now().UnixNano()
-	last := l.lastWarn.Load()
-	if now-last < int64(10*time.Second) || !l.lastWarn.CompareAndSwap(last, now) {
+	last := srv.lastWarn.Load()
+	if now-last < int64(10*time.Second) || !srv.lastWarn.CompareAndSwap(last, now) {
 		return
 	}
-	l.srv.log.Warn("accept failed: out of file descriptors or memory; refusing connections until some close",
-		"err", err, "connections", l.srv.connections.Load(), "fd_limit", FDLimit(), "failures", l.acceptErrors.Load())
+	srv.log.Warn("accept failed: out of file descriptors or memory; refusing connections until some close",
+		"err", err, "connections", srv.connections.Load(), "fd_limit", FDLimit(), "failures", srv.acceptErrors.Load())
 }
 
 // fdOf returns a connection's descriptor, or -1.
@@ -179,10 +184,10 @@ func acceptErrorPasses(err error) bool {
 // listenerFailed records that the native listener is gone for good and
 // tells whoever runs the broker (Server.Fatal). The error keeps the
 // "engine:" prefix operators know.
-func (srv *Server) listenerFailed(err error) {
-	why := "the native listener failed: " + err.Error()
+func (srv *Server) listenerFailed(name string, err error) {
+	why := "the " + name + " listener failed: " + err.Error()
 	srv.listenerErr.Store(&why)
-	srv.log.Error("native listener failed; the broker accepts no connections and should be restarted", "err", err)
+	srv.log.Error(name+" listener failed; the broker accepts no connections there and should be restarted", "err", err)
 	select {
 	case srv.fatal <- errors.New("engine: " + why):
 	default:
@@ -193,23 +198,16 @@ func (srv *Server) listenerFailed(err error) {
 func (l *listener) admit(c net.Conn) {
 	srv := l.srv
 	addr := hostOf(c.RemoteAddr())
-	if n := srv.connections.Load() + l.enrolling.Load(); n >= int64(srv.cfg.MaxConnections) {
-		l.refusedMax.Add(1)
-		refuseConn(c, "the broker has its maximum of "+strconv.Itoa(srv.cfg.MaxConnections)+" connections")
-		return
-	}
-	if !l.pending.take(addr, srv.cfg.MaxHandshakesPerAddr) {
-		l.refusedPerAddr.Add(1)
-		refuseConn(c, strconv.Itoa(srv.cfg.MaxHandshakesPerAddr)+" connections from "+addr+
-			" have not finished their handshake yet")
+	if why, ok := srv.adm.admit(addr, srv.preConnections()); !ok {
+		refuseConn(c, why)
 		return
 	}
 	// gnet duplicates the descriptor (and closes ours), so a connection
 	// whose descriptor is the last one free cannot be registered: it is
 	// told so instead of being dropped without a word.
 	if fd := fdOf(c); fd >= FDLimit()-1 {
-		l.pending.give(addr)
-		l.outOfFDs(syscall.EMFILE)
+		srv.adm.pending.give(addr)
+		srv.outOfFDs(syscall.EMFILE)
 		refuseConn(c, "the broker is out of file descriptors")
 		return
 	}
@@ -238,9 +236,9 @@ func (l *listener) enroll(c net.Conn, acc *accepted) {
 	remote := c.RemoteAddr().String()
 	gc, err := l.cli.EnrollContext(c, acc)
 	if err != nil {
-		l.pending.give(addr)
+		l.srv.adm.pending.give(addr)
 		if acceptErrorPasses(err) {
-			l.outOfFDs(err)
+			l.srv.outOfFDs(err)
 		} else {
 			l.srv.log.Debug("connection not registered", "remote", remote, "err", err)
 		}
@@ -253,9 +251,9 @@ func (l *listener) enroll(c net.Conn, acc *accepted) {
 	// OnOpen, and the address's place is given back here.
 	switch {
 	case !acc.opened:
-		l.pending.give(addr)
+		l.srv.adm.pending.give(addr)
 	case acc.t != nil:
-		l.hs.add(acc.t)
+		l.srv.adm.hs.add(&acc.t.hs)
 	}
 	if f := l.enrolled.Load(); f != nil {
 		(*f)()
@@ -305,169 +303,13 @@ func hostOf(a net.Addr) string {
 	return host
 }
 
-// pendingHandshakes counts, per source address, the connections that have
-// not finished their handshake.
-type pendingHandshakes struct {
-	mu     sync.Mutex
-	counts map[string]int
-}
-
-// take counts one more for addr, unless addr has max already.
-func (p *pendingHandshakes) take(addr string, max int) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.counts[addr] >= max {
-		return false
-	}
-	p.counts[addr]++
-	return true
-}
-
-// give counts one less for addr: its connection finished its handshake or
-// closed before.
-func (p *pendingHandshakes) give(addr string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if n := p.counts[addr]; n > 1 {
-		p.counts[addr] = n - 1
-	} else {
-		delete(p.counts, addr)
-	}
-}
-
-// handshakeDone ends t's handshake accounting, once: on its Hello, or on
-// its close before one. On the connection's loop.
-func (t *gnetTransport) handshakeDone() {
-	if t.hsAddr == "" {
-		return
-	}
-	if l := t.s.srv.lis; l != nil {
-		l.pending.give(t.hsAddr)
-	}
-	t.hsAddr = ""
-	t.handshook.Store(true)
-	if e := t.hsEntry.Load(); e != nil {
-		e.t.Store(nil)
-	}
-}
-
-// handshakeDeadlines closes connections that have not finished their
-// handshake in time. Every connection gets the same timeout, so deadlines
-// arrive in accept order and a FIFO is a priority queue; one goroutine
-// waits for the oldest.
-type handshakeDeadlines struct {
-	timeout time.Duration
-	expire  func(*gnetTransport)
-	mu      sync.Mutex
-	queue   []*hsEntry
-	kick    chan struct{}
-	quit    chan struct{}
-	checked atomic.Uint64 // connections whose deadline passed or was not needed, for tests
-}
-
-// hsEntry is a connection waiting for its handshake deadline. Its
-// transport is let go (t cleared) as soon as the handshake ends, so that a
-// connection that said Hello or closed is not kept alive in the queue
-// until its deadline.
-type hsEntry struct {
-	t        atomic.Pointer[gnetTransport]
-	deadline time.Time
-}
-
-func (h *handshakeDeadlines) init(timeout time.Duration, expire func(*gnetTransport)) {
-	h.timeout, h.expire = timeout, expire
-	h.kick, h.quit = make(chan struct{}, 1), make(chan struct{})
-	go h.run()
-}
-
-func (h *handshakeDeadlines) stop() { close(h.quit) }
-
-func (h *handshakeDeadlines) add(t *gnetTransport) {
-	if t.handshook.Load() {
-		h.checked.Add(1) // nothing to wait for
-		return
-	}
-	e := &hsEntry{deadline: time.Now().Add(h.timeout)}
-	e.t.Store(t)
-	t.hsEntry.Store(e)
-	if t.handshook.Load() { // it ended meanwhile, maybe before hsEntry was set
-		e.t.Store(nil)
-	}
-	h.mu.Lock()
-	h.queue = append(h.queue, e)
-	first := len(h.queue) == 1
-	h.mu.Unlock()
-	if first {
-		select {
-		case h.kick <- struct{}{}:
-		default:
-		}
-	}
-}
-
-func (h *handshakeDeadlines) run() {
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		wait := h.expired(time.Now())
-		if wait <= 0 {
-			wait = time.Hour
-		}
-		timer.Reset(wait)
-		select {
-		case <-h.kick:
-		case <-timer.C:
-		case <-h.quit:
-			return
-		}
-	}
-}
-
-// expired handles every entry whose deadline passed and returns how long
-// until the next one (0: none queued).
-func (h *handshakeDeadlines) expired(now time.Time) time.Duration {
-	h.mu.Lock()
-	n := 0
-	for n < len(h.queue) && !h.queue[n].deadline.After(now) {
-		n++
-	}
-	due := make([]*gnetTransport, 0, n)
-	for _, e := range h.queue[:n] {
-		if t := e.t.Load(); t != nil {
-			due = append(due, t)
-		}
-	}
-	skipped := n - len(due)
-	clear(h.queue[:n])
-	h.queue = h.queue[n:]
-	var next time.Duration
-	if len(h.queue) > 0 {
-		next = h.queue[0].deadline.Sub(now)
-	}
-	if len(h.queue) == 0 {
-		h.queue = nil // let the backing array go
-	}
-	h.mu.Unlock()
-	for _, t := range due {
-		if !t.handshook.Load() {
-			h.expire(t)
-		}
-	}
-	h.checked.Add(uint64(len(due) + skipped))
-	return next
-}
-
 // expire closes t if it still has not finished its handshake.
-func (l *listener) expire(t *gnetTransport) {
+func (t *gnetTransport) expire() {
 	_ = t.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		if t.closed || t.s.handshaken || t.s.closed {
 			return nil
 		}
-		l.handshakeClosed.Add(1)
-		err := wire.Errorf(wire.CodeHandshakeRequired,
-			"no Hello within the handshake timeout of "+l.srv.cfg.HandshakeTimeout.String())
-		t.s.sendErr(0, err)
-		t.s.refused(err)
+		t.s.srv.adm.timedOut(t.s)
 		t.flush()
 		_ = t.c.Close()
 		return nil
@@ -484,11 +326,7 @@ var (
 		"Connections that could not be accepted or registered for want of file descriptors or memory.")
 )
 
-// writeMetrics writes the listener's counters (docs/METRICS.md).
-func (l *listener) writeMetrics(w io.Writer) {
-	mRefused.WriteHeader(w)
-	mRefused.WriteSample(w, `{reason="max_connections"}`, strconv.FormatUint(l.refusedMax.Load(), 10))
-	mRefused.WriteSample(w, `{reason="handshakes_per_address"}`, strconv.FormatUint(l.refusedPerAddr.Load(), 10))
-	mHandshakeTimeouts.WriteUint(w, l.handshakeClosed.Load())
-	mAcceptErrors.WriteUint(w, l.acceptErrors.Load())
+// writeAcceptMetrics writes the accept errors (docs/METRICS.md).
+func (srv *Server) writeAcceptMetrics(w io.Writer) {
+	mAcceptErrors.WriteUint(w, srv.acceptErrors.Load())
 }

@@ -62,11 +62,10 @@ func (srv *Server) Counters() Counters {
 		FetchesWaiting: srv.fetches.waiting.Load(), FetchesRefused: srv.fetches.refused.Load()}
 	c.InboundRead, c.InboundPublish = srv.mem.read.Load(), srv.mem.inflight.Load()
 	c.InboundPauses, c.InboundCuts = srv.mem.pauses.Load(), srv.mem.cuts.Load()
-	if l := srv.lis; l != nil {
-		c.RefusedMax, c.RefusedPerAddr = l.refusedMax.Load(), l.refusedPerAddr.Load()
-		c.HandshakeTimeouts, c.Enrolling = l.handshakeClosed.Load(), l.enrolling.Load()
-		c.HandshakesChecked = l.hs.checked.Load()
-	}
+	a := &srv.adm
+	c.RefusedMax, c.RefusedPerAddr = a.refusedMax.Load(), a.refusedPerAddr.Load()
+	c.HandshakeTimeouts, c.HandshakesChecked = a.handshakeClosed.Load(), a.hs.checked.Load()
+	c.Enrolling = srv.preConnections()
 	for i := range c.SlowCuts {
 		c.SlowCuts[i] = srv.outbound.cuts[i].Load()
 	}
@@ -79,9 +78,9 @@ func (srv *Server) Counters() Counters {
 // WriteMetrics writes the listener's and the inbound memory's metrics
 // (docs/METRICS.md); the broker writes the Counters among its own.
 func (srv *Server) WriteMetrics(w io.Writer) {
-	if srv.lis != nil {
-		srv.lis.writeMetrics(w)
-	}
+	srv.adm.writeMetrics(w)
+	srv.writeAcceptMetrics(w)
+	srv.writeTLSMetrics(w)
 	srv.mem.writeMetrics(w)
 }
 
@@ -95,6 +94,9 @@ type Conn struct {
 	// QueuedBytes is what the broker holds unsent for it: its outbox and
 	// what the transport has not written.
 	QueuedBytes int64
+	// Identity is its verified client certificate's (TLSIdentity.String),
+	// on a mutual-TLS connection; "" otherwise.
+	Identity string
 }
 
 // Connections lists the open connections.
@@ -105,6 +107,9 @@ func (srv *Server) Connections() []Conn {
 		c := Conn{Remote: s.t.remoteAddr(), ConnectedAt: s.info.since,
 			Subscriptions: int(s.info.subs.Load()), Groups: int(s.info.groups.Load()),
 			QueuedBytes: int64(s.out.Queued()) + s.t.unsentBytes()}
+		if id, ok := s.tlsIdentity(); ok {
+			c.Identity = id.String()
+		}
 		if n := s.info.name.Load(); n != nil {
 			c.Client = *n
 		}

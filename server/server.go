@@ -1,6 +1,8 @@
 // Package server is the broker's network side: the native listener (its
-// own accept loop feeding gnet's event loops, admission and handshake
-// limits), the gnet transport, the sessions that speak the protocol over
+// own accept loop feeding gnet's event loops), the TLS listener (tls.go,
+// crypto/tls with goroutines per connection, certificates reloaded from
+// their files: certs.go), the admission and handshake limits both share
+// (admission.go), the gnet transport, the sessions that speak the protocol over
 // a connection (request dispatch, the publish path, subscriptions, group
 // requests, pull fetches and replays), the resumable frame decoder, and
 // the per-connection and broker-wide bounds on what connections make the
@@ -13,7 +15,8 @@
 // transport interface, so a second listener (TLS, WebSocket) can drive
 // the same sessions.
 //
-// Threads: each connection's session runs on its event loop; reads run
+// Threads: each connection's session runs on its event loop (on the TLS
+// listener: under its connection's mutex, tls.go); reads run
 // on the reader pool (fetch.go) and the replay pool (replays.go); work
 // that touches the disk runs on the disk worker (offloop.go); the memory
 // guard (inflight.go) and the handshake deadlines (listener.go) have a
@@ -23,6 +26,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -81,7 +85,11 @@ type Config struct {
 	Shards int
 	Logger *slog.Logger
 
-	Addr                 string
+	// Addr is the plaintext native listener; "" for none.
+	Addr string
+	// TLSAddr is the TLS native listener, with Certs; "" for none.
+	TLSAddr              string
+	Certs                *Certs
 	EventLoops           int
 	MaxConnections       int
 	MaxHandshakesPerAddr int
@@ -114,11 +122,20 @@ type Server struct {
 	topics *topic.Table
 	groups *coord.Coordinator
 
-	lis      *listener // the native listener and its event loops (listener.go)
-	addr     net.Addr
-	fatal    chan error // the listener cannot go on serving (Fatal)
-	draining atomic.Bool
-	sessions sync.Map // *session -> struct{}
+	lis     *listener // the native listener and its event loops (listener.go); nil without Addr
+	addr    net.Addr
+	tls     *tlsListener // the TLS listener (tls.go); nil without TLSAddr
+	tlsAddr net.Addr
+	adm     admission // shared by both listeners (admission.go)
+	// Accept errors of both listeners (listener.go: outOfFDs), and TLS
+	// clients that came to the plaintext port (tlsOnPlaintext).
+	acceptErrors atomic.Uint64
+	lastWarn     atomic.Int64
+	tlsOnPlain   atomic.Uint64
+	tlsPlainWarn atomic.Int64 // when tlsOnPlaintext last logged (Unix ns)
+	fatal        chan error   // the listener cannot go on serving (Fatal)
+	draining     atomic.Bool
+	sessions     sync.Map // *session -> struct{}
 	// listenerErr says why the native listener stopped serving while the
 	// broker was not shutting down; nil while it serves.
 	listenerErr atomic.Pointer[string]
@@ -174,12 +191,56 @@ func (srv *Server) Start() error {
 	srv.diskWork.start()
 	srv.diskStarted = true
 	srv.mem.start()
-	if err := srv.startListener(); err != nil {
+	srv.adm.init(srv)
+	if err := srv.startListeners(); err != nil {
+		srv.adm.stop()
 		srv.diskWork.close(true)
 		srv.mem.stop()
 		return err
 	}
 	return nil
+}
+
+// startListeners binds the plaintext listener and the TLS one, those
+// configured, then starts their accept loops (which read both); when the
+// second fails to bind, the first is closed.
+func (srv *Server) startListeners() error {
+	if srv.cfg.Addr != "" {
+		if err := srv.startListener(); err != nil {
+			return err
+		}
+	}
+	if srv.cfg.TLSAddr != "" {
+		if err := srv.startTLSListener(); err != nil {
+			if srv.lis != nil {
+				_ = srv.lis.ln.Close()
+				_ = srv.lis.stopLoops()
+				srv.lis, srv.addr = nil, nil
+			}
+			return fmt.Errorf("TLS listener %s: %w", srv.cfg.TLSAddr, err)
+		}
+	}
+	if srv.lis != nil {
+		go srv.lis.run(srv.lis.admit)
+	}
+	if srv.tls != nil {
+		go srv.tls.run(srv.tls.admit)
+	}
+	return nil
+}
+
+// preConnections counts the connections admitted but not yet counted in
+// connections: being registered with a gnet loop, or in their TLS
+// handshake.
+func (srv *Server) preConnections() int64 {
+	var n int64
+	if srv.lis != nil {
+		n += srv.lis.enrolling.Load()
+	}
+	if srv.tls != nil {
+		n += srv.tls.handshaking.Load()
+	}
+	return n
 }
 
 // Drain makes the server refuse new connections, publishes and joins
@@ -193,12 +254,25 @@ func (srv *Server) Draining() bool { return srv.draining.Load() }
 // away and waits (up to ctx) until each loop has written it, then stops
 // the event loops, closing every connection.
 func (srv *Server) Stop(ctx context.Context) error {
-	if srv.lis == nil {
+	if srv.adm.srv == nil { // never started
 		return nil
 	}
-	srv.lis.stop()
+	if srv.lis != nil {
+		srv.lis.stop()
+	}
+	if srv.tls != nil {
+		srv.tls.close()
+	}
 	srv.sayGoodbye(ctx)
-	return srv.lis.stopLoops()
+	var err error
+	if srv.lis != nil {
+		err = srv.lis.stopLoops()
+	}
+	if srv.tls != nil {
+		srv.tls.closeAll()
+	}
+	srv.adm.stop()
+	return err
 }
 
 // Close stops what outlives the connections: the disk worker (running
@@ -213,8 +287,12 @@ func (srv *Server) Close() {
 }
 
 // Addr is the native protocol address the server listens on; nil before
-// Start.
+// Start, or without a plaintext listener.
 func (srv *Server) Addr() net.Addr { return srv.addr }
+
+// TLSAddr is the native protocol's TLS address; nil before Start, or
+// without a TLS listener.
+func (srv *Server) TLSAddr() net.Addr { return srv.tlsAddr }
 
 // Fatal delivers an error when the native listener failed for good.
 func (srv *Server) Fatal() <-chan error { return srv.fatal }

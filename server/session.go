@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"slices"
@@ -102,9 +103,10 @@ type session struct {
 	auth       authState                // its principal and what it may do (auth.go)
 	quota      quotaState               // its tenant's quotas (quota.go)
 	throttled  bool                     // over its tenant's publish rate: no frames are taken (quota.go)
-	// tlsIdentity is the verified client certificate's identity on a TLS
-	// connection with a client CA: what EXTERNAL authenticates as.
-	tlsIdentity string
+	// peerCert is the client's verified certificate on a mutual-TLS
+	// connection, nil otherwise (tls.go: tlsIdentity); set before the
+	// first frame.
+	peerCert *x509.Certificate
 }
 
 func newSession(srv *Server, t transport) *session {
@@ -134,6 +136,9 @@ func (s *session) onData(in inbound) (closeConn bool) {
 		case needMore:
 			return false
 		case badHeader:
+			if !s.handshaken && s.tlsOnPlaintext(in) {
+				return true
+			}
 			s.sendErr(0, err)
 			if !s.handshaken {
 				s.refused(err)

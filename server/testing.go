@@ -35,12 +35,12 @@ func (srv *Server) sessionFrom(remote string) *session {
 // HandshakesHeld counts the connections the handshake deadlines still
 // hold: those that have neither said Hello nor closed.
 func (srv *Server) HandshakesHeld() int {
-	h := &srv.lis.hs
+	h := &srv.adm.hs
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	held := 0
 	for _, en := range h.queue {
-		if en.t.Load() != nil {
+		if en.c.Load() != nil {
 			held++
 		}
 	}

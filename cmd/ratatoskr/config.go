@@ -460,7 +460,8 @@ func maskSecret(s string) string {
 // engineFlags names the serve flag behind each engine.Config field, so an
 // error from Validate names the setting the user wrote.
 var engineFlags = map[string]string{
-	"Addr": "addr", "HTTPAddr": "http-addr", "DataDir": "data",
+	"Addr": "addr", "HTTPAddr": "http-addr", "DataDir": "data", "TLSAddr": "tls-addr", "TLSCertFile": "tls-cert",
+	"TLSKeyFile": "tls-key", "TLSClientCAFile": "tls-client-ca", "HTTPTLS": "http-tls",
 	"Shards": "shards", "EventLoops": "event-loops", "PinShards": "pin-shards",
 	"MaxConnections": "max-connections", "MaxOpenFiles": "max-open-files",
 	"MaxHandshakesPerAddr": "max-handshakes-per-address", "HandshakeTimeout": "handshake-timeout",

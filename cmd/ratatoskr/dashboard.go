@@ -18,6 +18,7 @@ type dashboardURLCmd struct {
 	Data       string `default:"./data" env:"RATATOSKR_DATA" help:"The broker's data directory, which holds admin.token."`
 	HTTPAddr   string `default:"127.0.0.1:8080" env:"RATATOSKR_HTTP_ADDR" name:"http-addr" help:"The broker's HTTP address."`
 	AdminToken string `env:"RATATOSKR_ADMIN_TOKEN" secret:"" help:"The admin token the broker was given, if any; else it is read from <data>/admin.token."`
+	HTTPS      bool   `name:"https" env:"RATATOSKR_HTTPS" help:"The broker serves HTTPS (it was given --tls-cert): print an https:// address."`
 }
 
 func (c *dashboardURLCmd) Run() error {
@@ -31,7 +32,11 @@ func (c *dashboardURLCmd) Run() error {
 			return err
 		}
 	}
-	fmt.Println(engine.DashboardURL(browsable(c.HTTPAddr), tok))
+	scheme := "http"
+	if c.HTTPS {
+		scheme = "https"
+	}
+	fmt.Println(engine.DashboardURLScheme(scheme, browsable(c.HTTPAddr), tok))
 	return nil
 }
 

@@ -47,6 +47,7 @@ type server struct {
 	cmd      *exec.Cmd
 	addr     string
 	httpAddr string
+	tlsAddr  string // "off" without a TLS listener
 	logs     *syncBuffer
 	exited   chan error
 }
@@ -68,7 +69,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-var listenRE = regexp.MustCompile(`msg="ratatoskr listening" addr=(\S+) http=(\S+)`)
+var listenRE = regexp.MustCompile(`msg="ratatoskr listening" addr=(\S+) http=(\S+) tls_addr=(\S+)`)
 
 // startServer runs serve with args and env, waiting for its listening line.
 func startServer(t *testing.T, env []string, args ...string) *server {
@@ -113,7 +114,7 @@ func startServerVia(t *testing.T, wrapper []string, data string, env []string, a
 	}()
 	select {
 	case m := <-found:
-		s.addr, s.httpAddr = m[1], strings.Trim(m[2], `"`)
+		s.addr, s.httpAddr, s.tlsAddr = m[1], strings.Trim(m[2], `"`), m[3]
 	case err := <-s.exited:
 		s.exited <- err // for the cleanup
 		t.Fatalf("serve exited: %v\n%s", err, logs)

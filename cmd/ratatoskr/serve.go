@@ -24,7 +24,12 @@ import (
 type serveCmd struct {
 	Config                  string    `env:"RATATOSKR_CONFIG" placeholder:"PATH" help:"TOML file of settings, keyed by flag name; flags and RATATOSKR_* variables override it."`
 	PrintConfig             bool      `help:"Print every setting, its value and where it came from, then exit."`
-	Addr                    string    `default:"127.0.0.1:7070" env:"RATATOSKR_ADDR" help:"Native protocol listen address."`
+	Addr                    string    `default:"127.0.0.1:7070" env:"RATATOSKR_ADDR" help:"Native protocol listen address, plaintext; \"off\" or empty for none (TLS only)."`
+	TLSAddr                 string    `env:"RATATOSKR_TLS_ADDR" name:"tls-addr" placeholder:"HOST:PORT" help:"Native protocol listen address over TLS; needs --tls-cert and --tls-key."`
+	TLSCert                 string    `env:"RATATOSKR_SERVER_TLS_CERT" name:"tls-cert" placeholder:"PATH" help:"The broker's certificate chain (PEM), for --tls-addr and HTTPS; reloaded when the file changes."`
+	TLSKey                  string    `env:"RATATOSKR_SERVER_TLS_KEY" name:"tls-key" placeholder:"PATH" help:"The certificate's private key (PEM); reloaded when the file changes."`
+	TLSClientCA             string    `env:"RATATOSKR_TLS_CLIENT_CA" name:"tls-client-ca" placeholder:"PATH" help:"Require client certificates signed by this CA (PEM) on --tls-addr: mutual TLS. Reloaded when the file changes."`
+	HTTPTLS                 bool      `default:"true" negatable:"" env:"RATATOSKR_HTTP_TLS" name:"http-tls" help:"Serve --http-addr over HTTPS with --tls-cert when one is given; --no-http-tls keeps it plaintext."`
 	HTTPAddr                string    `default:"127.0.0.1:8080" env:"RATATOSKR_HTTP_ADDR" name:"http-addr" help:"HTTP listen address (/healthz); empty disables."`
 	Data                    string    `default:"./data" env:"RATATOSKR_DATA" help:"Data directory."`
 	Shards                  int       `default:"0" env:"RATATOSKR_SHARDS" help:"Partition-owning shards; 0 means GOMAXPROCS."`
@@ -78,6 +83,8 @@ type serveCmd struct {
 func (s *serveCmd) config() engine.Config {
 	cfg := engine.DefaultConfig()
 	cfg.Addr, cfg.HTTPAddr, cfg.DataDir = s.Addr, s.HTTPAddr, s.Data
+	cfg.TLSAddr, cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSClientCAFile = s.TLSAddr, s.TLSCert, s.TLSKey, s.TLSClientCA
+	cfg.HTTPTLS = s.HTTPTLS
 	// 0 means GOMAXPROCS, which DefaultConfig holds; a negative count is
 	// passed on for Validate to reject.
 	if s.Shards != 0 {
@@ -235,6 +242,12 @@ func (s *serveCmd) note(name string) string {
 		return fmt.Sprintf("(from the open-file limit %d: %d)", engine.FDLimit(), engine.DefaultConfig().MaxConnections)
 	case name == "http-addr" && s.HTTPAddr == "":
 		return "(HTTP off)"
+	case name == "addr" && (s.Addr == "" || s.Addr == "off"):
+		return "(plaintext off)"
+	case name == "tls-addr" && s.TLSAddr == "":
+		return "(TLS off)"
+	case name == "http-tls" && s.HTTPTLS && s.TLSCert == "":
+		return "(no --tls-cert: HTTP)"
 	case name == "admin-token" && s.AdminToken == "":
 		return "(generated into " + filepath.Join(s.Data, "admin.token") + ")"
 	case name == "audit-log" && s.AuditLog == "", name == "event-log" && s.EventLog == "":

@@ -63,3 +63,42 @@ func TestCertDevAndTLSFlags(t *testing.T) {
 	require.Equal(t, 2, code, errOut)
 	require.Contains(t, errOut, "--tls-cert and --tls-key go together")
 }
+
+// The broker's own TLS listener, with mutual TLS and HTTPS, through the
+// commands; and the startup errors of a TLS configuration.
+func TestServeTLSListener(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	_, errOut, code := runCLI(t, nil, "cert", "dev", "--dir", dir)
+	require.Equal(t, 0, code, errOut)
+	file := func(name string) string { return filepath.Join(dir, name) }
+
+	_, errOut, code = runCLI(t, nil, "serve", "--data", t.TempDir(), "--addr", "off", "--tls-addr", "127.0.0.1:0", "--http-addr", "")
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errOut, "--tls-addr=127.0.0.1:0: needs a certificate and its key")
+	_, errOut, code = runCLI(t, nil, "serve", "--data", t.TempDir(), "--tls-addr", "127.0.0.1:0", "--http-addr", "",
+		"--tls-cert", file("ca-key.pem"), "--tls-key", file("server-key.pem"))
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errOut, "ca-key.pem")
+
+	s := startServer(t, []string{"RATATOSKR_SERVER_TLS_CERT=" + file("server.pem"), "RATATOSKR_SERVER_TLS_KEY=" + file("server-key.pem")},
+		"--addr", "off", "--tls-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--tls-client-ca", file("ca.pem"))
+	require.Equal(t, "off", s.addr)
+	client := []string{"--server", s.tlsAddr, "--tls-ca", file("ca.pem"), "--tls-cert", file("client.pem"), "--tls-key", file("client-key.pem")}
+	_, errOut, code = runCLI(t, nil, append([]string{"pub", "secure", "one", "two"}, client...)...)
+	require.Equal(t, 0, code, errOut)
+	out, errOut, code := runCLI(t, nil, append([]string{"sub", "secure", "--from", "earliest", "-n", "2"}, client...)...)
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "one\ntwo\n", out)
+	// Without a client certificate the broker refuses the handshake.
+	_, errOut, code = runCLI(t, nil, "topic", "list", "--server", s.tlsAddr, "--tls-ca", file("ca.pem"))
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "needs a client certificate")
+	// Without TLS on the TLS port.
+	_, errOut, code = runCLI(t, nil, "topic", "list", "--server", s.tlsAddr)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "a TLS port?")
+
+	out, errOut, code = runCLI(t, nil, "dashboard-url", "--https", "--http-addr", s.httpAddr, "--admin-token", "tok")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "https://"+s.httpAddr+"/#token=tok\n", out)
+}
