@@ -169,3 +169,28 @@ func TestDeliveryRateQuotaThrottles(t *testing.T) {
 	// A lower bound only: a slow machine takes longer, never shorter.
 	require.GreaterOrEqual(t, elapsed, time.Second, "waves 4 to 6 wait for the ones before them")
 }
+
+// The messages-per-second quota throttles like the bytes one: small
+// messages over the rate are all acknowledged, later.
+func TestPublishMessageRateQuotaThrottles(t *testing.T) {
+	e := quotaTenant(t, auth.Quotas{PublishMsgsPerSec: 500})
+	c, err := acmeDial(t, e)
+	require.NoError(t, err)
+	ctx := testCtx(t)
+	require.NoError(t, c.CreateTopic(ctx, "small", client.TopicConfig{Storage: "memory"}))
+	// Six waves of 250, each flushed: a batch over the rate is taken whole
+	// and the connection held after it, so the waiting shows from wave 3.
+	const n = 1500 // a second's burst of 500, then two seconds' worth
+	start := time.Now()
+	for range 6 {
+		for range n / 6 {
+			require.NoError(t, c.PublishAsync(ctx, "small", client.Message{Value: []byte("m")}))
+		}
+		require.NoError(t, c.Flush(ctx))
+	}
+	elapsed := time.Since(start)
+	f, err := c.Fetch(ctx, "small", 0, client.Earliest, client.MaxBytes(8<<20))
+	require.NoError(t, err)
+	require.EqualValues(t, n, f.End)
+	require.GreaterOrEqual(t, elapsed, time.Second, "1500 messages at 500/s after a burst of 500 take 2 s")
+}

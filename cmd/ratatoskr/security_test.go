@@ -1,6 +1,7 @@
 package main
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -99,4 +100,32 @@ func TestServeRefusesAnonymousBeyondLoopback(t *testing.T) {
 	require.Equal(t, exitFailed, code, errOut) // as every invalid setting
 	require.Contains(t, errOut, "--allow-anonymous")
 	require.Contains(t, errOut, "--auth on")
+}
+
+// Over TLS: the security commands reach an HTTPS listener with --tls-ca,
+// and a client command authenticates by its certificate.
+func TestSecurityCommandsOverTLS(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	_, errOut, code := runCLI(t, nil, "cert", "dev", "--dir", dir)
+	require.Equal(t, 0, code, errOut)
+	file := func(name string) string { return filepath.Join(dir, name) }
+	data := t.TempDir()
+	s := startServerIn(t, data, []string{"RATATOSKR_SERVER_TLS_CERT=" + file("server.pem"), "RATATOSKR_SERVER_TLS_KEY=" + file("server-key.pem")},
+		"--addr", "off", "--tls-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--tls-client-ca", file("ca.pem"), "--auth", "on")
+	clean := []string{"RATATOSKR_USER=", "RATATOSKR_PASSWORD=", "RATATOSKR_TOKEN=", "RATATOSKR_ADMIN_TOKEN="}
+	admin := []string{"--http-addr", s.httpAddr, "--data", data, "--tls-ca", file("ca.pem")}
+	out, errOut, code := runCLIWith(t, nil, clean, append([]string{"acl", "add", "--principal", "ratatoskr-dev-client",
+		"--topic", "secure", "--ops", "publish,create"}, admin...)...)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "allow ratatoskr-dev-client publish,create on topic secure")
+	_, errOut, code = runCLIWith(t, nil, clean, "user", "list", "--http-addr", s.httpAddr, "--data", data)
+	require.Equal(t, exitFailed, code, "plain HTTP to an HTTPS listener")
+	require.NotEmpty(t, errOut)
+
+	cert := []string{"--server", s.tlsAddr, "--tls-ca", file("ca.pem"), "--tls-cert", file("client.pem"), "--tls-key", file("client-key.pem")}
+	_, errOut, code = runCLIWith(t, nil, clean, append([]string{"pub", "secure", "by-certificate"}, cert...)...)
+	require.Equal(t, 0, code, errOut)
+	_, errOut, code = runCLIWith(t, nil, clean, append([]string{"pub", "other", "x"}, cert...)...)
+	require.Equal(t, exitFailed, code)
+	require.Contains(t, errOut, "not authorized")
 }
