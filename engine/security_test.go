@@ -510,3 +510,33 @@ func TestUnauthenticatedFlood(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, waves, f.End)
 }
+
+// Rules of the cluster and tenant resources give roles on the HTTP API: a
+// user allowed admin on the cluster is a broker admin there, one allowed
+// admin on its tenant that tenant's admin.
+func TestClusterAndTenantRulesGiveAdminRoles(t *testing.T) {
+	e, _ := startSecure(t, nil)
+	sec := e.Security()
+	require.NoError(t, sec.AddTenant("acme", auth.Quotas{}))
+	require.NoError(t, sec.AddUser("ops", "", auth.RoleUser, "ops-password"))
+	require.NoError(t, sec.AddUser("lead", "acme", auth.RoleUser, "lead-password"))
+	root := newAdmin(t, e)
+	ops := admin{t: t, base: root.base, user: "ops", pass: "ops-password"}
+	lead := admin{t: t, base: root.base, user: "lead", pass: "lead-password"}
+	ops.fails("GET", "/api/v1/topics", "", 403, "forbidden", "admin role")
+	lead.fails("GET", "/api/v1/users", "", 403, "forbidden", "admin role")
+
+	_, err := sec.AddRule(auth.Rule{Principal: "ops", Resource: auth.ResCluster, Name: "*", Ops: auth.OpAdmin})
+	require.NoError(t, err)
+	_, err = sec.AddRule(auth.Rule{Tenant: "acme", Principal: "lead", Resource: auth.ResTenant, Name: "acme", Ops: auth.OpAdmin})
+	require.NoError(t, err)
+	ops.json("GET", "/api/v1/topics", "", 200, nil)
+	var users struct {
+		Users []auth.UserView `json:"users"`
+	}
+	lead.json("GET", "/api/v1/users", "", 200, &users)
+	for _, u := range users.Users {
+		require.Equal(t, "acme", u.Tenant, "a tenant admin by rule sees its tenant only")
+	}
+	lead.fails("GET", "/api/v1/topics", "", 403, "forbidden", "admin role")
+}

@@ -158,6 +158,9 @@ func (s *Server) requireAuth(token string, who int, next http.Handler) http.Hand
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := s.now()
 		p, err := s.authenticate(r, want, now)
+		if err == nil {
+			p = s.effective(p)
+		}
 		if err == nil && p.Role != auth.RoleAdmin && (who == adminOnly || p.Role != auth.RoleTenantAdmin) {
 			s.b.Emit(telemetry.Event{Time: now, Kind: telemetry.EventAccessDenied, Partition: -1, Remote: r.RemoteAddr,
 				Principal: p.User, Tenant: p.Tenant, Action: clip(r.Method + " " + r.URL.Path), Err: errForbidden})
@@ -175,6 +178,26 @@ func (s *Server) requireAuth(token string, who int, next http.Handler) http.Hand
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ratatoskr"`)
 		writeError(w, http.StatusUnauthorized, "unauthorized", err.Error())
 	})
+}
+
+// effective is p with the role its rules give it on the HTTP API: a
+// principal allowed `admin` on the cluster is a broker admin there, and
+// one allowed `admin` on its own tenant a tenant admin.
+func (s *Server) effective(p *auth.Principal) *auth.Principal {
+	if p.Role == auth.RoleAdmin || s.cfg.Auth == nil || s.cfg.Auth.Store == nil {
+		return p
+	}
+	st := s.cfg.Auth.Store
+	q := *p
+	switch {
+	case p.Tenant == "" && st.Authorize(p, auth.ResCluster, "*", auth.OpAdmin):
+		q.Role = auth.RoleAdmin
+	case p.Tenant != "" && p.Role == auth.RoleUser && st.Authorize(p, auth.ResTenant, p.Tenant, auth.OpAdmin):
+		q.Role = auth.RoleTenantAdmin
+	default:
+		return p
+	}
+	return &q
 }
 
 // errForbidden refuses a principal the endpoint is not for.
