@@ -74,11 +74,12 @@ func (e *Engine) startQuotaLoop() {
 
 // measureTenants hands the network side each tenant's stored bytes.
 func (e *Engine) measureTenants() {
-	if len(e.security.Tenants()) == 0 {
+	tenants := e.security.Tenants()
+	if len(tenants) == 0 {
 		return
 	}
 	sums := e.topics.tenantStorage()
-	for _, t := range e.security.Tenants() {
+	for _, t := range tenants {
 		e.srv.SetTenantStorage(t.Name, sums[t.Name])
 	}
 }

@@ -25,10 +25,7 @@ const maxAdminBody = 1 << 20
 
 // registerAdmin adds the admin API to mux, every route behind auth.
 func (s *Server) registerAdmin(mux *http.ServeMux, auth func(http.HandlerFunc) http.Handler) {
-	routes := []struct {
-		pattern string
-		h       http.HandlerFunc
-	}{
+	handleRoutes(mux, []route{
 		{"GET /api/v1/topics", s.apiListTopics},
 		{"POST /api/v1/topics", s.apiCreateTopic},
 		{"GET /api/v1/topics/{name}", s.apiDescribeTopic},
@@ -41,9 +38,19 @@ func (s *Server) registerAdmin(mux *http.ServeMux, auth func(http.HandlerFunc) h
 		{"GET /api/v1/connections", s.apiConnections},
 		{"GET /api/v1/shards", s.apiShards},
 		{"/api/v1/", s.apiNotFound},
-	}
+	}, func(h http.HandlerFunc) http.Handler { return auth(s.whenReady(h)) })
+}
+
+// route is one endpoint of an API: its method and path, and its handler.
+type route struct {
+	pattern string
+	h       http.HandlerFunc
+}
+
+// handleRoutes adds routes to mux, each handler wrapped by wrap.
+func handleRoutes(mux *http.ServeMux, routes []route, wrap func(http.HandlerFunc) http.Handler) {
 	for _, rt := range routes {
-		mux.Handle(rt.pattern, auth(s.whenReady(rt.h)))
+		mux.Handle(rt.pattern, wrap(rt.h))
 	}
 }
 

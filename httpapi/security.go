@@ -16,10 +16,7 @@ import (
 // connections at once, and is audited (EventSecurityChanged).
 
 func (s *Server) registerSecurity(mux *http.ServeMux, authz func(http.HandlerFunc) http.Handler) {
-	routes := []struct {
-		pattern string
-		h       http.HandlerFunc
-	}{
+	handleRoutes(mux, []route{
 		{"GET /api/v1/users", s.apiListUsers},
 		{"POST /api/v1/users", s.apiAddUser},
 		{"GET /api/v1/users/{name}", s.apiGetUser},
@@ -33,10 +30,7 @@ func (s *Server) registerSecurity(mux *http.ServeMux, authz func(http.HandlerFun
 		{"GET /api/v1/tenants/{name}", s.apiGetTenant},
 		{"PATCH /api/v1/tenants/{name}", s.apiUpdateTenant},
 		{"DELETE /api/v1/tenants/{name}", s.apiDeleteTenant},
-	}
-	for _, rt := range routes {
-		mux.Handle(rt.pattern, authz(s.withStore(rt.h)))
-	}
+	}, func(h http.HandlerFunc) http.Handler { return authz(s.withStore(h)) })
 }
 
 // withStore answers 503 on a broker built without a store (tests of the

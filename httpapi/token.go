@@ -223,27 +223,18 @@ func (s *Server) authenticate(r *http.Request, adminToken []byte, now time.Time)
 
 // checkCredentials checks an Authorization header.
 func (s *Server) checkCredentials(r *http.Request, h string, adminToken []byte) (*auth.Principal, error) {
-	failed := func(err error) (*auth.Principal, error) { return nil, err }
 	if got, ok := strings.CutPrefix(h, "Bearer "); ok && got != "" {
 		got = strings.TrimSpace(got)
 		if subtle.ConstantTimeCompare([]byte(got), adminToken) == 1 {
 			return &auth.Principal{User: auth.AdminUser, Role: auth.RoleAdmin, Mechanism: auth.MechToken, AdminToken: true}, nil
 		}
 		if s.cfg.Auth != nil && s.cfg.Auth.JWT != nil && strings.Count(got, ".") == 2 {
-			p, err := s.cfg.Auth.Token(got)
-			if err != nil {
-				return failed(err)
-			}
-			return p, nil
+			return s.cfg.Auth.Token(got)
 		}
-		return failed(errWrongToken)
+		return nil, errWrongToken
 	}
 	if user, pass, ok := r.BasicAuth(); ok && s.cfg.Auth != nil {
-		p, err := s.cfg.Auth.Password(user, pass)
-		if err != nil {
-			return failed(err)
-		}
-		return p, nil
+		return s.cfg.Auth.Password(user, pass)
 	}
 	return nil, errNoToken
 }

@@ -357,7 +357,7 @@ func (s *session) expireAt(at time.Time) {
 func (srv *Server) Recheck() {
 	srv.sessions.Range(func(k, _ any) bool {
 		s := k.(*session)
-		if s.auth.user.Load() != nil || s.auth.hasPrincipal.Load() {
+		if s.auth.hasPrincipal.Load() {
 			s.t.onLoop(s.recheck)
 		}
 		return true
