@@ -1,0 +1,855 @@
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+
+	"github.com/ratatoskr-mq/ratatoskr/cluster/raftlog"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Envelope is one Raft message of one group, as nodes exchange them.
+// Group 0 is the host's own liveness ping, never a Raft group.
+type Envelope struct {
+	Group uint64
+	Msg   raftpb.Message
+}
+
+// Defaults of HostConfig.
+const (
+	DefaultTickInterval   = 50 * time.Millisecond
+	DefaultElectionTicks  = 10 // 0.5-1 s before a follower campaigns
+	DefaultHeartbeatTicks = 1
+	DefaultQuiesceTicks   = 20 // an idle group goes quiet after a second
+)
+
+// HostConfig configures a Host.
+type HostConfig struct {
+	NodeID uint64
+	// Send hands envelopes to the transport. It must not block; it is
+	// called on the host's goroutine.
+	Send func(to uint64, envs []Envelope)
+	// Peers lists the other nodes, for liveness pings.
+	Peers []uint64
+
+	TickInterval   time.Duration
+	ElectionTicks  int
+	HeartbeatTicks int
+	// QuiesceTicks is how many ticks a leader's group must be idle, with
+	// every follower caught up, before it stops ticking (and its followers
+	// with it): idle partitions then cost no heartbeats. The host's own
+	// ping per node pair stands in for them, as CockroachDB coalesces
+	// heartbeats: when a node goes silent, the groups it leads wake up and
+	// elect a new leader. Negative disables quiescence.
+	QuiesceTicks int
+	Logger       *slog.Logger
+}
+
+func (c *HostConfig) fill() {
+	if c.TickInterval <= 0 {
+		c.TickInterval = DefaultTickInterval
+	}
+	if c.ElectionTicks <= 0 {
+		c.ElectionTicks = DefaultElectionTicks
+	}
+	if c.HeartbeatTicks <= 0 {
+		c.HeartbeatTicks = DefaultHeartbeatTicks
+	}
+	if c.QuiesceTicks == 0 {
+		c.QuiesceTicks = DefaultQuiesceTicks
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// GroupConfig configures one Raft group on a host: a replicated partition,
+// or the controller.
+type GroupConfig struct {
+	ID uint64 // not 0
+	// Voters is the group's first configuration, for a group that has no
+	// state yet; every replica must be given the same. Ignored when the
+	// log's meta file already holds a configuration.
+	Voters []uint64
+	Log    raftlog.Log
+	Meta   raftlog.MetaStore
+	// Sync makes every append durable (fsync) before this replica
+	// acknowledges it to the leader, or counts it for itself: the
+	// fsync=always policy. Without it a quorum holds acknowledged batches in
+	// memory (the page cache) only.
+	Sync bool
+	// ApplyFromStart re-applies every committed entry after a restart (the
+	// controller rebuilds its state in memory from its log); otherwise
+	// what was committed before the restart counts as applied.
+	ApplyFromStart bool
+	// OnCommit, if set, is called on the host's goroutine when the
+	// committed end offset advances, with the new end: the partition log's
+	// visible end already moved, and subscribers can be given the batches.
+	OnCommit func(end int64)
+	// OnApply, if set, is called on the host's goroutine with each
+	// committed normal entry that carries data, in order.
+	OnApply func(e raftpb.Entry)
+	// OnLeader, if set, is called on the host's goroutine when the group's
+	// leader or term changes (leader 0: none known).
+	OnLeader func(leader, term uint64)
+}
+
+// Errors of proposals.
+var (
+	ErrStopped      = errors.New("cluster: host stopped")
+	ErrNoGroup      = errors.New("cluster: no such group on this node")
+	ErrGroupFailed  = errors.New("cluster: group failed (storage error); restart the node")
+	ErrBadBatch     = errors.New("cluster: not a record batch")
+	ErrGroupExists  = errors.New("cluster: group already exists")
+	errProposalLost = errors.New("cluster: proposal dropped by raft")
+)
+
+// NotLeaderError says this node does not lead the group. Leader is the
+// leader this node knows of (0: none yet, an election is under way). A
+// proposal that got it when the node stepped down may still have been
+// stored: a retry may duplicate it unless the producer is idempotent.
+type NotLeaderError struct {
+	Group  uint64
+	Leader uint64
+	// Unknown says the proposal was appended before the node stepped
+	// down, so its outcome is unknown (it may yet commit).
+	Unknown bool
+}
+
+func (e *NotLeaderError) Error() string {
+	s := fmt.Sprintf("cluster: not the leader of group %d", e.Group)
+	if e.Leader != 0 {
+		s += fmt.Sprintf(" (the leader is node %d)", e.Leader)
+	} else {
+		s += " (no leader yet)"
+	}
+	if e.Unknown {
+		s += "; the message may have been stored"
+	}
+	return s
+}
+
+// Result is a proposal's outcome: the base offset of the committed batch,
+// or an error.
+type Result struct {
+	Base int64
+	Err  error
+}
+
+// Host runs Raft groups on one node: one goroutine steps, ticks and
+// persists every group, batching each pass's messages per peer.
+type Host struct {
+	cfg HostConfig
+
+	mu      sync.Mutex
+	queue   []func()
+	spare   []func()
+	stopped bool
+	wake    chan struct{}
+	done    chan struct{}
+
+	// Owned by the loop.
+	groups    map[uint64]*Group
+	active    map[uint64]*Group // ticking: not quiesced
+	ready     map[uint64]*Group // may have a Ready
+	out       map[uint64][]Envelope
+	heard     map[uint64]int64 // tick of the last envelope from each peer
+	ticks     int64
+	deadPeers map[uint64]bool
+}
+
+// NewHost returns a host; Start runs it.
+func NewHost(cfg HostConfig) *Host {
+	cfg.fill()
+	h := &Host{
+		cfg:       cfg,
+		wake:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		groups:    map[uint64]*Group{},
+		active:    map[uint64]*Group{},
+		ready:     map[uint64]*Group{},
+		out:       map[uint64][]Envelope{},
+		heard:     map[uint64]int64{},
+		deadPeers: map[uint64]bool{},
+	}
+	return h
+}
+
+// Start runs the host's goroutine.
+func (h *Host) Start() { go h.run() }
+
+// Stop stops the host's goroutine and fails what is pending. It does not
+// close the groups' logs.
+func (h *Host) Stop() {
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		<-h.done
+		return
+	}
+	h.stopped = true
+	h.mu.Unlock()
+	h.notify()
+	<-h.done
+}
+
+// do queues fn to run on the host's goroutine; false if the host stopped.
+func (h *Host) do(fn func()) bool {
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		return false
+	}
+	h.queue = append(h.queue, fn)
+	n := len(h.queue)
+	h.mu.Unlock()
+	if n == 1 {
+		h.notify()
+	}
+	return true
+}
+
+func (h *Host) notify() {
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+// call runs fn on the host's goroutine and waits for it.
+func (h *Host) call(fn func()) error {
+	ch := make(chan struct{})
+	if !h.do(func() { fn(); close(ch) }) {
+		return ErrStopped
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-h.done:
+		return ErrStopped
+	}
+}
+
+func (h *Host) run() {
+	defer close(h.done)
+	t := time.NewTicker(h.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.wake:
+		case <-t.C:
+			h.tick()
+		}
+		h.mu.Lock()
+		q := h.queue
+		h.queue = h.spare[:0]
+		stopped := h.stopped
+		h.mu.Unlock()
+		for i, fn := range q {
+			fn()
+			q[i] = nil
+		}
+		h.spare = q
+		h.process()
+		if stopped {
+			h.shutdown()
+			return
+		}
+	}
+}
+
+// shutdown fails every pending proposal.
+func (h *Host) shutdown() {
+	for _, g := range h.groups {
+		g.failPending(ErrStopped)
+	}
+	h.mu.Lock()
+	q := h.queue
+	h.queue = nil
+	h.mu.Unlock()
+	for _, fn := range q {
+		fn() // proposals queued after the last pass fail below, as the groups are stopped
+	}
+	for _, g := range h.groups {
+		g.failPending(ErrStopped)
+		g.failed = ErrStopped
+	}
+}
+
+// tick advances every active group's clock, quiesces idle ones, and pings
+// the peers.
+func (h *Host) tick() {
+	h.ticks++
+	for _, g := range h.active {
+		g.rn.Tick()
+		g.idle++
+		h.ready[g.cfg.ID] = g
+		if h.cfg.QuiesceTicks > 0 && g.idle >= h.cfg.QuiesceTicks {
+			h.maybeQuiesce(g)
+		}
+	}
+	// Liveness: one ping per peer per tick stands in for the heartbeats
+	// of every quiesced group.
+	for _, p := range h.cfg.Peers {
+		h.out[p] = append(h.out[p], Envelope{Msg: raftpb.Message{Type: raftpb.MsgHeartbeat, From: h.cfg.NodeID, To: p}})
+		last, ok := h.heard[p]
+		if !ok {
+			h.heard[p] = h.ticks
+			continue
+		}
+		dead := h.ticks-last > int64(h.cfg.ElectionTicks)
+		if dead && !h.deadPeers[p] {
+			h.deadPeers[p] = true
+			h.wakeLedBy(p)
+		} else if !dead && h.deadPeers[p] {
+			delete(h.deadPeers, p)
+		}
+	}
+}
+
+// wakeLedBy unquiesces the groups whose leader is node p, which went
+// silent: they tick again, and elect a new leader.
+func (h *Host) wakeLedBy(p uint64) {
+	for _, g := range h.groups {
+		if g.quiesced && g.leader == p {
+			h.unquiesce(g)
+		}
+	}
+}
+
+var quiesceCtx = []byte("q")
+
+// maybeQuiesce puts a leader's idle group to sleep when every follower
+// holds everything and knows it is committed, and tells the followers.
+func (h *Host) maybeQuiesce(g *Group) {
+	if g.failed != nil || !g.isLeader() || len(g.pending) > 0 {
+		return
+	}
+	st := g.rn.BasicStatus()
+	if st.LeadTransferee != 0 || st.Commit != g.lastIndex() || st.Applied != st.Commit {
+		return
+	}
+	caughtUp := true
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		if pr.Match != st.Commit {
+			caughtUp = false
+		}
+	})
+	if !caughtUp {
+		return
+	}
+	g.quiesced = true
+	delete(h.active, g.cfg.ID)
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, _ tracker.Progress) {
+		if id == h.cfg.NodeID {
+			return
+		}
+		h.out[id] = append(h.out[id], Envelope{Group: g.cfg.ID, Msg: raftpb.Message{
+			Type: raftpb.MsgHeartbeat, To: id, From: h.cfg.NodeID, Term: st.Term,
+			Commit: st.Commit, Context: quiesceCtx,
+		}})
+	})
+}
+
+func (h *Host) unquiesce(g *Group) {
+	if !g.quiesced {
+		return
+	}
+	g.quiesced = false
+	g.idle = 0
+	h.active[g.cfg.ID] = g
+	if g.isLeader() {
+		// Heartbeat at once, so the followers answer before the leader's
+		// next quorum check.
+		_ = g.rn.Step(raftpb.Message{Type: raftpb.MsgBeat, From: h.cfg.NodeID, To: h.cfg.NodeID})
+	}
+	h.ready[g.cfg.ID] = g
+}
+
+// Deliver hands envelopes a peer sent to the host: the transport's
+// handler. It queues them and returns.
+func (h *Host) Deliver(from uint64, envs []Envelope) {
+	h.do(func() { h.step(from, envs) })
+}
+
+func (h *Host) step(from uint64, envs []Envelope) {
+	h.heard[from] = h.ticks
+	for i := range envs {
+		e := &envs[i]
+		if e.Group == 0 {
+			continue // a ping
+		}
+		g := h.groups[e.Group]
+		if g == nil || g.failed != nil {
+			continue
+		}
+		quiesce := e.Msg.Type == raftpb.MsgHeartbeat && bytes.Equal(e.Msg.Context, quiesceCtx)
+		if quiesce {
+			e.Msg.Context = nil
+		}
+		if err := g.rn.Step(e.Msg); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
+			h.cfg.Logger.Debug("raft step", "group", e.Group, "from", from, "err", err)
+		}
+		h.ready[g.cfg.ID] = g
+		if quiesce {
+			st := g.rn.BasicStatus()
+			if st.Lead == e.Msg.From && st.Term == e.Msg.Term && st.Commit == e.Msg.Commit && !g.quiesced {
+				g.quiesced = true
+				delete(h.active, g.cfg.ID)
+			}
+			continue
+		}
+		if t := e.Msg.Type; t != raftpb.MsgHeartbeat && t != raftpb.MsgHeartbeatResp {
+			// Heartbeats are an idle group's own noise: the answers to a
+			// quiescing leader's last heartbeat must not wake it.
+			g.idle = 0
+			h.unquiesce(g)
+		}
+	}
+}
+
+// process handles every group that may have a Ready, then sends what the
+// pass produced, one batch per peer.
+func (h *Host) process() {
+	for id, g := range h.ready {
+		delete(h.ready, id)
+		if g.failed != nil {
+			continue
+		}
+		for g.rn.HasReady() && g.failed == nil {
+			h.handleReady(g)
+		}
+	}
+	h.flush()
+}
+
+func (h *Host) flush() {
+	for to, envs := range h.out {
+		if len(envs) == 0 {
+			continue
+		}
+		h.cfg.Send(to, envs)
+		h.out[to] = nil
+	}
+}
+
+func (h *Host) send(msgs []raftpb.Message, g *Group, late bool) {
+	for _, m := range msgs {
+		if isLate(m.Type) != late {
+			continue
+		}
+		h.out[m.To] = append(h.out[m.To], Envelope{Group: g.cfg.ID, Msg: m})
+	}
+}
+
+// isLate says a message acknowledges entries or votes and must wait until
+// the Ready's entries are durable; the others (a leader's appends and
+// heartbeats, vote requests) may go as soon as the hard state is, which
+// lets the leader's fsync run alongside its followers' (raft's README:
+// messages may be sent while the same Ready's entries are persisted).
+func isLate(t raftpb.MessageType) bool {
+	return t == raftpb.MsgAppResp || t == raftpb.MsgVoteResp || t == raftpb.MsgPreVoteResp
+}
+
+func (h *Host) handleReady(g *Group) {
+	rd := g.rn.Ready()
+	if rd.SoftState != nil {
+		g.setState(rd.SoftState)
+	}
+	if err := g.store.SetHardState(rd.HardState); err != nil {
+		g.fail(h, err)
+		return
+	}
+	h.send(rd.Messages, g, false)
+	if err := g.store.Append(rd.Entries); err != nil {
+		g.fail(h, err)
+		return
+	}
+	if g.cfg.Sync && len(rd.Entries) > 0 {
+		if err := g.store.Sync(); err != nil {
+			g.fail(h, err)
+			return
+		}
+	}
+	if len(rd.Entries) > 0 {
+		g.idle = 0
+		g.assign(rd.Entries)
+	}
+	h.send(rd.Messages, g, true)
+	if rd.SoftState != nil && rd.RaftState == raft.StateLeader {
+		g.proposedEnd = g.store.EndOffset()
+	}
+	if n := len(rd.CommittedEntries); n > 0 {
+		g.idle = 0
+		for _, e := range rd.CommittedEntries {
+			switch e.Type {
+			case raftpb.EntryConfChange:
+				var cc raftpb.ConfChange
+				if err := cc.Unmarshal(e.Data); err != nil {
+					g.fail(h, err)
+					return
+				}
+				cs := g.rn.ApplyConfChange(cc)
+				if err := g.store.SetConfState(*cs); err != nil {
+					g.fail(h, err)
+					return
+				}
+			case raftpb.EntryConfChangeV2:
+				var cc raftpb.ConfChangeV2
+				if err := cc.Unmarshal(e.Data); err != nil {
+					g.fail(h, err)
+					return
+				}
+				cs := g.rn.ApplyConfChange(cc)
+				if err := g.store.SetConfState(*cs); err != nil {
+					g.fail(h, err)
+					return
+				}
+			case raftpb.EntryNormal:
+				if len(e.Data) > 0 && g.cfg.OnApply != nil {
+					g.cfg.OnApply(e)
+				}
+			}
+			g.resolve(e)
+		}
+		end := g.store.Commit(rd.CommittedEntries[n-1].Index)
+		if g.cfg.OnCommit != nil && end != g.committedEnd {
+			g.cfg.OnCommit(end)
+		}
+		g.committedEnd = end
+	}
+	g.rn.Advance(rd)
+}
+
+// Propose proposes a record batch to the group. The host copies it and
+// stamps its base offset; done is called on the host's goroutine once the
+// batch is committed (with its base offset) or failed. done must not block.
+func (h *Host) Propose(group uint64, batch []byte, done func(Result)) {
+	if len(batch) < wire.BatchHeaderSize || wire.BatchSize(batch) != len(batch) {
+		done(Result{Err: ErrBadBatch})
+		return
+	}
+	data := append([]byte(nil), batch...)
+	if !h.do(func() { h.propose(group, data, done) }) {
+		done(Result{Err: ErrStopped})
+	}
+}
+
+func (h *Host) propose(group uint64, data []byte, done func(Result)) {
+	g := h.groups[group]
+	switch {
+	case g == nil:
+		done(Result{Err: ErrNoGroup})
+		return
+	case g.failed != nil:
+		done(Result{Err: g.failed})
+		return
+	case !g.isLeader():
+		done(Result{Err: &NotLeaderError{Group: group, Leader: g.leader}})
+		return
+	}
+	b := wire.Batch(data)
+	b.SetBaseOffset(g.proposedEnd)
+	if err := g.rn.Propose(data); err != nil {
+		if errors.Is(err, raft.ErrProposalDropped) {
+			err = &NotLeaderError{Group: group, Leader: g.leader}
+		}
+		done(Result{Err: err})
+		return
+	}
+	g.proposedEnd += int64(b.Count())
+	g.pending = append(g.pending, proposal{data: data, done: done, base: b.BaseOffset()})
+	g.idle = 0
+	h.unquiesce(g)
+	h.ready[group] = g
+}
+
+// AddGroup creates a group on this host from cfg, recovering its state
+// from the log and meta file.
+func (h *Host) AddGroup(cfg GroupConfig) error {
+	if cfg.ID == 0 {
+		return errors.New("cluster: group id 0 is reserved")
+	}
+	store, err := raftlog.Open(cfg.Log, cfg.Meta)
+	if err != nil {
+		return err
+	}
+	hs, cs, _ := store.InitialState()
+	if len(cs.Voters) == 0 && len(cs.Learners) == 0 {
+		if len(cfg.Voters) == 0 {
+			return fmt.Errorf("cluster: group %d has no configuration and no voters were given", cfg.ID)
+		}
+		if err := store.SetConfState(raftpb.ConfState{Voters: cfg.Voters}); err != nil {
+			return err
+		}
+	}
+	applied := hs.Commit
+	if cfg.ApplyFromStart {
+		applied = 0
+	}
+	var rerr error
+	err = h.call(func() {
+		if h.groups[cfg.ID] != nil {
+			rerr = ErrGroupExists
+			return
+		}
+		rn, err := raft.NewRawNode(&raft.Config{
+			ID:                        h.cfg.NodeID,
+			ElectionTick:              h.cfg.ElectionTicks,
+			HeartbeatTick:             h.cfg.HeartbeatTicks,
+			Storage:                   store,
+			Applied:                   applied,
+			MaxSizePerMsg:             1 << 20,
+			MaxCommittedSizePerReady:  64 << 20,
+			MaxUncommittedEntriesSize: 256 << 20,
+			MaxInflightMsgs:           256,
+			CheckQuorum:               true,
+			PreVote:                   true,
+			DisableProposalForwarding: true,
+			Logger:                    raftLogger{h.cfg.Logger.With("group", cfg.ID)},
+		})
+		if err != nil {
+			rerr = err
+			return
+		}
+		g := &Group{cfg: cfg, rn: rn, store: store, committedEnd: store.OffsetEnd(applied)}
+		h.groups[cfg.ID] = g
+		h.active[cfg.ID] = g
+		h.ready[cfg.ID] = g
+	})
+	if err != nil {
+		return err
+	}
+	return rerr
+}
+
+// RemoveGroup stops a group on this host and fails what it has pending.
+// It does not close the group's log.
+func (h *Host) RemoveGroup(id uint64) error {
+	var found bool
+	err := h.call(func() {
+		g := h.groups[id]
+		if g == nil {
+			return
+		}
+		found = true
+		g.failPending(ErrNoGroup)
+		delete(h.groups, id)
+		delete(h.active, id)
+		delete(h.ready, id)
+	})
+	if err == nil && !found {
+		err = ErrNoGroup
+	}
+	return err
+}
+
+// TransferLeader asks the group's leader on this node to hand leadership
+// to node to.
+func (h *Host) TransferLeader(group, to uint64) error {
+	var rerr error
+	err := h.call(func() {
+		g := h.groups[group]
+		if g == nil {
+			rerr = ErrNoGroup
+			return
+		}
+		if !g.isLeader() {
+			rerr = &NotLeaderError{Group: group, Leader: g.leader}
+			return
+		}
+		h.unquiesce(g)
+		g.rn.TransferLeader(to)
+		h.ready[group] = g
+	})
+	if err != nil {
+		return err
+	}
+	return rerr
+}
+
+// Campaign makes this node's replica of the group start an election now.
+func (h *Host) Campaign(group uint64) error {
+	var rerr error
+	err := h.call(func() {
+		g := h.groups[group]
+		if g == nil {
+			rerr = ErrNoGroup
+			return
+		}
+		h.unquiesce(g)
+		rerr = g.rn.Campaign()
+		h.ready[group] = g
+	})
+	if err != nil {
+		return err
+	}
+	return rerr
+}
+
+// GroupStatus is what a host knows of one group.
+type GroupStatus struct {
+	ID        uint64
+	Leader    uint64
+	Term      uint64
+	State     string
+	Commit    uint64
+	LastIndex uint64
+	EndOffset int64 // committed end offset
+	Quiesced  bool
+	Voters    []uint64
+	Failed    string
+}
+
+// Status reports on one group.
+func (h *Host) Status(group uint64) (GroupStatus, error) {
+	var st GroupStatus
+	var rerr error
+	err := h.call(func() {
+		g := h.groups[group]
+		if g == nil {
+			rerr = ErrNoGroup
+			return
+		}
+		bs := g.rn.BasicStatus()
+		st = GroupStatus{
+			ID: group, Leader: bs.Lead, Term: bs.Term, State: bs.RaftState.String(),
+			Commit: bs.Commit, LastIndex: g.lastIndex(), EndOffset: g.committedEnd, Quiesced: g.quiesced,
+		}
+		_, cs, _ := g.store.InitialState()
+		st.Voters = append(st.Voters, cs.Voters...)
+		if g.failed != nil {
+			st.Failed = g.failed.Error()
+		}
+	})
+	if err != nil {
+		return st, err
+	}
+	return st, rerr
+}
+
+// Groups returns the ids of the groups on this host.
+func (h *Host) Groups() []uint64 {
+	var ids []uint64
+	_ = h.call(func() {
+		for id := range h.groups {
+			ids = append(ids, id)
+		}
+	})
+	return ids
+}
+
+// Group is one Raft group on a host. Only the host's goroutine touches it.
+type Group struct {
+	cfg   GroupConfig
+	rn    *raft.RawNode
+	store *raftlog.Storage
+
+	leader       uint64
+	state        raft.StateType
+	proposedEnd  int64 // the offset the next proposal gets (leader)
+	committedEnd int64
+	pending      []proposal // in proposal order
+	idle         int        // ticks without activity
+	quiesced     bool
+	failed       error
+}
+
+type proposal struct {
+	data  []byte
+	done  func(Result)
+	base  int64
+	index uint64 // 0 until the entry is seen appended
+	term  uint64
+}
+
+func (g *Group) isLeader() bool { return g.state == raft.StateLeader }
+
+func (g *Group) lastIndex() uint64 {
+	i, _ := g.store.LastIndex()
+	return i
+}
+
+func (g *Group) setState(ss *raft.SoftState) {
+	wasLeader := g.isLeader()
+	changed := ss.Lead != g.leader
+	g.leader, g.state = ss.Lead, ss.RaftState
+	if wasLeader && !g.isLeader() {
+		// Stepped down: what is pending may or may not commit.
+		for _, p := range g.pending {
+			p.done(Result{Err: &NotLeaderError{Group: g.cfg.ID, Leader: ss.Lead, Unknown: p.index != 0}})
+		}
+		g.pending = g.pending[:0]
+	}
+	if changed && g.cfg.OnLeader != nil {
+		g.cfg.OnLeader(ss.Lead, g.rn.BasicStatus().Term)
+	}
+}
+
+// assign records the index and term of this leader's proposals as their
+// entries are appended.
+func (g *Group) assign(ents []raftpb.Entry) {
+	k := 0
+	for k < len(g.pending) && g.pending[k].index != 0 {
+		k++
+	}
+	for _, e := range ents {
+		if k >= len(g.pending) {
+			return
+		}
+		if e.Type != raftpb.EntryNormal || len(e.Data) == 0 {
+			continue
+		}
+		p := &g.pending[k]
+		if &e.Data[0] == &p.data[0] {
+			p.index, p.term = e.Index, e.Term
+			k++
+		}
+	}
+}
+
+// resolve answers the proposals that entry e decides: the one it is, and
+// any before it that never made it.
+func (g *Group) resolve(e raftpb.Entry) {
+	n := 0
+	for n < len(g.pending) {
+		p := g.pending[n]
+		if p.index == 0 || p.index > e.Index {
+			break
+		}
+		if p.index == e.Index && p.term == e.Term {
+			p.done(Result{Base: p.base})
+		} else {
+			p.done(Result{Err: errProposalLost})
+		}
+		n++
+	}
+	if n > 0 {
+		g.pending = append(g.pending[:0], g.pending[n:]...)
+	}
+}
+
+func (g *Group) failPending(err error) {
+	for _, p := range g.pending {
+		p.done(Result{Err: err})
+	}
+	g.pending = g.pending[:0]
+}
+
+// fail stops the group after a storage error: Raft's state can no longer
+// be trusted to match the disk, so it neither votes nor acknowledges again
+// until the node restarts and recovers the log.
+func (g *Group) fail(h *Host, err error) {
+	h.cfg.Logger.Error("raft group failed", "group", g.cfg.ID, "err", err)
+	g.failed = fmt.Errorf("%w: %w", ErrGroupFailed, err)
+	g.failPending(g.failed)
+	delete(h.active, g.cfg.ID)
+}

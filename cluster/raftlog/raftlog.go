@@ -1,0 +1,619 @@
+// Package raftlog is the Raft log of a replicated partition, kept in the
+// partition's own segment log: one Raft entry per record batch, so every
+// message is on disk once, as Redpanda keeps it. It implements
+// go.etcd.io/raft/v3's Storage over a storage log that can cut its tail.
+//
+// # What is where
+//
+// A Raft entry is one of two kinds:
+//
+//   - a batch entry: its data is a record batch whose base offset the
+//     leader stamped. It is stored as that batch in the partition log, at
+//     that offset, and takes the batch's offsets.
+//   - a control entry: the empty entry a new leader appends, or a
+//     configuration change. It takes no offset and is not in the partition
+//     log: readers and subscribers never see it.
+//
+// Raft also needs each entry's term, its hard state (term, vote, commit)
+// and the configuration. These live in a small meta file (metaState) that
+// holds the first term of each run of entries (term starts, as Kafka's
+// leader-epoch checkpoint keeps the first offset of each epoch), every
+// control entry with the offset it sits at, the hard state, the conf state
+// and the compaction point. The meta file changes only on elections,
+// configuration changes and truncations, and is rewritten whole, atomically
+// and durably, each time: every term starts with its leader's empty entry,
+// so a batch entry never needs a meta write.
+//
+// The index of an entry is not stored anywhere: Open derives it from the
+// meta file and the partition log's batches, in order, placing each control
+// entry before the batch at its offset (see derive). A crash between the
+// writes of a truncation or an append leaves meta records the log no longer
+// backs; derive drops them.
+//
+// # Visibility
+//
+// The partition log's visible end is the offset after the last committed
+// batch entry: readers and subscribers see only what a quorum holds. Open
+// sets it from the commit index in the meta file, which is written lazily
+// (with other meta changes); after a restart a follower shows less until
+// its leader tells it the commit index again, never more.
+package raftlog
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Log is the partition log under a Raft log: a storage log whose tail can be
+// cut off (storage.Truncater).
+type Log interface {
+	storage.Log
+	// Truncate removes every batch at or after offset end, durably.
+	Truncate(end int64) error
+}
+
+// MetaStore keeps the meta file: Save replaces it atomically (and durably,
+// for a durable partition); Load returns nil, nil when there is none.
+type MetaStore interface {
+	Load() ([]byte, error)
+	Save(data []byte) error
+}
+
+// ErrMismatch is returned when an entry does not fit the log: a batch
+// entry whose base offset is not the log's end offset, or data that is not
+// a record batch. Either is a bug or damage, never a normal condition.
+var ErrMismatch = errors.New("raftlog: entry does not fit the partition log")
+
+// termStart says that entries from Index on have Term (until the next one).
+type termStart struct {
+	Term  uint64 `json:"t"`
+	Index uint64 `json:"i"`
+}
+
+// control is a control entry: its index, type and data, and the offset it
+// sits at (the log's end offset when it was appended).
+type control struct {
+	Index  uint64           `json:"i"`
+	Offset int64            `json:"o"`
+	Type   raftpb.EntryType `json:"y,omitempty"`
+	Data   []byte           `json:"d,omitempty"`
+	term   uint64           // filled from term starts
+}
+
+// metaState is the meta file's content.
+type metaState struct {
+	Version int              `json:"v"`
+	Hard    raftpb.HardState `json:"hard"`
+	Conf    raftpb.ConfState `json:"conf"`
+	Terms   []termStart      `json:"terms,omitempty"`
+	Ctl     []control        `json:"ctl,omitempty"`
+	// Compacted is the index and term of the entry before the first one
+	// held, and the offset after it.
+	Compacted struct {
+		Index  uint64 `json:"i"`
+		Term   uint64 `json:"t"`
+		Offset int64  `json:"o"`
+	} `json:"compacted"`
+}
+
+const metaVersion = 1
+
+// Storage is a Raft log over a partition log. The Raft loop calls every
+// method; the mutex lets metrics and the admin API read it too.
+type Storage struct {
+	log  Log
+	meta MetaStore
+
+	mu    sync.Mutex
+	st    metaState
+	first uint64  // index of offs[0]
+	offs  []int64 // per entry from first: a batch's base offset, or a control entry's offset
+	cnts  []int32 // per entry: a batch's record count, 0 for a control entry
+	ctl   map[uint64]control
+	end   int64 // offset end of the last entry
+	dirty bool  // st has changes not yet saved (commit only)
+
+	// The data of the entries after the last one made visible (Commit),
+	// from index tailFirst: the partition log serves only visible batches,
+	// and the leader sends uncommitted ones to followers.
+	tailFirst uint64
+	tail      [][]byte
+}
+
+// Open derives the Raft log from the partition log and its meta file, and
+// sets the log's visible end to what is committed.
+func Open(l Log, meta MetaStore) (*Storage, error) {
+	s := &Storage{log: l, meta: meta, ctl: map[uint64]control{}}
+	data, err := meta.Load()
+	if err != nil {
+		return nil, fmt.Errorf("raftlog: read meta: %w", err)
+	}
+	if data != nil {
+		if err := json.Unmarshal(data, &s.st); err != nil {
+			return nil, fmt.Errorf("raftlog: meta file damaged: %w", err)
+		}
+		if s.st.Version != metaVersion {
+			return nil, fmt.Errorf("raftlog: meta version %d, want %d", s.st.Version, metaVersion)
+		}
+	}
+	if err := s.derive(); err != nil {
+		return nil, err
+	}
+	commit := min(s.st.Hard.Commit, s.lastIndex())
+	s.log.SetVisible(s.offsetEnd(commit))
+	return s, nil
+}
+
+// derive rebuilds the entry list from the log's batches and the meta
+// file's control entries, and drops meta records the log does not back.
+// It keeps the data of the entries after the saved commit index (tail).
+func (s *Storage) derive() error {
+	start, _ := s.log.Bounds()
+	c := s.st.Compacted
+	if c.Offset < start {
+		return fmt.Errorf("raftlog: partition log starts at %d, after the compaction point %d", start, c.Offset)
+	}
+	s.first = c.Index + 1
+	s.end = c.Offset
+	commit := s.st.Hard.Commit
+	s.tailFirst = max(commit+1, s.first)
+	var ctls []control
+	ci := 0
+	for ci < len(s.st.Ctl) && s.st.Ctl[ci].Index <= c.Index {
+		ci++ // at or below the compaction point: gone
+	}
+	next := s.first
+	keep := func(data []byte) {
+		if next >= s.tailFirst {
+			s.tail = append(s.tail, data)
+		}
+		next++
+	}
+	// placeCtl places the control entries that sit at the current end and
+	// whose index is the next one; a record that does not fit is not
+	// backed by the log (a crash cut the log after it was saved), and
+	// neither is any after it.
+	placeCtl := func() {
+		for ci < len(s.st.Ctl) {
+			k := s.st.Ctl[ci]
+			if k.Offset != s.end || k.Index != next {
+				return
+			}
+			s.offs = append(s.offs, k.Offset)
+			s.cnts = append(s.cnts, 0)
+			ctls = append(ctls, k)
+			keep(nil)
+			ci++
+		}
+	}
+	var bad error
+	from := c.Offset
+	for {
+		progressed := false
+		err := s.readAll(from, func(b wire.Batch) bool {
+			base := b.BaseOffset()
+			if base != s.end {
+				bad = fmt.Errorf("%w: batch at %d, expected %d", ErrMismatch, base, s.end)
+				return false
+			}
+			placeCtl()
+			s.offs = append(s.offs, base)
+			s.cnts = append(s.cnts, int32(b.Count()))
+			s.end = base + int64(b.Count())
+			if next >= s.tailFirst {
+				keep(append([]byte(nil), b...))
+			} else {
+				keep(nil)
+			}
+			from = s.end
+			progressed = true
+			return true
+		})
+		if err != nil {
+			return fmt.Errorf("raftlog: read partition log: %w", err)
+		}
+		if bad != nil {
+			return bad
+		}
+		if !progressed {
+			break
+		}
+	}
+	placeCtl()
+	s.tailFirst = min(s.tailFirst, s.lastIndex()+1)
+	dropped := ci < len(s.st.Ctl)
+	s.st.Ctl = ctls
+	last := s.lastIndex()
+	var terms []termStart
+	for _, t := range s.st.Terms {
+		if t.Index <= last {
+			terms = append(terms, t)
+		} else {
+			dropped = true // beyond the last entry: not backed
+		}
+	}
+	s.st.Terms = terms
+	for i := range s.st.Ctl {
+		k := s.st.Ctl[i]
+		k.term = s.termOf(k.Index)
+		s.ctl[k.Index] = k
+	}
+	if dropped {
+		return s.save()
+	}
+	return nil
+}
+
+// readAll reads the partition log from offset, in whatever the log holds
+// beyond its visible end too: Raft entries are stored before they commit.
+func (s *Storage) readAll(from int64, fn func(wire.Batch) bool) error {
+	// A freshly opened log shows everything it recovered; Open lowers the
+	// visible end to the commit only after deriving.
+	_, vis := s.log.Bounds()
+	if from >= vis {
+		return nil
+	}
+	err := s.log.Read(from, 4<<20, fn)
+	if errors.Is(err, storage.ErrOffsetOutOfRange) {
+		return nil
+	}
+	return err
+}
+
+func (s *Storage) lastIndex() uint64 { return s.first + uint64(len(s.offs)) - 1 }
+
+// offsetEnd returns the offset after entry i (the compaction point's for
+// i below the first entry).
+func (s *Storage) offsetEnd(i uint64) int64 {
+	if i < s.first || len(s.offs) == 0 {
+		return s.st.Compacted.Offset
+	}
+	k := min(i-s.first, uint64(len(s.offs)-1))
+	return s.offs[k] + int64(s.cnts[k])
+}
+
+// termOf returns the term of entry i from the term starts.
+func (s *Storage) termOf(i uint64) uint64 {
+	if i == s.st.Compacted.Index {
+		return s.st.Compacted.Term
+	}
+	n := sort.Search(len(s.st.Terms), func(k int) bool { return s.st.Terms[k].Index > i })
+	if n == 0 {
+		return s.st.Compacted.Term
+	}
+	return s.st.Terms[n-1].Term
+}
+
+func (s *Storage) save() error {
+	s.st.Version = metaVersion
+	data, err := json.Marshal(&s.st)
+	if err != nil {
+		return err
+	}
+	if err := s.meta.Save(data); err != nil {
+		return fmt.Errorf("raftlog: write meta: %w", err)
+	}
+	s.dirty = false
+	return nil
+}
+
+// InitialState implements raft.Storage.
+func (s *Storage) InitialState() (raftpb.HardState, raftpb.ConfState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hs := s.st.Hard
+	hs.Commit = min(hs.Commit, s.lastIndex())
+	return hs, s.st.Conf, nil
+}
+
+// Entries implements raft.Storage: the entries in [lo, hi), at most about
+// maxSize bytes but at least one.
+func (s *Storage) Entries(lo, hi, maxSize uint64) ([]raftpb.Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if lo < s.first {
+		return nil, raft.ErrCompacted
+	}
+	if hi > s.lastIndex()+1 {
+		return nil, fmt.Errorf("raftlog: entries [%d, %d) beyond the last index %d", lo, hi, s.lastIndex())
+	}
+	var out []raftpb.Entry
+	var size uint64
+	add := func(e raftpb.Entry) bool {
+		size += uint64(e.Size())
+		if len(out) > 0 && size > maxSize {
+			return false
+		}
+		out = append(out, e)
+		return true
+	}
+	i := lo
+	for i < hi {
+		k := i - s.first
+		if s.cnts[k] == 0 {
+			c := s.ctl[i]
+			if !add(raftpb.Entry{Term: c.term, Index: i, Type: c.Type, Data: c.Data}) {
+				return out, nil
+			}
+			i++
+			continue
+		}
+		if i >= s.tailFirst {
+			if !add(raftpb.Entry{Term: s.termOf(i), Index: i, Type: raftpb.EntryNormal, Data: s.tail[i-s.tailFirst]}) {
+				return out, nil
+			}
+			i++
+			continue
+		}
+		// A run of visible batch entries: read them from the log in one pass.
+		var rerr error
+		full := false
+		err := s.log.Read(s.offs[k], int(min(maxSize, 64<<20)), func(b wire.Batch) bool {
+			if i >= hi || i >= s.tailFirst || s.cnts[i-s.first] == 0 {
+				return false
+			}
+			if b.BaseOffset() != s.offs[i-s.first] {
+				rerr = fmt.Errorf("%w: entry %d wants offset %d, log has %d", ErrMismatch, i, s.offs[i-s.first], b.BaseOffset())
+				return false
+			}
+			data := make([]byte, len(b))
+			copy(data, b)
+			if !add(raftpb.Entry{Term: s.termOf(i), Index: i, Type: raftpb.EntryNormal, Data: data}) {
+				full = true
+				return false
+			}
+			i++
+			return true
+		})
+		switch {
+		case errors.Is(err, storage.ErrOffsetOutOfRange):
+			return nil, raft.ErrCompacted
+		case err != nil:
+			return nil, err
+		case rerr != nil:
+			return nil, rerr
+		case full:
+			return out, nil
+		case i-s.first == k:
+			return nil, raft.ErrUnavailable // the log served nothing
+		}
+	}
+	return out, nil
+}
+
+// Term implements raft.Storage.
+func (s *Storage) Term(i uint64) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i < s.first-1 {
+		return 0, raft.ErrCompacted
+	}
+	if i > s.lastIndex() {
+		return 0, raft.ErrUnavailable
+	}
+	return s.termOf(i), nil
+}
+
+// LastIndex implements raft.Storage.
+func (s *Storage) LastIndex() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastIndex(), nil
+}
+
+// FirstIndex implements raft.Storage.
+func (s *Storage) FirstIndex() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.first, nil
+}
+
+// Snapshot implements raft.Storage. Catching a replica up past the
+// compaction point (from whole segments) is not built yet: raft is told to
+// try later, and keeps the replica probing.
+func (s *Storage) Snapshot() (raftpb.Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.st.Compacted.Index == 0 {
+		return raftpb.Snapshot{Metadata: raftpb.SnapshotMetadata{ConfState: s.st.Conf}}, nil
+	}
+	return raftpb.Snapshot{}, raft.ErrSnapshotTemporarilyUnavailable
+}
+
+// Append stores entries from a Ready, cutting off any entries they replace.
+// Batch entries are written to the partition log (Sync makes them durable);
+// control entries and new terms are saved in the meta file before Append
+// returns.
+func (s *Storage) Append(ents []raftpb.Entry) error {
+	if len(ents) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lo := ents[0].Index
+	if lo < s.first {
+		return fmt.Errorf("raftlog: append at %d below the first index %d", lo, s.first)
+	}
+	if lo > s.lastIndex()+1 {
+		return fmt.Errorf("raftlog: append at %d leaves a gap after %d", lo, s.lastIndex())
+	}
+	metaChanged := false
+	if lo <= s.lastIndex() {
+		// Cut the log first, then the meta file: a crash between the two
+		// leaves meta records that derive drops.
+		if lo < s.tailFirst {
+			return fmt.Errorf("raftlog: append at %d would cut committed entries (up to %d)", lo, s.tailFirst-1)
+		}
+		k := lo - s.first
+		cut := s.offs[k]
+		if err := s.log.Truncate(cut); err != nil {
+			return fmt.Errorf("raftlog: truncate at entry %d (offset %d): %w", lo, cut, err)
+		}
+		for idx := lo; idx <= s.lastIndex(); idx++ {
+			delete(s.ctl, idx)
+		}
+		s.offs, s.cnts = s.offs[:k], s.cnts[:k]
+		clear(s.tail[lo-s.tailFirst:])
+		s.tail = s.tail[:lo-s.tailFirst]
+		s.end = cut
+		n := sort.Search(len(s.st.Ctl), func(j int) bool { return s.st.Ctl[j].Index >= lo })
+		s.st.Ctl = s.st.Ctl[:n]
+		n = sort.Search(len(s.st.Terms), func(j int) bool { return s.st.Terms[j].Index >= lo })
+		s.st.Terms = s.st.Terms[:n]
+		metaChanged = true
+	}
+	// Record new terms and control entries, and save them before any batch
+	// of theirs is written.
+	lastTerm := s.termOf(lo - 1)
+	for i := range ents {
+		e := &ents[i]
+		if e.Term != lastTerm {
+			s.st.Terms = append(s.st.Terms, termStart{Term: e.Term, Index: e.Index})
+			lastTerm = e.Term
+			metaChanged = true
+		}
+		if e.Type != raftpb.EntryNormal || len(e.Data) == 0 {
+			metaChanged = true
+		}
+	}
+	end := s.end
+	for i := range ents {
+		e := &ents[i]
+		if e.Type == raftpb.EntryNormal && len(e.Data) > 0 {
+			b := wire.Batch(e.Data)
+			if len(e.Data) < wire.BatchHeaderSize || b.BaseOffset() != end {
+				return fmt.Errorf("%w: entry %d at offset %d, log end %d", ErrMismatch, e.Index, batchBase(e.Data), end)
+			}
+			end += int64(b.Count())
+			continue
+		}
+		s.st.Ctl = append(s.st.Ctl, control{Index: e.Index, Offset: end, Type: e.Type, Data: e.Data})
+	}
+	if metaChanged {
+		if err := s.save(); err != nil {
+			return err
+		}
+	}
+	for i := range ents {
+		e := &ents[i]
+		if e.Type == raftpb.EntryNormal && len(e.Data) > 0 {
+			in := wire.Batch(e.Data)
+			base, count := in.BaseOffset(), in.Count()
+			b := storage.NewBuf(len(e.Data))
+			copy(b.B, e.Data)
+			err := s.log.Append(b, wire.Batch(b.B))
+			b.Release() // the log took its own reference, or a copy
+			if err != nil {
+				return fmt.Errorf("raftlog: append entry %d: %w", e.Index, err)
+			}
+			s.offs = append(s.offs, base)
+			s.cnts = append(s.cnts, int32(count))
+			s.tail = append(s.tail, e.Data)
+			s.end = base + int64(count)
+			continue
+		}
+		c := control{Index: e.Index, Offset: s.end, Type: e.Type, Data: e.Data, term: e.Term}
+		s.ctl[e.Index] = c
+		s.offs = append(s.offs, s.end)
+		s.cnts = append(s.cnts, 0)
+		s.tail = append(s.tail, nil)
+	}
+	return nil
+}
+
+func batchBase(b []byte) int64 {
+	if len(b) < wire.BatchHeaderSize {
+		return -1
+	}
+	return wire.Batch(b).BaseOffset()
+}
+
+// Sync makes the appended batches durable.
+func (s *Storage) Sync() error {
+	_, err := s.log.Sync()
+	return err
+}
+
+// SetHardState records Raft's hard state. A new term or vote is saved
+// durably before it returns (Raft must not send a message that depends on
+// it before); a new commit index alone is kept in memory and saved with the
+// next meta change. It also moves the log's visible end to the commit.
+func (s *Storage) SetHardState(hs raftpb.HardState) error {
+	if raft.IsEmptyHardState(hs) {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.st.Hard
+	s.st.Hard = hs
+	if hs.Term != old.Term || hs.Vote != old.Vote {
+		return s.save()
+	}
+	if hs.Commit != old.Commit {
+		s.dirty = true
+	}
+	return nil
+}
+
+// SetConfState records a configuration applied from a committed entry.
+func (s *Storage) SetConfState(cs raftpb.ConfState) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.Conf = cs
+	return s.save()
+}
+
+// Commit makes the batches up to entry index visible to readers and
+// returns the offset after them.
+func (s *Storage) Commit(index uint64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	index = min(index, s.lastIndex())
+	end := s.offsetEnd(index)
+	s.log.SetVisible(end)
+	if index >= s.tailFirst {
+		n := index + 1 - s.tailFirst
+		clear(s.tail[:n])
+		s.tail = s.tail[n:]
+		s.tailFirst = index + 1
+	}
+	return end
+}
+
+// SaveCommit writes a commit index kept in memory since the last meta
+// change, so a restart shows more of the log at once. It is optional.
+func (s *Storage) SaveCommit() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.dirty {
+		return nil
+	}
+	return s.save()
+}
+
+// EndOffset returns the offset after the last entry: where the leader
+// stamps the next batch it proposes once everything proposed is appended.
+func (s *Storage) EndOffset() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.end
+}
+
+// OffsetEnd returns the offset after entry i.
+func (s *Storage) OffsetEnd(i uint64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.offsetEnd(i)
+}
+
+// Log returns the partition log.
+func (s *Storage) Log() Log { return s.log }
