@@ -100,6 +100,10 @@ type GroupConfig struct {
 	// OnLeader, if set, is called on the host's goroutine when the group's
 	// leader or term changes (leader 0: none known).
 	OnLeader func(leader, term uint64)
+	// Forward lets followers forward proposals to the leader
+	// (ProposeForward): the controller's way. Partitions leave it off, so
+	// a publish at a follower is answered with the leader's address.
+	Forward bool
 }
 
 // Errors of proposals.
@@ -484,9 +488,6 @@ func (h *Host) handleReady(g *Group) {
 		g.assign(rd.Entries)
 	}
 	h.send(rd.Messages, g, true)
-	if rd.SoftState != nil && rd.RaftState == raft.StateLeader {
-		g.proposedEnd = g.store.EndOffset()
-	}
 	if n := len(rd.CommittedEntries); n > 0 {
 		g.idle = 0
 		for _, e := range rd.CommittedEntries {
@@ -529,9 +530,10 @@ func (h *Host) handleReady(g *Group) {
 	g.rn.Advance(rd)
 }
 
-// Propose proposes a record batch to the group. The host copies it and
-// stamps its base offset; done is called on the host's goroutine once the
-// batch is committed (with its base offset) or failed. done must not block.
+// Propose proposes a record batch to the group, through this node, which
+// must lead it. The host copies the batch; done is called on the host's
+// goroutine once the batch is committed, with the base offset the log
+// stamped on it, or failed. done must not block.
 func (h *Host) Propose(group uint64, batch []byte, done func(Result)) {
 	if len(batch) < wire.BatchHeaderSize || wire.BatchSize(batch) != len(batch) {
 		done(Result{Err: ErrBadBatch})
@@ -556,8 +558,6 @@ func (h *Host) propose(group uint64, data []byte, done func(Result)) {
 		done(Result{Err: &NotLeaderError{Group: group, Leader: g.leader}})
 		return
 	}
-	b := wire.Batch(data)
-	b.SetBaseOffset(g.proposedEnd)
 	if err := g.rn.Propose(data); err != nil {
 		if errors.Is(err, raft.ErrProposalDropped) {
 			err = &NotLeaderError{Group: group, Leader: g.leader}
@@ -565,11 +565,45 @@ func (h *Host) propose(group uint64, data []byte, done func(Result)) {
 		done(Result{Err: err})
 		return
 	}
-	g.proposedEnd += int64(b.Count())
-	g.pending = append(g.pending, proposal{data: data, done: done, base: b.BaseOffset()})
+	g.pending = append(g.pending, proposal{data: data, done: done})
 	g.idle = 0
 	h.unquiesce(g)
 	h.ready[group] = g
+}
+
+// ProposeForward proposes a record batch to the group from any replica:
+// a follower forwards it to the leader (GroupConfig.Forward must be set).
+// Nobody is told its outcome: the caller learns it by seeing the entry
+// applied (OnApply), as etcd matches requests by id, and retries after a
+// timeout. It fails at once only when no leader is known or the group is
+// not here.
+func (h *Host) ProposeForward(group uint64, batch []byte) error {
+	if len(batch) < wire.BatchHeaderSize || wire.BatchSize(batch) != len(batch) {
+		return ErrBadBatch
+	}
+	data := append([]byte(nil), batch...)
+	var rerr error
+	err := h.call(func() {
+		g := h.groups[group]
+		switch {
+		case g == nil:
+			rerr = ErrNoGroup
+		case g.failed != nil:
+			rerr = g.failed
+		default:
+			if err := g.rn.Propose(data); err != nil {
+				rerr = &NotLeaderError{Group: group, Leader: g.leader}
+				return
+			}
+			g.idle = 0
+			h.unquiesce(g)
+			h.ready[group] = g
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return rerr
 }
 
 // AddGroup creates a group on this host from cfg, recovering its state
@@ -613,7 +647,7 @@ func (h *Host) AddGroup(cfg GroupConfig) error {
 			MaxInflightMsgs:           256,
 			CheckQuorum:               true,
 			PreVote:                   true,
-			DisableProposalForwarding: true,
+			DisableProposalForwarding: !cfg.Forward,
 			Logger:                    raftLogger{h.cfg.Logger.With("group", cfg.ID)},
 		})
 		if err != nil {
@@ -755,7 +789,6 @@ type Group struct {
 
 	leader       uint64
 	state        raft.StateType
-	proposedEnd  int64 // the offset the next proposal gets (leader)
 	committedEnd int64
 	pending      []proposal // in proposal order
 	idle         int        // ticks without activity
@@ -766,7 +799,6 @@ type Group struct {
 type proposal struct {
 	data  []byte
 	done  func(Result)
-	base  int64
 	index uint64 // 0 until the entry is seen appended
 	term  uint64
 }
@@ -826,7 +858,7 @@ func (g *Group) resolve(e raftpb.Entry) {
 			break
 		}
 		if p.index == e.Index && p.term == e.Term {
-			p.done(Result{Base: p.base})
+			p.done(Result{Base: g.store.BaseOffset(e.Index)})
 		} else {
 			p.done(Result{Err: errProposalLost})
 		}

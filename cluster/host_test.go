@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/ratatoskr-mq/ratatoskr/cluster/internal/testlog"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
@@ -83,12 +84,20 @@ type testCluster struct {
 	ids   []uint64
 	nodes map[uint64]*node
 	sync  bool
+
+	forward bool
+	amu     sync.Mutex
+	applied map[uint64][]string // per node: the first record value of each applied entry
 }
 
 const testGroup = 7
 
 func newTestCluster(t *testing.T, n int, sync bool) *testCluster {
-	c := &testCluster{t: t, net: newTestNet(), nodes: map[uint64]*node{}, sync: sync}
+	return buildTestCluster(t, n, sync, false)
+}
+
+func buildTestCluster(t *testing.T, n int, sync, forward bool) *testCluster {
+	c := &testCluster{t: t, net: newTestNet(), nodes: map[uint64]*node{}, sync: sync, forward: forward}
 	for i := 1; i <= n; i++ {
 		c.ids = append(c.ids, uint64(i))
 	}
@@ -120,7 +129,19 @@ func (c *testCluster) start(id uint64) {
 		Logger:       slog.New(slog.DiscardHandler),
 	})
 	h.Start()
-	require.NoError(c.t, h.AddGroup(GroupConfig{ID: testGroup, Voters: c.ids, Log: nd.log, Meta: nd.meta, Sync: c.sync}))
+	require.NoError(c.t, h.AddGroup(GroupConfig{ID: testGroup, Voters: c.ids, Log: nd.log, Meta: nd.meta, Sync: c.sync,
+		Forward: c.forward, OnApply: func(e raftpb.Entry) {
+			it := wire.Batch(e.Data).Records()
+			var r wire.Record
+			if it.Next(&r) {
+				c.amu.Lock()
+				if c.applied == nil {
+					c.applied = map[uint64][]string{}
+				}
+				c.applied[id] = append(c.applied[id], string(r.Value))
+				c.amu.Unlock()
+			}
+		}}))
 	c.net.mu.Lock()
 	c.net.hosts[id] = h
 	c.net.mu.Unlock()
@@ -398,4 +419,36 @@ func TestTransferLeader(t *testing.T) {
 	require.Equal(t, int64(1), r.Base)
 	var nl *NotLeaderError
 	require.True(t, errors.As(c.propose(lead, "c").Err, &nl))
+}
+
+// TestProposeForward: a follower's proposal reaches the leader and is
+// applied on every node, in the same order.
+func TestProposeForward(t *testing.T) {
+	c := buildTestCluster(t, 3, false, true)
+	lead := c.leader(0)
+	var follower uint64
+	for _, id := range c.ids {
+		if id != lead {
+			follower = id
+		}
+	}
+	require.ErrorIs(t, c.nodes[follower].host.ProposeForward(testGroup, []byte{1}), ErrBadBatch)
+	for i := range 5 {
+		require.NoError(t, c.nodes[follower].host.ProposeForward(testGroup, c.batch(fmt.Sprint("f", i))))
+	}
+	waitFor(t, "applied everywhere", func() bool {
+		c.amu.Lock()
+		defer c.amu.Unlock()
+		for _, id := range c.ids {
+			if len(c.applied[id]) < 5 {
+				return false
+			}
+		}
+		return true
+	})
+	c.amu.Lock()
+	defer c.amu.Unlock()
+	for _, id := range c.ids {
+		require.Equal(t, []string{"f0", "f1", "f2", "f3", "f4"}, c.applied[id])
+	}
 }

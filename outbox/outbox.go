@@ -179,6 +179,19 @@ func (o *Outbox) SetDetachable(p any, ok bool) {
 	o.detached = slices.DeleteFunc(o.detached, func(d Detachment) bool { return d.P == p })
 }
 
+// Detach detaches the outbox's live subscription to p at from whether or
+// not it is stuck: its connection resumes p from from with a replay, as for
+// a stuck one. A replicated partition does it when batches became visible
+// that it could not fan out (committed under a previous leader).
+func (o *Outbox) Detach(p any, from int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.dead {
+		return
+	}
+	o.detached = append(o.detached, Detachment{P: p, From: from})
+}
+
 // TakeResumable hands the writer the outbox's detachments once its reader
 // has taken bytes since it was detached (it is no longer parked), for its
 // connection to resume them; nil otherwise.

@@ -52,6 +52,9 @@ type Partition struct {
 	ID    int32
 	Shard *Shard
 	Log   storage.Log
+	// Replica, when set (before the partition is adopted), replicates its
+	// publishes instead of storing them (replica.go).
+	Replica Replicator
 
 	// shard-owned
 	sync    SyncPolicy       // changed at run time through SetSync
@@ -130,6 +133,8 @@ const (
 	opUnwait
 	opCatchUp
 	opSetSync
+	opReplicated // a replicated publish's outcome (replica.go)
+	opAdvance    // a replicated partition's group committed up to n
 )
 
 // Op is one operation for a shard, built by a partition's methods and
@@ -147,7 +152,7 @@ type Op struct {
 	waiter   *Waiter                  // opWait, opUnwait
 	n        int64                    // opSynced: written end; opWait, opCatchUp: offset
 	n2       int64                    // opSynced: durable end
-	err      error                    // opSynced: the write failed
+	err      error                    // opSynced: the write failed; opReplicated: the outcome
 	err2     error                    // opSynced: the fsync failed
 	fn       func(end int64, ok bool) // opCatchUp, opDelete
 }
@@ -328,6 +333,10 @@ func (s *Shard) handle(o *Op) {
 		s.catchUp(o.part, o.out, o.n, o.fn)
 	case opSetSync:
 		s.setSync(o.part, SyncPolicy{Mode: SyncMode(o.n), Interval: time.Duration(o.n2)})
+	case opReplicated:
+		s.replicated(o)
+	case opAdvance:
+		s.advance(o.part, o.n)
 	}
 }
 
@@ -354,7 +363,7 @@ func (s *Shard) setSync(p *Partition, sp SyncPolicy) {
 // fail answers an operation that cannot run with err.
 func (s *Shard) fail(o *Op, err *wire.Error) {
 	switch o.kind {
-	case opPublish:
+	case opPublish, opReplicated:
 		s.sendError(o.out, o.corr, len(o.buf.B)-int(o.batchOff), err)
 		o.buf.Release()
 	case opSubscribe, opUnsubscribe:
@@ -392,6 +401,10 @@ func (s *Shard) publish(o *Op) {
 		if answered, pr = s.dedup(o, p, batch); answered {
 			return
 		}
+	}
+	if p.Replica != nil {
+		s.replicate(o, p, batch)
+		return
 	}
 	base := p.next
 	batch.SetBaseOffset(base)

@@ -7,9 +7,12 @@
 //
 // A Raft entry is one of two kinds:
 //
-//   - a batch entry: its data is a record batch whose base offset the
-//     leader stamped. It is stored as that batch in the partition log, at
-//     that offset, and takes the batch's offsets.
+//   - a batch entry: its data is a record batch. It is stored as that
+//     batch in the partition log, stamped with the log's end offset as its
+//     base (the same on every replica, since their logs match up to it),
+//     and takes the batch's offsets. The entry's data keeps whatever base
+//     offset it came with; Entries serves the stored, stamped copy once
+//     the batch is committed.
 //   - a control entry: the empty entry a new leader appends, or a
 //     configuration change. It takes no offset and is not in the partition
 //     log: readers and subscribers never see it.
@@ -68,9 +71,9 @@ type MetaStore interface {
 	Save(data []byte) error
 }
 
-// ErrMismatch is returned when an entry does not fit the log: a batch
-// entry whose base offset is not the log's end offset, or data that is not
-// a record batch. Either is a bug or damage, never a normal condition.
+// ErrMismatch is returned when an entry does not fit the log: data that is
+// not a record batch, or a log whose batches do not follow each other.
+// Either is a bug or damage, never a normal condition.
 var ErrMismatch = errors.New("raftlog: entry does not fit the partition log")
 
 // termStart says that entries from Index on have Term (until the next one).
@@ -489,11 +492,10 @@ func (s *Storage) Append(ents []raftpb.Entry) error {
 	for i := range ents {
 		e := &ents[i]
 		if e.Type == raftpb.EntryNormal && len(e.Data) > 0 {
-			b := wire.Batch(e.Data)
-			if len(e.Data) < wire.BatchHeaderSize || b.BaseOffset() != end {
-				return fmt.Errorf("%w: entry %d at offset %d, log end %d", ErrMismatch, e.Index, batchBase(e.Data), end)
+			if wire.BatchSize(e.Data) != len(e.Data) {
+				return fmt.Errorf("%w: entry %d is not a record batch", ErrMismatch, e.Index)
 			}
-			end += int64(b.Count())
+			end += int64(wire.Batch(e.Data).Count())
 			continue
 		}
 		s.st.Ctl = append(s.st.Ctl, control{Index: e.Index, Offset: end, Type: e.Type, Data: e.Data})
@@ -506,10 +508,13 @@ func (s *Storage) Append(ents []raftpb.Entry) error {
 	for i := range ents {
 		e := &ents[i]
 		if e.Type == raftpb.EntryNormal && len(e.Data) > 0 {
-			in := wire.Batch(e.Data)
-			base, count := in.BaseOffset(), in.Count()
+			// The batch takes the next offsets of the log: the same on every
+			// replica, whose logs match up to here. The copy is stamped; the
+			// entry's data, which Raft may be sending, is not touched.
+			base, count := s.end, wire.Batch(e.Data).Count()
 			b := storage.NewBuf(len(e.Data))
 			copy(b.B, e.Data)
+			wire.Batch(b.B).SetBaseOffset(base)
 			err := s.log.Append(b, wire.Batch(b.B))
 			b.Release() // the log took its own reference, or a copy
 			if err != nil {
@@ -528,13 +533,6 @@ func (s *Storage) Append(ents []raftpb.Entry) error {
 		s.tail = append(s.tail, nil)
 	}
 	return nil
-}
-
-func batchBase(b []byte) int64 {
-	if len(b) < wire.BatchHeaderSize {
-		return -1
-	}
-	return wire.Batch(b).BaseOffset()
 }
 
 // Sync makes the appended batches durable.
@@ -606,6 +604,16 @@ func (s *Storage) EndOffset() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.end
+}
+
+// BaseOffset returns the base offset of entry i, a batch entry, or -1.
+func (s *Storage) BaseOffset(i uint64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i < s.first || i > s.lastIndex() || s.cnts[i-s.first] == 0 {
+		return -1
+	}
+	return s.offs[i-s.first]
 }
 
 // OffsetEnd returns the offset after entry i.
