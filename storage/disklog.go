@@ -84,11 +84,12 @@ func (c *DiskConfig) maxIndexEntries() int {
 //
 // Four mutexes of its own, each held briefly except wmu:
 //
-//   - wmu: one writer at a time (WritePending and Append, Sync, Close and
-//     Drop, flushSegment). It owns active, group and the segments'
-//     pinned, wrd and wwr, and is the only lock held across disk I/O.
-//   - segMu: orders changes to segs (roll, under wmu; Retain, on the
-//     shard, without wmu).
+//   - wmu: one writer at a time (WritePending and Append, Sync, Truncate,
+//     Close and Drop, flushSegment). It owns active, group and the
+//     segments' pinned, wrd, wwr, tail and idxMax, and is the only lock
+//     held across disk I/O.
+//   - segMu: orders changes to segs (roll and Truncate, under wmu;
+//     Retain, on the shard, without wmu).
 //   - smu: staged, spare and broken (Stage on the shard; the writer takes
 //     the batches; Close and Drop release them). It is a leaf.
 //   - mu: dirSync, corrupt, the segments' skips and isClosed. It is a leaf
@@ -117,12 +118,13 @@ func (c *DiskConfig) maxIndexEntries() int {
 //
 // The atomics need no lock to read. segs is replaced, never modified,
 // under segMu; start is stored by Retain under segMu; written, the
-// segments' size, next, maxTS and index, and failed and failErr (fail,
-// failSync) are stored by the writer under wmu; bytes is added to under
-// wmu and subtracted from under segMu; visible is stored by the shard
-// (SetVisible); closed by Close and Drop after isClosed. Readers take none
-// of the log's locks on the way: they use the atomics and the segments'
-// reference counts, and mu only to look up and record corruption.
+// segments' size, next, maxTS, cacheID and index, and failed and failErr
+// (fail, failSync) are stored by the writer under wmu; bytes is added to
+// under wmu and subtracted from under segMu (Retain, Truncate) or wmu
+// (Truncate); visible is stored by the shard (SetVisible); closed by
+// Close and Drop after isClosed. Readers take none of the log's locks on
+// the way: they use the atomics and the segments' reference counts, and
+// mu only to look up and record corruption.
 type DiskLog struct {
 	cfg DiskConfig
 	id  uint64 // distinguishes this log's blocks in the shared cache
@@ -579,7 +581,7 @@ func (l *DiskLog) writeGroup(rest []staged) (int, error) {
 	return n, nil
 }
 
-func (s *segment) indexFull() bool { return int(s.nidx.Load()) >= s.idxMax }
+func (s *segment) indexFull() bool { return int(s.index.Load().n.Load()) >= s.idxMax }
 
 // pin makes sure the writer holds the segment's files open and pinned (see
 // FileCache) before it writes: after the first write since a sync it
@@ -717,6 +719,11 @@ func (l *DiskLog) roll() error {
 func (l *DiskLog) Sync() (int64, error) {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
+	return l.syncLocked()
+}
+
+// syncLocked is Sync; the caller holds wmu.
+func (l *DiskLog) syncLocked() (int64, error) {
 	if l.failed.Load() {
 		// An fsync failed before (maybe the file cache's, on an eviction):
 		// Linux reports a writeback error once per descriptor, so syncing
@@ -896,7 +903,7 @@ func (l *DiskLog) Drop() error {
 // Called before the log's own reference is released.
 func (l *DiskLog) deleteSegment(s *segment) error {
 	var err error
-	if rerr := l.cfg.FS.Remove(s.path[:len(s.path)-len(logSuffix)] + indexSuffix); rerr != nil &&
+	if rerr := l.cfg.FS.Remove(s.indexPath()); rerr != nil &&
 		!errors.Is(rerr, fs.ErrNotExist) {
 		err = rerr
 	}

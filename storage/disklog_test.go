@@ -643,7 +643,7 @@ func TestSmallerSegmentBytesTrustsOldIndexes(t *testing.T) {
 	l, _ := openLog(t, fsys, big)
 	end := appendN(t, l, 40_000, 1)
 	require.Greater(t, l.Stats().Segments, 3)
-	require.Greater(t, int((*l.segs.Load())[0].nidx.Load()), 2048)
+	require.Greater(t, int((*l.segs.Load())[0].index.Load().n.Load()), 2048)
 	require.NoError(t, l.Close())
 
 	small := func(c *DiskConfig) { c.SegmentBytes = 1024; c.IndexInterval = 1 }
@@ -852,11 +852,11 @@ func TestSyncAfterAFailedEvictionSyncFails(t *testing.T) {
 func TestIndexGrowsWithTheSegment(t *testing.T) {
 	l, _ := openLog(t, vfs.NewMem(), func(c *DiskConfig) { c.SegmentBytes = 128 << 20; c.IndexInterval = 1 })
 	s := l.active
-	require.LessOrEqual(t, cap(*s.index.Load()), initialIndexEntries, "an empty segment's index is small")
+	require.LessOrEqual(t, cap(s.index.Load().entries), initialIndexEntries, "an empty segment's index is small")
 	require.Equal(t, int(128<<20)+1024, s.idxMax)
 	end := appendN(t, l, 5000, 1)
-	require.Greater(t, int(s.nidx.Load()), initialIndexEntries, "it grew")
-	require.Less(t, cap(*s.index.Load()), 4*int(s.nidx.Load()), "by doubling, not to its maximum")
+	require.Greater(t, int(s.index.Load().n.Load()), initialIndexEntries, "it grew")
+	require.Less(t, cap(s.index.Load().entries), 4*int(s.index.Load().n.Load()), "by doubling, not to its maximum")
 	for _, from := range []int64{0, 1, 777, 2500, end - 1} {
 		require.Equal(t, expected(from, end), readAll(t, l, from))
 	}

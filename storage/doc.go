@@ -27,6 +27,15 @@
 //   - [OfflineLog], for a partition whose log could not be opened: it
 //     refuses everything with the reason.
 //
+// Both MemLog and DiskLog are a [Truncater]: their tail can be cut off at
+// a batch boundary at or above the visible end. It exists for replicated
+// partitions, whose Raft log is the partition's log (one entry per batch):
+// a follower, or a deposed leader, must remove its uncommitted entries
+// that conflict with a new leader's before it appends those. A disk log
+// makes the cut durable before Truncate returns, in an order that leaves a
+// prefix of the log at every step, so a crash never brings the removed
+// batches back nor leaves a hole; it then appends from the cut as before.
+//
 // Shared by every log of a broker: a [FileCache] keeps segment files open
 // within a budget of descriptors, and a [Reclaimer] deletes removed
 // segments in the background, a few megabytes at a time, so a large

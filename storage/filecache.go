@@ -315,6 +315,15 @@ func (h *segFiles) dropWriter() {
 	closeFiles([]vfs.File{f})
 }
 
+// wantWriter asks for a direct handle again: a sealed segment is active
+// once more (Truncate). The next pin opens it, or learns that the file
+// system refuses O_DIRECT.
+func (h *segFiles) wantWriter() {
+	h.c.mu.Lock()
+	h.direct = true
+	h.c.mu.Unlock()
+}
+
 // rename records that the segment's file moved (to the reclaimer's
 // trash), so a reader still holding the segment can reopen it there.
 func (h *segFiles) rename(path string) {

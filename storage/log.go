@@ -58,6 +58,20 @@ type Staged interface {
 	Resume()
 }
 
+// Truncater is a Log whose tail can be cut off: replicated partitions
+// (package cluster) remove entries a new Raft leader overwrote.
+type Truncater interface {
+	Log
+	// Truncate removes every batch at or after offset end, which must be the
+	// base offset of a batch held or the log's end offset (a no-op), and not
+	// below the visible end (what readers may have seen is never taken back:
+	// ErrTruncateVisible). After it returns, no crash and no reopen finds the
+	// removed batches again. Called by the log's writer only (never
+	// concurrently with Append, Stage/WritePending or Sync); Stage'd
+	// batches not yet written at or above end are released and dropped.
+	Truncate(end int64) error
+}
+
 // LogStats describes a log for the admin API and metrics.
 type LogStats struct {
 	Start, End int64
@@ -96,7 +110,28 @@ var (
 	// ErrOffline: the partition's log could not be opened at start; it
 	// serves nothing until a restart opens it (OfflineLog).
 	ErrOffline = errors.New("storage: partition offline")
+	// ErrTruncateVisible: a truncation below the visible end, which would
+	// take back batches readers may have seen.
+	ErrTruncateVisible = errors.New("storage: truncate below the visible end")
+	// ErrTruncateBoundary: a truncation at an offset that is not the base
+	// offset of a batch the log holds (inside a batch, below the start, or
+	// in a corrupt range).
+	ErrTruncateBoundary = errors.New("storage: truncate offset is not a batch boundary")
+	// ErrTruncateBeyondEnd: a truncation above the log's end offset.
+	ErrTruncateBeyondEnd = errors.New("storage: truncate offset beyond the log's end")
 )
+
+// checkTruncate vets a truncation at end of a log whose visible end is
+// visible and whose end offset (written, or appended) is last.
+func checkTruncate(end, visible, last int64) error {
+	switch {
+	case end > last:
+		return fmt.Errorf("%w: offset %d, end %d", ErrTruncateBeyondEnd, end, last)
+	case end < visible:
+		return fmt.Errorf("%w: offset %d, visible end %d", ErrTruncateVisible, end, visible)
+	}
+	return nil
+}
 
 // UncutError is a failed write whose bytes could not be cut off the file
 // afterwards: the batches of that write, up to End, may be found by

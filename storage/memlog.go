@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
@@ -10,6 +11,11 @@ import (
 // MemLog is the log of a non-durable topic: the appended batches held in
 // memory by reference (the same Buf the shard fans out, so appending copies
 // nothing), bounded by bytes. It is lost on restart by design.
+//
+// Every appended batch is visible until the first SetVisible; from then on
+// readers see the batches below the end it set, as in a disk log. The
+// shard sets it after each append; a replicated partition sets it to what
+// its Raft group committed, so that Truncate may take back the rest.
 type MemLog struct {
 	maxBytes int64
 
@@ -18,7 +24,11 @@ type MemLog struct {
 	start   int64
 	end     int64
 	bytes   int64
+	visible int64 // the end SetVisible set, once gated
+	gated   bool  // SetVisible was called
 }
+
+var _ Truncater = (*MemLog)(nil)
 
 type memBatch struct {
 	buf   *Buf
@@ -77,30 +87,51 @@ func (m *MemLog) Sync() (int64, error) {
 	return m.end, nil
 }
 
-// SetVisible is a no-op: every appended batch is visible.
-func (m *MemLog) SetVisible(int64) {}
+// SetVisible lets readers see the batches below end, and from then on
+// only those (see MemLog).
+func (m *MemLog) SetVisible(end int64) {
+	m.mu.Lock()
+	m.visible, m.gated = end, true
+	m.mu.Unlock()
+}
 
-// Bounds returns the first offset held and the end offset.
+// visibleEnd is the end readers see. mu held.
+func (m *MemLog) visibleEnd() int64 {
+	if !m.gated {
+		return m.end
+	}
+	return min(m.visible, m.end)
+}
+
+// Bounds returns the first offset held and the visible end.
 func (m *MemLog) Bounds() (int64, int64) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	end := m.visibleEnd()
 	if len(m.batches) == 0 {
-		return m.end, m.end
+		return end, end
 	}
-	return m.start, m.end
+	return min(m.start, end), end
 }
 
-// Read calls fn with each batch from the one containing offset. The
-// read lock is held during the calls, so fn must not block.
+// Read calls fn with each visible batch from the one containing offset.
+// The read lock is held during the calls, so fn must not block.
 func (m *MemLog) Read(offset int64, maxBytes int, fn func(wire.Batch) bool) error {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if len(m.batches) > 0 && offset < m.start || len(m.batches) == 0 && offset < m.end {
+	end := m.visibleEnd()
+	if offset >= end {
+		return nil
+	}
+	if len(m.batches) > 0 && offset < m.start || len(m.batches) == 0 {
 		return ErrOffsetOutOfRange
 	}
 	i := m.find(offset)
 	for sent := 0; i < len(m.batches); i++ {
 		b := m.batches[i].batch
+		if b.BaseOffset() >= end {
+			return nil
+		}
 		sent += len(b)
 		if !fn(b) || sent >= maxBytes {
 			return nil
@@ -128,12 +159,38 @@ func (m *MemLog) find(offset int64) int {
 func (m *MemLog) OffsetForTime(ts int64) (int64, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	end := m.visibleEnd()
 	for _, b := range m.batches {
 		if b.maxTS >= ts {
-			return b.batch.BaseOffset(), nil
+			return min(b.batch.BaseOffset(), end), nil
 		}
 	}
-	return m.end, nil
+	return end, nil
+}
+
+// Truncate drops the batches at or after end (see Truncater), releasing
+// their buffers.
+func (m *MemLog) Truncate(end int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := checkTruncate(end, m.visibleEnd(), m.end); err != nil {
+		return err
+	}
+	i := m.find(end)
+	if end < m.end && (i == len(m.batches) || m.batches[i].batch.BaseOffset() != end) {
+		return fmt.Errorf("%w: offset %d", ErrTruncateBoundary, end)
+	}
+	for _, b := range m.batches[i:] {
+		m.bytes -= int64(len(b.batch))
+		b.buf.Release()
+	}
+	clear(m.batches[i:])
+	m.batches = m.batches[:i]
+	m.end = end
+	if i == 0 {
+		m.start = end
+	}
+	return nil
 }
 
 // Retain drops batches older than maxAge or beyond maxBytes (and always

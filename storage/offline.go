@@ -20,7 +20,7 @@ type OfflineLog struct {
 	err    error
 }
 
-var _ Log = (*OfflineLog)(nil)
+var _ Truncater = (*OfflineLog)(nil)
 
 // NewOfflineLog returns a log that refuses everything because of cause.
 func NewOfflineLog(cause error) *OfflineLog {
@@ -48,6 +48,9 @@ func (l *OfflineLog) Read(int64, int, func(wire.Batch) bool) error { return l.er
 
 // OffsetForTime refuses the lookup.
 func (l *OfflineLog) OffsetForTime(int64) (int64, error) { return 0, l.err }
+
+// Truncate refuses the cut.
+func (l *OfflineLog) Truncate(int64) error { return l.err }
 
 // Retain has nothing to remove: the data on disk is left for the operator.
 func (l *OfflineLog) Retain(time.Time, time.Duration, int64) (int, error) { return 0, nil }

@@ -50,12 +50,13 @@ func (c *BlockCache) Close() {
 	}
 }
 
-// blockKey names a block: the log, the segment's base, the block index.
-// The string views a stack array; ristretto hashes keys and keeps only the
-// hashes, so the view does not outlive the call.
-func blockKey(buf *[24]byte, log uint64, base int64, block int64) string {
+// blockKey names a block: the log, the segment's cache id (see
+// segment.cacheID), the block index. The string views a stack array;
+// ristretto hashes keys and keeps only the hashes, so the view does not
+// outlive the call.
+func blockKey(buf *[24]byte, log uint64, id uint64, block int64) string {
 	binary.LittleEndian.PutUint64(buf[0:], log)
-	binary.LittleEndian.PutUint64(buf[8:], uint64(base))
+	binary.LittleEndian.PutUint64(buf[8:], id)
 	binary.LittleEndian.PutUint64(buf[16:], uint64(block))
 	return unsafe.String(&buf[0], len(buf))
 }
@@ -66,25 +67,27 @@ func blockKey(buf *[24]byte, log uint64, base int64, block int64) string {
 // cache's Set is asynchronous and may not admit a block at all (a full
 // cache keeps what it judges hotter), and the unfinished last block of a
 // segment is never cached. Without these, each of those reads would go to
-// the file again. Data below a segment's size never changes, so a block
-// read once serves the rest of the Read call.
+// the file again. Data below a segment's size never changes under one
+// cache id (see extent), so a block read once serves the rest of the Read
+// call.
 type lastBlocks struct {
 	b    [2]heldBlock
 	next int // the entry the next block replaces
 }
 
 type heldBlock struct {
-	seg   *segment
+	id    uint64 // the segment's cache id; 0: no block
 	block int64
 	data  []byte // the block's bytes from its start, up to the limit when read
 	own   []byte // a buffer for blocks the cache does not hold
 }
 
-// find returns the held block of s that has the byte at pos, or nil.
-func (l *lastBlocks) find(s *segment, block, pos int64) *heldBlock {
+// find returns the held block of the segment cached as id that has the
+// byte at pos, or nil.
+func (l *lastBlocks) find(id uint64, block, pos int64) *heldBlock {
 	for i := range l.b {
 		h := &l.b[i]
-		if h.seg == s && h.block == block && pos < block*blockSize+int64(len(h.data)) {
+		if h.id == id && h.block == block && pos < block*blockSize+int64(len(h.data)) {
 			return h
 		}
 	}
@@ -128,24 +131,27 @@ func (u *fileUse) done() {
 	}
 }
 
-// readAt is ReadAt on s's read handle, without the count: the callers
-// need all of b, and ReadAt fails when it reads less.
-func (u *fileUse) readAt(s *segment, b []byte, pos int64) error {
+// readAt is ReadAt on s's read handle.
+func (u *fileUse) readAt(s *segment, b []byte, pos int64) (int, error) {
 	f, err := u.file(s)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	_, err = f.ReadAt(b, pos)
-	return err
+	return f.ReadAt(b, pos)
 }
 
 // readRange copies [pos, pos+len(dst)) of a segment into dst, a block at a
-// time: whole blocks (complete and immutable, below limit) through the
+// time: whole blocks (complete and immutable, below ext.size) through the
 // cache, the unfinished last block from the file. last keeps the blocks
 // used last for the next calls; with a nil last and no cache it reads dst
 // directly. The file is read through use.
-func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last *lastBlocks, use *fileUse) error {
+//
+// The file may be shorter than ext.size: Truncate cut it after the read
+// loaded ext. The bytes the read needs, below the visible end, are still
+// there, so a block that ends early is taken for what it holds.
+func (l *DiskLog) readRange(s *segment, ext extent, pos int64, dst []byte, last *lastBlocks, use *fileUse) error {
 	c := l.cfg.Cache
+	limit := ext.size
 	for len(dst) > 0 {
 		block := pos / blockSize
 		bstart := block * blockSize
@@ -153,25 +159,25 @@ func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last
 		var data []byte
 		var held *heldBlock
 		if last != nil {
-			held = last.find(s, block, pos)
+			held = last.find(ext.id, block, pos)
 		}
 		switch {
 		case held != nil:
 			data = held.data
 		case whole && c != nil:
 			var kb [24]byte
-			key := blockKey(&kb, l.id, s.base, block)
+			key := blockKey(&kb, l.id, ext.id, block)
 			var ok bool
 			if data, ok = c.c.Get(key); !ok {
 				data = make([]byte, blockSize)
-				if err := use.readAt(s, data, bstart); err != nil && !errors.Is(err, io.EOF) {
+				if _, err := use.readAt(s, data, bstart); err != nil && !errors.Is(err, io.EOF) {
 					return err
 				}
 				c.c.Set(key, data, blockSize)
 			}
 			if last != nil {
 				h := last.slot()
-				h.seg, h.block, h.data = s, block, data
+				h.id, h.block, h.data = ext.id, block, data
 			}
 		case last != nil && pos < limit:
 			// Not cached: the unfinished block up to limit, or any block
@@ -181,18 +187,22 @@ func (l *DiskLog) readRange(s *segment, pos int64, dst []byte, limit int64, last
 				h.own = make([]byte, blockSize)
 			}
 			data = h.own[:min(blockSize, limit-bstart)]
-			h.seg, h.block, h.data = nil, 0, nil // invalid until read
-			if err := use.readAt(s, data, bstart); err != nil {
-				if errors.Is(err, io.EOF) {
-					err = io.ErrUnexpectedEOF
+			h.id, h.block, h.data = 0, 0, nil // invalid until read
+			n, err := use.readAt(s, data, bstart)
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					return err
 				}
-				return err
+				if int64(n) <= pos-bstart {
+					return io.ErrUnexpectedEOF
+				}
+				data = data[:n] // cut by Truncate (see above)
 			}
-			h.seg, h.block, h.data = s, block, data
+			h.id, h.block, h.data = ext.id, block, data
 		default:
 			// No cache and no reader state, or a range that runs past
 			// limit (a damaged header's claim): straight from the file.
-			err := use.readAt(s, dst, pos)
+			_, err := use.readAt(s, dst, pos)
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
@@ -278,7 +288,8 @@ func (l *DiskLog) segmentFor(offset int64) (*segment, error) {
 // fails authentication is damage like a failed CRC.
 func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, sent *int,
 	buf *[]byte, plain *plainBuf, last *lastBlocks, fn func(wire.Batch) bool) (int64, bool, error) {
-	limit := s.size.Load()
+	ext := s.extent()
+	limit := ext.size
 	pos, expect := s.lookup(offset)
 	next := offset
 	var use fileUse
@@ -288,7 +299,7 @@ func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, s
 		if expect >= visible {
 			return next, true, nil
 		}
-		if err := l.readRange(s, pos, hdr[:], limit, last, &use); err != nil {
+		if err := l.readRange(s, ext, pos, hdr[:], last, &use); err != nil {
 			return next, true, err
 		}
 		size := int64(wire.BatchSize(hdr[:]))
@@ -300,7 +311,7 @@ func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, s
 				*buf = make([]byte, size)
 			}
 			batch = wire.Batch((*buf)[:size])
-			if err := l.readRange(s, pos, batch, limit, last, &use); err != nil {
+			if err := l.readRange(s, ext, pos, batch, last, &use); err != nil {
 				return next, true, err
 			}
 			ok = batch.CRC() == batch.ComputeCRC()
@@ -336,8 +347,8 @@ func (l *DiskLog) readSegment(s *segment, offset, visible int64, maxBytes int, s
 			return next, true, nil
 		}
 	}
-	if s == l.active || next >= visible {
-		return next, true, nil
+	if segs := *l.segs.Load(); s == segs[len(segs)-1] || next >= visible {
+		return next, true, nil // the active segment (read without the writer's lock)
 	}
 	return max(next, s.next.Load()), false, nil
 }
@@ -433,13 +444,13 @@ func (l *DiskLog) OffsetForTime(ts int64) (int64, error) {
 }
 
 func (l *DiskLog) scanTime(s *segment, ts int64) (int64, bool, error) {
-	limit := s.size.Load()
+	ext := s.extent()
 	var hdr [wire.BatchHeaderSize]byte
 	var last lastBlocks
 	var use fileUse
 	defer use.done()
-	for pos := s.lookupTime(ts); pos < limit; {
-		if err := l.readRange(s, pos, hdr[:], limit, &last, &use); err != nil {
+	for pos := s.lookupTime(ts); pos < ext.size; {
+		if err := l.readRange(s, ext, pos, hdr[:], &last, &use); err != nil {
 			return 0, false, err
 		}
 		b := wire.Batch(hdr[:])

@@ -27,7 +27,7 @@ import (
 // its batches need is not taken for a torn one and cut.
 func scanSegment(s *segment, f vfs.File, size int64, interval int64, check func([]byte) error) (int64, []Range, error) {
 	var corrupt []Range
-	s.nidx.Store(0)
+	s.index.Load().n.Store(0) // no reader sees a segment being recovered
 	s.lastIdx = -1 << 62
 	pos, next := int64(0), s.base
 	buf := make([]byte, 64<<10)

@@ -85,17 +85,17 @@ type segment struct {
 	size  atomic.Int64 // bytes of whole batches
 	next  atomic.Int64 // offset after the last batch
 	maxTS atomic.Int64 // largest record timestamp
-	// The sparse index: index holds nidx entries, in an array that grows
-	// by doubling up to idxMax as the segment fills, so a new or small
-	// segment costs a few entries rather than a full segment's worth (a
-	// million idle partitions would otherwise take half a terabyte). The
-	// writer publishes a grown array before the count that needs it, so a
-	// reader that loads nidx and then index always gets an array that
-	// holds nidx entries; an array is never written below nidx, and the
-	// old ones stay valid for readers that hold them.
-	index   atomic.Pointer[[]indexEntry]
-	nidx    atomic.Int32
-	idxMax  int   // the entries index may reach; set before readers see the segment
+	// cacheID names the segment's blocks in the BlockCache: unique to
+	// this segment, and replaced when Truncate cuts it, since bytes past
+	// the cut may then be written again. Stored after size, loaded before
+	// it (see extent).
+	cacheID atomic.Uint64
+	// The sparse index (see segIndex): an array that grows by doubling
+	// up to idxMax as the segment fills, so a new or small segment costs
+	// a few entries rather than a full segment's worth (a million idle
+	// partitions would otherwise take half a terabyte).
+	index   atomic.Pointer[segIndex]
+	idxMax  int   // the entries index may reach; writer-owned
 	lastIdx int64 // position of the last indexed batch; shard-owned
 	refs    atomic.Int32
 	removed atomic.Bool
@@ -114,11 +114,33 @@ type segment struct {
 // sized by what the segment holds rather than by the current config.
 func newSegment(base int64, path string, maxEntries int) *segment {
 	s := &segment{base: base, path: path, created: time.Now()}
+	s.cacheID.Store(cacheIDs.Add(1))
 	s.resetIndex(maxEntries)
 	s.next.Store(base)
 	s.lastIdx = -1 << 62
 	s.refs.Store(1) // the log's own reference
 	return s
+}
+
+// cacheIDs numbers the segments' versions for the block cache (see
+// segment.cacheID); 0 is never used.
+var cacheIDs atomic.Uint64
+
+// extent is what a read may use of a segment: its bytes below size, whose
+// blocks the cache holds under id. size and id are consistent: Truncate
+// stores the smaller size before the new id, and extent loads the id
+// first, so a read that gets the new id also gets the new size (or a
+// later, larger one) and never caches a block of the old bytes under it.
+// A read that gets the old id reads only bytes below the visible end,
+// which no truncation changes.
+type extent struct {
+	size int64
+	id   uint64
+}
+
+func (s *segment) extent() extent {
+	id := s.cacheID.Load()
+	return extent{size: s.size.Load(), id: id}
 }
 
 // acquire takes a reader's reference; false when the segment is gone.
@@ -142,27 +164,45 @@ func (s *segment) release() {
 	}
 }
 
+// segIndex is one version of a segment's sparse index: its first n
+// entries. The writer fills the entry at n and then publishes n+1; it
+// never writes a version's entries below n, and when the array must grow,
+// or Truncate drops entries, it publishes a new version instead. A reader
+// loads the version and then its n, so it always sees entries that no one
+// writes any more, however the index changes meanwhile.
+type segIndex struct {
+	entries []indexEntry
+	n       atomic.Int32
+}
+
 // addIndex records a batch at pos if it is interval bytes past the last
 // indexed one. A full index records nothing more (Append rolls the
 // segment before that happens).
 func (s *segment) addIndex(base, pos int64, maxTS int64, interval int64) {
-	n := int(s.nidx.Load())
+	ix := s.index.Load()
+	n := int(ix.n.Load())
 	if n > 0 && pos-s.lastIdx < interval || n == s.idxMax {
 		return
 	}
-	arr := *s.index.Load()
 	if n > 0 {
-		maxTS = max(maxTS, arr[n-1].maxTS)
+		maxTS = max(maxTS, ix.entries[n-1].maxTS)
 	}
-	if n == len(arr) {
-		grown := make([]indexEntry, min(max(2*n, initialIndexEntries), s.idxMax))
-		copy(grown, arr)
-		s.index.Store(&grown)
-		arr = grown
+	if n == len(ix.entries) {
+		ix = s.publishIndex(ix.entries[:n], min(max(2*n, initialIndexEntries), s.idxMax))
 	}
-	arr[n] = indexEntry{rel: uint32(base - s.base), pos: uint32(pos), maxTS: maxTS}
-	s.nidx.Store(int32(n + 1))
+	ix.entries[n] = indexEntry{rel: uint32(base - s.base), pos: uint32(pos), maxTS: maxTS}
+	ix.n.Store(int32(n + 1))
 	s.lastIdx = pos
+}
+
+// publishIndex publishes a new version of the index holding entries, in
+// an array of room entries (at least len(entries)).
+func (s *segment) publishIndex(entries []indexEntry, room int) *segIndex {
+	ix := &segIndex{entries: make([]indexEntry, max(room, len(entries)))}
+	copy(ix.entries, entries)
+	ix.n.Store(int32(len(entries)))
+	s.index.Store(ix)
+	return ix
 }
 
 // initialIndexEntries is the size of a new index array: 4 KiB of entries
@@ -171,16 +211,30 @@ const initialIndexEntries = 16
 
 // resetIndex empties the index, which may grow to max entries.
 func (s *segment) resetIndex(max int) {
-	arr := make([]indexEntry, min(initialIndexEntries, max))
-	s.index.Store(&arr)
-	s.nidx.Store(0)
+	s.publishIndex(nil, min(initialIndexEntries, max))
 	s.idxMax = max
+}
+
+// cutIndex drops the index entries of batches at or after pos, for
+// Truncate, and lets the index grow to max entries again.
+func (s *segment) cutIndex(pos int64, max int) {
+	entries := s.entries()
+	k := 0
+	for k < len(entries) && int64(entries[k].pos) < pos {
+		k++
+	}
+	s.publishIndex(entries[:k], min(initialIndexEntries, max))
+	s.idxMax = max
+	s.lastIdx = -1 << 62
+	if k > 0 {
+		s.lastIdx = int64(entries[k-1].pos)
+	}
 }
 
 // entries returns the published index entries.
 func (s *segment) entries() []indexEntry {
-	n := s.nidx.Load() // first: the array published before it holds n
-	return (*s.index.Load())[:n]
+	ix := s.index.Load()
+	return ix.entries[:ix.n.Load()]
 }
 
 // lookup returns the position and base offset of the last indexed batch at
@@ -233,8 +287,11 @@ func (s *segment) writeIndex(fsys vfs.FS, sync bool) error {
 	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(entries)))
 	buf = binary.LittleEndian.AppendUint32(buf, crc)
 	buf = binary.LittleEndian.AppendUint64(buf, uint64(s.size.Load()))
-	return WriteFileAtomic(fsys, strings.TrimSuffix(s.path, logSuffix)+indexSuffix, buf, sync)
+	return WriteFileAtomic(fsys, s.indexPath(), buf, sync)
 }
+
+// indexPath is the name of the segment's index file.
+func (s *segment) indexPath() string { return strings.TrimSuffix(s.path, logSuffix) + indexSuffix }
 
 var errBadIndex = errors.New("storage: index does not match its segment")
 
@@ -246,7 +303,7 @@ var errBadIndex = errors.New("storage: index does not match its segment")
 // for at least minEntries (the active segment keeps growing), else exactly
 // what the file holds.
 func (s *segment) loadIndex(fsys vfs.FS, fileSize int64, minEntries int) error {
-	b, err := ReadFile(fsys, strings.TrimSuffix(s.path, logSuffix)+indexSuffix)
+	b, err := ReadFile(fsys, s.indexPath())
 	if err != nil {
 		return err
 	}
@@ -266,9 +323,10 @@ func (s *segment) loadIndex(fsys vfs.FS, fileSize int64, minEntries int) error {
 		arr[i] = indexEntry{rel: binary.LittleEndian.Uint32(e), pos: binary.LittleEndian.Uint32(e[4:]),
 			maxTS: int64(binary.LittleEndian.Uint64(e[8:]))}
 	}
-	s.index.Store(&arr)
+	ix := &segIndex{entries: arr}
+	ix.n.Store(int32(n))
+	s.index.Store(ix)
 	s.idxMax = max(n, minEntries)
-	s.nidx.Store(int32(n))
 	if n > 0 {
 		s.lastIdx = int64(arr[n-1].pos)
 		s.maxTS.Store(arr[n-1].maxTS)
