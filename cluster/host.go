@@ -13,15 +13,14 @@ import (
 	"go.etcd.io/raft/v3/tracker"
 
 	"github.com/ratatoskr-mq/ratatoskr/cluster/raftlog"
+	"github.com/ratatoskr-mq/ratatoskr/cluster/transport"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
-// Envelope is one Raft message of one group, as nodes exchange them.
-// Group 0 is the host's own liveness ping, never a Raft group.
-type Envelope struct {
-	Group uint64
-	Msg   raftpb.Message
-}
+// Envelope is one Raft message of one group, as nodes exchange them
+// (package cluster/transport). Group 0 is the host's own liveness ping,
+// never a Raft group.
+type Envelope = transport.Envelope
 
 // Defaults of HostConfig.
 const (

@@ -35,6 +35,7 @@ var layers = map[string][]string{
 	"telemetry":          {},
 	"telemetry/promtext": {},
 	"internal/devcert":   {},
+	"cluster/transport":  {"go.etcd.io/raft", "google.golang.org/protobuf"},
 	"auth":               {"storage", "storage/vfs", "github.com/xdg-go/scram", "github.com/golang-jwt/jwt"},
 	"httpapi":            {"wire", "storage", "storage/vfs", "telemetry", "auth", "golang.org/x/sys"},
 	"topic":              {"wire", "shard", "storage"},
