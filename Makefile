@@ -1,6 +1,7 @@
 # Ratatoskr: a fast message broker that never loses an acknowledged message.
 #
 #   make run    build and start a broker with the embedded defaults
+#   make cluster  build and start a local three-node cluster (127.0.0.1)
 #   make test   the full test suite (vet, unit + integration with invariants,
 #               race detector on the concurrent packages, short fuzz runs)
 #   make bench  Go benchmarks, then a load-test matrix against a fresh broker
@@ -13,12 +14,12 @@
 GO        ?= go
 BIN       := bin/ratatoskr
 PKGS      := ./...
-RACE_PKGS := ./ring/... ./shard/... ./outbox/... ./engine/... ./client/... ./storage/... ./loadtest/... ./group/... ./telemetry/... ./httpapi/... ./server/... ./topic/...
+RACE_PKGS := ./ring/... ./shard/... ./outbox/... ./engine/... ./client/... ./storage/... ./loadtest/... ./group/... ./telemetry/... ./httpapi/... ./server/... ./topic/... ./cluster/...
 FUZZTIME  ?= 10s
 LINT      := bin/golangci-lint
 LINT_VER  := v2.15.0
 
-.PHONY: all run build deps chromium promtool test vet unit race fuzz-short fuzz bench sim lint clean
+.PHONY: all run cluster build deps chromium promtool test vet unit race fuzz-short fuzz bench sim lint clean
 
 all: build
 
@@ -34,6 +35,18 @@ build: deps
 
 run: build
 	./$(BIN) serve
+
+# Three nodes on 127.0.0.1 in the foreground (Ctrl-C stops all three):
+# native protocol on 7071-7073, HTTP on 8081-8083, Raft on 7401-7403,
+# data in ./data/node1..3. Clients take all three: --server
+# 127.0.0.1:7071,127.0.0.1:7072,127.0.0.1:7073.
+CLUSTER_PEERS := 1=127.0.0.1:7401,2=127.0.0.1:7402,3=127.0.0.1:7403
+cluster: build
+	@trap 'kill 0' INT TERM EXIT; \
+	for n in 1 2 3; do \
+		./$(BIN) serve --node-id $$n --peers $(CLUSTER_PEERS) --cluster-addr 127.0.0.1:740$$n \
+			--addr 127.0.0.1:707$$n --http-addr 127.0.0.1:808$$n --data ./data/node$$n & \
+	done; wait
 
 test: deps vet chromium promtool unit race fuzz-short
 

@@ -96,6 +96,9 @@ type GroupConfig struct {
 	// OnApply, if set, is called on the host's goroutine with each
 	// committed normal entry that carries data, in order.
 	OnApply func(e raftpb.Entry)
+	// OnApplied, if set, is called on the host's goroutine after the
+	// committed entries of a pass were applied (once for many OnApply).
+	OnApplied func()
 	// OnLeader, if set, is called on the host's goroutine when the group's
 	// leader or term changes (leader 0: none known).
 	OnLeader func(leader, term uint64)
@@ -520,6 +523,9 @@ func (h *Host) handleReady(g *Group) {
 			}
 			g.resolve(e)
 		}
+		if g.cfg.OnApplied != nil {
+			g.cfg.OnApplied()
+		}
 		end := g.store.Commit(rd.CommittedEntries[n-1].Index)
 		if g.cfg.OnCommit != nil && end != g.committedEnd {
 			g.cfg.OnCommit(end)
@@ -767,6 +773,17 @@ func (h *Host) Status(group uint64) (GroupStatus, error) {
 		return st, err
 	}
 	return st, rerr
+}
+
+// Reachable reports whether node id was heard from within an election
+// timeout (its pings arrive).
+func (h *Host) Reachable(id uint64) bool {
+	var ok bool
+	_ = h.call(func() {
+		last, heard := h.heard[id]
+		ok = heard && h.ticks-last <= int64(h.cfg.ElectionTicks) && !h.deadPeers[id]
+	})
+	return ok
 }
 
 // Groups returns the ids of the groups on this host.

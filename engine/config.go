@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/group/coord"
@@ -226,6 +228,27 @@ type Config struct {
 	MasterKey crypt.KeyProvider
 	// Logger receives the broker's structured logs.
 	Logger *slog.Logger
+
+	// Clustering (cluster.go). With Peers empty the broker is one node,
+	// as before: NodeID and ClusterAddr are ignored.
+	//
+	// NodeID is this node's id in the cluster, 1 or more, unique.
+	NodeID uint64
+	// ClusterAddr is where this node listens for the other nodes (Raft
+	// messages), host:port.
+	ClusterAddr string
+	// Peers maps every node of the initial cluster, this one included or
+	// not, to its ClusterAddr.
+	Peers map[uint64]string
+	// ClusterID names the cluster; nodes of another cluster are refused.
+	ClusterID string
+	// AdvertiseAddr is the native protocol address the other nodes give
+	// clients for this node (NOT_LEADER answers, metadata); empty: the
+	// address Addr bound.
+	AdvertiseAddr string
+	// RaftTick is the Raft clock's tick; elections take 10-20 ticks.
+	// Zero: cluster.DefaultTickInterval (50 ms).
+	RaftTick time.Duration
 }
 
 // DefaultConfig returns the configuration `ratatoskr serve` starts with.
@@ -291,6 +314,22 @@ func (c *Config) Validate() error {
 	}
 	if c.Addr == "" && c.TLSAddr == "" {
 		bad("Addr", c.Addr, "no listener: give Addr, TLSAddr or both")
+	}
+	if len(c.Peers) > 0 {
+		switch {
+		case c.NodeID == 0:
+			bad("NodeID", c.NodeID, "a cluster node needs an id of 1 or more (--node-id)")
+		case c.ClusterAddr == "":
+			bad("ClusterAddr", c.ClusterAddr, "a cluster node needs an address for the other nodes (--cluster-addr)")
+		case c.Peers[c.NodeID] != "" && c.Peers[c.NodeID] != c.ClusterAddr && !strings.HasSuffix(c.ClusterAddr, ":0"):
+			bad("Peers", c.Peers[c.NodeID], "names this node ("+strconv.FormatUint(c.NodeID, 10)+") at another address than --cluster-addr "+c.ClusterAddr)
+		}
+		if _, ok := c.Peers[0]; ok {
+			bad("Peers", c.Peers, "node ids start at 1")
+		}
+		if c.ClusterID == "" {
+			c.ClusterID = "ratatoskr"
+		}
 	}
 	switch {
 	case c.TLSAddr != "" && (c.TLSCertFile == "" || c.TLSKeyFile == ""):

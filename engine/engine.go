@@ -75,6 +75,10 @@ type Engine struct {
 	authFailures *auth.FailLimiter
 	quotaStop    chan struct{} // closed to stop the storage measurements
 	quotaDone    chan struct{}
+
+	// cluster is this node's part in a cluster (cluster.go); nil on a
+	// single node.
+	cluster *clusterNode
 }
 
 // New validates cfg and returns a broker that is not listening yet. Its
@@ -171,6 +175,13 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	for _, s := range e.shards {
 		s.Start()
 	}
+	if len(e.cfg.Peers) > 0 {
+		if err := e.startCluster(); err != nil {
+			e.stopShards()
+			e.stopHTTP(ctx)
+			return err
+		}
+	}
 	if err := e.topics.load(); err != nil {
 		e.stopShards()
 		e.stopHTTP(ctx)
@@ -191,6 +202,13 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("engine: listen %s: %w", e.cfg.Addr, err)
 	}
 	e.setNotReady("")
+	if c := e.cluster; c != nil {
+		addr := e.cfg.AdvertiseAddr
+		if addr == "" {
+			addr = addrString(e.srv.Addr())
+		}
+		go c.register(addr, e.HTTPAddr())
+	}
 	e.startQuotaLoop()
 	e.history.Start()
 	e.log.Info("ratatoskr listening", "addr", addrString(e.srv.Addr()), "http", e.HTTPAddr(),
@@ -237,6 +255,9 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	}
 	e.history.Close()
 	e.stopQuotaLoop()
+	if e.cluster != nil {
+		e.cluster.close() // leaderships move first; then no group writes a log
+	}
 	e.stopShards()
 	e.srv.WaitFlushed(ctx)
 	err := e.srv.Stop(ctx)
@@ -288,7 +309,11 @@ func (e *Engine) createTopicBy(by origin, name string, partitions uint32, kvs []
 	tc, err := e.topics.parseTopicConfig(partitions, kvs)
 	var t *Topic
 	created := false
-	if err == nil {
+	switch {
+	case err != nil:
+	case e.cluster != nil:
+		t, created, err = e.cluster.createTopic(name, tc, kvs, existOK)
+	default:
 		t, created, err = e.topics.create(name, tc, existOK)
 	}
 	if created || err != nil && !existOK {
@@ -299,6 +324,12 @@ func (e *Engine) createTopicBy(by origin, name string, partitions uint32, kvs []
 
 // updateTopicBy is updateTopic on behalf of by; it emits EventTopicUpdated.
 func (e *Engine) updateTopicBy(by origin, name string, kvs []wire.KV) (*Topic, error) {
+	if e.cluster != nil {
+		err := wire.Errorf(wire.CodeInvalidArgument, "changing a topic's config in a cluster is not supported yet "+
+			"(docs/CLUSTER.md): delete and create it, or set it at creation")
+		e.emitTopic(EventTopicUpdated, by, name, "update", err)
+		return nil, err
+	}
 	t, err := e.topics.update(name, kvs)
 	e.emitTopic(EventTopicUpdated, by, name, "update", err)
 	return t, err
@@ -307,6 +338,11 @@ func (e *Engine) updateTopicBy(by origin, name string, kvs []wire.KV) (*Topic, e
 // deleteTopicBy is deleteTopic on behalf of by; it emits EventTopicDeleted.
 func (e *Engine) deleteTopicBy(by origin, name string) error {
 	t := e.topics.get([]byte(name))
+	if e.cluster != nil {
+		err := e.cluster.deleteTopic(name)
+		e.emitTopic(EventTopicDeleted, by, name, "delete", err)
+		return err // the applier told the groups
+	}
 	err := e.topics.remove(name)
 	e.emitTopic(EventTopicDeleted, by, name, "delete", err)
 	if err != nil {

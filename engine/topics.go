@@ -43,6 +43,7 @@ const (
 	ConfigDeadLetterTopic = topic.ConfigDeadLetterTopic
 	ConfigMaxDeliveries   = topic.ConfigMaxDeliveries
 	ConfigEncryption      = topic.ConfigEncryption
+	ConfigReplicas        = topic.ConfigReplicas
 	ActionRotateKey       = topic.ActionRotateKey
 )
 
@@ -64,6 +65,23 @@ type registry struct {
 	keys   map[string]*topicKeys // encrypted topics' data keys (keys.go), guarded by mu
 	// quotas returns a tenant's quotas (security.go); nil: none.
 	quotas func(tenant string) auth.Quotas
+	// repl places the partitions of a cluster's topics (cluster.go); nil
+	// on a single node. With it, the controller's metadata is the record
+	// of the topics, not the metadata file.
+	repl replication
+}
+
+// replication is how a cluster node builds its partitions (cluster.go).
+type replication interface {
+	// open returns the log of partition i of topic, opened with openLog
+	// in a directory of its choice when this node holds one of its
+	// replicas, and its Replicator.
+	open(topic string, i int, tc TopicConfig, openLog func(dir string) (storage.Log, error)) (storage.Log, shard.Replicator, error)
+	// start starts the Raft group of a partition open returned, once the
+	// partition exists.
+	start(p *shard.Partition, tc TopicConfig) error
+	// stop stops it, before its log is closed or dropped.
+	stop(p *shard.Partition)
 }
 
 func newRegistry(cfg *Config, shards []*shard.Shard, cache *storage.BlockCache) *registry {
@@ -171,6 +189,15 @@ func (r *registry) applyKV(tc *TopicConfig, kv wire.KV) error {
 			return bad(`must be "on" or "off"`)
 		}
 		tc.Encryption = kv.Value == "on"
+	case ConfigReplicas:
+		n, err := strconv.Atoi(kv.Value)
+		if err != nil || n != 1 && n != 3 && n != 5 {
+			return bad("must be 1, 3 or 5")
+		}
+		if n > 1 && len(r.cfg.Peers) == 0 {
+			return bad("above 1 needs a cluster (serve --peers)")
+		}
+		tc.Replicas = n
 	default:
 		return invalid("unknown topic config key " + strconv.Quote(kv.Key))
 	}
@@ -284,8 +311,20 @@ func (r *registry) open(name string, tc TopicConfig) (*Topic, error) {
 func (r *registry) build(name string, tc TopicConfig, sum *loadSummary) (*Topic, error) {
 	parts := make([]*shard.Partition, tc.Partitions)
 	base := topicHash(name)
+	var reps []shard.Replicator
+	if r.repl != nil {
+		reps = make([]shard.Replicator, tc.Partitions)
+	}
 	for i := range parts {
-		l, err := r.openLog(name, i, tc, sum)
+		var l storage.Log
+		var err error
+		if r.repl != nil {
+			l, reps[i], err = r.repl.open(name, i, tc, func(dir string) (storage.Log, error) {
+				return r.openLogAt(dir, name, i, tc, sum)
+			})
+		} else {
+			l, err = r.openLog(name, i, tc, sum)
+		}
 		if err != nil && sum == nil {
 			r.dropParts(name, parts)
 			return nil, err
@@ -299,8 +338,26 @@ func (r *registry) build(name string, tc TopicConfig, sum *loadSummary) (*Topic,
 		}
 		s := r.shards[(base+uint32(i))%uint32(len(r.shards))]
 		parts[i] = shard.NewPartition(name, int32(i), s, l, tc.Fsync)
-		parts[i].SetRetention(tc.Retention, tc.RetentionBytes)
+		if r.repl != nil {
+			parts[i].Replica = reps[i]
+			// Retention would cut the Raft log under the group: a
+			// replicated partition keeps everything until compaction
+			// follows the group (docs/CLUSTER.md).
+		} else {
+			parts[i].SetRetention(tc.Retention, tc.RetentionBytes)
+		}
 		r.restoreProducers(parts[i])
+	}
+	if r.repl != nil {
+		for i, p := range parts {
+			if err := r.repl.start(p, tc); err != nil {
+				for _, q := range parts[:i] {
+					r.repl.stop(q)
+				}
+				r.dropParts(name, parts)
+				return nil, err
+			}
+		}
 	}
 	return topic.New(name, tc, parts), nil
 }
@@ -310,11 +367,16 @@ func (r *registry) build(name string, tc TopicConfig, sum *loadSummary) (*Topic,
 // after a crash every partition is recovered, and a line each would bury
 // the ones that matter. load logs the totals.
 func (r *registry) openLog(topic string, partition int, tc TopicConfig, sum *loadSummary) (storage.Log, error) {
+	return r.openLogAt(partitionDir(r.cfg.DataDir, topic, partition), topic, partition, tc, sum)
+}
+
+// openLogAt is openLog in directory dir.
+func (r *registry) openLogAt(dir, topic string, partition int, tc TopicConfig, sum *loadSummary) (storage.Log, error) {
 	if tc.Storage == "memory" {
 		return storage.NewMemLog(r.cfg.MemoryTopicBytes), nil
 	}
 	l, rec, err := storage.OpenDiskLog(storage.DiskConfig{
-		FS: r.cfg.FS, Dir: partitionDir(r.cfg.DataDir, topic, partition), SegmentBytes: r.cfg.SegmentBytes,
+		FS: r.cfg.FS, Dir: dir, SegmentBytes: r.cfg.SegmentBytes,
 		SegmentAge: r.cfg.SegmentAge, Cache: r.cache, Reclaim: r.trash, Files: r.files, Keys: r.keyring(topic),
 		Logger: r.cfg.Logger,
 	})
@@ -404,6 +466,9 @@ func (r *registry) drop(t *Topic) { r.dropParts(t.Name, t.Parts) }
 func (r *registry) dropParts(name string, parts []*shard.Partition) {
 	for _, p := range parts {
 		if p != nil {
+			if r.repl != nil {
+				r.repl.stop(p)
+			}
 			_ = p.Log.Drop()
 		}
 	}
@@ -435,6 +500,11 @@ func (r *registry) update(name string, kvs []wire.KV) (*Topic, error) {
 			if kv.Value != topic.OnOff(old.Encryption) {
 				return nil, invalid("encryption cannot be changed after a topic is created; " +
 					"an encrypted topic's data key is rotated with " + ActionRotateKey)
+			}
+			continue
+		case ConfigReplicas:
+			if kv.Value != strconv.Itoa(max(old.Replicas, 1)) && kv.Value != strconv.Itoa(old.Replicas) {
+				return nil, invalid("replicas cannot be changed after a topic is created")
 			}
 			continue
 		case ActionRotateKey:
@@ -492,6 +562,11 @@ func (r *registry) remove(name string) error {
 	}
 	r.snap.Replace(m)
 	delete(r.keys, name)
+	if r.repl != nil {
+		for _, p := range t.Parts {
+			r.repl.stop(p)
+		}
+	}
 	var pending atomic.Int32
 	pending.Store(int32(len(t.Parts)))
 	retired := make(chan struct{})
@@ -585,6 +660,9 @@ func (r *registry) persist(m map[string]*Topic) error { return r.persistWith(m, 
 // persistWith is persist with topic name's config replaced by next: an
 // update is recorded before anyone sees it.
 func (r *registry) persistWith(m map[string]*Topic, name string, next *TopicConfig) error {
+	if r.repl != nil {
+		return nil // a cluster's topics are recorded by its controller
+	}
 	meta := metaFileV1{Version: 1}
 	for _, n := range slices.Sorted(maps.Keys(m)) {
 		tc := m[n].Config()
@@ -614,6 +692,9 @@ func (r *registry) persistWith(m map[string]*Topic, name string, next *TopicConf
 // logs, and removes directories of topics that are not recorded (a delete
 // that was interrupted).
 func (r *registry) load() error {
+	if r.repl != nil {
+		return nil // a cluster's topics come from its controller's log
+	}
 	start := time.Now()
 	if err := storage.MkdirDurable(r.cfg.FS, r.cfg.DataDir+"/topics", 2); err != nil {
 		return err

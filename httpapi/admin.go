@@ -37,6 +37,7 @@ func (s *Server) registerAdmin(mux *http.ServeMux, auth func(http.HandlerFunc) h
 		{"POST /api/v1/groups/{name}/reset", s.apiResetGroup},
 		{"GET /api/v1/connections", s.apiConnections},
 		{"GET /api/v1/shards", s.apiShards},
+		{"GET /api/v1/cluster", s.apiCluster},
 		{"/api/v1/", s.apiNotFound},
 	}, func(h http.HandlerFunc) http.Handler { return auth(s.whenReady(h)) })
 }
@@ -614,6 +615,17 @@ type shardJSON struct {
 	Partitions int    `json:"partitions"`
 	Batches    uint64 `json:"batches"`
 	Messages   uint64 `json:"messages"`
+}
+
+// apiCluster reports this node's view of its cluster: the nodes, the
+// controller, and every replicated partition (404 on a single node).
+func (s *Server) apiCluster(w http.ResponseWriter, _ *http.Request) {
+	c, ok := s.b.Cluster()
+	if !ok {
+		writeError(w, http.StatusNotFound, "not_clustered", "this broker is a single node (serve --peers makes a cluster)")
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
 }
 
 func (s *Server) apiShards(w http.ResponseWriter, _ *http.Request) {

@@ -60,6 +60,51 @@ type Broker interface {
 	WriteMetrics(w io.Writer)
 	// Emit hands an event to the plugins (the audit log among them).
 	Emit(ev telemetry.Event)
+	// Cluster reports this node's view of its cluster; false on a single
+	// node.
+	Cluster() (Cluster, bool)
+}
+
+// Cluster is a node's view of its cluster (docs/CLUSTER.md).
+type Cluster struct {
+	NodeID     uint64        `json:"node_id"`
+	Controller RaftGroup     `json:"controller"`
+	Nodes      []ClusterNode `json:"nodes"`
+	Partitions []ClusterPart `json:"partitions"`
+}
+
+// ClusterNode is one node as the cluster's metadata knows it.
+type ClusterNode struct {
+	ID          uint64 `json:"id"`
+	ClientAddr  string `json:"client_addr"`
+	ClusterAddr string `json:"cluster_addr"`
+	HTTPAddr    string `json:"http_addr,omitempty"`
+	Status      string `json:"status"`
+	// Reachable: this node has heard from it lately (itself: always).
+	Reachable bool `json:"reachable"`
+}
+
+// RaftGroup is what this node knows of one Raft group.
+type RaftGroup struct {
+	Group     uint64   `json:"group"`
+	Leader    uint64   `json:"leader"`
+	Term      uint64   `json:"term"`
+	State     string   `json:"state"` // this node's role in the group
+	Commit    uint64   `json:"commit"`
+	LastIndex uint64   `json:"last_index"`
+	Voters    []uint64 `json:"voters"`
+	Quiesced  bool     `json:"quiesced"`
+	Failed    string   `json:"failed,omitempty"`
+}
+
+// ClusterPart is one replicated partition: its replicas and, where this
+// node holds one, its group as this node sees it.
+type ClusterPart struct {
+	Topic     string     `json:"topic"`
+	Partition int        `json:"partition"`
+	Replicas  []uint64   `json:"replicas"`
+	Leader    uint64     `json:"leader"`
+	Local     *RaftGroup `json:"local,omitempty"`
 }
 
 // Origin is who made a change, for the events it causes.

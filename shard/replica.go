@@ -119,3 +119,12 @@ func (s *Shard) detachAll(p *Partition) {
 	p.subs = p.subs[:0]
 	p.nsubs.Store(0)
 }
+
+// Committed tells p's shard that p's Raft group committed batches up to
+// end; see the Committed operation. It may wait while the shard's inbox is
+// full.
+func (p *Partition) Committed(end int64) {
+	if p.Shard.driver.Push(Committed(p, end)) == nil {
+		p.Shard.driver.Wake()
+	}
+}

@@ -31,6 +31,7 @@ const (
 	ConfigDeadLetterTopic = "dead-letter-topic" // message-mode groups' DLQ; empty: "<topic>.dlq"
 	ConfigMaxDeliveries   = "max-deliveries"    // message-mode deliveries before the DLQ; default 5
 	ConfigEncryption      = "encryption"        // on | off: encryption at rest (disk topics); fixed at creation
+	ConfigReplicas        = "replicas"          // 1, 3 or 5 copies of each partition (a cluster); fixed at creation
 
 	// ActionRotateKey, in an update (AlterTopic), gives an encrypted
 	// topic a new data key for the batches written from then on. It is
@@ -49,10 +50,20 @@ type Config struct {
 	DeadLetterTopic string // empty: "<topic>.dlq"
 	MaxDeliveries   int    // 0: the broker's default
 	Encryption      bool   // encrypted at rest; disk topics only
+	Replicas        int    // copies of each partition on as many nodes; 1 on a single node
 }
 
-// KVs renders the config as the protocol's key/value list.
+// KVs renders the config as the protocol's key/value list; replicas only
+// for a cluster's topic (a single node's have no such setting to show).
 func (tc Config) KVs() []wire.KV {
+	kvs := tc.kvs()
+	if tc.Replicas > 0 {
+		kvs = append(kvs, wire.KV{Key: ConfigReplicas, Value: strconv.Itoa(tc.Replicas)})
+	}
+	return kvs
+}
+
+func (tc Config) kvs() []wire.KV {
 	return []wire.KV{
 		{Key: ConfigMaxSubscribers, Value: strconv.Itoa(tc.MaxSubscribers)},
 		{Key: ConfigStorage, Value: tc.Storage},
@@ -154,7 +165,19 @@ func (t *Topic) PickPartition(p int32) (*shard.Partition, error) {
 		if len(t.Online) == 0 {
 			return nil, t.AllOffline()
 		}
-		return t.Online[int(t.rr.Add(1)-1)%len(t.Online)], nil
+		n := int(t.rr.Add(1) - 1)
+		first := t.Online[n%len(t.Online)]
+		if _, ok := first.Replica.(Leader); !ok {
+			return first, nil
+		}
+		// Replicated: any partition this node leads, so that a producer
+		// that does not pick partitions can publish through any node.
+		for i := range t.Online {
+			if p := t.Online[(n+i)%len(t.Online)]; CheckLeader(p) == nil {
+				return p, nil
+			}
+		}
+		return first, nil // refused with NOT_LEADER
 	}
 	return t.Partition(p)
 }
@@ -262,8 +285,30 @@ func OfflineReason(p *shard.Partition) string {
 	return ""
 }
 
-// CheckOnline refuses a read of an offline partition with PARTITION_OFFLINE.
+// Leader is what a replicated partition's Replicator also is: it says
+// whether this node leads the partition, and if not, the NOT_LEADER error
+// naming the leader.
+type Leader interface {
+	Leads() error
+}
+
+// CheckLeader refuses a request for a replicated partition that this node
+// does not lead with NOT_LEADER; nil for a partition that is not
+// replicated.
+func CheckLeader(p *shard.Partition) error {
+	if l, ok := p.Replica.(Leader); ok {
+		return l.Leads()
+	}
+	return nil
+}
+
+// CheckOnline refuses a read of an offline partition with PARTITION_OFFLINE,
+// and of a replicated partition this node does not lead with NOT_LEADER
+// (reads go to the leader, which alone knows what is committed last).
 func CheckOnline(p *shard.Partition) error {
+	if err := CheckLeader(p); err != nil {
+		return err
+	}
 	why := OfflineReason(p)
 	if why == "" {
 		return nil

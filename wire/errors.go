@@ -3,6 +3,7 @@ package wire
 import (
 	"errors"
 	"strconv"
+	"strings"
 )
 
 // Code is the numeric error code carried by an Error frame. Codes are part of
@@ -66,6 +67,13 @@ const (
 	// CodeQuotaExceeded: the tenant's quota (topics, partitions, storage
 	// bytes, connections) refused the request. Nothing was stored.
 	CodeQuotaExceeded Code = 33
+	// CodeNotLeader: this node does not lead the partition (a cluster:
+	// publishes, subscriptions and fetches go to each partition's leader).
+	// The message starts with "leader ID HOST:PORT" naming the leader the
+	// node knows (NotLeader, LeaderOf), or "no leader" during an election;
+	// retry there. Nothing was stored, unless the message also says the
+	// outcome is unknown (the node stepped down with the batch in flight).
+	CodeNotLeader Code = 34
 )
 
 var codeNames = [...]string{
@@ -103,6 +111,7 @@ var codeNames = [...]string{
 	CodeDuplicateSequence:  "duplicate sequence",
 	CodeNotAuthorized:      "not authorized",
 	CodeQuotaExceeded:      "quota exceeded",
+	CodeNotLeader:          "not leader",
 }
 
 // String names the code; unknown codes print as "code N" so a newer peer's
@@ -188,3 +197,36 @@ var (
 // errShort is returned by decoders for a body that ends early. It is a
 // package-level value so the decode path does not allocate.
 var errShort = &Error{Code: CodeMalformed, Message: "body too short"}
+
+// NotLeader is the NOT_LEADER error naming the leader (node id and its
+// native protocol address; id 0: no leader known), with an explanation.
+func NotLeader(node uint64, addr, why string) *Error {
+	msg := "no leader"
+	if node != 0 && addr != "" {
+		msg = "leader " + strconv.FormatUint(node, 10) + " " + addr
+	}
+	if why != "" {
+		msg += ": " + why
+	}
+	return &Error{Code: CodeNotLeader, Message: msg}
+}
+
+// LeaderOf returns the leader's node id and address a NOT_LEADER error
+// names; ok is false for another error or when no leader is named.
+func LeaderOf(err error) (node uint64, addr string, ok bool) {
+	var e *Error
+	if !errors.As(err, &e) || e.Code != CodeNotLeader {
+		return 0, "", false
+	}
+	rest, found := strings.CutPrefix(e.Message, "leader ")
+	if !found {
+		return 0, "", false
+	}
+	id, rest, _ := strings.Cut(rest, " ")
+	addr, _, _ = strings.Cut(rest, ": ")
+	n, err2 := strconv.ParseUint(id, 10, 64)
+	if err2 != nil || n == 0 || addr == "" {
+		return 0, "", false
+	}
+	return n, addr, true
+}

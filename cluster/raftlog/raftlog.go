@@ -46,6 +46,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"sort"
 	"sync"
 
@@ -625,3 +626,51 @@ func (s *Storage) OffsetEnd(i uint64) int64 {
 
 // Log returns the partition log.
 func (s *Storage) Log() Log { return s.log }
+
+// SideFiles is a partition log that keeps small files of its own beside
+// its segments (storage.DiskLog).
+type SideFiles interface {
+	WriteSideFile(name string, data []byte) error
+	ReadSideFile(name string) ([]byte, error)
+}
+
+// MetaFile is the name of the meta file beside a partition's segments.
+const MetaFile = "raft.meta"
+
+// SideMeta keeps the meta file beside the partition log's segments,
+// replaced atomically and durably.
+type SideMeta struct{ L SideFiles }
+
+// Load implements MetaStore.
+func (m SideMeta) Load() ([]byte, error) {
+	b, err := m.L.ReadSideFile(MetaFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// Save implements MetaStore.
+func (m SideMeta) Save(data []byte) error { return m.L.WriteSideFile(MetaFile, data) }
+
+// MemMeta keeps the meta file in memory: a memory topic's, lost with the
+// node as its batches are.
+type MemMeta struct {
+	mu   sync.Mutex
+	data []byte
+}
+
+// Load implements MetaStore.
+func (m *MemMeta) Load() ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.data, nil
+}
+
+// Save implements MetaStore.
+func (m *MemMeta) Save(data []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.data = append(m.data[:0:0], data...)
+	return nil
+}

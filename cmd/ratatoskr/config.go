@@ -480,6 +480,8 @@ var engineFlags = map[string]string{
 	"AdminToken": "admin-token", "AuditLog": "audit-log", "EventLog": "event-log",
 	"AllowAnonymous": "allow-anonymous", "JWTIssuer": "jwt-issuer", "JWTKeyFile": "jwt-key",
 	"JWTAudience": "jwt-audience", "AuthFailureBurst": "auth-failure-burst", "AuthFailureInterval": "auth-failure-interval",
+	"NodeID": "node-id", "ClusterAddr": "cluster-addr", "Peers": "peers", "ClusterID": "cluster-id",
+	"AdvertiseAddr": "advertise-addr",
 }
 
 // fieldNames rewrites engine field names in Validate's reasons as flag

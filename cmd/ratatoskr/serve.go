@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -76,8 +77,22 @@ type serveCmd struct {
 	EventLog                string    `env:"RATATOSKR_EVENT_LOG" placeholder:"PATH" help:"File path, or \"stderr\", for a JSON line per telemetry event, a line per stored publish batch included; empty: off."`
 	EncryptAtRest           string    `default:"off" env:"RATATOSKR_ENCRYPT_AT_REST" enum:"on,off" help:"Encrypt disk topics created without an encryption setting at rest (AES-256-GCM); needs a master key. Existing topics keep theirs."`
 	MasterKeyFile           string    `env:"RATATOSKR_MASTER_KEY_FILE" placeholder:"PATH" help:"Master key that wraps encrypted topics' data keys: 64 hex digits or 32 raw bytes, mode 0600 (ratatoskr key generate). Or RATATOSKR_MASTER_KEY, the 64 hex digits."`
+	NodeID                  uint64    `name:"node-id" env:"RATATOSKR_NODE_ID" help:"This node's id in a cluster (1 or more, unique); with --peers."`
+	ClusterAddr             string    `name:"cluster-addr" env:"RATATOSKR_CLUSTER_ADDR" placeholder:"HOST:PORT" help:"Where this node listens for the other nodes of its cluster (Raft); with --peers."`
+	Peers                   string    `env:"RATATOSKR_PEERS" placeholder:"ID=HOST:PORT,..." help:"The nodes of the cluster and their --cluster-addr, this one included, such as 1=10.0.0.1:7400,2=10.0.0.2:7400,3=10.0.0.3:7400. Empty: a single node."`
+	ClusterID               string    `name:"cluster-id" default:"ratatoskr" env:"RATATOSKR_CLUSTER_ID" help:"The cluster's name; nodes of another cluster are refused."`
+	AdvertiseAddr           string    `name:"advertise-addr" env:"RATATOSKR_ADVERTISE_ADDR" placeholder:"HOST:PORT" help:"The native address other nodes give clients for this one (NOT_LEADER answers); empty: the address --addr bound."`
 	LogLevel                string    `default:"info" env:"RATATOSKR_LOG_LEVEL" enum:"debug,info,warn,error" help:"Log level: debug, info, warn, error."`
 	LogFormat               string    `default:"text" env:"RATATOSKR_LOG_FORMAT" enum:"text,json" help:"Log format: text or json."`
+
+	peers map[uint64]string // Peers, parsed (Validate)
+}
+
+// Validate parses what kong cannot: the --peers list.
+func (s *serveCmd) Validate() error {
+	p, err := parsePeers(s.Peers)
+	s.peers = p
+	return err
 }
 
 func (s *serveCmd) config() engine.Config {
@@ -125,8 +140,33 @@ func (s *serveCmd) config() engine.Config {
 	cfg.AuthFailureBurst, cfg.AuthFailureInterval = s.AuthFailureBurst, s.AuthFailureInterval.D()
 	cfg.JWTIssuer, cfg.JWTKeyFile, cfg.JWTAudience = s.JWTIssuer, s.JWTKey, s.JWTAudience
 	cfg.EncryptAtRest = s.EncryptAtRest == "on"
+	cfg.NodeID, cfg.ClusterAddr, cfg.ClusterID, cfg.AdvertiseAddr = s.NodeID, s.ClusterAddr, s.ClusterID, s.AdvertiseAddr
+	cfg.Peers = s.peers
 	cfg.Logger = newLogger(s.LogLevel, s.LogFormat)
 	return cfg
+}
+
+// parsePeers reads --peers: ID=HOST:PORT pairs separated by commas.
+func parsePeers(v string) (map[uint64]string, error) {
+	if strings.TrimSpace(v) == "" {
+		return nil, nil
+	}
+	out := map[uint64]string{}
+	for _, item := range strings.Split(v, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(item), "=")
+		n, err := strconv.ParseUint(id, 10, 64)
+		if !ok || err != nil || n == 0 || addr == "" {
+			return nil, fmt.Errorf("--peers: %q is not ID=HOST:PORT with an id of 1 or more", item)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("--peers: node %d: %w", n, err)
+		}
+		if _, dup := out[n]; dup {
+			return nil, fmt.Errorf("--peers: node %d is listed twice", n)
+		}
+		out[n] = addr
+	}
+	return out, nil
 }
 
 // masterKeyEnv holds the master key itself, as 64 hex digits: for

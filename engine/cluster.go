@@ -1,0 +1,628 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/ratatoskr-mq/ratatoskr/cluster"
+	"github.com/ratatoskr-mq/ratatoskr/cluster/meta"
+	"github.com/ratatoskr-mq/ratatoskr/cluster/raftlog"
+	"github.com/ratatoskr-mq/ratatoskr/cluster/transport"
+	"github.com/ratatoskr-mq/ratatoskr/httpapi"
+	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/topic"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// clusterNode is the broker's part in a cluster (Config.Peers): the
+// Raft host that runs its groups, the transport to the other nodes, the
+// controller group whose log is the cluster's metadata, and the applier
+// that makes this node's topics and partitions match that metadata.
+//
+// Metadata flows one way: a change (a topic created) is proposed to the
+// controller from any node; every node applies the committed command to
+// its meta.State on the host's goroutine, publishes a copy (view), and
+// wakes its applier, which reconciles the local topics with the copy
+// (creating, deleting) off the host's goroutine; the proposer waits until
+// its own node has reconciled past its command. Reconciling from the state
+// rather than from each command makes a replay after a restart cheap and
+// safe: a topic created and deleted before the restart is never opened.
+type clusterNode struct {
+	e    *Engine
+	id   uint64
+	host *cluster.Host
+	tr   *transport.TCP
+	ctrl *storage.DiskLog
+
+	state *meta.State                // the host goroutine's (OnApply)
+	view  atomic.Pointer[meta.State] // a copy for everyone else
+
+	rmu     sync.Mutex
+	results map[string]applied // by nonce: a proposed command's outcome, until its proposer takes it
+	signal  chan struct{}      // wakes the applier
+	quit    chan struct{}      // closed by close
+	done    chan struct{}
+
+	replicas sync.Map // group id → *replica
+
+	amu        sync.Mutex
+	reconciled uint64 // the view version the applier last reconciled
+	acond      *sync.Cond
+	nonce      atomic.Uint64
+}
+
+type applied struct {
+	index uint64
+	err   error
+}
+
+// startCluster starts the cluster side: the transport, the host and the
+// controller group. The controller replays its log in the background.
+func (e *Engine) startCluster() error {
+	cfg := &e.cfg
+	c := &clusterNode{e: e, id: cfg.NodeID, state: meta.New(), results: map[string]applied{},
+		signal: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	c.acond = sync.NewCond(&c.amu)
+	c.view.Store(c.state.Clone())
+	peers := map[uint64]string{}
+	var others []uint64
+	for id, addr := range cfg.Peers {
+		if id != cfg.NodeID {
+			peers[id] = addr
+			others = append(others, id)
+		}
+	}
+	slices.Sort(others)
+	var host *cluster.Host
+	tr, err := transport.NewTCP(transport.TCPConfig{
+		NodeID: cfg.NodeID, ClusterID: cfg.ClusterID, ListenAddr: cfg.ClusterAddr, Peers: peers,
+		Handler: func(from uint64, envs []transport.Envelope) { host.Deliver(from, envs) },
+		Logger:  e.log.With("component", "cluster-transport"),
+	})
+	if err != nil {
+		return fmt.Errorf("engine: cluster listener: %w", err)
+	}
+	host = cluster.NewHost(cluster.HostConfig{NodeID: cfg.NodeID, Send: tr.Send, Peers: others,
+		TickInterval: cfg.RaftTick, Logger: e.log.With("component", "raft")})
+	c.tr, c.host = tr, host
+	host.Start()
+	ctrl, _, err := storage.OpenDiskLog(storage.DiskConfig{FS: cfg.FS, Dir: cfg.DataDir + "/cluster/controller",
+		Files: e.topics.files, Cache: e.cache, Logger: e.log})
+	if err != nil {
+		host.Stop()
+		_ = tr.Close()
+		return fmt.Errorf("engine: controller log: %w", err)
+	}
+	c.ctrl = ctrl
+	voters := slices.Sorted(maps.Keys(cfg.Peers))
+	if !slices.Contains(voters, cfg.NodeID) {
+		voters = append(voters, cfg.NodeID)
+		slices.Sort(voters)
+	}
+	err = host.AddGroup(cluster.GroupConfig{ID: meta.ControllerGroup, Voters: voters, Log: ctrl,
+		Meta: raftlog.SideMeta{L: ctrl}, Sync: true, ApplyFromStart: true, Forward: true, OnApply: c.apply, OnApplied: c.published})
+	if err != nil {
+		host.Stop()
+		_ = tr.Close()
+		_ = ctrl.Close()
+		return fmt.Errorf("engine: controller group: %w", err)
+	}
+	e.cluster = c
+	e.topics.repl = c
+	go c.applier()
+	return nil
+}
+
+// register records this node's addresses in the metadata, retrying until
+// the controller has a leader; it runs in the background from Start.
+func (c *clusterNode) register(clientAddr, httpAddr string) {
+	cmd := meta.AddNode{ID: c.id, ClientAddr: clientAddr, ClusterAddr: c.tr.Addr().String(), HTTPAddr: httpAddr}
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := c.propose(ctx, cmd)
+		cancel()
+		if err == nil {
+			c.e.log.Info("joined the cluster", "node", c.id, "client_addr", clientAddr)
+			return
+		}
+		select {
+		case <-c.quit:
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// propose proposes a command to the controller and waits until this node
+// applied and reconciled it, returning the command's own error.
+func (c *clusterNode) propose(ctx context.Context, cmd meta.Command) error {
+	nonce := strconv.FormatUint(c.id, 10) + "-" + strconv.FormatUint(c.nonce.Add(1), 10) + "-" +
+		strconv.FormatInt(time.Now().UnixNano(), 36)
+	var bb wire.BatchBuilder
+	bb.Start(nil, wire.NoProducer, -1)
+	bb.Append(time.Now().UnixNano(), []byte(nonce), cmd.Encode(), nil)
+	batch := bb.Finish()
+	retry := time.NewTicker(2 * time.Second)
+	defer retry.Stop()
+	for {
+		err := c.host.ProposeForward(meta.ControllerGroup, batch)
+		var nl *cluster.NotLeaderError
+		if err != nil && !errors.As(err, &nl) {
+			return err
+		}
+		// Wait for the outcome, and propose again now and then: a
+		// proposal forwarded to a leader that died is lost. A command
+		// applied twice fails the second time, and only the first
+		// outcome is taken.
+		deadline := time.Now().Add(2 * time.Second)
+		for time.Now().Before(deadline) {
+			if res, ok := c.take(nonce); ok {
+				c.waitReconciled(ctx, res.index)
+				return res.err
+			}
+			select {
+			case <-ctx.Done():
+				return wire.Errorf(wire.CodeLimitExceeded, "the cluster's controller did not apply the change in time "+
+					"(no quorum?): "+ctx.Err().Error())
+			case <-c.quit:
+				return ErrShuttingDownCluster
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// ErrShuttingDownCluster is the answer to a metadata change while the node stops.
+var ErrShuttingDownCluster = wire.Errorf(wire.CodeShuttingDown, "the node is stopping")
+
+func (c *clusterNode) take(nonce string) (applied, bool) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	r, ok := c.results[nonce]
+	if ok {
+		delete(c.results, nonce)
+	}
+	return r, ok
+}
+
+// waitReconciled waits until the applier reconciled a view at least as new
+// as index (bounded by ctx).
+func (c *clusterNode) waitReconciled(ctx context.Context, index uint64) {
+	stop := context.AfterFunc(ctx, func() {
+		c.amu.Lock()
+		c.acond.Broadcast()
+		c.amu.Unlock()
+	})
+	defer stop()
+	c.amu.Lock()
+	defer c.amu.Unlock()
+	for c.reconciled < index && ctx.Err() == nil {
+		c.acond.Wait()
+	}
+}
+
+// apply applies a committed controller entry, on the host's goroutine.
+func (c *clusterNode) apply(e raftpb.Entry) {
+	it := wire.Batch(e.Data).Records()
+	var r wire.Record
+	if !it.Next(&r) {
+		return
+	}
+	res, err := c.state.Apply(e.Index, r.Value)
+	if errors.Is(err, meta.ErrStaleIndex) {
+		return
+	}
+	if err != nil {
+		c.e.log.Debug("controller command refused", "index", e.Index, "op", res.Op, "err", err)
+	}
+	c.rmu.Lock()
+	if len(c.results) > 10000 { // proposers that gave up; keep the map bounded
+		clear(c.results)
+	}
+	c.results[string(r.Key)] = applied{index: e.Index, err: metaError(err)}
+	c.rmu.Unlock()
+}
+
+// published publishes a copy of the state once the entries of a pass were
+// applied (a copy per entry would cost a pass of many leader reports
+// dearly), and wakes the applier.
+func (c *clusterNode) published() {
+	c.view.Store(c.state.Clone())
+	select {
+	case c.signal <- struct{}{}:
+	default:
+	}
+}
+
+// metaError turns a refused command into the protocol's error.
+func metaError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, meta.ErrTopicExists):
+		return wire.Errorf(wire.CodeTopicExists, err.Error())
+	case errors.Is(err, meta.ErrUnknownTopic):
+		return wire.Errorf(wire.CodeUnknownTopic, err.Error())
+	default:
+		return wire.Errorf(wire.CodeInvalidArgument, err.Error())
+	}
+}
+
+// applier reconciles the local topics with the newest view each time the
+// controller applies something.
+func (c *clusterNode) applier() {
+	defer close(c.done)
+	for {
+		select {
+		case <-c.quit:
+			return
+		case <-c.signal:
+		}
+		v := c.view.Load()
+		c.reconcile(v)
+		c.amu.Lock()
+		c.reconciled = v.Version()
+		c.acond.Broadcast()
+		c.amu.Unlock()
+	}
+}
+
+// reconcile creates the topics of v this node lacks and deletes those it
+// has that v does not (or that v holds in a newer incarnation).
+func (c *clusterNode) reconcile(v *meta.State) {
+	e := c.e
+	for _, name := range v.Topics() {
+		ti, _ := v.Topic(name)
+		pi, _ := v.Partition(name, 0)
+		if t := e.topics.get([]byte(name)); t != nil {
+			if rep, ok := t.Parts[0].Replica.(*replica); ok && rep.group == pi.Group {
+				continue
+			}
+			c.deleteLocal(name)
+		}
+		tc, err := e.topics.parseTopicConfig(uint32(ti.Partitions), configKVs(ti.Config))
+		if err != nil {
+			e.log.Error("cluster topic with a config this node refuses; not served here", "topic", name, "err", err)
+			continue
+		}
+		tc.Replicas = ti.Replicas
+		if _, _, err := e.topics.create(name, tc, false); err != nil {
+			e.log.Error("cluster topic could not be opened here", "topic", name, "err", err)
+		}
+	}
+	for _, t := range e.topics.list() {
+		if _, ok := v.Topic(t.Name); !ok {
+			c.deleteLocal(t.Name)
+		}
+	}
+}
+
+func (c *clusterNode) deleteLocal(name string) {
+	t := c.e.topics.get([]byte(name))
+	if err := c.e.topics.remove(name); err != nil {
+		c.e.log.Error("removing a deleted cluster topic", "topic", name, "err", err)
+		return
+	}
+	if t != nil {
+		c.e.groups.TopicRemoved(topic.Group{T: t})
+	}
+}
+
+func configKVs(m map[string]string) []wire.KV {
+	kvs := make([]wire.KV, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if k == ConfigReplicas {
+			continue
+		}
+		kvs = append(kvs, wire.KV{Key: k, Value: m[k]})
+	}
+	return kvs
+}
+
+// createTopic proposes a topic to the controller and returns it once this
+// node serves it.
+func (c *clusterNode) createTopic(name string, tc TopicConfig, kvs []wire.KV, existOK bool) (*Topic, bool, error) {
+	if t := c.e.topics.get([]byte(name)); t != nil {
+		if existOK {
+			return t, false, nil
+		}
+		return nil, false, wire.Errorf(wire.CodeTopicExists, "topic "+name+" exists")
+	}
+	cfg := map[string]string{}
+	for _, kv := range kvs {
+		cfg[kv.Key] = kv.Value
+	}
+	delete(cfg, ConfigReplicas)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	err := c.propose(ctx, meta.CreateTopic{Name: name, Partitions: tc.Partitions, Replicas: tc.Replicas, Config: cfg})
+	if err != nil && (!existOK || !errors.Is(err, wire.ErrTopicExists)) {
+		return nil, false, err
+	}
+	t := c.e.topics.get([]byte(name))
+	if t == nil {
+		return nil, false, wire.Errorf(wire.CodeInternal, "topic "+name+" was created in the cluster but not opened here; see the log")
+	}
+	return t, err == nil, nil
+}
+
+// deleteTopic proposes a topic's deletion and waits until this node has
+// removed it.
+func (c *clusterNode) deleteTopic(name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	return c.propose(ctx, meta.DeleteTopic{Name: name})
+}
+
+// open implements replication: partition i's log, in the data directory
+// of its Raft group (group ids are never reused, so a topic deleted and
+// created again never meets the old one's files), if this node holds a
+// replica.
+func (c *clusterNode) open(topic string, i int, tc TopicConfig, openLog func(dir string) (storage.Log, error)) (storage.Log, shard.Replicator, error) {
+	pi, ok := c.view.Load().Partition(topic, i)
+	if !ok {
+		return nil, nil, fmt.Errorf("partition %d of %s is not in the cluster's metadata", i, topic)
+	}
+	rep := &replica{c: c, group: pi.Group, topic: topic, part: int32(i), voters: pi.Replicas,
+		local: slices.Contains(pi.Replicas, c.id)}
+	if !rep.local {
+		return storage.NewOfflineLog(errors.New("no replica on this node")), rep, nil
+	}
+	l, err := openLog(c.e.cfg.DataDir + "/cluster/groups/" + strconv.FormatUint(pi.Group, 10))
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, ok := l.(raftlog.Log); !ok {
+		_ = l.Close()
+		return nil, nil, fmt.Errorf("partition %d of %s: its log cannot hold a Raft log", i, topic)
+	}
+	return l, rep, nil
+}
+
+// start implements replication: it starts the partition's Raft group.
+func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
+	rep := p.Replica.(*replica)
+	c.replicas.Store(rep.group, rep)
+	if !rep.local {
+		return nil
+	}
+	l := p.Log.(raftlog.Log)
+	var ms raftlog.MetaStore = &raftlog.MemMeta{}
+	if sf, ok := l.(raftlog.SideFiles); ok {
+		ms = raftlog.SideMeta{L: sf}
+	}
+	err := c.host.AddGroup(cluster.GroupConfig{ID: rep.group, Voters: rep.voters, Log: l, Meta: ms,
+		Sync: tc.Fsync.Mode == shard.SyncAlways, OnCommit: p.Committed,
+		OnLeader: func(leader, term uint64) {
+			rep.leader.Store(leader)
+			if leader == c.id {
+				go c.reportLeader(rep.group, term)
+			}
+		}})
+	if err != nil {
+		c.replicas.Delete(rep.group)
+	}
+	return err
+}
+
+// reportLeader records in the metadata that this node leads group from
+// term on, for the nodes that hold no replica of it (their NOT_LEADER
+// answers name it). Best effort: a lost report leaves an older hint.
+func (c *clusterNode) reportLeader(group, term uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = c.propose(ctx, meta.ReportLeader{Group: group, Leader: c.id, Term: term})
+}
+
+// stop implements replication.
+func (c *clusterNode) stop(p *shard.Partition) {
+	rep, ok := p.Replica.(*replica)
+	if !ok {
+		return
+	}
+	c.replicas.Delete(rep.group)
+	if rep.local {
+		_ = c.host.RemoveGroup(rep.group)
+	}
+}
+
+// close stops the cluster side: leadership goes to other nodes first
+// (transferLeadership), then the host, the applier and the transport stop.
+func (c *clusterNode) close() {
+	c.transferLeadership(2 * time.Second)
+	close(c.quit)
+	<-c.done
+	c.host.Stop()
+	_ = c.tr.Close()
+	_ = c.ctrl.Close()
+}
+
+// transferLeadership hands every group this node leads to another replica
+// and waits (up to d) for them to take over, so a graceful shutdown costs
+// the producers no election timeout.
+func (c *clusterNode) transferLeadership(d time.Duration) {
+	var led []*replica
+	c.replicas.Range(func(_, v any) bool {
+		rep := v.(*replica)
+		if rep.local && rep.leader.Load() == c.id {
+			for _, to := range rep.voters {
+				if to != c.id {
+					if c.host.TransferLeader(rep.group, to) == nil {
+						led = append(led, rep)
+					}
+					break
+				}
+			}
+		}
+		return true
+	})
+	if st, err := c.host.Status(meta.ControllerGroup); err == nil && st.Leader == c.id {
+		for _, id := range st.Voters {
+			if id != c.id {
+				_ = c.host.TransferLeader(meta.ControllerGroup, id)
+				break
+			}
+		}
+	}
+	deadline := time.Now().Add(d)
+	for _, rep := range led {
+		for rep.leader.Load() == c.id && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// replica is a replicated partition's shard.Replicator on this node.
+type replica struct {
+	c      *clusterNode
+	group  uint64
+	topic  string
+	part   int32
+	voters []uint64
+	local  bool          // this node holds a replica
+	leader atomic.Uint64 // the leader this node knows (0: none)
+}
+
+// Propose implements shard.Replicator.
+func (r *replica) Propose(batch []byte, done func(int64, error)) {
+	if err := r.Leads(); err != nil {
+		done(0, err)
+		return
+	}
+	r.c.host.Propose(r.group, batch, func(res cluster.Result) {
+		if res.Err != nil {
+			done(0, r.wireError(res.Err))
+			return
+		}
+		done(res.Base, nil)
+	})
+}
+
+// Leads implements topic.Leader.
+func (r *replica) Leads() error {
+	if r.local && r.leader.Load() == r.c.id {
+		return nil
+	}
+	return r.notLeader(r.preferredLeader(), "")
+}
+
+// preferredLeader is the leader to name: the one known, or for a node
+// that holds no replica, the one the metadata last heard of or prefers.
+func (r *replica) preferredLeader() uint64 {
+	if l := r.leader.Load(); l != 0 {
+		return l
+	}
+	if pi, ok := r.c.view.Load().Partition(r.topic, int(r.part)); ok {
+		if pi.Leader != 0 {
+			return pi.Leader
+		}
+		if !r.local && len(pi.Replicas) > 0 {
+			return pi.Replicas[0]
+		}
+	}
+	return 0
+}
+
+func (r *replica) notLeader(leader uint64, why string) error {
+	addr := ""
+	if n, ok := r.c.view.Load().Node(leader); ok {
+		addr = n.ClientAddr
+	}
+	if why == "" {
+		why = "partition " + strconv.Itoa(int(r.part)) + " of " + r.topic
+	}
+	return wire.NotLeader(leader, addr, why)
+}
+
+func (r *replica) wireError(err error) error {
+	var nl *cluster.NotLeaderError
+	switch {
+	case errors.As(err, &nl):
+		why := "partition " + strconv.Itoa(int(r.part)) + " of " + r.topic
+		if nl.Unknown {
+			why += "; the leader stepped down with this batch in flight: it may have been stored " +
+				"(an idempotent producer's retry is stored once)"
+		}
+		return r.notLeader(nl.Leader, why)
+	case errors.Is(err, cluster.ErrStopped):
+		return wire.Errorf(wire.CodeShuttingDown, "the node is stopping")
+	default:
+		return wire.Errorf(wire.CodeStorageError, "partition "+strconv.Itoa(int(r.part))+" of "+r.topic+": "+err.Error())
+	}
+}
+
+// ClusterAddr is where this node listens for the other nodes; nil on a
+// single node.
+func (e *Engine) ClusterAddr() net.Addr {
+	if e.cluster == nil {
+		return nil
+	}
+	return e.cluster.tr.Addr()
+}
+
+// SetPeer sets (or changes) the address of node id's cluster listener:
+// for nodes started on port 0 (tests), or a node that moved.
+func (e *Engine) SetPeer(id uint64, addr string) error {
+	if e.cluster == nil {
+		return errors.New("engine: not a cluster node")
+	}
+	return e.cluster.tr.SetPeer(id, addr)
+}
+
+// view reports this node's view of the cluster for the admin API.
+func (c *clusterNode) report() httpapi.Cluster {
+	v := c.view.Load()
+	out := httpapi.Cluster{NodeID: c.id}
+	if st, err := c.host.Status(meta.ControllerGroup); err == nil {
+		out.Controller = raftGroup(st)
+	}
+	for _, n := range v.Nodes() {
+		out.Nodes = append(out.Nodes, httpapi.ClusterNode{ID: n.ID, ClientAddr: n.ClientAddr, ClusterAddr: n.ClusterAddr,
+			HTTPAddr: n.HTTPAddr, Status: string(n.Status), Reachable: n.ID == c.id || c.host.Reachable(n.ID)})
+	}
+	for _, name := range v.Topics() {
+		ti, _ := v.Topic(name)
+		for p := range ti.Partitions {
+			pi, _ := v.Partition(name, p)
+			cp := httpapi.ClusterPart{Topic: name, Partition: p, Replicas: pi.Replicas, Leader: pi.Leader}
+			if r, ok := c.replicas.Load(pi.Group); ok {
+				rep := r.(*replica)
+				if l := rep.leader.Load(); l != 0 {
+					cp.Leader = l
+				}
+				if rep.local {
+					if st, err := c.host.Status(pi.Group); err == nil {
+						g := raftGroup(st)
+						cp.Local = &g
+					}
+				}
+			}
+			out.Partitions = append(out.Partitions, cp)
+		}
+	}
+	return out
+}
+
+func raftGroup(st cluster.GroupStatus) httpapi.RaftGroup {
+	return httpapi.RaftGroup{Group: st.ID, Leader: st.Leader, Term: st.Term, State: st.State, Commit: st.Commit,
+		LastIndex: st.LastIndex, Voters: st.Voters, Quiesced: st.Quiesced, Failed: st.Failed}
+}
+
+// Cluster implements httpapi.Broker.
+func (b *httpBroker) Cluster() (httpapi.Cluster, bool) {
+	if b.e().cluster == nil {
+		return httpapi.Cluster{}, false
+	}
+	return b.e().cluster.report(), true
+}

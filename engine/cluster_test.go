@@ -1,0 +1,207 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/httpapi"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// startTestCluster runs n nodes in this process, every listener on
+// 127.0.0.1 port 0; each learns the others' cluster addresses once all
+// listen.
+func startTestCluster(t *testing.T, n int) []*Engine {
+	t.Helper()
+	peers := map[uint64]string{}
+	for i := 1; i <= n; i++ {
+		peers[uint64(i)] = "127.0.0.1:0"
+	}
+	var nodes []*Engine
+	for i := 1; i <= n; i++ {
+		cfg := DefaultConfig()
+		cfg.Addr, cfg.HTTPAddr, cfg.ClusterAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		cfg.DataDir = t.TempDir()
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		cfg.ShutdownTimeout = 5 * time.Second
+		cfg.NodeID, cfg.Peers = uint64(i), peers
+		cfg.RaftTick = 20 * time.Millisecond
+		cfg.Shards, cfg.EventLoops = 1, 1
+		e, err := New(cfg)
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		require.NoError(t, e.Start(ctx))
+		cancel()
+		t.Cleanup(func() { shutdown(t, e) })
+		nodes = append(nodes, e)
+	}
+	for _, e := range nodes {
+		for j, o := range nodes {
+			if o != e {
+				require.NoError(t, e.SetPeer(uint64(j+1), o.ClusterAddr().String()))
+			}
+		}
+	}
+	return nodes
+}
+
+// createReplicated creates a topic through node e, retrying while the
+// cluster forms (nodes still registering, no controller leader yet).
+func createReplicated(t *testing.T, e *Engine, name string, partitions, replicas int) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := e.createTopicBy(byBroker, name, uint32(partitions), []wire.KV{{Key: ConfigReplicas, Value: strconv.Itoa(replicas)}}, false)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("create %s: %v", name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// leaderOf waits until some node leads partition p of topic, and returns it.
+func leaderOf(t *testing.T, nodes []*Engine, topic string, p int) *Engine {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, e := range nodes {
+			if e.cluster == nil {
+				continue
+			}
+			if tp := e.topics.get([]byte(topic)); tp != nil && p < len(tp.Parts) {
+				if rep, ok := tp.Parts[p].Replica.(*replica); ok && rep.Leads() == nil {
+					return e
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no leader for %s/%d", topic, p)
+	return nil
+}
+
+// TestClusterReplicatesAndFailsOver: a topic created on one node exists on
+// all three; publishes to each partition's leader are acked with final
+// offsets and stored on every replica; a follower answers NOT_LEADER
+// naming the leader; when the leader stops, another takes over and every
+// acked message is still there.
+func TestClusterReplicatesAndFailsOver(t *testing.T) {
+	nodes := startTestCluster(t, 3)
+	createReplicated(t, nodes[0], "orders", 1, 3)
+	for _, e := range nodes {
+		waitTopic(t, e, "orders")
+	}
+	lead := leaderOf(t, nodes, "orders", 0)
+	c := dial(t, lead)
+	ctx := testCtx(t)
+	var want []string
+	for i := range 20 {
+		v := fmt.Sprint("m", i)
+		ack, err := c.Publish(ctx, "orders", client.Message{Value: []byte(v)}, client.ToPartition(0))
+		require.NoError(t, err)
+		require.Equal(t, int64(i), ack.Offset)
+		want = append(want, v)
+	}
+	// A follower refuses, naming the leader.
+	var follower *Engine
+	for _, e := range nodes {
+		if e != lead {
+			follower = e
+			break
+		}
+	}
+	fc := dial(t, follower)
+	_, err := fc.Publish(ctx, "orders", client.Message{Value: []byte("x")}, client.ToPartition(0))
+	_, addr, ok := wire.LeaderOf(err)
+	require.True(t, ok, "%v", err)
+	require.Equal(t, lead.Addr().String(), addr)
+	// Every replica holds the same messages.
+	for _, e := range nodes {
+		waitValues(t, e, "orders", 0, want)
+	}
+	// The admin API's view: three nodes, reachable, and the partition's
+	// group on every node with the same leader.
+	for _, e := range nodes {
+		var rep httpapi.Cluster
+		require.Eventually(t, func() bool {
+			var ok bool
+			rep, ok = (*httpBroker)(e).Cluster()
+			if !ok || len(rep.Nodes) != 3 || len(rep.Partitions) != 1 || rep.Partitions[0].Local == nil {
+				return false
+			}
+			for _, n := range rep.Nodes {
+				if !n.Reachable {
+					return false
+				}
+			}
+			return rep.Partitions[0].Leader == uint64(slices.Index(nodes, lead)+1)
+		}, 60*time.Second, 10*time.Millisecond, "%+v", rep)
+		require.Equal(t, []uint64{1, 2, 3}, rep.Controller.Voters)
+	}
+	// The leader stops; another takes over, with everything acked.
+	shutdown(t, lead)
+	var rest []*Engine
+	for _, e := range nodes {
+		if e != lead {
+			rest = append(rest, e)
+		}
+	}
+	next := leaderOf(t, rest, "orders", 0)
+	nc := dial(t, next)
+	ack, err := nc.Publish(ctx, "orders", client.Message{Value: []byte("after")}, client.ToPartition(0))
+	require.NoError(t, err)
+	require.Equal(t, int64(20), ack.Offset)
+	want = append(want, "after")
+	for _, e := range rest {
+		waitValues(t, e, "orders", 0, want)
+	}
+}
+
+func waitTopic(t *testing.T, e *Engine, name string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for e.topics.get([]byte(name)) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("topic %s never appeared on a node", name)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitValues waits until e's replica of topic/p holds exactly want,
+// visible (committed), in order.
+func waitValues(t *testing.T, e *Engine, topic string, p int, want []string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var got []string
+	for time.Now().Before(deadline) {
+		got = got[:0]
+		l := e.topics.get([]byte(topic)).Parts[p].Log
+		_ = l.Read(0, 1<<30, func(b wire.Batch) bool {
+			it := b.Records()
+			var r wire.Record
+			for it.Next(&r) {
+				got = append(got, string(r.Value))
+			}
+			return true
+		})
+		if len(got) >= len(want) {
+			require.Equal(t, want, got)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("replica holds %v, want %v", got, want)
+}
