@@ -89,7 +89,8 @@ FUZZMINIMIZE ?= 100x
 FUZZ_TARGETS := ./wire:FuzzReadFrame ./wire:FuzzCheckBatch ./wire:FuzzDecompress ./wire:FuzzGroupBodies \
                 ./storage:FuzzRecover ./storage:FuzzRecoverEncrypted \
                 ./engine:FuzzTopicConfigJSON ./server:FuzzSessionDecode \
-                ./auth:FuzzScramStep ./auth:FuzzTokenVerify ./wire:FuzzAuthBodies
+                ./auth:FuzzScramStep ./auth:FuzzTokenVerify ./wire:FuzzAuthBodies \
+                ./cluster/transport:FuzzDecodeFrame ./cluster/meta:FuzzApply
 fuzz-short fuzz:
 	@summary=""; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

@@ -78,8 +78,12 @@ type GroupConfig struct {
 	// state yet; every replica must be given the same. Ignored when the
 	// log's meta file already holds a configuration.
 	Voters []uint64
-	Log    raftlog.Log
-	Meta   raftlog.MetaStore
+	// Log and Meta are the partition log and its meta file, opened as a
+	// Raft log by AddGroup; or Store is that Raft log, opened by the
+	// caller (raftlog.Open), which then sees only what is committed.
+	Log   raftlog.Log
+	Meta  raftlog.MetaStore
+	Store *raftlog.Storage
 	// Sync makes every append durable (fsync) before this replica
 	// acknowledges it to the leader, or counts it for itself: the
 	// fsync=always policy. Without it a quorum holds acknowledged batches in
@@ -96,6 +100,11 @@ type GroupConfig struct {
 	// OnApply, if set, is called on the host's goroutine with each
 	// committed normal entry that carries data, in order.
 	OnApply func(e raftpb.Entry)
+	// OnBatch, if set, is called on the host's goroutine with each
+	// committed batch entry's base offset (as the log stamped it) and its
+	// data (whose own base offset field is not meaningful), in order,
+	// before the OnCommit that covers it. The data must not be kept.
+	OnBatch func(base int64, batch []byte)
 	// OnApplied, if set, is called on the host's goroutine after the
 	// committed entries of a pass were applied (once for many OnApply).
 	OnApplied func()
@@ -520,6 +529,9 @@ func (h *Host) handleReady(g *Group) {
 				if len(e.Data) > 0 && g.cfg.OnApply != nil {
 					g.cfg.OnApply(e)
 				}
+				if len(e.Data) > 0 && g.cfg.OnBatch != nil {
+					g.cfg.OnBatch(g.store.BaseOffset(e.Index), e.Data)
+				}
 			}
 			g.resolve(e)
 		}
@@ -617,9 +629,12 @@ func (h *Host) AddGroup(cfg GroupConfig) error {
 	if cfg.ID == 0 {
 		return errors.New("cluster: group id 0 is reserved")
 	}
-	store, err := raftlog.Open(cfg.Log, cfg.Meta)
-	if err != nil {
-		return err
+	store := cfg.Store
+	if store == nil {
+		var err error
+		if store, err = raftlog.Open(cfg.Log, cfg.Meta); err != nil {
+			return err
+		}
 	}
 	hs, cs, _ := store.InitialState()
 	if len(cs.Voters) == 0 && len(cs.Learners) == 0 {
@@ -635,7 +650,7 @@ func (h *Host) AddGroup(cfg GroupConfig) error {
 		applied = 0
 	}
 	var rerr error
-	err = h.call(func() {
+	err := h.call(func() {
 		if h.groups[cfg.ID] != nil {
 			rerr = ErrGroupExists
 			return

@@ -383,9 +383,20 @@ func (c *clusterNode) open(topic string, i int, tc TopicConfig, openLog func(dir
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, ok := l.(raftlog.Log); !ok {
+	rl, ok := l.(raftlog.Log)
+	if !ok {
 		_ = l.Close()
 		return nil, nil, fmt.Errorf("partition %d of %s: its log cannot hold a Raft log", i, topic)
+	}
+	// Opened as a Raft log now, the log shows only what is committed to
+	// whatever reads it next (the idempotent producers' rebuild).
+	var ms raftlog.MetaStore = &raftlog.MemMeta{}
+	if sf, ok := l.(raftlog.SideFiles); ok {
+		ms = raftlog.SideMeta{L: sf}
+	}
+	if rep.store, err = raftlog.Open(rl, ms); err != nil {
+		_ = l.Close()
+		return nil, nil, fmt.Errorf("partition %d of %s: %w", i, topic, err)
 	}
 	return l, rep, nil
 }
@@ -397,13 +408,19 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 	if !rep.local {
 		return nil
 	}
-	l := p.Log.(raftlog.Log)
-	var ms raftlog.MetaStore = &raftlog.MemMeta{}
-	if sf, ok := l.(raftlog.SideFiles); ok {
-		ms = raftlog.SideMeta{L: sf}
-	}
-	err := c.host.AddGroup(cluster.GroupConfig{ID: rep.group, Voters: rep.voters, Log: l, Meta: ms,
-		Sync: tc.Fsync.Mode == shard.SyncAlways, OnCommit: p.Committed,
+	var prods []shard.ProducerBatch // the host's: idempotent batches of the pass, for OnCommit
+	err := c.host.AddGroup(cluster.GroupConfig{ID: rep.group, Voters: rep.voters, Store: rep.store,
+		Sync: tc.Fsync.Mode == shard.SyncAlways,
+		OnBatch: func(base int64, data []byte) {
+			if b := wire.Batch(data); b.ProducerID() != wire.NoProducer {
+				prods = append(prods, shard.ProducerBatch{ID: b.ProducerID(), Seq: b.ProducerSeq(),
+					Count: int32(b.Count()), Base: base})
+			}
+		},
+		OnCommit: func(end int64) {
+			p.Committed(end, prods)
+			prods = nil
+		},
 		OnLeader: func(leader, term uint64) {
 			rep.leader.Store(leader)
 			if leader == c.id {
@@ -492,6 +509,7 @@ type replica struct {
 	voters []uint64
 	local  bool          // this node holds a replica
 	leader atomic.Uint64 // the leader this node knows (0: none)
+	store  *raftlog.Storage
 }
 
 // Propose implements shard.Replicator.

@@ -71,6 +71,9 @@ type Partition struct {
 	// producers remembers recent idempotent producers' batches
 	// (producers.go); nil until the first idempotent batch.
 	producers *producers
+	// awaiting holds retries of idempotent batches still being
+	// replicated, until the original's outcome (replica.go).
+	awaiting map[prodKey][]Op
 
 	endOffset atomic.Int64
 	nsubs     atomic.Int32
@@ -155,6 +158,7 @@ type Op struct {
 	err      error                    // opSynced: the write failed; opReplicated: the outcome
 	err2     error                    // opSynced: the fsync failed
 	fn       func(end int64, ok bool) // opCatchUp, opDelete
+	prods    []ProducerBatch          // opAdvance: idempotent batches committed
 }
 
 // Stamped returns o with its arrival time set, if it is a publish: the
@@ -336,7 +340,7 @@ func (s *Shard) handle(o *Op) {
 	case opReplicated:
 		s.replicated(o)
 	case opAdvance:
-		s.advance(o.part, o.n)
+		s.advance(o.part, o.n, o.prods)
 	}
 }
 
@@ -647,6 +651,12 @@ func (s *Shard) deletePartition(p *Partition, done func(int64, bool)) {
 	p.subs = nil
 	p.nsubs.Store(0)
 	s.failHeld(p, errDeleted)
+	for k, ops := range p.awaiting {
+		for i := range ops {
+			s.fail(&ops[i], errDeleted)
+		}
+		delete(p.awaiting, k)
+	}
 	p.wakeAll(-1, false)
 	if i := slices.Index(s.parts, p); i >= 0 {
 		s.parts = slices.Delete(s.parts, i, i+1)

@@ -226,6 +226,10 @@ func (s *Shard) dedup(o *Op, p *Partition, batch wire.Batch) (answered bool, pr 
 		p.producers.unlink(pr) // a producer that retries is alive
 		p.producers.pushFront(pr)
 		s.duplicates.Add(1)
+		if orig.base == unknownBase {
+			s.awaitOriginal(p, o, batch) // replicated, still in flight
+			return true, nil
+		}
 		s.answerDuplicate(p, o, len(batch), orig)
 		return true, nil
 	}
@@ -356,4 +360,43 @@ func (p *Partition) RestoreProducerSnapshot(data []byte, end int64) (ok bool, er
 		return false, errSnapshot
 	}
 	return true, nil
+}
+
+// Replicated partitions (replica.go) record an idempotent batch when they
+// propose it, before its offset is known: base is unknownBase until its
+// group commits it (setBase). A retry that arrives meanwhile waits for the
+// original's outcome instead of being proposed again.
+const unknownBase = -1
+
+// find returns producer id's remembered batch of sequence seq, or nil.
+func (t *producers) find(id int64, seq int32) *producerBatch {
+	pr := t.m[id]
+	if pr == nil {
+		return nil
+	}
+	for i := pr.n - 1; i >= 0; i-- {
+		if b := pr.at(i); b.seq == seq {
+			return b
+		}
+	}
+	return nil
+}
+
+// forget drops producer id's batch of sequence seq and every later one:
+// a replicated proposal failed, and the producer's retry must be proposed
+// again. A producer left with no batch is forgotten.
+func (t *producers) forget(id int64, seq int32) {
+	pr := t.m[id]
+	if pr == nil {
+		return
+	}
+	for i := 0; i < pr.n; i++ {
+		if pr.at(i).seq == seq {
+			pr.n = i
+			break
+		}
+	}
+	if pr.n == 0 {
+		t.evict(pr)
+	}
 }

@@ -24,13 +24,30 @@ type Replicator interface {
 // commit; batches it did not propose (a previous leader's, committed under
 // it) are not in its hands, so its live subscribers are detached at the
 // gap and replay them from the log (outbox.Outbox.Detach).
-func Committed(p *Partition, end int64) Op {
-	return Op{kind: opAdvance, part: p, n: end}
+func Committed(p *Partition, end int64, prods []ProducerBatch) Op {
+	return Op{kind: opAdvance, part: p, n: end, prods: prods}
+}
+
+// ProducerBatch is a committed batch of an idempotent producer: its id,
+// first sequence, record count and base offset. A replicated partition's
+// shard records those its group commits, so that whichever replica leads
+// next answers a producer's retry of a batch stored under the previous
+// leader with the original's offsets instead of storing it again.
+type ProducerBatch struct {
+	ID    int64
+	Seq   int32
+	Count int32
+	Base  int64
 }
 
 // replicate hands a publish to p's Replicator; the batch is delivered and
-// acked when the answer comes back (replicated).
+// acked when the answer comes back (replicated). An idempotent batch is
+// remembered at once, its offset unknown, so that the producer's next
+// batches follow it and a retry of it waits for it (awaitOriginal).
 func (s *Shard) replicate(o *Op, p *Partition, batch wire.Batch) {
+	if id := batch.ProducerID(); id != wire.NoProducer {
+		p.producers.record(nil, id, producerBatch{seq: batch.ProducerSeq(), count: int32(batch.Count()), base: unknownBase})
+	}
 	op := *o // the done callback keeps the publish, and its buf reference
 	d := s.driver
 	p.Replica.Propose(batch, func(base int64, err error) {
@@ -53,15 +70,22 @@ func (s *Shard) replicated(o *Op) {
 		s.fail(o, errDeleted)
 		return
 	}
+	batch := wire.Batch(o.buf.B[o.batchOff:])
+	id, seq := batch.ProducerID(), batch.ProducerSeq()
 	if o.err != nil {
 		var we *wire.Error
 		if !errors.As(o.err, &we) {
 			we = wire.Errorf(wire.CodeStorageError, "partition "+p.Topic+": "+o.err.Error())
 		}
+		if id != wire.NoProducer && p.producers != nil {
+			if b := p.producers.find(id, seq); b != nil && b.base == unknownBase {
+				p.producers.forget(id, seq)
+			}
+			s.answerWaiting(p, id, seq, -1, we)
+		}
 		s.fail(o, we)
 		return
 	}
-	batch := wire.Batch(o.buf.B[o.batchOff:])
 	base, n := o.n, int64(batch.Count())
 	batch.SetBaseOffset(base)
 	end := base + n
@@ -74,13 +98,8 @@ func (s *Shard) replicated(o *Op) {
 	}
 	s.count(n)
 	s.countPublished(p, n, len(batch))
-	if id := batch.ProducerID(); id != wire.NoProducer {
-		if p.producers == nil {
-			p.producers = newProducers(s.cfg.MaxProducers)
-		}
-		if v, pr, _, _ := p.producers.check(id, batch.ProducerSeq(), int(n)); v == seqNew {
-			p.producers.record(pr, id, producerBatch{seq: batch.ProducerSeq(), count: int32(n), base: base})
-		}
+	if id != wire.NoProducer {
+		s.setBase(p, id, seq, int32(n), base)
 	}
 	a := heldAck{out: o.out, corr: o.corr, base: base, count: uint32(n), bytes: uint32(len(batch)), end: end,
 		at: s.now, recv: o.at}
@@ -89,15 +108,86 @@ func (s *Shard) replicated(o *Op) {
 	o.buf.Release()
 	if pressure || len(p.held) > 0 {
 		s.hold(p, a)
+	} else {
+		s.sendAck(p, a)
+	}
+	if id != wire.NoProducer {
+		s.answerWaiting(p, id, seq, base, nil)
+	}
+}
+
+// setBase records where a committed idempotent batch was stored: it fills
+// in the offset of a batch this leader proposed, or remembers one another
+// leader stored.
+func (s *Shard) setBase(p *Partition, id int64, seq, count int32, base int64) {
+	if p.producers == nil {
+		p.producers = newProducers(s.cfg.MaxProducers)
+	}
+	if b := p.producers.find(id, seq); b != nil {
+		if b.base == unknownBase && b.count == count {
+			b.base = base
+		}
 		return
 	}
-	s.sendAck(p, a)
+	if v, pr, _, _ := p.producers.check(id, seq, int(count)); v == seqNew {
+		p.producers.record(pr, id, producerBatch{seq: seq, count: count, base: base})
+	}
+}
+
+type prodKey struct {
+	id  int64
+	seq int32
+}
+
+// awaitOriginal parks a retry of an idempotent batch whose original is
+// still being replicated: it is answered with the original's offsets, or
+// its error, when that is decided (answerWaiting).
+func (s *Shard) awaitOriginal(p *Partition, o *Op, batch wire.Batch) {
+	if p.awaiting == nil {
+		p.awaiting = map[prodKey][]Op{}
+	}
+	k := prodKey{batch.ProducerID(), batch.ProducerSeq()}
+	p.awaiting[k] = append(p.awaiting[k], *o)
+}
+
+// answerWaiting answers the retries parked behind batch (id, seq): acked
+// with base, or failed with err.
+func (s *Shard) answerWaiting(p *Partition, id int64, seq int32, base int64, err *wire.Error) {
+	k := prodKey{id, seq}
+	ops := p.awaiting[k]
+	if len(ops) == 0 {
+		return
+	}
+	delete(p.awaiting, k)
+	for i := range ops {
+		o := &ops[i]
+		if err != nil {
+			s.fail(o, err)
+			continue
+		}
+		batch := wire.Batch(o.buf.B[o.batchOff:])
+		n := int64(batch.Count())
+		a := heldAck{out: o.out, corr: o.corr, base: base, count: uint32(n), bytes: uint32(len(batch)),
+			end: base + n, at: s.now, recv: o.at, dup: true}
+		o.buf.Release()
+		if len(p.held) > 0 {
+			s.hold(p, a)
+			continue
+		}
+		s.sendAck(p, a)
+	}
 }
 
 // advance moves a replicated partition's visible end to what its group
-// committed.
-func (s *Shard) advance(p *Partition, end int64) {
-	if p.deleted || end <= p.visible {
+// committed, and records its idempotent producers' batches.
+func (s *Shard) advance(p *Partition, end int64, prods []ProducerBatch) {
+	if p.deleted {
+		return
+	}
+	for _, b := range prods {
+		s.setBase(p, b.ID, b.Seq, b.Count, b.Base)
+	}
+	if end <= p.visible {
 		return
 	}
 	s.detachAll(p)
@@ -121,10 +211,11 @@ func (s *Shard) detachAll(p *Partition) {
 }
 
 // Committed tells p's shard that p's Raft group committed batches up to
-// end; see the Committed operation. It may wait while the shard's inbox is
+// end, with the idempotent producers' batches among them; see the
+// Committed operation. It may wait while the shard's inbox is
 // full.
-func (p *Partition) Committed(end int64) {
-	if p.Shard.driver.Push(Committed(p, end)) == nil {
+func (p *Partition) Committed(end int64, prods []ProducerBatch) {
+	if p.Shard.driver.Push(Committed(p, end, prods)) == nil {
 		p.Shard.driver.Wake()
 	}
 }
