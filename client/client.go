@@ -714,6 +714,10 @@ type TopicConfig struct {
 	// key) or "off" for a disk topic; empty takes the broker's default.
 	// It is fixed at creation.
 	Encryption string
+	// Replicas is how many nodes of a cluster hold each partition: 1, 3
+	// or 5; zero takes the cluster's default (3 with three nodes or more).
+	// Fixed at creation.
+	Replicas int
 }
 
 // KeepForever as TopicConfig.Retention disables retention by age.
@@ -786,6 +790,9 @@ func (cfg TopicConfig) kvs() []wire.KV {
 	add := func(k, v string) { kvs = append(kvs, wire.KV{Key: k, Value: v}) }
 	if cfg.MaxSubscribers > 0 {
 		add("max-subscribers", strconv.Itoa(cfg.MaxSubscribers))
+	}
+	if cfg.Replicas > 0 {
+		add("replicas", strconv.Itoa(cfg.Replicas))
 	}
 	if cfg.Storage != "" {
 		add("storage", cfg.Storage)

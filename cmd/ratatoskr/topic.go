@@ -54,17 +54,19 @@ type topicCreateCmd struct {
 	DeadLetterTopic string    `placeholder:"TOPIC" help:"Where message-mode groups send a message after --max-deliveries; empty: <topic>.dlq."`
 	MaxDeliveries   int       `help:"Deliveries of a message to a message-mode group before the dead-letter topic; 0: the default (5)."`
 	Encryption      string    `enum:",on,off" default:"" help:"on: encrypt the topic at rest under the broker's master key (disk topics; fixed at creation); default: the broker's (serve --encrypt-at-rest)."`
+	Replicas        int       `help:"Copies of each partition on as many nodes of a cluster: 1, 3 or 5 (fixed at creation); 0: the cluster's default (3 with three nodes or more)."`
 }
 
 // config is the create request. The client leaves zeros to the broker,
 // so an explicit 0 retention goes as KeepForever and an explicit 0 size
 // bound as UnboundedBytes: 0 then means what it means in an update.
 func (c *topicCreateCmd) config() (client.TopicConfig, error) {
-	if c.Partitions < 0 || c.MaxSubscribers < 0 || c.MaxDeliveries < 0 {
-		return client.TopicConfig{}, errors.New("--partitions, --max-subscribers and --max-deliveries must not be negative")
+	if c.Partitions < 0 || c.MaxSubscribers < 0 || c.MaxDeliveries < 0 || c.Replicas < 0 {
+		return client.TopicConfig{}, errors.New("--partitions, --max-subscribers, --max-deliveries and --replicas must not be negative")
 	}
 	cfg := client.TopicConfig{Partitions: c.Partitions, MaxSubscribers: c.MaxSubscribers, Storage: c.Storage,
-		Fsync: c.Fsync, DeadLetterTopic: c.DeadLetterTopic, MaxDeliveries: c.MaxDeliveries, Encryption: c.Encryption}
+		Fsync: c.Fsync, DeadLetterTopic: c.DeadLetterTopic, MaxDeliveries: c.MaxDeliveries, Encryption: c.Encryption,
+		Replicas: c.Replicas}
 	switch {
 	case c.KeepForever && c.Retention != nil && *c.Retention != 0:
 		return cfg, errors.New("--keep-forever and --retention " + c.Retention.String() + " contradict each other")
