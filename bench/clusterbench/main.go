@@ -6,12 +6,13 @@
 //     time from the kill to the next acknowledged publish, at whichever
 //     node leads next, is the failover time. Repeated -rounds times, the
 //     killed node restarted in between.
+//
 //   - idle: -partitions replicated partitions (replicas 3) sit idle; the
 //     CPU the three processes use over -idle (from /proc) is the cost.
 //
-//	go build -o bin/ratatoskr ./cmd/ratatoskr
-//	go run ./bench/clusterbench -mode failover -rounds 10
-//	go run ./bench/clusterbench -mode idle -partitions 1000
+//     go build -o bin/ratatoskr ./cmd/ratatoskr
+//     go run ./bench/clusterbench -mode failover -rounds 10
+//     go run ./bench/clusterbench -mode idle -partitions 1000
 package main
 
 import (
@@ -52,7 +53,7 @@ func main() {
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "clusterbench")
 	check(err)
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	var nodes []*node
 	var peers []string
 	for i := 1; i <= 3; i++ {
@@ -125,7 +126,7 @@ func createTopic(nodes []*node, name string, partitions int) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		cs := dialAll(nodes)
-		var err error = errors.New("no node reachable")
+		err := errors.New("no node reachable")
 		for _, c := range cs {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			err = c.CreateTopic(ctx, name, client.TopicConfig{Partitions: partitions, Replicas: 3})
