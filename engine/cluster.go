@@ -56,6 +56,8 @@ type clusterNode struct {
 
 	replicas sync.Map // group id → *replica
 
+	wg sync.WaitGroup // background loops other than the applier
+
 	amu        sync.Mutex
 	reconciled uint64 // the view version the applier last reconciled
 	acond      *sync.Cond
@@ -121,6 +123,11 @@ func (e *Engine) startCluster() error {
 	e.cluster = c
 	e.topics.repl = c
 	go c.applier()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.leaderBalance()
+	}()
 	return nil
 }
 
@@ -346,6 +353,7 @@ func (c *clusterNode) createTopic(name string, tc TopicConfig, kvs []wire.KV, ex
 	delete(cfg, ConfigReplicas)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
+	c.awaitNodes(ctx, tc.Replicas)
 	err := c.propose(ctx, meta.CreateTopic{Name: name, Partitions: tc.Partitions, Replicas: tc.Replicas, Config: cfg})
 	if err != nil && (!existOK || !errors.Is(err, wire.ErrTopicExists)) {
 		return nil, false, err
@@ -355,6 +363,25 @@ func (c *clusterNode) createTopic(name string, tc TopicConfig, kvs []wire.KV, ex
 		return nil, false, wire.Errorf(wire.CodeInternal, "topic "+name+" was created in the cluster but not opened here; see the log")
 	}
 	return t, err == nil, nil
+}
+
+// awaitNodes waits (within ctx, and at most 10 s) until enough nodes of
+// the configured cluster registered for a topic of the replicas wanted
+// (0: the default for the configured nodes): right after the nodes start,
+// a create would otherwise fail for want of active nodes that are only
+// seconds away.
+func (c *clusterNode) awaitNodes(ctx context.Context, replicas int) {
+	want := replicas
+	if want <= 0 {
+		want = meta.DefaultReplicas(len(c.e.cfg.Peers))
+	}
+	if want > len(c.e.cfg.Peers) {
+		return // more than configured: let the controller refuse it
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(c.view.Load().ActiveNodes()) < want && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // deleteTopic proposes a topic's deletion and waits until this node has
@@ -460,6 +487,7 @@ func (c *clusterNode) close() {
 	c.transferLeadership(2 * time.Second)
 	close(c.quit)
 	<-c.done
+	c.wg.Wait()
 	c.host.Stop()
 	_ = c.tr.Close()
 	_ = c.ctrl.Close()
@@ -643,4 +671,107 @@ func (b *httpBroker) Cluster() (httpapi.Cluster, bool) {
 		return httpapi.Cluster{}, false
 	}
 	return b.e().cluster.report(), true
+}
+
+// TransferLeader implements httpapi.Broker.
+func (b *httpBroker) TransferLeader(_ httpapi.Origin, topic string, partition int, to uint64) error {
+	c := b.e().cluster
+	if c == nil {
+		return wire.Errorf(wire.CodeInvalidArgument, "this broker is a single node")
+	}
+	return c.transferLeader(topic, partition, to)
+}
+
+// Rebalance implements httpapi.Broker.
+func (b *httpBroker) Rebalance(ctx context.Context, _ httpapi.Origin) error {
+	c := b.e().cluster
+	if c == nil {
+		return wire.Errorf(wire.CodeInvalidArgument, "this broker is a single node")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return c.propose(ctx, meta.Rebalance{})
+}
+
+// transferLeader hands partition's leadership to node to, from this node,
+// which must lead it, and makes to its preferred leader.
+func (c *clusterNode) transferLeader(topic string, partition int, to uint64) error {
+	t := c.e.topics.get([]byte(topic))
+	if t == nil {
+		return wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(topic))
+	}
+	p, err := t.Partition(int32(partition))
+	if err != nil {
+		return err
+	}
+	rep, ok := p.Replica.(*replica)
+	if !ok {
+		return wire.Errorf(wire.CodeInvalidArgument, "topic "+topic+" is not replicated")
+	}
+	if !slices.Contains(rep.voters, to) {
+		return wire.Errorf(wire.CodeInvalidArgument, "node "+strconv.FormatUint(to, 10)+" holds no replica of partition "+
+			strconv.Itoa(partition)+" of "+topic)
+	}
+	if err := rep.Leads(); err != nil {
+		return err
+	}
+	// The new leader becomes the preferred one, so that the leader balance
+	// keeps it there rather than hand the partition back.
+	pi, ok := c.view.Load().Partition(topic, partition)
+	if ok && len(pi.Replicas) > 0 && pi.Replicas[0] != to {
+		order := append([]uint64{to}, slices.DeleteFunc(slices.Clone(pi.Replicas), func(id uint64) bool { return id == to })...)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := c.propose(ctx, meta.MoveReplicas{Topic: topic, Partition: partition, Replicas: order}); err != nil {
+			return err
+		}
+	}
+	if to == c.id {
+		return nil
+	}
+	if err := c.host.TransferLeader(rep.group, to); err != nil {
+		return rep.wireError(err)
+	}
+	return nil
+}
+
+// leaderBalance runs in the background: every second, each group this node
+// leads whose preferred leader (the first of its replicas in the metadata)
+// is another node that is reachable hands its leadership over, at most
+// once per group every few seconds. Placement spreads the preferred
+// leaders evenly, and Rebalance spreads them again after nodes came and
+// went, so this is what keeps leadership even (Kafka's preferred leader
+// election).
+func (c *clusterNode) leaderBalance() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	tried := map[uint64]time.Time{}
+	for {
+		select {
+		case <-c.quit:
+			return
+		case <-t.C:
+		}
+		v := c.view.Load()
+		c.replicas.Range(func(_, x any) bool {
+			rep := x.(*replica)
+			if !rep.local || rep.leader.Load() != c.id {
+				return true
+			}
+			pi, ok := v.Partition(rep.topic, int(rep.part))
+			if !ok || len(pi.Replicas) == 0 || pi.Replicas[0] == c.id || pi.Group != rep.group {
+				return true
+			}
+			want := pi.Replicas[0]
+			if n, ok := v.Node(want); !ok || n.Status != meta.NodeActive || !c.host.Reachable(want) {
+				return true
+			}
+			if time.Since(tried[rep.group]) < 5*time.Second {
+				return true
+			}
+			tried[rep.group] = time.Now()
+			_ = c.host.TransferLeader(rep.group, want)
+			return true
+		})
+	}
 }

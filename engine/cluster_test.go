@@ -71,7 +71,10 @@ func createReplicated(t *testing.T, e *Engine, name string, partitions, replicas
 	}
 }
 
-// leaderOf waits until some node leads partition p of topic, and returns it.
+// leaderOf waits until some node leads partition p of topic for good, and
+// returns it: the partition's preferred leader, or, when that node is not
+// among nodes (stopped), any. Nodes hand leadership to the preferred one
+// (leaderBalance), so another leader may not last.
 func leaderOf(t *testing.T, nodes []*Engine, topic string, p int) *Engine {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
@@ -80,10 +83,18 @@ func leaderOf(t *testing.T, nodes []*Engine, topic string, p int) *Engine {
 			if e.cluster == nil {
 				continue
 			}
-			if tp := e.topics.get([]byte(topic)); tp != nil && p < len(tp.Parts) {
-				if rep, ok := tp.Parts[p].Replica.(*replica); ok && rep.Leads() == nil {
-					return e
-				}
+			tp := e.topics.get([]byte(topic))
+			if tp == nil || p >= len(tp.Parts) {
+				continue
+			}
+			rep, ok := tp.Parts[p].Replica.(*replica)
+			if !ok || rep.Leads() != nil {
+				continue
+			}
+			pi, _ := e.cluster.view.Load().Partition(topic, p)
+			preferredUp := slices.ContainsFunc(nodes, func(o *Engine) bool { return o.cfg.NodeID == pi.Replicas[0] })
+			if !preferredUp || pi.Replicas[0] == e.cfg.NodeID {
+				return e
 			}
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -146,7 +157,7 @@ func TestClusterReplicatesAndFailsOver(t *testing.T) {
 					return false
 				}
 			}
-			return rep.Partitions[0].Leader == uint64(slices.Index(nodes, lead)+1)
+			return rep.Partitions[0].Leader == lead.cfg.NodeID
 		}, 60*time.Second, 10*time.Millisecond, "%+v", rep)
 		require.Equal(t, []uint64{1, 2, 3}, rep.Controller.Voters)
 	}
@@ -204,4 +215,55 @@ func waitValues(t *testing.T, e *Engine, topic string, p int, want []string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("replica holds %v, want %v", got, want)
+}
+
+// TestClusterLeadersSpread: the partitions' leaders settle on their
+// preferred nodes, one per node for three partitions; a leader hands its
+// partition over on request (the admin API's transfer-leader), and a
+// rebalance is accepted.
+func TestClusterLeadersSpread(t *testing.T) {
+	nodes := startTestCluster(t, 3)
+	createReplicated(t, nodes[0], "spread", 3, 3)
+	leaders := map[uint64]bool{}
+	for p := range 3 {
+		lead := leaderOf(t, nodes, "spread", p)
+		pi, _ := lead.cluster.view.Load().Partition("spread", p)
+		require.Equal(t, pi.Replicas[0], lead.cfg.NodeID, "partition %d led by its preferred node", p)
+		leaders[lead.cfg.NodeID] = true
+	}
+	require.Len(t, leaders, 3, "one partition led by each node")
+
+	lead := leaderOf(t, nodes, "spread", 0)
+	var to *Engine
+	for _, e := range nodes {
+		if e != lead {
+			to = e
+			break
+		}
+	}
+	follower := (*httpBroker)(to)
+	_, _, ok := wire.LeaderOf(follower.TransferLeader(httpapi.Origin{}, "spread", 0, to.cfg.NodeID))
+	require.True(t, ok, "a follower refuses, naming the leader")
+	require.NoError(t, (*httpBroker)(lead).TransferLeader(httpapi.Origin{}, "spread", 0, to.cfg.NodeID))
+	// It moves, and stays: the new leader is now the preferred one.
+	require.Equal(t, to, leaderOf(t, nodes, "spread", 0))
+	require.Error(t, (*httpBroker)(lead).TransferLeader(httpapi.Origin{}, "spread", 0, 99), "not a replica")
+
+	// Over HTTP: the view, a transfer at a follower (421, naming the
+	// leader), and a rebalance.
+	a := newAdmin(t, nodes[2])
+	var view httpapi.Cluster
+	a.json("GET", "/api/v1/cluster", "", 200, &view)
+	require.Equal(t, uint64(3), view.NodeID)
+	require.Len(t, view.Partitions, 3)
+	lead0 := leaderOf(t, nodes, "spread", 0)
+	other := nodes[0]
+	if other == lead0 {
+		other = nodes[1]
+	}
+	newAdmin(t, other).fails("POST", "/api/v1/cluster/transfer-leader",
+		fmt.Sprintf(`{"topic":"spread","partition":0,"to":%d}`, other.cfg.NodeID), 421, "not_leader", "leader")
+	a.json("POST", "/api/v1/cluster/rebalance", "{}", 202, nil)
+	single := startBroker(t, nil)
+	newAdmin(t, single).fails("GET", "/api/v1/cluster", "", 404, "not_clustered", "single node")
 }

@@ -38,6 +38,8 @@ func (s *Server) registerAdmin(mux *http.ServeMux, auth func(http.HandlerFunc) h
 		{"GET /api/v1/connections", s.apiConnections},
 		{"GET /api/v1/shards", s.apiShards},
 		{"GET /api/v1/cluster", s.apiCluster},
+		{"POST /api/v1/cluster/transfer-leader", s.apiTransferLeader},
+		{"POST /api/v1/cluster/rebalance", s.apiRebalance},
 		{"/api/v1/", s.apiNotFound},
 	}, func(h http.HandlerFunc) http.Handler { return auth(s.whenReady(h)) })
 }
@@ -130,6 +132,8 @@ func httpStatus(c wire.Code) int {
 		return http.StatusServiceUnavailable
 	case wire.CodeStorageFull:
 		return http.StatusInsufficientStorage
+	case wire.CodeNotLeader:
+		return http.StatusMisdirectedRequest
 	}
 	return http.StatusInternalServerError
 }
@@ -626,6 +630,46 @@ func (s *Server) apiCluster(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, c)
+}
+
+// apiTransferLeader hands a partition's leadership to another node:
+// {"topic", "partition", "to"}, sent to the partition's leader.
+func (s *Server) apiTransferLeader(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Topic     string `json:"topic"`
+		Partition int    `json:"partition"`
+		To        uint64 `json:"to"`
+	}
+	if err := decodeBody(w, r, &req); err != nil {
+		s.audit(r, "cluster", err)
+		return
+	}
+	if _, ok := s.b.Cluster(); !ok {
+		writeError(w, http.StatusNotFound, "not_clustered", "this broker is a single node")
+		return
+	}
+	err := s.b.TransferLeader(adminOrigin(r), req.Topic, req.Partition, req.To)
+	s.audit(r, "topic/"+req.Topic, err)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"topic": req.Topic, "partition": req.Partition, "to": req.To})
+}
+
+// apiRebalance spreads preferred leaders evenly; the leaders follow.
+func (s *Server) apiRebalance(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.b.Cluster(); !ok {
+		writeError(w, http.StatusNotFound, "not_clustered", "this broker is a single node")
+		return
+	}
+	err := s.b.Rebalance(r.Context(), adminOrigin(r))
+	s.audit(r, "cluster", err)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"rebalance": "started"})
 }
 
 func (s *Server) apiShards(w http.ResponseWriter, _ *http.Request) {

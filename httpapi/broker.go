@@ -63,6 +63,12 @@ type Broker interface {
 	// Cluster reports this node's view of its cluster; false on a single
 	// node.
 	Cluster() (Cluster, bool)
+	// TransferLeader hands the leadership of a replicated partition this
+	// node leads to node to (a NOT_LEADER wire error when it does not lead).
+	TransferLeader(by Origin, topic string, partition int, to uint64) error
+	// Rebalance spreads the partitions' preferred leaders evenly over the
+	// active nodes; each leader then hands over to its preferred one.
+	Rebalance(ctx context.Context, by Origin) error
 }
 
 // Cluster is a node's view of its cluster (docs/CLUSTER.md).

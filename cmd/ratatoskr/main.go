@@ -35,6 +35,7 @@ type cli struct {
 	User     userCmd     `cmd:"" help:"Manage users: add, list, delete, passwd, disable, enable (through the HTTP API)."`
 	ACL      aclCmd      `cmd:"" name:"acl" help:"Manage ACL rules: add, list, delete (through the HTTP API)."`
 	Tenant   tenantCmd   `cmd:"" help:"Manage tenants and their quotas (through the HTTP API)."`
+	Cluster  clusterCmd  `cmd:"" help:"A cluster's nodes, partitions and leaders: status, transfer-leader, rebalance (through the HTTP API)."`
 
 	DashboardURL dashboardURLCmd `cmd:"" name:"dashboard-url" help:"Print the dashboard's address with the admin token, which the broker does not log."`
 	Version      versionCmd      `cmd:"" help:"Print the version, commit, Go and protocol versions."`

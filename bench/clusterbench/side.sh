@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Side by side on this machine, one run: acked publish throughput and 1->1
+# p99 at 10k msg/s, 128 B messages, replication factor 3, three nodes on
+# 127.0.0.1 each:
+#   - Ratatoskr: a topic with replicas=3, fsync=always (acked once a quorum
+#     has it fsynced), one partition, loadtest at its leader;
+#   - NATS JetStream: a stream with 3 replicas (file storage, its default
+#     sync: acked once a quorum has it written, fsynced every 2 minutes),
+#     nats bench js pub async --replicas 3.
+# Each system runs alone (the other stopped). Usage:
+#   bench/clusterbench/side.sh [DURATION] [RATATOSKR_BIN] [NATS_DIR]
+set -euo pipefail
+DUR=${1:-10s}
+BIN=${2:-bin/ratatoskr}
+NATS=${3:-/work/peer}
+W=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+trap cleanup EXIT
+
+echo "== disk: fsync'd write bandwidth (dd oflag=dsync, 1 MiB blocks)"
+dd if=/dev/zero of="$W/dd" bs=1M count=256 oflag=dsync 2>&1 | tail -1
+rm -f "$W/dd"
+
+echo "== Ratatoskr, 3 nodes, replicas=3, fsync=always"
+PEERS=1=127.0.0.1:17411,2=127.0.0.1:17412,3=127.0.0.1:17413
+for n in 1 2 3; do
+	"$BIN" serve --node-id $n --peers $PEERS --cluster-addr 127.0.0.1:1741$n --addr 127.0.0.1:1740$n \
+		--http-addr 127.0.0.1:1742$n --data "$W/r$n" --log-level error --admin-token t &
+	pids+=($!)
+done
+for i in $(seq 1 100); do
+	"$BIN" topic create side --partitions 1 --replicas 3 --fsync always --server 127.0.0.1:17401 >/dev/null 2>&1 && break
+	sleep 0.2
+done
+leader=""
+for i in $(seq 1 100); do
+	leader=$(curl -s -H 'Authorization: Bearer t' http://127.0.0.1:17421/api/v1/cluster |
+		python3 -c 'import json,sys; d=json.load(sys.stdin); ps=d.get("partitions") or []; n={x["id"]:x["client_addr"] for x in d["nodes"]}; print(n.get(ps[0]["leader"],"") if ps else "")')
+	[ -n "$leader" ] && break
+	sleep 0.2
+done
+echo "leader: $leader"
+"$BIN" loadtest --server "$leader" --topic side --subscribers 0 --producers 4 --duration "$DUR" --size 128B | grep -E 'publish rate|CPU'
+"$BIN" loadtest --server "$leader" --topic side --subscribers 1 --producers 1 --rate 10000 --duration "$DUR" --size 128B | grep -E 'latency p50|latency p99.9|lost'
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+wait 2>/dev/null || true
+pids=()
+
+echo "== NATS JetStream, 3 nodes, stream replicas 3"
+for n in 1 2 3; do
+	cat > "$W/n$n.conf" <<CONF
+server_name: n$n
+listen: 127.0.0.1:1743$n
+jetstream { store_dir: "$W/js$n" }
+cluster {
+  name: side
+  listen: 127.0.0.1:1744$n
+  routes: [nats-route://127.0.0.1:17441, nats-route://127.0.0.1:17442, nats-route://127.0.0.1:17443]
+}
+CONF
+	"$NATS/nats-server" -c "$W/n$n.conf" >"$W/n$n.log" 2>&1 &
+	pids+=($!)
+done
+S=nats://127.0.0.1:17431,nats://127.0.0.1:17432,nats://127.0.0.1:17433
+for i in $(seq 1 100); do
+	"$NATS/nats" --server $S server check jetstream >/dev/null 2>&1 && break
+	sleep 0.2
+done
+"$NATS/nats" --server $S bench js pub async side.a --stream SIDE --create --replicas 3 --storage file \
+	--size 128 --clients 4 --msgs 400000 --no-progress 2>&1 | grep -iE 'stats|msgs/sec' | head -3
+"$NATS/nats" --server $S stream rm SIDE -f >/dev/null 2>&1 || true

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/ratatoskr-mq/ratatoskr/httpapi"
+)
+
+// The cluster commands: a cluster's state and its leaders, through a
+// node's HTTP API (docs/CLUSTER.md, docs/ADMIN.md).
+type clusterCmd struct {
+	Status         clusterStatusCmd         `cmd:"" help:"Nodes, the controller, and each replicated partition's replicas and leader, as this node sees them."`
+	TransferLeader clusterTransferLeaderCmd `cmd:"" name:"transfer-leader" help:"Hand a partition's leadership to another of its replicas, which becomes its preferred leader."`
+	Rebalance      clusterRebalanceCmd      `cmd:"" help:"Spread the partitions' preferred leaders evenly over the active nodes; the leaders follow within seconds."`
+}
+
+type clusterStatusCmd struct{ adminFlags }
+
+func (c *clusterStatusCmd) Run(ctx context.Context) error {
+	var st httpapi.Cluster
+	if err := c.call(ctx, "GET", "/api/v1/cluster", nil, &st); err != nil || c.JSON {
+		return err
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	_, _ = fmt.Fprintf(w, "node %d; controller leader %d, term %d\n\n", st.NodeID, st.Controller.Leader, st.Controller.Term)
+	_, _ = fmt.Fprintln(w, "NODE\tSTATUS\tREACHABLE\tCLIENT ADDR\tCLUSTER ADDR\tHTTP ADDR\tLEADS")
+	leads := map[uint64]int{}
+	for _, p := range st.Partitions {
+		leads[p.Leader]++
+	}
+	for _, n := range st.Nodes {
+		_, _ = fmt.Fprintf(w, "%d\t%s\t%v\t%s\t%s\t%s\t%d\n", n.ID, n.Status, n.Reachable, n.ClientAddr, n.ClusterAddr,
+			n.HTTPAddr, leads[n.ID])
+	}
+	if len(st.Partitions) > 0 {
+		_, _ = fmt.Fprintln(w, "\nTOPIC\tPARTITION\tREPLICAS\tLEADER\tHERE")
+		for _, p := range st.Partitions {
+			here := "-"
+			if l := p.Local; l != nil {
+				here = fmt.Sprintf("%s term %d commit %d", strings.TrimPrefix(l.State, "State"), l.Term, l.Commit)
+				if l.Quiesced {
+					here += " (quiet)"
+				}
+				if l.Failed != "" {
+					here += " FAILED: " + l.Failed
+				}
+			}
+			leader := "none"
+			if p.Leader != 0 {
+				leader = fmt.Sprint(p.Leader)
+			}
+			_, _ = fmt.Fprintf(w, "%s\t%d\t%v\t%s\t%s\n", p.Topic, p.Partition, p.Replicas, leader, here)
+		}
+	}
+	return w.Flush()
+}
+
+type clusterTransferLeaderCmd struct {
+	Topic     string `arg:"" help:"Topic."`
+	Partition int    `arg:"" help:"Partition."`
+	To        uint64 `required:"" help:"The node to lead it (one of its replicas)."`
+	adminFlags
+}
+
+// Run asks the node given by --http-addr where the partition's leader is,
+// and sends the request there.
+func (c *clusterTransferLeaderCmd) Run(ctx context.Context) error {
+	var st httpapi.Cluster
+	if err := c.call(ctx, "GET", "/api/v1/cluster", nil, &st); err != nil {
+		return err
+	}
+	var leader uint64
+	found := false
+	for _, p := range st.Partitions {
+		if p.Topic == c.Topic && p.Partition == c.Partition {
+			leader, found = p.Leader, true
+		}
+	}
+	if !found {
+		return fmt.Errorf("no replicated partition %d of topic %s", c.Partition, c.Topic)
+	}
+	at := c.adminFlags
+	for _, n := range st.Nodes {
+		if n.ID == leader && n.HTTPAddr != "" {
+			at.HTTPAddr = n.HTTPAddr
+		}
+	}
+	body := map[string]any{"topic": c.Topic, "partition": c.Partition, "to": c.To}
+	if err := at.call(ctx, "POST", "/api/v1/cluster/transfer-leader", body, nil); err != nil {
+		return err
+	}
+	fmt.Printf("partition %d of %s: leadership going to node %d\n", c.Partition, c.Topic, c.To)
+	return nil
+}
+
+type clusterRebalanceCmd struct{ adminFlags }
+
+func (c *clusterRebalanceCmd) Run(ctx context.Context) error {
+	if err := c.call(ctx, "POST", "/api/v1/cluster/rebalance", map[string]any{}, nil); err != nil {
+		return err
+	}
+	fmt.Println("rebalance started: each partition's leader moves to its preferred node within seconds")
+	return nil
+}
