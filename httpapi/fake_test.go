@@ -182,7 +182,7 @@ func (b *fakeBroker) Connections() (c []Connection) {
 }
 func (b *fakeBroker) Shards() (s []Shard) { b.locked(func() { s = slices.Clone(b.shards) }); return }
 
-func (b *fakeBroker) Cluster() (Cluster, bool) { return Cluster{}, false }
+func (b *fakeBroker) Cluster() (Cluster, bool)                         { return Cluster{}, false }
 func (b *fakeBroker) TransferLeader(Origin, string, int, uint64) error { return nil }
 func (b *fakeBroker) Rebalance(context.Context, Origin) error          { return nil }
 
