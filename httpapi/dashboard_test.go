@@ -132,6 +132,25 @@ func TestDashboard(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#partitions tr[data-partition="1"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#shards tbody tr[data-shard]`)),
 	))
+	hidden, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelector('#nodes-section').hidden`))
+	require.NoError(t, err)
+	require.True(t, hidden, "a single node shows no nodes panel")
+	b.locked(func() {
+		b.cluster = &Cluster{NodeID: 2, Controller: RaftGroup{Leader: 1, Term: 3},
+			Nodes: []ClusterNode{{ID: 1, Status: "active", Reachable: true, ClientAddr: "10.0.0.1:7070"},
+				{ID: 2, Status: "active", Reachable: true, ClientAddr: "10.0.0.2:7070"},
+				{ID: 3, Status: "active", Reachable: false, ClientAddr: "10.0.0.3:7070"}},
+			Partitions: []ClusterPart{{Topic: "clicks", Partition: 0, Replicas: []uint64{1, 2, 3}, Leader: 1},
+				{Topic: "clicks", Partition: 1, Replicas: []uint64{2, 3, 1}, Leader: 2}}}
+	})
+	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#nodes tbody tr[data-node="3"]`))))
+	reach, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#nodes tr[data-node="3"] td:nth-child(3)`)))
+	require.NoError(t, err)
+	require.Equal(t, "no", reach, "an unreachable node shows as such")
+	leads, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#nodes tr[data-node="1"] td:nth-child(6)`)))
+	require.NoError(t, err)
+	require.Equal(t, "1", leads)
+
 	tenant, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`tr[data-topic="acme~orders"] .tenant`)))
 	require.NoError(t, err)
 	require.Equal(t, "acme", tenant, "a tenant's topic shows its tenant")

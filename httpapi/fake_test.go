@@ -44,6 +44,8 @@ type fakeBroker struct {
 	resets  map[string]wire.Start
 	// onTopics runs at each Topics call, under the lock.
 	onTopics func(b *fakeBroker)
+	// cluster, when set, is the node's view of its cluster.
+	cluster *Cluster
 }
 
 func newFake() *fakeBroker {
@@ -182,7 +184,14 @@ func (b *fakeBroker) Connections() (c []Connection) {
 }
 func (b *fakeBroker) Shards() (s []Shard) { b.locked(func() { s = slices.Clone(b.shards) }); return }
 
-func (b *fakeBroker) Cluster() (Cluster, bool)                         { return Cluster{}, false }
+func (b *fakeBroker) Cluster() (c Cluster, ok bool) {
+	b.locked(func() {
+		if b.cluster != nil {
+			c, ok = *b.cluster, true
+		}
+	})
+	return
+}
 func (b *fakeBroker) TransferLeader(Origin, string, int, uint64) error { return nil }
 func (b *fakeBroker) Rebalance(context.Context, Origin) error          { return nil }
 

@@ -172,6 +172,28 @@ function renderShards(shards) {
   });
 }
 
+// renderNodes shows a cluster's nodes (GET /api/v1/cluster), with how
+// many partitions each leads and holds; the section stays hidden on a
+// single node (404).
+function renderNodes(cl) {
+  $("#nodes-section").hidden = !cl;
+  if (!cl) return;
+  const leads = {}, holds = {};
+  for (const p of cl.partitions || []) {
+    if (p.leader) leads[p.leader] = (leads[p.leader] || 0) + 1;
+    for (const r of p.replicas || []) holds[r] = (holds[r] || 0) + 1;
+  }
+  $("#cluster-info").textContent = "(this is node " + cl.node_id + "; controller leader " +
+    (cl.controller.leader || "none") + ", term " + cl.controller.term + ")";
+  fillTable("nodes", cl.nodes || [], 7, (n) => {
+    const tr = document.createElement("tr");
+    tr.dataset.node = n.id;
+    tr.append(cell(n.id, "num"), cell(n.status), cell(n.reachable ? "yes" : "no", n.reachable ? "" : "lag-high"),
+      cell(n.client_addr), cell(n.http_addr || "—"), cell(leads[n.id] || 0, "num"), cell(holds[n.id] || 0, "num"));
+    return tr;
+  });
+}
+
 function renderConnections(conns) {
   $("#conn-count").textContent = "(" + conns.length + ")";
   fillTable("connections", conns, 6, (c) => {
@@ -221,8 +243,8 @@ function renderHealth(h) {
 
 async function poll() {
   try {
-    const [topics, groups, conns, shards, health] = await Promise.all([
-      api("topics"), api("groups"), api("connections"), api("shards"), optional("health"),
+    const [topics, groups, conns, shards, health, cl] = await Promise.all([
+      api("topics"), api("groups"), api("connections"), api("shards"), optional("health"), optional("cluster"),
     ]);
     const now = performance.now();
     showMain();
@@ -236,6 +258,7 @@ async function poll() {
     renderGroups(groups.groups);
     renderConnections(conns.connections);
     renderShards(shards.shards);
+    renderNodes(cl);
     renderHealth(health);
     $("#error").hidden = true;
     $("#updated").textContent = "updated " + new Date().toLocaleTimeString();
