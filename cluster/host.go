@@ -730,6 +730,24 @@ func (h *Host) TransferLeader(group, to uint64) error {
 	return rerr
 }
 
+// SetSync changes whether the group fsyncs its appends before
+// acknowledging them (GroupConfig.Sync).
+func (h *Host) SetSync(group uint64, sync bool) error {
+	var rerr error
+	err := h.call(func() {
+		g := h.groups[group]
+		if g == nil {
+			rerr = ErrNoGroup
+			return
+		}
+		g.cfg.Sync = sync
+	})
+	if err != nil {
+		return err
+	}
+	return rerr
+}
+
 // Campaign makes this node's replica of the group start an election now.
 func (h *Host) Campaign(group uint64) error {
 	var rerr error

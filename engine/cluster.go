@@ -55,6 +55,9 @@ type clusterNode struct {
 	done    chan struct{}
 
 	replicas sync.Map // group id → *replica
+	// configs are the topics' configs as the applier last applied them
+	// (the applier's).
+	configs map[string]map[string]string
 
 	wg sync.WaitGroup // background loops other than the applier
 
@@ -73,7 +76,7 @@ type applied struct {
 // controller group. The controller replays its log in the background.
 func (e *Engine) startCluster() error {
 	cfg := &e.cfg
-	c := &clusterNode{e: e, id: cfg.NodeID, state: meta.New(), results: map[string]applied{},
+	c := &clusterNode{e: e, id: cfg.NodeID, state: meta.New(), results: map[string]applied{}, configs: map[string]map[string]string{},
 		signal: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	c.acond = sync.NewCond(&c.amu)
 	c.view.Store(c.state.Clone())
@@ -294,6 +297,7 @@ func (c *clusterNode) reconcile(v *meta.State) {
 		pi, _ := v.Partition(name, 0)
 		if t := e.topics.get([]byte(name)); t != nil {
 			if rep, ok := t.Parts[0].Replica.(*replica); ok && rep.group == pi.Group {
+				c.alterLocal(name, ti.Config)
 				continue
 			}
 			c.deleteLocal(name)
@@ -306,7 +310,9 @@ func (c *clusterNode) reconcile(v *meta.State) {
 		tc.Replicas = ti.Replicas
 		if _, _, err := e.topics.create(name, tc, false); err != nil {
 			e.log.Error("cluster topic could not be opened here", "topic", name, "err", err)
+			continue
 		}
+		c.configs[name] = ti.Config
 	}
 	for _, t := range e.topics.list() {
 		if _, ok := v.Topic(t.Name); !ok {
@@ -315,7 +321,37 @@ func (c *clusterNode) reconcile(v *meta.State) {
 	}
 }
 
+// alterLocal applies a topic's config from the metadata when it changed
+// since this node applied it: the keys set, and the keys removed back to
+// the broker's defaults.
+func (c *clusterNode) alterLocal(name string, cfg map[string]string) {
+	old := c.configs[name]
+	if maps.Equal(old, cfg) {
+		return
+	}
+	defaults := map[string]string{}
+	for _, kv := range c.e.topics.defaults().KVs() {
+		defaults[kv.Key] = kv.Value
+	}
+	var kvs []wire.KV
+	for _, k := range slices.Sorted(maps.Keys(cfg)) {
+		if old[k] != cfg[k] && k != ConfigReplicas {
+			kvs = append(kvs, wire.KV{Key: k, Value: cfg[k]})
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(old)) {
+		if _, still := cfg[k]; !still && defaults[k] != "" {
+			kvs = append(kvs, wire.KV{Key: k, Value: defaults[k]})
+		}
+	}
+	if _, err := c.e.topics.update(name, kvs); err != nil {
+		c.e.log.Error("cluster topic config could not be applied here", "topic", name, "err", err)
+	}
+	c.configs[name] = cfg
+}
+
 func (c *clusterNode) deleteLocal(name string) {
+	delete(c.configs, name)
 	t := c.e.topics.get([]byte(name))
 	if err := c.e.topics.remove(name); err != nil {
 		c.e.log.Error("removing a deleted cluster topic", "topic", name, "err", err)
@@ -467,6 +503,40 @@ func (c *clusterNode) reportLeader(group, term uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = c.propose(ctx, meta.ReportLeader{Group: group, Leader: c.id, Term: term})
+}
+
+// setSync implements replication.
+func (c *clusterNode) setSync(p *shard.Partition, sp shard.SyncPolicy) {
+	if rep, ok := p.Replica.(*replica); ok && rep.local {
+		_ = c.host.SetSync(rep.group, sp.Mode == shard.SyncAlways)
+	}
+}
+
+// alterTopic proposes a topic's config change (kvs, checked here first)
+// and waits until this node applied it; the applier applies it on every
+// node (reconcile).
+func (c *clusterNode) alterTopic(name string, kvs []wire.KV) error {
+	for _, kv := range kvs {
+		if kv.Key == ActionRotateKey {
+			return wire.Errorf(wire.CodeInvalidArgument, ActionRotateKey+" is not supported in a cluster yet: "+
+				"each node holds its own keys")
+		}
+	}
+	if err := c.e.topics.checkUpdate(name, kvs); err != nil {
+		return err
+	}
+	cfg := map[string]string{}
+	for _, kv := range kvs {
+		if kv.Key != ConfigReplicas && kv.Key != ConfigStorage && kv.Key != ConfigEncryption {
+			cfg[kv.Key] = kv.Value
+		}
+	}
+	if len(cfg) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	return c.propose(ctx, meta.AlterTopic{Name: name, Config: cfg})
 }
 
 // stop implements replication.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
 	"github.com/ratatoskr-mq/ratatoskr/httpapi"
+	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -264,6 +265,22 @@ func TestClusterLeadersSpread(t *testing.T) {
 	newAdmin(t, other).fails("POST", "/api/v1/cluster/transfer-leader",
 		fmt.Sprintf(`{"topic":"spread","partition":0,"to":%d}`, other.cfg.NodeID), 421, "not_leader", "leader")
 	a.json("POST", "/api/v1/cluster/rebalance", "{}", 202, nil)
+
+	// A config change through one node reaches every node; a bad one is
+	// refused before it is proposed.
+	_, err := nodes[1].updateTopicBy(byBroker, "spread", []wire.KV{{Key: ConfigMaxSubscribers, Value: "7"},
+		{Key: ConfigFsync, Value: "never"}})
+	require.NoError(t, err)
+	for _, e := range nodes {
+		require.Eventually(t, func() bool {
+			tc := e.topics.get([]byte("spread")).Config()
+			return tc.MaxSubscribers == 7 && tc.Fsync.Mode == shard.SyncNever
+		}, 60*time.Second, 5*time.Millisecond, "node %d", e.cfg.NodeID)
+	}
+	_, err = nodes[0].updateTopicBy(byBroker, "spread", []wire.KV{{Key: ConfigMaxSubscribers, Value: "-1"}})
+	require.ErrorIs(t, err, wire.ErrInvalidArgument)
+	_, err = nodes[0].updateTopicBy(byBroker, "spread", []wire.KV{{Key: ConfigReplicas, Value: "1"}})
+	require.ErrorIs(t, err, wire.ErrInvalidArgument)
 	single := startBroker(t, nil)
 	newAdmin(t, single).fails("GET", "/api/v1/cluster", "", 404, "not_clustered", "single node")
 }

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -325,10 +326,15 @@ func (e *Engine) createTopicBy(by origin, name string, partitions uint32, kvs []
 // updateTopicBy is updateTopic on behalf of by; it emits EventTopicUpdated.
 func (e *Engine) updateTopicBy(by origin, name string, kvs []wire.KV) (*Topic, error) {
 	if e.cluster != nil {
-		err := wire.Errorf(wire.CodeInvalidArgument, "changing a topic's config in a cluster is not supported yet "+
-			"(docs/CLUSTER.md): delete and create it, or set it at creation")
+		err := e.cluster.alterTopic(name, kvs)
 		e.emitTopic(EventTopicUpdated, by, name, "update", err)
-		return nil, err
+		if err != nil {
+			return nil, err
+		}
+		if t := e.topics.get([]byte(name)); t != nil {
+			return t, nil
+		}
+		return nil, wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(name))
 	}
 	t, err := e.topics.update(name, kvs)
 	e.emitTopic(EventTopicUpdated, by, name, "update", err)

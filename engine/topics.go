@@ -82,6 +82,8 @@ type replication interface {
 	start(p *shard.Partition, tc TopicConfig) error
 	// stop stops it, before its log is closed or dropped.
 	stop(p *shard.Partition)
+	// setSync applies a new fsync policy to its group.
+	setSync(p *shard.Partition, sp shard.SyncPolicy)
 }
 
 func newRegistry(cfg *Config, shards []*shard.Shard, cache *storage.BlockCache) *registry {
@@ -487,42 +489,9 @@ func (r *registry) update(name string, kvs []wire.KV) (*Topic, error) {
 		return nil, wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(name))
 	}
 	old := t.Config()
-	tc := old
-	rotate := false
-	for _, kv := range kvs {
-		switch kv.Key {
-		case ConfigStorage:
-			if kv.Value != old.Storage {
-				return nil, invalid("storage cannot be changed after a topic is created")
-			}
-			continue
-		case ConfigEncryption:
-			if kv.Value != topic.OnOff(old.Encryption) {
-				return nil, invalid("encryption cannot be changed after a topic is created; " +
-					"an encrypted topic's data key is rotated with " + ActionRotateKey)
-			}
-			continue
-		case ConfigReplicas:
-			if kv.Value != strconv.Itoa(max(old.Replicas, 1)) && kv.Value != strconv.Itoa(old.Replicas) {
-				return nil, invalid("replicas cannot be changed after a topic is created")
-			}
-			continue
-		case ActionRotateKey:
-			if kv.Value != "true" {
-				return nil, invalid(ActionRotateKey + ` takes "true", got ` + strconv.Quote(kv.Value))
-			}
-			rotate = true
-			continue
-		}
-		if err := r.applyKV(&tc, kv); err != nil {
-			return nil, err
-		}
-	}
-	if tc.Storage == "memory" && tc.Fsync != old.Fsync {
-		return nil, invalid("fsync does not apply to a memory topic")
-	}
-	if tc.DeadLetterTopic == name {
-		return nil, invalid("a topic cannot be its own dead-letter topic")
+	tc, rotate, err := r.updatedConfig(name, old, kvs)
+	if err != nil {
+		return nil, err
 	}
 	if err := r.persistWith(m, name, &tc); err != nil {
 		return nil, wire.Errorf(storage.Code(err), "record config of "+name+": "+err.Error())
@@ -534,15 +503,73 @@ func (r *registry) update(name string, kvs []wire.KV) (*Topic, error) {
 		}
 	}
 	for _, p := range t.Parts {
-		p.SetRetention(tc.Retention, tc.RetentionBytes)
+		if p.Replica == nil { // a replicated log keeps its segments (docs/CLUSTER.md)
+			p.SetRetention(tc.Retention, tc.RetentionBytes)
+		}
 		if tc.Fsync != old.Fsync {
 			if err := p.SetSync(tc.Fsync); err != nil {
 				return t, wire.Errorf(wire.CodeShuttingDown, err.Error())
 			}
 			p.Shard.Wake()
+			if r.repl != nil {
+				r.repl.setSync(p, tc.Fsync)
+			}
 		}
 	}
 	return t, nil
+}
+
+// checkUpdate reports whether kvs would be a valid update of topic name.
+func (r *registry) checkUpdate(name string, kvs []wire.KV) error {
+	t := r.get([]byte(name))
+	if t == nil {
+		return wire.Errorf(wire.CodeUnknownTopic, "no topic named "+strconv.Quote(name))
+	}
+	_, _, err := r.updatedConfig(name, t.Config(), kvs)
+	return err
+}
+
+// updatedConfig is old with the changes of kvs, checked, and whether kvs
+// asks for a new data key.
+func (r *registry) updatedConfig(name string, old TopicConfig, kvs []wire.KV) (TopicConfig, bool, error) {
+	tc := old
+	rotate := false
+	for _, kv := range kvs {
+		switch kv.Key {
+		case ConfigStorage:
+			if kv.Value != old.Storage {
+				return tc, false, invalid("storage cannot be changed after a topic is created")
+			}
+			continue
+		case ConfigEncryption:
+			if kv.Value != topic.OnOff(old.Encryption) {
+				return tc, false, invalid("encryption cannot be changed after a topic is created; " +
+					"an encrypted topic's data key is rotated with " + ActionRotateKey)
+			}
+			continue
+		case ConfigReplicas:
+			if kv.Value != strconv.Itoa(max(old.Replicas, 1)) && kv.Value != strconv.Itoa(old.Replicas) {
+				return tc, false, invalid("replicas cannot be changed after a topic is created")
+			}
+			continue
+		case ActionRotateKey:
+			if kv.Value != "true" {
+				return tc, false, invalid(ActionRotateKey + ` takes "true", got ` + strconv.Quote(kv.Value))
+			}
+			rotate = true
+			continue
+		}
+		if err := r.applyKV(&tc, kv); err != nil {
+			return tc, false, err
+		}
+	}
+	if tc.Storage == "memory" && tc.Fsync != old.Fsync {
+		return tc, false, invalid("fsync does not apply to a memory topic")
+	}
+	if tc.DeadLetterTopic == name {
+		return tc, false, invalid("a topic cannot be its own dead-letter topic")
+	}
+	return tc, rotate, nil
 }
 
 // remove deletes a topic: it is forgotten by the metadata file first, then
