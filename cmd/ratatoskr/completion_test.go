@@ -23,7 +23,7 @@ func TestCompletions(t *testing.T) {
 		want  []string
 	}{
 		{[]string{"to"}, []string{"topic"}},
-		{[]string{""}, []string{"serve", "topic", "pub", "sub", "group", "loadtest", "user", "acl", "tenant", "dashboard-url", "version", "cert", "key", "completion"}},
+		{[]string{""}, []string{"serve", "topic", "pub", "sub", "group", "loadtest", "user", "acl", "tenant", "cluster", "dashboard-url", "version", "cert", "key", "completion"}},
 		{[]string{"topic", "d"}, []string{"describe", "delete"}},
 		{[]string{"group", "reset", "g", "--dr"}, []string{"--dry-run"}},
 		{[]string{"topic", "create", "x", "--storage", ""}, []string{"disk", "memory"}},
