@@ -6,7 +6,8 @@
 #     has it fsynced), one partition, loadtest at its leader;
 #   - NATS JetStream: a stream with 3 replicas (file storage, its default
 #     sync: acked once a quorum has it written, fsynced every 2 minutes),
-#     nats bench js pub async --replicas 3.
+#     nats bench js pub async --replicas 3 for throughput, and jslat/ (one
+#     producer at 10k msg/s, an ordered push consumer) for the 1->1 latency.
 # Each system runs alone (the other stopped). Usage:
 #   bench/clusterbench/side.sh [DURATION] [RATATOSKR_BIN] [NATS_DIR]
 set -euo pipefail
@@ -68,5 +69,6 @@ for i in $(seq 1 100); do
 	sleep 0.2
 done
 "$NATS/nats" --server $S bench js pub async side.a --stream SIDE --create --replicas 3 --storage file \
-	--size 128 --clients 4 --msgs 400000 --no-progress 2>&1 | grep -iE 'stats|msgs/sec' | head -3
+	--size 128 --clients 4 --msgs 400000 --no-progress 2>&1 | grep -iE 'aggregated|stats' | head -3
 "$NATS/nats" --server $S stream rm SIDE -f >/dev/null 2>&1 || true
+(cd "$(dirname "$0")/jslat" && go run . -server $S -replicas 3 -rate 10000 -duration "$DUR")
