@@ -501,6 +501,11 @@ func (h *Host) handleReady(g *Group) {
 	h.send(rd.Messages, g, true)
 	if n := len(rd.CommittedEntries); n > 0 {
 		g.idle = 0
+		// The log shows the committed batches before anyone hears of them
+		// (proposals answered, OnBatch, OnCommit): readers of an acked
+		// batch find it, and the partition log's visible end only ever
+		// moves here (the shard leaves a replicated partition's alone).
+		end := g.store.Commit(rd.CommittedEntries[n-1].Index)
 		for _, e := range rd.CommittedEntries {
 			switch e.Type {
 			case raftpb.EntryConfChange:
@@ -538,7 +543,6 @@ func (h *Host) handleReady(g *Group) {
 		if g.cfg.OnApplied != nil {
 			g.cfg.OnApplied()
 		}
-		end := g.store.Commit(rd.CommittedEntries[n-1].Index)
 		if g.cfg.OnCommit != nil && end != g.committedEnd {
 			g.cfg.OnCommit(end)
 		}
