@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -96,4 +97,68 @@ func TestReviewReplicatedShardKeepsRaftEntriesReadable(t *testing.T) {
 	require.Equal(t, end, vis, "the shard moved the Raft log's visible end back below the commit")
 	_, err = store.Entries(3, 5, 1<<20)
 	require.NoError(t, err, "raft panics on ErrUnavailable from Storage.Entries")
+}
+
+// failingReplica answers every proposal at once, on the caller's
+// goroutine, as engine's replica.Propose does when the node no longer
+// leads (r.Leads() fails between the server's check and the shard's
+// pass), and as cluster.Host.Propose does once the host stopped
+// (ErrStopped) or for a bad batch: Replicator's contract allows done "on
+// any goroutine".
+type failingReplica struct{}
+
+func (failingReplica) Propose(_ []byte, done func(int64, error)) {
+	done(0, wire.NotLeader(2, "127.0.0.1:7072", "test"))
+}
+
+// TestReviewReplicaAnsweringAtOnceDoesNotWedgeShard: the shard's done
+// callback (replicate) Pushes the outcome into the shard's own inbox.
+// Called synchronously, that Push runs on the goroutine holding the run
+// token, in the middle of a pass; when the inbox is full (producers keep
+// it full under load: the pass popped up to PassSize operations and the
+// event loops refill the room at once), Push can neither take the token
+// nor wait for room: it spins forever, and the shard, every partition on
+// it and every event loop pushing to it hang. Here the inbox is small so
+// that one pass's own answers fill it.
+func TestReviewReplicaAnsweringAtOnceDoesNotWedgeShard(t *testing.T) {
+	s := New(Config{Shard: shard.Config{Shards: 1}, InboxSize: 4})
+	s.Start()
+	p := shard.NewPartition("t", 0, s.Shard(), storage.NewMemLog(64<<20), shard.SyncPolicy{Mode: shard.SyncNever})
+	p.Replica = failingReplica{}
+	var k kicks
+	out := outbox.NewOutbox(1<<20, 1, &k)
+	// Event loops publish concurrently: while the pass answers what it
+	// popped, the others fill the room it made.
+	const loops, each = 4, 200
+	const n = loops * each
+	var wg sync.WaitGroup
+	for l := range loops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				b, off := deliverBuf(t, "t", 1)
+				if p.Publish(out, uint32(l*each+i+1), b, off) != nil {
+					return
+				}
+				s.Wake()
+			}
+		}()
+	}
+	var got int
+	deadline := time.Now().Add(10 * time.Second)
+	for got < n && time.Now().Before(deadline) {
+		if out.Queued() > 0 {
+			got += len(frames(t, out))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got < n {
+		// The shard is wedged: Stop would wait for it forever.
+		buf := make([]byte, 1<<20)
+		t.Logf("%s", buf[:runtime.Stack(buf, true)])
+		t.Fatalf("the shard answered %d of %d publishes, then hung (a synchronous done pushed into its own full inbox)", got, n)
+	}
+	wg.Wait()
+	s.Stop()
 }
