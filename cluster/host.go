@@ -311,6 +311,19 @@ func (h *Host) tick() {
 			h.maybeQuiesce(g)
 		}
 	}
+	// A group that failed while it led is silent, but its node is not:
+	// its followers, quiesced, would wait for it for good. It tells them
+	// every tick, so they wake and elect another leader.
+	for _, g := range h.groups {
+		if g.failed != nil && g.isLeader() {
+			g.rn.WithProgress(func(id uint64, _ raft.ProgressType, _ tracker.Progress) {
+				if id != h.cfg.NodeID {
+					h.out[id] = append(h.out[id], Envelope{Group: g.cfg.ID, Msg: raftpb.Message{
+						Type: raftpb.MsgHeartbeat, To: id, From: h.cfg.NodeID, Context: failedCtx}})
+				}
+			})
+		}
+	}
 	// Liveness: one ping per peer per tick stands in for the heartbeats
 	// of every quiesced group.
 	for _, p := range h.cfg.Peers {
@@ -331,16 +344,36 @@ func (h *Host) tick() {
 }
 
 // wakeLedBy unquiesces the groups whose leader is node p, which went
-// silent: they tick again, and elect a new leader.
+// silent: they tick again, and elect a new leader. It also wakes the
+// groups this node leads with p among their voters: a quiesced leader
+// does not tick, so CheckQuorum would never step it down if it lost its
+// quorum, and it would go on serving as leader while the others elect
+// another.
 func (h *Host) wakeLedBy(p uint64) {
 	for _, g := range h.groups {
-		if g.quiesced && g.leader == p {
+		if !g.quiesced || g.failed != nil {
+			continue
+		}
+		if g.leader == p || g.isLeader() && h.hasVoter(g, p) {
 			h.unquiesce(g)
 		}
 	}
 }
 
-var quiesceCtx = []byte("q")
+func (h *Host) hasVoter(g *Group, p uint64) bool {
+	found := false
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, _ tracker.Progress) {
+		if id == p {
+			found = true
+		}
+	})
+	return found
+}
+
+var (
+	quiesceCtx = []byte("q")
+	failedCtx  = []byte("f") // the leader's group failed (never stepped into Raft)
+)
 
 // maybeQuiesce puts a leader's idle group to sleep when every follower
 // holds everything and knows it is committed, and tells the followers.
@@ -354,7 +387,9 @@ func (h *Host) maybeQuiesce(g *Group) {
 	}
 	caughtUp := true
 	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
-		if pr.Match != st.Commit {
+		// A follower on a silent node holds the group awake: the leader
+		// must keep ticking for CheckQuorum to step it down.
+		if pr.Match != st.Commit || h.deadPeers[id] {
 			caughtUp = false
 		}
 	})
@@ -404,6 +439,12 @@ func (h *Host) step(from uint64, envs []Envelope) {
 		}
 		g := h.groups[e.Group]
 		if g == nil || g.failed != nil {
+			continue
+		}
+		if e.Msg.Type == raftpb.MsgHeartbeat && bytes.Equal(e.Msg.Context, failedCtx) {
+			if g.leader == from {
+				h.unquiesce(g) // its leader failed: tick, and elect another
+			}
 			continue
 		}
 		quiesce := e.Msg.Type == raftpb.MsgHeartbeat && bytes.Equal(e.Msg.Context, quiesceCtx)
