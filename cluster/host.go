@@ -909,9 +909,13 @@ func (g *Group) setState(ss *raft.SoftState) {
 	changed := ss.Lead != g.leader
 	g.leader, g.state = ss.Lead, ss.RaftState
 	if wasLeader && !g.isLeader() {
-		// Stepped down: what is pending may or may not commit.
+		// Stepped down: what is pending may or may not commit. Every
+		// pending proposal is in Raft's log since RawNode.Propose took it,
+		// whether or not this node saw it appended yet (index 0: the
+		// step-down came in the pass that proposed it, and this Ready
+		// still appends it), so each one's outcome is unknown.
 		for _, p := range g.pending {
-			p.done(Result{Err: &NotLeaderError{Group: g.cfg.ID, Leader: ss.Lead, Unknown: p.index != 0}})
+			p.done(Result{Err: &NotLeaderError{Group: g.cfg.ID, Leader: ss.Lead, Unknown: true}})
 		}
 		g.pending = g.pending[:0]
 	}

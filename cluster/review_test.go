@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/ratatoskr-mq/ratatoskr/cluster/internal/testlog"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
@@ -186,4 +187,65 @@ func TestReviewIsolatedQuiescedLeaderStepsDown(t *testing.T) {
 	}
 	st := c.status(lead)
 	t.Fatalf("isolated node %d still leads (quiesced %v) while node %d leads the others", lead, st.Quiesced, next)
+}
+
+// TestReviewStepDownAnswerSaysProposalMayBeStored: a leader that steps
+// down fails its pending proposals with NotLeaderError, Unknown only for
+// those whose entries it saw appended (index != 0). But a proposal is in
+// Raft's log from the moment RawNode.Propose accepts it; if the step-down
+// comes in the same pass, before the Ready that appends it, the Ready
+// still appends it to this node's log, and it may commit (here the node,
+// alone in its group, is elected again and commits it). The producer was
+// told it was not stored (no "may have been stored"), and a plain
+// producer's retry stores it twice.
+func TestReviewStepDownAnswerSaysProposalMayBeStored(t *testing.T) {
+	var armed atomic.Bool
+	entered := make(chan struct{}, 1)
+	gate := make(chan struct{})
+	send := func(to uint64, envs []Envelope) {
+		if armed.Load() {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-gate
+		}
+	}
+	// Node 99 is a peer only so that the host pings it each tick: its Send
+	// lets the test hold the host's goroutine between two passes.
+	h := NewHost(HostConfig{NodeID: 1, Send: send, Peers: []uint64{99}, TickInterval: 10 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)})
+	h.Start()
+	t.Cleanup(h.Stop)
+	l := &testlog.Log{}
+	require.NoError(t, h.AddGroup(GroupConfig{ID: testGroup, Voters: []uint64{1}, Log: l, Meta: &testlog.Meta{}}))
+	var st GroupStatus
+	waitFor(t, "leader", func() bool {
+		st, _ = h.Status(testGroup)
+		return st.State == "StateLeader"
+	})
+	// Hold the host in a pass, queue a proposal and a heartbeat of a later
+	// term (the node learns another leader), and let both run in one pass.
+	armed.Store(true)
+	<-entered
+	var bb wire.BatchBuilder
+	bb.Start(nil, wire.NoProducer, -1)
+	bb.Append(1, nil, []byte("x"), nil)
+	ch := make(chan Result, 1)
+	h.Propose(testGroup, bb.Finish(), func(r Result) { ch <- r })
+	h.Deliver(99, []Envelope{{Group: testGroup, Msg: raftpb.Message{Type: raftpb.MsgHeartbeat, From: 99, To: 1, Term: st.Term + 1}}})
+	armed.Store(false)
+	close(gate)
+	r := <-ch
+	var nl *NotLeaderError
+	require.ErrorAs(t, r.Err, &nl)
+	// The node campaigns again (its group's only voter) and commits what
+	// its log holds.
+	waitFor(t, "leader again", func() bool {
+		st, _ := h.Status(testGroup)
+		return st.State == "StateLeader" && st.EndOffset > 0
+	})
+	_, vis := l.Bounds()
+	require.Equal(t, int64(1), vis, "the proposal was committed")
+	require.True(t, nl.Unknown, "answered %q, as if it was not stored", r.Err)
 }
