@@ -1,7 +1,11 @@
 package engine
 
 import (
+	"context"
+	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -11,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/raft/v3/raftpb"
 
+	"github.com/ratatoskr-mq/ratatoskr/client"
 	"github.com/ratatoskr-mq/ratatoskr/cluster"
 	"github.com/ratatoskr-mq/ratatoskr/cluster/meta"
 	"github.com/ratatoskr-mq/ratatoskr/cluster/raftlog"
@@ -298,4 +303,72 @@ func TestReviewIdempotentRetryAfterLeaderChangeStoredOnce(t *testing.T) {
 	}, 30*time.Second, time.Millisecond)
 	require.Equal(t, 1, next.stored(t, 7, 1),
 		"producer 7's seq 1 is stored once (the retry was acked at offset %d)", retryBase)
+}
+
+// TestReviewOnePartitionFailingToOpenKeepsTheOthers: in a cluster a
+// node opens its replicated topics through registry.create (the applier's
+// reconcile), that is build with no load summary: a partition whose log
+// cannot be opened fails the whole topic, and build's error path
+// (dropParts) Drops every partition opened before it — deleting this
+// node's copy of their Raft logs, meta files (term, vote) included. A
+// single node leaves such a partition offline and keeps the others; here
+// one damaged partition costs the node every other partition's data, and
+// the next reconcile opens them again empty: a replica that forgot what it
+// acknowledged and whom it voted for, which Raft's safety does not allow
+// (docs/CLUSTER.md: "Raft's safety assumes a node never forgets its
+// vote").
+func TestReviewOnePartitionFailingToOpenKeepsTheOthers(t *testing.T) {
+	nodes := startTestCluster(t, 3)
+	createReplicated(t, nodes[0], "dp", 2, 3)
+	for _, e := range nodes {
+		waitTopic(t, e, "dp")
+	}
+	ctx := testCtx(t)
+	for p := range 2 {
+		c := dial(t, leaderOf(t, nodes, "dp", p))
+		for i := range 5 {
+			_, err := c.Publish(ctx, "dp", client.Message{Value: []byte(fmt.Sprint("m", i))}, client.ToPartition(p))
+			require.NoError(t, err)
+		}
+	}
+	victim := nodes[2]
+	groupDir := func(p int) string {
+		pi, ok := victim.cluster.view.Load().Partition("dp", p)
+		require.True(t, ok)
+		return victim.cfg.DataDir + "/cluster/groups/" + strconv.FormatUint(pi.Group, 10)
+	}
+	dir0, dir1 := groupDir(0), groupDir(1)
+	for _, e := range nodes {
+		waitValues(t, e, "dp", 0, []string{"m0", "m1", "m2", "m3", "m4"})
+	}
+	cfg := victim.cfg
+	shutdown(t, victim)
+	before, err := os.ReadFile(dir0 + "/" + raftlog.MetaFile)
+	require.NoError(t, err)
+	require.Contains(t, string(before), `"hard"`)
+	// Partition 1's meta file on the victim is damaged.
+	require.NoError(t, os.WriteFile(dir1+"/"+raftlog.MetaFile, []byte("{damaged"), 0o600))
+
+	cfg.Addr, cfg.HTTPAddr, cfg.ClusterAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	e, err := New(cfg)
+	require.NoError(t, err)
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	require.NoError(t, e.Start(sctx))
+	cancel()
+	t.Cleanup(func() { shutdown(t, e) })
+	for i, o := range nodes[:2] {
+		require.NoError(t, e.SetPeer(uint64(i+1), o.ClusterAddr().String()))
+		require.NoError(t, o.SetPeer(cfg.NodeID, e.ClusterAddr().String()))
+	}
+	// Wait until the restarted node's controller applied the topic (its
+	// applier then tried to open it), and a little more.
+	require.Eventually(t, func() bool {
+		_, ok := e.cluster.view.Load().Topic("dp")
+		return ok
+	}, 60*time.Second, 10*time.Millisecond)
+	time.Sleep(time.Second)
+	after, err := os.ReadFile(dir0 + "/" + raftlog.MetaFile)
+	require.NoError(t, err, "partition 0's Raft meta file (hard state) on node %d was deleted", cfg.NodeID)
+	require.Equal(t, string(before), string(after)[:min(len(after), len(before))],
+		"partition 0's Raft state on node %d was replaced by a fresh one", cfg.NodeID)
 }
