@@ -59,7 +59,8 @@ type clusterNode struct {
 	// (the applier's).
 	configs map[string]map[string]string
 
-	wg sync.WaitGroup // background loops other than the applier
+	wg        sync.WaitGroup // background loops other than the applier
+	closeOnce sync.Once      // close runs once (a failed Start, then Shutdown)
 
 	amu        sync.Mutex
 	reconciled uint64 // the view version the applier last reconciled
@@ -554,13 +555,15 @@ func (c *clusterNode) stop(p *shard.Partition) {
 // close stops the cluster side: leadership goes to other nodes first
 // (transferLeadership), then the host, the applier and the transport stop.
 func (c *clusterNode) close() {
-	c.transferLeadership(2 * time.Second)
-	close(c.quit)
-	<-c.done
-	c.wg.Wait()
-	c.host.Stop()
-	_ = c.tr.Close()
-	_ = c.ctrl.Close()
+	c.closeOnce.Do(func() {
+		c.transferLeadership(2 * time.Second)
+		close(c.quit)
+		<-c.done
+		c.wg.Wait()
+		c.host.Stop()
+		_ = c.tr.Close()
+		_ = c.ctrl.Close()
+	})
 }
 
 // transferLeadership hands every group this node leads to another replica

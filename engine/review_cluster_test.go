@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -371,4 +372,34 @@ func TestReviewOnePartitionFailingToOpenKeepsTheOthers(t *testing.T) {
 	require.NoError(t, err, "partition 0's Raft meta file (hard state) on node %d was deleted", cfg.NodeID)
 	require.Equal(t, string(before), string(after)[:min(len(after), len(before))],
 		"partition 0's Raft state on node %d was replaced by a fresh one", cfg.NodeID)
+}
+
+// TestReviewFailedStartStopsTheClusterSide: Start starts the cluster side
+// (transport listener, Raft host, controller group, applier, leader
+// balance) before the native listener; when that listener cannot bind,
+// Start stops the shards and closes the logs but leaves the cluster side
+// running: the node goes on answering its peers and voting in Raft over
+// closed logs, and its goroutines and listener leak.
+func TestReviewFailedStartStopsTheClusterSide(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	cfg := DefaultConfig()
+	cfg.Addr, cfg.HTTPAddr, cfg.ClusterAddr = taken.Addr().String(), "127.0.0.1:0", "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.NodeID, cfg.Peers = 1, map[uint64]string{1: "127.0.0.1:0", 2: "127.0.0.1:1"}
+	cfg.RaftTick = 20 * time.Millisecond
+	cfg.Shards, cfg.EventLoops = 1, 1
+	e, err := New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.Error(t, e.Start(ctx), "the native address is taken")
+	require.NotNil(t, e.ClusterAddr())
+	conn, err := net.DialTimeout("tcp", e.ClusterAddr().String(), time.Second)
+	if err == nil {
+		_ = conn.Close()
+	}
+	require.Error(t, err, "the failed node's cluster listener still accepts connections")
 }
