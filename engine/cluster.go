@@ -468,6 +468,7 @@ func (c *clusterNode) open(topic string, i int, tc TopicConfig, openLog func(dir
 // start implements replication: it starts the partition's Raft group.
 func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 	rep := p.Replica.(*replica)
+	rep.p = p
 	c.replicas.Store(rep.group, rep)
 	if !rep.local {
 		return nil
@@ -486,6 +487,12 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 			prods = nil
 		},
 		OnLeader: func(leader, term uint64) {
+			if leader == c.id {
+				// Called before the Ready that holds this term's first
+				// entry is appended: every entry before the log's end
+				// offset now is an earlier term's (see replica.Propose).
+				rep.caughtUp.Store(rep.store.EndOffset())
+			}
 			rep.leader.Store(leader)
 			if leader == c.id {
 				go c.reportLeader(rep.group, term)
@@ -611,12 +618,29 @@ type replica struct {
 	local  bool          // this node holds a replica
 	leader atomic.Uint64 // the leader this node knows (0: none)
 	store  *raftlog.Storage
+	p      *shard.Partition // set by start
+	// caughtUp is the offset up to which the entries of earlier terms
+	// reach in this node's log when it became leader, set before leader:
+	// its shard knows their idempotent batches once its visible end is
+	// there.
+	caughtUp atomic.Int64
 }
 
 // Propose implements shard.Replicator.
 func (r *replica) Propose(batch []byte, done func(int64, error)) {
 	if err := r.Leads(); err != nil {
 		done(0, err)
+		return
+	}
+	// An idempotent batch was checked against the producers the shard
+	// knows (it calls Propose on its own thread, right after). A new
+	// leader's log may hold an earlier term's batches that are not
+	// committed yet, and so unknown to the shard, and that commit with
+	// this term's first entry: a retry of one of them, proposed now, would
+	// be stored twice. Until the shard has seen them committed, it waits.
+	if wire.Batch(batch).ProducerID() != wire.NoProducer && r.p != nil && r.p.EndOffset() < r.caughtUp.Load() {
+		done(0, r.notLeader(r.c.id, "partition "+strconv.Itoa(int(r.part))+" of "+r.topic+
+			": the new leader is committing its predecessors' batches; retry"))
 		return
 	}
 	r.c.host.Propose(r.group, batch, func(res cluster.Result) {
