@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -237,11 +238,21 @@ func (c *clusterNode) apply(e raftpb.Entry) {
 	if err != nil {
 		c.e.log.Debug("controller command refused", "index", e.Index, "op", res.Op, "err", err)
 	}
+	// Only this node's proposers wait for outcomes (their nonces start
+	// with its id), and only the first application of a command is its
+	// outcome: propose may have proposed it again, and the duplicate's
+	// refusal (the topic exists) must not replace it.
+	key := string(r.Key)
+	if !strings.HasPrefix(key, strconv.FormatUint(c.id, 10)+"-") {
+		return
+	}
 	c.rmu.Lock()
 	if len(c.results) > 10000 { // proposers that gave up; keep the map bounded
 		clear(c.results)
 	}
-	c.results[string(r.Key)] = applied{index: e.Index, err: metaError(err)}
+	if _, dup := c.results[key]; !dup {
+		c.results[key] = applied{index: e.Index, err: metaError(err)}
+	}
 	c.rmu.Unlock()
 }
 

@@ -409,3 +409,30 @@ func TestReviewFailedStartStopsTheClusterSide(t *testing.T) {
 	}
 	require.Error(t, err, "the failed node's cluster listener still accepts connections")
 }
+
+// TestReviewControllerDuplicateKeepsFirstOutcome: clusterNode.propose
+// proposes a command again every 2 s until it sees its nonce applied, so a
+// slow controller (an election) can commit the command twice; the second
+// application fails (the topic exists), and propose's comment says "only
+// the first outcome is taken". But apply stores each outcome under the
+// nonce, the second overwriting the first when both are applied before
+// the proposer looks (one pass, or within its 5 ms poll): the client that
+// created the topic is told TOPIC_EXISTS (a delete: UNKNOWN_TOPIC).
+func TestReviewControllerDuplicateKeepsFirstOutcome(t *testing.T) {
+	c := &clusterNode{id: 1, e: &Engine{log: slog.New(slog.NewTextHandler(io.Discard, nil))}, state: meta.New(),
+		results: map[string]applied{}}
+	entry := func(index uint64, key string, cmd meta.Command) raftpb.Entry {
+		var bb wire.BatchBuilder
+		bb.Start(nil, wire.NoProducer, -1)
+		bb.Append(1, []byte(key), cmd.Encode(), nil)
+		return raftpb.Entry{Index: index, Data: bb.Finish()}
+	}
+	c.apply(entry(1, "n1", meta.AddNode{ID: 1, ClientAddr: "127.0.0.1:1", ClusterAddr: "127.0.0.1:2"}))
+	create := meta.CreateTopic{Name: "x", Partitions: 1, Replicas: 1}
+	c.apply(entry(2, "1-7-abc", create))
+	c.apply(entry(3, "1-7-abc", create)) // the proposer's retry, committed too
+	res, ok := c.take("1-7-abc")
+	require.True(t, ok)
+	require.NoError(t, res.err, "the command was applied (at index 2); its duplicate's refusal is not its outcome")
+	require.Equal(t, uint64(2), res.index)
+}
