@@ -311,6 +311,19 @@ func (h *Host) tick() {
 			h.maybeQuiesce(g)
 		}
 	}
+	// A group that failed while it led is silent, but its node is not:
+	// its followers, quiesced, would wait for it for good. It tells them
+	// every tick, so they wake and elect another leader.
+	for _, g := range h.groups {
+		if g.failed != nil && g.isLeader() {
+			g.rn.WithProgress(func(id uint64, _ raft.ProgressType, _ tracker.Progress) {
+				if id != h.cfg.NodeID {
+					h.out[id] = append(h.out[id], Envelope{Group: g.cfg.ID, Msg: raftpb.Message{
+						Type: raftpb.MsgHeartbeat, To: id, From: h.cfg.NodeID, Context: failedCtx}})
+				}
+			})
+		}
+	}
 	// Liveness: one ping per peer per tick stands in for the heartbeats
 	// of every quiesced group.
 	for _, p := range h.cfg.Peers {
@@ -331,16 +344,36 @@ func (h *Host) tick() {
 }
 
 // wakeLedBy unquiesces the groups whose leader is node p, which went
-// silent: they tick again, and elect a new leader.
+// silent: they tick again, and elect a new leader. It also wakes the
+// groups this node leads with p among their voters: a quiesced leader
+// does not tick, so CheckQuorum would never step it down if it lost its
+// quorum, and it would go on serving as leader while the others elect
+// another.
 func (h *Host) wakeLedBy(p uint64) {
 	for _, g := range h.groups {
-		if g.quiesced && g.leader == p {
+		if !g.quiesced || g.failed != nil {
+			continue
+		}
+		if g.leader == p || g.isLeader() && h.hasVoter(g, p) {
 			h.unquiesce(g)
 		}
 	}
 }
 
-var quiesceCtx = []byte("q")
+func (h *Host) hasVoter(g *Group, p uint64) bool {
+	found := false
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, _ tracker.Progress) {
+		if id == p {
+			found = true
+		}
+	})
+	return found
+}
+
+var (
+	quiesceCtx = []byte("q")
+	failedCtx  = []byte("f") // the leader's group failed (never stepped into Raft)
+)
 
 // maybeQuiesce puts a leader's idle group to sleep when every follower
 // holds everything and knows it is committed, and tells the followers.
@@ -354,7 +387,9 @@ func (h *Host) maybeQuiesce(g *Group) {
 	}
 	caughtUp := true
 	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
-		if pr.Match != st.Commit {
+		// A follower on a silent node holds the group awake: the leader
+		// must keep ticking for CheckQuorum to step it down.
+		if pr.Match != st.Commit || h.deadPeers[id] {
 			caughtUp = false
 		}
 	})
@@ -404,6 +439,12 @@ func (h *Host) step(from uint64, envs []Envelope) {
 		}
 		g := h.groups[e.Group]
 		if g == nil || g.failed != nil {
+			continue
+		}
+		if e.Msg.Type == raftpb.MsgHeartbeat && bytes.Equal(e.Msg.Context, failedCtx) {
+			if g.leader == from {
+				h.unquiesce(g) // its leader failed: tick, and elect another
+			}
 			continue
 		}
 		quiesce := e.Msg.Type == raftpb.MsgHeartbeat && bytes.Equal(e.Msg.Context, quiesceCtx)
@@ -501,6 +542,11 @@ func (h *Host) handleReady(g *Group) {
 	h.send(rd.Messages, g, true)
 	if n := len(rd.CommittedEntries); n > 0 {
 		g.idle = 0
+		// The log shows the committed batches before anyone hears of them
+		// (proposals answered, OnBatch, OnCommit): readers of an acked
+		// batch find it, and the partition log's visible end only ever
+		// moves here (the shard leaves a replicated partition's alone).
+		end := g.store.Commit(rd.CommittedEntries[n-1].Index)
 		for _, e := range rd.CommittedEntries {
 			switch e.Type {
 			case raftpb.EntryConfChange:
@@ -538,7 +584,6 @@ func (h *Host) handleReady(g *Group) {
 		if g.cfg.OnApplied != nil {
 			g.cfg.OnApplied()
 		}
-		end := g.store.Commit(rd.CommittedEntries[n-1].Index)
 		if g.cfg.OnCommit != nil && end != g.committedEnd {
 			g.cfg.OnCommit(end)
 		}
@@ -864,9 +909,13 @@ func (g *Group) setState(ss *raft.SoftState) {
 	changed := ss.Lead != g.leader
 	g.leader, g.state = ss.Lead, ss.RaftState
 	if wasLeader && !g.isLeader() {
-		// Stepped down: what is pending may or may not commit.
+		// Stepped down: what is pending may or may not commit. Every
+		// pending proposal is in Raft's log since RawNode.Propose took it,
+		// whether or not this node saw it appended yet (index 0: the
+		// step-down came in the pass that proposed it, and this Ready
+		// still appends it), so each one's outcome is unknown.
 		for _, p := range g.pending {
-			p.done(Result{Err: &NotLeaderError{Group: g.cfg.ID, Leader: ss.Lead, Unknown: p.index != 0}})
+			p.done(Result{Err: &NotLeaderError{Group: g.cfg.ID, Leader: ss.Lead, Unknown: true}})
 		}
 		g.pending = g.pending[:0]
 	}

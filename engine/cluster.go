@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,7 +60,8 @@ type clusterNode struct {
 	// (the applier's).
 	configs map[string]map[string]string
 
-	wg sync.WaitGroup // background loops other than the applier
+	wg        sync.WaitGroup // background loops other than the applier
+	closeOnce sync.Once      // close runs once (a failed Start, then Shutdown)
 
 	amu        sync.Mutex
 	reconciled uint64 // the view version the applier last reconciled
@@ -236,11 +238,21 @@ func (c *clusterNode) apply(e raftpb.Entry) {
 	if err != nil {
 		c.e.log.Debug("controller command refused", "index", e.Index, "op", res.Op, "err", err)
 	}
+	// Only this node's proposers wait for outcomes (their nonces start
+	// with its id), and only the first application of a command is its
+	// outcome: propose may have proposed it again, and the duplicate's
+	// refusal (the topic exists) must not replace it.
+	key := string(r.Key)
+	if !strings.HasPrefix(key, strconv.FormatUint(c.id, 10)+"-") {
+		return
+	}
 	c.rmu.Lock()
 	if len(c.results) > 10000 { // proposers that gave up; keep the map bounded
 		clear(c.results)
 	}
-	c.results[string(r.Key)] = applied{index: e.Index, err: metaError(err)}
+	if _, dup := c.results[key]; !dup {
+		c.results[key] = applied{index: e.Index, err: metaError(err)}
+	}
 	c.rmu.Unlock()
 }
 
@@ -467,6 +479,7 @@ func (c *clusterNode) open(topic string, i int, tc TopicConfig, openLog func(dir
 // start implements replication: it starts the partition's Raft group.
 func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 	rep := p.Replica.(*replica)
+	rep.p = p
 	c.replicas.Store(rep.group, rep)
 	if !rep.local {
 		return nil
@@ -485,6 +498,12 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 			prods = nil
 		},
 		OnLeader: func(leader, term uint64) {
+			if leader == c.id {
+				// Called before the Ready that holds this term's first
+				// entry is appended: every entry before the log's end
+				// offset now is an earlier term's (see replica.Propose).
+				rep.caughtUp.Store(rep.store.EndOffset())
+			}
 			rep.leader.Store(leader)
 			if leader == c.id {
 				go c.reportLeader(rep.group, term)
@@ -554,13 +573,15 @@ func (c *clusterNode) stop(p *shard.Partition) {
 // close stops the cluster side: leadership goes to other nodes first
 // (transferLeadership), then the host, the applier and the transport stop.
 func (c *clusterNode) close() {
-	c.transferLeadership(2 * time.Second)
-	close(c.quit)
-	<-c.done
-	c.wg.Wait()
-	c.host.Stop()
-	_ = c.tr.Close()
-	_ = c.ctrl.Close()
+	c.closeOnce.Do(func() {
+		c.transferLeadership(2 * time.Second)
+		close(c.quit)
+		<-c.done
+		c.wg.Wait()
+		c.host.Stop()
+		_ = c.tr.Close()
+		_ = c.ctrl.Close()
+	})
 }
 
 // transferLeadership hands every group this node leads to another replica
@@ -608,12 +629,29 @@ type replica struct {
 	local  bool          // this node holds a replica
 	leader atomic.Uint64 // the leader this node knows (0: none)
 	store  *raftlog.Storage
+	p      *shard.Partition // set by start
+	// caughtUp is the offset up to which the entries of earlier terms
+	// reach in this node's log when it became leader, set before leader:
+	// its shard knows their idempotent batches once its visible end is
+	// there.
+	caughtUp atomic.Int64
 }
 
 // Propose implements shard.Replicator.
 func (r *replica) Propose(batch []byte, done func(int64, error)) {
 	if err := r.Leads(); err != nil {
 		done(0, err)
+		return
+	}
+	// An idempotent batch was checked against the producers the shard
+	// knows (it calls Propose on its own thread, right after). A new
+	// leader's log may hold an earlier term's batches that are not
+	// committed yet, and so unknown to the shard, and that commit with
+	// this term's first entry: a retry of one of them, proposed now, would
+	// be stored twice. Until the shard has seen them committed, it waits.
+	if wire.Batch(batch).ProducerID() != wire.NoProducer && r.p != nil && r.p.EndOffset() < r.caughtUp.Load() {
+		done(0, r.notLeader(r.c.id, "partition "+strconv.Itoa(int(r.part))+" of "+r.topic+
+			": the new leader is committing its predecessors' batches; retry"))
 		return
 	}
 	r.c.host.Propose(r.group, batch, func(res cluster.Result) {

@@ -183,12 +183,21 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	// A failed start stops the cluster side before the shards and logs it
+	// writes to: its host's last answers go to running shards.
+	stopCluster := func() {
+		if e.cluster != nil {
+			e.cluster.close()
+		}
+	}
 	if err := e.topics.load(); err != nil {
+		stopCluster()
 		e.stopShards()
 		e.stopHTTP(ctx)
 		return fmt.Errorf("engine: recovery: %w", err)
 	}
 	if err := e.groups.Load(); err != nil {
+		stopCluster()
 		e.stopShards()
 		e.stopHTTP(ctx)
 		_ = e.topics.closeAll()
@@ -196,6 +205,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	}
 	e.setNotReady("starting the native listener")
 	if err := e.srv.Start(); err != nil {
+		stopCluster()
 		e.stopShards()
 		e.groups.Close()
 		_ = e.topics.closeAll()

@@ -464,17 +464,24 @@ func (r *registry) adopt(t *Topic) {
 func (r *registry) drop(t *Topic) { r.dropParts(t.Name, t.Parts) }
 
 // dropParts closes the logs of a topic's partitions, those opened so far,
-// and removes its directory.
+// and removes its directory. A cluster's partitions are only closed: their
+// logs are Raft logs that may hold entries this node acknowledged and its
+// votes (a topic opened again at a restart, or whose group ran before a
+// later partition failed), which only the topic's deletion may remove.
 func (r *registry) dropParts(name string, parts []*shard.Partition) {
 	for _, p := range parts {
 		if p != nil {
 			if r.repl != nil {
 				r.repl.stop(p)
+				_ = p.Log.Close()
+				continue
 			}
 			_ = p.Log.Drop()
 		}
 	}
-	_ = r.cfg.FS.RemoveAll(r.cfg.DataDir + "/topics/" + name)
+	if r.repl == nil {
+		_ = r.cfg.FS.RemoveAll(r.cfg.DataDir + "/topics/" + name)
+	}
 }
 
 // update changes a topic's runtime-changeable config (every key but

@@ -508,7 +508,14 @@ func (s *Shard) batchVisible(p *Partition, a *heldAck) {
 // makeVisible publishes end to readers and wakes long polls.
 func (s *Shard) makeVisible(p *Partition, end int64) {
 	p.visible = end
-	p.Log.SetVisible(end)
+	if p.Replica == nil {
+		// A replicated partition's log is its Raft log: its group moves
+		// the visible end to the commit (raftlog.Storage.Commit) before
+		// the shard hears of it. Set here, behind the group, it would go
+		// back below committed entries, which Raft then cannot read
+		// (Storage.Entries: ErrUnavailable, on which raft panics).
+		p.Log.SetVisible(end)
+	}
 	p.endOffset.Store(end)
 	if len(p.waiters) > 0 {
 		p.wakeAll(end, true)

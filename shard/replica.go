@@ -2,6 +2,7 @@ package shard
 
 import (
 	"errors"
+	"sync/atomic"
 
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -48,19 +49,41 @@ func (s *Shard) replicate(o *Op, p *Partition, batch wire.Batch) {
 	if id := batch.ProducerID(); id != wire.NoProducer {
 		p.producers.record(nil, id, producerBatch{seq: batch.ProducerSeq(), count: int32(batch.Count()), base: unknownBase})
 	}
-	op := *o // the done callback keeps the publish, and its buf reference
+	r := &proposing{op: *o} // the done callback keeps the publish, and its buf reference
 	d := s.driver
 	p.Replica.Propose(batch, func(base int64, err error) {
-		op.kind = opReplicated
-		op.n = base
-		op.err = err
-		if d.Push(op) != nil {
-			op.buf.Release() // the shard stopped: nobody answers
+		r.op.kind = opReplicated
+		r.op.n = base
+		r.op.err = err
+		if r.state.CompareAndSwap(proposeRunning, proposeAnswered) {
+			return // answered before Propose returned: replicate handles it
+		}
+		if d.Push(r.op) != nil {
+			r.op.buf.Release() // the shard stopped: nobody answers
 			return
 		}
 		d.Wake()
 	})
+	if !r.state.CompareAndSwap(proposeRunning, proposeReturned) {
+		// Answered at once (a replica that no longer leads, a stopped
+		// host): this goroutine holds the shard's run token, so pushing
+		// the answer into the shard's own inbox could wait forever for
+		// room only this pass can make. It is handled here instead.
+		s.replicated(&r.op)
+	}
 }
+
+// proposing is a publish handed to a Replicator, until its answer.
+type proposing struct {
+	op    Op
+	state atomic.Int32 // proposeRunning, then proposeReturned or proposeAnswered
+}
+
+const (
+	proposeRunning  = iota // Propose has not returned
+	proposeReturned        // it returned first: the answer is pushed to the shard
+	proposeAnswered        // the answer came first: replicate handles it
+)
 
 // replicated delivers and acks a publish the partition's group committed,
 // or answers its error.

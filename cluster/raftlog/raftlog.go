@@ -553,10 +553,19 @@ func (s *Storage) SetHardState(hs raftpb.HardState) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.st.Hard
-	s.st.Hard = hs
 	if hs.Term != old.Term || hs.Vote != old.Vote {
-		return s.save()
+		// The new term or vote is saved now, but not the new commit index:
+		// it may cover entries of the same Ready that Append has yet to
+		// write, in place of conflicting ones the log still holds, and a
+		// crash before Append would make those look committed (Open shows
+		// them, and Raft acknowledges what it does not hold). The commit
+		// index goes with the next save, which Append makes after cutting.
+		s.st.Hard = raftpb.HardState{Term: hs.Term, Vote: hs.Vote, Commit: old.Commit}
+		if err := s.save(); err != nil {
+			return err
+		}
 	}
+	s.st.Hard = hs
 	if hs.Commit != old.Commit {
 		s.dirty = true
 	}
