@@ -16,6 +16,16 @@
 // Publish waits for the broker's acknowledgement; PublishAsync queues the
 // message and returns, and Flush waits for everything queued before it.
 // The client imports no server package: it speaks only the wire protocol.
+//
+// A cluster (docs/CLUSTER.md) takes a Cluster instead: DialCluster with
+// the nodes' addresses returns a client with the same publish, subscribe
+// and fetch calls that keeps a Client per node and sends each partition's
+// requests to the node that leads it, following the leader when it
+// changes (cluster.go):
+//
+//	cl, err := client.DialCluster(ctx, "10.0.0.1:7070,10.0.0.2:7070,10.0.0.3:7070", client.WithIdempotence())
+//	ack, err := cl.Publish(ctx, "orders", client.Message{Key: []byte("user-42"), Value: v})
+//	sub, err := cl.Subscribe(ctx, "orders", func(d *client.Delivery) { ... })
 package client
 
 import (
@@ -103,6 +113,11 @@ type Client struct {
 
 	runID       uint64 // reader-owned: the broker run of the current connection
 	reconnected atomic.Uint64
+
+	// cluster is set on a Cluster's connection to one node (cluster.go):
+	// the client then never reconnects, and hands the batches it cannot
+	// deliver (NOT_LEADER, a lost connection) to the Cluster.
+	cluster *Cluster
 }
 
 // link is one connection and what its handshake settled.
@@ -140,6 +155,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		opts: o, addrs: addrs, open: map[batchKey]*batch{}, wake: make(chan struct{}, 1),
 		inflight: map[uint32]*batch{}, calls: map[uint32]chan response{}, subCalls: map[uint32]*subCall{}, space: make(chan struct{}),
 		subs: map[string][]*Subscription{}, meta: map[string]int{}, closing: make(chan struct{}),
+		cluster: o.cluster,
 	}
 	l, err := c.dialFirst(ctx)
 	if err != nil {
@@ -379,6 +395,10 @@ func (c *Client) Err() error {
 // shutdown stops the client with cause, failing everything in flight.
 func (c *Client) shutdown(cause error) {
 	c.closeOnce.Do(func() {
+		if c.cluster != nil {
+			c.stopNode(cause)
+			return
+		}
 		c.err.Store(&cause)
 		close(c.closing)
 		_ = c.link.Load().Close()
@@ -454,9 +474,10 @@ func (c *Client) call(ctx context.Context, t wire.Type, flags uint8, body []byte
 	return c.callWith(ctx, t, flags, body, nil)
 }
 
-// callWith is call for a Subscribe: sub, when not nil, gets the
-// SubscribeOK on the reader before any of its deliveries are dispatched.
-func (c *Client) callWith(ctx context.Context, t wire.Type, flags uint8, body []byte, sub *Subscription) (response, error) {
+// callWith is call for a Subscribe: sc, when not nil, gets the
+// SubscribeOK on the reader before any of its subscriptions' deliveries
+// are dispatched.
+func (c *Client) callWith(ctx context.Context, t wire.Type, flags uint8, body []byte, sc *subCall) (response, error) {
 	corr := c.nextCorr()
 	ch := make(chan response, 1)
 	c.pmu.Lock()
@@ -465,8 +486,9 @@ func (c *Client) callWith(ctx context.Context, t wire.Type, flags uint8, body []
 		return response{}, c.stopped()
 	}
 	c.calls[corr] = ch
-	if sub != nil {
-		c.subCalls[corr] = &subCall{subs: []*Subscription{sub}}
+	if sc != nil {
+		sc.waited = true
+		c.subCalls[corr] = sc
 	}
 	c.pmu.Unlock()
 	frame := append(wire.AppendHeader(make([]byte, 0, wire.HeaderSize+len(body)), t, flags, corr, len(body)), body...)

@@ -58,16 +58,24 @@ var (
 	// ErrQuotaExceeded: the tenant's quota refused the request; nothing
 	// was stored.
 	ErrQuotaExceeded = wire.ErrQuotaExceeded
+	// ErrNotLeader: a cluster's node that does not lead the partition
+	// refused a publish, subscription or fetch; the message names the
+	// leader (wire.LeaderOf), or says there is none during an election. A
+	// Cluster re-routes by itself and returns it only when no leader was
+	// found in time.
+	ErrNotLeader = &wire.Error{Code: wire.CodeNotLeader}
 )
 
 // IsRetryable reports whether an operation that failed with err may succeed
 // if repeated, on this or a new connection: the broker was stopping, a
-// broker limit refused it for now, or the connection broke, as opposed to
-// a request that is wrong in itself. For a publish, see also
-// MayHaveBeenStored: a retry of such a publish can write a duplicate.
+// broker limit refused it for now, the connection broke, or (a cluster)
+// the node was not the partition's leader, as opposed to a request that
+// is wrong in itself. For a publish, see also MayHaveBeenStored: a retry
+// of such a publish can write a duplicate.
 func IsRetryable(err error) bool {
 	return errors.Is(err, ErrConnectionLost) || errors.Is(err, ErrShuttingDown) ||
-		errors.Is(err, ErrLimitExceeded) || errors.Is(err, ErrOutcomeUnknown)
+		errors.Is(err, ErrLimitExceeded) || errors.Is(err, ErrOutcomeUnknown) ||
+		errors.Is(err, ErrNotLeader)
 }
 
 // MayHaveBeenStored reports whether a publish that failed with err may be
@@ -77,8 +85,9 @@ func IsRetryable(err error) bool {
 // error means the publish was not stored.
 //
 // ErrDuplicateSequence (an idempotent batch stored before) is reported as
-// stored too.
+// stored too, and so is a cluster's NOT_LEADER that says the leader
+// stepped down with the batch in flight (it may yet be committed).
 func MayHaveBeenStored(err error) bool {
 	return errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrConnectionLost) ||
-		errors.Is(err, ErrDuplicateSequence)
+		errors.Is(err, ErrDuplicateSequence) || leaderOutcomeUnknown(err)
 }

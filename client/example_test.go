@@ -174,3 +174,27 @@ func ExampleJoinGroup() {
 	// x-delivery-count: 2
 	// x-last-nack-reason: cannot handle poison
 }
+
+func ExampleDialCluster() {
+	ctx := context.Background()
+	// The nodes' addresses, comma-separated: one that answers is enough,
+	// the others are learned from the answers (here, a single broker).
+	cl, err := client.DialCluster(ctx, brokerAddr, client.WithIdempotence())
+	if err != nil {
+		fmt.Println("dial:", err)
+		return
+	}
+	defer func() { _ = cl.Close() }()
+	_ = cl.CreateTopic(ctx, "example-cluster", client.TopicConfig{Partitions: 2})
+	ack, err := cl.Publish(ctx, "example-cluster", client.Message{Value: []byte("hello")}, client.ToPartition(1))
+	if err != nil {
+		fmt.Println("publish:", err)
+		return
+	}
+	fmt.Printf("stored at partition %d offset %d\n", ack.Partition, ack.Offset)
+	leader, err := cl.Leader(ctx, "example-cluster", 1)
+	fmt.Println("led by the node dialled:", err == nil && leader == brokerAddr)
+	// Output:
+	// stored at partition 1 offset 0
+	// led by the node dialled: true
+}

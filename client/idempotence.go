@@ -60,11 +60,20 @@ type idempotence struct {
 	renewing bool                   // asking for a new id: hold every batch
 }
 
-// partSeq is one partition's numbering.
+// partSeq is one partition's numbering: the producer id its batches
+// carry (the client's, from the time it was created or last renewed) and
+// the next sequence. A cluster (cluster.go) moves a partition's partSeq,
+// with its batches, from the node that stopped leading it to the next
+// leader's client, which carries on numbering under the same id.
 type partSeq struct {
+	id       int64
 	next     int32    // the sequence of the next batch released
 	inflight int      // released and not answered
 	waiting  []*batch // sealed, waiting for room in the window, in order
+	// stale: the client that held it began renewing its producer id (a
+	// hole in some sequence) before the new id came: whoever holds it
+	// next must renew before numbering under it (cluster.go).
+	stale bool
 }
 
 // stickyPart is where a topic's unkeyed messages go: ids[at].
@@ -113,6 +122,9 @@ func (c *Client) initIdempotence(ctx context.Context) error {
 	}
 	c.wmu.Lock()
 	c.idem.id, c.idem.renewing = id, false
+	for _, ps := range c.idem.parts {
+		ps.id = id
+	}
 	c.wmu.Unlock()
 	return nil
 }
@@ -201,7 +213,7 @@ func (c *Client) admit(b *batch) bool {
 	}
 	ps := c.idem.parts[b.key]
 	if ps == nil {
-		ps = &partSeq{}
+		ps = &partSeq{id: c.idem.id}
 		c.idem.parts[b.key] = ps
 	}
 	if c.idem.renewing || ps.inflight >= ProducerWindow || len(ps.waiting) > 0 {
@@ -235,8 +247,8 @@ func (c *Client) sealable() bool {
 
 // number gives b the next sequence of its partition. wmu held.
 func (c *Client) number(ps *partSeq, b *batch) {
-	b.bb.SetProducer(c.idem.id, ps.next)
-	b.idem = true
+	b.bb.SetProducer(ps.id, ps.next)
+	b.idem, b.ps = true, ps
 	ps.next = wire.NextSeq(ps.next, b.count)
 	ps.inflight++
 }
@@ -261,11 +273,15 @@ func (c *Client) releaseWaiting(ps *partSeq) bool {
 // producer id. It runs on the reader, after b left the in-flight map.
 func (c *Client) idemAnswered(b *batch, err error) {
 	c.wmu.Lock()
-	ps := c.idem.parts[b.key]
+	ps := b.ps // not looked up by key: in a cluster the partition may have moved on (cluster.go)
 	ps.inflight--
-	renew := err != nil && !errors.Is(err, ErrDuplicateSequence) && !c.idem.renewing && c.Err() == nil
+	hole := err != nil && !errors.Is(err, ErrDuplicateSequence)
+	renew := hole && !c.idem.renewing && c.Err() == nil
 	if renew {
-		c.idem.renewing = true
+		c.startRenewing()
+	}
+	if hole {
+		ps.stale = true
 	}
 	released := c.releaseWaiting(ps)
 	_, open := c.open[b.key]
@@ -293,11 +309,21 @@ func (c *Client) renewProducerID() {
 	c.wmu.Lock()
 	c.idem.id, c.idem.renewing = id, false
 	for _, ps := range c.idem.parts {
-		ps.next = 0
+		ps.id, ps.next, ps.stale = id, 0, false
 		c.releaseWaiting(ps)
 	}
 	c.wmu.Unlock()
 	c.signalWriter()
+}
+
+// startRenewing holds every batch until a new producer id is in, and
+// marks every partition's numbering as due for it. The caller starts
+// renewProducerID. wmu held.
+func (c *Client) startRenewing() {
+	c.idem.renewing = true
+	for _, ps := range c.idem.parts {
+		ps.stale = true
+	}
 }
 
 // waitingBatches calls fn with every batch waiting for room in its window.

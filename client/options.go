@@ -38,6 +38,9 @@ type options struct {
 	stateHandler      func(State, error)
 	idempotent        bool
 	compression       Codec
+
+	rerouteTimeout time.Duration // a Cluster's (WithRerouteTimeout)
+	cluster        *Cluster      // set on a Cluster's connection to one node
 }
 
 func defaultOptions() options {
@@ -54,6 +57,8 @@ func defaultOptions() options {
 		reconnectMin:      50 * time.Millisecond,
 		reconnectMax:      5 * time.Second,
 		reconnectAttempts: -1,
+
+		rerouteTimeout: 30 * time.Second,
 	}
 }
 
@@ -205,6 +210,18 @@ func WithToken(token string) Option {
 // client CA also takes a connection that names no mechanism as its
 // certificate's identity; this option says so explicitly.
 func WithCertificateIdentity() Option { return func(o *options) { o.external = true } }
+
+// WithRerouteTimeout bounds how long a Cluster keeps re-routing a
+// publish, a fetch or a new subscription while its partition has no
+// leader it can reach: from a batch's first refusal (NOT_LEADER,
+// SHUTTING_DOWN, its node lost) until it fails with the last answer, and
+// how long a publish waits for a partition whose leader is not known. An
+// election takes about a second, a node's restart a few. Default 30s.
+// A subscription that is running follows its partitions for as long as
+// it runs. No effect on a Client.
+func WithRerouteTimeout(d time.Duration) Option {
+	return func(o *options) { o.rerouteTimeout = max(d, time.Millisecond) }
+}
 
 // WithRetryOnFailedConnect makes Dial keep trying when no broker answers,
 // with the backoff and attempts of WithReconnect and

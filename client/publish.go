@@ -79,7 +79,13 @@ type batch struct {
 	written bool
 	frame   []byte
 	kept    *[]byte
-	idem    bool // numbered by an idempotent client (idempotence.go)
+	idem    bool     // numbered by an idempotent client (idempotence.go)
+	ps      *partSeq // the numbering it was numbered under, when idem
+
+	// retryBy is when a cluster (cluster.go) stops re-routing the batch
+	// after NOT_LEADER answers and lost nodes, on the clock of clock();
+	// zero until its first re-route.
+	retryBy int64
 
 	// Completion, written once by complete.
 	done    chan struct{} // non-nil when a synchronous publisher waits
@@ -570,6 +576,9 @@ func (b *batch) finish(codec wire.Codec) (frame []byte, buf *[]byte) {
 // acked completes the publish with correlation id corr; it reports false
 // when no publish has that id (the frame answers a call instead).
 func (c *Client) acked(corr uint32, a wire.PublishAck, err error) bool {
+	if c.cluster != nil {
+		return c.cluster.acked(c, corr, a, err)
+	}
 	c.pmu.Lock()
 	b, ok := c.inflight[corr]
 	if ok {

@@ -330,7 +330,11 @@ func (c *Client) queuedBatches() map[*batch]bool {
 // resends reports whether batches written to a lost connection are sent
 // again on the next one: only when the broker can tell a batch it already
 // has (an idempotent producer), so that sending again writes no duplicate.
-func (c *Client) resends() bool { return c.idempotent() }
+//
+// A cluster's connection (cluster.go) keeps every written batch's frame
+// until its answer too, idempotent or not: a batch a node refuses with
+// NOT_LEADER goes on, frame and all, to the partition's new leader.
+func (c *Client) resends() bool { return c.idempotent() || c.cluster != nil }
 
 // subCall is a Subscribe in flight, for the subscriptions it serves: one
 // new subscription, or, after a reconnection, every local subscription of
@@ -342,6 +346,9 @@ type subCall struct {
 	// replay: a broker older than version 3 replays from the original
 	// start, and the reader drops what the subscriptions had already.
 	replay bool
+	// waited: a caller waits for the answer (callWith) and deals with a
+	// refusal itself.
+	waited bool
 }
 
 // resubscribe asks the new connection for every subscription the old one
@@ -419,7 +426,7 @@ func (c *Client) subscribed(sc *subCall, r response) {
 				err = e
 			}
 		}
-		if sc.requested != nil || sc.unknown != nil {
+		if (sc.requested != nil || sc.unknown != nil) && !sc.waited {
 			// A resumed subscription the new connection refused (its
 			// topic was deleted meanwhile, say) ends, with the reason.
 			for _, s := range sc.subs {

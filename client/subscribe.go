@@ -182,7 +182,7 @@ func (c *Client) startSubscription(ctx context.Context, s *Subscription) error {
 	first := c.addSub(s)
 	if first {
 		body := (&wire.Subscribe{Topic: topic, Partition: s.partition, Start: s.start.wire()}).Append(nil)
-		r, err := c.callWith(ctx, wire.TypeSubscribe, 0, body, s)
+		r, err := c.callWith(ctx, wire.TypeSubscribe, 0, body, &subCall{subs: []*Subscription{s}})
 		if err == nil {
 			err = expect(r, wire.TypeSubscribeOK)
 		}

@@ -1,7 +1,8 @@
 // Package loadtest is the load generator behind `ratatoskr loadtest`.
 //
 // It runs producers and subscribers, each on a connection of its own,
-// against a broker, and measures publish and delivery rates and the
+// against a broker (or, given several addresses, each with a cluster
+// client of its own, against a cluster: client.Cluster), and measures publish and delivery rates and the
 // end-to-end latency from a message's intended send time to its handler
 // call, in an HDR histogram. It verifies what arrives: every subscriber
 // checks each producer's sequence numbers and counts lost, duplicated and
@@ -59,6 +60,11 @@ const (
 
 // Config describes a run. Zero values take the defaults of DefaultConfig.
 type Config struct {
+	// Server is the broker's address; several, comma-separated, are a
+	// cluster's nodes, and every producer and subscriber is then a
+	// cluster client (client.DialCluster) that sends each partition to
+	// its leader. A group's members (Group) take them as one broker's
+	// addresses, tried in turn.
 	Server string
 	Topic  string
 	// Partitions of the topic; 0 takes an existing topic's count, or one

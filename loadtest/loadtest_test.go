@@ -305,7 +305,7 @@ func TestLatenessCountsFromIntendedTime(t *testing.T) {
 	sub, err := c.Subscribe(ctx, "late", s.handle, client.DispatchInline())
 	require.NoError(t, err)
 
-	p := &producer{c: c, topic: "late", count: 200, rate: 10_000, quantum: int64(20 * time.Microsecond),
+	p := &producer{c: singleConn{c}, topic: "late", count: 200, rate: 10_000, quantum: int64(20 * time.Microsecond),
 		size: MinSize, late: newTimings()}
 	const behind = 50 * time.Millisecond
 	p.run(ctx, now()-int64(behind))

@@ -16,7 +16,7 @@ import (
 // that its sequence numbers must arrive in order.
 type producer struct {
 	id        uint32
-	c         *client.Client
+	c         conn
 	topic     string
 	partition int
 	count     int       // messages to send; 0 = until deadline

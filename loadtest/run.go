@@ -92,7 +92,7 @@ type run struct {
 	progress io.Writer
 	prods    []*producer
 	subs     []*subscriber
-	clients  []*client.Client
+	clients  []conn
 }
 
 func (r *run) close() {
@@ -117,10 +117,10 @@ func (r *run) baseOptions() []client.Option {
 	return opts
 }
 
-func (r *run) dial(ctx context.Context, opts ...client.Option) (*client.Client, error) {
+func (r *run) dial(ctx context.Context, opts ...client.Option) (conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(dctx, r.cfg.Server, append(r.baseOptions(), opts...)...)
+	c, err := dialConn(dctx, &r.cfg, append(r.baseOptions(), opts...))
 	if err == nil {
 		r.clients = append(r.clients, c)
 	}
@@ -191,7 +191,7 @@ func (r *run) subscribe(ctx context.Context, from client.Position) error {
 	}
 	for i, s := range r.subs {
 		var err error
-		if s.sub, err = s.c.Subscribe(ctx, r.cfg.Topic, s.handle, opts...); err != nil {
+		if s.sub, err = s.c.subscribe(ctx, r.cfg.Topic, s.handle, opts...); err != nil {
 			return fmt.Errorf("subscriber %d: %w", i, err)
 		}
 	}

@@ -8,8 +8,8 @@ import (
 
 // subscriber receives every message of the run and checks it.
 type subscriber struct {
-	c   *client.Client
-	sub *client.Subscription
+	c   conn
+	sub subscription
 	gc  *client.GroupConsumer
 
 	// Handler-owned state; read by others only after done.

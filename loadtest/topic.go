@@ -56,7 +56,7 @@ func (c *Config) wanted() TopicShape {
 // ensureTopic creates the run's topic, or checks an existing one against
 // what the config asks (recreating it on a mismatch with Recreate), and
 // returns the topic as the broker describes it.
-func ensureTopic(ctx context.Context, admin *client.Client, cfg *Config) (TopicShape, bool, error) {
+func ensureTopic(ctx context.Context, admin admin, cfg *Config) (TopicShape, bool, error) {
 	want := cfg.wanted()
 	err := admin.CreateTopic(ctx, want.Name, client.TopicConfig{Partitions: want.Partitions,
 		Storage: want.Storage, Fsync: want.Fsync})
@@ -113,7 +113,7 @@ func canonicalFsync(s string) string {
 	return s
 }
 
-func describeTopic(ctx context.Context, admin *client.Client, name string) (TopicShape, error) {
+func describeTopic(ctx context.Context, admin admin, name string) (TopicShape, error) {
 	info, err := admin.DescribeTopic(ctx, name)
 	if err != nil {
 		return TopicShape{}, fmt.Errorf("describe topic %s: %w", name, err)

@@ -102,7 +102,7 @@ func (c *subCmd) runGroup(ctx context.Context, from client.Position, out *locked
 		return err
 	}
 	jctx, cancel := context.WithTimeout(ctx, c.Timeout.D())
-	gc, err := client.JoinGroup(jctx, c.Server, cfg, append(tlsOpts, client.WithName("ratatoskr-cli"),
+	gc, err := client.JoinGroup(jctx, c.addrs(), cfg, append(tlsOpts, client.WithName("ratatoskr-cli"),
 		client.WithErrorHandler(func(err error) { fmt.Fprintln(os.Stderr, "ratatoskr:", err) }))...)
 	cancel()
 	if err != nil {

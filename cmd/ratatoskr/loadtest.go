@@ -49,7 +49,7 @@ type loadtestCmd struct {
 // printing its figures.
 func (c *loadtestCmd) Run(ctx context.Context) error {
 	cfg := loadtest.Config{
-		Server: c.Server, Topic: c.Topic, Partitions: c.Partitions, Producers: c.Producers,
+		Server: c.addrs(), Topic: c.Topic, Partitions: c.Partitions, Producers: c.Producers,
 		Subscribers: c.Subscribers, Size: int(c.Size), Rate: c.Rate, Duration: c.Duration, Count: c.Count,
 		BatchBytes: int(c.BatchBytes), Linger: c.Linger, Idempotence: c.Idempotence, PerCall: c.MessagesPerCall, Drain: c.Drain, BrokerPID: c.BrokerPID, HistFile: c.HistFile,
 		LatencyLog:    c.LatencyLog,

@@ -49,7 +49,7 @@ type cli struct {
 
 // serverFlag is the address and TLS flags every client command shares.
 type serverFlag struct {
-	Server  string   `default:"127.0.0.1:7070" env:"RATATOSKR_SERVER" help:"Broker address, host:port; several, comma-separated, are tried in turn."`
+	Server  []string `default:"127.0.0.1:7070" env:"RATATOSKR_SERVER" sep:"," placeholder:"HOST:PORT" help:"Broker address; several (comma-separated, or the flag repeated) are a cluster's nodes: pub, sub and loadtest then send each partition to the node that leads it, and the other commands try them in turn."`
 	Timeout duration `default:"10s" env:"RATATOSKR_TIMEOUT" help:"Time limit for connecting and for each request."`
 	tlsFlags
 	credFlags
@@ -136,6 +136,22 @@ func (s serverFlag) clientOptions() ([]client.Option, error) {
 	return append(opts, creds...), err
 }
 
+// addrs is the --server addresses as the client takes them: one string,
+// comma-separated.
+func (s serverFlag) addrs() string { return strings.Join(s.Server, ",") }
+
+// cluster reports whether --server names several nodes: the commands that
+// publish and subscribe then use a cluster client (client.Cluster).
+func (s serverFlag) cluster() bool {
+	n := 0
+	for _, a := range s.Server {
+		if strings.TrimSpace(a) != "" {
+			n++
+		}
+	}
+	return n > 1
+}
+
 // dial connects; after a lost connection the client dials again by
 // itself, and says so on standard error.
 func (s serverFlag) dial(ctx context.Context, opts ...client.Option) (*client.Client, error) {
@@ -145,8 +161,29 @@ func (s serverFlag) dial(ctx context.Context, opts ...client.Option) (*client.Cl
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.Timeout.D())
 	defer cancel()
-	return client.Dial(ctx, s.Server, append(append([]client.Option{client.WithName("ratatoskr-cli"),
+	return client.Dial(ctx, s.addrs(), append(append([]client.Option{client.WithName("ratatoskr-cli"),
 		client.WithStateHandler(reportState)}, tlsOpts...), opts...)...)
+}
+
+// dialCluster connects to a cluster through the first --server node that
+// answers; the client says on standard error when it loses a node.
+func (s serverFlag) dialCluster(ctx context.Context, opts ...client.Option) (*client.Cluster, error) {
+	tlsOpts, err := s.clientOptions()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.Timeout.D())
+	defer cancel()
+	return client.DialCluster(ctx, s.addrs(), append(append([]client.Option{client.WithName("ratatoskr-cli"),
+		client.WithStateHandler(reportNodeState)}, tlsOpts...), opts...)...)
+}
+
+// reportNodeState tells the user when a cluster client loses a node (its
+// partitions go on at their next leaders).
+func reportNodeState(st client.State, err error) {
+	if st == client.StateDisconnected {
+		fmt.Fprintf(os.Stderr, "ratatoskr: %s\n", strings.TrimPrefix(err.Error(), "ratatoskr: "))
+	}
 }
 
 // reportState tells the user when the connection is lost and back.

@@ -53,12 +53,29 @@ func parseHeaders(flags []string) ([]client.Header, error) {
 	return hs, nil
 }
 
+// publisher is what pub needs of its client: a Client, or with several
+// --server nodes a Cluster.
+type publisher interface {
+	PublishAsync(ctx context.Context, topic string, msg client.Message, opts ...client.PublishOption) error
+	Flush(ctx context.Context) error
+	MaxMessageBytes() int
+	Close() error
+}
+
+// dialPublisher connects pub's client.
+func (c *pubCmd) dialPublisher(ctx context.Context, opts ...client.Option) (publisher, error) {
+	if c.cluster() {
+		return c.dialCluster(ctx, opts...)
+	}
+	return c.dial(ctx, opts...)
+}
+
 // Run publishes asynchronously (the client batches) and exits only after
 // Flush has seen every message acknowledged. It reports what the broker
 // acknowledged, also when it stops early.
 func (c *pubCmd) Run(ctx context.Context) error {
 	tally := newPubTally()
-	cl, err := c.dial(ctx, client.WithCompression(c.codec()), client.WithAckHandler(tally.acked), client.WithErrorHandler(tally.failed))
+	cl, err := c.dialPublisher(ctx, client.WithCompression(c.codec()), client.WithAckHandler(tally.acked), client.WithErrorHandler(tally.failed))
 	if err != nil {
 		return err
 	}
@@ -100,7 +117,7 @@ func (c *pubCmd) Run(ctx context.Context) error {
 
 // publishAll sends the messages: the arguments, the file, or each line of
 // standard input.
-func (c *pubCmd) publishAll(ctx context.Context, cl *client.Client, tally *pubTally) error {
+func (c *pubCmd) publishAll(ctx context.Context, cl publisher, tally *pubTally) error {
 	var opts []client.PublishOption
 	if c.Partition >= 0 {
 		opts = append(opts, client.ToPartition(c.Partition))
@@ -401,7 +418,7 @@ func (c *subCmd) Run(ctx context.Context) error {
 	if c.Group != "" {
 		return c.runGroup(ctx, from.pos, out)
 	}
-	cl, err := c.dial(ctx)
+	cl, err := c.dialSubscriber(ctx)
 	if err != nil {
 		return err
 	}
@@ -425,9 +442,9 @@ func (c *subCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ended := make(chan struct{}, len(subs))
+	ended := make(chan error, len(subs))
 	for _, s := range subs {
-		go func() { <-s.Done(); ended <- struct{}{} }()
+		go func() { <-s.Done(); ended <- s.Err() }()
 	}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -438,17 +455,78 @@ func (c *subCmd) Run(ctx context.Context) error {
 			return nil
 		case <-ctx.Done():
 			return nil
-		case <-ended:
-			return cl.Err()
+		case err := <-ended:
+			return err
 		case <-tick.C:
 			out.flush()
 		}
 	}
 }
 
+// subscriber is what sub needs of its client: a Client, or with several
+// --server nodes a Cluster.
+type subscriber interface {
+	Subscribe(ctx context.Context, topic string, h func(*client.Delivery), opts ...client.SubscribeOption) (subscription, error)
+	DescribeTopic(ctx context.Context, topic string) (client.TopicInfo, error)
+	Close() error
+}
+
+// subscription is one of a subscriber's subscriptions.
+type subscription interface {
+	Done() <-chan struct{}
+	// Err says why it ended, when it did other than by Unsubscribe.
+	Err() error
+}
+
+// dialSubscriber connects sub's client.
+func (c *subCmd) dialSubscriber(ctx context.Context) (subscriber, error) {
+	if c.cluster() {
+		cl, err := c.dialCluster(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return clusterSubscriber{cl}, nil
+	}
+	cl, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return clientSubscriber{cl}, nil
+}
+
+// clientSubscriber is a Client as a subscriber: its subscriptions end
+// when the client stops, for the client's reason.
+type clientSubscriber struct{ *client.Client }
+
+func (c clientSubscriber) Subscribe(ctx context.Context, topic string, h func(*client.Delivery), opts ...client.SubscribeOption) (subscription, error) {
+	s, err := c.Client.Subscribe(ctx, topic, h, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return clientSubscription{s, c.Client}, nil
+}
+
+type clientSubscription struct {
+	*client.Subscription
+	c *client.Client
+}
+
+func (s clientSubscription) Err() error { return s.c.Err() }
+
+// clusterSubscriber is a Cluster as a subscriber.
+type clusterSubscriber struct{ *client.Cluster }
+
+func (c clusterSubscriber) Subscribe(ctx context.Context, topic string, h func(*client.Delivery), opts ...client.SubscribeOption) (subscription, error) {
+	s, err := c.Cluster.Subscribe(ctx, topic, h, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // subscribe starts the subscription: one, or with --from -N one per
 // partition, each from its own offset.
-func (c *subCmd) subscribe(ctx context.Context, cl *client.Client, from startSpec, h func(*client.Delivery)) ([]*client.Subscription, error) {
+func (c *subCmd) subscribe(ctx context.Context, cl subscriber, from startSpec, h func(*client.Delivery)) ([]subscription, error) {
 	sctx, cancel := context.WithTimeout(ctx, c.Timeout.D())
 	defer cancel()
 	if from.back == 0 {
@@ -460,7 +538,7 @@ func (c *subCmd) subscribe(ctx context.Context, cl *client.Client, from startSpe
 		if err != nil {
 			return nil, err
 		}
-		return []*client.Subscription{s}, nil
+		return []subscription{s}, nil
 	}
 	info, err := cl.DescribeTopic(sctx, c.Topic)
 	if err != nil {
@@ -469,7 +547,7 @@ func (c *subCmd) subscribe(ctx context.Context, cl *client.Client, from startSpe
 	if c.Partition >= len(info.Partitions) {
 		return nil, fmt.Errorf("topic %s has no partition %d (it has %d)", c.Topic, c.Partition, len(info.Partitions))
 	}
-	var subs []*client.Subscription
+	var subs []subscription
 	for _, p := range info.Partitions {
 		if c.Partition >= 0 && p.ID != c.Partition || c.Partition < 0 && p.State == client.PartitionOffline {
 			continue
