@@ -7,6 +7,8 @@
 #   make bench  Go benchmarks, then a load-test matrix against a fresh broker
 #   make sim    the deterministic simulator on fresh seeds for SIM_TIME;
 #               make sim SEED=<seed> replays one seed, printing every step
+#   make test-cluster  the Jepsen-style fault test of a three-node cluster
+#               in network namespaces for JEPSEN_TIME (root only)
 #
 # Only Go itself is needed; modules are fetched on first use, and make
 # test installs Debian's chromium and prometheus (promtool) when missing.
@@ -19,7 +21,7 @@ FUZZTIME  ?= 10s
 LINT      := bin/golangci-lint
 LINT_VER  := v2.15.0
 
-.PHONY: all run cluster build deps chromium promtool test vet unit race fuzz-short fuzz bench sim lint clean
+.PHONY: all run cluster build deps chromium promtool test vet unit race fuzz-short fuzz bench sim test-cluster lint clean
 
 all: build
 
@@ -121,6 +123,25 @@ ifdef SEED
 else
 	$(GO) test -count=1 -v -timeout 0 -run '^TestSim$$' ./sim -sim.duration=$(SIM_TIME) -sim.steps=$(SIM_STEPS)
 endif
+
+# The Jepsen-style fault test (internal/jepsen; docs/CLUSTER.md "Fault
+# testing"): three brokers, each in its own network namespace, under
+# producers and consumers while a nemesis kills, pauses, isolates,
+# partitions, wipes and restarts them for JEPSEN_TIME; then every
+# replica is read back and the history checked (internal/jepsen/checker,
+# whose unit tests run in make test). Needs root for the namespaces (CI
+# runs as root) and refuses to run without it. JEPSEN_SEED replays the
+# nemesis's choices (the seed is printed); JEPSEN_FAULTS is a
+# comma-separated subset of the faults; JEPSEN_FLAGS passes more, such as
+# -keep to keep the work directory (node logs, data, history).
+JEPSEN_TIME   ?= 5m
+JEPSEN_SEED   ?= 0
+JEPSEN_FAULTS ?=
+JEPSEN_FLAGS  ?=
+test-cluster: build
+	$(GO) build -o bin/jepsen ./internal/jepsen
+	./bin/jepsen -bin $(BIN) -duration $(JEPSEN_TIME) -seed $(JEPSEN_SEED) \
+		$(if $(JEPSEN_FAULTS),-faults $(JEPSEN_FAULTS)) $(JEPSEN_FLAGS)
 
 # Go benchmarks of every hot path, then the load-test matrix against a
 # broker it starts (one table; BENCH_DURATION per run).

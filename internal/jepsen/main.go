@@ -1,0 +1,269 @@
+// Command jepsen is Ratatoskr's Jepsen-style fault test (make
+// test-cluster): three real brokers, each in its own network namespace,
+// a replicated topic under producers and consumers that follow each
+// partition's leader, and a nemesis that kills, pauses, isolates,
+// partitions, wipes and restarts nodes for minutes. Then it heals the
+// cluster, waits until the replicas converge, reads every partition from
+// its leader and from every replica's data directory, and checks the
+// whole history (package checker): no acknowledged message lost, no two
+// messages at one offset, one order everywhere.
+//
+// It needs root (network namespaces) and iproute2; it refuses to run
+// without them. Everything it creates (processes, namespaces, links, its
+// work directory unless -keep or a failure) is removed when it exits,
+// on an error or Ctrl-C too. It exits 0 when the run was clean, 1 on a
+// violation or a broker problem (a crash, a cluster that did not recover
+// or converge), 2 when it could not run.
+//
+//	go run ./internal/jepsen -bin bin/ratatoskr -duration 5m [-seed N]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/httpapi"
+)
+
+// config is the command line.
+type config struct {
+	bin        string
+	duration   time.Duration
+	seed       uint64
+	topic      string
+	partitions int
+	producers  int // per partition
+	faults     string
+	dir        string
+	keep       bool
+}
+
+func main() {
+	os.Exit(runMain())
+}
+
+func parseFlags() config {
+	var c config
+	flag.StringVar(&c.bin, "bin", "bin/ratatoskr", "the broker binary")
+	flag.DurationVar(&c.duration, "duration", 5*time.Minute, "how long the nemesis injects faults")
+	flag.Uint64Var(&c.seed, "seed", 0, "the nemesis's random seed (0: from the clock); printed, to replay the choices")
+	flag.StringVar(&c.topic, "topic", "jepsen", "the topic")
+	flag.IntVar(&c.partitions, "partitions", 3, "partitions of the topic")
+	flag.IntVar(&c.producers, "producers", 4, "producers per partition")
+	flag.StringVar(&c.faults, "faults", strings.Join(faultNames(), ","), "the faults, comma-separated")
+	flag.StringVar(&c.dir, "dir", "", "work directory (default: a new one under $TMPDIR); removed at the end unless -keep or a failure")
+	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (node logs, data, history)")
+	flag.Parse()
+	if c.seed == 0 {
+		c.seed = uint64(time.Now().UnixNano())
+	}
+	return c
+}
+
+// test is one run.
+type test struct {
+	cfg   config
+	rng   *rand.Rand
+	net   *network
+	nodes []*node
+	start time.Time
+	dir   string
+	out   *os.File // events.log
+
+	mu       sync.Mutex
+	injected map[string]int
+	problems []string
+
+	groups map[int]uint64         // each partition's Raft group
+	wiped  map[int]map[int]uint64 // nodes wiped and not seen caught up: the commits to reach, by partition
+}
+
+// logf prints an event with the time since the start, and keeps it in
+// the work directory's events.log.
+func (t *test) logf(format string, args ...any) {
+	line := fmt.Sprintf("[%7.1fs] %s", time.Since(t.start).Seconds(), fmt.Sprintf(format, args...))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fmt.Println(line)
+	if t.out != nil {
+		_, _ = fmt.Fprintln(t.out, line)
+	}
+}
+
+// problem records a finding about the broker that is not a violation of
+// the checked properties: a crash, a cluster that did not recover.
+func (t *test) problem(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	t.logf("PROBLEM %s", msg)
+	t.mu.Lock()
+	t.problems = append(t.problems, fmt.Sprintf("[%.1fs] %s", time.Since(t.start).Seconds(), msg))
+	t.mu.Unlock()
+}
+
+func (t *test) count(name string) {
+	t.mu.Lock()
+	t.injected[name]++
+	t.mu.Unlock()
+}
+
+// snapshot asks every running, unpaused node for its view of the cluster.
+func (t *test) snapshot(ctx context.Context) view {
+	v := view{reports: map[int]httpapi.Cluster{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, n := range t.nodes {
+		if !n.running() || n.isPaused() {
+			continue
+		}
+		wg.Go(func() {
+			if r, err := status(ctx, n); err == nil {
+				mu.Lock()
+				v.reports[n.id] = r
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return v
+}
+
+// waitView polls the cluster until cond says nothing is missing ("") or
+// d passes; it returns the last reason.
+func (t *test) waitView(ctx context.Context, d time.Duration, cond func(view) string) string {
+	deadline := time.Now().Add(d)
+	for {
+		reason := cond(t.snapshot(ctx))
+		if reason == "" || time.Now().After(deadline) || ctx.Err() != nil {
+			return reason
+		}
+		pace(ctx, 200*time.Millisecond)
+	}
+}
+
+// runMain runs the test and returns the exit code.
+func runMain() int {
+	cfg := parseFlags()
+	var kinds []fault
+	for _, name := range strings.Split(cfg.faults, ",") {
+		all := allFaults()
+		i := slices.IndexFunc(all, func(f fault) bool { return f.name == strings.TrimSpace(name) })
+		if i < 0 {
+			fmt.Fprintf(os.Stderr, "jepsen: unknown fault %q; the faults are %s\n", name, strings.Join(faultNames(), ","))
+			return 2
+		}
+		kinds = append(kinds, all[i])
+	}
+	if err := preflight(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "jepsen:", err)
+		return 2
+	}
+	unlock, err := lock()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "jepsen:", err)
+		return 2
+	}
+	defer unlock()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	t, err := newTest(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "jepsen:", err)
+		return 2
+	}
+	code := t.run(ctx, kinds)
+	if ctx.Err() != nil {
+		fmt.Println("jepsen: interrupted")
+		code = 2
+	}
+	t.cleanup(code == 0 && !cfg.keep)
+	return code
+}
+
+// preflight refuses to start without root, iproute2 and the broker.
+func preflight(cfg config) error {
+	if os.Geteuid() != 0 {
+		return errors.New("must run as root: it creates network namespaces (CI runs as root; locally: sudo make test-cluster)")
+	}
+	if err := checkNetns(); err != nil {
+		return err
+	}
+	if _, err := os.Stat(cfg.bin); err != nil {
+		return fmt.Errorf("the broker binary: %w (make build)", err)
+	}
+	return nil
+}
+
+// lock makes sure one run at a time uses the namespaces.
+func lock() (func(), error) {
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "ratatoskr-jepsen.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		return nil, errors.New("another run holds " + f.Name())
+	}
+	return func() { _ = f.Close() }, nil
+}
+
+func newTest(cfg config) (*test, error) {
+	bin, err := filepath.Abs(cfg.bin)
+	if err != nil {
+		return nil, err
+	}
+	dir := cfg.dir
+	if dir == "" {
+		dir, err = os.MkdirTemp("", "ratatoskr-jepsen-")
+	} else {
+		err = os.MkdirAll(dir, 0o755)
+	}
+	if err != nil {
+		return nil, err
+	}
+	t := &test{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.seed, cfg.seed>>1|1)), net: &network{nodes: 3},
+		start: time.Now(), dir: dir, injected: map[string]int{}, groups: map[int]uint64{},
+		wiped: map[int]map[int]uint64{}}
+	if t.out, err = os.Create(filepath.Join(dir, "events.log")); err != nil {
+		return nil, err
+	}
+	var peers []string
+	for id := 1; id <= 3; id++ {
+		peers = append(peers, fmt.Sprintf("%d=%s:%s", id, nodeIP(id), clusterPort))
+	}
+	for id := 1; id <= 3; id++ {
+		n := &node{id: id, bin: bin, dir: filepath.Join(dir, fmt.Sprintf("n%d", id)), peer: strings.Join(peers, ","), log: t.logf}
+		if err := os.MkdirAll(n.dir, 0o755); err != nil {
+			return nil, err
+		}
+		t.nodes = append(t.nodes, n)
+	}
+	return t, nil
+}
+
+// cleanup kills every node and removes the namespaces, and the work
+// directory when asked.
+func (t *test) cleanup(removeDir bool) {
+	for _, n := range t.nodes {
+		if n.running() {
+			_ = n.kill()
+		}
+	}
+	t.net.cleanup()
+	_ = t.out.Close()
+	if removeDir {
+		_ = os.RemoveAll(t.dir)
+	} else {
+		fmt.Println("jepsen: kept", t.dir, "(events.log, history, node logs and data)")
+	}
+}

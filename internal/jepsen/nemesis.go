@@ -1,0 +1,357 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The nemesis: one fault at a time, each injected, held for a while and
+// healed; then the cluster must become healthy again (every node up and
+// reachable, a leader agreed for the controller and every partition)
+// and stays undisturbed for a few seconds before the next fault. Faults
+// are drawn from a shuffled round of every kind, so a run of a few
+// minutes injects each kind at least once; the seed fixes the choices
+// (kinds, nodes, hold times), not the timing.
+
+// fault is one kind of fault: inject does everything up to and including
+// its own undoing (a node killed is restarted, a partition healed).
+type fault struct {
+	name   string
+	about  string
+	inject func(t *test, ctx context.Context) error
+}
+
+// allFaults returns every kind of fault.
+func allFaults() []fault {
+	return []fault{
+		{"kill", "SIGKILL a random node, restart it 1-5 s later", (*test).faultKill},
+		{"kill-all", "SIGKILL every node at once, restart them all 1-3 s later", (*test).faultKillAll},
+		{"pause-leader", "SIGSTOP a partition's leader for 3-10 s, then SIGCONT", (*test).faultPause},
+		{"isolate-leader", "take a partition leader's link down (no peer, no client reaches it) for 4-12 s", (*test).faultIsolate},
+		{"partition-leader", "cut a partition leader off the other nodes (clients still reach it): leader in the minority, 4-12 s", (*test).faultPartitionLeader},
+		{"partition-follower", "cut a follower of a partition off the other nodes: the majority keeps the leader, 4-12 s", (*test).faultPartitionFollower},
+		{"partition-ring", "cut only the link between a partition leader and one follower: every node still sees a majority, not the same one, 4-12 s", (*test).faultRing},
+		{"wipe", "SIGKILL a node, delete its whole data directory, restart it empty, and wait until it caught up", (*test).faultWipe},
+		{"rolling-restart", "restart every node in turn (SIGTERM, graceful), each once the cluster is healthy again", (*test).faultRolling},
+	}
+}
+
+func faultNames() []string {
+	fs := allFaults()
+	names := make([]string, len(fs))
+	for i, f := range fs {
+		names[i] = f.name
+	}
+	return names
+}
+
+// nemesis injects faults until ctx ends.
+func (t *test) nemesis(ctx context.Context, kinds []fault) {
+	var round []fault
+	for ctx.Err() == nil {
+		if len(round) == 0 {
+			round = slices.Clone(kinds)
+			t.rng.Shuffle(len(round), func(i, j int) { round[i], round[j] = round[j], round[i] })
+		}
+		f := round[0]
+		round = round[1:]
+		t.logf("fault %s: %s", f.name, f.about)
+		t.count(f.name)
+		if err := f.inject(t, ctx); err != nil {
+			t.problem("fault %s: %v", f.name, err)
+		}
+		t.heal()
+		t.recover(ctx, "after "+f.name)
+		t.hold(ctx, 3, 6)
+	}
+}
+
+// recover waits until the cluster is healthy, restarting (at most every
+// 5 s) a node that crashed meanwhile, and records a problem when it is
+// not healthy within a minute. It reports whether it is healthy.
+func (t *test) recover(ctx context.Context, why string) bool {
+	start := time.Now()
+	if reason := t.waitView(ctx, time.Minute, func(v view) string {
+		t.restartCrashed()
+		return v.healthy(len(t.nodes), t.cfg.partitions, t.cfg.topic)
+	}); reason != "" {
+		if ctx.Err() == nil {
+			t.problem("not healthy a minute %s: %s", why, reason)
+		}
+		return false
+	}
+	t.logf("healthy %.1fs %s", time.Since(start).Seconds(), why)
+	return true
+}
+
+// restartCrashed starts the nodes that are down, each at most every 5 s
+// (a node that crashes at each start is restarted on and on, until what
+// makes it crash goes away).
+func (t *test) restartCrashed() {
+	for _, n := range t.nodes {
+		if !n.running() && time.Since(n.startedAt()) > 5*time.Second {
+			t.logf("start node %d (it was down)", n.id)
+			if err := n.start(); err != nil {
+				t.problem("start node %d: %v", n.id, err)
+			}
+		}
+	}
+}
+
+// hold waits a random time from lo to hi seconds, or until ctx ends.
+func (t *test) hold(ctx context.Context, lo, hi float64) {
+	d := time.Duration((lo + t.rng.Float64()*(hi-lo)) * float64(time.Second))
+	pace(ctx, d)
+}
+
+func (t *test) randomNode() *node { return t.nodes[t.rng.IntN(len(t.nodes))] }
+
+// leader returns the leader of a random partition, or a random node
+// (saying so) when the cluster agrees on none.
+func (t *test) leader(ctx context.Context) (*node, int) {
+	p := t.rng.IntN(t.cfg.partitions)
+	if id, err := t.snapshot(ctx).leader(t.cfg.topic, p); err == nil {
+		return t.nodes[id-1], p
+	}
+	n := t.randomNode()
+	t.logf("no agreed leader of partition %d; taking node %d", p, n.id)
+	return n, p
+}
+
+func (t *test) others(n *node) []*node {
+	var out []*node
+	for _, o := range t.nodes {
+		if o != n {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func (t *test) faultKill(ctx context.Context) error {
+	n := t.randomNode()
+	t.logf("kill -9 node %d", n.id)
+	if err := n.kill(); err != nil {
+		return err
+	}
+	t.hold(ctx, 1, 5)
+	t.logf("start node %d", n.id)
+	return n.start()
+}
+
+func (t *test) faultKillAll(ctx context.Context) error {
+	t.logf("kill -9 every node")
+	for _, n := range t.nodes {
+		if err := n.kill(); err != nil {
+			return err
+		}
+	}
+	t.hold(ctx, 1, 3)
+	t.logf("start every node")
+	for _, n := range t.nodes {
+		if !n.running() {
+			if err := n.start(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (t *test) faultPause(ctx context.Context) error {
+	n, p := t.leader(ctx)
+	t.logf("SIGSTOP node %d (leads partition %d)", n.id, p)
+	if _, err := n.signal(syscall.SIGSTOP, false); err != nil {
+		return err
+	}
+	t.hold(ctx, 3, 10)
+	t.logf("SIGCONT node %d", n.id)
+	_, err := n.signal(syscall.SIGCONT, false)
+	return err
+}
+
+func (t *test) faultIsolate(ctx context.Context) error {
+	n, p := t.leader(ctx)
+	t.logf("link down: node %d (leads partition %d)", n.id, p)
+	if err := t.net.isolate(n.id, true); err != nil {
+		return err
+	}
+	t.hold(ctx, 4, 12)
+	t.logf("link up: node %d", n.id)
+	return t.net.isolate(n.id, false)
+}
+
+// cutOff cuts n from every other node, holds, and heals.
+func (t *test) cutOff(ctx context.Context, n *node, why string) error {
+	t.logf("partition: {%d} | {%s} (%s)", n.id, ids(t.others(n)), why)
+	for _, o := range t.others(n) {
+		if err := t.net.cut(n.id, o.id); err != nil {
+			return err
+		}
+	}
+	t.hold(ctx, 4, 12)
+	t.logf("heal the partition")
+	return t.net.heal()
+}
+
+func (t *test) faultPartitionLeader(ctx context.Context) error {
+	n, p := t.leader(ctx)
+	return t.cutOff(ctx, n, fmt.Sprintf("node %d leads partition %d", n.id, p))
+}
+
+func (t *test) faultPartitionFollower(ctx context.Context) error {
+	l, p := t.leader(ctx)
+	others := t.others(l)
+	n := others[t.rng.IntN(len(others))]
+	return t.cutOff(ctx, n, fmt.Sprintf("node %d leads partition %d", l.id, p))
+}
+
+func (t *test) faultRing(ctx context.Context) error {
+	l, p := t.leader(ctx)
+	others := t.others(l)
+	f := others[t.rng.IntN(len(others))]
+	t.logf("cut the link %d-%d only (node %d leads partition %d)", l.id, f.id, l.id, p)
+	if err := t.net.cut(l.id, f.id); err != nil {
+		return err
+	}
+	t.hold(ctx, 4, 12)
+	t.logf("heal the partition")
+	return t.net.heal()
+}
+
+// faultWipe deletes a node's data while the other two hold everything:
+// it waits for a healthy cluster first, and skips the wipe unless every
+// node wiped before has caught up again (two nodes without their data
+// would be a majority lost, outside what is promised). It notes what each
+// partition's leader has committed, and after the restart waits (up to
+// three minutes) until the wiped node has committed as much of every
+// partition again, recording how long that took or that it never did.
+func (t *test) faultWipe(ctx context.Context) error {
+	if !t.recover(ctx, "before the wipe") {
+		t.logf("wipe skipped: the cluster is not healthy")
+		return nil
+	}
+	v := t.snapshot(ctx)
+	for id, want := range t.wiped {
+		if why := caughtUp(v, id, t.cfg.topic, want); why != "" {
+			t.logf("wipe skipped: node %d, wiped before, has not caught up: %s", id, why)
+			return nil
+		}
+		delete(t.wiped, id)
+	}
+	n := t.randomNode()
+	want := map[int]uint64{}
+	var leads []string // what the node leads: a wiped node's followers' leaders remember its match index
+	if r, ok := v.reports[n.id]; ok && r.Controller.Leader == uint64(n.id) {
+		leads = append(leads, "the controller")
+	}
+	for p := range t.cfg.partitions {
+		id, err := v.leader(t.cfg.topic, p)
+		if err != nil {
+			return err
+		}
+		g, _ := v.local(id, t.cfg.topic, p)
+		want[p] = g.Commit
+		if id == n.id {
+			leads = append(leads, fmt.Sprint("partition ", p))
+		}
+	}
+	t.wiped[n.id] = want
+	if len(leads) == 0 {
+		leads = append(leads, "nothing")
+	}
+	t.logf("kill -9 node %d (it leads %s), delete its data directory, start it empty (leaders' commits: %v)",
+		n.id, strings.Join(leads, ", "), want)
+	if err := n.kill(); err != nil {
+		return err
+	}
+	if err := n.wipe(); err != nil {
+		return err
+	}
+	if err := n.start(); err != nil {
+		return err
+	}
+	start := time.Now()
+	for {
+		if !n.running() {
+			return fmt.Errorf("wiped node %d crashed after its restart: %s", n.id, n.lastWords())
+		}
+		reason := caughtUp(t.snapshot(ctx), n.id, t.cfg.topic, want)
+		if reason == "" || ctx.Err() != nil {
+			break
+		}
+		if time.Since(start) > 3*time.Minute {
+			return fmt.Errorf("wiped node %d did not catch up within 3 minutes: %s", n.id, reason)
+		}
+		pace(ctx, 200*time.Millisecond)
+	}
+	if ctx.Err() == nil { // else the run ended first
+		t.logf("wiped node %d caught up in %.1fs", n.id, time.Since(start).Seconds())
+		delete(t.wiped, n.id)
+	}
+	return nil
+}
+
+// caughtUp says how far node id is behind the commits in want, by
+// partition; "" when it is not.
+func caughtUp(v view, id int, topic string, want map[int]uint64) string {
+	var behind []string
+	for p, c := range want {
+		g, ok := v.local(id, topic, p)
+		switch {
+		case !ok:
+			behind = append(behind, fmt.Sprintf("partition %d: no group yet", p))
+		case g.Commit < c:
+			behind = append(behind, fmt.Sprintf("partition %d: commit %d of %d", p, g.Commit, c))
+		}
+	}
+	slices.Sort(behind)
+	return strings.Join(behind, "; ")
+}
+
+func (t *test) faultRolling(ctx context.Context) error {
+	perm := t.rng.Perm(len(t.nodes))
+	for k := 0; k < len(perm) && ctx.Err() == nil; k++ {
+		n := t.nodes[perm[k]]
+		t.logf("restart node %d (SIGTERM)", n.id)
+		if err := n.stop(20 * time.Second); err != nil {
+			t.problem("rolling restart: %v", err)
+		}
+		if err := n.start(); err != nil {
+			return err
+		}
+		t.recover(ctx, fmt.Sprintf("after restarting node %d", n.id))
+	}
+	return nil
+}
+
+// heal undoes every fault: links up, partitions gone, paused nodes
+// resumed, stopped nodes started.
+func (t *test) heal() {
+	if err := t.net.heal(); err != nil {
+		t.problem("heal the network: %v", err)
+	}
+	for _, n := range t.nodes {
+		if n.isPaused() {
+			_, _ = n.signal(syscall.SIGCONT, false)
+		}
+		if !n.running() {
+			t.logf("start node %d (it was down)", n.id)
+			if err := n.start(); err != nil {
+				t.problem("start node %d: %v", n.id, err)
+			}
+		}
+	}
+}
+
+func ids(ns []*node) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = fmt.Sprint(n.id)
+	}
+	return strings.Join(s, ",")
+}
