@@ -136,7 +136,10 @@ endif
 # -keep to keep the work directory (node logs, data, history).
 JEPSEN_TIME   ?= 5m
 JEPSEN_SEED   ?= 0
-JEPSEN_FAULTS ?=
+# Every fault but wipe by default: a node restarted with an empty data
+# directory crashes until it can rejoin as a new member (docs/CLUSTER.md,
+# "Finding"); JEPSEN_FAULTS=wipe reproduces it.
+JEPSEN_FAULTS ?= kill,kill-all,pause-leader,isolate-leader,partition-leader,partition-follower,partition-ring,rolling-restart
 JEPSEN_FLAGS  ?=
 test-cluster: build
 	$(GO) build -o bin/jepsen ./internal/jepsen
