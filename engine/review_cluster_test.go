@@ -144,6 +144,7 @@ func startReviewReplicas(t *testing.T) (*rvNet, map[uint64]*rvNode) {
 			close(n.rep.c.quit)
 			n.host.Stop()
 			n.drv.Stop()
+			_ = n.log.Close()
 		}
 	})
 	return net, nodes

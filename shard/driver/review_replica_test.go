@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"errors"
 	"runtime"
 	"sync"
 	"testing"
@@ -72,6 +73,13 @@ func TestReviewReplicatedShardKeepsRaftEntriesReadable(t *testing.T) {
 		s.Wake()
 	}
 	require.Eventually(t, func() bool { return rep.count() == 3 }, 30*time.Second, time.Millisecond)
+	t.Cleanup(func() {
+		if t.Failed() { // answer the rest, so that their buffers go back before the shard stops
+			for _, done := range rep.dones[1:] {
+				done(0, errors.New("test failed"))
+			}
+		}
+	})
 
 	// The group appends the leader's empty entry and the three batches,
 	// and commits them all (what cluster.Host does over one or two passes).
@@ -97,6 +105,14 @@ func TestReviewReplicatedShardKeepsRaftEntriesReadable(t *testing.T) {
 	require.Equal(t, end, vis, "the shard moved the Raft log's visible end back below the commit")
 	_, err = store.Entries(3, 5, 1<<20)
 	require.NoError(t, err, "raft panics on ErrUnavailable from Storage.Entries")
+
+	// The other two are answered too (their buffers go back).
+	rep.mu.Lock()
+	rest := rep.dones[1:]
+	rep.mu.Unlock()
+	rest[0](2, nil)
+	rest[1](4, nil)
+	answers(t, out, 2)
 }
 
 // failingReplica answers every proposal at once, on the caller's
