@@ -35,9 +35,10 @@ for i in $(seq 1 100); do
 	sleep 0.2
 done
 leader=""
+# the preferred leader, where leadership settles (docs/CLUSTER.md)
 for i in $(seq 1 100); do
 	leader=$(curl -s -H 'Authorization: Bearer t' http://127.0.0.1:17421/api/v1/cluster |
-		python3 -c 'import json,sys; d=json.load(sys.stdin); ps=d.get("partitions") or []; n={x["id"]:x["client_addr"] for x in d["nodes"]}; print(n.get(ps[0]["leader"],"") if ps else "")')
+		python3 -c 'import json,sys; d=json.load(sys.stdin); ps=d.get("partitions") or []; n={x["id"]:x["client_addr"] for x in d["nodes"]}; print(n.get(ps[0]["leader"],"") if ps and ps[0]["leader"]==ps[0]["replicas"][0] else "")')
 	[ -n "$leader" ] && break
 	sleep 0.2
 done
