@@ -114,14 +114,15 @@ fuzz-short fuzz:
 # test runs its fixed seeds through unit; this runs fresh random seeds
 # for SIM_TIME and prints the seeds, steps and steps per second, or, with
 # SEED, replays that seed with every step traced. A failure prints the
-# seed to replay. Not in the race run: it is single-threaded by design.
+# seed to replay. ACTORS=cluster (a comma-separated list) runs only those
+# actors. Not in the race run: it is single-threaded by design.
 SIM_TIME  ?= 60s
 SIM_STEPS ?= 20000
 sim:
 ifdef SEED
-	$(GO) test -count=1 -v -run '^TestSim$$' ./sim -sim.seed=$(SEED) -sim.steps=$(SIM_STEPS) -sim.trace
+	$(GO) test -count=1 -v -run '^TestSim$$' ./sim -sim.seed=$(SEED) -sim.steps=$(SIM_STEPS) -sim.trace -sim.actors=$(ACTORS)
 else
-	$(GO) test -count=1 -v -timeout 0 -run '^TestSim$$' ./sim -sim.duration=$(SIM_TIME) -sim.steps=$(SIM_STEPS)
+	$(GO) test -count=1 -v -timeout 0 -run '^TestSim$$' ./sim -sim.duration=$(SIM_TIME) -sim.steps=$(SIM_STEPS) -sim.actors=$(ACTORS)
 endif
 
 # The Jepsen-style fault test (internal/jepsen; docs/CLUSTER.md "Fault

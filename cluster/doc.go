@@ -25,6 +25,13 @@
 // once (HostConfig.Send), so many partitions share one write per node
 // pair.
 //
+// A host built with HostConfig.Driven has no goroutine and reads no
+// clock: its caller runs the loop's passes (Tick, Process), as the
+// deterministic simulator (package sim) does for three hosts on one
+// goroutine. The host walks its groups and peers in an order of its own,
+// never Go's map order, so that the same calls send the same envelopes in
+// the same order. Raft itself draws election timeouts from crypto/rand.
+//
 // # Proposals and offsets
 //
 // Only a group's leader accepts a publish (Propose). It stamps the batch's

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,6 +52,16 @@ type HostConfig struct {
 	// elect a new leader. Negative disables quiescence.
 	QuiesceTicks int
 	Logger       *slog.Logger
+	// Driven makes the caller the host's only goroutine, for a simulator
+	// that owns time: Start starts nothing, and the caller runs the loop's
+	// passes itself with Tick (a tick of the clock, then a pass) and
+	// Process (a pass: the queued deliveries and proposals, every group's
+	// Ready, the sends). Calls that wait for the loop in the normal mode
+	// (AddGroup, Status, TransferLeader...) run at once on the caller's
+	// goroutine; Deliver and Propose queue their work for the next pass,
+	// as they do for the loop. TickInterval is then unused: the host reads
+	// no clock.
+	Driven bool
 }
 
 func (c *HostConfig) fill() {
@@ -119,12 +131,14 @@ type GroupConfig struct {
 
 // Errors of proposals.
 var (
-	ErrStopped      = errors.New("cluster: host stopped")
-	ErrNoGroup      = errors.New("cluster: no such group on this node")
-	ErrGroupFailed  = errors.New("cluster: group failed (storage error); restart the node")
-	ErrBadBatch     = errors.New("cluster: not a record batch")
-	ErrGroupExists  = errors.New("cluster: group already exists")
-	errProposalLost = errors.New("cluster: proposal dropped by raft")
+	ErrStopped     = errors.New("cluster: host stopped")
+	ErrNoGroup     = errors.New("cluster: no such group on this node")
+	ErrGroupFailed = errors.New("cluster: group failed (storage error); restart the node")
+	ErrBadBatch    = errors.New("cluster: not a record batch")
+	ErrGroupExists = errors.New("cluster: group already exists")
+	// ErrProposalLost says the proposal's entry was replaced by another
+	// leader's at its index before it committed: it was not stored.
+	ErrProposalLost = errors.New("cluster: proposal dropped by raft")
 )
 
 // NotLeaderError says this node does not lead the group. Leader is the
@@ -134,8 +148,8 @@ var (
 type NotLeaderError struct {
 	Group  uint64
 	Leader uint64
-	// Unknown says the proposal was appended before the node stepped
-	// down, so its outcome is unknown (it may yet commit).
+	// Unknown says Raft took the proposal before the node stepped down,
+	// so its outcome is unknown (it may yet commit).
 	Unknown bool
 }
 
@@ -171,11 +185,16 @@ type Host struct {
 	wake    chan struct{}
 	done    chan struct{}
 
-	// Owned by the loop.
+	// Owned by the loop. Whatever the loop walks in an order that shows
+	// (which group's Ready runs first, which peer is sent to first) is a
+	// slice, so that a driven host does the same things in the same order
+	// every run: map order is random.
 	groups    map[uint64]*Group
-	active    map[uint64]*Group // ticking: not quiesced
-	ready     map[uint64]*Group // may have a Ready
+	active    []*Group // ticking: not quiesced (Group.activeAt)
+	ready     []*Group // may have a Ready (Group.inReady)
+	spareRdy  []*Group
 	out       map[uint64][]Envelope
+	outTo     []uint64         // the peers out has envelopes for, in the order of their first
 	heard     map[uint64]int64 // tick of the last envelope from each peer
 	ticks     int64
 	deadPeers map[uint64]bool
@@ -189,8 +208,6 @@ func NewHost(cfg HostConfig) *Host {
 		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 		groups:    map[uint64]*Group{},
-		active:    map[uint64]*Group{},
-		ready:     map[uint64]*Group{},
 		out:       map[uint64][]Envelope{},
 		heard:     map[uint64]int64{},
 		deadPeers: map[uint64]bool{},
@@ -198,11 +215,16 @@ func NewHost(cfg HostConfig) *Host {
 	return h
 }
 
-// Start runs the host's goroutine.
-func (h *Host) Start() { go h.run() }
+// Start runs the host's goroutine; a driven host has none.
+func (h *Host) Start() {
+	if !h.cfg.Driven {
+		go h.run()
+	}
+}
 
 // Stop stops the host's goroutine and fails what is pending. It does not
-// close the groups' logs.
+// close the groups' logs. A driven host runs its last pass and fails
+// what is pending on the caller's goroutine.
 func (h *Host) Stop() {
 	h.mu.Lock()
 	if h.stopped {
@@ -212,6 +234,12 @@ func (h *Host) Stop() {
 	}
 	h.stopped = true
 	h.mu.Unlock()
+	if h.cfg.Driven {
+		h.pass()
+		h.shutdown()
+		close(h.done)
+		return
+	}
 	h.notify()
 	<-h.done
 }
@@ -239,8 +267,19 @@ func (h *Host) notify() {
 	}
 }
 
-// call runs fn on the host's goroutine and waits for it.
+// call runs fn on the host's goroutine and waits for it; on a driven
+// host, whose caller is the host's goroutine, it runs fn at once.
 func (h *Host) call(fn func()) error {
+	if h.cfg.Driven {
+		h.mu.Lock()
+		stopped := h.stopped
+		h.mu.Unlock()
+		if stopped {
+			return ErrStopped
+		}
+		fn()
+		return nil
+	}
 	ch := make(chan struct{})
 	if !h.do(func() { fn(); close(ch) }) {
 		return ErrStopped
@@ -263,28 +302,67 @@ func (h *Host) run() {
 		case <-t.C:
 			h.tick()
 		}
-		h.mu.Lock()
-		q := h.queue
-		h.queue = h.spare[:0]
-		stopped := h.stopped
-		h.mu.Unlock()
-		for i, fn := range q {
-			fn()
-			q[i] = nil
-		}
-		h.spare = q
-		h.process()
-		if stopped {
+		if h.pass() {
 			h.shutdown()
 			return
 		}
 	}
 }
 
+// pass is what the loop does each time it wakes: it runs the queued
+// work (deliveries, proposals, calls), then handles every group that may
+// have a Ready and sends what that produced. It reports whether the host
+// was stopped when it took the queue.
+func (h *Host) pass() (stopped bool) {
+	h.mu.Lock()
+	q := h.queue
+	h.queue = h.spare[:0]
+	stopped = h.stopped
+	h.mu.Unlock()
+	for i, fn := range q {
+		fn()
+		q[i] = nil
+	}
+	h.spare = q
+	h.process()
+	return stopped
+}
+
+// Tick is, for a driven host, what the loop does when its ticker fires:
+// a tick of every active group's clock and of the peers' liveness, then a
+// pass (see Process). It panics on a host that is not driven.
+func (h *Host) Tick() {
+	if h.drive() {
+		h.tick()
+		h.pass()
+	}
+}
+
+// Process is, for a driven host, one pass of the loop: it runs what
+// Deliver, Propose and the like queued, handles every group's Ready, and
+// hands what that produced to HostConfig.Send. It panics on a host that
+// is not driven.
+func (h *Host) Process() {
+	if h.drive() {
+		h.pass()
+	}
+}
+
+// drive reports whether a driven host may run a pass: not once stopped.
+func (h *Host) drive() bool {
+	if !h.cfg.Driven {
+		panic("cluster: Tick or Process on a host that is not driven (HostConfig.Driven)")
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.stopped
+}
+
 // shutdown fails every pending proposal.
 func (h *Host) shutdown() {
-	for _, g := range h.groups {
-		g.failPending(ErrStopped)
+	ids := h.groupIDs()
+	for _, id := range ids {
+		h.groups[id].failPending(ErrStopped)
 	}
 	h.mu.Lock()
 	q := h.queue
@@ -293,20 +371,69 @@ func (h *Host) shutdown() {
 	for _, fn := range q {
 		fn() // proposals queued after the last pass fail below, as the groups are stopped
 	}
-	for _, g := range h.groups {
+	for _, id := range h.groupIDs() {
+		g := h.groups[id]
 		g.failPending(ErrStopped)
 		g.failed = ErrStopped
 	}
+}
+
+// groupIDs returns the ids of the host's groups in order, for the walks
+// whose order shows.
+func (h *Host) groupIDs() []uint64 {
+	return slices.Sorted(maps.Keys(h.groups))
+}
+
+// markReady queues g for the next process: it may have a Ready.
+func (h *Host) markReady(g *Group) {
+	if !g.inReady {
+		g.inReady = true
+		h.ready = append(h.ready, g)
+	}
+}
+
+// activate makes g tick.
+func (h *Host) activate(g *Group) {
+	if g.activeAt < 0 {
+		g.activeAt = len(h.active)
+		h.active = append(h.active, g)
+	}
+}
+
+// deactivate stops g ticking: the last active group takes its place.
+func (h *Host) deactivate(g *Group) {
+	i := g.activeAt
+	if i < 0 {
+		return
+	}
+	last := len(h.active) - 1
+	h.active[i] = h.active[last]
+	h.active[i].activeAt = i
+	h.active[last] = nil
+	h.active = h.active[:last]
+	g.activeAt = -1
+}
+
+// post queues an envelope for peer to, sent at the end of the pass.
+func (h *Host) post(to uint64, e Envelope) {
+	q := h.out[to]
+	if len(q) == 0 {
+		h.outTo = append(h.outTo, to)
+	}
+	h.out[to] = append(q, e)
 }
 
 // tick advances every active group's clock, quiesces idle ones, and pings
 // the peers.
 func (h *Host) tick() {
 	h.ticks++
-	for _, g := range h.active {
+	// Backwards: a group that quiesces leaves its place to the last one,
+	// which was ticked already.
+	for i := len(h.active) - 1; i >= 0; i-- {
+		g := h.active[i]
 		g.rn.Tick()
 		g.idle++
-		h.ready[g.cfg.ID] = g
+		h.markReady(g)
 		if h.cfg.QuiesceTicks > 0 && g.idle >= h.cfg.QuiesceTicks {
 			h.maybeQuiesce(g)
 		}
@@ -314,8 +441,8 @@ func (h *Host) tick() {
 	// A group that failed while it led is silent, but its node is not:
 	// its followers, quiesced, would wait for it for good. It tells them
 	// every tick, so they wake and elect another leader.
-	for _, g := range h.groups {
-		if g.failed != nil && g.isLeader() {
+	for _, id := range h.groupIDs() {
+		if g := h.groups[id]; g.failed != nil && g.isLeader() {
 			g.rn.WithProgress(func(id uint64, _ raft.ProgressType, _ tracker.Progress) {
 				if id != h.cfg.NodeID {
 					h.out[id] = append(h.out[id], Envelope{Group: g.cfg.ID, Msg: raftpb.Message{
@@ -327,7 +454,7 @@ func (h *Host) tick() {
 	// Liveness: one ping per peer per tick stands in for the heartbeats
 	// of every quiesced group.
 	for _, p := range h.cfg.Peers {
-		h.out[p] = append(h.out[p], Envelope{Msg: raftpb.Message{Type: raftpb.MsgHeartbeat, From: h.cfg.NodeID, To: p}})
+		h.post(p, Envelope{Msg: raftpb.Message{Type: raftpb.MsgHeartbeat, From: h.cfg.NodeID, To: p}})
 		last, ok := h.heard[p]
 		if !ok {
 			h.heard[p] = h.ticks
@@ -350,7 +477,8 @@ func (h *Host) tick() {
 // quorum, and it would go on serving as leader while the others elect
 // another.
 func (h *Host) wakeLedBy(p uint64) {
-	for _, g := range h.groups {
+	for _, id := range h.groupIDs() {
+		g := h.groups[id]
 		if !g.quiesced || g.failed != nil {
 			continue
 		}
@@ -397,12 +525,12 @@ func (h *Host) maybeQuiesce(g *Group) {
 		return
 	}
 	g.quiesced = true
-	delete(h.active, g.cfg.ID)
+	h.deactivate(g)
 	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, _ tracker.Progress) {
 		if id == h.cfg.NodeID {
 			return
 		}
-		h.out[id] = append(h.out[id], Envelope{Group: g.cfg.ID, Msg: raftpb.Message{
+		h.post(id, Envelope{Group: g.cfg.ID, Msg: raftpb.Message{
 			Type: raftpb.MsgHeartbeat, To: id, From: h.cfg.NodeID, Term: st.Term,
 			Commit: st.Commit, Context: quiesceCtx,
 		}})
@@ -415,13 +543,13 @@ func (h *Host) unquiesce(g *Group) {
 	}
 	g.quiesced = false
 	g.idle = 0
-	h.active[g.cfg.ID] = g
+	h.activate(g)
 	if g.isLeader() {
 		// Heartbeat at once, so the followers answer before the leader's
 		// next quorum check.
 		_ = g.rn.Step(raftpb.Message{Type: raftpb.MsgBeat, From: h.cfg.NodeID, To: h.cfg.NodeID})
 	}
-	h.ready[g.cfg.ID] = g
+	h.markReady(g)
 }
 
 // Deliver hands envelopes a peer sent to the host: the transport's
@@ -454,12 +582,12 @@ func (h *Host) step(from uint64, envs []Envelope) {
 		if err := g.rn.Step(e.Msg); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
 			h.cfg.Logger.Debug("raft step", "group", e.Group, "from", from, "err", err)
 		}
-		h.ready[g.cfg.ID] = g
+		h.markReady(g)
 		if quiesce {
 			st := g.rn.BasicStatus()
 			if st.Lead == e.Msg.From && st.Term == e.Msg.Term && st.Commit == e.Msg.Commit && !g.quiesced {
 				g.quiesced = true
-				delete(h.active, g.cfg.ID)
+				h.deactivate(g)
 			}
 			continue
 		}
@@ -475,8 +603,11 @@ func (h *Host) step(from uint64, envs []Envelope) {
 // process handles every group that may have a Ready, then sends what the
 // pass produced, one batch per peer.
 func (h *Host) process() {
-	for id, g := range h.ready {
-		delete(h.ready, id)
+	rdy := h.ready
+	h.ready = h.spareRdy[:0]
+	for i, g := range rdy {
+		rdy[i] = nil
+		g.inReady = false
 		if g.failed != nil {
 			continue
 		}
@@ -484,17 +615,16 @@ func (h *Host) process() {
 			h.handleReady(g)
 		}
 	}
+	h.spareRdy = rdy[:0]
 	h.flush()
 }
 
 func (h *Host) flush() {
-	for to, envs := range h.out {
-		if len(envs) == 0 {
-			continue
-		}
-		h.cfg.Send(to, envs)
+	for _, to := range h.outTo {
+		h.cfg.Send(to, h.out[to])
 		h.out[to] = nil
 	}
+	h.outTo = h.outTo[:0]
 }
 
 func (h *Host) send(msgs []raftpb.Message, g *Group, late bool) {
@@ -502,7 +632,7 @@ func (h *Host) send(msgs []raftpb.Message, g *Group, late bool) {
 		if isLate(m.Type) != late {
 			continue
 		}
-		h.out[m.To] = append(h.out[m.To], Envelope{Group: g.cfg.ID, Msg: m})
+		h.post(m.To, Envelope{Group: g.cfg.ID, Msg: m})
 	}
 }
 
@@ -630,7 +760,7 @@ func (h *Host) propose(group uint64, data []byte, done func(Result)) {
 	g.pending = append(g.pending, proposal{data: data, done: done})
 	g.idle = 0
 	h.unquiesce(g)
-	h.ready[group] = g
+	h.markReady(g)
 }
 
 // ProposeForward proposes a record batch to the group from any replica:
@@ -659,7 +789,7 @@ func (h *Host) ProposeForward(group uint64, batch []byte) error {
 			}
 			g.idle = 0
 			h.unquiesce(g)
-			h.ready[group] = g
+			h.markReady(g)
 		}
 	})
 	if err != nil {
@@ -719,10 +849,10 @@ func (h *Host) AddGroup(cfg GroupConfig) error {
 			rerr = err
 			return
 		}
-		g := &Group{cfg: cfg, rn: rn, store: store, committedEnd: store.OffsetEnd(applied)}
+		g := &Group{cfg: cfg, rn: rn, store: store, committedEnd: store.OffsetEnd(applied), activeAt: -1}
 		h.groups[cfg.ID] = g
-		h.active[cfg.ID] = g
-		h.ready[cfg.ID] = g
+		h.activate(g)
+		h.markReady(g)
 	})
 	if err != nil {
 		return err
@@ -742,8 +872,11 @@ func (h *Host) RemoveGroup(id uint64) error {
 		found = true
 		g.failPending(ErrNoGroup)
 		delete(h.groups, id)
-		delete(h.active, id)
-		delete(h.ready, id)
+		h.deactivate(g)
+		if g.inReady {
+			g.inReady = false
+			h.ready = slices.DeleteFunc(h.ready, func(r *Group) bool { return r == g })
+		}
 	})
 	if err == nil && !found {
 		err = ErrNoGroup
@@ -767,7 +900,7 @@ func (h *Host) TransferLeader(group, to uint64) error {
 		}
 		h.unquiesce(g)
 		g.rn.TransferLeader(to)
-		h.ready[group] = g
+		h.markReady(g)
 	})
 	if err != nil {
 		return err
@@ -804,7 +937,7 @@ func (h *Host) Campaign(group uint64) error {
 		}
 		h.unquiesce(g)
 		rerr = g.rn.Campaign()
-		h.ready[group] = g
+		h.markReady(g)
 	})
 	if err != nil {
 		return err
@@ -817,6 +950,7 @@ type GroupStatus struct {
 	ID        uint64
 	Leader    uint64
 	Term      uint64
+	Vote      uint64 // the node this replica voted for in Term (0: none)
 	State     string
 	Commit    uint64
 	LastIndex uint64
@@ -838,7 +972,7 @@ func (h *Host) Status(group uint64) (GroupStatus, error) {
 		}
 		bs := g.rn.BasicStatus()
 		st = GroupStatus{
-			ID: group, Leader: bs.Lead, Term: bs.Term, State: bs.RaftState.String(),
+			ID: group, Leader: bs.Lead, Term: bs.Term, Vote: bs.Vote, State: bs.RaftState.String(),
 			Commit: bs.Commit, LastIndex: g.lastIndex(), EndOffset: g.committedEnd, Quiesced: g.quiesced,
 		}
 		_, cs, _ := g.store.InitialState()
@@ -864,14 +998,10 @@ func (h *Host) Reachable(id uint64) bool {
 	return ok
 }
 
-// Groups returns the ids of the groups on this host.
+// Groups returns the ids of the groups on this host, in order.
 func (h *Host) Groups() []uint64 {
 	var ids []uint64
-	_ = h.call(func() {
-		for id := range h.groups {
-			ids = append(ids, id)
-		}
-	})
+	_ = h.call(func() { ids = h.groupIDs() })
 	return ids
 }
 
@@ -888,6 +1018,8 @@ type Group struct {
 	idle         int        // ticks without activity
 	quiesced     bool
 	failed       error
+	activeAt     int  // index in Host.active, -1 when not ticking
+	inReady      bool // in Host.ready
 }
 
 type proposal struct {
@@ -913,7 +1045,8 @@ func (g *Group) setState(ss *raft.SoftState) {
 		// pending proposal is in Raft's log since RawNode.Propose took it,
 		// whether or not this node saw it appended yet (index 0: the
 		// step-down came in the pass that proposed it, and this Ready
-		// still appends it), so each one's outcome is unknown.
+		// still appends it), so each one's outcome is unknown
+		// (TestStepDownWithQueuedProposal).
 		for _, p := range g.pending {
 			p.done(Result{Err: &NotLeaderError{Group: g.cfg.ID, Leader: ss.Lead, Unknown: true}})
 		}
@@ -958,7 +1091,7 @@ func (g *Group) resolve(e raftpb.Entry) {
 		if p.index == e.Index && p.term == e.Term {
 			p.done(Result{Base: g.store.BaseOffset(e.Index)})
 		} else {
-			p.done(Result{Err: errProposalLost})
+			p.done(Result{Err: ErrProposalLost})
 		}
 		n++
 	}
@@ -981,5 +1114,5 @@ func (g *Group) fail(h *Host, err error) {
 	h.cfg.Logger.Error("raft group failed", "group", g.cfg.ID, "err", err)
 	g.failed = fmt.Errorf("%w: %w", ErrGroupFailed, err)
 	g.failPending(g.failed)
-	delete(h.active, g.cfg.ID)
+	h.deactivate(g)
 }

@@ -46,6 +46,24 @@
 //     end, retention passes (ExpireIdle), the topic is deleted and
 //     created again, and a crash rebuilds the coordinator from w.Mem and
 //     the members rejoin (see coord.go).
+//   - cluster: three nodes of a cluster, each a cluster.Host built with
+//     HostConfig.Driven (no goroutine, no clock: the actor runs its passes
+//     with Tick and Process), holding one replicated partition, a Raft
+//     group of three voters under fsync=always whose log is a
+//     storage.DiskLog on the node's own MemFS, and a simulated network
+//     between them: every batch of envelopes a host sends is a packet,
+//     encoded, held until a delivery time, in order on its link or (when
+//     the weather says) overtaking others, now and then dropped,
+//     duplicated or held a long time; links are cut (a node isolated, one
+//     link both ways, one direction) and healed. Its steps are its clock:
+//     a node's tick, the delivery of due packets to a node (then usually
+//     its pass), a pass, proposals at the node that leads and at others
+//     (passes around them, or left queued with the deliveries), and, every
+//     few hundred steps, a fault: weather, links, a leadership transfer, a
+//     node's crash (its MemFS keeps what it synced, torn tails half of the
+//     time, and its host is rebuilt from the log and raft.meta, at once or
+//     some steps later), or a calm spell without faults. The machine's
+//     crash is a power loss of all three nodes (see cluster.go).
 //
 // [Run] is the scheduler. Each step it advances the clock (up to 1 ms,
 // now and then up to 200 ms), then either crashes the machine, which
@@ -102,14 +120,43 @@
 //     written); a group with members has every partition owned and
 //     balanced once no revocation, stopping feed or retry is pending; a
 //     group is removed by retention once idle for it, and not before.
+//   - cluster, on a truth built from what the nodes show committed (the
+//     longest committed log seen, batch by batch): every node's committed
+//     log is a prefix of it, so no two nodes ever hold different batches at
+//     one offset, and what a node shows at an offset never changes, across
+//     its crashes too (after one it shows what its meta file says was
+//     committed, possibly less, until its leader tells it more); every
+//     batch in it was proposed, and is in it once; a batch acked at an
+//     offset is there, forever, even after every node lost power; a batch
+//     answered as not stored (NotLeaderError not marked Unknown,
+//     ErrProposalLost) is never committed; every proposal is answered at
+//     most once, and one at a node that does not lead is refused at once
+//     with a NotLeaderError naming the leader it knows; at most one leader
+//     per term, from the leaders' own state and every node's view; a
+//     node's term never goes back and it never votes twice in a term,
+//     across crashes too; a node's committed end never goes back but
+//     across its crash, and matches its group's; no group fails without a
+//     fault. Liveness, once the network has been calm (all up, links in
+//     order, nothing cut, dropped, duplicated or slow) for 60 ticks of
+//     every node: a node leads the highest term, and no proposal waits
+//     more than 30 of its node's ticks.
 //
 // # Replaying
 //
 // A failure names its seed and step. make sim SEED=<seed> runs that seed
 // again with every step of the trace printed; make sim runs fresh seeds
-// for SIM_TIME and reports the steps per second. Both are go test flags
-// of this package (sim_test.go): -sim.seed, -sim.trace, -sim.duration,
-// -sim.steps.
+// for SIM_TIME and reports the steps per second; ACTORS=cluster (a list)
+// runs only those actors, as a failure of such a run says. All are go
+// test flags of this package (sim_test.go): -sim.seed, -sim.trace,
+// -sim.duration, -sim.steps, -sim.actors.
+//
+// One source of chance is not w.Rand: etcd raft draws each election
+// timeout from crypto/rand (go.etcd.io/raft/v3 has no seed), so the test
+// seeds crypto/rand with the run's seed (testing/cryptotest) before each
+// run; a run started some other way elects as it pleases, and its trace
+// differs from run to run. TestSimDeterministic replays whole runs, the
+// cluster's included, and checks that a different crypto/rand seed gives
+// a different trace, so raft's draws are known to be covered.
 //
 // # Adding an actor
 //

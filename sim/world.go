@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/storage"
@@ -87,7 +89,7 @@ type Actor interface {
 type NewActor func(w *World) (Actor, error)
 
 // Actors are the components the simulator drives by default.
-var Actors = []NewActor{newLogsActor, newAssignActor, newAcksActor, newOffsetsActor, newShardActor, newCoordActor}
+var Actors = []NewActor{newLogsActor, newAssignActor, newAcksActor, newOffsetsActor, newShardActor, newCoordActor, newClusterActor}
 
 // Config is one run of the simulator.
 type Config struct {
@@ -111,10 +113,16 @@ type Failure struct {
 	Seed uint64
 	Step int
 	Err  error
+	// Actors names the actors of a run given Config.Actors (nil: all).
+	Actors []string
 }
 
 func (f *Failure) Error() string {
-	return fmt.Sprintf("sim: seed %d failed at step %d: %v\n\treplay it with: make sim SEED=%d", f.Seed, f.Step, f.Err, f.Seed)
+	replay := fmt.Sprintf("make sim SEED=%d", f.Seed)
+	if f.Actors != nil {
+		replay += " ACTORS=" + strings.Join(f.Actors, ",")
+	}
+	return fmt.Sprintf("sim: seed %d failed at step %d: %v\n\treplay it with: %s", f.Seed, f.Step, f.Err, replay)
 }
 
 func (f *Failure) Unwrap() error { return f.Err }
@@ -148,7 +156,13 @@ func Run(cfg Config) (Result, error) {
 	}
 	for w.Step = 1; w.Step <= cfg.Steps; w.Step++ {
 		if err := step(w, actors); err != nil {
-			return Result{Steps: w.Step, Hash: w.hash.Sum64()}, &Failure{Seed: cfg.Seed, Step: w.Step, Err: err}
+			f := &Failure{Seed: cfg.Seed, Step: w.Step, Err: err}
+			if cfg.Actors != nil {
+				for _, a := range actors {
+					f.Actors = append(f.Actors, a.Name())
+				}
+			}
+			return Result{Steps: w.Step, Hash: w.hash.Sum64()}, f
 		}
 	}
 	return Result{Steps: cfg.Steps, Hash: w.hash.Sum64()}, nil
@@ -169,14 +183,20 @@ func newActors(w *World, news []NewActor) ([]Actor, error) {
 	return actors, nil
 }
 
-// step is one step of the scheduler.
-func step(w *World, actors []Actor) error {
+// step is one step of the scheduler. A panic (an actor's, or one its
+// component raises on a broken invariant, as Raft does) is a failure of
+// the step, so that it names the seed.
+func step(w *World, actors []Actor) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+		}
+	}()
 	if w.Rand.IntN(1_000_000) < bigTickOdds {
 		w.Now += w.Rand.Int64N(bigTick)
 	} else {
 		w.Now += w.Rand.Int64N(tick)
 	}
-	var err error
 	if w.Rand.IntN(1_000_000) < crashOdds {
 		err = crash(w, actors)
 	} else {
