@@ -390,7 +390,7 @@ func TestReviewOnePartitionFailingToOpenKeepsTheOthers(t *testing.T) {
 func TestReviewFailedStartStopsTheClusterSide(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer taken.Close()
+	defer func() { _ = taken.Close() }()
 	cfg := DefaultConfig()
 	cfg.Addr, cfg.HTTPAddr, cfg.ClusterAddr = taken.Addr().String(), "127.0.0.1:0", "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
