@@ -27,18 +27,20 @@ import (
 // Between the nodes is a simulated network that the seed controls. Each
 // batch of envelopes a host sends to a peer (one per pass) is a packet,
 // encoded as the transport would, held until a delivery time drawn from
-// the weather: most arrive within milliseconds, some much later, so they
-// overtake each other; some are dropped, some duplicated. Links are cut
-// (one node isolated, one link both ways, one direction only) and healed.
-// A crash breaks the connections to the node: what was sent to it is
-// lost; what it sent before is still delivered.
+// the weather: most arrive within milliseconds, some much later; in order
+// on their link, as on a connection, or, when the weather says, any
+// order; some are dropped, some duplicated. Links are cut (one node
+// isolated, one link both ways, one direction only) and healed. A crash
+// breaks the connections to the node: what was sent to it is lost; what
+// it sent before is still delivered.
 //
-// Each step is one of: a node's tick when its clock says (Host.Tick),
-// the delivery of due packets (Host.Deliver, then usually a pass), a
-// pass (Host.Process), proposals of batches at a node (the one that
-// leads, or any: one that does not must refuse at once with a
-// NotLeaderError naming the leader it knows), a change of weather or of
-// the links, and a node's crash (restarted at once or after a while).
+// Each step is one of: a random node's tick (Host.Tick), the delivery of
+// due packets to a node (Host.Deliver, then usually a pass), a pass
+// (Host.Process), proposals of batches at a node (the one that leads, or
+// any: one that does not must refuse at once with a NotLeaderError naming
+// the leader it knows), or, every few hundred steps, a fault: a change of
+// weather or of the links, a leadership transfer, the producers pausing,
+// a node's crash (restarted at once or after a while), or a calm spell.
 // The machine's crash (World's) is a power loss of the whole cluster.
 //
 // Raft's election timeouts come from crypto/rand (go.etcd.io/raft/v3 has
@@ -57,18 +59,20 @@ const (
 	// are in simulated time.
 	clusterFaultEvery = 300  // mean steps between faults
 	clusterCalmSteps  = 1500 // a calm spell: no fault for this many steps
-	clusterMaxDown    = 300  // the most steps a crashed node stays down
+	clusterMaxDown    = 300  // a crashed node stays down this many steps, or up to 6 times as long
+	clusterPause      = 300  // producers pause this many steps, or up to 5 times as long
 )
 
 type clusterActor struct {
-	w     *World
-	nodes []*clusterNode
-	net   []*clusterPacket
-	cut   [clusterNodes + 1][clusterNodes + 1]bool  // cut[from][to]
-	last  [clusterNodes + 1][clusterNodes + 1]int64 // the arrival of the last packet sent in order on each link
-	sky   clusterWeather
-	steps int // the actor's clock
-	fault int // the step of the next fault
+	w      *World
+	nodes  []*clusterNode
+	net    []*clusterPacket
+	cut    [clusterNodes + 1][clusterNodes + 1]bool  // cut[from][to]
+	last   [clusterNodes + 1][clusterNodes + 1]int64 // the arrival of the last packet sent in order on each link
+	sky    clusterWeather
+	steps  int // the actor's clock
+	fault  int // the step of the next fault
+	paused int // the producers propose nothing until this step
 
 	// The model. props are every proposal, by id (a batch's first
 	// timestamp); truth is the committed log as the nodes show it, batch
@@ -80,10 +84,13 @@ type clusterActor struct {
 	truthEnd int64
 	ackedAt  map[int64]int // base offset → the proposal acked there, beyond truthEnd
 	leaders  map[uint64]uint64
-	dirty    bool  // something may have changed since the last Check
-	calm     bool  // checkLive found the network calm long enough
-	err      error // an invariant a callback found broken
-	sent     int   // packets, for the trace
+	dirty    bool // something may have changed since the last Check
+	calm     bool // checkLive found the network calm long enough
+	// leaderless is the calm's clock (checkLive) when no node was seen
+	// leading the highest term, -1 while one does.
+	leaderless int
+	err        error // an invariant a callback found broken
+	sent       int   // packets, for the trace
 }
 
 type clusterNode struct {
@@ -153,7 +160,7 @@ func (s clusterWeather) String() string {
 }
 
 func newClusterActor(w *World) (Actor, error) {
-	a := &clusterActor{w: w, truthAt: map[int64]int{}, ackedAt: map[int64]int{}, leaders: map[uint64]uint64{},
+	a := &clusterActor{w: w, truthAt: map[int64]int{}, ackedAt: map[int64]int{}, leaders: map[uint64]uint64{}, leaderless: -1,
 		sky: clusterWeather{delay: int64(2 * time.Millisecond)}}
 	for i := range clusterNodes {
 		n := &clusterNode{id: uint64(i + 1), mem: vfs.NewMem(), votes: map[uint64]uint64{}}
@@ -226,12 +233,14 @@ func (a *clusterActor) Step(w *World) (err error) {
 		switch r := w.Rand.IntN(100); {
 		case r < 20:
 			a.calmSpell(w)
-		case r < 50:
+		case r < 45:
 			a.weather(w)
-		case r < 80:
+		case r < 70:
 			a.links(w)
-		case r < 85:
+		case r < 75:
 			a.transfer(w)
+		case r < 85:
+			a.pause(w, clusterPause+w.Rand.IntN(4*clusterPause))
 		default:
 			a.crash(w)
 		}
@@ -424,6 +433,30 @@ func (a *clusterActor) calmSpell(w *World) {
 	a.sky = clusterWeather{delay: 1 + w.Rand.Int64N(clusterCalmDelay)}
 	a.fault = a.steps + clusterCalmSteps
 	w.Tracef("cluster calm spell: %v", a.sky)
+	if w.Rand.IntN(2) == 0 {
+		a.pause(w, clusterCalmSteps)
+	}
+	if w.Rand.IntN(3) == 0 {
+		// A node lost for the whole spell, often the leader: the others
+		// must elect one of them and go on, quiesced or not.
+		n := a.upNode(w)
+		for _, o := range a.nodes {
+			if o.up && o.status().State == "StateLeader" && w.Rand.IntN(3) != 0 {
+				n = o
+			}
+		}
+		if n != nil {
+			a.crashNode(w, n, clusterCalmSteps)
+		}
+	}
+}
+
+// pause stops the producers for a while: the group goes idle, and
+// quiesces (HostConfig.QuiesceTicks), so that the faults meet it quiesced
+// too.
+func (a *clusterActor) pause(w *World, steps int) {
+	a.paused = a.steps + steps
+	w.Tracef("cluster producers pause for %d steps", steps)
 }
 
 // weather changes the network's mood.
@@ -466,9 +499,14 @@ func (a *clusterActor) crash(w *World) {
 	if n == nil {
 		return
 	}
+	// Back at once, after a while, or after long enough for the others
+	// to run on without it (and the liveness checks to see them do).
 	down := 0
-	if w.Rand.IntN(2) == 0 {
+	switch r := w.Rand.IntN(10); {
+	case r < 3:
 		down = w.Rand.IntN(clusterMaxDown)
+	case r < 5:
+		down = clusterMaxDown + w.Rand.IntN(5*clusterMaxDown)
 	}
 	a.crashNode(w, n, down)
 }
@@ -494,6 +532,7 @@ func (a *clusterActor) restart(w *World, n *clusterNode) error {
 		return fmt.Errorf("node %d: restart: %w", n.id, err)
 	}
 	a.tracef(w, n, "restart")
+	a.uncalm()
 	return nil
 }
 
@@ -521,7 +560,7 @@ func (a *clusterActor) Crash(w *World) error {
 // knows.
 func (a *clusterActor) propose(w *World) error {
 	n := a.upNode(w)
-	if n == nil || a.waiting(w) {
+	if n == nil || a.steps < a.paused || a.waiting(w) {
 		return nil
 	}
 	if w.Rand.IntN(4) != 0 {
@@ -564,7 +603,7 @@ func (a *clusterActor) propose(w *World) error {
 // next pass, in whatever state it is then.
 func (a *clusterActor) proposeQueued(w *World) {
 	n := a.upNode(w)
-	if n == nil || a.waiting(w) {
+	if n == nil || a.steps < a.paused || a.waiting(w) {
 		return
 	}
 	first := len(a.props)
@@ -599,7 +638,7 @@ func (a *clusterActor) waiting(w *World) bool {
 	a.skipAnswered()
 	n := 0
 	for _, p := range a.props[a.oldest:] {
-		if p.state == propPending && p.inc == a.nodes[p.node-1].inc {
+		if a.alive(p) {
 			n++
 		}
 	}
@@ -613,13 +652,16 @@ func (a *clusterActor) waiting(w *World) bool {
 // skipAnswered moves oldest past the proposals answered, or never to be
 // (their node crashed).
 func (a *clusterActor) skipAnswered() {
-	for a.oldest < len(a.props) {
-		p := a.props[a.oldest]
-		if p.state == propPending && p.inc == a.nodes[p.node-1].inc {
-			return
-		}
+	for a.oldest < len(a.props) && !a.alive(a.props[a.oldest]) {
 		a.oldest++
 	}
+}
+
+// alive says p waits for its answer: its node's host is the one it was
+// proposed to.
+func (a *clusterActor) alive(p *clusterProp) bool {
+	n := a.nodes[p.node-1]
+	return p.state == propPending && n.up && p.inc == n.inc
 }
 
 // newProp builds a new batch of one to four records; its first timestamp
@@ -725,8 +767,12 @@ func (n *clusterNode) status() cluster.GroupStatus {
 func (a *clusterActor) tracef(w *World, n *clusterNode, what string) {
 	st := n.status()
 	_, end := n.log.Bounds()
-	w.Tracef("cluster n%d %s: %s term=%d lead=%d commit=%d last=%d end=%d in-flight=%d sent=%d",
-		n.id, what, st.State, st.Term, st.Leader, st.Commit, st.LastIndex, end, len(a.net), a.sent)
+	q := ""
+	if st.Quiesced {
+		q = " quiesced"
+	}
+	w.Tracef("cluster n%d %s: %s%s term=%d lead=%d commit=%d last=%d end=%d in-flight=%d sent=%d",
+		n.id, what, st.State, q, st.Term, st.Leader, st.Commit, st.LastIndex, end, len(a.net), a.sent)
 }
 
 // Check verifies the invariants; nothing changes between the actor's own
@@ -757,15 +803,17 @@ func (a *clusterActor) check() error {
 	return a.checkLive()
 }
 
-// Liveness, once the network has been calm (every node up, no link cut,
-// every link in order, nothing dropped, duplicated or held long) for
-// clusterCalmTicks of every node's ticks: a node leads the highest term,
-// and no proposal waits at a node for more than clusterAnswerTicks. Raft
-// promises no more than that; the quiescence of idle groups must not
-// break it.
+// Liveness, once the network has been calm (a majority of the nodes up,
+// no link cut, every link in order, nothing dropped, duplicated or held
+// long) for clusterCalmTicks of every node that is up: one of them leads
+// the highest term among them, and no proposal waits at a node for more
+// than clusterAnswerTicks. Raft promises no more than that; the
+// quiescence of idle groups (which must wake when their leader's node
+// goes silent) must not break it.
 const (
 	clusterCalmTicks   = 60 // three to six election timeouts
 	clusterAnswerTicks = 30
+	clusterLeaderless  = 40 // two to four election timeouts
 	clusterCalmDelay   = int64(5 * time.Millisecond)
 )
 
@@ -797,27 +845,44 @@ func (a *clusterActor) uncalm() {
 		n.calm = 0
 	}
 	a.calm = false
+	a.leaderless = -1
 }
 
 func (a *clusterActor) checkLive() error {
-	calm := a.sky.drop == 0 && a.sky.slow == 0 && a.sky.dup == 0 && !a.sky.reorder && a.sky.delay <= clusterCalmDelay && a.cut == [clusterNodes + 1][clusterNodes + 1]bool{} && len(a.net) < clusterInFlight/2
+	up := 0
 	for _, n := range a.nodes {
-		calm = calm && n.up
+		if n.up {
+			up++
+		}
 	}
+	held := false // a packet held long, which holds up its link
+	for _, p := range a.net {
+		held = held || p.at > a.w.Now+clusterCalmDelay
+	}
+	calm := a.sky.drop == 0 && a.sky.slow == 0 && a.sky.dup == 0 && !a.sky.reorder && a.sky.delay <= clusterCalmDelay &&
+		a.cut == [clusterNodes + 1][clusterNodes + 1]bool{} && len(a.net) < clusterInFlight/2 && !held && 2*up > clusterNodes
 	if !calm {
 		a.uncalm()
 		return nil
 	}
 	for _, n := range a.nodes {
-		if n.calm < clusterCalmTicks {
+		if n.up && n.calm < clusterCalmTicks {
 			return nil
 		}
 	}
 	// A follower whose clock ran ahead of the leader's may be a
 	// pre-candidate for a moment (knowing no leader), but with PreVote and
-	// CheckQuorum it cannot disturb the leader of the highest term.
+	// CheckQuorum it cannot disturb the leader of the highest term. A
+	// leader whose clock ran ahead of its followers' answers steps down
+	// (CheckQuorum), but another is elected within a few election
+	// timeouts.
 	var lead, term uint64
+	ticks := 0 // the most ticks of a node up: the calm's clock
 	for _, n := range a.nodes {
+		if !n.up {
+			continue
+		}
+		ticks = max(ticks, n.ticks)
 		st := n.status()
 		if st.Term > term {
 			lead, term = 0, st.Term
@@ -826,17 +891,23 @@ func (a *clusterActor) checkLive() error {
 			lead = n.id
 		}
 	}
-	if lead == 0 {
-		return fmt.Errorf("after %d ticks of calm, no node leads term %d, the highest", clusterCalmTicks, term)
+	switch {
+	case lead != 0:
+		a.leaderless = -1
+	case a.leaderless < 0:
+		a.leaderless = ticks
+	case ticks-a.leaderless > clusterLeaderless:
+		return fmt.Errorf("%d ticks into a calm, no node has led the highest term (%d) for %d ticks; in flight: %s",
+			clusterCalmTicks, term, ticks-a.leaderless, a.inFlight())
 	}
-	if !a.calm {
+	if !a.calm && lead != 0 {
 		a.calm = true
 		a.w.Tracef("cluster calm for %d ticks: node %d leads term %d", clusterCalmTicks, lead, term)
 	}
 	a.skipAnswered()
 	for _, p := range a.props[a.oldest:] {
 		n := a.nodes[p.node-1]
-		if p.state == propPending && p.inc == n.inc && n.ticks-p.tick > clusterAnswerTicks && n.calm > clusterAnswerTicks {
+		if a.alive(p) && n.ticks-p.tick > clusterAnswerTicks && n.calm > clusterAnswerTicks {
 			return fmt.Errorf("batch %d, proposed at node %d %d ticks ago, is not answered after %d ticks of calm; in flight: %s",
 				p.id, p.node, n.ticks-p.tick, n.calm, a.inFlight())
 		}

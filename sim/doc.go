@@ -58,12 +58,15 @@
 //     link both ways, one direction) and healed. Its steps are its clock:
 //     a node's tick, the delivery of due packets to a node (then usually
 //     its pass), a pass, proposals at the node that leads and at others
-//     (passes around them, or left queued with the deliveries), and, every
-//     few hundred steps, a fault: weather, links, a leadership transfer, a
-//     node's crash (its MemFS keeps what it synced, torn tails half of the
-//     time, and its host is rebuilt from the log and raft.meta, at once or
-//     some steps later), or a calm spell without faults. The machine's
-//     crash is a power loss of all three nodes (see cluster.go).
+//     (passes around them, or left queued with the deliveries; at most a
+//     window of them unanswered), and, every few hundred steps, a fault:
+//     weather, links, a leadership transfer, the producers pausing (so the
+//     group quiesces), a node's crash (its MemFS keeps what it synced, torn
+//     tails half of the time, and its host is rebuilt from the log and
+//     raft.meta, at once or after a while), or a calm spell without faults
+//     (now and then with a node, often the leader, lost for all of it).
+//     The machine's crash is a power loss of all three nodes (see
+//     cluster.go).
 //
 // [Run] is the scheduler. Each step it advances the clock (up to 1 ms,
 // now and then up to 200 ms), then either crashes the machine, which
@@ -136,10 +139,12 @@
 //     node's term never goes back and it never votes twice in a term,
 //     across crashes too; a node's committed end never goes back but
 //     across its crash, and matches its group's; no group fails without a
-//     fault. Liveness, once the network has been calm (all up, links in
-//     order, nothing cut, dropped, duplicated or slow) for 60 ticks of
-//     every node: a node leads the highest term, and no proposal waits
-//     more than 30 of its node's ticks.
+//     fault. Liveness, once the network has been calm (a majority up,
+//     links in order, nothing cut, dropped, duplicated or held long) for 60
+//     ticks of every node up: no stretch of 40 ticks without a node
+//     leading the highest term (a leader whose clock runs ahead of its
+//     followers' answers may step down, but another is elected), and no
+//     proposal waits more than 30 of its node's ticks for its answer.
 //
 // # Replaying
 //

@@ -51,7 +51,7 @@ func actors(t *testing.T) []NewActor {
 // machine's crashes seldom leave it among the others.
 var (
 	fixedSeeds   = []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
-	clusterSeeds = []uint64{1, 2, 3, 4, 5}
+	clusterSeeds = []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
 )
 
 func TestSim(t *testing.T) {
