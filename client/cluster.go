@@ -58,8 +58,10 @@ import (
 //
 // Options are those of Dial, applied to each node's client, except that a
 // node's client never reconnects on its own (the Cluster re-routes
-// instead) and WithMaxPendingBytes bounds each node's client. A Cluster is
-// safe for concurrent use.
+// instead), WithMaxPendingBytes bounds each node's client, and
+// WithStateHandler is told StateDisconnected when a node's connection is
+// lost (the error names the node) and StateReconnected when a lost node
+// is dialled again. A Cluster is safe for concurrent use.
 type Cluster struct {
 	opts  options
 	uopts []Option // the caller's options, for every node's client
@@ -486,8 +488,8 @@ func (cl *Cluster) Leader(ctx context.Context, topic string, partition int) (str
 	if err != nil {
 		return "", err
 	}
-	if partition < 0 || partition >= len(tr.lanes) {
-		return "", unknownPartition(topic, partition, len(tr.lanes))
+	if partition < 0 || partition >= tr.n {
+		return "", unknownPartition(topic, partition, tr.n)
 	}
 	key := batchKey{topic, int32(partition)}
 	deadline := time.Now().Add(cl.opts.rerouteTimeout)
@@ -594,11 +596,17 @@ func unknownPartition(topic string, p, n int) error {
 
 // Topics and partitions.
 
-// topicRoute is a topic's lanes, one per partition, and where its unkeyed
-// messages go.
+// topicRoute is a topic's partition count and lanes, one per partition
+// (more after the topic was created again with fewer: lanes are never
+// dropped, as batches may refer to them), and where its unkeyed messages
+// go.
 type topicRoute struct {
 	name  string
+	n     int // the partition count; 0 until a node told it
 	lanes []*lane
+	// stale: an answer said the count may have changed (the topic deleted,
+	// a partition unknown): the next publish asks again.
+	stale atomic.Bool
 	// Unkeyed messages go to lanes[stick] until fill passes a batch's
 	// worth of bytes; then to the next lane that routes.
 	stick atomic.Uint32
@@ -630,9 +638,10 @@ type lane struct {
 }
 
 // topic returns name's route, asking a node for its partition count (and
-// creating the topic where the cluster auto-creates) the first time.
+// creating the topic where the cluster auto-creates) the first time, and
+// after an answer made it stale.
 func (cl *Cluster) topic(ctx context.Context, name string) (*topicRoute, error) {
-	if tr := (*cl.routes.Load())[name]; tr != nil {
+	if tr := (*cl.routes.Load())[name]; tr != nil && tr.n > 0 && !tr.stale.Load() {
 		return tr, nil
 	}
 	info, err := retryAny(ctx, cl, func(c *Client) (TopicInfo, error) { return c.describe(ctx, name, wire.FlagAutoCreate) })
@@ -644,22 +653,28 @@ func (cl *Cluster) topic(ctx context.Context, name string) (*topicRoute, error) 
 	}
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
-	return cl.routeLocked(name, len(info.Partitions)), nil
+	return cl.routeLocked(name, len(info.Partitions), true), nil
 }
 
-// routeLocked returns name's route with at least n lanes, making or
-// growing it (a copy: publishers read routes without a lock). mu held.
-func (cl *Cluster) routeLocked(name string, n int) *topicRoute {
+// routeLocked returns name's route with at least n lanes; with count, n
+// is its partition count. It makes a new route when either changes (a
+// copy: publishers read routes without a lock), keeping the lanes. mu
+// held.
+func (cl *Cluster) routeLocked(name string, n int, count bool) *topicRoute {
 	old := *cl.routes.Load()
 	tr := old[name]
-	if tr != nil && len(tr.lanes) >= n {
+	if tr != nil && len(tr.lanes) >= n && (!count || tr.n == n && !tr.stale.Load()) {
 		return tr
 	}
 	next := &topicRoute{name: name}
 	if tr != nil {
-		next.lanes = tr.lanes
+		next.n, next.lanes = tr.n, tr.lanes
+		next.stick.Store(tr.stick.Load() % uint32(max(n, 1)))
 	} else {
-		next.stick.Store(uint32(rand.N(n)))
+		next.stick.Store(uint32(rand.N(max(n, 1))))
+	}
+	if count {
+		next.n = n
 	}
 	for p := len(next.lanes); p < n; p++ {
 		next.lanes = append(next.lanes, &lane{key: batchKey{name, int32(p)}})
@@ -673,34 +688,17 @@ func (cl *Cluster) routeLocked(name string, n int) *topicRoute {
 	return next
 }
 
-// laneLocked returns k's lane, making its route if need be. mu held.
+// laneLocked returns k's lane, making it if need be. mu held.
 func (cl *Cluster) laneLocked(k batchKey) *lane {
-	return cl.routeLocked(k.topic, int(k.partition)+1).lanes[k.partition]
+	return cl.routeLocked(k.topic, int(k.partition)+1, false).lanes[k.partition]
 }
 
-// forgetTopic drops name's route when nothing is held in it, so that the
-// next use asks for its partition count again (it may be created anew
-// with another).
+// forgetTopic makes name's partition count stale: the next publish asks
+// a node again (the topic may have been deleted and created anew).
 func (cl *Cluster) forgetTopic(name string) {
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	old := *cl.routes.Load()
-	tr := old[name]
-	if tr == nil {
-		return
+	if tr := (*cl.routes.Load())[name]; tr != nil {
+		tr.stale.Store(true)
 	}
-	for _, ln := range tr.lanes {
-		if _, held := cl.pending[ln]; held || ln.cur.Load() != nil && ln.from != nil {
-			return
-		}
-	}
-	m := make(map[string]*topicRoute, len(old))
-	for k, v := range old {
-		if k != name {
-			m[k] = v
-		}
-	}
-	cl.routes.Store(&m)
 }
 
 // choose is the partition msg goes to: the one opts name, its key's, or
@@ -710,15 +708,16 @@ func (cl *Cluster) choose(tr *topicRoute, key []byte, size int, opts []PublishOp
 		return p
 	}
 	if key != nil {
-		return int32(KeyPartition(key, len(tr.lanes)))
+		return int32(KeyPartition(key, tr.n))
 	}
 	at := tr.stick.Load()
 	if tr.fill.Add(int64(size+recordOverhead)) < int64(cl.opts.batchBytes) {
 		return int32(at)
 	}
-	next := (at + 1) % uint32(len(tr.lanes))
-	for i := range uint32(len(tr.lanes)) {
-		if p := (at + 1 + i) % uint32(len(tr.lanes)); tr.lanes[p].cur.Load() != nil {
+	n := uint32(tr.n)
+	next := (at + 1) % n
+	for i := range n {
+		if p := (at + 1 + i) % n; tr.lanes[p].cur.Load() != nil {
 			next = p
 			break
 		}
@@ -732,14 +731,14 @@ func (cl *Cluster) choose(tr *topicRoute, key []byte, size int, opts []PublishOp
 // lane returns the lane of partition p of tr, refusing a partition the
 // topic does not have (after asking again, in case it grew).
 func (cl *Cluster) lane(ctx context.Context, tr *topicRoute, p int32) (*lane, error) {
-	if p >= 0 && int(p) < len(tr.lanes) {
+	if p >= 0 && int(p) < tr.n {
 		return tr.lanes[p], nil
 	}
 	if p >= 0 {
 		cl.forgetTopic(tr.name)
-		if fresh, err := cl.topic(ctx, tr.name); err == nil && int(p) < len(fresh.lanes) {
+		if fresh, err := cl.topic(ctx, tr.name); err == nil && int(p) < fresh.n {
 			return fresh.lanes[p], nil
 		}
 	}
-	return nil, unknownPartition(tr.name, int(p), len(tr.lanes))
+	return nil, unknownPartition(tr.name, int(p), tr.n)
 }

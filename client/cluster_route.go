@@ -43,12 +43,12 @@ func (cl *Cluster) acked(c *Client, corr uint32, a wire.PublishAck, err error) b
 	delete(c.inflight, corr)
 	c.unacked.Add(-b.reserved)
 	c.wakeSpaceWaiters()
-	move := err != nil && !cl.closed && reroutes(b, err)
+	ln := cl.laneLocked(b.key)
+	move := err != nil && !cl.closed && (reroutes(b, err) || steppedDown(c, ln, b, err))
 	if !move && b.kept != nil {
 		c.doneFrames = append(c.doneFrames, b.kept) // the writer recycles it
 	}
 	c.pmu.Unlock()
-	ln := cl.laneLocked(b.key)
 	if move {
 		cl.moveLocked(c, ln, b, err)
 		cl.mu.Unlock()
@@ -67,7 +67,7 @@ func (cl *Cluster) acked(c *Client, corr uint32, a wire.PublishAck, err error) b
 		cl.asyncErr = err
 	}
 	cl.mu.Unlock()
-	if err != nil && errors.Is(err, ErrUnknownPartition) {
+	if err != nil && (errors.Is(err, ErrUnknownPartition) || errors.Is(err, ErrUnknownTopic)) {
 		c.forget(b.key.topic)
 		cl.forgetTopic(b.key.topic)
 	}
@@ -98,6 +98,19 @@ func reroutes(b *batch, err error) bool {
 		return b.idem || !leaderOutcomeUnknown(err)
 	}
 	return false
+}
+
+// steppedDown reports whether an idempotent batch refused with
+// OUT_OF_ORDER_SEQUENCE by c, a node its partition is leaving (c refused
+// one of its batches NOT_LEADER already), goes to the next leader too: a
+// node that stepped down judges a batch's sequence before its
+// leadership, and forgets the batches whose proposals failed as it
+// stepped down, so a batch sent behind them is refused as out of order
+// rather than as not its leader's. It was not stored; the next leader
+// takes it in sequence after them. mu held.
+func steppedDown(c *Client, ln *lane, b *batch, err error) bool {
+	return b.idem && errors.Is(err, ErrOutOfOrderSequence) && (ln.from == c || ln.cur.Load() != c) &&
+		(b.retryBy == 0 || clock() <= b.retryBy)
 }
 
 // leaderOutcomeUnknown reports whether a NOT_LEADER answer to a publish

@@ -106,7 +106,7 @@ func (cl *Cluster) Subscribe(ctx context.Context, topic string, handler func(*De
 	s := &ClusterSubscription{cl: cl, topic: topic, handler: handler, inline: o.inline,
 		check: make(chan struct{}, 1), done: make(chan struct{})}
 	if o.partition == wire.PartitionAny {
-		for p := range tr.lanes {
+		for p := range tr.n {
 			s.parts = append(s.parts, &partSub{s: s, p: int32(p), start: o.start, move: make(chan struct{}, 1)})
 		}
 	} else {
@@ -324,8 +324,10 @@ func (s *ClusterSubscription) unsubscribeNode(ns *Subscription) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cl.opts.dialTimeout)
 	defer cancel()
+	// A node that is stopping or no longer leads (or lost) has let go of
+	// the subscription anyway.
 	if err := ns.Unsubscribe(ctx); err != nil && !errors.Is(err, ErrNotSubscribed) && ns.c.Err() == nil &&
-		!errors.Is(err, ErrNotLeader) {
+		!reroutable(err) {
 		s.unsubErr.CompareAndSwap(nil, &err)
 	}
 }

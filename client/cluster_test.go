@@ -561,3 +561,43 @@ func TestClusterFetchFollowsTheLeader(t *testing.T) {
 	require.Error(t, err)
 	require.False(t, errors.Is(err, client.ErrNotLeader))
 }
+
+// TestClusterReroutesOutOfOrderFromASteppedDownLeader: a node that steps
+// down answers its first held batch NOT_LEADER and the ones behind it
+// OUT_OF_ORDER_SEQUENCE (it forgot the first, whose proposal failed). An
+// idempotent Cluster takes those too to the new leader, in order: nothing
+// fails, each message is stored once.
+func TestClusterReroutesOutOfOrderFromASteppedDownLeader(t *testing.T) {
+	fc := newFakeCluster(t, 2, 1)
+	var emu sync.Mutex
+	var errs []error
+	cl := dialClusterT(t, fc.nodes[0].addr, client.WithIdempotence(), client.WithBatchBytes(1),
+		client.WithErrorHandler(func(err error) {
+			emu.Lock()
+			errs = append(errs, err)
+			emu.Unlock()
+		}))
+	ctx := ctxT(t)
+	_, err := cl.Publish(ctx, "t", client.Message{Value: []byte("m0")})
+	require.NoError(t, err)
+	fc.hold(0)
+	for i := 1; i <= 3; i++ {
+		require.NoError(t, cl.PublishAsync(ctx, "t", client.Message{Value: []byte("m" + strconv.Itoa(i))}))
+	}
+	fc.awaitHeld(0, 3)
+	fc.mu.Lock()
+	held := fc.held[0]
+	delete(fc.held, 0)
+	delete(fc.holding, 0)
+	fc.leaders[0] = 1
+	fc.mu.Unlock()
+	held[0].conn.send(errorFrame(held[0].corr, wire.NotLeader(2, fc.nodes[1].addr, "partition 0")))
+	for _, h := range held[1:] {
+		h.conn.send(errorFrame(h.corr, wire.Errorf(wire.CodeOutOfOrderSequence, "expected an earlier sequence")))
+	}
+	require.NoError(t, cl.Flush(ctx))
+	require.Equal(t, values("m", 0, 4), fc.log(0))
+	emu.Lock()
+	defer emu.Unlock()
+	require.Empty(t, errs)
+}

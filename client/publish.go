@@ -57,7 +57,6 @@ type batchKey struct {
 // its acknowledgement.
 type batch struct {
 	key     batchKey
-	corr    uint32
 	buf     *[]byte // the frame; nil once handed to the writer
 	bb      wire.BatchBuilder
 	started time.Time
@@ -69,6 +68,7 @@ type batch struct {
 	reserved  int64 // pending bytes held until the ack
 	count     int
 	order     uint64 // place in the send order (Client.sealed), from release
+	corr      uint32
 
 	// written is set once the frame went to a write: from then on the
 	// broker may have it. frame keeps the finished frame (in kept, from
@@ -77,9 +77,9 @@ type batch struct {
 	// write. Both belong to whoever holds the writing role, or to the
 	// reader while it takes stock of a lost connection.
 	written bool
+	idem    bool // numbered by an idempotent client (idempotence.go)
 	frame   []byte
 	kept    *[]byte
-	idem    bool     // numbered by an idempotent client (idempotence.go)
 	ps      *partSeq // the numbering it was numbered under, when idem
 
 	// retryBy is when a cluster (cluster.go) stops re-routing the batch

@@ -493,3 +493,63 @@ func TestClusterClientFollowsLeadershipTransfer(t *testing.T) {
 	require.Empty(t, errs)
 	t.Logf("batches re-routed %d", cl.Rerouted())
 }
+
+// TestClusterClientThroughRepeatedTransfers: the partition's leadership
+// moves six times, each after another few thousand acknowledgements,
+// under an idempotent asynchronous producer: nothing fails, and the
+// partition holds every message once, in publish order.
+func TestClusterClientThroughRepeatedTransfers(t *testing.T) {
+	const topic, total, every = "churn", 28000, 4000
+	nodes := startReplicatedTopic(t, topic, 1)
+	var acked atomic.Int64
+	due := make(chan struct{}, total/every)
+	var emu sync.Mutex
+	var errs []error
+	cl := dialCluster(t, clusterAddrs(nodes, 0), client.WithIdempotence(), client.WithBatchBytes(2<<10),
+		client.WithAckHandler(func(a client.BatchAck) {
+			n := acked.Add(int64(a.Count))
+			if (n-int64(a.Count))/every < n/every && n < total {
+				due <- struct{}{}
+			}
+		}),
+		client.WithErrorHandler(func(err error) {
+			emu.Lock()
+			errs = append(errs, err)
+			emu.Unlock()
+		}))
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	moved := make(chan int)
+	go func() {
+		n := 0
+		defer func() { moved <- n }()
+		for n < total/every-1 {
+			select {
+			case <-due:
+			case <-ctx.Done():
+				return
+			}
+			lead := leaderOf(t, nodes, topic, 0)
+			next := nodes[(indexOf(nodes, lead)+1)%len(nodes)]
+			rep := lead.topics.get([]byte(topic)).Parts[0].Replica.(*replica)
+			if lead.cluster.host.TransferLeader(rep.group, uint64(indexOf(nodes, next)+1)) == nil {
+				n++
+			}
+		}
+	}()
+	for i := range total {
+		require.NoError(t, cl.PublishAsync(ctx, topic, client.Message{Value: fmt.Appendf(nil, "%06d", i)}, client.ToPartition(0)))
+	}
+	require.NoError(t, cl.Flush(ctx))
+	cancel()
+	transfers := <-moved
+	recs := waitCommitted(t, nodes, topic, 0, total)
+	require.Len(t, recs, total, "messages stored twice")
+	for i, rec := range recs {
+		require.Equal(t, record{int64(i), fmt.Sprintf("%06d", i)}, rec, "the partition out of publish order")
+	}
+	emu.Lock()
+	defer emu.Unlock()
+	require.Empty(t, errs)
+	t.Logf("transfers %d, batches re-routed %d", transfers, cl.Rerouted())
+}
