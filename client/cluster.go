@@ -479,35 +479,45 @@ func retryAny[T any](ctx context.Context, cl *Cluster, call func(*Client) (T, er
 	}
 }
 
-// Leader returns the address of the node that leads partition of topic,
-// as a node of the cluster knows it: the node asked, if it leads, or the
-// leader it names. During an election it waits (with backoff, within ctx
-// and WithRerouteTimeout) for one.
+// Leader returns the address of the node that leads partition of topic:
+// a node that, asked itself, answers as the leader. A node that does not
+// lead names the leader it knows, which may be stale (a follower that has
+// not yet heard of an election): Leader then asks the node named, and
+// follows what it names in turn. During an election it waits (with
+// backoff, within ctx and WithRerouteTimeout) for one.
 func (cl *Cluster) Leader(ctx context.Context, topic string, partition int) (string, error) {
 	tr, err := cl.topic(ctx, topic)
 	if err != nil {
 		return "", err
 	}
-	if partition < 0 || partition >= tr.n {
-		return "", unknownPartition(topic, partition, tr.n)
+	if partition < 0 || partition >= len(tr.lanes) {
+		return "", unknownPartition(topic, partition, len(tr.lanes))
 	}
 	key := batchKey{topic, int32(partition)}
 	deadline := time.Now().Add(cl.opts.rerouteTimeout)
 	avoid := ""
 	for n := 0; ; n++ {
 		via, err := cl.anyClientBut(ctx, avoid)
-		if err == nil {
+		for hop := 0; err == nil && hop < maxLeaderHops; hop++ {
 			var addr string
-			if addr, err = cl.probe(ctx, via, key); addr != "" {
-				return addr, nil
+			if addr, err = cl.probe(ctx, via, key); addr == via.addr() {
+				return addr, nil // it answered as the leader
 			}
 			avoid = via.addr()
+			if addr == "" {
+				break
+			}
+			via, err = cl.clientFor(ctx, addr) // ask the node named
 		}
 		if !cl.waitRetry(ctx, n, deadline) {
 			return "", cl.noRoute(key, err, ctx.Err())
 		}
 	}
 }
+
+// maxLeaderHops bounds how many named leaders Leader follows before it
+// backs off: names that go round mean an election is under way.
+const maxLeaderHops = 4
 
 // withLeader runs op at the client of key's partition's leader, finding
 // the leader first (and again, following the leader a refusal names,
