@@ -80,6 +80,11 @@ type Engine struct {
 	// cluster is this node's part in a cluster (cluster.go); nil on a
 	// single node.
 	cluster *clusterNode
+
+	// startFailed says Start failed, having stopped what it started:
+	// Shutdown then has nothing left to stop. Written by Start, read by
+	// Shutdown, which its caller runs after Start returned.
+	startFailed bool
 }
 
 // New validates cfg and returns a broker that is not listening yet. Its
@@ -153,6 +158,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
 			e.stopPluginsAfterFailure()
+			e.startFailed = true
 		}
 	}()
 	if err := storage.MkdirDurable(e.cfg.FS, e.cfg.DataDir, 1); err != nil {
@@ -258,6 +264,9 @@ func (e *Engine) HTTPAddr() string {
 func (e *Engine) Shutdown(ctx context.Context) error {
 	if !e.srv.Drain() {
 		return errors.New("engine: already shut down")
+	}
+	if e.startFailed {
+		return nil // Start stopped what it had started before it failed
 	}
 	if e.cfg.ShutdownTimeout > 0 {
 		var cancel context.CancelFunc

@@ -437,3 +437,32 @@ func TestReviewControllerDuplicateKeepsFirstOutcome(t *testing.T) {
 	require.NoError(t, res.err, "the command was applied (at index 2); its duplicate's refusal is not its outcome")
 	require.Equal(t, uint64(2), res.index)
 }
+
+// TestReviewShutdownAfterFailedStart: Shutdown of an engine whose Start
+// failed (its native address taken) returns instead of panicking, for a
+// single node and for a cluster node alike.
+func TestReviewShutdownAfterFailedStart(t *testing.T) {
+	for _, clustered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cluster=%v", clustered), func(t *testing.T) {
+			taken, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			defer func() { _ = taken.Close() }()
+			cfg := DefaultConfig()
+			cfg.Addr, cfg.HTTPAddr = taken.Addr().String(), "127.0.0.1:0"
+			cfg.DataDir = t.TempDir()
+			cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+			cfg.Shards, cfg.EventLoops = 1, 1
+			if clustered {
+				cfg.ClusterAddr = "127.0.0.1:0"
+				cfg.NodeID, cfg.Peers = 1, map[uint64]string{1: "127.0.0.1:0", 2: "127.0.0.1:1"}
+				cfg.RaftTick = 20 * time.Millisecond
+			}
+			e, err := New(cfg)
+			require.NoError(t, err)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			require.Error(t, e.Start(ctx), "the native address is taken")
+			require.NotPanics(t, func() { _ = e.Shutdown(ctx) })
+		})
+	}
+}
