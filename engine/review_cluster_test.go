@@ -466,3 +466,55 @@ func TestReviewShutdownAfterFailedStart(t *testing.T) {
 		})
 	}
 }
+
+// leaderOfReplicas waits until one of nodes leads, and returns it.
+func leaderOfReplicas(t *testing.T, nodes map[uint64]*rvNode) *rvNode {
+	t.Helper()
+	var lead *rvNode
+	require.Eventually(t, func() bool {
+		for _, n := range nodes {
+			if n.leads() {
+				lead = n
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 5*time.Millisecond)
+	return lead
+}
+
+// errCode decodes the code of an Error frame's body as publishIdem returns it.
+func errCode(t *testing.T, body string) wire.Code {
+	t.Helper()
+	e, err := wire.DecodeError([]byte(body))
+	require.NoError(t, err)
+	return e.Code
+}
+
+// TestReviewSteppedDownIdempotentPublishIsNotLeader: a node that no
+// longer leads answers an idempotent producer's batch NOT_LEADER, whatever
+// its sequence, so the producer goes to the new leader; the sequence
+// check used to come first, and a batch whose predecessors the node had
+// not seen (they went to the new leader) was refused OUT_OF_ORDER, which
+// the producer takes as final.
+func TestReviewSteppedDownIdempotentPublishIsNotLeader(t *testing.T) {
+	_, nodes := startReviewReplicas(t)
+	lead := leaderOfReplicas(t, nodes)
+	_, errMsg := lead.publishIdem(t, 1, 7, 0, 1)
+	require.Empty(t, errMsg)
+	var to uint64
+	for id := range nodes {
+		if id != lead.id {
+			to = id
+			break
+		}
+	}
+	require.NoError(t, lead.host.TransferLeader(100, to))
+	require.Eventually(t, func() bool { return nodes[to].leads() && !lead.leads() }, 30*time.Second, time.Millisecond)
+
+	for _, seq := range []int32{1, 3} { // the next batch, and one past a gap
+		_, errMsg = lead.publishIdem(t, uint32(10+seq), 7, seq, 1)
+		require.NotEmpty(t, errMsg, "seq %d was acked by a node that does not lead", seq)
+		require.Equal(t, wire.CodeNotLeader, errCode(t, errMsg), "seq %d: %s", seq, errMsg)
+	}
+}

@@ -398,6 +398,10 @@ func (s *Shard) publish(o *Op) {
 	if invariants && (n <= 0 || o.buf.Refs() < 1) {
 		panic("shard: invariant: publish of an empty or released batch")
 	}
+	if err := notLeading(p); err != nil {
+		s.fail(o, err) // before the producer's sequence: the leader's table is the one that counts
+		return
+	}
 	var pr *producer
 	idempotent := batch.ProducerID() != wire.NoProducer
 	if idempotent {
