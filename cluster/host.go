@@ -142,7 +142,8 @@ var (
 )
 
 // NotLeaderError says this node does not lead the group. Leader is the
-// leader this node knows of (0: none yet, an election is under way). A
+// other node this node knows leads it (0: none yet, an election or a
+// leadership transfer is under way). A
 // proposal that got it when the node stepped down may still have been
 // stored: a retry may duplicate it unless the producer is idempotent.
 type NotLeaderError struct {
@@ -747,12 +748,12 @@ func (h *Host) propose(group uint64, data []byte, done func(Result)) {
 		done(Result{Err: g.failed})
 		return
 	case !g.isLeader():
-		done(Result{Err: &NotLeaderError{Group: group, Leader: g.leader}})
+		done(Result{Err: &NotLeaderError{Group: group, Leader: g.otherLeader(h.cfg.NodeID)}})
 		return
 	}
 	if err := g.rn.Propose(data); err != nil {
 		if errors.Is(err, raft.ErrProposalDropped) {
-			err = &NotLeaderError{Group: group, Leader: g.leader}
+			err = &NotLeaderError{Group: group, Leader: g.otherLeader(h.cfg.NodeID)}
 		}
 		done(Result{Err: err})
 		return
@@ -784,7 +785,7 @@ func (h *Host) ProposeForward(group uint64, batch []byte) error {
 			rerr = g.failed
 		default:
 			if err := g.rn.Propose(data); err != nil {
-				rerr = &NotLeaderError{Group: group, Leader: g.leader}
+				rerr = &NotLeaderError{Group: group, Leader: g.otherLeader(h.cfg.NodeID)}
 				return
 			}
 			g.idle = 0
@@ -895,7 +896,7 @@ func (h *Host) TransferLeader(group, to uint64) error {
 			return
 		}
 		if !g.isLeader() {
-			rerr = &NotLeaderError{Group: group, Leader: g.leader}
+			rerr = &NotLeaderError{Group: group, Leader: g.otherLeader(h.cfg.NodeID)}
 			return
 		}
 		h.unquiesce(g)
@@ -1030,6 +1031,17 @@ type proposal struct {
 }
 
 func (g *Group) isLeader() bool { return g.state == raft.StateLeader }
+
+// otherLeader is the leader to name in a refusal: the one this replica
+// knows, unless that is itself (a leader handing its leadership over
+// drops proposals while it still leads), which NotLeaderError must not
+// name.
+func (g *Group) otherLeader(self uint64) uint64 {
+	if g.leader == self {
+		return 0
+	}
+	return g.leader
+}
 
 func (g *Group) lastIndex() uint64 {
 	i, _ := g.store.LastIndex()

@@ -249,3 +249,34 @@ func TestReviewStepDownAnswerSaysProposalMayBeStored(t *testing.T) {
 	require.Equal(t, int64(1), vis, "the proposal was committed")
 	require.True(t, nl.Unknown, "answered %q, as if it was not stored", r.Err)
 }
+
+// TestReviewTransferringLeaderDoesNotNameItself: while a leader hands its
+// leadership over, Raft drops proposals though the node still leads; the
+// refusal used to name the node itself as the leader, sending the client
+// straight back. It names no leader instead (retry after a pause).
+func TestReviewTransferringLeaderDoesNotNameItself(t *testing.T) {
+	c := newTestCluster(t, 3, false)
+	lead := c.leader(0)
+	require.NoError(t, c.propose(lead, "a").Err)
+	to := c.ids[0]
+	if to == lead {
+		to = c.ids[1]
+	}
+	// The target never hears from the leader, so the transfer hangs
+	// (until Raft gives up on it after an election timeout).
+	c.net.mu.Lock()
+	c.net.cut[[2]uint64{lead, to}] = true
+	c.net.mu.Unlock()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		require.True(t, time.Now().Before(deadline), "no proposal was refused during a transfer")
+		require.NoError(t, c.nodes[lead].host.TransferLeader(testGroup, to))
+		r := c.propose(lead, "b")
+		var nl *NotLeaderError
+		if errors.As(r.Err, &nl) {
+			require.NotEqual(t, lead, nl.Leader, "the refusal names the refusing node: %v", nl)
+			return
+		}
+		require.NoError(t, r.Err) // the transfer was given up before the proposal: try again
+	}
+}

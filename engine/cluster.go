@@ -650,7 +650,7 @@ func (r *replica) Propose(batch []byte, done func(int64, error)) {
 	// this term's first entry: a retry of one of them, proposed now, would
 	// be stored twice. Until the shard has seen them committed, it waits.
 	if wire.Batch(batch).ProducerID() != wire.NoProducer && r.p != nil && r.p.EndOffset() < r.caughtUp.Load() {
-		done(0, r.notLeader(r.c.id, "partition "+strconv.Itoa(int(r.part))+" of "+r.topic+
+		done(0, r.notLeader(0, "partition "+strconv.Itoa(int(r.part))+" of "+r.topic+
 			": the new leader is committing its predecessors' batches; retry"))
 		return
 	}
@@ -671,24 +671,32 @@ func (r *replica) Leads() error {
 	return r.notLeader(r.preferredLeader(), "")
 }
 
-// preferredLeader is the leader to name: the one known, or for a node
-// that holds no replica, the one the metadata last heard of or prefers.
+// preferredLeader is the leader to name: for a replica, the one its Raft
+// group knows (0 during an election: the metadata's last report may name
+// a leader that is gone, or this node); for a node that holds no replica,
+// the one the metadata last heard of or prefers.
 func (r *replica) preferredLeader() uint64 {
-	if l := r.leader.Load(); l != 0 {
-		return l
+	if r.local {
+		return r.leader.Load()
 	}
 	if pi, ok := r.c.view.Load().Partition(r.topic, int(r.part)); ok {
 		if pi.Leader != 0 {
 			return pi.Leader
 		}
-		if !r.local && len(pi.Replicas) > 0 {
+		if len(pi.Replicas) > 0 {
 			return pi.Replicas[0]
 		}
 	}
 	return 0
 }
 
+// notLeader is the NOT_LEADER refusal naming leader, which is named only
+// when it is another node: a client told this node leads would come
+// straight back, where "no leader" makes it ask again after a pause.
 func (r *replica) notLeader(leader uint64, why string) error {
+	if leader == r.c.id {
+		leader = 0
+	}
 	addr := ""
 	if n, ok := r.c.view.Load().Node(leader); ok {
 		addr = n.ClientAddr

@@ -518,3 +518,50 @@ func TestReviewSteppedDownIdempotentPublishIsNotLeader(t *testing.T) {
 		require.Equal(t, wire.CodeNotLeader, errCode(t, errMsg), "seq %d: %s", seq, errMsg)
 	}
 }
+
+// TestReviewNotLeaderNamesOnlyAnotherLeader: a NOT_LEADER refusal names a
+// leader only when the node knows another node leads. During an election
+// a replica knows no leader, and the metadata's last report may name this
+// very node (it led before); a leader that is handing its leadership over
+// has Raft drop proposals while it still leads, and a new leader that
+// first commits its predecessors' batches turns idempotent ones away:
+// each used to name this node, sending the client straight back to it.
+func TestReviewNotLeaderNamesOnlyAnotherLeader(t *testing.T) {
+	c := &clusterNode{id: 1}
+	st := meta.New()
+	var idx uint64
+	apply := func(cmd meta.Command) {
+		idx++
+		_, err := st.Apply(idx, cmd.Encode())
+		require.NoError(t, err)
+	}
+	for id := uint64(1); id <= 3; id++ {
+		apply(meta.AddNode{ID: id, ClientAddr: "127.0.0.1:" + strconv.Itoa(7070+int(id)), ClusterAddr: "127.0.0.1:" + strconv.Itoa(7400+int(id))})
+	}
+	apply(meta.CreateTopic{Name: "t", Partitions: 1, Replicas: 3})
+	pi, ok := st.Partition("t", 0)
+	require.True(t, ok)
+	apply(meta.ReportLeader{Group: pi.Group, Leader: 1, Term: 1})
+	c.view.Store(st)
+	rep := &replica{c: c, group: pi.Group, topic: "t", part: 0, voters: pi.Replicas, local: true}
+
+	named := func(err error) uint64 {
+		t.Helper()
+		require.Equal(t, wire.CodeNotLeader, wire.CodeOf(err), "%v", err)
+		id, _, ok := wire.LeaderOf(err)
+		if !ok {
+			return 0
+		}
+		return id
+	}
+	require.Equal(t, uint64(0), named(rep.Leads()), "an election: no leader known, the metadata names this node")
+	require.Equal(t, uint64(0), named(rep.wireError(&cluster.NotLeaderError{Group: pi.Group, Leader: 1})),
+		"a proposal dropped during a transfer names this node")
+	rep.leader.Store(2)
+	require.Equal(t, uint64(2), named(rep.Leads()), "another node leads")
+	require.Equal(t, uint64(3), named(rep.wireError(&cluster.NotLeaderError{Group: pi.Group, Leader: 3})))
+
+	// A node without a replica names what the metadata says, never itself.
+	far := &replica{c: c, group: pi.Group, topic: "t", part: 0, voters: []uint64{2, 3, 4}}
+	require.Equal(t, uint64(0), named(far.Leads()))
+}
