@@ -992,11 +992,49 @@ func (h *Host) Status(group uint64) (GroupStatus, error) {
 // timeout (its pings arrive).
 func (h *Host) Reachable(id uint64) bool {
 	var ok bool
-	_ = h.call(func() {
-		last, heard := h.heard[id]
-		ok = heard && h.ticks-last <= int64(h.cfg.ElectionTicks) && !h.deadPeers[id]
-	})
+	_ = h.call(func() { ok = h.reachable(id) })
 	return ok
+}
+
+func (h *Host) reachable(id uint64) bool {
+	last, heard := h.heard[id]
+	return heard && h.ticks-last <= int64(h.cfg.ElectionTicks) && !h.deadPeers[id]
+}
+
+// TransferTarget picks the replica to hand the leadership of group,
+// which this node must lead, to: among the other voters this node hears
+// from (Reachable), one whose log holds all of the leader's (its match is
+// the leader's last index), else the one whose log holds the most; the
+// lower id on a tie. It is 0 when no other voter is reachable: a transfer
+// to a node that is down would only stall the group's proposals until
+// Raft gave up on it.
+func (h *Host) TransferTarget(group uint64) (uint64, error) {
+	var to uint64
+	var rerr error
+	err := h.call(func() {
+		g := h.groups[group]
+		switch {
+		case g == nil:
+			rerr = ErrNoGroup
+			return
+		case !g.isLeader():
+			rerr = &NotLeaderError{Group: group, Leader: g.otherLeader(h.cfg.NodeID)}
+			return
+		}
+		var best uint64
+		g.rn.WithProgress(func(id uint64, typ raft.ProgressType, pr tracker.Progress) {
+			if id == h.cfg.NodeID || typ != raft.ProgressTypePeer || pr.IsLearner || !h.reachable(id) {
+				return
+			}
+			if to == 0 || pr.Match > best || pr.Match == best && id < to {
+				to, best = id, pr.Match
+			}
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	return to, rerr
 }
 
 // Groups returns the ids of the groups on this host, in order.

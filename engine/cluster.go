@@ -591,32 +591,28 @@ func (c *clusterNode) transferLeadership(d time.Duration) {
 	var led []*replica
 	c.replicas.Range(func(_, v any) bool {
 		rep := v.(*replica)
-		if rep.local && rep.leader.Load() == c.id {
-			for _, to := range rep.voters {
-				if to != c.id {
-					if c.host.TransferLeader(rep.group, to) == nil {
-						led = append(led, rep)
-					}
-					break
-				}
-			}
+		if rep.local && rep.leader.Load() == c.id && c.handOver(rep.group) {
+			led = append(led, rep)
 		}
 		return true
 	})
-	if st, err := c.host.Status(meta.ControllerGroup); err == nil && st.Leader == c.id {
-		for _, id := range st.Voters {
-			if id != c.id {
-				_ = c.host.TransferLeader(meta.ControllerGroup, id)
-				break
-			}
-		}
-	}
+	c.handOver(meta.ControllerGroup)
 	deadline := time.Now().Add(d)
 	for _, rep := range led {
 		for rep.leader.Load() == c.id && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+}
+
+// handOver starts handing group's leadership, if this node leads it, to
+// the replica best placed to take it (Host.TransferTarget: reachable, and
+// holding the most of the log), and reports whether it did; with no
+// other replica reachable it does not, and the group's followers elect a
+// leader once this node is gone.
+func (c *clusterNode) handOver(group uint64) bool {
+	to, err := c.host.TransferTarget(group)
+	return err == nil && to != 0 && c.host.TransferLeader(group, to) == nil
 }
 
 // replica is a replicated partition's shard.Replicator on this node.

@@ -284,3 +284,48 @@ func TestClusterLeadersSpread(t *testing.T) {
 	single := startBroker(t, nil)
 	newAdmin(t, single).fails("GET", "/api/v1/cluster", "", 404, "not_clustered", "single node")
 }
+
+// TestClusterShutdownHandsOverToALiveReplica: a leader that stops hands
+// its partitions over to a replica that is up, not to the first other
+// voter of the partition when that one is down. Here the first is down
+// and the third node, the only one left, can win no election on its own:
+// it leads (its term moves on) only if the stopping leader hands over to
+// it and votes for it.
+func TestClusterShutdownHandsOverToALiveReplica(t *testing.T) {
+	nodes := startTestCluster(t, 3)
+	createReplicated(t, nodes[0], "ho", 1, 3)
+	for _, e := range nodes {
+		waitTopic(t, e, "ho")
+	}
+	lead := leaderOf(t, nodes, "ho", 0)
+	rep := lead.topics.get([]byte("ho")).Parts[0].Replica.(*replica)
+	byID := map[uint64]*Engine{}
+	for _, e := range nodes {
+		byID[e.cfg.NodeID] = e
+	}
+	var first, last uint64 // the voter the old pick went to, and the other one
+	for _, id := range rep.voters {
+		if id != lead.cfg.NodeID {
+			if first == 0 {
+				first = id
+			} else {
+				last = id
+			}
+		}
+	}
+	require.NotZero(t, last)
+	survivor := byID[last].topics.get([]byte("ho")).Parts[0].Replica.(*replica)
+	shutdown(t, byID[first])
+	require.Eventually(t, func() bool { return !lead.cluster.host.Reachable(first) }, 60*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return rep.Leads() == nil }, 60*time.Second, 10*time.Millisecond,
+		"the leader kept its leadership with one follower")
+	st, err := byID[last].cluster.host.Status(survivor.group)
+	require.NoError(t, err)
+	term := st.Term
+
+	shutdown(t, lead)
+	require.Eventually(t, func() bool {
+		st, err := byID[last].cluster.host.Status(survivor.group)
+		return err == nil && st.Term > term
+	}, 30*time.Second, 10*time.Millisecond, "the leadership was not handed to the live replica")
+}
