@@ -100,6 +100,11 @@ type Subscription struct {
 	stopOnce sync.Once
 	stop     chan struct{}
 	done     chan struct{}
+
+	// endCorr is the corr of the Subscribe that asked the broker to say
+	// when it ends the subscription (pmu); ended is what it said.
+	endCorr uint32
+	ended   atomic.Pointer[wire.Error]
 }
 
 // Topic is the subscribed topic.
@@ -268,6 +273,11 @@ func (c *Client) removeSub(s *Subscription) bool {
 	if i < 0 {
 		return false
 	}
+	c.pmu.Lock()
+	if s.endCorr != 0 && c.subEnds[s.endCorr] == s {
+		delete(c.subEnds, s.endCorr)
+	}
+	c.pmu.Unlock()
 	s.stopOnce.Do(func() { close(s.stop) })
 	return true
 }

@@ -504,7 +504,9 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 				// offset now is an earlier term's (see replica.Propose).
 				rep.caughtUp.Store(rep.store.EndOffset())
 			}
-			rep.leader.Store(leader)
+			if was := rep.leader.Swap(leader); was == c.id && leader != c.id {
+				p.Demoted() // its subscribers are told, not left waiting
+			}
 			if leader == c.id {
 				go c.reportLeader(rep.group, term)
 			}

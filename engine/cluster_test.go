@@ -329,3 +329,74 @@ func TestClusterShutdownHandsOverToALiveReplica(t *testing.T) {
 		return err == nil && st.Term > term
 	}, 30*time.Second, 10*time.Millisecond, "the leadership was not handed to the live replica")
 }
+
+// TestClusterSubscriptionEndsWhenLeadershipMoves: a node that loses a
+// partition's leadership while it keeps running used to stop feeding the
+// partition's subscribers without a word. A subscriber that asked to be
+// told (wire.FlagEndNotice) gets its Subscribe's correlation id answered
+// again, with NOT_LEADER, and the subscription is gone: the connection may
+// subscribe to the partition again (refused NOT_LEADER, not
+// ALREADY_SUBSCRIBED), and an Unsubscribe finds nothing.
+func TestClusterSubscriptionEndsWhenLeadershipMoves(t *testing.T) {
+	nodes := startTestCluster(t, 3)
+	createReplicated(t, nodes[0], "moving", 1, 3)
+	for _, e := range nodes {
+		waitTopic(t, e, "moving")
+	}
+	lead := leaderOf(t, nodes, "moving", 0)
+	next := nodes[(indexOf(nodes, lead)+1)%len(nodes)]
+	c := dial(t, lead)
+	ctx := testCtx(t)
+	for i := range 3 {
+		_, err := c.Publish(ctx, "moving", client.Message{Value: fmt.Appendf(nil, "m%d", i)}, client.ToPartition(0))
+		require.NoError(t, err)
+	}
+
+	r := dialRaw(t, lead)
+	r.sendFrame(wire.TypeHello, 1, (&wire.Hello{MinVersion: 3, MaxVersion: 3, ClientName: "raw"}).Append(nil))
+	require.Equal(t, wire.TypeHelloOK, r.next().Type)
+	sub := (&wire.Subscribe{Topic: "moving", Partition: 0, Start: wire.Start{Kind: wire.StartEarliest}}).Append(nil)
+	r.send(append(wire.AppendHeader(nil, wire.TypeSubscribe, wire.FlagEndNotice, 5, len(sub)), sub...))
+	require.Equal(t, wire.TypeSubscribeOK, r.next().Type)
+	delivered := 0
+	for delivered < 3 {
+		f := r.next()
+		require.Equal(t, wire.TypeDeliver, f.Type)
+		v, err := wire.DecodeBatchView(f.Body)
+		require.NoError(t, err)
+		delivered += v.Batch.Count()
+	}
+
+	require.NoError(t, lead.cluster.transferLeader("moving", 0, next.cfg.NodeID))
+	var end wire.Frame
+	for {
+		f, err := r.read(60 * time.Second)
+		require.NoError(t, err, "the subscription was not ended")
+		if f.Type == wire.TypeError {
+			end = f
+			break
+		}
+		require.Equal(t, wire.TypeDeliver, f.Type)
+	}
+	require.Equal(t, uint32(5), end.Corr, "the end answers the Subscribe's correlation id")
+	e, err := wire.DecodeError(end.Body)
+	require.NoError(t, err)
+	require.Equal(t, wire.CodeNotLeader, e.Code, "%v", e)
+	if _, addr, ok := wire.LeaderOf(e); ok {
+		require.Equal(t, next.Addr().String(), addr, "the end names a node that does not lead")
+	}
+
+	r.sendFrame(wire.TypeSubscribe, 6, sub)
+	f := r.next()
+	require.Equal(t, uint32(6), f.Corr)
+	require.Equal(t, wire.TypeError, f.Type)
+	e, err = wire.DecodeError(f.Body)
+	require.NoError(t, err)
+	require.Equal(t, wire.CodeNotLeader, e.Code, "subscribing again: %v", e)
+	r.sendFrame(wire.TypeUnsubscribe, 7, sub)
+	f = r.next()
+	require.Equal(t, uint32(7), f.Corr)
+	e, err = wire.DecodeError(f.Body)
+	require.NoError(t, err)
+	require.Equal(t, wire.CodeNotSubscribed, e.Code, "%v", e)
+}

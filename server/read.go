@@ -110,6 +110,7 @@ type replayJob struct {
 	p      *shard.Partition
 	offset int64
 	cancel *atomic.Bool
+	sub    *subscription // the subscription it feeds; nil for a group member's feed
 	prefix []byte        // Deliver's topic and partition; nil before the first step
 	joined chan int64    // the shard's answer to CatchUp
 	timer  *time.Timer   // queues the job again after a pause (replayPool.start)
@@ -121,10 +122,34 @@ func (srv *Server) newReplay(out *outbox.Outbox, p *shard.Partition, offset int6
 	return &replayJob{srv: srv, out: out, p: p, offset: offset, cancel: cancel, joined: make(chan int64, 1)}
 }
 
-// startReplay queues a replay on the replay pool and returns at once, so
-// the caller's event loop does not wait for the disk.
-func (srv *Server) startReplay(out *outbox.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) {
-	srv.replays.start(srv.newReplay(out, p, offset, cancel))
+// startSubReplay queues a replay of a subscription's partition on the
+// replay pool and returns at once, so the caller's event loop does not
+// wait for the disk. A replay that finds this node no longer leads the
+// partition ends the subscription (endSub).
+func (srv *Server) startSubReplay(out *outbox.Outbox, p *shard.Partition, offset int64, sub *subscription) {
+	j := srv.newReplay(out, p, offset, sub.cancel)
+	j.sub = sub
+	srv.replays.start(j)
+}
+
+// endSub ends a subscription whose node no longer leads its partition
+// (a replicated partition whose leadership moved: the shard detached its
+// live subscribers, and the replay resuming it found this), telling the
+// subscriber with err, NOT_LEADER naming the leader this node knows, under
+// the Subscribe's correlation id, when it asked to be told
+// (wire.FlagEndNotice); the client subscribes again at the leader. One
+// that did not ask is left as before: fed nothing more.
+func (srv *Server) endSub(out *outbox.Outbox, sub *subscription, err error) bool {
+	if sub == nil || !sub.notice || wire.CodeOf(err) != wire.CodeNotLeader {
+		return false
+	}
+	if !sub.released.CompareAndSwap(false, true) {
+		return true // unsubscribed, closed, or ended already
+	}
+	sub.cancel.Store(true) // no resume replays it again
+	sub.topic.Subscriptions.Add(-1)
+	srv.replyLater(out, sub.corr, err)
+	return true
 }
 
 // step runs the next part of the replay: it reads up to replayChunk from
@@ -134,7 +159,10 @@ func (j *replayJob) step() replayNext {
 	if j.prefix == nil {
 		if err := topic.CheckOnline(j.p); err != nil {
 			// A group member's feed of an offline partition: it holds
-			// nothing and the broker logged why at start.
+			// nothing and the broker logged why at start. A subscription
+			// to a partition this node no longer leads: ended, if its
+			// subscriber asked to be told.
+			j.srv.endSub(j.out, j.sub, err)
 			j.srv.replayFailed(j.p, j.offset, err)
 			return replayDone
 		}
@@ -194,6 +222,16 @@ func (j *replayJob) join() replayNext {
 	j.p.Shard.Wake()
 	if end := <-j.joined; end >= 0 && !ok {
 		return replayMore
+	}
+	if ok && !j.cancel.Load() && j.sub != nil && j.sub.notice {
+		// The node may have lost the leadership while the replay ran:
+		// then the shard detached its subscribers before this one
+		// joined, and nothing would detach it again (shard.Demoted).
+		if err := topic.CheckLeader(j.p); err != nil && j.srv.endSub(j.out, j.sub, err) {
+			_ = j.p.Unsubscribe(j.out, nil)
+			j.p.Shard.Wake()
+			return replayDone
+		}
 	}
 	if ok && j.cancel.Load() {
 		_ = j.p.Unsubscribe(j.out, nil)

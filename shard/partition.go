@@ -138,6 +138,7 @@ const (
 	opSetSync
 	opReplicated // a replicated publish's outcome (replica.go)
 	opAdvance    // a replicated partition's group committed up to n
+	opDemoted    // a replicated partition's node no longer leads its group
 )
 
 // Op is one operation for a shard, built by a partition's methods and
@@ -341,6 +342,10 @@ func (s *Shard) handle(o *Op) {
 		s.replicated(o)
 	case opAdvance:
 		s.advance(o.part, o.n, o.prods)
+	case opDemoted:
+		if !o.part.deleted {
+			s.detachAll(o.part)
+		}
 	}
 }
 

@@ -261,6 +261,18 @@ func (s *Shard) detachAll(p *Partition) {
 	p.nsubs.Store(0)
 }
 
+// Demoted tells p's shard that this node no longer leads p's Raft group:
+// its live subscribers are detached at the visible end, and the replay
+// that resumes each finds the node no longer leads (the server then ends
+// the subscription with NOT_LEADER where the subscriber asked to be told).
+// Left attached, they would wait for batches this node no longer commits.
+// It may wait while the shard's inbox is full.
+func (p *Partition) Demoted() {
+	if p.Shard.driver.Push(Op{kind: opDemoted, part: p}) == nil {
+		p.Shard.driver.Wake()
+	}
+}
+
 // Committed tells p's shard that p's Raft group committed batches up to
 // end, with the idempotent producers' batches among them; see the
 // Committed operation. It may wait while the shard's inbox is
