@@ -614,7 +614,14 @@ func TestClusterClientSubscriptionEndedByOldLeader(t *testing.T) {
 				t.Errorf("transfer: %v", err)
 				return
 			}
-			require.Eventually(t, func() bool { return leaderOf(t, nodes, topic, 0) == next }, 60*time.Second, 10*time.Millisecond)
+			rep := next.topics.get([]byte(topic)).Parts[0].Replica.(*replica)
+			for rep.Leads() != nil {
+				if ctx.Err() != nil {
+					t.Errorf("node %d did not take the leadership", next.cfg.NodeID)
+					return
+				}
+				time.Sleep(10 * time.Millisecond) // polling a condition, as require.Eventually does
+			}
 		}
 	}()
 	for i := range total {
