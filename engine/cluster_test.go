@@ -134,6 +134,10 @@ func TestClusterReplicatesAndFailsOver(t *testing.T) {
 			break
 		}
 	}
+	// It names only the leader its Raft group knows: it may not have
+	// heard from it yet.
+	frep := follower.topics.get([]byte("orders")).Parts[0].Replica.(*replica)
+	require.Eventually(t, func() bool { return frep.leader.Load() == lead.cfg.NodeID }, 60*time.Second, 10*time.Millisecond)
 	fc := dial(t, follower)
 	_, err := fc.Publish(ctx, "orders", client.Message{Value: []byte("x")}, client.ToPartition(0))
 	_, addr, ok := wire.LeaderOf(err)
@@ -243,6 +247,10 @@ func TestClusterLeadersSpread(t *testing.T) {
 		}
 	}
 	follower := (*httpBroker)(to)
+	// A follower names only the leader its Raft group knows: it may not
+	// have heard from the new one yet.
+	toRep := to.topics.get([]byte("spread")).Parts[0].Replica.(*replica)
+	require.Eventually(t, func() bool { return toRep.leader.Load() == lead.cfg.NodeID }, 60*time.Second, 10*time.Millisecond)
 	_, _, ok := wire.LeaderOf(follower.TransferLeader(httpapi.Origin{}, "spread", 0, to.cfg.NodeID))
 	require.True(t, ok, "a follower refuses, naming the leader")
 	require.NoError(t, (*httpBroker)(lead).TransferLeader(httpapi.Origin{}, "spread", 0, to.cfg.NodeID))
