@@ -1,0 +1,197 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Consumer groups in a cluster (groupsrepl.go): the committed offsets are
+// in the replicated offsets topic, and a group's coordinator is the
+// leader of its partition of that topic.
+
+// coordinatorOf waits until one of nodes coordinates group (it adopted the
+// group's offsets partition) and returns it.
+func coordinatorOf(t *testing.T, nodes []*Engine, group string) *Engine {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, e := range nodes {
+			if e.grepl != nil && e.grepl.Coordinates(group) == nil {
+				return e
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no coordinator for group %s", group)
+	return nil
+}
+
+// groupLog records what a group consumer handled, and when.
+type groupLog struct {
+	mu    sync.Mutex
+	seen  map[string]int // value → times handled
+	after []delivery     // handled since mark
+	mark  bool
+	cond  *sync.Cond
+}
+
+type delivery struct {
+	p   int32
+	off int64
+}
+
+func newGroupLog() *groupLog {
+	l := &groupLog{seen: map[string]int{}}
+	l.cond = sync.NewCond(&l.mu)
+	return l
+}
+
+func (l *groupLog) handle(m *client.GroupMessage) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seen[string(m.Value)]++
+	if l.mark {
+		l.after = append(l.after, delivery{m.Partition, m.Offset})
+	}
+	l.cond.Broadcast()
+	return nil
+}
+
+// await waits until every value of want was handled.
+func (l *groupLog) await(t *testing.T, want []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		l.mu.Lock()
+		l.cond.Broadcast()
+		l.mu.Unlock()
+	})
+	defer stop()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for {
+		missing := 0
+		for _, v := range want {
+			if l.seen[v] == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%d of %d messages never handled", missing, len(want))
+		}
+		l.cond.Wait()
+	}
+}
+
+// publishKeyed publishes n messages with keys prefix-i through cl and
+// returns their values.
+func publishKeyed(t *testing.T, cl *client.Cluster, topic, prefix string, n int) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var vals []string
+	for i := range n {
+		key := fmt.Sprintf("%s-%d", prefix, i)
+		_, err := cl.Publish(ctx, topic, client.Message{Key: []byte(key), Value: []byte("v-" + key)})
+		require.NoError(t, err)
+		vals = append(vals, "v-"+key)
+	}
+	return vals
+}
+
+// TestClusterGroupSurvivesCoordinatorLoss: a group consumes and commits
+// through the cluster; its coordinator's node stops (gracefully), or
+// vanishes without handing anything over (its cluster links cut first,
+// as a killed process's are); the consumer joins again at the new
+// coordinator and carries on from the committed offsets: nothing it
+// committed is delivered again, everything published is delivered, and
+// the committed offsets never go back.
+func TestClusterGroupSurvivesCoordinatorLoss(t *testing.T) {
+	for _, kill := range []bool{false, true} {
+		t.Run(fmt.Sprint("kill=", kill), func(t *testing.T) { testGroupCoordinatorLoss(t, kill) })
+	}
+}
+
+func testGroupCoordinatorLoss(t *testing.T, kill bool) {
+	const topic, group, partitions = "orders", "billing", 3
+	nodes := startReplicatedTopic(t, topic, partitions)
+	coord := coordinatorOf(t, nodes, group)
+	cl := dialCluster(t, clusterAddrs(nodes, indexOf(nodes, coord)),
+		client.WithErrorHandler(func(err error) { t.Logf("client: %v", err) }))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	l := newGroupLog()
+	gc, err := cl.JoinGroup(ctx, client.GroupConfig{Group: group, Topic: topic, Start: client.Earliest,
+		Handler: l.handle, AutoCommitInterval: -1})
+	require.NoError(t, err)
+	defer func() { _ = gc.Close() }()
+
+	first := publishKeyed(t, cl, topic, "a", 60)
+	l.await(t, first)
+	require.NoError(t, gc.Commit(ctx))
+	before := describeGroup(t, coord, group)
+	var total int64
+	for _, p := range before.Partitions {
+		total += p.Committed
+	}
+	require.Equal(t, int64(len(first)), total, "committed offsets before the loss: %+v", before.Partitions)
+
+	l.mu.Lock()
+	l.mark = true
+	l.mu.Unlock()
+	if kill {
+		require.NoError(t, coord.cluster.tr.Close()) // no leadership handed over, no goodbye to the peers
+	}
+	shutdown(t, coord)
+	var rest []*Engine
+	for _, e := range nodes {
+		if e != coord {
+			rest = append(rest, e)
+		}
+	}
+	next := coordinatorOf(t, rest, group)
+	require.NotSame(t, coord, next)
+
+	second := publishKeyed(t, cl, topic, "b", 60)
+	l.await(t, append(first, second...))
+	require.NoError(t, gc.Commit(ctx))
+
+	l.mu.Lock()
+	for _, d := range l.after {
+		require.GreaterOrEqual(t, d.off, before.Partitions[d.p].Committed,
+			"partition %d offset %d was committed before the coordinator was lost, and delivered again", d.p, d.off)
+	}
+	for v, n := range l.seen {
+		require.Equal(t, 1, n, "%s handled %d times", v, n)
+	}
+	l.mu.Unlock()
+
+	after := describeGroup(t, next, group)
+	total = 0
+	for i, p := range after.Partitions {
+		require.GreaterOrEqual(t, p.Committed, before.Partitions[i].Committed, "partition %d went back", i)
+		total += p.Committed
+	}
+	require.Equal(t, int64(len(first)+len(second)), total, "committed offsets after the loss: %+v", after.Partitions)
+}
+
+// describeGroup is e's description of group, once e coordinates it.
+func describeGroup(t *testing.T, e *Engine, group string) wire.GroupInfo {
+	t.Helper()
+	info, err := e.groups.Describe(group)
+	require.NoError(t, err)
+	return info
+}
