@@ -122,7 +122,12 @@ func (s *Store) flushReplicated() error {
 		return nil
 	}
 	recs := make([]Record, 0, len(s.dirty))
+	byGroup := map[string]error{}
 	for _, name := range slices.Sorted(maps.Keys(s.dirty)) {
+		if err := s.refused(name); err != nil {
+			byGroup[name] = err // moved since it changed: its new coordinator owns it
+			continue
+		}
 		recs = append(recs, Record{Group: name, Data: EncodeRecord(name, s.groups[name])})
 	}
 	clear(s.dirty)
@@ -131,8 +136,10 @@ func (s *Store) flushReplicated() error {
 	epoch := s.epoch
 	s.mu.Unlock()
 
-	errs := s.repl.Write(recs)
-	byGroup := map[string]error{}
+	var errs []error
+	if len(recs) > 0 {
+		errs = s.repl.Write(recs)
+	}
 	var first error
 	for i, r := range recs {
 		if errs[i] != nil {
@@ -145,7 +152,11 @@ func (s *Store) flushReplicated() error {
 	if first != nil {
 		s.mu.Lock()
 		if s.epoch == epoch && !s.closed {
-			for name := range byGroup {
+			for _, r := range recs {
+				name := r.Group
+				if byGroup[name] == nil {
+					continue
+				}
 				if s.refused(name) == nil {
 					s.dirty[name] = struct{}{}
 				}
