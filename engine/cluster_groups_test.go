@@ -114,17 +114,18 @@ func publishKeyed(t *testing.T, cl *client.Cluster, topic, prefix string, n int)
 // TestClusterGroupSurvivesCoordinatorLoss: a group consumes and commits
 // through the cluster; its coordinator's node stops (gracefully), or
 // vanishes without handing anything over (its cluster links cut first,
-// as a killed process's are); the consumer joins again at the new
-// coordinator and carries on from the committed offsets: nothing it
-// committed is delivered again, everything published is delivered, and
-// the committed offsets never go back.
+// as a killed process's are), or keeps running but hands the leadership
+// of the group's offsets partition to another node; the consumer joins
+// again at the new coordinator and carries on from the committed offsets:
+// nothing it committed is delivered again, everything published is
+// delivered, and the committed offsets never go back.
 func TestClusterGroupSurvivesCoordinatorLoss(t *testing.T) {
-	for _, kill := range []bool{false, true} {
-		t.Run(fmt.Sprint("kill=", kill), func(t *testing.T) { testGroupCoordinatorLoss(t, kill) })
+	for _, how := range []string{"stop", "kill", "transfer"} {
+		t.Run(how, func(t *testing.T) { testGroupCoordinatorLoss(t, how) })
 	}
 }
 
-func testGroupCoordinatorLoss(t *testing.T, kill bool) {
+func testGroupCoordinatorLoss(t *testing.T, how string) {
 	const topic, group, partitions = "orders", "billing", 3
 	nodes := startReplicatedTopic(t, topic, partitions)
 	coord := coordinatorOf(t, nodes, group)
@@ -152,10 +153,17 @@ func testGroupCoordinatorLoss(t *testing.T, kill bool) {
 	l.mu.Lock()
 	l.mark = true
 	l.mu.Unlock()
-	if kill {
+	switch how {
+	case "kill":
 		require.NoError(t, coord.cluster.tr.Close()) // no leadership handed over, no goodbye to the peers
+		shutdown(t, coord)
+	case "stop":
+		shutdown(t, coord)
+	case "transfer":
+		k := OffsetsPartition(group, offsetsPartitions)
+		to := nodes[(indexOf(nodes, coord)+1)%len(nodes)]
+		require.NoError(t, coord.cluster.transferLeader(OffsetsTopic, k, to.cfg.NodeID))
 	}
-	shutdown(t, coord)
 	var rest []*Engine
 	for _, e := range nodes {
 		if e != coord {

@@ -61,9 +61,12 @@ func OffsetsPartition(group string, partitions int) int {
 type groupRepl struct {
 	e     *Engine
 	parts [offsetsPartitions]offsetsPart
-	quit  chan struct{}
-	done  chan struct{}
-	once  sync.Once
+	// want is set once a group asked for a coordinator: the offsets topic
+	// is created then, so a cluster that never uses groups has none.
+	want atomic.Bool
+	quit chan struct{}
+	done chan struct{}
+	once sync.Once
 }
 
 // offsetsPart is what this node coordinates of one offsets partition:
@@ -109,6 +112,7 @@ func (r *groupRepl) Coordinates(group string) error {
 		" of " + OffsetsTopic
 	_, rep := r.replicaOf(k)
 	if rep == nil {
+		r.want.Store(true) // the first group of the cluster: the watcher creates the topic
 		return wire.NotLeader(0, "", why+" (the offsets topic is being created)")
 	}
 	if term := r.parts[k].term.Load(); term != 0 && rep.Leads() == nil && rep.term.Load() == term {
@@ -151,7 +155,7 @@ func (r *groupRepl) Write(recs []offsets.Record) []error {
 }
 
 // start runs the watcher; the offsets topic is created by the first node
-// whose watcher finds it missing.
+// asked for a group's coordinator while it is missing.
 func (r *groupRepl) start() {
 	go r.watch()
 }
@@ -176,7 +180,7 @@ func (r *groupRepl) watch() {
 			return
 		case <-t.C:
 		}
-		if !created && time.Since(lastTry) > time.Second {
+		if !created && r.want.Load() && time.Since(lastTry) > time.Second {
 			lastTry = time.Now()
 			created = r.ensureTopic()
 		}
