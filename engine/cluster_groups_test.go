@@ -194,6 +194,27 @@ func testGroupCoordinatorLoss(t *testing.T, how string) {
 		total += p.Committed
 	}
 	require.Equal(t, int64(len(first)+len(second)), total, "committed offsets after the loss: %+v", after.Partitions)
+	if how != "transfer" {
+		return
+	}
+
+	// Back to the first node, which coordinated the group before: it must
+	// take in what was committed meanwhile, not what it held then.
+	k := OffsetsPartition(group, offsetsPartitions)
+	require.NoError(t, next.cluster.transferLeader(OffsetsTopic, k, coord.cfg.NodeID))
+	require.Same(t, coord, coordinatorOf(t, []*Engine{coord}, group))
+	back := describeGroup(t, coord, group)
+	for i, p := range back.Partitions {
+		require.Equal(t, after.Partitions[i].Committed, p.Committed, "partition %d", i)
+	}
+	third := publishKeyed(t, cl, topic, "c", 30)
+	l.await(t, append(append(first, second...), third...))
+	require.NoError(t, gc.Commit(ctx))
+	l.mu.Lock()
+	for v, n := range l.seen {
+		require.Equal(t, 1, n, "%s handled %d times", v, n)
+	}
+	l.mu.Unlock()
 }
 
 // describeGroup is e's description of group, once e coordinates it.
