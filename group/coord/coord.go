@@ -1346,11 +1346,11 @@ func (c *Coordinator) Adopt(stored map[string]*offsets.Group) {
 
 // Evict hands over the groups match selects: another node coordinates
 // them now (a cluster: this node no longer leads their offsets
-// partition). Their members are told with the Placement's refusal and
-// their connections closed, so that they join again at the new
-// coordinator, which starts from the offsets the replicated log holds; the
-// store forgets the groups without writing. The Placement must refuse
-// them before Evict is called.
+// partition). Their members are sent the Placement's refusal as an
+// Error with corr 0, on which a client closes the connection and joins
+// again at the new coordinator, which starts from the offsets the
+// replicated log holds; the store forgets the groups without writing. The
+// Placement must refuse them before Evict is called.
 func (c *Coordinator) Evict(match func(group string) bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
