@@ -2,7 +2,9 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -226,7 +228,7 @@ func (r *groupRepl) check(k int) {
 	if adopted != 0 || !leads || term == 0 || p.EndOffset() < rep.caughtUp.Load() {
 		return
 	}
-	groups, err := replayOffsets(p)
+	groups, err := replayOffsets(p, r.e.log)
 	if err != nil {
 		r.e.log.Error("replaying the consumer offsets; not coordinating its groups", "offsets_partition", k, "err", err)
 		return
@@ -241,11 +243,19 @@ func (r *groupRepl) check(k int) {
 // replayOffsets reads offsets partition p up to its visible end (what is
 // committed) and returns each group's last state; removed groups are
 // absent.
-func replayOffsets(p *shard.Partition) (map[string]*offsets.Group, error) {
+func replayOffsets(p *shard.Partition, log *slog.Logger) (map[string]*offsets.Group, error) {
 	groups := map[string]*offsets.Group{}
+	bad := 0
+	defer func() {
+		if bad > 0 {
+			log.Warn("skipped records of the consumer offsets topic that are not group records",
+				"offsets_partition", p.ID, "records", bad)
+		}
+	}()
 	start, end := p.Log.Bounds()
 	var dec wire.Decompressor
 	for off := start; off < end; {
+		from := off
 		var ierr error
 		err := p.Log.Read(off, 1<<20, func(b wire.Batch) bool {
 			it, err := dec.Records(b, wire.MaxBatchBytes)
@@ -258,8 +268,8 @@ func replayOffsets(p *shard.Partition) (map[string]*offsets.Group, error) {
 				off = rec.Offset + 1
 				name, g, err := offsets.DecodeRecord(rec.Value)
 				if err != nil {
-					ierr = err
-					return false
+					bad++ // not the broker's (a client wrote to the topic): it holds no group's state
+					continue
 				}
 				if g == nil {
 					delete(groups, name)
@@ -267,11 +277,18 @@ func replayOffsets(p *shard.Partition) (map[string]*offsets.Group, error) {
 					groups[name] = g
 				}
 			}
+			if it.Err() != nil {
+				ierr = it.Err()
+				return false
+			}
 			off = max(off, b.BaseOffset()+int64(b.Count()))
 			return off < end
 		})
 		if err == nil {
 			err = ierr
+		}
+		if err == nil && off == from {
+			err = fmt.Errorf("no batch at offset %d below the visible end %d", off, end)
 		}
 		if err != nil {
 			return nil, err
