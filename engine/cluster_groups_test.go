@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -227,4 +229,144 @@ func describeGroup(t *testing.T, e *Engine, group string) wire.GroupInfo {
 	info, err := e.groups.Describe(group)
 	require.NoError(t, err)
 	return info
+}
+
+// TestClusterGroupCommitsNeverGoBack: a group auto-commits while
+// messages keep coming and its coordinator's node vanishes mid-stream.
+// Every committed offset any coordinator reports is at or after every one
+// reported before; every message is handled; a message handled twice lies
+// at or after what was committed before the loss (it was in flight).
+func TestClusterGroupCommitsNeverGoBack(t *testing.T) {
+	const topic, group, partitions, total = "events", "audit", 3, 300
+	nodes := startReplicatedTopic(t, topic, partitions)
+	coord := coordinatorOf(t, nodes, group)
+	cl := dialCluster(t, clusterAddrs(nodes, indexOf(nodes, coord)),
+		client.WithErrorHandler(func(err error) { t.Logf("client: %v", err) }))
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+
+	type handled struct {
+		p   int32
+		off int64
+	}
+	var mu sync.Mutex
+	seen := map[string][]handled{}
+	gc, err := cl.JoinGroup(ctx, client.GroupConfig{Group: group, Topic: topic, Start: client.Earliest,
+		AutoCommitInterval: 20 * time.Millisecond, Handler: func(m *client.GroupMessage) error {
+			mu.Lock()
+			seen[string(m.Value)] = append(seen[string(m.Value)], handled{m.Partition, m.Offset})
+			mu.Unlock()
+			return nil
+		}})
+	require.NoError(t, err)
+	defer func() { _ = gc.Close() }()
+
+	// The monitor samples the committed offsets at whichever node
+	// coordinates the group, and checks that they never go back.
+	var (
+		mmu      sync.Mutex
+		high     = map[int32]int64{}
+		lost     = false
+		atLoss   map[int32]int64
+		samples  int
+		monitorE error
+	)
+	live := slices.Clone(nodes)
+	stopMonitor := make(chan struct{})
+	monitorDone := make(chan struct{})
+	go func() {
+		defer close(monitorDone)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopMonitor:
+				return
+			case <-tick.C:
+			}
+			mmu.Lock()
+			for _, e := range live {
+				if e.grepl.Coordinates(group) != nil {
+					continue
+				}
+				info, err := e.groups.Describe(group)
+				if err != nil {
+					continue
+				}
+				samples++
+				for _, p := range info.Partitions {
+					prev, ok := high[p.Partition]
+					if ok && p.Committed < prev && monitorE == nil {
+						monitorE = fmt.Errorf("partition %d: committed %d after %d", p.Partition, p.Committed, prev)
+					}
+					if !ok || p.Committed > prev {
+						high[p.Partition] = p.Committed
+					}
+				}
+			}
+			mmu.Unlock()
+		}
+	}()
+
+	var published []string
+	for i := range total {
+		if i == total/3 {
+			// Mid-stream, once a commit has been seen: the coordinator
+			// vanishes.
+			require.Eventually(t, func() bool {
+				mmu.Lock()
+				defer mmu.Unlock()
+				var sum int64
+				for _, c := range high {
+					sum += max(c, 0)
+				}
+				return sum > 0
+			}, 60*time.Second, 5*time.Millisecond)
+			mmu.Lock()
+			lost, atLoss = true, maps.Clone(high)
+			live = slices.DeleteFunc(live, func(e *Engine) bool { return e == coord })
+			mmu.Unlock()
+			require.NoError(t, coord.cluster.tr.Close())
+			shutdown(t, coord)
+		}
+		key := fmt.Sprintf("e-%d", i)
+		_, err := cl.Publish(ctx, topic, client.Message{Key: []byte(key), Value: []byte(key)})
+		require.NoError(t, err)
+		published = append(published, key)
+	}
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) == total
+	}, 90*time.Second, 10*time.Millisecond, "every message handled")
+	require.NoError(t, gc.Commit(ctx))
+	close(stopMonitor)
+	<-monitorDone
+
+	mmu.Lock()
+	defer mmu.Unlock()
+	require.True(t, lost)
+	require.NoError(t, monitorE)
+	require.Positive(t, samples)
+	mu.Lock()
+	defer mu.Unlock()
+	dups := 0
+	for _, v := range published {
+		hs := seen[v]
+		require.NotEmpty(t, hs, "%s never handled", v)
+		if len(hs) > 1 {
+			dups++
+			require.GreaterOrEqual(t, hs[0].off, atLoss[hs[0].p],
+				"%s (partition %d offset %d) was committed before the loss and handled again", v, hs[0].p, hs[0].off)
+		}
+	}
+	next := coordinatorOf(t, live, group)
+	info := describeGroup(t, next, group)
+	var sum int64
+	for _, p := range info.Partitions {
+		require.GreaterOrEqual(t, p.Committed, atLoss[p.Partition])
+		sum += p.Committed
+	}
+	require.Equal(t, int64(total), sum)
+	t.Logf("%d samples of the committed offsets; %d messages handled twice (in flight at the loss)", samples, dups)
 }
