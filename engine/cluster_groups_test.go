@@ -19,21 +19,18 @@ import (
 // in the replicated offsets topic, and a group's coordinator is the
 // leader of its partition of that topic.
 
-// coordinatorOf waits until one of nodes coordinates group (it adopted the
-// group's offsets partition) and returns it.
+// coordinatorOf waits until one of nodes coordinates group for good (the
+// preferred leader of the group's offsets partition, when it is among
+// nodes: leadership goes back to it) and returns it.
 func coordinatorOf(t *testing.T, nodes []*Engine, group string) *Engine {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, e := range nodes {
-			if e.grepl != nil && e.grepl.Coordinates(group) == nil {
-				return e
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
+	for _, e := range nodes {
+		_ = e.grepl.Coordinates(group) // the first ask creates the offsets topic
 	}
-	t.Fatalf("no coordinator for group %s", group)
-	return nil
+	lead := leaderOf(t, nodes, OffsetsTopic, OffsetsPartition(group, offsetsPartitions))
+	require.Eventually(t, func() bool { return lead.grepl.Coordinates(group) == nil }, 60*time.Second,
+		5*time.Millisecond, "node %d leads the offsets partition of %s but does not coordinate it", lead.cfg.NodeID, group)
+	return lead
 }
 
 // groupLog records what a group consumer handled, and when.
@@ -123,11 +120,14 @@ func publishKeyed(t *testing.T, cl *client.Cluster, topic, prefix string, n int)
 // delivered, and the committed offsets never go back.
 func TestClusterGroupSurvivesCoordinatorLoss(t *testing.T) {
 	for _, how := range []string{"stop", "kill", "transfer"} {
-		t.Run(how, func(t *testing.T) { testGroupCoordinatorLoss(t, how) })
+		t.Run(how, func(t *testing.T) { testGroupCoordinatorLoss(t, how, client.AckOffset) })
 	}
+	// In message mode the committed offset is the ack floor, which the
+	// coordinator records as acks move it.
+	t.Run("kill-message-mode", func(t *testing.T) { testGroupCoordinatorLoss(t, "kill", client.AckMessage) })
 }
 
-func testGroupCoordinatorLoss(t *testing.T, how string) {
+func testGroupCoordinatorLoss(t *testing.T, how string, mode client.AckMode) {
 	const topic, group, partitions = "orders", "billing", 3
 	nodes := startReplicatedTopic(t, topic, partitions)
 	coord := coordinatorOf(t, nodes, group)
@@ -138,13 +138,13 @@ func testGroupCoordinatorLoss(t *testing.T, how string) {
 	defer cancel()
 	l := newGroupLog()
 	gc, err := cl.JoinGroup(ctx, client.GroupConfig{Group: group, Topic: topic, Start: client.Earliest,
-		Handler: l.handle, AutoCommitInterval: -1})
+		Handler: l.handle, AutoCommitInterval: -1, Mode: mode})
 	require.NoError(t, err)
 	defer func() { _ = gc.Close() }()
 
 	first := publishKeyed(t, cl, topic, "a", 60)
 	l.await(t, first)
-	require.NoError(t, gc.Commit(ctx))
+	commitAll(t, ctx, gc, mode, nodes, group, len(first))
 	before := describeGroup(t, coord, group)
 	var total int64
 	for _, p := range before.Partitions {
@@ -182,7 +182,7 @@ func testGroupCoordinatorLoss(t *testing.T, how string) {
 
 	second := publishKeyed(t, cl, topic, "b", 60)
 	l.await(t, append(first, second...))
-	require.NoError(t, gc.Commit(ctx))
+	commitAll(t, ctx, gc, mode, rest, group, len(first)+len(second))
 
 	l.mu.Lock()
 	for _, d := range l.after {
@@ -215,12 +215,38 @@ func testGroupCoordinatorLoss(t *testing.T, how string) {
 	}
 	third := publishKeyed(t, cl, topic, "c", 30)
 	l.await(t, append(append(first, second...), third...))
-	require.NoError(t, gc.Commit(ctx))
+	commitAll(t, ctx, gc, mode, nodes, group, len(first)+len(second)+len(third))
 	l.mu.Lock()
 	for v, n := range l.seen {
 		require.Equal(t, 1, n, "%s handled %d times", v, n)
 	}
 	l.mu.Unlock()
+}
+
+// commitAll commits what gc handled (offset mode; in message mode its
+// acks move the group's floor), and waits until the replicated offsets
+// partition, as its coordinator among nodes replays it, holds n messages
+// committed over all partitions.
+func commitAll(t *testing.T, ctx context.Context, gc *client.GroupConsumer, mode client.AckMode, nodes []*Engine,
+	group string, n int) {
+	t.Helper()
+	if mode == client.AckOffset {
+		require.NoError(t, gc.Commit(ctx))
+	}
+	e := coordinatorOf(t, nodes, group)
+	p, _ := e.grepl.replicaOf(OffsetsPartition(group, offsetsPartitions))
+	require.NotNil(t, p)
+	require.Eventually(t, func() bool {
+		groups, err := replayOffsets(p, e.log)
+		if err != nil || groups[group] == nil {
+			return false
+		}
+		var sum int64
+		for _, off := range groups[group].Offsets {
+			sum += off
+		}
+		return sum == int64(n)
+	}, 60*time.Second, 5*time.Millisecond, "the group's replicated offsets reach %d messages", n)
 }
 
 // describeGroup is e's description of group, once e coordinates it.
