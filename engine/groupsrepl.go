@@ -65,10 +65,11 @@ type groupRepl struct {
 	parts [offsetsPartitions]offsetsPart
 	// want is set once a group asked for a coordinator: the offsets topic
 	// is created then, so a cluster that never uses groups has none.
-	want atomic.Bool
-	quit chan struct{}
-	done chan struct{}
-	once sync.Once
+	want    atomic.Bool
+	started atomic.Bool // start ran: stop waits for the watcher
+	quit    chan struct{}
+	done    chan struct{}
+	once    sync.Once
 }
 
 // offsetsPart is what this node coordinates of one offsets partition:
@@ -159,13 +160,16 @@ func (r *groupRepl) Write(recs []offsets.Record) []error {
 // start runs the watcher; the offsets topic is created by the first node
 // asked for a group's coordinator while it is missing.
 func (r *groupRepl) start() {
+	r.started.Store(true)
 	go r.watch()
 }
 
-// stop stops the watcher.
+// stop stops the watcher, if it was started.
 func (r *groupRepl) stop() {
 	r.once.Do(func() { close(r.quit) })
-	<-r.done
+	if r.started.Load() {
+		<-r.done
+	}
 }
 
 // watch creates the offsets topic if need be, then adopts and evicts the
