@@ -504,6 +504,7 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 				// offset now is an earlier term's (see replica.Propose).
 				rep.caughtUp.Store(rep.store.EndOffset())
 			}
+			rep.term.Store(term)
 			if was := rep.leader.Swap(leader); was == c.id && leader != c.id {
 				p.Demoted() // its subscribers are told, not left waiting
 			}
@@ -626,6 +627,7 @@ type replica struct {
 	voters []uint64
 	local  bool          // this node holds a replica
 	leader atomic.Uint64 // the leader this node knows (0: none)
+	term   atomic.Uint64 // the term of that leader, stored before it
 	store  *raftlog.Storage
 	p      *shard.Partition // set by start
 	// caughtUp is the offset up to which the entries of earlier terms

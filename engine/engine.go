@@ -46,7 +46,10 @@ type Engine struct {
 	shards []*driver.Driver
 	topics *registry
 	groups *coord.Coordinator
-	cache  *storage.BlockCache
+	// grepl, in a cluster, places the groups on the leaders of the
+	// offsets topic's partitions (groupsrepl.go); nil on a single node.
+	grepl *groupRepl
+	cache *storage.BlockCache
 	// reclaim deletes the data of deleted topics and segments in the
 	// background (storage.Reclaimer); from Start on.
 	reclaim *storage.Reclaimer
@@ -209,8 +212,14 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		_ = e.topics.closeAll()
 		return fmt.Errorf("engine: consumer groups: %w", err)
 	}
+	if e.grepl != nil {
+		e.grepl.start()
+	}
 	e.setNotReady("starting the native listener")
 	if err := e.srv.Start(); err != nil {
+		if e.grepl != nil {
+			e.grepl.stop()
+		}
 		stopCluster()
 		e.stopShards()
 		e.groups.Close()
@@ -275,6 +284,9 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	}
 	e.history.Close()
 	e.stopQuotaLoop()
+	if e.grepl != nil {
+		e.grepl.stop() // groups stop moving before the leaderships do
+	}
 	if e.cluster != nil {
 		e.cluster.close() // leaderships move first; then no group writes a log
 	}

@@ -26,6 +26,14 @@ func resolveStart(p *shard.Partition, st wire.Start) (int64, error) {
 	if err := topic.CheckOnline(p); err != nil {
 		return 0, err
 	}
+	return resolveLocal(p, st)
+}
+
+// resolveLocal is resolveStart on this node's replica, leader or not.
+func resolveLocal(p *shard.Partition, st wire.Start) (int64, error) {
+	if why := topic.OfflineReason(p); why != "" {
+		return 0, topic.CheckOnline(p)
+	}
 	start, end := p.Log.Bounds()
 	switch st.Kind {
 	case wire.StartEarliest:
@@ -111,6 +119,12 @@ type replayJob struct {
 	offset int64
 	cancel *atomic.Bool
 	sub    *subscription // the subscription it feeds; nil for a group member's feed
+	// tail: a group member's feed of a replicated partition, which reads
+	// this node's replica, leader or follower, up to what it shows
+	// committed, and at its end looks again every tailPoll instead of
+	// joining the live fan-out (a follower detaches its live subscribers
+	// at every commit, and a leader may become a follower at any time).
+	tail   bool
 	prefix []byte        // Deliver's topic and partition; nil before the first step
 	joined chan int64    // the shard's answer to CatchUp
 	timer  *time.Timer   // queues the job again after a pause (replayPool.start)
@@ -157,7 +171,11 @@ func (srv *Server) endSub(out *outbox.Outbox, sub *subscription, err error) bool
 // the live tail there.
 func (j *replayJob) step() replayNext {
 	if j.prefix == nil {
-		if err := topic.CheckOnline(j.p); err != nil {
+		check := topic.CheckOnline
+		if j.tail {
+			check = checkOffline
+		}
+		if err := check(j.p); err != nil {
 			// A group member's feed of an offline partition: it holds
 			// nothing and the broker logged why at start. A subscription
 			// to a partition this node no longer leads: ended, if its
@@ -189,8 +207,19 @@ func (j *replayJob) step() replayNext {
 		return replayDone
 	case n > 0:
 		return replayMore
+	case j.tail:
+		return replayTailing
 	}
 	return j.join()
+}
+
+// checkOffline is topic.CheckOnline without the leader check: a tailing
+// replay reads this node's replica, leader or follower.
+func checkOffline(p *shard.Partition) error {
+	if topic.OfflineReason(p) == "" {
+		return nil
+	}
+	return topic.CheckOnline(p)
 }
 
 // read sends the visible batches from offset, up to replayChunk, and
