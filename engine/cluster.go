@@ -506,9 +506,13 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 	var prods []shard.ProducerBatch // the host's: idempotent batches of the pass, for OnCommit
 	// A replica of the group's first configuration starts with it; any
 	// other was added since, and learns the configuration from the log.
+	initial := rep.initial
+	if len(initial) == 0 {
+		initial = rep.voters
+	}
 	var voters []uint64
-	if slices.Contains(rep.initial, c.id) {
-		voters = rep.initial
+	if slices.Contains(initial, c.id) {
+		voters = initial
 	}
 	err := c.host.AddGroup(cluster.GroupConfig{ID: rep.group, Voters: voters, Join: voters == nil, Store: rep.store,
 		Sync: tc.Fsync.Mode == shard.SyncAlways,
