@@ -621,7 +621,11 @@ func (c *clusterNode) transferLeadership(d time.Duration) {
 	c.replicas.Range(func(_, v any) bool {
 		rep := v.(*replica)
 		if rep.local && rep.leader.Load() == c.id {
-			for _, to := range rep.voters {
+			voters := rep.voters
+			if st, err := c.host.Status(rep.group); err == nil {
+				voters = st.Voters // the group's own, which moves may have changed
+			}
+			for _, to := range voters {
 				if to != c.id {
 					if c.host.TransferLeader(rep.group, to) == nil {
 						led = append(led, rep)
@@ -870,7 +874,7 @@ func (c *clusterNode) transferLeader(topic string, partition int, to uint64) err
 	if !ok {
 		return wire.Errorf(wire.CodeInvalidArgument, "topic "+topic+" is not replicated")
 	}
-	if !slices.Contains(rep.voters, to) {
+	if pi, ok := c.view.Load().Partition(topic, partition); !ok || !slices.Contains(pi.Replicas, to) {
 		return wire.Errorf(wire.CodeInvalidArgument, "node "+strconv.FormatUint(to, 10)+" holds no replica of partition "+
 			strconv.Itoa(partition)+" of "+topic)
 	}
