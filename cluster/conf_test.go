@@ -205,3 +205,73 @@ func (c *memCluster) waitVisible(end int64) {
 		return true
 	}, 60*time.Second, time.Millisecond)
 }
+
+// TestConfChangeReplacesDeadNodeAndLeader: a replica whose node is down is
+// replaced (the joint configuration's old quorum is the two nodes up), and
+// then the leader removes itself: it steps down and the others elect one
+// of them. Nothing committed is lost.
+func TestConfChangeReplacesDeadNodeAndLeader(t *testing.T) {
+	c := newMemCluster(t, 5)
+	var want []string
+	propose := func(v string) {
+		require.Eventually(t, func() bool {
+			h := c.host(c.leader())
+			if h == nil {
+				return false
+			}
+			ch := make(chan Result, 1)
+			h.Propose(testGroup, (&testCluster{}).batch(v), func(r Result) { ch <- r })
+			r := <-ch
+			if r.Err == nil {
+				require.Equal(t, int64(len(want)), r.Base)
+			}
+			return r.Err == nil
+		}, 60*time.Second, 5*time.Millisecond)
+		want = append(want, v)
+	}
+	for i := range 20 {
+		propose(fmt.Sprint("a", i))
+	}
+	// Node 3 dies (not the leader), and is replaced by node 4.
+	dead := uint64(3)
+	if c.leader() == dead {
+		require.Eventually(t, func() bool {
+			if c.leader() == dead {
+				_ = c.host(dead).TransferLeader(testGroup, 1)
+			}
+			st, err := c.host(dead).Status(testGroup)
+			return err == nil && st.Leader != 0 && st.Leader != dead
+		}, 60*time.Second, 5*time.Millisecond)
+	}
+	c.stop(dead)
+	c.addNode(4)
+	c.changeConf(func(st GroupStatus) bool { return slices.Contains(st.Learners, 4) },
+		single(raftpb.ConfChangeAddLearnerNode, 4))
+	c.changeConf(func(st GroupStatus) bool {
+		return slices.Equal(st.Voters, []uint64{1, 2, 4}) && len(st.Outgoing) == 0
+	}, single(raftpb.ConfChangeAddNode, 4), single(raftpb.ConfChangeRemoveNode, dead))
+	c.ids = []uint64{1, 2, 4}
+	c.setPeers()
+	for i := range 20 {
+		propose(fmt.Sprint("b", i))
+	}
+	// The leader removes itself, and steps down.
+	old := c.leader()
+	require.NotZero(t, old)
+	c.changeConf(func(st GroupStatus) bool { return !slices.Contains(st.Voters, old) && len(st.Outgoing) == 0 },
+		single(raftpb.ConfChangeRemoveNode, old))
+	require.Eventually(t, func() bool { l := c.leader(); return l != 0 && l != old }, 60*time.Second, time.Millisecond)
+	st, err := c.host(old).Status(testGroup)
+	require.NoError(t, err)
+	require.NotEqual(t, "StateLeader", st.State)
+	c.stop(old)
+	c.ids = slices.DeleteFunc(c.ids, func(id uint64) bool { return id == old })
+	c.setPeers()
+	for i := range 20 {
+		propose(fmt.Sprint("c", i))
+	}
+	c.waitVisible(int64(len(want)))
+	for _, id := range c.ids {
+		require.Equal(t, want, records(t, c.logs[id]), "node %d", id)
+	}
+}
