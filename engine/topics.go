@@ -673,15 +673,19 @@ func (r *registry) replacePartition(name string, i int) error {
 	if p.Adopt() == nil {
 		p.Shard.Wake()
 	}
-	if err := prev.Delete(func() {
-		// On the shard: the log's files go off it.
-		go func() {
-			if err := prev.Log.Drop(); err != nil {
-				r.cfg.Logger.Warn("removing a moved replica's log", "topic", name, "partition", i, "err", err)
-			}
-		}()
-	}); err == nil {
-		prev.Shard.Wake()
+	// The old log goes once its shard has retired the partition, before
+	// this returns: the group's directory may be opened again by a later
+	// move back here, which must not meet a drop still under way. As in
+	// remove, the registry stays locked meanwhile (the shards take no
+	// registry lock), and this runs off the event loops (the applier).
+	retired := make(chan struct{})
+	if err := prev.Delete(func() { close(retired) }); err != nil {
+		return nil // the broker is stopping: the old log is only closed
+	}
+	prev.Shard.Wake()
+	<-retired
+	if err := prev.Log.Drop(); err != nil {
+		r.cfg.Logger.Warn("removing a moved replica's log", "topic", name, "partition", i, "err", err)
 	}
 	return nil
 }
