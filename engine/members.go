@@ -24,7 +24,8 @@ import (
 //  1. a node the metadata names that the group lacks is added as a
 //     learner: it receives the log but counts for no quorum;
 //  2. a leader the metadata no longer names hands its leadership to a
-//     voter it does name;
+//     voter it does name (when there is none, as for a partition of one
+//     replica, it makes the next change itself and steps down after);
 //  3. once every learner holds the log up to memberCatchUp entries of the
 //     leader's commit, one change promotes them and removes the voters the
 //     metadata no longer names. Raft makes it a joint consensus change:
@@ -157,7 +158,9 @@ func (c *clusterNode) converge(group uint64, target []uint64) {
 				return
 			}
 		}
-		return
+		// No voter to hand over to (a one-replica partition moving): this
+		// leader carries the change out itself, and steps down when it
+		// leaves the joint configuration.
 	}
 	for _, id := range st.Learners {
 		switch {

@@ -196,3 +196,48 @@ func TestClusterMembership(t *testing.T) {
 	a.fails("POST", "/api/v1/cluster/add-node", fmt.Sprintf(`{"id":3,"cluster_addr":%q}`, "127.0.0.1:1"), 400,
 		"invalid_argument", "removed")
 }
+
+// TestClusterRemoveNodeMovesSingleReplica: removing the node that holds a
+// one-replica partition moves it: the new replica catches up as a
+// learner, and the old leader, with no voter to hand over to, makes the
+// joint change itself and steps down. Every acked message is on the new
+// replica.
+func TestClusterRemoveNodeMovesSingleReplica(t *testing.T) {
+	nodes := startTestCluster(t, 3)
+	createReplicated(t, nodes[0], "solo", 1, 1)
+	for _, e := range nodes {
+		waitTopic(t, e, "solo")
+	}
+	pi, _ := nodes[0].cluster.view.Load().Partition("solo", 0)
+	holder := pi.Replicas[0]
+	lead := leaderOf(t, nodes, "solo", 0)
+	require.Equal(t, holder, lead.cfg.NodeID)
+	c := dial(t, lead)
+	var want []string
+	for i := range 20 {
+		v := fmt.Sprint("m", i)
+		_, err := c.Publish(testCtx(t), "solo", client.Message{Value: []byte(v)}, client.ToPartition(0))
+		require.NoError(t, err)
+		want = append(want, v)
+	}
+	var rest []*Engine
+	for _, e := range nodes {
+		if e != lead {
+			rest = append(rest, e)
+		}
+	}
+	newAdmin(t, rest[0]).json("POST", "/api/v1/cluster/remove-node", fmt.Sprintf(`{"id":%d}`, holder), 202, nil)
+	require.Eventually(t, func() bool { return settled(rest, "solo", 1) }, 120*time.Second, 10*time.Millisecond,
+		"the replica moved off node %d", holder)
+	pi, _ = rest[0].cluster.view.Load().Partition("solo", 0)
+	for _, e := range rest {
+		if e.cfg.NodeID == pi.Replicas[0] {
+			waitValues(t, e, "solo", 0, want)
+			next := leaderOf(t, rest, "solo", 0)
+			require.Equal(t, e, next)
+			ack, err := dial(t, e).Publish(testCtx(t), "solo", client.Message{Value: []byte("after")}, client.ToPartition(0))
+			require.NoError(t, err)
+			require.Equal(t, int64(len(want)), ack.Offset)
+		}
+	}
+}
