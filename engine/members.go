@@ -216,7 +216,9 @@ func (c *clusterNode) reconcileReplicas(v *meta.State) {
 	}
 }
 
-// syncPeers gives the transport and the host the members' addresses, and
+// syncPeers gives the transport the addresses of members it does not know
+// (a known peer keeps the address it has: the configuration's, or
+// SetPeer's), the host the members to ping, and
 // has them forget a removed node once no group here still has it. It
 // notices when this node itself was removed.
 func (c *clusterNode) syncPeers(v *meta.State) {
@@ -236,7 +238,7 @@ func (c *clusterNode) syncPeers(v *meta.State) {
 		if n.Status != meta.NodeRemoved {
 			peers = append(peers, n.ID)
 			if n.ClusterAddr != "" {
-				if err := c.tr.SetPeer(n.ID, n.ClusterAddr); err != nil {
+				if err := c.tr.AddPeer(n.ID, n.ClusterAddr); err != nil {
 					c.e.log.Warn("cluster peer address", "node", n.ID, "addr", n.ClusterAddr, "err", err)
 				}
 			}

@@ -241,3 +241,70 @@ func TestClusterRemoveNodeMovesSingleReplica(t *testing.T) {
 		}
 	}
 }
+
+// restartNode stops e and starts it again on the same data directory, its
+// peers at their current addresses; its own listeners on new ports, which
+// it registers again.
+func restartNode(t *testing.T, e *Engine, others []*Engine) *Engine {
+	t.Helper()
+	shutdown(t, e)
+	cfg := e.cfg
+	peers := map[uint64]string{}
+	for id := range cfg.Peers {
+		peers[id] = cfg.Peers[id]
+	}
+	for _, o := range others {
+		if _, ok := peers[o.cfg.NodeID]; ok {
+			peers[o.cfg.NodeID] = o.ClusterAddr().String()
+		}
+	}
+	cfg.Peers = peers
+	cfg.Addr, cfg.HTTPAddr, cfg.ClusterAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	n, err := New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	require.NoError(t, n.Start(ctx))
+	cancel()
+	t.Cleanup(func() { shutdown(t, n) })
+	for _, o := range others {
+		require.NoError(t, o.SetPeer(n.cfg.NodeID, n.ClusterAddr().String()))
+	}
+	return n
+}
+
+// TestClusterJoinedNodeRestarts: the controller's configuration survives
+// restarts once it changed: a node that joined restarts from its own
+// saved configuration, and an initial node, which replays the whole
+// controller log, does not apply the changes in it twice.
+func TestClusterJoinedNodeRestarts(t *testing.T) {
+	nodes := startTestCluster(t, 3)
+	e4 := startJoiningNode(t, 4, nodes)
+	newAdmin(t, nodes[0]).json("POST", "/api/v1/cluster/add-node",
+		fmt.Sprintf(`{"id":4,"cluster_addr":%q}`, e4.ClusterAddr().String()), 202, nil)
+	voters := func(e *Engine) []uint64 {
+		st, err := e.cluster.host.Status(meta.ControllerGroup)
+		if err != nil {
+			return nil
+		}
+		return st.Voters
+	}
+	require.Eventually(t, func() bool { return slices.Equal(voters(e4), []uint64{1, 2, 3, 4}) },
+		60*time.Second, 10*time.Millisecond)
+
+	e4 = restartNode(t, e4, nodes)
+	nodes[0] = restartNode(t, nodes[0], []*Engine{nodes[1], nodes[2], e4})
+	all := []*Engine{nodes[0], nodes[1], nodes[2], e4}
+	for _, e := range all {
+		require.Eventually(t, func() bool { return slices.Equal(voters(e), []uint64{1, 2, 3, 4}) },
+			60*time.Second, 10*time.Millisecond, "node %d", e.cfg.NodeID)
+	}
+	// The restarted nodes take part: a topic created through node 4 is
+	// served by all four.
+	createReplicated(t, e4, "after", 4, 3)
+	for _, e := range all {
+		waitTopic(t, e, "after")
+	}
+	for p := range 4 {
+		leaderOf(t, all, "after", p)
+	}
+}
