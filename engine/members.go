@@ -216,9 +216,8 @@ func (c *clusterNode) reconcileReplicas(v *meta.State) {
 	}
 }
 
-// syncPeers gives the transport the addresses of members it does not know
-// (a known peer keeps the address it has: the configuration's, or
-// SetPeer's), the host the members to ping, and
+// syncPeers gives the transport the members' addresses, the host the
+// members to ping, and
 // has them forget a removed node once no group here still has it. It
 // notices when this node itself was removed.
 func (c *clusterNode) syncPeers(v *meta.State) {
@@ -237,8 +236,16 @@ func (c *clusterNode) syncPeers(v *meta.State) {
 		}
 		if n.Status != meta.NodeRemoved {
 			peers = append(peers, n.ID)
+			// A node of --peers is where the configuration (or SetPeer)
+			// says: the metadata may hold an older address of it, and
+			// following that could cut off a quorum that moved. Any other
+			// node is where it last registered.
+			set := c.tr.SetPeer
+			if _, initial := c.e.cfg.Peers[n.ID]; initial {
+				set = c.tr.AddPeer
+			}
 			if n.ClusterAddr != "" {
-				if err := c.tr.AddPeer(n.ID, n.ClusterAddr); err != nil {
+				if err := set(n.ID, n.ClusterAddr); err != nil {
 					c.e.log.Warn("cluster peer address", "node", n.ID, "addr", n.ClusterAddr, "err", err)
 				}
 			}

@@ -242,11 +242,14 @@ func TestClusterRemoveNodeMovesSingleReplica(t *testing.T) {
 	}
 }
 
-// restartNode stops e and starts it again on the same data directory, its
-// peers at their current addresses; its own listeners on new ports, which
-// it registers again.
+// restartNode stops e and starts it again on the same data directory and
+// cluster address (the others know it there: the metadata's address of a
+// node that joined is the one it registered), its peers at their current
+// addresses; its client and HTTP listeners on new ports, which it
+// registers again.
 func restartNode(t *testing.T, e *Engine, others []*Engine) *Engine {
 	t.Helper()
+	clusterAddr := e.ClusterAddr().String()
 	shutdown(t, e)
 	cfg := e.cfg
 	peers := map[uint64]string{}
@@ -258,17 +261,17 @@ func restartNode(t *testing.T, e *Engine, others []*Engine) *Engine {
 			peers[o.cfg.NodeID] = o.ClusterAddr().String()
 		}
 	}
+	if _, ok := peers[cfg.NodeID]; ok {
+		peers[cfg.NodeID] = clusterAddr
+	}
 	cfg.Peers = peers
-	cfg.Addr, cfg.HTTPAddr, cfg.ClusterAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Addr, cfg.HTTPAddr, cfg.ClusterAddr = "127.0.0.1:0", "127.0.0.1:0", clusterAddr
 	n, err := New(cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	require.NoError(t, n.Start(ctx))
 	cancel()
 	t.Cleanup(func() { shutdown(t, n) })
-	for _, o := range others {
-		require.NoError(t, o.SetPeer(n.cfg.NodeID, n.ClusterAddr().String()))
-	}
 	return n
 }
 
