@@ -469,7 +469,7 @@ func (c *clusterNode) open(topic string, i int, tc TopicConfig, openLog func(dir
 		return nil, nil, fmt.Errorf("partition %d of %s is not in the cluster's metadata", i, topic)
 	}
 	rep := &replica{c: c, group: pi.Group, topic: topic, part: int32(i), voters: pi.Replicas,
-		initial: pi.Initial, local: c.holds(pi)}
+		initial: pi.Initial, local: slices.Contains(pi.Replicas, c.id)}
 	if !rep.local {
 		return storage.NewOfflineLog(errors.New("no replica on this node")), rep, nil
 	}

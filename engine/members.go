@@ -55,7 +55,8 @@ func (e removedError) Unwrap() []error { return []error{e.err, meta.ErrNodeRemov
 
 // holds reports whether this node should hold a replica of the partition:
 // the metadata names it, or its group's configuration here still does (a
-// replica moving away serves until the change that removes it).
+// replica moving away serves until the change that removes it). It asks
+// the host, so callers ask only for a group that runs here.
 func (c *clusterNode) holds(pi meta.PartitionInfo) bool {
 	if slices.Contains(pi.Replicas, c.id) {
 		return true
@@ -202,7 +203,10 @@ func (c *clusterNode) reconcileReplicas(v *meta.State) {
 		for i := range ti.Partitions {
 			pi, _ := v.Partition(name, i)
 			rep, ok := t.Parts[i].Replica.(*replica)
-			if !ok || rep.group != pi.Group || rep.local == c.holds(pi) {
+			// Only a group running here can still have this node when the
+			// metadata does not (a host round trip per partition is spared
+			// the others).
+			if !ok || rep.group != pi.Group || rep.local == (slices.Contains(pi.Replicas, c.id) || rep.local && c.holds(pi)) {
 				continue
 			}
 			if err := c.e.topics.replacePartition(name, i); err != nil {
