@@ -38,7 +38,8 @@ type HostConfig struct {
 	// Send hands envelopes to the transport. It must not block; it is
 	// called on the host's goroutine.
 	Send func(to uint64, envs []Envelope)
-	// Peers lists the other nodes, for liveness pings.
+	// Peers lists the other nodes, for liveness pings; SetPeers changes
+	// them as nodes join and leave.
 	Peers []uint64
 
 	TickInterval   time.Duration
@@ -90,6 +91,12 @@ type GroupConfig struct {
 	// state yet; every replica must be given the same. Ignored when the
 	// log's meta file already holds a configuration.
 	Voters []uint64
+	// Join starts a group that has no state yet with no configuration at
+	// all: a new replica of an existing group, which its leader adds
+	// (ChangeConf) and catches up from its log. It learns the group's
+	// configuration from the first configuration change it applies, whose
+	// context holds the configuration that change applies to.
+	Join bool
 	// Log and Meta are the partition log and its meta file, opened as a
 	// Raft log by AddGroup; or Store is that Raft log, opened by the
 	// caller (raftlog.Open), which then sees only what is committed.
@@ -136,6 +143,10 @@ var (
 	ErrGroupFailed = errors.New("cluster: group failed (storage error); restart the node")
 	ErrBadBatch    = errors.New("cluster: not a record batch")
 	ErrGroupExists = errors.New("cluster: group already exists")
+	// ErrConfPending: a configuration change of the group is under way
+	// (proposed and not yet applied, or joint consensus not yet left);
+	// Raft takes one at a time.
+	ErrConfPending = errors.New("cluster: a configuration change is under way")
 	// ErrProposalLost says the proposal's entry was replaced by another
 	// leader's at its index before it committed: it was not stored.
 	ErrProposalLost = errors.New("cluster: proposal dropped by raft")
@@ -199,6 +210,7 @@ type Host struct {
 	heard     map[uint64]int64 // tick of the last envelope from each peer
 	ticks     int64
 	deadPeers map[uint64]bool
+	peers     []uint64 // the other nodes, pinged every tick (SetPeers)
 }
 
 // NewHost returns a host; Start runs it.
@@ -212,6 +224,7 @@ func NewHost(cfg HostConfig) *Host {
 		out:       map[uint64][]Envelope{},
 		heard:     map[uint64]int64{},
 		deadPeers: map[uint64]bool{},
+		peers:     slices.Clone(cfg.Peers),
 	}
 	return h
 }
@@ -454,7 +467,7 @@ func (h *Host) tick() {
 	}
 	// Liveness: one ping per peer per tick stands in for the heartbeats
 	// of every quiesced group.
-	for _, p := range h.cfg.Peers {
+	for _, p := range h.peers {
 		h.post(p, Envelope{Msg: raftpb.Message{Type: raftpb.MsgHeartbeat, From: h.cfg.NodeID, To: p}})
 		last, ok := h.heard[p]
 		if !ok {
@@ -680,25 +693,8 @@ func (h *Host) handleReady(g *Group) {
 		end := g.store.Commit(rd.CommittedEntries[n-1].Index)
 		for _, e := range rd.CommittedEntries {
 			switch e.Type {
-			case raftpb.EntryConfChange:
-				var cc raftpb.ConfChange
-				if err := cc.Unmarshal(e.Data); err != nil {
-					g.fail(h, err)
-					return
-				}
-				cs := g.rn.ApplyConfChange(cc)
-				if err := g.store.SetConfState(*cs); err != nil {
-					g.fail(h, err)
-					return
-				}
-			case raftpb.EntryConfChangeV2:
-				var cc raftpb.ConfChangeV2
-				if err := cc.Unmarshal(e.Data); err != nil {
-					g.fail(h, err)
-					return
-				}
-				cs := g.rn.ApplyConfChange(cc)
-				if err := g.store.SetConfState(*cs); err != nil {
+			case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
+				if err := h.applyConf(g, e); err != nil {
 					g.fail(h, err)
 					return
 				}
@@ -721,6 +717,126 @@ func (h *Host) handleReady(g *Group) {
 		g.committedEnd = end
 	}
 	g.rn.Advance(rd)
+}
+
+// applyConf applies a committed configuration change entry through raft
+// (ApplyConfChange) and saves the configuration it makes before anything
+// else happens. A change the saved configuration already includes (the
+// controller replays its whole log on start) is skipped. A joining
+// replica (GroupConfig.Join) that has no configuration yet first takes
+// the one the change applies to from its context, one member at a time,
+// as raft allows an empty configuration to be built up.
+func (h *Host) applyConf(g *Group, e raftpb.Entry) error {
+	if e.Index <= g.store.ConfIndex() {
+		return nil
+	}
+	var cc raftpb.ConfChangeI
+	if e.Type == raftpb.EntryConfChange {
+		var c1 raftpb.ConfChange
+		if err := c1.Unmarshal(e.Data); err != nil {
+			return err
+		}
+		cc = c1
+	} else {
+		var c2 raftpb.ConfChangeV2
+		if err := c2.Unmarshal(e.Data); err != nil {
+			return err
+		}
+		if err := h.bootstrapConf(g, c2.Context); err != nil {
+			return err
+		}
+		cc = c2
+	}
+	cs := g.rn.ApplyConfChange(cc)
+	return g.store.ApplyConfState(*cs, e.Index)
+}
+
+// bootstrapConf gives a joining replica with no configuration the one a
+// change's context names (ChangeConf writes it).
+func (h *Host) bootstrapConf(g *Group, ctx []byte) error {
+	_, cs, _ := g.store.InitialState()
+	if len(ctx) == 0 || len(cs.Voters) > 0 || len(cs.Learners) > 0 {
+		return nil
+	}
+	var base raftpb.ConfState
+	if err := base.Unmarshal(ctx); err != nil {
+		return fmt.Errorf("cluster: group %d: configuration change context: %w", g.cfg.ID, err)
+	}
+	add := func(id uint64, t raftpb.ConfChangeType) {
+		g.rn.ApplyConfChange(raftpb.ConfChangeV2{Changes: []raftpb.ConfChangeSingle{{Type: t, NodeID: id}}})
+	}
+	for _, id := range base.Voters {
+		add(id, raftpb.ConfChangeAddNode)
+	}
+	for _, id := range base.Learners {
+		add(id, raftpb.ConfChangeAddLearnerNode)
+	}
+	return nil
+}
+
+// ChangeConf proposes a change of the group's configuration through this
+// node, which must lead it: raft's ConfChangeV2, one change entering and
+// then, on its own, leaving joint consensus when it changes more than one
+// member, so that until the new configuration is in place every commit
+// needs a quorum of the old one and of the new one. Its context is the
+// configuration it applies to, for replicas that join (GroupConfig.Join).
+// It returns once the change is proposed; Status shows it applied.
+// ErrConfPending if another change is under way.
+func (h *Host) ChangeConf(group uint64, changes []raftpb.ConfChangeSingle) error {
+	var rerr error
+	err := h.call(func() {
+		g := h.groups[group]
+		switch {
+		case g == nil:
+			rerr = ErrNoGroup
+			return
+		case g.failed != nil:
+			rerr = g.failed
+			return
+		case !g.isLeader():
+			rerr = &NotLeaderError{Group: group, Leader: g.leader}
+			return
+		}
+		_, cs, _ := g.store.InitialState()
+		// Raft itself turns a second change into an empty entry while one
+		// is pending; refusing here tells the caller, and makes sure the
+		// context below is the configuration the change applies to.
+		if len(cs.VotersOutgoing) > 0 || g.store.ConfChangeAfter(g.rn.BasicStatus().Applied) {
+			rerr = ErrConfPending
+			return
+		}
+		ctx, err := cs.Marshal()
+		if err != nil {
+			rerr = err
+			return
+		}
+		if err := g.rn.ProposeConfChange(raftpb.ConfChangeV2{Changes: changes, Context: ctx}); err != nil {
+			rerr = err
+			return
+		}
+		g.idle = 0
+		h.unquiesce(g)
+		h.markReady(g)
+	})
+	if err != nil {
+		return err
+	}
+	return rerr
+}
+
+// SetPeers sets the other nodes the host pings (HostConfig.Peers), as
+// nodes join and leave the cluster.
+func (h *Host) SetPeers(peers []uint64) {
+	peers = slices.Clone(peers)
+	h.do(func() {
+		for p := range h.heard {
+			if !slices.Contains(peers, p) {
+				delete(h.heard, p)
+				delete(h.deadPeers, p)
+			}
+		}
+		h.peers = peers
+	})
 }
 
 // Propose proposes a record batch to the group, through this node, which
@@ -813,7 +929,7 @@ func (h *Host) AddGroup(cfg GroupConfig) error {
 		}
 	}
 	hs, cs, _ := store.InitialState()
-	if len(cs.Voters) == 0 && len(cs.Learners) == 0 {
+	if len(cs.Voters) == 0 && len(cs.Learners) == 0 && !cfg.Join {
 		if len(cfg.Voters) == 0 {
 			return fmt.Errorf("cluster: group %d has no configuration and no voters were given", cfg.ID)
 		}
@@ -843,6 +959,9 @@ func (h *Host) AddGroup(cfg GroupConfig) error {
 			MaxInflightMsgs:           256,
 			CheckQuorum:               true,
 			PreVote:                   true,
+			// A leader that a configuration change removes (or demotes)
+			// hands over at once rather than lead a group it is not in.
+			StepDownOnRemoval:         true,
 			DisableProposalForwarding: !cfg.Forward,
 			Logger:                    raftLogger{h.cfg.Logger.With("group", cfg.ID)},
 		})
@@ -958,7 +1077,14 @@ type GroupStatus struct {
 	EndOffset int64 // committed end offset
 	Quiesced  bool
 	Voters    []uint64
-	Failed    string
+	Learners  []uint64
+	// Outgoing are the voters of the configuration being left, during
+	// joint consensus (empty otherwise).
+	Outgoing []uint64
+	// Match is, on the leader, each replica's highest index known to be in
+	// its log (nil elsewhere).
+	Match  map[uint64]uint64
+	Failed string
 }
 
 // Status reports on one group.
@@ -978,6 +1104,12 @@ func (h *Host) Status(group uint64) (GroupStatus, error) {
 		}
 		_, cs, _ := g.store.InitialState()
 		st.Voters = append(st.Voters, cs.Voters...)
+		st.Learners = append(st.Learners, cs.Learners...)
+		st.Outgoing = append(st.Outgoing, cs.VotersOutgoing...)
+		if g.isLeader() {
+			st.Match = map[uint64]uint64{}
+			g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) { st.Match[id] = pr.Match })
+		}
 		if g.failed != nil {
 			st.Failed = g.failed.Error()
 		}

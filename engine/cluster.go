@@ -63,6 +63,7 @@ type clusterNode struct {
 	wg        sync.WaitGroup // background loops other than the applier
 	closeOnce sync.Once      // close runs once (a failed Start, then Shutdown)
 
+	removed    atomic.Bool // this node was removed from the cluster (refuseRemoved)
 	amu        sync.Mutex
 	reconciled uint64 // the view version the applier last reconciled
 	acond      *sync.Cond
@@ -112,12 +113,16 @@ func (e *Engine) startCluster() error {
 		return fmt.Errorf("engine: controller log: %w", err)
 	}
 	c.ctrl = ctrl
-	voters := slices.Sorted(maps.Keys(cfg.Peers))
-	if !slices.Contains(voters, cfg.NodeID) {
-		voters = append(voters, cfg.NodeID)
-		slices.Sort(voters)
+	// A node that is not one of --peers joins a running cluster: its
+	// controller replica starts empty and learns the configuration from
+	// the log, once an operator added it (add-node) and the controller's
+	// leader made it a learner (members.go).
+	joining := cfg.Peers[cfg.NodeID] == ""
+	var voters []uint64
+	if !joining {
+		voters = slices.Sorted(maps.Keys(cfg.Peers))
 	}
-	err = host.AddGroup(cluster.GroupConfig{ID: meta.ControllerGroup, Voters: voters, Log: ctrl,
+	err = host.AddGroup(cluster.GroupConfig{ID: meta.ControllerGroup, Voters: voters, Join: joining, Log: ctrl,
 		Meta: raftlog.SideMeta{L: ctrl}, Sync: true, ApplyFromStart: true, Forward: true, OnApply: c.apply, OnApplied: c.published})
 	if err != nil {
 		host.Stop()
@@ -133,6 +138,11 @@ func (e *Engine) startCluster() error {
 		defer c.wg.Done()
 		c.leaderBalance()
 	}()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.members()
+	}()
 	return nil
 }
 
@@ -146,6 +156,10 @@ func (c *clusterNode) register(clientAddr, httpAddr string) {
 		cancel()
 		if err == nil {
 			c.e.log.Info("joined the cluster", "node", c.id, "client_addr", clientAddr)
+			return
+		}
+		if errors.Is(err, meta.ErrNodeRemoved) {
+			c.refuseRemoved()
 			return
 		}
 		select {
@@ -276,6 +290,9 @@ func metaError(err error) error {
 		return wire.Errorf(wire.CodeTopicExists, err.Error())
 	case errors.Is(err, meta.ErrUnknownTopic):
 		return wire.Errorf(wire.CodeUnknownTopic, err.Error())
+	case errors.Is(err, meta.ErrNodeRemoved):
+		return removedError{wire.Errorf(wire.CodeInvalidArgument, err.Error()+
+			" (node ids are never reused: add a new node with another --node-id and an empty data directory)")}
 	default:
 		return wire.Errorf(wire.CodeInvalidArgument, err.Error())
 	}
@@ -293,6 +310,8 @@ func (c *clusterNode) applier() {
 		}
 		v := c.view.Load()
 		c.reconcile(v)
+		c.reconcileReplicas(v)
+		c.syncPeers(v)
 		c.amu.Lock()
 		c.reconciled = v.Version()
 		c.acond.Broadcast()
@@ -450,7 +469,7 @@ func (c *clusterNode) open(topic string, i int, tc TopicConfig, openLog func(dir
 		return nil, nil, fmt.Errorf("partition %d of %s is not in the cluster's metadata", i, topic)
 	}
 	rep := &replica{c: c, group: pi.Group, topic: topic, part: int32(i), voters: pi.Replicas,
-		local: slices.Contains(pi.Replicas, c.id)}
+		initial: pi.Initial, local: slices.Contains(pi.Replicas, c.id)}
 	if !rep.local {
 		return storage.NewOfflineLog(errors.New("no replica on this node")), rep, nil
 	}
@@ -485,7 +504,17 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 		return nil
 	}
 	var prods []shard.ProducerBatch // the host's: idempotent batches of the pass, for OnCommit
-	err := c.host.AddGroup(cluster.GroupConfig{ID: rep.group, Voters: rep.voters, Store: rep.store,
+	// A replica of the group's first configuration starts with it; any
+	// other was added since, and learns the configuration from the log.
+	initial := rep.initial
+	if len(initial) == 0 {
+		initial = rep.voters
+	}
+	var voters []uint64
+	if slices.Contains(initial, c.id) {
+		voters = initial
+	}
+	err := c.host.AddGroup(cluster.GroupConfig{ID: rep.group, Voters: voters, Join: voters == nil, Store: rep.store,
 		Sync: tc.Fsync.Mode == shard.SyncAlways,
 		OnBatch: func(base int64, data []byte) {
 			if b := wire.Batch(data); b.ProducerID() != wire.NoProducer {
@@ -625,11 +654,13 @@ type replica struct {
 	topic  string
 	part   int32
 	voters []uint64
-	local  bool          // this node holds a replica
-	leader atomic.Uint64 // the leader this node knows (0: none)
-	term   atomic.Uint64 // the term of that leader, stored before it
-	store  *raftlog.Storage
-	p      *shard.Partition // set by start
+	// initial is the group's first configuration (meta.PartitionInfo).
+	initial []uint64
+	local   bool          // this node holds a replica
+	leader  atomic.Uint64 // the leader this node knows (0: none)
+	term    atomic.Uint64 // the term of that leader, stored before it
+	store   *raftlog.Storage
+	p       *shard.Partition // set by start
 	// caughtUp is the offset up to which the entries of earlier terms
 	// reach in this node's log when it became leader, set before leader:
 	// its shard knows their idempotent batches once its visible end is
@@ -778,7 +809,8 @@ func (c *clusterNode) report() httpapi.Cluster {
 
 func raftGroup(st cluster.GroupStatus) httpapi.RaftGroup {
 	return httpapi.RaftGroup{Group: st.ID, Leader: st.Leader, Term: st.Term, State: st.State, Commit: st.Commit,
-		LastIndex: st.LastIndex, Voters: st.Voters, Quiesced: st.Quiesced, Failed: st.Failed}
+		LastIndex: st.LastIndex, Voters: st.Voters, Learners: st.Learners, Outgoing: st.Outgoing, Quiesced: st.Quiesced,
+		Failed: st.Failed}
 }
 
 // Cluster implements httpapi.Broker.
@@ -806,7 +838,29 @@ func (b *httpBroker) Rebalance(ctx context.Context, _ httpapi.Origin) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	return c.propose(ctx, meta.Rebalance{})
+	return c.propose(ctx, meta.Rebalance{Replicas: true})
+}
+
+// AddNode implements httpapi.Broker.
+func (b *httpBroker) AddNode(ctx context.Context, _ httpapi.Origin, id uint64, clusterAddr string) error {
+	c := b.e().cluster
+	if c == nil {
+		return wire.Errorf(wire.CodeInvalidArgument, "this broker is a single node")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return c.addNode(ctx, id, clusterAddr)
+}
+
+// RemoveNode implements httpapi.Broker.
+func (b *httpBroker) RemoveNode(ctx context.Context, _ httpapi.Origin, id uint64) error {
+	c := b.e().cluster
+	if c == nil {
+		return wire.Errorf(wire.CodeInvalidArgument, "this broker is a single node")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return c.removeNode(ctx, id)
 }
 
 // transferLeader hands partition's leadership to node to, from this node,
@@ -824,7 +878,7 @@ func (c *clusterNode) transferLeader(topic string, partition int, to uint64) err
 	if !ok {
 		return wire.Errorf(wire.CodeInvalidArgument, "topic "+topic+" is not replicated")
 	}
-	if !slices.Contains(rep.voters, to) {
+	if pi, ok := c.view.Load().Partition(topic, partition); !ok || !slices.Contains(pi.Replicas, to) {
 		return wire.Errorf(wire.CodeInvalidArgument, "node "+strconv.FormatUint(to, 10)+" holds no replica of partition "+
 			strconv.Itoa(partition)+" of "+topic)
 	}

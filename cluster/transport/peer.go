@@ -229,7 +229,9 @@ func (p *peer) up(conn net.Conn) *outConn {
 	p.unreachable.Store(false)
 	c := &outConn{conn: conn, dead: make(chan struct{})}
 	// A stop closes the connection at once, even under a blocked write.
-	c.unhook = context.AfterFunc(p.ctx, c.close)
+	// The stop's close must not read unhook: a peer stopped already runs
+	// it at once, on another goroutine, before the assignment.
+	c.unhook = context.AfterFunc(p.ctx, c.closeConn)
 	p.t.wg.Add(1)
 	go c.watch(&p.t.wg)
 	return c
@@ -300,11 +302,14 @@ func (c *outConn) watch(wg *sync.WaitGroup) {
 	_ = c.conn.Close()
 }
 
+// close closes the connection, from the peer's goroutine.
 func (c *outConn) close() {
-	c.once.Do(func() {
-		c.unhook()
-		_ = c.conn.Close()
-	})
+	c.unhook()
+	c.closeConn()
+}
+
+func (c *outConn) closeConn() {
+	c.once.Do(func() { _ = c.conn.Close() })
 }
 
 // dial connects to node to at addr and runs the client side of the

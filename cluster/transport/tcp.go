@@ -210,7 +210,10 @@ func (t *TCP) Unreachable(to uint64) bool {
 
 // SetPeer adds node id at addr, or moves it there: a peer whose address
 // changes loses its connection and queue and connects anew.
-func (t *TCP) SetPeer(id uint64, addr string) error {
+func (t *TCP) SetPeer(id uint64, addr string) error { return t.setPeer(id, addr, true) }
+
+// setPeer adds node id at addr, and moves a known one there if move.
+func (t *TCP) setPeer(id uint64, addr string, move bool) error {
 	if id == 0 || id == t.cfg.NodeID {
 		return fmt.Errorf("transport: peer id %d: not 0 and not this node", id)
 	}
@@ -220,7 +223,7 @@ func (t *TCP) SetPeer(id uint64, addr string) error {
 		return ErrClosed
 	}
 	old := *t.peers.Load()
-	if p := old[id]; p != nil && p.addr == addr {
+	if p := old[id]; p != nil && (p.addr == addr || !move) {
 		return nil
 	}
 	peers := clonePeers(old)
@@ -234,6 +237,12 @@ func (t *TCP) SetPeer(id uint64, addr string) error {
 	go p.run()
 	return nil
 }
+
+// AddPeer adds node id at addr unless the transport knows it already
+// (whose address only SetPeer changes): a node learns new members from
+// the cluster's metadata, whose address for a known node may be older than
+// its own configuration's.
+func (t *TCP) AddPeer(id uint64, addr string) error { return t.setPeer(id, addr, false) }
 
 // RemovePeer forgets node id: its connection is closed and what was
 // queued for it is dropped. Its inbound connection, if any, stays until

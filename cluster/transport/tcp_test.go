@@ -581,3 +581,22 @@ func TestTCPConfigValidate(t *testing.T) {
 	require.Equal(t, DefaultMaxQueueBytes, c.MaxQueueBytes)
 	require.Equal(t, DefaultWriteTimeout, c.WriteTimeout)
 }
+
+// TestTCPAddPeer: AddPeer adds a node the transport does not know and
+// leaves a known one where it is (SetPeer moves it); a removed node can be
+// added again.
+func TestTCPAddPeer(t *testing.T) {
+	noLeaks(t)
+	a := startTCP(t, testConfig(1, func(uint64, []Envelope) {}))
+	s := newSink()
+	b := startTCP(t, testConfig(2, s.handle))
+	require.NoError(t, a.AddPeer(2, b.Addr().String()))
+	require.NoError(t, a.AddPeer(2, "127.0.0.1:1"), "known: kept where it is")
+	a.Send(2, []Envelope{{Group: 1, Msg: testMsg(1, 2, 0, 1)}})
+	eventually(t, func() bool { return s.count(1) == 1 }, "delivered at the address first added")
+	require.Error(t, a.AddPeer(1, "127.0.0.1:1"), "itself")
+	a.RemovePeer(2)
+	require.NoError(t, a.AddPeer(2, b.Addr().String()))
+	a.Send(2, []Envelope{{Group: 1, Msg: testMsg(1, 2, 1, 1)}})
+	eventually(t, func() bool { return s.count(1) == 2 }, "added again after its removal")
+}

@@ -15,7 +15,37 @@ import (
 type clusterCmd struct {
 	Status         clusterStatusCmd         `cmd:"" help:"Nodes, the controller, and each replicated partition's replicas and leader, as this node sees them."`
 	TransferLeader clusterTransferLeaderCmd `cmd:"" name:"transfer-leader" help:"Hand a partition's leadership to another of its replicas, which becomes its preferred leader."`
-	Rebalance      clusterRebalanceCmd      `cmd:"" help:"Spread the partitions' preferred leaders evenly over the active nodes; the leaders follow within seconds."`
+	Rebalance      clusterRebalanceCmd      `cmd:"" help:"Spread the replicas evenly over the active nodes (a node just added gets its share), then the preferred leaders; the groups follow."`
+	AddNode        clusterAddNodeCmd        `cmd:"" name:"add-node" help:"Add a new node, started with its own --node-id and --cluster-addr and the members' addresses as --peers."`
+	RemoveNode     clusterRemoveNodeCmd     `cmd:"" name:"remove-node" help:"Remove a node for good: its replicas move to other nodes, its leaderships are handed over; its id is never reused."`
+}
+
+type clusterAddNodeCmd struct {
+	ID          uint64 `arg:"" help:"The new node's --node-id."`
+	ClusterAddr string `name:"cluster-addr" required:"" help:"The new node's --cluster-addr (host:port), where the others reach it."`
+	adminFlags
+}
+
+func (c *clusterAddNodeCmd) Run(ctx context.Context) error {
+	body := map[string]any{"id": c.ID, "cluster_addr": c.ClusterAddr}
+	if err := c.call(ctx, "POST", "/api/v1/cluster/add-node", body, nil); err != nil {
+		return err
+	}
+	fmt.Printf("node %d joining: it serves once it has caught up; then `ratatoskr cluster rebalance` moves replicas to it\n", c.ID)
+	return nil
+}
+
+type clusterRemoveNodeCmd struct {
+	ID uint64 `arg:"" help:"The node's id."`
+	adminFlags
+}
+
+func (c *clusterRemoveNodeCmd) Run(ctx context.Context) error {
+	if err := c.call(ctx, "POST", "/api/v1/cluster/remove-node", map[string]any{"id": c.ID}, nil); err != nil {
+		return err
+	}
+	fmt.Printf("node %d removed: its replicas are moving to other nodes (cluster status shows them); stop it once none is left\n", c.ID)
+	return nil
 }
 
 type clusterStatusCmd struct{ adminFlags }
@@ -103,6 +133,6 @@ func (c *clusterRebalanceCmd) Run(ctx context.Context) error {
 	if err := c.call(ctx, "POST", "/api/v1/cluster/rebalance", map[string]any{}, nil); err != nil {
 		return err
 	}
-	fmt.Println("rebalance started: each partition's leader moves to its preferred node within seconds")
+	fmt.Println("rebalance started: replicas move to the nodes that hold fewest, and each partition's leader to its preferred node")
 	return nil
 }
