@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -128,15 +130,25 @@ func (v view) converged(nodes, partitions int, topic string) string {
 		return why
 	}
 	var diffs []string
+	ids := slices.Sorted(maps.Keys(v.reports)) // the same answer on every call
 	for p := range partitions {
+		// The reference is the replica furthest on: the others are
+		// named for lagging it, not it for leading them.
 		var ref *httpapi.RaftGroup
-		for id := range v.reports {
-			g, _ := v.local(id, topic, p)
-			if g.Commit != g.LastIndex || ref != nil && (g.Commit != ref.Commit || g.LastIndex != ref.LastIndex) {
-				diffs = append(diffs, fmt.Sprintf("%s/%d: node %d at commit %d of %d", topic, p, id, g.Commit, g.LastIndex))
-			}
-			if ref == nil {
+		for _, id := range ids {
+			if g, ok := v.local(id, topic, p); ok && (ref == nil || g.LastIndex > ref.LastIndex ||
+				g.LastIndex == ref.LastIndex && g.Commit > ref.Commit) {
 				ref = g
+			}
+		}
+		for _, id := range ids {
+			g, ok := v.local(id, topic, p)
+			if !ok {
+				diffs = append(diffs, fmt.Sprintf("%s/%d: node %d holds no replica", topic, p, id))
+				continue
+			}
+			if g.Commit != g.LastIndex || g.Commit != ref.Commit || g.LastIndex != ref.LastIndex {
+				diffs = append(diffs, fmt.Sprintf("%s/%d: node %d at commit %d of %d", topic, p, id, g.Commit, g.LastIndex))
 			}
 		}
 	}
