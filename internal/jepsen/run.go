@@ -177,6 +177,15 @@ func (t *test) readBack(ctx context.Context, rec *recorder) (*checker.History, e
 	var errs []error
 	for p := range t.cfg.partitions {
 		r, err := t.leaderRead(ctx, v, p)
+		for try := 0; err != nil && try < 10 && ctx.Err() == nil; try++ {
+			// The leadership may move after the snapshot: once the
+			// cluster is healthy, the leader balance hands it back to
+			// the preferred node. Ask the nodes again.
+			t.logf("partition %d: %v; asking the nodes again", p, err)
+			time.Sleep(time.Second)
+			v = t.snapshot(ctx)
+			r, err = t.leaderRead(ctx, v, p)
+		}
 		if err != nil {
 			errs = append(errs, err)
 		}
