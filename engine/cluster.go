@@ -536,6 +536,9 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 			rep.term.Store(term)
 			if was := rep.leader.Swap(leader); was == c.id && leader != c.id {
 				p.Demoted() // its subscribers are told, not left waiting
+				if c.e.grepl != nil {
+					c.e.grepl.wake() // a deposed coordinator stops at once
+				}
 			}
 			if leader == c.id {
 				go c.reportLeader(rep.group, term)

@@ -179,6 +179,11 @@ func testGroupCoordinatorLoss(t *testing.T, how string, mode client.AckMode) {
 	}
 	next := coordinatorOf(t, rest, group)
 	require.NotSame(t, coord, next)
+	// What is published once the consumer is a member at next goes to it
+	// from there only. Before that, the deposed coordinator may still
+	// hand it messages that it can no longer commit: those come again
+	// from next (at least once), which this test does not count.
+	awaitMember(t, next, group)
 
 	second := publishKeyed(t, cl, topic, "b", 60)
 	l.await(t, append(first, second...))
@@ -209,6 +214,7 @@ func testGroupCoordinatorLoss(t *testing.T, how string, mode client.AckMode) {
 	// take in what was committed meanwhile, not what it held then.
 	require.NoError(t, next.cluster.transferLeader(OffsetsTopic, k, coord.cfg.NodeID))
 	require.Same(t, coord, coordinatorOf(t, []*Engine{coord}, group))
+	awaitMember(t, coord, group)
 	back := describeGroup(t, coord, group)
 	for i, p := range back.Partitions {
 		require.Equal(t, after.Partitions[i].Committed, p.Committed, "partition %d", i)
@@ -247,6 +253,24 @@ func commitAll(t *testing.T, ctx context.Context, gc *client.GroupConsumer, mode
 		}
 		return sum == int64(n)
 	}, 60*time.Second, 5*time.Millisecond, "the group's replicated offsets reach %d messages", n)
+}
+
+// awaitMember waits until group, coordinated by e, has a member that
+// owns every partition.
+func awaitMember(t *testing.T, e *Engine, group string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		info, err := e.groups.Describe(group)
+		if err != nil || len(info.Members) == 0 {
+			return false
+		}
+		for _, p := range info.Partitions {
+			if p.Owner == "" {
+				return false
+			}
+		}
+		return true
+	}, 60*time.Second, 5*time.Millisecond, "a member of %s at node %d owns every partition", group, e.cfg.NodeID)
 }
 
 // describeGroup is e's description of group, once e coordinates it.

@@ -70,6 +70,10 @@ type groupRepl struct {
 	quit    chan struct{}
 	done    chan struct{}
 	once    sync.Once
+	// poke wakes the watcher at once when a leadership of this node
+	// changes, so that a deposed coordinator stops serving its groups
+	// without waiting for the next tick.
+	poke chan struct{}
 }
 
 // offsetsPart is what this node coordinates of one offsets partition:
@@ -80,7 +84,15 @@ type offsetsPart struct {
 }
 
 func newGroupRepl(e *Engine) *groupRepl {
-	return &groupRepl{e: e, quit: make(chan struct{}), done: make(chan struct{})}
+	return &groupRepl{e: e, quit: make(chan struct{}), done: make(chan struct{}), poke: make(chan struct{}, 1)}
+}
+
+// wake makes the watcher check the offsets partitions now.
+func (r *groupRepl) wake() {
+	select {
+	case r.poke <- struct{}{}:
+	default:
+	}
 }
 
 // newClusterCoordinator is newCoordinator for a cluster node: its store
@@ -185,6 +197,7 @@ func (r *groupRepl) watch() {
 		case <-r.quit:
 			return
 		case <-t.C:
+		case <-r.poke:
 		}
 		if !created && r.want.Load() && time.Since(lastTry) > time.Second {
 			lastTry = time.Now()
