@@ -92,9 +92,18 @@ func (e *Engine) startCluster() error {
 		}
 	}
 	slices.Sort(others)
+	disk, err := loadIdentity(cfg.FS, cfg.DataDir, cfg.NodeID, cfg.ClusterID)
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	book, err := openDiskBook(cfg.FS, cfg.DataDir, e.log.With("component", "cluster"))
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
 	var host *cluster.Host
 	tr, err := transport.NewTCP(transport.TCPConfig{
 		NodeID: cfg.NodeID, ClusterID: cfg.ClusterID, ListenAddr: cfg.ClusterAddr, Peers: peers,
+		Disk: disk, Admit: book.admit,
 		Handler: func(from uint64, envs []transport.Envelope) { host.Deliver(from, envs) },
 		Logger:  e.log.With("component", "cluster-transport"),
 	})
@@ -536,7 +545,8 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 			rep.term.Store(term)
 			if was := rep.leader.Swap(leader); was == c.id && leader != c.id {
 				p.Demoted() // its subscribers are told, not left waiting
-				if c.e != nil && c.e.grepl != nil { // (the review tests run nodes without an engine)
+				// (The review tests run nodes without an engine.)
+				if c.e != nil && c.e.grepl != nil {
 					c.e.grepl.wake() // a deposed coordinator stops at once
 				}
 			}

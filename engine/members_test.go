@@ -249,8 +249,18 @@ func TestClusterRemoveNodeMovesSingleReplica(t *testing.T) {
 // registers again.
 func restartNode(t *testing.T, e *Engine, others []*Engine) *Engine {
 	t.Helper()
+	return restartNodeAfter(t, e, others, nil)
+}
+
+// restartNodeAfter is restartNode, calling between (if not nil) while the
+// node is down.
+func restartNodeAfter(t *testing.T, e *Engine, others []*Engine, between func()) *Engine {
+	t.Helper()
 	clusterAddr := e.ClusterAddr().String()
 	shutdown(t, e)
+	if between != nil {
+		between()
+	}
 	cfg := e.cfg
 	peers := map[uint64]string{}
 	for id := range cfg.Peers {

@@ -23,6 +23,15 @@ var (
 	// ErrWrongNode: the node at the peer's address is not the node dialed
 	// (an address reused by a replaced node, or a stale peer table).
 	ErrWrongNode = errors.New("transport: peer is not the node dialed")
+	// ErrDiskRefused: TCPConfig.Admit refused a peer's data directory
+	// (the peer's, or this node's at the peer): a node whose data was lost
+	// or replaced must not take part under its old id.
+	ErrDiskRefused = errors.New("transport: data directory refused")
+	// ErrNotYet: a node not ready to judge data directories yet (its
+	// metadata is being read back at start) asks the peer to come back.
+	// TCPConfig.Admit returns it (or wraps it); the dialer retries after
+	// its backoff.
+	ErrNotYet = errors.New("transport: peer not ready to admit nodes yet")
 	// ErrRefused: the peer refused the handshake for a reason this node
 	// does not know.
 	ErrRefused = errors.New("transport: handshake refused")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"time"
@@ -91,7 +92,13 @@ func (t *TCP) serve(raw net.Conn) {
 	conn, from, err := t.serverHandshake(raw)
 	if err != nil {
 		t.stats.refused.Add(1)
-		if t.ctx.Err() == nil {
+		switch {
+		case t.ctx.Err() != nil:
+		case errors.Is(err, ErrDiskRefused): // the dialer backs off: at most one line per peer every few seconds
+			t.log.Error("cluster transport: node refused for its data directory", "remote", raw.RemoteAddr().String(), "err", err)
+		case errors.Is(err, ErrNotYet):
+			t.log.Debug("cluster transport: node asked to come back once this one is ready", "remote", raw.RemoteAddr().String())
+		default:
 			t.warnRarely(&t.warnedRefused, "cluster transport: inbound connection refused", "remote", raw.RemoteAddr().String(), "err", err)
 		}
 		return
@@ -125,8 +132,16 @@ func (t *TCP) serverHandshake(raw net.Conn) (net.Conn, uint64, error) {
 		return nil, 0, err // a stranger or a broken peer: no answer
 	}
 	status, verr := h.check(t.cfg.ClusterID, t.cfg.NodeID)
+	if verr == nil && t.cfg.Admit != nil {
+		switch err := t.cfg.Admit(h.from, h.disk); {
+		case errors.Is(err, ErrNotYet):
+			status, verr = statusNotYet, err
+		case err != nil:
+			status, verr = statusDisk, fmt.Errorf("%w: node %d's %x: %w", ErrDiskRefused, h.from, h.disk[:], err)
+		}
+	}
 	var b [ackSize]byte
-	if _, err := conn.Write(appendAck(b[:0], ack{status: status, node: t.cfg.NodeID})); err != nil {
+	if _, err := conn.Write(appendAck(b[:0], ack{status: status, node: t.cfg.NodeID, disk: t.cfg.Disk})); err != nil {
 		return nil, 0, err
 	}
 	if verr != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -250,9 +251,15 @@ func (p *peer) failed(err error, op string) {
 	q := p.take()
 	p.t.stats.dropUnreachable.Add(uint64(len(q)))
 	p.giveBack(q)
-	if p.failing {
+	switch {
+	case errors.Is(err, ErrDiskRefused):
+		// Not a network fault: one side's data directory is not the one
+		// the cluster knows. Said at every attempt (they back off).
+		p.t.log.Error("cluster transport: peer refused for its data directory, or refusing this node's", "peer", p.id,
+			"addr", p.addr, "err", err)
+	case p.failing || errors.Is(err, ErrNotYet):
 		p.t.log.Debug("cluster transport: peer still unreachable", "peer", p.id, "addr", p.addr, "op", op, "err", err)
-	} else {
+	default:
 		p.t.log.Warn("cluster transport: peer unreachable", "peer", p.id, "addr", p.addr, "op", op, "err", err)
 	}
 	p.failing = true
@@ -348,12 +355,21 @@ func (t *TCP) clientHandshake(raw net.Conn, addr string, to uint64) (net.Conn, e
 		conn = tc
 	}
 	var b [helloFixedSize + MaxClusterIDLen]byte
-	h := appendHello(b[:0], hello{version: Version, from: t.cfg.NodeID, to: to, cluster: t.cfg.ClusterID})
+	h := appendHello(b[:0], hello{version: Version, from: t.cfg.NodeID, to: to, disk: t.cfg.Disk, cluster: t.cfg.ClusterID})
 	if _, err := conn.Write(h); err != nil {
 		return nil, err
 	}
-	if err := readAck(conn); err != nil {
+	disk, err := readAck(conn)
+	if err != nil {
 		return nil, err
+	}
+	if t.cfg.Admit != nil {
+		switch err := t.cfg.Admit(to, disk); {
+		case errors.Is(err, ErrNotYet):
+			return nil, err
+		case err != nil:
+			return nil, fmt.Errorf("%w: node %d's %x: %w", ErrDiskRefused, to, disk[:], err)
+		}
 	}
 	_ = raw.SetDeadline(time.Time{})
 	return conn, nil

@@ -31,6 +31,17 @@ type TCPConfig struct {
 	// ClusterID names the cluster (1 to 255 bytes); peers of another
 	// cluster are refused on both sides of the handshake.
 	ClusterID string
+	// Disk is this node's data directory id, sent in both directions'
+	// handshakes; zero for none.
+	Disk DiskID
+	// Admit, when set, judges a peer's data directory on every handshake,
+	// on both sides: given the peer's id and DiskID, an error refuses it.
+	// The acceptor answers the dialer with a refusal; the dialer closes a
+	// connection whose acceptor it does not admit. A node whose data was
+	// lost so never exchanges a Raft message with the nodes that remember
+	// what it had acknowledged. It runs on connection goroutines and must
+	// not block for long.
+	Admit func(peer uint64, disk DiskID) error
 	// ListenAddr is where peers connect, such as "10.0.0.1:7400" or
 	// "127.0.0.1:0" (Addr tells the port bound).
 	ListenAddr string
