@@ -159,7 +159,7 @@ func (t *test) converge(ctx context.Context) bool {
 	start := time.Now()
 	why := t.waitView(ctx, 2*time.Minute, func(v view) string {
 		t.restartCrashed()
-		return v.converged(len(t.nodes), t.cfg.partitions, t.cfg.topic)
+		return v.converged(len(t.live()), t.cfg.partitions, t.cfg.topic)
 	})
 	if why != "" {
 		t.problem("the replicas did not converge within two minutes of healing: %s", why)
@@ -204,7 +204,7 @@ func (t *test) readBack(ctx context.Context, rec *recorder) (*checker.History, e
 	scratch := filepath.Join(t.dir, "offline")
 	defer func() { _ = os.RemoveAll(scratch) }()
 	for p := range t.cfg.partitions {
-		for _, n := range t.nodes {
+		for _, n := range t.live() {
 			r, err := t.replicaRead(v, n, p, scratch)
 			if err != nil {
 				errs = append(errs, err)
