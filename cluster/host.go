@@ -1007,20 +1007,30 @@ func (h *Host) RemoveGroup(id uint64) error {
 // TransferLeader asks the group's leader on this node to hand leadership
 // to node to.
 func (h *Host) TransferLeader(group, to uint64) error {
-	var rerr error
-	err := h.call(func() {
-		g := h.groups[group]
-		if g == nil {
-			rerr = ErrNoGroup
-			return
-		}
-		if !g.isLeader() {
-			rerr = &NotLeaderError{Group: group, Leader: g.otherLeader(h.cfg.NodeID)}
-			return
-		}
+	return h.onGroup(group, true, func(g *Group) error {
 		h.unquiesce(g)
 		g.rn.TransferLeader(to)
 		h.markReady(g)
+		return nil
+	})
+}
+
+// onGroup runs fn on the host's goroutine with the group's Group and
+// returns its error: ErrNoGroup instead when the group is not on this
+// host, a NotLeaderError when leader is set and this replica does not
+// lead it, or the host's own (stopped).
+func (h *Host) onGroup(group uint64, leader bool, fn func(g *Group) error) error {
+	var rerr error
+	err := h.call(func() {
+		g := h.groups[group]
+		switch {
+		case g == nil:
+			rerr = ErrNoGroup
+		case leader && !g.isLeader():
+			rerr = &NotLeaderError{Group: group, Leader: g.otherLeader(h.cfg.NodeID)}
+		default:
+			rerr = fn(g)
+		}
 	})
 	if err != nil {
 		return err
@@ -1031,38 +1041,20 @@ func (h *Host) TransferLeader(group, to uint64) error {
 // SetSync changes whether the group fsyncs its appends before
 // acknowledging them (GroupConfig.Sync).
 func (h *Host) SetSync(group uint64, sync bool) error {
-	var rerr error
-	err := h.call(func() {
-		g := h.groups[group]
-		if g == nil {
-			rerr = ErrNoGroup
-			return
-		}
+	return h.onGroup(group, false, func(g *Group) error {
 		g.cfg.Sync = sync
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	return rerr
 }
 
 // Campaign makes this node's replica of the group start an election now.
 func (h *Host) Campaign(group uint64) error {
-	var rerr error
-	err := h.call(func() {
-		g := h.groups[group]
-		if g == nil {
-			rerr = ErrNoGroup
-			return
-		}
+	return h.onGroup(group, false, func(g *Group) error {
 		h.unquiesce(g)
-		rerr = g.rn.Campaign()
+		err := g.rn.Campaign()
 		h.markReady(g)
-	})
-	if err != nil {
 		return err
-	}
-	return rerr
+	})
 }
 
 // GroupStatus is what a host knows of one group.
@@ -1090,13 +1082,7 @@ type GroupStatus struct {
 // Status reports on one group.
 func (h *Host) Status(group uint64) (GroupStatus, error) {
 	var st GroupStatus
-	var rerr error
-	err := h.call(func() {
-		g := h.groups[group]
-		if g == nil {
-			rerr = ErrNoGroup
-			return
-		}
+	err := h.onGroup(group, false, func(g *Group) error {
 		bs := g.rn.BasicStatus()
 		st = GroupStatus{
 			ID: group, Leader: bs.Lead, Term: bs.Term, Vote: bs.Vote, State: bs.RaftState.String(),
@@ -1113,11 +1099,9 @@ func (h *Host) Status(group uint64) (GroupStatus, error) {
 		if g.failed != nil {
 			st.Failed = g.failed.Error()
 		}
+		return nil
 	})
-	if err != nil {
-		return st, err
-	}
-	return st, rerr
+	return st, err
 }
 
 // Reachable reports whether node id was heard from within an election
@@ -1142,17 +1126,7 @@ func (h *Host) reachable(id uint64) bool {
 // Raft gave up on it.
 func (h *Host) TransferTarget(group uint64) (uint64, error) {
 	var to uint64
-	var rerr error
-	err := h.call(func() {
-		g := h.groups[group]
-		switch {
-		case g == nil:
-			rerr = ErrNoGroup
-			return
-		case !g.isLeader():
-			rerr = &NotLeaderError{Group: group, Leader: g.otherLeader(h.cfg.NodeID)}
-			return
-		}
+	err := h.onGroup(group, true, func(g *Group) error {
 		var best uint64
 		g.rn.WithProgress(func(id uint64, typ raft.ProgressType, pr tracker.Progress) {
 			if id == h.cfg.NodeID || typ != raft.ProgressTypePeer || pr.IsLearner || !h.reachable(id) {
@@ -1162,11 +1136,12 @@ func (h *Host) TransferTarget(group uint64) (uint64, error) {
 				to, best = id, pr.Match
 			}
 		})
+		return nil
 	})
 	if err != nil {
 		return 0, err
 	}
-	return to, rerr
+	return to, nil
 }
 
 // Groups returns the ids of the groups on this host, in order.
