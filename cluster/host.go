@@ -783,45 +783,32 @@ func (h *Host) bootstrapConf(g *Group, ctx []byte) error {
 // It returns once the change is proposed; Status shows it applied.
 // ErrConfPending if another change is under way.
 func (h *Host) ChangeConf(group uint64, changes []raftpb.ConfChangeSingle) error {
-	var rerr error
-	err := h.call(func() {
-		g := h.groups[group]
+	return h.onGroup(group, false, func(g *Group) error {
 		switch {
-		case g == nil:
-			rerr = ErrNoGroup
-			return
 		case g.failed != nil:
-			rerr = g.failed
-			return
+			return g.failed
 		case !g.isLeader():
-			rerr = &NotLeaderError{Group: group, Leader: g.leader}
-			return
+			return &NotLeaderError{Group: group, Leader: g.leader}
 		}
 		_, cs, _ := g.store.InitialState()
 		// Raft itself turns a second change into an empty entry while one
 		// is pending; refusing here tells the caller, and makes sure the
 		// context below is the configuration the change applies to.
 		if len(cs.VotersOutgoing) > 0 || g.store.ConfChangeAfter(g.rn.BasicStatus().Applied) {
-			rerr = ErrConfPending
-			return
+			return ErrConfPending
 		}
 		ctx, err := cs.Marshal()
 		if err != nil {
-			rerr = err
-			return
+			return err
 		}
 		if err := g.rn.ProposeConfChange(raftpb.ConfChangeV2{Changes: changes, Context: ctx}); err != nil {
-			rerr = err
-			return
+			return err
 		}
 		g.idle = 0
 		h.unquiesce(g)
 		h.markReady(g)
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	return rerr
 }
 
 // SetPeers sets the other nodes the host pings (HostConfig.Peers), as
@@ -891,28 +878,18 @@ func (h *Host) ProposeForward(group uint64, batch []byte) error {
 		return ErrBadBatch
 	}
 	data := append([]byte(nil), batch...)
-	var rerr error
-	err := h.call(func() {
-		g := h.groups[group]
-		switch {
-		case g == nil:
-			rerr = ErrNoGroup
-		case g.failed != nil:
-			rerr = g.failed
-		default:
-			if err := g.rn.Propose(data); err != nil {
-				rerr = &NotLeaderError{Group: group, Leader: g.otherLeader(h.cfg.NodeID)}
-				return
-			}
-			g.idle = 0
-			h.unquiesce(g)
-			h.markReady(g)
+	return h.onGroup(group, false, func(g *Group) error {
+		if g.failed != nil {
+			return g.failed
 		}
+		if err := g.rn.Propose(data); err != nil {
+			return &NotLeaderError{Group: group, Leader: g.otherLeader(h.cfg.NodeID)}
+		}
+		g.idle = 0
+		h.unquiesce(g)
+		h.markReady(g)
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	return rerr
 }
 
 // AddGroup creates a group on this host from cfg, recovering its state
