@@ -64,6 +64,7 @@ type clusterNode struct {
 	closeOnce sync.Once      // close runs once (a failed Start, then Shutdown)
 
 	removed    atomic.Bool // this node was removed from the cluster (refuseRemoved)
+	disks      *diskBook   // the peers' data directories (identity.go)
 	amu        sync.Mutex
 	reconciled uint64 // the view version the applier last reconciled
 	acond      *sync.Cond
@@ -96,14 +97,13 @@ func (e *Engine) startCluster() error {
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
-	book, err := openDiskBook(cfg.FS, cfg.DataDir, e.log.With("component", "cluster"))
-	if err != nil {
+	if c.disks, err = openDiskBook(cfg.FS, cfg.DataDir, e.log.With("component", "cluster")); err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
 	var host *cluster.Host
 	tr, err := transport.NewTCP(transport.TCPConfig{
 		NodeID: cfg.NodeID, ClusterID: cfg.ClusterID, ListenAddr: cfg.ClusterAddr, Peers: peers,
-		Disk: disk, Admit: book.admit,
+		Disk: disk, Admit: c.admit,
 		Handler: func(from uint64, envs []transport.Envelope) { host.Deliver(from, envs) },
 		Logger:  e.log.With("component", "cluster-transport"),
 	})

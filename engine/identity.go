@@ -84,6 +84,14 @@ func loadIdentity(fsys vfs.FS, dataDir string, nodeID uint64, clusterID string) 
 	return d, nil
 }
 
+// admit is the transport's Admit: a data directory other than the one
+// this node met for the peer is refused. (A node removed from the cluster
+// is not refused here: it may still hold replicas that are being moved
+// off it, and those moves need its connections.)
+func (c *clusterNode) admit(peer uint64, disk transport.DiskID) error {
+	return c.disks.admit(peer, disk)
+}
+
 // diskBook is the data directory ids this node has met, by node id: the
 // transport's Admit.
 type diskBook struct {

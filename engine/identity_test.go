@@ -87,6 +87,7 @@ func TestClusterLostDiskIsRefused(t *testing.T) {
 	pi, _ := survivors[0].cluster.view.Load().Partition(topic, 0)
 	require.Equal(t, []uint64{1, 2, 4}, slices.Sorted(slices.Values(pi.Replicas)))
 	waitValues(t, e4, topic, 0, want)
+
 }
 
 // TestIdentity: a data directory is bound to the node and cluster that

@@ -27,9 +27,13 @@ const (
 	statusWrongCluster byte = 1
 	statusWrongNode    byte = 2
 	statusVersion      byte = 3
-	statusDisk         byte = 4 // TCPConfig.Admit refused the dialer's data directory
+	statusNotAdmitted  byte = 4 // TCPConfig.Admit refused the dialer; a reason follows the ack
 	statusNotYet       byte = 5 // TCPConfig.Admit answered ErrNotYet: try again later
 )
+
+// maxReasonLen bounds the reason sent after a statusNotAdmitted ack (its
+// length is a uint16 before it).
+const maxReasonLen = 1024
 
 // DiskIDLen is the length of a DiskID.
 const DiskIDLen = 16
@@ -92,6 +96,7 @@ type ack struct {
 	status byte
 	node   uint64
 	disk   DiskID // the acceptor's data directory
+	reason string // why, for statusNotAdmitted
 }
 
 func appendAck(dst []byte, a ack) []byte {
@@ -99,7 +104,13 @@ func appendAck(dst []byte, a ack) []byte {
 	dst = binary.BigEndian.AppendUint16(dst, Version)
 	dst = append(dst, a.status)
 	dst = binary.BigEndian.AppendUint64(dst, a.node)
-	return append(dst, a.disk[:]...)
+	dst = append(dst, a.disk[:]...)
+	if a.status == statusNotAdmitted {
+		r := a.reason[:min(len(a.reason), maxReasonLen)]
+		dst = binary.BigEndian.AppendUint16(dst, uint16(len(r)))
+		dst = append(dst, r...)
+	}
+	return dst
 }
 
 // readAck reads the answer to a hello and turns a refusal into its error;
@@ -121,9 +132,16 @@ func readAck(r io.Reader) (DiskID, error) {
 		return DiskID{}, fmt.Errorf("%w: it is node %d", ErrWrongNode, binary.BigEndian.Uint64(b[7:]))
 	case statusVersion:
 		return DiskID{}, fmt.Errorf("%w: the peer speaks %d", ErrVersion, binary.BigEndian.Uint16(b[4:]))
-	case statusDisk:
-		return DiskID{}, fmt.Errorf("%w: node %d does not admit this node's data directory %x",
-			ErrDiskRefused, binary.BigEndian.Uint64(b[7:]), b[15:])
+	case statusNotAdmitted:
+		var n [2]byte
+		if _, err := io.ReadFull(r, n[:]); err != nil {
+			return DiskID{}, err
+		}
+		reason := make([]byte, min(int(binary.BigEndian.Uint16(n[:])), maxReasonLen))
+		if _, err := io.ReadFull(r, reason); err != nil {
+			return DiskID{}, err
+		}
+		return DiskID{}, fmt.Errorf("%w by node %d: %s", ErrNotAdmitted, binary.BigEndian.Uint64(b[7:]), reason)
 	case statusNotYet:
 		return DiskID{}, fmt.Errorf("%w: node %d", ErrNotYet, binary.BigEndian.Uint64(b[7:]))
 	default:

@@ -94,8 +94,8 @@ func (t *TCP) serve(raw net.Conn) {
 		t.stats.refused.Add(1)
 		switch {
 		case t.ctx.Err() != nil:
-		case errors.Is(err, ErrDiskRefused): // the dialer backs off: at most one line per peer every few seconds
-			t.log.Error("cluster transport: node refused for its data directory", "remote", raw.RemoteAddr().String(), "err", err)
+		case errors.Is(err, ErrNotAdmitted): // the dialer backs off: at most one line per peer every few seconds
+			t.log.Error("cluster transport: node not admitted", "remote", raw.RemoteAddr().String(), "err", err)
 		case errors.Is(err, ErrNotYet):
 			t.log.Debug("cluster transport: node asked to come back once this one is ready", "remote", raw.RemoteAddr().String())
 		default:
@@ -137,11 +137,15 @@ func (t *TCP) serverHandshake(raw net.Conn) (net.Conn, uint64, error) {
 		case errors.Is(err, ErrNotYet):
 			status, verr = statusNotYet, err
 		case err != nil:
-			status, verr = statusDisk, fmt.Errorf("%w: node %d's %x: %w", ErrDiskRefused, h.from, h.disk[:], err)
+			status, verr = statusNotAdmitted, fmt.Errorf("%w: node %d (data directory %x): %w", ErrNotAdmitted, h.from,
+				h.disk[:], err)
 		}
 	}
-	var b [ackSize]byte
-	if _, err := conn.Write(appendAck(b[:0], ack{status: status, node: t.cfg.NodeID, disk: t.cfg.Disk})); err != nil {
+	a := ack{status: status, node: t.cfg.NodeID, disk: t.cfg.Disk}
+	if verr != nil {
+		a.reason = verr.Error()
+	}
+	if _, err := conn.Write(appendAck(nil, a)); err != nil {
 		return nil, 0, err
 	}
 	if verr != nil {

@@ -252,11 +252,10 @@ func (p *peer) failed(err error, op string) {
 	p.t.stats.dropUnreachable.Add(uint64(len(q)))
 	p.giveBack(q)
 	switch {
-	case errors.Is(err, ErrDiskRefused):
-		// Not a network fault: one side's data directory is not the one
-		// the cluster knows. Said at every attempt (they back off).
-		p.t.log.Error("cluster transport: peer refused for its data directory, or refusing this node's", "peer", p.id,
-			"addr", p.addr, "err", err)
+	case errors.Is(err, ErrNotAdmitted):
+		// Not a network fault: the peer refuses this node, or this node
+		// the peer (TCPConfig.Admit). Said at every attempt (they back off).
+		p.t.log.Error("cluster transport: not admitted", "peer", p.id, "addr", p.addr, "err", err)
 	case p.failing || errors.Is(err, ErrNotYet):
 		p.t.log.Debug("cluster transport: peer still unreachable", "peer", p.id, "addr", p.addr, "op", op, "err", err)
 	default:
@@ -368,7 +367,8 @@ func (t *TCP) clientHandshake(raw net.Conn, addr string, to uint64) (net.Conn, e
 		case errors.Is(err, ErrNotYet):
 			return nil, err
 		case err != nil:
-			return nil, fmt.Errorf("%w: node %d's %x: %w", ErrDiskRefused, to, disk[:], err)
+			return nil, fmt.Errorf("%w: this node does not admit node %d (data directory %x): %w", ErrNotAdmitted, to,
+				disk[:], err)
 		}
 	}
 	_ = raw.SetDeadline(time.Time{})

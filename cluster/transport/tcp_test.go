@@ -392,8 +392,9 @@ func TestTCPAdmitDisk(t *testing.T) {
 	_, err := c.Write(appendHello(nil, hello{version: Version, from: 3, to: 1, disk: DiskID{'Y'}, cluster: "test"}))
 	require.NoError(t, err)
 	_, err = readAck(c)
-	require.ErrorIs(t, err, ErrDiskRefused)
-	require.ErrorContains(t, err, "node 1")
+	require.ErrorIs(t, err, ErrNotAdmitted)
+	require.ErrorContains(t, err, "by node 1")
+	require.ErrorContains(t, err, "node 3's data directory is 59", "the acceptor's reason")
 
 	// Not ready yet: refused with ErrNotYet, admitted once ready.
 	var ready atomic.Bool

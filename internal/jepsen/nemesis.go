@@ -263,7 +263,7 @@ func (t *test) faultWipe(ctx context.Context) error {
 		if !n.running() {
 			return fmt.Errorf("wiped node %d crashed after its restart: %s", n.id, n.lastWords())
 		}
-		if refused.IsZero() && n.logged("data directory refused") {
+		if refused.IsZero() && n.logged("not admitted") {
 			refused = time.Now()
 			t.logf("wiped node %d refused by the others after %.1fs", n.id, refused.Sub(start).Seconds())
 		}
