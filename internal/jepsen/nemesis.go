@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -60,9 +61,13 @@ func (t *test) nemesis(ctx context.Context, kinds []fault) {
 		f := round[0]
 		round = round[1:]
 		t.logf("fault %s: %s", f.name, f.about)
-		t.count(f.name)
-		if err := f.inject(t, ctx); err != nil {
+		switch err := f.inject(t, ctx); {
+		case errors.Is(err, errSkipped): // said why; not counted
+		case err != nil:
+			t.count(f.name)
 			t.problem("fault %s: %v", f.name, err)
+		default:
+			t.count(f.name)
 		}
 		t.heal()
 		t.recover(ctx, "after "+f.name)
@@ -226,6 +231,9 @@ func (t *test) faultRing(ctx context.Context) error {
 	return t.net.heal()
 }
 
+// errSkipped is a fault's answer when it did nothing (it said why).
+var errSkipped = errors.New("skipped")
+
 // faultWipe deletes a node's data and starts it again, empty, under its
 // old id: the other nodes must refuse it (it is not the data directory
 // they met, engine/identity.go), so that it is sent no Raft message (etcd
@@ -239,12 +247,12 @@ func (t *test) faultWipe(ctx context.Context) error {
 	for _, n := range t.nodes {
 		if n.isRetired() {
 			t.logf("wipe skipped: node %d lost its data already", n.id)
-			return nil
+			return errSkipped
 		}
 	}
 	if !t.recover(ctx, "before the wipe") {
 		t.logf("wipe skipped: the cluster is not healthy")
-		return nil
+		return errSkipped
 	}
 	n := t.randomNode()
 	t.logf("kill -9 node %d, delete its data directory, start it empty under its old id: the others must refuse it", n.id)
