@@ -81,10 +81,12 @@ func TestCLIClusterMembers(t *testing.T) {
 	_, errOut, code = runCLI(t, nil, append([]string{"cluster", "rebalance"}, admin...)...)
 	require.Zero(t, code, errOut)
 
-	out, errOut, code = runCLI(t, nil, append([]string{"cluster", "remove-node", "4"}, admin...)...)
+	out, errOut, code = runCLI(t, nil, append([]string{"cluster", "remove-node", "4", "--wait", "2m"}, admin...)...)
 	require.Zero(t, code, errOut)
 	require.Contains(t, out, "node 4 removed")
+	require.Contains(t, out, "node 4 holds nothing any more")
 	require.Equal(t, "removed", nodeStatus(4))
+	require.NotContains(t, status().Controller.Voters, uint64(4), "--wait returned before node 4 left the controller")
 	_, errOut, code = runCLI(t, nil, append([]string{"cluster", "add-node", "4", "--cluster-addr", addrs[3]}, admin...)...)
 	require.NotZero(t, code)
 	require.Contains(t, errOut, "removed")
