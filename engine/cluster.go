@@ -536,7 +536,8 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 			rep.term.Store(term)
 			if was := rep.leader.Swap(leader); was == c.id && leader != c.id {
 				p.Demoted() // its subscribers are told, not left waiting
-				if c.e != nil && c.e.grepl != nil { // (the review tests run nodes without an engine)
+				// (The review tests run nodes without an engine.)
+				if c.e != nil && c.e.grepl != nil {
 					c.e.grepl.wake() // a deposed coordinator stops at once
 				}
 			}
