@@ -76,6 +76,12 @@ type partSub struct {
 
 	mu  sync.Mutex
 	cur *Subscription // at the partition's leader
+	// notLeading is the node subscription that the check (move) found at
+	// a node that no longer leads: follow moves only that one, for a
+	// check that raced with follow's own move to the new leader found
+	// the old node, and moving the new subscription at once would just
+	// unsubscribe and subscribe again there.
+	notLeading *Subscription
 }
 
 func (ps *partSub) get() *Subscription {
@@ -253,6 +259,13 @@ func (s *ClusterSubscription) follow(ps *partSub) {
 		select {
 		case <-cur.Done():
 		case <-ps.move:
+			ps.mu.Lock()
+			stale := ps.notLeading != cur
+			ps.notLeading = nil
+			ps.mu.Unlock()
+			if stale {
+				continue
+			}
 			s.unsubscribeNode(cur)
 			<-cur.Done()
 		case <-s.ctx.Done():
@@ -306,6 +319,9 @@ func (s *ClusterSubscription) checkLeaders() {
 			_, err := cur.c.Fetch(ctx, s.topic, int(ps.p), Latest, MaxBytes(1))
 			cancel()
 			if errors.Is(err, ErrNotLeader) {
+				ps.mu.Lock()
+				ps.notLeading = cur
+				ps.mu.Unlock()
 				select {
 				case ps.move <- struct{}{}:
 				default:
@@ -328,9 +344,10 @@ func (s *ClusterSubscription) unsubscribeNode(ns *Subscription) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cl.opts.dialTimeout)
 	defer cancel()
 	// A node that is stopping or no longer leads (or lost) has let go of
-	// the subscription anyway.
-	if err := ns.Unsubscribe(ctx); err != nil && !errors.Is(err, ErrNotSubscribed) && ns.c.Err() == nil &&
-		!reroutable(err) {
+	// the subscription anyway; one that ended it itself, its end notice
+	// crossing the Unsubscribe, answers NOT_SUBSCRIBED.
+	if err := ns.Unsubscribe(ctx); err != nil && !errors.Is(err, ErrNotSubscribed) &&
+		!errors.Is(err, wire.ErrNotSubscribed) && ns.c.Err() == nil && !reroutable(err) {
 		s.unsubErr.CompareAndSwap(nil, &err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
@@ -194,12 +195,18 @@ func (l *partitionLog) handle(d *client.Delivery) {
 func (l *partitionLog) awaitLog(t *testing.T, p int, want []record) {
 	t.Helper()
 	var got []record
-	require.Eventually(t, func() bool {
+	if !assert.Eventually(t, func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		got = append(got[:0], l.parts[int32(p)]...)
 		return len(got) >= len(want)
-	}, 60*time.Second, 10*time.Millisecond, "partition %d: %d of %d delivered", p, len(got), len(want))
+	}, 60*time.Second, 10*time.Millisecond) {
+		// Counted now: a message's arguments are taken when it is built.
+		l.mu.Lock()
+		n := len(l.parts[int32(p)])
+		l.mu.Unlock()
+		t.Fatalf("partition %d: %d of %d delivered", p, n, len(want))
+	}
 	require.Equal(t, want, got[:len(want)], "partition %d delivered out of order or twice", p)
 	require.Len(t, got, len(want), "partition %d delivered more than its log holds", p)
 	l.mu.Lock()

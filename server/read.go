@@ -148,22 +148,22 @@ func (srv *Server) startSubReplay(out *outbox.Outbox, p *shard.Partition, offset
 
 // endSub ends a subscription whose node no longer leads its partition
 // (a replicated partition whose leadership moved: the shard detached its
-// live subscribers, and the replay resuming it found this), telling the
-// subscriber with err, NOT_LEADER naming the leader this node knows, under
-// the Subscribe's correlation id, when it asked to be told
-// (wire.FlagEndNotice); the client subscribes again at the leader. One
-// that did not ask is left as before: fed nothing more.
-func (srv *Server) endSub(out *outbox.Outbox, sub *subscription, err error) bool {
+// live subscribers, and the replay resuming it found this, or the shard
+// refused the replay's join), telling the subscriber with err,
+// NOT_LEADER naming the leader this node knows, under the Subscribe's
+// correlation id, when it asked to be told (wire.FlagEndNotice); the
+// client subscribes again at the leader. One that did not ask is left as
+// before: fed nothing more.
+func (srv *Server) endSub(out *outbox.Outbox, sub *subscription, err error) {
 	if sub == nil || !sub.notice || wire.CodeOf(err) != wire.CodeNotLeader {
-		return false
+		return
 	}
 	if !sub.released.CompareAndSwap(false, true) {
-		return true // unsubscribed, closed, or ended already
+		return // unsubscribed, closed, or ended already
 	}
 	sub.cancel.Store(true) // no resume replays it again
 	sub.topic.Subscriptions.Add(-1)
 	srv.replyLater(out, sub.corr, err)
-	return true
 }
 
 // step runs the next part of the replay: it reads up to replayChunk from
@@ -238,35 +238,33 @@ func (j *replayJob) read() (int, error) {
 
 // join asks the shard to make the subscriber live at offset and waits for
 // its answer (one pass). The shard refuses when more became visible
-// meanwhile: then the replay reads on. A join that raced with a cancel is
-// undone, so a cancelled replay never leaves a live subscription behind.
+// meanwhile: then the replay reads on. It also refuses a cancelled replay,
+// and a replicated partition this node no longer leads, which ends the
+// subscription (endSub). A join is never undone here: the shard knows
+// the subscriber by its outbox alone, and an Unsubscribe sent after the
+// unsubscriber's own could remove the connection's next subscription to
+// the partition, which would then get nothing, and never be ended
+// (shard.Partition.CatchUp).
 func (j *replayJob) join() replayNext {
 	var ok bool
-	if j.p.CatchUp(j.out, j.offset, func(end int64, joined bool) {
+	if j.p.CatchUp(j.out, j.offset, j.cancel, func(end int64, joined bool) {
 		ok = joined
 		j.joined <- end
 	}) != nil {
 		return replayDone
 	}
 	j.p.Shard.Wake()
-	if end := <-j.joined; end >= 0 && !ok {
-		return replayMore
+	end := <-j.joined
+	if ok || end < 0 || j.cancel.Load() {
+		return replayDone // live; or the partition was deleted; or cancelled
 	}
-	if ok && !j.cancel.Load() && j.sub != nil && j.sub.notice {
-		// The node may have lost the leadership while the replay ran:
-		// then the shard detached its subscribers before this one
-		// joined, and nothing would detach it again (shard.Demoted).
-		if err := topic.CheckLeader(j.p); err != nil && j.srv.endSub(j.out, j.sub, err) {
-			_ = j.p.Unsubscribe(j.out, nil)
-			j.p.Shard.Wake()
-			return replayDone
-		}
+	if err := topic.CheckLeader(j.p); err != nil {
+		// The node lost the leadership while the replay ran.
+		j.srv.endSub(j.out, j.sub, err)
+		j.srv.replayFailed(j.p, j.offset, err)
+		return replayDone
 	}
-	if ok && j.cancel.Load() {
-		_ = j.p.Unsubscribe(j.out, nil)
-		j.p.Shard.Wake()
-	}
-	return replayDone
+	return replayMore // more became visible (or the node leads again)
 }
 
 // replayFailed reports a replay that ends for err to the plugins.

@@ -159,6 +159,7 @@ type Op struct {
 	err      error                    // opSynced: the write failed; opReplicated: the outcome
 	err2     error                    // opSynced: the fsync failed
 	fn       func(end int64, ok bool) // opCatchUp, opDelete
+	cancel   *atomic.Bool             // opCatchUp: once set, the catch-up joins nothing
 	prods    []ProducerBatch          // opAdvance: idempotent batches committed
 }
 
@@ -243,8 +244,12 @@ func (p *Partition) Subscribe(out *outbox.Outbox, j *Join) error {
 // how a subscriber replaying the log switches to the live tail with no gap
 // and no duplicate: deliveries happen in the same pass that makes a batch
 // visible.
-func (p *Partition) CatchUp(out *outbox.Outbox, offset int64, fn func(end int64, joined bool)) error {
-	return p.Shard.driver.Push(Op{kind: opCatchUp, part: p, out: out, n: offset, fn: fn})
+//
+// It joins nothing, fn getting false, once cancel (if not nil) is set, or
+// when p is a replicated partition this node does not lead; the caller
+// then stops, or finds that it no longer leads. See catchUp.
+func (p *Partition) CatchUp(out *outbox.Outbox, offset int64, cancel *atomic.Bool, fn func(end int64, joined bool)) error {
+	return p.Shard.driver.Push(Op{kind: opCatchUp, part: p, out: out, n: offset, cancel: cancel, fn: fn})
 }
 
 // Waker is told that a Waiter's wait is over.
@@ -335,7 +340,7 @@ func (s *Shard) handle(o *Op) {
 	case opUnwait:
 		o.part.unwait(o.waiter)
 	case opCatchUp:
-		s.catchUp(o.part, o.out, o.n, o.fn)
+		s.catchUp(o.part, o.out, o.n, o.cancel, o.fn)
 	case opSetSync:
 		s.setSync(o.part, SyncPolicy{Mode: SyncMode(o.n), Interval: time.Duration(o.n2)})
 	case opReplicated:
@@ -591,12 +596,25 @@ func (p *Partition) removeSub(out *outbox.Outbox) {
 	}
 }
 
-func (s *Shard) catchUp(p *Partition, out *outbox.Outbox, offset int64, fn func(int64, bool)) {
+// catchUp joins out to p's live subscribers (CatchUp). The shard knows a
+// subscriber by its outbox alone, so a join must never outlive the
+// subscription it was for: a removal undoing it later could remove the
+// connection's next subscription to p instead, which would then be fed
+// nothing, and never be ended.
+// Hence a cancelled catch-up joins nothing here, on the shard, rather
+// than joining and being undone by its replay: an unsubscribe (or a
+// closing connection, or a stopped group feed) sets cancel before it
+// queues out's removal, so a join is either seen cancelled or removed by
+// that removal. Likewise a replicated partition this node does not lead
+// takes no subscriber: Demoted, queued after the node stopped leading,
+// detached those joined before it, and nothing would detach a later one,
+// which would wait for batches this node no longer commits.
+func (s *Shard) catchUp(p *Partition, out *outbox.Outbox, offset int64, cancel *atomic.Bool, fn func(int64, bool)) {
 	if p.deleted {
 		fn(-1, false)
 		return
 	}
-	if offset >= p.visible {
+	if offset >= p.visible && (cancel == nil || !cancel.Load()) && notLeading(p) == nil {
 		p.addSub(out)
 		fn(p.visible, true)
 		return
