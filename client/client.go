@@ -87,7 +87,11 @@ type Client struct {
 	inflight map[uint32]*batch
 	calls    map[uint32]chan response
 	subCalls map[uint32]*subCall // Subscribe calls in flight
-	unacked  atomic.Int64        // bytes reserved by publishes not yet acked
+	// subEnds are the subscriptions that asked the broker to say when it
+	// ends them (wire.FlagEndNotice), by their Subscribe's corr: the
+	// broker answers that corr a second time, with an Error, to end one.
+	subEnds  map[uint32]*Subscription
+	unacked  atomic.Int64 // bytes reserved by publishes not yet acked
 	space    chan struct{}
 	waiting  atomic.Int32 // goroutines waiting for space
 	asyncErr error        // first async publish error since the last Flush
@@ -153,8 +157,9 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	}
 	c := &Client{
 		opts: o, addrs: addrs, open: map[batchKey]*batch{}, wake: make(chan struct{}, 1),
-		inflight: map[uint32]*batch{}, calls: map[uint32]chan response{}, subCalls: map[uint32]*subCall{}, space: make(chan struct{}),
-		subs: map[string][]*Subscription{}, meta: map[string]int{}, closing: make(chan struct{}),
+		inflight: map[uint32]*batch{}, calls: map[uint32]chan response{}, subCalls: map[uint32]*subCall{}, subEnds: map[uint32]*Subscription{},
+		space: make(chan struct{}),
+		subs:  map[string][]*Subscription{}, meta: map[string]int{}, closing: make(chan struct{}),
 		cluster: o.cluster,
 	}
 	l, err := c.dialFirst(ctx)
@@ -489,6 +494,10 @@ func (c *Client) callWith(ctx context.Context, t wire.Type, flags uint8, body []
 	if sc != nil {
 		sc.waited = true
 		c.subCalls[corr] = sc
+		if sc.endNotice {
+			c.subEnds[corr] = sc.subs[0]
+			sc.subs[0].endCorr = corr
+		}
 	}
 	c.pmu.Unlock()
 	frame := append(wire.AppendHeader(make([]byte, 0, wire.HeaderSize+len(body)), t, flags, corr, len(body)), body...)
@@ -681,11 +690,30 @@ func (c *Client) errorFrame(f wire.Frame) error {
 	if f.Corr == 0 {
 		return fmt.Errorf("%w: %w", ErrConnectionLost, e)
 	}
-	if c.acked(f.Corr, wire.PublishAck{}, e) {
+	if c.acked(f.Corr, wire.PublishAck{}, e) || c.subscriptionEnded(f.Corr, e) {
 		return nil
 	}
 	c.respond(f.Corr, response{typ: wire.TypeError, body: append([]byte(nil), f.Body...)})
 	return nil
+}
+
+// subscriptionEnded ends the subscription whose Subscribe, answered
+// already, corr was, if the broker ends it with e (wire.FlagEndNotice),
+// and reports whether it did. An Error while the Subscribe still waits
+// for its answer is that answer.
+func (c *Client) subscriptionEnded(corr uint32, e *wire.Error) bool {
+	c.pmu.Lock()
+	s := c.subEnds[corr]
+	_, waiting := c.calls[corr]
+	if s == nil || waiting || c.subCalls[corr] != nil {
+		c.pmu.Unlock()
+		return false
+	}
+	delete(c.subEnds, corr)
+	c.pmu.Unlock()
+	s.ended.Store(e)
+	c.removeSub(s)
+	return true
 }
 
 func (c *Client) respond(corr uint32, r response) {

@@ -524,7 +524,12 @@ const maxLeaderHops = 4
 // while op fails for a reason of routing: reroutable), with backoff,
 // until op succeeds or fails otherwise, ctx ends or deadline passes.
 func (cl *Cluster) withLeader(ctx context.Context, key batchKey, deadline time.Time, op func(*Client) error) error {
-	hint, avoid := "", ""
+	return cl.withLeaderFrom(ctx, key, deadline, "", "", op)
+}
+
+// withLeaderFrom is withLeader starting at the node hint (a refusal named
+// it), or, with none, at a leader other than the node avoid (it refused).
+func (cl *Cluster) withLeaderFrom(ctx context.Context, key batchKey, deadline time.Time, hint, avoid string, op func(*Client) error) error {
 	for n := 0; ; n++ {
 		c, err := cl.leaderClient(ctx, key, hint, avoid)
 		hint = ""

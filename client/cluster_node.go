@@ -305,7 +305,7 @@ func (c *Client) subscribeNode(ctx context.Context, s *Subscription, next int64,
 		return 0, c.stopped()
 	}
 	req := wire.Subscribe{Topic: s.topic, Partition: s.partition, Start: s.start.wire()}
-	sc := &subCall{subs: []*Subscription{s}}
+	sc := &subCall{subs: []*Subscription{s}, endNotice: true}
 	if resume {
 		s.next = map[int32]int64{s.partition: next}
 		if c.hello().Version >= 3 {
@@ -321,7 +321,7 @@ func (c *Client) subscribeNode(ctx context.Context, s *Subscription, next int64,
 		return 0, fmt.Errorf("%w: a subscription to partition %d of %s on %s is still being removed",
 			ErrAlreadySubscribed, s.partition, s.topic, c.addr())
 	}
-	r, err := c.callWith(ctx, wire.TypeSubscribe, 0, req.Append(nil), sc)
+	r, err := c.callWith(ctx, wire.TypeSubscribe, wire.FlagEndNotice, req.Append(nil), sc)
 	if err == nil {
 		err = expect(r, wire.TypeSubscribeOK)
 	}

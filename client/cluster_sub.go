@@ -22,12 +22,14 @@ import (
 // log no longer holds that offset, Delivery.Missed and Missed count what
 // was skipped.
 //
-// A node that loses a partition's leadership but keeps running does not
-// tell its subscribers (it stops delivering the partition), so each
-// subscription asks the nodes it is subscribed at, every
-// leaderCheckInterval and whenever the Cluster's publishes to one of its
-// partitions meet another leader, whether they still lead; a delivery
-// stalls for up to that long after such a change.
+// A node that loses a partition's leadership but keeps running ends its
+// subscription with NOT_LEADER, naming the new leader when it knows it
+// (the client asks it to, wire.FlagEndNotice), and the partition is
+// subscribed again at once: at the node named, or at the one another
+// node names, with backoff. A node too old to say stops delivering the
+// partition without a word; a subscription also asks the nodes it is
+// subscribed at whether they still lead whenever the Cluster's publishes
+// to one of its partitions meet another leader.
 //
 // The handler runs one delivery at a time, as a Client's subscription's
 // does: calls never overlap, and a partition's come in offset order. With
@@ -57,10 +59,6 @@ type ClusterSubscription struct {
 	missed   atomic.Int64
 }
 
-// leaderCheckInterval is how often a ClusterSubscription asks the nodes it
-// is subscribed at whether they still lead their partitions.
-const leaderCheckInterval = time.Second
-
 // partSub is one partition of a ClusterSubscription.
 type partSub struct {
 	s     *ClusterSubscription
@@ -78,6 +76,12 @@ type partSub struct {
 
 	mu  sync.Mutex
 	cur *Subscription // at the partition's leader
+	// notLeading is the node subscription that the check (move) found at
+	// a node that no longer leads: follow moves only that one, for a
+	// check that raced with follow's own move to the new leader found
+	// the old node, and moving the new subscription at once would just
+	// unsubscribe and subscribe again there.
+	notLeading *Subscription
 }
 
 func (ps *partSub) get() *Subscription {
@@ -121,7 +125,7 @@ func (cl *Cluster) Subscribe(ctx context.Context, topic string, handler func(*De
 	s.ctx, s.cancel = context.WithCancel(cl.ctx)
 	deadline := time.Now().Add(cl.opts.rerouteTimeout)
 	for i, ps := range s.parts {
-		if err := s.subscribe(ctx, ps, deadline); err != nil {
+		if err := s.subscribe(ctx, ps, deadline, "", ""); err != nil {
 			s.cancel()
 			for _, q := range s.parts[:i] {
 				s.unsubscribeNode(q.get())
@@ -186,11 +190,12 @@ func (s *ClusterSubscription) nudge() {
 	}
 }
 
-// subscribe subscribes ps at its partition's leader: from its start, or
+// subscribe subscribes ps at its partition's leader (hint, when a node
+// named it; not avoid, which said it no longer leads): from its start, or
 // resuming where it stopped. It tries again while the partition has no
 // leader or its node is lost, until ctx or deadline.
-func (s *ClusterSubscription) subscribe(ctx context.Context, ps *partSub, deadline time.Time) error {
-	return s.cl.withLeader(ctx, batchKey{s.topic, ps.p}, deadline, func(c *Client) error {
+func (s *ClusterSubscription) subscribe(ctx context.Context, ps *partSub, deadline time.Time, hint, avoid string) error {
+	return s.cl.withLeaderFrom(ctx, batchKey{s.topic, ps.p}, deadline, hint, avoid, func(c *Client) error {
 		ns := c.newSubscription(s.topic, []SubscribeOption{FromPartition(int(ps.p)), StartAt(ps.start)})
 		s.hmu.Lock()
 		ps.gen++
@@ -242,8 +247,9 @@ func (s *ClusterSubscription) started(ps *partSub, start int64) {
 }
 
 // follow subscribes ps again, at its new leader, each time its node
-// subscription ends (the node's connection lost) or the leadership check
-// finds another leader, until Unsubscribe or Close. A partition that
+// subscription ends (its node no longer leads the partition, or the
+// node's connection was lost) or the leadership check finds another
+// leader, until Unsubscribe or Close. A partition that
 // cannot be subscribed again for good (its topic deleted, say) ends, with
 // the reason (Err).
 func (s *ClusterSubscription) follow(ps *partSub) {
@@ -253,6 +259,13 @@ func (s *ClusterSubscription) follow(ps *partSub) {
 		select {
 		case <-cur.Done():
 		case <-ps.move:
+			ps.mu.Lock()
+			stale := ps.notLeading != cur
+			ps.notLeading = nil
+			ps.mu.Unlock()
+			if stale {
+				continue
+			}
 			s.unsubscribeNode(cur)
 			<-cur.Done()
 		case <-s.ctx.Done():
@@ -267,8 +280,12 @@ func (s *ClusterSubscription) follow(ps *partSub) {
 		if s.ctx.Err() != nil {
 			return
 		}
+		hint, avoid := "", ""
+		if e := cur.ended.Load(); e != nil { // the node ended it: it no longer leads
+			hint, avoid = leaderHint(e, cur.c), cur.c.addr()
+		}
 		never := time.Now().Add(100 * 365 * 24 * time.Hour)
-		if err := s.subscribe(s.ctx, ps, never); err != nil {
+		if err := s.subscribe(s.ctx, ps, never, hint, avoid); err != nil {
 			if s.ctx.Err() == nil {
 				err = fmt.Errorf("subscription to %s, partition %d, ended: subscribing again at its leader failed: %w",
 					s.topic, ps.p, err)
@@ -281,15 +298,14 @@ func (s *ClusterSubscription) follow(ps *partSub) {
 }
 
 // checkLeaders asks each node the subscription is subscribed at whether it
-// still leads the partition, every leaderCheckInterval and when nudged,
-// and moves a partition whose node names another leader (follow).
+// still leads the partition when nudged (the Cluster's publishes met
+// another leader), and moves a partition whose node names another leader
+// (follow). Nodes end a subscription they stop leading themselves; this
+// covers a node too old to.
 func (s *ClusterSubscription) checkLeaders() {
 	defer s.wg.Done()
-	t := time.NewTicker(leaderCheckInterval)
-	defer t.Stop()
 	for {
 		select {
-		case <-t.C:
 		case <-s.check:
 		case <-s.ctx.Done():
 			return
@@ -303,6 +319,9 @@ func (s *ClusterSubscription) checkLeaders() {
 			_, err := cur.c.Fetch(ctx, s.topic, int(ps.p), Latest, MaxBytes(1))
 			cancel()
 			if errors.Is(err, ErrNotLeader) {
+				ps.mu.Lock()
+				ps.notLeading = cur
+				ps.mu.Unlock()
 				select {
 				case ps.move <- struct{}{}:
 				default:
@@ -325,9 +344,10 @@ func (s *ClusterSubscription) unsubscribeNode(ns *Subscription) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cl.opts.dialTimeout)
 	defer cancel()
 	// A node that is stopping or no longer leads (or lost) has let go of
-	// the subscription anyway.
-	if err := ns.Unsubscribe(ctx); err != nil && !errors.Is(err, ErrNotSubscribed) && ns.c.Err() == nil &&
-		!reroutable(err) {
+	// the subscription anyway; one that ended it itself, its end notice
+	// crossing the Unsubscribe, answers NOT_SUBSCRIBED.
+	if err := ns.Unsubscribe(ctx); err != nil && !errors.Is(err, ErrNotSubscribed) &&
+		!errors.Is(err, wire.ErrNotSubscribed) && ns.c.Err() == nil && !reroutable(err) {
 		s.unsubErr.CompareAndSwap(nil, &err)
 	}
 }

@@ -178,9 +178,12 @@ func RetryAfter(d time.Duration, err error) error {
 // when it breaks.
 type GroupConsumer struct {
 	cfg  GroupConfig
-	addr string
-	opts []Option
-	o    options // opts applied: reconnection settings and the state handler
+	addr string // the node it joins at; in a cluster, the group's coordinator as last named
+	// addrs, in a cluster (Cluster.JoinGroup), are the nodes to try when
+	// addr does not answer or names no coordinator; nil for one broker.
+	addrs []string
+	opts  []Option
+	o     options // opts applied: reconnection settings and the state handler
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -209,6 +212,11 @@ type GroupConsumer struct {
 // once the broker accepted the member; partitions arrive in the
 // background (OnAssign). opts configure the connection as for Dial.
 func JoinGroup(ctx context.Context, addr string, cfg GroupConfig, opts ...Option) (*GroupConsumer, error) {
+	return joinGroup(ctx, addr, nil, cfg, opts)
+}
+
+// joinGroup is JoinGroup; addrs, for a cluster, are every node to try.
+func joinGroup(ctx context.Context, addr string, addrs []string, cfg GroupConfig, opts []Option) (*GroupConsumer, error) {
 	if cfg.Handler == nil {
 		return nil, fmt.Errorf("%w: a group consumer needs a Handler", ErrInvalidArgument)
 	}
@@ -232,7 +240,7 @@ func JoinGroup(ctx context.Context, addr string, cfg GroupConfig, opts ...Option
 	// reconnect by itself: membership is bound to the connection, so the
 	// consumer joins again over a new one (run).
 	sessionOpts := append(slices.Clone(opts), WithoutReconnect(), WithStateHandler(nil))
-	g := &GroupConsumer{cfg: cfg, addr: addr, opts: sessionOpts, o: o, closing: make(chan struct{}), done: make(chan struct{}),
+	g := &GroupConsumer{cfg: cfg, addr: addr, addrs: addrs, opts: sessionOpts, o: o, closing: make(chan struct{}), done: make(chan struct{}),
 		joined: make(chan error, 1), member: cfg.MemberID, pos: map[int32]int64{}, committed: map[int32]int64{},
 		acks: map[int32][]wire.OffsetRange{}}
 	g.errs = o.errorHandler
@@ -352,6 +360,17 @@ func (g *GroupConsumer) run(ctx context.Context) {
 	defer func() { g.setState(StateClosed, closeErr) }()
 	for {
 		joined, err := g.session(ctx, first)
+		if first && !joined && g.redirect(err) && ctx.Err() == nil {
+			// A cluster whose coordinator for the group is elsewhere or
+			// being elected: try where the refusal pointed, within ctx.
+			failures++
+			if !g.pause(ctx, backoff(failures, g.o.reconnectMin, g.o.reconnectMax)) {
+				closeErr = ctx.Err()
+				g.joined <- closeErr
+				return
+			}
+			continue
+		}
 		if first {
 			if !joined {
 				closeErr = err
@@ -376,6 +395,7 @@ func (g *GroupConsumer) run(ctx context.Context) {
 			g.errs(closeErr)
 			return
 		}
+		g.redirect(err)
 		wait := backoff(failures, g.o.reconnectMin, g.o.reconnectMax)
 		if err != nil {
 			g.errs(fmt.Errorf("group %s: %w; rejoining in %s", g.cfg.Group, err, wait.Round(time.Millisecond)))
@@ -387,6 +407,48 @@ func (g *GroupConsumer) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// redirect is, for a consumer of a cluster, whether a session that
+// ended with err should be tried at another node, and moves addr there:
+// to the coordinator a NOT_LEADER refusal names, else (no coordinator
+// named, the node unreachable or stopping) to the next node.
+func (g *GroupConsumer) redirect(err error) bool {
+	if g.addrs == nil || err == nil {
+		return false
+	}
+	if _, addr, ok := wire.LeaderOf(err); ok && addr != "" {
+		if !slices.Contains(g.addrs, addr) {
+			g.addrs = append(g.addrs, addr)
+		}
+		g.addr = addr // the node itself, when it is still taking the group over
+		return true
+	}
+	var we *wire.Error
+	if errors.As(err, &we) && we.Code != wire.CodeNotLeader && we.Code != wire.CodeShuttingDown {
+		return false // refused for another reason: the same anywhere
+	}
+	if i := slices.Index(g.addrs, g.addr); i >= 0 {
+		g.addr = g.addrs[(i+1)%len(g.addrs)]
+	} else if len(g.addrs) > 0 {
+		g.addr = g.addrs[0]
+	}
+	return true
+}
+
+// pause waits d, and reports false if ctx ended or the consumer closed
+// first.
+func (g *GroupConsumer) pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-g.closing:
+		return false
 	}
 }
 
@@ -954,4 +1016,22 @@ func (c *Client) sendOneWay(t wire.Type, body []byte) {
 	c.outq = append(c.outq, outFrame{frame: frame})
 	c.wmu.Unlock()
 	c.kick(clock())
+}
+
+// JoinGroup joins cfg.Group through the cluster: the consumer joins at
+// the group's coordinator, the node that leads the group's partition of
+// the cluster's offsets topic, which any node names when it refuses the
+// join (NOT_LEADER). When the coordinator changes (its node stops or
+// dies, or the leadership moves), the consumer joins again at the new
+// one, which starts each partition from the group's committed offset. The
+// consumer has a connection of its own, with the Cluster's options; it
+// tries the nodes the Cluster knows when the one it knew does not answer.
+func (c *Cluster) JoinGroup(ctx context.Context, cfg GroupConfig) (*GroupConsumer, error) {
+	c.mu.Lock()
+	addrs := slices.Clone(c.order)
+	c.mu.Unlock()
+	if len(addrs) == 0 {
+		addrs = slices.Clone(c.seeds)
+	}
+	return joinGroup(ctx, addrs[0], addrs, cfg, c.uopts)
 }

@@ -265,6 +265,7 @@ func (c *Client) failCalls(cause error) {
 		ch <- response{err: cause}
 	}
 	clear(c.subCalls)
+	clear(c.subEnds)
 }
 
 // resume makes l the connection and carries on over it: batches written
@@ -349,6 +350,9 @@ type subCall struct {
 	// waited: a caller waits for the answer (callWith) and deals with a
 	// refusal itself.
 	waited bool
+	// endNotice: the Subscribe, of subs[0] alone, asks the broker to say
+	// when it ends the subscription (wire.FlagEndNotice).
+	endNotice bool
 }
 
 // resubscribe asks the new connection for every subscription the old one

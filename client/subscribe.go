@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -100,6 +101,11 @@ type Subscription struct {
 	stopOnce sync.Once
 	stop     chan struct{}
 	done     chan struct{}
+
+	// endCorr is the corr of the Subscribe that asked the broker to say
+	// when it ends the subscription (pmu); ended is what it said.
+	endCorr uint32
+	ended   atomic.Pointer[wire.Error]
 }
 
 // Topic is the subscribed topic.
@@ -227,14 +233,22 @@ func (c *Client) SubscribeChan(ctx context.Context, topic string, capacity int, 
 // discarded; the handler is not called again once Done is closed.
 func (s *Subscription) Unsubscribe(ctx context.Context) error {
 	c := s.c
-	if !c.removeSub(s) {
+	// A broker that ends the subscription itself (wire.FlagEndNotice)
+	// before it sees the Unsubscribe answers it NOT_SUBSCRIBED, and its
+	// end notice may come before or after that answer: the notice is
+	// recognised (subscriptionEnded) until then, not reported as an error.
+	if !c.unlistSub(s) {
 		return ErrNotSubscribed
 	}
 	if c.hasSub(s.topic, s.partition) {
+		c.forgetEnd(s)
 		return nil
 	}
 	body := (&wire.Subscribe{Topic: s.topic, Partition: s.partition}).Append(nil)
 	r, err := c.call(ctx, wire.TypeUnsubscribe, 0, body)
+	if !errors.Is(err, wire.ErrNotSubscribed) || s.ended.Load() != nil {
+		c.forgetEnd(s) // else the notice is yet to come, and forgets it
+	}
 	if err != nil {
 		return err
 	}
@@ -256,8 +270,16 @@ func (c *Client) addSub(s *Subscription) bool {
 	return first
 }
 
-// removeSub unregisters s and ends it; it reports false if it was gone.
-func (c *Client) removeSub(s *Subscription) bool {
+// removeSub unregisters s and ends it, if it was not gone.
+func (c *Client) removeSub(s *Subscription) {
+	if c.unlistSub(s) {
+		c.forgetEnd(s)
+	}
+}
+
+// unlistSub is removeSub that leaves s's end notice recognised
+// (forgetEnd); it reports false if s was gone.
+func (c *Client) unlistSub(s *Subscription) bool {
 	c.smu.Lock()
 	list := c.subs[s.topic]
 	i := slices.Index(list, s)
@@ -270,6 +292,16 @@ func (c *Client) removeSub(s *Subscription) bool {
 	}
 	s.stopOnce.Do(func() { close(s.stop) })
 	return true
+}
+
+// forgetEnd stops recognising the broker's end notice of s, if it asked
+// for one (wire.FlagEndNotice).
+func (c *Client) forgetEnd(s *Subscription) {
+	c.pmu.Lock()
+	if s.endCorr != 0 && c.subEnds[s.endCorr] == s {
+		delete(c.subEnds, s.endCorr)
+	}
+	c.pmu.Unlock()
 }
 
 func (c *Client) hasSub(topic string, partition int32) bool {

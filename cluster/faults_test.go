@@ -3,6 +3,8 @@ package cluster
 import (
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,6 +28,11 @@ type memCluster struct {
 	trs   map[uint64]transport.Transport
 	logs  map[uint64]*testlog.Log
 	metas map[uint64]*testlog.Meta
+	// join marks nodes started as new replicas of the group (GroupConfig.Join);
+	// replay makes every node re-apply its whole log on start, as the
+	// controller does (GroupConfig.ApplyFromStart).
+	join   map[uint64]bool
+	replay bool
 }
 
 func newMemCluster(t *testing.T, seed int64) *memCluster {
@@ -62,7 +69,12 @@ func (c *memCluster) start(id uint64) {
 		Logger: slog.New(slog.DiscardHandler)})
 	hp.Store(h)
 	h.Start()
-	require.NoError(c.t, h.AddGroup(GroupConfig{ID: testGroup, Voters: c.ids, Log: c.logs[id], Meta: c.metas[id], Sync: true}))
+	voters := c.ids
+	if c.join[id] {
+		voters = nil
+	}
+	require.NoError(c.t, h.AddGroup(GroupConfig{ID: testGroup, Voters: voters, Join: c.join[id], Log: c.logs[id], Meta: c.metas[id],
+		Sync: true, ApplyFromStart: c.replay}))
 	c.mu.Lock()
 	c.hosts[id], c.trs[id] = h, tr
 	c.mu.Unlock()
@@ -95,7 +107,10 @@ func (c *memCluster) host(id uint64) *Host {
 
 // leader returns a node that believes it leads, or 0.
 func (c *memCluster) leader() uint64 {
-	for _, id := range c.ids {
+	c.mu.Lock()
+	ids := slices.Sorted(maps.Keys(c.hosts))
+	c.mu.Unlock()
+	for _, id := range ids {
 		if h := c.host(id); h != nil {
 			if st, err := h.Status(testGroup); err == nil && st.State == "StateLeader" {
 				return id

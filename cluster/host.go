@@ -38,7 +38,8 @@ type HostConfig struct {
 	// Send hands envelopes to the transport. It must not block; it is
 	// called on the host's goroutine.
 	Send func(to uint64, envs []Envelope)
-	// Peers lists the other nodes, for liveness pings.
+	// Peers lists the other nodes, for liveness pings; SetPeers changes
+	// them as nodes join and leave.
 	Peers []uint64
 
 	TickInterval   time.Duration
@@ -90,6 +91,12 @@ type GroupConfig struct {
 	// state yet; every replica must be given the same. Ignored when the
 	// log's meta file already holds a configuration.
 	Voters []uint64
+	// Join starts a group that has no state yet with no configuration at
+	// all: a new replica of an existing group, which its leader adds
+	// (ChangeConf) and catches up from its log. It learns the group's
+	// configuration from the first configuration change it applies, whose
+	// context holds the configuration that change applies to.
+	Join bool
 	// Log and Meta are the partition log and its meta file, opened as a
 	// Raft log by AddGroup; or Store is that Raft log, opened by the
 	// caller (raftlog.Open), which then sees only what is committed.
@@ -136,13 +143,18 @@ var (
 	ErrGroupFailed = errors.New("cluster: group failed (storage error); restart the node")
 	ErrBadBatch    = errors.New("cluster: not a record batch")
 	ErrGroupExists = errors.New("cluster: group already exists")
+	// ErrConfPending: a configuration change of the group is under way
+	// (proposed and not yet applied, or joint consensus not yet left);
+	// Raft takes one at a time.
+	ErrConfPending = errors.New("cluster: a configuration change is under way")
 	// ErrProposalLost says the proposal's entry was replaced by another
 	// leader's at its index before it committed: it was not stored.
 	ErrProposalLost = errors.New("cluster: proposal dropped by raft")
 )
 
 // NotLeaderError says this node does not lead the group. Leader is the
-// leader this node knows of (0: none yet, an election is under way). A
+// other node this node knows leads it (0: none yet, an election or a
+// leadership transfer is under way). A
 // proposal that got it when the node stepped down may still have been
 // stored: a retry may duplicate it unless the producer is idempotent.
 type NotLeaderError struct {
@@ -198,6 +210,7 @@ type Host struct {
 	heard     map[uint64]int64 // tick of the last envelope from each peer
 	ticks     int64
 	deadPeers map[uint64]bool
+	peers     []uint64 // the other nodes, pinged every tick (SetPeers)
 }
 
 // NewHost returns a host; Start runs it.
@@ -211,6 +224,7 @@ func NewHost(cfg HostConfig) *Host {
 		out:       map[uint64][]Envelope{},
 		heard:     map[uint64]int64{},
 		deadPeers: map[uint64]bool{},
+		peers:     slices.Clone(cfg.Peers),
 	}
 	return h
 }
@@ -453,7 +467,7 @@ func (h *Host) tick() {
 	}
 	// Liveness: one ping per peer per tick stands in for the heartbeats
 	// of every quiesced group.
-	for _, p := range h.cfg.Peers {
+	for _, p := range h.peers {
 		h.post(p, Envelope{Msg: raftpb.Message{Type: raftpb.MsgHeartbeat, From: h.cfg.NodeID, To: p}})
 		last, ok := h.heard[p]
 		if !ok {
@@ -679,25 +693,8 @@ func (h *Host) handleReady(g *Group) {
 		end := g.store.Commit(rd.CommittedEntries[n-1].Index)
 		for _, e := range rd.CommittedEntries {
 			switch e.Type {
-			case raftpb.EntryConfChange:
-				var cc raftpb.ConfChange
-				if err := cc.Unmarshal(e.Data); err != nil {
-					g.fail(h, err)
-					return
-				}
-				cs := g.rn.ApplyConfChange(cc)
-				if err := g.store.SetConfState(*cs); err != nil {
-					g.fail(h, err)
-					return
-				}
-			case raftpb.EntryConfChangeV2:
-				var cc raftpb.ConfChangeV2
-				if err := cc.Unmarshal(e.Data); err != nil {
-					g.fail(h, err)
-					return
-				}
-				cs := g.rn.ApplyConfChange(cc)
-				if err := g.store.SetConfState(*cs); err != nil {
+			case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
+				if err := h.applyConf(g, e); err != nil {
 					g.fail(h, err)
 					return
 				}
@@ -720,6 +717,113 @@ func (h *Host) handleReady(g *Group) {
 		g.committedEnd = end
 	}
 	g.rn.Advance(rd)
+}
+
+// applyConf applies a committed configuration change entry through raft
+// (ApplyConfChange) and saves the configuration it makes before anything
+// else happens. A change the saved configuration already includes (the
+// controller replays its whole log on start) is skipped. A joining
+// replica (GroupConfig.Join) that has no configuration yet first takes
+// the one the change applies to from its context, one member at a time,
+// as raft allows an empty configuration to be built up.
+func (h *Host) applyConf(g *Group, e raftpb.Entry) error {
+	if e.Index <= g.store.ConfIndex() {
+		return nil
+	}
+	var cc raftpb.ConfChangeI
+	if e.Type == raftpb.EntryConfChange {
+		var c1 raftpb.ConfChange
+		if err := c1.Unmarshal(e.Data); err != nil {
+			return err
+		}
+		cc = c1
+	} else {
+		var c2 raftpb.ConfChangeV2
+		if err := c2.Unmarshal(e.Data); err != nil {
+			return err
+		}
+		if err := h.bootstrapConf(g, c2.Context); err != nil {
+			return err
+		}
+		cc = c2
+	}
+	cs := g.rn.ApplyConfChange(cc)
+	return g.store.ApplyConfState(*cs, e.Index)
+}
+
+// bootstrapConf gives a joining replica with no configuration the one a
+// change's context names (ChangeConf writes it).
+func (h *Host) bootstrapConf(g *Group, ctx []byte) error {
+	_, cs, _ := g.store.InitialState()
+	if len(ctx) == 0 || len(cs.Voters) > 0 || len(cs.Learners) > 0 {
+		return nil
+	}
+	var base raftpb.ConfState
+	if err := base.Unmarshal(ctx); err != nil {
+		return fmt.Errorf("cluster: group %d: configuration change context: %w", g.cfg.ID, err)
+	}
+	add := func(id uint64, t raftpb.ConfChangeType) {
+		g.rn.ApplyConfChange(raftpb.ConfChangeV2{Changes: []raftpb.ConfChangeSingle{{Type: t, NodeID: id}}})
+	}
+	for _, id := range base.Voters {
+		add(id, raftpb.ConfChangeAddNode)
+	}
+	for _, id := range base.Learners {
+		add(id, raftpb.ConfChangeAddLearnerNode)
+	}
+	return nil
+}
+
+// ChangeConf proposes a change of the group's configuration through this
+// node, which must lead it: raft's ConfChangeV2, one change entering and
+// then, on its own, leaving joint consensus when it changes more than one
+// member, so that until the new configuration is in place every commit
+// needs a quorum of the old one and of the new one. Its context is the
+// configuration it applies to, for replicas that join (GroupConfig.Join).
+// It returns once the change is proposed; Status shows it applied.
+// ErrConfPending if another change is under way.
+func (h *Host) ChangeConf(group uint64, changes []raftpb.ConfChangeSingle) error {
+	return h.onGroup(group, false, func(g *Group) error {
+		switch {
+		case g.failed != nil:
+			return g.failed
+		case !g.isLeader():
+			return &NotLeaderError{Group: group, Leader: g.leader}
+		}
+		_, cs, _ := g.store.InitialState()
+		// Raft itself turns a second change into an empty entry while one
+		// is pending; refusing here tells the caller, and makes sure the
+		// context below is the configuration the change applies to.
+		if len(cs.VotersOutgoing) > 0 || g.store.ConfChangeAfter(g.rn.BasicStatus().Applied) {
+			return ErrConfPending
+		}
+		ctx, err := cs.Marshal()
+		if err != nil {
+			return err
+		}
+		if err := g.rn.ProposeConfChange(raftpb.ConfChangeV2{Changes: changes, Context: ctx}); err != nil {
+			return err
+		}
+		g.idle = 0
+		h.unquiesce(g)
+		h.markReady(g)
+		return nil
+	})
+}
+
+// SetPeers sets the other nodes the host pings (HostConfig.Peers), as
+// nodes join and leave the cluster.
+func (h *Host) SetPeers(peers []uint64) {
+	peers = slices.Clone(peers)
+	h.do(func() {
+		for p := range h.heard {
+			if !slices.Contains(peers, p) {
+				delete(h.heard, p)
+				delete(h.deadPeers, p)
+			}
+		}
+		h.peers = peers
+	})
 }
 
 // Propose proposes a record batch to the group, through this node, which
@@ -747,12 +851,12 @@ func (h *Host) propose(group uint64, data []byte, done func(Result)) {
 		done(Result{Err: g.failed})
 		return
 	case !g.isLeader():
-		done(Result{Err: &NotLeaderError{Group: group, Leader: g.leader}})
+		done(Result{Err: &NotLeaderError{Group: group, Leader: g.otherLeader(h.cfg.NodeID)}})
 		return
 	}
 	if err := g.rn.Propose(data); err != nil {
 		if errors.Is(err, raft.ErrProposalDropped) {
-			err = &NotLeaderError{Group: group, Leader: g.leader}
+			err = &NotLeaderError{Group: group, Leader: g.otherLeader(h.cfg.NodeID)}
 		}
 		done(Result{Err: err})
 		return
@@ -774,28 +878,18 @@ func (h *Host) ProposeForward(group uint64, batch []byte) error {
 		return ErrBadBatch
 	}
 	data := append([]byte(nil), batch...)
-	var rerr error
-	err := h.call(func() {
-		g := h.groups[group]
-		switch {
-		case g == nil:
-			rerr = ErrNoGroup
-		case g.failed != nil:
-			rerr = g.failed
-		default:
-			if err := g.rn.Propose(data); err != nil {
-				rerr = &NotLeaderError{Group: group, Leader: g.leader}
-				return
-			}
-			g.idle = 0
-			h.unquiesce(g)
-			h.markReady(g)
+	return h.onGroup(group, false, func(g *Group) error {
+		if g.failed != nil {
+			return g.failed
 		}
+		if err := g.rn.Propose(data); err != nil {
+			return &NotLeaderError{Group: group, Leader: g.otherLeader(h.cfg.NodeID)}
+		}
+		g.idle = 0
+		h.unquiesce(g)
+		h.markReady(g)
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	return rerr
 }
 
 // AddGroup creates a group on this host from cfg, recovering its state
@@ -812,7 +906,7 @@ func (h *Host) AddGroup(cfg GroupConfig) error {
 		}
 	}
 	hs, cs, _ := store.InitialState()
-	if len(cs.Voters) == 0 && len(cs.Learners) == 0 {
+	if len(cs.Voters) == 0 && len(cs.Learners) == 0 && !cfg.Join {
 		if len(cfg.Voters) == 0 {
 			return fmt.Errorf("cluster: group %d has no configuration and no voters were given", cfg.ID)
 		}
@@ -842,6 +936,9 @@ func (h *Host) AddGroup(cfg GroupConfig) error {
 			MaxInflightMsgs:           256,
 			CheckQuorum:               true,
 			PreVote:                   true,
+			// A leader that a configuration change removes (or demotes)
+			// hands over at once rather than lead a group it is not in.
+			StepDownOnRemoval:         true,
 			DisableProposalForwarding: !cfg.Forward,
 			Logger:                    raftLogger{h.cfg.Logger.With("group", cfg.ID)},
 		})
@@ -887,20 +984,30 @@ func (h *Host) RemoveGroup(id uint64) error {
 // TransferLeader asks the group's leader on this node to hand leadership
 // to node to.
 func (h *Host) TransferLeader(group, to uint64) error {
-	var rerr error
-	err := h.call(func() {
-		g := h.groups[group]
-		if g == nil {
-			rerr = ErrNoGroup
-			return
-		}
-		if !g.isLeader() {
-			rerr = &NotLeaderError{Group: group, Leader: g.leader}
-			return
-		}
+	return h.onGroup(group, true, func(g *Group) error {
 		h.unquiesce(g)
 		g.rn.TransferLeader(to)
 		h.markReady(g)
+		return nil
+	})
+}
+
+// onGroup runs fn on the host's goroutine with the group's Group and
+// returns its error: ErrNoGroup instead when the group is not on this
+// host, a NotLeaderError when leader is set and this replica does not
+// lead it, or the host's own (stopped).
+func (h *Host) onGroup(group uint64, leader bool, fn func(g *Group) error) error {
+	var rerr error
+	err := h.call(func() {
+		g := h.groups[group]
+		switch {
+		case g == nil:
+			rerr = ErrNoGroup
+		case leader && !g.isLeader():
+			rerr = &NotLeaderError{Group: group, Leader: g.otherLeader(h.cfg.NodeID)}
+		default:
+			rerr = fn(g)
+		}
 	})
 	if err != nil {
 		return err
@@ -911,38 +1018,20 @@ func (h *Host) TransferLeader(group, to uint64) error {
 // SetSync changes whether the group fsyncs its appends before
 // acknowledging them (GroupConfig.Sync).
 func (h *Host) SetSync(group uint64, sync bool) error {
-	var rerr error
-	err := h.call(func() {
-		g := h.groups[group]
-		if g == nil {
-			rerr = ErrNoGroup
-			return
-		}
+	return h.onGroup(group, false, func(g *Group) error {
 		g.cfg.Sync = sync
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	return rerr
 }
 
 // Campaign makes this node's replica of the group start an election now.
 func (h *Host) Campaign(group uint64) error {
-	var rerr error
-	err := h.call(func() {
-		g := h.groups[group]
-		if g == nil {
-			rerr = ErrNoGroup
-			return
-		}
+	return h.onGroup(group, false, func(g *Group) error {
 		h.unquiesce(g)
-		rerr = g.rn.Campaign()
+		err := g.rn.Campaign()
 		h.markReady(g)
-	})
-	if err != nil {
 		return err
-	}
-	return rerr
+	})
 }
 
 // GroupStatus is what a host knows of one group.
@@ -957,19 +1046,20 @@ type GroupStatus struct {
 	EndOffset int64 // committed end offset
 	Quiesced  bool
 	Voters    []uint64
-	Failed    string
+	Learners  []uint64
+	// Outgoing are the voters of the configuration being left, during
+	// joint consensus (empty otherwise).
+	Outgoing []uint64
+	// Match is, on the leader, each replica's highest index known to be in
+	// its log (nil elsewhere).
+	Match  map[uint64]uint64
+	Failed string
 }
 
 // Status reports on one group.
 func (h *Host) Status(group uint64) (GroupStatus, error) {
 	var st GroupStatus
-	var rerr error
-	err := h.call(func() {
-		g := h.groups[group]
-		if g == nil {
-			rerr = ErrNoGroup
-			return
-		}
+	err := h.onGroup(group, false, func(g *Group) error {
 		bs := g.rn.BasicStatus()
 		st = GroupStatus{
 			ID: group, Leader: bs.Lead, Term: bs.Term, Vote: bs.Vote, State: bs.RaftState.String(),
@@ -977,25 +1067,58 @@ func (h *Host) Status(group uint64) (GroupStatus, error) {
 		}
 		_, cs, _ := g.store.InitialState()
 		st.Voters = append(st.Voters, cs.Voters...)
+		st.Learners = append(st.Learners, cs.Learners...)
+		st.Outgoing = append(st.Outgoing, cs.VotersOutgoing...)
+		if g.isLeader() {
+			st.Match = map[uint64]uint64{}
+			g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) { st.Match[id] = pr.Match })
+		}
 		if g.failed != nil {
 			st.Failed = g.failed.Error()
 		}
+		return nil
 	})
-	if err != nil {
-		return st, err
-	}
-	return st, rerr
+	return st, err
 }
 
 // Reachable reports whether node id was heard from within an election
 // timeout (its pings arrive).
 func (h *Host) Reachable(id uint64) bool {
 	var ok bool
-	_ = h.call(func() {
-		last, heard := h.heard[id]
-		ok = heard && h.ticks-last <= int64(h.cfg.ElectionTicks) && !h.deadPeers[id]
-	})
+	_ = h.call(func() { ok = h.reachable(id) })
 	return ok
+}
+
+func (h *Host) reachable(id uint64) bool {
+	last, heard := h.heard[id]
+	return heard && h.ticks-last <= int64(h.cfg.ElectionTicks) && !h.deadPeers[id]
+}
+
+// TransferTarget picks the replica to hand the leadership of group,
+// which this node must lead, to: among the other voters this node hears
+// from (Reachable), one whose log holds all of the leader's (its match is
+// the leader's last index), else the one whose log holds the most; the
+// lower id on a tie. It is 0 when no other voter is reachable: a transfer
+// to a node that is down would only stall the group's proposals until
+// Raft gave up on it.
+func (h *Host) TransferTarget(group uint64) (uint64, error) {
+	var to uint64
+	err := h.onGroup(group, true, func(g *Group) error {
+		var best uint64
+		g.rn.WithProgress(func(id uint64, typ raft.ProgressType, pr tracker.Progress) {
+			if id == h.cfg.NodeID || typ != raft.ProgressTypePeer || pr.IsLearner || !h.reachable(id) {
+				return
+			}
+			if to == 0 || pr.Match > best || pr.Match == best && id < to {
+				to, best = id, pr.Match
+			}
+		})
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return to, nil
 }
 
 // Groups returns the ids of the groups on this host, in order.
@@ -1030,6 +1153,17 @@ type proposal struct {
 }
 
 func (g *Group) isLeader() bool { return g.state == raft.StateLeader }
+
+// otherLeader is the leader to name in a refusal: the one this replica
+// knows, unless that is itself (a leader handing its leadership over
+// drops proposals while it still leads), which NotLeaderError must not
+// name.
+func (g *Group) otherLeader(self uint64) uint64 {
+	if g.leader == self {
+		return 0
+	}
+	return g.leader
+}
 
 func (g *Group) lastIndex() uint64 {
 	i, _ := g.store.LastIndex()

@@ -249,3 +249,90 @@ func TestReviewStepDownAnswerSaysProposalMayBeStored(t *testing.T) {
 	require.Equal(t, int64(1), vis, "the proposal was committed")
 	require.True(t, nl.Unknown, "answered %q, as if it was not stored", r.Err)
 }
+
+// TestReviewTransferringLeaderDoesNotNameItself: while a leader hands its
+// leadership over, Raft drops proposals though the node still leads; the
+// refusal used to name the node itself as the leader, sending the client
+// straight back. It names no leader instead (retry after a pause).
+func TestReviewTransferringLeaderDoesNotNameItself(t *testing.T) {
+	c := newTestCluster(t, 3, false)
+	lead := c.leader(0)
+	require.NoError(t, c.propose(lead, "a").Err)
+	to := c.ids[0]
+	if to == lead {
+		to = c.ids[1]
+	}
+	// The target never hears from the leader, so the transfer hangs
+	// (until Raft gives up on it after an election timeout).
+	c.net.mu.Lock()
+	c.net.cut[[2]uint64{lead, to}] = true
+	c.net.mu.Unlock()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		require.True(t, time.Now().Before(deadline), "no proposal was refused during a transfer")
+		require.NoError(t, c.nodes[lead].host.TransferLeader(testGroup, to))
+		r := c.propose(lead, "b")
+		var nl *NotLeaderError
+		if errors.As(r.Err, &nl) {
+			require.NotEqual(t, lead, nl.Leader, "the refusal names the refusing node: %v", nl)
+			return
+		}
+		require.NoError(t, r.Err) // the transfer was given up before the proposal: try again
+	}
+}
+
+// TestReviewTransferTargetIsReachableAndCaughtUp: a node that shuts down
+// gracefully hands each leadership over (engine: clusterNode.handOver),
+// and used to pick the first other voter, even one that was down or far
+// behind: the transfer then stalls the group until Raft gives up on it,
+// and the node leaves with no successor. TransferTarget skips a voter this
+// node does not hear from, and prefers the one holding the whole log.
+func TestReviewTransferTargetIsReachableAndCaughtUp(t *testing.T) {
+	c := newTestCluster(t, 3, false)
+	lead := c.leader(0)
+	var a, b uint64 // the followers, a the lower id: the one a tie (or the old pick) goes to
+	for _, id := range c.ids {
+		if id != lead {
+			if a == 0 {
+				a = id
+			} else {
+				b = id
+			}
+		}
+	}
+	h := c.nodes[lead].host
+	require.NoError(t, c.propose(lead, "a").Err)
+	waitFor(t, "both followers caught up and reachable", func() bool {
+		to, err := h.TransferTarget(testGroup)
+		return err == nil && to == a
+	})
+
+	cut := func(from, to uint64, on bool) {
+		c.net.mu.Lock()
+		defer c.net.mu.Unlock()
+		if on {
+			c.net.cut[[2]uint64{from, to}] = true
+		} else {
+			delete(c.net.cut, [2]uint64{from, to})
+		}
+	}
+	// a is down, as far as the leader can tell.
+	cut(lead, a, true)
+	cut(a, lead, true)
+	waitFor(t, "a unreachable", func() bool { return !h.Reachable(a) })
+	to, err := h.TransferTarget(testGroup)
+	require.NoError(t, err)
+	require.Equal(t, b, to, "the unreachable voter was picked")
+
+	// a is back but gets none of the leader's appends: reachable, behind.
+	cut(a, lead, false)
+	waitFor(t, "a reachable again", func() bool { return h.Reachable(a) })
+	require.NoError(t, c.propose(lead, "b").Err)
+	to, err = h.TransferTarget(testGroup)
+	require.NoError(t, err)
+	require.Equal(t, b, to, "the voter behind the leader was picked")
+
+	_, err = c.nodes[b].host.TransferTarget(testGroup)
+	var nl *NotLeaderError
+	require.ErrorAs(t, err, &nl, "a follower has nothing to hand over")
+}

@@ -63,6 +63,8 @@ type clusterNode struct {
 	wg        sync.WaitGroup // background loops other than the applier
 	closeOnce sync.Once      // close runs once (a failed Start, then Shutdown)
 
+	removed    atomic.Bool // this node was removed from the cluster (refuseRemoved)
+	disks      *diskBook   // the peers' data directories (identity.go)
 	amu        sync.Mutex
 	reconciled uint64 // the view version the applier last reconciled
 	acond      *sync.Cond
@@ -91,9 +93,17 @@ func (e *Engine) startCluster() error {
 		}
 	}
 	slices.Sort(others)
+	disk, err := loadIdentity(cfg.FS, cfg.DataDir, cfg.NodeID, cfg.ClusterID)
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	if c.disks, err = openDiskBook(cfg.FS, cfg.DataDir, e.log.With("component", "cluster")); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
 	var host *cluster.Host
 	tr, err := transport.NewTCP(transport.TCPConfig{
 		NodeID: cfg.NodeID, ClusterID: cfg.ClusterID, ListenAddr: cfg.ClusterAddr, Peers: peers,
+		Disk: disk, Admit: c.admit,
 		Handler: func(from uint64, envs []transport.Envelope) { host.Deliver(from, envs) },
 		Logger:  e.log.With("component", "cluster-transport"),
 	})
@@ -112,12 +122,16 @@ func (e *Engine) startCluster() error {
 		return fmt.Errorf("engine: controller log: %w", err)
 	}
 	c.ctrl = ctrl
-	voters := slices.Sorted(maps.Keys(cfg.Peers))
-	if !slices.Contains(voters, cfg.NodeID) {
-		voters = append(voters, cfg.NodeID)
-		slices.Sort(voters)
+	// A node that is not one of --peers joins a running cluster: its
+	// controller replica starts empty and learns the configuration from
+	// the log, once an operator added it (add-node) and the controller's
+	// leader made it a learner (members.go).
+	joining := cfg.Peers[cfg.NodeID] == ""
+	var voters []uint64
+	if !joining {
+		voters = slices.Sorted(maps.Keys(cfg.Peers))
 	}
-	err = host.AddGroup(cluster.GroupConfig{ID: meta.ControllerGroup, Voters: voters, Log: ctrl,
+	err = host.AddGroup(cluster.GroupConfig{ID: meta.ControllerGroup, Voters: voters, Join: joining, Log: ctrl,
 		Meta: raftlog.SideMeta{L: ctrl}, Sync: true, ApplyFromStart: true, Forward: true, OnApply: c.apply, OnApplied: c.published})
 	if err != nil {
 		host.Stop()
@@ -133,6 +147,11 @@ func (e *Engine) startCluster() error {
 		defer c.wg.Done()
 		c.leaderBalance()
 	}()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.members()
+	}()
 	return nil
 }
 
@@ -146,6 +165,10 @@ func (c *clusterNode) register(clientAddr, httpAddr string) {
 		cancel()
 		if err == nil {
 			c.e.log.Info("joined the cluster", "node", c.id, "client_addr", clientAddr)
+			return
+		}
+		if errors.Is(err, meta.ErrNodeRemoved) {
+			c.refuseRemoved()
 			return
 		}
 		select {
@@ -276,6 +299,9 @@ func metaError(err error) error {
 		return wire.Errorf(wire.CodeTopicExists, err.Error())
 	case errors.Is(err, meta.ErrUnknownTopic):
 		return wire.Errorf(wire.CodeUnknownTopic, err.Error())
+	case errors.Is(err, meta.ErrNodeRemoved):
+		return removedError{wire.Errorf(wire.CodeInvalidArgument, err.Error()+
+			" (node ids are never reused: add a new node with another --node-id and an empty data directory)")}
 	default:
 		return wire.Errorf(wire.CodeInvalidArgument, err.Error())
 	}
@@ -293,6 +319,8 @@ func (c *clusterNode) applier() {
 		}
 		v := c.view.Load()
 		c.reconcile(v)
+		c.reconcileReplicas(v)
+		c.syncPeers(v)
 		c.amu.Lock()
 		c.reconciled = v.Version()
 		c.acond.Broadcast()
@@ -450,7 +478,7 @@ func (c *clusterNode) open(topic string, i int, tc TopicConfig, openLog func(dir
 		return nil, nil, fmt.Errorf("partition %d of %s is not in the cluster's metadata", i, topic)
 	}
 	rep := &replica{c: c, group: pi.Group, topic: topic, part: int32(i), voters: pi.Replicas,
-		local: slices.Contains(pi.Replicas, c.id)}
+		initial: pi.Initial, local: slices.Contains(pi.Replicas, c.id)}
 	if !rep.local {
 		return storage.NewOfflineLog(errors.New("no replica on this node")), rep, nil
 	}
@@ -485,7 +513,17 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 		return nil
 	}
 	var prods []shard.ProducerBatch // the host's: idempotent batches of the pass, for OnCommit
-	err := c.host.AddGroup(cluster.GroupConfig{ID: rep.group, Voters: rep.voters, Store: rep.store,
+	// A replica of the group's first configuration starts with it; any
+	// other was added since, and learns the configuration from the log.
+	initial := rep.initial
+	if len(initial) == 0 {
+		initial = rep.voters
+	}
+	var voters []uint64
+	if slices.Contains(initial, c.id) {
+		voters = initial
+	}
+	err := c.host.AddGroup(cluster.GroupConfig{ID: rep.group, Voters: voters, Join: voters == nil, Store: rep.store,
 		Sync: tc.Fsync.Mode == shard.SyncAlways,
 		OnBatch: func(base int64, data []byte) {
 			if b := wire.Batch(data); b.ProducerID() != wire.NoProducer {
@@ -504,7 +542,14 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 				// offset now is an earlier term's (see replica.Propose).
 				rep.caughtUp.Store(rep.store.EndOffset())
 			}
-			rep.leader.Store(leader)
+			rep.term.Store(term)
+			if was := rep.leader.Swap(leader); was == c.id && leader != c.id {
+				p.Demoted() // its subscribers are told, not left waiting
+				// (The review tests run nodes without an engine.)
+				if c.e != nil && c.e.grepl != nil {
+					c.e.grepl.wake() // a deposed coordinator stops at once
+				}
+			}
 			if leader == c.id {
 				go c.reportLeader(rep.group, term)
 			}
@@ -591,32 +636,28 @@ func (c *clusterNode) transferLeadership(d time.Duration) {
 	var led []*replica
 	c.replicas.Range(func(_, v any) bool {
 		rep := v.(*replica)
-		if rep.local && rep.leader.Load() == c.id {
-			for _, to := range rep.voters {
-				if to != c.id {
-					if c.host.TransferLeader(rep.group, to) == nil {
-						led = append(led, rep)
-					}
-					break
-				}
-			}
+		if rep.local && rep.leader.Load() == c.id && c.handOver(rep.group) {
+			led = append(led, rep)
 		}
 		return true
 	})
-	if st, err := c.host.Status(meta.ControllerGroup); err == nil && st.Leader == c.id {
-		for _, id := range st.Voters {
-			if id != c.id {
-				_ = c.host.TransferLeader(meta.ControllerGroup, id)
-				break
-			}
-		}
-	}
+	c.handOver(meta.ControllerGroup)
 	deadline := time.Now().Add(d)
 	for _, rep := range led {
 		for rep.leader.Load() == c.id && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+}
+
+// handOver starts handing group's leadership, if this node leads it, to
+// the replica best placed to take it (Host.TransferTarget: reachable, and
+// holding the most of the log), and reports whether it did; with no
+// other replica reachable it does not, and the group's followers elect a
+// leader once this node is gone.
+func (c *clusterNode) handOver(group uint64) bool {
+	to, err := c.host.TransferTarget(group)
+	return err == nil && to != 0 && c.host.TransferLeader(group, to) == nil
 }
 
 // replica is a replicated partition's shard.Replicator on this node.
@@ -626,10 +667,13 @@ type replica struct {
 	topic  string
 	part   int32
 	voters []uint64
-	local  bool          // this node holds a replica
-	leader atomic.Uint64 // the leader this node knows (0: none)
-	store  *raftlog.Storage
-	p      *shard.Partition // set by start
+	// initial is the group's first configuration (meta.PartitionInfo).
+	initial []uint64
+	local   bool          // this node holds a replica
+	leader  atomic.Uint64 // the leader this node knows (0: none)
+	term    atomic.Uint64 // the term of that leader, stored before it
+	store   *raftlog.Storage
+	p       *shard.Partition // set by start
 	// caughtUp is the offset up to which the entries of earlier terms
 	// reach in this node's log when it became leader, set before leader:
 	// its shard knows their idempotent batches once its visible end is
@@ -650,7 +694,7 @@ func (r *replica) Propose(batch []byte, done func(int64, error)) {
 	// this term's first entry: a retry of one of them, proposed now, would
 	// be stored twice. Until the shard has seen them committed, it waits.
 	if wire.Batch(batch).ProducerID() != wire.NoProducer && r.p != nil && r.p.EndOffset() < r.caughtUp.Load() {
-		done(0, r.notLeader(r.c.id, "partition "+strconv.Itoa(int(r.part))+" of "+r.topic+
+		done(0, r.notLeader(0, "partition "+strconv.Itoa(int(r.part))+" of "+r.topic+
 			": the new leader is committing its predecessors' batches; retry"))
 		return
 	}
@@ -671,24 +715,32 @@ func (r *replica) Leads() error {
 	return r.notLeader(r.preferredLeader(), "")
 }
 
-// preferredLeader is the leader to name: the one known, or for a node
-// that holds no replica, the one the metadata last heard of or prefers.
+// preferredLeader is the leader to name: for a replica, the one its Raft
+// group knows (0 during an election: the metadata's last report may name
+// a leader that is gone, or this node); for a node that holds no replica,
+// the one the metadata last heard of or prefers.
 func (r *replica) preferredLeader() uint64 {
-	if l := r.leader.Load(); l != 0 {
-		return l
+	if r.local {
+		return r.leader.Load()
 	}
 	if pi, ok := r.c.view.Load().Partition(r.topic, int(r.part)); ok {
 		if pi.Leader != 0 {
 			return pi.Leader
 		}
-		if !r.local && len(pi.Replicas) > 0 {
+		if len(pi.Replicas) > 0 {
 			return pi.Replicas[0]
 		}
 	}
 	return 0
 }
 
+// notLeader is the NOT_LEADER refusal naming leader, which is named only
+// when it is another node: a client told this node leads would come
+// straight back, where "no leader" makes it ask again after a pause.
 func (r *replica) notLeader(leader uint64, why string) error {
+	if leader == r.c.id {
+		leader = 0
+	}
 	addr := ""
 	if n, ok := r.c.view.Load().Node(leader); ok {
 		addr = n.ClientAddr
@@ -770,7 +822,8 @@ func (c *clusterNode) report() httpapi.Cluster {
 
 func raftGroup(st cluster.GroupStatus) httpapi.RaftGroup {
 	return httpapi.RaftGroup{Group: st.ID, Leader: st.Leader, Term: st.Term, State: st.State, Commit: st.Commit,
-		LastIndex: st.LastIndex, Voters: st.Voters, Quiesced: st.Quiesced, Failed: st.Failed}
+		LastIndex: st.LastIndex, Voters: st.Voters, Learners: st.Learners, Outgoing: st.Outgoing, Quiesced: st.Quiesced,
+		Failed: st.Failed}
 }
 
 // Cluster implements httpapi.Broker.
@@ -798,7 +851,29 @@ func (b *httpBroker) Rebalance(ctx context.Context, _ httpapi.Origin) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	return c.propose(ctx, meta.Rebalance{})
+	return c.propose(ctx, meta.Rebalance{Replicas: true})
+}
+
+// AddNode implements httpapi.Broker.
+func (b *httpBroker) AddNode(ctx context.Context, _ httpapi.Origin, id uint64, clusterAddr string) error {
+	c := b.e().cluster
+	if c == nil {
+		return wire.Errorf(wire.CodeInvalidArgument, "this broker is a single node")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return c.addNode(ctx, id, clusterAddr)
+}
+
+// RemoveNode implements httpapi.Broker.
+func (b *httpBroker) RemoveNode(ctx context.Context, _ httpapi.Origin, id uint64) error {
+	c := b.e().cluster
+	if c == nil {
+		return wire.Errorf(wire.CodeInvalidArgument, "this broker is a single node")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return c.removeNode(ctx, id)
 }
 
 // transferLeader hands partition's leadership to node to, from this node,
@@ -816,7 +891,7 @@ func (c *clusterNode) transferLeader(topic string, partition int, to uint64) err
 	if !ok {
 		return wire.Errorf(wire.CodeInvalidArgument, "topic "+topic+" is not replicated")
 	}
-	if !slices.Contains(rep.voters, to) {
+	if pi, ok := c.view.Load().Partition(topic, partition); !ok || !slices.Contains(pi.Replicas, to) {
 		return wire.Errorf(wire.CodeInvalidArgument, "node "+strconv.FormatUint(to, 10)+" holds no replica of partition "+
 			strconv.Itoa(partition)+" of "+topic)
 	}

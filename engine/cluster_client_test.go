@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
@@ -194,12 +195,18 @@ func (l *partitionLog) handle(d *client.Delivery) {
 func (l *partitionLog) awaitLog(t *testing.T, p int, want []record) {
 	t.Helper()
 	var got []record
-	require.Eventually(t, func() bool {
+	if !assert.Eventually(t, func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		got = append(got[:0], l.parts[int32(p)]...)
 		return len(got) >= len(want)
-	}, 60*time.Second, 10*time.Millisecond, "partition %d: %d of %d delivered", p, len(got), len(want))
+	}, 60*time.Second, 10*time.Millisecond) {
+		// Counted now: a message's arguments are taken when it is built.
+		l.mu.Lock()
+		n := len(l.parts[int32(p)])
+		l.mu.Unlock()
+		t.Fatalf("partition %d: %d of %d delivered", p, n, len(want))
+	}
 	require.Equal(t, want, got[:len(want)], "partition %d delivered out of order or twice", p)
 	require.Len(t, got, len(want), "partition %d delivered more than its log holds", p)
 	l.mu.Lock()
@@ -430,8 +437,8 @@ func testOrderAcrossChange(t *testing.T, idem bool) {
 // partition moves to another node while every node keeps running. The
 // producer's batches are refused NOT_LEADER by the old leader, naming the
 // new one, and go there in order; the subscription, which the old leader
-// stops feeding without a word, finds the new leader (its leadership
-// check) and goes on from where it was, every message once, in order.
+// ends with NOT_LEADER, goes on at the new leader from where it was,
+// every message once, in order.
 func TestClusterClientFollowsLeadershipTransfer(t *testing.T) {
 	const topic, total = "transferred", 6000
 	nodes := startReplicatedTopic(t, topic, 1)
@@ -561,4 +568,80 @@ func TestClusterClientThroughRepeatedTransfers(t *testing.T) {
 	defer emu.Unlock()
 	require.Empty(t, errs)
 	t.Logf("transfers %d, batches re-routed %d", transfers, cl.Rerouted())
+}
+
+// TestClusterClientSubscriptionEndedByOldLeader: the partition's
+// leadership moves twice while every node keeps running, and the
+// subscribing cluster client publishes nothing (so no refusal of its own
+// tells it of the change, and it does not poll). Each old leader ends the
+// subscription with NOT_LEADER, and the client subscribes again at the new
+// leader from where it was: every message once, in order.
+func TestClusterClientSubscriptionEndedByOldLeader(t *testing.T) {
+	const topic, total = "handed", 6000
+	nodes := startReplicatedTopic(t, topic, 1)
+	var acked atomic.Int64
+	due := make(chan struct{}, 2)
+	var emu sync.Mutex
+	var errs []error
+	onErr := client.WithErrorHandler(func(err error) {
+		emu.Lock()
+		errs = append(errs, err)
+		emu.Unlock()
+	})
+	prod := dialCluster(t, clusterAddrs(nodes, 0), client.WithIdempotence(), client.WithBatchBytes(4<<10), onErr,
+		client.WithAckHandler(func(a client.BatchAck) {
+			n := acked.Add(int64(a.Count))
+			for _, at := range []int64{total / 3, 2 * total / 3} {
+				if n-int64(a.Count) < at && n >= at {
+					due <- struct{}{}
+				}
+			}
+		}))
+	subs := dialCluster(t, clusterAddrs(nodes, 1), onErr)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	r := newPartitionLog()
+	sub, err := subs.Subscribe(ctx, topic, r.handle, client.StartAt(client.Earliest))
+	require.NoError(t, err)
+
+	moved := make(chan struct{})
+	go func() {
+		defer close(moved)
+		for range 2 {
+			select {
+			case <-due:
+			case <-ctx.Done():
+				return
+			}
+			lead := leaderOf(t, nodes, topic, 0)
+			next := nodes[(indexOf(nodes, lead)+1)%len(nodes)]
+			// As the admin API does: next becomes the preferred leader
+			// too, so the leader balance keeps it there.
+			if err := lead.cluster.transferLeader(topic, 0, next.cfg.NodeID); err != nil {
+				t.Errorf("transfer: %v", err)
+				return
+			}
+			rep := next.topics.get([]byte(topic)).Parts[0].Replica.(*replica)
+			for rep.Leads() != nil {
+				if ctx.Err() != nil {
+					t.Errorf("node %d did not take the leadership", next.cfg.NodeID)
+					return
+				}
+				time.Sleep(10 * time.Millisecond) // polling a condition, as require.Eventually does
+			}
+		}
+	}()
+	for i := range total {
+		require.NoError(t, prod.PublishAsync(ctx, topic, client.Message{Value: fmt.Appendf(nil, "%06d", i)}, client.ToPartition(0)))
+	}
+	require.NoError(t, prod.Flush(ctx))
+	<-moved
+	recs := waitCommitted(t, nodes, topic, 0, total)
+	require.Len(t, recs, total, "messages stored twice")
+	r.awaitLog(t, 0, recs)
+	require.NoError(t, sub.Err())
+	require.NoError(t, sub.Unsubscribe(ctx))
+	emu.Lock()
+	defer emu.Unlock()
+	require.Empty(t, errs)
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -134,6 +135,10 @@ func TestClusterReplicatesAndFailsOver(t *testing.T) {
 			break
 		}
 	}
+	// It names only the leader its Raft group knows: it may not have
+	// heard from it yet.
+	frep := follower.topics.get([]byte("orders")).Parts[0].Replica.(*replica)
+	require.Eventually(t, func() bool { return frep.leader.Load() == lead.cfg.NodeID }, 60*time.Second, 10*time.Millisecond)
 	fc := dial(t, follower)
 	_, err := fc.Publish(ctx, "orders", client.Message{Value: []byte("x")}, client.ToPartition(0))
 	_, addr, ok := wire.LeaderOf(err)
@@ -243,6 +248,10 @@ func TestClusterLeadersSpread(t *testing.T) {
 		}
 	}
 	follower := (*httpBroker)(to)
+	// A follower names only the leader its Raft group knows: it may not
+	// have heard from the new one yet.
+	toRep := to.topics.get([]byte("spread")).Parts[0].Replica.(*replica)
+	require.Eventually(t, func() bool { return toRep.leader.Load() == lead.cfg.NodeID }, 60*time.Second, 10*time.Millisecond)
 	_, _, ok := wire.LeaderOf(follower.TransferLeader(httpapi.Origin{}, "spread", 0, to.cfg.NodeID))
 	require.True(t, ok, "a follower refuses, naming the leader")
 	require.NoError(t, (*httpBroker)(lead).TransferLeader(httpapi.Origin{}, "spread", 0, to.cfg.NodeID))
@@ -283,4 +292,146 @@ func TestClusterLeadersSpread(t *testing.T) {
 	require.ErrorIs(t, err, wire.ErrInvalidArgument)
 	single := startBroker(t, nil)
 	newAdmin(t, single).fails("GET", "/api/v1/cluster", "", 404, "not_clustered", "single node")
+}
+
+// TestClusterShutdownHandsOverToALiveReplica: a leader that stops hands
+// its partitions over to a replica that is up, not to the first other
+// voter of the partition when that one is down. Here the first is down
+// and the third node, the only one left, can win no election on its own:
+// it leads (its term moves on) only if the stopping leader hands over to
+// it and votes for it.
+func TestClusterShutdownHandsOverToALiveReplica(t *testing.T) {
+	nodes := startTestCluster(t, 3)
+	createReplicated(t, nodes[0], "ho", 1, 3)
+	for _, e := range nodes {
+		waitTopic(t, e, "ho")
+	}
+	lead := leaderOf(t, nodes, "ho", 0)
+	rep := lead.topics.get([]byte("ho")).Parts[0].Replica.(*replica)
+	byID := map[uint64]*Engine{}
+	for _, e := range nodes {
+		byID[e.cfg.NodeID] = e
+	}
+	var first, last uint64 // the voter the old pick went to, and the other one
+	for _, id := range rep.voters {
+		if id != lead.cfg.NodeID {
+			if first == 0 {
+				first = id
+			} else {
+				last = id
+			}
+		}
+	}
+	require.NotZero(t, last)
+	survivor := byID[last].topics.get([]byte("ho")).Parts[0].Replica.(*replica)
+	shutdown(t, byID[first])
+	require.Eventually(t, func() bool { return !lead.cluster.host.Reachable(first) }, 60*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return rep.Leads() == nil }, 60*time.Second, 10*time.Millisecond,
+		"the leader kept its leadership with one follower")
+	st, err := byID[last].cluster.host.Status(survivor.group)
+	require.NoError(t, err)
+	term := st.Term
+
+	shutdown(t, lead)
+	require.Eventually(t, func() bool {
+		st, err := byID[last].cluster.host.Status(survivor.group)
+		return err == nil && st.Term > term
+	}, 30*time.Second, 10*time.Millisecond, "the leadership was not handed to the live replica")
+}
+
+// TestClusterSubscriptionEndsWhenLeadershipMoves: a node that loses a
+// partition's leadership while it keeps running used to stop feeding the
+// partition's subscribers without a word. A subscriber that asked to be
+// told (wire.FlagEndNotice) gets its Subscribe's correlation id answered
+// again, with NOT_LEADER, and the subscription is gone: the connection may
+// subscribe to the partition again (refused NOT_LEADER, not
+// ALREADY_SUBSCRIBED), and an Unsubscribe finds nothing.
+func TestClusterSubscriptionEndsWhenLeadershipMoves(t *testing.T) {
+	nodes := startTestCluster(t, 3)
+	createReplicated(t, nodes[0], "moving", 1, 3)
+	for _, e := range nodes {
+		waitTopic(t, e, "moving")
+	}
+	c := dialCluster(t, clusterAddrs(nodes, 0))
+	ctx := testCtx(t)
+	for i := range 3 {
+		_, err := c.Publish(ctx, "moving", client.Message{Value: fmt.Appendf(nil, "m%d", i)}, client.ToPartition(0))
+		require.NoError(t, err)
+	}
+	// On a loaded machine the leadership may move by itself (an election)
+	// between finding the leader and asking it to transfer: then the test
+	// starts again at the new leader.
+	for attempt := 1; !subscriptionEndsOnTransfer(t, nodes); attempt++ {
+		require.Less(t, attempt, 5, "the leadership kept moving by itself")
+	}
+}
+
+// subscriptionEndsOnTransfer is one try of
+// TestClusterSubscriptionEndsWhenLeadershipMoves; false when the leader
+// had lost its leadership before it was asked to transfer it.
+func subscriptionEndsOnTransfer(t *testing.T, nodes []*Engine) bool {
+	lead := leaderOf(t, nodes, "moving", 0)
+	next := nodes[(indexOf(nodes, lead)+1)%len(nodes)]
+	r := dialRaw(t, lead)
+	defer func() { _ = r.c.Close() }()
+	r.sendFrame(wire.TypeHello, 1, (&wire.Hello{MinVersion: 3, MaxVersion: 3, ClientName: "raw"}).Append(nil))
+	require.Equal(t, wire.TypeHelloOK, r.next().Type)
+	sub := (&wire.Subscribe{Topic: "moving", Partition: 0, Start: wire.Start{Kind: wire.StartEarliest}}).Append(nil)
+	r.send(append(wire.AppendHeader(nil, wire.TypeSubscribe, wire.FlagEndNotice, 5, len(sub)), sub...))
+	if f := r.next(); f.Type == wire.TypeError {
+		e, err := wire.DecodeError(f.Body)
+		require.NoError(t, err)
+		require.Equal(t, wire.CodeNotLeader, e.Code, "%v", e)
+		t.Logf("the leadership moved before the subscribe: %v", e)
+		return false
+	} else if f.Type != wire.TypeSubscribeOK {
+		t.Fatalf("subscribe answered %v", f.Type)
+	}
+	delivered := 0
+	for delivered < 3 {
+		f := r.next()
+		require.Equal(t, wire.TypeDeliver, f.Type)
+		v, err := wire.DecodeBatchView(f.Body)
+		require.NoError(t, err)
+		delivered += v.Batch.Count()
+	}
+
+	if err := lead.cluster.transferLeader("moving", 0, next.cfg.NodeID); err != nil {
+		var we *wire.Error
+		require.True(t, errors.As(err, &we) && we.Code == wire.CodeNotLeader, "transfer: %v", err)
+		t.Logf("the leadership moved before the transfer: %v", err)
+		return false
+	}
+	var end wire.Frame
+	for {
+		f, err := r.read(60 * time.Second)
+		require.NoError(t, err, "the subscription was not ended")
+		if f.Type == wire.TypeError {
+			end = f
+			break
+		}
+		require.Equal(t, wire.TypeDeliver, f.Type)
+	}
+	require.Equal(t, uint32(5), end.Corr, "the end answers the Subscribe's correlation id")
+	e, err := wire.DecodeError(end.Body)
+	require.NoError(t, err)
+	require.Equal(t, wire.CodeNotLeader, e.Code, "%v", e)
+	if _, addr, ok := wire.LeaderOf(e); ok {
+		require.Equal(t, next.Addr().String(), addr, "the end names a node that does not lead")
+	}
+
+	r.sendFrame(wire.TypeSubscribe, 6, sub)
+	f := r.next()
+	require.Equal(t, uint32(6), f.Corr)
+	require.Equal(t, wire.TypeError, f.Type)
+	e, err = wire.DecodeError(f.Body)
+	require.NoError(t, err)
+	require.Equal(t, wire.CodeNotLeader, e.Code, "subscribing again: %v", e)
+	r.sendFrame(wire.TypeUnsubscribe, 7, sub)
+	f = r.next()
+	require.Equal(t, uint32(7), f.Corr)
+	e, err = wire.DecodeError(f.Body)
+	require.NoError(t, err)
+	require.Equal(t, wire.CodeNotSubscribed, e.Code, "%v", e)
+	return true
 }

@@ -237,8 +237,10 @@ type Config struct {
 	// ClusterAddr is where this node listens for the other nodes (Raft
 	// messages), host:port.
 	ClusterAddr string
-	// Peers maps every node of the initial cluster, this one included or
-	// not, to its ClusterAddr.
+	// Peers maps every node of the initial cluster, this one included, to
+	// its ClusterAddr. A node that is not in it joins a running cluster of
+	// those members (docs/CLUSTER.md, adding a node): its controller
+	// replica starts empty, to be added by cluster add-node.
 	Peers map[uint64]string
 	// ClusterID names the cluster; nodes of another cluster are refused.
 	ClusterID string

@@ -46,7 +46,10 @@ type Engine struct {
 	shards []*driver.Driver
 	topics *registry
 	groups *coord.Coordinator
-	cache  *storage.BlockCache
+	// grepl, in a cluster, places the groups on the leaders of the
+	// offsets topic's partitions (groupsrepl.go); nil on a single node.
+	grepl *groupRepl
+	cache *storage.BlockCache
 	// reclaim deletes the data of deleted topics and segments in the
 	// background (storage.Reclaimer); from Start on.
 	reclaim *storage.Reclaimer
@@ -80,6 +83,11 @@ type Engine struct {
 	// cluster is this node's part in a cluster (cluster.go); nil on a
 	// single node.
 	cluster *clusterNode
+
+	// startFailed says Start failed, having stopped what it started:
+	// Shutdown then has nothing left to stop. Written by Start, read by
+	// Shutdown, which its caller runs after Start returned.
+	startFailed bool
 }
 
 // New validates cfg and returns a broker that is not listening yet. Its
@@ -153,6 +161,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
 			e.stopPluginsAfterFailure()
+			e.startFailed = true
 		}
 	}()
 	if err := storage.MkdirDurable(e.cfg.FS, e.cfg.DataDir, 1); err != nil {
@@ -203,8 +212,14 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		_ = e.topics.closeAll()
 		return fmt.Errorf("engine: consumer groups: %w", err)
 	}
+	if e.grepl != nil {
+		e.grepl.start()
+	}
 	e.setNotReady("starting the native listener")
 	if err := e.srv.Start(); err != nil {
+		if e.grepl != nil {
+			e.grepl.stop()
+		}
 		stopCluster()
 		e.stopShards()
 		e.groups.Close()
@@ -259,6 +274,9 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	if !e.srv.Drain() {
 		return errors.New("engine: already shut down")
 	}
+	if e.startFailed {
+		return nil // Start stopped what it had started before it failed
+	}
 	if e.cfg.ShutdownTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, e.cfg.ShutdownTimeout)
@@ -266,6 +284,9 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	}
 	e.history.Close()
 	e.stopQuotaLoop()
+	if e.grepl != nil {
+		e.grepl.stop() // groups stop moving before the leaderships do
+	}
 	if e.cluster != nil {
 		e.cluster.close() // leaderships move first; then no group writes a log
 	}

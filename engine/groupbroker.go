@@ -32,8 +32,12 @@ const (
 )
 
 // newCoordinator builds the broker's group coordinator, with the offsets
-// store in the data directory.
+// store in the data directory; in a cluster, in the offsets topic
+// (groupsrepl.go).
 func newCoordinator(e *Engine) *coord.Coordinator {
+	if len(e.cfg.Peers) > 0 {
+		return newClusterCoordinator(e)
+	}
 	return coord.New(coord.Config{Broker: groupBroker{e}, Store: offsets.New(e.cfg.FS, e.cfg.DataDir, e.log),
 		Log: e.log, Retention: e.cfg.GroupRetention})
 }
@@ -50,7 +54,7 @@ func (b groupBroker) Topic(name string) coord.Topic {
 }
 
 func (groupBroker) ResolveStart(p *shard.Partition, st wire.Start) (int64, error) {
-	return server.ResolveStart(p, st)
+	return server.ResolveStartLocal(p, st)
 }
 func (groupBroker) OfflineReason(p *shard.Partition) string { return topic.OfflineReason(p) }
 func (groupBroker) SkipCorrupt(p *shard.Partition, offset int64) int64 {
@@ -109,6 +113,11 @@ const internalPublishTimeout = 30 * time.Second
 // created with the defaults when missing, whether or not auto-creation is
 // on: it is the broker's own.
 func (e *Engine) publishInternal(topic string, frame []byte, batchOff int) error {
+	return e.publishInternalTo(topic, wire.PartitionAny, frame, batchOff)
+}
+
+// publishInternalTo is publishInternal to partition part (or any).
+func (e *Engine) publishInternalTo(topic string, part int32, frame []byte, batchOff int) error {
 	if e.srv.Draining() {
 		return server.ErrShuttingDown
 	}
@@ -122,7 +131,7 @@ func (e *Engine) publishInternal(topic string, frame []byte, batchOff int) error
 			return err
 		}
 	}
-	p, err := t.PickPartition(wire.PartitionAny)
+	p, err := t.PickPartition(part)
 	if err != nil {
 		return err
 	}

@@ -437,3 +437,131 @@ func TestReviewControllerDuplicateKeepsFirstOutcome(t *testing.T) {
 	require.NoError(t, res.err, "the command was applied (at index 2); its duplicate's refusal is not its outcome")
 	require.Equal(t, uint64(2), res.index)
 }
+
+// TestReviewShutdownAfterFailedStart: Shutdown of an engine whose Start
+// failed (its native address taken) returns instead of panicking, for a
+// single node and for a cluster node alike.
+func TestReviewShutdownAfterFailedStart(t *testing.T) {
+	for _, clustered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cluster=%v", clustered), func(t *testing.T) {
+			taken, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			defer func() { _ = taken.Close() }()
+			cfg := DefaultConfig()
+			cfg.Addr, cfg.HTTPAddr = taken.Addr().String(), "127.0.0.1:0"
+			cfg.DataDir = t.TempDir()
+			cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+			cfg.Shards, cfg.EventLoops = 1, 1
+			if clustered {
+				cfg.ClusterAddr = "127.0.0.1:0"
+				cfg.NodeID, cfg.Peers = 1, map[uint64]string{1: "127.0.0.1:0", 2: "127.0.0.1:1"}
+				cfg.RaftTick = 20 * time.Millisecond
+			}
+			e, err := New(cfg)
+			require.NoError(t, err)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			require.Error(t, e.Start(ctx), "the native address is taken")
+			require.NotPanics(t, func() { _ = e.Shutdown(ctx) })
+		})
+	}
+}
+
+// leaderOfReplicas waits until one of nodes leads, and returns it.
+func leaderOfReplicas(t *testing.T, nodes map[uint64]*rvNode) *rvNode {
+	t.Helper()
+	var lead *rvNode
+	require.Eventually(t, func() bool {
+		for _, n := range nodes {
+			if n.leads() {
+				lead = n
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 5*time.Millisecond)
+	return lead
+}
+
+// errCode decodes the code of an Error frame's body as publishIdem returns it.
+func errCode(t *testing.T, body string) wire.Code {
+	t.Helper()
+	e, err := wire.DecodeError([]byte(body))
+	require.NoError(t, err)
+	return e.Code
+}
+
+// TestReviewSteppedDownIdempotentPublishIsNotLeader: a node that no
+// longer leads answers an idempotent producer's batch NOT_LEADER, whatever
+// its sequence, so the producer goes to the new leader; the sequence
+// check used to come first, and a batch whose predecessors the node had
+// not seen (they went to the new leader) was refused OUT_OF_ORDER, which
+// the producer takes as final.
+func TestReviewSteppedDownIdempotentPublishIsNotLeader(t *testing.T) {
+	_, nodes := startReviewReplicas(t)
+	lead := leaderOfReplicas(t, nodes)
+	_, errMsg := lead.publishIdem(t, 1, 7, 0, 1)
+	require.Empty(t, errMsg)
+	var to uint64
+	for id := range nodes {
+		if id != lead.id {
+			to = id
+			break
+		}
+	}
+	require.NoError(t, lead.host.TransferLeader(100, to))
+	require.Eventually(t, func() bool { return nodes[to].leads() && !lead.leads() }, 30*time.Second, time.Millisecond)
+
+	for _, seq := range []int32{1, 3} { // the next batch, and one past a gap
+		_, errMsg = lead.publishIdem(t, uint32(10+seq), 7, seq, 1)
+		require.NotEmpty(t, errMsg, "seq %d was acked by a node that does not lead", seq)
+		require.Equal(t, wire.CodeNotLeader, errCode(t, errMsg), "seq %d: %s", seq, errMsg)
+	}
+}
+
+// TestReviewNotLeaderNamesOnlyAnotherLeader: a NOT_LEADER refusal names a
+// leader only when the node knows another node leads. During an election
+// a replica knows no leader, and the metadata's last report may name this
+// very node (it led before); a leader that is handing its leadership over
+// has Raft drop proposals while it still leads, and a new leader that
+// first commits its predecessors' batches turns idempotent ones away:
+// each used to name this node, sending the client straight back to it.
+func TestReviewNotLeaderNamesOnlyAnotherLeader(t *testing.T) {
+	c := &clusterNode{id: 1}
+	st := meta.New()
+	var idx uint64
+	apply := func(cmd meta.Command) {
+		idx++
+		_, err := st.Apply(idx, cmd.Encode())
+		require.NoError(t, err)
+	}
+	for id := uint64(1); id <= 3; id++ {
+		apply(meta.AddNode{ID: id, ClientAddr: "127.0.0.1:" + strconv.Itoa(7070+int(id)), ClusterAddr: "127.0.0.1:" + strconv.Itoa(7400+int(id))})
+	}
+	apply(meta.CreateTopic{Name: "t", Partitions: 1, Replicas: 3})
+	pi, ok := st.Partition("t", 0)
+	require.True(t, ok)
+	apply(meta.ReportLeader{Group: pi.Group, Leader: 1, Term: 1})
+	c.view.Store(st)
+	rep := &replica{c: c, group: pi.Group, topic: "t", part: 0, voters: pi.Replicas, local: true}
+
+	named := func(err error) uint64 {
+		t.Helper()
+		require.Equal(t, wire.CodeNotLeader, wire.CodeOf(err), "%v", err)
+		id, _, ok := wire.LeaderOf(err)
+		if !ok {
+			return 0
+		}
+		return id
+	}
+	require.Equal(t, uint64(0), named(rep.Leads()), "an election: no leader known, the metadata names this node")
+	require.Equal(t, uint64(0), named(rep.wireError(&cluster.NotLeaderError{Group: pi.Group, Leader: 1})),
+		"a proposal dropped during a transfer names this node")
+	rep.leader.Store(2)
+	require.Equal(t, uint64(2), named(rep.Leads()), "another node leads")
+	require.Equal(t, uint64(3), named(rep.wireError(&cluster.NotLeaderError{Group: pi.Group, Leader: 3})))
+
+	// A node without a replica names what the metadata says, never itself.
+	far := &replica{c: c, group: pi.Group, topic: "t", part: 0, voters: []uint64{2, 3, 4}}
+	require.Equal(t, uint64(0), named(far.Leads()))
+}

@@ -632,6 +632,64 @@ func (r *registry) remove(name string) error {
 	}
 }
 
+// replacePartition builds partition i of a cluster topic anew because
+// this node's part in its group changed: a replica of it was added here
+// (its group starts, empty, and catches up from the leader), or the
+// replica here left the group (the group goes on without it). The old
+// partition is retired, and its log dropped when it held one: the data
+// now lives on the group's other replicas.
+func (r *registry) replacePartition(name string, i int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.snap.Snapshot()
+	t, ok := old[name]
+	if !ok || r.repl == nil || i < 0 || i >= len(t.Parts) {
+		return wire.Errorf(wire.CodeUnknownTopic, "no partition "+strconv.Itoa(i)+" of "+strconv.Quote(name))
+	}
+	tc := t.Config()
+	prev := t.Parts[i]
+	// The old partition's group stops first: the new one may be the same
+	// group, which a host runs once.
+	r.repl.stop(prev)
+	l, rep, err := r.repl.open(name, i, tc, func(dir string) (storage.Log, error) {
+		return r.openLogAt(dir, name, i, tc, nil)
+	})
+	if err != nil {
+		return err
+	}
+	p := shard.NewPartition(name, int32(i), prev.Shard, l, tc.Fsync)
+	p.Replica = rep
+	r.restoreProducers(p)
+	if err := r.repl.start(p, tc); err != nil {
+		_ = l.Close()
+		return err
+	}
+	parts := slices.Clone(t.Parts)
+	parts[i] = p
+	nt := topic.New(name, tc, parts)
+	m := maps.Clone(old)
+	m[name] = nt
+	r.snap.Replace(m)
+	if p.Adopt() == nil {
+		p.Shard.Wake()
+	}
+	// The old log goes once its shard has retired the partition, before
+	// this returns: the group's directory may be opened again by a later
+	// move back here, which must not meet a drop still under way. As in
+	// remove, the registry stays locked meanwhile (the shards take no
+	// registry lock), and this runs off the event loops (the applier).
+	retired := make(chan struct{})
+	if err := prev.Delete(func() { close(retired) }); err != nil {
+		return nil // the broker is stopping: the old log is only closed
+	}
+	prev.Shard.Wake()
+	<-retired
+	if err := prev.Log.Drop(); err != nil {
+		r.cfg.Logger.Warn("removing a moved replica's log", "topic", name, "partition", i, "err", err)
+	}
+	return nil
+}
+
 // dropLogs removes a deleted topic's logs and directory.
 func (r *registry) dropLogs(t *Topic) {
 	for _, p := range t.Parts {

@@ -40,6 +40,8 @@ func (s *Server) registerAdmin(mux *http.ServeMux, auth func(http.HandlerFunc) h
 		{"GET /api/v1/cluster", s.apiCluster},
 		{"POST /api/v1/cluster/transfer-leader", s.apiTransferLeader},
 		{"POST /api/v1/cluster/rebalance", s.apiRebalance},
+		{"POST /api/v1/cluster/add-node", s.apiAddNode},
+		{"POST /api/v1/cluster/remove-node", s.apiRemoveNode},
 		{"/api/v1/", s.apiNotFound},
 	}, func(h http.HandlerFunc) http.Handler { return auth(s.whenReady(h)) })
 }
@@ -670,6 +672,51 @@ func (s *Server) apiRebalance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"rebalance": "started"})
+}
+
+// apiAddNode records a new node: {"id", "cluster_addr"}.
+func (s *Server) apiAddNode(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		ID          uint64 `json:"id"`
+		ClusterAddr string `json:"cluster_addr"`
+	}
+	if err := decodeBody(w, r, &req); err != nil {
+		s.audit(r, "cluster", err)
+		return
+	}
+	if _, ok := s.b.Cluster(); !ok {
+		writeError(w, http.StatusNotFound, "not_clustered", "this broker is a single node")
+		return
+	}
+	err := s.b.AddNode(r.Context(), adminOrigin(r), req.ID, req.ClusterAddr)
+	s.audit(r, "cluster", err)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"node": req.ID, "status": "joining"})
+}
+
+// apiRemoveNode removes a node for good: {"id"}.
+func (s *Server) apiRemoveNode(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		ID uint64 `json:"id"`
+	}
+	if err := decodeBody(w, r, &req); err != nil {
+		s.audit(r, "cluster", err)
+		return
+	}
+	if _, ok := s.b.Cluster(); !ok {
+		writeError(w, http.StatusNotFound, "not_clustered", "this broker is a single node")
+		return
+	}
+	err := s.b.RemoveNode(r.Context(), adminOrigin(r), req.ID)
+	s.audit(r, "cluster", err)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"node": req.ID, "status": "removed"})
 }
 
 func (s *Server) apiShards(w http.ResponseWriter, _ *http.Request) {

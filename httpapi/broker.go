@@ -69,6 +69,14 @@ type Broker interface {
 	// Rebalance spreads the partitions' preferred leaders evenly over the
 	// active nodes; each leader then hands over to its preferred one.
 	Rebalance(ctx context.Context, by Origin) error
+	// AddNode records a new node (started with its own --node-id and
+	// --cluster-addr, and the members' addresses as --peers): the
+	// controller adds it to its Raft group, and it serves once caught up.
+	AddNode(ctx context.Context, by Origin, id uint64, clusterAddr string) error
+	// RemoveNode removes a node for good: its replicas move to other
+	// nodes, its leaderships are handed over, and it leaves the
+	// controller group. Its id is never reused.
+	RemoveNode(ctx context.Context, by Origin, id uint64) error
 }
 
 // Cluster is a node's view of its cluster (docs/CLUSTER.md).
@@ -99,8 +107,14 @@ type RaftGroup struct {
 	Commit    uint64   `json:"commit"`
 	LastIndex uint64   `json:"last_index"`
 	Voters    []uint64 `json:"voters"`
-	Quiesced  bool     `json:"quiesced"`
-	Failed    string   `json:"failed,omitempty"`
+	// Learners receive the log but count for no quorum: replicas being
+	// added, until they catch up.
+	Learners []uint64 `json:"learners,omitempty"`
+	// Outgoing are the voters of the configuration being left, while a
+	// configuration change is in joint consensus.
+	Outgoing []uint64 `json:"outgoing,omitempty"`
+	Quiesced bool     `json:"quiesced"`
+	Failed   string   `json:"failed,omitempty"`
 }
 
 // ClusterPart is one replicated partition: its replicas and, where this

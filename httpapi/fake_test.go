@@ -194,6 +194,18 @@ func (b *fakeBroker) Cluster() (c Cluster, ok bool) {
 }
 func (b *fakeBroker) TransferLeader(Origin, string, int, uint64) error { return nil }
 func (b *fakeBroker) Rebalance(context.Context, Origin) error          { return nil }
+func (b *fakeBroker) AddNode(_ context.Context, _ Origin, id uint64, addr string) error {
+	if id == 0 || addr == "" {
+		return wire.Errorf(wire.CodeInvalidArgument, "id and cluster_addr are required")
+	}
+	return nil
+}
+func (b *fakeBroker) RemoveNode(_ context.Context, _ Origin, id uint64) error {
+	if id == 0 {
+		return wire.Errorf(wire.CodeInvalidArgument, "id is required")
+	}
+	return nil
+}
 
 func (b *fakeBroker) WriteMetrics(w io.Writer) {
 	b.mu.Lock()

@@ -182,14 +182,18 @@ func (o *Outbox) SetDetachable(p any, ok bool) {
 // Detach detaches the outbox's live subscription to p at from whether or
 // not it is stuck: its connection resumes p from from with a replay, as for
 // a stuck one. A replicated partition does it when batches became visible
-// that it could not fan out (committed under a previous leader).
+// that it could not fan out (committed under a previous leader), and when
+// its node stops leading it. The writer is scheduled even with nothing
+// queued, since it is what resumes detachments (TakeResumable).
 func (o *Outbox) Detach(p any, from int64) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	if o.dead {
+		o.mu.Unlock()
 		return
 	}
 	o.detached = append(o.detached, Detachment{P: p, From: from})
+	o.mu.Unlock()
+	o.Refresh()
 }
 
 // TakeResumable hands the writer the outbox's detachments once its reader

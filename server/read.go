@@ -26,6 +26,14 @@ func resolveStart(p *shard.Partition, st wire.Start) (int64, error) {
 	if err := topic.CheckOnline(p); err != nil {
 		return 0, err
 	}
+	return resolveLocal(p, st)
+}
+
+// resolveLocal is resolveStart on this node's replica, leader or not.
+func resolveLocal(p *shard.Partition, st wire.Start) (int64, error) {
+	if why := topic.OfflineReason(p); why != "" {
+		return 0, topic.CheckOnline(p)
+	}
 	start, end := p.Log.Bounds()
 	switch st.Kind {
 	case wire.StartEarliest:
@@ -110,6 +118,13 @@ type replayJob struct {
 	p      *shard.Partition
 	offset int64
 	cancel *atomic.Bool
+	sub    *subscription // the subscription it feeds; nil for a group member's feed
+	// tail: a group member's feed of a replicated partition, which reads
+	// this node's replica, leader or follower, up to what it shows
+	// committed, and at its end looks again every tailPoll instead of
+	// joining the live fan-out (a follower detaches its live subscribers
+	// at every commit, and a leader may become a follower at any time).
+	tail   bool
 	prefix []byte        // Deliver's topic and partition; nil before the first step
 	joined chan int64    // the shard's answer to CatchUp
 	timer  *time.Timer   // queues the job again after a pause (replayPool.start)
@@ -121,10 +136,34 @@ func (srv *Server) newReplay(out *outbox.Outbox, p *shard.Partition, offset int6
 	return &replayJob{srv: srv, out: out, p: p, offset: offset, cancel: cancel, joined: make(chan int64, 1)}
 }
 
-// startReplay queues a replay on the replay pool and returns at once, so
-// the caller's event loop does not wait for the disk.
-func (srv *Server) startReplay(out *outbox.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool) {
-	srv.replays.start(srv.newReplay(out, p, offset, cancel))
+// startSubReplay queues a replay of a subscription's partition on the
+// replay pool and returns at once, so the caller's event loop does not
+// wait for the disk. A replay that finds this node no longer leads the
+// partition ends the subscription (endSub).
+func (srv *Server) startSubReplay(out *outbox.Outbox, p *shard.Partition, offset int64, sub *subscription) {
+	j := srv.newReplay(out, p, offset, sub.cancel)
+	j.sub = sub
+	srv.replays.start(j)
+}
+
+// endSub ends a subscription whose node no longer leads its partition
+// (a replicated partition whose leadership moved: the shard detached its
+// live subscribers, and the replay resuming it found this, or the shard
+// refused the replay's join), telling the subscriber with err,
+// NOT_LEADER naming the leader this node knows, under the Subscribe's
+// correlation id, when it asked to be told (wire.FlagEndNotice); the
+// client subscribes again at the leader. One that did not ask is left as
+// before: fed nothing more.
+func (srv *Server) endSub(out *outbox.Outbox, sub *subscription, err error) {
+	if sub == nil || !sub.notice || wire.CodeOf(err) != wire.CodeNotLeader {
+		return
+	}
+	if !sub.released.CompareAndSwap(false, true) {
+		return // unsubscribed, closed, or ended already
+	}
+	sub.cancel.Store(true) // no resume replays it again
+	sub.topic.Subscriptions.Add(-1)
+	srv.replyLater(out, sub.corr, err)
 }
 
 // step runs the next part of the replay: it reads up to replayChunk from
@@ -132,9 +171,16 @@ func (srv *Server) startReplay(out *outbox.Outbox, p *shard.Partition, offset in
 // the live tail there.
 func (j *replayJob) step() replayNext {
 	if j.prefix == nil {
-		if err := topic.CheckOnline(j.p); err != nil {
+		check := topic.CheckOnline
+		if j.tail {
+			check = checkOffline
+		}
+		if err := check(j.p); err != nil {
 			// A group member's feed of an offline partition: it holds
-			// nothing and the broker logged why at start.
+			// nothing and the broker logged why at start. A subscription
+			// to a partition this node no longer leads: ended, if its
+			// subscriber asked to be told.
+			j.srv.endSub(j.out, j.sub, err)
 			j.srv.replayFailed(j.p, j.offset, err)
 			return replayDone
 		}
@@ -161,8 +207,19 @@ func (j *replayJob) step() replayNext {
 		return replayDone
 	case n > 0:
 		return replayMore
+	case j.tail:
+		return replayTailing
 	}
 	return j.join()
+}
+
+// checkOffline is topic.CheckOnline without the leader check: a tailing
+// replay reads this node's replica, leader or follower.
+func checkOffline(p *shard.Partition) error {
+	if topic.OfflineReason(p) == "" {
+		return nil
+	}
+	return topic.CheckOnline(p)
 }
 
 // read sends the visible batches from offset, up to replayChunk, and
@@ -181,25 +238,33 @@ func (j *replayJob) read() (int, error) {
 
 // join asks the shard to make the subscriber live at offset and waits for
 // its answer (one pass). The shard refuses when more became visible
-// meanwhile: then the replay reads on. A join that raced with a cancel is
-// undone, so a cancelled replay never leaves a live subscription behind.
+// meanwhile: then the replay reads on. It also refuses a cancelled replay,
+// and a replicated partition this node no longer leads, which ends the
+// subscription (endSub). A join is never undone here: the shard knows
+// the subscriber by its outbox alone, and an Unsubscribe sent after the
+// unsubscriber's own could remove the connection's next subscription to
+// the partition, which would then get nothing, and never be ended
+// (shard.Partition.CatchUp).
 func (j *replayJob) join() replayNext {
 	var ok bool
-	if j.p.CatchUp(j.out, j.offset, func(end int64, joined bool) {
+	if j.p.CatchUp(j.out, j.offset, j.cancel, func(end int64, joined bool) {
 		ok = joined
 		j.joined <- end
 	}) != nil {
 		return replayDone
 	}
 	j.p.Shard.Wake()
-	if end := <-j.joined; end >= 0 && !ok {
-		return replayMore
+	end := <-j.joined
+	if ok || end < 0 || j.cancel.Load() {
+		return replayDone // live; or the partition was deleted; or cancelled
 	}
-	if ok && j.cancel.Load() {
-		_ = j.p.Unsubscribe(j.out, nil)
-		j.p.Shard.Wake()
+	if err := topic.CheckLeader(j.p); err != nil {
+		// The node lost the leadership while the replay ran.
+		j.srv.endSub(j.out, j.sub, err)
+		j.srv.replayFailed(j.p, j.offset, err)
+		return replayDone
 	}
-	return replayDone
+	return replayMore // more became visible (or the node leads again)
 }
 
 // replayFailed reports a replay that ends for err to the plugins.

@@ -39,10 +39,16 @@ func replayWorkers() int { return max(8, replaysPerCPU*runtime.GOMAXPROCS(0)) }
 type replayNext int
 
 const (
-	replayMore   replayNext = iota // queue it again
-	replayPaused                   // the subscriber is under pressure: queue it after replayPause
-	replayDone                     // the replay has ended
+	replayMore    replayNext = iota // queue it again
+	replayPaused                    // the subscriber is under pressure: queue it after replayPause
+	replayDone                      // the replay has ended
+	replayTailing                   // a tailing replay at the end: queue it after tailPoll
 )
+
+// tailPoll is how often a tailing replay (a group feed of a replicated
+// partition, replayJob.tail) at the end of what its replica shows looks
+// again: the latency it adds to a group's deliveries in a cluster.
+const tailPoll = 5 * time.Millisecond
 
 // replayPool runs replay jobs on at most limit workers. Its queue is an
 // intrusive list, so queueing allocates nothing.
@@ -105,6 +111,8 @@ func (q *replayPool) work() {
 			q.mu.Unlock()
 		case replayPaused:
 			j.timer.Reset(replayPause)
+		case replayTailing:
+			j.timer.Reset(tailPoll)
 		case replayDone:
 			if j.done != nil {
 				close(j.done)

@@ -77,7 +77,7 @@ func TestReplaysAreBounded(t *testing.T) {
 	// A join from here goes through the shard after the unsubscribes the
 	// cancelled replays queued, and counts itself.
 	barrier := make(chan struct{})
-	require.NoError(t, p.CatchUp(outbox.NewOutbox(1<<20, 1, idleFlusher{}), 0, func(int64, bool) { close(barrier) }))
+	require.NoError(t, p.CatchUp(outbox.NewOutbox(1<<20, 1, idleFlusher{}), 0, nil, func(int64, bool) { close(barrier) }))
 	d.Wake()
 	<-barrier
 	require.Equal(t, jobs-cancelled+1, p.Subscribers(), "live: every replay that was not cancelled, and the barrier")
@@ -85,4 +85,53 @@ func TestReplaysAreBounded(t *testing.T) {
 		"idle workers end")
 	_, peak = pool.stats()
 	require.Equal(t, limit, peak, "never more than the bound")
+}
+
+// TestCancelledReplayLeavesTheNextSubscription: a connection unsubscribes
+// from a partition while its subscription's replay waits for its join,
+// and at once subscribes to it again. The shard knows both subscriptions
+// by the connection's outbox alone, so the first replay must not join
+// and then undo its join: that removal, queued after the second
+// subscription's join, took the second one's place, and the second
+// subscription was answered SubscribeOK and then never fed, nor ended.
+func TestCancelledReplayLeavesTheNextSubscription(t *testing.T) {
+	srv := newTestServer(t)
+	d := driver.New(driver.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	p := shard.NewPartition("resubscribed", 0, d.Shard(), storage.NewMemLog(1<<20), shard.SyncPolicy{Mode: shard.SyncNever})
+	pool := newReplayPool(2)
+	out := outbox.NewOutbox(1<<20, 1, idleFlusher{})
+
+	// The shard is not running: the first replay waits for its join.
+	var first, second atomic.Bool
+	j1 := srv.newReplay(out, p, 0, &first)
+	j1.done = make(chan struct{})
+	pool.start(j1)
+	require.Eventually(t, func() bool { return d.InboxLen() == 1 }, 30*time.Second, time.Millisecond,
+		"the first replay waits for its join")
+	// Unsubscribed as a session does it (session.unsubscribe): cancelled,
+	// then removed from the partition.
+	first.Store(true)
+	require.NoError(t, p.Unsubscribe(out, nil))
+	j2 := srv.newReplay(out, p, 0, &second)
+	j2.done = make(chan struct{})
+	pool.start(j2)
+	require.Eventually(t, func() bool { return d.InboxLen() == 3 }, 30*time.Second, time.Millisecond,
+		"the second replay waits for its join")
+
+	d.Start()
+	t.Cleanup(d.Stop)
+	for _, done := range []chan struct{}{j1.done, j2.done} {
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("a replay did not end")
+		}
+	}
+	// A join from here goes through the shard after anything the replays
+	// queued, and counts itself.
+	barrier := make(chan struct{})
+	require.NoError(t, p.CatchUp(outbox.NewOutbox(1<<20, 1, idleFlusher{}), 0, nil, func(int64, bool) { close(barrier) }))
+	d.Wake()
+	<-barrier
+	require.Equal(t, 2, p.Subscribers(), "live: the second subscription, and the barrier")
 }

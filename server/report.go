@@ -124,7 +124,7 @@ func (srv *Server) Connections() []Conn {
 // is closed when it ends. cancel stops it.
 func (srv *Server) Replay(out *outbox.Outbox, p *shard.Partition, offset int64, cancel *atomic.Bool, done chan struct{}) {
 	j := srv.newReplay(out, p, offset, cancel)
-	j.done = done
+	j.done, j.tail = done, p.Replica != nil
 	srv.replays.start(j)
 }
 
@@ -132,6 +132,11 @@ func (srv *Server) Replay(out *outbox.Outbox, p *shard.Partition, offset int64, 
 // offline partition has none (PARTITION_OFFLINE). The group coordinator
 // uses it too, so a member and a subscriber are told the same.
 func ResolveStart(p *shard.Partition, st wire.Start) (int64, error) { return resolveStart(p, st) }
+
+// ResolveStartLocal is ResolveStart on this node's replica of a
+// replicated partition, whether or not it leads it: a group's feeds read
+// the coordinator's replicas (a tailing Replay).
+func ResolveStartLocal(p *shard.Partition, st wire.Start) (int64, error) { return resolveLocal(p, st) }
 
 // SkipCorrupt moves offset past any corrupt range of p's log it falls in.
 func SkipCorrupt(p *shard.Partition, offset int64) int64 { return skipCorrupt(p, offset) }

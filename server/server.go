@@ -147,6 +147,7 @@ type Server struct {
 	// the event loops (offloop.go); autoCreates limits auto-creation.
 	diskWork    *diskWorker
 	diskStarted bool
+	started     bool // Start succeeded: Stop has something to stop
 	autoCreates *tokenBucket
 	mem         *memGuard // the inbound memory bound (inflight.go)
 
@@ -198,6 +199,7 @@ func (srv *Server) Start() error {
 		srv.mem.stop()
 		return err
 	}
+	srv.started = true
 	return nil
 }
 
@@ -254,7 +256,7 @@ func (srv *Server) Draining() bool { return srv.draining.Load() }
 // away and waits (up to ctx) until each loop has written it, then stops
 // the event loops, closing every connection.
 func (srv *Server) Stop(ctx context.Context) error {
-	if srv.adm.srv == nil { // never started
+	if !srv.started { // never started, or Start failed and stopped what it had started
 		return nil
 	}
 	if srv.lis != nil {

@@ -60,6 +60,25 @@ type subscription struct {
 	topic  *topic.Topic
 	parts  []*shard.Partition
 	cancel *atomic.Bool // stops its replays, if any
+	// corr and notice: the Subscribe's correlation id, and whether it
+	// asked to be told when the broker ends it (wire.FlagEndNotice, a
+	// subscription to one partition).
+	corr   uint32
+	notice bool
+	// released is set once the subscription stopped counting against its
+	// topic's subscribers: by Unsubscribe, the connection's close, or the
+	// broker ending it (endSub), whichever comes first. One the broker
+	// ended stays in the session's subs until the session next looks
+	// (dropEndedSubs).
+	released atomic.Bool
+}
+
+// release stops the subscription counting against its topic's
+// subscribers; only the first call does.
+func (sub *subscription) release() {
+	if sub.released.CompareAndSwap(false, true) {
+		sub.topic.Subscriptions.Add(-1)
+	}
 }
 
 type subKey struct {
@@ -523,7 +542,7 @@ func (s *session) subscribe(f wire.Frame) error {
 	if err := s.may(auth.ResTopic, string(name), auth.OpSubscribe); err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	corr := f.Corr
+	corr, notice := f.Corr, f.Flags&wire.FlagEndNotice != 0 && part != wire.PartitionAny
 	return s.withTopic(name, func(t *topic.Topic, err error) error {
 		if err == nil {
 			err = checkResume(t, part, resume)
@@ -534,7 +553,7 @@ func (s *session) subscribe(f wire.Frame) error {
 		if err != nil {
 			return s.refuse(corr, err)
 		}
-		return s.subscribeTo(corr, t, part, start, resume)
+		return s.subscribeTo(corr, notice, t, part, start, resume)
 	})
 }
 
@@ -556,10 +575,10 @@ func checkResume(t *topic.Topic, part int32, resume []wire.PartitionStart) error
 
 // subscribeTo subscribes to part of t (or every partition) from start,
 // or, for the partitions resume names, from their own offsets.
-func (s *session) subscribeTo(corr uint32, t *topic.Topic, part int32, start wire.Start, resume []wire.PartitionStart) error {
+func (s *session) subscribeTo(corr uint32, notice bool, t *topic.Topic, part int32, start wire.Start, resume []wire.PartitionStart) error {
 	// Every partition means every partition that is not offline: those
 	// hold nothing and take nothing until a restart.
-	sub := &subscription{topic: t, parts: t.Online, cancel: new(atomic.Bool)}
+	sub := &subscription{topic: t, parts: t.Online, cancel: new(atomic.Bool), corr: corr, notice: notice}
 	if part != wire.PartitionAny {
 		sub.parts = t.Parts[part : part+1]
 	}
@@ -616,7 +635,7 @@ func (s *session) subscribeFrom(corr uint32, t *topic.Topic, part int32, sub *su
 	s.sendFrame(wire.TypeSubscribeOK, corr, ok.Append(s.scratch[:0], s.version))
 	s.emitSub(telemetry.EventSubscriberJoined, t, part, "subscribe", nil)
 	for i, p := range sub.parts {
-		s.srv.startReplay(s.out, p, ok.Starts[i].Offset, sub.cancel)
+		s.srv.startSubReplay(s.out, p, ok.Starts[i].Offset, sub)
 	}
 	return nil
 }
@@ -683,6 +702,7 @@ func (s *session) checkNewSubscription(t *topic.Topic, part int32) error {
 	} else if len(t.Online) == 0 {
 		return t.AllOffline()
 	}
+	s.dropEndedSubs()
 	for k := range s.subs {
 		if k.topic == t && (k.partition == part || k.partition == wire.PartitionAny || part == wire.PartitionAny) {
 			return wire.Errorf(wire.CodeAlreadySubscribed, "this connection already subscribes to "+t.Name)
@@ -719,12 +739,16 @@ func (s *session) unsubscribe(f wire.Frame) error {
 			}
 		}
 	}
+	if sub != nil && sub.released.Load() { // the broker ended it (endSub)
+		s.dropSub(key, sub)
+		sub = nil
+	}
 	if sub == nil {
 		return s.refuse(f.Corr, wire.Errorf(wire.CodeNotSubscribed, "no subscription to "+strconv.Quote(string(name))))
 	}
 	s.dropSub(key, sub)
 	sub.cancel.Store(true)
-	sub.topic.Subscriptions.Add(-1)
+	sub.release()
 	s.emitSub(telemetry.EventSubscriberLeft, sub.topic, key.partition, "unsubscribe", nil)
 	corr, out := f.Corr, s.out
 	j := shard.NewJoin(len(sub.parts), func(error) {
@@ -803,6 +827,16 @@ func (s *session) addSub(k subKey, sub *subscription) {
 	}
 }
 
+// dropEndedSubs forgets the subscriptions the broker ended (endSub), so
+// that the partition can be subscribed to again on this connection.
+func (s *session) dropEndedSubs() {
+	for k, sub := range s.subs {
+		if sub.released.Load() {
+			s.dropSub(k, sub)
+		}
+	}
+}
+
 // dropSub forgets a subscription.
 func (s *session) dropSub(k subKey, sub *subscription) {
 	delete(s.subs, k)
@@ -822,7 +856,7 @@ func (s *session) resume(ds []outbox.Detachment) {
 		for _, sub := range s.subs {
 			if !sub.cancel.Load() && slices.Contains(sub.parts, p) {
 				s.srv.resumed.Add(1)
-				s.srv.startReplay(s.out, p, d.From, sub.cancel)
+				s.srv.startSubReplay(s.out, p, d.From, sub)
 				break
 			}
 		}
@@ -933,7 +967,7 @@ func (s *session) onClose() {
 	s.srv.mem.closedForCut(s)
 	for k, sub := range s.subs {
 		sub.cancel.Store(true)
-		sub.topic.Subscriptions.Add(-1)
+		sub.release()
 		for _, p := range sub.parts {
 			p.Forget(s.out)
 		}

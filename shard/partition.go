@@ -138,6 +138,7 @@ const (
 	opSetSync
 	opReplicated // a replicated publish's outcome (replica.go)
 	opAdvance    // a replicated partition's group committed up to n
+	opDemoted    // a replicated partition's node no longer leads its group
 )
 
 // Op is one operation for a shard, built by a partition's methods and
@@ -158,6 +159,7 @@ type Op struct {
 	err      error                    // opSynced: the write failed; opReplicated: the outcome
 	err2     error                    // opSynced: the fsync failed
 	fn       func(end int64, ok bool) // opCatchUp, opDelete
+	cancel   *atomic.Bool             // opCatchUp: once set, the catch-up joins nothing
 	prods    []ProducerBatch          // opAdvance: idempotent batches committed
 }
 
@@ -242,8 +244,12 @@ func (p *Partition) Subscribe(out *outbox.Outbox, j *Join) error {
 // how a subscriber replaying the log switches to the live tail with no gap
 // and no duplicate: deliveries happen in the same pass that makes a batch
 // visible.
-func (p *Partition) CatchUp(out *outbox.Outbox, offset int64, fn func(end int64, joined bool)) error {
-	return p.Shard.driver.Push(Op{kind: opCatchUp, part: p, out: out, n: offset, fn: fn})
+//
+// It joins nothing, fn getting false, once cancel (if not nil) is set, or
+// when p is a replicated partition this node does not lead; the caller
+// then stops, or finds that it no longer leads. See catchUp.
+func (p *Partition) CatchUp(out *outbox.Outbox, offset int64, cancel *atomic.Bool, fn func(end int64, joined bool)) error {
+	return p.Shard.driver.Push(Op{kind: opCatchUp, part: p, out: out, n: offset, cancel: cancel, fn: fn})
 }
 
 // Waker is told that a Waiter's wait is over.
@@ -334,13 +340,17 @@ func (s *Shard) handle(o *Op) {
 	case opUnwait:
 		o.part.unwait(o.waiter)
 	case opCatchUp:
-		s.catchUp(o.part, o.out, o.n, o.fn)
+		s.catchUp(o.part, o.out, o.n, o.cancel, o.fn)
 	case opSetSync:
 		s.setSync(o.part, SyncPolicy{Mode: SyncMode(o.n), Interval: time.Duration(o.n2)})
 	case opReplicated:
 		s.replicated(o)
 	case opAdvance:
 		s.advance(o.part, o.n, o.prods)
+	case opDemoted:
+		if !o.part.deleted {
+			s.detachAll(o.part)
+		}
 	}
 }
 
@@ -397,6 +407,10 @@ func (s *Shard) publish(o *Op) {
 	n := int64(batch.Count())
 	if invariants && (n <= 0 || o.buf.Refs() < 1) {
 		panic("shard: invariant: publish of an empty or released batch")
+	}
+	if err := notLeading(p); err != nil {
+		s.fail(o, err) // before the producer's sequence: the leader's table is the one that counts
+		return
 	}
 	var pr *producer
 	idempotent := batch.ProducerID() != wire.NoProducer
@@ -582,12 +596,25 @@ func (p *Partition) removeSub(out *outbox.Outbox) {
 	}
 }
 
-func (s *Shard) catchUp(p *Partition, out *outbox.Outbox, offset int64, fn func(int64, bool)) {
+// catchUp joins out to p's live subscribers (CatchUp). The shard knows a
+// subscriber by its outbox alone, so a join must never outlive the
+// subscription it was for: a removal undoing it later could remove the
+// connection's next subscription to p instead, which would then be fed
+// nothing, and never be ended.
+// Hence a cancelled catch-up joins nothing here, on the shard, rather
+// than joining and being undone by its replay: an unsubscribe (or a
+// closing connection, or a stopped group feed) sets cancel before it
+// queues out's removal, so a join is either seen cancelled or removed by
+// that removal. Likewise a replicated partition this node does not lead
+// takes no subscriber: Demoted, queued after the node stopped leading,
+// detached those joined before it, and nothing would detach a later one,
+// which would wait for batches this node no longer commits.
+func (s *Shard) catchUp(p *Partition, out *outbox.Outbox, offset int64, cancel *atomic.Bool, fn func(int64, bool)) {
 	if p.deleted {
 		fn(-1, false)
 		return
 	}
-	if offset >= p.visible {
+	if offset >= p.visible && (cancel == nil || !cancel.Load()) && notLeading(p) == nil {
 		p.addSub(out)
 		fn(p.visible, true)
 		return

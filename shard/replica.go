@@ -41,6 +41,34 @@ type ProducerBatch struct {
 	Base  int64
 }
 
+// leading is what a Replicator that can lose its partition's leadership
+// also is (engine's replica, topic.Leader): Leads is nil while this node
+// leads, else the NOT_LEADER error naming the leader.
+type leading interface {
+	Leads() error
+}
+
+// notLeading is the refusal of a publish to a replicated partition this
+// node does not lead, or nil. It comes before the idempotence check: a
+// node that stepped down does not know the batches its successor stored,
+// so it would refuse a producer's next batch as out of order, an answer
+// the producer takes as final, where NOT_LEADER sends it to the leader.
+func notLeading(p *Partition) *wire.Error {
+	l, ok := p.Replica.(leading)
+	if !ok {
+		return nil
+	}
+	err := l.Leads()
+	if err == nil {
+		return nil
+	}
+	var we *wire.Error
+	if !errors.As(err, &we) {
+		we = wire.NotLeader(0, "", "partition "+p.Topic+": "+err.Error())
+	}
+	return we
+}
+
 // replicate hands a publish to p's Replicator; the batch is delivered and
 // acked when the answer comes back (replicated). An idempotent batch is
 // remembered at once, its offset unknown, so that the producer's next
@@ -231,6 +259,18 @@ func (s *Shard) detachAll(p *Partition) {
 	}
 	p.subs = p.subs[:0]
 	p.nsubs.Store(0)
+}
+
+// Demoted tells p's shard that this node no longer leads p's Raft group:
+// its live subscribers are detached at the visible end, and the replay
+// that resumes each finds the node no longer leads (the server then ends
+// the subscription with NOT_LEADER where the subscriber asked to be told).
+// Left attached, they would wait for batches this node no longer commits.
+// It may wait while the shard's inbox is full.
+func (p *Partition) Demoted() {
+	if p.Shard.driver.Push(Op{kind: opDemoted, part: p}) == nil {
+		p.Shard.driver.Wake()
+	}
 }
 
 // Committed tells p's shard that p's Raft group committed batches up to

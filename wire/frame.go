@@ -90,6 +90,16 @@ const FlagAutoCreate uint8 = 0x01
 // flag it does not know.
 const FlagDefaults uint8 = 0x02
 
+// FlagEndNotice on Subscribe asks the broker to say when it ends the
+// subscription itself: a cluster node that no longer leads the partition
+// answers the Subscribe's correlation id a second time, with
+// Error(NOT_LEADER) naming the leader it knows, after which the
+// subscription is gone. Only a subscription to one partition by number
+// is ended so. A broker that predates it ignores the flag, as it does
+// every flag it does not know, and stops feeding such a subscription
+// without a word.
+const FlagEndNotice uint8 = 0x01
+
 // DefaultPrefix starts the config keys FlagDefaults adds.
 const DefaultPrefix = "default."
 

@@ -256,6 +256,30 @@ func (s *State) member(id uint64) (Node, error) {
 	return n, nil
 }
 
+func (c JoinNode) apply(s *State, _ uint64, r *Result) error {
+	if c.ID == 0 {
+		return ErrBadNodeID
+	}
+	if host, port, err := net.SplitHostPort(c.ClusterAddr); err != nil || host == "" || port == "" {
+		return fmt.Errorf("%w: cluster address %q is not host:port", ErrBadAddr, c.ClusterAddr)
+	}
+	r.Node = c.ID
+	if old, known := s.nodes[c.ID]; known {
+		if old.Status == NodeRemoved {
+			return fmt.Errorf("%w: node %d", ErrNodeRemoved, c.ID)
+		}
+		r.Unchanged = true
+		return nil
+	}
+	for _, id := range s.nodeIDs() {
+		if n := s.nodes[id]; n.Status != NodeRemoved && (n.ClientAddr == c.ClusterAddr || n.ClusterAddr == c.ClusterAddr) {
+			return fmt.Errorf("%w: node %d has it", ErrAddrInUse, id)
+		}
+	}
+	s.nodes[c.ID] = Node{ID: c.ID, ClusterAddr: c.ClusterAddr, Status: NodeJoining}
+	return nil
+}
+
 func (c RemoveNode) apply(s *State, _ uint64, r *Result) error {
 	n, err := s.member(c.ID)
 	if err != nil {
@@ -268,7 +292,9 @@ func (c RemoveNode) apply(s *State, _ uint64, r *Result) error {
 	n.Status = NodeRemoved
 	s.nodes[c.ID] = n
 	for _, m := range moves {
-		s.topics[m.Topic].Parts[m.Partition].Replicas = slices.Clone(m.New)
+		p := &s.topics[m.Topic].Parts[m.Partition]
+		p.Initial = p.initial()
+		p.Replicas = slices.Clone(m.New)
 	}
 	for _, ref := range s.partitions() {
 		if p := s.part(ref); p.Leader == c.ID {
@@ -348,13 +374,17 @@ func (c MoveReplicas) apply(s *State, _ uint64, r *Result) error {
 	}
 	r.Moves = []Move{{Topic: c.Topic, Partition: c.Partition, Group: p.Group,
 		Old: p.Replicas, New: slices.Clone(c.Replicas)}}
+	p.Initial = p.initial()
 	p.Replicas = slices.Clone(c.Replicas)
 	return nil
 }
 
-func (Rebalance) apply(s *State, _ uint64, r *Result) error {
+func (c Rebalance) apply(s *State, _ uint64, r *Result) error {
+	if c.Replicas {
+		r.Moves = s.spreadReplicas()
+	}
 	r.Leaders = s.rebalance()
-	r.Unchanged = len(r.Leaders) == 0
+	r.Unchanged = len(r.Leaders) == 0 && len(r.Moves) == 0
 	return nil
 }
 

@@ -51,6 +51,14 @@ type AddNode struct {
 	HTTPAddr    string `json:"http_addr,omitempty"`
 }
 
+// JoinNode adds a new node, joining: the controller's leader adds it to
+// the controller group, and the node becomes active when it registers
+// (AddNode). A node already known (not removed) is left as it is.
+type JoinNode struct {
+	ID          uint64 `json:"id"`
+	ClusterAddr string `json:"cluster_addr"`
+}
+
 // RemoveNode removes a node for good: each replica it holds moves to the
 // active node with the fewest replicas (ties to the lower id), and the
 // moves are in the Result. It fails, changing nothing, when some partition
@@ -85,9 +93,15 @@ type MoveReplicas struct {
 }
 
 // Rebalance reorders replica sets so the preferred leaderships are as even
-// over the active nodes as the replica sets allow. It plans, and moves no
-// data: the broker transfers leadership to the new preferred leaders.
-type Rebalance struct{}
+// over the active nodes as the replica sets allow (the broker transfers
+// leadership to the new preferred leaders). With Replicas it first moves
+// replicas from the active nodes that hold the most to those that hold the
+// fewest until their counts are within one of each other, so a node just
+// added gets its share (the Result's Moves, which the partitions' leaders
+// carry out as Raft configuration changes).
+type Rebalance struct {
+	Replicas bool `json:"replicas,omitempty"`
+}
 
 // SetSecurity sets a key of the security section (users, ACLs, tenants,
 // encoded by the auth store); an empty value deletes the key.
@@ -103,6 +117,7 @@ const (
 	opAlterTopic   = "alter_topic"
 	opAddNode      = "add_node"
 	opRemoveNode   = "remove_node"
+	opJoinNode     = "join_node"
 	opDrainNode    = "drain_node"
 	opReportLeader = "report_leader"
 	opMoveReplicas = "move_replicas"
@@ -116,6 +131,7 @@ var decoders = map[string]func([]byte) (Command, error){
 	opAlterTopic:   decodeAs[AlterTopic],
 	opAddNode:      decodeAs[AddNode],
 	opRemoveNode:   decodeAs[RemoveNode],
+	opJoinNode:     decodeAs[JoinNode],
 	opDrainNode:    decodeAs[DrainNode],
 	opReportLeader: decodeAs[ReportLeader],
 	opMoveReplicas: decodeAs[MoveReplicas],
@@ -128,6 +144,7 @@ func (c DeleteTopic) op() string  { return opDeleteTopic }
 func (c AlterTopic) op() string   { return opAlterTopic }
 func (c AddNode) op() string      { return opAddNode }
 func (c RemoveNode) op() string   { return opRemoveNode }
+func (c JoinNode) op() string     { return opJoinNode }
 func (c DrainNode) op() string    { return opDrainNode }
 func (c ReportLeader) op() string { return opReportLeader }
 func (c MoveReplicas) op() string { return opMoveReplicas }
@@ -148,6 +165,9 @@ func (c AddNode) Encode() []byte { return encode(c) }
 
 // Encode returns the command's JSON.
 func (c RemoveNode) Encode() []byte { return encode(c) }
+
+// Encode returns the command's JSON.
+func (c JoinNode) Encode() []byte { return encode(c) }
 
 // Encode returns the command's JSON.
 func (c DrainNode) Encode() []byte { return encode(c) }

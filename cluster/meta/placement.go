@@ -84,6 +84,73 @@ func (s *State) planRemoval(id uint64) ([]Move, error) {
 	return moves, nil
 }
 
+// spreadReplicas moves one replica at a time from the active node holding
+// the most to the active node holding
+// the fewest that is not in the partition's set, while that lowers the
+// spread, partitions in order. The new replica takes the moved one's
+// place in the set, except at the front: a preferred leader that has no
+// data yet would be handed leaderships before it can take them, so it
+// goes last.
+func (s *State) spreadReplicas() []Move {
+	counts := s.replicaCounts()
+	active := sortedKeys(counts)
+	if len(active) < 2 {
+		return nil
+	}
+	refs := s.partitions()
+	byNode := map[uint64][]partRef{}
+	for _, ref := range refs {
+		for _, id := range s.part(ref).Replicas {
+			byNode[id] = append(byNode[id], ref)
+		}
+	}
+	var moves []Move
+	for {
+		from, to, ref, ok := s.nextSpread(counts, active, byNode)
+		if !ok {
+			return moves
+		}
+		p := s.part(ref)
+		old := slices.Clone(p.Replicas)
+		next := slices.Clone(p.Replicas)
+		if i := slices.Index(next, from); i == 0 {
+			next = append(next[1:], to)
+		} else {
+			next[i] = to
+		}
+		p.Initial = p.initial()
+		p.Replicas = next
+		counts[from]--
+		counts[to]++
+		byNode[from] = slices.DeleteFunc(byNode[from], func(r partRef) bool { return r == ref })
+		byNode[to] = append(byNode[to], ref)
+		moves = append(moves, Move{Topic: ref.topic, Partition: ref.index, Group: p.Group, Old: old, New: slices.Clone(next)})
+	}
+}
+
+// nextSpread picks the next replica move of spreadReplicas: from the most
+// loaded active node (ties to the lower id) to the least loaded one that
+// lacks one of its partitions, if that holds at least two fewer.
+func (s *State) nextSpread(counts map[uint64]int, active []uint64, byNode map[uint64][]partRef) (from, to uint64, ref partRef, ok bool) {
+	froms := slices.Clone(active)
+	slices.SortStableFunc(froms, func(a, b uint64) int { return cmp.Compare(counts[b], counts[a]) })
+	tos := slices.Clone(active)
+	slices.SortStableFunc(tos, func(a, b uint64) int { return cmp.Compare(counts[a], counts[b]) })
+	for _, from := range froms {
+		for _, to := range tos {
+			if counts[to] > counts[from]-2 {
+				break
+			}
+			for _, ref := range byNode[from] {
+				if !slices.Contains(s.part(ref).Replicas, to) {
+					return from, to, ref, true
+				}
+			}
+		}
+	}
+	return 0, 0, partRef{}, false
+}
+
 // leadAway makes another active replica, the one preferred leader of the
 // fewest partitions (ties to the lower id), the preferred leader of each
 // partition node id prefers, where there is one.

@@ -91,7 +91,7 @@ func (s *State) check() error {
 		if id == 0 || n.ID != id {
 			return fmt.Errorf("node %d filed as %d", n.ID, id)
 		}
-		if n.Status != NodeActive && n.Status != NodeDraining && n.Status != NodeRemoved {
+		if n.Status != NodeActive && n.Status != NodeDraining && n.Status != NodeRemoved && n.Status != NodeJoining {
 			return fmt.Errorf("node %d has status %q", id, n.Status)
 		}
 	}

@@ -32,6 +32,10 @@ const (
 	NodeDraining NodeStatus = "draining"
 	// NodeRemoved: the node left for good; its id is never reused.
 	NodeRemoved NodeStatus = "removed"
+	// NodeJoining: an operator added the node (JoinNode); the controller
+	// adds it to its Raft group, and it becomes active when it registers
+	// (AddNode) through its caught-up replica of the controller.
+	NodeJoining NodeStatus = "joining"
 )
 
 // Node is a member of the cluster.
@@ -58,6 +62,10 @@ type PartitionInfo struct {
 	Partition int
 	Group     uint64   // its Raft group
 	Replicas  []uint64 // the first is the preferred leader; a copy
+	// Initial are the replicas the group was created with, its first Raft
+	// configuration: a replica in it starts with that configuration, any
+	// other joins empty and learns the configuration from the group's log.
+	Initial []uint64
 	// Leader is the leader a node last reported (0: none known), a hint
 	// for clients; LeaderTerm is the Raft term of that report.
 	Leader     uint64
@@ -87,8 +95,12 @@ type topic struct {
 }
 
 type partition struct {
-	Group      uint64   `json:"group"`
-	Replicas   []uint64 `json:"replicas"`
+	Group    uint64   `json:"group"`
+	Replicas []uint64 `json:"replicas"`
+	// Initial is the first replica set, sorted; empty for partitions
+	// whose set never changed since before it was recorded (their
+	// replicas, then, as a set).
+	Initial    []uint64 `json:"initial,omitempty"`
 	Leader     uint64   `json:"leader,omitempty"`
 	LeaderTerm uint64   `json:"leader_term,omitempty"`
 }
@@ -143,6 +155,18 @@ func (s *State) Nodes() []Node {
 	return out
 }
 
+// Members returns the ids of the nodes that are not removed, sorted: the
+// controller group's members.
+func (s *State) Members() []uint64 {
+	var out []uint64
+	for _, id := range s.nodeIDs() {
+		if s.nodes[id].Status != NodeRemoved {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // ActiveNodes returns the ids of the active nodes, sorted.
 func (s *State) ActiveNodes() []uint64 {
 	var out []uint64
@@ -181,7 +205,15 @@ func (s *State) Partition(topic string, p int) (PartitionInfo, bool) {
 func (t *topic) info(p int) PartitionInfo {
 	pt := &t.Parts[p]
 	return PartitionInfo{Topic: t.Name, Partition: p, Group: pt.Group,
-		Replicas: slices.Clone(pt.Replicas), Leader: pt.Leader, LeaderTerm: pt.LeaderTerm}
+		Replicas: slices.Clone(pt.Replicas), Initial: pt.initial(), Leader: pt.Leader, LeaderTerm: pt.LeaderTerm}
+}
+
+// initial returns the partition's first replica set, sorted.
+func (p *partition) initial() []uint64 {
+	if len(p.Initial) > 0 {
+		return slices.Clone(p.Initial)
+	}
+	return slices.Sorted(slices.Values(p.Replicas))
 }
 
 // GroupOf names the partition whose Raft group is group.
@@ -279,6 +311,7 @@ func (t *topic) clone() *topic {
 	c.Parts = slices.Clone(t.Parts)
 	for i := range c.Parts {
 		c.Parts[i].Replicas = slices.Clone(c.Parts[i].Replicas)
+		c.Parts[i].Initial = slices.Clone(c.Parts[i].Initial)
 	}
 	return &c
 }

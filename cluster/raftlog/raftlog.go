@@ -98,8 +98,12 @@ type metaState struct {
 	Version int              `json:"v"`
 	Hard    raftpb.HardState `json:"hard"`
 	Conf    raftpb.ConfState `json:"conf"`
-	Terms   []termStart      `json:"terms,omitempty"`
-	Ctl     []control        `json:"ctl,omitempty"`
+	// ConfIndex is the index of the configuration change entry Conf is
+	// the result of (0: the group's first configuration). A replay of the
+	// log must not apply the changes up to it again.
+	ConfIndex uint64      `json:"conf_index,omitempty"`
+	Terms     []termStart `json:"terms,omitempty"`
+	Ctl       []control   `json:"ctl,omitempty"`
 	// Compacted is the index and term of the entry before the first one
 	// held, and the offset after it.
 	Compacted struct {
@@ -316,7 +320,39 @@ func (s *Storage) InitialState() (raftpb.HardState, raftpb.ConfState, error) {
 	defer s.mu.Unlock()
 	hs := s.st.Hard
 	hs.Commit = min(hs.Commit, s.lastIndex())
+	// A commit index saved with an append may cover a configuration
+	// change that was not applied (and its configuration not saved) before
+	// a crash: Raft would take it as applied and never hand it out again.
+	// Committed is what a quorum holds, so saying less is safe; the
+	// leader tells the replica the rest.
+	for i, c := range s.ctl {
+		conf := c.Type == raftpb.EntryConfChange || c.Type == raftpb.EntryConfChangeV2
+		if conf && i > s.st.ConfIndex && i <= hs.Commit {
+			hs.Commit = i - 1
+		}
+	}
 	return hs, s.st.Conf, nil
+}
+
+// ConfChangeAfter reports whether the log holds a configuration change
+// entry after index i.
+func (s *Storage) ConfChangeAfter(i uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for j, c := range s.ctl {
+		if j > i && (c.Type == raftpb.EntryConfChange || c.Type == raftpb.EntryConfChangeV2) {
+			return true
+		}
+	}
+	return false
+}
+
+// ConfIndex returns the index of the configuration change entry the saved
+// configuration is the result of (0: the group's first configuration).
+func (s *Storage) ConfIndex() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st.ConfIndex
 }
 
 // Entries implements raft.Storage: the entries in [lo, hi), at most about
@@ -572,11 +608,15 @@ func (s *Storage) SetHardState(hs raftpb.HardState) error {
 	return nil
 }
 
-// SetConfState records a configuration applied from a committed entry.
-func (s *Storage) SetConfState(cs raftpb.ConfState) error {
+// SetConfState records a group's first configuration, durably.
+func (s *Storage) SetConfState(cs raftpb.ConfState) error { return s.ApplyConfState(cs, 0) }
+
+// ApplyConfState records the configuration that applying the committed
+// configuration change at index made, durably, before the host goes on.
+func (s *Storage) ApplyConfState(cs raftpb.ConfState, index uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.st.Conf = cs
+	s.st.Conf, s.st.ConfIndex = cs, index
 	return s.save()
 }
 

@@ -249,3 +249,41 @@ func TestMatchesMemoryStorage(t *testing.T) {
 		}
 	})
 }
+
+// TestConfIndex: the configuration is saved with the index of the change
+// that made it; a commit index saved past a change whose configuration was
+// not (a crash between the two) is lowered so raft hands the change out
+// again, and ConfChangeAfter finds the changes not yet applied.
+func TestConfIndex(t *testing.T) {
+	l := &testlog.Log{}
+	meta := &testlog.Meta{}
+	s, err := Open(l, meta)
+	require.NoError(t, err)
+	require.NoError(t, s.SetConfState(raftpb.ConfState{Voters: []uint64{1, 2, 3}}))
+	b := batch(1, "a")
+	wire.Batch(b).SetBaseOffset(0)
+	require.NoError(t, s.SetHardState(raftpb.HardState{Term: 1, Vote: 1, Commit: 3}))
+	require.NoError(t, s.Append([]raftpb.Entry{
+		{Term: 1, Index: 1},
+		{Term: 1, Index: 2, Type: raftpb.EntryConfChangeV2, Data: []byte{1}},
+		{Term: 1, Index: 3, Data: b},
+	}))
+	require.True(t, s.ConfChangeAfter(1))
+	require.False(t, s.ConfChangeAfter(2))
+
+	l.Reopen()
+	s, err = Open(l, meta)
+	require.NoError(t, err)
+	hs, cs, _ := s.InitialState()
+	require.Equal(t, uint64(1), hs.Commit, "the change at 2 was not applied: it is handed out again")
+	require.Equal(t, []uint64{1, 2, 3}, cs.Voters)
+
+	require.NoError(t, s.ApplyConfState(raftpb.ConfState{Voters: []uint64{1, 2, 4}}, 2))
+	l.Reopen()
+	s, err = Open(l, meta)
+	require.NoError(t, err)
+	hs, cs, _ = s.InitialState()
+	require.Equal(t, uint64(3), hs.Commit)
+	require.Equal(t, []uint64{1, 2, 4}, cs.Voters)
+	require.Equal(t, uint64(2), s.ConfIndex())
+}

@@ -49,15 +49,25 @@
 //	| magic "RTKC"   4     |            | magic "RTKC"   4     |
 //	| version        2     |            | version        2     |
 //	| from node id   8     |            | status         1     |  0 ok, 1 wrong cluster,
-//	| to node id     8     |            | node id        8     |  2 wrong node, 3 version
-//	| cluster id len 1     |            +----------------------+
-//	| cluster id     n     |
-//	+----------------------+
+//	| to node id     8     |            | node id        8     |  2 wrong node, 3 version,
+//	| disk id       16     |            | disk id       16     |  4 not admitted, 5 not yet
+//	| cluster id len 1     |            | (4: reason len 2,    |
+//	| cluster id     n     |            |     reason     n)    |
+//	+----------------------+            +----------------------+
 //
 // The acceptor answers every hello it could read, refusals included, then
 // closes the connection on a refusal; a wrong magic gets no answer. The
 // "to" node id lets the acceptor refuse a dialer that meant another node
-// (an address taken over by a replacement). The "from" node id is what
+// (an address taken over by a replacement). The disk ids name each side's
+// data directory (DiskID): with TCPConfig.Admit, each side refuses a peer
+// whose directory is not the one it knows for that node (or a node
+// removed from the cluster), the acceptor by answering 4 with its reason,
+// the dialer by closing the connection after the ack. A node
+// that lost its data and came back under its old id would otherwise be
+// sent Raft messages about entries it no longer has (etcd raft panics on
+// them, and a quorum counting its vote could lose acknowledged writes).
+// Status 5 asks the dialer to come back later: the acceptor is still
+// reading back what it knows of the nodes. The "from" node id is what
 // the handler is given: it is the dialer's word, trusted as far as the
 // connection is (mutual TLS proves a node is one of the cluster's, not
 // which id it has).

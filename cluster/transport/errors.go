@@ -23,6 +23,16 @@ var (
 	// ErrWrongNode: the node at the peer's address is not the node dialed
 	// (an address reused by a replaced node, or a stale peer table).
 	ErrWrongNode = errors.New("transport: peer is not the node dialed")
+	// ErrNotAdmitted: TCPConfig.Admit refused a peer (this node's at the
+	// peer, whose reason follows, or the peer here): a node whose data
+	// directory is not the one the cluster met (lost or replaced), or a
+	// node removed from the cluster.
+	ErrNotAdmitted = errors.New("transport: not admitted")
+	// ErrNotYet: a node not ready to judge data directories yet (its
+	// metadata is being read back at start) asks the peer to come back.
+	// TCPConfig.Admit returns it (or wraps it); the dialer retries after
+	// its backoff.
+	ErrNotYet = errors.New("transport: peer not ready to admit nodes yet")
 	// ErrRefused: the peer refused the handshake for a reason this node
 	// does not know.
 	ErrRefused = errors.New("transport: handshake refused")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"time"
@@ -91,7 +92,13 @@ func (t *TCP) serve(raw net.Conn) {
 	conn, from, err := t.serverHandshake(raw)
 	if err != nil {
 		t.stats.refused.Add(1)
-		if t.ctx.Err() == nil {
+		switch {
+		case t.ctx.Err() != nil:
+		case errors.Is(err, ErrNotAdmitted): // the dialer backs off: at most one line per peer every few seconds
+			t.log.Error("cluster transport: node not admitted", "remote", raw.RemoteAddr().String(), "err", err)
+		case errors.Is(err, ErrNotYet):
+			t.log.Debug("cluster transport: node asked to come back once this one is ready", "remote", raw.RemoteAddr().String())
+		default:
 			t.warnRarely(&t.warnedRefused, "cluster transport: inbound connection refused", "remote", raw.RemoteAddr().String(), "err", err)
 		}
 		return
@@ -125,8 +132,20 @@ func (t *TCP) serverHandshake(raw net.Conn) (net.Conn, uint64, error) {
 		return nil, 0, err // a stranger or a broken peer: no answer
 	}
 	status, verr := h.check(t.cfg.ClusterID, t.cfg.NodeID)
-	var b [ackSize]byte
-	if _, err := conn.Write(appendAck(b[:0], ack{status: status, node: t.cfg.NodeID})); err != nil {
+	if verr == nil && t.cfg.Admit != nil {
+		switch err := t.cfg.Admit(h.from, h.disk); {
+		case errors.Is(err, ErrNotYet):
+			status, verr = statusNotYet, err
+		case err != nil:
+			status, verr = statusNotAdmitted, fmt.Errorf("%w: node %d (data directory %x): %w", ErrNotAdmitted, h.from,
+				h.disk[:], err)
+		}
+	}
+	a := ack{status: status, node: t.cfg.NodeID, disk: t.cfg.Disk}
+	if verr != nil {
+		a.reason = verr.Error()
+	}
+	if _, err := conn.Write(appendAck(nil, a)); err != nil {
 		return nil, 0, err
 	}
 	if verr != nil {

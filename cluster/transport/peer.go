@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -229,7 +230,9 @@ func (p *peer) up(conn net.Conn) *outConn {
 	p.unreachable.Store(false)
 	c := &outConn{conn: conn, dead: make(chan struct{})}
 	// A stop closes the connection at once, even under a blocked write.
-	c.unhook = context.AfterFunc(p.ctx, c.close)
+	// The stop's close must not read unhook: a peer stopped already runs
+	// it at once, on another goroutine, before the assignment.
+	c.unhook = context.AfterFunc(p.ctx, c.closeConn)
 	p.t.wg.Add(1)
 	go c.watch(&p.t.wg)
 	return c
@@ -248,9 +251,14 @@ func (p *peer) failed(err error, op string) {
 	q := p.take()
 	p.t.stats.dropUnreachable.Add(uint64(len(q)))
 	p.giveBack(q)
-	if p.failing {
+	switch {
+	case errors.Is(err, ErrNotAdmitted):
+		// Not a network fault: the peer refuses this node, or this node
+		// the peer (TCPConfig.Admit). Said at every attempt (they back off).
+		p.t.log.Error("cluster transport: not admitted", "peer", p.id, "addr", p.addr, "err", err)
+	case p.failing || errors.Is(err, ErrNotYet):
 		p.t.log.Debug("cluster transport: peer still unreachable", "peer", p.id, "addr", p.addr, "op", op, "err", err)
-	} else {
+	default:
 		p.t.log.Warn("cluster transport: peer unreachable", "peer", p.id, "addr", p.addr, "op", op, "err", err)
 	}
 	p.failing = true
@@ -300,11 +308,14 @@ func (c *outConn) watch(wg *sync.WaitGroup) {
 	_ = c.conn.Close()
 }
 
+// close closes the connection, from the peer's goroutine.
 func (c *outConn) close() {
-	c.once.Do(func() {
-		c.unhook()
-		_ = c.conn.Close()
-	})
+	c.unhook()
+	c.closeConn()
+}
+
+func (c *outConn) closeConn() {
+	c.once.Do(func() { _ = c.conn.Close() })
 }
 
 // dial connects to node to at addr and runs the client side of the
@@ -343,12 +354,22 @@ func (t *TCP) clientHandshake(raw net.Conn, addr string, to uint64) (net.Conn, e
 		conn = tc
 	}
 	var b [helloFixedSize + MaxClusterIDLen]byte
-	h := appendHello(b[:0], hello{version: Version, from: t.cfg.NodeID, to: to, cluster: t.cfg.ClusterID})
+	h := appendHello(b[:0], hello{version: Version, from: t.cfg.NodeID, to: to, disk: t.cfg.Disk, cluster: t.cfg.ClusterID})
 	if _, err := conn.Write(h); err != nil {
 		return nil, err
 	}
-	if err := readAck(conn); err != nil {
+	disk, err := readAck(conn)
+	if err != nil {
 		return nil, err
+	}
+	if t.cfg.Admit != nil {
+		switch err := t.cfg.Admit(to, disk); {
+		case errors.Is(err, ErrNotYet):
+			return nil, err
+		case err != nil:
+			return nil, fmt.Errorf("%w: this node does not admit node %d (data directory %x): %w", ErrNotAdmitted, to,
+				disk[:], err)
+		}
 	}
 	_ = raw.SetDeadline(time.Time{})
 	return conn, nil

@@ -31,6 +31,17 @@ type TCPConfig struct {
 	// ClusterID names the cluster (1 to 255 bytes); peers of another
 	// cluster are refused on both sides of the handshake.
 	ClusterID string
+	// Disk is this node's data directory id, sent in both directions'
+	// handshakes; zero for none.
+	Disk DiskID
+	// Admit, when set, judges a peer's data directory on every handshake,
+	// on both sides: given the peer's id and DiskID, an error refuses it.
+	// The acceptor answers the dialer with a refusal; the dialer closes a
+	// connection whose acceptor it does not admit. A node whose data was
+	// lost so never exchanges a Raft message with the nodes that remember
+	// what it had acknowledged. It runs on connection goroutines and must
+	// not block for long.
+	Admit func(peer uint64, disk DiskID) error
 	// ListenAddr is where peers connect, such as "10.0.0.1:7400" or
 	// "127.0.0.1:0" (Addr tells the port bound).
 	ListenAddr string
@@ -210,7 +221,10 @@ func (t *TCP) Unreachable(to uint64) bool {
 
 // SetPeer adds node id at addr, or moves it there: a peer whose address
 // changes loses its connection and queue and connects anew.
-func (t *TCP) SetPeer(id uint64, addr string) error {
+func (t *TCP) SetPeer(id uint64, addr string) error { return t.setPeer(id, addr, true) }
+
+// setPeer adds node id at addr, and moves a known one there if move.
+func (t *TCP) setPeer(id uint64, addr string, move bool) error {
 	if id == 0 || id == t.cfg.NodeID {
 		return fmt.Errorf("transport: peer id %d: not 0 and not this node", id)
 	}
@@ -220,7 +234,7 @@ func (t *TCP) SetPeer(id uint64, addr string) error {
 		return ErrClosed
 	}
 	old := *t.peers.Load()
-	if p := old[id]; p != nil && p.addr == addr {
+	if p := old[id]; p != nil && (p.addr == addr || !move) {
 		return nil
 	}
 	peers := clonePeers(old)
@@ -234,6 +248,12 @@ func (t *TCP) SetPeer(id uint64, addr string) error {
 	go p.run()
 	return nil
 }
+
+// AddPeer adds node id at addr unless the transport knows it already
+// (whose address only SetPeer changes): a node learns new members from
+// the cluster's metadata, whose address for a known node may be older than
+// its own configuration's.
+func (t *TCP) AddPeer(id uint64, addr string) error { return t.setPeer(id, addr, false) }
 
 // RemovePeer forgets node id: its connection is closed and what was
 // queued for it is dropped. Its inbound connection, if any, stays until

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -347,6 +348,83 @@ func TestTCPHandshakeRefused(t *testing.T) {
 	require.Zero(t, b.Stats().FramesReceived)
 }
 
+// TestTCPAdmitDisk: the data directory ids. Node 1 knows node 3 by disk
+// X; node 3 comes back with disk Y. Its messages to node 1 are refused
+// (node 1 judges the dialer's hello), and node 1's messages to it are not
+// sent (node 1 judges the acceptor's ack): nothing crosses either way,
+// while node 2, whose disk is the one known, is admitted. An Admit that
+// answers ErrNotYet refuses for now only, and admits once ready.
+func TestTCPAdmitDisk(t *testing.T) {
+	noLeaks(t)
+	known := map[uint64]DiskID{2: {2}, 3: {'X'}}
+	admit := func(peer uint64, disk DiskID) error {
+		if want, ok := known[peer]; ok && want != disk {
+			return fmt.Errorf("node %d's data directory is %x, not %x", peer, disk[:], want[:])
+		}
+		return nil
+	}
+	s1, s2, s3 := newSink(), newSink(), newSink()
+	cfg1 := testConfig(1, s1.handle)
+	cfg1.Disk, cfg1.Admit = DiskID{1}, admit
+	n1 := startTCP(t, cfg1)
+	cfg2 := testConfig(2, s2.handle)
+	cfg2.Disk = DiskID{2}
+	n2 := startTCP(t, cfg2)
+	cfg3 := testConfig(3, s3.handle)
+	cfg3.Disk = DiskID{'Y'}
+	n3 := startTCP(t, cfg3)
+	link(t, map[uint64]*TCP{1: n1, 2: n2, 3: n3})
+
+	eventually(t, func() bool {
+		n2.Send(1, []Envelope{{Group: 1, Msg: testMsg(2, 1, 0, 1)}})
+		n1.Send(2, []Envelope{{Group: 1, Msg: testMsg(1, 2, 0, 1)}})
+		n3.Send(1, []Envelope{{Group: 1, Msg: testMsg(3, 1, 0, 1)}})
+		n1.Send(3, []Envelope{{Group: 1, Msg: testMsg(1, 3, 0, 1)}})
+		return s1.count(2) > 0 && s2.count(1) > 0 && n1.Stats().Refused > 0 && n3.Unreachable(1) && n1.Unreachable(3) &&
+			n1.Stats().DialFailures > 0
+	}, "node 2 admitted both ways, node 3 refused both ways")
+	require.Zero(t, s1.count(3), "node 3's messages reached node 1")
+	require.Zero(t, s3.total(), "node 1's messages reached node 3")
+	require.Zero(t, n3.Stats().FramesReceived)
+
+	// The handshake's refusal names the refusing node and says why.
+	c := rawPeer(t, n1, false)
+	_, err := c.Write(appendHello(nil, hello{version: Version, from: 3, to: 1, disk: DiskID{'Y'}, cluster: "test"}))
+	require.NoError(t, err)
+	_, err = readAck(c)
+	require.ErrorIs(t, err, ErrNotAdmitted)
+	require.ErrorContains(t, err, "by node 1")
+	require.ErrorContains(t, err, "node 3's data directory is 59", "the acceptor's reason")
+
+	// Not ready yet: refused with ErrNotYet, admitted once ready.
+	var ready atomic.Bool
+	s4 := newSink()
+	cfg4 := testConfig(4, s4.handle)
+	cfg4.Admit = func(uint64, DiskID) error {
+		if !ready.Load() {
+			return ErrNotYet
+		}
+		return nil
+	}
+	n4 := startTCP(t, cfg4)
+	require.NoError(t, n2.SetPeer(4, n4.Addr().String()))
+	eventually(t, func() bool {
+		n2.Send(4, []Envelope{{Group: 1, Msg: testMsg(2, 4, 0, 1)}})
+		return n4.Stats().Refused > 0
+	}, "refused while not ready")
+	require.Zero(t, s4.total())
+	c = rawPeer(t, n4, false)
+	_, err = c.Write(appendHello(nil, hello{version: Version, from: 2, to: 4, cluster: "test"}))
+	require.NoError(t, err)
+	_, err = readAck(c)
+	require.ErrorIs(t, err, ErrNotYet)
+	ready.Store(true)
+	eventually(t, func() bool {
+		n2.Send(4, []Envelope{{Group: 1, Msg: testMsg(2, 4, 0, 1)}})
+		return s4.count(2) > 0
+	}, "admitted once ready")
+}
+
 // rawPeer dials tr and, with handshake, runs the dialer's handshake by hand.
 func rawPeer(t *testing.T, tr *TCP, handshake bool) net.Conn {
 	t.Helper()
@@ -357,7 +435,7 @@ func rawPeer(t *testing.T, tr *TCP, handshake bool) net.Conn {
 	if handshake {
 		_, err = c.Write(appendHello(nil, hello{version: Version, from: 7, to: tr.cfg.NodeID, cluster: "test"}))
 		require.NoError(t, err)
-		err = readAck(c)
+		_, err = readAck(c)
 		require.NoError(t, err)
 	}
 	return c
@@ -580,4 +658,23 @@ func TestTCPConfigValidate(t *testing.T) {
 	require.Equal(t, DefaultMaxFrameBytes, c.MaxFrameBytes)
 	require.Equal(t, DefaultMaxQueueBytes, c.MaxQueueBytes)
 	require.Equal(t, DefaultWriteTimeout, c.WriteTimeout)
+}
+
+// TestTCPAddPeer: AddPeer adds a node the transport does not know and
+// leaves a known one where it is (SetPeer moves it); a removed node can be
+// added again.
+func TestTCPAddPeer(t *testing.T) {
+	noLeaks(t)
+	a := startTCP(t, testConfig(1, func(uint64, []Envelope) {}))
+	s := newSink()
+	b := startTCP(t, testConfig(2, s.handle))
+	require.NoError(t, a.AddPeer(2, b.Addr().String()))
+	require.NoError(t, a.AddPeer(2, "127.0.0.1:1"), "known: kept where it is")
+	a.Send(2, []Envelope{{Group: 1, Msg: testMsg(1, 2, 0, 1)}})
+	eventually(t, func() bool { return s.count(1) == 1 }, "delivered at the address first added")
+	require.Error(t, a.AddPeer(1, "127.0.0.1:1"), "itself")
+	a.RemovePeer(2)
+	require.NoError(t, a.AddPeer(2, b.Addr().String()))
+	a.Send(2, []Envelope{{Group: 1, Msg: testMsg(1, 2, 1, 1)}})
+	eventually(t, func() bool { return s.count(1) == 2 }, "added again after its removal")
 }

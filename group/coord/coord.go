@@ -98,6 +98,9 @@ type Config struct {
 	// Retention is how long a group with no member and no activity is
 	// kept; 0 keeps groups forever.
 	Retention time.Duration
+	// Placement, in a cluster, says which groups this node coordinates;
+	// nil on a single broker, which coordinates every group.
+	Placement Placement
 	// Now is the clock of session timeouts, ack waits and backoffs, in
 	// monotonic nanoseconds; nil: the process's monotonic clock.
 	Now func() int64
@@ -123,6 +126,19 @@ type Config struct {
 	// every RetentionPass) nor the offsets store's writer (the caller
 	// writes with Store().Flush, which runs the commits' callbacks).
 	Driven bool
+}
+
+// Placement says which groups a coordinator coordinates. In a cluster a
+// group's coordinator is the node that leads the offsets partition the
+// group's name hashes to; the others refuse its joins, naming that node,
+// and a node that stops leading a partition hands its groups over
+// (Evict), as one that starts leading it takes them in (Adopt).
+type Placement interface {
+	// Coordinates is nil when this node coordinates the group named
+	// group, else the error that refuses a request for it (NOT_LEADER
+	// naming the coordinator). It is called with the coordinator's mutex
+	// held, so it must not call back into the coordinator.
+	Coordinates(group string) error
 }
 
 // Feed is a partition's feed as Config.NewFeed makes it.
@@ -275,6 +291,7 @@ type Coordinator struct {
 	mu     sync.Mutex
 	groups map[string]*group
 	store  *offsets.Store
+	place  Placement // nil: every group is this coordinator's
 	ids    atomic.Uint64
 	prefix string // for member ids: differs between broker runs
 
@@ -302,7 +319,7 @@ func New(cfg Config) *Coordinator {
 		now = nowNS
 	}
 	c := &Coordinator{broker: cfg.Broker, log: cfg.Log, retention: cfg.Retention, now: now,
-		groups: map[string]*group{}, store: cfg.Store, prefix: prefix, driven: cfg.Driven,
+		groups: map[string]*group{}, store: cfg.Store, place: cfg.Placement, prefix: prefix, driven: cfg.Driven,
 		poke: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	c.newFeed = c.startFeed
 	if cfg.NewFeed != nil {
@@ -326,13 +343,7 @@ func (c *Coordinator) Load() error {
 			c.store.Remove(name, nil)
 			continue
 		}
-		g := c.newGroup(name, t, groupSettings{})
-		for p, off := range sg.Offsets {
-			if int(p) >= 0 && int(p) < len(g.parts) {
-				g.parts[p].committed = off
-			}
-		}
-		c.groups[name] = g
+		c.groups[name] = c.storedGroup(name, t, sg)
 	}
 	if c.driven {
 		return nil
@@ -367,6 +378,27 @@ func (c *Coordinator) Close() {
 	}
 	c.mu.Unlock()
 	c.store.Close()
+}
+
+// storedGroup is the group name restored from its stored state sg, with
+// no members.
+func (c *Coordinator) storedGroup(name string, t Topic, sg *offsets.Group) *group {
+	g := c.newGroup(name, t, groupSettings{})
+	for p, off := range sg.Offsets {
+		if int(p) >= 0 && int(p) < len(g.parts) {
+			g.parts[p].committed = off
+		}
+	}
+	return g
+}
+
+// coordinates is nil when this coordinator coordinates the group named
+// name, else the error that refuses a request for it; mu held.
+func (c *Coordinator) coordinates(name string) error {
+	if c.place == nil {
+		return nil
+	}
+	return c.place.Coordinates(name)
 }
 
 func (c *Coordinator) newGroup(name string, t Topic, set groupSettings) *group {
@@ -452,7 +484,18 @@ func (c *Coordinator) Join(out *outbox.Outbox, by Origin, corr uint32, req *wire
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.coordinates(req.Group); err != nil {
+		return nil, err
+	}
 	g := c.groups[req.Group]
+	if g == nil && c.place != nil {
+		// A group this node came to coordinate whose topic it did not
+		// have open when it took the group in (Adopt).
+		if sg, ok := c.store.Group(req.Group); ok && sg.Topic == t.Name() {
+			g = c.storedGroup(req.Group, t, sg)
+			c.groups[req.Group] = g
+		}
+	}
 	if g != nil {
 		if err := g.admits(t, set); err != nil {
 			return nil, err
@@ -1126,6 +1169,9 @@ func (c *Coordinator) Describe(name string) (wire.GroupInfo, error) {
 	defer c.mu.Unlock()
 	g := c.groups[name]
 	if g == nil {
+		if err := c.coordinates(name); err != nil {
+			return wire.GroupInfo{}, err
+		}
 		return wire.GroupInfo{}, wire.Errorf(wire.CodeUnknownGroup, "no group named "+strconv.Quote(name))
 	}
 	info := wire.GroupInfo{Group: g.name, Topic: g.topic.Name(), Generation: g.gen, Mode: g.set.mode}
@@ -1174,8 +1220,12 @@ func (c *Coordinator) reset(by Origin, name string, targets []wire.PartitionTarg
 	c.mu.Lock()
 	g := c.groups[name]
 	if g == nil {
+		err := c.coordinates(name)
 		c.mu.Unlock()
-		done(wire.Errorf(wire.CodeUnknownGroup, "no group named "+strconv.Quote(name)))
+		if err == nil {
+			err = wire.Errorf(wire.CodeUnknownGroup, "no group named "+strconv.Quote(name))
+		}
+		done(err)
 		return
 	}
 	if c.broker.Observed() {
@@ -1273,4 +1323,60 @@ func (c *Coordinator) TopicRemoved(t Topic) {
 		c.store.Remove(name, nil)
 		c.emitGroup(g, nil, 0, "delete", byBroker, nil)
 	}
+}
+
+// Adopt takes in the groups this node has come to coordinate (a cluster:
+// it leads their offsets partition now), with the state its replay of
+// that partition found; the store keeps them, and those whose topic is
+// open here become groups without members. The Placement must still
+// refuse them while Adopt runs.
+func (c *Coordinator) Adopt(stored map[string]*offsets.Group) {
+	c.store.Put(stored)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, sg := range stored {
+		if c.groups[name] != nil {
+			continue
+		}
+		if t := c.broker.Topic(sg.Topic); t != nil {
+			c.groups[name] = c.storedGroup(name, t, sg)
+		}
+	}
+}
+
+// Evict hands over the groups match selects: another node coordinates
+// them now (a cluster: this node no longer leads their offsets
+// partition). Their members are sent the Placement's refusal as an
+// Error with corr 0, on which a client closes the connection and joins
+// again at the new coordinator, which starts from the offsets the
+// replicated log holds; the store forgets the groups without writing. The
+// Placement must refuse them before Evict is called.
+func (c *Coordinator) Evict(match func(group string) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, g := range c.groups {
+		if !match(name) {
+			continue
+		}
+		why := c.coordinates(name)
+		if why == nil {
+			why = wire.Errorf(wire.CodeNotLeader, "no leader: group "+name+" moved to another coordinator")
+		}
+		for _, m := range g.members {
+			m.gone.Store(true)
+			m.out.SendError(0, why)
+			m.out.Kick()
+		}
+		for _, gp := range g.parts {
+			gp.mu.Lock()
+			if gp.feed != nil {
+				gp.feed.stop()
+			}
+			gp.owner, gp.revoking = nil, nil
+			gp.mu.Unlock()
+		}
+		delete(c.groups, name)
+		c.emitGroup(g, nil, 0, "moved", byBroker, nil)
+	}
+	c.store.Forget(match)
 }

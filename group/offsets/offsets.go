@@ -129,7 +129,14 @@ type Store struct {
 	now     func() time.Time // the clock of activity stamps; tests replace it
 	groups  map[string]*Group
 	dirty   map[string]struct{} // changed since the last write; absent from groups: removed
-	waiters []func(error)
+	waiters []waiter
+	// repl, when not nil, is where the records go instead of the log
+	// (a cluster: NewReplicated); epoch counts Forget calls, so that a
+	// replicated write that failed is retried only if no group was handed
+	// away meanwhile.
+	repl    Replicator
+	owns    func(group string) error
+	epoch   uint64
 	urgent  bool // a waiter is waiting: write without lingering
 	failed  bool // the last write failed: retry
 	closed  bool
@@ -148,6 +155,13 @@ type Store struct {
 	done chan struct{}
 }
 
+// waiter is a change's callback, with the group it changed: a replicated
+// write succeeds or fails per group.
+type waiter struct {
+	group string
+	done  func(error)
+}
+
 // New returns the store of the broker whose data directory is dataDir on
 // fsys. It reads nothing until Load.
 func New(fsys vfs.FS, dataDir string, log *slog.Logger) *Store {
@@ -162,6 +176,9 @@ func New(fsys vfs.FS, dataDir string, log *slog.Logger) *Store {
 func (s *Store) Load() (_ map[string]*Group, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.repl != nil {
+		return map[string]*Group{}, nil // groups arrive with Put as this node comes to coordinate them
+	}
 	defer func() {
 		if err != nil {
 			s.closeLog() // the broker does not start: nothing more is written
@@ -247,7 +264,7 @@ func (s *Store) Flush() error {
 // Set records offsets without waiting for them to be durable; done, if not
 // nil, runs once they are (or with the error that kept them from it).
 func (s *Store) Set(group, topic string, offs []wire.PartitionOffset, done func(error)) {
-	if !s.lockOpen(done) {
+	if !s.lockFor(group, done) {
 		return
 	}
 	g := s.groups[group]
@@ -267,7 +284,7 @@ func (s *Store) Set(group, topic string, offs []wire.PartitionOffset, done func(
 func (s *Store) Touch(group string, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if g := s.groups[group]; g != nil && !s.closed && at.UnixMilli() > g.Active {
+	if g := s.groups[group]; g != nil && !s.closed && s.refused(group) == nil && at.UnixMilli() > g.Active {
 		g.Active = at.UnixMilli()
 		s.changed(group, nil)
 	}
@@ -299,23 +316,28 @@ func (s *Store) ActiveAt(group string) (time.Time, bool) {
 	return time.UnixMilli(g.Active), true
 }
 
-// lockOpen takes mu unless the store is closed; then it tells done so
-// (when not nil) and returns false without the lock.
-func (s *Store) lockOpen(done func(error)) bool {
+// lockFor takes mu for a change of group unless the store is closed, or
+// is a replicated store and this node does not coordinate the group
+// (NewReplicated); then it tells done why (when not nil) and returns
+// false without the lock.
+func (s *Store) lockFor(group string, done func(error)) bool {
 	s.mu.Lock()
+	err := error(ErrClosed)
 	if !s.closed {
-		return true
+		if err = s.refused(group); err == nil {
+			return true
+		}
 	}
 	s.mu.Unlock()
 	if done != nil {
-		done(ErrClosed)
+		done(err)
 	}
 	return false
 }
 
 // Remove forgets a group.
 func (s *Store) Remove(group string, done func(error)) {
-	if !s.lockOpen(done) {
+	if !s.lockFor(group, done) {
 		return
 	}
 	delete(s.groups, group)
@@ -327,7 +349,7 @@ func (s *Store) Remove(group string, done func(error)) {
 func (s *Store) changed(group string, done func(error)) {
 	s.dirty[group] = struct{}{}
 	if done != nil {
-		s.waiters = append(s.waiters, done)
+		s.waiters = append(s.waiters, waiter{group, done})
 		s.urgent = true
 	}
 	select {
@@ -389,6 +411,9 @@ func (s *Store) linger() {
 // no log to append to or it has grown compactFactor times its live state.
 // The waiters get its outcome.
 func (s *Store) flush() error {
+	if s.repl != nil {
+		return s.flushReplicated()
+	}
 	s.mu.Lock()
 	if len(s.dirty) == 0 && !s.failed {
 		s.mu.Unlock()
@@ -414,7 +439,7 @@ func (s *Store) flush() error {
 		err = wire.Errorf(storage.Code(err), "store committed offsets: "+err.Error())
 	}
 	for _, w := range waiters {
-		w(err)
+		w.done(err)
 	}
 	return err
 }

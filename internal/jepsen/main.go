@@ -85,8 +85,7 @@ type test struct {
 	injected map[string]int
 	problems []string
 
-	groups map[int]uint64         // each partition's Raft group
-	wiped  map[int]map[int]uint64 // nodes wiped and not seen caught up: the commits to reach, by partition
+	groups map[int]uint64 // each partition's Raft group
 }
 
 // logf prints an event with the time since the start, and keeps it in
@@ -117,12 +116,28 @@ func (t *test) count(name string) {
 	t.mu.Unlock()
 }
 
+// live returns the nodes not retired (wipe): the cluster the faults and
+// checks are about.
+func (t *test) live() []*node {
+	var out []*node
+	for _, n := range t.nodes {
+		if !n.isRetired() {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // snapshot asks every running, unpaused node for its view of the cluster.
 func (t *test) snapshot(ctx context.Context) view {
-	v := view{reports: map[int]httpapi.Cluster{}}
+	v := view{reports: map[int]httpapi.Cluster{}, out: map[int]bool{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, n := range t.nodes {
+		if n.isRetired() {
+			v.out[n.id] = true
+			continue
+		}
 		if !n.running() || n.isPaused() {
 			continue
 		}
@@ -232,8 +247,7 @@ func newTest(cfg config) (*test, error) {
 		return nil, err
 	}
 	t := &test{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.seed, cfg.seed>>1|1)), net: &network{nodes: 3},
-		start: time.Now(), dir: dir, injected: map[string]int{}, groups: map[int]uint64{},
-		wiped: map[int]map[int]uint64{}}
+		start: time.Now(), dir: dir, injected: map[string]int{}, groups: map[int]uint64{}}
 	if t.out, err = os.Create(filepath.Join(dir, "events.log")); err != nil {
 		return nil, err
 	}

@@ -36,6 +36,7 @@ type node struct {
 	done     chan struct{} // closed when the process exits
 	expected bool          // the runner stopped it: its exit is no finding
 	paused   bool
+	retired  bool // lost its data (wipe): refused by the others, and left out for the rest of the run
 	started  time.Time
 	crashes  []string // exits nobody asked for
 }
@@ -197,6 +198,33 @@ func (n *node) wipe() error {
 		return fmt.Errorf("node %d is running", n.id)
 	}
 	return os.RemoveAll(n.dataDir())
+}
+
+// retire leaves the node out for the rest of the run (it must be stopped).
+func (n *node) retire() {
+	n.mu.Lock()
+	n.retired = true
+	n.mu.Unlock()
+}
+
+func (n *node) isRetired() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.retired
+}
+
+// logged reports whether the node's log since its last start has a line
+// containing s.
+func (n *node) logged(s string) bool {
+	data, err := os.ReadFile(filepath.Join(n.dir, "node.log"))
+	if err != nil {
+		return false
+	}
+	text := string(data)
+	if i := strings.LastIndex(text, "---- jepsen: start"); i >= 0 {
+		text = text[i:]
+	}
+	return strings.Contains(text, s)
 }
 
 // crashed returns the exits nobody asked for.

@@ -51,6 +51,17 @@ func TestView(t *testing.T) {
 	delete(v.reports, 3)
 	require.Equal(t, "2 of 3 nodes answer", v.healthy(3, 1, "t"))
 
+	// A retired node (wiped, refused) is neither expected to answer nor
+	// to be reached; the two others are healthy and converged without it.
+	out := view{reports: map[int]httpapi.Cluster{1: report(1, 2, 10, 10), 2: report(2, 2, 10, 10)}, out: map[int]bool{3: true}}
+	for id := range out.reports {
+		out.reports[id].Nodes[2].Reachable = false
+	}
+	require.Empty(t, out.healthy(2, 1, "t"))
+	require.Empty(t, out.converged(2, 1, "t"))
+	out.out = nil
+	require.Contains(t, out.healthy(2, 1, "t"), "does not reach node 3")
+
 	// A node that is down or knows no leader does not hide the one that
 	// leads; of two claims, the higher term's wins.
 	v.reports[3] = report(3, 0, 0, 0)

@@ -40,6 +40,7 @@ func status(ctx context.Context, n *node) (httpapi.Cluster, error) {
 // view is every node's report at one moment.
 type view struct {
 	reports map[int]httpapi.Cluster // by node id
+	out     map[int]bool            // retired nodes (a lost disk): not expected to answer or be reached
 }
 
 // local returns node id's state of partition p of topic.
@@ -101,13 +102,18 @@ func (v view) healthy(nodes, partitions int, topic string) string {
 	}
 	var ctrl uint64
 	for id, r := range v.reports {
+		known := 0
 		for _, n := range r.Nodes {
+			if v.out[int(n.ID)] {
+				continue
+			}
+			known++
 			if !n.Reachable {
 				return fmt.Sprintf("node %d does not reach node %d", id, n.ID)
 			}
 		}
-		if len(r.Nodes) < nodes {
-			return fmt.Sprintf("node %d knows %d nodes", id, len(r.Nodes))
+		if known < nodes {
+			return fmt.Sprintf("node %d knows %d nodes", id, known)
 		}
 		if r.Controller.Leader == 0 || ctrl != 0 && r.Controller.Leader != ctrl {
 			return fmt.Sprintf("no agreed controller leader (node %d says %d)", id, r.Controller.Leader)

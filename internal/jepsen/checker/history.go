@@ -17,8 +17,8 @@
 //   - Deliveries: what consumers received during the run, in the order
 //     they received it, per consumer and partition.
 //   - GroupOffsets: committed consumer-group offsets, as committed and as
-//     read back (not recorded by the suite yet: consumer groups are not
-//     replicated; the check is here for when they are).
+//     read back (not recorded by the suite yet: it runs no consumer group;
+//     the check is here for when it does).
 //
 // # What is checked
 //

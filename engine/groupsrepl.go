@@ -1,0 +1,315 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/cluster/meta"
+	"github.com/ratatoskr-mq/ratatoskr/group/coord"
+	"github.com/ratatoskr-mq/ratatoskr/group/offsets"
+	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Consumer groups in a cluster (docs/CLUSTER.md, "Consumer groups"). The
+// committed offsets live in an internal replicated topic, OffsetsTopic,
+// as Kafka's __consumer_offsets: a group's records go to the partition its
+// name hashes to (OffsetsPartition), and the group's coordinator is that
+// partition's leader. The node's one group coordinator (group/coord)
+// coordinates the groups of the offsets partitions this node leads and
+// refuses the others with NOT_LEADER naming their leader (Placement).
+//
+// When this node becomes a partition's leader, and its visible end has
+// reached what its log held at the election (everything any earlier leader
+// committed), it replays the partition, the last record of each group
+// winning, and adopts those groups; only then does it accept their
+// joins. When it stops leading the partition (or leads it again in a
+// later term: another node may have coordinated the groups meanwhile), it
+// evicts them: their members are told NOT_LEADER and disconnected, and
+// join again at the new coordinator.
+
+// OffsetsTopic is the internal topic that holds a cluster's committed
+// offsets. Its name is outside what tenants can reach (it has no tenant
+// prefix, and tenants' names are qualified).
+const OffsetsTopic = "__consumer_offsets"
+
+// offsetsPartitions is the offsets topic's partition count: the groups'
+// coordination spreads over as many leaders. Fixed: a group's partition
+// must not change.
+const offsetsPartitions = 3
+
+// offsetsPollInterval is how often the watcher looks at the offsets
+// partitions' leadership; it bounds how long a new leader waits before it
+// coordinates, next to the election itself.
+const offsetsPollInterval = 20 * time.Millisecond
+
+// OffsetsPartition is the offsets partition of the group named group:
+// FNV-1a-32 of the name, modulo the partition count.
+func OffsetsPartition(group string, partitions int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(group))
+	return int(h.Sum32() % uint32(partitions))
+}
+
+// groupRepl is the cluster's side of consumer groups: the Placement the
+// coordinator asks, the Replicator its store writes to, and the watcher
+// that adopts and evicts groups as leaderships move.
+type groupRepl struct {
+	e     *Engine
+	parts [offsetsPartitions]offsetsPart
+	// want is set once a group asked for a coordinator: the offsets topic
+	// is created then, so a cluster that never uses groups has none.
+	want    atomic.Bool
+	started atomic.Bool // start ran: stop waits for the watcher
+	quit    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	// poke wakes the watcher at once when a leadership of this node
+	// changes, so that a deposed coordinator stops serving its groups
+	// without waiting for the next tick.
+	poke chan struct{}
+}
+
+// offsetsPart is what this node coordinates of one offsets partition:
+// term is the Raft term in which it adopted the partition's groups, 0
+// while it does not coordinate them.
+type offsetsPart struct {
+	term atomic.Uint64
+}
+
+func newGroupRepl(e *Engine) *groupRepl {
+	return &groupRepl{e: e, quit: make(chan struct{}), done: make(chan struct{}), poke: make(chan struct{}, 1)}
+}
+
+// wake makes the watcher check the offsets partitions now.
+func (r *groupRepl) wake() {
+	select {
+	case r.poke <- struct{}{}:
+	default:
+	}
+}
+
+// newClusterCoordinator is newCoordinator for a cluster node: its store
+// writes to the offsets topic.
+func newClusterCoordinator(e *Engine) *coord.Coordinator {
+	r := newGroupRepl(e)
+	e.grepl = r
+	return coord.New(coord.Config{Broker: groupBroker{e}, Store: offsets.NewReplicated(r, r.Coordinates, e.log),
+		Log: e.log, Retention: e.cfg.GroupRetention, Placement: r})
+}
+
+// replicaOf is offsets partition k's partition and replica on this node,
+// or nil while the topic is not open here.
+func (r *groupRepl) replicaOf(k int) (*shard.Partition, *replica) {
+	t := r.e.topics.get([]byte(OffsetsTopic))
+	if t == nil || k >= len(t.Parts) {
+		return nil, nil
+	}
+	p := t.Parts[k]
+	rep, ok := p.Replica.(*replica)
+	if !ok {
+		return nil, nil
+	}
+	return p, rep
+}
+
+// Coordinates implements coord.Placement: nil when this node adopted the
+// group's offsets partition in the term it leads it in now.
+func (r *groupRepl) Coordinates(group string) error {
+	k := OffsetsPartition(group, offsetsPartitions)
+	why := "coordinator of group " + strconv.Quote(wire.Unqualified(group)) + ": partition " + strconv.Itoa(k) +
+		" of " + OffsetsTopic
+	_, rep := r.replicaOf(k)
+	if rep == nil {
+		r.want.Store(true) // the first group of the cluster: the watcher creates the topic
+		return wire.NotLeader(0, "", why+" (the offsets topic is being created)")
+	}
+	if term := r.parts[k].term.Load(); term != 0 && rep.Leads() == nil && rep.term.Load() == term {
+		return nil
+	}
+	leader := rep.preferredLeader()
+	if leader == r.e.cluster.id {
+		why += "; it is taking the group over, retry" // elected, still replaying the partition
+	}
+	return rep.notLeader(leader, why)
+}
+
+// Write implements offsets.Replicator: the records of each offsets
+// partition go in one batch to it, and each answer is its batch's.
+func (r *groupRepl) Write(recs []offsets.Record) []error {
+	errs := make([]error, len(recs))
+	byPart := map[int][]int{}
+	for i, rec := range recs {
+		k := OffsetsPartition(rec.Group, offsetsPartitions)
+		byPart[k] = append(byPart[k], i)
+	}
+	for k, idx := range byPart {
+		var bb wire.BatchBuilder
+		buf, _ := wire.StartFrame(nil, wire.TypePublish, 0, 0)
+		buf = wire.AppendBatchPrefix(buf, OffsetsTopic, int32(k))
+		batchOff := len(buf)
+		bb.Start(buf, -1, -1)
+		now := time.Now().UnixNano()
+		for _, i := range idx {
+			bb.Append(now, []byte(recs[i].Group), recs[i].Data, nil)
+		}
+		frame := bb.Finish()
+		wire.FinishFrame(frame, 0)
+		err := r.e.publishInternalTo(OffsetsTopic, int32(k), frame, batchOff)
+		for _, i := range idx {
+			errs[i] = err
+		}
+	}
+	return errs
+}
+
+// start runs the watcher; the offsets topic is created by the first node
+// asked for a group's coordinator while it is missing.
+func (r *groupRepl) start() {
+	r.started.Store(true)
+	go r.watch()
+}
+
+// stop stops the watcher, if it was started.
+func (r *groupRepl) stop() {
+	r.once.Do(func() { close(r.quit) })
+	if r.started.Load() {
+		<-r.done
+	}
+}
+
+// watch creates the offsets topic if need be, then adopts and evicts the
+// groups of the offsets partitions as this node's leaderships change.
+func (r *groupRepl) watch() {
+	defer close(r.done)
+	t := time.NewTicker(offsetsPollInterval)
+	defer t.Stop()
+	created := false
+	var lastTry time.Time
+	for {
+		select {
+		case <-r.quit:
+			return
+		case <-t.C:
+		case <-r.poke:
+		}
+		if !created && r.want.Load() && time.Since(lastTry) > time.Second {
+			lastTry = time.Now()
+			created = r.ensureTopic()
+		}
+		for k := range offsetsPartitions {
+			r.check(k)
+		}
+	}
+}
+
+// ensureTopic creates the offsets topic unless it exists, and reports
+// whether it does now.
+func (r *groupRepl) ensureTopic() bool {
+	if r.e.topics.get([]byte(OffsetsTopic)) != nil {
+		return true
+	}
+	replicas := strconv.Itoa(meta.DefaultReplicas(len(r.e.cfg.Peers)))
+	_, err := r.e.createTopicBy(byBroker, OffsetsTopic, offsetsPartitions,
+		[]wire.KV{{Key: ConfigReplicas, Value: replicas}}, true)
+	if err != nil && !errors.Is(err, wire.ErrTopicExists) {
+		r.e.log.Debug("creating the consumer offsets topic; retrying", "err", err)
+		return false
+	}
+	return true
+}
+
+// check adopts offsets partition k's groups once this node leads it and
+// has caught up, and evicts them once it no longer leads it in the term
+// it adopted them in.
+func (r *groupRepl) check(k int) {
+	p, rep := r.replicaOf(k)
+	adopted := r.parts[k].term.Load()
+	leads := rep != nil && rep.Leads() == nil
+	term := uint64(0)
+	if rep != nil {
+		term = rep.term.Load()
+	}
+	if adopted != 0 && (!leads || term != adopted) {
+		r.parts[k].term.Store(0)
+		r.e.groups.Evict(func(g string) bool { return OffsetsPartition(g, offsetsPartitions) == k })
+		r.e.log.Info("consumer groups handed over", "offsets_partition", k)
+		adopted = 0
+	}
+	if adopted != 0 || !leads || term == 0 || p.EndOffset() < rep.caughtUp.Load() {
+		return
+	}
+	groups, err := replayOffsets(p, r.e.log)
+	if err != nil {
+		r.e.log.Error("replaying the consumer offsets; not coordinating its groups", "offsets_partition", k, "err", err)
+		return
+	}
+	r.e.groups.Adopt(groups)
+	// Adopted in this term only if it still leads in it; else the next
+	// check evicts what Adopt took in.
+	r.parts[k].term.Store(term)
+	r.e.log.Info("coordinating consumer groups", "offsets_partition", k, "groups", len(groups), "term", term)
+}
+
+// replayOffsets reads offsets partition p up to its visible end (what is
+// committed) and returns each group's last state; removed groups are
+// absent.
+func replayOffsets(p *shard.Partition, log *slog.Logger) (map[string]*offsets.Group, error) {
+	groups := map[string]*offsets.Group{}
+	bad := 0
+	defer func() {
+		if bad > 0 {
+			log.Warn("skipped records of the consumer offsets topic that are not group records",
+				"offsets_partition", p.ID, "records", bad)
+		}
+	}()
+	start, end := p.Log.Bounds()
+	var dec wire.Decompressor
+	for off := start; off < end; {
+		from := off
+		var ierr error
+		err := p.Log.Read(off, 1<<20, func(b wire.Batch) bool {
+			it, err := dec.Records(b, wire.MaxBatchBytes)
+			if err != nil {
+				ierr = err
+				return false
+			}
+			var rec wire.Record
+			for it.Next(&rec) {
+				off = rec.Offset + 1
+				name, g, err := offsets.DecodeRecord(rec.Value)
+				if err != nil {
+					bad++ // not the broker's (a client wrote to the topic): it holds no group's state
+					continue
+				}
+				if g == nil {
+					delete(groups, name)
+				} else {
+					groups[name] = g
+				}
+			}
+			if it.Err() != nil {
+				ierr = it.Err()
+				return false
+			}
+			off = max(off, b.BaseOffset()+int64(b.Count()))
+			return off < end
+		})
+		if err == nil {
+			err = ierr
+		}
+		if err == nil && off == from {
+			err = fmt.Errorf("no batch at offset %d below the visible end %d", off, end)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return groups, nil
+}

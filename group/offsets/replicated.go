@@ -1,0 +1,172 @@
+package offsets
+
+import (
+	"errors"
+	"log/slog"
+	"maps"
+	"slices"
+)
+
+// In a cluster the committed offsets are not in groups.log but in a
+// replicated log (the engine's internal offsets topic, one Raft group per
+// partition): the store keeps the groups this node coordinates in memory,
+// as it does on a single broker, and writes each change as one record to
+// the Replicator, which answers once a quorum holds it. The record is the
+// one groups.log holds (EncodeRecord), so a node that comes to coordinate
+// a group rebuilds its state by replaying the records (DecodeRecord: the
+// last record of a group wins) and hands it to Put. A group this node no
+// longer coordinates is dropped with Forget, without a record: its new
+// coordinator owns it.
+
+// Replicator writes a store's records to replicated state.
+type Replicator interface {
+	// Write makes each record durable where its group's offsets are
+	// replicated and returns, per record, nil once it is committed, or
+	// the error that kept it from that (NOT_LEADER when this node no
+	// longer coordinates the group).
+	Write(recs []Record) []error
+}
+
+// Record is one group's record, as EncodeRecord makes it.
+type Record struct {
+	Group string
+	Data  []byte
+}
+
+// ErrBadRecord answers DecodeRecord given bytes that are not one whole
+// record.
+var ErrBadRecord = errors.New("offsets: not a consumer-group offsets record")
+
+// NewReplicated returns a store that writes to r instead of a file. Load
+// returns no groups; Put hands it those this node comes to coordinate.
+// owns says whether this node coordinates a group (nil) or not (the
+// error to answer a change of it with): a change of a group it does not
+// is refused, so that a late change (a feed's ack floor after the group
+// moved) never writes a stale state to the replicated log.
+func NewReplicated(r Replicator, owns func(group string) error, log *slog.Logger) *Store {
+	s := New(nil, "", log)
+	s.repl, s.owns = r, owns
+	return s
+}
+
+// refused is the error a change of group gets when this node does not
+// coordinate it (replicated stores only); mu held.
+func (s *Store) refused(group string) error {
+	if s.owns == nil || group == "" {
+		return nil
+	}
+	return s.owns(group)
+}
+
+// EncodeRecord is the record of group name's state g, or of its removal
+// when g is nil.
+func EncodeRecord(name string, g *Group) []byte {
+	if g == nil {
+		return appendRemovedRecord(nil, name)
+	}
+	return appendGroupRecord(nil, name, g)
+}
+
+// DecodeRecord decodes a record EncodeRecord made: the group's name and
+// state, nil for a removal.
+func DecodeRecord(b []byte) (string, *Group, error) {
+	rec, next, ok := readRecord(b, 0)
+	if !ok || next != len(b) {
+		return "", nil, ErrBadRecord
+	}
+	return rec.name, rec.g, nil
+}
+
+// Put makes groups the stored state of those groups, without writing
+// anything: what a node replayed when it came to coordinate them.
+func (s *Store) Put(groups map[string]*Group) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, g := range groups {
+		s.groups[name] = g.clone()
+		delete(s.dirty, name)
+	}
+}
+
+// Group is a copy of the stored state of the group named name.
+func (s *Store) Group(name string) (*Group, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.groups[name]
+	if g == nil {
+		return nil, false
+	}
+	return g.clone(), true
+}
+
+// Forget drops the groups match selects, and their pending changes,
+// without writing anything: another node coordinates them now. A write
+// of theirs in flight that fails is not retried.
+func (s *Store) Forget(match func(group string) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.epoch++
+	maps.DeleteFunc(s.groups, func(name string, _ *Group) bool { return match(name) })
+	maps.DeleteFunc(s.dirty, func(name string, _ struct{}) bool { return match(name) })
+}
+
+// flushReplicated writes the changed groups' records to the Replicator
+// and answers each waiter with its group's outcome. The changes of a
+// failed write are written again (run retries) unless a Forget came
+// between: the group may be another node's now, and writing its old
+// state there would move its offsets back.
+func (s *Store) flushReplicated() error {
+	s.mu.Lock()
+	if len(s.dirty) == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	recs := make([]Record, 0, len(s.dirty))
+	byGroup := map[string]error{}
+	for _, name := range slices.Sorted(maps.Keys(s.dirty)) {
+		if err := s.refused(name); err != nil {
+			byGroup[name] = err // moved since it changed: its new coordinator owns it
+			continue
+		}
+		recs = append(recs, Record{Group: name, Data: EncodeRecord(name, s.groups[name])})
+	}
+	clear(s.dirty)
+	waiters := s.waiters
+	s.waiters, s.urgent = nil, false
+	epoch := s.epoch
+	s.mu.Unlock()
+
+	var errs []error
+	if len(recs) > 0 {
+		errs = s.repl.Write(recs)
+	}
+	var first error
+	for i, r := range recs {
+		if errs[i] != nil {
+			byGroup[r.Group] = errs[i]
+			if first == nil {
+				first = errs[i]
+			}
+		}
+	}
+	if first != nil {
+		s.mu.Lock()
+		if s.epoch == epoch && !s.closed {
+			for _, r := range recs {
+				name := r.Group
+				if byGroup[name] == nil {
+					continue
+				}
+				if s.refused(name) == nil {
+					s.dirty[name] = struct{}{}
+				}
+			}
+		}
+		s.mu.Unlock()
+		s.log.Warn("replicating committed offsets; retrying", "groups", len(byGroup), "err", first)
+	}
+	for _, w := range waiters {
+		w.done(byGroup[w.group])
+	}
+	return first
+}
