@@ -167,8 +167,8 @@ func (c *clusterNode) converge(group uint64, target []uint64) {
 		switch {
 		case !slices.Contains(target, id):
 			changes = append(changes, raftpb.ConfChangeSingle{Type: raftpb.ConfChangeRemoveNode, NodeID: id})
-		case st.Match[id]+memberCatchUp < st.Commit:
-			return // not caught up yet
+		case st.Match[id] == 0 || st.Match[id]+memberCatchUp < st.Commit:
+			return // not caught up yet (a learner that matched nothing has not been heard from)
 		default:
 			changes = append(changes, raftpb.ConfChangeSingle{Type: raftpb.ConfChangeAddNode, NodeID: id})
 		}
@@ -263,11 +263,21 @@ func (c *clusterNode) syncPeers(v *meta.State) {
 	c.host.SetPeers(peers)
 }
 
-// hasMember reports whether a group on this node has node id in its
-// configuration.
+// hasMember reports whether a group on this node may still need node id:
+// its configuration has it, it knows id as its leader, or it has no
+// configuration yet. The last is a replica just added here to take over
+// from a node being removed (a partition of one replica moving): it
+// learns its configuration from that node's log, and would never hear
+// from it, nor answer it, if the node were dropped from the transport
+// first (the move then hung: the old leader promoted the learner and
+// stepped down, and neither could reach the other to finish).
 func (c *clusterNode) hasMember(id uint64) bool {
 	for _, g := range c.host.Groups() {
-		if st, err := c.host.Status(g); err == nil && inConf(st, id) {
+		st, err := c.host.Status(g)
+		if err != nil {
+			continue
+		}
+		if inConf(st, id) || st.Leader == id || len(st.Voters) == 0 && len(st.Learners) == 0 && len(st.Outgoing) == 0 {
 			return true
 		}
 	}
