@@ -100,13 +100,9 @@ func (n *node) wait(cmd *exec.Cmd, logf *os.File, done chan struct{}) {
 // lastWords returns the first line of a panic or fatal error in the
 // node's log since its last start, or else its last line.
 func (n *node) lastWords() string {
-	data, err := os.ReadFile(filepath.Join(n.dir, "node.log"))
+	text, err := n.logSinceStart()
 	if err != nil {
 		return err.Error()
-	}
-	text := string(data)
-	if i := strings.LastIndex(text, "---- jepsen: start"); i >= 0 {
-		text = text[i:]
 	}
 	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
 	for _, l := range lines {
@@ -216,15 +212,21 @@ func (n *node) isRetired() bool {
 // logged reports whether the node's log since its last start has a line
 // containing s.
 func (n *node) logged(s string) bool {
+	text, err := n.logSinceStart()
+	return err == nil && strings.Contains(text, s)
+}
+
+// logSinceStart returns the node's log since its last start.
+func (n *node) logSinceStart() (string, error) {
 	data, err := os.ReadFile(filepath.Join(n.dir, "node.log"))
 	if err != nil {
-		return false
+		return "", err
 	}
 	text := string(data)
 	if i := strings.LastIndex(text, "---- jepsen: start"); i >= 0 {
 		text = text[i:]
 	}
-	return strings.Contains(text, s)
+	return text, nil
 }
 
 // crashed returns the exits nobody asked for.
