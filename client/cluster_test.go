@@ -135,21 +135,29 @@ func (n *fakeNode) stop() {
 
 func (n *fakeNode) serve(c *fakeConn) {
 	r := bufio.NewReader(c)
-	var hdr [wire.HeaderSize]byte
 	for {
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return
-		}
-		h, err := wire.ParseHeader(hdr[:], 1<<30)
+		h, body, err := readTestFrame(r)
 		if err != nil {
-			return
-		}
-		body := make([]byte, h.Length-wire.HeaderSize)
-		if _, err := io.ReadFull(r, body); err != nil {
 			return
 		}
 		n.handle(c, h, body)
 	}
+}
+
+// readTestFrame reads one frame for the tests' fake brokers: its header
+// and body.
+func readTestFrame(r *bufio.Reader) (wire.Header, []byte, error) {
+	var hdr [wire.HeaderSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return wire.Header{}, nil, err
+	}
+	h, err := wire.ParseHeader(hdr[:], 1<<30)
+	if err != nil {
+		return h, nil, err
+	}
+	body := make([]byte, h.Length-wire.HeaderSize)
+	_, err = io.ReadFull(r, body)
+	return h, body, err
 }
 
 func (n *fakeNode) handle(c *fakeConn, h wire.Header, body []byte) {

@@ -3,7 +3,6 @@ package client_test
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -76,17 +75,9 @@ func (f *idemBroker) send(frame []byte) {
 
 func (f *idemBroker) serve(conn net.Conn) {
 	r := bufio.NewReader(conn)
-	var hdr [wire.HeaderSize]byte
 	for {
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return
-		}
-		h, err := wire.ParseHeader(hdr[:], 1<<30)
+		h, body, err := readTestFrame(r)
 		if err != nil {
-			return
-		}
-		body := make([]byte, h.Length-wire.HeaderSize)
-		if _, err := io.ReadFull(r, body); err != nil {
 			return
 		}
 		switch h.Type {
