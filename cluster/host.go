@@ -30,6 +30,7 @@ const (
 	DefaultElectionTicks  = 10 // 0.5-1 s before a follower campaigns
 	DefaultHeartbeatTicks = 1
 	DefaultQuiesceTicks   = 20 // an idle group goes quiet after a second
+	DefaultRetentionTicks = 100
 )
 
 // HostConfig configures a Host.
@@ -53,6 +54,13 @@ type HostConfig struct {
 	// elect a new leader. Negative disables quiescence.
 	QuiesceTicks int
 	Logger       *slog.Logger
+	// RetentionTicks is how many ticks pass between two applications of
+	// the groups' retention (GroupConfig.Retention); 0 takes the default,
+	// 100 (5 s at the default tick), as a single node's shards apply theirs.
+	RetentionTicks int
+	// Now is the clock retention ages records by (default time.Now); a
+	// simulator gives its own.
+	Now func() time.Time
 	// Driven makes the caller the host's only goroutine, for a simulator
 	// that owns time: Start starts nothing, and the caller runs the loop's
 	// passes itself with Tick (a tick of the clock, then a pass) and
@@ -77,6 +85,12 @@ func (c *HostConfig) fill() {
 	}
 	if c.QuiesceTicks == 0 {
 		c.QuiesceTicks = DefaultQuiesceTicks
+	}
+	if c.RetentionTicks <= 0 {
+		c.RetentionTicks = DefaultRetentionTicks
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -130,6 +144,13 @@ type GroupConfig struct {
 	// OnLeader, if set, is called on the host's goroutine when the group's
 	// leader or term changes (leader 0: none known).
 	OnLeader func(leader, term uint64)
+	// Retention, if set, returns how long and how much of the partition
+	// to keep (0: no bound). Every RetentionTicks the host applies it to
+	// what the group has applied, and the Raft log's compaction point
+	// follows the log's new start (raftlog.Storage.Retain): a replica that
+	// needs an entry it removed is sent a snapshot, and starts its log
+	// again at the leader's start. Each replica applies it to its own log.
+	Retention func() (maxAge time.Duration, maxBytes int64)
 	// Forward lets followers forward proposals to the leader
 	// (ProposeForward): the controller's way. Partitions leave it off, so
 	// a publish at a follower is answered with the leader's address.
@@ -465,6 +486,9 @@ func (h *Host) tick() {
 			})
 		}
 	}
+	if h.ticks%int64(h.cfg.RetentionTicks) == 0 {
+		h.retain()
+	}
 	// Liveness: one ping per peer per tick stands in for the heartbeats
 	// of every quiesced group.
 	for _, p := range h.peers {
@@ -647,6 +671,9 @@ func (h *Host) send(msgs []raftpb.Message, g *Group, late bool) {
 			continue
 		}
 		h.post(m.To, Envelope{Group: g.cfg.ID, Msg: m})
+		if m.Type == raftpb.MsgSnap {
+			g.snapsSent = append(g.snapsSent, m.To)
+		}
 	}
 }
 
@@ -668,6 +695,17 @@ func (h *Host) handleReady(g *Group) {
 		g.fail(h, err)
 		return
 	}
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		// A snapshot comes before the entries of its Ready, which follow
+		// it: the replica's log starts again at the leader's start.
+		if err := g.store.ApplySnapshot(rd.Snapshot); err != nil {
+			g.fail(h, err)
+			return
+		}
+		g.applied = rd.Snapshot.Metadata.Index
+		h.cfg.Logger.Info("installed a snapshot: the log starts again at the leader's start", "group", g.cfg.ID,
+			"index", g.applied, "offset", g.store.OffsetEnd(g.applied))
+	}
 	h.send(rd.Messages, g, false)
 	if err := g.store.Append(rd.Entries); err != nil {
 		g.fail(h, err)
@@ -684,6 +722,13 @@ func (h *Host) handleReady(g *Group) {
 		g.assign(rd.Entries)
 	}
 	h.send(rd.Messages, g, true)
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		end := g.store.OffsetEnd(g.applied)
+		if g.cfg.OnCommit != nil && end != g.committedEnd {
+			g.cfg.OnCommit(end)
+		}
+		g.committedEnd = end
+	}
 	if n := len(rd.CommittedEntries); n > 0 {
 		g.idle = 0
 		// The log shows the committed batches before anyone hears of them
@@ -708,6 +753,7 @@ func (h *Host) handleReady(g *Group) {
 			}
 			g.resolve(e)
 		}
+		g.applied = rd.CommittedEntries[n-1].Index
 		if g.cfg.OnApplied != nil {
 			g.cfg.OnApplied()
 		}
@@ -717,6 +763,40 @@ func (h *Host) handleReady(g *Group) {
 		g.committedEnd = end
 	}
 	g.rn.Advance(rd)
+	// A snapshot is whole in its message (raftlog.Storage.Snapshot): once
+	// sent, it is done, and raft goes back to probing the follower, which
+	// asks for it again if it was lost.
+	for _, to := range g.snapsSent {
+		g.rn.ReportSnapshot(to, raft.SnapshotFinish)
+	}
+	g.snapsSent = g.snapsSent[:0]
+}
+
+// retain applies each group's retention (GroupConfig.Retention).
+func (h *Host) retain() {
+	now := h.cfg.Now()
+	for _, id := range h.groupIDs() {
+		g := h.groups[id]
+		if g.cfg.Retention == nil || g.failed != nil {
+			continue
+		}
+		age, bytes := g.cfg.Retention()
+		if age <= 0 && bytes <= 0 {
+			continue
+		}
+		n, err := g.store.Retain(now, age, bytes, g.applied)
+		switch {
+		case errors.Is(err, raftlog.ErrNoConfHistory):
+			if !g.noHistory {
+				g.noHistory = true
+				h.cfg.Logger.Warn("retention not applied", "group", id, "err", err)
+			}
+		case err != nil:
+			h.cfg.Logger.Warn("retention", "group", id, "err", err)
+		case n > 0:
+			h.cfg.Logger.Debug("retention removed segments", "group", id, "segments", n)
+		}
+	}
 }
 
 // applyConf applies a committed configuration change entry through raft
@@ -946,7 +1026,7 @@ func (h *Host) AddGroup(cfg GroupConfig) error {
 			rerr = err
 			return
 		}
-		g := &Group{cfg: cfg, rn: rn, store: store, committedEnd: store.OffsetEnd(applied), activeAt: -1}
+		g := &Group{cfg: cfg, rn: rn, store: store, committedEnd: store.OffsetEnd(applied), activeAt: -1, applied: applied}
 		h.groups[cfg.ID] = g
 		h.activate(g)
 		h.markReady(g)
@@ -1143,6 +1223,9 @@ type Group struct {
 	failed       error
 	activeAt     int  // index in Host.active, -1 when not ticking
 	inReady      bool // in Host.ready
+	applied      uint64
+	snapsSent    []uint64 // peers sent a snapshot in this Ready, reported after Advance
+	noHistory    bool     // retention refused for want of history, logged once
 }
 
 type proposal struct {

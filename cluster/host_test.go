@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,6 +87,7 @@ type testCluster struct {
 	sync  bool
 
 	forward bool
+	retain  atomic.Int64 // each group's retention bound in bytes (0: none)
 	amu     sync.Mutex
 	applied map[uint64][]string // per node: the first record value of each applied entry
 }
@@ -125,12 +127,14 @@ func (c *testCluster) start(id uint64) {
 	}
 	h := NewHost(HostConfig{
 		NodeID: id, Send: c.net.sender(id), Peers: peers,
-		TickInterval: 20 * time.Millisecond,
-		Logger:       slog.New(slog.DiscardHandler),
+		TickInterval: 20 * time.Millisecond, RetentionTicks: 2,
+		Logger: slog.New(slog.DiscardHandler),
 	})
 	h.Start()
 	require.NoError(c.t, h.AddGroup(GroupConfig{ID: testGroup, Voters: c.ids, Log: nd.log, Meta: nd.meta, Sync: c.sync,
-		Forward: c.forward, OnApply: func(e raftpb.Entry) {
+		Forward:   c.forward,
+		Retention: func() (time.Duration, int64) { return 0, c.retain.Load() },
+		OnApply: func(e raftpb.Entry) {
 			it := wire.Batch(e.Data).Records()
 			var r wire.Record
 			if it.Next(&r) {

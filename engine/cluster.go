@@ -111,7 +111,8 @@ func (e *Engine) startCluster() error {
 		return fmt.Errorf("engine: cluster listener: %w", err)
 	}
 	host = cluster.NewHost(cluster.HostConfig{NodeID: cfg.NodeID, Send: tr.Send, Peers: others,
-		TickInterval: cfg.RaftTick, Logger: e.log.With("component", "raft")})
+		TickInterval: cfg.RaftTick, Logger: e.log.With("component", "raft"),
+		RetentionTicks: int(max(cfg.RetentionInterval/max(cfg.RaftTick, time.Millisecond), 1))})
 	c.tr, c.host = tr, host
 	host.Start()
 	ctrl, _, err := storage.OpenDiskLog(storage.DiskConfig{FS: cfg.FS, Dir: cfg.DataDir + "/cluster/controller",
@@ -524,7 +525,7 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 		voters = initial
 	}
 	err := c.host.AddGroup(cluster.GroupConfig{ID: rep.group, Voters: voters, Join: voters == nil, Store: rep.store,
-		Sync: tc.Fsync.Mode == shard.SyncAlways,
+		Sync: tc.Fsync.Mode == shard.SyncAlways, Retention: p.Retention,
 		OnBatch: func(base int64, data []byte) {
 			if b := wire.Batch(data); b.ProducerID() != wire.NoProducer {
 				prods = append(prods, shard.ProducerBatch{ID: b.ProducerID(), Seq: b.ProducerSeq(),

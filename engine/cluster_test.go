@@ -24,6 +24,13 @@ import (
 // listen.
 func startTestCluster(t *testing.T, n int) []*Engine {
 	t.Helper()
+	return startTestClusterWith(t, n, nil)
+}
+
+// startTestClusterWith is startTestCluster with each node's configuration
+// changed by mutate.
+func startTestClusterWith(t *testing.T, n int, mutate func(*Config)) []*Engine {
+	t.Helper()
 	peers := map[uint64]string{}
 	for i := 1; i <= n; i++ {
 		peers[uint64(i)] = "127.0.0.1:0"
@@ -38,6 +45,9 @@ func startTestCluster(t *testing.T, n int) []*Engine {
 		cfg.NodeID, cfg.Peers = uint64(i), peers
 		cfg.RaftTick = 20 * time.Millisecond
 		cfg.Shards, cfg.EventLoops = 1, 1
+		if mutate != nil {
+			mutate(&cfg)
+		}
 		e, err := New(cfg)
 		require.NoError(t, err)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -216,8 +216,11 @@ func (r *groupRepl) ensureTopic() bool {
 		return true
 	}
 	replicas := strconv.Itoa(meta.DefaultReplicas(len(r.e.cfg.Peers)))
+	// No retention: a group's last record is its state, however old
+	// (GroupRetention expires idle groups).
 	_, err := r.e.createTopicBy(byBroker, OffsetsTopic, offsetsPartitions,
-		[]wire.KV{{Key: ConfigReplicas, Value: replicas}}, true)
+		[]wire.KV{{Key: ConfigReplicas, Value: replicas}, {Key: ConfigRetention, Value: "0"},
+			{Key: ConfigRetentionBytes, Value: "0"}}, true)
 	if err != nil && !errors.Is(err, wire.ErrTopicExists) {
 		r.e.log.Debug("creating the consumer offsets topic; retrying", "err", err)
 		return false

@@ -341,13 +341,11 @@ func (r *registry) build(name string, tc TopicConfig, sum *loadSummary) (*Topic,
 		s := r.shards[(base+uint32(i))%uint32(len(r.shards))]
 		parts[i] = shard.NewPartition(name, int32(i), s, l, tc.Fsync)
 		if r.repl != nil {
+			// Its Raft group applies the retention (not the shard's
+			// driver): up to what it applied, moving its compaction point.
 			parts[i].Replica = reps[i]
-			// Retention would cut the Raft log under the group: a
-			// replicated partition keeps everything until compaction
-			// follows the group (docs/CLUSTER.md).
-		} else {
-			parts[i].SetRetention(tc.Retention, tc.RetentionBytes)
 		}
+		parts[i].SetRetention(tc.Retention, tc.RetentionBytes)
 		r.restoreProducers(parts[i])
 	}
 	if r.repl != nil {
@@ -510,9 +508,7 @@ func (r *registry) update(name string, kvs []wire.KV) (*Topic, error) {
 		}
 	}
 	for _, p := range t.Parts {
-		if p.Replica == nil { // a replicated log keeps its segments (docs/CLUSTER.md)
-			p.SetRetention(tc.Retention, tc.RetentionBytes)
-		}
+		p.SetRetention(tc.Retention, tc.RetentionBytes)
 		if tc.Fsync != old.Fsync {
 			if err := p.SetSync(tc.Fsync); err != nil {
 				return t, wire.Errorf(wire.CodeShuttingDown, err.Error())
@@ -575,6 +571,10 @@ func (r *registry) updatedConfig(name string, old TopicConfig, kvs []wire.KV) (T
 	}
 	if tc.DeadLetterTopic == name {
 		return tc, false, invalid("a topic cannot be its own dead-letter topic")
+	}
+	if name == OffsetsTopic && (tc.Retention != 0 || tc.RetentionBytes != 0) {
+		return tc, false, invalid("the retention of " + OffsetsTopic + " stays 0: each group's last record is " +
+			"its committed offsets, however old (idle groups expire after the broker's group retention)")
 	}
 	return tc, rotate, nil
 }
@@ -659,6 +659,7 @@ func (r *registry) replacePartition(name string, i int) error {
 	}
 	p := shard.NewPartition(name, int32(i), prev.Shard, l, tc.Fsync)
 	p.Replica = rep
+	p.SetRetention(tc.Retention, tc.RetentionBytes)
 	r.restoreProducers(p)
 	if err := r.repl.start(p, tc); err != nil {
 		_ = l.Close()

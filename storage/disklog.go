@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"sync"
@@ -928,15 +929,25 @@ func (l *DiskLog) deleteSegment(s *segment) error {
 // Retain deletes sealed segments whose newest record is older than maxAge,
 // and the oldest sealed segments while the log is larger than maxBytes.
 func (l *DiskLog) Retain(now time.Time, maxAge time.Duration, maxBytes int64) (int, error) {
+	return l.RetainBelow(now, maxAge, maxBytes, math.MaxInt64, nil)
+}
+
+// RetainBelow is Retain limited to the segments that end at or below
+// offset limit: a replicated partition (cluster/raftlog) deletes only what
+// its Raft group has applied. Before anything is deleted, before (if not
+// nil) is called with the offset the log will start at; if it fails,
+// nothing is.
+func (l *DiskLog) RetainBelow(now time.Time, maxAge time.Duration, maxBytes int64, limit int64,
+	before func(start int64) error) (int, error) {
 	l.segMu.Lock()
 	defer l.segMu.Unlock()
 	segs := *l.segs.Load()
 	total := l.bytes.Load()
 	drop := 0
-	for _, s := range segs[:len(segs)-1] {
+	for i, s := range segs[:len(segs)-1] {
 		old := maxAge > 0 && s.maxTS.Load() < now.Add(-maxAge).UnixNano()
 		big := maxBytes > 0 && total > maxBytes
-		if !old && !big {
+		if !old && !big || segs[i+1].base > limit {
 			break
 		}
 		total -= s.size.Load()
@@ -944,6 +955,11 @@ func (l *DiskLog) Retain(now time.Time, maxAge time.Duration, maxBytes int64) (i
 	}
 	if drop == 0 {
 		return 0, nil
+	}
+	if before != nil {
+		if err := before(segs[drop].base); err != nil {
+			return 0, err
+		}
 	}
 	keep := slices.Clone(segs[drop:])
 	l.segs.Store(&keep)
@@ -961,6 +977,83 @@ func (l *DiskLog) Retain(now time.Time, maxAge time.Duration, maxBytes int64) (i
 	l.dirSync = true
 	l.mu.Unlock()
 	return drop, err
+}
+
+// Reset empties the log and starts it again, empty, at offset start,
+// durably: a replica that installs a Raft snapshot (cluster/raftlog) takes
+// its leader's log start this way, with nothing below it. Every segment
+// is deleted, last first, each removal durable before the next, and then
+// the new segment is created and the directory synced: a crash in between
+// leaves a prefix of the old log or no segment at all, never a log with a
+// hole, and the caller, which recorded that it was resetting, resets again
+// after a restart. Readers meanwhile find the old segments removed
+// (ErrOffsetOutOfRange), then the new, empty log. Called by the log's
+// writer only; staged batches are dropped. A failure fails the log.
+func (l *DiskLog) Reset(start int64) error {
+	if start < 0 {
+		return fmt.Errorf("storage: reset at negative offset %d", start)
+	}
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.failed.Load() {
+		return l.failedErr()
+	}
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	l.dropStaged()
+	l.segMu.Lock()
+	old := *l.segs.Load()
+	for _, s := range old {
+		l.bytes.Add(-s.size.Load())
+		s.removed.Store(true)
+	}
+	l.segMu.Unlock()
+	var err error
+	for i := len(old) - 1; i >= 0; i-- {
+		if err == nil {
+			if err = l.deleteSegment(old[i]); err == nil {
+				err = l.cfg.FS.SyncDir(l.cfg.Dir)
+			}
+		}
+	}
+	var s *segment
+	if err == nil {
+		s, err = l.createSegment(start)
+	}
+	if err == nil {
+		if err = l.startDirect(s); err != nil {
+			s.files.remove()
+		}
+	}
+	if err == nil {
+		err = l.cfg.FS.SyncDir(l.cfg.Dir)
+	}
+	if err != nil {
+		for _, o := range old {
+			o.release()
+		}
+		l.fail("reset failed: " + err.Error())
+		l.cfg.Logger.Error("storage: reset failed; log read-only until restart", "dir", l.cfg.Dir,
+			"offset", start, "err", err)
+		return fmt.Errorf("%w: reset at offset %d: %w", ErrFailed, start, err)
+	}
+	l.segMu.Lock()
+	segs := []*segment{s}
+	l.segs.Store(&segs)
+	l.start.Store(start)
+	l.segMu.Unlock()
+	l.active = s
+	l.written.Store(start)
+	l.visible.Store(start)
+	l.mu.Lock()
+	l.dirSync = false
+	l.corrupt = nil
+	l.mu.Unlock()
+	for _, o := range old {
+		o.release()
+	}
+	return nil
 }
 
 // recordCorrupt notes a corrupt batch found by a read, and which check it

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -48,25 +49,35 @@ func (m *MemLog) Append(b *Buf, batch wire.Batch) error {
 	m.batches = append(m.batches, memBatch{buf: b, batch: batch, maxTS: batch.MaxTimestamp()})
 	m.end = batch.BaseOffset() + int64(batch.Count())
 	m.bytes += int64(len(batch))
-	m.trim(0, m.maxBytes)
+	_, _ = m.trim(0, m.maxBytes, math.MaxInt64, nil) // no before: cannot fail
 	return nil
 }
 
 // trim drops batches from the front while they are older than cutoff or
-// the log holds more than maxBytes (zero disables each bound). mu held.
-func (m *MemLog) trim(cutoff int64, maxBytes int64) int {
+// the log holds more than maxBytes (zero disables each bound), and end at
+// or below limit. mu held.
+func (m *MemLog) trim(cutoff int64, maxBytes int64, limit int64, before func(start int64) error) (int, error) {
 	n := 0
+	bytes := m.bytes
 	for n < len(m.batches)-1 {
 		b := m.batches[n]
-		tooBig := maxBytes > 0 && m.bytes > maxBytes
+		tooBig := maxBytes > 0 && bytes > maxBytes
 		tooOld := cutoff > 0 && b.maxTS < cutoff
-		if !tooBig && !tooOld {
+		if !tooBig && !tooOld || b.batch.BaseOffset()+int64(b.batch.Count()) > limit {
 			break
 		}
-		m.bytes -= int64(len(b.batch))
-		b.buf.Release()
+		bytes -= int64(len(b.batch))
 		n++
 	}
+	if n > 0 && before != nil {
+		if err := before(m.batches[n].batch.BaseOffset()); err != nil {
+			return 0, err
+		}
+	}
+	for _, b := range m.batches[:n] {
+		b.buf.Release()
+	}
+	m.bytes = bytes
 	if n > 0 {
 		// Reslice rather than shift: a log at its bound trims on every
 		// append, and shifting the whole slice each time made an append
@@ -77,7 +88,7 @@ func (m *MemLog) trim(cutoff int64, maxBytes int64) int {
 		m.batches = m.batches[n:]
 		m.start = m.batches[0].batch.BaseOffset()
 	}
-	return n
+	return n, nil
 }
 
 // Sync is a no-op: a memory log promises nothing across restarts.
@@ -196,6 +207,13 @@ func (m *MemLog) Truncate(end int64) error {
 // Retain drops batches older than maxAge or beyond maxBytes (and always
 // beyond the log's own bound).
 func (m *MemLog) Retain(now time.Time, maxAge time.Duration, maxBytes int64) (int, error) {
+	return m.RetainBelow(now, maxAge, maxBytes, math.MaxInt64, nil)
+}
+
+// RetainBelow is Retain limited to the batches that end at or below
+// offset limit (see DiskLog.RetainBelow).
+func (m *MemLog) RetainBelow(now time.Time, maxAge time.Duration, maxBytes int64, below int64,
+	before func(start int64) error) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var cutoff int64
@@ -206,7 +224,21 @@ func (m *MemLog) Retain(now time.Time, maxAge time.Duration, maxBytes int64) (in
 	if maxBytes > 0 && maxBytes < limit {
 		limit = maxBytes
 	}
-	return m.trim(cutoff, limit), nil
+	return m.trim(cutoff, limit, below, before)
+}
+
+// Reset drops every batch and starts the log again, empty, at offset
+// start (see DiskLog.Reset).
+func (m *MemLog) Reset(start int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, b := range m.batches {
+		b.buf.Release()
+	}
+	clear(m.batches)
+	m.batches = m.batches[:0]
+	m.start, m.end, m.bytes, m.visible = start, start, 0, start
+	return nil
 }
 
 // Stats describes the log.

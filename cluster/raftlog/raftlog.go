@@ -49,6 +49,7 @@ import (
 	"io/fs"
 	"sort"
 	"sync"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -58,11 +59,20 @@ import (
 )
 
 // Log is the partition log under a Raft log: a storage log whose tail can be
-// cut off (storage.Truncater).
+// cut off (storage.Truncater), whose retention can be bounded, and that can
+// start again at any offset.
 type Log interface {
 	storage.Log
 	// Truncate removes every batch at or after offset end, durably.
 	Truncate(end int64) error
+	// RetainBelow applies retention as Retain does, to what ends at or
+	// below offset below only, calling before with the new start first
+	// (storage.DiskLog.RetainBelow).
+	RetainBelow(now time.Time, maxAge time.Duration, maxBytes int64, below int64,
+		before func(start int64) error) (int, error)
+	// Reset empties the log and starts it again at offset start, durably
+	// (storage.DiskLog.Reset).
+	Reset(start int64) error
 }
 
 // MetaStore keeps the meta file: Save replaces it atomically (and durably,
@@ -104,16 +114,42 @@ type metaState struct {
 	ConfIndex uint64      `json:"conf_index,omitempty"`
 	Terms     []termStart `json:"terms,omitempty"`
 	Ctl       []control   `json:"ctl,omitempty"`
+	// Confs is the configuration after each configuration change applied
+	// since the compaction point, and the last one at or before it: what
+	// a snapshot at the compaction point must carry. A meta file of
+	// version 1 had none; it starts with the saved configuration.
+	Confs []confAt `json:"confs,omitempty"`
 	// Compacted is the index and term of the entry before the first one
-	// held, and the offset after it.
+	// held, the offset after it, and the configuration there: the
+	// snapshot a replica that needs an earlier entry installs.
 	Compacted struct {
-		Index  uint64 `json:"i"`
-		Term   uint64 `json:"t"`
-		Offset int64  `json:"o"`
+		Index  uint64           `json:"i"`
+		Term   uint64           `json:"t"`
+		Offset int64            `json:"o"`
+		Conf   raftpb.ConfState `json:"conf"`
 	} `json:"compacted"`
+	// Resetting says a snapshot is being installed: the meta file already
+	// describes it, and the partition log may still hold the old entries.
+	// Open finishes the job (Log.Reset at the compaction point).
+	Resetting bool `json:"resetting,omitempty"`
 }
 
-const metaVersion = 1
+// confAt is the configuration that applying the change at Index made
+// (Index 0: the group's first configuration).
+type confAt struct {
+	Index uint64           `json:"i"`
+	Conf  raftpb.ConfState `json:"c"`
+}
+
+// snapData is a snapshot's data: a replica that installs it starts its
+// partition log, empty, at Offset. The entries before the snapshot's
+// index were removed by retention (Retain); what is left of the log
+// after it, the leader sends as entries.
+type snapData struct {
+	Offset int64 `json:"ratatoskr_log_start"`
+}
+
+const metaVersion = 2
 
 // Storage is a Raft log over a partition log. The Raft loop calls every
 // method; the mutex lets metrics and the admin API read it too.
@@ -149,8 +185,21 @@ func Open(l Log, meta MetaStore) (*Storage, error) {
 		if err := json.Unmarshal(data, &s.st); err != nil {
 			return nil, fmt.Errorf("raftlog: meta file damaged: %w", err)
 		}
-		if s.st.Version != metaVersion {
+		if s.st.Version != metaVersion && s.st.Version != 1 {
 			return nil, fmt.Errorf("raftlog: meta version %d, want %d", s.st.Version, metaVersion)
+		}
+	}
+	if len(s.st.Confs) == 0 {
+		s.st.Confs = []confAt{{Index: s.st.ConfIndex, Conf: s.st.Conf}}
+	}
+	if s.st.Resetting {
+		// A crash interrupted ApplySnapshot after its first save.
+		if err := s.log.Reset(s.st.Compacted.Offset); err != nil {
+			return nil, fmt.Errorf("raftlog: finish installing a snapshot: %w", err)
+		}
+		s.st.Resetting = false
+		if err := s.save(); err != nil {
+			return nil, err
 		}
 	}
 	if err := s.derive(); err != nil {
@@ -457,16 +506,147 @@ func (s *Storage) FirstIndex() (uint64, error) {
 	return s.first, nil
 }
 
-// Snapshot implements raft.Storage. Catching a replica up past the
-// compaction point (from whole segments) is not built yet: raft is told to
-// try later, and keeps the replica probing.
+// Snapshot implements raft.Storage: the compaction point, for a replica
+// that needs an entry retention removed. Its data is only where the log
+// starts now (snapData): a partition's state is its log, and what the
+// replica needs of it, the leader sends as entries from there.
 func (s *Storage) Snapshot() (raftpb.Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.st.Compacted.Index == 0 {
+	c := s.st.Compacted
+	if c.Index == 0 {
 		return raftpb.Snapshot{Metadata: raftpb.SnapshotMetadata{ConfState: s.st.Conf}}, nil
 	}
-	return raftpb.Snapshot{}, raft.ErrSnapshotTemporarilyUnavailable
+	data, err := json.Marshal(snapData{Offset: c.Offset})
+	if err != nil {
+		return raftpb.Snapshot{}, err
+	}
+	return raftpb.Snapshot{Data: data, Metadata: raftpb.SnapshotMetadata{
+		Index: c.Index, Term: c.Term, ConfState: c.Conf}}, nil
+}
+
+// ApplySnapshot installs a snapshot raft accepted (a Ready's Snapshot):
+// every entry this replica holds is dropped, and its partition log
+// starts again, empty, at the snapshot's offset, with the snapshot's
+// configuration. It is crash-safe: the meta file records the snapshot,
+// marked Resetting, before the log is reset, and Open resets it again if
+// a crash came between.
+func (s *Storage) ApplySnapshot(snap raftpb.Snapshot) error {
+	var d snapData
+	if err := json.Unmarshal(snap.Data, &d); err != nil || d.Offset < 0 {
+		return fmt.Errorf("raftlog: snapshot at index %d: bad data %q", snap.Metadata.Index, snap.Data)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := snap.Metadata
+	if m.Index <= s.st.Compacted.Index {
+		return fmt.Errorf("raftlog: snapshot at index %d is not after the compaction point %d", m.Index, s.st.Compacted.Index)
+	}
+	st := s.st
+	st.Compacted.Index, st.Compacted.Term, st.Compacted.Offset, st.Compacted.Conf = m.Index, m.Term, d.Offset, m.ConfState
+	st.Conf, st.ConfIndex = m.ConfState, m.Index
+	st.Confs = []confAt{{Index: m.Index, Conf: m.ConfState}}
+	st.Terms, st.Ctl = nil, nil
+	st.Hard.Commit = max(st.Hard.Commit, m.Index)
+	st.Resetting = true
+	s.st = st
+	if err := s.save(); err != nil {
+		return err
+	}
+	if err := s.log.Reset(d.Offset); err != nil {
+		return fmt.Errorf("raftlog: install snapshot at offset %d: %w", d.Offset, err)
+	}
+	s.st.Resetting = false
+	if err := s.save(); err != nil {
+		return err
+	}
+	s.first = m.Index + 1
+	s.offs, s.cnts, s.tail = nil, nil, nil
+	s.tailFirst = s.first
+	clear(s.ctl)
+	s.end = d.Offset
+	s.log.SetVisible(d.Offset)
+	return nil
+}
+
+// Retain applies retention to the partition log, bounded by what the
+// group applied (entry applied and before: nothing Raft may still hand
+// out to apply), and moves the compaction point to the new start of the
+// log, so that a replica that needs an entry it removed gets a snapshot.
+// It returns the number of segments removed.
+//
+// The compaction point must carry the configuration at its index. A
+// group whose meta file predates the configuration history (version 1)
+// and whose configuration changed has none for the entries before that
+// change: its log is kept until retention could move past it, which
+// Retain cannot tell in advance, so it is kept (a warning's worth).
+func (s *Storage) Retain(now time.Time, maxAge time.Duration, maxBytes int64, applied uint64) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.st.Confs[0].Index > s.st.Compacted.Index {
+		return 0, ErrNoConfHistory
+	}
+	applied = min(applied, s.st.Hard.Commit, s.lastIndex())
+	if applied < s.first {
+		return 0, nil
+	}
+	// The compaction point is saved before any segment is deleted: entry
+	// indexes are counted from it (derive), so a log that starts after it
+	// could not be read back; one that starts before it can.
+	return s.log.RetainBelow(now, maxAge, maxBytes, s.offsetEnd(applied), func(start int64) error {
+		return s.compact(start, applied)
+	})
+}
+
+// ErrNoConfHistory: see Retain.
+var ErrNoConfHistory = errors.New("raftlog: no configuration history before the last configuration change " +
+	"(a meta file of version 1): retention keeps this log")
+
+// compact moves the compaction point up to the entry before the batch
+// the partition log is about to start at, and at most to entry applied,
+// and saves it.
+func (s *Storage) compact(start int64, applied uint64) error {
+	if start <= s.st.Compacted.Offset {
+		return nil
+	}
+	// k: the first entry at or after start that is not a control entry
+	// sitting at start (those go with the entries before).
+	k := sort.Search(len(s.offs), func(j int) bool { return s.offs[j] >= start })
+	for k < len(s.offs) && s.offs[k] == start && s.cnts[k] == 0 {
+		k++
+	}
+	if k < len(s.offs) && (s.offs[k] != start || s.cnts[k] == 0) || k == len(s.offs) && s.end != start {
+		return fmt.Errorf("%w: the log would start at %d, not at a batch of the Raft log", ErrMismatch, start)
+	}
+	c := min(s.first+uint64(k)-1, applied)
+	if c < s.first {
+		return nil
+	}
+	// The configuration at c: the last applied change at or before it.
+	ci := sort.Search(len(s.st.Confs), func(j int) bool { return s.st.Confs[j].Index > c }) - 1
+	if ci < 0 {
+		return ErrNoConfHistory
+	}
+	st := &s.st
+	st.Compacted.Index, st.Compacted.Term = c, s.termOf(c)
+	st.Compacted.Offset, st.Compacted.Conf = s.offsetEnd(c), st.Confs[ci].Conf
+	st.Confs = st.Confs[ci:]
+	n := sort.Search(len(st.Terms), func(j int) bool { return st.Terms[j].Index > c })
+	st.Terms = st.Terms[n:]
+	n = sort.Search(len(st.Ctl), func(j int) bool { return st.Ctl[j].Index > c })
+	for _, k := range st.Ctl[:n] {
+		delete(s.ctl, k.Index)
+	}
+	st.Ctl = st.Ctl[n:]
+	drop := c + 1 - s.first
+	s.offs = append([]int64(nil), s.offs[drop:]...)
+	s.cnts = append([]int32(nil), s.cnts[drop:]...)
+	s.first = c + 1
+	if s.tailFirst < s.first {
+		// Entries up to c are applied, so committed: no tail to drop.
+		s.tailFirst = s.first
+	}
+	return s.save()
 }
 
 // Append stores entries from a Ready, cutting off any entries they replace.
@@ -617,6 +797,11 @@ func (s *Storage) ApplyConfState(cs raftpb.ConfState, index uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.st.Conf, s.st.ConfIndex = cs, index
+	if n := len(s.st.Confs); n > 0 && s.st.Confs[n-1].Index >= index {
+		// The group's first configuration, or one given again.
+		s.st.Confs = s.st.Confs[:n-1]
+	}
+	s.st.Confs = append(s.st.Confs, confAt{Index: index, Conf: cs})
 	return s.save()
 }
 
@@ -723,3 +908,8 @@ func (m *MemMeta) Save(data []byte) error {
 	m.data = append(m.data[:0:0], data...)
 	return nil
 }
+
+var (
+	_ Log = (*storage.DiskLog)(nil)
+	_ Log = (*storage.MemLog)(nil)
+)

@@ -368,6 +368,9 @@ func (d *Driver) finish() {
 // calls it on its retention tick, holding the token.
 func (d *Driver) retain(now time.Time) {
 	for _, p := range d.s.Adopted() {
+		if p.Replica != nil {
+			continue // its Raft group applies it (cluster.GroupConfig.Retention)
+		}
 		age, bytes := p.Retention()
 		if age <= 0 && bytes <= 0 {
 			continue

@@ -106,6 +106,50 @@ func (f *Log) Retain(time.Time, time.Duration, int64) (int, error) {
 	return 0, nil
 }
 
+// RetainBelow implements raftlog.Log: each batch is a segment of its own,
+// and only maxBytes counts (age is ignored). The last batch stays, as a
+// disk log's active segment does.
+func (f *Log) RetainBelow(_ time.Time, _ time.Duration, maxBytes int64, below int64,
+	before func(start int64) error) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if maxBytes <= 0 {
+		return 0, nil
+	}
+	var total int64
+	for _, b := range f.batches {
+		total += int64(len(b))
+	}
+	n := 0
+	for n < len(f.batches)-1 && total > maxBytes {
+		b := wire.Batch(f.batches[n])
+		if b.BaseOffset()+int64(b.Count()) > below {
+			break
+		}
+		total -= int64(len(b))
+		n++
+	}
+	if n > 0 && before != nil {
+		if err := before(wire.Batch(f.batches[n]).BaseOffset()); err != nil {
+			return 0, err
+		}
+	}
+	if n > 0 {
+		f.batches = append([][]byte(nil), f.batches[n:]...)
+		f.start = wire.Batch(f.batches[0]).BaseOffset()
+	}
+	return n, nil
+}
+
+// Reset implements raftlog.Log: the log is empty from start on, durably.
+func (f *Log) Reset(start int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.batches = nil
+	f.start, f.end, f.visible, f.synced = start, start, start, start
+	return nil
+}
+
 // Stats implements storage.Log (empty).
 func (f *Log) Stats() storage.LogStats { return storage.LogStats{} }
 

@@ -1,0 +1,166 @@
+package cluster
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/cluster/internal/testlog"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// recordsFrom reads a node's visible log from its start: the start and
+// the value at each offset from there.
+func recordsFrom(t *testing.T, l *testlog.Log) (int64, []string) {
+	t.Helper()
+	start, end := l.Bounds()
+	var out []string
+	require.NoError(t, l.Read(start, 1<<30, func(b wire.Batch) bool {
+		require.Equal(t, start+int64(len(out)), b.BaseOffset(), "offsets are dense and in order")
+		it := b.Records()
+		var r wire.Record
+		for it.Next(&r) {
+			out = append(out, string(r.Value))
+		}
+		return true
+	}))
+	require.Len(t, out, int(end-start))
+	return start, out
+}
+
+// TestSnapshotCatchesUpAFollowerBehindRetention: a follower cut off while
+// retention removes what it lacks is sent a snapshot when it comes back,
+// starts its log again at the leader's start, and catches up from there;
+// later it can lead, and nothing acknowledged is lost.
+func TestSnapshotCatchesUpAFollowerBehindRetention(t *testing.T) {
+	c := newTestCluster(t, 3, true)
+	lead := c.leader(0)
+	behind := c.ids[0]
+	if behind == lead {
+		behind = c.ids[1]
+	}
+	acked := map[int64]string{}
+	publish := func(id uint64, n int, tag string) {
+		for i := range n {
+			v := fmt.Sprintf("%s-%d", tag, i)
+			r := c.propose(id, v)
+			require.NoError(t, r.Err)
+			acked[r.Base] = v
+		}
+	}
+	publish(lead, 20, "before")
+	c.waitConverged(20)
+
+	c.net.isolate(behind, c.ids)
+	publish(lead, 100, "cut")
+	size := int64(len(c.batch("cut-00")))
+	c.retain.Store(10 * size)
+	// Wait until retention removed, on the leader, entries the cut-off
+	// follower does not have.
+	_, behindEnd := c.nodes[behind].log.Bounds()
+	waitFor(t, "the leader's retention", func() bool {
+		start, _ := c.nodes[lead].log.Bounds()
+		return start > behindEnd
+	})
+
+	c.net.heal()
+	publish(lead, 10, "after")
+	end := int64(20 + 100 + 10)
+	c.waitConverged(end)
+	leadStart, leadRecs := recordsFrom(t, c.nodes[lead].log)
+	bStart, bRecs := recordsFrom(t, c.nodes[behind].log)
+	require.Greater(t, bStart, behindEnd, "the follower started its log again after what it had")
+	require.GreaterOrEqual(t, bStart, leadStart-10, "at about the leader's start")
+	for off := max(bStart, leadStart); off < end; off++ {
+		require.Equal(t, leadRecs[off-leadStart], bRecs[off-bStart], "offset %d", off)
+		require.Equal(t, acked[off], bRecs[off-bStart], "offset %d", off)
+	}
+	st, err := c.nodes[behind].host.Status(testGroup)
+	require.NoError(t, err)
+	require.Equal(t, "StateFollower", st.State)
+
+	// The follower that installed the snapshot can lead: the old leader
+	// crashes, and the other two go on.
+	c.retain.Store(0)
+	c.crash(lead)
+	next := c.leader(lead)
+	publish(next, 10, "later")
+	c.start(lead)
+	c.waitConverged(end + 10)
+	for _, id := range c.ids {
+		start, recs := recordsFrom(t, c.nodes[id].log)
+		for off, v := range acked {
+			if off >= start {
+				require.Equal(t, v, recs[off-start], "node %d offset %d", id, off)
+			}
+		}
+		require.Equal(t, end+10, start+int64(len(recs)), "node %d", id)
+	}
+}
+
+// TestSnapshotToARestartedFollower: a follower that restarts after the
+// leader compacted past its log gets the snapshot too, and one that
+// restarts after installing a snapshot reopens at the snapshot's start.
+func TestSnapshotToARestartedFollower(t *testing.T) {
+	c := newTestCluster(t, 3, true)
+	lead := c.leader(0)
+	behind := c.ids[0]
+	if behind == lead {
+		behind = c.ids[1]
+	}
+	for i := range 10 {
+		require.NoError(t, c.propose(lead, fmt.Sprintf("a%d", i)).Err)
+	}
+	c.waitConverged(10)
+	c.crash(behind)
+	for i := range 60 {
+		require.NoError(t, c.propose(lead, fmt.Sprintf("b%02d", i)).Err)
+	}
+	c.retain.Store(5 * int64(len(c.batch("b00"))))
+	waitFor(t, "the leader's retention", func() bool {
+		start, _ := c.nodes[lead].log.Bounds()
+		return start > 10
+	})
+	c.start(behind)
+	c.waitConverged(70)
+	start, recs := recordsFrom(t, c.nodes[behind].log)
+	require.Greater(t, start, int64(10))
+	require.Equal(t, "b59", recs[len(recs)-1])
+
+	// Restarted after the install: it reopens at its new start.
+	c.retain.Store(0)
+	c.crash(behind)
+	c.nodes[behind].log.Reopen()
+	c.start(behind)
+	require.NoError(t, c.propose(lead, "c0").Err)
+	c.waitConverged(71)
+	start2, recs2 := recordsFrom(t, c.nodes[behind].log)
+	require.LessOrEqual(t, start2-start, int64(len(recs)))
+	require.Equal(t, "c0", recs2[len(recs2)-1])
+}
+
+// TestRetentionKeepsTheLastBatch: retention with the smallest bound
+// removes everything applied but the last batch on every replica, and
+// the group goes on.
+func TestRetentionKeepsTheLastBatch(t *testing.T) {
+	c := newTestCluster(t, 3, true)
+	lead := c.leader(0)
+	for i := range 30 {
+		require.NoError(t, c.propose(lead, fmt.Sprintf("m%02d", i)).Err)
+	}
+	c.waitConverged(30)
+	c.retain.Store(1) // keep as little as possible: everything applied may go
+	waitFor(t, "retention on every node", func() bool {
+		for _, id := range c.ids {
+			if start, _ := c.nodes[id].log.Bounds(); start != 29 {
+				return false
+			}
+		}
+		return true
+	})
+	// The last batch always stays (a disk log's active segment), and the
+	// group goes on.
+	require.NoError(t, c.propose(lead, "m30").Err)
+	c.waitConverged(31)
+}

@@ -1,0 +1,134 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// logFrom reads what e's replica of topic/0 holds from its log's start to
+// its visible end: the start and each record's value (-1 and none while
+// the node has not opened the topic).
+func logFrom(t *testing.T, e *Engine, topic string) (int64, []string) {
+	t.Helper()
+	tp := e.topics.get([]byte(topic))
+	if tp == nil {
+		return -1, nil
+	}
+	l := tp.Parts[0].Log
+	for {
+		start, end := l.Bounds()
+		var vals []string
+		err := l.Read(start, 1<<30, func(b wire.Batch) bool {
+			it := b.Records()
+			var r wire.Record
+			for it.Next(&r) {
+				if r.Offset == start+int64(len(vals)) && r.Offset < end {
+					vals = append(vals, string(r.Value))
+				}
+			}
+			return true
+		})
+		if errors.Is(err, storage.ErrOffsetOutOfRange) {
+			continue // retention moved the start meanwhile
+		}
+		require.NoError(t, err)
+		return start, vals
+	}
+}
+
+// TestClusterRetentionAndSnapshot: a replicated topic's retention removes
+// its old segments on every replica, and a replica that was down while the
+// leader removed what it lacked is sent a snapshot when it comes back: it
+// starts its log again at the leader's start, catches up from there, and
+// holds every acknowledged message from there on. The offsets topic keeps
+// its records (no retention), and refuses to be given one.
+func TestClusterRetentionAndSnapshot(t *testing.T) {
+	const topic = "rolling"
+	nodes := startTestClusterWith(t, 3, func(c *Config) {
+		c.SegmentBytes, c.MaxFrameBytes, c.MaxMessageBytes = 1<<20, 256<<10, 128<<10
+		c.RetentionInterval = 50 * time.Millisecond
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := nodes[0].createTopicBy(byBroker, topic, 1, []wire.KV{{Key: ConfigReplicas, Value: "3"},
+			{Key: ConfigRetentionBytes, Value: strconv.Itoa(2 << 20)}}, false)
+		if err == nil {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "create: %v", err)
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, e := range nodes {
+		waitTopic(t, e, topic)
+	}
+	lead := leaderOf(t, nodes, topic, 0)
+	var down *Engine
+	var others []*Engine
+	for _, e := range nodes {
+		if e != lead && down == nil {
+			down = e
+		} else {
+			others = append(others, e)
+		}
+	}
+	c := dial(t, lead)
+	acked := map[int64]string{}
+	publish := func(n int) {
+		for range n {
+			v := fmt.Sprintf("m%04d-", len(acked))
+			v += string(bytes.Repeat([]byte{'x'}, 64<<10-len(v)))
+			ack, err := c.Publish(testCtx(t), topic, client.Message{Value: []byte(v)}, client.ToPartition(0))
+			require.NoError(t, err)
+			acked[ack.Offset] = v
+		}
+	}
+	publish(10)
+	for _, e := range nodes {
+		require.Eventually(t, func() bool { _, vals := logFrom(t, e, topic); return len(vals) == 10 },
+			60*time.Second, 10*time.Millisecond)
+	}
+
+	back := restartNodeAfter(t, down, others, func() {
+		// 5 MiB while it is down: the leader's retention (2 MiB, 1 MiB
+		// segments) removes everything the down node holds.
+		publish(80)
+		require.Eventually(t, func() bool { start, _ := lead.topics.get([]byte(topic)).Parts[0].Log.Bounds(); return start > 10 },
+			60*time.Second, 10*time.Millisecond, "the leader's retention")
+	})
+	publish(5)
+	end := int64(len(acked))
+	require.Eventually(t, func() bool {
+		start, vals := logFrom(t, back, topic)
+		return start+int64(len(vals)) == end
+	}, 60*time.Second, 10*time.Millisecond, "the restarted replica catches up")
+	start, vals := logFrom(t, back, topic)
+	require.Greater(t, start, int64(10), "it started its log again past what it held")
+	for i, v := range vals {
+		require.Equal(t, acked[start+int64(i)], v, "offset %d", start+int64(i))
+	}
+	// Every replica keeps about the bound (2 MiB, plus the active segment).
+	for _, e := range []*Engine{lead, back} {
+		require.Eventually(t, func() bool {
+			return e.topics.get([]byte(topic)).Parts[0].Log.Stats().Bytes <= 4<<20
+		}, 60*time.Second, 10*time.Millisecond, "node %d applies retention", e.cfg.NodeID)
+	}
+
+	// The offsets topic keeps everything, and says so.
+	_, err := lead.createTopicBy(byBroker, OffsetsTopic, offsetsPartitions,
+		[]wire.KV{{Key: ConfigReplicas, Value: "3"}, {Key: ConfigRetention, Value: "0"}, {Key: ConfigRetentionBytes, Value: "0"}}, true)
+	require.NoError(t, err)
+	waitTopic(t, lead, OffsetsTopic)
+	err = lead.topics.checkUpdate(OffsetsTopic, []wire.KV{{Key: ConfigRetentionBytes, Value: "100"}})
+	require.ErrorContains(t, err, "stays 0")
+	require.NoError(t, lead.topics.checkUpdate(topic, []wire.KV{{Key: ConfigRetentionBytes, Value: "100"}}))
+}
