@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -379,20 +380,28 @@ func (t *test) replace(ctx context.Context, old *node) error {
 }
 
 // admin runs `ratatoskr cluster <args>` against node at's HTTP API, as an
-// operator would, logging what it prints.
+// operator would, logging what it prints as it prints it.
 func (t *test) admin(ctx context.Context, at *node, args ...string) error {
 	args = append([]string{"cluster"}, args...)
 	args = append(args, "--http-addr", at.httpAddr())
 	cmd := exec.CommandContext(ctx, t.bin, args...)
 	cmd.Env = append(os.Environ(), "RATATOSKR_ADMIN_TOKEN="+adminToken)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	cmd.Stderr = cmd.Stdout
 	t.logf("ratatoskr %s", strings.Join(args, " "))
-	out, err := cmd.CombinedOutput()
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if l != "" {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	lines := bufio.NewScanner(out)
+	for lines.Scan() {
+		if l := strings.TrimSpace(lines.Text()); l != "" {
 			t.logf("  %s", l)
 		}
 	}
-	if err != nil {
+	if err := cmd.Wait(); err != nil {
 		return fmt.Errorf("ratatoskr %s: %w", strings.Join(args, " "), err)
 	}
 	return nil
