@@ -358,7 +358,7 @@ func (t *test) replace(ctx context.Context, old *node) error {
 			return err
 		}
 	}
-	if err := t.admin(ctx, at, "remove-node", strconv.Itoa(old.id), "--wait", "5m"); err != nil {
+	if err := t.admin(ctx, at, "remove-node", strconv.Itoa(old.id), "--wait", "10m"); err != nil {
 		return err
 	}
 	if err := t.admin(ctx, at, "rebalance"); err != nil {
