@@ -132,21 +132,20 @@ endif
 # The Jepsen-style fault test (internal/jepsen; docs/CLUSTER.md "Fault
 # testing"): three brokers, each in its own network namespace, under
 # producers and consumers while a nemesis kills, pauses, isolates,
-# partitions, wipes and restarts them for JEPSEN_TIME; then every
-# replica is read back and the history checked (internal/jepsen/checker,
-# whose unit tests run in make test). Needs root for the namespaces (CI
-# runs as root) and refuses to run without it. JEPSEN_SEED replays the
-# nemesis's choices (the seed is printed); JEPSEN_FAULTS is a
-# comma-separated subset of the faults; JEPSEN_FLAGS passes more, such as
-# -keep to keep the work directory (node logs, data, history).
+# partitions, wipes and restarts them for JEPSEN_TIME (a wiped node is
+# refused, then replaced under a new node id: add-node, remove-node,
+# rebalance, so the run goes on with three nodes); then every replica is
+# read back and the history checked (internal/jepsen/checker, whose unit
+# tests run in make test). Needs root for the namespaces (CI runs as
+# root) and refuses to run without it. JEPSEN_SEED replays the nemesis's
+# choices (the seed is printed); JEPSEN_FAULTS is a comma-separated subset
+# of the faults (empty: all); JEPSEN_FLAGS passes more, such as -keep to
+# keep the work directory (node logs, data, history). JEPSEN_WIPE_TIME
+# (empty: none) adds a second run of wipes only, back to back.
 JEPSEN_TIME   ?= 5m
 JEPSEN_SEED   ?= 0
-# Every fault but wipe in the main run: a wiped node is refused and
-# retired (its replacement is a new node id), so the rest of a run would
-# have two nodes. A second run of JEPSEN_WIPE_TIME (empty: none) does the
-# wipe first and then keeps the workload going on the other two.
-JEPSEN_FAULTS ?= kill,kill-all,pause-leader,isolate-leader,partition-leader,partition-follower,partition-ring,rolling-restart
-JEPSEN_WIPE_TIME ?= 1m
+JEPSEN_FAULTS ?=
+JEPSEN_WIPE_TIME ?=
 JEPSEN_FLAGS  ?=
 test-cluster: build
 	$(GO) build -o bin/jepsen ./internal/jepsen

@@ -2,7 +2,7 @@
 // test-cluster): three real brokers, each in its own network namespace,
 // a replicated topic under producers and consumers that follow each
 // partition's leader, and a nemesis that kills, pauses, isolates,
-// partitions, wipes and restarts nodes for minutes. Then it heals the
+// partitions, wipes (and replaces) and restarts nodes for minutes. Then it heals the
 // cluster, waits until the replicas converge, reads every partition from
 // its leader and from every replica's data directory, and checks the
 // whole history (package checker): no acknowledged message lost, no two
@@ -76,14 +76,24 @@ type test struct {
 	cfg   config
 	rng   *rand.Rand
 	net   *network
-	nodes []*node
+	nodes []*node // by id - 1: the first three, then each replacement; a replaced node stays, retired
+	bin   string
 	start time.Time
 	dir   string
 	out   *os.File // events.log
+	// unreplaced is the wiped node whose replacement did not finish (0:
+	// none); no other node is wiped then. The nemesis's alone.
+	unreplaced int
+	// life is the whole run's context (Ctrl-C), for what must finish even
+	// when the fault time is up: a replacement once begun.
+	life context.Context
 
 	mu       sync.Mutex
 	injected map[string]int
 	problems []string
+	routers  []*router // the workload's: they follow the membership
+	// replacements are the wiped nodes replaced: "old by new in Ns".
+	replacements []string
 
 	groups map[int]uint64 // each partition's Raft group
 }
@@ -116,8 +126,8 @@ func (t *test) count(name string) {
 	t.mu.Unlock()
 }
 
-// live returns the nodes not retired (wipe): the cluster the faults and
-// checks are about.
+// live returns the nodes not retired (wiped and replaced): the cluster
+// the faults and checks are about.
 func (t *test) live() []*node {
 	var out []*node
 	for _, n := range t.nodes {
@@ -246,23 +256,66 @@ func newTest(cfg config) (*test, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &test{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.seed, cfg.seed>>1|1)), net: &network{nodes: 3},
-		start: time.Now(), dir: dir, injected: map[string]int{}, groups: map[int]uint64{}}
+	t := &test{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.seed, cfg.seed>>1|1)), net: &network{}, bin: bin,
+		start: time.Now(), dir: dir, injected: map[string]int{}, groups: map[int]uint64{}, life: context.Background()}
 	if t.out, err = os.Create(filepath.Join(dir, "events.log")); err != nil {
 		return nil, err
 	}
-	var peers []string
-	for id := 1; id <= 3; id++ {
-		peers = append(peers, fmt.Sprintf("%d=%s:%s", id, nodeIP(id), clusterPort))
-	}
-	for id := 1; id <= 3; id++ {
-		n := &node{id: id, bin: bin, dir: filepath.Join(dir, fmt.Sprintf("n%d", id)), peer: strings.Join(peers, ","), log: t.logf}
-		if err := os.MkdirAll(n.dir, 0o755); err != nil {
+	peers := peerList([]int{1, 2, 3})
+	for range 3 {
+		if _, err := t.addNode(peers); err != nil {
 			return nil, err
 		}
-		t.nodes = append(t.nodes, n)
 	}
 	return t, nil
+}
+
+// addNode adds a node (not started) under the next id, with --peers
+// peers: every node's for the first three, the members' (not its own)
+// for a replacement, which joins the running cluster.
+func (t *test) addNode(peers string) (*node, error) {
+	id := len(t.nodes) + 1
+	if id > maxNodeID {
+		return nil, fmt.Errorf("node id %d: no address left", id)
+	}
+	n := &node{id: id, bin: t.bin, dir: filepath.Join(t.dir, fmt.Sprintf("n%d", id)), peer: peers, log: t.logf}
+	if err := os.MkdirAll(n.dir, 0o755); err != nil {
+		return nil, err
+	}
+	t.nodes = append(t.nodes, n)
+	return n, nil
+}
+
+// node returns node id (ids are never reused).
+func (t *test) node(id int) *node {
+	if id < 1 || id > len(t.nodes) {
+		panic(fmt.Sprintf("jepsen: no node %d", id))
+	}
+	return t.nodes[id-1]
+}
+
+// peerList is a --peers value: the nodes' ids and cluster addresses.
+func peerList(ids []int) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = fmt.Sprintf("%d=%s:%s", id, nodeIP(id), clusterPort)
+	}
+	return strings.Join(s, ",")
+}
+
+// track registers a workload router: it learns the nodes that join and
+// forgets the ones replaced.
+func (t *test) track(r *router) {
+	t.mu.Lock()
+	t.routers = append(t.routers, r)
+	t.mu.Unlock()
+}
+
+// trackedRouters returns the routers registered with track.
+func (t *test) trackedRouters() []*router {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.routers)
 }
 
 // cleanup kills every node and removes the namespaces, and the work

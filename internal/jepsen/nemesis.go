@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,7 +40,7 @@ func allFaults() []fault {
 		{"partition-leader", "cut a partition leader off the other nodes (clients still reach it): leader in the minority, 4-12 s", (*test).faultPartitionLeader},
 		{"partition-follower", "cut a follower of a partition off the other nodes: the majority keeps the leader, 4-12 s", (*test).faultPartitionFollower},
 		{"partition-ring", "cut only the link between a partition leader and one follower: every node still sees a majority, not the same one, 4-12 s", (*test).faultRing},
-		{"wipe", "SIGKILL a node, delete its whole data directory, restart it empty under its old id; the others must refuse it, and it is retired", (*test).faultWipe},
+		{"wipe", "SIGKILL a node, delete its whole data directory, restart it empty under its old id; the others must refuse it; then replace it under a new id (add-node, remove-node, rebalance)", (*test).faultWipe},
 		{"rolling-restart", "restart every node in turn (SIGTERM, graceful), each once the cluster is healthy again", (*test).faultRolling},
 	}
 }
@@ -123,7 +127,7 @@ func (t *test) randomNode() *node {
 func (t *test) leader(ctx context.Context) (*node, int) {
 	p := t.rng.IntN(t.cfg.partitions)
 	if id, err := t.snapshot(ctx).leader(t.cfg.topic, p); err == nil {
-		return t.nodes[id-1], p
+		return t.node(id), p
 	}
 	n := t.randomNode()
 	t.logf("no agreed leader of partition %d; taking node %d", p, n.id)
@@ -239,16 +243,13 @@ var errSkipped = errors.New("skipped")
 // they met, engine/identity.go), so that it is sent no Raft message (etcd
 // raft used to panic on them) and counts towards no quorum. It waits for a
 // healthy cluster first; the node must keep running, be refused (its log
-// says so) for 5 s, and have learned nothing. Then it is stopped and
-// retired: its replacement is a new node id (add-node, remove-node; by
-// hand, engine/identity_test.go), so the run goes on with two nodes, and
-// no other node is wiped (two would be a majority lost).
+// says so) for 5 s, and have learned nothing. Then it is replaced as
+// docs/CLUSTER.md tells an operator to (replace), and the run goes on
+// with three nodes again: a later wipe may hit the new node too.
 func (t *test) faultWipe(ctx context.Context) error {
-	for _, n := range t.nodes {
-		if n.isRetired() {
-			t.logf("wipe skipped: node %d lost its data already", n.id)
-			return errSkipped
-		}
+	if t.unreplaced != 0 {
+		t.logf("wipe skipped: node %d's replacement did not finish", t.unreplaced)
+		return errSkipped
 	}
 	if !t.recover(ctx, "before the wipe") {
 		t.logf("wipe skipped: the cluster is not healthy")
@@ -262,12 +263,26 @@ func (t *test) faultWipe(ctx context.Context) error {
 	if err := n.wipe(); err != nil {
 		return err
 	}
-	if err := n.start(); err != nil {
-		return err
+	// From here on the fault is seen through even when the fault time is
+	// up meanwhile (a half-made replacement is no cluster to read back);
+	// only Ctrl-C cuts it short. Whatever the refusal check found, the
+	// node lost its data: it is replaced.
+	err := n.start()
+	if err == nil {
+		err = t.refused(t.life, n)
 	}
+	return errors.Join(err, t.replace(t.life, n))
+}
+
+// refused waits until the others refuse the wiped node n (its log says
+// so), and 5 s more; n must keep running, and have learned nothing.
+func (t *test) refused(ctx context.Context, n *node) error {
 	start := time.Now()
 	var refused time.Time
-	for ctx.Err() == nil {
+	for {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if !n.running() {
 			return fmt.Errorf("wiped node %d crashed after its restart: %s", n.id, n.lastWords())
 		}
@@ -287,11 +302,108 @@ func (t *test) faultWipe(ctx context.Context) error {
 		return fmt.Errorf("wiped node %d took part: it knows controller leader %d and %d partitions", n.id,
 			r.Controller.Leader, len(r.Partitions))
 	}
-	n.retire()
-	if err := n.kill(); err != nil {
+	return nil
+}
+
+// replace replaces node old, which lost its data, as docs/CLUSTER.md
+// ("Replacing a node, and a lost disk") tells an operator to, with the
+// ratatoskr CLI at a member: stop old (its machine goes: its namespace
+// too); start a new node under the next id with an empty data directory,
+// the members as --peers and its own namespace; add-node it and wait until
+// it is active; remove-node old --wait; rebalance. The workload's routers
+// forget old and learn the new node. It is done when the cluster is
+// healthy with the new node in old's place: every partition's replicas
+// are the three members, all voters of its group.
+func (t *test) replace(ctx context.Context, old *node) error {
+	t.unreplaced = old.id
+	old.retire()
+	if err := old.kill(); err != nil {
 		return err
 	}
-	t.logf("node %d retired: a node that lost its data is replaced under a new id; %d nodes go on", n.id, len(t.live()))
+	for _, r := range t.trackedRouters() {
+		r.forget(old.id)
+	}
+	if err := t.net.remove(old.id); err != nil {
+		return err
+	}
+	members := t.live()
+	n, err := t.addNode(peerList(idsOf(members)))
+	if err != nil {
+		return err
+	}
+	if err := t.net.add(n.id); err != nil {
+		return err
+	}
+	begin := time.Now()
+	t.logf("replace node %d: start node %d (empty, --peers %s)", old.id, n.id, n.peer)
+	if err := n.start(); err != nil {
+		return err
+	}
+	at := members[t.rng.IntN(len(members))]
+	if err := t.admin(ctx, at, "add-node", strconv.Itoa(n.id), "--cluster-addr", n.clusterAddr()); err != nil {
+		return err
+	}
+	if why := t.waitView(ctx, 2*time.Minute, func(v view) string {
+		t.restartCrashed()
+		if st, err := v.nodeStatus(n.id); err != nil || st != nodeActive {
+			return fmt.Sprintf("node %d is not active (%q, %v)", n.id, st, err)
+		}
+		return ""
+	}); why != "" {
+		return fmt.Errorf("node %d not active two minutes after add-node: %s", n.id, why)
+	}
+	t.logf("node %d active %.1fs after its start", n.id, time.Since(begin).Seconds())
+	for _, r := range t.trackedRouters() {
+		if err := r.learn(ctx, n); err != nil {
+			return err
+		}
+	}
+	if err := t.admin(ctx, at, "remove-node", strconv.Itoa(old.id), "--wait", "10m"); err != nil {
+		return err
+	}
+	if err := t.admin(ctx, at, "rebalance"); err != nil {
+		return err
+	}
+	if why := t.waitView(ctx, 5*time.Minute, func(v view) string {
+		t.restartCrashed()
+		return v.replaced(old.id, len(t.live()), t.cfg.partitions, t.cfg.topic)
+	}); why != "" {
+		return fmt.Errorf("node %d not replaced by node %d within 5 minutes of the rebalance: %s", old.id, n.id, why)
+	}
+	t.unreplaced = 0
+	took := time.Since(begin)
+	t.logf("node %d replaced by node %d in %.1fs; members %s", old.id, n.id, took.Seconds(), ids(t.live()))
+	t.mu.Lock()
+	t.replacements = append(t.replacements, fmt.Sprintf("%d by %d in %.0fs", old.id, n.id, took.Seconds()))
+	t.mu.Unlock()
+	return nil
+}
+
+// admin runs `ratatoskr cluster <args>` against node at's HTTP API, as an
+// operator would, logging what it prints as it prints it.
+func (t *test) admin(ctx context.Context, at *node, args ...string) error {
+	args = append([]string{"cluster"}, args...)
+	args = append(args, "--http-addr", at.httpAddr())
+	cmd := exec.CommandContext(ctx, t.bin, args...)
+	cmd.Env = append(os.Environ(), "RATATOSKR_ADMIN_TOKEN="+adminToken)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	cmd.Stderr = cmd.Stdout
+	t.logf("ratatoskr %s", strings.Join(args, " "))
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	lines := bufio.NewScanner(out)
+	for lines.Scan() {
+		if l := strings.TrimSpace(lines.Text()); l != "" {
+			t.logf("  %s", l)
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("ratatoskr %s: %w", strings.Join(args, " "), err)
+	}
 	return nil
 }
 
@@ -337,4 +449,12 @@ func ids(ns []*node) string {
 		s[i] = fmt.Sprint(n.id)
 	}
 	return strings.Join(s, ",")
+}
+
+func idsOf(ns []*node) []int {
+	out := make([]int, len(ns))
+	for i, n := range ns {
+		out[i] = n.id
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -22,18 +23,24 @@ import (
 // Faults: a node's link goes down on the hub side (the node falls off the
 // network: no peer and no client reaches it), or blackhole routes inside
 // two node namespaces cut the link between those two nodes only (clients
-// still reach both), which is how partitions are made.
+// still reach both), which is how partitions are made. A node that
+// replaces a wiped one gets the next id, and its own namespace and
+// address like the first three; the wiped node's namespace goes, as its
+// machine would.
 const (
 	nsPrefix = "rtj-"
 	hubNS    = nsPrefix + "hub"
 	hostLink = nsPrefix + "c"
 	subnet   = "10.77.0."
 	hostIP   = subnet + "254"
+	// maxNodeID is the last node id with an address in the subnet.
+	maxNodeID = 253
 )
 
-// network is the namespaces of one run.
+// network is the namespaces of one run. Only the nemesis's goroutine
+// changes it (and cleanup, once the run is over).
 type network struct {
-	nodes int
+	ids []int // the nodes' namespaces, in the order they were made
 }
 
 func nodeNS(id int) string  { return nsPrefix + "n" + strconv.Itoa(id) }
@@ -65,9 +72,9 @@ func checkNetns() error {
 	return nil
 }
 
-// setup creates the namespaces, the bridge and the links, after removing
-// what a run that died left behind.
-func (n *network) setup() error {
+// setup creates the hub, the runner's link and the namespaces of nodes
+// 1..nodes, after removing what a run that died left behind.
+func (n *network) setup(nodes int) error {
 	n.cleanup()
 	steps := [][]string{
 		{"netns", "add", hubNS},
@@ -79,17 +86,37 @@ func (n *network) setup() error {
 		{"addr", "add", hostIP + "/24", "dev", hostLink},
 		{"link", "set", hostLink, "up"},
 	}
-	for id := 1; id <= n.nodes; id++ {
-		ns := nodeNS(id)
-		steps = append(steps,
-			[]string{"netns", "add", ns},
-			[]string{"-n", ns, "link", "set", "lo", "up"},
-			[]string{"link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", hubPort(id), "netns", hubNS},
-			[]string{"-n", hubNS, "link", "set", hubPort(id), "master", "br0", "up"},
-			[]string{"-n", ns, "addr", "add", nodeIP(id) + "/24", "dev", "eth0"},
-			[]string{"-n", ns, "link", "set", "eth0", "up"},
-		)
+	for _, s := range steps {
+		if err := ip(s...); err != nil {
+			return err
+		}
 	}
+	for id := 1; id <= nodes; id++ {
+		if err := n.add(id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// add creates node id's namespace, its link to the hub and its address.
+func (n *network) add(id int) error {
+	if id < 1 || id > maxNodeID {
+		return fmt.Errorf("node id %d has no address in %s0/24", id, subnet)
+	}
+	if slices.Contains(n.ids, id) {
+		return fmt.Errorf("node %d has a namespace already", id)
+	}
+	ns := nodeNS(id)
+	steps := [][]string{
+		{"netns", "add", ns},
+		{"-n", ns, "link", "set", "lo", "up"},
+		{"link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", hubPort(id), "netns", hubNS},
+		{"-n", hubNS, "link", "set", hubPort(id), "master", "br0", "up"},
+		{"-n", ns, "addr", "add", nodeIP(id) + "/24", "dev", "eth0"},
+		{"-n", ns, "link", "set", "eth0", "up"},
+	}
+	n.ids = append(n.ids, id) // before the steps: cleanup removes what they made of it
 	for _, s := range steps {
 		if err := ip(s...); err != nil {
 			return err
@@ -98,14 +125,53 @@ func (n *network) setup() error {
 	return nil
 }
 
-// cleanup deletes the namespaces (their links go with them) and the host
-// end of the runner's link; what does not exist is no error.
+// remove deletes node id's namespace (its link goes with it): the node's
+// machine is gone. Its process must have exited.
+func (n *network) remove(id int) error {
+	i := slices.Index(n.ids, id)
+	if i < 0 {
+		return fmt.Errorf("node %d has no namespace", id)
+	}
+	n.ids = slices.Delete(n.ids, i, i+1)
+	return ip("netns", "del", nodeNS(id))
+}
+
+// cleanup deletes every namespace of the suite, this run's and any a run
+// that died left behind (their links go with them), and the host end of
+// the runner's link; what does not exist is no error.
 func (n *network) cleanup() {
 	_ = ip("link", "del", hostLink)
-	for id := 1; id <= max(n.nodes, 9); id++ {
+	for _, ns := range leftovers() {
+		if ns != hubNS {
+			_ = ip("netns", "del", ns)
+		}
+	}
+	for _, id := range n.ids {
 		_ = ip("netns", "del", nodeNS(id))
 	}
+	n.ids = nil
 	_ = ip("netns", "del", hubNS)
+}
+
+// leftovers lists the namespaces named with the suite's prefix.
+func leftovers() []string {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		return nil
+	}
+	return suiteNamespaces(string(out))
+}
+
+// suiteNamespaces picks the suite's namespaces out of `ip netns list`,
+// whose lines are a name, then maybe " (id: N)".
+func suiteNamespaces(list string) []string {
+	var out []string
+	for _, line := range strings.Split(list, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], nsPrefix) {
+			out = append(out, f[0])
+		}
+	}
+	return out
 }
 
 // isolate takes a node off the network (or puts it back).
@@ -127,8 +193,8 @@ func (n *network) cut(a, b int) error {
 
 // heal removes every partition and brings every link up.
 func (n *network) heal() error {
-	var errs []error
-	for id := 1; id <= n.nodes; id++ {
+	errs := make([]error, 0, 2*len(n.ids))
+	for _, id := range n.ids {
 		errs = append(errs, ip("-n", nodeNS(id), "route", "flush", "type", "blackhole"),
 			n.isolate(id, false))
 	}

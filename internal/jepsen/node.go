@@ -28,7 +28,7 @@ type node struct {
 	id   int
 	bin  string
 	dir  string // the node's directory: data/ and node.log
-	peer string // --peers, the same for every node
+	peer string // --peers: the first three nodes' for them, the members' for a replacement
 	log  func(format string, args ...any)
 
 	mu       sync.Mutex
@@ -36,14 +36,15 @@ type node struct {
 	done     chan struct{} // closed when the process exits
 	expected bool          // the runner stopped it: its exit is no finding
 	paused   bool
-	retired  bool // lost its data (wipe): refused by the others, and left out for the rest of the run
+	retired  bool // lost its data (wipe): refused by the others, replaced, and left out for the rest of the run
 	started  time.Time
 	crashes  []string // exits nobody asked for
 }
 
-func (n *node) addr() string     { return nodeIP(n.id) + ":" + clientPort }
-func (n *node) httpAddr() string { return nodeIP(n.id) + ":" + httpPort }
-func (n *node) dataDir() string  { return filepath.Join(n.dir, "data") }
+func (n *node) addr() string        { return nodeIP(n.id) + ":" + clientPort }
+func (n *node) httpAddr() string    { return nodeIP(n.id) + ":" + httpPort }
+func (n *node) clusterAddr() string { return nodeIP(n.id) + ":" + clusterPort }
+func (n *node) dataDir() string     { return filepath.Join(n.dir, "data") }
 
 // start runs the broker; it fails if it is running.
 func (n *node) start() error {
@@ -56,9 +57,8 @@ func (n *node) start() error {
 	if err != nil {
 		return err
 	}
-	ip := nodeIP(n.id)
 	cmd := exec.Command("ip", "netns", "exec", nodeNS(n.id), n.bin, "serve",
-		"--node-id", strconv.Itoa(n.id), "--cluster-addr", ip+":"+clusterPort, "--peers", n.peer,
+		"--node-id", strconv.Itoa(n.id), "--cluster-addr", n.clusterAddr(), "--peers", n.peer,
 		"--addr", n.addr(), "--http-addr", n.httpAddr(), "--data", n.dataDir(),
 		"--admin-token", adminToken, "--allow-anonymous", "--no-auto-create-topics",
 		"--shards", "1", "--event-loops", "1", "--no-pin-shards", "--cache-bytes", "16MiB",

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 // everything back and checks it. It returns the exit code.
 func (t *test) run(ctx context.Context, kinds []fault) int {
 	t.logf("seed %d, %v of faults (%s), work directory %s", t.cfg.seed, t.cfg.duration, faultList(kinds), t.dir)
+	t.life = ctx
 	if err := t.setup(ctx); err != nil {
 		t.logf("SETUP FAILED: %v", err)
 		return 2
@@ -58,7 +60,7 @@ func (t *test) run(ctx context.Context, kinds []fault) int {
 
 // setup starts the network and the nodes and creates the topic.
 func (t *test) setup(ctx context.Context) error {
-	if err := t.net.setup(); err != nil {
+	if err := t.net.setup(len(t.nodes)); err != nil {
 		return err
 	}
 	for _, n := range t.nodes {
@@ -112,6 +114,8 @@ func (t *test) workload(ctx, wctx context.Context, rec *recorder) (wait func(), 
 		prod.close()
 		return nil, err
 	}
+	t.track(prod)
+	t.track(cons)
 	var wg sync.WaitGroup
 	for p := range t.cfg.partitions {
 		for i := range t.cfg.producers {
@@ -225,7 +229,7 @@ func (t *test) leaderRead(ctx context.Context, v view, p int) (*checker.Read, er
 	if err != nil {
 		return nil, fmt.Errorf("no leader read of partition %d: %w", p, err)
 	}
-	c, err := client.Dial(ctx, t.nodes[l-1].addr())
+	c, err := client.Dial(ctx, t.node(l).addr())
 	if err != nil {
 		return nil, err
 	}
@@ -274,6 +278,7 @@ func (t *test) report(h *checker.History, faulted, loaded time.Duration, converg
 	fmt.Println("==== Jepsen summary ====")
 	fmt.Printf("seed              %d\n", t.cfg.seed)
 	fmt.Printf("faults            %.1f min: %s\n", faulted.Minutes(), t.injectedList())
+	fmt.Printf("replacements      %s\n", t.replacedList())
 	fmt.Printf("publishes         %d in %.1f min: %d acked (%.0f/min), %d refused (NOT_LEADER), %d unknown outcome (%d of them stored)\n",
 		s.Publishes, loaded.Minutes(), s.Acked, float64(s.Acked)/max(loaded.Minutes(), 1.0/60), s.Failed, s.Unknown+s.Pending,
 		s.UncertainStored)
@@ -330,6 +335,16 @@ func (t *test) allProblems() []string {
 		}
 	}
 	return uniq
+}
+
+// replacedList says which wiped nodes were replaced.
+func (t *test) replacedList() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.replacements) == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%d (node %s)", len(t.replacements), strings.Join(t.replacements, ", node "))
 }
 
 func (t *test) injectedList() string {

@@ -40,7 +40,7 @@ func status(ctx context.Context, n *node) (httpapi.Cluster, error) {
 // view is every node's report at one moment.
 type view struct {
 	reports map[int]httpapi.Cluster // by node id
-	out     map[int]bool            // retired nodes (a lost disk): not expected to answer or be reached
+	out     map[int]bool            // retired nodes (a lost disk, replaced): not expected to answer or be reached
 }
 
 // local returns node id's state of partition p of topic.
@@ -95,7 +95,8 @@ func (v view) claimedLeader(topic string, p int) (int, *httpapi.RaftGroup, error
 
 // healthy says why the cluster is not fully up: every node answers, sees
 // the others, and agrees on a leader of the controller and of each
-// partition; "" when it is.
+// partition; "" when it is. Nodes retired or removed from the cluster
+// are neither expected to answer nor to be reached.
 func (v view) healthy(nodes, partitions int, topic string) string {
 	if len(v.reports) < nodes {
 		return fmt.Sprintf("%d of %d nodes answer", len(v.reports), nodes)
@@ -104,7 +105,7 @@ func (v view) healthy(nodes, partitions int, topic string) string {
 	for id, r := range v.reports {
 		known := 0
 		for _, n := range r.Nodes {
-			if v.out[int(n.ID)] {
+			if v.out[int(n.ID)] || n.Status == nodeRemoved {
 				continue
 			}
 			known++
@@ -126,6 +127,79 @@ func (v view) healthy(nodes, partitions int, topic string) string {
 		}
 	}
 	return ""
+}
+
+// nodeRemoved and nodeActive are node statuses of /api/v1/cluster
+// (cluster/meta's NodeRemoved and NodeActive).
+const (
+	nodeRemoved = "removed"
+	nodeActive  = "active"
+)
+
+// nodeStatus returns node id's status as every reporting node sees it, or
+// why they do not all agree.
+func (v view) nodeStatus(id int) (string, error) {
+	var st string
+	for rid, r := range v.reports {
+		i := slices.IndexFunc(r.Nodes, func(n httpapi.ClusterNode) bool { return n.ID == uint64(id) })
+		if i < 0 {
+			return "", fmt.Errorf("node %d does not know node %d", rid, id)
+		}
+		if st != "" && r.Nodes[i].Status != st {
+			return "", fmt.Errorf("node %d is %s to one node, %s to another", id, st, r.Nodes[i].Status)
+		}
+		st = r.Nodes[i].Status
+	}
+	if st == "" {
+		return "", fmt.Errorf("no node answers")
+	}
+	return st, nil
+}
+
+// replaced says why node old is not yet replaced: the cluster must be
+// healthy with nodes members, old removed, and every partition's
+// replicas nodes members other than old, which are its group's voters
+// (none still a learner, no change in flight); "" when it is.
+func (v view) replaced(old, nodes, partitions int, topic string) string {
+	if why := v.healthy(nodes, partitions, topic); why != "" {
+		return why
+	}
+	if st, err := v.nodeStatus(old); err != nil || st != nodeRemoved {
+		return fmt.Sprintf("node %d is not removed (%q, %v)", old, st, err)
+	}
+	for _, id := range slices.Sorted(maps.Keys(v.reports)) {
+		r := v.reports[id]
+		if in(r.Controller, old) {
+			return fmt.Sprintf("node %d: the controller still includes node %d", id, old)
+		}
+		for p := range partitions {
+			i := slices.IndexFunc(r.Partitions, func(cp httpapi.ClusterPart) bool { return cp.Topic == topic && cp.Partition == p })
+			if i < 0 {
+				return fmt.Sprintf("node %d does not know %s/%d", id, topic, p)
+			}
+			cp := r.Partitions[i]
+			if len(cp.Replicas) != nodes || slices.Contains(cp.Replicas, uint64(old)) {
+				return fmt.Sprintf("node %d: %s/%d has replicas %v", id, topic, p, cp.Replicas)
+			}
+			g := cp.Local
+			if g == nil {
+				return fmt.Sprintf("node %d holds no replica of %s/%d", id, topic, p)
+			}
+			if len(g.Learners) > 0 || len(g.Outgoing) > 0 ||
+				!slices.Equal(slices.Sorted(slices.Values(g.Voters)), slices.Sorted(slices.Values(cp.Replicas))) {
+				return fmt.Sprintf("node %d: %s/%d has voters %v, learners %v, outgoing %v (replicas %v)", id, topic, p,
+					g.Voters, g.Learners, g.Outgoing, cp.Replicas)
+			}
+		}
+	}
+	return ""
+}
+
+// in reports whether group g includes node id: a voter, a learner or an
+// outgoing voter.
+func in(g httpapi.RaftGroup, id int) bool {
+	n := uint64(id)
+	return slices.Contains(g.Voters, n) || slices.Contains(g.Learners, n) || slices.Contains(g.Outgoing, n)
 }
 
 // converged says why the replicas differ: every replica of every

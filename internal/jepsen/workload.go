@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,66 +62,131 @@ func (r *recorder) deliver(ds []checker.Delivery) {
 	r.mu.Unlock()
 }
 
-// router knows a client per node and which node leads each partition.
+// router knows a client per member node and which node leads each
+// partition. The members change when a wiped node is replaced (learn the
+// new node, forget the old one), under the producers and consumers.
 type router struct {
-	clients []*client.Client // by node id - 1
-	addrs   map[string]int   // a node's client address → its id
-
-	mu     sync.Mutex
-	leader []int // by partition: the node believed to lead it
+	mu      sync.Mutex
+	clients map[int]*client.Client // by node id: the members'
+	ids     []int                  // the members, ascending: the order failures move through
+	addrs   map[string]int         // a member's client address → its id
+	leader  []int                  // by partition: the node believed to lead it
 }
 
 // dialAll connects to every node (they must be up).
 func dialAll(ctx context.Context, nodes []*node, partitions int) (*router, error) {
-	r := &router{addrs: map[string]int{}, leader: make([]int, partitions)}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	r := &router{clients: map[int]*client.Client{}, addrs: map[string]int{}, leader: make([]int, partitions)}
 	for _, n := range nodes {
-		c, err := client.Dial(ctx, n.addr(), client.WithReconnect(20*time.Millisecond, 500*time.Millisecond),
-			client.WithRetryOnFailedConnect(), client.WithLogger(quiet), client.WithErrorHandler(func(error) {}),
-			client.WithName(fmt.Sprintf("jepsen-%d", n.id)))
-		if err != nil {
+		if err := r.learn(ctx, n); err != nil {
 			r.close()
-			return nil, fmt.Errorf("dial node %d: %w", n.id, err)
+			return nil, err
 		}
-		r.clients = append(r.clients, c)
-		r.addrs[n.addr()] = n.id
 	}
 	for p := range r.leader {
-		r.leader[p] = 1 + p%len(nodes)
+		r.leader[p] = nodes[p%len(nodes)].id
 	}
 	return r, nil
 }
 
-func (r *router) close() {
-	for _, c := range r.clients {
+// learn dials node n and adds it to the members.
+func (r *router) learn(ctx context.Context, n *node) error {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := client.Dial(ctx, n.addr(), client.WithReconnect(20*time.Millisecond, 500*time.Millisecond),
+		client.WithRetryOnFailedConnect(), client.WithLogger(quiet), client.WithErrorHandler(func(error) {}),
+		client.WithName(fmt.Sprintf("jepsen-%d", n.id)))
+	if err != nil {
+		return fmt.Errorf("dial node %d: %w", n.id, err)
+	}
+	if old := r.add(n.id, n.addr(), c); old != nil {
+		_ = old.Close()
+	}
+	return nil
+}
+
+// add makes node id at client address addr a member, reached by c; it
+// returns the client c replaces, if any.
+func (r *router) add(id int, addr string, c *client.Client) (old *client.Client) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old = r.clients[id]
+	r.clients[id], r.addrs[addr] = c, id
+	if !slices.Contains(r.ids, id) {
+		r.ids = append(r.ids, id)
+		slices.Sort(r.ids)
+	}
+	return old
+}
+
+// forget drops node id from the members and closes its client (what is
+// in flight on it fails, and its callers move on); the partitions routed
+// to it go to the next member.
+func (r *router) forget(id int) {
+	r.mu.Lock()
+	c := r.clients[id]
+	delete(r.clients, id)
+	maps.DeleteFunc(r.addrs, func(_ string, n int) bool { return n == id })
+	r.ids = slices.DeleteFunc(r.ids, func(n int) bool { return n == id })
+	for p, l := range r.leader {
+		if l == id {
+			r.leader[p] = r.nextLocked(id)
+		}
+	}
+	r.mu.Unlock()
+	if c != nil {
 		_ = c.Close()
 	}
 }
 
-// route returns the node to try for partition p.
-func (r *router) route(p int) int {
+func (r *router) close() {
+	r.mu.Lock()
+	cs := slices.Collect(maps.Values(r.clients))
+	r.mu.Unlock()
+	for _, c := range cs {
+		_ = c.Close()
+	}
+}
+
+// route returns the node to try for partition p and its client; a nil
+// client when there is no member.
+func (r *router) route(p int) (int, *client.Client) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.leader[p]
+	id := r.leader[p]
+	if _, ok := r.clients[id]; !ok { // no member when it was forgotten (forget moves the partitions)
+		id = r.nextLocked(id)
+		r.leader[p] = id
+	}
+	return id, r.clients[id]
+}
+
+// nextLocked returns the member after node id, in id order and round
+// again; id need not be a member (any more). 0 when there is none.
+func (r *router) nextLocked(id int) int {
+	if len(r.ids) == 0 {
+		return 0
+	}
+	i, _ := slices.BinarySearch(r.ids, id+1)
+	return r.ids[i%len(r.ids)]
 }
 
 // failed learns from the error of an attempt at node id for partition p:
 // a NOT_LEADER naming a leader sends the next attempt there; any other
-// failure (or a NOT_LEADER naming the node itself, or no leader) to the
-// next node. It reports whether the caller should pause before retrying.
+// failure (or a NOT_LEADER naming the node itself, or no leader, or a
+// node the router does not know) to the next node. It reports whether
+// the caller should pause before retrying.
 func (r *router) failed(p, id int, err error) (pause bool) {
-	next := id%len(r.clients) + 1
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next := r.nextLocked(id)
 	pause = true
 	if _, addr, ok := wire.LeaderOf(err); ok {
 		if l, known := r.addrs[addr]; known && l != id {
 			next, pause = l, false
 		}
 	}
-	r.mu.Lock()
 	if r.leader[p] == id {
 		r.leader[p] = next
 	}
-	r.mu.Unlock()
 	return pause
 }
 
@@ -138,11 +205,15 @@ func outcome(err error) checker.Outcome {
 // producer publishes unique values to partition p until ctx ends.
 func producer(ctx context.Context, id, p int, topic string, rt *router, rec *recorder) {
 	for seq := 0; ctx.Err() == nil; seq++ {
-		node := rt.route(p)
+		node, c := rt.route(p)
+		if c == nil {
+			pace(ctx, 50*time.Millisecond) // no member: nothing to publish to
+			continue
+		}
 		value := fmt.Sprintf("w%d-%d", id, seq)
 		pub := checker.Publish{Producer: id, Topic: topic, Partition: int32(p), Value: value, Node: node, Start: rec.now()}
 		octx, cancel := context.WithTimeout(context.Background(), opTimeout)
-		ack, err := rt.clients[node-1].Publish(octx, topic, client.Message{Value: []byte(value)}, client.ToPartition(p))
+		ack, err := c.Publish(octx, topic, client.Message{Value: []byte(value)}, client.ToPartition(p))
 		cancel()
 		pub.End = rec.now()
 		switch {
@@ -166,9 +237,13 @@ func consumer(ctx context.Context, p int, topic string, rt *router, rec *recorde
 	name := fmt.Sprintf("fetch-%d", p)
 	next := int64(0)
 	for ctx.Err() == nil {
-		node := rt.route(p)
+		node, c := rt.route(p)
+		if c == nil {
+			pace(ctx, 50*time.Millisecond)
+			continue
+		}
 		fctx, cancel := context.WithTimeout(ctx, opTimeout)
-		f, err := rt.clients[node-1].Fetch(fctx, topic, p, client.AtOffset(next),
+		f, err := c.Fetch(fctx, topic, p, client.AtOffset(next),
 			client.MaxWait(500*time.Millisecond), client.MaxBytes(256<<10))
 		cancel()
 		ds := make([]checker.Delivery, 0, len(f.Messages))
