@@ -703,6 +703,7 @@ func (h *Host) handleReady(g *Group) {
 			return
 		}
 		g.applied = rd.Snapshot.Metadata.Index
+		g.snapshots++
 		h.cfg.Logger.Info("installed a snapshot: the log starts again at the leader's start", "group", g.cfg.ID,
 			"index", g.applied, "offset", g.store.OffsetEnd(g.applied))
 	}
@@ -768,6 +769,7 @@ func (h *Host) handleReady(g *Group) {
 	// asks for it again if it was lost.
 	for _, to := range g.snapsSent {
 		g.rn.ReportSnapshot(to, raft.SnapshotFinish)
+		g.snapshotsSent++
 	}
 	g.snapsSent = g.snapsSent[:0]
 }
@@ -1134,6 +1136,12 @@ type GroupStatus struct {
 	// its log (nil elsewhere).
 	Match  map[uint64]uint64
 	Failed string
+	// FirstIndex is the first entry the log holds (retention compacted
+	// the ones before); Snapshots counts the snapshots this replica
+	// installed, and SnapshotsSent those it sent as leader, since it
+	// started.
+	FirstIndex               uint64
+	Snapshots, SnapshotsSent int
 }
 
 // Status reports on one group.
@@ -1144,7 +1152,9 @@ func (h *Host) Status(group uint64) (GroupStatus, error) {
 		st = GroupStatus{
 			ID: group, Leader: bs.Lead, Term: bs.Term, Vote: bs.Vote, State: bs.RaftState.String(),
 			Commit: bs.Commit, LastIndex: g.lastIndex(), EndOffset: g.committedEnd, Quiesced: g.quiesced,
+			Snapshots: g.snapshots, SnapshotsSent: g.snapshotsSent,
 		}
+		st.FirstIndex, _ = g.store.FirstIndex()
 		_, cs, _ := g.store.InitialState()
 		st.Voters = append(st.Voters, cs.Voters...)
 		st.Learners = append(st.Learners, cs.Learners...)
@@ -1214,18 +1224,20 @@ type Group struct {
 	rn    *raft.RawNode
 	store *raftlog.Storage
 
-	leader       uint64
-	state        raft.StateType
-	committedEnd int64
-	pending      []proposal // in proposal order
-	idle         int        // ticks without activity
-	quiesced     bool
-	failed       error
-	activeAt     int  // index in Host.active, -1 when not ticking
-	inReady      bool // in Host.ready
-	applied      uint64
-	snapsSent    []uint64 // peers sent a snapshot in this Ready, reported after Advance
-	noHistory    bool     // retention refused for want of history, logged once
+	leader        uint64
+	state         raft.StateType
+	committedEnd  int64
+	pending       []proposal // in proposal order
+	idle          int        // ticks without activity
+	quiesced      bool
+	failed        error
+	activeAt      int  // index in Host.active, -1 when not ticking
+	inReady       bool // in Host.ready
+	applied       uint64
+	snapsSent     []uint64 // peers sent a snapshot in this Ready, reported after Advance
+	snapshots     int      // installed (GroupStatus)
+	snapshotsSent int
+	noHistory     bool // retention refused for want of history, logged once
 }
 
 type proposal struct {

@@ -51,8 +51,10 @@ const (
 	clusterGroup    = 7
 	clusterDir      = "data/cluster/groups/7"
 	clusterSegBytes = 16 << 10 // small segments: rolls happen often
-	clusterInFlight = 400      // packets the network holds; beyond, it drops
-	clusterWindow   = 32       // batches proposed and not answered, at most
+	// clusterRetainTicks is how often a host applies retention, in ticks.
+	clusterRetainTicks = 5
+	clusterInFlight    = 400 // packets the network holds; beyond, it drops
+	clusterWindow      = 32  // batches proposed and not answered, at most
 	// The actor's clock is its own steps, whatever share of the
 	// scheduler's it gets: a node ticks when a step says so, so that
 	// elections take as many steps in every run. Only the network's delays
@@ -73,6 +75,10 @@ type clusterActor struct {
 	steps  int // the actor's clock
 	fault  int // the step of the next fault
 	paused int // the producers propose nothing until this step
+	// retain is the group's retention bound in bytes (0: none), which a
+	// fault changes: replicas remove their old segments, and one that
+	// needs what its leader removed installs a snapshot.
+	retain int64
 
 	// The model. props are every proposal, by id (a batch's first
 	// timestamp); truth is the committed log as the nodes show it, batch
@@ -105,8 +111,11 @@ type clusterNode struct {
 	votes map[uint64]uint64 // term → the node it voted for
 	// visible is the log's visible end at the last check: it never goes
 	// back but across a crash. checked is how far the log was compared
-	// with the truth since the node (re)started.
-	visible, checked int64
+	// with the truth since the node (re)started. start is where the log
+	// started at the last check: retention and snapshots only move it on,
+	// but a crash may bring back segments whose removal was not durable.
+	visible, checked, start int64
+	snaps                   int // snapshots installed since it started
 	// ticks counts its ticks; calm, those since the network last calmed.
 	ticks, calm int
 }
@@ -202,8 +211,10 @@ func (a *clusterActor) start(w *World, n *clusterNode) error {
 	}
 	id := n.id
 	h := cluster.NewHost(cluster.HostConfig{NodeID: id, Peers: peers, Driven: true, Logger: w.Log,
+		RetentionTicks: clusterRetainTicks, Now: w.Time,
 		Send: func(to uint64, envs []cluster.Envelope) { a.send(id, to, envs) }})
 	err = h.AddGroup(cluster.GroupConfig{ID: clusterGroup, Voters: voters, Log: l, Meta: raftlog.SideMeta{L: l}, Sync: true,
+		Retention: func() (time.Duration, int64) { return 0, a.retain },
 		OnLeader: func(leader, term uint64) {
 			if leader != 0 {
 				a.leader(term, leader, fmt.Sprintf("node %d was told", id))
@@ -214,7 +225,7 @@ func (a *clusterActor) start(w *World, n *clusterNode) error {
 	}
 	n.log, n.host, n.up = l, h, true
 	n.inc++
-	n.visible, n.checked = 0, 0
+	n.visible, n.checked, n.start, n.snaps = 0, 0, 0, 0
 	return nil
 }
 
@@ -235,8 +246,10 @@ func (a *clusterActor) Step(w *World) (err error) {
 			a.calmSpell(w)
 		case r < 45:
 			a.weather(w)
-		case r < 70:
+		case r < 60:
 			a.links(w)
+		case r < 70:
+			a.retention(w)
 		case r < 75:
 			a.transfer(w)
 		case r < 85:
@@ -465,6 +478,13 @@ func (a *clusterActor) weather(w *World) {
 	a.sky = clusterWeather{drop: pick(0, 0, 0, 10, 50, 200), dup: pick(0, 0, 20, 100), slow: pick(0, 0, 10, 50),
 		delay: int64(pick(1, 2, 5, 20, 100)) * int64(time.Millisecond), reorder: w.Rand.IntN(3) == 0}
 	w.Tracef("cluster weather: %v", a.sky)
+}
+
+// retention changes the group's retention bound: none, or a few
+// segments' worth.
+func (a *clusterActor) retention(w *World) {
+	a.retain = []int64{0, 2 * clusterSegBytes, 5 * clusterSegBytes}[w.Rand.IntN(3)]
+	w.Tracef("cluster retention: %d bytes", a.retain)
 }
 
 // links heals every link, then maybe cuts some: a node off (the two
@@ -936,9 +956,20 @@ func (a *clusterActor) checkNode(n *clusterNode) error {
 		a.leader(st.Term, n.id, fmt.Sprintf("node %d's own state", n.id))
 	}
 	start, end := n.log.Bounds()
-	if start != 0 {
-		return fmt.Errorf("the log starts at %d; nothing removes from it", start)
+	if start < n.start {
+		return fmt.Errorf("the log's start went back from %d to %d with no crash", n.start, start)
 	}
+	if start > a.truthEnd {
+		// What retention removes was committed, and shown (and checked
+		// here) before it was applied; a snapshot starts a log at its
+		// leader's start, which is no further.
+		return fmt.Errorf("the log starts at %d, past the committed log's end %d", start, a.truthEnd)
+	}
+	n.start = start
+	if st.Snapshots > n.snaps {
+		a.w.Tracef("cluster n%d installed a snapshot: its log starts at %d (first index %d)", n.id, start, st.FirstIndex)
+	}
+	n.snaps = st.Snapshots
 	if end < n.visible {
 		return fmt.Errorf("the committed end went back from %d to %d with no crash", n.visible, end)
 	}
@@ -946,7 +977,7 @@ func (a *clusterActor) checkNode(n *clusterNode) error {
 	if end != st.EndOffset {
 		return fmt.Errorf("the log shows up to %d, the group says %d is committed", end, st.EndOffset)
 	}
-	for off := n.checked; off < end; {
+	for off := max(n.checked, start); off < end; {
 		from := off
 		var bad error
 		err := n.log.Read(off, 64<<10, func(b wire.Batch) bool {
