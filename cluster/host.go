@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -151,6 +152,9 @@ type GroupConfig struct {
 	// needs an entry it removed is sent a snapshot, and starts its log
 	// again at the leader's start. Each replica applies it to its own log.
 	Retention func() (maxAge time.Duration, maxBytes int64)
+	// Floor, if set, bounds retention further: nothing at or after the
+	// offset it returns is removed (the offsets topic's last checkpoint).
+	Floor func() int64
 	// Forward lets followers forward proposals to the leader
 	// (ProposeForward): the controller's way. Partitions leave it off, so
 	// a publish at a follower is answered with the leader's address.
@@ -786,7 +790,11 @@ func (h *Host) retain() {
 		if age <= 0 && bytes <= 0 {
 			continue
 		}
-		n, err := g.store.Retain(now, age, bytes, g.applied)
+		floor := int64(math.MaxInt64)
+		if g.cfg.Floor != nil {
+			floor = g.cfg.Floor()
+		}
+		n, err := g.store.Retain(now, age, bytes, g.applied, floor)
 		switch {
 		case errors.Is(err, raftlog.ErrNoConfHistory):
 			if !g.noHistory {

@@ -524,9 +524,20 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 	if slices.Contains(initial, c.id) {
 		voters = initial
 	}
+	retention, floor := p.Retention, (func() int64)(nil)
+	if rep.topic == OffsetsTopic {
+		// Each group's last record is its state: what goes is what the
+		// last whole checkpoint made obsolete, all of it.
+		rep.cpStart = -1
+		retention = func() (time.Duration, int64) { return 0, 1 }
+		floor = rep.floor.Load
+	}
 	err := c.host.AddGroup(cluster.GroupConfig{ID: rep.group, Voters: voters, Join: voters == nil, Store: rep.store,
-		Sync: tc.Fsync.Mode == shard.SyncAlways, Retention: p.Retention,
+		Sync: tc.Fsync.Mode == shard.SyncAlways, Retention: retention, Floor: floor,
 		OnBatch: func(base int64, data []byte) {
+			if rep.topic == OffsetsTopic {
+				rep.checkpoints(base, data)
+			}
 			if b := wire.Batch(data); b.ProducerID() != wire.NoProducer {
 				prods = append(prods, shard.ProducerBatch{ID: b.ProducerID(), Seq: b.ProducerSeq(),
 					Count: int32(b.Count()), Base: base})
@@ -680,6 +691,13 @@ type replica struct {
 	// its shard knows their idempotent batches once its visible end is
 	// there.
 	caughtUp atomic.Int64
+	// An offsets partition's checkpoints (groupsrepl.go): the base of the
+	// batch that holds the last checkpoint's start, while its end is not
+	// seen (-1 otherwise), and floor, the start of the last whole one:
+	// retention may remove what is before it. The host's goroutine
+	// updates both.
+	cpStart int64
+	floor   atomic.Int64
 }
 
 // Propose implements shard.Replicator.

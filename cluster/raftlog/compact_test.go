@@ -3,6 +3,7 @@ package raftlog
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -77,7 +78,7 @@ func TestRetainMovesTheCompactionPoint(t *testing.T) {
 	// batches' bytes removes four, up to offset 8. The log then starts at
 	// entry 8; entries 1-7 (the control entry at 6 with them) are compacted.
 	size := int64(len(batch(2, "a")))
-	n, err := s.Retain(now, 0, 2*size, 10)
+	n, err := s.Retain(now, 0, 2*size, 10, math.MaxInt64)
 	require.NoError(t, err)
 	require.Equal(t, 4, n)
 	start, _ := l.Bounds()
@@ -116,7 +117,7 @@ func TestRetainStopsAtApplied(t *testing.T) {
 	l, _, s := compactFixture(t)
 	// Only entries up to 4 are applied: the batches after offset 4 stay,
 	// however little the bound keeps.
-	n, err := s.Retain(time.Now(), 0, 1, 4)
+	n, err := s.Retain(time.Now(), 0, 1, 4, math.MaxInt64)
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
 	start, _ := l.Bounds()
@@ -127,10 +128,19 @@ func TestRetainStopsAtApplied(t *testing.T) {
 	require.Equal(t, uint64(4), snap.Metadata.Index)
 	require.Equal(t, []uint64{1, 2, 4}, snap.Metadata.ConfState.Voters)
 
+	// A floor bounds it as applied does.
+	l3, _, s3 := compactFixture(t)
+	n, err = s3.Retain(time.Now(), 0, 1, 10, 6)
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+	start, _ = l3.Bounds()
+	require.Equal(t, int64(6), start)
+	requireFirst(t, s3, 7)
+
 	// A compaction before the configuration change carries the
 	// configuration before it.
 	l2, _, s2 := compactFixture(t)
-	n, err = s2.Retain(time.Now(), 0, 1, 2)
+	n, err = s2.Retain(time.Now(), 0, 1, 2, math.MaxInt64)
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	start, _ = l2.Bounds()
@@ -270,7 +280,7 @@ func TestRetainWithoutHistory(t *testing.T) {
 	l.Reopen()
 	s, err = Open(l, meta)
 	require.NoError(t, err)
-	n, err := s.Retain(time.Now(), 0, 1, 10)
+	n, err := s.Retain(time.Now(), 0, 1, 10, math.MaxInt64)
 	require.ErrorIs(t, err, ErrNoConfHistory)
 	require.Zero(t, n)
 	start, _ := l.Bounds()
@@ -294,7 +304,7 @@ func TestRetainWithoutHistory(t *testing.T) {
 	l2.Reopen()
 	s2, err = Open(l2, meta2)
 	require.NoError(t, err)
-	n, err = s2.Retain(time.Now(), 0, 1, 3)
+	n, err = s2.Retain(time.Now(), 0, 1, 3, math.MaxInt64)
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	requireFirst(t, s2, 3)

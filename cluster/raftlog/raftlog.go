@@ -571,7 +571,7 @@ func (s *Storage) ApplySnapshot(snap raftpb.Snapshot) error {
 
 // Retain applies retention to the partition log, bounded by what the
 // group applied (entry applied and before: nothing Raft may still hand
-// out to apply), and moves the compaction point to the new start of the
+// out to apply) and by offset floor (nothing at or after it goes), and moves the compaction point to the new start of the
 // log, so that a replica that needs an entry it removed gets a snapshot.
 // It returns the number of segments removed.
 //
@@ -580,7 +580,7 @@ func (s *Storage) ApplySnapshot(snap raftpb.Snapshot) error {
 // and whose configuration changed has none for the entries before that
 // change: its log is kept until retention could move past it, which
 // Retain cannot tell in advance, so it is kept (a warning's worth).
-func (s *Storage) Retain(now time.Time, maxAge time.Duration, maxBytes int64, applied uint64) (int, error) {
+func (s *Storage) Retain(now time.Time, maxAge time.Duration, maxBytes int64, applied uint64, floor int64) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.st.Confs[0].Index > s.st.Compacted.Index {
@@ -593,7 +593,7 @@ func (s *Storage) Retain(now time.Time, maxAge time.Duration, maxBytes int64, ap
 	// The compaction point is saved before any segment is deleted: entry
 	// indexes are counted from it (derive), so a log that starts after it
 	// could not be read back; one that starts before it can.
-	return s.log.RetainBelow(now, maxAge, maxBytes, s.offsetEnd(applied), func(start int64) error {
+	return s.log.RetainBelow(now, maxAge, maxBytes, min(s.offsetEnd(applied), floor), func(start int64) error {
 		return s.compact(start, applied)
 	})
 }

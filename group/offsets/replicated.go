@@ -31,6 +31,10 @@ type Replicator interface {
 type Record struct {
 	Group string
 	Data  []byte
+	// Checkpoint marks the records of a checkpoint (Store.Checkpoint):
+	// the records so marked in one Write hold the state of every group
+	// the checkpoint covers.
+	Checkpoint bool
 }
 
 // ErrBadRecord answers DecodeRecord given bytes that are not one whole
@@ -110,6 +114,47 @@ func (s *Store) Forget(match func(group string) bool) {
 	maps.DeleteFunc(s.dirty, func(name string, _ struct{}) bool { return match(name) })
 }
 
+// Checkpoint has the next write rewrite the state of every group match
+// selects, all in that one Write and marked Checkpoint, so that the
+// replicated log before those records holds nothing the groups need: the
+// Replicator may then let retention remove it. It returns how many groups
+// that is (none: no checkpoint). A checkpoint that cannot be whole (a
+// group it covers has moved to another node since) is written as plain
+// records.
+func (s *Store) Checkpoint(match func(group string) bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for name := range s.groups {
+		if match(name) && s.refused(name) == nil {
+			s.dirty[name] = struct{}{}
+			n++
+		}
+	}
+	if n > 0 {
+		s.cps = append(s.cps, match)
+		s.urgent = true
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	return n
+}
+
+// Count returns how many groups match selects.
+func (s *Store) Count(match func(group string) bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for name := range s.groups {
+		if match(name) {
+			n++
+		}
+	}
+	return n
+}
+
 // flushReplicated writes the changed groups' records to the Replicator
 // and answers each waiter with its group's outcome. The changes of a
 // failed write are written again (run retries) unless a Forget came
@@ -130,6 +175,7 @@ func (s *Store) flushReplicated() error {
 		}
 		recs = append(recs, Record{Group: name, Data: EncodeRecord(name, s.groups[name])})
 	}
+	s.markCheckpoints(recs)
 	clear(s.dirty)
 	waiters := s.waiters
 	s.waiters, s.urgent = nil, false
@@ -169,4 +215,36 @@ func (s *Store) flushReplicated() error {
 		w.done(byGroup[w.group])
 	}
 	return first
+}
+
+// markCheckpoints marks the records of each checkpoint asked for that
+// recs hold whole: every group of the store it covers has its record
+// there (none refused, none added since it was asked for). mu held.
+func (s *Store) markCheckpoints(recs []Record) {
+	if len(s.cps) == 0 {
+		return
+	}
+	in := make(map[string]int, len(recs))
+	for i, r := range recs {
+		in[r.Group] = i
+	}
+	for _, cp := range s.cps {
+		whole := true
+		for name := range s.groups {
+			if _, ok := in[name]; cp(name) && !ok {
+				whole = false
+				break
+			}
+		}
+		if !whole {
+			s.log.Debug("a checkpoint of the committed offsets is not whole; written as plain records")
+			continue
+		}
+		for i := range recs {
+			if cp(recs[i].Group) {
+				recs[i].Checkpoint = true
+			}
+		}
+	}
+	s.cps = nil
 }
