@@ -442,6 +442,18 @@ func (c *clusterNode) createTopic(name string, tc TopicConfig, kvs []wire.KV, ex
 	return t, err == nil, nil
 }
 
+// nodeCount is how many nodes the cluster has, as far as this node can
+// tell: those of --peers and itself (a node that joined a running cluster
+// was given the members only), or the active nodes of the metadata if
+// more.
+func (c *clusterNode) nodeCount() int {
+	n := len(c.e.cfg.Peers)
+	if _, ok := c.e.cfg.Peers[c.id]; !ok {
+		n++
+	}
+	return max(n, len(c.view.Load().ActiveNodes()))
+}
+
 // awaitNodes waits (within ctx, and at most 10 s) until enough nodes of
 // the configured cluster registered for a topic of the replicas wanted
 // (0: the default for the configured nodes): right after the nodes start,
@@ -450,10 +462,10 @@ func (c *clusterNode) createTopic(name string, tc TopicConfig, kvs []wire.KV, ex
 func (c *clusterNode) awaitNodes(ctx context.Context, replicas int) {
 	want := replicas
 	if want <= 0 {
-		want = meta.DefaultReplicas(len(c.e.cfg.Peers))
+		want = meta.DefaultReplicas(c.nodeCount())
 	}
-	if want > len(c.e.cfg.Peers) {
-		return // more than configured: let the controller refuse it
+	if want > c.nodeCount() {
+		return // more than there are: let the controller refuse it
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for len(c.view.Load().ActiveNodes()) < want && time.Now().Before(deadline) && ctx.Err() == nil {

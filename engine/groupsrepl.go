@@ -321,7 +321,9 @@ func (r *groupRepl) ensureTopic() bool {
 	if r.e.topics.get([]byte(OffsetsTopic)) != nil {
 		return true
 	}
-	replicas := strconv.Itoa(meta.DefaultReplicas(len(r.e.cfg.Peers)))
+	// As many as the cluster has now, up to 3: a replacement node was
+	// given the other members only as its peers.
+	replicas := strconv.Itoa(meta.DefaultReplicas(r.e.cluster.nodeCount()))
 	// No retention: a group's last record is its state, however old
 	// (GroupRetention expires idle groups).
 	_, err := r.e.createTopicBy(byBroker, OffsetsTopic, offsetsPartitions,
