@@ -270,7 +270,7 @@ func TestApplySnapshotCrash(t *testing.T) {
 // changed after its start has no configuration for the entries before
 // the change; retention keeps the log rather than compact without one.
 func TestRetainWithoutHistory(t *testing.T) {
-	l, meta, s := compactFixture(t)
+	l, meta, _ := compactFixture(t)
 	var st metaState
 	require.NoError(t, json.Unmarshal(meta.Bytes(), &st))
 	st.Version, st.Confs = 1, nil
@@ -278,7 +278,7 @@ func TestRetainWithoutHistory(t *testing.T) {
 	require.NoError(t, err)
 	meta.SetBytes(data)
 	l.Reopen()
-	s, err = Open(l, meta)
+	s, err := Open(l, meta)
 	require.NoError(t, err)
 	n, err := s.Retain(time.Now(), 0, 1, 10, math.MaxInt64)
 	require.ErrorIs(t, err, ErrNoConfHistory)

@@ -598,7 +598,8 @@ func (s *Storage) Retain(now time.Time, maxAge time.Duration, maxBytes int64, ap
 	})
 }
 
-// ErrNoConfHistory: see Retain.
+// ErrNoConfHistory is Retain's refusal to compact a log whose meta file
+// has no configuration for the entries it would compact.
 var ErrNoConfHistory = errors.New("raftlog: no configuration history before the last configuration change " +
 	"(a meta file of version 1): retention keeps this log")
 

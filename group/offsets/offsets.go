@@ -138,8 +138,8 @@ type Store struct {
 	owns    func(group string) error
 	epoch   uint64
 	cps     []func(group string) bool // checkpoints asked for (Checkpoint), for the next write
-	urgent  bool // a waiter is waiting: write without lingering
-	failed  bool // the last write failed: retry
+	urgent  bool                      // a waiter is waiting: write without lingering
+	failed  bool                      // the last write failed: retry
 	closed  bool
 	started bool
 
