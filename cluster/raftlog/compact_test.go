@@ -3,7 +3,9 @@ package raftlog
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"math"
+	"syscall"
 	"testing"
 	"time"
 
@@ -12,6 +14,8 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/ratatoskr-mq/ratatoskr/cluster/internal/testlog"
+	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -308,4 +312,43 @@ func TestRetainWithoutHistory(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	requireFirst(t, s2, 3)
+}
+
+// TestAppendDiskFull: a Ready's batches are written in one go on a disk
+// log; when the disk is full, Append fails, the Raft log in memory holds
+// none of them, and a reopen derives the same log from the disk.
+func TestAppendDiskFull(t *testing.T) {
+	efs := vfs.NewErrors(vfs.NewMem())
+	l, _, err := storage.OpenDiskLog(storage.DiskConfig{FS: efs, Dir: "g/1", Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	meta := SideMeta{L: l}
+	s, err := Open(l, meta)
+	require.NoError(t, err)
+	require.NoError(t, s.SetConfState(raftpb.ConfState{Voters: []uint64{1}}))
+	require.NoError(t, s.Append([]raftpb.Entry{{Term: 1, Index: 1}, {Term: 1, Index: 2, Data: batch(2, "a")}}))
+	require.NoError(t, s.Sync())
+
+	efs.InjectWrite(nil, syscall.ENOSPC, 0)
+	err = s.Append([]raftpb.Entry{{Term: 1, Index: 3, Data: batch(2, "b")}, {Term: 1, Index: 4, Data: batch(3, "c")}})
+	require.ErrorIs(t, err, syscall.ENOSPC)
+	last, _ := s.LastIndex()
+	require.Equal(t, uint64(2), last, "the failed entries are not in the log")
+	require.Equal(t, int64(2), s.EndOffset())
+	efs.Clear()
+
+	// The log takes the same entries again (raft would, after a restart).
+	require.NoError(t, s.Append([]raftpb.Entry{{Term: 1, Index: 3, Data: batch(2, "b")}, {Term: 1, Index: 4, Data: batch(3, "c")}}))
+	require.Equal(t, int64(7), s.EndOffset())
+	require.NoError(t, s.Sync())
+	require.NoError(t, l.Close())
+	l2, _, err := storage.OpenDiskLog(storage.DiskConfig{FS: efs, Dir: "g/1", Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	s2, err := Open(l2, SideMeta{L: l2})
+	require.NoError(t, err)
+	ents, err := s2.Entries(2, 5, 1<<20)
+	require.NoError(t, err)
+	require.Len(t, ents, 3)
+	require.Equal(t, int64(2), wire.Batch(ents[1].Data).BaseOffset())
+	require.Equal(t, int64(4), wire.Batch(ents[2].Data).BaseOffset())
+	require.NoError(t, l2.Close())
 }

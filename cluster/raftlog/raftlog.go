@@ -723,6 +723,12 @@ func (s *Storage) Append(ents []raftpb.Entry) error {
 			return err
 		}
 	}
+	// A log that stages writes (storage.DiskLog) takes the Ready's batches
+	// in one write per segment: one write per batch cost about 100 µs
+	// each, which bounded a follower's catch-up to some 10,000 entries a
+	// second (BenchmarkAppend).
+	staged, _ := s.log.(storage.Staged)
+	first := len(s.offs)
 	for i := range ents {
 		e := &ents[i]
 		if e.Type == raftpb.EntryNormal && len(e.Data) > 0 {
@@ -733,9 +739,15 @@ func (s *Storage) Append(ents []raftpb.Entry) error {
 			b := storage.NewBuf(len(e.Data))
 			copy(b.B, e.Data)
 			wire.Batch(b.B).SetBaseOffset(base)
-			err := s.log.Append(b, wire.Batch(b.B))
+			var err error
+			if staged != nil {
+				err = staged.Stage(b, wire.Batch(b.B))
+			} else {
+				err = s.log.Append(b, wire.Batch(b.B))
+			}
 			b.Release() // the log took its own reference, or a copy
 			if err != nil {
+				s.forget(first)
 				return fmt.Errorf("raftlog: append entry %d: %w", e.Index, err)
 			}
 			s.offs = append(s.offs, base)
@@ -750,7 +762,38 @@ func (s *Storage) Append(ents []raftpb.Entry) error {
 		s.cnts = append(s.cnts, 0)
 		s.tail = append(s.tail, nil)
 	}
+	if staged != nil {
+		if written, err := staged.WritePending(); err != nil {
+			// What was written stays (a Ready's batches can span two
+			// segments, and the first write succeed): the entries up to the
+			// first batch not written are in the log.
+			staged.Resume()
+			k := first
+			for k < len(s.offs) && s.offs[k]+int64(s.cnts[k]) <= written {
+				k++
+			}
+			s.forget(k)
+			return fmt.Errorf("raftlog: append entries %d-%d: %w", lo, ents[len(ents)-1].Index, err)
+		}
+	}
 	return nil
+}
+
+// forget drops from memory the entries from position k on, which a failed
+// Append did not write (its caller fails the group: a restart derives the
+// log again from what is on disk).
+func (s *Storage) forget(k int) {
+	if k >= len(s.offs) {
+		return
+	}
+	for idx := s.first + uint64(k); idx <= s.lastIndex(); idx++ {
+		delete(s.ctl, idx)
+	}
+	s.end = s.offs[k]
+	drop := len(s.offs) - k
+	s.offs, s.cnts = s.offs[:k], s.cnts[:k]
+	clear(s.tail[len(s.tail)-drop:])
+	s.tail = s.tail[:len(s.tail)-drop]
 }
 
 // Sync makes the appended batches durable.
