@@ -23,8 +23,11 @@ import (
 // group's coordinator, the leader of the group's partition of the
 // __consumer_offsets topic, and follows it when it moves), committing
 // every commitEvery; each member leaves and joins again through a
-// shuffled node list every few seconds, so that a member may meet a new
-// coordinator while the old one still believes it coordinates. A reader
+// shuffled node list every few seconds (one of them every second or
+// two), so that a member may meet a new coordinator and commit there
+// while the old one still believes it coordinates (the others are held
+// at the old one meanwhile: a member's commits and its leave wait for
+// it). A reader
 // asks every node for every group's committed offsets (DescribeGroup)
 // every describeEvery. The history gets every commit answered OK (the
 // offsets the consumer reports stored, client.GroupConsumer.Committed)
@@ -38,7 +41,7 @@ import (
 // deposes a coordinator too.
 
 const (
-	groupMembers  = 2
+	groupMembers  = 3 // the last one rejoins every 0.5-2 s, the others every 3-10 s
 	commitEvery   = 200 * time.Millisecond
 	describeEvery = 100 * time.Millisecond
 	// offsetsPartitions is engine's: the partitions of __consumer_offsets,
@@ -97,12 +100,16 @@ func (t *test) groupWorkload(wctx context.Context, rec *recorder) (wait func()) 
 	for gi, name := range names {
 		for m := range groupMembers {
 			rng := rand.New(rand.NewPCG(t.cfg.seed, uint64(gi*groupMembers+m+1)))
-			wg.Go(func() { w.member(wctx, name, rng) })
+			stay := [2]int{3000, 10000} // ms
+			if m == groupMembers-1 {
+				stay = [2]int{500, 2000}
+			}
+			wg.Go(func() { w.member(wctx, name, stay, rng) })
 		}
 	}
 	wg.Go(func() { w.reader(wctx, names) })
 	t.logf("groups: %s (one per offsets partition), %d members each in offset mode, committing every %v and "+
-		"rejoining every 3-10 s; every node asked for their committed offsets every %v",
+		"rejoining every 3-10 s (one of them every 0.5-2 s); every node asked for their committed offsets every %v",
 		strings.Join(names, ", "), groupMembers, commitEvery, describeEvery)
 	return func() {
 		wg.Wait()
@@ -135,17 +142,17 @@ func (w *groupWorkload) learn(err error) {
 }
 
 // member is one member of group: it joins, consumes and commits for
-// 3-10 s, leaves, and joins again, until ctx ends.
-func (w *groupWorkload) member(ctx context.Context, group string, rng *rand.Rand) {
+// stay[0] to stay[1] ms, leaves, and joins again, until ctx ends.
+func (w *groupWorkload) member(ctx context.Context, group string, stay [2]int, rng *rand.Rand) {
 	for ctx.Err() == nil {
-		w.session(ctx, group, rng)
+		w.session(ctx, group, stay, rng)
 		pace(ctx, time.Duration(50+rng.IntN(450))*time.Millisecond)
 	}
 }
 
 // session is one membership: dial the cluster through a shuffled node
-// list, join, commit every commitEvery for 3-10 s, close.
-func (w *groupWorkload) session(ctx context.Context, group string, rng *rand.Rand) {
+// list, join, commit every commitEvery for stay[0] to stay[1] ms, close.
+func (w *groupWorkload) session(ctx context.Context, group string, stay [2]int, rng *rand.Rand) {
 	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cl, err := client.DialCluster(jctx, strings.Join(w.nodes(rng), ","), client.WithLogger(w.quiet),
@@ -166,8 +173,8 @@ func (w *groupWorkload) session(ctx context.Context, group string, rng *rand.Ran
 	}
 	w.joins.Add(1)
 	defer func() { _ = gc.Close() }()
-	stay := time.NewTimer(time.Duration(3000+rng.IntN(7000)) * time.Millisecond)
-	defer stay.Stop()
+	leave := time.NewTimer(time.Duration(stay[0]+rng.IntN(stay[1]-stay[0])) * time.Millisecond)
+	defer leave.Stop()
 	tick := time.NewTicker(commitEvery)
 	defer tick.Stop()
 	recorded := map[int]int64{}
@@ -175,7 +182,7 @@ func (w *groupWorkload) session(ctx context.Context, group string, rng *rand.Ran
 		select {
 		case <-ctx.Done():
 			return
-		case <-stay.C:
+		case <-leave.C:
 			return
 		case <-tick.C:
 		}
