@@ -810,13 +810,23 @@ func (c *Coordinator) give(gp *gpart, m *Member, gen uint32, now int64) {
 // startOffset is where a new owner starts: the committed offset, else the
 // group's start position, within what the log holds. An offline partition
 // holds nothing to judge by, and its committed offset must survive until a
-// restart brings it back, so it starts there.
+// restart brings it back, so it starts there. In a cluster, this node's
+// replica of the partition (which the feed reads, leader or follower) may
+// not have caught up with the committed offset yet: a follower catching
+// up, or a node just restarted, which shows what its meta file says is
+// committed until its leader tells it more. The owner starts at the
+// committed offset all the same, and its feed waits there for the
+// replica: started at the replica's end, it would be handed again what
+// the group committed, and commit an offset below it.
 func (c *Coordinator) startOffset(gp *gpart) int64 {
 	if c.broker.OfflineReason(gp.p) != "" {
 		return max(gp.committed, 0)
 	}
 	lo, hi := gp.p.Log.Bounds()
 	off := gp.committed
+	if off >= 0 && c.place != nil {
+		return max(off, lo)
+	}
 	if off < 0 {
 		var err error
 		if off, err = c.broker.ResolveStart(gp.p, gp.g.set.start); err != nil {
@@ -1079,9 +1089,16 @@ func (c *Coordinator) Commit(m *Member, req *wire.Commit, done func(error)) {
 		}
 		gp := g.parts[po.Partition]
 		_, end := gp.p.Log.Bounds()
-		if c.broker.OfflineReason(gp.p) != "" {
+		switch {
+		case c.broker.OfflineReason(gp.p) != "":
 			gp.mu.Lock()
 			end = max(gp.committed, 0) // what its owner was assigned; it can have read nothing since
+			gp.mu.Unlock()
+		case c.place != nil:
+			// This node's replica may not have caught up with where the
+			// owner was started (startOffset).
+			gp.mu.Lock()
+			end = max(end, gp.start, gp.committed)
 			gp.mu.Unlock()
 		}
 		if po.Offset < 0 || po.Offset > end {

@@ -233,3 +233,23 @@ func TestConfirmOnSingleBroker(t *testing.T) {
 	})
 	require.True(t, called, "at once")
 }
+
+// In a cluster this node's replica of the consumed partition may be
+// behind what the group committed (a follower catching up, a node just
+// restarted): a new owner starts at the committed offset all the same,
+// never at the replica's end below it (which would hand it committed
+// messages again and let it commit an offset below the group's), and may
+// commit where it was started.
+func TestPlacementStartsAtCommittedAboveReplicaEnd(t *testing.T) {
+	h := newHarness(t, 2, 10)
+	pl, r := &testPlacement{own: map[string]bool{"g": true}}, &memRepl{}
+	h.openPlaced(pl, r)
+	h.c.Adopt(map[string]*offsets.Group{"g": {Topic: "t", Offsets: map[int32]int64{0: 25, 1: 5}}})
+	m, a := h.joined(newConn(), joinReq(wire.AckOffset))
+	require.Equal(t, []wire.PartitionOffset{{Partition: 0, Offset: 25}, {Partition: 1, Offset: 5}}, a.Partitions,
+		"partition 0's replica ends at 10")
+	require.NoError(t, h.commit(m, a.Generation, wire.PartitionOffset{Partition: 0, Offset: 25},
+		wire.PartitionOffset{Partition: 1, Offset: 7}))
+	require.Equal(t, map[int32]int64{0: 25, 1: 7}, r.last(t, "g").Offsets)
+	requireCode(t, wire.CodeInvalidArgument, h.commit(m, a.Generation, wire.PartitionOffset{Partition: 0, Offset: 26}))
+}
