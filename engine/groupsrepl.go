@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/cluster"
 	"github.com/ratatoskr-mq/ratatoskr/cluster/meta"
 	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/group/offsets"
@@ -151,12 +152,17 @@ func (r *groupRepl) replicaOf(k int) (*shard.Partition, *replica) {
 	return p, rep
 }
 
+// coordWhy names the group and its offsets partition k in a refusal.
+func coordWhy(group string, k int) string {
+	return "coordinator of group " + strconv.Quote(wire.Unqualified(group)) + ": partition " + strconv.Itoa(k) +
+		" of " + OffsetsTopic
+}
+
 // Coordinates implements coord.Placement: nil when this node adopted the
 // group's offsets partition in the term it leads it in now.
 func (r *groupRepl) Coordinates(group string) error {
 	k := OffsetsPartition(group, offsetsPartitions)
-	why := "coordinator of group " + strconv.Quote(wire.Unqualified(group)) + ": partition " + strconv.Itoa(k) +
-		" of " + OffsetsTopic
+	why := coordWhy(group, k)
 	_, rep := r.replicaOf(k)
 	if rep == nil {
 		r.want.Store(true) // the first group of the cluster: the watcher creates the topic
@@ -170,6 +176,41 @@ func (r *groupRepl) Coordinates(group string) error {
 		why += "; it is taking the group over, retry" // elected, still replaying the partition
 	}
 	return rep.notLeader(leader, why)
+}
+
+// Confirm implements coord.Placement: a Raft ReadIndex of the group's
+// offsets partition confirms, with a quorum, that this node still leads
+// it in the term it adopted the partition's groups in (cluster.Host.ReadIndex).
+// Until then a node cut off from the others, or paused, may believe it
+// leads while a new coordinator has taken commits: what it would answer
+// is stale. A node that cannot confirm refuses with NOT_LEADER, naming the
+// leader when it knows it ("no leader" when it heard from no quorum in
+// two election timeouts).
+func (r *groupRepl) Confirm(group string, done func(error)) {
+	if err := r.Coordinates(group); err != nil {
+		done(err)
+		return
+	}
+	k := OffsetsPartition(group, offsetsPartitions)
+	why := coordWhy(group, k)
+	_, rep := r.replicaOf(k)
+	adopted := r.parts[k].term.Load()
+	r.e.cluster.host.ReadIndex(rep.group, func(rs cluster.ReadState, err error) {
+		var nl *cluster.NotLeaderError
+		switch {
+		case err == nil && rs.Term == adopted:
+			done(nil)
+		case err == nil:
+			// Leads it in a later term: not adopted in that one yet.
+			done(rep.notLeader(0, why+"; it is taking the group over, retry"))
+		case errors.As(err, &nl):
+			done(rep.notLeader(nl.Leader, why))
+		case errors.Is(err, cluster.ErrReadTimeout):
+			done(rep.notLeader(0, why+"; no quorum confirmed its leadership, retry"))
+		default:
+			done(rep.wireError(err))
+		}
+	})
 }
 
 // Write implements offsets.Replicator: the records of each offsets

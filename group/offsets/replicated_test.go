@@ -224,3 +224,55 @@ func TestReplicatedCheckpoint(t *testing.T) {
 	require.Zero(t, s.Checkpoint(func(g string) bool { return g == "a2" }), "a group elsewhere is not checkpointed")
 	require.Zero(t, s.Checkpoint(func(g string) bool { return g == "none" }))
 }
+
+// Stored reports what the replicated log holds: a change only once its
+// write was answered as committed, nothing of a failed write, a replay
+// handed to Put as it is, and nothing of a write that was in flight when
+// Forget handed its group away (even if Put took the group in again
+// meanwhile: that replay is newer than the write).
+func TestReplicatedStored(t *testing.T) {
+	r, o := &fakeRepl{fail: map[string]error{}}, &owner{not: map[string]bool{}}
+	s := newReplStore(r, o)
+	offsetOf := func(name string) int64 {
+		g, ok := s.Stored(name)
+		if !ok {
+			return -1
+		}
+		return g.Offsets[0]
+	}
+
+	s.Put(map[string]*Group{"g": {Topic: "orders", Offsets: map[int32]int64{0: 3}}})
+	require.Equal(t, int64(3), offsetOf("g"), "a replay is what the log holds")
+
+	s.Set("g", "orders", []wire.PartitionOffset{{Partition: 0, Offset: 5}}, nil)
+	require.Equal(t, int64(3), offsetOf("g"), "a change not yet written")
+	g, _ := s.Group("g")
+	require.Equal(t, int64(5), g.Offsets[0], "the store itself has it")
+	require.NoError(t, s.Flush())
+	require.Equal(t, int64(5), offsetOf("g"))
+
+	r.fail["g"] = errors.New("no quorum")
+	require.Error(t, commit(s, "g", 0, 7))
+	require.Equal(t, int64(5), offsetOf("g"), "a failed write stored nothing")
+	delete(r.fail, "g")
+
+	// Handed away while its write is in flight, then taken in again with
+	// a newer replay: the late answer does not take it back.
+	r.during = func() {
+		s.Forget(func(string) bool { return true })
+		s.Put(map[string]*Group{"g": {Topic: "orders", Offsets: map[int32]int64{0: 9}}})
+	}
+	s.Set("g", "orders", []wire.PartitionOffset{{Partition: 0, Offset: 8}}, nil)
+	require.NoError(t, s.Flush())
+	require.Equal(t, int64(9), offsetOf("g"))
+	r.during = nil
+
+	s.Remove("g", nil)
+	require.Equal(t, int64(9), offsetOf("g"), "a removal not yet written")
+	require.NoError(t, s.Flush())
+	require.Equal(t, int64(-1), offsetOf("g"))
+
+	s.Put(map[string]*Group{"h": {Topic: "orders", Offsets: map[int32]int64{0: 1}}})
+	s.Forget(func(name string) bool { return name == "h" })
+	require.Equal(t, int64(-1), offsetOf("h"), "a group handed away")
+}
