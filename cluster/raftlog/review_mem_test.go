@@ -3,8 +3,8 @@ package raftlog
 import (
 	"math"
 	"strings"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/raft/v3"
