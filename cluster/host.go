@@ -497,6 +497,18 @@ func (h *Host) tick() {
 	if h.ticks%int64(h.cfg.RetentionTicks) == 0 {
 		h.retain()
 	}
+	for _, g := range h.active {
+		if len(g.snapSent) == 0 {
+			continue
+		}
+		for _, to := range slices.Sorted(maps.Keys(g.snapSent)) { // in order: a driven host repeats itself
+			if h.ticks-g.snapSent[to] > int64(h.cfg.ElectionTicks) {
+				delete(g.snapSent, to)
+				g.rn.ReportSnapshot(to, raft.SnapshotFailure) // a no-op unless still sending it
+				h.markReady(g)
+			}
+		}
+	}
 	// Liveness: one ping per peer per tick stands in for the heartbeats
 	// of every quiesced group.
 	for _, p := range h.peers {
@@ -680,7 +692,11 @@ func (h *Host) send(msgs []raftpb.Message, g *Group, late bool) {
 		}
 		h.post(m.To, Envelope{Group: g.cfg.ID, Msg: m})
 		if m.Type == raftpb.MsgSnap {
-			g.snapsSent = append(g.snapsSent, m.To)
+			g.snapshotsSent++
+			if g.snapSent == nil {
+				g.snapSent = map[uint64]int64{}
+			}
+			g.snapSent[m.To] = h.ticks
 		}
 	}
 }
@@ -772,14 +788,6 @@ func (h *Host) handleReady(g *Group) {
 		g.committedEnd = end
 	}
 	g.rn.Advance(rd)
-	// A snapshot is whole in its message (raftlog.Storage.Snapshot): once
-	// sent, it is done, and raft goes back to probing the follower, which
-	// asks for it again if it was lost.
-	for _, to := range g.snapsSent {
-		g.rn.ReportSnapshot(to, raft.SnapshotFinish)
-		g.snapshotsSent++
-	}
-	g.snapsSent = g.snapsSent[:0]
 	if len(g.reads) > 0 {
 		h.serveReads(g, rd.ReadStates)
 	}
@@ -1239,19 +1247,25 @@ type Group struct {
 	rn    *raft.RawNode
 	store *raftlog.Storage
 
-	leader        uint64
-	state         raft.StateType
-	committedEnd  int64
-	pending       []proposal    // in proposal order
-	reads         []pendingRead // ReadIndex calls not answered yet, in order
-	idle          int           // ticks without activity
-	quiesced      bool
-	failed        error
-	activeAt      int  // index in Host.active, -1 when not ticking
-	inReady       bool // in Host.ready
-	applied       uint64
-	snapsSent     []uint64 // peers sent a snapshot in this Ready, reported after Advance
-	snapshots     int      // installed (GroupStatus)
+	leader       uint64
+	state        raft.StateType
+	committedEnd int64
+	pending      []proposal    // in proposal order
+	reads        []pendingRead // ReadIndex calls not answered yet, in order
+	idle         int           // ticks without activity
+	quiesced     bool
+	failed       error
+	activeAt     int  // index in Host.active, -1 when not ticking
+	inReady      bool // in Host.ready
+	applied      uint64
+	// snapSent is, per follower sent a snapshot, the tick it was sent
+	// at. A snapshot is whole in its message (raftlog.Storage.Snapshot):
+	// the follower's answer takes raft out of sending it; if none came
+	// within an election timeout (the message was lost, or the follower
+	// could not install it), the host reports it failed, and raft sends
+	// it again if it is still needed: at most once per election timeout.
+	snapSent      map[uint64]int64
+	snapshots     int // installed (GroupStatus)
 	snapshotsSent int
 	noHistory     bool // retention refused for want of history, logged once
 }

@@ -537,6 +537,18 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 		voters = initial
 	}
 	retention, floor := p.Retention, (func() int64)(nil)
+	if tc.Storage == "memory" {
+		// Its memory log keeps what Raft has not applied (raftlog.Open
+		// stops it trimming itself): its bound is retention's.
+		bound := c.e.cfg.MemoryTopicBytes
+		retention = func() (time.Duration, int64) {
+			age, bytes := p.Retention()
+			if bytes <= 0 || bytes > bound {
+				bytes = bound
+			}
+			return age, bytes
+		}
+	}
 	if rep.topic == OffsetsTopic {
 		// Each group's last record is its state: what goes is what the
 		// last whole checkpoint made obsolete, all of it.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ratatoskr-mq/ratatoskr/group/offsets"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -64,6 +65,24 @@ func TestClusterOffsetsCheckpoints(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(7), groups[quiet].Offsets[0], "the quiet group's only commit is in a checkpoint")
 	require.Equal(t, int64(commits-1), groups[busy].Offsets[0])
+
+	// A node that does not coordinate the partition writes nothing to it,
+	// even as its leader: records made in another term are refused.
+	for _, e := range nodes {
+		if e == coord {
+			continue
+		}
+		errs := e.grepl.Write([]offsets.Record{{Group: busy, Data: offsets.EncodeRecord(busy, nil)}})
+		require.Error(t, errs[0], "node %d", e.cfg.NodeID)
+		var we *wire.Error
+		require.ErrorAs(t, errs[0], &we)
+		require.Equal(t, wire.CodeNotLeader, we.Code, "%v", errs[0])
+	}
+	term := coord.grepl.parts[k].term.Load()
+	require.Error(t, coord.grepl.stillCoordinates(k, term+1), "records of another term")
+	require.NoError(t, coord.grepl.stillCoordinates(k, term))
+	_, end2 := p.Log.Bounds()
+	require.Equal(t, end, end2, "nothing was written")
 
 	// A new coordinator replays what is left, and has both.
 	shutdown(t, coord)

@@ -140,12 +140,23 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 
 // newServer builds the network side, sharing the topic table, the group
 // coordinator and the network limits of the config.
+// brokerOnly is the topic clients may not write: a cluster's offsets
+// topic, whose checkpoint markers let retention remove records (a
+// client's would remove groups' offsets).
+func brokerOnly(c *Config) string {
+	if len(c.Peers) > 0 {
+		return OffsetsTopic
+	}
+	return ""
+}
+
 func newServer(e *Engine) *server.Server {
 	c := &e.cfg
 	return server.New(server.Config{Broker: (*netBroker)(e), Topics: e.topics.snap, Groups: e.groups,
 		Shards: c.Shards, Logger: c.Logger, Addr: c.Addr, TLSAddr: c.TLSAddr, Certs: e.certs, EventLoops: c.EventLoops,
 		MaxConnections: c.MaxConnections, MaxHandshakesPerAddr: c.MaxHandshakesPerAddr,
 		HandshakeTimeout: c.HandshakeTimeout, MaxMessageBytes: c.MaxMessageBytes, MaxFrameBytes: c.MaxFrameBytes,
+		BrokerOnly:       brokerOnly(c),
 		MaxPendingBytes: c.MaxPendingBytes, MaxInflightBytes: c.MaxInflightBytes,
 		SlowConsumerTimeout: c.SlowConsumerTimeout, MaxOutboundBytes: c.MaxOutboundBytes,
 		MaxFetchesPerConn: c.MaxFetchesPerConn, MaxFetchWait: c.MaxFetchWait,

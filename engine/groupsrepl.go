@@ -228,15 +228,21 @@ func (r *groupRepl) Write(recs []offsets.Record) []error {
 	}
 	for k, idx := range byPart {
 		cp := slices.ContainsFunc(idx, func(i int) bool { return recs[i].Checkpoint })
+		// The records were made while this node coordinated k in the term
+		// it took its groups over in; each batch goes only while that is
+		// still so. A node that lost the partition and won it back in a
+		// later term must not write what it made before: another
+		// coordinator may have written newer states between.
+		term := r.parts[k].term.Load()
 		var err error
 		for first := true; len(idx) > 0 && err == nil; first = false {
-			n := len(idx)
-			if cp {
-				// A checkpoint's batches stay well under a frame.
-				n = 0
-				for size := 0; n < len(idx) && (n == 0 || size+len(recs[idx[n]].Data) <= checkpointBatchBytes); n++ {
-					size += len(recs[idx[n]].Data) + len(recs[idx[n]].Group)
-				}
+			if err = r.stillCoordinates(k, term); err != nil {
+				break
+			}
+			// Batches stay well under a frame, however many groups changed.
+			n := 0
+			for size := 0; n < len(idx) && (n == 0 || size+len(recs[idx[n]].Data) <= checkpointBatchBytes); n++ {
+				size += len(recs[idx[n]].Data) + len(recs[idx[n]].Group)
 			}
 			err = r.writeBatch(k, recs, idx[:n], cp && first, cp && n == len(idx))
 			for _, i := range idx[:n] {
@@ -245,10 +251,29 @@ func (r *groupRepl) Write(recs []offsets.Record) []error {
 			idx = idx[n:]
 		}
 		for _, i := range idx {
-			errs[i] = err // not sent: an earlier batch of the checkpoint failed
+			errs[i] = err // not sent: an earlier batch failed, or k moved
 		}
 	}
 	return errs
+}
+
+// stillCoordinates is nil while this node coordinates offsets partition
+// k in term (the one it took the partition's groups over in), else the
+// NOT_LEADER to answer with.
+func (r *groupRepl) stillCoordinates(k int, term uint64) error {
+	_, rep := r.replicaOf(k)
+	if term != 0 && rep != nil && r.parts[k].term.Load() == term && rep.Leads() == nil && rep.term.Load() == term {
+		return nil
+	}
+	leader := uint64(0)
+	if rep != nil {
+		leader = rep.preferredLeader()
+	}
+	why := "coordinator of partition " + strconv.Itoa(k) + " of " + OffsetsTopic + ": no longer this node"
+	if rep == nil {
+		return wire.NotLeader(0, "", why)
+	}
+	return rep.notLeader(leader, why)
 }
 
 // writeBatch publishes recs[idx] as one batch to offsets partition k,

@@ -96,6 +96,9 @@ type Config struct {
 	HandshakeTimeout     time.Duration
 	MaxMessageBytes      int
 	MaxFrameBytes        int
+	// BrokerOnly names the topics only the broker writes (a cluster's
+	// offsets topic): a client's publish to one is refused.
+	BrokerOnly string
 	MaxPendingBytes      int
 	MaxInflightBytes     int64
 	SlowConsumerTimeout  time.Duration

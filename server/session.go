@@ -348,6 +348,10 @@ func (s *session) checkPublish(v wire.BatchView) error {
 	if s.srv.draining.Load() {
 		return ErrShuttingDown
 	}
+	if bo := s.srv.cfg.BrokerOnly; bo != "" && string(v.Topic) == bo {
+		return wire.Errorf(wire.CodeNotAuthorized, "topic "+bo+" is written by the brokers only: "+
+			"its records are the consumer groups' committed offsets")
+	}
 	_, err := wire.CheckBatch(v.Batch, s.srv.cfg.MaxMessageBytes, s.srv.cfg.MaxFrameBytes)
 	return err
 }

@@ -27,6 +27,8 @@ type MemLog struct {
 	bytes   int64
 	visible int64 // the end SetVisible set, once gated
 	gated   bool  // SetVisible was called
+	// selfTrim: Append keeps the log within maxBytes (until StopTrimming).
+	selfTrim bool
 }
 
 var _ Truncater = (*MemLog)(nil)
@@ -39,7 +41,7 @@ type memBatch struct {
 
 // NewMemLog returns an empty memory log starting at offset 0 that keeps at
 // most maxBytes of batches (the oldest go first); maxBytes must be positive.
-func NewMemLog(maxBytes int64) *MemLog { return &MemLog{maxBytes: maxBytes} }
+func NewMemLog(maxBytes int64) *MemLog { return &MemLog{maxBytes: maxBytes, selfTrim: true} }
 
 // Append keeps a reference to b, which holds batch.
 func (m *MemLog) Append(b *Buf, batch wire.Batch) error {
@@ -49,7 +51,9 @@ func (m *MemLog) Append(b *Buf, batch wire.Batch) error {
 	m.batches = append(m.batches, memBatch{buf: b, batch: batch, maxTS: batch.MaxTimestamp()})
 	m.end = batch.BaseOffset() + int64(batch.Count())
 	m.bytes += int64(len(batch))
-	_, _ = m.trim(0, m.maxBytes, math.MaxInt64, nil) // no before: cannot fail
+	if m.selfTrim {
+		_, _ = m.trim(0, m.maxBytes, math.MaxInt64, nil) // no before: cannot fail
+	}
 	return nil
 }
 
@@ -89,6 +93,16 @@ func (m *MemLog) trim(cutoff int64, maxBytes int64, limit int64, before func(sta
 		m.start = m.batches[0].batch.BaseOffset()
 	}
 	return n, nil
+}
+
+// StopTrimming makes the log keep every batch until Retain or
+// RetainBelow removes it: a replicated partition's (cluster/raftlog) must
+// not lose entries its Raft group has not applied. Its bound then applies
+// at each retention pass instead of each append.
+func (m *MemLog) StopTrimming() {
+	m.mu.Lock()
+	m.selfTrim = false
+	m.mu.Unlock()
 }
 
 // Sync is a no-op: a memory log promises nothing across restarts.

@@ -152,7 +152,14 @@ func TestRetainStopsAtApplied(t *testing.T) {
 	snap, err = s2.Snapshot()
 	require.NoError(t, err)
 	require.Equal(t, uint64(2), snap.Metadata.Index, "the change at 3 sits at offset 2 but is not applied")
-	require.Equal(t, []uint64{1, 2, 3}, snap.Metadata.ConfState.Voters)
+	// The snapshot carries the configuration at its index and the changes
+	// since; its ConfState is the latest, so that a replica added since is
+	// in it.
+	require.Equal(t, []uint64{1, 2, 4}, snap.Metadata.ConfState.Voters)
+	var d snapData
+	require.NoError(t, json.Unmarshal(snap.Data, &d))
+	require.Equal(t, []confAt{{Index: 2, Conf: raftpb.ConfState{Voters: []uint64{1, 2, 3}}},
+		{Index: 3, Conf: raftpb.ConfState{Voters: []uint64{1, 2, 4}}}}, d.Confs)
 }
 
 // TestRetainCrashBeforeDelete: the compaction point is saved before the
@@ -272,7 +279,7 @@ func TestApplySnapshotCrash(t *testing.T) {
 
 // TestRetainWithoutHistory: a meta file of version 1 whose configuration
 // changed after its start has no configuration for the entries before
-// the change; retention keeps the log rather than compact without one.
+// the change; retention does not compact there, but past the change.
 func TestRetainWithoutHistory(t *testing.T) {
 	l, meta, _ := compactFixture(t)
 	var st metaState
@@ -284,11 +291,18 @@ func TestRetainWithoutHistory(t *testing.T) {
 	l.Reopen()
 	s, err := Open(l, meta)
 	require.NoError(t, err)
-	n, err := s.Retain(time.Now(), 0, 1, 10, math.MaxInt64)
+	// Entry 2 is before the change at 3, of which the file keeps only the
+	// result: no compaction there, and nothing removed.
+	n, err := s.Retain(time.Now(), 0, 1, 2, math.MaxInt64)
 	require.ErrorIs(t, err, ErrNoConfHistory)
 	require.Zero(t, n)
 	start, _ := l.Bounds()
 	require.Equal(t, int64(0), start)
+	// Past the change, the configuration is known.
+	n, err = s.Retain(time.Now(), 0, 1, 10, math.MaxInt64)
+	require.NoError(t, err)
+	require.Positive(t, n)
+	requireFirst(t, s, 10)
 
 	// A version 1 file whose configuration never changed has its history.
 	l2, meta2 := &testlog.Log{}, &testlog.Meta{}

@@ -147,6 +147,13 @@ type confAt struct {
 // after it, the leader sends as entries.
 type snapData struct {
 	Offset int64 `json:"ratatoskr_log_start"`
+	// Confs is the leader's configuration history from the snapshot's
+	// index on (its first entry the configuration there): the snapshot's
+	// own ConfState is the last of them, the group's configuration now,
+	// so that a replica added after the compaction point is in it (raft
+	// restores no snapshot whose configuration lacks the receiver). The
+	// configuration changes after the index are not applied again.
+	Confs []confAt `json:"confs,omitempty"`
 }
 
 const metaVersion = 2
@@ -176,6 +183,11 @@ type Storage struct {
 // Open derives the Raft log from the partition log and its meta file, and
 // sets the log's visible end to what is committed.
 func Open(l Log, meta MetaStore) (*Storage, error) {
+	if t, ok := l.(interface{ StopTrimming() }); ok {
+		// A memory log's own bound would drop entries Raft has not
+		// applied: its retention goes through Retain, as a disk log's.
+		t.StopTrimming()
+	}
 	s := &Storage{log: l, meta: meta, ctl: map[uint64]control{}}
 	data, err := meta.Load()
 	if err != nil {
@@ -191,6 +203,13 @@ func Open(l Log, meta MetaStore) (*Storage, error) {
 	}
 	if len(s.st.Confs) == 0 {
 		s.st.Confs = []confAt{{Index: s.st.ConfIndex, Conf: s.st.Conf}}
+	}
+	if _, end := s.log.Bounds(); end < s.st.Compacted.Offset {
+		// The log lost batches at or after the compaction point (a crash
+		// of a log that syncs lazily, before this version synced before
+		// compacting): what is before the point is not needed, and what
+		// is after it the leader sends again, so the log starts there.
+		s.st.Resetting = true
 	}
 	if s.st.Resetting {
 		// A crash interrupted ApplySnapshot after its first save.
@@ -517,12 +536,17 @@ func (s *Storage) Snapshot() (raftpb.Snapshot, error) {
 	if c.Index == 0 {
 		return raftpb.Snapshot{Metadata: raftpb.SnapshotMetadata{ConfState: s.st.Conf}}, nil
 	}
-	data, err := json.Marshal(snapData{Offset: c.Offset})
+	confs := append([]confAt{{Index: c.Index, Conf: c.Conf}}, s.st.Confs...)
+	for len(confs) > 1 && confs[1].Index <= c.Index {
+		confs = confs[1:] // Confs starts with the one at or before the point
+	}
+	confs[0].Index = c.Index
+	data, err := json.Marshal(snapData{Offset: c.Offset, Confs: confs})
 	if err != nil {
 		return raftpb.Snapshot{}, err
 	}
 	return raftpb.Snapshot{Data: data, Metadata: raftpb.SnapshotMetadata{
-		Index: c.Index, Term: c.Term, ConfState: c.Conf}}, nil
+		Index: c.Index, Term: c.Term, ConfState: confs[len(confs)-1].Conf}}, nil
 }
 
 // ApplySnapshot installs a snapshot raft accepted (a Ready's Snapshot):
@@ -542,21 +566,19 @@ func (s *Storage) ApplySnapshot(snap raftpb.Snapshot) error {
 	if m.Index <= s.st.Compacted.Index {
 		return fmt.Errorf("raftlog: snapshot at index %d is not after the compaction point %d", m.Index, s.st.Compacted.Index)
 	}
+	confs := d.Confs
+	if len(confs) == 0 || confs[0].Index != m.Index {
+		confs = []confAt{{Index: m.Index, Conf: m.ConfState}}
+	}
+	last := confs[len(confs)-1]
 	st := s.st
-	st.Compacted.Index, st.Compacted.Term, st.Compacted.Offset, st.Compacted.Conf = m.Index, m.Term, d.Offset, m.ConfState
-	st.Conf, st.ConfIndex = m.ConfState, m.Index
-	st.Confs = []confAt{{Index: m.Index, Conf: m.ConfState}}
+	st.Compacted.Index, st.Compacted.Term, st.Compacted.Offset, st.Compacted.Conf = m.Index, m.Term, d.Offset, confs[0].Conf
+	st.Conf, st.ConfIndex = last.Conf, last.Index
+	st.Confs = confs
 	st.Terms, st.Ctl = nil, nil
 	st.Hard.Commit = max(st.Hard.Commit, m.Index)
 	st.Resetting = true
 	s.st = st
-	if err := s.save(); err != nil {
-		return err
-	}
-	if err := s.log.Reset(d.Offset); err != nil {
-		return fmt.Errorf("raftlog: install snapshot at offset %d: %w", d.Offset, err)
-	}
-	s.st.Resetting = false
 	if err := s.save(); err != nil {
 		return err
 	}
@@ -565,8 +587,12 @@ func (s *Storage) ApplySnapshot(snap raftpb.Snapshot) error {
 	s.tailFirst = s.first
 	clear(s.ctl)
 	s.end = d.Offset
+	if err := s.log.Reset(d.Offset); err != nil {
+		return fmt.Errorf("raftlog: install snapshot at offset %d: %w", d.Offset, err)
+	}
 	s.log.SetVisible(d.Offset)
-	return nil
+	s.st.Resetting = false
+	return s.save()
 }
 
 // Retain applies retention to the partition log, bounded by what the
@@ -578,22 +604,28 @@ func (s *Storage) ApplySnapshot(snap raftpb.Snapshot) error {
 // The compaction point must carry the configuration at its index. A
 // group whose meta file predates the configuration history (version 1)
 // and whose configuration changed has none for the entries before that
-// change: its log is kept until retention could move past it, which
-// Retain cannot tell in advance, so it is kept (a warning's worth).
+// change, nor has a replica that installed a snapshot for those before
+// its snapshot: a compaction there is refused (ErrNoConfHistory) and
+// nothing is removed, until retention reaches past the change.
 func (s *Storage) Retain(now time.Time, maxAge time.Duration, maxBytes int64, applied uint64, floor int64) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.st.Confs[0].Index > s.st.Compacted.Index {
-		return 0, ErrNoConfHistory
-	}
 	applied = min(applied, s.st.Hard.Commit, s.lastIndex())
 	if applied < s.first {
 		return 0, nil
 	}
+	limit := min(s.offsetEnd(applied), floor)
+	// The log is made durable up to its end first: a group that does not
+	// sync each append (fsync=interval or never) could otherwise lose, in
+	// a crash, batches at and after a compaction point that was saved.
+	// (A log with nothing written since its last sync syncs nothing.)
+	if _, err := s.log.Sync(); err != nil {
+		return 0, err
+	}
 	// The compaction point is saved before any segment is deleted: entry
 	// indexes are counted from it (derive), so a log that starts after it
 	// could not be read back; one that starts before it can.
-	return s.log.RetainBelow(now, maxAge, maxBytes, min(s.offsetEnd(applied), floor), func(start int64) error {
+	return s.log.RetainBelow(now, maxAge, maxBytes, limit, func(start int64) error {
 		return s.compact(start, applied)
 	})
 }

@@ -15,10 +15,11 @@ import (
 )
 
 // TestMemLogTrimKeepsStorageConsistent: a replicated memory topic's
-// MemLog drops its oldest batches on Append once over its bound, behind
-// the Storage's back. FirstIndex must then not claim entries the log no
-// longer holds: raft asks for a snapshot when Entries says ErrCompacted,
-// and panics ("need non-empty snapshot") when Snapshot is empty.
+// MemLog used to drop its oldest batches on Append once over its bound,
+// behind the Storage's back: FirstIndex then claimed entries the log no
+// longer held, and raft, asking for a snapshot, panicked ("need non-empty
+// snapshot"). Under a Raft log the memory log keeps what Raft has not
+// applied, and its bound goes through Retain, which compacts.
 func TestMemLogTrimKeepsStorageConsistent(t *testing.T) {
 	l := storage.NewMemLog(1 << 20)
 	s, err := Open(l, &MemMeta{})
@@ -33,26 +34,33 @@ func TestMemLogTrimKeepsStorageConsistent(t *testing.T) {
 		ents = append(ents, raftpb.Entry{Term: 1, Index: i, Data: bb.Finish()})
 	}
 	require.NoError(t, s.Append(ents))
-	require.NoError(t, s.SetHardState(raftpb.HardState{Term: 1, Commit: 40}))
-	s.Commit(40)
+	require.NoError(t, s.SetHardState(raftpb.HardState{Term: 1, Commit: 30}))
+	s.Commit(30)
+	got, err := s.Entries(1, 41, 1<<30)
+	require.NoError(t, err, "nothing was dropped past the memory bound")
+	require.Len(t, got, 40)
+
+	// Retention keeps the bound, up to what was applied, and compacts.
+	n, err := s.Retain(time.Now(), 0, 1<<20, 30, math.MaxInt64)
+	require.NoError(t, err)
+	require.Equal(t, 25, n, "down to 1 MiB of batches, and no further than entry 30")
 	first, _ := s.FirstIndex()
-	_, err = s.Entries(first, first+1, 1<<30)
-	if err == nil {
-		return
-	}
+	require.Equal(t, uint64(26), first)
+	_, err = s.Entries(first-1, first, 1<<30)
 	require.ErrorIs(t, err, raft.ErrCompacted)
-	snap, serr := s.Snapshot()
-	require.NoError(t, serr)
-	require.False(t, raft.IsEmptySnap(snap),
-		"FirstIndex %d, Entries says compacted, and the snapshot is empty: raft panics", first)
+	snap, err := s.Snapshot()
+	require.NoError(t, err)
+	require.False(t, raft.IsEmptySnap(snap))
+	require.Equal(t, uint64(25), snap.Metadata.Index)
+	_, err = s.Entries(first, 41, 1<<30)
+	require.NoError(t, err)
 }
 
 // TestRetainUnsyncedThenCrash: a group that does not fsync each append
 // (GroupConfig.Sync false: a topic without fsync=always) applies
-// retention; the compaction point is saved durably, but the entries at and
-// after it were never synced, and a crash loses them. The reopened log
-// must not claim entries up to a compaction point past the log's end: the
-// next append would then be stamped at an offset the log does not end at.
+// retention; Retain makes the log durable before it saves the compaction
+// point, so a crash loses nothing at or after it, and the next append goes
+// where both the Raft log and the partition log end.
 func TestRetainUnsyncedThenCrash(t *testing.T) {
 	l, meta, s := compactFixture(t) // nothing in it was ever synced
 	n, err := s.Retain(time.Now(), 0, 1, 10, math.MaxInt64)
@@ -61,7 +69,26 @@ func TestRetainUnsyncedThenCrash(t *testing.T) {
 	l.Crash()
 	s, err = Open(l, meta)
 	require.NoError(t, err)
-	// The next entry goes where the Raft log says it ends; the partition
-	// log must end there too.
-	require.NoError(t, s.Append([]raftpb.Entry{{Term: 3, Index: 10, Data: batch(2, "g")}}))
+	last, _ := s.LastIndex()
+	require.Equal(t, uint64(10), last, "Retain synced the log first")
+	require.NoError(t, s.Append([]raftpb.Entry{{Term: 3, Index: 11, Data: batch(2, "g")}}))
+	require.Equal(t, int64(14), s.EndOffset())
+
+	// A log that ends before its compaction point anyway (a crash of a
+	// version that did not sync first) starts again at the point: the
+	// entries after it come from the leader.
+	l2, meta2, s2 := compactFixture(t)
+	_, err = s2.Retain(time.Now(), 0, 1, 10, math.MaxInt64)
+	require.NoError(t, err)
+	l2.SetVisible(10)
+	require.NoError(t, l2.Truncate(10)) // the first batch kept
+	l2.Reopen()
+	s2, err = Open(l2, meta2)
+	require.NoError(t, err)
+	start, end := l2.Bounds()
+	require.Equal(t, []int64{10, 10}, []int64{start, end})
+	last, _ = s2.LastIndex()
+	require.Equal(t, uint64(9), last)
+	require.Equal(t, int64(10), s2.EndOffset())
+	require.NoError(t, s2.Append([]raftpb.Entry{{Term: 3, Index: 10, Data: batch(2, "g")}}))
 }
