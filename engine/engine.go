@@ -156,7 +156,7 @@ func newServer(e *Engine) *server.Server {
 		Shards: c.Shards, Logger: c.Logger, Addr: c.Addr, TLSAddr: c.TLSAddr, Certs: e.certs, EventLoops: c.EventLoops,
 		MaxConnections: c.MaxConnections, MaxHandshakesPerAddr: c.MaxHandshakesPerAddr,
 		HandshakeTimeout: c.HandshakeTimeout, MaxMessageBytes: c.MaxMessageBytes, MaxFrameBytes: c.MaxFrameBytes,
-		BrokerOnly:       brokerOnly(c),
+		BrokerOnly:      brokerOnly(c),
 		MaxPendingBytes: c.MaxPendingBytes, MaxInflightBytes: c.MaxInflightBytes,
 		SlowConsumerTimeout: c.SlowConsumerTimeout, MaxOutboundBytes: c.MaxOutboundBytes,
 		MaxFetchesPerConn: c.MaxFetchesPerConn, MaxFetchWait: c.MaxFetchWait,

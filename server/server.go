@@ -98,15 +98,15 @@ type Config struct {
 	MaxFrameBytes        int
 	// BrokerOnly names the topics only the broker writes (a cluster's
 	// offsets topic): a client's publish to one is refused.
-	BrokerOnly string
-	MaxPendingBytes      int
-	MaxInflightBytes     int64
-	SlowConsumerTimeout  time.Duration
-	MaxOutboundBytes     int64
-	MaxFetchesPerConn    int
-	MaxFetchWait         time.Duration
-	AutoCreateTopics     bool
-	AutoCreateRate       float64
+	BrokerOnly          string
+	MaxPendingBytes     int
+	MaxInflightBytes    int64
+	SlowConsumerTimeout time.Duration
+	MaxOutboundBytes    int64
+	MaxFetchesPerConn   int
+	MaxFetchWait        time.Duration
+	AutoCreateTopics    bool
+	AutoCreateRate      float64
 
 	// Auth authenticates clients and answers what they may do; nil turns
 	// authentication off: every connection is anonymous and may do
