@@ -824,7 +824,7 @@ func (c *clusterNode) report() httpapi.Cluster {
 func raftGroup(st cluster.GroupStatus) httpapi.RaftGroup {
 	return httpapi.RaftGroup{Group: st.ID, Leader: st.Leader, Term: st.Term, State: st.State, Commit: st.Commit,
 		LastIndex: st.LastIndex, Voters: st.Voters, Learners: st.Learners, Outgoing: st.Outgoing, Quiesced: st.Quiesced,
-		Failed: st.Failed}
+		Failed: st.Failed, FirstIndex: st.FirstIndex, Snapshots: st.Snapshots, SnapshotsSent: st.SnapshotsSent}
 }
 
 // Cluster implements httpapi.Broker.

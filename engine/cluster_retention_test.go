@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/httpapi"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -122,6 +123,29 @@ func TestClusterRetentionAndSnapshot(t *testing.T) {
 			return e.topics.get([]byte(topic)).Parts[0].Log.Stats().Bytes <= 4<<20
 		}, 60*time.Second, 10*time.Millisecond, "node %d applies retention", e.cfg.NodeID)
 	}
+
+	// The admin API shows it: the restarted replica installed a snapshot
+	// and its log's first entry is past the ones it lost; a node that
+	// stayed up sent it.
+	local := func(e *Engine) httpapi.RaftGroup {
+		var view httpapi.Cluster
+		newAdmin(t, e).json("GET", "/api/v1/cluster", "", 200, &view)
+		for _, cp := range view.Partitions {
+			if cp.Topic == topic && cp.Local != nil {
+				return *cp.Local
+			}
+		}
+		t.Fatalf("node %d shows no replica of %s", e.cfg.NodeID, topic)
+		return httpapi.RaftGroup{}
+	}
+	g := local(back)
+	require.GreaterOrEqual(t, g.Snapshots, 1)
+	require.Greater(t, g.FirstIndex, uint64(11), "it holds none of the entries of the first 10 messages")
+	sent := 0
+	for _, e := range others {
+		sent += local(e).SnapshotsSent
+	}
+	require.GreaterOrEqual(t, sent, 1)
 
 	// The offsets topic keeps everything, and says so.
 	_, err := lead.createTopicBy(byBroker, OffsetsTopic, offsetsPartitions,
