@@ -29,8 +29,9 @@ type node struct {
 	bin  string
 	dir  string // the node's directory: data/ and node.log
 	peer string // --peers: the first three nodes' for them, the members' for a replacement
-	args []string // more serve flags (brokerArgs)
 	log  func(format string, args ...any)
+	// args are more serve flags (brokerArgs).
+	args []string
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
