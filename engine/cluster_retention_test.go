@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/cluster"
 	"github.com/ratatoskr-mq/ratatoskr/httpapi"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
@@ -155,4 +156,20 @@ func TestClusterRetentionAndSnapshot(t *testing.T) {
 	err = lead.topics.checkUpdate(OffsetsTopic, []wire.KV{{Key: ConfigRetentionBytes, Value: "100"}})
 	require.ErrorContains(t, err, "stays 0")
 	require.NoError(t, lead.topics.checkUpdate(topic, []wire.KV{{Key: ConfigRetentionBytes, Value: "100"}}))
+}
+
+// TestRetentionTicks: the host applies retention every RetentionInterval
+// whatever the tick; the default configuration (RaftTick zero: the
+// host's 50 ms) does so every 5 s, not every 5000 ticks (250 s), as it
+// did when the zero tick was taken for a millisecond.
+func TestRetentionTicks(t *testing.T) {
+	cfg := DefaultConfig()
+	require.Zero(t, cfg.RaftTick)
+	require.Equal(t, 5*time.Second, cfg.RetentionInterval)
+	require.Equal(t, 100, retentionTicks(&cfg))
+	require.Equal(t, 5*time.Second, time.Duration(retentionTicks(&cfg))*cluster.DefaultTickInterval)
+	cfg.RaftTick, cfg.RetentionInterval = 20*time.Millisecond, 50*time.Millisecond
+	require.Equal(t, 2, retentionTicks(&cfg))
+	cfg.RetentionInterval = time.Millisecond // shorter than a tick: every tick
+	require.Equal(t, 1, retentionTicks(&cfg))
 }
