@@ -33,6 +33,8 @@ type memCluster struct {
 	// controller does (GroupConfig.ApplyFromStart).
 	join   map[uint64]bool
 	replay bool
+	// retain is each group's retention bound in bytes (0: none).
+	retain atomic.Int64
 }
 
 func newMemCluster(t *testing.T, seed int64) *memCluster {
@@ -66,7 +68,7 @@ func (c *memCluster) start(id uint64) {
 		}
 	})
 	h := NewHost(HostConfig{NodeID: id, Send: tr.Send, Peers: peers, TickInterval: 10 * time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler)})
+		RetentionTicks: 5, Logger: slog.New(slog.DiscardHandler)})
 	hp.Store(h)
 	h.Start()
 	voters := c.ids
@@ -74,7 +76,7 @@ func (c *memCluster) start(id uint64) {
 		voters = nil
 	}
 	require.NoError(c.t, h.AddGroup(GroupConfig{ID: testGroup, Voters: voters, Join: c.join[id], Log: c.logs[id], Meta: c.metas[id],
-		Sync: true, ApplyFromStart: c.replay}))
+		Sync: true, ApplyFromStart: c.replay, Retention: func() (time.Duration, int64) { return 0, c.retain.Load() }}))
 	c.mu.Lock()
 	c.hosts[id], c.trs[id] = h, tr
 	c.mu.Unlock()

@@ -135,10 +135,15 @@ func TestRetainStopsAtApplied(t *testing.T) {
 	require.Equal(t, 1, n)
 	start, _ = l2.Bounds()
 	require.Equal(t, int64(2), start)
+	c := s2.st.Compacted
+	require.Equal(t, uint64(2), c.Index, "the change at 3 sits at offset 2 but is not applied")
+	require.Equal(t, []uint64{1, 2, 3}, c.Conf.Voters)
+	// The fixture applied the change at 3 all the same: the snapshot is
+	// at it (TestSnapshotAtALaterConfChange).
 	snap, err = s2.Snapshot()
 	require.NoError(t, err)
-	require.Equal(t, uint64(2), snap.Metadata.Index, "the change at 3 sits at offset 2 but is not applied")
-	require.Equal(t, []uint64{1, 2, 3}, snap.Metadata.ConfState.Voters)
+	require.Equal(t, uint64(3), snap.Metadata.Index)
+	require.Equal(t, []uint64{1, 2, 4}, snap.Metadata.ConfState.Voters)
 }
 
 // TestRetainCrashBeforeDelete: the compaction point is saved before the
@@ -225,6 +230,54 @@ func TestApplySnapshot(t *testing.T) {
 
 	require.Error(t, s2.ApplySnapshot(snap), "a snapshot not after the compaction point")
 	require.Error(t, s2.ApplySnapshot(raftpb.Snapshot{Data: []byte("junk"), Metadata: raftpb.SnapshotMetadata{Index: 50, Term: 4}}))
+}
+
+// TestSnapshotAtALaterConfChange: once a configuration change is applied
+// after the compaction point, the snapshot is at that change, with the
+// configuration it made (a replica it added is in no earlier one), and
+// starts the log after it; a new replica installs it and reopens it.
+func TestSnapshotAtALaterConfChange(t *testing.T) {
+	_, _, s := compactFixture(t)
+	// One batch removed: the log starts at 2, and the compaction point
+	// takes the change at 3, which sits there.
+	n, err := s.Retain(time.Now(), 0, 5*int64(len(batch(2, "a"))), 10)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	snap, err := s.Snapshot()
+	require.NoError(t, err)
+	require.Equal(t, raftpb.SnapshotMetadata{Index: 3, Term: 1, ConfState: raftpb.ConfState{Voters: []uint64{1, 2, 4}}},
+		snap.Metadata)
+	require.Equal(t, int64(2), snapOffset(t, snap))
+
+	// Node 5 added as a learner by the entry at 6 (offset 6).
+	added := raftpb.ConfState{Voters: []uint64{1, 2, 4}, Learners: []uint64{5}}
+	require.NoError(t, s.ApplyConfState(added, 6))
+	snap, err = s.Snapshot()
+	require.NoError(t, err)
+	require.Equal(t, raftpb.SnapshotMetadata{Index: 6, Term: 2, ConfState: added}, snap.Metadata)
+	require.Equal(t, int64(6), snapOffset(t, snap))
+	requireFirst(t, s, 4) // the leader keeps what it holds
+
+	l5, meta5 := &testlog.Log{}, &testlog.Meta{}
+	s5, err := Open(l5, meta5)
+	require.NoError(t, err)
+	require.NoError(t, s5.ApplySnapshot(snap))
+	for range 2 {
+		start, _ := l5.Bounds()
+		require.Equal(t, int64(6), start)
+		fi, _ := s5.FirstIndex()
+		require.Equal(t, uint64(7), fi)
+		_, cs, _ := s5.InitialState()
+		require.Equal(t, added, cs)
+		l5.Reopen()
+		s5, err = Open(l5, meta5)
+		require.NoError(t, err)
+	}
+	// The leader's entries from 7 on follow at the offset it gave.
+	ents, err := s.Entries(7, 11, 1<<30)
+	require.NoError(t, err)
+	require.NoError(t, s5.Append(ents))
+	require.Equal(t, int64(12), s5.EndOffset())
 }
 
 // TestApplySnapshotCrash: a crash after the meta file took the snapshot

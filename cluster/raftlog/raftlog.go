@@ -510,6 +510,17 @@ func (s *Storage) FirstIndex() (uint64, error) {
 // that needs an entry retention removed. Its data is only where the log
 // starts now (snapData): a partition's state is its log, and what the
 // replica needs of it, the leader sends as entries from there.
+//
+// When a configuration change was applied after the compaction point,
+// the snapshot is at that change instead, with the configuration it
+// made, and its data the offset after it: a replica added since (a
+// replacement) is in no configuration before, and raft drops a snapshot
+// whose configuration does not hold the replica receiving it (the leader
+// would send it again at every answer, for good). Every replica the
+// leader sends to is in the configuration it applied last. A replica
+// that gets this later snapshot starts its log later than the leader's,
+// by what the leader holds between the two, as it would after the next
+// retention.
 func (s *Storage) Snapshot() (raftpb.Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -517,12 +528,17 @@ func (s *Storage) Snapshot() (raftpb.Snapshot, error) {
 	if c.Index == 0 {
 		return raftpb.Snapshot{Metadata: raftpb.SnapshotMetadata{ConfState: s.st.Conf}}, nil
 	}
-	data, err := json.Marshal(snapData{Offset: c.Offset})
+	meta := raftpb.SnapshotMetadata{Index: c.Index, Term: c.Term, ConfState: c.Conf}
+	offset := c.Offset
+	if ci := s.st.ConfIndex; ci > c.Index && ci <= s.lastIndex() {
+		meta = raftpb.SnapshotMetadata{Index: ci, Term: s.termOf(ci), ConfState: s.st.Conf}
+		offset = s.offsetEnd(ci)
+	}
+	data, err := json.Marshal(snapData{Offset: offset})
 	if err != nil {
 		return raftpb.Snapshot{}, err
 	}
-	return raftpb.Snapshot{Data: data, Metadata: raftpb.SnapshotMetadata{
-		Index: c.Index, Term: c.Term, ConfState: c.Conf}}, nil
+	return raftpb.Snapshot{Data: data, Metadata: meta}, nil
 }
 
 // ApplySnapshot installs a snapshot raft accepted (a Ready's Snapshot):
