@@ -67,7 +67,7 @@ func parseFlags() config {
 	flag.StringVar(&c.faults, "faults", strings.Join(faultNames(), ","), "the faults, comma-separated")
 	flag.StringVar(&c.dir, "dir", "", "work directory (default: a new one under $TMPDIR); removed at the end unless -keep or a failure")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (node logs, data, history)")
-	c.retentionBytes, c.segmentBytes = 2<<20, 1<<20
+	c.retentionBytes, c.segmentBytes = 1536<<10, 1<<20
 	flag.Var((*size)(&c.retentionBytes), "retention-bytes",
 		"the topic's retention_bytes: each replica removes its oldest segments past it, and nodes behind their leader's start install snapshots (0: keep forever)")
 	flag.Var((*size)(&c.segmentBytes), "segment-bytes", "the nodes' --segment-bytes (1MiB..4GiB)")

@@ -149,7 +149,7 @@ func (t *test) snapshotsLogged() int {
 // consumers' jumps, and the snapshots installed.
 func (t *test) retentionSummary(h *checker.History, s checker.Stats) []string {
 	if t.cfg.retentionBytes == 0 {
-		return []string{"retention        none (-retention-bytes 0): every log starts at 0"}
+		return []string{"retention         none (-retention-bytes 0): every log starts at 0"}
 	}
 	starts := map[int32][]int64{}
 	for _, r := range h.Reads {
@@ -167,10 +167,10 @@ func (t *test) retentionSummary(h *checker.History, s checker.Stats) []string {
 		nodes = append(nodes, fmt.Sprintf("node %d: %d", id, byNode[id]))
 	}
 	return []string{
-		fmt.Sprintf("retention        %s per partition, %s segments; final reads start at offsets %s; %d ack checks "+
+		fmt.Sprintf("retention         %s per partition, %s segments; final reads start at offsets %s; %d ack checks "+
 			"skipped below a read's start; consumers jumped to the start %d times", formatSize(t.cfg.retentionBytes),
 			formatSize(t.cfg.segmentBytes), strings.Join(parts, ", "), s.AckRetained, s.Jumps),
-		fmt.Sprintf("snapshots        %d installed (the nodes' logs); the admin API showed %d installed (%s), %d sent",
+		fmt.Sprintf("snapshots         %d installed (the nodes' logs); the admin API showed %d installed (%s), %d sent",
 			t.snapshotsLogged(), installed, strings.Join(nodes, ", "), sent),
 	}
 }
