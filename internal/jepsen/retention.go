@@ -168,7 +168,7 @@ func (t *test) retentionSummary(h *checker.History, s checker.Stats) []string {
 	}
 	return []string{
 		fmt.Sprintf("retention         %s per partition, %s segments; final reads start at offsets %s; %d ack checks "+
-			"skipped below a read's start; consumers jumped to the start %d times", formatSize(t.cfg.retentionBytes),
+			"skipped below a read's start; consumers (the laggards) jumped to the start %d times", formatSize(t.cfg.retentionBytes),
 			formatSize(t.cfg.segmentBytes), strings.Join(parts, ", "), s.AckRetained, s.Jumps),
 		fmt.Sprintf("snapshots         %d installed (the nodes' logs); the admin API showed %d installed (%s), %d sent",
 			t.snapshotsLogged(), installed, strings.Join(nodes, ", "), sent),

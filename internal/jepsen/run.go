@@ -128,6 +128,7 @@ func (t *test) workload(ctx, wctx context.Context, rec *recorder) (wait func(), 
 			wg.Go(func() { producer(wctx, id, p, t.cfg.topic, prod, rec) })
 		}
 		wg.Go(func() { consumer(wctx, p, t.cfg.topic, cons, rec) })
+		wg.Go(func() { laggard(wctx, p, t.cfg.topic, cons, rec) })
 	}
 	t.logf("workload: %d producers per partition (unique values, explicit partitions), a fetching consumer per partition",
 		t.cfg.producers)

@@ -244,9 +244,32 @@ func producer(ctx context.Context, id, p int, topic string, rt *router, rec *rec
 // the offset it wants, it goes on from the partition's start, and
 // records the jump.
 func consumer(ctx context.Context, p int, topic string, rt *router, rec *recorder) {
-	name := fmt.Sprintf("fetch-%d", p)
+	consume(ctx, fmt.Sprintf("fetch-%d", p), p, topic, rt, rec, 0)
+}
+
+// Laggards read for lagRead, then stall for lagStall, over and over: by
+// then retention has usually removed where they were (the start moves
+// once per segment, 20-60 s of load at 1 MiB), so they jump.
+const (
+	lagRead  = 20 * time.Second
+	lagStall = 60 * time.Second
+)
+
+// laggard is a consumer of partition p that stalls (see lagRead).
+func laggard(ctx context.Context, p int, topic string, rt *router, rec *recorder) {
+	consume(ctx, fmt.Sprintf("lag-%d", p), p, topic, rt, rec, lagRead)
+}
+
+// consume is a consumer named name; one that reads for read (not 0)
+// then stalls for lagStall, and again.
+func consume(ctx context.Context, name string, p int, topic string, rt *router, rec *recorder, read time.Duration) {
 	next := int64(0)
+	stallAt := time.Now().Add(read)
 	for ctx.Err() == nil {
+		if read > 0 && time.Now().After(stallAt) {
+			pace(ctx, lagStall)
+			stallAt = time.Now().Add(read)
+		}
 		node, c := rt.route(p)
 		if c == nil {
 			pace(ctx, 50*time.Millisecond)

@@ -192,6 +192,11 @@ func (x *index[K, V]) add(k K, v V, source string) {
 func (c *checker) source(pt part, name string, recs []Record, jumps map[int64]int64) {
 	count := make(map[string]int, len(recs))
 	var order []string // the values in the order first held
+	if _, ok := jumps[0]; ok && len(recs) > 0 {
+		// It jumped before its first delivery: it began at offset 0, and
+		// must go on where its jumps lead.
+		c.sequence(pt, name, Record{Offset: -1}, recs[0], jumps)
+	}
 	for i, r := range recs {
 		if i > 0 {
 			c.sequence(pt, name, recs[i-1], r, jumps)

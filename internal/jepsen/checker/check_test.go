@@ -166,8 +166,8 @@ func TestViolations(t *testing.T) {
 // retained is a legal history of a topic with retention: acks at 0..9;
 // final reads of logs that start at 4, 6 and 5 (each replica removes its
 // own segments) and a leader's at 6; consumers that jumped over what
-// retention removed, one of them twice in a row, and one that started
-// late.
+// retention removed, one of them twice in a row, one that started late,
+// and one that started after retention had removed offset 0.
 func retained() *History {
 	h := &History{Publishes: []Publish{with(Unknown, "u"), with(Failed, "f")}}
 	var vals []string
@@ -185,9 +185,10 @@ func retained() *History {
 		{Source: "early read", Topic: topic, Records: log(0, vals[:3]...)},
 	}
 	h.Deliveries = slices.Concat(stream("c1", log(0, vals[:3]...)), stream("c1", from(5)),
-		stream("c2", log(0, vals[0])), stream("c2", from(6)), stream("c3", from(7)))
+		stream("c2", log(0, vals[0])), stream("c2", from(6)), stream("c3", from(7)), stream("c4", from(8)))
 	h.Jumps = []Jump{{Consumer: "c1", Topic: topic, From: 3, To: 5},
-		{Consumer: "c2", Topic: topic, From: 1, To: 4}, {Consumer: "c2", Topic: topic, From: 4, To: 6}}
+		{Consumer: "c2", Topic: topic, From: 1, To: 4}, {Consumer: "c2", Topic: topic, From: 4, To: 6},
+		{Consumer: "c4", Topic: topic, From: 0, To: 8}}
 	return h
 }
 
@@ -195,7 +196,7 @@ func TestRetainedHistory(t *testing.T) {
 	r := Check(retained())
 	require.True(t, r.OK(), "%v", r.Violations)
 	require.Equal(t, Stats{Publishes: 12, Acked: 10, Failed: 1, Unknown: 1, Reads: 5, FinalReads: 4, Records: 22,
-		Deliveries: 16, Streams: 3, Partitions: 1, AckChecks: 19, AckRetained: 21, Jumps: 3, JumpsTaken: 2}, r.Stats)
+		Deliveries: 18, Streams: 4, Partitions: 1, AckChecks: 19, AckRetained: 21, Jumps: 4, JumpsTaken: 3}, r.Stats)
 }
 
 // TestRetainedViolations: retention excuses only what is below a read's
@@ -236,6 +237,12 @@ func TestRetainedViolations(t *testing.T) {
 		}, map[Kind]int{Gap: 1}},
 		{"a consumer delivered below the start it jumped to", func(h *History) {
 			h.Jumps[0].To = 6
+		}, map[Kind]int{OutOfOrder: 1}},
+		{"a consumer that jumped from 0 begins past the start", func(h *History) {
+			h.Jumps[3].To = 7
+		}, map[Kind]int{Gap: 1}},
+		{"a consumer that jumped from 0 begins below the start", func(h *History) {
+			h.Jumps[3].To = 9
 		}, map[Kind]int{OutOfOrder: 1}},
 		{"a broken chain of jumps", func(h *History) {
 			h.Jumps = h.Jumps[:2]

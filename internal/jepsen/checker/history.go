@@ -53,7 +53,9 @@
 // counts these); where a read holds it, it is checked as any other. A
 // consumer whose next offset was removed jumps to the start: its stream
 // may skip from the offset it asked for to the start it was given, or
-// along a chain of such jumps, and nowhere else. The history records
+// along a chain of such jumps, and nowhere else (one that jumped from
+// offset 0 began there: its first delivery is where its jumps lead).
+// The history records
 // each jump (Jumps): the offset asked for and the start the node
 // reported.
 //
