@@ -148,8 +148,15 @@ func (t *test) snapshotsLogged() int {
 // each partition start, how many (ack, read) pairs it excused, the
 // consumers' jumps, and the snapshots installed.
 func (t *test) retentionSummary(h *checker.History, s checker.Stats) []string {
+	installed, sent, byNode := t.snapshotsSeen()
+	var nodes []string
+	for _, id := range slices.Sorted(maps.Keys(byNode)) {
+		nodes = append(nodes, fmt.Sprintf("node %d: %d", id, byNode[id]))
+	}
+	snaps := fmt.Sprintf("snapshots         %d installed (the nodes' logs); the admin API showed %d installed (%s), %d sent",
+		t.snapshotsLogged(), installed, strings.Join(nodes, ", "), sent)
 	if t.cfg.retentionBytes == 0 {
-		return []string{"retention         none (-retention-bytes 0): every log starts at 0"}
+		return []string{"retention         none (-retention-bytes 0): every log starts at 0", snaps}
 	}
 	starts := map[int32][]int64{}
 	for _, r := range h.Reads {
@@ -161,16 +168,10 @@ func (t *test) retentionSummary(h *checker.History, s checker.Stats) []string {
 	for _, p := range slices.Sorted(maps.Keys(starts)) {
 		parts = append(parts, fmt.Sprintf("p%d %d..%d", p, slices.Min(starts[p]), slices.Max(starts[p])))
 	}
-	installed, sent, byNode := t.snapshotsSeen()
-	var nodes []string
-	for _, id := range slices.Sorted(maps.Keys(byNode)) {
-		nodes = append(nodes, fmt.Sprintf("node %d: %d", id, byNode[id]))
-	}
 	return []string{
 		fmt.Sprintf("retention         %s per partition, %s segments; final reads start at offsets %s; %d ack checks "+
 			"skipped below a read's start; consumers (the laggards) jumped to the start %d times", formatSize(t.cfg.retentionBytes),
 			formatSize(t.cfg.segmentBytes), strings.Join(parts, ", "), s.AckRetained, s.Jumps),
-		fmt.Sprintf("snapshots         %d installed (the nodes' logs); the admin API showed %d installed (%s), %d sent",
-			t.snapshotsLogged(), installed, strings.Join(nodes, ", "), sent),
+		snaps,
 	}
 }
