@@ -149,7 +149,7 @@ func (t *test) snapshotsLogged() int {
 // consumers' jumps, and the snapshots installed.
 func (t *test) retentionSummary(h *checker.History, s checker.Stats) []string {
 	installed, sent, byNode := t.snapshotsSeen()
-	var nodes []string
+	nodes := make([]string, 0, len(byNode))
 	for _, id := range slices.Sorted(maps.Keys(byNode)) {
 		nodes = append(nodes, fmt.Sprintf("node %d: %d", id, byNode[id]))
 	}
