@@ -281,6 +281,20 @@ func (g *GroupConsumer) Assigned() []int {
 	return out
 }
 
+// Committed returns, by partition the consumer owns, the offset it last
+// committed there that the broker answered as stored (offset mode):
+// what Commit, auto-commit or Close committed since the partition was
+// assigned. A partition it has not committed since is absent.
+func (g *GroupConsumer) Committed() map[int]int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[int]int64, len(g.committed))
+	for p, off := range g.committed {
+		out[int(p)] = off
+	}
+	return out
+}
+
 // Done is closed once the consumer has stopped.
 func (g *GroupConsumer) Done() <-chan struct{} { return g.done }
 

@@ -44,6 +44,17 @@
 // batches may still commit under the new leader, so only an idempotent
 // producer can retry them without a duplicate.
 //
+// # Linearizable reads
+//
+// A leader cut off from its quorum, or paused, goes on believing it leads
+// until it hears of a new term or CheckQuorum notices the silence; what it
+// serves from its own state meanwhile may be stale. ReadIndex confirms
+// the leadership first, with Raft's ReadIndex: the leader notes its
+// commit index, a round of heartbeats confirms that a quorum still
+// follows it, and the read is answered once that index is applied. A
+// follower refuses; a leader that steps down, or that hears from no
+// quorum within two election timeouts, fails the read (readindex.go).
+//
 // # Quiescence
 //
 // A leader whose group has been idle for HostConfig.QuiesceTicks, with
@@ -52,5 +63,6 @@
 // An idle partition then costs nothing. What replaces the heartbeats of
 // every quiesced group is one ping per node pair per tick: when a node
 // has been silent for an election timeout, the groups it led wake up and
-// elect a new leader. Any proposal or non-heartbeat message wakes a group.
+// elect a new leader. Any proposal, ReadIndex or non-heartbeat message
+// wakes a group, and a group with a read pending does not quiesce.
 package cluster

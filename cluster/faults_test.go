@@ -33,8 +33,7 @@ type memCluster struct {
 	// controller does (GroupConfig.ApplyFromStart).
 	join   map[uint64]bool
 	replay bool
-	// retain is each group's retention bound in bytes (0: none).
-	retain atomic.Int64
+	retain atomic.Int64 // retention bound in bytes (0: none)
 }
 
 func newMemCluster(t *testing.T, seed int64) *memCluster {
@@ -68,7 +67,7 @@ func (c *memCluster) start(id uint64) {
 		}
 	})
 	h := NewHost(HostConfig{NodeID: id, Send: tr.Send, Peers: peers, TickInterval: 10 * time.Millisecond,
-		RetentionTicks: 5, Logger: slog.New(slog.DiscardHandler)})
+		RetentionTicks: 2, Logger: slog.New(slog.DiscardHandler)})
 	hp.Store(h)
 	h.Start()
 	voters := c.ids
@@ -76,7 +75,8 @@ func (c *memCluster) start(id uint64) {
 		voters = nil
 	}
 	require.NoError(c.t, h.AddGroup(GroupConfig{ID: testGroup, Voters: voters, Join: c.join[id], Log: c.logs[id], Meta: c.metas[id],
-		Sync: true, ApplyFromStart: c.replay, Retention: func() (time.Duration, int64) { return 0, c.retain.Load() }}))
+		Sync: true, ApplyFromStart: c.replay,
+		Retention: func() (time.Duration, int64) { return 0, c.retain.Load() }}))
 	c.mu.Lock()
 	c.hosts[id], c.trs[id] = h, tr
 	c.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -151,6 +152,9 @@ type GroupConfig struct {
 	// needs an entry it removed is sent a snapshot, and starts its log
 	// again at the leader's start. Each replica applies it to its own log.
 	Retention func() (maxAge time.Duration, maxBytes int64)
+	// Floor, if set, bounds retention further: nothing at or after the
+	// offset it returns is removed (the offsets topic's last checkpoint).
+	Floor func() int64
 	// Forward lets followers forward proposals to the leader
 	// (ProposeForward): the controller's way. Partitions leave it off, so
 	// a publish at a follower is answered with the leader's address.
@@ -232,6 +236,7 @@ type Host struct {
 	ticks     int64
 	deadPeers map[uint64]bool
 	peers     []uint64 // the other nodes, pinged every tick (SetPeers)
+	readSeq   uint64   // the last ReadIndex's id (readindex.go)
 }
 
 // NewHost returns a host; Start runs it.
@@ -469,6 +474,9 @@ func (h *Host) tick() {
 		g.rn.Tick()
 		g.idle++
 		h.markReady(g)
+		if len(g.reads) > 0 {
+			h.expireReads(g)
+		}
 		if h.cfg.QuiesceTicks > 0 && g.idle >= h.cfg.QuiesceTicks {
 			h.maybeQuiesce(g)
 		}
@@ -544,7 +552,7 @@ var (
 // maybeQuiesce puts a leader's idle group to sleep when every follower
 // holds everything and knows it is committed, and tells the followers.
 func (h *Host) maybeQuiesce(g *Group) {
-	if g.failed != nil || !g.isLeader() || len(g.pending) > 0 {
+	if g.failed != nil || !g.isLeader() || len(g.pending) > 0 || len(g.reads) > 0 {
 		return
 	}
 	st := g.rn.BasicStatus()
@@ -772,6 +780,9 @@ func (h *Host) handleReady(g *Group) {
 		g.snapshotsSent++
 	}
 	g.snapsSent = g.snapsSent[:0]
+	if len(g.reads) > 0 {
+		h.serveReads(g, rd.ReadStates)
+	}
 }
 
 // retain applies each group's retention (GroupConfig.Retention).
@@ -786,7 +797,11 @@ func (h *Host) retain() {
 		if age <= 0 && bytes <= 0 {
 			continue
 		}
-		n, err := g.store.Retain(now, age, bytes, g.applied)
+		floor := int64(math.MaxInt64)
+		if g.cfg.Floor != nil {
+			floor = g.cfg.Floor()
+		}
+		n, err := g.store.Retain(now, age, bytes, g.applied, floor)
 		switch {
 		case errors.Is(err, raftlog.ErrNoConfHistory):
 			if !g.noHistory {
@@ -1227,8 +1242,9 @@ type Group struct {
 	leader        uint64
 	state         raft.StateType
 	committedEnd  int64
-	pending       []proposal // in proposal order
-	idle          int        // ticks without activity
+	pending       []proposal    // in proposal order
+	reads         []pendingRead // ReadIndex calls not answered yet, in order
+	idle          int           // ticks without activity
 	quiesced      bool
 	failed        error
 	activeAt      int  // index in Host.active, -1 when not ticking
@@ -1280,6 +1296,8 @@ func (g *Group) setState(ss *raft.SoftState) {
 			p.done(Result{Err: &NotLeaderError{Group: g.cfg.ID, Leader: ss.Lead, Unknown: true}})
 		}
 		g.pending = g.pending[:0]
+		// A read not confirmed yet never will be: raft forgets it.
+		g.failReads(&NotLeaderError{Group: g.cfg.ID, Leader: ss.Lead})
 	}
 	if changed && g.cfg.OnLeader != nil {
 		g.cfg.OnLeader(ss.Lead, g.rn.BasicStatus().Term)
@@ -1334,6 +1352,7 @@ func (g *Group) failPending(err error) {
 		p.done(Result{Err: err})
 	}
 	g.pending = g.pending[:0]
+	g.failReads(err)
 }
 
 // fail stops the group after a storage error: Raft's state can no longer

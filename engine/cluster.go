@@ -442,6 +442,18 @@ func (c *clusterNode) createTopic(name string, tc TopicConfig, kvs []wire.KV, ex
 	return t, err == nil, nil
 }
 
+// nodeCount is how many nodes the cluster has, as far as this node can
+// tell: those of --peers and itself (a node that joined a running cluster
+// was given the members only), or the active nodes of the metadata if
+// more.
+func (c *clusterNode) nodeCount() int {
+	n := len(c.e.cfg.Peers)
+	if _, ok := c.e.cfg.Peers[c.id]; !ok {
+		n++
+	}
+	return max(n, len(c.view.Load().ActiveNodes()))
+}
+
 // awaitNodes waits (within ctx, and at most 10 s) until enough nodes of
 // the configured cluster registered for a topic of the replicas wanted
 // (0: the default for the configured nodes): right after the nodes start,
@@ -450,10 +462,10 @@ func (c *clusterNode) createTopic(name string, tc TopicConfig, kvs []wire.KV, ex
 func (c *clusterNode) awaitNodes(ctx context.Context, replicas int) {
 	want := replicas
 	if want <= 0 {
-		want = meta.DefaultReplicas(len(c.e.cfg.Peers))
+		want = meta.DefaultReplicas(c.nodeCount())
 	}
-	if want > len(c.e.cfg.Peers) {
-		return // more than configured: let the controller refuse it
+	if want > c.nodeCount() {
+		return // more than there are: let the controller refuse it
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for len(c.view.Load().ActiveNodes()) < want && time.Now().Before(deadline) && ctx.Err() == nil {
@@ -524,9 +536,20 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 	if slices.Contains(initial, c.id) {
 		voters = initial
 	}
+	retention, floor := p.Retention, (func() int64)(nil)
+	if rep.topic == OffsetsTopic {
+		// Each group's last record is its state: what goes is what the
+		// last whole checkpoint made obsolete, all of it.
+		rep.cpStart = -1
+		retention = func() (time.Duration, int64) { return 0, 1 }
+		floor = rep.floor.Load
+	}
 	err := c.host.AddGroup(cluster.GroupConfig{ID: rep.group, Voters: voters, Join: voters == nil, Store: rep.store,
-		Sync: tc.Fsync.Mode == shard.SyncAlways, Retention: p.Retention,
+		Sync: tc.Fsync.Mode == shard.SyncAlways, Retention: retention, Floor: floor,
 		OnBatch: func(base int64, data []byte) {
+			if rep.topic == OffsetsTopic {
+				rep.checkpoints(base, data)
+			}
 			if b := wire.Batch(data); b.ProducerID() != wire.NoProducer {
 				prods = append(prods, shard.ProducerBatch{ID: b.ProducerID(), Seq: b.ProducerSeq(),
 					Count: int32(b.Count()), Base: base})
@@ -680,6 +703,13 @@ type replica struct {
 	// its shard knows their idempotent batches once its visible end is
 	// there.
 	caughtUp atomic.Int64
+	// An offsets partition's checkpoints (groupsrepl.go): the base of the
+	// batch that holds the last checkpoint's start, while its end is not
+	// seen (-1 otherwise), and floor, the start of the last whole one:
+	// retention may remove what is before it. The host's goroutine
+	// updates both.
+	cpStart int64
+	floor   atomic.Int64
 }
 
 // Propose implements shard.Replicator.

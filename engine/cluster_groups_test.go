@@ -253,6 +253,16 @@ func commitAll(t *testing.T, ctx context.Context, gc *client.GroupConsumer, mode
 		}
 		return sum == int64(n)
 	}, 60*time.Second, 5*time.Millisecond, "the group's replicated offsets reach %d messages", n)
+	// Describe shows what the coordinator's writes stored: an ack floor's
+	// write (message mode) is answered a moment after it commits.
+	require.Eventually(t, func() bool {
+		info, err := e.groups.Describe(group)
+		var sum int64
+		for _, p := range info.Partitions {
+			sum += max(p.Committed, 0)
+		}
+		return err == nil && sum == int64(n)
+	}, 60*time.Second, 5*time.Millisecond, "node %d describes %d messages committed", e.cfg.NodeID, n)
 }
 
 // awaitMember waits until group, coordinated by e, has a member that

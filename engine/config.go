@@ -152,6 +152,10 @@ type Config struct {
 	MemoryTopicBytes int64
 	// SegmentBytes is the size at which a partition's active segment rolls.
 	SegmentBytes int64
+	// OffsetsSegmentBytes is the segment size of a cluster's internal
+	// offsets topic: small, since retention removes what its checkpoints
+	// made obsolete a segment at a time (docs/CLUSTER.md).
+	OffsetsSegmentBytes int64
 	// SegmentAge rolls a segment once it is this old, so age retention
 	// can delete it.
 	SegmentAge time.Duration
@@ -289,6 +293,7 @@ func DefaultConfig() Config {
 		DefaultRetention:     time.Hour,
 		MemoryTopicBytes:     64 << 20,
 		SegmentBytes:         128 << 20,
+		OffsetsSegmentBytes:  4 << 20,
 		SegmentAge:           time.Hour,
 		CacheBytes:           256 << 20,
 		RetentionInterval:    5 * time.Second,
@@ -438,6 +443,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SegmentBytes < int64(c.MaxFrameBytes) {
 		bad("SegmentBytes", c.SegmentBytes, "must be at least MaxFrameBytes")
+	}
+	if c.OffsetsSegmentBytes < 64<<10 || c.OffsetsSegmentBytes > 1<<32-1 {
+		bad("OffsetsSegmentBytes", c.OffsetsSegmentBytes, "must be 64 KiB..4 GiB")
 	}
 	if c.SegmentAge <= 0 || c.RetentionInterval <= 0 {
 		bad("SegmentAge", c.SegmentAge, "segment age and retention interval must be positive")

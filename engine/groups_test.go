@@ -356,3 +356,35 @@ func TestAckNoneSharesWithoutCommits(t *testing.T) {
 		require.Equal(t, int64(-1), p.Lag)
 	}
 }
+
+// TestGroupConsumerCommitted: Committed reports what the consumer's
+// commits stored, per partition it owns: nothing before its first commit,
+// then what DescribeGroup shows committed.
+func TestGroupConsumerCommitted(t *testing.T) {
+	e := startBroker(t, nil)
+	c := dial(t, e)
+	ctx := testCtx(t)
+	require.NoError(t, c.CreateTopic(ctx, "ledger", client.TopicConfig{Partitions: 2}))
+	h := newHandled()
+	g := joinGroup(t, e, client.GroupConfig{Group: "books", Topic: "ledger", Start: client.Earliest,
+		AutoCommitInterval: -1, Handler: func(m *client.GroupMessage) error {
+			h.add("m", m.Partition, m.Offset)
+			return nil
+		}})
+	waitAssigned(t, []int{2}, g)
+	require.Empty(t, g.Committed())
+	publishN(t, c, "ledger", 0, 40)
+	ends := topicEnds(t, c, "ledger")
+	require.Eventually(t, func() bool { return h.count() == total(ends) }, 30*time.Second, 5*time.Millisecond)
+	require.NoError(t, g.Commit(ctx))
+	want := map[int]int64{}
+	for p, end := range ends {
+		want[p] = end
+	}
+	require.Equal(t, want, g.Committed())
+	info, err := c.DescribeGroup(ctx, "books")
+	require.NoError(t, err)
+	for _, p := range info.Partitions {
+		require.Equal(t, want[int(p.Partition)], p.Committed)
+	}
+}

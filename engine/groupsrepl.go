@@ -1,15 +1,18 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/cluster"
 	"github.com/ratatoskr-mq/ratatoskr/cluster/meta"
 	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/group/offsets"
@@ -44,6 +47,29 @@ const OffsetsTopic = "__consumer_offsets"
 // must not change.
 const offsetsPartitions = 3
 
+// Checkpoints keep the offsets topic small (docs/CLUSTER.md, "Consumer
+// groups"): when an offsets partition this node coordinates holds more
+// than checkpointMin records, and four times its groups, since its last
+// checkpoint, the store rewrites every group of the partition
+// (offsets.Store.Checkpoint) between two marker records, and every
+// replica that commits the end marker lets retention remove what came
+// before the start marker (replica.floor). A checkpoint is asked for at
+// most every checkpointRetry.
+const (
+	checkpointMin   = 4096
+	checkpointRetry = 5 * time.Second
+	// checkpointBatchBytes splits a checkpoint's records into batches
+	// well under a frame.
+	checkpointBatchBytes = 256 << 10
+)
+
+// The keys of a checkpoint's marker records; a group name is never
+// empty, nor starts with a NUL.
+var (
+	checkpointStartKey = []byte("\x00ratatoskr.checkpoint.start")
+	checkpointEndKey   = []byte("\x00ratatoskr.checkpoint.end")
+)
+
 // offsetsPollInterval is how often the watcher looks at the offsets
 // partitions' leadership; it bounds how long a new leader waits before it
 // coordinates, next to the election itself.
@@ -62,7 +88,10 @@ func OffsetsPartition(group string, partitions int) int {
 // that adopts and evicts groups as leaderships move.
 type groupRepl struct {
 	e     *Engine
+	store *offsets.Store
 	parts [offsetsPartitions]offsetsPart
+	// cpMin is checkpointMin (tests lower it).
+	cpMin atomic.Int64
 	// want is set once a group asked for a coordinator: the offsets topic
 	// is created then, so a cluster that never uses groups has none.
 	want    atomic.Bool
@@ -81,10 +110,13 @@ type groupRepl struct {
 // while it does not coordinate them.
 type offsetsPart struct {
 	term atomic.Uint64
+	cpAt time.Time // when the watcher last asked for a checkpoint (its own)
 }
 
 func newGroupRepl(e *Engine) *groupRepl {
-	return &groupRepl{e: e, quit: make(chan struct{}), done: make(chan struct{}), poke: make(chan struct{}, 1)}
+	r := &groupRepl{e: e, quit: make(chan struct{}), done: make(chan struct{}), poke: make(chan struct{}, 1)}
+	r.cpMin.Store(checkpointMin)
+	return r
 }
 
 // wake makes the watcher check the offsets partitions now.
@@ -100,7 +132,8 @@ func (r *groupRepl) wake() {
 func newClusterCoordinator(e *Engine) *coord.Coordinator {
 	r := newGroupRepl(e)
 	e.grepl = r
-	return coord.New(coord.Config{Broker: groupBroker{e}, Store: offsets.NewReplicated(r, r.Coordinates, e.log),
+	r.store = offsets.NewReplicated(r, r.Coordinates, e.log)
+	return coord.New(coord.Config{Broker: groupBroker{e}, Store: r.store,
 		Log: e.log, Retention: e.cfg.GroupRetention, Placement: r})
 }
 
@@ -119,12 +152,17 @@ func (r *groupRepl) replicaOf(k int) (*shard.Partition, *replica) {
 	return p, rep
 }
 
+// coordWhy names the group and its offsets partition k in a refusal.
+func coordWhy(group string, k int) string {
+	return "coordinator of group " + strconv.Quote(wire.Unqualified(group)) + ": partition " + strconv.Itoa(k) +
+		" of " + OffsetsTopic
+}
+
 // Coordinates implements coord.Placement: nil when this node adopted the
 // group's offsets partition in the term it leads it in now.
 func (r *groupRepl) Coordinates(group string) error {
 	k := OffsetsPartition(group, offsetsPartitions)
-	why := "coordinator of group " + strconv.Quote(wire.Unqualified(group)) + ": partition " + strconv.Itoa(k) +
-		" of " + OffsetsTopic
+	why := coordWhy(group, k)
 	_, rep := r.replicaOf(k)
 	if rep == nil {
 		r.want.Store(true) // the first group of the cluster: the watcher creates the topic
@@ -140,8 +178,47 @@ func (r *groupRepl) Coordinates(group string) error {
 	return rep.notLeader(leader, why)
 }
 
+// Confirm implements coord.Placement: a Raft ReadIndex of the group's
+// offsets partition confirms, with a quorum, that this node still leads
+// it in the term it adopted the partition's groups in (cluster.Host.ReadIndex).
+// Until then a node cut off from the others, or paused, may believe it
+// leads while a new coordinator has taken commits: what it would answer
+// is stale. A node that cannot confirm refuses with NOT_LEADER, naming the
+// leader when it knows it ("no leader" when it heard from no quorum in
+// two election timeouts).
+func (r *groupRepl) Confirm(group string, done func(error)) {
+	if err := r.Coordinates(group); err != nil {
+		done(err)
+		return
+	}
+	k := OffsetsPartition(group, offsetsPartitions)
+	why := coordWhy(group, k)
+	_, rep := r.replicaOf(k)
+	adopted := r.parts[k].term.Load()
+	r.e.cluster.host.ReadIndex(rep.group, func(rs cluster.ReadState, err error) {
+		var nl *cluster.NotLeaderError
+		switch {
+		case err == nil && rs.Term == adopted:
+			done(nil)
+		case err == nil:
+			// Leads it in a later term: not adopted in that one yet.
+			done(rep.notLeader(0, why+"; it is taking the group over, retry"))
+		case errors.As(err, &nl):
+			done(rep.notLeader(nl.Leader, why))
+		case errors.Is(err, cluster.ErrReadTimeout):
+			done(rep.notLeader(0, why+"; no quorum confirmed its leadership, retry"))
+		default:
+			done(rep.wireError(err))
+		}
+	})
+}
+
 // Write implements offsets.Replicator: the records of each offsets
-// partition go in one batch to it, and each answer is its batch's.
+// partition go in one batch to it, and each answer is its batch's. A
+// checkpoint's records go between its two markers, in as many batches
+// as their size takes, one after the other; after a failed batch the rest
+// are not sent (their records fail too), so no end marker follows an
+// incomplete checkpoint.
 func (r *groupRepl) Write(recs []offsets.Record) []error {
 	errs := make([]error, len(recs))
 	byPart := map[int][]int{}
@@ -150,23 +227,93 @@ func (r *groupRepl) Write(recs []offsets.Record) []error {
 		byPart[k] = append(byPart[k], i)
 	}
 	for k, idx := range byPart {
-		var bb wire.BatchBuilder
-		buf, _ := wire.StartFrame(nil, wire.TypePublish, 0, 0)
-		buf = wire.AppendBatchPrefix(buf, OffsetsTopic, int32(k))
-		batchOff := len(buf)
-		bb.Start(buf, -1, -1)
-		now := time.Now().UnixNano()
-		for _, i := range idx {
-			bb.Append(now, []byte(recs[i].Group), recs[i].Data, nil)
+		cp := slices.ContainsFunc(idx, func(i int) bool { return recs[i].Checkpoint })
+		var err error
+		for first := true; len(idx) > 0 && err == nil; first = false {
+			n := len(idx)
+			if cp {
+				// A checkpoint's batches stay well under a frame.
+				n = 0
+				for size := 0; n < len(idx) && (n == 0 || size+len(recs[idx[n]].Data) <= checkpointBatchBytes); n++ {
+					size += len(recs[idx[n]].Data) + len(recs[idx[n]].Group)
+				}
+			}
+			err = r.writeBatch(k, recs, idx[:n], cp && first, cp && n == len(idx))
+			for _, i := range idx[:n] {
+				errs[i] = err
+			}
+			idx = idx[n:]
 		}
-		frame := bb.Finish()
-		wire.FinishFrame(frame, 0)
-		err := r.e.publishInternalTo(OffsetsTopic, int32(k), frame, batchOff)
 		for _, i := range idx {
-			errs[i] = err
+			errs[i] = err // not sent: an earlier batch of the checkpoint failed
 		}
 	}
 	return errs
+}
+
+// writeBatch publishes recs[idx] as one batch to offsets partition k,
+// after a checkpoint's start marker (start) and before its end marker
+// (end).
+func (r *groupRepl) writeBatch(k int, recs []offsets.Record, idx []int, start, end bool) error {
+	var bb wire.BatchBuilder
+	buf, _ := wire.StartFrame(nil, wire.TypePublish, 0, 0)
+	buf = wire.AppendBatchPrefix(buf, OffsetsTopic, int32(k))
+	batchOff := len(buf)
+	bb.Start(buf, -1, -1)
+	now := time.Now().UnixNano()
+	if start {
+		bb.Append(now, checkpointStartKey, nil, nil)
+	}
+	for _, i := range idx {
+		bb.Append(now, []byte(recs[i].Group), recs[i].Data, nil)
+	}
+	if end {
+		bb.Append(now, checkpointEndKey, nil, nil)
+	}
+	frame := bb.Finish()
+	wire.FinishFrame(frame, 0)
+	return r.e.publishInternalTo(OffsetsTopic, int32(k), frame, batchOff)
+}
+
+// checkpoints follows an offsets partition's checkpoints in its
+// committed batches (GroupConfig.OnBatch, on the host's goroutine): a
+// start marker notes its batch's base; the end marker after it makes that
+// the floor retention may remove up to.
+func (rep *replica) checkpoints(base int64, data []byte) {
+	b := wire.Batch(data)
+	if b.Codec() != wire.CodecNone {
+		return // the broker writes its records plain
+	}
+	it := b.Records()
+	var rec wire.Record
+	for it.Next(&rec) {
+		switch {
+		case bytes.Equal(rec.Key, checkpointStartKey):
+			rep.cpStart = base
+		case bytes.Equal(rec.Key, checkpointEndKey) && rep.cpStart >= 0:
+			rep.floor.Store(rep.cpStart)
+			rep.cpStart = -1
+		}
+	}
+}
+
+// maybeCheckpoint asks the store for a checkpoint of offsets partition k,
+// which this node coordinates, when enough was written since the last.
+func (r *groupRepl) maybeCheckpoint(k int, p *shard.Partition, rep *replica) {
+	if r.store == nil || time.Since(r.parts[k].cpAt) < checkpointRetry {
+		return
+	}
+	since := p.EndOffset() - rep.floor.Load()
+	if since < r.cpMin.Load() {
+		return
+	}
+	in := func(g string) bool { return OffsetsPartition(g, offsetsPartitions) == k }
+	if since < 4*int64(r.store.Count(in)) {
+		return
+	}
+	r.parts[k].cpAt = time.Now()
+	n := r.store.Checkpoint(in)
+	r.e.log.Debug("checkpoint of the consumer offsets", "offsets_partition", k, "groups", n, "records_since", since)
 }
 
 // start runs the watcher; the offsets topic is created by the first node
@@ -215,7 +362,9 @@ func (r *groupRepl) ensureTopic() bool {
 	if r.e.topics.get([]byte(OffsetsTopic)) != nil {
 		return true
 	}
-	replicas := strconv.Itoa(meta.DefaultReplicas(len(r.e.cfg.Peers)))
+	// As many as the cluster has now, up to 3: a replacement node was
+	// given the other members only as its peers.
+	replicas := strconv.Itoa(meta.DefaultReplicas(r.e.cluster.nodeCount()))
 	// No retention: a group's last record is its state, however old
 	// (GroupRetention expires idle groups).
 	_, err := r.e.createTopicBy(byBroker, OffsetsTopic, offsetsPartitions,
@@ -238,6 +387,10 @@ func (r *groupRepl) check(k int) {
 	term := uint64(0)
 	if rep != nil {
 		term = rep.term.Load()
+	}
+	if adopted != 0 && leads && term == adopted {
+		r.maybeCheckpoint(k, p, rep)
+		return
 	}
 	if adopted != 0 && (!leads || term != adopted) {
 		r.parts[k].term.Store(0)
@@ -286,6 +439,9 @@ func replayOffsets(p *shard.Partition, log *slog.Logger) (map[string]*offsets.Gr
 			var rec wire.Record
 			for it.Next(&rec) {
 				off = rec.Offset + 1
+				if bytes.Equal(rec.Key, checkpointStartKey) || bytes.Equal(rec.Key, checkpointEndKey) {
+					continue
+				}
 				name, g, err := offsets.DecodeRecord(rec.Value)
 				if err != nil {
 					bad++ // not the broker's (a client wrote to the topic): it holds no group's state

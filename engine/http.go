@@ -157,8 +157,11 @@ func (b *httpBroker) Groups() []string {
 	return out
 }
 
+// DescribeGroup describes a group once this node confirmed that it
+// coordinates it (coord.Coordinator.DescribeConfirmed: in a cluster, a
+// Raft ReadIndex, answered or failed within two election timeouts).
 func (b *httpBroker) DescribeGroup(name string) (wire.GroupInfo, error) {
-	return b.groups.Describe(name)
+	return b.groups.DescribeConfirmed(name)
 }
 
 func (b *httpBroker) Topics() []httpapi.Topic {

@@ -74,6 +74,10 @@ func TestClusterLostDiskIsRefused(t *testing.T) {
 	// The replacement: stop the wiped node, add node 4, remove node 3.
 	shutdown(t, wiped)
 	e4 := startJoiningNode(t, 4, survivors)
+	// Given the two members as its peers, it counts itself too: a topic it
+	// creates with the default replicas (the offsets topic) gets 3.
+	require.GreaterOrEqual(t, e4.cluster.nodeCount(), 3)
+	require.Equal(t, 3, meta.DefaultReplicas(e4.cluster.nodeCount()))
 	a := newAdmin(t, survivors[0])
 	a.json("POST", "/api/v1/cluster/add-node", fmt.Sprintf(`{"id":4,"cluster_addr":%q}`, e4.ClusterAddr().String()), 202, nil)
 	require.Eventually(t, func() bool {

@@ -375,8 +375,12 @@ func (r *registry) openLogAt(dir, topic string, partition int, tc TopicConfig, s
 	if tc.Storage == "memory" {
 		return storage.NewMemLog(r.cfg.MemoryTopicBytes), nil
 	}
+	segBytes := r.cfg.SegmentBytes
+	if topic == OffsetsTopic {
+		segBytes = r.cfg.OffsetsSegmentBytes
+	}
 	l, rec, err := storage.OpenDiskLog(storage.DiskConfig{
-		FS: r.cfg.FS, Dir: dir, SegmentBytes: r.cfg.SegmentBytes,
+		FS: r.cfg.FS, Dir: dir, SegmentBytes: segBytes,
 		SegmentAge: r.cfg.SegmentAge, Cache: r.cache, Reclaim: r.trash, Files: r.files, Keys: r.keyring(topic),
 		Logger: r.cfg.Logger,
 	})

@@ -102,10 +102,20 @@ func (w *diskWorker) close(started bool) {
 // once the session has closed), so it runs exactly once even when the
 // loop stops without running its task (shutdown).
 func (s *session) offLoop(work func() (then func() error)) {
+	s.park(func(answer func(then func() error)) {
+		s.srv.diskWork.submit(func() { answer(work()) })
+	})
+}
+
+// park parks the session until a request's answer is in, as offLoop
+// does, for work that runs on its own: start is called at once and
+// hands the answer, once, from any goroutine, to answer; then runs back
+// on the connection's loop (or on answer's goroutine once the session
+// has closed, to release what the request held).
+func (s *session) park(start func(answer func(then func() error))) {
 	s.parked = true
 	t := s.t
-	s.srv.diskWork.submit(func() {
-		then := work()
+	start(func(then func() error) {
 		fn := func() bool {
 			s.parked = false
 			return then() != nil

@@ -80,11 +80,41 @@ func (s *session) joinTopic(corr uint32, req *wire.JoinGroup, t *topic.Topic) er
 		}
 		q.DLQ = wire.Qualify(s.tenant(), q.DLQ)
 	}
-	m, err := s.srv.groups.Join(s.out, s.by.Group(), corr, &q, topic.Group{T: t})
-	if err != nil {
-		return s.refuse(corr, err)
+	// The assignment starts partitions at the committed offsets: a
+	// deposed coordinator must not hand out its stale ones.
+	return s.confirmed(q.Group, func(err error) error {
+		if err != nil {
+			return s.refuse(corr, err)
+		}
+		m, err := s.srv.groups.Join(s.out, s.by.Group(), corr, &q, topic.Group{T: t})
+		if err != nil {
+			return s.refuse(corr, err)
+		}
+		s.members[req.Group] = m
+		return nil
+	})
+}
+
+// confirmed runs then once the coordinator confirmed that state of group
+// read from now on may be answered from this node (coord.Coordinator.Confirm:
+// in a cluster, a Raft ReadIndex of the group's offsets partition), with
+// nil or the refusal; on a single broker at once. The session takes no
+// frames meanwhile (park), so its answers keep their order. A session
+// that closed meanwhile answers nothing.
+func (s *session) confirmed(group string, then func(error) error) error {
+	if !s.srv.groups.Confirms() {
+		return then(nil)
 	}
-	s.members[req.Group] = m
+	s.park(func(answer func(func() error)) {
+		s.srv.groups.Confirm(group, func(err error) {
+			answer(func() error {
+				if s.closed {
+					return nil
+				}
+				return then(err)
+			})
+		})
+	})
 	return nil
 }
 
@@ -228,13 +258,19 @@ func (s *session) describeGroup(f wire.Frame) error {
 	if err != nil {
 		return s.refuse(f.Corr, err)
 	}
-	info, err := s.srv.groups.Describe(q)
-	if err != nil {
-		return s.refuse(f.Corr, err)
-	}
-	info.Group, info.Topic = wire.Unqualified(info.Group), wire.Unqualified(info.Topic)
-	s.sendFrame(wire.TypeGroupInfo, f.Corr, info.Append(s.scratch[:0]))
-	return nil
+	corr := f.Corr
+	return s.confirmed(q, func(err error) error {
+		var info wire.GroupInfo
+		if err == nil {
+			info, err = s.srv.groups.Describe(q)
+		}
+		if err != nil {
+			return s.refuse(corr, err)
+		}
+		info.Group, info.Topic = wire.Unqualified(info.Group), wire.Unqualified(info.Topic)
+		s.sendFrame(wire.TypeGroupInfo, corr, info.Append(s.scratch[:0]))
+		return nil
+	})
 }
 
 // resetGroup moves a group's committed offsets: of every partition, or,

@@ -94,7 +94,7 @@ type crashPoints struct {
 
 func (c *crashPoints) point() {
 	if c.on {
-		c.states = append(c.states, c.MemFS.CrashWith(c.rng))
+		c.states = append(c.states, c.CrashWith(c.rng))
 	}
 }
 

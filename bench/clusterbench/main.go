@@ -10,17 +10,26 @@
 //   - idle: -partitions replicated partitions (replicas 3) sit idle; the
 //     CPU the three processes use over -idle (from /proc) is the cost.
 //
+//   - catchup: a follower is killed; -messages messages of 128 B are
+//     published to the partition, -per-batch to a batch (sync publishes
+//     from 16 producers: a batch is a Raft entry); the follower restarts,
+//     and the time until it has committed everything the leader had is
+//     its catch-up, from the leader's segments.
+//
 //     go build -o bin/ratatoskr ./cmd/ratatoskr
 //     go run ./bench/clusterbench -mode failover -rounds 10
 //     go run ./bench/clusterbench -mode idle -partitions 1000
+//     go run ./bench/clusterbench -mode catchup -messages 200000 -per-batch 1
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,6 +59,8 @@ func main() {
 	partitions := flag.Int("partitions", 1000, "idle partitions")
 	idle := flag.Duration("idle", 30*time.Second, "how long the idle cluster is measured")
 	base := flag.Int("port", 17100, "first port: native base+1..3, cluster base+11..13, HTTP base+21..23")
+	messages := flag.Int("messages", 200000, "catchup: messages published while the follower is down")
+	perBatch := flag.Int("per-batch", 1, "catchup: messages per batch (Raft entry)")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "clusterbench")
 	check(err)
@@ -81,6 +92,8 @@ func main() {
 		failover(*bin, nodes, strings.Join(peers, ","), *rounds)
 	case "idle":
 		idleCost(nodes, *partitions, *idle)
+	case "catchup":
+		catchUp(*bin, nodes, strings.Join(peers, ","), *messages, *perBatch)
 	default:
 		check(fmt.Errorf("unknown -mode %q", *mode))
 	}
@@ -88,7 +101,7 @@ func main() {
 
 func start(bin string, n *node, peers string) {
 	n.cmd = exec.Command(bin, "serve", "--node-id", strconv.Itoa(n.id), "--peers", peers, "--cluster-addr", n.cluster,
-		"--addr", n.addr, "--http-addr", n.http, "--data", n.dir, "--log-level", "warn")
+		"--addr", n.addr, "--http-addr", n.http, "--data", n.dir, "--log-level", "warn", "--admin-token", adminToken)
 	n.cmd.Stdout, n.cmd.Stderr = os.Stderr, os.Stderr
 	check(n.cmd.Start())
 }
@@ -279,6 +292,120 @@ func idleCost(nodes []*node, partitions int, window time.Duration) {
 	}
 	fmt.Printf("%d idle partitions on three nodes: %.2f%% of a core in all, over %v\n", partitions,
 		100*total.Seconds()/elapsed.Seconds(), elapsed.Round(time.Second))
+}
+
+const adminToken = "clusterbench"
+
+// localGroup is what node n's admin API says of its replica of partition
+// 0 of topic, and the partition's leader.
+func localGroup(n *node, topic string) (commit uint64, leader uint64, ok bool) {
+	req, err := http.NewRequest("GET", "http://"+n.http+"/api/v1/cluster", nil)
+	check(err)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, 0, false
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var c struct {
+		Partitions []struct {
+			Topic     string `json:"topic"`
+			Partition int    `json:"partition"`
+			Leader    uint64 `json:"leader"`
+			Local     *struct {
+				Commit uint64 `json:"commit"`
+			} `json:"local"`
+		} `json:"partitions"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&c) != nil {
+		return 0, 0, false
+	}
+	for _, p := range c.Partitions {
+		if p.Topic == topic && p.Partition == 0 && p.Local != nil {
+			return p.Local.Commit, p.Leader, true
+		}
+	}
+	return 0, 0, false
+}
+
+func catchUp(bin string, nodes []*node, peers string, messages, perBatch int) {
+	const topic = "catchup"
+	createTopic(nodes, topic, 1)
+	var lead *node
+	for deadline := time.Now().Add(60 * time.Second); lead == nil; {
+		if _, id, ok := localGroup(nodes[0], topic); ok && id != 0 {
+			lead = nodes[id-1]
+			break
+		}
+		if time.Now().After(deadline) {
+			check(errors.New("no leader"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	victim := nodes[lead.id%3]
+	check(victim.cmd.Process.Signal(syscall.SIGKILL))
+	_ = victim.cmd.Wait()
+	victim.cmd = nil
+	fmt.Printf("leader node %d; follower node %d killed; publishing %d messages of 128 B, %d per batch\n",
+		lead.id, victim.id, messages, perBatch)
+
+	ctx := context.Background()
+	c, err := client.Dial(ctx, lead.addr)
+	check(err)
+	defer func() { _ = c.Close() }()
+	const producers = 16
+	errs := make(chan error, producers)
+	t0 := time.Now()
+	for p := range producers {
+		go func() {
+			batch := make([]client.Message, perBatch)
+			for i := range batch {
+				batch[i] = client.Message{Value: make([]byte, 128)}
+			}
+			var err error
+			for i := p * perBatch; i < messages && err == nil; i += producers * perBatch {
+				if perBatch == 1 {
+					_, err = c.Publish(ctx, topic, batch[0], client.ToPartition(0))
+					continue
+				}
+				if err = c.PublishBatchAsync(ctx, topic, batch, client.ToPartition(0)); err == nil {
+					err = c.Flush(ctx)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range producers {
+		check(<-errs)
+	}
+	fmt.Printf("published in %v\n", time.Since(t0).Round(time.Millisecond))
+	var target uint64
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		var ok bool
+		if target, _, ok = localGroup(lead, topic); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			check(errors.New("the leader does not report its group"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	start(bin, victim, peers)
+	t1 := time.Now()
+	for {
+		commit, _, _ := localGroup(victim, topic)
+		if commit >= target {
+			break
+		}
+		if time.Since(t1) > 10*time.Minute {
+			check(fmt.Errorf("the follower reached index %d of %d in 10 minutes", commit, target))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	d := time.Since(t1)
+	bytes := float64(messages) * 128
+	fmt.Printf("caught up %d entries (%d messages, %.1f MB of values) in %v from its restart: %.0f entries/s, %.1f MB/s\n",
+		target, messages, bytes/1e6, d.Round(time.Millisecond), float64(target)/d.Seconds(), bytes/1e6/d.Seconds())
 }
 
 func check(err error) {

@@ -3,6 +3,9 @@ package raftlog
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"math"
+	"syscall"
 	"testing"
 	"time"
 
@@ -11,6 +14,8 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/ratatoskr-mq/ratatoskr/cluster/internal/testlog"
+	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -77,7 +82,7 @@ func TestRetainMovesTheCompactionPoint(t *testing.T) {
 	// batches' bytes removes four, up to offset 8. The log then starts at
 	// entry 8; entries 1-7 (the control entry at 6 with them) are compacted.
 	size := int64(len(batch(2, "a")))
-	n, err := s.Retain(now, 0, 2*size, 10)
+	n, err := s.Retain(now, 0, 2*size, 10, math.MaxInt64)
 	require.NoError(t, err)
 	require.Equal(t, 4, n)
 	start, _ := l.Bounds()
@@ -116,7 +121,7 @@ func TestRetainStopsAtApplied(t *testing.T) {
 	l, _, s := compactFixture(t)
 	// Only entries up to 4 are applied: the batches after offset 4 stay,
 	// however little the bound keeps.
-	n, err := s.Retain(time.Now(), 0, 1, 4)
+	n, err := s.Retain(time.Now(), 0, 1, 4, math.MaxInt64)
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
 	start, _ := l.Bounds()
@@ -127,10 +132,19 @@ func TestRetainStopsAtApplied(t *testing.T) {
 	require.Equal(t, uint64(4), snap.Metadata.Index)
 	require.Equal(t, []uint64{1, 2, 4}, snap.Metadata.ConfState.Voters)
 
+	// A floor bounds it as applied does.
+	l3, _, s3 := compactFixture(t)
+	n, err = s3.Retain(time.Now(), 0, 1, 10, 6)
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+	start, _ = l3.Bounds()
+	require.Equal(t, int64(6), start)
+	requireFirst(t, s3, 7)
+
 	// A compaction before the configuration change carries the
 	// configuration before it.
 	l2, _, s2 := compactFixture(t)
-	n, err = s2.Retain(time.Now(), 0, 1, 2)
+	n, err = s2.Retain(time.Now(), 0, 1, 2, math.MaxInt64)
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	start, _ = l2.Bounds()
@@ -240,7 +254,7 @@ func TestSnapshotAtALaterConfChange(t *testing.T) {
 	_, _, s := compactFixture(t)
 	// One batch removed: the log starts at 2, and the compaction point
 	// takes the change at 3, which sits there.
-	n, err := s.Retain(time.Now(), 0, 5*int64(len(batch(2, "a"))), 10)
+	n, err := s.Retain(time.Now(), 0, 5*int64(len(batch(2, "a"))), 10, math.MaxInt64)
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	snap, err := s.Snapshot()
@@ -313,7 +327,7 @@ func TestApplySnapshotCrash(t *testing.T) {
 // changed after its start has no configuration for the entries before
 // the change; retention keeps the log rather than compact without one.
 func TestRetainWithoutHistory(t *testing.T) {
-	l, meta, s := compactFixture(t)
+	l, meta, _ := compactFixture(t)
 	var st metaState
 	require.NoError(t, json.Unmarshal(meta.Bytes(), &st))
 	st.Version, st.Confs = 1, nil
@@ -321,9 +335,9 @@ func TestRetainWithoutHistory(t *testing.T) {
 	require.NoError(t, err)
 	meta.SetBytes(data)
 	l.Reopen()
-	s, err = Open(l, meta)
+	s, err := Open(l, meta)
 	require.NoError(t, err)
-	n, err := s.Retain(time.Now(), 0, 1, 10)
+	n, err := s.Retain(time.Now(), 0, 1, 10, math.MaxInt64)
 	require.ErrorIs(t, err, ErrNoConfHistory)
 	require.Zero(t, n)
 	start, _ := l.Bounds()
@@ -347,8 +361,47 @@ func TestRetainWithoutHistory(t *testing.T) {
 	l2.Reopen()
 	s2, err = Open(l2, meta2)
 	require.NoError(t, err)
-	n, err = s2.Retain(time.Now(), 0, 1, 3)
+	n, err = s2.Retain(time.Now(), 0, 1, 3, math.MaxInt64)
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	requireFirst(t, s2, 3)
+}
+
+// TestAppendDiskFull: a Ready's batches are written in one go on a disk
+// log; when the disk is full, Append fails, the Raft log in memory holds
+// none of them, and a reopen derives the same log from the disk.
+func TestAppendDiskFull(t *testing.T) {
+	efs := vfs.NewErrors(vfs.NewMem())
+	l, _, err := storage.OpenDiskLog(storage.DiskConfig{FS: efs, Dir: "g/1", Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	meta := SideMeta{L: l}
+	s, err := Open(l, meta)
+	require.NoError(t, err)
+	require.NoError(t, s.SetConfState(raftpb.ConfState{Voters: []uint64{1}}))
+	require.NoError(t, s.Append([]raftpb.Entry{{Term: 1, Index: 1}, {Term: 1, Index: 2, Data: batch(2, "a")}}))
+	require.NoError(t, s.Sync())
+
+	efs.InjectWrite(nil, syscall.ENOSPC, 0)
+	err = s.Append([]raftpb.Entry{{Term: 1, Index: 3, Data: batch(2, "b")}, {Term: 1, Index: 4, Data: batch(3, "c")}})
+	require.ErrorIs(t, err, syscall.ENOSPC)
+	last, _ := s.LastIndex()
+	require.Equal(t, uint64(2), last, "the failed entries are not in the log")
+	require.Equal(t, int64(2), s.EndOffset())
+	efs.Clear()
+
+	// The log takes the same entries again (raft would, after a restart).
+	require.NoError(t, s.Append([]raftpb.Entry{{Term: 1, Index: 3, Data: batch(2, "b")}, {Term: 1, Index: 4, Data: batch(3, "c")}}))
+	require.Equal(t, int64(7), s.EndOffset())
+	require.NoError(t, s.Sync())
+	require.NoError(t, l.Close())
+	l2, _, err := storage.OpenDiskLog(storage.DiskConfig{FS: efs, Dir: "g/1", Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	s2, err := Open(l2, SideMeta{L: l2})
+	require.NoError(t, err)
+	ents, err := s2.Entries(2, 5, 1<<20)
+	require.NoError(t, err)
+	require.Len(t, ents, 3)
+	require.Equal(t, int64(2), wire.Batch(ents[1].Data).BaseOffset())
+	require.Equal(t, int64(4), wire.Batch(ents[2].Data).BaseOffset())
+	require.NoError(t, l2.Close())
 }

@@ -139,6 +139,15 @@ type Placement interface {
 	// naming the coordinator). It is called with the coordinator's mutex
 	// held, so it must not call back into the coordinator.
 	Coordinates(group string) error
+	// Confirm calls done once this node has confirmed, after Confirm was
+	// called, that it still coordinates the group named group (in a
+	// cluster: a Raft ReadIndex of the group's offsets partition), with
+	// nil, or with the refusal. Coordinates alone may be stale: a node
+	// deposed while cut off from the others coordinates until it learns
+	// it, up to an election timeout later. It is called without the
+	// coordinator's locks; done may run on any goroutine, must not block,
+	// and must not call back into the Placement.
+	Confirm(group string, done func(error))
 }
 
 // Feed is a partition's feed as Config.NewFeed makes it.
@@ -399,6 +408,39 @@ func (c *Coordinator) coordinates(name string) error {
 		return nil
 	}
 	return c.place.Coordinates(name)
+}
+
+// Confirms reports whether a read of a group's state must be confirmed
+// first (Confirm): in a cluster, where a coordinator may have been
+// deposed without knowing it yet.
+func (c *Coordinator) Confirms() bool { return c.place != nil }
+
+// Confirm calls done once state of the group named name that is read
+// from now on reflects every change of it stored before Confirm was
+// called (Placement.Confirm), or with the refusal; at once with nil on a
+// single broker. A JoinGroup (whose Assignment starts partitions at the
+// committed offsets) and a DescribeGroup of a client are confirmed so
+// before they are answered. done may run on any goroutine and must not
+// block.
+func (c *Coordinator) Confirm(name string, done func(error)) {
+	if c.place == nil {
+		done(nil)
+		return
+	}
+	c.place.Confirm(name, done)
+}
+
+// DescribeConfirmed is Describe once Confirm confirmed that this node
+// coordinates the group, for a caller that may wait (the admin API): it
+// waits for the confirmation, which in a cluster comes or fails within
+// two election timeouts.
+func (c *Coordinator) DescribeConfirmed(name string) (wire.GroupInfo, error) {
+	confirmed := make(chan error, 1)
+	c.Confirm(name, func(err error) { confirmed <- err })
+	if err := <-confirmed; err != nil {
+		return wire.GroupInfo{}, err
+	}
+	return c.Describe(name)
 }
 
 func (c *Coordinator) newGroup(name string, t Topic, set groupSettings) *group {
@@ -768,13 +810,23 @@ func (c *Coordinator) give(gp *gpart, m *Member, gen uint32, now int64) {
 // startOffset is where a new owner starts: the committed offset, else the
 // group's start position, within what the log holds. An offline partition
 // holds nothing to judge by, and its committed offset must survive until a
-// restart brings it back, so it starts there.
+// restart brings it back, so it starts there. In a cluster, this node's
+// replica of the partition (which the feed reads, leader or follower) may
+// not have caught up with the committed offset yet: a follower catching
+// up, or a node just restarted, which shows what its meta file says is
+// committed until its leader tells it more. The owner starts at the
+// committed offset all the same, and its feed waits there for the
+// replica: started at the replica's end, it would be handed again what
+// the group committed, and commit an offset below it.
 func (c *Coordinator) startOffset(gp *gpart) int64 {
 	if c.broker.OfflineReason(gp.p) != "" {
 		return max(gp.committed, 0)
 	}
 	lo, hi := gp.p.Log.Bounds()
 	off := gp.committed
+	if off >= 0 && c.place != nil {
+		return max(off, lo)
+	}
 	if off < 0 {
 		var err error
 		if off, err = c.broker.ResolveStart(gp.p, gp.g.set.start); err != nil {
@@ -1037,9 +1089,16 @@ func (c *Coordinator) Commit(m *Member, req *wire.Commit, done func(error)) {
 		}
 		gp := g.parts[po.Partition]
 		_, end := gp.p.Log.Bounds()
-		if c.broker.OfflineReason(gp.p) != "" {
+		switch {
+		case c.broker.OfflineReason(gp.p) != "":
 			gp.mu.Lock()
 			end = max(gp.committed, 0) // what its owner was assigned; it can have read nothing since
+			gp.mu.Unlock()
+		case c.place != nil:
+			// This node's replica may not have caught up with where the
+			// owner was started (startOffset).
+			gp.mu.Lock()
+			end = max(end, gp.start, gp.committed)
 			gp.mu.Unlock()
 		}
 		if po.Offset < 0 || po.Offset > end {
@@ -1164,6 +1223,11 @@ func (c *Coordinator) List() []wire.GroupSummary {
 }
 
 // Describe reports a group's members, owners, committed offsets and lag.
+// In a cluster the committed offsets are those the offsets partition
+// holds (offsets.Store.Stored): a commit is in them once it is answered
+// OK, never before, so that a reader is never shown offsets a crash
+// could take back. A client's DescribeGroup is confirmed first
+// (Confirm); Describe alone may be stale on a deposed coordinator.
 func (c *Coordinator) Describe(name string) (wire.GroupInfo, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -1174,6 +1238,19 @@ func (c *Coordinator) Describe(name string) (wire.GroupInfo, error) {
 		}
 		return wire.GroupInfo{}, wire.Errorf(wire.CodeUnknownGroup, "no group named "+strconv.Quote(name))
 	}
+	if c.place != nil {
+		// A group of an offsets partition this node no longer
+		// coordinates, not evicted yet (Evict follows the Placement).
+		if err := c.coordinates(name); err != nil {
+			return wire.GroupInfo{}, err
+		}
+	}
+	var stored *offsets.Group
+	if c.place != nil {
+		if sg, ok := c.store.Stored(name); ok && sg.Topic == g.topic.Name() {
+			stored = sg
+		}
+	}
 	info := wire.GroupInfo{Group: g.name, Topic: g.topic.Name(), Generation: g.gen, Mode: g.set.mode}
 	for id := range g.members {
 		info.Members = append(info.Members, id)
@@ -1182,12 +1259,21 @@ func (c *Coordinator) Describe(name string) (wire.GroupInfo, error) {
 	for _, gp := range g.parts {
 		_, end := gp.p.Log.Bounds()
 		gp.mu.Lock()
-		pi := wire.GroupPartition{Partition: gp.p.ID, Committed: gp.committed, End: end, Lag: -1}
+		committed := gp.committed
+		if c.place != nil {
+			committed = -1
+			if stored != nil {
+				if off, ok := stored.Offsets[gp.p.ID]; ok {
+					committed = off
+				}
+			}
+		}
+		pi := wire.GroupPartition{Partition: gp.p.ID, Committed: committed, End: end, Lag: -1}
 		if gp.owner != nil {
 			pi.Owner = gp.owner.id
 		}
-		if gp.committed >= 0 {
-			pi.Lag = max(0, end-gp.committed)
+		if committed >= 0 {
+			pi.Lag = max(0, end-committed)
 		}
 		if gp.acks != nil {
 			pi.Pending = uint32(gp.acks.Unacked())

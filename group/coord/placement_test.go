@@ -20,6 +20,9 @@ import (
 type testPlacement struct {
 	mu  sync.Mutex
 	own map[string]bool
+	// deposed: Coordinates still says yes, but Confirm refuses (a node
+	// deposed without knowing it yet).
+	deposed bool
 }
 
 func (p *testPlacement) Coordinates(group string) error {
@@ -29,6 +32,18 @@ func (p *testPlacement) Coordinates(group string) error {
 		return nil
 	}
 	return wire.NotLeader(2, "10.0.0.2:7070", "coordinator of group "+group)
+}
+
+// Confirm confirms what Coordinates says, at once, unless deposed.
+func (p *testPlacement) Confirm(group string, done func(error)) {
+	p.mu.Lock()
+	deposed := p.deposed
+	p.mu.Unlock()
+	if deposed {
+		done(wire.NotLeader(3, "10.0.0.3:7070", "coordinator of group "+group))
+		return
+	}
+	done(p.Coordinates(group))
 }
 
 func (p *testPlacement) set(group string, own bool) {
@@ -136,4 +151,105 @@ func TestPlacementAdoptBeforeTopic(t *testing.T) {
 	h.b.topics["t"] = h.topic
 	_, a := h.joined(newConn(), joinReq(wire.AckOffset))
 	require.Equal(t, []wire.PartitionOffset{{Partition: 0, Offset: 5}}, a.Partitions)
+}
+
+// gatedRepl is a memRepl whose writes wait for the test: entered gets a
+// value when a write starts, and it goes on once open is sent to.
+type gatedRepl struct {
+	memRepl
+	entered, open chan struct{}
+}
+
+func (r *gatedRepl) Write(recs []offsets.Record) []error {
+	select {
+	case r.entered <- struct{}{}:
+	default:
+	}
+	<-r.open
+	return r.memRepl.Write(recs)
+}
+
+// In a cluster, Describe shows the committed offsets the replicated log
+// holds: a commit once it is answered, not while its write is in flight
+// (a crash, or a new coordinator, could still take it back). A confirmed
+// describe is refused when the Placement cannot confirm, although
+// Coordinates still says yes (a coordinator deposed without knowing it).
+func TestPlacementDescribeShowsStoredOffsets(t *testing.T) {
+	h := newHarness(t, 2, 10)
+	pl := &testPlacement{own: map[string]bool{"g": true}}
+	r := &gatedRepl{entered: make(chan struct{}, 1), open: make(chan struct{})}
+	store := offsets.NewReplicated(r, pl.Coordinates, quiet)
+	h.c = New(Config{Broker: h.b, Store: store, Log: quiet, Now: h.clock.Load, Placement: pl})
+	h.c.newFeed = func(*gpart, *Member) feed { return &fakeFeed{} }
+	h.t.Cleanup(func() {
+		close(r.open)
+		h.c.Close()
+	})
+	h.start()
+	require.True(t, h.c.Confirms())
+	committed := func() []int64 {
+		t.Helper()
+		info, err := h.c.Describe("g")
+		require.NoError(t, err)
+		var out []int64
+		for _, p := range info.Partitions {
+			out = append(out, p.Committed)
+		}
+		return out
+	}
+
+	h.c.Adopt(map[string]*offsets.Group{"g": {Topic: "t", Offsets: map[int32]int64{0: 3}}})
+	require.Equal(t, []int64{3, -1}, committed())
+	m, a := h.joined(newConn(), joinReq(wire.AckOffset))
+	done := make(chan error, 1)
+	h.c.Commit(m, &wire.Commit{MemberRef: wire.MemberRef{Group: "g", Member: m.ID(), Generation: a.Generation},
+		Offsets: []wire.PartitionOffset{{Partition: 0, Offset: 6}, {Partition: 1, Offset: 2}}}, func(err error) { done <- err })
+	<-r.entered
+	require.Equal(t, []int64{3, -1}, committed(), "a commit being written is not shown")
+	r.open <- struct{}{}
+	require.NoError(t, <-done)
+	require.Equal(t, []int64{6, 2}, committed())
+
+	info, err := h.c.DescribeConfirmed("g")
+	require.NoError(t, err)
+	require.Equal(t, int64(6), info.Partitions[0].Committed)
+	pl.mu.Lock()
+	pl.deposed = true
+	pl.mu.Unlock()
+	_, err = h.c.DescribeConfirmed("g")
+	requireCode(t, wire.CodeNotLeader, err)
+	_, err = h.c.Describe("g")
+	require.NoError(t, err, "unconfirmed, the deposed coordinator would answer")
+}
+
+// A single broker confirms nothing: every group is its own.
+func TestConfirmOnSingleBroker(t *testing.T) {
+	h := newHarness(t, 1, 10)
+	require.False(t, h.c.Confirms())
+	called := false
+	h.c.Confirm("g", func(err error) {
+		require.NoError(t, err)
+		called = true
+	})
+	require.True(t, called, "at once")
+}
+
+// In a cluster this node's replica of the consumed partition may be
+// behind what the group committed (a follower catching up, a node just
+// restarted): a new owner starts at the committed offset all the same,
+// never at the replica's end below it (which would hand it committed
+// messages again and let it commit an offset below the group's), and may
+// commit where it was started.
+func TestPlacementStartsAtCommittedAboveReplicaEnd(t *testing.T) {
+	h := newHarness(t, 2, 10)
+	pl, r := &testPlacement{own: map[string]bool{"g": true}}, &memRepl{}
+	h.openPlaced(pl, r)
+	h.c.Adopt(map[string]*offsets.Group{"g": {Topic: "t", Offsets: map[int32]int64{0: 25, 1: 5}}})
+	m, a := h.joined(newConn(), joinReq(wire.AckOffset))
+	require.Equal(t, []wire.PartitionOffset{{Partition: 0, Offset: 25}, {Partition: 1, Offset: 5}}, a.Partitions,
+		"partition 0's replica ends at 10")
+	require.NoError(t, h.commit(m, a.Generation, wire.PartitionOffset{Partition: 0, Offset: 25},
+		wire.PartitionOffset{Partition: 1, Offset: 7}))
+	require.Equal(t, map[int32]int64{0: 25, 1: 7}, r.last(t, "g").Offsets)
+	requireCode(t, wire.CodeInvalidArgument, h.commit(m, a.Generation, wire.PartitionOffset{Partition: 0, Offset: 26}))
 }

@@ -134,13 +134,23 @@ type Store struct {
 	// (a cluster: NewReplicated); epoch counts Forget calls, so that a
 	// replicated write that failed is retried only if no group was handed
 	// away meanwhile.
-	repl    Replicator
-	owns    func(group string) error
-	epoch   uint64
-	urgent  bool // a waiter is waiting: write without lingering
-	failed  bool // the last write failed: retry
-	closed  bool
-	started bool
+	repl  Replicator
+	owns  func(group string) error
+	epoch uint64
+	cps   []func(group string) bool // checkpoints asked for (Checkpoint), for the next write
+	// stored is, in a replicated store, each group's state as the
+	// replicated log holds it, as far as this node knows: what Put took
+	// in and what its writes stored since (Stored). inflight names the
+	// groups of the write in flight, and forgot those of them that Forget
+	// dropped meanwhile: what that write stored of them is no longer this
+	// node's to report.
+	stored   map[string]*Group
+	inflight map[string]bool
+	forgot   map[string]bool
+	urgent   bool // a waiter is waiting: write without lingering
+	failed   bool // the last write failed: retry
+	closed   bool
+	started  bool
 
 	// The writer's: the log open for appending (nil: the next write is a
 	// snapshot), where its whole records end, the last snapshot's size,

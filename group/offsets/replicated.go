@@ -31,6 +31,10 @@ type Replicator interface {
 type Record struct {
 	Group string
 	Data  []byte
+	// Checkpoint marks the records of a checkpoint (Store.Checkpoint):
+	// the records so marked in one Write hold the state of every group
+	// the checkpoint covers.
+	Checkpoint bool
 }
 
 // ErrBadRecord answers DecodeRecord given bytes that are not one whole
@@ -46,6 +50,7 @@ var ErrBadRecord = errors.New("offsets: not a consumer-group offsets record")
 func NewReplicated(r Replicator, owns func(group string) error, log *slog.Logger) *Store {
 	s := New(nil, "", log)
 	s.repl, s.owns = r, owns
+	s.stored, s.inflight, s.forgot = map[string]*Group{}, map[string]bool{}, map[string]bool{}
 	return s
 }
 
@@ -85,7 +90,31 @@ func (s *Store) Put(groups map[string]*Group) {
 	for name, g := range groups {
 		s.groups[name] = g.clone()
 		delete(s.dirty, name)
+		if s.stored != nil {
+			s.stored[name] = g.clone()
+		}
 	}
+}
+
+// Stored is, in a replicated store, a copy of the state of the group
+// named name that the replicated log holds: what Put took in, and the
+// changes written since that the Replicator answered as committed. A
+// change made (Set) but not yet committed is not in it, so that a reader
+// never sees offsets that a crash of this node, or a new coordinator,
+// could take back. A store that is not replicated reports its state, as
+// Group does.
+func (s *Store) Stored(name string) (*Group, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	src := s.stored
+	if src == nil {
+		src = s.groups
+	}
+	g := src[name]
+	if g == nil {
+		return nil, false
+	}
+	return g.clone(), true
 }
 
 // Group is a copy of the stored state of the group named name.
@@ -108,6 +137,53 @@ func (s *Store) Forget(match func(group string) bool) {
 	s.epoch++
 	maps.DeleteFunc(s.groups, func(name string, _ *Group) bool { return match(name) })
 	maps.DeleteFunc(s.dirty, func(name string, _ struct{}) bool { return match(name) })
+	maps.DeleteFunc(s.stored, func(name string, _ *Group) bool { return match(name) })
+	for name := range s.inflight {
+		if match(name) {
+			s.forgot[name] = true
+		}
+	}
+}
+
+// Checkpoint has the next write rewrite the state of every group match
+// selects, all in that one Write and marked Checkpoint, so that the
+// replicated log before those records holds nothing the groups need: the
+// Replicator may then let retention remove it. It returns how many groups
+// that is (none: no checkpoint). A checkpoint that cannot be whole (a
+// group it covers has moved to another node since) is written as plain
+// records.
+func (s *Store) Checkpoint(match func(group string) bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for name := range s.groups {
+		if match(name) && s.refused(name) == nil {
+			s.dirty[name] = struct{}{}
+			n++
+		}
+	}
+	if n > 0 {
+		s.cps = append(s.cps, match)
+		s.urgent = true
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	return n
+}
+
+// Count returns how many groups match selects.
+func (s *Store) Count(match func(group string) bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for name := range s.groups {
+		if match(name) {
+			n++
+		}
+	}
+	return n
 }
 
 // flushReplicated writes the changed groups' records to the Replicator
@@ -122,14 +198,22 @@ func (s *Store) flushReplicated() error {
 		return nil
 	}
 	recs := make([]Record, 0, len(s.dirty))
+	states := make([]*Group, 0, len(s.dirty)) // what each record stores; nil: a removal
 	byGroup := map[string]error{}
 	for _, name := range slices.Sorted(maps.Keys(s.dirty)) {
 		if err := s.refused(name); err != nil {
 			byGroup[name] = err // moved since it changed: its new coordinator owns it
 			continue
 		}
-		recs = append(recs, Record{Group: name, Data: EncodeRecord(name, s.groups[name])})
+		g := s.groups[name]
+		recs = append(recs, Record{Group: name, Data: EncodeRecord(name, g)})
+		if g != nil {
+			g = g.clone()
+		}
+		states = append(states, g)
+		s.inflight[name] = true
 	}
+	s.markCheckpoints(recs)
 	clear(s.dirty)
 	waiters := s.waiters
 	s.waiters, s.urgent = nil, false
@@ -141,14 +225,26 @@ func (s *Store) flushReplicated() error {
 		errs = s.repl.Write(recs)
 	}
 	var first error
+	s.mu.Lock()
 	for i, r := range recs {
-		if errs[i] != nil {
+		switch {
+		case errs[i] != nil:
 			byGroup[r.Group] = errs[i]
 			if first == nil {
 				first = errs[i]
 			}
+		case s.forgot[r.Group]:
+			// Handed away meanwhile (and maybe taken in again, with a
+			// replay that holds this record and perhaps later ones).
+		case states[i] == nil:
+			delete(s.stored, r.Group)
+		default:
+			s.stored[r.Group] = states[i]
 		}
 	}
+	clear(s.inflight)
+	clear(s.forgot)
+	s.mu.Unlock()
 	if first != nil {
 		s.mu.Lock()
 		if s.epoch == epoch && !s.closed {
@@ -169,4 +265,36 @@ func (s *Store) flushReplicated() error {
 		w.done(byGroup[w.group])
 	}
 	return first
+}
+
+// markCheckpoints marks the records of each checkpoint asked for that
+// recs hold whole: every group of the store it covers has its record
+// there (none refused, none added since it was asked for). mu held.
+func (s *Store) markCheckpoints(recs []Record) {
+	if len(s.cps) == 0 {
+		return
+	}
+	in := make(map[string]int, len(recs))
+	for i, r := range recs {
+		in[r.Group] = i
+	}
+	for _, cp := range s.cps {
+		whole := true
+		for name := range s.groups {
+			if _, ok := in[name]; cp(name) && !ok {
+				whole = false
+				break
+			}
+		}
+		if !whole {
+			s.log.Debug("a checkpoint of the committed offsets is not whole; written as plain records")
+			continue
+		}
+		for i := range recs {
+			if cp(recs[i].Group) {
+				recs[i].Checkpoint = true
+			}
+		}
+	}
+	s.cps = nil
 }

@@ -17,6 +17,7 @@ import (
 type fakeRepl struct {
 	mu     sync.Mutex
 	log    [][]byte
+	cps    [][]string // per Write, the groups of the records marked Checkpoint
 	fail   map[string]error
 	writes int
 	during func() // run inside Write, as if the write took that long
@@ -29,6 +30,13 @@ func (r *fakeRepl) Write(recs []Record) []error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.writes++
+	var cp []string
+	for _, rec := range recs {
+		if rec.Checkpoint {
+			cp = append(cp, rec.Group)
+		}
+	}
+	r.cps = append(r.cps, cp)
 	errs := make([]error, len(recs))
 	for i, rec := range recs {
 		if err := r.fail[rec.Group]; err != nil {
@@ -183,4 +191,88 @@ func TestReplicatedRetryOnlyWhileOwned(t *testing.T) {
 	require.NoError(t, s.Flush())
 	_, ok = r.replay(t)["d"]
 	require.False(t, ok, "a write that failed across a Forget was retried")
+}
+
+// A checkpoint rewrites every group it covers in one write, marked, and
+// only when that write holds them all: a group gone elsewhere makes it a
+// plain write.
+func TestReplicatedCheckpoint(t *testing.T) {
+	r, o := &fakeRepl{}, &owner{not: map[string]bool{}}
+	s := newReplStore(r, o)
+	for _, g := range []string{"a1", "a2", "b1"} {
+		require.NoError(t, commit(s, g, 0, 5))
+	}
+	inA := func(g string) bool { return g[0] == 'a' }
+	require.Equal(t, 2, s.Checkpoint(inA))
+	require.NoError(t, s.Flush())
+	require.Equal(t, []string{"a1", "a2"}, r.cps[len(r.cps)-1])
+	require.Equal(t, map[int32]int64{0: 5}, r.replay(t)["a2"].Offsets)
+
+	// A change of the moment goes in the same write; b1 is not marked.
+	require.Equal(t, 2, s.Checkpoint(inA))
+	s.Set("b1", "orders", []wire.PartitionOffset{{Partition: 0, Offset: 6}}, nil)
+	require.NoError(t, s.Flush())
+	require.Equal(t, []string{"a1", "a2"}, r.cps[len(r.cps)-1])
+	require.Equal(t, int64(6), r.replay(t)["b1"].Offsets[0])
+
+	// a2 moved to another node after the checkpoint was asked for: the
+	// write cannot hold every group of the checkpoint, so none is marked.
+	require.Equal(t, 2, s.Checkpoint(inA))
+	o.set("a2", true)
+	require.NoError(t, s.Flush())
+	require.Empty(t, r.cps[len(r.cps)-1])
+	require.Zero(t, s.Checkpoint(func(g string) bool { return g == "a2" }), "a group elsewhere is not checkpointed")
+	require.Zero(t, s.Checkpoint(func(g string) bool { return g == "none" }))
+}
+
+// Stored reports what the replicated log holds: a change only once its
+// write was answered as committed, nothing of a failed write, a replay
+// handed to Put as it is, and nothing of a write that was in flight when
+// Forget handed its group away (even if Put took the group in again
+// meanwhile: that replay is newer than the write).
+func TestReplicatedStored(t *testing.T) {
+	r, o := &fakeRepl{fail: map[string]error{}}, &owner{not: map[string]bool{}}
+	s := newReplStore(r, o)
+	offsetOf := func(name string) int64 {
+		g, ok := s.Stored(name)
+		if !ok {
+			return -1
+		}
+		return g.Offsets[0]
+	}
+
+	s.Put(map[string]*Group{"g": {Topic: "orders", Offsets: map[int32]int64{0: 3}}})
+	require.Equal(t, int64(3), offsetOf("g"), "a replay is what the log holds")
+
+	s.Set("g", "orders", []wire.PartitionOffset{{Partition: 0, Offset: 5}}, nil)
+	require.Equal(t, int64(3), offsetOf("g"), "a change not yet written")
+	g, _ := s.Group("g")
+	require.Equal(t, int64(5), g.Offsets[0], "the store itself has it")
+	require.NoError(t, s.Flush())
+	require.Equal(t, int64(5), offsetOf("g"))
+
+	r.fail["g"] = errors.New("no quorum")
+	require.Error(t, commit(s, "g", 0, 7))
+	require.Equal(t, int64(5), offsetOf("g"), "a failed write stored nothing")
+	delete(r.fail, "g")
+
+	// Handed away while its write is in flight, then taken in again with
+	// a newer replay: the late answer does not take it back.
+	r.during = func() {
+		s.Forget(func(string) bool { return true })
+		s.Put(map[string]*Group{"g": {Topic: "orders", Offsets: map[int32]int64{0: 9}}})
+	}
+	s.Set("g", "orders", []wire.PartitionOffset{{Partition: 0, Offset: 8}}, nil)
+	require.NoError(t, s.Flush())
+	require.Equal(t, int64(9), offsetOf("g"))
+	r.during = nil
+
+	s.Remove("g", nil)
+	require.Equal(t, int64(9), offsetOf("g"), "a removal not yet written")
+	require.NoError(t, s.Flush())
+	require.Equal(t, int64(-1), offsetOf("g"))
+
+	s.Put(map[string]*Group{"h": {Topic: "orders", Offsets: map[int32]int64{0: 1}}})
+	s.Forget(func(name string) bool { return name == "h" })
+	require.Equal(t, int64(-1), offsetOf("h"), "a group handed away")
 }

@@ -132,8 +132,10 @@ func (t *test) workload(ctx, wctx context.Context, rec *recorder) (wait func(), 
 	}
 	t.logf("workload: %d producers per partition (unique values, explicit partitions), a fetching consumer per partition",
 		t.cfg.producers)
+	groups := t.groupWorkload(wctx, rec) // groups.go
 	return func() {
 		wg.Wait()
+		groups()
 		prod.close()
 		cons.close()
 	}, nil
@@ -295,7 +297,7 @@ func (t *test) report(h *checker.History, faulted, loaded time.Duration, converg
 		fmt.Println(line)
 	}
 	fmt.Printf("deliveries        %d in %d consumer streams\n", s.Deliveries, s.Streams)
-	fmt.Printf("group offsets     not checked: the suite runs no consumer group yet (%d observations; engine/cluster_groups_test.go checks them in one process)\n", s.GroupOffsets)
+	fmt.Printf("group offsets     %s\n", groupSummary(h))
 	fmt.Printf("converged         %v\n", converged)
 	fmt.Printf("violations        %d\n", len(res.Violations))
 	for _, k := range checker.Kinds() {

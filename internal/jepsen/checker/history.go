@@ -18,9 +18,11 @@
 //     every acknowledged message from their start on.
 //   - Deliveries: what consumers received during the run, in the order
 //     they received it, per consumer and partition.
-//   - GroupOffsets: committed consumer-group offsets, as committed and as
-//     read back (not recorded by the suite yet: it runs no consumer group;
-//     the check is here for when it does).
+//   - GroupOffsets: committed consumer-group offsets: each commit a group
+//     member had answered OK (the offsets it reports stored), and each
+//     answer to a DescribeGroup asked of any node during the run, with
+//     when it was invoked and answered. The suite runs a group per
+//     offsets partition, whose members rejoin every few seconds.
 //
 // # What is checked
 //
