@@ -2,9 +2,12 @@ package cluster
 
 import (
 	"fmt"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/ratatoskr-mq/ratatoskr/cluster/internal/testlog"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
@@ -163,4 +166,70 @@ func TestRetentionKeepsTheLastBatch(t *testing.T) {
 	// group goes on.
 	require.NoError(t, c.propose(lead, "m30").Err)
 	c.waitConverged(31)
+}
+
+// TestSnapshotToANewReplica: a replica added after retention compacted
+// the log (a replacement node) is in no configuration up to the
+// compaction point, and raft refuses a snapshot whose configuration does
+// not include it; the snapshot it is sent is at the last configuration
+// change instead, which adds it. It installs that one snapshot, catches
+// up, is promoted, and holds what the leader holds from its start on.
+func TestSnapshotToANewReplica(t *testing.T) {
+	c := newMemCluster(t, 11)
+	propose := func(v string) Result {
+		var r Result
+		require.Eventually(t, func() bool {
+			h := c.host(c.leader())
+			if h == nil {
+				return false
+			}
+			ch := make(chan Result, 1)
+			h.Propose(testGroup, (&testCluster{}).batch(v), func(r Result) { ch <- r })
+			r = <-ch
+			return r.Err == nil
+		}, 60*time.Second, 5*time.Millisecond)
+		return r
+	}
+	for i := range 40 {
+		propose(fmt.Sprintf("a%02d", i))
+	}
+	c.waitVisible(40)
+	c.retain.Store(5 * int64(len((&testCluster{}).batch("a00"))))
+	waitFor(t, "retention on every replica", func() bool {
+		for _, id := range c.ids {
+			if start, _ := c.logs[id].Bounds(); start < 30 {
+				return false
+			}
+		}
+		return true
+	})
+
+	c.addNode(4)
+	c.changeConf(func(st GroupStatus) bool { return slices.Contains(st.Learners, 4) },
+		single(raftpb.ConfChangeAddLearnerNode, 4))
+	propose("b0")
+	c.changeConf(func(st GroupStatus) bool {
+		return slices.Equal(st.Voters, []uint64{1, 2, 4}) && len(st.Outgoing) == 0 && len(st.Learners) == 0
+	}, single(raftpb.ConfChangeAddNode, 4), single(raftpb.ConfChangeRemoveNode, 3))
+	end := propose("b1").Base + 1
+	c.stop(3)
+	c.ids = []uint64{1, 2, 4}
+	c.setPeers()
+	c.waitVisible(end)
+
+	st4, err := c.host(4).Status(testGroup)
+	require.NoError(t, err)
+	require.Equal(t, 1, st4.Snapshots, "node 4 installed one snapshot")
+	sent := 0
+	for _, id := range []uint64{1, 2} {
+		st, err := c.host(id).Status(testGroup)
+		require.NoError(t, err)
+		sent += st.SnapshotsSent
+	}
+	require.LessOrEqual(t, sent, 3, "a snapshot is sent again only when it was lost")
+	start4, recs4 := recordsFrom(t, c.logs[4])
+	start1, recs1 := recordsFrom(t, c.logs[1])
+	require.GreaterOrEqual(t, start4, start1)
+	require.Equal(t, recs1[start4-start1:], recs4, "node 4 holds what node 1 holds from its start on")
+	require.Equal(t, "b1", recs4[len(recs4)-1])
 }

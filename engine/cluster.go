@@ -112,7 +112,7 @@ func (e *Engine) startCluster() error {
 	}
 	host = cluster.NewHost(cluster.HostConfig{NodeID: cfg.NodeID, Send: tr.Send, Peers: others,
 		TickInterval: cfg.RaftTick, Logger: e.log.With("component", "raft"),
-		RetentionTicks: int(max(cfg.RetentionInterval/max(cfg.RaftTick, time.Millisecond), 1))})
+		RetentionTicks: retentionTicks(cfg)})
 	c.tr, c.host = tr, host
 	host.Start()
 	ctrl, _, err := storage.OpenDiskLog(storage.DiskConfig{FS: cfg.FS, Dir: cfg.DataDir + "/cluster/controller",
@@ -863,10 +863,21 @@ func (c *clusterNode) report() httpapi.Cluster {
 	return out
 }
 
+// retentionTicks is how many Raft ticks make a RetentionInterval (at least
+// one): the host applies the groups' retention that often. A zero RaftTick
+// is the host's default tick, as the host takes it.
+func retentionTicks(cfg *Config) int {
+	tick := cfg.RaftTick
+	if tick <= 0 {
+		tick = cluster.DefaultTickInterval
+	}
+	return int(max(cfg.RetentionInterval/tick, 1))
+}
+
 func raftGroup(st cluster.GroupStatus) httpapi.RaftGroup {
 	return httpapi.RaftGroup{Group: st.ID, Leader: st.Leader, Term: st.Term, State: st.State, Commit: st.Commit,
 		LastIndex: st.LastIndex, Voters: st.Voters, Learners: st.Learners, Outgoing: st.Outgoing, Quiesced: st.Quiesced,
-		Failed: st.Failed}
+		Failed: st.Failed, FirstIndex: st.FirstIndex, Snapshots: st.Snapshots, SnapshotsSent: st.SnapshotsSent}
 }
 
 // Cluster implements httpapi.Broker.

@@ -11,6 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/cluster"
+	"github.com/ratatoskr-mq/ratatoskr/httpapi"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -123,6 +125,29 @@ func TestClusterRetentionAndSnapshot(t *testing.T) {
 		}, 60*time.Second, 10*time.Millisecond, "node %d applies retention", e.cfg.NodeID)
 	}
 
+	// The admin API shows it: the restarted replica installed a snapshot
+	// and its log's first entry is past the ones it lost; a node that
+	// stayed up sent it.
+	local := func(e *Engine) httpapi.RaftGroup {
+		var view httpapi.Cluster
+		newAdmin(t, e).json("GET", "/api/v1/cluster", "", 200, &view)
+		for _, cp := range view.Partitions {
+			if cp.Topic == topic && cp.Local != nil {
+				return *cp.Local
+			}
+		}
+		t.Fatalf("node %d shows no replica of %s", e.cfg.NodeID, topic)
+		return httpapi.RaftGroup{}
+	}
+	g := local(back)
+	require.GreaterOrEqual(t, g.Snapshots, 1)
+	require.Greater(t, g.FirstIndex, uint64(11), "it holds none of the entries of the first 10 messages")
+	sent := 0
+	for _, e := range others {
+		sent += local(e).SnapshotsSent
+	}
+	require.GreaterOrEqual(t, sent, 1)
+
 	// The offsets topic keeps everything, and says so.
 	_, err := lead.createTopicBy(byBroker, OffsetsTopic, offsetsPartitions,
 		[]wire.KV{{Key: ConfigReplicas, Value: "3"}, {Key: ConfigRetention, Value: "0"}, {Key: ConfigRetentionBytes, Value: "0"}}, true)
@@ -131,4 +156,20 @@ func TestClusterRetentionAndSnapshot(t *testing.T) {
 	err = lead.topics.checkUpdate(OffsetsTopic, []wire.KV{{Key: ConfigRetentionBytes, Value: "100"}})
 	require.ErrorContains(t, err, "stays 0")
 	require.NoError(t, lead.topics.checkUpdate(topic, []wire.KV{{Key: ConfigRetentionBytes, Value: "100"}}))
+}
+
+// TestRetentionTicks: the host applies retention every RetentionInterval
+// whatever the tick; the default configuration (RaftTick zero: the
+// host's 50 ms) does so every 5 s, not every 5000 ticks (250 s), as it
+// did when the zero tick was taken for a millisecond.
+func TestRetentionTicks(t *testing.T) {
+	cfg := DefaultConfig()
+	require.Zero(t, cfg.RaftTick)
+	require.Equal(t, 5*time.Second, cfg.RetentionInterval)
+	require.Equal(t, 100, retentionTicks(&cfg))
+	require.Equal(t, 5*time.Second, time.Duration(retentionTicks(&cfg))*cluster.DefaultTickInterval)
+	cfg.RaftTick, cfg.RetentionInterval = 20*time.Millisecond, 50*time.Millisecond
+	require.Equal(t, 2, retentionTicks(&cfg))
+	cfg.RetentionInterval = time.Millisecond // shorter than a tick: every tick
+	require.Equal(t, 1, retentionTicks(&cfg))
 }

@@ -115,6 +115,14 @@ type RaftGroup struct {
 	Outgoing []uint64 `json:"outgoing,omitempty"`
 	Quiesced bool     `json:"quiesced"`
 	Failed   string   `json:"failed,omitempty"`
+	// FirstIndex is the first entry this replica's log holds: retention
+	// compacted the ones before, and a snapshot replaces them for a
+	// replica that needs them. Snapshots counts the snapshots this
+	// replica installed, SnapshotsSent those it sent as leader, since
+	// the node started.
+	FirstIndex    uint64 `json:"first_index"`
+	Snapshots     int    `json:"snapshots"`
+	SnapshotsSent int    `json:"snapshots_sent"`
 }
 
 // ClusterPart is one replicated partition: its replicas and, where this

@@ -149,6 +149,9 @@ func TestRetainStopsAtApplied(t *testing.T) {
 	require.Equal(t, 1, n)
 	start, _ = l2.Bounds()
 	require.Equal(t, int64(2), start)
+	c := s2.st.Compacted
+	require.Equal(t, uint64(2), c.Index, "the change at 3 sits at offset 2 but is not applied")
+	require.Equal(t, []uint64{1, 2, 3}, c.Conf.Voters)
 	snap, err = s2.Snapshot()
 	require.NoError(t, err)
 	require.Equal(t, uint64(2), snap.Metadata.Index, "the change at 3 sits at offset 2 but is not applied")
@@ -246,6 +249,62 @@ func TestApplySnapshot(t *testing.T) {
 
 	require.Error(t, s2.ApplySnapshot(snap), "a snapshot not after the compaction point")
 	require.Error(t, s2.ApplySnapshot(raftpb.Snapshot{Data: []byte("junk"), Metadata: raftpb.SnapshotMetadata{Index: 50, Term: 4}}))
+}
+
+// TestSnapshotCarriesLaterConfChanges: a snapshot at the compaction
+// point carries the configurations applied since; its ConfState is the
+// latest, so that a replica added after the point (here node 5, by the
+// change at 6) is in it, as raft requires to restore it, and that replica
+// does not apply the change at 6 again but knows the configuration at
+// every index from the point on.
+func TestSnapshotCarriesLaterConfChanges(t *testing.T) {
+	_, _, s := compactFixture(t)
+	// One batch removed: the log starts at 2, and the compaction point
+	// takes the change at 3, which sits there.
+	n, err := s.Retain(time.Now(), 0, 5*int64(len(batch(2, "a"))), 10, math.MaxInt64)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	added := raftpb.ConfState{Voters: []uint64{1, 2, 4}, Learners: []uint64{5}}
+	require.NoError(t, s.ApplyConfState(added, 6))
+	snap, err := s.Snapshot()
+	require.NoError(t, err)
+	require.Equal(t, raftpb.SnapshotMetadata{Index: 3, Term: 1, ConfState: added}, snap.Metadata)
+	require.Equal(t, int64(2), snapOffset(t, snap))
+
+	l5, meta5 := &testlog.Log{}, &testlog.Meta{}
+	s5, err := Open(l5, meta5)
+	require.NoError(t, err)
+	require.NoError(t, s5.ApplySnapshot(snap))
+	for range 2 {
+		start, _ := l5.Bounds()
+		require.Equal(t, int64(2), start)
+		fi, _ := s5.FirstIndex()
+		require.Equal(t, uint64(4), fi)
+		_, cs, _ := s5.InitialState()
+		require.Equal(t, added, cs)
+		require.Equal(t, uint64(6), s5.ConfIndex(), "the change at 6 is not applied again")
+		l5.Reopen()
+		s5, err = Open(l5, meta5)
+		require.NoError(t, err)
+	}
+	// The leader's entries from 4 on follow at the offset it gave.
+	ents, err := s.Entries(4, 11, 1<<30)
+	require.NoError(t, err)
+	require.NoError(t, s5.Append(ents))
+	require.Equal(t, int64(12), s5.EndOffset())
+	require.NoError(t, s5.SetHardState(raftpb.HardState{Term: 3, Commit: 10}))
+	s5.Commit(10)
+	// Its own compaction knows the configuration at each index: at 5,
+	// after the change at 3 and before the one at 6.
+	_, err = s5.Retain(time.Now(), 0, 1, 5, math.MaxInt64)
+	require.NoError(t, err)
+	snap5, err := s5.Snapshot()
+	require.NoError(t, err)
+	require.Equal(t, uint64(5), snap5.Metadata.Index)
+	var d snapData
+	require.NoError(t, json.Unmarshal(snap5.Data, &d))
+	require.Equal(t, []uint64{1, 2, 4}, d.Confs[0].Conf.Voters)
+	require.Equal(t, added, snap5.Metadata.ConfState)
 }
 
 // TestApplySnapshotCrash: a crash after the meta file took the snapshot

@@ -22,6 +22,7 @@ import (
 // records it holds past that (not committed when it was asked; they may
 // be cut by a leader, so they are not checked).
 type replicaLog struct {
+	start   int64 // where the log starts (retention removed what was before)
 	records []checker.Record
 	tail    int
 	corrupt []storage.Range
@@ -47,14 +48,15 @@ func readReplica(dir, cp string, commit uint64) (replicaLog, error) {
 	if err != nil {
 		return out, fmt.Errorf("open the Raft log of %s: %w", dir, err)
 	}
-	_, committed := l.Bounds() // Open made the saved commit visible
+	start, committed := l.Bounds() // Open made the saved commit visible
 	if last, _ := st.LastIndex(); commit > 0 {
 		committed = st.OffsetEnd(min(commit, last))
 	}
 	end := st.EndOffset()
 	l.SetVisible(end)
 	out.corrupt = l.Stats().Corrupt
-	err = scan(l, end, func(r checker.Record) {
+	out.start = start
+	err = scan(l, start, end, func(r checker.Record) {
 		if r.Offset < committed {
 			out.records = append(out.records, r)
 		} else {
@@ -64,10 +66,10 @@ func readReplica(dir, cp string, commit uint64) (replicaLog, error) {
 	return out, err
 }
 
-// scan calls fn with every record of l below end, in order.
-func scan(l storage.Log, end int64, fn func(checker.Record)) error {
+// scan calls fn with every record of l from start to end, in order.
+func scan(l storage.Log, start, end int64, fn func(checker.Record)) error {
 	var dec wire.Decompressor
-	next := int64(0)
+	next := start
 	for next < end {
 		before := next
 		var ierr error

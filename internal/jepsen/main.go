@@ -47,6 +47,9 @@ type config struct {
 	faults     string
 	dir        string
 	keep       bool
+	// retentionBytes bounds each partition of the topic (0: kept
+	// forever); segmentBytes is the nodes' segment size (retention.go).
+	retentionBytes, segmentBytes int64
 }
 
 func main() {
@@ -64,6 +67,10 @@ func parseFlags() config {
 	flag.StringVar(&c.faults, "faults", strings.Join(faultNames(), ","), "the faults, comma-separated")
 	flag.StringVar(&c.dir, "dir", "", "work directory (default: a new one under $TMPDIR); removed at the end unless -keep or a failure")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (node logs, data, history)")
+	c.retentionBytes, c.segmentBytes = 1536<<10, 1<<20
+	flag.Var((*size)(&c.retentionBytes), "retention-bytes",
+		"the topic's retention_bytes: each replica removes its oldest segments past it, and nodes behind their leader's start install snapshots (0: keep forever)")
+	flag.Var((*size)(&c.segmentBytes), "segment-bytes", "the nodes' --segment-bytes (1MiB..4GiB)")
 	flag.Parse()
 	if c.seed == 0 {
 		c.seed = uint64(time.Now().UnixNano())
@@ -96,6 +103,7 @@ type test struct {
 	replacements []string
 
 	groups map[int]uint64 // each partition's Raft group
+	snaps  map[snapKey]snapCount
 }
 
 // logf prints an event with the time since the start, and keeps it in
@@ -152,7 +160,9 @@ func (t *test) snapshot(ctx context.Context) view {
 			continue
 		}
 		wg.Go(func() {
+			started := n.startedAt()
 			if r, err := status(ctx, n); err == nil {
+				t.noteSnapshots(n, started, r)
 				mu.Lock()
 				v.reports[n.id] = r
 				mu.Unlock()
@@ -220,6 +230,9 @@ func preflight(cfg config) error {
 	if os.Geteuid() != 0 {
 		return errors.New("must run as root: it creates network namespaces (CI runs as root; locally: sudo make test-cluster)")
 	}
+	if err := checkSizes(cfg); err != nil {
+		return err
+	}
 	if err := checkNetns(); err != nil {
 		return err
 	}
@@ -257,7 +270,8 @@ func newTest(cfg config) (*test, error) {
 		return nil, err
 	}
 	t := &test{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.seed, cfg.seed>>1|1)), net: &network{}, bin: bin,
-		start: time.Now(), dir: dir, injected: map[string]int{}, groups: map[int]uint64{}, life: context.Background()}
+		start: time.Now(), dir: dir, injected: map[string]int{}, groups: map[int]uint64{}, life: context.Background(),
+		snaps: map[snapKey]snapCount{}}
 	if t.out, err = os.Create(filepath.Join(dir, "events.log")); err != nil {
 		return nil, err
 	}
@@ -278,7 +292,8 @@ func (t *test) addNode(peers string) (*node, error) {
 	if id > maxNodeID {
 		return nil, fmt.Errorf("node id %d: no address left", id)
 	}
-	n := &node{id: id, bin: t.bin, dir: filepath.Join(t.dir, fmt.Sprintf("n%d", id)), peer: peers, log: t.logf}
+	n := &node{id: id, bin: t.bin, dir: filepath.Join(t.dir, fmt.Sprintf("n%d", id)), peer: peers, log: t.logf,
+		args: brokerArgs(t.cfg.segmentBytes)}
 	if err := os.MkdirAll(n.dir, 0o755); err != nil {
 		return nil, err
 	}

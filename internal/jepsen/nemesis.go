@@ -286,7 +286,7 @@ func (t *test) refused(ctx context.Context, n *node) error {
 		if !n.running() {
 			return fmt.Errorf("wiped node %d crashed after its restart: %s", n.id, n.lastWords())
 		}
-		if refused.IsZero() && n.logged("not admitted") {
+		if refused.IsZero() && (n.logged("not admitted") || t.othersRefuse(n)) {
 			refused = time.Now()
 			t.logf("wiped node %d refused by the others after %.1fs", n.id, refused.Sub(start).Seconds())
 		}
@@ -303,6 +303,19 @@ func (t *test) refused(ctx context.Context, n *node) error {
 			r.Controller.Leader, len(r.Partitions))
 	}
 	return nil
+}
+
+// othersRefuse reports whether another member's log says it refused node
+// n when it dialed it. The wiped node's own log says so only when it is
+// the one that dials; it dials only its --peers, which may all have been
+// replaced since it started (a node id is wiped once: it is then retired).
+func (t *test) othersRefuse(n *node) bool {
+	for _, m := range t.live() {
+		if m != n && m.logged(fmt.Sprintf("does not admit node %d (", n.id)) {
+			return true
+		}
+	}
+	return false
 }
 
 // replace replaces node old, which lost its data, as docs/CLUSTER.md

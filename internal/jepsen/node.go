@@ -30,6 +30,8 @@ type node struct {
 	dir  string // the node's directory: data/ and node.log
 	peer string // --peers: the first three nodes' for them, the members' for a replacement
 	log  func(format string, args ...any)
+	// args are more serve flags (brokerArgs).
+	args []string
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -63,6 +65,7 @@ func (n *node) start() error {
 		"--admin-token", adminToken, "--allow-anonymous", "--no-auto-create-topics",
 		"--shards", "1", "--event-loops", "1", "--no-pin-shards", "--cache-bytes", "16MiB",
 		"--shutdown-timeout", "5s")
+	cmd.Args = append(cmd.Args, n.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so a Ctrl-C at the terminal reaches only the
 	// runner, which stops the nodes itself; and killed with the runner.

@@ -83,8 +83,12 @@ func (t *test) setup(ctx context.Context) error {
 	// protocol's replicas key can), so the replica sets are checked below.
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	retain := client.UnboundedBytes
+	if t.cfg.retentionBytes > 0 {
+		retain = t.cfg.retentionBytes
+	}
 	if err := c.CreateTopic(cctx, t.cfg.topic, client.TopicConfig{Partitions: t.cfg.partitions, Storage: "disk",
-		Fsync: "always", Retention: client.KeepForever, RetentionBytes: client.UnboundedBytes}); err != nil {
+		Fsync: "always", Retention: client.KeepForever, RetentionBytes: retain}); err != nil {
 		return fmt.Errorf("create topic: %w", err)
 	}
 	if why := t.waitView(ctx, time.Minute, func(v view) string {
@@ -98,7 +102,8 @@ func (t *test) setup(ctx context.Context) error {
 		}
 		t.groups[p.Partition] = p.Local.Group
 	}
-	t.logf("cluster up: 3 nodes, topic %s with %d partitions, 3 replicas each, fsync=always", t.cfg.topic, t.cfg.partitions)
+	t.logf("cluster up: 3 nodes, topic %s with %d partitions, 3 replicas each, fsync=always, retention_bytes %s (segments of %s)",
+		t.cfg.topic, t.cfg.partitions, formatSize(t.cfg.retentionBytes), formatSize(t.cfg.segmentBytes))
 	return nil
 }
 
@@ -123,6 +128,7 @@ func (t *test) workload(ctx, wctx context.Context, rec *recorder) (wait func(), 
 			wg.Go(func() { producer(wctx, id, p, t.cfg.topic, prod, rec) })
 		}
 		wg.Go(func() { consumer(wctx, p, t.cfg.topic, cons, rec) })
+		wg.Go(func() { laggard(wctx, p, t.cfg.topic, cons, rec) })
 	}
 	t.logf("workload: %d producers per partition (unique values, explicit partitions), a fetching consumer per partition",
 		t.cfg.producers)
@@ -150,8 +156,9 @@ func (t *test) progress(ctx context.Context, rec *recorder) func() {
 				return
 			case now := <-tick.C:
 				a := rec.acked.Load()
-				t.logf("progress: %d acked (%.0f/s), %d refused, %d unknown, %d delivered",
-					a, float64(a-last)/now.Sub(lastAt).Seconds(), rec.failed.Load(), rec.unknown.Load(), rec.delivered.Load())
+				t.logf("progress: %d acked (%.0f/s), %d refused, %d unknown, %d delivered, %d consumer jumps",
+					a, float64(a-last)/now.Sub(lastAt).Seconds(), rec.failed.Load(), rec.unknown.Load(), rec.delivered.Load(),
+					rec.jumps.Load())
 				last, lastAt = a, now
 			}
 		}
@@ -236,13 +243,13 @@ func (t *test) leaderRead(ctx context.Context, v view, p int) (*checker.Read, er
 		return nil, err
 	}
 	defer func() { _ = c.Close() }()
-	recs, err := readAll(ctx, c, t.cfg.topic, p)
+	start, recs, err := readAll(ctx, c, t.cfg.topic, p)
 	if err != nil {
 		return nil, fmt.Errorf("read partition %d from its leader %d: %w", p, l, err)
 	}
-	t.logf("partition %d: %d messages at its leader, node %d", p, len(recs), l)
+	t.logf("partition %d: %d messages at its leader, node %d, from offset %d", p, len(recs), l, start)
 	return &checker.Read{Source: fmt.Sprintf("a fetch from leader %d", l), Topic: t.cfg.topic,
-		Partition: int32(p), Records: recs, Final: g.Commit == g.LastIndex}, nil
+		Partition: int32(p), Start: start, Records: recs, Final: g.Commit == g.LastIndex}, nil
 }
 
 // replicaRead reads node n's replica of partition p from its data
@@ -266,9 +273,9 @@ func (t *test) replicaRead(v view, n *node, p int, scratch string) (checker.Read
 	if len(rl.corrupt) > 0 {
 		t.problem("node %d, partition %d: corrupt ranges %v", n.id, p, rl.corrupt)
 	}
-	r.Records = rl.records
-	t.logf("partition %d: node %d holds %d committed messages (+%d not known committed), final=%v",
-		p, n.id, len(rl.records), rl.tail, r.Final)
+	r.Records, r.Start = rl.records, rl.start
+	t.logf("partition %d: node %d holds %d committed messages from offset %d (+%d not known committed), final=%v",
+		p, n.id, len(rl.records), rl.start, rl.tail, r.Final)
 	return r, nil
 }
 
@@ -284,8 +291,11 @@ func (t *test) report(h *checker.History, faulted, loaded time.Duration, converg
 	fmt.Printf("publishes         %d in %.1f min: %d acked (%.0f/min), %d refused (NOT_LEADER), %d unknown outcome (%d of them stored)\n",
 		s.Publishes, loaded.Minutes(), s.Acked, float64(s.Acked)/max(loaded.Minutes(), 1.0/60), s.Failed, s.Unknown+s.Pending,
 		s.UncertainStored)
-	fmt.Printf("reads             %d whole logs (%d final: each must hold every ack), %d records; %d ack checks\n",
+	fmt.Printf("reads             %d whole logs (%d final: each must hold every ack from its start on), %d records; %d ack checks\n",
 		s.Reads, s.FinalReads, s.Records, s.AckChecks)
+	for _, line := range t.retentionSummary(h, s) {
+		fmt.Println(line)
+	}
 	fmt.Printf("deliveries        %d in %d consumer streams\n", s.Deliveries, s.Streams)
 	fmt.Printf("group offsets     %s\n", groupSummary(h))
 	fmt.Printf("converged         %v\n", converged)

@@ -2,6 +2,9 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -262,4 +265,32 @@ func TestSuiteNamespaces(t *testing.T) {
 	list := "rtj-n12 (id: 5)\nrtj-n1\nother (id: 0)\nrtj-hub (id: 1)\n\n"
 	require.Equal(t, []string{"rtj-n12", "rtj-n1", "rtj-hub"}, suiteNamespaces(list))
 	require.Empty(t, suiteNamespaces(""))
+}
+
+// TestOthersRefuse: a wiped node counts as refused when another member's
+// log (since its start) says it does not admit it; node 1 is not node 10.
+func TestOthersRefuse(t *testing.T) {
+	tt := &test{dir: t.TempDir(), bin: "ratatoskr"}
+	for range 3 {
+		_, err := tt.addNode("")
+		require.NoError(t, err)
+	}
+	write := func(n *node, text string) {
+		require.NoError(t, os.WriteFile(filepath.Join(n.dir, "node.log"), []byte(text), 0o644))
+	}
+	refusal := func(id int) string {
+		return fmt.Sprintf(`level=ERROR msg="cluster transport: not admitted" err="transport: not admitted: this node does not admit node %d (data directory 73148a): ..."`+"\n", id)
+	}
+	write(tt.node(1), "---- jepsen: start node 1\n")
+	write(tt.node(2), refusal(1)+"---- jepsen: start node 2\n"+refusal(10))
+	write(tt.node(3), "---- jepsen: start node 3\n")
+	require.False(t, tt.othersRefuse(tt.node(1)), "before its last start, or another node")
+	write(tt.node(3), "---- jepsen: start node 3\n"+refusal(1))
+	require.True(t, tt.othersRefuse(tt.node(1)))
+	write(tt.node(1), "---- jepsen: start node 1\n"+refusal(1))
+	write(tt.node(3), "---- jepsen: start node 3\n")
+	require.False(t, tt.othersRefuse(tt.node(1)), "its own log is not another member's")
+	tt.node(3).retire()
+	write(tt.node(3), "---- jepsen: start node 3\n"+refusal(1))
+	require.False(t, tt.othersRefuse(tt.node(1)), "a retired node is no member")
 }

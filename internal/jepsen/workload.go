@@ -36,7 +36,7 @@ type recorder struct {
 	mu sync.Mutex
 	h  checker.History
 
-	acked, failed, unknown, delivered atomic.Int64
+	acked, failed, unknown, delivered, jumps atomic.Int64
 }
 
 func (r *recorder) now() int64 { return int64(time.Since(r.start)) }
@@ -52,6 +52,14 @@ func (r *recorder) publish(p checker.Publish) {
 	}
 	r.mu.Lock()
 	r.h.Publishes = append(r.h.Publishes, p)
+	r.mu.Unlock()
+}
+
+// jump records a consumer moving past offsets retention removed.
+func (r *recorder) jump(j checker.Jump) {
+	r.jumps.Add(1)
+	r.mu.Lock()
+	r.h.Jumps = append(r.h.Jumps, j)
 	r.mu.Unlock()
 }
 
@@ -232,11 +240,36 @@ func producer(ctx context.Context, id, p int, topic string, rt *router, rec *rec
 }
 
 // consumer fetches partition p from offset 0 on, in order, until ctx
-// ends, recording every message as a delivery.
+// ends, recording every message as a delivery. When retention removed
+// the offset it wants, it goes on from the partition's start, and
+// records the jump.
 func consumer(ctx context.Context, p int, topic string, rt *router, rec *recorder) {
-	name := fmt.Sprintf("fetch-%d", p)
+	consume(ctx, fmt.Sprintf("fetch-%d", p), p, topic, rt, rec, 0)
+}
+
+// Laggards read for lagRead, then stall for lagStall, over and over: by
+// then retention has usually removed where they were (the start moves
+// once per segment, 20-60 s of load at 1 MiB), so they jump.
+const (
+	lagRead  = 20 * time.Second
+	lagStall = 60 * time.Second
+)
+
+// laggard is a consumer of partition p that stalls (see lagRead).
+func laggard(ctx context.Context, p int, topic string, rt *router, rec *recorder) {
+	consume(ctx, fmt.Sprintf("lag-%d", p), p, topic, rt, rec, lagRead)
+}
+
+// consume is a consumer named name; one that reads for read (not 0)
+// then stalls for lagStall, and again.
+func consume(ctx context.Context, name string, p int, topic string, rt *router, rec *recorder, read time.Duration) {
 	next := int64(0)
+	stallAt := time.Now().Add(read)
 	for ctx.Err() == nil {
+		if read > 0 && time.Now().After(stallAt) {
+			pace(ctx, lagStall)
+			stallAt = time.Now().Add(read)
+		}
 		node, c := rt.route(p)
 		if c == nil {
 			pace(ctx, 50*time.Millisecond)
@@ -256,8 +289,18 @@ func consumer(ctx context.Context, p int, topic string, rt *router, rec *recorde
 		switch {
 		case err == nil:
 		case errors.Is(err, client.ErrOffsetOutOfRange):
-			// A new leader that has not committed up to here yet.
-			pace(ctx, 100*time.Millisecond)
+			// Below the node's start (retention removed it), or past its
+			// end (a new leader that has not committed up to here yet).
+			start, serr := startOf(ctx, c, topic, p)
+			switch {
+			case serr == nil && start > next:
+				rec.jump(checker.Jump{Consumer: name, Topic: topic, Partition: int32(p), From: next, To: start})
+				next = start
+			case serr == nil || errors.Is(serr, client.ErrOffsetOutOfRange): // the start moved meanwhile
+				pace(ctx, 100*time.Millisecond)
+			case rt.failed(p, node, serr):
+				pace(ctx, 50*time.Millisecond)
+			}
 		case rt.failed(p, node, err):
 			pace(ctx, 50*time.Millisecond)
 		}
@@ -274,23 +317,37 @@ func pace(ctx context.Context, d time.Duration) {
 	}
 }
 
-// readAll reads partition p whole from its leader, node id.
-func readAll(ctx context.Context, c *client.Client, topic string, p int) ([]checker.Record, error) {
+// startOf asks the node c reaches where its log of partition p starts
+// (a fetch of nothing at the earliest offset).
+func startOf(ctx context.Context, c *client.Client, topic string, p int) (int64, error) {
+	fctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	f, err := c.Fetch(fctx, topic, p, client.Earliest, client.MaxBytes(1))
+	return f.Start, err
+}
+
+// readAll reads partition p whole from its leader, from the start of its
+// log (retention removed what was before): the start the first answer
+// reported, and the records.
+func readAll(ctx context.Context, c *client.Client, topic string, p int) (int64, []checker.Record, error) {
 	var recs []checker.Record
-	next := int64(0)
+	from, start := client.Earliest, int64(-1)
 	for {
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		f, err := c.Fetch(fctx, topic, p, client.AtOffset(next), client.MaxBytes(4<<20))
+		f, err := c.Fetch(fctx, topic, p, from, client.MaxBytes(4<<20))
 		cancel()
 		if err != nil {
-			return recs, err
+			return start, recs, err
+		}
+		if start < 0 {
+			start = f.Start
 		}
 		for _, m := range f.Messages {
 			recs = append(recs, checker.Record{Offset: m.Offset, Value: string(m.Value)})
 		}
 		if f.Next >= f.End || len(f.Messages) == 0 {
-			return recs, nil
+			return start, recs, nil
 		}
-		next = f.Next
+		from = client.AtOffset(f.Next)
 	}
 }

@@ -26,8 +26,13 @@ type Stats struct {
 	GroupOffsets               int
 	Partitions                 int
 	// AckChecks counts the (acknowledged message, final read) pairs
-	// compared: how much the lost-ack check looked at.
-	AckChecks int
+	// compared: how much the lost-ack check looked at; AckRetained the
+	// pairs not compared because the message is below the read's start
+	// (retention removed it there).
+	AckChecks, AckRetained int
+	// Jumps counts the consumer jumps recorded, JumpsTaken the skips in
+	// delivery streams that jumps explained.
+	Jumps, JumpsTaken int
 }
 
 // OK reports whether the history breaks no property.
@@ -48,9 +53,14 @@ func Check(h *History) Result {
 			c.res.Stats.FinalReads++
 		}
 		c.res.Stats.Records += len(r.Records)
-		c.source(part{r.Topic, r.Partition}, r.Source, r.Records)
+		pt := part{r.Topic, r.Partition}
+		if len(r.Records) > 0 && r.Records[0].Offset > r.Start {
+			c.add(Gap, pt, r.Start, "", "%s starts at offset %d, but its first record is at %d (%q)",
+				r.Source, r.Start, r.Records[0].Offset, r.Records[0].Value)
+		}
+		c.source(pt, r.Source, r.Records, nil)
 	}
-	c.deliveries(h.Deliveries)
+	c.deliveries(h.Deliveries, h.Jumps)
 	c.conflicts()
 	c.reordered()
 	for i := range h.Reads {
@@ -178,12 +188,18 @@ func (x *index[K, V]) add(k K, v V, source string) {
 // source checks one log or delivery stream on its own (offsets increase
 // one by one, no value more often than published, nothing unpublished or
 // refused) and records what it shows for the checks across sources.
-func (c *checker) source(pt part, name string, recs []Record) {
+// jumps (a delivery stream's, by From) are where it may skip.
+func (c *checker) source(pt part, name string, recs []Record, jumps map[int64]int64) {
 	count := make(map[string]int, len(recs))
 	var order []string // the values in the order first held
+	if _, ok := jumps[0]; ok && len(recs) > 0 {
+		// It jumped before its first delivery: it began at offset 0, and
+		// must go on where its jumps lead.
+		c.sequence(pt, name, Record{Offset: -1}, recs[0], jumps)
+	}
 	for i, r := range recs {
 		if i > 0 {
-			c.sequence(pt, name, recs[i-1], r)
+			c.sequence(pt, name, recs[i-1], r, jumps)
 		}
 		if count[r.Value]++; count[r.Value] == 1 {
 			order = append(order, r.Value)
@@ -195,8 +211,26 @@ func (c *checker) source(pt part, name string, recs []Record) {
 	}
 }
 
-// sequence checks that r follows prev in a log or a delivery stream.
-func (c *checker) sequence(pt part, name string, prev, r Record) {
+// sequence checks that r follows prev in a log or a delivery stream,
+// which may skip only along its jumps.
+func (c *checker) sequence(pt part, name string, prev, r Record, jumps map[int64]int64) {
+	next := prev.Offset + 1
+	if r.Offset > next && jumps != nil {
+		to := follow(jumps, next)
+		switch {
+		case to == r.Offset:
+			c.res.Stats.JumpsTaken++
+			return
+		case to > r.Offset:
+			c.add(OutOfOrder, pt, r.Offset, r.Value, "%s has offset %d (%q) after offset %d (%q) and a jump to the start %d",
+				name, r.Offset, r.Value, prev.Offset, prev.Value, to)
+			return
+		case to > next:
+			c.add(Gap, pt, to, "", "%s skips offsets %d..%d (from %q to %q) after jumping from %d to the start %d",
+				name, to, r.Offset-1, prev.Value, r.Value, next, to)
+			return
+		}
+	}
 	switch {
 	case r.Offset == prev.Offset && r.Value == prev.Value:
 		c.add(Duplicate, pt, r.Offset, r.Value, name+" holds offset %d twice", r.Offset)
@@ -239,12 +273,34 @@ func (c *checker) once(k Kind, pt part, v string) bool {
 	return false
 }
 
-// deliveries checks each consumer's stream of each partition as a source.
-func (c *checker) deliveries(ds []Delivery) {
+// follow returns where a stream that wants offset from ends up after
+// its jumps: each moves it on from the offset it wanted to a start.
+func follow(jumps map[int64]int64, from int64) int64 {
+	for {
+		to, ok := jumps[from]
+		if !ok || to <= from {
+			return from
+		}
+		from = to
+	}
+}
+
+// deliveries checks each consumer's stream of each partition as a source,
+// with its jumps.
+func (c *checker) deliveries(ds []Delivery, js []Jump) {
 	type stream struct {
 		consumer string
 		pt       part
 	}
+	jumps := map[stream]map[int64]int64{}
+	for _, j := range js {
+		s := stream{j.Consumer, part{j.Topic, j.Partition}}
+		if jumps[s] == nil {
+			jumps[s] = map[int64]int64{}
+		}
+		jumps[s][j.From] = j.To
+	}
+	c.res.Stats.Jumps = len(js)
 	streams := map[stream][]Record{}
 	var order []stream
 	for _, d := range ds {
@@ -256,7 +312,7 @@ func (c *checker) deliveries(ds []Delivery) {
 	}
 	c.res.Stats.Deliveries, c.res.Stats.Streams = len(ds), len(order)
 	for _, s := range order {
-		c.source(s.pt, "consumer "+s.consumer, streams[s])
+		c.source(s.pt, "consumer "+s.consumer, streams[s], jumps[s])
 	}
 }
 
@@ -285,20 +341,32 @@ func (c *checker) reordered() {
 }
 
 // lostAcks checks that a final read holds every acknowledged message of
-// its partition at the offset of its ack.
+// its partition at the offset of its ack, from where it starts (its
+// start, or its first record if that is before) on; and that it had at
+// least one to check.
 func (c *checker) lostAcks(r *Read) {
 	pt := part{r.Topic, r.Partition}
+	from := r.Start
+	if len(r.Records) > 0 {
+		from = min(from, r.Records[0].Offset)
+	}
+	checked := 0
 	at := make(map[int64]string, len(r.Records))
 	for _, rec := range r.Records {
 		at[rec.Offset] = rec.Value
 	}
-	end := int64(0)
+	end := from
 	if n := len(r.Records); n > 0 {
 		end = r.Records[n-1].Offset + 1
 	}
 	var where map[string]int64 // built at the first loss
 	for _, p := range c.acks[pt] {
+		if p.Offset < from {
+			c.res.Stats.AckRetained++
+			continue
+		}
 		c.res.Stats.AckChecks++
+		checked++
 		got, ok := at[p.Offset]
 		if ok && got == p.Value {
 			continue
@@ -322,6 +390,13 @@ func (c *checker) lostAcks(r *Read) {
 			detail += fmt.Sprintf(" (it holds the value at offset %d)", o)
 		}
 		c.add(LostAck, pt, p.Offset, p.Value, "%s", detail)
+	}
+	switch {
+	case checked > 0:
+	case len(c.acks[pt]) == 0:
+		c.add(Unchecked, pt, -1, "", "%s: no message of the partition was acknowledged", r.Source)
+	default:
+		c.add(Unchecked, pt, from, "", "%s: all %d acknowledged messages are below its start", r.Source, len(c.acks[pt]))
 	}
 }
 

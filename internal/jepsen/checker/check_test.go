@@ -2,6 +2,7 @@ package checker
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -155,6 +156,123 @@ func TestViolations(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h := fine()
+			tc.change(h)
+			r := Check(h)
+			require.Equal(t, tc.want, kinds(r), "%v", r.Violations)
+		})
+	}
+}
+
+// retained is a legal history of a topic with retention: acks at 0..9;
+// final reads of logs that start at 4, 6 and 5 (each replica removes its
+// own segments) and a leader's at 6; consumers that jumped over what
+// retention removed, one of them twice in a row, one that started late,
+// and one that started after retention had removed offset 0.
+func retained() *History {
+	h := &History{Publishes: []Publish{with(Unknown, "u"), with(Failed, "f")}}
+	var vals []string
+	for i := range 10 {
+		v := fmt.Sprintf("m%d", i)
+		vals = append(vals, v)
+		h.Publishes = append(h.Publishes, acked(v, int64(i)))
+	}
+	from := func(start int64) []Record { return log(start, vals[start:]...) }
+	h.Reads = []Read{
+		{Source: "node 1", Topic: topic, Start: 4, Records: from(4), Final: true},
+		{Source: "node 2", Topic: topic, Start: 6, Records: from(6), Final: true},
+		{Source: "node 3", Topic: topic, Start: 5, Records: from(5), Final: true},
+		{Source: "leader fetch", Topic: topic, Start: 6, Records: from(6), Final: true},
+		{Source: "early read", Topic: topic, Records: log(0, vals[:3]...)},
+	}
+	h.Deliveries = slices.Concat(stream("c1", log(0, vals[:3]...)), stream("c1", from(5)),
+		stream("c2", log(0, vals[0])), stream("c2", from(6)), stream("c3", from(7)), stream("c4", from(8)))
+	h.Jumps = []Jump{{Consumer: "c1", Topic: topic, From: 3, To: 5},
+		{Consumer: "c2", Topic: topic, From: 1, To: 4}, {Consumer: "c2", Topic: topic, From: 4, To: 6},
+		{Consumer: "c4", Topic: topic, From: 0, To: 8}}
+	return h
+}
+
+func TestRetainedHistory(t *testing.T) {
+	r := Check(retained())
+	require.True(t, r.OK(), "%v", r.Violations)
+	require.Equal(t, Stats{Publishes: 12, Acked: 10, Failed: 1, Unknown: 1, Reads: 5, FinalReads: 4, Records: 22,
+		Deliveries: 18, Streams: 4, Partitions: 1, AckChecks: 19, AckRetained: 21, Jumps: 4, JumpsTaken: 3}, r.Stats)
+}
+
+// TestRetainedViolations: retention excuses only what is below a read's
+// start and the skips of a consumer's jumps; everything else is checked
+// as without it.
+func TestRetainedViolations(t *testing.T) {
+	cases := []struct {
+		name   string
+		change func(h *History)
+		want   map[Kind]int
+	}{
+		{"an acked message missing above a read's start", func(h *History) {
+			h.Reads[0].Records = slices.Delete(h.Reads[0].Records, 2, 3) // offset 6
+		}, map[Kind]int{LostAck: 1, Gap: 1}},
+		{"a read whose records begin after its start", func(h *History) {
+			h.Reads[0].Records = h.Reads[0].Records[1:]
+		}, map[Kind]int{LostAck: 1, Gap: 1}},
+		{"a final read past its last record", func(h *History) {
+			h.Reads[1].Records = h.Reads[1].Records[:2]
+		}, map[Kind]int{LostAck: 2}},
+		{"a gap inside a read that is not final", func(h *History) {
+			h.Reads[4] = Read{Source: "mid-run read", Topic: topic, Start: 5, Records: []Record{{5, "m5"}, {7, "m7"}}}
+		}, map[Kind]int{Gap: 1}},
+		{"another value above the start", func(h *History) {
+			h.Reads[2].Records[2].Value = "u" // offset 7
+		}, map[Kind]int{LostAck: 1, Conflict: 1}},
+		{"a record below the start is checked where held", func(h *History) {
+			h.Reads[0].Records = append([]Record{{3, "m2"}}, h.Reads[0].Records...)
+		}, map[Kind]int{LostAck: 1, Conflict: 1, Reordered: 1}},
+		{"a refused publish below another read's start", func(h *History) {
+			h.Reads[0].Records = append([]Record{{3, "f"}}, h.Reads[0].Records...)
+		}, map[Kind]int{LostAck: 1, Conflict: 1, FailedStored: 1}},
+		{"a consumer skip with no jump", func(h *History) {
+			h.Deliveries = slices.DeleteFunc(h.Deliveries, func(d Delivery) bool { return d.Consumer == "c3" && d.Offset == 8 })
+		}, map[Kind]int{Gap: 1}},
+		{"a consumer skip past the start it jumped to", func(h *History) {
+			h.Deliveries = slices.DeleteFunc(h.Deliveries, func(d Delivery) bool { return d.Consumer == "c1" && d.Offset == 5 })
+		}, map[Kind]int{Gap: 1}},
+		{"a consumer delivered below the start it jumped to", func(h *History) {
+			h.Jumps[0].To = 6
+		}, map[Kind]int{OutOfOrder: 1}},
+		{"a consumer that jumped from 0 begins past the start", func(h *History) {
+			h.Jumps[3].To = 7
+		}, map[Kind]int{Gap: 1}},
+		{"a consumer that jumped from 0 begins below the start", func(h *History) {
+			h.Jumps[3].To = 9
+		}, map[Kind]int{OutOfOrder: 1}},
+		{"a broken chain of jumps", func(h *History) {
+			h.Jumps = h.Jumps[:2]
+		}, map[Kind]int{Gap: 1}},
+		{"another consumer's jump excuses nothing", func(h *History) {
+			h.Jumps[0].Consumer = "c3"
+		}, map[Kind]int{Gap: 1}},
+		{"another partition's jump excuses nothing", func(h *History) {
+			h.Jumps[0].Partition = 1
+		}, map[Kind]int{Gap: 1}},
+		{"a final read that starts past every ack", func(h *History) {
+			h.Reads[3].Start, h.Reads[3].Records = 10, nil
+		}, map[Kind]int{Unchecked: 1}},
+		{"a final read empty from its start", func(h *History) {
+			h.Reads[3].Records = nil
+		}, map[Kind]int{LostAck: 4}},
+		{"no acknowledged message at all", func(h *History) {
+			for i := range h.Publishes {
+				if h.Publishes[i].Outcome == Acked {
+					h.Publishes[i].Outcome = Unknown
+				}
+			}
+		}, map[Kind]int{Unchecked: 4}},
+		{"a read not final need check nothing", func(h *History) {
+			h.Reads[4] = Read{Source: "mid-run read", Topic: topic, Start: 10}
+		}, map[Kind]int{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := retained()
 			tc.change(h)
 			r := Check(h)
 			require.Equal(t, tc.want, kinds(r), "%v", r.Violations)

@@ -12,8 +12,10 @@
 //     the batch in flight).
 //   - Reads: whole logs of a partition, one per source: each replica's
 //     log read from its data directory after the run, and a full read
-//     from the leader. Final reads were taken after the cluster healed
-//     and converged, and must hold every acknowledged message.
+//     from the leader. Each starts where its log started (retention
+//     removes a log's oldest segments, each replica its own). Final reads
+//     were taken after the cluster healed and converged, and must hold
+//     every acknowledged message from their start on.
 //   - Deliveries: what consumers received during the run, in the order
 //     they received it, per consumer and partition.
 //   - GroupOffsets: committed consumer-group offsets: each commit a group
@@ -25,23 +27,39 @@
 // # What is checked
 //
 //	LostAck       an acknowledged message is not at its offset in a final read
+//	              that starts at or below it
 //	Conflict      two different values at one offset (acks, reads, deliveries)
 //	Reordered     a value at different offsets in different places, so the
 //	              partition's order differs between them
 //	Duplicate     a value held more often in one log (or delivered more often
 //	              to one consumer) than it was published
 //	OutOfOrder    a log or a delivery stream whose offsets do not increase
-//	Gap           a log or a delivery stream that skips an offset
+//	Gap           a log that skips an offset or does not begin at its start,
+//	              or a delivery stream that skips one other than by a Jump
 //	FailedStored  a publish refused for certain (NOT_LEADER, nothing stored) is
 //	              in a log
 //	Phantom       a value nobody published
 //	OffsetBackwards  a consumer group's committed offset went backwards
+//	Unchecked     a final read in which no acknowledged message could be
+//	              checked (none acked, or all below its start): it proves
+//	              nothing, so a run must not pass on it
 //
 // What is legal is allowed: a publish whose outcome is unknown, or that
 // never got an answer, may be in the logs or not (at most once per
 // attempt); an acknowledged one must be exactly where its ack said. The
 // offsets of this broker are dense (control entries take none), so a log
 // or a sequential consumer that skips one lost something.
+//
+// Retention is legal too: what is below a read's start is gone from that
+// read, and an acknowledged message there is not looked for in it (Stats
+// counts these); where a read holds it, it is checked as any other. A
+// consumer whose next offset was removed jumps to the start: its stream
+// may skip from the offset it asked for to the start it was given, or
+// along a chain of such jumps, and nowhere else (one that jumped from
+// offset 0 began there: its first delivery is where its jumps lead).
+// The history records
+// each jump (Jumps): the offset asked for and the start the node
+// reported.
 //
 // A swap of two messages between two replicas shows as a Conflict at
 // each of the two offsets and a Reordered for each value: the kinds say
@@ -119,8 +137,12 @@ type Read struct {
 	Topic     string
 	Partition int32
 	Records   []Record // in the log's order
+	// Start is the offset the log started at when read (retention
+	// removed what was before it); the records must begin there (or
+	// before it). 0: the partition's first offset.
+	Start int64
 	// Final: read after the cluster healed and converged. It must hold
-	// every acknowledged message of the partition.
+	// every acknowledged message of the partition from its start on.
 	Final bool
 }
 
@@ -131,6 +153,17 @@ type Delivery struct {
 	Partition int32
 	Offset    int64
 	Value     string
+}
+
+// Jump is a consumer moving past offsets retention removed: it asked for
+// offset From, was told it is below the partition's start (a fetch's
+// OFFSET_OUT_OF_RANGE), and went on from To, the start the node
+// reported. Its stream may skip from From to To.
+type Jump struct {
+	Consumer  string
+	Topic     string
+	Partition int32
+	From, To  int64
 }
 
 // GroupOffset is one observation of a consumer group's committed offset
@@ -152,6 +185,7 @@ type History struct {
 	Reads        []Read
 	Deliveries   []Delivery
 	GroupOffsets []GroupOffset
+	Jumps        []Jump
 }
 
 // Kind is what a violation violates.
@@ -168,11 +202,12 @@ const (
 	FailedStored
 	Phantom
 	OffsetBackwards
+	Unchecked
 )
 
 var kindNames = [...]string{LostAck: "lost-ack", Conflict: "conflict", Reordered: "reordered",
 	Duplicate: "duplicate", OutOfOrder: "out-of-order", Gap: "gap", FailedStored: "failed-stored",
-	Phantom: "phantom", OffsetBackwards: "offset-backwards"}
+	Phantom: "phantom", OffsetBackwards: "offset-backwards", Unchecked: "unchecked"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
@@ -183,7 +218,7 @@ func (k Kind) String() string {
 
 // Kinds lists every kind, in order.
 func Kinds() []Kind {
-	return []Kind{LostAck, Conflict, Reordered, Duplicate, OutOfOrder, Gap, FailedStored, Phantom, OffsetBackwards}
+	return []Kind{LostAck, Conflict, Reordered, Duplicate, OutOfOrder, Gap, FailedStored, Phantom, OffsetBackwards, Unchecked}
 }
 
 // Violation is one place where the history breaks a property.
