@@ -30,21 +30,35 @@ for n in 1 2 3; do
 		--http-addr 127.0.0.1:1742$n --data "$W/r$n" --log-level error --admin-token t &
 	pids+=($!)
 done
-for i in $(seq 1 100); do
-	"$BIN" topic create side --partitions 1 --replicas 3 --fsync always --server 127.0.0.1:17401 >/dev/null 2>&1 && break
-	sleep 0.2
-done
-leader=""
-# the preferred leader, where leadership settles (docs/CLUSTER.md)
-for i in $(seq 1 100); do
-	leader=$(curl -s -H 'Authorization: Bearer t' http://127.0.0.1:17421/api/v1/cluster |
-		python3 -c 'import json,sys; d=json.load(sys.stdin); ps=d.get("partitions") or []; n={x["id"]:x["client_addr"] for x in d["nodes"]}; print(n.get(ps[0]["leader"],"") if ps and ps[0]["leader"]==ps[0]["replicas"][0] else "")')
-	[ -n "$leader" ] && break
-	sleep 0.2
-done
+# topic NAME: creates it (replicas 3, fsync always) and prints its leader
+# once leadership settles on the preferred one (docs/CLUSTER.md).
+topic() {
+	for i in $(seq 1 100); do
+		"$BIN" topic create "$1" --partitions 1 --replicas 3 --fsync always --server 127.0.0.1:17401 >/dev/null 2>&1 && break
+		sleep 0.2
+	done
+	for i in $(seq 1 100); do
+		leader=$(curl -s -H 'Authorization: Bearer t' http://127.0.0.1:17421/api/v1/cluster | TOPIC=$1 python3 -c '
+import json, os, sys
+d = json.load(sys.stdin)
+ps = [p for p in d.get("partitions") or [] if p["topic"] == os.environ["TOPIC"]]
+n = {x["id"]: x["client_addr"] for x in d["nodes"]}
+print(n.get(ps[0]["leader"], "") if ps and ps[0]["leader"] == ps[0]["replicas"][0] else "")')
+		[ -n "$leader" ] && break
+		sleep 0.2
+	done
+	echo "$leader"
+}
+leader=$(topic side)
 echo "leader: $leader"
 "$BIN" loadtest --server "$leader" --topic side --subscribers 0 --producers 4 --duration "$DUR" --size 128B | grep -E 'publish rate|CPU'
-"$BIN" loadtest --server "$leader" --topic side --subscribers 1 --producers 1 --rate 10000 --duration "$DUR" --size 128B | grep -E 'latency p50|latency p99.9|lost'
+# The latency run gets a fresh topic, as JetStream's gets a fresh stream:
+# the throughput run's gigabyte is deleted and the page cache flushed, so
+# its writeback does not slow the next fsyncs (on either side).
+"$BIN" topic delete side --server "$leader" >/dev/null
+sync
+leader=$(topic side-latency)
+"$BIN" loadtest --server "$leader" --topic side-latency --subscribers 1 --producers 1 --rate 10000 --duration "$DUR" --size 128B | grep -E 'latency p50|latency p99.9|lost'
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 wait 2>/dev/null || true
 pids=()
@@ -72,4 +86,5 @@ done
 "$NATS/nats" --server $S bench js pub async side.a --stream SIDE --create --replicas 3 --storage file \
 	--size 128 --clients 4 --msgs 400000 --no-progress 2>&1 | grep -iE 'aggregated|stats' | head -3
 "$NATS/nats" --server $S stream rm SIDE -f >/dev/null 2>&1 || true
+sync
 (cd "$(dirname "$0")/jslat" && go run . -server $S -replicas 3 -rate 10000 -duration "$DUR")
