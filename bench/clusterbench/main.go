@@ -309,8 +309,8 @@ func localGroup(n *node, topic string) (commit uint64, preferred uint64, ok bool
 	defer func() { _ = resp.Body.Close() }()
 	var c struct {
 		Partitions []struct {
-			Topic     string `json:"topic"`
-			Partition int    `json:"partition"`
+			Topic     string   `json:"topic"`
+			Partition int      `json:"partition"`
 			Replicas  []uint64 `json:"replicas"`
 			Local     *struct {
 				Commit uint64 `json:"commit"`
