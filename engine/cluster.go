@@ -100,21 +100,29 @@ func (e *Engine) startCluster() error {
 	if c.disks, err = openDiskBook(cfg.FS, cfg.DataDir, e.log.With("component", "cluster")); err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
-	var host *cluster.Host
+	// The transport listens, and may hand over a peer's frames, before
+	// the host that takes them exists (it sends through the transport):
+	// frames that come first are dropped, and Raft sends them again.
+	var hostp atomic.Pointer[cluster.Host]
 	tr, err := transport.NewTCP(transport.TCPConfig{
 		NodeID: cfg.NodeID, ClusterID: cfg.ClusterID, ListenAddr: cfg.ClusterAddr, Peers: peers,
 		Disk: disk, Admit: c.admit,
-		Handler: func(from uint64, envs []transport.Envelope) { host.Deliver(from, envs) },
+		Handler: func(from uint64, envs []transport.Envelope) {
+			if h := hostp.Load(); h != nil {
+				h.Deliver(from, envs)
+			}
+		},
 		Logger:  e.log.With("component", "cluster-transport"),
 	})
 	if err != nil {
 		return fmt.Errorf("engine: cluster listener: %w", err)
 	}
-	host = cluster.NewHost(cluster.HostConfig{NodeID: cfg.NodeID, Send: tr.Send, Peers: others,
+	host := cluster.NewHost(cluster.HostConfig{NodeID: cfg.NodeID, Send: tr.Send, Peers: others,
 		TickInterval: cfg.RaftTick, Logger: e.log.With("component", "raft"),
 		RetentionTicks: retentionTicks(cfg)})
 	c.tr, c.host = tr, host
 	host.Start()
+	hostp.Store(host)
 	ctrl, _, err := storage.OpenDiskLog(storage.DiskConfig{FS: cfg.FS, Dir: cfg.DataDir + "/cluster/controller",
 		Files: e.topics.files, Cache: e.cache, Logger: e.log})
 	if err != nil {
