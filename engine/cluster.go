@@ -112,7 +112,7 @@ func (e *Engine) startCluster() error {
 				h.Deliver(from, envs)
 			}
 		},
-		Logger:  e.log.With("component", "cluster-transport"),
+		Logger: e.log.With("component", "cluster-transport"),
 	})
 	if err != nil {
 		return fmt.Errorf("engine: cluster listener: %w", err)

@@ -24,7 +24,7 @@ func BenchmarkAppend(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer l.Close()
+			defer func() { _ = l.Close() }()
 			s, err := Open(l, &MemMeta{})
 			if err != nil {
 				b.Fatal(err)
