@@ -155,18 +155,7 @@ func TestConfChangeReplacesReplica(t *testing.T) {
 	c.stop(3)
 	c.ids = []uint64{1, 2, 4}
 	c.setPeers()
-	var end int64
-	require.Eventually(t, func() bool {
-		h := c.host(c.leader())
-		if h == nil {
-			return false
-		}
-		ch := make(chan Result, 1)
-		h.Propose(testGroup, (&testCluster{}).batch("end"), func(r Result) { ch <- r })
-		r := <-ch
-		end = r.Base + 1
-		return r.Err == nil
-	}, 60*time.Second, 5*time.Millisecond)
+	end := c.proposeAtLeader("end").Base + 1
 	c.waitVisible(end)
 	first := records(t, c.logs[1])[:end]
 	for _, id := range c.ids[1:] {
@@ -204,6 +193,23 @@ func (c *memCluster) waitVisible(end int64) {
 		}
 		return true
 	}, 60*time.Second, time.Millisecond)
+}
+
+// proposeAtLeader proposes a batch of value v at whichever node leads,
+// again until one commits it, and returns the outcome.
+func (c *memCluster) proposeAtLeader(v string) Result {
+	var r Result
+	require.Eventually(c.t, func() bool {
+		h := c.host(c.leader())
+		if h == nil {
+			return false
+		}
+		ch := make(chan Result, 1)
+		h.Propose(testGroup, (&testCluster{}).batch(v), func(res Result) { ch <- res })
+		r = <-ch
+		return r.Err == nil
+	}, 60*time.Second, 5*time.Millisecond)
+	return r
 }
 
 // TestConfChangeReplacesDeadNodeAndLeader: a replica whose node is down is
