@@ -615,10 +615,19 @@ func (s *Storage) Retain(now time.Time, maxAge time.Duration, maxBytes int64, ap
 		return 0, nil
 	}
 	limit := min(s.offsetEnd(applied), floor)
-	// The log is made durable up to its end first: a group that does not
-	// sync each append (fsync=interval or never) could otherwise lose, in
-	// a crash, batches at and after a compaction point that was saved.
-	// (A log with nothing written since its last sync syncs nothing.)
+	// The log is made durable up to its end first, when retention has
+	// anything to remove: a group that does not sync each append
+	// (fsync=interval or never) could otherwise lose, in a crash, batches
+	// at and after a compaction point that was saved. A first pass only
+	// asks whether it has (no fsync on the host's goroutine every pass for
+	// a topic that keeps everything).
+	_, err := s.log.RetainBelow(now, maxAge, maxBytes, limit, func(int64) error { return errWouldRemove })
+	if err == nil {
+		return 0, nil
+	}
+	if !errors.Is(err, errWouldRemove) {
+		return 0, err
+	}
 	if _, err := s.log.Sync(); err != nil {
 		return 0, err
 	}
@@ -629,6 +638,9 @@ func (s *Storage) Retain(now time.Time, maxAge time.Duration, maxBytes int64, ap
 		return s.compact(start, applied)
 	})
 }
+
+// errWouldRemove stops Retain's first pass, which only asks.
+var errWouldRemove = errors.New("raftlog: retention would remove segments")
 
 // ErrNoConfHistory is Retain's refusal to compact a log whose meta file
 // has no configuration for the entries it would compact.
