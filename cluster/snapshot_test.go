@@ -13,6 +13,14 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
+// follower returns a node that is not lead.
+func (c *testCluster) follower(lead uint64) uint64 {
+	if c.ids[0] != lead {
+		return c.ids[0]
+	}
+	return c.ids[1]
+}
+
 // recordsFrom reads a node's visible log from its start: the start and
 // the value at each offset from there.
 func recordsFrom(t *testing.T, l *testlog.Log) (int64, []string) {
@@ -39,10 +47,7 @@ func recordsFrom(t *testing.T, l *testlog.Log) (int64, []string) {
 func TestSnapshotCatchesUpAFollowerBehindRetention(t *testing.T) {
 	c := newTestCluster(t, 3, true)
 	lead := c.leader(0)
-	behind := c.ids[0]
-	if behind == lead {
-		behind = c.ids[1]
-	}
+	behind := c.follower(lead)
 	acked := map[int64]string{}
 	publish := func(id uint64, n int, tag string) {
 		for i := range n {
@@ -108,10 +113,7 @@ func TestSnapshotCatchesUpAFollowerBehindRetention(t *testing.T) {
 func TestSnapshotToARestartedFollower(t *testing.T) {
 	c := newTestCluster(t, 3, true)
 	lead := c.leader(0)
-	behind := c.ids[0]
-	if behind == lead {
-		behind = c.ids[1]
-	}
+	behind := c.follower(lead)
 	for i := range 10 {
 		require.NoError(t, c.propose(lead, fmt.Sprintf("a%d", i)).Err)
 	}
