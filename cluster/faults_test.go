@@ -34,12 +34,19 @@ type memCluster struct {
 	join   map[uint64]bool
 	replay bool
 	retain atomic.Int64 // retention bound in bytes (0: none)
+	// catchUp is the groups' catch-up window (GroupConfig.CatchUpBytes).
+	catchUp int64
 }
 
 func newMemCluster(t *testing.T, seed int64) *memCluster {
+	return newMemClusterCatchUp(t, seed, 0)
+}
+
+// newMemClusterCatchUp is newMemCluster with a catch-up window.
+func newMemClusterCatchUp(t *testing.T, seed int64, catchUp int64) *memCluster {
 	c := &memCluster{t: t, net: transport.NewMemNetwork(seed), ids: []uint64{1, 2, 3},
 		hosts: map[uint64]*Host{}, trs: map[uint64]transport.Transport{},
-		logs: map[uint64]*testlog.Log{}, metas: map[uint64]*testlog.Meta{}}
+		logs: map[uint64]*testlog.Log{}, metas: map[uint64]*testlog.Meta{}, catchUp: catchUp}
 	for _, id := range c.ids {
 		c.logs[id], c.metas[id] = &testlog.Log{}, &testlog.Meta{}
 		c.start(id)
@@ -75,7 +82,7 @@ func (c *memCluster) start(id uint64) {
 		voters = nil
 	}
 	require.NoError(c.t, h.AddGroup(GroupConfig{ID: testGroup, Voters: voters, Join: c.join[id], Log: c.logs[id], Meta: c.metas[id],
-		Sync: true, ApplyFromStart: c.replay,
+		Sync: true, ApplyFromStart: c.replay, CatchUpBytes: c.catchUp,
 		Retention: func() (time.Duration, int64) { return 0, c.retain.Load() }}))
 	c.mu.Lock()
 	c.hosts[id], c.trs[id] = h, tr

@@ -155,6 +155,12 @@ type GroupConfig struct {
 	// Floor, if set, bounds retention further: nothing at or after the
 	// offset it returns is removed (the offsets topic's last checkpoint).
 	Floor func() int64
+	// CatchUpBytes, if positive, is the catch-up window: a replica more
+	// than this many bytes of batches behind what the leader applied is
+	// sent a snapshot, and fetches the batches before it whole into its
+	// partition's stage rather than as Raft entries (catchup.go). 0 sends
+	// entries only (the controller, which applies every entry).
+	CatchUpBytes int64
 	// Forward lets followers forward proposals to the leader
 	// (ProposeForward): the controller's way. Partitions leave it off, so
 	// a publish at a follower is answered with the leader's address.
@@ -474,6 +480,10 @@ func (h *Host) tick() {
 		g.rn.Tick()
 		g.idle++
 		h.markReady(g)
+		if g.cfg.CatchUpBytes > 0 && g.isLeader() {
+			g.store.SetHorizon(g.applied, g.cfg.CatchUpBytes)
+		}
+		h.retryChunks(g)
 		if len(g.reads) > 0 {
 			h.expireReads(g)
 		}
@@ -633,6 +643,14 @@ func (h *Host) step(from uint64, envs []Envelope) {
 			}
 			continue
 		}
+		if h.catchUpMsg(g, from, e.Msg) {
+			continue
+		}
+		if e.Msg.Type == raftpb.MsgSnap && !h.interceptSnap(g, e.Msg) {
+			g.idle = 0
+			h.unquiesce(g)
+			continue
+		}
 		quiesce := e.Msg.Type == raftpb.MsgHeartbeat && bytes.Equal(e.Msg.Context, quiesceCtx)
 		if quiesce {
 			e.Msg.Context = nil
@@ -728,8 +746,12 @@ func (h *Host) handleReady(g *Group) {
 		}
 		g.applied = rd.Snapshot.Metadata.Index
 		g.snapshots++
-		h.cfg.Logger.Info("installed a snapshot: the log starts again at the leader's start", "group", g.cfg.ID,
-			"index", g.applied, "offset", g.store.OffsetEnd(g.applied))
+		start, _ := g.store.Log().Bounds()
+		h.cfg.Logger.Info("installed a snapshot", "group", g.cfg.ID, "index", g.applied,
+			"log_start", start, "entries_from", g.store.OffsetEnd(g.applied))
+		if g.cfg.OnBatch != nil {
+			h.replayFetched(g)
+		}
 	}
 	h.send(rd.Messages, g, false)
 	if err := g.store.Append(rd.Entries); err != nil {
@@ -1165,6 +1187,13 @@ type GroupStatus struct {
 	// started.
 	FirstIndex               uint64
 	Snapshots, SnapshotsSent int
+	// Fetched is the bytes of batches this replica fetched whole to
+	// catch up (catchup.go), and ChunksServed the chunks it sent to
+	// replicas that did, since it started; Fetching says a fetch is
+	// under way.
+	Fetched      int64
+	ChunksServed int
+	Fetching     bool
 }
 
 // Status reports on one group.
@@ -1176,6 +1205,7 @@ func (h *Host) Status(group uint64) (GroupStatus, error) {
 			ID: group, Leader: bs.Lead, Term: bs.Term, Vote: bs.Vote, State: bs.RaftState.String(),
 			Commit: bs.Commit, LastIndex: g.lastIndex(), EndOffset: g.committedEnd, Quiesced: g.quiesced,
 			Snapshots: g.snapshots, SnapshotsSent: g.snapshotsSent,
+			Fetched: g.fetchedBytes, ChunksServed: g.chunksServed, Fetching: g.catchUp != nil,
 		}
 		st.FirstIndex, _ = g.store.FirstIndex()
 		_, cs, _ := g.store.InitialState()
@@ -1268,6 +1298,9 @@ type Group struct {
 	snapshots     int // installed (GroupStatus)
 	snapshotsSent int
 	noHistory     bool // retention refused for want of history, logged once
+	catchUp       *catchUp
+	fetchedBytes  int64
+	chunksServed  int
 }
 
 type proposal struct {

@@ -87,19 +87,22 @@ type testCluster struct {
 	sync  bool
 
 	forward bool
+	catchUp int64        // GroupConfig.CatchUpBytes
 	retain  atomic.Int64 // each group's retention bound in bytes (0: none)
 	amu     sync.Mutex
 	applied map[uint64][]string // per node: the first record value of each applied entry
+	bases   map[uint64][]int64  // per node: the base offsets OnBatch was given
 }
 
 const testGroup = 7
 
 func newTestCluster(t *testing.T, n int, sync bool) *testCluster {
-	return buildTestCluster(t, n, sync, false)
+	return buildTestCluster(t, n, sync, false, 0)
 }
 
-func buildTestCluster(t *testing.T, n int, sync, forward bool) *testCluster {
-	c := &testCluster{t: t, net: newTestNet(), nodes: map[uint64]*node{}, sync: sync, forward: forward}
+func buildTestCluster(t *testing.T, n int, sync, forward bool, catchUp int64) *testCluster {
+	c := &testCluster{t: t, net: newTestNet(), nodes: map[uint64]*node{}, sync: sync, forward: forward,
+		catchUp: catchUp}
 	for i := 1; i <= n; i++ {
 		c.ids = append(c.ids, uint64(i))
 	}
@@ -132,7 +135,15 @@ func (c *testCluster) start(id uint64) {
 	})
 	h.Start()
 	require.NoError(c.t, h.AddGroup(GroupConfig{ID: testGroup, Voters: c.ids, Log: nd.log, Meta: nd.meta, Sync: c.sync,
-		Forward:   c.forward,
+		Forward: c.forward, CatchUpBytes: c.catchUp,
+		OnBatch: func(base int64, _ []byte) {
+			c.amu.Lock()
+			if c.bases == nil {
+				c.bases = map[uint64][]int64{}
+			}
+			c.bases[id] = append(c.bases[id], base)
+			c.amu.Unlock()
+		},
 		Retention: func() (time.Duration, int64) { return 0, c.retain.Load() },
 		OnApply: func(e raftpb.Entry) {
 			it := wire.Batch(e.Data).Records()
@@ -428,7 +439,7 @@ func TestTransferLeader(t *testing.T) {
 // TestProposeForward: a follower's proposal reaches the leader and is
 // applied on every node, in the same order.
 func TestProposeForward(t *testing.T) {
-	c := buildTestCluster(t, 3, false, true)
+	c := buildTestCluster(t, 3, false, true, 0)
 	lead := c.leader(0)
 	var follower uint64
 	for _, id := range c.ids {

@@ -566,6 +566,7 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 	}
 	err := c.host.AddGroup(cluster.GroupConfig{ID: rep.group, Voters: voters, Join: voters == nil, Store: rep.store,
 		Sync: tc.Fsync.Mode == shard.SyncAlways, Retention: retention, Floor: floor,
+		CatchUpBytes: c.e.cfg.CatchUpBytes,
 		OnBatch: func(base int64, data []byte) {
 			if rep.topic == OffsetsTopic {
 				rep.checkpoints(base, data)

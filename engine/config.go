@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/cluster"
 	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/server"
 	"github.com/ratatoskr-mq/ratatoskr/storage/crypt"
@@ -156,6 +157,11 @@ type Config struct {
 	// offsets topic: small, since retention removes what its checkpoints
 	// made obsolete a segment at a time (docs/CLUSTER.md).
 	OffsetsSegmentBytes int64
+	// CatchUpBytes is a cluster's catch-up window: a replica further
+	// behind its leader than this many bytes of batches fetches them whole
+	// from the leader's segments rather than as Raft entries (0: entries
+	// only; docs/CLUSTER.md).
+	CatchUpBytes int64
 	// SegmentAge rolls a segment once it is this old, so age retention
 	// can delete it.
 	SegmentAge time.Duration
@@ -294,6 +300,7 @@ func DefaultConfig() Config {
 		MemoryTopicBytes:     64 << 20,
 		SegmentBytes:         128 << 20,
 		OffsetsSegmentBytes:  4 << 20,
+		CatchUpBytes:         cluster.DefaultCatchUpBytes,
 		SegmentAge:           time.Hour,
 		CacheBytes:           256 << 20,
 		RetentionInterval:    5 * time.Second,
@@ -446,6 +453,9 @@ func (c *Config) Validate() error {
 	}
 	if c.OffsetsSegmentBytes < 64<<10 || c.OffsetsSegmentBytes > 1<<32-1 {
 		bad("OffsetsSegmentBytes", c.OffsetsSegmentBytes, "must be 64 KiB..4 GiB")
+	}
+	if c.CatchUpBytes < 0 {
+		bad("CatchUpBytes", c.CatchUpBytes, "must not be negative")
 	}
 	if c.SegmentAge <= 0 || c.RetentionInterval <= 0 {
 		bad("SegmentAge", c.SegmentAge, "segment age and retention interval must be positive")

@@ -129,9 +129,19 @@ type metaState struct {
 		Conf   raftpb.ConfState `json:"conf"`
 	} `json:"compacted"`
 	// Resetting says a snapshot is being installed: the meta file already
-	// describes it, and the partition log may still hold the old entries.
-	// Open finishes the job (Log.Reset at the compaction point).
+	// describes it, and the partition log may still hold the old entries,
+	// or only some of the stage's (catchup.go). Open finishes the job: it
+	// adopts what is left of the stage, if it continues the log, and ends
+	// the log at the compaction point (Log.Reset there if it cannot).
 	Resetting bool `json:"resetting,omitempty"`
+	// Keep is, while Resetting, the offset up to which the partition log
+	// held committed batches (its visible end) when the installation
+	// began: the leader's batches, which it may keep. What it held after
+	// that may not be the leader's.
+	Keep int64 `json:"keep,omitempty"`
+	// Cut says the log was cut at Keep for the stage to continue it:
+	// everything after Keep came from the stage.
+	Cut bool `json:"cut,omitempty"`
 }
 
 // confAt is the configuration that applying the change at Index made
@@ -141,12 +151,17 @@ type confAt struct {
 	Conf  raftpb.ConfState `json:"c"`
 }
 
-// snapData is a snapshot's data: a replica that installs it starts its
-// partition log, empty, at Offset. The entries before the snapshot's
-// index were removed by retention (Retain); what is left of the log
-// after it, the leader sends as entries.
+// snapData is a snapshot's data: the replica that installs it ends its
+// partition log at Offset, where the entries after the snapshot's index
+// begin, which the leader sends as entries. The batches before Offset,
+// from Start (where the leader's log starts) on, the replica fetches from
+// the leader beforehand, whole, into a stage it then adopts (catchup.go);
+// it keeps what it has of them already. A snapshot whose Start is Offset
+// (the leader's retention removed everything before) starts the log
+// again, empty, at Offset.
 type snapData struct {
 	Offset int64 `json:"ratatoskr_log_start"`
+	Start  int64 `json:"start"`
 	// Confs is the leader's configuration history from the snapshot's
 	// index on (its first entry the configuration there): the snapshot's
 	// own ConfState is the last of them, the group's configuration now,
@@ -169,6 +184,18 @@ type Storage struct {
 	first uint64  // index of offs[0]
 	offs  []int64 // per entry from first: a batch's base offset, or a control entry's offset
 	cnts  []int32 // per entry: a batch's record count, 0 for a control entry
+	// pos is per entry the bytes of batches up to and including it,
+	// counted from any point (derive's): what SetHorizon measures by.
+	pos []int64
+	// soft is the first index Raft is told of (FirstIndex): first, or
+	// later when SetHorizon moved it up so that a replica further behind
+	// is sent a snapshot and fetches the batches whole (catchup.go).
+	soft  uint64
+	stage storage.Stage // the stage being filled for a snapshot, or nil
+	// marks are, per chunk staged, its offset and the bytes staged before
+	// it; staged is the bytes staged (RecentFrom).
+	marks  []chunkMark
+	staged int64
 	ctl   map[uint64]control
 	end   int64 // offset end of the last entry
 	dirty bool  // st has changes not yet saved (commit only)
@@ -204,19 +231,21 @@ func Open(l Log, meta MetaStore) (*Storage, error) {
 	if len(s.st.Confs) == 0 {
 		s.st.Confs = []confAt{{Index: s.st.ConfIndex, Conf: s.st.Conf}}
 	}
-	if _, end := s.log.Bounds(); end < s.st.Compacted.Offset {
+	if _, end := s.log.Bounds(); end < s.st.Compacted.Offset && !s.st.Resetting {
 		// The log lost batches at or after the compaction point (a crash
 		// of a log that syncs lazily, before this version synced before
 		// compacting): what is before the point is not needed, and what
 		// is after it the leader sends again, so the log starts there.
-		s.st.Resetting = true
+		if err := s.log.Reset(s.st.Compacted.Offset); err != nil {
+			return nil, fmt.Errorf("raftlog: start the log again at the compaction point: %w", err)
+		}
 	}
 	if s.st.Resetting {
 		// A crash interrupted ApplySnapshot after its first save.
-		if err := s.log.Reset(s.st.Compacted.Offset); err != nil {
+		if err := s.finishInstall(); err != nil {
 			return nil, fmt.Errorf("raftlog: finish installing a snapshot: %w", err)
 		}
-		s.st.Resetting = false
+		s.st.Resetting, s.st.Keep, s.st.Cut = false, 0, false
 		if err := s.save(); err != nil {
 			return nil, err
 		}
@@ -239,6 +268,8 @@ func (s *Storage) derive() error {
 		return fmt.Errorf("raftlog: partition log starts at %d, after the compaction point %d", start, c.Offset)
 	}
 	s.first = c.Index + 1
+	s.soft = s.first
+	s.offs, s.cnts, s.pos, s.tail = nil, nil, nil, nil
 	s.end = c.Offset
 	commit := s.st.Hard.Commit
 	s.tailFirst = max(commit+1, s.first)
@@ -266,6 +297,7 @@ func (s *Storage) derive() error {
 			}
 			s.offs = append(s.offs, k.Offset)
 			s.cnts = append(s.cnts, 0)
+			s.pos = append(s.pos, s.posEnd())
 			ctls = append(ctls, k)
 			keep(nil)
 			ci++
@@ -284,6 +316,7 @@ func (s *Storage) derive() error {
 			placeCtl()
 			s.offs = append(s.offs, base)
 			s.cnts = append(s.cnts, int32(b.Count()))
+			s.pos = append(s.pos, s.posEnd()+int64(len(b)))
 			s.end = base + int64(b.Count())
 			if next >= s.tailFirst {
 				keep(append([]byte(nil), b...))
@@ -346,6 +379,14 @@ func (s *Storage) readAll(from int64, fn func(wire.Batch) bool) error {
 }
 
 func (s *Storage) lastIndex() uint64 { return s.first + uint64(len(s.offs)) - 1 }
+
+// posEnd returns the bytes of batches up to the last entry (pos).
+func (s *Storage) posEnd() int64 {
+	if len(s.pos) == 0 {
+		return 0
+	}
+	return s.pos[len(s.pos)-1]
+}
 
 // offsetEnd returns the offset after entry i (the compaction point's for
 // i below the first entry).
@@ -428,7 +469,7 @@ func (s *Storage) ConfIndex() uint64 {
 func (s *Storage) Entries(lo, hi, maxSize uint64) ([]raftpb.Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if lo < s.first {
+	if lo < s.soft {
 		return nil, raft.ErrCompacted
 	}
 	if hi > s.lastIndex()+1 {
@@ -502,7 +543,7 @@ func (s *Storage) Entries(lo, hi, maxSize uint64) ([]raftpb.Entry, error) {
 func (s *Storage) Term(i uint64) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if i < s.first-1 {
+	if i < s.soft-1 {
 		return 0, raft.ErrCompacted
 	}
 	if i > s.lastIndex() {
@@ -522,43 +563,79 @@ func (s *Storage) LastIndex() (uint64, error) {
 func (s *Storage) FirstIndex() (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.first, nil
+	return s.soft, nil
 }
 
-// Snapshot implements raft.Storage: the compaction point, for a replica
-// that needs an entry retention removed. Its data is only where the log
-// starts now (snapData): a partition's state is its log, and what the
-// replica needs of it, the leader sends as entries from there.
+// Snapshot implements raft.Storage: the snapshot at the entry before the
+// first one Raft is told of (FirstIndex), for a replica that needs an
+// earlier entry: one that retention removed (the compaction point), or
+// one further behind than the leader's catch-up window (SetHorizon). Its
+// data says where the replica's log goes on after it and where the
+// leader's starts (snapData): a partition's state is its log, whose
+// batches the replica fetches whole (catchup.go), and whose entries after
+// the snapshot the leader sends as entries.
 func (s *Storage) Snapshot() (raftpb.Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.st.Compacted
-	if c.Index == 0 {
+	i := s.soft - 1
+	if i == 0 {
 		return raftpb.Snapshot{Metadata: raftpb.SnapshotMetadata{ConfState: s.st.Conf}}, nil
 	}
-	confs := append([]confAt{{Index: c.Index, Conf: c.Conf}}, s.st.Confs...)
-	for len(confs) > 1 && confs[1].Index <= c.Index {
-		confs = confs[1:] // Confs starts with the one at or before the point
+	confs := s.confsFrom(i)
+	if confs == nil {
+		// SetHorizon does not move past the known history; a snapshot at
+		// the compaction point always has it.
+		return raftpb.Snapshot{}, fmt.Errorf("raftlog: no configuration at index %d", i)
 	}
-	confs[0].Index = c.Index
-	data, err := json.Marshal(snapData{Offset: c.Offset, Confs: confs})
+	start, _ := s.log.Bounds()
+	d := snapData{Offset: s.offsetEnd(i), Start: min(start, s.offsetEnd(i)), Confs: confs}
+	if i == c.Index {
+		d.Offset = c.Offset
+	}
+	data, err := json.Marshal(d)
 	if err != nil {
 		return raftpb.Snapshot{}, err
 	}
 	return raftpb.Snapshot{Data: data, Metadata: raftpb.SnapshotMetadata{
-		Index: c.Index, Term: c.Term, ConfState: confs[len(confs)-1].Conf}}, nil
+		Index: i, Term: s.termOf(i), ConfState: confs[len(confs)-1].Conf}}, nil
+}
+
+// confsFrom returns the configuration history from entry i on, its first
+// element the configuration at i (with index i), or nil when it is not
+// known (a meta file of version 1 knows only the configuration since the
+// last change).
+func (s *Storage) confsFrom(i uint64) []confAt {
+	c := s.st.Compacted
+	hist := s.st.Confs
+	if c.Index > 0 {
+		// The configuration at the compaction point, then what came after.
+		hist = append([]confAt{{Index: c.Index, Conf: c.Conf}}, hist...)
+	}
+	k := sort.Search(len(hist), func(j int) bool { return hist[j].Index > i }) - 1
+	if k < 0 {
+		return nil
+	}
+	confs := append([]confAt(nil), hist[k:]...)
+	confs[0].Index = i
+	return confs
 }
 
 // ApplySnapshot installs a snapshot raft accepted (a Ready's Snapshot):
-// every entry this replica holds is dropped, and its partition log
-// starts again, empty, at the snapshot's offset, with the snapshot's
-// configuration. It is crash-safe: the meta file records the snapshot,
-// marked Resetting, before the log is reset, and Open resets it again if
-// a crash came between.
+// every entry this replica holds is dropped, with the snapshot's
+// configuration, and its partition log ends at the snapshot's offset.
+// What it keeps of its batches before that, and what it adopts of the
+// stage PrepareInstall and Stage filled, make the leader's log from the
+// snapshot's Start (catchup.go); without them it starts again, empty, at
+// the snapshot's offset (Log.Reset).
+//
+// It is crash-safe: the meta file records the snapshot, marked Resetting,
+// before the log changes, and Open finishes the job if a crash came
+// between (finishInstall).
 func (s *Storage) ApplySnapshot(snap raftpb.Snapshot) error {
-	var d snapData
-	if err := json.Unmarshal(snap.Data, &d); err != nil || d.Offset < 0 {
-		return fmt.Errorf("raftlog: snapshot at index %d: bad data %q", snap.Metadata.Index, snap.Data)
+	d, err := parseSnap(snap)
+	if err != nil {
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -578,20 +655,29 @@ func (s *Storage) ApplySnapshot(snap raftpb.Snapshot) error {
 	st.Terms, st.Ctl = nil, nil
 	st.Hard.Commit = max(st.Hard.Commit, m.Index)
 	st.Resetting = true
+	_, st.Keep = s.log.Bounds()
+	if s.stage != nil {
+		// Durable before the meta file says the log is being replaced: a
+		// crash from then on finishes the job with it (finishInstall).
+		if _, err := s.stage.Sync(); err != nil {
+			return fmt.Errorf("raftlog: sync the stage: %w", err)
+		}
+	}
 	s.st = st
 	if err := s.save(); err != nil {
 		return err
 	}
 	s.first = m.Index + 1
-	s.offs, s.cnts, s.tail = nil, nil, nil
+	s.soft = s.first
+	s.offs, s.cnts, s.pos, s.tail = nil, nil, nil, nil
 	s.tailFirst = s.first
 	clear(s.ctl)
 	s.end = d.Offset
-	if err := s.log.Reset(d.Offset); err != nil {
+	if err := s.install(); err != nil {
 		return fmt.Errorf("raftlog: install snapshot at offset %d: %w", d.Offset, err)
 	}
 	s.log.SetVisible(d.Offset)
-	s.st.Resetting = false
+	s.st.Resetting, s.st.Keep, s.st.Cut = false, 0, false
 	return s.save()
 }
 
@@ -686,7 +772,9 @@ func (s *Storage) compact(start int64, applied uint64) error {
 	drop := c + 1 - s.first
 	s.offs = append([]int64(nil), s.offs[drop:]...)
 	s.cnts = append([]int32(nil), s.cnts[drop:]...)
+	s.pos = append([]int64(nil), s.pos[drop:]...)
 	s.first = c + 1
+	s.soft = max(s.soft, s.first)
 	if s.tailFirst < s.first {
 		// Entries up to c are applied, so committed: no tail to drop.
 		s.tailFirst = s.first
@@ -726,7 +814,8 @@ func (s *Storage) Append(ents []raftpb.Entry) error {
 		for idx := lo; idx <= s.lastIndex(); idx++ {
 			delete(s.ctl, idx)
 		}
-		s.offs, s.cnts = s.offs[:k], s.cnts[:k]
+		s.offs, s.cnts, s.pos = s.offs[:k], s.cnts[:k], s.pos[:k]
+		s.soft = min(s.soft, lo) // not past a cut entry (soft is at most applied+1, so never)
 		clear(s.tail[lo-s.tailFirst:])
 		s.tail = s.tail[:lo-s.tailFirst]
 		s.end = cut
@@ -796,6 +885,7 @@ func (s *Storage) Append(ents []raftpb.Entry) error {
 			}
 			s.offs = append(s.offs, base)
 			s.cnts = append(s.cnts, int32(count))
+			s.pos = append(s.pos, s.posEnd()+int64(len(e.Data)))
 			s.tail = append(s.tail, e.Data)
 			s.end = base + int64(count)
 			continue
@@ -804,6 +894,7 @@ func (s *Storage) Append(ents []raftpb.Entry) error {
 		s.ctl[e.Index] = c
 		s.offs = append(s.offs, s.end)
 		s.cnts = append(s.cnts, 0)
+		s.pos = append(s.pos, s.posEnd())
 		s.tail = append(s.tail, nil)
 	}
 	if staged != nil {
@@ -835,7 +926,7 @@ func (s *Storage) forget(k int) {
 	}
 	s.end = s.offs[k]
 	drop := len(s.offs) - k
-	s.offs, s.cnts = s.offs[:k], s.cnts[:k]
+	s.offs, s.cnts, s.pos = s.offs[:k], s.cnts[:k], s.pos[:k]
 	clear(s.tail[len(s.tail)-drop:])
 	s.tail = s.tail[:len(s.tail)-drop]
 }

@@ -23,6 +23,69 @@ type Log struct {
 	end     int64
 	visible int64
 	synced  int64 // end offset made durable by Sync
+
+	stage *Log // OpenStage's, until Adopt or DropStage
+	// AdoptErr, if set, fails the next Adopt before it changes anything
+	// (and is cleared): a crash in the middle of an installation.
+	AdoptErr error
+	adopted  int // Adopt calls that succeeded
+}
+
+var _ storage.Stager = (*Log)(nil)
+
+// OpenStage implements storage.Stager: a Log of its own, kept (with what
+// it synced) across Crash and Reopen until Adopt or DropStage.
+func (f *Log) OpenStage() (storage.Stage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stage == nil {
+		f.stage = &Log{}
+	}
+	return f.stage, nil
+}
+
+// Adopt implements storage.Stager: the stage's batches are appended, and
+// durable; the stage is gone.
+func (f *Log) Adopt(stage storage.Stage) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := stage.(*Log)
+	if !ok || s != f.stage {
+		return errors.New("testlog: not this log's stage")
+	}
+	if err := f.AdoptErr; err != nil {
+		f.AdoptErr = nil
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.start != f.end {
+		return fmt.Errorf("testlog: stage starts at %d, the log ends at %d", s.start, f.end)
+	}
+	for _, b := range s.batches {
+		f.batches = append(f.batches, b)
+		bt := wire.Batch(b)
+		f.end = bt.BaseOffset() + int64(bt.Count())
+	}
+	f.synced = f.end
+	f.stage = nil
+	f.adopted++
+	return nil
+}
+
+// DropStage implements storage.Stager.
+func (f *Log) DropStage() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stage = nil
+	return nil
+}
+
+// Adopted returns how many stages the log adopted.
+func (f *Log) Adopted() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.adopted
 }
 
 // Append implements storage.Log: it copies the batch.
@@ -58,6 +121,9 @@ func (f *Log) Crash() {
 	}
 	f.end = f.synced
 	f.visible = f.end
+	if f.stage != nil {
+		f.stage.Crash()
+	}
 }
 
 // SetVisible implements storage.Log.
