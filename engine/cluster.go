@@ -886,7 +886,8 @@ func retentionTicks(cfg *Config) int {
 func raftGroup(st cluster.GroupStatus) httpapi.RaftGroup {
 	return httpapi.RaftGroup{Group: st.ID, Leader: st.Leader, Term: st.Term, State: st.State, Commit: st.Commit,
 		LastIndex: st.LastIndex, Voters: st.Voters, Learners: st.Learners, Outgoing: st.Outgoing, Quiesced: st.Quiesced,
-		Failed: st.Failed, FirstIndex: st.FirstIndex, Snapshots: st.Snapshots, SnapshotsSent: st.SnapshotsSent}
+		Failed: st.Failed, FirstIndex: st.FirstIndex, Snapshots: st.Snapshots, SnapshotsSent: st.SnapshotsSent,
+		Fetched: st.Fetched, ChunksServed: st.ChunksServed}
 }
 
 // Cluster implements httpapi.Broker.

@@ -123,6 +123,11 @@ type RaftGroup struct {
 	FirstIndex    uint64 `json:"first_index"`
 	Snapshots     int    `json:"snapshots"`
 	SnapshotsSent int    `json:"snapshots_sent"`
+	// Fetched is the bytes of batches this replica fetched whole to catch
+	// up, and ChunksServed the chunks it sent to replicas that did, since
+	// the node started (docs/CLUSTER.md, "Catching up by whole batches").
+	Fetched      int64 `json:"fetched"`
+	ChunksServed int   `json:"chunks_served"`
 }
 
 // ClusterPart is one replicated partition: its replicas and, where this

@@ -51,6 +51,9 @@ const (
 	clusterGroup    = 7
 	clusterDir      = "data/cluster/groups/7"
 	clusterSegBytes = 16 << 10 // small segments: rolls happen often
+	// clusterCatchUp is the catch-up window: small, so that a replica
+	// back from a crash or a cut often fetches batches whole.
+	clusterCatchUp = 8 << 10
 	// clusterRetainTicks is how often a host applies retention, in ticks.
 	clusterRetainTicks = 5
 	clusterInFlight    = 400 // packets the network holds; beyond, it drops
@@ -214,7 +217,8 @@ func (a *clusterActor) start(w *World, n *clusterNode) error {
 		RetentionTicks: clusterRetainTicks, Now: w.Time,
 		Send: func(to uint64, envs []cluster.Envelope) { a.send(id, to, envs) }})
 	err = h.AddGroup(cluster.GroupConfig{ID: clusterGroup, Voters: voters, Log: l, Meta: raftlog.SideMeta{L: l}, Sync: true,
-		Retention: func() (time.Duration, int64) { return 0, a.retain },
+		Retention:    func() (time.Duration, int64) { return 0, a.retain },
+		CatchUpBytes: clusterCatchUp,
 		OnLeader: func(leader, term uint64) {
 			if leader != 0 {
 				a.leader(term, leader, fmt.Sprintf("node %d was told", id))
