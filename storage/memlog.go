@@ -329,17 +329,17 @@ func (m *MemLog) Adopt(stage Stage) error {
 	return nil
 }
 
-// continues reports why the stage's batches are not the continuation of a
-// log that ends at end. st.mu held.
-func (st *MemLog) continues(end int64) error {
-	start := st.end
-	if len(st.batches) > 0 {
-		start = st.batches[0].batch.BaseOffset()
+// continues reports why the stage m's batches are not the continuation of a
+// log that ends at end. m.mu held.
+func (m *MemLog) continues(end int64) error {
+	start := m.end
+	if len(m.batches) > 0 {
+		start = m.batches[0].batch.BaseOffset()
 	}
 	if start != end {
 		return fmt.Errorf("%w: the stage starts at %d, the log ends at %d", ErrStageMismatch, start, end)
 	}
-	for _, b := range st.batches {
+	for _, b := range m.batches {
 		if b.batch.BaseOffset() != end {
 			return fmt.Errorf("%w: the stage has a batch at %d after offset %d", ErrStageMismatch,
 				b.batch.BaseOffset(), end)

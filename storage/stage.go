@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
+	"strings"
 )
 
 // StageDir is the name of a disk log's stage directory, beside its segments.
@@ -50,8 +51,9 @@ var (
 	_ Stage  = (*MemLog)(nil)
 )
 
-// ErrStageMismatch: an Adopt of a stage that is not the log's open stage, or
-// that does not start at the log's end, or holds corrupt batches.
+// ErrStageMismatch is the error of an Adopt of a stage that is not the log's
+// open stage, or that does not start at the log's end, or whose batches do
+// not follow each other (a gap, corrupt ranges).
 var ErrStageMismatch = errors.New("storage: stage does not continue the log")
 
 // stageDir is the directory of the log's stage.
@@ -177,18 +179,11 @@ func (l *DiskLog) holdsMoved(base int64) (bool, error) {
 
 // parseIndexName returns the base offset of an .index file name.
 func parseIndexName(name string) (int64, bool) {
-	s, ok := cutSuffix(name, indexSuffix)
+	s, ok := strings.CutSuffix(name, indexSuffix)
 	if !ok {
 		return 0, false
 	}
 	return parseSegmentName(s + logSuffix)
-}
-
-func cutSuffix(s, suffix string) (string, bool) {
-	if len(s) < len(suffix) || s[len(s)-len(suffix):] != suffix {
-		return s, false
-	}
-	return s[:len(s)-len(suffix)], true
 }
 
 // Adopt makes the stage's segments this log's, by renaming their files, so
