@@ -212,7 +212,8 @@ func parseIndexName(name string) (int64, bool) {
 // indexes trusted), the last becomes the active segment, and readers see
 // them once the caller moves the visible end.
 //
-// An error before step 2 (a stage that is not this log's open stage, or
+// A stage that holds no batches and starts at this log's end is just
+// dropped. An error before step 2 (a stage that is not this log's open stage, or
 // does not start at its end, or holds corrupt ranges; a failed sync or
 // close of the stage) leaves this log as it was; the stage may be closed,
 // and OpenStage recovers it. An error from step 2 on fails the log
