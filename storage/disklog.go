@@ -103,10 +103,13 @@ func (c *DiskConfig) maxIndexEntries() int {
 //	 ├────▶ smu
 //	 ├────▶ mu
 //	 ├────▶ FileCache, Reclaimer.mu
+//	 ├────▶ the stage's locks (OpenStage, Adopt, DropStage, Drop)
 //	 └────▶ other logs' wmu, by TryLock only (see below)
 //
 // smu and mu are never held together, and nothing takes wmu or segMu
-// while holding mu, smu or a FileCache lock. The FileCache releases its
+// while holding mu, smu or a FileCache lock. A stage (stage.go) is a
+// DiskLog of its own, whose locks come after its parent's wmu: it never
+// takes its parent's locks but by the FileCache's TryLock. The FileCache releases its
 // lock before it calls a segment's flush (settle), so flushSegment runs
 // holding no cache lock; but it may run on another log's writer, which
 // holds that log's wmu, or on this log's own writer (from a pin or unpin
@@ -160,6 +163,12 @@ type DiskLog struct {
 	dirSync  bool       // directory entries changed since the last sync
 	corrupt  []Range
 	isClosed bool
+
+	// stage is the open stage (OpenStage), guarded by wmu; stageOf, set
+	// once at open, is the log a stage belongs to (nil for a log that is
+	// not a stage).
+	stage   *DiskLog
+	stageOf *DiskLog
 }
 
 var logIDs atomic.Uint64
@@ -841,6 +850,7 @@ func (l *DiskLog) Stats() LogStats {
 // clean marker, so the next open trusts the indexes instead of scanning.
 // A failed log closes without the marker.
 func (l *DiskLog) Close() error {
+	serr := l.closeStage() // the stage is left on disk; OpenStage recovers it
 	var err error
 	if !l.failed.Load() {
 		l.wmu.Lock()
@@ -871,6 +881,9 @@ func (l *DiskLog) Close() error {
 		s.removed.Store(true)
 		s.release()
 	}
+	if err == nil {
+		err = serr
+	}
 	return err
 }
 
@@ -879,6 +892,11 @@ func (l *DiskLog) Close() error {
 func (l *DiskLog) Drop() error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
+	var err error
+	if st := l.stage; st != nil {
+		l.stage = nil
+		err = st.Drop()
+	}
 	l.smu.Lock()
 	for _, st := range l.staged {
 		st.release()
@@ -889,7 +907,6 @@ func (l *DiskLog) Drop() error {
 	l.isClosed = true
 	l.mu.Unlock()
 	l.closed.Store(true)
-	var err error
 	for _, s := range *l.segs.Load() {
 		s.removed.Store(true)
 		err = errors.Join(err, l.deleteSegment(s))

@@ -36,6 +36,19 @@
 // prefix of the log at every step, so a crash never brings the removed
 // batches back nor leaves a hole; it then appends from the cut as before.
 //
+// Both are also a [Stager], for a replica that catches up in bulk: a
+// follower far behind its Raft leader fetches the leader's committed
+// batches into a [Stage], a separate log (for a disk log, a DiskLog in
+// the partition's StageDir subdirectory, with the same keys, segment size
+// and file cache), while its own log keeps its uncommitted tail. When the
+// snapshot is installed, the log is cut back to the stage's start and
+// Adopts it: a disk log renames the stage's sealed segment files into its
+// directory, so installing a gigabyte costs a few file operations per
+// segment rather than a copy. Every step leaves files that reopen as the
+// log up to the stage's start followed by the stage's batches, each once
+// (OpenStage drops from the stage what a crash left in both places), so
+// Adopt after a restart finishes the job (stage.go).
+//
 // Shared by every log of a broker: a [FileCache] keeps segment files open
 // within a budget of descriptors, and a [Reclaimer] deletes removed
 // segments in the background, a few megabytes at a time, so a large

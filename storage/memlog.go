@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -29,6 +30,10 @@ type MemLog struct {
 	gated   bool  // SetVisible was called
 	// selfTrim: Append keeps the log within maxBytes (until StopTrimming).
 	selfTrim bool
+	// stage is the open stage (OpenStage); stageOf, the log a stage
+	// belongs to. Guarded by mu.
+	stage   *MemLog
+	stageOf *MemLog
 }
 
 var _ Truncater = (*MemLog)(nil)
@@ -263,10 +268,14 @@ func (m *MemLog) Stats() LogStats {
 	return LogStats{Start: start, End: end, Bytes: m.bytes, Segments: 1}
 }
 
-// Close releases every batch.
+// Close releases every batch, and the stage's.
 func (m *MemLog) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if st := m.stage; st != nil {
+		m.stage = nil
+		_ = st.Close() // cannot fail
+	}
 	for _, b := range m.batches {
 		b.buf.Release()
 	}
@@ -276,3 +285,78 @@ func (m *MemLog) Close() error {
 
 // Drop releases every batch.
 func (m *MemLog) Drop() error { return m.Close() }
+
+// OpenStage returns the log's stage, another memory log that keeps every
+// batch (it does not trim itself), empty at offset 0 when new. The log
+// keeps it until Adopt or DropStage; a memory log has nothing to recover.
+func (m *MemLog) OpenStage() (Stage, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stageOf != nil {
+		return nil, errors.New("storage: a stage has no stage of its own")
+	}
+	if m.stage == nil {
+		m.stage = &MemLog{maxBytes: m.maxBytes, stageOf: m}
+	}
+	return m.stage, nil
+}
+
+// Adopt appends the stage's batches, by reference: their buffers pass from
+// the stage to this log, and the stage is left empty and closed. The stage
+// must be this log's, start at its end and hold batches that follow each
+// other; else nothing changes.
+func (m *MemLog) Adopt(stage Stage) error {
+	st, ok := stage.(*MemLog)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !ok || st == nil || st != m.stage {
+		return fmt.Errorf("%w: not this log's open stage", ErrStageMismatch)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := st.continues(m.end); err != nil {
+		return err
+	}
+	m.batches = append(m.batches, st.batches...)
+	m.bytes += st.bytes
+	m.end = st.end
+	clear(st.batches)
+	st.batches, st.bytes = nil, 0
+	m.stage = nil
+	if m.selfTrim {
+		_, _ = m.trim(0, m.maxBytes, math.MaxInt64, nil) // no before: cannot fail
+	}
+	return nil
+}
+
+// continues reports why the stage m's batches are not the continuation of a
+// log that ends at end. m.mu held.
+func (m *MemLog) continues(end int64) error {
+	start := m.end
+	if len(m.batches) > 0 {
+		start = m.batches[0].batch.BaseOffset()
+	}
+	if start != end {
+		return fmt.Errorf("%w: the stage starts at %d, the log ends at %d", ErrStageMismatch, start, end)
+	}
+	for _, b := range m.batches {
+		if b.batch.BaseOffset() != end {
+			return fmt.Errorf("%w: the stage has a batch at %d after offset %d", ErrStageMismatch,
+				b.batch.BaseOffset(), end)
+		}
+		end += int64(b.batch.Count())
+	}
+	return nil
+}
+
+// DropStage releases the stage's batches and forgets it.
+func (m *MemLog) DropStage() error {
+	m.mu.Lock()
+	st := m.stage
+	m.stage = nil
+	m.mu.Unlock()
+	if st != nil {
+		return st.Close()
+	}
+	return nil
+}
