@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"errors"
+	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
 
@@ -25,9 +26,13 @@ import (
 // The requests and chunks ride the transport as raft messages of a type
 // raft never sends between nodes (MsgSnapStatus is local to a node), told
 // apart by their context; the host answers them and never steps them
-// into raft. One chunk is asked for at a time; a request that got no
-// answer within an election timeout is asked again, and a chunk that
-// answers no request (a duplicate, or one asked for before) is dropped.
+// into raft. A request is answered with a run of up to runChunks chunks,
+// sent in order on the node pair's connection (all but the last marked
+// as followed by more), and the replica asks for the next run when the
+// last chunk of one arrives: a round trip per run, not per chunk. A
+// request whose run did not finish within an election timeout is asked
+// again from where the stage ends, and a chunk that does not start there
+// (a duplicate, or one after a lost one) is dropped.
 var (
 	fetchReqCtx   = []byte("ratatoskr/fetch")
 	fetchChunkCtx = []byte("ratatoskr/chunk")
@@ -39,6 +44,9 @@ var (
 // millisecond or two.
 const chunkBytes = 1 << 20
 
+// runChunks is how many chunks answer one request.
+const runChunks = 4
+
 // DefaultCatchUpBytes is the catch-up window the engine gives its
 // partitions: a replica more than this far behind its leader fetches the
 // batches whole.
@@ -49,6 +57,9 @@ type catchUp struct {
 	snap     raftpb.Message // the last snapshot message: stepped into raft once the stage is full
 	next, to int64          // the stage holds up to next; the snapshot needs up to to
 	asked    int64          // the tick the outstanding request went at; -1: none outstanding
+	from     int64          // where this fetch started
+	bytes    int64          // fetched by it
+	began    time.Time
 }
 
 // interceptSnap holds back a snapshot message whose batches this replica
@@ -73,7 +84,7 @@ func (h *Host) interceptSnap(g *Group, m raftpb.Message) bool {
 	}
 	c := g.catchUp
 	if c == nil {
-		c = &catchUp{asked: -1}
+		c = &catchUp{asked: -1, from: next, began: time.Now()}
 		g.catchUp = c
 		h.cfg.Logger.Info("catch-up: fetching the leader's batches whole", "group", g.cfg.ID, "from", m.From,
 			"offsets", next, "to", to)
@@ -108,25 +119,53 @@ func (h *Host) catchUpMsg(g *Group, from uint64, m raftpb.Message) bool {
 }
 
 // serveChunk answers a request for the batches from offset m.Commit up to
-// m.Index with a chunk of them, or with a refusal naming where this
+// m.Index with a run of chunks of them (each with its offset in Commit,
+// and LogTerm 1 when more follow), or with a refusal naming where this
 // node's log starts when it no longer holds the first.
 func (h *Host) serveChunk(g *Group, from uint64, m raftpb.Message) {
 	at, to := int64(m.Commit), int64(m.Index)
-	resp := raftpb.Message{Type: raftpb.MsgSnapStatus, From: h.cfg.NodeID, To: from, Context: fetchChunkCtx,
-		Commit: m.Commit, Index: m.Index}
-	chunk, err := g.store.ReadRange(at, to, chunkBytes)
-	switch {
-	case errors.Is(err, storage.ErrOffsetOutOfRange):
-		start, _ := g.store.Log().Bounds()
-		resp.Reject, resp.RejectHint = true, uint64(start)
-	case err != nil:
-		h.cfg.Logger.Warn("catch-up: read for a replica", "group", g.cfg.ID, "to", from, "offset", at, "err", err)
-		return // asked again after a timeout
-	default:
-		resp.Entries = []raftpb.Entry{{Data: chunk}}
-		g.chunksServed++
+	for i := 0; i < runChunks; i++ {
+		resp := raftpb.Message{Type: raftpb.MsgSnapStatus, From: h.cfg.NodeID, To: from, Context: fetchChunkCtx,
+			Commit: uint64(at), Index: m.Index}
+		chunk, err := g.store.ReadRange(at, to, chunkBytes)
+		switch {
+		case errors.Is(err, storage.ErrOffsetOutOfRange):
+			start, _ := g.store.Log().Bounds()
+			resp.Reject, resp.RejectHint = true, uint64(start)
+		case err != nil:
+			h.cfg.Logger.Warn("catch-up: read for a replica", "group", g.cfg.ID, "to", from, "offset", at, "err", err)
+			return // asked again after a timeout
+		default:
+			resp.Entries = []raftpb.Entry{{Data: chunk}}
+			g.chunksServed++
+			if len(chunk) > 0 {
+				at = chunkEnd(chunk)
+			}
+			if len(chunk) > 0 && at < to && i < runChunks-1 {
+				resp.LogTerm = 1 // more follow
+			}
+		}
+		h.post(from, Envelope{Group: g.cfg.ID, Msg: resp})
+		if resp.LogTerm == 0 {
+			return
+		}
 	}
-	h.post(from, Envelope{Group: g.cfg.ID, Msg: resp})
+}
+
+// chunkEnd returns the offset after a chunk's last batch.
+func chunkEnd(chunk []byte) int64 {
+	var b wire.Batch
+	for rest := chunk; len(rest) > 0; {
+		n := wire.BatchSize(rest)
+		if n <= 0 || n > len(rest) {
+			break // not from ReadRange, which reads whole batches
+		}
+		b, rest = wire.Batch(rest[:n]), rest[n:]
+	}
+	if b == nil {
+		return 0
+	}
+	return b.BaseOffset() + int64(b.Count())
 }
 
 // takeChunk stages a chunk that answers the outstanding request, and asks
@@ -134,10 +173,14 @@ func (h *Host) serveChunk(g *Group, from uint64, m raftpb.Message) {
 // goes to raft.
 func (h *Host) takeChunk(g *Group, m raftpb.Message) {
 	c := g.catchUp
-	if c == nil || c.asked < 0 || int64(m.Commit) != c.next {
-		return // late or duplicated
+	if c == nil || int64(m.Commit) != c.next {
+		return // late, duplicated, or after a lost one
 	}
+	more := m.LogTerm == 1
 	c.asked = -1
+	if more {
+		c.asked = h.ticks // the run goes on: its end is waited for as the request's answer
+	}
 	if m.Reject {
 		// The batches are gone from that node (its retention): its next
 		// snapshot starts later.
@@ -147,7 +190,8 @@ func (h *Host) takeChunk(g *Group, m raftpb.Message) {
 		return
 	}
 	if len(m.Entries) != 1 || len(m.Entries[0].Data) == 0 {
-		return // nothing committed there yet: asked again after a timeout
+		c.asked = h.ticks // nothing committed there yet: asked again after a timeout
+		return
 	}
 	data := m.Entries[0].Data
 	end, err := g.store.Stage(c.next, data)
@@ -157,12 +201,17 @@ func (h *Host) takeChunk(g *Group, m raftpb.Message) {
 		return
 	}
 	g.fetchedBytes += int64(len(data))
+	c.bytes += int64(len(data))
 	c.next = end
 	if c.next < c.to {
-		h.askChunk(g)
+		if !more {
+			h.askChunk(g)
+		}
 		return
 	}
 	g.catchUp = nil
+	h.cfg.Logger.Info("catch-up: fetched the leader's batches; installing the snapshot", "group", g.cfg.ID,
+		"offsets", c.from, "to", c.to, "bytes", c.bytes, "took", time.Since(c.began).Round(time.Millisecond))
 	if err := g.rn.Step(c.snap); err != nil {
 		h.cfg.Logger.Debug("raft step", "group", g.cfg.ID, "err", err)
 	}

@@ -73,11 +73,20 @@ func (t *TCP) untrack(conn net.Conn, from uint64) {
 // it keeps a single reader, so one connection's order, per node.
 func (t *TCP) adopt(conn net.Conn, from uint64) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if old := t.byNode[from]; old != nil {
 		_ = old.Close()
 	}
 	t.byNode[from] = conn
+	t.mu.Unlock()
+	// The peer is back (a restart, a healed link): the connection to it
+	// is tried at once rather than after a backoff of up to BackoffMax,
+	// which kept a restarted node deaf for seconds.
+	if p := (*t.peers.Load())[from]; p != nil {
+		select {
+		case p.retry <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // serve runs one inbound connection: the handshakes, then frames to the

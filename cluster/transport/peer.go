@@ -28,6 +28,9 @@ type peer struct {
 	stopped atomic.Bool
 	// wake has room for one token: Sends coalesce into one wake-up.
 	wake chan struct{}
+	// retry cuts a wait between connection attempts short (one token):
+	// the peer just connected to this node, so it is back (Retry).
+	retry chan struct{}
 	// unreachable is set when a connection attempt or a write failed, and
 	// cleared when a connection is made. While it is set Send drops.
 	unreachable atomic.Bool
@@ -54,7 +57,7 @@ type queued struct {
 }
 
 func newPeer(t *TCP, id uint64, addr string) *peer {
-	p := &peer{t: t, id: id, addr: addr, wake: make(chan struct{}, 1)}
+	p := &peer{t: t, id: id, addr: addr, wake: make(chan struct{}, 1), retry: make(chan struct{}, 1)}
 	p.ctx, p.cancel = context.WithCancel(t.ctx)
 	return p
 }
@@ -267,7 +270,8 @@ func (p *peer) failed(err error, op string) {
 	}
 }
 
-// sleep waits d, drawn in [d/2, d); false when the peer was stopped.
+// sleep waits d, drawn in [d/2, d), or until the peer connects to this
+// node; false when the peer was stopped.
 func (p *peer) sleep(d time.Duration) bool {
 	if d <= 0 {
 		return p.ctx.Err() == nil
@@ -277,6 +281,8 @@ func (p *peer) sleep(d time.Duration) bool {
 	defer tm.Stop()
 	select {
 	case <-tm.C:
+		return true
+	case <-p.retry:
 		return true
 	case <-p.ctx.Done():
 		return false

@@ -324,6 +324,30 @@ func TestTCPReconnect(t *testing.T) {
 	eventually(t, sendUntil(s3), "third incarnation at a new address")
 }
 
+// TestTCPReconnectWhenThePeerCallsBack: a node backing off from a peer
+// that was down dials it again as soon as the peer connects to it, not
+// after the backoff (an hour here: the test would time out).
+func TestTCPReconnectWhenThePeerCallsBack(t *testing.T) {
+	noLeaks(t)
+	cfg := testConfig(1, func(uint64, []Envelope) {})
+	cfg.BackoffMin, cfg.BackoffMax = time.Hour, time.Hour
+	a := startTCP(t, cfg)
+	addr := freeAddr(t)
+	require.NoError(t, a.SetPeer(2, addr))
+	eventually(t, func() bool { return a.Stats().DialFailures > 0 }, "a's first attempt fails: backing off for an hour")
+
+	s := newSink()
+	bcfg := testConfig(2, s.handle)
+	bcfg.ListenAddr = addr
+	b := startTCP(t, bcfg)
+	require.NoError(t, b.SetPeer(1, a.Addr().String()))
+	eventually(t, func() bool {
+		b.Send(1, []Envelope{{Group: 1, Msg: testMsg(2, 1, 0, 1)}}) // b calls a
+		a.Send(2, []Envelope{{Group: 1, Msg: testMsg(1, 2, 0, 10)}})
+		return s.count(1) > 0
+	}, "a reaches b once b connected to it")
+}
+
 // TestTCPHandshakeRefused: a peer of another cluster, or a node at the
 // address of another, is refused by both sides; nothing is delivered.
 func TestTCPHandshakeRefused(t *testing.T) {
