@@ -196,9 +196,9 @@ type Storage struct {
 	// it; staged is the bytes staged (RecentFrom).
 	marks  []chunkMark
 	staged int64
-	ctl   map[uint64]control
-	end   int64 // offset end of the last entry
-	dirty bool  // st has changes not yet saved (commit only)
+	ctl    map[uint64]control
+	end    int64 // offset end of the last entry
+	dirty  bool  // st has changes not yet saved (commit only)
 
 	// The data of the entries after the last one made visible (Commit),
 	// from index tailFirst: the partition log serves only visible batches,
