@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -172,4 +174,96 @@ func TestRetentionTicks(t *testing.T) {
 	require.Equal(t, 2, retentionTicks(&cfg))
 	cfg.RetentionInterval = time.Millisecond // shorter than a tick: every tick
 	require.Equal(t, 1, retentionTicks(&cfg))
+}
+
+// TestClusterCatchUpFetchesWhole: a replica that was down while its
+// leader went further ahead than the catch-up window fetches the batches
+// whole from the leader's segments (through its stage, then adopted) and
+// holds the whole log from offset 0, every acknowledged message in place;
+// its stage directory is gone afterwards, and the admin API counts what it
+// fetched and what the leader served.
+func TestClusterCatchUpFetchesWhole(t *testing.T) {
+	const topic = "behind"
+	nodes := startTestClusterWith(t, 3, func(c *Config) {
+		c.SegmentBytes, c.MaxFrameBytes, c.MaxMessageBytes = 1<<20, 256<<10, 128<<10
+		c.CatchUpBytes = 256 << 10
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := nodes[0].createTopicBy(byBroker, topic, 1, []wire.KV{{Key: ConfigReplicas, Value: "3"}}, false)
+		if err == nil {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "create: %v", err)
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, e := range nodes {
+		waitTopic(t, e, topic)
+	}
+	lead := leaderOf(t, nodes, topic, 0)
+	var down *Engine
+	var others []*Engine
+	for _, e := range nodes {
+		if e != lead && down == nil {
+			down = e
+		} else {
+			others = append(others, e)
+		}
+	}
+	c := dial(t, lead)
+	var acked []string
+	publish := func(n int) {
+		for range n {
+			v := fmt.Sprintf("m%04d-", len(acked))
+			v += string(bytes.Repeat([]byte{'x'}, 32<<10-len(v)))
+			ack, err := c.Publish(testCtx(t), topic, client.Message{Value: []byte(v)}, client.ToPartition(0))
+			require.NoError(t, err)
+			require.Equal(t, int64(len(acked)), ack.Offset)
+			acked = append(acked, v)
+		}
+	}
+	publish(5)
+	for _, e := range nodes {
+		require.Eventually(t, func() bool { _, vals := logFrom(t, e, topic); return len(vals) == 5 },
+			60*time.Second, 10*time.Millisecond)
+	}
+	// 3 MiB while it is down: well past the window (256 KiB) and the
+	// segment size (1 MiB).
+	back := restartNodeAfter(t, down, others, func() { publish(96) })
+	publish(3)
+	require.Eventually(t, func() bool {
+		start, vals := logFrom(t, back, topic)
+		return start+int64(len(vals)) == int64(len(acked))
+	}, 60*time.Second, 10*time.Millisecond, "the restarted replica catches up")
+	start, vals := logFrom(t, back, topic)
+	require.Zero(t, start, "it holds the whole log")
+	require.Equal(t, acked, vals)
+
+	local := func(e *Engine) httpapi.RaftGroup {
+		var view httpapi.Cluster
+		newAdmin(t, e).json("GET", "/api/v1/cluster", "", 200, &view)
+		for _, cp := range view.Partitions {
+			if cp.Topic == topic && cp.Local != nil {
+				return *cp.Local
+			}
+		}
+		t.Fatalf("node %d shows no replica of %s", e.cfg.NodeID, topic)
+		return httpapi.RaftGroup{}
+	}
+	g := local(back)
+	require.GreaterOrEqual(t, g.Snapshots, 1)
+	require.Greater(t, g.Fetched, int64(2<<20), "it fetched the batches it lacked, whole")
+	served := 0
+	for _, e := range others {
+		served += local(e).ChunksServed
+	}
+	require.Positive(t, served)
+	var stages []string
+	require.NoError(t, filepath.WalkDir(back.cfg.DataDir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() && d.Name() == storage.StageDir {
+			stages = append(stages, path)
+		}
+		return err
+	}))
+	require.Empty(t, stages, "the stage was adopted and dropped")
 }
