@@ -7,7 +7,7 @@ import (
 
 	"go.etcd.io/raft/v3/raftpb"
 
-	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/cluster/raftlog"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -129,7 +129,7 @@ func (h *Host) serveChunk(g *Group, from uint64, m raftpb.Message) {
 			Commit: uint64(at), Index: m.Index}
 		chunk, err := g.store.ReadRange(at, to, chunkBytes)
 		switch {
-		case errors.Is(err, storage.ErrOffsetOutOfRange):
+		case errors.Is(err, raftlog.ErrBeforeStart):
 			start, _ := g.store.Log().Bounds()
 			resp.Reject, resp.RejectHint = true, uint64(start)
 		case err != nil:

@@ -566,7 +566,7 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 	}
 	err := c.host.AddGroup(cluster.GroupConfig{ID: rep.group, Voters: voters, Join: voters == nil, Store: rep.store,
 		Sync: tc.Fsync.Mode == shard.SyncAlways, Retention: retention, Floor: floor,
-		CatchUpBytes: c.e.cfg.CatchUpBytes,
+		CatchUpBytes: c.catchUpBytes(),
 		OnBatch: func(base int64, data []byte) {
 			if rep.topic == OffsetsTopic {
 				rep.checkpoints(base, data)
@@ -603,6 +603,15 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 		c.replicas.Delete(rep.group)
 	}
 	return err
+}
+
+// catchUpBytes is the partitions' catch-up window (Config.CatchUpBytes;
+// the default for the review tests' nodes, which run without an engine).
+func (c *clusterNode) catchUpBytes() int64 {
+	if c.e == nil {
+		return cluster.DefaultCatchUpBytes
+	}
+	return c.e.cfg.CatchUpBytes
 }
 
 // reportLeader records in the metadata that this node leads group from

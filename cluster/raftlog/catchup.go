@@ -211,10 +211,14 @@ func (s *Storage) abandonStage(err error) error {
 	return err
 }
 
+// ErrBeforeStart is ReadRange's answer for an offset before the log's
+// start (retention removed it).
+var ErrBeforeStart = errors.New("raftlog: offset before the log's start")
+
 // ReadRange returns the committed batches of [from, to) from the leader's
 // log, whole and in order, about maxBytes of them (at least one): a chunk
-// for a replica's Stage. It fails with storage.ErrOffsetOutOfRange when
-// from is before the log's start.
+// for a replica's Stage. It fails with ErrBeforeStart when from is before
+// the log's start.
 func (s *Storage) ReadRange(from, to int64, maxBytes int) ([]byte, error) {
 	var out []byte
 	err := s.log.Read(from, maxBytes, func(b wire.Batch) bool {
@@ -227,6 +231,9 @@ func (s *Storage) ReadRange(from, to int64, maxBytes int) ([]byte, error) {
 		out = append(out, b...)
 		return true
 	})
+	if errors.Is(err, storage.ErrOffsetOutOfRange) {
+		return nil, fmt.Errorf("%w: %w", ErrBeforeStart, err)
+	}
 	if err != nil {
 		return nil, err
 	}
