@@ -49,7 +49,7 @@ type config struct {
 	keep       bool
 	// retentionBytes bounds each partition of the topic (0: kept
 	// forever); segmentBytes is the nodes' segment size (retention.go).
-	retentionBytes, segmentBytes int64
+	retentionBytes, segmentBytes, catchUpBytes int64
 }
 
 func main() {
@@ -71,6 +71,9 @@ func parseFlags() config {
 	flag.Var((*size)(&c.retentionBytes), "retention-bytes",
 		"the topic's retention_bytes: each replica removes its oldest segments past it, and nodes behind their leader's start install snapshots (0: keep forever)")
 	flag.Var((*size)(&c.segmentBytes), "segment-bytes", "the nodes' --segment-bytes (1MiB..4GiB)")
+	c.catchUpBytes = 256 << 10
+	flag.Var((*size)(&c.catchUpBytes), "catchup-bytes",
+		"the nodes' --catchup-bytes: a replica further behind fetches the batches whole (0: Raft entries only)")
 	flag.Parse()
 	if c.seed == 0 {
 		c.seed = uint64(time.Now().UnixNano())
@@ -293,7 +296,7 @@ func (t *test) addNode(peers string) (*node, error) {
 		return nil, fmt.Errorf("node id %d: no address left", id)
 	}
 	n := &node{id: id, bin: t.bin, dir: filepath.Join(t.dir, fmt.Sprintf("n%d", id)), peer: peers, log: t.logf,
-		args: brokerArgs(t.cfg.segmentBytes)}
+		args: brokerArgs(t.cfg.segmentBytes, t.cfg.catchUpBytes)}
 	if err := os.MkdirAll(n.dir, 0o755); err != nil {
 		return nil, err
 	}

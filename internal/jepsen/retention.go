@@ -69,11 +69,12 @@ func formatSize(n int64) string {
 
 // brokerArgs are the serve flags the retention settings need: segments of
 // segmentBytes, and frames (so publish batches) and messages small enough
-// for them (a segment must hold a frame).
-func brokerArgs(segmentBytes int64) []string {
+// for them (a segment must hold a frame); and the catch-up window.
+func brokerArgs(segmentBytes, catchUpBytes int64) []string {
 	frame := min(4<<20, segmentBytes)
 	return []string{"--segment-bytes", strconv.FormatInt(segmentBytes, 10),
-		"--max-frame-bytes", strconv.FormatInt(frame, 10), "--max-message-bytes", strconv.FormatInt(min(1<<20, frame/2), 10)}
+		"--max-frame-bytes", strconv.FormatInt(frame, 10), "--max-message-bytes", strconv.FormatInt(min(1<<20, frame/2), 10),
+		"--catchup-bytes", strconv.FormatInt(catchUpBytes, 10)}
 }
 
 // checkSizes refuses settings the broker would refuse, before any node
@@ -84,6 +85,9 @@ func checkSizes(c config) error {
 	}
 	if c.retentionBytes < 0 {
 		return errors.New("-retention-bytes must not be negative (0: keep forever)")
+	}
+	if c.catchUpBytes < 0 {
+		return errors.New("-catchup-bytes must not be negative (0: Raft entries only)")
 	}
 	return nil
 }
@@ -96,8 +100,11 @@ type snapKey struct {
 }
 
 // snapCount is what one process reported, at most, for the workload
-// topic's groups: snapshots installed and sent.
-type snapCount struct{ installed, sent int }
+// topic's groups: snapshots installed and sent, bytes fetched whole.
+type snapCount struct {
+	installed, sent int
+	fetched         int64
+}
 
 // noteSnapshots keeps the snapshot counters of node n's report r, taken
 // from its process that started at started.
@@ -107,38 +114,40 @@ func (t *test) noteSnapshots(n *node, started time.Time, r httpapi.Cluster) {
 		if cp.Topic == t.cfg.topic && cp.Local != nil {
 			c.installed += cp.Local.Snapshots
 			c.sent += cp.Local.SnapshotsSent
+			c.fetched += cp.Local.Fetched
 		}
 	}
 	k := snapKey{n.id, started}
 	t.mu.Lock()
 	old := t.snaps[k]
-	t.snaps[k] = snapCount{max(old.installed, c.installed), max(old.sent, c.sent)}
+	t.snaps[k] = snapCount{max(old.installed, c.installed), max(old.sent, c.sent), max(old.fetched, c.fetched)}
 	t.mu.Unlock()
 }
 
 // snapshotsSeen sums the counters over every process: what the admin API
 // showed (a process killed before it was asked again took its last
 // installs with it; the nodes' logs have them all).
-func (t *test) snapshotsSeen() (installed, sent int, byNode map[int]int) {
+func (t *test) snapshotsSeen() (installed, sent int, fetched int64, byNode map[int]int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	byNode = map[int]int{}
 	for k, c := range t.snaps {
 		installed += c.installed
 		sent += c.sent
+		fetched += c.fetched
 		byNode[k.node] += c.installed
 	}
-	return installed, sent, byNode
+	return installed, sent, fetched, byNode
 }
 
 // snapshotsLogged counts the snapshots every node's log says it
 // installed, over all its starts (cluster.Host logs each).
-func (t *test) snapshotsLogged() int {
+func (t *test) snapshotsLogged(line string) int {
 	total := 0
 	for _, n := range t.nodes {
 		data, err := os.ReadFile(filepath.Join(n.dir, "node.log"))
 		if err == nil {
-			total += strings.Count(string(data), "installed a snapshot")
+			total += strings.Count(string(data), line)
 		}
 	}
 	return total
@@ -148,13 +157,15 @@ func (t *test) snapshotsLogged() int {
 // each partition start, how many (ack, read) pairs it excused, the
 // consumers' jumps, and the snapshots installed.
 func (t *test) retentionSummary(h *checker.History, s checker.Stats) []string {
-	installed, sent, byNode := t.snapshotsSeen()
+	installed, sent, fetched, byNode := t.snapshotsSeen()
 	nodes := make([]string, 0, len(byNode))
 	for _, id := range slices.Sorted(maps.Keys(byNode)) {
 		nodes = append(nodes, fmt.Sprintf("node %d: %d", id, byNode[id]))
 	}
-	snaps := fmt.Sprintf("snapshots         %d installed (the nodes' logs); the admin API showed %d installed (%s), %d sent",
-		t.snapshotsLogged(), installed, strings.Join(nodes, ", "), sent)
+	snaps := fmt.Sprintf("snapshots         %d installed (the nodes' logs), %d after fetching batches whole; "+
+		"the admin API showed %d installed (%s), %d sent, %s fetched (-catchup-bytes %s)",
+		t.snapshotsLogged("installed a snapshot"), t.snapshotsLogged("catch-up: fetched the leader's batches"),
+		installed, strings.Join(nodes, ", "), sent, formatSize(fetched), formatSize(t.cfg.catchUpBytes))
 	if t.cfg.retentionBytes == 0 {
 		return []string{"retention         none (-retention-bytes 0): every log starts at 0", snaps}
 	}
