@@ -25,6 +25,8 @@ type testNet struct {
 	cut   map[[2]uint64]bool
 	drop  float64
 	rng   *rand.Rand
+	// filter, if set, drops the envelopes it returns false for.
+	filter func(from, to uint64, e Envelope) bool
 }
 
 func newTestNet() *testNet {
@@ -42,6 +44,9 @@ func (n *testNet) sender(from uint64) func(to uint64, envs []Envelope) {
 		out := make([]Envelope, 0, len(envs))
 		for _, e := range envs {
 			if n.drop > 0 && n.rng.Float64() < n.drop {
+				continue
+			}
+			if n.filter != nil && !n.filter(from, to, e) {
 				continue
 			}
 			out = append(out, e)

@@ -96,6 +96,14 @@ func (s *Storage) PrepareInstall(snap raftpb.Snapshot) (next, to int64, err erro
 	if from >= to {
 		return to, to, nil
 	}
+	if s.dirty {
+		// The stage starts at the visible end, the commit index: saved
+		// (as SaveCommit would), so that after a restart the log shows
+		// as much again and the stage is kept, not fetched anew.
+		if err := s.save(); err != nil {
+			return 0, 0, err
+		}
+	}
 	if s.stage == nil {
 		st, ok := s.log.(storage.Stager)
 		if !ok {
