@@ -116,12 +116,15 @@ func (s *Storage) PrepareInstall(snap raftpb.Snapshot) (next, to int64, err erro
 		s.stage = stage
 	}
 	start, end := s.stage.Bounds()
-	if start != from || end < start {
+	// A stage that holds from is kept, whatever it holds before: every
+	// stage holds committed batches only, the same as this log's and the
+	// leader's (install cuts the log back to where the stage starts).
+	if start > from || end < from {
 		if err := s.stage.Reset(from); err != nil {
 			return 0, 0, fmt.Errorf("raftlog: reset stage at %d: %w", from, err)
 		}
 		end = from
-		s.marks, s.staged = nil, 0
+		s.marks, s.staged, s.unsynced = nil, 0, 0
 	}
 	return min(end, to), to, nil
 }
@@ -205,8 +208,20 @@ func (s *Storage) Stage(at int64, chunk []byte) (int64, error) {
 	s.stage.SetVisible(next)
 	s.marks = append(s.marks, chunkMark{off: at, bytes: s.staged})
 	s.staged += int64(len(chunk))
+	s.unsynced += int64(len(chunk))
+	if s.unsynced >= stageSyncBytes {
+		// Synced as it fills, so that the sync before the install (on the
+		// host's goroutine, which every group of the node shares) is short.
+		if _, err := s.stage.Sync(); err != nil {
+			return 0, s.abandonStage(fmt.Errorf("raftlog: sync the stage: %w", err))
+		}
+		s.unsynced = 0
+	}
 	return next, nil
 }
+
+// stageSyncBytes is how much Stage writes between two syncs of the stage.
+const stageSyncBytes = 32 << 20
 
 // abandonStage drops a stage a write failed, and returns err: the next
 // PrepareInstall opens a new one.
@@ -215,7 +230,7 @@ func (s *Storage) abandonStage(err error) error {
 		err = errors.Join(err, st.DropStage())
 	}
 	s.stage = nil
-	s.marks, s.staged = nil, 0
+	s.marks, s.staged, s.unsynced = nil, 0, 0
 	return err
 }
 

@@ -281,3 +281,48 @@ func TestStageRefusesBadChunks(t *testing.T) {
 	_, err = ls.Entries(1, 2, 100)
 	require.ErrorIs(t, err, raft.ErrCompacted, "the leader's horizon")
 }
+
+// TestStageStartingBeforeTheCommittedEndIsKept: a stage filled while the
+// follower had committed less is kept when it has committed more since
+// (the stage's batches are committed ones, the same as its own), and the
+// install cuts the log back to where the stage starts.
+func TestStageStartingBeforeTheCommittedEndIsKept(t *testing.T) {
+	_, ls := leaderLog(t, 40)
+	fl := &testlog.Log{}
+	fs, err := Open(fl, &testlog.Meta{})
+	require.NoError(t, err)
+	require.NoError(t, fs.SetConfState(voters123))
+	ents, err := ls.Entries(1, 11, math.MaxUint64)
+	require.NoError(t, err)
+	require.NoError(t, fs.SetHardState(raftpb.HardState{Term: 1, Commit: 5}))
+	require.NoError(t, fs.Append(ents))
+	require.Equal(t, int64(4), fs.Commit(5))
+	ls.SetHorizon(41, 0)
+	snap, err := ls.Snapshot()
+	require.NoError(t, err)
+
+	next, to, err := fs.PrepareInstall(snap)
+	require.NoError(t, err)
+	require.Equal(t, int64(4), next)
+	chunk, err := ls.ReadRange(next, 15, 1<<20)
+	require.NoError(t, err)
+	next, err = fs.Stage(next, chunk)
+	require.NoError(t, err)
+	require.Equal(t, int64(15), next)
+
+	// It learns of a later commit, then the leader's snapshot again.
+	require.NoError(t, fs.SetHardState(raftpb.HardState{Term: 1, Commit: 10}))
+	require.Equal(t, int64(9), fs.Commit(10))
+	next, _, err = fs.PrepareInstall(snap)
+	require.NoError(t, err)
+	require.Equal(t, int64(15), next, "the stage, which starts at 4, is kept")
+	for next < to {
+		chunk, err := ls.ReadRange(next, to, 100)
+		require.NoError(t, err)
+		next, err = fs.Stage(next, chunk)
+		require.NoError(t, err)
+	}
+	require.NoError(t, fs.SetHardState(raftpb.HardState{Term: 1, Commit: 41}))
+	require.NoError(t, fs.ApplySnapshot(snap))
+	requireSameLog(t, ls, fs, 40)
+}

@@ -194,11 +194,12 @@ type Storage struct {
 	stage storage.Stage // the stage being filled for a snapshot, or nil
 	// marks are, per chunk staged, its offset and the bytes staged before
 	// it; staged is the bytes staged (RecentFrom).
-	marks  []chunkMark
-	staged int64
-	ctl    map[uint64]control
-	end    int64 // offset end of the last entry
-	dirty  bool  // st has changes not yet saved (commit only)
+	marks    []chunkMark
+	staged   int64
+	unsynced int64 // bytes staged since the stage was last synced
+	ctl      map[uint64]control
+	end      int64 // offset end of the last entry
+	dirty    bool  // st has changes not yet saved (commit only)
 
 	// The data of the entries after the last one made visible (Commit),
 	// from index tailFirst: the partition log serves only visible batches,

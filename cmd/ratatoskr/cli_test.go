@@ -207,18 +207,21 @@ func TestTopicEffectiveConfigAndJSON(t *testing.T) {
 // and variables alike, and help shows the defaults in them.
 func TestHumanUnitsInFlagsAndEnv(t *testing.T) {
 	out, errOut, code := printConfig(t, []string{"RATATOSKR_SEGMENT_BYTES=1GiB", "RATATOSKR_GROUP_RETENTION=2d"},
-		"--max-pending-bytes", "32MiB", "--retention", "1h30m", "--data", t.TempDir())
+		"--max-pending-bytes", "32MiB", "--retention", "1h30m", "--catchup-bytes", "1MiB", "--data", t.TempDir())
 	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `(?m)^catchup-bytes\s+1MiB\s+flag$`, out)
 	require.Regexp(t, `(?m)^segment-bytes\s+1GiB\s+env RATATOSKR_SEGMENT_BYTES$`, out)
 	require.Regexp(t, `(?m)^group-retention\s+2d\s+env RATATOSKR_GROUP_RETENTION$`, out)
 	require.Regexp(t, `(?m)^max-pending-bytes\s+32MiB\s+flag$`, out)
 	require.Regexp(t, `(?m)^retention\s+1h30m\s+flag$`, out)
-	file := writeFile(t, "r.toml", "cache-bytes = \"512MiB\"\nmemory-topic-bytes = 1048576\nmax-fetch-wait = \"1d\"\n")
+	file := writeFile(t, "r.toml", "cache-bytes = \"512MiB\"\nmemory-topic-bytes = 1048576\nmax-fetch-wait = \"1d\"\n"+
+		"catchup-bytes = \"0\"\n")
 	out, errOut, code = printConfig(t, nil, "--config", file, "--data", t.TempDir())
 	require.Equal(t, 0, code, errOut)
 	require.Regexp(t, `(?m)^cache-bytes\s+512MiB\s+file `, out)
 	require.Regexp(t, `(?m)^memory-topic-bytes\s+1MiB\s+file `, out)
 	require.Regexp(t, `(?m)^max-fetch-wait\s+1d\s+file `, out)
+	require.Regexp(t, `(?m)^catchup-bytes\s+0\s+file `, out)
 
 	_, errOut, code = printConfig(t, []string{"RATATOSKR_CACHE_BYTES=lots"}, "--data", t.TempDir())
 	require.Equal(t, 2, code)

@@ -62,7 +62,7 @@ type serveCmd struct {
 	RetentionBytes          byteSize  `default:"0" env:"RATATOSKR_RETENTION_BYTES" help:"Default retention by size per partition; 0 means no bound."`
 	SegmentBytes            byteSize  `default:"128MiB" env:"RATATOSKR_SEGMENT_BYTES" help:"Size at which a partition's segment file rolls."`
 	OffsetsSegmentBytes     byteSize  `default:"4MiB" env:"RATATOSKR_OFFSETS_SEGMENT_BYTES" help:"Segment size of a cluster's consumer offsets topic, whose checkpoints let retention remove old segments."`
-	CatchUpBytes            byteSize  `default:"16MiB" env:"RATATOSKR_CATCHUP_BYTES" help:"In a cluster, a replica further behind its leader than this fetches the batches whole from the leader's segments; 0 sends Raft entries only."`
+	CatchUpBytes            byteSize  `default:"16MiB" env:"RATATOSKR_CATCHUP_BYTES" name:"catchup-bytes" help:"In a cluster, a replica further behind its leader than this fetches the batches whole from the leader's segments; 0 sends Raft entries only."`
 	CacheBytes              byteSize  `default:"256MiB" env:"RATATOSKR_CACHE_BYTES" help:"Read cache of log blocks shared by all partitions; 0 disables."`
 	MemoryTopicBytes        byteSize  `default:"64MiB" env:"RATATOSKR_MEMORY_TOPIC_BYTES" help:"Bytes kept per partition of a memory topic."`
 	GroupRetention          duration  `default:"7d" env:"RATATOSKR_GROUP_RETENTION" help:"Remove a consumer group, and its committed offsets, once it has had no members and no commits for this long; 0 keeps groups forever."`
