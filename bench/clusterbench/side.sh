@@ -3,7 +3,9 @@
 # p99 at 10k msg/s, 128 B messages, replication factor 3, three nodes on
 # 127.0.0.1 each:
 #   - Ratatoskr: a topic with replicas=3, fsync=always (acked once a quorum
-#     has it fsynced), one partition, loadtest at its leader;
+#     has it fsynced), one partition, loadtest at its leader; the latency
+#     run again with JetStream's policy (fsync=interval=2m: acked once a
+#     quorum has it written);
 #   - NATS JetStream: a stream with 3 replicas (file storage, its default
 #     sync: acked once a quorum has it written, fsynced every 2 minutes),
 #     nats bench js pub async --replicas 3 for throughput, and jslat/ (one
@@ -30,11 +32,12 @@ for n in 1 2 3; do
 		--http-addr 127.0.0.1:1742$n --data "$W/r$n" --log-level error --admin-token t &
 	pids+=($!)
 done
-# topic NAME: creates it (replicas 3, fsync always) and prints its leader
-# once leadership settles on the preferred one (docs/CLUSTER.md).
+# topic NAME [FSYNC]: creates it (replicas 3, fsync FSYNC, default always)
+# and prints its leader once leadership settles on the preferred one
+# (docs/CLUSTER.md).
 topic() {
 	for i in $(seq 1 100); do
-		"$BIN" topic create "$1" --partitions 1 --replicas 3 --fsync always --server 127.0.0.1:17401 >/dev/null 2>&1 && break
+		"$BIN" topic create "$1" --partitions 1 --replicas 3 --fsync "${2:-always}" --server 127.0.0.1:17401 >/dev/null 2>&1 && break
 		sleep 0.2
 	done
 	for i in $(seq 1 100); do
@@ -59,6 +62,13 @@ echo "leader: $leader"
 sync
 leader=$(topic side-latency)
 "$BIN" loadtest --server "$leader" --topic side-latency --subscribers 1 --producers 1 --rate 10000 --duration "$DUR" --size 128B | grep -E 'latency p50|latency p99.9|lost'
+# And with JetStream's policy: acked once a quorum has it written, synced
+# later (fsync=interval=2m; JetStream syncs every 2 minutes).
+"$BIN" topic delete side-latency --server "$leader" >/dev/null
+sync
+echo "== Ratatoskr latency, fsync=interval=2m (JetStream's policy)"
+leader=$(topic side-latency-interval interval=2m)
+"$BIN" loadtest --server "$leader" --topic side-latency-interval --subscribers 1 --producers 1 --rate 10000 --duration "$DUR" --size 128B | grep -E 'latency p50|latency p99.9|lost'
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 wait 2>/dev/null || true
 pids=()
