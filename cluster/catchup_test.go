@@ -23,14 +23,7 @@ func TestCatchUpFetchesTheLogWhole(t *testing.T) {
 	lead := c.leader(0)
 	behind := c.follower(lead)
 	acked := map[int64]string{}
-	publish := func(id uint64, n int, tag string) {
-		for i := range n {
-			v := fmt.Sprintf("%s-%03d", tag, i)
-			r := c.propose(id, v)
-			require.NoError(t, r.Err)
-			acked[r.Base] = v
-		}
-	}
+	publish := func(id uint64, n int, tag string) { c.publishAcked(acked, id, n, tag) }
 	publish(lead, 20, "before")
 	c.waitConverged(20)
 

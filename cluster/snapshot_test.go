@@ -21,6 +21,18 @@ func (c *testCluster) follower(lead uint64) uint64 {
 	return c.ids[1]
 }
 
+// publishAcked proposes n values, tag-000 and on, at node id, each
+// acknowledged, and records each at its offset in acked.
+func (c *testCluster) publishAcked(acked map[int64]string, id uint64, n int, tag string) {
+	c.t.Helper()
+	for i := range n {
+		v := fmt.Sprintf("%s-%03d", tag, i)
+		r := c.propose(id, v)
+		require.NoError(c.t, r.Err)
+		acked[r.Base] = v
+	}
+}
+
 // recordsFrom reads a node's visible log from its start: the start and
 // the value at each offset from there.
 func recordsFrom(t *testing.T, l *testlog.Log) (int64, []string) {
@@ -49,14 +61,7 @@ func TestSnapshotCatchesUpAFollowerBehindRetention(t *testing.T) {
 	lead := c.leader(0)
 	behind := c.follower(lead)
 	acked := map[int64]string{}
-	publish := func(id uint64, n int, tag string) {
-		for i := range n {
-			v := fmt.Sprintf("%s-%d", tag, i)
-			r := c.propose(id, v)
-			require.NoError(t, r.Err)
-			acked[r.Base] = v
-		}
-	}
+	publish := func(id uint64, n int, tag string) { c.publishAcked(acked, id, n, tag) }
 	publish(lead, 20, "before")
 	c.waitConverged(20)
 

@@ -62,29 +62,7 @@ func TestClusterRetentionAndSnapshot(t *testing.T) {
 		c.SegmentBytes, c.MaxFrameBytes, c.MaxMessageBytes = 1<<20, 256<<10, 128<<10
 		c.RetentionInterval = 50 * time.Millisecond
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		_, err := nodes[0].createTopicBy(byBroker, topic, 1, []wire.KV{{Key: ConfigReplicas, Value: "3"},
-			{Key: ConfigRetentionBytes, Value: strconv.Itoa(2 << 20)}}, false)
-		if err == nil {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "create: %v", err)
-		time.Sleep(50 * time.Millisecond)
-	}
-	for _, e := range nodes {
-		waitTopic(t, e, topic)
-	}
-	lead := leaderOf(t, nodes, topic, 0)
-	var down *Engine
-	var others []*Engine
-	for _, e := range nodes {
-		if e != lead && down == nil {
-			down = e
-		} else {
-			others = append(others, e)
-		}
-	}
+	lead, down, others := replicatedTopicOnThree(t, nodes, topic, wire.KV{Key: ConfigRetentionBytes, Value: strconv.Itoa(2 << 20)})
 	c := dial(t, lead)
 	acked := map[int64]string{}
 	publish := func(n int) {
@@ -188,28 +166,7 @@ func TestClusterCatchUpFetchesWhole(t *testing.T) {
 		c.SegmentBytes, c.MaxFrameBytes, c.MaxMessageBytes = 1<<20, 256<<10, 128<<10
 		c.CatchUpBytes = 256 << 10
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		_, err := nodes[0].createTopicBy(byBroker, topic, 1, []wire.KV{{Key: ConfigReplicas, Value: "3"}}, false)
-		if err == nil {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "create: %v", err)
-		time.Sleep(50 * time.Millisecond)
-	}
-	for _, e := range nodes {
-		waitTopic(t, e, topic)
-	}
-	lead := leaderOf(t, nodes, topic, 0)
-	var down *Engine
-	var others []*Engine
-	for _, e := range nodes {
-		if e != lead && down == nil {
-			down = e
-		} else {
-			others = append(others, e)
-		}
-	}
+	lead, down, others := replicatedTopicOnThree(t, nodes, topic)
 	c := dial(t, lead)
 	var acked []string
 	publish := func(n int) {
@@ -266,4 +223,28 @@ func TestClusterCatchUpFetchesWhole(t *testing.T) {
 		return err
 	}))
 	require.Empty(t, stages, "the stage was adopted and dropped")
+}
+
+// replicatedTopicOnThree creates topic (one partition, three replicas,
+// and kvs) through the first of three nodes, waits until every node has
+// it, and returns its leader, a follower and the other two nodes.
+func replicatedTopicOnThree(t *testing.T, nodes []*Engine, topic string, kvs ...wire.KV) (lead, down *Engine, others []*Engine) {
+	t.Helper()
+	kvs = append([]wire.KV{{Key: ConfigReplicas, Value: "3"}}, kvs...)
+	require.Eventually(t, func() bool {
+		_, err := nodes[0].createTopicBy(byBroker, topic, 1, kvs, false)
+		return err == nil
+	}, 60*time.Second, 50*time.Millisecond, "create %s", topic)
+	for _, e := range nodes {
+		waitTopic(t, e, topic)
+	}
+	lead = leaderOf(t, nodes, topic, 0)
+	for _, e := range nodes {
+		if e != lead && down == nil {
+			down = e
+		} else {
+			others = append(others, e)
+		}
+	}
+	return lead, down, others
 }
