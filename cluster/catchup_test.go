@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/ratatoskr-mq/ratatoskr/cluster/transport"
 )
@@ -87,18 +86,7 @@ func TestCatchUpOfANewReplica(t *testing.T) {
 	c.net.SetFaults(transport.Faults{Drop: 0.1, Duplicate: 0.1, Reorder: 0.1, Delay: time.Millisecond,
 		Jitter: 3 * time.Millisecond})
 
-	c.addNode(4)
-	c.changeConf(func(st GroupStatus) bool { return slices.Contains(st.Learners, 4) },
-		single(raftpb.ConfChangeAddLearnerNode, 4))
-	propose("b0")
-	c.changeConf(func(st GroupStatus) bool {
-		return slices.Equal(st.Voters, []uint64{1, 2, 4}) && len(st.Outgoing) == 0 && len(st.Learners) == 0
-	}, single(raftpb.ConfChangeAddNode, 4), single(raftpb.ConfChangeRemoveNode, 3))
-	end := propose("b1").Base + 1
-	c.stop(3)
-	c.ids = []uint64{1, 2, 4}
-	c.setPeers()
-	c.waitVisible(end)
+	c.replace3By4()
 	c.net.SetFaults(transport.Faults{})
 
 	st4, err := c.host(4).Status(testGroup)

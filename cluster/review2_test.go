@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"bytes"
-	"fmt"
 	"sync/atomic"
 	"testing"
 
@@ -15,34 +14,48 @@ func isChunk(e Envelope) bool {
 	return e.Msg.Type == raftpb.MsgSnapStatus && bytes.Equal(e.Msg.Context, fetchChunkCtx)
 }
 
-// TestReview2CatchUpSurvivesRestartAndLeaderChange: a follower that is
-// fetching the leader's batches whole restarts mid-fetch, then its leader
-// crashes; once chunks flow again it converges on the others' log, and
-// nothing acknowledged is lost.
-func TestReview2CatchUpSurvivesRestartAndLeaderChange(t *testing.T) {
-	window := 20 * int64(len((&testCluster{}).batch("cut-000")))
-	c := buildTestCluster(t, 3, true, false, window)
-	lead := c.leader(0)
-	behind := c.follower(lead)
-	acked := map[int64]string{}
-	publish := func(id uint64, n int, tag string) { c.publishAcked(acked, id, n, tag) }
-	publish(lead, 20, "before")
+// fetchHeld is a three-node cluster with a catch-up window of 20 batches
+// whose follower behind, cut off while its leader lead went 300 batches
+// ahead, is fetching them whole, with every chunk to it dropped: it
+// returns once the first chunk was, with the acknowledged values by
+// offset.
+func fetchHeld(t *testing.T) (c *testCluster, lead, behind uint64, acked map[int64]string) {
+	t.Helper()
+	c = buildTestCluster(t, 3, true, false, 20*int64(len((&testCluster{}).batch("cut-000"))))
+	lead = c.leader(0)
+	behind = c.follower(lead)
+	acked = map[int64]string{}
+	c.publishAcked(acked, lead, 20, "before")
 	c.waitConverged(20)
 	c.net.isolate(behind, c.ids)
-	publish(lead, 300, "cut")
-
+	c.publishAcked(acked, lead, 300, "cut")
 	var chunks atomic.Int64
-	c.net.mu.Lock()
-	c.net.filter = func(_, to uint64, e Envelope) bool {
+	c.setFilter(func(_, to uint64, e Envelope) bool {
 		if to == behind && isChunk(e) {
 			chunks.Add(1)
 			return false // none: the follower waits, fetching
 		}
 		return true
-	}
-	c.net.mu.Unlock()
+	})
 	c.net.heal()
 	waitFor(t, "a chunk", func() bool { return chunks.Load() > 0 })
+	return c, lead, behind, acked
+}
+
+// setFilter sets the test network's filter (nil: none).
+func (c *testCluster) setFilter(f func(from, to uint64, e Envelope) bool) {
+	c.net.mu.Lock()
+	c.net.filter = f
+	c.net.mu.Unlock()
+}
+
+// TestReview2CatchUpSurvivesRestartAndLeaderChange: a follower that is
+// fetching the leader's batches whole restarts mid-fetch, then its leader
+// crashes; once chunks flow again it converges on the others' log, and
+// nothing acknowledged is lost.
+func TestReview2CatchUpSurvivesRestartAndLeaderChange(t *testing.T) {
+	c, lead, behind, acked := fetchHeld(t)
+	publish := func(id uint64, n int, tag string) { c.publishAcked(acked, id, n, tag) }
 	st, err := c.nodes[behind].host.Status(testGroup)
 	require.NoError(t, err)
 	require.True(t, st.Fetching)
@@ -52,9 +65,7 @@ func TestReview2CatchUpSurvivesRestartAndLeaderChange(t *testing.T) {
 	c.crash(lead)
 	next := c.leader(lead)
 	publish(next, 10, "after")
-	c.net.mu.Lock()
-	c.net.filter = nil
-	c.net.mu.Unlock()
+	c.setFilter(nil)
 	c.start(lead)
 	end := int64(20 + 300 + 10)
 	c.waitConverged(end)
@@ -74,38 +85,14 @@ func TestReview2CatchUpSurvivesRestartAndLeaderChange(t *testing.T) {
 // the next snapshot, and converges on the leader's log from its new start.
 func TestReview2CatchUpAfterRetentionMidFetch(t *testing.T) {
 	size := int64(len((&testCluster{}).batch("cut-000")))
-	c := buildTestCluster(t, 3, true, false, 20*size)
-	lead := c.leader(0)
-	behind := c.follower(lead)
-	publish := func(id uint64, n int, tag string) {
-		for i := range n {
-			require.NoError(t, c.propose(id, fmt.Sprintf("%s-%03d", tag, i)).Err)
-		}
-	}
-	publish(lead, 20, "before")
-	c.waitConverged(20)
-	c.net.isolate(behind, c.ids)
-	publish(lead, 300, "cut")
-	var chunks atomic.Int64
-	c.net.mu.Lock()
-	c.net.filter = func(_, to uint64, e Envelope) bool {
-		if to == behind && isChunk(e) {
-			chunks.Add(1)
-			return false
-		}
-		return true
-	}
-	c.net.mu.Unlock()
-	c.net.heal()
-	waitFor(t, "a chunk", func() bool { return chunks.Load() > 0 })
+	c, lead, behind, acked := fetchHeld(t)
+	publish := func(id uint64, n int, tag string) { c.publishAcked(acked, id, n, tag) }
 	c.retain.Store(100 * size)
 	waitFor(t, "retention on the leader", func() bool {
 		start, _ := c.nodes[lead].log.Bounds()
 		return start > 0
 	})
-	c.net.mu.Lock()
-	c.net.filter = nil
-	c.net.mu.Unlock()
+	c.setFilter(nil)
 	publish(lead, 10, "after")
 	c.waitConverged(330)
 	ls, lrecs := recordsFrom(t, c.nodes[lead].log)

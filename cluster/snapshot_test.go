@@ -175,6 +175,24 @@ func TestRetentionKeepsTheLastBatch(t *testing.T) {
 	c.waitConverged(31)
 }
 
+// replace3By4 adds node 4 to the group as a learner, then, in one joint
+// change, makes it a voter and removes node 3, proposing "b0" and "b1"
+// along the way; node 3 stops. It returns once every node shows "b1".
+func (c *memCluster) replace3By4() {
+	c.addNode(4)
+	c.changeConf(func(st GroupStatus) bool { return slices.Contains(st.Learners, 4) },
+		single(raftpb.ConfChangeAddLearnerNode, 4))
+	c.proposeAtLeader("b0")
+	c.changeConf(func(st GroupStatus) bool {
+		return slices.Equal(st.Voters, []uint64{1, 2, 4}) && len(st.Outgoing) == 0 && len(st.Learners) == 0
+	}, single(raftpb.ConfChangeAddNode, 4), single(raftpb.ConfChangeRemoveNode, 3))
+	end := c.proposeAtLeader("b1").Base + 1
+	c.stop(3)
+	c.ids = []uint64{1, 2, 4}
+	c.setPeers()
+	c.waitVisible(end)
+}
+
 // TestSnapshotToANewReplica: a replica added after retention compacted
 // the log (a replacement node) is in no configuration up to the
 // compaction point, and raft refuses a snapshot whose configuration does
@@ -198,18 +216,7 @@ func TestSnapshotToANewReplica(t *testing.T) {
 		return true
 	})
 
-	c.addNode(4)
-	c.changeConf(func(st GroupStatus) bool { return slices.Contains(st.Learners, 4) },
-		single(raftpb.ConfChangeAddLearnerNode, 4))
-	propose("b0")
-	c.changeConf(func(st GroupStatus) bool {
-		return slices.Equal(st.Voters, []uint64{1, 2, 4}) && len(st.Outgoing) == 0 && len(st.Learners) == 0
-	}, single(raftpb.ConfChangeAddNode, 4), single(raftpb.ConfChangeRemoveNode, 3))
-	end := propose("b1").Base + 1
-	c.stop(3)
-	c.ids = []uint64{1, 2, 4}
-	c.setPeers()
-	c.waitVisible(end)
+	c.replace3By4()
 
 	st4, err := c.host(4).Status(testGroup)
 	require.NoError(t, err)

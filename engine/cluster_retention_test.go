@@ -108,17 +108,7 @@ func TestClusterRetentionAndSnapshot(t *testing.T) {
 	// The admin API shows it: the restarted replica installed a snapshot
 	// and its log's first entry is past the ones it lost; a node that
 	// stayed up sent it.
-	local := func(e *Engine) httpapi.RaftGroup {
-		var view httpapi.Cluster
-		newAdmin(t, e).json("GET", "/api/v1/cluster", "", 200, &view)
-		for _, cp := range view.Partitions {
-			if cp.Topic == topic && cp.Local != nil {
-				return *cp.Local
-			}
-		}
-		t.Fatalf("node %d shows no replica of %s", e.cfg.NodeID, topic)
-		return httpapi.RaftGroup{}
-	}
+	local := func(e *Engine) httpapi.RaftGroup { return localGroupView(t, e, topic) }
 	g := local(back)
 	require.GreaterOrEqual(t, g.Snapshots, 1)
 	require.Greater(t, g.FirstIndex, uint64(11), "it holds none of the entries of the first 10 messages")
@@ -196,17 +186,7 @@ func TestClusterCatchUpFetchesWhole(t *testing.T) {
 	require.Zero(t, start, "it holds the whole log")
 	require.Equal(t, acked, vals)
 
-	local := func(e *Engine) httpapi.RaftGroup {
-		var view httpapi.Cluster
-		newAdmin(t, e).json("GET", "/api/v1/cluster", "", 200, &view)
-		for _, cp := range view.Partitions {
-			if cp.Topic == topic && cp.Local != nil {
-				return *cp.Local
-			}
-		}
-		t.Fatalf("node %d shows no replica of %s", e.cfg.NodeID, topic)
-		return httpapi.RaftGroup{}
-	}
+	local := func(e *Engine) httpapi.RaftGroup { return localGroupView(t, e, topic) }
 	g := local(back)
 	require.GreaterOrEqual(t, g.Snapshots, 1)
 	require.Greater(t, g.Fetched, int64(2<<20), "it fetched the batches it lacked, whole")
@@ -247,4 +227,19 @@ func replicatedTopicOnThree(t *testing.T, nodes []*Engine, topic string, kvs ...
 		}
 	}
 	return lead, down, others
+}
+
+// localGroupView is what e's admin API shows of its replica of topic's
+// partition 0.
+func localGroupView(t *testing.T, e *Engine, topic string) httpapi.RaftGroup {
+	t.Helper()
+	var view httpapi.Cluster
+	newAdmin(t, e).json("GET", "/api/v1/cluster", "", 200, &view)
+	for _, cp := range view.Partitions {
+		if cp.Topic == topic && cp.Local != nil {
+			return *cp.Local
+		}
+	}
+	t.Fatalf("node %d shows no replica of %s", e.cfg.NodeID, topic)
+	return httpapi.RaftGroup{}
 }
