@@ -127,7 +127,7 @@ func (h *Host) serveChunk(g *Group, from uint64, m raftpb.Message) {
 	for i := 0; i < runChunks; i++ {
 		resp := raftpb.Message{Type: raftpb.MsgSnapStatus, From: h.cfg.NodeID, To: from, Context: fetchChunkCtx,
 			Commit: uint64(at), Index: m.Index}
-		chunk, err := g.store.ReadRange(at, to, chunkBytes)
+		chunk, end, err := g.store.ReadRange(at, to, chunkBytes)
 		switch {
 		case errors.Is(err, raftlog.ErrBeforeStart):
 			start, _ := g.store.Log().Bounds()
@@ -138,9 +138,7 @@ func (h *Host) serveChunk(g *Group, from uint64, m raftpb.Message) {
 		default:
 			resp.Entries = []raftpb.Entry{{Data: chunk}}
 			g.chunksServed++
-			if len(chunk) > 0 {
-				at = chunkEnd(chunk)
-			}
+			at = end
 			if len(chunk) > 0 && at < to && i < runChunks-1 {
 				resp.LogTerm = 1 // more follow
 			}
@@ -150,22 +148,6 @@ func (h *Host) serveChunk(g *Group, from uint64, m raftpb.Message) {
 			return
 		}
 	}
-}
-
-// chunkEnd returns the offset after a chunk's last batch.
-func chunkEnd(chunk []byte) int64 {
-	var b wire.Batch
-	for rest := chunk; len(rest) > 0; {
-		n := wire.BatchSize(rest)
-		if n <= 0 || n > len(rest) {
-			break // not from ReadRange, which reads whole batches
-		}
-		b, rest = wire.Batch(rest[:n]), rest[n:]
-	}
-	if b == nil {
-		return 0
-	}
-	return b.BaseOffset() + int64(b.Count())
 }
 
 // takeChunk stages a chunk that answers the outstanding request, and asks

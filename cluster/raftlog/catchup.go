@@ -124,7 +124,7 @@ func (s *Storage) PrepareInstall(snap raftpb.Snapshot) (next, to int64, err erro
 			return 0, 0, fmt.Errorf("raftlog: reset stage at %d: %w", from, err)
 		}
 		end = from
-		s.marks, s.staged, s.unsynced = nil, 0, 0
+		s.forgetMarks()
 	}
 	return min(end, to), to, nil
 }
@@ -230,7 +230,7 @@ func (s *Storage) abandonStage(err error) error {
 		err = errors.Join(err, st.DropStage())
 	}
 	s.stage = nil
-	s.marks, s.staged, s.unsynced = nil, 0, 0
+	s.forgetMarks()
 	return err
 }
 
@@ -240,27 +240,28 @@ var ErrBeforeStart = errors.New("raftlog: offset before the log's start")
 
 // ReadRange returns the committed batches of [from, to) from the leader's
 // log, whole and in order, about maxBytes of them (at least one): a chunk
-// for a replica's Stage. It fails with ErrBeforeStart when from is before
-// the log's start.
-func (s *Storage) ReadRange(from, to int64, maxBytes int) ([]byte, error) {
-	var out []byte
-	err := s.log.Read(from, maxBytes, func(b wire.Batch) bool {
+// for a replica's Stage, and the offset after it (from when it is empty).
+// It fails with ErrBeforeStart when from is before the log's start.
+func (s *Storage) ReadRange(from, to int64, maxBytes int) (chunk []byte, end int64, err error) {
+	end = from
+	err = s.log.Read(from, maxBytes, func(b wire.Batch) bool {
 		if b.BaseOffset() < from {
 			return true // the read starts with the batch that holds from
 		}
-		if b.BaseOffset()+int64(b.Count()) > to || len(out) > 0 && len(out)+len(b) > maxBytes {
+		if b.BaseOffset()+int64(b.Count()) > to || len(chunk) > 0 && len(chunk)+len(b) > maxBytes {
 			return false
 		}
-		out = append(out, b...)
+		chunk = append(chunk, b...)
+		end = b.BaseOffset() + int64(b.Count())
 		return true
 	})
 	if errors.Is(err, storage.ErrOffsetOutOfRange) {
-		return nil, fmt.Errorf("%w: %w", ErrBeforeStart, err)
+		return nil, from, fmt.Errorf("%w: %w", ErrBeforeStart, err)
 	}
 	if err != nil {
-		return nil, err
+		return nil, from, err
 	}
-	return out, nil
+	return chunk, end, nil
 }
 
 // install makes the partition log end at the compaction point's offset
@@ -280,19 +281,28 @@ func (s *Storage) install() error {
 			return s.adopt(stager, stage, lstart, vis, to)
 		}
 	}
-	s.marks, s.staged = nil, 0
+	s.forgetMarks()
 	if stager != nil {
 		if err := stager.DropStage(); err != nil {
 			return err
 		}
 	}
-	if lstart <= to && to <= vis {
-		// It holds the leader's batches up to the point.
-		s.log.SetVisible(to)
-		return s.log.Truncate(to)
-	}
-	return s.log.Reset(to)
+	return s.endAt(to, lstart, vis)
 }
+
+// endAt makes the log end at offset at: cut back there when it holds the
+// leader's batches up to it (from lstart to keep), started again there,
+// empty, otherwise.
+func (s *Storage) endAt(at, lstart, keep int64) error {
+	if lstart <= at && at <= keep {
+		s.log.SetVisible(at)
+		return s.log.Truncate(at)
+	}
+	return s.log.Reset(at)
+}
+
+// forgetMarks forgets the chunks staged (RecentFrom).
+func (s *Storage) forgetMarks() { s.marks, s.staged, s.unsynced = nil, 0, 0 }
 
 // adopt cuts the log back to where the stage starts (or starts it again
 // there, when its batches do not reach the stage), cuts the stage at to,
@@ -300,12 +310,7 @@ func (s *Storage) install() error {
 // batches up to there.
 func (s *Storage) adopt(stager storage.Stager, stage storage.Stage, lstart, vis, to int64) error {
 	sstart, send := stage.Bounds()
-	if lstart <= sstart && sstart <= vis {
-		s.log.SetVisible(sstart)
-		if err := s.log.Truncate(sstart); err != nil {
-			return err
-		}
-	} else if err := s.log.Reset(sstart); err != nil {
+	if err := s.endAt(sstart, lstart, vis); err != nil {
 		return err
 	}
 	// From here on the log holds only the leader's batches, and a crash
@@ -352,11 +357,7 @@ func (s *Storage) finishInstall() error {
 			return err
 		}
 	}
-	if lstart <= to && to <= keep {
-		s.log.SetVisible(to)
-		return s.log.Truncate(to)
-	}
-	return s.log.Reset(to)
+	return s.endAt(to, lstart, keep)
 }
 
 // parseSnap returns a snapshot's data.

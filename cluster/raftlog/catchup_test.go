@@ -61,11 +61,12 @@ func fetch(t *testing.T, leader, follower *Storage, snap raftpb.Snapshot, max in
 	require.NoError(t, err)
 	chunks := 0
 	for next < to {
-		chunk, err := leader.ReadRange(next, to, max)
+		chunk, end, err := leader.ReadRange(next, to, max)
 		require.NoError(t, err)
 		require.NotEmpty(t, chunk)
 		next, err = follower.Stage(next, chunk)
 		require.NoError(t, err)
+		require.Equal(t, end, next, "ReadRange says where its chunk ends")
 		chunks++
 	}
 	require.Equal(t, to, next)
@@ -251,7 +252,7 @@ func TestStageRefusesBadChunks(t *testing.T) {
 	next, to, err := fs.PrepareInstall(snap)
 	require.NoError(t, err)
 	require.Equal(t, int64(9), next)
-	good, err := ls.ReadRange(next, to, 1<<20)
+	good, _, err := ls.ReadRange(next, to, 1<<20)
 	require.NoError(t, err)
 
 	_, err = fs.Stage(next+1, good)
@@ -260,7 +261,7 @@ func TestStageRefusesBadChunks(t *testing.T) {
 	bad[len(bad)-1] ^= 0xff
 	_, err = fs.Stage(next, bad)
 	require.ErrorIs(t, err, ErrMismatch)
-	skip, err := ls.ReadRange(next+1, to, 1<<20)
+	skip, _, err := ls.ReadRange(next+1, to, 1<<20)
 	require.NoError(t, err)
 	_, err = fs.Stage(next, skip)
 	require.ErrorIs(t, err, ErrMismatch)
@@ -274,7 +275,7 @@ func TestStageRefusesBadChunks(t *testing.T) {
 	n2, _, err := fs.PrepareInstall(snap)
 	require.NoError(t, err)
 	require.Equal(t, to, n2)
-	_, err = ls.ReadRange(-1, to, 100)
+	_, _, err = ls.ReadRange(-1, to, 100)
 	require.Error(t, err, "before the leader's start")
 	_, err = fs.Entries(5, 6, 100)
 	require.NoError(t, err)
@@ -304,7 +305,7 @@ func TestStageStartingBeforeTheCommittedEndIsKept(t *testing.T) {
 	next, to, err := fs.PrepareInstall(snap)
 	require.NoError(t, err)
 	require.Equal(t, int64(4), next)
-	chunk, err := ls.ReadRange(next, 15, 1<<20)
+	chunk, _, err := ls.ReadRange(next, 15, 1<<20)
 	require.NoError(t, err)
 	next, err = fs.Stage(next, chunk)
 	require.NoError(t, err)
@@ -317,7 +318,7 @@ func TestStageStartingBeforeTheCommittedEndIsKept(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(15), next, "the stage, which starts at 4, is kept")
 	for next < to {
-		chunk, err := ls.ReadRange(next, to, 100)
+		chunk, _, err := ls.ReadRange(next, to, 100)
 		require.NoError(t, err)
 		next, err = fs.Stage(next, chunk)
 		require.NoError(t, err)

@@ -35,7 +35,7 @@ func TestReview2RestartMidFetchKeepsTheStage(t *testing.T) {
 	next, to, err := fs.PrepareInstall(snap)
 	require.NoError(t, err)
 	require.Equal(t, int64(19), next)
-	chunk, err := ls.ReadRange(next, to, 500)
+	chunk, _, err := ls.ReadRange(next, to, 500)
 	require.NoError(t, err)
 	staged, err := fs.Stage(next, chunk)
 	require.NoError(t, err)
