@@ -661,7 +661,9 @@ func (h *Host) step(from uint64, envs []Envelope) {
 		h.markReady(g)
 		if quiesce {
 			st := g.rn.BasicStatus()
-			if st.Lead == e.Msg.From && st.Term == e.Msg.Term && st.Commit == e.Msg.Commit && !g.quiesced {
+			// A replica with a read pending (CatchUp) stays awake: its
+			// clock expires the read if the leader never answers.
+			if st.Lead == e.Msg.From && st.Term == e.Msg.Term && st.Commit == e.Msg.Commit && !g.quiesced && len(g.reads) == 0 {
 				g.quiesced = true
 				h.deactivate(g)
 			}
@@ -1345,6 +1347,12 @@ func (g *Group) setState(ss *raft.SoftState) {
 		g.pending = g.pending[:0]
 		// A read not confirmed yet never will be: raft forgets it.
 		g.failReads(&NotLeaderError{Group: g.cfg.ID, Leader: ss.Lead})
+	}
+	if !wasLeader && g.isLeader() && g.cfg.CatchUpBytes > 0 {
+		// The horizon at once, not at the next tick: a replica far behind
+		// that the new leader probes before then would get the whole log
+		// entry by entry.
+		g.store.SetHorizon(g.applied, g.cfg.CatchUpBytes)
 	}
 	if changed && g.cfg.OnLeader != nil {
 		g.cfg.OnLeader(ss.Lead, g.rn.BasicStatus().Term)

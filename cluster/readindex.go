@@ -64,12 +64,29 @@ const readCtxTag = 'r'
 // woken (its leader ticks, and its heartbeats carry the read), and does
 // not quiesce again while a read is pending.
 func (h *Host) ReadIndex(group uint64, done func(ReadState, error)) {
-	if !h.do(func() { h.readIndex(group, done) }) {
+	if !h.do(func() { h.read(group, false, done) }) {
 		done(ReadState{}, ErrStopped)
 	}
 }
 
-func (h *Host) readIndex(group uint64, done func(ReadState, error)) {
+// CatchUp calls done once this node's replica of the group, leader,
+// follower or learner, has applied every entry the group committed
+// before CatchUp was called: a ReadIndex that a follower forwards to its
+// leader (etcd raft answers it with the leader's commit index once a
+// quorum confirmed the leadership), answered here once this replica
+// applied that index. A replica that knows no leader is refused at once
+// (a NotLeaderError naming none); a read the leader never answers (it
+// lost its leadership, or the message) fails after two election
+// timeouts (ErrReadTimeout). done runs on the host's goroutine, exactly
+// once, and must not block.
+func (h *Host) CatchUp(group uint64, done func(ReadState, error)) {
+	if !h.do(func() { h.read(group, true, done) }) {
+		done(ReadState{}, ErrStopped)
+	}
+}
+
+// read takes a ReadIndex on the leader, or through it on any replica.
+func (h *Host) read(group uint64, anyReplica bool, done func(ReadState, error)) {
 	g := h.groups[group]
 	switch {
 	case g == nil:
@@ -78,7 +95,8 @@ func (h *Host) readIndex(group uint64, done func(ReadState, error)) {
 	case g.failed != nil:
 		done(ReadState{}, g.failed)
 		return
-	case !g.isLeader():
+	case g.isLeader():
+	case !anyReplica || g.leader == 0:
 		done(ReadState{}, &NotLeaderError{Group: group, Leader: g.otherLeader(h.cfg.NodeID)})
 		return
 	}

@@ -256,3 +256,54 @@ func TestReadIndexOnRunningHosts(t *testing.T) {
 	var nl *NotLeaderError
 	require.True(t, errors.As(err, &nl) || errors.Is(err, ErrReadTimeout), "an isolated leader confirmed a read: %v", err)
 }
+
+// TestCatchUpThroughLeader: a follower that missed a batch confirms it
+// caught up only once its leader answered its forwarded read and it has
+// applied the batch; one that knows no leader is refused at once, and a
+// read the leader never hears of fails after two election timeouts.
+func TestCatchUpThroughLeader(t *testing.T) {
+	d := newDrivenNet(t, 3, 1)
+	none := func(h *Host) *readCall {
+		r := &readCall{}
+		h.CatchUp(1, func(rs ReadState, err error) { r.rs, r.err = rs, err; r.calls++ })
+		return r
+	}
+	early := none(d.hosts[2])
+	d.hosts[2].Process()
+	require.Equal(t, 1, early.calls)
+	var nl *NotLeaderError
+	require.ErrorAs(t, early.err, &nl, "no leader known: refused at once")
+
+	electOne(t, d)
+	var res []Result
+	d.hosts[1].Propose(1, testBatch("b"), func(r Result) { res = append(res, r) })
+	d.settleDropping(cutOff(3))
+	require.Equal(t, []Result{{Base: 1}}, res)
+	require.Equal(t, []string{"a"}, records(t, d.logs[3][1]), "node 3 missed b")
+
+	lost := none(d.hosts[3])
+	for i := 0; i < 3*DefaultElectionTicks && lost.calls == 0; i++ {
+		for _, id := range d.ids {
+			d.hosts[id].Tick()
+		}
+		d.settleDropping(func(from, to uint64, e Envelope) bool {
+			return from == 3 && e.Msg.Type == raftpb.MsgReadIndex
+		})
+	}
+	require.Equal(t, 1, lost.calls)
+	require.ErrorIs(t, lost.err, ErrReadTimeout)
+
+	r := none(d.hosts[3])
+	d.hosts[3].Process()
+	require.Zero(t, r.calls, "answered before the leader")
+	d.settle()
+	require.Equal(t, 1, r.calls)
+	require.NoError(t, r.err)
+	require.Equal(t, d.state(1, 1).Commit, r.rs.Index, "the leader's commit index")
+	require.Equal(t, []string{"a", "b"}, records(t, d.logs[3][1]), "applied before it was answered")
+
+	l := none(d.hosts[1])
+	d.settle()
+	require.Equal(t, 1, l.calls)
+	require.NoError(t, l.err, "the leader reads for itself")
+}

@@ -65,6 +65,7 @@ type clusterNode struct {
 
 	removed    atomic.Bool // this node was removed from the cluster (refuseRemoved)
 	disks      *diskBook   // the peers' data directories (identity.go)
+	readers    *readerBook // reader replicas for the groups here (readers.go)
 	amu        sync.Mutex
 	reconciled uint64 // the view version the applier last reconciled
 	acond      *sync.Cond
@@ -81,7 +82,8 @@ type applied struct {
 func (e *Engine) startCluster() error {
 	cfg := &e.cfg
 	c := &clusterNode{e: e, id: cfg.NodeID, state: meta.New(), results: map[string]applied{}, configs: map[string]map[string]string{},
-		signal: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+		readers: newReaderBook(),
+		signal:  make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	c.acond = sync.NewCond(&c.amu)
 	c.view.Store(c.state.Clone())
 	peers := map[uint64]string{}
@@ -499,7 +501,7 @@ func (c *clusterNode) open(topic string, i int, tc TopicConfig, openLog func(dir
 		return nil, nil, fmt.Errorf("partition %d of %s is not in the cluster's metadata", i, topic)
 	}
 	rep := &replica{c: c, group: pi.Group, topic: topic, part: int32(i), voters: pi.Replicas,
-		initial: pi.Initial, local: slices.Contains(pi.Replicas, c.id)}
+		initial: pi.Initial, local: pi.Holds(c.id)}
 	if !rep.local {
 		return storage.NewOfflineLog(errors.New("no replica on this node")), rep, nil
 	}
@@ -862,7 +864,7 @@ func (c *clusterNode) report() httpapi.Cluster {
 		ti, _ := v.Topic(name)
 		for p := range ti.Partitions {
 			pi, _ := v.Partition(name, p)
-			cp := httpapi.ClusterPart{Topic: name, Partition: p, Replicas: pi.Replicas, Leader: pi.Leader}
+			cp := httpapi.ClusterPart{Topic: name, Partition: p, Replicas: pi.Replicas, Readers: pi.Readers, Leader: pi.Leader}
 			if r, ok := c.replicas.Load(pi.Group); ok {
 				rep := r.(*replica)
 				if l := rep.leader.Load(); l != 0 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ratatoskr-mq/ratatoskr/cluster"
 	"github.com/ratatoskr-mq/ratatoskr/cluster/meta"
+	"github.com/ratatoskr-mq/ratatoskr/topic"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -58,7 +59,7 @@ func (e removedError) Unwrap() []error { return []error{e.err, meta.ErrNodeRemov
 // replica moving away serves until the change that removes it). It asks
 // the host, so callers ask only for a group that runs here.
 func (c *clusterNode) holds(pi meta.PartitionInfo) bool {
-	if slices.Contains(pi.Replicas, c.id) {
+	if pi.Holds(c.id) {
 		return true
 	}
 	st, err := c.host.Status(pi.Group)
@@ -83,7 +84,10 @@ func (c *clusterNode) members() {
 		}
 		v := c.view.Load()
 		if _, ok := v.Node(c.id); ok {
-			c.converge(meta.ControllerGroup, c.controllerTarget(v))
+			c.converge(meta.ControllerGroup, c.controllerTarget(v), nil)
+		}
+		if c.readers != nil && c.e != nil && c.e.groups != nil {
+			c.tendReaders(v)
 		}
 		stale := false
 		c.replicas.Range(func(_, x any) bool {
@@ -96,9 +100,9 @@ func (c *clusterNode) members() {
 				return true
 			}
 			if rep.leader.Load() == c.id {
-				c.converge(rep.group, pi.Replicas)
+				c.converge(rep.group, pi.Replicas, pi.Readers)
 			}
-			if !slices.Contains(pi.Replicas, c.id) && !c.holds(pi) {
+			if !c.holds(pi) {
 				stale = true
 			}
 			return true
@@ -135,15 +139,16 @@ func (c *clusterNode) controllerTarget(v *meta.State) []uint64 {
 	return target
 }
 
-// converge takes one step of the group's configuration towards target,
-// if this node leads the group (see the comment at the top).
-func (c *clusterNode) converge(group uint64, target []uint64) {
+// converge takes one step of the group's configuration towards target
+// (its voters) and readers (learners that stay learners), if this node
+// leads the group (see the comment at the top).
+func (c *clusterNode) converge(group uint64, target, readers []uint64) {
 	st, err := c.host.Status(group)
 	if err != nil || st.Failed != "" || st.Leader != c.id || st.Match == nil || len(st.Outgoing) > 0 || len(target) == 0 {
 		return
 	}
 	var changes []raftpb.ConfChangeSingle
-	for _, id := range target {
+	for _, id := range append(slices.Clone(target), readers...) {
 		if !slices.Contains(st.Voters, id) && !slices.Contains(st.Learners, id) {
 			changes = append(changes, raftpb.ConfChangeSingle{Type: raftpb.ConfChangeAddLearnerNode, NodeID: id})
 		}
@@ -165,6 +170,8 @@ func (c *clusterNode) converge(group uint64, target []uint64) {
 	}
 	for _, id := range st.Learners {
 		switch {
+		case slices.Contains(readers, id) && !slices.Contains(target, id):
+			// a reader: a learner for good
 		case !slices.Contains(target, id):
 			changes = append(changes, raftpb.ConfChangeSingle{Type: raftpb.ConfChangeRemoveNode, NodeID: id})
 		case st.Match[id] == 0 || st.Match[id]+memberCatchUp < st.Commit:
@@ -174,7 +181,11 @@ func (c *clusterNode) converge(group uint64, target []uint64) {
 		}
 	}
 	for _, id := range st.Voters {
-		if !slices.Contains(target, id) {
+		switch {
+		case slices.Contains(target, id):
+		case slices.Contains(readers, id):
+			changes = append(changes, raftpb.ConfChangeSingle{Type: raftpb.ConfChangeAddLearnerNode, NodeID: id}) // demoted
+		default:
 			changes = append(changes, raftpb.ConfChangeSingle{Type: raftpb.ConfChangeRemoveNode, NodeID: id})
 		}
 	}
@@ -206,7 +217,7 @@ func (c *clusterNode) reconcileReplicas(v *meta.State) {
 			// Only a group running here can still have this node when the
 			// metadata does not (a host round trip per partition is spared
 			// the others).
-			if !ok || rep.group != pi.Group || rep.local == (slices.Contains(pi.Replicas, c.id) || rep.local && c.holds(pi)) {
+			if !ok || rep.group != pi.Group || rep.local == (pi.Holds(c.id) || rep.local && c.holds(pi)) {
 				continue
 			}
 			if err := c.e.topics.replacePartition(name, i); err != nil {
@@ -215,7 +226,15 @@ func (c *clusterNode) reconcileReplicas(v *meta.State) {
 				continue
 			}
 			c.e.log.Info("replica of a partition here "+map[bool]string{true: "added", false: "removed"}[!rep.local],
-				"topic", name, "partition", i, "group", pi.Group)
+				"topic", name, "partition", i, "group", pi.Group, "reader", slices.Contains(pi.Readers, c.id))
+			// The groups consuming the topic here read the old partition:
+			// they start again over the new one, at once if it is offline
+			// here now, else once it caught up (readers.go).
+			if !rep.local {
+				c.readers.added(name, pi.Group)
+			} else if nt := c.e.topics.get([]byte(name)); nt != nil {
+				c.e.groups.TopicReplaced(topic.Group{T: nt})
+			}
 		}
 	}
 }

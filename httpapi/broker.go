@@ -136,6 +136,7 @@ type ClusterPart struct {
 	Topic     string     `json:"topic"`
 	Partition int        `json:"partition"`
 	Replicas  []uint64   `json:"replicas"`
+	Readers   []uint64   `json:"readers,omitempty"` // non-voting replicas, for consumer groups' coordinators
 	Leader    uint64     `json:"leader"`
 	Local     *RaftGroup `json:"local,omitempty"`
 }

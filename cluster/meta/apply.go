@@ -91,6 +91,7 @@ func (s *State) Apply(index uint64, data []byte) (Result, error) {
 		s.assertValid()
 		return Result{Index: index, Op: cmd.op()}, err
 	}
+	s.pruneReaders()
 	s.assertValid()
 	return res, nil
 }
@@ -386,6 +387,60 @@ func (c Rebalance) apply(s *State, _ uint64, r *Result) error {
 	r.Leaders = s.rebalance()
 	r.Unchanged = len(r.Leaders) == 0 && len(r.Moves) == 0
 	return nil
+}
+
+func (c SetReader) apply(s *State, _ uint64, r *Result) error {
+	t := s.topics[c.Topic]
+	if t == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownTopic, c.Topic)
+	}
+	if c.Partition < 0 || c.Partition >= len(t.Parts) {
+		return fmt.Errorf("%w: %q has %d, not %d", ErrUnknownPartition, c.Topic, len(t.Parts), c.Partition)
+	}
+	p := &t.Parts[c.Partition]
+	r.Topic = c.Topic
+	r.Node = c.Node
+	i, has := slices.BinarySearch(p.Readers, c.Node)
+	switch {
+	case !c.On:
+		if has {
+			p.Readers = slices.Delete(p.Readers, i, i+1)
+		}
+		r.Unchanged = !has
+	case has || slices.Contains(p.Replicas, c.Node):
+		r.Unchanged = true
+	default:
+		n, err := s.member(c.Node)
+		if err != nil {
+			return err
+		}
+		if n.Status != NodeActive {
+			return fmt.Errorf("%w: node %d is %s", ErrNodeNotActive, c.Node, n.Status)
+		}
+		p.Readers = slices.Insert(p.Readers, i, c.Node)
+	}
+	return nil
+}
+
+// pruneReaders drops the readers a command made replicas, or removed:
+// a node is a partition's reader only while it is a member and not one
+// of the partition's replicas.
+func (s *State) pruneReaders() {
+	for _, t := range s.topics {
+		for i := range t.Parts {
+			p := &t.Parts[i]
+			if len(p.Readers) == 0 {
+				continue
+			}
+			p.Readers = slices.DeleteFunc(p.Readers, func(id uint64) bool {
+				n, ok := s.nodes[id]
+				return !ok || n.Status == NodeRemoved || slices.Contains(p.Replicas, id)
+			})
+			if len(p.Readers) == 0 {
+				p.Readers = nil
+			}
+		}
+	}
 }
 
 func (c SetSecurity) apply(s *State, _ uint64, r *Result) error {

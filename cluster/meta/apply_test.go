@@ -175,6 +175,8 @@ func TestEncode(t *testing.T) {
 			`{"v":1,"op":"move_replicas","topic":"orders","partition":0,"replicas":[2,1,4]}`},
 		{Rebalance{}, `{"v":1,"op":"rebalance"}`},
 		{SetSecurity{Key: "user/alice", Value: []byte("hi")}, `{"v":1,"op":"set_security","key":"user/alice","value":"aGk="}`},
+		{SetReader{Topic: "orders", Partition: 2, Node: 4, On: true}, `{"v":1,"op":"set_reader","topic":"orders","partition":2,"node":4,"on":true}`},
+		{SetReader{Topic: "orders", Node: 4}, `{"v":1,"op":"set_reader","topic":"orders","partition":0,"node":4}`},
 	}
 	for _, c := range cases {
 		require.Equal(t, c.want, string(c.cmd.Encode()))

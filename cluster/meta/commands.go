@@ -103,6 +103,18 @@ type Rebalance struct {
 	Replicas bool `json:"replicas,omitempty"`
 }
 
+// SetReader adds node Node to a partition's readers (On), or removes it:
+// a reader holds a non-voting replica (a Raft learner) of the partition,
+// so that it can read the partition locally, as a consumer group's
+// coordinator that holds no replica of a partition it feeds does. A node
+// that is a replica is not added; a reader must be an active node.
+type SetReader struct {
+	Topic     string `json:"topic"`
+	Partition int    `json:"partition"`
+	Node      uint64 `json:"node"`
+	On        bool   `json:"on,omitempty"`
+}
+
 // SetSecurity sets a key of the security section (users, ACLs, tenants,
 // encoded by the auth store); an empty value deletes the key.
 type SetSecurity struct {
@@ -123,6 +135,7 @@ const (
 	opMoveReplicas = "move_replicas"
 	opRebalance    = "rebalance"
 	opSetSecurity  = "set_security"
+	opSetReader    = "set_reader"
 )
 
 var decoders = map[string]func([]byte) (Command, error){
@@ -137,6 +150,7 @@ var decoders = map[string]func([]byte) (Command, error){
 	opMoveReplicas: decodeAs[MoveReplicas],
 	opRebalance:    decodeAs[Rebalance],
 	opSetSecurity:  decodeAs[SetSecurity],
+	opSetReader:    decodeAs[SetReader],
 }
 
 func (c CreateTopic) op() string  { return opCreateTopic }
@@ -150,6 +164,7 @@ func (c ReportLeader) op() string { return opReportLeader }
 func (c MoveReplicas) op() string { return opMoveReplicas }
 func (c Rebalance) op() string    { return opRebalance }
 func (c SetSecurity) op() string  { return opSetSecurity }
+func (c SetReader) op() string    { return opSetReader }
 
 // Encode returns the command's JSON.
 func (c CreateTopic) Encode() []byte { return encode(c) }
@@ -183,6 +198,9 @@ func (c Rebalance) Encode() []byte { return encode(c) }
 
 // Encode returns the command's JSON.
 func (c SetSecurity) Encode() []byte { return encode(c) }
+
+// Encode returns the command's JSON.
+func (c SetReader) Encode() []byte { return encode(c) }
 
 // encode writes {"v":1,"op":"…"} followed by the command's own fields.
 func encode(c Command) []byte {

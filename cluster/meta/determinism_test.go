@@ -15,7 +15,7 @@ func drawCommand(t *rapid.T, s *State) []byte {
 	node := rapid.Uint64Range(0, 9)
 	topic := rapid.SampledFrom([]string{"a", "b", "c", "acme~d", "bad/name"})
 	config := rapid.MapOfN(rapid.SampledFrom([]string{"retention", "fsync", "x", ""}), rapid.SampledFrom([]string{"", "1", "2"}), 0, 3)
-	switch rapid.IntRange(0, 13).Draw(t, "op") {
+	switch rapid.IntRange(0, 14).Draw(t, "op") {
 	case 0, 1, 2:
 		id := node.Draw(t, "id")
 		host := rapid.IntRange(0, 9).Draw(t, "host")
@@ -39,6 +39,9 @@ func drawCommand(t *rapid.T, s *State) []byte {
 		return drawMove(t, s, topic.Draw(t, "topic"))
 	case 11:
 		return Rebalance{}.Encode()
+	case 13:
+		return SetReader{Topic: topic.Draw(t, "topic"), Partition: rapid.IntRange(-1, 3).Draw(t, "partition"),
+			Node: node.Draw(t, "reader"), On: rapid.Bool().Draw(t, "on")}.Encode()
 	case 12:
 		return SetSecurity{Key: rapid.SampledFrom([]string{"", "user/a", "acl/1"}).Draw(t, "key"),
 			Value: rapid.SliceOfN(rapid.Byte(), 0, 3).Draw(t, "value")}.Encode()

@@ -56,3 +56,44 @@ func TestRebalanceReplicas(t *testing.T) {
 	}
 	require.True(t, a.ok(Rebalance{Replicas: true}).Unchanged, "balanced: nothing more moves")
 }
+
+// TestSetReader: a reader is an active node that is not a replica; it is
+// dropped when it becomes one or is removed, and survives a snapshot.
+func TestSetReader(t *testing.T) {
+	a := cluster(t, 1, 2, 3, 4)
+	a.ok(CreateTopic{Name: "t", Partitions: 1, Replicas: 1})
+	rep := a.replicas("t", 0)[0]
+	others := []uint64{}
+	for _, id := range []uint64{1, 2, 3, 4} {
+		if id != rep {
+			others = append(others, id)
+		}
+	}
+	require.True(t, a.ok(SetReader{Topic: "t", Node: rep, On: true}).Unchanged, "a replica is no reader")
+	a.ok(SetReader{Topic: "t", Node: others[2], On: true})
+	a.ok(SetReader{Topic: "t", Node: others[0], On: true})
+	require.True(t, a.ok(SetReader{Topic: "t", Node: others[0], On: true}).Unchanged)
+	info, _ := a.s.Partition("t", 0)
+	require.Equal(t, []uint64{others[0], others[2]}, info.Readers, "sorted")
+	require.True(t, info.Holds(others[0]) && info.Holds(rep) && !info.Holds(others[1]))
+
+	a.fail(SetReader{Topic: "nope", Node: others[1], On: true}.Encode(), ErrUnknownTopic)
+	a.fail(SetReader{Topic: "t", Partition: 1, Node: others[1], On: true}.Encode(), ErrUnknownPartition)
+	a.fail(SetReader{Topic: "t", Node: 9, On: true}.Encode(), ErrUnknownNode)
+	a.ok(DrainNode{ID: others[1]})
+	a.fail(SetReader{Topic: "t", Node: others[1], On: true}.Encode(), ErrNodeNotActive)
+
+	snap, err := a.s.MarshalSnapshot()
+	require.NoError(t, err)
+	back, err := UnmarshalSnapshot(snap)
+	require.NoError(t, err)
+	requireSameState(t, a.s, back)
+
+	a.ok(MoveReplicas{Topic: "t", Replicas: []uint64{others[0]}})
+	info, _ = a.s.Partition("t", 0)
+	require.Equal(t, []uint64{others[2]}, info.Readers, "a reader made a replica is no longer a reader")
+	a.ok(RemoveNode{ID: others[2]})
+	info, _ = a.s.Partition("t", 0)
+	require.Empty(t, info.Readers, "a removed node reads nothing")
+	require.True(t, a.ok(SetReader{Topic: "t", Node: others[2]}).Unchanged)
+}

@@ -163,5 +163,16 @@ func (s *State) checkPartition(t *topic, i int) error {
 			return fmt.Errorf("leader: %w", err)
 		}
 	}
+	if !slices.IsSorted(p.Readers) || len(slices.Compact(slices.Clone(p.Readers))) != len(p.Readers) {
+		return fmt.Errorf("readers %v not sorted, or twice", p.Readers)
+	}
+	for _, id := range p.Readers {
+		if slices.Contains(p.Replicas, id) {
+			return fmt.Errorf("reader %d is a replica", id)
+		}
+		if _, err := s.member(id); err != nil {
+			return fmt.Errorf("reader: %w", err)
+		}
+	}
 	return nil
 }

@@ -66,6 +66,10 @@ type PartitionInfo struct {
 	// configuration: a replica in it starts with that configuration, any
 	// other joins empty and learns the configuration from the group's log.
 	Initial []uint64
+	// Readers are nodes that hold a non-voting replica (a Raft learner)
+	// to read the partition locally: a consumer group's coordinator that
+	// is not one of its Replicas (SetReader). Sorted; never a replica.
+	Readers []uint64
 	// Leader is the leader a node last reported (0: none known), a hint
 	// for clients; LeaderTerm is the Raft term of that report.
 	Leader     uint64
@@ -101,6 +105,7 @@ type partition struct {
 	// whose set never changed since before it was recorded (their
 	// replicas, then, as a set).
 	Initial    []uint64 `json:"initial,omitempty"`
+	Readers    []uint64 `json:"readers,omitempty"` // sorted, none of Replicas
 	Leader     uint64   `json:"leader,omitempty"`
 	LeaderTerm uint64   `json:"leader_term,omitempty"`
 }
@@ -205,7 +210,14 @@ func (s *State) Partition(topic string, p int) (PartitionInfo, bool) {
 func (t *topic) info(p int) PartitionInfo {
 	pt := &t.Parts[p]
 	return PartitionInfo{Topic: t.Name, Partition: p, Group: pt.Group,
-		Replicas: slices.Clone(pt.Replicas), Initial: pt.initial(), Leader: pt.Leader, LeaderTerm: pt.LeaderTerm}
+		Replicas: slices.Clone(pt.Replicas), Initial: pt.initial(), Readers: slices.Clone(pt.Readers),
+		Leader: pt.Leader, LeaderTerm: pt.LeaderTerm}
+}
+
+// Holds reports whether node id holds a replica of the partition, voting
+// or reading.
+func (p PartitionInfo) Holds(id uint64) bool {
+	return slices.Contains(p.Replicas, id) || slices.Contains(p.Readers, id)
 }
 
 // initial returns the partition's first replica set, sorted.
@@ -312,6 +324,7 @@ func (t *topic) clone() *topic {
 	for i := range c.Parts {
 		c.Parts[i].Replicas = slices.Clone(c.Parts[i].Replicas)
 		c.Parts[i].Initial = slices.Clone(c.Parts[i].Initial)
+		c.Parts[i].Readers = slices.Clone(c.Parts[i].Readers)
 	}
 	return &c
 }

@@ -150,7 +150,11 @@ func (c *clusterStatusCmd) Run(ctx context.Context) error {
 			if p.Leader != 0 {
 				leader = fmt.Sprint(p.Leader)
 			}
-			_, _ = fmt.Fprintf(w, "%s\t%d\t%v\t%s\t%s\n", p.Topic, p.Partition, p.Replicas, leader, here)
+			replicas := fmt.Sprint(p.Replicas)
+			if len(p.Readers) > 0 {
+				replicas += fmt.Sprintf(" readers %v", p.Readers)
+			}
+			_, _ = fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", p.Topic, p.Partition, replicas, leader, here)
 		}
 	}
 	return w.Flush()

@@ -1411,6 +1411,42 @@ func (c *Coordinator) TopicRemoved(t Topic) {
 	}
 }
 
+// TopicReplaced rebuilds the groups of t's topic over t, a new build of
+// it whose partitions may be other objects (a cluster: a replica of one
+// was added on this node, or moved away). Each such group starts again
+// from its stored state, as after a handover: its members are sent
+// NOT_LEADER with corr 0 and join again, their feeds reading the new
+// partitions from the committed offsets (what was in flight comes again).
+func (c *Coordinator) TopicReplaced(t Topic) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, g := range c.groups {
+		if g.topic == t || g.topic.Name() != t.Name() {
+			continue
+		}
+		why := wire.Errorf(wire.CodeNotLeader, "no leader: the partitions of group "+name+
+			" changed on its coordinator; join again")
+		for _, m := range g.members {
+			m.gone.Store(true)
+			m.out.SendError(0, why)
+			m.out.Kick()
+		}
+		for _, gp := range g.parts {
+			gp.mu.Lock()
+			if gp.feed != nil {
+				gp.feed.stop()
+			}
+			gp.owner, gp.revoking = nil, nil
+			gp.mu.Unlock()
+		}
+		delete(c.groups, name)
+		c.emitGroup(g, nil, 0, "rebuilt", byBroker, nil)
+		if sg, ok := c.store.Group(name); ok && sg.Topic == t.Name() {
+			c.groups[name] = c.storedGroup(name, t, sg)
+		}
+	}
+}
+
 // Adopt takes in the groups this node has come to coordinate (a cluster:
 // it leads their offsets partition now), with the state its replay of
 // that partition found; the store keeps them, and those whose topic is
