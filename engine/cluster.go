@@ -108,7 +108,7 @@ func (e *Engine) startCluster() error {
 	var hostp atomic.Pointer[cluster.Host]
 	tr, err := transport.NewTCP(transport.TCPConfig{
 		NodeID: cfg.NodeID, ClusterID: cfg.ClusterID, ListenAddr: cfg.ClusterAddr, Peers: peers,
-		Disk: disk, Admit: c.admit,
+		Disk: disk, Admit: c.admit, OnRefused: c.refused,
 		Handler: func(from uint64, envs []transport.Envelope) {
 			if h := hostp.Load(); h != nil {
 				h.Deliver(from, envs)

@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"maps"
 	"strconv"
+	"strings"
 	"sync"
 
+	"github.com/ratatoskr-mq/ratatoskr/cluster/meta"
 	"github.com/ratatoskr-mq/ratatoskr/cluster/transport"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/storage/vfs"
@@ -89,7 +91,27 @@ func loadIdentity(fsys vfs.FS, dataDir string, nodeID uint64, clusterID string) 
 // is not refused here: it may still hold replicas that are being moved
 // off it, and those moves need its connections.)
 func (c *clusterNode) admit(peer uint64, disk transport.DiskID) error {
+	if n, ok := c.view.Load().Node(peer); ok && n.Status == meta.NodeRemoved && !c.hasMember(peer) {
+		return fmt.Errorf("%s%d", removedReason, peer)
+	}
 	return c.disks.admit(peer, disk)
+}
+
+// removedReason starts the refusal of a removed node's handshake
+// (followed by its id), which tells it: a node removed while it was down
+// hears of it from no Raft group, as none has it any more. A removed node
+// that a group here still has (one moving off it, which may need its
+// log) is admitted until the group has left it.
+const removedReason = "removed from the cluster: node "
+
+// refused takes a peer's refusal of this node's handshake
+// (transport.TCPConfig.OnRefused): a refusal because this node was
+// removed makes it refuse to serve as a member (refuseRemoved).
+func (c *clusterNode) refused(peer uint64, reason string) {
+	if strings.HasSuffix(reason, removedReason+strconv.FormatUint(c.id, 10)) { // the transport's words come first
+		c.e.log.Error("a peer refuses this node: it was removed from the cluster", "peer", peer)
+		c.refuseRemoved()
+	}
 }
 
 // diskBook is the data directory ids this node has met, by node id: the

@@ -321,3 +321,25 @@ func TestClusterJoinedNodeRestarts(t *testing.T) {
 		leaderOf(t, all, "after", p)
 	}
 }
+
+// TestClusterRemovedWhileDownIsTold: a node removed while it was down
+// hears of it from no Raft group (none has it any more); its peers refuse
+// its handshakes saying why, and it reports itself not ready.
+func TestClusterRemovedWhileDownIsTold(t *testing.T) {
+	nodes := startTestCluster(t, 3)
+	require.Eventually(t, func() bool { return len(nodes[0].cluster.view.Load().ActiveNodes()) == 3 },
+		60*time.Second, 10*time.Millisecond, "every node registered")
+	rest := nodes[:2]
+	back := restartNodeAfter(t, nodes[2], rest, func() {
+		newAdmin(t, rest[0]).json("POST", "/api/v1/cluster/remove-node", `{"id":3}`, 202, nil)
+		require.Eventually(t, func() bool {
+			n, _ := rest[1].cluster.view.Load().Node(3)
+			return n.Status == meta.NodeRemoved
+		}, 60*time.Second, 10*time.Millisecond, "node 3 removed")
+	})
+	n, _ := back.cluster.view.Load().Node(3)
+	require.NotEqual(t, meta.NodeRemoved, n.Status, "its own metadata does not say so")
+	require.Eventually(t, func() bool { return back.cluster.removed.Load() }, 60*time.Second, 10*time.Millisecond,
+		"a peer told it")
+	require.Equal(t, []string{"this node was removed from the cluster"}, back.notReadyReasons(false))
+}

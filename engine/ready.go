@@ -75,6 +75,9 @@ func (e *Engine) notReadyReasons(probe bool) []string {
 	if r := e.notReady.Load(); r != nil {
 		return []string{*r}
 	}
+	if e.cluster != nil && e.cluster.removed.Load() {
+		return []string{"this node was removed from the cluster"}
+	}
 	if why := e.srv.ListenerProblem(); why != "" {
 		return []string{"native listener down: " + why}
 	}

@@ -1,6 +1,9 @@
 package transport
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors of the frame decoder and the handshake. The connection that
 // causes one is closed; each is counted in Stats and logged.
@@ -37,6 +40,19 @@ var (
 	// does not know.
 	ErrRefused = errors.New("transport: handshake refused")
 )
+
+// RefusedError is a peer's refusal of this node (TCPConfig.Admit there),
+// with the reason the peer gave; errors.Is finds ErrNotAdmitted in it.
+type RefusedError struct {
+	Peer   uint64 // the node that refused
+	Reason string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("%v by node %d: %s", ErrNotAdmitted, e.Peer, e.Reason)
+}
+
+func (e *RefusedError) Unwrap() error { return ErrNotAdmitted }
 
 // isFormat reports whether err means the peer sent bytes that break the
 // protocol, as opposed to an I/O error or an orderly close.

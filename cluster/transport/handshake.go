@@ -141,7 +141,7 @@ func readAck(r io.Reader) (DiskID, error) {
 		if _, err := io.ReadFull(r, reason); err != nil {
 			return DiskID{}, err
 		}
-		return DiskID{}, fmt.Errorf("%w by node %d: %s", ErrNotAdmitted, binary.BigEndian.Uint64(b[7:]), reason)
+		return DiskID{}, &RefusedError{Peer: binary.BigEndian.Uint64(b[7:]), Reason: string(reason)}
 	case statusNotYet:
 		return DiskID{}, fmt.Errorf("%w: node %d", ErrNotYet, binary.BigEndian.Uint64(b[7:]))
 	default:

@@ -259,6 +259,10 @@ func (p *peer) failed(err error, op string) {
 		// Not a network fault: the peer refuses this node, or this node
 		// the peer (TCPConfig.Admit). Said at every attempt (they back off).
 		p.t.log.Error("cluster transport: not admitted", "peer", p.id, "addr", p.addr, "err", err)
+		var re *RefusedError
+		if f := p.t.cfg.OnRefused; f != nil && errors.As(err, &re) {
+			f(re.Peer, re.Reason)
+		}
 	case p.failing || errors.Is(err, ErrNotYet):
 		p.t.log.Debug("cluster transport: peer still unreachable", "peer", p.id, "addr", p.addr, "op", op, "err", err)
 	default:

@@ -73,6 +73,10 @@ type TCPConfig struct {
 	// attempts to a peer: it doubles from BackoffMin after each failure up
 	// to BackoffMax, and each wait is drawn in [d/2, d).
 	BackoffMin, BackoffMax time.Duration
+	// OnRefused, when set, is called from the peer's goroutine each time
+	// the peer refuses this node's handshake (its Admit), with the reason
+	// it gave; it must not block.
+	OnRefused func(peer uint64, reason string)
 	// OnUnreachable, when set, is called from the peer's goroutine each
 	// time a connection attempt or a write to that peer fails (for raft's
 	// ReportUnreachable). It must not block.
@@ -255,12 +259,17 @@ func (t *TCP) setPeer(id uint64, addr string, move bool) error {
 // its own configuration's.
 func (t *TCP) AddPeer(id uint64, addr string) error { return t.setPeer(id, addr, false) }
 
-// RemovePeer forgets node id: its connection is closed and what was
-// queued for it is dropped. Its inbound connection, if any, stays until
-// the node closes it.
+// RemovePeer forgets node id: its connections both ways are closed and
+// what was queued for it is dropped. A node that dials again is judged by
+// Admit afresh.
 func (t *TCP) RemovePeer(id uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if c := t.byNode[id]; c != nil {
+		// Its connection to this node too: a removed node dials again,
+		// and hears why Admit refuses it now.
+		_ = c.Close()
+	}
 	old := *t.peers.Load()
 	p := old[id]
 	if p == nil {

@@ -396,6 +396,12 @@ func TestTCPAdmitDisk(t *testing.T) {
 	n2 := startTCP(t, cfg2)
 	cfg3 := testConfig(3, s3.handle)
 	cfg3.Disk = DiskID{'Y'}
+	var refusedBy atomic.Uint64
+	var refusal atomic.Pointer[string]
+	cfg3.OnRefused = func(peer uint64, reason string) {
+		refusedBy.Store(peer)
+		refusal.Store(&reason)
+	}
 	n3 := startTCP(t, cfg3)
 	link(t, map[uint64]*TCP{1: n1, 2: n2, 3: n3})
 
@@ -410,6 +416,9 @@ func TestTCPAdmitDisk(t *testing.T) {
 	require.Zero(t, s1.count(3), "node 3's messages reached node 1")
 	require.Zero(t, s3.total(), "node 1's messages reached node 3")
 	require.Zero(t, n3.Stats().FramesReceived)
+	eventually(t, func() bool { return refusal.Load() != nil }, "node 3 hears why node 1 refused it")
+	require.Equal(t, uint64(1), refusedBy.Load())
+	require.Contains(t, *refusal.Load(), "node 3's data directory is 59")
 
 	// The handshake's refusal names the refusing node and says why.
 	c := rawPeer(t, n1, false)

@@ -191,6 +191,14 @@ type group struct {
 	parts   []*gpart
 	desired []string // the assignor's last answer, member ids
 	retry   bool     // a partition waits for its previous feed to stop
+	// In a cluster, a partition freed by a member leaving, timing out or
+	// confirming a revocation is given again only once the coordinator
+	// confirmed it still coordinates the group, after it was freed
+	// (confirmGives): a deposed coordinator that has not noticed yet
+	// would start the next owner at its stale committed offset.
+	freed      uint64 // partitions freed so, ever
+	confirmed  uint64 // freed when the last confirmation was asked
+	confirming bool
 
 	deadLettered atomic.Uint64
 }
@@ -675,6 +683,7 @@ func (c *Coordinator) removeMember(m *Member) {
 	g := m.g
 	m.gone.Store(true)
 	delete(g.members, m.id)
+	g.freed++
 	for _, gp := range g.parts {
 		gp.mu.Lock()
 		if gp.owner == m {
@@ -765,6 +774,8 @@ func (c *Coordinator) rebalance(g *group) {
 			// waiting for the previous owner to confirm
 		case gp.feed != nil && !gp.feed.stopped():
 			g.retry = true // its previous feed is still winding down
+		case g.confirmed != g.freed && c.place != nil:
+			c.confirmGives(g)
 		default:
 			c.give(gp, want, gen, now)
 			changed[want] = true
@@ -788,6 +799,35 @@ func (c *Coordinator) rebalance(g *group) {
 		}
 		ps.gp.mu.Unlock()
 	}
+}
+
+// confirmGives asks the Placement to confirm that this node still
+// coordinates g, and rebalances g again once it did; mu held. A refusal
+// leaves the partitions free: the node was deposed, and hands the group
+// over (Evict), or the timer pass asks again.
+func (c *Coordinator) confirmGives(g *group) {
+	if g.confirming {
+		return
+	}
+	g.confirming = true
+	asked := g.freed
+	go c.place.Confirm(g.name, func(err error) {
+		go func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			g.confirming = false
+			if c.groups[g.name] != g {
+				return
+			}
+			if err != nil {
+				c.log.Info("group coordination not confirmed; partitions stay free", "group", g.name, "err", err)
+				g.retry = true
+				return
+			}
+			g.confirmed = max(g.confirmed, asked)
+			c.rebalance(g)
+		}()
+	})
 }
 
 // give makes m the owner of gp from generation gen and decides where its
@@ -887,6 +927,7 @@ func (c *Coordinator) Heartbeat(m *Member, gen uint32) error {
 // finishRevokes frees the partitions m was giving up; mu held.
 func (c *Coordinator) finishRevokes(m *Member) {
 	m.revokeBy = 0
+	m.g.freed++
 	for _, gp := range m.g.parts {
 		gp.mu.Lock()
 		if gp.revoking == m {

@@ -253,3 +253,66 @@ func TestPlacementStartsAtCommittedAboveReplicaEnd(t *testing.T) {
 	require.Equal(t, map[int32]int64{0: 25, 1: 7}, r.last(t, "g").Offsets)
 	requireCode(t, wire.CodeInvalidArgument, h.commit(m, a.Generation, wire.PartitionOffset{Partition: 0, Offset: 26}))
 }
+
+// TestPlacementConfirmsBeforeGivingFreedPartitions: in a cluster, a
+// partition freed by a member that confirmed a revocation or left goes to
+// another member only once the coordinator confirmed it still coordinates
+// the group. Deposed without knowing it, it leaves the partition free
+// (the new coordinator hands it out from the offsets it holds, where this
+// one would start it at its stale committed offset), and gives it once a
+// confirmation succeeds.
+func TestPlacementConfirmsBeforeGivingFreedPartitions(t *testing.T) {
+	h := newHarness(t, 2, 10)
+	pl, r := &testPlacement{own: map[string]bool{"g": true}}, &memRepl{}
+	h.openPlaced(pl, r)
+	a, b := newConn(), newConn()
+	ma, first := h.joined(a, joinReq(wire.AckOffset))
+	require.Len(t, first.Partitions, 2)
+	mb := h.join(b, joinReq(wire.AckOffset))
+	b.frames(t)
+	revoked := a.assignment(t)
+	require.Len(t, revoked.Partitions, 1, "a keeps one")
+	require.NoError(t, h.c.Heartbeat(ma, revoked.Generation))
+	h.endStopped()
+	given := awaitAssignment(t, b)
+	require.Len(t, given.Partitions, 1, "b gets the other once confirmed")
+
+	pl.mu.Lock()
+	pl.deposed = true
+	pl.mu.Unlock()
+	h.c.Leave(mb)
+	h.endStopped()
+	g := h.c.groups["g"]
+	require.Eventually(t, func() bool {
+		h.c.mu.Lock()
+		defer h.c.mu.Unlock()
+		return !g.confirming && g.retry
+	}, 30*time.Second, time.Millisecond, "the confirmation is refused")
+	require.Empty(t, a.frames(t), "a deposed coordinator gives nothing")
+	info, err := h.c.Describe("g")
+	require.NoError(t, err)
+	require.Empty(t, info.Partitions[given.Partitions[0].Partition].Owner, "b's partition stays free")
+
+	pl.mu.Lock()
+	pl.deposed = false
+	pl.mu.Unlock()
+	h.c.Tick(h.clock.Load())
+	all := awaitAssignment(t, a)
+	require.Len(t, all.Partitions, 2, "confirmed again, a gets b's partition")
+}
+
+// awaitAssignment waits for the next Assignment queued for c, skipping
+// nothing else: it requires that no other frame comes first.
+func awaitAssignment(t *testing.T, c *conn) wire.Assignment {
+	t.Helper()
+	var fs []wire.Frame
+	require.Eventually(t, func() bool {
+		fs = append(fs, c.frames(t)...)
+		return len(fs) > 0
+	}, 30*time.Second, time.Millisecond, "an assignment")
+	require.Len(t, fs, 1)
+	require.Equal(t, wire.TypeAssignment, fs[0].Type)
+	a, err := wire.DecodeAssignment(fs[0].Body)
+	require.NoError(t, err)
+	return a
+}
