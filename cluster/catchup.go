@@ -121,8 +121,38 @@ func (h *Host) catchUpMsg(g *Group, from uint64, m raftpb.Message) bool {
 // serveChunk answers a request for the batches from offset m.Commit up to
 // m.Index with a run of chunks of them (each with its offset in Commit,
 // and LogTerm 1 when more follow), or with a refusal naming where this
-// node's log starts when it no longer holds the first.
+// node's log starts when it no longer holds the first. The run is read
+// off the host's goroutine (a driven host reads it in place), one run per
+// requester at a time: the requester asks again after a timeout.
 func (h *Host) serveChunk(g *Group, from uint64, m raftpb.Message) {
+	if h.cfg.Driven {
+		h.sendRun(g, from, h.readRun(g, from, m))
+		return
+	}
+	if g.serving[from] {
+		return
+	}
+	if g.serving == nil {
+		g.serving = map[uint64]bool{}
+	}
+	g.serving[from] = true
+	g.runs.Add(1)
+	go func() {
+		resps := h.readRun(g, from, m)
+		g.runs.Done()
+		h.do(func() {
+			delete(g.serving, from)
+			if h.groups[g.cfg.ID] == g && g.failed == nil {
+				h.sendRun(g, from, resps)
+			}
+		})
+	}()
+}
+
+// readRun reads the run of chunks a request asks for (serveChunk); nil
+// after a read error, logged.
+func (h *Host) readRun(g *Group, from uint64, m raftpb.Message) []raftpb.Message {
+	var out []raftpb.Message
 	at, to := int64(m.Commit), int64(m.Index)
 	for i := 0; i < runChunks; i++ {
 		resp := raftpb.Message{Type: raftpb.MsgSnapStatus, From: h.cfg.NodeID, To: from, Context: fetchChunkCtx,
@@ -134,19 +164,29 @@ func (h *Host) serveChunk(g *Group, from uint64, m raftpb.Message) {
 			resp.Reject, resp.RejectHint = true, uint64(start)
 		case err != nil:
 			h.cfg.Logger.Warn("catch-up: read for a replica", "group", g.cfg.ID, "to", from, "offset", at, "err", err)
-			return // asked again after a timeout
+			return out // the rest is asked again after a timeout
 		default:
 			resp.Entries = []raftpb.Entry{{Data: chunk}}
-			g.chunksServed++
 			at = end
 			if len(chunk) > 0 && at < to && i < runChunks-1 {
 				resp.LogTerm = 1 // more follow
 			}
 		}
-		h.post(from, Envelope{Group: g.cfg.ID, Msg: resp})
+		out = append(out, resp)
 		if resp.LogTerm == 0 {
-			return
+			break
 		}
+	}
+	return out
+}
+
+// sendRun sends a run of chunks read for a requester.
+func (h *Host) sendRun(g *Group, from uint64, resps []raftpb.Message) {
+	for _, resp := range resps {
+		if !resp.Reject {
+			g.chunksServed++
+		}
+		h.post(from, Envelope{Group: g.cfg.ID, Msg: resp})
 	}
 }
 

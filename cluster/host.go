@@ -288,6 +288,9 @@ func (h *Host) Stop() {
 	}
 	h.notify()
 	<-h.done
+	for _, g := range h.groups {
+		g.runs.Wait() // reads of chunks for peers (serveChunk): the caller closes the logs next
+	}
 }
 
 // do queues fn to run on the host's goroutine; false if the host stopped.
@@ -1089,13 +1092,13 @@ func (h *Host) AddGroup(cfg GroupConfig) error {
 // RemoveGroup stops a group on this host and fails what it has pending.
 // It does not close the group's log.
 func (h *Host) RemoveGroup(id uint64) error {
-	var found bool
+	var found *Group
 	err := h.call(func() {
 		g := h.groups[id]
 		if g == nil {
 			return
 		}
-		found = true
+		found = g
 		g.failPending(ErrNoGroup)
 		delete(h.groups, id)
 		h.deactivate(g)
@@ -1104,8 +1107,11 @@ func (h *Host) RemoveGroup(id uint64) error {
 			h.ready = slices.DeleteFunc(h.ready, func(r *Group) bool { return r == g })
 		}
 	})
-	if err == nil && !found {
+	if err == nil && found == nil {
 		err = ErrNoGroup
+	}
+	if found != nil {
+		found.runs.Wait() // no read of its log goes on once the caller closes it
 	}
 	return err
 }
@@ -1301,6 +1307,8 @@ type Group struct {
 	snapshotsSent int
 	noHistory     bool // retention refused for want of history, logged once
 	catchUp       *catchUp
+	serving       map[uint64]bool // requesters whose run of chunks is being read (serveChunk)
+	runs          sync.WaitGroup  // those reads, which RemoveGroup waits for
 	fetchedBytes  int64
 	chunksServed  int
 }
