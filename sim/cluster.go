@@ -95,9 +95,9 @@ type clusterActor struct {
 	leaders  map[uint64]uint64
 	dirty    bool // something may have changed since the last Check
 	calm     bool // checkLive found the network calm long enough
-	// leaderless is the calm's clock (checkLive) when no node was seen
-	// leading the highest term, -1 while one does.
-	leaderless int
+	// leaderless says no node has been seen leading the highest term
+	// since each node up had ticked its lost times (checkLeaderless).
+	leaderless bool
 	err        error // an invariant a callback found broken
 	sent       int   // packets, for the trace
 }
@@ -119,8 +119,9 @@ type clusterNode struct {
 	// but a crash may bring back segments whose removal was not durable.
 	visible, checked, start int64
 	snaps                   int // snapshots installed since it started
-	// ticks counts its ticks; calm, those since the network last calmed.
-	ticks, calm int
+	// ticks counts its ticks; calm, those since the network last calmed;
+	// lost, its ticks when no node was seen leading any more.
+	ticks, calm, lost int
 }
 
 // clusterProp is one proposal: its batch, where it was proposed, and its
@@ -172,7 +173,7 @@ func (s clusterWeather) String() string {
 }
 
 func newClusterActor(w *World) (Actor, error) {
-	a := &clusterActor{w: w, truthAt: map[int64]int{}, ackedAt: map[int64]int{}, leaders: map[uint64]uint64{}, leaderless: -1,
+	a := &clusterActor{w: w, truthAt: map[int64]int{}, ackedAt: map[int64]int{}, leaders: map[uint64]uint64{},
 		sky: clusterWeather{delay: int64(2 * time.Millisecond)}}
 	for i := range clusterNodes {
 		n := &clusterNode{id: uint64(i + 1), mem: vfs.NewMem(), votes: map[uint64]uint64{}}
@@ -837,8 +838,18 @@ func (a *clusterActor) check() error {
 const (
 	clusterCalmTicks   = 60 // three to six election timeouts
 	clusterAnswerTicks = 30
-	clusterLeaderless  = 40 // two to four election timeouts
-	clusterCalmDelay   = int64(5 * time.Millisecond)
+	// clusterLeaderless counts ticks of every node up (checkLeaderless),
+	// and follows from the election timeout (the hosts take the default,
+	// 10 ticks). A follower whose leader stepped down ignores pre-votes
+	// while its own clock says the leader's lease holds, and campaigns by
+	// its longest randomized timeout, 2*ElectionTicks-1 = 19 of its
+	// ticks; a pre-vote and a vote round trip later (a few ticks each) it
+	// leads, unless its campaign crossed the other node's: each granted
+	// the other's pre-vote and voted for itself, and the next try waits
+	// up to another 19 ticks and two round trips. That is about 50 ticks
+	// at worst; 60 leaves room for slow deliveries.
+	clusterLeaderless = 6 * cluster.DefaultElectionTicks
+	clusterCalmDelay  = int64(5 * time.Millisecond)
 )
 
 // inFlight describes the packets in flight, link by link, for an error.
@@ -869,7 +880,7 @@ func (a *clusterActor) uncalm() {
 		n.calm = 0
 	}
 	a.calm = false
-	a.leaderless = -1
+	a.leaderless = false
 }
 
 func (a *clusterActor) checkLive() error {
@@ -894,35 +905,9 @@ func (a *clusterActor) checkLive() error {
 			return nil
 		}
 	}
-	// A follower whose clock ran ahead of the leader's may be a
-	// pre-candidate for a moment (knowing no leader), but with PreVote and
-	// CheckQuorum it cannot disturb the leader of the highest term. A
-	// leader whose clock ran ahead of its followers' answers steps down
-	// (CheckQuorum), but another is elected within a few election
-	// timeouts.
-	var lead, term uint64
-	ticks := 0 // the most ticks of a node up: the calm's clock
-	for _, n := range a.nodes {
-		if !n.up {
-			continue
-		}
-		ticks = max(ticks, n.ticks)
-		st := n.status()
-		if st.Term > term {
-			lead, term = 0, st.Term
-		}
-		if st.Term == term && st.State == "StateLeader" {
-			lead = n.id
-		}
-	}
-	switch {
-	case lead != 0:
-		a.leaderless = -1
-	case a.leaderless < 0:
-		a.leaderless = ticks
-	case ticks-a.leaderless > clusterLeaderless:
-		return fmt.Errorf("%d ticks into a calm, no node has led the highest term (%d) for %d ticks; in flight: %s",
-			clusterCalmTicks, term, ticks-a.leaderless, a.inFlight())
+	lead, term := a.leading()
+	if err := a.checkLeaderless(lead, term); err != nil {
+		return err
 	}
 	if !a.calm && lead != 0 {
 		a.calm = true
@@ -937,6 +922,71 @@ func (a *clusterActor) checkLive() error {
 		}
 	}
 	return nil
+}
+
+// leading returns the highest term among the nodes up, and the node that
+// leads it (0: none).
+//
+// A follower whose clock ran ahead of the leader's may be a pre-candidate
+// for a moment (knowing no leader), but with PreVote and CheckQuorum it
+// cannot disturb the leader of the highest term. A leader whose clock ran
+// ahead of its followers' answers steps down (CheckQuorum), but another
+// is elected within a few election timeouts (clusterLeaderless).
+func (a *clusterActor) leading() (lead, term uint64) {
+	for _, n := range a.nodes {
+		if !n.up {
+			continue
+		}
+		st := n.status()
+		if st.Term > term {
+			lead, term = 0, st.Term
+		}
+		if st.Term == term && st.State == "StateLeader" {
+			lead = n.id
+		}
+	}
+	return lead, term
+}
+
+// checkLeaderless fails once no node has led the highest term for
+// clusterLeaderless ticks of every node up: a stretch is as long as the
+// clock of the node that ticked least in it, whichever that is. The
+// nodes' clocks drift apart as the seed picks which one ticks, and an
+// election waits on the slowest that matters: a follower ignores
+// pre-votes while its own clock says it heard its leader within an
+// election timeout (CheckQuorum's lease), and campaigns when its own
+// randomized timeout runs out. Measured on the fastest clock, a stretch
+// in which the follower ticked 24 times and the leader that had stepped
+// down 41 (seed 13041729636281046183 at bf0532e) failed while Raft did
+// just what it must.
+func (a *clusterActor) checkLeaderless(lead, term uint64) error {
+	switch {
+	case lead != 0:
+		a.leaderless = false
+		return nil
+	case !a.leaderless:
+		a.leaderless = true
+		for _, n := range a.nodes {
+			n.lost = n.ticks
+		}
+		a.w.Tracef("cluster leaderless: no node leads term %d", term)
+		return nil
+	}
+	least := -1 // the fewest ticks of a node up since the stretch began
+	var each []byte
+	for _, n := range a.nodes {
+		if n.up {
+			if d := n.ticks - n.lost; least < 0 || d < least {
+				least = d
+			}
+			each = fmt.Appendf(each, " n%d %d", n.id, n.ticks-n.lost)
+		}
+	}
+	if least <= clusterLeaderless {
+		return nil
+	}
+	return fmt.Errorf("%d ticks into a calm, no node has led the highest term (%d) for %d ticks of every node up (ticks:%s); in flight: %s",
+		clusterCalmTicks, term, least, each, a.inFlight())
 }
 
 // checkNode checks a node's Raft state and compares what its log shows

@@ -141,9 +141,14 @@
 //     across its crash, and matches its group's; no group fails without a
 //     fault. Liveness, once the network has been calm (a majority up,
 //     links in order, nothing cut, dropped, duplicated or held long) for 60
-//     ticks of every node up: no stretch of 40 ticks without a node
-//     leading the highest term (a leader whose clock runs ahead of its
-//     followers' answers may step down, but another is elected), and no
+//     ticks of every node up: no stretch of 60 ticks of every node up
+//     without a node leading the highest term (a leader whose clock runs
+//     ahead of its followers' answers may step down, but another is
+//     elected; a stretch is measured on each node's clock, since an
+//     election waits on the slowest: a follower ignores pre-votes while
+//     its own clock says its leader's lease holds; 60 is about three of
+//     the longest randomized election timeouts: one for the lease, one
+//     for a split vote, one for the round trips), and no
 //     proposal waits more than 30 of its node's ticks for its answer.
 //
 // # Replaying

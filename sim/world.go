@@ -141,9 +141,7 @@ const (
 // then every actor checks its invariants. A broken invariant ends the run
 // with a *Failure.
 func Run(cfg Config) (Result, error) {
-	w := &World{Seed: cfg.Seed, Rand: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		Now: 1_000_000_000, Mem: vfs.NewMem(), Log: slog.New(slog.DiscardHandler), Caches: map[string]*storage.FileCache{},
-		trace: cfg.Trace, hash: fnv.New64a()}
+	w := newWorld(cfg.Seed, cfg.Trace)
 	// The machine's disk starts as a broker leaves it at start: its data
 	// and topics directories durable (engine.New, the topic registry),
 	// which the partitions' logs rely on.
@@ -166,6 +164,14 @@ func Run(cfg Config) (Result, error) {
 		}
 	}
 	return Result{Steps: cfg.Steps, Hash: w.hash.Sum64()}, nil
+}
+
+// newWorld returns the world a run of seed starts in, tracing to trace
+// (nil: hashed only).
+func newWorld(seed uint64, trace io.Writer) *World {
+	return &World{Seed: seed, Rand: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		Now: 1_000_000_000, Mem: vfs.NewMem(), Log: slog.New(slog.DiscardHandler), Caches: map[string]*storage.FileCache{},
+		trace: trace, hash: fnv.New64a()}
 }
 
 func newActors(w *World, news []NewActor) ([]Actor, error) {
