@@ -48,10 +48,12 @@ func actors(t *testing.T) []NewActor {
 // fixedSeeds are what make test runs: 10 seeds of 20,000 steps, then
 // clusterSeeds with the cluster actor alone, which then takes every step:
 // enough for calm spells long enough for its liveness checks, which the
-// machine's crashes seldom leave it among the others.
+// machine's crashes seldom leave it among the others. The last cluster
+// seed is one a random campaign found: a catch-up stage older than the
+// log's start was adopted, and the log's start went back.
 var (
 	fixedSeeds   = []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
-	clusterSeeds = []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	clusterSeeds = []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 18183258882126533698}
 )
 
 func TestSim(t *testing.T) {

@@ -116,10 +116,14 @@ func (s *Storage) PrepareInstall(snap raftpb.Snapshot) (next, to int64, err erro
 		s.stage = stage
 	}
 	start, end := s.stage.Bounds()
+	lstart, _ := s.log.Bounds()
 	// A stage that holds from is kept, whatever it holds before: every
 	// stage holds committed batches only, the same as this log's and the
-	// leader's (install cuts the log back to where the stage starts).
-	if start > from || end < from {
+	// leader's (install cuts the log back to where the stage starts). But
+	// not one that starts before the log does (retention, or a reset,
+	// moved the log's start since it was filled): adopted, it would move
+	// the log's start back, showing again what was removed.
+	if start > from || end < from || start < lstart {
 		if err := s.stage.Reset(from); err != nil {
 			return 0, 0, fmt.Errorf("raftlog: reset stage at %d: %w", from, err)
 		}
@@ -277,7 +281,10 @@ func (s *Storage) install() error {
 	stager, _ := s.log.(storage.Stager)
 	if stage != nil {
 		sstart, send := stage.Bounds()
-		if send >= to && sstart <= to && sstart < send {
+		// (A stage that starts before the log does, whose start retention
+		// moved during the fetch, is not adopted: the log's start never
+		// goes back.)
+		if send >= to && sstart <= to && sstart < send && sstart >= lstart {
 			return s.adopt(stager, stage, lstart, vis, to)
 		}
 	}

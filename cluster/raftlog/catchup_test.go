@@ -327,3 +327,72 @@ func TestStageStartingBeforeTheCommittedEndIsKept(t *testing.T) {
 	require.NoError(t, fs.ApplySnapshot(snap))
 	requireSameLog(t, ls, fs, 40)
 }
+
+// TestStageStartingBeforeTheLogIsNotAdopted: a stage filled before the
+// follower's log start moved past the stage's (retention, or a reset) is
+// not kept for the next fetch, nor adopted at the install: either would
+// move the log's start back, showing again what was removed.
+func TestStageStartingBeforeTheLogIsNotAdopted(t *testing.T) {
+	for _, when := range []string{"before-the-next-fetch", "during-the-fetch"} {
+		t.Run(when, func(t *testing.T) {
+			_, ls := leaderLog(t, 40)
+			fl := &testlog.Log{}
+			fs, err := Open(fl, &testlog.Meta{})
+			require.NoError(t, err)
+			require.NoError(t, fs.SetConfState(voters123))
+			ents, err := ls.Entries(1, 11, math.MaxUint64)
+			require.NoError(t, err)
+			require.NoError(t, fs.SetHardState(raftpb.HardState{Term: 1, Commit: 5}))
+			require.NoError(t, fs.Append(ents))
+			require.Equal(t, int64(4), fs.Commit(5))
+			ls.SetHorizon(41, 0)
+			snap, err := ls.Snapshot()
+			require.NoError(t, err)
+			next, to, err := fs.PrepareInstall(snap)
+			require.NoError(t, err)
+			require.Equal(t, int64(4), next)
+			limit := int64(15)
+			if when == "during-the-fetch" {
+				limit = to
+			}
+			for next < limit {
+				chunk, _, err := ls.ReadRange(next, limit, 100)
+				require.NoError(t, err)
+				next, err = fs.Stage(next, chunk)
+				require.NoError(t, err)
+			}
+
+			// It commits more, and retention moves its log's start past
+			// the stage's.
+			require.NoError(t, fs.SetHardState(raftpb.HardState{Term: 1, Commit: 10}))
+			require.Equal(t, int64(9), fs.Commit(10))
+			_, err = fl.RetainBelow(time.Time{}, 0, 1, 9, nil)
+			require.NoError(t, err)
+			lstart, _ := fl.Bounds()
+			require.Greater(t, lstart, int64(4), "past the stage's start")
+
+			if when == "before-the-next-fetch" {
+				next, _, err = fs.PrepareInstall(snap)
+				require.NoError(t, err)
+				require.Equal(t, int64(9), next, "the stage, which starts at 4, is filled again from the log's visible end")
+				for next < to {
+					chunk, _, err := ls.ReadRange(next, to, 100)
+					require.NoError(t, err)
+					next, err = fs.Stage(next, chunk)
+					require.NoError(t, err)
+				}
+			}
+			require.NoError(t, fs.SetHardState(raftpb.HardState{Term: 1, Commit: 41}))
+			require.NoError(t, fs.ApplySnapshot(snap))
+			start, end := fl.Bounds()
+			require.GreaterOrEqual(t, start, lstart, "the log's start did not go back")
+			require.Equal(t, int64(40), end)
+			if when == "before-the-next-fetch" {
+				require.Equal(t, lstart, start, "it kept its own batches, and the stage's after them")
+				_, vals := values(t, fl)
+				_, lv := values(t, ls.Log())
+				require.Equal(t, lv[lstart:], vals)
+			}
+		})
+	}
+}
