@@ -72,6 +72,10 @@ type HostConfig struct {
 	// as they do for the loop. TickInterval is then unused: the host reads
 	// no clock.
 	Driven bool
+	// OnAsk, if set, takes another node's request (Host.Ask) of the given
+	// kind, on the host's goroutine, so it must not block: it calls answer
+	// (once, from any goroutine) with the answer's body.
+	OnAsk func(from uint64, kind string, body []byte, answer func([]byte))
 }
 
 func (c *HostConfig) fill() {
@@ -243,6 +247,8 @@ type Host struct {
 	deadPeers map[uint64]bool
 	peers     []uint64 // the other nodes, pinged every tick (SetPeers)
 	readSeq   uint64   // the last ReadIndex's id (readindex.go)
+	askSeq    uint64   // the last node request's id (ask.go)
+	asks      map[uint64]pendingAsk
 }
 
 // NewHost returns a host; Start runs it.
@@ -425,6 +431,7 @@ func (h *Host) shutdown() {
 		g.failPending(ErrStopped)
 		g.failed = ErrStopped
 	}
+	h.expireAsks(ErrStopped)
 }
 
 // groupIDs returns the ids of the host's groups in order, for the walks
@@ -509,6 +516,9 @@ func (h *Host) tick() {
 	}
 	if h.ticks%int64(h.cfg.RetentionTicks) == 0 {
 		h.retain()
+	}
+	if len(h.asks) > 0 {
+		h.expireAsks(nil)
 	}
 	for _, g := range h.active {
 		if len(g.snapSent) == 0 {
@@ -634,7 +644,8 @@ func (h *Host) step(from uint64, envs []Envelope) {
 	for i := range envs {
 		e := &envs[i]
 		if e.Group == 0 {
-			continue // a ping
+			h.nodeMsg(from, e.Msg) // a ping, or a node request or answer
+			continue
 		}
 		g := h.groups[e.Group]
 		if g == nil || g.failed != nil {

@@ -121,7 +121,7 @@ func (e *Engine) startCluster() error {
 	}
 	host := cluster.NewHost(cluster.HostConfig{NodeID: cfg.NodeID, Send: tr.Send, Peers: others,
 		TickInterval: cfg.RaftTick, Logger: e.log.With("component", "raft"),
-		RetentionTicks: retentionTicks(cfg)})
+		RetentionTicks: retentionTicks(cfg), OnAsk: c.onAsk})
 	c.tr, c.host = tr, host
 	host.Start()
 	hostp.Store(host)

@@ -497,3 +497,59 @@ func replayOffsets(p *shard.Partition, log *slog.Logger) (map[string]*offsets.Gr
 	}
 	return groups, nil
 }
+
+// askGroups is the node request (cluster.Host.Ask) for the groups a node
+// coordinates.
+const askGroups = "groups"
+
+// onAsk answers the other nodes' requests (cluster.HostConfig.OnAsk), off
+// the host's goroutine.
+func (c *clusterNode) onAsk(_ uint64, kind string, _ []byte, answer func([]byte)) {
+	if kind != askGroups || c.e == nil || c.e.groups == nil {
+		answer(nil)
+		return
+	}
+	go func() { answer(wire.AppendGroupList(nil, c.e.groups.List())) }()
+}
+
+// ListOthers implements coord.Lister: it asks every other member of the
+// cluster this node can reach for the groups it coordinates (a node
+// request each: one round trip, or two election timeouts for one that
+// does not answer), and calls done with what they answered.
+func (r *groupRepl) ListOthers(done func([]wire.GroupSummary)) {
+	c := r.e.cluster
+	go func() {
+		var ids []uint64
+		for _, id := range c.view.Load().Members() {
+			if id != c.id && c.host.Reachable(id) {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) == 0 {
+			done(nil)
+			return
+		}
+		var mu sync.Mutex
+		var all []wire.GroupSummary
+		left := len(ids)
+		for _, id := range ids {
+			c.host.Ask(id, askGroups, nil, func(body []byte, err error) {
+				var gs []wire.GroupSummary
+				if err == nil && len(body) > 0 {
+					gs, err = wire.DecodeGroupList(body)
+				}
+				if err != nil {
+					r.e.log.Warn("the groups of a node are not listed", "node", id, "err", err)
+				}
+				mu.Lock()
+				all = append(all, gs...)
+				left--
+				last := left == 0
+				mu.Unlock()
+				if last {
+					done(all)
+				}
+			})
+		}
+	}()
+}

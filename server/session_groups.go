@@ -233,7 +233,29 @@ func (s *session) listGroups(f wire.Frame) error {
 	if len(f.Body) != 0 {
 		return s.malformed(f.Corr, wire.Errorf(wire.CodeMalformed, "ListGroups has no body"))
 	}
-	groups := slices.DeleteFunc(s.srv.groups.List(), func(g wire.GroupSummary) bool { return !s.mine(g.Group) })
+	if !s.srv.groups.Confirms() {
+		return s.sendGroups(f.Corr, s.srv.groups.List())
+	}
+	// A cluster's node lists the groups every coordinator has: the session
+	// takes no frames until they answered (park), as for a confirmation.
+	corr := f.Corr
+	s.park(func(answer func(func() error)) {
+		s.srv.groups.ListAll(func(groups []wire.GroupSummary) {
+			answer(func() error {
+				if s.closed {
+					return nil
+				}
+				return s.sendGroups(corr, groups)
+			})
+		})
+	})
+	return nil
+}
+
+// sendGroups answers a ListGroups with the groups the client may see, by
+// the names it knows them by.
+func (s *session) sendGroups(corr uint32, groups []wire.GroupSummary) error {
+	groups = slices.DeleteFunc(groups, func(g wire.GroupSummary) bool { return !s.mine(g.Group) })
 	for i := range groups {
 		groups[i].Group, groups[i].Topic = wire.Unqualified(groups[i].Group), wire.Unqualified(groups[i].Topic)
 	}
@@ -242,7 +264,7 @@ func (s *session) listGroups(f wire.Frame) error {
 			return !s.srv.cfg.Auth.Store.Authorize(p, auth.ResGroup, g.Group, auth.OpDescribe)
 		})
 	}
-	s.sendFrame(wire.TypeGroupList, f.Corr, wire.AppendGroupList(s.scratch[:0], groups))
+	s.sendFrame(wire.TypeGroupList, corr, wire.AppendGroupList(s.scratch[:0], groups))
 	return nil
 }
 

@@ -45,6 +45,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -1261,6 +1262,41 @@ func (c *Coordinator) List() []wire.GroupSummary {
 		return 0
 	})
 	return out
+}
+
+// Lister is a Placement that can list the groups the other nodes
+// coordinate (a cluster's).
+type Lister interface {
+	// ListOthers calls done, once, from any goroutine, with the groups
+	// the other nodes it could reach coordinate. It is called without the
+	// coordinator's locks, and done must not block.
+	ListOthers(done func([]wire.GroupSummary))
+}
+
+// ListAll calls done with every group: this coordinator's, and in a
+// cluster those of the other nodes it could reach (Lister). A group two
+// nodes list (it is moving) is listed once, with the most members. done
+// may run on any goroutine and must not block.
+func (c *Coordinator) ListAll(done func([]wire.GroupSummary)) {
+	local := c.List()
+	l, ok := c.place.(Lister)
+	if !ok {
+		done(local)
+		return
+	}
+	l.ListOthers(func(others []wire.GroupSummary) {
+		byName := map[string]wire.GroupSummary{}
+		for _, g := range append(local, others...) {
+			if had, ok := byName[g.Group]; !ok || g.Members > had.Members {
+				byName[g.Group] = g
+			}
+		}
+		out := make([]wire.GroupSummary, 0, len(byName))
+		for _, name := range slices.Sorted(maps.Keys(byName)) {
+			out = append(out, byName[name])
+		}
+		done(out)
+	})
 }
 
 // Describe reports a group's members, owners, committed offsets and lag.
