@@ -542,8 +542,13 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 	if len(initial) == 0 {
 		initial = rep.voters
 	}
+	// A reader (local, not one of rep.voters) always joins: a node of the
+	// first configuration whose replica moved away and was dropped would
+	// otherwise start over that configuration as a voter of it, and,
+	// alone in it or with its leader out of reach, elect itself and lead
+	// the partition from an empty log.
 	var voters []uint64
-	if slices.Contains(initial, c.id) {
+	if slices.Contains(initial, c.id) && slices.Contains(rep.voters, c.id) {
 		voters = initial
 	}
 	retention, floor := p.Retention, (func() int64)(nil)
