@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -149,7 +150,7 @@ func TestClusterReaderOfItsInitialReplicaJoins(t *testing.T) {
 // reader was added; when the topic is deleted, the group goes with it.
 func TestClusterTopicDeletedWhileReaderCatchesUp(t *testing.T) {
 	const topic, group, partitions = "doomed", "readers", 3
-	nodes := startTestCluster(t, 3)
+	nodes := startTestClusterWith(t, 3, func(c *Config) { c.AutoCreateTopics = false }) // the member must not create it again
 	require.Eventually(t, func() bool { return len(nodes[0].cluster.view.Load().ActiveNodes()) == 3 },
 		60*time.Second, 10*time.Millisecond, "every node registered")
 	createReplicated(t, nodes[0], topic, partitions, 1)
@@ -197,4 +198,25 @@ func TestClusterTopicDeletedWhileReaderCatchesUp(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return !slices.ContainsFunc(coord.groups.List(), func(g wire.GroupSummary) bool { return g.Group == group })
 	}, 30*time.Second, 10*time.Millisecond, "the group of a deleted topic is gone")
+	b := coord.cluster.readers
+	forgot := func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for key := range b.asked {
+			if key.topic == topic {
+				return false
+			}
+		}
+		_, used := b.used[topic]
+		return !used
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !forgot() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ok := forgot()
+	b.mu.Lock()
+	left := fmt.Sprint(b.asked, b.used)
+	b.mu.Unlock()
+	require.True(t, ok, "the reader bookkeeping forgets a deleted topic: %s", left)
 }
