@@ -409,6 +409,12 @@ func (c *clusterNode) deleteLocal(name string) {
 		return
 	}
 	if t != nil {
+		// A group may still consume an earlier build of t, from before a
+		// replica was added here that has not caught up yet (readers.go):
+		// it moves to t first, so that TopicRemoved, which goes by the
+		// topic itself (not its name, which a new topic may take), finds
+		// it.
+		c.e.groups.TopicReplaced(topic.Group{T: t})
 		c.e.groups.TopicRemoved(topic.Group{T: t})
 	}
 }

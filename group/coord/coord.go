@@ -1384,17 +1384,12 @@ func resetStarts(g *group, targets []wire.PartitionTarget, st wire.Start) ([]*wi
 }
 
 // TopicRemoved forgets the groups of the deleted topic t; their members are
-// told, and the connection of each is closed by its client. A group is
-// matched by its topic's name: in a cluster it may still consume an
-// earlier build of t, one from before a replica was added here that has
-// not caught up yet (TopicReplaced moves it to the new build only then).
-// The caller removed t from its topics first, so no group consumes a
-// newer topic of that name yet.
+// told, and the connection of each is closed by its client.
 func (c *Coordinator) TopicRemoved(t Topic) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for name, g := range c.groups {
-		if g.topic != t && g.topic.Name() != t.Name() {
+		if g.topic != t {
 			continue
 		}
 		for _, m := range g.members {
