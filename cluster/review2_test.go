@@ -2,11 +2,14 @@ package cluster
 
 import (
 	"bytes"
+	"fmt"
 	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
 // isChunk says an envelope carries a catch-up chunk.
@@ -55,7 +58,6 @@ func (c *testCluster) setFilter(f func(from, to uint64, e Envelope) bool) {
 // nothing acknowledged is lost.
 func TestReview2CatchUpSurvivesRestartAndLeaderChange(t *testing.T) {
 	c, lead, behind, acked := fetchHeld(t)
-	publish := func(id uint64, n int, tag string) { c.publishAcked(acked, id, n, tag) }
 	st, err := c.nodes[behind].host.Status(testGroup)
 	require.NoError(t, err)
 	require.True(t, st.Fetching)
@@ -64,11 +66,20 @@ func TestReview2CatchUpSurvivesRestartAndLeaderChange(t *testing.T) {
 	c.start(behind)
 	c.crash(lead)
 	next := c.leader(lead)
-	// The new leader has its catch-up horizon from its election on, so
-	// the restarted follower fetches from it: a commit needs the follower
-	// (the old leader is down), so chunks must flow first.
+	// With lead down, behind is the only other voter: what next takes
+	// now commits once behind fetched the batches, when chunks flow again
+	// (next serves them from the start: it sets its catch-up horizon as
+	// it takes the lead).
+	var after []<-chan Result
+	for i := range 10 {
+		after = append(after, c.proposeAsync(next, fmt.Sprintf("after-%03d", i)))
+	}
 	c.setFilter(nil)
-	publish(next, 10, "after")
+	for i, ch := range after {
+		r := <-ch
+		require.NoError(t, r.Err)
+		acked[r.Base] = fmt.Sprintf("after-%03d", i)
+	}
 	c.start(lead)
 	end := int64(20 + 300 + 10)
 	c.waitConverged(end)
@@ -109,4 +120,14 @@ func TestReview2CatchUpAfterRetentionMidFetch(t *testing.T) {
 	st, err := c.nodes[behind].host.Status(testGroup)
 	require.NoError(t, err)
 	require.False(t, st.Fetching)
+}
+
+// proposeAsync proposes value v at node id; the channel gets the outcome.
+func (c *testCluster) proposeAsync(id uint64, v string) <-chan Result {
+	var bb wire.BatchBuilder
+	bb.Start(nil, wire.NoProducer, -1)
+	bb.Append(1, nil, []byte(v), nil)
+	ch := make(chan Result, 1)
+	c.nodes[id].host.Propose(testGroup, bb.Finish(), func(r Result) { ch <- r })
+	return ch
 }

@@ -409,6 +409,12 @@ func (c *clusterNode) deleteLocal(name string) {
 		return
 	}
 	if t != nil {
+		// A group may still consume an earlier build of t, from before a
+		// replica was added here that has not caught up yet (readers.go):
+		// it moves to t first, so that TopicRemoved, which goes by the
+		// topic itself (not its name, which a new topic may take), finds
+		// it.
+		c.e.groups.TopicReplaced(topic.Group{T: t})
 		c.e.groups.TopicRemoved(topic.Group{T: t})
 	}
 }
@@ -542,8 +548,13 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 	if len(initial) == 0 {
 		initial = rep.voters
 	}
+	// A reader (local, not one of rep.voters) always joins: a node of the
+	// first configuration whose replica moved away and was dropped would
+	// otherwise start over that configuration as a voter of it, and,
+	// alone in it or with its leader out of reach, elect itself and lead
+	// the partition from an empty log.
 	var voters []uint64
-	if slices.Contains(initial, c.id) {
+	if slices.Contains(initial, c.id) && slices.Contains(rep.voters, c.id) {
 		voters = initial
 	}
 	retention, floor := p.Retention, (func() int64)(nil)

@@ -109,6 +109,11 @@ func (c *clusterNode) tendReaders(v *meta.State) {
 			delete(b.used, name)
 		}
 	}
+	for key := range b.asked {
+		if ti, ok := v.Topic(key.topic); !ok || key.part >= ti.Partitions {
+			delete(b.asked, key) // a deleted topic's: forgotten, as used
+		}
+	}
 	reads, ready := b.pending()
 	b.mu.Unlock()
 	for _, r := range reads {
