@@ -507,7 +507,7 @@ func (c *clusterNode) open(topic string, i int, tc TopicConfig, openLog func(dir
 		return nil, nil, fmt.Errorf("partition %d of %s is not in the cluster's metadata", i, topic)
 	}
 	rep := &replica{c: c, group: pi.Group, topic: topic, part: int32(i), voters: pi.Replicas,
-		initial: pi.Initial, local: pi.Holds(c.id)}
+		initial: pi.Initial, moved: pi.Moved, local: pi.Holds(c.id)}
 	if !rep.local {
 		return storage.NewOfflineLog(errors.New("no replica on this node")), rep, nil
 	}
@@ -553,8 +553,10 @@ func (c *clusterNode) start(p *shard.Partition, tc TopicConfig) error {
 	// otherwise start over that configuration as a voter of it, and,
 	// alone in it or with its leader out of reach, elect itself and lead
 	// the partition from an empty log.
+	// Likewise a replica of a partition whose set changed since: one that
+	// moved away and back while its holder was down would elect itself.
 	var voters []uint64
-	if slices.Contains(initial, c.id) && slices.Contains(rep.voters, c.id) {
+	if slices.Contains(initial, c.id) && slices.Contains(rep.voters, c.id) && !rep.moved {
 		voters = initial
 	}
 	retention, floor := p.Retention, (func() int64)(nil)
@@ -734,8 +736,10 @@ type replica struct {
 	topic  string
 	part   int32
 	voters []uint64
-	// initial is the group's first configuration (meta.PartitionInfo).
+	// initial is the group's first configuration, and moved says the
+	// replica set changed since (meta.PartitionInfo).
 	initial []uint64
+	moved   bool
 	local   bool          // this node holds a replica
 	leader  atomic.Uint64 // the leader this node knows (0: none)
 	term    atomic.Uint64 // the term of that leader, stored before it

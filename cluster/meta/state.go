@@ -66,6 +66,10 @@ type PartitionInfo struct {
 	// configuration: a replica in it starts with that configuration, any
 	// other joins empty and learns the configuration from the group's log.
 	Initial []uint64
+	// Moved says the replica set changed since the partition was created
+	// (as far as the metadata recorded it): a replica started now joins the
+	// group, as its first configuration is no longer the one to start over.
+	Moved bool
 	// Readers are nodes that hold a non-voting replica (a Raft learner)
 	// to read the partition locally: a consumer group's coordinator that
 	// is not one of its Replicas (SetReader). Sorted; never a replica.
@@ -210,7 +214,8 @@ func (s *State) Partition(topic string, p int) (PartitionInfo, bool) {
 func (t *topic) info(p int) PartitionInfo {
 	pt := &t.Parts[p]
 	return PartitionInfo{Topic: t.Name, Partition: p, Group: pt.Group,
-		Replicas: slices.Clone(pt.Replicas), Initial: pt.initial(), Readers: slices.Clone(pt.Readers),
+		Replicas: slices.Clone(pt.Replicas), Initial: pt.initial(), Moved: len(pt.Initial) > 0,
+		Readers: slices.Clone(pt.Readers),
 		Leader: pt.Leader, LeaderTerm: pt.LeaderTerm}
 }
 
