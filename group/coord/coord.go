@@ -1156,6 +1156,16 @@ func (c *Coordinator) Commit(m *Member, req *wire.Commit, done func(error)) {
 			return
 		}
 	}
+	// Under the coordinator's lock, and only while m is a member: a group
+	// rebuilt meanwhile (TopicReplaced) takes its state from the store, and
+	// must not miss a commit stored after it looked, which a member of the
+	// rebuilt group could then take back.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m.gone.Load() {
+		done(errGoneMember(m))
+		return
+	}
 	for _, po := range req.Offsets {
 		gp := g.parts[po.Partition]
 		gp.mu.Lock()
@@ -1190,7 +1200,11 @@ func (c *Coordinator) Ack(m *Member, req *wire.Ack) error {
 	newFloor := a.Floor()
 	gp.mu.Unlock()
 	if moved {
-		c.store.Set(gp.g.name, gp.g.topic.Name(), []wire.PartitionOffset{{Partition: gp.p.ID, Offset: newFloor}}, nil)
+		c.mu.Lock() // as in Commit
+		if !m.gone.Load() {
+			c.store.Set(gp.g.name, gp.g.topic.Name(), []wire.PartitionOffset{{Partition: gp.p.ID, Offset: newFloor}}, nil)
+		}
+		c.mu.Unlock()
 	}
 	if f != nil && n > 0 {
 		f.wakeUp()
