@@ -216,7 +216,7 @@ func (t *topic) info(p int) PartitionInfo {
 	return PartitionInfo{Topic: t.Name, Partition: p, Group: pt.Group,
 		Replicas: slices.Clone(pt.Replicas), Initial: pt.initial(), Moved: len(pt.Initial) > 0,
 		Readers: slices.Clone(pt.Readers),
-		Leader: pt.Leader, LeaderTerm: pt.LeaderTerm}
+		Leader:  pt.Leader, LeaderTerm: pt.LeaderTerm}
 }
 
 // Holds reports whether node id holds a replica of the partition, voting
