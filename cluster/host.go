@@ -775,6 +775,12 @@ func (h *Host) handleReady(g *Group) {
 		return
 	}
 	if g.cfg.Sync && len(rd.Entries) > 0 {
+		// What may go before the entries are durable goes now, not at the
+		// end of the pass: a leader's appends reach its followers while it
+		// fsyncs, so the two fsyncs overlap instead of following each
+		// other. (Late messages of groups handled earlier in the pass are
+		// durable already.)
+		h.flush()
 		if err := g.store.Sync(); err != nil {
 			g.fail(h, err)
 			return
