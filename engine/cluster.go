@@ -253,8 +253,19 @@ func (c *clusterNode) waitReconciled(ctx context.Context, index uint64) {
 	defer stop()
 	c.amu.Lock()
 	defer c.amu.Unlock()
-	for c.reconciled < index && ctx.Err() == nil {
+	for c.reconciled < index && ctx.Err() == nil && !c.closing() {
 		c.acond.Wait()
+	}
+}
+
+// closing reports whether close has begun (the applier stops, and
+// reconciles nothing more).
+func (c *clusterNode) closing() bool {
+	select {
+	case <-c.quit:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -690,6 +701,9 @@ func (c *clusterNode) close() {
 	c.closeOnce.Do(func() {
 		c.transferLeadership(2 * time.Second)
 		close(c.quit)
+		c.amu.Lock()
+		c.acond.Broadcast() // waitReconciled gives up
+		c.amu.Unlock()
 		<-c.done
 		c.wg.Wait()
 		c.host.Stop()

@@ -83,6 +83,9 @@ func (c *clusterNode) tendReaders(v *meta.State) {
 			need[g.Topic] = true
 		}
 	}
+	if n, ok := v.Node(c.id); !ok || n.Status != meta.NodeActive {
+		need = nil // a draining node takes no new replicas, readers included (SetReader refuses it)
+	}
 	b.mu.Lock()
 	for _, name := range v.Topics() {
 		if need[name] {
