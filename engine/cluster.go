@@ -755,6 +755,7 @@ type replica struct {
 	initial []uint64
 	moved   bool
 	local   bool          // this node holds a replica
+	settled settledConf   // the members loop's (members.go)
 	leader  atomic.Uint64 // the leader this node knows (0: none)
 	term    atomic.Uint64 // the term of that leader, stored before it
 	store   *raftlog.Storage

@@ -95,15 +95,25 @@ func (c *clusterNode) members() {
 			if !rep.local {
 				return true
 			}
-			pi, ok := v.Partition(rep.topic, int(rep.part))
-			if !ok || pi.Group != rep.group {
+			group, replicas, readers, ok := v.Placement(rep.topic, int(rep.part))
+			if !ok || group != rep.group {
 				return true
 			}
-			if rep.leader.Load() == c.id {
-				c.converge(rep.group, pi.Replicas, pi.Readers)
+			if term := rep.term.Load(); rep.leader.Load() == c.id && (term != rep.settled.term ||
+				!slices.Equal(replicas, rep.settled.voters) || !slices.Equal(readers, rep.settled.readers)) {
+				// A group whose configuration matched the same metadata in
+				// this leader's term is not asked again: four host round
+				// trips a second for each of a thousand idle partitions
+				// were most of their cost.
+				if c.converge(rep.group, replicas, readers) {
+					rep.settled = settledConf{term, replicas, readers}
+				}
 			}
-			if !c.holds(pi) {
-				stale = true
+			if !slices.Contains(replicas, c.id) && !slices.Contains(readers, c.id) {
+				pi, _ := v.Partition(rep.topic, int(rep.part))
+				if !c.holds(pi) {
+					stale = true
+				}
 			}
 			return true
 		})
@@ -139,13 +149,24 @@ func (c *clusterNode) controllerTarget(v *meta.State) []uint64 {
 	return target
 }
 
+// settledConf is the metadata a group's configuration last matched, in
+// its leader's term (members).
+type settledConf struct {
+	term            uint64
+	voters, readers []uint64
+}
+
 // converge takes one step of the group's configuration towards target
 // (its voters) and readers (learners that stay learners), if this node
-// leads the group (see the comment at the top).
-func (c *clusterNode) converge(group uint64, target, readers []uint64) {
+// leads the group (see the comment at the top). It reports whether the
+// configuration already matches: nothing to do.
+func (c *clusterNode) converge(group uint64, target, readers []uint64) (settled bool) {
 	st, err := c.host.Status(group)
 	if err != nil || st.Failed != "" || st.Leader != c.id || st.Match == nil || len(st.Outgoing) > 0 || len(target) == 0 {
-		return
+		return false
+	}
+	if sameSet(st.Voters, target) && sameSet(st.Learners, readers) {
+		return true
 	}
 	var changes []raftpb.ConfChangeSingle
 	for _, id := range append(slices.Clone(target), readers...) {
@@ -155,13 +176,13 @@ func (c *clusterNode) converge(group uint64, target, readers []uint64) {
 	}
 	if len(changes) > 0 {
 		c.changeConf(group, changes)
-		return
+		return false
 	}
 	if !slices.Contains(target, c.id) {
 		for _, id := range target {
 			if slices.Contains(st.Voters, id) && c.host.Reachable(id) {
 				_ = c.host.TransferLeader(group, id)
-				return
+				return false
 			}
 		}
 		// No voter to hand over to (a one-replica partition moving): this
@@ -175,7 +196,7 @@ func (c *clusterNode) converge(group uint64, target, readers []uint64) {
 		case !slices.Contains(target, id):
 			changes = append(changes, raftpb.ConfChangeSingle{Type: raftpb.ConfChangeRemoveNode, NodeID: id})
 		case st.Match[id] == 0 || st.Match[id]+memberCatchUp < st.Commit:
-			return // not caught up yet (a learner that matched nothing has not been heard from)
+			return false // not caught up yet (a learner that matched nothing has not been heard from)
 		default:
 			changes = append(changes, raftpb.ConfChangeSingle{Type: raftpb.ConfChangeAddNode, NodeID: id})
 		}
@@ -192,6 +213,20 @@ func (c *clusterNode) converge(group uint64, target, readers []uint64) {
 	if len(changes) > 0 {
 		c.changeConf(group, changes)
 	}
+	return false
+}
+
+// sameSet reports whether a and b hold the same ids, in any order.
+func sameSet(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, id := range a {
+		if !slices.Contains(b, id) {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *clusterNode) changeConf(group uint64, changes []raftpb.ConfChangeSingle) {

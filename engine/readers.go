@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"errors"
-	"slices"
 	"sync"
 	"time"
 
@@ -87,23 +86,30 @@ func (c *clusterNode) tendReaders(v *meta.State) {
 		need = nil // a draining node takes no new replicas, readers included (SetReader refuses it)
 	}
 	b.mu.Lock()
-	for _, name := range v.Topics() {
-		if need[name] {
-			b.used[name] = now
+	// Only the topics the groups here consume, and those this node reads:
+	// not every partition of the cluster, four times a second.
+	for name := range need {
+		b.used[name] = now
+		ti, ok := v.Topic(name)
+		if !ok {
+			continue
 		}
-		ti, _ := v.Topic(name)
 		for i := range ti.Partitions {
-			pi, _ := v.Partition(name, i)
-			switch {
-			case need[name] && !pi.Holds(c.id):
+			if pi, _ := v.Partition(name, i); !pi.Holds(c.id) {
 				c.askReader(name, i, true, now)
-			case !need[name] && slices.Contains(pi.Readers, c.id):
-				if _, ok := b.used[name]; !ok {
-					b.used[name] = now // first seen idle: the linger counts from here
-				}
-				if now.Sub(b.used[name]) >= readerLinger {
-					c.askReader(name, i, false, now)
-				}
+			}
+		}
+	}
+	for name, parts := range v.ReadsOf(c.id) {
+		if need[name] {
+			continue
+		}
+		if _, ok := b.used[name]; !ok {
+			b.used[name] = now // first seen idle: the linger counts from here
+		}
+		if now.Sub(b.used[name]) >= readerLinger {
+			for _, i := range parts {
+				c.askReader(name, i, false, now)
 			}
 		}
 	}

@@ -58,6 +58,7 @@ func main() {
 	rounds := flag.Int("rounds", 10, "failover rounds")
 	partitions := flag.Int("partitions", 1000, "idle partitions")
 	idle := flag.Duration("idle", 30*time.Second, "how long the idle cluster is measured")
+	flag.DurationVar(&settle, "settle", settle, "how long the idle partitions are given to go quiet first")
 	base := flag.Int("port", 17100, "first port: native base+1..3, cluster base+11..13, HTTP base+21..23")
 	messages := flag.Int("messages", 200000, "catchup: messages published while the follower is down")
 	perBatch := flag.Int("per-batch", 1, "catchup: messages per batch (Raft entry)")
@@ -270,13 +271,16 @@ func cpu(pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
+// settle is how long idleCost lets the partitions go quiet.
+var settle = 5 * time.Second
+
 func idleCost(nodes []*node, partitions int, window time.Duration) {
 	const per = 10
 	for i := 0; i < partitions; i += per {
 		createTopic(nodes, "idle"+strconv.Itoa(i/per), min(per, partitions-i))
 	}
 	fmt.Printf("created %d partitions (replicas 3); letting them go quiet\n", partitions)
-	time.Sleep(5 * time.Second)
+	time.Sleep(settle)
 	before := make([]time.Duration, len(nodes))
 	for i, n := range nodes {
 		before[i] = cpu(n.cmd.Process.Pid)

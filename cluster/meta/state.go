@@ -219,6 +219,35 @@ func (t *topic) info(p int) PartitionInfo {
 		Leader:  pt.Leader, LeaderTerm: pt.LeaderTerm}
 }
 
+// Placement is partition p of topic's group, replicas and readers, as
+// Partition has them but without copies: for loops over every partition
+// of a published state (never changed), which must not change them.
+func (s *State) Placement(topic string, p int) (group uint64, replicas, readers []uint64, ok bool) {
+	t := s.topics[topic]
+	if t == nil || p < 0 || p >= len(t.Parts) {
+		return 0, nil, nil, false
+	}
+	pt := &t.Parts[p]
+	return pt.Group, pt.Replicas, pt.Readers, true
+}
+
+// ReadsOf returns, by topic, the partitions node id is a reader of (a
+// scan of the partitions, with no copies of them).
+func (s *State) ReadsOf(id uint64) map[string][]int {
+	var out map[string][]int
+	for name, t := range s.topics {
+		for i := range t.Parts {
+			if _, ok := slices.BinarySearch(t.Parts[i].Readers, id); ok {
+				if out == nil {
+					out = map[string][]int{}
+				}
+				out[name] = append(out[name], i)
+			}
+		}
+	}
+	return out
+}
+
 // Holds reports whether node id holds a replica of the partition, voting
 // or reading.
 func (p PartitionInfo) Holds(id uint64) bool {
