@@ -85,6 +85,20 @@ func TestClusterDeposedCoordinatorAnswersNoStaleOffsets(t *testing.T) {
 	}
 	next := coordinatorOf(t, rest, group)
 	awaitMember(t, next, group)
+	// The cut-off node may also lead partitions of the topic until its
+	// CheckQuorum steps it down: a publish it takes meanwhile fails as
+	// "may have been stored", which this plain producer would not retry.
+	require.Eventually(t, func() bool {
+		for _, p := range coord.topics.get([]byte(topic)).Parts {
+			if p.Replica.(*replica).Leads() == nil {
+				return false
+			}
+		}
+		return true
+	}, 60*time.Second, 10*time.Millisecond, "the cut-off node stepped down from the topic's partitions")
+	for p := range partitions {
+		leaderOf(t, rest, topic, p)
+	}
 	second := publishKeyed(t, cl, topic, "b", 40)
 	l.await(t, append(first, second...))
 	commitAll(t, ctx, gc, client.AckOffset, rest, group, len(first)+len(second))
