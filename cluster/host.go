@@ -1202,6 +1202,10 @@ type GroupStatus struct {
 	// Outgoing are the voters of the configuration being left, during
 	// joint consensus (empty otherwise).
 	Outgoing []uint64
+	// ConfPending says the log holds a configuration change this replica
+	// has not applied yet: Voters, Learners and Outgoing are about to
+	// change.
+	ConfPending bool
 	// Match is, on the leader, each replica's highest index known to be in
 	// its log (nil elsewhere).
 	Match  map[uint64]uint64
@@ -1237,6 +1241,7 @@ func (h *Host) Status(group uint64) (GroupStatus, error) {
 		st.Voters = append(st.Voters, cs.Voters...)
 		st.Learners = append(st.Learners, cs.Learners...)
 		st.Outgoing = append(st.Outgoing, cs.VotersOutgoing...)
+		st.ConfPending = g.store.ConfChangeAfter(g.applied)
 		if g.isLeader() {
 			st.Match = map[uint64]uint64{}
 			g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) { st.Match[id] = pr.Match })

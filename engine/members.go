@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"strconv"
 	"time"
@@ -99,16 +100,7 @@ func (c *clusterNode) members() {
 			if !ok || group != rep.group {
 				return true
 			}
-			if term := rep.term.Load(); rep.leader.Load() == c.id && (term != rep.settled.term ||
-				!slices.Equal(replicas, rep.settled.voters) || !slices.Equal(readers, rep.settled.readers)) {
-				// A group whose configuration matched the same metadata in
-				// this leader's term is not asked again: four host round
-				// trips a second for each of a thousand idle partitions
-				// were most of their cost.
-				if c.converge(rep.group, replicas, readers) {
-					rep.settled = settledConf{term, replicas, readers}
-				}
-			}
+			c.tendReplica(rep, replicas, readers)
 			if !slices.Contains(replicas, c.id) && !slices.Contains(readers, c.id) {
 				pi, _ := v.Partition(rep.topic, int(rep.part))
 				if !c.holds(pi) {
@@ -149,6 +141,21 @@ func (c *clusterNode) controllerTarget(v *meta.State) []uint64 {
 	return target
 }
 
+// tendReplica converges the group of a replica here, if this node leads
+// it, towards its replicas and readers in the metadata. A group whose
+// configuration matched the same metadata in this leader's term, with no
+// configuration change in its log still to apply, is not asked again:
+// four host round trips a second for each of a thousand idle partitions
+// were most of their cost.
+func (c *clusterNode) tendReplica(rep *replica, replicas, readers []uint64) {
+	if term := rep.term.Load(); rep.leader.Load() == c.id && (term != rep.settled.term ||
+		!slices.Equal(replicas, rep.settled.voters) || !slices.Equal(readers, rep.settled.readers)) {
+		if c.converge(rep.group, replicas, readers) {
+			rep.settled = settledConf{term, replicas, readers}
+		}
+	}
+}
+
 // settledConf is the metadata a group's configuration last matched, in
 // its leader's term (members).
 type settledConf struct {
@@ -166,7 +173,10 @@ func (c *clusterNode) converge(group uint64, target, readers []uint64) (settled 
 		return false
 	}
 	if sameSet(st.Voters, target) && sameSet(st.Learners, readers) {
-		return true
+		// A change still to apply (proposed for metadata that changed
+		// since) would move the configuration away from it after this:
+		// not settled until it applied.
+		return !st.ConfPending
 	}
 	var changes []raftpb.ConfChangeSingle
 	for _, id := range append(slices.Clone(target), readers...) {
@@ -231,10 +241,19 @@ func sameSet(a, b []uint64) bool {
 
 func (c *clusterNode) changeConf(group uint64, changes []raftpb.ConfChangeSingle) {
 	if err := c.host.ChangeConf(group, changes); err != nil {
-		c.e.log.Debug("raft configuration change not proposed", "group", group, "err", err)
+		c.logger().Debug("raft configuration change not proposed", "group", group, "err", err)
 		return
 	}
-	c.e.log.Info("raft configuration change proposed", "group", group, "changes", raftpb.ConfChangesToString(changes))
+	c.logger().Info("raft configuration change proposed", "group", group, "changes", raftpb.ConfChangesToString(changes))
+}
+
+// logger is the engine's logger (none for the review tests' nodes, which
+// run without an engine).
+func (c *clusterNode) logger() *slog.Logger {
+	if c.e == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.e.log
 }
 
 // reconcileReplicas rebuilds the partitions whose replica here was added

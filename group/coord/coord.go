@@ -38,7 +38,8 @@
 // neither crypto/rand nor any clock but Config.Now and the store's.
 //
 // Lock order: Coordinator.mu, then gpart.mu; Coordinator.mu, then
-// offsets.Store's mu. Acks take only gpart.mu.
+// offsets.Store's mu. An ack takes gpart.mu, and only after releasing it
+// Coordinator.mu to store a moved floor (as Commit stores under it).
 package coord
 
 import (
