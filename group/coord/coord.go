@@ -1167,6 +1167,16 @@ func (c *Coordinator) Commit(m *Member, req *wire.Commit, done func(error)) {
 		done(errGoneMember(m))
 		return
 	}
+	for _, po := range req.Offsets { // again: a revocation may have been forced meanwhile
+		gp := g.parts[po.Partition]
+		gp.mu.Lock()
+		err := gp.owns(m, req.Generation)
+		gp.mu.Unlock()
+		if err != nil {
+			done(err)
+			return
+		}
+	}
 	for _, po := range req.Offsets {
 		gp := g.parts[po.Partition]
 		gp.mu.Lock()
@@ -1203,6 +1213,9 @@ func (c *Coordinator) Ack(m *Member, req *wire.Ack) error {
 	if moved {
 		c.mu.Lock() // as in Commit
 		if !m.gone.Load() {
+			gp.mu.Lock()
+			newFloor = a.Floor() // the latest: another ack may have moved it further meanwhile
+			gp.mu.Unlock()
 			c.store.Set(gp.g.name, gp.g.topic.Name(), []wire.PartitionOffset{{Partition: gp.p.ID, Offset: newFloor}}, nil)
 		}
 		c.mu.Unlock()
