@@ -19,7 +19,8 @@ import (
 // the cluster (meta.State.Members) and which nodes each partition's
 // replicas are on (PartitionInfo.Replicas); the Raft groups' own
 // configurations follow it. The leader of each group (the controller
-// included) compares the two every memberInterval and takes one step of
+// included) compares the two every memberInterval (a partition's only while
+// it has not matched the same metadata in this term: settledConf) and takes one step of
 // etcd raft's configuration changes (cluster.Host.ChangeConf) towards the
 // metadata:
 //
