@@ -1208,13 +1208,12 @@ func (c *Coordinator) Ack(m *Member, req *wire.Ack) error {
 		gp.committed = a.Floor()
 	}
 	f, _ := gp.feed.(*msgFeed)
-	newFloor := a.Floor()
 	gp.mu.Unlock()
 	if moved {
 		c.mu.Lock() // as in Commit
 		if !m.gone.Load() {
 			gp.mu.Lock()
-			newFloor = a.Floor() // the latest: another ack may have moved it further meanwhile
+			newFloor := a.Floor() // the latest: another ack may have moved it further meanwhile
 			gp.mu.Unlock()
 			c.store.Set(gp.g.name, gp.g.topic.Name(), []wire.PartitionOffset{{Partition: gp.p.ID, Offset: newFloor}}, nil)
 		}
