@@ -103,28 +103,9 @@ func TestClusterGroupReadsPartitionsElsewhere(t *testing.T) {
 // and lead the partition from an empty log.
 func TestClusterReaderOfItsInitialReplicaJoins(t *testing.T) {
 	const topic = "moved"
-	nodes := startTestCluster(t, 3)
-	require.Eventually(t, func() bool { return len(nodes[0].cluster.view.Load().ActiveNodes()) == 3 },
-		60*time.Second, 10*time.Millisecond, "every node registered")
-	createReplicated(t, nodes[0], topic, 1, 1)
-	for _, e := range nodes {
-		waitTopic(t, e, topic)
-	}
-	pi, _ := nodes[0].cluster.view.Load().Partition(topic, 0)
-	a := nodes[slices.IndexFunc(nodes, func(e *Engine) bool { return e.cfg.NodeID == pi.Replicas[0] })]
-	b := nodes[(indexOf(nodes, a)+1)%len(nodes)]
-	leaderOf(t, nodes, topic, 0)
-
+	nodes, a, b := movedAway(t, topic)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	require.NoError(t, a.cluster.propose(ctx, meta.MoveReplicas{Topic: topic, Replicas: []uint64{b.cfg.NodeID}}))
-	require.Eventually(t, func() bool {
-		tp := a.topics.get([]byte(topic))
-		_, offline := tp.Parts[0].Log.(*storage.OfflineLog)
-		rep, ok := b.topics.get([]byte(topic)).Parts[0].Replica.(*replica)
-		return offline && ok && rep.Leads() == nil
-	}, 60*time.Second, 10*time.Millisecond, "the replica moved from node %d to node %d", a.cfg.NodeID, b.cfg.NodeID)
-	shutdown(t, b)
 
 	var rest []*Engine
 	for _, e := range nodes {
@@ -229,7 +210,30 @@ func TestClusterTopicDeletedWhileReaderCatchesUp(t *testing.T) {
 // lead from an empty log.
 func TestClusterReplicaMovedBackJoins(t *testing.T) {
 	const topic = "moved-back"
-	nodes := startTestCluster(t, 3)
+	_, a, _ := movedAway(t, topic)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	require.NoError(t, a.cluster.propose(ctx, meta.MoveReplicas{Topic: topic, Replicas: []uint64{a.cfg.NodeID}}))
+	var rep *replica
+	require.Eventually(t, func() bool {
+		rep = a.topics.get([]byte(topic)).Parts[0].Replica.(*replica)
+		return rep.local
+	}, 60*time.Second, 10*time.Millisecond, "node %d holds a replica again", a.cfg.NodeID)
+	pi, _ := a.cluster.view.Load().Partition(topic, 0)
+	require.True(t, pi.Moved)
+	st, err := a.cluster.host.Status(rep.group)
+	require.NoError(t, err)
+	require.Empty(t, st.Voters, "a replica of a moved partition started over its first configuration")
+	require.Error(t, rep.Leads())
+}
+
+// movedAway starts three nodes with a topic of one partition of one
+// replica, on node a, which created it; moves the replica to node b, and
+// stops b once it leads the partition and a dropped its replica.
+func movedAway(t *testing.T, topic string) (nodes []*Engine, a, b *Engine) {
+	t.Helper()
+	nodes = startTestCluster(t, 3)
 	require.Eventually(t, func() bool { return len(nodes[0].cluster.view.Load().ActiveNodes()) == 3 },
 		60*time.Second, 10*time.Millisecond, "every node registered")
 	createReplicated(t, nodes[0], topic, 1, 1)
@@ -238,8 +242,8 @@ func TestClusterReplicaMovedBackJoins(t *testing.T) {
 	}
 	pi, _ := nodes[0].cluster.view.Load().Partition(topic, 0)
 	require.False(t, pi.Moved)
-	a := nodes[slices.IndexFunc(nodes, func(e *Engine) bool { return e.cfg.NodeID == pi.Replicas[0] })]
-	b := nodes[(indexOf(nodes, a)+1)%len(nodes)]
+	a = nodes[slices.IndexFunc(nodes, func(e *Engine) bool { return e.cfg.NodeID == pi.Replicas[0] })]
+	b = nodes[(indexOf(nodes, a)+1)%len(nodes)]
 	leaderOf(t, nodes, topic, 0)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -252,17 +256,5 @@ func TestClusterReplicaMovedBackJoins(t *testing.T) {
 		return offline && ok && rep.Leads() == nil
 	}, 60*time.Second, 10*time.Millisecond, "the replica moved from node %d to node %d", a.cfg.NodeID, b.cfg.NodeID)
 	shutdown(t, b)
-
-	require.NoError(t, a.cluster.propose(ctx, meta.MoveReplicas{Topic: topic, Replicas: []uint64{a.cfg.NodeID}}))
-	var rep *replica
-	require.Eventually(t, func() bool {
-		rep = a.topics.get([]byte(topic)).Parts[0].Replica.(*replica)
-		return rep.local
-	}, 60*time.Second, 10*time.Millisecond, "node %d holds a replica again", a.cfg.NodeID)
-	pi, _ = a.cluster.view.Load().Partition(topic, 0)
-	require.True(t, pi.Moved)
-	st, err := a.cluster.host.Status(rep.group)
-	require.NoError(t, err)
-	require.Empty(t, st.Voters, "a replica of a moved partition started over its first configuration")
-	require.Error(t, rep.Leads())
+	return nodes, a, b
 }

@@ -288,19 +288,7 @@ func TestStageRefusesBadChunks(t *testing.T) {
 // (the stage's batches are committed ones, the same as its own), and the
 // install cuts the log back to where the stage starts.
 func TestStageStartingBeforeTheCommittedEndIsKept(t *testing.T) {
-	_, ls := leaderLog(t, 40)
-	fl := &testlog.Log{}
-	fs, err := Open(fl, &testlog.Meta{})
-	require.NoError(t, err)
-	require.NoError(t, fs.SetConfState(voters123))
-	ents, err := ls.Entries(1, 11, math.MaxUint64)
-	require.NoError(t, err)
-	require.NoError(t, fs.SetHardState(raftpb.HardState{Term: 1, Commit: 5}))
-	require.NoError(t, fs.Append(ents))
-	require.Equal(t, int64(4), fs.Commit(5))
-	ls.SetHorizon(41, 0)
-	snap, err := ls.Snapshot()
-	require.NoError(t, err)
+	ls, _, fs, snap := stageSetup(t)
 
 	next, to, err := fs.PrepareInstall(snap)
 	require.NoError(t, err)
@@ -335,19 +323,7 @@ func TestStageStartingBeforeTheCommittedEndIsKept(t *testing.T) {
 func TestStageStartingBeforeTheLogIsNotAdopted(t *testing.T) {
 	for _, when := range []string{"before-the-next-fetch", "during-the-fetch"} {
 		t.Run(when, func(t *testing.T) {
-			_, ls := leaderLog(t, 40)
-			fl := &testlog.Log{}
-			fs, err := Open(fl, &testlog.Meta{})
-			require.NoError(t, err)
-			require.NoError(t, fs.SetConfState(voters123))
-			ents, err := ls.Entries(1, 11, math.MaxUint64)
-			require.NoError(t, err)
-			require.NoError(t, fs.SetHardState(raftpb.HardState{Term: 1, Commit: 5}))
-			require.NoError(t, fs.Append(ents))
-			require.Equal(t, int64(4), fs.Commit(5))
-			ls.SetHorizon(41, 0)
-			snap, err := ls.Snapshot()
-			require.NoError(t, err)
+			ls, fl, fs, snap := stageSetup(t)
 			next, to, err := fs.PrepareInstall(snap)
 			require.NoError(t, err)
 			require.Equal(t, int64(4), next)
@@ -395,4 +371,25 @@ func TestStageStartingBeforeTheLogIsNotAdopted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stageSetup is a leader of 40 batches (offsets 0-39) at a snapshot of
+// them all, and a follower holding its first ten entries, committed up to
+// offset 4.
+func stageSetup(t *testing.T) (ls *Storage, fl *testlog.Log, fs *Storage, snap raftpb.Snapshot) {
+	t.Helper()
+	_, ls = leaderLog(t, 40)
+	fl = &testlog.Log{}
+	fs, err := Open(fl, &testlog.Meta{})
+	require.NoError(t, err)
+	require.NoError(t, fs.SetConfState(voters123))
+	ents, err := ls.Entries(1, 11, math.MaxUint64)
+	require.NoError(t, err)
+	require.NoError(t, fs.SetHardState(raftpb.HardState{Term: 1, Commit: 5}))
+	require.NoError(t, fs.Append(ents))
+	require.Equal(t, int64(4), fs.Commit(5))
+	ls.SetHorizon(41, 0)
+	snap, err = ls.Snapshot()
+	require.NoError(t, err)
+	return ls, fl, fs, snap
 }

@@ -1496,22 +1496,8 @@ func (c *Coordinator) TopicRemoved(t Topic) {
 		if g.topic != t {
 			continue
 		}
-		for _, m := range g.members {
-			m.gone.Store(true)
-			m.out.SendError(0, wire.Errorf(wire.CodeUnknownTopic, "topic "+t.Name()+" of group "+name+" was deleted"))
-			m.out.Kick()
-		}
-		for _, gp := range g.parts {
-			gp.mu.Lock()
-			if gp.feed != nil {
-				gp.feed.stop()
-			}
-			gp.owner, gp.revoking = nil, nil
-			gp.mu.Unlock()
-		}
-		delete(c.groups, name)
+		c.dropGroup(name, g, wire.Errorf(wire.CodeUnknownTopic, "topic "+t.Name()+" of group "+name+" was deleted"), "delete")
 		c.store.Remove(name, nil)
-		c.emitGroup(g, nil, 0, "delete", byBroker, nil)
 	}
 }
 
@@ -1530,25 +1516,32 @@ func (c *Coordinator) TopicReplaced(t Topic) {
 		}
 		why := wire.Errorf(wire.CodeNotLeader, "no leader: the partitions of group "+name+
 			" changed on its coordinator; join again")
-		for _, m := range g.members {
-			m.gone.Store(true)
-			m.out.SendError(0, why)
-			m.out.Kick()
-		}
-		for _, gp := range g.parts {
-			gp.mu.Lock()
-			if gp.feed != nil {
-				gp.feed.stop()
-			}
-			gp.owner, gp.revoking = nil, nil
-			gp.mu.Unlock()
-		}
-		delete(c.groups, name)
-		c.emitGroup(g, nil, 0, "rebuilt", byBroker, nil)
+		c.dropGroup(name, g, why, "rebuilt")
 		if sg, ok := c.store.Group(name); ok && sg.Topic == t.Name() {
 			c.groups[name] = c.storedGroup(name, t, sg)
 		}
 	}
+}
+
+// dropGroup forgets group g: each member is sent why as an Error with
+// corr 0 (on which a client closes the connection, and joins again where
+// it may) and its membership ends, and every feed stops; mu held.
+func (c *Coordinator) dropGroup(name string, g *group, why error, action string) {
+	for _, m := range g.members {
+		m.gone.Store(true)
+		m.out.SendError(0, why)
+		m.out.Kick()
+	}
+	for _, gp := range g.parts {
+		gp.mu.Lock()
+		if gp.feed != nil {
+			gp.feed.stop()
+		}
+		gp.owner, gp.revoking = nil, nil
+		gp.mu.Unlock()
+	}
+	delete(c.groups, name)
+	c.emitGroup(g, nil, 0, action, byBroker, nil)
 }
 
 // Adopt takes in the groups this node has come to coordinate (a cluster:
@@ -1588,21 +1581,7 @@ func (c *Coordinator) Evict(match func(group string) bool) {
 		if why == nil {
 			why = wire.Errorf(wire.CodeNotLeader, "no leader: group "+name+" moved to another coordinator")
 		}
-		for _, m := range g.members {
-			m.gone.Store(true)
-			m.out.SendError(0, why)
-			m.out.Kick()
-		}
-		for _, gp := range g.parts {
-			gp.mu.Lock()
-			if gp.feed != nil {
-				gp.feed.stop()
-			}
-			gp.owner, gp.revoking = nil, nil
-			gp.mu.Unlock()
-		}
-		delete(c.groups, name)
-		c.emitGroup(g, nil, 0, "moved", byBroker, nil)
+		c.dropGroup(name, g, why, "moved")
 	}
 	c.store.Forget(match)
 }
