@@ -305,12 +305,7 @@ func TestStageStartingBeforeTheCommittedEndIsKept(t *testing.T) {
 	next, _, err = fs.PrepareInstall(snap)
 	require.NoError(t, err)
 	require.Equal(t, int64(15), next, "the stage, which starts at 4, is kept")
-	for next < to {
-		chunk, _, err := ls.ReadRange(next, to, 100)
-		require.NoError(t, err)
-		next, err = fs.Stage(next, chunk)
-		require.NoError(t, err)
-	}
+	stageTo(t, ls, fs, next, to)
 	require.NoError(t, fs.SetHardState(raftpb.HardState{Term: 1, Commit: 41}))
 	require.NoError(t, fs.ApplySnapshot(snap))
 	requireSameLog(t, ls, fs, 40)
@@ -331,12 +326,7 @@ func TestStageStartingBeforeTheLogIsNotAdopted(t *testing.T) {
 			if when == "during-the-fetch" {
 				limit = to
 			}
-			for next < limit {
-				chunk, _, err := ls.ReadRange(next, limit, 100)
-				require.NoError(t, err)
-				next, err = fs.Stage(next, chunk)
-				require.NoError(t, err)
-			}
+			stageTo(t, ls, fs, next, limit)
 
 			// It commits more, and retention moves its log's start past
 			// the stage's.
@@ -351,12 +341,7 @@ func TestStageStartingBeforeTheLogIsNotAdopted(t *testing.T) {
 				next, _, err = fs.PrepareInstall(snap)
 				require.NoError(t, err)
 				require.Equal(t, int64(9), next, "the stage, which starts at 4, is filled again from the log's visible end")
-				for next < to {
-					chunk, _, err := ls.ReadRange(next, to, 100)
-					require.NoError(t, err)
-					next, err = fs.Stage(next, chunk)
-					require.NoError(t, err)
-				}
+				stageTo(t, ls, fs, next, to)
 			}
 			require.NoError(t, fs.SetHardState(raftpb.HardState{Term: 1, Commit: 41}))
 			require.NoError(t, fs.ApplySnapshot(snap))
@@ -392,4 +377,16 @@ func stageSetup(t *testing.T) (ls *Storage, fl *testlog.Log, fs *Storage, snap r
 	snap, err = ls.Snapshot()
 	require.NoError(t, err)
 	return ls, fl, fs, snap
+}
+
+// stageTo stages the leader's batches from next up to to, in chunks of
+// about 100 bytes.
+func stageTo(t *testing.T, leader, follower *Storage, next, to int64) {
+	t.Helper()
+	for next < to {
+		chunk, _, err := leader.ReadRange(next, to, 100)
+		require.NoError(t, err)
+		next, err = follower.Stage(next, chunk)
+		require.NoError(t, err)
+	}
 }

@@ -1149,25 +1149,19 @@ func (c *Coordinator) Commit(m *Member, req *wire.Commit, done func(error)) {
 				strconv.Itoa(int(po.Partition)) + " is past its end " + strconv.FormatInt(end, 10)))
 			return
 		}
-		gp.mu.Lock()
-		err := gp.owns(m, req.Generation)
-		gp.mu.Unlock()
-		if err != nil {
-			done(err)
-			return
-		}
 	}
-	// Under the coordinator's lock, and only while m is a member: a group
-	// rebuilt meanwhile (TopicReplaced) takes its state from the store, and
-	// must not miss a commit stored after it looked, which a member of the
-	// rebuilt group could then take back.
+	// Ownership is checked, and the offsets stored, under the coordinator's
+	// lock, and only while m is a member: a forced revocation cannot slip in
+	// between, and a group rebuilt meanwhile (TopicReplaced) takes its state
+	// from the store, and must not miss a commit stored after it looked,
+	// which a member of the rebuilt group could then take back.
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if m.gone.Load() {
 		done(errGoneMember(m))
 		return
 	}
-	for _, po := range req.Offsets { // again: a revocation may have been forced meanwhile
+	for _, po := range req.Offsets {
 		gp := g.parts[po.Partition]
 		gp.mu.Lock()
 		err := gp.owns(m, req.Generation)
