@@ -191,8 +191,14 @@ func (c *Client) dialOne(ctx context.Context, addr string) (*link, error) {
 		ctx, cancel = context.WithTimeout(ctx, c.opts.dialTimeout)
 		defer cancel()
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	var conn net.Conn
+	var err error
+	if c.opts.dialer != nil {
+		conn, err = c.opts.dialer(ctx, addr)
+	} else {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ratatoskr: dial %s: %w", addr, err)
 	}

@@ -1,9 +1,11 @@
 package client
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"time"
 
@@ -38,6 +40,7 @@ type options struct {
 	stateHandler      func(State, error)
 	idempotent        bool
 	compression       Codec
+	dialer            func(ctx context.Context, addr string) (net.Conn, error) // WithDialer
 
 	rerouteTimeout time.Duration // a Cluster's (WithRerouteTimeout)
 	cluster        *Cluster      // set on a Cluster's connection to one node
@@ -146,6 +149,14 @@ func WithoutIdempotence() Option { return func(o *options) { o.idempotent = fals
 
 // WithLogger sets the logger for the client's own diagnostics.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithDialer makes the client connect with dial instead of over TCP: a
+// broker's gateway connects to it in process this way (server.ConnectLocal).
+// dial gets the address given to Dial; TLS, when set, runs over what it
+// returns.
+func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) Option {
+	return func(o *options) { o.dialer = dial }
+}
 
 // WithServers adds broker addresses to the ones given to Dial (or
 // JoinGroup). The client connects to the first that answers and, after a
@@ -298,6 +309,7 @@ type subOptions struct {
 	partition int32
 	inline    bool
 	start     Position
+	batchEnd  func()
 }
 
 // StartAt makes a subscription start at a position in the log: it replays
@@ -352,6 +364,15 @@ func (p Position) String() string {
 // not wait on this client (Publish, Flush, a full SubscribeChan channel).
 func DispatchInline() SubscribeOption {
 	return func(o *subOptions) { o.inline = true }
+}
+
+// OnBatchEnd calls f, on the goroutine that runs the handler, after the
+// handler has had the last message of each batch the broker delivered: a
+// gateway that forwards messages in frames of many ends a frame there, so
+// that a frame is as large as what the broker had at hand and no message
+// waits for the next batch.
+func OnBatchEnd(f func()) SubscribeOption {
+	return func(o *subOptions) { o.batchEnd = f }
 }
 
 // FromPartition subscribes to one partition instead of all of them.

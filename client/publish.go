@@ -224,6 +224,57 @@ func publishClock(msg *Message) int64 {
 // WithMaxPendingBytes), the messages before that point are queued and
 // sent, and the error says how many were.
 func (c *Client) PublishBatchAsync(ctx context.Context, topic string, msgs []Message, opts ...PublishOption) error {
+	return c.publishBurst(ctx, topic, msgs, opts, nil)
+}
+
+// PublishBatch publishes msgs, in order, as PublishBatchAsync does, and
+// waits for the broker to acknowledge them: acks[i] is where msgs[i] was
+// stored. The messages share batches with whatever else the client
+// publishes meanwhile. When a batch fails, the error is the first failure
+// and the acks of that batch's messages have Offset -1; the others were
+// stored. A gateway publishes a request's records this way.
+func (c *Client) PublishBatch(ctx context.Context, topic string, msgs []Message, opts ...PublishOption) ([]Ack, error) {
+	placed := make([]placedMsg, 0, len(msgs))
+	err := c.publishBurst(ctx, topic, msgs, opts, &placed)
+	acks := make([]Ack, len(msgs))
+	for i := range acks {
+		acks[i] = Ack{Partition: -1, Offset: -1}
+	}
+	var first error
+	var last *batch
+	for i, pl := range placed {
+		if pl.b != last {
+			select {
+			case <-pl.b.done:
+			case <-ctx.Done():
+				return acks, ctx.Err()
+			}
+			last = pl.b
+		}
+		if pl.b.err != nil {
+			if first == nil {
+				first = pl.b.err
+			}
+			continue
+		}
+		acks[i] = Ack{Partition: pl.b.ack.Partition, Offset: pl.b.ack.BaseOffset + int64(pl.idx)}
+	}
+	if err != nil {
+		return acks, err
+	}
+	return acks, first
+}
+
+// placedMsg is where a message of a synchronous burst went: its batch
+// and its index in it.
+type placedMsg struct {
+	b   *batch
+	idx int
+}
+
+// publishBurst queues msgs; with placed, each message's batch is made to
+// be waited on and its placement appended to it.
+func (c *Client) publishBurst(ctx context.Context, topic string, msgs []Message, opts []PublishOption, placed *[]placedMsg) error {
 	if err := wire.ValidateTopicName(topic); err != nil {
 		return err
 	}
@@ -247,7 +298,7 @@ func (c *Client) PublishBatchAsync(ctx context.Context, topic string, msgs []Mes
 	}
 	r.sticky = r.part == wire.PartitionAny && unkeyed && c.idem != nil
 	for done := 0; done < len(msgs); {
-		n, err := c.appendBurst(ctx, topic, msgs[done:], &r)
+		n, err := c.appendBurst(ctx, topic, msgs[done:], &r, placed)
 		done += n
 		if err != nil {
 			if done > 0 {
@@ -283,7 +334,7 @@ type burstRoute struct {
 // fewer than it took on, with no error, when an idempotent client's
 // sticky partition went away meanwhile (the caller calls again, which
 // looks it up).
-func (c *Client) appendBurst(ctx context.Context, topic string, msgs []Message, r *burstRoute) (int, error) {
+func (c *Client) appendBurst(ctx context.Context, topic string, msgs []Message, r *burstRoute, placed *[]placedMsg) (int, error) {
 	room := int64(c.opts.maxPendingBytes) / 2
 	var reserve int64
 	n := 0
@@ -328,7 +379,10 @@ func (c *Client) appendBurst(ctx context.Context, topic string, msgs []Message, 
 			now = clock()
 		}
 		size := wire.MessageSize(m.Key, m.Value, m.Headers)
-		c.appendRecord(batchKey{topic, p}, m, size, int64(size+recordOverhead), now, false)
+		b, idx := c.appendRecord(batchKey{topic, p}, m, size, int64(size+recordOverhead), now, placed != nil)
+		if placed != nil {
+			*placed = append(*placed, placedMsg{b, idx})
+		}
 		reserve -= int64(size + recordOverhead)
 	}
 	return n, nil

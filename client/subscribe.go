@@ -69,6 +69,7 @@ type Subscription struct {
 	topic     string
 	partition int32
 	handler   func(*Delivery)
+	batchEnd  func()    // OnBatchEnd's, or nil
 	inline    *Delivery // set for DispatchInline: the reader's reused Delivery
 	start     Position
 
@@ -167,8 +168,8 @@ func (c *Client) newSubscription(topic string, opts []SubscribeOption) *Subscrip
 	}
 	s := &Subscription{c: c, topic: topic, partition: o.partition, start: o.start,
 		queue: make(chan *bytebufferpool.ByteBuffer, subQueueLen), space: make(chan struct{}, 1),
-		limit: int64(c.opts.subPendingBytes),
-		stop:  make(chan struct{}), done: make(chan struct{})}
+		limit: int64(c.opts.subPendingBytes), batchEnd: o.batchEnd,
+		stop: make(chan struct{}), done: make(chan struct{})}
 	if o.inline {
 		s.inline = &Delivery{Topic: topic}
 	}
@@ -559,5 +560,8 @@ func (s *Subscription) dispatchBatch(d *Delivery, batch wire.Batch, skipBelow, m
 	}
 	if it.Err() != nil {
 		s.c.report(fmt.Errorf("%w: delivered batch of %s: %w", ErrProtocol, s.topic, it.Err()))
+	}
+	if s.batchEnd != nil {
+		s.batchEnd()
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/ratatoskr-mq/ratatoskr/auth"
+	"github.com/ratatoskr-mq/ratatoskr/gateway"
 	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/httpapi"
 	"github.com/ratatoskr-mq/ratatoskr/server"
@@ -59,6 +60,10 @@ type Engine struct {
 	srv *server.Server
 
 	http *httpapi.Server // the HTTP side (http.go)
+	// gw hands the gateways their sessions (gateway.go); serving is set
+	// while the native listener serves, which in-process sessions use.
+	gw      *gateway.Gateway
+	serving atomic.Bool
 	// certs is the TLS material, reloaded when its files change; nil
 	// without TLSCertFile.
 	certs *server.Certs
@@ -110,6 +115,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	if err := e.newAuth(); err != nil {
 		return nil, err
 	}
+	e.newGateway()
 	e.newHTTP()
 	if err := e.startPlugins(opts); err != nil {
 		return nil, err
@@ -172,6 +178,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
 			e.stopPluginsAfterFailure()
+			e.gw.Close()
 			e.startFailed = true
 		}
 	}()
@@ -239,6 +246,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("engine: listen %s: %w", e.cfg.Addr, err)
 	}
 	e.setNotReady("")
+	e.serving.Store(true)
 	if c := e.cluster; c != nil {
 		addr := e.cfg.AdvertiseAddr
 		if addr == "" {
@@ -293,6 +301,8 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, e.cfg.ShutdownTimeout)
 		defer cancel()
 	}
+	e.serving.Store(false)
+	e.gw.Close() // the gateways' shared sessions; their streams end with the connections
 	e.history.Close()
 	e.stopQuotaLoop()
 	if e.grepl != nil {

@@ -211,7 +211,7 @@ func (b *httpBroker) Connections() []httpapi.Connection {
 	out := make([]httpapi.Connection, len(conns))
 	for i, c := range conns {
 		out[i] = httpapi.Connection{Remote: c.Remote, Client: c.Client, ConnectedAt: c.ConnectedAt,
-			Subscriptions: c.Subscriptions, Groups: c.Groups, QueuedBytes: c.QueuedBytes, Identity: c.Identity}
+			Subscriptions: c.Subscriptions, Groups: c.Groups, QueuedBytes: c.QueuedBytes, Identity: c.Identity, Via: c.Via}
 	}
 	return out
 }

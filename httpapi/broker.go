@@ -191,6 +191,9 @@ type Connection struct {
 	// Identity is the verified client certificate's subject CN and SANs on
 	// a mutual-TLS connection.
 	Identity string `json:"identity,omitempty"`
+	// Via is the gateway ("grpc", "http", "ws") an in-process session
+	// serves; absent for a native connection.
+	Via string `json:"via,omitempty"`
 }
 
 // TopicConfig is a topic's config as typed JSON. Its keys are the config

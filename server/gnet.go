@@ -45,9 +45,15 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	t := &gnetTransport{c: c, el: c.EventLoop(), fd: c.Fd(), remote: c.RemoteAddr().String()}
 	if acc != nil {
 		t.hs.addr, acc.t = acc.addr, t
+		if acc.local != nil {
+			t.remote = acc.local.Remote
+		}
 	}
 	t.hs.expire = t.expire
 	t.s = newSession(srv, t)
+	if acc != nil && acc.local != nil {
+		t.s.peerCert, t.s.info.via = acc.local.Cert, acc.local.Via
+	}
 	c.SetContext(t)
 	srv.sessions.Store(t.s, struct{}{})
 	srv.connections.Add(1)

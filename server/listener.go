@@ -267,6 +267,9 @@ type accepted struct {
 	l      *listener
 	opened bool // OnOpen ran
 	t      *gnetTransport
+	// local is the peer an in-process connection serves (local.go); nil
+	// for an accepted one.
+	local *LocalPeer
 	// counted is set once the connection no longer counts as enrolling:
 	// when OnOpen counts it as a connection, or when enrolling ends
 	// without OnOpen. A connection is never counted twice, so that one

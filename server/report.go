@@ -97,6 +97,9 @@ type Conn struct {
 	// Identity is its verified client certificate's (TLSIdentity.String),
 	// on a mutual-TLS connection; "" otherwise.
 	Identity string
+	// Via is the gateway ("grpc", "http", "ws") an in-process connection
+	// serves; "" for a native connection.
+	Via string
 }
 
 // Connections lists the open connections.
@@ -106,7 +109,7 @@ func (srv *Server) Connections() []Conn {
 		s := k.(*session)
 		c := Conn{Remote: s.t.remoteAddr(), ConnectedAt: s.info.since,
 			Subscriptions: int(s.info.subs.Load()), Groups: int(s.info.groups.Load()),
-			QueuedBytes: int64(s.out.Queued()) + s.t.unsentBytes()}
+			QueuedBytes: int64(s.out.Queued()) + s.t.unsentBytes(), Via: s.info.via}
 		if id, ok := s.tlsIdentity(); ok {
 			c.Identity = id.String()
 		}

@@ -995,6 +995,7 @@ func (s *session) onClose() {
 // goroutines: set on the session's event loop, read with atomics.
 type sessionInfo struct {
 	since  time.Time // immutable
+	via    string    // immutable: the gateway an in-process connection serves (local.go); "" for the native listeners
 	name   atomic.Pointer[string]
 	subs   atomic.Int32
 	groups atomic.Int32

@@ -1,0 +1,40 @@
+package engine
+
+import (
+	"net"
+
+	"github.com/ratatoskr-mq/ratatoskr/gateway"
+	"github.com/ratatoskr-mq/ratatoskr/server"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// The gateways (gRPC, HTTP /v1, WebSocket) reach the broker through
+// in-process native sessions (package gateway, server.ConnectLocal).
+
+// newGateway makes the gateways' session source; they serve from Start
+// on, and Shutdown closes their sessions before the listeners stop.
+func (e *Engine) newGateway() {
+	e.gw = gateway.New(gateway.Config{Broker: (*localBroker)(e), Logger: e.log, Metrics: e.metricSet})
+}
+
+// Gateway is the session source of the broker's gateways.
+func (e *Engine) Gateway() *gateway.Gateway { return e.gw }
+
+// localBroker is the gateway's Connector: in-process connections once
+// the native listener serves, and none while the broker starts or stops.
+type localBroker Engine
+
+func (b *localBroker) ConnectLocal(peer server.LocalPeer) (net.Conn, error) {
+	e := (*Engine)(b)
+	if !e.serving.Load() {
+		if why := e.notReady.Load(); why != nil {
+			return nil, wire.Errorf(wire.CodeShuttingDown, "the broker is not serving yet: "+*why)
+		}
+		return nil, wire.Errorf(wire.CodeShuttingDown, "the broker is shutting down")
+	}
+	return e.srv.ConnectLocal(peer)
+}
+
+// Connections lists the open client connections, the gateways' in-process
+// sessions among them (server.Conn.Via).
+func (e *Engine) Connections() []server.Conn { return e.srv.Connections() }
