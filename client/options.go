@@ -342,6 +342,36 @@ func AtTime(t time.Time) Position { return Position{kind: wire.StartTime, value:
 
 func (p Position) wire() wire.Start { return wire.Start{Kind: p.kind, Value: p.value} }
 
+// Start is the position as the protocol carries it: for code that
+// forwards a subscription or a fetch over another protocol (a gateway, a
+// load test of one).
+func (p Position) Start() wire.Start { return p.wire() }
+
+// PositionOf is the Position of a protocol start position.
+func PositionOf(s wire.Start) Position { return Position{kind: s.Kind, value: s.Value} }
+
+// SubscribeSettings are what a list of SubscribeOptions sets: for code
+// that forwards a subscription over another protocol.
+type SubscribeSettings struct {
+	// Partition is the one partition subscribed, or -1 for all.
+	Partition int
+	Start     Position
+	Inline    bool
+	BatchEnd  func()
+}
+
+// SettingsOf returns what opts set.
+func SettingsOf(opts ...SubscribeOption) SubscribeSettings {
+	o := subOptions{partition: wire.PartitionAny}
+	for _, f := range opts {
+		f(&o)
+	}
+	return SubscribeSettings{Partition: int(o.partition), Start: o.start, Inline: o.inline, BatchEnd: o.batchEnd}
+}
+
+// Partition is the partition the option names, if it names one.
+func (o PublishOption) Partition() (int, bool) { return int(o.partition) - 1, o.partition != 0 }
+
 // String describes the position.
 func (p Position) String() string {
 	switch p.kind {

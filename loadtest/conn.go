@@ -2,6 +2,8 @@ package loadtest
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
@@ -58,8 +60,37 @@ func (c *Config) cluster() bool {
 	return n > 1
 }
 
+// dialFunc connects one producer's or subscriber's client over a
+// protocol. opts are the native client's options (name, TLS, credentials);
+// another protocol takes what it needs of cfg instead.
+type dialFunc func(ctx context.Context, cfg *Config, opts []client.Option) (conn, error)
+
+// protocols are the protocols the tool speaks besides the native one, by
+// Config.Protocol; each gateway's file registers its own.
+var protocols = map[string]dialFunc{}
+
+// registerProtocol makes Config.Protocol name take dial.
+func registerProtocol(name string, dial dialFunc) { protocols[name] = dial }
+
+// Protocols lists the protocols Config.Protocol may name.
+func Protocols() []string {
+	out := []string{"native"}
+	for name := range protocols {
+		out = append(out, name)
+	}
+	slices.Sort(out[1:])
+	return out
+}
+
 // dialConn connects one producer's or subscriber's client.
 func dialConn(ctx context.Context, cfg *Config, opts []client.Option) (conn, error) {
+	if cfg.Protocol != "" && cfg.Protocol != "native" {
+		dial, ok := protocols[cfg.Protocol]
+		if !ok {
+			return nil, fmt.Errorf("loadtest: unknown protocol %q (known: %s)", cfg.Protocol, strings.Join(Protocols(), ", "))
+		}
+		return dial(ctx, cfg, opts)
+	}
 	if cfg.cluster() {
 		c, err := client.DialCluster(ctx, cfg.Server, opts...)
 		if err != nil {

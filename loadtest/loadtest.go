@@ -66,7 +66,11 @@ type Config struct {
 	// its leader. A group's members (Group) take them as one broker's
 	// addresses, tried in turn.
 	Server string
-	Topic  string
+	// Protocol is how producers and subscribers talk to the broker:
+	// "native" (the default) or a gateway's ("grpc", "http", "ws"), with
+	// Server that gateway's address.
+	Protocol string
+	Topic    string
 	// Partitions of the topic; 0 takes an existing topic's count, or one
 	// for a new topic.
 	Partitions  int

@@ -15,6 +15,7 @@ import (
 type loadtestCmd struct {
 	serverFlag
 	compressionFlag
+	Protocol          string        `default:"native" enum:"native,grpc,http,ws" help:"How producers and subscribers talk to the broker: native, or a gateway's grpc, http or ws, with --server that gateway's address (--grpc-addr; the HTTP listener for http and ws)."`
 	Topic             string        `default:"loadtest" help:"Topic to use; created if missing."`
 	Partitions        int           `default:"0" help:"Partitions of the topic; 0 takes an existing topic's count, or 1 for a new one."`
 	Producers         int           `default:"1" help:"Producer connections; producer i publishes to partition i mod partitions."`
@@ -49,7 +50,7 @@ type loadtestCmd struct {
 // printing its figures.
 func (c *loadtestCmd) Run(ctx context.Context) error {
 	cfg := loadtest.Config{
-		Server: c.addrs(), Topic: c.Topic, Partitions: c.Partitions, Producers: c.Producers,
+		Server: c.addrs(), Protocol: c.Protocol, Topic: c.Topic, Partitions: c.Partitions, Producers: c.Producers,
 		Subscribers: c.Subscribers, Size: int(c.Size), Rate: c.Rate, Duration: c.Duration, Count: c.Count,
 		BatchBytes: int(c.BatchBytes), Linger: c.Linger, Idempotence: c.Idempotence, PerCall: c.MessagesPerCall, Drain: c.Drain, BrokerPID: c.BrokerPID, HistFile: c.HistFile,
 		LatencyLog:    c.LatencyLog,
