@@ -332,6 +332,10 @@ func (g *Gateway) sweep(now time.Time) {
 	}
 }
 
+// Done is closed when the gateway closes: a stream (a subscription, an
+// event stream, a WebSocket) ends then.
+func (g *Gateway) Done() <-chan struct{} { return g.quit }
+
 // Sessions is how many shared sessions the gateway holds.
 func (g *Gateway) Sessions() int {
 	g.mu.Lock()

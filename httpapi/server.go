@@ -53,6 +53,10 @@ type Config struct {
 	AuthFailures *auth.FailLimiter
 	// TLS, when set, serves HTTPS with it instead of HTTP.
 	TLS *tls.Config
+	// Gateway serves /v1/, the HTTP and WebSocket gateways (package
+	// gateway): it authenticates its requests itself, with the clients'
+	// credentials, not the admin token. nil: no /v1/.
+	Gateway http.Handler
 }
 
 // Server is the HTTP side of one broker.
@@ -133,6 +137,9 @@ func (s *Server) routes(token string) http.Handler {
 	s.registerAdmin(mux, auth)
 	s.registerSecurity(mux, func(h http.HandlerFunc) http.Handler { return s.requireAuth(token, tenantAdmins, h) })
 	registerDashboard(mux)
+	if s.cfg.Gateway != nil {
+		mux.Handle("/v1/", s.cfg.Gateway)
+	}
 	if s.cfg.Pprof {
 		mux.Handle("/debug/pprof/", auth(pprof.Index))
 		mux.Handle("/debug/pprof/profile", auth(pprof.Profile))
