@@ -14,18 +14,16 @@ import (
 // newGateway makes the gateways' session source; they serve from Start
 // on, and Shutdown closes their sessions before the listeners stop.
 func (e *Engine) newGateway() {
-	e.gw = gateway.New(gateway.Config{Broker: (*localBroker)(e), Logger: e.log, Metrics: e.metricSet})
+	e.gw = gateway.New(gateway.Config{Broker: e, Logger: e.log, Metrics: e.metricSet})
 }
 
 // Gateway is the session source of the broker's gateways.
 func (e *Engine) Gateway() *gateway.Gateway { return e.gw }
 
-// localBroker is the gateway's Connector: in-process connections once
-// the native listener serves, and none while the broker starts or stops.
-type localBroker Engine
-
-func (b *localBroker) ConnectLocal(peer server.LocalPeer) (net.Conn, error) {
-	e := (*Engine)(b)
+// ConnectLocal opens an in-process native session serving peer
+// (server.Server.ConnectLocal): the gateways' Connector. It refuses while
+// the broker starts or stops.
+func (e *Engine) ConnectLocal(peer server.LocalPeer) (net.Conn, error) {
 	if !e.serving.Load() {
 		if why := e.notReady.Load(); why != nil {
 			return nil, wire.Errorf(wire.CodeShuttingDown, "the broker is not serving yet: "+*why)

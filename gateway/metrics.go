@@ -26,8 +26,12 @@ func (m *Metrics) counter(name, via string) *metrics.Counter {
 	return m.set.GetOrCreateCounter(name + `{via="` + via + `"}`)
 }
 
-func (m *Metrics) sessionOpened(via string) { m.counter("ratatoskr_gateway_sessions_opened_total", via).Inc() }
-func (m *Metrics) sessionFailed(via string) { m.counter("ratatoskr_gateway_sessions_failed_total", via).Inc() }
+func (m *Metrics) sessionOpened(via string) {
+	m.counter("ratatoskr_gateway_sessions_opened_total", via).Inc()
+}
+func (m *Metrics) sessionFailed(via string) {
+	m.counter("ratatoskr_gateway_sessions_failed_total", via).Inc()
+}
 
 // Request counts a request (an RPC, an HTTP request, a WebSocket
 // command) and, when err is not nil, its failure by kind.

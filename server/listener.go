@@ -60,6 +60,9 @@ func newAcceptor(srv *Server, ln net.Listener, name string) acceptor {
 
 // close closes the listening socket and waits for the accept loop.
 func (a *acceptor) close() {
+	if a.ln == nil { // loops without a socket (startListener)
+		return
+	}
 	if a.closing.CompareAndSwap(false, true) {
 		_ = a.ln.Close()
 		close(a.quit)
@@ -67,12 +70,16 @@ func (a *acceptor) close() {
 	<-a.done
 }
 
-// startListener binds the native address, starts the event loops and the
-// accept loop.
+// startListener binds the native address and starts the event loops.
+// Without an address the loops start all the same, with no socket: they
+// serve the gateways' in-process connections (local.go).
 func (srv *Server) startListener() error {
-	ln, err := net.Listen("tcp", srv.cfg.Addr)
-	if err != nil {
-		return err
+	var ln net.Listener
+	if srv.cfg.Addr != "" {
+		var err error
+		if ln, err = net.Listen("tcp", srv.cfg.Addr); err != nil {
+			return err
+		}
 	}
 	cli, err := gnet.NewClient(&handler{srv: srv},
 		gnet.WithMulticore(true),
@@ -85,11 +92,16 @@ func (srv *Server) startListener() error {
 		err = cli.Start()
 	}
 	if err != nil {
-		_ = ln.Close()
+		if ln != nil {
+			_ = ln.Close()
+		}
 		return err
 	}
 	l := &listener{acceptor: newAcceptor(srv, ln, "native"), cli: cli, enrollers: make(chan struct{}, maxEnrolling)}
-	srv.lis, srv.addr = l, ln.Addr()
+	srv.lis = l
+	if ln != nil {
+		srv.addr = ln.Addr()
+	}
 	return nil
 }
 

@@ -35,9 +35,10 @@ type LocalPeer struct {
 	Via string
 }
 
-// ErrNoNativeLoops is ConnectLocal's error on a server without the native
-// listener, whose event loops serve in-process connections.
-var ErrNoNativeLoops = errors.New("in-process connections need the native listener (--addr)")
+// ErrNoNativeLoops is ConnectLocal's error before Start, which starts the
+// event loops that serve in-process connections (with or without a
+// plaintext address).
+var ErrNoNativeLoops = errors.New("in-process connections need a started server")
 
 // localSocketBuffer is each end's socket buffer: room for a few batches
 // in flight each way, as a loopback TCP connection has.

@@ -210,22 +210,20 @@ func (srv *Server) Start() error {
 // configured, then starts their accept loops (which read both); when the
 // second fails to bind, the first is closed.
 func (srv *Server) startListeners() error {
-	if srv.cfg.Addr != "" {
-		if err := srv.startListener(); err != nil {
-			return err
-		}
+	if err := srv.startListener(); err != nil {
+		return err
 	}
 	if srv.cfg.TLSAddr != "" {
 		if err := srv.startTLSListener(); err != nil {
-			if srv.lis != nil {
+			if srv.lis.ln != nil {
 				_ = srv.lis.ln.Close()
-				_ = srv.lis.stopLoops()
-				srv.lis, srv.addr = nil, nil
 			}
+			_ = srv.lis.stopLoops()
+			srv.lis, srv.addr = nil, nil
 			return fmt.Errorf("TLS listener %s: %w", srv.cfg.TLSAddr, err)
 		}
 	}
-	if srv.lis != nil {
+	if srv.lis.ln != nil {
 		go srv.lis.run(srv.lis.admit)
 	}
 	if srv.tls != nil {
