@@ -14,7 +14,7 @@ import (
 // newGateway makes the gateways' session source; they serve from Start
 // on, and Shutdown closes their sessions before the listeners stop.
 func (e *Engine) newGateway() {
-	e.gw = gateway.New(gateway.Config{Broker: e, Logger: e.log, Metrics: e.metricSet})
+	e.gw = gateway.New(gateway.Config{Broker: e, Logger: e.log})
 }
 
 // Gateway is the session source of the broker's gateways.

@@ -76,6 +76,7 @@ func (e *Engine) writeMetrics(w io.Writer) {
 	e.writeSecurityMetrics(w)
 	e.writePartitionMetrics(w)
 	e.writePluginMetrics(w)
+	e.gw.Metrics().WritePrometheus(w)
 	if e.isReady() { // groups are loaded
 		e.writeGroupMetrics(w)
 	}

@@ -32,8 +32,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
-
 	"github.com/ratatoskr-mq/ratatoskr/client"
 	"github.com/ratatoskr-mq/ratatoskr/server"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
@@ -59,8 +57,6 @@ type Config struct {
 	// (client.WithSubscriptionPendingBytes). Default 8 MiB.
 	StreamPendingBytes int
 	Logger             *slog.Logger
-	// Metrics is where the gateways' counters go; nil: a set of their own.
-	Metrics *metrics.Set
 }
 
 // Credentials are what a front end's client presented.
@@ -129,7 +125,7 @@ func New(cfg Config) *Gateway {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Metrics), shared: map[[32]byte]*entry{},
+	g := &Gateway{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), shared: map[[32]byte]*entry{},
 		quit: make(chan struct{}), done: make(chan struct{})}
 	go g.janitor()
 	return g
