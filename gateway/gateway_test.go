@@ -16,7 +16,7 @@ import (
 )
 
 // startBroker runs a broker on 127.0.0.1 port 0 for the test.
-func startBroker(t *testing.T, mutate func(*engine.Config)) *engine.Engine {
+func startBroker(t testing.TB, mutate func(*engine.Config)) *engine.Engine {
 	t.Helper()
 	cfg := engine.DefaultConfig()
 	cfg.Addr, cfg.HTTPAddr = "127.0.0.1:0", ""
