@@ -16,6 +16,7 @@ require (
 	github.com/pierrec/lz4/v4 v4.1.33
 	github.com/stretchr/testify v1.12.1
 	github.com/valyala/bytebufferpool v1.0.0
+	github.com/valyala/fastjson v1.6.10
 	github.com/xdg-go/scram v1.4.0
 	go.etcd.io/raft/v3 v3.6.0
 	golang.org/x/sys v0.50.0

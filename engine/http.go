@@ -76,7 +76,8 @@ func (e *Engine) newHTTP() {
 	e.history = httpapi.NewHistory(e.cfg.HistoryInterval, e.cfg.HistoryRetention, e.sample)
 	e.http = httpapi.New(httpapi.Config{Addr: e.cfg.HTTPAddr, AdminToken: e.cfg.AdminToken, FS: e.cfg.FS,
 		DataDir: e.cfg.DataDir, Pprof: e.cfg.Pprof, MaxPartitions: e.cfg.MaxPartitions, History: e.history,
-		Logger: e.log, TLS: e.httpTLS(), Auth: e.authn, AuthFailures: e.authFailures}, (*httpBroker)(e))
+		Logger: e.log, TLS: e.httpTLS(), Auth: e.authn, AuthFailures: e.authFailures,
+		Gateway: e.gatewayHandler()}, (*httpBroker)(e))
 }
 
 // httpsOn reports whether HTTP is served over TLS: with a certificate,
