@@ -181,7 +181,9 @@ func (e *requestError) Error() string {
 	return e.msg
 }
 
-func badRequest(msg string) error { return &requestError{status: http.StatusBadRequest, code: "invalid", msg: msg} }
+func badRequest(msg string) error {
+	return &requestError{status: http.StatusBadRequest, code: "invalid", msg: msg}
+}
 
 func tooLarge(msg string) error {
 	return &requestError{status: http.StatusRequestEntityTooLarge, code: "too_large", msg: msg}

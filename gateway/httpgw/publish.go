@@ -44,6 +44,7 @@ func parseAcks(s string) (ackMode, error) {
 func (h *handler) publish(w http.ResponseWriter, r *http.Request) {
 	topic := r.PathValue("topic")
 	q := r.URL.Query()
+	var def int32
 	mode, err := parseAcks(q.Get("acks"))
 	if err != nil {
 		h.g.Metrics().Request(via, err)
@@ -51,6 +52,9 @@ func (h *handler) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	enc, err := parseEncoding(q.Get("encoding"), encUTF8)
+	if err == nil {
+		def, err = queryPartition(q.Get("partition"))
+	}
 	if err != nil {
 		h.g.Metrics().Request(via, err)
 		h.fail(w, err)
@@ -58,7 +62,7 @@ func (h *handler) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	res := &published{mode: mode}
+	res := &published{mode: mode, partition: def}
 	s, release, err := h.g.Acquire(r.Context(), via, credentials(r))
 	if err == nil {
 		switch ct {
@@ -148,14 +152,6 @@ func (h *handler) publishRaw(r *http.Request, s *gateway.Session, topic string, 
 	if q.Has("key") {
 		m.Key = []byte(q.Get("key"))
 	}
-	part := int32(-1)
-	if p := q.Get("partition"); p != "" {
-		n, err := strconv.ParseUint(p, 10, 30)
-		if err != nil {
-			return badRequest("partition must be an integer from 0")
-		}
-		part = int32(n)
-	}
 	for name, vals := range r.Header {
 		if k, ok := strings.CutPrefix(name, HeaderPrefix); ok && k != "" {
 			for _, v := range vals {
@@ -172,16 +168,29 @@ func (h *handler) publishRaw(r *http.Request, s *gateway.Session, topic string, 
 	if int64(len(body)) > limit {
 		return tooLarge("the message is more than the broker's limit of " + strconv.FormatInt(limit, 10) + " bytes")
 	}
-	c := chunk{msgs: []client.Message{m}, parts: []int32{part}}
+	c := chunk{msgs: []client.Message{m}, parts: []int32{res.partition}}
 	return publishChunk(r.Context(), s, topic, &c, res)
+}
+
+// queryPartition reads ?partition=; -1 when empty.
+func queryPartition(s string) (int32, error) {
+	if s == "" {
+		return -1, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 30)
+	if err != nil {
+		return 0, badRequest("partition must be an integer from 0, not " + strconv.Quote(s))
+	}
+	return int32(n), nil
 }
 
 // published collects a request's acks; publishChunk calls add from one
 // goroutine at a time, in the request's order.
 type published struct {
-	mode  ackMode
-	count int
-	acks  []client.Ack
+	mode      ackMode
+	partition int32 // ?partition=, for records that name none; -1 when not given
+	count     int
+	acks      []client.Ack
 }
 
 func (p *published) add(acks []client.Ack) {
@@ -197,6 +206,13 @@ func (p *published) add(acks []client.Ack) {
 func publishChunk(ctx context.Context, s *gateway.Session, topic string, c *chunk, res *published) error {
 	if len(c.msgs) == 0 {
 		return nil
+	}
+	if res.partition >= 0 {
+		for i, p := range c.parts {
+			if p < 0 {
+				c.parts[i] = res.partition
+			}
+		}
 	}
 	same := true
 	for _, p := range c.parts[1:] {

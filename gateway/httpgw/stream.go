@@ -200,7 +200,7 @@ func (st *sseStream) start() {
 	st.w.WriteHeader(http.StatusOK)
 	st.started = true
 	st.live.Store(true)
-	st.buf = append(st.buf, ": open\n\n"...)
+	st.buf = append([]byte(": open\n\n"), st.buf...)
 	st.writeOut()
 }
 
