@@ -69,9 +69,18 @@ func (c *chunk) reset() {
 // hold copies b into the arena. Growing the arena leaves earlier records
 // pointing at the old one, which stays alive through them.
 func (c *chunk) hold(b []byte) []byte {
+	c.grow()
 	start := len(c.arena)
 	c.arena = append(c.arena, b...)
 	return c.arena[start:len(c.arena):len(c.arena)]
+}
+
+// grow gives a new arena its first buffer, so that even an empty field
+// is a non-nil slice ("key": "" is a key, unlike no key).
+func (c *chunk) grow() {
+	if c.arena == nil {
+		c.arena = make([]byte, 0, 64<<10)
+	}
 }
 
 // holdDecoded is hold for a field in enc.
@@ -79,6 +88,7 @@ func (c *chunk) holdDecoded(b []byte, enc encoding) ([]byte, error) {
 	if enc != encBase64 {
 		return c.hold(b), nil
 	}
+	c.grow()
 	start := len(c.arena)
 	out, err := base64.StdEncoding.AppendDecode(c.arena, b)
 	if err != nil {
