@@ -227,7 +227,7 @@ func (c *httpConn) call(ctx context.Context, method, path string, body []byte, h
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	out, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return nil, err
@@ -338,7 +338,7 @@ func (c *httpConn) subscribe(ctx context.Context, topic string, h func(*client.D
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer cancel()
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		b, _ := io.ReadAll(resp.Body)
 		return nil, httpError(resp.StatusCode, b)
 	}
@@ -379,7 +379,7 @@ func (s *sseSub) Done() <-chan struct{} { return s.done }
 // read parses the stream's events into one reused Delivery.
 func (s *sseSub) read(body io.ReadCloser, h func(*client.Delivery), batchEnd func()) {
 	defer close(s.done)
-	defer body.Close()
+	defer func() { _ = body.Close() }()
 	br := bufio.NewReaderSize(body, 256<<10)
 	var p fastjson.Parser
 	d := &client.Delivery{Topic: s.topic}

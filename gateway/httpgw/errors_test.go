@@ -3,6 +3,7 @@ package httpgw_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/base64"
 	"fmt"
 	"net"
@@ -123,8 +124,13 @@ func TestBadInput(t *testing.T) {
 	t.Run("wrong method", func(t *testing.T) {
 		a := call(t, "PUT", base+"/v1/topics", "", nil)
 		require.Equal(t, http.StatusMethodNotAllowed, a.status)
+		require.Equal(t, "method_not_allowed", a.errCode(t))
+		require.Contains(t, a.header.Get("Allow"), "POST")
 		a = call(t, "GET", pub, "", nil)
 		require.Equal(t, http.StatusMethodNotAllowed, a.status)
+		a = call(t, "GET", base+"/v1/nothing", "", nil)
+		require.Equal(t, http.StatusNotFound, a.status)
+		require.Equal(t, "not_found", a.errCode(t))
 	})
 
 	// Nothing of the refused requests was stored.
@@ -179,7 +185,7 @@ func TestStalledStreamIsCut(t *testing.T) {
 
 	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
 	require.NoError(t, err)
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_, err = fmt.Fprintf(c, "GET /v1/topics/t/stream HTTP/1.1\r\nHost: x\r\n\r\n")
 	require.NoError(t, err)
 	// Read the answer's header, then nothing more.
@@ -210,7 +216,6 @@ func TestStalledStreamIsCut(t *testing.T) {
 	a = call(t, "GET", fmt.Sprintf("%s/v1/topics/t/partitions/0/messages?offset=%d", base, off), "", nil)
 	require.Equal(t, http.StatusOK, a.status, "%s", a.body)
 	require.Contains(t, string(a.body), `"value":"after"`)
-	require.NoError(t, c.Close())
 }
 
 // hasSession reports whether a gateway session of the client at remote
@@ -236,4 +241,22 @@ func streams(e *engine.Engine) int {
 		}
 	}
 	return 0
+}
+
+// TestShutdownEndsStreams: a broker shutting down ends its event
+// streams (Gateway.Done), and does not wait on them.
+func TestShutdownEndsStreams(t *testing.T) {
+	e := startBroker(t, nil)
+	base := "http://" + e.HTTPAddr()
+	createTopic(t, base, "t", 1)
+	s := followCurl(t, base+"/v1/topics/t/stream")
+	require.EqualValues(t, 1, streams(e))
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, e.Shutdown(ctx))
+	for s.sc.Scan() { // the stream ends: curl sees its end and exits
+	}
+	require.NoError(t, s.cmd.Wait())
+	s.cmd.Process = nil
+	require.EqualValues(t, 0, streams(e))
 }

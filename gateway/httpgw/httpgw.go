@@ -117,8 +117,47 @@ func New(cfg Config) http.Handler {
 		f := r.h
 		mux.HandleFunc(r.Method+" "+r.Path, func(w http.ResponseWriter, req *http.Request) { f(h, w, req) })
 	}
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern == "" {
+			h.noRoute(w, r, mux)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
+
+// noRoute answers a request no route takes, 404 or 405 as the mux
+// decides, with the JSON error body of every other error.
+func (h *handler) noRoute(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) {
+	rec := &statusOnly{header: http.Header{}}
+	mux.ServeHTTP(rec, r)
+	status, code := http.StatusNotFound, "not_found"
+	msg := "no such endpoint: " + r.URL.Path
+	if rec.status == http.StatusMethodNotAllowed {
+		status, code = rec.status, "method_not_allowed"
+		msg = r.Method + " is not allowed on " + r.URL.Path + "; allowed: " + rec.header.Get("Allow")
+		w.Header().Set("Allow", rec.header.Get("Allow"))
+	}
+	h.g.Metrics().Request(via, badRequest(msg))
+	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: msg}})
+}
+
+// statusOnly is a ResponseWriter that keeps the status and headers only.
+type statusOnly struct {
+	header http.Header
+	status int
+}
+
+func (s *statusOnly) Header() http.Header { return s.header }
+
+func (s *statusOnly) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return len(b), nil
+}
+
+func (s *statusOnly) WriteHeader(status int) { s.status = status }
 
 // credentials are what the request presents: a bearer token, HTTP Basic,
 // or a client certificate the TLS handshake verified.

@@ -133,7 +133,7 @@ func call(t *testing.T, method, url, ctype string, body []byte, header ...string
 	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return answer{status: resp.StatusCode, header: resp.Header, body: b}

@@ -2,6 +2,7 @@ package httpgw
 
 import (
 	"context"
+	"errors"
 	"io"
 	"mime"
 	"net/http"
@@ -134,7 +135,7 @@ func (h *handler) publishNDJSON(r *http.Request, s *gateway.Session, topic strin
 		if err := wait(); err != nil {
 			return err
 		}
-		if rerr == io.EOF {
+		if errors.Is(rerr, io.EOF) {
 			return nil
 		}
 		if rerr != nil {

@@ -351,7 +351,7 @@ func (r *ndjsonReader) next(c *chunk, n int) error {
 				return perr
 			}
 		}
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			if len(c.msgs) == 0 {
 				return io.EOF
 			}
@@ -411,7 +411,7 @@ func (r *ndjsonReader) readLine() ([]byte, error) {
 				return nil, &requestError{status: 413, code: "too_large", line: r.line + 1,
 					msg: "the line is longer than " + strconv.Itoa(r.maxLine) + " bytes, too long for a record the broker takes"}
 			}
-		case err == io.EOF:
+		case errors.Is(err, io.EOF):
 			r.long = append(r.long, b...)
 			if len(r.long) > 0 {
 				r.line++

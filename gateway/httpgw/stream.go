@@ -123,9 +123,9 @@ func (h *handler) runStream(w http.ResponseWriter, r *http.Request) error {
 		}
 		go func() { <-sub.Done(); ended <- struct{}{} }()
 	}
-	st.start()
 	h.g.Metrics().Streams(via, 1)
 	defer h.g.Metrics().Streams(via, -1)
+	st.start()
 	st.serve(r, s, ended)
 	return nil
 }
@@ -353,6 +353,9 @@ func (st *sseStream) close(s *gateway.Session) {
 		_ = st.rc.SetWriteDeadline(time.Now())
 		select {
 		case <-closed:
+			// Nothing writes now; the server's end of the response gets
+			// the usual bound.
+			_ = st.rc.SetWriteDeadline(time.Now().Add(st.h.cfg.StreamWriteTimeout))
 			return
 		case <-tick.C:
 		}
