@@ -141,8 +141,9 @@ func (h *handler) publishNDJSON(r *http.Request, s *gateway.Session, topic strin
 		if rerr != nil {
 			return rerr
 		}
-		inflight = make(chan error, 1)
-		go func() { inflight <- publishChunk(r.Context(), s, topic, c, res) }()
+		done := make(chan error, 1)
+		inflight = done
+		go func() { done <- publishChunk(r.Context(), s, topic, c, res) }()
 	}
 }
 
@@ -203,7 +204,9 @@ func (p *published) add(acks []client.Ack) {
 
 // publishChunk publishes c's records, those that name a partition there
 // and the others by key (or spread), and adds their acks to res in the
-// records' order. Records are kept in order within each partition.
+// records' order. Records are kept in order within each partition, but
+// for a record that names one and a record its key sends there, which go
+// in different calls.
 func publishChunk(ctx context.Context, s *gateway.Session, topic string, c *chunk, res *published) error {
 	if len(c.msgs) == 0 {
 		return nil

@@ -208,7 +208,7 @@ func (st *sseStream) start() {
 func (st *sseStream) handle(d *client.Delivery) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.broken {
+	if st.broken || int(d.Partition) >= len(st.slot) || st.slot[d.Partition] < 0 {
 		return
 	}
 	i := st.slot[d.Partition]
