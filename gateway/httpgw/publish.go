@@ -119,7 +119,10 @@ func (h *handler) publishJSON(r *http.Request, s *gateway.Session, topic string,
 // published.
 func (h *handler) publishNDJSON(r *http.Request, s *gateway.Session, topic string, enc encoding, res *published) error {
 	rd := newNDJSONReader(r.Body, enc, h.cfg.MaxMessageBytes)
-	var chunks [2]chunk
+	chunks := [2]*chunk{chunkPool.Get().(*chunk), chunkPool.Get().(*chunk)}
+	// Every return below comes after wait: no publish still uses them.
+	defer chunkPool.Put(chunks[1])
+	defer chunkPool.Put(chunks[0])
 	var inflight chan error
 	wait := func() error {
 		if inflight == nil {
@@ -130,7 +133,7 @@ func (h *handler) publishNDJSON(r *http.Request, s *gateway.Session, topic strin
 		return err
 	}
 	for i := 0; ; i++ {
-		c := &chunks[i%2]
+		c := chunks[i%2]
 		rerr := rd.next(c, h.cfg.ChunkRecords)
 		if err := wait(); err != nil {
 			return err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -50,6 +51,11 @@ func parseEncoding(s string, def encoding) (encoding, error) {
 	}
 	return 0, badRequest(`unknown encoding "` + s + `": use "utf8" or "base64"`)
 }
+
+// chunkPool keeps chunks, with their grown arenas and slices, from one
+// request to the next: growing them anew for each request was a third of
+// the NDJSON path's time.
+var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
 
 // chunk is a run of decoded records, published together: their bytes
 // live in arena, their headers in hdrs.

@@ -136,3 +136,19 @@ func roundTrip(t *testing.T, m *client.Message, enc encoding) {
 }
 
 func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "\ufffd") == s }
+
+// BenchmarkNDJSON decodes 128-byte base64 values, as the load tool
+// sends them, a chunk of 4096 records at a time into a reused chunk.
+func BenchmarkNDJSON(b *testing.B) {
+	line := `{"value":"` + strings.Repeat("QUJD", 43) + `"}` + "\n"
+	body := []byte(strings.Repeat(line, 4096))
+	var c chunk
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		rd := newNDJSONReader(bytes.NewReader(body), encBase64, 1<<20)
+		for rd.next(&c, 4096) == nil {
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*4096), "ns/record")
+}
