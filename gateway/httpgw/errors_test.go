@@ -232,7 +232,7 @@ func hasSession(e *engine.Engine, remote string) bool {
 // streams is the gateway's count of open HTTP streams.
 func streams(e *engine.Engine) int {
 	var b bytes.Buffer
-	e.Gateway().Metrics().Set().WritePrometheus(&b)
+	e.Gateway().Metrics().WritePrometheus(&b)
 	for _, line := range strings.Split(b.String(), "\n") {
 		if v, ok := strings.CutPrefix(line, `ratatoskr_gateway_streams{via="http"} `); ok {
 			var n int
@@ -259,4 +259,21 @@ func TestShutdownEndsStreams(t *testing.T) {
 	require.NoError(t, s.cmd.Wait())
 	s.cmd.Process = nil
 	require.EqualValues(t, 0, streams(e))
+}
+
+// TestNoAnonymousGatewayBeyondLoopback: a broker with authentication off
+// whose HTTP listener is not on loopback serves no /v1/, unless
+// anonymous access is allowed.
+func TestNoAnonymousGatewayBeyondLoopback(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		e := startBroker(t, func(c *engine.Config) { c.HTTPAddr, c.AllowAnonymous = "0.0.0.0:0", allow })
+		_, port, err := net.SplitHostPort(e.HTTPAddr())
+		require.NoError(t, err)
+		a := call(t, "GET", "http://127.0.0.1:"+port+"/v1/topics", "", nil)
+		if allow {
+			require.Equal(t, http.StatusOK, a.status, "%s", a.body)
+		} else {
+			require.Equal(t, http.StatusNotFound, a.status, "%s", a.body)
+		}
+	}
 }
