@@ -16,7 +16,7 @@
 GO        ?= go
 BIN       := bin/ratatoskr
 PKGS      := ./...
-RACE_PKGS := ./ring/... ./shard/... ./outbox/... ./engine/... ./client/... ./storage/... ./loadtest/... ./group/... ./telemetry/... ./httpapi/... ./server/... ./topic/... ./cluster/...
+RACE_PKGS := ./ring/... ./shard/... ./outbox/... ./engine/... ./client/... ./storage/... ./loadtest/... ./group/... ./telemetry/... ./httpapi/... ./server/... ./topic/... ./cluster/... ./gateway/...
 FUZZTIME  ?= 5s
 LINT      := bin/golangci-lint
 LINT_VER  := v2.15.0
@@ -96,7 +96,8 @@ FUZZ_TARGETS := ./wire:FuzzReadFrame ./wire:FuzzCheckBatch ./wire:FuzzDecompress
                 ./storage:FuzzRecover ./storage:FuzzRecoverEncrypted \
                 ./engine:FuzzTopicConfigJSON ./server:FuzzSessionDecode \
                 ./auth:FuzzScramStep ./auth:FuzzTokenVerify ./wire:FuzzAuthBodies \
-                ./cluster/transport:FuzzDecodeFrame ./cluster/meta:FuzzApply
+                ./cluster/transport:FuzzDecodeFrame ./cluster/meta:FuzzApply \
+                ./gateway/httpgw:FuzzRecords
 fuzz-short fuzz:
 	@summary=""; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

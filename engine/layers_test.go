@@ -49,11 +49,14 @@ var layers = map[string][]string{
 		"github.com/panjf2000/gnet", "golang.org/x/sys"},
 	"sim": {"wire", "storage", "storage/vfs", "outbox", "shard", "group/assign", "group/ackstate", "group/offsets",
 		"group/coord", "telemetry", "cluster", "cluster/raftlog", "go.etcd.io/raft"},
-	"client":        {"wire", "github.com/valyala/bytebufferpool", "github.com/xdg-go/scram"},
-	"loadtest":      {"client", "wire", "github.com/HdrHistogram/hdrhistogram-go", "golang.org/x/sys"},
-	"engine":        {"*"},
-	"cmd/ratatoskr": {"*"},
-	"bench":         {"*"},
+	"client": {"wire", "github.com/valyala/bytebufferpool", "github.com/xdg-go/scram"},
+	"loadtest": {"client", "wire", "github.com/HdrHistogram/hdrhistogram-go", "golang.org/x/sys",
+		"github.com/valyala/fastjson"},
+	"gateway":        {"client", "server", "wire", "telemetry/promtext", "github.com/VictoriaMetrics/metrics"},
+	"gateway/httpgw": {"client", "gateway", "wire", "github.com/valyala/fastjson"},
+	"engine":         {"*"},
+	"cmd/ratatoskr":  {"*"},
+	"bench":          {"*"},
 }
 
 const module = "github.com/ratatoskr-mq/ratatoskr/"
