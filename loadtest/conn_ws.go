@@ -310,13 +310,6 @@ func (c *wsConn) dispatch(rep *wsproto.Reply) {
 		if s.batchEnd != nil {
 			s.batchEnd()
 		}
-	case wsproto.OpEnded:
-		c.cmu.Lock()
-		if s := c.subs[wsSubKey{rep.Topic, rep.Partition}]; s != nil {
-			delete(c.subs, s.key)
-			s.end()
-		}
-		c.cmu.Unlock()
 	default:
 		c.cmu.Lock()
 		ch := c.calls[rep.ID]

@@ -330,16 +330,6 @@ func appendJSONMessagesHead(b []byte, topic string, partition int32) []byte {
 	return append(b, `,"records":[`...)
 }
 
-func appendJSONEnded(b []byte, k subKey, code wire.Code, msg string) []byte {
-	b = appendJSONString(append(b, `{"type":"ended","topic":`...), []byte(k.topic))
-	if k.partition >= 0 {
-		b = strconv.AppendInt(append(b, `,"partition":`...), int64(k.partition), 10)
-	}
-	b = strconv.AppendInt(append(b, `,"code":`...), int64(code), 10)
-	b = appendJSONString(append(b, `,"message":`...), []byte(msg))
-	return append(b, '}')
-}
-
 // appendJSONRecord appends one delivered record. Its key, value and
 // header values are text when they are all UTF-8 and b64 is off, else all
 // base64 with "encoding":"base64" on the record.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -24,7 +23,7 @@ import (
 // publisher publishes and answers; the session's reader runs the
 // subscriptions' handlers, which write deliveries; a watcher ends the
 // socket when the session or the gateway ends; one per subscription
-// reports its end. Writes are serialized by wmu.
+// forgets it when it ends. Writes are serialized by wmu.
 type conn struct {
 	h    *handler
 	ws   *websocket.Conn
@@ -295,7 +294,9 @@ func (c *conn) handle(cmd *command) {
 	case wsproto.OpAuth:
 		err = wire.Errorf(wire.CodeInvalidArgument, "auth must be the first command, and only when the upgrade carried no credentials")
 	case wsproto.OpSubscribe:
-		err = c.subscribe(cmd)
+		if err = c.subscribe(cmd); err == nil {
+			return // answered
+		}
 	case wsproto.OpUnsubscribe:
 		err = c.unsubscribe(cmd)
 	case wsproto.OpCreateTopic:
@@ -334,7 +335,10 @@ type subscription struct {
 	bin   bool // deliveries in binary frames
 	b64   bool // JSON deliveries with every record in base64
 	s     *client.Subscription
-	ended atomic.Bool // unsubscribed by the client: no end notice
+	// ready is closed once the subscribe is answered: the first
+	// delivery (a replay can come at once) waits for it, so that the
+	// client has its answer first. The handler sets it to nil then.
+	ready chan struct{}
 
 	frame   []byte
 	countAt int   // binary: where the frame's count goes
@@ -350,7 +354,8 @@ func (c *conn) subscribe(cmd *command) error {
 	if dup {
 		return wire.Errorf(wire.CodeAlreadySubscribed, "this socket already subscribes to "+subName(k))
 	}
-	s := &subscription{c: c, key: k, bin: cmd.bin, b64: cmd.b64}
+	s := &subscription{c: c, key: k, bin: cmd.bin, b64: cmd.b64, ready: make(chan struct{})}
+	ready := s.ready
 	opts := []client.SubscribeOption{client.StartAt(cmd.Start()), client.DispatchInline(), client.OnBatchEnd(s.batchEnd)}
 	if k.partition >= 0 {
 		opts = append(opts, client.FromPartition(int(k.partition)))
@@ -365,6 +370,8 @@ func (c *conn) subscribe(cmd *command) error {
 	c.smu.Unlock()
 	c.wg.Add(1)
 	go s.watch()
+	c.finish(cmd, nil)
+	close(ready)
 	return nil
 }
 
@@ -384,12 +391,11 @@ func (c *conn) unsubscribe(cmd *command) error {
 	if s == nil {
 		return wire.Errorf(wire.CodeNotSubscribed, "this socket does not subscribe to "+subName(k))
 	}
-	s.ended.Store(true)
 	return s.s.Unsubscribe(c.ctx)
 }
 
-// watch tells the client when the broker ends the subscription (the
-// topic was deleted, a partition moved), unless the client ended it.
+// watch forgets the subscription when it ends: by the client's
+// unsubscribe, or with the session (which closes the socket).
 func (s *subscription) watch() {
 	defer s.c.wg.Done()
 	select {
@@ -403,19 +409,17 @@ func (s *subscription) watch() {
 		delete(c.subs, s.key)
 	}
 	c.smu.Unlock()
-	if s.ended.Load() || c.sess.Err() != nil {
-		return // the client's unsubscribe, or the session's end, which closes the socket
-	}
-	code, msg := wire.CodeNotSubscribed, "the broker ended the subscription"
-	if s.bin {
-		_ = c.write(websocket.MessageBinary, wsproto.AppendEnded(nil, s.key.topic, s.key.partition, code, msg))
-	} else {
-		_ = c.write(websocket.MessageText, appendJSONEnded(nil, s.key, code, msg))
-	}
 }
 
 // deliver adds one record to the frame being built.
 func (s *subscription) deliver(d *client.Delivery) {
+	if s.ready != nil {
+		select {
+		case <-s.ready:
+		case <-s.c.ctx.Done():
+		}
+		s.ready = nil
+	}
 	if s.n > 0 && d.Partition != s.part {
 		s.batchEnd()
 	}

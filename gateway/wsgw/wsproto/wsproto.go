@@ -9,7 +9,7 @@
 //
 //	command:  op u8 | id u32 | body
 //	reply:    op u8 | id u32 | body          (OpOK, OpAck, OpError, OpTopic)
-//	push:     op u8 | body                   (OpMessages, OpEnded)
+//	push:     op u8 | body                   (OpMessages)
 //
 // Field types:
 //
@@ -44,7 +44,6 @@
 //	OpTopic     id u32 | bytes32 JSON (the JSON protocol's "topic" object)
 //	OpMessages  str16 topic | partition i32 | count u32 | count × delivery
 //	            delivery: offset i64 | timestamp i64 (Unix ns) | key | bytes32 value | headers
-//	OpEnded     str16 topic | partition i32 | code u16 | str16 message
 //
 // The op values and layouts above are part of the format.
 package wsproto
@@ -78,7 +77,6 @@ const (
 	OpError    byte = 0x83
 	OpMessages byte = 0x84
 	OpTopic    byte = 0x85
-	OpEnded    byte = 0x86
 )
 
 // Auth mechanisms of OpAuth.
@@ -493,12 +491,6 @@ func AppendDelivery(b []byte, offset, ts int64, key, value []byte, hs []client.H
 	return appendHeaders(AppendBytes32(b, value), hs)
 }
 
-// AppendEnded appends an OpEnded frame.
-func AppendEnded(b []byte, topic string, partition int32, code wire.Code, msg string) []byte {
-	b = appendU32(AppendStr16(append(b, OpEnded), topic), uint32(partition))
-	return AppendStr16(appendU16(b, uint16(code)), msg)
-}
-
 // Reply is a decoded server frame. Byte fields alias the frame.
 type Reply struct {
 	Op        byte
@@ -530,7 +522,7 @@ func (r *Reply) Records() int {
 	return n
 }
 
-// Err is the error an OpError or OpEnded carries, as a *wire.Error.
+// Err is the error an OpError carries, as a *wire.Error.
 func (r *Reply) Err() error { return wire.Errorf(r.Code, r.Message) }
 
 // DecodeReply decodes a server frame into p, reusing p.Runs. For
@@ -567,11 +559,6 @@ func DecodeReply(frame []byte, p *Reply) error {
 		}
 		p.recs = r
 		return r.Err()
-	case OpEnded:
-		p.Topic = string(r.Str16("topic"))
-		p.Partition = int32(r.U32("partition"))
-		p.Code = wire.Code(r.U16("code"))
-		p.Message = string(r.Str16("message"))
 	default:
 		return fmt.Errorf("%w: unknown op 0x%02x", ErrMalformed, p.Op)
 	}

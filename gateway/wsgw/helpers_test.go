@@ -1,0 +1,156 @@
+package wsgw_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/engine"
+	"github.com/ratatoskr-mq/ratatoskr/gateway/wsgw"
+	"github.com/ratatoskr-mq/ratatoskr/gateway/wsgw/wsproto"
+)
+
+// startBroker runs a broker on 127.0.0.1 port 0 for the test.
+func startBroker(t *testing.T, mutate func(*engine.Config)) *engine.Engine {
+	t.Helper()
+	cfg := engine.DefaultConfig()
+	cfg.Addr, cfg.HTTPAddr = "127.0.0.1:0", ""
+	cfg.DataDir = t.TempDir()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.AutoCreateTopics = false
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	e, err := engine.New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, e.Start(ctx))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = e.Shutdown(ctx)
+	})
+	return e
+}
+
+// serve mounts the handler at wsgw.Path on a test server, with page (if
+// not empty) at /.
+func serve(t *testing.T, e *engine.Engine, mutate func(*wsgw.Config), page string) *httptest.Server {
+	t.Helper()
+	cfg := wsgw.Config{Gateway: e.Gateway(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(wsgw.Path, wsgw.New(cfg))
+	if page != "" {
+		mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			_, _ = io.WriteString(w, page)
+		})
+	}
+	s := httptest.NewServer(mux)
+	t.Cleanup(s.Close)
+	return s
+}
+
+func wsURL(s *httptest.Server) string { return "ws" + strings.TrimPrefix(s.URL, "http") + wsgw.Path }
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// dial opens a WebSocket; header may carry credentials.
+func dial(t *testing.T, s *httptest.Server, header http.Header) *websocket.Conn {
+	t.Helper()
+	ws, resp, err := websocket.Dial(testCtx(t), wsURL(s), &websocket.DialOptions{HTTPHeader: header,
+		Subprotocols: []string{wsgw.Subprotocol}})
+	require.NoError(t, err)
+	if resp.Body != nil {
+		_ = resp.Body.Close()
+	}
+	require.Equal(t, wsgw.Subprotocol, ws.Subprotocol())
+	ws.SetReadLimit(-1)
+	t.Cleanup(func() { _ = ws.CloseNow() })
+	return ws
+}
+
+// obj is a JSON frame as a map.
+type obj = map[string]any
+
+func sendJSON(t *testing.T, ws *websocket.Conn, v any) {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	require.NoError(t, ws.Write(testCtx(t), websocket.MessageText, b))
+}
+
+func readJSON(t *testing.T, ws *websocket.Conn) obj {
+	t.Helper()
+	typ, b, err := ws.Read(testCtx(t))
+	require.NoError(t, err)
+	require.Equal(t, websocket.MessageText, typ, "a JSON command's answers are text frames")
+	var m obj
+	require.NoError(t, json.Unmarshal(b, &m), string(b))
+	return m
+}
+
+// callJSON sends a JSON command and returns its answer (deliveries that
+// come first are skipped: the tests ask for them separately).
+func callJSON(t *testing.T, ws *websocket.Conn, cmd obj) obj {
+	t.Helper()
+	sendJSON(t, ws, cmd)
+	for {
+		m := readJSON(t, ws)
+		if m["type"] != "messages" {
+			require.EqualValues(t, fmt.Sprint(cmd["id"]), fmt.Sprint(m["id"]), "%v", m)
+			return m
+		}
+	}
+}
+
+func sendBin(t *testing.T, ws *websocket.Conn, frame []byte) {
+	t.Helper()
+	require.NoError(t, ws.Write(testCtx(t), websocket.MessageBinary, frame))
+}
+
+// readBin reads a binary frame; its bytes stay valid (Read allocates).
+func readBin(t *testing.T, ws *websocket.Conn) wsproto.Reply {
+	t.Helper()
+	typ, b, err := ws.Read(testCtx(t))
+	require.NoError(t, err)
+	require.Equal(t, websocket.MessageBinary, typ, "a binary command's answers are binary frames")
+	var r wsproto.Reply
+	require.NoError(t, wsproto.DecodeReply(b, &r))
+	return r
+}
+
+// closeStatus reads until the socket ends and returns its close code.
+func closeStatus(t *testing.T, ws *websocket.Conn) (websocket.StatusCode, string) {
+	t.Helper()
+	for {
+		_, _, err := ws.Read(testCtx(t))
+		if err != nil {
+			var ce websocket.CloseError
+			if errors.As(err, &ce) {
+				return ce.Code, ce.Reason
+			}
+			return websocket.CloseStatus(err), err.Error()
+		}
+	}
+}
