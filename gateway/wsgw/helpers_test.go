@@ -16,7 +16,9 @@ import (
 	"github.com/coder/websocket"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ratatoskr-mq/ratatoskr/auth"
 	"github.com/ratatoskr-mq/ratatoskr/engine"
+	"github.com/ratatoskr-mq/ratatoskr/gateway"
 	"github.com/ratatoskr-mq/ratatoskr/gateway/wsgw"
 	"github.com/ratatoskr-mq/ratatoskr/gateway/wsgw/wsproto"
 )
@@ -153,4 +155,22 @@ func closeStatus(t *testing.T, ws *websocket.Conn) (websocket.StatusCode, string
 			return websocket.CloseStatus(err), err.Error()
 		}
 	}
+}
+
+// adminCred is startSecure's admin user.
+var adminCred = gateway.Credentials{User: "root", Password: "root password", Remote: "127.0.0.1:1"}
+
+// startSecure runs a broker with authentication on, and an admin user
+// (adminCred) and a plain one, alice, who may use the topics starting
+// with "alice".
+func startSecure(t *testing.T) *engine.Engine {
+	t.Helper()
+	e := startBroker(t, func(c *engine.Config) { c.Auth = true })
+	sec := e.Security()
+	require.NoError(t, sec.AddUser(adminCred.User, "", auth.RoleAdmin, adminCred.Password))
+	require.NoError(t, sec.AddUser("alice", "", auth.RoleUser, "alice password"))
+	_, err := sec.AddRule(auth.Rule{Principal: "alice", Resource: auth.ResTopic, Name: "alice", Pattern: auth.PatternPrefix,
+		Ops: auth.OpPublish | auth.OpSubscribe})
+	require.NoError(t, err)
+	return e
 }
