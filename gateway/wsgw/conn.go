@@ -230,11 +230,14 @@ func (c *conn) authenticate() (*gateway.Session, *command) {
 // teardown ends everything the socket started, and waits for it.
 func (c *conn) teardown() {
 	// The read loop has ended: the client closed, or a close of ours
-	// finished, or the connection failed. Whatever close handshake is
-	// left is cut short: the session's reader (running the
-	// subscriptions' handlers) or the publisher may be blocked in a
-	// write, and closing the socket is what ends that.
+	// finished or is under way (its close frame must get out before the
+	// connection goes), or the connection failed. The close is bounded:
+	// the library gives a blocked write and the client's answer 5 s each.
+	// Then the socket is closed for good, which ends a write the
+	// session's reader (running the subscriptions' handlers) or the
+	// publisher may still be blocked in.
 	c.closeWith(websocket.StatusNormalClosure, "")
+	<-c.closed
 	c.cancel()
 	_ = c.ws.CloseNow()
 	if c.pub != nil {
@@ -244,7 +247,6 @@ func (c *conn) teardown() {
 		_ = c.sess.Close()
 	}
 	c.wg.Wait()
-	<-c.closed
 	c.stall.Stop()
 }
 

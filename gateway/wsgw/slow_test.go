@@ -1,0 +1,98 @@
+package wsgw_test
+
+import (
+	"context"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/gateway"
+	"github.com/ratatoskr-mq/ratatoskr/gateway/wsgw"
+	"github.com/ratatoskr-mq/ratatoskr/gateway/wsgw/wsproto"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// TestSlowConsumer: a client that stops reading while much is published
+// blocks its own session only; once a write to it stays blocked for
+// WriteTimeout it is cut, and when it reads again it finds the close
+// code after what was written. The broker goes on serving another
+// client, and nothing the socket started is left running.
+func TestSlowConsumer(t *testing.T) {
+	e := startBroker(t, nil)
+	ctx := testCtx(t)
+	g := e.Gateway()
+	pub, err := g.Dedicated(ctx, "test", gateway.Credentials{Remote: "127.0.0.1:1"})
+	require.NoError(t, err)
+	defer pub.Close()
+	require.NoError(t, pub.CreateTopic(ctx, "slow", client.TopicConfig{Partitions: 1}))
+	s := serve(t, e, func(c *wsgw.Config) { c.WriteTimeout = 300 * time.Millisecond }, "")
+	// The baseline: the broker, the test server and the producer's
+	// session run; no socket yet.
+	s.Client().CloseIdleConnections()
+	baseline := runtime.NumGoroutine()
+	slow := g.Metrics().Set().GetOrCreateCounter(`ratatoskr_gateway_ws_slow_consumers_total`)
+	before := slow.Get()
+
+	ws := dial(t, s, nil)
+	sendBin(t, ws, wsproto.AppendSubscribe(nil, 1, "slow", -1, wire.Start{Kind: wire.StartLatest}))
+	r := readBin(t, ws)
+	require.Equal(t, wsproto.OpOK, r.Op, "%v", r.Err())
+	// ws now reads nothing while the producer publishes until it is cut.
+
+	pctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		msgs := make([]client.Message, 64)
+		for i := range msgs {
+			msgs[i].Value = make([]byte, 1024)
+		}
+		for pctx.Err() == nil {
+			if err := pub.PublishBatchAsync(pctx, "slow", msgs); err != nil {
+				return
+			}
+		}
+	})
+	require.Eventually(t, func() bool { return slow.Get() > before }, 20*time.Second, 5*time.Millisecond,
+		"the client that stopped reading is cut")
+	stop()
+	wg.Wait()
+	// Reading again, the client takes what was written, then the close.
+	code, reason := closeStatus(t, ws)
+	require.Equal(t, wsgw.CloseSlowConsumer, code, reason)
+	require.Equal(t, "slow consumer", reason)
+
+	// The broker and the gateway serve another client as before.
+	other := dial(t, s, nil)
+	r2 := callJSON(t, other, obj{"op": "subscribe", "id": 1, "topic": "slow", "partition": 0})
+	require.Equal(t, "ok", r2["type"], "%v", r2)
+	sendJSON(t, other, obj{"op": "publish", "id": 2, "topic": "slow", "records": []obj{{"value": "after"}}})
+	for acked, got := false, false; !acked || !got; {
+		m := readJSON(t, other)
+		switch m["type"] {
+		case "ack":
+			acked = true
+		case "messages":
+			recs := m["records"].([]any)
+			got = recs[len(recs)-1].(obj)["value"] == "after"
+		default:
+			t.Fatalf("%v", m)
+		}
+	}
+	require.NoError(t, other.Close(websocket.StatusNormalClosure, ""))
+
+	// Every goroutine of the two sockets ends. (The condition runs on a
+	// goroutine of Eventually's own: one more than the baseline.)
+	if !assert.Eventually(t, func() bool {
+		s.Client().CloseIdleConnections()
+		return runtime.NumGoroutine() <= baseline+1
+	}, 10*time.Second, 10*time.Millisecond) {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("goroutines: %d, before the sockets %d:\n%s", runtime.NumGoroutine(), baseline, buf[:runtime.Stack(buf, true)])
+	}
+}
