@@ -541,6 +541,7 @@ func DecodeReply(frame []byte, p *Reply) error {
 		n := int(r.U32("runs"))
 		if n > r.Len()/ackRunSize {
 			r.fail("runs")
+			n = 0
 		}
 		for range n {
 			p.Runs = append(p.Runs, AckRun{Partition: int32(r.U32("partition")), Offset: r.I64("offset"), Count: r.U32("count")})
