@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -36,6 +37,31 @@ type command struct {
 	acks []client.Ack
 	err  error
 	size int // bytes reserved against MaxPublishBytes
+}
+
+// commands are reused, with the room of their slices: a publish's
+// records and acks would otherwise be allocated, and grown, per frame.
+var commands = sync.Pool{New: func() any { return new(command) }}
+
+// maxKeptRecords bounds the record slots a pooled command keeps.
+const maxKeptRecords = 1 << 14
+
+func newCommand(buf *bytebufferpool.ByteBuffer, bin bool) *command {
+	c := commands.Get().(*command)
+	c.buf, c.bin = buf, bin
+	return c
+}
+
+// release returns c to the pool; nothing may use it after.
+func (c *command) release() {
+	recs, acks := c.Records, c.acks
+	clear(recs) // drop the references to the frame
+	if cap(recs) > maxKeptRecords {
+		recs, acks = nil, nil
+	}
+	*c = command{acks: acks[:0]}
+	c.Records = recs[:0]
+	commands.Put(c)
 }
 
 // decode decodes the frame in buf.

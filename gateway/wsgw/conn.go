@@ -263,7 +263,7 @@ func (c *conn) read() (*command, error) {
 			bytebufferpool.Put(buf)
 			return nil, err
 		}
-		cmd := &command{buf: buf, bin: typ == websocket.MessageBinary}
+		cmd := newCommand(buf, typ == websocket.MessageBinary)
 		if err := cmd.decode(); err != nil {
 			c.h.g.Metrics().Request(Via, err)
 			c.replyError(cmd, err)
@@ -274,12 +274,10 @@ func (c *conn) read() (*command, error) {
 	}
 }
 
-// done releases a command's frame.
+// done releases a command and its frame.
 func (c *conn) done(cmd *command) {
-	if cmd.buf != nil {
-		bytebufferpool.Put(cmd.buf)
-		cmd.buf = nil
-	}
+	bytebufferpool.Put(cmd.buf)
+	cmd.release()
 }
 
 // handle runs one command on the read loop; a publish goes to the
@@ -461,7 +459,9 @@ func (s *subscription) batchEnd() {
 	n := s.n
 	s.n = 0
 	if err := s.c.write(typ, s.frame); err == nil {
-		s.c.h.g.Metrics().Delivered(Via, n)
+		m := s.c.h.g.Metrics()
+		m.Delivered(Via, n)
+		m.Set().GetOrCreateCounter(`ratatoskr_gateway_ws_delivery_frames_total`).Inc()
 	}
 	if cap(s.frame) > maxKeptFrame {
 		s.frame = nil

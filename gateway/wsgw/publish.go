@@ -1,6 +1,7 @@
 package wsgw
 
 import (
+	"slices"
 	"sync"
 
 	"golang.org/x/sync/semaphore"
@@ -167,7 +168,7 @@ func (p *publisher) group(round []*command) []*pubGroup {
 		return g
 	}
 	for _, cmd := range round {
-		cmd.acks = make([]client.Ack, len(cmd.Records))
+		cmd.acks = slices.Grow(cmd.acks[:0], len(cmd.Records))[:len(cmd.Records)]
 		for i := 0; i < len(cmd.Records); {
 			part := cmd.partition(i)
 			j := i + 1

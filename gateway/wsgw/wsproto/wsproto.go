@@ -328,6 +328,9 @@ func (c *Command) decodeRecords(r *Reader) {
 		r.fail("record count")
 		return
 	}
+	if cap(c.Records) < n {
+		c.Records = make([]client.Message, 0, n)
+	}
 	var spans [][2]int32
 	for range n {
 		ts := r.I64("timestamp")
