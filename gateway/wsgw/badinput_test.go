@@ -24,7 +24,7 @@ func TestAuth(t *testing.T) {
 	ctx := testCtx(t)
 	admin, err := e.Gateway().Dedicated(ctx, "test", adminCred)
 	require.NoError(t, err)
-	defer admin.Close()
+	defer func() { _ = admin.Close() }()
 	require.NoError(t, admin.CreateTopic(ctx, "alice.in", client.TopicConfig{}))
 	require.NoError(t, admin.CreateTopic(ctx, "secret", client.TopicConfig{}))
 	s := serve(t, e, func(c *wsgw.Config) { c.AuthTimeout = 300 * time.Millisecond }, "")
@@ -34,6 +34,7 @@ func TestAuth(t *testing.T) {
 		_, resp, err := websocket.Dial(ctx, wsURL(s), &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {h}}})
 		require.Error(t, err, name)
 		require.Equal(t, http.StatusUnauthorized, resp.StatusCode, name)
+		_ = resp.Body.Close()
 	}
 
 	ws := dial(t, s, nil)

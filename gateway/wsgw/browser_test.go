@@ -166,7 +166,7 @@ func TestBrowser(t *testing.T) {
 	ctx := testCtx(t)
 	admin, err := e.Gateway().Dedicated(ctx, "test", adminCred)
 	require.NoError(t, err)
-	defer admin.Close()
+	defer func() { _ = admin.Close() }()
 	require.NoError(t, admin.CreateTopic(ctx, "browser", client.TopicConfig{Partitions: 1}))
 	s := serve(t, e, nil, browserPage)
 
@@ -177,5 +177,3 @@ func TestBrowser(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "done 200", title)
 }
-
-

@@ -289,7 +289,7 @@ func (c *conn) replyOK(cmd *command) {
 		_ = c.write(websocket.MessageBinary, wsproto.AppendOK(nil, cmd.ID))
 		return
 	}
-	b := appendJSONHead(nil, "ok", cmd.jid)
+	b := jsonHead("ok", cmd.jid)
 	_ = c.write(websocket.MessageText, append(b, '}'))
 }
 
@@ -300,7 +300,7 @@ func (c *conn) replyError(cmd *command, err error) {
 		_ = c.write(websocket.MessageBinary, wsproto.AppendError(nil, cmd.ID, code, msg))
 		return
 	}
-	b := appendJSONHead(nil, "error", cmd.jid)
+	b := jsonHead("error", cmd.jid)
 	b = strconv.AppendInt(append(b, `,"code":`...), int64(code), 10)
 	b = appendJSONString(append(b, `,"kind":`...), []byte(gateway.KindOf(err).String()))
 	b = appendJSONString(append(b, `,"message":`...), []byte(msg))
@@ -312,7 +312,7 @@ func (c *conn) replyAck(cmd *command) {
 		_ = c.write(websocket.MessageBinary, wsproto.AppendAck(nil, cmd.ID, cmd.acks))
 		return
 	}
-	b := append(appendJSONHead(nil, "ack", cmd.jid), `,"acks":[`...)
+	b := append(jsonHead("ack", cmd.jid), `,"acks":[`...)
 	for i, a := range cmd.acks {
 		if i > 0 {
 			b = append(b, ',')
@@ -334,7 +334,7 @@ func (c *conn) replyTopic(cmd *command, info client.TopicInfo) {
 		_ = c.write(websocket.MessageBinary, wsproto.AppendTopic(nil, cmd.ID, doc))
 		return
 	}
-	b := append(appendJSONHead(nil, "topic", cmd.jid), `,"topic":`...)
+	b := append(jsonHead("topic", cmd.jid), `,"topic":`...)
 	b = append(append(b, doc...), '}')
 	_ = c.write(websocket.MessageText, b)
 }
@@ -342,8 +342,9 @@ func (c *conn) replyTopic(cmd *command, info client.TopicInfo) {
 // JSON encoding. Written out by hand: deliveries are encoded per record
 // on the session's reader, and encoding/json would allocate per record.
 
-func appendJSONHead(b []byte, typ string, id json.RawMessage) []byte {
-	b = append(append(append(b, `{"type":"`...), typ...), '"')
+// jsonHead starts an answer: its type and the command's id.
+func jsonHead(typ string, id json.RawMessage) []byte {
+	b := append(append([]byte(`{"type":"`), typ...), '"')
 	if len(id) > 0 {
 		b = append(append(b, `,"id":`...), id...)
 	}

@@ -330,11 +330,11 @@ func (c *conn) finish(cmd *command, err error) {
 // subscription is one subscription of the socket. Its handler and
 // batchEnd run on the session's reader: frame is theirs alone.
 type subscription struct {
-	c     *conn
-	key   subKey
-	bin   bool // deliveries in binary frames
-	b64   bool // JSON deliveries with every record in base64
-	s     *client.Subscription
+	c   *conn
+	key subKey
+	bin bool // deliveries in binary frames
+	b64 bool // JSON deliveries with every record in base64
+	s   *client.Subscription
 	// ready is closed once the subscribe is answered: the first
 	// delivery (a replay can come at once) waits for it, so that the
 	// client has its answer first. The handler sets it to nil then.

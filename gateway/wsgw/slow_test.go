@@ -29,7 +29,7 @@ func TestSlowConsumer(t *testing.T) {
 	g := e.Gateway()
 	pub, err := g.Dedicated(ctx, "test", gateway.Credentials{Remote: "127.0.0.1:1"})
 	require.NoError(t, err)
-	defer pub.Close()
+	defer func() { _ = pub.Close() }()
 	require.NoError(t, pub.CreateTopic(ctx, "slow", client.TopicConfig{Partitions: 1}))
 	s := serve(t, e, func(c *wsgw.Config) { c.WriteTimeout = 300 * time.Millisecond }, "")
 	// The baseline: the broker, the test server and the producer's
