@@ -96,3 +96,18 @@ func TestSlowConsumer(t *testing.T) {
 		t.Fatalf("goroutines: %d, before the sockets %d:\n%s", runtime.NumGoroutine(), baseline, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+// TestShutdownClosesSockets: when the broker shuts down, its sockets are
+// closed with 1001 (going away).
+func TestShutdownClosesSockets(t *testing.T) {
+	e := startBroker(t, nil)
+	s := serve(t, e, nil, "")
+	ws := dial(t, s, nil)
+	r := callJSON(t, ws, obj{"op": "create_topic", "id": 1, "topic": "t"})
+	require.Equal(t, "ok", r["type"], "%v", r)
+	r = callJSON(t, ws, obj{"op": "subscribe", "id": 2, "topic": "t"})
+	require.Equal(t, "ok", r["type"], "%v", r)
+	require.NoError(t, e.Shutdown(testCtx(t)))
+	code, reason := closeStatus(t, ws)
+	require.Equal(t, wsgw.CloseGoingAway, code, reason)
+}
