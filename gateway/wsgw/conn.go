@@ -193,6 +193,9 @@ func (c *conn) authenticate() (*gateway.Session, *command) {
 	})
 	cmd, err := c.read()
 	if !timer.Stop() || err != nil {
+		if cmd != nil {
+			c.done(cmd) // it came as the timeout closed the socket
+		}
 		return nil, nil
 	}
 	cred := c.cred
