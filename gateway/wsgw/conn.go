@@ -25,7 +25,7 @@ import (
 // socket when the session or the gateway ends; one per subscription
 // forgets it when it ends. Writes are serialized by wmu.
 type conn struct {
-	h    *handler
+	h    *Handler
 	ws   *websocket.Conn
 	cred gateway.Credentials
 	sess *gateway.Session
@@ -54,7 +54,7 @@ type subKey struct {
 	partition int32
 }
 
-func newConn(h *handler, ws *websocket.Conn, cred gateway.Credentials) *conn {
+func newConn(h *Handler, ws *websocket.Conn, cred gateway.Credentials) *conn {
 	c := &conn{h: h, ws: ws, cred: cred, closed: make(chan struct{}), subs: map[subKey]*subscription{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.stall = time.AfterFunc(time.Hour, c.stalled)
@@ -79,7 +79,7 @@ func (c *conn) write(typ websocket.MessageType, p []byte) error {
 
 // stalled runs when a write stayed blocked for WriteTimeout.
 func (c *conn) stalled() {
-	c.h.g.Metrics().Set().GetOrCreateCounter(`ratatoskr_gateway_ws_slow_consumers_total`).Inc()
+	c.h.metrics.slow.Add(1)
 	c.h.log.Warn("websocket client is a slow consumer: a write stayed blocked", "remote", c.cred.Remote,
 		"timeout", c.h.cfg.WriteTimeout)
 	c.closeWith(CloseSlowConsumer, "slow consumer")
@@ -90,7 +90,7 @@ func (c *conn) stalled() {
 // client's answer, so it runs on its own goroutine; serve waits for it.
 func (c *conn) closeWith(code websocket.StatusCode, reason string) {
 	c.closeOnce.Do(func() {
-		c.h.g.Metrics().Set().GetOrCreateCounter(fmt.Sprintf(`ratatoskr_gateway_ws_closed_total{code="%d"}`, code)).Inc()
+		c.h.metrics.closedWith(code)
 		go func() {
 			defer close(c.closed)
 			_ = c.ws.Close(code, reason)
@@ -462,9 +462,8 @@ func (s *subscription) batchEnd() {
 	n := s.n
 	s.n = 0
 	if err := s.c.write(typ, s.frame); err == nil {
-		m := s.c.h.g.Metrics()
-		m.Delivered(Via, n)
-		m.Set().GetOrCreateCounter(`ratatoskr_gateway_ws_delivery_frames_total`).Inc()
+		s.c.h.g.Metrics().Delivered(Via, n)
+		s.c.h.metrics.frames.Add(1)
 	}
 	if cap(s.frame) > maxKeptFrame {
 		s.frame = nil

@@ -1,6 +1,7 @@
 package wsgw_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -52,12 +54,20 @@ func startBroker(t *testing.T, mutate func(*engine.Config)) *engine.Engine {
 // not empty) at /.
 func serve(t *testing.T, e *engine.Engine, mutate func(*wsgw.Config), page string) *httptest.Server {
 	t.Helper()
+	s, _ := serveHandler(t, e, mutate, page)
+	return s
+}
+
+// serveHandler is serve, returning the handler too.
+func serveHandler(t *testing.T, e *engine.Engine, mutate func(*wsgw.Config), page string) (*httptest.Server, *wsgw.Handler) {
+	t.Helper()
 	cfg := wsgw.Config{Gateway: e.Gateway(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if mutate != nil {
 		mutate(&cfg)
 	}
+	h := wsgw.New(cfg)
 	mux := http.NewServeMux()
-	mux.Handle(wsgw.Path, wsgw.New(cfg))
+	mux.Handle(wsgw.Path, h)
 	if page != "" {
 		mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -66,7 +76,22 @@ func serve(t *testing.T, e *engine.Engine, mutate func(*wsgw.Config), page strin
 	}
 	s := httptest.NewServer(mux)
 	t.Cleanup(s.Close)
-	return s
+	return s, h
+}
+
+// metric is the value of a sample the handler writes, or -1.
+func metric(h *wsgw.Handler, series string) float64 {
+	var b bytes.Buffer
+	h.WritePrometheus(&b)
+	for _, line := range strings.Split(b.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
 
 func wsURL(s *httptest.Server) string { return "ws" + strings.TrimPrefix(s.URL, "http") + wsgw.Path }

@@ -31,13 +31,13 @@ func TestSlowConsumer(t *testing.T) {
 	require.NoError(t, err)
 	defer func() { _ = pub.Close() }()
 	require.NoError(t, pub.CreateTopic(ctx, "slow", client.TopicConfig{Partitions: 1}))
-	s := serve(t, e, func(c *wsgw.Config) { c.WriteTimeout = 300 * time.Millisecond }, "")
+	s, h := serveHandler(t, e, func(c *wsgw.Config) { c.WriteTimeout = 300 * time.Millisecond }, "")
 	// The baseline: the broker, the test server and the producer's
 	// session run; no socket yet.
 	s.Client().CloseIdleConnections()
 	baseline := runtime.NumGoroutine()
-	slow := g.Metrics().Set().GetOrCreateCounter(`ratatoskr_gateway_ws_slow_consumers_total`)
-	before := slow.Get()
+	const slow = "ratatoskr_gateway_ws_slow_consumers_total"
+	require.Zero(t, metric(h, slow))
 
 	ws := dial(t, s, nil)
 	sendBin(t, ws, wsproto.AppendSubscribe(nil, 1, "slow", -1, wire.Start{Kind: wire.StartLatest}))
@@ -58,7 +58,7 @@ func TestSlowConsumer(t *testing.T) {
 			}
 		}
 	})
-	require.Eventually(t, func() bool { return slow.Get() > before }, 20*time.Second, 5*time.Millisecond,
+	require.Eventually(t, func() bool { return metric(h, slow) == 1 }, 20*time.Second, 5*time.Millisecond,
 		"the client that stopped reading is cut")
 	stop()
 	wg.Wait()
@@ -66,6 +66,7 @@ func TestSlowConsumer(t *testing.T) {
 	code, reason := closeStatus(t, ws)
 	require.Equal(t, wsgw.CloseSlowConsumer, code, reason)
 	require.Equal(t, "slow consumer", reason)
+	require.Equal(t, 1.0, metric(h, `ratatoskr_gateway_ws_closed_total{code="1008"}`))
 
 	// The broker and the gateway serve another client as before.
 	other := dial(t, s, nil)

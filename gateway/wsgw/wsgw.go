@@ -104,20 +104,22 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// handler serves WebSockets.
-type handler struct {
-	cfg Config
-	log *slog.Logger
-	g   *gateway.Gateway
+// Handler serves WebSockets.
+type Handler struct {
+	cfg     Config
+	log     *slog.Logger
+	g       *gateway.Gateway
+	metrics wsMetrics
 }
 
 // New returns the WebSocket handler; mount it at Path.
-func New(cfg Config) http.Handler {
+func New(cfg Config) *Handler {
 	cfg.setDefaults()
-	return &handler{cfg: cfg, log: cfg.Logger, g: cfg.Gateway}
+	return &Handler{cfg: cfg, log: cfg.Logger, g: cfg.Gateway}
 }
 
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP serves one WebSocket, until it closes.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 		w.Header().Set("Connection", "Upgrade")
 		w.Header().Set("Upgrade", "websocket")
