@@ -153,7 +153,14 @@ func TestBadInput(t *testing.T) {
 	code, reason := closeStatus(t, ws)
 	require.Equal(t, websocket.StatusMessageTooBig, code, reason)
 
-	resp, err := http.Get(s.URL + wsgw.Path)
+	// A page of another origin may not open a socket (unless
+	// OriginPatterns names it).
+	_, resp, err := websocket.Dial(testCtx(t), wsURL(s), &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"http://elsewhere.example"}}})
+	require.Error(t, err)
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	_ = resp.Body.Close()
+
+	resp, err = http.Get(s.URL + wsgw.Path)
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	require.Equal(t, http.StatusUpgradeRequired, resp.StatusCode)
