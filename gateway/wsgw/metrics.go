@@ -17,7 +17,7 @@ var (
 	mSlowConsumers = promtext.NewCounter("ratatoskr_gateway_ws_slow_consumers_total",
 		"WebSockets cut because a write to the client stayed blocked for the write timeout.")
 	mClosed = promtext.NewCounter("ratatoskr_gateway_ws_closed_total",
-		"WebSockets the broker closed, by close code.")
+		"WebSockets that ended, by the close code the broker sent (1000 also when the client closed first).")
 	mFrames = promtext.NewCounter("ratatoskr_gateway_ws_delivery_frames_total",
 		"WebSocket messages of deliveries written (one per broker batch).")
 )
