@@ -20,6 +20,6 @@ func (e *Engine) gatewayHandler() http.Handler {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", httpgw.New(httpgw.Config{Gateway: e.gw, Logger: e.log, MaxMessageBytes: e.cfg.MaxMessageBytes}))
-	// The WebSocket gateway mounts here: mux.Handle("GET /v1/ws", ...).
+	mux.Handle("GET /v1/ws", e.WebSocketHandler()) // the WebSocket gateway (wsgw.go)
 	return mux
 }
