@@ -30,6 +30,7 @@ import (
 
 	"github.com/ratatoskr-mq/ratatoskr/auth"
 	"github.com/ratatoskr-mq/ratatoskr/gateway"
+	"github.com/ratatoskr-mq/ratatoskr/gateway/wsgw"
 	"github.com/ratatoskr-mq/ratatoskr/group/coord"
 	"github.com/ratatoskr-mq/ratatoskr/httpapi"
 	"github.com/ratatoskr-mq/ratatoskr/server"
@@ -64,6 +65,7 @@ type Engine struct {
 	// while the native listener serves, which in-process sessions use.
 	gw      *gateway.Gateway
 	serving atomic.Bool
+	ws      *wsgw.Handler // the WebSocket gateway; nil while /v1/ is off
 	// certs is the TLS material, reloaded when its files change; nil
 	// without TLSCertFile.
 	certs *server.Certs

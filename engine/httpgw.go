@@ -20,6 +20,7 @@ func (e *Engine) gatewayHandler() http.Handler {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", httpgw.New(httpgw.Config{Gateway: e.gw, Logger: e.log, MaxMessageBytes: e.cfg.MaxMessageBytes}))
-	mux.Handle("GET /v1/ws", e.WebSocketHandler()) // the WebSocket gateway (wsgw.go)
+	e.ws = e.WebSocketHandler()
+	mux.Handle("GET /v1/ws", e.ws) // the WebSocket gateway (wsgw.go)
 	return mux
 }

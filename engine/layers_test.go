@@ -51,12 +51,15 @@ var layers = map[string][]string{
 		"group/coord", "telemetry", "cluster", "cluster/raftlog", "go.etcd.io/raft"},
 	"client": {"wire", "github.com/valyala/bytebufferpool", "github.com/xdg-go/scram"},
 	"loadtest": {"client", "wire", "github.com/HdrHistogram/hdrhistogram-go", "golang.org/x/sys",
-		"github.com/valyala/fastjson"},
-	"gateway":        {"client", "server", "wire", "telemetry/promtext", "github.com/VictoriaMetrics/metrics"},
-	"gateway/httpgw": {"client", "gateway", "wire", "github.com/valyala/fastjson"},
-	"engine":         {"*"},
-	"cmd/ratatoskr":  {"*"},
-	"bench":          {"*"},
+		"github.com/valyala/fastjson", "gateway/wsgw/wsproto", "github.com/coder/websocket"},
+	"gateway/wsgw": {"client", "gateway", "gateway/wsgw/wsproto", "wire", "telemetry/promtext",
+		"github.com/coder/websocket", "github.com/valyala/bytebufferpool", "golang.org/x/sync"},
+	"gateway/wsgw/wsproto": {"client", "wire"},
+	"gateway":              {"client", "server", "wire", "telemetry/promtext", "github.com/VictoriaMetrics/metrics"},
+	"gateway/httpgw":       {"client", "gateway", "wire", "github.com/valyala/fastjson"},
+	"engine":               {"*"},
+	"cmd/ratatoskr":        {"*"},
+	"bench":                {"*"},
 }
 
 const module = "github.com/ratatoskr-mq/ratatoskr/"

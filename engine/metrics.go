@@ -77,6 +77,9 @@ func (e *Engine) writeMetrics(w io.Writer) {
 	e.writePartitionMetrics(w)
 	e.writePluginMetrics(w)
 	e.gw.Metrics().WritePrometheus(w)
+	if e.ws != nil {
+		e.ws.WritePrometheus(w)
+	}
 	if e.isReady() { // groups are loaded
 		e.writeGroupMetrics(w)
 	}
