@@ -410,7 +410,8 @@ type SubscribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
 	// partition subscribes to one partition; absent: all of them.
-	Partition     *int32    `protobuf:"varint,2,opt,name=partition,proto3,oneof" json:"partition,omitempty"`
+	Partition *int32 `protobuf:"varint,2,opt,name=partition,proto3,oneof" json:"partition,omitempty"`
+	// start: absent is latest.
 	Start         *Position `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -601,9 +602,10 @@ type FetchRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
 	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
-	Start     *Position              `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
+	// start: absent is earliest.
+	Start *Position `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
 	// max_bytes bounds the answer (at least one batch is returned when any
-	// is available); 0: 1 MiB.
+	// is available); 0 or more than 2 MiB: 2 MiB.
 	MaxBytes uint32 `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	// max_wait_ms makes a fetch that finds nothing wait this many
 	// milliseconds for records, up to the broker's own bound (30 s by

@@ -53,8 +53,10 @@ type BrokerClient interface {
 	// holds per stream (and then stops reading the stream).
 	PublishStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PublishRequest, PublishResponse], error)
 	// Subscribe delivers a topic's records from a start position, then
-	// follows the live tail. Each response carries the records of one broker
-	// batch. A client that stops reading is cut as a slow consumer.
+	// follows the live tail. The first response has no records: it says that
+	// the subscription is in place. Each one after it carries the records of
+	// one broker batch (up to about 1 MiB). A client that stops reading is
+	// cut as a slow consumer.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
 	// Fetch pulls records of one partition from a position (a long poll with
 	// max_wait).
@@ -227,8 +229,10 @@ type BrokerServer interface {
 	// holds per stream (and then stops reading the stream).
 	PublishStream(grpc.BidiStreamingServer[PublishRequest, PublishResponse]) error
 	// Subscribe delivers a topic's records from a start position, then
-	// follows the live tail. Each response carries the records of one broker
-	// batch. A client that stops reading is cut as a slow consumer.
+	// follows the live tail. The first response has no records: it says that
+	// the subscription is in place. Each one after it carries the records of
+	// one broker batch (up to about 1 MiB). A client that stops reading is
+	// cut as a slow consumer.
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
 	// Fetch pulls records of one partition from a position (a long poll with
 	// max_wait).
