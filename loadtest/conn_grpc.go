@@ -26,7 +26,7 @@ func init() { registerProtocol("grpc", dialGRPC) }
 
 // grpcInFlight bounds a producer's PublishStream requests sent and not yet
 // acknowledged; past it a publish waits for an ack.
-const grpcInFlight = 32
+const grpcInFlight = 128
 
 // grpcBuffered is how many PublishAsync messages go in one request.
 const grpcBuffered = 256
@@ -37,7 +37,7 @@ func dialGRPC(_ context.Context, cfg *Config, _ []client.Option) (conn, error) {
 		tc = credentials.NewTLS(cfg.TLS)
 	}
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(tc),
-		grpc.WithInitialWindowSize(1 << 20), grpc.WithInitialConnWindowSize(4 << 20),
+		grpc.WithInitialWindowSize(4<<20), grpc.WithInitialConnWindowSize(16<<20),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.ForceCodecV2(pb.Codec{}))}
 	switch {
 	case cfg.Token != "":

@@ -59,8 +59,8 @@ const DefaultMaxRecvBytes = 16 << 20
 // broker batch or more per round trip. They bound what one stream and one
 // connection hold unread.
 const (
-	streamWindow = 1 << 20
-	connWindow   = 4 << 20
+	streamWindow = 4 << 20
+	connWindow   = 16 << 20
 )
 
 // Config configures a Server.
