@@ -37,7 +37,7 @@ func dialGRPC(_ context.Context, cfg *Config, _ []client.Option) (conn, error) {
 		tc = credentials.NewTLS(cfg.TLS)
 	}
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(tc),
-		grpc.WithInitialWindowSize(4<<20), grpc.WithInitialConnWindowSize(16<<20),
+		grpc.WithInitialWindowSize(4 << 20), grpc.WithInitialConnWindowSize(16 << 20),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.ForceCodecV2(pb.Codec{}))}
 	switch {
 	case cfg.Token != "":
