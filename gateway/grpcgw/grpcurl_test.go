@@ -59,7 +59,9 @@ func TestGrpcurlReflectionHealthPublishFetch(t *testing.T) {
 	require.Contains(t, grpcurl(t, addr, "-d", `{"service":"ratatoskr.v1.Broker"}`, "grpc.health.v1.Health/Check"), `"SERVING"`)
 
 	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
-	req := `{"topic":"curl","records":[{"value":"` + b64("hello") + `"},{"key":"` + b64("k") + `","value":"` + b64("world") +
+	// Both records keyed: a keyed and an unkeyed record of one request
+	// are routed apart and may be stored in either order (docs/GRPC.md).
+	req := `{"topic":"curl","records":[{"key":"` + b64("k") + `","value":"` + b64("hello") + `"},{"key":"` + b64("k") + `","value":"` + b64("world") +
 		`","headers":[{"key":"h","value":"` + b64("v") + `"}]}]}`
 	var ack struct {
 		Partitions []int    `json:"partitions"`
