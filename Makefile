@@ -16,7 +16,7 @@
 GO        ?= go
 BIN       := bin/ratatoskr
 PKGS      := ./...
-RACE_PKGS := ./ring/... ./shard/... ./outbox/... ./engine/... ./client/... ./storage/... ./loadtest/... ./group/... ./telemetry/... ./httpapi/... ./server/... ./topic/... ./cluster/... ./gateway/...
+RACE_PKGS := ./ring/... ./shard/... ./outbox/... ./engine/... ./client/... ./storage/... ./loadtest/... ./group/... ./telemetry/... ./httpapi/... ./server/... ./topic/... ./cluster/... ./gateway/... ./proto/...
 FUZZTIME  ?= 5s
 LINT      := bin/golangci-lint
 LINT_VER  := v2.15.0
@@ -50,7 +50,7 @@ cluster: build
 			--addr 127.0.0.1:707$$n --http-addr 127.0.0.1:808$$n --data ./data/node$$n & \
 	done; wait
 
-test: deps vet chromium promtool unit race fuzz-short
+test: deps proto-check grpcurl vet chromium promtool unit race fuzz-short
 
 # The dashboard test drives headless Chromium; install Debian's package
 # when it is missing (as root, or through sudo when there is one).
@@ -97,7 +97,8 @@ FUZZ_TARGETS := ./wire:FuzzReadFrame ./wire:FuzzCheckBatch ./wire:FuzzDecompress
                 ./engine:FuzzTopicConfigJSON ./server:FuzzSessionDecode \
                 ./auth:FuzzScramStep ./auth:FuzzTokenVerify ./wire:FuzzAuthBodies \
                 ./cluster/transport:FuzzDecodeFrame ./cluster/meta:FuzzApply \
-                ./gateway/httpgw:FuzzRecords
+                ./gateway/httpgw:FuzzRecords ./gateway/wsgw/wsproto:FuzzDecodeCommand ./gateway/wsgw/wsproto:FuzzDecodeReply \
+                ./proto/ratatoskr/v1:FuzzCodec
 fuzz-short fuzz:
 	@summary=""; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
@@ -168,6 +169,73 @@ $(LINT):
 
 lint: $(LINT)
 	$(LINT) run $(PKGS)
+
+# --- gRPC front end (gateway/grpcgw; docs/GRPC.md) -------------------------
+# The generated code under proto/ratatoskr/v1 is committed. make proto
+# regenerates it; make proto-check regenerates into a temporary directory
+# and fails when the committed code differs (make test runs it). protoc is
+# Debian's protobuf-compiler (installed when missing, as chromium above);
+# the plugins are pinned so the output, and so the check, is reproducible:
+# protoc-gen-go at the google.golang.org/protobuf version go.mod has.
+PROTO_DIR          := proto/ratatoskr/v1
+PROTO_SRC          := $(PROTO_DIR)/ratatoskr.proto
+PROTOC_GEN_GO_VER  := $(shell $(GO) list -m -f '{{.Version}}' google.golang.org/protobuf 2>/dev/null)
+PROTOC_GEN_GRPC_VER := v1.6.2
+GRPCURL_VER        := v1.9.4
+PROTOC_GEN_GO      := bin/protoc-gen-go-$(PROTOC_GEN_GO_VER)
+PROTOC_GEN_GRPC    := bin/protoc-gen-go-grpc-$(PROTOC_GEN_GRPC_VER)
+
+.PHONY: proto proto-check protoc grpcurl
+
+protoc:
+	@command -v protoc >/dev/null || { \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+		else echo "protoc is missing: install Debian's protobuf-compiler package as root" >&2; exit 1; fi; \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends protobuf-compiler; }
+
+# Each plugin binary is named for its version, so a changed pin builds anew.
+$(PROTOC_GEN_GO):
+	@mkdir -p bin/.protoc-gen-go
+	GOBIN=$(CURDIR)/bin/.protoc-gen-go $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VER)
+	mv bin/.protoc-gen-go/protoc-gen-go $@
+
+$(PROTOC_GEN_GRPC):
+	@mkdir -p bin/.protoc-gen-go-grpc
+	GOBIN=$(CURDIR)/bin/.protoc-gen-go-grpc $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GRPC_VER)
+	mv bin/.protoc-gen-go-grpc/protoc-gen-go-grpc $@
+
+# The check ignores the header line naming protoc's version: the code
+# protoc generates does not depend on it, and a machine of another Debian
+# release has another protoc.
+PROTO_VERSION_LINE := -I '^//[[:space:]]*-*[[:space:]]*protoc[[:space:]]'
+
+# proto-gen OUT=dir generates the Go code of $(PROTO_SRC) into OUT.
+define proto-gen
+	protoc -I proto \
+		--plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_out=$(1) --go_opt=paths=source_relative \
+		--plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GRPC) --go-grpc_out=$(1) --go-grpc_opt=paths=source_relative \
+		ratatoskr/v1/ratatoskr.proto
+endef
+
+proto: protoc $(PROTOC_GEN_GO) $(PROTOC_GEN_GRPC)
+	$(call proto-gen,proto)
+
+proto-check: protoc $(PROTOC_GEN_GO) $(PROTOC_GEN_GRPC)
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(call proto-gen,$$tmp) && \
+	for f in ratatoskr.pb.go ratatoskr_grpc.pb.go; do \
+		if ! diff -q $(PROTO_VERSION_LINE) "$(PROTO_DIR)/$$f" "$$tmp/ratatoskr/v1/$$f" >/dev/null; then \
+			diff -u $(PROTO_VERSION_LINE) "$(PROTO_DIR)/$$f" "$$tmp/ratatoskr/v1/$$f" | head -n 40; \
+			echo "proto-check: $(PROTO_DIR)/$$f is stale: it does not match $(PROTO_SRC); run make proto and commit the result" >&2; \
+			exit 1; \
+		fi; \
+	done; echo "proto-check: generated code is up to date"
+
+# The gRPC front end's tests run grpcurl (./bin/grpcurl).
+grpcurl: bin/grpcurl
+bin/grpcurl:
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VER)
+# --- end of the gRPC front end's block --------------------------------------
 
 clean:
 	rm -rf bin data

@@ -46,6 +46,11 @@ type Config struct {
 	// /api/v1/metrics/history, the admin API under /api/v1/ and, with
 	// Pprof, /debug/pprof/. Empty disables HTTP.
 	HTTPAddr string
+	// GRPCAddr serves the gRPC front end (gateway/grpcgw, docs/GRPC.md),
+	// host:port; empty or "off" (the default) serves none. It serves TLS
+	// when TLSCertFile is set, with the native TLS listener's settings:
+	// client certificates are required when TLSClientCAFile is set.
+	GRPCAddr string
 	// DataDir is where the broker keeps its files.
 	DataDir string
 	// Shards is the number of partition-owning shard goroutines.
@@ -328,6 +333,17 @@ func (c *Config) Validate() error {
 	}
 	if c.Addr == "" && c.TLSAddr == "" {
 		bad("Addr", c.Addr, "no listener: give Addr, TLSAddr or both")
+	}
+	if c.GRPCAddr == "off" {
+		c.GRPCAddr = ""
+	}
+	if c.GRPCAddr != "" {
+		if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
+			bad("GRPCAddr", c.GRPCAddr, "not host:port: "+err.Error())
+		} else if !c.Auth && !c.AllowAnonymous && !IsLoopback(c.GRPCAddr) {
+			bad("GRPCAddr", c.GRPCAddr, "is not a loopback address and authentication is off; turn authentication "+
+				"on (--auth on) or say that anonymous access is intended (--allow-anonymous)")
+		}
 	}
 	if len(c.Peers) > 0 {
 		switch {

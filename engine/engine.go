@@ -66,6 +66,7 @@ type Engine struct {
 	gw      *gateway.Gateway
 	serving atomic.Bool
 	ws      *wsgw.Handler // the WebSocket gateway; nil while /v1/ is off
+	grpc    *grpcFront    // the gRPC front end (grpc.go); nil without GRPCAddr
 	// certs is the TLS material, reloaded when its files change; nil
 	// without TLSCertFile.
 	certs *server.Certs
@@ -249,6 +250,22 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	}
 	e.setNotReady("")
 	e.serving.Store(true)
+	if err := e.startGRPC(); err != nil {
+		// Unwound in Shutdown's order.
+		e.serving.Store(false)
+		e.srv.Drain()
+		if e.grepl != nil {
+			e.grepl.stop()
+		}
+		stopCluster()
+		e.stopShards()
+		_ = e.srv.Stop(ctx)
+		e.srv.Close()
+		e.groups.Close()
+		_ = e.topics.closeAll()
+		e.stopHTTP(ctx)
+		return err
+	}
 	if c := e.cluster; c != nil {
 		addr := e.cfg.AdvertiseAddr
 		if addr == "" {
@@ -304,6 +321,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		defer cancel()
 	}
 	e.serving.Store(false)
+	e.stopGRPC(ctx)
 	e.gw.Close() // the gateways' shared sessions; their streams end with the connections
 	e.history.Close()
 	e.stopQuotaLoop()

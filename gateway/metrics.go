@@ -65,6 +65,11 @@ func (m *Metrics) Streams(via string, delta int) {
 	m.set.GetOrCreateGauge(mStreams.Name+`{via="`+via+`"}`, nil).Add(float64(delta))
 }
 
+// OpenStreams is the streams gauge of front end via.
+func (m *Metrics) OpenStreams(via string) int {
+	return int(m.set.GetOrCreateGauge(mStreams.Name+`{via="`+via+`"}`, nil).Get())
+}
+
 // WritePrometheus writes the families in the text format, each announced
 // with its HELP and TYPE lines even before it has samples.
 func (m *Metrics) WritePrometheus(w io.Writer) {

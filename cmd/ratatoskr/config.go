@@ -461,7 +461,7 @@ func maskSecret(s string) string {
 // error from Validate names the setting the user wrote.
 var engineFlags = map[string]string{
 	"Addr": "addr", "HTTPAddr": "http-addr", "DataDir": "data", "TLSAddr": "tls-addr", "TLSCertFile": "tls-cert",
-	"TLSKeyFile": "tls-key", "TLSClientCAFile": "tls-client-ca", "HTTPTLS": "http-tls",
+	"TLSKeyFile": "tls-key", "TLSClientCAFile": "tls-client-ca", "HTTPTLS": "http-tls", "GRPCAddr": "grpc-addr",
 	"Shards": "shards", "EventLoops": "event-loops", "PinShards": "pin-shards",
 	"MaxConnections": "max-connections", "MaxOpenFiles": "max-open-files",
 	"MaxHandshakesPerAddr": "max-handshakes-per-address", "HandshakeTimeout": "handshake-timeout",

@@ -32,6 +32,7 @@ type serveCmd struct {
 	TLSClientCA             string    `env:"RATATOSKR_TLS_CLIENT_CA" name:"tls-client-ca" placeholder:"PATH" help:"Require client certificates signed by this CA (PEM) on --tls-addr: mutual TLS. Reloaded when the file changes."`
 	HTTPTLS                 bool      `default:"true" negatable:"" env:"RATATOSKR_HTTP_TLS" name:"http-tls" help:"Serve --http-addr over HTTPS with --tls-cert when one is given; --no-http-tls keeps it plaintext."`
 	HTTPAddr                string    `default:"127.0.0.1:8080" env:"RATATOSKR_HTTP_ADDR" name:"http-addr" help:"HTTP listen address (/healthz); empty disables."`
+	GRPCAddr                string    `default:"off" env:"RATATOSKR_GRPC_ADDR" name:"grpc-addr" placeholder:"HOST:PORT" help:"gRPC front end listen address (docs/GRPC.md); TLS with --tls-cert when one is given, requiring client certificates with --tls-client-ca; \"off\" or empty for none."`
 	Data                    string    `default:"./data" env:"RATATOSKR_DATA" help:"Data directory."`
 	Shards                  int       `default:"0" env:"RATATOSKR_SHARDS" help:"Partition-owning shards; 0 means GOMAXPROCS."`
 	EventLoops              int       `default:"0" env:"RATATOSKR_EVENT_LOOPS" help:"Network event loops; 0 means GOMAXPROCS."`
@@ -102,6 +103,7 @@ func (s *serveCmd) config() engine.Config {
 	cfg.Addr, cfg.HTTPAddr, cfg.DataDir = s.Addr, s.HTTPAddr, s.Data
 	cfg.TLSAddr, cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSClientCAFile = s.TLSAddr, s.TLSCert, s.TLSKey, s.TLSClientCA
 	cfg.HTTPTLS = s.HTTPTLS
+	cfg.GRPCAddr = s.GRPCAddr
 	// 0 means GOMAXPROCS, which DefaultConfig holds; a negative count is
 	// passed on for Validate to reject.
 	if s.Shards != 0 {
@@ -285,6 +287,10 @@ func (s *serveCmd) note(name string) string {
 		return fmt.Sprintf("(from the open-file limit %d: %d)", engine.FDLimit(), engine.DefaultConfig().MaxConnections)
 	case name == "http-addr" && s.HTTPAddr == "":
 		return "(HTTP off)"
+	case name == "grpc-addr" && (s.GRPCAddr == "" || s.GRPCAddr == "off"):
+		return "(gRPC off)"
+	case name == "grpc-addr" && s.TLSCert != "":
+		return "(TLS with --tls-cert)"
 	case name == "addr" && (s.Addr == "" || s.Addr == "off"):
 		return "(plaintext off)"
 	case name == "tls-addr" && s.TLSAddr == "":
