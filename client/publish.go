@@ -234,11 +234,17 @@ func (c *Client) PublishBatchAsync(ctx context.Context, topic string, msgs []Mes
 // and the acks of that batch's messages have Offset -1; the others were
 // stored. A gateway publishes a request's records this way.
 func (c *Client) PublishBatch(ctx context.Context, topic string, msgs []Message, opts ...PublishOption) ([]Ack, error) {
-	placed := make([]placedMsg, 0, len(msgs))
-	err := c.publishBurst(ctx, topic, msgs, opts, &placed)
+	pp := placedPool.Get().(*[]placedMsg)
+	defer func() {
+		clear(*pp) // drops the batches
+		*pp = (*pp)[:0]
+		placedPool.Put(pp)
+	}()
+	err := c.publishBurst(ctx, topic, msgs, opts, pp)
+	placed := *pp
 	acks := make([]Ack, len(msgs))
-	for i := range acks {
-		acks[i] = Ack{Partition: -1, Offset: -1}
+	for i := len(placed); i < len(acks); i++ {
+		acks[i] = Ack{Partition: -1, Offset: -1} // not queued
 	}
 	var first error
 	var last *batch
@@ -247,6 +253,9 @@ func (c *Client) PublishBatch(ctx context.Context, topic string, msgs []Message,
 			select {
 			case <-pl.b.done:
 			case <-ctx.Done():
+				for j := i; j < len(placed); j++ {
+					acks[j] = Ack{Partition: -1, Offset: -1}
+				}
 				return acks, ctx.Err()
 			}
 			last = pl.b
@@ -255,6 +264,7 @@ func (c *Client) PublishBatch(ctx context.Context, topic string, msgs []Message,
 			if first == nil {
 				first = pl.b.err
 			}
+			acks[i] = Ack{Partition: -1, Offset: -1}
 			continue
 		}
 		acks[i] = Ack{Partition: pl.b.ack.Partition, Offset: pl.b.ack.BaseOffset + int64(pl.idx)}
@@ -264,6 +274,10 @@ func (c *Client) PublishBatch(ctx context.Context, topic string, msgs []Message,
 	}
 	return acks, first
 }
+
+// placedPool holds PublishBatch's placements between calls: a gateway
+// publishes thousands of messages per call, many calls a second.
+var placedPool = sync.Pool{New: func() any { p := make([]placedMsg, 0, 1024); return &p }}
 
 // placedMsg is where a message of a synchronous burst went: its batch
 // and its index in it.
