@@ -2,11 +2,13 @@ package wsgw
 
 import (
 	"slices"
+	"strconv"
 	"sync"
 
 	"golang.org/x/sync/semaphore"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
 // publisher publishes a socket's publish commands and answers them.
@@ -128,7 +130,7 @@ func (p *publisher) drain() {
 
 // publish runs one round.
 func (p *publisher) publish(round []*command) {
-	groups := p.group(round)
+	groups := p.group(round, p.c.sess.MaxMessageBytes())
 	if len(groups) == 1 {
 		p.publishGroup(groups[0])
 	} else {
@@ -138,20 +140,43 @@ func (p *publisher) publish(round []*command) {
 		}
 		wg.Wait()
 	}
+	p.settle(groups)
+}
+
+// settle gives each command its share of its groups' acks, and a group's
+// error only when one of the command's own records was not stored: the
+// group holds other commands' records too, and a command whose records
+// were stored must be acknowledged, or its client, retrying it, stores
+// it twice.
+func (p *publisher) settle(groups []*pubGroup) {
 	for _, g := range groups {
 		for _, s := range g.spans {
-			if g.err != nil && s.cmd.err == nil {
+			acks := g.acks[s.at : s.at+s.n]
+			if g.err != nil && s.cmd.err == nil && !allStored(acks) {
 				s.cmd.err = g.err
 			}
-			copy(s.cmd.acks[s.from:s.from+s.n], g.acks[s.at:])
+			copy(s.cmd.acks[s.from:s.from+s.n], acks)
 		}
 		clear(g.msgs) // drop the references to the frames
 		g.msgs, g.spans, g.acks, g.err = g.msgs[:0], g.spans[:0], nil, nil
 	}
 }
 
-// group joins the round's records by topic and partition, in order.
-func (p *publisher) group(round []*command) []*pubGroup {
+func allStored(acks []client.Ack) bool {
+	for _, a := range acks {
+		if a.Offset < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// group joins the round's records by topic and partition, in order. A
+// command with a record larger than limit (the broker's largest message)
+// fails alone, before any of its records joins a group: PublishBatch
+// refuses a whole call for one such record, which would fail the other
+// commands of the round with it.
+func (p *publisher) group(round []*command, limit int) []*pubGroup {
 	used := 0
 	find := func(topic string, part int32) *pubGroup {
 		for _, g := range p.groups[:used] {
@@ -169,6 +194,12 @@ func (p *publisher) group(round []*command) []*pubGroup {
 	}
 	for _, cmd := range round {
 		cmd.acks = slices.Grow(cmd.acks[:0], len(cmd.Records))[:len(cmd.Records)]
+		if cmd.err = oversized(cmd, limit); cmd.err != nil {
+			for i := range cmd.acks {
+				cmd.acks[i] = client.Ack{Partition: -1, Offset: -1}
+			}
+			continue
+		}
 		for i := 0; i < len(cmd.Records); {
 			part := cmd.partition(i)
 			j := i + 1
@@ -182,6 +213,19 @@ func (p *publisher) group(round []*command) []*pubGroup {
 		}
 	}
 	return p.groups[:used]
+}
+
+// oversized is the error of a command with a record larger than limit,
+// as PublishBatch words it; nil when every record fits.
+func oversized(cmd *command, limit int) error {
+	for i := range cmd.Records {
+		m := &cmd.Records[i]
+		if size := wire.MessageSize(m.Key, m.Value, m.Headers); size > limit {
+			return wire.Errorf(wire.CodeMessageTooLarge, "record "+strconv.Itoa(i)+": message of "+
+				strconv.Itoa(size)+" bytes; the broker allows "+strconv.Itoa(limit))
+		}
+	}
+	return nil
 }
 
 func (p *publisher) publishGroup(g *pubGroup) {
