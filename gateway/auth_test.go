@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"net"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/engine"
 	"github.com/ratatoskr-mq/ratatoskr/gateway"
 	"github.com/ratatoskr-mq/ratatoskr/internal/devcert"
+	"github.com/ratatoskr-mq/ratatoskr/server"
 )
 
 const adminToken = "gateway-test-admin-token"
@@ -171,4 +174,51 @@ func TestSessionsRefusedWhenShuttingDown(t *testing.T) {
 	_, _, err := e.Gateway().Acquire(ctx, "test", gateway.Credentials{})
 	require.True(t, gateway.Retryable(err), "%v", err)
 	require.Equal(t, gateway.KindUnavailable, gateway.KindOf(err))
+}
+
+// gatedBroker holds the first in-process connection back until gate is
+// closed, then fails it as a dial whose deadline passed does.
+type gatedBroker struct {
+	*engine.Engine
+	waiting chan struct{}
+	gate    chan struct{}
+	first   atomic.Bool
+}
+
+func (b *gatedBroker) ConnectLocal(peer server.LocalPeer) (net.Conn, error) {
+	if b.first.CompareAndSwap(false, true) {
+		close(b.waiting)
+		<-b.gate
+		return nil, context.DeadlineExceeded
+	}
+	return b.Engine.ConnectLocal(peer)
+}
+
+// A request waiting on a shared session another request is opening does
+// not inherit that request's own failure (its deadline passed, its client
+// went away): it opens the session itself.
+func TestWaiterOpensWhenOpenerGivesUp(t *testing.T) {
+	e := startBroker(t, nil)
+	b := &gatedBroker{Engine: e, waiting: make(chan struct{}), gate: make(chan struct{})}
+	g := gateway.New(gateway.Config{Broker: b})
+	defer g.Close()
+	opened := make(chan error, 1)
+	go func() {
+		_, _, err := g.Acquire(t.Context(), "test", gateway.Credentials{})
+		opened <- err
+	}()
+	<-b.waiting
+	waited := make(chan error, 1)
+	go func() {
+		s, release, err := g.Acquire(t.Context(), "test", gateway.Credentials{})
+		if err == nil {
+			_, err = s.Ping(t.Context())
+			release()
+		}
+		waited <- err
+	}()
+	require.Eventually(t, func() bool { return g.Waiters() == 1 }, 10*time.Second, time.Millisecond)
+	close(b.gate)
+	require.ErrorIs(t, <-opened, context.DeadlineExceeded)
+	require.NoError(t, <-waited)
 }

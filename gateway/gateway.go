@@ -202,13 +202,20 @@ func (g *Gateway) Acquire(ctx context.Context, via string, cred Credentials) (s 
 			if e.s != nil {
 				_ = e.s.Close() // it ended already; Close only releases it
 			}
-			if e.err != nil {
+			if e.err != nil && !(ownFailure(e.err) && ctx.Err() == nil) {
 				return nil, nil, e.err
 			}
-			continue
+			continue // the opener's own deadline or cancellation: try on this request's
 		}
 		return e.s, g.releaser(e), nil
 	}
+}
+
+// ownFailure reports whether an open failed for the request that opened
+// (its context ended), not for the credentials or the broker: a request
+// that waited on it then opens on its own.
+func ownFailure(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func (g *Gateway) releaser(e *entry) func() {
@@ -331,6 +338,22 @@ func (g *Gateway) sweep(now time.Time) {
 // Done is closed when the gateway closes: a stream (a subscription, an
 // event stream, a WebSocket) ends then.
 func (g *Gateway) Done() <-chan struct{} { return g.quit }
+
+// Waiters is how many requests wait for a shared session another request
+// is opening (for tests).
+func (g *Gateway) Waiters() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, e := range g.shared {
+		select {
+		case <-e.ready:
+		default:
+			n += e.refs - 1
+		}
+	}
+	return n
+}
 
 // Sessions is how many shared sessions the gateway holds.
 func (g *Gateway) Sessions() int {
