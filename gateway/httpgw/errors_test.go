@@ -277,3 +277,32 @@ func TestNoAnonymousGatewayBeyondLoopback(t *testing.T) {
 		}
 	}
 }
+
+// A publish that fails in part says of every record of the failed chunk
+// whether it was stored: records of another partition stored after the
+// one that failed are listed, so a client retries only what was not.
+func TestPartialFailureListsEveryRecord(t *testing.T) {
+	e := startBroker(t, nil)
+	base := gatewayServer(t, e, httpgw.Config{})
+	createTopic(t, base, "t", 2)
+	body := []byte(`{"records":[{"value":"a","partition":5},{"value":"b","partition":0},{"value":"c","partition":0}]}`)
+	for _, q := range []string{"", "?acks=ranges"} {
+		a := call(t, "POST", base+"/v1/topics/t/messages"+q, "application/json", body)
+		require.Equal(t, 404, a.status, "%s", a.body)
+		require.Equal(t, "not_found", a.errCode(t))
+		got := a.json(t)
+		require.EqualValues(t, 2, got["count"], "%s", a.body)
+		if q == "" {
+			require.Equal(t, []any{
+				map[string]any{"partition": -1.0, "offset": -1.0},
+				map[string]any{"partition": 0.0, "offset": 0.0},
+				map[string]any{"partition": 0.0, "offset": 1.0},
+			}, got["records"])
+		} else {
+			require.Equal(t, []any{
+				map[string]any{"partition": -1.0, "offset": -1.0, "count": 1.0},
+				map[string]any{"partition": 0.0, "offset": 2.0, "count": 2.0},
+			}, got["ranges"])
+		}
+	}
+}

@@ -199,7 +199,11 @@ type published struct {
 }
 
 func (p *published) add(acks []client.Ack) {
-	p.count += len(acks)
+	for _, a := range acks {
+		if a.Offset >= 0 {
+			p.count++
+		}
+	}
 	if p.mode != acksNone {
 		p.acks = append(p.acks, acks...)
 	}
@@ -279,15 +283,13 @@ func publishGroups(ctx context.Context, s *gateway.Session, topic string, c *chu
 	return nil
 }
 
-// storedPart adds the acks of a chunk that failed in part: those before
-// the first record that was not stored.
+// storedPart adds the acks of a chunk that failed in part: every
+// record's, those not stored with partition and offset -1. Records of
+// several partitions, or of batches after a failed one, may be stored
+// past the first that was not, so the answer says of each record whether
+// it was, and a client retries only those that were not.
 func storedPart(err error, acks []client.Ack, res *published) error {
-	for i, a := range acks {
-		if a.Offset < 0 {
-			res.add(acks[:i])
-			break
-		}
-	}
+	res.add(acks)
 	return err
 }
 
@@ -310,7 +312,8 @@ func (p *published) appendBody(dst []byte, e *errorDetail) []byte {
 		dst = append(dst, `,"ranges":[`...)
 		for i := 0; i < len(p.acks); {
 			j := i + 1
-			for j < len(p.acks) && p.acks[j].Partition == p.acks[i].Partition && p.acks[j].Offset == p.acks[i].Offset+int64(j-i) {
+			for j < len(p.acks) && (p.acks[j].Offset < 0 && p.acks[i].Offset < 0 ||
+				p.acks[j].Partition == p.acks[i].Partition && p.acks[j].Offset == p.acks[i].Offset+int64(j-i)) {
 				j++
 			}
 			if i > 0 {
