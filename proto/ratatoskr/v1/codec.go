@@ -30,8 +30,17 @@ var protoCodec = encoding.GetCodecV2(proto.Name)
 // Name is the proto codec's: the content subtype does not change.
 func (Codec) Name() string { return proto.Name }
 
-// Marshal is the proto codec's.
-func (Codec) Marshal(v any) (mem.BufferSlice, error) { return protoCodec.Marshal(v) }
+// Marshal hands over a PublishEncoder's or SubscribeEncoder's buffer;
+// every other message is the proto codec's.
+func (Codec) Marshal(v any) (mem.BufferSlice, error) {
+	switch m := v.(type) {
+	case *PublishEncoder:
+		return m.marshal(), nil
+	case *SubscribeEncoder:
+		return m.marshal(), nil
+	}
+	return protoCodec.Marshal(v)
+}
 
 // Unmarshal decodes data into v.
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
@@ -40,8 +49,42 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 		return m.decode(data.Materialize())
 	case *SubscribeResponse:
 		return m.decode(data.Materialize())
+	case *PublishBuffer:
+		m.buf = copyOut(m.buf, data)
+		return m.Request.decode(m.buf)
+	case *SubscribeBuffer:
+		m.buf = copyOut(m.buf, data)
+		return m.Response.decode(m.buf)
 	}
 	return protoCodec.Unmarshal(data, v)
+}
+
+// PublishBuffer is a PublishRequest that Codec decodes into with a buffer
+// of its own for the received bytes, reused from one decoding to the
+// next: where a PublishRequest's decoding allocates a copy of each
+// message, a reused PublishBuffer allocates nothing once its buffer is
+// large enough. Request's records alias the buffer until the next
+// decoding.
+type PublishBuffer struct {
+	Request PublishRequest
+	buf     []byte
+}
+
+// SubscribeBuffer is PublishBuffer's counterpart for a SubscribeResponse.
+type SubscribeBuffer struct {
+	Response SubscribeResponse
+	buf      []byte
+}
+
+// copyOut copies data into buf, growing it when it must.
+func copyOut(buf []byte, data mem.BufferSlice) []byte {
+	n := data.Len()
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	data.CopyTo(buf)
+	return buf
 }
 
 var errMalformed = errors.New("ratatoskr.v1: malformed message")
