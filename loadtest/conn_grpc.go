@@ -365,10 +365,12 @@ type grpcSub struct {
 
 func (s *grpcSub) run(st pb.Broker_SubscribeClient, topic string, h func(*client.Delivery), batchEnd func()) {
 	defer close(s.done)
-	var resp pb.SubscribeResponse
+	// The buffer decoded into is reused: the handler sees each record's
+	// bytes only during its call.
+	var resp pb.SubscribeBuffer
 	d := client.Delivery{Topic: topic}
 	for st.RecvMsg(&resp) == nil {
-		for _, r := range resp.Records {
+		for _, r := range resp.Response.Records {
 			d.Partition, d.Offset, d.Key, d.Value = r.Partition, r.Offset, r.Key, r.Value
 			d.Timestamp = time.Unix(0, r.TimestampNs)
 			d.Headers = d.Headers[:0]

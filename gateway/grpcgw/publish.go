@@ -23,6 +23,7 @@ import (
 const (
 	maxInFlight      = 256
 	maxInFlightBytes = 16 << 20
+	maxFree          = 32
 )
 
 // Publish stores one batch.
@@ -126,20 +127,21 @@ func (s *Server) PublishStream(stream pb.Broker_PublishStreamServer) error {
 		return err
 	}
 	defer func() { _ = sess.Close() }()
-	queue := make(chan *pb.PublishRequest, maxInFlight)
+	queue := make(chan *pb.PublishBuffer, maxInFlight)
 	// free holds requests answered, for the reader to decode into again
-	// (pb.Codec fills their records anew).
-	free := make(chan *pb.PublishRequest, maxInFlight)
+	// (pb.Codec fills their records and buffer anew). It keeps fewer than
+	// may be in flight: an idle stream holds on to their buffers.
+	free := make(chan *pb.PublishBuffer, maxFree)
 	room := semaphore.NewWeighted(maxInFlightBytes)
 	var recvErr error // written by the reader before it closes queue
 	go func() {
 		defer close(queue)
 		for {
-			var req *pb.PublishRequest
+			var req *pb.PublishBuffer
 			select {
 			case req = <-free:
 			default:
-				req = new(pb.PublishRequest)
+				req = new(pb.PublishBuffer)
 			}
 			if err := stream.RecvMsg(req); err != nil {
 				if !errors.Is(err, io.EOF) {
@@ -147,7 +149,7 @@ func (s *Server) PublishStream(stream pb.Broker_PublishStreamServer) error {
 				}
 				return
 			}
-			if err := room.Acquire(ctx, weight(req)); err != nil {
+			if err := room.Acquire(ctx, weight(&req.Request)); err != nil {
 				return
 			}
 			select {
@@ -159,7 +161,7 @@ func (s *Server) PublishStream(stream pb.Broker_PublishStreamServer) error {
 	}()
 	p := publisher{s: s, sess: sess, stream: stream, free: free, room: room}
 	for {
-		var req *pb.PublishRequest
+		var req *pb.PublishBuffer
 		var ok bool
 		select {
 		case req, ok = <-queue:
@@ -173,8 +175,12 @@ func (s *Server) PublishStream(stream pb.Broker_PublishStreamServer) error {
 		if !ok {
 			return recvErr
 		}
-		p.reqs = append(p.reqs[:0], req)
-		p.reqs = drain(queue, p.reqs)
+		p.reqs = append(p.reqs[:0], &req.Request)
+		p.bufs = append(p.bufs[:0], req)
+		p.bufs = drain(queue, p.bufs)
+		for _, b := range p.bufs[1:] {
+			p.reqs = append(p.reqs, &b.Request)
+		}
 		if err := p.publish(ctx); err != nil {
 			return err
 		}
@@ -182,7 +188,7 @@ func (s *Server) PublishStream(stream pb.Broker_PublishStreamServer) error {
 }
 
 // drain appends what queue holds now, without waiting.
-func drain(queue <-chan *pb.PublishRequest, reqs []*pb.PublishRequest) []*pb.PublishRequest {
+func drain(queue <-chan *pb.PublishBuffer, reqs []*pb.PublishBuffer) []*pb.PublishBuffer {
 	for len(reqs) < maxInFlight {
 		select {
 		case r, ok := <-queue:
@@ -203,7 +209,8 @@ type publisher struct {
 	sess   *gateway.Session
 	stream pb.Broker_PublishStreamServer
 	reqs   []*pb.PublishRequest
-	free   chan<- *pb.PublishRequest
+	bufs   []*pb.PublishBuffer // reqs[i] is bufs[i].Request
+	free   chan<- *pb.PublishBuffer
 	room   *semaphore.Weighted
 	conv   converter
 	ends   []int // ends[i]: the end of reqs[i]'s messages in conv.msgs
@@ -223,14 +230,15 @@ func (p *publisher) publish(ctx context.Context) error {
 		}
 		i = j
 	}
-	for _, r := range p.reqs {
-		p.room.Release(weight(r))
+	for _, b := range p.bufs {
+		p.room.Release(weight(&b.Request))
 		select {
-		case p.free <- r:
+		case p.free <- b:
 		default:
 		}
 	}
 	clear(p.reqs)
+	clear(p.bufs)
 	return nil
 }
 
