@@ -96,6 +96,37 @@ func (c *converter) messages(req *pb.PublishRequest) ([]client.Message, []client
 	return c.msgs[start:], partitionOpts(req.Partition), nil
 }
 
+// flat is messages for a stream's request.
+func (c *converter) flat(req *pb.PublishBuffer) ([]client.Message, []client.PublishOption, error) {
+	var part *int32
+	if req.HasPartition {
+		if req.Partition < 0 {
+			return nil, nil, invalid("partition must not be negative")
+		}
+		part = &req.Partition
+	}
+	start := len(c.msgs)
+	for i := range req.Records {
+		r := &req.Records[i]
+		m := client.Message{Key: r.Key, Value: r.Value}
+		if len(m.Key) == 0 {
+			m.Key = nil // proto3 bytes have no presence: empty is no key
+		}
+		if r.TimestampNs != 0 {
+			m.Timestamp = time.Unix(0, r.TimestampNs)
+		}
+		if len(r.Headers) > 0 {
+			h0 := len(c.headers)
+			for _, h := range r.Headers {
+				c.headers = append(c.headers, client.Header{Key: h.Key, Value: h.Value})
+			}
+			m.Headers = c.headers[h0:len(c.headers):len(c.headers)]
+		}
+		c.msgs = append(c.msgs, m)
+	}
+	return c.msgs[start:], partitionOpts(part), nil
+}
+
 // reset forgets the converted messages, keeping the slices' room and
 // dropping their references to the requests' bytes.
 func (c *converter) reset() {
@@ -149,7 +180,7 @@ func (s *Server) PublishStream(stream pb.Broker_PublishStreamServer) error {
 				}
 				return
 			}
-			if err := room.Acquire(ctx, weight(&req.Request)); err != nil {
+			if err := room.Acquire(ctx, weight(req)); err != nil {
 				return
 			}
 			select {
@@ -175,12 +206,8 @@ func (s *Server) PublishStream(stream pb.Broker_PublishStreamServer) error {
 		if !ok {
 			return recvErr
 		}
-		p.reqs = append(p.reqs[:0], &req.Request)
-		p.bufs = append(p.bufs[:0], req)
-		p.bufs = drain(queue, p.bufs)
-		for _, b := range p.bufs[1:] {
-			p.reqs = append(p.reqs, &b.Request)
-		}
+		p.reqs = append(p.reqs[:0], req)
+		p.reqs = drain(queue, p.reqs)
 		if err := p.publish(ctx); err != nil {
 			return err
 		}
@@ -208,8 +235,7 @@ type publisher struct {
 	s      *Server
 	sess   *gateway.Session
 	stream pb.Broker_PublishStreamServer
-	reqs   []*pb.PublishRequest
-	bufs   []*pb.PublishBuffer // reqs[i] is bufs[i].Request
+	reqs   []*pb.PublishBuffer
 	free   chan<- *pb.PublishBuffer
 	room   *semaphore.Weighted
 	conv   converter
@@ -230,49 +256,38 @@ func (p *publisher) publish(ctx context.Context) error {
 		}
 		i = j
 	}
-	for _, b := range p.bufs {
-		p.room.Release(weight(&b.Request))
+	for _, r := range p.reqs {
+		p.room.Release(weight(r))
 		select {
-		case p.free <- b:
+		case p.free <- r:
 		default:
 		}
 	}
 	clear(p.reqs)
-	clear(p.bufs)
 	return nil
 }
 
 // weight is what a request counts against maxInFlightBytes: its records'
 // bytes, at most the whole bound, so that one request larger than it
 // still goes through alone.
-func weight(req *pb.PublishRequest) int64 {
-	n := int64(len(req.Topic))
-	for _, r := range req.Records {
-		n += int64(len(r.Key) + len(r.Value))
-		for _, h := range r.Headers {
-			n += int64(len(h.Key) + len(h.Value))
-		}
-	}
-	return min(n, maxInFlightBytes)
+func weight(req *pb.PublishBuffer) int64 {
+	return min(int64(req.Bytes()), maxInFlightBytes)
 }
 
-func sameTarget(a, b *pb.PublishRequest) bool {
-	if a.Topic != b.Topic || (a.Partition == nil) != (b.Partition == nil) {
-		return false
-	}
-	return a.Partition == nil || *a.Partition == *b.Partition
+func sameTarget(a, b *pb.PublishBuffer) bool {
+	return a.Topic == b.Topic && a.HasPartition == b.HasPartition && a.Partition == b.Partition
 }
 
 // publishRun publishes requests of one topic and partition as one batch
 // and sends their acks; on a failure, the requests before the first
 // failed record are still acknowledged, then the stream ends with the
 // error.
-func (p *publisher) publishRun(ctx context.Context, run []*pb.PublishRequest) error {
+func (p *publisher) publishRun(ctx context.Context, run []*pb.PublishBuffer) error {
 	defer p.conv.reset()
 	p.ends = p.ends[:0]
 	var opts []client.PublishOption
 	for _, req := range run {
-		_, o, err := p.conv.messages(req)
+		_, o, err := p.conv.flat(req)
 		if err != nil {
 			return err
 		}
@@ -286,7 +301,7 @@ func (p *publisher) publishRun(ctx context.Context, run []*pb.PublishRequest) er
 		if err != nil && (len(part) == 0 || !allStored(part)) {
 			break // this request failed, or nothing tells that it did not
 		}
-		p.resp.Id = req.Id
+		p.resp.Id = req.ID
 		fillAck(&p.resp, part)
 		if serr := p.stream.Send(&p.resp); serr != nil {
 			return serr

@@ -44,7 +44,7 @@ func TestEncodersRoundTrip(t *testing.T) {
 		require.NoError(t, proto.Unmarshal(b, &got))
 		require.True(t, proto.Equal(want, &got), "publish: want %v, got %v", want, &got)
 		require.NoError(t, Codec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &pbuf))
-		require.True(t, proto.Equal(want, &pbuf.Request), "publish buffer: want %v, got %v", want, &pbuf.Request)
+		require.True(t, proto.Equal(want, pbuf.request()), "publish buffer: want %v, got %v", want, pbuf.request())
 
 		wantSub := randomSubscribe(r)
 		for _, d := range wantSub.Records {
@@ -111,5 +111,79 @@ func BenchmarkPublishEncoder(b *testing.B) {
 		}
 		data, _ := Codec{}.Marshal(&pe)
 		data.Free()
+	}
+}
+
+// request is m as the PublishRequest it was decoded from.
+func (m *PublishBuffer) request() *PublishRequest {
+	r := &PublishRequest{Topic: m.Topic, Id: m.ID}
+	if m.HasPartition {
+		p := m.Partition
+		r.Partition = &p
+	}
+	for _, fr := range m.Records {
+		rec := &Record{Key: fr.Key, Value: fr.Value, TimestampNs: fr.TimestampNs}
+		for _, h := range fr.Headers {
+			rec.Headers = append(rec.Headers, &Header{Key: h.Key, Value: h.Value})
+		}
+		r.Records = append(r.Records, rec)
+	}
+	return r
+}
+
+// A PublishBuffer reused for many requests decodes each as proto does, and
+// refuses what proto.Unmarshal refuses.
+func TestPublishBufferDecodesAsProtoDoes(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	var pbuf PublishBuffer
+	for range 500 {
+		want := randomPublish(r)
+		b, err := proto.Marshal(want)
+		require.NoError(t, err)
+		require.NoError(t, Codec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &pbuf))
+		require.True(t, proto.Equal(want, pbuf.request()), "want %v, got %v", want, pbuf.request())
+		n := len(want.Topic)
+		for _, rec := range want.Records {
+			n += len(rec.Key) + len(rec.Value)
+			for _, h := range rec.Headers {
+				n += len(h.Key) + len(h.Value)
+			}
+		}
+		require.Equal(t, n, pbuf.Bytes())
+		// Cut short or corrupted: what proto decodes, PublishBuffer
+		// decodes to the same (proto also refuses invalid UTF-8, which
+		// Codec lets through, as TestCodecDecodesAsProtoDoes says).
+		if len(b) > 1 {
+			bad := append([]byte(nil), b[:r.IntN(len(b)-1)+1]...)
+			if r.IntN(2) == 0 {
+				bad[r.IntN(len(bad))] ^= byte(1 + r.IntN(255))
+			}
+			var ref PublishRequest
+			if proto.Unmarshal(bad, &ref) != nil {
+				continue
+			}
+			require.NoError(t, Codec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(bad)}, &pbuf), "proto decodes %x", bad)
+			got := pbuf.request()
+			normalize(&ref)
+			normalize(got)
+			require.True(t, proto.Equal(&ref, got), "%v\n%v", &ref, got)
+		}
+	}
+}
+
+func BenchmarkPublishBufferDecode(b *testing.B) {
+	req := &PublishRequest{Topic: "topic"}
+	for range 2000 {
+		req.Records = append(req.Records, &Record{Value: make([]byte, 128)})
+	}
+	data, err := proto.Marshal(req)
+	require.NoError(b, err)
+	var pbuf PublishBuffer
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, &pbuf); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
