@@ -239,7 +239,8 @@ type publisher struct {
 	free   chan<- *pb.PublishBuffer
 	room   *semaphore.Weighted
 	conv   converter
-	ends   []int // ends[i]: the end of reqs[i]'s messages in conv.msgs
+	ends   []int        // ends[i]: the end of reqs[i]'s messages in conv.msgs
+	acks   []client.Ack // reused by every PublishBatchInto
 	resp   pb.PublishResponse
 }
 
@@ -294,7 +295,8 @@ func (p *publisher) publishRun(ctx context.Context, run []*pb.PublishBuffer) err
 		opts = o
 		p.ends = append(p.ends, len(p.conv.msgs))
 	}
-	acks, err := p.sess.PublishBatch(ctx, run[0].Topic, p.conv.msgs, opts...)
+	acks, err := p.sess.PublishBatchInto(ctx, p.acks, run[0].Topic, p.conv.msgs, opts...)
+	p.acks = acks
 	start := 0
 	for i, req := range run {
 		part := acks[start:p.ends[i]]
