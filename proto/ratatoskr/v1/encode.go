@@ -76,12 +76,15 @@ func (p *dirtyPool) Put(b *[]byte) {
 // encoder is a pooled buffer being filled with one message.
 type encoder struct {
 	buf *[]byte
+	// last is the size of the last message sent: the next starts with
+	// that room, rather than growing to it by doubling and copying.
+	last int
 }
 
 // grow makes room for n more bytes, moving to a larger pooled buffer.
 func (e *encoder) grow(n int) []byte {
 	if e.buf == nil {
-		e.buf = pool.Get(max(n, 4096))
+		e.buf = pool.Get(max(n, e.last, 4096))
 		*e.buf = (*e.buf)[:0]
 	}
 	b := *e.buf
@@ -109,7 +112,7 @@ func (e *encoder) take() mem.BufferSlice {
 		return nil
 	}
 	b := e.buf
-	e.buf = nil
+	e.buf, e.last = nil, len(*b)
 	return mem.BufferSlice{mem.NewBuffer(b, pool)}
 }
 
