@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
@@ -28,8 +29,18 @@ func init() { registerProtocol("grpc", dialGRPC) }
 // acknowledged; past it a publish waits for an ack.
 const grpcInFlight = 128
 
-// grpcBuffered is how many PublishAsync messages go in one request.
-const grpcBuffered = 256
+// A producer's messages accumulate in one request (pb.PublishEncoder)
+// while grpcEager or more requests are in flight, up to grpcRequestBytes;
+// with fewer in flight the request goes at once, as the native client
+// writes when its connection is idle. So a paced producer's messages are
+// not held back, and an unpaced one's go in large requests, whose
+// per-request cost (a gRPC message, an ack, a PublishBatch in the
+// gateway) is spread over thousands of records: requests of 64 records
+// spent most of the gateway's time on that cost.
+const (
+	grpcEager        = 4
+	grpcRequestBytes = 256 << 10
+)
 
 func dialGRPC(_ context.Context, cfg *Config, _ []client.Option) (conn, error) {
 	tc := insecure.NewCredentials()
@@ -38,6 +49,11 @@ func dialGRPC(_ context.Context, cfg *Config, _ []client.Option) (conn, error) {
 	}
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(tc),
 		grpc.WithInitialWindowSize(4 << 20), grpc.WithInitialConnWindowSize(16 << 20),
+		// Reads land in buffers from pb.BufferPool, which skips the
+		// clearing gRPC's default pool does; larger socket buffers mean
+		// fewer system calls for streams of large messages.
+		experimental.WithBufferPool(pb.BufferPool()),
+		grpc.WithReadBufferSize(256 << 10), grpc.WithWriteBufferSize(256 << 10),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.ForceCodecV2(pb.Codec{}))}
 	switch {
 	case cfg.Token != "":
@@ -50,7 +66,8 @@ func dialGRPC(_ context.Context, cfg *Config, _ []client.Option) (conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loadtest: grpc %s: %w", cfg.Server, err)
 	}
-	return &grpcConn{cc: cc, bc: pb.NewBrokerClient(cc), slots: make(chan struct{}, grpcInFlight)}, nil
+	return &grpcConn{cc: cc, bc: pb.NewBrokerClient(cc), slots: make(chan struct{}, grpcInFlight),
+		requestBytes: grpcRequestBytes}, nil
 }
 
 // authMetadata sends an authorization header with every call; over
@@ -77,15 +94,18 @@ type grpcConn struct {
 	slots  chan struct{}
 	acked  chan struct{} // closed when the ack reader ends
 	ackErr error         // why it ended; read after acked is closed
-	req    pb.PublishRequest
-	recs   []pb.Record // the records req points into, reused
 	nextID uint64
-	// pending is PublishAsync's buffered request: topic and partition of
-	// its messages, sent when full, when another target comes, or on Flush.
-	pending     []client.Message
-	pendTopic   string
-	pendPart    *int32
-	pendHeaders []client.Header
+	// enc is the request being filled, for encTopic and encPart; open
+	// says it was started. It is sent when it reaches requestBytes, when
+	// another target comes, when few requests are in flight, or on Flush.
+	enc          pb.PublishEncoder
+	encOpen      bool
+	encTopic     string
+	encPart      *int32
+	requestBytes int
+	hdrs         []pb.Header // the headers of the record being added
+	hptrs        []*pb.Header
+	one          [1]client.Message // PublishAsync's message as a batch
 }
 
 // open starts the PublishStream and its ack reader. mu held.
@@ -120,11 +140,25 @@ func (c *grpcConn) readAcks(st pb.Broker_PublishStreamClient) {
 		}
 		want++
 		<-c.slots
+		if len(c.slots) < grpcEager && c.mu.TryLock() {
+			// A request filling while many were in flight goes now
+			// rather than with the next publish, which a paced producer
+			// may make only much later. A publisher holding mu sends it
+			// itself.
+			err := c.sendEager(context.Background())
+			c.mu.Unlock()
+			if err != nil {
+				return // the stream failed; its reader sees why
+			}
+		}
 	}
 }
 
-// send sends one request of msgs. mu held.
-func (c *grpcConn) send(ctx context.Context, topic string, part *int32, msgs []client.Message) error {
+// sendRequest sends the request being filled, if it has records. mu held.
+func (c *grpcConn) sendRequest(ctx context.Context) error {
+	if !c.encOpen || c.enc.Records() == 0 {
+		return nil
+	}
 	if err := c.open(); err != nil {
 		return err
 	}
@@ -135,32 +169,68 @@ func (c *grpcConn) send(ctx context.Context, topic string, part *int32, msgs []c
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if cap(c.recs) < len(msgs) {
-		c.recs = make([]pb.Record, len(msgs))
-		c.req.Records = make([]*pb.Record, len(msgs))
-		for i := range c.recs {
-			c.req.Records[i] = &c.recs[i]
-		}
-	}
-	c.req.Records = c.req.Records[:len(msgs)]
-	for i := range msgs {
-		m, r := &msgs[i], &c.recs[i]
-		r.Key, r.Value, r.TimestampNs = m.Key, m.Value, 0
-		if !m.Timestamp.IsZero() {
-			r.TimestampNs = m.Timestamp.UnixNano()
-		}
-		r.Headers = r.Headers[:0]
-		for _, h := range m.Headers {
-			r.Headers = append(r.Headers, &pb.Header{Key: h.Key, Value: h.Value})
-		}
-	}
 	c.nextID++
-	c.req.Topic, c.req.Partition, c.req.Id = topic, part, c.nextID
-	// SendMsg has encoded the request when it returns: msgs may be reused.
-	if err := c.stream.Send(&c.req); err != nil {
+	c.enc.SetID(c.nextID)
+	c.encOpen = false
+	// SendMsg hands the encoder's buffer to gRPC and leaves it empty.
+	if err := c.stream.SendMsg(&c.enc); err != nil {
 		return c.streamFailure(err)
 	}
 	return nil
+}
+
+// sendEager sends the request being filled when few are in flight, or
+// when it is full. mu held.
+func (c *grpcConn) sendEager(ctx context.Context) error {
+	if len(c.slots) < grpcEager || c.enc.Len() >= c.requestBytes {
+		return c.sendRequest(ctx)
+	}
+	return nil
+}
+
+// add adds msgs to the request being filled, first sending it when it is
+// for another target. mu held.
+func (c *grpcConn) add(ctx context.Context, topic string, part *int32, msgs []client.Message) error {
+	if c.encOpen && (topic != c.encTopic || !samePart(part, c.encPart)) {
+		if err := c.sendRequest(ctx); err != nil {
+			return err
+		}
+	}
+	if !c.encOpen {
+		c.enc.Start(topic, part)
+		c.encOpen, c.encTopic, c.encPart = true, topic, part
+	}
+	for i := range msgs {
+		m := &msgs[i]
+		var ts int64
+		if !m.Timestamp.IsZero() {
+			ts = m.Timestamp.UnixNano()
+		}
+		c.enc.Add(m.Key, m.Value, ts, c.headers(m.Headers))
+		if c.enc.Len() >= c.requestBytes {
+			if err := c.sendRequest(ctx); err != nil {
+				return err
+			}
+			c.enc.Start(topic, part)
+			c.encOpen = true
+		}
+	}
+	return c.sendEager(ctx)
+}
+
+// headers is hs as the encoder takes them, in slices reused per record.
+func (c *grpcConn) headers(hs []client.Header) []*pb.Header {
+	if len(hs) == 0 {
+		return nil
+	}
+	c.hdrs, c.hptrs = c.hdrs[:0], c.hptrs[:0]
+	for _, h := range hs {
+		c.hdrs = append(c.hdrs, pb.Header{Key: h.Key, Value: h.Value})
+	}
+	for i := range c.hdrs {
+		c.hptrs = append(c.hptrs, &c.hdrs[i])
+	}
+	return c.hptrs
 }
 
 // streamFailure is the error a failed Send stands for: the stream's
@@ -191,55 +261,25 @@ func partitionOf(opts []client.PublishOption) *int32 {
 	return nil
 }
 
+// PublishBatchAsync adds msgs to the request being filled; the record
+// bytes are copied, so msgs may be reused at once.
 func (c *grpcConn) PublishBatchAsync(ctx context.Context, topic string, msgs []client.Message, opts ...client.PublishOption) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.sendPending(ctx); err != nil {
-		return err
-	}
-	return c.send(ctx, topic, partitionOf(opts), msgs)
+	return c.add(ctx, topic, partitionOf(opts), msgs)
 }
 
-// PublishAsync buffers msg into the next request.
+// PublishAsync adds msg to the request being filled.
 func (c *grpcConn) PublishAsync(ctx context.Context, topic string, msg client.Message, opts ...client.PublishOption) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	part := partitionOf(opts)
-	if len(c.pending) > 0 && (topic != c.pendTopic || !samePart(part, c.pendPart)) {
-		if err := c.sendPending(ctx); err != nil {
-			return err
-		}
-	}
-	c.pendTopic, c.pendPart = topic, part
-	// The caller may reuse msg's slices: keep copies.
-	msg.Key = append([]byte(nil), msg.Key...)
-	msg.Value = append([]byte(nil), msg.Value...)
-	if len(msg.Headers) > 0 {
-		h0 := len(c.pendHeaders)
-		for _, h := range msg.Headers {
-			c.pendHeaders = append(c.pendHeaders, client.Header{Key: h.Key, Value: append([]byte(nil), h.Value...)})
-		}
-		msg.Headers = c.pendHeaders[h0:]
-	}
-	c.pending = append(c.pending, msg)
-	if len(c.pending) >= grpcBuffered {
-		return c.sendPending(ctx)
-	}
-	return nil
+	c.one[0] = msg
+	err := c.add(ctx, topic, partitionOf(opts), c.one[:])
+	c.one[0] = client.Message{}
+	return err
 }
 
 func samePart(a, b *int32) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
-
-// sendPending sends what PublishAsync buffered. mu held.
-func (c *grpcConn) sendPending(ctx context.Context) error {
-	if len(c.pending) == 0 {
-		return nil
-	}
-	err := c.send(ctx, c.pendTopic, c.pendPart, c.pending)
-	clear(c.pending)
-	c.pending, c.pendHeaders = c.pending[:0], c.pendHeaders[:0]
-	return err
-}
 
 // Flush sends what is buffered and waits for every request's ack: it
 // takes every slot, which it has once the ack reader has given them all
@@ -247,7 +287,7 @@ func (c *grpcConn) sendPending(ctx context.Context) error {
 func (c *grpcConn) Flush(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.sendPending(ctx); err != nil {
+	if err := c.sendRequest(ctx); err != nil {
 		return err
 	}
 	if c.stream == nil {
@@ -274,6 +314,7 @@ func (c *grpcConn) Flush(ctx context.Context) error {
 
 func (c *grpcConn) Close() error {
 	c.mu.Lock()
+	c.enc.Reset()
 	if c.stream != nil {
 		_ = c.stream.CloseSend()
 		c.cancel()
@@ -324,10 +365,12 @@ type grpcSub struct {
 
 func (s *grpcSub) run(st pb.Broker_SubscribeClient, topic string, h func(*client.Delivery), batchEnd func()) {
 	defer close(s.done)
-	var resp pb.SubscribeResponse
+	// The buffer decoded into is reused: the handler sees each record's
+	// bytes only during its call.
+	var resp pb.SubscribeBuffer
 	d := client.Delivery{Topic: topic}
 	for st.RecvMsg(&resp) == nil {
-		for _, r := range resp.Records {
+		for _, r := range resp.Response.Records {
 			d.Partition, d.Offset, d.Key, d.Value = r.Partition, r.Offset, r.Key, r.Value
 			d.Timestamp = time.Unix(0, r.TimestampNs)
 			d.Headers = d.Headers[:0]

@@ -3,12 +3,15 @@ package loadtest
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ratatoskr-mq/ratatoskr/client"
 	"github.com/ratatoskr-mq/ratatoskr/engine"
 )
 
@@ -39,4 +42,81 @@ func TestRunOverGRPC(t *testing.T) {
 		require.Zero(t, res.Lost+res.Duplicated+res.Reordered+res.Malformed)
 	}
 	require.Contains(t, Protocols(), "grpc")
+}
+
+// A producer that publishes while requests are in flight, then stops
+// without a Flush: the request it was filling still goes (the ack reader
+// sends it when the stream drains), with every record in order and
+// headers, partitions and targets switching as asked.
+func TestGRPCConnSendsHeldRequestWithoutFlush(t *testing.T) {
+	cfg := engine.DefaultConfig()
+	cfg.Addr, cfg.HTTPAddr, cfg.GRPCAddr, cfg.DataDir = "127.0.0.1:0", "", "127.0.0.1:0", t.TempDir()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	e, err := engine.New(cfg)
+	require.NoError(t, err)
+	require.NoError(t, e.Start(context.Background()))
+	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })
+
+	ctx := context.Background()
+	lc := DefaultConfig()
+	lc.Server = e.GRPCAddr()
+	cn, err := dialGRPC(ctx, &lc, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cn.Close() })
+	for _, topic := range []string{"held-a", "held-b"} {
+		require.NoError(t, cn.CreateTopic(ctx, topic, client.TopicConfig{Partitions: 2}))
+	}
+	const calls, per = 200, 50
+	msgs := make([]client.Message, per)
+	for i := range calls {
+		topic := "held-a"
+		if i%50 == 49 {
+			topic = "held-b" // another target now and then
+		}
+		for j := range msgs {
+			msgs[j] = client.Message{Value: fmt.Appendf(nil, "%d-%d", i, j),
+				Headers: []client.Header{{Key: "h", Value: []byte{byte(j)}}}}
+		}
+		require.NoError(t, cn.PublishBatchAsync(ctx, topic, msgs, client.ToPartition(i%2)))
+	}
+	one := client.Message{Value: []byte("last")}
+	require.NoError(t, cn.PublishAsync(ctx, "held-a", one, client.ToPartition(1)))
+	total := func(topic string) int64 {
+		info, err := cn.DescribeTopic(ctx, topic)
+		require.NoError(t, err)
+		var n int64
+		for _, p := range info.Partitions {
+			n += p.EndOffset - p.StartOffset
+		}
+		return n
+	}
+	require.Eventually(t, func() bool {
+		return total("held-a") == (calls-4)*per+1 && total("held-b") == 4*per
+	}, 10*time.Second, 10*time.Millisecond)
+
+	// What was stored is what was sent, in order, headers included.
+	var got []string
+	done := make(chan struct{})
+	sub, err := cn.subscribe(ctx, "held-b", func(d *client.Delivery) {
+		if d.Partition != 1 {
+			return
+		}
+		require.Len(t, d.Headers, 1)
+		got = append(got, string(d.Value))
+		if len(got) == 4*per {
+			close(done)
+		}
+	}, client.StartAt(client.Earliest))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe(ctx) })
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("got %d of %d deliveries", len(got), 4*per)
+	}
+	for k, i := range []int{49, 99, 149, 199} {
+		for j := range per {
+			require.Equal(t, fmt.Sprintf("%d-%d", i, j), got[k*per+j])
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -95,6 +96,37 @@ func (c *converter) messages(req *pb.PublishRequest) ([]client.Message, []client
 	return c.msgs[start:], partitionOpts(req.Partition), nil
 }
 
+// flat is messages for a stream's request.
+func (c *converter) flat(req *pb.PublishBuffer) ([]client.Message, []client.PublishOption, error) {
+	var part *int32
+	if req.HasPartition {
+		if req.Partition < 0 {
+			return nil, nil, invalid("partition must not be negative")
+		}
+		part = &req.Partition
+	}
+	start := len(c.msgs)
+	for i := range req.Records {
+		r := &req.Records[i]
+		m := client.Message{Key: r.Key, Value: r.Value}
+		if len(m.Key) == 0 {
+			m.Key = nil // proto3 bytes have no presence: empty is no key
+		}
+		if r.TimestampNs != 0 {
+			m.Timestamp = time.Unix(0, r.TimestampNs)
+		}
+		if len(r.Headers) > 0 {
+			h0 := len(c.headers)
+			for _, h := range r.Headers {
+				c.headers = append(c.headers, client.Header{Key: h.Key, Value: h.Value})
+			}
+			m.Headers = c.headers[h0:len(c.headers):len(c.headers)]
+		}
+		c.msgs = append(c.msgs, m)
+	}
+	return c.msgs[start:], partitionOpts(part), nil
+}
+
 // reset forgets the converted messages, keeping the slices' room and
 // dropping their references to the requests' bytes.
 func (c *converter) reset() {
@@ -109,6 +141,14 @@ func partitionOpts(p *int32) []client.PublishOption {
 	}
 	return []client.PublishOption{client.ToPartition(int(*p))}
 }
+
+// requests holds PublishStream's requests answered, for the streams'
+// readers to decode into again (pb.Codec fills their records and buffer
+// anew): a stream of large requests has dozens in flight, and a request
+// decoded afresh grows its slices of thousands of records (a tenth of a
+// busy gateway's time). A pool, not a list per stream, lets the memory go
+// when the streams are idle.
+var requests = sync.Pool{New: func() any { return new(pb.PublishBuffer) }}
 
 // PublishStream takes batches and acknowledges each, in order.
 //
@@ -126,22 +166,15 @@ func (s *Server) PublishStream(stream pb.Broker_PublishStreamServer) error {
 		return err
 	}
 	defer func() { _ = sess.Close() }()
-	queue := make(chan *pb.PublishRequest, maxInFlight)
-	// free holds requests answered, for the reader to decode into again
-	// (pb.Codec fills their records anew).
-	free := make(chan *pb.PublishRequest, maxInFlight)
+	queue := make(chan *pb.PublishBuffer, maxInFlight)
 	room := semaphore.NewWeighted(maxInFlightBytes)
 	var recvErr error // written by the reader before it closes queue
 	go func() {
 		defer close(queue)
 		for {
-			var req *pb.PublishRequest
-			select {
-			case req = <-free:
-			default:
-				req = new(pb.PublishRequest)
-			}
+			req := requests.Get().(*pb.PublishBuffer)
 			if err := stream.RecvMsg(req); err != nil {
+				requests.Put(req)
 				if !errors.Is(err, io.EOF) {
 					recvErr = err
 				}
@@ -157,9 +190,9 @@ func (s *Server) PublishStream(stream pb.Broker_PublishStreamServer) error {
 			}
 		}
 	}()
-	p := publisher{s: s, sess: sess, stream: stream, free: free, room: room}
+	p := publisher{s: s, sess: sess, stream: stream, room: room}
 	for {
-		var req *pb.PublishRequest
+		var req *pb.PublishBuffer
 		var ok bool
 		select {
 		case req, ok = <-queue:
@@ -182,7 +215,7 @@ func (s *Server) PublishStream(stream pb.Broker_PublishStreamServer) error {
 }
 
 // drain appends what queue holds now, without waiting.
-func drain(queue <-chan *pb.PublishRequest, reqs []*pb.PublishRequest) []*pb.PublishRequest {
+func drain(queue <-chan *pb.PublishBuffer, reqs []*pb.PublishBuffer) []*pb.PublishBuffer {
 	for len(reqs) < maxInFlight {
 		select {
 		case r, ok := <-queue:
@@ -202,11 +235,11 @@ type publisher struct {
 	s      *Server
 	sess   *gateway.Session
 	stream pb.Broker_PublishStreamServer
-	reqs   []*pb.PublishRequest
-	free   chan<- *pb.PublishRequest
+	reqs   []*pb.PublishBuffer
 	room   *semaphore.Weighted
 	conv   converter
-	ends   []int // ends[i]: the end of reqs[i]'s messages in conv.msgs
+	ends   []int        // ends[i]: the end of reqs[i]'s messages in conv.msgs
+	acks   []client.Ack // reused by every PublishBatchInto
 	resp   pb.PublishResponse
 }
 
@@ -225,10 +258,7 @@ func (p *publisher) publish(ctx context.Context) error {
 	}
 	for _, r := range p.reqs {
 		p.room.Release(weight(r))
-		select {
-		case p.free <- r:
-		default:
-		}
+		requests.Put(r)
 	}
 	clear(p.reqs)
 	return nil
@@ -237,48 +267,39 @@ func (p *publisher) publish(ctx context.Context) error {
 // weight is what a request counts against maxInFlightBytes: its records'
 // bytes, at most the whole bound, so that one request larger than it
 // still goes through alone.
-func weight(req *pb.PublishRequest) int64 {
-	n := int64(len(req.Topic))
-	for _, r := range req.Records {
-		n += int64(len(r.Key) + len(r.Value))
-		for _, h := range r.Headers {
-			n += int64(len(h.Key) + len(h.Value))
-		}
-	}
-	return min(n, maxInFlightBytes)
+func weight(req *pb.PublishBuffer) int64 {
+	return min(int64(req.Bytes()), maxInFlightBytes)
 }
 
-func sameTarget(a, b *pb.PublishRequest) bool {
-	if a.Topic != b.Topic || (a.Partition == nil) != (b.Partition == nil) {
-		return false
-	}
-	return a.Partition == nil || *a.Partition == *b.Partition
+func sameTarget(a, b *pb.PublishBuffer) bool {
+	return a.Topic == b.Topic && a.HasPartition == b.HasPartition && a.Partition == b.Partition
 }
 
 // publishRun publishes requests of one topic and partition as one batch
 // and sends their acks; on a failure, the requests before the first
 // failed record are still acknowledged, then the stream ends with the
 // error.
-func (p *publisher) publishRun(ctx context.Context, run []*pb.PublishRequest) error {
+func (p *publisher) publishRun(ctx context.Context, run []*pb.PublishBuffer) error {
 	defer p.conv.reset()
 	p.ends = p.ends[:0]
 	var opts []client.PublishOption
 	for _, req := range run {
-		_, o, err := p.conv.messages(req)
+		_, o, err := p.conv.flat(req)
 		if err != nil {
 			return err
 		}
 		opts = o
 		p.ends = append(p.ends, len(p.conv.msgs))
 	}
-	acks, err := p.sess.PublishBatch(ctx, run[0].Topic, p.conv.msgs, opts...)
+	acks, err := p.sess.PublishBatchInto(ctx, p.acks, run[0].Topic, p.conv.msgs, opts...)
+	p.acks = acks
 	start := 0
 	for i, req := range run {
 		part := acks[start:p.ends[i]]
 		if err != nil && (len(part) == 0 || !allStored(part)) {
 			break // this request failed, or nothing tells that it did not
 		}
-		p.resp.Id = req.Id
+		p.resp.Id = req.ID
 		fillAck(&p.resp, part)
 		if serr := p.stream.Send(&p.resp); serr != nil {
 			return serr

@@ -18,46 +18,39 @@ const (
 	frameBytes = 1 << 20
 )
 
-// frame is a response being filled or sent. recs keeps every Delivery
-// made for it, so that the next use fills them again instead of
-// allocating: resp.Records is recs[:n].
+// frame is a response being filled or sent: the records are encoded as
+// they come (pb.SubscribeEncoder), and gRPC takes the encoded buffer as it
+// is when the frame is sent.
 type frame struct {
-	resp  pb.SubscribeResponse
-	recs  []*pb.Delivery
+	enc   pb.SubscribeEncoder
 	n     int
 	bytes int
+	hdrs  []pb.Header // the headers of the record being added
+	hptrs []*pb.Header
 }
 
 func (f *frame) add(d *client.Delivery) {
-	if f.n == len(f.recs) {
-		f.recs = append(f.recs, &pb.Delivery{})
-	}
-	r := f.recs[f.n]
-	f.n++
-	r.Partition, r.Offset, r.TimestampNs = d.Partition, d.Offset, d.Timestamp.UnixNano()
-	r.Key = append(r.Key[:0], d.Key...)
-	r.Value = append(r.Value[:0], d.Value...)
-	old := r.Headers[:cap(r.Headers)]
-	r.Headers = r.Headers[:0]
-	for i, h := range d.Headers {
-		ph := &pb.Header{}
-		if i < len(old) && old[i] != nil {
-			ph = old[i]
+	var hs []*pb.Header
+	if len(d.Headers) > 0 {
+		f.hdrs, f.hptrs = f.hdrs[:0], f.hptrs[:0]
+		for _, h := range d.Headers {
+			f.hdrs = append(f.hdrs, pb.Header{Key: h.Key, Value: h.Value})
 		}
-		ph.Key, ph.Value = h.Key, append(ph.Value[:0], h.Value...)
-		r.Headers = append(r.Headers, ph)
+		for i := range f.hdrs {
+			f.hptrs = append(f.hptrs, &f.hdrs[i])
+		}
+		hs = f.hptrs
 	}
+	f.enc.Add(d.Partition, d.Offset, d.Key, d.Value, d.Timestamp.UnixNano(), hs)
+	f.n++
 	f.bytes += len(d.Key) + len(d.Value) + 32
 }
 
-// seal makes resp hold the frame's records.
-func (f *frame) seal() {
-	f.resp.Records = f.recs[:f.n]
-}
-
+// reset empties the frame; a buffer a failed send left is released.
 func (f *frame) reset() {
 	f.n, f.bytes = 0, 0
-	f.resp.Records = nil
+	f.enc.Reset()
+	clear(f.hdrs)
 }
 
 // Subscribe delivers a topic's records.
@@ -101,7 +94,6 @@ func (s *Server) Subscribe(req *pb.SubscribeRequest, stream pb.Broker_SubscribeS
 		if dead || cur.n == 0 {
 			return
 		}
-		cur.seal()
 		if !s.put(out, cur, quit) {
 			if !dead {
 				dead = true
@@ -144,7 +136,8 @@ func (s *Server) Subscribe(req *pb.SubscribeRequest, stream pb.Broker_SubscribeS
 				return
 			}
 			n := f.n
-			err := stream.Send(&f.resp)
+			// SendMsg takes the encoder's buffer (pb.Codec).
+			err := stream.SendMsg(&f.enc)
 			f.reset()
 			select {
 			case free <- f:

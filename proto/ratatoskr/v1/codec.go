@@ -30,8 +30,17 @@ var protoCodec = encoding.GetCodecV2(proto.Name)
 // Name is the proto codec's: the content subtype does not change.
 func (Codec) Name() string { return proto.Name }
 
-// Marshal is the proto codec's.
-func (Codec) Marshal(v any) (mem.BufferSlice, error) { return protoCodec.Marshal(v) }
+// Marshal hands over a PublishEncoder's or SubscribeEncoder's buffer;
+// every other message is the proto codec's.
+func (Codec) Marshal(v any) (mem.BufferSlice, error) {
+	switch m := v.(type) {
+	case *PublishEncoder:
+		return m.marshal(), nil
+	case *SubscribeEncoder:
+		return m.marshal(), nil
+	}
+	return protoCodec.Marshal(v)
+}
 
 // Unmarshal decodes data into v.
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
@@ -40,8 +49,184 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 		return m.decode(data.Materialize())
 	case *SubscribeResponse:
 		return m.decode(data.Materialize())
+	case *PublishBuffer:
+		m.buf = copyOut(m.buf, data)
+		return m.decode(m.buf)
+	case *SubscribeBuffer:
+		m.buf = copyOut(m.buf, data)
+		return m.Response.decode(m.buf)
 	}
 	return protoCodec.Unmarshal(data, v)
+}
+
+// PublishBuffer is a PublishRequest decoded by Codec into flat slices,
+// for a server that takes many: the received bytes are copied into a
+// buffer of its own, and the records into a slice of values, both reused
+// from one decoding to the next, so that a reused PublishBuffer allocates
+// nothing once they are large enough (a PublishRequest allocates a copy
+// of each message, and its records are pointers). The records' bytes
+// alias the buffer until the next decoding.
+type PublishBuffer struct {
+	Topic string
+	// Partition is the request's partition when HasPartition.
+	Partition    int32
+	HasPartition bool
+	ID           uint64
+	Records      []FlatRecord
+	headers      []FlatHeader // every record's, which Records' slice
+	buf          []byte
+}
+
+// FlatRecord is a Record as a value.
+type FlatRecord struct {
+	Key, Value  []byte
+	TimestampNs int64
+	Headers     []FlatHeader
+	nheaders    int // while decoding
+}
+
+// FlatHeader is a Header as a value.
+type FlatHeader struct {
+	Key   string
+	Value []byte
+}
+
+// Bytes is how many bytes the request's topic and records' keys, values
+// and headers take.
+func (m *PublishBuffer) Bytes() int {
+	n := len(m.Topic)
+	for i := range m.Records {
+		r := &m.Records[i]
+		n += len(r.Key) + len(r.Value)
+	}
+	for _, h := range m.headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// decode fills m from b.
+func (m *PublishBuffer) decode(b []byte) error {
+	clear(m.Records)
+	clear(m.headers)
+	m.Records, m.headers = m.Records[:0], m.headers[:0]
+	m.Topic, m.Partition, m.HasPartition, m.ID = "", 0, false, 0
+	for len(b) > 0 {
+		num, typ, k := field(b)
+		if k < 0 {
+			return errMalformed
+		}
+		b = b[k:]
+		f := num
+		if !known(num, typ, publishRequestTypes...) {
+			f = 0 // unknown: skipped below
+		}
+		switch f {
+		case 1:
+			var v []byte
+			v, k = bytesField(b)
+			if m.Topic != string(v) { // the same topic as last time costs no allocation
+				m.Topic = string(v)
+			}
+		case 2:
+			var v []byte
+			if v, k = bytesField(b); k < 0 {
+				return errMalformed
+			}
+			m.Records = append(m.Records, FlatRecord{})
+			if err := m.decodeRecord(&m.Records[len(m.Records)-1], v); err != nil {
+				return err
+			}
+		case 3:
+			var v uint64
+			v, k = varintField(b)
+			m.Partition, m.HasPartition = int32(v), true
+		case 4:
+			m.ID, k = varintField(b)
+		default:
+			k = skip(b, num, typ)
+		}
+		if k < 0 {
+			return errMalformed
+		}
+		b = b[k:]
+	}
+	// Records' headers are slices of m.headers, which may have moved as
+	// it grew: they are set once it is complete.
+	h := 0
+	for i := range m.Records {
+		r := &m.Records[i]
+		n := r.nheaders
+		r.Headers, r.nheaders = nil, 0
+		if n > 0 {
+			r.Headers = m.headers[h : h+n : h+n]
+			h += n
+		}
+	}
+	return nil
+}
+
+// decodeRecord fills r from b, its headers appended to m.headers; until
+// decode ends, r.nheaders counts them.
+func (m *PublishBuffer) decodeRecord(r *FlatRecord, b []byte) error {
+	nh := 0
+	for len(b) > 0 {
+		num, typ, k := field(b)
+		if k < 0 {
+			return errMalformed
+		}
+		b = b[k:]
+		f := num
+		if !known(num, typ, recordTypes...) {
+			f = 0 // unknown: skipped below
+		}
+		switch f {
+		case 1:
+			r.Key, k = bytesField(b)
+		case 2:
+			r.Value, k = bytesField(b)
+		case 3:
+			var v []byte
+			if v, k = bytesField(b); k < 0 {
+				return errMalformed
+			}
+			var h Header
+			if err := h.decode(v); err != nil {
+				return err
+			}
+			m.headers = append(m.headers, FlatHeader{Key: h.Key, Value: h.Value})
+			nh++
+		case 4:
+			var v uint64
+			v, k = varintField(b)
+			r.TimestampNs = int64(v)
+		default:
+			k = skip(b, num, typ)
+		}
+		if k < 0 {
+			return errMalformed
+		}
+		b = b[k:]
+	}
+	r.nheaders = nh
+	return nil
+}
+
+// SubscribeBuffer is PublishBuffer's counterpart for a SubscribeResponse.
+type SubscribeBuffer struct {
+	Response SubscribeResponse
+	buf      []byte
+}
+
+// copyOut copies data into buf, growing it when it must.
+func copyOut(buf []byte, data mem.BufferSlice) []byte {
+	n := data.Len()
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	data.CopyTo(buf)
+	return buf
 }
 
 var errMalformed = errors.New("ratatoskr.v1: malformed message")
