@@ -3,6 +3,7 @@ package grpcgw
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/client"
 	"github.com/ratatoskr-mq/ratatoskr/gateway"
 	pb "github.com/ratatoskr-mq/ratatoskr/proto/ratatoskr/v1"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
 // maxInFlight and maxInFlightBytes bound the requests a PublishStream
@@ -283,15 +285,47 @@ func (p *publisher) publishRun(ctx context.Context, run []*pb.PublishBuffer) err
 	defer p.conv.reset()
 	p.ends = p.ends[:0]
 	var opts []client.PublishOption
-	for _, req := range run {
-		_, o, err := p.conv.flat(req)
+	limit := p.sess.MaxMessageBytes()
+	for i, req := range run {
+		msgs, o, err := p.conv.flat(req)
+		if err == nil {
+			err = checkSizes(req.ID, msgs, limit)
+		}
 		if err != nil {
+			// The requests before this one are stored and acknowledged
+			// first: a bad request fails the stream from itself on, not
+			// the good ones it was merged with.
+			if i > 0 {
+				if perr := p.sendRun(ctx, run[:i], opts); perr != nil {
+					return perr
+				}
+			}
 			return err
 		}
 		opts = o
 		p.ends = append(p.ends, len(p.conv.msgs))
 	}
-	acks, err := p.sess.PublishBatchInto(ctx, p.acks, run[0].Topic, p.conv.msgs, opts...)
+	return p.sendRun(ctx, run, opts)
+}
+
+// checkSizes refuses a request with a record larger than the broker
+// takes, before anything of its run is queued.
+func checkSizes(id uint64, msgs []client.Message, limit int) error {
+	for j := range msgs {
+		m := &msgs[j]
+		if size := wire.MessageSize(m.Key, m.Value, m.Headers); size > limit {
+			return wire.Errorf(wire.CodeMessageTooLarge, fmt.Sprintf("request %d, record %d: %d bytes; the broker allows %d",
+				id, j, size, limit))
+		}
+	}
+	return nil
+}
+
+// sendRun publishes the messages of run (converted, p.ends[i] past the
+// last of run[i]) and acknowledges each request that was stored whole, in
+// order, up to the first that was not.
+func (p *publisher) sendRun(ctx context.Context, run []*pb.PublishBuffer, opts []client.PublishOption) error {
+	acks, err := p.sess.PublishBatchInto(ctx, p.acks, run[0].Topic, p.conv.msgs[:p.ends[len(run)-1]], opts...)
 	p.acks = acks
 	start := 0
 	for i, req := range run {

@@ -117,7 +117,8 @@ func (s *Server) Subscribe(req *pb.SubscribeRequest, stream pb.Broker_SubscribeS
 		}
 	}
 	opts = append(opts, client.OnBatchEnd(handoff))
-	if _, err := sess.Subscribe(ctx, req.Topic, handler, opts...); err != nil {
+	sub, err := sess.Subscribe(ctx, req.Topic, handler, opts...)
+	if err != nil {
 		return err
 	}
 	// The first response is empty: it tells the client that the
@@ -161,6 +162,11 @@ func (s *Server) Subscribe(req *pb.SubscribeRequest, stream pb.Broker_SubscribeS
 		return gateway.ErrClosed
 	case <-sess.Done():
 		return sessionEnded(sess)
+	case <-sub.Done():
+		if err := sess.Err(); err != nil {
+			return sessionEnded(sess)
+		}
+		return wire.Errorf(wire.CodeShuttingDown, "the subscription ended")
 	case <-stalled:
 		return wire.Errorf(wire.CodeSlowConsumer, "slow consumer: the client took no message for "+s.stall.String())
 	}
