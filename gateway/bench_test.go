@@ -32,7 +32,7 @@ func benchPublish(b *testing.B, via string) {
 		require.NoError(b, err)
 		c = s.Client
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	require.NoError(b, c.CreateTopic(ctx, "bench", client.TopicConfig{Storage: "memory"}))
 	msgs := make([]client.Message, 64)
 	for i := range msgs {

@@ -69,11 +69,6 @@ type Credentials struct {
 	Remote string
 }
 
-// empty reports whether the client presented nothing.
-func (c *Credentials) empty() bool {
-	return c.Token == "" && c.User == "" && c.Password == "" && c.Cert == nil
-}
-
 // key is what shared sessions are found by: a digest of the credentials,
 // so the table holds no secret.
 func (c *Credentials) key(via string) [32]byte {
@@ -202,7 +197,7 @@ func (g *Gateway) Acquire(ctx context.Context, via string, cred Credentials) (s 
 			if e.s != nil {
 				_ = e.s.Close() // it ended already; Close only releases it
 			}
-			if e.err != nil && !(ownFailure(e.err) && ctx.Err() == nil) {
+			if e.err != nil && (!ownFailure(e.err) || ctx.Err() != nil) {
 				return nil, nil, e.err
 			}
 			continue // the opener's own deadline or cancellation: try on this request's

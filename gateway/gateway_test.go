@@ -50,7 +50,7 @@ func TestSessionPublishSubscribeFetch(t *testing.T) {
 
 	sub, err := g.Dedicated(ctx, "test", gateway.Credentials{Remote: "192.0.2.8:4000"})
 	require.NoError(t, err)
-	defer sub.Close()
+	defer func() { _ = sub.Close() }()
 	got := make(chan client.Delivery, 16)
 	batches := 0
 	_, err = sub.Subscribe(ctx, "t", func(d *client.Delivery) { got <- d.Clone() },

@@ -33,17 +33,20 @@ func TestInteropEveryProtocolReadsEveryOther(t *testing.T) {
 	defer cancel()
 	native, err := client.Dial(ctx, e.Addr().String())
 	require.NoError(t, err)
-	defer native.Close()
+	defer func() { _ = native.Close() }()
 	require.NoError(t, native.CreateTopic(ctx, "interop", client.TopicConfig{Partitions: 1}))
 
 	cc, err := grpc.NewClient(e.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
-	defer cc.Close()
+	defer func() { _ = cc.Close() }()
 	rpc := pb.NewBrokerClient(cc)
 	base := "http://" + e.HTTPAddr()
-	ws, _, err := websocket.Dial(ctx, "ws://"+e.HTTPAddr()+"/v1/ws", nil)
+	ws, upgrade, err := websocket.Dial(ctx, "ws://"+e.HTTPAddr()+"/v1/ws", nil)
 	require.NoError(t, err)
-	defer ws.CloseNow()
+	if upgrade.Body != nil { // coder/websocket leaves it nil after an upgrade
+		_ = upgrade.Body.Close()
+	}
+	defer func() { _ = ws.CloseNow() }()
 
 	// Each protocol publishes one message, in turn, each acknowledged
 	// before the next: offsets 0 to 3 in this order.
@@ -71,7 +74,7 @@ func TestInteropEveryProtocolReadsEveryOther(t *testing.T) {
 			require.NoError(t, err)
 			resp, err := http.Post(base+"/v1/topics/interop/messages", "application/json", bytes.NewReader(body))
 			require.NoError(t, err)
-			defer resp.Body.Close()
+			defer func() { _ = resp.Body.Close() }()
 			require.Equal(t, http.StatusOK, resp.StatusCode)
 			var ans struct{ Records []record }
 			require.NoError(t, json.NewDecoder(resp.Body).Decode(&ans))
@@ -108,7 +111,7 @@ func TestInteropEveryProtocolReadsEveryOther(t *testing.T) {
 			sub, err := native.Subscribe(ctx, "interop", func(d *client.Delivery) { ch <- d.Clone() },
 				client.StartAt(client.Earliest))
 			require.NoError(t, err)
-			defer sub.Unsubscribe(ctx)
+			defer func() { _ = sub.Unsubscribe(ctx) }()
 			var got []client.Delivery
 			for range want {
 				got = append(got, <-ch)
@@ -136,7 +139,7 @@ func TestInteropEveryProtocolReadsEveryOther(t *testing.T) {
 		"http fetch": func() []record {
 			resp, err := http.Get(base + "/v1/topics/interop/partitions/0/messages?offset=earliest")
 			require.NoError(t, err)
-			defer resp.Body.Close()
+			defer func() { _ = resp.Body.Close() }()
 			require.Equal(t, http.StatusOK, resp.StatusCode)
 			var ans struct{ Records []record }
 			require.NoError(t, json.NewDecoder(resp.Body).Decode(&ans))
@@ -149,7 +152,7 @@ func TestInteropEveryProtocolReadsEveryOther(t *testing.T) {
 			require.NoError(t, err)
 			resp, err := http.DefaultClient.Do(req)
 			require.NoError(t, err)
-			defer resp.Body.Close()
+			defer func() { _ = resp.Body.Close() }()
 			var got []record
 			sc := bufio.NewScanner(resp.Body)
 			for len(got) < len(want) && sc.Scan() {

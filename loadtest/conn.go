@@ -74,7 +74,8 @@ func registerProtocol(name string, dial dialFunc) { protocols[name] = dial }
 
 // Protocols lists the protocols Config.Protocol may name.
 func Protocols() []string {
-	out := []string{"native"}
+	out := make([]string, 1, 1+len(protocols))
+	out[0] = "native"
 	for name := range protocols {
 		out = append(out, name)
 	}
