@@ -11,7 +11,8 @@
 #               in network namespaces for JEPSEN_TIME (root only)
 #
 # Only Go itself is needed; modules are fetched on first use, and make
-# test installs Debian's chromium and prometheus (promtool) when missing.
+# test installs Debian's chromium, prometheus (promtool) and
+# protobuf-compiler (protoc), and grpcurl into bin/, when missing.
 
 GO        ?= go
 BIN       := bin/ratatoskr
