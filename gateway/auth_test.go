@@ -222,3 +222,31 @@ func TestWaiterOpensWhenOpenerGivesUp(t *testing.T) {
 	require.ErrorIs(t, <-opened, context.DeadlineExceeded)
 	require.NoError(t, <-waited)
 }
+
+// A tenant's quotas and namespace hold for its gateway sessions as for
+// its native connections: its topics are its own, and its quota refuses
+// what is past it.
+func TestSessionTenantQuotaAndNamespace(t *testing.T) {
+	e := startSecure(t, nil)
+	sec := e.Security()
+	require.NoError(t, sec.AddTenant("acme", auth.Quotas{Topics: 1}))
+	require.NoError(t, sec.AddUser("app", "acme", auth.RoleTenantAdmin, "app-password"))
+	g, ctx := e.Gateway(), t.Context()
+	s, release, err := g.Acquire(ctx, "test", gateway.Credentials{User: "app", Password: "app-password", Remote: "192.0.2.4:1"})
+	require.NoError(t, err)
+	defer release()
+
+	require.NoError(t, s.CreateTopic(ctx, "orders", client.TopicConfig{}), "acme's orders, not the broker's")
+	err = s.CreateTopic(ctx, "second", client.TopicConfig{})
+	require.ErrorIs(t, err, client.ErrQuotaExceeded)
+	require.Equal(t, gateway.KindExhausted, gateway.KindOf(err))
+	_, err = s.PublishBatch(ctx, "orders", []client.Message{{Value: []byte("acme's")}})
+	require.NoError(t, err)
+
+	admin, releaseAdmin, err := g.Acquire(ctx, "test", gateway.Credentials{Token: adminToken, Remote: "127.0.0.1:1"})
+	require.NoError(t, err)
+	defer releaseAdmin()
+	f, err := admin.Fetch(ctx, "orders", 0, client.Earliest)
+	require.NoError(t, err)
+	require.Empty(t, f.Messages, "the broker's own orders holds nothing of acme's")
+}
