@@ -22,7 +22,7 @@ FUZZTIME  ?= 5s
 LINT      := bin/golangci-lint
 LINT_VER  := v2.15.0
 
-.PHONY: all run cluster build deps chromium promtool test vet unit race fuzz-short fuzz bench sim test-cluster lint clean
+.PHONY: all run cluster build deps debs chromium promtool test vet unit race fuzz-short fuzz bench sim test-cluster lint clean
 
 all: build
 
@@ -51,24 +51,27 @@ cluster: build
 			--addr 127.0.0.1:707$$n --http-addr 127.0.0.1:808$$n --data ./data/node$$n & \
 	done; wait
 
-test: deps proto-check grpcurl vet chromium promtool unit race fuzz-short
+test: deps debs proto-check grpcurl vet unit race fuzz-short
 
-# The dashboard test drives headless Chromium; install Debian's package
-# when it is missing (as root, or through sudo when there is one).
+# Debian packages the tests use, installed when their command is missing
+# (as root, or through sudo when there is one), with one apt-get update for
+# all of them: chromium (the dashboard and WebSocket browser tests),
+# prometheus (promtool checks /metrics) and protobuf-compiler (protoc, for
+# proto-check). $(call debs,cmd:package ...) installs those missing.
+define debs
+	@missing=""; for p in $(1); do command -v $${p%%:*} >/dev/null || missing="$$missing $${p##*:}"; done; \
+	[ -z "$$missing" ] || { \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+		else echo "missing Debian packages:$$missing; install them as root" >&2; exit 1; fi; \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends $$missing; }
+endef
+DEBS := chromium:chromium promtool:prometheus protoc:protobuf-compiler
+debs:
+	$(call debs,$(DEBS))
 chromium:
-	@command -v chromium >/dev/null || { \
-		if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
-		else echo "chromium is missing: install Debian's chromium package as root" >&2; exit 1; fi; \
-		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }
-
-# The metrics test runs promtool on a live broker's /metrics; install
-# Debian's prometheus package, which has it, when it is missing (as
-# chromium above).
+	$(call debs,chromium:chromium)
 promtool:
-	@command -v promtool >/dev/null || { \
-		if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
-		else echo "promtool is missing: install Debian's prometheus package as root" >&2; exit 1; fi; \
-		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends prometheus; }
+	$(call debs,promtool:prometheus)
 
 vet:
 	$(GO) vet -tags invariants $(PKGS)
@@ -190,10 +193,7 @@ PROTOC_GEN_GRPC    := bin/protoc-gen-go-grpc-$(PROTOC_GEN_GRPC_VER)
 .PHONY: proto proto-check protoc grpcurl
 
 protoc:
-	@command -v protoc >/dev/null || { \
-		if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
-		else echo "protoc is missing: install Debian's protobuf-compiler package as root" >&2; exit 1; fi; \
-		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends protobuf-compiler; }
+	$(call debs,protoc:protobuf-compiler)
 
 # Each plugin binary is named for its version, so a changed pin builds anew.
 $(PROTOC_GEN_GO):
