@@ -2,10 +2,10 @@ package grpcgw
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/gateway"
 	pb "github.com/ratatoskr-mq/ratatoskr/proto/ratatoskr/v1"
 )
 
@@ -97,43 +97,8 @@ func (s *Server) CreateTopic(ctx context.Context, req *pb.CreateTopicRequest) (*
 func topicConfig(partitions int32, kv map[string]string) (client.TopicConfig, error) {
 	cfg := client.TopicConfig{Partitions: int(partitions)}
 	for k, v := range kv {
-		var err error
-		switch k {
-		case "storage":
-			cfg.Storage = v
-		case "fsync":
-			cfg.Fsync = v
-		case "dead-letter-topic":
-			cfg.DeadLetterTopic = v
-		case "encryption":
-			cfg.Encryption = v
-		case "retention":
-			var d time.Duration
-			if d, err = time.ParseDuration(v); err == nil {
-				cfg.Retention = d
-				if d == 0 {
-					cfg.Retention = client.KeepForever
-				}
-			}
-		case "retention-bytes":
-			var n int64
-			if n, err = strconv.ParseInt(v, 10, 64); err == nil {
-				cfg.RetentionBytes = n
-				if n == 0 {
-					cfg.RetentionBytes = client.UnboundedBytes
-				}
-			}
-		case "max-subscribers":
-			cfg.MaxSubscribers, err = strconv.Atoi(v)
-		case "max-deliveries":
-			cfg.MaxDeliveries, err = strconv.Atoi(v)
-		case "replicas":
-			cfg.Replicas, err = strconv.Atoi(v)
-		default:
-			return cfg, invalid("unknown topic setting " + strconv.Quote(k))
-		}
-		if err != nil {
-			return cfg, invalid("topic setting " + k + "=" + strconv.Quote(v) + ": " + err.Error())
+		if err := gateway.SetTopicKey(&cfg, k, v); err != nil {
+			return cfg, err
 		}
 	}
 	return cfg, nil

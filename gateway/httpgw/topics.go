@@ -5,8 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strconv"
-	"time"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
 	"github.com/ratatoskr-mq/ratatoskr/gateway"
@@ -127,50 +125,11 @@ func topicConfig(req CreateTopic) (client.TopicConfig, error) {
 		return cfg, badRequest("partitions must not be negative")
 	}
 	for k, v := range req.Config {
-		if err := setTopicKey(&cfg, k, v); err != nil {
+		if err := gateway.SetTopicKey(&cfg, k, v); err != nil {
 			return cfg, err
 		}
 	}
 	return cfg, nil
-}
-
-// setTopicKey sets one config key of a new topic.
-func setTopicKey(cfg *client.TopicConfig, k, v string) error {
-	bad := func() error { return badRequest("config " + k + ": bad value " + strconv.Quote(v)) }
-	var err error
-	switch k {
-	case "storage":
-		cfg.Storage = v
-	case "fsync":
-		cfg.Fsync = v
-	case "dead-letter-topic":
-		cfg.DeadLetterTopic = v
-	case "encryption":
-		cfg.Encryption = v
-	case "max-subscribers":
-		cfg.MaxSubscribers, err = strconv.Atoi(v)
-	case "replicas":
-		cfg.Replicas, err = strconv.Atoi(v)
-	case "max-deliveries":
-		cfg.MaxDeliveries, err = strconv.Atoi(v)
-	case "retention":
-		if v == "0" || v == "0s" {
-			cfg.Retention = client.KeepForever
-			break
-		}
-		cfg.Retention, err = time.ParseDuration(v)
-	case "retention-bytes":
-		cfg.RetentionBytes, err = strconv.ParseInt(v, 10, 64)
-		if err == nil && cfg.RetentionBytes == 0 {
-			cfg.RetentionBytes = client.UnboundedBytes
-		}
-	default:
-		return badRequest("unknown config key " + strconv.Quote(k))
-	}
-	if err != nil {
-		return bad()
-	}
-	return nil
 }
 
 func (h *handler) describeTopic(w http.ResponseWriter, r *http.Request) {
