@@ -35,6 +35,7 @@ var layers = map[string][]string{
 	"telemetry":                {},
 	"telemetry/promtext":       {},
 	"internal/devcert":         {},
+	"internal/browsertest":     {"github.com/chromedp/chromedp", "github.com/stretchr/testify", "golang.org/x/sys"},
 	"cluster/transport":        {"go.etcd.io/raft"},
 	"cluster/raftlog":          {"wire", "storage", "go.etcd.io/raft"},
 	"cluster/meta":             {"wire"},
