@@ -36,6 +36,7 @@ var layers = map[string][]string{
 	"telemetry/promtext":       {},
 	"internal/devcert":         {},
 	"internal/browsertest":     {"github.com/chromedp/chromedp", "github.com/stretchr/testify", "golang.org/x/sys"},
+	"internal/brokertest":      {"engine", "github.com/stretchr/testify"},
 	"cluster/transport":        {"go.etcd.io/raft"},
 	"cluster/raftlog":          {"wire", "storage", "go.etcd.io/raft"},
 	"cluster/meta":             {"wire"},

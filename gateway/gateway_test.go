@@ -1,11 +1,9 @@
 package gateway_test
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"testing"
-	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/internal/brokertest"
 
 	"github.com/stretchr/testify/require"
 
@@ -18,25 +16,7 @@ import (
 // startBroker runs a broker on 127.0.0.1 port 0 for the test.
 func startBroker(t testing.TB, mutate func(*engine.Config)) *engine.Engine {
 	t.Helper()
-	cfg := engine.DefaultConfig()
-	cfg.Addr, cfg.HTTPAddr = "127.0.0.1:0", ""
-	cfg.DataDir = t.TempDir()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.ShutdownTimeout = 5 * time.Second
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	e, err := engine.New(cfg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	require.NoError(t, e.Start(ctx))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = e.Shutdown(ctx)
-	})
-	return e
+	return brokertest.Start(t, mutate)
 }
 
 func TestSessionPublishSubscribeFetch(t *testing.T) {

@@ -3,10 +3,10 @@ package grpcgw_test
 import (
 	"context"
 	"crypto/tls"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/internal/brokertest"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
@@ -22,28 +22,17 @@ import (
 // startBroker runs a broker with the gRPC front end on 127.0.0.1 port 0.
 func startBroker(t *testing.T, mutate func(*engine.Config)) *engine.Engine {
 	t.Helper()
-	cfg := engine.DefaultConfig()
-	cfg.Addr, cfg.HTTPAddr, cfg.GRPCAddr = "127.0.0.1:0", "", "127.0.0.1:0"
-	cfg.DataDir = t.TempDir()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.ShutdownTimeout = 5 * time.Second
-	cfg.DefaultStorage = "memory"
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	e, err := engine.New(cfg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	require.NoError(t, e.Start(ctx))
-	if cfg.GRPCAddr != "" && cfg.GRPCAddr != "off" {
+	var grpcOn bool
+	e := brokertest.Start(t, func(cfg *engine.Config) {
+		cfg.GRPCAddr, cfg.DefaultStorage = "127.0.0.1:0", "memory"
+		if mutate != nil {
+			mutate(cfg)
+		}
+		grpcOn = cfg.GRPCAddr != "" && cfg.GRPCAddr != "off"
+	})
+	if grpcOn {
 		require.NotEmpty(t, e.GRPCAddr())
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = e.Shutdown(ctx)
-	})
 	return e
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/internal/brokertest"
 
 	"github.com/stretchr/testify/require"
 
@@ -62,27 +63,12 @@ const adminToken = "test-admin-token-0123456789abcdef"
 // (and so the gateway at /v1/) on another.
 func startBroker(t *testing.T, mutate func(*engine.Config)) *engine.Engine {
 	t.Helper()
-	cfg := engine.DefaultConfig()
-	cfg.Addr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.DataDir = t.TempDir()
-	cfg.AdminToken = adminToken
-	cfg.AutoCreateTopics = false
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.ShutdownTimeout = 5 * time.Second
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	e, err := engine.New(cfg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	require.NoError(t, e.Start(ctx))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = e.Shutdown(ctx)
+	return brokertest.Start(t, func(cfg *engine.Config) {
+		cfg.HTTPAddr, cfg.AdminToken, cfg.AutoCreateTopics = "127.0.0.1:0", adminToken, false
+		if mutate != nil {
+			mutate(cfg)
+		}
 	})
-	return e
 }
 
 // gatewayServer serves a handler of the broker's gateway with cfg on a

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/internal/brokertest"
+
 	"github.com/coder/websocket"
 	"github.com/stretchr/testify/require"
 
@@ -28,26 +30,12 @@ import (
 // startBroker runs a broker on 127.0.0.1 port 0 for the test.
 func startBroker(t *testing.T, mutate func(*engine.Config)) *engine.Engine {
 	t.Helper()
-	cfg := engine.DefaultConfig()
-	cfg.Addr, cfg.HTTPAddr = "127.0.0.1:0", ""
-	cfg.DataDir = t.TempDir()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.ShutdownTimeout = 5 * time.Second
-	cfg.AutoCreateTopics = false
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	e, err := engine.New(cfg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	require.NoError(t, e.Start(ctx))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = e.Shutdown(ctx)
+	return brokertest.Start(t, func(cfg *engine.Config) {
+		cfg.AutoCreateTopics = false
+		if mutate != nil {
+			mutate(cfg)
+		}
 	})
-	return e
 }
 
 // serve mounts the handler at wsgw.Path on a test server, with page (if
