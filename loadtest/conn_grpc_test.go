@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/internal/brokertest"
 
 	"github.com/stretchr/testify/require"
 
@@ -19,13 +19,7 @@ import (
 // one subscriber through Subscribe, every message delivered once, in
 // order.
 func TestRunOverGRPC(t *testing.T) {
-	cfg := engine.DefaultConfig()
-	cfg.Addr, cfg.HTTPAddr, cfg.GRPCAddr, cfg.DataDir = "127.0.0.1:0", "", "127.0.0.1:0", t.TempDir()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, err := engine.New(cfg)
-	require.NoError(t, err)
-	require.NoError(t, e.Start(context.Background()))
-	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })
+	e := brokertest.Start(t, func(c *engine.Config) { c.GRPCAddr = "127.0.0.1:0" })
 
 	// PerCall 1 publishes with PublishAsync, which the connection
 	// buffers into requests; the default with PublishBatchAsync.
@@ -49,13 +43,7 @@ func TestRunOverGRPC(t *testing.T) {
 // sends it when the stream drains), with every record in order and
 // headers, partitions and targets switching as asked.
 func TestGRPCConnSendsHeldRequestWithoutFlush(t *testing.T) {
-	cfg := engine.DefaultConfig()
-	cfg.Addr, cfg.HTTPAddr, cfg.GRPCAddr, cfg.DataDir = "127.0.0.1:0", "", "127.0.0.1:0", t.TempDir()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, err := engine.New(cfg)
-	require.NoError(t, err)
-	require.NoError(t, e.Start(context.Background()))
-	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })
+	e := brokertest.Start(t, func(c *engine.Config) { c.GRPCAddr = "127.0.0.1:0" })
 
 	ctx := context.Background()
 	lc := DefaultConfig()

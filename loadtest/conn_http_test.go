@@ -3,9 +3,9 @@ package loadtest
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
 	"testing"
+
+	"github.com/ratatoskr-mq/ratatoskr/internal/brokertest"
 
 	"github.com/stretchr/testify/require"
 
@@ -15,13 +15,7 @@ import (
 // TestRunOverHTTP runs producers and a subscriber through the broker's
 // HTTP gateway (NDJSON publishes, an event stream) and loses nothing.
 func TestRunOverHTTP(t *testing.T) {
-	cfg := engine.DefaultConfig()
-	cfg.Addr, cfg.HTTPAddr, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", t.TempDir()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, err := engine.New(cfg)
-	require.NoError(t, err)
-	require.NoError(t, e.Start(context.Background()))
-	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })
+	e := brokertest.Start(t, func(c *engine.Config) { c.HTTPAddr = "127.0.0.1:0" })
 
 	lc := DefaultConfig()
 	lc.Protocol, lc.Server = "http", e.HTTPAddr()

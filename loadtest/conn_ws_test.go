@@ -2,10 +2,10 @@ package loadtest
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/ratatoskr-mq/ratatoskr/internal/brokertest"
 
 	"github.com/stretchr/testify/require"
 
@@ -17,13 +17,7 @@ import (
 // subscriber, a topic created and described over the socket, every
 // message delivered once and in order.
 func TestRunOverWebSocket(t *testing.T) {
-	cfg := engine.DefaultConfig()
-	cfg.Addr, cfg.HTTPAddr, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", t.TempDir()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, err := engine.New(cfg)
-	require.NoError(t, err)
-	require.NoError(t, e.Start(context.Background()))
-	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })
+	e := brokertest.Start(t, func(c *engine.Config) { c.HTTPAddr = "127.0.0.1:0" })
 
 	lc := DefaultConfig()
 	lc.Protocol, lc.Server, lc.Topic = "ws", e.HTTPAddr(), "over-ws"

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,21 +14,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/internal/brokertest"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
-	"github.com/ratatoskr-mq/ratatoskr/engine"
 )
 
 func startBroker(t *testing.T) string {
 	t.Helper()
-	cfg := engine.DefaultConfig()
-	cfg.Addr, cfg.HTTPAddr, cfg.DataDir = "127.0.0.1:0", "", t.TempDir()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, err := engine.New(cfg)
-	require.NoError(t, err)
-	require.NoError(t, e.Start(context.Background()))
-	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })
+	e := brokertest.Start(t, nil)
 	return e.Addr().String()
 }
 

@@ -54,7 +54,7 @@ func randomSubscribe(r *rand.Rand) *SubscribeResponse {
 // Codec decodes what the proto codec encodes to what proto.Unmarshal
 // makes of it, reusing one message for many (with more records, then
 // fewer, than the last), and refuses what proto.Unmarshal refuses.
-func TestCodecDecodesAsProtoDoes(t *testing.T) {
+func TestCodecMatchesProtoUnmarshal(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	var pub PublishRequest
 	var sub SubscribeResponse

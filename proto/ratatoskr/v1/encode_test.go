@@ -133,7 +133,7 @@ func (m *PublishBuffer) request() *PublishRequest {
 
 // A PublishBuffer reused for many requests decodes each as proto does, and
 // refuses what proto.Unmarshal refuses.
-func TestPublishBufferDecodesAsProtoDoes(t *testing.T) {
+func TestPublishBufferMatchesProtoUnmarshal(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	var pbuf PublishBuffer
 	for range 500 {
@@ -152,7 +152,7 @@ func TestPublishBufferDecodesAsProtoDoes(t *testing.T) {
 		require.Equal(t, n, pbuf.Bytes())
 		// Cut short or corrupted: what proto decodes, PublishBuffer
 		// decodes to the same (proto also refuses invalid UTF-8, which
-		// Codec lets through, as TestCodecDecodesAsProtoDoes says).
+		// Codec lets through, as TestCodecMatchesProtoUnmarshal says).
 		if len(b) > 1 {
 			bad := append([]byte(nil), b[:r.IntN(len(b)-1)+1]...)
 			if r.IntN(2) == 0 {
