@@ -64,18 +64,23 @@ var (
 	// Cluster re-routes by itself and returns it only when no leader was
 	// found in time.
 	ErrNotLeader = &wire.Error{Code: wire.CodeNotLeader}
+	// ErrStorageUnavailable: the partition's storage server (Redis) could
+	// not be reached or refused the write for now; nothing was stored,
+	// and a retry after a pause may succeed.
+	ErrStorageUnavailable = wire.ErrStorageUnavailable
 )
 
 // IsRetryable reports whether an operation that failed with err may succeed
 // if repeated, on this or a new connection: the broker was stopping, a
 // broker limit refused it for now, the connection broke, or (a cluster)
-// the node was not the partition's leader, as opposed to a request that
+// the node was not the partition's leader, or the partition's storage
+// server (Redis) was unreachable, as opposed to a request that
 // is wrong in itself. For a publish, see also MayHaveBeenStored: a retry
 // of such a publish can write a duplicate.
 func IsRetryable(err error) bool {
 	return errors.Is(err, ErrConnectionLost) || errors.Is(err, ErrShuttingDown) ||
 		errors.Is(err, ErrLimitExceeded) || errors.Is(err, ErrOutcomeUnknown) ||
-		errors.Is(err, ErrNotLeader)
+		errors.Is(err, ErrNotLeader) || errors.Is(err, ErrStorageUnavailable)
 }
 
 // MayHaveBeenStored reports whether a publish that failed with err may be

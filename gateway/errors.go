@@ -69,7 +69,7 @@ func KindOf(err error) Kind {
 		wire.CodeStorageFull, wire.CodeSlowConsumer:
 		return KindExhausted
 	case wire.CodeShuttingDown, wire.CodePartitionOffline, wire.CodeNotLeader, wire.CodeStorageError,
-		wire.CodeOutcomeUnknown:
+		wire.CodeOutcomeUnknown, wire.CodeStorageUnavailable:
 		return KindUnavailable
 	case wire.CodeGroupActive, wire.CodeStaleGeneration, wire.CodeDuplicateSequence:
 		return KindConflict

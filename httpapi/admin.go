@@ -130,7 +130,7 @@ func httpStatus(c wire.Code) int {
 		return http.StatusConflict
 	case wire.CodeTooManyTopics, wire.CodeTooManySubscribers:
 		return http.StatusTooManyRequests
-	case wire.CodeShuttingDown, wire.CodePartitionOffline:
+	case wire.CodeShuttingDown, wire.CodePartitionOffline, wire.CodeStorageUnavailable:
 		return http.StatusServiceUnavailable
 	case wire.CodeStorageFull:
 		return http.StatusInsufficientStorage

@@ -153,6 +153,8 @@ func Code(err error) wire.Code {
 	switch {
 	case errors.Is(err, ErrOffline):
 		return wire.CodePartitionOffline
+	case errors.Is(err, ErrUnavailable):
+		return wire.CodeStorageUnavailable
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		return wire.CodeStorageFull
 	default:

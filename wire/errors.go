@@ -74,6 +74,11 @@ const (
 	// retry there. Nothing was stored, unless the message also says the
 	// outcome is unknown (the node stepped down with the batch in flight).
 	CodeNotLeader Code = 34
+	// CodeStorageUnavailable: the partition's storage server (Redis, for
+	// a topic created with storage=redis) cannot be reached, or refused
+	// the write for now (out of memory). Nothing was stored; retry after a
+	// pause. Other topics are unaffected.
+	CodeStorageUnavailable Code = 35
 )
 
 var codeNames = [...]string{
@@ -112,6 +117,7 @@ var codeNames = [...]string{
 	CodeNotAuthorized:      "not authorized",
 	CodeQuotaExceeded:      "quota exceeded",
 	CodeNotLeader:          "not leader",
+	CodeStorageUnavailable: "storage unavailable",
 }
 
 // String names the code; unknown codes print as "code N" so a newer peer's
@@ -192,6 +198,7 @@ var (
 	ErrDuplicateSequence  = &Error{Code: CodeDuplicateSequence}
 	ErrNotAuthorized      = &Error{Code: CodeNotAuthorized}
 	ErrQuotaExceeded      = &Error{Code: CodeQuotaExceeded}
+	ErrStorageUnavailable = &Error{Code: CodeStorageUnavailable}
 )
 
 // errShort is returned by decoders for a body that ends early. It is a

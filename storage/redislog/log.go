@@ -1,0 +1,640 @@
+package redislog
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/redis/rueidis"
+
+	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/wire"
+)
+
+// Log is one partition's log in Redis. It is a storage.Staged log: the
+// shard stages batches, and its remote writer (storage.Remote) writes
+// them with WritePending, all in one script call, off the shard's thread.
+// Sync has nothing to do: what Redis acknowledged is as durable as its
+// persistence settings make it.
+type Log struct {
+	s            *Store
+	name         string // "topic/partition", for messages
+	stream, meta string
+
+	start   atomic.Int64
+	visible atomic.Int64
+	written atomic.Int64
+	startZ  atomic.Int64 // z (bytes appended before it) of the first batch held
+	endZ    atomic.Int64 // bytes appended through the written end
+	avg     atomic.Int64 // a recent batch's size, to size reads
+
+	// The writer's state, guarded by wmu.
+	wmu   sync.Mutex
+	maxTS int64 // the greatest timestamp written
+	// doubt: a write's outcome is unknown (it timed out or its connection
+	// broke after it was sent); the next write removes whatever it left
+	// above the written end first.
+	doubt bool
+	args  []string
+
+	smu    sync.Mutex
+	staged []staged
+	spare  []staged
+	broken error // the last write failed: Stage refuses until Resume
+
+	failed   atomic.Pointer[string] // why the log refuses writes for good (another writer)
+	closed   atomic.Bool
+	cmu      sync.Mutex
+	corrupt  []storage.Range
+	readErrs atomic.Uint64
+}
+
+var _ storage.Staged = (*Log)(nil)
+var _ storage.Remote = (*Log)(nil)
+
+type staged struct {
+	buf   *storage.Buf
+	batch wire.Batch
+}
+
+// Keys are the stream's and the hash's keys of a partition: the name in
+// a hash tag, so that both live on one node of a Redis Cluster.
+func (s *Store) Keys(topic string, partition int) (stream, meta string) {
+	tag := s.cfg.Prefix + ":{" + topic + "/" + strconv.Itoa(partition) + "}:"
+	return tag + "log", tag + "meta"
+}
+
+// OpenLog opens the log of a topic's partition, loading where it starts
+// and ends. With create (a new topic), keys left in Redis under the same
+// name are an error, not data to adopt: they belong to another broker
+// sharing the prefix, or to a topic deleted while Redis was unreachable.
+func (s *Store) OpenLog(ctx context.Context, topic string, partition int, create bool) (*Log, error) {
+	stream, meta := s.Keys(topic, partition)
+	l := &Log{s: s, name: topic + "/" + strconv.Itoa(partition), stream: stream, meta: meta}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	c := s.client
+	res := c.DoMulti(ctx,
+		c.B().Hmget().Key(meta).Field("end", "z", "t").Build(),
+		c.B().Xrange().Key(stream).Start("-").End("+").Count(1).Build(),
+		c.B().Type().Key(stream).Build())
+	for _, r := range res {
+		if err := r.Error(); err != nil {
+			s.failed(err)
+			if isNetworkError(err) {
+				return nil, s.unavailable(err)
+			}
+			return nil, fmt.Errorf("redis at %s: open %s: %w", s.addr, l.name, err)
+		}
+	}
+	s.answered()
+	if typ, _ := res[2].ToString(); typ != "stream" && typ != "none" {
+		return nil, fmt.Errorf("redis at %s: key %s holds a %s, not a stream: not a partition log", s.addr, stream, typ)
+	}
+	vals, _ := res[0].ToArray()
+	var num [3]int64
+	present := false
+	for i := range vals {
+		if vals[i].IsNil() {
+			continue
+		}
+		str, _ := vals[i].ToString()
+		n, err := strconv.ParseInt(str, 10, 64)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("redis at %s: key %s holds %q for %d: not a partition log", s.addr, meta, str, i)
+		}
+		num[i], present = n, true
+	}
+	head, _ := res[1].ToArray()
+	if create && (present || len(head) > 0) {
+		return nil, fmt.Errorf("redis at %s already holds a log under %s: another broker uses the prefix %q, "+
+			"or a topic of that name was deleted while Redis was unreachable (delete the keys to reuse the name)",
+			s.addr, stream, s.cfg.Prefix)
+	}
+	end, endZ := num[0], num[1]
+	start, startZ := end, endZ
+	if len(head) > 0 {
+		e, err := parseEntry(&head[0])
+		if err != nil {
+			return nil, fmt.Errorf("redis at %s: %s: first entry: %w", s.addr, stream, err)
+		}
+		start, startZ = min(e.base, end), e.z
+	}
+	l.start.Store(start)
+	l.written.Store(end)
+	l.visible.Store(end)
+	l.startZ.Store(startZ)
+	l.endZ.Store(endZ)
+	l.maxTS = num[2]
+	l.avg.Store(4096)
+	return l, nil
+}
+
+// Remote names the backend, for storage.Remote.
+func (l *Log) Remote() string { return "redis" }
+
+// Store returns the store the log is kept in.
+func (l *Log) Store() *Store { return l.s }
+
+// Append stages and writes a batch at once, for callers that write
+// synchronously.
+func (l *Log) Append(b *storage.Buf, batch wire.Batch) error {
+	if err := l.Stage(b, batch); err != nil {
+		return err
+	}
+	_, err := l.WritePending()
+	if err != nil {
+		l.Resume()
+	}
+	return err
+}
+
+// Stage queues a batch for WritePending and retains b. After a failed
+// write it fails with that write's error until Resume.
+func (l *Log) Stage(b *storage.Buf, batch wire.Batch) error {
+	if why := l.failed.Load(); why != nil {
+		return storage.ErrFailed
+	}
+	if l.closed.Load() {
+		return storage.ErrClosed
+	}
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	if l.broken != nil {
+		return l.broken
+	}
+	if b != nil {
+		b.Retain()
+	}
+	l.staged = append(l.staged, staged{b, batch})
+	return nil
+}
+
+// Resume lets Stage accept batches after a failed write.
+func (l *Log) Resume() {
+	l.smu.Lock()
+	l.broken = nil
+	l.smu.Unlock()
+}
+
+// maxWrite bounds one script call, so a large backlog goes in a few calls
+// rather than one that holds Redis for long.
+const (
+	maxWriteBytes   = 8 << 20
+	maxWriteBatches = 1024
+)
+
+// WritePending writes every staged batch, in as few script calls as
+// maxWrite allows, and returns the end offset written. On a failure the
+// batches of the failed call and after it are dropped (released), and
+// Stage fails until Resume. The error says what became of them:
+//   - storage.ErrUnavailable: the call never reached Redis, or Redis
+//     refused it (out of memory); they are not stored;
+//   - *storage.InDoubtError: the call was sent and no answer came; they
+//     may be stored, and the next write removes them first;
+//   - storage.ErrFailed: the log does not end where this broker wrote it
+//     (another writer); the log refuses writes until the broker restarts.
+func (l *Log) WritePending() (int64, error) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.smu.Lock()
+	orig := l.staged
+	l.staged = l.spare[:0]
+	l.smu.Unlock()
+	rest := orig
+	var err error
+	for len(rest) > 0 && err == nil {
+		var n int
+		n, err = l.writeSome(rest)
+		releaseStaged(rest[:n])
+		rest = rest[n:]
+	}
+	releaseStaged(rest)
+	clear(orig)
+	l.smu.Lock()
+	l.spare = orig[:0]
+	if err != nil {
+		l.broken = err
+		releaseStaged(l.staged)
+		clear(l.staged)
+		l.staged = l.staged[:0]
+	}
+	l.smu.Unlock()
+	return l.written.Load(), err
+}
+
+func releaseStaged(st []staged) {
+	for i := range st {
+		if st[i].buf != nil {
+			st[i].buf.Release()
+		}
+		st[i] = staged{}
+	}
+}
+
+// writeSome writes the longest prefix of rest within maxWrite in one
+// script call and returns how many batches it wrote.
+func (l *Log) writeSome(rest []staged) (int, error) {
+	if why := l.failed.Load(); why != nil {
+		return 0, fmt.Errorf("%w: %s", storage.ErrFailed, *why)
+	}
+	if !l.s.up.Load() {
+		return 0, l.s.unavailable(l.s.Health())
+	}
+	base := l.written.Load()
+	z, ts := l.endZ.Load(), l.maxTS
+	args := append(l.args[:0], strconv.FormatInt(base, 10), "", "", "", "")
+	n, size := 0, 0
+	for _, st := range rest {
+		if n > 0 && (n == maxWriteBatches || size+len(st.batch) > maxWriteBytes) {
+			break
+		}
+		ts = max(ts, st.batch.MaxTimestamp(), 0)
+		args = append(args, strconv.FormatInt(st.batch.BaseOffset(), 10), rueidis.BinaryString(st.batch),
+			pad(ts), pad(z))
+		z += int64(len(st.batch))
+		size += len(st.batch)
+		n++
+	}
+	last := rest[n-1].batch
+	end := last.BaseOffset() + int64(last.Count())
+	args[2], args[3], args[4] = strconv.FormatInt(end, 10), strconv.FormatInt(z, 10), strconv.FormatInt(ts, 10)
+	if l.doubt {
+		args[1] = "cut"
+	}
+	defer clear(args) // drop the references to the batches' bytes
+	l.args = args
+	err := l.exec(args)
+	var gap int64 = -1
+	if err != nil {
+		if cur, ok := endMismatch(err); ok && cur < base && !l.doubt {
+			// Redis lost acknowledged batches (it restarted without the
+			// persistence to keep them). Say so, keep the offsets, go on.
+			gap = cur
+			args[1] = "gap"
+			err = l.exec(args)
+		}
+	}
+	if err != nil {
+		return 0, l.writeFailed(err, end)
+	}
+	if gap >= 0 {
+		l.recordCorrupt(storage.Range{From: max(gap, l.start.Load()), To: base},
+			"redis lost acknowledged batches: it restarted without them")
+	}
+	l.doubt = false
+	l.maxTS = ts
+	l.endZ.Store(z)
+	l.written.Store(end)
+	l.avg.Store(int64(size / n))
+	return n, nil
+}
+
+// exec runs the append script with args.
+func (l *Log) exec(args []string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), l.s.cfg.Timeout)
+	defer cancel()
+	err := appendScript.Exec(ctx, l.s.client, []string{l.stream, l.meta}, args).Error()
+	if err != nil {
+		l.s.failed(err)
+	} else {
+		l.s.answered()
+	}
+	return err
+}
+
+// writeFailed classifies a failed append of the batches up to end.
+func (l *Log) writeFailed(err error, end int64) error {
+	if cur, ok := endMismatch(err); ok {
+		why := fmt.Sprintf("the log in redis at %s ends at offset %d, not %d where this broker wrote it: "+
+			"another broker writes to %s (give each its own --redis-prefix)", l.s.addr, cur, l.written.Load(), l.stream)
+		l.failed.Store(&why)
+		l.s.cfg.Logger.Error("redis log refuses writes until restart", "partition", l.name, "why", why)
+		return fmt.Errorf("%w: %s", storage.ErrFailed, why)
+	}
+	if re, ok := rueidis.IsRedisErr(err); ok {
+		if isOOM(err) {
+			return l.s.unavailable(fmt.Errorf("out of memory (maxmemory): %s", re.Error()))
+		}
+		// Every check of the script comes before its first write: an
+		// error reply means nothing was stored.
+		return fmt.Errorf("%w: redis at %s: append to %s: %s", storage.ErrUnavailable, l.s.addr, l.stream, re.Error())
+	}
+	if notSent(err) {
+		return l.s.unavailable(err)
+	}
+	l.doubt = true
+	return &storage.InDoubtError{Err: l.s.unavailable(err), End: end}
+}
+
+// endMismatch parses the append script's "RATATOSKR END <end>" error.
+func endMismatch(err error) (int64, bool) {
+	re, ok := rueidis.IsRedisErr(err)
+	if !ok {
+		return 0, false
+	}
+	rest, ok := strings.CutPrefix(re.Error(), "RATATOSKR END ")
+	if !ok {
+		return 0, false
+	}
+	n, perr := strconv.ParseInt(rest, 10, 64)
+	return n, perr == nil
+}
+
+// pad formats n as 19 digits (see scripts.go).
+func pad(n int64) string {
+	var b [19]byte
+	s := strconv.AppendInt(b[:0], n, 10)
+	if len(s) >= 19 {
+		return string(s)
+	}
+	out := make([]byte, 19)
+	copy(out[19-len(s):], s)
+	for i := range 19 - len(s) {
+		out[i] = '0'
+	}
+	return string(out)
+}
+
+// Sync returns the written end: Redis acknowledged it, and it is as
+// durable as the server's persistence makes it.
+func (l *Log) Sync() (int64, error) { return l.written.Load(), nil }
+
+// SetVisible lets readers see batches below end.
+func (l *Log) SetVisible(end int64) { l.visible.Store(end) }
+
+// Bounds returns the first offset held and the visible end.
+func (l *Log) Bounds() (int64, int64) { return l.start.Load(), l.visible.Load() }
+
+// entry is a stream entry parsed: its batch's bytes alias the reply.
+type entry struct {
+	base  int64
+	batch wire.Batch
+	z     int64
+	bad   string // why the entry is not a valid batch; "" when it is
+}
+
+// parseEntry reads a stream entry [id, [field, value, ...]].
+func parseEntry(m *rueidis.RedisMessage) (entry, error) {
+	parts, err := m.ToArray()
+	if err != nil || len(parts) != 2 {
+		return entry{}, fmt.Errorf("not a stream entry: %v", err)
+	}
+	id, err := parts[0].ToString()
+	if err != nil {
+		return entry{}, err
+	}
+	ms, _, _ := strings.Cut(id, "-")
+	base, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return entry{}, fmt.Errorf("entry ID %q: %w", id, err)
+	}
+	e := entry{base: base}
+	fields, err := parts[1].ToArray()
+	if err != nil {
+		e.bad = "fields: " + err.Error()
+		return e, nil
+	}
+	var have bool
+	for i := 0; i+1 < len(fields); i += 2 {
+		name, _ := fields[i].ToString()
+		val, _ := fields[i+1].ToString()
+		switch name {
+		case "b":
+			// The reply's string, read in place: a read hands the batch to
+			// its callback only for the call, which never writes to it.
+			e.batch, have = wire.Batch(unsafe.Slice(unsafe.StringData(val), len(val))), true
+		case "z":
+			e.z, _ = strconv.ParseInt(val, 10, 64)
+		}
+	}
+	switch {
+	case !have:
+		e.bad = "the entry has no batch"
+	default:
+		if _, err := wire.CheckStoredBatch(e.batch); err != nil {
+			e.bad = err.Error()
+		} else if e.batch.BaseOffset() != base {
+			e.bad = fmt.Sprintf("the batch's base offset %d is not its entry's %d", e.batch.BaseOffset(), base)
+		}
+	}
+	return e, nil
+}
+
+// Read calls fn with each visible batch from the one holding offset, until
+// about maxBytes were passed (at least one batch) or fn returns false.
+// An entry that is not a valid batch is reported (Stats.Corrupt) and
+// skipped, as the disk log skips a corrupt range.
+func (l *Log) Read(offset int64, maxBytes int, fn func(wire.Batch) bool) error {
+	if l.closed.Load() {
+		return storage.ErrClosed
+	}
+	if offset < l.start.Load() {
+		return storage.ErrOffsetOutOfRange
+	}
+	vis := l.visible.Load()
+	if offset >= vis {
+		return nil
+	}
+	c := l.s.client
+	count := int64(min(max(maxBytes/int(max(l.avg.Load(), 1)), 1)+1, 1024))
+	ctx, cancel := context.WithTimeout(context.Background(), l.s.cfg.Timeout)
+	defer cancel()
+	res := c.DoMulti(ctx,
+		c.B().Xrevrange().Key(l.stream).End(strconv.FormatInt(offset, 10)).Start("-").Count(1).Build(),
+		c.B().Xrange().Key(l.stream).Start(strconv.FormatInt(offset+1, 10)).End("+").Count(count).Build())
+	prev, err := l.entries(res[0])
+	if err != nil {
+		return err
+	}
+	next, err := l.entries(res[1])
+	if err != nil {
+		return err
+	}
+	if len(prev) == 0 && offset < l.start.Load() {
+		return storage.ErrOffsetOutOfRange // retention removed it meanwhile
+	}
+	sent := 0
+	emit := func(list []rueidis.RedisMessage, from int) (bool, int64, error) {
+		lastBase := int64(-1)
+		for i := from; i < len(list); i++ {
+			e, err := parseEntry(&list[i])
+			if err != nil {
+				return false, lastBase, l.readFailed(err)
+			}
+			lastBase = e.base
+			if e.base >= vis {
+				return false, lastBase, nil
+			}
+			if e.bad != "" {
+				to := e.base + 1
+				if i+1 < len(list) {
+					if n, err := parseEntry(&list[i+1]); err == nil {
+						to = n.base
+					}
+				}
+				l.recordCorrupt(storage.Range{From: e.base, To: to}, e.bad)
+				continue
+			}
+			if e.base+int64(e.batch.Count()) <= offset {
+				continue // the batch before offset's (a gap follows it)
+			}
+			if sent > 0 && sent+len(e.batch) > maxBytes {
+				return false, lastBase, nil
+			}
+			sent += len(e.batch)
+			if !fn(e.batch) || sent >= maxBytes {
+				return false, lastBase, nil
+			}
+		}
+		return true, lastBase, nil
+	}
+	more, _, err := emit(prev, 0)
+	if err != nil || !more {
+		return err
+	}
+	for {
+		more, lastBase, err := emit(next, 0)
+		if err != nil || !more || int64(len(next)) < count || lastBase < 0 {
+			return err
+		}
+		r := c.Do(ctx, c.B().Xrange().Key(l.stream).Start(strconv.FormatInt(lastBase+1, 10)).End("+").Count(count).Build())
+		if next, err = l.entries(r); err != nil {
+			return err
+		}
+	}
+}
+
+// entries returns an XRANGE reply's entries, or the read's error.
+func (l *Log) entries(r rueidis.RedisResult) ([]rueidis.RedisMessage, error) {
+	list, err := r.ToArray()
+	if err != nil {
+		return nil, l.readFailed(err)
+	}
+	return list, nil
+}
+
+// readFailed counts a failed read and says where.
+func (l *Log) readFailed(err error) error {
+	l.readErrs.Add(1)
+	l.s.failed(err)
+	if isNetworkError(err) {
+		return l.s.unavailable(err)
+	}
+	return fmt.Errorf("redis at %s: read %s: %w", l.s.addr, l.stream, err)
+}
+
+// recordCorrupt reports a range of offsets whose batches cannot be read,
+// once.
+func (l *Log) recordCorrupt(r storage.Range, why string) {
+	l.cmu.Lock()
+	defer l.cmu.Unlock()
+	for _, c := range l.corrupt {
+		if c == r {
+			return
+		}
+	}
+	l.corrupt = append(l.corrupt, r)
+	l.s.cfg.Logger.Error("redis log: batches cannot be read; reads skip them", "partition", l.name, "range", r.String(), "why", why)
+}
+
+// OffsetForTime returns the first offset of the first batch whose max
+// timestamp is at or after ts, or the end offset.
+func (l *Log) OffsetForTime(ts int64) (int64, error) {
+	_, vis := l.Bounds()
+	ctx, cancel := context.WithTimeout(context.Background(), l.s.cfg.Timeout)
+	defer cancel()
+	off, err := seekScript.Exec(ctx, l.s.client, []string{l.stream}, []string{"t", pad(max(ts, 0))}).AsInt64()
+	if err != nil {
+		return 0, l.readFailed(err)
+	}
+	if off < 0 || off >= vis {
+		return vis, nil
+	}
+	return max(off, l.start.Load()), nil
+}
+
+// Retain removes the batches older than maxAge (by their greatest
+// timestamp) or beyond maxBytes from the end, always keeping the last
+// one, and returns how many it removed. It runs in Redis (trimScript),
+// so it waits for the network: the broker calls it on the partition's
+// remote writer, never on the shard.
+func (l *Log) Retain(now time.Time, maxAge time.Duration, maxBytes int64) (int, error) {
+	if maxAge <= 0 && maxBytes <= 0 {
+		return 0, nil
+	}
+	args := []string{"", ""}
+	if maxAge > 0 {
+		args[0] = pad(now.Add(-maxAge).UnixNano())
+	}
+	if maxBytes > 0 {
+		args[1] = pad(max(l.endZ.Load()-maxBytes, 0))
+	}
+	// Only what readers see may go: the written end moves on meanwhile.
+	ctx, cancel := context.WithTimeout(context.Background(), l.s.cfg.Timeout)
+	defer cancel()
+	out, err := trimScript.Exec(ctx, l.s.client, []string{l.stream}, args).ToArray()
+	if err != nil {
+		l.s.failed(err)
+		return 0, fmt.Errorf("redis at %s: retention of %s: %w", l.s.addr, l.stream, err)
+	}
+	l.s.answered()
+	if len(out) != 3 {
+		return 0, fmt.Errorf("redis at %s: retention of %s: %d values in the reply", l.s.addr, l.stream, len(out))
+	}
+	removed, _ := out[0].AsInt64()
+	first, _ := out[1].AsInt64()
+	zs, _ := out[2].ToString()
+	if first >= 0 && first > l.start.Load() {
+		z, _ := strconv.ParseInt(zs, 10, 64)
+		l.startZ.Store(z)
+		l.start.Store(first)
+	}
+	return int(removed), nil
+}
+
+// Stats reports the log's size and state, from memory.
+func (l *Log) Stats() storage.LogStats {
+	start, end := l.Bounds()
+	st := storage.LogStats{Start: start, End: end, Bytes: l.endZ.Load() - l.startZ.Load(), Segments: 1,
+		ReadErrors: l.readErrs.Load()}
+	if why := l.failed.Load(); why != nil {
+		st.ReadOnly = *why
+	}
+	l.cmu.Lock()
+	st.Corrupt = append([]storage.Range(nil), l.corrupt...)
+	l.cmu.Unlock()
+	return st
+}
+
+// Close releases the staged batches; the data stays in Redis.
+func (l *Log) Close() error {
+	if l.closed.Swap(true) {
+		return nil
+	}
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.smu.Lock()
+	releaseStaged(l.staged)
+	l.staged = nil
+	l.smu.Unlock()
+	return nil
+}
+
+// Drop closes the log and deletes its keys.
+func (l *Log) Drop() error {
+	_ = l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), l.s.cfg.Timeout)
+	defer cancel()
+	err := l.s.client.Do(ctx, l.s.client.B().Unlink().Key(l.stream, l.meta).Build()).Error()
+	if err != nil {
+		l.s.failed(err)
+		return fmt.Errorf("redis at %s: delete %s: %w", l.s.addr, l.stream, err)
+	}
+	return nil
+}
