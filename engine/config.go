@@ -143,8 +143,26 @@ type Config struct {
 	// MaxPartitions bounds the partition count of one topic.
 	MaxPartitions int
 	// DefaultStorage is the storage of topics created without one: "disk"
-	// (a durable log) or "memory" (kept in memory, lost on restart).
+	// (a durable log), "memory" (kept in memory, lost on restart) or
+	// "redis" (in the Redis server of RedisURL).
 	DefaultStorage string
+	// RedisURL is the Redis server that keeps the logs of topics created
+	// with storage=redis (docs/REDIS.md): redis://[user:password@]host:port[/db],
+	// or rediss:// for TLS. Empty: no Redis, and such topics are refused.
+	RedisURL string
+	// RedisPassword, when set, is the password sent with AUTH instead of
+	// the URL's (so the URL can be shown).
+	RedisPassword string
+	// RedisPrefix starts every key the broker writes in Redis; brokers
+	// sharing one Redis each need their own.
+	RedisPrefix string
+	// RedisTLSCAFile verifies the Redis server's certificate; with
+	// RedisTLSCertFile and RedisTLSKeyFile the broker presents a client
+	// certificate. Either turns TLS on.
+	RedisTLSCAFile, RedisTLSCertFile, RedisTLSKeyFile string
+	// RedisTimeout bounds each Redis operation; a write that gets no
+	// answer in time fails with OUTCOME_UNKNOWN.
+	RedisTimeout time.Duration
 	// DefaultFsync is the fsync policy of durable topics created without
 	// one: "always" (ack after fsync, with group commit), "interval=D", or
 	// "never".
@@ -300,6 +318,8 @@ func DefaultConfig() Config {
 		DefaultPartitions:    1,
 		MaxPartitions:        1024,
 		DefaultStorage:       "disk",
+		RedisPrefix:          "ratatoskr",
+		RedisTimeout:         defaultRedisTimeout,
 		DefaultFsync:         "always",
 		DefaultRetention:     time.Hour,
 		MemoryTopicBytes:     64 << 20,
@@ -446,8 +466,25 @@ func (c *Config) Validate() error {
 	if c.DefaultPartitions < 1 || c.DefaultPartitions > c.MaxPartitions {
 		bad("DefaultPartitions", c.DefaultPartitions, "must be 1..MaxPartitions")
 	}
-	if c.DefaultStorage != "disk" && c.DefaultStorage != "memory" {
-		bad("DefaultStorage", c.DefaultStorage, `must be "disk" or "memory"`)
+	if c.DefaultStorage != "disk" && c.DefaultStorage != "memory" && c.DefaultStorage != redisStorage {
+		bad("DefaultStorage", c.DefaultStorage, `must be "disk", "memory" or "redis"`)
+	}
+	if c.DefaultStorage == redisStorage && c.RedisURL == "" {
+		bad("DefaultStorage", c.DefaultStorage, "needs RedisURL")
+	}
+	if c.RedisURL != "" {
+		if _, err := c.redisConfig(); err != nil {
+			bad("RedisURL", "(hidden)", err.Error())
+		}
+		if len(c.Peers) > 0 {
+			bad("RedisURL", "(hidden)", "Redis-kept topics are not replicated: a cluster cannot use them yet")
+		}
+	}
+	if (c.RedisTLSCertFile == "") != (c.RedisTLSKeyFile == "") {
+		bad("RedisTLSCertFile", c.RedisTLSCertFile, "needs RedisTLSKeyFile, and the other way round")
+	}
+	if c.RedisTimeout <= 0 {
+		bad("RedisTimeout", c.RedisTimeout, "must be positive")
 	}
 	if c.EncryptAtRest && c.MasterKey == nil {
 		bad("EncryptAtRest", c.EncryptAtRest, "needs a MasterKey (serve --master-key-file or RATATOSKR_MASTER_KEY)")

@@ -37,6 +37,7 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/shard/driver"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/storage/redislog"
 	"github.com/ratatoskr-mq/ratatoskr/topic"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -55,6 +56,9 @@ type Engine struct {
 	// reclaim deletes the data of deleted topics and segments in the
 	// background (storage.Reclaimer); from Start on.
 	reclaim *storage.Reclaimer
+	// redis keeps the logs of storage=redis topics (redis.go); nil
+	// without RedisURL.
+	redis *redislog.Store
 
 	// srv is the network side: the native listener, the sessions and
 	// their bounds (package server); it reaches back through netBroker.
@@ -196,6 +200,14 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
 			rc.Close()
+		}
+	}()
+	if err := e.openRedis(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			e.closeRedis()
 		}
 	}()
 	e.startedAt = time.Now()
@@ -345,6 +357,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	if e.reclaim != nil {
 		e.reclaim.Close()
 	}
+	e.closeRedis()
 	// The plugins get their own grace period: the steps above may have used
 	// up ctx, and the audit log's last lines (the closes) matter.
 	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), pluginGrace)

@@ -142,12 +142,13 @@ func (b *httpBroker) Starting() string {
 	return ""
 }
 
-func (b *httpBroker) Draining() bool               { return b.srv.Draining() }
-func (b *httpBroker) NotReady(probe bool) []string { return b.e().notReadyReasons(probe) }
-func (b *httpBroker) Uptime() time.Duration        { return b.e().uptime() }
-func (b *httpBroker) ConnectionCount() int64       { return b.srv.Counters().Connections }
-func (b *httpBroker) WriteMetrics(w io.Writer)     { b.e().writeMetrics(w) }
-func (b *httpBroker) Emit(ev telemetry.Event)      { b.e().emit(ev) }
+func (b *httpBroker) Draining() bool                     { return b.srv.Draining() }
+func (b *httpBroker) NotReady(probe bool) []string       { return b.e().notReadyReasons(probe) }
+func (b *httpBroker) Uptime() time.Duration              { return b.e().uptime() }
+func (b *httpBroker) Dependencies() []httpapi.Dependency { return b.e().Dependencies() }
+func (b *httpBroker) ConnectionCount() int64             { return b.srv.Counters().Connections }
+func (b *httpBroker) WriteMetrics(w io.Writer)           { b.e().writeMetrics(w) }
+func (b *httpBroker) Emit(ev telemetry.Event)            { b.e().emit(ev) }
 
 func (b *httpBroker) Groups() []string {
 	list := b.groups.List()

@@ -19,6 +19,7 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/shard"
 	"github.com/ratatoskr-mq/ratatoskr/shard/driver"
 	"github.com/ratatoskr-mq/ratatoskr/storage"
+	"github.com/ratatoskr-mq/ratatoskr/storage/redislog"
 	"github.com/ratatoskr-mq/ratatoskr/topic"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -69,6 +70,8 @@ type registry struct {
 	// on a single node. With it, the controller's metadata is the record
 	// of the topics, not the metadata file.
 	repl replication
+	// redis keeps storage=redis topics' logs (redis.go); nil without one.
+	redis *redislog.Store
 }
 
 // replication is how a cluster node builds its partitions (cluster.go).
@@ -131,6 +134,15 @@ func (r *registry) parseTopicConfig(partitions uint32, kvs []wire.KV) (TopicConf
 		}
 		tc.Encryption = false
 	}
+	if tc.Storage == redisStorage {
+		// Redis acknowledges a write as durable as its persistence makes
+		// it (docs/REDIS.md); the broker acks once Redis answered.
+		tc.Fsync = shard.SyncPolicy{Mode: shard.SyncAlways}
+		if encryption == "on" {
+			return tc, invalid(ConfigEncryption + "=on applies to disk topics; a Redis topic's data is Redis's to protect")
+		}
+		tc.Encryption = false
+	}
 	if tc.Encryption && r.cfg.MasterKey == nil {
 		return tc, invalid(ConfigEncryption + "=on needs the broker to have a master key " +
 			"(serve --master-key-file or RATATOSKR_MASTER_KEY)")
@@ -153,8 +165,11 @@ func (r *registry) applyKV(tc *TopicConfig, kv wire.KV) error {
 		}
 		tc.MaxSubscribers = n
 	case ConfigStorage:
-		if kv.Value != "disk" && kv.Value != "memory" {
-			return bad(`must be "disk" or "memory"`)
+		if kv.Value != "disk" && kv.Value != "memory" && kv.Value != redisStorage {
+			return bad(`must be "disk", "memory" or "redis"`)
+		}
+		if kv.Value == redisStorage && r.cfg.RedisURL == "" {
+			return bad("needs the broker to have a Redis server (serve --redis-url)")
 		}
 		tc.Storage = kv.Value
 	case ConfigFsync:
@@ -372,8 +387,11 @@ func (r *registry) openLog(topic string, partition int, tc TopicConfig, sum *loa
 
 // openLogAt is openLog in directory dir.
 func (r *registry) openLogAt(dir, topic string, partition int, tc TopicConfig, sum *loadSummary) (storage.Log, error) {
-	if tc.Storage == "memory" {
+	switch tc.Storage {
+	case "memory":
 		return storage.NewMemLog(r.cfg.MemoryTopicBytes), nil
+	case redisStorage:
+		return r.openRedisLog(topic, partition, sum == nil)
 	}
 	segBytes := r.cfg.SegmentBytes
 	if topic == OffsetsTopic {
@@ -570,8 +588,8 @@ func (r *registry) updatedConfig(name string, old TopicConfig, kvs []wire.KV) (T
 			return tc, false, err
 		}
 	}
-	if tc.Storage == "memory" && tc.Fsync != old.Fsync {
-		return tc, false, invalid("fsync does not apply to a memory topic")
+	if (tc.Storage == "memory" || tc.Storage == redisStorage) && tc.Fsync != old.Fsync {
+		return tc, false, invalid("fsync does not apply to a " + tc.Storage + " topic")
 	}
 	if tc.DeadLetterTopic == name {
 		return tc, false, invalid("a topic cannot be its own dead-letter topic")
@@ -866,7 +884,7 @@ func (mt metaTopic) config() (TopicConfig, error) {
 	if err != nil {
 		return TopicConfig{}, err
 	}
-	if mt.Partitions < 1 || (mt.Storage != "disk" && mt.Storage != "memory") {
+	if mt.Partitions < 1 || (mt.Storage != "disk" && mt.Storage != "memory" && mt.Storage != redisStorage) {
 		return TopicConfig{}, errors.New("bad partitions or storage")
 	}
 	if mt.Encryption != (len(mt.Keys) > 0) || mt.Encryption && mt.Storage != "disk" {

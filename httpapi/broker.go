@@ -27,6 +27,9 @@ type Broker interface {
 	// NotReady lists why the broker should get no traffic, none when it
 	// is ready; probe also checks that the data directory is writable.
 	NotReady(probe bool) []string
+	// Dependencies lists the servers the broker depends on (the Redis
+	// keeping storage=redis topics) and whether each answers.
+	Dependencies() []Dependency
 	// Uptime is the time since the broker started; 0 before.
 	Uptime() time.Duration
 	// ConnectionCount is the number of open client connections.

@@ -28,6 +28,7 @@ type fakeBroker struct {
 	mu       sync.Mutex
 	starting string
 	draining bool
+	deps     []Dependency
 	notReady []string
 	uptime   time.Duration
 	topics   map[string]Topic
@@ -73,6 +74,10 @@ func (b *fakeBroker) NotReady(bool) (r []string) {
 }
 
 func (b *fakeBroker) Uptime() (d time.Duration) { b.locked(func() { d = b.uptime }); return }
+func (b *fakeBroker) Dependencies() (d []Dependency) {
+	b.locked(func() { d = append(d, b.deps...) })
+	return
+}
 func (b *fakeBroker) ConnectionCount() (n int64) {
 	b.locked(func() { n = int64(len(b.conns)) })
 	return

@@ -29,11 +29,35 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte(strings.Join(reasons, "; ") + "\n"))
 		return
 	}
-	if problems := partitionProblems(s.b.Topics()); len(problems) > 0 {
-		_, _ = w.Write([]byte("degraded: " + strings.Join(capProblems(problems), "; ") + "\n"))
+	problems := append(dependencyProblems(s.b.Dependencies()), capProblems(partitionProblems(s.b.Topics()))...)
+	if len(problems) > 0 {
+		_, _ = w.Write([]byte("degraded: " + strings.Join(problems, "; ") + "\n"))
 		return
 	}
 	_, _ = w.Write([]byte("ready\n"))
+}
+
+// Dependency is a server the broker depends on: the Redis server that
+// keeps the logs of storage=redis topics. While it is down only those
+// topics fail (their publishes get STORAGE_UNAVAILABLE), so the broker
+// says it is degraded, not unready.
+type Dependency struct {
+	Name        string `json:"name"` // "redis"
+	Addr        string `json:"addr"`
+	Up          bool   `json:"up"`
+	Error       string `json:"error,omitempty"`       // why it is down
+	Persistence string `json:"persistence,omitempty"` // Redis: what its settings make of an acknowledged message
+}
+
+// dependencyProblems says which dependencies are down.
+func dependencyProblems(deps []Dependency) []string {
+	var out []string
+	for _, d := range deps {
+		if !d.Up {
+			out = append(out, "dependency "+d.Name+" at "+d.Addr+" is down: "+d.Error)
+		}
+	}
+	return out
 }
 
 // partitionProblems lists the problems of every partition (appendProblems).
@@ -95,6 +119,7 @@ type HealthReport struct {
 	UptimeSeconds float64         `json:"uptime_seconds"`
 	Broker        BrokerHealth    `json:"broker"`
 	Topics        []TopicHealth   `json:"topics"`
+	Dependencies  []Dependency    `json:"dependencies"`
 	Cluster       ClusterHealth   `json:"cluster"`
 	Resources     ResourcesHealth `json:"resources"`
 }
@@ -193,7 +218,11 @@ func (s *Server) Health() HealthReport {
 		h.Status, h.Reasons = HealthUnhealthy, reasons
 		return h
 	}
-	h.Reasons = degradedReasons(&h, shards, capProblems(problems))
+	h.Dependencies = s.b.Dependencies()
+	if h.Dependencies == nil {
+		h.Dependencies = []Dependency{}
+	}
+	h.Reasons = degradedReasons(&h, shards, append(dependencyProblems(h.Dependencies), capProblems(problems)...))
 	h.Status = HealthHealthy
 	if len(h.Reasons) > 0 {
 		h.Status = HealthDegraded

@@ -45,6 +45,30 @@ func TestReadyz(t *testing.T) {
 	require.Equal(t, "native listener down: accept: too many open files; another\n", body)
 }
 
+// TestDependencyDownIsDegraded: a Redis that does not answer costs only
+// its topics, so the broker is degraded, not unready, and says which
+// server is down, in /readyz and in the health report.
+func TestDependencyDownIsDegraded(t *testing.T) {
+	b := newFake()
+	h := handler(t, b)
+	b.deps = []Dependency{{Name: "redis", Addr: "127.0.0.1:6379", Up: true, Persistence: "aof appendfsync=always"}}
+	code, body, _ := call(h, "", "GET", "/readyz", "")
+	require.Equal(t, 200, code)
+	require.Equal(t, "ready\n", body)
+	rep := New(Config{}, b).Health()
+	require.Equal(t, HealthHealthy, rep.Status)
+	require.Equal(t, b.deps, rep.Dependencies)
+
+	b.deps[0].Up, b.deps[0].Error = false, "dial tcp 127.0.0.1:6379: connect: connection refused"
+	code, body, _ = call(h, "", "GET", "/readyz", "")
+	require.Equal(t, 200, code, "the other topics serve")
+	require.Equal(t, "degraded: dependency redis at 127.0.0.1:6379 is down: dial tcp 127.0.0.1:6379: connect: connection refused\n", body)
+	rep = New(Config{}, b).Health()
+	require.Equal(t, HealthDegraded, rep.Status)
+	require.Equal(t, []string{"dependency redis at 127.0.0.1:6379 is down: dial tcp 127.0.0.1:6379: connect: connection refused"}, rep.Reasons)
+	require.False(t, rep.Dependencies[0].Up)
+}
+
 // TestPartitionProblemsAreCapped: a disk gone bad can hit thousands of
 // partitions; the reports list a few and count the rest.
 func TestPartitionProblemsAreCapped(t *testing.T) {
@@ -98,7 +122,7 @@ func TestHealthReport(t *testing.T) {
 
 	var raw map[string]json.RawMessage
 	okJSON(t, s.routes(testToken), "GET", "/api/v1/health", "", 200, &raw)
-	require.ElementsMatch(t, []string{"status", "reasons", "uptime_seconds", "broker", "topics", "cluster", "resources"},
+	require.ElementsMatch(t, []string{"status", "reasons", "uptime_seconds", "broker", "topics", "dependencies", "cluster", "resources"},
 		keys(raw))
 
 	b.notReady = []string{"shutting down"}

@@ -623,7 +623,7 @@ func (s *session) subscribeTo(corr uint32, notice bool, t *topic.Topic, part int
 // answers with the offset each partition starts at; records below it in
 // the first delivered batch are for the client to skip.
 func (s *session) subscribeFrom(corr uint32, t *topic.Topic, part int32, sub *subscription, start wire.Start, resume []wire.PartitionStart) error {
-	ok := wire.SubscribeOK{Partitions: uint32(len(t.Parts)), Durable: t.Config().Storage == "disk"}
+	ok := wire.SubscribeOK{Partitions: uint32(len(t.Parts)), Durable: t.Config().Storage != "memory"}
 	for _, p := range sub.parts {
 		off, err := resolveStart(p, start)
 		if r, ok := resumeAt(p, resume); ok {

@@ -367,7 +367,13 @@ func (s *Shard) synced(p *Partition, written, durable int64, werr, serr error) {
 // A log that had failed before writes nothing: STORAGE_ERROR with why.
 func (s *Shard) writeFailed(p *Partition, written int64, werr error) {
 	var uncut *storage.UncutError
+	var doubt *storage.InDoubtError
 	switch {
+	case errors.As(werr, &doubt):
+		// A remote log's write that got no answer: it may be stored, and
+		// the log removes it before its next write, so the partition
+		// goes on from written.
+		s.failHeldAfter(p, written, doubt.End, outcomeUnknown(p, werr), storageError(p, werr))
 	case errors.As(werr, &uncut):
 		p.turnReadOnly()
 		s.failHeldAfter(p, written, uncut.End, outcomeUnknown(p, werr), p.failed)

@@ -317,6 +317,14 @@ func CheckOnline(p *shard.Partition) error {
 		" is offline until the broker restarts with its log readable: "+why)
 }
 
+// Describer is a log that has more to say in a topic's description than
+// its settings: a Redis log names its server and what that server's
+// persistence makes of an acknowledged message. These keys are shown, not
+// settable.
+type Describer interface {
+	Describe() []wire.KV
+}
+
 // Describe is t's TopicInfo; the caller encodes it for its version. With
 // defaults, the config also holds what the settings left to a default
 // stand for (wire.FlagDefaults).
@@ -325,6 +333,11 @@ func Describe(t *Topic, defaults bool) wire.TopicInfo {
 	kvs := tc.KVs()
 	if defaults {
 		kvs = append(kvs, tc.Defaults(t.Name)...)
+	}
+	if len(t.Parts) > 0 {
+		if d, ok := t.Parts[0].Log.(Describer); ok {
+			kvs = append(kvs, d.Describe()...)
+		}
 	}
 	info := wire.TopicInfo{Name: t.Name, Config: kvs, Partitions: make([]wire.PartitionInfo, len(t.Parts))}
 	for i, p := range t.Parts {

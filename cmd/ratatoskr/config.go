@@ -482,7 +482,9 @@ var engineFlags = map[string]string{
 	"AllowAnonymous": "allow-anonymous", "JWTIssuer": "jwt-issuer", "JWTKeyFile": "jwt-key",
 	"JWTAudience": "jwt-audience", "AuthFailureBurst": "auth-failure-burst", "AuthFailureInterval": "auth-failure-interval",
 	"NodeID": "node-id", "ClusterAddr": "cluster-addr", "Peers": "peers", "ClusterID": "cluster-id",
-	"AdvertiseAddr": "advertise-addr",
+	"AdvertiseAddr": "advertise-addr", "RedisURL": "redis-url", "RedisPassword": "redis-password",
+	"RedisPrefix": "redis-prefix", "RedisTLSCAFile": "redis-tls-ca", "RedisTLSCertFile": "redis-tls-cert",
+	"RedisTLSKeyFile": "redis-tls-key", "RedisTimeout": "redis-timeout",
 }
 
 // fieldNames rewrites engine field names in Validate's reasons as flag

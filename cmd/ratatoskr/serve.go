@@ -57,7 +57,14 @@ type serveCmd struct {
 	AutoCreateRate          float64   `default:"100" env:"RATATOSKR_AUTO_CREATE_RATE" help:"Topics auto-created per second at most (in bursts of as many); past it a publish or subscribe to a missing topic is refused with LIMIT_EXCEEDED."`
 	DefaultPartitions       int       `default:"1" env:"RATATOSKR_DEFAULT_PARTITIONS" help:"Partitions of auto-created topics."`
 	ShutdownTimeout         duration  `default:"10s" env:"RATATOSKR_SHUTDOWN_TIMEOUT" help:"Time allowed to flush in-flight frames on shutdown."`
-	DefaultStorage          string    `default:"disk" env:"RATATOSKR_DEFAULT_STORAGE" enum:"disk,memory" help:"Storage of topics created without one: disk or memory."`
+	DefaultStorage          string    `default:"disk" env:"RATATOSKR_DEFAULT_STORAGE" enum:"disk,memory,redis" help:"Storage of topics created without one: disk, memory or redis (needs --redis-url)."`
+	RedisURL                string    `env:"RATATOSKR_REDIS_URL" name:"redis-url" secret:"" placeholder:"URL" help:"Redis server for topics created with --storage redis (docs/REDIS.md): redis://[user:password@]host:port[/db], or rediss:// for TLS."`
+	RedisPassword           string    `env:"RATATOSKR_REDIS_PASSWORD" name:"redis-password" secret:"" help:"Password for Redis's AUTH, instead of the URL's."`
+	RedisPrefix             string    `default:"ratatoskr" env:"RATATOSKR_REDIS_PREFIX" name:"redis-prefix" help:"Start of every key the broker writes in Redis; brokers sharing one Redis need their own."`
+	RedisTLSCA              string    `env:"RATATOSKR_REDIS_TLS_CA" name:"redis-tls-ca" placeholder:"PATH" help:"CA bundle (PEM) that verifies the Redis server's certificate; turns TLS on."`
+	RedisTLSCert            string    `env:"RATATOSKR_REDIS_TLS_CERT" name:"redis-tls-cert" placeholder:"PATH" help:"Client certificate (PEM) presented to Redis, with --redis-tls-key; turns TLS on."`
+	RedisTLSKey             string    `env:"RATATOSKR_REDIS_TLS_KEY" name:"redis-tls-key" placeholder:"PATH" help:"Key of --redis-tls-cert."`
+	RedisTimeout            duration  `default:"5s" env:"RATATOSKR_REDIS_TIMEOUT" name:"redis-timeout" help:"Longest a Redis operation may take; a publish whose write gets no answer in time fails with OUTCOME_UNKNOWN."`
 	DefaultFsync            string    `default:"always" env:"RATATOSKR_DEFAULT_FSYNC" help:"Fsync policy of durable topics created without one: always, interval=DURATION or never."`
 	Retention               *duration `env:"RATATOSKR_RETENTION" help:"Default retention by age (default 1h, or RATATOSKR_RETENTION_MS milliseconds); 0 keeps forever."`
 	RetentionBytes          byteSize  `default:"0" env:"RATATOSKR_RETENTION_BYTES" help:"Default retention by size per partition; 0 means no bound."`
@@ -133,6 +140,9 @@ func (s *serveCmd) config() engine.Config {
 	cfg.MaxOutboundBytes, cfg.StuckConsumerAfter = int64(s.MaxOutboundBytes), s.StuckConsumerAfter.D()
 	cfg.Pprof = s.Pprof
 	cfg.DefaultStorage, cfg.DefaultFsync = s.DefaultStorage, s.DefaultFsync
+	cfg.RedisURL, cfg.RedisPassword, cfg.RedisPrefix = s.RedisURL, s.RedisPassword, s.RedisPrefix
+	cfg.RedisTLSCAFile, cfg.RedisTLSCertFile, cfg.RedisTLSKeyFile = s.RedisTLSCA, s.RedisTLSCert, s.RedisTLSKey
+	cfg.RedisTimeout = s.RedisTimeout.D()
 	cfg.DefaultRetentionBytes, cfg.SegmentBytes = int64(s.RetentionBytes), int64(s.SegmentBytes)
 	cfg.OffsetsSegmentBytes, cfg.CatchUpBytes = int64(s.OffsetsSegmentBytes), int64(s.CatchUpBytes)
 	cfg.CacheBytes, cfg.MemoryTopicBytes = int64(s.CacheBytes), int64(s.MemoryTopicBytes)

@@ -46,7 +46,7 @@ type topicCreateCmd struct {
 	Name            string    `arg:"" help:"Topic name."`
 	Partitions      int       `default:"0" help:"Partition count; 0 takes the broker's default (serve --default-partitions)."`
 	MaxSubscribers  int       `default:"0" help:"Maximum subscriptions, up to the broker's --max-subscribers; 0: the broker's limit."`
-	Storage         string    `enum:",disk,memory" default:"" help:"disk (a durable log) or memory; default: the broker's."`
+	Storage         string    `enum:",disk,memory,redis" default:"" help:"disk (a durable log), memory, or redis (kept in the broker's --redis-url server); default: the broker's."`
 	Fsync           string    `help:"always (ack after fsync), interval=DURATION or never; default: the broker's."`
 	Retention       *duration `placeholder:"DURATION" help:"Keep messages this long (90m, 7d); 0 keeps them forever; default: the broker's (serve --retention)."`
 	KeepForever     bool      `help:"The same as --retention 0."`

@@ -47,6 +47,7 @@ import (
 	"github.com/ratatoskr-mq/ratatoskr/outbox"
 	"github.com/ratatoskr-mq/ratatoskr/ring"
 	"github.com/ratatoskr-mq/ratatoskr/shard"
+	"github.com/ratatoskr-mq/ratatoskr/storage"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
 
@@ -107,6 +108,10 @@ type Driver struct {
 	touched []*outbox.Outbox
 
 	syncer *syncer
+	// remote writes the logs kept on a server (storage.Remote) and runs
+	// their retention: apart from the syncer, so that a server that stops
+	// answering delays only its own partitions, never a disk log's fsync.
+	remote *syncer
 
 	busy    atomic.Int64 // nanoseconds spent in passes
 	retains atomic.Uint64
@@ -119,6 +124,7 @@ func New(cfg Config) *Driver {
 		done: make(chan struct{}), ops: make([]shard.Op, cfg.PassSize)}
 	d.s = shard.New(cfg.Shard, d)
 	d.syncer = newSyncer(d)
+	d.remote = newSyncer(d)
 	return d
 }
 
@@ -129,6 +135,7 @@ func (d *Driver) Shard() *shard.Shard { return d.s }
 func (d *Driver) Start() {
 	go d.run()
 	go d.syncer.run()
+	go d.remote.run()
 }
 
 // Stop processes what is already queued, fails anything that races in, and
@@ -139,7 +146,9 @@ func (d *Driver) Stop() {
 		d.Wake()
 		<-d.done
 		close(d.syncer.stop)
+		close(d.remote.stop)
 		<-d.syncer.done
+		<-d.remote.done
 	})
 }
 
@@ -293,7 +302,11 @@ func (d *Driver) carryOut(rd *shard.Ready) {
 		d.syncer.track(r.P, r.Every)
 	}
 	for _, r := range rd.Syncs {
-		d.syncer.request(r)
+		if _, ok := r.P.Log.(storage.Remote); ok {
+			d.remote.request(r)
+		} else {
+			d.syncer.request(r)
+		}
 	}
 	d.touched = append(d.touched, rd.Touched...)
 	if len(rd.Answers) > 0 {
@@ -373,6 +386,10 @@ func (d *Driver) retain(now time.Time) {
 		}
 		age, bytes := p.Retention()
 		if age <= 0 && bytes <= 0 {
+			continue
+		}
+		if _, ok := p.Log.(storage.Remote); ok {
+			d.remote.retain(p, now, age, bytes) // it waits for the server
 			continue
 		}
 		if n, err := p.Log.Retain(now, age, bytes); err != nil {

@@ -22,7 +22,16 @@ type syncer struct {
 	stop    chan struct{}
 	done    chan struct{}
 	lastRun map[*shard.Partition]intervalSync // SyncInterval partitions; guarded by mu
-	ticking atomic.Bool                       // the interval ticker runs, for tests
+	// retains are retention passes of remote logs (storage.Remote) to run,
+	// one per partition (a newer one replaces an older); guarded by mu.
+	retains map[*shard.Partition]retainPass
+	ticking atomic.Bool // the interval ticker runs, for tests
+}
+
+type retainPass struct {
+	now   time.Time
+	age   time.Duration
+	bytes int64
 }
 
 type intervalSync struct {
@@ -32,7 +41,7 @@ type intervalSync struct {
 
 func newSyncer(d *Driver) *syncer {
 	return &syncer{d: d, signal: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		lastRun: map[*shard.Partition]intervalSync{}}
+		lastRun: map[*shard.Partition]intervalSync{}, retains: map[*shard.Partition]retainPass{}}
 }
 
 func (y *syncer) request(r shard.SyncRequest) {
@@ -90,7 +99,14 @@ func (y *syncer) syncRequested() {
 	y.mu.Lock()
 	reqs := y.queue
 	y.queue = nil
+	var retains map[*shard.Partition]retainPass
+	if len(y.retains) > 0 {
+		retains, y.retains = y.retains, map[*shard.Partition]retainPass{}
+	}
 	y.mu.Unlock()
+	for p, r := range retains {
+		y.runRetain(p, r)
+	}
 	if len(reqs) == 0 {
 		return
 	}
@@ -147,6 +163,29 @@ func (y *syncer) syncIntervals(now time.Time) {
 		if _, err := y.timedSync(p.Log.Sync); err != nil {
 			y.d.cfg.Logger.Error("interval fsync failed", "topic", p.Topic, "partition", p.ID, "err", err)
 		}
+	}
+}
+
+// retain queues a retention pass of p's log, replacing one queued before.
+func (y *syncer) retain(p *shard.Partition, now time.Time, age time.Duration, bytes int64) {
+	y.mu.Lock()
+	y.retains[p] = retainPass{now: now, age: age, bytes: bytes}
+	y.mu.Unlock()
+	select {
+	case y.signal <- struct{}{}:
+	default:
+	}
+}
+
+// runRetain applies a retention pass; retention moves only the log's
+// start, which readers see through Bounds, so the shard needs no report.
+func (y *syncer) runRetain(p *shard.Partition, r retainPass) {
+	n, err := p.Log.Retain(r.now, r.age, r.bytes)
+	switch {
+	case err != nil:
+		y.d.cfg.Logger.Warn("retention", "topic", p.Topic, "partition", p.ID, "err", err)
+	case n > 0:
+		y.d.cfg.Logger.Debug("retention removed batches", "topic", p.Topic, "partition", p.ID, "batches", n)
 	}
 }
 

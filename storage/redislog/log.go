@@ -135,6 +135,12 @@ func (s *Store) OpenLog(ctx context.Context, topic string, partition int, create
 	return l, nil
 }
 
+// Describe says, for topic describe, which server keeps the log and what
+// its persistence makes of an acknowledged message.
+func (l *Log) Describe() []wire.KV {
+	return []wire.KV{{Key: "redis", Value: l.s.addr}, {Key: "redis-persistence", Value: l.s.Persistence().String()}}
+}
+
 // Remote names the backend, for storage.Remote.
 func (l *Log) Remote() string { return "redis" }
 
