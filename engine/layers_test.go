@@ -19,17 +19,19 @@ import (
 // packages (and which outside ones) each package may import. Arrows point
 // down only; a package missing here fails the test until it is placed.
 var layers = map[string][]string{
-	"wire":           {"github.com/klauspost/compress", "github.com/pierrec/lz4"}, // batch codecs
-	"ring":           {},
-	"storage/vfs":    {"golang.org/x/sys"},
-	"storage/crypt":  {},
-	"storage":        {"wire", "storage/vfs", "storage/crypt", "github.com/dgraph-io/ristretto", "github.com/valyala/bytebufferpool"},
-	"outbox":         {"wire", "storage"},
-	"shard":          {"wire", "outbox", "storage"},
-	"shard/driver":   {"wire", "ring", "outbox", "shard", "storage"},
-	"group/assign":   {},
-	"group/ackstate": {},
-	"group/offsets":  {"wire", "storage", "storage/vfs"},
+	"wire":               {"github.com/klauspost/compress", "github.com/pierrec/lz4"}, // batch codecs
+	"ring":               {},
+	"storage/vfs":        {"golang.org/x/sys"},
+	"storage/crypt":      {},
+	"storage/redislog":   {"wire", "storage", "github.com/redis/rueidis"},
+	"internal/redistest": {},
+	"storage":            {"wire", "storage/vfs", "storage/crypt", "github.com/dgraph-io/ristretto", "github.com/valyala/bytebufferpool"},
+	"outbox":             {"wire", "storage"},
+	"shard":              {"wire", "outbox", "storage"},
+	"shard/driver":       {"wire", "ring", "outbox", "shard", "storage"},
+	"group/assign":       {},
+	"group/ackstate":     {},
+	"group/offsets":      {"wire", "storage", "storage/vfs"},
 	"group/coord": {"wire", "storage", "outbox", "shard", "telemetry", "group/assign", "group/ackstate", "group/offsets",
 		"group/coord", "telemetry"},
 	"telemetry":                {},

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,12 +120,25 @@ func (s *Server) start() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cmd := exec.Command(s.args[0], s.args[1:]...)
+	// The server dies with the test binary, even one killed by a timeout.
+	// Pdeathsig fires when the thread that started the child ends, so
+	// the start and the wait run on a goroutine locked to its thread.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	done, started := make(chan struct{}), make(chan error)
+	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+		close(done)
+	}()
+	if err := <-started; err != nil {
 		s.t.Fatalf("redistest: start %s: %v", s.args[0], err)
 	}
-	s.cmd, s.done = cmd, make(chan struct{})
-	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(s.done)
+	s.cmd, s.done = cmd, done
 	// Ready when it answers PING; a server that exits first failed.
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -80,9 +80,19 @@ func (s *Store) OpenLog(ctx context.Context, topic string, partition int, create
 	defer cancel()
 	c := s.client
 	res := c.DoMulti(ctx,
+		c.B().Type().Key(stream).Build(),
+		c.B().Type().Key(meta).Build(),
 		c.B().Hmget().Key(meta).Field("end", "z", "t").Build(),
-		c.B().Xrange().Key(stream).Start("-").End("+").Count(1).Build(),
-		c.B().Type().Key(stream).Build())
+		c.B().Xrange().Key(stream).Start("-").End("+").Count(1).Build())
+	for i, key := range []string{stream, meta} {
+		want := "stream"
+		if i == 1 {
+			want = "hash"
+		}
+		if typ, err := res[i].ToString(); err == nil && typ != want && typ != "none" {
+			return nil, fmt.Errorf("redis at %s: key %s holds a %s, not a %s: not a partition log", s.addr, key, typ, want)
+		}
+	}
 	for _, r := range res {
 		if err := r.Error(); err != nil {
 			s.failed(err)
@@ -93,10 +103,7 @@ func (s *Store) OpenLog(ctx context.Context, topic string, partition int, create
 		}
 	}
 	s.answered()
-	if typ, _ := res[2].ToString(); typ != "stream" && typ != "none" {
-		return nil, fmt.Errorf("redis at %s: key %s holds a %s, not a stream: not a partition log", s.addr, stream, typ)
-	}
-	vals, _ := res[0].ToArray()
+	vals, _ := res[2].ToArray()
 	var num [3]int64
 	present := false
 	for i := range vals {
@@ -110,7 +117,7 @@ func (s *Store) OpenLog(ctx context.Context, topic string, partition int, create
 		}
 		num[i], present = n, true
 	}
-	head, _ := res[1].ToArray()
+	head, _ := res[3].ToArray()
 	if create && (present || len(head) > 0) {
 		return nil, fmt.Errorf("redis at %s already holds a log under %s: another broker uses the prefix %q, "+
 			"or a topic of that name was deleted while Redis was unreachable (delete the keys to reuse the name)",

@@ -18,14 +18,14 @@ import (
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // openStore starts a redis-server and connects a Store to it.
-func openStore(t *testing.T, o redistest.Options) (*redistest.Server, *Store) {
+func openStore(t testing.TB, o redistest.Options) (*redistest.Server, *Store) {
 	t.Helper()
 	srv := redistest.Start(t, o)
 	s := connect(t, srv.URL(o.User, o.Password))
 	return srv, s
 }
 
-func connect(t *testing.T, url string) *Store {
+func connect(t testing.TB, url string) *Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
