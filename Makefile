@@ -11,8 +11,9 @@
 #               in network namespaces for JEPSEN_TIME (root only)
 #
 # Only Go itself is needed; modules are fetched on first use, and make
-# test installs Debian's chromium, prometheus (promtool) and
-# protobuf-compiler (protoc), and grpcurl into bin/, when missing.
+# test installs Debian's chromium, prometheus (promtool),
+# protobuf-compiler (protoc) and redis-server, and grpcurl into bin/, when
+# missing.
 
 GO        ?= go
 BIN       := bin/ratatoskr
@@ -22,7 +23,7 @@ FUZZTIME  ?= 5s
 LINT      := bin/golangci-lint
 LINT_VER  := v2.15.0
 
-.PHONY: all run cluster build deps debs chromium promtool test vet unit race fuzz-short fuzz bench sim test-cluster lint clean
+.PHONY: all run cluster build deps debs chromium promtool redis test vet unit race fuzz-short fuzz bench sim test-cluster lint clean
 
 all: build
 
@@ -56,8 +57,10 @@ test: deps debs proto-check grpcurl vet unit race fuzz-short
 # Debian packages the tests use, installed when their command is missing
 # (as root, or through sudo when there is one), with one apt-get update for
 # all of them: chromium (the dashboard and WebSocket browser tests),
-# prometheus (promtool checks /metrics) and protobuf-compiler (protoc, for
-# proto-check). $(call debs,cmd:package ...) installs those missing.
+# prometheus (promtool checks /metrics), protobuf-compiler (protoc, for
+# proto-check) and redis-server (the Redis log's tests start their own, on a
+# free port; redis-benchmark, in its dependency redis-tools, is the peer of
+# bench/redis.sh). $(call debs,cmd:package ...) installs those missing.
 define debs
 	@missing=""; for p in $(1); do command -v $${p%%:*} >/dev/null || missing="$$missing $${p##*:}"; done; \
 	[ -z "$$missing" ] || { \
@@ -65,13 +68,15 @@ define debs
 		else echo "missing Debian packages:$$missing; install them as root" >&2; exit 1; fi; \
 		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends $$missing; }
 endef
-DEBS := chromium:chromium promtool:prometheus protoc:protobuf-compiler
+DEBS := chromium:chromium promtool:prometheus protoc:protobuf-compiler redis-server:redis-server
 debs:
 	$(call debs,$(DEBS))
 chromium:
 	$(call debs,chromium:chromium)
 promtool:
 	$(call debs,promtool:prometheus)
+redis:
+	$(call debs,redis-server:redis-server)
 
 vet:
 	$(GO) vet -tags invariants $(PKGS)

@@ -7,6 +7,7 @@ package redistest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -28,12 +29,14 @@ type Server struct {
 	Addr string // 127.0.0.1:port
 	Dir  string // its working directory (AOF and RDB files)
 
-	t    testing.TB
-	args []string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *os.File
+	t      testing.TB
+	args   []string
+	tlsDir string
+	auth   []string // AUTH's arguments, for Do
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	done   chan struct{}
+	log    *os.File
 }
 
 // Options shape the server. The zero value is AOF with appendfsync
@@ -48,6 +51,10 @@ type Options struct {
 	// MaxMemory, when set, is maxmemory in bytes, with the noeviction
 	// policy: writes past it fail with OOM.
 	MaxMemory int64
+	// TLSDir, when set, holds a devcert bundle (ca.pem, server.pem,
+	// server-key.pem): the server then listens with TLS only, and
+	// requires a client certificate signed by the CA.
+	TLSDir string
 	// Extra are more "--name value" arguments.
 	Extra []string
 }
@@ -76,7 +83,13 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	dir := t.TempDir()
 	port := freePort(t)
-	args := []string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir,
+	portArgs := []string{"--port", strconv.Itoa(port)}
+	if o.TLSDir != "" {
+		portArgs = []string{"--port", "0", "--tls-port", strconv.Itoa(port),
+			"--tls-cert-file", filepath.Join(o.TLSDir, "server.pem"), "--tls-key-file", filepath.Join(o.TLSDir, "server-key.pem"),
+			"--tls-ca-cert-file", filepath.Join(o.TLSDir, "ca.pem"), "--tls-auth-clients", "yes"}
+	}
+	args := []string{"--bind", "127.0.0.1", "--dir", dir,
 		"--save", "", "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning",
 		"--logfile", filepath.Join(dir, "redis.log")}
 	switch o.Fsync {
@@ -89,15 +102,22 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	switch {
 	case o.User != "":
-		args = append(args, "--user", o.User+" on >"+o.Password+" ~* &* +@all", "--user", "default off")
+		args = append(args, "--user", o.User, "on", ">"+o.Password, "~*", "&*", "+@all", "--user", "default", "off")
 	case o.Password != "":
 		args = append(args, "--requirepass", o.Password)
 	}
 	if o.MaxMemory > 0 {
 		args = append(args, "--maxmemory", strconv.FormatInt(o.MaxMemory, 10), "--maxmemory-policy", "noeviction")
 	}
-	args = append(args, o.Extra...)
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, t: t, args: append([]string{bin}, args...)}
+	args = append(append(args, portArgs...), o.Extra...)
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, t: t, args: append([]string{bin}, args...),
+		tlsDir: o.TLSDir}
+	switch {
+	case o.User != "":
+		s.auth = []string{"AUTH", o.User, o.Password}
+	case o.Password != "":
+		s.auth = []string{"AUTH", o.Password}
+	}
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
@@ -142,7 +162,7 @@ func (s *Server) start() {
 	// Ready when it answers PING; a server that exits first failed.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if err := ping(s.Addr); err == nil {
+		if err := s.ping(); err == nil {
 			return
 		}
 		select {
@@ -160,8 +180,8 @@ func (s *Server) start() {
 
 // ping sends PING and reads +PONG (or an AUTH error, which also says the
 // server is up).
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+func (s *Server) ping() error {
+	c, err := s.dial()
 	if err != nil {
 		return err
 	}
@@ -178,6 +198,21 @@ func ping(addr string) error {
 		return nil
 	}
 	return fmt.Errorf("redistest: PING answered %q", line)
+}
+
+// dial connects to the server, with TLS and the bundle's client
+// certificate when it listens with TLS.
+func (s *Server) dial() (net.Conn, error) {
+	if s.tlsDir == "" {
+		return net.DialTimeout("tcp", s.Addr, time.Second)
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(s.tlsDir, "client.pem"), filepath.Join(s.tlsDir, "client-key.pem"))
+	if err != nil {
+		return nil, err
+	}
+	d := &net.Dialer{Timeout: time.Second}
+	return tls.DialWithDialer(d, "tcp", s.Addr, &tls.Config{Certificates: []tls.Certificate{cert},
+		InsecureSkipVerify: true}) //nolint:gosec // a readiness probe of the test's own server
 }
 
 func (s *Server) logTail() string {
@@ -238,21 +273,24 @@ func (s *Server) signalRunning(sig syscall.Signal) {
 // the reply's first line and, for a bulk reply, its body: enough for a
 // test to CONFIG SET or corrupt a key without a client library.
 func (s *Server) Do(args ...string) (string, error) {
-	c, err := net.DialTimeout("tcp", s.Addr, 5*time.Second)
+	c, err := s.dial()
 	if err != nil {
 		return "", err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	r := bufio.NewReader(c)
+	if s.auth != nil {
+		if _, err := c.Write(resp(s.auth)); err != nil {
+			return "", err
+		}
+		if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "+OK") {
+			return "", fmt.Errorf("redistest: AUTH: %q %v", line, err)
+		}
 	}
-	if _, err := c.Write([]byte(b.String())); err != nil {
+	if _, err := c.Write(resp(args)); err != nil {
 		return "", err
 	}
-	r := bufio.NewReader(c)
 	line, err := r.ReadString('\n')
 	if err != nil {
 		return "", err
@@ -273,6 +311,16 @@ func (s *Server) Do(args ...string) (string, error) {
 		return string(body[:n]), nil
 	}
 	return line, nil
+}
+
+// resp encodes a command as RESP bulk strings.
+func resp(args []string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	return []byte(b.String())
 }
 
 // freePort asks the kernel for a free port on 127.0.0.1.

@@ -285,9 +285,10 @@ func (l *Log) writeSome(rest []staged) (int, error) {
 	err := l.exec(args)
 	var gap int64 = -1
 	if err != nil {
-		if cur, ok := endMismatch(err); ok && cur < base && !l.doubt {
+		if cur, ok := endMismatch(err); ok && cur < base {
 			// Redis lost acknowledged batches (it restarted without the
-			// persistence to keep them). Say so, keep the offsets, go on.
+			// persistence to keep them), and with them anything a write in
+			// doubt left. Say so, keep the offsets, go on.
 			gap = cur
 			args[1] = "gap"
 			err = l.exec(args)

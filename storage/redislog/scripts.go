@@ -12,8 +12,9 @@ import "github.com/redis/rueidis"
 //
 // A partition is two keys that share a hash tag (so that a Redis Cluster
 // would keep them on one node): the stream KEYS[1], one entry per record
-// batch, whose ID is "<base offset>-<n>" (n is 0, or more when a write
-// whose outcome was in doubt was removed and its offsets written again);
+// batch, whose ID is "<base offset>-0" (written as "<base>-*", which
+// Redis refuses unless base is above every ID it generated: the stream
+// cannot go back by mistake; a cut sets that mark back with XSETID);
 // and the hash KEYS[2] with the log's end offset ("end"), the bytes
 // appended through it ("z") and the greatest timestamp appended ("t").
 // Each entry has the batch ("b"), the greatest timestamp of it and every
@@ -55,6 +56,14 @@ if cur ~= want then
       local ids = {}
       for i, x in ipairs(e) do ids[i] = x[1] end
       removed = removed + redis.call('XDEL', KEYS[1], unpack(ids))
+    end
+    -- XADD takes only IDs above the last one generated, removed or not:
+    -- set it back to the last entry kept, so the offsets can be reused.
+    local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+    if #top == 0 then
+      redis.call('DEL', KEYS[1])
+    else
+      redis.call('XSETID', KEYS[1], top[1][1], 'ENTRIESADDED', redis.call('XLEN', KEYS[1]), 'MAXDELETEDID', top[1][1])
     end
   elseif not (cur < want and ARGV[2] == 'gap') then
     return redis.error_reply('RATATOSKR END ' .. cur)
