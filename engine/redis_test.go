@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratatoskr-mq/ratatoskr/client"
+	"github.com/ratatoskr-mq/ratatoskr/internal/devcert"
 	"github.com/ratatoskr-mq/ratatoskr/internal/redistest"
 	"github.com/ratatoskr-mq/ratatoskr/wire"
 )
@@ -313,4 +315,36 @@ func TestRedisInvalidBatchIsReportedAndSkipped(t *testing.T) {
 	h := e.Health()
 	require.Equal(t, HealthDegraded, h.Status)
 	require.Contains(t, strings.Join(h.Reasons, "\n"), "partition r/0: 1 corrupt range(s) found, the first [3, 4)")
+}
+
+// TestRedisOverTLSWithPassword: the broker reaches a TLS-only Redis that
+// wants a client certificate and an ACL user, from its settings
+// (--redis-url rediss://user@host, --redis-password, --redis-tls-*); a
+// wrong password fails Start with the reason.
+func TestRedisOverTLSWithPassword(t *testing.T) {
+	bundle, err := devcert.Generate()
+	require.NoError(t, err)
+	dir := t.TempDir()
+	require.NoError(t, bundle.Write(dir, false))
+	srv := redistest.Start(t, redistest.Options{TLSDir: dir, User: "broker", Password: "pw-0123456789"})
+	tlsSettings := func(c *Config) {
+		c.RedisURL = "rediss://broker@" + srv.Addr
+		c.RedisPassword = "pw-0123456789"
+		c.RedisTLSCAFile = filepath.Join(dir, devcert.Files.CA)
+		c.RedisTLSCertFile = filepath.Join(dir, devcert.Files.Client)
+		c.RedisTLSKeyFile = filepath.Join(dir, devcert.Files.ClientKey)
+	}
+	e := startBroker(t, tlsSettings)
+	c := dial(t, e)
+	require.NoError(t, c.CreateTopic(testCtx(t), "sec", client.TopicConfig{Storage: "redis"}))
+	_, err = c.Publish(testCtx(t), "sec", client.Message{Value: []byte("x")})
+	require.NoError(t, err)
+	require.Equal(t, []string{"x"}, values(fetchAll(t, c, "sec", 0)))
+
+	err = startErr(t, t.TempDir(), func(c *Config) {
+		tlsSettings(c)
+		c.RedisPassword = "wrong"
+	})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "refused the credentials")
 }

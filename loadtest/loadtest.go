@@ -110,6 +110,10 @@ type Config struct {
 	Durable  bool
 	Fsync    string
 	Recreate bool
+	// Storage "redis" makes the topic a Redis-kept log (the broker's
+	// --redis-url; durable as Redis's persistence makes it); "disk" is
+	// Durable. Empty: Durable decides.
+	Storage string
 	// Replay publishes first, then starts the subscribers from the run's
 	// first message (by time, so a topic used before is no matter): the
 	// delivery rate measures reading the log back.
@@ -193,6 +197,17 @@ func (c *Config) Validate() error {
 	}
 	if c.Partitions < 0 {
 		bad("partitions", c.Partitions, "must not be negative (0 takes the existing topic's count, or 1)")
+	}
+	switch c.Storage {
+	case "", "memory", "disk", "redis":
+	default:
+		bad("storage", c.Storage, `must be "disk", "memory" or "redis"`)
+	}
+	if c.Storage == "disk" {
+		c.Durable = true
+	}
+	if c.Durable && (c.Storage == "memory" || c.Storage == "redis") {
+		bad("storage", c.Storage, "contradicts --durable (a disk topic)")
 	}
 	if c.Fsync != "" && !c.Durable {
 		bad("fsync", c.Fsync, "applies to a durable topic only: add --durable")

@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ratatoskr-mq/ratatoskr/engine"
 	"github.com/ratatoskr-mq/ratatoskr/internal/brokertest"
+	"github.com/ratatoskr-mq/ratatoskr/internal/redistest"
 
 	"github.com/stretchr/testify/require"
 
@@ -410,4 +412,27 @@ func TestReplayReadsOnlyItsOwnRun(t *testing.T) {
 				"run %d, group %q: %+v", run, group, res)
 		}
 	}
+}
+
+// TestRedisTopicRun: --storage redis runs against a topic kept in the
+// broker's Redis, live and as a replay, and reports its storage.
+func TestRedisTopicRun(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	e := brokertest.Start(t, func(c *engine.Config) { c.RedisURL = srv.URL("", "") })
+	for _, replay := range []bool{false, true} {
+		cfg := DefaultConfig()
+		cfg.Server, cfg.Topic, cfg.Storage, cfg.Replay = e.Addr().String(), fmt.Sprint("in-redis-", replay), "redis", replay
+		cfg.Count, cfg.Producers, cfg.Partitions, cfg.Subscribers = 20_000, 2, 2, 1
+		res, err := Run(context.Background(), cfg, io.Discard)
+		require.NoError(t, err)
+		require.Equal(t, uint64(20_000), res.Published)
+		require.Equal(t, uint64(20_000), res.Delivered)
+		require.Zero(t, res.Lost+res.Duplicated+res.Reordered+res.Malformed, "%+v", res)
+		require.Equal(t, "redis", res.Storage)
+		require.True(t, res.Durable)
+	}
+	cfg := DefaultConfig()
+	cfg.Server, cfg.Storage, cfg.Durable, cfg.Count = e.Addr().String(), "redis", true, 1
+	_, err := Run(context.Background(), cfg, io.Discard)
+	require.ErrorContains(t, err, "contradicts --durable")
 }

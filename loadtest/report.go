@@ -85,9 +85,13 @@ func micros(v ...float64) string {
 }
 
 func topicString(r *Result) string {
-	t := TopicShape{Name: r.Topic, Storage: "memory", Fsync: r.Fsync, Partitions: r.Partitions}
-	if r.Durable {
+	t := TopicShape{Name: r.Topic, Storage: r.Storage, Fsync: r.Fsync, Partitions: r.Partitions}
+	switch {
+	case t.Storage != "":
+	case r.Durable:
 		t.Storage = "disk"
+	default:
+		t.Storage = "memory"
 	}
 	return t.String()
 }

@@ -56,6 +56,7 @@ type Result struct {
 	Malformed          uint64   `json:"malformed"`
 	MeanBurst          float64  `json:"mean_burst,omitempty"`
 	Durable            bool     `json:"durable"`
+	Storage            string   `json:"storage,omitempty"`
 	Fsync              string   `json:"fsync,omitempty"`
 	Replay             bool     `json:"replay"`
 	Group              string   `json:"group,omitempty"`
@@ -400,7 +401,7 @@ func (r *run) drain(ctx context.Context) {
 func (r *run) result(start, pubEnd int64) *Result {
 	res := &Result{Producers: r.cfg.Producers, Subscribers: r.cfg.Subscribers, Partitions: r.cfg.Partitions,
 		Size: r.cfg.Size, TargetRate: r.cfg.Rate, Published: r.sent(), hist: newHist(), late: newHist(),
-		Topic: r.topic.Name, Durable: r.topic.Storage == "disk", Fsync: r.topic.Fsync,
+		Topic: r.topic.Name, Durable: r.topic.Storage != "memory", Storage: r.topic.Storage, Fsync: r.topic.Fsync,
 		Compression: r.cfg.Compression.String(), Payload: r.cfg.Payload}
 	if r.cfg.Rate > 0 {
 		res.BurstIntervalUS = float64(r.cfg.BurstInterval) / 1e3

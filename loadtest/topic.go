@@ -20,7 +20,7 @@ var ErrTopicMismatch = errors.New("loadtest: the topic exists with other setting
 // not as the flags asked for it.
 type TopicShape struct {
 	Name       string
-	Storage    string // "disk" or "memory"
+	Storage    string // "disk", "memory" or "redis"
 	Fsync      string // a disk topic's fsync policy; empty for memory
 	Partitions int
 }
@@ -39,11 +39,16 @@ func (t TopicShape) String() string {
 
 // asksStorage reports whether the config asks for particular topic
 // settings. When it does not, an existing topic is used as it is.
-func (c *Config) asksStorage() bool { return c.Durable || c.Fsync != "" || c.Partitions > 0 }
+func (c *Config) asksStorage() bool {
+	return c.Durable || c.Fsync != "" || c.Partitions > 0 || c.Storage != ""
+}
 
 // wanted is the topic the config asks for, with defaults filled in.
 func (c *Config) wanted() TopicShape {
 	t := TopicShape{Name: c.Topic, Storage: "memory", Partitions: max(c.Partitions, 1)}
+	if c.Storage == "redis" {
+		t.Storage = "redis"
+	}
 	if c.Durable {
 		t.Storage, t.Fsync = "disk", c.Fsync
 		if t.Fsync == "" {

@@ -37,6 +37,7 @@ type loadtestCmd struct {
 	LatencyLog        string        `name:"latency-log" help:"Write each message's intended send time and latency (ns, tab-separated) here, as the first subscriber received them."`
 	JSON              bool          `name:"json" help:"Print the result as one JSON object on the last line of standard output."`
 	Durable           bool          `help:"Use a durable (disk) topic; without it the topic is in memory."`
+	Storage           string        `enum:",disk,memory,redis" default:"" help:"The topic's storage: disk (as --durable), memory, or redis (the broker's --redis-url); default: --durable decides."`
 	Fsync             string        `help:"Fsync policy of the --durable topic: always (the default), interval=DURATION or never."`
 	Recreate          bool          `help:"Delete and recreate an existing topic whose storage, fsync or partitions differ from what the flags ask; without it such a topic is refused. An existing topic is used as it is when none of --durable, --fsync and --partitions is given."`
 	Replay            bool          `help:"Publish first, then have the subscribers read it all back, from this run's first message."`
@@ -55,7 +56,7 @@ func (c *loadtestCmd) Run(ctx context.Context) error {
 		BatchBytes: int(c.BatchBytes), Linger: c.Linger, Idempotence: c.Idempotence, PerCall: c.MessagesPerCall, Drain: c.Drain, BrokerPID: c.BrokerPID, HistFile: c.HistFile,
 		LatencyLog:    c.LatencyLog,
 		BurstInterval: c.BurstInterval, PaceQuantum: c.PaceQuantum, GoroutineDispatch: c.GoroutineDispatch,
-		Durable: c.Durable, Fsync: c.Fsync, Recreate: c.Recreate, Replay: c.Replay, Group: c.Group, Ack: c.Ack,
+		Durable: c.Durable, Storage: c.Storage, Fsync: c.Fsync, Recreate: c.Recreate, Replay: c.Replay, Group: c.Group, Ack: c.Ack,
 	}
 	cfg.Compression, cfg.Payload = c.codec(), c.Payload
 	tlsCfg, err := c.config()
