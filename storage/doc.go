@@ -27,6 +27,20 @@
 //   - [OfflineLog], for a partition whose log could not be opened: it
 //     refuses everything with the reason.
 //
+// Every Log keeps the same contract, written on [Log]: offsets dense from
+// the start; readers see what is below the visible end the shard sets; a
+// read starts with the batch holding its offset and stops with the batch
+// that brings what it passed to maxBytes; a time lookup finds the first
+// batch, in offset order, whose max timestamp reaches the time; retention
+// removes batches from the start only, exactly in memory and in whole
+// segments (never the active one) on disk; a durable log keeps everything
+// across a clean restart, at the same offsets, and across a crash
+// everything it synced; and damage in the middle of a log is reported,
+// skipped by reads and never cut. Package storage/logtest checks it: a
+// table of cases and rapid properties against a model, which every
+// implementation's tests run unchanged (contract_test.go runs them on
+// MemLog and on DiskLog).
+//
 // Both MemLog and DiskLog are a [Truncater]: their tail can be cut off at
 // a batch boundary at or above the visible end. It exists for replicated
 // partitions, whose Raft log is the partition's log (one entry per batch):

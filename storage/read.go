@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"unsafe"
 
 	"github.com/dgraph-io/ristretto/v2"
@@ -251,10 +252,27 @@ func (l *DiskLog) read(offset int64, maxBytes int, fn func(wire.Batch) bool) err
 		next, done, err := l.readSegment(s, offset, visible, maxBytes, &sent, &buf, op, &last, fn)
 		s.release()
 		if err != nil || done || next == offset {
-			return err
+			return l.removedErr(s, err)
 		}
 		offset = next
 	}
+}
+
+// removedErr is err, from a read of segment s, unless it says that s's
+// file is gone because the log removed s meanwhile. A read holds its
+// segment, but opens the file only when it needs it, and without a
+// Reclaimer a removed segment's file is unlinked at once: if the file
+// cache had closed it, the read finds no file. Its offsets are gone, as
+// for a read that came a moment later: ErrOffsetOutOfRange (retention,
+// Reset), or ErrClosed (Drop).
+func (l *DiskLog) removedErr(s *segment, err error) error {
+	if err == nil || !s.removed.Load() || !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	return ErrOffsetOutOfRange
 }
 
 // segmentFor returns the segment holding offset, acquired.
@@ -435,6 +453,9 @@ func (l *DiskLog) OffsetForTime(ts int64) (int64, error) {
 		}
 		off, found, err := l.scanTime(s, ts)
 		s.release()
+		if errors.Is(l.removedErr(s, err), ErrOffsetOutOfRange) {
+			continue // retention removed it meanwhile (see removedErr)
+		}
 		l.countReadError(err)
 		if err != nil || found {
 			return off, err

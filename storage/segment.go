@@ -175,15 +175,25 @@ type segIndex struct {
 	n       atomic.Int32
 }
 
-// addIndex records a batch at pos if it is interval bytes past the last
-// indexed one. A full index records nothing more (Append rolls the
-// segment before that happens).
+// addIndex records a batch at pos, whose max timestamp is maxTS, if it is
+// interval bytes past the last indexed one. A full index records nothing
+// more (Append rolls the segment before that happens).
+//
+// The entry's max timestamp covers every batch up to this one, indexed or
+// not (s.maxTS holds the earlier batches'; the callers add this batch's
+// after), as the index format says. A time lookup skips what lies before
+// the last entry below its time, and a reopened segment takes its maxTS
+// from its last entry: entries that counted only the indexed batches made
+// a lookup miss a batch between entries whose timestamps had gone back,
+// and, after a restart, retention by age delete a segment that held a
+// young batch (the contract suite, storage/logtest, found both).
 func (s *segment) addIndex(base, pos int64, maxTS int64, interval int64) {
 	ix := s.index.Load()
 	n := int(ix.n.Load())
 	if n > 0 && pos-s.lastIdx < interval || n == s.idxMax {
 		return
 	}
+	maxTS = max(maxTS, s.maxTS.Load())
 	if n > 0 {
 		maxTS = max(maxTS, ix.entries[n-1].maxTS)
 	}
