@@ -267,9 +267,10 @@ func (l *Log) writeSome(rest []staged) (int, error) {
 		if n > 0 && (n == maxWriteBatches || size+len(st.batch) > maxWriteBytes) {
 			break
 		}
-		ts = max(ts, st.batch.MaxTimestamp(), 0)
+		m := max(st.batch.MaxTimestamp(), 0)
+		ts = max(ts, m)
 		args = append(args, strconv.FormatInt(st.batch.BaseOffset(), 10), rueidis.BinaryString(st.batch),
-			pad(ts), pad(z))
+			pad(ts), pad(z), pad(m))
 		z += int64(len(st.batch))
 		size += len(st.batch)
 		n++
@@ -470,8 +471,11 @@ func (l *Log) Read(offset int64, maxBytes int, fn func(wire.Batch) bool) error {
 	if err != nil {
 		return err
 	}
-	if len(prev) == 0 && offset < l.start.Load() {
-		return storage.ErrOffsetOutOfRange // retention removed it meanwhile
+	if !l.holds(prev, offset) && len(next) > 0 {
+		// No batch holds offset, yet later ones are there: retention
+		// removed it after the check above (the start moves once Redis
+		// answered the trim).
+		return storage.ErrOffsetOutOfRange
 	}
 	sent := 0
 	emit := func(list []rueidis.RedisMessage, from int) (bool, int64, error) {
@@ -498,9 +502,6 @@ func (l *Log) Read(offset int64, maxBytes int, fn func(wire.Batch) bool) error {
 			if e.base+int64(e.batch.Count()) <= offset {
 				continue // the batch before offset's (a gap follows it)
 			}
-			if sent > 0 && sent+len(e.batch) > maxBytes {
-				return false, lastBase, nil
-			}
 			sent += len(e.batch)
 			if !fn(e.batch) || sent >= maxBytes {
 				return false, lastBase, nil
@@ -522,6 +523,25 @@ func (l *Log) Read(offset int64, maxBytes int, fn func(wire.Batch) bool) error {
 			return err
 		}
 	}
+}
+
+// holds reports whether offset is in the batch of prev (an XREVRANGE's
+// entry at or below it), or in a range reported corrupt or lost, which
+// reads skip.
+func (l *Log) holds(prev []rueidis.RedisMessage, offset int64) bool {
+	if len(prev) > 0 {
+		if e, err := parseEntry(&prev[0]); err == nil && (e.bad != "" || offset < e.base+int64(e.batch.Count())) {
+			return true
+		}
+	}
+	l.cmu.Lock()
+	defer l.cmu.Unlock()
+	for _, r := range l.corrupt {
+		if offset >= r.From && offset < r.To {
+			return true
+		}
+	}
+	return false
 }
 
 // entries returns an XRANGE reply's entries, or the read's error.
@@ -560,17 +580,80 @@ func (l *Log) recordCorrupt(r storage.Range, why string) {
 // OffsetForTime returns the first offset of the first batch whose max
 // timestamp is at or after ts, or the end offset.
 func (l *Log) OffsetForTime(ts int64) (int64, error) {
-	_, vis := l.Bounds()
+	start, vis := l.Bounds()
+	off, err := l.firstAtOrAfter(ts, start, vis)
+	if err != nil {
+		return 0, err
+	}
+	return max(off, l.start.Load()), nil
+}
+
+// firstAtOrAfter returns the base offset of the first batch held from
+// from and below end whose greatest timestamp is at or after ts, or end. A binary search
+// over the running greatest timestamp ("t", in Redis) finds the first
+// batch that could be it; the batches before it are all older. That one
+// is it unless the running greatest came from a batch retention removed
+// (timestamps need not grow with offsets), so the search goes on from
+// there by each batch's own ("m"), which in the usual case is at once.
+func (l *Log) firstAtOrAfter(ts, from, end int64) (int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), l.s.cfg.Timeout)
 	defer cancel()
-	off, err := seekScript.Exec(ctx, l.s.client, []string{l.stream}, []string{"t", pad(max(ts, 0))}).AsInt64()
+	bound := pad(max(ts, 0))
+	off, err := seekScript.Exec(ctx, l.s.client, []string{l.stream}, []string{"t", bound}).AsInt64()
 	if err != nil {
 		return 0, l.readFailed(err)
 	}
-	if off < 0 || off >= vis {
-		return vis, nil
+	if off >= 0 {
+		off = max(off, from)
 	}
-	return max(off, l.start.Load()), nil
+	c := l.s.client
+	for off >= 0 && off < end {
+		list, err := l.entries(c.Do(ctx, c.B().Xrange().Key(l.stream).Start(strconv.FormatInt(off, 10)).End("+").
+			Count(64).Build()))
+		if err != nil {
+			return 0, err
+		}
+		if len(list) == 0 {
+			break
+		}
+		for i := range list {
+			base, m, err := entryTime(&list[i])
+			if err != nil {
+				return 0, l.readFailed(err)
+			}
+			if base >= end {
+				return end, nil
+			}
+			if m >= bound {
+				return base, nil
+			}
+			off = base + 1
+		}
+	}
+	return end, nil
+}
+
+// entryTime reads an entry's base offset and own greatest timestamp
+// ("m", zero-padded).
+func entryTime(msg *rueidis.RedisMessage) (int64, string, error) {
+	parts, err := msg.ToArray()
+	if err != nil || len(parts) != 2 {
+		return 0, "", fmt.Errorf("not a stream entry: %v", err)
+	}
+	id, _ := parts[0].ToString()
+	ms, _, _ := strings.Cut(id, "-")
+	base, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return 0, "", fmt.Errorf("entry ID %q: %w", id, err)
+	}
+	fields, _ := parts[1].ToArray()
+	for i := 0; i+1 < len(fields); i += 2 {
+		if name, _ := fields[i].ToString(); name == "m" {
+			m, _ := fields[i+1].ToString()
+			return base, m, nil
+		}
+	}
+	return base, "", nil
 }
 
 // Retain removes the batches older than maxAge (by their greatest
@@ -582,17 +665,36 @@ func (l *Log) Retain(now time.Time, maxAge time.Duration, maxBytes int64) (int, 
 	if maxAge <= 0 && maxBytes <= 0 {
 		return 0, nil
 	}
-	args := []string{"", ""}
-	if maxAge > 0 {
-		args[0] = pad(now.Add(-maxAge).UnixNano())
-	}
-	if maxBytes > 0 {
-		args[1] = pad(max(l.endZ.Load()-maxBytes, 0))
-	}
-	// Only what readers see may go: the written end moves on meanwhile.
+	// From the start, a batch goes while it begins more than maxBytes
+	// from the end or is older than maxAge: the first to stay is the
+	// first young batch among those within maxBytes of the end. The last
+	// batch stays whatever this finds (trimScript).
 	ctx, cancel := context.WithTimeout(context.Background(), l.s.cfg.Timeout)
 	defer cancel()
-	out, err := trimScript.Exec(ctx, l.s.client, []string{l.stream}, args).ToArray()
+	end := l.written.Load()
+	cut := l.start.Load()
+	if maxBytes > 0 {
+		near, err := seekScript.Exec(ctx, l.s.client, []string{l.stream},
+			[]string{"z", pad(max(l.endZ.Load()-maxBytes, 0))}).AsInt64()
+		if err != nil {
+			return 0, l.readFailed(err)
+		}
+		if near < 0 {
+			near = end
+		}
+		cut = max(cut, near)
+	}
+	if maxAge > 0 {
+		young, err := l.firstAtOrAfter(now.Add(-maxAge).UnixNano(), cut, end)
+		if err != nil {
+			return 0, err
+		}
+		cut = young
+	}
+	if cut <= l.start.Load() {
+		return 0, nil
+	}
+	out, err := trimScript.Exec(ctx, l.s.client, []string{l.stream}, []string{strconv.FormatInt(cut, 10)}).ToArray()
 	if err != nil {
 		l.s.failed(err)
 		return 0, fmt.Errorf("redis at %s: retention of %s: %w", l.s.addr, l.stream, err)

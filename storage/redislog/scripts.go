@@ -17,9 +17,9 @@ import "github.com/redis/rueidis"
 // cannot go back by mistake; a cut sets that mark back with XSETID);
 // and the hash KEYS[2] with the log's end offset ("end"), the bytes
 // appended through it ("z") and the greatest timestamp appended ("t").
-// Each entry has the batch ("b"), the greatest timestamp of it and every
-// batch before it ("t"), and the bytes appended before it ("z"); both
-// are zero-padded to 19 digits, so that comparing them as strings, in
+// Each entry has the batch ("b"), its greatest timestamp ("m"), the
+// greatest timestamp of it and every batch appended before it ("t"), and
+// the bytes appended before it ("z"); the numbers are zero-padded to 19 digits, so that comparing them as strings, in
 // Lua, compares them as numbers (Lua's numbers are doubles, too narrow
 // for nanosecond timestamps).
 
@@ -31,7 +31,7 @@ import "github.com/redis/rueidis"
 //	         ARGV[1] (Redis lost acknowledged batches; the writer goes on
 //	         from its own end); "": neither
 //	ARGV[3..5] the hash's new end, z and t
-//	then per batch: base offset, batch, t, z
+//	then per batch: base offset, batch, t, z, m
 //
 // It returns the number of entries removed by a cut, or an error
 // "RATATOSKR END <end>" when the log does not end where expected, and
@@ -69,8 +69,8 @@ if cur ~= want then
     return redis.error_reply('RATATOSKR END ' .. cur)
   end
 end
-for i = 6, #ARGV, 4 do
-  redis.call('XADD', KEYS[1], ARGV[i] .. '-*', 'b', ARGV[i+1], 't', ARGV[i+2], 'z', ARGV[i+3])
+for i = 6, #ARGV, 5 do
+  redis.call('XADD', KEYS[1], ARGV[i] .. '-*', 'b', ARGV[i+1], 't', ARGV[i+2], 'z', ARGV[i+3], 'm', ARGV[i+4])
 end
 redis.call('HSET', KEYS[2], 'end', ARGV[3], 'z', ARGV[4], 't', ARGV[5], 'v', '1')
 return removed
@@ -107,22 +107,17 @@ end
 // seekScript returns first(ARGV[1], ARGV[2]) (OffsetForTime).
 var seekScript = rueidis.NewLuaScript("#!lua flags=no-writes" + searchLua + `return first(ARGV[1], ARGV[2])`)
 
-// trimScript applies retention: it removes the entries below the first
-// one whose "t" is at least ARGV[1] or whose "z" is at least ARGV[2]
-// (whichever comes later; "" disables a bound), but never the last entry.
-// It returns the number of entries removed and the first entry's base
-// offset and z after it, or {0, -1, ""} for an empty stream.
+// trimScript applies retention: it removes the entries below offset
+// ARGV[1], which the caller found (Log.Retain), but never the last entry.
+// It runs when Redis is out of memory (allow-oom): trimming is how a full
+// Redis gets room back. It returns the number of entries removed and the
+// first entry's base offset and z after it, or {0, -1, ""} for an empty
+// stream.
 var trimScript = rueidis.NewLuaScript("#!lua flags=allow-oom" + searchLua + `
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if #last == 0 then return {0, -1, ''} end
-local cut = -1
-for i, name in ipairs({'t', 'z'}) do
-  if ARGV[i] ~= '' then
-    local b = first(name, ARGV[i])
-    if b < 0 then b = base(last[1]) end
-    if b > cut then cut = b end
-  end
-end
+local cut = tonumber(ARGV[1])
+if cut > base(last[1]) then cut = base(last[1]) end
 local removed = 0
 if cut > 0 then
   removed = redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', cut))
