@@ -8,7 +8,9 @@
 #      publishes COUNT messages of 128 bytes, publish-only (2 producers, one
 #      partition);
 #   3. the same, with --replay: the subscriber then reads it all back from
-#      Redis through the broker.
+#      Redis through the broker;
+#   4. the replay of a disk topic (fsync never) of the same broker, the
+#      peer of 3: the broker's delivery path is common to both.
 # Prints one line per measurement; the Redis's used memory is flushed
 # between runs. The disk's fsync'd bandwidth, for the record:
 #   dd if=/dev/zero of=/tmp/ddtest bs=1M count=256 oflag=dsync
@@ -34,6 +36,9 @@ for r in $(seq 1 $R); do
   $BIN loadtest --server 127.0.0.1:7171 --topic "replay-$r" --storage redis --producers 2 --subscribers 1 --replay \
     --size 128B --count $N --broker-pid $BP 2>&1 \
     | grep -E "^(publish rate|deliver rate|lost|CPU)" | tr -s " " | tr "\n" " " | sed "s/^/r$r ratatoskr redis replay: /"; echo
+  $BIN loadtest --server 127.0.0.1:7171 --topic "disk-replay-$r" --durable --fsync never --producers 2 --subscribers 1 \
+    --replay --size 128B --count $N --broker-pid $BP 2>&1 \
+    | grep -E "^(deliver rate|lost)" | tr -s " " | tr "\n" " " | sed "s/^/r$r ratatoskr disk (fsync never) replay, the peer: /"; echo
   echo "r$r redis used_memory after the broker's runs: $(redis-cli -p $PORT info memory | grep '^used_memory_human' | tr -d '\r')"
   kill $BP; wait $BP 2>/dev/null
   kill $RP; wait $RP 2>/dev/null

@@ -122,7 +122,7 @@ func readyz(t *testing.T, e *Engine) (int, string) {
 	t.Helper()
 	resp, err := http.Get("http://" + e.HTTPAddr() + "/readyz")
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return resp.StatusCode, string(b)

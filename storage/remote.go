@@ -14,9 +14,9 @@ type Remote interface {
 	Remote() string
 }
 
-// ErrUnavailable: the log's server cannot be reached, or refused a write
-// it may accept later (it is out of memory). Nothing was stored; a retry
-// may succeed.
+// ErrUnavailable says the log's server cannot be reached, or refused a
+// write it may accept later (it is out of memory). Nothing was stored; a
+// retry may succeed.
 var ErrUnavailable = errors.New("storage: unavailable")
 
 // InDoubtError is a failed write whose outcome is unknown: it was sent to

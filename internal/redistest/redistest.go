@@ -36,7 +36,6 @@ type Server struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	done   chan struct{}
-	log    *os.File
 }
 
 // Options shape the server. The zero value is AOF with appendfsync
@@ -185,7 +184,7 @@ func (s *Server) ping() error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(time.Now().Add(time.Second))
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
 		return err
@@ -277,7 +276,7 @@ func (s *Server) Do(args ...string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	r := bufio.NewReader(c)
 	if s.auth != nil {
@@ -285,7 +284,7 @@ func (s *Server) Do(args ...string) (string, error) {
 			return "", err
 		}
 		if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "+OK") {
-			return "", fmt.Errorf("redistest: AUTH: %q %v", line, err)
+			return "", fmt.Errorf("redistest: AUTH: %q: %w", line, err)
 		}
 	}
 	if _, err := c.Write(resp(args)); err != nil {
@@ -329,6 +328,6 @@ func freePort(t testing.TB) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port
 }

@@ -2,6 +2,7 @@ package redislog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -394,27 +395,37 @@ type entry struct {
 	bad   string // why the entry is not a valid batch; "" when it is
 }
 
-// parseEntry reads a stream entry [id, [field, value, ...]].
-func parseEntry(m *rueidis.RedisMessage) (entry, error) {
+// errNotEntry is a reply that is not a stream entry.
+var errNotEntry = errors.New("not a stream entry")
+
+// splitEntry reads a stream entry [id, [field, value, ...]]: the base
+// offset its ID starts with, and its fields (nil when they are not a
+// list).
+func splitEntry(m *rueidis.RedisMessage) (int64, []rueidis.RedisMessage, error) {
 	parts, err := m.ToArray()
 	if err != nil || len(parts) != 2 {
-		return entry{}, fmt.Errorf("not a stream entry: %v", err)
+		return 0, nil, errNotEntry
 	}
 	id, err := parts[0].ToString()
 	if err != nil {
-		return entry{}, err
+		return 0, nil, fmt.Errorf("%w: %w", errNotEntry, err)
 	}
 	ms, _, _ := strings.Cut(id, "-")
 	base, err := strconv.ParseInt(ms, 10, 64)
 	if err != nil {
-		return entry{}, fmt.Errorf("entry ID %q: %w", id, err)
+		return 0, nil, fmt.Errorf("entry ID %q: %w", id, err)
+	}
+	fields, _ := parts[1].ToArray()
+	return base, fields, nil
+}
+
+// parseEntry reads a stream entry and checks its batch.
+func parseEntry(m *rueidis.RedisMessage) (entry, error) {
+	base, fields, err := splitEntry(m)
+	if err != nil {
+		return entry{}, err
 	}
 	e := entry{base: base}
-	fields, err := parts[1].ToArray()
-	if err != nil {
-		e.bad = "fields: " + err.Error()
-		return e, nil
-	}
 	var have bool
 	for i := 0; i+1 < len(fields); i += 2 {
 		name, _ := fields[i].ToString()
@@ -636,17 +647,10 @@ func (l *Log) firstAtOrAfter(ts, from, end int64) (int64, error) {
 // entryTime reads an entry's base offset and own greatest timestamp
 // ("m", zero-padded).
 func entryTime(msg *rueidis.RedisMessage) (int64, string, error) {
-	parts, err := msg.ToArray()
-	if err != nil || len(parts) != 2 {
-		return 0, "", fmt.Errorf("not a stream entry: %v", err)
-	}
-	id, _ := parts[0].ToString()
-	ms, _, _ := strings.Cut(id, "-")
-	base, err := strconv.ParseInt(ms, 10, 64)
+	base, fields, err := splitEntry(msg)
 	if err != nil {
-		return 0, "", fmt.Errorf("entry ID %q: %w", id, err)
+		return 0, "", err
 	}
-	fields, _ := parts[1].ToArray()
 	for i := 0; i+1 < len(fields); i += 2 {
 		if name, _ := fields[i].ToString(); name == "m" {
 			m, _ := fields[i+1].ToString()
