@@ -19,7 +19,7 @@ import (
 
 // Log is one partition's log in Redis. It is a storage.Staged log: the
 // shard stages batches, and its remote writer (storage.Remote) writes
-// them with WritePending, all in one script call, off the shard's thread.
+// them with WritePending, all in one transaction, off the shard's thread.
 // Sync has nothing to do: what Redis acknowledged is as durable as its
 // persistence settings make it.
 type Log struct {
@@ -41,7 +41,7 @@ type Log struct {
 	// broke after it was sent); the next write removes whatever it left
 	// above the written end first.
 	doubt bool
-	args  []string
+	cmds  rueidis.Commands
 
 	smu    sync.Mutex
 	staged []staged
@@ -196,14 +196,14 @@ func (l *Log) Resume() {
 	l.smu.Unlock()
 }
 
-// maxWrite bounds one script call, so a large backlog goes in a few calls
+// maxWrite bounds one transaction, so a large backlog goes in a few calls
 // rather than one that holds Redis for long.
 const (
 	maxWriteBytes   = 8 << 20
 	maxWriteBatches = 1024
 )
 
-// WritePending writes every staged batch, in as few script calls as
+// WritePending writes every staged batch, in as few transactions as
 // maxWrite allows, and returns the end offset written. On a failure the
 // batches of the failed call and after it are dropped (released), and
 // Stage fails until Resume. The error says what became of them:
@@ -252,7 +252,7 @@ func releaseStaged(st []staged) {
 }
 
 // writeSome writes the longest prefix of rest within maxWrite in one
-// script call and returns how many batches it wrote.
+// transaction and returns how many batches it wrote.
 func (l *Log) writeSome(rest []staged) (int, error) {
 	if why := l.failed.Load(); why != nil {
 		return 0, fmt.Errorf("%w: %s", storage.ErrFailed, *why)
@@ -262,7 +262,8 @@ func (l *Log) writeSome(rest []staged) (int, error) {
 	}
 	base := l.written.Load()
 	z, ts := l.endZ.Load(), l.maxTS
-	args := append(l.args[:0], strconv.FormatInt(base, 10), "", "", "", "")
+	c := l.s.client
+	cmds := append(l.cmds[:0], c.B().Multi().Build())
 	n, size := 0, 0
 	for _, st := range rest {
 		if n > 0 && (n == maxWriteBatches || size+len(st.batch) > maxWriteBytes) {
@@ -270,35 +271,31 @@ func (l *Log) writeSome(rest []staged) (int, error) {
 		}
 		m := max(st.batch.MaxTimestamp(), 0)
 		ts = max(ts, m)
-		args = append(args, strconv.FormatInt(st.batch.BaseOffset(), 10), rueidis.BinaryString(st.batch),
-			pad(ts), pad(z), pad(m))
+		cmds = append(cmds, c.B().Xadd().Key(l.stream).Id(strconv.FormatInt(st.batch.BaseOffset(), 10)+"-1").
+			FieldValue().FieldValue("b", rueidis.BinaryString(st.batch)).FieldValue("t", pad(ts)).
+			FieldValue("z", pad(z)).FieldValue("m", pad(m)).Build())
 		z += int64(len(st.batch))
 		size += len(st.batch)
 		n++
 	}
 	last := rest[n-1].batch
 	end := last.BaseOffset() + int64(last.Count())
-	args[2], args[3], args[4] = strconv.FormatInt(end, 10), strconv.FormatInt(z, 10), strconv.FormatInt(ts, 10)
-	if l.doubt {
-		args[1] = "cut"
-	}
-	defer clear(args) // drop the references to the batches' bytes
-	l.args = args
-	err := l.exec(args)
+	cmds = append(cmds, c.B().Hset().Key(l.meta).FieldValue().FieldValue("end", strconv.FormatInt(end, 10)).
+		FieldValue("z", strconv.FormatInt(z, 10)).FieldValue("t", strconv.FormatInt(ts, 10)).FieldValue("v", "1").Build(),
+		c.B().Exec().Build())
+	defer clear(cmds) // drop the references to the batches' bytes
+	l.cmds = cmds
 	var gap int64 = -1
+	err := c.Dedicated(func(dc rueidis.DedicatedClient) error {
+		var err error
+		gap, err = l.transact(dc, base, cmds)
+		return err
+	})
 	if err != nil {
-		if cur, ok := endMismatch(err); ok && cur < base {
-			// Redis lost acknowledged batches (it restarted without the
-			// persistence to keep them), and with them anything a write in
-			// doubt left. Say so, keep the offsets, go on.
-			gap = cur
-			args[1] = "gap"
-			err = l.exec(args)
-		}
+		l.s.failed(err)
+		return 0, l.writeFailed(err, base, end)
 	}
-	if err != nil {
-		return 0, l.writeFailed(err, end)
-	}
+	l.s.answered()
 	if gap >= 0 {
 		l.recordCorrupt(storage.Range{From: max(gap, l.start.Load()), To: base},
 			"redis lost acknowledged batches: it restarted without them")
@@ -311,34 +308,149 @@ func (l *Log) writeSome(rest []staged) (int, error) {
 	return n, nil
 }
 
-// exec runs the append script with args.
-func (l *Log) exec(args []string) error {
+// An append is a transaction on a connection of its own: WATCH the two
+// keys and read where the log ends; if that is where this broker wrote
+// it, MULTI, the XADDs and the end's update, EXEC. So the batches are
+// applied all together (Redis writes a transaction to its AOF as one),
+// or none when Redis is out of memory (it refuses the commands as they
+// are queued), or none when anything else touched the keys after the
+// check (EXEC answers nil). The entries are plain XADDs with explicit
+// IDs: a Lua script would copy every batch twice more inside Redis, which
+// cost it a third of its write rate (docs/PERFORMANCE.md, issue 17).
+
+// errFenced is the end another writer left, found by the check.
+type errFenced struct{ cur int64 }
+
+func (e errFenced) Error() string { return "the log ends at offset " + strconv.FormatInt(e.cur, 10) }
+
+// errUnsent wraps a failure before the transaction was sent: nothing of
+// it can be stored.
+type errUnsent struct{ err error }
+
+func (e errUnsent) Error() string { return e.err.Error() }
+func (e errUnsent) Unwrap() error { return e.err }
+
+// errForeign is a transaction that ran with errors: something else
+// changed the keys in a way the check cannot see.
+type errForeign struct{ err error }
+
+func (e errForeign) Error() string { return e.err.Error() }
+func (e errForeign) Unwrap() error { return e.err }
+
+// transact checks where the log ends and runs cmds (MULTI ... EXEC) if
+// it ends at base, after removing what a write in doubt left above base.
+// It returns the end Redis had when that is below base (it lost batches;
+// the write goes on from base), or -1.
+func (l *Log) transact(dc rueidis.DedicatedClient, base int64, cmds rueidis.Commands) (int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), l.s.cfg.Timeout)
 	defer cancel()
-	err := appendScript.Exec(ctx, l.s.client, []string{l.stream, l.meta}, args).Error()
-	if err != nil {
-		l.s.failed(err)
-	} else {
-		l.s.answered()
+	unwatch := func() { _ = dc.Do(ctx, dc.B().Unwatch().Build()).Error() }
+	gap := int64(-1)
+	for attempt := 0; ; attempt++ {
+		res := dc.DoMulti(ctx, dc.B().Watch().Key(l.stream, l.meta).Build(),
+			dc.B().Hget().Key(l.meta).Field("end").Build(),
+			dc.B().Type().Key(l.stream).Build(), dc.B().Type().Key(l.meta).Build())
+		for _, r := range res {
+			if err := r.NonRedisError(); err != nil {
+				return gap, errUnsent{err}
+			}
+		}
+		for i, want := range []string{"stream", "hash"} {
+			if typ, _ := res[2+i].ToString(); typ != want && typ != "none" {
+				unwatch()
+				return gap, fmt.Errorf("key %s holds a %s, not a %s: not a partition log",
+					[]string{l.stream, l.meta}[i], typ, want)
+			}
+		}
+		cur := int64(0)
+		if v, err := res[1].ToString(); err == nil {
+			if cur, err = strconv.ParseInt(v, 10, 64); err != nil {
+				unwatch()
+				return gap, fmt.Errorf("key %s holds end %q: not a partition log", l.meta, v)
+			}
+		}
+		switch {
+		case cur > base && l.doubt:
+			// What the write in doubt left: removed first, and the
+			// transaction is watched anew (the cut touched the keys).
+			err := dc.Do(ctx, dc.B().Eval().Script(cutLua).Numkeys(2).Key(l.stream, l.meta).
+				Arg(strconv.FormatInt(base, 10), strconv.FormatInt(l.endZ.Load(), 10), strconv.FormatInt(l.maxTS, 10)).
+				Build()).Error()
+			unwatch()
+			if err != nil {
+				return gap, errUnsent{err}
+			}
+			l.doubt = false
+			continue
+		case cur > base:
+			unwatch()
+			return gap, errFenced{cur}
+		case cur < base:
+			gap = cur
+		}
+		res = dc.DoMulti(ctx, cmds...)
+		exec := res[len(res)-1]
+		if err := exec.NonRedisError(); err != nil {
+			return gap, err // sent: in doubt
+		}
+		if err := exec.Error(); err != nil {
+			// EXECABORT: a command was refused as it was queued (OOM).
+			for _, r := range res[:len(res)-1] {
+				if qerr := r.Error(); qerr != nil {
+					return gap, qerr
+				}
+			}
+			return gap, err
+		}
+		if msg, _ := exec.ToMessage(); msg.IsNil() {
+			if attempt < 2 {
+				continue // the keys were touched after the check: check again
+			}
+			return gap, errFenced{-1}
+		}
+		done, err := exec.ToArray()
+		if err != nil {
+			return gap, errForeign{err}
+		}
+		for _, r := range done {
+			if err := r.Error(); err != nil {
+				return gap, errForeign{err}
+			}
+		}
+		return gap, nil
 	}
-	return err
 }
 
-// writeFailed classifies a failed append of the batches up to end.
-func (l *Log) writeFailed(err error, end int64) error {
-	if cur, ok := endMismatch(err); ok {
+// writeFailed classifies a failed append of the batches from base up to
+// end.
+func (l *Log) writeFailed(err error, base, end int64) error {
+	var fenced errFenced
+	var foreign errForeign
+	var unsent errUnsent
+	switch {
+	case errors.As(err, &fenced):
 		why := fmt.Sprintf("the log in redis at %s ends at offset %d, not %d where this broker wrote it: "+
-			"another broker writes to %s (give each its own --redis-prefix)", l.s.addr, cur, l.written.Load(), l.stream)
-		l.failed.Store(&why)
-		l.s.cfg.Logger.Error("redis log refuses writes until restart", "partition", l.name, "why", why)
-		return fmt.Errorf("%w: %s", storage.ErrFailed, why)
+			"another broker writes to %s (give each its own --redis-prefix)", l.s.addr, fenced.cur, base, l.stream)
+		if fenced.cur < 0 {
+			why = fmt.Sprintf("the keys of %s in redis at %s keep changing under this broker: another broker writes to "+
+				"them (give each its own --redis-prefix)", l.stream, l.s.addr)
+		}
+		return l.fail(why)
+	case errors.As(err, &foreign):
+		return l.fail(fmt.Sprintf("an append to %s in redis at %s failed part way: something else changed the keys: %v",
+			l.stream, l.s.addr, foreign.err))
+	case errors.As(err, &unsent):
+		if re, ok := rueidis.IsRedisErr(unsent.err); ok {
+			return fmt.Errorf("%w: redis at %s: append to %s: %s", storage.ErrUnavailable, l.s.addr, l.stream, re.Error())
+		}
+		return l.s.unavailable(unsent.err)
 	}
 	if re, ok := rueidis.IsRedisErr(err); ok {
 		if isOOM(err) {
 			return l.s.unavailable(fmt.Errorf("out of memory (maxmemory): %s", re.Error()))
 		}
-		// Every check of the script comes before its first write: an
-		// error reply means nothing was stored.
+		// Refused as queued, or checked before anything was queued:
+		// nothing was stored.
 		return fmt.Errorf("%w: redis at %s: append to %s: %s", storage.ErrUnavailable, l.s.addr, l.stream, re.Error())
 	}
 	if notSent(err) {
@@ -348,18 +460,11 @@ func (l *Log) writeFailed(err error, end int64) error {
 	return &storage.InDoubtError{Err: l.s.unavailable(err), End: end}
 }
 
-// endMismatch parses the append script's "RATATOSKR END <end>" error.
-func endMismatch(err error) (int64, bool) {
-	re, ok := rueidis.IsRedisErr(err)
-	if !ok {
-		return 0, false
-	}
-	rest, ok := strings.CutPrefix(re.Error(), "RATATOSKR END ")
-	if !ok {
-		return 0, false
-	}
-	n, perr := strconv.ParseInt(rest, 10, 64)
-	return n, perr == nil
+// fail makes the log refuse writes until the broker restarts, saying why.
+func (l *Log) fail(why string) error {
+	l.failed.Store(&why)
+	l.s.cfg.Logger.Error("redis log refuses writes until restart", "partition", l.name, "why", why)
+	return fmt.Errorf("%w: %s", storage.ErrFailed, why)
 }
 
 // pad formats n as 19 digits (see scripts.go).

@@ -5,10 +5,10 @@
 // Each partition is a stream with one entry per record batch, whose ID's
 // first part is the batch's base offset (so the stream is its own offset
 // index), and a small hash with the log's end offset; see scripts.go.
-// Appends run as one Lua script per write, carrying every batch the shard
-// staged since the last one: a single round trip, applied atomically, and
-// only if the log ends where the broker expects, so that two brokers (or
-// a stale one) can never interleave their batches in one partition.
+// An append is one transaction per write, carrying every batch the shard
+// staged since the last one: applied atomically, and only if the log ends
+// where the broker expects, so that two brokers (or a stale one) can never
+// interleave their batches in one partition (Log.transact).
 //
 // Durability is Redis's: a batch is acknowledged once Redis answered the
 // script, and it survives what Redis's persistence makes it survive
