@@ -172,3 +172,27 @@ func TestTLSAndACLUser(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "unreachable")
 }
+
+// TestRetentionRunsOutOfMemory: a Redis at its maxmemory refuses appends,
+// but retention still trims there, which is how it gets room back.
+func TestRetentionRunsOutOfMemory(t *testing.T) {
+	srv, s := openStore(t, redistest.Options{})
+	l, err := s.OpenLog(context.Background(), "t", 0, true)
+	require.NoError(t, err)
+	end := appendN(t, l, 0, 10, 2, 1000)
+	_, err = srv.Do("CONFIG", "SET", "maxmemory", "1")
+	require.NoError(t, err)
+	buf, b := batch(end, 1, 99000)
+	defer buf.Release()
+	err = l.Append(buf, b)
+	require.ErrorIs(t, err, storage.ErrUnavailable)
+	require.Contains(t, err.Error(), "out of memory")
+	n, err := l.Retain(time.Unix(0, 50000), 10*time.Microsecond, 0)
+	require.NoError(t, err)
+	require.Equal(t, 9, n, "every batch but the last is older than the bound")
+	start, _ := l.Bounds()
+	require.Equal(t, end-2, start)
+	off, err := l.OffsetForTime(0)
+	require.NoError(t, err, "time lookups read, out of memory or not")
+	require.Equal(t, end-2, off)
+}
