@@ -26,9 +26,9 @@ func TestCompletions(t *testing.T) {
 		{[]string{""}, []string{"serve", "topic", "pub", "sub", "group", "loadtest", "user", "acl", "tenant", "cluster", "dashboard-url", "version", "cert", "key", "completion"}},
 		{[]string{"topic", "d"}, []string{"describe", "delete"}},
 		{[]string{"group", "reset", "g", "--dr"}, []string{"--dry-run"}},
-		{[]string{"topic", "create", "x", "--storage", ""}, []string{"disk", "memory"}},
+		{[]string{"topic", "create", "x", "--storage", ""}, []string{"disk", "memory", "redis"}},
 		{[]string{"topic", "create", "x", "--storage", "=", "m"}, []string{"memory"}}, // bash splits at =
-		{[]string{"topic", "create", "x", "--storage", "="}, []string{"disk", "memory"}},
+		{[]string{"topic", "create", "x", "--storage", "="}, []string{"disk", "memory", "redis"}},
 		{[]string{"sub", "t", "--output=j"}, []string{"--output=json"}}, // zsh and fish do not
 		{[]string{"sub", "t", "-o", ""}, []string{"text", "json"}},
 		{[]string{"serve", "--no-p"}, []string{"--no-pin-shards"}},
