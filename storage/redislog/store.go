@@ -104,6 +104,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	opt.ConnWriteTimeout = cfg.Timeout
 	opt.ClientName = "ratatoskr"
 	s := &Store{cfg: cfg, addr: strings.Join(opt.InitAddress, ","), stop: make(chan struct{}), done: make(chan struct{})}
+	waited := false
 	for {
 		s.client, err = rueidis.NewClient(opt)
 		if err == nil {
@@ -111,6 +112,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		if isAuthError(err) {
 			return nil, fmt.Errorf("redis at %s refused the credentials: %w", s.addr, err)
+		}
+		if !waited {
+			waited = true
+			cfg.Logger.Warn("waiting for redis: the topics kept there need it", "redis", s.addr, "err", err)
 		}
 		select {
 		case <-ctx.Done():
