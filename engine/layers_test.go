@@ -23,6 +23,7 @@ var layers = map[string][]string{
 	"ring":               {},
 	"storage/vfs":        {"golang.org/x/sys"},
 	"storage/crypt":      {},
+	"storage/logtest":    {"wire", "storage", "pgregory.net/rapid"},
 	"storage/redislog":   {"wire", "storage", "github.com/redis/rueidis"},
 	"internal/redistest": {},
 	"storage":            {"wire", "storage/vfs", "storage/crypt", "github.com/dgraph-io/ristretto", "github.com/valyala/bytebufferpool"},

@@ -291,7 +291,7 @@ func TestAPIHealth(t *testing.T) {
 	_, body := httpGet(t, e, "/api/v1/health")
 	var raw map[string]json.RawMessage
 	require.NoError(t, json.Unmarshal([]byte(body), &raw))
-	require.ElementsMatch(t, []string{"status", "reasons", "uptime_seconds", "broker", "topics", "cluster", "resources"}, keys(raw))
+	require.ElementsMatch(t, []string{"status", "reasons", "uptime_seconds", "broker", "topics", "dependencies", "cluster", "resources"}, keys(raw))
 	require.JSONEq(t, `[]`, string(raw["reasons"]))
 	shape := map[string]map[string]any{}
 	for _, k := range []string{"broker", "cluster", "resources"} {
