@@ -91,8 +91,8 @@ func (c *DiskConfig) maxIndexEntries() int {
 //     held across disk I/O.
 //   - segMu: orders changes to segs (roll and Truncate, under wmu;
 //     Retain, on the shard, without wmu).
-//   - smu: staged, spare and broken (Stage on the shard; the writer takes
-//     the batches; Close and Drop release them). It is a leaf.
+//   - sq's lock (StageQueue): the staged batches (Stage on the shard; the
+//     writer takes them; Close, Drop and Truncate release them). A leaf.
 //   - mu: dirSync, corrupt, the segments' skips and isClosed. It is a leaf
 //     (recordCorrupt logs under it).
 //
@@ -100,14 +100,14 @@ func (c *DiskConfig) maxIndexEntries() int {
 //
 //	wmu ─▶ segMu ─▶ mu
 //	 │       └────▶ FileCache (segFiles.omu, then FileCache.mu), Reclaimer.mu
-//	 ├────▶ smu
+//	 ├────▶ sq
 //	 ├────▶ mu
 //	 ├────▶ FileCache, Reclaimer.mu
 //	 ├────▶ the stage's locks (OpenStage, Adopt, DropStage, Drop)
 //	 └────▶ other logs' wmu, by TryLock only (see below)
 //
-// smu and mu are never held together, and nothing takes wmu or segMu
-// while holding mu, smu or a FileCache lock. A stage (stage.go) is a
+// sq and mu are never held together, and nothing takes wmu or segMu
+// while holding mu, sq or a FileCache lock. A stage (stage.go) is a
 // DiskLog of its own, whose locks come after its parent's wmu: it never
 // takes its parent's locks but by the FileCache's TryLock. The FileCache releases its
 // lock before it calls a segment's flush (settle), so flushSegment runs
@@ -150,10 +150,7 @@ type DiskLog struct {
 
 	unseal *opener // reads of an encrypted log; nil for a plain log
 
-	smu    sync.Mutex // guards staged, spare, broken
-	staged []staged
-	spare  []staged
-	broken error // a write failed: Stage refuses until Resume
+	sq StageQueue // the batches staged for WritePending
 
 	segMu  sync.Mutex  // orders changes to segs: roll (writer) and Retain (shard)
 	wmu    sync.Mutex  // one writer at a time: WritePending, Sync, sealing, flushSegment
@@ -442,12 +439,6 @@ func (l *DiskLog) Append(b *Buf, batch wire.Batch) error {
 	return err
 }
 
-// staged is a batch waiting for the writer.
-type staged struct {
-	buf   *Buf
-	batch wire.Batch
-}
-
 // Stage queues a batch, whose base offset is stamped and follows the
 // staged ones, for WritePending; it retains b. Appending this way keeps
 // disk writes off the shard's thread (an event loop, when the shard runs
@@ -457,16 +448,7 @@ func (l *DiskLog) Stage(b *Buf, batch wire.Batch) error {
 	if l.failed.Load() {
 		return ErrFailed
 	}
-	l.smu.Lock()
-	defer l.smu.Unlock()
-	if l.broken != nil {
-		return l.broken
-	}
-	if b != nil {
-		b.Retain()
-	}
-	l.staged = append(l.staged, staged{b, batch})
-	return nil
+	return l.sq.Stage(b, batch)
 }
 
 // WritePending writes every staged batch, grouped into one write per
@@ -478,11 +460,8 @@ func (l *DiskLog) Stage(b *Buf, batch wire.Batch) error {
 func (l *DiskLog) WritePending() (int64, error) {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	l.smu.Lock()
-	orig := l.staged
-	l.staged = l.spare[:0]
-	l.smu.Unlock()
-	rest := orig
+	taken := l.sq.Take()
+	rest := taken
 	var err error
 	if l.failed.Load() && len(rest) > 0 {
 		// Staged before the log failed: never written, so not stored.
@@ -493,53 +472,22 @@ func (l *DiskLog) WritePending() (int64, error) {
 		n, err = l.writeGroup(rest)
 		rest = rest[n:]
 	}
-	l.releaseStaged(rest)
-	clear(orig)
-	l.smu.Lock()
-	l.spare = orig[:0]
-	l.smu.Unlock()
-	if err != nil {
-		l.smu.Lock()
-		l.broken = err
-		for _, st := range l.staged {
-			st.release()
-		}
-		clear(l.staged)
-		l.staged = l.staged[:0]
-		l.smu.Unlock()
-	}
+	ReleaseStaged(rest)
+	l.sq.Done(taken, err)
 	return l.written.Load(), err
 }
 
 // Resume lets Stage accept batches again after a failed write.
-func (l *DiskLog) Resume() {
-	l.smu.Lock()
-	l.broken = nil
-	l.smu.Unlock()
-}
-
-func (st staged) release() {
-	if st.buf != nil {
-		st.buf.Release()
-	}
-}
-
-// releaseStaged releases the buffers of batches that were dropped.
-func (l *DiskLog) releaseStaged(rest []staged) {
-	for i, st := range rest {
-		st.release()
-		rest[i] = staged{}
-	}
-}
+func (l *DiskLog) Resume() { l.sq.Resume() }
 
 // writeGroup writes the longest prefix of rest that fits the active
 // segment (rolling first when the segment is full or old) in one write,
 // releases those batches, and returns how many it wrote.
-func (l *DiskLog) writeGroup(rest []staged) (int, error) {
+func (l *DiskLog) writeGroup(rest []StagedBatch) (int, error) {
 	s := l.active
 	pos := s.size.Load()
 	sealing := l.sealW != nil
-	first := int64(storedSize(rest[0].batch, sealing))
+	first := int64(storedSize(rest[0].Batch, sealing))
 	if pos > 0 && (pos+first > l.cfg.SegmentBytes || time.Since(s.created) > l.cfg.SegmentAge || s.indexFull()) {
 		if err := l.roll(); err != nil {
 			return 0, err
@@ -549,11 +497,11 @@ func (l *DiskLog) writeGroup(rest []staged) (int, error) {
 	n, size := 0, int64(0)
 	group := l.group[:0]
 	for _, st := range rest {
-		stored := int64(storedSize(st.batch, sealing))
+		stored := int64(storedSize(st.Batch, sealing))
 		if n > 0 && pos+size+stored > l.cfg.SegmentBytes {
 			break
 		}
-		group = append(group, st.batch)
+		group = append(group, st.Batch)
 		size += stored
 		n++
 	}
@@ -586,7 +534,7 @@ func (l *DiskLog) writeGroup(rest []staged) (int, error) {
 	s.next.Store(end)
 	l.bytes.Add(size)
 	l.written.Store(end)
-	l.releaseStaged(rest[:n])
+	ReleaseStaged(rest[:n])
 	clear(group)
 	return n, nil
 }
@@ -871,12 +819,7 @@ func (l *DiskLog) Close() error {
 	l.mu.Unlock()
 	l.closed.Store(true)
 	// A failed log never writes what was staged after it failed.
-	l.smu.Lock()
-	for _, st := range l.staged {
-		st.release()
-	}
-	l.staged = nil
-	l.smu.Unlock()
+	l.sq.Drop()
 	for _, s := range *l.segs.Load() {
 		s.removed.Store(true)
 		s.release()
@@ -897,12 +840,7 @@ func (l *DiskLog) Drop() error {
 		l.stage = nil
 		err = st.Drop()
 	}
-	l.smu.Lock()
-	for _, st := range l.staged {
-		st.release()
-	}
-	l.staged = nil
-	l.smu.Unlock()
+	l.sq.Drop()
 	l.mu.Lock()
 	l.isClosed = true
 	l.mu.Unlock()

@@ -86,12 +86,7 @@ func (l *DiskLog) checkTruncate(end int64) error {
 }
 
 // dropStaged releases every staged batch.
-func (l *DiskLog) dropStaged() {
-	l.smu.Lock()
-	defer l.smu.Unlock()
-	l.releaseStaged(l.staged)
-	l.staged = l.staged[:0]
-}
+func (l *DiskLog) dropStaged() { l.sq.Drop() }
 
 // truncatePoint finds the segment holding the batch whose base offset is
 // end, below the end written, and that batch's position in it.

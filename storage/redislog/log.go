@@ -43,10 +43,7 @@ type Log struct {
 	doubt bool
 	cmds  rueidis.Commands
 
-	smu    sync.Mutex
-	staged []staged
-	spare  []staged
-	broken error // the last write failed: Stage refuses until Resume
+	sq storage.StageQueue // the batches staged for WritePending
 
 	failed   atomic.Pointer[string] // why the log refuses writes for good (another writer)
 	closed   atomic.Bool
@@ -57,11 +54,6 @@ type Log struct {
 
 var _ storage.Staged = (*Log)(nil)
 var _ storage.Remote = (*Log)(nil)
-
-type staged struct {
-	buf   *storage.Buf
-	batch wire.Batch
-}
 
 // Keys are the stream's and the hash's keys of a partition: the name in
 // a hash tag, so that both live on one node of a Redis Cluster.
@@ -177,24 +169,11 @@ func (l *Log) Stage(b *storage.Buf, batch wire.Batch) error {
 	if l.closed.Load() {
 		return storage.ErrClosed
 	}
-	l.smu.Lock()
-	defer l.smu.Unlock()
-	if l.broken != nil {
-		return l.broken
-	}
-	if b != nil {
-		b.Retain()
-	}
-	l.staged = append(l.staged, staged{b, batch})
-	return nil
+	return l.sq.Stage(b, batch)
 }
 
 // Resume lets Stage accept batches after a failed write.
-func (l *Log) Resume() {
-	l.smu.Lock()
-	l.broken = nil
-	l.smu.Unlock()
-}
+func (l *Log) Resume() { l.sq.Resume() }
 
 // maxWrite bounds one transaction, so a large backlog goes in a few calls
 // rather than one that holds Redis for long.
@@ -216,44 +195,23 @@ const (
 func (l *Log) WritePending() (int64, error) {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	l.smu.Lock()
-	orig := l.staged
-	l.staged = l.spare[:0]
-	l.smu.Unlock()
-	rest := orig
+	taken := l.sq.Take()
+	rest := taken
 	var err error
 	for len(rest) > 0 && err == nil {
 		var n int
 		n, err = l.writeSome(rest)
-		releaseStaged(rest[:n])
+		storage.ReleaseStaged(rest[:n])
 		rest = rest[n:]
 	}
-	releaseStaged(rest)
-	clear(orig)
-	l.smu.Lock()
-	l.spare = orig[:0]
-	if err != nil {
-		l.broken = err
-		releaseStaged(l.staged)
-		clear(l.staged)
-		l.staged = l.staged[:0]
-	}
-	l.smu.Unlock()
+	storage.ReleaseStaged(rest)
+	l.sq.Done(taken, err)
 	return l.written.Load(), err
-}
-
-func releaseStaged(st []staged) {
-	for i := range st {
-		if st[i].buf != nil {
-			st[i].buf.Release()
-		}
-		st[i] = staged{}
-	}
 }
 
 // writeSome writes the longest prefix of rest within maxWrite in one
 // transaction and returns how many batches it wrote.
-func (l *Log) writeSome(rest []staged) (int, error) {
+func (l *Log) writeSome(rest []storage.StagedBatch) (int, error) {
 	if why := l.failed.Load(); why != nil {
 		return 0, fmt.Errorf("%w: %s", storage.ErrFailed, *why)
 	}
@@ -266,19 +224,19 @@ func (l *Log) writeSome(rest []staged) (int, error) {
 	cmds := append(l.cmds[:0], c.B().Multi().Build())
 	n, size := 0, 0
 	for _, st := range rest {
-		if n > 0 && (n == maxWriteBatches || size+len(st.batch) > maxWriteBytes) {
+		if n > 0 && (n == maxWriteBatches || size+len(st.Batch) > maxWriteBytes) {
 			break
 		}
-		m := max(st.batch.MaxTimestamp(), 0)
+		m := max(st.Batch.MaxTimestamp(), 0)
 		ts = max(ts, m)
-		cmds = append(cmds, c.B().Xadd().Key(l.stream).Id(strconv.FormatInt(st.batch.BaseOffset(), 10)+"-1").
-			FieldValue().FieldValue("b", rueidis.BinaryString(st.batch)).FieldValue("t", pad(ts)).
+		cmds = append(cmds, c.B().Xadd().Key(l.stream).Id(strconv.FormatInt(st.Batch.BaseOffset(), 10)+"-1").
+			FieldValue().FieldValue("b", rueidis.BinaryString(st.Batch)).FieldValue("t", pad(ts)).
 			FieldValue("z", pad(z)).FieldValue("m", pad(m)).Build())
-		z += int64(len(st.batch))
-		size += len(st.batch)
+		z += int64(len(st.Batch))
+		size += len(st.Batch)
 		n++
 	}
-	last := rest[n-1].batch
+	last := rest[n-1].Batch
 	end := last.BaseOffset() + int64(last.Count())
 	cmds = append(cmds, c.B().Hset().Key(l.meta).FieldValue().FieldValue("end", strconv.FormatInt(end, 10)).
 		FieldValue("z", strconv.FormatInt(z, 10)).FieldValue("t", strconv.FormatInt(ts, 10)).FieldValue("v", "1").Build(),
@@ -844,10 +802,7 @@ func (l *Log) Close() error {
 	}
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	l.smu.Lock()
-	releaseStaged(l.staged)
-	l.staged = nil
-	l.smu.Unlock()
+	l.sq.Drop()
 	return nil
 }
 
